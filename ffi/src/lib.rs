@@ -1,0 +1,1 @@
+//! C ABI for switchyard (filled by the C ABI issue).
