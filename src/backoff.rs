@@ -1,0 +1,178 @@
+//! Connection backoff, exactly as gRPC's connection-backoff spec: attempts are
+//! spaced by a backoff measured from each attempt's *start*, growing ×1.6 with
+//! ±20 % jitter up to 120 s; every attempt gets at least the min connect timeout.
+
+use std::time::{Duration, Instant};
+
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct BackoffConfig {
+    pub initial: Duration,
+    pub multiplier: f64,
+    pub jitter: f64,
+    pub max: Duration,
+    pub min_connect_timeout: Duration,
+}
+
+impl Default for BackoffConfig {
+    fn default() -> Self {
+        BackoffConfig {
+            initial: Duration::from_secs(1),
+            multiplier: 1.6,
+            jitter: 0.2,
+            max: Duration::from_secs(120),
+            min_connect_timeout: Duration::from_secs(20),
+        }
+    }
+}
+
+/// A random source for jitter: uniform in [0, 1). Injectable for tests.
+pub trait Jitter {
+    fn uniform(&mut self) -> f64;
+}
+
+impl<F: FnMut() -> f64> Jitter for F {
+    fn uniform(&mut self) -> f64 {
+        self()
+    }
+}
+
+/// Per-subchannel backoff state.
+#[derive(Clone, Debug)]
+pub struct Backoff {
+    config: BackoffConfig,
+    /// Pre-jitter backoff for the next interval.
+    current: Duration,
+    /// When the next attempt may start (set when an attempt starts).
+    next_attempt: Option<Instant>,
+    first: bool,
+}
+
+impl Backoff {
+    pub fn new(config: BackoffConfig) -> Backoff {
+        Backoff {
+            config,
+            current: config.initial,
+            next_attempt: None,
+            first: true,
+        }
+    }
+
+    pub fn config(&self) -> &BackoffConfig {
+        &self.config
+    }
+
+    /// An attempt starts at `now`: returns its connect deadline and records when
+    /// the next attempt may start.
+    pub fn start_attempt(&mut self, now: Instant, jitter: &mut dyn Jitter) -> Instant {
+        let interval = if self.first {
+            // The very first interval carries no jitter (spec pseudo-code).
+            self.first = false;
+            self.current
+        } else {
+            self.current = self
+                .current
+                .mul_f64(self.config.multiplier)
+                .min(self.config.max);
+            let spread = self.config.jitter * (2.0 * jitter.uniform() - 1.0);
+            self.current.mul_f64((1.0 + spread).max(0.0))
+        };
+        let next = now + interval;
+        self.next_attempt = Some(next);
+        next.max(now + self.config.min_connect_timeout)
+    }
+
+    /// When the next attempt may start: the failed attempt's start plus its
+    /// backoff (possibly already past, when the attempt took longer).
+    pub fn next_attempt(&self) -> Option<Instant> {
+        self.next_attempt
+    }
+
+    /// A connection succeeded (the server's SETTINGS arrived): start over.
+    pub fn reset(&mut self) {
+        self.current = self.config.initial;
+        self.next_attempt = None;
+        self.first = true;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn schedule(jitter_value: f64, attempts: usize) -> Vec<Duration> {
+        let mut b = Backoff::new(BackoffConfig::default());
+        let t0 = Instant::now();
+        let mut j = move || jitter_value;
+        (0..attempts)
+            .map(|_| {
+                b.start_attempt(t0, &mut j);
+                b.next_attempt().unwrap() - t0
+            })
+            .collect()
+    }
+
+    #[test]
+    fn nominal_sequence_without_jitter() {
+        // uniform() = 0.5 means zero jitter.
+        let got: Vec<f64> = schedule(0.5, 13).iter().map(|d| d.as_secs_f64()).collect();
+        let want = [
+            1.0,
+            1.6,
+            2.56,
+            4.096,
+            6.5536,
+            10.48576,
+            16.777216,
+            26.8435456,
+            42.94967296,
+            68.719476736,
+            109.9511627776,
+            120.0,
+            120.0,
+        ];
+        for (g, w) in got.iter().zip(want) {
+            assert!((g - w).abs() < 1e-6, "{got:?}");
+        }
+    }
+
+    #[test]
+    fn jitter_is_plus_minus_twenty_percent_and_first_is_exact() {
+        let low = schedule(0.0, 3);
+        let high = schedule(0.999_999_999, 3);
+        assert_eq!(low[0], Duration::from_secs(1));
+        assert_eq!(high[0], Duration::from_secs(1));
+        assert!((low[1].as_secs_f64() - 1.6 * 0.8).abs() < 1e-6);
+        assert!((high[1].as_secs_f64() - 1.6 * 1.2).abs() < 1e-6);
+        // Jitter does not compound: the base keeps growing by exactly 1.6.
+        assert!((low[2].as_secs_f64() - 2.56 * 0.8).abs() < 1e-6);
+        let capped = schedule(0.999_999_999, 20);
+        assert!((capped[19].as_secs_f64() - 144.0).abs() < 1e-6);
+    }
+
+    #[test]
+    fn connect_deadline_is_at_least_min_connect_timeout() {
+        let mut b = Backoff::new(BackoffConfig::default());
+        let t0 = Instant::now();
+        let mut j = || 0.5;
+        assert_eq!(b.start_attempt(t0, &mut j) - t0, Duration::from_secs(20));
+        for _ in 0..8 {
+            b.start_attempt(t0, &mut j);
+        }
+        // 1.6^8 ≈ 42.9 s > 20 s: the backoff itself is the deadline.
+        let d = b.start_attempt(t0, &mut j) - t0;
+        assert!((d.as_secs_f64() - 68.719476736).abs() < 1e-6);
+    }
+
+    #[test]
+    fn reset_starts_over() {
+        let mut b = Backoff::new(BackoffConfig::default());
+        let t0 = Instant::now();
+        let mut j = || 0.5;
+        for _ in 0..5 {
+            b.start_attempt(t0, &mut j);
+        }
+        b.reset();
+        b.start_attempt(t0, &mut j);
+        assert_eq!(b.next_attempt().unwrap() - t0, Duration::from_secs(1));
+    }
+}
