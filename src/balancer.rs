@@ -1,0 +1,122 @@
+//! The policy API, shaped like gRPC-Go's `balancer` package: a `Builder` makes a
+//! `Balancer`; the balancer talks to the channel through a `ClientConn`; it
+//! publishes `Picker`s. Every `Balancer` method runs on the channel's event-loop
+//! thread, one at a time, and may call back into the `ClientConn` freely.
+
+use crate::picker::Picker;
+use crate::state::ConnectivityState;
+use crate::subconn::{Address, SubConn, SubConnId};
+use std::any::Any;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// A policy's parsed configuration (downcast by the policy that parsed it).
+pub type LbConfig = Arc<dyn Any + Send + Sync>;
+
+/// Builds balancers of one policy. Registered by name in the `registry`.
+pub trait Builder: Send + Sync {
+    /// The policy's name as it appears in `loadBalancingConfig`.
+    fn name(&self) -> &str;
+
+    /// A new balancer for one channel. Called on the loop thread.
+    fn build(&self) -> Box<dyn Balancer>;
+
+    /// Parses this policy's entry of `loadBalancingConfig`. Unknown fields are
+    /// ignored (forward compatibility); invalid known ones are an error.
+    fn parse_config(&self, _config: &serde_json::Value) -> Result<Option<LbConfig>, String> {
+        Ok(None)
+    }
+}
+
+/// The resolver's output as a policy receives it.
+#[derive(Clone, Default)]
+pub struct ClientConnState {
+    pub addresses: Vec<Address>,
+    pub config: Option<LbConfig>,
+}
+
+impl std::fmt::Debug for ClientConnState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ClientConnState")
+            .field("addresses", &self.addresses)
+            .field("config", &self.config.is_some())
+            .finish()
+    }
+}
+
+/// A subchannel's state as delivered to its policy. `error` is set in
+/// TRANSIENT_FAILURE (and on the IDLE that follows a lost connection).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SubConnState {
+    pub state: ConnectivityState,
+    pub error: Option<Arc<str>>,
+}
+
+/// A token for a timer a policy armed (see `ClientConn::schedule_timer`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct TimerToken(pub u64);
+
+/// A load-balancing policy instance. Callbacks are serialized on the loop thread.
+pub trait Balancer {
+    /// New addresses and/or config. `Err` means "bad resolver state": the channel
+    /// asks the resolver to re-resolve.
+    fn update_client_conn_state(
+        &mut self,
+        cc: &mut dyn ClientConn,
+        state: ClientConnState,
+    ) -> Result<(), String>;
+
+    /// The resolver failed; keep using the last good addresses if there are any.
+    fn resolver_error(&mut self, cc: &mut dyn ClientConn, error: &str);
+
+    /// A subchannel this balancer created changed state. SHUTDOWN is delivered
+    /// exactly once, after `shutdown_subconn`.
+    fn update_subconn_state(
+        &mut self,
+        cc: &mut dyn ClientConn,
+        sc: SubConnId,
+        state: &SubConnState,
+    );
+
+    /// Leave IDLE: reconnect if appropriate.
+    fn exit_idle(&mut self, cc: &mut dyn ClientConn);
+
+    /// A timer this balancer armed fired.
+    fn timer(&mut self, _cc: &mut dyn ClientConn, _token: TimerToken) {}
+
+    /// The balancer is being replaced or the channel closed. The channel shuts
+    /// down whatever subchannels the balancer leaves behind.
+    fn close(&mut self, cc: &mut dyn ClientConn);
+}
+
+/// The channel as a balancer sees it. Only usable inside balancer callbacks.
+pub trait ClientConn {
+    /// A new subchannel, IDLE, doing nothing until `connect`.
+    fn new_subconn(&mut self, address: Address) -> Result<Arc<SubConn>, String>;
+
+    /// Start connecting; a no-op unless the subchannel is IDLE.
+    fn connect(&mut self, sc: SubConnId);
+
+    /// Shut the subchannel down. Its final SHUTDOWN state is delivered once.
+    fn shutdown_subconn(&mut self, sc: SubConnId);
+
+    /// Publish a new picker and the balancer's aggregate state.
+    fn update_state(&mut self, state: ConnectivityState, picker: Box<dyn Picker>);
+
+    /// Ask the resolver to resolve again.
+    fn resolve_now(&mut self);
+
+    /// Arm a one-shot timer; `Balancer::timer` receives its token.
+    fn schedule_timer(&mut self, after: Duration) -> TimerToken;
+
+    fn cancel_timer(&mut self, token: TimerToken);
+
+    /// The loop's clock.
+    fn now(&self) -> Instant;
+
+    /// The loop's random source.
+    fn random(&mut self) -> u64;
+
+    /// A handle pickers can use to ask the loop to call `exit_idle`.
+    fn idle_trigger(&self) -> crate::channel::IdleTrigger;
+}

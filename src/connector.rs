@@ -1,0 +1,171 @@
+//! How subchannels get connections. The loop owns the subchannel state machine
+//! (backoff, deadlines, states); a `Connector` only makes and breaks transports
+//! and reports what happened. All methods run on the loop thread.
+//!
+//! Two kinds plug in here: the **external** connector, where the host stack owns
+//! its transports and reports their states back (`Channel::report_subconn_state`),
+//! and managed connectors that register sockets with the loop's `mio::Poll`
+//! through `ConnectorCtx` and drive them on I/O events, timers and wake-ups.
+
+use crate::runtime::{ChannelId, Env, TimerKind};
+use crate::subconn::{SubConn, SubConnId};
+use std::sync::Arc;
+use std::time::Instant;
+
+/// What a transport did.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum TransportEvent {
+    /// The connection is fully up (for HTTP/2: the server's SETTINGS arrived).
+    Ready,
+    /// The attempt failed before READY.
+    Failed(String),
+    /// An established connection ended (error, EOF, GOAWAY drained).
+    Lost(String),
+}
+
+/// The loop's services, lent to a connector during each call.
+pub struct ConnectorCtx<'a> {
+    pub(crate) env: &'a mut Env,
+    pub(crate) channel: ChannelId,
+    pub(crate) events: &'a mut Vec<(SubConnId, TransportEvent)>,
+}
+
+impl ConnectorCtx<'_> {
+    /// Reports a transport event; the loop applies it after the call returns.
+    pub fn report(&mut self, sc: SubConnId, event: TransportEvent) {
+        self.events.push((sc, event));
+    }
+
+    pub fn registry(&self) -> &mio::Registry {
+        &self.env.registry
+    }
+
+    /// A token whose I/O events are routed to `Connector::io_event(key, ..)`.
+    pub fn token(&mut self, key: u64) -> mio::Token {
+        self.env.alloc_token(self.channel, key)
+    }
+
+    pub fn release_token(&mut self, token: mio::Token) {
+        self.env.tokens.remove(&token);
+    }
+
+    /// Calls `Connector::timer(key, ..)` at `at`. Returns an id for `cancel_timer`.
+    pub fn schedule_timer(&mut self, at: Instant, key: u64) -> u64 {
+        self.env
+            .timers
+            .schedule(at, self.channel, TimerKind::Connector(key))
+    }
+
+    pub fn cancel_timer(&mut self, id: u64) {
+        self.env.timers.cancel(id);
+    }
+
+    /// A handle any thread can use to have `Connector::notified(key, ..)` called.
+    pub fn notifier(&self, key: u64) -> Notifier {
+        Notifier {
+            handle: self.env.handle.clone(),
+            channel: self.channel,
+            key,
+        }
+    }
+
+    pub fn now(&self) -> Instant {
+        self.env.clock.now()
+    }
+}
+
+/// Wakes the loop to call `Connector::notified` (usable as a task waker).
+#[derive(Clone)]
+pub struct Notifier {
+    handle: crate::runtime::LoopHandle,
+    channel: ChannelId,
+    key: u64,
+}
+
+impl Notifier {
+    pub fn notify(&self) {
+        self.handle.notify(self.channel, self.key);
+    }
+}
+
+impl std::task::Wake for Notifier {
+    fn wake(self: Arc<Self>) {
+        self.notify();
+    }
+    fn wake_by_ref(self: &Arc<Self>) {
+        self.notify();
+    }
+}
+
+/// Makes and breaks transports for one channel's subchannels.
+pub trait Connector: Send {
+    /// Start connecting `sc`; report `Ready` or `Failed` (now or later).
+    fn connect(&mut self, sc: &Arc<SubConn>, deadline: Instant, ctx: &mut ConnectorCtx<'_>);
+
+    /// The subchannel is gone: close everything it had, at once.
+    fn shutdown(&mut self, sc: &Arc<SubConn>, ctx: &mut ConnectorCtx<'_>);
+
+    /// The attempt ran past its deadline: abort it (the loop reports the failure).
+    fn cancel(&mut self, sc: &Arc<SubConn>, ctx: &mut ConnectorCtx<'_>) {
+        self.shutdown(sc, ctx);
+    }
+
+    /// A new subchannel exists (IDLE).
+    fn created(&mut self, _sc: &Arc<SubConn>, _ctx: &mut ConnectorCtx<'_>) {}
+
+    /// Whether the loop should enforce connect deadlines (false when the host does).
+    fn enforces_deadline(&self) -> bool {
+        true
+    }
+
+    fn io_event(&mut self, _key: u64, _event: &mio::event::Event, _ctx: &mut ConnectorCtx<'_>) {}
+    fn timer(&mut self, _key: u64, _ctx: &mut ConnectorCtx<'_>) {}
+    fn notified(&mut self, _key: u64, _ctx: &mut ConnectorCtx<'_>) {}
+}
+
+/// The host stack's side of the external connector. Called on the loop thread;
+/// the host later reports the outcome with `Channel::report_subconn_state`.
+pub trait HostTransport: Send + Sync {
+    fn create(&self, _sc: &Arc<SubConn>) {}
+    fn connect(&self, sc: &Arc<SubConn>);
+    fn shutdown(&self, sc: &Arc<SubConn>);
+}
+
+/// Delegates transports to the host (see `HostTransport`).
+pub struct ExternalConnector {
+    host: Arc<dyn HostTransport>,
+}
+
+impl ExternalConnector {
+    pub fn new(host: Arc<dyn HostTransport>) -> ExternalConnector {
+        ExternalConnector { host }
+    }
+}
+
+impl Connector for ExternalConnector {
+    fn created(&mut self, sc: &Arc<SubConn>, _: &mut ConnectorCtx<'_>) {
+        self.host.create(sc);
+    }
+    fn connect(&mut self, sc: &Arc<SubConn>, _: Instant, _: &mut ConnectorCtx<'_>) {
+        self.host.connect(sc);
+    }
+    fn shutdown(&mut self, sc: &Arc<SubConn>, _: &mut ConnectorCtx<'_>) {
+        self.host.shutdown(sc);
+    }
+    fn enforces_deadline(&self) -> bool {
+        false
+    }
+}
+
+/// Fails every attempt: for channels built without any way to connect.
+pub struct NullConnector;
+
+impl Connector for NullConnector {
+    fn connect(&mut self, sc: &Arc<SubConn>, _: Instant, ctx: &mut ConnectorCtx<'_>) {
+        ctx.report(
+            sc.id(),
+            TransportEvent::Failed("no transport is configured for this channel".into()),
+        );
+    }
+    fn shutdown(&mut self, _: &Arc<SubConn>, _: &mut ConnectorCtx<'_>) {}
+}

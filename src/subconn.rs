@@ -1,0 +1,90 @@
+//! Subchannels as RPC threads and pickers see them: an address with an identity.
+//! The state machine that drives them lives in `subchannel.rs` on the loop.
+
+use std::any::Any;
+use std::fmt;
+use std::sync::Arc;
+
+/// The host's opaque per-address data (a backend object, a C pointer with its
+/// release callback, ...). Released when its last holder lets go: the subchannel
+/// and every picker table that can return it, and every pick not yet done.
+pub type UserData = Arc<dyn Any + Send + Sync>;
+
+/// One resolved address.
+#[derive(Clone)]
+pub struct Address {
+    /// `ip:port`, `[v6]:port`, `unix:/path` or any string the connector understands.
+    pub addr: String,
+    /// Endpoint weight (0 means unset, treated as 1 by policies that weigh).
+    pub weight: u32,
+    pub user_data: Option<UserData>,
+}
+
+impl Address {
+    pub fn new(addr: impl Into<String>) -> Address {
+        Address {
+            addr: addr.into(),
+            weight: 0,
+            user_data: None,
+        }
+    }
+
+    pub fn with_user_data(mut self, data: UserData) -> Address {
+        self.user_data = Some(data);
+        self
+    }
+
+    pub fn with_weight(mut self, weight: u32) -> Address {
+        self.weight = weight;
+        self
+    }
+}
+
+impl fmt::Debug for Address {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Address")
+            .field("addr", &self.addr)
+            .field("weight", &self.weight)
+            .field("user_data", &self.user_data.is_some())
+            .finish()
+    }
+}
+
+/// A subchannel's identity, unique within its channel and never reused.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct SubConnId(pub u64);
+
+/// What a picker returns: one address of one channel. Immutable; shared by the
+/// loop, the policy and every table that can pick it.
+pub struct SubConn {
+    id: SubConnId,
+    address: Address,
+}
+
+impl SubConn {
+    pub(crate) fn new(id: SubConnId, address: Address) -> SubConn {
+        SubConn { id, address }
+    }
+
+    pub fn id(&self) -> SubConnId {
+        self.id
+    }
+
+    pub fn address(&self) -> &Address {
+        &self.address
+    }
+
+    pub fn addr(&self) -> &str {
+        &self.address.addr
+    }
+
+    pub fn user_data(&self) -> Option<&UserData> {
+        self.address.user_data.as_ref()
+    }
+}
+
+impl fmt::Debug for SubConn {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "SubConn({}, {})", self.id.0, self.address.addr)
+    }
+}
