@@ -1,1 +1,43 @@
-pub fn x(){}
+//! switchyard: a client-side load-balancing core for gRPC-style RPC stacks.
+//!
+//! A single-threaded mio event loop ([`Runtime`]) owns connection management,
+//! timers and every state transition of every [`Channel`]; it publishes
+//! immutable picker tables that RPC threads read wait-free through a
+//! per-thread [`Reader`]. Policies plug in through a registry by name, shaped
+//! like gRPC-Go's `balancer` package.
+
+pub mod backoff;
+pub mod balancer;
+pub mod channel;
+pub mod clock;
+pub mod connector;
+pub mod error;
+pub mod picker;
+pub mod policy;
+pub mod publish;
+pub mod reader;
+pub mod registry;
+pub(crate) mod resolver;
+pub mod runtime;
+pub mod service_config;
+pub mod state;
+pub mod status;
+pub(crate) mod subchannel;
+pub mod subconn;
+pub(crate) mod sync;
+
+pub use balancer::{
+    Balancer, Builder, ClientConn, ClientConnState, LbConfig, SubConnState, TimerToken,
+};
+pub use channel::{Channel, ChannelOptions, IdleTrigger, StateCallback};
+pub use clock::{Clock, ManualClock, SystemClock};
+pub use connector::{
+    Connector, ConnectorCtx, ExternalConnector, HostTransport, Notifier, TransportEvent,
+};
+pub use error::Error;
+pub use picker::{DoneHook, DoneInfo, PickInfo, PickLocal, PickResult, Picker};
+pub use reader::{Pick, PickError, PickOptions, Reader};
+pub use runtime::{Runtime, RuntimeConfig};
+pub use state::ConnectivityState;
+pub use status::{Code, Status};
+pub use subconn::{Address, SubConn, SubConnId, UserData};

@@ -1,0 +1,25 @@
+//! Built-in load-balancing policies.
+
+pub(crate) mod children;
+pub mod pick_first;
+pub mod round_robin;
+
+use crate::balancer::Builder;
+use std::sync::Arc;
+
+/// The policies every registry starts with.
+pub(crate) fn builtins() -> Vec<Arc<dyn Builder>> {
+    vec![
+        Arc::new(pick_first::PickFirstBuilder),
+        Arc::new(round_robin::RoundRobinBuilder),
+    ]
+}
+
+/// Reads an optional boolean field of a policy config.
+pub(crate) fn opt_bool(config: &serde_json::Value, field: &str) -> Result<Option<bool>, String> {
+    match config.get(field) {
+        None | Some(serde_json::Value::Null) => Ok(None),
+        Some(serde_json::Value::Bool(b)) => Ok(Some(*b)),
+        Some(other) => Err(format!("{field} must be a boolean, got {other}")),
+    }
+}

@@ -1,0 +1,447 @@
+//! `pick_first`: the channel default and the leaf under every petiole policy.
+//! One subchannel per address, tried in order with happy eyeballs (a new attempt
+//! every 250 ms without cancelling earlier ones); the first READY wins and the
+//! rest are shut down. After a full failed pass it stays in TRANSIENT_FAILURE
+//! (sticky) and reconnects every subchannel as its backoff ends.
+
+use crate::balancer::{
+    Balancer, Builder, ClientConn, ClientConnState, LbConfig, SubConnState, TimerToken,
+};
+use crate::picker::{FailPicker, IdlePicker, Picker, QueuePicker, SinglePicker};
+use crate::state::ConnectivityState;
+use crate::subconn::{Address, SubConn, SubConnId};
+use std::collections::{HashMap, HashSet, VecDeque};
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// gRFC A61's Connection Attempt Delay.
+pub const HAPPY_EYEBALLS_DELAY: Duration = Duration::from_millis(250);
+
+pub const ZERO_ADDRESSES: &str = "name resolver error: produced zero addresses";
+
+/// `{"shuffleAddressList": bool}`.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct PickFirstConfig {
+    pub shuffle_address_list: bool,
+}
+
+pub struct PickFirstBuilder;
+
+impl Builder for PickFirstBuilder {
+    fn name(&self) -> &str {
+        "pick_first"
+    }
+
+    fn build(&self) -> Box<dyn Balancer> {
+        Box::new(PickFirst::default())
+    }
+
+    fn parse_config(&self, config: &serde_json::Value) -> Result<Option<LbConfig>, String> {
+        let shuffle = super::opt_bool(config, "shuffleAddressList")?.unwrap_or(false);
+        Ok(Some(Arc::new(PickFirstConfig {
+            shuffle_address_list: shuffle,
+        })))
+    }
+}
+
+struct Entry {
+    sc: Arc<SubConn>,
+    state: ConnectivityState,
+    failed_in_pass: bool,
+}
+
+#[derive(Default)]
+pub struct PickFirst {
+    /// The address list in attempt order (shuffled, deduplicated, interleaved).
+    list: Vec<Address>,
+    entries: HashMap<String, Entry>,
+    by_id: HashMap<SubConnId, String>,
+    selected: Option<SubConnId>,
+    cursor: usize,
+    timer: Option<TimerToken>,
+    /// The last state reported; `None` before the first update.
+    reported: Option<ConnectivityState>,
+    in_pass: bool,
+    sticky_tf: bool,
+    tf_count: usize,
+    last_error: Option<Arc<str>>,
+}
+
+impl PickFirst {
+    /// Reports a state, dropping duplicates (except TRANSIENT_FAILURE, which
+    /// refreshes the error).
+    fn report(
+        &mut self,
+        cc: &mut dyn ClientConn,
+        state: ConnectivityState,
+        picker: Box<dyn Picker>,
+    ) {
+        if state != ConnectivityState::TransientFailure && self.reported == Some(state) {
+            return;
+        }
+        self.reported = Some(state);
+        cc.update_state(state, picker);
+    }
+
+    fn report_tf(&mut self, cc: &mut dyn ClientConn, message: &str) {
+        self.report(
+            cc,
+            ConnectivityState::TransientFailure,
+            Box::new(FailPicker::unavailable(message)),
+        );
+    }
+
+    fn cancel_timer(&mut self, cc: &mut dyn ClientConn) {
+        if let Some(t) = self.timer.take() {
+            cc.cancel_timer(t);
+        }
+    }
+
+    fn remove_entry(&mut self, cc: &mut dyn ClientConn, addr: &str) {
+        if let Some(e) = self.entries.remove(addr) {
+            cc.shutdown_subconn(e.sc.id());
+        }
+    }
+
+    fn shutdown_all(&mut self, cc: &mut dyn ClientConn) {
+        for (_, e) in self.entries.drain() {
+            cc.shutdown_subconn(e.sc.id());
+        }
+        self.selected = None;
+    }
+
+    fn start_pass(&mut self, cc: &mut dyn ClientConn) {
+        self.cursor = 0;
+        self.in_pass = true;
+        for e in self.entries.values_mut() {
+            e.failed_in_pass = false;
+        }
+        self.request_next(cc);
+    }
+
+    /// Attempts the address at the cursor, skipping those still in backoff.
+    fn request_next(&mut self, cc: &mut dyn ClientConn) {
+        while self.cursor < self.list.len() {
+            let address = self.list[self.cursor].clone();
+            if !self.entries.contains_key(&address.addr) {
+                match cc.new_subconn(address.clone()) {
+                    Ok(sc) => {
+                        self.by_id.insert(sc.id(), address.addr.clone());
+                        let e = Entry {
+                            sc,
+                            state: ConnectivityState::Idle,
+                            failed_in_pass: false,
+                        };
+                        self.entries.insert(address.addr.clone(), e);
+                    }
+                    Err(_) => return,
+                }
+            }
+            let last = self.cursor + 1 == self.list.len();
+            let e = self.entries.get_mut(&address.addr).expect("just ensured");
+            match e.state {
+                ConnectivityState::Idle | ConnectivityState::Connecting => {
+                    let id = e.sc.id();
+                    cc.connect(id);
+                    if !last {
+                        self.timer = Some(cc.schedule_timer(HAPPY_EYEBALLS_DELAY));
+                    }
+                    return;
+                }
+                ConnectivityState::TransientFailure => {
+                    e.failed_in_pass = true;
+                    self.cursor += 1;
+                }
+                ConnectivityState::Ready | ConnectivityState::Shutdown => return,
+            }
+        }
+        self.check_pass_end(cc);
+    }
+
+    /// The first pass ends once every address failed: sticky TRANSIENT_FAILURE.
+    fn check_pass_end(&mut self, cc: &mut dyn ClientConn) {
+        if !self.in_pass
+            || self.cursor < self.list.len()
+            || !self.entries.values().all(|e| e.failed_in_pass)
+        {
+            return;
+        }
+        self.in_pass = false;
+        self.sticky_tf = true;
+        self.tf_count = 0;
+        let msg = self
+            .last_error
+            .clone()
+            .unwrap_or_else(|| "all addresses failed".into());
+        self.report_tf(cc, &msg);
+        cc.resolve_now();
+        let idle: Vec<SubConnId> = self
+            .entries
+            .values()
+            .filter(|e| e.state == ConnectivityState::Idle)
+            .map(|e| e.sc.id())
+            .collect();
+        for id in idle {
+            cc.connect(id);
+        }
+    }
+
+    fn ordered(
+        &self,
+        cc: &mut dyn ClientConn,
+        config: PickFirstConfig,
+        mut addrs: Vec<Address>,
+    ) -> Vec<Address> {
+        if config.shuffle_address_list {
+            for i in (1..addrs.len()).rev() {
+                let j = (cc.random() % (i as u64 + 1)) as usize;
+                addrs.swap(i, j);
+            }
+        }
+        let mut seen = HashSet::new();
+        addrs.retain(|a| seen.insert(a.addr.clone()));
+        interleave_families(addrs)
+    }
+}
+
+impl Balancer for PickFirst {
+    fn update_client_conn_state(
+        &mut self,
+        cc: &mut dyn ClientConn,
+        state: ClientConnState,
+    ) -> Result<(), String> {
+        self.cancel_timer(cc);
+        let config = state
+            .config
+            .as_ref()
+            .and_then(|c| c.downcast_ref::<PickFirstConfig>())
+            .copied()
+            .unwrap_or_default();
+        if state.addresses.is_empty() {
+            self.shutdown_all(cc);
+            self.list.clear();
+            self.in_pass = false;
+            self.report_tf(cc, ZERO_ADDRESSES);
+            return Err(ZERO_ADDRESSES.into());
+        }
+        let first = self.reported.is_none();
+        self.list = self.ordered(cc, config, state.addresses);
+        let keep: HashSet<String> = self.list.iter().map(|a| a.addr.clone()).collect();
+
+        if let Some(sel) = self.selected {
+            if self.by_id.get(&sel).is_some_and(|a| keep.contains(a)) {
+                // Still connected to a listed address: nothing to do.
+                return Ok(());
+            }
+            self.selected = None;
+        }
+        let gone: Vec<String> = self
+            .entries
+            .keys()
+            .filter(|a| !keep.contains(*a))
+            .cloned()
+            .collect();
+        for addr in gone {
+            self.remove_entry(cc, &addr);
+        }
+        if !first && self.reported == Some(ConnectivityState::Idle) {
+            // Lazy: connect on the next pick or exit_idle.
+            return Ok(());
+        }
+        if !self.sticky_tf {
+            self.report(cc, ConnectivityState::Connecting, Box::new(QueuePicker));
+        }
+        self.start_pass(cc);
+        Ok(())
+    }
+
+    fn resolver_error(&mut self, cc: &mut dyn ClientConn, error: &str) {
+        if self.list.is_empty() || self.reported == Some(ConnectivityState::TransientFailure) {
+            self.report_tf(cc, &format!("name resolver error: {error}"));
+        }
+    }
+
+    fn update_subconn_state(
+        &mut self,
+        cc: &mut dyn ClientConn,
+        sc: SubConnId,
+        state: &SubConnState,
+    ) {
+        let Some(addr) = self.by_id.get(&sc).cloned() else {
+            return;
+        };
+        if state.is(ConnectivityState::Shutdown) {
+            self.by_id.remove(&sc);
+            return;
+        }
+        let Some(entry) = self.entries.get_mut(&addr) else {
+            return;
+        };
+        entry.state = state.state;
+        match state.state {
+            ConnectivityState::Ready => {
+                let chosen = entry.sc.clone();
+                self.cancel_timer(cc);
+                self.in_pass = false;
+                self.sticky_tf = false;
+                self.selected = Some(sc);
+                let others: Vec<String> = self
+                    .entries
+                    .keys()
+                    .filter(|a| **a != addr)
+                    .cloned()
+                    .collect();
+                for a in others {
+                    self.remove_entry(cc, &a);
+                }
+                self.report(cc, ConnectivityState::Ready, Box::new(SinglePicker(chosen)));
+            }
+            ConnectivityState::Idle if self.selected == Some(sc) => {
+                // Lost the connection: go IDLE; the next pick brings us back.
+                self.selected = None;
+                self.cursor = 0;
+                cc.resolve_now();
+                let trigger = cc.idle_trigger();
+                self.report(
+                    cc,
+                    ConnectivityState::Idle,
+                    Box::new(IdlePicker::new(trigger)),
+                );
+            }
+            ConnectivityState::Idle if self.sticky_tf => cc.connect(sc),
+            ConnectivityState::TransientFailure => {
+                self.last_error = state.error.clone();
+                entry.failed_in_pass = true;
+                if self.in_pass {
+                    let at_cursor = self.list.get(self.cursor).is_some_and(|a| a.addr == addr);
+                    if at_cursor {
+                        self.cancel_timer(cc);
+                        self.cursor += 1;
+                        self.request_next(cc);
+                    } else {
+                        self.check_pass_end(cc);
+                    }
+                } else if self.sticky_tf {
+                    self.tf_count += 1;
+                    if self.tf_count >= self.entries.len() {
+                        self.tf_count = 0;
+                        let msg = self
+                            .last_error
+                            .clone()
+                            .unwrap_or_else(|| "all addresses failed".into());
+                        self.report_tf(cc, &msg);
+                        cc.resolve_now();
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
+
+    fn exit_idle(&mut self, cc: &mut dyn ClientConn) {
+        if self.reported == Some(ConnectivityState::Idle) && !self.list.is_empty() {
+            self.report(cc, ConnectivityState::Connecting, Box::new(QueuePicker));
+            self.start_pass(cc);
+        }
+    }
+
+    fn timer(&mut self, cc: &mut dyn ClientConn, token: TimerToken) {
+        if self.timer == Some(token) {
+            self.timer = None;
+            self.cursor += 1;
+            self.request_next(cc);
+        }
+    }
+
+    fn close(&mut self, cc: &mut dyn ClientConn) {
+        self.cancel_timer(cc);
+        self.shutdown_all(cc);
+    }
+}
+
+/// RFC 8305 §4: alternate address families (IPv4, IPv6, anything else), in the
+/// order each first appears, keeping the order within a family.
+pub fn interleave_families(list: Vec<Address>) -> Vec<Address> {
+    fn family(addr: &str) -> usize {
+        match addr.parse::<SocketAddr>() {
+            Ok(SocketAddr::V4(_)) => 0,
+            Ok(SocketAddr::V6(a)) if a.ip().to_ipv4_mapped().is_some() => 0,
+            Ok(SocketAddr::V6(_)) => 1,
+            Err(_) => 2,
+        }
+    }
+    let mut order = Vec::new();
+    let mut queues: [VecDeque<Address>; 3] = Default::default();
+    let n = list.len();
+    for a in list {
+        let f = family(&a.addr);
+        if !order.contains(&f) {
+            order.push(f);
+        }
+        queues[f].push_back(a);
+    }
+    let mut out = Vec::with_capacity(n);
+    while out.len() < n {
+        for f in &order {
+            if let Some(a) = queues[*f].pop_front() {
+                out.push(a);
+            }
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn families_interleave_like_grpc_go() {
+        let input = [
+            "1.0.0.1:1",
+            "1.0.0.2:1",
+            "1.0.0.3:1",
+            "[::ffff:1.0.0.4]:1",
+            "[2001::1]:1",
+            "[2001::2]:1",
+            "[fe80::1]:1",
+            "host:1",
+        ];
+        let got: Vec<String> =
+            interleave_families(input.iter().map(|a| Address::new(*a)).collect())
+                .into_iter()
+                .map(|a| a.addr)
+                .collect();
+        assert_eq!(
+            got,
+            [
+                "1.0.0.1:1",
+                "[2001::1]:1",
+                "host:1",
+                "1.0.0.2:1",
+                "[2001::2]:1",
+                "1.0.0.3:1",
+                "[fe80::1]:1",
+                "[::ffff:1.0.0.4]:1"
+            ]
+        );
+    }
+
+    #[test]
+    fn config_parsing() {
+        let b = PickFirstBuilder;
+        let c = b
+            .parse_config(&serde_json::json!({"shuffleAddressList": true, "future": 1}))
+            .unwrap()
+            .unwrap();
+        assert!(
+            c.downcast_ref::<PickFirstConfig>()
+                .unwrap()
+                .shuffle_address_list
+        );
+        assert!(b
+            .parse_config(&serde_json::json!({"shuffleAddressList": 1}))
+            .is_err());
+    }
+}

@@ -1,0 +1,194 @@
+//! The RPC-thread side of a channel: a `Reader` caches the published picker and
+//! picks from it wait-free; `pick` adds queueing, wait-for-ready and deadlines.
+
+use crate::channel::{ChannelShared, Table};
+use crate::picker::{DoneHook, DoneInfo, PickInfo, PickLocal, PickResult};
+use crate::publish::{Cache, Hold};
+use crate::status::{Code, Status};
+use crate::subconn::SubConn;
+use std::fmt;
+use std::ptr::NonNull;
+use std::sync::Arc;
+use std::time::Instant;
+
+/// Why a pick did not produce a subchannel.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum PickError {
+    /// `try_pick` only: nothing usable yet; a later picker may have something.
+    NoSubConnAvailable,
+    /// The picker failed the pick (fail-fast RPCs fail with this status).
+    Unavailable(Status),
+    /// The picker dropped the call: fail now, never retry.
+    Dropped(Status),
+    /// The deadline passed while waiting; the message says what for.
+    DeadlineExceeded(String),
+    /// The channel is closed.
+    Closed,
+}
+
+impl PickError {
+    /// The gRPC status an RPC fails with.
+    pub fn status(&self) -> Status {
+        match self {
+            PickError::NoSubConnAvailable => Status::unavailable("no subchannel is available yet"),
+            PickError::Unavailable(s) | PickError::Dropped(s) => s.clone(),
+            PickError::DeadlineExceeded(m) => Status::new(Code::DeadlineExceeded, m.as_str()),
+            PickError::Closed => Status::new(Code::Cancelled, "the channel is closed"),
+        }
+    }
+}
+
+impl fmt::Display for PickError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            PickError::NoSubConnAvailable => f.write_str("no subchannel available"),
+            PickError::Unavailable(s) => write!(f, "unavailable: {}", s.message()),
+            PickError::Dropped(s) => write!(f, "dropped: {s}"),
+            PickError::DeadlineExceeded(m) => write!(f, "deadline exceeded: {m}"),
+            PickError::Closed => f.write_str("channel closed"),
+        }
+    }
+}
+
+impl std::error::Error for PickError {}
+
+/// How long and how patiently `pick` waits.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct PickOptions {
+    /// `None`: wait as long as it takes.
+    pub deadline: Option<Instant>,
+    /// Queue through TRANSIENT_FAILURE instead of failing fast.
+    pub wait_for_ready: bool,
+}
+
+/// One RPC thread's view of a channel. Not shared between threads (`&mut`), but
+/// may move between them. Holds the last picker it saw until it picks again or
+/// `refresh`es: an idle reader keeps old subchannels' user data alive.
+pub struct Reader {
+    cache: Cache<Table>,
+    local: PickLocal,
+    shared: Arc<ChannelShared>,
+}
+
+impl Reader {
+    pub(crate) fn new(shared: Arc<ChannelShared>) -> Reader {
+        let local = PickLocal::new(shared.reader_seed());
+        Reader {
+            cache: Cache::new(shared.slot.clone()),
+            local,
+            shared,
+        }
+    }
+
+    /// Picks from the current picker without waiting. Wait-free.
+    #[inline]
+    pub fn try_pick(&mut self, info: &PickInfo<'_>) -> Result<Pick, PickError> {
+        let table = self.cache.current();
+        match table.picker.pick(info, &mut self.local) {
+            PickResult::Complete { subconn, done } => {
+                let subconn = NonNull::from(subconn);
+                let done = done.map(NonNull::from);
+                Ok(Pick {
+                    subconn,
+                    done,
+                    _hold: self.cache.hold(),
+                })
+            }
+            _ if table.closed => Err(PickError::Closed),
+            PickResult::Queue => Err(PickError::NoSubConnAvailable),
+            PickResult::Fail(s) => Err(PickError::Unavailable(s.clone())),
+            PickResult::Drop(s) => Err(PickError::Dropped(s.clone())),
+        }
+    }
+
+    /// Picks, waiting for new pickers while the current one queues (or fails,
+    /// for wait-for-ready), until `deadline`. Each picker is tried at most once.
+    pub fn pick(&mut self, info: &PickInfo<'_>, options: &PickOptions) -> Result<Pick, PickError> {
+        let mut last_error: Option<Status> = None;
+        let mut tried: Option<u64> = None;
+        loop {
+            let seq = self.cache.current().seq;
+            if tried != Some(seq) {
+                tried = Some(seq);
+                match self.try_pick(info) {
+                    Ok(p) => return Ok(p),
+                    Err(PickError::NoSubConnAvailable) => {}
+                    Err(PickError::Unavailable(s)) if options.wait_for_ready => {
+                        last_error = Some(s)
+                    }
+                    Err(e) => return Err(e),
+                }
+            }
+            let seen = self.cache.generation();
+            if !self.cache.slot().wait_for_change(seen, options.deadline) {
+                return Err(PickError::DeadlineExceeded(match last_error {
+                    Some(s) => format!("latest balancer error: {}", s.message()),
+                    None => "waiting for connections to become ready".to_string(),
+                }));
+            }
+        }
+    }
+
+    /// Moves to the latest picker now, letting go of the old one (and what only
+    /// it kept alive).
+    pub fn refresh(&mut self) {
+        self.cache.refresh();
+    }
+
+    /// The channel's state as last published.
+    pub fn channel_state(&self) -> crate::state::ConnectivityState {
+        self.shared.state()
+    }
+}
+
+/// A successful pick. Keeps its subchannel (and the picker that chose it) alive
+/// until `done` or drop. May be finished on any thread.
+pub struct Pick {
+    subconn: NonNull<SubConn>,
+    done: Option<NonNull<dyn DoneHook>>,
+    /// Keeps the table this pick came from alive; released on drop.
+    _hold: Hold<Table>,
+}
+
+// SAFETY: the pointers target data owned by the held table (immutable, Send +
+// Sync); `hold` keeps that table alive wherever the Pick goes.
+unsafe impl Send for Pick {}
+// SAFETY: shared access only reads the same immutable data.
+unsafe impl Sync for Pick {}
+
+impl Pick {
+    pub fn subconn(&self) -> &SubConn {
+        // SAFETY: `hold` keeps the table, and the picker that owns this
+        // subchannel, alive for as long as `self`.
+        unsafe { self.subconn.as_ref() }
+    }
+
+    /// Reports the RPC's outcome to the policy and releases the pick.
+    pub fn done(mut self, info: &DoneInfo<'_>) {
+        self.finish(info);
+    }
+
+    fn finish(&mut self, info: &DoneInfo<'_>) {
+        if let Some(hook) = self.done.take() {
+            // SAFETY: as in `subconn`: the hook lives in the held picker.
+            unsafe { hook.as_ref() }.done(self.subconn(), info);
+        }
+    }
+}
+
+impl Drop for Pick {
+    /// A pick dropped without `done` reports a cancelled outcome, so policies
+    /// that count in-flight calls stay balanced.
+    fn drop(&mut self) {
+        self.finish(&DoneInfo {
+            error: Some("pick dropped without done"),
+            ..Default::default()
+        });
+    }
+}
+
+impl fmt::Debug for Pick {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "Pick({:?})", self.subconn())
+    }
+}

@@ -1,0 +1,232 @@
+//! The subchannel state machine, on the loop: IDLE → CONNECTING → READY or
+//! TRANSIENT_FAILURE → (backoff) → IDLE …, READY → IDLE on loss, SHUTDOWN final.
+//! Every transition is queued for the policy, which sees them one at a time.
+
+use crate::backoff::{Backoff, BackoffConfig};
+use crate::balancer::SubConnState;
+use crate::connector::{Connector, ConnectorCtx, TransportEvent};
+use crate::runtime::{ChannelId, Env, TimerKind};
+use crate::state::ConnectivityState;
+use crate::subconn::{Address, SubConn, SubConnId};
+use std::collections::{BTreeMap, VecDeque};
+use std::sync::Arc;
+
+const TIMED_OUT: &str = "connection attempt timed out";
+
+struct Subchannel {
+    sc: Arc<SubConn>,
+    state: ConnectivityState,
+    backoff: Backoff,
+    /// The backoff or connect-deadline timer, whichever is armed.
+    timer: Option<u64>,
+}
+
+/// One channel's subchannels, their connector, and the transitions not yet
+/// delivered to the policy.
+pub(crate) struct Subchannels {
+    channel: ChannelId,
+    map: BTreeMap<SubConnId, Subchannel>,
+    connector: Box<dyn Connector>,
+    backoff: BackoffConfig,
+    next_id: u64,
+    pub(crate) pending: VecDeque<(SubConnId, SubConnState)>,
+    /// A connection failed or was lost: the resolver should look again.
+    pub(crate) resolve_requested: bool,
+}
+
+impl Subchannels {
+    pub(crate) fn new(
+        channel: ChannelId,
+        connector: Box<dyn Connector>,
+        backoff: BackoffConfig,
+    ) -> Self {
+        Subchannels {
+            channel,
+            map: BTreeMap::new(),
+            connector,
+            backoff,
+            next_id: 1,
+            pending: VecDeque::new(),
+            resolve_requested: false,
+        }
+    }
+
+    pub(crate) fn create(&mut self, address: Address, env: &mut Env) -> Arc<SubConn> {
+        let id = SubConnId(self.next_id);
+        self.next_id += 1;
+        let sc = Arc::new(SubConn::new(id, address));
+        self.map.insert(
+            id,
+            Subchannel {
+                sc: sc.clone(),
+                state: ConnectivityState::Idle,
+                backoff: Backoff::new(self.backoff),
+                timer: None,
+            },
+        );
+        self.with_connector(env, |c, ctx| c.created(&sc, ctx));
+        sc
+    }
+
+    /// Starts an attempt; a no-op unless IDLE.
+    pub(crate) fn connect(&mut self, id: SubConnId, env: &mut Env) {
+        let Some(s) = self.map.get_mut(&id) else {
+            return;
+        };
+        if s.state != ConnectivityState::Idle {
+            return;
+        }
+        let now = env.clock.now();
+        let rng = &mut env.rng;
+        let deadline = s.backoff.start_attempt(now, &mut || rng.uniform());
+        if self.connector.enforces_deadline() {
+            s.timer = Some(env.timers.schedule(
+                deadline,
+                self.channel,
+                TimerKind::ConnectDeadline(id),
+            ));
+        }
+        let sc = s.sc.clone();
+        self.transition(id, ConnectivityState::Connecting, None);
+        self.with_connector(env, |c, ctx| c.connect(&sc, deadline, ctx));
+    }
+
+    pub(crate) fn shutdown(&mut self, id: SubConnId, env: &mut Env) {
+        let Some(s) = self.map.remove(&id) else {
+            return;
+        };
+        if let Some(t) = s.timer {
+            env.timers.cancel(t);
+        }
+        self.with_connector(env, |c, ctx| c.shutdown(&s.sc, ctx));
+        self.pending.push_back((
+            id,
+            SubConnState {
+                state: ConnectivityState::Shutdown,
+                error: None,
+            },
+        ));
+    }
+
+    pub(crate) fn shutdown_all(&mut self, env: &mut Env) {
+        let ids: Vec<SubConnId> = self.map.keys().copied().collect();
+        for id in ids {
+            self.shutdown(id, env);
+        }
+    }
+
+    /// Applies what a transport reported.
+    pub(crate) fn transport_event(&mut self, id: SubConnId, event: TransportEvent, env: &mut Env) {
+        let Some(s) = self.map.get_mut(&id) else {
+            return;
+        };
+        match (s.state, event) {
+            (ConnectivityState::Connecting, TransportEvent::Ready) => {
+                if let Some(t) = s.timer.take() {
+                    env.timers.cancel(t);
+                }
+                s.backoff.reset();
+                self.transition(id, ConnectivityState::Ready, None);
+            }
+            (
+                ConnectivityState::Connecting,
+                TransportEvent::Failed(e) | TransportEvent::Lost(e),
+            ) => {
+                self.fail(id, e, env);
+            }
+            (ConnectivityState::Ready, TransportEvent::Lost(e) | TransportEvent::Failed(e)) => {
+                self.resolve_requested = true;
+                self.transition(id, ConnectivityState::Idle, Some(e));
+            }
+            // Reports that don't fit the state (late, duplicate) change nothing.
+            _ => {}
+        }
+    }
+
+    pub(crate) fn timer(&mut self, kind: TimerKind, env: &mut Env) {
+        match kind {
+            TimerKind::Backoff(id) => {
+                let Some(s) = self.map.get_mut(&id) else {
+                    return;
+                };
+                s.timer = None;
+                if s.state == ConnectivityState::TransientFailure {
+                    self.transition(id, ConnectivityState::Idle, None);
+                }
+            }
+            TimerKind::ConnectDeadline(id) => {
+                let Some(s) = self.map.get_mut(&id) else {
+                    return;
+                };
+                s.timer = None;
+                if s.state == ConnectivityState::Connecting {
+                    let sc = s.sc.clone();
+                    self.with_connector(env, |c, ctx| c.cancel(&sc, ctx));
+                    self.fail(id, TIMED_OUT.into(), env);
+                }
+            }
+            TimerKind::Connector(key) => self.with_connector(env, |c, ctx| c.timer(key, ctx)),
+            TimerKind::Balancer(_) => {}
+        }
+    }
+
+    pub(crate) fn io_event(&mut self, key: u64, event: &mio::event::Event, env: &mut Env) {
+        self.with_connector(env, |c, ctx| c.io_event(key, event, ctx));
+    }
+
+    pub(crate) fn notified(&mut self, key: u64, env: &mut Env) {
+        self.with_connector(env, |c, ctx| c.notified(key, ctx));
+    }
+
+    /// CONNECTING → TRANSIENT_FAILURE, then IDLE once the backoff allows the
+    /// next attempt (measured from this attempt's start).
+    fn fail(&mut self, id: SubConnId, error: String, env: &mut Env) {
+        let Some(s) = self.map.get_mut(&id) else {
+            return;
+        };
+        if let Some(t) = s.timer.take() {
+            env.timers.cancel(t);
+        }
+        let now = env.clock.now();
+        let at = s.backoff.next_attempt().unwrap_or(now).max(now);
+        s.timer = Some(
+            env.timers
+                .schedule(at, self.channel, TimerKind::Backoff(id)),
+        );
+        self.resolve_requested = true;
+        self.transition(id, ConnectivityState::TransientFailure, Some(error));
+    }
+
+    fn transition(&mut self, id: SubConnId, state: ConnectivityState, error: Option<String>) {
+        if let Some(s) = self.map.get_mut(&id) {
+            s.state = state;
+        }
+        self.pending.push_back((
+            id,
+            SubConnState {
+                state,
+                error: error.map(Into::into),
+            },
+        ));
+    }
+
+    /// Calls the connector with a context, then applies what it reported.
+    fn with_connector(
+        &mut self,
+        env: &mut Env,
+        f: impl FnOnce(&mut dyn Connector, &mut ConnectorCtx<'_>),
+    ) {
+        let mut events = Vec::new();
+        {
+            let mut ctx = ConnectorCtx {
+                env,
+                channel: self.channel,
+                events: &mut events,
+            };
+            f(&mut *self.connector, &mut ctx);
+        }
+        for (id, ev) in events {
+            self.transport_event(id, ev, env);
+        }
+    }
+}

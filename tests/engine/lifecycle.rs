@@ -1,0 +1,194 @@
+//! Lifecycle: policy panics, user-data release, policy switching, close and
+//! runtime teardown without leftovers.
+
+use crate::support::*;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use switchyard::ConnectivityState::*;
+use switchyard::*;
+
+const RR: &str = r#"{"loadBalancingConfig":[{"round_robin":{}}]}"#;
+
+struct Panicky;
+impl Balancer for Panicky {
+    fn update_client_conn_state(
+        &mut self,
+        _: &mut dyn ClientConn,
+        _: ClientConnState,
+    ) -> Result<(), String> {
+        panic!("policy bug on purpose")
+    }
+    fn resolver_error(&mut self, _: &mut dyn ClientConn, _: &str) {}
+    fn update_subconn_state(&mut self, _: &mut dyn ClientConn, _: SubConnId, _: &SubConnState) {}
+    fn exit_idle(&mut self, _: &mut dyn ClientConn) {}
+    fn close(&mut self, _: &mut dyn ClientConn) {}
+}
+struct PanickyBuilder;
+impl Builder for PanickyBuilder {
+    fn name(&self) -> &str {
+        "lifecycle_panicky"
+    }
+    fn build(&self) -> Box<dyn Balancer> {
+        Box::new(Panicky)
+    }
+}
+
+#[test]
+fn a_panicking_policy_fails_its_channel_not_the_loop() {
+    registry::register(Arc::new(PanickyBuilder));
+    let rt = Runtime::new().unwrap();
+    let host = Host::new();
+    let bad = Channel::new(
+        &rt,
+        "",
+        Some(r#"{"loadBalancingConfig":[{"lifecycle_panicky":{}}]}"#),
+        options(&host),
+    )
+    .unwrap();
+    let good = Channel::new(&rt, "", Some(RR), options(&host)).unwrap();
+    bad.update_addresses(addrs(&["a:1"])).unwrap();
+    bad.sync().unwrap();
+    assert_eq!(bad.state(), TransientFailure);
+    match bad.reader().try_pick(&PickInfo::default()) {
+        Err(PickError::Unavailable(s)) => {
+            assert!(
+                s.message().contains("panicked") && s.message().contains("policy bug on purpose"),
+                "{s}"
+            )
+        }
+        other => panic!("{other:?}"),
+    }
+    // The loop lives on: the other channel still works.
+    good.update_addresses(addrs(&["b:1"])).unwrap();
+    good.sync().unwrap();
+    report(&good, &host, &["b:1"], Ready);
+    assert_eq!(pick_addr(&mut good.reader()), "b:1");
+    // A new config brings the bad channel back.
+    bad.update_service_config(RR).unwrap();
+    bad.sync().unwrap();
+    report(&bad, &host, &["a:1"], Ready);
+    assert_eq!(pick_addr(&mut bad.reader()), "a:1");
+}
+
+/// User data is released exactly once, only after no picker can return it
+/// and every pick that returned it is done.
+#[test]
+fn user_data_outlives_pickers_and_picks() {
+    let rt = Runtime::new().unwrap();
+    let host = Host::new();
+    let released = Arc::new(AtomicUsize::new(0));
+    let ch = Channel::new(&rt, "", Some(RR), options(&host)).unwrap();
+    let a = Address::new("a:1").with_user_data(Tracked::new("a", &released));
+    let b = Address::new("b:1").with_user_data(Tracked::new("b", &released));
+    ch.update_addresses(vec![a.clone(), b]).unwrap();
+    drop(a);
+    ch.sync().unwrap();
+    report(&ch, &host, &["a:1", "b:1"], Ready);
+
+    let mut r = ch.reader();
+    let held = loop {
+        let p = r.try_pick(&PickInfo::default()).unwrap();
+        if p.subconn().addr() == "a:1" {
+            break p;
+        }
+    };
+    ch.update_addresses(addrs(&["b:1"])).unwrap();
+    ch.sync().unwrap();
+    r.refresh();
+    assert_eq!(pick_addr(&mut r), "b:1");
+    assert_eq!(released.load(Ordering::SeqCst), 0, "a pick still holds a");
+    let data = held.subconn().user_data().unwrap().clone();
+    assert_eq!(data.downcast_ref::<Tracked>().unwrap().name, "a");
+    drop(data);
+    held.done(&DoneInfo::default());
+    assert_eq!(
+        released.load(Ordering::SeqCst),
+        1,
+        "released with its last pick"
+    );
+    ch.close();
+    assert_eq!(
+        released.load(Ordering::SeqCst),
+        1,
+        "b is still referenced by the reader's table"
+    );
+    drop(r);
+    assert_eq!(released.load(Ordering::SeqCst), 2);
+}
+
+#[test]
+fn switching_policy_and_rejecting_bad_configs() {
+    let rt = Runtime::new().unwrap();
+    let host = Host::new();
+    let ch = Channel::new(&rt, "", None, options(&host)).unwrap();
+    ch.update_addresses(addrs(&["a:1", "b:1"])).unwrap();
+    ch.sync().unwrap();
+    assert_eq!(
+        host.events()
+            .iter()
+            .filter(|e| matches!(e, Ev::Connect(_)))
+            .count(),
+        1,
+        "pick_first tries one address at a time"
+    );
+    report(&ch, &host, &["a:1"], Ready);
+
+    let e = ch
+        .update_service_config(r#"{"loadBalancingConfig":[{"nope":{}}]}"#)
+        .unwrap_err();
+    assert!(matches!(e, Error::InvalidServiceConfig(m) if m.contains("no supported policies")));
+    ch.sync().unwrap();
+    assert_eq!(ch.state(), Ready, "a rejected config changes nothing");
+
+    host.take();
+    ch.update_service_config(RR).unwrap();
+    ch.sync().unwrap();
+    let ev = host.take();
+    assert!(
+        ev.contains(&Ev::Shutdown("a:1".into())),
+        "the old policy's subchannels go: {ev:?}"
+    );
+    assert!(ev.contains(&Ev::Connect("a:1".into())) && ev.contains(&Ev::Connect("b:1".into())));
+    report(&ch, &host, &["a:1", "b:1"], Ready);
+    let mut r = ch.reader();
+    let picks: std::collections::HashSet<String> = (0..4).map(|_| pick_addr(&mut r)).collect();
+    assert_eq!(picks.len(), 2);
+
+    // Same policy again: updated in place, no churn.
+    host.take();
+    ch.update_service_config(r#"{"loadBalancingConfig":[{"ROUND_ROBIN":{}}]}"#)
+        .unwrap();
+    ch.sync().unwrap();
+    assert!(host.take().is_empty());
+}
+
+#[test]
+fn bad_inputs_are_errors() {
+    let rt = Runtime::new().unwrap();
+    assert!(matches!(
+        Channel::new(&rt, "", Some("{]"), ChannelOptions::default()),
+        Err(Error::InvalidServiceConfig(_))
+    ));
+    assert!(matches!(
+        Channel::new(&rt, "ipv4:nope", None, ChannelOptions::default()),
+        Err(Error::InvalidTarget(_))
+    ));
+    let ch = Channel::new(&rt, "", None, ChannelOptions::default()).unwrap();
+    assert!(matches!(
+        ch.report_subconn_state(SubConnId(1), Shutdown, ""),
+        Err(Error::InvalidArgument(_))
+    ));
+    // Unknown subchannel ids are ignored, not a crash.
+    ch.report_subconn_state(SubConnId(999), Ready, "").unwrap();
+    ch.sync().unwrap();
+}
+
+#[test]
+fn static_target_without_transport_fails_with_a_clear_message() {
+    let rt = Runtime::new().unwrap();
+    let ch = Channel::new(&rt, "ipv4:127.0.0.1:1", None, ChannelOptions::default()).unwrap();
+    ch.sync().unwrap();
+    assert_eq!(ch.state(), TransientFailure);
+    let e = ch.reader().try_pick(&PickInfo::default()).unwrap_err();
+    assert!(e.to_string().contains("no transport"), "{e}");
+}

@@ -1,0 +1,8 @@
+//! End-to-end tests of the engine through channels with the external connector.
+
+mod flows;
+mod lifecycle;
+mod pick;
+mod pick_first;
+mod round_robin;
+mod support;

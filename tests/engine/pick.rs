@@ -1,0 +1,365 @@
+//! Pick semantics: never-waiting try_pick, waiting pick with deadline and
+//! wait-for-ready, drops, one try per picker generation, CLOSED.
+
+use crate::support::*;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+use switchyard::ConnectivityState::*;
+use switchyard::*;
+
+/// A policy whose picker and state the test sets directly, with counters.
+struct Scripted {
+    calls: Arc<AtomicUsize>,
+    result: Kind,
+}
+
+#[derive(Clone, Copy)]
+enum Kind {
+    Queue,
+    Fail,
+    Drop,
+}
+
+impl Picker for Scripted {
+    fn pick<'a>(&'a self, _: &PickInfo<'_>, _: &mut PickLocal) -> PickResult<'a> {
+        self.calls.fetch_add(1, Ordering::SeqCst);
+        static FAIL: std::sync::OnceLock<Status> = std::sync::OnceLock::new();
+        let s = FAIL.get_or_init(|| Status::unavailable("backend on fire"));
+        match self.result {
+            Kind::Queue => PickResult::Queue,
+            Kind::Fail => PickResult::Fail(s),
+            Kind::Drop => PickResult::Drop(s),
+        }
+    }
+}
+
+type Script = Arc<Mutex<Vec<(ConnectivityState, Kind)>>>;
+
+/// Publishes, on each exit_idle, the next scripted picker.
+struct ScriptedBalancer {
+    script: Script,
+    calls: Arc<AtomicUsize>,
+}
+
+impl Balancer for ScriptedBalancer {
+    fn update_client_conn_state(
+        &mut self,
+        cc: &mut dyn ClientConn,
+        _: ClientConnState,
+    ) -> Result<(), String> {
+        self.exit_idle(cc);
+        Ok(())
+    }
+    fn resolver_error(&mut self, _: &mut dyn ClientConn, _: &str) {}
+    fn update_subconn_state(&mut self, _: &mut dyn ClientConn, _: SubConnId, _: &SubConnState) {}
+    fn exit_idle(&mut self, cc: &mut dyn ClientConn) {
+        let next = self.script.lock().unwrap().pop();
+        if let Some((state, result)) = next {
+            cc.update_state(
+                state,
+                Box::new(Scripted {
+                    calls: self.calls.clone(),
+                    result,
+                }),
+            );
+        }
+    }
+    fn close(&mut self, _: &mut dyn ClientConn) {}
+}
+
+struct ScriptedBuilder(&'static str, Script, Arc<AtomicUsize>);
+impl Builder for ScriptedBuilder {
+    fn name(&self) -> &str {
+        self.0
+    }
+    fn build(&self) -> Box<dyn Balancer> {
+        Box::new(ScriptedBalancer {
+            script: self.1.clone(),
+            calls: self.2.clone(),
+        })
+    }
+}
+
+/// A channel running a scripted policy; `script` is consumed from the end.
+fn scripted(
+    name: &'static str,
+    mut script: Vec<(ConnectivityState, Kind)>,
+) -> (Runtime, Channel, Script, Arc<AtomicUsize>) {
+    script.reverse();
+    let script = Arc::new(Mutex::new(script));
+    let calls = Arc::new(AtomicUsize::new(0));
+    registry::register(Arc::new(ScriptedBuilder(
+        name,
+        script.clone(),
+        calls.clone(),
+    )));
+    let rt = Runtime::new().unwrap();
+    let cfg = format!(r#"{{"loadBalancingConfig":[{{"{name}":{{}}}}]}}"#);
+    let ch = Channel::new(&rt, "", Some(&cfg), ChannelOptions::default()).unwrap();
+    ch.update_addresses(addrs(&["x:1"])).unwrap();
+    ch.sync().unwrap();
+    (rt, ch, script, calls)
+}
+
+fn soon(ms: u64) -> Option<Instant> {
+    Some(Instant::now() + Duration::from_millis(ms))
+}
+
+#[test]
+fn deadline_while_connecting_says_what_it_waited_for() {
+    let (_rt, ch, _, _) = scripted("pick_test_queue", vec![(Connecting, Kind::Queue)]);
+    let mut r = ch.reader();
+    let t0 = Instant::now();
+    assert_eq!(
+        r.try_pick(&PickInfo::default()).unwrap_err(),
+        PickError::NoSubConnAvailable
+    );
+    assert!(
+        t0.elapsed() < Duration::from_secs(1),
+        "try_pick never waits"
+    );
+    let e = r
+        .pick(
+            &PickInfo::default(),
+            &PickOptions {
+                deadline: soon(30),
+                wait_for_ready: false,
+            },
+        )
+        .unwrap_err();
+    assert_eq!(
+        e,
+        PickError::DeadlineExceeded("waiting for connections to become ready".into())
+    );
+    assert_eq!(e.status().code(), Code::DeadlineExceeded);
+}
+
+#[test]
+fn transient_failure_fails_fast_unless_wait_for_ready() {
+    let (_rt, ch, _, _) = scripted("pick_test_fail", vec![(TransientFailure, Kind::Fail)]);
+    let mut r = ch.reader();
+    let e = r
+        .pick(
+            &PickInfo::default(),
+            &PickOptions {
+                deadline: None,
+                wait_for_ready: false,
+            },
+        )
+        .unwrap_err();
+    assert_eq!(
+        e,
+        PickError::Unavailable(Status::unavailable("backend on fire"))
+    );
+    let e = r
+        .pick(
+            &PickInfo::default(),
+            &PickOptions {
+                deadline: soon(30),
+                wait_for_ready: true,
+            },
+        )
+        .unwrap_err();
+    assert_eq!(
+        e,
+        PickError::DeadlineExceeded("latest balancer error: backend on fire".into())
+    );
+}
+
+#[test]
+fn drop_fails_even_wait_for_ready() {
+    let (_rt, ch, _, _) = scripted("pick_test_drop", vec![(Ready, Kind::Drop)]);
+    let mut r = ch.reader();
+    let e = r
+        .pick(
+            &PickInfo::default(),
+            &PickOptions {
+                deadline: soon(1000),
+                wait_for_ready: true,
+            },
+        )
+        .unwrap_err();
+    assert!(matches!(e, PickError::Dropped(_)));
+}
+
+/// Each waiter tries each picker generation once: with 3 waiters and 3
+/// queueing generations, the pickers are called exactly 9 times.
+#[test]
+fn each_generation_is_tried_once_per_waiter() {
+    let (_rt, ch, script, calls) = scripted(
+        "pick_test_generations",
+        vec![
+            (Connecting, Kind::Queue),
+            (Connecting, Kind::Queue),
+            (Connecting, Kind::Queue),
+            (TransientFailure, Kind::Drop),
+        ],
+    );
+    let ch = Arc::new(ch);
+    let waiters: Vec<_> = (0..3)
+        .map(|_| {
+            let c = ch.clone();
+            std::thread::spawn(move || {
+                c.reader().pick(
+                    &PickInfo::default(),
+                    &PickOptions {
+                        deadline: soon(5000),
+                        wait_for_ready: true,
+                    },
+                )
+            })
+        })
+        .collect();
+    // Let all three try generation 1 and go to sleep.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while calls.load(Ordering::SeqCst) < 3 {
+        assert!(Instant::now() < deadline);
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    std::thread::sleep(Duration::from_millis(20));
+    assert_eq!(
+        calls.load(Ordering::SeqCst),
+        3,
+        "no waiter re-tries a generation it saw"
+    );
+    for expected in [6, 9] {
+        ch.connect().unwrap();
+        ch.sync().unwrap();
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while calls.load(Ordering::SeqCst) < expected {
+            assert!(Instant::now() < deadline);
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        std::thread::sleep(Duration::from_millis(20));
+        assert_eq!(calls.load(Ordering::SeqCst), expected);
+    }
+    ch.connect().unwrap(); // publishes the dropping picker: everyone fails now
+    for w in waiters {
+        assert!(matches!(w.join().unwrap(), Err(PickError::Dropped(_))));
+    }
+    assert!(script.lock().unwrap().is_empty());
+}
+
+#[test]
+fn queued_pick_wakes_on_ready_and_done_reaches_the_hook() {
+    struct Hooked {
+        sc: Arc<SubConn>,
+        hook: Box<dyn DoneHook>,
+    }
+    impl Picker for Hooked {
+        fn pick<'a>(&'a self, _: &PickInfo<'_>, _: &mut PickLocal) -> PickResult<'a> {
+            PickResult::Complete {
+                subconn: &self.sc,
+                done: Some(&*self.hook),
+            }
+        }
+    }
+    type Entry = (String, Option<String>, Vec<(String, f64)>);
+    #[derive(Default)]
+    struct Log(Mutex<Vec<Entry>>);
+    struct LogHook(Arc<Log>);
+    impl DoneHook for LogHook {
+        fn done(&self, sc: &SubConn, info: &DoneInfo<'_>) {
+            let load = info.load.iter().map(|(k, v)| (k.to_string(), *v)).collect();
+            self.0
+                 .0
+                .lock()
+                .unwrap()
+                .push((sc.addr().into(), info.error.map(Into::into), load));
+        }
+    }
+    struct HookBalancer(Arc<Log>);
+    impl Balancer for HookBalancer {
+        fn update_client_conn_state(
+            &mut self,
+            cc: &mut dyn ClientConn,
+            s: ClientConnState,
+        ) -> Result<(), String> {
+            let sc = cc.new_subconn(s.addresses[0].clone())?;
+            cc.connect(sc.id());
+            Ok(())
+        }
+        fn resolver_error(&mut self, _: &mut dyn ClientConn, _: &str) {}
+        fn update_subconn_state(
+            &mut self,
+            cc: &mut dyn ClientConn,
+            _: SubConnId,
+            s: &SubConnState,
+        ) {
+            if s.state == Ready {
+                // Re-entrant: look the subchannel up again through a fresh one.
+                let sc = cc.new_subconn(Address::new("hooked:1")).unwrap();
+                cc.update_state(
+                    Ready,
+                    Box::new(Hooked {
+                        sc,
+                        hook: Box::new(LogHook(self.0.clone())),
+                    }),
+                );
+            }
+        }
+        fn exit_idle(&mut self, _: &mut dyn ClientConn) {}
+        fn close(&mut self, _: &mut dyn ClientConn) {}
+    }
+    struct HookBuilder(Arc<Log>);
+    impl Builder for HookBuilder {
+        fn name(&self) -> &str {
+            "pick_test_hook"
+        }
+        fn build(&self) -> Box<dyn Balancer> {
+            Box::new(HookBalancer(self.0.clone()))
+        }
+    }
+    let log = Arc::new(Log::default());
+    registry::register(Arc::new(HookBuilder(log.clone())));
+    let rt = Runtime::new().unwrap();
+    let host = Host::new();
+    let ch = Arc::new(
+        Channel::new(
+            &rt,
+            "",
+            Some(r#"{"loadBalancingConfig":[{"pick_test_hook":{}}]}"#),
+            options(&host),
+        )
+        .unwrap(),
+    );
+    ch.update_addresses(addrs(&["a:1"])).unwrap();
+    ch.sync().unwrap();
+    let c2 = ch.clone();
+    let t = std::thread::spawn(move || {
+        let mut r = c2.reader();
+        let p = r
+            .pick(
+                &PickInfo::default(),
+                &PickOptions {
+                    deadline: soon(5000),
+                    wait_for_ready: false,
+                },
+            )
+            .unwrap();
+        let addr = p.subconn().addr().to_string();
+        p.done(&DoneInfo {
+            error: Some("boom"),
+            latency: Duration::from_millis(1),
+            load: &[("cpu_utilization", 0.5)],
+        });
+        let p2 = r.try_pick(&PickInfo::default()).unwrap();
+        drop(p2); // dropped without done: reported as such
+        addr
+    });
+    std::thread::sleep(Duration::from_millis(20));
+    report(&ch, &host, &["a:1"], Ready);
+    assert_eq!(t.join().unwrap(), "hooked:1");
+    let got = log.0.lock().unwrap().clone();
+    assert_eq!(got.len(), 2);
+    assert_eq!(
+        got[0],
+        (
+            "hooked:1".into(),
+            Some("boom".into()),
+            vec![("cpu_utilization".into(), 0.5)]
+        )
+    );
+    assert_eq!(got[1].1.as_deref(), Some("pick dropped without done"));
+}

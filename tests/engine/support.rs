@@ -1,0 +1,133 @@
+//! A host stack for the external connector: records what the library asks of it
+//! and lets tests report transport states back.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Condvar, Mutex};
+use std::time::{Duration, Instant};
+use switchyard::{
+    Address, Channel, ChannelOptions, ConnectivityState, ExternalConnector, HostTransport, SubConn,
+    SubConnId,
+};
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Ev {
+    Create(String),
+    Connect(String),
+    Shutdown(String),
+}
+
+#[derive(Default)]
+pub struct Host {
+    log: Mutex<(Vec<Ev>, HashMap<String, SubConnId>)>,
+    cv: Condvar,
+}
+
+impl Host {
+    pub fn new() -> Arc<Host> {
+        Arc::new(Host::default())
+    }
+
+    fn push(&self, ev: Ev, sc: &SubConn) {
+        let mut g = self.log.lock().unwrap();
+        g.1.insert(sc.addr().to_string(), sc.id());
+        g.0.push(ev);
+        self.cv.notify_all();
+    }
+
+    pub fn events(&self) -> Vec<Ev> {
+        self.log.lock().unwrap().0.clone()
+    }
+
+    pub fn take(&self) -> Vec<Ev> {
+        std::mem::take(&mut self.log.lock().unwrap().0)
+    }
+
+    pub fn count(&self, ev: &Ev) -> usize {
+        self.events().iter().filter(|e| *e == ev).count()
+    }
+
+    /// The id of the most recent subchannel for `addr`.
+    pub fn id(&self, addr: &str) -> SubConnId {
+        *self
+            .log
+            .lock()
+            .unwrap()
+            .1
+            .get(addr)
+            .unwrap_or_else(|| panic!("no subchannel for {addr}"))
+    }
+
+    /// Waits (bounded) until `pred` holds over the event log.
+    pub fn wait(&self, what: &str, pred: impl Fn(&[Ev]) -> bool) {
+        let deadline = Instant::now() + Duration::from_secs(5);
+        let mut g = self.log.lock().unwrap();
+        while !pred(&g.0) {
+            let now = Instant::now();
+            assert!(
+                now < deadline,
+                "timed out waiting for {what}; log: {:?}",
+                g.0
+            );
+            g = self.cv.wait_timeout(g, deadline - now).unwrap().0;
+        }
+    }
+}
+
+impl HostTransport for Host {
+    fn create(&self, sc: &Arc<SubConn>) {
+        self.push(Ev::Create(sc.addr().into()), sc);
+    }
+    fn connect(&self, sc: &Arc<SubConn>) {
+        self.push(Ev::Connect(sc.addr().into()), sc);
+    }
+    fn shutdown(&self, sc: &Arc<SubConn>) {
+        self.push(Ev::Shutdown(sc.addr().into()), sc);
+    }
+}
+
+pub fn options(host: &Arc<Host>) -> ChannelOptions {
+    ChannelOptions {
+        connector: Some(Box::new(ExternalConnector::new(host.clone()))),
+        ..Default::default()
+    }
+}
+
+pub fn addrs(list: &[&str]) -> Vec<Address> {
+    list.iter().map(|a| Address::new(*a)).collect()
+}
+
+/// Reports `state` for each address and waits for the loop to apply it.
+pub fn report(ch: &Channel, host: &Host, list: &[&str], state: ConnectivityState) {
+    for a in list {
+        ch.report_subconn_state(host.id(a), state, "test report")
+            .unwrap();
+    }
+    ch.sync().unwrap();
+}
+
+/// User data that counts its releases.
+pub struct Tracked {
+    pub name: String,
+    released: Arc<AtomicUsize>,
+}
+
+impl Tracked {
+    pub fn new(name: &str, released: &Arc<AtomicUsize>) -> Arc<Tracked> {
+        Arc::new(Tracked {
+            name: name.into(),
+            released: released.clone(),
+        })
+    }
+}
+
+impl Drop for Tracked {
+    fn drop(&mut self) {
+        self.released.fetch_add(1, Ordering::SeqCst);
+    }
+}
+
+pub fn pick_addr(r: &mut switchyard::Reader) -> String {
+    let p = r.try_pick(&switchyard::PickInfo::default()).expect("pick");
+    p.subconn().addr().to_string()
+}
