@@ -132,10 +132,7 @@ async fn call(
     if !ct_ok {
         return Err(CallError::new(
             code::INTERNAL,
-            format!(
-                "invalid content-type {:?}",
-                parts.headers.get(CONTENT_TYPE)
-            ),
+            format!("invalid content-type {:?}", parts.headers.get(CONTENT_TYPE)),
         ));
     }
 
@@ -248,7 +245,10 @@ pub(crate) fn decode_messages(mut buf: &[u8]) -> Result<Vec<Vec<u8>>, CallError>
     let mut out = Vec::new();
     while !buf.is_empty() {
         if buf.len() < 5 {
-            return Err(CallError::new(code::INTERNAL, "truncated gRPC frame header"));
+            return Err(CallError::new(
+                code::INTERNAL,
+                "truncated gRPC frame header",
+            ));
         }
         if buf[0] != 0 {
             return Err(CallError::new(
@@ -270,7 +270,10 @@ fn decode_single_message(buf: &[u8]) -> Result<Vec<u8>, CallError> {
     let mut msgs = decode_messages(buf)?;
     match msgs.len() {
         1 => Ok(msgs.pop().expect("one")),
-        0 => Err(CallError::new(code::INTERNAL, "no response message for unary call")),
+        0 => Err(CallError::new(
+            code::INTERNAL,
+            "no response message for unary call",
+        )),
         n => Err(CallError::new(
             code::INTERNAL,
             format!("{n} response messages for unary call"),
@@ -333,8 +336,7 @@ pub(crate) fn http_to_grpc(status: u16) -> u32 {
 /// Maps an h2 error. `opened` = the stream had been handed to h2; before
 /// that the request provably never reached the server.
 pub(crate) fn h2_error(e: &h2::Error, opened: bool) -> CallError {
-    let (code, retry) = if e.is_reset() || (!e.is_go_away() && !e.is_io() && e.reason().is_some())
-    {
+    let (code, retry) = if e.is_reset() || (!e.is_go_away() && !e.is_io() && e.reason().is_some()) {
         match e.reason().unwrap_or(Reason::INTERNAL_ERROR) {
             Reason::REFUSED_STREAM => (code::UNAVAILABLE, true),
             Reason::CANCEL => (code::CANCELLED, false),

@@ -35,7 +35,8 @@ enum State {
     },
     H2Handshake(Handshake),
     Open {
-        conn: H2Conn,
+        /// Boxed: h2's connection is large and this enum is moved around.
+        conn: Box<H2Conn>,
         send: SendRequest<Bytes>,
         pings: PingPong,
         /// Waiting for the PONG that proves the server's SETTINGS were applied.
@@ -178,6 +179,11 @@ impl Connection {
         }
     }
 
+    #[cfg(test)]
+    pub(crate) fn raw_fd(&self) -> RawFd {
+        self.fd
+    }
+
     /// Whether the peer ever told us "too_many_pings" (sticky).
     pub fn too_many_pings(&self) -> bool {
         self.too_many_pings
@@ -247,7 +253,7 @@ impl Connection {
                         match pings.send_ping(Ping::opaque()) {
                             Ok(()) => {
                                 self.state = State::Open {
-                                    conn,
+                                    conn: Box::new(conn),
                                     send,
                                     pings,
                                     barrier: true,
@@ -327,7 +333,7 @@ impl Connection {
         else {
             return;
         };
-        if let Poll::Ready(res) = Pin::new(&mut *conn).poll(cx) {
+        if let Poll::Ready(res) = Pin::new(&mut **conn).poll(cx) {
             let msg = match res {
                 Ok(()) => "connection closed".to_string(),
                 Err(e) => {
@@ -402,7 +408,7 @@ impl Connection {
                 self.flags.abort.store(true, Ordering::Relaxed);
                 if let State::Open { conn, .. } = &mut self.state {
                     let waker = self.waker.clone();
-                    let _ = Pin::new(conn).poll(&mut Context::from_waker(&waker));
+                    let _ = Pin::new(&mut **conn).poll(&mut Context::from_waker(&waker));
                 }
                 self.die("keepalive ping timeout".into());
             }

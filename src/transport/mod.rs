@@ -11,14 +11,20 @@
 
 mod grpc;
 mod h2conn;
+pub mod health_proto;
 mod io;
 mod tls;
 
+#[cfg(any(test, feature = "testserver"))]
+pub mod testserver;
+
+#[cfg(test)]
+mod tests;
 
 use std::path::PathBuf;
 use std::time::Duration;
 
-pub use grpc::{unary, CallError, UnaryResponse};
+pub use grpc::{code, unary, CallError, UnaryResponse};
 pub use h2conn::{Connection, Handle};
 
 /// How to talk to a backend.
