@@ -333,19 +333,10 @@ impl Connection {
         else {
             return;
         };
-        if let Poll::Ready(res) = Pin::new(&mut **conn).poll(cx) {
-            let msg = match res {
-                Ok(()) => "connection closed".to_string(),
-                Err(e) => {
-                    if e.is_go_away() && e.is_remote() {
-                        self.note_goaway(&e);
-                    }
-                    format!("connection to {} ended: {e}", self.peer)
-                }
-            };
-            return self.die(msg);
-        }
+        let done = Pin::new(&mut **conn).poll(cx);
         if *barrier {
+            // Checked before acting on `done`: PONG and a fatal GOAWAY can
+            // arrive in one read, and the connection was READY in between.
             match pings.poll_pong(cx) {
                 Poll::Ready(Ok(_)) => {
                     *barrier = false;
@@ -359,9 +350,26 @@ impl Connection {
                         });
                     }
                 }
-                Poll::Ready(Err(e)) => return self.die(format!("HTTP/2 ping: {e}")),
-                Poll::Pending => return,
+                Poll::Ready(Err(e)) if done.is_pending() => {
+                    return self.die(format!("HTTP/2 ping: {e}"))
+                }
+                _ => {}
             }
+        }
+        if let Poll::Ready(res) = done {
+            let msg = match res {
+                Ok(()) => "connection closed".to_string(),
+                Err(e) => {
+                    if e.is_go_away() && e.is_remote() {
+                        self.note_goaway(&e);
+                    }
+                    format!("connection to {} ended: {e}", self.peer)
+                }
+            };
+            return self.die(msg);
+        }
+        if !self.ready {
+            return;
         }
         if !self.goaway {
             if let Poll::Ready(Err(e)) = send.poll_ready(cx) {
@@ -376,6 +384,8 @@ impl Connection {
                     return;
                 };
                 if let Poll::Ready(Ok(_)) = pings.poll_pong(cx) {
+                    // Reading the PONG itself is not "activity".
+                    self.flags.activity.store(false, Ordering::Relaxed);
                     ka.ping_deadline = None;
                     ka.next_check = Instant::now() + ka.cfg.time;
                 }
@@ -389,7 +399,8 @@ impl Connection {
         let calm = e.reason() == Some(Reason::ENHANCE_YOUR_CALM)
             && e.to_string().contains("too_many_pings");
         self.too_many_pings |= calm;
-        if !self.goaway {
+        // Before READY this is just a failure (the message says why).
+        if self.ready && !self.goaway {
             self.goaway = true;
             self.events.push_back(Progress::GoAway {
                 too_many_pings: calm,

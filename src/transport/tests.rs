@@ -528,3 +528,192 @@ fn health_check_and_status() {
     assert_eq!(check("svc"), Ok(health_proto::SERVING));
     assert_eq!(check("nope").unwrap_err().code, 5);
 }
+
+/// TCP relay that can be frozen (stops forwarding, keeps sockets open) to
+/// simulate a peer that went silent. Counts client->server bytes.
+struct Proxy {
+    addr: SocketAddr,
+    paused: Arc<AtomicBool>,
+    stop: Arc<AtomicBool>,
+    upstream_bytes: Arc<std::sync::atomic::AtomicUsize>,
+}
+
+impl Proxy {
+    fn start(upstream: SocketAddr) -> Proxy {
+        use std::io::{Read, Write};
+        let l = std::net::TcpListener::bind(localhost()).unwrap();
+        l.set_nonblocking(true).unwrap();
+        let p = Proxy {
+            addr: l.local_addr().unwrap(),
+            paused: Arc::default(),
+            stop: Arc::default(),
+            upstream_bytes: Arc::default(),
+        };
+        let (paused, stop, count) = (p.paused.clone(), p.stop.clone(), p.upstream_bytes.clone());
+        thread::spawn(move || {
+            while !stop.load(Ordering::Acquire) {
+                let Ok((client, _)) = l.accept() else {
+                    thread::sleep(Duration::from_millis(5));
+                    continue;
+                };
+                client.set_nonblocking(false).unwrap();
+                let server = std::net::TcpStream::connect(upstream).unwrap();
+                for (mut from, mut to, up) in [
+                    (
+                        client.try_clone().unwrap(),
+                        server.try_clone().unwrap(),
+                        true,
+                    ),
+                    (server, client, false),
+                ] {
+                    let (paused, stop, count) = (paused.clone(), stop.clone(), count.clone());
+                    from.set_read_timeout(Some(Duration::from_millis(10)))
+                        .unwrap();
+                    thread::spawn(move || {
+                        let mut buf = [0u8; 16384];
+                        while !stop.load(Ordering::Acquire) {
+                            if paused.load(Ordering::Acquire) {
+                                thread::sleep(Duration::from_millis(5));
+                                continue;
+                            }
+                            match from.read(&mut buf) {
+                                Ok(0) => return,
+                                Ok(n) => {
+                                    if up {
+                                        count.fetch_add(n, Ordering::Relaxed);
+                                    }
+                                    if to.write_all(&buf[..n]).is_err() {
+                                        return;
+                                    }
+                                }
+                                Err(e)
+                                    if e.kind() == std::io::ErrorKind::WouldBlock
+                                        || e.kind() == std::io::ErrorKind::TimedOut => {}
+                                Err(_) => return,
+                            }
+                        }
+                    });
+                }
+            }
+        });
+        p
+    }
+
+    fn sent(&self) -> usize {
+        self.upstream_bytes.load(Ordering::Relaxed)
+    }
+}
+
+impl Drop for Proxy {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Release);
+    }
+}
+
+fn keepalive_cfg(time_ms: u64, timeout_ms: u64, permit_without_calls: bool) -> TransportConfig {
+    TransportConfig {
+        tls: None,
+        keepalive: Some(Keepalive {
+            time: Duration::from_millis(time_ms),
+            timeout: Duration::from_millis(timeout_ms),
+            permit_without_calls,
+        }),
+    }
+}
+
+#[test]
+fn keepalive_pings_idle_connection_when_permitted() {
+    let srv = plain_server();
+    let px = Proxy::start(srv.addr());
+    let mut d = Driver::start(&Target::Tcp(px.addr), &keepalive_cfg(20, 5_000, true)).unwrap();
+    assert_eq!(d.next(SOON), Some(Progress::Ready));
+    assert!(d.conn.next_timer().is_some());
+    let before = px.sent();
+    // Acked pings keep it alive; nothing to report.
+    assert_eq!(d.next(Duration::from_millis(300)), None);
+    assert!(px.sent() > before, "keepalive PINGs should have gone out");
+}
+
+#[test]
+fn keepalive_without_calls_stays_quiet_unless_permitted() {
+    let srv = plain_server();
+    let px = Proxy::start(srv.addr());
+    let mut d = Driver::start(&Target::Tcp(px.addr), &keepalive_cfg(20, 5_000, false)).unwrap();
+    assert_eq!(d.next(SOON), Some(Progress::Ready));
+    // Let the SETTINGS ack / PING settle, then expect silence.
+    assert_eq!(d.next(Duration::from_millis(250)), None);
+    let before = px.sent();
+    assert_eq!(d.next(Duration::from_millis(200)), None);
+    assert_eq!(px.sent(), before);
+}
+
+#[test]
+fn keepalive_timeout_loses_silent_connection() {
+    let srv = plain_server();
+    let px = Proxy::start(srv.addr());
+    let mut d = Driver::start(&Target::Tcp(px.addr), &keepalive_cfg(20, 100, true)).unwrap();
+    assert_eq!(d.next(SOON), Some(Progress::Ready));
+    let h = d.conn.send_handle().unwrap();
+    px.paused.store(true, Ordering::Release);
+    assert_eq!(
+        d.next(SOON),
+        Some(Progress::Lost("keepalive ping timeout".into()))
+    );
+    // Streams on the dead connection fail instead of hanging.
+    let e = echo(&h, b"x", &[]).unwrap_err();
+    assert_eq!(e.code, code::UNAVAILABLE);
+}
+
+/// A hand-rolled HTTP/2 "server": SETTINGS, answer PINGs, then GOAWAY with
+/// ENHANCE_YOUR_CALM + "too_many_pings" (h2's server API cannot send
+/// GOAWAY debug data).
+fn calm_down_server() -> (SocketAddr, JoinHandle<()>) {
+    use std::io::{Read, Write};
+    let l = std::net::TcpListener::bind(localhost()).unwrap();
+    let addr = l.local_addr().unwrap();
+    let t = thread::spawn(move || {
+        let (mut s, _) = l.accept().unwrap();
+        s.set_read_timeout(Some(SOON)).unwrap();
+        let frame = |ty: u8, flags: u8, payload: &[u8]| {
+            let mut f = (payload.len() as u32).to_be_bytes()[1..].to_vec();
+            f.extend([ty, flags, 0, 0, 0, 0]);
+            f.extend_from_slice(payload);
+            f
+        };
+        let mut preface = [0u8; 24];
+        s.read_exact(&mut preface).unwrap();
+        s.write_all(&frame(4, 0, &[])).unwrap();
+        loop {
+            let mut hdr = [0u8; 9];
+            if s.read_exact(&mut hdr).is_err() {
+                return;
+            }
+            let len = u32::from_be_bytes([0, hdr[0], hdr[1], hdr[2]]) as usize;
+            let mut payload = vec![0u8; len];
+            s.read_exact(&mut payload).unwrap();
+            if hdr[3] == 6 && hdr[4] & 1 == 0 {
+                s.write_all(&frame(6, 1, &payload)).unwrap();
+                let mut ga = vec![0, 0, 0, 0, 0, 0, 0, 0x0b];
+                ga.extend_from_slice(b"too_many_pings");
+                s.write_all(&frame(7, 0, &ga)).unwrap();
+            }
+        }
+    });
+    (addr, t)
+}
+
+#[test]
+fn too_many_pings_goaway_is_flagged() {
+    let (addr, srv) = calm_down_server();
+    let mut d = Driver::start(&Target::Tcp(addr), &TransportConfig::default()).unwrap();
+    assert_eq!(d.next(SOON), Some(Progress::Ready));
+    assert_eq!(
+        d.next(SOON),
+        Some(Progress::GoAway {
+            too_many_pings: true
+        })
+    );
+    assert!(d.conn.too_many_pings());
+    d.conn.close(d.poll.registry());
+    srv.join().unwrap();
+}
