@@ -60,6 +60,15 @@ pub struct Handle {
     pub(crate) shared: Arc<HandleShared>,
 }
 
+impl std::fmt::Debug for Handle {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Handle")
+            .field("scheme", &self.shared.scheme)
+            .field("inflight", &self.shared.inflight.load(Ordering::Relaxed))
+            .finish()
+    }
+}
+
 pub(crate) struct HandleShared {
     pub(crate) scheme: http::uri::Scheme,
     /// Calls in flight; keepalive without `permit_without_calls` needs it.
@@ -80,6 +89,24 @@ pub struct Connection {
     too_many_pings: bool,
     keepalive: Option<KeepaliveState>,
     keepalive_cfg: Option<Keepalive>,
+}
+
+impl std::fmt::Debug for Connection {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let state = match &self.state {
+            State::Connecting { .. } => "connecting",
+            State::TlsHandshake { .. } => "tls-handshake",
+            State::H2Handshake(_) => "h2-handshake",
+            State::Open { barrier: true, .. } => "awaiting-settings",
+            State::Open { .. } if self.goaway => "draining",
+            State::Open { .. } => "ready",
+            State::Dead(_) => "dead",
+        };
+        f.debug_struct("Connection")
+            .field("peer", &self.peer)
+            .field("state", &state)
+            .finish()
+    }
 }
 
 impl Connection {
@@ -358,7 +385,7 @@ impl Connection {
         }
         if let Poll::Ready(res) = done {
             let msg = match res {
-                Ok(()) => "connection closed".to_string(),
+                Ok(()) => format!("connection to {} closed by peer", self.peer),
                 Err(e) => {
                     if e.is_go_away() && e.is_remote() {
                         self.note_goaway(&e);

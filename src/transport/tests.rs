@@ -717,3 +717,17 @@ fn too_many_pings_goaway_is_flagged() {
     d.conn.close(d.poll.registry());
     srv.join().unwrap();
 }
+
+#[test]
+fn eof_before_settings_fails() {
+    let l = std::net::TcpListener::bind(localhost()).unwrap();
+    let addr = l.local_addr().unwrap();
+    let t = thread::spawn(move || drop(l.accept()));
+    let mut d = Driver::start(&Target::Tcp(addr), &TransportConfig::default()).unwrap();
+    match d.next(SOON) {
+        Some(Progress::Failed(m)) => assert!(!m.is_empty()),
+        other => panic!("expected Failed, got {other:?}"),
+    }
+    assert!(format!("{:?}", d.conn).contains("dead"));
+    t.join().unwrap();
+}
