@@ -25,6 +25,7 @@ pub mod status;
 pub(crate) mod subchannel;
 pub mod subconn;
 pub(crate) mod sync;
+pub mod transport;
 
 pub use balancer::{
     Balancer, Builder, ClientConn, ClientConnState, LbConfig, SubConnState, TimerToken,

@@ -1,0 +1,412 @@
+//! gRPC unary calls over a [`Handle`]: request framing, response decoding,
+//! and HTTP/2 -> gRPC status mapping (per PROTOCOL-HTTP2.md / statuscodes).
+//!
+//! The calling thread blocks without a runtime: [`block_on`] polls the call
+//! future with a waker that unparks this thread. h2 wakes it when the loop
+//! thread (which owns the socket) has processed frames for our stream.
+
+use std::future::{poll_fn, Future};
+use std::pin::pin;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::task::{Context, Poll, Wake, Waker};
+use std::thread::{self, Thread};
+use std::time::{Duration, Instant};
+
+use bytes::{BufMut, Bytes, BytesMut};
+use h2::Reason;
+use http::header::{HeaderName, HeaderValue, CONTENT_TYPE, TE};
+use http::{HeaderMap, Method, Request, Uri};
+
+use super::h2conn::{Handle, HandleShared};
+
+/// gRPC status codes used by the transport.
+pub mod code {
+    pub const OK: u32 = 0;
+    pub const CANCELLED: u32 = 1;
+    pub const UNKNOWN: u32 = 2;
+    pub const DEADLINE_EXCEEDED: u32 = 4;
+    pub const PERMISSION_DENIED: u32 = 7;
+    pub const RESOURCE_EXHAUSTED: u32 = 8;
+    pub const UNIMPLEMENTED: u32 = 12;
+    pub const INTERNAL: u32 = 13;
+    pub const UNAVAILABLE: u32 = 14;
+    pub const UNAUTHENTICATED: u32 = 16;
+}
+
+/// gRPC's default max receive message size.
+const MAX_RECV_MESSAGE: usize = 4 << 20;
+
+#[derive(Debug, Clone, Default)]
+pub struct UnaryResponse {
+    pub message: Vec<u8>,
+    pub headers: HeaderMap,
+    pub trailers: HeaderMap,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CallError {
+    /// gRPC status code.
+    pub code: u32,
+    pub message: String,
+    /// The server never processed the call (REFUSED_STREAM, rejected by
+    /// GOAWAY, or it never left this client): safe to retry elsewhere.
+    pub transparent_retry_ok: bool,
+}
+
+impl CallError {
+    fn new(code: u32, message: impl Into<String>) -> Self {
+        CallError {
+            code,
+            message: message.into(),
+            transparent_retry_ok: false,
+        }
+    }
+}
+
+impl std::fmt::Display for CallError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "grpc status {}: {}", self.code, self.message)
+    }
+}
+
+impl std::error::Error for CallError {}
+
+/// Performs one blocking unary call. `method` is the path, "/pkg.Svc/M".
+/// Metadata keys must be lowercase; reserved headers are skipped.
+pub fn unary(
+    handle: &Handle,
+    authority: &str,
+    method: &str,
+    request: &[u8],
+    metadata: &[(String, String)],
+    timeout: Option<Duration>,
+) -> Result<UnaryResponse, CallError> {
+    let deadline = timeout.map(|t| Instant::now() + t);
+    let req = build_request(&handle.shared, authority, method, metadata, timeout)?;
+    let body = encode_message(request);
+    let _inflight = Inflight::enter(&handle.shared);
+    // Each call gets its own SendRequest clone: poll_ready state is per clone.
+    match block_on(call(handle.send.clone(), req, body), deadline) {
+        Some(r) => r,
+        // Dropping the call future resets the stream with CANCEL.
+        None => Err(CallError::new(code::DEADLINE_EXCEEDED, "deadline exceeded")),
+    }
+}
+
+async fn call(
+    mut send: h2::client::SendRequest<Bytes>,
+    req: Request<()>,
+    body: Bytes,
+) -> Result<UnaryResponse, CallError> {
+    // Errors before the stream exists mean the request never left us.
+    poll_fn(|cx| send.poll_ready(cx))
+        .await
+        .map_err(|e| h2_error(&e, false))?;
+    let (resp, mut stream) = send
+        .send_request(req, false)
+        .map_err(|e| h2_error(&e, false))?;
+    stream
+        .send_data(body, true)
+        .map_err(|e| h2_error(&e, true))?;
+    let resp = resp.await.map_err(|e| h2_error(&e, true))?;
+    let (parts, mut body) = resp.into_parts();
+
+    // Trailers-only response: the status lives in the headers.
+    if let Some((code, message)) = grpc_status(&parts.headers) {
+        return Err(match code {
+            code::OK => CallError::new(code::INTERNAL, "no response message for unary call"),
+            _ => CallError::new(code, message),
+        });
+    }
+    if parts.status != http::StatusCode::OK {
+        return Err(CallError::new(
+            http_to_grpc(parts.status.as_u16()),
+            format!("unexpected HTTP status {}", parts.status),
+        ));
+    }
+    let ct_ok = parts
+        .headers
+        .get(CONTENT_TYPE)
+        .is_some_and(|v| v.as_bytes().starts_with(b"application/grpc"));
+    if !ct_ok {
+        return Err(CallError::new(
+            code::INTERNAL,
+            format!("invalid content-type {:?}", parts.headers.get(CONTENT_TYPE)),
+        ));
+    }
+
+    let mut buf = BytesMut::new();
+    while let Some(chunk) = poll_fn(|cx| body.poll_data(cx)).await {
+        let chunk = chunk.map_err(|e| h2_error(&e, true))?;
+        // Give the window back or the server stalls after 64 KiB.
+        let _ = body.flow_control().release_capacity(chunk.len());
+        if buf.len() + chunk.len() > MAX_RECV_MESSAGE + 5 {
+            return Err(CallError::new(
+                code::RESOURCE_EXHAUSTED,
+                "response larger than max receive message size",
+            ));
+        }
+        buf.extend_from_slice(&chunk);
+    }
+    let trailers = poll_fn(|cx| body.poll_trailers(cx))
+        .await
+        .map_err(|e| h2_error(&e, true))?
+        .unwrap_or_default();
+    match grpc_status(&trailers) {
+        Some((code::OK, _)) => {}
+        Some((code, message)) => return Err(CallError::new(code, message)),
+        None => {
+            return Err(CallError::new(
+                code::INTERNAL,
+                "server closed the stream without grpc-status",
+            ))
+        }
+    }
+    let message = decode_single_message(&buf)?;
+    Ok(UnaryResponse {
+        message,
+        headers: parts.headers,
+        trailers,
+    })
+}
+
+/// (grpc-status, percent-decoded grpc-message) if a status is present.
+fn grpc_status(map: &HeaderMap) -> Option<(u32, String)> {
+    let raw = map.get("grpc-status")?;
+    let code = raw
+        .to_str()
+        .ok()
+        .and_then(|s| s.parse::<u32>().ok())
+        .unwrap_or(code::UNKNOWN);
+    let message = map
+        .get("grpc-message")
+        .map(|v| percent_decode(v.as_bytes()))
+        .unwrap_or_default();
+    Some((code, message))
+}
+
+fn build_request(
+    shared: &HandleShared,
+    authority: &str,
+    method: &str,
+    metadata: &[(String, String)],
+    timeout: Option<Duration>,
+) -> Result<Request<()>, CallError> {
+    let uri = Uri::builder()
+        .scheme(shared.scheme.clone())
+        .authority(authority)
+        .path_and_query(method)
+        .build()
+        .map_err(|e| CallError::new(code::INTERNAL, format!("bad authority/method: {e}")))?;
+    let mut req = Request::builder()
+        .method(Method::POST)
+        .uri(uri)
+        .body(())
+        .map_err(|e| CallError::new(code::INTERNAL, e.to_string()))?;
+    let h = req.headers_mut();
+    h.insert(CONTENT_TYPE, HeaderValue::from_static("application/grpc"));
+    h.insert(TE, HeaderValue::from_static("trailers"));
+    if let Some(t) = timeout {
+        let v = HeaderValue::from_str(&encode_timeout(t)).expect("ascii");
+        h.insert("grpc-timeout", v);
+    }
+    for (k, v) in metadata {
+        let name = HeaderName::from_bytes(k.as_bytes())
+            .map_err(|e| CallError::new(code::INTERNAL, format!("bad metadata key {k:?}: {e}")))?;
+        if is_reserved(&name) {
+            continue;
+        }
+        let value = HeaderValue::from_str(v)
+            .map_err(|e| CallError::new(code::INTERNAL, format!("bad metadata value: {e}")))?;
+        h.append(name, value);
+    }
+    Ok(req)
+}
+
+/// Headers the transport owns; user metadata must not override them.
+fn is_reserved(name: &HeaderName) -> bool {
+    let n = name.as_str();
+    matches!(n, "content-type" | "te" | "connection" | "user-agent")
+        || (n.starts_with("grpc-") && n != "grpc-previous-rpc-attempts")
+}
+
+/// 1-byte compressed flag (0) + u32 big-endian length + message.
+pub(crate) fn encode_message(msg: &[u8]) -> Bytes {
+    let mut b = BytesMut::with_capacity(5 + msg.len());
+    b.put_u8(0);
+    b.put_u32(msg.len() as u32);
+    b.put_slice(msg);
+    b.freeze()
+}
+
+/// Splits a buffer of length-prefixed gRPC messages.
+pub(crate) fn decode_messages(mut buf: &[u8]) -> Result<Vec<Vec<u8>>, CallError> {
+    let mut out = Vec::new();
+    while !buf.is_empty() {
+        if buf.len() < 5 {
+            return Err(CallError::new(
+                code::INTERNAL,
+                "truncated gRPC frame header",
+            ));
+        }
+        if buf[0] != 0 {
+            return Err(CallError::new(
+                code::INTERNAL,
+                "compressed message but no compression was negotiated",
+            ));
+        }
+        let len = u32::from_be_bytes([buf[1], buf[2], buf[3], buf[4]]) as usize;
+        if buf.len() - 5 < len {
+            return Err(CallError::new(code::INTERNAL, "truncated gRPC message"));
+        }
+        out.push(buf[5..5 + len].to_vec());
+        buf = &buf[5 + len..];
+    }
+    Ok(out)
+}
+
+fn decode_single_message(buf: &[u8]) -> Result<Vec<u8>, CallError> {
+    let mut msgs = decode_messages(buf)?;
+    match msgs.len() {
+        1 => Ok(msgs.pop().expect("one")),
+        0 => Err(CallError::new(
+            code::INTERNAL,
+            "no response message for unary call",
+        )),
+        n => Err(CallError::new(
+            code::INTERNAL,
+            format!("{n} response messages for unary call"),
+        )),
+    }
+}
+
+/// grpc-timeout: at most 8 digits plus a unit; round up so we never send a
+/// shorter deadline than asked.
+pub(crate) fn encode_timeout(t: Duration) -> String {
+    const MAX: u128 = 99_999_999;
+    let nanos = t.as_nanos();
+    for (unit, div) in [
+        ("n", 1u128),
+        ("u", 1_000),
+        ("m", 1_000_000),
+        ("S", 1_000_000_000),
+        ("M", 60_000_000_000),
+        ("H", 3_600_000_000_000),
+    ] {
+        let v = nanos.div_ceil(div);
+        if v <= MAX {
+            return format!("{v}{unit}");
+        }
+    }
+    format!("{MAX}H")
+}
+
+/// grpc-message is percent-encoded UTF-8; invalid escapes pass through.
+pub(crate) fn percent_decode(s: &[u8]) -> String {
+    let hex = |c: u8| (c as char).to_digit(16).map(|d| d as u8);
+    let mut out = Vec::with_capacity(s.len());
+    let mut i = 0;
+    while i < s.len() {
+        if s[i] == b'%' && i + 2 < s.len() {
+            if let (Some(h), Some(l)) = (hex(s[i + 1]), hex(s[i + 2])) {
+                out.push(h << 4 | l);
+                i += 3;
+                continue;
+            }
+        }
+        out.push(s[i]);
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// PROTOCOL-HTTP2: HTTP status -> gRPC code when no grpc-status was sent.
+pub(crate) fn http_to_grpc(status: u16) -> u32 {
+    match status {
+        400 => code::INTERNAL,
+        401 => code::UNAUTHENTICATED,
+        403 => code::PERMISSION_DENIED,
+        404 => code::UNIMPLEMENTED,
+        429 | 502 | 503 | 504 => code::UNAVAILABLE,
+        _ => code::UNKNOWN,
+    }
+}
+
+/// Maps an h2 error. `opened` = the stream had been handed to h2; before
+/// that the request provably never reached the server.
+pub(crate) fn h2_error(e: &h2::Error, opened: bool) -> CallError {
+    let (code, retry) = if e.is_reset() || (!e.is_go_away() && !e.is_io() && e.reason().is_some()) {
+        match e.reason().unwrap_or(Reason::INTERNAL_ERROR) {
+            Reason::REFUSED_STREAM => (code::UNAVAILABLE, true),
+            Reason::CANCEL => (code::CANCELLED, false),
+            Reason::ENHANCE_YOUR_CALM => (code::RESOURCE_EXHAUSTED, false),
+            Reason::INADEQUATE_SECURITY => (code::PERMISSION_DENIED, false),
+            _ => (code::INTERNAL, false),
+        }
+    } else if e.is_go_away() {
+        // A stream above the GOAWAY's last-stream-id gets the GOAWAY error
+        // right away. With NO_ERROR that is the only way to see it; with an
+        // error code h2 also fails processed streams with it when the
+        // connection dies, and they are indistinguishable, so only the
+        // graceful case counts as unprocessed.
+        let graceful = e.is_remote() && e.reason() == Some(Reason::NO_ERROR);
+        (code::UNAVAILABLE, !opened || graceful)
+    } else {
+        (code::UNAVAILABLE, !opened)
+    };
+    CallError {
+        code,
+        message: e.to_string(),
+        transparent_retry_ok: retry,
+    }
+}
+
+struct Inflight(Arc<HandleShared>);
+
+impl Inflight {
+    fn enter(shared: &Arc<HandleShared>) -> Self {
+        shared.inflight.fetch_add(1, Ordering::Relaxed);
+        Inflight(shared.clone())
+    }
+}
+
+impl Drop for Inflight {
+    fn drop(&mut self) {
+        self.0.inflight.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+struct Unparker(Thread);
+
+impl Wake for Unparker {
+    fn wake(self: Arc<Self>) {
+        self.0.unpark();
+    }
+    fn wake_by_ref(self: &Arc<Self>) {
+        self.0.unpark();
+    }
+}
+
+/// Polls `fut` on this thread until it completes or `deadline` passes
+/// (`None` is returned then). Spurious unparks just cause a re-poll.
+pub(crate) fn block_on<F: Future>(fut: F, deadline: Option<Instant>) -> Option<F::Output> {
+    let mut fut = pin!(fut);
+    let waker = Waker::from(Arc::new(Unparker(thread::current())));
+    let mut cx = Context::from_waker(&waker);
+    loop {
+        if let Poll::Ready(v) = fut.as_mut().poll(&mut cx) {
+            return Some(v);
+        }
+        match deadline {
+            None => thread::park(),
+            Some(d) => {
+                let now = Instant::now();
+                if now >= d {
+                    return None;
+                }
+                thread::park_timeout(d - now);
+            }
+        }
+    }
+}

@@ -1,0 +1,477 @@
+//! One HTTP/2 client connection as a loop-driven state machine:
+//! connect -> (TLS handshake) -> h2 handshake -> PING barrier -> READY.
+
+use std::collections::VecDeque;
+use std::future::Future;
+use std::io;
+use std::os::fd::{AsRawFd, RawFd};
+use std::pin::Pin;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::task::{Context, Poll, Waker};
+use std::time::Instant;
+
+use bytes::Bytes;
+use h2::client::SendRequest;
+use h2::{Ping, PingPong, Reason};
+use mio::unix::SourceFd;
+use mio::{Interest, Registry, Token};
+
+use super::io::{tls_handshake_step, IoFlags, Socket, Stream};
+use super::{tls, Keepalive, Progress, Target, TransportConfig};
+
+type H2Conn = h2::client::Connection<Stream, Bytes>;
+type Handshake =
+    Pin<Box<dyn Future<Output = Result<(SendRequest<Bytes>, H2Conn), h2::Error>> + Send>>;
+
+enum State {
+    Connecting {
+        sock: Socket,
+        tls: Option<Box<rustls::ClientConnection>>,
+    },
+    TlsHandshake {
+        sock: Socket,
+        tls: Box<rustls::ClientConnection>,
+    },
+    H2Handshake(Handshake),
+    Open {
+        /// Boxed: h2's connection is large and this enum is moved around.
+        conn: Box<H2Conn>,
+        send: SendRequest<Bytes>,
+        pings: PingPong,
+        /// Waiting for the PONG that proves the server's SETTINGS were applied.
+        barrier: bool,
+    },
+    /// Failed/lost: keeps whatever owns the fd alive until `close()`, so the
+    /// loop deregisters a live fd rather than a closed (maybe reused) number.
+    Dead(#[allow(dead_code)] Option<Box<dyn Send>>),
+}
+
+struct KeepaliveState {
+    cfg: Keepalive,
+    next_check: Instant,
+    ping_deadline: Option<Instant>,
+}
+
+/// Cloneable, `Send + Sync` entry point RPC threads use to start streams.
+#[derive(Clone)]
+pub struct Handle {
+    pub(crate) send: SendRequest<Bytes>,
+    pub(crate) shared: Arc<HandleShared>,
+}
+
+impl std::fmt::Debug for Handle {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Handle")
+            .field("scheme", &self.shared.scheme)
+            .field("inflight", &self.shared.inflight.load(Ordering::Relaxed))
+            .finish()
+    }
+}
+
+pub(crate) struct HandleShared {
+    pub(crate) scheme: http::uri::Scheme,
+    /// Calls in flight; keepalive without `permit_without_calls` needs it.
+    pub(crate) inflight: AtomicUsize,
+}
+
+pub struct Connection {
+    state: State,
+    waker: Waker,
+    fd: RawFd,
+    peer: String,
+    server_name: Option<String>,
+    flags: Arc<IoFlags>,
+    shared: Arc<HandleShared>,
+    events: VecDeque<Progress>,
+    ready: bool,
+    goaway: bool,
+    too_many_pings: bool,
+    keepalive: Option<KeepaliveState>,
+    keepalive_cfg: Option<Keepalive>,
+}
+
+impl std::fmt::Debug for Connection {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let state = match &self.state {
+            State::Connecting { .. } => "connecting",
+            State::TlsHandshake { .. } => "tls-handshake",
+            State::H2Handshake(_) => "h2-handshake",
+            State::Open { barrier: true, .. } => "awaiting-settings",
+            State::Open { .. } if self.goaway => "draining",
+            State::Open { .. } => "ready",
+            State::Dead(_) => "dead",
+        };
+        f.debug_struct("Connection")
+            .field("peer", &self.peer)
+            .field("state", &state)
+            .finish()
+    }
+}
+
+impl Connection {
+    /// Starts a non-blocking connect and registers the socket for
+    /// edge-triggered read+write readiness under `token`. Errors here are
+    /// immediate failures (bad TLS config, connect refused synchronously).
+    pub fn start(
+        target: &Target,
+        cfg: &TransportConfig,
+        registry: &Registry,
+        token: Token,
+        waker: Waker,
+    ) -> io::Result<Connection> {
+        let tls = match &cfg.tls {
+            Some(s) => {
+                let config = tls::client_config(s).map_err(invalid_input)?;
+                Some(Box::new(
+                    tls::client_connection(config, &s.server_name).map_err(invalid_input)?,
+                ))
+            }
+            None => None,
+        };
+        let peer = match target {
+            Target::Tcp(a) => a.to_string(),
+            Target::Unix(p) => format!("unix:{}", p.display()),
+        };
+        let ctx = |e: io::Error| io::Error::new(e.kind(), format!("connect to {peer}: {e}"));
+        let sock = match target {
+            Target::Tcp(addr) => Socket::Tcp(mio::net::TcpStream::connect(*addr).map_err(ctx)?),
+            Target::Unix(path) => Socket::Unix(mio::net::UnixStream::connect(path).map_err(ctx)?),
+        };
+        let fd = sock.as_raw_fd();
+        registry.register(
+            &mut SourceFd(&fd),
+            token,
+            Interest::READABLE | Interest::WRITABLE,
+        )?;
+        let scheme = if tls.is_some() {
+            http::uri::Scheme::HTTPS
+        } else {
+            http::uri::Scheme::HTTP
+        };
+        let state = State::Connecting { sock, tls };
+        Ok(Connection {
+            state,
+            waker,
+            fd,
+            peer,
+            server_name: cfg.tls.as_ref().map(|t| t.server_name.clone()),
+            flags: Arc::default(),
+            shared: Arc::new(HandleShared {
+                scheme,
+                inflight: AtomicUsize::new(0),
+            }),
+            events: VecDeque::new(),
+            ready: false,
+            goaway: false,
+            too_many_pings: false,
+            keepalive: None,
+            keepalive_cfg: cfg.keepalive,
+        })
+    }
+
+    /// Call on every mio event for this connection's token.
+    pub fn on_io(&mut self) -> Progress {
+        self.drive();
+        self.next_event()
+    }
+
+    /// Call when the connection's waker fired (an RPC thread queued a
+    /// stream, released window, or we re-queued an event for ourselves).
+    pub fn on_wake(&mut self) -> Progress {
+        self.drive();
+        self.next_event()
+    }
+
+    /// When the loop should call [`Connection::on_timer`] next (keepalive).
+    pub fn next_timer(&self) -> Option<Instant> {
+        let ka = self.keepalive.as_ref()?;
+        Some(ka.ping_deadline.unwrap_or(ka.next_check))
+    }
+
+    pub fn on_timer(&mut self, now: Instant) -> Progress {
+        self.keepalive_tick(now);
+        self.drive();
+        self.next_event()
+    }
+
+    /// A handle for RPC threads, available once READY and until GOAWAY/loss.
+    pub fn send_handle(&self) -> Option<Handle> {
+        match &self.state {
+            State::Open { send, barrier, .. } if !*barrier && !self.goaway => Some(Handle {
+                send: send.clone(),
+                shared: self.shared.clone(),
+            }),
+            _ => None,
+        }
+    }
+
+    #[cfg(test)]
+    pub(crate) fn raw_fd(&self) -> RawFd {
+        self.fd
+    }
+
+    /// Whether the peer ever told us "too_many_pings" (sticky).
+    pub fn too_many_pings(&self) -> bool {
+        self.too_many_pings
+    }
+
+    /// Hard close: deregister and drop the socket (the fd is released now).
+    /// In-flight calls fail with UNAVAILABLE.
+    pub fn close(&mut self, registry: &Registry) {
+        if matches!(self.state, State::Dead(None)) {
+            return;
+        }
+        let _ = registry.deregister(&mut SourceFd(&self.fd));
+        // Dropping h2's Connection fails every open stream and wakes its task.
+        self.state = State::Dead(None);
+        self.keepalive = None;
+    }
+
+    fn next_event(&mut self) -> Progress {
+        let ev = self.events.pop_front().unwrap_or(Progress::Pending);
+        if !self.events.is_empty() {
+            // The API returns one event per call; make the loop come back.
+            self.waker.wake_by_ref();
+        }
+        ev
+    }
+
+    fn die(&mut self, msg: String) {
+        let ev = if self.ready {
+            Progress::Lost(msg)
+        } else {
+            Progress::Failed(msg)
+        };
+        self.events.push_back(ev);
+        self.keepalive = None;
+        let old = std::mem::replace(&mut self.state, State::Dead(None));
+        self.state = State::Dead(Some(match old {
+            State::Connecting { sock, tls } => Box::new((sock, tls)),
+            State::TlsHandshake { sock, tls } => Box::new((sock, tls)),
+            State::H2Handshake(f) => Box::new(f),
+            State::Open { conn, .. } => Box::new(conn),
+            State::Dead(x) => return self.state = State::Dead(x),
+        }));
+    }
+
+    fn drive(&mut self) {
+        let waker = self.waker.clone();
+        let mut cx = Context::from_waker(&waker);
+        loop {
+            let step = match &mut self.state {
+                State::Connecting { sock, .. } => match sock.connect_status() {
+                    Ok(false) => return,
+                    Ok(true) => self.connected(),
+                    Err(e) => Err(format!("connect to {}: {e}", self.peer)),
+                },
+                State::TlsHandshake { sock, tls } => match tls_handshake_step(sock, tls) {
+                    Ok(false) => return,
+                    Ok(true) => self.tls_done(),
+                    Err(e) => Err(format!("TLS handshake with {} failed: {e}", self.peer)),
+                },
+                State::H2Handshake(fut) => match fut.as_mut().poll(&mut cx) {
+                    Poll::Pending => return,
+                    Poll::Ready(Ok((send, mut conn))) => {
+                        // PING barrier: the server's first frame must be
+                        // SETTINGS and h2 acks+applies it before reading the
+                        // next frame, so our PONG proves SETTINGS applied.
+                        let mut pings = conn.ping_pong().expect("ping_pong taken once");
+                        match pings.send_ping(Ping::opaque()) {
+                            Ok(()) => {
+                                self.state = State::Open {
+                                    conn: Box::new(conn),
+                                    send,
+                                    pings,
+                                    barrier: true,
+                                };
+                                Ok(())
+                            }
+                            Err(e) => Err(format!("HTTP/2 ping: {e}")),
+                        }
+                    }
+                    Poll::Ready(Err(e)) => Err(format!("HTTP/2 handshake: {e}")),
+                },
+                State::Open { .. } => return self.poll_open(&mut cx),
+                State::Dead(_) => return,
+            };
+            if let Err(msg) = step {
+                return self.die(msg);
+            }
+        }
+    }
+
+    /// TCP/Unix connect finished: go to TLS or straight to h2.
+    fn connected(&mut self) -> Result<(), String> {
+        let State::Connecting { sock, tls } = std::mem::replace(&mut self.state, State::Dead(None))
+        else {
+            unreachable!()
+        };
+        if let Socket::Tcp(s) = &sock {
+            // Small gRPC frames must not sit in Nagle's buffer.
+            s.set_nodelay(true)
+                .map_err(|e| format!("TCP_NODELAY on {}: {e}", self.peer))?;
+        }
+        self.state = match tls {
+            Some(tls) => State::TlsHandshake { sock, tls },
+            None => self.h2_handshake(Stream::new(sock, None, self.flags.clone())),
+        };
+        Ok(())
+    }
+
+    fn tls_done(&mut self) -> Result<(), String> {
+        let State::TlsHandshake { sock, tls } =
+            std::mem::replace(&mut self.state, State::Dead(None))
+        else {
+            unreachable!()
+        };
+        if tls.alpn_protocol() != Some(b"h2") {
+            let got = tls
+                .alpn_protocol()
+                .map(|p| String::from_utf8_lossy(p).into_owned());
+            // Keep the fd owned until close(), as for any failure.
+            self.state = State::TlsHandshake { sock, tls };
+            return Err(format!(
+                "ALPN negotiation with {} ({}) failed: server selected {:?}, need \"h2\"",
+                self.peer,
+                self.server_name.as_deref().unwrap_or(""),
+                got
+            ));
+        }
+        self.state = self.h2_handshake(Stream::new(sock, Some(tls), self.flags.clone()));
+        Ok(())
+    }
+
+    fn h2_handshake(&self, stream: Stream) -> State {
+        let fut = h2::client::Builder::new()
+            // We never accept server push.
+            .enable_push(false)
+            .handshake::<_, Bytes>(stream);
+        State::H2Handshake(Box::pin(fut))
+    }
+
+    fn poll_open(&mut self, cx: &mut Context<'_>) {
+        let State::Open {
+            conn,
+            send,
+            pings,
+            barrier,
+        } = &mut self.state
+        else {
+            return;
+        };
+        let done = Pin::new(&mut **conn).poll(cx);
+        if *barrier {
+            // Checked before acting on `done`: PONG and a fatal GOAWAY can
+            // arrive in one read, and the connection was READY in between.
+            match pings.poll_pong(cx) {
+                Poll::Ready(Ok(_)) => {
+                    *barrier = false;
+                    self.ready = true;
+                    self.events.push_back(Progress::Ready);
+                    if let Some(cfg) = self.keepalive_cfg {
+                        self.keepalive = Some(KeepaliveState {
+                            cfg,
+                            next_check: Instant::now() + cfg.time,
+                            ping_deadline: None,
+                        });
+                    }
+                }
+                Poll::Ready(Err(e)) if done.is_pending() => {
+                    return self.die(format!("HTTP/2 ping: {e}"))
+                }
+                _ => {}
+            }
+        }
+        if let Poll::Ready(res) = done {
+            let msg = match res {
+                Ok(()) => format!("connection to {} closed by peer", self.peer),
+                Err(e) => {
+                    if e.is_go_away() && e.is_remote() {
+                        self.note_goaway(&e);
+                    }
+                    format!("connection to {} ended: {e}", self.peer)
+                }
+            };
+            return self.die(msg);
+        }
+        if !self.ready {
+            return;
+        }
+        if !self.goaway {
+            if let Poll::Ready(Err(e)) = send.poll_ready(cx) {
+                if e.is_go_away() && e.is_remote() {
+                    self.note_goaway(&e);
+                }
+            }
+        }
+        if let Some(ka) = self.keepalive.as_mut() {
+            if ka.ping_deadline.is_some() {
+                let State::Open { pings, .. } = &mut self.state else {
+                    return;
+                };
+                if let Poll::Ready(Ok(_)) = pings.poll_pong(cx) {
+                    // Reading the PONG itself is not "activity".
+                    self.flags.activity.store(false, Ordering::Relaxed);
+                    ka.ping_deadline = None;
+                    ka.next_check = Instant::now() + ka.cfg.time;
+                }
+            }
+        }
+    }
+
+    /// Records a remote GOAWAY once, noting the gRFC A8 "too_many_pings" hint.
+    fn note_goaway(&mut self, e: &h2::Error) {
+        // h2 exposes GOAWAY debug data only through Display.
+        let calm = e.reason() == Some(Reason::ENHANCE_YOUR_CALM)
+            && e.to_string().contains("too_many_pings");
+        self.too_many_pings |= calm;
+        // Before READY this is just a failure (the message says why).
+        if self.ready && !self.goaway {
+            self.goaway = true;
+            self.events.push_back(Progress::GoAway {
+                too_many_pings: calm,
+            });
+        }
+    }
+
+    fn keepalive_tick(&mut self, now: Instant) {
+        let inflight = self.shared.inflight.load(Ordering::Relaxed);
+        let Some(ka) = self.keepalive.as_mut() else {
+            return;
+        };
+        if let Some(deadline) = ka.ping_deadline {
+            if now >= deadline {
+                // Fail the streams through the io layer, then report.
+                self.flags.abort.store(true, Ordering::Relaxed);
+                if let State::Open { conn, .. } = &mut self.state {
+                    let waker = self.waker.clone();
+                    let _ = Pin::new(&mut **conn).poll(&mut Context::from_waker(&waker));
+                }
+                self.die("keepalive ping timeout".into());
+            }
+            return;
+        }
+        if now < ka.next_check {
+            return;
+        }
+        // Bytes arrived since the last check: the peer is alive, no ping.
+        if self.flags.activity.swap(false, Ordering::Relaxed)
+            || (inflight == 0 && !ka.cfg.permit_without_calls)
+        {
+            ka.next_check = now + ka.cfg.time;
+            return;
+        }
+        if let State::Open { pings, .. } = &mut self.state {
+            if pings.send_ping(Ping::opaque()).is_ok() {
+                ka.ping_deadline = Some(now + ka.cfg.timeout);
+            } else {
+                ka.next_check = now + ka.cfg.time;
+            }
+        }
+    }
+}
+
+fn invalid_input(msg: String) -> io::Error {
+    io::Error::new(io::ErrorKind::InvalidInput, msg)
+}

@@ -1,0 +1,325 @@
+//! Byte-stream adapters that let h2 (written against tokio's
+//! `AsyncRead`/`AsyncWrite`) run over mio sockets owned by our event loop.
+//!
+//! The contract is edge-triggered: an adapter returns `Poll::Pending` only
+//! after the socket itself answered `WouldBlock`. That guarantees mio will
+//! deliver a new readiness event, on which the loop re-polls the connection,
+//! so the `Context` waker passed in here is deliberately never stored.
+
+use std::io::{self, Read, Write};
+use std::net::Shutdown;
+use std::os::fd::{AsRawFd, RawFd};
+use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+
+/// A connected (or connecting) non-blocking socket.
+#[derive(Debug)]
+pub(crate) enum Socket {
+    Tcp(mio::net::TcpStream),
+    Unix(mio::net::UnixStream),
+}
+
+impl Socket {
+    /// Non-blocking connect completion check, per mio's `TcpStream::connect`
+    /// docs: a pending `SO_ERROR` is the failure; `peer_addr` succeeding means
+    /// connected; `NotConnected` means still in progress (spurious event).
+    pub(crate) fn connect_status(&self) -> io::Result<bool> {
+        let (err, peer) = match self {
+            Socket::Tcp(s) => (s.take_error()?, s.peer_addr().map(drop)),
+            Socket::Unix(s) => (s.take_error()?, s.peer_addr().map(drop)),
+        };
+        if let Some(e) = err {
+            return Err(e);
+        }
+        match peer {
+            Ok(()) => Ok(true),
+            Err(e) if e.kind() == io::ErrorKind::NotConnected => Ok(false),
+            // ECONNREFUSED etc. can surface here instead of via SO_ERROR.
+            Err(e) => Err(e),
+        }
+    }
+
+    pub(crate) fn shutdown_write(&self) -> io::Result<()> {
+        match self {
+            Socket::Tcp(s) => s.shutdown(Shutdown::Write),
+            Socket::Unix(s) => s.shutdown(Shutdown::Write),
+        }
+    }
+}
+
+impl AsRawFd for Socket {
+    fn as_raw_fd(&self) -> RawFd {
+        match self {
+            Socket::Tcp(s) => s.as_raw_fd(),
+            Socket::Unix(s) => s.as_raw_fd(),
+        }
+    }
+}
+
+impl Read for Socket {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        match self {
+            Socket::Tcp(s) => s.read(buf),
+            Socket::Unix(s) => s.read(buf),
+        }
+    }
+}
+
+impl Write for Socket {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        match self {
+            Socket::Tcp(s) => s.write(buf),
+            Socket::Unix(s) => s.write(buf),
+        }
+    }
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+/// Retries `EINTR`; everything else (including `WouldBlock`) is returned.
+fn retry<T>(mut f: impl FnMut() -> io::Result<T>) -> io::Result<T> {
+    loop {
+        match f() {
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            r => return r,
+        }
+    }
+}
+
+fn would_block(e: &io::Error) -> bool {
+    e.kind() == io::ErrorKind::WouldBlock
+}
+
+/// Shared between the loop-side connection and its byte stream.
+#[derive(Default)]
+pub(crate) struct IoFlags {
+    /// Set by the stream on every successful read (keepalive activity).
+    pub(crate) activity: AtomicBool,
+    /// Set by the loop to make every further read/write fail, which is how
+    /// we kill an h2 connection (the client side has no abrupt shutdown)
+    /// while still owning its fd until `close()`.
+    pub(crate) abort: AtomicBool,
+}
+
+impl IoFlags {
+    fn check_abort(&self) -> io::Result<()> {
+        if self.abort.load(Ordering::Relaxed) {
+            Err(io::Error::new(
+                io::ErrorKind::ConnectionAborted,
+                "connection aborted locally",
+            ))
+        } else {
+            Ok(())
+        }
+    }
+}
+
+/// The stream h2 runs over: a socket, optionally wrapped in TLS.
+pub(crate) struct Stream {
+    sock: Socket,
+    tls: Option<Box<rustls::ClientConnection>>,
+    flags: Arc<IoFlags>,
+}
+
+impl Stream {
+    pub(crate) fn new(
+        sock: Socket,
+        tls: Option<Box<rustls::ClientConnection>>,
+        flags: Arc<IoFlags>,
+    ) -> Self {
+        Stream { sock, tls, flags }
+    }
+
+    /// Writes buffered TLS records. `Ok(true)` = everything flushed,
+    /// `Ok(false)` = socket said WouldBlock with data still queued.
+    fn flush_tls(&mut self) -> io::Result<bool> {
+        let Some(tls) = self.tls.as_mut() else {
+            return Ok(true);
+        };
+        while tls.wants_write() {
+            match retry(|| tls.write_tls(&mut self.sock)) {
+                Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+                Ok(_) => {}
+                Err(e) if would_block(&e) => return Ok(false),
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(true)
+    }
+
+    fn poll_read_tls(&mut self, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
+        loop {
+            let tls = self.tls.as_mut().expect("tls stream");
+            // Plaintext already decrypted wins over touching the socket.
+            match tls.reader().read(buf.initialize_unfilled()) {
+                Ok(n) => {
+                    buf.advance(n);
+                    return Poll::Ready(Ok(()));
+                }
+                Err(e) if would_block(&e) => {}
+                // UnexpectedEof: peer closed without close_notify.
+                Err(e) => return Poll::Ready(Err(e)),
+            }
+            match retry(|| tls.read_tls(&mut self.sock)) {
+                Ok(n) => {
+                    if n > 0 {
+                        self.flags.activity.store(true, Ordering::Relaxed);
+                    }
+                    // On n == 0 rustls records EOF; the next reader() call
+                    // then reports Ok(0) or UnexpectedEof instead of WouldBlock.
+                    if let Err(e) = tls.process_new_packets() {
+                        // Try to get the alert rustls queued out to the peer.
+                        let _ = self.flush_tls();
+                        return Poll::Ready(Err(io::Error::new(io::ErrorKind::InvalidData, e)));
+                    }
+                    // Key updates / alerts may have queued writes.
+                    if let Err(e) = self.flush_tls() {
+                        return Poll::Ready(Err(e));
+                    }
+                }
+                Err(e) if would_block(&e) => return Poll::Pending,
+                Err(e) => return Poll::Ready(Err(e)),
+            }
+        }
+    }
+
+    fn poll_write_tls(&mut self, buf: &[u8]) -> Poll<io::Result<usize>> {
+        if buf.is_empty() {
+            return Poll::Ready(Ok(0));
+        }
+        loop {
+            let tls = self.tls.as_mut().expect("tls stream");
+            // rustls buffers up to its limit and returns 0 once full.
+            let n = tls.writer().write(buf)?;
+            let flushed = self.flush_tls()?;
+            if n > 0 {
+                return Poll::Ready(Ok(n));
+            }
+            if !flushed {
+                return Poll::Pending;
+            }
+        }
+    }
+}
+
+impl AsyncRead for Stream {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        _cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        let this = self.get_mut();
+        this.flags.check_abort()?;
+        if this.tls.is_some() {
+            return this.poll_read_tls(buf);
+        }
+        match retry(|| this.sock.read(buf.initialize_unfilled())) {
+            Ok(n) => {
+                if n > 0 {
+                    this.flags.activity.store(true, Ordering::Relaxed);
+                }
+                buf.advance(n);
+                Poll::Ready(Ok(()))
+            }
+            Err(e) if would_block(&e) => Poll::Pending,
+            Err(e) => Poll::Ready(Err(e)),
+        }
+    }
+}
+
+impl AsyncWrite for Stream {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        _cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        let this = self.get_mut();
+        this.flags.check_abort()?;
+        if this.tls.is_some() {
+            return this.poll_write_tls(buf);
+        }
+        match retry(|| this.sock.write(buf)) {
+            Err(e) if would_block(&e) => Poll::Pending,
+            r => Poll::Ready(r),
+        }
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, _cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match self.get_mut().flush_tls() {
+            Ok(true) => Poll::Ready(Ok(())),
+            Ok(false) => Poll::Pending,
+            Err(e) => Poll::Ready(Err(e)),
+        }
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        let this = self.get_mut();
+        if let Some(tls) = this.tls.as_mut() {
+            // send_close_notify is idempotent, so re-entry after Pending is fine.
+            tls.send_close_notify();
+        }
+        match Pin::new(&mut *this).poll_flush(cx) {
+            Poll::Ready(Ok(())) => {}
+            other => return other,
+        }
+        // ENOTCONN after the peer already closed is not worth failing on.
+        let _ = this.sock.shutdown_write();
+        Poll::Ready(Ok(()))
+    }
+}
+
+/// Drives a TLS handshake one step: write what rustls wants, read what it
+/// needs. `Ok(true)` = handshake complete (and flushed).
+pub(crate) fn tls_handshake_step(
+    sock: &mut Socket,
+    tls: &mut rustls::ClientConnection,
+) -> io::Result<bool> {
+    loop {
+        let mut blocked = false;
+        while tls.wants_write() {
+            match retry(|| tls.write_tls(sock)) {
+                Ok(_) => {}
+                Err(e) if would_block(&e) => {
+                    blocked = true;
+                    break;
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        if !tls.is_handshaking() {
+            // Finished may still be queued; h2 writes go through flush_tls,
+            // which will push it out ahead of any application data.
+            return Ok(true);
+        }
+        if tls.wants_read() {
+            match retry(|| tls.read_tls(sock)) {
+                Ok(0) => {
+                    return Err(io::Error::new(
+                        io::ErrorKind::UnexpectedEof,
+                        "peer closed during TLS handshake",
+                    ))
+                }
+                Ok(_) => {
+                    if let Err(e) = tls.process_new_packets() {
+                        // Deliver our alert so the peer sees why.
+                        let _ = tls.write_tls(sock);
+                        return Err(io::Error::new(io::ErrorKind::InvalidData, e));
+                    }
+                    continue;
+                }
+                Err(e) if would_block(&e) => return Ok(false),
+                Err(e) => return Err(e),
+            }
+        }
+        if blocked || !tls.wants_write() {
+            // Blocked on write (an edge will come), or rustls wants nothing
+            // at all, which it never does mid-handshake.
+            return Ok(false);
+        }
+    }
+}

@@ -1,0 +1,81 @@
+//! Client transport: mio-driven TCP / Unix / TLS connections speaking HTTP/2,
+//! plus gRPC unary framing on top.
+//!
+//! Everything here is a state machine owned by one event-loop thread. The
+//! loop registers the socket, calls [`Connection::on_io`] for every readiness
+//! event on its token, [`Connection::on_wake`] when the waker it handed to
+//! [`Connection::start`] fires, and [`Connection::on_timer`] when
+//! [`Connection::next_timer`] is due. No async runtime is involved: h2's
+//! futures are polled by hand with a `Context` built from that waker, and RPC
+//! threads block in [`unary`] with a park/unpark waker.
+
+mod grpc;
+mod h2conn;
+pub mod health_proto;
+mod io;
+mod tls;
+
+#[cfg(any(test, feature = "testserver"))]
+pub mod testserver;
+
+#[cfg(test)]
+mod tests;
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+pub use grpc::{code, unary, CallError, UnaryResponse};
+pub use h2conn::{Connection, Handle};
+
+/// How to talk to a backend.
+#[derive(Debug, Clone, Default)]
+pub struct TransportConfig {
+    /// `None` = plaintext HTTP/2 with prior knowledge (h2c).
+    pub tls: Option<TlsSettings>,
+    /// Off by default, as in gRPC.
+    pub keepalive: Option<Keepalive>,
+}
+
+#[derive(Debug, Clone)]
+pub struct TlsSettings {
+    /// SNI and certificate name to verify.
+    pub server_name: String,
+    /// PEM bundle of trusted roots; `None` = the webpki-roots Mozilla bundle.
+    pub roots_pem: Option<Vec<u8>>,
+    /// (certificate chain PEM, private key PEM) for mutual TLS.
+    pub client_cert: Option<(Vec<u8>, Vec<u8>)>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Keepalive {
+    /// Idle time (no bytes read) after which a PING is sent.
+    pub time: Duration,
+    /// How long to wait for the PING ack before declaring the connection lost.
+    pub timeout: Duration,
+    /// Ping even when no call is in flight.
+    pub permit_without_calls: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Target {
+    Tcp(std::net::SocketAddr),
+    Unix(PathBuf),
+}
+
+/// What a connection reports back to the loop after being driven.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Progress {
+    /// Nothing new to report.
+    Pending,
+    /// The server's SETTINGS were received and applied. Reported once.
+    Ready,
+    /// The attempt failed before READY (refused, TLS error, EOF, ALPN, ...).
+    Failed(String),
+    /// An established connection died (reset, EOF, keepalive timeout).
+    Lost(String),
+    /// The peer sent GOAWAY: start no new streams; in-flight ones may finish.
+    /// A `Lost` follows once the connection actually closes.
+    /// `too_many_pings` = ENHANCE_YOUR_CALM with debug data "too_many_pings":
+    /// the caller should double its keepalive time (gRFC A8).
+    GoAway { too_many_pings: bool },
+}

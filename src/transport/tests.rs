@@ -1,0 +1,733 @@
+//! Integration-style tests over real loopback sockets. The loop is driven by
+//! hand, as the core's event loop will; every wait is bounded.
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc::{self, Receiver};
+use std::sync::{Arc, Mutex};
+use std::task::{Wake, Waker};
+use std::thread::{self, JoinHandle};
+use std::time::{Duration, Instant};
+
+use mio::{Events, Poll, Token};
+
+use super::grpc::{self, code};
+use super::testserver::{Listen, ServerOptions, ServerTls, TestServer};
+use super::*;
+
+const WAKE: Token = Token(0);
+const CONN: Token = Token(1);
+/// Generous bound for anything that should happen "soon" on loopback.
+const SOON: Duration = Duration::from_secs(10);
+
+struct Notify {
+    mio: mio::Waker,
+    woke: AtomicBool,
+}
+
+impl Wake for Notify {
+    fn wake(self: Arc<Self>) {
+        self.wake_by_ref();
+    }
+    fn wake_by_ref(self: &Arc<Self>) {
+        self.woke.store(true, Ordering::Release);
+        let _ = self.mio.wake();
+    }
+}
+
+/// A minimal stand-in for the core's loop: one connection, one thread.
+struct Driver {
+    poll: Poll,
+    notify: Arc<Notify>,
+    conn: Connection,
+}
+
+impl Driver {
+    fn start(target: &Target, cfg: &TransportConfig) -> std::io::Result<Driver> {
+        let poll = Poll::new()?;
+        let notify = Arc::new(Notify {
+            mio: mio::Waker::new(poll.registry(), WAKE)?,
+            woke: AtomicBool::new(false),
+        });
+        let waker = Waker::from(notify.clone());
+        let conn = Connection::start(target, cfg, poll.registry(), CONN, waker)?;
+        Ok(Driver { poll, notify, conn })
+    }
+
+    /// Runs the loop for at most `max`, returning the first non-Pending event.
+    fn next(&mut self, max: Duration) -> Option<Progress> {
+        let end = Instant::now() + max;
+        let mut events = Events::with_capacity(16);
+        loop {
+            let now = Instant::now();
+            if now >= end {
+                return None;
+            }
+            let mut timeout = end - now;
+            if let Some(t) = self.conn.next_timer() {
+                timeout = timeout.min(t.saturating_duration_since(now));
+            }
+            self.poll.poll(&mut events, Some(timeout)).unwrap();
+            let mut out = Progress::Pending;
+            for ev in events.iter() {
+                if ev.token() == CONN {
+                    out = self.conn.on_io();
+                    if out != Progress::Pending {
+                        return Some(out);
+                    }
+                }
+            }
+            if self.notify.woke.swap(false, Ordering::AcqRel) {
+                out = self.conn.on_wake();
+            }
+            if out == Progress::Pending {
+                if let Some(t) = self.conn.next_timer() {
+                    if Instant::now() >= t {
+                        out = self.conn.on_timer(Instant::now());
+                    }
+                }
+            }
+            if out != Progress::Pending {
+                return Some(out);
+            }
+        }
+    }
+}
+
+/// A driver on its own thread, so RPC threads can block on calls.
+struct LoopThread {
+    events: Receiver<Progress>,
+    handle: Arc<Mutex<Option<Handle>>>,
+    stop: Arc<AtomicBool>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl LoopThread {
+    fn spawn(target: Target, cfg: TransportConfig) -> LoopThread {
+        let (tx, events) = mpsc::channel();
+        let handle = Arc::new(Mutex::new(None));
+        let stop = Arc::new(AtomicBool::new(false));
+        let (h, s) = (handle.clone(), stop.clone());
+        let thread = thread::spawn(move || {
+            let mut d = match Driver::start(&target, &cfg) {
+                Ok(d) => d,
+                Err(e) => return drop(tx.send(Progress::Failed(format!("start: {e}")))),
+            };
+            while !s.load(Ordering::Acquire) {
+                if let Some(p) = d.next(Duration::from_millis(20)) {
+                    if p == Progress::Ready {
+                        *h.lock().unwrap() = d.conn.send_handle();
+                    }
+                    let _ = tx.send(p);
+                }
+            }
+            d.conn.close(d.poll.registry());
+        });
+        LoopThread {
+            events,
+            handle,
+            stop,
+            thread: Some(thread),
+        }
+    }
+
+    fn next(&self) -> Progress {
+        self.events.recv_timeout(SOON).expect("loop event")
+    }
+
+    fn ready(&self) -> Handle {
+        assert_eq!(self.next(), Progress::Ready);
+        self.handle
+            .lock()
+            .unwrap()
+            .clone()
+            .expect("handle once ready")
+    }
+}
+
+impl Drop for LoopThread {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Release);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+fn localhost() -> SocketAddr {
+    "127.0.0.1:0".parse().unwrap()
+}
+
+fn plain_server() -> TestServer {
+    TestServer::start(Listen::Tcp(localhost()), ServerOptions::default()).unwrap()
+}
+
+fn echo(h: &Handle, msg: &[u8], md: &[(&str, &str)]) -> Result<UnaryResponse, CallError> {
+    let md: Vec<(String, String)> = md
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+    unary(h, "localhost", "/echo.Echo/Unary", msg, &md, Some(SOON))
+}
+
+struct Pki {
+    ca_pem: Vec<u8>,
+    leaf_pem: Vec<u8>,
+    key_pem: Vec<u8>,
+}
+
+fn pki() -> Pki {
+    use rcgen::{BasicConstraints, CertificateParams, IsCa, Issuer, KeyPair};
+    let mut ca = CertificateParams::new(Vec::<String>::new()).unwrap();
+    ca.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    let ca_key = KeyPair::generate().unwrap();
+    let ca_cert = ca.self_signed(&ca_key).unwrap();
+    let issuer = Issuer::new(ca, ca_key);
+    let leaf_key = KeyPair::generate().unwrap();
+    let leaf = CertificateParams::new(vec!["localhost".to_string()])
+        .unwrap()
+        .signed_by(&leaf_key, &issuer)
+        .unwrap();
+    Pki {
+        ca_pem: ca_cert.pem().into_bytes(),
+        leaf_pem: leaf.pem().into_bytes(),
+        key_pem: leaf_key.serialize_pem().into_bytes(),
+    }
+}
+
+fn tls_server(p: &Pki, alpn: &[&[u8]]) -> TestServer {
+    let opts = ServerOptions {
+        tls: Some(ServerTls {
+            cert_chain_pem: p.leaf_pem.clone(),
+            key_pem: p.key_pem.clone(),
+            alpn: alpn.iter().map(|a| a.to_vec()).collect(),
+        }),
+        black_hole: false,
+    };
+    TestServer::start(Listen::Tcp(localhost()), opts).unwrap()
+}
+
+fn tls_cfg(roots_pem: &[u8]) -> TransportConfig {
+    TransportConfig {
+        tls: Some(TlsSettings {
+            server_name: "localhost".into(),
+            roots_pem: Some(roots_pem.to_vec()),
+            client_cert: None,
+        }),
+        keepalive: None,
+    }
+}
+
+#[test]
+fn handle_is_send_sync() {
+    fn check<T: Send + Sync + Clone>() {}
+    check::<Handle>();
+    fn send<T: Send>() {}
+    send::<Connection>();
+}
+
+#[test]
+fn framing_and_status_helpers() {
+    assert_eq!(grpc::encode_timeout(Duration::from_millis(100)), "100000u");
+    assert_eq!(grpc::encode_timeout(Duration::from_nanos(5)), "5n");
+    assert_eq!(grpc::encode_timeout(Duration::from_secs(1000)), "1000000m");
+    assert_eq!(
+        grpc::encode_timeout(Duration::from_secs(3600 * 100_000_000)),
+        "99999999H"
+    );
+    assert_eq!(grpc::percent_decode(b"a%20b%zz%4"), "a b%zz%4");
+    assert_eq!(grpc::percent_decode("%E2%9C%93".as_bytes()), "\u{2713}");
+    let framed = grpc::encode_message(b"hi");
+    assert_eq!(&framed[..], &[0, 0, 0, 0, 2, b'h', b'i']);
+    assert_eq!(
+        grpc::decode_messages(&framed).unwrap(),
+        vec![b"hi".to_vec()]
+    );
+    assert!(grpc::decode_messages(&framed[..6]).is_err());
+    assert!(grpc::decode_messages(&[1, 0, 0, 0, 0]).is_err());
+    for (http, grpc) in [
+        (400, 13),
+        (401, 16),
+        (403, 7),
+        (404, 12),
+        (429, 14),
+        (502, 14),
+        (503, 14),
+        (504, 14),
+        (500, 2),
+    ] {
+        assert_eq!(grpc::http_to_grpc(http), grpc, "{http}");
+    }
+    let refused = grpc::h2_error(&h2::Reason::REFUSED_STREAM.into(), true);
+    assert_eq!(
+        (refused.code, refused.transparent_retry_ok),
+        (code::UNAVAILABLE, true)
+    );
+    for (r, c) in [
+        (h2::Reason::CANCEL, code::CANCELLED),
+        (h2::Reason::ENHANCE_YOUR_CALM, code::RESOURCE_EXHAUSTED),
+        (h2::Reason::INADEQUATE_SECURITY, code::PERMISSION_DENIED),
+        (h2::Reason::PROTOCOL_ERROR, code::INTERNAL),
+    ] {
+        let e = grpc::h2_error(&r.into(), true);
+        assert_eq!((e.code, e.transparent_retry_ok), (c, false), "{r:?}");
+    }
+}
+
+#[test]
+fn ready_only_after_server_settings() {
+    // A black hole completes TCP but never sends SETTINGS: never READY.
+    let hole = TestServer::start(
+        Listen::Tcp(localhost()),
+        ServerOptions {
+            black_hole: true,
+            ..Default::default()
+        },
+    )
+    .unwrap();
+    let mut d = Driver::start(&Target::Tcp(hole.addr()), &TransportConfig::default()).unwrap();
+    assert_eq!(d.next(Duration::from_millis(300)), None);
+    assert!(d.conn.send_handle().is_none());
+
+    let srv = plain_server();
+    let mut d = Driver::start(&Target::Tcp(srv.addr()), &TransportConfig::default()).unwrap();
+    assert_eq!(d.next(SOON), Some(Progress::Ready));
+    assert!(d.conn.send_handle().is_some());
+}
+
+#[test]
+fn connection_refused_fails_clearly() {
+    let addr = std::net::TcpListener::bind(localhost())
+        .unwrap()
+        .local_addr()
+        .unwrap(); // listener dropped: nothing listens there now
+    let msg = match Driver::start(&Target::Tcp(addr), &TransportConfig::default()) {
+        Err(e) => e.to_string(),
+        Ok(mut d) => match d.next(SOON) {
+            Some(Progress::Failed(m)) => m,
+            other => panic!("expected Failed, got {other:?}"),
+        },
+    };
+    assert!(
+        msg.contains("refused") && msg.contains(&addr.to_string()),
+        "{msg}"
+    );
+}
+
+#[test]
+fn unary_echo_round_trip_with_metadata_and_trailers() {
+    let srv = plain_server();
+    let lp = LoopThread::spawn(Target::Tcp(srv.addr()), TransportConfig::default());
+    let h = lp.ready();
+    let r = echo(&h, b"hello", &[("x-echo-a", "1"), ("x-other", "2")]).unwrap();
+    let port = srv.port().to_string();
+    assert_eq!(r.message, format!("hello|port={port}").into_bytes());
+    assert_eq!(r.headers["x-backend-port"], port.as_str());
+    assert_eq!(r.headers["x-echo-a"], "1");
+    assert!(r.headers.get("x-other").is_none());
+    assert_eq!(r.trailers["x-backend-port"], port.as_str());
+    assert_eq!(r.trailers["grpc-status"], "0");
+    // Empty message round trip.
+    assert_eq!(
+        echo(&h, b"", &[]).unwrap().message,
+        format!("|port={port}").into_bytes()
+    );
+}
+
+#[test]
+fn error_statuses_map() {
+    let srv = plain_server();
+    let lp = LoopThread::spawn(Target::Tcp(srv.addr()), TransportConfig::default());
+    let h = lp.ready();
+    let e = echo(
+        &h,
+        b"x",
+        &[
+            ("x-respond-status", "5"),
+            ("x-respond-message", "no such thing ✓ 100%"),
+        ],
+    )
+    .unwrap_err();
+    assert_eq!((e.code, e.message.as_str()), (5, "no such thing ✓ 100%"));
+    assert!(!e.transparent_retry_ok);
+    let e = echo(&h, b"x", &[("x-http-status", "503")]).unwrap_err();
+    assert_eq!(e.code, code::UNAVAILABLE);
+    let e = echo(&h, b"x", &[("x-http-status", "404")]).unwrap_err();
+    assert_eq!(e.code, code::UNIMPLEMENTED);
+    let e = unary(&h, "localhost", "/no.Such/Method", b"", &[], None).unwrap_err();
+    assert_eq!(e.code, code::UNIMPLEMENTED);
+    let md = [("x-delay-ms".to_string(), "2000".to_string())];
+    let e = unary(
+        &h,
+        "localhost",
+        "/echo.Echo/Unary",
+        b"",
+        &md,
+        Some(Duration::from_millis(50)),
+    )
+    .unwrap_err();
+    assert_eq!(e.code, code::DEADLINE_EXCEEDED);
+    // The connection survives all of that.
+    assert!(echo(&h, b"ok", &[]).is_ok());
+}
+
+#[test]
+fn concurrent_calls_share_one_connection() {
+    let srv = plain_server();
+    let lp = LoopThread::spawn(Target::Tcp(srv.addr()), TransportConfig::default());
+    let h = lp.ready();
+    let threads: Vec<_> = (0..8)
+        .map(|t| {
+            let h = h.clone();
+            thread::spawn(move || {
+                for i in 0..25 {
+                    let msg = format!("t{t}-{i}");
+                    let r = echo(&h, msg.as_bytes(), &[]).unwrap();
+                    assert!(r.message.starts_with(msg.as_bytes()));
+                }
+            })
+        })
+        .collect();
+    for t in threads {
+        t.join().unwrap();
+    }
+    assert_eq!(srv.requests(), 200);
+}
+
+#[test]
+fn tls_with_right_ca_works() {
+    let p = pki();
+    let srv = tls_server(&p, &[b"h2"]);
+    let lp = LoopThread::spawn(Target::Tcp(srv.addr()), tls_cfg(&p.ca_pem));
+    let h = lp.ready();
+    let r = echo(&h, b"secure", &[]).unwrap();
+    assert!(r.message.starts_with(b"secure|port="));
+    // Bigger than a TLS record and the default 64 KiB window.
+    let big = vec![7u8; 300_000];
+    let r = echo(&h, &big, &[]).unwrap();
+    assert_eq!(&r.message[..big.len()], &big[..]);
+}
+
+#[test]
+fn tls_with_wrong_ca_fails_with_rustls_error() {
+    let (p, other) = (pki(), pki());
+    let srv = tls_server(&p, &[b"h2"]);
+    let mut d = Driver::start(&Target::Tcp(srv.addr()), &tls_cfg(&other.ca_pem)).unwrap();
+    match d.next(SOON) {
+        Some(Progress::Failed(m)) => assert!(m.contains("invalid peer certificate"), "{m}"),
+        other => panic!("expected Failed, got {other:?}"),
+    }
+}
+
+#[test]
+fn tls_without_h2_alpn_fails() {
+    let p = pki();
+    let srv = tls_server(&p, &[]);
+    let mut d = Driver::start(&Target::Tcp(srv.addr()), &tls_cfg(&p.ca_pem)).unwrap();
+    match d.next(SOON) {
+        Some(Progress::Failed(m)) => assert!(m.contains("ALPN"), "{m}"),
+        other => panic!("expected Failed, got {other:?}"),
+    }
+}
+
+#[test]
+fn goaway_reported_and_in_flight_call_finishes() {
+    let srv = plain_server();
+    let lp = LoopThread::spawn(Target::Tcp(srv.addr()), TransportConfig::default());
+    let h = lp.ready();
+    let h2 = h.clone();
+    let slow = thread::spawn(move || echo(&h2, b"slow", &[("x-delay-ms", "300")]));
+    // Let the slow call reach the server before the GOAWAY.
+    let t0 = Instant::now();
+    while srv.requests() == 0 && t0.elapsed() < SOON {
+        thread::sleep(Duration::from_millis(5));
+    }
+    srv.goaway();
+    assert_eq!(
+        lp.next(),
+        Progress::GoAway {
+            too_many_pings: false
+        }
+    );
+    assert!(
+        lp.handle.lock().unwrap().is_some(),
+        "old handle kept by test"
+    );
+    let r = slow.join().unwrap().unwrap();
+    assert!(r.message.starts_with(b"slow|port="));
+    // New streams on the old connection are rejected as never processed.
+    let e = echo(&h, b"late", &[]).unwrap_err();
+    assert!(e.transparent_retry_ok, "{e:?}");
+    assert_eq!(e.code, code::UNAVAILABLE);
+    // The server then closes the idle connection.
+    assert!(matches!(lp.next(), Progress::Lost(_)));
+}
+
+fn fd_target(fd: i32) -> Option<std::path::PathBuf> {
+    std::fs::read_link(format!("/proc/self/fd/{fd}")).ok()
+}
+
+#[test]
+fn close_releases_fd() {
+    let srv = plain_server();
+    let mut d = Driver::start(&Target::Tcp(srv.addr()), &TransportConfig::default()).unwrap();
+    assert_eq!(d.next(SOON), Some(Progress::Ready));
+    let fd = d.conn.raw_fd();
+    let before = fd_target(fd).expect("open fd");
+    assert!(before.to_string_lossy().starts_with("socket:"));
+    d.conn.close(d.poll.registry());
+    // Tests run in parallel, so the number may be reused at once; the
+    // socket inode behind it must be gone either way.
+    assert_ne!(fd_target(fd), Some(before));
+    assert!(d.conn.send_handle().is_none());
+}
+
+#[test]
+fn unix_socket_works() {
+    let path = std::env::temp_dir().join(format!("switchyard-t-{}.sock", std::process::id()));
+    let srv = TestServer::start(Listen::Unix(path.clone()), ServerOptions::default()).unwrap();
+    let lp = LoopThread::spawn(Target::Unix(path.clone()), TransportConfig::default());
+    let h = lp.ready();
+    assert_eq!(echo(&h, b"uds", &[]).unwrap().message, b"uds|port=0");
+    drop(lp);
+    srv.stop();
+    let _ = std::fs::remove_file(path);
+}
+
+#[test]
+fn server_stop_is_lost() {
+    let srv = plain_server();
+    let lp = LoopThread::spawn(Target::Tcp(srv.addr()), TransportConfig::default());
+    let h = lp.ready();
+    srv.stop();
+    assert!(matches!(lp.next(), Progress::Lost(_)));
+    let e = echo(&h, b"x", &[]).unwrap_err();
+    assert_eq!(e.code, code::UNAVAILABLE);
+}
+
+#[test]
+fn health_check_and_status() {
+    let srv = plain_server();
+    srv.set_serving("svc", health_proto::NOT_SERVING);
+    let lp = LoopThread::spawn(Target::Tcp(srv.addr()), TransportConfig::default());
+    let h = lp.ready();
+    let check = |svc: &str| {
+        unary(
+            &h,
+            "localhost",
+            "/grpc.health.v1.Health/Check",
+            &health_proto::encode_request(svc),
+            &[],
+            Some(SOON),
+        )
+        .map(|r| health_proto::decode_response(&r.message).unwrap())
+    };
+    assert_eq!(check(""), Ok(health_proto::SERVING));
+    assert_eq!(check("svc"), Ok(health_proto::NOT_SERVING));
+    srv.set_serving("svc", health_proto::SERVING);
+    assert_eq!(check("svc"), Ok(health_proto::SERVING));
+    assert_eq!(check("nope").unwrap_err().code, 5);
+}
+
+/// TCP relay that can be frozen (stops forwarding, keeps sockets open) to
+/// simulate a peer that went silent. Counts client->server bytes.
+struct Proxy {
+    addr: SocketAddr,
+    paused: Arc<AtomicBool>,
+    stop: Arc<AtomicBool>,
+    upstream_bytes: Arc<std::sync::atomic::AtomicUsize>,
+}
+
+impl Proxy {
+    fn start(upstream: SocketAddr) -> Proxy {
+        use std::io::{Read, Write};
+        let l = std::net::TcpListener::bind(localhost()).unwrap();
+        l.set_nonblocking(true).unwrap();
+        let p = Proxy {
+            addr: l.local_addr().unwrap(),
+            paused: Arc::default(),
+            stop: Arc::default(),
+            upstream_bytes: Arc::default(),
+        };
+        let (paused, stop, count) = (p.paused.clone(), p.stop.clone(), p.upstream_bytes.clone());
+        thread::spawn(move || {
+            while !stop.load(Ordering::Acquire) {
+                let Ok((client, _)) = l.accept() else {
+                    thread::sleep(Duration::from_millis(5));
+                    continue;
+                };
+                client.set_nonblocking(false).unwrap();
+                let server = std::net::TcpStream::connect(upstream).unwrap();
+                for (mut from, mut to, up) in [
+                    (
+                        client.try_clone().unwrap(),
+                        server.try_clone().unwrap(),
+                        true,
+                    ),
+                    (server, client, false),
+                ] {
+                    let (paused, stop, count) = (paused.clone(), stop.clone(), count.clone());
+                    from.set_read_timeout(Some(Duration::from_millis(10)))
+                        .unwrap();
+                    thread::spawn(move || {
+                        let mut buf = [0u8; 16384];
+                        while !stop.load(Ordering::Acquire) {
+                            if paused.load(Ordering::Acquire) {
+                                thread::sleep(Duration::from_millis(5));
+                                continue;
+                            }
+                            match from.read(&mut buf) {
+                                Ok(0) => return,
+                                Ok(n) => {
+                                    if up {
+                                        count.fetch_add(n, Ordering::Relaxed);
+                                    }
+                                    if to.write_all(&buf[..n]).is_err() {
+                                        return;
+                                    }
+                                }
+                                Err(e)
+                                    if e.kind() == std::io::ErrorKind::WouldBlock
+                                        || e.kind() == std::io::ErrorKind::TimedOut => {}
+                                Err(_) => return,
+                            }
+                        }
+                    });
+                }
+            }
+        });
+        p
+    }
+
+    fn sent(&self) -> usize {
+        self.upstream_bytes.load(Ordering::Relaxed)
+    }
+}
+
+impl Drop for Proxy {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Release);
+    }
+}
+
+fn keepalive_cfg(time_ms: u64, timeout_ms: u64, permit_without_calls: bool) -> TransportConfig {
+    TransportConfig {
+        tls: None,
+        keepalive: Some(Keepalive {
+            time: Duration::from_millis(time_ms),
+            timeout: Duration::from_millis(timeout_ms),
+            permit_without_calls,
+        }),
+    }
+}
+
+#[test]
+fn keepalive_pings_idle_connection_when_permitted() {
+    let srv = plain_server();
+    let px = Proxy::start(srv.addr());
+    let mut d = Driver::start(&Target::Tcp(px.addr), &keepalive_cfg(20, 5_000, true)).unwrap();
+    assert_eq!(d.next(SOON), Some(Progress::Ready));
+    assert!(d.conn.next_timer().is_some());
+    let before = px.sent();
+    // Acked pings keep it alive; nothing to report.
+    assert_eq!(d.next(Duration::from_millis(300)), None);
+    assert!(px.sent() > before, "keepalive PINGs should have gone out");
+}
+
+#[test]
+fn keepalive_without_calls_stays_quiet_unless_permitted() {
+    let srv = plain_server();
+    let px = Proxy::start(srv.addr());
+    let mut d = Driver::start(&Target::Tcp(px.addr), &keepalive_cfg(20, 5_000, false)).unwrap();
+    assert_eq!(d.next(SOON), Some(Progress::Ready));
+    // Let the SETTINGS ack / PING settle, then expect silence.
+    assert_eq!(d.next(Duration::from_millis(250)), None);
+    let before = px.sent();
+    assert_eq!(d.next(Duration::from_millis(200)), None);
+    assert_eq!(px.sent(), before);
+}
+
+#[test]
+fn keepalive_timeout_loses_silent_connection() {
+    let srv = plain_server();
+    let px = Proxy::start(srv.addr());
+    let mut d = Driver::start(&Target::Tcp(px.addr), &keepalive_cfg(20, 100, true)).unwrap();
+    assert_eq!(d.next(SOON), Some(Progress::Ready));
+    let h = d.conn.send_handle().unwrap();
+    px.paused.store(true, Ordering::Release);
+    assert_eq!(
+        d.next(SOON),
+        Some(Progress::Lost("keepalive ping timeout".into()))
+    );
+    // Streams on the dead connection fail instead of hanging.
+    let e = echo(&h, b"x", &[]).unwrap_err();
+    assert_eq!(e.code, code::UNAVAILABLE);
+}
+
+/// A hand-rolled HTTP/2 "server": SETTINGS, answer PINGs, then GOAWAY with
+/// ENHANCE_YOUR_CALM + "too_many_pings" (h2's server API cannot send
+/// GOAWAY debug data).
+fn calm_down_server() -> (SocketAddr, JoinHandle<()>) {
+    use std::io::{Read, Write};
+    let l = std::net::TcpListener::bind(localhost()).unwrap();
+    let addr = l.local_addr().unwrap();
+    let t = thread::spawn(move || {
+        let (mut s, _) = l.accept().unwrap();
+        s.set_read_timeout(Some(SOON)).unwrap();
+        let frame = |ty: u8, flags: u8, payload: &[u8]| {
+            let mut f = (payload.len() as u32).to_be_bytes()[1..].to_vec();
+            f.extend([ty, flags, 0, 0, 0, 0]);
+            f.extend_from_slice(payload);
+            f
+        };
+        let mut preface = [0u8; 24];
+        s.read_exact(&mut preface).unwrap();
+        s.write_all(&frame(4, 0, &[])).unwrap();
+        loop {
+            let mut hdr = [0u8; 9];
+            if s.read_exact(&mut hdr).is_err() {
+                return;
+            }
+            let len = u32::from_be_bytes([0, hdr[0], hdr[1], hdr[2]]) as usize;
+            let mut payload = vec![0u8; len];
+            s.read_exact(&mut payload).unwrap();
+            if hdr[3] == 6 && hdr[4] & 1 == 0 {
+                s.write_all(&frame(6, 1, &payload)).unwrap();
+                let mut ga = vec![0, 0, 0, 0, 0, 0, 0, 0x0b];
+                ga.extend_from_slice(b"too_many_pings");
+                s.write_all(&frame(7, 0, &ga)).unwrap();
+            }
+        }
+    });
+    (addr, t)
+}
+
+#[test]
+fn too_many_pings_goaway_is_flagged() {
+    let (addr, srv) = calm_down_server();
+    let mut d = Driver::start(&Target::Tcp(addr), &TransportConfig::default()).unwrap();
+    assert_eq!(d.next(SOON), Some(Progress::Ready));
+    assert_eq!(
+        d.next(SOON),
+        Some(Progress::GoAway {
+            too_many_pings: true
+        })
+    );
+    assert!(d.conn.too_many_pings());
+    d.conn.close(d.poll.registry());
+    srv.join().unwrap();
+}
+
+#[test]
+fn eof_before_settings_fails() {
+    let l = std::net::TcpListener::bind(localhost()).unwrap();
+    let addr = l.local_addr().unwrap();
+    let t = thread::spawn(move || drop(l.accept()));
+    let mut d = Driver::start(&Target::Tcp(addr), &TransportConfig::default()).unwrap();
+    match d.next(SOON) {
+        Some(Progress::Failed(m)) => assert!(!m.is_empty()),
+        other => panic!("expected Failed, got {other:?}"),
+    }
+    assert!(format!("{:?}", d.conn).contains("dead"));
+    t.join().unwrap();
+}

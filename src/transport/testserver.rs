@@ -1,0 +1,407 @@
+//! In-process gRPC test/demo server (tokio + h2::server + tokio-rustls).
+//!
+//! Only built for tests or with the `testserver` feature, so the library
+//! proper never links a runtime. Serves:
+//! - `/echo.Echo/Unary`: replies `request ++ "|port=<port>"`, with
+//!   `x-backend-port` in headers and trailers. Request metadata steers it:
+//!   `x-echo-*` headers are copied back, `x-delay-ms` sleeps first,
+//!   `x-respond-status: N` answers trailers-only with grpc-status N (and
+//!   `grpc-message` from `x-respond-message`), `x-http-status: N` answers a
+//!   bare HTTP status.
+//! - `/grpc.health.v1.Health/Check` and `/Watch` with per-service status.
+//!
+//! Modes: plaintext h2c, TLS (cert/key PEM, configurable ALPN), or
+//! "black hole" (accepts TCP, never speaks).
+
+use std::collections::HashMap;
+use std::io;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use bytes::Bytes;
+use h2::server::SendResponse;
+use h2::RecvStream;
+use http::{HeaderMap, HeaderValue, Request, Response, StatusCode};
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::sync::{oneshot, watch};
+use tokio_rustls::rustls;
+
+use super::grpc::{decode_messages, encode_message};
+use super::health_proto;
+
+pub enum Listen {
+    Tcp(SocketAddr),
+    Unix(PathBuf),
+}
+
+#[derive(Clone)]
+pub struct ServerTls {
+    pub cert_chain_pem: Vec<u8>,
+    pub key_pem: Vec<u8>,
+    /// ALPN protocols offered; empty = no ALPN (for mismatch tests).
+    pub alpn: Vec<Vec<u8>>,
+}
+
+#[derive(Clone, Default)]
+pub struct ServerOptions {
+    pub tls: Option<ServerTls>,
+    /// Accept connections and never read or write them.
+    pub black_hole: bool,
+}
+
+struct Shared {
+    port: u16,
+    health: watch::Sender<HashMap<String, u32>>,
+    /// Bumped to make every connection send a graceful GOAWAY.
+    goaway: watch::Sender<u64>,
+    requests: AtomicU64,
+}
+
+pub struct TestServer {
+    addr: Option<SocketAddr>,
+    shared: Arc<Shared>,
+    stop: Option<oneshot::Sender<()>>,
+    thread: Option<JoinHandle<()>>,
+}
+
+enum Listener {
+    Tcp(std::net::TcpListener),
+    Unix(std::os::unix::net::UnixListener),
+}
+
+impl TestServer {
+    /// Binds synchronously (so the port is known and errors surface here),
+    /// then serves on its own thread with a current-thread runtime.
+    pub fn start(listen: Listen, opts: ServerOptions) -> io::Result<TestServer> {
+        let (listener, addr) = match listen {
+            Listen::Tcp(a) => {
+                let l = std::net::TcpListener::bind(a)?;
+                let addr = l.local_addr()?;
+                (Listener::Tcp(l), Some(addr))
+            }
+            Listen::Unix(p) => {
+                let _ = std::fs::remove_file(&p);
+                (
+                    Listener::Unix(std::os::unix::net::UnixListener::bind(p)?),
+                    None,
+                )
+            }
+        };
+        let tls = match &opts.tls {
+            Some(t) => Some(tls_acceptor(t)?),
+            None => None,
+        };
+        let mut health = HashMap::new();
+        health.insert(String::new(), health_proto::SERVING);
+        let shared = Arc::new(Shared {
+            port: addr.map_or(0, |a| a.port()),
+            health: watch::channel(health).0,
+            goaway: watch::channel(0).0,
+            requests: AtomicU64::new(0),
+        });
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()?;
+        let (stop_tx, stop_rx) = oneshot::channel();
+        let sh = shared.clone();
+        let black_hole = opts.black_hole;
+        let thread = std::thread::Builder::new()
+            .name("testserver".into())
+            .spawn(move || {
+                rt.block_on(async move {
+                    tokio::select! {
+                        _ = accept_loop(listener, tls, black_hole, sh) => {}
+                        _ = stop_rx => {}
+                    }
+                });
+                // Dropping the runtime drops every connection task: sockets close.
+                drop(rt);
+            })?;
+        Ok(TestServer {
+            addr,
+            shared,
+            stop: Some(stop_tx),
+            thread: Some(thread),
+        })
+    }
+
+    pub fn addr(&self) -> SocketAddr {
+        self.addr.expect("TCP server")
+    }
+
+    pub fn port(&self) -> u16 {
+        self.shared.port
+    }
+
+    /// Sets the health status of `service` ("" = the whole server).
+    pub fn set_serving(&self, service: &str, status: u32) {
+        self.shared.health.send_modify(|m| {
+            m.insert(service.to_string(), status);
+        });
+    }
+
+    /// Graceful GOAWAY on every open connection; in-flight calls finish.
+    pub fn goaway(&self) {
+        self.shared.goaway.send_modify(|g| *g += 1);
+    }
+
+    /// Requests served so far (all methods).
+    pub fn requests(&self) -> u64 {
+        self.shared.requests.load(Ordering::Relaxed)
+    }
+
+    /// Stops listening and drops all connections; returns once done.
+    pub fn stop(mut self) {
+        self.shutdown();
+    }
+
+    fn shutdown(&mut self) {
+        if let Some(tx) = self.stop.take() {
+            let _ = tx.send(());
+        }
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+impl Drop for TestServer {
+    fn drop(&mut self) {
+        self.shutdown();
+    }
+}
+
+fn tls_acceptor(t: &ServerTls) -> io::Result<tokio_rustls::TlsAcceptor> {
+    use rustls::pki_types::pem::PemObject;
+    use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+    let bad = |e: String| io::Error::new(io::ErrorKind::InvalidInput, e);
+    let chain = CertificateDer::pem_slice_iter(&t.cert_chain_pem)
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| bad(e.to_string()))?;
+    let key = PrivateKeyDer::from_pem_slice(&t.key_pem).map_err(|e| bad(e.to_string()))?;
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let mut cfg = rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| bad(e.to_string()))?
+        .with_no_client_auth()
+        .with_single_cert(chain, key)
+        .map_err(|e| bad(e.to_string()))?;
+    cfg.alpn_protocols = t.alpn.clone();
+    Ok(tokio_rustls::TlsAcceptor::from(Arc::new(cfg)))
+}
+
+async fn accept_loop(
+    listener: Listener,
+    tls: Option<tokio_rustls::TlsAcceptor>,
+    black_hole: bool,
+    shared: Arc<Shared>,
+) -> io::Result<()> {
+    match listener {
+        Listener::Tcp(l) => {
+            l.set_nonblocking(true)?;
+            let l = tokio::net::TcpListener::from_std(l)?;
+            // Black-holed sockets are parked here until the server stops.
+            let mut parked = Vec::new();
+            loop {
+                let (sock, _) = l.accept().await?;
+                if black_hole {
+                    parked.push(sock);
+                    continue;
+                }
+                let _ = sock.set_nodelay(true);
+                let (tls, shared) = (tls.clone(), shared.clone());
+                tokio::spawn(async move {
+                    match tls {
+                        Some(acc) => {
+                            if let Ok(s) = acc.accept(sock).await {
+                                serve_conn(s, shared).await;
+                            }
+                        }
+                        None => serve_conn(sock, shared).await,
+                    }
+                });
+            }
+        }
+        Listener::Unix(l) => {
+            l.set_nonblocking(true)?;
+            let l = tokio::net::UnixListener::from_std(l)?;
+            loop {
+                let (sock, _) = l.accept().await?;
+                tokio::spawn(serve_conn(sock, shared.clone()));
+            }
+        }
+    }
+}
+
+async fn serve_conn<T>(io: T, shared: Arc<Shared>)
+where
+    T: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let Ok(mut conn) = h2::server::handshake(io).await else {
+        return;
+    };
+    let mut goaway = shared.goaway.subscribe();
+    let mut goaway_live = true;
+    loop {
+        tokio::select! {
+            req = conn.accept() => match req {
+                Some(Ok((req, respond))) => {
+                    shared.requests.fetch_add(1, Ordering::Relaxed);
+                    tokio::spawn(handle(req, respond, shared.clone()));
+                }
+                // accept() drives the connection; None = it is finished.
+                _ => return,
+            },
+            r = goaway.changed(), if goaway_live => match r {
+                Ok(()) => conn.graceful_shutdown(),
+                Err(_) => goaway_live = false,
+            },
+        }
+    }
+}
+
+async fn read_body(body: &mut RecvStream) -> Option<Vec<u8>> {
+    let mut buf = Vec::new();
+    while let Some(chunk) = body.data().await {
+        let chunk = chunk.ok()?;
+        let _ = body.flow_control().release_capacity(chunk.len());
+        buf.extend_from_slice(&chunk);
+    }
+    Some(buf)
+}
+
+fn grpc_headers(port: u16) -> Response<()> {
+    let mut resp = Response::new(());
+    let h = resp.headers_mut();
+    h.insert("content-type", HeaderValue::from_static("application/grpc"));
+    h.insert("x-backend-port", port.into());
+    resp
+}
+
+/// Trailers-only response (HEADERS with END_STREAM carrying the status).
+fn trailers_only(respond: &mut SendResponse<Bytes>, port: u16, code: u32, msg: &str) {
+    let mut resp = grpc_headers(port);
+    resp.headers_mut().insert("grpc-status", code.into());
+    if let Ok(v) = HeaderValue::from_str(&percent_encode(msg)) {
+        resp.headers_mut().insert("grpc-message", v);
+    }
+    let _ = respond.send_response(resp, true);
+}
+
+fn percent_encode(s: &str) -> String {
+    let mut out = String::new();
+    for b in s.bytes() {
+        if (0x20..0x7f).contains(&b) && b != b'%' {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
+async fn handle(req: Request<RecvStream>, mut respond: SendResponse<Bytes>, shared: Arc<Shared>) {
+    let (parts, mut body) = req.into_parts();
+    let port = shared.port;
+    let header = |name: &str| {
+        parts
+            .headers
+            .get(name)
+            .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned())
+    };
+    let Some(raw) = read_body(&mut body).await else {
+        return;
+    };
+    let msg = match decode_messages(&raw).ok().and_then(|mut v| v.pop()) {
+        Some(m) => m,
+        None => return trailers_only(&mut respond, port, 13, "bad request framing"),
+    };
+    if let Some(ms) = header("x-delay-ms").and_then(|v| v.parse().ok()) {
+        tokio::time::sleep(Duration::from_millis(ms)).await;
+    }
+    if let Some(code) = header("x-http-status").and_then(|v| v.parse::<u16>().ok()) {
+        let mut resp = Response::new(());
+        *resp.status_mut() = StatusCode::from_u16(code).unwrap_or(StatusCode::BAD_REQUEST);
+        let _ = respond.send_response(resp, true);
+        return;
+    }
+    if let Some(code) = header("x-respond-status").and_then(|v| v.parse().ok()) {
+        let m = header("x-respond-message").unwrap_or_default();
+        return trailers_only(&mut respond, port, code, &m);
+    }
+    match parts.uri.path() {
+        "/echo.Echo/Unary" => {
+            let mut out = msg;
+            out.extend_from_slice(format!("|port={port}").as_bytes());
+            let mut resp = grpc_headers(port);
+            for (k, v) in &parts.headers {
+                if k.as_str().starts_with("x-echo-") {
+                    resp.headers_mut().append(k, v.clone());
+                }
+            }
+            send_unary(respond, resp, &out, port);
+        }
+        "/grpc.health.v1.Health/Check" => {
+            let service = health_proto::decode_request(&msg).unwrap_or_default();
+            let status = shared.health.borrow().get(&service).copied();
+            match status {
+                Some(s) => send_unary(
+                    respond,
+                    grpc_headers(port),
+                    &health_proto::encode_response(s),
+                    port,
+                ),
+                None => trailers_only(&mut respond, port, 5, "unknown service"),
+            }
+        }
+        "/grpc.health.v1.Health/Watch" => {
+            let service = health_proto::decode_request(&msg).unwrap_or_default();
+            watch_health(respond, service, shared).await;
+        }
+        _ => trailers_only(&mut respond, port, 12, "unknown method"),
+    }
+}
+
+fn send_unary(mut respond: SendResponse<Bytes>, resp: Response<()>, msg: &[u8], port: u16) {
+    let Ok(mut stream) = respond.send_response(resp, false) else {
+        return;
+    };
+    // h2 buffers the data until the window allows it; fine for tests.
+    let _ = stream.send_data(encode_message(msg), false);
+    let mut trailers = HeaderMap::new();
+    trailers.insert("grpc-status", HeaderValue::from_static("0"));
+    trailers.insert("x-backend-port", port.into());
+    let _ = stream.send_trailers(trailers);
+}
+
+/// Server-streaming Watch: sends the status now and on every change, until
+/// the client resets the stream or the server stops.
+async fn watch_health(mut respond: SendResponse<Bytes>, service: String, shared: Arc<Shared>) {
+    let Ok(mut stream) = respond.send_response(grpc_headers(shared.port), false) else {
+        return;
+    };
+    let mut rx = shared.health.subscribe();
+    let mut last = None;
+    loop {
+        let now = rx
+            .borrow_and_update()
+            .get(&service)
+            .copied()
+            .unwrap_or(health_proto::SERVICE_UNKNOWN);
+        if last != Some(now) {
+            last = Some(now);
+            let frame = encode_message(&health_proto::encode_response(now));
+            if stream.send_data(frame, false).is_err() {
+                return;
+            }
+        }
+        tokio::select! {
+            r = rx.changed() => if r.is_err() { return },
+            _ = std::future::poll_fn(|cx| stream.poll_reset(cx)) => return,
+        }
+    }
+}
