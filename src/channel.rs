@@ -7,8 +7,9 @@
 
 use crate::backoff::BackoffConfig;
 use crate::balancer::{Balancer, ClientConn, ClientConnState, SubConnState, TimerToken};
-use crate::connector::{Connector, NullConnector, TransportEvent};
+use crate::connector::{Connector, TransportEvent};
 use crate::error::Error;
+use crate::managed::ManagedConnector;
 use crate::picker::{FailPicker, Picker, QueuePicker};
 use crate::publish::Slot;
 use crate::reader::Reader;
@@ -18,6 +19,7 @@ use crate::service_config::ServiceConfig;
 use crate::state::ConnectivityState;
 use crate::subchannel::Subchannels;
 use crate::subconn::{Address, SubConn, SubConnId};
+use crate::transport::{TlsSettings, TransportConfig};
 use std::collections::HashMap;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, Ordering};
@@ -40,6 +42,8 @@ pub(crate) struct ChannelShared {
     pub(crate) handle: LoopHandle,
     pub(crate) id: ChannelId,
     seeds: AtomicU64,
+    /// Connections are the library's own (RPCs can be sent through it).
+    pub(crate) managed: bool,
 }
 
 impl ChannelShared {
@@ -63,14 +67,25 @@ pub type StateCallback = Arc<dyn Fn(ConnectivityState) + Send + Sync>;
 /// How a channel is built.
 #[derive(Default)]
 pub struct ChannelOptions {
-    /// How subchannels connect. `None`: no transport (every attempt fails).
+    /// How subchannels connect. `None`: the library's own TCP / TLS / HTTP/2
+    /// connections (`ManagedConnector`) configured by `transport`.
     pub connector: Option<Box<dyn Connector>>,
+    /// For library-managed connections. `None` means TLS with the bundled
+    /// Mozilla roots, verifying the target's host name; plaintext HTTP/2 only
+    /// when asked for explicitly (`TransportConfig { tls: None, .. }`).
+    pub transport: Option<TransportConfig>,
     pub backoff: BackoffConfig,
     pub on_state_change: Option<StateCallback>,
     /// Called on the loop thread when the policy or a subchannel asks for
     /// re-resolution and the host is the resolver (empty target).
     pub on_resolve_now: Option<Arc<dyn Fn() + Send + Sync>>,
+    /// Called on the loop thread for every subchannel transition, before the
+    /// policy sees it (tracing, metrics, tests).
+    pub on_subconn_state: Option<SubConnCallback>,
 }
+
+/// See `ChannelOptions::on_subconn_state`.
+pub type SubConnCallback = Arc<dyn Fn(SubConnId, &SubConnState) + Send + Sync>;
 
 /// A load-balanced channel. Dropping it closes it.
 pub struct Channel {
@@ -90,6 +105,31 @@ impl Channel {
         let config = ServiceConfig::parse(service_config).map_err(Error::InvalidServiceConfig)?;
         let handle = rt.handle().clone();
         let id = handle.next_channel_id();
+        let ChannelOptions {
+            connector,
+            transport,
+            backoff,
+            on_state_change,
+            on_resolve_now,
+            on_subconn_state,
+        } = options;
+        let managed = connector.is_none();
+        let connector = connector.unwrap_or_else(|| {
+            let mut config = transport.unwrap_or_else(|| TransportConfig {
+                tls: Some(TlsSettings {
+                    server_name: String::new(),
+                    roots_pem: None,
+                    client_cert: None,
+                }),
+                keepalive: None,
+            });
+            if let (Some(tls), Resolver::Dns { host, .. }) = (config.tls.as_mut(), &resolver) {
+                if tls.server_name.is_empty() {
+                    tls.server_name = host.clone();
+                }
+            }
+            Box::new(ManagedConnector::new(config))
+        });
         let initial = Table {
             picker: Box::new(QueuePicker),
             seq: 0,
@@ -102,15 +142,9 @@ impl Channel {
             handle: handle.clone(),
             id,
             seeds: AtomicU64::new(0),
+            managed,
         });
         let core_shared = shared.clone();
-        let ChannelOptions {
-            connector,
-            backoff,
-            on_state_change,
-            on_resolve_now,
-        } = options;
-        let connector = connector.unwrap_or_else(|| Box::new(NullConnector));
         let make = move |env: &mut Env| {
             let mut core = ChannelCore {
                 subs: Subchannels::new(id, connector, backoff),
@@ -126,6 +160,7 @@ impl Channel {
                 addresses: None,
                 resolver,
                 on_resolve_now,
+                on_subconn_state,
                 resolving: false,
                 timers: HashMap::new(),
                 next_timer: 1,
@@ -354,6 +389,7 @@ pub(crate) struct ChannelCore {
     addresses: Option<Vec<Address>>,
     resolver: Resolver,
     on_resolve_now: Option<Arc<dyn Fn() + Send + Sync>>,
+    on_subconn_state: Option<SubConnCallback>,
     resolving: bool,
     timers: HashMap<TimerToken, u64>,
     next_timer: u64,
@@ -586,6 +622,9 @@ impl ChannelCore {
     /// passes on any re-resolution request.
     fn drain(&mut self, env: &mut Env) {
         while let Some((sc, state)) = self.subs.pending.pop_front() {
+            if let Some(cb) = &self.on_subconn_state {
+                cb(sc, &state);
+            }
             if self.balancer.is_none() {
                 self.subs.pending.clear();
                 break;

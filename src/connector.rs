@@ -156,16 +156,3 @@ impl Connector for ExternalConnector {
         false
     }
 }
-
-/// Fails every attempt: for channels built without any way to connect.
-pub struct NullConnector;
-
-impl Connector for NullConnector {
-    fn connect(&mut self, sc: &Arc<SubConn>, _: Instant, ctx: &mut ConnectorCtx<'_>) {
-        ctx.report(
-            sc.id(),
-            TransportEvent::Failed("no transport is configured for this channel".into()),
-        );
-    }
-    fn shutdown(&mut self, _: &Arc<SubConn>, _: &mut ConnectorCtx<'_>) {}
-}

@@ -8,10 +8,12 @@
 
 pub mod backoff;
 pub mod balancer;
+pub mod call;
 pub mod channel;
 pub mod clock;
 pub mod connector;
 pub mod error;
+pub mod managed;
 pub mod picker;
 pub mod policy;
 pub mod publish;
@@ -30,7 +32,8 @@ pub mod transport;
 pub use balancer::{
     Balancer, Builder, ClientConn, ClientConnState, LbConfig, SubConnState, TimerToken,
 };
-pub use channel::{Channel, ChannelOptions, IdleTrigger, StateCallback};
+pub use call::CallOptions;
+pub use channel::{Channel, ChannelOptions, IdleTrigger, StateCallback, SubConnCallback};
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use connector::{
     Connector, ConnectorCtx, ExternalConnector, HostTransport, Notifier, TransportEvent,
@@ -42,3 +45,4 @@ pub use runtime::{Runtime, RuntimeConfig};
 pub use state::ConnectivityState;
 pub use status::{Code, Status};
 pub use subconn::{Address, SubConn, SubConnId, UserData};
+pub use transport::{Keepalive, TlsSettings, TransportConfig, UnaryResponse};

@@ -135,6 +135,17 @@ impl Reader {
         self.cache.refresh();
     }
 
+    /// Blocks until a picker newer than the cached one is published (true) or
+    /// `deadline` passes (false).
+    pub(crate) fn wait_for_next_picker(&mut self, deadline: Option<Instant>) -> bool {
+        let seen = self.cache.generation();
+        self.cache.slot().wait_for_change(seen, deadline)
+    }
+
+    pub(crate) fn is_managed(&self) -> bool {
+        self.shared.managed
+    }
+
     /// The channel's state as last published.
     pub fn channel_state(&self) -> crate::state::ConnectivityState {
         self.shared.state()

@@ -59,11 +59,18 @@ pub struct SubConnId(pub u64);
 pub struct SubConn {
     id: SubConnId,
     address: Address,
+    /// The HTTP/2 connection RPCs use, when the managed connector has one
+    /// READY. Swapped by the loop; read once per RPC.
+    transport: arc_swap::ArcSwapOption<crate::transport::Handle>,
 }
 
 impl SubConn {
     pub(crate) fn new(id: SubConnId, address: Address) -> SubConn {
-        SubConn { id, address }
+        SubConn {
+            id,
+            address,
+            transport: arc_swap::ArcSwapOption::empty(),
+        }
     }
 
     pub fn id(&self) -> SubConnId {
@@ -80,6 +87,15 @@ impl SubConn {
 
     pub fn user_data(&self) -> Option<&UserData> {
         self.address.user_data.as_ref()
+    }
+
+    /// The connection to send on, if the library manages one and it is READY.
+    pub fn transport(&self) -> Option<Arc<crate::transport::Handle>> {
+        self.transport.load_full()
+    }
+
+    pub(crate) fn set_transport(&self, handle: Option<Arc<crate::transport::Handle>>) {
+        self.transport.store(handle);
     }
 }
 

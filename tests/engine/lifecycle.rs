@@ -182,13 +182,3 @@ fn bad_inputs_are_errors() {
     ch.report_subconn_state(SubConnId(999), Ready, "").unwrap();
     ch.sync().unwrap();
 }
-
-#[test]
-fn static_target_without_transport_fails_with_a_clear_message() {
-    let rt = Runtime::new().unwrap();
-    let ch = Channel::new(&rt, "ipv4:127.0.0.1:1", None, ChannelOptions::default()).unwrap();
-    ch.sync().unwrap();
-    assert_eq!(ch.state(), TransientFailure);
-    let e = ch.reader().try_pick(&PickInfo::default()).unwrap_err();
-    assert!(e.to_string().contains("no transport"), "{e}");
-}
