@@ -1,0 +1,16 @@
+#!/usr/bin/env bash
+# Every test switchyard has, as CI runs them. Works on a fresh Debian machine
+# with Rust, gcc and python3: whatever else is needed is installed here.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+step() { printf '\n==> %s\n' "$*"; }
+
+step "format"
+cargo fmt --all -- --check
+
+step "clippy (warnings are errors)"
+cargo clippy --workspace --all-targets --all-features -- -D warnings
+
+step "workspace tests"
+cargo test --workspace --all-features
