@@ -254,3 +254,42 @@ fn host_managed_channels_do_not_carry_rpcs() {
         .unwrap_err();
     assert_eq!(e.code(), Code::Unimplemented);
 }
+
+#[test]
+fn unix_and_ipv6_targets() {
+    let dir = std::env::temp_dir().join(format!("switchyard-unix-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("echo.sock");
+    let unix = TestServer::start(Listen::Unix(path.clone()), ServerOptions::default()).unwrap();
+    let rt = Runtime::new().unwrap();
+    let ch = channel(
+        &rt,
+        &format!("unix://{}", path.display()),
+        None,
+        plaintext(),
+    );
+    let resp = ch
+        .reader()
+        .unary(
+            "/echo.Echo/Unary",
+            b"u",
+            &CallOptions {
+                wait_for_ready: true,
+                deadline: Some(Instant::now() + Duration::from_secs(10)),
+                ..Default::default()
+            },
+        )
+        .unwrap();
+    assert!(resp.message.starts_with(b"u|port="));
+    drop(unix);
+    std::fs::remove_dir_all(&dir).ok();
+
+    // IPv6 loopback, where the machine has it.
+    if let Ok(v6) = TestServer::start(
+        Listen::Tcp("[::1]:0".parse().unwrap()),
+        ServerOptions::default(),
+    ) {
+        let ch = channel(&rt, &format!("ipv6:[::1]:{}", v6.port()), None, plaintext());
+        assert_eq!(echo(&mut ch.reader(), true).unwrap(), v6.port());
+    }
+}
