@@ -101,3 +101,13 @@ impl Reader {
         }
     }
 }
+
+/// The `:authority` for an address: itself, or "localhost" for unix sockets
+/// (as gRPC does).
+fn authority_of(addr: &str) -> &str {
+    if addr.starts_with("unix:") {
+        "localhost"
+    } else {
+        addr
+    }
+}
