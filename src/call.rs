@@ -66,7 +66,7 @@ impl Reader {
             let started = Instant::now();
             let result = transport::unary(
                 &handle,
-                pick.subconn().addr(),
+                authority_of(pick.subconn().addr()),
                 method,
                 request,
                 options.metadata,
