@@ -92,6 +92,17 @@ impl PickFirst {
         );
     }
 
+    /// Reports TRANSIENT_FAILURE with the latest connection error and asks
+    /// for re-resolution.
+    fn refresh_failure(&mut self, cc: &mut dyn ClientConn) {
+        let msg = self
+            .last_error
+            .clone()
+            .unwrap_or_else(|| "all addresses failed".into());
+        self.report_tf(cc, &msg);
+        cc.resolve_now();
+    }
+
     fn cancel_timer(&mut self, cc: &mut dyn ClientConn) {
         if let Some(t) = self.timer.take() {
             cc.cancel_timer(t);
@@ -170,12 +181,7 @@ impl PickFirst {
         self.in_pass = false;
         self.sticky_tf = true;
         self.tf_count = 0;
-        let msg = self
-            .last_error
-            .clone()
-            .unwrap_or_else(|| "all addresses failed".into());
-        self.report_tf(cc, &msg);
-        cc.resolve_now();
+        self.refresh_failure(cc);
         let idle: Vec<SubConnId> = self
             .entries
             .values()
@@ -326,12 +332,7 @@ impl Balancer for PickFirst {
                     self.tf_count += 1;
                     if self.tf_count >= self.entries.len() {
                         self.tf_count = 0;
-                        let msg = self
-                            .last_error
-                            .clone()
-                            .unwrap_or_else(|| "all addresses failed".into());
-                        self.report_tf(cc, &msg);
-                        cc.resolve_now();
+                        self.refresh_failure(cc);
                     }
                 }
             }
