@@ -41,7 +41,8 @@ enum State {
     /// Waiting for h2 to allow one more stream.
     Opening {
         send: SendRequest<Bytes>,
-        request: Option<Request<()>>,
+        /// Boxed: a request head dwarfs the other states.
+        request: Option<Box<Request<()>>>,
         body: Bytes,
     },
     Headers {
@@ -87,7 +88,7 @@ impl HealthWatch {
         Ok(HealthWatch {
             state: State::Opening {
                 send: handle.send.clone(),
-                request: Some(request),
+                request: Some(Box::new(request)),
                 body: encode_message(&health_proto::encode_request(service)),
             },
             buf: BytesMut::new(),
@@ -110,7 +111,7 @@ impl HealthWatch {
                         Poll::Ready(Err(e)) => return self.end(h2_error(&e, false)),
                         Poll::Ready(Ok(())) => {}
                     }
-                    let request = request.take().expect("sent once");
+                    let request = *request.take().expect("sent once");
                     let (response, mut stream) = match send.send_request(request, false) {
                         Ok(r) => r,
                         Err(e) => return self.end(h2_error(&e, false)),
