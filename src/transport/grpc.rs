@@ -119,22 +119,7 @@ async fn call(
             _ => CallError::new(code, message),
         });
     }
-    if parts.status != http::StatusCode::OK {
-        return Err(CallError::new(
-            http_to_grpc(parts.status.as_u16()),
-            format!("unexpected HTTP status {}", parts.status),
-        ));
-    }
-    let ct_ok = parts
-        .headers
-        .get(CONTENT_TYPE)
-        .is_some_and(|v| v.as_bytes().starts_with(b"application/grpc"));
-    if !ct_ok {
-        return Err(CallError::new(
-            code::INTERNAL,
-            format!("invalid content-type {:?}", parts.headers.get(CONTENT_TYPE)),
-        ));
-    }
+    check_response_head(&parts)?;
 
     let mut buf = BytesMut::new();
     while let Some(chunk) = poll_fn(|cx| body.poll_data(cx)).await {
@@ -169,6 +154,28 @@ async fn call(
         headers: parts.headers,
         trailers,
     })
+}
+
+/// A response head that is not trailers-only must be HTTP 200 with a gRPC
+/// content-type (PROTOCOL-HTTP2: else the HTTP status maps to a gRPC code).
+pub(crate) fn check_response_head(parts: &http::response::Parts) -> Result<(), CallError> {
+    if parts.status != http::StatusCode::OK {
+        return Err(CallError::new(
+            http_to_grpc(parts.status.as_u16()),
+            format!("unexpected HTTP status {}", parts.status),
+        ));
+    }
+    let grpc = parts
+        .headers
+        .get(CONTENT_TYPE)
+        .is_some_and(|v| v.as_bytes().starts_with(b"application/grpc"));
+    if !grpc {
+        return Err(CallError::new(
+            code::INTERNAL,
+            format!("invalid content-type {:?}", parts.headers.get(CONTENT_TYPE)),
+        ));
+    }
+    Ok(())
 }
 
 /// (grpc-status, percent-decoded grpc-message) if a status is present.

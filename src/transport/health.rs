@@ -14,11 +14,10 @@ use std::task::{Context, Poll};
 use bytes::{Bytes, BytesMut};
 use h2::client::{ResponseFuture, SendRequest};
 use h2::{RecvStream, SendStream};
-use http::header::CONTENT_TYPE;
 use http::Request;
 
 use super::grpc::{
-    build_request, code, encode_message, grpc_status, h2_error, http_to_grpc, take_message,
+    build_request, check_response_head, code, encode_message, grpc_status, h2_error, take_message,
     CallError,
 };
 use super::h2conn::Handle;
@@ -136,21 +135,8 @@ impl HealthWatch {
                     if let Some((code, message)) = grpc_status(&parts.headers) {
                         return self.end(CallError::new(code, message));
                     }
-                    if parts.status != http::StatusCode::OK {
-                        return self.end(CallError::new(
-                            http_to_grpc(parts.status.as_u16()),
-                            format!("unexpected HTTP status {}", parts.status),
-                        ));
-                    }
-                    let grpc = parts
-                        .headers
-                        .get(CONTENT_TYPE)
-                        .is_some_and(|v| v.as_bytes().starts_with(b"application/grpc"));
-                    if !grpc {
-                        return self.end(CallError::new(
-                            code::INTERNAL,
-                            format!("invalid content-type {:?}", parts.headers.get(CONTENT_TYPE)),
-                        ));
+                    if let Err(e) = check_response_head(&parts) {
+                        return self.end(e);
                     }
                     let State::Headers { _send, .. } =
                         std::mem::replace(&mut self.state, State::Done)

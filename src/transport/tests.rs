@@ -159,7 +159,11 @@ fn localhost() -> SocketAddr {
 }
 
 fn plain_server() -> TestServer {
-    TestServer::start(Listen::Tcp(localhost()), ServerOptions::default()).unwrap()
+    server_with(ServerOptions::default())
+}
+
+fn server_with(opts: ServerOptions) -> TestServer {
+    TestServer::start(Listen::Tcp(localhost()), opts).unwrap()
 }
 
 fn echo(h: &Handle, msg: &[u8], md: &[(&str, &str)]) -> Result<UnaryResponse, CallError> {
@@ -277,14 +281,10 @@ fn framing_and_status_helpers() {
 #[test]
 fn ready_only_after_server_settings() {
     // A black hole completes TCP but never sends SETTINGS: never READY.
-    let hole = TestServer::start(
-        Listen::Tcp(localhost()),
-        ServerOptions {
-            black_hole: true,
-            ..Default::default()
-        },
-    )
-    .unwrap();
+    let hole = server_with(ServerOptions {
+        black_hole: true,
+        ..Default::default()
+    });
     let mut d = Driver::start(&Target::Tcp(hole.addr()), &TransportConfig::default()).unwrap();
     assert_eq!(d.next(Duration::from_millis(300)), None);
     assert!(d.conn.send_handle().is_none());
@@ -768,14 +768,10 @@ fn health_watch_streams_statuses_and_ends_with_a_status() {
 
 #[test]
 fn health_watch_without_a_health_service_ends_unimplemented() {
-    let server = TestServer::start(
-        Listen::Tcp(localhost()),
-        ServerOptions {
-            no_health: true,
-            ..Default::default()
-        },
-    )
-    .unwrap();
+    let server = server_with(ServerOptions {
+        no_health: true,
+        ..Default::default()
+    });
     let lt = LoopThread::spawn(Target::Tcp(server.addr()), TransportConfig::default());
     let mut w = HealthWatch::start(&lt.ready(), "localhost", "").unwrap();
     match next_watch_event(&mut w) {

@@ -204,6 +204,13 @@ impl Transitions {
     }
 }
 
+/// Plaintext options whose subchannel transitions are recorded.
+pub fn recorded_plaintext() -> (ChannelOptions, Transitions) {
+    let (mut opts, seen) = (plaintext(), Transitions::default());
+    seen.attach(&mut opts);
+    (opts, seen)
+}
+
 /// A throwaway CA and a "localhost" server certificate it signed.
 pub struct TestPki {
     pub ca_pem: Vec<u8>,
@@ -245,8 +252,12 @@ impl TestPki {
 
 /// round_robin over 3 backends splits 300 RPCs exactly 100/100/100.
 pub fn rr_splits_300_exactly(f: &impl Fleet) {
+    rr_split_300(f, RR);
+}
+
+fn rr_split_300(f: &impl Fleet, config: Option<&str>) {
     let rt = Runtime::new().unwrap();
-    let ch = channel(&rt, &f.target(), RR, plaintext());
+    let ch = channel(&rt, &f.target(), config, plaintext());
     let mut r = ch.reader();
     warm_up(&mut r, 3);
     assert_split(&split(&mut r, 300), &f.ports(), 100);
@@ -279,9 +290,7 @@ pub fn not_serving_is_excluded_only_with_health_checking(f: &mut impl Fleet) {
     let ports = f.ports();
     f.set_serving(1, false);
     let rt = Runtime::new().unwrap();
-    let seen = Transitions::default();
-    let mut opts = plaintext();
-    seen.attach(&mut opts);
+    let (opts, seen) = recorded_plaintext();
     let checked = channel(&rt, &f.target(), RR_HEALTH, opts);
     let unchecked = channel(&rt, &f.target(), RR, plaintext());
 
@@ -310,6 +319,12 @@ pub fn not_serving_is_excluded_only_with_health_checking(f: &mut impl Fleet) {
         seen.states_of(sick.sc),
         [Connecting, TransientFailure, Ready]
     );
+}
+
+/// Backends without the health service (Watch ends UNIMPLEMENTED) count as
+/// healthy: with `healthCheckConfig` all three share the load exactly.
+pub fn missing_health_service_counts_as_healthy(f: &impl Fleet) {
+    rr_split_300(f, RR_HEALTH);
 }
 
 /// A TLS backend serves with the right CA; with a wrong one the channel
@@ -346,14 +361,12 @@ pub fn tls_right_ca_works_wrong_ca_says_why(addr: SocketAddr, ca_pem: &[u8]) {
 /// connect deadline (200 ms here), saying it timed out.
 pub fn silent_listener_fails_at_the_connect_deadline(addr: SocketAddr) {
     let rt = Runtime::new().unwrap();
-    let seen = Transitions::default();
-    let mut opts = plaintext();
+    let (mut opts, seen) = recorded_plaintext();
     opts.backoff = BackoffConfig {
         initial: Duration::from_millis(50),
         min_connect_timeout: Duration::from_millis(200),
         ..Default::default()
     };
-    seen.attach(&mut opts);
     let ch = channel(&rt, &format!("ipv4:{addr}"), None, opts);
     wait_state(&ch, TransientFailure);
     assert!(pick_error(&ch).contains("timed out"), "{}", pick_error(&ch));
@@ -370,13 +383,11 @@ pub fn silent_listener_fails_at_the_connect_deadline(addr: SocketAddr) {
 pub fn refused_connections_back_off_by_1_6_with_jitter() {
     let port = free_port();
     let rt = Runtime::new().unwrap();
-    let seen = Transitions::default();
-    let mut opts = plaintext();
+    let (mut opts, seen) = recorded_plaintext();
     opts.backoff = BackoffConfig {
         initial: Duration::from_millis(100),
         ..Default::default()
     };
-    seen.attach(&mut opts);
     let _ch = channel(&rt, &format!("ipv4:127.0.0.1:{port}"), None, opts);
     wait_until("6 connection attempts", || seen.attempts().len() >= 6);
     let t = seen.attempts();

@@ -19,10 +19,8 @@ fn health_flaps_never_cost_the_connection() {
     let servers = start_servers(1);
     servers[0].set_serving("", NOT_SERVING);
     let rt = Runtime::new().unwrap();
-    let seen = Transitions::default();
-    let mut opts = plaintext();
+    let (mut opts, seen) = recorded_plaintext();
     opts.backoff.min_connect_timeout = Duration::from_millis(100);
-    seen.attach(&mut opts);
     let ch = channel(&rt, &target(&servers), RR_HEALTH, opts);
     wait_state(&ch, TransientFailure);
     let e = pick_error(&ch);
@@ -58,19 +56,13 @@ fn health_flaps_never_cost_the_connection() {
 
 #[test]
 fn a_server_without_the_health_service_counts_as_healthy() {
-    let servers = start_servers_with(
+    missing_health_service_counts_as_healthy(&InProcess::start_with(
         3,
         ServerOptions {
             no_health: true,
             ..Default::default()
         },
-    );
-    let rt = Runtime::new().unwrap();
-    let ch = channel(&rt, &target(&servers), RR_HEALTH, plaintext());
-    let mut r = ch.reader();
-    warm_up(&mut r, 3);
-    let ports: Vec<u16> = servers.iter().map(|s| s.port()).collect();
-    assert_split(&split(&mut r, 300), &ports, 100);
+    ));
 }
 
 #[test]
@@ -94,11 +86,9 @@ fn unknown_health_service_is_unhealthy() {
 fn a_broken_watch_is_reopened_on_the_same_connection() {
     let servers = start_servers(1);
     let rt = Runtime::new().unwrap();
-    let seen = Transitions::default();
-    let mut opts = plaintext();
+    let (mut opts, seen) = recorded_plaintext();
     // Far longer than the test: only the immediate retry can bring it back.
     opts.backoff.initial = Duration::from_secs(30);
-    seen.attach(&mut opts);
     let ch = channel(&rt, &target(&servers), RR_HEALTH, opts);
     wait_state(&ch, Ready);
     servers[0].break_health_watches();

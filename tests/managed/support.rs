@@ -25,14 +25,20 @@ pub fn target(servers: &[TestServer]) -> String {
 pub struct InProcess {
     addrs: Vec<std::net::SocketAddr>,
     servers: Vec<Option<TestServer>>,
+    opts: ServerOptions,
 }
 
 impl InProcess {
     pub fn start(n: usize) -> InProcess {
-        let servers = start_servers(n);
+        InProcess::start_with(n, ServerOptions::default())
+    }
+
+    pub fn start_with(n: usize, opts: ServerOptions) -> InProcess {
+        let servers = start_servers_with(n, opts.clone());
         InProcess {
             addrs: servers.iter().map(TestServer::addr).collect(),
             servers: servers.into_iter().map(Some).collect(),
+            opts,
         }
     }
 
@@ -58,7 +64,7 @@ impl Fleet for InProcess {
     }
 
     fn restart(&mut self, i: usize) {
-        let server = TestServer::start(Listen::Tcp(self.addrs[i]), ServerOptions::default());
+        let server = TestServer::start(Listen::Tcp(self.addrs[i]), self.opts.clone());
         self.servers[i] = Some(server.unwrap());
     }
 }
