@@ -128,7 +128,7 @@ impl Channel {
                     tls.server_name = host.clone();
                 }
             }
-            Box::new(ManagedConnector::new(config))
+            Box::new(ManagedConnector::new(config).with_health_backoff(backoff))
         });
         let initial = Table {
             picker: Box::new(QueuePicker),
@@ -166,6 +166,7 @@ impl Channel {
                 next_timer: 1,
                 resolve_requested: false,
             };
+            core.configure_health(env);
             core.start(env);
             core
         };
@@ -503,9 +504,23 @@ impl ChannelCore {
         if !same_policy {
             self.close_balancer(env);
         }
-        if let Some(addresses) = self.addresses.clone() {
-            self.update_addresses(addresses, env);
+        self.configure_health(env);
+        match self.addresses.clone() {
+            Some(addresses) => self.update_addresses(addresses, env),
+            None => self.drain(env),
         }
+    }
+
+    /// Client-side health checking (gRFC A17) is on when the service config
+    /// has `healthCheckConfig`, except under a top-level pick_first, which
+    /// never health-checks (A17; A61 only enables it for pick_first as a
+    /// child, e.g. under round_robin).
+    fn configure_health(&mut self, env: &mut Env) {
+        let service = match self.config.policy.name() {
+            "pick_first" => None,
+            _ => self.config.health_check_service.as_deref(),
+        };
+        self.subs.configure_health(service, env);
     }
 
     pub(crate) fn exit_idle(&mut self, env: &mut Env) {

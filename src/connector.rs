@@ -21,6 +21,19 @@ pub enum TransportEvent {
     Failed(String),
     /// An established connection ended (error, EOF, GOAWAY drained).
     Lost(String),
+    /// Instead of `Ready` when health checking is on: the connection is up but
+    /// no health status has arrived yet. The subchannel stops its connect
+    /// deadline and resets its backoff, yet stays CONNECTING to the policy
+    /// until `Healthy` or `Unhealthy` (gRFC A17: the first status gates READY).
+    HealthPending,
+    /// The connected transport's backend reports SERVING (or health checking
+    /// ended without a verdict that counts, e.g. UNIMPLEMENTED, or was turned
+    /// off): the subchannel is READY.
+    Healthy,
+    /// The connected transport's backend is not serving (or its health stream
+    /// broke and is being retried): TRANSIENT_FAILURE with this message, with
+    /// the connection kept open. Only `Lost` ends the connection.
+    Unhealthy(String),
 }
 
 /// The loop's services, lent to a connector during each call.
@@ -72,6 +85,11 @@ impl ConnectorCtx<'_> {
     pub fn now(&self) -> Instant {
         self.env.clock.now()
     }
+
+    /// A uniform random number in [0, 1), for backoff jitter.
+    pub fn uniform(&mut self) -> f64 {
+        self.env.rng.uniform()
+    }
 }
 
 /// Wakes the loop to call `Connector::notified` (usable as a task waker).
@@ -112,6 +130,15 @@ pub trait Connector: Send {
 
     /// A new subchannel exists (IDLE).
     fn created(&mut self, _sc: &Arc<SubConn>, _ctx: &mut ConnectorCtx<'_>) {}
+
+    /// The channel's service config changed client-side health checking:
+    /// `Some(service)` = watch `grpc.health.v1.Health` for `service` ("" = the
+    /// whole server) on every connection and report `HealthPending` instead of
+    /// `Ready`, then `Healthy`/`Unhealthy`; `None` = off. Called before the
+    /// first subchannel exists and again on every config change (connections
+    /// already up adopt the new setting). Connectors that cannot check health
+    /// ignore it and keep reporting plain `Ready`.
+    fn configure_health(&mut self, _service: Option<&str>, _ctx: &mut ConnectorCtx<'_>) {}
 
     /// Whether the loop should enforce connect deadlines (false when the host does).
     fn enforces_deadline(&self) -> bool {

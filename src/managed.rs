@@ -3,22 +3,59 @@
 //! transport). Each attempt is a `transport::Connection` registered with the
 //! loop's `mio::Poll`; its waker is a `Notifier`, so RPC threads that queue
 //! streams wake the loop, which re-polls that one connection.
+//!
+//! Client-side health checking (gRFC A17) runs here too, on the same loop:
+//! once a connection is READY and a health service is configured, a
+//! `grpc.health.v1.Health/Watch` stream is opened on it and polled with the
+//! connection's waker. The subchannel hears `HealthPending` instead of
+//! `Ready`, then `Healthy` (SERVING) or `Unhealthy` (anything else). A Watch
+//! ending UNIMPLEMENTED means "no health service": healthy, logged once per
+//! address, not retried. Any other end reports `Unhealthy` and re-opens the
+//! stream after a backoff (the channel's connection-backoff numbers; at once
+//! if the ended stream had delivered a status). Health never closes the
+//! connection; a GOAWAY or loss cancels the Watch with it.
 
+use crate::backoff::{Backoff, BackoffConfig};
 use crate::connector::{Connector, ConnectorCtx, TransportEvent};
 use crate::subconn::{SubConn, SubConnId};
-use crate::transport::{Connection, Progress, Target, TransportConfig};
-use std::collections::HashMap;
+use crate::transport::{
+    code, health_proto, CallError, Connection, HealthWatch, Progress, Target, TransportConfig,
+    WatchEvent,
+};
+use std::collections::{HashMap, HashSet};
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::task::Waker;
+use std::task::{Context, Waker};
 use std::time::Instant;
+
+/// Timer keys with this bit set are health-stream retries of connection
+/// `key & !HEALTH_RETRY`; others are keepalive timers.
+const HEALTH_RETRY: u64 = 1 << 63;
 
 struct Conn {
     sc: Arc<SubConn>,
     conn: Connection,
     token: mio::Token,
+    /// Wakes the loop for this connection (and its health stream).
+    waker: Waker,
     /// The keepalive timer armed for this connection: (loop timer id, when).
     timer: Option<(u64, Instant)>,
+    /// The connection reached READY and is the subchannel's active one.
+    ready: bool,
+    /// Present while health checking runs on this connection.
+    health: Option<Health>,
+}
+
+/// One connection's health checking.
+struct Health {
+    /// The open Watch; `None` between a failure and its retry, or for good
+    /// once the server answered UNIMPLEMENTED.
+    watch: Option<HealthWatch>,
+    /// The armed retry timer's loop id.
+    retry: Option<u64>,
+    backoff: Backoff,
+    /// The current stream delivered a status (the next retry is immediate).
+    got_status: bool,
 }
 
 pub struct ManagedConnector {
@@ -27,6 +64,11 @@ pub struct ManagedConnector {
     /// The connection each subchannel uses now (others may still be draining).
     active: HashMap<SubConnId, u64>,
     next_key: u64,
+    /// `healthCheckConfig.serviceName` while health checking is on.
+    health_service: Option<String>,
+    health_backoff: BackoffConfig,
+    /// Addresses already logged as lacking the health service.
+    logged_unimplemented: HashSet<String>,
 }
 
 impl ManagedConnector {
@@ -36,7 +78,17 @@ impl ManagedConnector {
             conns: HashMap::new(),
             active: HashMap::new(),
             next_key: 1,
+            health_service: None,
+            health_backoff: BackoffConfig::default(),
+            logged_unimplemented: HashSet::new(),
         }
+    }
+
+    /// The backoff between attempts to re-open a broken health stream
+    /// (default: gRPC's connection backoff, 1 s ×1.6 ±20 % up to 120 s).
+    pub fn with_health_backoff(mut self, backoff: BackoffConfig) -> ManagedConnector {
+        self.health_backoff = backoff;
+        self
     }
 
     /// The config for one address: a TLS server name left empty means "the
@@ -58,6 +110,7 @@ impl ManagedConnector {
         if let Some((id, _)) = c.timer.take() {
             ctx.cancel_timer(id);
         }
+        stop_health(&mut c, ctx);
         if self.active.get(&c.sc.id()) == Some(&key) {
             self.active.remove(&c.sc.id());
             c.sc.set_transport(None);
@@ -76,8 +129,14 @@ impl ManagedConnector {
             Progress::Pending => {}
             Progress::Ready => {
                 if active {
+                    c.ready = true;
                     c.sc.set_transport(c.conn.send_handle().map(Arc::new));
-                    ctx.report(sc, TransportEvent::Ready);
+                    if self.health_service.is_some() {
+                        ctx.report(sc, TransportEvent::HealthPending);
+                        self.start_health(key, ctx);
+                    } else {
+                        ctx.report(sc, TransportEvent::Ready);
+                    }
                 }
             }
             Progress::Failed(e) => {
@@ -104,11 +163,140 @@ impl ManagedConnector {
                 if active {
                     self.active.remove(&sc);
                     c.sc.set_transport(None);
+                    c.ready = false;
+                    stop_health(c, ctx);
                     ctx.report(sc, TransportEvent::Lost("server sent GOAWAY".into()));
                 }
             }
         }
         self.rearm(key, ctx);
+    }
+
+    /// Drives a connection after an event, then its health stream (after, so
+    /// a connection that just died is closed, stream and all, without first
+    /// reporting its stream's failure as ill health).
+    fn drive(
+        &mut self,
+        key: u64,
+        ctx: &mut ConnectorCtx<'_>,
+        f: impl FnOnce(&mut Connection) -> Progress,
+    ) {
+        if let Some(c) = self.conns.get_mut(&key) {
+            let p = f(&mut c.conn);
+            self.progress(key, p, ctx);
+            self.poll_health(key, ctx);
+        }
+    }
+
+    /// Opens a Watch on a READY connection (first time or retry).
+    fn start_health(&mut self, key: u64, ctx: &mut ConnectorCtx<'_>) {
+        let Some(service) = self.health_service.clone() else {
+            return;
+        };
+        let Some(c) = self.conns.get_mut(&key) else {
+            return;
+        };
+        let h = c.health.get_or_insert_with(|| Health {
+            watch: None,
+            retry: None,
+            backoff: Backoff::new(self.health_backoff),
+            got_status: false,
+        });
+        if let Some(id) = h.retry.take() {
+            ctx.cancel_timer(id);
+        }
+        let now = ctx.now();
+        h.backoff.start_attempt(now, &mut || ctx.uniform());
+        h.got_status = false;
+        let started = match c.conn.send_handle() {
+            Some(handle) => HealthWatch::start(&handle, c.sc.addr(), &service),
+            None => Err(CallError::new(code::UNAVAILABLE, "connection is not ready")),
+        };
+        match started {
+            Ok(w) => {
+                h.watch = Some(w);
+                self.poll_health(key, ctx);
+            }
+            Err(e) => self.health_ended(key, e, ctx),
+        }
+    }
+
+    /// Takes every event the connection's Watch has ready.
+    fn poll_health(&mut self, key: u64, ctx: &mut ConnectorCtx<'_>) {
+        loop {
+            let Some(c) = self.conns.get_mut(&key) else {
+                return;
+            };
+            let Some(watch) = c.health.as_mut().and_then(|h| h.watch.as_mut()) else {
+                return;
+            };
+            let event = watch.poll(&mut Context::from_waker(&c.waker));
+            let sc = c.sc.id();
+            match event {
+                None => return,
+                Some(WatchEvent::Status(status)) => {
+                    if let Some(h) = c.health.as_mut() {
+                        h.got_status = true;
+                    }
+                    ctx.report(
+                        sc,
+                        if status == health_proto::SERVING {
+                            TransportEvent::Healthy
+                        } else {
+                            TransportEvent::Unhealthy(format!(
+                                "health check: {} reports {}",
+                                c.sc.addr(),
+                                health_proto::status_name(status)
+                            ))
+                        },
+                    );
+                }
+                Some(WatchEvent::Ended(e)) => self.health_ended(key, e, ctx),
+            }
+        }
+    }
+
+    /// The Watch is over: UNIMPLEMENTED means healthy for good; anything else
+    /// is ill health until a retry delivers a status.
+    fn health_ended(&mut self, key: u64, e: CallError, ctx: &mut ConnectorCtx<'_>) {
+        let Some(c) = self.conns.get_mut(&key) else {
+            return;
+        };
+        let Some(h) = c.health.as_mut() else {
+            return;
+        };
+        h.watch = None;
+        let sc = c.sc.id();
+        if e.code == code::UNIMPLEMENTED {
+            if self.logged_unimplemented.insert(c.sc.addr().to_string()) {
+                eprintln!(
+                    "switchyard: {} does not implement grpc.health.v1.Health ({}): \
+                     treating it as healthy; health checking is disabled for this subchannel",
+                    c.sc.addr(),
+                    e.message
+                );
+            }
+            ctx.report(sc, TransportEvent::Healthy);
+            return;
+        }
+        let now = ctx.now();
+        let at = if h.got_status {
+            // The stream worked for a while: retry at once, backoff anew.
+            h.backoff.reset();
+            now
+        } else {
+            h.backoff.next_attempt().unwrap_or(now).max(now)
+        };
+        h.retry = Some(ctx.schedule_timer(at, key | HEALTH_RETRY));
+        ctx.report(
+            sc,
+            TransportEvent::Unhealthy(format!(
+                "health check stream to {} failed (grpc status {}: {}); retrying",
+                c.sc.addr(),
+                e.code,
+                e.message
+            )),
+        );
     }
 
     /// Keeps the loop timer in step with the connection's keepalive schedule.
@@ -140,7 +328,7 @@ impl Connector for ManagedConnector {
         let token = ctx.token(key);
         let waker = Waker::from(Arc::new(ctx.notifier(key)));
         let config = self.config_for(sc.addr());
-        match Connection::start(&target, &config, ctx.registry(), token, waker) {
+        match Connection::start(&target, &config, ctx.registry(), token, waker.clone()) {
             Ok(conn) => {
                 self.conns.insert(
                     key,
@@ -148,7 +336,10 @@ impl Connector for ManagedConnector {
                         sc: sc.clone(),
                         conn,
                         token,
+                        waker,
                         timer: None,
+                        ready: false,
+                        health: None,
                     },
                 );
                 self.active.insert(sc.id(), key);
@@ -175,26 +366,63 @@ impl Connector for ManagedConnector {
         sc.set_transport(None);
     }
 
-    fn io_event(&mut self, key: u64, _event: &mio::event::Event, ctx: &mut ConnectorCtx<'_>) {
-        if let Some(c) = self.conns.get_mut(&key) {
-            let p = c.conn.on_io();
-            self.progress(key, p, ctx);
+    fn configure_health(&mut self, service: Option<&str>, ctx: &mut ConnectorCtx<'_>) {
+        if self.health_service.as_deref() == service {
+            return;
         }
+        self.health_service = service.map(str::to_string);
+        let ready: Vec<u64> = self
+            .active
+            .values()
+            .copied()
+            .filter(|k| self.conns.get(k).is_some_and(|c| c.ready))
+            .collect();
+        for key in ready {
+            let Some(c) = self.conns.get_mut(&key) else {
+                continue;
+            };
+            let was_checking = c.health.is_some();
+            stop_health(c, ctx);
+            if self.health_service.is_some() {
+                self.start_health(key, ctx);
+            } else if was_checking {
+                // No more verdicts: usable as it is.
+                ctx.report(c.sc.id(), TransportEvent::Healthy);
+            }
+        }
+    }
+
+    fn io_event(&mut self, key: u64, _event: &mio::event::Event, ctx: &mut ConnectorCtx<'_>) {
+        self.drive(key, ctx, Connection::on_io);
     }
 
     fn notified(&mut self, key: u64, ctx: &mut ConnectorCtx<'_>) {
-        if let Some(c) = self.conns.get_mut(&key) {
-            let p = c.conn.on_wake();
-            self.progress(key, p, ctx);
-        }
+        self.drive(key, ctx, Connection::on_wake);
     }
 
     fn timer(&mut self, key: u64, ctx: &mut ConnectorCtx<'_>) {
+        if key & HEALTH_RETRY != 0 {
+            let key = key & !HEALTH_RETRY;
+            if let Some(h) = self.conns.get_mut(&key).and_then(|c| c.health.as_mut()) {
+                h.retry = None;
+                self.start_health(key, ctx);
+            }
+            return;
+        }
         let now = ctx.now();
         if let Some(c) = self.conns.get_mut(&key) {
             c.timer = None;
-            let p = c.conn.on_timer(now);
-            self.progress(key, p, ctx);
+        }
+        self.drive(key, ctx, |conn| conn.on_timer(now));
+    }
+}
+
+/// Cancels a connection's health checking: drops the Watch (RST_STREAM) and
+/// any pending retry.
+fn stop_health(c: &mut Conn, ctx: &mut ConnectorCtx<'_>) {
+    if let Some(h) = c.health.take() {
+        if let Some(id) = h.retry {
+            ctx.cancel_timer(id);
         }
     }
 }

@@ -1,6 +1,13 @@
 //! The subchannel state machine, on the loop: IDLE → CONNECTING → READY or
 //! TRANSIENT_FAILURE → (backoff) → IDLE …, READY → IDLE on loss, SHUTDOWN final.
 //! Every transition is queued for the policy, which sees them one at a time.
+//!
+//! With client-side health checking (gRFC A17) the connector reports
+//! `HealthPending` instead of `Ready`: the subchannel is then *connected* (no
+//! deadline, backoff reset) but stays CONNECTING until the first health status.
+//! While connected, `Healthy` / `Unhealthy` move it between READY and
+//! TRANSIENT_FAILURE without touching the connection or arming a backoff;
+//! losing the connection is IDLE, from either.
 
 use crate::backoff::{Backoff, BackoffConfig};
 use crate::balancer::SubConnState;
@@ -19,6 +26,9 @@ struct Subchannel {
     backoff: Backoff,
     /// The backoff or connect-deadline timer, whichever is armed.
     timer: Option<u64>,
+    /// The transport is up (READY or health pending); the state the policy
+    /// sees may still be CONNECTING or TRANSIENT_FAILURE (health).
+    connected: bool,
 }
 
 /// One channel's subchannels, their connector, and the transitions not yet
@@ -62,6 +72,7 @@ impl Subchannels {
                 state: ConnectivityState::Idle,
                 backoff: Backoff::new(self.backoff),
                 timer: None,
+                connected: false,
             },
         );
         self.with_connector(env, |c, ctx| c.created(&sc, ctx));
@@ -120,23 +131,35 @@ impl Subchannels {
         let Some(s) = self.map.get_mut(&id) else {
             return;
         };
-        match (s.state, event) {
-            (ConnectivityState::Connecting, TransportEvent::Ready) => {
+        use ConnectivityState::{Connecting, Ready, TransientFailure};
+        match event {
+            TransportEvent::Ready | TransportEvent::HealthPending
+                if s.state == Connecting && !s.connected =>
+            {
+                // The transport is up: the attempt succeeded whatever health
+                // says, so the deadline goes and the backoff starts over.
                 if let Some(t) = s.timer.take() {
                     env.timers.cancel(t);
                 }
                 s.backoff.reset();
-                self.transition(id, ConnectivityState::Ready, None);
+                s.connected = true;
+                if event == TransportEvent::Ready {
+                    self.transition(id, Ready, None);
+                }
             }
-            (
-                ConnectivityState::Connecting,
-                TransportEvent::Failed(e) | TransportEvent::Lost(e),
-            ) => {
-                self.fail(id, e, env);
+            TransportEvent::Healthy if s.connected && s.state != Ready => {
+                self.transition(id, Ready, None);
             }
-            (ConnectivityState::Ready, TransportEvent::Lost(e) | TransportEvent::Failed(e)) => {
+            TransportEvent::Unhealthy(e) if s.connected && s.state != TransientFailure => {
+                self.transition(id, TransientFailure, Some(e));
+            }
+            TransportEvent::Lost(e) | TransportEvent::Failed(e) if s.connected => {
+                s.connected = false;
                 self.resolve_requested = true;
                 self.transition(id, ConnectivityState::Idle, Some(e));
+            }
+            TransportEvent::Failed(e) | TransportEvent::Lost(e) if s.state == Connecting => {
+                self.fail(id, e, env);
             }
             // Reports that don't fit the state (late, duplicate) change nothing.
             _ => {}
@@ -150,7 +173,7 @@ impl Subchannels {
                     return;
                 };
                 s.timer = None;
-                if s.state == ConnectivityState::TransientFailure {
+                if s.state == ConnectivityState::TransientFailure && !s.connected {
                     self.transition(id, ConnectivityState::Idle, None);
                 }
             }
@@ -159,7 +182,7 @@ impl Subchannels {
                     return;
                 };
                 s.timer = None;
-                if s.state == ConnectivityState::Connecting {
+                if s.state == ConnectivityState::Connecting && !s.connected {
                     let sc = s.sc.clone();
                     self.with_connector(env, |c, ctx| c.cancel(&sc, ctx));
                     self.fail(id, TIMED_OUT.into(), env);
@@ -168,6 +191,11 @@ impl Subchannels {
             TimerKind::Connector(key) => self.with_connector(env, |c, ctx| c.timer(key, ctx)),
             TimerKind::Balancer(_) => {}
         }
+    }
+
+    /// Passes the service config's health-checking setting to the connector.
+    pub(crate) fn configure_health(&mut self, service: Option<&str>, env: &mut Env) {
+        self.with_connector(env, |c, ctx| c.configure_health(service, ctx));
     }
 
     pub(crate) fn io_event(&mut self, key: u64, event: &mio::event::Event, env: &mut Env) {

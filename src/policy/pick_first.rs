@@ -316,6 +316,17 @@ impl Balancer for PickFirst {
                 );
             }
             ConnectivityState::Idle if self.sticky_tf => cc.connect(sc),
+            ConnectivityState::TransientFailure if self.selected == Some(sc) => {
+                // The connected subchannel failed its health check (gRFC
+                // A17, A61): it stays selected, connection and all, and picks
+                // fail with its message until it reports READY again.
+                self.last_error = state.error.clone();
+                let msg = self
+                    .last_error
+                    .clone()
+                    .unwrap_or_else(|| "unhealthy".into());
+                self.report_tf(cc, &msg);
+            }
             ConnectivityState::TransientFailure => {
                 self.last_error = state.error.clone();
                 entry.failed_in_pass = true;

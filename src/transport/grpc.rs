@@ -55,7 +55,7 @@ pub struct CallError {
 }
 
 impl CallError {
-    fn new(code: u32, message: impl Into<String>) -> Self {
+    pub(crate) fn new(code: u32, message: impl Into<String>) -> Self {
         CallError {
             code,
             message: message.into(),
@@ -119,22 +119,7 @@ async fn call(
             _ => CallError::new(code, message),
         });
     }
-    if parts.status != http::StatusCode::OK {
-        return Err(CallError::new(
-            http_to_grpc(parts.status.as_u16()),
-            format!("unexpected HTTP status {}", parts.status),
-        ));
-    }
-    let ct_ok = parts
-        .headers
-        .get(CONTENT_TYPE)
-        .is_some_and(|v| v.as_bytes().starts_with(b"application/grpc"));
-    if !ct_ok {
-        return Err(CallError::new(
-            code::INTERNAL,
-            format!("invalid content-type {:?}", parts.headers.get(CONTENT_TYPE)),
-        ));
-    }
+    check_response_head(&parts)?;
 
     let mut buf = BytesMut::new();
     while let Some(chunk) = poll_fn(|cx| body.poll_data(cx)).await {
@@ -171,8 +156,30 @@ async fn call(
     })
 }
 
+/// A response head that is not trailers-only must be HTTP 200 with a gRPC
+/// content-type (PROTOCOL-HTTP2: else the HTTP status maps to a gRPC code).
+pub(crate) fn check_response_head(parts: &http::response::Parts) -> Result<(), CallError> {
+    if parts.status != http::StatusCode::OK {
+        return Err(CallError::new(
+            http_to_grpc(parts.status.as_u16()),
+            format!("unexpected HTTP status {}", parts.status),
+        ));
+    }
+    let grpc = parts
+        .headers
+        .get(CONTENT_TYPE)
+        .is_some_and(|v| v.as_bytes().starts_with(b"application/grpc"));
+    if !grpc {
+        return Err(CallError::new(
+            code::INTERNAL,
+            format!("invalid content-type {:?}", parts.headers.get(CONTENT_TYPE)),
+        ));
+    }
+    Ok(())
+}
+
 /// (grpc-status, percent-decoded grpc-message) if a status is present.
-fn grpc_status(map: &HeaderMap) -> Option<(u32, String)> {
+pub(crate) fn grpc_status(map: &HeaderMap) -> Option<(u32, String)> {
     let raw = map.get("grpc-status")?;
     let code = raw
         .to_str()
@@ -186,7 +193,7 @@ fn grpc_status(map: &HeaderMap) -> Option<(u32, String)> {
     Some((code, message))
 }
 
-fn build_request(
+pub(crate) fn build_request(
     shared: &HandleShared,
     authority: &str,
     method: &str,
@@ -244,26 +251,43 @@ pub(crate) fn encode_message(msg: &[u8]) -> Bytes {
 pub(crate) fn decode_messages(mut buf: &[u8]) -> Result<Vec<Vec<u8>>, CallError> {
     let mut out = Vec::new();
     while !buf.is_empty() {
-        if buf.len() < 5 {
-            return Err(CallError::new(
-                code::INTERNAL,
-                "truncated gRPC frame header",
-            ));
-        }
-        if buf[0] != 0 {
-            return Err(CallError::new(
-                code::INTERNAL,
-                "compressed message but no compression was negotiated",
-            ));
-        }
-        let len = u32::from_be_bytes([buf[1], buf[2], buf[3], buf[4]]) as usize;
-        if buf.len() - 5 < len {
-            return Err(CallError::new(code::INTERNAL, "truncated gRPC message"));
-        }
+        let len = frame_len(buf)?
+            .ok_or_else(|| CallError::new(code::INTERNAL, "truncated gRPC message"))?;
         out.push(buf[5..5 + len].to_vec());
         buf = &buf[5 + len..];
     }
     Ok(out)
+}
+
+/// Takes the first complete message off a receive buffer (streaming calls,
+/// where a message may arrive in pieces); `None` until one is complete.
+pub(crate) fn take_message(buf: &mut BytesMut) -> Result<Option<Bytes>, CallError> {
+    Ok(frame_len(buf)?.map(|len| {
+        let frame = buf.split_to(5 + len).freeze();
+        frame.slice(5..)
+    }))
+}
+
+/// The length of the message at the start of `buf` once all of it is there;
+/// errors for frames this client can never accept.
+fn frame_len(buf: &[u8]) -> Result<Option<usize>, CallError> {
+    if buf.len() < 5 {
+        return Ok(None);
+    }
+    if buf[0] != 0 {
+        return Err(CallError::new(
+            code::INTERNAL,
+            "compressed message but no compression was negotiated",
+        ));
+    }
+    let len = u32::from_be_bytes([buf[1], buf[2], buf[3], buf[4]]) as usize;
+    if len > MAX_RECV_MESSAGE {
+        return Err(CallError::new(
+            code::RESOURCE_EXHAUSTED,
+            "message larger than max receive message size",
+        ));
+    }
+    Ok((buf.len() - 5 >= len).then_some(len))
 }
 
 fn decode_single_message(buf: &[u8]) -> Result<Vec<u8>, CallError> {

@@ -7,6 +7,17 @@ pub const SERVING: u32 = 1;
 pub const NOT_SERVING: u32 = 2;
 pub const SERVICE_UNKNOWN: u32 = 3;
 
+/// The proto name of a ServingStatus value, for messages.
+pub fn status_name(status: u32) -> &'static str {
+    match status {
+        UNKNOWN => "UNKNOWN",
+        SERVING => "SERVING",
+        NOT_SERVING => "NOT_SERVING",
+        SERVICE_UNKNOWN => "SERVICE_UNKNOWN",
+        _ => "unrecognized status",
+    }
+}
+
 /// HealthCheckRequest { string service = 1; }
 pub fn encode_request(service: &str) -> Vec<u8> {
     if service.is_empty() {

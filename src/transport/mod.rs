@@ -11,6 +11,7 @@
 
 mod grpc;
 mod h2conn;
+mod health;
 pub mod health_proto;
 mod io;
 mod tls;
@@ -26,6 +27,7 @@ use std::time::Duration;
 
 pub use grpc::{code, unary, CallError, UnaryResponse};
 pub use h2conn::{Connection, Handle};
+pub use health::{HealthWatch, WatchEvent, WATCH_METHOD};
 
 /// How to talk to a backend.
 #[derive(Debug, Clone, Default)]

@@ -159,7 +159,11 @@ fn localhost() -> SocketAddr {
 }
 
 fn plain_server() -> TestServer {
-    TestServer::start(Listen::Tcp(localhost()), ServerOptions::default()).unwrap()
+    server_with(ServerOptions::default())
+}
+
+fn server_with(opts: ServerOptions) -> TestServer {
+    TestServer::start(Listen::Tcp(localhost()), opts).unwrap()
 }
 
 fn echo(h: &Handle, msg: &[u8], md: &[(&str, &str)]) -> Result<UnaryResponse, CallError> {
@@ -202,7 +206,7 @@ fn tls_server(p: &Pki, alpn: &[&[u8]]) -> TestServer {
             key_pem: p.key_pem.clone(),
             alpn: alpn.iter().map(|a| a.to_vec()).collect(),
         }),
-        black_hole: false,
+        ..Default::default()
     };
     TestServer::start(Listen::Tcp(localhost()), opts).unwrap()
 }
@@ -277,14 +281,10 @@ fn framing_and_status_helpers() {
 #[test]
 fn ready_only_after_server_settings() {
     // A black hole completes TCP but never sends SETTINGS: never READY.
-    let hole = TestServer::start(
-        Listen::Tcp(localhost()),
-        ServerOptions {
-            black_hole: true,
-            ..Default::default()
-        },
-    )
-    .unwrap();
+    let hole = server_with(ServerOptions {
+        black_hole: true,
+        ..Default::default()
+    });
     let mut d = Driver::start(&Target::Tcp(hole.addr()), &TransportConfig::default()).unwrap();
     assert_eq!(d.next(Duration::from_millis(300)), None);
     assert!(d.conn.send_handle().is_none());
@@ -730,4 +730,66 @@ fn eof_before_settings_fails() {
     }
     assert!(format!("{:?}", d.conn).contains("dead"));
     t.join().unwrap();
+}
+
+/// The next event of a watch polled from this thread (h2 wakes it when the
+/// loop thread has processed frames for the stream).
+fn next_watch_event(w: &mut HealthWatch) -> WatchEvent {
+    let next = std::future::poll_fn(|cx| match w.poll(cx) {
+        Some(e) => std::task::Poll::Ready(e),
+        None => std::task::Poll::Pending,
+    });
+    grpc::block_on(next, Some(Instant::now() + SOON)).expect("watch event")
+}
+
+#[test]
+fn health_watch_streams_statuses_and_ends_with_a_status() {
+    use super::health_proto::{NOT_SERVING, SERVICE_UNKNOWN, SERVING};
+    let server = plain_server();
+    let lt = LoopThread::spawn(Target::Tcp(server.addr()), TransportConfig::default());
+    let h = lt.ready();
+    let mut w = HealthWatch::start(&h, "localhost", "").unwrap();
+    assert_eq!(next_watch_event(&mut w), WatchEvent::Status(SERVING));
+    server.set_serving("", NOT_SERVING);
+    assert_eq!(next_watch_event(&mut w), WatchEvent::Status(NOT_SERVING));
+    server.break_health_watches();
+    match next_watch_event(&mut w) {
+        WatchEvent::Ended(e) => assert_eq!(e.code, code::UNAVAILABLE, "{e}"),
+        other => panic!("{other:?}"),
+    }
+    assert!(w.is_done());
+
+    let mut unknown = HealthWatch::start(&h, "localhost", "no.Such").unwrap();
+    assert_eq!(
+        next_watch_event(&mut unknown),
+        WatchEvent::Status(SERVICE_UNKNOWN)
+    );
+}
+
+#[test]
+fn health_watch_without_a_health_service_ends_unimplemented() {
+    let server = server_with(ServerOptions {
+        no_health: true,
+        ..Default::default()
+    });
+    let lt = LoopThread::spawn(Target::Tcp(server.addr()), TransportConfig::default());
+    let mut w = HealthWatch::start(&lt.ready(), "localhost", "").unwrap();
+    match next_watch_event(&mut w) {
+        WatchEvent::Ended(e) => assert_eq!(e.code, code::UNIMPLEMENTED, "{e}"),
+        other => panic!("{other:?}"),
+    }
+}
+
+#[test]
+fn streamed_messages_are_taken_whole() {
+    let mut buf = bytes::BytesMut::new();
+    let two = [grpc::encode_message(b"ab"), grpc::encode_message(b"")].concat();
+    buf.extend_from_slice(&two[..4]);
+    assert_eq!(grpc::take_message(&mut buf).unwrap(), None);
+    buf.extend_from_slice(&two[4..]);
+    assert_eq!(&grpc::take_message(&mut buf).unwrap().unwrap()[..], b"ab");
+    assert_eq!(&grpc::take_message(&mut buf).unwrap().unwrap()[..], b"");
+    assert!(buf.is_empty());
+    buf.extend_from_slice(&[1, 0, 0, 0, 0]);
+    assert!(grpc::take_message(&mut buf).is_err());
 }

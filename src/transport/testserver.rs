@@ -8,7 +8,8 @@
 //!   `x-respond-status: N` answers trailers-only with grpc-status N (and
 //!   `grpc-message` from `x-respond-message`), `x-http-status: N` answers a
 //!   bare HTTP status.
-//! - `/grpc.health.v1.Health/Check` and `/Watch` with per-service status.
+//! - `/grpc.health.v1.Health/Check` and `/Watch` with per-service status
+//!   (UNIMPLEMENTED instead with `ServerOptions::no_health`).
 //!
 //! Modes: plaintext h2c, TLS (cert/key PEM, configurable ALPN), or
 //! "black hole" (accepts TCP, never speaks).
@@ -51,6 +52,9 @@ pub struct ServerOptions {
     pub tls: Option<ServerTls>,
     /// Accept connections and never read or write them.
     pub black_hole: bool,
+    /// No health service: `/grpc.health.v1.Health/*` answers UNIMPLEMENTED,
+    /// like a server that never registered it.
+    pub no_health: bool,
 }
 
 struct Shared {
@@ -58,6 +62,9 @@ struct Shared {
     health: watch::Sender<HashMap<String, u32>>,
     /// Bumped to make every connection send a graceful GOAWAY.
     goaway: watch::Sender<u64>,
+    /// Bumped to end every open health Watch with UNAVAILABLE.
+    break_watches: watch::Sender<u64>,
+    no_health: bool,
     requests: AtomicU64,
 }
 
@@ -101,6 +108,8 @@ impl TestServer {
             port: addr.map_or(0, |a| a.port()),
             health: watch::channel(health).0,
             goaway: watch::channel(0).0,
+            break_watches: watch::channel(0).0,
+            no_health: opts.no_health,
             requests: AtomicU64::new(0),
         });
         let rt = tokio::runtime::Builder::new_current_thread()
@@ -147,6 +156,12 @@ impl TestServer {
     /// Graceful GOAWAY on every open connection; in-flight calls finish.
     pub fn goaway(&self) {
         self.shared.goaway.send_modify(|g| *g += 1);
+    }
+
+    /// Ends every open health Watch stream with UNAVAILABLE (the connection
+    /// stays up), as a server whose health service restarts would.
+    pub fn break_health_watches(&self) {
+        self.shared.break_watches.send_modify(|g| *g += 1);
     }
 
     /// Requests served so far (all methods).
@@ -333,6 +348,14 @@ async fn handle(req: Request<RecvStream>, mut respond: SendResponse<Bytes>, shar
         let m = header("x-respond-message").unwrap_or_default();
         return trailers_only(&mut respond, port, code, &m);
     }
+    if shared.no_health && parts.uri.path().starts_with("/grpc.health.v1.Health/") {
+        return trailers_only(
+            &mut respond,
+            port,
+            12,
+            "unknown service grpc.health.v1.Health",
+        );
+    }
     match parts.uri.path() {
         "/echo.Echo/Unary" => {
             let mut out = msg;
@@ -385,6 +408,7 @@ async fn watch_health(mut respond: SendResponse<Bytes>, service: String, shared:
         return;
     };
     let mut rx = shared.health.subscribe();
+    let mut broken = shared.break_watches.subscribe();
     let mut last = None;
     loop {
         let now = rx
@@ -402,6 +426,13 @@ async fn watch_health(mut respond: SendResponse<Bytes>, service: String, shared:
         tokio::select! {
             r = rx.changed() => if r.is_err() { return },
             _ = std::future::poll_fn(|cx| stream.poll_reset(cx)) => return,
+            r = broken.changed() => if r.is_ok() {
+                let mut trailers = HeaderMap::new();
+                trailers.insert("grpc-status", HeaderValue::from_static("14"));
+                trailers.insert("grpc-message", HeaderValue::from_static("health watch broken by test"));
+                let _ = stream.send_trailers(trailers);
+                return;
+            },
         }
     }
 }

@@ -2,30 +2,21 @@
 //! READY means SETTINGS arrived, RPCs balance exactly, failover, TLS, deadlines,
 //! backoff.
 
+#[path = "../common/mod.rs"]
+mod common;
+mod health;
 mod support;
 
-use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 use support::*;
-use switchyard::backoff::BackoffConfig;
 use switchyard::transport::testserver::{Listen, ServerOptions, TestServer};
 use switchyard::ConnectivityState::*;
 use switchyard::*;
 
 #[test]
 fn round_robin_splits_300_rpcs_exactly() {
-    let servers = start_servers(3);
-    let rt = Runtime::new().unwrap();
-    let ch = channel(&rt, &target(&servers), RR, plaintext());
-    let mut r = ch.reader();
-    warm_up(&mut r, 3);
-    let mut per: HashMap<u16, usize> = HashMap::new();
-    for _ in 0..300 {
-        *per.entry(echo(&mut r, true).unwrap()).or_default() += 1;
-    }
-    assert_eq!(per.len(), 3);
-    assert!(per.values().all(|n| *n == 100), "{per:?}");
+    rr_splits_300_exactly(&InProcess::start(3));
 }
 
 #[test]
@@ -44,41 +35,7 @@ fn pick_first_uses_one_backend_and_ready_means_settings() {
 
 #[test]
 fn stopped_backend_fails_over_without_failed_rpcs_and_rejoins() {
-    let mut servers = start_servers(3);
-    let rt = Runtime::new().unwrap();
-    let ch = channel(&rt, &target(&servers), RR, plaintext_fast_backoff());
-    let mut r = ch.reader();
-    warm_up(&mut r, 3);
-    let victim = servers.remove(1);
-    let port = victim.port();
-    victim.stop();
-    let mut per: HashMap<u16, usize> = HashMap::new();
-    for _ in 0..200 {
-        *per.entry(echo(&mut r, true).expect("wait-for-ready RPCs never fail"))
-            .or_default() += 1;
-    }
-    // After the loss is noticed, only the survivors serve.
-    let late: Vec<u16> = (0..60).map(|_| echo(&mut r, true).unwrap()).collect();
-    assert!(!late.contains(&port), "stopped backend still picked");
-    assert_eq!(late.iter().filter(|p| **p == servers[0].port()).count(), 30);
-
-    let back = TestServer::start(
-        Listen::Tcp(format!("127.0.0.1:{port}").parse().unwrap()),
-        ServerOptions::default(),
-    )
-    .unwrap();
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
-        assert!(
-            Instant::now() < deadline,
-            "restarted backend never rejoined"
-        );
-        if (0..30).any(|_| echo(&mut r, true).unwrap() == port) {
-            break;
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    drop(back);
+    stopped_backend_fails_over_and_rejoins(&mut InProcess::start(3));
 }
 
 #[test]
@@ -91,56 +48,12 @@ fn connect_deadline_fails_a_silent_listener() {
         },
     )
     .unwrap();
-    let rt = Runtime::new().unwrap();
-    let mut opts = plaintext();
-    opts.backoff = BackoffConfig {
-        initial: Duration::from_millis(50),
-        min_connect_timeout: Duration::from_millis(200),
-        ..Default::default()
-    };
-    let ch = channel(&rt, &format!("ipv4:{}", hole.addr()), None, opts);
-    wait_state(&ch, TransientFailure);
-    let e = ch.reader().try_pick(&PickInfo::default()).unwrap_err();
-    assert!(e.to_string().contains("timed out"), "{e}");
+    silent_listener_fails_at_the_connect_deadline(hole.addr());
 }
 
 #[test]
 fn refused_connections_back_off_by_1_6_with_jitter() {
-    let port = free_port();
-    let rt = Runtime::new().unwrap();
-    let starts = Arc::new(Mutex::new(Vec::new()));
-    let s2 = starts.clone();
-    let mut opts = plaintext();
-    opts.backoff = BackoffConfig {
-        initial: Duration::from_millis(100),
-        ..Default::default()
-    };
-    opts.on_subconn_state = Some(Arc::new(move |_, st: &SubConnState| {
-        if st.state == Connecting {
-            s2.lock().unwrap().push(Instant::now());
-        }
-    }));
-    let _ch = channel(&rt, &format!("ipv4:127.0.0.1:{port}"), None, opts);
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while starts.lock().unwrap().len() < 6 {
-        assert!(Instant::now() < deadline, "too few attempts");
-        std::thread::sleep(Duration::from_millis(10));
-    }
-    let t = starts.lock().unwrap().clone();
-    let mut nominal = 0.1;
-    for (k, w) in t.windows(2).take(5).enumerate() {
-        let got = (w[1] - w[0]).as_secs_f64();
-        let (lo, hi) = if k == 0 {
-            (nominal, nominal)
-        } else {
-            (nominal * 0.8, nominal * 1.2)
-        };
-        assert!(
-            got >= lo - 0.002 && got <= hi + 0.05,
-            "interval {k}: {got:.3}s, want {lo:.3}..{hi:.3}"
-        );
-        nominal *= 1.6;
-    }
+    common::refused_connections_back_off_by_1_6_with_jitter();
 }
 
 #[test]
@@ -149,40 +62,12 @@ fn tls_with_the_right_ca_works_and_a_wrong_ca_says_why() {
     let server = TestServer::start(
         Listen::Tcp("127.0.0.1:0".parse().unwrap()),
         ServerOptions {
-            tls: Some(pki.server_tls()),
+            tls: Some(server_tls(&pki)),
             ..Default::default()
         },
     )
     .unwrap();
-    let rt = Runtime::new().unwrap();
-    let tls = |roots: Vec<u8>| ChannelOptions {
-        transport: Some(TransportConfig {
-            tls: Some(TlsSettings {
-                server_name: "localhost".into(),
-                roots_pem: Some(roots),
-                client_cert: None,
-            }),
-            keepalive: None,
-        }),
-        ..Default::default()
-    };
-    let good = channel(
-        &rt,
-        &format!("ipv4:{}", server.addr()),
-        None,
-        tls(pki.ca_pem.clone()),
-    );
-    assert_eq!(echo(&mut good.reader(), true).unwrap(), server.port());
-
-    let bad = channel(
-        &rt,
-        &format!("ipv4:{}", server.addr()),
-        None,
-        tls(TestPki::new().ca_pem),
-    );
-    wait_state(&bad, TransientFailure);
-    let e = bad.reader().try_pick(&PickInfo::default()).unwrap_err();
-    assert!(e.to_string().contains("certificate"), "{e}");
+    tls_right_ca_works_wrong_ca_says_why(server.addr(), &pki.ca_pem);
 }
 
 #[test]

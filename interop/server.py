@@ -1,0 +1,168 @@
+#!/usr/bin/env python3
+"""Real gRPC backends (grpcio, i.e. gRPC C-core) for switchyard's interop tests.
+
+Starts --count servers on 127.0.0.1 (ephemeral ports), each serving:
+  /echo.Echo/Unary        bytes in, request + b"|port=<port>" out (generic
+                          handler, identity serializers: no protoc), with
+                          "x-backend-port: <port>" as initial and trailing
+                          metadata.
+  grpc.health.v1.Health   the standard servicer from grpcio-health-checking,
+                          SERVING for "" and "echo.Echo" at start.
+With --tls-cert/--tls-key the servers speak TLS; with --no-health they have
+no health service (Watch fails UNIMPLEMENTED). With --black-hole it instead
+opens one plain TCP listener that accepts connections and never says a word.
+
+Prints "READY <port> ..." on stdout once every listener is bound. Then reads
+one command per line on stdin and answers "OK" (or "ERR <why>") on stdout:
+  serving <port> on|off   health of "" and "echo.Echo" -> SERVING / NOT_SERVING
+  stop <port>             close that server's listener and connections
+  start <port>            serve again on the same port
+End of stdin (the test went away) stops everything and exits.
+"""
+import argparse
+import socket
+import sys
+import threading
+from concurrent import futures
+
+import grpc
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+
+SERVICE = "echo.Echo"
+
+
+def identity(b):
+    return b
+
+
+class Backend:
+    def __init__(self, port, credentials, with_health):
+        self.port = port
+        self.credentials = credentials
+        self.with_health = with_health
+        self.server = None
+        self.health = None
+        self.serving = True
+
+    def start(self):
+        server = grpc.server(
+            futures.ThreadPoolExecutor(max_workers=4),
+            # Binding a port someone else holds must fail, not share it.
+            options=[("grpc.so_reuseport", 0)],
+        )
+        echo = grpc.unary_unary_rpc_method_handler(
+            self.unary, request_deserializer=identity, response_serializer=identity
+        )
+        server.add_generic_rpc_handlers(
+            (grpc.method_handlers_generic_handler(SERVICE, {"Unary": echo}),)
+        )
+        if self.with_health:
+            self.health = health.HealthServicer(experimental_non_blocking=True)
+            health_pb2_grpc.add_HealthServicer_to_server(self.health, server)
+        address = f"127.0.0.1:{self.port}"
+        if self.credentials is None:
+            bound = server.add_insecure_port(address)
+        else:
+            bound = server.add_secure_port(address, self.credentials)
+        if bound == 0 or (self.port != 0 and bound != self.port):
+            raise RuntimeError(f"cannot bind {address}")
+        self.port = bound
+        server.start()
+        self.server = server
+        self.publish()
+
+    def stop(self):
+        if self.server is not None:
+            self.server.stop(None).wait()
+            self.server = None
+
+    def unary(self, request, context):
+        md = (("x-backend-port", str(self.port)),)
+        context.send_initial_metadata(md)
+        context.set_trailing_metadata(md)
+        return request + b"|port=" + str(self.port).encode()
+
+    def publish(self):
+        if self.health is None:
+            return
+        status = (
+            health_pb2.HealthCheckResponse.SERVING
+            if self.serving
+            else health_pb2.HealthCheckResponse.NOT_SERVING
+        )
+        for service in ("", SERVICE):
+            self.health.set(service, status)
+
+
+def black_hole():
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(16)
+    held = []
+
+    def accept():
+        while True:
+            conn, _ = listener.accept()
+            held.append(conn)  # never read, never written, never closed
+
+    threading.Thread(target=accept, daemon=True).start()
+    return listener.getsockname()[1]
+
+
+def command(line, backends):
+    words = line.split()
+    if len(words) < 2 or not words[1].isdigit() or int(words[1]) not in backends:
+        return f"ERR unknown command or port: {line!r}"
+    b = backends[int(words[1])]
+    if words[0] == "serving" and len(words) == 3 and words[2] in ("on", "off"):
+        b.serving = words[2] == "on"
+        if b.server is not None:
+            b.publish()
+    elif words[0] == "stop":
+        b.stop()
+    elif words[0] == "start":
+        if b.server is None:
+            b.start()
+    else:
+        return f"ERR unknown command: {line!r}"
+    return "OK"
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--count", type=int, default=1)
+    ap.add_argument("--tls-cert")
+    ap.add_argument("--tls-key")
+    ap.add_argument("--no-health", action="store_true")
+    ap.add_argument("--black-hole", action="store_true")
+    args = ap.parse_args()
+
+    if args.black_hole:
+        print(f"READY {black_hole()}", flush=True)
+        sys.stdin.read()
+        return
+
+    credentials = None
+    if args.tls_cert:
+        with open(args.tls_key, "rb") as k, open(args.tls_cert, "rb") as c:
+            credentials = grpc.ssl_server_credentials([(k.read(), c.read())])
+    backends = {}
+    for _ in range(args.count):
+        b = Backend(0, credentials, not args.no_health)
+        b.start()
+        backends[b.port] = b
+    print("READY " + " ".join(map(str, backends)), flush=True)
+    print(f"interop server: grpcio {grpc.__version__} on {list(backends)}", file=sys.stderr, flush=True)
+    for line in sys.stdin:
+        if line.strip():
+            try:
+                reply = command(line.strip(), backends)
+            except Exception as e:  # report, keep serving
+                reply = f"ERR {e}"
+            print(reply, flush=True)
+    for b in backends.values():
+        b.stop()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,145 @@
+//! Client-side health checking (gRFC A17) against the in-process server.
+
+use crate::support::*;
+use std::time::Duration;
+use switchyard::transport::health_proto::{NOT_SERVING, SERVING};
+use switchyard::transport::testserver::ServerOptions;
+use switchyard::ConnectivityState::*;
+use switchyard::*;
+
+#[test]
+fn not_serving_backend_is_excluded_only_with_health_checking() {
+    not_serving_is_excluded_only_with_health_checking(&mut InProcess::start(3));
+}
+
+/// The first status gates READY; flaps move the subchannel between READY and
+/// TRANSIENT_FAILURE on the same connection, well past the connect deadline.
+#[test]
+fn health_flaps_never_cost_the_connection() {
+    let servers = start_servers(1);
+    servers[0].set_serving("", NOT_SERVING);
+    let rt = Runtime::new().unwrap();
+    let (mut opts, seen) = recorded_plaintext();
+    opts.backoff.min_connect_timeout = Duration::from_millis(100);
+    let ch = channel(&rt, &target(&servers), RR_HEALTH, opts);
+    wait_state(&ch, TransientFailure);
+    let e = pick_error(&ch);
+    assert!(
+        e.contains("health check") && e.contains("NOT_SERVING"),
+        "{e}"
+    );
+    // Past the connect deadline: it was cancelled when the transport came up.
+    std::thread::sleep(Duration::from_millis(250));
+    let requests = servers[0].requests();
+    for _ in 0..2 {
+        servers[0].set_serving("", SERVING);
+        wait_state(&ch, Ready);
+        assert_eq!(echo(&mut ch.reader(), false).unwrap(), servers[0].port());
+        servers[0].set_serving("", NOT_SERVING);
+        wait_state(&ch, TransientFailure);
+    }
+    let sc = seen.all()[0].sc;
+    assert_eq!(
+        seen.states_of(sc),
+        [
+            Connecting,
+            TransientFailure,
+            Ready,
+            TransientFailure,
+            Ready,
+            TransientFailure
+        ]
+    );
+    // Two echoes and no new Watch: the same stream carried every flap.
+    assert_eq!(servers[0].requests(), requests + 2);
+}
+
+#[test]
+fn a_server_without_the_health_service_counts_as_healthy() {
+    missing_health_service_counts_as_healthy(&InProcess::start_with(
+        3,
+        ServerOptions {
+            no_health: true,
+            ..Default::default()
+        },
+    ));
+}
+
+#[test]
+fn unknown_health_service_is_unhealthy() {
+    let servers = start_servers(1);
+    let rt = Runtime::new().unwrap();
+    let config = r#"{"loadBalancingConfig":[{"round_robin":{}}],
+                     "healthCheckConfig":{"serviceName":"no.Such"}}"#;
+    let ch = channel(&rt, &target(&servers), Some(config), plaintext());
+    wait_state(&ch, TransientFailure);
+    let e = pick_error(&ch);
+    assert!(e.contains("SERVICE_UNKNOWN"), "{e}");
+    servers[0].set_serving("no.Such", SERVING);
+    wait_state(&ch, Ready);
+}
+
+/// A Watch that ends (not UNIMPLEMENTED) is TRANSIENT_FAILURE until a new
+/// stream reports; after a stream that had delivered a status the retry is
+/// immediate, and the connection stays.
+#[test]
+fn a_broken_watch_is_reopened_on_the_same_connection() {
+    let servers = start_servers(1);
+    let rt = Runtime::new().unwrap();
+    let (mut opts, seen) = recorded_plaintext();
+    // Far longer than the test: only the immediate retry can bring it back.
+    opts.backoff.initial = Duration::from_secs(30);
+    let ch = channel(&rt, &target(&servers), RR_HEALTH, opts);
+    wait_state(&ch, Ready);
+    servers[0].break_health_watches();
+    let broken = seen.wait_for("the broken stream's failure", |s| {
+        s.state == TransientFailure
+    });
+    let why = broken.error.unwrap();
+    assert!(
+        why.contains("health check stream") && why.contains("retrying"),
+        "{why}"
+    );
+    let back = seen.wait_for("READY again", |s| s.state == Ready && s.at > broken.at);
+    assert!(back.at - broken.at < Duration::from_secs(1));
+    assert_eq!(
+        seen.states_of(broken.sc),
+        [Connecting, Ready, TransientFailure, Ready]
+    );
+}
+
+/// Turning health checking on and off with a service config update applies
+/// to connections already up.
+#[test]
+fn health_checking_follows_service_config_updates() {
+    let servers = start_servers(2);
+    servers[1].set_serving("", NOT_SERVING);
+    let rt = Runtime::new().unwrap();
+    let ch = channel(&rt, &target(&servers), RR, plaintext());
+    let mut r = ch.reader();
+    warm_up(&mut r, 2);
+    let ports = [servers[0].port(), servers[1].port()];
+    ch.update_service_config(RR_HEALTH.unwrap()).unwrap();
+    wait_until("the unhealthy backend to leave the rotation", || {
+        split(&mut r, 10).len() == 1
+    });
+    assert_split(&split(&mut r, 50), &ports[..1], 50);
+    ch.update_service_config(RR.unwrap()).unwrap();
+    wait_serves(
+        &mut r,
+        ports[1],
+        "the backend to rejoin with health checking off",
+    );
+    assert_split(&split(&mut r, 100), &ports, 50);
+}
+
+/// gRFC A17: a top-level pick_first never health-checks.
+#[test]
+fn top_level_pick_first_ignores_health_check_config() {
+    let servers = start_servers(1);
+    servers[0].set_serving("", NOT_SERVING);
+    let rt = Runtime::new().unwrap();
+    let config = r#"{"healthCheckConfig":{"serviceName":""}}"#;
+    let ch = channel(&rt, &target(&servers), Some(config), plaintext());
+    assert_eq!(echo(&mut ch.reader(), true).unwrap(), servers[0].port());
+}
