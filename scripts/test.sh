@@ -12,5 +12,8 @@ cargo fmt --all -- --check
 step "clippy (warnings are errors)"
 cargo clippy --workspace --all-targets --all-features -- -D warnings
 
+step "interop peers: grpcio in a virtualenv"
+bash interop/setup.sh
+
 step "workspace tests"
 cargo test --workspace --all-features
