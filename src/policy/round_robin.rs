@@ -6,7 +6,7 @@ use super::children::Children;
 use super::pick_first::{PickFirst, ZERO_ADDRESSES};
 use crate::balancer::{Balancer, Builder, ClientConn, ClientConnState, SubConnState, TimerToken};
 use crate::picker::{FailPicker, PickInfo, PickLocal, PickResult, Picker, QueuePicker};
-use crate::state::{ConnectivityState, NO_CHILDREN};
+use crate::state::{ConnectivityState, StateCounts, NO_CHILDREN};
 use crate::subconn::{SubConn, SubConnId};
 use std::sync::Arc;
 
@@ -38,10 +38,12 @@ impl RrEntry {
         }
     }
 
-    fn identity(&self) -> usize {
-        match self {
-            RrEntry::Direct(sc) => Arc::as_ptr(sc) as usize,
-            RrEntry::Child(p) => Arc::as_ptr(p) as *const u8 as usize,
+    /// Identifies the entry `of(picker)` would make, without building it (no
+    /// reference count touched).
+    fn identity_of(picker: &Arc<dyn Picker>) -> usize {
+        match picker.single() {
+            Some(sc) => Arc::as_ptr(sc) as usize,
+            None => Arc::as_ptr(picker) as *const u8 as usize,
         }
     }
 }
@@ -99,8 +101,19 @@ impl RoundRobin {
     /// Aggregates: any READY → READY over the READY children; any CONNECTING or
     /// IDLE → CONNECTING (queue); else TRANSIENT_FAILURE, failing with the
     /// children's own errors in rotation.
+    ///
+    /// O(children), called on every child change: one pass counts states and
+    /// lists the READY identities; only if those changed does a second pass
+    /// clone the entries into a new picker.
     fn regenerate(&mut self, cc: &mut dyn ClientConn) {
-        let counts = self.children.counts();
+        let mut counts = StateCounts::default();
+        let mut ids = Vec::with_capacity(self.published_ready.len() + 1);
+        for c in self.children.map.values() {
+            counts.add(c.state);
+            if c.state == ConnectivityState::Ready {
+                ids.push(RrEntry::identity_of(&c.picker));
+            }
+        }
         let (state, picker): (ConnectivityState, Box<dyn Picker>) = if self.children.map.is_empty()
         {
             (
@@ -108,17 +121,17 @@ impl RoundRobin {
                 Box::new(FailPicker::unavailable(NO_CHILDREN)),
             )
         } else if counts.ready > 0 {
-            let entries: Vec<RrEntry> = self
-                .children
-                .map
-                .values()
-                .filter(|c| c.state == ConnectivityState::Ready)
-                .map(|c| RrEntry::of(&c.picker))
-                .collect();
-            let ids: Vec<usize> = entries.iter().map(RrEntry::identity).collect();
             if self.reported == Some(ConnectivityState::Ready) && ids == self.published_ready {
                 return;
             }
+            let mut entries = Vec::with_capacity(ids.len());
+            entries.extend(
+                self.children
+                    .map
+                    .values()
+                    .filter(|c| c.state == ConnectivityState::Ready)
+                    .map(|c| RrEntry::of(&c.picker)),
+            );
             self.published_ready = ids;
             (ConnectivityState::Ready, Box::new(RrPicker::new(entries)))
         } else if counts.connecting > 0 || counts.idle > 0 {
