@@ -37,13 +37,27 @@ impl RrEntry {
             None => RrEntry::Child(picker.clone()),
         }
     }
+}
 
-    /// Identifies the entry `of(picker)` would make, without building it (no
-    /// reference count touched).
-    fn identity_of(picker: &Arc<dyn Picker>) -> usize {
-        match picker.single() {
-            Some(sc) => Arc::as_ptr(sc) as usize,
-            None => Arc::as_ptr(picker) as *const u8 as usize,
+/// An `RrEntry` not yet cloned: what `regenerate` compares before deciding to
+/// publish (no reference count touched).
+enum RrRef<'a> {
+    Direct(&'a Arc<SubConn>),
+    Child(&'a Arc<dyn Picker>),
+}
+
+impl RrRef<'_> {
+    fn identity(&self) -> usize {
+        match self {
+            RrRef::Direct(sc) => Arc::as_ptr(sc) as usize,
+            RrRef::Child(p) => Arc::as_ptr(p) as *const u8 as usize,
+        }
+    }
+
+    fn to_entry(&self) -> RrEntry {
+        match self {
+            RrRef::Direct(sc) => RrEntry::Direct(Arc::clone(sc)),
+            RrRef::Child(p) => RrEntry::Child(Arc::clone(p)),
         }
     }
 }
@@ -102,16 +116,21 @@ impl RoundRobin {
     /// IDLE → CONNECTING (queue); else TRANSIENT_FAILURE, failing with the
     /// children's own errors in rotation.
     ///
-    /// O(children), called on every child change: one pass counts states and
-    /// lists the READY identities; only if those changed does a second pass
-    /// clone the entries into a new picker.
+    /// O(children), called on every child change: one walk over the children
+    /// counts states and lists the READY ones by reference; only if their
+    /// identities changed are the entries cloned (from that list, not from
+    /// another walk) into a new picker.
     fn regenerate(&mut self, cc: &mut dyn ClientConn) {
         let mut counts = StateCounts::default();
-        let mut ids = Vec::with_capacity(self.published_ready.len() + 1);
+        let mut ready: Vec<(usize, RrRef<'_>)> = Vec::with_capacity(self.published_ready.len() + 1);
         for c in self.children.map.values() {
             counts.add(c.state);
             if c.state == ConnectivityState::Ready {
-                ids.push(RrEntry::identity_of(&c.picker));
+                let r = match c.picker.single() {
+                    Some(sc) => RrRef::Direct(sc),
+                    None => RrRef::Child(&c.picker),
+                };
+                ready.push((r.identity(), r));
             }
         }
         let (state, picker): (ConnectivityState, Box<dyn Picker>) = if self.children.map.is_empty()
@@ -121,18 +140,17 @@ impl RoundRobin {
                 Box::new(FailPicker::unavailable(NO_CHILDREN)),
             )
         } else if counts.ready > 0 {
-            if self.reported == Some(ConnectivityState::Ready) && ids == self.published_ready {
+            if self.reported == Some(ConnectivityState::Ready)
+                && ready
+                    .iter()
+                    .map(|r| r.0)
+                    .eq(self.published_ready.iter().copied())
+            {
                 return;
             }
-            let mut entries = Vec::with_capacity(ids.len());
-            entries.extend(
-                self.children
-                    .map
-                    .values()
-                    .filter(|c| c.state == ConnectivityState::Ready)
-                    .map(|c| RrEntry::of(&c.picker)),
-            );
-            self.published_ready = ids;
+            self.published_ready.clear();
+            self.published_ready.extend(ready.iter().map(|r| r.0));
+            let entries = ready.iter().map(|(_, r)| r.to_entry()).collect();
             (ConnectivityState::Ready, Box::new(RrPicker::new(entries)))
         } else if counts.connecting > 0 || counts.idle > 0 {
             if self.reported == Some(ConnectivityState::Connecting) {
