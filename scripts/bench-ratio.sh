@@ -65,6 +65,9 @@ for d in sorted(os.listdir(root)):
         print(f"publish n={n}: change -> new table visible {vis/1e3:.1f} us  <=200us {v}")
     if build is not None:
         print(f"publish n={n}: build RrPicker + Slot::publish {build/1e3:.1f} us")
+parts = {b: median("parts", b) for b in ("cache_current", "hold_release", "rr_picker_pick")}
+if any(v is not None for v in parts.values()):
+    print("parts of a pick (1 thread, ns): " + ", ".join(f"{k} {v:.2f}" for k, v in parts.items() if v is not None))
 if os.path.exists(log):
     for line in open(log):
         if line.startswith(("SETUP", "loadavg", "PUBLISHER")):
