@@ -1,1 +1,558 @@
-fn main() {}
+//! Pick throughput and publish cost (`cargo bench --bench pick -- --noplot`;
+//! `scripts/bench-ratio.sh` prints the figures against the targets).
+//!
+//! Groups (criterion ids `<group>/<function>`, medians in ns per iteration):
+//! - `pick_n{N}` for N = 3, 100, 10000 READY subchannels:
+//!   - `sy_rr_1t` / `sy_pf_1t`: one thread, `Reader::try_pick` + dropping the
+//!     `Pick` (round_robin / pick_first channels driven through the external
+//!     connector). A pick therefore includes: the generation check, the
+//!     picker's choice, lending a hold on the table, and on drop the done hook
+//!     (none here) and returning the hold (one RMW on the reader's own line).
+//!   - `sy_rr_2t` / `sy_pf_2t`: two threads, one reader each, while a third
+//!     thread makes the channel publish a new picker every millisecond (one
+//!     subchannel flips IDLE/READY: a real rebuild on the loop thread).
+//!     Throughput is 2 elements per iteration, so the median is the wall time of
+//!     one pick on each thread.
+//!   - baselines, same rotation over the same `Arc`s: `mutex_*` (a
+//!     `Mutex<(Vec<Arc<_>>, cursor)>`, cloning the chosen `Arc`), `rwlock_*`
+//!     (`RwLock<Vec<Arc<_>>>` + shared atomic cursor, cloning the `Arc`) and
+//!     `atomic_*` (gRPC-Go's picker: one shared `AtomicUsize` `fetch_add` over an
+//!     immutable vector, no reference taken). In `_2t` a third thread swaps a
+//!     fresh vector into the mutex / rwlock every millisecond; gRPC-Go's
+//!     vector is immutable, so `atomic_2t` has no writer.
+//! - `publish_n{N}` (largest N):
+//!   - `rr_visible`: from `report_subconn_state` (one subchannel IDLE or READY)
+//!     to `picker_generation()` changing, i.e. command + loop wake-up + policy +
+//!     round_robin rebuild over N children + publish.
+//!   - `rr_build_publish`: building an `RrPicker` over N subchannels and
+//!     `Slot::publish`ing it (the old one is dropped inside), no loop.
+//!
+//! `cargo test --benches` runs each once with N = 3 and 100 only (set
+//! `PICK_BENCH_SIZES=3,100,10000` to override, in either mode).
+
+use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
+use std::collections::HashMap;
+use std::hint::black_box;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Barrier, Mutex, RwLock};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+use switchyard::policy::round_robin::{RrEntry, RrPicker};
+use switchyard::publish::{Cache, Slot};
+use switchyard::ConnectivityState::{Idle, Ready};
+use switchyard::{
+    Address, Channel, ChannelOptions, ExternalConnector, HostTransport, PickInfo, PickLocal,
+    PickResult, Picker, Reader, Runtime, SubConn, SubConnId,
+};
+
+const RR: &str = r#"{"loadBalancingConfig":[{"round_robin":{}}]}"#;
+const PUBLISH_EVERY: Duration = Duration::from_millis(1);
+
+fn sizes() -> Vec<usize> {
+    if let Ok(s) = std::env::var("PICK_BENCH_SIZES") {
+        return s.split(',').map(|n| n.trim().parse().unwrap()).collect();
+    }
+    // Criterion runs a full measurement only when cargo passes `--bench`.
+    if std::env::args().any(|a| a == "--bench") {
+        vec![3, 100, 10_000]
+    } else {
+        vec![3, 100]
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Channels driven through the external connector.
+
+/// The host's transport stack: remembers each address's subchannel.
+#[derive(Default)]
+struct Host {
+    subconns: Mutex<HashMap<String, Arc<SubConn>>>,
+}
+
+impl HostTransport for Host {
+    fn create(&self, sc: &Arc<SubConn>) {
+        self.subconns
+            .lock()
+            .unwrap()
+            .insert(sc.addr().to_string(), sc.clone());
+    }
+    fn connect(&self, _: &Arc<SubConn>) {}
+    fn shutdown(&self, _: &Arc<SubConn>) {}
+}
+
+impl Host {
+    fn get(&self, addr: &str) -> Arc<SubConn> {
+        self.subconns.lock().unwrap()[addr].clone()
+    }
+}
+
+/// Makes a channel publish a new picker.
+#[derive(Clone)]
+struct Flipper {
+    ch: Arc<Channel>,
+    /// The subchannel that flips IDLE/READY.
+    sc: SubConnId,
+    pick_first: bool,
+}
+
+impl Flipper {
+    /// round_robin loses (`up == false`) or regains one READY child: one
+    /// rebuild over the READY children and one publish. pick_first's only
+    /// subchannel goes IDLE and back: IDLE publishes, then `connect` and READY
+    /// publish again (its picks fail in between).
+    fn flip(&self, up: bool) {
+        if self.pick_first {
+            self.ch.report_subconn_state(self.sc, Idle, "").unwrap();
+            self.ch.connect().unwrap();
+            self.ch.report_subconn_state(self.sc, Ready, "").unwrap();
+        } else {
+            let state = if up { Ready } else { Idle };
+            self.ch.report_subconn_state(self.sc, state, "").unwrap();
+        }
+    }
+
+    /// A thread flipping every `PUBLISH_EVERY` until dropped.
+    fn publisher(&self) -> Ticker {
+        let me = self.clone();
+        Ticker::start("channel", move |tick| me.flip(tick % 2 == 1))
+    }
+}
+
+struct Fixture {
+    ch: Arc<Channel>,
+    /// The subchannels picks can return, in address order.
+    ready: Vec<Arc<SubConn>>,
+    flipper: Flipper,
+    _host: Arc<Host>,
+    rt: Option<Runtime>,
+}
+
+impl Fixture {
+    /// A channel over `n` addresses with every subchannel the policy created
+    /// reported READY, one report per subchannel (as a transport would).
+    fn new(rt: Runtime, n: usize, pick_first: bool) -> Fixture {
+        let host = Arc::new(Host::default());
+        let options = ChannelOptions {
+            connector: Some(Box::new(ExternalConnector::new(host.clone()))),
+            ..Default::default()
+        };
+        let config = if pick_first { None } else { Some(RR) };
+        let ch = Channel::new(&rt, "", config, options).unwrap();
+        let addrs: Vec<String> = (0..n)
+            .map(|i| format!("10.{}.{}.{}:443", i >> 16, (i >> 8) & 255, i & 255))
+            .collect();
+        let t0 = Instant::now();
+        ch.update_addresses(addrs.iter().map(Address::new).collect())
+            .unwrap();
+        ch.sync().unwrap();
+        // pick_first attempts one address at a time: its first one wins.
+        let wanted = if pick_first { &addrs[..1] } else { &addrs[..] };
+        let ready: Vec<Arc<SubConn>> = wanted.iter().map(|a| host.get(a)).collect();
+        for sc in &ready {
+            ch.report_subconn_state(sc.id(), Ready, "").unwrap();
+        }
+        ch.sync().unwrap();
+        let policy = if pick_first {
+            "pick_first"
+        } else {
+            "round_robin"
+        };
+        eprintln!(
+            "SETUP {policy} n={n}: {} READY, bring-up {:.1} ms",
+            ready.len(),
+            t0.elapsed().as_secs_f64() * 1e3
+        );
+        assert_eq!(ch.state(), Ready);
+        let ch = Arc::new(ch);
+        Fixture {
+            flipper: Flipper {
+                ch: ch.clone(),
+                sc: ready[0].id(),
+                pick_first,
+            },
+            ch,
+            ready,
+            _host: host,
+            rt: Some(rt),
+        }
+    }
+}
+
+impl Drop for Fixture {
+    fn drop(&mut self) {
+        if let Some(rt) = self.rt.take() {
+            self.ch.close();
+            drop(rt);
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Harness: persistent worker threads released together per sample.
+
+type Work = Box<dyn FnMut(u64) + Send>;
+
+struct Workers {
+    start: Arc<Barrier>,
+    end: Arc<Barrier>,
+    iters: Arc<AtomicU64>,
+    stop: Arc<AtomicBool>,
+    threads: Vec<JoinHandle<()>>,
+}
+
+impl Workers {
+    fn new(work: Vec<Work>) -> Workers {
+        let parties = work.len() + 1;
+        let start = Arc::new(Barrier::new(parties));
+        let end = Arc::new(Barrier::new(parties));
+        let iters = Arc::new(AtomicU64::new(0));
+        let stop = Arc::new(AtomicBool::new(false));
+        let threads = work
+            .into_iter()
+            .map(|mut w| {
+                let (start, end) = (start.clone(), end.clone());
+                let (iters, stop) = (iters.clone(), stop.clone());
+                std::thread::spawn(move || loop {
+                    start.wait();
+                    if stop.load(Ordering::Acquire) {
+                        return;
+                    }
+                    w(iters.load(Ordering::Acquire));
+                    end.wait();
+                })
+            })
+            .collect();
+        Workers {
+            start,
+            end,
+            iters,
+            stop,
+            threads,
+        }
+    }
+
+    /// Wall time for every worker to do `iters` operations.
+    fn run(&self, iters: u64) -> Duration {
+        self.iters.store(iters, Ordering::Release);
+        self.start.wait();
+        let t0 = Instant::now();
+        self.end.wait();
+        t0.elapsed()
+    }
+}
+
+impl Drop for Workers {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Release);
+        self.start.wait();
+        for t in self.threads.drain(..) {
+            t.join().unwrap();
+        }
+    }
+}
+
+/// Runs `tick(i)` every `PUBLISH_EVERY` on its own thread until dropped.
+struct Ticker {
+    what: &'static str,
+    stop: Arc<AtomicBool>,
+    ticks: Arc<AtomicU64>,
+    started: Instant,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl Ticker {
+    fn start(what: &'static str, mut tick: impl FnMut(u64) + Send + 'static) -> Ticker {
+        let stop = Arc::new(AtomicBool::new(false));
+        let ticks = Arc::new(AtomicU64::new(0));
+        let (s, t) = (stop.clone(), ticks.clone());
+        let thread = std::thread::spawn(move || {
+            let mut next = Instant::now();
+            let mut i = 0;
+            while !s.load(Ordering::Acquire) {
+                tick(i);
+                i += 1;
+                t.store(i, Ordering::Relaxed);
+                next += PUBLISH_EVERY;
+                let now = Instant::now();
+                if next > now {
+                    std::thread::sleep(next - now);
+                } else {
+                    next = now;
+                }
+            }
+        });
+        Ticker {
+            what,
+            stop,
+            ticks,
+            started: Instant::now(),
+            thread: Some(thread),
+        }
+    }
+}
+
+impl Drop for Ticker {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Release);
+        if let Some(t) = self.thread.take() {
+            t.join().unwrap();
+        }
+        let ticks = self.ticks.load(Ordering::Relaxed);
+        let secs = self.started.elapsed().as_secs_f64();
+        eprintln!(
+            "PUBLISHER {}: {ticks} changes in {secs:.2} s ({:.0}/s)",
+            self.what,
+            ticks as f64 / secs
+        );
+    }
+}
+
+/// `threads` workers, each running its own `make()` state.
+fn bench_threads(
+    group: &mut criterion::BenchmarkGroup<'_, criterion::measurement::WallTime>,
+    id: &str,
+    threads: usize,
+    mut make: impl FnMut() -> Work,
+) {
+    let workers = Workers::new((0..threads).map(|_| make()).collect());
+    group.throughput(Throughput::Elements(threads as u64));
+    group.bench_function(BenchmarkId::from_parameter(id), |b| {
+        b.iter_custom(|iters| workers.run(iters))
+    });
+}
+
+fn reader_work(mut reader: Reader) -> Work {
+    let info = PickInfo::default();
+    Box::new(move |iters| {
+        for _ in 0..iters {
+            match reader.try_pick(&info) {
+                Ok(pick) => {
+                    black_box(pick.subconn() as *const SubConn);
+                }
+                // pick_first between its IDLE and READY publishes.
+                Err(e) => {
+                    black_box(&e);
+                }
+            }
+        }
+    })
+}
+
+// ---------------------------------------------------------------------------
+// Baselines: the same rotation over the same subchannel `Arc`s.
+
+struct MutexRr(Mutex<(Vec<Arc<SubConn>>, usize)>);
+
+impl MutexRr {
+    #[inline]
+    fn pick(&self) -> Arc<SubConn> {
+        let mut g = self.0.lock().unwrap();
+        let (list, cursor) = &mut *g;
+        let i = *cursor;
+        *cursor = if i + 1 == list.len() { 0 } else { i + 1 };
+        list[i].clone()
+    }
+}
+
+struct RwLockRr {
+    list: RwLock<Vec<Arc<SubConn>>>,
+    cursor: AtomicUsize,
+}
+
+impl RwLockRr {
+    #[inline]
+    fn pick(&self) -> Arc<SubConn> {
+        let list = self.list.read().unwrap();
+        list[self.cursor.fetch_add(1, Ordering::Relaxed) % list.len()].clone()
+    }
+}
+
+/// gRPC-Go's round_robin picker: `next := atomic.AddUint32(&p.next, 1)` over
+/// an immutable slice (Go's GC keeps the subchannel alive, so no reference).
+struct AtomicRr {
+    list: Vec<Arc<SubConn>>,
+    next: AtomicUsize,
+}
+
+impl AtomicRr {
+    #[inline]
+    fn pick(&self) -> &SubConn {
+        &self.list[self.next.fetch_add(1, Ordering::Relaxed) % self.list.len()]
+    }
+}
+
+fn baselines(
+    group: &mut criterion::BenchmarkGroup<'_, criterion::measurement::WallTime>,
+    list: &[Arc<SubConn>],
+) {
+    let mutex = Arc::new(MutexRr(Mutex::new((list.to_vec(), 0))));
+    let rwlock = Arc::new(RwLockRr {
+        list: RwLock::new(list.to_vec()),
+        cursor: AtomicUsize::new(0),
+    });
+    let atomic = Arc::new(AtomicRr {
+        list: list.to_vec(),
+        next: AtomicUsize::new(0),
+    });
+    let mutex_work = || -> Work {
+        let m = mutex.clone();
+        Box::new(move |iters| {
+            for _ in 0..iters {
+                black_box(m.pick());
+            }
+        })
+    };
+    let rwlock_work = || -> Work {
+        let r = rwlock.clone();
+        Box::new(move |iters| {
+            for _ in 0..iters {
+                black_box(r.pick());
+            }
+        })
+    };
+    let atomic_work = || -> Work {
+        let a = atomic.clone();
+        Box::new(move |iters| {
+            for _ in 0..iters {
+                black_box(a.pick() as *const SubConn);
+            }
+        })
+    };
+    bench_threads(group, "mutex_1t", 1, mutex_work);
+    bench_threads(group, "rwlock_1t", 1, rwlock_work);
+    bench_threads(group, "atomic_1t", 1, atomic_work);
+    {
+        // A writer swapping in a fresh list every millisecond, built outside the lock.
+        let (m, r, list) = (mutex.clone(), rwlock.clone(), list.to_vec());
+        let _writer = Ticker::start("mutex+rwlock", move |_| {
+            let fresh = list.clone();
+            let old = std::mem::replace(&mut m.0.lock().unwrap().0, fresh);
+            drop(old);
+            let fresh = list.clone();
+            let old = std::mem::replace(&mut *r.list.write().unwrap(), fresh);
+            drop(old);
+        });
+        bench_threads(group, "mutex_2t", 2, mutex_work);
+        bench_threads(group, "rwlock_2t", 2, rwlock_work);
+    }
+    bench_threads(group, "atomic_2t", 2, atomic_work);
+}
+
+// ---------------------------------------------------------------------------
+
+fn picks(c: &mut Criterion) {
+    let sizes = sizes();
+    let largest = *sizes.iter().max().unwrap();
+    for &n in &sizes {
+        let rr = Fixture::new(Runtime::new().unwrap(), n, false);
+        let pf = Fixture::new(Runtime::new().unwrap(), n, true);
+        let mut group = c.benchmark_group(format!("pick_n{n}"));
+        if n >= 10_000 {
+            // Enough samples for a stable median; keeps the full run short.
+            group.sample_size(50);
+        }
+        for f in [&rr, &pf] {
+            let name = if f.flipper.pick_first {
+                "sy_pf"
+            } else {
+                "sy_rr"
+            };
+            bench_threads(&mut group, &format!("{name}_1t"), 1, || {
+                reader_work(f.ch.reader())
+            });
+            {
+                let _publisher = f.flipper.publisher();
+                bench_threads(&mut group, &format!("{name}_2t"), 2, || {
+                    reader_work(f.ch.reader())
+                });
+            }
+            // The publisher may have stopped with the subchannel down.
+            f.flipper.flip(true);
+            f.ch.sync().unwrap();
+        }
+        baselines(&mut group, &rr.ready);
+        group.finish();
+        drop(pf);
+        if n == sizes[0] {
+            parts(c, &rr);
+        }
+        if n == largest {
+            publish(c, &rr);
+        }
+    }
+}
+
+/// What a `sy_rr_1t` pick is made of, each alone on one thread.
+fn parts(c: &mut Criterion, rr: &Fixture) {
+    let mut group = c.benchmark_group("parts");
+    let slot = Arc::new(Slot::new(0u64));
+    let mut cache = Cache::new(slot);
+    // The hit path: one load of the generation, one compare.
+    group.bench_function("cache_current", |b| b.iter(|| *black_box(cache.current())));
+    // Lending a hold and returning it (one RMW on the reader's own line).
+    group.bench_function("hold_release", |b| b.iter(|| drop(black_box(cache.hold()))));
+    // The round_robin picker's choice through `dyn Picker`.
+    let picker = RrPicker::new(rr.ready.iter().cloned().map(RrEntry::Direct).collect());
+    let picker: &dyn Picker = &picker;
+    let mut local = PickLocal::new(1);
+    let info = PickInfo::default();
+    group.bench_function("rr_picker_pick", |b| {
+        b.iter(|| match black_box(picker).pick(&info, &mut local) {
+            PickResult::Complete { subconn, .. } => black_box(subconn as *const SubConn),
+            _ => unreachable!(),
+        })
+    });
+    group.finish();
+}
+
+fn publish(c: &mut Criterion, rr: &Fixture) {
+    let n = rr.ready.len();
+    let mut group = c.benchmark_group(format!("publish_n{n}"));
+    group.sample_size(30);
+    // A reader that looks after every change, as RPC threads would.
+    let mut reader = rr.ch.reader();
+    let mut up = false;
+    group.bench_function("rr_visible", |b| {
+        b.iter_custom(|iters| {
+            let mut total = Duration::ZERO;
+            for _ in 0..iters {
+                let g = rr.ch.picker_generation();
+                let t0 = Instant::now();
+                rr.flipper.flip(up);
+                while rr.ch.picker_generation() == g {
+                    std::hint::spin_loop();
+                }
+                total += t0.elapsed();
+                up = !up;
+                reader.refresh();
+                // Let the loop finish the rest of the command before the next.
+                rr.ch.sync().unwrap();
+            }
+            total
+        })
+    });
+    if up {
+        // Left with one child down: bring it back.
+        rr.flipper.flip(true);
+    }
+    rr.ch.sync().unwrap();
+    let slot = Arc::new(Slot::new(RrPicker::new(vec![RrEntry::Direct(
+        rr.ready[0].clone(),
+    )])));
+    group.bench_function("rr_build_publish", |b| {
+        b.iter(|| {
+            let entries = rr.ready.iter().cloned().map(RrEntry::Direct).collect();
+            slot.publish(RrPicker::new(entries));
+        })
+    });
+    group.finish();
+}
+
+criterion_group! {
+    name = benches;
+    config = Criterion::default()
+        .warm_up_time(Duration::from_millis(500))
+        .measurement_time(Duration::from_secs(2));
+    targets = picks
+}
+criterion_main!(benches);

@@ -31,8 +31,8 @@ impl<T> Current<T> {
     fn load(&self) -> Arc<T> {
         self.0.load_full()
     }
-    fn store(&self, t: Arc<T>) {
-        self.0.store(t)
+    fn swap(&self, t: Arc<T>) -> Arc<T> {
+        self.0.swap(t)
     }
 }
 
@@ -49,9 +49,8 @@ impl<T> Current<T> {
     fn load(&self) -> Arc<T> {
         lock(&self.0).clone()
     }
-    fn store(&self, t: Arc<T>) {
-        let old = std::mem::replace(&mut *lock(&self.0), t);
-        drop(old);
+    fn swap(&self, t: Arc<T>) -> Arc<T> {
+        std::mem::replace(&mut *lock(&self.0), t)
     }
 }
 
@@ -73,10 +72,14 @@ impl<T> Slot<T> {
 
     /// Replaces the table and wakes every waiter. Only the owning loop calls this.
     pub fn publish(&self, table: T) {
-        self.current.store(Arc::new(table));
+        let old = self.current.swap(Arc::new(table));
         // Release: a reader that sees the new generation also sees the new table.
         self.generation.fetch_add(1, Ordering::Release);
         self.signal.notify_all();
+        // Last: if the slot held the only reference, the old table's destructor
+        // (O(size) for a big picker) runs after readers and waiters can already
+        // move on, not before.
+        drop(old);
     }
 
     #[inline]

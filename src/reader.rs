@@ -190,7 +190,18 @@ impl Pick {
 impl Drop for Pick {
     /// A pick dropped without `done` reports a cancelled outcome, so policies
     /// that count in-flight calls stay balanced.
+    #[inline]
     fn drop(&mut self) {
+        // Inlined so that a pick without a hook costs only its hold's release.
+        if self.done.is_some() {
+            self.dropped_without_done();
+        }
+    }
+}
+
+impl Pick {
+    #[cold]
+    fn dropped_without_done(&mut self) {
         self.finish(&DoneInfo {
             error: Some("pick dropped without done"),
             ..Default::default()

@@ -7,7 +7,7 @@
 use crate::balancer::{Balancer, ClientConn, ClientConnState, SubConnState, TimerToken};
 use crate::channel::IdleTrigger;
 use crate::picker::{Picker, QueuePicker};
-use crate::state::{ConnectivityState, StateCounts};
+use crate::state::ConnectivityState;
 use crate::subconn::{Address, SubConn, SubConnId};
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
@@ -121,14 +121,6 @@ impl Children {
     }
 
     /// gRPC's rule over the children's states (zero children: TRANSIENT_FAILURE).
-    pub(crate) fn counts(&self) -> StateCounts {
-        let mut c = StateCounts::default();
-        for child in self.map.values() {
-            c.add(child.state);
-        }
-        c
-    }
-
     /// Runs one callback on one child; applies the state it published, if any.
     fn call(
         &mut self,

@@ -6,7 +6,7 @@ use super::children::Children;
 use super::pick_first::{PickFirst, ZERO_ADDRESSES};
 use crate::balancer::{Balancer, Builder, ClientConn, ClientConnState, SubConnState, TimerToken};
 use crate::picker::{FailPicker, PickInfo, PickLocal, PickResult, Picker, QueuePicker};
-use crate::state::{ConnectivityState, NO_CHILDREN};
+use crate::state::{ConnectivityState, StateCounts, NO_CHILDREN};
 use crate::subconn::{SubConn, SubConnId};
 use std::sync::Arc;
 
@@ -37,11 +37,27 @@ impl RrEntry {
             None => RrEntry::Child(picker.clone()),
         }
     }
+}
 
+/// An `RrEntry` not yet cloned: what `regenerate` compares before deciding to
+/// publish (no reference count touched).
+enum RrRef<'a> {
+    Direct(&'a Arc<SubConn>),
+    Child(&'a Arc<dyn Picker>),
+}
+
+impl RrRef<'_> {
     fn identity(&self) -> usize {
         match self {
-            RrEntry::Direct(sc) => Arc::as_ptr(sc) as usize,
-            RrEntry::Child(p) => Arc::as_ptr(p) as *const u8 as usize,
+            RrRef::Direct(sc) => Arc::as_ptr(sc) as usize,
+            RrRef::Child(p) => Arc::as_ptr(p) as *const u8 as usize,
+        }
+    }
+
+    fn to_entry(&self) -> RrEntry {
+        match self {
+            RrRef::Direct(sc) => RrEntry::Direct(Arc::clone(sc)),
+            RrRef::Child(p) => RrEntry::Child(Arc::clone(p)),
         }
     }
 }
@@ -99,8 +115,24 @@ impl RoundRobin {
     /// Aggregates: any READY → READY over the READY children; any CONNECTING or
     /// IDLE → CONNECTING (queue); else TRANSIENT_FAILURE, failing with the
     /// children's own errors in rotation.
+    ///
+    /// O(children), called on every child change: one walk over the children
+    /// counts states and lists the READY ones by reference; only if their
+    /// identities changed are the entries cloned (from that list, not from
+    /// another walk) into a new picker.
     fn regenerate(&mut self, cc: &mut dyn ClientConn) {
-        let counts = self.children.counts();
+        let mut counts = StateCounts::default();
+        let mut ready: Vec<(usize, RrRef<'_>)> = Vec::with_capacity(self.published_ready.len() + 1);
+        for c in self.children.map.values() {
+            counts.add(c.state);
+            if c.state == ConnectivityState::Ready {
+                let r = match c.picker.single() {
+                    Some(sc) => RrRef::Direct(sc),
+                    None => RrRef::Child(&c.picker),
+                };
+                ready.push((r.identity(), r));
+            }
+        }
         let (state, picker): (ConnectivityState, Box<dyn Picker>) = if self.children.map.is_empty()
         {
             (
@@ -108,18 +140,17 @@ impl RoundRobin {
                 Box::new(FailPicker::unavailable(NO_CHILDREN)),
             )
         } else if counts.ready > 0 {
-            let entries: Vec<RrEntry> = self
-                .children
-                .map
-                .values()
-                .filter(|c| c.state == ConnectivityState::Ready)
-                .map(|c| RrEntry::of(&c.picker))
-                .collect();
-            let ids: Vec<usize> = entries.iter().map(RrEntry::identity).collect();
-            if self.reported == Some(ConnectivityState::Ready) && ids == self.published_ready {
+            if self.reported == Some(ConnectivityState::Ready)
+                && ready
+                    .iter()
+                    .map(|r| r.0)
+                    .eq(self.published_ready.iter().copied())
+            {
                 return;
             }
-            self.published_ready = ids;
+            self.published_ready.clear();
+            self.published_ready.extend(ready.iter().map(|r| r.0));
+            let entries = ready.iter().map(|(_, r)| r.to_entry()).collect();
             (ConnectivityState::Ready, Box::new(RrPicker::new(entries)))
         } else if counts.connecting > 0 || counts.idle > 0 {
             if self.reported == Some(ConnectivityState::Connecting) {
