@@ -48,10 +48,13 @@ impl Reader {
             let Some(handle) = pick.subconn().transport() else {
                 // The connection went away after the picker was built: wait
                 // for the picker that knows (gRPC treats this as a queued pick).
-                pick.done(&DoneInfo {
-                    error: Some("subchannel lost its connection"),
-                    ..Default::default()
-                });
+                self.finish(
+                    pick,
+                    &DoneInfo {
+                        error: Some("subchannel lost its connection"),
+                        ..Default::default()
+                    },
+                );
                 if !self.wait_for_next_picker(options.deadline) {
                     return Err(Status::new(
                         Code::DeadlineExceeded,
@@ -75,19 +78,25 @@ impl Reader {
             let latency = started.elapsed();
             match result {
                 Ok(response) => {
-                    pick.done(&DoneInfo {
-                        error: None,
-                        latency,
-                        load: &[],
-                    });
+                    self.finish(
+                        pick,
+                        &DoneInfo {
+                            error: None,
+                            latency,
+                            load: &[],
+                        },
+                    );
                     return Ok(response);
                 }
                 Err(e) => {
-                    pick.done(&DoneInfo {
-                        error: Some(&e.message),
-                        latency,
-                        load: &[],
-                    });
+                    self.finish(
+                        pick,
+                        &DoneInfo {
+                            error: Some(&e.message),
+                            latency,
+                            load: &[],
+                        },
+                    );
                     if e.transparent_retry_ok && !retried {
                         retried = true;
                         continue;

@@ -22,6 +22,7 @@ use crate::subconn::{Address, SubConn, SubConnId};
 use crate::transport::{TlsSettings, TransportConfig};
 use std::collections::HashMap;
 use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::ptr::NonNull;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -29,9 +30,34 @@ use std::time::{Duration, Instant};
 /// What readers pick from: one published picker generation.
 pub(crate) struct Table {
     pub(crate) picker: Box<dyn Picker>,
+    /// The picker's `rotation()`, found once at publish so that readers rotate
+    /// inline: (first element, length). Points into `picker`, which the table
+    /// owns and never changes.
+    pub(crate) rotation: Option<(NonNull<Arc<SubConn>>, usize)>,
     /// Increases with every publish; identifies a generation without its address.
     pub(crate) seq: u64,
     pub(crate) closed: bool,
+}
+
+// SAFETY: `rotation` points into the picker this table owns (`Send + Sync`,
+// immutable once published); the table is otherwise plain owned data.
+unsafe impl Send for Table {}
+// SAFETY: as above; shared access only reads.
+unsafe impl Sync for Table {}
+
+impl Table {
+    pub(crate) fn new(picker: Box<dyn Picker>, seq: u64, closed: bool) -> Table {
+        let rotation = picker
+            .rotation()
+            .filter(|list| !list.is_empty())
+            .map(|list| (NonNull::from(&list[0]), list.len()));
+        Table {
+            picker,
+            rotation,
+            seq,
+            closed,
+        }
+    }
 }
 
 /// The half of a channel every thread can see.
@@ -130,11 +156,7 @@ impl Channel {
             }
             Box::new(ManagedConnector::new(config).with_health_backoff(backoff))
         });
-        let initial = Table {
-            picker: Box::new(QueuePicker),
-            seq: 0,
-            closed: false,
-        };
+        let initial = Table::new(Box::new(QueuePicker), 0, false);
         let shared = Arc::new(ChannelShared {
             slot: crate::sync::Arc::new(Slot::new(initial)),
             state: AtomicU8::new(ConnectivityState::Idle as u8),
@@ -345,11 +367,9 @@ impl Outbox {
             self.state = state;
             self.shared.state.store(state as u8, Ordering::Release);
         }
-        self.shared.slot.publish(Table {
-            picker,
-            seq: self.seq,
-            closed: false,
-        });
+        self.shared
+            .slot
+            .publish(Table::new(picker, self.seq, false));
         if changed {
             if let Some(cb) = &self.on_state {
                 cb(state);
@@ -373,11 +393,9 @@ impl Outbox {
         shared
             .state
             .store(ConnectivityState::Shutdown as u8, Ordering::Release);
-        shared.slot.publish(Table {
-            picker: Box::new(QueuePicker),
-            seq: u64::MAX,
-            closed: true,
-        });
+        shared
+            .slot
+            .publish(Table::new(Box::new(QueuePicker), u64::MAX, true));
     }
 }
 

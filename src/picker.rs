@@ -104,6 +104,13 @@ pub trait Picker: Send + Sync + 'static {
     fn single(&self) -> Option<&Arc<SubConn>> {
         None
     }
+
+    /// If this picker is a plain rotation over these subchannels (no done
+    /// hook, order as given, position from `PickLocal::next_index`), the list:
+    /// readers then rotate inline without calling `pick`.
+    fn rotation(&self) -> Option<&[Arc<SubConn>]> {
+        None
+    }
 }
 
 /// Queues every pick (CONNECTING, or before the first resolver result).

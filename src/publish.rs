@@ -239,6 +239,21 @@ impl<T> Cache<T> {
         Hold { epoch: self.epoch }
     }
 
+    /// Takes back a hold lent by this cache without an atomic operation, if it
+    /// is on the table still cached (the usual case for a pick finished on the
+    /// thread that made it). Otherwise hands it back to be dropped normally.
+    #[inline]
+    pub fn give_back(&mut self, hold: Hold<T>) -> Result<(), Hold<T>> {
+        if hold.epoch != self.epoch {
+            return Err(hold);
+        }
+        // The unit was counted in `lent` and never returned atomically:
+        // uncounting it here is the same as never having lent it.
+        self.lent -= 1;
+        std::mem::forget(hold);
+        Ok(())
+    }
+
     /// Moves to the latest table, retiring the old one once its holds are back.
     #[cold]
     pub fn refresh(&mut self) {

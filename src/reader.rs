@@ -84,6 +84,19 @@ impl Reader {
     #[inline]
     pub fn try_pick(&mut self, info: &PickInfo<'_>) -> Result<Pick, PickError> {
         let table = self.cache.current();
+        if let Some((first, len)) = table.rotation {
+            let i = self.local.next_index(len);
+            // SAFETY: `i < len` (next_index) and the list lives in the table's
+            // picker, which the cache keeps alive; the hold taken below keeps
+            // it alive for the pick.
+            let sc: &Arc<SubConn> = unsafe { &*first.as_ptr().add(i) };
+            let subconn = NonNull::from(&**sc);
+            return Ok(Pick {
+                subconn,
+                done: None,
+                hold: Some(self.cache.hold()),
+            });
+        }
         match table.picker.pick(info, &mut self.local) {
             PickResult::Complete { subconn, done } => {
                 let subconn = NonNull::from(subconn);
@@ -91,7 +104,7 @@ impl Reader {
                 Ok(Pick {
                     subconn,
                     done,
-                    _hold: self.cache.hold(),
+                    hold: Some(self.cache.hold()),
                 })
             }
             _ if table.closed => Err(PickError::Closed),
@@ -135,6 +148,19 @@ impl Reader {
         self.cache.refresh();
     }
 
+    /// Finishes a pick this reader made: reports the outcome to the policy
+    /// (like `Pick::done`) and, when the reader still caches the pick's
+    /// picker, takes the pick's hold back without an atomic operation.
+    #[inline]
+    pub fn finish(&mut self, mut pick: Pick, info: &DoneInfo<'_>) {
+        pick.finish(info);
+        if let Some(hold) = pick.hold.take() {
+            if let Err(hold) = self.cache.give_back(hold) {
+                drop(hold);
+            }
+        }
+    }
+
     /// Blocks until a picker newer than the cached one is published (true) or
     /// `deadline` passes (false).
     pub(crate) fn wait_for_next_picker(&mut self, deadline: Option<Instant>) -> bool {
@@ -157,8 +183,9 @@ impl Reader {
 pub struct Pick {
     subconn: NonNull<SubConn>,
     done: Option<NonNull<dyn DoneHook>>,
-    /// Keeps the table this pick came from alive; released on drop.
-    _hold: Hold<Table>,
+    /// Keeps the table this pick came from alive; released on drop (or given
+    /// back to its reader by `Reader::finish`).
+    hold: Option<Hold<Table>>,
 }
 
 // SAFETY: the pointers target data owned by the held table (immutable, Send +

@@ -168,3 +168,37 @@ fn cache_dropped_while_holds_are_out_on_two_threads() {
         w.finish();
     });
 }
+
+/// A pick finished through its own reader gives its hold back without an
+/// atomic (`Cache::give_back`), interleaved with a hold finished elsewhere
+/// and a publish: still exactly one drop per table, none while held.
+#[test]
+fn holds_given_back_to_the_reader_mix_with_remote_releases() {
+    loom::model(|| {
+        let w = World::new();
+        let mut cache = Cache::new(w.slot.clone());
+        let _ = cache.current();
+        let local = cache.hold();
+        let remote = cache.hold();
+        let books = w.books.clone();
+        let rpc = thread::spawn(move || use_and_release(remote, &books));
+        let slot = w.slot.clone();
+        let t1 = w.table1();
+        let writer = thread::spawn(move || slot.publish(t1));
+        // Finished on the reader's thread before it looks again: taken back.
+        assert!(cache.give_back(local).is_ok());
+        let v = cache.current().version as usize;
+        let late = cache.hold();
+        writer.join().unwrap();
+        // Looking again may retire the hold's table: it must then go back the
+        // slow way, and the table must stay alive until it does.
+        let _ = cache.current();
+        match cache.give_back(late) {
+            Ok(()) => assert_eq!(v, 1),
+            Err(late) => use_and_release(late, &w.books),
+        }
+        drop(cache);
+        rpc.join().unwrap();
+        w.finish();
+    });
+}

@@ -63,26 +63,52 @@ impl RrRef<'_> {
 }
 
 /// Rotates over its entries; each reader keeps its own position.
-pub struct RrPicker {
-    entries: Vec<RrEntry>,
+pub enum RrPicker {
+    /// Every entry is a subchannel (the usual case): readers rotate inline.
+    Direct(Vec<Arc<SubConn>>),
+    Mixed(Vec<RrEntry>),
 }
 
 impl RrPicker {
     pub fn new(entries: Vec<RrEntry>) -> RrPicker {
         assert!(!entries.is_empty(), "a rotation needs at least one entry");
-        RrPicker { entries }
+        if entries.iter().all(|e| matches!(e, RrEntry::Direct(_))) {
+            let direct = entries
+                .into_iter()
+                .map(|e| match e {
+                    RrEntry::Direct(sc) => sc,
+                    RrEntry::Child(_) => unreachable!("checked above"),
+                })
+                .collect();
+            RrPicker::Direct(direct)
+        } else {
+            RrPicker::Mixed(entries)
+        }
     }
 }
 
 impl Picker for RrPicker {
     #[inline]
     fn pick<'a>(&'a self, info: &PickInfo<'_>, local: &mut PickLocal) -> PickResult<'a> {
-        match &self.entries[local.next_index(self.entries.len())] {
-            RrEntry::Direct(sc) => PickResult::Complete {
-                subconn: sc,
+        match self {
+            RrPicker::Direct(list) => PickResult::Complete {
+                subconn: &list[local.next_index(list.len())],
                 done: None,
             },
-            RrEntry::Child(p) => p.pick(info, local),
+            RrPicker::Mixed(entries) => match &entries[local.next_index(entries.len())] {
+                RrEntry::Direct(sc) => PickResult::Complete {
+                    subconn: sc,
+                    done: None,
+                },
+                RrEntry::Child(p) => p.pick(info, local),
+            },
+        }
+    }
+
+    fn rotation(&self) -> Option<&[Arc<SubConn>]> {
+        match self {
+            RrPicker::Direct(list) => Some(list),
+            RrPicker::Mixed(_) => None,
         }
     }
 }
