@@ -1,1 +1,49 @@
-//! C ABI for switchyard (filled by the C ABI issue).
+//! The C ABI of switchyard: a thin layer over the core crate (no load-balancing
+//! logic lives here). `include/switchyard.h` is generated from these sources by
+//! cbindgen; see `ffi/cbindgen.toml` and `ffi/tests/header.rs`.
+//!
+//! Conventions (rustls-ffi's): opaque handles with `_new`/`_free`, `sy_status`
+//! results with frozen numbers, out-parameters written only on success, a
+//! per-thread `sy_last_error`, enums taken from C as integers and checked, and a
+//! panic boundary in every entry point except the pick path, which is
+//! panic-free by construction.
+
+// C names are the contract: `sy_channel`, `SY_OK`, ...
+#![allow(non_camel_case_types)]
+// Entry points take raw pointers from C and are `extern "C" fn`s, not `unsafe
+// fn`s: C cannot see Rust's `unsafe`; each one's pointer contract is in its docs
+// (and the header), and every dereference has its own SAFETY comment.
+#![allow(clippy::not_unsafe_ptr_arg_deref)]
+
+#[macro_use]
+mod macros;
+mod callback;
+mod channel;
+mod error;
+mod handle;
+mod policy;
+mod reader;
+mod runtime;
+mod status;
+mod strings;
+
+pub use channel::*;
+pub use error::*;
+pub use policy::*;
+pub use reader::*;
+pub use runtime::*;
+pub use status::*;
+
+use std::ffi::c_char;
+
+/// The library's version, e.g. "0.1.0": a static NUL-terminated string.
+///
+/// Compare with the header's `SY_VERSION_*` macros to detect a header/library
+/// mismatch. Any thread.
+#[no_mangle]
+pub extern "C" fn sy_version() -> *const c_char {
+    concat!(env!("CARGO_PKG_VERSION"), "\0").as_ptr().cast()
+}
+
+#[cfg(test)]
+mod tests;

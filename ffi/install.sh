@@ -1,0 +1,46 @@
+#!/bin/sh
+# Installs libswitchyard (shared + static), its header and a pkg-config file:
+#
+#   ffi/install.sh PREFIX            # builds and installs the release libraries
+#   PROFILE=debug ffi/install.sh DIR # installs the debug build (tests use this)
+#
+# Layout: PREFIX/lib/libswitchyard.so.X.Y.Z, the SONAME link (.so.0.MINOR
+# until 1.0, .so.MAJOR after) and libswitchyard.so; PREFIX/lib/libswitchyard.a;
+# PREFIX/include/switchyard.h; PREFIX/lib/pkgconfig/switchyard.pc. Afterwards
+#   cc app.c $(PKG_CONFIG_PATH=PREFIX/lib/pkgconfig pkg-config --cflags --libs switchyard)
+# works (add --static for the static library).
+set -eu
+PREFIX=${1:?usage: ffi/install.sh PREFIX}
+PROFILE=${PROFILE:-release}
+ROOT=$(cd "$(dirname "$0")/.." && pwd)
+case "$PREFIX" in /*) ;; *) PREFIX=$(pwd)/$PREFIX ;; esac
+
+case "$PROFILE" in
+  debug | dev) cargo build -p switchyard-ffi --manifest-path "$ROOT/Cargo.toml"; DIR=debug ;;
+  *) cargo build --profile "$PROFILE" -p switchyard-ffi --manifest-path "$ROOT/Cargo.toml"; DIR=$PROFILE ;;
+esac
+TARGET=${CARGO_TARGET_DIR:-$ROOT/target}/$DIR
+
+VERSION=$(sed -n 's/^#define SY_VERSION_STRING "\(.*\)"/\1/p' "$ROOT/include/switchyard.h")
+SONAME=$(readelf -d "$TARGET/libswitchyard.so" | sed -n 's/.*SONAME.*\[\(.*\)\]/\1/p')
+[ -n "$VERSION" ] && [ -n "$SONAME" ] || { echo "cannot read version/SONAME" >&2; exit 1; }
+
+mkdir -p "$PREFIX/lib/pkgconfig" "$PREFIX/include"
+install -m 0755 "$TARGET/libswitchyard.so" "$PREFIX/lib/libswitchyard.so.$VERSION"
+ln -sf "libswitchyard.so.$VERSION" "$PREFIX/lib/$SONAME"
+ln -sf "$SONAME" "$PREFIX/lib/libswitchyard.so"
+install -m 0644 "$TARGET/libswitchyard.a" "$PREFIX/lib/libswitchyard.a"
+install -m 0644 "$ROOT/include/switchyard.h" "$PREFIX/include/switchyard.h"
+cat > "$PREFIX/lib/pkgconfig/switchyard.pc" <<PC
+prefix=$PREFIX
+libdir=\${prefix}/lib
+includedir=\${prefix}/include
+
+Name: switchyard
+Description: Client-side gRPC load-balancing core (C ABI)
+Version: $VERSION
+Cflags: -I\${includedir}
+Libs: -L\${libdir} -Wl,-rpath,\${libdir} -lswitchyard
+Libs.private: -lpthread -ldl -lm -lrt
+PC
+echo "installed switchyard $VERSION ($SONAME) into $PREFIX"

@@ -1,0 +1,142 @@
+//! C callbacks as the core's traits: address user data whose `Drop` is the C
+//! release callback, and the host's transport callbacks.
+
+use crate::macros::in_callback;
+use std::ffi::{c_char, c_void};
+use std::sync::Arc;
+use switchyard::{HostTransport, SubConn, UserData};
+
+/// Releases one address's user data. Called exactly once per non-NULL
+/// `user_data` handed to the library, when the last thing that can return it
+/// lets go: possibly on the loop thread, an RPC thread (in `sy_pick_done`,
+/// `sy_pick`, `sy_reader_free`), or the thread freeing the channel.
+pub type sy_release_fn = Option<unsafe extern "C" fn(user_data: *mut c_void)>;
+
+/// Hears a channel's connectivity changes (`state` is a `sy_state`). Called on
+/// the loop thread, never concurrently with itself, with the `ctx` given at
+/// channel creation. Must not block or call `sy_channel_close`,
+/// `sy_channel_free`, `sy_channel_wait_for_state_change` or `sy_runtime_free`.
+pub type sy_state_fn = Option<unsafe extern "C" fn(ctx: *mut c_void, state: u32)>;
+
+/// A host transport callback about one subchannel. `address` is
+/// NUL-terminated (and `address_len` long), valid for the call only;
+/// `user_data` is the address's, valid while the subchannel lives.
+pub type sy_subchannel_fn = Option<
+    unsafe extern "C" fn(
+        ctx: *mut c_void,
+        subchannel_id: u64,
+        address: *const c_char,
+        address_len: usize,
+        user_data: *mut c_void,
+    ),
+>;
+
+/// The host's side of the external connector: the host stack owns the
+/// transports, the library tells it when to create, connect and shut one down,
+/// and the host reports what happened with `sy_channel_report_subconn_state`.
+///
+/// Every callback runs on the loop thread with `ctx`, one at a time; it must
+/// not block (report later, from any thread). `ctx` must stay valid until
+/// `sy_channel_free` returns. The struct itself is copied at channel creation.
+#[repr(C)]
+#[derive(Clone, Copy)]
+pub struct sy_host_transport {
+    pub ctx: *mut c_void,
+    /// Optional: a subchannel now exists (IDLE).
+    pub create: sy_subchannel_fn,
+    /// Required: start connecting; report READY or TRANSIENT_FAILURE.
+    pub connect: sy_subchannel_fn,
+    /// Required: close the transport at once; no report is expected.
+    pub shutdown: sy_subchannel_fn,
+}
+
+/// A C `void*` with its release callback: the `UserData` of one address.
+pub(crate) struct CUserData {
+    pub(crate) ptr: *mut c_void,
+    release: sy_release_fn,
+}
+
+// SAFETY: the header's contract makes user data usable and releasable from any
+// thread; the library never dereferences it.
+unsafe impl Send for CUserData {}
+// SAFETY: as above; shared access only copies the pointer.
+unsafe impl Sync for CUserData {}
+
+impl CUserData {
+    pub(crate) fn wrap(ptr: *mut c_void, release: sy_release_fn) -> Option<UserData> {
+        if ptr.is_null() {
+            None
+        } else {
+            Some(Arc::new(CUserData { ptr, release }))
+        }
+    }
+}
+
+impl Drop for CUserData {
+    fn drop(&mut self) {
+        if let Some(release) = self.release {
+            // SAFETY: the host's callback, called once for this pointer.
+            in_callback(|| unsafe { release(self.ptr) });
+        }
+    }
+}
+
+/// The C pointer behind a subchannel's user data (NULL if none, or if the data
+/// did not come through this ABI).
+#[inline]
+pub(crate) fn user_data_ptr(sc: &SubConn) -> *mut c_void {
+    match sc.user_data() {
+        Some(d) => match d.downcast_ref::<CUserData>() {
+            Some(c) => c.ptr,
+            None => std::ptr::null_mut(),
+        },
+        None => std::ptr::null_mut(),
+    }
+}
+
+pub(crate) struct CHost {
+    cb: sy_host_transport,
+}
+
+// SAFETY: the callbacks and ctx are only used on the loop thread (the
+// contract above), one call at a time.
+unsafe impl Send for CHost {}
+// SAFETY: as above.
+unsafe impl Sync for CHost {}
+
+impl CHost {
+    pub(crate) fn new(cb: sy_host_transport) -> CHost {
+        CHost { cb }
+    }
+
+    fn call(&self, f: sy_subchannel_fn, sc: &SubConn) {
+        let Some(f) = f else { return };
+        // NUL-terminated copy for C; addresses containing NUL are cut there.
+        let mut addr = Vec::with_capacity(sc.addr().len() + 1);
+        addr.extend_from_slice(sc.addr().as_bytes());
+        addr.push(0);
+        let len = sc.addr().len();
+        // SAFETY: the host's callback with its own ctx; `addr` outlives the call.
+        in_callback(|| unsafe {
+            f(
+                self.cb.ctx,
+                sc.id().0,
+                addr.as_ptr().cast(),
+                len,
+                user_data_ptr(sc),
+            )
+        });
+    }
+}
+
+impl HostTransport for CHost {
+    fn create(&self, sc: &Arc<SubConn>) {
+        self.call(self.cb.create, sc);
+    }
+    fn connect(&self, sc: &Arc<SubConn>) {
+        self.call(self.cb.connect, sc);
+    }
+    fn shutdown(&self, sc: &Arc<SubConn>) {
+        self.call(self.cb.shutdown, sc);
+    }
+}

@@ -1,0 +1,376 @@
+//! `sy_channel`: one target, one policy, its subchannels; addresses and
+//! transport states come in from the host.
+
+use crate::callback::{sy_host_transport, sy_release_fn, sy_state_fn, CHost, CUserData};
+use crate::error::Error;
+use crate::handle::{bury, Shell};
+use crate::macros::{boundary, boundary_or, in_callback, inside_callback};
+use crate::runtime::sy_runtime;
+use crate::status::{state_from_c, state_to_c, sy_status};
+use crate::strings::{opt_str_arg, slice_arg, str_arg};
+use std::ffi::{c_char, c_void};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use switchyard::{
+    Address, Channel, ChannelOptions, ConnectivityState, ExternalConnector, SubConnId,
+};
+
+/// Blocks without a time limit where a `timeout_ms` is taken.
+pub const SY_WAIT_FOREVER: u64 = u64::MAX;
+
+/// A load-balanced channel. Opaque; owned by the caller (Box). Every function
+/// taking a `sy_channel*` may be called from any thread, concurrently, except
+/// `sy_channel_free`.
+pub struct sy_channel(pub(crate) Shell<ChannelBox>);
+
+pub(crate) struct ChannelBox {
+    pub(crate) channel: Channel,
+    release: sy_release_fn,
+}
+
+/// One address the host resolved.
+#[repr(C)]
+#[derive(Clone, Copy)]
+pub struct sy_address {
+    /// NUL-terminated UTF-8: "ip:port", "[v6]:port", or anything the host's
+    /// transport understands. Copied.
+    pub address: *const c_char,
+    /// Endpoint weight; 0 means unset (treated as 1 by weighing policies).
+    pub weight: u32,
+    /// The host's data for this address, returned by picks and passed to the
+    /// transport callbacks. NULL for none. See `sy_channel_update_addresses`
+    /// for ownership.
+    pub user_data: *mut c_void,
+}
+
+struct StateCtx(*mut c_void);
+// SAFETY: only passed back to the host's state callback, on the loop thread.
+unsafe impl Send for StateCtx {}
+// SAFETY: as above.
+unsafe impl Sync for StateCtx {}
+
+impl StateCtx {
+    // A method, so closures capture the whole (Send) wrapper, not the field.
+    fn get(&self) -> *mut c_void {
+        self.0
+    }
+}
+
+pub(crate) fn channel_ref<'a>(ch: *const sy_channel) -> Result<&'a ChannelBox, Error> {
+    let ch = try_ref!(ch, "channel");
+    if !ch.0.is_live() {
+        return Err(Error::invalid("channel was already freed"));
+    }
+    Ok(&ch.0.value)
+}
+
+fn timeout_deadline(timeout_ms: u64) -> Option<Instant> {
+    if timeout_ms == SY_WAIT_FOREVER {
+        return None;
+    }
+    Instant::now().checked_add(Duration::from_millis(timeout_ms))
+}
+
+/// Creates a channel on `rt`.
+///
+/// - `target`: "" when the host supplies addresses with
+///   `sy_channel_update_addresses`; otherwise "ipv4:1.2.3.4:80,...",
+///   "dns:///host:port" or "host:port". Not NULL.
+/// - `service_config_json`: a gRPC service config selecting the policy
+///   (`{"loadBalancingConfig":[{"round_robin":{}}]}`); NULL or "" for the
+///   default (pick_first).
+/// - `host`: the host's transport callbacks (external connector): the host
+///   owns connections and reports their states. NULL for library-managed
+///   connections. NOTE: the managed connector is not wired in yet, so such a
+///   channel fails every connection attempt (its picks fail with
+///   SY_UNAVAILABLE) until it lands.
+/// - `on_state_change`, `state_ctx`: optional; see `sy_state_fn`.
+/// - `release_user_data`: called once for each non-NULL `user_data` given in
+///   `sy_channel_update_addresses` when nothing can return it any more. May be
+///   NULL if no user data is ever given (it is then never released).
+///
+/// Errors: SY_NULL_PARAMETER, SY_INVALID_UTF8, SY_INVALID_ARGUMENT (a `host`
+/// without `connect` or `shutdown`), SY_INVALID_TARGET,
+/// SY_INVALID_SERVICE_CONFIG, SY_RUNTIME_GONE. On success `*out` is a new
+/// channel owned by the caller (`sy_channel_free`). `state_ctx` and
+/// `host->ctx` must stay valid until `sy_channel_free` returns. Any thread
+/// but not from a callback.
+#[no_mangle]
+#[must_use]
+#[allow(clippy::too_many_arguments)]
+pub extern "C" fn sy_channel_new(
+    rt: *const sy_runtime,
+    target: *const c_char,
+    service_config_json: *const c_char,
+    host: *const sy_host_transport,
+    on_state_change: sy_state_fn,
+    state_ctx: *mut c_void,
+    release_user_data: sy_release_fn,
+    out: *mut *mut sy_channel,
+) -> sy_status {
+    boundary(|| {
+        let rt = try_ref!(rt, "runtime");
+        // SAFETY: NUL-terminated strings valid for the call (the contract).
+        let target = unsafe { str_arg(target, "target") }?;
+        // SAFETY: as above.
+        let config = unsafe { opt_str_arg(service_config_json, "service_config_json") }?;
+        let out = try_out!(out, "out");
+        let connector = if host.is_null() {
+            None
+        } else {
+            // SAFETY: non-NULL, points to a sy_host_transport (copied here).
+            let h = unsafe { *host };
+            if h.connect.is_none() || h.shutdown.is_none() {
+                return Err(Error::invalid(
+                    "host transport needs connect and shutdown callbacks",
+                ));
+            }
+            Some(Box::new(ExternalConnector::new(Arc::new(CHost::new(h))))
+                as Box<dyn switchyard::Connector>)
+        };
+        let on_state = on_state_change.map(|f| {
+            let ctx = StateCtx(state_ctx);
+            Arc::new(move |s: ConnectivityState| {
+                // SAFETY: the host's callback with its ctx, on the loop thread.
+                in_callback(|| unsafe { f(ctx.get(), state_to_c(s)) })
+            }) as switchyard::StateCallback
+        });
+        let options = ChannelOptions {
+            connector,
+            on_state_change: on_state,
+            ..Default::default()
+        };
+        let channel = Channel::new(rt.get(), target, config, options)?;
+        let ch = Box::into_raw(Box::new(sy_channel(Shell::new(ChannelBox {
+            channel,
+            release: release_user_data,
+        }))));
+        // SAFETY: non-NULL out-parameter, written on success only.
+        unsafe { out.write(ch) };
+        Ok(())
+    })
+}
+
+/// Replaces the channel's address list (the host acting as resolver); the
+/// policy applies it incrementally (subchannels for unchanged addresses are
+/// kept). `addresses` may be NULL when `len` is 0 (an empty list).
+///
+/// Ownership of user data: if the call fails argument checks
+/// (SY_NULL_PARAMETER, SY_INVALID_UTF8), nothing was taken. Otherwise each
+/// non-NULL `user_data` now belongs to the library, which calls
+/// `release_user_data` on it exactly once (already done if the call returned
+/// SY_CLOSED or SY_RUNTIME_GONE). A pointer listed twice is released twice.
+/// The array and strings are copied. Any thread.
+#[no_mangle]
+pub extern "C" fn sy_channel_update_addresses(
+    ch: *const sy_channel,
+    addresses: *const sy_address,
+    len: usize,
+) -> sy_status {
+    boundary(|| {
+        let ch = channel_ref(ch)?;
+        // SAFETY: `len` valid sy_address entries per the contract.
+        let list = unsafe { slice_arg(addresses, len, "addresses") }?;
+        let mut texts = Vec::with_capacity(list.len());
+        for a in list {
+            // SAFETY: NUL-terminated per the contract.
+            texts.push(unsafe { str_arg(a.address, "address") }?);
+        }
+        // Past the checks: from here on the user data is ours.
+        let converted: Vec<Address> = list
+            .iter()
+            .zip(texts)
+            .map(|(a, text)| Address {
+                addr: text.to_string(),
+                weight: a.weight,
+                user_data: CUserData::wrap(a.user_data, ch.release),
+            })
+            .collect();
+        ch.channel.update_addresses(converted)?;
+        Ok(())
+    })
+}
+
+/// Switches to a new service config (JSON). An invalid one gives
+/// SY_INVALID_SERVICE_CONFIG and the current one is kept. Any thread.
+#[no_mangle]
+pub extern "C" fn sy_channel_update_service_config(
+    ch: *const sy_channel,
+    service_config_json: *const c_char,
+) -> sy_status {
+    boundary(|| {
+        let ch = channel_ref(ch)?;
+        // SAFETY: NUL-terminated per the contract.
+        let json = unsafe { str_arg(service_config_json, "service_config_json") }?;
+        ch.channel.update_service_config(json)?;
+        Ok(())
+    })
+}
+
+/// The host's resolver failed (`message`: NUL-terminated UTF-8). The policy
+/// keeps its last good addresses if it has any. Any thread.
+#[no_mangle]
+pub extern "C" fn sy_channel_report_resolver_error(
+    ch: *const sy_channel,
+    message: *const c_char,
+) -> sy_status {
+    boundary(|| {
+        let ch = channel_ref(ch)?;
+        // SAFETY: NUL-terminated per the contract.
+        let message = unsafe { str_arg(message, "message") }?;
+        ch.channel.report_resolver_error(message)?;
+        Ok(())
+    })
+}
+
+/// External connector: the host reports what its transport for subchannel
+/// `subchannel_id` did. `state` is a `sy_state`: READY = connected;
+/// TRANSIENT_FAILURE = the attempt failed; IDLE = an established connection
+/// ended; CONNECTING is accepted and ignored; SHUTDOWN and unknown numbers give
+/// SY_INVALID_ARGUMENT. `message` (NULL allowed) says why, for failures.
+/// Reports for subchannels that no longer exist are ignored. Asynchronous:
+/// applied on the loop thread (use `sy_channel_sync` to wait for it). Any
+/// thread, including inside the transport callbacks.
+#[no_mangle]
+pub extern "C" fn sy_channel_report_subconn_state(
+    ch: *const sy_channel,
+    subchannel_id: u64,
+    state: u32,
+    message: *const c_char,
+) -> sy_status {
+    boundary(|| {
+        let ch = channel_ref(ch)?;
+        let Some(s) = state_from_c(state) else {
+            return Err(Error::invalid(format!("unknown state number {state}")));
+        };
+        // SAFETY: NUL-terminated or NULL per the contract.
+        let message = unsafe { opt_str_arg(message, "message") }?.unwrap_or("");
+        ch.channel
+            .report_subconn_state(SubConnId(subchannel_id), s, message)?;
+        Ok(())
+    })
+}
+
+/// Asks an IDLE policy to connect. Any thread.
+#[no_mangle]
+pub extern "C" fn sy_channel_connect(ch: *const sy_channel) -> sy_status {
+    boundary(|| {
+        channel_ref(ch)?.channel.connect()?;
+        Ok(())
+    })
+}
+
+/// Writes the channel's connectivity state (a `sy_state`) to `*out_state`.
+/// After close it is SHUTDOWN. Any thread; wait-free.
+#[no_mangle]
+pub extern "C" fn sy_channel_state(ch: *const sy_channel, out_state: *mut u32) -> sy_status {
+    boundary(|| {
+        let ch = channel_ref(ch)?;
+        let out = try_out!(out_state, "out_state");
+        // SAFETY: non-NULL out-parameter.
+        unsafe { out.write(state_to_c(ch.channel.state())) };
+        Ok(())
+    })
+}
+
+/// Blocks until the channel's state differs from `from_state`, or for at most
+/// `timeout_ms` milliseconds (`SY_WAIT_FOREVER`: no limit). On SY_OK the new
+/// state is written to `*out_state` (may be NULL). SY_TIMEOUT: no change in
+/// time. SY_CLOSED: `from_state` is SHUTDOWN (it never changes). Any thread
+/// except inside this library's callbacks (SY_WRONG_CONTEXT).
+#[no_mangle]
+pub extern "C" fn sy_channel_wait_for_state_change(
+    ch: *const sy_channel,
+    from_state: u32,
+    timeout_ms: u64,
+    out_state: *mut u32,
+) -> sy_status {
+    boundary(|| {
+        let ch = channel_ref(ch)?;
+        let Some(from) = state_from_c(from_state) else {
+            return Err(Error::invalid(format!("unknown state number {from_state}")));
+        };
+        if from == ConnectivityState::Shutdown && ch.channel.state() == from {
+            return Err(Error::new(sy_status::SY_CLOSED, "the channel is shut down"));
+        }
+        if inside_callback() {
+            return Err(Error::new(
+                sy_status::SY_WRONG_CONTEXT,
+                "cannot wait inside a switchyard callback (it would block the loop)",
+            ));
+        }
+        if !ch
+            .channel
+            .wait_for_state_change(from, timeout_deadline(timeout_ms))
+        {
+            return Err(Error::new(
+                sy_status::SY_TIMEOUT,
+                format!("state stayed {from} for {timeout_ms} ms"),
+            ));
+        }
+        if !out_state.is_null() {
+            // SAFETY: non-NULL out-parameter.
+            unsafe { out_state.write(state_to_c(ch.channel.state())) };
+        }
+        Ok(())
+    })
+}
+
+/// Waits until the loop has applied everything sent to this channel so far
+/// (addresses, reports, config). Not needed in production; handy in tests.
+/// SY_CLOSED after close. Any thread except inside callbacks
+/// (SY_WRONG_CONTEXT).
+#[no_mangle]
+pub extern "C" fn sy_channel_sync(ch: *const sy_channel) -> sy_status {
+    boundary(|| {
+        let ch = channel_ref(ch)?;
+        if inside_callback() {
+            return Err(Error::new(
+                sy_status::SY_WRONG_CONTEXT,
+                "cannot sync inside a switchyard callback",
+            ));
+        }
+        ch.channel.sync()?;
+        Ok(())
+    })
+}
+
+/// Closes the channel: shuts every subchannel down (the host's `shutdown`
+/// callback runs for each), publishes SHUTDOWN, and wakes waiting picks with
+/// SY_CLOSED. Later calls on the channel give SY_CLOSED; readers stay valid
+/// (their picks give SY_CLOSED). Idempotent (SY_OK again). Blocks until done.
+/// Any thread except inside callbacks (SY_WRONG_CONTEXT).
+#[no_mangle]
+pub extern "C" fn sy_channel_close(ch: *const sy_channel) -> sy_status {
+    boundary(|| {
+        let ch = channel_ref(ch)?;
+        if inside_callback() {
+            return Err(Error::new(
+                sy_status::SY_WRONG_CONTEXT,
+                "cannot close inside a switchyard callback",
+            ));
+        }
+        ch.channel.close();
+        Ok(())
+    })
+}
+
+/// Closes (as `sy_channel_close`) and frees the channel. Readers made from it
+/// stay valid and must still be freed (their picks give SY_CLOSED), in any
+/// order; picks not yet done stay valid until `sy_pick_done`. NULL is a no-op.
+/// A second free of the same handle is detected while the freed handle is in
+/// a bounded quarantine (SY_INVALID_ARGUMENT in `sy_last_error`); after that
+/// it is undefined, like free(3). Not from inside a callback. Any thread.
+#[no_mangle]
+pub extern "C" fn sy_channel_free(ch: *mut sy_channel) {
+    boundary_or((), || {
+        if ch.is_null() {
+            return;
+        }
+        // SAFETY: from `sy_channel_new`; see the double-free note above.
+        let b = unsafe { Box::from_raw(ch) };
+        if !bury(b, |h| &mut h.0) {
+            crate::error::set_last(Error::invalid("sy_channel_free: channel already freed"));
+        }
+    })
+}

@@ -1,0 +1,52 @@
+//! `sy_runtime`: one event-loop thread shared by any number of channels.
+
+use crate::error::Error;
+use crate::macros::{boundary, boundary_or};
+use crate::status::sy_status;
+use switchyard::Runtime;
+
+/// An event loop (one thread). Opaque; owned by the caller (Box).
+pub struct sy_runtime {
+    inner: Runtime,
+}
+
+impl sy_runtime {
+    pub(crate) fn get(&self) -> &Runtime {
+        &self.inner
+    }
+}
+
+/// Starts a runtime: one event-loop thread that runs every policy callback,
+/// subchannel state machine and timer of the channels created on it.
+///
+/// On success `*out` is a new runtime, owned by the caller, to be freed with
+/// `sy_runtime_free`. Any thread.
+#[no_mangle]
+#[must_use]
+pub extern "C" fn sy_runtime_new(out: *mut *mut sy_runtime) -> sy_status {
+    boundary(|| {
+        let out = try_out!(out, "out");
+        let inner = Runtime::new()
+            .map_err(|e| Error::new(sy_status::SY_IO, format!("cannot start the loop: {e}")))?;
+        let rt = Box::into_raw(Box::new(sy_runtime { inner }));
+        // SAFETY: `out` is non-NULL and writable per the contract.
+        unsafe { out.write(rt) };
+        Ok(())
+    })
+}
+
+/// Stops the runtime: closes every channel still on it (waking their waiting
+/// picks with SY_CLOSED) and joins its thread. Channels created on it stay
+/// valid handles, but every call that needs the loop returns
+/// SY_RUNTIME_GONE; they must still be freed. NULL is a no-op.
+///
+/// Any thread except the loop itself (never from a callback); called once.
+#[no_mangle]
+pub extern "C" fn sy_runtime_free(rt: *mut sy_runtime) {
+    boundary_or((), || {
+        if !rt.is_null() {
+            // SAFETY: from `sy_runtime_new`, freed once per the contract.
+            drop(unsafe { Box::from_raw(rt) });
+        }
+    })
+}

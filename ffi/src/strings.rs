@@ -1,0 +1,63 @@
+//! C strings coming in: checked for NULL and UTF-8.
+
+use crate::error::Error;
+use crate::status::sy_status;
+use std::ffi::{c_char, CStr};
+
+/// A required NUL-terminated UTF-8 argument.
+///
+/// # Safety
+/// `p` is NULL or points to a NUL-terminated string that stays valid and
+/// unchanged for `'a`.
+pub(crate) unsafe fn str_arg<'a>(p: *const c_char, name: &'static str) -> Result<&'a str, Error> {
+    if p.is_null() {
+        return Err(Error::null(name));
+    }
+    // SAFETY: non-NULL and NUL-terminated per the caller's contract.
+    let bytes = unsafe { CStr::from_ptr(p) }.to_bytes();
+    utf8(bytes, name)
+}
+
+/// An optional one: NULL is `None`.
+///
+/// # Safety
+/// As `str_arg`.
+pub(crate) unsafe fn opt_str_arg<'a>(
+    p: *const c_char,
+    name: &'static str,
+) -> Result<Option<&'a str>, Error> {
+    if p.is_null() {
+        Ok(None)
+    } else {
+        // SAFETY: forwarded contract.
+        unsafe { str_arg(p, name) }.map(Some)
+    }
+}
+
+fn utf8<'a>(bytes: &'a [u8], name: &'static str) -> Result<&'a str, Error> {
+    std::str::from_utf8(bytes).map_err(|e| {
+        Error::new(
+            sy_status::SY_INVALID_UTF8,
+            format!("{name} is not valid UTF-8 ({e})"),
+        )
+    })
+}
+
+/// A slice from C; NULL is allowed only with length 0.
+///
+/// # Safety
+/// `p` is NULL or points to `len` valid `T`s for `'a`.
+pub(crate) unsafe fn slice_arg<'a, T>(
+    p: *const T,
+    len: usize,
+    name: &'static str,
+) -> Result<&'a [T], Error> {
+    if len == 0 {
+        return Ok(&[]);
+    }
+    if p.is_null() {
+        return Err(Error::null(name));
+    }
+    // SAFETY: non-NULL, `len` elements per the caller's contract.
+    Ok(unsafe { std::slice::from_raw_parts(p, len) })
+}
