@@ -127,12 +127,12 @@ int main(void) {
   EXPECT(sy_pick(reader, NULL, 0, NULL, 0, false, NULL), SY_NULL_PARAMETER);
   memset(&r, 0, sizeof r);
   EXPECT(sy_pick_done(&r, 0, 0, NULL, 0), SY_INVALID_ARGUMENT);
-  a.address = "10.9.0.1:1";
+  a.address = "127.9.0.1:1";
   a.weight = 0;
   a.user_data = NULL;
   OK(sy_channel_update_addresses(ch, &a, 1));
   host_wait_connects(&h, 1);
-  OK(sy_channel_report_subconn_state(ch, host_id(&h, "10.9.0.1:1"), SY_STATE_READY, NULL));
+  OK(sy_channel_report_subconn_state(ch, host_id(&h, "127.9.0.1:1"), SY_STATE_READY, NULL));
   OK(sy_channel_sync(ch));
   OK(sy_pick(reader, NULL, 0, NULL, 0, false, &r));
   EXPECT(sy_pick_done(&r, 17, 0, NULL, 0), SY_INVALID_ARGUMENT); /* unknown gRPC code */

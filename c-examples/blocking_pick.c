@@ -41,7 +41,7 @@ int main(void) {
   t = host_transport(&h);
   OK(sy_runtime_new(&rt));
   OK(sy_channel_new(rt, "", RR_CONFIG, &t, NULL, NULL, NULL, &ch));
-  a.address = "10.2.0.1:50051";
+  a.address = "127.2.0.1:50051";
   a.weight = 0;
   a.user_data = NULL;
   OK(sy_channel_update_addresses(ch, &a, 1));
@@ -66,13 +66,13 @@ int main(void) {
     CHECK(pthread_create(&threads[i], NULL, wait_pick, &w[i]) == 0);
   }
   sleep_ms(100); /* let them block */
-  OK(sy_channel_report_subconn_state(ch, host_id(&h, "10.2.0.1:50051"), SY_STATE_READY, NULL));
+  OK(sy_channel_report_subconn_state(ch, host_id(&h, "127.2.0.1:50051"), SY_STATE_READY, NULL));
   OK(sy_channel_wait_for_state_change(ch, SY_STATE_CONNECTING, 5000, &state));
   CHECK(state == SY_STATE_READY);
   for (i = 0; i < N_THREADS; i++) {
     CHECK(pthread_join(threads[i], NULL) == 0);
     CHECK(w[i].status == SY_OK);
-    CHECK(strcmp(w[i].address, "10.2.0.1:50051") == 0);
+    CHECK(strcmp(w[i].address, "127.2.0.1:50051") == 0);
   }
   {
     sy_pick_result r;

@@ -39,13 +39,13 @@ int main(void) {
   t = host_transport(&h);
   OK(sy_runtime_new(&rt));
   OK(sy_channel_new(rt, "", NULL, &t, on_state, NULL, NULL, &ch));
-  a.address = "10.3.0.1:8080";
+  a.address = "127.3.0.1:8080";
   a.weight = 0;
   a.user_data = NULL;
   OK(sy_channel_update_addresses(ch, &a, 1));
   host_wait_connects(&h, 1);
   /* The attempt fails: fail-fast picks fail, wait-for-ready ones wait. */
-  OK(sy_channel_report_subconn_state(ch, host_id(&h, "10.3.0.1:8080"),
+  OK(sy_channel_report_subconn_state(ch, host_id(&h, "127.3.0.1:8080"),
                                      SY_STATE_TRANSIENT_FAILURE, "refused"));
   OK(sy_channel_sync(ch));
   for (i = 0; i < N_THREADS; i++) {

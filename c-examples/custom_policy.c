@@ -130,7 +130,7 @@ int main(void) {
   host h;
   sy_host_transport t;
   static char builder_ctx[] = "builder";
-  const char *addrs[3] = {"10.1.0.1:80", "10.1.0.2:80", "10.1.0.3:80"};
+  const char *addrs[3] = {"127.1.0.1:80", "127.1.0.2:80", "127.1.0.3:80"};
   sy_address list[3];
   int seen[3] = {0, 0, 0};
   int i;

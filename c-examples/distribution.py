@@ -106,7 +106,7 @@ def main():
     ok(lib.sy_channel_new(rt, b"", config, C.byref(host), None, None, None, C.byref(ch)),
        "sy_channel_new")
 
-    names = [f"10.5.0.{i}:443".encode() for i in range(1, 5)]
+    names = [f"127.5.0.{i}:443".encode() for i in range(1, 5)]
     addrs = (Address * len(names))(*[Address(n, 0, None) for n in names])
     ok(lib.sy_channel_update_addresses(ch, addrs, len(names)), "update_addresses")
     ok(lib.sy_channel_sync(ch), "sync")

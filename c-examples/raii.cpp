@@ -141,7 +141,7 @@ int main() {
     sy::Runtime rt;
     sy::Channel ch(rt, "{\"loadBalancingConfig\":[{\"round_robin\":{}}]}", &t);
     sy::Reader reader(ch.get());
-    ch.update({"10.4.0.1:1", "10.4.0.2:1"});
+    ch.update({"127.4.0.1:1", "127.4.0.2:1"});
     ch.sync();
     CHECK(host.ids.size() == 2);
     try {
@@ -158,7 +158,7 @@ int main() {
       counts[p.address()]++;
       if (i % 2 == 0) p.done(0, 1000);  // else: the destructor reports CANCELLED
     }
-    CHECK(counts.size() == 2 && counts["10.4.0.1:1"] == 50 && counts["10.4.0.2:1"] == 50);
+    CHECK(counts.size() == 2 && counts["127.4.0.1:1"] == 50 && counts["127.4.0.2:1"] == 50);
     // Destroyed first (reverse order): its destructor finishes it.
     sy::Pick last = reader.pick("/svc/M");
     std::printf("raii: last pick %s\n", last.address().c_str());

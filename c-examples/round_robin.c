@@ -13,7 +13,7 @@ int main(void) {
   host h;
   sy_host_transport t;
   int released = 0;
-  const char *addrs[N_ADDRS] = {"10.0.0.1:443", "10.0.0.2:443", "10.0.0.3:443"};
+  const char *addrs[N_ADDRS] = {"127.0.0.1:443", "127.0.0.2:443", "127.0.0.3:443"};
   sy_address list[N_ADDRS];
   int counts[N_ADDRS] = {0, 0, 0};
   uint32_t state = 99;

@@ -17,3 +17,9 @@ bash interop/setup.sh
 
 step "workspace tests"
 cargo test --workspace --all-features
+
+step "C ABI: C and C++ examples (static, shared, ASan+UBSan, valgrind), Python ctypes, pkg-config install"
+c-examples/run.sh
+
+step "loom models (LOOM_MAX_PREEMPTIONS=2)"
+scripts/loom.sh

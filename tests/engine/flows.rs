@@ -58,8 +58,10 @@ fn flow1_registration() {
         options(&host),
     )
     .unwrap();
-    ch.update_addresses(addrs(&["10.0.0.1:1"])).unwrap();
-    host.wait("connect", |e| e.contains(&Ev::Connect("10.0.0.1:1".into())));
+    ch.update_addresses(addrs(&["127.0.0.1:1"])).unwrap();
+    host.wait("connect", |e| {
+        e.contains(&Ev::Connect("127.0.0.1:1".into()))
+    });
 }
 
 /// Flow 2: creating a channel parses the config and builds the policy on the

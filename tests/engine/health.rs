@@ -56,7 +56,7 @@ fn setup(config: &str) -> (Runtime, Channel, Arc<Mutex<Script>>, Log) {
     };
     opts.backoff.min_connect_timeout = Duration::from_millis(50);
     let ch = Channel::new(&rt, "", Some(config), opts).unwrap();
-    ch.update_addresses(vec![Address::new("10.0.0.1:1")])
+    ch.update_addresses(vec![Address::new("127.0.0.1:1")])
         .unwrap();
     ch.sync().unwrap();
     (rt, ch, script, log)

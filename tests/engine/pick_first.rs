@@ -36,38 +36,38 @@ fn happy_eyeballs_staggers_attempts_and_first_ready_wins() {
     let (clock, rt) = manual(1);
     let host = Host::new();
     let ch = Channel::new(&rt, "", None, options(&host)).unwrap();
-    ch.update_addresses(addrs(&["10.0.0.1:1", "10.0.0.2:1", "10.0.0.3:1"]))
+    ch.update_addresses(addrs(&["127.0.0.1:1", "127.0.0.2:1", "127.0.0.3:1"]))
         .unwrap();
     ch.sync().unwrap();
-    assert_eq!(connects(&host), ["10.0.0.1:1"]);
+    assert_eq!(connects(&host), ["127.0.0.1:1"]);
     assert_eq!(ch.state(), Connecting);
     clock.advance(Duration::from_millis(249));
     ch.sync().unwrap();
     assert_eq!(connects(&host).len(), 1);
     clock.advance(Duration::from_millis(1));
     host.wait("second attempt", |e| {
-        e.contains(&Ev::Connect("10.0.0.2:1".into()))
+        e.contains(&Ev::Connect("127.0.0.2:1".into()))
     });
     clock.advance(Duration::from_millis(250));
     host.wait("third attempt", |e| {
-        e.contains(&Ev::Connect("10.0.0.3:1".into()))
+        e.contains(&Ev::Connect("127.0.0.3:1".into()))
     });
     assert!(
         host.events().iter().all(|e| !matches!(e, Ev::Shutdown(_))),
         "earlier attempts keep running"
     );
 
-    report(&ch, &host, &["10.0.0.2:1"], Ready);
+    report(&ch, &host, &["127.0.0.2:1"], Ready);
     assert_eq!(ch.state(), Ready);
     let ev = host.events();
     assert!(
-        ev.contains(&Ev::Shutdown("10.0.0.1:1".into()))
-            && ev.contains(&Ev::Shutdown("10.0.0.3:1".into()))
+        ev.contains(&Ev::Shutdown("127.0.0.1:1".into()))
+            && ev.contains(&Ev::Shutdown("127.0.0.3:1".into()))
     );
-    assert!(!ev.contains(&Ev::Shutdown("10.0.0.2:1".into())));
+    assert!(!ev.contains(&Ev::Shutdown("127.0.0.2:1".into())));
     let mut r = ch.reader();
     for _ in 0..10 {
-        assert_eq!(pick_addr(&mut r), "10.0.0.2:1");
+        assert_eq!(pick_addr(&mut r), "127.0.0.2:1");
     }
 }
 
@@ -76,19 +76,19 @@ fn failure_moves_on_at_once_then_sticky_transient_failure() {
     let (clock, rt) = manual(2);
     let host = Host::new();
     let ch = Channel::new(&rt, "", None, options(&host)).unwrap();
-    ch.update_addresses(addrs(&["10.0.0.1:1", "10.0.0.2:1"]))
+    ch.update_addresses(addrs(&["127.0.0.1:1", "127.0.0.2:1"]))
         .unwrap();
     ch.sync().unwrap();
-    ch.report_subconn_state(host.id("10.0.0.1:1"), TransientFailure, "refused by a")
+    ch.report_subconn_state(host.id("127.0.0.1:1"), TransientFailure, "refused by a")
         .unwrap();
     ch.sync().unwrap();
     assert_eq!(
         connects(&host),
-        ["10.0.0.1:1", "10.0.0.2:1"],
+        ["127.0.0.1:1", "127.0.0.2:1"],
         "no 250 ms wait after a failure"
     );
     assert_eq!(ch.state(), Connecting);
-    ch.report_subconn_state(host.id("10.0.0.2:1"), TransientFailure, "refused by b")
+    ch.report_subconn_state(host.id("127.0.0.2:1"), TransientFailure, "refused by b")
         .unwrap();
     ch.sync().unwrap();
     assert_eq!(ch.state(), TransientFailure);
@@ -107,9 +107,9 @@ fn failure_moves_on_at_once_then_sticky_transient_failure() {
         TransientFailure,
         "sticky: no flap to CONNECTING"
     );
-    report(&ch, &host, &["10.0.0.2:1"], Ready);
+    report(&ch, &host, &["127.0.0.2:1"], Ready);
     assert_eq!(ch.state(), Ready);
-    assert_eq!(pick_addr(&mut r), "10.0.0.2:1");
+    assert_eq!(pick_addr(&mut r), "127.0.0.2:1");
 }
 
 #[test]
@@ -117,13 +117,13 @@ fn keeps_its_connection_when_the_address_survives_an_update() {
     let rt = Runtime::new().unwrap();
     let host = Host::new();
     let ch = Channel::new(&rt, "", None, options(&host)).unwrap();
-    ch.update_addresses(addrs(&["10.0.0.1:1", "10.0.0.2:1"]))
+    ch.update_addresses(addrs(&["127.0.0.1:1", "127.0.0.2:1"]))
         .unwrap();
     ch.sync().unwrap();
-    report(&ch, &host, &["10.0.0.1:1"], Ready);
+    report(&ch, &host, &["127.0.0.1:1"], Ready);
     let generation = ch.picker_generation();
     host.take();
-    ch.update_addresses(addrs(&["10.0.0.9:1", "10.0.0.1:1"]))
+    ch.update_addresses(addrs(&["127.0.0.9:1", "127.0.0.1:1"]))
         .unwrap();
     ch.sync().unwrap();
     assert!(
@@ -132,18 +132,18 @@ fn keeps_its_connection_when_the_address_survives_an_update() {
         host.events()
     );
     assert_eq!(ch.picker_generation(), generation);
-    assert_eq!(pick_addr(&mut ch.reader()), "10.0.0.1:1");
+    assert_eq!(pick_addr(&mut ch.reader()), "127.0.0.1:1");
 
     // The selected address removed: CONNECTING and a new pass.
-    ch.update_addresses(addrs(&["10.0.0.9:1"])).unwrap();
+    ch.update_addresses(addrs(&["127.0.0.9:1"])).unwrap();
     ch.sync().unwrap();
     assert_eq!(ch.state(), Connecting);
     assert_eq!(
         host.take(),
         vec![
-            Ev::Shutdown("10.0.0.1:1".into()),
-            Ev::Create("10.0.0.9:1".into()),
-            Ev::Connect("10.0.0.9:1".into())
+            Ev::Shutdown("127.0.0.1:1".into()),
+            Ev::Create("127.0.0.9:1".into()),
+            Ev::Connect("127.0.0.9:1".into())
         ]
     );
 }
@@ -153,10 +153,10 @@ fn lost_connection_goes_idle_until_a_pick() {
     let rt = Runtime::new().unwrap();
     let host = Host::new();
     let ch = Channel::new(&rt, "", None, options(&host)).unwrap();
-    ch.update_addresses(addrs(&["10.0.0.1:1"])).unwrap();
+    ch.update_addresses(addrs(&["127.0.0.1:1"])).unwrap();
     ch.sync().unwrap();
-    report(&ch, &host, &["10.0.0.1:1"], Ready);
-    report(&ch, &host, &["10.0.0.1:1"], Idle);
+    report(&ch, &host, &["127.0.0.1:1"], Ready);
+    report(&ch, &host, &["127.0.0.1:1"], Idle);
     assert_eq!(ch.state(), Idle);
     assert_eq!(
         connects(&host).len(),
@@ -181,7 +181,7 @@ fn lost_connection_goes_idle_until_a_pick() {
 #[test]
 fn shuffle_address_list_varies_the_order() {
     let mut firsts = std::collections::HashSet::new();
-    let list: Vec<String> = (0..8).map(|i| format!("10.0.0.{i}:1")).collect();
+    let list: Vec<String> = (0..8).map(|i| format!("127.0.0.{i}:1")).collect();
     let list: Vec<&str> = list.iter().map(String::as_str).collect();
     for seed in 0..6 {
         let (_clock, rt) = manual(seed);
@@ -204,7 +204,7 @@ fn shuffle_address_list_varies_the_order() {
     ch.sync().unwrap();
     assert_eq!(
         connects(&host)[0],
-        "10.0.0.0:1",
+        "127.0.0.0:1",
         "without shuffling, the list order"
     );
 }
