@@ -153,8 +153,13 @@ impl Reader {
     /// picker, takes the pick's hold back without an atomic operation.
     #[inline]
     pub fn finish(&mut self, mut pick: Pick, info: &DoneInfo<'_>) {
-        pick.finish(info);
-        if let Some(hold) = pick.hold.take() {
+        if pick.done.is_some() {
+            pick.finish(info);
+        }
+        let hold = pick.hold.take();
+        // Both fields are taken: nothing is left for Pick's destructor.
+        std::mem::forget(pick);
+        if let Some(hold) = hold {
             if let Err(hold) = self.cache.give_back(hold) {
                 drop(hold);
             }
@@ -206,6 +211,7 @@ impl Pick {
         self.finish(info);
     }
 
+    #[cold]
     fn finish(&mut self, info: &DoneInfo<'_>) {
         if let Some(hook) = self.done.take() {
             // SAFETY: as in `subconn`: the hook lives in the held picker.
