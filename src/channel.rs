@@ -10,7 +10,7 @@ use crate::balancer::{Balancer, ClientConn, ClientConnState, SubConnState, Timer
 use crate::connector::{Connector, TransportEvent};
 use crate::error::Error;
 use crate::managed::ManagedConnector;
-use crate::picker::{FailPicker, Picker, QueuePicker};
+use crate::picker::{FailPicker, Listed, Picker, QueuePicker};
 use crate::publish::Slot;
 use crate::reader::Reader;
 use crate::resolver::{self, Resolver};
@@ -33,7 +33,7 @@ pub(crate) struct Table {
     /// The picker's `rotation()`, found once at publish so that readers rotate
     /// inline: (first element, length). Points into `picker`, which the table
     /// owns and never changes.
-    pub(crate) rotation: Option<(NonNull<Arc<SubConn>>, usize)>,
+    pub(crate) rotation: Option<(NonNull<Listed>, usize)>,
     /// Increases with every publish; identifies a generation without its address.
     pub(crate) seq: u64,
     pub(crate) closed: bool,

@@ -2,6 +2,7 @@
 
 use crate::status::Status;
 use crate::subconn::SubConn;
+use std::ptr::NonNull;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -107,9 +108,33 @@ pub trait Picker: Send + Sync + 'static {
 
     /// If this picker is a plain rotation over these subchannels (no done
     /// hook, order as given, position from `PickLocal::next_index`), the list:
-    /// readers then rotate inline without calling `pick`.
-    fn rotation(&self) -> Option<&[Arc<SubConn>]> {
+    /// readers then rotate inline without calling `pick`. Only the crate's own
+    /// pickers can build `Listed` entries.
+    fn rotation(&self) -> Option<&[Listed]> {
         None
+    }
+}
+
+/// A subchannel in a picker's rotation: a plain pointer (no reference count),
+/// valid for as long as the picker that lists it, which owns the subchannel.
+#[derive(Clone, Copy, Debug)]
+#[repr(transparent)]
+pub struct Listed(NonNull<SubConn>);
+
+// SAFETY: a pointer to an immutable `SubConn` (which is Send + Sync).
+unsafe impl Send for Listed {}
+// SAFETY: as above; only ever read.
+unsafe impl Sync for Listed {}
+
+impl Listed {
+    /// # Safety
+    /// The picker holding this entry must keep `sc` alive for its own lifetime.
+    pub(crate) unsafe fn new(sc: &Arc<SubConn>) -> Listed {
+        Listed(NonNull::from(&**sc))
+    }
+
+    pub(crate) fn ptr(self) -> NonNull<SubConn> {
+        self.0
     }
 }
 

@@ -88,11 +88,10 @@ impl Reader {
             let i = self.local.next_index(len);
             // SAFETY: `i < len` (next_index) and the list lives in the table's
             // picker, which the cache keeps alive; the hold taken below keeps
-            // it alive for the pick.
-            let sc: &Arc<SubConn> = unsafe { &*first.as_ptr().add(i) };
-            let subconn = NonNull::from(&**sc);
+            // it, and the subchannels it owns, alive for the pick.
+            let listed = unsafe { *first.as_ptr().add(i) };
             return Ok(Pick {
-                subconn,
+                subconn: listed.ptr(),
                 done: None,
                 hold: Some(self.cache.hold()),
             });

@@ -9,24 +9,49 @@ use crate::channel::IdleTrigger;
 use crate::picker::{Picker, QueuePicker};
 use crate::state::ConnectivityState;
 use crate::subconn::{Address, SubConn, SubConnId};
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 pub(crate) struct Child {
+    pub(crate) key: String,
     balancer: Box<dyn Balancer>,
     pub(crate) state: ConnectivityState,
     pub(crate) picker: Arc<dyn Picker>,
+    /// Subchannels this child created and has not yet seen shut down.
+    pub(crate) subconns: Vec<Arc<SubConn>>,
 }
 
+/// Children in a contiguous list (parents walk all of them on every change)
+/// with an index by key.
 #[derive(Default)]
 pub(crate) struct Children {
-    pub(crate) map: BTreeMap<String, Child>,
+    list: Vec<Child>,
+    index: HashMap<String, usize>,
     owners: HashMap<SubConnId, String>,
     timers: HashMap<TimerToken, String>,
+    /// Changes whenever a child comes or goes or a child's subchannels change:
+    /// parents key caches of `subconns` on it.
+    pub(crate) version: u64,
 }
 
 impl Children {
+    pub(crate) fn iter(&self) -> impl Iterator<Item = &Child> {
+        self.list.iter()
+    }
+
+    pub(crate) fn get(&self, key: &str) -> Option<&Child> {
+        self.index.get(key).map(|i| &self.list[*i])
+    }
+
+    pub(crate) fn is_empty(&self) -> bool {
+        self.list.is_empty()
+    }
+
+    pub(crate) fn keys(&self) -> Vec<String> {
+        self.list.iter().map(|c| c.key.clone()).collect()
+    }
+
     /// Reconciles children with `addresses` (deduplicated by address). New
     /// children are built with `make` and receive their one address.
     pub(crate) fn update(
@@ -41,28 +66,29 @@ impl Children {
             if !wanted.insert(a.addr.clone()) {
                 continue;
             }
-            if !self.map.contains_key(&a.addr) {
-                self.map.insert(
-                    a.addr.clone(),
-                    Child {
-                        balancer: make(),
-                        // A new policy is assumed CONNECTING until it says otherwise.
-                        state: ConnectivityState::Connecting,
-                        picker: Arc::new(QueuePicker),
-                    },
-                );
+            if !self.index.contains_key(&a.addr) {
+                self.index.insert(a.addr.clone(), self.list.len());
+                self.list.push(Child {
+                    key: a.addr.clone(),
+                    balancer: make(),
+                    // A new policy is assumed CONNECTING until it says otherwise.
+                    state: ConnectivityState::Connecting,
+                    picker: Arc::new(QueuePicker),
+                    subconns: Vec::new(),
+                });
+                self.version += 1;
                 fresh.push(a.clone());
             }
         }
         let gone: Vec<String> = self
-            .map
-            .keys()
-            .filter(|k| !wanted.contains(*k))
-            .cloned()
+            .list
+            .iter()
+            .filter(|c| !wanted.contains(&c.key))
+            .map(|c| c.key.clone())
             .collect();
         for key in gone {
             self.call(&key, cc, |b, cc| b.close(cc));
-            self.map.remove(&key);
+            self.remove(&key);
         }
         for a in fresh {
             let key = a.addr.clone();
@@ -78,6 +104,17 @@ impl Children {
         }
     }
 
+    fn remove(&mut self, key: &str) {
+        let Some(i) = self.index.remove(key) else {
+            return;
+        };
+        self.list.swap_remove(i);
+        if let Some(moved) = self.list.get(i) {
+            self.index.insert(moved.key.clone(), i);
+        }
+        self.version += 1;
+    }
+
     /// Routes a subchannel's state to its owner. Returns the owner's key.
     pub(crate) fn subconn_state(
         &mut self,
@@ -86,7 +123,12 @@ impl Children {
         state: &SubConnState,
     ) -> Option<String> {
         let key = if state.is(ConnectivityState::Shutdown) {
-            self.owners.remove(&sc)?
+            let key = self.owners.remove(&sc)?;
+            if let Some(i) = self.index.get(&key) {
+                self.list[*i].subconns.retain(|s| s.id() != sc);
+                self.version += 1;
+            }
+            key
         } else {
             self.owners.get(&sc)?.clone()
         };
@@ -106,21 +148,20 @@ impl Children {
     }
 
     pub(crate) fn resolver_error(&mut self, cc: &mut dyn ClientConn, error: &str) {
-        let keys: Vec<String> = self.map.keys().cloned().collect();
-        for key in keys {
+        for key in self.keys() {
             self.call(&key, cc, |b, cc| b.resolver_error(cc, error));
         }
     }
 
     pub(crate) fn close(&mut self, cc: &mut dyn ClientConn) {
-        let keys: Vec<String> = self.map.keys().cloned().collect();
-        for key in keys {
+        for key in self.keys() {
             self.call(&key, cc, |b, cc| b.close(cc));
         }
-        self.map.clear();
+        self.list.clear();
+        self.index.clear();
+        self.version += 1;
     }
 
-    /// gRPC's rule over the children's states (zero children: TRANSIENT_FAILURE).
     /// Runs one callback on one child; applies the state it published, if any.
     fn call(
         &mut self,
@@ -129,11 +170,13 @@ impl Children {
         f: impl FnOnce(&mut dyn Balancer, &mut dyn ClientConn),
     ) {
         let Children {
-            map,
+            list,
+            index,
             owners,
             timers,
+            version,
         } = self;
-        let Some(child) = map.get_mut(key) else {
+        let Some(child) = index.get(key).map(|i| &mut list[*i]) else {
             return;
         };
         let mut published = None;
@@ -143,6 +186,8 @@ impl Children {
                 key,
                 owners,
                 timers,
+                subconns: &mut child.subconns,
+                version,
                 published: &mut published,
             };
             f(&mut *child.balancer, &mut ccw);
@@ -159,6 +204,8 @@ struct ChildCc<'a> {
     key: &'a str,
     owners: &'a mut HashMap<SubConnId, String>,
     timers: &'a mut HashMap<TimerToken, String>,
+    subconns: &'a mut Vec<Arc<SubConn>>,
+    version: &'a mut u64,
     published: &'a mut Option<(ConnectivityState, Box<dyn Picker>)>,
 }
 
@@ -166,6 +213,8 @@ impl ClientConn for ChildCc<'_> {
     fn new_subconn(&mut self, address: Address) -> Result<Arc<SubConn>, String> {
         let sc = self.parent.new_subconn(address)?;
         self.owners.insert(sc.id(), self.key.to_string());
+        self.subconns.push(sc.clone());
+        *self.version += 1;
         Ok(sc)
     }
     fn connect(&mut self, sc: SubConnId) {
