@@ -314,9 +314,11 @@ impl Channel {
             Outbox::closed_table(&self.shared);
             return;
         }
-        if !self.shared.handle.on_loop_thread() && rx.recv_timeout(Duration::from_secs(30)).is_err()
-        {
-            Outbox::closed_table(&self.shared);
+        if !self.shared.handle.on_loop_thread() {
+            // Only the loop publishes while it runs: if it has not answered,
+            // a publish from here could race its own. It closes the channel
+            // when it gets to the command, or when it shuts down.
+            let _ = rx.recv_timeout(Duration::from_secs(30));
         }
     }
 
