@@ -24,6 +24,7 @@ fn status_numbers_are_frozen() {
         (SY_UNAVAILABLE, 201),
         (SY_DROPPED, 202),
         (SY_DEADLINE_EXCEEDED, 203),
+        (SY_RPC_FAILED, 204),
         (SY_PANIC, 900),
     ];
     assert_eq!(
