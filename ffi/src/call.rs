@@ -18,6 +18,7 @@ use std::collections::VecDeque;
 use std::ffi::{c_char, c_void, CString};
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::ptr;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::thread::{JoinHandle, ThreadId};
 use std::time::{Duration, Instant};
@@ -266,9 +267,12 @@ fn run_call(reader: &mut Reader, args: &CallArgs) -> Result<UnaryResponse, Statu
     reader.unary(&args.method, &args.request, &options)
 }
 
-fn call_error(reader: &Reader, s: &Status) -> Error {
+/// `pool`: the channel's, whose `closing` flag is set before the channel
+/// starts closing (a call can be failed by the closing connection before the
+/// loop publishes SHUTDOWN).
+fn call_error(reader: &Reader, pool: &CallPool, s: &Status) -> Error {
     let code = s.code() as u32;
-    let closed = reader.channel_state() == ConnectivityState::Shutdown;
+    let closed = pool.is_closing() || reader.channel_state() == ConnectivityState::Shutdown;
     let status = if closed {
         sy_status::SY_CLOSED
     } else {
@@ -349,7 +353,8 @@ pub extern "C" fn sy_call_unary(
                 "a blocking call inside a switchyard callback (use sy_call_unary_start)",
             ));
         }
-        let response = run_call(&mut r.reader, &args).map_err(|s| call_error(&r.reader, &s))?;
+        let response =
+            run_call(&mut r.reader, &args).map_err(|s| call_error(&r.reader, &r.pool, &s))?;
         let buf = Box::into_raw(Box::new(sy_buffer { response }));
         // SAFETY: non-NULL out-parameter, written on success only.
         unsafe { out.write(buf) };
@@ -446,18 +451,18 @@ struct Job {
 
 impl Job {
     /// Runs the call and its callback; never unwinds.
-    fn run(self, reader: &mut Reader) {
+    fn run(self, reader: &mut Reader, pool: &CallPool) {
         let Job {
             args,
             callback,
             ctx,
         } = self;
         let outcome = catch_unwind(AssertUnwindSafe(|| {
-            if reader.channel_state() == ConnectivityState::Shutdown {
+            if pool.is_closing() || reader.channel_state() == ConnectivityState::Shutdown {
                 return Err((sy_status::SY_CLOSED, 1, "the channel is closed".to_string()));
             }
             run_call(reader, &args).map_err(|s| {
-                let status = call_error(reader, &s).status;
+                let status = call_error(reader, pool, &s).status;
                 (status, s.code() as u32, s.message().to_string())
             })
         }))
@@ -487,6 +492,9 @@ impl Job {
 /// A channel's completion threads: a queue, lazily started workers (each with
 /// its own reader), and their join handles.
 pub(crate) struct CallPool {
+    /// Set before the channel closes (sy_channel_close / _free,
+    /// sy_runtime_free): failures from then on are SY_CLOSED.
+    closing: AtomicBool,
     state: Mutex<PoolState>,
     work: Condvar,
     max_threads: usize,
@@ -502,6 +510,7 @@ struct PoolState {
 impl CallPool {
     pub(crate) fn new(max_threads: usize) -> Arc<CallPool> {
         Arc::new(CallPool {
+            closing: AtomicBool::new(false),
             state: Mutex::new(PoolState {
                 queue: VecDeque::new(),
                 threads: Vec::new(),
@@ -511,6 +520,15 @@ impl CallPool {
             work: Condvar::new(),
             max_threads: max_threads.max(1),
         })
+    }
+
+    /// Called before the channel closes.
+    pub(crate) fn mark_closing(&self) {
+        self.closing.store(true, Ordering::Release);
+    }
+
+    pub(crate) fn is_closing(&self) -> bool {
+        self.closing.load(Ordering::Acquire)
     }
 
     fn lock(&self) -> MutexGuard<'_, PoolState> {
@@ -552,7 +570,7 @@ impl CallPool {
 
     fn work_loop(&self, reader: &mut Reader) {
         while let Some(job) = self.next() {
-            job.run(reader);
+            job.run(reader, self);
         }
     }
 
@@ -577,6 +595,7 @@ impl CallPool {
     /// on a completion thread (from a callback, against the contract), it
     /// does not wait for that thread itself, which exits on its own.
     pub(crate) fn shutdown(&self) {
+        self.mark_closing();
         let threads = {
             let mut st = self.lock();
             st.closed = true;

@@ -37,6 +37,7 @@ pub(crate) struct ChannelBox {
 impl Drop for ChannelBox {
     fn drop(&mut self) {
         // Close first so running calls fail fast, then join their threads.
+        self.pool.mark_closing();
         self.channel.close();
         self.pool.shutdown();
     }
@@ -425,6 +426,7 @@ pub extern "C" fn sy_channel_close(ch: *const sy_channel) -> sy_status {
                 "cannot close inside a switchyard callback",
             ));
         }
+        ch.pool.mark_closing();
         ch.channel.close();
         ch.pool.shutdown();
         Ok(())

@@ -8,6 +8,7 @@
 //! no unwrap). Should that ever be wrong, Rust >= 1.81 aborts at the `extern
 //! "C"` boundary instead of unwinding into C.
 
+use crate::call::CallPool;
 use crate::callback::user_data_ptr;
 use crate::channel::{channel_ref, sy_channel, SY_WAIT_FOREVER};
 use crate::error::{set_last, Error, Message};
@@ -17,6 +18,7 @@ use crate::status::sy_status;
 use std::ffi::{c_char, c_void, CStr};
 use std::mem::{align_of, size_of};
 use std::ptr::{self, addr_of_mut};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 use switchyard::{DoneInfo, Pick, PickError, PickInfo, PickOptions, Reader};
 
@@ -32,6 +34,8 @@ pub(crate) struct ReaderBox {
     pub(crate) reader: Reader,
     /// Its channel's connections are the library's (`sy_call_unary` works).
     pub(crate) managed: bool,
+    /// The channel's call pool: tells a call whether its channel is closing.
+    pub(crate) pool: Arc<CallPool>,
 }
 
 impl sy_reader {
@@ -99,6 +103,7 @@ pub extern "C" fn sy_reader_new(ch: *const sy_channel, out: *mut *mut sy_reader)
         let r = Box::into_raw(Box::new(sy_reader(Shell::new(ReaderBox {
             reader: ch.channel.reader(),
             managed: ch.managed,
+            pool: Arc::clone(&ch.pool),
         }))));
         // SAFETY: non-NULL out-parameter, written on success only.
         unsafe { out.write(r) };

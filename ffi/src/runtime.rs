@@ -64,10 +64,16 @@ pub extern "C" fn sy_runtime_free(rt: *mut sy_runtime) {
             // SAFETY: from `sy_runtime_new`, freed once per the contract.
             let rt = unsafe { Box::from_raw(rt) };
             let sy_runtime { inner, pools } = *rt;
+            let pools: Vec<_> = (pools.into_inner().unwrap_or_else(|p| p.into_inner()))
+                .iter()
+                .filter_map(Weak::upgrade)
+                .collect();
+            for pool in &pools {
+                pool.mark_closing();
+            }
             // Closes every channel: calls in flight fail, queued ones too.
             drop(inner);
-            let pools = pools.into_inner().unwrap_or_else(|p| p.into_inner());
-            for pool in pools.iter().filter_map(Weak::upgrade) {
+            for pool in &pools {
                 pool.shutdown();
             }
         }
