@@ -22,6 +22,205 @@ static void noop_subchannel(void *ctx, uint64_t id, const char *a, size_t l, voi
   (void)ctx; (void)id; (void)a; (void)l; (void)u;
 }
 
+/* A completion callback that tries blocking calls from inside (refused). */
+typedef struct inside {
+  pthread_mutex_t mu;
+  int done;
+  sy_status status;
+  uint32_t code;
+  sy_status blocking_call;
+  sy_status close_call;
+  sy_status start_call;
+} inside;
+
+static void ignore_done(void *ctx, sy_status st, uint32_t code, const char *msg, sy_buffer *resp) {
+  (void)ctx; (void)st; (void)code; (void)msg;
+  sy_buffer_free(resp);
+}
+
+static sy_reader *inside_reader; /* a reader of the channel below */
+static sy_channel *inside_channel;
+
+static void on_done_inside(void *ctx, sy_status st, uint32_t code, const char *msg,
+                           sy_buffer *resp) {
+  inside *in = (inside *)ctx;
+  sy_buffer *r2 = NULL;
+  (void)msg;
+  CHECK(resp == NULL);
+  pthread_mutex_lock(&in->mu);
+  in->status = st;
+  in->code = code;
+  in->blocking_call = sy_call_unary(inside_reader, "/a/b", NULL, 0, NULL, 0, NULL, 0, true, &r2);
+  in->close_call = sy_channel_close(inside_channel);
+  /* Non-blocking: allowed (and fails fast again; its callback is ignored). */
+  in->start_call = sy_call_unary_start(inside_channel, "/a/b", NULL, 0, NULL, 0, NULL, 1000, false,
+                                       ignore_done, NULL);
+  in->done = 1;
+  pthread_mutex_unlock(&in->mu);
+}
+
+/* Managed channels and calls: options, sy_call_unary, sy_call_unary_start,
+ * sy_buffer. None of this needs a server: the arguments are checked first. */
+static void bad_calls(sy_runtime *rt, sy_channel *host_ch) {
+  const char bad_utf8[] = {'/', (char)0xff, (char)0xfe, 0};
+  sy_channel_options *o = NULL;
+  sy_channel *ch = NULL;
+  sy_reader *r = NULL;
+  sy_reader *host_r = NULL;
+  sy_buffer *resp = NULL;
+  sy_metadata md;
+  const uint8_t *v = NULL;
+  size_t vlen = 0;
+  const size_t huge = (size_t)-1; /* a negative length from C */
+  host h2;
+  sy_host_transport t2;
+
+  /* Options. */
+  EXPECT(sy_channel_options_new(NULL), SY_NULL_PARAMETER);
+  EXPECT(sy_channel_options_set_insecure(NULL, true), SY_NULL_PARAMETER);
+  EXPECT(sy_channel_options_set_tls_roots_pem(NULL, (const uint8_t *)"x", 1), SY_NULL_PARAMETER);
+  EXPECT(sy_channel_options_set_keepalive(NULL, 1, 1, false), SY_NULL_PARAMETER);
+  EXPECT(sy_channel_options_set_backoff(NULL, 1, 1, 1), SY_NULL_PARAMETER);
+  EXPECT(sy_channel_options_set_call_threads(NULL, 1), SY_NULL_PARAMETER);
+  sy_channel_options_free(NULL);
+  OK(sy_channel_options_new(&o));
+  EXPECT(sy_channel_options_set_tls_roots_pem(o, NULL, 5), SY_NULL_PARAMETER);
+  EXPECT(sy_channel_options_set_tls_roots_pem(o, (const uint8_t *)"x", huge), SY_INVALID_ARGUMENT);
+  EXPECT(sy_channel_options_set_tls_roots_pem(o, (const uint8_t *)"not pem", 7), SY_INVALID_ARGUMENT);
+  EXPECT(sy_channel_options_set_tls_roots_pem(o, NULL, 0), SY_INVALID_ARGUMENT); /* no certificate */
+  EXPECT(sy_channel_options_set_tls_server_name(o, NULL), SY_NULL_PARAMETER);
+  EXPECT(sy_channel_options_set_tls_server_name(o, bad_utf8), SY_INVALID_UTF8);
+  EXPECT(sy_channel_options_set_tls_server_name(o, "no spaces allowed"), SY_INVALID_ARGUMENT);
+  EXPECT(sy_channel_options_set_client_cert(o, NULL, 3, (const uint8_t *)"k", 1), SY_NULL_PARAMETER);
+  EXPECT(sy_channel_options_set_client_cert(o, (const uint8_t *)"c", 1, (const uint8_t *)"k", 1),
+         SY_INVALID_ARGUMENT);
+  EXPECT(sy_channel_options_set_backoff(o, 5000, 1000, 0), SY_INVALID_ARGUMENT);
+  EXPECT(sy_channel_options_set_call_threads(o, 0), SY_INVALID_ARGUMENT);
+  EXPECT(sy_channel_options_set_call_threads(o, SY_MAX_CALL_THREADS + 1), SY_INVALID_ARGUMENT);
+  /* Transport settings conflict with each other, and with a host transport. */
+  OK(sy_channel_options_set_insecure(o, true));
+  OK(sy_channel_options_set_tls_server_name(o, "example.com"));
+  EXPECT(sy_channel_new_with_options(rt, "127.0.0.1:1", NULL, o, NULL, NULL, NULL, NULL, &ch),
+         SY_INVALID_ARGUMENT);
+  OK(sy_channel_options_set_tls_server_name(o, "")); /* back to the default */
+  host_init(&h2);
+  t2 = host_transport(&h2);
+  EXPECT(sy_channel_new_with_options(rt, "", NULL, o, &t2, NULL, NULL, NULL, &ch),
+         SY_INVALID_ARGUMENT);
+  CHECK(ch == NULL);
+  OK(sy_channel_options_set_keepalive(o, 0, 0, false));
+  OK(sy_channel_options_set_call_threads(o, 1));
+  /* Nothing listens on port 1: calls fail fast once the connection is refused. */
+  OK(sy_channel_new_with_options(rt, "127.0.0.1:1", NULL, o, NULL, NULL, NULL, NULL, &ch));
+  sy_channel_options_free(o);
+  OK(sy_reader_new(ch, &r));
+
+  /* sy_call_unary. */
+  EXPECT(sy_call_unary(NULL, "/a/b", NULL, 0, NULL, 0, NULL, 0, false, &resp), SY_NULL_PARAMETER);
+  EXPECT(sy_call_unary(r, "/a/b", NULL, 0, NULL, 0, NULL, 0, false, NULL), SY_NULL_PARAMETER);
+  EXPECT(sy_call_unary(r, NULL, NULL, 0, NULL, 0, NULL, 0, false, &resp), SY_NULL_PARAMETER);
+  EXPECT(sy_call_unary(r, bad_utf8, NULL, 0, NULL, 0, NULL, 0, false, &resp), SY_INVALID_UTF8);
+  EXPECT(sy_call_unary(r, "no-slash", NULL, 0, NULL, 0, NULL, 0, false, &resp), SY_INVALID_ARGUMENT);
+  EXPECT(sy_call_unary(r, "/", NULL, 0, NULL, 0, NULL, 0, false, &resp), SY_INVALID_ARGUMENT);
+  EXPECT(sy_call_unary(r, "/a/b c", NULL, 0, NULL, 0, NULL, 0, false, &resp), SY_INVALID_ARGUMENT);
+  EXPECT(sy_call_unary(r, "/a/b", NULL, 5, NULL, 0, NULL, 0, false, &resp), SY_NULL_PARAMETER);
+  EXPECT(sy_call_unary(r, "/a/b", (const uint8_t *)"x", huge, NULL, 0, NULL, 0, false, &resp),
+         SY_INVALID_ARGUMENT);
+  EXPECT(sy_call_unary(r, "/a/b", (const uint8_t *)"x", (size_t)1 << 32, NULL, 0, NULL, 0, false,
+                       &resp),
+         SY_INVALID_ARGUMENT); /* over gRPC's 4 GiB frame limit */
+  EXPECT(sy_call_unary(r, "/a/b", NULL, 0, NULL, 1, NULL, 0, false, &resp), SY_NULL_PARAMETER);
+  md.key = "x-ok";
+  md.value = "fine";
+  EXPECT(sy_call_unary(r, "/a/b", NULL, 0, &md, huge, NULL, 0, false, &resp), SY_INVALID_ARGUMENT);
+  md.key = NULL;
+  EXPECT(sy_call_unary(r, "/a/b", NULL, 0, &md, 1, NULL, 0, false, &resp), SY_NULL_PARAMETER);
+  md.key = "x-ok";
+  md.value = NULL;
+  EXPECT(sy_call_unary(r, "/a/b", NULL, 0, &md, 1, NULL, 0, false, &resp), SY_NULL_PARAMETER);
+  md.value = bad_utf8;
+  EXPECT(sy_call_unary(r, "/a/b", NULL, 0, &md, 1, NULL, 0, false, &resp), SY_INVALID_UTF8);
+  md.value = "two\nlines";
+  EXPECT(sy_call_unary(r, "/a/b", NULL, 0, &md, 1, NULL, 0, false, &resp), SY_INVALID_ARGUMENT);
+  md.value = "fine";
+  md.key = "grpc-timeout";
+  EXPECT(sy_call_unary(r, "/a/b", NULL, 0, &md, 1, NULL, 0, false, &resp), SY_INVALID_ARGUMENT);
+  md.key = "bad key";
+  EXPECT(sy_call_unary(r, "/a/b", NULL, 0, &md, 1, NULL, 0, false, &resp), SY_INVALID_ARGUMENT);
+  md.key = "";
+  EXPECT(sy_call_unary(r, "/a/b", NULL, 0, &md, 1, NULL, 0, false, &resp), SY_INVALID_ARGUMENT);
+  CHECK(resp == NULL);
+  /* Well-formed, but nobody listens: the RPC fails with UNAVAILABLE. */
+  md.key = "X-Ok";
+  EXPECT(sy_call_unary(r, "/a/b", NULL, 0, &md, 1, NULL, 5000, false, &resp), SY_RPC_FAILED);
+  CHECK(sy_last_grpc_code() == 14);
+  CHECK(resp == NULL);
+
+  /* A channel whose transports are the host's has no calls. */
+  OK(sy_reader_new(host_ch, &host_r));
+  EXPECT(sy_call_unary(host_r, "/a/b", NULL, 0, NULL, 0, NULL, 0, false, &resp), SY_INVALID_ARGUMENT);
+  {
+    char buf[256];
+    sy_last_error(buf, sizeof buf);
+    CHECK(strstr(buf, "host") != NULL);
+  }
+  EXPECT(sy_call_unary_start(host_ch, "/a/b", NULL, 0, NULL, 0, NULL, 0, false, ignore_done, NULL),
+         SY_INVALID_ARGUMENT);
+  sy_reader_free(host_r);
+
+  /* sy_call_unary_start: checked up front; the callback never runs then. */
+  EXPECT(sy_call_unary_start(NULL, "/a/b", NULL, 0, NULL, 0, NULL, 0, false, ignore_done, NULL),
+         SY_NULL_PARAMETER);
+  EXPECT(sy_call_unary_start(ch, "/a/b", NULL, 0, NULL, 0, NULL, 0, false, NULL, NULL),
+         SY_NULL_PARAMETER);
+  EXPECT(sy_call_unary_start(ch, bad_utf8, NULL, 0, NULL, 0, NULL, 0, false, ignore_done, NULL),
+         SY_INVALID_UTF8);
+  EXPECT(sy_call_unary_start(ch, "/a/b", (const uint8_t *)"x", huge, NULL, 0, NULL, 0, false,
+                             ignore_done, NULL),
+         SY_INVALID_ARGUMENT);
+
+  /* Inside a completion callback, blocking calls are refused. */
+  {
+    inside in;
+    int i;
+    memset(&in, 0, sizeof in);
+    pthread_mutex_init(&in.mu, NULL);
+    inside_reader = r;
+    inside_channel = ch;
+    OK(sy_call_unary_start(ch, "/a/b", NULL, 0, NULL, 0, NULL, 5000, false, on_done_inside, &in));
+    for (i = 0; i < 500; i++) {
+      int d;
+      pthread_mutex_lock(&in.mu);
+      d = in.done;
+      pthread_mutex_unlock(&in.mu);
+      if (d) break;
+      sleep_ms(10);
+    }
+    CHECK(in.done);
+    CHECK(in.status == SY_RPC_FAILED && in.code == 14);
+    CHECK(in.blocking_call == SY_WRONG_CONTEXT);
+    CHECK(in.close_call == SY_WRONG_CONTEXT);
+    CHECK(in.start_call == SY_OK);
+    pthread_mutex_destroy(&in.mu);
+  }
+
+  /* Buffers: NULL-safe accessors. */
+  CHECK(sy_buffer_data(NULL) == NULL);
+  CHECK(sy_buffer_len(NULL) == 0);
+  sy_buffer_free(NULL);
+  EXPECT(sy_buffer_trailer(NULL, "k", 0, &v, &vlen), SY_NULL_PARAMETER);
+  EXPECT(sy_buffer_header(NULL, "k", 0, &v, &vlen), SY_NULL_PARAMETER);
+
+  /* After close. */
+  OK(sy_channel_close(ch));
+  EXPECT(sy_call_unary(r, "/a/b", NULL, 0, NULL, 0, NULL, 0, true, &resp), SY_CLOSED);
+  EXPECT(sy_call_unary_start(ch, "/a/b", NULL, 0, NULL, 0, NULL, 0, false, ignore_done, NULL),
+         SY_CLOSED);
+  sy_reader_free(r);
+  sy_channel_free(ch);
+  host_destroy(&h2);
+}
+
 int main(void) {
   sy_runtime *rt = NULL;
   sy_channel *ch = NULL;
@@ -153,6 +352,8 @@ int main(void) {
     OK(sy_pick_done(&r, 0, 0, m, 2));
   }
   EXPECT(sy_pick_done(&r, 0, 0, NULL, 0), SY_INVALID_ARGUMENT);
+
+  bad_calls(rt, ch);
 
   /* Calls after close. */
   OK(sy_channel_close(ch));

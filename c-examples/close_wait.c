@@ -1,6 +1,11 @@
 /* Close while picks wait: RPC threads blocked in sy_pick (no time limit,
  * wait-for-ready) all return SY_CLOSED when another thread closes the
- * channel; later calls report SY_CLOSED; close is idempotent. */
+ * channel; later calls report SY_CLOSED; close is idempotent.
+ *
+ * Then the same for calls on library-managed channels: wait-for-ready calls
+ * (blocking, and started with completion callbacks) to an address nobody
+ * listens on end with SY_CLOSED when the channel is freed, or when its
+ * runtime is freed; every callback has run by the time the free returns. */
 #include "common.h"
 
 #define N_THREADS 4
@@ -22,6 +27,99 @@ static int shutdown_seen;
 static void on_state(void *ctx, uint32_t state) {
   (void)ctx;
   if (state == SY_STATE_SHUTDOWN) shutdown_seen++;
+}
+
+/* ---- managed channels: calls in flight at free ---------------------------- */
+
+#define N_CALLS 6
+
+typedef struct tally {
+  pthread_mutex_t mu;
+  int done;
+  int closed;
+} tally;
+
+static void on_call_done(void *ctx, sy_status st, uint32_t code, const char *msg,
+                         sy_buffer *resp) {
+  tally *t = (tally *)ctx;
+  (void)code;
+  (void)msg;
+  CHECK(resp == NULL);
+  pthread_mutex_lock(&t->mu);
+  t->done++;
+  if (st == SY_CLOSED) t->closed++;
+  pthread_mutex_unlock(&t->mu);
+}
+
+typedef struct blocking {
+  sy_reader *reader;
+  sy_status status;
+} blocking;
+
+static void *blocking_call(void *arg) {
+  blocking *b = (blocking *)arg;
+  sy_buffer *resp = NULL;
+  b->status = sy_call_unary(b->reader, "/echo.Echo/Unary", NULL, 0, NULL, 0, NULL, 0, true, &resp);
+  CHECK(resp == NULL);
+  return NULL;
+}
+
+/* Starts N_CALLS wait-for-ready calls that can never complete (nobody
+ * listens on port 1), plus one blocking call on another thread. */
+static void start_stuck_calls(sy_channel *ch, tally *t, blocking *b, pthread_t *th) {
+  int i;
+  for (i = 0; i < N_CALLS; i++)
+    OK(sy_call_unary_start(ch, "/echo.Echo/Unary", NULL, 0, NULL, 0, NULL, 0, true, on_call_done,
+                           t));
+  OK(sy_reader_new(ch, &b->reader));
+  b->status = SY_PANIC;
+  CHECK(pthread_create(th, NULL, blocking_call, b) == 0);
+  sleep_ms(100);
+  pthread_mutex_lock(&t->mu);
+  CHECK(t->done == 0);
+  pthread_mutex_unlock(&t->mu);
+}
+
+static void managed_calls_at_free(void) {
+  sy_runtime *rt = NULL;
+  sy_channel_options *o = NULL;
+  sy_channel *ch = NULL;
+  tally t;
+  blocking b;
+  pthread_t th;
+
+  memset(&t, 0, sizeof t);
+  pthread_mutex_init(&t.mu, NULL);
+  OK(sy_channel_options_new(&o));
+  OK(sy_channel_options_set_insecure(o, true));
+  OK(sy_channel_options_set_call_threads(o, 2)); /* 2 run, 4 wait in the queue */
+
+  /* sy_channel_free with calls running and queued. */
+  OK(sy_runtime_new(&rt));
+  OK(sy_channel_new_with_options(rt, "127.0.0.1:1", NULL, o, NULL, NULL, NULL, NULL, &ch));
+  start_stuck_calls(ch, &t, &b, &th);
+  sy_channel_free(ch);
+  CHECK(t.done == N_CALLS && t.closed == N_CALLS); /* no lock needed: threads are joined */
+  CHECK(pthread_join(th, NULL) == 0);
+  CHECK(b.status == SY_CLOSED);
+  sy_reader_free(b.reader);
+
+  /* sy_runtime_free with the channel still alive. */
+  t.done = t.closed = 0;
+  OK(sy_channel_new_with_options(rt, "127.0.0.1:1", NULL, o, NULL, NULL, NULL, NULL, &ch));
+  start_stuck_calls(ch, &t, &b, &th);
+  sy_runtime_free(rt);
+  CHECK(t.done == N_CALLS && t.closed == N_CALLS);
+  CHECK(pthread_join(th, NULL) == 0);
+  CHECK(b.status == SY_CLOSED);
+  CHECK_STATUS(sy_call_unary_start(ch, "/echo.Echo/Unary", NULL, 0, NULL, 0, NULL, 0, true,
+                                   on_call_done, &t),
+               SY_CLOSED);
+  sy_reader_free(b.reader);
+  sy_channel_free(ch);
+
+  sy_channel_options_free(o);
+  pthread_mutex_destroy(&t.mu);
 }
 
 int main(void) {
@@ -84,6 +182,7 @@ int main(void) {
   sy_channel_free(ch);
   sy_runtime_free(rt);
   host_destroy(&h);
+  managed_calls_at_free();
   printf("close_wait: ok\n");
   return 0;
 }

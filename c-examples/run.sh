@@ -1,6 +1,8 @@
 #!/bin/sh
 # Runs every test of the C ABI that needs a C toolchain:
 #   - builds the debug libraries (cargo build -p switchyard-ffi),
+#   - makes sure the grpcio virtualenv exists (interop/setup.sh; the servers
+#     c-examples/unary_call calls),
 #   - c-examples/Makefile `check`: header hygiene, each C/C++ program linked
 #     static and shared, under ASan+UBSan, and under valgrind (leaks = errors),
 #   - the Python (ctypes) example against the shared library,
@@ -30,6 +32,7 @@ if [ -n "$need" ]; then
 fi
 
 cargo build -p switchyard-ffi
+bash interop/setup.sh
 make -C c-examples -j2 check
 
 echo "== python (ctypes)"

@@ -46,6 +46,11 @@
 #define SY_WAIT_FOREVER UINT64_MAX
 
 /*
+ The most threads `sy_channel_options_set_call_threads` allows.
+ */
+#define SY_MAX_CALL_THREADS 256
+
+/*
  Words of opaque storage in `sy_pick_result` for the pick's token.
  */
 #define SY_PICK_TOKEN_WORDS 4
@@ -130,6 +135,13 @@ enum sy_status
    */
   SY_DEADLINE_EXCEEDED = 203,
   /*
+   An RPC (`sy_call_unary`, `sy_call_unary_start`) ended with a gRPC
+   status other than OK: the server's, or one the client chose (no
+   subchannel, deadline, lost connection). `sy_last_grpc_code()` (or the
+   completion callback's `grpc_code`) has the code.
+   */
+  SY_RPC_FAILED = 204,
+  /*
    A panic inside the library was caught at the boundary; the object the
    call was about may be unusable.
    */
@@ -199,6 +211,15 @@ typedef uint32_t sy_pick_decision;
 #endif // __cplusplus
 
 /*
+ Owned bytes from the library: an RPC's response message, with the
+ response's headers and trailers. Opaque; freed with `sy_buffer_free`. Not
+ tied to any channel, reader or thread: keep it as long as needed, free it
+ on any thread. Never modified after it is handed out, so concurrent reads
+ are fine.
+ */
+typedef struct sy_buffer sy_buffer;
+
+/*
  The channel as a C policy sees it during one of its callbacks. Opaque;
  owned by the library. The pointer a callback receives is the same for the
  whole life of that balancer, but `sy_cc_*` calls are accepted only on the
@@ -215,6 +236,23 @@ typedef struct sy_cc sy_cc;
 typedef struct sy_channel sy_channel;
 
 /*
+ Options for `sy_channel_new_with_options`. Opaque; owned by the caller
+ (`sy_channel_options_new` / `sy_channel_options_free`).
+
+ Defaults (a fresh handle, or passing NULL instead of one): TLS with the
+ bundled Mozilla roots, verifying each address's host name; no client
+ certificate; no keepalive; gRPC's connection backoff (1 s, x1.6, +-20 %,
+ at most 120 s, at least 20 s per attempt); up to 8 completion threads.
+
+ Setters validate their input and return SY_OK, SY_NULL_PARAMETER,
+ SY_INVALID_ARGUMENT or SY_INVALID_UTF8; a failed setter changes nothing.
+ Not thread-safe: set from one thread at a time (or with external locking).
+ A channel copies the options at creation, so one handle may be reused for
+ any number of channels and freed right after.
+ */
+typedef struct sy_channel_options sy_channel_options;
+
+/*
  One RPC thread's view of a channel. Opaque; owned by the caller (Box).
 
  Thread-affine: use it from one thread at a time (typically one reader per
@@ -228,6 +266,45 @@ typedef struct sy_reader sy_reader;
  An event loop (one thread). Opaque; owned by the caller (Box).
  */
 typedef struct sy_runtime sy_runtime;
+
+/*
+ One request metadata entry: `key` and `value` are NUL-terminated and
+ copied. Keys are ASCII `[0-9a-z_.-]` (upper case is folded to lower);
+ values printable ASCII. Keys ending in "-bin" carry base64 text, sent
+ as given. Keys the transport owns ("grpc-*", "content-type", "te",
+ "user-agent", "connection") are refused.
+ */
+typedef struct sy_metadata {
+  const char *key;
+  const char *value;
+} sy_metadata;
+
+/*
+ Hears how a `sy_call_unary_start` call ended. Called exactly once per call
+ the start function accepted (it returned SY_OK), on one of the channel's
+ completion threads (never on the starting thread, never on the loop
+ thread), possibly concurrently with other calls' callbacks.
+
+ - `status`: SY_OK; SY_RPC_FAILED (the call failed: `grpc_code` says how);
+   SY_CLOSED (the channel was closed or its runtime freed before or while
+   the call ran); SY_PANIC.
+ - `grpc_code`: the call's gRPC status code (0 on success).
+ - `message`: NUL-terminated UTF-8, the gRPC status message ("" on
+   success); valid during the callback only.
+ - `response`: on SY_OK the response, owned by the callee from now on (free
+   it with `sy_buffer_free`, on any thread, whenever); NULL otherwise.
+
+ It may start further calls and use any `sy_*` function that does not
+ block; a blocking one (`sy_call_unary`, `sy_channel_close`,
+ `sy_channel_wait_for_state_change`, ...) returns SY_WRONG_CONTEXT. It
+ must not free the channel or its runtime. A callback that blocks holds up
+ one completion thread.
+ */
+typedef void (*sy_call_done_fn)(void *user_ctx,
+                                sy_status status,
+                                uint32_t grpc_code,
+                                const char *message,
+                                struct sy_buffer *response);
 
 /*
  A host transport callback about one subchannel. `address` is
@@ -487,7 +564,125 @@ extern "C" {
 const char *sy_version(void);
 
 /*
- Creates a channel on `rt`.
+ The response message: `sy_buffer_len` bytes (NULL only for a NULL
+ buffer). Valid until `sy_buffer_free`. Any thread.
+ */
+const uint8_t *sy_buffer_data(const struct sy_buffer *buf);
+
+/*
+ The response message's length in bytes; 0 for a NULL buffer. Any thread.
+ */
+size_t sy_buffer_len(const struct sy_buffer *buf);
+
+/*
+ Frees a buffer. NULL is a no-op; a second free is undefined, like
+ free(3). Any thread.
+ */
+void sy_buffer_free(struct sy_buffer *buf);
+
+/*
+ Looks up response metadata: the `index`-th value (0 = first) of header
+ `key` (NUL-terminated, case-insensitive) in the response's initial
+ metadata. On SY_OK `*value` / `*value_len` are the raw value's bytes, not
+ NUL-terminated ("-bin" values are base64 as sent), valid until
+ `sy_buffer_free`. SY_NOT_FOUND if there is no such value. Any thread.
+ */
+sy_status sy_buffer_header(const struct sy_buffer *buf,
+                           const char *key,
+                           size_t index,
+                           const uint8_t **value,
+                           size_t *value_len);
+
+/*
+ As `sy_buffer_header`, in the response's trailing metadata (where servers
+ usually put per-call results; "grpc-status" is there too).
+ */
+sy_status sy_buffer_trailer(const struct sy_buffer *buf,
+                            const char *key,
+                            size_t index,
+                            const uint8_t **value,
+                            size_t *value_len);
+
+/*
+ One blocking unary RPC on a library-managed channel: picks a subchannel
+ with `reader` (as `sy_pick`), sends the request on its HTTP/2 connection,
+ waits for the response, and reports the outcome to the policy. A call the
+ server never saw (refused stream, GOAWAY) is retried once, transparently.
+
+ - `method`: "/package.Service/Method", NUL-terminated.
+ - `request`, `request_len`: the serialized request message (NULL only
+   with length 0), copied; at most 4 GiB - 1.
+ - `metadata`, `metadata_len`: request metadata (see `sy_metadata`); NULL/0
+   for none.
+ - `request_hash`: NULL, or the request's hash for hashing policies.
+ - `timeout_ms`: the call's deadline, sent to the server as grpc-timeout
+   and covering the pick too; 0 or `SY_WAIT_FOREVER`: none.
+ - `wait_for_ready`: wait through TRANSIENT_FAILURE for a subchannel
+   instead of failing at once with UNAVAILABLE.
+
+ On SY_OK `*response_out` is the response, owned by the caller
+ (`sy_buffer_free`). On SY_RPC_FAILED `sy_last_grpc_code()` is the gRPC
+ status code (e.g. 12 UNIMPLEMENTED from the server, 4 DEADLINE_EXCEEDED,
+ 14 UNAVAILABLE) and `sy_last_error` has "grpc status N (NAME): message".
+ SY_CLOSED: the channel was closed (or its runtime freed) before or during
+ the call. Argument errors (nothing sent): SY_NULL_PARAMETER,
+ SY_INVALID_UTF8, SY_INVALID_ARGUMENT (a malformed method, metadata or
+ length, a freed reader, or a reader of a channel whose transports belong
+ to the host: pick with `sy_pick` and send on your own transport there).
+
+ Threading: the reader's thread; never inside a callback of this library
+ (SY_WRONG_CONTEXT). Calls on different readers run in parallel, sharing
+ only the subchannel's HTTP/2 connection (multiplexed streams).
+ */
+SY_MUST_USE
+sy_status sy_call_unary(struct sy_reader *reader,
+                        const char *method,
+                        const uint8_t *request,
+                        size_t request_len,
+                        const struct sy_metadata *metadata,
+                        size_t metadata_len,
+                        const uint64_t *request_hash,
+                        uint64_t timeout_ms,
+                        bool wait_for_ready,
+                        struct sy_buffer **response_out);
+
+/*
+ Starts one unary RPC and returns at once; `callback` hears how it ended.
+ Arguments as `sy_call_unary`'s, all copied before this returns
+ (`user_ctx` is passed through untouched).
+
+ The call runs on one of the channel's completion threads, each with its
+ own reader: started on demand, at most `sy_channel_options_set_call_threads`
+ of them (default 8); calls beyond that wait in the channel's queue (their
+ deadline keeps running). `sy_channel_close`, `sy_channel_free` and
+ `sy_runtime_free` end the channel's calls (queued ones complete with
+ SY_CLOSED, running ones fail fast as their connections close) and join
+ the threads: when they return, every callback of the channel has returned
+ and no completion thread is left.
+
+ Returns SY_OK if the call was accepted: `callback` then runs exactly once.
+ Otherwise it never runs: SY_NULL_PARAMETER (`channel`, `method` or
+ `callback`), SY_INVALID_UTF8, SY_INVALID_ARGUMENT (as `sy_call_unary`),
+ SY_CLOSED (channel closed or runtime freed), SY_IO (no thread could be
+ started). Any thread, including inside this library's callbacks (it
+ never blocks on the network).
+ */
+SY_MUST_USE
+sy_status sy_call_unary_start(const struct sy_channel *channel,
+                              const char *method,
+                              const uint8_t *request,
+                              size_t request_len,
+                              const struct sy_metadata *metadata,
+                              size_t metadata_len,
+                              const uint64_t *request_hash,
+                              uint64_t timeout_ms,
+                              bool wait_for_ready,
+                              sy_call_done_fn callback,
+                              void *user_ctx);
+
+/*
+ Creates a channel on `rt` with default options: as
+ `sy_channel_new_with_options` with `options` NULL.
 
  - `target`: "" when the host supplies addresses with
    `sy_channel_update_addresses`; otherwise "ipv4:1.2.3.4:80,...",
@@ -496,10 +691,12 @@ const char *sy_version(void);
    (`{"loadBalancingConfig":[{"round_robin":{}}]}`); NULL or "" for the
    default (pick_first).
  - `host`: the host's transport callbacks (external connector): the host
-   owns connections and reports their states. NULL for library-managed
-   connections. NOTE: the managed connector is not wired in yet, so such a
-   channel fails every connection attempt (its picks fail with
-   SY_UNAVAILABLE) until it lands.
+   owns connections and reports their states, and RPCs are sent by the
+   host on what `sy_pick` returns. NULL for library-managed connections:
+   the library's own TCP / TLS / HTTP/2 to each address, used by
+   `sy_call_unary` and `sy_call_unary_start`. With default options those
+   are TLS, verifying each address's host name against the bundled Mozilla
+   roots; `sy_channel_new_with_options` sets plaintext, roots, mTLS, ...
  - `on_state_change`, `state_ctx`: optional; see `sy_state_fn`.
  - `release_user_data`: called once for each non-NULL `user_data` given in
    `sy_channel_update_addresses` when nothing can return it any more. May be
@@ -521,6 +718,27 @@ sy_status sy_channel_new(const struct sy_runtime *rt,
                          void *state_ctx,
                          sy_release_fn release_user_data,
                          struct sy_channel **out);
+
+/*
+ Creates a channel on `rt`, as `sy_channel_new`, with `options` (NULL:
+ the defaults; see `sy_channel_options`). The options are copied: they may
+ be changed or freed as soon as this returns.
+
+ Transport settings (insecure, TLS roots / server name / client
+ certificate, keepalive) are for library-managed channels only: with a
+ `host` they give SY_INVALID_ARGUMENT, as does insecure together with TLS
+ settings. Backoff applies to both kinds.
+ */
+SY_MUST_USE
+sy_status sy_channel_new_with_options(const struct sy_runtime *rt,
+                                      const char *target,
+                                      const char *service_config_json,
+                                      const struct sy_channel_options *options,
+                                      const struct sy_host_transport *host,
+                                      sy_state_fn on_state_change,
+                                      void *state_ctx,
+                                      sy_release_fn release_user_data,
+                                      struct sy_channel **out);
 
 /*
  Replaces the channel's address list (the host acting as resolver); the
@@ -600,14 +818,17 @@ sy_status sy_channel_sync(const struct sy_channel *ch);
 /*
  Closes the channel: shuts every subchannel down (the host's `shutdown`
  callback runs for each), publishes SHUTDOWN, and wakes waiting picks with
- SY_CLOSED. Later calls on the channel give SY_CLOSED; readers stay valid
+ SY_CLOSED. Calls in flight fail (SY_CLOSED); `sy_call_unary_start` calls
+ complete and the channel's completion threads are joined before this
+ returns. Later calls on the channel give SY_CLOSED; readers stay valid
  (their picks give SY_CLOSED). Idempotent (SY_OK again). Blocks until done.
  Any thread except inside callbacks (SY_WRONG_CONTEXT).
  */
 sy_status sy_channel_close(const struct sy_channel *ch);
 
 /*
- Closes (as `sy_channel_close`) and frees the channel. Readers made from it
+ Closes (as `sy_channel_close`: every `sy_call_unary_start` callback has
+ returned when this returns) and frees the channel. Readers made from it
  stay valid and must still be freed (their picks give SY_CLOSED), in any
  order; picks not yet done stay valid until `sy_pick_done`. NULL is a no-op.
  A second free of the same handle is detected while the freed handle is in
@@ -637,9 +858,93 @@ uint32_t sy_last_status(void);
 /*
  For a failed `sy_pick`: the gRPC status code the RPC should fail with
  (e.g. 14 UNAVAILABLE, 4 DEADLINE_EXCEEDED, or whatever code the policy
- chose); 2 (UNKNOWN) after other failures, 0 if none. Any thread.
+ chose). For a failed `sy_call_unary` (SY_RPC_FAILED, SY_CLOSED): the
+ call's gRPC status code, the server's (e.g. 12 UNIMPLEMENTED) or the
+ client's. 2 (UNKNOWN) after other failures, 0 if none. Any thread; reads
+ only the calling thread's record.
  */
 uint32_t sy_last_grpc_code(void);
+
+/*
+ Allocates options holding the defaults. On success `*out` belongs to the
+ caller (`sy_channel_options_free`). Any thread.
+ */
+SY_MUST_USE sy_status sy_channel_options_new(struct sy_channel_options **out);
+
+/*
+ Frees options. Channels created with them are unaffected. NULL is a
+ no-op; a second free is undefined, like free(3).
+ */
+void sy_channel_options_free(struct sy_channel_options *opts);
+
+/*
+ `insecure` true: plaintext HTTP/2 (h2c, prior knowledge) instead of TLS.
+ Cannot be combined with the TLS setters (the channel creation fails with
+ SY_INVALID_ARGUMENT).
+ */
+sy_status sy_channel_options_set_insecure(struct sy_channel_options *opts, bool insecure);
+
+/*
+ Trust only these roots: `pem`, `len` bytes of PEM with at least one
+ CERTIFICATE (copied; it need not be NUL-terminated). Replaces the bundled
+ Mozilla roots. SY_INVALID_ARGUMENT if it holds no parsable certificate.
+ */
+sy_status sy_channel_options_set_tls_roots_pem(struct sy_channel_options *opts,
+                                               const uint8_t *pem,
+                                               size_t len);
+
+/*
+ The name to send as SNI and to verify the server's certificate against,
+ for every address (NUL-terminated UTF-8, copied). By default each
+ address's own host is used. "" restores that default.
+ */
+sy_status sy_channel_options_set_tls_server_name(struct sy_channel_options *opts,
+                                                 const char *server_name);
+
+/*
+ Mutual TLS: present this certificate chain (`cert_pem`, PEM, leaf first)
+ and private key (`key_pem`, PEM: PKCS#8, PKCS#1 or SEC1). Both copied;
+ neither need be NUL-terminated. SY_INVALID_ARGUMENT if either does not
+ parse (whether the key matches the certificate is checked when
+ connecting).
+ */
+sy_status sy_channel_options_set_client_cert(struct sy_channel_options *opts,
+                                             const uint8_t *cert_pem,
+                                             size_t cert_len,
+                                             const uint8_t *key_pem,
+                                             size_t key_len);
+
+/*
+ HTTP/2 keepalive: after `time_ms` without reading anything, send a PING
+ and drop the connection if no ack comes within `timeout_ms` (0: 20000,
+ gRPC's default). `permit_without_calls`: also when no call is in flight.
+ `time_ms` 0 turns keepalive off (the default). A server may answer too
+ frequent pings with GOAWAY ENHANCE_YOUR_CALM; the time is then doubled.
+ */
+sy_status sy_channel_options_set_keepalive(struct sy_channel_options *opts,
+                                           uint64_t time_ms,
+                                           uint64_t timeout_ms,
+                                           bool permit_without_calls);
+
+/*
+ Connection backoff (gRPC's connection-backoff spec): the first retry after
+ `initial_ms`, growing x1.6 (+-20 % jitter) up to `max_ms`; every attempt
+ gets at least `min_connect_timeout_ms` to connect. 0 keeps that value's
+ default (1000, 120000, 20000). SY_INVALID_ARGUMENT if the initial backoff
+ exceeds the maximum.
+ */
+sy_status sy_channel_options_set_backoff(struct sy_channel_options *opts,
+                                         uint64_t initial_ms,
+                                         uint64_t max_ms,
+                                         uint64_t min_connect_timeout_ms);
+
+/*
+ The most threads the channel starts to run `sy_call_unary_start` calls
+ (1..=`SY_MAX_CALL_THREADS`; default 8). They are started on demand, so
+ an unused channel has none. At most this many such calls are in flight at
+ once; more wait in the channel's queue.
+ */
+sy_status sy_channel_options_set_call_threads(struct sy_channel_options *opts, uint32_t threads);
 
 /*
  Registers a policy written in C under `name` (case-insensitive; a later
@@ -789,9 +1094,11 @@ SY_MUST_USE sy_status sy_runtime_new(struct sy_runtime **out);
 
 /*
  Stops the runtime: closes every channel still on it (waking their waiting
- picks with SY_CLOSED) and joins its thread. Channels created on it stay
- valid handles, but every call that needs the loop returns
- SY_RUNTIME_GONE; they must still be freed. NULL is a no-op.
+ picks and calls with SY_CLOSED) and joins its thread, then the channels'
+ completion threads (every `sy_call_unary_start` callback has returned).
+ Channels created on it stay valid handles, but every call that needs the
+ loop returns SY_RUNTIME_GONE or SY_CLOSED; they must still be freed. NULL
+ is a no-op.
 
  Any thread except the loop itself (never from a callback); called once.
  */

@@ -6,6 +6,9 @@ Starts --count servers on 127.0.0.1 (ephemeral ports), each serving:
                           handler, identity serializers: no protoc), with
                           "x-backend-port: <port>" as initial and trailing
                           metadata.
+  /echo.Echo/Delay        request is a number of milliseconds (ASCII): waits
+                          that long (less if the call ends first), then
+                          answers like Unary. For deadline tests.
   grpc.health.v1.Health   the standard servicer from grpcio-health-checking,
                           SERVING for "" and "echo.Echo" at start.
 With --tls-cert/--tls-key the servers speak TLS; with --no-health they have
@@ -53,8 +56,11 @@ class Backend:
         echo = grpc.unary_unary_rpc_method_handler(
             self.unary, request_deserializer=identity, response_serializer=identity
         )
+        delay = grpc.unary_unary_rpc_method_handler(
+            self.delay, request_deserializer=identity, response_serializer=identity
+        )
         server.add_generic_rpc_handlers(
-            (grpc.method_handlers_generic_handler(SERVICE, {"Unary": echo}),)
+            (grpc.method_handlers_generic_handler(SERVICE, {"Unary": echo, "Delay": delay}),)
         )
         if self.with_health:
             self.health = health.HealthServicer(experimental_non_blocking=True)
@@ -81,6 +87,16 @@ class Backend:
         context.send_initial_metadata(md)
         context.set_trailing_metadata(md)
         return request + b"|port=" + str(self.port).encode()
+
+    def delay(self, request, context):
+        try:
+            ms = int(request.decode() or "0")
+        except ValueError:
+            context.abort(grpc.StatusCode.INVALID_ARGUMENT, "Delay takes milliseconds")
+        ended = threading.Event()
+        context.add_callback(ended.set)  # deadline, cancel, connection lost
+        ended.wait(min(ms, 60_000) / 1000)
+        return self.unary(request, context)
 
     def publish(self):
         if self.health is None:

@@ -1,10 +1,12 @@
 //! `sy_channel`: one target, one policy, its subchannels; addresses and
 //! transport states come in from the host.
 
+use crate::call::CallPool;
 use crate::callback::{sy_host_transport, sy_release_fn, sy_state_fn, CHost, CUserData};
 use crate::error::Error;
 use crate::handle::{bury, Shell};
 use crate::macros::{boundary, boundary_or, in_callback, inside_callback};
+use crate::options::{sy_channel_options, Options};
 use crate::runtime::sy_runtime;
 use crate::status::{state_from_c, state_to_c, sy_status};
 use crate::strings::{opt_str_arg, slice_arg, str_arg};
@@ -26,6 +28,19 @@ pub struct sy_channel(pub(crate) Shell<ChannelBox>);
 pub(crate) struct ChannelBox {
     pub(crate) channel: Channel,
     release: sy_release_fn,
+    /// The library owns the connections (no `sy_host_transport`).
+    pub(crate) managed: bool,
+    /// `sy_call_unary_start`'s completion threads.
+    pub(crate) pool: Arc<CallPool>,
+}
+
+impl Drop for ChannelBox {
+    fn drop(&mut self) {
+        // Close first so running calls fail fast, then join their threads.
+        self.pool.mark_closing();
+        self.channel.close();
+        self.pool.shutdown();
+    }
 }
 
 /// One address the host resolved.
@@ -71,7 +86,8 @@ fn timeout_deadline(timeout_ms: u64) -> Option<Instant> {
     Instant::now().checked_add(Duration::from_millis(timeout_ms))
 }
 
-/// Creates a channel on `rt`.
+/// Creates a channel on `rt` with default options: as
+/// `sy_channel_new_with_options` with `options` NULL.
 ///
 /// - `target`: "" when the host supplies addresses with
 ///   `sy_channel_update_addresses`; otherwise "ipv4:1.2.3.4:80,...",
@@ -80,10 +96,12 @@ fn timeout_deadline(timeout_ms: u64) -> Option<Instant> {
 ///   (`{"loadBalancingConfig":[{"round_robin":{}}]}`); NULL or "" for the
 ///   default (pick_first).
 /// - `host`: the host's transport callbacks (external connector): the host
-///   owns connections and reports their states. NULL for library-managed
-///   connections. NOTE: the managed connector is not wired in yet, so such a
-///   channel fails every connection attempt (its picks fail with
-///   SY_UNAVAILABLE) until it lands.
+///   owns connections and reports their states, and RPCs are sent by the
+///   host on what `sy_pick` returns. NULL for library-managed connections:
+///   the library's own TCP / TLS / HTTP/2 to each address, used by
+///   `sy_call_unary` and `sy_call_unary_start`. With default options those
+///   are TLS, verifying each address's host name against the bundled Mozilla
+///   roots; `sy_channel_new_with_options` sets plaintext, roots, mTLS, ...
 /// - `on_state_change`, `state_ctx`: optional; see `sy_state_fn`.
 /// - `release_user_data`: called once for each non-NULL `user_data` given in
 ///   `sy_channel_update_addresses` when nothing can return it any more. May be
@@ -108,6 +126,41 @@ pub extern "C" fn sy_channel_new(
     release_user_data: sy_release_fn,
     out: *mut *mut sy_channel,
 ) -> sy_status {
+    sy_channel_new_with_options(
+        rt,
+        target,
+        service_config_json,
+        std::ptr::null(),
+        host,
+        on_state_change,
+        state_ctx,
+        release_user_data,
+        out,
+    )
+}
+
+/// Creates a channel on `rt`, as `sy_channel_new`, with `options` (NULL:
+/// the defaults; see `sy_channel_options`). The options are copied: they may
+/// be changed or freed as soon as this returns.
+///
+/// Transport settings (insecure, TLS roots / server name / client
+/// certificate, keepalive) are for library-managed channels only: with a
+/// `host` they give SY_INVALID_ARGUMENT, as does insecure together with TLS
+/// settings. Backoff applies to both kinds.
+#[no_mangle]
+#[must_use]
+#[allow(clippy::too_many_arguments)]
+pub extern "C" fn sy_channel_new_with_options(
+    rt: *const sy_runtime,
+    target: *const c_char,
+    service_config_json: *const c_char,
+    options: *const sy_channel_options,
+    host: *const sy_host_transport,
+    on_state_change: sy_state_fn,
+    state_ctx: *mut c_void,
+    release_user_data: sy_release_fn,
+    out: *mut *mut sy_channel,
+) -> sy_status {
     boundary(|| {
         let rt = try_ref!(rt, "runtime");
         // SAFETY: NUL-terminated strings valid for the call (the contract).
@@ -115,6 +168,13 @@ pub extern "C" fn sy_channel_new(
         // SAFETY: as above.
         let config = unsafe { opt_str_arg(service_config_json, "service_config_json") }?;
         let out = try_out!(out, "out");
+        let defaults = Options::default();
+        let opts = if options.is_null() {
+            &defaults
+        } else {
+            // SAFETY: non-NULL, a live sy_channel_options per the contract.
+            unsafe { &(*options).inner }
+        };
         let connector = if host.is_null() {
             None
         } else {
@@ -125,9 +185,17 @@ pub extern "C" fn sy_channel_new(
                     "host transport needs connect and shutdown callbacks",
                 ));
             }
+            if opts.has_transport_settings() {
+                return Err(Error::invalid(
+                    "transport options (TLS, insecure, keepalive) are for library-managed \
+                     channels; this one has a host transport",
+                ));
+            }
             Some(Box::new(ExternalConnector::new(Arc::new(CHost::new(h))))
                 as Box<dyn switchyard::Connector>)
         };
+        let managed = connector.is_none();
+        let transport = opts.transport()?;
         let on_state = on_state_change.map(|f| {
             let ctx = StateCtx(state_ctx);
             Arc::new(move |s: ConnectivityState| {
@@ -137,13 +205,19 @@ pub extern "C" fn sy_channel_new(
         });
         let options = ChannelOptions {
             connector,
+            transport,
+            backoff: opts.backoff,
             on_state_change: on_state,
             ..Default::default()
         };
         let channel = Channel::new(rt.get(), target, config, options)?;
+        let pool = CallPool::new(opts.call_threads);
+        rt.register_pool(&pool);
         let ch = Box::into_raw(Box::new(sy_channel(Shell::new(ChannelBox {
             channel,
             release: release_user_data,
+            managed,
+            pool,
         }))));
         // SAFETY: non-NULL out-parameter, written on success only.
         unsafe { out.write(ch) };
@@ -337,7 +411,9 @@ pub extern "C" fn sy_channel_sync(ch: *const sy_channel) -> sy_status {
 
 /// Closes the channel: shuts every subchannel down (the host's `shutdown`
 /// callback runs for each), publishes SHUTDOWN, and wakes waiting picks with
-/// SY_CLOSED. Later calls on the channel give SY_CLOSED; readers stay valid
+/// SY_CLOSED. Calls in flight fail (SY_CLOSED); `sy_call_unary_start` calls
+/// complete and the channel's completion threads are joined before this
+/// returns. Later calls on the channel give SY_CLOSED; readers stay valid
 /// (their picks give SY_CLOSED). Idempotent (SY_OK again). Blocks until done.
 /// Any thread except inside callbacks (SY_WRONG_CONTEXT).
 #[no_mangle]
@@ -350,12 +426,15 @@ pub extern "C" fn sy_channel_close(ch: *const sy_channel) -> sy_status {
                 "cannot close inside a switchyard callback",
             ));
         }
+        ch.pool.mark_closing();
         ch.channel.close();
+        ch.pool.shutdown();
         Ok(())
     })
 }
 
-/// Closes (as `sy_channel_close`) and frees the channel. Readers made from it
+/// Closes (as `sy_channel_close`: every `sy_call_unary_start` callback has
+/// returned when this returns) and frees the channel. Readers made from it
 /// stay valid and must still be freed (their picks give SY_CLOSED), in any
 /// order; picks not yet done stay valid until `sy_pick_done`. NULL is a no-op.
 /// A second free of the same handle is detected while the freed handle is in

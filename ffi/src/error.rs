@@ -11,7 +11,7 @@ use std::ffi::c_char;
 pub(crate) struct Error {
     pub(crate) status: sy_status,
     pub(crate) message: Message,
-    /// The gRPC status code an RPC should fail with (pick failures only).
+    /// The gRPC status code an RPC should fail with (pick and call failures).
     pub(crate) grpc_code: u32,
 }
 
@@ -139,7 +139,10 @@ pub extern "C" fn sy_last_status() -> u32 {
 
 /// For a failed `sy_pick`: the gRPC status code the RPC should fail with
 /// (e.g. 14 UNAVAILABLE, 4 DEADLINE_EXCEEDED, or whatever code the policy
-/// chose); 2 (UNKNOWN) after other failures, 0 if none. Any thread.
+/// chose). For a failed `sy_call_unary` (SY_RPC_FAILED, SY_CLOSED): the
+/// call's gRPC status code, the server's (e.g. 12 UNIMPLEMENTED) or the
+/// client's. 2 (UNKNOWN) after other failures, 0 if none. Any thread; reads
+/// only the calling thread's record.
 #[no_mangle]
 pub extern "C" fn sy_last_grpc_code() -> u32 {
     LAST.try_with(|l| l.try_borrow().ok()?.as_ref().map(|x| x.grpc_code))

@@ -17,18 +17,22 @@
 
 #[macro_use]
 mod macros;
+mod call;
 mod callback;
 mod channel;
 mod error;
 mod handle;
+mod options;
 mod policy;
 mod reader;
 mod runtime;
 mod status;
 mod strings;
 
+pub use call::*;
 pub use channel::*;
 pub use error::*;
+pub use options::*;
 pub use policy::*;
 pub use reader::*;
 pub use runtime::*;

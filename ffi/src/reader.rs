@@ -8,6 +8,7 @@
 //! no unwrap). Should that ever be wrong, Rust >= 1.81 aborts at the `extern
 //! "C"` boundary instead of unwinding into C.
 
+use crate::call::CallPool;
 use crate::callback::user_data_ptr;
 use crate::channel::{channel_ref, sy_channel, SY_WAIT_FOREVER};
 use crate::error::{set_last, Error, Message};
@@ -17,6 +18,7 @@ use crate::status::sy_status;
 use std::ffi::{c_char, c_void, CStr};
 use std::mem::{align_of, size_of};
 use std::ptr::{self, addr_of_mut};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 use switchyard::{DoneInfo, Pick, PickError, PickInfo, PickOptions, Reader};
 
@@ -26,7 +28,25 @@ use switchyard::{DoneInfo, Pick, PickError, PickInfo, PickOptions, Reader};
 /// RPC thread, created there and kept); it may move to another thread only
 /// with external synchronization. Independent of the channel handle's
 /// lifetime: it may be freed before or after `sy_channel_free`.
-pub struct sy_reader(Shell<Reader>);
+pub struct sy_reader(Shell<ReaderBox>);
+
+pub(crate) struct ReaderBox {
+    pub(crate) reader: Reader,
+    /// Its channel's connections are the library's (`sy_call_unary` works).
+    pub(crate) managed: bool,
+    /// The channel's call pool: tells a call whether its channel is closing.
+    pub(crate) pool: Arc<CallPool>,
+}
+
+impl sy_reader {
+    /// The reader, or SY_INVALID_ARGUMENT if it was freed.
+    pub(crate) fn live_mut(&mut self) -> Result<&mut ReaderBox, Error> {
+        if !self.0.is_live() {
+            return Err(Error::invalid("reader was already freed"));
+        }
+        Ok(&mut self.0.value)
+    }
+}
 
 /// Words of opaque storage in `sy_pick_result` for the pick's token.
 pub const SY_PICK_TOKEN_WORDS: usize = 4;
@@ -80,7 +100,11 @@ pub extern "C" fn sy_reader_new(ch: *const sy_channel, out: *mut *mut sy_reader)
         if ch.channel.is_closed() {
             return Err(Error::new(sy_status::SY_CLOSED, "the channel is closed"));
         }
-        let r = Box::into_raw(Box::new(sy_reader(Shell::new(ch.channel.reader()))));
+        let r = Box::into_raw(Box::new(sy_reader(Shell::new(ReaderBox {
+            reader: ch.channel.reader(),
+            managed: ch.managed,
+            pool: Arc::clone(&ch.pool),
+        }))));
         // SAFETY: non-NULL out-parameter, written on success only.
         unsafe { out.write(r) };
         Ok(())
@@ -97,7 +121,7 @@ pub extern "C" fn sy_reader_refresh(reader: *mut sy_reader) -> sy_status {
         if !r.0.is_live() {
             return Err(Error::invalid("reader was already freed"));
         }
-        r.0.value.refresh();
+        r.0.value.reader.refresh();
         Ok(())
     })
 }
@@ -186,7 +210,7 @@ pub extern "C" fn sy_pick(
     };
     let info = PickInfo { method, hash };
     let result = if timeout_ms == 0 {
-        r.0.value.try_pick(&info)
+        r.0.value.reader.try_pick(&info)
     } else {
         if inside_callback() {
             return pick_fail(Error::new(
@@ -203,7 +227,7 @@ pub extern "C" fn sy_pick(
             deadline,
             wait_for_ready,
         };
-        r.0.value.pick(&info, &options)
+        r.0.value.reader.pick(&info, &options)
     };
     match result {
         Ok(pick) => {
@@ -288,6 +312,14 @@ const CODE_NAMES: [&str; 17] = [
     "DATA_LOSS",
     "UNAUTHENTICATED",
 ];
+
+/// The name of a gRPC status code ("UNIMPLEMENTED"), "UNKNOWN_CODE" past 16.
+pub(crate) fn code_name(code: u32) -> &'static str {
+    CODE_NAMES
+        .get(code as usize)
+        .copied()
+        .unwrap_or("UNKNOWN_CODE")
+}
 
 /// Finishes a pick: reports the RPC's outcome to the policy and releases what
 /// the pick kept alive (after this, `result->address` and `user_data` may

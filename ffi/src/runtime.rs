@@ -1,18 +1,29 @@
 //! `sy_runtime`: one event-loop thread shared by any number of channels.
 
+use crate::call::CallPool;
 use crate::error::Error;
 use crate::macros::{boundary, boundary_or};
 use crate::status::sy_status;
+use std::sync::{Arc, Mutex, Weak};
 use switchyard::Runtime;
 
 /// An event loop (one thread). Opaque; owned by the caller (Box).
 pub struct sy_runtime {
     inner: Runtime,
+    /// The completion threads of its channels, stopped with it.
+    pools: Mutex<Vec<Weak<CallPool>>>,
 }
 
 impl sy_runtime {
     pub(crate) fn get(&self) -> &Runtime {
         &self.inner
+    }
+
+    pub(crate) fn register_pool(&self, pool: &Arc<CallPool>) {
+        let mut pools = self.pools.lock().unwrap_or_else(|p| p.into_inner());
+        // Forget freed channels' pools so the list does not grow forever.
+        pools.retain(|p| p.strong_count() > 0);
+        pools.push(Arc::downgrade(pool));
     }
 }
 
@@ -28,7 +39,10 @@ pub extern "C" fn sy_runtime_new(out: *mut *mut sy_runtime) -> sy_status {
         let out = try_out!(out, "out");
         let inner = Runtime::new()
             .map_err(|e| Error::new(sy_status::SY_IO, format!("cannot start the loop: {e}")))?;
-        let rt = Box::into_raw(Box::new(sy_runtime { inner }));
+        let rt = Box::into_raw(Box::new(sy_runtime {
+            inner,
+            pools: Mutex::new(Vec::new()),
+        }));
         // SAFETY: `out` is non-NULL and writable per the contract.
         unsafe { out.write(rt) };
         Ok(())
@@ -36,9 +50,11 @@ pub extern "C" fn sy_runtime_new(out: *mut *mut sy_runtime) -> sy_status {
 }
 
 /// Stops the runtime: closes every channel still on it (waking their waiting
-/// picks with SY_CLOSED) and joins its thread. Channels created on it stay
-/// valid handles, but every call that needs the loop returns
-/// SY_RUNTIME_GONE; they must still be freed. NULL is a no-op.
+/// picks and calls with SY_CLOSED) and joins its thread, then the channels'
+/// completion threads (every `sy_call_unary_start` callback has returned).
+/// Channels created on it stay valid handles, but every call that needs the
+/// loop returns SY_RUNTIME_GONE or SY_CLOSED; they must still be freed. NULL
+/// is a no-op.
 ///
 /// Any thread except the loop itself (never from a callback); called once.
 #[no_mangle]
@@ -46,7 +62,20 @@ pub extern "C" fn sy_runtime_free(rt: *mut sy_runtime) {
     boundary_or((), || {
         if !rt.is_null() {
             // SAFETY: from `sy_runtime_new`, freed once per the contract.
-            drop(unsafe { Box::from_raw(rt) });
+            let rt = unsafe { Box::from_raw(rt) };
+            let sy_runtime { inner, pools } = *rt;
+            let pools: Vec<_> = (pools.into_inner().unwrap_or_else(|p| p.into_inner()))
+                .iter()
+                .filter_map(Weak::upgrade)
+                .collect();
+            for pool in &pools {
+                pool.mark_closing();
+            }
+            // Closes every channel: calls in flight fail, queued ones too.
+            drop(inner);
+            for pool in &pools {
+                pool.shutdown();
+            }
         }
     })
 }

@@ -48,6 +48,11 @@ pub enum sy_status {
     SY_DROPPED = 202,
     /// The pick's timeout passed while it waited: gRPC DEADLINE_EXCEEDED.
     SY_DEADLINE_EXCEEDED = 203,
+    /// An RPC (`sy_call_unary`, `sy_call_unary_start`) ended with a gRPC
+    /// status other than OK: the server's, or one the client chose (no
+    /// subchannel, deadline, lost connection). `sy_last_grpc_code()` (or the
+    /// completion callback's `grpc_code`) has the code.
+    SY_RPC_FAILED = 204,
     /// A panic inside the library was caught at the boundary; the object the
     /// call was about may be unusable.
     SY_PANIC = 900,
@@ -96,12 +101,13 @@ impl sy_status {
             SY_UNAVAILABLE => "SY_UNAVAILABLE\0",
             SY_DROPPED => "SY_DROPPED\0",
             SY_DEADLINE_EXCEEDED => "SY_DEADLINE_EXCEEDED\0",
+            SY_RPC_FAILED => "SY_RPC_FAILED\0",
             SY_PANIC => "SY_PANIC\0",
         }
     }
 
     /// Every code, for tests and `sy_status_str`.
-    pub const ALL: [sy_status; 17] = {
+    pub const ALL: [sy_status; 18] = {
         use sy_status::*;
         [
             SY_OK,
@@ -120,6 +126,7 @@ impl sy_status {
             SY_UNAVAILABLE,
             SY_DROPPED,
             SY_DEADLINE_EXCEEDED,
+            SY_RPC_FAILED,
             SY_PANIC,
         ]
     };

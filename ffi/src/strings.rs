@@ -43,7 +43,9 @@ fn utf8<'a>(bytes: &'a [u8], name: &'static str) -> Result<&'a str, Error> {
     })
 }
 
-/// A slice from C; NULL is allowed only with length 0.
+/// A slice from C; NULL is allowed only with length 0. A length no object can
+/// have (more than `isize::MAX` bytes: typically a negative number converted to
+/// `size_t`) is refused with SY_INVALID_ARGUMENT instead of being trusted.
 ///
 /// # Safety
 /// `p` is NULL or points to `len` valid `T`s for `'a`.
@@ -54,6 +56,11 @@ pub(crate) unsafe fn slice_arg<'a, T>(
 ) -> Result<&'a [T], Error> {
     if len == 0 {
         return Ok(&[]);
+    }
+    if len > isize::MAX as usize / std::mem::size_of::<T>().max(1) {
+        return Err(Error::invalid(format!(
+            "{name}: length {len} is larger than any object (a negative number?)"
+        )));
     }
     if p.is_null() {
         return Err(Error::null(name));

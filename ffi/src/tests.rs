@@ -24,6 +24,7 @@ fn status_numbers_are_frozen() {
         (SY_UNAVAILABLE, 201),
         (SY_DROPPED, 202),
         (SY_DEADLINE_EXCEEDED, 203),
+        (SY_RPC_FAILED, 204),
         (SY_PANIC, 900),
     ];
     assert_eq!(
@@ -76,4 +77,166 @@ fn pick_result_layout_is_frozen() {
         assert_eq!(size_of::<sy_pick_result>(), 64);
     }
     assert_eq!(align_of::<sy_pick_result>(), 8);
+}
+
+mod tls {
+    //! TLS settings from `sy_channel_options` reach the managed transport:
+    //! a server whose certificate a private CA signed is trusted with that CA
+    //! as roots (and the right server name), and not with the bundled roots.
+
+    use crate::*;
+    use std::ptr;
+    use switchyard::transport::testserver::{Listen, ServerOptions, ServerTls, TestServer};
+
+    struct Pki {
+        ca_pem: Vec<u8>,
+        cert: Vec<u8>,
+        key: Vec<u8>,
+    }
+
+    fn pki() -> Pki {
+        let mut ca_params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+        ca_params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+        ca_params
+            .distinguished_name
+            .push(rcgen::DnType::CommonName, "switchyard ffi test CA");
+        let ca_key = rcgen::KeyPair::generate().unwrap();
+        let ca = ca_params.self_signed(&ca_key).unwrap();
+        let params = rcgen::CertificateParams::new(vec!["localhost".to_string()]).unwrap();
+        let key = rcgen::KeyPair::generate().unwrap();
+        let issuer = rcgen::Issuer::from_params(&ca_params, &ca_key);
+        let cert = params.signed_by(&key, &issuer).unwrap();
+        Pki {
+            ca_pem: ca.pem().into_bytes(),
+            cert: cert.pem().into_bytes(),
+            key: key.serialize_pem().into_bytes(),
+        }
+    }
+
+    fn ok(s: sy_status) {
+        assert_eq!(s, sy_status::SY_OK, "{}", last_error());
+    }
+
+    fn last_error() -> String {
+        let mut buf = vec![0u8; 512];
+        let n = sy_last_error(buf.as_mut_ptr().cast(), buf.len());
+        buf.truncate(n.min(511));
+        String::from_utf8_lossy(&buf).into_owned()
+    }
+
+    /// One call through a fresh channel with `setup` applied to its options.
+    fn call(port: u16, setup: impl FnOnce(*mut sy_channel_options)) -> (sy_status, u32, Vec<u8>) {
+        let mut rt = ptr::null_mut();
+        ok(sy_runtime_new(&mut rt));
+        let mut o = ptr::null_mut();
+        ok(sy_channel_options_new(&mut o));
+        setup(o);
+        let target = std::ffi::CString::new(format!("127.0.0.1:{port}")).unwrap();
+        let mut ch = ptr::null_mut();
+        ok(sy_channel_new_with_options(
+            rt,
+            target.as_ptr(),
+            ptr::null(),
+            o,
+            ptr::null(),
+            None,
+            ptr::null_mut(),
+            None,
+            &mut ch,
+        ));
+        sy_channel_options_free(o);
+        let mut r = ptr::null_mut();
+        ok(sy_reader_new(ch, &mut r));
+        let mut resp = ptr::null_mut();
+        let st = sy_call_unary(
+            r,
+            c"/echo.Echo/Unary".as_ptr(),
+            b"hi".as_ptr(),
+            2,
+            ptr::null(),
+            0,
+            ptr::null(),
+            5000,
+            false,
+            &mut resp,
+        );
+        let code = if st == sy_status::SY_OK {
+            0
+        } else {
+            sy_last_grpc_code()
+        };
+        let body = if resp.is_null() {
+            Vec::new()
+        } else {
+            // SAFETY: a live buffer of sy_buffer_len bytes.
+            unsafe { std::slice::from_raw_parts(sy_buffer_data(resp), sy_buffer_len(resp)) }
+                .to_vec()
+        };
+        sy_buffer_free(resp);
+        sy_reader_free(r);
+        sy_channel_free(ch);
+        sy_runtime_free(rt);
+        (st, code, body)
+    }
+
+    #[test]
+    fn roots_and_server_name_from_options() {
+        let pki = pki();
+        let server = TestServer::start(
+            Listen::Tcp("127.0.0.1:0".parse().unwrap()),
+            ServerOptions {
+                tls: Some(ServerTls {
+                    cert_chain_pem: pki.cert.clone(),
+                    key_pem: pki.key.clone(),
+                    alpn: vec![b"h2".to_vec()],
+                }),
+                ..Default::default()
+            },
+        )
+        .unwrap();
+        let port = server.port();
+
+        let (st, _, body) = call(port, |o| {
+            ok(sy_channel_options_set_tls_roots_pem(
+                o,
+                pki.ca_pem.as_ptr(),
+                pki.ca_pem.len(),
+            ));
+            ok(sy_channel_options_set_tls_server_name(
+                o,
+                c"localhost".as_ptr(),
+            ));
+        });
+        assert_eq!(st, sy_status::SY_OK, "{}", last_error());
+        assert!(body.starts_with(b"hi|port="), "{body:?}");
+
+        // The certificate names "localhost", not "127.0.0.1".
+        let (st, code, _) = call(port, |o| {
+            ok(sy_channel_options_set_tls_roots_pem(
+                o,
+                pki.ca_pem.as_ptr(),
+                pki.ca_pem.len(),
+            ));
+        });
+        assert_eq!(
+            (st, code),
+            (sy_status::SY_RPC_FAILED, 14),
+            "{}",
+            last_error()
+        );
+
+        // Default options: the bundled roots do not know the private CA.
+        let (st, code, _) = call(port, |_| {});
+        assert_eq!(
+            (st, code),
+            (sy_status::SY_RPC_FAILED, 14),
+            "{}",
+            last_error()
+        );
+
+        // Plaintext to a TLS server fails too.
+        let (st, _, _) = call(port, |o| ok(sy_channel_options_set_insecure(o, true)));
+        assert_eq!(st, sy_status::SY_RPC_FAILED);
+        server.stop();
+    }
 }

@@ -1,0 +1,316 @@
+/* Unary RPCs to real gRPC servers over library-managed HTTP/2 connections.
+ *
+ * Starts three grpcio echo servers (interop/server.py), makes a round_robin
+ * channel over them (plaintext), and:
+ *   1. warms up until every server has answered;
+ *   2. makes 300 blocking sy_call_unary calls from 4 threads at once, each
+ *      with its own reader, and checks the exact 1/3 split (read from the
+ *      response body and from the "x-backend-port" trailer);
+ *   3. starts calls with sy_call_unary_start and waits for their completion
+ *      callbacks;
+ *   4. shows how failures map: an unknown method (UNIMPLEMENTED, 12), a
+ *      deadline shorter than the server's delay (DEADLINE_EXCEEDED, 4), a
+ *      server nobody listens on (UNAVAILABLE, 14), and a close while calls
+ *      are in flight (every callback has run when sy_channel_close returns). */
+#include "echo_server.h"
+
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
+
+#define N_SERVERS 3
+#define N_THREADS 4
+#define CALLS_PER_THREAD 75 /* a multiple of N_SERVERS: each reader rotates */
+#define N_ASYNC 30
+#define N_INFLIGHT 3
+
+static echo_server servers;
+
+/* Which server answered: the index of the port in the "x-backend-port"
+ * trailer, after checking the body is the echo "<request>|port=<port>". */
+static int backend_of(const sy_buffer *resp, const char *request) {
+  const uint8_t *v = NULL;
+  size_t vlen = 0;
+  char port[16];
+  char want[128];
+  int i;
+  OK(sy_buffer_trailer(resp, "x-backend-port", 0, &v, &vlen));
+  CHECK(vlen > 0 && vlen < sizeof port);
+  memcpy(port, v, vlen);
+  port[vlen] = '\0';
+  OK(sy_buffer_header(resp, "X-Backend-Port", 0, &v, &vlen)); /* case-insensitive */
+  CHECK(vlen == strlen(port) && memcmp(v, port, vlen) == 0);
+  CHECK_STATUS(sy_buffer_trailer(resp, "x-backend-port", 1, &v, &vlen), SY_NOT_FOUND);
+  snprintf(want, sizeof want, "%s|port=%s", request, port);
+  CHECK(sy_buffer_len(resp) == strlen(want));
+  CHECK(memcmp(sy_buffer_data(resp), want, strlen(want)) == 0);
+  for (i = 0; i < N_SERVERS; i++)
+    if (servers.ports[i] == atoi(port)) return i;
+  CHECK(!"answer from an unknown port");
+  return -1;
+}
+
+/* One blocking call on `reader`; returns the index of the server. */
+static int call_echo(sy_reader *reader, const char *request) {
+  sy_buffer *resp = NULL;
+  sy_metadata md[2];
+  int who;
+  md[0].key = "x-example";
+  md[0].value = "unary_call";
+  md[1].key = "X-Request-Kind"; /* folded to lower case */
+  md[1].value = "echo";
+  OK(sy_call_unary(reader, "/echo.Echo/Unary", (const uint8_t *)request, strlen(request), md, 2,
+                   NULL, 5000, true, &resp));
+  who = backend_of(resp, request);
+  sy_buffer_free(resp);
+  return who;
+}
+
+/* ---- 2. blocking calls from several threads ------------------------------ */
+
+typedef struct worker {
+  const sy_channel *ch;
+  int id;
+  int hits[N_SERVERS]; /* this thread's own tally: nothing shared */
+} worker;
+
+static void *blocking_calls(void *arg) {
+  worker *w = (worker *)arg;
+  sy_reader *reader = NULL;
+  char request[64];
+  int i;
+  OK(sy_reader_new(w->ch, &reader));
+  for (i = 0; i < CALLS_PER_THREAD; i++) {
+    snprintf(request, sizeof request, "thread %d call %d", w->id, i);
+    w->hits[call_echo(reader, request)]++;
+  }
+  sy_reader_free(reader);
+  return NULL;
+}
+
+/* ---- 3. calls with a completion callback --------------------------------- */
+
+typedef struct completions {
+  pthread_mutex_t mu;
+  pthread_cond_t cv;
+  int done;
+  int ok;
+  int closed;
+  int hits[N_SERVERS];
+  sy_status last_status;
+  uint32_t last_code;
+  char last_message[256];
+} completions;
+
+/* A completion thread: record the outcome, free the response. */
+static void on_done(void *ctx, sy_status status, uint32_t grpc_code, const char *message,
+                    sy_buffer *response) {
+  completions *c = (completions *)ctx;
+  int who = -1;
+  if (status == SY_OK) {
+    char request[64];
+    CHECK(response != NULL && grpc_code == 0 && message[0] == '\0');
+    /* The request was "async <n>": recover it from the echoed body. */
+    snprintf(request, sizeof request, "%.*s",
+             (int)(strstr((const char *)sy_buffer_data(response), "|port=") -
+                   (const char *)sy_buffer_data(response)),
+             (const char *)sy_buffer_data(response));
+    who = backend_of(response, request);
+    sy_buffer_free(response);
+  } else {
+    CHECK(response == NULL);
+  }
+  pthread_mutex_lock(&c->mu);
+  c->done++;
+  if (status == SY_OK) {
+    c->ok++;
+    c->hits[who]++;
+  }
+  if (status == SY_CLOSED) c->closed++;
+  c->last_status = status;
+  c->last_code = grpc_code;
+  snprintf(c->last_message, sizeof c->last_message, "%s", message);
+  pthread_cond_signal(&c->cv);
+  pthread_mutex_unlock(&c->mu);
+}
+
+static void completions_init(completions *c) {
+  memset(c, 0, sizeof *c);
+  pthread_mutex_init(&c->mu, NULL);
+  pthread_cond_init(&c->cv, NULL);
+}
+
+static void completions_destroy(completions *c) {
+  pthread_cond_destroy(&c->cv);
+  pthread_mutex_destroy(&c->mu);
+}
+
+/* Waits (bounded) until `n` callbacks ran. */
+static void wait_done(completions *c, int n) {
+  struct timespec until;
+  clock_gettime(CLOCK_REALTIME, &until);
+  until.tv_sec += 30;
+  pthread_mutex_lock(&c->mu);
+  while (c->done < n) CHECK(pthread_cond_timedwait(&c->cv, &c->mu, &until) == 0);
+  pthread_mutex_unlock(&c->mu);
+}
+
+/* ---- 4. failures ---------------------------------------------------------- */
+
+static void expect_rpc_error(sy_status got, uint32_t want_code) {
+  char err[256];
+  sy_last_error(err, sizeof err);
+  CHECK_STATUS(got, SY_RPC_FAILED);
+  CHECK(sy_last_grpc_code() == want_code);
+  printf("  -> %s (grpc code %u)\n", err, (unsigned)sy_last_grpc_code());
+}
+
+/* A port nobody listens on (it was free a moment ago). */
+static int dead_port(void) {
+  struct sockaddr_in a;
+  socklen_t len = sizeof a;
+  int fd = socket(AF_INET, SOCK_STREAM, 0);
+  CHECK(fd >= 0);
+  memset(&a, 0, sizeof a);
+  a.sin_family = AF_INET;
+  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  CHECK(bind(fd, (struct sockaddr *)&a, sizeof a) == 0);
+  CHECK(getsockname(fd, (struct sockaddr *)&a, &len) == 0);
+  close(fd);
+  return ntohs(a.sin_port);
+}
+
+int main(void) {
+  sy_runtime *rt = NULL;
+  sy_channel *ch = NULL;
+  sy_channel_options *opts = NULL;
+  sy_reader *reader = NULL;
+  sy_buffer *resp = NULL;
+  char target[256];
+  int seen[N_SERVERS] = {0};
+  int total[N_SERVERS] = {0};
+  pthread_t threads[N_THREADS];
+  worker workers[N_THREADS];
+  completions c;
+  int i, j, calls;
+
+  echo_server_start(&servers, N_SERVERS);
+  snprintf(target, sizeof target, "ipv4:127.0.0.1:%d,127.0.0.1:%d,127.0.0.1:%d", servers.ports[0],
+           servers.ports[1], servers.ports[2]);
+  printf("servers: %s\n", target + 5);
+
+  OK(sy_runtime_new(&rt));
+  OK(sy_channel_options_new(&opts));
+  OK(sy_channel_options_set_insecure(opts, true)); /* the servers speak h2c */
+  OK(sy_channel_options_set_backoff(opts, 100, 1000, 0));
+  OK(sy_channel_options_set_call_threads(opts, 4));
+  OK(sy_channel_new_with_options(rt, target, RR_CONFIG, opts, NULL, NULL, NULL, NULL, &ch));
+
+  /* 1. Warm up: every server answers (so all three subchannels are READY). */
+  OK(sy_reader_new(ch, &reader));
+  for (calls = 0; seen[0] == 0 || seen[1] == 0 || seen[2] == 0; calls++) {
+    CHECK(calls < 300);
+    seen[call_echo(reader, "warm-up")]++;
+  }
+  printf("warm-up: all %d servers answered after %d calls\n", N_SERVERS, calls);
+
+  /* 2. Blocking calls from several threads at once. */
+  for (i = 0; i < N_THREADS; i++) {
+    memset(&workers[i], 0, sizeof workers[i]);
+    workers[i].ch = ch;
+    workers[i].id = i;
+    CHECK(pthread_create(&threads[i], NULL, blocking_calls, &workers[i]) == 0);
+  }
+  for (i = 0; i < N_THREADS; i++) {
+    CHECK(pthread_join(threads[i], NULL) == 0);
+    for (j = 0; j < N_SERVERS; j++) total[j] += workers[i].hits[j];
+  }
+  printf("blocking: %d calls from %d threads:", N_THREADS * CALLS_PER_THREAD, N_THREADS);
+  for (j = 0; j < N_SERVERS; j++) printf(" %d=%d", servers.ports[j], total[j]);
+  printf("\n");
+  for (j = 0; j < N_SERVERS; j++) CHECK(total[j] == N_THREADS * CALLS_PER_THREAD / N_SERVERS);
+
+  /* 3. Calls with a completion callback. */
+  completions_init(&c);
+  for (i = 0; i < N_ASYNC; i++) {
+    char request[32];
+    snprintf(request, sizeof request, "async %d", i);
+    OK(sy_call_unary_start(ch, "/echo.Echo/Unary", (const uint8_t *)request, strlen(request), NULL,
+                           0, NULL, 5000, true, on_done, &c));
+  }
+  wait_done(&c, N_ASYNC);
+  CHECK(c.ok == N_ASYNC);
+  CHECK(c.hits[0] + c.hits[1] + c.hits[2] == N_ASYNC);
+  printf("async: %d completions:", N_ASYNC);
+  for (j = 0; j < N_SERVERS; j++) printf(" %d=%d", servers.ports[j], c.hits[j]);
+  printf("\n");
+
+  /* 4. Failures and their gRPC codes. */
+  printf("unknown method:\n");
+  expect_rpc_error(sy_call_unary(reader, "/echo.Echo/NoSuchMethod", NULL, 0, NULL, 0, NULL, 5000,
+                                 true, &resp),
+                   12 /* UNIMPLEMENTED */);
+  CHECK(resp == NULL);
+  OK(sy_call_unary_start(ch, "/echo.Echo/NoSuchMethod", NULL, 0, NULL, 0, NULL, 5000, true,
+                         on_done, &c));
+  wait_done(&c, N_ASYNC + 1);
+  CHECK(c.last_status == SY_RPC_FAILED && c.last_code == 12);
+  printf("  -> async: status %s, code %u, message \"%s\"\n", sy_status_str(c.last_status),
+         (unsigned)c.last_code, c.last_message);
+
+  printf("deadline (50 ms) shorter than the server's delay (2 s):\n");
+  expect_rpc_error(sy_call_unary(reader, "/echo.Echo/Delay", (const uint8_t *)"2000", 4, NULL, 0,
+                                 NULL, 50, true, &resp),
+                   4 /* DEADLINE_EXCEEDED */);
+  /* The connection is fine afterwards. */
+  (void)call_echo(reader, "after the deadline");
+
+  {
+    sy_channel *dead = NULL;
+    sy_reader *dr = NULL;
+    char dead_target[64];
+    snprintf(dead_target, sizeof dead_target, "127.0.0.1:%d", dead_port());
+    OK(sy_channel_new_with_options(rt, dead_target, NULL, opts, NULL, NULL, NULL, NULL, &dead));
+    OK(sy_reader_new(dead, &dr));
+    printf("nobody listening at %s, fail-fast:\n", dead_target);
+    expect_rpc_error(sy_call_unary(dr, "/echo.Echo/Unary", NULL, 0, NULL, 0, NULL, 5000, false,
+                                   &resp),
+                     14 /* UNAVAILABLE */);
+    printf("nobody listening, wait-for-ready with a 200 ms deadline:\n");
+    expect_rpc_error(sy_call_unary(dr, "/echo.Echo/Unary", NULL, 0, NULL, 0, NULL, 200, true,
+                                   &resp),
+                     4 /* DEADLINE_EXCEEDED */);
+    sy_reader_free(dr);
+    sy_channel_free(dead);
+  }
+
+  /* Close with calls in flight (the server holds them for 30 s): they end
+   * with SY_CLOSED, and every callback has run when close returns. */
+  printf("close with %d calls in flight:\n", N_INFLIGHT);
+  c.done = 0;
+  for (i = 0; i < N_INFLIGHT; i++)
+    OK(sy_call_unary_start(ch, "/echo.Echo/Delay", (const uint8_t *)"30000", 5, NULL, 0, NULL, 0,
+                           true, on_done, &c));
+  sleep_ms(200); /* let them reach the servers */
+  OK(sy_channel_close(ch));
+  pthread_mutex_lock(&c.mu);
+  CHECK(c.done == N_INFLIGHT);
+  CHECK(c.closed == N_INFLIGHT);
+  printf("  -> all %d completed: status %s, code %u, message \"%s\"\n", c.done,
+         sy_status_str(c.last_status), (unsigned)c.last_code, c.last_message);
+  pthread_mutex_unlock(&c.mu);
+  CHECK_STATUS(sy_call_unary_start(ch, "/echo.Echo/Unary", NULL, 0, NULL, 0, NULL, 0, true,
+                                   on_done, &c),
+               SY_CLOSED);
+  CHECK_STATUS(sy_call_unary(reader, "/echo.Echo/Unary", NULL, 0, NULL, 0, NULL, 0, true, &resp),
+               SY_CLOSED);
+
+  sy_reader_free(reader);
+  sy_channel_free(ch);
+  sy_channel_options_free(opts);
+  sy_runtime_free(rt);
+  completions_destroy(&c);
+  echo_server_stop(&servers);
+  printf("unary_call: ok\n");
+  return 0;
+}

@@ -1,0 +1,308 @@
+//! `sy_channel_options`: a builder for what `sy_channel_new_with_options`
+//! takes beyond the target and config (rustls-ffi's config-builder style:
+//! allocate, set, pass, free; the channel copies what it needs).
+
+use crate::error::Error;
+use crate::macros::{boundary, boundary_or};
+use crate::status::sy_status;
+use crate::strings::{slice_arg, str_arg};
+use rustls_pki_types::pem::PemObject;
+use rustls_pki_types::{CertificateDer, PrivateKeyDer};
+use std::ffi::c_char;
+use std::time::Duration;
+use switchyard::backoff::BackoffConfig;
+use switchyard::{Keepalive, TlsSettings, TransportConfig};
+
+/// The most threads `sy_channel_options_set_call_threads` allows.
+pub const SY_MAX_CALL_THREADS: u32 = 256;
+/// Completion threads per channel when not set.
+pub(crate) const DEFAULT_CALL_THREADS: usize = 8;
+
+/// Options for `sy_channel_new_with_options`. Opaque; owned by the caller
+/// (`sy_channel_options_new` / `sy_channel_options_free`).
+///
+/// Defaults (a fresh handle, or passing NULL instead of one): TLS with the
+/// bundled Mozilla roots, verifying each address's host name; no client
+/// certificate; no keepalive; gRPC's connection backoff (1 s, x1.6, +-20 %,
+/// at most 120 s, at least 20 s per attempt); up to 8 completion threads.
+///
+/// Setters validate their input and return SY_OK, SY_NULL_PARAMETER,
+/// SY_INVALID_ARGUMENT or SY_INVALID_UTF8; a failed setter changes nothing.
+/// Not thread-safe: set from one thread at a time (or with external locking).
+/// A channel copies the options at creation, so one handle may be reused for
+/// any number of channels and freed right after.
+pub struct sy_channel_options {
+    pub(crate) inner: Options,
+}
+
+#[derive(Clone, Debug)]
+pub(crate) struct Options {
+    insecure: bool,
+    server_name: Option<String>,
+    roots_pem: Option<Vec<u8>>,
+    client_cert: Option<(Vec<u8>, Vec<u8>)>,
+    keepalive: Option<Keepalive>,
+    pub(crate) backoff: BackoffConfig,
+    pub(crate) call_threads: usize,
+}
+
+impl Default for Options {
+    fn default() -> Options {
+        Options {
+            insecure: false,
+            server_name: None,
+            roots_pem: None,
+            client_cert: None,
+            keepalive: None,
+            backoff: BackoffConfig::default(),
+            call_threads: DEFAULT_CALL_THREADS,
+        }
+    }
+}
+
+impl Options {
+    /// Whether anything only a library-managed channel can use was set.
+    pub(crate) fn has_transport_settings(&self) -> bool {
+        self.insecure
+            || self.server_name.is_some()
+            || self.roots_pem.is_some()
+            || self.client_cert.is_some()
+            || self.keepalive.is_some()
+    }
+
+    /// The core's transport config: `None` (TLS, bundled roots) unless
+    /// something was set.
+    pub(crate) fn transport(&self) -> Result<Option<TransportConfig>, Error> {
+        let tls_set =
+            self.server_name.is_some() || self.roots_pem.is_some() || self.client_cert.is_some();
+        if self.insecure && tls_set {
+            return Err(Error::invalid(
+                "options: insecure (plaintext) together with TLS settings",
+            ));
+        }
+        if !self.has_transport_settings() {
+            return Ok(None);
+        }
+        let tls = (!self.insecure).then(|| TlsSettings {
+            // Empty: each address's own host.
+            server_name: self.server_name.clone().unwrap_or_default(),
+            roots_pem: self.roots_pem.clone(),
+            client_cert: self.client_cert.clone(),
+        });
+        Ok(Some(TransportConfig {
+            tls,
+            keepalive: self.keepalive,
+        }))
+    }
+}
+
+fn options_mut<'a>(opts: *mut sy_channel_options) -> Result<&'a mut Options, Error> {
+    Ok(&mut try_mut!(opts, "options").inner)
+}
+
+/// Bytes from C: NULL only with length 0; impossible lengths refused.
+fn bytes<'a>(p: *const u8, len: usize, name: &'static str) -> Result<&'a [u8], Error> {
+    // SAFETY: `len` readable bytes at `p` per the caller's contract.
+    unsafe { slice_arg(p, len, name) }
+}
+
+fn ms(n: u64) -> Duration {
+    Duration::from_millis(n)
+}
+
+/// Allocates options holding the defaults. On success `*out` belongs to the
+/// caller (`sy_channel_options_free`). Any thread.
+#[no_mangle]
+#[must_use]
+pub extern "C" fn sy_channel_options_new(out: *mut *mut sy_channel_options) -> sy_status {
+    boundary(|| {
+        let out = try_out!(out, "out");
+        let o = Box::into_raw(Box::new(sy_channel_options {
+            inner: Options::default(),
+        }));
+        // SAFETY: non-NULL out-parameter, written on success only.
+        unsafe { out.write(o) };
+        Ok(())
+    })
+}
+
+/// Frees options. Channels created with them are unaffected. NULL is a
+/// no-op; a second free is undefined, like free(3).
+#[no_mangle]
+pub extern "C" fn sy_channel_options_free(opts: *mut sy_channel_options) {
+    boundary_or((), || {
+        if !opts.is_null() {
+            // SAFETY: from `sy_channel_options_new`, freed once per the contract.
+            drop(unsafe { Box::from_raw(opts) });
+        }
+    })
+}
+
+/// `insecure` true: plaintext HTTP/2 (h2c, prior knowledge) instead of TLS.
+/// Cannot be combined with the TLS setters (the channel creation fails with
+/// SY_INVALID_ARGUMENT).
+#[no_mangle]
+pub extern "C" fn sy_channel_options_set_insecure(
+    opts: *mut sy_channel_options,
+    insecure: bool,
+) -> sy_status {
+    boundary(|| {
+        options_mut(opts)?.insecure = insecure;
+        Ok(())
+    })
+}
+
+/// Trust only these roots: `pem`, `len` bytes of PEM with at least one
+/// CERTIFICATE (copied; it need not be NUL-terminated). Replaces the bundled
+/// Mozilla roots. SY_INVALID_ARGUMENT if it holds no parsable certificate.
+#[no_mangle]
+pub extern "C" fn sy_channel_options_set_tls_roots_pem(
+    opts: *mut sy_channel_options,
+    pem: *const u8,
+    len: usize,
+) -> sy_status {
+    boundary(|| {
+        let o = options_mut(opts)?;
+        let pem = bytes(pem, len, "pem")?;
+        let mut n = 0;
+        for cert in CertificateDer::pem_slice_iter(pem) {
+            cert.map_err(|e| Error::invalid(format!("roots PEM: {e}")))?;
+            n += 1;
+        }
+        if n == 0 {
+            return Err(Error::invalid("roots PEM holds no certificate"));
+        }
+        o.roots_pem = Some(pem.to_vec());
+        Ok(())
+    })
+}
+
+/// The name to send as SNI and to verify the server's certificate against,
+/// for every address (NUL-terminated UTF-8, copied). By default each
+/// address's own host is used. "" restores that default.
+#[no_mangle]
+pub extern "C" fn sy_channel_options_set_tls_server_name(
+    opts: *mut sy_channel_options,
+    server_name: *const c_char,
+) -> sy_status {
+    boundary(|| {
+        let o = options_mut(opts)?;
+        // SAFETY: NUL-terminated per the contract.
+        let name = unsafe { str_arg(server_name, "server_name") }?;
+        if !name.is_empty() {
+            rustls_pki_types::ServerName::try_from(name)
+                .map_err(|e| Error::invalid(format!("TLS server name {name:?}: {e}")))?;
+        }
+        o.server_name = (!name.is_empty()).then(|| name.to_string());
+        Ok(())
+    })
+}
+
+/// Mutual TLS: present this certificate chain (`cert_pem`, PEM, leaf first)
+/// and private key (`key_pem`, PEM: PKCS#8, PKCS#1 or SEC1). Both copied;
+/// neither need be NUL-terminated. SY_INVALID_ARGUMENT if either does not
+/// parse (whether the key matches the certificate is checked when
+/// connecting).
+#[no_mangle]
+pub extern "C" fn sy_channel_options_set_client_cert(
+    opts: *mut sy_channel_options,
+    cert_pem: *const u8,
+    cert_len: usize,
+    key_pem: *const u8,
+    key_len: usize,
+) -> sy_status {
+    boundary(|| {
+        let o = options_mut(opts)?;
+        let cert = bytes(cert_pem, cert_len, "cert_pem")?;
+        let key = bytes(key_pem, key_len, "key_pem")?;
+        let chain = CertificateDer::pem_slice_iter(cert)
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| Error::invalid(format!("client certificate PEM: {e}")))?;
+        if chain.is_empty() {
+            return Err(Error::invalid(
+                "client certificate PEM holds no certificate",
+            ));
+        }
+        PrivateKeyDer::from_pem_slice(key)
+            .map_err(|e| Error::invalid(format!("client key PEM: {e}")))?;
+        o.client_cert = Some((cert.to_vec(), key.to_vec()));
+        Ok(())
+    })
+}
+
+/// HTTP/2 keepalive: after `time_ms` without reading anything, send a PING
+/// and drop the connection if no ack comes within `timeout_ms` (0: 20000,
+/// gRPC's default). `permit_without_calls`: also when no call is in flight.
+/// `time_ms` 0 turns keepalive off (the default). A server may answer too
+/// frequent pings with GOAWAY ENHANCE_YOUR_CALM; the time is then doubled.
+#[no_mangle]
+pub extern "C" fn sy_channel_options_set_keepalive(
+    opts: *mut sy_channel_options,
+    time_ms: u64,
+    timeout_ms: u64,
+    permit_without_calls: bool,
+) -> sy_status {
+    boundary(|| {
+        let o = options_mut(opts)?;
+        o.keepalive = (time_ms != 0).then(|| Keepalive {
+            time: ms(time_ms),
+            timeout: ms(if timeout_ms == 0 { 20_000 } else { timeout_ms }),
+            permit_without_calls,
+        });
+        Ok(())
+    })
+}
+
+/// Connection backoff (gRPC's connection-backoff spec): the first retry after
+/// `initial_ms`, growing x1.6 (+-20 % jitter) up to `max_ms`; every attempt
+/// gets at least `min_connect_timeout_ms` to connect. 0 keeps that value's
+/// default (1000, 120000, 20000). SY_INVALID_ARGUMENT if the initial backoff
+/// exceeds the maximum.
+#[no_mangle]
+pub extern "C" fn sy_channel_options_set_backoff(
+    opts: *mut sy_channel_options,
+    initial_ms: u64,
+    max_ms: u64,
+    min_connect_timeout_ms: u64,
+) -> sy_status {
+    boundary(|| {
+        let o = options_mut(opts)?;
+        let d = BackoffConfig::default();
+        let pick = |v: u64, default: Duration| if v == 0 { default } else { ms(v) };
+        let b = BackoffConfig {
+            initial: pick(initial_ms, d.initial),
+            max: pick(max_ms, d.max),
+            min_connect_timeout: pick(min_connect_timeout_ms, d.min_connect_timeout),
+            ..d
+        };
+        if b.initial > b.max {
+            return Err(Error::invalid(format!(
+                "backoff: initial {:?} exceeds max {:?}",
+                b.initial, b.max
+            )));
+        }
+        o.backoff = b;
+        Ok(())
+    })
+}
+
+/// The most threads the channel starts to run `sy_call_unary_start` calls
+/// (1..=`SY_MAX_CALL_THREADS`; default 8). They are started on demand, so
+/// an unused channel has none. At most this many such calls are in flight at
+/// once; more wait in the channel's queue.
+#[no_mangle]
+pub extern "C" fn sy_channel_options_set_call_threads(
+    opts: *mut sy_channel_options,
+    threads: u32,
+) -> sy_status {
+    boundary(|| {
+        let o = options_mut(opts)?;
+        if threads == 0 || threads > SY_MAX_CALL_THREADS {
+            return Err(Error::invalid(format!(
+                "call threads must be 1..={SY_MAX_CALL_THREADS}, not {threads}"
+            )));
+        }
+        o.call_threads = threads as usize;
+        Ok(())
+    })
+}
