@@ -4,6 +4,11 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
+# Everything below also goes to a log, summed up at the end.
+mkdir -p target
+LOG=target/test-all.log
+exec > >(tee "$LOG") 2>&1
+
 step() { printf '\n==> %s\n' "$*"; }
 
 step "format"
@@ -23,3 +28,9 @@ c-examples/run.sh
 
 step "loom models (LOOM_MAX_PREEMPTIONS=2)"
 scripts/loom.sh
+
+# One closing line for the whole run: every `test result:` line summed, plus
+# the C programs (each prints "... all passed" only when its checks held).
+summary=$(awk '/^test result:/ { p += $4; f += $6 } END { printf "%d passed, %d failed", p, f }' "$LOG")
+printf '\nswitchyard: %s\n' "$summary"
+

@@ -6,6 +6,7 @@ use crate::picker::{DoneInfo, PickInfo};
 use crate::reader::{PickOptions, Reader};
 use crate::status::{Code, Status};
 use crate::transport::{self, UnaryResponse};
+use std::sync::Arc;
 use std::time::Instant;
 
 /// Per-call options.
@@ -42,12 +43,19 @@ impl Reader {
             deadline: options.deadline,
             wait_for_ready: options.wait_for_ready,
         };
-        let mut retried = false;
+        // The connection a transparently retryable attempt failed on: the
+        // retry must not go out on it again before the loop has noticed.
+        let mut failed_on: Option<Arc<transport::Handle>> = None;
         loop {
             let pick = self.pick(&info, &pick_options).map_err(|e| e.status())?;
-            let Some(handle) = pick.subconn().transport() else {
-                // The connection went away after the picker was built: wait
-                // for the picker that knows (gRPC treats this as a queued pick).
+            let usable = pick
+                .subconn()
+                .transport()
+                .filter(|h| !failed_on.as_ref().is_some_and(|f| Arc::ptr_eq(f, h)));
+            let Some(handle) = usable else {
+                // The connection went away (or is going) after the picker was
+                // built: wait for the picker that knows (gRPC treats this as
+                // a queued pick).
                 self.finish(
                     pick,
                     &DoneInfo {
@@ -97,8 +105,8 @@ impl Reader {
                             load: &[],
                         },
                     );
-                    if e.transparent_retry_ok && !retried {
-                        retried = true;
+                    if e.transparent_retry_ok && failed_on.is_none() {
+                        failed_on = Some(handle);
                         continue;
                     }
                     return Err(Status::new(

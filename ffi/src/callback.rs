@@ -81,15 +81,21 @@ impl Drop for CUserData {
     }
 }
 
-/// The C pointer behind a subchannel's user data (NULL if none, or if the data
-/// did not come through this ABI).
+/// The C pointer behind a subchannel's user data (NULL if none).
 #[inline]
 pub(crate) fn user_data_ptr(sc: &SubConn) -> *mut c_void {
     match sc.user_data() {
-        Some(d) => match d.downcast_ref::<CUserData>() {
-            Some(c) => c.ptr,
-            None => std::ptr::null_mut(),
-        },
+        Some(d) => {
+            // Every address of a channel made through this ABI is built by
+            // `CUserData::wrap` (from `sy_channel_update_addresses`; policies
+            // only reuse those), so the type check `downcast_ref` would make
+            // on every pick (a virtual call) cannot fail.
+            debug_assert!(d.is::<CUserData>());
+            // SAFETY: the data behind this `Arc<dyn Any>` is a `CUserData`
+            // (above); casting the fat pointer to the concrete type is then
+            // what `downcast_ref` does after its check.
+            unsafe { (*(std::sync::Arc::as_ptr(d) as *const CUserData)).ptr }
+        }
         None => std::ptr::null_mut(),
     }
 }
