@@ -3,11 +3,13 @@
 //!
 //! Groups (criterion ids `<group>/<function>`, medians in ns per iteration):
 //! - `pick_n{N}` for N = 3, 100, 10000 READY subchannels:
-//!   - `sy_rr_1t` / `sy_pf_1t`: one thread, `Reader::try_pick` + dropping the
-//!     `Pick` (round_robin / pick_first channels driven through the external
-//!     connector). A pick therefore includes: the generation check, the
-//!     picker's choice, lending a hold on the table, and on drop the done hook
-//!     (none here) and returning the hold (one RMW on the reader's own line).
+//!   - `sy_rr_1t` / `sy_pf_1t`: one thread, `Reader::try_pick_ref` (round_robin
+//!     / pick_first channels driven through the external connector) — what a
+//!     blocking RPC thread does per call: the generation check and the
+//!     picker's choice (inline for round_robin), no atomic operation.
+//!   - `sy_rr_owned_1t`: `Reader::try_pick` + `Reader::finish`, for picks that
+//!     may outlive the next one: adds lending a hold and taking it back (a
+//!     plain decrement while the reader caches that picker).
 //!   - `sy_rr_2t` / `sy_pf_2t`: two threads, one reader each, while a third
 //!     thread makes the channel publish a new picker every millisecond (one
 //!     subchannel flips IDLE/READY: a real rebuild on the loop thread).
@@ -41,8 +43,8 @@ use switchyard::policy::round_robin::{RrEntry, RrPicker};
 use switchyard::publish::{Cache, Slot};
 use switchyard::ConnectivityState::{Idle, Ready};
 use switchyard::{
-    Address, Channel, ChannelOptions, ExternalConnector, HostTransport, PickInfo, PickLocal,
-    PickResult, Picker, Reader, Runtime, SubConn, SubConnId,
+    Address, Channel, ChannelOptions, DoneInfo, ExternalConnector, HostTransport, PickInfo,
+    PickLocal, PickResult, Picker, Reader, Runtime, SubConn, SubConnId,
 };
 
 const RR: &str = r#"{"loadBalancingConfig":[{"round_robin":{}}]}"#;
@@ -321,21 +323,41 @@ fn bench_threads(
     });
 }
 
-fn reader_work(mut reader: Reader) -> Work {
+/// `owned`: `try_pick` + `Reader::finish` (picks that may outlive the next
+/// one: a hold is lent, and given back to the reader without an atomic
+/// when it still caches that picker). Otherwise `try_pick_ref`, what a blocking RPC thread uses: the pick
+/// borrows the reader and costs no hold and no atomic operation.
+fn reader_work(mut reader: Reader, owned: bool) -> Work {
     let info = PickInfo::default();
-    Box::new(move |iters| {
-        for _ in 0..iters {
-            match reader.try_pick(&info) {
-                Ok(pick) => {
-                    black_box(pick.subconn() as *const SubConn);
-                }
-                // pick_first between its IDLE and READY publishes.
-                Err(e) => {
-                    black_box(&e);
+    // pick_first fails picks between its IDLE and READY publishes: those
+    // are counted, not timed apart.
+    let mut failed = 0u64;
+    if owned {
+        Box::new(move |iters| {
+            for _ in 0..iters {
+                match reader.try_pick(&info) {
+                    Ok(pick) => {
+                        black_box(pick.subconn() as *const SubConn);
+                        reader.finish(pick, &DoneInfo::default());
+                    }
+                    Err(_) => failed += 1,
                 }
             }
-        }
-    })
+            black_box(failed);
+        })
+    } else {
+        Box::new(move |iters| {
+            for _ in 0..iters {
+                match reader.try_pick_ref(&info) {
+                    Ok(pick) => {
+                        black_box(pick.subconn() as *const SubConn);
+                    }
+                    Err(_) => failed += 1,
+                }
+            }
+            black_box(failed);
+        })
+    }
 }
 
 // ---------------------------------------------------------------------------
@@ -458,12 +480,17 @@ fn picks(c: &mut Criterion) {
                 "sy_rr"
             };
             bench_threads(&mut group, &format!("{name}_1t"), 1, || {
-                reader_work(f.ch.reader())
+                reader_work(f.ch.reader(), false)
             });
+            if name == "sy_rr" {
+                bench_threads(&mut group, "sy_rr_owned_1t", 1, || {
+                    reader_work(f.ch.reader(), true)
+                });
+            }
             {
                 let _publisher = f.flipper.publisher();
                 bench_threads(&mut group, &format!("{name}_2t"), 2, || {
-                    reader_work(f.ch.reader())
+                    reader_work(f.ch.reader(), false)
                 });
             }
             // The publisher may have stopped with the subchannel down.

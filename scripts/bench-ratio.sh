@@ -38,7 +38,7 @@ def verdict(ok):
     return "PASS" if ok else "FAIL"
 
 sizes = sorted(int(d[len("pick_n"):]) for d in os.listdir(root) if re.fullmatch(r"pick_n\d+", d))
-names = ["sy_rr", "sy_pf", "mutex", "rwlock", "atomic"]
+names = ["sy_rr", "sy_rr_owned", "sy_pf", "mutex", "rwlock", "atomic"]
 print(f"{'n':>6} {'impl':<7} {'1t ns/pick':>11} {'2t ns/iter':>11} {'2t/1t thr':>10}  targets")
 for n in sizes:
     g = f"pick_n{n}"

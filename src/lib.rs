@@ -40,7 +40,7 @@ pub use connector::{
 };
 pub use error::Error;
 pub use picker::{DoneHook, DoneInfo, PickInfo, PickLocal, PickResult, Picker};
-pub use reader::{Pick, PickError, PickOptions, Reader};
+pub use reader::{Pick, PickError, PickOptions, PickRef, Reader};
 pub use runtime::{Runtime, RuntimeConfig};
 pub use state::ConnectivityState;
 pub use status::{Code, Status};

@@ -223,6 +223,19 @@ impl<T> Cache<T> {
         unsafe { &self.epoch.as_ref().table }
     }
 
+    /// Whether nothing was published since the cached table (one atomic load).
+    #[inline]
+    pub fn is_fresh(&self) -> bool {
+        self.slot.generation() == self.generation
+    }
+
+    /// Identifies the cached table: changes whenever the cached table does
+    /// (each table gets its own epoch, allocated before the old one goes).
+    #[inline]
+    pub fn table_id(&self) -> usize {
+        self.epoch.as_ptr() as usize
+    }
+
     /// The generation the cached table is at least as new as.
     pub fn generation(&self) -> u64 {
         self.generation
@@ -233,7 +246,7 @@ impl<T> Cache<T> {
     }
 
     /// Lends out the cached table until the `Hold` is dropped.
-    #[inline]
+    #[inline(always)]
     pub fn hold(&mut self) -> Hold<T> {
         self.lent += 1;
         Hold { epoch: self.epoch }
@@ -242,7 +255,7 @@ impl<T> Cache<T> {
     /// Takes back a hold lent by this cache without an atomic operation, if it
     /// is on the table still cached (the usual case for a pick finished on the
     /// thread that made it). Otherwise hands it back to be dropped normally.
-    #[inline]
+    #[inline(always)]
     pub fn give_back(&mut self, hold: Hold<T>) -> Result<(), Hold<T>> {
         if hold.epoch != self.epoch {
             return Err(hold);

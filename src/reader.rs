@@ -2,7 +2,7 @@
 //! picks from it wait-free; `pick` adds queueing, wait-for-ready and deadlines.
 
 use crate::channel::{ChannelShared, Table};
-use crate::picker::{DoneHook, DoneInfo, PickInfo, PickLocal, PickResult};
+use crate::picker::{DoneHook, DoneInfo, Listed, PickInfo, PickLocal, PickResult};
 use crate::publish::{Cache, Hold};
 use crate::status::{Code, Status};
 use crate::subconn::SubConn;
@@ -66,51 +66,105 @@ pub struct PickOptions {
 /// `refresh`es: an idle reader keeps old subchannels' user data alive.
 pub struct Reader {
     cache: Cache<Table>,
+    /// The cached table's rotation, copied out so the hit path reads it from
+    /// the reader instead of through the table: (first, len) and the
+    /// `table_id` it was copied from.
+    rotation: Option<(NonNull<Listed>, usize)>,
+    rotation_of: usize,
     local: PickLocal,
     shared: Arc<ChannelShared>,
 }
 
+// SAFETY: `rotation` points into the table the reader's own cache keeps alive
+// (a `Cache<Table>` is `Send`); moving the reader moves both together.
+unsafe impl Send for Reader {}
+
 impl Reader {
     pub(crate) fn new(shared: Arc<ChannelShared>) -> Reader {
         let local = PickLocal::new(shared.reader_seed());
-        Reader {
+        let mut reader = Reader {
             cache: Cache::new(shared.slot.clone()),
+            rotation: None,
+            rotation_of: 0,
             local,
             shared,
-        }
+        };
+        reader.sync_rotation();
+        reader
     }
 
-    /// Picks from the current picker without waiting. Wait-free.
-    #[inline]
+    /// Picks from the current picker without waiting. Wait-free. The `Pick`
+    /// may outlive later picks and be finished on any thread.
+    #[inline(always)]
     pub fn try_pick(&mut self, info: &PickInfo<'_>) -> Result<Pick, PickError> {
-        let table = self.cache.current();
-        if let Some((first, len)) = table.rotation {
-            let i = self.local.next_index(len);
-            // SAFETY: `i < len` (next_index) and the list lives in the table's
-            // picker, which the cache keeps alive; the hold taken below keeps
-            // it, and the subchannels it owns, alive for the pick.
-            let listed = unsafe { *first.as_ptr().add(i) };
-            return Ok(Pick {
-                subconn: listed.ptr(),
-                done: None,
-                hold: Some(self.cache.hold()),
-            });
+        let (subconn, done) = self.choose(info)?;
+        Ok(Pick {
+            subconn,
+            done,
+            hold: Some(self.cache.hold()),
+        })
+    }
+
+    /// Like `try_pick`, for an RPC that ends before this reader picks again
+    /// (a blocking RPC thread): the pick borrows the reader, which keeps the
+    /// picker alive, so it costs no hold and no atomic operation at all.
+    #[inline]
+    pub fn try_pick_ref(&mut self, info: &PickInfo<'_>) -> Result<PickRef<'_>, PickError> {
+        let (subconn, done) = self.choose(info)?;
+        // SAFETY: both point into the cached table, which cannot be retired
+        // while `self` is mutably borrowed by the returned value.
+        Ok(PickRef {
+            subconn: unsafe { subconn.as_ref() },
+            done: done.map(|d| unsafe { d.as_ref() }),
+        })
+    }
+
+    /// The current picker's choice, as pointers into the cached table. The
+    /// hit path for a rotation (nothing published since, rotation copied) is
+    /// kept small enough to inline into every caller.
+    #[inline(always)]
+    fn choose(&mut self, info: &PickInfo<'_>) -> Result<Chosen, PickError> {
+        if self.cache.is_fresh() && self.cache.table_id() == self.rotation_of {
+            if let Some((first, len)) = self.rotation {
+                let i = self.local.next_index(len);
+                // SAFETY: `i < len` (next_index) and the list lives in the
+                // picker of the cached table (`rotation_of` is its id), which
+                // the cache keeps alive.
+                let listed = unsafe { *first.as_ptr().add(i) };
+                return Ok((listed.ptr(), None));
+            }
         }
+        self.choose_slow(info)
+    }
+
+    #[inline(never)]
+    fn choose_slow(&mut self, info: &PickInfo<'_>) -> Result<Chosen, PickError> {
+        self.cache.current();
+        if self.cache.table_id() != self.rotation_of {
+            self.sync_rotation();
+        }
+        if let Some((first, len)) = self.rotation {
+            let i = self.local.next_index(len);
+            // SAFETY: as in `choose`.
+            let listed = unsafe { *first.as_ptr().add(i) };
+            return Ok((listed.ptr(), None));
+        }
+        let table = self.cache.current();
         match table.picker.pick(info, &mut self.local) {
             PickResult::Complete { subconn, done } => {
-                let subconn = NonNull::from(subconn);
-                let done = done.map(NonNull::from);
-                Ok(Pick {
-                    subconn,
-                    done,
-                    hold: Some(self.cache.hold()),
-                })
+                Ok((NonNull::from(subconn), done.map(NonNull::from)))
             }
             _ if table.closed => Err(PickError::Closed),
             PickResult::Queue => Err(PickError::NoSubConnAvailable),
             PickResult::Fail(s) => Err(PickError::Unavailable(s.clone())),
             PickResult::Drop(s) => Err(PickError::Dropped(s.clone())),
         }
+    }
+
+    #[cold]
+    fn sync_rotation(&mut self) {
+        self.rotation = self.cache.current().rotation;
+        self.rotation_of = self.cache.table_id();
     }
 
     /// Picks, waiting for new pickers while the current one queues (or fails,
@@ -150,7 +204,7 @@ impl Reader {
     /// Finishes a pick this reader made: reports the outcome to the policy
     /// (like `Pick::done`) and, when the reader still caches the pick's
     /// picker, takes the pick's hold back without an atomic operation.
-    #[inline]
+    #[inline(always)]
     pub fn finish(&mut self, mut pick: Pick, info: &DoneInfo<'_>) {
         if pick.done.is_some() {
             pick.finish(info);
@@ -181,6 +235,43 @@ impl Reader {
         self.shared.state()
     }
 }
+
+type Chosen = (NonNull<SubConn>, Option<NonNull<dyn DoneHook>>);
+
+/// A pick that borrows its reader (see `Reader::try_pick_ref`).
+pub struct PickRef<'r> {
+    subconn: &'r SubConn,
+    done: Option<&'r dyn DoneHook>,
+}
+
+impl<'r> PickRef<'r> {
+    pub fn subconn(&self) -> &'r SubConn {
+        self.subconn
+    }
+
+    /// Reports the RPC's outcome to the policy.
+    pub fn done(mut self, info: &DoneInfo<'_>) {
+        if let Some(hook) = self.done.take() {
+            hook.done(self.subconn, info);
+        }
+    }
+}
+
+impl Drop for PickRef<'_> {
+    /// Like `Pick`: a pick dropped without `done` reports so.
+    #[inline]
+    fn drop(&mut self) {
+        if let Some(hook) = self.done.take() {
+            hook.done(self.subconn, &DROPPED);
+        }
+    }
+}
+
+const DROPPED: DoneInfo<'static> = DoneInfo {
+    error: Some("pick dropped without done"),
+    latency: std::time::Duration::ZERO,
+    load: &[],
+};
 
 /// A successful pick. Keeps its subchannel (and the picker that chose it) alive
 /// until `done` or drop. May be finished on any thread.
@@ -234,10 +325,7 @@ impl Drop for Pick {
 impl Pick {
     #[cold]
     fn dropped_without_done(&mut self) {
-        self.finish(&DoneInfo {
-            error: Some("pick dropped without done"),
-            ..Default::default()
-        });
+        self.finish(&DROPPED);
     }
 }
 

@@ -363,3 +363,35 @@ fn queued_pick_wakes_on_ready_and_done_reaches_the_hook() {
     );
     assert_eq!(got[1].1.as_deref(), Some("pick dropped without done"));
 }
+
+/// A borrowed pick reports to the done hook like an owned one, and a reader
+/// moves on to a new picker once the borrow ends.
+#[test]
+fn borrowed_picks_report_done_and_release_the_reader() {
+    let host = Host::new();
+    let rt = Runtime::new().unwrap();
+    let ch = Channel::new(
+        &rt,
+        "",
+        Some(r#"{"loadBalancingConfig":[{"round_robin":{}}]}"#),
+        options(&host),
+    )
+    .unwrap();
+    ch.update_addresses(addrs(&["127.0.0.1:1", "127.0.0.2:1"]))
+        .unwrap();
+    ch.sync().unwrap();
+    report(&ch, &host, &["127.0.0.1:1", "127.0.0.2:1"], Ready);
+    let mut r = ch.reader();
+    let mut seen = std::collections::HashMap::new();
+    for _ in 0..10 {
+        let p = r.try_pick_ref(&PickInfo::default()).unwrap();
+        *seen.entry(p.subconn().addr().to_string()).or_insert(0) += 1;
+        p.done(&DoneInfo::default());
+    }
+    assert_eq!(seen.values().copied().collect::<Vec<_>>(), vec![5, 5]);
+    report(&ch, &host, &["127.0.0.2:1"], Idle);
+    for _ in 0..4 {
+        let p = r.try_pick_ref(&PickInfo::default()).unwrap();
+        assert_eq!(p.subconn().addr(), "127.0.0.1:1");
+    }
+}
