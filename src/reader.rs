@@ -297,8 +297,11 @@ impl Pick {
     }
 
     /// Reports the RPC's outcome to the policy and releases the pick.
+    #[inline]
     pub fn done(mut self, info: &DoneInfo<'_>) {
-        self.finish(info);
+        if self.done.is_some() {
+            self.finish(info);
+        }
     }
 
     #[cold]

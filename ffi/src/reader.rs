@@ -245,7 +245,9 @@ pub extern "C" fn sy_pick(
                 addr_of_mut!((*out).address_len).write(addr_len);
                 addr_of_mut!((*out).user_data).write(user_data);
                 let token = addr_of_mut!((*out)._token);
-                token.write([0; TOKEN_WORDS]);
+                if size_of::<Pick>() < TOKEN_WORDS * size_of::<u64>() {
+                    token.write([0; TOKEN_WORDS]);
+                }
                 token.cast::<Pick>().write(pick);
             }
             sy_status::SY_OK
