@@ -86,32 +86,7 @@ mod tls {
 
     use crate::*;
     use std::ptr;
-    use switchyard::transport::testserver::{Listen, ServerOptions, ServerTls, TestServer};
-
-    struct Pki {
-        ca_pem: Vec<u8>,
-        cert: Vec<u8>,
-        key: Vec<u8>,
-    }
-
-    fn pki() -> Pki {
-        let mut ca_params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
-        ca_params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
-        ca_params
-            .distinguished_name
-            .push(rcgen::DnType::CommonName, "switchyard ffi test CA");
-        let ca_key = rcgen::KeyPair::generate().unwrap();
-        let ca = ca_params.self_signed(&ca_key).unwrap();
-        let params = rcgen::CertificateParams::new(vec!["localhost".to_string()]).unwrap();
-        let key = rcgen::KeyPair::generate().unwrap();
-        let issuer = rcgen::Issuer::from_params(&ca_params, &ca_key);
-        let cert = params.signed_by(&key, &issuer).unwrap();
-        Pki {
-            ca_pem: ca.pem().into_bytes(),
-            cert: cert.pem().into_bytes(),
-            key: key.serialize_pem().into_bytes(),
-        }
-    }
+    use switchyard::transport::testserver::{Listen, ServerOptions, TestPki, TestServer};
 
     fn ok(s: sy_status) {
         assert_eq!(s, sy_status::SY_OK, "{}", last_error());
@@ -181,15 +156,11 @@ mod tls {
 
     #[test]
     fn roots_and_server_name_from_options() {
-        let pki = pki();
+        let pki = TestPki::new();
         let server = TestServer::start(
             Listen::Tcp("127.0.0.1:0".parse().unwrap()),
             ServerOptions {
-                tls: Some(ServerTls {
-                    cert_chain_pem: pki.cert.clone(),
-                    key_pem: pki.key.clone(),
-                    alpn: vec![b"h2".to_vec()],
-                }),
+                tls: Some(pki.server_tls(&[b"h2"])),
                 ..Default::default()
             },
         )

@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 use mio::{Events, Poll, Token};
 
 use super::grpc::{self, code};
-use super::testserver::{Listen, ServerOptions, ServerTls, TestServer};
+use super::testserver::{Listen, ServerOptions, TestPki, TestServer};
 use super::*;
 
 const WAKE: Token = Token(0);
@@ -174,38 +174,9 @@ fn echo(h: &Handle, msg: &[u8], md: &[(&str, &str)]) -> Result<UnaryResponse, Ca
     unary(h, "localhost", "/echo.Echo/Unary", msg, &md, Some(SOON))
 }
 
-struct Pki {
-    ca_pem: Vec<u8>,
-    leaf_pem: Vec<u8>,
-    key_pem: Vec<u8>,
-}
-
-fn pki() -> Pki {
-    use rcgen::{BasicConstraints, CertificateParams, IsCa, Issuer, KeyPair};
-    let mut ca = CertificateParams::new(Vec::<String>::new()).unwrap();
-    ca.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-    let ca_key = KeyPair::generate().unwrap();
-    let ca_cert = ca.self_signed(&ca_key).unwrap();
-    let issuer = Issuer::new(ca, ca_key);
-    let leaf_key = KeyPair::generate().unwrap();
-    let leaf = CertificateParams::new(vec!["localhost".to_string()])
-        .unwrap()
-        .signed_by(&leaf_key, &issuer)
-        .unwrap();
-    Pki {
-        ca_pem: ca_cert.pem().into_bytes(),
-        leaf_pem: leaf.pem().into_bytes(),
-        key_pem: leaf_key.serialize_pem().into_bytes(),
-    }
-}
-
-fn tls_server(p: &Pki, alpn: &[&[u8]]) -> TestServer {
+fn tls_server(p: &TestPki, alpn: &[&[u8]]) -> TestServer {
     let opts = ServerOptions {
-        tls: Some(ServerTls {
-            cert_chain_pem: p.leaf_pem.clone(),
-            key_pem: p.key_pem.clone(),
-            alpn: alpn.iter().map(|a| a.to_vec()).collect(),
-        }),
+        tls: Some(p.server_tls(alpn)),
         ..Default::default()
     };
     TestServer::start(Listen::Tcp(localhost()), opts).unwrap()
@@ -396,7 +367,7 @@ fn concurrent_calls_share_one_connection() {
 
 #[test]
 fn tls_with_right_ca_works() {
-    let p = pki();
+    let p = TestPki::new();
     let srv = tls_server(&p, &[b"h2"]);
     let lp = LoopThread::spawn(Target::Tcp(srv.addr()), tls_cfg(&p.ca_pem));
     let h = lp.ready();
@@ -410,7 +381,7 @@ fn tls_with_right_ca_works() {
 
 #[test]
 fn tls_with_wrong_ca_fails_with_rustls_error() {
-    let (p, other) = (pki(), pki());
+    let (p, other) = (TestPki::new(), TestPki::new());
     let srv = tls_server(&p, &[b"h2"]);
     let mut d = Driver::start(&Target::Tcp(srv.addr()), &tls_cfg(&other.ca_pem)).unwrap();
     match d.next(SOON) {
@@ -421,7 +392,7 @@ fn tls_with_wrong_ca_fails_with_rustls_error() {
 
 #[test]
 fn tls_without_h2_alpn_fails() {
-    let p = pki();
+    let p = TestPki::new();
     let srv = tls_server(&p, &[]);
     let mut d = Driver::start(&Target::Tcp(srv.addr()), &tls_cfg(&p.ca_pem)).unwrap();
     match d.next(SOON) {

@@ -436,3 +436,61 @@ async fn watch_health(mut respond: SendResponse<Bytes>, service: String, shared:
         }
     }
 }
+
+/// A throwaway CA and a "localhost" server certificate it signed, for TLS
+/// tests (each call makes a new CA, so two of them distrust each other).
+pub struct TestPki {
+    pub ca_pem: Vec<u8>,
+    pub server_cert: Vec<u8>,
+    pub server_key: Vec<u8>,
+}
+
+impl TestPki {
+    pub fn new() -> TestPki {
+        use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair};
+        static SERIAL: AtomicU64 = AtomicU64::new(0);
+        let mut ca_params = CertificateParams::new(Vec::<String>::new()).unwrap();
+        ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        // Distinct names, so a wrong CA fails as an unknown issuer.
+        let n = SERIAL.fetch_add(1, Ordering::Relaxed);
+        ca_params.distinguished_name.push(
+            DnType::CommonName,
+            format!("switchyard test CA {} {n}", std::process::id()),
+        );
+        let ca_key = KeyPair::generate().unwrap();
+        let ca = ca_params.self_signed(&ca_key).unwrap();
+        let key = KeyPair::generate().unwrap();
+        let cert = CertificateParams::new(vec!["localhost".to_string()])
+            .unwrap()
+            .signed_by(&key, &Issuer::from_params(&ca_params, &ca_key))
+            .unwrap();
+        TestPki {
+            ca_pem: ca.pem().into_bytes(),
+            server_cert: cert.pem().into_bytes(),
+            server_key: key.serialize_pem().into_bytes(),
+        }
+    }
+
+    /// The server side, offering `alpn` (empty = no ALPN).
+    pub fn server_tls(&self, alpn: &[&[u8]]) -> ServerTls {
+        ServerTls {
+            cert_chain_pem: self.server_cert.clone(),
+            key_pem: self.server_key.clone(),
+            alpn: alpn.iter().map(|a| a.to_vec()).collect(),
+        }
+    }
+
+    /// Writes the server's certificate and key as PEM files into `dir`.
+    pub fn write_server_pems(&self, dir: &std::path::Path) -> (PathBuf, PathBuf) {
+        let (cert, key) = (dir.join("server.pem"), dir.join("server.key"));
+        std::fs::write(&cert, &self.server_cert).unwrap();
+        std::fs::write(&key, &self.server_key).unwrap();
+        (cert, key)
+    }
+}
+
+impl Default for TestPki {
+    fn default() -> Self {
+        Self::new()
+    }
+}

@@ -7,10 +7,10 @@
 
 use std::collections::{HashMap, HashSet};
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use switchyard::backoff::BackoffConfig;
+pub use switchyard::transport::testserver::TestPki;
 use switchyard::ConnectivityState::*;
 use switchyard::*;
 
@@ -209,43 +209,6 @@ pub fn recorded_plaintext() -> (ChannelOptions, Transitions) {
     let (mut opts, seen) = (plaintext(), Transitions::default());
     seen.attach(&mut opts);
     (opts, seen)
-}
-
-/// A throwaway CA and a "localhost" server certificate it signed.
-pub struct TestPki {
-    pub ca_pem: Vec<u8>,
-    pub server_cert: Vec<u8>,
-    pub server_key: Vec<u8>,
-}
-
-impl TestPki {
-    pub fn new() -> TestPki {
-        let mut ca_params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
-        ca_params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
-        ca_params.distinguished_name.push(
-            rcgen::DnType::CommonName,
-            format!("switchyard test CA {}", free_port()),
-        );
-        let ca_key = rcgen::KeyPair::generate().unwrap();
-        let ca = ca_params.self_signed(&ca_key).unwrap();
-        let params = rcgen::CertificateParams::new(vec!["localhost".to_string()]).unwrap();
-        let key = rcgen::KeyPair::generate().unwrap();
-        let issuer = rcgen::Issuer::from_params(&ca_params, &ca_key);
-        let cert = params.signed_by(&key, &issuer).unwrap();
-        TestPki {
-            ca_pem: ca.pem().into_bytes(),
-            server_cert: cert.pem().into_bytes(),
-            server_key: key.serialize_pem().into_bytes(),
-        }
-    }
-
-    /// Writes the server's certificate and key as PEM files into `dir`.
-    pub fn write_server_pems(&self, dir: &Path) -> (PathBuf, PathBuf) {
-        let (cert, key) = (dir.join("server.pem"), dir.join("server.key"));
-        std::fs::write(&cert, &self.server_cert).unwrap();
-        std::fs::write(&key, &self.server_key).unwrap();
-        (cert, key)
-    }
 }
 
 // ---------------------------------------------------------------- scenarios

@@ -10,7 +10,7 @@ mod support;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use support::*;
-use switchyard::transport::testserver::{Listen, ServerOptions, TestServer};
+use switchyard::transport::testserver::{Listen, ServerOptions, TestPki, TestServer};
 use switchyard::ConnectivityState::*;
 use switchyard::*;
 

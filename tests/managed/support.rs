@@ -2,7 +2,7 @@
 
 pub use crate::common::*;
 use switchyard::transport::health_proto::{NOT_SERVING, SERVING};
-use switchyard::transport::testserver::{Listen, ServerOptions, ServerTls, TestServer};
+use switchyard::transport::testserver::{Listen, ServerOptions, ServerTls, TestPki, TestServer};
 
 pub fn start_servers(n: usize) -> Vec<TestServer> {
     start_servers_with(n, ServerOptions::default())
@@ -70,9 +70,5 @@ impl Fleet for InProcess {
 }
 
 pub fn server_tls(pki: &TestPki) -> ServerTls {
-    ServerTls {
-        cert_chain_pem: pki.server_cert.clone(),
-        key_pem: pki.server_key.clone(),
-        alpn: vec![b"h2".to_vec()],
-    }
+    pki.server_tls(&[b"h2"])
 }
