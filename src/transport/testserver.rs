@@ -45,6 +45,8 @@ pub struct ServerTls {
     pub key_pem: Vec<u8>,
     /// ALPN protocols offered; empty = no ALPN (for mismatch tests).
     pub alpn: Vec<Vec<u8>>,
+    /// Require a client certificate signed by this CA (mutual TLS).
+    pub client_ca_pem: Option<Vec<u8>>,
 }
 
 #[derive(Clone, Default)]
@@ -199,10 +201,28 @@ fn tls_acceptor(t: &ServerTls) -> io::Result<tokio_rustls::TlsAcceptor> {
         .map_err(|e| bad(e.to_string()))?;
     let key = PrivateKeyDer::from_pem_slice(&t.key_pem).map_err(|e| bad(e.to_string()))?;
     let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let mut cfg = rustls::ServerConfig::builder_with_provider(provider)
+    let builder = rustls::ServerConfig::builder_with_provider(provider.clone())
         .with_safe_default_protocol_versions()
-        .map_err(|e| bad(e.to_string()))?
-        .with_no_client_auth()
+        .map_err(|e| bad(e.to_string()))?;
+    let builder = match &t.client_ca_pem {
+        None => builder.with_no_client_auth(),
+        Some(pem) => {
+            let mut roots = rustls::RootCertStore::empty();
+            for cert in CertificateDer::pem_slice_iter(pem) {
+                roots
+                    .add(cert.map_err(|e| bad(e.to_string()))?)
+                    .map_err(|e| bad(e.to_string()))?;
+            }
+            let verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(
+                Arc::new(roots),
+                provider,
+            )
+            .build()
+            .map_err(|e| bad(e.to_string()))?;
+            builder.with_client_cert_verifier(verifier)
+        }
+    };
+    let mut cfg = builder
         .with_single_cert(chain, key)
         .map_err(|e| bad(e.to_string()))?;
     cfg.alpn_protocols = t.alpn.clone();
@@ -443,11 +463,17 @@ pub struct TestPki {
     pub ca_pem: Vec<u8>,
     pub server_cert: Vec<u8>,
     pub server_key: Vec<u8>,
+    /// A client certificate the same CA signed, for mutual TLS.
+    pub client_cert: Vec<u8>,
+    pub client_key: Vec<u8>,
 }
 
 impl TestPki {
     pub fn new() -> TestPki {
-        use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair};
+        use rcgen::{
+            BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer,
+            KeyPair,
+        };
         static SERIAL: AtomicU64 = AtomicU64::new(0);
         let mut ca_params = CertificateParams::new(Vec::<String>::new()).unwrap();
         ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
@@ -459,15 +485,22 @@ impl TestPki {
         );
         let ca_key = KeyPair::generate().unwrap();
         let ca = ca_params.self_signed(&ca_key).unwrap();
+        let issuer = Issuer::from_params(&ca_params, &ca_key);
         let key = KeyPair::generate().unwrap();
         let cert = CertificateParams::new(vec!["localhost".to_string()])
             .unwrap()
-            .signed_by(&key, &Issuer::from_params(&ca_params, &ca_key))
+            .signed_by(&key, &issuer)
             .unwrap();
+        let client_key = KeyPair::generate().unwrap();
+        let mut client = CertificateParams::new(vec!["client.test".to_string()]).unwrap();
+        client.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
+        let client = client.signed_by(&client_key, &issuer).unwrap();
         TestPki {
             ca_pem: ca.pem().into_bytes(),
             server_cert: cert.pem().into_bytes(),
             server_key: key.serialize_pem().into_bytes(),
+            client_cert: client.pem().into_bytes(),
+            client_key: client_key.serialize_pem().into_bytes(),
         }
     }
 
@@ -477,6 +510,7 @@ impl TestPki {
             cert_chain_pem: self.server_cert.clone(),
             key_pem: self.server_key.clone(),
             alpn: alpn.iter().map(|a| a.to_vec()).collect(),
+            client_ca_pem: None,
         }
     }
 

@@ -178,3 +178,55 @@ fn unix_and_ipv6_targets() {
         assert_eq!(echo(&mut ch.reader(), true).unwrap(), v6.port());
     }
 }
+
+#[test]
+fn mutual_tls_presents_the_client_certificate() {
+    let pki = TestPki::new();
+    let mut tls = pki.server_tls(&[b"h2"]);
+    tls.client_ca_pem = Some(pki.ca_pem.clone());
+    let opts = ServerOptions {
+        tls: Some(tls),
+        ..Default::default()
+    };
+    let server = TestServer::start(Listen::Tcp("127.0.0.1:0".parse().unwrap()), opts).unwrap();
+    let rt = Runtime::new().unwrap();
+    let with = |client_cert: Option<(Vec<u8>, Vec<u8>)>| ChannelOptions {
+        transport: Some(TransportConfig {
+            tls: Some(TlsSettings {
+                server_name: "localhost".into(),
+                roots_pem: Some(pki.ca_pem.clone()),
+                client_cert,
+            }),
+            keepalive: None,
+        }),
+        ..Default::default()
+    };
+    let target = format!("ipv4:{}", server.addr());
+    let mtls = channel(
+        &rt,
+        &target,
+        None,
+        with(Some((pki.client_cert.clone(), pki.client_key.clone()))),
+    );
+    assert_eq!(echo(&mut mtls.reader(), true).unwrap(), server.port());
+
+    // Without a certificate the server refuses the connection.
+    let anonymous = channel(&rt, &target, None, with(None));
+    let e = anonymous
+        .reader()
+        .unary(
+            "/echo.Echo/Unary",
+            b"x",
+            &CallOptions {
+                deadline: Some(Instant::now() + Duration::from_millis(500)),
+                wait_for_ready: false,
+                ..Default::default()
+            },
+        )
+        .unwrap_err();
+    assert!(
+        matches!(e.code(), Code::Unavailable | Code::DeadlineExceeded),
+        "{e:?}"
+    );
+    assert_ne!(anonymous.state(), Ready);
+}
