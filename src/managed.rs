@@ -443,3 +443,63 @@ fn host_of(addr: &str) -> &str {
     }
     addr.rsplit_once(':').map(|(h, _)| h).unwrap_or(addr)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::subconn::Address;
+    use crate::transport::Keepalive;
+    use std::time::Duration;
+
+    /// gRFC A8: a server's "too_many_pings" GOAWAY doubles the keepalive time
+    /// for the connections that follow (the GOAWAY's detection itself is
+    /// tested against a real peer in the transport tests).
+    #[test]
+    fn too_many_pings_doubles_keepalive_time() {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let (mut env, _poll) = crate::runtime::Env::for_test();
+        let keepalive = Keepalive {
+            time: Duration::from_secs(10),
+            timeout: Duration::from_secs(1),
+            permit_without_calls: false,
+        };
+        let mut m = ManagedConnector::new(TransportConfig {
+            tls: None,
+            keepalive: Some(keepalive),
+        });
+        let sc = Arc::new(SubConn::new(
+            SubConnId(1),
+            Address::new(listener.local_addr().unwrap().to_string()),
+        ));
+        let mut events = Vec::new();
+        let mut ctx = ConnectorCtx {
+            env: &mut env,
+            channel: 1,
+            events: &mut events,
+        };
+        m.connect(&sc, Instant::now(), &mut ctx);
+        let key = *m.active.get(&sc.id()).expect("connecting");
+        m.progress(
+            key,
+            Progress::GoAway {
+                too_many_pings: false,
+            },
+            &mut ctx,
+        );
+        assert_eq!(m.config.keepalive.unwrap().time, Duration::from_secs(10));
+        m.progress(
+            key,
+            Progress::GoAway {
+                too_many_pings: true,
+            },
+            &mut ctx,
+        );
+        assert_eq!(m.config.keepalive.unwrap().time, Duration::from_secs(20));
+        m.shutdown(&sc, &mut ctx);
+        drop(ctx);
+        assert_eq!(
+            events,
+            vec![(sc.id(), TransportEvent::Lost("server sent GOAWAY".into()))]
+        );
+    }
+}

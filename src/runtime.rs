@@ -171,6 +171,30 @@ pub(crate) struct Env {
 }
 
 impl Env {
+    /// A loop environment with no loop thread, for unit tests of loop-side
+    /// code. Keep the returned `Poll` alive as long as the `Env`.
+    #[cfg(test)]
+    pub(crate) fn for_test() -> (Env, Poll) {
+        let poll = Poll::new().unwrap();
+        let (tx, _rx) = crossbeam_channel::unbounded();
+        let handle = LoopHandle(Arc::new(HandleInner {
+            tx,
+            waker: mio::Waker::new(poll.registry(), WAKER).unwrap(),
+            thread: OnceLock::new(),
+            next_channel: std::sync::atomic::AtomicU64::new(1),
+        }));
+        let env = Env {
+            registry: poll.registry().try_clone().unwrap(),
+            clock: Arc::new(SystemClock),
+            rng: Rng::new(1),
+            timers: Timers::default(),
+            tokens: HashMap::new(),
+            next_token: 1,
+            handle,
+        };
+        (env, poll)
+    }
+
     pub(crate) fn alloc_token(&mut self, channel: ChannelId, key: u64) -> Token {
         let t = Token(self.next_token);
         self.next_token += 1;
