@@ -496,7 +496,6 @@ mod tests {
         );
         assert_eq!(m.config.keepalive.unwrap().time, Duration::from_secs(20));
         m.shutdown(&sc, &mut ctx);
-        drop(ctx);
         assert_eq!(
             events,
             vec![(sc.id(), TransportEvent::Lost("server sent GOAWAY".into()))]
