@@ -53,7 +53,7 @@ pub const SY_PICK_TOKEN_WORDS: usize = 4;
 const TOKEN_WORDS: usize = SY_PICK_TOKEN_WORDS;
 
 // The token area must hold a `Pick` by value.
-const _: () = assert!(size_of::<Pick>() <= TOKEN_WORDS * size_of::<u64>());
+const _: () = assert!(size_of::<Pick>() == TOKEN_WORDS * size_of::<u64>());
 const _: () = assert!(align_of::<Pick>() <= align_of::<u64>());
 
 /// A successful pick, written by `sy_pick` into caller-provided storage (stack
@@ -352,8 +352,8 @@ pub extern "C" fn sy_pick_done(
     }
     // SAFETY: non-NULL; the caller promises a sy_pick_result it owns.
     let token = unsafe { addr_of_mut!((*result)._token) };
-    // SAFETY: reading plain integers.
-    if unsafe { token.read() } == [0; TOKEN_WORDS] {
+    // SAFETY: the caller's result, readable.
+    if unsafe { read_words(token) } == [0; TOKEN_WORDS] {
         return pick_fail(Error::invalid(
             "pick result is not a live pick (already done, or never picked)",
         ));
@@ -389,12 +389,26 @@ pub extern "C" fn sy_pick_done(
 /// # Safety
 /// `result` is non-NULL and its token is nonzero (a `Pick` that `sy_pick`
 /// moved in and nobody took since).
+/// The token word by word. `sy_pick` wrote it as separate 8-byte stores; one
+/// wide load straddling them would stall on store forwarding when done
+/// follows pick closely, which is the common case.
+///
+/// # Safety
+/// `token` points to a readable token.
+#[inline(always)]
+unsafe fn read_words(token: *const [u64; TOKEN_WORDS]) -> [u64; TOKEN_WORDS] {
+    let base = token.cast::<u64>();
+    // SAFETY: TOKEN_WORDS readable u64s per the contract; volatile keeps the
+    // loads separate (and so forwardable).
+    std::array::from_fn(|i| unsafe { base.add(i).read_volatile() })
+}
+
 #[inline]
 unsafe fn take_pick(result: *mut sy_pick_result) -> Pick {
     // SAFETY: per the function's contract.
     unsafe {
         let token = addr_of_mut!((*result)._token);
-        let pick = token.cast::<Pick>().read();
+        let pick = std::mem::transmute::<[u64; TOKEN_WORDS], Pick>(read_words(token));
         // Zeroing makes this the only read, and a second done detectable.
         token.write([0; TOKEN_WORDS]);
         addr_of_mut!((*result).address).write(ptr::null());
