@@ -125,16 +125,22 @@ impl Reader {
     #[inline(always)]
     fn choose(&mut self, info: &PickInfo<'_>) -> Result<Chosen, PickError> {
         if self.cache.is_fresh() && self.cache.table_id() == self.rotation_of {
-            if let Some((first, len)) = self.rotation {
-                let i = self.local.next_index(len);
-                // SAFETY: `i < len` (next_index) and the list lives in the
-                // picker of the cached table (`rotation_of` is its id), which
-                // the cache keeps alive.
-                let listed = unsafe { *first.as_ptr().add(i) };
-                return Ok((listed.ptr(), None));
+            if let Some(rotation) = self.rotation {
+                return Ok(self.rotate(rotation));
             }
         }
         self.choose_slow(info)
+    }
+
+    /// The next entry of the cached table's rotation (`self.rotation`).
+    #[inline(always)]
+    fn rotate(&mut self, (first, len): (NonNull<Listed>, usize)) -> Chosen {
+        let i = self.local.next_index(len);
+        // SAFETY: `i < len` (next_index) and the list lives in the picker of
+        // the cached table (`rotation_of` is its id), which the cache keeps
+        // alive.
+        let listed = unsafe { *first.as_ptr().add(i) };
+        (listed.ptr(), None)
     }
 
     #[inline(never)]
@@ -143,11 +149,8 @@ impl Reader {
         if self.cache.table_id() != self.rotation_of {
             self.sync_rotation();
         }
-        if let Some((first, len)) = self.rotation {
-            let i = self.local.next_index(len);
-            // SAFETY: as in `choose`.
-            let listed = unsafe { *first.as_ptr().add(i) };
-            return Ok((listed.ptr(), None));
+        if let Some(rotation) = self.rotation {
+            return Ok(self.rotate(rotation));
         }
         let table = self.cache.current();
         match table.picker.pick(info, &mut self.local) {
