@@ -16,7 +16,7 @@ typedef struct picker_ctx {
   size_t n;
 } picker_ctx;
 
-static int builds, closes, pickers_freed, pickers_made, dones;
+static int builds, closes, pickers_freed, pickers_made, dones, unavailable_dones, bad_dones;
 static sy_cc *saved_cc; /* kept only to show that using it later is refused */
 static pthread_mutex_t counters_mu = PTHREAD_MUTEX_INITIALIZER;
 
@@ -42,14 +42,17 @@ static uint32_t rr_pick(void *ctx, const sy_pick_args *args, size_t *out_index) 
   return SY_PICK_COMPLETE;
 }
 
+/* RPC threads: the outcome sy_pick_done reported. The test passes code 0 or
+ * UNAVAILABLE (14) and a latency of 100 ns. */
 static void rr_done(void *ctx, uint64_t id, const char *error, size_t error_len,
                     uint64_t latency_ns) {
   (void)ctx;
   (void)id;
-  (void)error;
-  (void)error_len;
-  (void)latency_ns;
   bump(&dones);
+  if (error != NULL && error_len == strlen("UNAVAILABLE") && memcmp(error, "UNAVAILABLE", error_len) == 0)
+    bump(&unavailable_dones);
+  else if (error != NULL || latency_ns != 100)
+    bump(&bad_dones);
 }
 
 static void rr_free(void *ctx) {
@@ -178,11 +181,19 @@ int main(void) {
       if (r.address_len == strlen(addrs[k]) && memcmp(r.address, addrs[k], r.address_len) == 0)
         seen[k]++;
     }
-    OK(sy_pick_done(&r, 0, 100, NULL, 0));
+    if (i % 4 == 3) {
+      /* with a load report: the same outcome reaches the policy */
+      sy_load_metric m = {"cpu_utilization", 0.5};
+      OK(sy_pick_done(&r, 14, 100, &m, 1));
+    } else {
+      OK(sy_pick_done(&r, i % 4 == 1 ? 14 : 0, 100, NULL, 0));
+    }
   }
   printf("c_ready_random: %d %d %d\n", seen[0], seen[1], seen[2]);
   CHECK(seen[1] == 0 && seen[0] > 300 && seen[2] > 300 && seen[0] + seen[2] == 1000);
   CHECK(read_counter(&dones) == 1000);
+  CHECK(read_counter(&unavailable_dones) == 500);
+  CHECK(read_counter(&bad_dones) == 0);
 
   /* sy_cc outside a callback is refused, not undefined. */
   CHECK_STATUS(sy_cc_resolve_now(saved_cc), SY_WRONG_CONTEXT);

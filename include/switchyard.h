@@ -1043,7 +1043,7 @@ void sy_reader_free(struct sy_reader *reader);
  SY_UNAVAILABLE (fail the RPC unless wait-for-ready),
  SY_DROPPED (fail it, never retry), SY_DEADLINE_EXCEEDED, SY_CLOSED,
  SY_NULL_PARAMETER, SY_INVALID_UTF8, SY_INVALID_ARGUMENT (freed reader),
- SY_WRONG_CONTEXT (a waiting pick inside a callback); `sy_last_grpc_code()`
+ SY_WRONG_CONTEXT (inside a callback, a pick that would have to wait); `sy_last_grpc_code()`
  gives the gRPC code to fail the RPC with.
 
  Threading: the reader's thread. Called concurrently on different readers,

@@ -39,8 +39,8 @@ pub use connector::{
     Connector, ConnectorCtx, ExternalConnector, HostTransport, Notifier, TransportEvent,
 };
 pub use error::Error;
-pub use picker::{DoneHook, DoneInfo, PickInfo, PickLocal, PickResult, Picker};
-pub use reader::{Pick, PickError, PickOptions, PickRef, Reader};
+pub use picker::{DoneHook, DoneInfo, Listed, PickInfo, PickLocal, PickResult, Picker};
+pub use reader::{Pick, PickError, PickOptions, PickRef, RawPick, Reader};
 pub use runtime::{Runtime, RuntimeConfig};
 pub use state::ConnectivityState;
 pub use status::{Code, Status};

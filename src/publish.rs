@@ -223,19 +223,6 @@ impl<T> Cache<T> {
         unsafe { &self.epoch.as_ref().table }
     }
 
-    /// Whether nothing was published since the cached table (one atomic load).
-    #[inline]
-    pub fn is_fresh(&self) -> bool {
-        self.slot.generation() == self.generation
-    }
-
-    /// Identifies the cached table: changes whenever the cached table does
-    /// (each table gets its own epoch, allocated before the old one goes).
-    #[inline]
-    pub fn table_id(&self) -> usize {
-        self.epoch.as_ptr() as usize
-    }
-
     /// The generation the cached table is at least as new as.
     pub fn generation(&self) -> u64 {
         self.generation
@@ -315,6 +302,21 @@ impl<T> Hold<T> {
     pub fn table(&self) -> &T {
         // SAFETY: this hold's unit keeps the epoch's count above zero.
         unsafe { &self.epoch.as_ref().table }
+    }
+
+    /// The hold as a plain pointer (never null), to carry through C.
+    #[inline(always)]
+    pub fn into_raw(self) -> NonNull<()> {
+        let epoch = self.epoch.cast();
+        std::mem::forget(self);
+        epoch
+    }
+
+    /// # Safety
+    /// `raw` came from `into_raw` on a `Hold<T>` and is turned back only once.
+    #[inline(always)]
+    pub unsafe fn from_raw(raw: NonNull<()>) -> Hold<T> {
+        Hold { epoch: raw.cast() }
     }
 }
 

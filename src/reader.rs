@@ -67,10 +67,11 @@ pub struct PickOptions {
 pub struct Reader {
     cache: Cache<Table>,
     /// The cached table's rotation, copied out so the hit path reads it from
-    /// the reader instead of through the table: (first, len) and the
-    /// `table_id` it was copied from.
-    rotation: Option<(NonNull<Listed>, usize)>,
-    rotation_of: usize,
+    /// the reader instead of through the table: (first, len), valid while the
+    /// slot's generation is still `rotation_generation` (`NO_ROTATION` when
+    /// the cached picker has none).
+    rotation: (NonNull<Listed>, usize),
+    rotation_generation: u64,
     local: PickLocal,
     shared: Arc<ChannelShared>,
 }
@@ -84,8 +85,8 @@ impl Reader {
         let local = PickLocal::new(shared.reader_seed());
         let mut reader = Reader {
             cache: Cache::new(shared.slot.clone()),
-            rotation: None,
-            rotation_of: 0,
+            rotation: (NonNull::dangling(), 0),
+            rotation_generation: NO_ROTATION,
             local,
             shared,
         };
@@ -119,38 +120,61 @@ impl Reader {
         })
     }
 
+    /// `try_pick`'s hit path alone, for callers that want the shortest
+    /// possible one (the C ABI): a pick when the cached picker is still the
+    /// published one and is a plain rotation (round_robin), which looks at no
+    /// `PickInfo`, with its rotation entry (the pick's id, address and tag at
+    /// hand); `None` means "call `try_pick`".
+    #[inline(always)]
+    pub fn try_pick_cached(&mut self) -> Option<(Pick, Listed)> {
+        if !self.rotation_is_current() {
+            return None;
+        }
+        let listed = self.rotate();
+        Some((
+            Pick {
+                subconn: listed.ptr(),
+                done: None,
+                hold: Some(self.cache.hold()),
+            },
+            listed,
+        ))
+    }
+
+    /// One load: nothing published since the rotation was copied.
+    #[inline(always)]
+    fn rotation_is_current(&self) -> bool {
+        self.cache.slot().generation() == self.rotation_generation
+    }
+
     /// The current picker's choice, as pointers into the cached table. The
     /// hit path for a rotation (nothing published since, rotation copied) is
     /// kept small enough to inline into every caller.
     #[inline(always)]
     fn choose(&mut self, info: &PickInfo<'_>) -> Result<Chosen, PickError> {
-        if self.cache.is_fresh() && self.cache.table_id() == self.rotation_of {
-            if let Some(rotation) = self.rotation {
-                return Ok(self.rotate(rotation));
-            }
+        if self.rotation_is_current() {
+            return Ok((self.rotate().ptr(), None));
         }
         self.choose_slow(info)
     }
 
-    /// The next entry of the cached table's rotation (`self.rotation`).
+    /// The next entry of the cached table's rotation. Only while
+    /// `rotation_is_current()`.
     #[inline(always)]
-    fn rotate(&mut self, (first, len): (NonNull<Listed>, usize)) -> Chosen {
+    fn rotate(&mut self) -> Listed {
+        let (first, len) = self.rotation;
         let i = self.local.next_index(len);
         // SAFETY: `i < len` (next_index) and the list lives in the picker of
-        // the cached table (`rotation_of` is its id), which the cache keeps
-        // alive.
-        let listed = unsafe { *first.as_ptr().add(i) };
-        (listed.ptr(), None)
+        // the cached table (the rotation was copied from it at the current
+        // generation), which the cache keeps alive.
+        unsafe { *first.as_ptr().add(i) }
     }
 
     #[inline(never)]
     fn choose_slow(&mut self, info: &PickInfo<'_>) -> Result<Chosen, PickError> {
-        self.cache.current();
-        if self.cache.table_id() != self.rotation_of {
-            self.sync_rotation();
-        }
-        if let Some(rotation) = self.rotation {
-            return Ok(self.rotate(rotation));
+        self.sync_rotation();
+        if self.rotation_generation != NO_ROTATION {
+            return Ok((self.rotate().ptr(), None));
         }
         let table = self.cache.current();
         match table.picker.pick(info, &mut self.local) {
@@ -164,10 +188,14 @@ impl Reader {
         }
     }
 
+    /// Moves to the latest table and copies its rotation, if it has one.
     #[cold]
     fn sync_rotation(&mut self) {
-        self.rotation = self.cache.current().rotation;
-        self.rotation_of = self.cache.table_id();
+        let rotation = self.cache.current().rotation;
+        (self.rotation, self.rotation_generation) = match rotation {
+            Some(r) => (r, self.cache.generation()),
+            None => ((NonNull::dangling(), 0), NO_ROTATION),
+        };
     }
 
     /// Picks, waiting for new pickers while the current one queues (or fails,
@@ -202,6 +230,10 @@ impl Reader {
     /// it kept alive).
     pub fn refresh(&mut self) {
         self.cache.refresh();
+        // The refresh may have moved to a table published a moment before its
+        // generation: the copied rotation must follow the table, not wait
+        // for the generation.
+        self.sync_rotation();
     }
 
     /// Finishes a pick this reader made: reports the outcome to the policy
@@ -240,6 +272,10 @@ impl Reader {
 }
 
 type Chosen = (NonNull<SubConn>, Option<NonNull<dyn DoneHook>>);
+
+/// `rotation_generation` when the cached picker has no rotation (a slot's
+/// generation never gets there).
+const NO_ROTATION: u64 = u64::MAX;
 
 /// A pick that borrows its reader (see `Reader::try_pick_ref`).
 pub struct PickRef<'r> {
@@ -299,6 +335,13 @@ impl Pick {
         unsafe { self.subconn.as_ref() }
     }
 
+    /// Whether the policy wants this pick's outcome (it has a done hook).
+    /// When not, dropping the pick is all `done` would do.
+    #[inline(always)]
+    pub fn reports_outcome(&self) -> bool {
+        self.done.is_some()
+    }
+
     /// Reports the RPC's outcome to the policy and releases the pick.
     #[inline]
     pub fn done(mut self, info: &DoneInfo<'_>) {
@@ -332,6 +375,60 @@ impl Pick {
     #[cold]
     fn dropped_without_done(&mut self) {
         self.finish(&DROPPED);
+    }
+}
+
+/// A `Pick` as four plain words, for a C ABI that keeps it in the caller's
+/// memory between pick and done. The last word (the hold) is never zero.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct RawPick(pub [usize; 4]);
+
+const _: () =
+    assert!(std::mem::size_of::<NonNull<dyn DoneHook>>() == 2 * std::mem::size_of::<usize>());
+
+impl Pick {
+    /// Gives up the pick as words; `from_raw` takes it back.
+    #[inline(always)]
+    pub fn into_raw(mut self) -> RawPick {
+        let subconn = self.subconn.as_ptr() as usize;
+        // SAFETY: same size (asserted above); turned back only by `from_raw`,
+        // into the same type.
+        // Both words of a `NonNull<dyn _>` are nonzero (data and vtable), so
+        // two zeros stand for `None` whatever their order.
+        let [d0, d1] = match self.done.take() {
+            // SAFETY: same size (asserted above); turned back only by
+            // `from_raw`, into the same type.
+            Some(d) => unsafe { std::mem::transmute::<NonNull<dyn DoneHook>, [usize; 2]>(d) },
+            None => [0, 0],
+        };
+        let hold = self
+            .hold
+            .take()
+            .map_or(0, |h| h.into_raw().as_ptr() as usize);
+        // Both fields are taken: nothing is left for Pick's destructor.
+        std::mem::forget(self);
+        RawPick([subconn, d0, d1, hold])
+    }
+
+    /// # Safety
+    /// `raw` came from `into_raw` and is turned back only once.
+    #[inline(always)]
+    pub unsafe fn from_raw(raw: RawPick) -> Pick {
+        let [subconn, d0, d1, hold] = raw.0;
+        // SAFETY: per the contract, these are the words `into_raw` made.
+        unsafe {
+            Pick {
+                subconn: NonNull::new_unchecked(subconn as *mut SubConn),
+                done: if d0 == 0 && d1 == 0 {
+                    None
+                } else {
+                    Some(std::mem::transmute::<[usize; 2], NonNull<dyn DoneHook>>([
+                        d0, d1,
+                    ]))
+                },
+                hold: NonNull::new(hold as *mut ()).map(|h| Hold::from_raw(h)),
+            }
+        }
     }
 }
 

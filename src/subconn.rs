@@ -18,6 +18,10 @@ pub struct Address {
     /// Endpoint weight (0 means unset, treated as 1 by policies that weigh).
     pub weight: u32,
     pub user_data: Option<UserData>,
+    /// The host's own word for this address (an index, a pointer it owns),
+    /// handed back with every pick of it at no cost. The library never reads
+    /// through it or frees it.
+    pub tag: u64,
 }
 
 impl Address {
@@ -26,6 +30,7 @@ impl Address {
             addr: addr.into(),
             weight: 0,
             user_data: None,
+            tag: 0,
         }
     }
 
@@ -38,6 +43,11 @@ impl Address {
         self.weight = weight;
         self
     }
+
+    pub fn with_tag(mut self, tag: u64) -> Address {
+        self.tag = tag;
+        self
+    }
 }
 
 impl fmt::Debug for Address {
@@ -46,6 +56,7 @@ impl fmt::Debug for Address {
             .field("addr", &self.addr)
             .field("weight", &self.weight)
             .field("user_data", &self.user_data.is_some())
+            .field("tag", &self.tag)
             .finish()
     }
 }
@@ -87,6 +98,11 @@ impl SubConn {
 
     pub fn user_data(&self) -> Option<&UserData> {
         self.address.user_data.as_ref()
+    }
+
+    /// The address's `tag`.
+    pub fn tag(&self) -> u64 {
+        self.address.tag
     }
 
     /// The connection to send on, if the library manages one and it is READY.

@@ -2,13 +2,17 @@
  * library: round_robin over 3 and 10,000 READY host-managed subchannels, on
  * one and two threads (each with its own reader).
  *
- * Per configuration it reports:
+ * Per configuration it reports the median (and the range) over TRIALS short
+ * trials, because a shared VM's neighbours make any single long run noisy:
  *   pick      ns per sy_pick (timeout 0), timed in batches of 64 picks whose
- *             dones are timed separately
+ *             dones are timed separately (the clock's own cost subtracted)
+ *   done      ns per sy_pick_done, from the same batches
  *   pick+done ns per back-to-back sy_pick; sy_pick_done pair
- *   scaling   two threads' pick+done throughput over one thread's
+ *   scaling   two threads' pick+done throughput over one thread's, each trial
+ *             timing one thread and then two threads back to back
  *
- * Build and run: benches/c/run.sh (release library, -O2). */
+ * Build and run: benches/c/run.sh [picks per thread per trial] [trials]
+ * (release library, -O2). */
 #define _POSIX_C_SOURCE 200809L
 #include <pthread.h>
 #include <stdio.h>
@@ -19,8 +23,11 @@
 #include "switchyard.h"
 
 #define BATCH 64
+#define MAX_TRIALS 101
 
-static long iters = 20000000;
+static long iters = 2000000;
+static int trials = 15;
+static double clock_ns; /* the cost of one now_ns() */
 
 static double now_ns(void) {
   struct timespec ts;
@@ -35,6 +42,17 @@ static void ok(sy_status s, const char *what) {
     fprintf(stderr, "%s: %s\n", what, buf);
     exit(1);
   }
+}
+
+static int cmp_double(const void *a, const void *b) {
+  double x = *(const double *)a, y = *(const double *)b;
+  return (x > y) - (x < y);
+}
+
+/* Sorts `v` and prints "median (min..max)". */
+static void summary(const char *label, double *v, int n, const char *unit) {
+  qsort(v, (size_t)n, sizeof *v, cmp_double);
+  printf("  %-10s %6.2f%s  (%.2f..%.2f)", label, v[n / 2], unit, v[0], v[n - 1]);
 }
 
 typedef struct host {
@@ -55,8 +73,11 @@ static void on_shutdown(void *ctx, uint64_t id, const char *a, size_t l, void *u
   (void)ctx; (void)id; (void)a; (void)l; (void)u;
 }
 
+/* One per worker, each on its own cache lines: the workers write their
+ * totals here, and sharing a line would measure false sharing instead of
+ * switchyard. */
 typedef struct job {
-  const sy_channel *ch;
+  _Alignas(128) const sy_channel *ch;
   pthread_barrier_t *start;
   double pick_ns, done_ns, pair_ns; /* totals */
   unsigned long long checksum;
@@ -65,6 +86,8 @@ typedef struct job {
 /* Pick-alone and done-alone, in batches. */
 static void run_batched(sy_reader *r, job *j) {
   sy_pick_result res[BATCH];
+  unsigned long long checksum = 0;
+  double pick_ns = 0, done_ns = 0;
   long i;
   int k;
   for (i = 0; i < iters; i += BATCH) {
@@ -74,26 +97,31 @@ static void run_batched(sy_reader *r, job *j) {
     }
     t1 = now_ns();
     for (k = 0; k < BATCH; k++) {
-      j->checksum += res[k].subchannel_id;
+      checksum += res[k].subchannel_id;
       if (sy_pick_done(&res[k], 0, 0, NULL, 0) != SY_OK) exit(3);
     }
     t2 = now_ns();
-    j->pick_ns += t1 - t0;
-    j->done_ns += t2 - t1;
+    pick_ns += t1 - t0 - clock_ns;
+    done_ns += t2 - t1 - clock_ns;
   }
+  j->pick_ns = pick_ns;
+  j->done_ns = done_ns;
+  j->checksum = checksum;
 }
 
 /* Back-to-back pairs, the way an RPC stack calls them. */
 static void run_pairs(sy_reader *r, job *j) {
   sy_pick_result res;
+  unsigned long long checksum = 0;
   long i;
   double t0 = now_ns();
   for (i = 0; i < iters; i++) {
     if (sy_pick(r, NULL, 0, NULL, 0, false, &res) != SY_OK) exit(2);
-    j->checksum += res.subchannel_id;
+    checksum += res.subchannel_id;
     if (sy_pick_done(&res, 0, 0, NULL, 0) != SY_OK) exit(3);
   }
-  j->pair_ns += now_ns() - t0;
+  j->pair_ns = now_ns() - t0;
+  j->checksum = checksum;
 }
 
 static void *worker_batched(void *arg) {
@@ -111,7 +139,7 @@ static void *worker_pairs(void *arg) {
   sy_reader *r = NULL;
   ok(sy_reader_new(j->ch, &r), "reader");
   {
-    /* warm up */
+    /* warm up (first picks fault in the reader's table) */
     sy_pick_result res;
     int i;
     for (i = 0; i < 100000; i++) {
@@ -151,7 +179,6 @@ static void bench(const sy_runtime *rt, size_t n) {
   sy_address *list = (sy_address *)calloc(n, sizeof *list);
   char (*names)[32] = malloc(n * sizeof *names);
   job jobs[2];
-  double wall1, wall2;
   size_t i;
   int threads;
 
@@ -177,21 +204,37 @@ static void bench(const sy_runtime *rt, size_t n) {
   ok(sy_channel_sync(ch), "sync");
 
   for (threads = 1; threads <= 2; threads++) {
-    double pick = 0, done = 0;
-    int k;
-    run(ch, threads, worker_batched, jobs);
-    for (k = 0; k < threads; k++) {
-      pick += jobs[k].pick_ns;
-      done += jobs[k].done_ns;
+    double pick[MAX_TRIALS], done[MAX_TRIALS];
+    int t, k;
+    for (t = 0; t < trials; t++) {
+      pick[t] = done[t] = 0;
+      run(ch, threads, worker_batched, jobs);
+      for (k = 0; k < threads; k++) {
+        pick[t] += jobs[k].pick_ns / ((double)iters * threads);
+        done[t] += jobs[k].done_ns / ((double)iters * threads);
+      }
     }
-    printf("subchannels=%-6zu threads=%d  pick %.2f ns  done %.2f ns  (batched)\n", n, threads,
-           pick / ((double)iters * threads), done / ((double)iters * threads));
+    printf("subchannels=%-6zu threads=%d batched", n, threads);
+    summary("pick", pick, trials, " ns");
+    summary("done", done, trials, " ns");
+    printf("\n");
   }
-  wall1 = run(ch, 1, worker_pairs, jobs);
-  printf("subchannels=%-6zu threads=1  pick+done %.2f ns/pair\n", n, wall1 / (double)iters);
-  wall2 = run(ch, 2, worker_pairs, jobs);
-  printf("subchannels=%-6zu threads=2  pick+done %.2f ns/pair per thread, scaling %.2fx\n", n,
-         (jobs[0].pair_ns + jobs[1].pair_ns) / (2.0 * (double)iters), 2.0 * wall1 / wall2);
+  {
+    double pair1[MAX_TRIALS], pair2[MAX_TRIALS], scaling[MAX_TRIALS];
+    int t;
+    for (t = 0; t < trials; t++) {
+      double wall1 = run(ch, 1, worker_pairs, jobs), wall2;
+      pair1[t] = jobs[0].pair_ns / (double)iters;
+      wall2 = run(ch, 2, worker_pairs, jobs);
+      pair2[t] = (jobs[0].pair_ns + jobs[1].pair_ns) / (2.0 * (double)iters);
+      scaling[t] = 2.0 * wall1 / wall2;
+    }
+    printf("subchannels=%-6zu pairs    ", n);
+    summary("1 thread", pair1, trials, " ns");
+    summary("2 threads", pair2, trials, " ns");
+    summary("scaling", scaling, trials, "x");
+    printf("\n");
+  }
 
   sy_channel_free(ch);
   pthread_mutex_destroy(&h.mu);
@@ -200,10 +243,26 @@ static void bench(const sy_runtime *rt, size_t n) {
   free(names);
 }
 
+/* The cost of one now_ns(), subtracted from each timed batch. */
+static double calibrate_clock(void) {
+  int i;
+  double t0 = now_ns(), sink = 0;
+  for (i = 0; i < 1000000; i++) sink += now_ns();
+  return (now_ns() - t0 - (sink < 0 ? 1 : 0)) / 1000000.0;
+}
+
 int main(int argc, char **argv) {
   sy_runtime *rt = NULL;
   if (argc > 1) iters = atol(argv[1]);
-  printf("switchyard %s, %ld iterations per thread\n", sy_version(), iters);
+  if (argc > 2) trials = atoi(argv[2]);
+  if (iters < BATCH || trials < 1 || trials > MAX_TRIALS) {
+    fprintf(stderr, "usage: pick_bench [picks per thread per trial >= %d] [trials 1..%d]\n", BATCH,
+            MAX_TRIALS);
+    return 2;
+  }
+  clock_ns = calibrate_clock();
+  printf("switchyard %s: %d trials of %ld picks per thread; median (min..max); clock %.1f ns\n",
+         sy_version(), trials, iters, clock_ns);
   ok(sy_runtime_new(&rt), "runtime");
   bench(rt, 3);
   bench(rt, 10000);

@@ -81,23 +81,12 @@ impl Drop for CUserData {
     }
 }
 
-/// The C pointer behind a subchannel's user data (NULL if none).
-#[inline]
-pub(crate) fn user_data_ptr(sc: &SubConn) -> *mut c_void {
-    match sc.user_data() {
-        Some(d) => {
-            // Every address of a channel made through this ABI is built by
-            // `CUserData::wrap` (from `sy_channel_update_addresses`; policies
-            // only reuse those), so the type check `downcast_ref` would make
-            // on every pick (a virtual call) cannot fail.
-            debug_assert!(d.is::<CUserData>());
-            // SAFETY: the data behind this `Arc<dyn Any>` is a `CUserData`
-            // (above); casting the fat pointer to the concrete type is then
-            // what `downcast_ref` does after its check.
-            unsafe { (*(std::sync::Arc::as_ptr(d) as *const CUserData)).ptr }
-        }
-        None => std::ptr::null_mut(),
-    }
+/// The C pointer behind an address's user data (NULL if none): the channel
+/// puts it in the address's `tag` (next to the `CUserData` that releases it),
+/// so a pick hands it out without reading the user data.
+#[inline(always)]
+pub(crate) fn user_data_of(tag: u64) -> *mut c_void {
+    tag as usize as *mut c_void
 }
 
 pub(crate) struct CHost {
@@ -129,7 +118,7 @@ impl CHost {
                 sc.id().0,
                 addr.as_ptr().cast(),
                 len,
-                user_data_ptr(sc),
+                user_data_of(sc.tag()),
             )
         });
     }

@@ -258,6 +258,7 @@ pub extern "C" fn sy_channel_update_addresses(
                 addr: text.to_string(),
                 weight: a.weight,
                 user_data: CUserData::wrap(a.user_data, ch.release),
+                tag: a.user_data as usize as u64,
             })
             .collect();
         ch.channel.update_addresses(converted)?;

@@ -9,18 +9,20 @@
 //! "C"` boundary instead of unwinding into C.
 
 use crate::call::CallPool;
-use crate::callback::user_data_ptr;
+use crate::callback::user_data_of;
 use crate::channel::{channel_ref, sy_channel, SY_WAIT_FOREVER};
 use crate::error::{set_last, Error, Message};
 use crate::handle::{bury, Shell};
 use crate::macros::{boundary, boundary_or, inside_callback};
 use crate::status::sy_status;
 use std::ffi::{c_char, c_void, CStr};
-use std::mem::{align_of, size_of};
-use std::ptr::{self, addr_of_mut};
+use std::mem::size_of;
+use std::ptr::addr_of_mut;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-use switchyard::{DoneInfo, Pick, PickError, PickInfo, PickOptions, Reader};
+use switchyard::{
+    DoneInfo, Listed, Pick, PickError, PickInfo, PickOptions, RawPick, Reader, SubConn,
+};
 
 /// One RPC thread's view of a channel. Opaque; owned by the caller (Box).
 ///
@@ -52,9 +54,8 @@ impl sy_reader {
 pub const SY_PICK_TOKEN_WORDS: usize = 4;
 const TOKEN_WORDS: usize = SY_PICK_TOKEN_WORDS;
 
-// The token area must hold a `Pick` by value.
-const _: () = assert!(size_of::<Pick>() == TOKEN_WORDS * size_of::<u64>());
-const _: () = assert!(align_of::<Pick>() <= align_of::<u64>());
+// The token area holds a `RawPick`, word for word.
+const _: () = assert!(size_of::<RawPick>() <= TOKEN_WORDS * size_of::<u64>());
 
 /// A successful pick, written by `sy_pick` into caller-provided storage (stack
 /// is fine), finished by `sy_pick_done`.
@@ -160,7 +161,7 @@ pub extern "C" fn sy_reader_free(reader: *mut sy_reader) {
 /// SY_UNAVAILABLE (fail the RPC unless wait-for-ready),
 /// SY_DROPPED (fail it, never retry), SY_DEADLINE_EXCEEDED, SY_CLOSED,
 /// SY_NULL_PARAMETER, SY_INVALID_UTF8, SY_INVALID_ARGUMENT (freed reader),
-/// SY_WRONG_CONTEXT (a waiting pick inside a callback); `sy_last_grpc_code()`
+/// SY_WRONG_CONTEXT (inside a callback, a pick that would have to wait); `sy_last_grpc_code()`
 /// gives the gRPC code to fail the RPC with.
 ///
 /// Threading: the reader's thread. Called concurrently on different readers,
@@ -177,6 +178,45 @@ pub extern "C" fn sy_pick(
     wait_for_ready: bool,
     out: *mut sy_pick_result,
 ) -> sy_status {
+    // The hit path: a current rotation picker (round_robin), which needs
+    // neither the method, nor the hash, nor a wait. It saves no register
+    // and builds nothing of the general path (`PickInfo`, `Result`), which
+    // it reaches by a tail call with the same arguments.
+    if !reader.is_null() && !out.is_null() && method_len == 0 {
+        // SAFETY: non-NULL; the caller promises a live reader used by this
+        // thread only.
+        let r = unsafe { &mut *reader };
+        if r.0.is_live() {
+            if let Some((pick, listed)) = r.0.value.reader.try_pick_cached() {
+                // SAFETY: `out` is non-NULL and writable per the contract.
+                unsafe { write_pick(out, pick, Handout::listed(&listed)) };
+                return sy_status::SY_OK;
+            }
+        }
+    }
+    pick_general(
+        reader,
+        method,
+        method_len,
+        request_hash,
+        timeout_ms,
+        wait_for_ready,
+        out,
+    )
+}
+
+/// `sy_pick` past the hit path: checks every argument, then picks from any
+/// picker, waiting when asked to.
+#[inline(never)]
+extern "C" fn pick_general(
+    reader: *mut sy_reader,
+    method: *const c_char,
+    method_len: usize,
+    request_hash: *const u64,
+    timeout_ms: u64,
+    wait_for_ready: bool,
+    out: *mut sy_pick_result,
+) -> sy_status {
     if reader.is_null() || out.is_null() {
         return pick_fail(Error::null("reader and out must not be NULL"));
     }
@@ -185,23 +225,55 @@ pub extern "C" fn sy_pick(
     if !r.0.is_live() {
         return pick_fail(Error::invalid("reader was already freed"));
     }
-    let method = if method_len == 0 {
-        ""
-    } else if method.is_null() {
-        return pick_fail(Error::null("method is NULL with a nonzero length"));
-    } else {
-        // SAFETY: `method_len` readable bytes per the contract.
-        let bytes = unsafe { std::slice::from_raw_parts(method.cast::<u8>(), method_len) };
-        match std::str::from_utf8(bytes) {
-            Ok(m) => m,
-            Err(_) => {
-                return pick_fail(Error::new(
-                    sy_status::SY_INVALID_UTF8,
-                    "method is not valid UTF-8",
-                ))
-            }
-        }
+    // SAFETY: `method_len` readable bytes per the contract.
+    let method = match unsafe { method_str(method, method_len) } {
+        Ok(m) => m,
+        Err(e) => return pick_fail(e),
     };
+    let reader = &mut r.0.value.reader;
+    if let Some((pick, listed)) = reader.try_pick_cached() {
+        // SAFETY: `out` is non-NULL and writable per the contract.
+        unsafe { write_pick(out, pick, Handout::listed(&listed)) };
+        return sy_status::SY_OK;
+    }
+    pick_slow(
+        reader,
+        method,
+        request_hash,
+        timeout_ms,
+        wait_for_ready,
+        out,
+    )
+}
+
+/// The method name as `&str` ("" for none).
+///
+/// # Safety
+/// `method` has `method_len` readable bytes, or `method_len` is 0.
+#[inline(always)]
+unsafe fn method_str<'a>(method: *const c_char, method_len: usize) -> Result<&'a str, Error> {
+    if method_len == 0 {
+        return Ok("");
+    }
+    if method.is_null() {
+        return Err(Error::null("method is NULL with a nonzero length"));
+    }
+    // SAFETY: per the function's contract.
+    let bytes = unsafe { std::slice::from_raw_parts(method.cast::<u8>(), method_len) };
+    std::str::from_utf8(bytes)
+        .map_err(|_| Error::new(sy_status::SY_INVALID_UTF8, "method is not valid UTF-8"))
+}
+
+/// `sy_pick` past the hit path: any picker, waiting when asked to.
+#[inline(never)]
+fn pick_slow(
+    reader: &mut Reader,
+    method: &str,
+    request_hash: *const u64,
+    timeout_ms: u64,
+    wait_for_ready: bool,
+    out: *mut sy_pick_result,
+) -> sy_status {
     let hash = if request_hash.is_null() {
         None
     } else {
@@ -210,7 +282,7 @@ pub extern "C" fn sy_pick(
     };
     let info = PickInfo { method, hash };
     let result = if timeout_ms == 0 {
-        r.0.value.reader.try_pick(&info)
+        reader.try_pick(&info)
     } else {
         if inside_callback() {
             return pick_fail(Error::new(
@@ -227,32 +299,70 @@ pub extern "C" fn sy_pick(
             deadline,
             wait_for_ready,
         };
-        r.0.value.reader.pick(&info, &options)
+        reader.pick(&info, &options)
     };
     match result {
         Ok(pick) => {
-            let sc = pick.subconn();
-            let id = sc.id().0;
-            let addr = sc.addr();
-            let (addr_ptr, addr_len) = (addr.as_ptr().cast::<c_char>(), addr.len());
-            let user_data = user_data_ptr(sc);
-            // SAFETY: `out` is non-NULL and writable per the contract; the
-            // token area is large and aligned enough for a `Pick` (asserted
-            // above) and takes ownership of it until `sy_pick_done`.
-            unsafe {
-                addr_of_mut!((*out).subchannel_id).write(id);
-                addr_of_mut!((*out).address).write(addr_ptr);
-                addr_of_mut!((*out).address_len).write(addr_len);
-                addr_of_mut!((*out).user_data).write(user_data);
-                let token = addr_of_mut!((*out)._token);
-                if size_of::<Pick>() < TOKEN_WORDS * size_of::<u64>() {
-                    token.write([0; TOKEN_WORDS]);
-                }
-                token.cast::<Pick>().write(pick);
-            }
+            let h = Handout::subconn(pick.subconn());
+            // SAFETY: `out` is non-NULL and writable per the contract.
+            unsafe { write_pick(out, pick, h) };
             sy_status::SY_OK
         }
         Err(e) => pick_fail(pick_error(e)),
+    }
+}
+
+/// What `sy_pick` hands out besides the token: id, address, user data.
+struct Handout {
+    id: u64,
+    addr: *const c_char,
+    addr_len: usize,
+    user_data: *mut c_void,
+}
+
+impl Handout {
+    /// From a rotation entry: no access to the subchannel itself.
+    #[inline(always)]
+    fn listed(listed: &Listed) -> Handout {
+        let (addr, addr_len) = listed.addr_raw();
+        Handout {
+            id: listed.id().0,
+            addr: addr.as_ptr().cast(),
+            addr_len,
+            user_data: user_data_of(listed.tag()),
+        }
+    }
+
+    fn subconn(sc: &SubConn) -> Handout {
+        let addr = sc.addr();
+        Handout {
+            id: sc.id().0,
+            addr: addr.as_ptr().cast(),
+            addr_len: addr.len(),
+            user_data: user_data_of(sc.tag()),
+        }
+    }
+}
+
+/// Fills `*out` with a pick, which its token then owns until `sy_pick_done`.
+/// One plain store per field: the token is built in registers, so that
+/// `sy_pick_done` reading it right after never waits on a store it straddles.
+///
+/// # Safety
+/// `out` is non-NULL and writable.
+#[inline(always)]
+unsafe fn write_pick(out: *mut sy_pick_result, pick: Pick, h: Handout) {
+    let raw = pick.into_raw().0;
+    // SAFETY: per the function's contract.
+    unsafe {
+        addr_of_mut!((*out).subchannel_id).write(h.id);
+        addr_of_mut!((*out).address).write(h.addr);
+        addr_of_mut!((*out).address_len).write(h.addr_len);
+        addr_of_mut!((*out).user_data).write(h.user_data);
+        let token = addr_of_mut!((*out)._token).cast::<u64>();
+        for (i, word) in raw.into_iter().enumerate() {
+            token.add(i).write(word as u64);
+        }
     }
 }
 
@@ -353,42 +463,60 @@ pub extern "C" fn sy_pick_done(
     // SAFETY: non-NULL; the caller promises a sy_pick_result it owns.
     let token = unsafe { addr_of_mut!((*result)._token) };
     // SAFETY: the caller's result, readable.
-    if unsafe { read_words(token) } == [0; TOKEN_WORDS] {
+    let words = unsafe { read_words(token) };
+    if words[HOLD_WORD] == 0 {
         return pick_fail(Error::invalid(
             "pick result is not a live pick (already done, or never picked)",
         ));
     }
-    let error = if grpc_code == 0 {
-        None
-    } else {
-        match CODE_NAMES.get(grpc_code as usize) {
-            Some(name) => Some(*name),
-            None => {
-                return pick_fail(Error::invalid(format!(
-                    "unknown gRPC status code {grpc_code}"
-                )))
-            }
-        }
-    };
+    if grpc_code as usize >= CODE_NAMES.len() {
+        return unknown_code(grpc_code);
+    }
     if metrics_len > 0 {
         // SAFETY: forwarded contract (the checks above passed).
-        return unsafe { done_with_metrics(result, error, latency_ns, metrics, metrics_len) };
+        return unsafe {
+            done_with_metrics(result, outcome(grpc_code), latency_ns, metrics, metrics_len)
+        };
     }
-    // SAFETY: `result` is a live pick (checked above).
-    let pick = unsafe { take_pick(result) };
-    pick.done(&DoneInfo {
-        error,
-        latency: Duration::from_nanos(latency_ns),
-        load: &[],
-    });
+    // SAFETY: `result` is a live pick (checked above) whose token we read.
+    let pick = unsafe { take_pick(token, words) };
+    if pick.reports_outcome() {
+        report(pick, grpc_code, latency_ns);
+    }
+    // Otherwise dropping the pick (its hold) is all there is to do.
     sy_status::SY_OK
 }
 
-/// Moves the `Pick` out of a live result and marks the result done.
-///
-/// # Safety
-/// `result` is non-NULL and its token is nonzero (a `Pick` that `sy_pick`
-/// moved in and nobody took since).
+#[cold]
+#[inline(never)]
+fn unknown_code(grpc_code: u32) -> sy_status {
+    pick_fail(Error::invalid(format!(
+        "unknown gRPC status code {grpc_code}"
+    )))
+}
+
+/// The error a policy's done hook sees for a gRPC code (`None` for OK).
+/// The code was checked to be known.
+fn outcome(grpc_code: u32) -> Option<&'static str> {
+    match grpc_code {
+        0 => None,
+        c => Some(code_name(c)),
+    }
+}
+
+/// Hands a finished pick's outcome to its policy's done hook.
+#[inline(never)]
+fn report(pick: Pick, grpc_code: u32, latency_ns: u64) {
+    pick.done(&DoneInfo {
+        error: outcome(grpc_code),
+        latency: Duration::from_nanos(latency_ns),
+        load: &[],
+    });
+}
+
+/// The token word that is never zero in a live pick (`RawPick`'s hold).
+const HOLD_WORD: usize = 3;
+
 /// The token word by word. `sy_pick` wrote it as separate 8-byte stores; one
 /// wide load straddling them would stall on store forwarding when done
 /// follows pick closely, which is the common case.
@@ -403,19 +531,19 @@ unsafe fn read_words(token: *const [u64; TOKEN_WORDS]) -> [u64; TOKEN_WORDS] {
     std::array::from_fn(|i| unsafe { base.add(i).read_volatile() })
 }
 
-#[inline]
-unsafe fn take_pick(result: *mut sy_pick_result) -> Pick {
-    // SAFETY: per the function's contract.
-    unsafe {
-        let token = addr_of_mut!((*result)._token);
-        let pick = std::mem::transmute::<[u64; TOKEN_WORDS], Pick>(read_words(token));
-        // Zeroing makes this the only read, and a second done detectable.
-        token.write([0; TOKEN_WORDS]);
-        addr_of_mut!((*result).address).write(ptr::null());
-        addr_of_mut!((*result).address_len).write(0);
-        addr_of_mut!((*result).user_data).write(ptr::null_mut());
-        pick
-    }
+/// Takes the `Pick` out of a live result's token (`words`, as just read) and
+/// zeroes the token: this is the only take, and a second done is detected.
+///
+/// # Safety
+/// `words` is the token of a live pick (its hold word nonzero), read from
+/// `token`.
+#[inline(always)]
+unsafe fn take_pick(token: *mut [u64; TOKEN_WORDS], words: [u64; TOKEN_WORDS]) -> Pick {
+    // SAFETY: the caller's token, writable.
+    unsafe { token.write([0; TOKEN_WORDS]) };
+    // SAFETY: the words `write_pick` stored from `Pick::into_raw`, taken once
+    // (the token is zero now).
+    unsafe { Pick::from_raw(RawPick(words.map(|w| w as usize))) }
 }
 
 /// `sy_pick_done` with load metrics, off the common path (the metrics are
@@ -457,7 +585,10 @@ unsafe fn done_with_metrics(
         *slot = (name, m.value);
     }
     // SAFETY: forwarded contract.
-    let pick = unsafe { take_pick(result) };
+    let pick = unsafe {
+        let token = addr_of_mut!((*result)._token);
+        take_pick(token, read_words(token))
+    };
     pick.done(&DoneInfo {
         error,
         latency: Duration::from_nanos(latency_ns),

@@ -346,13 +346,22 @@ fn queued_pick_wakes_on_ready_and_done_reaches_the_hook() {
         });
         let p2 = r.try_pick(&PickInfo::default()).unwrap();
         drop(p2); // dropped without done: reported as such
+                  // Through words and back (what the C ABI does), the hook stays on.
+        let raw = r.try_pick(&PickInfo::default()).unwrap().into_raw();
+        // SAFETY: words from `into_raw`, turned back once.
+        let p3 = unsafe { Pick::from_raw(raw) };
+        assert!(p3.reports_outcome());
+        p3.done(&DoneInfo {
+            error: Some("raw"),
+            ..DoneInfo::default()
+        });
         addr
     });
     std::thread::sleep(Duration::from_millis(20));
     report(&ch, &host, &["a:1"], Ready);
     assert_eq!(t.join().unwrap(), "hooked:1");
     let got = log.0.lock().unwrap().clone();
-    assert_eq!(got.len(), 2);
+    assert_eq!(got.len(), 3);
     assert_eq!(
         got[0],
         (
@@ -362,6 +371,61 @@ fn queued_pick_wakes_on_ready_and_done_reaches_the_hook() {
         )
     );
     assert_eq!(got[1].1.as_deref(), Some("pick dropped without done"));
+    assert_eq!(got[2].1.as_deref(), Some("raw"));
+}
+
+/// The hit path hands out each rotation entry with the address's id, text
+/// and tag; after a publish it steps aside until `try_pick` catches up, and
+/// then rotates over the new picker only.
+#[test]
+fn cached_picks_hand_out_each_entry_with_its_tag() {
+    let host = Host::new();
+    let rt = Runtime::new().unwrap();
+    let ch = Channel::new(
+        &rt,
+        "",
+        Some(r#"{"loadBalancingConfig":[{"round_robin":{}}]}"#),
+        options(&host),
+    )
+    .unwrap();
+    let names = ["127.0.0.1:1", "127.0.0.2:1", "127.0.0.3:1"];
+    let tagged = names
+        .iter()
+        .zip([10u64, 20, 30])
+        .map(|(a, t)| Address::new(*a).with_tag(t))
+        .collect();
+    ch.update_addresses(tagged).unwrap();
+    ch.sync().unwrap();
+    report(&ch, &host, &names, Ready);
+    let mut r = ch.reader();
+    r.try_pick(&PickInfo::default())
+        .unwrap()
+        .done(&DoneInfo::default());
+    let mut seen = std::collections::HashMap::new();
+    for _ in 0..300 {
+        let (pick, listed) = r.try_pick_cached().expect("a current rotation");
+        let sc = pick.subconn();
+        let (ptr, len) = listed.addr_raw();
+        // SAFETY: the entry's address lives as long as the pick.
+        let text = unsafe { std::slice::from_raw_parts(ptr.as_ptr(), len) };
+        assert_eq!(text, sc.addr().as_bytes());
+        assert_eq!(listed.id(), sc.id());
+        assert_eq!(listed.tag(), sc.tag());
+        *seen.entry(listed.tag()).or_insert(0) += 1;
+        r.finish(pick, &DoneInfo::default());
+    }
+    assert_eq!(seen, [(10, 100), (20, 100), (30, 100)].into());
+    report(&ch, &host, &["127.0.0.2:1"], Idle);
+    assert!(
+        r.try_pick_cached().is_none(),
+        "a newer picker was published"
+    );
+    drop(r.try_pick(&PickInfo::default()).unwrap());
+    for _ in 0..10 {
+        let (pick, listed) = r.try_pick_cached().unwrap();
+        assert_ne!(listed.tag(), 20);
+        drop(pick);
+    }
 }
 
 /// A borrowed pick reports to the done hook like an owned one, and a reader
