@@ -22,6 +22,9 @@
 //!     immutable vector, no reference taken). In `_2t` a third thread swaps a
 //!     fresh vector into the mutex / rwlock every millisecond; gRPC-Go's
 //!     vector is immutable, so `atomic_2t` has no writer.
+//!   - `SCALING` lines (stderr, not criterion): `sy_rr` two threads against
+//!     one in back-to-back pairs (see `scaling`); the median pair is the
+//!     figure the two-thread target is judged on.
 //! - `publish_n{N}` (largest N):
 //!   - `rr_visible`: from `report_subconn_state` (one subchannel IDLE or READY)
 //!     to `picker_generation()` changing, i.e. command + loop wake-up + policy +
@@ -115,8 +118,13 @@ impl Flipper {
 
     /// A thread flipping every `PUBLISH_EVERY` until dropped.
     fn publisher(&self) -> Ticker {
+        self.publisher_named("channel")
+    }
+
+    /// `publisher`, silent on drop when `what` is empty.
+    fn publisher_named(&self, what: &'static str) -> Ticker {
         let me = self.clone();
-        Ticker::start("channel", move |tick| me.flip(tick % 2 == 1))
+        Ticker::start(what, move |tick| me.flip(tick % 2 == 1))
     }
 }
 
@@ -298,6 +306,9 @@ impl Drop for Ticker {
         self.stop.store(true, Ordering::Release);
         if let Some(t) = self.thread.take() {
             t.join().unwrap();
+        }
+        if self.what.is_empty() {
+            return;
         }
         let ticks = self.ticks.load(Ordering::Relaxed);
         let secs = self.started.elapsed().as_secs_f64();
@@ -496,6 +507,9 @@ fn picks(c: &mut Criterion) {
             // The publisher may have stopped with the subchannel down.
             f.flipper.flip(true);
             f.ch.sync().unwrap();
+            if name == "sy_rr" {
+                scaling(f, name, n);
+            }
         }
         baselines(&mut group, &rr.ready);
         group.finish();
@@ -507,6 +521,56 @@ fn picks(c: &mut Criterion) {
             publish(c, &rr);
         }
     }
+}
+
+/// Two threads against one, measured in back-to-back pairs: one thread
+/// alone (no publisher), then two threads while the publisher runs, each half
+/// doing the same picks per thread; the ratio of a pair is 2 * t1 / t2.
+/// Criterion measures `_1t` and `_2t` seconds apart, and on a shared VM the
+/// neighbours' load shifts in between, so the unpaired ratio swings with
+/// them; a pair sees the same conditions. Prints the median over the pairs.
+fn scaling(f: &Fixture, name: &str, n: usize) {
+    let full = std::env::args().any(|a| a == "--bench");
+    let (pairs, half) = if full {
+        (21, Duration::from_millis(50))
+    } else {
+        (1, Duration::from_millis(1))
+    };
+    let one = Workers::new(vec![reader_work(f.ch.reader(), false)]);
+    let two = Workers::new((0..2).map(|_| reader_work(f.ch.reader(), false)).collect());
+    // Picks per thread for one half to take about `half` on one thread.
+    let mut iters = 10_000u64;
+    loop {
+        let t = one.run(iters);
+        if t >= half / 4 || iters >= 1 << 40 {
+            iters = (iters as f64 * half.as_secs_f64() / t.as_secs_f64().max(1e-9)) as u64;
+            break;
+        }
+        iters *= 4;
+    }
+    let iters = iters.max(1);
+    let mut ratios: Vec<f64> = (0..pairs)
+        .map(|_| {
+            let t1 = one.run(iters);
+            let t2 = {
+                let _publisher = f.flipper.publisher_named("");
+                two.run(iters)
+            };
+            // The publisher may have stopped with the subchannel down: up
+            // again before the next one starts by taking it down.
+            f.flipper.flip(true);
+            f.ch.sync().unwrap();
+            2.0 * t1.as_secs_f64() / t2.as_secs_f64()
+        })
+        .collect();
+    ratios.sort_by(f64::total_cmp);
+    eprintln!(
+        "SCALING {name} n={n}: 2t/1t median {:.2}x (min {:.2}x, max {:.2}x) over {pairs} pairs \
+         of {iters} picks per thread, publisher on for the 2-thread half",
+        ratios[ratios.len() / 2],
+        ratios[0],
+        ratios[ratios.len() - 1],
+    );
 }
 
 /// What a `sy_rr_1t` pick is made of, each alone on one thread.

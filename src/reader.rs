@@ -64,6 +64,12 @@ pub struct PickOptions {
 /// One RPC thread's view of a channel. Not shared between threads (`&mut`), but
 /// may move between them. Holds the last picker it saw until it picks again or
 /// `refresh`es: an idle reader keeps old subchannels' user data alive.
+///
+/// Aligned to (a pair of) cache lines: every pick writes to it, and two
+/// readers allocated one after the other must not share a line (or the
+/// adjacent-line prefetch pair), or their threads would stall each other on
+/// every pick.
+#[repr(align(128))]
 pub struct Reader {
     cache: Cache<Table>,
     /// The cached table's rotation, copied out so the hit path reads it from

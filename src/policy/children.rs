@@ -44,6 +44,20 @@ impl Children {
         self.index.get(key).map(|i| &self.list[*i])
     }
 
+    /// Where the child keyed `key` is in `iter()`'s order; stable until
+    /// `version` changes.
+    pub(crate) fn position(&self, key: &str) -> Option<usize> {
+        self.index.get(key).copied()
+    }
+
+    pub(crate) fn at(&self, i: usize) -> Option<&Child> {
+        self.list.get(i)
+    }
+
+    pub(crate) fn len(&self) -> usize {
+        self.list.len()
+    }
+
     pub(crate) fn is_empty(&self) -> bool {
         self.list.is_empty()
     }

@@ -2,7 +2,7 @@
 //! rotate over the READY children. The rotation lives in each reader (starting
 //! at a random offset), so the picker itself is never written to.
 
-use super::children::Children;
+use super::children::{Child, Children};
 use super::pick_first::{PickFirst, ZERO_ADDRESSES};
 use crate::balancer::{Balancer, Builder, ClientConn, ClientConnState, SubConnState, TimerToken};
 use crate::picker::{FailPicker, Listed, PickInfo, PickLocal, PickResult, Picker, QueuePicker};
@@ -65,17 +65,16 @@ impl RrPicker {
                 RrEntry::Child(_) => unreachable!("checked above"),
             })
             .collect();
-        let list = (0..keep.len()).collect::<Vec<_>>();
-        RrPicker::listed(keep, &list)
+        let listed = list_all(&keep);
+        let all = (0..keep.len()).collect::<Vec<_>>();
+        RrPicker::listed(keep, &listed, &all)
     }
 
-    /// A rotation over `keep[i]` for each `i` in `indices` (non-empty).
-    fn listed(keep: Arc<[Arc<SubConn>]>, indices: &[usize]) -> RrPicker {
-        // SAFETY: every entry points into `keep`, which the picker owns.
-        let list = indices
-            .iter()
-            .map(|i| unsafe { Listed::new(&keep[*i]) })
-            .collect();
+    /// A rotation over `listed[i]` for each `i` in `indices` (non-empty),
+    /// where `listed` is `list_all(&keep)`: entries are copied, no subchannel
+    /// is read.
+    fn listed(keep: Arc<[Arc<SubConn>]>, listed: &[Listed], indices: &[usize]) -> RrPicker {
+        let list = indices.iter().map(|i| listed[*i]).collect();
         RrPicker::Direct { keep, list }
     }
 }
@@ -110,13 +109,81 @@ impl Picker for RrPicker {
     }
 }
 
+/// Rotation entries for every subchannel of `keep`, in order.
+fn list_all(keep: &Arc<[Arc<SubConn>]>) -> Vec<Listed> {
+    // SAFETY: the entries point into `keep`; each picker built from them
+    // holds a clone of `keep` (`RrPicker::listed`).
+    keep.iter().map(|sc| unsafe { Listed::new(sc) }).collect()
+}
+
 /// Every child's subchannels in one shared allocation, rebuilt only when the
-/// children's subchannels change (not when they merely flip READY).
+/// children's subchannels change (not when they merely flip READY), with
+/// their rotation entries made once, so that a new picker is a copy of some.
 struct Keep {
     version: u64,
     all: Arc<[Arc<SubConn>]>,
+    listed: Vec<Listed>,
     /// Where each child's subchannels start in `all`, in children order.
     base: Vec<usize>,
+}
+
+/// What each child contributes to the picker, in `Children`'s order, kept up
+/// to date one child at a time: a child's change costs O(1) here, and the
+/// picker is then a copy of the READY entries. Rebuilt when the children (or
+/// their subchannels) change.
+#[derive(Default)]
+struct Tally {
+    /// The `Children::version` (and so the `Keep`) it is for.
+    version: Option<u64>,
+    states: Vec<ConnectivityState>,
+    /// Per child: where its subchannel is in `Keep` when the child is READY
+    /// with a single-subchannel picker (always, for pick_first children).
+    entry: Vec<Option<usize>>,
+    counts: StateCounts,
+    /// READY children whose picker is more than one subchannel.
+    mixed: usize,
+}
+
+impl Tally {
+    /// A child's state, its `Keep` entry if it has one, and whether it is
+    /// READY without one (mixed).
+    fn contribution(keep: &Keep, i: usize, c: &Child) -> (ConnectivityState, Option<usize>, bool) {
+        if c.state != ConnectivityState::Ready {
+            return (c.state, None, false);
+        }
+        let found = c.picker.single().and_then(|sc| {
+            let base = keep.base[i];
+            (base..base + c.subconns.len()).find(|j| Arc::ptr_eq(&keep.all[*j], sc))
+        });
+        (c.state, found, found.is_none())
+    }
+
+    fn rebuild(&mut self, keep: &Keep, children: &Children, version: u64) {
+        *self = Tally {
+            version: Some(version),
+            ..Tally::default()
+        };
+        for (i, c) in children.iter().enumerate() {
+            let (state, entry, mixed) = Self::contribution(keep, i, c);
+            self.counts.add(state);
+            self.mixed += usize::from(mixed);
+            self.states.push(state);
+            self.entry.push(entry);
+        }
+    }
+
+    /// Takes child `i`'s new contribution; whether what pickers select from
+    /// changed.
+    fn update(&mut self, keep: &Keep, i: usize, c: &Child) -> bool {
+        let (state, entry, mixed) = Self::contribution(keep, i, c);
+        let was_mixed = self.states[i] == ConnectivityState::Ready && self.entry[i].is_none();
+        self.counts.record(self.states[i], state);
+        self.mixed = self.mixed + usize::from(mixed) - usize::from(was_mixed);
+        let changed = self.entry[i] != entry || was_mixed != mixed;
+        self.states[i] = state;
+        self.entry[i] = entry;
+        changed
+    }
 }
 
 #[derive(Default)]
@@ -126,6 +193,7 @@ pub struct RoundRobin {
     /// Identities of the READY entries the last published picker rotates over.
     published_ready: Vec<usize>,
     keep: Option<Keep>,
+    tally: Tally,
 }
 
 impl RoundRobin {
@@ -142,7 +210,7 @@ impl RoundRobin {
         if state == Some(ConnectivityState::Idle) {
             self.children.exit_idle(cc, key);
         }
-        self.regenerate(cc);
+        self.regenerate(cc, Some(key));
     }
 
     fn keep(&mut self) -> &Keep {
@@ -154,9 +222,11 @@ impl RoundRobin {
                 base.push(all.len());
                 all.extend(c.subconns.iter().cloned());
             }
+            let all: Arc<[Arc<SubConn>]> = all.into();
             self.keep = Some(Keep {
                 version,
-                all: all.into(),
+                listed: list_all(&all),
+                all,
                 base,
             });
         }
@@ -167,29 +237,29 @@ impl RoundRobin {
     /// IDLE → CONNECTING (queue); else TRANSIENT_FAILURE, failing with the
     /// children's own errors in rotation.
     ///
-    /// O(children) pointer work on every child change, no reference counts:
-    /// one walk counts states and finds each READY child's subchannel in the
-    /// shared `Keep`; a picker is built only if that list changed.
-    fn regenerate(&mut self, cc: &mut dyn ClientConn) {
+    /// `changed`: the one child that changed (O(1) bookkeeping, see `Tally`),
+    /// or `None` to look at every child. A picker is built only if what picks
+    /// select from changed, as a copy of the READY children's entries: no
+    /// reference counts, no subchannel read.
+    fn regenerate(&mut self, cc: &mut dyn ClientConn, changed: Option<&str>) {
         self.keep();
         let keep = self.keep.as_ref().expect("built above");
-        let mut counts = StateCounts::default();
-        let mut ready: Vec<usize> = Vec::with_capacity(self.published_ready.len() + 1);
-        let mut mixed = false;
-        for (i, c) in self.children.iter().enumerate() {
-            counts.add(c.state);
-            if c.state != ConnectivityState::Ready {
-                continue;
+        let version = self.children.version;
+        let one = changed
+            .filter(|_| self.tally.version == Some(version))
+            .and_then(|key| self.children.position(key))
+            .filter(|i| *i < self.tally.states.len());
+        // Some(false): known unchanged; None: compare with the published list.
+        let known = match one.and_then(|i| Some((i, self.children.at(i)?))) {
+            Some((i, child)) => Some(self.tally.update(keep, i, child)),
+            None => {
+                self.tally.rebuild(keep, &self.children, version);
+                None
             }
-            let found = c.picker.single().and_then(|sc| {
-                let base = keep.base[i];
-                (base..base + c.subconns.len()).find(|j| Arc::ptr_eq(&keep.all[*j], sc))
-            });
-            match found {
-                Some(j) => ready.push(j),
-                None => mixed = true,
-            }
-        }
+        };
+        debug_assert_eq!(self.tally.states.len(), self.children.len());
+        let counts = self.tally.counts;
+        let mixed = self.tally.mixed > 0;
         let (state, picker): (ConnectivityState, Box<dyn Picker>) = if self.children.is_empty() {
             (
                 ConnectivityState::TransientFailure,
@@ -207,8 +277,13 @@ impl RoundRobin {
                 self.published_ready.clear();
                 (ConnectivityState::Ready, Box::new(RrPicker::new(entries)))
             } else {
+                if self.reported == Some(ConnectivityState::Ready) && known == Some(false) {
+                    return;
+                }
+                let ready: Vec<usize> = self.tally.entry.iter().flatten().copied().collect();
                 let ids = ready.iter().map(|j| Arc::as_ptr(&keep.all[*j]) as usize);
                 if self.reported == Some(ConnectivityState::Ready)
+                    && known.is_none()
                     && ids.clone().eq(self.published_ready.iter().copied())
                 {
                     return;
@@ -217,7 +292,7 @@ impl RoundRobin {
                 self.published_ready.extend(ids);
                 (
                     ConnectivityState::Ready,
-                    Box::new(RrPicker::listed(keep.all.clone(), &ready)),
+                    Box::new(RrPicker::listed(keep.all.clone(), &keep.listed, &ready)),
                 )
             }
         } else if counts.connecting > 0 || counts.idle > 0 {
@@ -262,7 +337,7 @@ impl Balancer for RoundRobin {
         }
         self.children
             .update(cc, &state.addresses, &|| Box::new(PickFirst::default()));
-        self.regenerate(cc);
+        self.regenerate(cc, None);
         Ok(())
     }
 
@@ -277,7 +352,7 @@ impl Balancer for RoundRobin {
                 ))),
             );
         } else {
-            self.regenerate(cc);
+            self.regenerate(cc, None);
         }
     }
 
@@ -296,7 +371,7 @@ impl Balancer for RoundRobin {
         for key in self.children.keys() {
             self.children.exit_idle(cc, &key);
         }
-        self.regenerate(cc);
+        self.regenerate(cc, None);
     }
 
     fn timer(&mut self, cc: &mut dyn ClientConn, token: TimerToken) {

@@ -115,3 +115,85 @@ fn readers_start_at_random_offsets() {
         "readers all started at the same backend: {firsts:?}"
     );
 }
+
+/// Hundreds of children through a long seeded sequence of READY / IDLE
+/// reports and address updates: after each step the picker rotates over
+/// exactly the READY children, each once per cycle, and a new picker was
+/// published exactly when that set changed.
+#[test]
+fn many_children_track_the_ready_set_through_a_random_walk() {
+    let host = Host::new();
+    let names: Vec<String> = (0..600)
+        .map(|i| format!("10.0.{}.{}:1", i / 250, i % 250))
+        .collect();
+    let mut present: Vec<bool> = (0..names.len()).map(|i| i < 500).collect();
+    let listed = |present: &[bool]| -> Vec<Address> {
+        (0..names.len())
+            .filter(|i| present[*i])
+            .map(|i| Address::new(names[i].as_str()))
+            .collect()
+    };
+    let rt = Runtime::new().unwrap();
+    let ch = Channel::new(&rt, "", Some(RR), options(&host)).unwrap();
+    ch.update_addresses(listed(&present)).unwrap();
+    ch.sync().unwrap();
+    let mut ready: HashSet<usize> = HashSet::new();
+    let mut rng = 0x9e37_79b9_7f4a_7c15u64;
+    let mut next = move |below: usize| {
+        rng ^= rng << 13;
+        rng ^= rng >> 7;
+        rng ^= rng << 17;
+        (rng % below as u64) as usize
+    };
+    let mut r = ch.reader();
+    for step in 0..400 {
+        let before = ready.clone();
+        let g = ch.picker_generation();
+        if step % 50 == 49 {
+            // Swap some addresses out and others in.
+            for _ in 0..20 {
+                let i = next(names.len());
+                present[i] = !present[i];
+                if !present[i] {
+                    ready.remove(&i);
+                }
+            }
+            ch.update_addresses(listed(&present)).unwrap();
+            ch.sync().unwrap();
+        } else {
+            let i = next(names.len());
+            if !present[i] {
+                continue;
+            }
+            // A READY child's connection drops (it reconnects: CONNECTING);
+            // a connecting one becomes READY.
+            let up = !ready.contains(&i);
+            let state = if up { Ready } else { Idle };
+            ch.report_subconn_state(host.id(&names[i]), state, "walk")
+                .unwrap();
+            ch.sync().unwrap();
+            if up {
+                ready.insert(i);
+            } else {
+                ready.remove(&i);
+            }
+        }
+        let changed = ready != before;
+        if step % 50 != 49 {
+            assert_eq!(
+                ch.picker_generation() != g,
+                changed,
+                "step {step}: a picker is published exactly when the READY set changes"
+            );
+        }
+        if ready.is_empty() {
+            continue;
+        }
+        let mut seen: HashMap<String, usize> = HashMap::new();
+        for _ in 0..2 * ready.len() {
+            *seen.entry(pick_addr(&mut r)).or_default() += 1;
+        }
+        let want: HashMap<String, usize> = ready.iter().map(|i| (names[*i].clone(), 2)).collect();
+        assert_eq!(seen, want, "step {step}");
+    }
+}
