@@ -10,7 +10,7 @@ use crate::balancer::{Balancer, ClientConn, ClientConnState, SubConnState, Timer
 use crate::connector::{Connector, TransportEvent};
 use crate::error::Error;
 use crate::managed::ManagedConnector;
-use crate::picker::{FailPicker, Listed, Picker, QueuePicker};
+use crate::picker::{Chunk, FailPicker, Picker, QueuePicker};
 use crate::publish::Slot;
 use crate::reader::Reader;
 use crate::resolver::{self, Resolver};
@@ -33,7 +33,8 @@ pub(crate) struct Table {
     /// The picker's `rotation()`, found once at publish so that readers rotate
     /// inline: (first element, length). Points into `picker`, which the table
     /// owns and never changes.
-    pub(crate) rotation: Option<(NonNull<Listed>, usize)>,
+    /// (first chunk, chunk count); every chunk is non-empty.
+    pub(crate) rotation: Option<(NonNull<Chunk>, usize)>,
     /// Increases with every publish; identifies a generation without its address.
     pub(crate) seq: u64,
     pub(crate) closed: bool,
@@ -49,8 +50,8 @@ impl Table {
     pub(crate) fn new(picker: Box<dyn Picker>, seq: u64, closed: bool) -> Table {
         let rotation = picker
             .rotation()
-            .filter(|list| !list.is_empty())
-            .map(|list| (NonNull::from(&list[0]), list.len()));
+            .filter(|chunks| !chunks.is_empty() && chunks.iter().all(|c| !c.is_empty()))
+            .map(|chunks| (NonNull::from(&chunks[0]), chunks.len()));
         Table {
             picker,
             rotation,

@@ -107,14 +107,19 @@ pub trait Picker: Send + Sync + 'static {
         None
     }
 
-    /// If this picker is a plain rotation over these subchannels (no done
-    /// hook, order as given, position from `PickLocal::next_index`), the list:
-    /// readers then rotate inline without calling `pick`. Only the crate's own
-    /// pickers can build `Listed` entries.
-    fn rotation(&self) -> Option<&[Listed]> {
+    /// If this picker is a plain rotation (no done hook, each entry once per
+    /// cycle, chunk after chunk), its entries in chunks: readers then rotate
+    /// inline without calling `pick`. Only the crate's own pickers can build
+    /// `Listed` entries.
+    fn rotation(&self) -> Option<&[Chunk]> {
         None
     }
 }
+
+/// A run of consecutive rotation entries. A new picker reuses the chunks that
+/// did not change, so one subchannel coming or going costs a chunk, not the
+/// whole list, to build and to pull into every reader's cache.
+pub type Chunk = Arc<[Listed]>;
 
 /// A subchannel in a picker's rotation: a plain pointer (no reference count),
 /// valid for as long as the picker that lists it, which owns the subchannel,

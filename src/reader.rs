@@ -2,7 +2,7 @@
 //! picks from it wait-free; `pick` adds queueing, wait-for-ready and deadlines.
 
 use crate::channel::{ChannelShared, Table};
-use crate::picker::{DoneHook, DoneInfo, Listed, PickInfo, PickLocal, PickResult};
+use crate::picker::{Chunk, DoneHook, DoneInfo, Listed, PickInfo, PickLocal, PickResult};
 use crate::publish::{Cache, Hold};
 use crate::status::{Code, Status};
 use crate::subconn::SubConn;
@@ -73,10 +73,10 @@ pub struct PickOptions {
 pub struct Reader {
     cache: Cache<Table>,
     /// The cached table's rotation, copied out so the hit path reads it from
-    /// the reader instead of through the table: (first, len), valid while the
-    /// slot's generation is still `rotation_generation` (`NO_ROTATION` when
-    /// the cached picker has none).
-    rotation: (NonNull<Listed>, usize),
+    /// the reader instead of through the table; valid while the slot's
+    /// generation is still `rotation_generation` (`NO_ROTATION` when the
+    /// cached picker has none).
+    rotation: Rotation,
     rotation_generation: u64,
     local: PickLocal,
     shared: Arc<ChannelShared>,
@@ -91,7 +91,7 @@ impl Reader {
         let local = PickLocal::new(shared.reader_seed());
         let mut reader = Reader {
             cache: Cache::new(shared.slot.clone()),
-            rotation: (NonNull::dangling(), 0),
+            rotation: Rotation::NONE,
             rotation_generation: NO_ROTATION,
             local,
             shared,
@@ -168,12 +168,17 @@ impl Reader {
     /// `rotation_is_current()`.
     #[inline(always)]
     fn rotate(&mut self) -> Listed {
-        let (first, len) = self.rotation;
-        let i = self.local.next_index(len);
-        // SAFETY: `i < len` (next_index) and the list lives in the picker of
-        // the cached table (the rotation was copied from it at the current
-        // generation), which the cache keeps alive.
-        unsafe { *first.as_ptr().add(i) }
+        let r = &mut self.rotation;
+        if r.offset >= r.len {
+            r.next_chunk();
+        }
+        // SAFETY: `offset < len` (just ensured; chunks are non-empty), and the
+        // chunk lives in the picker of the cached table (the rotation was
+        // copied from it at the current generation), which the cache keeps
+        // alive.
+        let listed = unsafe { *r.entries.as_ptr().add(r.offset) };
+        r.offset += 1;
+        listed
     }
 
     #[inline(never)]
@@ -194,13 +199,24 @@ impl Reader {
         }
     }
 
-    /// Moves to the latest table and copies its rotation, if it has one.
+    /// Moves to the latest table and copies its rotation, if it has one,
+    /// starting at a random entry.
     #[cold]
     fn sync_rotation(&mut self) {
         let rotation = self.cache.current().rotation;
-        (self.rotation, self.rotation_generation) = match rotation {
-            Some(r) => (r, self.cache.generation()),
-            None => ((NonNull::dangling(), 0), NO_ROTATION),
+        self.rotation_generation = match rotation {
+            Some((chunks, count)) => {
+                let r = &mut self.rotation;
+                (r.chunks, r.count) = (chunks, count);
+                r.chunk = self.local.random_below(count);
+                r.enter_chunk();
+                r.offset = self.local.random_below(r.len);
+                self.cache.generation()
+            }
+            None => {
+                self.rotation = Rotation::NONE;
+                NO_ROTATION
+            }
         };
     }
 
@@ -278,6 +294,52 @@ impl Reader {
 }
 
 type Chosen = (NonNull<SubConn>, Option<NonNull<dyn DoneHook>>);
+
+/// Where a reader is in a rotation: its chunks, the chunk it is in, and its
+/// position there.
+struct Rotation {
+    chunks: NonNull<Chunk>,
+    count: usize,
+    chunk: usize,
+    /// The current chunk's entries.
+    entries: NonNull<Listed>,
+    len: usize,
+    offset: usize,
+}
+
+impl Rotation {
+    const NONE: Rotation = Rotation {
+        chunks: NonNull::dangling(),
+        count: 0,
+        chunk: 0,
+        entries: NonNull::dangling(),
+        len: 0,
+        offset: 0,
+    };
+
+    /// On to the next chunk (the first after the last).
+    #[inline]
+    fn next_chunk(&mut self) {
+        self.chunk = if self.chunk + 1 >= self.count {
+            0
+        } else {
+            self.chunk + 1
+        };
+        self.enter_chunk();
+    }
+
+    /// Loads chunk `self.chunk` (< count) and starts at its first entry.
+    #[inline]
+    fn enter_chunk(&mut self) {
+        // SAFETY: `chunk < count`, and the chunks live in the cached table's
+        // picker (see `Reader::rotate`).
+        let entries: &[Listed] =
+            unsafe { self.chunks.as_ptr().add(self.chunk).as_ref() }.map_or(&[], |c| &c[..]);
+        self.entries = NonNull::from(entries).cast();
+        self.len = entries.len();
+        self.offset = 0;
+    }
+}
 
 /// `rotation_generation` when the cached picker has no rotation (a slot's
 /// generation never gets there).

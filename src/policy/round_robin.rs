@@ -5,7 +5,9 @@
 use super::children::{Child, Children};
 use super::pick_first::{PickFirst, ZERO_ADDRESSES};
 use crate::balancer::{Balancer, Builder, ClientConn, ClientConnState, SubConnState, TimerToken};
-use crate::picker::{FailPicker, Listed, PickInfo, PickLocal, PickResult, Picker, QueuePicker};
+use crate::picker::{
+    Chunk, FailPicker, Listed, PickInfo, PickLocal, PickResult, Picker, QueuePicker,
+};
 use crate::state::{ConnectivityState, StateCounts, NO_CHILDREN};
 use crate::subconn::{SubConn, SubConnId};
 use std::sync::Arc;
@@ -39,15 +41,23 @@ impl RrEntry {
     }
 }
 
+/// Entries per rotation chunk: one subchannel's change rebuilds (and moves
+/// every reader's cache through) at most this many (10 KiB), whatever the
+/// number of subchannels.
+pub const CHUNK: usize = 256;
+
 /// Rotates over its entries; each reader keeps its own position.
 pub enum RrPicker {
     /// Every entry is a subchannel (the usual case): readers rotate inline.
-    /// `keep` owns the subchannels; `list` points into it, so building a new
-    /// picker over the same subchannels copies pointers and touches no
-    /// reference count, and dropping one frees two allocations.
+    /// `keep` owns the subchannels; the chunks' entries point into it, so
+    /// building a new picker over the same subchannels copies entries (or
+    /// reuses whole chunks) and touches no subchannel's reference count.
     Direct {
         keep: Arc<[Arc<SubConn>]>,
-        list: Vec<Listed>,
+        /// Non-empty chunks.
+        chunks: Vec<Chunk>,
+        /// Entries in all chunks.
+        len: usize,
     },
     Mixed(Vec<RrEntry>),
 }
@@ -65,17 +75,16 @@ impl RrPicker {
                 RrEntry::Child(_) => unreachable!("checked above"),
             })
             .collect();
-        let listed = list_all(&keep);
-        let all = (0..keep.len()).collect::<Vec<_>>();
-        RrPicker::listed(keep, &listed, &all)
+        let chunks = list_all(&keep).chunks(CHUNK).map(Chunk::from).collect();
+        RrPicker::chunked(keep, chunks)
     }
 
-    /// A rotation over `listed[i]` for each `i` in `indices` (non-empty),
-    /// where `listed` is `list_all(&keep)`: entries are copied, no subchannel
-    /// is read.
-    fn listed(keep: Arc<[Arc<SubConn>]>, listed: &[Listed], indices: &[usize]) -> RrPicker {
-        let list = indices.iter().map(|i| listed[*i]).collect();
-        RrPicker::Direct { keep, list }
+    /// A rotation over `chunks` (empty ones are left out), whose entries
+    /// point into `keep`.
+    fn chunked(keep: Arc<[Arc<SubConn>]>, chunks: Vec<Chunk>) -> RrPicker {
+        let chunks: Vec<Chunk> = chunks.into_iter().filter(|c| !c.is_empty()).collect();
+        let len = chunks.iter().map(|c| c.len()).sum();
+        RrPicker::Direct { keep, chunks, len }
     }
 }
 
@@ -83,12 +92,25 @@ impl Picker for RrPicker {
     #[inline]
     fn pick<'a>(&'a self, info: &PickInfo<'_>, local: &mut PickLocal) -> PickResult<'a> {
         match self {
-            RrPicker::Direct { list, .. } => {
-                let listed = list[local.next_index(list.len())];
-                PickResult::Complete {
-                    // SAFETY: `listed` points into `keep`, alive as long as `self`.
-                    subconn: unsafe { listed.ptr().as_ref() },
-                    done: None,
+            RrPicker::Direct { chunks, len, .. } => {
+                // The reader's inline rotation is the fast path; this one
+                // (a parent picking through us) finds the chunk by walking.
+                let mut i = local.next_index(*len);
+                let mut entry = None;
+                for c in chunks {
+                    if i < c.len() {
+                        entry = Some(c[i]);
+                        break;
+                    }
+                    i -= c.len();
+                }
+                match entry {
+                    Some(listed) => PickResult::Complete {
+                        // SAFETY: `listed` points into `keep`, alive as long as `self`.
+                        subconn: unsafe { listed.ptr().as_ref() },
+                        done: None,
+                    },
+                    None => PickResult::Queue,
                 }
             }
             RrPicker::Mixed(entries) => match &entries[local.next_index(entries.len())] {
@@ -101,18 +123,29 @@ impl Picker for RrPicker {
         }
     }
 
-    fn rotation(&self) -> Option<&[Listed]> {
+    fn rotation(&self) -> Option<&[Chunk]> {
         match self {
-            RrPicker::Direct { list, .. } => Some(list),
+            RrPicker::Direct { chunks, .. } => Some(chunks),
             RrPicker::Mixed(_) => None,
         }
     }
 }
 
+/// Whether two rotations list the same subchannels in the same order.
+fn same_entries(a: &[Chunk], b: &[Chunk]) -> bool {
+    let entries = |chunks: &[Chunk]| {
+        chunks
+            .iter()
+            .flat_map(|c| c.iter().map(|l| l.ptr()))
+            .collect::<Vec<_>>()
+    };
+    entries(a) == entries(b)
+}
+
 /// Rotation entries for every subchannel of `keep`, in order.
 fn list_all(keep: &Arc<[Arc<SubConn>]>) -> Vec<Listed> {
     // SAFETY: the entries point into `keep`; each picker built from them
-    // holds a clone of `keep` (`RrPicker::listed`).
+    // holds a clone of `keep` (`RrPicker::chunked`).
     keep.iter().map(|sc| unsafe { Listed::new(sc) }).collect()
 }
 
@@ -142,6 +175,9 @@ struct Tally {
     counts: StateCounts,
     /// READY children whose picker is more than one subchannel.
     mixed: usize,
+    /// Per `CHUNK` children: the entries of the READY ones among them, or
+    /// `None` when one of them changed since (built again when needed).
+    blocks: Vec<Option<Chunk>>,
 }
 
 impl Tally {
@@ -170,6 +206,25 @@ impl Tally {
             self.states.push(state);
             self.entry.push(entry);
         }
+        self.blocks = vec![None; children.len().div_ceil(CHUNK)];
+    }
+
+    /// The chunks of a rotation over the READY entries, in children order,
+    /// building only the blocks that changed.
+    fn chunks(&mut self, keep: &Keep) -> Vec<Chunk> {
+        for (b, block) in self.blocks.iter_mut().enumerate() {
+            if block.is_none() {
+                let end = ((b + 1) * CHUNK).min(self.entry.len());
+                let entries = self.entry[b * CHUNK..end].iter().flatten();
+                *block = Some(entries.map(|j| keep.listed[*j]).collect());
+            }
+        }
+        self.blocks
+            .iter()
+            .flatten()
+            .filter(|c| !c.is_empty())
+            .cloned()
+            .collect()
     }
 
     /// Takes child `i`'s new contribution; whether what pickers select from
@@ -182,6 +237,11 @@ impl Tally {
         let changed = self.entry[i] != entry || was_mixed != mixed;
         self.states[i] = state;
         self.entry[i] = entry;
+        if changed {
+            if let Some(block) = self.blocks.get_mut(i / CHUNK) {
+                *block = None;
+            }
+        }
         changed
     }
 }
@@ -190,8 +250,9 @@ impl Tally {
 pub struct RoundRobin {
     children: Children,
     reported: Option<ConnectivityState>,
-    /// Identities of the READY entries the last published picker rotates over.
-    published_ready: Vec<usize>,
+    /// The chunks of the last published picker when it was a READY
+    /// rotation (to tell, after a full recount, whether anything changed).
+    published: Option<Vec<Chunk>>,
     keep: Option<Keep>,
     tally: Tally,
 }
@@ -274,25 +335,26 @@ impl RoundRobin {
                     .filter(|c| c.state == ConnectivityState::Ready)
                     .map(|c| RrEntry::of(&c.picker))
                     .collect();
-                self.published_ready.clear();
+                self.published = None;
                 (ConnectivityState::Ready, Box::new(RrPicker::new(entries)))
             } else {
                 if self.reported == Some(ConnectivityState::Ready) && known == Some(false) {
                     return;
                 }
-                let ready: Vec<usize> = self.tally.entry.iter().flatten().copied().collect();
-                let ids = ready.iter().map(|j| Arc::as_ptr(&keep.all[*j]) as usize);
+                let chunks = self.tally.chunks(keep);
                 if self.reported == Some(ConnectivityState::Ready)
                     && known.is_none()
-                    && ids.clone().eq(self.published_ready.iter().copied())
+                    && self
+                        .published
+                        .as_ref()
+                        .is_some_and(|old| same_entries(old, &chunks))
                 {
                     return;
                 }
-                self.published_ready.clear();
-                self.published_ready.extend(ids);
+                self.published = Some(chunks.clone());
                 (
                     ConnectivityState::Ready,
-                    Box::new(RrPicker::listed(keep.all.clone(), &keep.listed, &ready)),
+                    Box::new(RrPicker::chunked(keep.all.clone(), chunks)),
                 )
             }
         } else if counts.connecting > 0 || counts.idle > 0 {
@@ -312,7 +374,7 @@ impl RoundRobin {
             )
         };
         if state != ConnectivityState::Ready {
-            self.published_ready.clear();
+            self.published = None;
         }
         self.reported = Some(state);
         cc.update_state(state, picker);
@@ -328,7 +390,7 @@ impl Balancer for RoundRobin {
         if state.addresses.is_empty() {
             self.children.close(cc);
             self.reported = Some(ConnectivityState::TransientFailure);
-            self.published_ready.clear();
+            self.published = None;
             cc.update_state(
                 ConnectivityState::TransientFailure,
                 Box::new(FailPicker::unavailable(ZERO_ADDRESSES)),
