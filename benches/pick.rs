@@ -32,6 +32,8 @@
 //!   - `rr_build_publish`: building an `RrPicker` over N subchannels and
 //!     `Slot::publish`ing it (the old one is dropped inside), no loop.
 //!
+//! Worker threads are pinned one per CPU (see `Workers::new`).
+//!
 //! `cargo test --benches` runs each once with N = 3 and 100 only (set
 //! `PICK_BENCH_SIZES=3,100,10000` to override, in either mode).
 
@@ -211,6 +213,10 @@ struct Workers {
 }
 
 impl Workers {
+    /// Worker `i` is pinned to CPU `i`: left alone, the scheduler sometimes
+    /// stacks two workers woken together on one CPU for a whole
+    /// measurement (seen here as 2t/1t ratios near 1.0 for every
+    /// implementation at once).
     fn new(work: Vec<Work>) -> Workers {
         let parties = work.len() + 1;
         let start = Arc::new(Barrier::new(parties));
@@ -219,16 +225,20 @@ impl Workers {
         let stop = Arc::new(AtomicBool::new(false));
         let threads = work
             .into_iter()
-            .map(|mut w| {
+            .enumerate()
+            .map(|(cpu, mut w)| {
                 let (start, end) = (start.clone(), end.clone());
                 let (iters, stop) = (iters.clone(), stop.clone());
-                std::thread::spawn(move || loop {
-                    start.wait();
-                    if stop.load(Ordering::Acquire) {
-                        return;
+                std::thread::spawn(move || {
+                    pin_to(cpu);
+                    loop {
+                        start.wait();
+                        if stop.load(Ordering::Acquire) {
+                            return;
+                        }
+                        w(iters.load(Ordering::Acquire));
+                        end.wait();
                     }
-                    w(iters.load(Ordering::Acquire));
-                    end.wait();
                 })
             })
             .collect();
@@ -259,6 +269,22 @@ impl Drop for Workers {
             t.join().unwrap();
         }
     }
+}
+
+/// Pins the calling thread to one CPU (best effort; Linux only).
+fn pin_to(cpu: usize) {
+    #[cfg(target_os = "linux")]
+    // SAFETY: a zeroed cpu_set_t is a valid empty set; CPU_SET stays within
+    // it for cpu < CPU_SETSIZE; sched_setaffinity(0, ..) affects this thread.
+    unsafe {
+        let mut set: libc::cpu_set_t = std::mem::zeroed();
+        if cpu < libc::CPU_SETSIZE as usize {
+            libc::CPU_SET(cpu, &mut set);
+            libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set);
+        }
+    }
+    #[cfg(not(target_os = "linux"))]
+    let _ = cpu;
 }
 
 /// Runs `tick(i)` every `PUBLISH_EVERY` on its own thread until dropped.
