@@ -23,8 +23,8 @@
 //!     fresh vector into the mutex / rwlock every millisecond; gRPC-Go's
 //!     vector is immutable, so `atomic_2t` has no writer.
 //!   - `SCALING` lines (stderr, not criterion): `sy_rr` two threads against
-//!     one in back-to-back pairs (see `scaling`); the median pair is the
-//!     figure the two-thread target is judged on.
+//!     one in back-to-back pairs (see `scaling`), a cross-check of the
+//!     criterion ratio.
 //! - `publish_n{N}` (largest N):
 //!   - `rr_visible`: from `report_subconn_state` (one subchannel IDLE or READY)
 //!     to `picker_generation()` changing, i.e. command + loop wake-up + policy +
@@ -549,12 +549,13 @@ fn picks(c: &mut Criterion) {
     }
 }
 
-/// Two threads against one, measured in back-to-back pairs: one thread
-/// alone (no publisher), then two threads while the publisher runs, each half
-/// doing the same picks per thread; the ratio of a pair is 2 * t1 / t2.
-/// Criterion measures `_1t` and `_2t` seconds apart, and on a shared VM the
-/// neighbours' load shifts in between, so the unpaired ratio swings with
-/// them; a pair sees the same conditions. Prints the median over the pairs.
+/// A cross-check of criterion's `_2t` / `_1t` ratio: two threads against
+/// one in back-to-back pairs (one thread alone, no publisher; then two threads
+/// while the publisher runs; the same picks per thread), the ratio of a pair
+/// being 2 * t1 / t2. Criterion measures `_1t` and `_2t` seconds apart; a
+/// pair sees the same neighbours on a shared VM, but each half is one 50 ms
+/// sample, so one disturbed half moves the pair (criterion's median over many
+/// short samples filters those). Prints the median over the pairs.
 fn scaling(f: &Fixture, name: &str, n: usize) {
     let full = std::env::args().any(|a| a == "--bench");
     let (pairs, half) = if full {

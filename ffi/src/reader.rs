@@ -186,12 +186,9 @@ pub extern "C" fn sy_pick(
         // SAFETY: non-NULL; the caller promises a live reader used by this
         // thread only.
         let r = unsafe { &mut *reader };
-        if r.0.is_live() {
-            if let Some((pick, listed)) = r.0.value.reader.try_pick_cached() {
-                // SAFETY: `out` is non-NULL and writable per the contract.
-                unsafe { write_pick(out, pick, Handout::listed(&listed)) };
-                return sy_status::SY_OK;
-            }
+        // SAFETY: `out` is non-NULL and writable per the contract.
+        if r.0.is_live() && unsafe { pick_cached(&mut r.0.value.reader, out) } {
+            return sy_status::SY_OK;
         }
     }
     pick_general(
@@ -231,9 +228,8 @@ extern "C" fn pick_general(
         Err(e) => return pick_fail(e),
     };
     let reader = &mut r.0.value.reader;
-    if let Some((pick, listed)) = reader.try_pick_cached() {
-        // SAFETY: `out` is non-NULL and writable per the contract.
-        unsafe { write_pick(out, pick, Handout::listed(&listed)) };
+    // SAFETY: `out` is non-NULL and writable per the contract.
+    if unsafe { pick_cached(reader, out) } {
         return sy_status::SY_OK;
     }
     pick_slow(
@@ -244,6 +240,23 @@ extern "C" fn pick_general(
         wait_for_ready,
         out,
     )
+}
+
+/// The hit path: a pick from the reader's current rotation, written to
+/// `*out`; false (nothing written) when the reader has none.
+///
+/// # Safety
+/// `out` is non-NULL and writable.
+#[inline(always)]
+unsafe fn pick_cached(reader: &mut Reader, out: *mut sy_pick_result) -> bool {
+    match reader.try_pick_cached() {
+        Some((pick, listed)) => {
+            // SAFETY: per the function's contract.
+            unsafe { write_pick(out, pick, Handout::listed(&listed)) };
+            true
+        }
+        None => false,
+    }
 }
 
 /// The method name as `&str` ("" for none).

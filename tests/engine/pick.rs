@@ -102,6 +102,19 @@ fn scripted(
     (rt, ch, script, calls)
 }
 
+/// A round_robin channel over the host's transports (no addresses yet).
+fn round_robin(host: &Arc<Host>) -> (Runtime, Channel) {
+    let rt = Runtime::new().unwrap();
+    let ch = Channel::new(
+        &rt,
+        "",
+        Some(r#"{"loadBalancingConfig":[{"round_robin":{}}]}"#),
+        options(host),
+    )
+    .unwrap();
+    (rt, ch)
+}
+
 fn soon(ms: u64) -> Option<Instant> {
     Some(Instant::now() + Duration::from_millis(ms))
 }
@@ -380,14 +393,7 @@ fn queued_pick_wakes_on_ready_and_done_reaches_the_hook() {
 #[test]
 fn cached_picks_hand_out_each_entry_with_its_tag() {
     let host = Host::new();
-    let rt = Runtime::new().unwrap();
-    let ch = Channel::new(
-        &rt,
-        "",
-        Some(r#"{"loadBalancingConfig":[{"round_robin":{}}]}"#),
-        options(&host),
-    )
-    .unwrap();
+    let (_rt, ch) = round_robin(&host);
     let names = ["127.0.0.1:1", "127.0.0.2:1", "127.0.0.3:1"];
     let tagged = names
         .iter()
@@ -433,14 +439,7 @@ fn cached_picks_hand_out_each_entry_with_its_tag() {
 #[test]
 fn borrowed_picks_report_done_and_release_the_reader() {
     let host = Host::new();
-    let rt = Runtime::new().unwrap();
-    let ch = Channel::new(
-        &rt,
-        "",
-        Some(r#"{"loadBalancingConfig":[{"round_robin":{}}]}"#),
-        options(&host),
-    )
-    .unwrap();
+    let (_rt, ch) = round_robin(&host);
     ch.update_addresses(addrs(&["127.0.0.1:1", "127.0.0.2:1"]))
         .unwrap();
     ch.sync().unwrap();
