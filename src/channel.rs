@@ -31,9 +31,8 @@ use std::time::{Duration, Instant};
 pub(crate) struct Table {
     pub(crate) picker: Box<dyn Picker>,
     /// The picker's `rotation()`, found once at publish so that readers rotate
-    /// inline: (first element, length). Points into `picker`, which the table
-    /// owns and never changes.
-    /// (first chunk, chunk count); every chunk is non-empty.
+    /// inline: (first chunk, chunk count), every chunk non-empty. Points into
+    /// `picker`, which the table owns and never changes.
     pub(crate) rotation: Option<(NonNull<Chunk>, usize)>,
     /// Increases with every publish; identifies a generation without its address.
     pub(crate) seq: u64,

@@ -78,6 +78,9 @@ pub struct Reader {
     /// cached picker has none).
     rotation: Rotation,
     rotation_generation: u64,
+    /// The generation `sync_rotation` last looked at, so that a picker
+    /// without a rotation is not looked at again on every pick.
+    synced_generation: u64,
     local: PickLocal,
     shared: Arc<ChannelShared>,
 }
@@ -93,6 +96,7 @@ impl Reader {
             cache: Cache::new(shared.slot.clone()),
             rotation: Rotation::NONE,
             rotation_generation: NO_ROTATION,
+            synced_generation: NO_ROTATION,
             local,
             shared,
         };
@@ -183,7 +187,9 @@ impl Reader {
 
     #[inline(never)]
     fn choose_slow(&mut self, info: &PickInfo<'_>) -> Result<Chosen, PickError> {
-        self.sync_rotation();
+        if self.cache.slot().generation() != self.synced_generation {
+            self.sync_rotation();
+        }
         if self.rotation_generation != NO_ROTATION {
             return Ok((self.rotate().ptr(), None));
         }
@@ -204,6 +210,7 @@ impl Reader {
     #[cold]
     fn sync_rotation(&mut self) {
         let rotation = self.cache.current().rotation;
+        self.synced_generation = self.cache.generation();
         self.rotation_generation = match rotation {
             Some((chunks, count)) => {
                 let r = &mut self.rotation;

@@ -10,6 +10,7 @@ use crate::picker::{
 };
 use crate::state::{ConnectivityState, StateCounts, NO_CHILDREN};
 use crate::subconn::{SubConn, SubConnId};
+use std::ptr::NonNull;
 use std::sync::Arc;
 
 pub struct RoundRobinBuilder;
@@ -133,13 +134,10 @@ impl Picker for RrPicker {
 
 /// Whether two rotations list the same subchannels in the same order.
 fn same_entries(a: &[Chunk], b: &[Chunk]) -> bool {
-    let entries = |chunks: &[Chunk]| {
-        chunks
-            .iter()
-            .flat_map(|c| c.iter().map(|l| l.ptr()))
-            .collect::<Vec<_>>()
-    };
-    entries(a) == entries(b)
+    fn entries(chunks: &[Chunk]) -> impl Iterator<Item = NonNull<SubConn>> + '_ {
+        chunks.iter().flat_map(|c| c.iter().map(|l| l.ptr()))
+    }
+    entries(a).eq(entries(b))
 }
 
 /// Rotation entries for every subchannel of `keep`, in order.
