@@ -24,7 +24,8 @@
 //!     vector is immutable, so `atomic_2t` has no writer.
 //!   - `SCALING` lines (stderr, not criterion): `sy_rr` two threads against
 //!     one in back-to-back pairs (see `scaling`), a cross-check of the
-//!     criterion ratio.
+//!     criterion ratio; `CEILING` lines: the same pairs with ALU work, what
+//!     the machine and the publisher alone allow.
 //! - `publish_n{N}` (largest N):
 //!   - `rr_visible`: from `report_subconn_state` (one subchannel IDLE or READY)
 //!     to `picker_generation()` changing, i.e. command + loop wake-up + policy +
@@ -551,11 +552,17 @@ fn picks(c: &mut Criterion) {
 
 /// A cross-check of criterion's `_2t` / `_1t` ratio: two threads against
 /// one in back-to-back pairs (one thread alone, no publisher; then two threads
-/// while the publisher runs; the same picks per thread), the ratio of a pair
+/// while the publisher runs; the same work per thread), the ratio of a pair
 /// being 2 * t1 / t2. Criterion measures `_1t` and `_2t` seconds apart; a
 /// pair sees the same neighbours on a shared VM, but each half is one 50 ms
 /// sample, so one disturbed half moves the pair (criterion's median over many
 /// short samples filters those). Prints the median over the pairs.
+///
+/// The same pairs run with pure ALU work in place of picks (`CEILING`): what
+/// this machine gives two threads at that moment (a VM's second vCPU is not
+/// always a whole core), and what the publisher and loop threads alone take
+/// from two busy CPUs. A pick ratio below 1.8x next to a ceiling below it is
+/// the machine, not the picks.
 fn scaling(f: &Fixture, name: &str, n: usize) {
     let full = std::env::args().any(|a| a == "--bench");
     let (pairs, half) = if full {
@@ -563,9 +570,30 @@ fn scaling(f: &Fixture, name: &str, n: usize) {
     } else {
         (1, Duration::from_millis(1))
     };
-    let one = Workers::new(vec![reader_work(f.ch.reader(), false)]);
-    let two = Workers::new((0..2).map(|_| reader_work(f.ch.reader(), false)).collect());
-    // Picks per thread for one half to take about `half` on one thread.
+    let picks = paired(f, pairs, half, || reader_work(f.ch.reader(), false), true);
+    let alu = paired(f, pairs, half, alu_work, false);
+    let alu_published = paired(f, pairs, half, alu_work, true);
+    eprintln!(
+        "SCALING {name} n={n}: 2t/1t {picks} over {pairs} pairs of {} ms per thread, \
+         publisher on for the 2-thread half",
+        half.as_millis()
+    );
+    eprintln!("CEILING n={n}: ALU work 2t/1t {alu}; with the publisher on {alu_published}");
+}
+
+/// Median (min, max) of `pairs` ratios 2 * t1 / t2, where t1 is one thread
+/// doing about `half` of `make()`'s work and t2 two threads doing as much
+/// each, with the publisher running when `publish`.
+fn paired(
+    f: &Fixture,
+    pairs: usize,
+    half: Duration,
+    mut make: impl FnMut() -> Work,
+    publish: bool,
+) -> String {
+    let one = Workers::new(vec![make()]);
+    let two = Workers::new((0..2).map(|_| make()).collect());
+    // Work per thread for one half to take about `half` on one thread.
     let mut iters = 10_000u64;
     loop {
         let t = one.run(iters);
@@ -579,8 +607,10 @@ fn scaling(f: &Fixture, name: &str, n: usize) {
     let mut ratios: Vec<f64> = (0..pairs)
         .map(|_| {
             let t1 = one.run(iters);
-            let t2 = {
+            let t2 = if publish {
                 let _publisher = f.flipper.publisher_named("");
+                two.run(iters)
+            } else {
                 two.run(iters)
             };
             // The publisher may have stopped with the subchannel down: up
@@ -591,13 +621,25 @@ fn scaling(f: &Fixture, name: &str, n: usize) {
         })
         .collect();
     ratios.sort_by(f64::total_cmp);
-    eprintln!(
-        "SCALING {name} n={n}: 2t/1t median {:.2}x (min {:.2}x, max {:.2}x) over {pairs} pairs \
-         of {iters} picks per thread, publisher on for the 2-thread half",
+    format!(
+        "median {:.2}x (min {:.2}x, max {:.2}x)",
         ratios[ratios.len() / 2],
         ratios[0],
         ratios[ratios.len() - 1],
-    );
+    )
+}
+
+/// Register-only work that shares nothing: a 64-bit LCG step per iteration.
+fn alu_work() -> Work {
+    let mut x = 1u64;
+    Box::new(move |iters| {
+        for _ in 0..iters {
+            x = black_box(x)
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+        }
+        black_box(x);
+    })
 }
 
 /// What a `sy_rr_1t` pick is made of, each alone on one thread.

@@ -71,7 +71,7 @@ if any(v is not None for v in parts.values()):
 if os.path.exists(log):
     print("cross-check, back-to-back pairs (no verdict; see benches/pick.rs `scaling`):")
     for line in open(log):
-        if line.startswith(("SCALING", "SETUP", "loadavg", "PUBLISHER")):
+        if line.startswith(("SCALING", "CEILING", "SETUP", "loadavg", "PUBLISHER")):
             print(line.rstrip())
 sys.exit(1 if fails else 0)
 PY
