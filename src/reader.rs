@@ -269,13 +269,13 @@ impl Reader {
     /// (like `Pick::done`) and, when the reader still caches the pick's
     /// picker, takes the pick's hold back without an atomic operation.
     #[inline(always)]
-    pub fn finish(&mut self, mut pick: Pick, info: &DoneInfo<'_>) {
-        if pick.done.is_some() {
-            pick.finish(info);
+    pub fn finish(&mut self, pick: Pick, info: &DoneInfo<'_>) {
+        // Taken apart by value: a `Pick` whose address reached the cold hook
+        // call would be copied through the stack on every finish.
+        let ((subconn, done), hold) = pick.into_parts();
+        if let Some(hook) = done {
+            report(hook, subconn, info);
         }
-        let hold = pick.hold.take();
-        // Both fields are taken: nothing is left for Pick's destructor.
-        std::mem::forget(pick);
         if let Some(hold) = hold {
             if let Err(hold) = self.cache.give_back(hold) {
                 drop(hold);
@@ -428,10 +428,27 @@ impl Pick {
     #[cold]
     fn finish(&mut self, info: &DoneInfo<'_>) {
         if let Some(hook) = self.done.take() {
-            // SAFETY: as in `subconn`: the hook lives in the held picker.
-            unsafe { hook.as_ref() }.done(self.subconn(), info);
+            report(hook, self.subconn, info);
         }
     }
+
+    /// The pick's parts, its destructor disarmed.
+    #[inline(always)]
+    fn into_parts(mut self) -> (Chosen, Option<Hold<Table>>) {
+        let parts = ((self.subconn, self.done.take()), self.hold.take());
+        // Both fields are taken: nothing is left for Pick's destructor.
+        std::mem::forget(self);
+        parts
+    }
+}
+
+/// Hands an outcome to a pick's done hook. Only while the pick's hold is
+/// still alive.
+#[cold]
+fn report(hook: NonNull<dyn DoneHook>, subconn: NonNull<SubConn>, info: &DoneInfo<'_>) {
+    // SAFETY: the hook and the subchannel live in the picker the pick's hold
+    // keeps alive, and the caller still has that hold.
+    unsafe { hook.as_ref().done(subconn.as_ref(), info) }
 }
 
 impl Drop for Pick {
@@ -464,24 +481,18 @@ const _: () =
 impl Pick {
     /// Gives up the pick as words; `from_raw` takes it back.
     #[inline(always)]
-    pub fn into_raw(mut self) -> RawPick {
-        let subconn = self.subconn.as_ptr() as usize;
-        // SAFETY: same size (asserted above); turned back only by `from_raw`,
-        // into the same type.
+    pub fn into_raw(self) -> RawPick {
+        let ((subconn, done), hold) = self.into_parts();
+        let subconn = subconn.as_ptr() as usize;
         // Both words of a `NonNull<dyn _>` are nonzero (data and vtable), so
         // two zeros stand for `None` whatever their order.
-        let [d0, d1] = match self.done.take() {
+        let [d0, d1] = match done {
             // SAFETY: same size (asserted above); turned back only by
             // `from_raw`, into the same type.
             Some(d) => unsafe { std::mem::transmute::<NonNull<dyn DoneHook>, [usize; 2]>(d) },
             None => [0, 0],
         };
-        let hold = self
-            .hold
-            .take()
-            .map_or(0, |h| h.into_raw().as_ptr() as usize);
-        // Both fields are taken: nothing is left for Pick's destructor.
-        std::mem::forget(self);
+        let hold = hold.map_or(0, |h| h.into_raw().as_ptr() as usize);
         RawPick([subconn, d0, d1, hold])
     }
 

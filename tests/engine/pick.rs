@@ -368,13 +368,22 @@ fn queued_pick_wakes_on_ready_and_done_reaches_the_hook() {
             error: Some("raw"),
             ..DoneInfo::default()
         });
+        // Given back to its reader: the hook hears of it all the same.
+        let p4 = r.try_pick(&PickInfo::default()).unwrap();
+        r.finish(
+            p4,
+            &DoneInfo {
+                error: Some("finished"),
+                ..DoneInfo::default()
+            },
+        );
         addr
     });
     std::thread::sleep(Duration::from_millis(20));
     report(&ch, &host, &["a:1"], Ready);
     assert_eq!(t.join().unwrap(), "hooked:1");
     let got = log.0.lock().unwrap().clone();
-    assert_eq!(got.len(), 3);
+    assert_eq!(got.len(), 4);
     assert_eq!(
         got[0],
         (
@@ -385,6 +394,7 @@ fn queued_pick_wakes_on_ready_and_done_reaches_the_hook() {
     );
     assert_eq!(got[1].1.as_deref(), Some("pick dropped without done"));
     assert_eq!(got[2].1.as_deref(), Some("raw"));
+    assert_eq!(got[3].1.as_deref(), Some("finished"));
 }
 
 /// The hit path hands out each rotation entry with the address's id, text
