@@ -10,7 +10,7 @@ use crate::balancer::{Balancer, ClientConn, ClientConnState, SubConnState, Timer
 use crate::connector::{Connector, TransportEvent};
 use crate::error::Error;
 use crate::managed::ManagedConnector;
-use crate::picker::{Chunk, FailPicker, Picker, QueuePicker};
+use crate::picker::{FailPicker, Picker, QueuePicker};
 use crate::publish::Slot;
 use crate::reader::Reader;
 use crate::resolver::{self, Resolver};
@@ -22,7 +22,6 @@ use crate::subconn::{Address, SubConn, SubConnId};
 use crate::transport::{TlsSettings, TransportConfig};
 use std::collections::HashMap;
 use std::panic::{catch_unwind, AssertUnwindSafe};
-use std::ptr::NonNull;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -30,30 +29,15 @@ use std::time::{Duration, Instant};
 /// What readers pick from: one published picker generation.
 pub(crate) struct Table {
     pub(crate) picker: Box<dyn Picker>,
-    /// The picker's `rotation()`, found once at publish so that readers rotate
-    /// inline: (first chunk, chunk count), every chunk non-empty. Points into
-    /// `picker`, which the table owns and never changes.
-    pub(crate) rotation: Option<(NonNull<Chunk>, usize)>,
     /// Increases with every publish; identifies a generation without its address.
     pub(crate) seq: u64,
     pub(crate) closed: bool,
 }
 
-// SAFETY: `rotation` points into the picker this table owns (`Send + Sync`,
-// immutable once published); the table is otherwise plain owned data.
-unsafe impl Send for Table {}
-// SAFETY: as above; shared access only reads.
-unsafe impl Sync for Table {}
-
 impl Table {
     pub(crate) fn new(picker: Box<dyn Picker>, seq: u64, closed: bool) -> Table {
-        let rotation = picker
-            .rotation()
-            .filter(|chunks| !chunks.is_empty() && chunks.iter().all(|c| !c.is_empty()))
-            .map(|chunks| (NonNull::from(&chunks[0]), chunks.len()));
         Table {
             picker,
-            rotation,
             seq,
             closed,
         }

@@ -108,10 +108,10 @@ pub trait Picker: Send + Sync + 'static {
     }
 
     /// If this picker is a plain rotation (no done hook, each entry once per
-    /// cycle, chunk after chunk), its entries in chunks: readers then rotate
-    /// inline without calling `pick`. Only the crate's own pickers can build
-    /// `Listed` entries.
-    fn rotation(&self) -> Option<&[Chunk]> {
+    /// cycle), that rotation: readers then rotate inline without calling
+    /// `pick`. Only the crate builds a `Rotation`; a picker of its own can
+    /// only pass on the one of a picker it holds.
+    fn rotation(&self) -> Option<&Rotation> {
         None
     }
 }
@@ -119,7 +119,56 @@ pub trait Picker: Send + Sync + 'static {
 /// A run of consecutive rotation entries. A new picker reuses the chunks that
 /// did not change, so one subchannel coming or going costs a chunk, not the
 /// whole list, to build and to pull into every reader's cache.
-pub type Chunk = Arc<[Listed]>;
+pub(crate) type Chunk = Arc<[Listed]>;
+
+/// Subchannels in rotation order, in non-empty chunks, together with what
+/// keeps them alive: the entries are plain pointers into `keep`. Built only
+/// by the crate and never cloned, so no entry outlives its subchannel.
+pub struct Rotation {
+    /// Owns the subchannels the entries point to: held, never read.
+    _keep: Arc<[Arc<SubConn>]>,
+    chunks: Vec<Chunk>,
+    len: usize,
+}
+
+impl Rotation {
+    /// A rotation over `chunks`, whose entries must point into `keep`; empty
+    /// chunks are left out. `None` when there is no entry at all.
+    pub(crate) fn new(keep: Arc<[Arc<SubConn>]>, chunks: Vec<Chunk>) -> Option<Rotation> {
+        let chunks: Vec<Chunk> = chunks.into_iter().filter(|c| !c.is_empty()).collect();
+        let len = chunks.iter().map(|c| c.len()).sum();
+        (len > 0).then_some(Rotation {
+            _keep: keep,
+            chunks,
+            len,
+        })
+    }
+
+    /// Every subchannel of `keep`, in order, in chunks of `chunk` entries.
+    pub(crate) fn over(keep: Arc<[Arc<SubConn>]>, chunk: usize) -> Option<Rotation> {
+        let chunks = Listed::all(&keep).chunks(chunk).map(Chunk::from).collect();
+        Rotation::new(keep, chunks)
+    }
+
+    /// The chunks: at least one, none empty.
+    pub(crate) fn chunks(&self) -> &[Chunk] {
+        &self.chunks
+    }
+
+    /// The next subchannel for a caller that keeps no place of its own (a
+    /// parent picking through this rotation); readers rotate inline instead.
+    pub fn pick(&self, local: &mut PickLocal) -> &SubConn {
+        let mut i = local.next_index(self.len);
+        for c in &self.chunks {
+            if i < c.len() {
+                // SAFETY: entries point into `_keep`, alive as long as `self`.
+                return unsafe { c[i].ptr().as_ref() };
+            }
+            i -= c.len();
+        }
+        unreachable!("next_index is below len, the sum of the chunks' lengths")
+    }
+}
 
 /// A subchannel in a picker's rotation: a plain pointer (no reference count),
 /// valid for as long as the picker that lists it, which owns the subchannel,
@@ -153,6 +202,13 @@ impl Listed {
             addr: NonNull::from(addr.as_bytes()).cast(),
             addr_len: addr.len(),
         }
+    }
+
+    /// Entries for every subchannel of `keep`, in order.
+    pub(crate) fn all(keep: &Arc<[Arc<SubConn>]>) -> Vec<Listed> {
+        // SAFETY: the entries point into `keep`, and only a `Rotation` over
+        // that same `keep` holds them.
+        keep.iter().map(|sc| unsafe { Listed::new(sc) }).collect()
     }
 
     pub(crate) fn ptr(self) -> NonNull<SubConn> {

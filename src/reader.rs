@@ -76,7 +76,7 @@ pub struct Reader {
     /// the reader instead of through the table; valid while the slot's
     /// generation is still `rotation_generation` (`NO_ROTATION` when the
     /// cached picker has none).
-    rotation: Rotation,
+    rotation: Cursor,
     rotation_generation: u64,
     /// The generation `sync_rotation` last looked at, so that a picker
     /// without a rotation is not looked at again on every pick.
@@ -85,16 +85,12 @@ pub struct Reader {
     shared: Arc<ChannelShared>,
 }
 
-// SAFETY: `rotation` points into the table the reader's own cache keeps alive
-// (a `Cache<Table>` is `Send`); moving the reader moves both together.
-unsafe impl Send for Reader {}
-
 impl Reader {
     pub(crate) fn new(shared: Arc<ChannelShared>) -> Reader {
         let local = PickLocal::new(shared.reader_seed());
         let mut reader = Reader {
             cache: Cache::new(shared.slot.clone()),
-            rotation: Rotation::NONE,
+            rotation: Cursor::NONE,
             rotation_generation: NO_ROTATION,
             synced_generation: NO_ROTATION,
             local,
@@ -209,7 +205,10 @@ impl Reader {
     /// starting at a random entry.
     #[cold]
     fn sync_rotation(&mut self) {
-        let rotation = self.cache.current().rotation;
+        let rotation = self.cache.current().picker.rotation().map(|r| {
+            let chunks = r.chunks();
+            (NonNull::from(&chunks[0]), chunks.len())
+        });
         self.synced_generation = self.cache.generation();
         self.rotation_generation = match rotation {
             Some((chunks, count)) => {
@@ -221,7 +220,7 @@ impl Reader {
                 self.cache.generation()
             }
             None => {
-                self.rotation = Rotation::NONE;
+                self.rotation = Cursor::NONE;
                 NO_ROTATION
             }
         };
@@ -245,8 +244,7 @@ impl Reader {
                     Err(e) => return Err(e),
                 }
             }
-            let seen = self.cache.generation();
-            if !self.cache.slot().wait_for_change(seen, options.deadline) {
+            if !self.wait_for_next_picker(options.deadline) {
                 return Err(PickError::DeadlineExceeded(match last_error {
                     Some(s) => format!("latest balancer error: {}", s.message()),
                     None => "waiting for connections to become ready".to_string(),
@@ -304,7 +302,7 @@ type Chosen = (NonNull<SubConn>, Option<NonNull<dyn DoneHook>>);
 
 /// Where a reader is in a rotation: its chunks, the chunk it is in, and its
 /// position there.
-struct Rotation {
+struct Cursor {
     chunks: NonNull<Chunk>,
     count: usize,
     chunk: usize,
@@ -314,8 +312,13 @@ struct Rotation {
     offset: usize,
 }
 
-impl Rotation {
-    const NONE: Rotation = Rotation {
+// SAFETY: a cursor lives only inside a `Reader` and points into the picker of
+// the table that reader's cache keeps alive (a `Cache<Table>` is `Send`);
+// moving the reader moves both together.
+unsafe impl Send for Cursor {}
+
+impl Cursor {
+    const NONE: Cursor = Cursor {
         chunks: NonNull::dangling(),
         count: 0,
         chunk: 0,
@@ -340,8 +343,7 @@ impl Rotation {
     fn enter_chunk(&mut self) {
         // SAFETY: `chunk < count`, and the chunks live in the cached table's
         // picker (see `Reader::rotate`).
-        let entries: &[Listed] =
-            unsafe { self.chunks.as_ptr().add(self.chunk).as_ref() }.map_or(&[], |c| &c[..]);
+        let entries: &[Listed] = unsafe { &*self.chunks.as_ptr().add(self.chunk) };
         self.entries = NonNull::from(entries).cast();
         self.len = entries.len();
         self.offset = 0;

@@ -6,7 +6,7 @@ use super::children::{Child, Children};
 use super::pick_first::{PickFirst, ZERO_ADDRESSES};
 use crate::balancer::{Balancer, Builder, ClientConn, ClientConnState, SubConnState, TimerToken};
 use crate::picker::{
-    Chunk, FailPicker, Listed, PickInfo, PickLocal, PickResult, Picker, QueuePicker,
+    Chunk, FailPicker, Listed, PickInfo, PickLocal, PickResult, Picker, QueuePicker, Rotation,
 };
 use crate::state::{ConnectivityState, StateCounts, NO_CHILDREN};
 use crate::subconn::{SubConn, SubConnId};
@@ -50,16 +50,9 @@ pub const CHUNK: usize = 256;
 /// Rotates over its entries; each reader keeps its own position.
 pub enum RrPicker {
     /// Every entry is a subchannel (the usual case): readers rotate inline.
-    /// `keep` owns the subchannels; the chunks' entries point into it, so
-    /// building a new picker over the same subchannels copies entries (or
+    /// Building a new picker over the same subchannels copies entries (or
     /// reuses whole chunks) and touches no subchannel's reference count.
-    Direct {
-        keep: Arc<[Arc<SubConn>]>,
-        /// Non-empty chunks.
-        chunks: Vec<Chunk>,
-        /// Entries in all chunks.
-        len: usize,
-    },
+    Direct(Rotation),
     Mixed(Vec<RrEntry>),
 }
 
@@ -76,16 +69,7 @@ impl RrPicker {
                 RrEntry::Child(_) => unreachable!("checked above"),
             })
             .collect();
-        let chunks = list_all(&keep).chunks(CHUNK).map(Chunk::from).collect();
-        RrPicker::chunked(keep, chunks)
-    }
-
-    /// A rotation over `chunks` (empty ones are left out), whose entries
-    /// point into `keep`.
-    fn chunked(keep: Arc<[Arc<SubConn>]>, chunks: Vec<Chunk>) -> RrPicker {
-        let chunks: Vec<Chunk> = chunks.into_iter().filter(|c| !c.is_empty()).collect();
-        let len = chunks.iter().map(|c| c.len()).sum();
-        RrPicker::Direct { keep, chunks, len }
+        RrPicker::Direct(Rotation::over(keep, CHUNK).expect("at least one entry"))
     }
 }
 
@@ -93,27 +77,10 @@ impl Picker for RrPicker {
     #[inline]
     fn pick<'a>(&'a self, info: &PickInfo<'_>, local: &mut PickLocal) -> PickResult<'a> {
         match self {
-            RrPicker::Direct { chunks, len, .. } => {
-                // The reader's inline rotation is the fast path; this one
-                // (a parent picking through us) finds the chunk by walking.
-                let mut i = local.next_index(*len);
-                let mut entry = None;
-                for c in chunks {
-                    if i < c.len() {
-                        entry = Some(c[i]);
-                        break;
-                    }
-                    i -= c.len();
-                }
-                match entry {
-                    Some(listed) => PickResult::Complete {
-                        // SAFETY: `listed` points into `keep`, alive as long as `self`.
-                        subconn: unsafe { listed.ptr().as_ref() },
-                        done: None,
-                    },
-                    None => PickResult::Queue,
-                }
-            }
+            RrPicker::Direct(rotation) => PickResult::Complete {
+                subconn: rotation.pick(local),
+                done: None,
+            },
             RrPicker::Mixed(entries) => match &entries[local.next_index(entries.len())] {
                 RrEntry::Direct(sc) => PickResult::Complete {
                     subconn: sc,
@@ -124,9 +91,9 @@ impl Picker for RrPicker {
         }
     }
 
-    fn rotation(&self) -> Option<&[Chunk]> {
+    fn rotation(&self) -> Option<&Rotation> {
         match self {
-            RrPicker::Direct { chunks, .. } => Some(chunks),
+            RrPicker::Direct(rotation) => Some(rotation),
             RrPicker::Mixed(_) => None,
         }
     }
@@ -140,13 +107,6 @@ fn same_entries(a: &[Chunk], b: &[Chunk]) -> bool {
     entries(a).eq(entries(b))
 }
 
-/// Rotation entries for every subchannel of `keep`, in order.
-fn list_all(keep: &Arc<[Arc<SubConn>]>) -> Vec<Listed> {
-    // SAFETY: the entries point into `keep`; each picker built from them
-    // holds a clone of `keep` (`RrPicker::chunked`).
-    keep.iter().map(|sc| unsafe { Listed::new(sc) }).collect()
-}
-
 /// Every child's subchannels in one shared allocation, rebuilt only when the
 /// children's subchannels change (not when they merely flip READY), with
 /// their rotation entries made once, so that a new picker is a copy of some.
@@ -156,6 +116,32 @@ struct Keep {
     listed: Vec<Listed>,
     /// Where each child's subchannels start in `all`, in children order.
     base: Vec<usize>,
+}
+
+impl Keep {
+    /// The `Keep` for `children`, built again first if their subchannels
+    /// changed since it was made.
+    fn current<'a>(slot: &'a mut Option<Keep>, children: &Children) -> &'a Keep {
+        let version = children.version;
+        if slot.as_ref().is_some_and(|k| k.version != version) {
+            *slot = None;
+        }
+        slot.get_or_insert_with(|| {
+            let mut all = Vec::new();
+            let mut base = Vec::new();
+            for c in children.iter() {
+                base.push(all.len());
+                all.extend(c.subconns.iter().cloned());
+            }
+            let all: Arc<[Arc<SubConn>]> = all.into();
+            Keep {
+                version,
+                listed: Listed::all(&all),
+                all,
+                base,
+            }
+        })
+    }
 }
 
 /// What each child contributes to the picker, in `Children`'s order, kept up
@@ -272,26 +258,6 @@ impl RoundRobin {
         self.regenerate(cc, Some(key));
     }
 
-    fn keep(&mut self) -> &Keep {
-        let version = self.children.version;
-        if self.keep.as_ref().is_none_or(|k| k.version != version) {
-            let mut all = Vec::new();
-            let mut base = Vec::new();
-            for c in self.children.iter() {
-                base.push(all.len());
-                all.extend(c.subconns.iter().cloned());
-            }
-            let all: Arc<[Arc<SubConn>]> = all.into();
-            self.keep = Some(Keep {
-                version,
-                listed: list_all(&all),
-                all,
-                base,
-            });
-        }
-        self.keep.as_ref().expect("just built")
-    }
-
     /// Aggregates: any READY → READY over the READY children; any CONNECTING or
     /// IDLE → CONNECTING (queue); else TRANSIENT_FAILURE, failing with the
     /// children's own errors in rotation.
@@ -301,8 +267,7 @@ impl RoundRobin {
     /// select from changed, as a copy of the READY children's entries: no
     /// reference counts, no subchannel read.
     fn regenerate(&mut self, cc: &mut dyn ClientConn, changed: Option<&str>) {
-        self.keep();
-        let keep = self.keep.as_ref().expect("built above");
+        let keep = Keep::current(&mut self.keep, &self.children);
         let version = self.children.version;
         let one = changed
             .filter(|_| self.tally.version == Some(version))
@@ -350,9 +315,11 @@ impl RoundRobin {
                     return;
                 }
                 self.published = Some(chunks.clone());
+                let rotation = Rotation::new(keep.all.clone(), chunks)
+                    .expect("READY children without a mixed picker each have an entry");
                 (
                     ConnectivityState::Ready,
-                    Box::new(RrPicker::chunked(keep.all.clone(), chunks)),
+                    Box::new(RrPicker::Direct(rotation)),
                 )
             }
         } else if counts.connecting > 0 || counts.idle > 0 {
