@@ -42,9 +42,9 @@ pub struct Backoff {
     config: BackoffConfig,
     /// Pre-jitter backoff for the next interval.
     current: Duration,
-    /// When the next attempt may start (set when an attempt starts).
+    /// When the next attempt may start (set when an attempt starts; `None`
+    /// before the first attempt since the last reset).
     next_attempt: Option<Instant>,
-    first: bool,
 }
 
 impl Backoff {
@@ -53,20 +53,14 @@ impl Backoff {
             config,
             current: config.initial,
             next_attempt: None,
-            first: true,
         }
-    }
-
-    pub fn config(&self) -> &BackoffConfig {
-        &self.config
     }
 
     /// An attempt starts at `now`: returns its connect deadline and records when
     /// the next attempt may start.
     pub fn start_attempt(&mut self, now: Instant, jitter: &mut dyn Jitter) -> Instant {
-        let interval = if self.first {
+        let interval = if self.next_attempt.is_none() {
             // The very first interval carries no jitter (spec pseudo-code).
-            self.first = false;
             self.current
         } else {
             self.current = self
@@ -91,7 +85,6 @@ impl Backoff {
     pub fn reset(&mut self) {
         self.current = self.config.initial;
         self.next_attempt = None;
-        self.first = true;
     }
 }
 

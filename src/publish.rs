@@ -99,8 +99,8 @@ impl<T> Slot<T> {
             .wait_until(|| self.generation() != seen, deadline)
     }
 
-    /// Wakes waiters without publishing (used when a condition they check, such as
-    /// the channel's state, changed).
+    /// The signal publishes wake, for waiting on something else that changes
+    /// only with a publish (such as the channel's state).
     pub fn signal(&self) -> &Signal {
         &self.signal
     }
@@ -172,7 +172,7 @@ struct Epoch<T> {
 /// Drops the epoch when `prev` (the value before our RMW) and `delta` bring it to zero.
 ///
 /// # Safety
-/// `epoch` came from `Box::into_raw` and the caller held one unit of its count.
+/// `epoch` came from `Box::leak` (`new_epoch`) and the caller held one unit of its count.
 unsafe fn settle<T>(epoch: NonNull<Epoch<T>>, prev: u64, delta: u64) {
     if prev.wrapping_add(delta) == 0 {
         // SAFETY: the count reached zero in our RMW (AcqRel), so every other
@@ -276,7 +276,7 @@ impl<T> Cache<T> {
         let prev = unsafe { epoch.as_ref() }
             .outstanding
             .fetch_add(delta, Ordering::AcqRel);
-        // SAFETY: from `Box::into_raw` (`new_epoch`); the cache's unit is given up here.
+        // SAFETY: from `Box::leak` (`new_epoch`); the cache's unit is given up here.
         unsafe { settle(epoch, prev, delta) }
     }
 }
@@ -327,7 +327,7 @@ impl<T> Drop for Hold<T> {
         let prev = unsafe { self.epoch.as_ref() }
             .outstanding
             .fetch_add(delta, Ordering::AcqRel);
-        // SAFETY: the epoch came from `Box::into_raw`; we gave up our unit.
+        // SAFETY: the epoch came from `Box::leak` (`new_epoch`); we gave up our unit.
         unsafe { settle(self.epoch, prev, delta) }
     }
 }

@@ -1,7 +1,9 @@
 //! The loom shim: concurrency-relevant code imports from here, never from `std::sync`
 //! directly, so `RUSTFLAGS="--cfg loom"` swaps in loom's model-checked types (the
-//! tokio / crossbeam pattern). Only the protocols between the loop and RPC threads
-//! (`publish`, `signal`) use it; everything else is single-threaded loop code.
+//! tokio / crossbeam pattern). The protocols between the loop and RPC threads
+//! (`publish`: publish / refresh / retire, wait / wake, release) use it; other
+//! shared state (the channel's published state word, subchannels' transport
+//! handles) is single atomics or locks that need no model.
 
 #[cfg(loom)]
 pub(crate) use loom::sync::{
