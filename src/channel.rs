@@ -14,6 +14,7 @@ use crate::picker::{FailPicker, Picker, QueuePicker};
 use crate::publish::Slot;
 use crate::reader::Reader;
 use crate::resolver::{self, Resolver};
+use crate::resolver::{Lookups, Next};
 use crate::runtime::{panic_message, ChannelId, Command, Env, LoopHandle, Runtime, TimerKind};
 use crate::service_config::ServiceConfig;
 use crate::state::ConnectivityState;
@@ -151,30 +152,25 @@ impl Channel {
             managed,
         });
         let core_shared = shared.clone();
-        let make = move |env: &mut Env| {
-            let mut core = ChannelCore {
-                subs: Subchannels::new(id, connector, backoff),
-                out: Outbox {
-                    shared: core_shared,
-                    seq: 0,
-                    state: ConnectivityState::Idle,
-                    on_state: on_state_change,
-                    closed: false,
-                },
-                config,
-                balancer: None,
-                addresses: None,
-                resolver,
-                on_resolve_now,
-                on_subconn_state,
-                resolving: false,
-                timers: HashMap::new(),
-                next_timer: 1,
-                resolve_requested: false,
-            };
-            core.configure_health(env);
-            core.start(env);
-            core
+        let make = move || ChannelCore {
+            subs: Subchannels::new(id, connector, backoff),
+            out: Outbox {
+                shared: core_shared,
+                seq: 0,
+                state: ConnectivityState::Idle,
+                on_state: on_state_change,
+                closed: false,
+            },
+            config,
+            balancer: None,
+            addresses: None,
+            resolver,
+            on_resolve_now,
+            on_subconn_state,
+            lookups: Lookups::new(backoff),
+            timers: HashMap::new(),
+            next_timer: 1,
+            resolve_requested: false,
         };
         if !handle.send(Command::AddChannel(id, Box::new(make))) {
             return Err(Error::RuntimeGone);
@@ -247,16 +243,22 @@ impl Channel {
         self.shared.state()
     }
 
-    /// Blocks until the state differs from `from` (true) or `deadline` passes (false).
+    /// Blocks until the state differs from `from`, returning the state seen
+    /// (it may change again at once), or `None` when `deadline` passes first.
     pub fn wait_for_state_change(
         &self,
         from: ConnectivityState,
         deadline: Option<Instant>,
-    ) -> bool {
-        self.shared
-            .slot
-            .signal()
-            .wait_until(|| self.shared.state() != from, deadline)
+    ) -> Option<ConnectivityState> {
+        let mut seen = from;
+        let changed = self.shared.slot.signal().wait_until(
+            || {
+                seen = self.shared.state();
+                seen != from
+            },
+            deadline,
+        );
+        changed.then_some(seen)
     }
 
     /// How many pickers were published so far.
@@ -395,7 +397,8 @@ pub(crate) struct ChannelCore {
     resolver: Resolver,
     on_resolve_now: Option<Arc<dyn Fn() + Send + Sync>>,
     on_subconn_state: Option<SubConnCallback>,
-    resolving: bool,
+    /// When the DNS resolver looks up next (unused for other resolvers).
+    lookups: Lookups,
     timers: HashMap<TimerToken, u64>,
     next_timer: u64,
     resolve_requested: bool,
@@ -410,7 +413,10 @@ impl ChannelCore {
         self.out.closed
     }
 
-    fn start(&mut self, env: &mut Env) {
+    /// First steps of a new channel (run guarded, like every callback: they
+    /// reach the connector and the policy's builder).
+    pub(crate) fn start(&mut self, env: &mut Env) {
+        self.configure_health(env);
         match self.resolver.clone() {
             Resolver::Manual => {}
             Resolver::Static(list) => {
@@ -421,21 +427,33 @@ impl ChannelCore {
     }
 
     /// Asks the resolver to look again: the host (empty target) through its
-    /// callback; DNS with one lookup at a time, off the loop.
+    /// callback; DNS off the loop, paced by `Lookups`.
     fn resolve(&mut self, env: &mut Env) {
-        if self.resolver == Resolver::Manual {
-            if let Some(cb) = &self.on_resolve_now {
-                cb();
+        match &self.resolver {
+            Resolver::Manual => {
+                if let Some(cb) = &self.on_resolve_now {
+                    cb();
+                }
             }
-            return;
+            Resolver::Static(_) => {}
+            Resolver::Dns { .. } => match self.lookups.request(env.clock.now()) {
+                Next::Now => self.lookup(env),
+                Next::At(at) => {
+                    env.timers.schedule(at, self.id(), TimerKind::Resolve);
+                }
+                Next::Nothing => {}
+            },
         }
+    }
+
+    /// Starts a DNS lookup on a helper thread; its result comes back as a
+    /// command, and a failure schedules the next try.
+    fn lookup(&mut self, env: &mut Env) {
         let Resolver::Dns { host, port } = self.resolver.clone() else {
             return;
         };
-        if self.resolving {
-            return;
-        }
-        self.resolving = true;
+        let rng = &mut env.rng;
+        self.lookups.started(env.clock.now(), &mut || rng.uniform());
         let handle = env.handle.clone();
         let id = self.id();
         let spawned = std::thread::Builder::new()
@@ -443,7 +461,10 @@ impl ChannelCore {
             .spawn(move || {
                 let result = resolver::lookup(&host, port);
                 handle.run(id, move |core, env| {
-                    core.resolving = false;
+                    let retry = core.lookups.finished(result.is_ok(), env.clock.now());
+                    if let Some(at) = retry {
+                        env.timers.schedule(at, core.id(), TimerKind::Resolve);
+                    }
                     match result {
                         Ok(addrs) => core.update_addresses(addrs, env),
                         Err(e) => core.resolver_error(&e, env),
@@ -451,7 +472,8 @@ impl ChannelCore {
                 });
             });
         if spawned.is_err() {
-            self.resolving = false;
+            let at = self.lookups.not_started(env.clock.now());
+            env.timers.schedule(at, id, TimerKind::Resolve);
         }
     }
 
@@ -520,9 +542,10 @@ impl ChannelCore {
     /// never health-checks (A17; A61 only enables it for pick_first as a
     /// child, e.g. under round_robin).
     fn configure_health(&mut self, env: &mut Env) {
-        let service = match self.config.policy.name() {
-            "pick_first" => None,
-            _ => self.config.health_check_service.as_deref(),
+        let service = if self.config.policy.name().eq_ignore_ascii_case("pick_first") {
+            None
+        } else {
+            self.config.health_check_service.as_deref()
         };
         self.subs.configure_health(service, env);
     }
@@ -554,6 +577,10 @@ impl ChannelCore {
                     self.run_balancer(env, |b, cc| b.timer(cc, token));
                 }
             }
+            TimerKind::Resolve => {
+                self.lookups.due();
+                self.lookup(env);
+            }
             other => self.subs.timer(other, env),
         }
         self.drain(env);
@@ -568,13 +595,13 @@ impl ChannelCore {
     }
 
     /// Something inside the channel panicked: it can't be trusted to manage
-    /// connections any more. Fail picks with the message until a new config.
+    /// connections any more. Fail picks with the message until the next
+    /// address update or config builds a new policy.
     pub(crate) fn fail(&mut self, message: String, env: &mut Env) {
         if let Some(b) = self.balancer.take() {
             let _ = catch_unwind(AssertUnwindSafe(|| drop(b)));
         }
-        self.subs.shutdown_all(env);
-        self.subs.pending.clear();
+        self.release_policy_state(env);
         self.out.publish(
             ConnectivityState::TransientFailure,
             Box::new(FailPicker::unavailable(message)),
@@ -592,6 +619,12 @@ impl ChannelCore {
             self.run_balancer(env, |b, cc| b.close(cc));
             self.balancer = None;
         }
+        self.release_policy_state(env);
+    }
+
+    /// What a policy leaves behind when it goes: its timers (a new policy
+    /// must not get them) and its subchannels.
+    fn release_policy_state(&mut self, env: &mut Env) {
         for (_, id) in self.timers.drain() {
             env.timers.cancel(id);
         }

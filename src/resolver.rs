@@ -2,8 +2,10 @@
 //! `unix:`, `dns:`, `passthrough:`; an empty target means the host supplies
 //! addresses itself).
 
+use crate::backoff::{Backoff, BackoffConfig, Jitter};
 use crate::subconn::Address;
 use std::net::{SocketAddr, ToSocketAddrs};
+use std::time::{Duration, Instant};
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub(crate) enum Resolver {
@@ -112,9 +114,133 @@ pub(crate) fn lookup(host: &str, port: u16) -> Result<Vec<Address>, String> {
     Ok(addrs)
 }
 
+/// After a successful lookup, re-resolution requests wait until this long
+/// after it (gRPC-Go's DNS resolver: a policy asking on every failed
+/// connection attempt must not turn into a lookup storm).
+pub(crate) const MIN_RESOLUTION_INTERVAL: Duration = Duration::from_secs(30);
+
+/// When a DNS target is looked up: one lookup at a time; a failed one is
+/// retried on its own with connection backoff; one asked for within
+/// `MIN_RESOLUTION_INTERVAL` of the last success waits for it.
+#[derive(Debug)]
+pub(crate) struct Lookups {
+    backoff: Backoff,
+    running: bool,
+    /// A later lookup is already scheduled (the caller's timer).
+    scheduled: bool,
+    not_before: Option<Instant>,
+}
+
+/// What to do about a request for a lookup.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) enum Next {
+    Now,
+    At(Instant),
+    /// One is running or scheduled already.
+    Nothing,
+}
+
+impl Lookups {
+    pub(crate) fn new(backoff: BackoffConfig) -> Lookups {
+        Lookups {
+            backoff: Backoff::new(backoff),
+            running: false,
+            scheduled: false,
+            not_before: None,
+        }
+    }
+
+    /// A lookup is wanted at `now`. `At` means: call `due` at that time.
+    pub(crate) fn request(&mut self, now: Instant) -> Next {
+        if self.running || self.scheduled {
+            return Next::Nothing;
+        }
+        match self.not_before {
+            Some(at) if now < at => {
+                self.scheduled = true;
+                Next::At(at)
+            }
+            _ => Next::Now,
+        }
+    }
+
+    /// A scheduled lookup is due: start it.
+    pub(crate) fn due(&mut self) {
+        self.scheduled = false;
+    }
+
+    /// A lookup starts at `now`.
+    pub(crate) fn started(&mut self, now: Instant, jitter: &mut dyn Jitter) {
+        self.running = true;
+        self.backoff.start_attempt(now, jitter);
+    }
+
+    /// The lookup ended at `now`; `Some(at)`: it failed, look again at `at`.
+    pub(crate) fn finished(&mut self, ok: bool, now: Instant) -> Option<Instant> {
+        self.running = false;
+        if ok {
+            self.backoff.reset();
+            self.not_before = Some(now + MIN_RESOLUTION_INTERVAL);
+            return None;
+        }
+        self.scheduled = true;
+        Some(self.backoff.next_attempt().unwrap_or(now).max(now))
+    }
+
+    /// The lookup could not even start (no thread): as if it failed.
+    pub(crate) fn not_started(&mut self, now: Instant) -> Instant {
+        self.finished(false, now).unwrap_or(now)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn lookups() -> (Lookups, Instant) {
+        (Lookups::new(BackoffConfig::default()), Instant::now())
+    }
+
+    #[test]
+    fn failed_lookups_retry_with_backoff_without_being_asked() {
+        let (mut l, t0) = lookups();
+        let mut jitter = || 0.5; // no spread
+        assert_eq!(l.request(t0), Next::Now);
+        l.started(t0, &mut jitter);
+        assert_eq!(l.request(t0), Next::Nothing, "one at a time");
+        let t1 = t0 + Duration::from_millis(10);
+        assert_eq!(l.finished(false, t1), Some(t0 + Duration::from_secs(1)));
+        assert_eq!(l.request(t1), Next::Nothing, "the retry is scheduled");
+        l.due();
+        let t2 = t0 + Duration::from_secs(1);
+        l.started(t2, &mut jitter);
+        assert_eq!(
+            l.finished(false, t2),
+            Some(t2 + Duration::from_millis(1600))
+        );
+    }
+
+    #[test]
+    fn requests_soon_after_a_success_wait_for_the_minimum_interval() {
+        let (mut l, t0) = lookups();
+        let mut jitter = || 0.5;
+        l.started(t0, &mut jitter);
+        assert_eq!(l.finished(true, t0), None);
+        let soon = t0 + Duration::from_secs(1);
+        assert_eq!(l.request(soon), Next::At(t0 + MIN_RESOLUTION_INTERVAL));
+        assert_eq!(l.request(soon), Next::Nothing, "coalesced");
+        l.due();
+        l.started(t0 + MIN_RESOLUTION_INTERVAL, &mut jitter);
+        let later = t0 + 2 * MIN_RESOLUTION_INTERVAL + Duration::from_secs(1);
+        assert_eq!(l.finished(true, t0 + MIN_RESOLUTION_INTERVAL), None);
+        assert_eq!(l.request(later), Next::Now);
+        // A success resets the backoff: the next failure waits 1 s again.
+        l.started(later, &mut jitter);
+        assert_eq!(
+            l.finished(false, later),
+            Some(later + Duration::from_secs(1))
+        );
+    }
 
     #[test]
     fn schemes() {

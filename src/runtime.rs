@@ -21,7 +21,7 @@ pub(crate) type ChannelId = u64;
 
 const WAKER: Token = Token(0);
 
-type MakeChannel = Box<dyn FnOnce(&mut Env) -> ChannelCore + Send>;
+type MakeChannel = Box<dyn FnOnce() -> ChannelCore + Send>;
 type ChannelTask = Box<dyn FnOnce(&mut ChannelCore, &mut Env) + Send>;
 
 /// Work for the loop thread.
@@ -210,6 +210,8 @@ pub(crate) enum TimerKind {
     Backoff(SubConnId),
     ConnectDeadline(SubConnId),
     Connector(u64),
+    /// A DNS target's next lookup (retry or rate-limited re-resolution).
+    Resolve,
 }
 
 /// A min-heap of deadlines; cancelled entries are skipped lazily.
@@ -299,8 +301,8 @@ fn run(mut poll: Poll, rx: Receiver<Command>, mut env: Env) {
         while let Ok(cmd) = rx.try_recv() {
             match cmd {
                 Command::AddChannel(id, make) => {
-                    let core = make(&mut env);
-                    channels.insert(id, core);
+                    channels.insert(id, make());
+                    guarded(&mut channels, id, &mut env, |core, env| core.start(env));
                 }
                 Command::Channel(id, f) => guarded(&mut channels, id, &mut env, f),
                 Command::Notify(id, key) => guarded(&mut channels, id, &mut env, |core, env| {

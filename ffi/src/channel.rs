@@ -374,18 +374,18 @@ pub extern "C" fn sy_channel_wait_for_state_change(
                 "cannot wait inside a switchyard callback (it would block the loop)",
             ));
         }
-        if !ch
+        let Some(state) = ch
             .channel
             .wait_for_state_change(from, timeout_deadline(timeout_ms))
-        {
+        else {
             return Err(Error::new(
                 sy_status::SY_TIMEOUT,
                 format!("state stayed {from} for {timeout_ms} ms"),
             ));
-        }
+        };
         if !out_state.is_null() {
             // SAFETY: non-NULL out-parameter.
-            unsafe { out_state.write(state_to_c(ch.channel.state())) };
+            unsafe { out_state.write(state_to_c(state)) };
         }
         Ok(())
     })

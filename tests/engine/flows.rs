@@ -274,10 +274,13 @@ fn flow6_state_changes_wake_waiters() {
         "one TF child of two: still connecting"
     );
     report(&ch, &host, &["b:1"], Ready);
-    assert!(waiter.join().unwrap());
+    assert_eq!(waiter.join().unwrap(), Some(Ready));
     assert_eq!(picker.join().unwrap().unwrap(), "b:1");
     assert_eq!(ch.state(), Ready);
-    assert!(!ch.wait_for_state_change(Ready, Some(Instant::now() + Duration::from_millis(20))));
+    assert_eq!(
+        ch.wait_for_state_change(Ready, Some(Instant::now() + Duration::from_millis(20))),
+        None
+    );
 }
 
 /// Flow 7: close releases everything: subchannels shut down once each,

@@ -70,6 +70,45 @@ fn a_panicking_policy_fails_its_channel_not_the_loop() {
     assert_eq!(pick_addr(&mut bad.reader()), "a:1");
 }
 
+struct PanicsOnBuild;
+impl Builder for PanicsOnBuild {
+    fn name(&self) -> &str {
+        "lifecycle_panics_on_build"
+    }
+    fn build(&self) -> Box<dyn Balancer> {
+        panic!("builder bug on purpose")
+    }
+}
+
+/// A channel whose first steps panic (its target delivers addresses at once,
+/// so the policy is built while the channel is being created) fails alone.
+#[test]
+fn a_panic_while_a_channel_starts_fails_that_channel_not_the_loop() {
+    registry::register(Arc::new(PanicsOnBuild));
+    let rt = Runtime::new().unwrap();
+    let host = Host::new();
+    let bad = Channel::new(
+        &rt,
+        "ipv4:127.0.0.1:1",
+        Some(r#"{"loadBalancingConfig":[{"lifecycle_panics_on_build":{}}]}"#),
+        options(&host),
+    )
+    .unwrap();
+    bad.sync().unwrap();
+    assert_eq!(bad.state(), TransientFailure);
+    match bad.reader().try_pick(&PickInfo::default()) {
+        Err(PickError::Unavailable(s)) => {
+            assert!(s.message().contains("builder bug on purpose"), "{s}")
+        }
+        other => panic!("{other:?}"),
+    }
+    let good = Channel::new(&rt, "", Some(RR), options(&host)).unwrap();
+    good.update_addresses(addrs(&["b:1"])).unwrap();
+    good.sync().unwrap();
+    report(&good, &host, &["b:1"], Ready);
+    assert_eq!(pick_addr(&mut good.reader()), "b:1");
+}
+
 /// User data is released exactly once, only after no picker can return it
 /// and every pick that returned it is done.
 #[test]
