@@ -264,20 +264,36 @@ impl Picker for DropPicker {
     }
 }
 
-/// Always the same subchannel (pick_first when READY).
-pub struct SinglePicker(pub Arc<SubConn>);
+/// Always the same subchannel (pick_first when READY), also offered as a
+/// rotation of one entry so that readers pick it inline, as for round_robin,
+/// without calling the picker.
+pub struct SinglePicker {
+    subconn: Arc<SubConn>,
+    rotation: Rotation,
+}
+
+impl SinglePicker {
+    pub fn new(subconn: Arc<SubConn>) -> SinglePicker {
+        let rotation = Rotation::over(Arc::from([subconn.clone()]), 1).expect("one entry");
+        SinglePicker { subconn, rotation }
+    }
+}
 
 impl Picker for SinglePicker {
     #[inline]
     fn pick<'a>(&'a self, _: &PickInfo<'_>, _: &mut PickLocal) -> PickResult<'a> {
         PickResult::Complete {
-            subconn: &self.0,
+            subconn: &self.subconn,
             done: None,
         }
     }
 
     fn single(&self) -> Option<&Arc<SubConn>> {
-        Some(&self.0)
+        Some(&self.subconn)
+    }
+
+    fn rotation(&self) -> Option<&Rotation> {
+        Some(&self.rotation)
     }
 }
 

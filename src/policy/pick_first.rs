@@ -301,7 +301,11 @@ impl Balancer for PickFirst {
                 for a in others {
                     self.remove_entry(cc, &a);
                 }
-                self.report(cc, ConnectivityState::Ready, Box::new(SinglePicker(chosen)));
+                self.report(
+                    cc,
+                    ConnectivityState::Ready,
+                    Box::new(SinglePicker::new(chosen)),
+                );
             }
             ConnectivityState::Idle if self.selected == Some(sc) => {
                 // Lost the connection: go IDLE; the next pick brings us back.
