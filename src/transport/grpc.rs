@@ -87,7 +87,10 @@ pub fn unary(
     let body = encode_message(request);
     let _inflight = Inflight::enter(&handle.shared);
     // Each call gets its own SendRequest clone: poll_ready state is per clone.
-    match block_on(call(handle.send.clone(), req, body), deadline) {
+    match block_on(
+        call(handle.send.clone(), &handle.shared, req, body),
+        deadline,
+    ) {
         Some(r) => r,
         // Dropping the call future resets the stream with CANCEL.
         None => Err(CallError::new(code::DEADLINE_EXCEEDED, "deadline exceeded")),
@@ -96,20 +99,26 @@ pub fn unary(
 
 async fn call(
     mut send: h2::client::SendRequest<Bytes>,
+    shared: &HandleShared,
     req: Request<()>,
     body: Bytes,
 ) -> Result<UnaryResponse, CallError> {
+    // A GOAWAY or I/O error means the connection is going away. Say so now:
+    // the loop may not have noticed yet, and a transparent retry must not
+    // come back here.
+    let fail = |e: h2::Error, opened: bool| {
+        if e.is_go_away() || e.is_io() {
+            shared.mark_closing();
+        }
+        h2_error(&e, opened)
+    };
     // Errors before the stream exists mean the request never left us.
     poll_fn(|cx| send.poll_ready(cx))
         .await
-        .map_err(|e| h2_error(&e, false))?;
-    let (resp, mut stream) = send
-        .send_request(req, false)
-        .map_err(|e| h2_error(&e, false))?;
-    stream
-        .send_data(body, true)
-        .map_err(|e| h2_error(&e, true))?;
-    let resp = resp.await.map_err(|e| h2_error(&e, true))?;
+        .map_err(|e| fail(e, false))?;
+    let (resp, mut stream) = send.send_request(req, false).map_err(|e| fail(e, false))?;
+    stream.send_data(body, true).map_err(|e| fail(e, true))?;
+    let resp = resp.await.map_err(|e| fail(e, true))?;
     let (parts, mut body) = resp.into_parts();
 
     // Trailers-only response: the status lives in the headers.
@@ -123,7 +132,7 @@ async fn call(
 
     let mut buf = BytesMut::new();
     while let Some(chunk) = poll_fn(|cx| body.poll_data(cx)).await {
-        let chunk = chunk.map_err(|e| h2_error(&e, true))?;
+        let chunk = chunk.map_err(|e| fail(e, true))?;
         // Give the window back or the server stalls after 64 KiB.
         let _ = body.flow_control().release_capacity(chunk.len());
         if buf.len() + chunk.len() > MAX_RECV_MESSAGE + 5 {
@@ -136,7 +145,7 @@ async fn call(
     }
     let trailers = poll_fn(|cx| body.poll_trailers(cx))
         .await
-        .map_err(|e| h2_error(&e, true))?
+        .map_err(|e| fail(e, true))?
         .unwrap_or_default();
     match grpc_status(&trailers) {
         Some((code::OK, _)) => {}

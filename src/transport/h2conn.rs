@@ -6,7 +6,7 @@ use std::future::Future;
 use std::io;
 use std::os::fd::{AsRawFd, RawFd};
 use std::pin::Pin;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::task::{Context, Poll, Waker};
 use std::time::Instant;
@@ -65,7 +65,17 @@ impl std::fmt::Debug for Handle {
         f.debug_struct("Handle")
             .field("scheme", &self.shared.scheme)
             .field("inflight", &self.shared.inflight.load(Ordering::Relaxed))
+            .field("closing", &self.is_closing())
             .finish()
+    }
+}
+
+impl Handle {
+    /// The connection got GOAWAY, died or was closed: start no new calls
+    /// here (a call that failed retryably on a live connection may be retried
+    /// on it; one that failed on a closing connection must go elsewhere).
+    pub fn is_closing(&self) -> bool {
+        self.shared.closing.load(Ordering::Acquire)
     }
 }
 
@@ -73,6 +83,15 @@ pub(crate) struct HandleShared {
     pub(crate) scheme: http::uri::Scheme,
     /// Calls in flight; keepalive without `permit_without_calls` needs it.
     pub(crate) inflight: AtomicUsize,
+    /// Set (never cleared) once the connection got GOAWAY, died or was
+    /// closed; by the loop, or by an RPC thread that saw the connection fail.
+    pub(crate) closing: AtomicBool,
+}
+
+impl HandleShared {
+    pub(crate) fn mark_closing(&self) {
+        self.closing.store(true, Ordering::Release);
+    }
 }
 
 pub struct Connection {
@@ -160,6 +179,7 @@ impl Connection {
             shared: Arc::new(HandleShared {
                 scheme,
                 inflight: AtomicUsize::new(0),
+                closing: AtomicBool::new(false),
             }),
             events: VecDeque::new(),
             ready: false,
@@ -222,6 +242,7 @@ impl Connection {
         if matches!(self.state, State::Dead(None)) {
             return;
         }
+        self.shared.mark_closing();
         let _ = registry.deregister(&mut SourceFd(&self.fd));
         // Dropping h2's Connection fails every open stream and wakes its task.
         self.state = State::Dead(None);
@@ -238,6 +259,7 @@ impl Connection {
     }
 
     fn die(&mut self, msg: String) {
+        self.shared.mark_closing();
         let ev = if self.ready {
             Progress::Lost(msg)
         } else {
@@ -426,6 +448,7 @@ impl Connection {
         let calm = e.reason() == Some(Reason::ENHANCE_YOUR_CALM)
             && e.to_string().contains("too_many_pings");
         self.too_many_pings |= calm;
+        self.shared.mark_closing();
         // Before READY this is just a failure (the message says why).
         if self.ready && !self.goaway {
             self.goaway = true;

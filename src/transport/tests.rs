@@ -406,6 +406,7 @@ fn goaway_reported_and_in_flight_call_finishes() {
     let srv = plain_server();
     let lp = LoopThread::spawn(Target::Tcp(srv.addr()), TransportConfig::default());
     let h = lp.ready();
+    assert!(!h.is_closing());
     let h2 = h.clone();
     let slow = thread::spawn(move || echo(&h2, b"slow", &[("x-delay-ms", "300")]));
     // Let the slow call reach the server before the GOAWAY.
@@ -424,6 +425,8 @@ fn goaway_reported_and_in_flight_call_finishes() {
         lp.handle.lock().unwrap().is_some(),
         "old handle kept by test"
     );
+    // Calls must not start on it any more (a transparent retry included).
+    assert!(h.is_closing());
     let r = slow.join().unwrap().unwrap();
     assert!(r.message.starts_with(b"slow|port="));
     // New streams on the old connection are rejected as never processed.
@@ -446,7 +449,10 @@ fn close_releases_fd() {
     let fd = d.conn.raw_fd();
     let before = fd_target(fd).expect("open fd");
     assert!(before.to_string_lossy().starts_with("socket:"));
+    let h = d.conn.send_handle().expect("ready");
+    assert!(!h.is_closing());
     d.conn.close(d.poll.registry());
+    assert!(h.is_closing());
     // Tests run in parallel, so the number may be reused at once; the
     // socket inode behind it must be gone either way.
     assert_ne!(fd_target(fd), Some(before));
