@@ -73,14 +73,7 @@ impl Reader {
                 .deadline
                 .map(|d| d.saturating_duration_since(Instant::now()));
             let started = Instant::now();
-            let result = transport::unary(
-                &handle,
-                authority_of(pick.subconn().addr()),
-                method,
-                request,
-                options.metadata,
-                timeout,
-            );
+            let result = transport::unary(&handle, method, request, options.metadata, timeout);
             let latency = started.elapsed();
             match result {
                 Ok(response) => {
@@ -114,15 +107,5 @@ impl Reader {
                 }
             }
         }
-    }
-}
-
-/// The `:authority` for an address: itself, or "localhost" for unix sockets
-/// (as gRPC does).
-fn authority_of(addr: &str) -> &str {
-    if addr.starts_with("unix:") {
-        "localhost"
-    } else {
-        addr
     }
 }

@@ -91,13 +91,13 @@ impl ManagedConnector {
         self
     }
 
-    /// The config for one address: a TLS server name left empty means "the
-    /// address's own host".
-    fn config_for(&self, addr: &str) -> TransportConfig {
+    /// The config for one target: a TLS server name left empty means "the
+    /// target's own host" ("localhost" for a unix socket).
+    fn config_for(&self, target: &Target) -> TransportConfig {
         let mut cfg = self.config.clone();
         if let Some(tls) = cfg.tls.as_mut() {
             if tls.server_name.is_empty() {
-                tls.server_name = host_of(addr).to_string();
+                tls.server_name = target.host();
             }
         }
         cfg
@@ -209,7 +209,7 @@ impl ManagedConnector {
         h.backoff.start_attempt(now, &mut || ctx.uniform());
         h.got_status = false;
         let started = match c.conn.send_handle() {
-            Some(handle) => HealthWatch::start(&handle, c.sc.addr(), &service),
+            Some(handle) => HealthWatch::start(&handle, &service),
             None => Err(CallError::new(code::UNAVAILABLE, "connection is not ready")),
         };
         match started {
@@ -327,7 +327,7 @@ impl Connector for ManagedConnector {
         self.next_key += 1;
         let token = ctx.token(key);
         let waker = Waker::from(Arc::new(ctx.notifier(key)));
-        let config = self.config_for(sc.addr());
+        let config = self.config_for(&target);
         match Connection::start(&target, &config, ctx.registry(), token, waker.clone()) {
             Ok(conn) => {
                 self.conns.insert(
@@ -435,13 +435,6 @@ fn parse_target(addr: &str) -> Result<Target, String> {
     addr.parse::<SocketAddr>().map(Target::Tcp).map_err(|_| {
         format!("cannot connect to \"{addr}\": not an IP address with a port or a unix: path")
     })
-}
-
-fn host_of(addr: &str) -> &str {
-    if let Some(rest) = addr.strip_prefix('[') {
-        return rest.split(']').next().unwrap_or(rest);
-    }
-    addr.rsplit_once(':').map(|(h, _)| h).unwrap_or(addr)
 }
 
 #[cfg(test)]

@@ -76,14 +76,13 @@ impl std::error::Error for CallError {}
 /// Metadata keys must be lowercase; reserved headers are skipped.
 pub fn unary(
     handle: &Handle,
-    authority: &str,
     method: &str,
     request: &[u8],
     metadata: &[(String, String)],
     timeout: Option<Duration>,
 ) -> Result<UnaryResponse, CallError> {
     let deadline = timeout.map(|t| Instant::now() + t);
-    let req = build_request(&handle.shared, authority, method, metadata, timeout)?;
+    let req = build_request(&handle.shared, method, metadata, timeout)?;
     let body = encode_message(request);
     let _inflight = Inflight::enter(&handle.shared);
     // Each call gets its own SendRequest clone: poll_ready state is per clone.
@@ -204,17 +203,16 @@ pub(crate) fn grpc_status(map: &HeaderMap) -> Option<(u32, String)> {
 
 pub(crate) fn build_request(
     shared: &HandleShared,
-    authority: &str,
     method: &str,
     metadata: &[(String, String)],
     timeout: Option<Duration>,
 ) -> Result<Request<()>, CallError> {
     let uri = Uri::builder()
         .scheme(shared.scheme.clone())
-        .authority(authority)
+        .authority(shared.authority.clone())
         .path_and_query(method)
         .build()
-        .map_err(|e| CallError::new(code::INTERNAL, format!("bad authority/method: {e}")))?;
+        .map_err(|e| CallError::new(code::INTERNAL, format!("bad method {method:?}: {e}")))?;
     let mut req = Request::builder()
         .method(Method::POST)
         .uri(uri)

@@ -81,6 +81,8 @@ impl Handle {
 
 pub(crate) struct HandleShared {
     pub(crate) scheme: http::uri::Scheme,
+    /// Every call's `:authority`, from the target (see [`Target::authority`]).
+    pub(crate) authority: http::uri::Authority,
     /// Calls in flight; keepalive without `permit_without_calls` needs it.
     pub(crate) inflight: AtomicUsize,
     /// Set (never cleared) once the connection got GOAWAY, died or was
@@ -152,6 +154,8 @@ impl Connection {
             Target::Tcp(a) => a.to_string(),
             Target::Unix(p) => format!("unix:{}", p.display()),
         };
+        let authority = http::uri::Authority::try_from(target.authority())
+            .map_err(|e| invalid_input(format!("no :authority for {peer}: {e}")))?;
         let ctx = |e: io::Error| io::Error::new(e.kind(), format!("connect to {peer}: {e}"));
         let sock = match target {
             Target::Tcp(addr) => Socket::Tcp(mio::net::TcpStream::connect(*addr).map_err(ctx)?),
@@ -178,6 +182,7 @@ impl Connection {
             flags: Arc::default(),
             shared: Arc::new(HandleShared {
                 scheme,
+                authority,
                 inflight: AtomicUsize::new(0),
                 closing: AtomicBool::new(false),
             }),

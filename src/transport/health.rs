@@ -82,8 +82,8 @@ impl std::fmt::Debug for HealthWatch {
 impl HealthWatch {
     /// Prepares `Watch(HealthCheckRequest{service})` on the connection behind
     /// `handle`; nothing is sent until the first [`HealthWatch::poll`].
-    pub fn start(handle: &Handle, authority: &str, service: &str) -> Result<Self, CallError> {
-        let request = build_request(&handle.shared, authority, WATCH_METHOD, &[], None)?;
+    pub fn start(handle: &Handle, service: &str) -> Result<Self, CallError> {
+        let request = build_request(&handle.shared, WATCH_METHOD, &[], None)?;
         Ok(HealthWatch {
             state: State::Opening {
                 send: handle.send.clone(),

@@ -64,6 +64,26 @@ pub enum Target {
     Unix(PathBuf),
 }
 
+impl Target {
+    /// The `:authority` of calls to this target: `ip:port` (`[v6]:port`), or
+    /// "localhost" for unix sockets, as gRPC does.
+    pub fn authority(&self) -> String {
+        match self {
+            Target::Tcp(a) => a.to_string(),
+            Target::Unix(_) => "localhost".into(),
+        }
+    }
+
+    /// The TLS server name to verify when none is configured: the IP
+    /// address, or "localhost" for unix sockets (as for the authority).
+    pub fn host(&self) -> String {
+        match self {
+            Target::Tcp(a) => a.ip().to_string(),
+            Target::Unix(_) => "localhost".into(),
+        }
+    }
+}
+
 /// What a connection reports back to the loop after being driven.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Progress {

@@ -171,7 +171,7 @@ fn echo(h: &Handle, msg: &[u8], md: &[(&str, &str)]) -> Result<UnaryResponse, Ca
         .iter()
         .map(|(k, v)| (k.to_string(), v.to_string()))
         .collect();
-    unary(h, "localhost", "/echo.Echo/Unary", msg, &md, Some(SOON))
+    unary(h, "/echo.Echo/Unary", msg, &md, Some(SOON))
 }
 
 fn tls_server(p: &TestPki, alpn: &[&[u8]]) -> TestServer {
@@ -246,6 +246,25 @@ fn framing_and_status_helpers() {
     ] {
         let e = grpc::h2_error(&r.into(), true);
         assert_eq!((e.code, e.transparent_retry_ok), (c, false), "{r:?}");
+    }
+}
+
+#[test]
+fn authority_and_tls_host_come_from_the_target() {
+    let v4 = Target::Tcp("127.0.0.1:50051".parse().unwrap());
+    let v6 = Target::Tcp("[::1]:443".parse().unwrap());
+    let unix = Target::Unix("/tmp/x.sock".into());
+    assert_eq!(v4.authority(), "127.0.0.1:50051");
+    assert_eq!(v6.authority(), "[::1]:443");
+    assert_eq!(unix.authority(), "localhost");
+    assert_eq!(v4.host(), "127.0.0.1");
+    assert_eq!(v6.host(), "::1");
+    assert_eq!(unix.host(), "localhost");
+    for t in [&v4, &v6, &unix] {
+        assert!(
+            http::uri::Authority::try_from(t.authority()).is_ok(),
+            "{t:?}"
+        );
     }
 }
 
@@ -325,12 +344,11 @@ fn error_statuses_map() {
     assert_eq!(e.code, code::UNAVAILABLE);
     let e = echo(&h, b"x", &[("x-http-status", "404")]).unwrap_err();
     assert_eq!(e.code, code::UNIMPLEMENTED);
-    let e = unary(&h, "localhost", "/no.Such/Method", b"", &[], None).unwrap_err();
+    let e = unary(&h, "/no.Such/Method", b"", &[], None).unwrap_err();
     assert_eq!(e.code, code::UNIMPLEMENTED);
     let md = [("x-delay-ms".to_string(), "2000".to_string())];
     let e = unary(
         &h,
-        "localhost",
         "/echo.Echo/Unary",
         b"",
         &md,
@@ -491,7 +509,6 @@ fn health_check_and_status() {
     let check = |svc: &str| {
         unary(
             &h,
-            "localhost",
             "/grpc.health.v1.Health/Check",
             &health_proto::encode_request(svc),
             &[],
@@ -725,7 +742,7 @@ fn health_watch_streams_statuses_and_ends_with_a_status() {
     let server = plain_server();
     let lt = LoopThread::spawn(Target::Tcp(server.addr()), TransportConfig::default());
     let h = lt.ready();
-    let mut w = HealthWatch::start(&h, "localhost", "").unwrap();
+    let mut w = HealthWatch::start(&h, "").unwrap();
     assert_eq!(next_watch_event(&mut w), WatchEvent::Status(SERVING));
     server.set_serving("", NOT_SERVING);
     assert_eq!(next_watch_event(&mut w), WatchEvent::Status(NOT_SERVING));
@@ -736,7 +753,7 @@ fn health_watch_streams_statuses_and_ends_with_a_status() {
     }
     assert!(w.is_done());
 
-    let mut unknown = HealthWatch::start(&h, "localhost", "no.Such").unwrap();
+    let mut unknown = HealthWatch::start(&h, "no.Such").unwrap();
     assert_eq!(
         next_watch_event(&mut unknown),
         WatchEvent::Status(SERVICE_UNKNOWN)
@@ -750,7 +767,7 @@ fn health_watch_without_a_health_service_ends_unimplemented() {
         ..Default::default()
     });
     let lt = LoopThread::spawn(Target::Tcp(server.addr()), TransportConfig::default());
-    let mut w = HealthWatch::start(&lt.ready(), "localhost", "").unwrap();
+    let mut w = HealthWatch::start(&lt.ready(), "").unwrap();
     match next_watch_event(&mut w) {
         WatchEvent::Ended(e) => assert_eq!(e.code, code::UNIMPLEMENTED, "{e}"),
         other => panic!("{other:?}"),
