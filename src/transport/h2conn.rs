@@ -18,7 +18,7 @@ use mio::unix::SourceFd;
 use mio::{Interest, Registry, Token};
 
 use super::io::{tls_handshake_step, IoFlags, Socket, Stream};
-use super::{tls, Keepalive, Progress, Target, TransportConfig};
+use super::{Keepalive, Progress, Target, TlsClient};
 
 type H2Conn = h2::client::Connection<Stream, Bytes>;
 type Handshake =
@@ -132,23 +132,21 @@ impl std::fmt::Debug for Connection {
 
 impl Connection {
     /// Starts a non-blocking connect and registers the socket for
-    /// edge-triggered read+write readiness under `token`. Errors here are
-    /// immediate failures (bad TLS config, connect refused synchronously).
+    /// edge-triggered read+write readiness under `token`; `tls: None` is
+    /// plaintext h2c. Errors here are immediate failures (bad TLS server
+    /// name, connect refused synchronously).
     pub fn start(
         target: &Target,
-        cfg: &TransportConfig,
+        tls: Option<&TlsClient>,
+        keepalive: Option<Keepalive>,
         registry: &Registry,
         token: Token,
         waker: Waker,
     ) -> io::Result<Connection> {
-        let tls = match &cfg.tls {
-            Some(s) => {
-                let config = tls::client_config(s).map_err(invalid_input)?;
-                Some(Box::new(
-                    tls::client_connection(config, &s.server_name).map_err(invalid_input)?,
-                ))
-            }
-            None => None,
+        let server_name = tls.map(|t| t.server_name_for(target));
+        let tls = match (tls, &server_name) {
+            (Some(t), Some(name)) => Some(Box::new(t.connection(name).map_err(invalid_input)?)),
+            _ => None,
         };
         let peer = match target {
             Target::Tcp(a) => a.to_string(),
@@ -178,7 +176,7 @@ impl Connection {
             waker,
             fd,
             peer,
-            server_name: cfg.tls.as_ref().map(|t| t.server_name.clone()),
+            server_name,
             flags: Arc::default(),
             shared: Arc::new(HandleShared {
                 scheme,
@@ -191,7 +189,7 @@ impl Connection {
             goaway: false,
             too_many_pings: false,
             keepalive: None,
-            keepalive_cfg: cfg.keepalive,
+            keepalive_cfg: keepalive,
         })
     }
 

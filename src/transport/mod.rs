@@ -28,6 +28,7 @@ use std::time::Duration;
 pub use grpc::{code, unary, CallError, UnaryResponse};
 pub use h2conn::{Connection, Handle};
 pub use health::{HealthWatch, WatchEvent, WATCH_METHOD};
+pub use tls::TlsClient;
 
 /// How to talk to a backend.
 #[derive(Debug, Clone, Default)]
@@ -40,7 +41,8 @@ pub struct TransportConfig {
 
 #[derive(Debug, Clone)]
 pub struct TlsSettings {
-    /// SNI and certificate name to verify.
+    /// SNI and certificate name to verify; empty = the target's host
+    /// ([`Target::host`]).
     pub server_name: String,
     /// PEM bundle of trusted roots; `None` = the webpki-roots Mozilla bundle.
     pub roots_pem: Option<Vec<u8>>,

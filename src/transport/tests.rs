@@ -50,7 +50,18 @@ impl Driver {
             woke: AtomicBool::new(false),
         });
         let waker = Waker::from(notify.clone());
-        let conn = Connection::start(target, cfg, poll.registry(), CONN, waker)?;
+        let tls = match &cfg.tls {
+            Some(t) => Some(TlsClient::new(t).map_err(std::io::Error::other)?),
+            None => None,
+        };
+        let conn = Connection::start(
+            target,
+            tls.as_ref(),
+            cfg.keepalive,
+            poll.registry(),
+            CONN,
+            waker,
+        )?;
         Ok(Driver { poll, notify, conn })
     }
 
