@@ -393,10 +393,13 @@ pub(crate) fn h2_error(e: &h2::Error, opened: bool) -> CallError {
     }
 }
 
-struct Inflight(Arc<HandleShared>);
+/// Counts a call (unary, or a health Watch for its whole life) as in
+/// flight on its connection while alive: keepalive without
+/// `permit_without_calls` pings only while some call is.
+pub(crate) struct Inflight(Arc<HandleShared>);
 
 impl Inflight {
-    fn enter(shared: &Arc<HandleShared>) -> Self {
+    pub(crate) fn enter(shared: &Arc<HandleShared>) -> Self {
         shared.inflight.fetch_add(1, Ordering::Relaxed);
         Inflight(shared.clone())
     }

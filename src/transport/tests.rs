@@ -652,6 +652,29 @@ fn keepalive_without_calls_stays_quiet_unless_permitted() {
     assert_eq!(px.sent(), before);
 }
 
+/// An open health Watch is a call in flight: without
+/// `permit_without_calls`, keepalive pings while it is open and stops after.
+#[test]
+fn keepalive_pings_while_only_a_health_watch_is_open() {
+    let srv = plain_server();
+    let px = Proxy::start(srv.addr());
+    let mut d = Driver::start(&Target::Tcp(px.addr), &keepalive_cfg(20, 5_000, false)).unwrap();
+    assert_eq!(d.next(SOON), Some(Progress::Ready));
+    let waker = Waker::from(d.notify.clone());
+    let mut w = HealthWatch::start(&d.conn.send_handle().unwrap(), "").unwrap();
+    // Opens the stream; the rest of the Watch stays quiet (SERVING once).
+    assert_eq!(w.poll(&mut std::task::Context::from_waker(&waker)), None);
+    assert_eq!(d.next(Duration::from_millis(250)), None);
+    let before = px.sent();
+    assert_eq!(d.next(Duration::from_millis(200)), None);
+    assert!(px.sent() > before, "keepalive PINGs should have gone out");
+    drop(w);
+    assert_eq!(d.next(Duration::from_millis(250)), None);
+    let before = px.sent();
+    assert_eq!(d.next(Duration::from_millis(200)), None);
+    assert_eq!(px.sent(), before);
+}
+
 #[test]
 fn keepalive_timeout_loses_silent_connection() {
     let srv = plain_server();
