@@ -396,11 +396,11 @@ impl Connector for ManagedConnector {
     }
 
     fn io_event(&mut self, key: u64, _event: &mio::event::Event, ctx: &mut ConnectorCtx<'_>) {
-        self.drive(key, ctx, Connection::on_io);
+        self.drive(key, ctx, Connection::on_event);
     }
 
     fn notified(&mut self, key: u64, ctx: &mut ConnectorCtx<'_>) {
-        self.drive(key, ctx, Connection::on_wake);
+        self.drive(key, ctx, Connection::on_event);
     }
 
     fn timer(&mut self, key: u64, ctx: &mut ConnectorCtx<'_>) {

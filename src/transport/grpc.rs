@@ -156,7 +156,22 @@ async fn call(
             ))
         }
     }
-    let message = decode_single_message(&buf)?;
+    let message = match take_message(&mut buf)? {
+        Some(m) if buf.is_empty() => m.to_vec(),
+        Some(_) => {
+            return Err(CallError::new(
+                code::INTERNAL,
+                "more than one response message for unary call",
+            ))
+        }
+        None if buf.is_empty() => {
+            return Err(CallError::new(
+                code::INTERNAL,
+                "no response message for unary call",
+            ))
+        }
+        None => return Err(CallError::new(code::INTERNAL, "truncated gRPC message")),
+    };
     Ok(UnaryResponse {
         message,
         headers: parts.headers,
@@ -254,20 +269,8 @@ pub(crate) fn encode_message(msg: &[u8]) -> Bytes {
     b.freeze()
 }
 
-/// Splits a buffer of length-prefixed gRPC messages.
-pub(crate) fn decode_messages(mut buf: &[u8]) -> Result<Vec<Vec<u8>>, CallError> {
-    let mut out = Vec::new();
-    while !buf.is_empty() {
-        let len = frame_len(buf)?
-            .ok_or_else(|| CallError::new(code::INTERNAL, "truncated gRPC message"))?;
-        out.push(buf[5..5 + len].to_vec());
-        buf = &buf[5 + len..];
-    }
-    Ok(out)
-}
-
-/// Takes the first complete message off a receive buffer (streaming calls,
-/// where a message may arrive in pieces); `None` until one is complete.
+/// Takes the first complete message off a receive buffer (a message may
+/// arrive in pieces); `None` until one is complete.
 pub(crate) fn take_message(buf: &mut BytesMut) -> Result<Option<Bytes>, CallError> {
     Ok(frame_len(buf)?.map(|len| {
         let frame = buf.split_to(5 + len).freeze();
@@ -295,21 +298,6 @@ fn frame_len(buf: &[u8]) -> Result<Option<usize>, CallError> {
         ));
     }
     Ok((buf.len() - 5 >= len).then_some(len))
-}
-
-fn decode_single_message(buf: &[u8]) -> Result<Vec<u8>, CallError> {
-    let mut msgs = decode_messages(buf)?;
-    match msgs.len() {
-        1 => Ok(msgs.pop().expect("one")),
-        0 => Err(CallError::new(
-            code::INTERNAL,
-            "no response message for unary call",
-        )),
-        n => Err(CallError::new(
-            code::INTERNAL,
-            format!("{n} response messages for unary call"),
-        )),
-    }
 }
 
 /// grpc-timeout: at most 8 digits plus a unit; round up so we never send a

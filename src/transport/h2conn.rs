@@ -193,15 +193,10 @@ impl Connection {
         })
     }
 
-    /// Call on every mio event for this connection's token.
-    pub fn on_io(&mut self) -> Progress {
-        self.drive();
-        self.next_event()
-    }
-
-    /// Call when the connection's waker fired (an RPC thread queued a
-    /// stream, released window, or we re-queued an event for ourselves).
-    pub fn on_wake(&mut self) -> Progress {
+    /// Call on every mio event for this connection's token, and when the
+    /// connection's waker fired (an RPC thread queued a stream, released
+    /// window, or we re-queued an event for ourselves).
+    pub fn on_event(&mut self) -> Progress {
         self.drive();
         self.next_event()
     }
@@ -333,9 +328,9 @@ impl Connection {
             unreachable!()
         };
         if let Socket::Tcp(s) = &sock {
-            // Small gRPC frames must not sit in Nagle's buffer.
-            s.set_nodelay(true)
-                .map_err(|e| format!("TCP_NODELAY on {}: {e}", self.peer))?;
+            // Small gRPC frames must not sit in Nagle's buffer. Best effort:
+            // without it the connection is slower, not broken.
+            let _ = s.set_nodelay(true);
         }
         self.state = match tls {
             Some(tls) => State::TlsHandshake { sock, tls },

@@ -1,10 +1,11 @@
 //! Client transport: mio-driven TCP / Unix / TLS connections speaking HTTP/2,
 //! plus gRPC unary framing on top.
 //!
-//! Everything here is a state machine owned by one event-loop thread. The
-//! loop registers the socket, calls [`Connection::on_io`] for every readiness
-//! event on its token, [`Connection::on_wake`] when the waker it handed to
-//! [`Connection::start`] fires, and [`Connection::on_timer`] when
+//! Everything here is a state machine owned by one event-loop thread.
+//! [`Connection::start`] registers the socket under the loop's token; the
+//! loop calls [`Connection::on_event`] for every readiness event on that
+//! token and whenever the waker it handed to `start` fires, and
+//! [`Connection::on_timer`] when
 //! [`Connection::next_timer`] is due. No async runtime is involved: h2's
 //! futures are polled by hand with a `Context` built from that waker, and RPC
 //! threads block in [`unary`] with a park/unpark waker.

@@ -82,14 +82,14 @@ impl Driver {
             let mut out = Progress::Pending;
             for ev in events.iter() {
                 if ev.token() == CONN {
-                    out = self.conn.on_io();
+                    out = self.conn.on_event();
                     if out != Progress::Pending {
                         return Some(out);
                     }
                 }
             }
             if self.notify.woke.swap(false, Ordering::AcqRel) {
-                out = self.conn.on_wake();
+                out = self.conn.on_event();
             }
             if out == Progress::Pending {
                 if let Some(t) = self.conn.next_timer() {
@@ -102,6 +102,14 @@ impl Driver {
                 return Some(out);
             }
         }
+    }
+}
+
+/// The driver's next event, which must be `Failed`: its message.
+fn expect_failed(d: &mut Driver) -> String {
+    match d.next(SOON) {
+        Some(Progress::Failed(m)) => m,
+        other => panic!("expected Failed, got {other:?}"),
     }
 }
 
@@ -225,12 +233,11 @@ fn framing_and_status_helpers() {
     assert_eq!(grpc::percent_decode("%E2%9C%93".as_bytes()), "\u{2713}");
     let framed = grpc::encode_message(b"hi");
     assert_eq!(&framed[..], &[0, 0, 0, 0, 2, b'h', b'i']);
-    assert_eq!(
-        grpc::decode_messages(&framed).unwrap(),
-        vec![b"hi".to_vec()]
-    );
-    assert!(grpc::decode_messages(&framed[..6]).is_err());
-    assert!(grpc::decode_messages(&[1, 0, 0, 0, 0]).is_err());
+    let mut buf = bytes::BytesMut::from(&framed[..]);
+    assert_eq!(&grpc::take_message(&mut buf).unwrap().unwrap()[..], b"hi");
+    assert!(buf.is_empty());
+    let mut short = bytes::BytesMut::from(&framed[..6]);
+    assert_eq!(grpc::take_message(&mut short).unwrap(), None);
     for (http, grpc) in [
         (400, 13),
         (401, 16),
@@ -304,10 +311,7 @@ fn connection_refused_fails_clearly() {
         .unwrap(); // listener dropped: nothing listens there now
     let msg = match Driver::start(&Target::Tcp(addr), &TransportConfig::default()) {
         Err(e) => e.to_string(),
-        Ok(mut d) => match d.next(SOON) {
-            Some(Progress::Failed(m)) => m,
-            other => panic!("expected Failed, got {other:?}"),
-        },
+        Ok(mut d) => expect_failed(&mut d),
     };
     assert!(
         msg.contains("refused") && msg.contains(&addr.to_string()),
@@ -413,10 +417,8 @@ fn tls_with_wrong_ca_fails_with_rustls_error() {
     let (p, other) = (TestPki::new(), TestPki::new());
     let srv = tls_server(&p, &[b"h2"]);
     let mut d = Driver::start(&Target::Tcp(srv.addr()), &tls_cfg(&other.ca_pem)).unwrap();
-    match d.next(SOON) {
-        Some(Progress::Failed(m)) => assert!(m.contains("invalid peer certificate"), "{m}"),
-        other => panic!("expected Failed, got {other:?}"),
-    }
+    let m = expect_failed(&mut d);
+    assert!(m.contains("invalid peer certificate"), "{m}");
 }
 
 #[test]
@@ -424,10 +426,8 @@ fn tls_without_h2_alpn_fails() {
     let p = TestPki::new();
     let srv = tls_server(&p, &[]);
     let mut d = Driver::start(&Target::Tcp(srv.addr()), &tls_cfg(&p.ca_pem)).unwrap();
-    match d.next(SOON) {
-        Some(Progress::Failed(m)) => assert!(m.contains("ALPN"), "{m}"),
-        other => panic!("expected Failed, got {other:?}"),
-    }
+    let m = expect_failed(&mut d);
+    assert!(m.contains("ALPN"), "{m}");
 }
 
 #[test]
@@ -752,10 +752,7 @@ fn eof_before_settings_fails() {
     let addr = l.local_addr().unwrap();
     let t = thread::spawn(move || drop(l.accept()));
     let mut d = Driver::start(&Target::Tcp(addr), &TransportConfig::default()).unwrap();
-    match d.next(SOON) {
-        Some(Progress::Failed(m)) => assert!(!m.is_empty()),
-        other => panic!("expected Failed, got {other:?}"),
-    }
+    assert!(!expect_failed(&mut d).is_empty());
     assert!(format!("{:?}", d.conn).contains("dead"));
     t.join().unwrap();
 }

@@ -32,7 +32,7 @@ use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::sync::{oneshot, watch};
 use tokio_rustls::rustls;
 
-use super::grpc::{decode_messages, encode_message};
+use super::grpc::{encode_message, take_message};
 use super::health_proto;
 
 pub enum Listen {
@@ -367,9 +367,10 @@ async fn handle(req: Request<RecvStream>, mut respond: SendResponse<Bytes>, shar
     let Some(raw) = read_body(&mut body).await else {
         return;
     };
-    let msg = match decode_messages(&raw).ok().and_then(|mut v| v.pop()) {
-        Some(m) => m,
-        None => return trailers_only(&mut respond, port, 13, "bad request framing"),
+    let mut raw = bytes::BytesMut::from(&raw[..]);
+    let msg = match take_message(&mut raw) {
+        Ok(Some(m)) if raw.is_empty() => m.to_vec(),
+        _ => return trailers_only(&mut respond, port, 13, "bad request framing"),
     };
     if let Some(ms) = header("x-delay-ms").and_then(|v| v.parse().ok()) {
         tokio::time::sleep(Duration::from_millis(ms)).await;
