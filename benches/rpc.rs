@@ -167,7 +167,6 @@ fn added_latency(ch: &Channel, n: usize) -> (f64, f64) {
     let mut r = ch.reader();
     let pick = r.try_pick(&PickInfo::default()).unwrap();
     let handle = pick.subconn().transport().unwrap();
-    let addr = pick.subconn().addr().to_string();
     drop(pick);
     let body = b"0123456789abcdef";
     let mut lib = Vec::with_capacity(n);
@@ -180,7 +179,7 @@ fn added_latency(ch: &Channel, n: usize) -> (f64, f64) {
                 lib.push(t.elapsed());
             } else {
                 let timeout = Some(Duration::from_secs(10));
-                transport::unary(&handle, &addr, "/echo.Echo/Unary", body, &[], timeout).unwrap();
+                transport::unary(&handle, "/echo.Echo/Unary", body, &[], timeout).unwrap();
                 raw.push(t.elapsed());
             }
         }

@@ -6,7 +6,6 @@ use crate::picker::{DoneInfo, PickInfo};
 use crate::reader::{PickOptions, Reader};
 use crate::status::{Code, Status};
 use crate::transport::{self, UnaryResponse};
-use std::sync::Arc;
 use std::time::Instant;
 
 /// Per-call options.
@@ -43,19 +42,18 @@ impl Reader {
             deadline: options.deadline,
             wait_for_ready: options.wait_for_ready,
         };
-        // The connection a transparently retryable attempt failed on: the
-        // retry must not go out on it again before the loop has noticed.
-        let mut failed_on: Option<Arc<transport::Handle>> = None;
+        // One transparent retry. It may go out on the same connection (a
+        // REFUSED_STREAM leaves it usable, as in gRPC), but never on one that
+        // is closing: such a handle is waited out like a lost connection.
+        let mut retried = false;
         loop {
             let pick = self.pick(&info, &pick_options).map_err(|e| e.status())?;
-            let usable = pick
-                .subconn()
-                .transport()
-                .filter(|h| !failed_on.as_ref().is_some_and(|f| Arc::ptr_eq(f, h)));
+            let usable = pick.subconn().transport().filter(|h| !h.is_closing());
             let Some(handle) = usable else {
                 // The connection went away (or is going) after the picker was
                 // built: wait for the picker that knows (gRPC treats this as
-                // a queued pick).
+                // a queued pick). The loop publishes one once it has seen the
+                // GOAWAY / loss that made the handle closing.
                 self.finish(
                     pick,
                     &DoneInfo {
@@ -75,14 +73,7 @@ impl Reader {
                 .deadline
                 .map(|d| d.saturating_duration_since(Instant::now()));
             let started = Instant::now();
-            let result = transport::unary(
-                &handle,
-                authority_of(pick.subconn().addr()),
-                method,
-                request,
-                options.metadata,
-                timeout,
-            );
+            let result = transport::unary(&handle, method, request, options.metadata, timeout);
             let latency = started.elapsed();
             match result {
                 Ok(response) => {
@@ -105,8 +96,8 @@ impl Reader {
                             load: &[],
                         },
                     );
-                    if e.transparent_retry_ok && failed_on.is_none() {
-                        failed_on = Some(handle);
+                    if e.transparent_retry_ok && !retried {
+                        retried = true;
                         continue;
                     }
                     return Err(Status::new(
@@ -116,15 +107,5 @@ impl Reader {
                 }
             }
         }
-    }
-}
-
-/// The `:authority` for an address: itself, or "localhost" for unix sockets
-/// (as gRPC does).
-fn authority_of(addr: &str) -> &str {
-    if addr.starts_with("unix:") {
-        "localhost"
-    } else {
-        addr
     }
 }

@@ -19,8 +19,8 @@ use crate::backoff::{Backoff, BackoffConfig};
 use crate::connector::{Connector, ConnectorCtx, TransportEvent};
 use crate::subconn::{SubConn, SubConnId};
 use crate::transport::{
-    code, health_proto, CallError, Connection, HealthWatch, Progress, Target, TransportConfig,
-    WatchEvent,
+    code, health_proto, CallError, Connection, HealthWatch, Keepalive, Progress, Target, TlsClient,
+    TransportConfig, WatchEvent,
 };
 use std::collections::{HashMap, HashSet};
 use std::net::SocketAddr;
@@ -59,7 +59,11 @@ struct Health {
 }
 
 pub struct ManagedConnector {
-    config: TransportConfig,
+    /// TLS built once for every connection (so sessions resume); `Err` when
+    /// the settings are unusable, which fails every attempt with the reason.
+    tls: Result<Option<TlsClient>, String>,
+    /// Doubled on a "too_many_pings" GOAWAY (gRFC A8).
+    keepalive: Option<Keepalive>,
     conns: HashMap<u64, Conn>,
     /// The connection each subchannel uses now (others may still be draining).
     active: HashMap<SubConnId, u64>,
@@ -74,7 +78,8 @@ pub struct ManagedConnector {
 impl ManagedConnector {
     pub fn new(config: TransportConfig) -> ManagedConnector {
         ManagedConnector {
-            config,
+            tls: config.tls.as_ref().map(TlsClient::new).transpose(),
+            keepalive: config.keepalive,
             conns: HashMap::new(),
             active: HashMap::new(),
             next_key: 1,
@@ -89,18 +94,6 @@ impl ManagedConnector {
     pub fn with_health_backoff(mut self, backoff: BackoffConfig) -> ManagedConnector {
         self.health_backoff = backoff;
         self
-    }
-
-    /// The config for one address: a TLS server name left empty means "the
-    /// address's own host".
-    fn config_for(&self, addr: &str) -> TransportConfig {
-        let mut cfg = self.config.clone();
-        if let Some(tls) = cfg.tls.as_mut() {
-            if tls.server_name.is_empty() {
-                tls.server_name = host_of(addr).to_string();
-            }
-        }
-        cfg
     }
 
     fn close(&mut self, key: u64, ctx: &mut ConnectorCtx<'_>) -> Option<Conn> {
@@ -154,7 +147,7 @@ impl ManagedConnector {
             Progress::GoAway { too_many_pings } => {
                 if too_many_pings {
                     // gRFC A8: the server thinks we ping too often.
-                    if let Some(ka) = self.config.keepalive.as_mut() {
+                    if let Some(ka) = self.keepalive.as_mut() {
                         ka.time = ka.time.saturating_mul(2);
                     }
                 }
@@ -209,7 +202,7 @@ impl ManagedConnector {
         h.backoff.start_attempt(now, &mut || ctx.uniform());
         h.got_status = false;
         let started = match c.conn.send_handle() {
-            Some(handle) => HealthWatch::start(&handle, c.sc.addr(), &service),
+            Some(handle) => HealthWatch::start(&handle, &service),
             None => Err(CallError::new(code::UNAVAILABLE, "connection is not ready")),
         };
         match started {
@@ -323,12 +316,22 @@ impl Connector for ManagedConnector {
             Ok(t) => t,
             Err(e) => return ctx.report(sc.id(), TransportEvent::Failed(e)),
         };
+        let tls = match &self.tls {
+            Ok(tls) => tls.as_ref(),
+            Err(e) => return ctx.report(sc.id(), TransportEvent::Failed(e.clone())),
+        };
         let key = self.next_key;
         self.next_key += 1;
         let token = ctx.token(key);
         let waker = Waker::from(Arc::new(ctx.notifier(key)));
-        let config = self.config_for(sc.addr());
-        match Connection::start(&target, &config, ctx.registry(), token, waker.clone()) {
+        match Connection::start(
+            &target,
+            tls,
+            self.keepalive,
+            ctx.registry(),
+            token,
+            waker.clone(),
+        ) {
             Ok(conn) => {
                 self.conns.insert(
                     key,
@@ -393,11 +396,11 @@ impl Connector for ManagedConnector {
     }
 
     fn io_event(&mut self, key: u64, _event: &mio::event::Event, ctx: &mut ConnectorCtx<'_>) {
-        self.drive(key, ctx, Connection::on_io);
+        self.drive(key, ctx, Connection::on_event);
     }
 
     fn notified(&mut self, key: u64, ctx: &mut ConnectorCtx<'_>) {
-        self.drive(key, ctx, Connection::on_wake);
+        self.drive(key, ctx, Connection::on_event);
     }
 
     fn timer(&mut self, key: u64, ctx: &mut ConnectorCtx<'_>) {
@@ -437,18 +440,10 @@ fn parse_target(addr: &str) -> Result<Target, String> {
     })
 }
 
-fn host_of(addr: &str) -> &str {
-    if let Some(rest) = addr.strip_prefix('[') {
-        return rest.split(']').next().unwrap_or(rest);
-    }
-    addr.rsplit_once(':').map(|(h, _)| h).unwrap_or(addr)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::subconn::Address;
-    use crate::transport::Keepalive;
     use std::time::Duration;
 
     /// gRFC A8: a server's "too_many_pings" GOAWAY doubles the keepalive time
@@ -486,7 +481,7 @@ mod tests {
             },
             &mut ctx,
         );
-        assert_eq!(m.config.keepalive.unwrap().time, Duration::from_secs(10));
+        assert_eq!(m.keepalive.unwrap().time, Duration::from_secs(10));
         m.progress(
             key,
             Progress::GoAway {
@@ -494,11 +489,39 @@ mod tests {
             },
             &mut ctx,
         );
-        assert_eq!(m.config.keepalive.unwrap().time, Duration::from_secs(20));
+        assert_eq!(m.keepalive.unwrap().time, Duration::from_secs(20));
         m.shutdown(&sc, &mut ctx);
         assert_eq!(
             events,
             vec![(sc.id(), TransportEvent::Lost("server sent GOAWAY".into()))]
         );
+    }
+
+    /// Unusable TLS settings are found once, when the connector is made, and
+    /// every attempt fails with the reason (no socket is opened).
+    #[test]
+    fn bad_tls_settings_fail_every_attempt_with_the_reason() {
+        let (mut env, _poll) = crate::runtime::Env::for_test();
+        let mut m = ManagedConnector::new(TransportConfig {
+            tls: Some(crate::transport::TlsSettings {
+                server_name: String::new(),
+                roots_pem: Some(b"not a certificate".to_vec()),
+                client_cert: None,
+            }),
+            keepalive: None,
+        });
+        assert!(m.tls.is_err());
+        let sc = Arc::new(SubConn::new(SubConnId(1), Address::new("127.0.0.1:1")));
+        let mut events = Vec::new();
+        let mut ctx = ConnectorCtx {
+            env: &mut env,
+            channel: 1,
+            events: &mut events,
+        };
+        m.connect(&sc, Instant::now(), &mut ctx);
+        m.connect(&sc, Instant::now(), &mut ctx);
+        assert!(m.conns.is_empty());
+        let failed = TransportEvent::Failed("roots_pem contains no certificates".into());
+        assert_eq!(events, vec![(sc.id(), failed.clone()), (sc.id(), failed)]);
     }
 }

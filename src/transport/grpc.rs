@@ -76,18 +76,20 @@ impl std::error::Error for CallError {}
 /// Metadata keys must be lowercase; reserved headers are skipped.
 pub fn unary(
     handle: &Handle,
-    authority: &str,
     method: &str,
     request: &[u8],
     metadata: &[(String, String)],
     timeout: Option<Duration>,
 ) -> Result<UnaryResponse, CallError> {
     let deadline = timeout.map(|t| Instant::now() + t);
-    let req = build_request(&handle.shared, authority, method, metadata, timeout)?;
+    let req = build_request(&handle.shared, method, metadata, timeout)?;
     let body = encode_message(request);
     let _inflight = Inflight::enter(&handle.shared);
     // Each call gets its own SendRequest clone: poll_ready state is per clone.
-    match block_on(call(handle.send.clone(), req, body), deadline) {
+    match block_on(
+        call(handle.send.clone(), &handle.shared, req, body),
+        deadline,
+    ) {
         Some(r) => r,
         // Dropping the call future resets the stream with CANCEL.
         None => Err(CallError::new(code::DEADLINE_EXCEEDED, "deadline exceeded")),
@@ -96,20 +98,26 @@ pub fn unary(
 
 async fn call(
     mut send: h2::client::SendRequest<Bytes>,
+    shared: &HandleShared,
     req: Request<()>,
     body: Bytes,
 ) -> Result<UnaryResponse, CallError> {
+    // A GOAWAY or I/O error means the connection is going away. Say so now:
+    // the loop may not have noticed yet, and a transparent retry must not
+    // come back here.
+    let fail = |e: h2::Error, opened: bool| {
+        if e.is_go_away() || e.is_io() {
+            shared.mark_closing();
+        }
+        h2_error(&e, opened)
+    };
     // Errors before the stream exists mean the request never left us.
     poll_fn(|cx| send.poll_ready(cx))
         .await
-        .map_err(|e| h2_error(&e, false))?;
-    let (resp, mut stream) = send
-        .send_request(req, false)
-        .map_err(|e| h2_error(&e, false))?;
-    stream
-        .send_data(body, true)
-        .map_err(|e| h2_error(&e, true))?;
-    let resp = resp.await.map_err(|e| h2_error(&e, true))?;
+        .map_err(|e| fail(e, false))?;
+    let (resp, mut stream) = send.send_request(req, false).map_err(|e| fail(e, false))?;
+    stream.send_data(body, true).map_err(|e| fail(e, true))?;
+    let resp = resp.await.map_err(|e| fail(e, true))?;
     let (parts, mut body) = resp.into_parts();
 
     // Trailers-only response: the status lives in the headers.
@@ -123,7 +131,7 @@ async fn call(
 
     let mut buf = BytesMut::new();
     while let Some(chunk) = poll_fn(|cx| body.poll_data(cx)).await {
-        let chunk = chunk.map_err(|e| h2_error(&e, true))?;
+        let chunk = chunk.map_err(|e| fail(e, true))?;
         // Give the window back or the server stalls after 64 KiB.
         let _ = body.flow_control().release_capacity(chunk.len());
         if buf.len() + chunk.len() > MAX_RECV_MESSAGE + 5 {
@@ -136,7 +144,7 @@ async fn call(
     }
     let trailers = poll_fn(|cx| body.poll_trailers(cx))
         .await
-        .map_err(|e| h2_error(&e, true))?
+        .map_err(|e| fail(e, true))?
         .unwrap_or_default();
     match grpc_status(&trailers) {
         Some((code::OK, _)) => {}
@@ -148,7 +156,22 @@ async fn call(
             ))
         }
     }
-    let message = decode_single_message(&buf)?;
+    let message = match take_message(&mut buf)? {
+        Some(m) if buf.is_empty() => m.to_vec(),
+        Some(_) => {
+            return Err(CallError::new(
+                code::INTERNAL,
+                "more than one response message for unary call",
+            ))
+        }
+        None if buf.is_empty() => {
+            return Err(CallError::new(
+                code::INTERNAL,
+                "no response message for unary call",
+            ))
+        }
+        None => return Err(CallError::new(code::INTERNAL, "truncated gRPC message")),
+    };
     Ok(UnaryResponse {
         message,
         headers: parts.headers,
@@ -195,17 +218,16 @@ pub(crate) fn grpc_status(map: &HeaderMap) -> Option<(u32, String)> {
 
 pub(crate) fn build_request(
     shared: &HandleShared,
-    authority: &str,
     method: &str,
     metadata: &[(String, String)],
     timeout: Option<Duration>,
 ) -> Result<Request<()>, CallError> {
     let uri = Uri::builder()
         .scheme(shared.scheme.clone())
-        .authority(authority)
+        .authority(shared.authority.clone())
         .path_and_query(method)
         .build()
-        .map_err(|e| CallError::new(code::INTERNAL, format!("bad authority/method: {e}")))?;
+        .map_err(|e| CallError::new(code::INTERNAL, format!("bad method {method:?}: {e}")))?;
     let mut req = Request::builder()
         .method(Method::POST)
         .uri(uri)
@@ -247,20 +269,8 @@ pub(crate) fn encode_message(msg: &[u8]) -> Bytes {
     b.freeze()
 }
 
-/// Splits a buffer of length-prefixed gRPC messages.
-pub(crate) fn decode_messages(mut buf: &[u8]) -> Result<Vec<Vec<u8>>, CallError> {
-    let mut out = Vec::new();
-    while !buf.is_empty() {
-        let len = frame_len(buf)?
-            .ok_or_else(|| CallError::new(code::INTERNAL, "truncated gRPC message"))?;
-        out.push(buf[5..5 + len].to_vec());
-        buf = &buf[5 + len..];
-    }
-    Ok(out)
-}
-
-/// Takes the first complete message off a receive buffer (streaming calls,
-/// where a message may arrive in pieces); `None` until one is complete.
+/// Takes the first complete message off a receive buffer (a message may
+/// arrive in pieces); `None` until one is complete.
 pub(crate) fn take_message(buf: &mut BytesMut) -> Result<Option<Bytes>, CallError> {
     Ok(frame_len(buf)?.map(|len| {
         let frame = buf.split_to(5 + len).freeze();
@@ -288,21 +298,6 @@ fn frame_len(buf: &[u8]) -> Result<Option<usize>, CallError> {
         ));
     }
     Ok((buf.len() - 5 >= len).then_some(len))
-}
-
-fn decode_single_message(buf: &[u8]) -> Result<Vec<u8>, CallError> {
-    let mut msgs = decode_messages(buf)?;
-    match msgs.len() {
-        1 => Ok(msgs.pop().expect("one")),
-        0 => Err(CallError::new(
-            code::INTERNAL,
-            "no response message for unary call",
-        )),
-        n => Err(CallError::new(
-            code::INTERNAL,
-            format!("{n} response messages for unary call"),
-        )),
-    }
 }
 
 /// grpc-timeout: at most 8 digits plus a unit; round up so we never send a
@@ -386,10 +381,13 @@ pub(crate) fn h2_error(e: &h2::Error, opened: bool) -> CallError {
     }
 }
 
-struct Inflight(Arc<HandleShared>);
+/// Counts a call (unary, or a health Watch for its whole life) as in
+/// flight on its connection while alive: keepalive without
+/// `permit_without_calls` pings only while some call is.
+pub(crate) struct Inflight(Arc<HandleShared>);
 
 impl Inflight {
-    fn enter(shared: &Arc<HandleShared>) -> Self {
+    pub(crate) fn enter(shared: &Arc<HandleShared>) -> Self {
         shared.inflight.fetch_add(1, Ordering::Relaxed);
         Inflight(shared.clone())
     }

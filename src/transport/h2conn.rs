@@ -6,7 +6,7 @@ use std::future::Future;
 use std::io;
 use std::os::fd::{AsRawFd, RawFd};
 use std::pin::Pin;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::task::{Context, Poll, Waker};
 use std::time::Instant;
@@ -18,7 +18,7 @@ use mio::unix::SourceFd;
 use mio::{Interest, Registry, Token};
 
 use super::io::{tls_handshake_step, IoFlags, Socket, Stream};
-use super::{tls, Keepalive, Progress, Target, TransportConfig};
+use super::{Keepalive, Progress, Target, TlsClient};
 
 type H2Conn = h2::client::Connection<Stream, Bytes>;
 type Handshake =
@@ -65,14 +65,35 @@ impl std::fmt::Debug for Handle {
         f.debug_struct("Handle")
             .field("scheme", &self.shared.scheme)
             .field("inflight", &self.shared.inflight.load(Ordering::Relaxed))
+            .field("closing", &self.is_closing())
             .finish()
+    }
+}
+
+impl Handle {
+    /// The connection got GOAWAY, died or was closed: start no new calls
+    /// here (a call that failed retryably on a live connection may be retried
+    /// on it; one that failed on a closing connection must go elsewhere).
+    pub fn is_closing(&self) -> bool {
+        self.shared.closing.load(Ordering::Acquire)
     }
 }
 
 pub(crate) struct HandleShared {
     pub(crate) scheme: http::uri::Scheme,
+    /// Every call's `:authority`, from the target (see [`Target::authority`]).
+    pub(crate) authority: http::uri::Authority,
     /// Calls in flight; keepalive without `permit_without_calls` needs it.
     pub(crate) inflight: AtomicUsize,
+    /// Set (never cleared) once the connection got GOAWAY, died or was
+    /// closed; by the loop, or by an RPC thread that saw the connection fail.
+    pub(crate) closing: AtomicBool,
+}
+
+impl HandleShared {
+    pub(crate) fn mark_closing(&self) {
+        self.closing.store(true, Ordering::Release);
+    }
 }
 
 pub struct Connection {
@@ -111,28 +132,28 @@ impl std::fmt::Debug for Connection {
 
 impl Connection {
     /// Starts a non-blocking connect and registers the socket for
-    /// edge-triggered read+write readiness under `token`. Errors here are
-    /// immediate failures (bad TLS config, connect refused synchronously).
+    /// edge-triggered read+write readiness under `token`; `tls: None` is
+    /// plaintext h2c. Errors here are immediate failures (bad TLS server
+    /// name, connect refused synchronously).
     pub fn start(
         target: &Target,
-        cfg: &TransportConfig,
+        tls: Option<&TlsClient>,
+        keepalive: Option<Keepalive>,
         registry: &Registry,
         token: Token,
         waker: Waker,
     ) -> io::Result<Connection> {
-        let tls = match &cfg.tls {
-            Some(s) => {
-                let config = tls::client_config(s).map_err(invalid_input)?;
-                Some(Box::new(
-                    tls::client_connection(config, &s.server_name).map_err(invalid_input)?,
-                ))
-            }
-            None => None,
+        let server_name = tls.map(|t| t.server_name_for(target));
+        let tls = match (tls, &server_name) {
+            (Some(t), Some(name)) => Some(Box::new(t.connection(name).map_err(invalid_input)?)),
+            _ => None,
         };
         let peer = match target {
             Target::Tcp(a) => a.to_string(),
             Target::Unix(p) => format!("unix:{}", p.display()),
         };
+        let authority = http::uri::Authority::try_from(target.authority())
+            .map_err(|e| invalid_input(format!("no :authority for {peer}: {e}")))?;
         let ctx = |e: io::Error| io::Error::new(e.kind(), format!("connect to {peer}: {e}"));
         let sock = match target {
             Target::Tcp(addr) => Socket::Tcp(mio::net::TcpStream::connect(*addr).map_err(ctx)?),
@@ -155,30 +176,27 @@ impl Connection {
             waker,
             fd,
             peer,
-            server_name: cfg.tls.as_ref().map(|t| t.server_name.clone()),
+            server_name,
             flags: Arc::default(),
             shared: Arc::new(HandleShared {
                 scheme,
+                authority,
                 inflight: AtomicUsize::new(0),
+                closing: AtomicBool::new(false),
             }),
             events: VecDeque::new(),
             ready: false,
             goaway: false,
             too_many_pings: false,
             keepalive: None,
-            keepalive_cfg: cfg.keepalive,
+            keepalive_cfg: keepalive,
         })
     }
 
-    /// Call on every mio event for this connection's token.
-    pub fn on_io(&mut self) -> Progress {
-        self.drive();
-        self.next_event()
-    }
-
-    /// Call when the connection's waker fired (an RPC thread queued a
-    /// stream, released window, or we re-queued an event for ourselves).
-    pub fn on_wake(&mut self) -> Progress {
+    /// Call on every mio event for this connection's token, and when the
+    /// connection's waker fired (an RPC thread queued a stream, released
+    /// window, or we re-queued an event for ourselves).
+    pub fn on_event(&mut self) -> Progress {
         self.drive();
         self.next_event()
     }
@@ -222,6 +240,7 @@ impl Connection {
         if matches!(self.state, State::Dead(None)) {
             return;
         }
+        self.shared.mark_closing();
         let _ = registry.deregister(&mut SourceFd(&self.fd));
         // Dropping h2's Connection fails every open stream and wakes its task.
         self.state = State::Dead(None);
@@ -238,6 +257,7 @@ impl Connection {
     }
 
     fn die(&mut self, msg: String) {
+        self.shared.mark_closing();
         let ev = if self.ready {
             Progress::Lost(msg)
         } else {
@@ -308,9 +328,9 @@ impl Connection {
             unreachable!()
         };
         if let Socket::Tcp(s) = &sock {
-            // Small gRPC frames must not sit in Nagle's buffer.
-            s.set_nodelay(true)
-                .map_err(|e| format!("TCP_NODELAY on {}: {e}", self.peer))?;
+            // Small gRPC frames must not sit in Nagle's buffer. Best effort:
+            // without it the connection is slower, not broken.
+            let _ = s.set_nodelay(true);
         }
         self.state = match tls {
             Some(tls) => State::TlsHandshake { sock, tls },
@@ -426,6 +446,7 @@ impl Connection {
         let calm = e.reason() == Some(Reason::ENHANCE_YOUR_CALM)
             && e.to_string().contains("too_many_pings");
         self.too_many_pings |= calm;
+        self.shared.mark_closing();
         // Before READY this is just a failure (the message says why).
         if self.ready && !self.goaway {
             self.goaway = true;

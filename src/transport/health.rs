@@ -18,7 +18,7 @@ use http::Request;
 
 use super::grpc::{
     build_request, check_response_head, code, encode_message, grpc_status, h2_error, take_message,
-    CallError,
+    CallError, Inflight,
 };
 use super::h2conn::Handle;
 use super::health_proto;
@@ -62,6 +62,9 @@ enum State {
 pub struct HealthWatch {
     state: State,
     buf: BytesMut,
+    /// The Watch is a call in flight until dropped, so keepalive pings a
+    /// connection that carries nothing else.
+    _inflight: Inflight,
 }
 
 impl std::fmt::Debug for HealthWatch {
@@ -82,8 +85,8 @@ impl std::fmt::Debug for HealthWatch {
 impl HealthWatch {
     /// Prepares `Watch(HealthCheckRequest{service})` on the connection behind
     /// `handle`; nothing is sent until the first [`HealthWatch::poll`].
-    pub fn start(handle: &Handle, authority: &str, service: &str) -> Result<Self, CallError> {
-        let request = build_request(&handle.shared, authority, WATCH_METHOD, &[], None)?;
+    pub fn start(handle: &Handle, service: &str) -> Result<Self, CallError> {
+        let request = build_request(&handle.shared, WATCH_METHOD, &[], None)?;
         Ok(HealthWatch {
             state: State::Opening {
                 send: handle.send.clone(),
@@ -91,6 +94,7 @@ impl HealthWatch {
                 body: encode_message(&health_proto::encode_request(service)),
             },
             buf: BytesMut::new(),
+            _inflight: Inflight::enter(&handle.shared),
         })
     }
 

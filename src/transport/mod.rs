@@ -1,10 +1,11 @@
 //! Client transport: mio-driven TCP / Unix / TLS connections speaking HTTP/2,
 //! plus gRPC unary framing on top.
 //!
-//! Everything here is a state machine owned by one event-loop thread. The
-//! loop registers the socket, calls [`Connection::on_io`] for every readiness
-//! event on its token, [`Connection::on_wake`] when the waker it handed to
-//! [`Connection::start`] fires, and [`Connection::on_timer`] when
+//! Everything here is a state machine owned by one event-loop thread.
+//! [`Connection::start`] registers the socket under the loop's token; the
+//! loop calls [`Connection::on_event`] for every readiness event on that
+//! token and whenever the waker it handed to `start` fires, and
+//! [`Connection::on_timer`] when
 //! [`Connection::next_timer`] is due. No async runtime is involved: h2's
 //! futures are polled by hand with a `Context` built from that waker, and RPC
 //! threads block in [`unary`] with a park/unpark waker.
@@ -28,6 +29,7 @@ use std::time::Duration;
 pub use grpc::{code, unary, CallError, UnaryResponse};
 pub use h2conn::{Connection, Handle};
 pub use health::{HealthWatch, WatchEvent, WATCH_METHOD};
+pub use tls::TlsClient;
 
 /// How to talk to a backend.
 #[derive(Debug, Clone, Default)]
@@ -40,7 +42,8 @@ pub struct TransportConfig {
 
 #[derive(Debug, Clone)]
 pub struct TlsSettings {
-    /// SNI and certificate name to verify.
+    /// SNI and certificate name to verify; empty = the target's host
+    /// ([`Target::host`]).
     pub server_name: String,
     /// PEM bundle of trusted roots; `None` = the webpki-roots Mozilla bundle.
     pub roots_pem: Option<Vec<u8>>,
@@ -62,6 +65,26 @@ pub struct Keepalive {
 pub enum Target {
     Tcp(std::net::SocketAddr),
     Unix(PathBuf),
+}
+
+impl Target {
+    /// The `:authority` of calls to this target: `ip:port` (`[v6]:port`), or
+    /// "localhost" for unix sockets, as gRPC does.
+    pub fn authority(&self) -> String {
+        match self {
+            Target::Tcp(a) => a.to_string(),
+            Target::Unix(_) => "localhost".into(),
+        }
+    }
+
+    /// The TLS server name to verify when none is configured: the IP
+    /// address, or "localhost" for unix sockets (as for the authority).
+    pub fn host(&self) -> String {
+        match self {
+            Target::Tcp(a) => a.ip().to_string(),
+            Target::Unix(_) => "localhost".into(),
+        }
+    }
 }
 
 /// What a connection reports back to the loop after being driven.

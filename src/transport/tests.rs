@@ -50,7 +50,18 @@ impl Driver {
             woke: AtomicBool::new(false),
         });
         let waker = Waker::from(notify.clone());
-        let conn = Connection::start(target, cfg, poll.registry(), CONN, waker)?;
+        let tls = match &cfg.tls {
+            Some(t) => Some(TlsClient::new(t).map_err(std::io::Error::other)?),
+            None => None,
+        };
+        let conn = Connection::start(
+            target,
+            tls.as_ref(),
+            cfg.keepalive,
+            poll.registry(),
+            CONN,
+            waker,
+        )?;
         Ok(Driver { poll, notify, conn })
     }
 
@@ -71,14 +82,14 @@ impl Driver {
             let mut out = Progress::Pending;
             for ev in events.iter() {
                 if ev.token() == CONN {
-                    out = self.conn.on_io();
+                    out = self.conn.on_event();
                     if out != Progress::Pending {
                         return Some(out);
                     }
                 }
             }
             if self.notify.woke.swap(false, Ordering::AcqRel) {
-                out = self.conn.on_wake();
+                out = self.conn.on_event();
             }
             if out == Progress::Pending {
                 if let Some(t) = self.conn.next_timer() {
@@ -91,6 +102,14 @@ impl Driver {
                 return Some(out);
             }
         }
+    }
+}
+
+/// The driver's next event, which must be `Failed`: its message.
+fn expect_failed(d: &mut Driver) -> String {
+    match d.next(SOON) {
+        Some(Progress::Failed(m)) => m,
+        other => panic!("expected Failed, got {other:?}"),
     }
 }
 
@@ -171,7 +190,7 @@ fn echo(h: &Handle, msg: &[u8], md: &[(&str, &str)]) -> Result<UnaryResponse, Ca
         .iter()
         .map(|(k, v)| (k.to_string(), v.to_string()))
         .collect();
-    unary(h, "localhost", "/echo.Echo/Unary", msg, &md, Some(SOON))
+    unary(h, "/echo.Echo/Unary", msg, &md, Some(SOON))
 }
 
 fn tls_server(p: &TestPki, alpn: &[&[u8]]) -> TestServer {
@@ -214,12 +233,11 @@ fn framing_and_status_helpers() {
     assert_eq!(grpc::percent_decode("%E2%9C%93".as_bytes()), "\u{2713}");
     let framed = grpc::encode_message(b"hi");
     assert_eq!(&framed[..], &[0, 0, 0, 0, 2, b'h', b'i']);
-    assert_eq!(
-        grpc::decode_messages(&framed).unwrap(),
-        vec![b"hi".to_vec()]
-    );
-    assert!(grpc::decode_messages(&framed[..6]).is_err());
-    assert!(grpc::decode_messages(&[1, 0, 0, 0, 0]).is_err());
+    let mut buf = bytes::BytesMut::from(&framed[..]);
+    assert_eq!(&grpc::take_message(&mut buf).unwrap().unwrap()[..], b"hi");
+    assert!(buf.is_empty());
+    let mut short = bytes::BytesMut::from(&framed[..6]);
+    assert_eq!(grpc::take_message(&mut short).unwrap(), None);
     for (http, grpc) in [
         (400, 13),
         (401, 16),
@@ -250,6 +268,25 @@ fn framing_and_status_helpers() {
 }
 
 #[test]
+fn authority_and_tls_host_come_from_the_target() {
+    let v4 = Target::Tcp("127.0.0.1:50051".parse().unwrap());
+    let v6 = Target::Tcp("[::1]:443".parse().unwrap());
+    let unix = Target::Unix("/tmp/x.sock".into());
+    assert_eq!(v4.authority(), "127.0.0.1:50051");
+    assert_eq!(v6.authority(), "[::1]:443");
+    assert_eq!(unix.authority(), "localhost");
+    assert_eq!(v4.host(), "127.0.0.1");
+    assert_eq!(v6.host(), "::1");
+    assert_eq!(unix.host(), "localhost");
+    for t in [&v4, &v6, &unix] {
+        assert!(
+            http::uri::Authority::try_from(t.authority()).is_ok(),
+            "{t:?}"
+        );
+    }
+}
+
+#[test]
 fn ready_only_after_server_settings() {
     // A black hole completes TCP but never sends SETTINGS: never READY.
     let hole = server_with(ServerOptions {
@@ -274,10 +311,7 @@ fn connection_refused_fails_clearly() {
         .unwrap(); // listener dropped: nothing listens there now
     let msg = match Driver::start(&Target::Tcp(addr), &TransportConfig::default()) {
         Err(e) => e.to_string(),
-        Ok(mut d) => match d.next(SOON) {
-            Some(Progress::Failed(m)) => m,
-            other => panic!("expected Failed, got {other:?}"),
-        },
+        Ok(mut d) => expect_failed(&mut d),
     };
     assert!(
         msg.contains("refused") && msg.contains(&addr.to_string()),
@@ -325,12 +359,11 @@ fn error_statuses_map() {
     assert_eq!(e.code, code::UNAVAILABLE);
     let e = echo(&h, b"x", &[("x-http-status", "404")]).unwrap_err();
     assert_eq!(e.code, code::UNIMPLEMENTED);
-    let e = unary(&h, "localhost", "/no.Such/Method", b"", &[], None).unwrap_err();
+    let e = unary(&h, "/no.Such/Method", b"", &[], None).unwrap_err();
     assert_eq!(e.code, code::UNIMPLEMENTED);
     let md = [("x-delay-ms".to_string(), "2000".to_string())];
     let e = unary(
         &h,
-        "localhost",
         "/echo.Echo/Unary",
         b"",
         &md,
@@ -384,10 +417,8 @@ fn tls_with_wrong_ca_fails_with_rustls_error() {
     let (p, other) = (TestPki::new(), TestPki::new());
     let srv = tls_server(&p, &[b"h2"]);
     let mut d = Driver::start(&Target::Tcp(srv.addr()), &tls_cfg(&other.ca_pem)).unwrap();
-    match d.next(SOON) {
-        Some(Progress::Failed(m)) => assert!(m.contains("invalid peer certificate"), "{m}"),
-        other => panic!("expected Failed, got {other:?}"),
-    }
+    let m = expect_failed(&mut d);
+    assert!(m.contains("invalid peer certificate"), "{m}");
 }
 
 #[test]
@@ -395,10 +426,8 @@ fn tls_without_h2_alpn_fails() {
     let p = TestPki::new();
     let srv = tls_server(&p, &[]);
     let mut d = Driver::start(&Target::Tcp(srv.addr()), &tls_cfg(&p.ca_pem)).unwrap();
-    match d.next(SOON) {
-        Some(Progress::Failed(m)) => assert!(m.contains("ALPN"), "{m}"),
-        other => panic!("expected Failed, got {other:?}"),
-    }
+    let m = expect_failed(&mut d);
+    assert!(m.contains("ALPN"), "{m}");
 }
 
 #[test]
@@ -406,6 +435,7 @@ fn goaway_reported_and_in_flight_call_finishes() {
     let srv = plain_server();
     let lp = LoopThread::spawn(Target::Tcp(srv.addr()), TransportConfig::default());
     let h = lp.ready();
+    assert!(!h.is_closing());
     let h2 = h.clone();
     let slow = thread::spawn(move || echo(&h2, b"slow", &[("x-delay-ms", "300")]));
     // Let the slow call reach the server before the GOAWAY.
@@ -424,6 +454,8 @@ fn goaway_reported_and_in_flight_call_finishes() {
         lp.handle.lock().unwrap().is_some(),
         "old handle kept by test"
     );
+    // Calls must not start on it any more (a transparent retry included).
+    assert!(h.is_closing());
     let r = slow.join().unwrap().unwrap();
     assert!(r.message.starts_with(b"slow|port="));
     // New streams on the old connection are rejected as never processed.
@@ -446,7 +478,10 @@ fn close_releases_fd() {
     let fd = d.conn.raw_fd();
     let before = fd_target(fd).expect("open fd");
     assert!(before.to_string_lossy().starts_with("socket:"));
+    let h = d.conn.send_handle().expect("ready");
+    assert!(!h.is_closing());
     d.conn.close(d.poll.registry());
+    assert!(h.is_closing());
     // Tests run in parallel, so the number may be reused at once; the
     // socket inode behind it must be gone either way.
     assert_ne!(fd_target(fd), Some(before));
@@ -485,7 +520,6 @@ fn health_check_and_status() {
     let check = |svc: &str| {
         unary(
             &h,
-            "localhost",
             "/grpc.health.v1.Health/Check",
             &health_proto::encode_request(svc),
             &[],
@@ -618,6 +652,29 @@ fn keepalive_without_calls_stays_quiet_unless_permitted() {
     assert_eq!(px.sent(), before);
 }
 
+/// An open health Watch is a call in flight: without
+/// `permit_without_calls`, keepalive pings while it is open and stops after.
+#[test]
+fn keepalive_pings_while_only_a_health_watch_is_open() {
+    let srv = plain_server();
+    let px = Proxy::start(srv.addr());
+    let mut d = Driver::start(&Target::Tcp(px.addr), &keepalive_cfg(20, 5_000, false)).unwrap();
+    assert_eq!(d.next(SOON), Some(Progress::Ready));
+    let waker = Waker::from(d.notify.clone());
+    let mut w = HealthWatch::start(&d.conn.send_handle().unwrap(), "").unwrap();
+    // Opens the stream; the rest of the Watch stays quiet (SERVING once).
+    assert_eq!(w.poll(&mut std::task::Context::from_waker(&waker)), None);
+    assert_eq!(d.next(Duration::from_millis(250)), None);
+    let before = px.sent();
+    assert_eq!(d.next(Duration::from_millis(200)), None);
+    assert!(px.sent() > before, "keepalive PINGs should have gone out");
+    drop(w);
+    assert_eq!(d.next(Duration::from_millis(250)), None);
+    let before = px.sent();
+    assert_eq!(d.next(Duration::from_millis(200)), None);
+    assert_eq!(px.sent(), before);
+}
+
 #[test]
 fn keepalive_timeout_loses_silent_connection() {
     let srv = plain_server();
@@ -695,10 +752,7 @@ fn eof_before_settings_fails() {
     let addr = l.local_addr().unwrap();
     let t = thread::spawn(move || drop(l.accept()));
     let mut d = Driver::start(&Target::Tcp(addr), &TransportConfig::default()).unwrap();
-    match d.next(SOON) {
-        Some(Progress::Failed(m)) => assert!(!m.is_empty()),
-        other => panic!("expected Failed, got {other:?}"),
-    }
+    assert!(!expect_failed(&mut d).is_empty());
     assert!(format!("{:?}", d.conn).contains("dead"));
     t.join().unwrap();
 }
@@ -719,7 +773,7 @@ fn health_watch_streams_statuses_and_ends_with_a_status() {
     let server = plain_server();
     let lt = LoopThread::spawn(Target::Tcp(server.addr()), TransportConfig::default());
     let h = lt.ready();
-    let mut w = HealthWatch::start(&h, "localhost", "").unwrap();
+    let mut w = HealthWatch::start(&h, "").unwrap();
     assert_eq!(next_watch_event(&mut w), WatchEvent::Status(SERVING));
     server.set_serving("", NOT_SERVING);
     assert_eq!(next_watch_event(&mut w), WatchEvent::Status(NOT_SERVING));
@@ -730,7 +784,7 @@ fn health_watch_streams_statuses_and_ends_with_a_status() {
     }
     assert!(w.is_done());
 
-    let mut unknown = HealthWatch::start(&h, "localhost", "no.Such").unwrap();
+    let mut unknown = HealthWatch::start(&h, "no.Such").unwrap();
     assert_eq!(
         next_watch_event(&mut unknown),
         WatchEvent::Status(SERVICE_UNKNOWN)
@@ -744,7 +798,7 @@ fn health_watch_without_a_health_service_ends_unimplemented() {
         ..Default::default()
     });
     let lt = LoopThread::spawn(Target::Tcp(server.addr()), TransportConfig::default());
-    let mut w = HealthWatch::start(&lt.ready(), "localhost", "").unwrap();
+    let mut w = HealthWatch::start(&lt.ready(), "").unwrap();
     match next_watch_event(&mut w) {
         WatchEvent::Ended(e) => assert_eq!(e.code, code::UNIMPLEMENTED, "{e}"),
         other => panic!("{other:?}"),

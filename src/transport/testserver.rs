@@ -7,7 +7,8 @@
 //!   `x-echo-*` headers are copied back, `x-delay-ms` sleeps first,
 //!   `x-respond-status: N` answers trailers-only with grpc-status N (and
 //!   `grpc-message` from `x-respond-message`), `x-http-status: N` answers a
-//!   bare HTTP status.
+//!   bare HTTP status. `ServerOptions::refuse_streams` refuses the first
+//!   echo streams with REFUSED_STREAM.
 //! - `/grpc.health.v1.Health/Check` and `/Watch` with per-service status
 //!   (UNIMPLEMENTED instead with `ServerOptions::no_health`).
 //!
@@ -31,7 +32,7 @@ use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::sync::{oneshot, watch};
 use tokio_rustls::rustls;
 
-use super::grpc::{decode_messages, encode_message};
+use super::grpc::{encode_message, take_message};
 use super::health_proto;
 
 pub enum Listen {
@@ -57,6 +58,9 @@ pub struct ServerOptions {
     /// No health service: `/grpc.health.v1.Health/*` answers UNIMPLEMENTED,
     /// like a server that never registered it.
     pub no_health: bool,
+    /// Refuse this many `/echo.Echo/Unary` streams first, with
+    /// RST_STREAM(REFUSED_STREAM) (the server never processed them).
+    pub refuse_streams: u64,
 }
 
 struct Shared {
@@ -68,6 +72,8 @@ struct Shared {
     break_watches: watch::Sender<u64>,
     no_health: bool,
     requests: AtomicU64,
+    /// Echo streams still to refuse.
+    refuse: AtomicU64,
 }
 
 pub struct TestServer {
@@ -113,6 +119,7 @@ impl TestServer {
             break_watches: watch::channel(0).0,
             no_health: opts.no_health,
             requests: AtomicU64::new(0),
+            refuse: AtomicU64::new(opts.refuse_streams),
         });
         let rt = tokio::runtime::Builder::new_current_thread()
             .enable_all()
@@ -342,6 +349,15 @@ fn percent_encode(s: &str) -> String {
 async fn handle(req: Request<RecvStream>, mut respond: SendResponse<Bytes>, shared: Arc<Shared>) {
     let (parts, mut body) = req.into_parts();
     let port = shared.port;
+    if parts.uri.path() == "/echo.Echo/Unary"
+        && shared
+            .refuse
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| n.checked_sub(1))
+            .is_ok()
+    {
+        respond.send_reset(h2::Reason::REFUSED_STREAM);
+        return;
+    }
     let header = |name: &str| {
         parts
             .headers
@@ -351,9 +367,10 @@ async fn handle(req: Request<RecvStream>, mut respond: SendResponse<Bytes>, shar
     let Some(raw) = read_body(&mut body).await else {
         return;
     };
-    let msg = match decode_messages(&raw).ok().and_then(|mut v| v.pop()) {
-        Some(m) => m,
-        None => return trailers_only(&mut respond, port, 13, "bad request framing"),
+    let mut raw = bytes::BytesMut::from(&raw[..]);
+    let msg = match take_message(&mut raw) {
+        Ok(Some(m)) if raw.is_empty() => m.to_vec(),
+        _ => return trailers_only(&mut respond, port, 13, "bad request framing"),
     };
     if let Some(ms) = header("x-delay-ms").and_then(|v| v.parse().ok()) {
         tokio::time::sleep(Duration::from_millis(ms)).await;

@@ -8,10 +8,51 @@ use rustls::{ClientConfig, ClientConnection, RootCertStore};
 
 use super::TlsSettings;
 
+/// [`TlsSettings`] with the rustls client config built. Build it once and
+/// share it among connections: every connection then uses one session
+/// cache (so TLS sessions resume) and a bad PEM is found once.
+#[derive(Clone)]
+pub struct TlsClient {
+    config: Arc<ClientConfig>,
+    /// Empty = the target's own host ([`super::Target::host`]).
+    server_name: String,
+}
+
+impl std::fmt::Debug for TlsClient {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TlsClient")
+            .field("server_name", &self.server_name)
+            .finish_non_exhaustive()
+    }
+}
+
+impl TlsClient {
+    pub fn new(settings: &TlsSettings) -> Result<TlsClient, String> {
+        Ok(TlsClient {
+            config: client_config(settings)?,
+            server_name: settings.server_name.clone(),
+        })
+    }
+
+    /// The name to send and verify for `target`.
+    pub(crate) fn server_name_for(&self, target: &super::Target) -> String {
+        if self.server_name.is_empty() {
+            target.host()
+        } else {
+            self.server_name.clone()
+        }
+    }
+
+    /// A client session for `server_name`, sharing this config.
+    pub(crate) fn connection(&self, server_name: &str) -> Result<ClientConnection, String> {
+        client_connection(self.config.clone(), server_name)
+    }
+}
+
 /// Builds a client config that only speaks `h2` over ALPN. Uses the ring
 /// provider explicitly so no process-wide default provider has to be
 /// installed (and no aws-lc build is pulled in).
-pub(crate) fn client_config(settings: &TlsSettings) -> Result<Arc<ClientConfig>, String> {
+fn client_config(settings: &TlsSettings) -> Result<Arc<ClientConfig>, String> {
     let mut roots = RootCertStore::empty();
     match &settings.roots_pem {
         Some(pem) => {
@@ -49,7 +90,7 @@ pub(crate) fn client_config(settings: &TlsSettings) -> Result<Arc<ClientConfig>,
     Ok(Arc::new(config))
 }
 
-pub(crate) fn client_connection(
+fn client_connection(
     config: Arc<ClientConfig>,
     server_name: &str,
 ) -> Result<ClientConnection, String> {

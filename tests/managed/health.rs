@@ -143,3 +143,41 @@ fn top_level_pick_first_ignores_health_check_config() {
     let ch = channel(&rt, &target(&servers), Some(config), plaintext());
     assert_eq!(echo(&mut ch.reader(), true).unwrap(), servers[0].port());
 }
+
+/// Health checking over a unix socket: the Watch's :authority is the
+/// connection's ("localhost"), not the raw `unix:` address, which is no valid
+/// authority (the Watch could never start and the backend stayed unhealthy).
+#[test]
+fn health_checking_works_over_a_unix_socket() {
+    use switchyard::transport::testserver::{Listen, TestServer};
+    let dir = std::env::temp_dir().join(format!("switchyard-uh-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("health.sock");
+    let server = TestServer::start(Listen::Unix(path.clone()), ServerOptions::default()).unwrap();
+    let rt = Runtime::new().unwrap();
+    let ch = channel(
+        &rt,
+        &format!("unix://{}", path.display()),
+        RR_HEALTH,
+        plaintext(),
+    );
+    let resp = ch.reader().unary(
+        "/echo.Echo/Unary",
+        b"u",
+        &CallOptions {
+            wait_for_ready: true,
+            deadline: Some(std::time::Instant::now() + Duration::from_secs(5)),
+            ..Default::default()
+        },
+    );
+    assert!(resp
+        .expect("healthy over unix")
+        .message
+        .starts_with(b"u|port="));
+    // The Watch and the call both reached the server.
+    assert!(server.requests() >= 2);
+    server.set_serving("", NOT_SERVING);
+    wait_state(&ch, TransientFailure);
+    drop(server);
+    std::fs::remove_dir_all(&dir).ok();
+}

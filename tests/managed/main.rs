@@ -230,3 +230,35 @@ fn mutual_tls_presents_the_client_certificate() {
     );
     assert_ne!(anonymous.state(), Ready);
 }
+
+/// A stream the server refused (REFUSED_STREAM) is retried transparently on
+/// the same, still healthy connection: the call succeeds instead of waiting
+/// for a picker that never changes (pick_first: the only connection).
+#[test]
+fn refused_stream_is_retried_on_the_same_connection() {
+    let servers = start_servers_with(
+        1,
+        ServerOptions {
+            refuse_streams: 1,
+            ..Default::default()
+        },
+    );
+    let rt = Runtime::new().unwrap();
+    let ch = channel(&rt, &target(&servers), None, plaintext());
+    let mut r = ch.reader();
+    let resp = r
+        .unary(
+            "/echo.Echo/Unary",
+            b"ping",
+            &CallOptions {
+                deadline: Some(Instant::now() + Duration::from_secs(5)),
+                wait_for_ready: true,
+                ..Default::default()
+            },
+        )
+        .expect("a refused stream is retried");
+    assert!(resp.message.starts_with(b"ping|port="));
+    // Both attempts reached the server: the first was refused, not lost.
+    assert_eq!(servers[0].requests(), 2);
+    assert_eq!(ch.state(), Ready);
+}
