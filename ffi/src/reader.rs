@@ -228,8 +228,10 @@ extern "C" fn pick_general(
         Err(e) => return pick_fail(e),
     };
     let reader = &mut r.0.value.reader;
+    // Without a method `sy_pick` has just tried the cached rotation and
+    // missed (every other way here fails above); with one it has not.
     // SAFETY: `out` is non-NULL and writable per the contract.
-    if unsafe { pick_cached(reader, out) } {
+    if method_len != 0 && unsafe { pick_cached(reader, out) } {
         return sy_status::SY_OK;
     }
     pick_slow(
@@ -388,20 +390,16 @@ fn pick_fail(e: Error) -> sy_status {
 #[cold]
 #[inline(never)]
 fn pick_error(e: PickError) -> Error {
-    let code = e.status().code() as u32;
+    let grpc_code = e.code() as u32;
+    // Each message is moved, not copied: a policy's status keeps its shared
+    // text, the deadline's `String` becomes the record's.
     let (status, message) = match e {
         PickError::NoSubConnAvailable => (
             sy_status::SY_NO_SUBCHANNEL,
             Message::Text("no subchannel is ready yet".into()),
         ),
-        PickError::Unavailable(s) => (
-            sy_status::SY_UNAVAILABLE,
-            Message::Text(s.message().to_string().into()),
-        ),
-        PickError::Dropped(s) => (
-            sy_status::SY_DROPPED,
-            Message::Text(s.message().to_string().into()),
-        ),
+        PickError::Unavailable(s) => (sy_status::SY_UNAVAILABLE, Message::Shared(s.into_message())),
+        PickError::Dropped(s) => (sy_status::SY_DROPPED, Message::Shared(s.into_message())),
         PickError::DeadlineExceeded(m) => {
             (sy_status::SY_DEADLINE_EXCEEDED, Message::Text(m.into()))
         }
@@ -413,7 +411,7 @@ fn pick_error(e: PickError) -> Error {
     Error {
         status,
         message,
-        grpc_code: code,
+        grpc_code,
     }
 }
 

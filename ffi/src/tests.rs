@@ -211,3 +211,17 @@ mod tls {
         server.stop();
     }
 }
+
+#[test]
+fn pick_error_code_is_its_status_code() {
+    use switchyard::{Code, PickError, Status};
+    for e in [
+        PickError::NoSubConnAvailable,
+        PickError::Unavailable(Status::unavailable("down")),
+        PickError::Dropped(Status::new(Code::ResourceExhausted, "shed")),
+        PickError::DeadlineExceeded("waited".into()),
+        PickError::Closed,
+    ] {
+        assert_eq!(e.code(), e.status().code(), "{e}");
+    }
+}
