@@ -47,6 +47,17 @@ pub(crate) fn inside_callback() -> bool {
     CALLBACK_DEPTH.try_with(|d| d.get() > 0).unwrap_or(false)
 }
 
+/// SY_WRONG_CONTEXT saying `why` when called inside one of this library's
+/// callbacks, where a blocking entry point would hold up (or deadlock) the
+/// thread that runs them.
+pub(crate) fn refuse_in_callback(why: &'static str) -> Result<(), Error> {
+    if inside_callback() {
+        Err(Error::new(sy_status::SY_WRONG_CONTEXT, why))
+    } else {
+        Ok(())
+    }
+}
+
 thread_local! {
     static CALLBACK_DEPTH: std::cell::Cell<u32> = const { std::cell::Cell::new(0) };
 }

@@ -152,11 +152,7 @@ pub extern "C" fn sy_status_str(status: u32) -> *const c_char {
 #[no_mangle]
 pub extern "C" fn sy_state_str(state: u32) -> *const c_char {
     match state_from_c(state) {
-        Some(ConnectivityState::Idle) => c"IDLE".as_ptr(),
-        Some(ConnectivityState::Connecting) => c"CONNECTING".as_ptr(),
-        Some(ConnectivityState::Ready) => c"READY".as_ptr(),
-        Some(ConnectivityState::TransientFailure) => c"TRANSIENT_FAILURE".as_ptr(),
-        Some(ConnectivityState::Shutdown) => c"SHUTDOWN".as_ptr(),
+        Some(s) => s.as_cstr().as_ptr(),
         None => c"UNKNOWN".as_ptr(),
     }
 }
