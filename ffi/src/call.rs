@@ -6,7 +6,11 @@
 //! thread's reader; calls on different readers share nothing in this crate
 //! (no lock, no shared counter) and meet only in the core's picker table
 //! (read-only) and the subchannel's HTTP/2 connection. `sy_call_unary_start`
-//! adds one short mutex hold to enqueue the call and one to dequeue it.
+//! adds one mutex hold to enqueue the call and one to dequeue it. The enqueue
+//! is short unless it starts a completion thread: that thread's reader is
+//! created and the thread spawned under the lock (so the thread count and
+//! `sy_channel_close`'s join see it at once); it happens at most
+//! `call_threads` times per channel.
 
 use crate::channel::{channel_ref, timeout_deadline, ChannelBox};
 use crate::error::{Error, Message};

@@ -99,8 +99,9 @@ macro_rules! try_mut {
     }};
 }
 
-/// Writes an out-parameter, after checking it is not NULL (checked up front by
-/// the caller with `try_out!` so nothing is done when it is).
+/// An out-parameter, checked not to be NULL (else `SY_NULL_PARAMETER`
+/// naming it); the caller writes it, on success only. Used up front, before
+/// any work, so that nothing is done when it is NULL.
 macro_rules! try_out {
     ($ptr:expr, $name:literal) => {{
         let p = $ptr;

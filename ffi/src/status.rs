@@ -1,7 +1,7 @@
 //! Result codes and the enums C passes in as integers.
 //!
 //! The numbers are ABI: once released, a number keeps its meaning forever and a
-//! retired one is never reused (`tests/abi.rs` freezes them). Codes are grouped:
+//! retired one is never reused (`ffi/src/tests.rs` freezes them). Codes are grouped:
 //! 1-99 bad input, 100-199 channel/runtime state, 200-299 pick outcomes,
 //! 900-999 internal failures.
 
