@@ -442,9 +442,9 @@ pub extern "C" fn sy_channel_free(ch: *mut sy_channel) {
         if ch.is_null() {
             return;
         }
-        // SAFETY: from `sy_channel_new`; see the double-free note above.
-        let b = unsafe { Box::from_raw(ch) };
-        if !bury(b, |h| &mut h.0) {
+        // SAFETY: from `sy_channel_new`, live or quarantined per the
+        // double-free note above; the projection forms no reference.
+        if !unsafe { bury(ch, |h| std::ptr::addr_of_mut!((*h).0)) } {
             crate::error::set_last(Error::invalid("sy_channel_free: channel already freed"));
         }
     })

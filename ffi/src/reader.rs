@@ -134,9 +134,9 @@ pub extern "C" fn sy_reader_free(reader: *mut sy_reader) {
         if reader.is_null() {
             return;
         }
-        // SAFETY: from `sy_reader_new`; see the double-free note above.
-        let b = unsafe { Box::from_raw(reader) };
-        if !bury(b, |h| &mut h.0) {
+        // SAFETY: from `sy_reader_new`, live or quarantined per the
+        // double-free note above; the projection forms no reference.
+        if !unsafe { bury(reader, |h| addr_of_mut!((*h).0)) } {
             set_last(Error::invalid("sy_reader_free: reader already freed"));
         }
     })
