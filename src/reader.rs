@@ -36,6 +36,17 @@ impl PickError {
             PickError::Closed => Status::new(Code::Cancelled, "the channel is closed"),
         }
     }
+
+    /// The gRPC code of `status()`, without building the status (no
+    /// allocation, no reference count touched).
+    pub fn code(&self) -> Code {
+        match self {
+            PickError::NoSubConnAvailable => Code::Unavailable,
+            PickError::Unavailable(s) | PickError::Dropped(s) => s.code(),
+            PickError::DeadlineExceeded(_) => Code::DeadlineExceeded,
+            PickError::Closed => Code::Cancelled,
+        }
+    }
 }
 
 impl fmt::Display for PickError {

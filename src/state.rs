@@ -1,5 +1,6 @@
 //! Connectivity states and how many of them aggregate into one.
 
+use std::ffi::CStr;
 use std::fmt;
 
 /// The five connectivity states of gRPC. The numbers are ABI (C-core and
@@ -27,13 +28,20 @@ impl ConnectivityState {
         })
     }
 
+    /// The state's name ("READY").
     pub fn as_str(self) -> &'static str {
+        // The names are ASCII, so never "".
+        self.as_cstr().to_str().unwrap_or("")
+    }
+
+    /// The state's name as a static NUL-terminated string (for C).
+    pub fn as_cstr(self) -> &'static CStr {
         match self {
-            Self::Idle => "IDLE",
-            Self::Connecting => "CONNECTING",
-            Self::Ready => "READY",
-            Self::TransientFailure => "TRANSIENT_FAILURE",
-            Self::Shutdown => "SHUTDOWN",
+            Self::Idle => c"IDLE",
+            Self::Connecting => c"CONNECTING",
+            Self::Ready => c"READY",
+            Self::TransientFailure => c"TRANSIENT_FAILURE",
+            Self::Shutdown => c"SHUTDOWN",
         }
     }
 }

@@ -51,6 +51,30 @@ impl Code {
         ALL.get(n as usize).copied()
     }
 
+    /// The code's name as gRPC spells it ("UNAVAILABLE").
+    pub fn name(self) -> &'static str {
+        use Code::*;
+        match self {
+            Ok => "OK",
+            Cancelled => "CANCELLED",
+            Unknown => "UNKNOWN",
+            InvalidArgument => "INVALID_ARGUMENT",
+            DeadlineExceeded => "DEADLINE_EXCEEDED",
+            NotFound => "NOT_FOUND",
+            AlreadyExists => "ALREADY_EXISTS",
+            PermissionDenied => "PERMISSION_DENIED",
+            ResourceExhausted => "RESOURCE_EXHAUSTED",
+            FailedPrecondition => "FAILED_PRECONDITION",
+            Aborted => "ABORTED",
+            OutOfRange => "OUT_OF_RANGE",
+            Unimplemented => "UNIMPLEMENTED",
+            Internal => "INTERNAL",
+            Unavailable => "UNAVAILABLE",
+            DataLoss => "DATA_LOSS",
+            Unauthenticated => "UNAUTHENTICATED",
+        }
+    }
+
     /// gRFC A54: codes the control plane must never hand to the data plane.
     fn is_restricted(self) -> bool {
         use Code::*;
@@ -105,6 +129,11 @@ impl Status {
 
     pub fn message(&self) -> &str {
         &self.message
+    }
+
+    /// The message itself, shared: keeping it costs no copy.
+    pub fn into_message(self) -> Arc<str> {
+        self.message
     }
 }
 

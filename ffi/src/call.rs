@@ -6,11 +6,15 @@
 //! thread's reader; calls on different readers share nothing in this crate
 //! (no lock, no shared counter) and meet only in the core's picker table
 //! (read-only) and the subchannel's HTTP/2 connection. `sy_call_unary_start`
-//! adds one short mutex hold to enqueue the call and one to dequeue it.
+//! adds one mutex hold to enqueue the call and one to dequeue it. The enqueue
+//! is short unless it starts a completion thread: that thread's reader is
+//! created and the thread spawned under the lock (so the thread count and
+//! `sy_channel_close`'s join see it at once); it happens at most
+//! `call_threads` times per channel.
 
-use crate::channel::{channel_ref, ChannelBox};
+use crate::channel::{channel_ref, timeout_deadline, ChannelBox};
 use crate::error::{Error, Message};
-use crate::macros::{boundary, boundary_or, in_callback, inside_callback};
+use crate::macros::{boundary, boundary_or, in_callback, refuse_in_callback};
 use crate::reader::sy_reader;
 use crate::status::sy_status;
 use crate::strings::{slice_arg, str_arg};
@@ -21,8 +25,8 @@ use std::ptr;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::thread::{JoinHandle, ThreadId};
-use std::time::{Duration, Instant};
-use switchyard::{CallOptions, ConnectivityState, Reader, Status, UnaryResponse};
+use std::time::Instant;
+use switchyard::{CallOptions, Code, ConnectivityState, Reader, Status, UnaryResponse};
 
 /// Owned bytes from the library: an RPC's response message, with the
 /// response's headers and trailers. Opaque; freed with `sy_buffer_free`. Not
@@ -241,10 +245,11 @@ fn call_args(
         // SAFETY: non-NULL, points to a u64 per the contract.
         Some(unsafe { request_hash.read_unaligned() })
     };
-    let deadline = if timeout_ms == 0 || timeout_ms == crate::channel::SY_WAIT_FOREVER {
+    // 0 is "no deadline" too for a call (it never means "do not wait").
+    let deadline = if timeout_ms == 0 {
         None
     } else {
-        Instant::now().checked_add(Duration::from_millis(timeout_ms))
+        timeout_deadline(timeout_ms)
     };
     Ok(CallArgs {
         method: method.to_string(),
@@ -271,18 +276,24 @@ fn run_call(reader: &mut Reader, args: &CallArgs) -> Result<UnaryResponse, Statu
 /// starts closing (a call can be failed by the closing connection before the
 /// loop publishes SHUTDOWN).
 fn call_error(reader: &Reader, pool: &CallPool, s: &Status) -> Error {
-    let code = s.code() as u32;
-    let closed = pool.is_closing() || reader.channel_state() == ConnectivityState::Shutdown;
-    let status = if closed {
+    let code = s.code();
+    let n = code as u32;
+    Error {
+        status: failed_status(reader, pool),
+        message: Message::Text(
+            format!("grpc status {n} ({}): {}", code.name(), s.message()).into(),
+        ),
+        grpc_code: n,
+    }
+}
+
+/// The status of a failed call: SY_CLOSED once the channel is closing,
+/// SY_RPC_FAILED before. `pool` as for `call_error`.
+fn failed_status(reader: &Reader, pool: &CallPool) -> sy_status {
+    if pool.is_closing() || reader.channel_state() == ConnectivityState::Shutdown {
         sy_status::SY_CLOSED
     } else {
         sy_status::SY_RPC_FAILED
-    };
-    let name = crate::reader::code_name(code);
-    Error {
-        status,
-        message: Message::Text(format!("grpc status {code} ({name}): {}", s.message()).into()),
-        grpc_code: code,
     }
 }
 
@@ -347,12 +358,9 @@ pub extern "C" fn sy_call_unary(
             timeout_ms,
             wait_for_ready,
         )?;
-        if inside_callback() {
-            return Err(Error::new(
-                sy_status::SY_WRONG_CONTEXT,
-                "a blocking call inside a switchyard callback (use sy_call_unary_start)",
-            ));
-        }
+        refuse_in_callback(
+            "a blocking call inside a switchyard callback (use sy_call_unary_start)",
+        )?;
         let response =
             run_call(&mut r.reader, &args).map_err(|s| call_error(&r.reader, &r.pool, &s))?;
         let buf = Box::into_raw(Box::new(sy_buffer { response }));
@@ -459,17 +467,21 @@ impl Job {
         } = self;
         let outcome = catch_unwind(AssertUnwindSafe(|| {
             if pool.is_closing() || reader.channel_state() == ConnectivityState::Shutdown {
-                return Err((sy_status::SY_CLOSED, 1, "the channel is closed".to_string()));
+                return Err((
+                    sy_status::SY_CLOSED,
+                    Code::Cancelled as u32,
+                    "the channel is closed".to_string(),
+                ));
             }
             run_call(reader, &args).map_err(|s| {
-                let status = call_error(reader, pool, &s).status;
+                let status = failed_status(reader, pool);
                 (status, s.code() as u32, s.message().to_string())
             })
         }))
         .unwrap_or_else(|_| {
             Err((
                 sy_status::SY_PANIC,
-                2, // UNKNOWN
+                Code::Unknown as u32,
                 "panic inside switchyard while running a call".to_string(),
             ))
         });
@@ -522,8 +534,21 @@ impl CallPool {
         })
     }
 
+    /// Closes channels with `close` between marking `pools` closing (so
+    /// their calls' failures from then on are SY_CLOSED) and joining their
+    /// completion threads (`shutdown`).
+    pub(crate) fn close_joined(pools: &[Arc<CallPool>], close: impl FnOnce()) {
+        for pool in pools {
+            pool.mark_closing();
+        }
+        close();
+        for pool in pools {
+            pool.shutdown();
+        }
+    }
+
     /// Called before the channel closes.
-    pub(crate) fn mark_closing(&self) {
+    fn mark_closing(&self) {
         self.closing.store(true, Ordering::Release);
     }
 
@@ -594,7 +619,7 @@ impl CallPool {
     /// is closed by now, so that is quick) and joins them. Idempotent. Called
     /// on a completion thread (from a callback, against the contract), it
     /// does not wait for that thread itself, which exits on its own.
-    pub(crate) fn shutdown(&self) {
+    fn shutdown(&self) {
         self.mark_closing();
         let threads = {
             let mut st = self.lock();

@@ -2,6 +2,7 @@
 //! release callback, and the host's transport callbacks.
 
 use crate::macros::in_callback;
+use crate::strings::c_text;
 use std::ffi::{c_char, c_void};
 use std::sync::Arc;
 use switchyard::{HostTransport, SubConn, UserData};
@@ -106,11 +107,10 @@ impl CHost {
 
     fn call(&self, f: sy_subchannel_fn, sc: &SubConn) {
         let Some(f) = f else { return };
-        // NUL-terminated copy for C; addresses containing NUL are cut there.
-        let mut addr = Vec::with_capacity(sc.addr().len() + 1);
-        addr.extend_from_slice(sc.addr().as_bytes());
-        addr.push(0);
-        let len = sc.addr().len();
+        // A NUL-terminated copy for C, cut at an interior NUL (which
+        // `address_len` then counts up to).
+        let addr = c_text(sc.addr());
+        let len = addr.len().saturating_sub(1);
         // SAFETY: the host's callback with its own ctx; `addr` outlives the call.
         in_callback(|| unsafe {
             f(

@@ -5,7 +5,7 @@ use crate::call::CallPool;
 use crate::callback::{sy_host_transport, sy_release_fn, sy_state_fn, CHost, CUserData};
 use crate::error::Error;
 use crate::handle::{bury, Shell};
-use crate::macros::{boundary, boundary_or, in_callback, inside_callback};
+use crate::macros::{boundary, boundary_or, in_callback, inside_callback, refuse_in_callback};
 use crate::options::{sy_channel_options, Options};
 use crate::runtime::sy_runtime;
 use crate::status::{state_from_c, state_to_c, sy_status};
@@ -34,12 +34,17 @@ pub(crate) struct ChannelBox {
     pub(crate) pool: Arc<CallPool>,
 }
 
+impl ChannelBox {
+    /// Closes the channel (running calls fail fast, as SY_CLOSED) and joins
+    /// its completion threads.
+    fn close(&self) {
+        CallPool::close_joined(std::slice::from_ref(&self.pool), || self.channel.close());
+    }
+}
+
 impl Drop for ChannelBox {
     fn drop(&mut self) {
-        // Close first so running calls fail fast, then join their threads.
-        self.pool.mark_closing();
-        self.channel.close();
-        self.pool.shutdown();
+        self.close();
     }
 }
 
@@ -79,7 +84,9 @@ pub(crate) fn channel_ref<'a>(ch: *const sy_channel) -> Result<&'a ChannelBox, E
     Ok(&ch.0.value)
 }
 
-fn timeout_deadline(timeout_ms: u64) -> Option<Instant> {
+/// The deadline `timeout_ms` from now: `None` for `SY_WAIT_FOREVER` (or a
+/// time too far to represent).
+pub(crate) fn timeout_deadline(timeout_ms: u64) -> Option<Instant> {
     if timeout_ms == SY_WAIT_FOREVER {
         return None;
     }
@@ -399,12 +406,7 @@ pub extern "C" fn sy_channel_wait_for_state_change(
 pub extern "C" fn sy_channel_sync(ch: *const sy_channel) -> sy_status {
     boundary(|| {
         let ch = channel_ref(ch)?;
-        if inside_callback() {
-            return Err(Error::new(
-                sy_status::SY_WRONG_CONTEXT,
-                "cannot sync inside a switchyard callback",
-            ));
-        }
+        refuse_in_callback("cannot sync inside a switchyard callback")?;
         ch.channel.sync()?;
         Ok(())
     })
@@ -421,15 +423,8 @@ pub extern "C" fn sy_channel_sync(ch: *const sy_channel) -> sy_status {
 pub extern "C" fn sy_channel_close(ch: *const sy_channel) -> sy_status {
     boundary(|| {
         let ch = channel_ref(ch)?;
-        if inside_callback() {
-            return Err(Error::new(
-                sy_status::SY_WRONG_CONTEXT,
-                "cannot close inside a switchyard callback",
-            ));
-        }
-        ch.pool.mark_closing();
-        ch.channel.close();
-        ch.pool.shutdown();
+        refuse_in_callback("cannot close inside a switchyard callback")?;
+        ch.close();
         Ok(())
     })
 }
@@ -447,9 +442,9 @@ pub extern "C" fn sy_channel_free(ch: *mut sy_channel) {
         if ch.is_null() {
             return;
         }
-        // SAFETY: from `sy_channel_new`; see the double-free note above.
-        let b = unsafe { Box::from_raw(ch) };
-        if !bury(b, |h| &mut h.0) {
+        // SAFETY: from `sy_channel_new`, live or quarantined per the
+        // double-free note above; the projection forms no reference.
+        if !unsafe { bury(ch, |h| std::ptr::addr_of_mut!((*h).0)) } {
             crate::error::set_last(Error::invalid("sy_channel_free: channel already freed"));
         }
     })

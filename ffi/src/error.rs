@@ -5,6 +5,8 @@ use crate::status::sy_status;
 use std::borrow::Cow;
 use std::cell::RefCell;
 use std::ffi::c_char;
+use std::sync::Arc;
+use switchyard::Code;
 
 /// A failure on its way out through the boundary.
 #[derive(Debug)]
@@ -15,16 +17,19 @@ pub(crate) struct Error {
     pub(crate) grpc_code: u32,
 }
 
-/// A message: static ones cost no allocation.
+/// A message: static ones cost no allocation, and a status's shared one
+/// (a failed pick's) is kept as it is, without a copy.
 #[derive(Debug, Clone)]
 pub(crate) enum Message {
     Text(Cow<'static, str>),
+    Shared(Arc<str>),
 }
 
 impl Message {
     fn as_str(&self) -> &str {
         match self {
             Message::Text(t) => t,
+            Message::Shared(s) => s,
         }
     }
 }
@@ -34,7 +39,7 @@ impl Error {
         Error {
             status,
             message: Message::Text(message.into()),
-            grpc_code: 2, // UNKNOWN
+            grpc_code: Code::Unknown as u32,
         }
     }
 
@@ -62,28 +67,17 @@ impl From<switchyard::Error> for Error {
     }
 }
 
-struct Last {
-    status: sy_status,
-    message: Message,
-    grpc_code: u32,
-}
-
 thread_local! {
-    static LAST: RefCell<Option<Last>> = const { RefCell::new(None) };
+    static LAST: RefCell<Option<Error>> = const { RefCell::new(None) };
 }
 
 /// Records `e` as this thread's last error and returns its status.
 pub(crate) fn set_last(e: Error) -> sy_status {
     let status = e.status;
-    let last = Last {
-        status,
-        message: e.message,
-        grpc_code: e.grpc_code,
-    };
     // Dropping the previous message here is the only work besides the store.
     let _ = LAST.try_with(|l| {
         if let Ok(mut slot) = l.try_borrow_mut() {
-            *slot = Some(last);
+            *slot = Some(e);
         }
     });
     status

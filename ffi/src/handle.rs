@@ -7,6 +7,7 @@
 
 use std::collections::VecDeque;
 use std::mem::ManuallyDrop;
+use std::ptr::{addr_of, addr_of_mut};
 use std::sync::Mutex;
 
 pub(crate) const LIVE: u64 = 0x5359_4c49_5645_0001; // "SYLIVE"
@@ -33,39 +34,103 @@ impl<T> Shell<T> {
     }
 }
 
-/// Freed shells: their memory, nothing else (values are already dropped).
-type Grave = Box<dyn Send>;
+/// A freed shell: its memory only (its value is already dropped), kept as a
+/// raw pointer. Not a `Box`: a second `_free` (or any call) on the stale
+/// handle reads the shell through the C pointer, which must not alias a
+/// `Box` that claims unique access.
+struct Grave {
+    ptr: *mut (),
+    /// Releases `ptr`'s memory: `release::<H>` for the handle type.
+    release: unsafe fn(*mut ()),
+}
+
+// SAFETY: a grave is memory only: releasing it drops no value, so any thread
+// may do it.
+unsafe impl Send for Grave {}
+
+impl Drop for Grave {
+    fn drop(&mut self) {
+        // SAFETY: `ptr` came from `Box::<H>::into_raw` with `release` made
+        // for that `H`, and leaves the quarantine (is dropped) once.
+        unsafe { (self.release)(self.ptr) }
+    }
+}
+
+/// Releases a quarantined handle's memory. Its value was dropped by `bury`;
+/// a `Shell`'s is `ManuallyDrop`, so nothing is dropped twice.
+///
+/// # Safety
+/// `p` is from `Box::<H>::into_raw`, released once.
+unsafe fn release<H>(p: *mut ()) {
+    // SAFETY: per the function's contract.
+    drop(unsafe { Box::from_raw(p.cast::<H>()) });
+}
 
 static GRAVEYARD: Mutex<VecDeque<Grave>> = Mutex::new(VecDeque::new());
 
 /// Drops the value of a live shell, marks it dead and quarantines it.
-/// Returns false (doing nothing) if it was already dead.
-pub(crate) fn bury<T: Send + 'static, H: Send + 'static>(
-    handle: Box<H>,
-    shell: impl FnOnce(&mut H) -> &mut Shell<T>,
+/// Returns false (doing nothing) if it was already dead. Liveness is read
+/// through the raw pointer: no `Box` or `&mut` is formed over a handle that
+/// may already be in the quarantine.
+///
+/// # Safety
+/// `handle` is non-NULL, from `Box::<H>::into_raw`, and either live (not used
+/// by anything else during the call) or still in the quarantine; `shell`
+/// projects it to its shell without creating a reference (`addr_of_mut!`).
+pub(crate) unsafe fn bury<T, H>(
+    handle: *mut H,
+    shell: impl FnOnce(*mut H) -> *mut Shell<T>,
 ) -> bool {
-    let mut handle = handle;
-    let s = shell(&mut handle);
-    if !s.is_live() {
-        // Not ours to free again: keep the memory where it is (it is in the
-        // quarantine, which owns it).
-        std::mem::forget(handle);
+    let s = shell(handle);
+    // SAFETY: per the contract, `s` points into a live allocation (the
+    // handle's, or a quarantined one's).
+    if unsafe { addr_of!((*s).magic).read() } != LIVE {
+        // Not ours to free again: the quarantine owns its memory.
         return false;
     }
-    s.magic = DEAD;
-    // SAFETY: the shell was live, so its value was never dropped; it is
-    // marked dead first, so it is never dropped again.
-    unsafe { ManuallyDrop::drop(&mut s.value) };
+    // SAFETY: live, so nothing else uses it (the contract) and its value was
+    // never dropped; it is marked dead first, so it is never dropped again.
+    unsafe {
+        addr_of_mut!((*s).magic).write(DEAD);
+        ManuallyDrop::drop(&mut (*s).value);
+    }
+    let grave = Grave {
+        ptr: handle.cast(),
+        release: release::<H>,
+    };
     let released = {
         let mut g = GRAVEYARD.lock().unwrap_or_else(|p| p.into_inner());
-        g.push_back(handle);
+        g.push_back(grave);
         if g.len() > QUARANTINE {
             g.pop_front()
         } else {
             None
         }
     };
-    // Outside the lock. The value inside is ManuallyDrop: only memory goes.
+    // Outside the lock. The value inside is already dropped: only memory goes.
     drop(released);
     true
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_second_bury_is_detected() {
+        struct Handle(Shell<Vec<u8>>);
+        let p = Box::into_raw(Box::new(Handle(Shell::new(vec![1, 2, 3]))));
+        // SAFETY: from Box::into_raw, live; then quarantined (the second call
+        // only reads its magic word through the raw pointer). The fresh ones
+        // push it out of the quarantine, which releases its memory: under
+        // Miri, that release is where aliasing a quarantined Box showed.
+        unsafe {
+            assert!(bury(p, |h| addr_of_mut!((*h).0)));
+            assert!(!bury(p, |h| addr_of_mut!((*h).0)));
+            for _ in 0..QUARANTINE {
+                let q = Box::into_raw(Box::new(Handle(Shell::new(Vec::new()))));
+                assert!(bury(q, |h| addr_of_mut!((*h).0)));
+            }
+        }
+    }
 }

@@ -47,6 +47,17 @@ pub(crate) fn inside_callback() -> bool {
     CALLBACK_DEPTH.try_with(|d| d.get() > 0).unwrap_or(false)
 }
 
+/// SY_WRONG_CONTEXT saying `why` when called inside one of this library's
+/// callbacks, where a blocking entry point would hold up (or deadlock) the
+/// thread that runs them.
+pub(crate) fn refuse_in_callback(why: &'static str) -> Result<(), Error> {
+    if inside_callback() {
+        Err(Error::new(sy_status::SY_WRONG_CONTEXT, why))
+    } else {
+        Ok(())
+    }
+}
+
 thread_local! {
     static CALLBACK_DEPTH: std::cell::Cell<u32> = const { std::cell::Cell::new(0) };
 }
@@ -88,8 +99,9 @@ macro_rules! try_mut {
     }};
 }
 
-/// Writes an out-parameter, after checking it is not NULL (checked up front by
-/// the caller with `try_out!` so nothing is done when it is).
+/// An out-parameter, checked not to be NULL (else `SY_NULL_PARAMETER`
+/// naming it); the caller writes it, on success only. Used up front, before
+/// any work, so that nothing is done when it is NULL.
 macro_rules! try_out {
     ($ptr:expr, $name:literal) => {{
         let p = $ptr;

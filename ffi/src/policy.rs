@@ -19,7 +19,7 @@ use crate::callback::CUserData;
 use crate::error::Error;
 use crate::macros::{boundary, in_callback};
 use crate::status::{state_from_c, sy_status};
-use crate::strings::{opt_str_arg, slice_arg, str_arg};
+use crate::strings::{c_text, opt_str_arg, slice_arg, str_arg};
 use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
 use std::ffi::{c_char, c_void};
@@ -254,14 +254,6 @@ impl CBalancer {
     }
 }
 
-/// A NUL-terminated copy of `s` (cut at an interior NUL).
-fn c_text(s: &str) -> Vec<u8> {
-    let mut v = Vec::with_capacity(s.len() + 1);
-    v.extend_from_slice(s.split('\0').next().unwrap_or("").as_bytes());
-    v.push(0);
-    v
-}
-
 impl Balancer for CBalancer {
     fn update_client_conn_state(
         &mut self,
@@ -487,15 +479,14 @@ pub extern "C" fn sy_cc_new_subconn(
     })
 }
 
-fn known(sycc: &sy_cc, id: u64) -> Result<SubConnId, Error> {
-    if sycc.subconns.borrow().contains_key(&id) {
-        Ok(SubConnId(id))
-    } else {
-        Err(Error::new(
+/// The subchannel `id` of this balancer, or SY_NOT_FOUND.
+fn known(sycc: &sy_cc, id: u64) -> Result<Arc<SubConn>, Error> {
+    sycc.subconns.borrow().get(&id).cloned().ok_or_else(|| {
+        Error::new(
             sy_status::SY_NOT_FOUND,
             format!("subchannel {id} is not one of this balancer's"),
-        ))
-    }
+        )
+    })
 }
 
 /// Starts connecting an IDLE subchannel (no-op otherwise). SY_NOT_FOUND for
@@ -505,7 +496,7 @@ fn known(sycc: &sy_cc, id: u64) -> Result<SubConnId, Error> {
 pub extern "C" fn sy_cc_connect(cc: *mut sy_cc, subchannel_id: u64) -> sy_status {
     boundary(|| {
         with_client_conn(cc, |sycc, conn| {
-            conn.connect(known(sycc, subchannel_id)?);
+            conn.connect(known(sycc, subchannel_id)?.id());
             Ok(())
         })
     })
@@ -517,7 +508,7 @@ pub extern "C" fn sy_cc_connect(cc: *mut sy_cc, subchannel_id: u64) -> sy_status
 pub extern "C" fn sy_cc_shutdown_subconn(cc: *mut sy_cc, subchannel_id: u64) -> sy_status {
     boundary(|| {
         with_client_conn(cc, |sycc, conn| {
-            conn.shutdown_subconn(known(sycc, subchannel_id)?);
+            conn.shutdown_subconn(known(sycc, subchannel_id)?.id());
             Ok(())
         })
     })
@@ -572,20 +563,10 @@ pub extern "C" fn sy_cc_update_state(
         // SAFETY: `subchannels_len` ids per the contract.
         let ids = unsafe { slice_arg(p.subchannels, p.subchannels_len, "picker->subchannels") }?;
         with_client_conn(cc, |sycc, conn| {
-            let map = sycc.subconns.borrow();
-            let mut subconns = Vec::with_capacity(ids.len());
-            for id in ids {
-                match map.get(id) {
-                    Some(sc) => subconns.push(sc.clone()),
-                    None => {
-                        return Err(Error::new(
-                            sy_status::SY_NOT_FOUND,
-                            format!("subchannel {id} is not one of this balancer's"),
-                        ))
-                    }
-                }
-            }
-            drop(map);
+            let subconns = ids
+                .iter()
+                .map(|&id| known(sycc, id))
+                .collect::<Result<Vec<_>, _>>()?;
             conn.update_state(
                 state,
                 Box::new(CPicker {
@@ -640,8 +621,12 @@ impl Picker for CPicker {
         // SAFETY: the policy's pick callback with its ctx; `args` and `index`
         // outlive the call.
         let decision = unsafe { (self.pick)(self.ctx, &args, &mut index) };
+        const COMPLETE: u32 = sy_pick_decision::SY_PICK_COMPLETE as u32;
+        const QUEUE: u32 = sy_pick_decision::SY_PICK_QUEUE as u32;
+        const FAIL: u32 = sy_pick_decision::SY_PICK_FAIL as u32;
+        const DROP: u32 = sy_pick_decision::SY_PICK_DROP as u32;
         match decision {
-            0 => match self.subconns.get(index) {
+            COMPLETE => match self.subconns.get(index) {
                 Some(sc) => PickResult::Complete {
                     subconn: sc,
                     done: if self.done.is_some() {
@@ -652,9 +637,9 @@ impl Picker for CPicker {
                 },
                 None => PickResult::Fail(&self.bad_index),
             },
-            1 => PickResult::Queue,
-            2 => PickResult::Fail(&self.error),
-            3 => PickResult::Drop(&self.error),
+            QUEUE => PickResult::Queue,
+            FAIL => PickResult::Fail(&self.error),
+            DROP => PickResult::Drop(&self.error),
             _ => PickResult::Fail(&self.bad_decision),
         }
     }

@@ -10,18 +10,18 @@
 
 use crate::call::CallPool;
 use crate::callback::user_data_of;
-use crate::channel::{channel_ref, sy_channel, SY_WAIT_FOREVER};
+use crate::channel::{channel_ref, sy_channel, timeout_deadline};
 use crate::error::{set_last, Error, Message};
 use crate::handle::{bury, Shell};
-use crate::macros::{boundary, boundary_or, inside_callback};
+use crate::macros::{boundary, boundary_or, refuse_in_callback};
 use crate::status::sy_status;
 use std::ffi::{c_char, c_void, CStr};
 use std::mem::size_of;
 use std::ptr::addr_of_mut;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 use switchyard::{
-    DoneInfo, Listed, Pick, PickError, PickInfo, PickOptions, RawPick, Reader, SubConn,
+    Code, DoneInfo, Listed, Pick, PickError, PickInfo, PickOptions, RawPick, Reader, SubConn,
 };
 
 /// One RPC thread's view of a channel. Opaque; owned by the caller (Box).
@@ -118,11 +118,7 @@ pub extern "C" fn sy_reader_new(ch: *const sy_channel, out: *mut *mut sy_reader)
 #[no_mangle]
 pub extern "C" fn sy_reader_refresh(reader: *mut sy_reader) -> sy_status {
     boundary(|| {
-        let r = try_mut!(reader, "reader");
-        if !r.0.is_live() {
-            return Err(Error::invalid("reader was already freed"));
-        }
-        r.0.value.reader.refresh();
+        try_mut!(reader, "reader").live_mut()?.reader.refresh();
         Ok(())
     })
 }
@@ -138,9 +134,9 @@ pub extern "C" fn sy_reader_free(reader: *mut sy_reader) {
         if reader.is_null() {
             return;
         }
-        // SAFETY: from `sy_reader_new`; see the double-free note above.
-        let b = unsafe { Box::from_raw(reader) };
-        if !bury(b, |h| &mut h.0) {
+        // SAFETY: from `sy_reader_new`, live or quarantined per the
+        // double-free note above; the projection forms no reference.
+        if !unsafe { bury(reader, |h| addr_of_mut!((*h).0)) } {
             set_last(Error::invalid("sy_reader_free: reader already freed"));
         }
     })
@@ -228,8 +224,10 @@ extern "C" fn pick_general(
         Err(e) => return pick_fail(e),
     };
     let reader = &mut r.0.value.reader;
+    // Without a method `sy_pick` has just tried the cached rotation and
+    // missed (every other way here fails above); with one it has not.
     // SAFETY: `out` is non-NULL and writable per the contract.
-    if unsafe { pick_cached(reader, out) } {
+    if method_len != 0 && unsafe { pick_cached(reader, out) } {
         return sy_status::SY_OK;
     }
     pick_slow(
@@ -297,19 +295,13 @@ fn pick_slow(
     let result = if timeout_ms == 0 {
         reader.try_pick(&info)
     } else {
-        if inside_callback() {
-            return pick_fail(Error::new(
-                sy_status::SY_WRONG_CONTEXT,
-                "a waiting pick inside a switchyard callback would block the loop",
-            ));
+        if let Err(e) =
+            refuse_in_callback("a waiting pick inside a switchyard callback would block the loop")
+        {
+            return pick_fail(e);
         }
-        let deadline = if timeout_ms == SY_WAIT_FOREVER {
-            None
-        } else {
-            Instant::now().checked_add(Duration::from_millis(timeout_ms))
-        };
         let options = PickOptions {
-            deadline,
+            deadline: timeout_deadline(timeout_ms),
             wait_for_ready,
         };
         reader.pick(&info, &options)
@@ -388,20 +380,16 @@ fn pick_fail(e: Error) -> sy_status {
 #[cold]
 #[inline(never)]
 fn pick_error(e: PickError) -> Error {
-    let code = e.status().code() as u32;
+    let grpc_code = e.code() as u32;
+    // Each message is moved, not copied: a policy's status keeps its shared
+    // text, the deadline's `String` becomes the record's.
     let (status, message) = match e {
         PickError::NoSubConnAvailable => (
             sy_status::SY_NO_SUBCHANNEL,
             Message::Text("no subchannel is ready yet".into()),
         ),
-        PickError::Unavailable(s) => (
-            sy_status::SY_UNAVAILABLE,
-            Message::Text(s.message().to_string().into()),
-        ),
-        PickError::Dropped(s) => (
-            sy_status::SY_DROPPED,
-            Message::Text(s.message().to_string().into()),
-        ),
+        PickError::Unavailable(s) => (sy_status::SY_UNAVAILABLE, Message::Shared(s.into_message())),
+        PickError::Dropped(s) => (sy_status::SY_DROPPED, Message::Shared(s.into_message())),
         PickError::DeadlineExceeded(m) => {
             (sy_status::SY_DEADLINE_EXCEEDED, Message::Text(m.into()))
         }
@@ -413,37 +401,8 @@ fn pick_error(e: PickError) -> Error {
     Error {
         status,
         message,
-        grpc_code: code,
+        grpc_code,
     }
-}
-
-/// gRPC code names, for the outcome the policy's done hook sees.
-const CODE_NAMES: [&str; 17] = [
-    "OK",
-    "CANCELLED",
-    "UNKNOWN",
-    "INVALID_ARGUMENT",
-    "DEADLINE_EXCEEDED",
-    "NOT_FOUND",
-    "ALREADY_EXISTS",
-    "PERMISSION_DENIED",
-    "RESOURCE_EXHAUSTED",
-    "FAILED_PRECONDITION",
-    "ABORTED",
-    "OUT_OF_RANGE",
-    "UNIMPLEMENTED",
-    "INTERNAL",
-    "UNAVAILABLE",
-    "DATA_LOSS",
-    "UNAUTHENTICATED",
-];
-
-/// The name of a gRPC status code ("UNIMPLEMENTED"), "UNKNOWN_CODE" past 16.
-pub(crate) fn code_name(code: u32) -> &'static str {
-    CODE_NAMES
-        .get(code as usize)
-        .copied()
-        .unwrap_or("UNKNOWN_CODE")
 }
 
 /// Finishes a pick: reports the RPC's outcome to the policy and releases what
@@ -482,19 +441,19 @@ pub extern "C" fn sy_pick_done(
             "pick result is not a live pick (already done, or never picked)",
         ));
     }
-    if grpc_code as usize >= CODE_NAMES.len() {
+    let Some(code) = Code::from_u32(grpc_code) else {
         return unknown_code(grpc_code);
-    }
+    };
     if metrics_len > 0 {
         // SAFETY: forwarded contract (the checks above passed).
         return unsafe {
-            done_with_metrics(result, outcome(grpc_code), latency_ns, metrics, metrics_len)
+            done_with_metrics(result, outcome(code), latency_ns, metrics, metrics_len)
         };
     }
     // SAFETY: `result` is a live pick (checked above) whose token we read.
     let pick = unsafe { take_pick(token, words) };
     if pick.reports_outcome() {
-        report(pick, grpc_code, latency_ns);
+        report(pick, code, latency_ns);
     }
     // Otherwise dropping the pick (its hold) is all there is to do.
     sy_status::SY_OK
@@ -508,20 +467,20 @@ fn unknown_code(grpc_code: u32) -> sy_status {
     )))
 }
 
-/// The error a policy's done hook sees for a gRPC code (`None` for OK).
-/// The code was checked to be known.
-fn outcome(grpc_code: u32) -> Option<&'static str> {
-    match grpc_code {
-        0 => None,
-        c => Some(code_name(c)),
+/// The error a policy's done hook sees for a gRPC code: its name
+/// ("UNAVAILABLE"), `None` for OK.
+fn outcome(code: Code) -> Option<&'static str> {
+    match code {
+        Code::Ok => None,
+        c => Some(c.name()),
     }
 }
 
 /// Hands a finished pick's outcome to its policy's done hook.
 #[inline(never)]
-fn report(pick: Pick, grpc_code: u32, latency_ns: u64) {
+fn report(pick: Pick, code: Code, latency_ns: u64) {
     pick.done(&DoneInfo {
-        error: outcome(grpc_code),
+        error: outcome(code),
         latency: Duration::from_nanos(latency_ns),
         load: &[],
     });

@@ -68,14 +68,9 @@ pub extern "C" fn sy_runtime_free(rt: *mut sy_runtime) {
                 .iter()
                 .filter_map(Weak::upgrade)
                 .collect();
-            for pool in &pools {
-                pool.mark_closing();
-            }
-            // Closes every channel: calls in flight fail, queued ones too.
-            drop(inner);
-            for pool in &pools {
-                pool.shutdown();
-            }
+            // Dropping the loop closes every channel: calls in flight fail,
+            // queued ones too.
+            CallPool::close_joined(&pools, || drop(inner));
         }
     })
 }

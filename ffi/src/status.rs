@@ -1,7 +1,7 @@
 //! Result codes and the enums C passes in as integers.
 //!
 //! The numbers are ABI: once released, a number keeps its meaning forever and a
-//! retired one is never reused (`tests/abi.rs` freezes them). Codes are grouped:
+//! retired one is never reused (`ffi/src/tests.rs` freezes them). Codes are grouped:
 //! 1-99 bad input, 100-199 channel/runtime state, 200-299 pick outcomes,
 //! 900-999 internal failures.
 
@@ -152,11 +152,7 @@ pub extern "C" fn sy_status_str(status: u32) -> *const c_char {
 #[no_mangle]
 pub extern "C" fn sy_state_str(state: u32) -> *const c_char {
     match state_from_c(state) {
-        Some(ConnectivityState::Idle) => c"IDLE".as_ptr(),
-        Some(ConnectivityState::Connecting) => c"CONNECTING".as_ptr(),
-        Some(ConnectivityState::Ready) => c"READY".as_ptr(),
-        Some(ConnectivityState::TransientFailure) => c"TRANSIENT_FAILURE".as_ptr(),
-        Some(ConnectivityState::Shutdown) => c"SHUTDOWN".as_ptr(),
+        Some(s) => s.as_cstr().as_ptr(),
         None => c"UNKNOWN".as_ptr(),
     }
 }

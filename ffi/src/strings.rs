@@ -34,6 +34,15 @@ pub(crate) unsafe fn opt_str_arg<'a>(
     }
 }
 
+/// A NUL-terminated copy of `s` for C, cut at an interior NUL (C would stop
+/// reading there anyway).
+pub(crate) fn c_text(s: &str) -> Vec<u8> {
+    let mut v = Vec::with_capacity(s.len() + 1);
+    v.extend_from_slice(s.split('\0').next().unwrap_or("").as_bytes());
+    v.push(0);
+    v
+}
+
 fn utf8<'a>(bytes: &'a [u8], name: &'static str) -> Result<&'a str, Error> {
     std::str::from_utf8(bytes).map_err(|e| {
         Error::new(

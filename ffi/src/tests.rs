@@ -211,3 +211,53 @@ mod tls {
         server.stop();
     }
 }
+
+#[test]
+fn pick_error_code_is_its_status_code() {
+    use switchyard::{Code, PickError, Status};
+    for e in [
+        PickError::NoSubConnAvailable,
+        PickError::Unavailable(Status::unavailable("down")),
+        PickError::Dropped(Status::new(Code::ResourceExhausted, "shed")),
+        PickError::DeadlineExceeded("waited".into()),
+        PickError::Closed,
+    ] {
+        assert_eq!(e.code(), e.status().code(), "{e}");
+    }
+}
+
+#[test]
+fn state_and_code_names() {
+    use switchyard::{Code, ConnectivityState};
+    for n in 0..5u32 {
+        let s = ConnectivityState::from_u8(n as u8).unwrap();
+        // SAFETY: sy_state_str returns a static NUL-terminated string.
+        let name = unsafe { CStr::from_ptr(crate::sy_state_str(n)) };
+        assert_eq!(name.to_str().unwrap(), s.as_str());
+    }
+    // SAFETY: as above.
+    let unknown = unsafe { CStr::from_ptr(crate::sy_state_str(5)) };
+    assert_eq!(unknown.to_str().unwrap(), "UNKNOWN");
+    let names = [
+        "OK",
+        "CANCELLED",
+        "UNKNOWN",
+        "INVALID_ARGUMENT",
+        "DEADLINE_EXCEEDED",
+        "NOT_FOUND",
+        "ALREADY_EXISTS",
+        "PERMISSION_DENIED",
+        "RESOURCE_EXHAUSTED",
+        "FAILED_PRECONDITION",
+        "ABORTED",
+        "OUT_OF_RANGE",
+        "UNIMPLEMENTED",
+        "INTERNAL",
+        "UNAVAILABLE",
+        "DATA_LOSS",
+        "UNAUTHENTICATED",
+    ];
+    for (n, name) in names.iter().enumerate() {
+        assert_eq!(Code::from_u32(n as u32).unwrap().name(), *name);
+    }
+}
