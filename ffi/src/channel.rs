@@ -5,7 +5,7 @@ use crate::call::CallPool;
 use crate::callback::{sy_host_transport, sy_release_fn, sy_state_fn, CHost, CUserData};
 use crate::error::Error;
 use crate::handle::{bury, Shell};
-use crate::macros::{boundary, boundary_or, in_callback, inside_callback, refuse_in_callback};
+use crate::macros::{boundary, boundary_or, in_callback, refuse_in_callback};
 use crate::options::{sy_channel_options, Options};
 use crate::runtime::sy_runtime;
 use crate::status::{state_from_c, state_to_c, sy_status};
@@ -375,12 +375,7 @@ pub extern "C" fn sy_channel_wait_for_state_change(
         if from == ConnectivityState::Shutdown && ch.channel.state() == from {
             return Err(Error::new(sy_status::SY_CLOSED, "the channel is shut down"));
         }
-        if inside_callback() {
-            return Err(Error::new(
-                sy_status::SY_WRONG_CONTEXT,
-                "cannot wait inside a switchyard callback (it would block the loop)",
-            ));
-        }
+        refuse_in_callback("cannot wait inside a switchyard callback (it would block the loop)")?;
         let Some(state) = ch
             .channel
             .wait_for_state_change(from, timeout_deadline(timeout_ms))
