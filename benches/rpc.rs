@@ -47,7 +47,7 @@ fn main() {
         &ipv4(&ports[..1]),
         None,
         ChannelOptions {
-            transport: Some(TransportConfig::default()),
+            transport: Some(TransportConfig::insecure()),
             ..Default::default()
         },
     )
@@ -64,7 +64,7 @@ fn main() {
     let ready = Arc::new(AtomicU64::new(0));
     let r2 = ready.clone();
     let mut opts = ChannelOptions {
-        transport: Some(TransportConfig::default()),
+        transport: Some(TransportConfig::insecure()),
         ..Default::default()
     };
     opts.on_subconn_state = Some(Arc::new(move |_, s: &SubConnState| {
@@ -100,7 +100,7 @@ fn channel(rt: &Runtime, target: &str) -> Channel {
         target,
         Some(RR),
         ChannelOptions {
-            transport: Some(TransportConfig::default()),
+            transport: Some(TransportConfig::insecure()),
             ..Default::default()
         },
     )

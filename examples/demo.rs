@@ -114,7 +114,7 @@ fn main() {
     let rt = Runtime::new().expect("runtime");
     let config = format!(r#"{{"loadBalancingConfig":[{{"{}":{{}}}}]}}"#, args.policy);
     let mut opts = ChannelOptions {
-        transport: Some(TransportConfig::default()),
+        transport: Some(TransportConfig::insecure()),
         ..Default::default()
     };
     opts.backoff.max = Duration::from_secs(1);

@@ -20,7 +20,7 @@ use crate::service_config::ServiceConfig;
 use crate::state::ConnectivityState;
 use crate::subchannel::Subchannels;
 use crate::subconn::{Address, SubConn, SubConnId};
-use crate::transport::{TlsSettings, TransportConfig};
+use crate::transport::{Credentials, TransportConfig};
 use std::collections::HashMap;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, Ordering};
@@ -81,9 +81,10 @@ pub struct ChannelOptions {
     /// How subchannels connect. `None`: the library's own TCP / TLS / HTTP/2
     /// connections (`ManagedConnector`) configured by `transport`.
     pub connector: Option<Box<dyn Connector>>,
-    /// For library-managed connections. `None` means TLS with the bundled
-    /// Mozilla roots, verifying the target's host name; plaintext HTTP/2 only
-    /// when asked for explicitly (`TransportConfig { tls: None, .. }`).
+    /// For library-managed connections. `None` (like
+    /// `TransportConfig::default()`) means TLS with the bundled Mozilla roots,
+    /// verifying the target's host name; plaintext HTTP/2 only when asked for
+    /// by name (`TransportConfig::insecure()`).
     pub transport: Option<TransportConfig>,
     pub backoff: BackoffConfig,
     pub on_state_change: Option<StateCallback>,
@@ -126,15 +127,10 @@ impl Channel {
         } = options;
         let managed = connector.is_none();
         let connector = connector.unwrap_or_else(|| {
-            let mut config = transport.unwrap_or_else(|| TransportConfig {
-                tls: Some(TlsSettings {
-                    server_name: String::new(),
-                    roots_pem: None,
-                    client_cert: None,
-                }),
-                keepalive: None,
-            });
-            if let (Some(tls), Resolver::Dns { host, .. }) = (config.tls.as_mut(), &resolver) {
+            let mut config = transport.unwrap_or_default();
+            if let (Credentials::Tls(tls), Resolver::Dns { host, .. }) =
+                (&mut config.credentials, &resolver)
+            {
                 if tls.server_name.is_empty() {
                     tls.server_name = host.clone();
                 }

@@ -78,7 +78,7 @@ pub struct ManagedConnector {
 impl ManagedConnector {
     pub fn new(config: TransportConfig) -> ManagedConnector {
         ManagedConnector {
-            tls: config.tls.as_ref().map(TlsClient::new).transpose(),
+            tls: config.tls_settings().map(TlsClient::new).transpose(),
             keepalive: config.keepalive,
             conns: HashMap::new(),
             active: HashMap::new(),
@@ -459,8 +459,8 @@ mod tests {
             permit_without_calls: false,
         };
         let mut m = ManagedConnector::new(TransportConfig {
-            tls: None,
             keepalive: Some(keepalive),
+            ..TransportConfig::insecure()
         });
         let sc = Arc::new(SubConn::new(
             SubConnId(1),
@@ -502,14 +502,10 @@ mod tests {
     #[test]
     fn bad_tls_settings_fail_every_attempt_with_the_reason() {
         let (mut env, _poll) = crate::runtime::Env::for_test();
-        let mut m = ManagedConnector::new(TransportConfig {
-            tls: Some(crate::transport::TlsSettings {
-                server_name: String::new(),
-                roots_pem: Some(b"not a certificate".to_vec()),
-                client_cert: None,
-            }),
-            keepalive: None,
-        });
+        let mut m = ManagedConnector::new(TransportConfig::tls(crate::transport::TlsSettings {
+            roots_pem: Some(b"not a certificate".to_vec()),
+            ..Default::default()
+        }));
         assert!(m.tls.is_err());
         let sc = Arc::new(SubConn::new(SubConnId(1), Address::new("127.0.0.1:1")));
         let mut events = Vec::new();

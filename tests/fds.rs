@@ -32,7 +32,7 @@ fn nothing_leaks_after_close() {
     let rt = Runtime::new().unwrap();
     let cfg = Some(r#"{"loadBalancingConfig":[{"round_robin":{}}]}"#);
     let opts = || ChannelOptions {
-        transport: Some(TransportConfig::default()),
+        transport: Some(TransportConfig::insecure()),
         ..Default::default()
     };
     let a = Channel::new(&rt, &target, cfg, opts()).unwrap();

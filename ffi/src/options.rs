@@ -11,7 +11,7 @@ use rustls_pki_types::{CertificateDer, PrivateKeyDer};
 use std::ffi::c_char;
 use std::time::Duration;
 use switchyard::backoff::BackoffConfig;
-use switchyard::{Keepalive, TlsSettings, TransportConfig};
+use switchyard::{Credentials, Keepalive, TlsSettings, TransportConfig};
 
 /// The most threads `sy_channel_options_set_call_threads` allows.
 pub const SY_MAX_CALL_THREADS: u32 = 256;
@@ -83,14 +83,18 @@ impl Options {
         if !self.has_transport_settings() {
             return Ok(None);
         }
-        let tls = (!self.insecure).then(|| TlsSettings {
-            // Empty: each address's own host.
-            server_name: self.server_name.clone().unwrap_or_default(),
-            roots_pem: self.roots_pem.clone(),
-            client_cert: self.client_cert.clone(),
-        });
+        let credentials = if self.insecure {
+            Credentials::Insecure
+        } else {
+            Credentials::Tls(TlsSettings {
+                // Empty: each address's own host.
+                server_name: self.server_name.clone().unwrap_or_default(),
+                roots_pem: self.roots_pem.clone(),
+                client_cert: self.client_cert.clone(),
+            })
+        };
         Ok(Some(TransportConfig {
-            tls,
+            credentials,
             keepalive: self.keepalive,
         }))
     }

@@ -31,16 +31,61 @@ pub use h2conn::{Connection, Handle};
 pub use health::{HealthWatch, WatchEvent, WATCH_METHOD};
 pub use tls::TlsClient;
 
-/// How to talk to a backend.
+/// How to talk to a backend. The default is verified TLS (the bundled
+/// Mozilla roots, the target's host name); plaintext only when named:
+/// [`TransportConfig::insecure`] or [`Credentials::Insecure`].
 #[derive(Debug, Clone, Default)]
 pub struct TransportConfig {
-    /// `None` = plaintext HTTP/2 with prior knowledge (h2c).
-    pub tls: Option<TlsSettings>,
+    /// TLS (the default) or, only when asked for by name, plaintext.
+    pub credentials: Credentials,
     /// Off by default, as in gRPC.
     pub keepalive: Option<Keepalive>,
 }
 
+impl TransportConfig {
+    /// Plaintext HTTP/2 with prior knowledge (h2c), as gRPC's insecure
+    /// credentials: for loopback, tests, or a mesh that encrypts for you.
+    pub fn insecure() -> TransportConfig {
+        TransportConfig {
+            credentials: Credentials::Insecure,
+            ..Default::default()
+        }
+    }
+
+    /// Verified TLS with these settings.
+    pub fn tls(settings: TlsSettings) -> TransportConfig {
+        TransportConfig {
+            credentials: Credentials::Tls(settings),
+            ..Default::default()
+        }
+    }
+
+    /// The TLS settings, `None` for plaintext.
+    pub fn tls_settings(&self) -> Option<&TlsSettings> {
+        match &self.credentials {
+            Credentials::Tls(t) => Some(t),
+            Credentials::Insecure => None,
+        }
+    }
+}
+
+/// A channel's transport credentials. There is no implicit plaintext: the
+/// default is TLS with verification, and `Insecure` must be spelled out.
 #[derive(Debug, Clone)]
+pub enum Credentials {
+    /// TLS, verifying the server's certificate.
+    Tls(TlsSettings),
+    /// Plaintext HTTP/2 (h2c): no encryption, no server authentication.
+    Insecure,
+}
+
+impl Default for Credentials {
+    fn default() -> Credentials {
+        Credentials::Tls(TlsSettings::default())
+    }
+}
+
+#[derive(Debug, Clone, Default)]
 pub struct TlsSettings {
     /// SNI and certificate name to verify; empty = the target's host
     /// ([`Target::host`]).

@@ -50,7 +50,7 @@ impl Driver {
             woke: AtomicBool::new(false),
         });
         let waker = Waker::from(notify.clone());
-        let tls = match &cfg.tls {
+        let tls = match cfg.tls_settings() {
             Some(t) => Some(TlsClient::new(t).map_err(std::io::Error::other)?),
             None => None,
         };
@@ -202,14 +202,11 @@ fn tls_server(p: &TestPki, alpn: &[&[u8]]) -> TestServer {
 }
 
 fn tls_cfg(roots_pem: &[u8]) -> TransportConfig {
-    TransportConfig {
-        tls: Some(TlsSettings {
-            server_name: "localhost".into(),
-            roots_pem: Some(roots_pem.to_vec()),
-            client_cert: None,
-        }),
-        keepalive: None,
-    }
+    TransportConfig::tls(TlsSettings {
+        server_name: "localhost".into(),
+        roots_pem: Some(roots_pem.to_vec()),
+        client_cert: None,
+    })
 }
 
 #[test]
@@ -293,12 +290,12 @@ fn ready_only_after_server_settings() {
         black_hole: true,
         ..Default::default()
     });
-    let mut d = Driver::start(&Target::Tcp(hole.addr()), &TransportConfig::default()).unwrap();
+    let mut d = Driver::start(&Target::Tcp(hole.addr()), &TransportConfig::insecure()).unwrap();
     assert_eq!(d.next(Duration::from_millis(300)), None);
     assert!(d.conn.send_handle().is_none());
 
     let srv = plain_server();
-    let mut d = Driver::start(&Target::Tcp(srv.addr()), &TransportConfig::default()).unwrap();
+    let mut d = Driver::start(&Target::Tcp(srv.addr()), &TransportConfig::insecure()).unwrap();
     assert_eq!(d.next(SOON), Some(Progress::Ready));
     assert!(d.conn.send_handle().is_some());
 }
@@ -309,7 +306,7 @@ fn connection_refused_fails_clearly() {
         .unwrap()
         .local_addr()
         .unwrap(); // listener dropped: nothing listens there now
-    let msg = match Driver::start(&Target::Tcp(addr), &TransportConfig::default()) {
+    let msg = match Driver::start(&Target::Tcp(addr), &TransportConfig::insecure()) {
         Err(e) => e.to_string(),
         Ok(mut d) => expect_failed(&mut d),
     };
@@ -322,7 +319,7 @@ fn connection_refused_fails_clearly() {
 #[test]
 fn unary_echo_round_trip_with_metadata_and_trailers() {
     let srv = plain_server();
-    let lp = LoopThread::spawn(Target::Tcp(srv.addr()), TransportConfig::default());
+    let lp = LoopThread::spawn(Target::Tcp(srv.addr()), TransportConfig::insecure());
     let h = lp.ready();
     let r = echo(&h, b"hello", &[("x-echo-a", "1"), ("x-other", "2")]).unwrap();
     let port = srv.port().to_string();
@@ -342,7 +339,7 @@ fn unary_echo_round_trip_with_metadata_and_trailers() {
 #[test]
 fn error_statuses_map() {
     let srv = plain_server();
-    let lp = LoopThread::spawn(Target::Tcp(srv.addr()), TransportConfig::default());
+    let lp = LoopThread::spawn(Target::Tcp(srv.addr()), TransportConfig::insecure());
     let h = lp.ready();
     let e = echo(
         &h,
@@ -378,7 +375,7 @@ fn error_statuses_map() {
 #[test]
 fn concurrent_calls_share_one_connection() {
     let srv = plain_server();
-    let lp = LoopThread::spawn(Target::Tcp(srv.addr()), TransportConfig::default());
+    let lp = LoopThread::spawn(Target::Tcp(srv.addr()), TransportConfig::insecure());
     let h = lp.ready();
     let threads: Vec<_> = (0..8)
         .map(|t| {
@@ -421,6 +418,28 @@ fn tls_with_wrong_ca_fails_with_rustls_error() {
     assert!(m.contains("invalid peer certificate"), "{m}");
 }
 
+/// Plaintext only when named: a config built from the default with one
+/// field changed (keepalive here) is still verified TLS, and against a
+/// plaintext server it fails rather than falling back to h2c.
+#[test]
+fn credentials_are_tls_unless_insecure_is_named() {
+    let cfg = TransportConfig {
+        keepalive: Some(Keepalive {
+            time: Duration::from_secs(10),
+            timeout: Duration::from_secs(1),
+            permit_without_calls: false,
+        }),
+        ..Default::default()
+    };
+    assert!(cfg.tls_settings().is_some());
+    assert!(TransportConfig::insecure().tls_settings().is_none());
+    let srv = plain_server();
+    let mut d = Driver::start(&Target::Tcp(srv.addr()), &cfg).unwrap();
+    let m = expect_failed(&mut d);
+    assert!(!m.is_empty());
+    assert_eq!(srv.requests(), 0);
+}
+
 #[test]
 fn tls_without_h2_alpn_fails() {
     let p = TestPki::new();
@@ -433,7 +452,7 @@ fn tls_without_h2_alpn_fails() {
 #[test]
 fn goaway_reported_and_in_flight_call_finishes() {
     let srv = plain_server();
-    let lp = LoopThread::spawn(Target::Tcp(srv.addr()), TransportConfig::default());
+    let lp = LoopThread::spawn(Target::Tcp(srv.addr()), TransportConfig::insecure());
     let h = lp.ready();
     assert!(!h.is_closing());
     let h2 = h.clone();
@@ -473,7 +492,7 @@ fn fd_target(fd: i32) -> Option<std::path::PathBuf> {
 #[test]
 fn close_releases_fd() {
     let srv = plain_server();
-    let mut d = Driver::start(&Target::Tcp(srv.addr()), &TransportConfig::default()).unwrap();
+    let mut d = Driver::start(&Target::Tcp(srv.addr()), &TransportConfig::insecure()).unwrap();
     assert_eq!(d.next(SOON), Some(Progress::Ready));
     let fd = d.conn.raw_fd();
     let before = fd_target(fd).expect("open fd");
@@ -492,7 +511,7 @@ fn close_releases_fd() {
 fn unix_socket_works() {
     let path = std::env::temp_dir().join(format!("switchyard-t-{}.sock", std::process::id()));
     let srv = TestServer::start(Listen::Unix(path.clone()), ServerOptions::default()).unwrap();
-    let lp = LoopThread::spawn(Target::Unix(path.clone()), TransportConfig::default());
+    let lp = LoopThread::spawn(Target::Unix(path.clone()), TransportConfig::insecure());
     let h = lp.ready();
     assert_eq!(echo(&h, b"uds", &[]).unwrap().message, b"uds|port=0");
     drop(lp);
@@ -503,7 +522,7 @@ fn unix_socket_works() {
 #[test]
 fn server_stop_is_lost() {
     let srv = plain_server();
-    let lp = LoopThread::spawn(Target::Tcp(srv.addr()), TransportConfig::default());
+    let lp = LoopThread::spawn(Target::Tcp(srv.addr()), TransportConfig::insecure());
     let h = lp.ready();
     srv.stop();
     assert!(matches!(lp.next(), Progress::Lost(_)));
@@ -515,7 +534,7 @@ fn server_stop_is_lost() {
 fn health_check_and_status() {
     let srv = plain_server();
     srv.set_serving("svc", health_proto::NOT_SERVING);
-    let lp = LoopThread::spawn(Target::Tcp(srv.addr()), TransportConfig::default());
+    let lp = LoopThread::spawn(Target::Tcp(srv.addr()), TransportConfig::insecure());
     let h = lp.ready();
     let check = |svc: &str| {
         unary(
@@ -617,7 +636,7 @@ impl Drop for Proxy {
 
 fn keepalive_cfg(time_ms: u64, timeout_ms: u64, permit_without_calls: bool) -> TransportConfig {
     TransportConfig {
-        tls: None,
+        credentials: Credentials::Insecure,
         keepalive: Some(Keepalive {
             time: Duration::from_millis(time_ms),
             timeout: Duration::from_millis(timeout_ms),
@@ -733,7 +752,7 @@ fn calm_down_server() -> (SocketAddr, JoinHandle<()>) {
 #[test]
 fn too_many_pings_goaway_is_flagged() {
     let (addr, srv) = calm_down_server();
-    let mut d = Driver::start(&Target::Tcp(addr), &TransportConfig::default()).unwrap();
+    let mut d = Driver::start(&Target::Tcp(addr), &TransportConfig::insecure()).unwrap();
     assert_eq!(d.next(SOON), Some(Progress::Ready));
     assert_eq!(
         d.next(SOON),
@@ -751,7 +770,7 @@ fn eof_before_settings_fails() {
     let l = std::net::TcpListener::bind(localhost()).unwrap();
     let addr = l.local_addr().unwrap();
     let t = thread::spawn(move || drop(l.accept()));
-    let mut d = Driver::start(&Target::Tcp(addr), &TransportConfig::default()).unwrap();
+    let mut d = Driver::start(&Target::Tcp(addr), &TransportConfig::insecure()).unwrap();
     assert!(!expect_failed(&mut d).is_empty());
     assert!(format!("{:?}", d.conn).contains("dead"));
     t.join().unwrap();
@@ -771,7 +790,7 @@ fn next_watch_event(w: &mut HealthWatch) -> WatchEvent {
 fn health_watch_streams_statuses_and_ends_with_a_status() {
     use super::health_proto::{NOT_SERVING, SERVICE_UNKNOWN, SERVING};
     let server = plain_server();
-    let lt = LoopThread::spawn(Target::Tcp(server.addr()), TransportConfig::default());
+    let lt = LoopThread::spawn(Target::Tcp(server.addr()), TransportConfig::insecure());
     let h = lt.ready();
     let mut w = HealthWatch::start(&h, "").unwrap();
     assert_eq!(next_watch_event(&mut w), WatchEvent::Status(SERVING));
@@ -797,7 +816,7 @@ fn health_watch_without_a_health_service_ends_unimplemented() {
         no_health: true,
         ..Default::default()
     });
-    let lt = LoopThread::spawn(Target::Tcp(server.addr()), TransportConfig::default());
+    let lt = LoopThread::spawn(Target::Tcp(server.addr()), TransportConfig::insecure());
     let mut w = HealthWatch::start(&lt.ready(), "").unwrap();
     match next_watch_event(&mut w) {
         WatchEvent::Ended(e) => assert_eq!(e.code, code::UNIMPLEMENTED, "{e}"),

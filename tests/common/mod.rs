@@ -39,7 +39,7 @@ pub trait Fleet {
 
 pub fn plaintext() -> ChannelOptions {
     ChannelOptions {
-        transport: Some(TransportConfig::default()),
+        transport: Some(TransportConfig::insecure()),
         ..Default::default()
     }
 }
@@ -295,14 +295,11 @@ pub fn missing_health_service_counts_as_healthy(f: &impl Fleet) {
 pub fn tls_right_ca_works_wrong_ca_says_why(addr: SocketAddr, ca_pem: &[u8]) {
     let rt = Runtime::new().unwrap();
     let tls = |roots: Vec<u8>| ChannelOptions {
-        transport: Some(TransportConfig {
-            tls: Some(TlsSettings {
-                server_name: "localhost".into(),
-                roots_pem: Some(roots),
-                client_cert: None,
-            }),
-            keepalive: None,
-        }),
+        transport: Some(TransportConfig::tls(TlsSettings {
+            server_name: "localhost".into(),
+            roots_pem: Some(roots),
+            client_cert: None,
+        })),
         ..Default::default()
     };
     let target = format!("ipv4:{addr}");

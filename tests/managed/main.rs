@@ -191,14 +191,11 @@ fn mutual_tls_presents_the_client_certificate() {
     let server = TestServer::start(Listen::Tcp("127.0.0.1:0".parse().unwrap()), opts).unwrap();
     let rt = Runtime::new().unwrap();
     let with = |client_cert: Option<(Vec<u8>, Vec<u8>)>| ChannelOptions {
-        transport: Some(TransportConfig {
-            tls: Some(TlsSettings {
-                server_name: "localhost".into(),
-                roots_pem: Some(pki.ca_pem.clone()),
-                client_cert,
-            }),
-            keepalive: None,
-        }),
+        transport: Some(TransportConfig::tls(TlsSettings {
+            server_name: "localhost".into(),
+            roots_pem: Some(pki.ca_pem.clone()),
+            client_cert,
+        })),
         ..Default::default()
     };
     let target = format!("ipv4:{}", server.addr());
