@@ -241,7 +241,8 @@ typedef struct sy_channel sy_channel;
 
  Defaults (a fresh handle, or passing NULL instead of one): TLS with the
  bundled Mozilla roots, verifying each address's host name; no client
- certificate; no keepalive; gRPC's connection backoff (1 s, x1.6, +-20 %,
+ certificate; no keepalive; gRPC's size limits (4 MiB per received
+ message, 16 MiB per header list); gRPC's connection backoff (1 s, x1.6, +-20 %,
  at most 120 s, at least 20 s per attempt); up to 8 completion threads.
 
  Setters validate their input and return SY_OK, SY_NULL_PARAMETER,
@@ -925,6 +926,25 @@ sy_status sy_channel_options_set_keepalive(struct sy_channel_options *opts,
                                            uint64_t time_ms,
                                            uint64_t timeout_ms,
                                            bool permit_without_calls);
+
+/*
+ The largest response message a call accepts, in bytes: a larger one
+ fails that call with gRPC status RESOURCE_EXHAUSTED (8) before it is
+ buffered. 0 restores the default, 4 MiB (gRPC's). SY_INVALID_ARGUMENT
+ above 4294967295 (gRPC's length prefix is 32 bits).
+ */
+sy_status sy_channel_options_set_max_recv_message_size(struct sy_channel_options *opts,
+                                                       size_t bytes);
+
+/*
+ The largest response header list (headers, or trailers) a call accepts,
+ counted as HTTP/2 does (name + value + 32 bytes per field), announced to
+ servers as SETTINGS_MAX_HEADER_LIST_SIZE. A larger list fails its call
+ with gRPC status INTERNAL (13); one over four times the limit ends the
+ connection. 0 restores the default, 16 MiB (gRPC-Go's).
+ */
+sy_status sy_channel_options_set_max_header_list_size(struct sy_channel_options *opts,
+                                                      uint32_t bytes);
 
 /*
  Connection backoff (gRPC's connection-backoff spec): the first retry after

@@ -45,4 +45,4 @@ pub use runtime::{Runtime, RuntimeConfig};
 pub use state::ConnectivityState;
 pub use status::{Code, Status};
 pub use subconn::{Address, SubConn, SubConnId, UserData};
-pub use transport::{Credentials, Keepalive, TlsSettings, TransportConfig, UnaryResponse};
+pub use transport::{Credentials, Keepalive, Limits, TlsSettings, TransportConfig, UnaryResponse};

@@ -19,8 +19,8 @@ use crate::backoff::{Backoff, BackoffConfig};
 use crate::connector::{Connector, ConnectorCtx, TransportEvent};
 use crate::subconn::{SubConn, SubConnId};
 use crate::transport::{
-    code, health_proto, CallError, Connection, HealthWatch, Keepalive, Progress, Target, TlsClient,
-    TransportConfig, WatchEvent,
+    code, health_proto, CallError, Connection, HealthWatch, Keepalive, Limits, Progress, Target,
+    TlsClient, TransportConfig, WatchEvent,
 };
 use std::collections::{HashMap, HashSet};
 use std::net::SocketAddr;
@@ -64,6 +64,7 @@ pub struct ManagedConnector {
     tls: Result<Option<TlsClient>, String>,
     /// Doubled on a "too_many_pings" GOAWAY (gRFC A8).
     keepalive: Option<Keepalive>,
+    limits: Limits,
     conns: HashMap<u64, Conn>,
     /// The connection each subchannel uses now (others may still be draining).
     active: HashMap<SubConnId, u64>,
@@ -80,6 +81,7 @@ impl ManagedConnector {
         ManagedConnector {
             tls: config.tls_settings().map(TlsClient::new).transpose(),
             keepalive: config.keepalive,
+            limits: config.limits(),
             conns: HashMap::new(),
             active: HashMap::new(),
             next_key: 1,
@@ -328,6 +330,7 @@ impl Connector for ManagedConnector {
             &target,
             tls,
             self.keepalive,
+            self.limits,
             ctx.registry(),
             token,
             waker.clone(),

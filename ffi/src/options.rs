@@ -11,6 +11,7 @@ use rustls_pki_types::{CertificateDer, PrivateKeyDer};
 use std::ffi::c_char;
 use std::time::Duration;
 use switchyard::backoff::BackoffConfig;
+use switchyard::transport::{DEFAULT_MAX_HEADER_LIST_SIZE, DEFAULT_MAX_RECV_MESSAGE_SIZE};
 use switchyard::{Credentials, Keepalive, TlsSettings, TransportConfig};
 
 /// The most threads `sy_channel_options_set_call_threads` allows.
@@ -23,7 +24,8 @@ pub(crate) const DEFAULT_CALL_THREADS: usize = 8;
 ///
 /// Defaults (a fresh handle, or passing NULL instead of one): TLS with the
 /// bundled Mozilla roots, verifying each address's host name; no client
-/// certificate; no keepalive; gRPC's connection backoff (1 s, x1.6, +-20 %,
+/// certificate; no keepalive; gRPC's size limits (4 MiB per received
+/// message, 16 MiB per header list); gRPC's connection backoff (1 s, x1.6, +-20 %,
 /// at most 120 s, at least 20 s per attempt); up to 8 completion threads.
 ///
 /// Setters validate their input and return SY_OK, SY_NULL_PARAMETER,
@@ -42,6 +44,8 @@ pub(crate) struct Options {
     roots_pem: Option<Vec<u8>>,
     client_cert: Option<(Vec<u8>, Vec<u8>)>,
     keepalive: Option<Keepalive>,
+    max_recv_message_size: usize,
+    max_header_list_size: u32,
     pub(crate) backoff: BackoffConfig,
     pub(crate) call_threads: usize,
 }
@@ -54,6 +58,8 @@ impl Default for Options {
             roots_pem: None,
             client_cert: None,
             keepalive: None,
+            max_recv_message_size: DEFAULT_MAX_RECV_MESSAGE_SIZE,
+            max_header_list_size: DEFAULT_MAX_HEADER_LIST_SIZE,
             backoff: BackoffConfig::default(),
             call_threads: DEFAULT_CALL_THREADS,
         }
@@ -68,6 +74,8 @@ impl Options {
             || self.roots_pem.is_some()
             || self.client_cert.is_some()
             || self.keepalive.is_some()
+            || self.max_recv_message_size != DEFAULT_MAX_RECV_MESSAGE_SIZE
+            || self.max_header_list_size != DEFAULT_MAX_HEADER_LIST_SIZE
     }
 
     /// The core's transport config: `None` (TLS, bundled roots) unless
@@ -96,6 +104,8 @@ impl Options {
         Ok(Some(TransportConfig {
             credentials,
             keepalive: self.keepalive,
+            max_recv_message_size: self.max_recv_message_size,
+            max_header_list_size: self.max_header_list_size,
         }))
     }
 }
@@ -253,6 +263,53 @@ pub extern "C" fn sy_channel_options_set_keepalive(
             timeout: ms(if timeout_ms == 0 { 20_000 } else { timeout_ms }),
             permit_without_calls,
         });
+        Ok(())
+    })
+}
+
+/// The largest response message a call accepts, in bytes: a larger one
+/// fails that call with gRPC status RESOURCE_EXHAUSTED (8) before it is
+/// buffered. 0 restores the default, 4 MiB (gRPC's). SY_INVALID_ARGUMENT
+/// above 4294967295 (gRPC's length prefix is 32 bits).
+#[no_mangle]
+pub extern "C" fn sy_channel_options_set_max_recv_message_size(
+    opts: *mut sy_channel_options,
+    bytes: usize,
+) -> sy_status {
+    boundary(|| {
+        let o = options_mut(opts)?;
+        if u32::try_from(bytes).is_err() {
+            return Err(Error::invalid(format!(
+                "max receive message size {bytes} exceeds {}",
+                u32::MAX
+            )));
+        }
+        o.max_recv_message_size = if bytes == 0 {
+            DEFAULT_MAX_RECV_MESSAGE_SIZE
+        } else {
+            bytes
+        };
+        Ok(())
+    })
+}
+
+/// The largest response header list (headers, or trailers) a call accepts,
+/// counted as HTTP/2 does (name + value + 32 bytes per field), announced to
+/// servers as SETTINGS_MAX_HEADER_LIST_SIZE. A larger list fails its call
+/// with gRPC status INTERNAL (13); one over four times the limit ends the
+/// connection. 0 restores the default, 16 MiB (gRPC-Go's).
+#[no_mangle]
+pub extern "C" fn sy_channel_options_set_max_header_list_size(
+    opts: *mut sy_channel_options,
+    bytes: u32,
+) -> sy_status {
+    boundary(|| {
+        let o = options_mut(opts)?;
+        o.max_header_list_size = if bytes == 0 {
+            DEFAULT_MAX_HEADER_LIST_SIZE
+        } else {
+            bytes
+        };
         Ok(())
     })
 }

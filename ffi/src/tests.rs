@@ -88,11 +88,11 @@ mod tls {
     use std::ptr;
     use switchyard::transport::testserver::{Listen, ServerOptions, TestPki, TestServer};
 
-    fn ok(s: sy_status) {
+    pub(super) fn ok(s: sy_status) {
         assert_eq!(s, sy_status::SY_OK, "{}", last_error());
     }
 
-    fn last_error() -> String {
+    pub(super) fn last_error() -> String {
         let mut buf = vec![0u8; 512];
         let n = sy_last_error(buf.as_mut_ptr().cast(), buf.len());
         buf.truncate(n.min(511));
@@ -100,7 +100,10 @@ mod tls {
     }
 
     /// One call through a fresh channel with `setup` applied to its options.
-    fn call(port: u16, setup: impl FnOnce(*mut sy_channel_options)) -> (sy_status, u32, Vec<u8>) {
+    pub(super) fn call(
+        port: u16,
+        setup: impl FnOnce(*mut sy_channel_options),
+    ) -> (sy_status, u32, Vec<u8>) {
         let mut rt = ptr::null_mut();
         ok(sy_runtime_new(&mut rt));
         let mut o = ptr::null_mut();
@@ -210,6 +213,76 @@ mod tls {
         assert_eq!(st, sy_status::SY_RPC_FAILED);
         server.stop();
     }
+}
+
+/// The size limits set through `sy_channel_options` reach the calls: a
+/// reply over the receive limit fails with RESOURCE_EXHAUSTED, one over the
+/// header list limit with INTERNAL, and the defaults let both through.
+#[test]
+fn size_limits_from_options() {
+    use crate::*;
+    use switchyard::transport::testserver::{Listen, ServerOptions, TestServer};
+    let server = TestServer::start(
+        Listen::Tcp("127.0.0.1:0".parse().unwrap()),
+        ServerOptions::default(),
+    )
+    .unwrap();
+    let port = server.port();
+    let insecure = |o| tls::ok(sy_channel_options_set_insecure(o, true));
+
+    let (st, code, body) = tls::call(port, insecure);
+    assert_eq!((st, code), (sy_status::SY_OK, 0), "{}", tls::last_error());
+    // The echo answers "hi|port=N": more than 8 bytes.
+    assert!(body.len() > 8, "{body:?}");
+    let (st, code, _) = tls::call(port, |o| {
+        insecure(o);
+        tls::ok(sy_channel_options_set_max_recv_message_size(o, 8));
+    });
+    assert_eq!(
+        (st, code),
+        (sy_status::SY_RPC_FAILED, 8),
+        "{}",
+        tls::last_error()
+    );
+    // The response headers alone (":status", content-type) exceed 40 bytes.
+    let (st, code, _) = tls::call(port, |o| {
+        insecure(o);
+        tls::ok(sy_channel_options_set_max_header_list_size(o, 40));
+    });
+    assert_eq!(
+        (st, code),
+        (sy_status::SY_RPC_FAILED, 13),
+        "{}",
+        tls::last_error()
+    );
+    // 0 restores the defaults.
+    let (st, code, _) = tls::call(port, |o| {
+        insecure(o);
+        tls::ok(sy_channel_options_set_max_recv_message_size(o, 8));
+        tls::ok(sy_channel_options_set_max_recv_message_size(o, 0));
+        tls::ok(sy_channel_options_set_max_header_list_size(o, 40));
+        tls::ok(sy_channel_options_set_max_header_list_size(o, 0));
+    });
+    assert_eq!((st, code), (sy_status::SY_OK, 0), "{}", tls::last_error());
+    server.stop();
+
+    let mut o = std::ptr::null_mut();
+    tls::ok(sy_channel_options_new(&mut o));
+    if usize::BITS > 32 {
+        assert_eq!(
+            sy_channel_options_set_max_recv_message_size(o, u32::MAX as usize + 1),
+            sy_status::SY_INVALID_ARGUMENT
+        );
+    }
+    assert_eq!(
+        sy_channel_options_set_max_recv_message_size(std::ptr::null_mut(), 1),
+        sy_status::SY_NULL_PARAMETER
+    );
+    assert_eq!(
+        sy_channel_options_set_max_header_list_size(std::ptr::null_mut(), 1),
+        sy_status::SY_NULL_PARAMETER
+    );
+    sy_channel_options_free(o);
 }
 
 #[test]

@@ -34,8 +34,9 @@ pub mod code {
     pub const UNAUTHENTICATED: u32 = 16;
 }
 
-/// gRPC's default max receive message size.
-const MAX_RECV_MESSAGE: usize = 4 << 20;
+/// gRPC's default max receive message size, for streams without a
+/// configured limit (health watches, the test server).
+const MAX_RECV_MESSAGE: usize = super::DEFAULT_MAX_RECV_MESSAGE_SIZE;
 
 #[derive(Debug, Clone, Default)]
 pub struct UnaryResponse {
@@ -129,18 +130,21 @@ async fn call(
     }
     check_response_head(&parts)?;
 
+    let max = shared.max_recv_message_size;
     let mut buf = BytesMut::new();
     while let Some(chunk) = poll_fn(|cx| body.poll_data(cx)).await {
         let chunk = chunk.map_err(|e| fail(e, true))?;
         // Give the window back or the server stalls after 64 KiB.
         let _ = body.flow_control().release_capacity(chunk.len());
-        if buf.len() + chunk.len() > MAX_RECV_MESSAGE + 5 {
+        if buf.len() + chunk.len() > max.saturating_add(5) {
             return Err(CallError::new(
                 code::RESOURCE_EXHAUSTED,
-                "response larger than max receive message size",
+                format!("response larger than max receive message size ({max})"),
             ));
         }
         buf.extend_from_slice(&chunk);
+        // Refuse by the length prefix, before buffering what it announces.
+        frame_len_max(&buf, max)?;
     }
     let trailers = poll_fn(|cx| body.poll_trailers(cx))
         .await
@@ -156,7 +160,7 @@ async fn call(
             ))
         }
     }
-    let message = match take_message(&mut buf)? {
+    let message = match take_message_max(&mut buf, max)? {
         Some(m) if buf.is_empty() => m.to_vec(),
         Some(_) => {
             return Err(CallError::new(
@@ -272,7 +276,12 @@ pub(crate) fn encode_message(msg: &[u8]) -> Bytes {
 /// Takes the first complete message off a receive buffer (a message may
 /// arrive in pieces); `None` until one is complete.
 pub(crate) fn take_message(buf: &mut BytesMut) -> Result<Option<Bytes>, CallError> {
-    Ok(frame_len(buf)?.map(|len| {
+    take_message_max(buf, MAX_RECV_MESSAGE)
+}
+
+/// [`take_message`] with a receive limit of `max` bytes.
+pub(crate) fn take_message_max(buf: &mut BytesMut, max: usize) -> Result<Option<Bytes>, CallError> {
+    Ok(frame_len_max(buf, max)?.map(|len| {
         let frame = buf.split_to(5 + len).freeze();
         frame.slice(5..)
     }))
@@ -280,7 +289,7 @@ pub(crate) fn take_message(buf: &mut BytesMut) -> Result<Option<Bytes>, CallErro
 
 /// The length of the message at the start of `buf` once all of it is there;
 /// errors for frames this client can never accept.
-fn frame_len(buf: &[u8]) -> Result<Option<usize>, CallError> {
+fn frame_len_max(buf: &[u8], max: usize) -> Result<Option<usize>, CallError> {
     if buf.len() < 5 {
         return Ok(None);
     }
@@ -291,10 +300,10 @@ fn frame_len(buf: &[u8]) -> Result<Option<usize>, CallError> {
         ));
     }
     let len = u32::from_be_bytes([buf[1], buf[2], buf[3], buf[4]]) as usize;
-    if len > MAX_RECV_MESSAGE {
+    if len > max {
         return Err(CallError::new(
             code::RESOURCE_EXHAUSTED,
-            "message larger than max receive message size",
+            format!("received message larger than max ({len} vs. {max})"),
         ));
     }
     Ok((buf.len() - 5 >= len).then_some(len))

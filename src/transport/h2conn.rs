@@ -18,7 +18,7 @@ use mio::unix::SourceFd;
 use mio::{Interest, Registry, Token};
 
 use super::io::{tls_handshake_step, IoFlags, Socket, Stream};
-use super::{Keepalive, Progress, Target, TlsClient};
+use super::{Keepalive, Limits, Progress, Target, TlsClient};
 
 type H2Conn = h2::client::Connection<Stream, Bytes>;
 type Handshake =
@@ -85,6 +85,8 @@ pub(crate) struct HandleShared {
     pub(crate) authority: http::uri::Authority,
     /// Calls in flight; keepalive without `permit_without_calls` needs it.
     pub(crate) inflight: AtomicUsize,
+    /// The largest response message a call on this connection accepts.
+    pub(crate) max_recv_message_size: usize,
     /// Set (never cleared) once the connection got GOAWAY, died or was
     /// closed; by the loop, or by an RPC thread that saw the connection fail.
     pub(crate) closing: AtomicBool,
@@ -110,6 +112,7 @@ pub struct Connection {
     too_many_pings: bool,
     keepalive: Option<KeepaliveState>,
     keepalive_cfg: Option<Keepalive>,
+    max_header_list_size: u32,
 }
 
 impl std::fmt::Debug for Connection {
@@ -139,6 +142,7 @@ impl Connection {
         target: &Target,
         tls: Option<&TlsClient>,
         keepalive: Option<Keepalive>,
+        limits: Limits,
         registry: &Registry,
         token: Token,
         waker: Waker,
@@ -182,6 +186,7 @@ impl Connection {
                 scheme,
                 authority,
                 inflight: AtomicUsize::new(0),
+                max_recv_message_size: limits.max_recv_message_size,
                 closing: AtomicBool::new(false),
             }),
             events: VecDeque::new(),
@@ -190,6 +195,7 @@ impl Connection {
             too_many_pings: false,
             keepalive: None,
             keepalive_cfg: keepalive,
+            max_header_list_size: limits.max_header_list_size,
         })
     }
 
@@ -366,6 +372,8 @@ impl Connection {
         let fut = h2::client::Builder::new()
             // We never accept server push.
             .enable_push(false)
+            // Bounds what one response's headers or trailers may cost us.
+            .max_header_list_size(self.max_header_list_size)
             .handshake::<_, Bytes>(stream);
         State::H2Handshake(Box::pin(fut))
     }

@@ -58,6 +58,7 @@ impl Driver {
             target,
             tls.as_ref(),
             cfg.keepalive,
+            cfg.limits(),
             poll.registry(),
             CONN,
             waker,
@@ -642,6 +643,7 @@ fn keepalive_cfg(time_ms: u64, timeout_ms: u64, permit_without_calls: bool) -> T
             timeout: Duration::from_millis(timeout_ms),
             permit_without_calls,
         }),
+        ..Default::default()
     }
 }
 
