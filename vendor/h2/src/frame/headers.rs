@@ -963,6 +963,11 @@ impl HeaderBlock {
                 Path(v) => set_pseudo!(path, v),
                 Protocol(v) => set_pseudo!(protocol, v),
                 Status(v) => set_pseudo!(status, v),
+                // switchyard patch: a stream error (see `Header::Malformed`).
+                Malformed { .. } => {
+                    tracing::trace!("load_hpack; header malformed -- not representable");
+                    malformed = true;
+                }
             }
 
             ControlFlow::Continue(())

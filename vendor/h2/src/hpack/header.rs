@@ -17,6 +17,13 @@ pub enum Header<T = HeaderName> {
     Path(BytesStr),
     Protocol(Protocol),
     Status(StatusCode),
+    /// switchyard patch: a field that decoded fine but that HTTP cannot
+    /// represent (a NUL or CR/LF in a value, an upper-case or unknown name,
+    /// a bad pseudo-header value). RFC 9113 §8.2.1 / §8.1.1: the message is
+    /// malformed, a *stream* error. Kept raw, so a literal with incremental
+    /// indexing still enters the dynamic table and the decoder stays in step
+    /// with the peer's encoder for the other streams.
+    Malformed { name: Bytes, value: Bytes },
 }
 
 /// The header field name
@@ -29,6 +36,8 @@ pub enum Name<'a> {
     Path,
     Protocol,
     Status,
+    /// switchyard patch: the name of a [`Header::Malformed`].
+    Malformed(&'a [u8]),
 }
 
 #[doc(hidden)]
@@ -50,6 +59,7 @@ impl Header<Option<HeaderName>> {
                 value,
             } => Field { name: n, value },
             Field { name: None, value } => return Err(value),
+            Malformed { name, value } => Malformed { name, value },
             Authority(v) => Authority(v),
             Method(v) => Method(v),
             Scheme(v) => Scheme(v),
@@ -65,6 +75,16 @@ impl Header {
         if name.is_empty() {
             return Err(DecoderError::NeedMore(NeedMore::UnexpectedEndOfStream));
         }
+        // switchyard patch: the field is fully decoded; if HTTP cannot
+        // represent it, the message is malformed (a stream error), which is
+        // no reason to abandon the header block and the connection.
+        match Header::parse(name.clone(), value.clone()) {
+            Ok(h) => Ok(h),
+            Err(_) => Ok(Header::Malformed { name, value }),
+        }
+    }
+
+    fn parse(name: Bytes, value: Bytes) -> Result<Header, DecoderError> {
         if name[0] == b':' {
             match &name[1..] {
                 b"authority" => {
@@ -114,6 +134,10 @@ impl Header {
             Header::Path(ref v) => 32 + 5 + v.len(),
             Header::Protocol(ref v) => 32 + 9 + v.as_str().len(),
             Header::Status(_) => 32 + 7 + 3,
+            Header::Malformed {
+                ref name,
+                ref value,
+            } => 32 + name.len() + value.len(),
         }
     }
 
@@ -127,6 +151,7 @@ impl Header {
             Header::Path(..) => Name::Path,
             Header::Protocol(..) => Name::Protocol,
             Header::Status(..) => Name::Status,
+            Header::Malformed { ref name, .. } => Name::Malformed(name),
         }
     }
 
@@ -139,6 +164,7 @@ impl Header {
             Header::Path(ref v) => v.as_ref(),
             Header::Protocol(ref v) => v.as_ref(),
             Header::Status(ref v) => v.as_str().as_ref(),
+            Header::Malformed { ref value, .. } => value,
         }
     }
 
@@ -173,6 +199,10 @@ impl Header {
             },
             Header::Status(ref a) => match *other {
                 Header::Status(ref b) => a == b,
+                _ => false,
+            },
+            Header::Malformed { value: ref a, .. } => match *other {
+                Header::Malformed { value: ref b, .. } => a == b,
                 _ => false,
             },
         }
@@ -222,12 +252,26 @@ impl From<Header> for Header<Option<HeaderName>> {
             Header::Path(v) => Header::Path(v),
             Header::Protocol(v) => Header::Protocol(v),
             Header::Status(v) => Header::Status(v),
+            Header::Malformed { name, value } => Header::Malformed { name, value },
         }
     }
 }
 
 impl<'a> Name<'a> {
     pub fn into_entry(self, value: Bytes) -> Result<Header, DecoderError> {
+        // switchyard patch: as in `Header::new`, a value HTTP cannot
+        // represent makes the message malformed, not the block undecodable.
+        let name = self.clone();
+        match self.parse_entry(value.clone()) {
+            Ok(h) => Ok(h),
+            Err(_) => Ok(Header::Malformed {
+                name: Bytes::copy_from_slice(name.as_slice()),
+                value,
+            }),
+        }
+    }
+
+    fn parse_entry(self, value: Bytes) -> Result<Header, DecoderError> {
         match self {
             Name::Field(name) => Ok(Header::Field {
                 name: name.clone(),
@@ -245,6 +289,7 @@ impl<'a> Name<'a> {
                     Err(_) => Err(DecoderError::InvalidStatusCode),
                 }
             }
+            Name::Malformed(_) => Err(DecoderError::InvalidUtf8),
         }
     }
 
@@ -257,6 +302,7 @@ impl<'a> Name<'a> {
             Name::Path => b":path",
             Name::Protocol => b":protocol",
             Name::Status => b":status",
+            Name::Malformed(name) => name,
         }
     }
 }

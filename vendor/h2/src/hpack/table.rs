@@ -747,6 +747,8 @@ fn index_static(header: &Header) -> Option<(usize, bool)> {
             _ => Some((4, false)),
         },
         Header::Protocol(..) => None,
+        // switchyard patch: only decoded, never encoded.
+        Header::Malformed { .. } => None,
         Header::Status(ref v) => match u16::from(*v) {
             200 => Some((8, true)),
             204 => Some((9, true)),
