@@ -87,6 +87,13 @@ fn code(o: &Outcome) -> Code {
 /// Every call ended in time with one of `allowed`.
 fn check(outcomes: &[Outcome], deadline: Duration, allowed: &[Code]) -> Result<(), String> {
     for o in outcomes {
+        // Shown with --nocapture: what each fault looked like to the caller.
+        eprintln!(
+            "  {:?} after {:?}: {:?}",
+            thread::current().name(),
+            o.1,
+            o.0.as_ref().err()
+        );
         if o.1 > deadline + SLACK {
             return Err(format!(
                 "a call took {:?} (deadline {deadline:?}): {:?}",
@@ -366,7 +373,11 @@ fn misbehaving_servers() {
             .iter()
             .map(|(name, case)| {
                 let started = Instant::now();
-                (name, s.spawn(move || (case(rt), started.elapsed())))
+                let run = thread::Builder::new()
+                    .name(name.to_string())
+                    .spawn_scoped(s, move || (case(rt), started.elapsed()))
+                    .unwrap();
+                (name, run)
             })
             .collect();
         runs.into_iter()
