@@ -66,6 +66,9 @@ pub enum Mode {
     ContinuationFlood,
     /// A correct server that writes one byte every `ms` milliseconds.
     SlowLoris(u64),
+    /// A prompt handshake, then each response one byte every `ms`
+    /// milliseconds.
+    SlowResponse(u64),
     /// Correct until the first request, then never reads or writes again
     /// (no PING ack either), the socket left open.
     Frozen,
@@ -354,6 +357,16 @@ fn serve(
             serve_good(&mut c)
         }
         Mode::Good | Mode::SlowLoris(_) => serve_good(&mut c),
+        Mode::SlowResponse(ms) => {
+            // Prompt until READY: the trickle starts with the first answer.
+            while !c.over() {
+                if let Some(s) = c.request()? {
+                    c.trickle = Some(Duration::from_millis(ms));
+                    c.answer_ok(s)?;
+                }
+            }
+            Ok(())
+        }
         Mode::GoawayBelowInflight(n) => {
             let streams = gather(&mut c, n)?;
             let first = *streams.iter().min().unwrap_or(&1);
