@@ -77,7 +77,10 @@ pub enum Mode {
     BadStatus(Option<&'static [u8]>),
     /// Holds requests until `n` are in flight (or 2 s), then answers the
     /// `bad`-th (0-based) with a trailers-only response whose grpc-message
-    /// carries a NUL byte, and every other one correctly.
+    /// carries a NUL byte, and every other one correctly. The bad block
+    /// adds `grpc-status: 0` and then the bad grpc-message to the HPACK
+    /// dynamic table; later answers send their status as index 63, which is
+    /// `grpc-status: 0` only if the client's table took in the bad entry too.
     NulMessage { n: usize, bad: usize },
 }
 
@@ -287,9 +290,14 @@ impl Conn<'_> {
     }
 
     fn answer_ok(&mut self, stream: u32) -> io::Result<()> {
+        self.answer_ok_with(stream, &lit(b"grpc-status", b"0"))
+    }
+
+    /// "ok" with `trailers` as the trailer block.
+    fn answer_ok_with(&mut self, stream: u32, trailers: &[u8]) -> io::Result<()> {
         let mut out = headers(stream, &response_head(), false);
         out.extend(frame(DATA, 0, stream, &grpc_message(b"ok")));
-        out.extend(headers(stream, &lit(b"grpc-status", b"0"), true));
+        out.extend(headers(stream, trailers, true));
         self.send(&out)
     }
 }
@@ -379,17 +387,30 @@ fn serve(
         }
         Mode::NulMessage { n, bad } => {
             let streams = gather(&mut c, n)?;
+            let mut indexed = false;
             for (i, s) in streams.iter().enumerate() {
                 if i == bad {
                     let mut block = response_head();
-                    block.extend(lit(b"grpc-status", b"3"));
-                    block.extend(lit(b"grpc-message", b"bad\0message"));
+                    block.extend(lit_indexed(b"grpc-status", b"0"));
+                    block.extend(lit_indexed(b"grpc-message", b"bad\0message"));
                     c.send(&headers(*s, &block, true))?;
+                    indexed = true;
+                } else if indexed {
+                    c.answer_ok_with(*s, &[0x80 | 63])?;
                 } else {
                     c.answer_ok(*s)?;
                 }
             }
-            serve_good(&mut c)
+            while !c.over() {
+                if let Some(s) = c.request()? {
+                    if indexed {
+                        c.answer_ok_with(s, &[0x80 | 63])?;
+                    } else {
+                        c.answer_ok(s)?;
+                    }
+                }
+            }
+            Ok(())
         }
         _ => loop {
             if c.over() {
@@ -538,6 +559,14 @@ pub fn lit(name: &[u8], value: &[u8]) -> Vec<u8> {
     b.extend_from_slice(name);
     hpack_int(&mut b, 0, 7, value.len());
     b.extend_from_slice(value);
+    b
+}
+
+/// HPACK literal header field with incremental indexing, new name: it
+/// enters the dynamic table at index 62, pushing older entries up.
+pub fn lit_indexed(name: &[u8], value: &[u8]) -> Vec<u8> {
+    let mut b = lit(name, value);
+    b[0] = 0x40;
     b
 }
 
