@@ -428,3 +428,14 @@ fn misbehaving_servers() {
     );
     assert_eq!(leaked, 0, "file descriptors not released after close");
 }
+
+/// The limits default to gRPC's: 4 MiB per received message (every gRPC
+/// implementation), 16 MiB per header list (gRPC-Go's client default).
+#[test]
+fn limits_default_to_grpcs() {
+    let t = TransportConfig::default();
+    assert_eq!(t.max_recv_message_size, 4 * 1024 * 1024);
+    assert_eq!(t.max_header_list_size, 16 * 1024 * 1024);
+    assert_eq!(TransportConfig::insecure().limits(), t.limits());
+    assert_eq!(Limits::default(), t.limits());
+}
