@@ -144,7 +144,7 @@ async fn call(
         }
         buf.extend_from_slice(&chunk);
         // Refuse by the length prefix, before buffering what it announces.
-        frame_len_max(&buf, max)?;
+        check_announced_len(&buf, max)?;
     }
     let trailers = poll_fn(|cx| body.poll_trailers(cx))
         .await
@@ -299,14 +299,24 @@ fn frame_len_max(buf: &[u8], max: usize) -> Result<Option<usize>, CallError> {
             "compressed message but no compression was negotiated",
         ));
     }
-    let len = u32::from_be_bytes([buf[1], buf[2], buf[3], buf[4]]) as usize;
+    let len = check_announced_len(buf, max)?.unwrap_or_default();
+    Ok((buf.len() - 5 >= len).then_some(len))
+}
+
+/// The length the message at the start of `buf` announces, once its prefix
+/// is there; an error if that exceeds `max`.
+fn check_announced_len(buf: &[u8], max: usize) -> Result<Option<usize>, CallError> {
+    let Some(&[_, a, b, c, d]) = buf.get(..5) else {
+        return Ok(None);
+    };
+    let len = u32::from_be_bytes([a, b, c, d]) as usize;
     if len > max {
         return Err(CallError::new(
             code::RESOURCE_EXHAUSTED,
             format!("received message larger than max ({len} vs. {max})"),
         ));
     }
-    Ok((buf.len() - 5 >= len).then_some(len))
+    Ok(Some(len))
 }
 
 /// grpc-timeout: at most 8 digits plus a unit; round up so we never send a
