@@ -590,6 +590,15 @@ impl Inner {
                     return Err(Error::library_reset(stream.id, Reason::PROTOCOL_ERROR));
                 }
 
+                // switchyard patch: trailers over SETTINGS_MAX_HEADER_LIST_SIZE
+                // were delivered with the fields past the limit silently
+                // dropped (a gRPC status or metadata could vanish); refuse
+                // them as the initial headers are refused.
+                if frame.is_over_size() {
+                    proto_err!(stream: "recv_headers: trailers over max header list size; stream={:?}", stream.id);
+                    return Err(Error::library_reset(stream.id, Reason::PROTOCOL_ERROR));
+                }
+
                 actions.recv.recv_trailers(frame, stream)
             };
 
