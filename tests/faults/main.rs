@@ -147,6 +147,30 @@ fn fault(
     Ok(())
 }
 
+/// A fault confined to each call: every call fails with `want`, and the
+/// connection survives it (one connection for two rounds of calls).
+fn per_call_fault(
+    rt: &Runtime,
+    mode: Mode,
+    tweak: impl FnOnce(&mut TransportConfig),
+    want: Code,
+) -> Result<(), String> {
+    let server = RawServer::start(mode);
+    let ch = channel(rt, &server, tweak);
+    check(&calls(&ch, 3, DEADLINE, true), DEADLINE, &[want])?;
+    check(&calls(&ch, 2, DEADLINE, false), DEADLINE, &[want])?;
+    if server.accepted() != 1 || ch.state() != ConnectivityState::Ready {
+        return Err(format!(
+            "a per-call fault cost the connection: {} connections, channel {:?}",
+            server.accepted(),
+            ch.state()
+        ));
+    }
+    recovers(&ch, &server)?;
+    ch.close();
+    Ok(())
+}
+
 fn silent(rt: &Runtime) -> Result<(), String> {
     // Still connecting at the deadline: the pick waits, then times out.
     fault(rt, Mode::Silent, |_| {}, 3, &[Code::DeadlineExceeded])
@@ -182,20 +206,8 @@ fn goaway_below_inflight(rt: &Runtime) -> Result<(), String> {
 
 fn rst_stream(rt: &Runtime) -> Result<(), String> {
     // RST_STREAM(INTERNAL_ERROR) fails the call with INTERNAL and leaves the
-    // connection as it was: the next call is reset too, on the same one.
-    let server = RawServer::start(Mode::RstStream(0x2));
-    let ch = channel(rt, &server, |_| {});
-    check(&calls(&ch, 3, DEADLINE, false), DEADLINE, &[Code::Internal])?;
-    check(&calls(&ch, 1, DEADLINE, false), DEADLINE, &[Code::Internal])?;
-    if server.accepted() != 1 {
-        return Err(format!(
-            "{} connections for stream resets",
-            server.accepted()
-        ));
-    }
-    recovers(&ch, &server)?;
-    ch.close();
-    Ok(())
+    // connection as it was.
+    per_call_fault(rt, Mode::RstStream(0x2), |_| {}, Code::Internal)
 }
 
 fn rst_stream_refused(rt: &Runtime) -> Result<(), String> {
@@ -227,12 +239,21 @@ fn oversized_message_configured(rt: &Runtime) -> Result<(), String> {
 
 fn huge_header_list(rt: &Runtime) -> Result<(), String> {
     // 100 KB of headers against a 64 KiB limit: that call fails, INTERNAL.
-    fault(
+    per_call_fault(
         rt,
         Mode::HugeHeaders(100_000),
         |t| t.max_header_list_size = 64 << 10,
-        3,
-        &[Code::Internal],
+        Code::Internal,
+    )
+}
+
+fn huge_trailers(rt: &Runtime) -> Result<(), String> {
+    // The limit holds for trailers too: not silently truncated.
+    per_call_fault(
+        rt,
+        Mode::HugeTrailers(100_000),
+        |t| t.max_header_list_size = 64 << 10,
+        Code::Internal,
     )
 }
 
@@ -352,6 +373,33 @@ fn nul_in_grpc_message(rt: &Runtime) -> Result<(), String> {
     Ok(())
 }
 
+fn nul_in_trailers(rt: &Runtime) -> Result<(), String> {
+    let mode = Mode::BadField {
+        name: b"grpc-message",
+        value: b"a\0b",
+        trailers: true,
+    };
+    per_call_fault(rt, mode, |_| {}, Code::Internal)
+}
+
+fn crlf_in_header_value(rt: &Runtime) -> Result<(), String> {
+    let mode = Mode::BadField {
+        name: b"x-split",
+        value: b"a\r\nx-injected: 1",
+        trailers: false,
+    };
+    per_call_fault(rt, mode, |_| {}, Code::Internal)
+}
+
+fn uppercase_header_name(rt: &Runtime) -> Result<(), String> {
+    let mode = Mode::BadField {
+        name: b"X-Upper",
+        value: b"1",
+        trailers: false,
+    };
+    per_call_fault(rt, mode, |_| {}, Code::Internal)
+}
+
 type Case = (&'static str, fn(&Runtime) -> Result<(), String>);
 
 const CASES: &[Case] = &[
@@ -365,6 +413,7 @@ const CASES: &[Case] = &[
     ("oversized_message", oversized_message),
     ("oversized_message_configured", oversized_message_configured),
     ("huge_header_list", huge_header_list),
+    ("huge_trailers", huge_trailers),
     ("huge_header_list_abusive", huge_header_list_abusive),
     ("continuation_flood", continuation_flood),
     ("slow_loris", slow_loris),
@@ -374,6 +423,9 @@ const CASES: &[Case] = &[
     ("bad_status_out_of_range", bad_status_out_of_range),
     ("bad_status_missing", bad_status_missing),
     ("nul_in_grpc_message", nul_in_grpc_message),
+    ("nul_in_trailers", nul_in_trailers),
+    ("crlf_in_header_value", crlf_in_header_value),
+    ("uppercase_header_name", uppercase_header_name),
 ];
 
 #[test]

@@ -62,6 +62,16 @@ pub enum Mode {
     Oversized(u32),
     /// Response headers of about this many bytes (HEADERS + CONTINUATION).
     HugeHeaders(usize),
+    /// A message, then trailers of about this many bytes, `grpc-status: 0`
+    /// first.
+    HugeTrailers(usize),
+    /// Every answer carries one field HTTP cannot represent: in the
+    /// response headers, or (`trailers`) in the trailers after the message.
+    BadField {
+        name: &'static [u8],
+        value: &'static [u8],
+        trailers: bool,
+    },
     /// HEADERS without END_HEADERS, then CONTINUATION frames without end.
     ContinuationFlood,
     /// A correct server that writes one byte every `ms` milliseconds.
@@ -331,6 +341,8 @@ fn serve(
                 | Mode::RstStream(_)
                 | Mode::Oversized(_)
                 | Mode::HugeHeaders(_)
+                | Mode::HugeTrailers(_)
+                | Mode::BadField { .. }
                 | Mode::BadStatus(_)
                 | Mode::NulMessage { .. }
                 | Mode::GoawayBelowInflight(_)
@@ -437,13 +449,31 @@ fn serve(
                 }
                 Mode::HugeHeaders(size) => {
                     let mut block = response_head();
-                    let value = vec![b'v'; 1000];
-                    let mut i = 0;
-                    while block.len() < size {
-                        block.extend(lit(format!("x-filler-{i}").as_bytes(), &value));
-                        i += 1;
-                    }
+                    block.extend(filler(size));
                     c.send(&headers(s, &block, false))?;
+                }
+                Mode::HugeTrailers(size) => {
+                    let mut block = lit(b"grpc-status", b"0");
+                    block.extend(filler(size));
+                    c.answer_ok_with(s, &block)?;
+                }
+                Mode::BadField {
+                    name,
+                    value,
+                    trailers,
+                } => {
+                    let mut head = response_head();
+                    let mut tail = lit(b"grpc-status", b"0");
+                    let bad = lit(name, value);
+                    if trailers {
+                        tail.extend(bad);
+                    } else {
+                        head.extend(bad);
+                    }
+                    let mut out = headers(s, &head, false);
+                    out.extend(frame(DATA, 0, s, &grpc_message(b"ok")));
+                    out.extend(headers(s, &tail, true));
+                    c.send(&out)?;
                 }
                 Mode::ContinuationFlood => {
                     c.send(&frame(HEADERS, 0, s, &response_head()))?;
@@ -543,6 +573,18 @@ pub fn headers(stream: u32, block: &[u8], end_stream: bool) -> Vec<u8> {
         out.extend(frame(kind, flags, stream, chunk));
     }
     out
+}
+
+/// About `size` bytes of distinct 1000-byte header fields.
+fn filler(size: usize) -> Vec<u8> {
+    let value = vec![b'v'; 1000];
+    let mut block = Vec::with_capacity(size + 1100);
+    let mut i = 0;
+    while block.len() < size {
+        block.extend(lit(format!("x-filler-{i}").as_bytes(), &value));
+        i += 1;
+    }
+    block
 }
 
 /// `:status: 200` (static table index 8) and the gRPC content-type.
