@@ -181,7 +181,19 @@ fn garbage(rt: &Runtime) -> Result<(), String> {
 }
 
 fn invalid_frames(rt: &Runtime) -> Result<(), String> {
-    fault(rt, Mode::InvalidFrames, |_| {}, 3, &[Code::Unavailable])
+    // Each kind ends the connection: the calls on it fail UNAVAILABLE, and
+    // the channel recovers after every one.
+    for kind in 0..raw::INVALID_FRAME_KINDS {
+        fault(
+            rt,
+            Mode::InvalidFrames(kind),
+            |_| {},
+            2,
+            &[Code::Unavailable],
+        )
+        .map_err(|e| format!("invalid frame kind {kind}: {e}"))?;
+    }
+    Ok(())
 }
 
 fn http1_reply(rt: &Runtime) -> Result<(), String> {
@@ -323,6 +335,12 @@ fn frozen_peer_with_keepalive(rt: &Runtime) -> Result<(), String> {
     Ok(())
 }
 
+fn frozen_peer(rt: &Runtime) -> Result<(), String> {
+    // Without keepalive nothing notices the freeze: the calls end at their
+    // deadline, no later.
+    fault(rt, Mode::Frozen, |_| {}, 2, &[Code::DeadlineExceeded])
+}
+
 fn bad_status_non_numeric(rt: &Runtime) -> Result<(), String> {
     fault(
         rt,
@@ -419,6 +437,7 @@ const CASES: &[Case] = &[
     ("slow_loris", slow_loris),
     ("slow_response", slow_response),
     ("frozen_peer_with_keepalive", frozen_peer_with_keepalive),
+    ("frozen_peer", frozen_peer),
     ("bad_status_non_numeric", bad_status_non_numeric),
     ("bad_status_out_of_range", bad_status_out_of_range),
     ("bad_status_missing", bad_status_missing),
@@ -473,6 +492,12 @@ fn misbehaving_servers() {
         thread::sleep(Duration::from_millis(10));
     }
     let leaked = fds().saturating_sub(before);
+    // For the record (--nocapture): the process's peak memory.
+    if let Ok(status) = std::fs::read_to_string("/proc/self/status") {
+        if let Some(hwm) = status.lines().find(|l| l.starts_with("VmHWM")) {
+            eprintln!("{hwm}");
+        }
+    }
     assert!(
         failures.is_empty(),
         "failed cases:\n{}",

@@ -24,6 +24,7 @@ const TICK: Duration = Duration::from_millis(20);
 const DATA: u8 = 0x0;
 const HEADERS: u8 = 0x1;
 const RST_STREAM: u8 = 0x3;
+const PUSH_PROMISE: u8 = 0x5;
 const SETTINGS: u8 = 0x4;
 const PING: u8 = 0x6;
 const GOAWAY: u8 = 0x7;
@@ -46,9 +47,9 @@ pub enum Mode {
     Silent,
     /// Answers the preface with bytes that are not HTTP/2.
     Garbage,
-    /// A valid SETTINGS, then a frame no HTTP/2 peer may send (DATA on
-    /// stream 0) when a request arrives.
-    InvalidFrames,
+    /// A valid SETTINGS, then, when a request arrives, a frame no HTTP/2
+    /// server may send: see [`invalid_frame`] for the kinds.
+    InvalidFrames(u8),
     /// An HTTP/1.1 reply to the HTTP/2 preface.
     Http1,
     /// Once `n` requests are in flight on the first connection: GOAWAY
@@ -434,10 +435,7 @@ fn serve(
                 continue;
             }
             match mode {
-                Mode::InvalidFrames => {
-                    // DATA on stream 0: a connection error for any peer.
-                    c.send(&frame(DATA, 0, 0, b"nonsense"))?;
-                }
+                Mode::InvalidFrames(kind) => c.send(&invalid_frame(kind, s))?,
                 Mode::RstStream(code) => c.send(&frame(RST_STREAM, 0, s, &code.to_be_bytes()))?,
                 Mode::Oversized(announced) => {
                     let mut body = vec![0u8];
@@ -541,6 +539,32 @@ fn gather(c: &mut Conn<'_>, n: usize) -> io::Result<Vec<u32>> {
     }
     Ok(streams)
 }
+
+/// Frames RFC 9113 makes connection errors, by `kind`: DATA on stream 0;
+/// SETTINGS of a length not a multiple of 6; WINDOW_UPDATE of 0 on the
+/// connection; DATA over the client's max frame size; PUSH_PROMISE to a
+/// client that disabled push; an unknown-length PING.
+pub fn invalid_frame(kind: u8, stream: u32) -> Vec<u8> {
+    match kind % INVALID_FRAME_KINDS {
+        0 => frame(DATA, 0, 0, b"nonsense"),
+        1 => frame(SETTINGS, 0, 0, &[0, 4, 0, 0, 1]),
+        2 => frame(WINDOW_UPDATE, 0, 0, &0u32.to_be_bytes()),
+        3 => {
+            let mut f = headers(stream, &response_head(), false);
+            f.extend(frame(DATA, 0, stream, &vec![0u8; MAX_FRAME + 1]));
+            f
+        }
+        4 => {
+            let mut p = 2u32.to_be_bytes().to_vec();
+            p.extend(lit(b":method", b"GET"));
+            frame(PUSH_PROMISE, END_HEADERS, stream, &p)
+        }
+        _ => frame(PING, 0, 0, &[1, 2, 3]),
+    }
+}
+
+/// How many kinds [`invalid_frame`] knows.
+pub const INVALID_FRAME_KINDS: u8 = 6;
 
 pub fn frame(kind: u8, flags: u8, stream: u32, payload: &[u8]) -> Vec<u8> {
     let len = payload.len() as u32;
