@@ -249,6 +249,21 @@ fn oversized_message_configured(rt: &Runtime) -> Result<(), String> {
     )
 }
 
+fn many_messages(rt: &Runtime) -> Result<(), String> {
+    // 20 messages of 1000 bytes for a unary call, each under the 8 KiB
+    // limit: the buffer stops at the limit, the call fails, the connection
+    // stays. (Three such calls at once stay within the connection window.)
+    per_call_fault(
+        rt,
+        Mode::ManyMessages {
+            count: 20,
+            size: 1000,
+        },
+        |t| t.max_recv_message_size = 8 << 10,
+        Code::ResourceExhausted,
+    )
+}
+
 fn huge_header_list(rt: &Runtime) -> Result<(), String> {
     // 100 KB of headers against a 64 KiB limit: that call fails, INTERNAL.
     per_call_fault(
@@ -430,6 +445,7 @@ const CASES: &[Case] = &[
     ("rst_stream_refused", rst_stream_refused),
     ("oversized_message", oversized_message),
     ("oversized_message_configured", oversized_message_configured),
+    ("many_messages", many_messages),
     ("huge_header_list", huge_header_list),
     ("huge_trailers", huge_trailers),
     ("huge_header_list_abusive", huge_header_list_abusive),

@@ -61,6 +61,9 @@ pub enum Mode {
     /// A response whose gRPC length prefix announces this many bytes
     /// (16 KiB of them actually sent).
     Oversized(u32),
+    /// `count` messages of `size` bytes in one unary response (kept within
+    /// the client's initial 64 KiB window: this server ignores flow control).
+    ManyMessages { count: usize, size: usize },
     /// Response headers of about this many bytes (HEADERS + CONTINUATION).
     HugeHeaders(usize),
     /// A message, then trailers of about this many bytes, `grpc-status: 0`
@@ -343,6 +346,7 @@ fn serve(
                 | Mode::Oversized(_)
                 | Mode::HugeHeaders(_)
                 | Mode::HugeTrailers(_)
+                | Mode::ManyMessages { .. }
                 | Mode::BadField { .. }
                 | Mode::BadStatus(_)
                 | Mode::NulMessage { .. }
@@ -449,6 +453,15 @@ fn serve(
                     let mut block = response_head();
                     block.extend(filler(size));
                     c.send(&headers(s, &block, false))?;
+                }
+                Mode::ManyMessages { count, size } => {
+                    let mut out = headers(s, &response_head(), false);
+                    let msg = grpc_message(&vec![b'm'; size]);
+                    for _ in 0..count {
+                        out.extend(frame(DATA, 0, s, &msg));
+                    }
+                    out.extend(headers(s, &lit(b"grpc-status", b"0"), true));
+                    c.send(&out)?;
                 }
                 Mode::HugeTrailers(size) => {
                     let mut block = lit(b"grpc-status", b"0");
