@@ -931,7 +931,9 @@ sy_status sy_channel_options_set_keepalive(struct sy_channel_options *opts,
  The largest response message a call accepts, in bytes: a larger one
  fails that call with gRPC status RESOURCE_EXHAUSTED (8) before it is
  buffered. 0 restores the default, 4 MiB (gRPC's). SY_INVALID_ARGUMENT
- above 4294967295 (gRPC's length prefix is 32 bits).
+ above 4294967295 (gRPC's length prefix is 32 bits). For library-managed
+ channels: with a host transport the channel creation fails with
+ SY_INVALID_ARGUMENT.
  */
 sy_status sy_channel_options_set_max_recv_message_size(struct sy_channel_options *opts,
                                                        size_t bytes);
@@ -941,7 +943,8 @@ sy_status sy_channel_options_set_max_recv_message_size(struct sy_channel_options
  counted as HTTP/2 does (name + value + 32 bytes per field), announced to
  servers as SETTINGS_MAX_HEADER_LIST_SIZE. A larger list fails its call
  with gRPC status INTERNAL (13); one over four times the limit ends the
- connection. 0 restores the default, 16 MiB (gRPC-Go's).
+ connection. 0 restores the default, 16 MiB (gRPC-Go's). For
+ library-managed channels, as the receive message limit.
  */
 sy_status sy_channel_options_set_max_header_list_size(struct sy_channel_options *opts,
                                                       uint32_t bytes);

@@ -270,7 +270,9 @@ pub extern "C" fn sy_channel_options_set_keepalive(
 /// The largest response message a call accepts, in bytes: a larger one
 /// fails that call with gRPC status RESOURCE_EXHAUSTED (8) before it is
 /// buffered. 0 restores the default, 4 MiB (gRPC's). SY_INVALID_ARGUMENT
-/// above 4294967295 (gRPC's length prefix is 32 bits).
+/// above 4294967295 (gRPC's length prefix is 32 bits). For library-managed
+/// channels: with a host transport the channel creation fails with
+/// SY_INVALID_ARGUMENT.
 #[no_mangle]
 pub extern "C" fn sy_channel_options_set_max_recv_message_size(
     opts: *mut sy_channel_options,
@@ -297,7 +299,8 @@ pub extern "C" fn sy_channel_options_set_max_recv_message_size(
 /// counted as HTTP/2 does (name + value + 32 bytes per field), announced to
 /// servers as SETTINGS_MAX_HEADER_LIST_SIZE. A larger list fails its call
 /// with gRPC status INTERNAL (13); one over four times the limit ends the
-/// connection. 0 restores the default, 16 MiB (gRPC-Go's).
+/// connection. 0 restores the default, 16 MiB (gRPC-Go's). For
+/// library-managed channels, as the receive message limit.
 #[no_mangle]
 pub extern "C" fn sy_channel_options_set_max_header_list_size(
     opts: *mut sy_channel_options,
