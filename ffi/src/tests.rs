@@ -261,3 +261,66 @@ fn state_and_code_names() {
         assert_eq!(Code::from_u32(n as u32).unwrap().name(), *name);
     }
 }
+
+mod lengths {
+    //! Lengths from C are checked before they are trusted: a length no object
+    //! can have (a negative number converted to `size_t`) is
+    //! SY_INVALID_ARGUMENT, never a slice over it (which aborted a debug
+    //! build inside `sy_pick` and read out of bounds in release).
+
+    use crate::callback::sy_host_transport;
+    use crate::*;
+    use std::ffi::{c_char, c_void};
+    use std::ptr;
+
+    extern "C" fn no_transport(_: *mut c_void, _: u64, _: *const c_char, _: usize, _: *mut c_void) {
+    }
+
+    #[test]
+    fn sy_pick_refuses_a_method_length_no_object_has() {
+        let mut rt = ptr::null_mut();
+        assert_eq!(sy_runtime_new(&mut rt), sy_status::SY_OK);
+        let host = sy_host_transport {
+            ctx: ptr::null_mut(),
+            create: None,
+            connect: Some(no_transport),
+            shutdown: Some(no_transport),
+        };
+        let mut ch = ptr::null_mut();
+        let st = sy_channel_new(
+            rt,
+            c"".as_ptr(),
+            ptr::null(),
+            &host,
+            None,
+            ptr::null_mut(),
+            None,
+            &mut ch,
+        );
+        assert_eq!(st, sy_status::SY_OK);
+        let mut reader = ptr::null_mut();
+        assert_eq!(sy_reader_new(ch, &mut reader), sy_status::SY_OK);
+        let method = c"x".as_ptr();
+        for len in [usize::MAX, isize::MAX as usize + 1] {
+            for timeout_ms in [0, 50] {
+                // SAFETY: zeroed is a valid (never picked) result.
+                let mut out: sy_pick_result = unsafe { std::mem::zeroed() };
+                out.subchannel_id = 77;
+                let st = sy_pick(reader, method, len, ptr::null(), timeout_ms, true, &mut out);
+                assert_eq!(st, sy_status::SY_INVALID_ARGUMENT, "len {len}");
+                assert_eq!(sy_last_status(), sy_status::SY_INVALID_ARGUMENT as u32);
+                assert_eq!(out.subchannel_id, 77, "out written on failure");
+            }
+        }
+        // A real length still goes through (nothing to pick yet).
+        // SAFETY: as above.
+        let mut out: sy_pick_result = unsafe { std::mem::zeroed() };
+        assert_eq!(
+            sy_pick(reader, method, 1, ptr::null(), 0, false, &mut out),
+            sy_status::SY_NO_SUBCHANNEL
+        );
+        sy_reader_free(reader);
+        sy_channel_free(ch);
+        sy_runtime_free(rt);
+    }
+}
