@@ -391,6 +391,10 @@ int main(void) {
     char small[8];
     size_t n = sy_last_error(small, sizeof small);
     CHECK(n > 7 && strlen(small) == 7);
+    /* A length no buffer has (a negative number) writes nothing. */
+    memset(small, 'z', sizeof small);
+    CHECK(sy_last_error(small, SIZE_MAX) == n && small[0] == 'z' && small[7] == 'z');
+    CHECK(sy_last_error(small, (size_t)PTRDIFF_MAX + 1) == n && small[0] == 'z');
   }
   host_destroy(&h);
   printf("bad_input: ok\n");

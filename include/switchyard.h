@@ -859,7 +859,9 @@ void sy_channel_free(struct sy_channel *ch);
  NUL-terminated string, truncated to `len - 1` bytes, and returns the full
  length of the message (like snprintf): call with `buf` NULL and `len` 0 to
  size a buffer. Returns 0 (and writes "" when `len` > 0) if no call on this
- thread has failed. Successful calls do not clear it (like errno).
+ thread has failed. Successful calls do not clear it (like errno). A `len`
+ no buffer can have (more than `PTRDIFF_MAX`: a negative number converted
+ to `size_t`) writes nothing.
 
  The message starts with the status name, e.g. "SY_CLOSED: channel is
  closed". Any thread; reads only the calling thread's record.
