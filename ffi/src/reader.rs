@@ -111,10 +111,9 @@ pub(crate) fn enter<'a>(reader: *mut sy_reader) -> Result<Entered<'a>, Error> {
     }
     // SAFETY: non-NULL; from `sy_reader_new`, live or quarantined, per the
     // contract.
-    match unsafe { magic(reader) } {
-        LIVE => {}
-        BUSY => return Err(reentered()),
-        _ => return Err(Error::invalid("reader was already freed")),
+    let state = unsafe { magic(reader) };
+    if state != LIVE {
+        return Err(not_live(state));
     }
     // SAFETY: live: allocated, and its value used by no one else (an outer
     // call on this thread would have left it `BUSY`; other threads are
@@ -127,6 +126,17 @@ pub(crate) fn enter<'a>(reader: *mut sy_reader) -> Result<Entered<'a>, Error> {
             magic,
             value: value_mut(reader),
         })
+    }
+}
+
+/// Why a reader whose magic word is `state` (not `LIVE`) cannot be used.
+#[cold]
+#[inline(never)]
+fn not_live(state: u64) -> Error {
+    if state == BUSY {
+        reentered()
+    } else {
+        Error::invalid("reader was already freed")
     }
 }
 
@@ -320,26 +330,33 @@ extern "C" fn pick_general(
     if reader.is_null() || out.is_null() {
         return pick_fail(Error::null("reader and out must not be NULL"));
     }
+    // SAFETY: non-NULL; from `sy_reader_new`, live or quarantined, per the
+    // contract.
+    let state = unsafe { magic(reader) };
+    if state != LIVE {
+        return pick_fail(not_live(state));
+    }
+    // SAFETY: `method_len` readable bytes per the contract.
+    let method = match unsafe { method_str(method, method_len) } {
+        Ok(m) => m,
+        Err(e) => return pick_fail(e),
+    };
+    // Without a method `sy_pick` has just tried the cached rotation and
+    // missed (every other way here fails above); with one it has not. The
+    // rotation runs no C code, so this needs no `enter`.
+    // SAFETY: live (checked above), so nothing up the stack borrows it;
+    // `out` is non-NULL and writable per the contract.
+    if method_len != 0 && unsafe { pick_cached(&mut value_mut(reader).reader, out) } {
+        return sy_status::SY_OK;
+    }
     // Entered for the rest of the pick: a policy's pick callback, a picker's
     // free or a release may run in it.
     let mut r = match enter(reader) {
         Ok(r) => r,
         Err(e) => return pick_fail(e),
     };
-    // SAFETY: `method_len` readable bytes per the contract.
-    let method = match unsafe { method_str(method, method_len) } {
-        Ok(m) => m,
-        Err(e) => return pick_fail(e),
-    };
-    let reader = &mut r.reader;
-    // Without a method `sy_pick` has just tried the cached rotation and
-    // missed (every other way here fails above); with one it has not.
-    // SAFETY: `out` is non-NULL and writable per the contract.
-    if method_len != 0 && unsafe { pick_cached(reader, out) } {
-        return sy_status::SY_OK;
-    }
     pick_slow(
-        reader,
+        &mut r.reader,
         method,
         request_hash,
         timeout_ms,

@@ -154,6 +154,41 @@ mod tls {
         (st, code, body)
     }
 
+    /// Durations from C up to u64::MAX ms are either refused when set or
+    /// harmless: never an overflow (a panic) on the loop when connecting.
+    #[test]
+    fn extreme_durations_do_not_break_the_channel() {
+        let server = TestServer::start(
+            Listen::Tcp("127.0.0.1:0".parse().unwrap()),
+            ServerOptions::default(),
+        )
+        .unwrap();
+        let huge = u64::MAX;
+        for (time, timeout) in [(huge, huge), (huge, 0), (1, huge), (huge / 2, huge / 2)] {
+            let (st, _, body) = call(server.port(), |o| {
+                ok(sy_channel_options_set_insecure(o, true));
+                let s = sy_channel_options_set_keepalive(o, time, timeout, true);
+                assert!(
+                    matches!(s, sy_status::SY_OK | sy_status::SY_INVALID_ARGUMENT),
+                    "{s:?}"
+                );
+                let s = sy_channel_options_set_backoff(o, huge, huge, huge);
+                assert!(
+                    matches!(s, sy_status::SY_OK | sy_status::SY_INVALID_ARGUMENT),
+                    "{s:?}"
+                );
+            });
+            assert_eq!(
+                st,
+                sy_status::SY_OK,
+                "keepalive {time}/{timeout}: {}",
+                last_error()
+            );
+            assert!(body.starts_with(b"hi|port="), "{body:?}");
+        }
+        server.stop();
+    }
+
     #[test]
     fn roots_and_server_name_from_options() {
         let pki = TestPki::new();
