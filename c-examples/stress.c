@@ -7,7 +7,9 @@
  * for a bounded number of rounds. Every user datum is released exactly once:
  * a release frees it (so a pick that returned a released one is a
  * use-after-free for ASan), and the count of releases must equal the count
- * handed to the library once each round's runtime is freed.
+ * handed to the library once each round's runtime is freed. The policy is
+ * round_robin, pick_first or one written in C (switched at random by
+ * service config updates too), whose pickers must each be freed once.
  *
  * SY_STRESS_ROUNDS (default 12) and SY_STRESS_SEED (default: from the clock,
  * printed) make a run repeatable in scale and randomness. */
@@ -209,8 +211,132 @@ static void *picker_main(void *arg) {
   return NULL;
 }
 
-static const char *const configs[2] = {
-    RR_CONFIG, "{\"loadBalancingConfig\":[{\"pick_first\":{}}]}"};
+/* ---- A policy written in C: random among the READY subchannels --------- */
+
+#define SC_MAX 64
+#define PICKER_LIVE 0x5049434bu
+
+typedef struct c_policy {
+  uint64_t ids[SC_MAX];
+  uint32_t states[SC_MAX];
+  int used[SC_MAX];
+} c_policy;
+
+typedef struct c_picker {
+  uint32_t magic;
+  size_t n;
+} c_picker;
+
+static atomic_long pickers_made, pickers_freed, c_dones;
+
+/* RPC threads, concurrently: reads only its immutable ctx. */
+static uint32_t c_pick(void *ctx, const sy_pick_args *args, size_t *out_index) {
+  const c_picker *p = (const c_picker *)ctx;
+  CHECK(p->magic == PICKER_LIVE);
+  if (p->n == 0) return SY_PICK_QUEUE;
+  *out_index = (size_t)(args->random % p->n);
+  return SY_PICK_COMPLETE;
+}
+
+static void c_done(void *ctx, uint64_t id, const char *error, size_t error_len,
+                   uint64_t latency_ns) {
+  const c_picker *p = (const c_picker *)ctx;
+  (void)id;
+  (void)error;
+  (void)error_len;
+  (void)latency_ns;
+  CHECK(p->magic == PICKER_LIVE);
+  atomic_fetch_add(&c_dones, 1);
+}
+
+/* Whichever thread lets go of the picker last: exactly once. */
+static void c_free(void *ctx) {
+  c_picker *p = (c_picker *)ctx;
+  CHECK(p->magic == PICKER_LIVE);
+  p->magic = 0;
+  free(p);
+  atomic_fetch_add(&pickers_freed, 1);
+}
+
+/* Loop thread. */
+static void c_publish(c_policy *p, sy_cc *cc) {
+  uint64_t ready[SC_MAX];
+  size_t n = 0, i;
+  sy_picker pk;
+  c_picker *ctx = (c_picker *)malloc(sizeof *ctx);
+  CHECK(ctx != NULL);
+  for (i = 0; i < SC_MAX; i++) {
+    if (p->used[i] && p->states[i] == SY_STATE_READY) ready[n++] = p->ids[i];
+  }
+  ctx->magic = PICKER_LIVE;
+  ctx->n = n;
+  memset(&pk, 0, sizeof pk);
+  pk.ctx = ctx;
+  pk.pick = c_pick;
+  pk.done = c_done;
+  pk.free = c_free;
+  pk.subchannels = ready;
+  pk.subchannels_len = n;
+  OK(sy_cc_update_state(cc, n > 0 ? SY_STATE_READY : SY_STATE_CONNECTING, &pk));
+  atomic_fetch_add(&pickers_made, 1);
+}
+
+static void *c_build(void *builder_ctx) {
+  (void)builder_ctx;
+  return calloc(1, sizeof(c_policy));
+}
+
+/* Every new list replaces all subchannels (simple, and churns the most). */
+static bool c_update_addresses(void *balancer, sy_cc *cc, const sy_address *addrs, size_t len) {
+  c_policy *p = (c_policy *)balancer;
+  size_t i, k;
+  (void)addrs;
+  for (k = 0; k < SC_MAX; k++) {
+    if (p->used[k] && p->states[k] != SY_STATE_SHUTDOWN) {
+      OK(sy_cc_shutdown_subconn(cc, p->ids[k]));
+      p->states[k] = SY_STATE_SHUTDOWN; /* until its SHUTDOWN frees the slot */
+    }
+  }
+  for (i = 0; i < len; i++) {
+    for (k = 0; k < SC_MAX && p->used[k]; k++) {
+    }
+    if (k == SC_MAX) break; /* full of subchannels still shutting down */
+    OK(sy_cc_new_subconn(cc, i, &p->ids[k]));
+    p->used[k] = 1;
+    p->states[k] = SY_STATE_IDLE;
+    OK(sy_cc_connect(cc, p->ids[k]));
+  }
+  c_publish(p, cc);
+  return true;
+}
+
+static void c_subchannel_state(void *balancer, sy_cc *cc, uint64_t id, uint32_t state,
+                               const char *error) {
+  c_policy *p = (c_policy *)balancer;
+  size_t k;
+  (void)error;
+  for (k = 0; k < SC_MAX; k++) {
+    if (!p->used[k] || p->ids[k] != id) continue;
+    if (state == SY_STATE_SHUTDOWN) {
+      p->used[k] = 0;
+      return;
+    }
+    if (p->states[k] == SY_STATE_SHUTDOWN) return;
+    if (state == SY_STATE_IDLE) OK(sy_cc_connect(cc, id));
+    p->states[k] = state;
+    c_publish(p, cc);
+    return;
+  }
+}
+
+static void c_close(void *balancer, sy_cc *cc) {
+  (void)cc;
+  free(balancer);
+}
+
+static const char *const configs[3] = {
+    RR_CONFIG, "{\"loadBalancingConfig\":[{\"pick_first\":{}}]}",
+    "{\"loadBalancingConfig\":[{\"c_stress_random\":{}}]}"};
 
 /* The resolver: a random subset of the pool, with fresh user data. */
 static void *churner_main(void *arg) {
@@ -251,7 +377,7 @@ static void *churner_main(void *arg) {
       st = sy_channel_update_addresses(ch, list, n);
       CHECK(st == SY_OK || st == SY_CLOSED);
       if ((roll >> 40) % 16 == 0) {
-        st = sy_channel_update_service_config(ch, configs[(roll >> 44) % 2]);
+        st = sy_channel_update_service_config(ch, configs[(roll >> 44) % 3]);
         CHECK(st == SY_OK || st == SY_CLOSED);
       }
     }
@@ -311,6 +437,15 @@ int main(void) {
   memset(&t, 0, sizeof t);
   t.connect = on_connect;
   t.shutdown = on_shutdown;
+  {
+    sy_balancer_callbacks cbs;
+    memset(&cbs, 0, sizeof cbs);
+    cbs.build = c_build;
+    cbs.update_addresses = c_update_addresses;
+    cbs.subchannel_state = c_subchannel_state;
+    cbs.close = c_close;
+    OK(sy_balancer_register("c_stress_random", &cbs, NULL));
+  }
 
   for (round = 0; round < rounds; round++) {
     pthread_t pickers[PICKERS], churner, flapper;
@@ -325,7 +460,7 @@ int main(void) {
     ring_len = ring_next = 0;
     pthread_mutex_unlock(&ring_mu);
     OK(sy_runtime_new(&rt));
-    OK(sy_channel_new(rt, "", configs[roll % 2], &t, NULL, NULL, release_datum, &c));
+    OK(sy_channel_new(rt, "", configs[roll % 3], &t, NULL, NULL, release_datum, &c));
     pthread_rwlock_wrlock(&ch_lock);
     ch = c;
     pthread_rwlock_unlock(&ch_lock);
@@ -364,14 +499,19 @@ int main(void) {
       }
     }
     sy_runtime_free(rt);
-    /* Nothing can return a datum any more: every one was released, once. */
-    if (atomic_load(&released) != atomic_load(&handed)) {
-      fprintf(stderr, "round %ld: %ld user data handed over, %ld released\n", round,
-              atomic_load(&handed), atomic_load(&released));
+    /* Nothing can return a datum or reach a picker any more: every one was
+     * released (freed), once. */
+    if (atomic_load(&released) != atomic_load(&handed) ||
+        atomic_load(&pickers_freed) != atomic_load(&pickers_made)) {
+      fprintf(stderr, "round %ld: %ld user data handed over, %ld released; %ld C pickers made, %ld freed\n",
+              round, atomic_load(&handed), atomic_load(&released), atomic_load(&pickers_made),
+              atomic_load(&pickers_freed));
       exit(1);
     }
   }
-  printf("stress: %ld picks, %ld failed picks, %ld user data released once each: all passed\n",
-         atomic_load(&picks_ok), atomic_load(&picks_failed), atomic_load(&released));
+  printf("stress: %ld picks (%ld through C pickers), %ld failed picks, %ld user data released and "
+         "%ld C pickers freed once each: all passed\n",
+         atomic_load(&picks_ok), atomic_load(&c_dones), atomic_load(&picks_failed),
+         atomic_load(&released), atomic_load(&pickers_freed));
   return 0;
 }
