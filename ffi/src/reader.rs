@@ -74,6 +74,12 @@ unsafe fn value_mut<'a>(reader: *mut sy_reader) -> &'a mut ReaderBox {
 /// SY_WRONG_CONTEXT instead of moving the reader to another table (and
 /// freeing the one the outer call is still reading) under its feet. Back to
 /// `LIVE` when dropped.
+///
+/// Only the C ABI needs this: in Rust, `Reader::try_pick`/`pick` hold the
+/// reader by `&mut` for the whole pick, and a `Picker` (`Send + Sync +
+/// 'static`, picking through `&self`) has no way to that borrowed reader
+/// without `unsafe`: one kept in a `Mutex` or `RefCell` is locked or
+/// borrowed by the outer pick, so re-entry deadlocks or panics instead.
 pub(crate) struct Entered<'a> {
     magic: *mut u64,
     value: &'a mut ReaderBox,
