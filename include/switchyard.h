@@ -355,7 +355,9 @@ typedef void (*sy_state_fn)(void *ctx, uint32_t state);
  Releases one address's user data. Called exactly once per non-NULL
  `user_data` handed to the library, when the last thing that can return it
  lets go: possibly on the loop thread, an RPC thread (in `sy_pick_done`,
- `sy_pick`, `sy_reader_free`), or the thread freeing the channel.
+ `sy_pick`, `sy_reader_refresh`, `sy_reader_free`), or the thread freeing
+ the channel. The reader letting go (if any) is off limits from here
+ (SY_WRONG_CONTEXT), and blocking `sy_*` calls are refused.
  */
 typedef void (*sy_release_fn)(void *user_data);
 
@@ -456,9 +458,21 @@ typedef struct sy_pick_args {
 /*
  Picks for one RPC: return a `sy_pick_decision` and, for
  SY_PICK_COMPLETE, the index into the picker's `subchannels` in
- `*out_index`. Called on RPC threads (inside `sy_pick`), concurrently from
- many threads on the same `ctx`: it must be thread-safe, must not block, and
- should not write shared memory (it is on every RPC's path).
+ `*out_index`. Called on RPC threads (inside `sy_pick` / `sy_call_unary`),
+ concurrently from many threads on the same `ctx`: it must be thread-safe,
+ must not block, and should not write shared memory (it is on every RPC's
+ path).
+
+ What it may call: the reader that is running it is off limits, since the
+ pick is using it: `sy_pick`, `sy_reader_refresh`, `sy_reader_free` and
+ `sy_call_unary` on that reader return (or, for `sy_reader_free`, record)
+ SY_WRONG_CONTEXT and do nothing. Non-blocking calls on other objects are
+ fine: `sy_pick` with timeout 0 on another reader (a policy that delegates
+ to a child channel's picker does this), `sy_pick_done`, `sy_reader_new`,
+ `sy_channel_update_addresses`, `sy_channel_report_*`. Blocking ones
+ (`sy_pick` with a timeout, `sy_call_unary`, `sy_channel_close`, `_sync`,
+ `_wait_for_state_change`) return SY_WRONG_CONTEXT. It must not free a
+ channel or a runtime.
  */
 typedef uint32_t (*sy_picker_pick_fn)(void *ctx, const struct sy_pick_args *args, size_t *out_index);
 
@@ -466,7 +480,8 @@ typedef uint32_t (*sy_picker_pick_fn)(void *ctx, const struct sy_pick_args *args
  Hears a finished RPC that this picker picked: the subchannel, the outcome
  (`error`: NULL/0 on success, else `error_len` bytes, not NUL-terminated)
  and latency. Called from any thread that calls `sy_pick_done`,
- concurrently; must not block.
+ concurrently; must not block (blocking `sy_*` calls return
+ SY_WRONG_CONTEXT).
  */
 typedef void (*sy_picker_done_fn)(void *ctx,
                                   uint64_t subchannel_id,
@@ -477,7 +492,9 @@ typedef void (*sy_picker_done_fn)(void *ctx,
 /*
  Frees a picker's ctx, once, when no reader and no pick can reach the
  picker any more: on whichever thread lets go last (the loop, an RPC thread
- in `sy_pick`/`sy_pick_done`/`sy_reader_free`, or one freeing a channel).
+ in `sy_pick`/`sy_pick_done`/`sy_reader_refresh`/`sy_reader_free`, or one
+ freeing a channel). The reader letting go (if any) is off limits and
+ blocking calls are refused, as for `sy_picker_pick_fn`.
  */
 typedef void (*sy_picker_free_fn)(void *ctx);
 
@@ -747,10 +764,10 @@ sy_status sy_channel_new_with_options(const struct sy_runtime *rt,
  kept). `addresses` may be NULL when `len` is 0 (an empty list).
 
  Ownership of user data: if the call fails argument checks
- (SY_NULL_PARAMETER, SY_INVALID_UTF8), nothing was taken. Otherwise each
- non-NULL `user_data` now belongs to the library, which calls
- `release_user_data` on it exactly once (already done if the call returned
- SY_CLOSED or SY_RUNTIME_GONE). A pointer listed twice is released twice.
+ (SY_NULL_PARAMETER, SY_INVALID_ARGUMENT, SY_INVALID_UTF8), nothing was
+ taken. Otherwise each non-NULL `user_data` now belongs to the library,
+ which calls `release_user_data` on it exactly once (already done if the
+ call returned SY_CLOSED or SY_RUNTIME_GONE). A pointer listed twice is released twice.
  The array and strings are copied. Any thread.
  */
 sy_status sy_channel_update_addresses(const struct sy_channel *ch,
@@ -843,7 +860,9 @@ void sy_channel_free(struct sy_channel *ch);
  NUL-terminated string, truncated to `len - 1` bytes, and returns the full
  length of the message (like snprintf): call with `buf` NULL and `len` 0 to
  size a buffer. Returns 0 (and writes "" when `len` > 0) if no call on this
- thread has failed. Successful calls do not clear it (like errno).
+ thread has failed. Successful calls do not clear it (like errno). A `len`
+ no buffer can have (more than `PTRDIFF_MAX`: a negative number converted
+ to `size_t`) writes nothing.
 
  The message starts with the status name, e.g. "SY_CLOSED: channel is
  closed". Any thread; reads only the calling thread's record.
@@ -1038,6 +1057,8 @@ SY_MUST_USE sy_status sy_reader_new(const struct sy_channel *ch, struct sy_reade
  Lets go of the picker generation this reader cached, so what only it kept
  alive (old subchannels' user data) can be released now rather than at the
  next pick. For RPC threads that go idle. The reader's thread.
+ SY_WRONG_CONTEXT, doing nothing, from a callback that this reader is
+ running (a C picker's pick or free, a user data release).
  */
 sy_status sy_reader_refresh(struct sy_reader *reader);
 
@@ -1046,7 +1067,9 @@ sy_status sy_reader_refresh(struct sy_reader *reader);
  through it stay valid until done. NULL is a no-op. A second free is
  detected while the freed handle is in a bounded quarantine (nothing
  happens; SY_INVALID_ARGUMENT in `sy_last_error`); after that it is
- undefined, like free(3). The reader's thread.
+ undefined, like free(3). The reader's thread. From a callback that this
+ reader is running (a C picker's pick or free, a user data release)
+ nothing happens and SY_WRONG_CONTEXT is recorded for `sy_last_error`.
  */
 void sy_reader_free(struct sy_reader *reader);
 
@@ -1066,8 +1089,11 @@ void sy_reader_free(struct sy_reader *reader);
  SY_UNAVAILABLE (fail the RPC unless wait-for-ready),
  SY_DROPPED (fail it, never retry), SY_DEADLINE_EXCEEDED, SY_CLOSED,
  SY_NULL_PARAMETER, SY_INVALID_UTF8, SY_INVALID_ARGUMENT (freed reader),
- SY_WRONG_CONTEXT (inside a callback, a pick that would have to wait); `sy_last_grpc_code()`
- gives the gRPC code to fail the RPC with.
+ SY_WRONG_CONTEXT (inside a callback, a pick that would have to wait; or
+ any pick on the reader that is running the callback: a C picker's pick or
+ free, a user data release); `sy_last_grpc_code()` gives the gRPC code to
+ fail the RPC with. A `method_len` larger than any object (a negative number
+ converted to `size_t`) is SY_INVALID_ARGUMENT.
 
  Threading: the reader's thread. Called concurrently on different readers,
  policies' pick callbacks run on the calling thread. With timeout 0 it never

@@ -342,9 +342,10 @@ pub extern "C" fn sy_call_unary(
     response_out: *mut *mut sy_buffer,
 ) -> sy_status {
     boundary(|| {
-        let r = try_mut!(reader, "reader");
+        // Entered (busy) for the whole call: the policy's pick callback runs
+        // in it, and must not use this reader.
+        let mut r = crate::reader::enter(reader)?;
         let out = try_out!(response_out, "response_out");
-        let r = r.live_mut()?;
         if !r.managed {
             return Err(host_managed());
         }

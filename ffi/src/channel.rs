@@ -237,10 +237,10 @@ pub extern "C" fn sy_channel_new_with_options(
 /// kept). `addresses` may be NULL when `len` is 0 (an empty list).
 ///
 /// Ownership of user data: if the call fails argument checks
-/// (SY_NULL_PARAMETER, SY_INVALID_UTF8), nothing was taken. Otherwise each
-/// non-NULL `user_data` now belongs to the library, which calls
-/// `release_user_data` on it exactly once (already done if the call returned
-/// SY_CLOSED or SY_RUNTIME_GONE). A pointer listed twice is released twice.
+/// (SY_NULL_PARAMETER, SY_INVALID_ARGUMENT, SY_INVALID_UTF8), nothing was
+/// taken. Otherwise each non-NULL `user_data` now belongs to the library,
+/// which calls `release_user_data` on it exactly once (already done if the
+/// call returned SY_CLOSED or SY_RUNTIME_GONE). A pointer listed twice is released twice.
 /// The array and strings are copied. Any thread.
 #[no_mangle]
 pub extern "C" fn sy_channel_update_addresses(
