@@ -26,7 +26,7 @@ mod tests;
 use std::path::PathBuf;
 use std::time::Duration;
 
-pub use grpc::{code, unary, CallError, UnaryResponse};
+pub use grpc::{code, start, unary, CallError, CallFuture, UnaryResponse};
 pub use h2conn::{Connection, Handle};
 pub use health::{HealthWatch, WatchEvent, WATCH_METHOD};
 pub use tls::TlsClient;
