@@ -70,7 +70,7 @@ static void start_stuck_calls(sy_channel *ch, tally *t, blocking *b, pthread_t *
   int i;
   for (i = 0; i < N_CALLS; i++)
     OK(sy_call_unary_start(ch, "/echo.Echo/Unary", NULL, 0, NULL, 0, NULL, 0, true, on_call_done,
-                           t));
+                           t, NULL));
   OK(sy_reader_new(ch, &b->reader));
   b->status = SY_PANIC;
   CHECK(pthread_create(th, NULL, blocking_call, b) == 0);
@@ -113,7 +113,7 @@ static void managed_calls_at_free(void) {
   CHECK(pthread_join(th, NULL) == 0);
   CHECK(b.status == SY_CLOSED);
   CHECK_STATUS(sy_call_unary_start(ch, "/echo.Echo/Unary", NULL, 0, NULL, 0, NULL, 0, true,
-                                   on_call_done, &t),
+                                   on_call_done, &t, NULL),
                SY_CLOSED);
   sy_reader_free(b.reader);
   sy_channel_free(ch);
