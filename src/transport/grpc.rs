@@ -86,7 +86,13 @@ pub fn unary(
     timeout: Option<Duration>,
 ) -> Result<UnaryResponse, CallError> {
     let deadline = timeout.map(|t| Instant::now() + t);
-    match block_on(start(handle, method, request, metadata, timeout)?, deadline) {
+    let req = build_request(&handle.shared, method, metadata, timeout)?;
+    let body = encode_message(request);
+    let _inflight = Inflight::enter(&handle.shared);
+    // Pinned on this stack (`start` boxes it): no allocation per call.
+    // Each call gets its own SendRequest clone: poll_ready state is per clone.
+    let call = call(handle.send.clone(), &handle.shared, req, body);
+    match block_on(call, deadline) {
         Some(r) => r,
         // Dropping the call future resets the stream with CANCEL.
         None => Err(CallError::new(code::DEADLINE_EXCEEDED, "deadline exceeded")),
