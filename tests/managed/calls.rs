@@ -443,3 +443,75 @@ fn connection_specific_metadata_is_refused_before_anything_is_sent() {
     let resp = r.unary("/echo.Echo/Unary", b"x", &options).unwrap();
     assert_eq!(resp.headers.get("x-echo-a").unwrap(), "b");
 }
+
+/// Cancels racing completions: every call completes exactly once, and a
+/// cancel that said "still running" always means a CANCELLED completion.
+#[test]
+fn cancel_racing_completion_still_completes_each_call_exactly_once() {
+    let servers = start_servers(1);
+    let rt = Runtime::new().unwrap();
+    let ch = ready_channel(&rt, &servers[0]);
+    let (tx, rx) = unbounded();
+    let mut handles = Vec::new();
+    for i in 0..300u64 {
+        let metadata = md(&[("x-delay-ms", &(i % 4).to_string())]);
+        let options = CallOptions {
+            metadata: &metadata,
+            ..Default::default()
+        };
+        let tx = tx.clone();
+        let call = ch
+            .unary_start("/echo.Echo/Unary", b"x", &options, move |r| {
+                let _ = tx.send((i, r.map(|_| ()).map_err(|s| s.code())));
+            })
+            .unwrap();
+        handles.push((i, call));
+        if i % 3 == 0 {
+            std::thread::sleep(Duration::from_micros(300));
+        }
+    }
+    let said_running: HashMap<u64, bool> = handles
+        .iter()
+        .map(|(i, call)| (*i, (i % 2 == 0) && call.cancel()))
+        .collect();
+    let mut seen = HashMap::new();
+    for _ in 0..300 {
+        let (i, r) = rx.recv_timeout(Duration::from_secs(20)).unwrap();
+        assert!(seen.insert(i, r).is_none(), "call {i} completed twice");
+    }
+    for (i, r) in &seen {
+        if said_running[i] {
+            assert_eq!(*r, Err(Code::Cancelled), "call {i}");
+        } else {
+            assert_eq!(*r, Ok(()), "call {i}");
+        }
+    }
+    ch.close();
+    assert!(rx.try_recv().is_err());
+}
+
+/// Dropping the runtime completes the calls of a channel still alive and
+/// waits for their closures; the channel then refuses new calls.
+#[test]
+fn dropping_the_runtime_completes_every_started_call() {
+    let servers = start_servers(1);
+    let rt = Runtime::new().unwrap();
+    let ch = ready_channel(&rt, &servers[0]);
+    let silent = md(&[("x-delay-ms", "600000")]);
+    let calls: Vec<_> = (0..10).map(|_| start(&ch, &silent, None, false)).collect();
+    drop(rt);
+    for (call, rx) in calls {
+        let s = rx
+            .try_recv()
+            .expect("completed before drop returned")
+            .unwrap_err();
+        assert_eq!(
+            (s.code(), s.message()),
+            (Code::Cancelled, "the channel is closed")
+        );
+        assert!(!call.cancel());
+    }
+    assert!(ch
+        .unary_start("/echo.Echo/Unary", b"x", &CallOptions::default(), |_| {})
+        .is_err());
+}
