@@ -92,7 +92,7 @@ static void managed_calls_at_free(void) {
   pthread_mutex_init(&t.mu, NULL);
   OK(sy_channel_options_new(&o));
   OK(sy_channel_options_set_insecure(o, true));
-  OK(sy_channel_options_set_call_threads(o, 2)); /* 2 run, 4 wait in the queue */
+  OK(sy_channel_options_set_call_threads(o, 2)); /* deprecated, no effect: calls run on the loop */
 
   /* sy_channel_free with calls running and queued. */
   OK(sy_runtime_new(&rt));

@@ -242,7 +242,7 @@ typedef struct sy_channel sy_channel;
  Defaults (a fresh handle, or passing NULL instead of one): TLS with the
  bundled Mozilla roots, verifying each address's host name; no client
  certificate; no keepalive; gRPC's connection backoff (1 s, x1.6, +-20 %,
- at most 120 s, at least 20 s per attempt); up to 8 completion threads.
+ at most 120 s, at least 20 s per attempt).
 
  Setters validate their input and return SY_OK, SY_NULL_PARAMETER,
  SY_INVALID_ARGUMENT or SY_INVALID_UTF8; a failed setter changes nothing.

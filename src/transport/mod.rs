@@ -7,8 +7,9 @@
 //! token and whenever the waker it handed to `start` fires, and
 //! [`Connection::on_timer`] when
 //! [`Connection::next_timer`] is due. No async runtime is involved: h2's
-//! futures are polled by hand with a `Context` built from that waker, and RPC
-//! threads block in [`unary`] with a park/unpark waker.
+//! futures are polled by hand with a `Context` built from that waker; RPC
+//! threads block in [`unary`] with a park/unpark waker, and the loop polls
+//! the future [`start`] returns for calls it drives itself.
 
 mod grpc;
 mod h2conn;
