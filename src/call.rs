@@ -836,3 +836,64 @@ impl Calls {
         self.tasks.insert(task.call.id, task);
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::check_metadata;
+
+    fn check(key: &str, value: &str) -> Result<(), String> {
+        check_metadata(&[("x-fine".into(), "1".into()), (key.into(), value.into())])
+    }
+
+    #[test]
+    fn metadata_http2_can_carry_passes() {
+        for key in [
+            "x-trace",
+            "a.b_c-0",
+            "x-trace-bin",
+            "grpcx",
+            "tee",
+            "hostname",
+        ] {
+            assert_eq!(check(key, "v a/l=ue~"), Ok(()), "{key}");
+        }
+        assert_eq!(check_metadata(&[]), Ok(()));
+        assert_eq!(check("x-empty", ""), Ok(()));
+    }
+
+    #[test]
+    fn metadata_http2_cannot_carry_is_refused_naming_the_entry() {
+        let cases = [
+            ("connection", "connection-specific"),
+            ("keep-alive", "connection-specific"),
+            ("proxy-connection", "connection-specific"),
+            ("transfer-encoding", "connection-specific"),
+            ("upgrade", "connection-specific"),
+            ("te", "connection-specific"),
+            ("host", "connection-specific"),
+            (":path", "pseudo-header"),
+            (":authority", "pseudo-header"),
+            ("grpc-timeout", "belongs to the transport"),
+            ("content-type", "belongs to the transport"),
+            ("user-agent", "belongs to the transport"),
+            ("Upper", "not valid"),
+            ("", "not valid"),
+            ("sp ace", "not valid"),
+            ("x\u{e9}", "not valid"),
+        ];
+        for (key, why) in cases {
+            let e = check(key, "v").unwrap_err();
+            assert!(
+                e.contains(why) && e.contains(&format!("{key:?}")),
+                "{key}: {e}"
+            );
+        }
+        for value in ["line\nbreak", "tab\t", "\u{e9}", "nul\0"] {
+            let e = check("x-v", value).unwrap_err();
+            assert!(
+                e.contains("\"x-v\"") && e.contains("printable ASCII"),
+                "{e}"
+            );
+        }
+    }
+}
