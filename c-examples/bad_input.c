@@ -56,7 +56,7 @@ static void on_done_inside(void *ctx, sy_status st, uint32_t code, const char *m
   in->close_call = sy_channel_close(inside_channel);
   /* Non-blocking: allowed (and fails fast again; its callback is ignored). */
   in->start_call = sy_call_unary_start(inside_channel, "/a/b", NULL, 0, NULL, 0, NULL, 1000, false,
-                                       ignore_done, NULL);
+                                       ignore_done, NULL, NULL);
   in->done = 1;
   pthread_mutex_unlock(&in->mu);
 }
@@ -166,19 +166,22 @@ static void bad_calls(sy_runtime *rt, sy_channel *host_ch) {
     sy_last_error(buf, sizeof buf);
     CHECK(strstr(buf, "host") != NULL);
   }
-  EXPECT(sy_call_unary_start(host_ch, "/a/b", NULL, 0, NULL, 0, NULL, 0, false, ignore_done, NULL),
+  EXPECT(sy_call_unary_start(host_ch, "/a/b", NULL, 0, NULL, 0, NULL, 0, false, ignore_done, NULL,
+                             NULL),
          SY_INVALID_ARGUMENT);
   sy_reader_free(host_r);
 
   /* sy_call_unary_start: checked up front; the callback never runs then. */
-  EXPECT(sy_call_unary_start(NULL, "/a/b", NULL, 0, NULL, 0, NULL, 0, false, ignore_done, NULL),
+  EXPECT(sy_call_unary_start(NULL, "/a/b", NULL, 0, NULL, 0, NULL, 0, false, ignore_done, NULL,
+                             NULL),
          SY_NULL_PARAMETER);
-  EXPECT(sy_call_unary_start(ch, "/a/b", NULL, 0, NULL, 0, NULL, 0, false, NULL, NULL),
+  EXPECT(sy_call_unary_start(ch, "/a/b", NULL, 0, NULL, 0, NULL, 0, false, NULL, NULL, NULL),
          SY_NULL_PARAMETER);
-  EXPECT(sy_call_unary_start(ch, bad_utf8, NULL, 0, NULL, 0, NULL, 0, false, ignore_done, NULL),
+  EXPECT(sy_call_unary_start(ch, bad_utf8, NULL, 0, NULL, 0, NULL, 0, false, ignore_done, NULL,
+                             NULL),
          SY_INVALID_UTF8);
   EXPECT(sy_call_unary_start(ch, "/a/b", (const uint8_t *)"x", huge, NULL, 0, NULL, 0, false,
-                             ignore_done, NULL),
+                             ignore_done, NULL, NULL),
          SY_INVALID_ARGUMENT);
 
   /* Inside a completion callback, blocking calls are refused. */
@@ -189,7 +192,8 @@ static void bad_calls(sy_runtime *rt, sy_channel *host_ch) {
     pthread_mutex_init(&in.mu, NULL);
     inside_reader = r;
     inside_channel = ch;
-    OK(sy_call_unary_start(ch, "/a/b", NULL, 0, NULL, 0, NULL, 5000, false, on_done_inside, &in));
+    OK(sy_call_unary_start(ch, "/a/b", NULL, 0, NULL, 0, NULL, 5000, false, on_done_inside, &in,
+                           NULL));
     for (i = 0; i < 500; i++) {
       int d;
       pthread_mutex_lock(&in.mu);
@@ -216,7 +220,8 @@ static void bad_calls(sy_runtime *rt, sy_channel *host_ch) {
   /* After close. */
   OK(sy_channel_close(ch));
   EXPECT(sy_call_unary(r, "/a/b", NULL, 0, NULL, 0, NULL, 0, true, &resp), SY_CLOSED);
-  EXPECT(sy_call_unary_start(ch, "/a/b", NULL, 0, NULL, 0, NULL, 0, false, ignore_done, NULL),
+  EXPECT(sy_call_unary_start(ch, "/a/b", NULL, 0, NULL, 0, NULL, 0, false, ignore_done, NULL,
+                             NULL),
          SY_CLOSED);
   sy_reader_free(r);
   sy_channel_free(ch);

@@ -46,7 +46,7 @@
 #define SY_WAIT_FOREVER UINT64_MAX
 
 /*
- The most threads `sy_channel_options_set_call_threads` allows.
+ The largest value `sy_channel_options_set_call_threads` (deprecated) accepts.
  */
 #define SY_MAX_CALL_THREADS 256
 
@@ -243,7 +243,7 @@ typedef struct sy_channel sy_channel;
  bundled Mozilla roots, verifying each address's host name; no client
  certificate; no keepalive; gRPC's size limits (4 MiB per received
  message, 16 MiB per header list); gRPC's connection backoff (1 s, x1.6, +-20 %,
- at most 120 s, at least 20 s per attempt); up to 8 completion threads.
+ at most 120 s, at least 20 s per attempt).
 
  Setters validate their input and return SY_OK, SY_NULL_PARAMETER,
  SY_INVALID_ARGUMENT or SY_INVALID_UTF8; a failed setter changes nothing.
@@ -272,8 +272,11 @@ typedef struct sy_runtime sy_runtime;
  One request metadata entry: `key` and `value` are NUL-terminated and
  copied. Keys are ASCII `[0-9a-z_.-]` (upper case is folded to lower);
  values printable ASCII. Keys ending in "-bin" carry base64 text, sent
- as given. Keys the transport owns ("grpc-*", "content-type", "te",
- "user-agent", "connection") are refused.
+ as given. Refused with SY_INVALID_ARGUMENT, before anything is sent:
+ pseudo-headers (":path", ...), connection-specific keys HTTP/2 forbids
+ ("connection", "keep-alive", "proxy-connection", "transfer-encoding",
+ "upgrade", "te", "host"), and keys the transport owns ("grpc-*",
+ "content-type", "user-agent").
  */
 typedef struct sy_metadata {
   const char *key;
@@ -282,24 +285,26 @@ typedef struct sy_metadata {
 
 /*
  Hears how a `sy_call_unary_start` call ended. Called exactly once per call
- the start function accepted (it returned SY_OK), on one of the channel's
- completion threads (never on the starting thread, never on the loop
- thread), possibly concurrently with other calls' callbacks.
+ the start function accepted (it returned SY_OK), on the channel's
+ completion thread: one per channel, started with its first started call,
+ that runs the channel's callbacks one at a time, in the order the calls
+ end. Never on the loop thread, never inside `sy_call_unary_start`. A
+ callback that blocks delays the channel's later callbacks, never a call's
+ deadline (calls run on the event loop and end there, on time).
 
- - `status`: SY_OK; SY_RPC_FAILED (the call failed: `grpc_code` says how);
-   SY_CLOSED (the channel was closed or its runtime freed before or while
-   the call ran); SY_PANIC.
+ - `status`: SY_OK; SY_RPC_FAILED (the call failed: `grpc_code` says how;
+   1 CANCELLED after `sy_call_cancel`); SY_CLOSED (the channel was closed
+   or its runtime freed before or while the call ran); SY_PANIC.
  - `grpc_code`: the call's gRPC status code (0 on success).
  - `message`: NUL-terminated UTF-8, the gRPC status message ("" on
    success); valid during the callback only.
  - `response`: on SY_OK the response, owned by the callee from now on (free
    it with `sy_buffer_free`, on any thread, whenever); NULL otherwise.
 
- It may start further calls and use any `sy_*` function that does not
- block; a blocking one (`sy_call_unary`, `sy_channel_close`,
+ It may start further calls, cancel calls, and use any `sy_*` function
+ that does not block; a blocking one (`sy_call_unary`, `sy_channel_close`,
  `sy_channel_wait_for_state_change`, ...) returns SY_WRONG_CONTEXT. It
- must not free the channel or its runtime. A callback that blocks holds up
- one completion thread.
+ must not free the channel or its runtime.
  */
 typedef void (*sy_call_done_fn)(void *user_ctx,
                                 sy_status status,
@@ -643,10 +648,11 @@ sy_status sy_buffer_trailer(const struct sy_buffer *buf,
  status code (e.g. 12 UNIMPLEMENTED from the server, 4 DEADLINE_EXCEEDED,
  14 UNAVAILABLE) and `sy_last_error` has "grpc status N (NAME): message".
  SY_CLOSED: the channel was closed (or its runtime freed) before or during
- the call. Argument errors (nothing sent): SY_NULL_PARAMETER,
- SY_INVALID_UTF8, SY_INVALID_ARGUMENT (a malformed method, metadata or
- length, a freed reader, or a reader of a channel whose transports belong
- to the host: pick with `sy_pick` and send on your own transport there).
+ the call. Argument errors (nothing sent, the policy hears nothing):
+ SY_NULL_PARAMETER, SY_INVALID_UTF8, SY_INVALID_ARGUMENT (a malformed
+ method, metadata (see `sy_metadata`) or length, a freed reader, or a
+ reader of a channel whose transports belong to the host: pick with
+ `sy_pick` and send on your own transport there).
 
  Threading: the reader's thread; never inside a callback of this library
  (SY_WRONG_CONTEXT). Calls on different readers run in parallel, sharing
@@ -667,23 +673,26 @@ sy_status sy_call_unary(struct sy_reader *reader,
 /*
  Starts one unary RPC and returns at once; `callback` hears how it ended.
  Arguments as `sy_call_unary`'s, all copied before this returns
- (`user_ctx` is passed through untouched).
+ (`user_ctx` is passed through untouched). `call_id_out` (NULL allowed)
+ receives the call's id for `sy_call_cancel`, on SY_OK only; ids are never
+ reused on a channel.
 
- The call runs on one of the channel's completion threads, each with its
- own reader: started on demand, at most `sy_channel_options_set_call_threads`
- of them (default 8); calls beyond that wait in the channel's queue (their
- deadline keeps running). `sy_channel_close`, `sy_channel_free` and
- `sy_runtime_free` end the channel's calls (queued ones complete with
- SY_CLOSED, running ones fail fast as their connections close) and join
- the threads: when they return, every callback of the channel has returned
- and no completion thread is left.
+ The call costs no thread while it runs, however many are in flight: the
+ channel's event loop picks for it (waiting, like `sy_call_unary`, for a
+ READY subchannel when none is yet, or through TRANSIENT_FAILURE with
+ `wait_for_ready`), drives its HTTP/2 stream, retries it once
+ transparently, reports its outcome to the policy, and ends it at its
+ deadline. The callback runs on the channel's completion thread (see
+ `sy_call_done_fn`). `sy_channel_close`, `sy_channel_free` and
+ `sy_runtime_free` complete every call still running with SY_CLOSED and
+ return once every callback of the channel has returned.
 
  Returns SY_OK if the call was accepted: `callback` then runs exactly once.
  Otherwise it never runs: SY_NULL_PARAMETER (`channel`, `method` or
  `callback`), SY_INVALID_UTF8, SY_INVALID_ARGUMENT (as `sy_call_unary`),
- SY_CLOSED (channel closed or runtime freed), SY_IO (no thread could be
- started). Any thread, including inside this library's callbacks (it
- never blocks on the network).
+ SY_CLOSED (channel closed or runtime freed), SY_IO (the completion thread
+ could not be started). Any thread, including inside this library's
+ callbacks (it never blocks on the network).
  */
 SY_MUST_USE
 sy_status sy_call_unary_start(const struct sy_channel *channel,
@@ -696,7 +705,19 @@ sy_status sy_call_unary_start(const struct sy_channel *channel,
                               uint64_t timeout_ms,
                               bool wait_for_ready,
                               sy_call_done_fn callback,
-                              void *user_ctx);
+                              void *user_ctx,
+                              uint64_t *call_id_out);
+
+/*
+ Cancels a call started with `sy_call_unary_start` on `channel`: SY_OK if
+ it was still running (its callback then runs with SY_RPC_FAILED and gRPC
+ code 1 CANCELLED, or SY_CLOSED if the channel is closing meanwhile; its
+ HTTP/2 stream, if it had one, is reset with RST_STREAM(CANCEL) and the
+ policy hears the attempt failed); SY_NOT_FOUND if it already finished
+ (its callback has run or is about to) or no such call was started here.
+ Never blocks. Any thread, including inside this library's callbacks.
+ */
+SY_MUST_USE sy_status sy_call_cancel(const struct sy_channel *channel, uint64_t call_id);
 
 /*
  Creates a channel on `rt` with default options: as
@@ -981,10 +1002,12 @@ sy_status sy_channel_options_set_backoff(struct sy_channel_options *opts,
                                          uint64_t min_connect_timeout_ms);
 
 /*
- The most threads the channel starts to run `sy_call_unary_start` calls
- (1..=`SY_MAX_CALL_THREADS`; default 8). They are started on demand, so
- an unused channel has none. At most this many such calls are in flight at
- once; more wait in the channel's queue.
+ Deprecated, and without effect: `sy_call_unary_start` calls no longer
+ run on threads of their own (the event loop drives any number of them,
+ and one completion thread per channel runs their callbacks), so there is
+ nothing to size. Kept so that existing programs build and run; the
+ argument is still checked (1..=`SY_MAX_CALL_THREADS`, else
+ SY_INVALID_ARGUMENT).
  */
 sy_status sy_channel_options_set_call_threads(struct sy_channel_options *opts, uint32_t threads);
 

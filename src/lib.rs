@@ -32,7 +32,7 @@ pub mod transport;
 pub use balancer::{
     Balancer, Builder, ClientConn, ClientConnState, LbConfig, SubConnState, TimerToken,
 };
-pub use call::CallOptions;
+pub use call::{check_metadata, CallHandle, CallOptions, CallResult};
 pub use channel::{Channel, ChannelOptions, IdleTrigger, StateCallback, SubConnCallback};
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use connector::{

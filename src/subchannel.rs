@@ -189,7 +189,7 @@ impl Subchannels {
                 }
             }
             TimerKind::Connector(key) => self.with_connector(env, |c, ctx| c.timer(key, ctx)),
-            TimerKind::Balancer(_) | TimerKind::Resolve => {}
+            TimerKind::Balancer(_) | TimerKind::Resolve | TimerKind::Call(_) => {}
         }
     }
 

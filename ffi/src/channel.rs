@@ -30,13 +30,13 @@ pub(crate) struct ChannelBox {
     release: sy_release_fn,
     /// The library owns the connections (no `sy_host_transport`).
     pub(crate) managed: bool,
-    /// `sy_call_unary_start`'s completion threads.
+    /// Whether the channel is closing, for `sy_call_unary_start`'s callbacks.
     pub(crate) pool: Arc<CallPool>,
 }
 
 impl ChannelBox {
-    /// Closes the channel (running calls fail fast, as SY_CLOSED) and joins
-    /// its completion threads.
+    /// Closes the channel (running calls end, as SY_CLOSED) and waits for
+    /// its completion thread's callbacks.
     fn close(&self) {
         CallPool::close_joined(std::slice::from_ref(&self.pool), || self.channel.close());
     }

@@ -14,7 +14,7 @@ use switchyard::backoff::BackoffConfig;
 use switchyard::transport::{DEFAULT_MAX_HEADER_LIST_SIZE, DEFAULT_MAX_RECV_MESSAGE_SIZE};
 use switchyard::{Credentials, Keepalive, TlsSettings, TransportConfig};
 
-/// The most threads `sy_channel_options_set_call_threads` allows.
+/// The largest value `sy_channel_options_set_call_threads` (deprecated) accepts.
 pub const SY_MAX_CALL_THREADS: u32 = 256;
 /// Completion threads per channel when not set.
 pub(crate) const DEFAULT_CALL_THREADS: usize = 8;
@@ -26,7 +26,7 @@ pub(crate) const DEFAULT_CALL_THREADS: usize = 8;
 /// bundled Mozilla roots, verifying each address's host name; no client
 /// certificate; no keepalive; gRPC's size limits (4 MiB per received
 /// message, 16 MiB per header list); gRPC's connection backoff (1 s, x1.6, +-20 %,
-/// at most 120 s, at least 20 s per attempt); up to 8 completion threads.
+/// at most 120 s, at least 20 s per attempt).
 ///
 /// Setters validate their input and return SY_OK, SY_NULL_PARAMETER,
 /// SY_INVALID_ARGUMENT or SY_INVALID_UTF8; a failed setter changes nothing.
@@ -350,10 +350,12 @@ pub extern "C" fn sy_channel_options_set_backoff(
     })
 }
 
-/// The most threads the channel starts to run `sy_call_unary_start` calls
-/// (1..=`SY_MAX_CALL_THREADS`; default 8). They are started on demand, so
-/// an unused channel has none. At most this many such calls are in flight at
-/// once; more wait in the channel's queue.
+/// Deprecated, and without effect: `sy_call_unary_start` calls no longer
+/// run on threads of their own (the event loop drives any number of them,
+/// and one completion thread per channel runs their callbacks), so there is
+/// nothing to size. Kept so that existing programs build and run; the
+/// argument is still checked (1..=`SY_MAX_CALL_THREADS`, else
+/// SY_INVALID_ARGUMENT).
 #[no_mangle]
 pub extern "C" fn sy_channel_options_set_call_threads(
     opts: *mut sy_channel_options,

@@ -6,7 +6,7 @@
 //! thread (which owns the socket) has processed frames for our stream.
 
 use std::future::{poll_fn, Future};
-use std::pin::pin;
+use std::pin::{pin, Pin};
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::task::{Context, Poll, Wake, Waker};
@@ -73,6 +73,10 @@ impl std::fmt::Display for CallError {
 
 impl std::error::Error for CallError {}
 
+/// A started unary call: poll it to completion (it resets its stream with
+/// CANCEL when dropped before that).
+pub type CallFuture = Pin<Box<dyn Future<Output = Result<UnaryResponse, CallError>> + Send>>;
+
 /// Performs one blocking unary call. `method` is the path, "/pkg.Svc/M".
 /// Metadata keys must be lowercase; reserved headers are skipped.
 pub fn unary(
@@ -86,15 +90,37 @@ pub fn unary(
     let req = build_request(&handle.shared, method, metadata, timeout)?;
     let body = encode_message(request);
     let _inflight = Inflight::enter(&handle.shared);
+    // Pinned on this stack (`start` boxes it): no allocation per call.
     // Each call gets its own SendRequest clone: poll_ready state is per clone.
-    match block_on(
-        call(handle.send.clone(), &handle.shared, req, body),
-        deadline,
-    ) {
+    let call = call(handle.send.clone(), &handle.shared, req, body);
+    match block_on(call, deadline) {
         Some(r) => r,
         // Dropping the call future resets the stream with CANCEL.
         None => Err(CallError::new(code::DEADLINE_EXCEEDED, "deadline exceeded")),
     }
+}
+
+/// Starts one unary call on `handle` without waiting: the returned future
+/// does the work whoever polls it (a blocked RPC thread, or the event loop
+/// for started calls). It knows nothing of the deadline beyond sending
+/// grpc-timeout: its poller ends it at the deadline by dropping it.
+pub fn start(
+    handle: &Handle,
+    method: &str,
+    request: &[u8],
+    metadata: &[(String, String)],
+    timeout: Option<Duration>,
+) -> Result<CallFuture, CallError> {
+    let req = build_request(&handle.shared, method, metadata, timeout)?;
+    let body = encode_message(request);
+    let inflight = Inflight::enter(&handle.shared);
+    // Each call gets its own SendRequest clone: poll_ready state is per clone.
+    let send = handle.send.clone();
+    let shared = handle.shared.clone();
+    Ok(Box::pin(async move {
+        let _inflight = inflight;
+        call(send, &shared, req, body).await
+    }))
 }
 
 async fn call(
@@ -117,7 +143,15 @@ async fn call(
         .await
         .map_err(|e| fail(e, false))?;
     let (resp, mut stream) = send.send_request(req, false).map_err(|e| fail(e, false))?;
-    stream.send_data(body, true).map_err(|e| fail(e, true))?;
+    // The server may answer (trailers-only: UNIMPLEMENTED, PERMISSION_DENIED,
+    // a rate limit) and close the stream before reading the body, so that
+    // sending it fails ("inactive stream"). Its answer is the call's real
+    // outcome, so the send error is not: a stream that cannot take data is
+    // closed, and the response (or the reset / connection error that closed
+    // it, which says more than "inactive stream") is what the call reports.
+    #[cfg(test)]
+    tests::pause_before_body();
+    let _ = stream.send_data(body, true);
     let resp = resp.await.map_err(|e| fail(e, true))?;
     let (parts, mut body) = resp.into_parts();
 
@@ -449,5 +483,66 @@ pub(crate) fn block_on<F: Future>(fut: F, deadline: Option<Instant>) -> Option<F
                 thread::park_timeout(d - now);
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::transport::testserver::{Listen, ServerOptions, TestServer};
+    use crate::{CallOptions, Channel, ChannelOptions, Code, Runtime, TransportConfig};
+    use std::cell::Cell;
+    use std::time::Duration;
+
+    thread_local! {
+        /// How long a blocking call on this thread waits between sending
+        /// the request headers and the body: room for the server's early
+        /// answer to close the stream first, every time.
+        static PAUSE: Cell<Duration> = const { Cell::new(Duration::ZERO) };
+    }
+
+    pub(super) fn pause_before_body() {
+        let pause = PAUSE.with(Cell::get);
+        if !pause.is_zero() {
+            std::thread::sleep(pause);
+        }
+    }
+
+    /// The server answers trailers-only (PERMISSION_DENIED) on the request
+    /// headers, without reading the body, and h2 closes the stream before
+    /// the body is sent: the call reports the server's status, not
+    /// UNAVAILABLE "inactive stream".
+    #[test]
+    fn a_status_that_closes_the_stream_before_the_body_is_sent_is_the_outcome() {
+        let server = TestServer::start(
+            Listen::Tcp("127.0.0.1:0".parse().unwrap()),
+            ServerOptions::default(),
+        )
+        .unwrap();
+        let rt = Runtime::new().unwrap();
+        let options = ChannelOptions {
+            transport: Some(TransportConfig::insecure()),
+            ..Default::default()
+        };
+        let ch = Channel::new(&rt, &format!("ipv4:{}", server.addr()), None, options).unwrap();
+        let mut r = ch.reader();
+        let ready = CallOptions {
+            wait_for_ready: true,
+            ..Default::default()
+        };
+        r.unary("/echo.Echo/Unary", b"warm-up", &ready).unwrap();
+        let md = vec![("x-respond-early".to_string(), "7".to_string())];
+        let options = CallOptions {
+            metadata: &md,
+            ..ready
+        };
+        PAUSE.with(|p| p.set(Duration::from_millis(100)));
+        for body in [&b"x"[..], &[7u8; 100_000][..]] {
+            let e = r.unary("/echo.Echo/Unary", body, &options).unwrap_err();
+            assert_eq!(
+                (e.code(), e.message()),
+                (Code::PermissionDenied, "answered before the body")
+            );
+        }
+        PAUSE.with(|p| p.set(Duration::ZERO));
     }
 }

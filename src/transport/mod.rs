@@ -7,8 +7,9 @@
 //! token and whenever the waker it handed to `start` fires, and
 //! [`Connection::on_timer`] when
 //! [`Connection::next_timer`] is due. No async runtime is involved: h2's
-//! futures are polled by hand with a `Context` built from that waker, and RPC
-//! threads block in [`unary`] with a park/unpark waker.
+//! futures are polled by hand with a `Context` built from that waker; RPC
+//! threads block in [`unary`] with a park/unpark waker, and the loop polls
+//! the future [`start`] returns for calls it drives itself.
 
 mod grpc;
 mod h2conn;
@@ -26,7 +27,7 @@ mod tests;
 use std::path::PathBuf;
 use std::time::Duration;
 
-pub use grpc::{code, unary, CallError, UnaryResponse};
+pub use grpc::{code, start, unary, CallError, CallFuture, UnaryResponse};
 pub use h2conn::{Connection, Handle};
 pub use health::{HealthWatch, WatchEvent, WATCH_METHOD};
 pub use tls::TlsClient;

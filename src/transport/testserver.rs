@@ -7,7 +7,10 @@
 //!   `x-echo-*` headers are copied back, `x-delay-ms` sleeps first,
 //!   `x-respond-status: N` answers trailers-only with grpc-status N (and
 //!   `grpc-message` from `x-respond-message`), `x-http-status: N` answers a
-//!   bare HTTP status. `ServerOptions::refuse_streams` refuses the first
+//!   bare HTTP status, `x-respond-early: N` answers trailers-only with
+//!   grpc-status N as soon as the request headers arrive, without reading
+//!   the body (as a server rejecting a call does). A client that resets a
+//!   stream during `x-delay-ms` is counted ([`TestServer::resets`]). `ServerOptions::refuse_streams` refuses the first
 //!   echo streams with REFUSED_STREAM.
 //! - `/grpc.health.v1.Health/Check` and `/Watch` with per-service status
 //!   (UNIMPLEMENTED instead with `ServerOptions::no_health`).
@@ -74,6 +77,8 @@ struct Shared {
     requests: AtomicU64,
     /// Echo streams still to refuse.
     refuse: AtomicU64,
+    /// Streams the client reset while their reply was delayed.
+    resets: AtomicU64,
 }
 
 pub struct TestServer {
@@ -120,6 +125,7 @@ impl TestServer {
             no_health: opts.no_health,
             requests: AtomicU64::new(0),
             refuse: AtomicU64::new(opts.refuse_streams),
+            resets: AtomicU64::new(0),
         });
         let rt = tokio::runtime::Builder::new_current_thread()
             .enable_all()
@@ -176,6 +182,11 @@ impl TestServer {
     /// Requests served so far (all methods).
     pub fn requests(&self) -> u64 {
         self.shared.requests.load(Ordering::Relaxed)
+    }
+
+    /// Streams the client reset (RST_STREAM) while `x-delay-ms` held them.
+    pub fn resets(&self) -> u64 {
+        self.shared.resets.load(Ordering::Relaxed)
     }
 
     /// Stops listening and drops all connections; returns once done.
@@ -364,6 +375,9 @@ async fn handle(req: Request<RecvStream>, mut respond: SendResponse<Bytes>, shar
             .get(name)
             .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned())
     };
+    if let Some(code) = header("x-respond-early").and_then(|v| v.parse().ok()) {
+        return trailers_only(&mut respond, port, code, "answered before the body");
+    }
     let Some(raw) = read_body(&mut body).await else {
         return;
     };
@@ -373,7 +387,16 @@ async fn handle(req: Request<RecvStream>, mut respond: SendResponse<Bytes>, shar
         _ => return trailers_only(&mut respond, port, 13, "bad request framing"),
     };
     if let Some(ms) = header("x-delay-ms").and_then(|v| v.parse().ok()) {
-        tokio::time::sleep(Duration::from_millis(ms)).await;
+        tokio::select! {
+            _ = tokio::time::sleep(Duration::from_millis(ms)) => {}
+            reset = std::future::poll_fn(|cx| respond.poll_reset(cx)) => {
+                // Err: the connection is gone, not a reset of this stream.
+                if reset.is_ok() {
+                    shared.resets.fetch_add(1, Ordering::Relaxed);
+                }
+                return;
+            }
+        }
     }
     if let Some(code) = header("x-http-status").and_then(|v| v.parse::<u16>().ok()) {
         let mut resp = Response::new(());
