@@ -616,3 +616,64 @@ impl Default for TestPki {
         Self::new()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{CallOptions, Channel, ChannelOptions, Runtime, TransportConfig};
+    use std::time::Instant;
+
+    const CALLS: u64 = 4;
+
+    /// Slow calls that had reached the server when it was stopped: a
+    /// graceful stop lets every one finish before it closes (a hard stop
+    /// fails them all: "stream closed because of a broken pipe").
+    #[test]
+    fn graceful_stop_finishes_the_calls_in_flight() {
+        let srv = TestServer::start(
+            Listen::Tcp(SocketAddr::from(([127, 0, 0, 1], 0))),
+            ServerOptions::default(),
+        )
+        .unwrap();
+        let rt = Runtime::new().unwrap();
+        let opts = ChannelOptions {
+            transport: Some(TransportConfig::insecure()),
+            ..Default::default()
+        };
+        let target = format!("ipv4:{}", srv.addr());
+        let ch = Arc::new(Channel::new(&rt, &target, None, opts).unwrap());
+        let calls: Vec<_> = (0..CALLS)
+            .map(|_| {
+                let ch = ch.clone();
+                std::thread::spawn(move || {
+                    let metadata = [("x-delay-ms".to_string(), "300".to_string())];
+                    let opts = CallOptions {
+                        deadline: Some(Instant::now() + Duration::from_secs(20)),
+                        wait_for_ready: true,
+                        metadata: &metadata,
+                        ..Default::default()
+                    };
+                    ch.reader().unary("/echo.Echo/Unary", b"slow", &opts)
+                })
+            })
+            .collect();
+        for _ in 0..2000 {
+            if srv.in_flight() == CALLS {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        assert_eq!(srv.in_flight(), CALLS, "the calls never reached the server");
+        assert!(
+            srv.graceful_stop(Duration::from_secs(20)),
+            "connections still open at the end of the grace"
+        );
+        for call in calls {
+            let resp = call
+                .join()
+                .unwrap()
+                .expect("a call in flight at a graceful stop finishes");
+            assert!(resp.message.starts_with(b"slow|port="));
+        }
+    }
+}
