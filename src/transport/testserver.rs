@@ -81,6 +81,8 @@ struct Shared {
     requests: AtomicU64,
     /// Streams accepted and not yet answered (or dropped).
     in_flight: AtomicU64,
+    /// HTTP/2 connections open.
+    connections: AtomicU64,
     /// Echo streams still to refuse.
     refuse: AtomicU64,
 }
@@ -136,6 +138,7 @@ impl TestServer {
             no_health: opts.no_health,
             requests: AtomicU64::new(0),
             in_flight: AtomicU64::new(0),
+            connections: AtomicU64::new(0),
             refuse: AtomicU64::new(opts.refuse_streams),
         });
         let rt = tokio::runtime::Builder::new_current_thread()
@@ -211,6 +214,11 @@ impl TestServer {
     /// Calls (streams of any method) accepted and not yet finished.
     pub fn in_flight(&self) -> u64 {
         self.shared.in_flight.load(Ordering::Relaxed)
+    }
+
+    /// HTTP/2 connections open now (past their handshake, not yet closed).
+    pub fn connections(&self) -> u64 {
+        self.shared.connections.load(Ordering::Relaxed)
     }
 
     /// Hard kill: stops listening and drops every connection at once, calls
@@ -344,6 +352,8 @@ where
     let Ok(mut conn) = h2::server::handshake(io).await else {
         return;
     };
+    shared.connections.fetch_add(1, Ordering::Relaxed);
+    let _open = Counted(&shared.connections);
     let mut goaway = shared.goaway.subscribe();
     let mut goaway_live = true;
     let mut drain_started = false;
@@ -374,6 +384,15 @@ where
                 }
             },
         }
+    }
+}
+
+/// Decrements its counter when dropped (a connection task ends or is dropped).
+struct Counted<'a>(&'a AtomicU64);
+
+impl Drop for Counted<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
     }
 }
 
