@@ -77,6 +77,18 @@ const DRAINED: usize = 1;
 const REJOINED: usize = 2;
 const KILLED: usize = 3;
 
+/// The backend that serves most in `phase` among `candidates` (the first
+/// candidate on a tie): the one whose loss shows, whatever the policy.
+fn busiest(stats: &Stats, phase: usize, candidates: impl Iterator<Item = usize>) -> usize {
+    let mut best: Option<usize> = None;
+    for b in candidates {
+        if best.is_none_or(|x| stats.served(b, phase) > stats.served(x, phase)) {
+            best = Some(b);
+        }
+    }
+    best.unwrap_or(0)
+}
+
 /// How long a graceful stop may take before it is cut short (a deployment's
 /// termination grace period; the echo calls here take microseconds).
 const GRACE: Duration = Duration::from_secs(5);
@@ -107,6 +119,10 @@ struct Stats {
     /// client could know they were gone.
     kill_generation: AtomicU64,
     killed: AtomicBool,
+    /// The backends stopped gracefully (then restarted) and killed; the
+    /// latter is usize::MAX until chosen.
+    drained_victim: AtomicUsize,
+    killed_victim: AtomicUsize,
     /// Lines for the main thread to print above the live view.
     events: Mutex<Vec<String>>,
     stop: AtomicBool,
@@ -228,6 +244,8 @@ fn run(args: &Args) -> Result<bool, String> {
         lost: AtomicU64::new(0),
         kill_generation: AtomicU64::new(u64::MAX),
         killed: AtomicBool::new(false),
+        drained_victim: AtomicUsize::new(usize::MAX),
+        killed_victim: AtomicUsize::new(usize::MAX),
         events: Mutex::new(Vec::new()),
         stop: AtomicBool::new(false),
         start: Instant::now(),
@@ -242,9 +260,10 @@ fn run(args: &Args) -> Result<bool, String> {
 
     let tty = std::io::stdout().is_terminal();
     let mut view = LiveView::new(tty);
-    let drained_victim = 1;
-    // The hard kill takes another backend, so the restarted one keeps serving.
-    let killed_victim = if args.backends > 2 { 2 } else { 0 };
+    // round_robin: backend 1 is stopped and restarted, backend 2 killed (0
+    // with two backends); other policies: the busiest, so the loss shows.
+    let n = args.backends;
+    let (mut drained_victim, mut killed_victim) = (usize::MAX, usize::MAX);
     let phase_len = args.duration / PHASES.len() as u32;
     let mut problems: Vec<String> = Vec::new();
     let mut phase = ALL_UP;
@@ -291,6 +310,23 @@ fn run(args: &Args) -> Result<bool, String> {
                 None => {
                     phase += 1;
                     phase_end = now + phase_len;
+                    if phase == DRAINED {
+                        drained_victim = match spreads {
+                            true => 1,
+                            false => busiest(&stats, ALL_UP, (1..n).chain([0])),
+                        };
+                        stats
+                            .drained_victim
+                            .store(drained_victim, Ordering::Relaxed);
+                    }
+                    if phase == KILLED {
+                        let mut others = (2..n).chain(0..2).filter(|&b| b != drained_victim);
+                        killed_victim = match spreads {
+                            true => others.next().unwrap_or(0),
+                            false => busiest(&stats, REJOINED, others),
+                        };
+                        stats.killed_victim.store(killed_victim, Ordering::Relaxed);
+                    }
                     enter_phase(
                         phase,
                         &mut servers,
@@ -321,7 +357,12 @@ fn run(args: &Args) -> Result<bool, String> {
         }
     }
     let wall = stats.secs();
-    view.draw(&stats.take_events(), &frame(args, &stats, 0.0, &channel));
+    let grand: u64 = (0..args.backends).map(|b| stats.total(b)).sum();
+    let average = grand as f64 / wall;
+    view.draw(
+        &stats.take_events(),
+        &frame(args, &stats, average, &channel),
+    );
     drop(channel);
     drop(rt);
     drop(servers);
@@ -337,7 +378,6 @@ fn run(args: &Args) -> Result<bool, String> {
         print!(" {p:>9}");
     }
     println!(" {:>9}", "total");
-    let mut grand = 0;
     for (i, b) in stats.backends.iter().enumerate() {
         let (first, now) = (
             b.first_port.load(Ordering::Relaxed),
@@ -352,10 +392,9 @@ fn run(args: &Args) -> Result<bool, String> {
         for p in 0..PHASES.len() {
             print!(" {:>9}", stats.served(i, p));
         }
-        grand += stats.total(i);
         println!(" {:>9}", stats.total(i));
     }
-    println!("  {:<24} {:>49.0}", "RPCs/s", grand as f64 / wall);
+    println!("  {:<24} {:>49.0}", "RPCs/s", average);
     println!("  {:<24} {:>49}", "failed RPCs", failed);
     println!("  {:<24} {:>49}", "lost to the hard kill", lost);
 
@@ -419,9 +458,9 @@ fn enter_phase(
             stats.phase.store(DRAINED, Ordering::Relaxed);
             if server.graceful_stop(GRACE) {
                 stats.event(format!(
-                    "    {:5.1} s  backend {drained_victim} drained and closed in {} ms",
+                    "    {:5.1} s  backend {drained_victim} drained and closed in {:.1} ms",
                     stats.secs(),
-                    t0.elapsed().as_millis()
+                    t0.elapsed().as_secs_f64() * 1e3
                 ));
             } else {
                 let msg = format!(
@@ -464,15 +503,16 @@ fn enter_phase(
             stats
                 .kill_generation
                 .store(channel.picker_generation(), Ordering::SeqCst);
-            stats.killed.store(true, Ordering::SeqCst);
-            stats.phase.store(KILLED, Ordering::Relaxed);
-            server.stop();
+            // Announced first: the losses it causes are reported after it.
             stats.event(format!(
                 ">>> {:5.1} s  hard kill of backend {killed_victim} ({}): every \
                  connection dropped, its calls in flight are lost",
                 stats.secs(),
                 addrs[killed_victim]
             ));
+            stats.killed.store(true, Ordering::SeqCst);
+            stats.phase.store(KILLED, Ordering::Relaxed);
+            server.stop();
         }
         _ => {}
     }
@@ -544,7 +584,8 @@ struct Frame {
 fn frame(args: &Args, stats: &Stats, rate: f64, channel: &Channel) -> Frame {
     let secs = stats.secs();
     let phase = stats.phase.load(Ordering::Relaxed);
-    let killed_victim = if args.backends > 2 { 2 } else { 0 };
+    let drained_victim = stats.drained_victim.load(Ordering::Relaxed);
+    let killed_victim = stats.killed_victim.load(Ordering::Relaxed);
     Frame {
         head: format!(
             "{secs:5.1} s  {:<17} {rate:>7.0} RPC/s  failed {}  lost {}",
@@ -555,10 +596,10 @@ fn frame(args: &Args, stats: &Stats, rate: f64, channel: &Channel) -> Frame {
         done: (secs / args.duration.as_secs_f64()).min(1.0),
         backends: (0..args.backends)
             .map(|i| {
-                let note = match (i, phase) {
-                    (1, DRAINED) => "stopped",
-                    (1, REJOINED) => "rejoined",
-                    (i, KILLED) if i == killed_victim => "killed",
+                let note = match phase {
+                    KILLED if i == killed_victim => "killed",
+                    DRAINED if i == drained_victim => "stopped",
+                    REJOINED | KILLED if i == drained_victim => "restarted",
                     _ => "",
                 };
                 let port = stats.backends[i].port.load(Ordering::Relaxed);
