@@ -57,7 +57,10 @@ fn parse_args() -> Result<Args, String> {
                 a.duration = Duration::from_secs_f64(secs);
             }
             "--threads" => a.threads = value()?.parse().map_err(|_| "--threads takes a number")?,
-            "-h" | "--help" => return Err(USAGE.into()),
+            "-h" | "--help" => {
+                println!("{USAGE}");
+                std::process::exit(0);
+            }
             other => return Err(format!("unknown flag {other}\n{USAGE}")),
         }
     }
@@ -109,8 +112,8 @@ struct Backend {
 struct Stats {
     backends: Vec<Backend>,
     phase: AtomicUsize,
-    /// RPCs that failed for any reason but the hard kill.
-    failed: AtomicU64,
+    /// RPCs that failed for any reason but the hard kill, per phase.
+    failed: [AtomicU64; 4],
     /// RPCs lost in flight to the hard kill.
     lost: AtomicU64,
     /// The picker generation the channel had when the hard kill began:
@@ -153,6 +156,17 @@ impl Stats {
 
     fn total(&self, backend: usize) -> u64 {
         (0..PHASES.len()).map(|p| self.served(backend, p)).sum()
+    }
+
+    /// Counts a failure in the current phase; returns the failures before it.
+    fn fail(&self) -> u64 {
+        let before = self.failed_total();
+        self.failed[self.phase.load(Ordering::Relaxed)].fetch_add(1, Ordering::Relaxed);
+        before
+    }
+
+    fn failed_total(&self) -> u64 {
+        self.failed.iter().map(|f| f.load(Ordering::Relaxed)).sum()
     }
 
     fn secs(&self) -> f64 {
@@ -240,7 +254,7 @@ fn run(args: &Args) -> Result<bool, String> {
             })
             .collect(),
         phase: AtomicUsize::new(ALL_UP),
-        failed: AtomicU64::new(0),
+        failed: Default::default(),
         lost: AtomicU64::new(0),
         kill_generation: AtomicU64::new(u64::MAX),
         killed: AtomicBool::new(false),
@@ -367,13 +381,21 @@ fn run(args: &Args) -> Result<bool, String> {
     drop(rt);
     drop(servers);
 
-    let failed = stats.failed.load(Ordering::Relaxed);
+    let failed = stats.failed_total();
     let lost = stats.lost.load(Ordering::Relaxed);
     println!(
         "\nsummary ({wall:.1} s, {} threads, policy {})",
         args.threads, args.policy
     );
-    print!("  {:<24}", "backend");
+    let row = |name: &str, per_phase: &dyn Fn(usize) -> u64| {
+        let mut line = format!("  {name:<24}");
+        for p in 0..PHASES.len() {
+            line += &format!(" {:>9}", per_phase(p));
+        }
+        let total: u64 = (0..PHASES.len()).map(per_phase).sum();
+        println!("{line} {total:>9}");
+    };
+    print!("  {:<24}", "RPCs served by");
     for p in PHASES {
         print!(" {p:>9}");
     }
@@ -388,15 +410,17 @@ fn run(args: &Args) -> Result<bool, String> {
         } else {
             format!("{i} 127.0.0.1:{first}>:{now}")
         };
-        print!("  {name:<24}");
-        for p in 0..PHASES.len() {
-            print!(" {:>9}", stats.served(i, p));
-        }
-        println!(" {:>9}", stats.total(i));
+        row(&name, &|p| stats.served(i, p));
     }
+    row("failed RPCs", &|p| stats.failed[p].load(Ordering::Relaxed));
+    row("lost to the hard kill", &|p| {
+        if p == KILLED {
+            lost
+        } else {
+            0
+        }
+    });
     println!("  {:<24} {:>49.0}", "RPCs/s", average);
-    println!("  {:<24} {:>49}", "failed RPCs", failed);
-    println!("  {:<24} {:>49}", "lost to the hard kill", lost);
 
     if failed > 0 {
         problems.push(format!("{failed} RPCs failed"));
@@ -408,17 +432,31 @@ fn run(args: &Args) -> Result<bool, String> {
             "{lost} calls lost to the hard kill, more than one per RPC thread"
         ));
     }
-    println!(
-        "\ngraceful stop: backend {drained_victim} drained with {} RPCs failed; restarted at a new \
-         address, it served {} RPCs after rejoining",
-        failed,
-        stats.served(drained_victim, REJOINED) + stats.served(drained_victim, KILLED)
-    );
-    println!(
-        "hard kill: backend {killed_victim} dropped its connections; {lost} calls in flight on \
-         them were lost (UNAVAILABLE, as in gRPC: the server may have processed them, so \
-         they are not retried), every later call went to the others"
-    );
+    println!();
+    if phase >= DRAINED {
+        let d = drained_victim;
+        println!(
+            "graceful stop of backend {d}: {} RPCs failed while it drained and was down",
+            stats.failed[DRAINED].load(Ordering::Relaxed)
+        );
+    }
+    if phase >= REJOINED {
+        let d = drained_victim;
+        println!(
+            "restart of backend {d} at a new address: it served {} RPCs after the resolver \
+             update, {} failed",
+            stats.served(d, REJOINED) + stats.served(d, KILLED),
+            stats.failed[REJOINED].load(Ordering::Relaxed)
+        );
+    }
+    if phase >= KILLED {
+        println!(
+            "hard kill of backend {killed_victim}: {lost} calls in flight on its connections \
+             were lost (UNAVAILABLE; as in gRPC they are not retried, the server may have \
+             processed them); {} other RPCs failed",
+            stats.failed[KILLED].load(Ordering::Relaxed)
+        );
+    }
     if problems.is_empty() {
         println!("demo: passed");
         Ok(true)
@@ -540,8 +578,7 @@ fn rpc_thread(channel: &Channel, stats: &Stats) {
                         stats.backends[b].served[phase].fetch_add(1, Ordering::Relaxed);
                     }
                     None => {
-                        let n = stats.failed.fetch_add(1, Ordering::Relaxed);
-                        if n < DESCRIBED {
+                        if stats.fail() < DESCRIBED {
                             stats.event(format!(
                                 "!!! {:5.1} s  answer from no known backend: {:?}",
                                 stats.secs(),
@@ -558,12 +595,13 @@ fn rpc_thread(channel: &Channel, stats: &Stats) {
                 let lost = e.code() == Code::Unavailable
                     && stats.killed.load(Ordering::SeqCst)
                     && generation <= stats.kill_generation.load(Ordering::SeqCst);
-                let (counter, label) = if lost {
-                    (&stats.lost, "--- call in flight lost to the kill")
+                let (seen, label) = if lost {
+                    let n = stats.lost.fetch_add(1, Ordering::Relaxed);
+                    (n, "--- call in flight lost to the kill")
                 } else {
-                    (&stats.failed, "!!! RPC failed")
+                    (stats.fail(), "!!! RPC failed")
                 };
-                if counter.fetch_add(1, Ordering::Relaxed) < DESCRIBED {
+                if seen < DESCRIBED {
                     stats.event(format!("{label} ({:.1} s): {e}", stats.secs()));
                 }
             }
@@ -590,7 +628,7 @@ fn frame(args: &Args, stats: &Stats, rate: f64, channel: &Channel) -> Frame {
         head: format!(
             "{secs:5.1} s  {:<17} {rate:>7.0} RPC/s  failed {}  lost {}",
             channel.state().to_string(),
-            stats.failed.load(Ordering::Relaxed),
+            stats.failed_total(),
             stats.lost.load(Ordering::Relaxed)
         ),
         done: (secs / args.duration.as_secs_f64()).min(1.0),
