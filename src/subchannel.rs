@@ -124,6 +124,7 @@ impl Subchannels {
         for id in ids {
             self.shutdown(id, env);
         }
+        self.with_connector(env, |c, ctx| c.close_all(ctx));
     }
 
     /// Applies what a transport reported.

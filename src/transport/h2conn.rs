@@ -37,7 +37,9 @@ enum State {
     Open {
         /// Boxed: h2's connection is large and this enum is moved around.
         conn: Box<H2Conn>,
-        send: SendRequest<Bytes>,
+        /// Dropped by [`Connection::drain`]: h2 closes the connection once
+        /// no stream and no other handle is left.
+        send: Option<SendRequest<Bytes>>,
         pings: PingPong,
         /// Waiting for the PONG that proves the server's SETTINGS were applied.
         barrier: bool,
@@ -122,7 +124,7 @@ impl std::fmt::Debug for Connection {
             State::TlsHandshake { .. } => "tls-handshake",
             State::H2Handshake(_) => "h2-handshake",
             State::Open { barrier: true, .. } => "awaiting-settings",
-            State::Open { .. } if self.goaway => "draining",
+            State::Open { send, .. } if self.goaway || send.is_none() => "draining",
             State::Open { .. } => "ready",
             State::Dead(_) => "dead",
         };
@@ -222,7 +224,11 @@ impl Connection {
     /// A handle for RPC threads, available once READY and until GOAWAY/loss.
     pub fn send_handle(&self) -> Option<Handle> {
         match &self.state {
-            State::Open { send, barrier, .. } if !*barrier && !self.goaway => Some(Handle {
+            State::Open {
+                send: Some(send),
+                barrier,
+                ..
+            } if !*barrier && !self.goaway => Some(Handle {
                 send: send.clone(),
                 shared: self.shared.clone(),
             }),
@@ -238,6 +244,26 @@ impl Connection {
     /// Whether the peer ever told us "too_many_pings" (sticky).
     pub fn too_many_pings(&self) -> bool {
         self.too_many_pings
+    }
+
+    /// Graceful close from our side (the subchannel is gone but calls may
+    /// still be running on it, as gRPC lets them): no new calls start here
+    /// (no handle is given out, those out there report closing), the calls
+    /// in flight run to their end, then h2 closes the connection (GOAWAY,
+    /// FIN) once no stream and no handle is left, and the next drive reports
+    /// it ended; the owner then calls [`Connection::close`]. Returns false,
+    /// doing nothing, unless the connection is open and was READY (others
+    /// carry no calls: close them).
+    pub fn drain(&mut self) -> bool {
+        let State::Open { send, .. } = &mut self.state else {
+            return false;
+        };
+        if !self.ready {
+            return false;
+        }
+        self.shared.mark_closing();
+        *send = None;
+        true
     }
 
     /// Hard close: deregister and drop the socket (the fd is released now).
@@ -307,7 +333,7 @@ impl Connection {
                             Ok(()) => {
                                 self.state = State::Open {
                                     conn: Box::new(conn),
-                                    send,
+                                    send: Some(send),
                                     pings,
                                     barrier: true,
                                 };
@@ -426,7 +452,7 @@ impl Connection {
         if !self.ready {
             return;
         }
-        if !self.goaway {
+        if let (false, Some(send)) = (self.goaway, send) {
             if let Poll::Ready(Err(e)) = send.poll_ready(cx) {
                 if e.is_go_away() && e.is_remote() {
                     self.note_goaway(&e);
