@@ -56,6 +56,7 @@ const TOKEN_WORDS: usize = SY_PICK_TOKEN_WORDS;
 
 // The token area holds a `RawPick`, word for word.
 const _: () = assert!(size_of::<RawPick>() <= TOKEN_WORDS * size_of::<u64>());
+const _: () = assert!(std::mem::align_of::<RawPick>() <= std::mem::align_of::<u64>());
 
 /// A successful pick, written by `sy_pick` into caller-provided storage (stack
 /// is fine), finished by `sy_pick_done`.
@@ -364,9 +365,10 @@ unsafe fn write_pick(out: *mut sy_pick_result, pick: Pick, h: Handout) {
         addr_of_mut!((*out).address).write(h.addr);
         addr_of_mut!((*out).address_len).write(h.addr_len);
         addr_of_mut!((*out).user_data).write(h.user_data);
-        let token = addr_of_mut!((*out)._token).cast::<u64>();
+        // Pointer stores, not integers: the words keep their provenance.
+        let token = addr_of_mut!((*out)._token).cast::<*mut ()>();
         for (i, word) in raw.into_iter().enumerate() {
-            token.add(i).write(word as u64);
+            token.add(i).write(word);
         }
     }
 }
@@ -436,7 +438,7 @@ pub extern "C" fn sy_pick_done(
     let token = unsafe { addr_of_mut!((*result)._token) };
     // SAFETY: the caller's result, readable.
     let words = unsafe { read_words(token) };
-    if words[HOLD_WORD] == 0 {
+    if words[HOLD_WORD].is_null() {
         return pick_fail(Error::invalid(
             "pick result is not a live pick (already done, or never picked)",
         ));
@@ -496,8 +498,10 @@ const HOLD_WORD: usize = 3;
 /// # Safety
 /// `token` points to a readable token.
 #[inline(always)]
-unsafe fn read_words(token: *const [u64; TOKEN_WORDS]) -> [u64; TOKEN_WORDS] {
-    let base = token.cast::<u64>();
+unsafe fn read_words(token: *const [u64; TOKEN_WORDS]) -> [*mut (); TOKEN_WORDS] {
+    // Read as pointers, as `write_pick` stored them (they fit in the token
+    // and need no more alignment than its u64s: asserted with `RawPick`).
+    let base = token.cast::<*mut ()>();
     // SAFETY: TOKEN_WORDS readable u64s per the contract; volatile keeps the
     // loads separate (and so forwardable).
     std::array::from_fn(|i| unsafe { base.add(i).read_volatile() })
@@ -510,12 +514,12 @@ unsafe fn read_words(token: *const [u64; TOKEN_WORDS]) -> [u64; TOKEN_WORDS] {
 /// `words` is the token of a live pick (its hold word nonzero), read from
 /// `token`.
 #[inline(always)]
-unsafe fn take_pick(token: *mut [u64; TOKEN_WORDS], words: [u64; TOKEN_WORDS]) -> Pick {
+unsafe fn take_pick(token: *mut [u64; TOKEN_WORDS], words: [*mut (); TOKEN_WORDS]) -> Pick {
     // SAFETY: the caller's token, writable.
     unsafe { token.write([0; TOKEN_WORDS]) };
     // SAFETY: the words `write_pick` stored from `Pick::into_raw`, taken once
     // (the token is zero now).
-    unsafe { Pick::from_raw(RawPick(words.map(|w| w as usize))) }
+    unsafe { Pick::from_raw(RawPick(words)) }
 }
 
 /// `sy_pick_done` with load metrics, off the common path (the metrics are
