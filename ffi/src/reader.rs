@@ -16,7 +16,7 @@ use crate::handle::{bury, Shell};
 use crate::macros::{boundary, boundary_or, refuse_in_callback};
 use crate::status::sy_status;
 use std::ffi::{c_char, c_void, CStr};
-use std::mem::size_of;
+use std::mem::{size_of, MaybeUninit};
 use std::ptr::addr_of_mut;
 use std::sync::Arc;
 use std::time::Duration;
@@ -75,7 +75,10 @@ pub struct sy_pick_result {
     /// The address's user data from `sy_channel_update_addresses` (NULL if none).
     pub user_data: *mut c_void,
     /// Opaque: what `sy_pick_done` needs. All zero once done.
-    pub _token: [u64; SY_PICK_TOKEN_WORDS],
+    // Pointers live here: `MaybeUninit` (still `uint64_t[N]` to C) keeps their
+    // provenance when Rust code moves or copies the struct, which integers
+    // would not.
+    pub _token: MaybeUninit<[u64; SY_PICK_TOKEN_WORDS]>,
 }
 
 /// A named load metric reported with an RPC's outcome (ORCA-style:
@@ -435,7 +438,7 @@ pub extern "C" fn sy_pick_done(
         return pick_fail(Error::null("result is NULL"));
     }
     // SAFETY: non-NULL; the caller promises a sy_pick_result it owns.
-    let token = unsafe { addr_of_mut!((*result)._token) };
+    let token = unsafe { addr_of_mut!((*result)._token) }.cast();
     // SAFETY: the caller's result, readable.
     let words = unsafe { read_words(token) };
     if words[HOLD_WORD].is_null() {
@@ -562,7 +565,7 @@ unsafe fn done_with_metrics(
     }
     // SAFETY: forwarded contract.
     let pick = unsafe {
-        let token = addr_of_mut!((*result)._token);
+        let token = addr_of_mut!((*result)._token).cast();
         take_pick(token, read_words(token))
     };
     pick.done(&DoneInfo {

@@ -70,6 +70,8 @@ fn state_and_decision_numbers_are_frozen() {
     );
 }
 
+mod pick_token;
+
 #[test]
 fn pick_result_layout_is_frozen() {
     // 64-bit targets: id, address, len, user_data, 4 token words.
@@ -155,6 +157,7 @@ mod tls {
     }
 
     #[test]
+    #[cfg_attr(miri, ignore = "real sockets and TLS (ring's C): not under Miri")]
     fn roots_and_server_name_from_options() {
         let pki = TestPki::new();
         let server = TestServer::start(
