@@ -474,6 +474,7 @@ mod tests {
     /// for the connections that follow (the GOAWAY's detection itself is
     /// tested against a real peer in the transport tests).
     #[test]
+    #[cfg_attr(miri, ignore = "real sockets: Miri has no network")]
     fn too_many_pings_doubles_keepalive_time() {
         let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         let (mut env, _poll) = crate::runtime::Env::for_test();
@@ -595,6 +596,7 @@ mod tests {
     /// Unusable TLS settings are found once, when the connector is made, and
     /// every attempt fails with the reason (no socket is opened).
     #[test]
+    #[cfg_attr(miri, ignore = "TLS: ring runs C and assembly Miri cannot")]
     fn bad_tls_settings_fail_every_attempt_with_the_reason() {
         let (mut env, _poll) = crate::runtime::Env::for_test();
         let mut m = ManagedConnector::new(TransportConfig::tls(crate::transport::TlsSettings {

@@ -17,7 +17,7 @@ use crate::macros::{boundary, boundary_or, refuse_in_callback};
 use crate::status::sy_status;
 use crate::strings::slice_arg;
 use std::ffi::{c_char, c_void, CStr};
-use std::mem::size_of;
+use std::mem::{size_of, MaybeUninit};
 use std::ptr::{addr_of, addr_of_mut};
 use std::sync::Arc;
 use std::time::Duration;
@@ -162,6 +162,7 @@ const TOKEN_WORDS: usize = SY_PICK_TOKEN_WORDS;
 
 // The token area holds a `RawPick`, word for word.
 const _: () = assert!(size_of::<RawPick>() <= TOKEN_WORDS * size_of::<u64>());
+const _: () = assert!(std::mem::align_of::<RawPick>() <= std::mem::align_of::<u64>());
 
 /// A successful pick, written by `sy_pick` into caller-provided storage (stack
 /// is fine), finished by `sy_pick_done`.
@@ -180,7 +181,10 @@ pub struct sy_pick_result {
     /// The address's user data from `sy_channel_update_addresses` (NULL if none).
     pub user_data: *mut c_void,
     /// Opaque: what `sy_pick_done` needs. All zero once done.
-    pub _token: [u64; SY_PICK_TOKEN_WORDS],
+    // Pointers live here: `MaybeUninit` (still `uint64_t[N]` to C) keeps their
+    // provenance when Rust code moves or copies the struct, which integers
+    // would not.
+    pub _token: MaybeUninit<[u64; SY_PICK_TOKEN_WORDS]>,
 }
 
 /// A named load metric reported with an RPC's outcome (ORCA-style:
@@ -490,9 +494,10 @@ unsafe fn write_pick(out: *mut sy_pick_result, pick: Pick, h: Handout) {
         addr_of_mut!((*out).address).write(h.addr);
         addr_of_mut!((*out).address_len).write(h.addr_len);
         addr_of_mut!((*out).user_data).write(h.user_data);
-        let token = addr_of_mut!((*out)._token).cast::<u64>();
+        // Pointer stores, not integers: the words keep their provenance.
+        let token = addr_of_mut!((*out)._token).cast::<*mut ()>();
         for (i, word) in raw.into_iter().enumerate() {
-            token.add(i).write(word as u64);
+            token.add(i).write(word);
         }
     }
 }
@@ -559,10 +564,10 @@ pub extern "C" fn sy_pick_done(
         return pick_fail(Error::null("result is NULL"));
     }
     // SAFETY: non-NULL; the caller promises a sy_pick_result it owns.
-    let token = unsafe { addr_of_mut!((*result)._token) };
+    let token = unsafe { addr_of_mut!((*result)._token) }.cast();
     // SAFETY: the caller's result, readable.
     let words = unsafe { read_words(token) };
-    if words[HOLD_WORD] == 0 {
+    if words[HOLD_WORD].is_null() {
         return pick_fail(Error::invalid(
             "pick result is not a live pick (already done, or never picked)",
         ));
@@ -622,8 +627,10 @@ const HOLD_WORD: usize = 3;
 /// # Safety
 /// `token` points to a readable token.
 #[inline(always)]
-unsafe fn read_words(token: *const [u64; TOKEN_WORDS]) -> [u64; TOKEN_WORDS] {
-    let base = token.cast::<u64>();
+unsafe fn read_words(token: *const [u64; TOKEN_WORDS]) -> [*mut (); TOKEN_WORDS] {
+    // Read as pointers, as `write_pick` stored them (they fit in the token
+    // and need no more alignment than its u64s: asserted with `RawPick`).
+    let base = token.cast::<*mut ()>();
     // SAFETY: TOKEN_WORDS readable u64s per the contract; volatile keeps the
     // loads separate (and so forwardable).
     std::array::from_fn(|i| unsafe { base.add(i).read_volatile() })
@@ -636,12 +643,12 @@ unsafe fn read_words(token: *const [u64; TOKEN_WORDS]) -> [u64; TOKEN_WORDS] {
 /// `words` is the token of a live pick (its hold word nonzero), read from
 /// `token`.
 #[inline(always)]
-unsafe fn take_pick(token: *mut [u64; TOKEN_WORDS], words: [u64; TOKEN_WORDS]) -> Pick {
+unsafe fn take_pick(token: *mut [u64; TOKEN_WORDS], words: [*mut (); TOKEN_WORDS]) -> Pick {
     // SAFETY: the caller's token, writable.
     unsafe { token.write([0; TOKEN_WORDS]) };
     // SAFETY: the words `write_pick` stored from `Pick::into_raw`, taken once
     // (the token is zero now).
-    unsafe { Pick::from_raw(RawPick(words.map(|w| w as usize))) }
+    unsafe { Pick::from_raw(RawPick(words)) }
 }
 
 /// `sy_pick_done` with load metrics, off the common path (the metrics are
@@ -684,7 +691,7 @@ unsafe fn done_with_metrics(
     }
     // SAFETY: forwarded contract.
     let pick = unsafe {
-        let token = addr_of_mut!((*result)._token);
+        let token = addr_of_mut!((*result)._token).cast();
         take_pick(token, read_words(token))
     };
     pick.done(&DoneInfo {
