@@ -1,6 +1,6 @@
 #!/bin/sh
 # Runs every test of the C ABI that needs a C toolchain:
-#   - builds the debug libraries (cargo build -p switchyard-ffi),
+#   - builds the debug libraries (cargo build -p switchyard-lb-ffi),
 #   - makes sure the grpcio virtualenv exists (interop/setup.sh; the servers
 #     c-examples/unary_call calls),
 #   - c-examples/Makefile `check`: header hygiene, each C/C++ program linked
@@ -31,7 +31,7 @@ if [ -n "$need" ]; then
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq $need
 fi
 
-cargo build -p switchyard-ffi
+cargo build -p switchyard-lb-ffi
 bash interop/setup.sh
 make -C c-examples -j2 check
 

@@ -16,8 +16,8 @@ ROOT=$(cd "$(dirname "$0")/.." && pwd)
 case "$PREFIX" in /*) ;; *) PREFIX=$(pwd)/$PREFIX ;; esac
 
 case "$PROFILE" in
-  debug | dev) cargo build -p switchyard-ffi --manifest-path "$ROOT/Cargo.toml"; DIR=debug ;;
-  *) cargo build --profile "$PROFILE" -p switchyard-ffi --manifest-path "$ROOT/Cargo.toml"; DIR=$PROFILE ;;
+  debug | dev) cargo build -p switchyard-lb-ffi --manifest-path "$ROOT/Cargo.toml"; DIR=debug ;;
+  *) cargo build --profile "$PROFILE" -p switchyard-lb-ffi --manifest-path "$ROOT/Cargo.toml"; DIR=$PROFILE ;;
 esac
 TARGET=${CARGO_TARGET_DIR:-$ROOT/target}/$DIR
 
