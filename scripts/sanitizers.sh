@@ -59,11 +59,11 @@ run_miri() {
   local core="${MIRIFLAGS:--Zmiri-disable-isolation -Zmiri-strict-provenance}"
   local ffi="${MIRIFLAGS:--Zmiri-disable-isolation}"
   step "miri: core unit tests (MIRIFLAGS=$core)"
-  timed env MIRIFLAGS="$core" cargo +nightly miri test -p switchyard --lib -- "$@"
+  timed env MIRIFLAGS="$core" cargo +nightly miri test -p switchyard-lb --lib -- "$@"
   step "miri: engine tests (MIRIFLAGS=$core)"
-  timed env MIRIFLAGS="$core" cargo +nightly miri test -p switchyard --test engine -- "$@"
+  timed env MIRIFLAGS="$core" cargo +nightly miri test -p switchyard-lb --test engine -- "$@"
   step "miri: C ABI crate, Rust side (MIRIFLAGS=$ffi)"
-  timed env MIRIFLAGS="$ffi" cargo +nightly miri test -p switchyard-ffi --lib -- "$@"
+  timed env MIRIFLAGS="$ffi" cargo +nightly miri test -p switchyard-lb-ffi --lib -- "$@"
 }
 
 run_tsan() {
@@ -78,9 +78,9 @@ run_tsan() {
   # Fail on the first report; halt_on_error keeps the log to the report.
   export TSAN_OPTIONS="${TSAN_OPTIONS:-halt_on_error=1 second_deadlock_stack=1}"
   step "tsan: core unit tests and engine tests"
-  timed cargo "${flags[@]}" -p switchyard --lib --test engine -- "$@"
+  timed cargo "${flags[@]}" -p switchyard-lb --lib --test engine -- "$@"
   step "tsan: C ABI crate"
-  timed cargo "${flags[@]}" -p switchyard-ffi --lib -- "$@"
+  timed cargo "${flags[@]}" -p switchyard-lb-ffi --lib -- "$@"
 }
 
 case "$mode" in

@@ -29,6 +29,9 @@ scripts/demo-test.sh 5 3
 step "C ABI: C and C++ examples (static, shared, ASan+UBSan, valgrind), Python ctypes, pkg-config install"
 c-examples/run.sh
 
+step "packaging: cargo package both crates (builds them as published, with upstream h2; publishes nothing)"
+cargo package -p switchyard-lb -p switchyard-lb-ffi --allow-dirty
+
 step "loom models (LOOM_MAX_PREEMPTIONS=2)"
 scripts/loom.sh
 

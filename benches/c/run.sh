@@ -5,7 +5,7 @@
 set -eu
 ROOT=$(cd "$(dirname "$0")/../.." && pwd)
 cd "$ROOT"
-cargo build --release -p switchyard-ffi
+cargo build --release -p switchyard-lb-ffi
 OUT=target/bench-c
 mkdir -p "$OUT/lib"
 SONAME=$(readelf -d target/release/libswitchyard.so | sed -n 's/.*SONAME.*\[\(.*\)\]/\1/p')
