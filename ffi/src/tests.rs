@@ -248,6 +248,44 @@ mod tls {
         assert_eq!(st, sy_status::SY_RPC_FAILED);
         server.stop();
     }
+
+    /// Credentials that do not match the server's (TLS to a plaintext
+    /// server, plaintext to a TLS one) fail with an error that names the
+    /// likely cause, not just a TLS or HTTP/2 parse error.
+    #[test]
+    fn credentials_mismatch_names_the_likely_cause() {
+        let plain = TestServer::start(
+            Listen::Tcp("127.0.0.1:0".parse().unwrap()),
+            ServerOptions::default(),
+        )
+        .unwrap();
+        let (st, code, _) = call(plain.port(), |_| {});
+        let err = last_error();
+        assert_eq!((st, code), (sy_status::SY_RPC_FAILED, 14), "{err}");
+        assert!(
+            err.contains("the server answered in plaintext") && err.contains("insecure"),
+            "{err}"
+        );
+        plain.stop();
+
+        let pki = TestPki::new();
+        let tls = TestServer::start(
+            Listen::Tcp("127.0.0.1:0".parse().unwrap()),
+            ServerOptions {
+                tls: Some(pki.server_tls(&[b"h2"])),
+                ..Default::default()
+            },
+        )
+        .unwrap();
+        let (st, code, _) = call(tls.port(), |o| ok(sy_channel_options_set_insecure(o, true)));
+        let err = last_error();
+        assert_eq!((st, code), (sy_status::SY_RPC_FAILED, 14), "{err}");
+        assert!(
+            err.contains("the server answered in TLS") && err.contains("TLS credentials"),
+            "{err}"
+        );
+        tls.stop();
+    }
 }
 
 /// The size limits set through `sy_channel_options` reach the calls: a
