@@ -244,7 +244,7 @@ static void started_calls(sy_runtime *rt, sy_channel *ch, const sy_channel_optio
   completions_init(&slow);
 
   /* A 200 ms call ends at its deadline while a 30 s one is in flight. */
-  OK(sy_call_unary_start(ch, "/echo.Echo/Delay", (const uint8_t *)"30000", 5, NULL, 0, NULL, 0,
+  OK(sy_call_unary_start(ch, "/echo.Echo/Delay", (const uint8_t *)"30000", 5, NULL, 0, NULL, SY_WAIT_FOREVER,
                          true, on_done, &slow, NULL));
   t0 = now_ms();
   OK(sy_call_unary_start(ch, "/echo.Echo/Delay", (const uint8_t *)"30000", 5, NULL, 0, NULL, 200,
@@ -257,7 +257,7 @@ static void started_calls(sy_runtime *rt, sy_channel *ch, const sy_channel_optio
          (unsigned)quick.last_code);
 
   /* Cancel: the 30 s call ends now, with CANCELLED; then it is not found. */
-  OK(sy_call_unary_start(ch, "/echo.Echo/Delay", (const uint8_t *)"30000", 5, NULL, 0, NULL, 0,
+  OK(sy_call_unary_start(ch, "/echo.Echo/Delay", (const uint8_t *)"30000", 5, NULL, 0, NULL, SY_WAIT_FOREVER,
                          true, on_done, &cancelled, &id));
   sleep_ms(100); /* let it reach the server */
   OK(sy_call_cancel(ch, id));
@@ -283,7 +283,7 @@ static void started_calls(sy_runtime *rt, sy_channel *ch, const sy_channel_optio
   for (i = 0; i < N_SILENT; i++) {
     calls[i].tally = &tally;
     calls[i].index = i;
-    OK(sy_call_unary_start(silent, "/echo.Echo/Unary", NULL, 0, NULL, 0, NULL, 0, true,
+    OK(sy_call_unary_start(silent, "/echo.Echo/Unary", NULL, 0, NULL, 0, NULL, SY_WAIT_FOREVER, true,
                            on_silent_done, &calls[i], NULL));
     if (i == 0) threads = thread_count(); /* with the channel's completion thread */
   }
@@ -422,6 +422,17 @@ int main(void) {
                    4 /* DEADLINE_EXCEEDED */);
   /* The connection is fine afterwards. */
   (void)call_echo(reader, "after the deadline");
+
+  /* A timeout of 0 (SY_NO_WAIT) is a deadline already passed, as in gRPC
+     and as for sy_pick: the call fails without being sent. */
+  printf("timeout SY_NO_WAIT (0):\n");
+  expect_rpc_error(sy_call_unary_simple(reader, "/echo.Echo/Unary", NULL, 0, SY_NO_WAIT, &resp),
+                   4 /* DEADLINE_EXCEEDED */);
+  CHECK(resp == NULL);
+  OK(sy_call_unary_start(ch, "/echo.Echo/Unary", NULL, 0, NULL, 0, NULL, SY_NO_WAIT, true, on_done,
+                         &c, NULL));
+  wait_done(&c, N_ASYNC + 2);
+  CHECK(c.last_status == SY_RPC_FAILED && c.last_code == 4);
 
   {
     sy_channel *dead = NULL;

@@ -641,3 +641,96 @@ mod reentry {
         sy_runtime_free(rt);
     }
 }
+
+/// `SY_NO_WAIT` (0) and `SY_WAIT_FOREVER` mean the same in `sy_pick` and
+/// `sy_channel_wait_for_state_change` as in the calls: no wait at all, and
+/// no limit.
+#[test]
+fn no_wait_and_wait_forever_in_picks_and_state_waits() {
+    use crate::*;
+    use std::ptr;
+    use switchyard::transport::testserver::{Listen, ServerOptions, TestServer};
+    use tls::ok;
+
+    let channel_to = |rt, port: u16| {
+        let mut o = ptr::null_mut();
+        ok(sy_channel_options_new_insecure(&mut o));
+        let target = std::ffi::CString::new(format!("127.0.0.1:{port}")).unwrap();
+        let mut ch = ptr::null_mut();
+        ok(sy_channel_new_simple(
+            rt,
+            target.as_ptr(),
+            ptr::null(),
+            o,
+            &mut ch,
+        ));
+        sy_channel_options_free(o);
+        let mut r = ptr::null_mut();
+        ok(sy_reader_new(ch, &mut r));
+        (ch, r)
+    };
+    let pick = |r, timeout_ms| {
+        let mut out = std::mem::MaybeUninit::<sy_pick_result>::zeroed();
+        let st = sy_pick(
+            r,
+            ptr::null(),
+            0,
+            ptr::null(),
+            timeout_ms,
+            false,
+            out.as_mut_ptr(),
+        );
+        if st == sy_status::SY_OK {
+            // SAFETY: written on SY_OK.
+            let mut p = unsafe { out.assume_init() };
+            ok(sy_pick_done(&mut p, 0, 0, ptr::null(), 0));
+        }
+        st
+    };
+    let mut rt = ptr::null_mut();
+    ok(sy_runtime_new(&mut rt));
+
+    // A backend that accepts TCP but never answers: the channel stays
+    // CONNECTING (for the 20 s minimum connect timeout).
+    let silent = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let (ch, r) = channel_to(rt, silent.local_addr().unwrap().port());
+    ok(sy_channel_connect(ch));
+    let mut state = 0;
+    ok(sy_channel_wait_for_state_change(
+        ch,
+        sy_state::SY_STATE_IDLE as u32,
+        10_000,
+        &mut state,
+    ));
+    assert_eq!(state, sy_state::SY_STATE_CONNECTING as u32);
+    assert_eq!(pick(r, SY_NO_WAIT), sy_status::SY_NO_SUBCHANNEL);
+    assert_eq!(
+        sy_channel_wait_for_state_change(ch, state, SY_NO_WAIT, ptr::null_mut()),
+        sy_status::SY_TIMEOUT
+    );
+    sy_reader_free(r);
+    sy_channel_free(ch);
+
+    // A real backend: waiting without limit ends when the channel is READY.
+    let server = TestServer::start(
+        Listen::Tcp("127.0.0.1:0".parse().unwrap()),
+        ServerOptions::default(),
+    )
+    .unwrap();
+    let (ch, r) = channel_to(rt, server.port());
+    ok(sy_channel_connect(ch));
+    ok(sy_channel_wait_for_state_change(
+        ch,
+        sy_state::SY_STATE_IDLE as u32,
+        SY_WAIT_FOREVER,
+        &mut state,
+    ));
+    assert_ne!(state, sy_state::SY_STATE_IDLE as u32);
+    ok(pick(r, SY_WAIT_FOREVER));
+    ok(sy_channel_state(ch, &mut state));
+    assert_eq!(state, sy_state::SY_STATE_READY as u32);
+    sy_reader_free(r);
+    sy_channel_free(ch);
+    sy_runtime_free(rt);
+    server.stop();
+}
