@@ -52,7 +52,8 @@ static void on_done_inside(void *ctx, sy_status st, uint32_t code, const char *m
   pthread_mutex_lock(&in->mu);
   in->status = st;
   in->code = code;
-  in->blocking_call = sy_call_unary(inside_reader, "/a/b", NULL, 0, NULL, 0, NULL, 0, true, &r2);
+  in->blocking_call =
+      sy_call_unary(inside_reader, "/a/b", NULL, 0, NULL, 0, NULL, SY_WAIT_FOREVER, true, &r2);
   in->close_call = sy_channel_close(inside_channel);
   /* Non-blocking: allowed (and fails fast again; its callback is ignored). */
   in->start_call = sy_call_unary_start(inside_channel, "/a/b", NULL, 0, NULL, 0, NULL, 1000, false,
@@ -240,9 +241,9 @@ static void bad_calls(sy_runtime *rt, sy_channel *host_ch) {
 
   /* After close. */
   OK(sy_channel_close(ch));
-  EXPECT(sy_call_unary(r, "/a/b", NULL, 0, NULL, 0, NULL, 0, true, &resp), SY_CLOSED);
-  EXPECT(sy_call_unary_start(ch, "/a/b", NULL, 0, NULL, 0, NULL, 0, false, ignore_done, NULL,
-                             NULL),
+  EXPECT(sy_call_unary(r, "/a/b", NULL, 0, NULL, 0, NULL, SY_WAIT_FOREVER, true, &resp), SY_CLOSED);
+  EXPECT(sy_call_unary_start(ch, "/a/b", NULL, 0, NULL, 0, NULL, SY_WAIT_FOREVER, false,
+                             ignore_done, NULL, NULL),
          SY_CLOSED);
   sy_reader_free(r);
   sy_channel_free(ch);
