@@ -157,6 +157,103 @@ mod tls {
         (st, code, body)
     }
 
+    /// One call through the short paths (`sy_channel_new_simple`,
+    /// `sy_call_unary_simple`) with options `o`, which this frees.
+    pub(super) fn simple_call(port: u16, o: *mut sy_channel_options) -> (sy_status, u32, Vec<u8>) {
+        let mut rt = ptr::null_mut();
+        ok(sy_runtime_new(&mut rt));
+        let target = std::ffi::CString::new(format!("127.0.0.1:{port}")).unwrap();
+        let mut ch = ptr::null_mut();
+        ok(sy_channel_new_simple(
+            rt,
+            target.as_ptr(),
+            ptr::null(),
+            o,
+            &mut ch,
+        ));
+        sy_channel_options_free(o);
+        let mut r = ptr::null_mut();
+        ok(sy_reader_new(ch, &mut r));
+        let mut resp = ptr::null_mut();
+        let st = sy_call_unary_simple(
+            r,
+            c"/echo.Echo/Unary".as_ptr(),
+            b"hi".as_ptr(),
+            2,
+            5000,
+            &mut resp,
+        );
+        let code = if st == sy_status::SY_OK {
+            0
+        } else {
+            sy_last_grpc_code()
+        };
+        let body = if resp.is_null() {
+            Vec::new()
+        } else {
+            // SAFETY: a live buffer of sy_buffer_len bytes.
+            unsafe { std::slice::from_raw_parts(sy_buffer_data(resp), sy_buffer_len(resp)) }
+                .to_vec()
+        };
+        sy_buffer_free(resp);
+        sy_reader_free(r);
+        sy_channel_free(ch);
+        sy_runtime_free(rt);
+        (st, code, body)
+    }
+
+    /// The one-call builders set what their names say: `_new_tls` with a
+    /// private CA reaches a TLS server (and without roots, the bundled ones
+    /// do not trust it); `_new_insecure` reaches a plaintext one.
+    #[test]
+    fn one_call_options_builders() {
+        let pki = TestPki::new();
+        let tls = TestServer::start(
+            Listen::Tcp("127.0.0.1:0".parse().unwrap()),
+            ServerOptions {
+                tls: Some(pki.server_tls(&[b"h2"])),
+                ..Default::default()
+            },
+        )
+        .unwrap();
+        let mut o = ptr::null_mut();
+        ok(sy_channel_options_new_tls(
+            pki.ca_pem.as_ptr(),
+            pki.ca_pem.len(),
+            &mut o,
+        ));
+        ok(sy_channel_options_set_tls_server_name(
+            o,
+            c"localhost".as_ptr(),
+        ));
+        let (st, _, body) = simple_call(tls.port(), o);
+        assert_eq!(st, sy_status::SY_OK, "{}", last_error());
+        assert!(body.starts_with(b"hi|port="), "{body:?}");
+
+        let mut o = ptr::null_mut();
+        ok(sy_channel_options_new_tls(ptr::null(), 0, &mut o));
+        let (st, code, _) = simple_call(tls.port(), o);
+        assert_eq!(
+            (st, code),
+            (sy_status::SY_RPC_FAILED, 14),
+            "{}",
+            last_error()
+        );
+        tls.stop();
+
+        let plain = TestServer::start(
+            Listen::Tcp("127.0.0.1:0".parse().unwrap()),
+            ServerOptions::default(),
+        )
+        .unwrap();
+        let mut o = ptr::null_mut();
+        ok(sy_channel_options_new_insecure(&mut o));
+        let (st, _, body) = simple_call(plain.port(), o);
+        assert_eq!(st, sy_status::SY_OK, "{}", last_error());
+        assert!(body.starts_with(b"hi|port="), "{body:?}");
+        plain.stop();
+    }
+
     /// Durations from C up to u64::MAX ms are either refused when set or
     /// harmless: never an overflow (a panic) on the loop when connecting.
     #[test]
