@@ -21,7 +21,9 @@
  *  - No Rust panic crosses this boundary: entry points return SY_PANIC.
  *  - A timeout_ms of SY_NO_WAIT (0) is a deadline already passed: picks and
  *    waits do not wait, calls fail with DEADLINE_EXCEEDED unsent (gRPC's
- *    meaning). SY_WAIT_FOREVER is no limit.
+ *    meaning). SY_WAIT_FOREVER is no limit. Durations that are settings,
+ *    not waits (sy_channel_options_set_keepalive, _set_backoff), take 0 as
+ *    "the default", as their documentation says.
  *
  * Reading order: constants and types first (cbindgen puts them there), then
  * the functions by object, each group opened by an overview: Runtime,
@@ -1123,9 +1125,10 @@ sy_status sy_cc_update_state(struct sy_cc *cc, uint32_t state, const struct sy_p
 /* ----------------------------------------------------------------------------
  * Resolvers
  *
- * The host is the resolver: it hands a channel (created with target "")
- * its addresses, its service config and its resolver errors. The library's own
- * resolvers ("ipv4:", "dns:///", "host:port") need none of these.
+ * A host that resolves names itself creates the channel with target ""
+ * and hands it each address list (with per-address user data) and its
+ * resolver errors; the library's own resolvers ("ipv4:", "dns:///",
+ * "host:port") need neither. Any channel takes a new service config.
  * -------------------------------------------------------------------------- */
 
 /**

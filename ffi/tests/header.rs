@@ -52,9 +52,10 @@ callbacks; they run on the loop thread and call back through sy_cc_*
     ),
     (
         "Resolvers",
-        "The host is the resolver: it hands a channel (created with target \"\")
-its addresses, its service config and its resolver errors. The library's own
-resolvers (\"ipv4:\", \"dns:///\", \"host:port\") need none of these.",
+        "A host that resolves names itself creates the channel with target \"\"
+and hands it each address list (with per-address user data) and its
+resolver errors; the library's own resolvers (\"ipv4:\", \"dns:///\",
+\"host:port\") need neither. Any channel takes a new service config.",
         &["resolver"],
     ),
     (
