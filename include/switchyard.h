@@ -256,8 +256,10 @@ typedef struct sy_cc sy_cc;
 typedef struct sy_channel sy_channel;
 
 /**
- * Options for `sy_channel_new_with_options`. Opaque; owned by the caller
- * (`sy_channel_options_new` / `sy_channel_options_free`).
+ * Options for `sy_channel_new_simple` and `sy_channel_new_with_options`.
+ * Opaque; owned by the caller (`sy_channel_options_new`, or in one call
+ * with the credentials named: `sy_channel_options_new_insecure`,
+ * `sy_channel_options_new_tls`; freed with `sy_channel_options_free`).
  *
  * Defaults (a fresh handle, or passing NULL instead of one): TLS with the
  * bundled Mozilla roots, verifying each address's host name; no client

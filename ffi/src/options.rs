@@ -19,8 +19,10 @@ pub const SY_MAX_CALL_THREADS: u32 = 256;
 /// Completion threads per channel when not set.
 pub(crate) const DEFAULT_CALL_THREADS: usize = 8;
 
-/// Options for `sy_channel_new_with_options`. Opaque; owned by the caller
-/// (`sy_channel_options_new` / `sy_channel_options_free`).
+/// Options for `sy_channel_new_simple` and `sy_channel_new_with_options`.
+/// Opaque; owned by the caller (`sy_channel_options_new`, or in one call
+/// with the credentials named: `sy_channel_options_new_insecure`,
+/// `sy_channel_options_new_tls`; freed with `sy_channel_options_free`).
 ///
 /// Defaults (a fresh handle, or passing NULL instead of one): TLS with the
 /// bundled Mozilla roots, verifying each address's host name; no client
