@@ -52,7 +52,8 @@ static void on_done_inside(void *ctx, sy_status st, uint32_t code, const char *m
   pthread_mutex_lock(&in->mu);
   in->status = st;
   in->code = code;
-  in->blocking_call = sy_call_unary(inside_reader, "/a/b", NULL, 0, NULL, 0, NULL, 0, true, &r2);
+  in->blocking_call =
+      sy_call_unary(inside_reader, "/a/b", NULL, 0, NULL, 0, NULL, SY_WAIT_FOREVER, true, &r2);
   in->close_call = sy_channel_close(inside_channel);
   /* Non-blocking: allowed (and fails fast again; its callback is ignored). */
   in->start_call = sy_call_unary_start(inside_channel, "/a/b", NULL, 0, NULL, 0, NULL, 1000, false,
@@ -85,6 +86,23 @@ static void bad_calls(sy_runtime *rt, sy_channel *host_ch) {
   EXPECT(sy_channel_options_set_backoff(NULL, 1, 1, 1), SY_NULL_PARAMETER);
   EXPECT(sy_channel_options_set_call_threads(NULL, 1), SY_NULL_PARAMETER);
   sy_channel_options_free(NULL);
+  /* The one-call builders and the short channel path. */
+  EXPECT(sy_channel_options_new_insecure(NULL), SY_NULL_PARAMETER);
+  EXPECT(sy_channel_options_new_tls(NULL, 0, NULL), SY_NULL_PARAMETER);
+  o = NULL;
+  EXPECT(sy_channel_options_new_tls(NULL, 5, &o), SY_NULL_PARAMETER);
+  EXPECT(sy_channel_options_new_tls((const uint8_t *)"not pem", 7, &o), SY_INVALID_ARGUMENT);
+  EXPECT(sy_channel_options_new_tls((const uint8_t *)"x", huge, &o), SY_INVALID_ARGUMENT);
+  CHECK(o == NULL); /* written on success only */
+  OK(sy_channel_options_new_tls(NULL, 0, &o)); /* the bundled roots */
+  EXPECT(sy_channel_new_simple(NULL, "127.0.0.1:1", NULL, o, &ch), SY_NULL_PARAMETER);
+  EXPECT(sy_channel_new_simple(rt, NULL, NULL, o, &ch), SY_NULL_PARAMETER);
+  EXPECT(sy_channel_new_simple(rt, "127.0.0.1:1", "{not json", o, &ch), SY_INVALID_SERVICE_CONFIG);
+  EXPECT(sy_channel_new_simple(rt, "127.0.0.1:1", NULL, o, NULL), SY_NULL_PARAMETER);
+  sy_channel_options_free(o);
+  /* The credentials are not optional on the short path. */
+  EXPECT(sy_channel_new_simple(rt, "127.0.0.1:1", NULL, NULL, &ch), SY_NULL_PARAMETER);
+  CHECK(ch == NULL);
   OK(sy_channel_options_new(&o));
   EXPECT(sy_channel_options_set_tls_roots_pem(o, NULL, 5), SY_NULL_PARAMETER);
   EXPECT(sy_channel_options_set_tls_roots_pem(o, (const uint8_t *)"x", huge), SY_INVALID_ARGUMENT);
@@ -118,6 +136,10 @@ static void bad_calls(sy_runtime *rt, sy_channel *host_ch) {
   OK(sy_reader_new(ch, &r));
 
   /* sy_call_unary. */
+  EXPECT(sy_call_unary_simple(NULL, "/a/b", NULL, 0, SY_WAIT_FOREVER, &resp), SY_NULL_PARAMETER);
+  EXPECT(sy_call_unary_simple(r, "/a/b", NULL, 0, SY_WAIT_FOREVER, NULL), SY_NULL_PARAMETER);
+  EXPECT(sy_call_unary_simple(r, "no-slash", NULL, 0, SY_WAIT_FOREVER, &resp), SY_INVALID_ARGUMENT);
+  EXPECT(sy_call_unary_simple(r, "/a/b", NULL, 5, SY_WAIT_FOREVER, &resp), SY_NULL_PARAMETER);
   EXPECT(sy_call_unary(NULL, "/a/b", NULL, 0, NULL, 0, NULL, 0, false, &resp), SY_NULL_PARAMETER);
   EXPECT(sy_call_unary(r, "/a/b", NULL, 0, NULL, 0, NULL, 0, false, NULL), SY_NULL_PARAMETER);
   EXPECT(sy_call_unary(r, NULL, NULL, 0, NULL, 0, NULL, 0, false, &resp), SY_NULL_PARAMETER);
@@ -219,9 +241,9 @@ static void bad_calls(sy_runtime *rt, sy_channel *host_ch) {
 
   /* After close. */
   OK(sy_channel_close(ch));
-  EXPECT(sy_call_unary(r, "/a/b", NULL, 0, NULL, 0, NULL, 0, true, &resp), SY_CLOSED);
-  EXPECT(sy_call_unary_start(ch, "/a/b", NULL, 0, NULL, 0, NULL, 0, false, ignore_done, NULL,
-                             NULL),
+  EXPECT(sy_call_unary(r, "/a/b", NULL, 0, NULL, 0, NULL, SY_WAIT_FOREVER, true, &resp), SY_CLOSED);
+  EXPECT(sy_call_unary_start(ch, "/a/b", NULL, 0, NULL, 0, NULL, SY_WAIT_FOREVER, false,
+                             ignore_done, NULL, NULL),
          SY_CLOSED);
   sy_reader_free(r);
   sy_channel_free(ch);

@@ -33,6 +33,14 @@ if [ -n "$need" ]; then
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq -o DPkg::Lock::Timeout=300 $need
 fi
 
+echo "== README's C quick start is c-examples/quickstart.c"
+# The block after the marker line, without its fences.
+awk '/^<!-- c-examples\/quickstart.c -->$/ {on = 1; next}
+     on == 1 && /^```c$/ {on = 2; next}
+     on == 2 && /^```$/ {exit}
+     on == 2 {print}' README.md | diff -u c-examples/quickstart.c - ||
+  { echo "README.md's C quick start differs from c-examples/quickstart.c" >&2; exit 1; }
+
 cargo build -p switchyard-lb-ffi
 bash interop/setup.sh
 make -C c-examples -j2 check
@@ -85,4 +93,9 @@ if cmake_configure "$PREFIX/cmake-refused" -DSY_FIND_VERSION="${VERSION%%.*}.$((
   echo "find_package(switchyard ${VERSION%%.*}.$((MINOR + 1))) accepted $VERSION" >&2; exit 1
 fi
 grep -q "compatible with requested version" "$PREFIX/cmake-refused.log"
+# The quick start built as the README says (run by quickstart_test above).
+# shellcheck disable=SC2046
+cc -std=c11 -Wall -Wextra -Werror -pedantic -o "$PREFIX/quickstart" c-examples/quickstart.c \
+  $(pkg-config --cflags --libs switchyard) -Wl,-rpath,"$PREFIX/lib"
+"$PREFIX/quickstart" 2>/dev/null && { echo "quickstart without a target succeeded" >&2; exit 1; }
 echo "c-examples/run.sh: all passed"

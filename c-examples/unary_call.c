@@ -244,8 +244,8 @@ static void started_calls(sy_runtime *rt, sy_channel *ch, const sy_channel_optio
   completions_init(&slow);
 
   /* A 200 ms call ends at its deadline while a 30 s one is in flight. */
-  OK(sy_call_unary_start(ch, "/echo.Echo/Delay", (const uint8_t *)"30000", 5, NULL, 0, NULL, 0,
-                         true, on_done, &slow, NULL));
+  OK(sy_call_unary_start(ch, "/echo.Echo/Delay", (const uint8_t *)"30000", 5, NULL, 0, NULL,
+                         SY_WAIT_FOREVER, true, on_done, &slow, NULL));
   t0 = now_ms();
   OK(sy_call_unary_start(ch, "/echo.Echo/Delay", (const uint8_t *)"30000", 5, NULL, 0, NULL, 200,
                          true, on_done, &quick, NULL));
@@ -257,8 +257,8 @@ static void started_calls(sy_runtime *rt, sy_channel *ch, const sy_channel_optio
          (unsigned)quick.last_code);
 
   /* Cancel: the 30 s call ends now, with CANCELLED; then it is not found. */
-  OK(sy_call_unary_start(ch, "/echo.Echo/Delay", (const uint8_t *)"30000", 5, NULL, 0, NULL, 0,
-                         true, on_done, &cancelled, &id));
+  OK(sy_call_unary_start(ch, "/echo.Echo/Delay", (const uint8_t *)"30000", 5, NULL, 0, NULL,
+                         SY_WAIT_FOREVER, true, on_done, &cancelled, &id));
   sleep_ms(100); /* let it reach the server */
   OK(sy_call_cancel(ch, id));
   wait_done(&cancelled, 1);
@@ -283,8 +283,8 @@ static void started_calls(sy_runtime *rt, sy_channel *ch, const sy_channel_optio
   for (i = 0; i < N_SILENT; i++) {
     calls[i].tally = &tally;
     calls[i].index = i;
-    OK(sy_call_unary_start(silent, "/echo.Echo/Unary", NULL, 0, NULL, 0, NULL, 0, true,
-                           on_silent_done, &calls[i], NULL));
+    OK(sy_call_unary_start(silent, "/echo.Echo/Unary", NULL, 0, NULL, 0, NULL, SY_WAIT_FOREVER,
+                           true, on_silent_done, &calls[i], NULL));
     if (i == 0) threads = thread_count(); /* with the channel's completion thread */
   }
   CHECK(thread_count() == threads);
@@ -423,6 +423,17 @@ int main(void) {
   /* The connection is fine afterwards. */
   (void)call_echo(reader, "after the deadline");
 
+  /* A timeout of 0 (SY_NO_WAIT) is a deadline already passed, as in gRPC
+     and as for sy_pick: the call fails without being sent. */
+  printf("timeout SY_NO_WAIT (0):\n");
+  expect_rpc_error(sy_call_unary_simple(reader, "/echo.Echo/Unary", NULL, 0, SY_NO_WAIT, &resp),
+                   4 /* DEADLINE_EXCEEDED */);
+  CHECK(resp == NULL);
+  OK(sy_call_unary_start(ch, "/echo.Echo/Unary", NULL, 0, NULL, 0, NULL, SY_NO_WAIT, true, on_done,
+                         &c, NULL));
+  wait_done(&c, N_ASYNC + 2);
+  CHECK(c.last_status == SY_RPC_FAILED && c.last_code == 4);
+
   {
     sy_channel *dead = NULL;
     sy_reader *dr = NULL;
@@ -474,8 +485,8 @@ int main(void) {
   printf("close with %d calls in flight:\n", N_INFLIGHT);
   c.done = 0;
   for (i = 0; i < N_INFLIGHT; i++)
-    OK(sy_call_unary_start(ch, "/echo.Echo/Delay", (const uint8_t *)"30000", 5, NULL, 0, NULL, 0,
-                           true, on_done, &c, NULL));
+    OK(sy_call_unary_start(ch, "/echo.Echo/Delay", (const uint8_t *)"30000", 5, NULL, 0, NULL,
+                           SY_WAIT_FOREVER, true, on_done, &c, NULL));
   sleep_ms(200); /* let them reach the servers */
   OK(sy_channel_close(ch));
   pthread_mutex_lock(&c.mu);
@@ -488,10 +499,11 @@ int main(void) {
   CHECK(slow.done == 1 && slow.closed == 1);
   pthread_mutex_unlock(&slow.mu);
   completions_destroy(&slow);
-  CHECK_STATUS(sy_call_unary_start(ch, "/echo.Echo/Unary", NULL, 0, NULL, 0, NULL, 0, true,
-                                   on_done, &c, NULL),
+  CHECK_STATUS(sy_call_unary_start(ch, "/echo.Echo/Unary", NULL, 0, NULL, 0, NULL, SY_WAIT_FOREVER,
+                                   true, on_done, &c, NULL),
                SY_CLOSED);
-  CHECK_STATUS(sy_call_unary(reader, "/echo.Echo/Unary", NULL, 0, NULL, 0, NULL, 0, true, &resp),
+  CHECK_STATUS(sy_call_unary(reader, "/echo.Echo/Unary", NULL, 0, NULL, 0, NULL, SY_WAIT_FOREVER,
+                             true, &resp),
                SY_CLOSED);
 
   sy_reader_free(reader);

@@ -19,6 +19,16 @@
  *  - Numbers that stand for enums (states, pick decisions, gRPC codes) are
  *    taken as uint32_t and checked: unknown values give SY_INVALID_ARGUMENT.
  *  - No Rust panic crosses this boundary: entry points return SY_PANIC.
+ *  - A timeout_ms of SY_NO_WAIT (0) is a deadline already passed: picks and
+ *    waits do not wait, calls fail with DEADLINE_EXCEEDED unsent (gRPC's
+ *    meaning). SY_WAIT_FOREVER is no limit. Durations that are settings,
+ *    not waits (sy_channel_options_set_keepalive, _set_backoff), take 0 as
+ *    "the default", as their documentation says.
+ *
+ * Reading order: constants and types first (cbindgen puts them there), then
+ * the functions by object, each group opened by an overview: Runtime,
+ * Channel, Reader and picks, Calls, Policies, Resolvers, Options, Errors and
+ * names. The shortest program: c-examples/quickstart.c (in the README).
  */
 
 #ifndef SWITCHYARD_H
@@ -40,29 +50,39 @@
 #define SY_MUST_USE
 #endif
 
-/*
- Blocks without a time limit where a `timeout_ms` is taken.
+/**
+ * A `timeout_ms` of no limit: `sy_pick`, `sy_channel_wait_for_state_change`
+ * and calls wait as long as it takes (a call then has no deadline).
  */
 #define SY_WAIT_FOREVER UINT64_MAX
 
-/*
- The largest value `sy_channel_options_set_call_threads` (deprecated) accepts.
+/**
+ * A `timeout_ms` of 0, everywhere one is taken: a deadline that has
+ * already passed (gRPC's meaning of a zero timeout). `sy_pick` and
+ * `sy_channel_wait_for_state_change` do not wait; a call
+ * (`sy_call_unary`, `sy_call_unary_start`) fails with DEADLINE_EXCEEDED
+ * before anything is sent. Any other value is a limit in milliseconds.
  */
-#define SY_MAX_CALL_THREADS 256
+#define SY_NO_WAIT 0
 
-/*
- Words of opaque storage in `sy_pick_result` for the pick's token.
+/**
+ * Words of opaque storage in `sy_pick_result` for the pick's token.
  */
 #define SY_PICK_TOKEN_WORDS 4
 
-/*
- The most load metrics `sy_pick_done` takes at once.
+/**
+ * The most load metrics `sy_pick_done` takes at once.
  */
 #define SY_MAX_LOAD_METRICS 16
 
-/*
- What a call did. `SY_OK` is 0; every other value is a failure whose detail
- `sy_last_error()` returns on the same thread.
+/**
+ * The largest value `sy_channel_options_set_call_threads` (deprecated) accepts.
+ */
+#define SY_MAX_CALL_THREADS 256
+
+/**
+ * What a call did. `SY_OK` is 0; every other value is a failure whose detail
+ * `sy_last_error()` returns on the same thread.
  */
 enum sy_status
 #if defined(__cplusplus) || __STDC_VERSION__ >= 202311L
@@ -70,80 +90,80 @@ enum sy_status
 #endif // defined(__cplusplus) || __STDC_VERSION__ >= 202311L
  {
   SY_OK = 0,
-  /*
-   A pointer argument that must not be NULL was NULL.
+  /**
+   * A pointer argument that must not be NULL was NULL.
    */
   SY_NULL_PARAMETER = 1,
-  /*
-   An argument was out of range: an unknown enum number, an unknown
-   subchannel, a pick result already done, ...
+  /**
+   * An argument was out of range: an unknown enum number, an unknown
+   * subchannel, a pick result already done, ...
    */
   SY_INVALID_ARGUMENT = 2,
-  /*
-   A string argument was not valid UTF-8.
+  /**
+   * A string argument was not valid UTF-8.
    */
   SY_INVALID_UTF8 = 3,
-  /*
-   The service config JSON was malformed or named no usable policy.
+  /**
+   * The service config JSON was malformed or named no usable policy.
    */
   SY_INVALID_SERVICE_CONFIG = 4,
-  /*
-   The target could not be parsed.
+  /**
+   * The target could not be parsed.
    */
   SY_INVALID_TARGET = 5,
-  /*
-   The named thing does not exist.
+  /**
+   * The named thing does not exist.
    */
   SY_NOT_FOUND = 6,
-  /*
-   The call is not allowed from here: a `sy_cc_*` call outside its
-   balancer callback or off the loop thread, or a blocking call made from
-   inside one of this library's callbacks.
+  /**
+   * The call is not allowed from here: a `sy_cc_*` call outside its
+   * balancer callback or off the loop thread, or a blocking call made from
+   * inside one of this library's callbacks.
    */
   SY_WRONG_CONTEXT = 7,
-  /*
-   The channel is closed.
+  /**
+   * The channel is closed.
    */
   SY_CLOSED = 100,
-  /*
-   The runtime that owned the channel was freed.
+  /**
+   * The runtime that owned the channel was freed.
    */
   SY_RUNTIME_GONE = 101,
-  /*
-   A bounded wait ended without the awaited change.
+  /**
+   * A bounded wait ended without the awaited change.
    */
   SY_TIMEOUT = 102,
-  /*
-   The operating system refused (e.g. no thread for the event loop).
+  /**
+   * The operating system refused (e.g. no thread for the event loop).
    */
   SY_IO = 103,
-  /*
-   Pick with timeout 0: nothing is ready yet; a later pick may succeed.
+  /**
+   * Pick with `SY_NO_WAIT` (0): nothing is ready yet; a later pick may succeed.
    */
   SY_NO_SUBCHANNEL = 200,
-  /*
-   The policy failed the pick: fail the RPC with gRPC UNAVAILABLE (or the
-   code in `sy_last_error`'s message), unless it is retried.
+  /**
+   * The policy failed the pick: fail the RPC with gRPC UNAVAILABLE (or the
+   * code in `sy_last_error`'s message), unless it is retried.
    */
   SY_UNAVAILABLE = 201,
-  /*
-   The policy dropped the call: fail the RPC, never retry it.
+  /**
+   * The policy dropped the call: fail the RPC, never retry it.
    */
   SY_DROPPED = 202,
-  /*
-   The pick's timeout passed while it waited: gRPC DEADLINE_EXCEEDED.
+  /**
+   * The pick's timeout passed while it waited: gRPC DEADLINE_EXCEEDED.
    */
   SY_DEADLINE_EXCEEDED = 203,
-  /*
-   An RPC (`sy_call_unary`, `sy_call_unary_start`) ended with a gRPC
-   status other than OK: the server's, or one the client chose (no
-   subchannel, deadline, lost connection). `sy_last_grpc_code()` (or the
-   completion callback's `grpc_code`) has the code.
+  /**
+   * An RPC (`sy_call_unary`, `sy_call_unary_start`) ended with a gRPC
+   * status other than OK: the server's, or one the client chose (no
+   * subchannel, deadline, lost connection). `sy_last_grpc_code()` (or the
+   * completion callback's `grpc_code`) has the code.
    */
   SY_RPC_FAILED = 204,
-  /*
-   A panic inside the library was caught at the boundary; the object the
-   call was about may be unusable.
+  /**
+   * A panic inside the library was caught at the boundary; the object the
+   * call was about may be unusable.
    */
   SY_PANIC = 900,
 };
@@ -155,8 +175,8 @@ typedef uint32_t sy_status;
 #endif // __STDC_VERSION__ >= 202311L
 #endif // __cplusplus
 
-/*
- Connectivity states (gRPC's numbers), as `uint32_t` in every signature.
+/**
+ * Connectivity states (gRPC's numbers), as `uint32_t` in every signature.
  */
 enum sy_state
 #if defined(__cplusplus) || __STDC_VERSION__ >= 202311L
@@ -177,28 +197,28 @@ typedef uint32_t sy_state;
 #endif // __STDC_VERSION__ >= 202311L
 #endif // __cplusplus
 
-/*
- What a C picker decided (the value its pick callback returns).
+/**
+ * What a C picker decided (the value its pick callback returns).
  */
 enum sy_pick_decision
 #if defined(__cplusplus) || __STDC_VERSION__ >= 202311L
   : uint32_t
 #endif // defined(__cplusplus) || __STDC_VERSION__ >= 202311L
  {
-  /*
-   Use the subchannel at `*out_index` of the picker's list.
+  /**
+   * Use the subchannel at `*out_index` of the picker's list.
    */
   SY_PICK_COMPLETE = 0,
-  /*
-   Nothing usable yet: wait for the next picker.
+  /**
+   * Nothing usable yet: wait for the next picker.
    */
   SY_PICK_QUEUE = 1,
-  /*
-   Fail the RPC with the picker's error (unless wait-for-ready).
+  /**
+   * Fail the RPC with the picker's error (unless wait-for-ready).
    */
   SY_PICK_FAIL = 2,
-  /*
-   Fail the RPC with the picker's error, even wait-for-ready.
+  /**
+   * Fail the RPC with the picker's error, even wait-for-ready.
    */
   SY_PICK_DROP = 3,
 };
@@ -210,112 +230,70 @@ typedef uint32_t sy_pick_decision;
 #endif // __STDC_VERSION__ >= 202311L
 #endif // __cplusplus
 
-/*
- Owned bytes from the library: an RPC's response message, with the
- response's headers and trailers. Opaque; freed with `sy_buffer_free`. Not
- tied to any channel, reader or thread: keep it as long as needed, free it
- on any thread. Never modified after it is handed out, so concurrent reads
- are fine.
+/**
+ * Owned bytes from the library: an RPC's response message, with the
+ * response's headers and trailers. Opaque; freed with `sy_buffer_free`. Not
+ * tied to any channel, reader or thread: keep it as long as needed, free it
+ * on any thread. Never modified after it is handed out, so concurrent reads
+ * are fine.
  */
 typedef struct sy_buffer sy_buffer;
 
-/*
- The channel as a C policy sees it during one of its callbacks. Opaque;
- owned by the library. The pointer a callback receives is the same for the
- whole life of that balancer, but `sy_cc_*` calls are accepted only on the
- loop thread while one of this balancer's callbacks is running
- (SY_WRONG_CONTEXT otherwise).
+/**
+ * The channel as a C policy sees it during one of its callbacks. Opaque;
+ * owned by the library. The pointer a callback receives is the same for the
+ * whole life of that balancer, but `sy_cc_*` calls are accepted only on the
+ * loop thread while one of this balancer's callbacks is running
+ * (SY_WRONG_CONTEXT otherwise).
  */
 typedef struct sy_cc sy_cc;
 
-/*
- A load-balanced channel. Opaque; owned by the caller (Box). Every function
- taking a `sy_channel*` may be called from any thread, concurrently, except
- `sy_channel_free`.
+/**
+ * A load-balanced channel. Opaque; owned by the caller (Box). Every function
+ * taking a `sy_channel*` may be called from any thread, concurrently, except
+ * `sy_channel_free`.
  */
 typedef struct sy_channel sy_channel;
 
-/*
- Options for `sy_channel_new_with_options`. Opaque; owned by the caller
- (`sy_channel_options_new` / `sy_channel_options_free`).
-
- Defaults (a fresh handle, or passing NULL instead of one): TLS with the
- bundled Mozilla roots, verifying each address's host name; no client
- certificate; no keepalive; gRPC's size limits (4 MiB per received
- message, 16 MiB per header list); gRPC's connection backoff (1 s, x1.6, +-20 %,
- at most 120 s, at least 20 s per attempt).
-
- Setters validate their input and return SY_OK, SY_NULL_PARAMETER,
- SY_INVALID_ARGUMENT or SY_INVALID_UTF8; a failed setter changes nothing.
- Not thread-safe: set from one thread at a time (or with external locking).
- A channel copies the options at creation, so one handle may be reused for
- any number of channels and freed right after.
+/**
+ * Options for `sy_channel_new_simple` and `sy_channel_new_with_options`.
+ * Opaque; owned by the caller (`sy_channel_options_new`, or in one call
+ * with the credentials named: `sy_channel_options_new_insecure`,
+ * `sy_channel_options_new_tls`; freed with `sy_channel_options_free`).
+ *
+ * Defaults (a fresh handle, or passing NULL instead of one): TLS with the
+ * bundled Mozilla roots, verifying each address's host name; no client
+ * certificate; no keepalive; gRPC's size limits (4 MiB per received
+ * message, 16 MiB per header list); gRPC's connection backoff (1 s, x1.6, +-20 %,
+ * at most 120 s, at least 20 s per attempt).
+ *
+ * Setters validate their input and return SY_OK, SY_NULL_PARAMETER,
+ * SY_INVALID_ARGUMENT or SY_INVALID_UTF8; a failed setter changes nothing.
+ * Not thread-safe: set from one thread at a time (or with external locking).
+ * A channel copies the options at creation, so one handle may be reused for
+ * any number of channels and freed right after.
  */
 typedef struct sy_channel_options sy_channel_options;
 
-/*
- One RPC thread's view of a channel. Opaque; owned by the caller (Box).
-
- Thread-affine: use it from one thread at a time (typically one reader per
- RPC thread, created there and kept); it may move to another thread only
- with external synchronization. Independent of the channel handle's
- lifetime: it may be freed before or after `sy_channel_free`.
+/**
+ * One RPC thread's view of a channel. Opaque; owned by the caller (Box).
+ *
+ * Thread-affine: use it from one thread at a time (typically one reader per
+ * RPC thread, created there and kept); it may move to another thread only
+ * with external synchronization. Independent of the channel handle's
+ * lifetime: it may be freed before or after `sy_channel_free`.
  */
 typedef struct sy_reader sy_reader;
 
-/*
- An event loop (one thread). Opaque; owned by the caller (Box).
+/**
+ * An event loop (one thread). Opaque; owned by the caller (Box).
  */
 typedef struct sy_runtime sy_runtime;
 
-/*
- One request metadata entry: `key` and `value` are NUL-terminated and
- copied. Keys are ASCII `[0-9a-z_.-]` (upper case is folded to lower);
- values printable ASCII. Keys ending in "-bin" carry base64 text, sent
- as given. Refused with SY_INVALID_ARGUMENT, before anything is sent:
- pseudo-headers (":path", ...), connection-specific keys HTTP/2 forbids
- ("connection", "keep-alive", "proxy-connection", "transfer-encoding",
- "upgrade", "te", "host"), and keys the transport owns ("grpc-*",
- "content-type", "user-agent").
- */
-typedef struct sy_metadata {
-  const char *key;
-  const char *value;
-} sy_metadata;
-
-/*
- Hears how a `sy_call_unary_start` call ended. Called exactly once per call
- the start function accepted (it returned SY_OK), on the channel's
- completion thread: one per channel, started with its first started call,
- that runs the channel's callbacks one at a time, in the order the calls
- end. Never on the loop thread, never inside `sy_call_unary_start`. A
- callback that blocks delays the channel's later callbacks, never a call's
- deadline (calls run on the event loop and end there, on time).
-
- - `status`: SY_OK; SY_RPC_FAILED (the call failed: `grpc_code` says how;
-   1 CANCELLED after `sy_call_cancel`); SY_CLOSED (the channel was closed
-   or its runtime freed before or while the call ran); SY_PANIC.
- - `grpc_code`: the call's gRPC status code (0 on success).
- - `message`: NUL-terminated UTF-8, the gRPC status message ("" on
-   success); valid during the callback only.
- - `response`: on SY_OK the response, owned by the callee from now on (free
-   it with `sy_buffer_free`, on any thread, whenever); NULL otherwise.
-
- It may start further calls, cancel calls, and use any `sy_*` function
- that does not block; a blocking one (`sy_call_unary`, `sy_channel_close`,
- `sy_channel_wait_for_state_change`, ...) returns SY_WRONG_CONTEXT. It
- must not free the channel or its runtime.
- */
-typedef void (*sy_call_done_fn)(void *user_ctx,
-                                sy_status status,
-                                uint32_t grpc_code,
-                                const char *message,
-                                struct sy_buffer *response);
-
-/*
- A host transport callback about one subchannel. `address` is
- NUL-terminated (and `address_len` long), valid for the call only;
- `user_data` is the address's, valid while the subchannel lives.
+/**
+ * A host transport callback about one subchannel. `address` is
+ * NUL-terminated (and `address_len` long), valid for the call only;
+ * `user_data` is the address's, valid while the subchannel lives.
  */
 typedef void (*sy_subchannel_fn)(void *ctx,
                                  uint64_t subchannel_id,
@@ -323,170 +301,252 @@ typedef void (*sy_subchannel_fn)(void *ctx,
                                  size_t address_len,
                                  void *user_data);
 
-/*
- The host's side of the external connector: the host stack owns the
- transports, the library tells it when to create, connect and shut one down,
- and the host reports what happened with `sy_channel_report_subconn_state`.
-
- Every callback runs on the loop thread with `ctx`, one at a time; it must
- not block (report later, from any thread). `ctx` must stay valid until
- `sy_channel_free` returns. The struct itself is copied at channel creation.
+/**
+ * The host's side of the external connector: the host stack owns the
+ * transports, the library tells it when to create, connect and shut one down,
+ * and the host reports what happened with `sy_channel_report_subconn_state`.
+ *
+ * Every callback runs on the loop thread with `ctx`, one at a time; it must
+ * not block (report later, from any thread). `ctx` must stay valid until
+ * `sy_channel_free` returns. The struct itself is copied at channel creation.
  */
 typedef struct sy_host_transport {
   void *ctx;
-  /*
-   Optional: a subchannel now exists (IDLE).
+  /**
+   * Optional: a subchannel now exists (IDLE).
    */
   sy_subchannel_fn create;
-  /*
-   Required: start connecting; report READY or TRANSIENT_FAILURE.
+  /**
+   * Required: start connecting; report READY or TRANSIENT_FAILURE.
    */
   sy_subchannel_fn connect;
-  /*
-   Required: close the transport at once; no report is expected.
+  /**
+   * Required: close the transport at once; no report is expected.
    */
   sy_subchannel_fn shutdown;
 } sy_host_transport;
 
-/*
- Hears a channel's connectivity changes (`state` is a `sy_state`). Called on
- the loop thread, never concurrently with itself, with the `ctx` given at
- channel creation. Must not block or call `sy_channel_close`,
- `sy_channel_free`, `sy_channel_wait_for_state_change` or `sy_runtime_free`.
+/**
+ * Hears a channel's connectivity changes (`state` is a `sy_state`). Called on
+ * the loop thread, never concurrently with itself, with the `ctx` given at
+ * channel creation. Must not block or call `sy_channel_close`,
+ * `sy_channel_free`, `sy_channel_wait_for_state_change` or `sy_runtime_free`.
  */
 typedef void (*sy_state_fn)(void *ctx, uint32_t state);
 
-/*
- Releases one address's user data. Called exactly once per non-NULL
- `user_data` handed to the library, when the last thing that can return it
- lets go: possibly on the loop thread, an RPC thread (in `sy_pick_done`,
- `sy_pick`, `sy_reader_refresh`, `sy_reader_free`), or the thread freeing
- the channel. The reader letting go (if any) is off limits from here
- (SY_WRONG_CONTEXT), and blocking `sy_*` calls are refused.
+/**
+ * Releases one address's user data. Called exactly once per non-NULL
+ * `user_data` handed to the library, when the last thing that can return it
+ * lets go: possibly on the loop thread, an RPC thread (in `sy_pick_done`,
+ * `sy_pick`, `sy_reader_refresh`, `sy_reader_free`), or the thread freeing
+ * the channel. The reader letting go (if any) is off limits from here
+ * (SY_WRONG_CONTEXT), and blocking `sy_*` calls are refused.
  */
 typedef void (*sy_release_fn)(void *user_data);
 
-/*
- One address the host resolved.
+/**
+ * A successful pick, written by `sy_pick` into caller-provided storage (stack
+ * is fine), finished by `sy_pick_done`.
+ *
+ * `address` and `user_data` stay valid until `sy_pick_done` is called on this
+ * result, whatever happens to the channel meanwhile. The struct may be copied
+ * bitwise, but `sy_pick_done` must be called on exactly one copy.
  */
-typedef struct sy_address {
-  /*
-   NUL-terminated UTF-8: "ip:port", "[v6]:port", or anything the host's
-   transport understands. Copied.
+typedef struct sy_pick_result {
+  /**
+   * The chosen subchannel (as in the transport callbacks).
+   */
+  uint64_t subchannel_id;
+  /**
+   * The subchannel's address: `address_len` bytes of UTF-8, NOT
+   * NUL-terminated.
    */
   const char *address;
-  /*
-   Endpoint weight; 0 means unset (treated as 1 by weighing policies).
+  size_t address_len;
+  /**
+   * The address's user data from `sy_channel_update_addresses` (NULL if none).
+   */
+  void *user_data;
+  /**
+   * Opaque: what `sy_pick_done` needs. All zero once done.
+   */
+  uint64_t _token[SY_PICK_TOKEN_WORDS];
+} sy_pick_result;
+
+/**
+ * A named load metric reported with an RPC's outcome (ORCA-style:
+ * "cpu_utilization", "qps", ...). `name` is NUL-terminated UTF-8.
+ */
+typedef struct sy_load_metric {
+  const char *name;
+  double value;
+} sy_load_metric;
+
+/**
+ * One request metadata entry: `key` and `value` are NUL-terminated and
+ * copied. Keys are ASCII `[0-9a-z_.-]` (upper case is folded to lower);
+ * values printable ASCII. Keys ending in "-bin" carry base64 text, sent
+ * as given. Refused with SY_INVALID_ARGUMENT, before anything is sent:
+ * pseudo-headers (":path", ...), connection-specific keys HTTP/2 forbids
+ * ("connection", "keep-alive", "proxy-connection", "transfer-encoding",
+ * "upgrade", "te", "host"), and keys the transport owns ("grpc-*",
+ * "content-type", "user-agent").
+ */
+typedef struct sy_metadata {
+  const char *key;
+  const char *value;
+} sy_metadata;
+
+/**
+ * Hears how a `sy_call_unary_start` call ended. Called exactly once per call
+ * the start function accepted (it returned SY_OK), on the channel's
+ * completion thread: one per channel, started with its first started call,
+ * that runs the channel's callbacks one at a time, in the order the calls
+ * end. Never on the loop thread, never inside `sy_call_unary_start`. A
+ * callback that blocks delays the channel's later callbacks, never a call's
+ * deadline (calls run on the event loop and end there, on time).
+ *
+ * - `status`: SY_OK; SY_RPC_FAILED (the call failed: `grpc_code` says how;
+ *   1 CANCELLED after `sy_call_cancel`); SY_CLOSED (the channel was closed
+ *   or its runtime freed before or while the call ran); SY_PANIC.
+ * - `grpc_code`: the call's gRPC status code (0 on success).
+ * - `message`: NUL-terminated UTF-8, the gRPC status message ("" on
+ *   success); valid during the callback only.
+ * - `response`: on SY_OK the response, owned by the callee from now on (free
+ *   it with `sy_buffer_free`, on any thread, whenever); NULL otherwise.
+ *
+ * It may start further calls, cancel calls, and use any `sy_*` function
+ * that does not block; a blocking one (`sy_call_unary`, `sy_channel_close`,
+ * `sy_channel_wait_for_state_change`, ...) returns SY_WRONG_CONTEXT. It
+ * must not free the channel or its runtime.
+ */
+typedef void (*sy_call_done_fn)(void *user_ctx,
+                                sy_status status,
+                                uint32_t grpc_code,
+                                const char *message,
+                                struct sy_buffer *response);
+
+/**
+ * One address the host resolved.
+ */
+typedef struct sy_address {
+  /**
+   * NUL-terminated UTF-8: "ip:port", "[v6]:port", or anything the host's
+   * transport understands. Copied.
+   */
+  const char *address;
+  /**
+   * Endpoint weight; 0 means unset (treated as 1 by weighing policies).
    */
   uint32_t weight;
-  /*
-   The host's data for this address, returned by picks and passed to the
-   transport callbacks. NULL for none. See `sy_channel_update_addresses`
-   for ownership.
+  /**
+   * The host's data for this address, returned by picks and passed to the
+   * transport callbacks. NULL for none. See `sy_channel_update_addresses`
+   * for ownership.
    */
   void *user_data;
 } sy_address;
 
-/*
- A policy written in C. Every callback except `build` and `free_builder`
- runs on the loop thread of the channel the balancer belongs to, one at a
- time per balancer, with the balancer's own pointer (what `build`
- returned) and the `sy_cc` to call back through. Callbacks must not block.
+/**
+ * A policy written in C. Every callback except `build` and `free_builder`
+ * runs on the loop thread of the channel the balancer belongs to, one at a
+ * time per balancer, with the balancer's own pointer (what `build`
+ * returned) and the `sy_cc` to call back through. Callbacks must not block.
  */
 typedef struct sy_balancer_callbacks {
-  /*
-   Required: a new balancer for one channel; returns its state (may be
-   NULL). Called on that channel's loop thread; different runtimes may
-   call it concurrently.
+  /**
+   * Required: a new balancer for one channel; returns its state (may be
+   * NULL). Called on that channel's loop thread; different runtimes may
+   * call it concurrently.
    */
   void *(*build)(void *builder_ctx);
-  /*
-   Required: the address list (valid for the call; strings are
-   NUL-terminated). Create subchannels with `sy_cc_new_subconn(cc, index)`.
-   Return false to reject the list (the channel re-resolves).
+  /**
+   * Required: the address list (valid for the call; strings are
+   * NUL-terminated). Create subchannels with `sy_cc_new_subconn(cc, index)`.
+   * Return false to reject the list (the channel re-resolves).
    */
   bool (*update_addresses)(void *balancer,
                            struct sy_cc *cc,
                            const struct sy_address *addresses,
                            size_t len);
-  /*
-   Required: one of this balancer's subchannels changed state (a
-   `sy_state`; `error` is NUL-terminated or NULL). SHUTDOWN comes exactly
-   once, after `sy_cc_shutdown_subconn` or when the channel closes.
+  /**
+   * Required: one of this balancer's subchannels changed state (a
+   * `sy_state`; `error` is NUL-terminated or NULL). SHUTDOWN comes exactly
+   * once, after `sy_cc_shutdown_subconn` or when the channel closes.
    */
   void (*subchannel_state)(void *balancer,
                            struct sy_cc *cc,
                            uint64_t subchannel_id,
                            uint32_t state,
                            const char *error);
-  /*
-   Optional: the resolver failed (`error` NUL-terminated).
+  /**
+   * Optional: the resolver failed (`error` NUL-terminated).
    */
   void (*resolver_error)(void *balancer, struct sy_cc *cc, const char *error);
-  /*
-   Optional: leave IDLE (reconnect).
+  /**
+   * Optional: leave IDLE (reconnect).
    */
   void (*exit_idle)(void *balancer, struct sy_cc *cc);
-  /*
-   Optional: the balancer is being replaced or its channel closed; free
-   `balancer` here. Called exactly once per built balancer. Subchannels
-   left behind are shut down by the channel.
+  /**
+   * Optional: the balancer is being replaced or its channel closed; free
+   * `balancer` here. Called exactly once per built balancer. Subchannels
+   * left behind are shut down by the channel.
    */
   void (*close)(void *balancer, struct sy_cc *cc);
-  /*
-   Optional: frees `builder_ctx` when the registration is replaced and no
-   channel uses it any more (any thread).
+  /**
+   * Optional: frees `builder_ctx` when the registration is replaced and no
+   * channel uses it any more (any thread).
    */
   void (*free_builder)(void *builder_ctx);
 } sy_balancer_callbacks;
 
-/*
- What a pick callback learns about the RPC. Valid for the call only.
+/**
+ * What a pick callback learns about the RPC. Valid for the call only.
  */
 typedef struct sy_pick_args {
-  /*
-   The method name: `method_len` bytes of UTF-8, not NUL-terminated.
+  /**
+   * The method name: `method_len` bytes of UTF-8, not NUL-terminated.
    */
   const char *method;
   size_t method_len;
-  /*
-   The request hash, if `has_request_hash`.
+  /**
+   * The request hash, if `has_request_hash`.
    */
   uint64_t request_hash;
   bool has_request_hash;
-  /*
-   A fresh random number from the calling reader's own generator.
+  /**
+   * A fresh random number from the calling reader's own generator.
    */
   uint64_t random;
 } sy_pick_args;
 
-/*
- Picks for one RPC: return a `sy_pick_decision` and, for
- SY_PICK_COMPLETE, the index into the picker's `subchannels` in
- `*out_index`. Called on RPC threads (inside `sy_pick` / `sy_call_unary`),
- concurrently from many threads on the same `ctx`: it must be thread-safe,
- must not block, and should not write shared memory (it is on every RPC's
- path).
-
- What it may call: the reader that is running it is off limits, since the
- pick is using it: `sy_pick`, `sy_reader_refresh`, `sy_reader_free` and
- `sy_call_unary` on that reader return (or, for `sy_reader_free`, record)
- SY_WRONG_CONTEXT and do nothing. Non-blocking calls on other objects are
- fine: `sy_pick` with timeout 0 on another reader (a policy that delegates
- to a child channel's picker does this), `sy_pick_done`, `sy_reader_new`,
- `sy_channel_update_addresses`, `sy_channel_report_*`. Blocking ones
- (`sy_pick` with a timeout, `sy_call_unary`, `sy_channel_close`, `_sync`,
- `_wait_for_state_change`) return SY_WRONG_CONTEXT. It must not free a
- channel or a runtime.
+/**
+ * Picks for one RPC: return a `sy_pick_decision` and, for
+ * SY_PICK_COMPLETE, the index into the picker's `subchannels` in
+ * `*out_index`. Called on RPC threads (inside `sy_pick` / `sy_call_unary`),
+ * concurrently from many threads on the same `ctx`: it must be thread-safe,
+ * must not block, and should not write shared memory (it is on every RPC's
+ * path).
+ *
+ * What it may call: the reader that is running it is off limits, since the
+ * pick is using it: `sy_pick`, `sy_reader_refresh`, `sy_reader_free` and
+ * `sy_call_unary` on that reader return (or, for `sy_reader_free`, record)
+ * SY_WRONG_CONTEXT and do nothing. Non-blocking calls on other objects are
+ * fine: `sy_pick` with `SY_NO_WAIT` on another reader (a policy that delegates
+ * to a child channel's picker does this), `sy_pick_done`, `sy_reader_new`,
+ * `sy_channel_update_addresses`, `sy_channel_report_*`. Blocking ones
+ * (`sy_pick` with a timeout, `sy_call_unary`, `sy_channel_close`, `_sync`,
+ * `_wait_for_state_change`) return SY_WRONG_CONTEXT. It must not free a
+ * channel or a runtime.
  */
 typedef uint32_t (*sy_picker_pick_fn)(void *ctx, const struct sy_pick_args *args, size_t *out_index);
 
-/*
- Hears a finished RPC that this picker picked: the subchannel, the outcome
- (`error`: NULL/0 on success, else `error_len` bytes, not NUL-terminated)
- and latency. Called from any thread that calls `sy_pick_done`,
- concurrently; must not block (blocking `sy_*` calls return
- SY_WRONG_CONTEXT).
+/**
+ * Hears a finished RPC that this picker picked: the subchannel, the outcome
+ * (`error`: NULL/0 on success, else `error_len` bytes, not NUL-terminated)
+ * and latency. Called from any thread that calls `sy_pick_done`,
+ * concurrently; must not block (blocking `sy_*` calls return
+ * SY_WRONG_CONTEXT).
  */
 typedef void (*sy_picker_done_fn)(void *ctx,
                                   uint64_t subchannel_id,
@@ -494,121 +554,382 @@ typedef void (*sy_picker_done_fn)(void *ctx,
                                   size_t error_len,
                                   uint64_t latency_ns);
 
-/*
- Frees a picker's ctx, once, when no reader and no pick can reach the
- picker any more: on whichever thread lets go last (the loop, an RPC thread
- in `sy_pick`/`sy_pick_done`/`sy_reader_refresh`/`sy_reader_free`, or one
- freeing a channel). The reader letting go (if any) is off limits and
- blocking calls are refused, as for `sy_picker_pick_fn`.
+/**
+ * Frees a picker's ctx, once, when no reader and no pick can reach the
+ * picker any more: on whichever thread lets go last (the loop, an RPC thread
+ * in `sy_pick`/`sy_pick_done`/`sy_reader_refresh`/`sy_reader_free`, or one
+ * freeing a channel). The reader letting go (if any) is off limits and
+ * blocking calls are refused, as for `sy_picker_pick_fn`.
  */
 typedef void (*sy_picker_free_fn)(void *ctx);
 
-/*
- A picker written in C, published with `sy_cc_update_state`. The struct is
- copied; `ctx` is owned by the library from a successful publish on.
+/**
+ * A picker written in C, published with `sy_cc_update_state`. The struct is
+ * copied; `ctx` is owned by the library from a successful publish on.
  */
 typedef struct sy_picker {
   void *ctx;
-  /*
-   Required.
+  /**
+   * Required.
    */
   sy_picker_pick_fn pick;
-  /*
-   Optional.
+  /**
+   * Optional.
    */
   sy_picker_done_fn done;
-  /*
-   Optional.
+  /**
+   * Optional.
    */
   sy_picker_free_fn free;
-  /*
-   The subchannels this picker may return, by index (ids from
-   `sy_cc_new_subconn`; copied). May be NULL when the length is 0.
+  /**
+   * The subchannels this picker may return, by index (ids from
+   * `sy_cc_new_subconn`; copied). May be NULL when the length is 0.
    */
   const uint64_t *subchannels;
   size_t subchannels_len;
-  /*
-   For SY_PICK_FAIL / SY_PICK_DROP: a gRPC code (0 means UNAVAILABLE;
-   codes gRPC reserves for the control plane become INTERNAL) and a
-   NUL-terminated message (NULL for a generic one). Copied.
+  /**
+   * For SY_PICK_FAIL / SY_PICK_DROP: a gRPC code (0 means UNAVAILABLE;
+   * codes gRPC reserves for the control plane become INTERNAL) and a
+   * NUL-terminated message (NULL for a generic one). Copied.
    */
   uint32_t error_code;
   const char *error_message;
 } sy_picker;
 
-/*
- A successful pick, written by `sy_pick` into caller-provided storage (stack
- is fine), finished by `sy_pick_done`.
-
- `address` and `user_data` stay valid until `sy_pick_done` is called on this
- result, whatever happens to the channel meanwhile. The struct may be copied
- bitwise, but `sy_pick_done` must be called on exactly one copy.
- */
-typedef struct sy_pick_result {
-  /*
-   The chosen subchannel (as in the transport callbacks).
-   */
-  uint64_t subchannel_id;
-  /*
-   The subchannel's address: `address_len` bytes of UTF-8, NOT
-   NUL-terminated.
-   */
-  const char *address;
-  size_t address_len;
-  /*
-   The address's user data from `sy_channel_update_addresses` (NULL if none).
-   */
-  void *user_data;
-  /*
-   Opaque: what `sy_pick_done` needs. All zero once done.
-   */
-  uint64_t _token[SY_PICK_TOKEN_WORDS];
-} sy_pick_result;
-
-/*
- A named load metric reported with an RPC's outcome (ORCA-style:
- "cpu_utilization", "qps", ...). `name` is NUL-terminated UTF-8.
- */
-typedef struct sy_load_metric {
-  const char *name;
-  double value;
-} sy_load_metric;
-
 #ifdef __cplusplus
 extern "C" {
 #endif // __cplusplus
 
-/*
- The library's version, e.g. "0.1.0": a static NUL-terminated string.
-
- Compare with the header's `SY_VERSION_*` macros to detect a header/library
- mismatch. Any thread.
+/**
+ * The library's version, e.g. "0.1.0": a static NUL-terminated string.
+ *
+ * Compare with the header's `SY_VERSION_*` macros to detect a header/library
+ * mismatch. Any thread.
  */
 const char *sy_version(void);
 
-/*
- The response message: `sy_buffer_len` bytes (NULL only for a NULL
- buffer). Valid until `sy_buffer_free`. Any thread.
+/* ----------------------------------------------------------------------------
+ * Runtime
+ *
+ * One event-loop thread that owns connections, timers and state changes for
+ * any number of channels. Create one per process (sy_runtime_new), free it
+ * last (sy_runtime_free, after its channels).
+ * -------------------------------------------------------------------------- */
+
+/**
+ * Starts a runtime: one event-loop thread that runs every policy callback,
+ * subchannel state machine and timer of the channels created on it.
+ *
+ * On success `*out` is a new runtime, owned by the caller, to be freed with
+ * `sy_runtime_free`. Any thread.
+ */
+SY_MUST_USE sy_status sy_runtime_new(struct sy_runtime **out);
+
+/**
+ * Stops the runtime: closes every channel still on it (waking their waiting
+ * picks and calls with SY_CLOSED) and joins its thread, then the channels'
+ * completion threads (every `sy_call_unary_start` callback has returned).
+ * Channels created on it stay valid handles, but every call that needs the
+ * loop returns SY_RUNTIME_GONE or SY_CLOSED; they must still be freed. NULL
+ * is a no-op.
+ *
+ * Any thread except the loop itself (never from a callback); called once.
+ */
+void sy_runtime_free(struct sy_runtime *rt);
+
+/* ----------------------------------------------------------------------------
+ * Channel
+ *
+ * One target, one load-balancing policy, its subchannels. The short path is
+ * sy_channel_new_simple with options from sy_channel_options_new_insecure or
+ * _new_tls; sy_channel_new_with_options adds a host transport (the host owns
+ * the connections), a state callback and address user data. Every function
+ * on a channel may be called from any thread, concurrently, except
+ * sy_channel_free.
+ * -------------------------------------------------------------------------- */
+
+/**
+ * The short path to a channel whose connections the library makes:
+ * `sy_channel_new_with_options` without a host transport, state callback or
+ * user data, and with the credentials named (`options` is required: from
+ * `sy_channel_options_new_insecure`, `sy_channel_options_new_tls` or
+ * `sy_channel_options_new`, so that plaintext vs TLS is a visible choice).
+ *
+ * - `target`: "ipv4:127.0.0.1:50051,127.0.0.1:50052", "dns:///host:port"
+ *   or "host:port". Not NULL.
+ * - `service_config_json`: selects the policy, e.g.
+ *   `{"loadBalancingConfig":[{"round_robin":{}}]}`; NULL for pick_first.
+ *
+ * Errors: SY_NULL_PARAMETER (`rt`, `target`, `options`, `out`),
+ * SY_INVALID_UTF8, SY_INVALID_ARGUMENT, SY_INVALID_TARGET,
+ * SY_INVALID_SERVICE_CONFIG, SY_RUNTIME_GONE. On success `*out` is a new
+ * channel owned by the caller (`sy_channel_free`); `options` may be freed
+ * at once. Any thread but not from a callback.
+ */
+SY_MUST_USE
+sy_status sy_channel_new_simple(const struct sy_runtime *rt,
+                                const char *target,
+                                const char *service_config_json,
+                                const struct sy_channel_options *options,
+                                struct sy_channel **out);
+
+/**
+ * Creates a channel on `rt` with default options: as
+ * `sy_channel_new_with_options` with `options` NULL.
+ *
+ * - `target`: "" when the host supplies addresses with
+ *   `sy_channel_update_addresses`; otherwise "ipv4:1.2.3.4:80,...",
+ *   "dns:///host:port" or "host:port". Not NULL.
+ * - `service_config_json`: a gRPC service config selecting the policy
+ *   (`{"loadBalancingConfig":[{"round_robin":{}}]}`); NULL or "" for the
+ *   default (pick_first).
+ * - `host`: the host's transport callbacks (external connector): the host
+ *   owns connections and reports their states, and RPCs are sent by the
+ *   host on what `sy_pick` returns. NULL for library-managed connections:
+ *   the library's own TCP / TLS / HTTP/2 to each address, used by
+ *   `sy_call_unary` and `sy_call_unary_start`. With default options those
+ *   are TLS, verifying each address's host name against the bundled Mozilla
+ *   roots; `sy_channel_new_with_options` sets plaintext, roots, mTLS, ...
+ * - `on_state_change`, `state_ctx`: optional; see `sy_state_fn`.
+ * - `release_user_data`: called once for each non-NULL `user_data` given in
+ *   `sy_channel_update_addresses` when nothing can return it any more. May be
+ *   NULL if no user data is ever given (it is then never released).
+ *
+ * Errors: SY_NULL_PARAMETER, SY_INVALID_UTF8, SY_INVALID_ARGUMENT (a `host`
+ * without `connect` or `shutdown`), SY_INVALID_TARGET,
+ * SY_INVALID_SERVICE_CONFIG, SY_RUNTIME_GONE. On success `*out` is a new
+ * channel owned by the caller (`sy_channel_free`). `state_ctx` and
+ * `host->ctx` must stay valid until `sy_channel_free` returns. Any thread
+ * but not from a callback.
+ */
+SY_MUST_USE
+sy_status sy_channel_new(const struct sy_runtime *rt,
+                         const char *target,
+                         const char *service_config_json,
+                         const struct sy_host_transport *host,
+                         sy_state_fn on_state_change,
+                         void *state_ctx,
+                         sy_release_fn release_user_data,
+                         struct sy_channel **out);
+
+/**
+ * Creates a channel on `rt`, as `sy_channel_new`, with `options` (NULL:
+ * the defaults; see `sy_channel_options`). The options are copied: they may
+ * be changed or freed as soon as this returns.
+ *
+ * Transport settings (insecure, TLS roots / server name / client
+ * certificate, keepalive) are for library-managed channels only: with a
+ * `host` they give SY_INVALID_ARGUMENT, as does insecure together with TLS
+ * settings. Backoff applies to both kinds.
+ */
+SY_MUST_USE
+sy_status sy_channel_new_with_options(const struct sy_runtime *rt,
+                                      const char *target,
+                                      const char *service_config_json,
+                                      const struct sy_channel_options *options,
+                                      const struct sy_host_transport *host,
+                                      sy_state_fn on_state_change,
+                                      void *state_ctx,
+                                      sy_release_fn release_user_data,
+                                      struct sy_channel **out);
+
+/**
+ * External connector: the host reports what its transport for subchannel
+ * `subchannel_id` did. `state` is a `sy_state`: READY = connected;
+ * TRANSIENT_FAILURE = the attempt failed; IDLE = an established connection
+ * ended; CONNECTING is accepted and ignored; SHUTDOWN and unknown numbers give
+ * SY_INVALID_ARGUMENT. `message` (NULL allowed) says why, for failures.
+ * Reports for subchannels that no longer exist are ignored. Asynchronous:
+ * applied on the loop thread (use `sy_channel_sync` to wait for it). Any
+ * thread, including inside the transport callbacks.
+ */
+sy_status sy_channel_report_subconn_state(const struct sy_channel *ch,
+                                          uint64_t subchannel_id,
+                                          uint32_t state,
+                                          const char *message);
+
+/**
+ * Asks an IDLE policy to connect. Any thread.
+ */
+sy_status sy_channel_connect(const struct sy_channel *ch);
+
+/**
+ * Writes the channel's connectivity state (a `sy_state`) to `*out_state`.
+ * After close it is SHUTDOWN. Any thread; wait-free.
+ */
+sy_status sy_channel_state(const struct sy_channel *ch, uint32_t *out_state);
+
+/**
+ * Blocks until the channel's state differs from `from_state`, or for at most
+ * `timeout_ms` milliseconds (`SY_WAIT_FOREVER`: no limit; `SY_NO_WAIT`: only
+ * checks, SY_TIMEOUT at once if the state is still `from_state`). On SY_OK the new
+ * state is written to `*out_state` (may be NULL). SY_TIMEOUT: no change in
+ * time. SY_CLOSED: `from_state` is SHUTDOWN (it never changes). Any thread
+ * except inside this library's callbacks (SY_WRONG_CONTEXT).
+ */
+sy_status sy_channel_wait_for_state_change(const struct sy_channel *ch,
+                                           uint32_t from_state,
+                                           uint64_t timeout_ms,
+                                           uint32_t *out_state);
+
+/**
+ * Waits until the loop has applied everything sent to this channel so far
+ * (addresses, reports, config). Not needed in production; handy in tests.
+ * SY_CLOSED after close. Any thread except inside callbacks
+ * (SY_WRONG_CONTEXT).
+ */
+sy_status sy_channel_sync(const struct sy_channel *ch);
+
+/**
+ * Closes the channel: shuts every subchannel down (the host's `shutdown`
+ * callback runs for each), publishes SHUTDOWN, and wakes waiting picks with
+ * SY_CLOSED. Calls in flight fail (SY_CLOSED); `sy_call_unary_start` calls
+ * complete and the channel's completion threads are joined before this
+ * returns. Later calls on the channel give SY_CLOSED; readers stay valid
+ * (their picks give SY_CLOSED). Idempotent (SY_OK again). Blocks until done.
+ * Any thread except inside callbacks (SY_WRONG_CONTEXT).
+ */
+sy_status sy_channel_close(const struct sy_channel *ch);
+
+/**
+ * Closes (as `sy_channel_close`: every `sy_call_unary_start` callback has
+ * returned when this returns) and frees the channel. Readers made from it
+ * stay valid and must still be freed (their picks give SY_CLOSED), in any
+ * order; picks not yet done stay valid until `sy_pick_done`. NULL is a no-op.
+ * A second free of the same handle is detected while the freed handle is in
+ * a bounded quarantine (SY_INVALID_ARGUMENT in `sy_last_error`); after that
+ * it is undefined, like free(3). Not from inside a callback. Any thread.
+ */
+void sy_channel_free(struct sy_channel *ch);
+
+/* ----------------------------------------------------------------------------
+ * Reader and picks
+ *
+ * A sy_reader is one RPC thread's view of a channel: sy_pick chooses a
+ * subchannel (wait-free on a hit with SY_NO_WAIT), sy_pick_done reports the
+ * RPC's outcome to the policy, exactly once per pick. One reader per thread.
+ * -------------------------------------------------------------------------- */
+
+/**
+ * Creates a reader for the calling RPC thread. SY_CLOSED if the channel is
+ * closed. On success `*out` belongs to the caller (`sy_reader_free`). Any
+ * thread.
+ */
+SY_MUST_USE sy_status sy_reader_new(const struct sy_channel *ch, struct sy_reader **out);
+
+/**
+ * Lets go of the picker generation this reader cached, so what only it kept
+ * alive (old subchannels' user data) can be released now rather than at the
+ * next pick. For RPC threads that go idle. The reader's thread.
+ * SY_WRONG_CONTEXT, doing nothing, from a callback that this reader is
+ * running (a C picker's pick or free, a user data release).
+ */
+sy_status sy_reader_refresh(struct sy_reader *reader);
+
+/**
+ * Frees a reader. Allowed before or after `sy_channel_free`. Picks made
+ * through it stay valid until done. NULL is a no-op. A second free is
+ * detected while the freed handle is in a bounded quarantine (nothing
+ * happens; SY_INVALID_ARGUMENT in `sy_last_error`); after that it is
+ * undefined, like free(3). The reader's thread. From a callback that this
+ * reader is running (a C picker's pick or free, a user data release)
+ * nothing happens and SY_WRONG_CONTEXT is recorded for `sy_last_error`.
+ */
+void sy_reader_free(struct sy_reader *reader);
+
+/**
+ * Picks a subchannel for one RPC.
+ *
+ * - `method`, `method_len`: the full method name ("/pkg.Service/Method"),
+ *   UTF-8, not necessarily NUL-terminated; NULL/0 for none (cheapest).
+ * - `request_hash`: NULL, or the request's hash for hashing policies.
+ * - `timeout_ms`: `SY_NO_WAIT` (0) = do not wait: wait-free, returns
+ *   SY_NO_SUBCHANNEL if the policy has nothing ready yet. Otherwise wait up
+ *   to that long (`SY_WAIT_FOREVER`: no limit) for a picker that has
+ *   something.
+ * - `wait_for_ready`: queue through TRANSIENT_FAILURE instead of failing.
+ *
+ * On SY_OK `*out` holds the pick; call `sy_pick_done` on it exactly once.
+ * Failures (nothing written to `*out`): SY_NO_SUBCHANNEL (`SY_NO_WAIT` only),
+ * SY_UNAVAILABLE (fail the RPC unless wait-for-ready),
+ * SY_DROPPED (fail it, never retry), SY_DEADLINE_EXCEEDED, SY_CLOSED,
+ * SY_NULL_PARAMETER, SY_INVALID_UTF8, SY_INVALID_ARGUMENT (freed reader),
+ * SY_WRONG_CONTEXT (inside a callback, a pick that would have to wait; or
+ * any pick on the reader that is running the callback: a C picker's pick or
+ * free, a user data release); `sy_last_grpc_code()` gives the gRPC code to
+ * fail the RPC with. A `method_len` larger than any object (a negative number
+ * converted to `size_t`) is SY_INVALID_ARGUMENT.
+ *
+ * Threading: the reader's thread. Called concurrently on different readers,
+ * policies' pick callbacks run on the calling thread. With `SY_NO_WAIT` it never
+ * blocks, allocates or takes a lock on success.
+ */
+SY_MUST_USE
+sy_status sy_pick(struct sy_reader *reader,
+                  const char *method,
+                  size_t method_len,
+                  const uint64_t *request_hash,
+                  uint64_t timeout_ms,
+                  bool wait_for_ready,
+                  struct sy_pick_result *out);
+
+/**
+ * Finishes a pick: reports the RPC's outcome to the policy and releases what
+ * the pick kept alive (after this, `result->address` and `user_data` may
+ * dangle).
+ *
+ * - `grpc_code`: the RPC's gRPC status code, 0 = OK (0..=16).
+ * - `latency_ns`: how long the RPC took.
+ * - `metrics`, `metrics_len`: optional named load metrics from the server
+ *   (at most `SY_MAX_LOAD_METRICS`); NULL/0 for none.
+ *
+ * Errors, with the pick left untouched so the call can be repeated with
+ * valid arguments: SY_NULL_PARAMETER, SY_INVALID_ARGUMENT (an unknown code,
+ * too many metrics, or a result that is not a live pick: already done, or
+ * zeroed), SY_INVALID_UTF8 (a metric name).
+ *
+ * Threading: any thread (not only the picking one), once per pick; not
+ * concurrently on the same result. Never blocks; allocates nothing.
+ */
+sy_status sy_pick_done(struct sy_pick_result *result,
+                       uint32_t grpc_code,
+                       uint64_t latency_ns,
+                       const struct sy_load_metric *metrics,
+                       size_t metrics_len);
+
+/* ----------------------------------------------------------------------------
+ * Calls
+ *
+ * Unary RPCs on channels whose connections the library makes:
+ * sy_call_unary_simple and sy_call_unary (blocking, on the caller's reader),
+ * sy_call_unary_start (on the event loop; its callback on the channel's
+ * completion thread), sy_call_cancel. Responses are sy_buffers. A timeout_ms
+ * of SY_NO_WAIT (0) is a deadline already passed; SY_WAIT_FOREVER is none.
+ * -------------------------------------------------------------------------- */
+
+/**
+ * The response message: `sy_buffer_len` bytes (NULL only for a NULL
+ * buffer). Valid until `sy_buffer_free`. Any thread.
  */
 const uint8_t *sy_buffer_data(const struct sy_buffer *buf);
 
-/*
- The response message's length in bytes; 0 for a NULL buffer. Any thread.
+/**
+ * The response message's length in bytes; 0 for a NULL buffer. Any thread.
  */
 size_t sy_buffer_len(const struct sy_buffer *buf);
 
-/*
- Frees a buffer. NULL is a no-op; a second free is undefined, like
- free(3). Any thread.
+/**
+ * Frees a buffer. NULL is a no-op; a second free is undefined, like
+ * free(3). Any thread.
  */
 void sy_buffer_free(struct sy_buffer *buf);
 
-/*
- Looks up response metadata: the `index`-th value (0 = first) of header
- `key` (NUL-terminated, case-insensitive) in the response's initial
- metadata. On SY_OK `*value` / `*value_len` are the raw value's bytes, not
- NUL-terminated ("-bin" values are base64 as sent), valid until
- `sy_buffer_free`. SY_NOT_FOUND if there is no such value. Any thread.
+/**
+ * Looks up response metadata: the `index`-th value (0 = first) of header
+ * `key` (NUL-terminated, case-insensitive) in the response's initial
+ * metadata. On SY_OK `*value` / `*value_len` are the raw value's bytes, not
+ * NUL-terminated ("-bin" values are base64 as sent), valid until
+ * `sy_buffer_free`. SY_NOT_FOUND if there is no such value. Any thread.
  */
 sy_status sy_buffer_header(const struct sy_buffer *buf,
                            const char *key,
@@ -616,9 +937,9 @@ sy_status sy_buffer_header(const struct sy_buffer *buf,
                            const uint8_t **value,
                            size_t *value_len);
 
-/*
- As `sy_buffer_header`, in the response's trailing metadata (where servers
- usually put per-call results; "grpc-status" is there too).
+/**
+ * As `sy_buffer_header`, in the response's trailing metadata (where servers
+ * usually put per-call results; "grpc-status" is there too).
  */
 sy_status sy_buffer_trailer(const struct sy_buffer *buf,
                             const char *key,
@@ -626,37 +947,39 @@ sy_status sy_buffer_trailer(const struct sy_buffer *buf,
                             const uint8_t **value,
                             size_t *value_len);
 
-/*
- One blocking unary RPC on a library-managed channel: picks a subchannel
- with `reader` (as `sy_pick`), sends the request on its HTTP/2 connection,
- waits for the response, and reports the outcome to the policy. A call the
- server never saw (refused stream, GOAWAY) is retried once, transparently.
-
- - `method`: "/package.Service/Method", NUL-terminated.
- - `request`, `request_len`: the serialized request message (NULL only
-   with length 0), copied; at most 4 GiB - 1.
- - `metadata`, `metadata_len`: request metadata (see `sy_metadata`); NULL/0
-   for none.
- - `request_hash`: NULL, or the request's hash for hashing policies.
- - `timeout_ms`: the call's deadline, sent to the server as grpc-timeout
-   and covering the pick too; 0 or `SY_WAIT_FOREVER`: none.
- - `wait_for_ready`: wait through TRANSIENT_FAILURE for a subchannel
-   instead of failing at once with UNAVAILABLE.
-
- On SY_OK `*response_out` is the response, owned by the caller
- (`sy_buffer_free`). On SY_RPC_FAILED `sy_last_grpc_code()` is the gRPC
- status code (e.g. 12 UNIMPLEMENTED from the server, 4 DEADLINE_EXCEEDED,
- 14 UNAVAILABLE) and `sy_last_error` has "grpc status N (NAME): message".
- SY_CLOSED: the channel was closed (or its runtime freed) before or during
- the call. Argument errors (nothing sent, the policy hears nothing):
- SY_NULL_PARAMETER, SY_INVALID_UTF8, SY_INVALID_ARGUMENT (a malformed
- method, metadata (see `sy_metadata`) or length, a freed reader, or a
- reader of a channel whose transports belong to the host: pick with
- `sy_pick` and send on your own transport there).
-
- Threading: the reader's thread; never inside a callback of this library
- (SY_WRONG_CONTEXT). Calls on different readers run in parallel, sharing
- only the subchannel's HTTP/2 connection (multiplexed streams).
+/**
+ * One blocking unary RPC on a library-managed channel: picks a subchannel
+ * with `reader` (as `sy_pick`), sends the request on its HTTP/2 connection,
+ * waits for the response, and reports the outcome to the policy. A call the
+ * server never saw (refused stream, GOAWAY) is retried once, transparently.
+ *
+ * - `method`: "/package.Service/Method", NUL-terminated.
+ * - `request`, `request_len`: the serialized request message (NULL only
+ *   with length 0), copied; at most 4 GiB - 1.
+ * - `metadata`, `metadata_len`: request metadata (see `sy_metadata`); NULL/0
+ *   for none.
+ * - `request_hash`: NULL, or the request's hash for hashing policies.
+ * - `timeout_ms`: the call's deadline, sent to the server as grpc-timeout
+ *   and covering the pick too; `SY_WAIT_FOREVER`: none. `SY_NO_WAIT` (0)
+ *   is a deadline already passed, as in gRPC: the call fails with 4
+ *   DEADLINE_EXCEEDED before anything is picked or sent.
+ * - `wait_for_ready`: wait through TRANSIENT_FAILURE for a subchannel
+ *   instead of failing at once with UNAVAILABLE.
+ *
+ * On SY_OK `*response_out` is the response, owned by the caller
+ * (`sy_buffer_free`). On SY_RPC_FAILED `sy_last_grpc_code()` is the gRPC
+ * status code (e.g. 12 UNIMPLEMENTED from the server, 4 DEADLINE_EXCEEDED,
+ * 14 UNAVAILABLE) and `sy_last_error` has "grpc status N (NAME): message".
+ * SY_CLOSED: the channel was closed (or its runtime freed) before or during
+ * the call. Argument errors (nothing sent, the policy hears nothing):
+ * SY_NULL_PARAMETER, SY_INVALID_UTF8, SY_INVALID_ARGUMENT (a malformed
+ * method, metadata (see `sy_metadata`) or length, a freed reader, or a
+ * reader of a channel whose transports belong to the host: pick with
+ * `sy_pick` and send on your own transport there).
+ *
+ * Threading: the reader's thread; never inside a callback of this library
+ * (SY_WRONG_CONTEXT). Calls on different readers run in parallel, sharing
+ * only the subchannel's HTTP/2 connection (multiplexed streams).
  */
 SY_MUST_USE
 sy_status sy_call_unary(struct sy_reader *reader,
@@ -670,29 +993,45 @@ sy_status sy_call_unary(struct sy_reader *reader,
                         bool wait_for_ready,
                         struct sy_buffer **response_out);
 
-/*
- Starts one unary RPC and returns at once; `callback` hears how it ended.
- Arguments as `sy_call_unary`'s, all copied before this returns
- (`user_ctx` is passed through untouched). `call_id_out` (NULL allowed)
- receives the call's id for `sy_call_cancel`, on SY_OK only; ids are never
- reused on a channel.
+/**
+ * The short path to a blocking unary RPC: `sy_call_unary` without
+ * metadata or request hash, and without wait-for-ready (a channel in
+ * TRANSIENT_FAILURE fails the call at once with 14 UNAVAILABLE, as gRPC's
+ * default). `timeout_ms`: `SY_WAIT_FOREVER` for no deadline; `SY_NO_WAIT`
+ * (0) fails with DEADLINE_EXCEEDED. Results, ownership and threading as
+ * `sy_call_unary`'s.
+ */
+SY_MUST_USE
+sy_status sy_call_unary_simple(struct sy_reader *reader,
+                               const char *method,
+                               const uint8_t *request,
+                               size_t request_len,
+                               uint64_t timeout_ms,
+                               struct sy_buffer **response_out);
 
- The call costs no thread while it runs, however many are in flight: the
- channel's event loop picks for it (waiting, like `sy_call_unary`, for a
- READY subchannel when none is yet, or through TRANSIENT_FAILURE with
- `wait_for_ready`), drives its HTTP/2 stream, retries it once
- transparently, reports its outcome to the policy, and ends it at its
- deadline. The callback runs on the channel's completion thread (see
- `sy_call_done_fn`). `sy_channel_close`, `sy_channel_free` and
- `sy_runtime_free` complete every call still running with SY_CLOSED and
- return once every callback of the channel has returned.
-
- Returns SY_OK if the call was accepted: `callback` then runs exactly once.
- Otherwise it never runs: SY_NULL_PARAMETER (`channel`, `method` or
- `callback`), SY_INVALID_UTF8, SY_INVALID_ARGUMENT (as `sy_call_unary`),
- SY_CLOSED (channel closed or runtime freed), SY_IO (the completion thread
- could not be started). Any thread, including inside this library's
- callbacks (it never blocks on the network).
+/**
+ * Starts one unary RPC and returns at once; `callback` hears how it ended.
+ * Arguments as `sy_call_unary`'s, all copied before this returns
+ * (`user_ctx` is passed through untouched). `call_id_out` (NULL allowed)
+ * receives the call's id for `sy_call_cancel`, on SY_OK only; ids are never
+ * reused on a channel.
+ *
+ * The call costs no thread while it runs, however many are in flight: the
+ * channel's event loop picks for it (waiting, like `sy_call_unary`, for a
+ * READY subchannel when none is yet, or through TRANSIENT_FAILURE with
+ * `wait_for_ready`), drives its HTTP/2 stream, retries it once
+ * transparently, reports its outcome to the policy, and ends it at its
+ * deadline. The callback runs on the channel's completion thread (see
+ * `sy_call_done_fn`). `sy_channel_close`, `sy_channel_free` and
+ * `sy_runtime_free` complete every call still running with SY_CLOSED and
+ * return once every callback of the channel has returned.
+ *
+ * Returns SY_OK if the call was accepted: `callback` then runs exactly once.
+ * Otherwise it never runs: SY_NULL_PARAMETER (`channel`, `method` or
+ * `callback`), SY_INVALID_UTF8, SY_INVALID_ARGUMENT (as `sy_call_unary`),
+ * SY_CLOSED (channel closed or runtime freed), SY_IO (the completion thread
+ * could not be started). Any thread, including inside this library's
+ * callbacks (it never blocks on the network).
  */
 SY_MUST_USE
 sy_status sy_call_unary_start(const struct sy_channel *channel,
@@ -708,246 +1047,195 @@ sy_status sy_call_unary_start(const struct sy_channel *channel,
                               void *user_ctx,
                               uint64_t *call_id_out);
 
-/*
- Cancels a call started with `sy_call_unary_start` on `channel`: SY_OK if
- it was still running (its callback then runs with SY_RPC_FAILED and gRPC
- code 1 CANCELLED, or SY_CLOSED if the channel is closing meanwhile; its
- HTTP/2 stream, if it had one, is reset with RST_STREAM(CANCEL) and the
- policy hears the attempt failed); SY_NOT_FOUND if it already finished
- (its callback has run or is about to) or no such call was started here.
- Never blocks. Any thread, including inside this library's callbacks.
+/**
+ * Cancels a call started with `sy_call_unary_start` on `channel`: SY_OK if
+ * it was still running (its callback then runs with SY_RPC_FAILED and gRPC
+ * code 1 CANCELLED, or SY_CLOSED if the channel is closing meanwhile; its
+ * HTTP/2 stream, if it had one, is reset with RST_STREAM(CANCEL) and the
+ * policy hears the attempt failed); SY_NOT_FOUND if it already finished
+ * (its callback has run or is about to) or no such call was started here.
+ * Never blocks. Any thread, including inside this library's callbacks.
  */
 SY_MUST_USE sy_status sy_call_cancel(const struct sy_channel *channel, uint64_t call_id);
 
-/*
- Creates a channel on `rt` with default options: as
- `sy_channel_new_with_options` with `options` NULL.
+/* ----------------------------------------------------------------------------
+ * Policies
+ *
+ * Load-balancing policies written in C: sy_balancer_register a name with
+ * callbacks; they run on the loop thread and call back through sy_cc_*
+ * (subchannels, state, pickers). Pickers they publish run on RPC threads.
+ * -------------------------------------------------------------------------- */
 
- - `target`: "" when the host supplies addresses with
-   `sy_channel_update_addresses`; otherwise "ipv4:1.2.3.4:80,...",
-   "dns:///host:port" or "host:port". Not NULL.
- - `service_config_json`: a gRPC service config selecting the policy
-   (`{"loadBalancingConfig":[{"round_robin":{}}]}`); NULL or "" for the
-   default (pick_first).
- - `host`: the host's transport callbacks (external connector): the host
-   owns connections and reports their states, and RPCs are sent by the
-   host on what `sy_pick` returns. NULL for library-managed connections:
-   the library's own TCP / TLS / HTTP/2 to each address, used by
-   `sy_call_unary` and `sy_call_unary_start`. With default options those
-   are TLS, verifying each address's host name against the bundled Mozilla
-   roots; `sy_channel_new_with_options` sets plaintext, roots, mTLS, ...
- - `on_state_change`, `state_ctx`: optional; see `sy_state_fn`.
- - `release_user_data`: called once for each non-NULL `user_data` given in
-   `sy_channel_update_addresses` when nothing can return it any more. May be
-   NULL if no user data is ever given (it is then never released).
-
- Errors: SY_NULL_PARAMETER, SY_INVALID_UTF8, SY_INVALID_ARGUMENT (a `host`
- without `connect` or `shutdown`), SY_INVALID_TARGET,
- SY_INVALID_SERVICE_CONFIG, SY_RUNTIME_GONE. On success `*out` is a new
- channel owned by the caller (`sy_channel_free`). `state_ctx` and
- `host->ctx` must stay valid until `sy_channel_free` returns. Any thread
- but not from a callback.
+/**
+ * Registers a policy written in C under `name` (case-insensitive; a later
+ * registration of the same name replaces it, built-ins included). Channels
+ * select it by name in their service config's `loadBalancingConfig`; its
+ * config object is ignored. `callbacks` is copied; `builder_ctx` is passed to
+ * `build` and `free_builder`. Errors: SY_NULL_PARAMETER, SY_INVALID_UTF8,
+ * SY_INVALID_ARGUMENT (empty name; missing build, update_addresses or
+ * subchannel_state). Any thread.
  */
-SY_MUST_USE
-sy_status sy_channel_new(const struct sy_runtime *rt,
-                         const char *target,
-                         const char *service_config_json,
-                         const struct sy_host_transport *host,
-                         sy_state_fn on_state_change,
-                         void *state_ctx,
-                         sy_release_fn release_user_data,
-                         struct sy_channel **out);
+sy_status sy_balancer_register(const char *name,
+                               const struct sy_balancer_callbacks *callbacks,
+                               void *builder_ctx);
 
-/*
- Creates a channel on `rt`, as `sy_channel_new`, with `options` (NULL:
- the defaults; see `sy_channel_options`). The options are copied: they may
- be changed or freed as soon as this returns.
-
- Transport settings (insecure, TLS roots / server name / client
- certificate, keepalive) are for library-managed channels only: with a
- `host` they give SY_INVALID_ARGUMENT, as does insecure together with TLS
- settings. Backoff applies to both kinds.
+/**
+ * Whether a policy is registered under `name` (built-ins: "pick_first",
+ * "round_robin"). False for NULL or invalid UTF-8 (with the reason in
+ * `sy_last_error`). Any thread.
  */
-SY_MUST_USE
-sy_status sy_channel_new_with_options(const struct sy_runtime *rt,
-                                      const char *target,
-                                      const char *service_config_json,
-                                      const struct sy_channel_options *options,
-                                      const struct sy_host_transport *host,
-                                      sy_state_fn on_state_change,
-                                      void *state_ctx,
-                                      sy_release_fn release_user_data,
-                                      struct sy_channel **out);
+bool sy_balancer_registered(const char *name);
 
-/*
- Replaces the channel's address list (the host acting as resolver); the
- policy applies it incrementally (subchannels for unchanged addresses are
- kept). `addresses` may be NULL when `len` is 0 (an empty list).
+/**
+ * Creates a subchannel (IDLE) for the address at `address_index` of the list
+ * the latest `update_addresses` callback received (its user data comes
+ * along). On success `*out_subchannel_id` is its id. Errors:
+ * SY_NULL_PARAMETER, SY_WRONG_CONTEXT, SY_INVALID_ARGUMENT (index out of
+ * range), SY_CLOSED. Inside this balancer's callbacks only (loop thread).
+ */
+sy_status sy_cc_new_subconn(struct sy_cc *cc, size_t address_index, uint64_t *out_subchannel_id);
 
- Ownership of user data: if the call fails argument checks
- (SY_NULL_PARAMETER, SY_INVALID_ARGUMENT, SY_INVALID_UTF8), nothing was
- taken. Otherwise each non-NULL `user_data` now belongs to the library,
- which calls `release_user_data` on it exactly once (already done if the
- call returned SY_CLOSED or SY_RUNTIME_GONE). A pointer listed twice is released twice.
- The array and strings are copied. Any thread.
+/**
+ * Starts connecting an IDLE subchannel (no-op otherwise). SY_NOT_FOUND for
+ * an id this balancer did not create (or one already shut down). Inside this
+ * balancer's callbacks only.
+ */
+sy_status sy_cc_connect(struct sy_cc *cc, uint64_t subchannel_id);
+
+/**
+ * Shuts a subchannel down; its SHUTDOWN state is delivered once, later.
+ * SY_NOT_FOUND as for `sy_cc_connect`. Inside this balancer's callbacks only.
+ */
+sy_status sy_cc_shutdown_subconn(struct sy_cc *cc, uint64_t subchannel_id);
+
+/**
+ * Asks the resolver to resolve again. Inside this balancer's callbacks only.
+ */
+sy_status sy_cc_resolve_now(struct sy_cc *cc);
+
+/**
+ * Publishes the balancer's aggregate state (a `sy_state` other than
+ * SHUTDOWN) and a new picker; queued picks wake and try it. On SY_OK the
+ * library owns `picker->ctx` (see `sy_picker_free_fn`); on failure nothing
+ * was taken. Errors: SY_NULL_PARAMETER (cc, picker, picker->pick),
+ * SY_INVALID_ARGUMENT (state, error code), SY_NOT_FOUND (a subchannel id not
+ * of this balancer), SY_INVALID_UTF8, SY_WRONG_CONTEXT. Inside this
+ * balancer's callbacks only.
+ */
+sy_status sy_cc_update_state(struct sy_cc *cc, uint32_t state, const struct sy_picker *picker);
+
+/* ----------------------------------------------------------------------------
+ * Resolvers
+ *
+ * A host that resolves names itself creates the channel with target ""
+ * and hands it each address list (with per-address user data) and its
+ * resolver errors; the library's own resolvers ("ipv4:", "dns:///",
+ * "host:port") need neither. Any channel takes a new service config.
+ * -------------------------------------------------------------------------- */
+
+/**
+ * Replaces the channel's address list (the host acting as resolver); the
+ * policy applies it incrementally (subchannels for unchanged addresses are
+ * kept). `addresses` may be NULL when `len` is 0 (an empty list).
+ *
+ * Ownership of user data: if the call fails argument checks
+ * (SY_NULL_PARAMETER, SY_INVALID_ARGUMENT, SY_INVALID_UTF8), nothing was
+ * taken. Otherwise each non-NULL `user_data` now belongs to the library,
+ * which calls `release_user_data` on it exactly once (already done if the
+ * call returned SY_CLOSED or SY_RUNTIME_GONE). A pointer listed twice is released twice.
+ * The array and strings are copied. Any thread.
  */
 sy_status sy_channel_update_addresses(const struct sy_channel *ch,
                                       const struct sy_address *addresses,
                                       size_t len);
 
-/*
- Switches to a new service config (JSON). An invalid one gives
- SY_INVALID_SERVICE_CONFIG and the current one is kept. Any thread.
+/**
+ * Switches to a new service config (JSON). An invalid one gives
+ * SY_INVALID_SERVICE_CONFIG and the current one is kept. Any thread.
  */
 sy_status sy_channel_update_service_config(const struct sy_channel *ch,
                                            const char *service_config_json);
 
-/*
- The host's resolver failed (`message`: NUL-terminated UTF-8). The policy
- keeps its last good addresses if it has any. Any thread.
+/**
+ * The host's resolver failed (`message`: NUL-terminated UTF-8). The policy
+ * keeps its last good addresses if it has any. Any thread.
  */
 sy_status sy_channel_report_resolver_error(const struct sy_channel *ch, const char *message);
 
-/*
- External connector: the host reports what its transport for subchannel
- `subchannel_id` did. `state` is a `sy_state`: READY = connected;
- TRANSIENT_FAILURE = the attempt failed; IDLE = an established connection
- ended; CONNECTING is accepted and ignored; SHUTDOWN and unknown numbers give
- SY_INVALID_ARGUMENT. `message` (NULL allowed) says why, for failures.
- Reports for subchannels that no longer exist are ignored. Asynchronous:
- applied on the loop thread (use `sy_channel_sync` to wait for it). Any
- thread, including inside the transport callbacks.
- */
-sy_status sy_channel_report_subconn_state(const struct sy_channel *ch,
-                                          uint64_t subchannel_id,
-                                          uint32_t state,
-                                          const char *message);
+/* ----------------------------------------------------------------------------
+ * Options
+ *
+ * What a channel takes beyond target and config: credentials (plaintext or
+ * TLS roots, server name, client certificate), keepalive, size limits,
+ * backoff. Allocate, set, pass to sy_channel_new_simple or
+ * sy_channel_new_with_options (which copy them), free.
+ * -------------------------------------------------------------------------- */
 
-/*
- Asks an IDLE policy to connect. Any thread.
- */
-sy_status sy_channel_connect(const struct sy_channel *ch);
-
-/*
- Writes the channel's connectivity state (a `sy_state`) to `*out_state`.
- After close it is SHUTDOWN. Any thread; wait-free.
- */
-sy_status sy_channel_state(const struct sy_channel *ch, uint32_t *out_state);
-
-/*
- Blocks until the channel's state differs from `from_state`, or for at most
- `timeout_ms` milliseconds (`SY_WAIT_FOREVER`: no limit). On SY_OK the new
- state is written to `*out_state` (may be NULL). SY_TIMEOUT: no change in
- time. SY_CLOSED: `from_state` is SHUTDOWN (it never changes). Any thread
- except inside this library's callbacks (SY_WRONG_CONTEXT).
- */
-sy_status sy_channel_wait_for_state_change(const struct sy_channel *ch,
-                                           uint32_t from_state,
-                                           uint64_t timeout_ms,
-                                           uint32_t *out_state);
-
-/*
- Waits until the loop has applied everything sent to this channel so far
- (addresses, reports, config). Not needed in production; handy in tests.
- SY_CLOSED after close. Any thread except inside callbacks
- (SY_WRONG_CONTEXT).
- */
-sy_status sy_channel_sync(const struct sy_channel *ch);
-
-/*
- Closes the channel: shuts every subchannel down (the host's `shutdown`
- callback runs for each), publishes SHUTDOWN, and wakes waiting picks with
- SY_CLOSED. Calls in flight fail (SY_CLOSED); `sy_call_unary_start` calls
- complete and the channel's completion threads are joined before this
- returns. Later calls on the channel give SY_CLOSED; readers stay valid
- (their picks give SY_CLOSED). Idempotent (SY_OK again). Blocks until done.
- Any thread except inside callbacks (SY_WRONG_CONTEXT).
- */
-sy_status sy_channel_close(const struct sy_channel *ch);
-
-/*
- Closes (as `sy_channel_close`: every `sy_call_unary_start` callback has
- returned when this returns) and frees the channel. Readers made from it
- stay valid and must still be freed (their picks give SY_CLOSED), in any
- order; picks not yet done stay valid until `sy_pick_done`. NULL is a no-op.
- A second free of the same handle is detected while the freed handle is in
- a bounded quarantine (SY_INVALID_ARGUMENT in `sy_last_error`); after that
- it is undefined, like free(3). Not from inside a callback. Any thread.
- */
-void sy_channel_free(struct sy_channel *ch);
-
-/*
- Copies the detail of this thread's last failed call into `buf` as a
- NUL-terminated string, truncated to `len - 1` bytes, and returns the full
- length of the message (like snprintf): call with `buf` NULL and `len` 0 to
- size a buffer. Returns 0 (and writes "" when `len` > 0) if no call on this
- thread has failed. Successful calls do not clear it (like errno). A `len`
- no buffer can have (more than `PTRDIFF_MAX`: a negative number converted
- to `size_t`) writes nothing.
-
- The message starts with the status name, e.g. "SY_CLOSED: channel is
- closed". Any thread; reads only the calling thread's record.
- */
-size_t sy_last_error(char *buf, size_t len);
-
-/*
- The status of this thread's last failed call, or `SY_OK` if none failed.
- Any thread.
- */
-uint32_t sy_last_status(void);
-
-/*
- For a failed `sy_pick`: the gRPC status code the RPC should fail with
- (e.g. 14 UNAVAILABLE, 4 DEADLINE_EXCEEDED, or whatever code the policy
- chose). For a failed `sy_call_unary` (SY_RPC_FAILED, SY_CLOSED): the
- call's gRPC status code, the server's (e.g. 12 UNIMPLEMENTED) or the
- client's. 2 (UNKNOWN) after other failures, 0 if none. Any thread; reads
- only the calling thread's record.
- */
-uint32_t sy_last_grpc_code(void);
-
-/*
- Allocates options holding the defaults. On success `*out` belongs to the
- caller (`sy_channel_options_free`). Any thread.
+/**
+ * Allocates options holding the defaults. On success `*out` belongs to the
+ * caller (`sy_channel_options_free`). Any thread.
  */
 SY_MUST_USE sy_status sy_channel_options_new(struct sy_channel_options **out);
 
-/*
- Frees options. Channels created with them are unaffected. NULL is a
- no-op; a second free is undefined, like free(3).
+/**
+ * The common case in one call: options for plaintext HTTP/2 (h2c), as
+ * `sy_channel_options_new` followed by `sy_channel_options_set_insecure(o,
+ * true)`. For backends without TLS (on loopback, in a trusted network).
+ * On success `*out` belongs to the caller (`sy_channel_options_free`).
+ * Any thread.
+ */
+SY_MUST_USE sy_status sy_channel_options_new_insecure(struct sy_channel_options **out);
+
+/**
+ * The common case in one call: options for TLS, verifying each address's
+ * host name. `roots_pem`, `len`: the roots to trust, as
+ * `sy_channel_options_set_tls_roots_pem`; NULL and 0 for the bundled Mozilla
+ * roots (what `sy_channel_options_new` gives). Errors as that setter's
+ * (SY_INVALID_ARGUMENT: no parsable certificate; SY_NULL_PARAMETER: NULL
+ * with a length). On success `*out` belongs to the caller
+ * (`sy_channel_options_free`). Any thread.
+ */
+SY_MUST_USE
+sy_status sy_channel_options_new_tls(const uint8_t *roots_pem,
+                                     size_t len,
+                                     struct sy_channel_options **out);
+
+/**
+ * Frees options. Channels created with them are unaffected. NULL is a
+ * no-op; a second free is undefined, like free(3).
  */
 void sy_channel_options_free(struct sy_channel_options *opts);
 
-/*
- `insecure` true: plaintext HTTP/2 (h2c, prior knowledge) instead of TLS.
- Cannot be combined with the TLS setters (the channel creation fails with
- SY_INVALID_ARGUMENT).
+/**
+ * `insecure` true: plaintext HTTP/2 (h2c, prior knowledge) instead of TLS.
+ * Cannot be combined with the TLS setters (the channel creation fails with
+ * SY_INVALID_ARGUMENT).
  */
 sy_status sy_channel_options_set_insecure(struct sy_channel_options *opts, bool insecure);
 
-/*
- Trust only these roots: `pem`, `len` bytes of PEM with at least one
- CERTIFICATE (copied; it need not be NUL-terminated). Replaces the bundled
- Mozilla roots. SY_INVALID_ARGUMENT if it holds no parsable certificate.
+/**
+ * Trust only these roots: `pem`, `len` bytes of PEM with at least one
+ * CERTIFICATE (copied; it need not be NUL-terminated). Replaces the bundled
+ * Mozilla roots. SY_INVALID_ARGUMENT if it holds no parsable certificate.
  */
 sy_status sy_channel_options_set_tls_roots_pem(struct sy_channel_options *opts,
                                                const uint8_t *pem,
                                                size_t len);
 
-/*
- The name to send as SNI and to verify the server's certificate against,
- for every address (NUL-terminated UTF-8, copied). By default each
- address's own host is used. "" restores that default.
+/**
+ * The name to send as SNI and to verify the server's certificate against,
+ * for every address (NUL-terminated UTF-8, copied). By default each
+ * address's own host is used. "" restores that default.
  */
 sy_status sy_channel_options_set_tls_server_name(struct sy_channel_options *opts,
                                                  const char *server_name);
 
-/*
- Mutual TLS: present this certificate chain (`cert_pem`, PEM, leaf first)
- and private key (`key_pem`, PEM: PKCS#8, PKCS#1 or SEC1). Both copied;
- neither need be NUL-terminated. SY_INVALID_ARGUMENT if either does not
- parse (whether the key matches the certificate is checked when
- connecting).
+/**
+ * Mutual TLS: present this certificate chain (`cert_pem`, PEM, leaf first)
+ * and private key (`key_pem`, PEM: PKCS#8, PKCS#1 or SEC1). Both copied;
+ * neither need be NUL-terminated. SY_INVALID_ARGUMENT if either does not
+ * parse (whether the key matches the certificate is checked when
+ * connecting).
  */
 sy_status sy_channel_options_set_client_cert(struct sy_channel_options *opts,
                                              const uint8_t *cert_pem,
@@ -955,237 +1243,110 @@ sy_status sy_channel_options_set_client_cert(struct sy_channel_options *opts,
                                              const uint8_t *key_pem,
                                              size_t key_len);
 
-/*
- HTTP/2 keepalive: after `time_ms` without reading anything, send a PING
- and drop the connection if no ack comes within `timeout_ms` (0: 20000,
- gRPC's default). `permit_without_calls`: also when no call is in flight.
- `time_ms` 0 turns keepalive off (the default). A server may answer too
- frequent pings with GOAWAY ENHANCE_YOUR_CALM; the time is then doubled.
+/**
+ * HTTP/2 keepalive: after `time_ms` without reading anything, send a PING
+ * and drop the connection if no ack comes within `timeout_ms` (0: 20000,
+ * gRPC's default). `permit_without_calls`: also when no call is in flight.
+ * `time_ms` 0 turns keepalive off (the default). A server may answer too
+ * frequent pings with GOAWAY ENHANCE_YOUR_CALM; the time is then doubled.
  */
 sy_status sy_channel_options_set_keepalive(struct sy_channel_options *opts,
                                            uint64_t time_ms,
                                            uint64_t timeout_ms,
                                            bool permit_without_calls);
 
-/*
- The largest response message a call accepts, in bytes: a larger one
- fails that call with gRPC status RESOURCE_EXHAUSTED (8) before it is
- buffered. 0 restores the default, 4 MiB (gRPC's). SY_INVALID_ARGUMENT
- above 4294967295 (gRPC's length prefix is 32 bits). For library-managed
- channels: with a host transport the channel creation fails with
- SY_INVALID_ARGUMENT.
+/**
+ * The largest response message a call accepts, in bytes: a larger one
+ * fails that call with gRPC status RESOURCE_EXHAUSTED (8) before it is
+ * buffered. 0 restores the default, 4 MiB (gRPC's). SY_INVALID_ARGUMENT
+ * above 4294967295 (gRPC's length prefix is 32 bits). For library-managed
+ * channels: with a host transport the channel creation fails with
+ * SY_INVALID_ARGUMENT.
  */
 sy_status sy_channel_options_set_max_recv_message_size(struct sy_channel_options *opts,
                                                        size_t bytes);
 
-/*
- The largest response header list (headers, or trailers) a call accepts,
- counted as HTTP/2 does (name + value + 32 bytes per field), announced to
- servers as SETTINGS_MAX_HEADER_LIST_SIZE. A larger list fails its call
- with gRPC status INTERNAL (13); one over four times the limit ends the
- connection. 0 restores the default, 16 MiB (gRPC-Go's). For
- library-managed channels, as the receive message limit.
+/**
+ * The largest response header list (headers, or trailers) a call accepts,
+ * counted as HTTP/2 does (name + value + 32 bytes per field), announced to
+ * servers as SETTINGS_MAX_HEADER_LIST_SIZE. A larger list fails its call
+ * with gRPC status INTERNAL (13); one over four times the limit ends the
+ * connection. 0 restores the default, 16 MiB (gRPC-Go's). For
+ * library-managed channels, as the receive message limit.
  */
 sy_status sy_channel_options_set_max_header_list_size(struct sy_channel_options *opts,
                                                       uint32_t bytes);
 
-/*
- Connection backoff (gRPC's connection-backoff spec): the first retry after
- `initial_ms`, growing x1.6 (+-20 % jitter) up to `max_ms`; every attempt
- gets at least `min_connect_timeout_ms` to connect. 0 keeps that value's
- default (1000, 120000, 20000). SY_INVALID_ARGUMENT if the initial backoff
- exceeds the maximum.
+/**
+ * Connection backoff (gRPC's connection-backoff spec): the first retry after
+ * `initial_ms`, growing x1.6 (+-20 % jitter) up to `max_ms`; every attempt
+ * gets at least `min_connect_timeout_ms` to connect. 0 keeps that value's
+ * default (1000, 120000, 20000). SY_INVALID_ARGUMENT if the initial backoff
+ * exceeds the maximum.
  */
 sy_status sy_channel_options_set_backoff(struct sy_channel_options *opts,
                                          uint64_t initial_ms,
                                          uint64_t max_ms,
                                          uint64_t min_connect_timeout_ms);
 
-/*
- Deprecated, and without effect: `sy_call_unary_start` calls no longer
- run on threads of their own (the event loop drives any number of them,
- and one completion thread per channel runs their callbacks), so there is
- nothing to size. Kept so that existing programs build and run; the
- argument is still checked (1..=`SY_MAX_CALL_THREADS`, else
- SY_INVALID_ARGUMENT).
+/**
+ * Deprecated, and without effect: `sy_call_unary_start` calls no longer
+ * run on threads of their own (the event loop drives any number of them,
+ * and one completion thread per channel runs their callbacks), so there is
+ * nothing to size. Kept so that existing programs build and run; the
+ * argument is still checked (1..=`SY_MAX_CALL_THREADS`, else
+ * SY_INVALID_ARGUMENT).
  */
 sy_status sy_channel_options_set_call_threads(struct sy_channel_options *opts, uint32_t threads);
 
-/*
- Registers a policy written in C under `name` (case-insensitive; a later
- registration of the same name replaces it, built-ins included). Channels
- select it by name in their service config's `loadBalancingConfig`; its
- config object is ignored. `callbacks` is copied; `builder_ctx` is passed to
- `build` and `free_builder`. Errors: SY_NULL_PARAMETER, SY_INVALID_UTF8,
- SY_INVALID_ARGUMENT (empty name; missing build, update_addresses or
- subchannel_state). Any thread.
+/* ----------------------------------------------------------------------------
+ * Errors and names
+ *
+ * Every fallible function returns a sy_status; sy_last_error has the
+ * failed call's detail (per thread), sy_last_grpc_code the gRPC code of a
+ * failed RPC or pick. Names of statuses and states for logs.
+ * -------------------------------------------------------------------------- */
+
+/**
+ * Copies the detail of this thread's last failed call into `buf` as a
+ * NUL-terminated string, truncated to `len - 1` bytes, and returns the full
+ * length of the message (like snprintf): call with `buf` NULL and `len` 0 to
+ * size a buffer. Returns 0 (and writes "" when `len` > 0) if no call on this
+ * thread has failed. Successful calls do not clear it (like errno). A `len`
+ * no buffer can have (more than `PTRDIFF_MAX`: a negative number converted
+ * to `size_t`) writes nothing.
+ *
+ * The message starts with the status name, e.g. "SY_CLOSED: channel is
+ * closed". Any thread; reads only the calling thread's record.
  */
-sy_status sy_balancer_register(const char *name,
-                               const struct sy_balancer_callbacks *callbacks,
-                               void *builder_ctx);
+size_t sy_last_error(char *buf, size_t len);
 
-/*
- Whether a policy is registered under `name` (built-ins: "pick_first",
- "round_robin"). False for NULL or invalid UTF-8 (with the reason in
- `sy_last_error`). Any thread.
+/**
+ * The status of this thread's last failed call, or `SY_OK` if none failed.
+ * Any thread.
  */
-bool sy_balancer_registered(const char *name);
+uint32_t sy_last_status(void);
 
-/*
- Creates a subchannel (IDLE) for the address at `address_index` of the list
- the latest `update_addresses` callback received (its user data comes
- along). On success `*out_subchannel_id` is its id. Errors:
- SY_NULL_PARAMETER, SY_WRONG_CONTEXT, SY_INVALID_ARGUMENT (index out of
- range), SY_CLOSED. Inside this balancer's callbacks only (loop thread).
+/**
+ * For a failed `sy_pick`: the gRPC status code the RPC should fail with
+ * (e.g. 14 UNAVAILABLE, 4 DEADLINE_EXCEEDED, or whatever code the policy
+ * chose). For a failed `sy_call_unary` (SY_RPC_FAILED, SY_CLOSED): the
+ * call's gRPC status code, the server's (e.g. 12 UNIMPLEMENTED) or the
+ * client's. 2 (UNKNOWN) after other failures, 0 if none. Any thread; reads
+ * only the calling thread's record.
  */
-sy_status sy_cc_new_subconn(struct sy_cc *cc, size_t address_index, uint64_t *out_subchannel_id);
+uint32_t sy_last_grpc_code(void);
 
-/*
- Starts connecting an IDLE subchannel (no-op otherwise). SY_NOT_FOUND for
- an id this balancer did not create (or one already shut down). Inside this
- balancer's callbacks only.
- */
-sy_status sy_cc_connect(struct sy_cc *cc, uint64_t subchannel_id);
-
-/*
- Shuts a subchannel down; its SHUTDOWN state is delivered once, later.
- SY_NOT_FOUND as for `sy_cc_connect`. Inside this balancer's callbacks only.
- */
-sy_status sy_cc_shutdown_subconn(struct sy_cc *cc, uint64_t subchannel_id);
-
-/*
- Asks the resolver to resolve again. Inside this balancer's callbacks only.
- */
-sy_status sy_cc_resolve_now(struct sy_cc *cc);
-
-/*
- Publishes the balancer's aggregate state (a `sy_state` other than
- SHUTDOWN) and a new picker; queued picks wake and try it. On SY_OK the
- library owns `picker->ctx` (see `sy_picker_free_fn`); on failure nothing
- was taken. Errors: SY_NULL_PARAMETER (cc, picker, picker->pick),
- SY_INVALID_ARGUMENT (state, error code), SY_NOT_FOUND (a subchannel id not
- of this balancer), SY_INVALID_UTF8, SY_WRONG_CONTEXT. Inside this
- balancer's callbacks only.
- */
-sy_status sy_cc_update_state(struct sy_cc *cc, uint32_t state, const struct sy_picker *picker);
-
-/*
- Creates a reader for the calling RPC thread. SY_CLOSED if the channel is
- closed. On success `*out` belongs to the caller (`sy_reader_free`). Any
- thread.
- */
-SY_MUST_USE sy_status sy_reader_new(const struct sy_channel *ch, struct sy_reader **out);
-
-/*
- Lets go of the picker generation this reader cached, so what only it kept
- alive (old subchannels' user data) can be released now rather than at the
- next pick. For RPC threads that go idle. The reader's thread.
- SY_WRONG_CONTEXT, doing nothing, from a callback that this reader is
- running (a C picker's pick or free, a user data release).
- */
-sy_status sy_reader_refresh(struct sy_reader *reader);
-
-/*
- Frees a reader. Allowed before or after `sy_channel_free`. Picks made
- through it stay valid until done. NULL is a no-op. A second free is
- detected while the freed handle is in a bounded quarantine (nothing
- happens; SY_INVALID_ARGUMENT in `sy_last_error`); after that it is
- undefined, like free(3). The reader's thread. From a callback that this
- reader is running (a C picker's pick or free, a user data release)
- nothing happens and SY_WRONG_CONTEXT is recorded for `sy_last_error`.
- */
-void sy_reader_free(struct sy_reader *reader);
-
-/*
- Picks a subchannel for one RPC.
-
- - `method`, `method_len`: the full method name ("/pkg.Service/Method"),
-   UTF-8, not necessarily NUL-terminated; NULL/0 for none (cheapest).
- - `request_hash`: NULL, or the request's hash for hashing policies.
- - `timeout_ms`: 0 = do not wait: wait-free, returns SY_NO_SUBCHANNEL if
-   the policy has nothing ready yet. Otherwise wait up to that long
-   (`SY_WAIT_FOREVER`: no limit) for a picker that has something.
- - `wait_for_ready`: queue through TRANSIENT_FAILURE instead of failing.
-
- On SY_OK `*out` holds the pick; call `sy_pick_done` on it exactly once.
- Failures (nothing written to `*out`): SY_NO_SUBCHANNEL (timeout 0 only),
- SY_UNAVAILABLE (fail the RPC unless wait-for-ready),
- SY_DROPPED (fail it, never retry), SY_DEADLINE_EXCEEDED, SY_CLOSED,
- SY_NULL_PARAMETER, SY_INVALID_UTF8, SY_INVALID_ARGUMENT (freed reader),
- SY_WRONG_CONTEXT (inside a callback, a pick that would have to wait; or
- any pick on the reader that is running the callback: a C picker's pick or
- free, a user data release); `sy_last_grpc_code()` gives the gRPC code to
- fail the RPC with. A `method_len` larger than any object (a negative number
- converted to `size_t`) is SY_INVALID_ARGUMENT.
-
- Threading: the reader's thread. Called concurrently on different readers,
- policies' pick callbacks run on the calling thread. With timeout 0 it never
- blocks, allocates or takes a lock on success.
- */
-SY_MUST_USE
-sy_status sy_pick(struct sy_reader *reader,
-                  const char *method,
-                  size_t method_len,
-                  const uint64_t *request_hash,
-                  uint64_t timeout_ms,
-                  bool wait_for_ready,
-                  struct sy_pick_result *out);
-
-/*
- Finishes a pick: reports the RPC's outcome to the policy and releases what
- the pick kept alive (after this, `result->address` and `user_data` may
- dangle).
-
- - `grpc_code`: the RPC's gRPC status code, 0 = OK (0..=16).
- - `latency_ns`: how long the RPC took.
- - `metrics`, `metrics_len`: optional named load metrics from the server
-   (at most `SY_MAX_LOAD_METRICS`); NULL/0 for none.
-
- Errors, with the pick left untouched so the call can be repeated with
- valid arguments: SY_NULL_PARAMETER, SY_INVALID_ARGUMENT (an unknown code,
- too many metrics, or a result that is not a live pick: already done, or
- zeroed), SY_INVALID_UTF8 (a metric name).
-
- Threading: any thread (not only the picking one), once per pick; not
- concurrently on the same result. Never blocks; allocates nothing.
- */
-sy_status sy_pick_done(struct sy_pick_result *result,
-                       uint32_t grpc_code,
-                       uint64_t latency_ns,
-                       const struct sy_load_metric *metrics,
-                       size_t metrics_len);
-
-/*
- Starts a runtime: one event-loop thread that runs every policy callback,
- subchannel state machine and timer of the channels created on it.
-
- On success `*out` is a new runtime, owned by the caller, to be freed with
- `sy_runtime_free`. Any thread.
- */
-SY_MUST_USE sy_status sy_runtime_new(struct sy_runtime **out);
-
-/*
- Stops the runtime: closes every channel still on it (waking their waiting
- picks and calls with SY_CLOSED) and joins its thread, then the channels'
- completion threads (every `sy_call_unary_start` callback has returned).
- Channels created on it stay valid handles, but every call that needs the
- loop returns SY_RUNTIME_GONE or SY_CLOSED; they must still be freed. NULL
- is a no-op.
-
- Any thread except the loop itself (never from a callback); called once.
- */
-void sy_runtime_free(struct sy_runtime *rt);
-
-/*
- The name of a status code ("SY_CLOSED"), or "SY_UNKNOWN_STATUS" for a
- number that is not one. A static NUL-terminated string; never NULL. Any
- thread.
+/**
+ * The name of a status code ("SY_CLOSED"), or "SY_UNKNOWN_STATUS" for a
+ * number that is not one. A static NUL-terminated string; never NULL. Any
+ * thread.
  */
 const char *sy_status_str(uint32_t status);
 
-/*
- The name of a connectivity state ("READY"), or "UNKNOWN" for a number that
- is not one. A static NUL-terminated string; never NULL. Any thread.
+/**
+ * The name of a connectivity state ("READY"), or "UNKNOWN" for a number that
+ * is not one. A static NUL-terminated string; never NULL. Any thread.
  */
 const char *sy_state_str(uint32_t state);
 

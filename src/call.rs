@@ -232,6 +232,18 @@ impl Course {
     }
 }
 
+/// gRPC's rule for a deadline that has already passed when a call starts
+/// (a timeout of 0 from C): DEADLINE_EXCEEDED, before anything is picked or
+/// sent, so the server never sees a call its client has given up on.
+fn expired(deadline: Option<Instant>) -> Option<Status> {
+    deadline.filter(|d| *d <= Instant::now()).map(|_| {
+        Status::new(
+            Code::DeadlineExceeded,
+            "deadline exceeded before the call started",
+        )
+    })
+}
+
 fn not_managed() -> &'static str {
     "this channel's transports belong to the host: send on the picked subchannel yourself"
 }
@@ -250,6 +262,9 @@ impl Reader {
             return Err(Status::new(Code::Unimplemented, not_managed()));
         }
         metadata_status(options.metadata)?;
+        if let Some(status) = expired(options.deadline) {
+            return Err(status);
+        }
         let info = PickInfo {
             method,
             hash: options.hash,
@@ -627,6 +642,11 @@ pub(crate) struct Calls {
 impl Calls {
     pub(crate) fn start(&mut self, call: NewCall, shared: &Arc<ChannelShared>, env: &mut Env) {
         let id = call.id;
+        if let Some(status) = expired(call.deadline) {
+            // Completed like any call: on the completion thread, once.
+            call.completion.deliver(Err(status));
+            return;
+        }
         let timer = call
             .deadline
             .map(|at| env.timers.schedule(at, shared.id, TimerKind::Call(id)));

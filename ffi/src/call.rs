@@ -238,12 +238,9 @@ fn call_args(
         // SAFETY: non-NULL, points to a u64 per the contract.
         Some(unsafe { request_hash.read_unaligned() })
     };
-    // 0 is "no deadline" too for a call (it never means "do not wait").
-    let deadline = if timeout_ms == 0 {
-        None
-    } else {
-        timeout_deadline(timeout_ms)
-    };
+    // SY_NO_WAIT (0) is a deadline already passed: the core fails the call
+    // with DEADLINE_EXCEEDED before it picks or sends anything.
+    let deadline = timeout_deadline(timeout_ms);
     Ok(CallArgs {
         method: method.to_string(),
         request: request.to_vec(),
@@ -291,7 +288,9 @@ fn failed_status(reader: &Reader, pool: &CallPool) -> sy_status {
 ///   for none.
 /// - `request_hash`: NULL, or the request's hash for hashing policies.
 /// - `timeout_ms`: the call's deadline, sent to the server as grpc-timeout
-///   and covering the pick too; 0 or `SY_WAIT_FOREVER`: none.
+///   and covering the pick too; `SY_WAIT_FOREVER`: none. `SY_NO_WAIT` (0)
+///   is a deadline already passed, as in gRPC: the call fails with 4
+///   DEADLINE_EXCEEDED before anything is picked or sent.
 /// - `wait_for_ready`: wait through TRANSIENT_FAILURE for a subchannel
 ///   instead of failing at once with UNAVAILABLE.
 ///
@@ -354,6 +353,36 @@ pub extern "C" fn sy_call_unary(
         unsafe { out.write(buf) };
         Ok(())
     })
+}
+
+/// The short path to a blocking unary RPC: `sy_call_unary` without
+/// metadata or request hash, and without wait-for-ready (a channel in
+/// TRANSIENT_FAILURE fails the call at once with 14 UNAVAILABLE, as gRPC's
+/// default). `timeout_ms`: `SY_WAIT_FOREVER` for no deadline; `SY_NO_WAIT`
+/// (0) fails with DEADLINE_EXCEEDED. Results, ownership and threading as
+/// `sy_call_unary`'s.
+#[no_mangle]
+#[must_use]
+pub extern "C" fn sy_call_unary_simple(
+    reader: *mut sy_reader,
+    method: *const c_char,
+    request: *const u8,
+    request_len: usize,
+    timeout_ms: u64,
+    response_out: *mut *mut sy_buffer,
+) -> sy_status {
+    sy_call_unary(
+        reader,
+        method,
+        request,
+        request_len,
+        ptr::null(),
+        0,
+        ptr::null(),
+        timeout_ms,
+        false,
+        response_out,
+    )
 }
 
 fn host_managed() -> Error {
@@ -676,7 +705,9 @@ mod tests {
     #[test]
     fn a_200_ms_call_ends_on_time_behind_eight_silent_calls_with_one_call_thread() {
         let f = Fixture::new();
-        let silent: Vec<_> = (0..9).map(|_| f.start(&[SILENT], 0)).collect();
+        let silent: Vec<_> = (0..9)
+            .map(|_| f.start(&[SILENT], SY_WAIT_FOREVER))
+            .collect();
         assert!(silent.iter().all(|(st, ..)| *st == sy_status::SY_OK));
         let t0 = Instant::now();
         let (st, _, rx) = f.start(&[SILENT], 200);
@@ -693,14 +724,14 @@ mod tests {
             assert_eq!((status, code, response), (sy_status::SY_CLOSED, 1, false));
             assert!(rx.try_recv().is_err());
         }
-        let (st, ..) = f.start(&[], 0);
+        let (st, ..) = f.start(&[], SY_WAIT_FOREVER);
         assert_eq!(st, sy_status::SY_CLOSED);
     }
 
     #[test]
     fn cancel_ends_a_call_with_cancelled_and_resets_its_stream() {
         let f = Fixture::new();
-        let (st, id, rx) = f.start(&[SILENT], 0);
+        let (st, id, rx) = f.start(&[SILENT], SY_WAIT_FOREVER);
         ok(st);
         let deadline = Instant::now() + Duration::from_secs(10);
         while f.server.requests() == 0 {
@@ -735,6 +766,62 @@ mod tests {
         let (status, _, _, response) = rx.recv_timeout(Duration::from_secs(10)).unwrap();
         assert_eq!((status, response), (sy_status::SY_OK, true));
         assert_eq!(sy_call_cancel(f.ch, id2), sy_status::SY_NOT_FOUND);
+    }
+
+    /// One blocking call on a fresh reader of the fixture's channel:
+    /// (status, gRPC code).
+    fn blocking_call(f: &Fixture, timeout_ms: u64) -> (sy_status, u32) {
+        let mut r = ptr::null_mut();
+        ok(crate::reader::sy_reader_new(f.ch, &mut r));
+        let mut resp = ptr::null_mut();
+        let st = sy_call_unary(
+            r,
+            c"/echo.Echo/Unary".as_ptr(),
+            b"hi".as_ptr(),
+            2,
+            ptr::null(),
+            0,
+            ptr::null(),
+            timeout_ms,
+            true,
+            &mut resp,
+        );
+        let code = if st == sy_status::SY_OK {
+            assert!(!resp.is_null());
+            0
+        } else {
+            assert!(resp.is_null(), "written on success only");
+            sy_last_grpc_code()
+        };
+        sy_buffer_free(resp);
+        crate::reader::sy_reader_free(r);
+        (st, code)
+    }
+
+    /// A timeout of 0 means what it means for a pick: no time at all. A call
+    /// given `SY_NO_WAIT` fails with DEADLINE_EXCEEDED and the server never
+    /// sees it (it used to mean "no deadline"); `SY_WAIT_FOREVER` is the
+    /// call without a deadline. Both through both call functions.
+    #[test]
+    fn a_zero_timeout_is_an_expired_deadline_and_wait_forever_is_none() {
+        let f = Fixture::new();
+        assert_eq!(blocking_call(&f, SY_NO_WAIT), (sy_status::SY_RPC_FAILED, 4));
+        let (st, _, rx) = f.start(&[], SY_NO_WAIT);
+        ok(st);
+        let (status, code, message, response) = rx.recv_timeout(Duration::from_secs(10)).unwrap();
+        assert_eq!(
+            (status, code, response),
+            (sy_status::SY_RPC_FAILED, 4, false)
+        );
+        assert_eq!(message, "deadline exceeded before the call started");
+        assert_eq!(f.server.requests(), 0, "an expired call is never sent");
+
+        assert_eq!(blocking_call(&f, SY_WAIT_FOREVER), (sy_status::SY_OK, 0));
+        let (st, _, rx) = f.start(&[], SY_WAIT_FOREVER);
+        ok(st);
+        let (status, code, _, response) = rx.recv_timeout(Duration::from_secs(10)).unwrap();
+        assert_eq!((status, code, response), (sy_status::SY_OK, 0, true));
+        assert_eq!(f.server.requests(), 2);
     }
 
     #[test]

@@ -2,23 +2,29 @@
 //! transport states come in from the host.
 
 use crate::call::CallPool;
-use crate::callback::{sy_host_transport, sy_release_fn, sy_state_fn, CHost, CUserData};
+use crate::callback::{sy_host_transport, sy_release_fn, sy_state_fn, CHost};
 use crate::error::Error;
 use crate::handle::{bury, Shell};
 use crate::macros::{boundary, boundary_or, in_callback, refuse_in_callback};
 use crate::options::{sy_channel_options, Options};
 use crate::runtime::sy_runtime;
 use crate::status::{state_from_c, state_to_c, sy_status};
-use crate::strings::{opt_str_arg, slice_arg, str_arg};
+use crate::strings::{opt_str_arg, str_arg};
 use std::ffi::{c_char, c_void};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-use switchyard::{
-    Address, Channel, ChannelOptions, ConnectivityState, ExternalConnector, SubConnId,
-};
+use switchyard::{Channel, ChannelOptions, ConnectivityState, ExternalConnector, SubConnId};
 
-/// Blocks without a time limit where a `timeout_ms` is taken.
+/// A `timeout_ms` of no limit: `sy_pick`, `sy_channel_wait_for_state_change`
+/// and calls wait as long as it takes (a call then has no deadline).
 pub const SY_WAIT_FOREVER: u64 = u64::MAX;
+
+/// A `timeout_ms` of 0, everywhere one is taken: a deadline that has
+/// already passed (gRPC's meaning of a zero timeout). `sy_pick` and
+/// `sy_channel_wait_for_state_change` do not wait; a call
+/// (`sy_call_unary`, `sy_call_unary_start`) fails with DEADLINE_EXCEEDED
+/// before anything is sent. Any other value is a limit in milliseconds.
+pub const SY_NO_WAIT: u64 = 0;
 
 /// A load-balanced channel. Opaque; owned by the caller (Box). Every function
 /// taking a `sy_channel*` may be called from any thread, concurrently, except
@@ -27,7 +33,7 @@ pub struct sy_channel(pub(crate) Shell<ChannelBox>);
 
 pub(crate) struct ChannelBox {
     pub(crate) channel: Channel,
-    release: sy_release_fn,
+    pub(crate) release: sy_release_fn,
     /// The library owns the connections (no `sy_host_transport`).
     pub(crate) managed: bool,
     /// Whether the channel is closing, for `sy_call_unary_start`'s callbacks.
@@ -46,21 +52,6 @@ impl Drop for ChannelBox {
     fn drop(&mut self) {
         self.close();
     }
-}
-
-/// One address the host resolved.
-#[repr(C)]
-#[derive(Clone, Copy)]
-pub struct sy_address {
-    /// NUL-terminated UTF-8: "ip:port", "[v6]:port", or anything the host's
-    /// transport understands. Copied.
-    pub address: *const c_char,
-    /// Endpoint weight; 0 means unset (treated as 1 by weighing policies).
-    pub weight: u32,
-    /// The host's data for this address, returned by picks and passed to the
-    /// transport callbacks. NULL for none. See `sy_channel_update_addresses`
-    /// for ownership.
-    pub user_data: *mut c_void,
 }
 
 struct StateCtx(*mut c_void);
@@ -85,12 +76,58 @@ pub(crate) fn channel_ref<'a>(ch: *const sy_channel) -> Result<&'a ChannelBox, E
 }
 
 /// The deadline `timeout_ms` from now: `None` for `SY_WAIT_FOREVER` (or a
-/// time too far to represent).
+/// time too far to represent); now (already due) for `SY_NO_WAIT`.
 pub(crate) fn timeout_deadline(timeout_ms: u64) -> Option<Instant> {
     if timeout_ms == SY_WAIT_FOREVER {
         return None;
     }
     Instant::now().checked_add(Duration::from_millis(timeout_ms))
+}
+
+/// The short path to a channel whose connections the library makes:
+/// `sy_channel_new_with_options` without a host transport, state callback or
+/// user data, and with the credentials named (`options` is required: from
+/// `sy_channel_options_new_insecure`, `sy_channel_options_new_tls` or
+/// `sy_channel_options_new`, so that plaintext vs TLS is a visible choice).
+///
+/// - `target`: "ipv4:127.0.0.1:50051,127.0.0.1:50052", "dns:///host:port"
+///   or "host:port". Not NULL.
+/// - `service_config_json`: selects the policy, e.g.
+///   `{"loadBalancingConfig":[{"round_robin":{}}]}`; NULL for pick_first.
+///
+/// Errors: SY_NULL_PARAMETER (`rt`, `target`, `options`, `out`),
+/// SY_INVALID_UTF8, SY_INVALID_ARGUMENT, SY_INVALID_TARGET,
+/// SY_INVALID_SERVICE_CONFIG, SY_RUNTIME_GONE. On success `*out` is a new
+/// channel owned by the caller (`sy_channel_free`); `options` may be freed
+/// at once. Any thread but not from a callback.
+#[no_mangle]
+#[must_use]
+pub extern "C" fn sy_channel_new_simple(
+    rt: *const sy_runtime,
+    target: *const c_char,
+    service_config_json: *const c_char,
+    options: *const sy_channel_options,
+    out: *mut *mut sy_channel,
+) -> sy_status {
+    if options.is_null() {
+        return boundary(|| {
+            Err(Error::null(
+                "options is NULL: pass sy_channel_options_new_insecure() or \
+                 sy_channel_options_new_tls()",
+            ))
+        });
+    }
+    sy_channel_new_with_options(
+        rt,
+        target,
+        service_config_json,
+        options,
+        std::ptr::null(),
+        None,
+        std::ptr::null_mut(),
+        None,
+        out,
+    )
 }
 
 /// Creates a channel on `rt` with default options: as
@@ -232,79 +269,6 @@ pub extern "C" fn sy_channel_new_with_options(
     })
 }
 
-/// Replaces the channel's address list (the host acting as resolver); the
-/// policy applies it incrementally (subchannels for unchanged addresses are
-/// kept). `addresses` may be NULL when `len` is 0 (an empty list).
-///
-/// Ownership of user data: if the call fails argument checks
-/// (SY_NULL_PARAMETER, SY_INVALID_ARGUMENT, SY_INVALID_UTF8), nothing was
-/// taken. Otherwise each non-NULL `user_data` now belongs to the library,
-/// which calls `release_user_data` on it exactly once (already done if the
-/// call returned SY_CLOSED or SY_RUNTIME_GONE). A pointer listed twice is released twice.
-/// The array and strings are copied. Any thread.
-#[no_mangle]
-pub extern "C" fn sy_channel_update_addresses(
-    ch: *const sy_channel,
-    addresses: *const sy_address,
-    len: usize,
-) -> sy_status {
-    boundary(|| {
-        let ch = channel_ref(ch)?;
-        // SAFETY: `len` valid sy_address entries per the contract.
-        let list = unsafe { slice_arg(addresses, len, "addresses") }?;
-        let mut texts = Vec::with_capacity(list.len());
-        for a in list {
-            // SAFETY: NUL-terminated per the contract.
-            texts.push(unsafe { str_arg(a.address, "address") }?);
-        }
-        // Past the checks: from here on the user data is ours.
-        let converted: Vec<Address> = list
-            .iter()
-            .zip(texts)
-            .map(|(a, text)| Address {
-                addr: text.to_string(),
-                weight: a.weight,
-                user_data: CUserData::wrap(a.user_data, ch.release),
-                tag: a.user_data as usize as u64,
-            })
-            .collect();
-        ch.channel.update_addresses(converted)?;
-        Ok(())
-    })
-}
-
-/// Switches to a new service config (JSON). An invalid one gives
-/// SY_INVALID_SERVICE_CONFIG and the current one is kept. Any thread.
-#[no_mangle]
-pub extern "C" fn sy_channel_update_service_config(
-    ch: *const sy_channel,
-    service_config_json: *const c_char,
-) -> sy_status {
-    boundary(|| {
-        let ch = channel_ref(ch)?;
-        // SAFETY: NUL-terminated per the contract.
-        let json = unsafe { str_arg(service_config_json, "service_config_json") }?;
-        ch.channel.update_service_config(json)?;
-        Ok(())
-    })
-}
-
-/// The host's resolver failed (`message`: NUL-terminated UTF-8). The policy
-/// keeps its last good addresses if it has any. Any thread.
-#[no_mangle]
-pub extern "C" fn sy_channel_report_resolver_error(
-    ch: *const sy_channel,
-    message: *const c_char,
-) -> sy_status {
-    boundary(|| {
-        let ch = channel_ref(ch)?;
-        // SAFETY: NUL-terminated per the contract.
-        let message = unsafe { str_arg(message, "message") }?;
-        ch.channel.report_resolver_error(message)?;
-        Ok(())
-    })
-}
-
 /// External connector: the host reports what its transport for subchannel
 /// `subchannel_id` did. `state` is a `sy_state`: READY = connected;
 /// TRANSIENT_FAILURE = the attempt failed; IDLE = an established connection
@@ -356,7 +320,8 @@ pub extern "C" fn sy_channel_state(ch: *const sy_channel, out_state: *mut u32) -
 }
 
 /// Blocks until the channel's state differs from `from_state`, or for at most
-/// `timeout_ms` milliseconds (`SY_WAIT_FOREVER`: no limit). On SY_OK the new
+/// `timeout_ms` milliseconds (`SY_WAIT_FOREVER`: no limit; `SY_NO_WAIT`: only
+/// checks, SY_TIMEOUT at once if the state is still `from_state`). On SY_OK the new
 /// state is written to `*out_state` (may be NULL). SY_TIMEOUT: no change in
 /// time. SY_CLOSED: `from_state` is SHUTDOWN (it never changes). Any thread
 /// except inside this library's callbacks (SY_WRONG_CONTEXT).

@@ -21,17 +21,30 @@
 
 #[macro_use]
 mod macros;
-mod call;
 mod callback;
-mod channel;
-mod error;
 mod handle;
-mod options;
-mod policy;
-mod reader;
-mod runtime;
-mod status;
 mod strings;
+
+// The header lists functions in the order cbindgen parses these modules, so
+// this order is the header's: runtime, channel, reader/pick, calls, policies,
+// resolvers, options, errors (ffi/tests/header.rs opens each group with its
+// overview). One declaration per group keeps rustfmt from sorting them.
+mod runtime;
+
+mod channel;
+
+mod reader;
+
+mod call;
+
+mod policy;
+
+mod resolver;
+
+mod options;
+
+mod error;
+mod status;
 
 pub use call::*;
 pub use channel::*;
@@ -39,6 +52,7 @@ pub use error::*;
 pub use options::*;
 pub use policy::*;
 pub use reader::*;
+pub use resolver::*;
 pub use runtime::*;
 pub use status::*;
 

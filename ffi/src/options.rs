@@ -19,8 +19,10 @@ pub const SY_MAX_CALL_THREADS: u32 = 256;
 /// Completion threads per channel when not set.
 pub(crate) const DEFAULT_CALL_THREADS: usize = 8;
 
-/// Options for `sy_channel_new_with_options`. Opaque; owned by the caller
-/// (`sy_channel_options_new` / `sy_channel_options_free`).
+/// Options for `sy_channel_new_simple` and `sy_channel_new_with_options`.
+/// Opaque; owned by the caller (`sy_channel_options_new`, or in one call
+/// with the credentials named: `sy_channel_options_new_insecure`,
+/// `sy_channel_options_new_tls`; freed with `sy_channel_options_free`).
 ///
 /// Defaults (a fresh handle, or passing NULL instead of one): TLS with the
 /// bundled Mozilla roots, verifying each address's host name; no client
@@ -140,6 +142,68 @@ pub extern "C" fn sy_channel_options_new(out: *mut *mut sy_channel_options) -> s
     })
 }
 
+/// The common case in one call: options for plaintext HTTP/2 (h2c), as
+/// `sy_channel_options_new` followed by `sy_channel_options_set_insecure(o,
+/// true)`. For backends without TLS (on loopback, in a trusted network).
+/// On success `*out` belongs to the caller (`sy_channel_options_free`).
+/// Any thread.
+#[no_mangle]
+#[must_use]
+pub extern "C" fn sy_channel_options_new_insecure(out: *mut *mut sy_channel_options) -> sy_status {
+    boundary(|| {
+        let out = try_out!(out, "out");
+        let o = Box::into_raw(Box::new(sy_channel_options {
+            inner: Options {
+                insecure: true,
+                ..Options::default()
+            },
+        }));
+        // SAFETY: non-NULL out-parameter, written on success only.
+        unsafe { out.write(o) };
+        Ok(())
+    })
+}
+
+/// The common case in one call: options for TLS, verifying each address's
+/// host name. `roots_pem`, `len`: the roots to trust, as
+/// `sy_channel_options_set_tls_roots_pem`; NULL and 0 for the bundled Mozilla
+/// roots (what `sy_channel_options_new` gives). Errors as that setter's
+/// (SY_INVALID_ARGUMENT: no parsable certificate; SY_NULL_PARAMETER: NULL
+/// with a length). On success `*out` belongs to the caller
+/// (`sy_channel_options_free`). Any thread.
+#[no_mangle]
+#[must_use]
+pub extern "C" fn sy_channel_options_new_tls(
+    roots_pem: *const u8,
+    len: usize,
+    out: *mut *mut sy_channel_options,
+) -> sy_status {
+    boundary(|| {
+        let out = try_out!(out, "out");
+        let mut inner = Options::default();
+        if !(roots_pem.is_null() && len == 0) {
+            inner.roots_pem = Some(roots_from_pem(bytes(roots_pem, len, "roots_pem")?)?);
+        }
+        let o = Box::into_raw(Box::new(sy_channel_options { inner }));
+        // SAFETY: non-NULL out-parameter, written on success only.
+        unsafe { out.write(o) };
+        Ok(())
+    })
+}
+
+/// Checks that `pem` holds at least one certificate and copies it.
+fn roots_from_pem(pem: &[u8]) -> Result<Vec<u8>, Error> {
+    let mut n = 0;
+    for cert in CertificateDer::pem_slice_iter(pem) {
+        cert.map_err(|e| Error::invalid(format!("roots PEM: {e}")))?;
+        n += 1;
+    }
+    if n == 0 {
+        return Err(Error::invalid("roots PEM holds no certificate"));
+    }
+    Ok(pem.to_vec())
+}
+
 /// Frees options. Channels created with them are unaffected. NULL is a
 /// no-op; a second free is undefined, like free(3).
 #[no_mangle]
@@ -177,16 +241,7 @@ pub extern "C" fn sy_channel_options_set_tls_roots_pem(
 ) -> sy_status {
     boundary(|| {
         let o = options_mut(opts)?;
-        let pem = bytes(pem, len, "pem")?;
-        let mut n = 0;
-        for cert in CertificateDer::pem_slice_iter(pem) {
-            cert.map_err(|e| Error::invalid(format!("roots PEM: {e}")))?;
-            n += 1;
-        }
-        if n == 0 {
-            return Err(Error::invalid("roots PEM holds no certificate"));
-        }
-        o.roots_pem = Some(pem.to_vec());
+        o.roots_pem = Some(roots_from_pem(bytes(pem, len, "pem")?)?);
         Ok(())
     })
 }

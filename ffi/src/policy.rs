@@ -85,7 +85,7 @@ pub struct sy_pick_args {
 /// pick is using it: `sy_pick`, `sy_reader_refresh`, `sy_reader_free` and
 /// `sy_call_unary` on that reader return (or, for `sy_reader_free`, record)
 /// SY_WRONG_CONTEXT and do nothing. Non-blocking calls on other objects are
-/// fine: `sy_pick` with timeout 0 on another reader (a policy that delegates
+/// fine: `sy_pick` with `SY_NO_WAIT` on another reader (a policy that delegates
 /// to a child channel's picker does this), `sy_pick_done`, `sy_reader_new`,
 /// `sy_channel_update_addresses`, `sy_channel_report_*`. Blocking ones
 /// (`sy_pick` with a timeout, `sy_call_unary`, `sy_channel_close`, `_sync`,
@@ -157,7 +157,7 @@ pub struct sy_balancer_callbacks {
         unsafe extern "C" fn(
             balancer: *mut c_void,
             cc: *mut sy_cc,
-            addresses: *const crate::channel::sy_address,
+            addresses: *const crate::resolver::sy_address,
             len: usize,
         ) -> bool,
     >,
@@ -279,11 +279,11 @@ impl Balancer for CBalancer {
             return Ok(());
         };
         let texts: Vec<Vec<u8>> = state.addresses.iter().map(|a| c_text(&a.addr)).collect();
-        let views: Vec<crate::channel::sy_address> = state
+        let views: Vec<crate::resolver::sy_address> = state
             .addresses
             .iter()
             .zip(&texts)
-            .map(|(a, t)| crate::channel::sy_address {
+            .map(|(a, t)| crate::resolver::sy_address {
                 address: t.as_ptr().cast(),
                 weight: a.weight,
                 user_data: a

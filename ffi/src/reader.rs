@@ -1,7 +1,7 @@
 //! Picking: a per-thread `sy_reader` and the allocation-free `sy_pick` /
 //! `sy_pick_done` pair.
 //!
-//! The hot path (`sy_pick` with timeout 0 on a hit, `sy_pick_done`) does no
+//! The hot path (`sy_pick` with `SY_NO_WAIT` on a hit, `sy_pick_done`) does no
 //! allocation, no TLS access, no lock and no shared-line RMW beyond what the
 //! core's `Reader::try_pick` does, and has no `catch_unwind`: nothing in it
 //! panics by construction (checked-only arithmetic, no indexing that can fail,
@@ -10,7 +10,7 @@
 
 use crate::call::CallPool;
 use crate::callback::user_data_of;
-use crate::channel::{channel_ref, sy_channel, timeout_deadline};
+use crate::channel::{channel_ref, sy_channel, timeout_deadline, SY_NO_WAIT};
 use crate::error::{set_last, Error, Message};
 use crate::handle::{bury, Shell, BUSY, LIVE};
 use crate::macros::{boundary, boundary_or, refuse_in_callback};
@@ -267,13 +267,14 @@ pub extern "C" fn sy_reader_free(reader: *mut sy_reader) {
 /// - `method`, `method_len`: the full method name ("/pkg.Service/Method"),
 ///   UTF-8, not necessarily NUL-terminated; NULL/0 for none (cheapest).
 /// - `request_hash`: NULL, or the request's hash for hashing policies.
-/// - `timeout_ms`: 0 = do not wait: wait-free, returns SY_NO_SUBCHANNEL if
-///   the policy has nothing ready yet. Otherwise wait up to that long
-///   (`SY_WAIT_FOREVER`: no limit) for a picker that has something.
+/// - `timeout_ms`: `SY_NO_WAIT` (0) = do not wait: wait-free, returns
+///   SY_NO_SUBCHANNEL if the policy has nothing ready yet. Otherwise wait up
+///   to that long (`SY_WAIT_FOREVER`: no limit) for a picker that has
+///   something.
 /// - `wait_for_ready`: queue through TRANSIENT_FAILURE instead of failing.
 ///
 /// On SY_OK `*out` holds the pick; call `sy_pick_done` on it exactly once.
-/// Failures (nothing written to `*out`): SY_NO_SUBCHANNEL (timeout 0 only),
+/// Failures (nothing written to `*out`): SY_NO_SUBCHANNEL (`SY_NO_WAIT` only),
 /// SY_UNAVAILABLE (fail the RPC unless wait-for-ready),
 /// SY_DROPPED (fail it, never retry), SY_DEADLINE_EXCEEDED, SY_CLOSED,
 /// SY_NULL_PARAMETER, SY_INVALID_UTF8, SY_INVALID_ARGUMENT (freed reader),
@@ -284,7 +285,7 @@ pub extern "C" fn sy_reader_free(reader: *mut sy_reader) {
 /// converted to `size_t`) is SY_INVALID_ARGUMENT.
 ///
 /// Threading: the reader's thread. Called concurrently on different readers,
-/// policies' pick callbacks run on the calling thread. With timeout 0 it never
+/// policies' pick callbacks run on the calling thread. With `SY_NO_WAIT` it never
 /// blocks, allocates or takes a lock on success.
 #[no_mangle]
 #[must_use]
@@ -422,7 +423,7 @@ fn pick_slow(
         Some(unsafe { request_hash.read_unaligned() })
     };
     let info = PickInfo { method, hash };
-    let result = if timeout_ms == 0 {
+    let result = if timeout_ms == SY_NO_WAIT {
         reader.try_pick(&info)
     } else {
         if let Err(e) =

@@ -39,7 +39,7 @@ pub enum sy_status {
     SY_TIMEOUT = 102,
     /// The operating system refused (e.g. no thread for the event loop).
     SY_IO = 103,
-    /// Pick with timeout 0: nothing is ready yet; a later pick may succeed.
+    /// Pick with `SY_NO_WAIT` (0): nothing is ready yet; a later pick may succeed.
     SY_NO_SUBCHANNEL = 200,
     /// The policy failed the pick: fail the RPC with gRPC UNAVAILABLE (or the
     /// code in `sy_last_error`'s message), unless it is retried.

@@ -159,6 +159,103 @@ mod tls {
         (st, code, body)
     }
 
+    /// One call through the short paths (`sy_channel_new_simple`,
+    /// `sy_call_unary_simple`) with options `o`, which this frees.
+    pub(super) fn simple_call(port: u16, o: *mut sy_channel_options) -> (sy_status, u32, Vec<u8>) {
+        let mut rt = ptr::null_mut();
+        ok(sy_runtime_new(&mut rt));
+        let target = std::ffi::CString::new(format!("127.0.0.1:{port}")).unwrap();
+        let mut ch = ptr::null_mut();
+        ok(sy_channel_new_simple(
+            rt,
+            target.as_ptr(),
+            ptr::null(),
+            o,
+            &mut ch,
+        ));
+        sy_channel_options_free(o);
+        let mut r = ptr::null_mut();
+        ok(sy_reader_new(ch, &mut r));
+        let mut resp = ptr::null_mut();
+        let st = sy_call_unary_simple(
+            r,
+            c"/echo.Echo/Unary".as_ptr(),
+            b"hi".as_ptr(),
+            2,
+            5000,
+            &mut resp,
+        );
+        let code = if st == sy_status::SY_OK {
+            0
+        } else {
+            sy_last_grpc_code()
+        };
+        let body = if resp.is_null() {
+            Vec::new()
+        } else {
+            // SAFETY: a live buffer of sy_buffer_len bytes.
+            unsafe { std::slice::from_raw_parts(sy_buffer_data(resp), sy_buffer_len(resp)) }
+                .to_vec()
+        };
+        sy_buffer_free(resp);
+        sy_reader_free(r);
+        sy_channel_free(ch);
+        sy_runtime_free(rt);
+        (st, code, body)
+    }
+
+    /// The one-call builders set what their names say: `_new_tls` with a
+    /// private CA reaches a TLS server (and without roots, the bundled ones
+    /// do not trust it); `_new_insecure` reaches a plaintext one.
+    #[test]
+    fn one_call_options_builders() {
+        let pki = TestPki::new();
+        let tls = TestServer::start(
+            Listen::Tcp("127.0.0.1:0".parse().unwrap()),
+            ServerOptions {
+                tls: Some(pki.server_tls(&[b"h2"])),
+                ..Default::default()
+            },
+        )
+        .unwrap();
+        let mut o = ptr::null_mut();
+        ok(sy_channel_options_new_tls(
+            pki.ca_pem.as_ptr(),
+            pki.ca_pem.len(),
+            &mut o,
+        ));
+        ok(sy_channel_options_set_tls_server_name(
+            o,
+            c"localhost".as_ptr(),
+        ));
+        let (st, _, body) = simple_call(tls.port(), o);
+        assert_eq!(st, sy_status::SY_OK, "{}", last_error());
+        assert!(body.starts_with(b"hi|port="), "{body:?}");
+
+        let mut o = ptr::null_mut();
+        ok(sy_channel_options_new_tls(ptr::null(), 0, &mut o));
+        let (st, code, _) = simple_call(tls.port(), o);
+        assert_eq!(
+            (st, code),
+            (sy_status::SY_RPC_FAILED, 14),
+            "{}",
+            last_error()
+        );
+        tls.stop();
+
+        let plain = TestServer::start(
+            Listen::Tcp("127.0.0.1:0".parse().unwrap()),
+            ServerOptions::default(),
+        )
+        .unwrap();
+        let mut o = ptr::null_mut();
+        ok(sy_channel_options_new_insecure(&mut o));
+        let (st, _, body) = simple_call(plain.port(), o);
+        assert_eq!(st, sy_status::SY_OK, "{}", last_error());
+        assert!(body.starts_with(b"hi|port="), "{body:?}");
+        plain.stop();
+    }
+
     /// Durations from C up to u64::MAX ms are either refused when set or
     /// harmless: never an overflow (a panic) on the loop when connecting.
     #[test]
@@ -250,6 +347,44 @@ mod tls {
         let (st, _, _) = call(port, |o| ok(sy_channel_options_set_insecure(o, true)));
         assert_eq!(st, sy_status::SY_RPC_FAILED);
         server.stop();
+    }
+
+    /// Credentials that do not match the server's (TLS to a plaintext
+    /// server, plaintext to a TLS one) fail with an error that names the
+    /// likely cause, not just a TLS or HTTP/2 parse error.
+    #[test]
+    fn credentials_mismatch_names_the_likely_cause() {
+        let plain = TestServer::start(
+            Listen::Tcp("127.0.0.1:0".parse().unwrap()),
+            ServerOptions::default(),
+        )
+        .unwrap();
+        let (st, code, _) = call(plain.port(), |_| {});
+        let err = last_error();
+        assert_eq!((st, code), (sy_status::SY_RPC_FAILED, 14), "{err}");
+        assert!(
+            err.contains("the server answered in plaintext") && err.contains("insecure"),
+            "{err}"
+        );
+        plain.stop();
+
+        let pki = TestPki::new();
+        let tls = TestServer::start(
+            Listen::Tcp("127.0.0.1:0".parse().unwrap()),
+            ServerOptions {
+                tls: Some(pki.server_tls(&[b"h2"])),
+                ..Default::default()
+            },
+        )
+        .unwrap();
+        let (st, code, _) = call(tls.port(), |o| ok(sy_channel_options_set_insecure(o, true)));
+        let err = last_error();
+        assert_eq!((st, code), (sy_status::SY_RPC_FAILED, 14), "{err}");
+        assert!(
+            err.contains("the server answered in TLS") && err.contains("TLS credentials"),
+            "{err}"
+        );
+        tls.stop();
     }
 }
 
@@ -607,4 +742,97 @@ mod reentry {
         sy_channel_free(ch);
         sy_runtime_free(rt);
     }
+}
+
+/// `SY_NO_WAIT` (0) and `SY_WAIT_FOREVER` mean the same in `sy_pick` and
+/// `sy_channel_wait_for_state_change` as in the calls: no wait at all, and
+/// no limit.
+#[test]
+fn no_wait_and_wait_forever_in_picks_and_state_waits() {
+    use crate::*;
+    use std::ptr;
+    use switchyard::transport::testserver::{Listen, ServerOptions, TestServer};
+    use tls::ok;
+
+    let channel_to = |rt, port: u16| {
+        let mut o = ptr::null_mut();
+        ok(sy_channel_options_new_insecure(&mut o));
+        let target = std::ffi::CString::new(format!("127.0.0.1:{port}")).unwrap();
+        let mut ch = ptr::null_mut();
+        ok(sy_channel_new_simple(
+            rt,
+            target.as_ptr(),
+            ptr::null(),
+            o,
+            &mut ch,
+        ));
+        sy_channel_options_free(o);
+        let mut r = ptr::null_mut();
+        ok(sy_reader_new(ch, &mut r));
+        (ch, r)
+    };
+    let pick = |r, timeout_ms| {
+        let mut out = std::mem::MaybeUninit::<sy_pick_result>::zeroed();
+        let st = sy_pick(
+            r,
+            ptr::null(),
+            0,
+            ptr::null(),
+            timeout_ms,
+            false,
+            out.as_mut_ptr(),
+        );
+        if st == sy_status::SY_OK {
+            // SAFETY: written on SY_OK.
+            let mut p = unsafe { out.assume_init() };
+            ok(sy_pick_done(&mut p, 0, 0, ptr::null(), 0));
+        }
+        st
+    };
+    let mut rt = ptr::null_mut();
+    ok(sy_runtime_new(&mut rt));
+
+    // A backend that accepts TCP but never answers: the channel stays
+    // CONNECTING (for the 20 s minimum connect timeout).
+    let silent = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let (ch, r) = channel_to(rt, silent.local_addr().unwrap().port());
+    ok(sy_channel_connect(ch));
+    let mut state = 0;
+    ok(sy_channel_wait_for_state_change(
+        ch,
+        sy_state::SY_STATE_IDLE as u32,
+        10_000,
+        &mut state,
+    ));
+    assert_eq!(state, sy_state::SY_STATE_CONNECTING as u32);
+    assert_eq!(pick(r, SY_NO_WAIT), sy_status::SY_NO_SUBCHANNEL);
+    assert_eq!(
+        sy_channel_wait_for_state_change(ch, state, SY_NO_WAIT, ptr::null_mut()),
+        sy_status::SY_TIMEOUT
+    );
+    sy_reader_free(r);
+    sy_channel_free(ch);
+
+    // A real backend: waiting without limit ends when the channel is READY.
+    let server = TestServer::start(
+        Listen::Tcp("127.0.0.1:0".parse().unwrap()),
+        ServerOptions::default(),
+    )
+    .unwrap();
+    let (ch, r) = channel_to(rt, server.port());
+    ok(sy_channel_connect(ch));
+    ok(sy_channel_wait_for_state_change(
+        ch,
+        sy_state::SY_STATE_IDLE as u32,
+        SY_WAIT_FOREVER,
+        &mut state,
+    ));
+    assert_ne!(state, sy_state::SY_STATE_IDLE as u32);
+    ok(pick(r, SY_WAIT_FOREVER));
+    ok(sy_channel_state(ch, &mut state));
+    assert_eq!(state, sy_state::SY_STATE_READY as u32);
+    sy_reader_free(r);
+    sy_channel_free(ch);
+    sy_runtime_free(rt);
+    server.stop();
 }

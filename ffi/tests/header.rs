@@ -2,7 +2,147 @@
 //! checked in; this fails on any byte of difference. Regenerate with
 //! `SY_BLESS=1 cargo test -p switchyard-lb-ffi --test header`.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
+
+/// The header's groups, in the order `ffi/src/lib.rs` declares their modules
+/// (which is the order cbindgen lists functions in): a title, the overview
+/// that opens the group, and the modules whose functions it holds. cbindgen
+/// has no notion of sections, so `generate` writes each group's overview
+/// before the first function of its first module.
+const GROUPS: &[(&str, &str, &[&str])] = &[
+    (
+        "Runtime",
+        "One event-loop thread that owns connections, timers and state changes for
+any number of channels. Create one per process (sy_runtime_new), free it
+last (sy_runtime_free, after its channels).",
+        &["runtime"],
+    ),
+    (
+        "Channel",
+        "One target, one load-balancing policy, its subchannels. The short path is
+sy_channel_new_simple with options from sy_channel_options_new_insecure or
+_new_tls; sy_channel_new_with_options adds a host transport (the host owns
+the connections), a state callback and address user data. Every function
+on a channel may be called from any thread, concurrently, except
+sy_channel_free.",
+        &["channel"],
+    ),
+    (
+        "Reader and picks",
+        "A sy_reader is one RPC thread's view of a channel: sy_pick chooses a
+subchannel (wait-free on a hit with SY_NO_WAIT), sy_pick_done reports the
+RPC's outcome to the policy, exactly once per pick. One reader per thread.",
+        &["reader"],
+    ),
+    (
+        "Calls",
+        "Unary RPCs on channels whose connections the library makes:
+sy_call_unary_simple and sy_call_unary (blocking, on the caller's reader),
+sy_call_unary_start (on the event loop; its callback on the channel's
+completion thread), sy_call_cancel. Responses are sy_buffers. A timeout_ms
+of SY_NO_WAIT (0) is a deadline already passed; SY_WAIT_FOREVER is none.",
+        &["call"],
+    ),
+    (
+        "Policies",
+        "Load-balancing policies written in C: sy_balancer_register a name with
+callbacks; they run on the loop thread and call back through sy_cc_*
+(subchannels, state, pickers). Pickers they publish run on RPC threads.",
+        &["policy"],
+    ),
+    (
+        "Resolvers",
+        "A host that resolves names itself creates the channel with target \"\"
+and hands it each address list (with per-address user data) and its
+resolver errors; the library's own resolvers (\"ipv4:\", \"dns:///\",
+\"host:port\") need neither. Any channel takes a new service config.",
+        &["resolver"],
+    ),
+    (
+        "Options",
+        "What a channel takes beyond target and config: credentials (plaintext or
+TLS roots, server name, client certificate), keepalive, size limits,
+backoff. Allocate, set, pass to sy_channel_new_simple or
+sy_channel_new_with_options (which copy them), free.",
+        &["options"],
+    ),
+    (
+        "Errors and names",
+        "Every fallible function returns a sy_status; sy_last_error has the
+failed call's detail (per thread), sy_last_grpc_code the gRPC code of a
+failed RPC or pick. Names of statuses and states for logs.",
+        &["error", "status"],
+    ),
+];
+
+/// The `extern "C"` functions a module defines, in source order.
+fn functions_of(src: &Path) -> Vec<String> {
+    let text = std::fs::read_to_string(src).unwrap_or_else(|e| panic!("{src:?}: {e}"));
+    text.lines()
+        .filter_map(|l| l.trim_start().strip_prefix("pub extern \"C\" fn "))
+        .map(|rest| rest.split('(').next().unwrap().trim().to_string())
+        .collect()
+}
+
+/// Writes each group's overview before its first function (and its doc
+/// comment and attribute lines).
+fn with_group_overviews(header: &str, src: &Path) -> String {
+    let mut lines: Vec<String> = header.lines().map(str::to_string).collect();
+    for (title, overview, modules) in GROUPS.iter().rev() {
+        let first = modules
+            .iter()
+            .flat_map(|m| functions_of(&src.join(format!("{m}.rs"))))
+            .next()
+            .unwrap_or_else(|| panic!("group {title}: its modules define no function"));
+        let decl = lines
+            .iter()
+            .position(|l| {
+                !l.starts_with(' ')
+                    && (l.contains(&format!(" {first}(")) || l.contains(&format!("*{first}(")))
+            })
+            .unwrap_or_else(|| panic!("group {title}: {first} is not in the header"));
+        // Back over `SY_MUST_USE` and the function's doc comment.
+        let mut at = decl;
+        while at > 0 && !lines[at - 1].is_empty() {
+            at -= 1;
+        }
+        let mut block = vec![
+            "/* ----------------------------------------------------------------------------"
+                .to_string(),
+            format!(" * {title}"),
+            " *".to_string(),
+        ];
+        block.extend(overview.lines().map(|l| format!(" * {l}")));
+        block.push(
+            " * -------------------------------------------------------------------------- */"
+                .to_string(),
+        );
+        block.push(String::new());
+        lines.splice(at..at, block);
+    }
+    let mut out = lines.join("\n");
+    out.push('\n');
+    out
+}
+
+/// Every module with entry points belongs to a group: a new module gets its
+/// overview, not a silent place in another group.
+#[test]
+fn every_module_with_functions_is_in_a_group() {
+    let src = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("src");
+    let grouped: Vec<&str> = GROUPS.iter().flat_map(|g| g.2.iter().copied()).collect();
+    for entry in std::fs::read_dir(&src).unwrap() {
+        let path = entry.unwrap().path();
+        let stem = path.file_stem().unwrap().to_str().unwrap().to_string();
+        if stem == "lib" || stem == "tests" || functions_of(&path).is_empty() {
+            continue;
+        }
+        assert!(
+            grouped.contains(&stem.as_str()),
+            "ffi/src/{stem}.rs has entry points but no group in ffi/tests/header.rs GROUPS"
+        );
+    }
+}
 
 fn generate() -> Vec<u8> {
     let crate_dir = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
@@ -15,7 +155,8 @@ fn generate() -> Vec<u8> {
         .expect("cbindgen generates the header");
     let mut out = Vec::new();
     bindings.write(&mut out);
-    out
+    let header = String::from_utf8(out).expect("cbindgen writes UTF-8");
+    with_group_overviews(&header, &crate_dir.join("src")).into_bytes()
 }
 
 #[test]

@@ -288,8 +288,15 @@ impl Connection {
         ev
     }
 
-    fn die(&mut self, msg: String) {
+    fn die(&mut self, mut msg: String) {
         self.shared.mark_closing();
+        if !self.ready && self.flags.peer_spoke_tls.load(Ordering::Relaxed) {
+            // Otherwise all the user sees is an HTTP/2 parse error.
+            msg.push_str(
+                ": the server answered in TLS, not plaintext \
+                 (use TLS credentials, not insecure, for this server?)",
+            );
+        }
         let ev = if self.ready {
             Progress::Lost(msg)
         } else {

@@ -104,6 +104,11 @@ pub(crate) struct IoFlags {
     /// we kill an h2 connection (the client side has no abrupt shutdown)
     /// while still owning its fd until `close()`.
     pub(crate) abort: AtomicBool,
+    /// Set once (plaintext streams only) when the peer's first bytes were a
+    /// TLS record: it expects TLS, so the connection's error can say so.
+    pub(crate) peer_spoke_tls: AtomicBool,
+    /// Whether the plaintext stream has read its first bytes yet.
+    first_read_done: AtomicBool,
 }
 
 impl IoFlags {
@@ -222,6 +227,12 @@ impl AsyncRead for Stream {
             Ok(n) => {
                 if n > 0 {
                     this.flags.activity.store(true, Ordering::Relaxed);
+                    if !this.flags.first_read_done.swap(true, Ordering::Relaxed) {
+                        let first = &buf.initialize_unfilled()[..n];
+                        if looks_like_tls(first) {
+                            this.flags.peer_spoke_tls.store(true, Ordering::Relaxed);
+                        }
+                    }
                 }
                 buf.advance(n);
                 Poll::Ready(Ok(()))
@@ -273,6 +284,27 @@ impl AsyncWrite for Stream {
     }
 }
 
+/// Whether a peer's first bytes are a TLS record header: an alert (21) or a
+/// handshake (22) in a TLS 1.x record (major version 3). HTTP/2 frames from a
+/// plaintext server start with a 24-bit length whose first byte is 0 for any
+/// frame a server sends first (SETTINGS), so the two never collide.
+fn looks_like_tls(first: &[u8]) -> bool {
+    matches!(first, [21 | 22, 3, ..] | [21 | 22])
+}
+
+/// What a failed TLS handshake reports: rustls's error, and the likely cause
+/// when the server's first bytes were no TLS record at all (a plaintext
+/// HTTP/2 server answers a ClientHello with its SETTINGS frame).
+fn tls_failure(e: rustls::Error) -> String {
+    match e {
+        rustls::Error::InvalidMessage(rustls::InvalidMessage::InvalidContentType) => format!(
+            "{e}: the server answered in plaintext, not TLS \
+             (use insecure credentials for a plaintext server?)"
+        ),
+        e => e.to_string(),
+    }
+}
+
 /// Drives a TLS handshake one step: write what rustls wants, read what it
 /// needs. `Ok(true)` = handshake complete (and flushed).
 pub(crate) fn tls_handshake_step(
@@ -308,7 +340,7 @@ pub(crate) fn tls_handshake_step(
                     if let Err(e) = tls.process_new_packets() {
                         // Deliver our alert so the peer sees why.
                         let _ = tls.write_tls(sock);
-                        return Err(io::Error::new(io::ErrorKind::InvalidData, e));
+                        return Err(io::Error::new(io::ErrorKind::InvalidData, tls_failure(e)));
                     }
                     continue;
                 }
