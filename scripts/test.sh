@@ -29,6 +29,9 @@ scripts/demo-test.sh 5 3
 step "C ABI: C and C++ examples (static, shared, ASan+UBSan, valgrind), Python ctypes, pkg-config install"
 c-examples/run.sh
 
+step "Python package: pip install ./python into a venv, pytest against grpcio backends"
+python/test.sh
+
 step "loom models (LOOM_MAX_PREEMPTIONS=2)"
 scripts/loom.sh
 

@@ -4,6 +4,7 @@ connection, and reports the outcome with done()."""
 import gc
 import socket
 import threading
+import weakref
 
 import pytest
 
@@ -43,6 +44,12 @@ class TcpHost(sy.HostTransport):
             self.sockets[subchannel_id] = s
         self.channel.report_state(subchannel_id, sy.State.READY)
 
+    def wait_connected(self, ch):
+        ch.sync()  # the loop has asked for every connection
+        for t in list(self.threads):
+            t.join(15)
+        ch.sync()  # and has applied every report
+
     def shutdown(self, subchannel_id, address, user_data):
         self.shut.append(subchannel_id)
         with self.lock:
@@ -63,9 +70,7 @@ def test_host_transport_pick_and_done(backends):
     ch = sy.Channel("", ROUND_ROBIN, host_transport=host)
     host.channel = ch
     ch.update_addresses([(f"127.0.0.1:{p}", Backend(p)) for p in backends.ports])
-    for t in list(host.threads):
-        t.join(15)
-    ch.sync()
+    host.wait_connected(ch)
     assert len(host.sockets) == 3
     assert sorted(a for _, a, _ in host.created) == sorted(
         f"127.0.0.1:{p}" for p in backends.ports)
@@ -102,25 +107,27 @@ def test_host_transport_pick_and_done(backends):
 
 
 def test_user_data_released_when_nothing_can_return_it(backends):
-    from switchyard import _core
-
-    before = len(_core._handles)
     host = TcpHost()
     ch = sy.Channel("", ROUND_ROBIN, host_transport=host)
     host.channel = ch
-    ch.update_addresses([(f"127.0.0.1:{backends.ports[0]}", Backend(1))])
-    for t in list(host.threads):
-        t.join(15)
+    data = Backend(1)
+    gone = weakref.ref(data)
+    ch.update_addresses([(f"127.0.0.1:{backends.ports[0]}", data)])
+    del data
+    host.wait_connected(ch)
     reader = ch.reader()
     pick = reader.pick(timeout=10)
     ch.update_addresses([])  # the address goes; the pick still holds it
     ch.sync()
-    assert pick.user_data.port == 1
+    gc.collect()
+    assert pick.user_data is gone() and gone().port == 1
     pick.done()
+    del pick
     reader.close()
     ch.close()
+    host.created.clear()  # the test's own reference (from the create callback)
     gc.collect()
-    assert len(_core._handles) == before
+    assert gone() is None  # released to Python exactly when C let go
 
 
 def test_pick_without_ready_subchannel():
