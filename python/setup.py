@@ -15,9 +15,9 @@ import shutil
 import subprocess
 
 from setuptools import setup
+from setuptools.command.bdist_wheel import bdist_wheel
 from setuptools.command.build_py import build_py
 from setuptools.command.sdist import sdist
-from setuptools.dist import Distribution
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 LIBRARY = "libswitchyard.so"
@@ -81,13 +81,20 @@ class SdistWithWorkspace(sdist):
                 shutil.copy2(src, dst)
 
 
-class BinaryDistribution(Distribution):
-    # The wheel carries a native library: tag it for this platform.
-    def has_ext_modules(self):
-        return True
+class PlatformWheel(bdist_wheel):
+    """The wheel carries a native library, so it is for this platform only;
+    the Python side is plain ctypes, so any Python 3 (py3-none-PLATFORM)."""
+
+    def finalize_options(self):
+        super().finalize_options()
+        self.root_is_pure = False
+
+    def get_tag(self):
+        _, _, platform = super().get_tag()
+        return "py3", "none", platform
 
 
 setup(
-    cmdclass={"build_py": BuildPyWithLibrary, "sdist": SdistWithWorkspace},
-    distclass=BinaryDistribution,
+    cmdclass={"build_py": BuildPyWithLibrary, "sdist": SdistWithWorkspace,
+              "bdist_wheel": PlatformWheel},
 )
