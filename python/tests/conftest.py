@@ -24,9 +24,10 @@ def interop_python():
 
 
 class Backends:
-    def __init__(self, count):
+    def __init__(self, count, *args):
         self.proc = subprocess.Popen(
-            [interop_python(), os.path.join(REPO, "interop", "server.py"), "--count", str(count)],
+            [interop_python(), os.path.join(REPO, "interop", "server.py"), "--count", str(count),
+             *args],
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             stderr=sys.stderr,
