@@ -251,7 +251,10 @@ class Response:
         self.close()
 
     def __del__(self):
-        self.close()
+        try:
+            self.close()
+        except Exception:
+            pass
 
     def __repr__(self):
         return f"Response(message={self.message!r})"
@@ -375,7 +378,10 @@ class Reader:
         self.close()
 
     def __del__(self):
-        self.close()
+        try:
+            self.close()
+        except Exception:
+            pass
 
 
 # --- host transports --------------------------------------------------------
@@ -586,7 +592,7 @@ class Channel:
         """Blocks until the state differs from `from_state` (returns the new
         State) or `timeout` seconds pass (returns None)."""
         s = C.c_uint32()
-        ms = _ffi.SY_WAIT_FOREVER if timeout is None else max(0, int(timeout * 1000))
+        ms = _ffi.wait_timeout_ms(timeout)
         status = lib.sy_channel_wait_for_state_change(self._handle(), int(from_state), ms,
                                                       C.byref(s))
         if status == _ffi.SY_TIMEOUT:

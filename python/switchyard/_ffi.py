@@ -63,6 +63,9 @@ def pick_timeout_ms(timeout):
     return max(1, int(round(timeout * 1000)))
 
 
+# sy_channel_wait_for_state_change takes the same: None forever, 0 no wait.
+wait_timeout_ms = pick_timeout_ms
+
 P = C.c_void_p
 
 

@@ -106,3 +106,54 @@ def test_closed_channel_refuses_calls(backends):
     ch.close()  # idempotent
     with pytest.raises(sy.ChannelClosed):
         ch.unary("/echo.Echo/Unary", b"x", timeout=1)
+
+
+def test_calls_from_many_threads(backends):
+    import threading
+
+    errors, ports = [], collections.Counter()
+    lock = threading.Lock()
+    with sy.Channel(backends.target, ROUND_ROBIN, credentials=sy.Insecure()) as ch:
+
+        def worker(n):
+            try:
+                for i in range(25):  # each thread gets its own reader
+                    resp = ch.unary("/echo.Echo/Unary", b"t%d-%d" % (n, i), timeout=10,
+                                    wait_for_ready=True)
+                    assert resp.message.startswith(b"t%d-%d|" % (n, i))
+                    with lock:
+                        ports[port_of(resp)] += 1
+            except Exception as e:  # reported below, in the test's thread
+                errors.append(e)
+
+        threads = [threading.Thread(target=worker, args=(n,)) for n in range(4)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(60)
+        assert not any(t.is_alive() for t in threads)
+    assert errors == []
+    assert sum(ports.values()) == 100
+    assert set(ports) <= set(backends.ports)
+
+
+def test_connectivity_state(backends):
+    import threading
+
+    seen, changed = [], threading.Event()
+
+    def on_state(state):  # loop thread: must not block
+        seen.append(state)
+        changed.set()
+
+    ch = sy.Channel(backends.target, ROUND_ROBIN, credentials=sy.Insecure(),
+                    on_state_change=on_state)
+    with ch:
+        ch.unary("/echo.Echo/Unary", b"x", timeout=10, wait_for_ready=True)
+        assert ch.state() == sy.State.READY
+        assert ch.wait_for_state_change(sy.State.READY, timeout=0.05) is None  # no change
+        assert ch.wait_for_state_change(sy.State.IDLE, timeout=5) == sy.State.READY
+        assert changed.wait(10)
+        assert sy.State.READY in seen
+    with pytest.raises(sy.ChannelClosed):
+        ch.state()

@@ -45,9 +45,14 @@ class FirstOnly(sy.Policy):
 
 
 class ToFirst(sy.Picker):
+    outcomes = []
+
     def pick(self, info):
         assert info.method == "/echo.Echo/Unary"
         return 0
+
+    def done(self, subchannel_id, error, latency_ns):
+        ToFirst.outcomes.append((subchannel_id, error))
 
 
 def test_python_policy_routes_everything_to_one_backend(backends):
@@ -65,6 +70,8 @@ def test_python_policy_routes_everything_to_one_backend(backends):
         (policy,) = FirstOnly.instances
         assert policy.addresses == [f"127.0.0.1:{p}" for p in backends.ports]
         assert len(policy.ids) == 3
+        # The picker heard every call's outcome, on the subchannel it chose.
+        assert ToFirst.outcomes[-20:] == [(policy.ids[0], None)] * 20
     assert policy.closed
 
 
