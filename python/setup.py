@@ -44,8 +44,9 @@ def build_library():
     cargo = os.environ.get("CARGO", "cargo")
     if shutil.which(cargo) is None:
         raise RuntimeError("switchyard: cargo not found; install Rust (https://rustup.rs)")
-    cmd = [cargo, "build", "--locked", "--profile", profile, "-p", "switchyard-ffi",
-           "--manifest-path", os.path.join(root, "Cargo.toml")]
+    # The C library's package by its manifest, not its name (names may change).
+    cmd = [cargo, "build", "--locked", "--profile", profile,
+           "--manifest-path", os.path.join(root, "ffi", "Cargo.toml")]
     print("switchyard: " + " ".join(cmd), flush=True)
     subprocess.run(cmd, check=True)
     target = os.environ.get("CARGO_TARGET_DIR") or os.path.join(root, "target")

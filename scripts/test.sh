@@ -29,11 +29,13 @@ scripts/demo-test.sh 5 3
 step "C ABI: C and C++ examples (static, shared, ASan+UBSan, valgrind), Python ctypes, pkg-config install"
 c-examples/run.sh
 
-step "Python package: pip install ./python into a venv, pytest against grpcio backends"
-python/test.sh
-
 step "loom models (LOOM_MAX_PREEMPTIONS=2)"
 scripts/loom.sh
+
+# After the C examples: their `cargo build` of the C library is the one the
+# package reuses (cargo profile dev).
+step "Python package: pip install ./python into a venv, pytest against grpcio backends"
+python/test.sh
 
 # One closing line for the whole run: every `test result:` line summed, plus
 # the C programs (each prints "... all passed" only when its checks held).
