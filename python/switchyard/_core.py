@@ -1,6 +1,7 @@
 """Runtime, channels, readers, picks and unary calls."""
 import atexit
 import base64
+import contextlib
 import ctypes as C
 import itertools
 import json
@@ -267,12 +268,10 @@ def _metadata_array(metadata):
     keep = []
     for key, value in items:
         if isinstance(value, bytes):
-            if key.lower().endswith("-bin"):
+            if key.lower().endswith("-bin"):  # binary values travel as base64
                 value = base64.b64encode(value).rstrip(b"=")
-            else:
-                value = value  # sent as is; the library checks it
         else:
-            value = str(value).encode()
+            value = str(value).encode()  # the library checks it is printable ASCII
         keep.append(_ffi.Metadata(key.encode(), value))
     arr = (_ffi.Metadata * len(keep))(*keep)
     return arr, len(keep), keep
@@ -340,7 +339,8 @@ class Reader:
 
     def __init__(self, channel):
         ptr = C.c_void_p()
-        check(lib.sy_reader_new(channel._handle(), C.byref(ptr)))
+        with channel._use() as ch:
+            check(lib.sy_reader_new(ch, C.byref(ptr)))
         self._ptr = ptr
         self._channel = channel
 
@@ -428,7 +428,10 @@ class Channel:
         if not self._runtime._ptr:
             raise ChannelClosed(_ffi.SY_RUNTIME_GONE, "the runtime is closed")
         self._local = threading.local()
-        self._lock = threading.Lock()
+        # Calls in flight on the handle: close() frees it only after they end.
+        self._cv = threading.Condition()
+        self._busy = 0
+        self._closing = False
         host = None
         if host_transport is not None:
             if credentials is not None:
@@ -487,11 +490,21 @@ class Channel:
         )
         return self._host
 
-    def _handle(self):
-        ptr = self._ptr
-        if not ptr:
-            raise ChannelClosed(_ffi.SY_CLOSED, "channel is closed")
-        return ptr
+    @contextlib.contextmanager
+    def _use(self):
+        """The live handle, for one call: sy_channel_free waits for it."""
+        with self._cv:
+            if not self._ptr or self._closing:
+                raise ChannelClosed(_ffi.SY_CLOSED, "channel is closed")
+            self._busy += 1
+            ptr = self._ptr
+        try:
+            yield ptr
+        finally:
+            with self._cv:
+                self._busy -= 1
+                if self._busy == 0:
+                    self._cv.notify_all()
 
     # -- calls --
     def _thread_reader(self):
@@ -558,7 +571,13 @@ class Channel:
                 _pop(h)
             raise
         arr = (_ffi.Address * len(entries))(*entries)
-        status = lib.sy_channel_update_addresses(self._handle(), arr, len(entries))
+        try:
+            with self._use() as ptr:
+                status = lib.sy_channel_update_addresses(ptr, arr, len(entries))
+        except ChannelClosed:
+            for h in handles:
+                _pop(h)
+            raise
         if status in (_ffi.SY_NULL_PARAMETER, _ffi.SY_INVALID_ARGUMENT, _ffi.SY_INVALID_UTF8):
             for h in handles:  # nothing was taken
                 _pop(h)
@@ -566,26 +585,27 @@ class Channel:
 
     def report_state(self, subchannel_id, state, message=None):
         """Host transport: what the connection for `subchannel_id` did."""
-        check(
-            lib.sy_channel_report_subconn_state(
-                self._handle(), subchannel_id, int(state), message.encode() if message else None
+        with self._use() as ptr:
+            check(
+                lib.sy_channel_report_subconn_state(
+                    ptr, subchannel_id, int(state), message.encode() if message else None
+                )
             )
-        )
 
     def report_resolver_error(self, message):
-        check(lib.sy_channel_report_resolver_error(self._handle(), message.encode()))
+        with self._use() as ptr:
+            check(lib.sy_channel_report_resolver_error(ptr, message.encode()))
 
     def update_service_config(self, service_config):
-        check(
-            lib.sy_channel_update_service_config(
-                self._handle(), _service_config_json(service_config) or b""
-            )
-        )
+        config = _service_config_json(service_config) or b""
+        with self._use() as ptr:
+            check(lib.sy_channel_update_service_config(ptr, config))
 
     # -- state --
     def state(self):
         s = C.c_uint32()
-        check(lib.sy_channel_state(self._handle(), C.byref(s)))
+        with self._use() as ptr:
+            check(lib.sy_channel_state(ptr, C.byref(s)))
         return State(s.value)
 
     def wait_for_state_change(self, from_state, timeout=None):
@@ -593,28 +613,38 @@ class Channel:
         State) or `timeout` seconds pass (returns None)."""
         s = C.c_uint32()
         ms = _ffi.wait_timeout_ms(timeout)
-        status = lib.sy_channel_wait_for_state_change(self._handle(), int(from_state), ms,
-                                                      C.byref(s))
+        with self._use() as ptr:
+            status = lib.sy_channel_wait_for_state_change(ptr, int(from_state), ms, C.byref(s))
         if status == _ffi.SY_TIMEOUT:
             return None
         check(status)
         return State(s.value)
 
     def connect(self):
-        check(lib.sy_channel_connect(self._handle()))
+        with self._use() as ptr:
+            check(lib.sy_channel_connect(ptr))
 
     def sync(self):
         """Waits until the loop has applied everything sent so far (tests)."""
-        check(lib.sy_channel_sync(self._handle()))
+        with self._use() as ptr:
+            check(lib.sy_channel_sync(ptr))
 
     def close(self):
         """Closes and frees the channel: calls in flight fail, readers' picks
-        raise ChannelClosed. Idempotent."""
-        with self._lock:
-            ptr, self._ptr = self._ptr, None
-        if ptr:
-            _open_channels.discard(self)
-            lib.sy_channel_free(ptr)
+        raise ChannelClosed. Idempotent; never from a library callback."""
+        with self._cv:
+            ptr = self._ptr
+            if not ptr or self._closing:
+                return
+            self._closing = True
+        # Wakes every wait on the channel; calls from here on get SY_CLOSED.
+        lib.sy_channel_close(ptr)
+        with self._cv:
+            while self._busy:  # each returns promptly now that it is closed
+                self._cv.wait()
+            self._ptr = None
+        _open_channels.discard(self)
+        lib.sy_channel_free(ptr)
 
     def __enter__(self):
         return self

@@ -147,3 +147,34 @@ def test_pick_without_ready_subchannel():
             with pytest.raises(sy.RpcError) as err:
                 reader.pick(timeout=0.05)
             assert err.value.code == sy.StatusCode.DEADLINE_EXCEEDED
+
+
+class Idle(sy.HostTransport):
+    def connect(self, *a):
+        pass
+
+    def shutdown(self, *a):
+        pass
+
+
+def test_close_wakes_a_waiter_and_later_calls_raise():
+    ch = sy.Channel("", ROUND_ROBIN, host_transport=Idle())
+    outcome = []
+
+    def waiter():
+        try:
+            outcome.append(ch.wait_for_state_change(ch.state()))  # no timeout
+        except sy.ChannelClosed:
+            outcome.append("closed before it waited")
+
+    t = threading.Thread(target=waiter)
+    t.start()
+    ch.close()  # wakes it, waits for it to leave, then frees the handle
+    t.join(10)
+    assert not t.is_alive()
+    assert outcome in ([sy.State.SHUTDOWN], ["closed before it waited"])
+    with pytest.raises(sy.ChannelClosed):
+        ch.report_state(1, sy.State.READY)
+    with pytest.raises(sy.ChannelClosed):
+        ch.update_addresses([("127.0.0.1:1", object())])
+    ch.close()  # idempotent
