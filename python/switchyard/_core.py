@@ -474,10 +474,25 @@ class Channel:
         _open_channels.add(self)
 
     def _host_callbacks(self, transport):
+        channel = weakref.ref(self)  # no cycle: the channel owns the callbacks
+
         def adapt(method, what):
             @_guarded(f"host transport {what}")
             def cb(ctx, sc_id, address, address_len, user_data):
-                method(sc_id, address[:address_len].decode(), _get(user_data) if user_data else None)
+                data = _get(user_data) if user_data else None
+                try:
+                    method(sc_id, address[:address_len].decode(), data)
+                except Exception as e:
+                    if what != "connect":
+                        raise
+                    # A connect that raised will never report: say it failed,
+                    # so the policy moves on (and backs off) instead of waiting.
+                    log.exception("switchyard: host transport connect raised; "
+                                  "reporting TRANSIENT_FAILURE")
+                    ch = channel()
+                    if ch is not None:
+                        ch.report_state(sc_id, State.TRANSIENT_FAILURE,
+                                        f"host transport connect raised {e!r}")
 
             return _ffi.SUBCHANNEL_FN(cb)
 

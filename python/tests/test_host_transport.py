@@ -178,3 +178,28 @@ def test_close_wakes_a_waiter_and_later_calls_raise():
     with pytest.raises(sy.ChannelClosed):
         ch.update_addresses([("127.0.0.1:1", object())])
     ch.close()  # idempotent
+
+
+class Broken(Idle):
+    def connect(self, subchannel_id, address, user_data):
+        raise RuntimeError("a bug in the host's connect")
+
+
+def test_a_connect_that_raises_fails_the_subchannel(caplog):
+    import logging
+
+    caplog.set_level(logging.ERROR, logger="switchyard")
+    with sy.Channel("", ROUND_ROBIN, host_transport=Broken()) as ch:
+        ch.update_addresses(["127.0.0.1:1"])
+        state = ch.state()
+        for _ in range(10):  # bounded: IDLE -> CONNECTING -> TRANSIENT_FAILURE
+            if state == sy.State.TRANSIENT_FAILURE:
+                break
+            state = ch.wait_for_state_change(state, timeout=10) or state
+        assert state == sy.State.TRANSIENT_FAILURE
+        with ch.reader() as reader:
+            with pytest.raises(sy.RpcError) as err:
+                reader.pick(timeout=0)
+            assert err.value.code == sy.StatusCode.UNAVAILABLE
+            assert "connect raised" in err.value.message
+    assert "a bug in the host's connect" in caplog.text
