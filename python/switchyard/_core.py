@@ -647,6 +647,8 @@ class Channel:
     def close(self):
         """Closes and frees the channel: calls in flight fail, readers' picks
         raise ChannelClosed. Idempotent; never from a library callback."""
+        if in_callback():
+            raise RuntimeError("switchyard: a channel cannot be closed inside a library callback")
         with self._cv:
             ptr = self._ptr
             if not ptr or self._closing:

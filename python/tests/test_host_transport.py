@@ -203,3 +203,21 @@ def test_a_connect_that_raises_fails_the_subchannel(caplog):
             assert err.value.code == sy.StatusCode.UNAVAILABLE
             assert "connect raised" in err.value.message
     assert "a bug in the host's connect" in caplog.text
+
+
+def test_closing_from_a_callback_is_refused_not_a_deadlock(caplog):
+    import logging
+
+    caplog.set_level(logging.ERROR, logger="switchyard")
+    holder = {}
+
+    class ClosesItself(Idle):
+        def connect(self, subchannel_id, address, user_data):
+            holder["ch"].close()  # refused (RuntimeError), logged, reported failed
+
+    with sy.Channel("", ROUND_ROBIN, host_transport=ClosesItself()) as ch:
+        holder["ch"] = ch
+        ch.update_addresses(["127.0.0.1:1"])
+        ch.sync()
+        assert ch.state() != sy.State.SHUTDOWN
+    assert "cannot be closed inside a library callback" in caplog.text
