@@ -9,6 +9,7 @@ switchyard C library.
         print(resp.message, resp.headers.get("x-backend-port"))
 """
 from ._core import (
+    Call,
     Channel,
     HostTransport,
     Insecure,
@@ -49,6 +50,7 @@ def library_version():
 
 __all__ = [
     "Address",
+    "Call",
     "Channel",
     "ChannelClosed",
     "HostTransport",

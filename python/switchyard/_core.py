@@ -1,6 +1,7 @@
 """Runtime, channels, readers, picks and unary calls."""
 import atexit
 import base64
+import concurrent.futures
 import contextlib
 import ctypes as C
 import itertools
@@ -11,7 +12,15 @@ import time
 import weakref
 
 from . import _ffi
-from ._errors import ChannelClosed, InvalidArgument, State, StatusCode, check
+from ._errors import (
+    ChannelClosed,
+    InvalidArgument,
+    RpcError,
+    State,
+    StatusCode,
+    SwitchyardError,
+    check,
+)
 from ._ffi import lib
 
 log = logging.getLogger("switchyard")
@@ -314,8 +323,6 @@ class Pick:
 
     def __exit__(self, exc_type, exc, tb):
         if not self._done:
-            from ._errors import RpcError
-
             code = StatusCode.OK
             if exc is not None:
                 code = exc.code if isinstance(exc, RpcError) else StatusCode.UNKNOWN
@@ -382,6 +389,50 @@ class Reader:
             self.close()
         except Exception:
             pass
+
+
+# --- calls on the event loop -------------------------------------------------
+class Call(concurrent.futures.Future):
+    """A unary RPC started with `Channel.unary_future`: a Future whose result
+    is the Response, or whose exception is an RpcError (ChannelClosed if the
+    channel closed first). Done callbacks run on the channel's completion
+    thread and must not block."""
+
+    def __init__(self, channel):
+        super().__init__()
+        self._channel = weakref.ref(channel)
+        self.call_id = None
+
+    def cancel(self):
+        """Ends the call with RpcError(CANCELLED) if it is still running:
+        returns True then, False if it already finished."""
+        ch = self._channel()
+        if ch is None or self.call_id is None:
+            return False
+        try:
+            with ch._use() as ptr:
+                return lib.sy_call_cancel(ptr, self.call_id) == _ffi.SY_OK
+        except ChannelClosed:
+            return False
+
+
+@_ffi.CALL_DONE_FN
+@_guarded("call completion")
+def _call_done(ctx, status, grpc_code, message, response):
+    call = _pop(ctx)
+    if call is None:  # cannot happen; never leak the buffer
+        if response:
+            lib.sy_buffer_free(response)
+        return
+    text = message.decode("utf-8", "replace") if message else ""
+    if status == _ffi.SY_OK:
+        call.set_result(Response(response))
+    elif status == _ffi.SY_RPC_FAILED:
+        call.set_exception(RpcError(grpc_code, text))
+    elif status in (_ffi.SY_CLOSED, _ffi.SY_RUNTIME_GONE):
+        call.set_exception(ChannelClosed(status, text or "channel is closed"))
+    else:
+        call.set_exception(SwitchyardError(status, text))
 
 
 # --- host transports --------------------------------------------------------
@@ -558,6 +609,43 @@ class Channel:
             )
         )
         return Response(out)
+
+    def unary_future(self, method, request=b"", timeout=None, metadata=None,
+                     wait_for_ready=False, request_hash=None):
+        """Starts a unary RPC on the event loop (no thread waits for it) and
+        returns a Call, a concurrent.futures.Future of its Response;
+        `call.cancel()` ends it with CANCELLED. Arguments as `unary`."""
+        if not isinstance(request, (bytes, bytearray, memoryview)):
+            raise TypeError("request must be bytes")
+        request = bytes(request)
+        md, md_len, _keep = _metadata_array(metadata)
+        h = C.byref(C.c_uint64(request_hash)) if request_hash is not None else None
+        call = Call(self)
+        handle = _put(call)
+        call_id = C.c_uint64()
+        try:
+            with self._use() as ptr:
+                check(
+                    lib.sy_call_unary_start(
+                        ptr,
+                        method.encode(),
+                        request,
+                        len(request),
+                        md,
+                        md_len,
+                        h,
+                        _ffi.call_timeout_ms(timeout),
+                        bool(wait_for_ready),
+                        _call_done,
+                        handle,
+                        C.byref(call_id),
+                    )
+                )
+        except BaseException:
+            _pop(handle)  # not accepted: the callback never runs
+            raise
+        call.call_id = call_id.value
+        return call
 
     def reader(self):
         """A new Reader (for picks on a host transport channel)."""

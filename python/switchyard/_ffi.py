@@ -103,6 +103,7 @@ class PickArgs(C.Structure):
 
 SUBCHANNEL_FN = C.CFUNCTYPE(None, P, C.c_uint64, C.c_char_p, C.c_size_t, P)
 STATE_FN = C.CFUNCTYPE(None, P, C.c_uint32)
+CALL_DONE_FN = C.CFUNCTYPE(None, P, C.c_uint32, C.c_uint32, C.c_char_p, P)
 RELEASE_FN = C.CFUNCTYPE(None, P)
 PICKER_PICK_FN = C.CFUNCTYPE(C.c_uint32, P, C.POINTER(PickArgs), C.POINTER(C.c_size_t))
 PICKER_DONE_FN = C.CFUNCTYPE(None, P, C.c_uint64, C.POINTER(C.c_char), C.c_size_t, C.c_uint64)
@@ -193,6 +194,12 @@ SIGNATURES = {
         u32,
         [P, C.c_char_p, C.c_char_p, sz, C.POINTER(Metadata), sz, C.POINTER(u64), u64, b, PP],
     ),
+    "sy_call_unary_start": (
+        u32,
+        [P, C.c_char_p, C.c_char_p, sz, C.POINTER(Metadata), sz, C.POINTER(u64), u64, b,
+         CALL_DONE_FN, P, C.POINTER(u64)],
+    ),
+    "sy_call_cancel": (u32, [P, u64]),
     "sy_buffer_data": (BYTES, [P]),
     "sy_buffer_len": (sz, [P]),
     "sy_buffer_free": (None, [P]),

@@ -157,3 +157,29 @@ def test_connectivity_state(backends):
         assert sy.State.READY in seen
     with pytest.raises(sy.ChannelClosed):
         ch.state()
+
+
+def test_calls_started_on_the_event_loop(backends):
+    with sy.Channel(backends.target, ROUND_ROBIN, credentials=sy.Insecure()) as ch:
+        calls = [ch.unary_future("/echo.Echo/Unary", b"f%d" % i, timeout=10,
+                                 wait_for_ready=True) for i in range(12)]
+        for i, call in enumerate(calls):
+            assert call.result(timeout=20).message.startswith(b"f%d|port=" % i)
+
+        failing = ch.unary_future("/echo.Echo/Nope", b"", timeout=10)
+        assert isinstance(failing.exception(timeout=20), sy.RpcError)
+        assert failing.exception().code == sy.StatusCode.UNIMPLEMENTED
+
+        slow = ch.unary_future("/echo.Echo/Delay", b"30000", timeout=60)
+        assert slow.cancel()
+        with pytest.raises(sy.RpcError) as err:
+            slow.result(timeout=20)
+        assert err.value.code == sy.StatusCode.CANCELLED
+        assert not slow.cancel()  # finished
+
+        pending = ch.unary_future("/echo.Echo/Delay", b"30000", timeout=60)
+    # Closing the channel ends the calls still running.
+    with pytest.raises(sy.ChannelClosed):
+        pending.result(timeout=20)
+    with pytest.raises(sy.ChannelClosed):
+        ch.unary_future("/echo.Echo/Unary", b"")
