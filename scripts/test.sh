@@ -35,6 +35,11 @@ cargo package -p switchyard-lb -p switchyard-lb-ffi --allow-dirty
 step "loom models (LOOM_MAX_PREEMPTIONS=2)"
 scripts/loom.sh
 
+# After the C examples: their `cargo build` of the C library is the one the
+# package reuses (cargo profile dev).
+step "Python package: pip install ./python into a venv, pytest against grpcio backends"
+python/test.sh
+
 # One closing line for the whole run: every `test result:` line summed, plus
 # the C programs (each prints "... all passed" only when its checks held).
 summary=$(awk '/^test result:/ { p += $4; f += $6 } END { printf "%d passed, %d failed", p, f }' "$LOG")

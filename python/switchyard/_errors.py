@@ -1,0 +1,116 @@
+"""Exceptions and the enums they carry."""
+import enum
+
+from . import _ffi
+
+
+class StatusCode(enum.IntEnum):
+    """gRPC status codes (the numbers are gRPC's, as in grpc.StatusCode)."""
+
+    OK = 0
+    CANCELLED = 1
+    UNKNOWN = 2
+    INVALID_ARGUMENT = 3
+    DEADLINE_EXCEEDED = 4
+    NOT_FOUND = 5
+    ALREADY_EXISTS = 6
+    PERMISSION_DENIED = 7
+    RESOURCE_EXHAUSTED = 8
+    FAILED_PRECONDITION = 9
+    ABORTED = 10
+    OUT_OF_RANGE = 11
+    UNIMPLEMENTED = 12
+    INTERNAL = 13
+    UNAVAILABLE = 14
+    DATA_LOSS = 15
+    UNAUTHENTICATED = 16
+
+    @classmethod
+    def of(cls, number):
+        try:
+            return cls(number)
+        except ValueError:
+            return cls.UNKNOWN
+
+
+class State(enum.IntEnum):
+    """Connectivity states (gRPC's numbers)."""
+
+    IDLE = 0
+    CONNECTING = 1
+    READY = 2
+    TRANSIENT_FAILURE = 3
+    SHUTDOWN = 4
+
+
+class SwitchyardError(Exception):
+    """A call into the library failed for a reason other than an RPC's status:
+    `status` is the library's numbered status (`status_name` its name, e.g.
+    "SY_CLOSED") and `detail` what sy_last_error said."""
+
+    def __init__(self, status, detail):
+        self.status = status
+        self.status_name = _ffi.status_name(status)
+        self.detail = detail
+        super().__init__(detail or self.status_name)
+
+
+class InvalidArgument(SwitchyardError, ValueError):
+    """Bad input: a malformed target, service config, method, metadata, ..."""
+
+
+class ChannelClosed(SwitchyardError):
+    """The channel (or its runtime) was closed."""
+
+
+class RpcError(Exception):
+    """An RPC (or a pick for one) failed with gRPC status `code` (a
+    StatusCode) and `message`."""
+
+    def __init__(self, code, message=""):
+        self.code = StatusCode.of(int(code))
+        self.message = message
+        super().__init__(f"{self.code.name}: {message}" if message else self.code.name)
+
+    def details(self):  # grpc.RpcError's spelling
+        return self.message
+
+
+class NoSubchannel(RpcError):
+    """A pick that was not allowed to wait found nothing ready yet; a later
+    pick may succeed."""
+
+
+_ARGUMENT_STATUSES = {
+    _ffi.SY_NULL_PARAMETER,
+    _ffi.SY_INVALID_ARGUMENT,
+    _ffi.SY_INVALID_UTF8,
+    _ffi.SY_INVALID_SERVICE_CONFIG,
+    _ffi.SY_INVALID_TARGET,
+    _ffi.SY_NOT_FOUND,
+}
+
+
+def error_for(status):
+    """The exception for a failed call's status, read on the failing thread
+    right after the call (sy_last_error is per thread)."""
+    detail = _ffi.last_error()
+    if status in (
+        _ffi.SY_RPC_FAILED,
+        _ffi.SY_UNAVAILABLE,
+        _ffi.SY_DROPPED,
+        _ffi.SY_DEADLINE_EXCEEDED,
+    ):
+        return RpcError(_ffi.lib.sy_last_grpc_code(), detail)
+    if status == _ffi.SY_NO_SUBCHANNEL:
+        return NoSubchannel(StatusCode.UNAVAILABLE, detail)
+    if status in (_ffi.SY_CLOSED, _ffi.SY_RUNTIME_GONE):
+        return ChannelClosed(status, detail)
+    if status in _ARGUMENT_STATUSES:
+        return InvalidArgument(status, detail)
+    return SwitchyardError(status, detail)
+
+
+def check(status):
+    if status != _ffi.SY_OK:
+        raise error_for(status)
