@@ -40,8 +40,17 @@ scripts/loom.sh
 step "Python package: pip install ./python into a venv, pytest against grpcio backends"
 python/test.sh
 
-# One closing line for the whole run: every `test result:` line summed, plus
-# the C programs (each prints "... all passed" only when its checks held).
-summary=$(awk '/^test result:/ { p += $4; f += $6 } END { printf "%d passed, %d failed", p, f }' "$LOG")
+# One closing line for the whole run: every cargo `test result:` line and
+# pytest's closing line summed (the C programs and the demo runs fail the
+# script by their exit status; each prints its own closing line).
+summary=$(awk '
+  /^test result:/ { p += $4; f += $6 }
+  /^=+ .* in [0-9.]+s/ {
+    for (i = 2; i < NF; i++) {
+      if ($(i + 1) ~ /^passed/) p += $i
+      if ($(i + 1) ~ /^failed/) f += $i
+    }
+  }
+  END { printf "%d passed, %d failed", p, f }' "$LOG")
 printf '\nswitchyard: %s\n' "$summary"
 
