@@ -527,6 +527,7 @@ mod tests {
     /// "stream closed because of a broken pipe"); the next calls go to the
     /// backend that remains, and the drained connection then closes.
     #[test]
+    #[cfg_attr(miri, ignore = "real sockets: Miri has no network")]
     fn removed_address_lets_its_calls_in_flight_finish() {
         use crate::transport::testserver::{Listen, ServerOptions, TestServer};
         use crate::{Address, CallOptions, Channel, ChannelOptions, Runtime};

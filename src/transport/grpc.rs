@@ -512,6 +512,7 @@ mod tests {
     /// the body is sent: the call reports the server's status, not
     /// UNAVAILABLE "inactive stream".
     #[test]
+    #[cfg_attr(miri, ignore = "real sockets: Miri has no network")]
     fn a_status_that_closes_the_stream_before_the_body_is_sent_is_the_outcome() {
         let server = TestServer::start(
             Listen::Tcp("127.0.0.1:0".parse().unwrap()),

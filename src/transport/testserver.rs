@@ -671,6 +671,7 @@ mod tests {
     /// graceful stop lets every one finish before it closes (a hard stop
     /// fails them all: "stream closed because of a broken pipe").
     #[test]
+    #[cfg_attr(miri, ignore = "real sockets: Miri has no network")]
     fn graceful_stop_finishes_the_calls_in_flight() {
         let srv = TestServer::start(
             Listen::Tcp(SocketAddr::from(([127, 0, 0, 1], 0))),
