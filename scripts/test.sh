@@ -45,8 +45,8 @@ python/test.sh
 # script by their exit status; each prints its own closing line).
 summary=$(awk '
   /^test result:/ { p += $4; f += $6 }
-  /^=+ .* in [0-9.]+s/ {
-    for (i = 2; i < NF; i++) {
+  /^(=+ )?[0-9]+ (passed|failed).* in [0-9.]+s/ {
+    for (i = 1; i < NF; i++) {
       if ($(i + 1) ~ /^passed/) p += $i
       if ($(i + 1) ~ /^failed/) f += $i
     }
