@@ -32,7 +32,11 @@ use std::time::{Duration, Instant};
 /// Per-call options.
 #[derive(Clone, Copy, Debug, Default)]
 pub struct CallOptions<'a> {
+    /// When the call gives up with DEADLINE_EXCEEDED (waiting for a pick
+    /// included); `None`: no deadline.
     pub deadline: Option<Instant>,
+    /// Queue while the channel has no READY subchannel (through
+    /// TRANSIENT_FAILURE) instead of failing fast with UNAVAILABLE.
     pub wait_for_ready: bool,
     /// Request metadata: lower-case keys, printable ASCII values (see
     /// [`check_metadata`]; a call with bad metadata fails before anything

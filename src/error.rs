@@ -51,7 +51,10 @@ mod tests {
         }
         let err = boxed().unwrap_err();
         assert_eq!(err.to_string(), "invalid target: nope:");
-        assert_eq!(err.downcast_ref::<Error>(), Some(&Error::InvalidTarget("nope:".into())));
+        assert_eq!(
+            err.downcast_ref::<Error>(),
+            Some(&Error::InvalidTarget("nope:".into()))
+        );
     }
 }
 

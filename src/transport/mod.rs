@@ -27,10 +27,17 @@ mod tests;
 use std::path::PathBuf;
 use std::time::Duration;
 
-pub use grpc::{code, start, unary, CallError, CallFuture, UnaryResponse};
-pub use h2conn::{Connection, Handle};
-pub use health::{HealthWatch, WatchEvent, WATCH_METHOD};
-pub use tls::TlsClient;
+pub use grpc::UnaryResponse;
+pub(crate) use grpc::{code, start, CallError, CallFuture};
+pub(crate) use h2conn::Connection;
+pub(crate) use health::{HealthWatch, WatchEvent};
+pub(crate) use tls::TlsClient;
+// A connection's handle and a blocking call on it, public only for the raw
+// transport benchmark (benches/rpc.rs); not part of the API.
+#[doc(hidden)]
+pub use grpc::unary;
+#[doc(hidden)]
+pub use h2conn::Handle;
 
 /// How to talk to a backend. The default is verified TLS (the bundled
 /// Mozilla roots, the target's host name); plaintext only when named:
@@ -74,7 +81,9 @@ impl Default for TransportConfig {
 /// The per-connection limits taken from a [`TransportConfig`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Limits {
+    /// See `TransportConfig::max_recv_message_size`.
     pub max_recv_message_size: usize,
+    /// See `TransportConfig::max_header_list_size`.
     pub max_header_list_size: u32,
 }
 
@@ -136,6 +145,9 @@ impl Default for Credentials {
 }
 
 #[derive(Debug, Clone, Default)]
+/// How to verify the server, and the client certificate for mutual TLS.
+/// The default: the bundled Mozilla roots, the target's host name, no
+/// client certificate.
 pub struct TlsSettings {
     /// SNI and certificate name to verify; empty = the target's host
     /// ([`Target::host`]).
@@ -147,6 +159,8 @@ pub struct TlsSettings {
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// HTTP/2 keepalive PINGs (gRFC A8), off unless set. A server's
+/// "too_many_pings" GOAWAY doubles `time`.
 pub struct Keepalive {
     /// Idle time (no bytes read) after which a PING is sent.
     pub time: Duration,
@@ -157,7 +171,7 @@ pub struct Keepalive {
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Target {
+pub(crate) enum Target {
     Tcp(std::net::SocketAddr),
     Unix(PathBuf),
 }
@@ -184,7 +198,7 @@ impl Target {
 
 /// What a connection reports back to the loop after being driven.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Progress {
+pub(crate) enum Progress {
     /// Nothing new to report.
     Pending,
     /// The server's SETTINGS were received and applied. Reported once.
