@@ -56,8 +56,9 @@
 //! use switchyard::{CallOptions, Channel, ChannelOptions, Runtime, TransportConfig};
 //!
 //! # fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! let loopback = "127.0.0.1:0".parse()?; // a free port, on loopback only
 //! let backends = (0..3)
-//!     .map(|_| TestServer::start(Listen::Tcp("127.0.0.1:0".parse()?), ServerOptions::default()))
+//!     .map(|_| TestServer::start(Listen::Tcp(loopback), ServerOptions::default()))
 //!     .collect::<Result<Vec<_>, _>>()?;
 //! let addrs: Vec<String> = backends.iter().map(|b| b.addr().to_string()).collect();
 //!
