@@ -1,15 +1,22 @@
-//! Client transport: mio-driven TCP / Unix / TLS connections speaking HTTP/2,
-//! plus gRPC unary framing on top.
+//! The library's own client transport: mio-driven TCP / Unix / TLS
+//! connections speaking HTTP/2, plus gRPC unary framing on top.
 //!
-//! Everything here is a state machine owned by one event-loop thread.
-//! [`Connection::start`] registers the socket under the loop's token; the
-//! loop calls [`Connection::on_event`] for every readiness event on that
+//! What users set is [`TransportConfig`]: [`Credentials`] (verified TLS by
+//! default, [`TlsSettings`] for other roots, a server name or a client
+//! certificate; plaintext only as [`TransportConfig::insecure`]),
+//! [`Keepalive`] and the size limits. A call's response is an
+//! [`UnaryResponse`]. With the `testserver` feature, `testserver` has an
+//! in-process gRPC echo and health server for tests and examples.
+//!
+//! Inside, everything is a state machine owned by one event-loop thread.
+//! `Connection::start` registers the socket under the loop's token; the
+//! loop calls `Connection::on_event` for every readiness event on that
 //! token and whenever the waker it handed to `start` fires, and
-//! [`Connection::on_timer`] when
-//! [`Connection::next_timer`] is due. No async runtime is involved: h2's
-//! futures are polled by hand with a `Context` built from that waker; RPC
-//! threads block in [`unary`] with a park/unpark waker, and the loop polls
-//! the future [`start`] returns for calls it drives itself.
+//! `Connection::on_timer` when `Connection::next_timer` is due. No async
+//! runtime is involved: h2's futures are polled by hand with a `Context`
+//! built from that waker; RPC threads block in `unary` with a park/unpark
+//! waker, and the loop polls the future `start` returns for calls it drives
+//! itself.
 
 mod grpc;
 mod h2conn;
@@ -150,7 +157,7 @@ impl Default for Credentials {
 /// client certificate.
 pub struct TlsSettings {
     /// SNI and certificate name to verify; empty = the target's host
-    /// ([`Target::host`]).
+    /// (its IP address, or "localhost" for a Unix socket).
     pub server_name: String,
     /// PEM bundle of trusted roots; `None` = the webpki-roots Mozilla bundle.
     pub roots_pem: Option<Vec<u8>>,
