@@ -321,6 +321,7 @@ pub mod subconn;
 pub(crate) mod sync;
 pub mod transport;
 
+pub use backoff::BackoffConfig;
 pub use balancer::{
     Balancer, Builder, ClientConn, ClientConnState, LbConfig, SubConnState, TimerToken,
 };
@@ -331,8 +332,12 @@ pub use connector::{
     Connector, ConnectorCtx, ExternalConnector, HostTransport, Notifier, TransportEvent,
 };
 pub use error::Error;
+pub use managed::ManagedConnector;
 pub use picker::{DoneHook, DoneInfo, Listed, PickInfo, PickLocal, PickResult, Picker};
-pub use reader::{Pick, PickError, PickOptions, PickRef, RawPick, Reader};
+pub use reader::{Pick, PickError, PickOptions, PickRef, Reader};
+// A pick as plain words, for the C ABI crate.
+#[doc(hidden)]
+pub use reader::RawPick;
 pub use runtime::{Runtime, RuntimeConfig};
 pub use state::ConnectivityState;
 pub use status::{Code, Status};
