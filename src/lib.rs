@@ -27,9 +27,10 @@
 //!   [`Builder`] making [`Balancer`]s that talk to the channel through a
 //!   [`ClientConn`] and publish [`Picker`]s, registered with
 //!   [`registry::register`].
-//! - Failures: calls and picks fail with a gRPC [`Status`] ([`Code`] plus
-//!   message); channel operations with an [`Error`]. Both implement
-//!   [`std::error::Error`], so `?` works in a function returning
+//! - Failures: calls fail with a gRPC [`Status`] ([`Code`] plus message),
+//!   picks with a [`PickError`] (whose [`PickError::status`] is the status
+//!   the RPC fails with), channel operations with an [`Error`]. All three
+//!   implement [`std::error::Error`], so `?` works in a function returning
 //!   `Box<dyn std::error::Error>`.
 //!
 //! # Credentials are explicit
@@ -41,8 +42,30 @@
 //! server name override or a client certificate). Plaintext HTTP/2 (h2c) is
 //! only ever chosen by name: [`TransportConfig::insecure()`] or
 //! [`Credentials::Insecure`]. Talking TLS to a plaintext backend (or the
-//! reverse) fails the connection attempts; the subchannels report the TLS
-//! error as their TRANSIENT_FAILURE reason.
+//! reverse) fails every connection attempt: the channel goes to
+//! TRANSIENT_FAILURE, and a fail-fast call fails with UNAVAILABLE and the
+//! connection error (a wait-for-ready call waits for its deadline instead).
+//!
+#![cfg_attr(feature = "testserver", doc = "```")]
+#![cfg_attr(not(feature = "testserver"), doc = "```ignore")]
+//! use std::time::{Duration, Instant};
+//! use switchyard::transport::testserver::{Listen, ServerOptions, TestServer};
+//! use switchyard::{CallOptions, Channel, ChannelOptions, Code, Runtime};
+//!
+//! # fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! // A plaintext backend, and a channel left at the default: verified TLS.
+//! let backend = TestServer::start(Listen::Tcp("127.0.0.1:0".parse()?), ServerOptions::default())?;
+//! let rt = Runtime::new()?;
+//! let ch = Channel::new(&rt, &format!("ipv4:{}", backend.addr()), None, ChannelOptions::default())?;
+//! let options = CallOptions {
+//!     deadline: Some(Instant::now() + Duration::from_secs(10)),
+//!     ..Default::default() // fail fast
+//! };
+//! let status = ch.reader().unary("/echo.Echo/Unary", b"hi", &options).unwrap_err();
+//! assert_eq!(status.code(), Code::Unavailable, "{status}");
+//! # Ok(())
+//! # }
+//! ```
 //!
 //! # A channel with the library's connections
 //!
