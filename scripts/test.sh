@@ -17,6 +17,9 @@ cargo fmt --all -- --check
 step "clippy (warnings are errors)"
 cargo clippy --workspace --all-targets --all-features -- -D warnings
 
+step "API docs: every public item documented, no broken links (rustdoc warnings are errors)"
+RUSTDOCFLAGS="-D warnings" cargo doc -p switchyard-lb --no-deps --all-features
+
 step "interop peers: grpcio in a virtualenv"
 bash interop/setup.sh
 

@@ -5,11 +5,19 @@
 use std::time::{Duration, Instant};
 
 #[derive(Clone, Copy, Debug, PartialEq)]
+/// Connection backoff settings (gRPC's connection-backoff spec). The
+/// default is gRPC's: 1 s, ×1.6, ±20 % jitter, at most 120 s, at least 20 s
+/// per attempt. Set per channel with `ChannelOptions::backoff`.
 pub struct BackoffConfig {
+    /// The backoff after the first failed attempt.
     pub initial: Duration,
+    /// How much each further backoff grows (before jitter).
     pub multiplier: f64,
+    /// Random spread applied to each backoff: ±this fraction.
     pub jitter: f64,
+    /// The largest backoff.
     pub max: Duration,
+    /// The least time any one connection attempt is given.
     pub min_connect_timeout: Duration,
 }
 
@@ -26,7 +34,7 @@ impl Default for BackoffConfig {
 }
 
 /// A random source for jitter: uniform in [0, 1). Injectable for tests.
-pub trait Jitter {
+pub(crate) trait Jitter {
     fn uniform(&mut self) -> f64;
 }
 
@@ -38,7 +46,7 @@ impl<F: FnMut() -> f64> Jitter for F {
 
 /// Per-subchannel backoff state.
 #[derive(Clone, Debug)]
-pub struct Backoff {
+pub(crate) struct Backoff {
     config: BackoffConfig,
     /// Pre-jitter backoff for the next interval.
     current: Duration,

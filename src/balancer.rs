@@ -31,7 +31,9 @@ pub trait Builder: Send + Sync {
 /// The resolver's output as a policy receives it.
 #[derive(Clone, Default)]
 pub struct ClientConnState {
+    /// The resolved addresses, in resolver order.
     pub addresses: Vec<Address>,
+    /// This policy's parsed config (`Builder::parse_config`), if it has one.
     pub config: Option<LbConfig>,
 }
 
@@ -48,7 +50,9 @@ impl std::fmt::Debug for ClientConnState {
 /// TRANSIENT_FAILURE (and on the IDLE that follows a lost connection).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct SubConnState {
+    /// The subchannel's new state.
     pub state: ConnectivityState,
+    /// Why it failed (TRANSIENT_FAILURE, or IDLE after a lost connection).
     pub error: Option<Arc<str>>,
 }
 
@@ -109,6 +113,7 @@ pub trait ClientConn {
     /// Arm a one-shot timer; `Balancer::timer` receives its token.
     fn schedule_timer(&mut self, after: Duration) -> TimerToken;
 
+    /// Disarm a timer armed with `schedule_timer`; unknown or fired tokens are ignored.
     fn cancel_timer(&mut self, token: TimerToken);
 
     /// The loop's clock.

@@ -7,7 +7,7 @@
 //! thread while it waits: the event loop picks for it (queueing it until the
 //! channel publishes a new picker), polls its HTTP/2 stream with a waker that
 //! schedules just that call, and ends it at its deadline with a loop timer.
-//! Both hand every pick and attempt to [`Course`], which makes the
+//! Both hand every pick and attempt to one internal `Course`, which makes the
 //! pick / done / retry decisions. A started call's completion closure runs
 //! on the channel's dispatch thread (one per channel, started with the first
 //! call), never on the loop: a slow closure delays the closures after it,
@@ -32,7 +32,11 @@ use std::time::{Duration, Instant};
 /// Per-call options.
 #[derive(Clone, Copy, Debug, Default)]
 pub struct CallOptions<'a> {
+    /// When the call gives up with DEADLINE_EXCEEDED (waiting for a pick
+    /// included); `None`: no deadline.
     pub deadline: Option<Instant>,
+    /// Queue while the channel has no READY subchannel (through
+    /// TRANSIENT_FAILURE) instead of failing fast with UNAVAILABLE.
     pub wait_for_ready: bool,
     /// Request metadata: lower-case keys, printable ASCII values (see
     /// [`check_metadata`]; a call with bad metadata fails before anything

@@ -87,7 +87,10 @@ pub struct ChannelOptions {
     /// verifying the target's host name; plaintext HTTP/2 only when asked for
     /// by name (`TransportConfig::insecure()`).
     pub transport: Option<TransportConfig>,
+    /// Backoff between a subchannel's connection attempts.
     pub backoff: BackoffConfig,
+    /// Called on the loop thread whenever the channel's aggregate state
+    /// changes (keep it short: it runs on the event loop).
     pub on_state_change: Option<StateCallback>,
     /// Called on the loop thread when the policy or a subchannel asks for
     /// re-resolution and the host is the resolver (empty target).
@@ -250,6 +253,8 @@ impl Channel {
         self.run(|core, env| core.exit_idle(env))
     }
 
+    /// The channel's aggregate connectivity state, as its policy last
+    /// published it.
     pub fn state(&self) -> ConnectivityState {
         self.shared.state()
     }
@@ -330,6 +335,7 @@ impl Channel {
         }
     }
 
+    /// Whether `close` was called (or the channel dropped).
     pub fn is_closed(&self) -> bool {
         self.shared.closed.load(Ordering::Acquire)
     }
@@ -349,6 +355,8 @@ pub struct IdleTrigger {
 }
 
 impl IdleTrigger {
+    /// Asks the loop to call the policy's `Balancer::exit_idle`. Any thread;
+    /// never blocks.
     pub fn exit_idle(&self) {
         self.handle
             .run(self.channel, |core, env| core.exit_idle(env));

@@ -5,6 +5,7 @@ use std::time::{Duration, Instant};
 
 /// Time as the event loop sees it (timers, backoff, connect deadlines).
 pub trait Clock: Send + Sync {
+    /// The current time.
     fn now(&self) -> Instant;
     /// A manual clock only moves when told; the loop then sleeps until woken.
     fn is_manual(&self) -> bool {
@@ -15,6 +16,7 @@ pub trait Clock: Send + Sync {
 }
 
 #[derive(Debug, Default, Clone, Copy)]
+/// The real clock, `Instant::now()`: the default.
 pub struct SystemClock;
 
 impl Clock for SystemClock {
@@ -37,12 +39,14 @@ impl Default for ManualClock {
 }
 
 impl ManualClock {
+    /// A clock stopped at the current instant.
     pub fn new() -> ManualClock {
         ManualClock {
             inner: Mutex::new((Instant::now(), Vec::new())),
         }
     }
 
+    /// Moves the clock forward by `by` and wakes every loop using it.
     pub fn advance(&self, by: Duration) {
         let wakers = {
             let mut g = self.inner.lock().unwrap_or_else(|p| p.into_inner());

@@ -49,6 +49,7 @@ impl ConnectorCtx<'_> {
         self.events.push((sc, event));
     }
 
+    /// The loop's mio registry, to register sockets under a `token`.
     pub fn registry(&self) -> &mio::Registry {
         &self.env.registry
     }
@@ -58,6 +59,7 @@ impl ConnectorCtx<'_> {
         self.env.alloc_token(self.channel, key)
     }
 
+    /// Returns a token from `token` once its socket is deregistered.
     pub fn release_token(&mut self, token: mio::Token) {
         self.env.tokens.remove(&token);
     }
@@ -69,6 +71,7 @@ impl ConnectorCtx<'_> {
             .schedule(at, self.channel, TimerKind::Connector(key))
     }
 
+    /// Disarms a timer from `schedule_timer` (no-op if it already fired).
     pub fn cancel_timer(&mut self, id: u64) {
         self.env.timers.cancel(id);
     }
@@ -82,6 +85,7 @@ impl ConnectorCtx<'_> {
         }
     }
 
+    /// The loop's clock (`RuntimeConfig::clock`).
     pub fn now(&self) -> Instant {
         self.env.clock.now()
     }
@@ -101,6 +105,8 @@ pub struct Notifier {
 }
 
 impl Notifier {
+    /// Schedules `Connector::notified(key, ..)` on the loop. Any thread;
+    /// never blocks.
     pub fn notify(&self) {
         self.handle.notify(self.channel, self.key);
     }
@@ -150,16 +156,25 @@ pub trait Connector: Send {
         true
     }
 
+    /// A socket registered under `ConnectorCtx::token(key)` is ready.
     fn io_event(&mut self, _key: u64, _event: &mio::event::Event, _ctx: &mut ConnectorCtx<'_>) {}
+    /// A timer from `ConnectorCtx::schedule_timer(.., key)` fired.
     fn timer(&mut self, _key: u64, _ctx: &mut ConnectorCtx<'_>) {}
+    /// A `Notifier` for `key` fired.
     fn notified(&mut self, _key: u64, _ctx: &mut ConnectorCtx<'_>) {}
 }
 
 /// The host stack's side of the external connector. Called on the loop thread;
 /// the host later reports the outcome with `Channel::report_subconn_state`.
 pub trait HostTransport: Send + Sync {
+    /// A new subchannel exists (IDLE); nothing to connect yet.
     fn create(&self, _sc: &Arc<SubConn>) {}
+    /// Start connecting to `sc.addr()`; report READY or TRANSIENT_FAILURE
+    /// later with `Channel::report_subconn_state(sc.id(), ..)`. Must not
+    /// block, and must not call back into the channel synchronously.
     fn connect(&self, sc: &Arc<SubConn>);
+    /// The subchannel is gone: close its transport (calls in flight may
+    /// finish first).
     fn shutdown(&self, sc: &Arc<SubConn>);
 }
 
@@ -169,6 +184,7 @@ pub struct ExternalConnector {
 }
 
 impl ExternalConnector {
+    /// A connector that hands every subchannel's transport to `host`.
     pub fn new(host: Arc<dyn HostTransport>) -> ExternalConnector {
         ExternalConnector { host }
     }

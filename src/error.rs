@@ -1,7 +1,12 @@
-//! Errors of the channel API.
+//! Errors of the channel API: what creating, updating or closing a channel
+//! can fail with. A call that fails reports a [`Status`](crate::Status)
+//! instead, as gRPC does.
 
 use std::fmt;
 
+/// Why a channel operation failed. Implements [`std::error::Error`], so `?`
+/// carries it into `Box<dyn std::error::Error>` (and [`std::io::Error`]
+/// converts into it, for `?` on [`Runtime::new`](crate::Runtime::new)).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Error {
     /// The service config was rejected; the message names the problem.
@@ -14,6 +19,8 @@ pub enum Error {
     Closed,
     /// The runtime that owned the channel is gone.
     RuntimeGone,
+    /// An operating-system error (creating the event loop, a socket, ...),
+    /// as text so the error stays `Clone` and `Eq`.
     Io(String),
 }
 
@@ -35,5 +42,24 @@ impl std::error::Error for Error {}
 impl From<std::io::Error> for Error {
     fn from(e: std::io::Error) -> Self {
         Error::Io(e.to_string())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn error_is_a_std_error() {
+        fn boxed() -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
+            Err(Error::InvalidTarget("nope:".into()))?;
+            Ok(())
+        }
+        let err = boxed().unwrap_err();
+        assert_eq!(err.to_string(), "invalid target: nope:");
+        assert_eq!(
+            err.downcast_ref::<Error>(),
+            Some(&Error::InvalidTarget("nope:".into()))
+        );
     }
 }

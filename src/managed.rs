@@ -58,6 +58,10 @@ struct Health {
     got_status: bool,
 }
 
+/// The library's own connections: TCP or Unix sockets, TLS (rustls) and
+/// HTTP/2 (h2), driven by the event loop, with keepalive, GOAWAY draining
+/// and client-side health checking. What a channel uses when
+/// `ChannelOptions::connector` is `None`.
 pub struct ManagedConnector {
     /// TLS built once for every connection (so sessions resume); `Err` when
     /// the settings are unusable, which fails every attempt with the reason.
@@ -77,6 +81,7 @@ pub struct ManagedConnector {
 }
 
 impl ManagedConnector {
+    /// A connector for `config` (credentials, keepalive, limits).
     pub fn new(config: TransportConfig) -> ManagedConnector {
         ManagedConnector {
             tls: config.tls_settings().map(TlsClient::new).transpose(),

@@ -21,6 +21,7 @@ pub struct PickInfo<'a> {
 pub struct DoneInfo<'a> {
     /// `None` when the RPC succeeded.
     pub error: Option<&'a str>,
+    /// How long the RPC took.
     pub latency: Duration,
     /// Named load metrics from the server (ORCA-style: `cpu_utilization`, `qps`, `eps`, ...).
     pub load: &'a [(&'a str, f64)],
@@ -28,6 +29,7 @@ pub struct DoneInfo<'a> {
 
 /// Called once per completed pick that carried it, from whichever thread ends the RPC.
 pub trait DoneHook: Send + Sync {
+    /// The RPC that picked `subconn` finished. Must not block.
     fn done(&self, subconn: &SubConn, info: &DoneInfo<'_>);
 }
 
@@ -36,7 +38,9 @@ pub trait DoneHook: Send + Sync {
 pub enum PickResult<'a> {
     /// Use this subchannel; call `done` (if any) when the RPC ends.
     Complete {
+        /// The subchannel to send the RPC on.
         subconn: &'a SubConn,
+        /// Told the outcome when the RPC ends, if set.
         done: Option<&'a (dyn DoneHook + 'static)>,
     },
     /// Nothing usable yet: wait for the next picker (gRPC's `ErrNoSubConnAvailable`).
@@ -57,6 +61,7 @@ pub struct PickLocal {
 }
 
 impl PickLocal {
+    /// Scratch seeded with `seed` (the cursor starts at a seed-derived offset).
     pub fn new(seed: u64) -> PickLocal {
         let mut local = PickLocal {
             cursor: 0,
@@ -99,6 +104,7 @@ impl PickLocal {
 /// An immutable pick table. Called concurrently from any RPC thread: must not
 /// block, do I/O or write shared state.
 pub trait Picker: Send + Sync + 'static {
+    /// Picks for one RPC. Wait-free in practice: no lock, no I/O, no shared write.
     fn pick<'a>(&'a self, info: &PickInfo<'_>, local: &mut PickLocal) -> PickResult<'a>;
 
     /// If this picker always completes with the same subchannel and no done
@@ -215,6 +221,7 @@ impl Listed {
         self.subconn
     }
 
+    /// The subchannel's id.
     pub fn id(&self) -> SubConnId {
         self.id
     }
@@ -244,6 +251,7 @@ impl Picker for QueuePicker {
 pub struct FailPicker(pub Status);
 
 impl FailPicker {
+    /// Fails every pick with UNAVAILABLE and `message`.
     pub fn unavailable(message: impl Into<Arc<str>>) -> FailPicker {
         FailPicker(Status::unavailable(message))
     }
@@ -273,6 +281,7 @@ pub struct SinglePicker {
 }
 
 impl SinglePicker {
+    /// Always picks `subconn`.
     pub fn new(subconn: Arc<SubConn>) -> SinglePicker {
         let rotation = Rotation::over(Arc::from([subconn.clone()]), 1).expect("one entry");
         SinglePicker { subconn, rotation }
@@ -305,6 +314,7 @@ pub struct IdlePicker {
 }
 
 impl IdlePicker {
+    /// Fires `trigger` on the first pick (`ClientConn::idle_trigger`).
     pub fn new(trigger: crate::channel::IdleTrigger) -> IdlePicker {
         IdlePicker {
             trigger,

@@ -376,6 +376,7 @@ pub struct PickRef<'r> {
 }
 
 impl<'r> PickRef<'r> {
+    /// The picked subchannel: send the RPC on its transport.
     pub fn subconn(&self) -> &'r SubConn {
         self.subconn
     }
@@ -421,6 +422,7 @@ unsafe impl Send for Pick {}
 unsafe impl Sync for Pick {}
 
 impl Pick {
+    /// The picked subchannel: send the RPC on its transport.
     pub fn subconn(&self) -> &SubConn {
         // SAFETY: `hold` keeps the table, and the picker that owns this
         // subchannel, alive for as long as `self`.

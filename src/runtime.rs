@@ -114,10 +114,13 @@ pub struct Runtime {
 }
 
 impl Runtime {
+    /// Starts an event-loop thread with the system clock. Dropping the
+    /// runtime stops it (close its channels first).
     pub fn new() -> io::Result<Runtime> {
         Self::with_config(RuntimeConfig::default())
     }
 
+    /// Starts an event-loop thread with `config` (a manual clock, a fixed seed).
     pub fn with_config(config: RuntimeConfig) -> io::Result<Runtime> {
         let poll = Poll::new()?;
         let waker = mio::Waker::new(poll.registry(), WAKER)?;

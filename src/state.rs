@@ -8,10 +8,16 @@ use std::fmt;
 #[repr(u8)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum ConnectivityState {
+    /// Not connected, and not trying to be until asked (a call, `connect`).
     Idle = 0,
+    /// Connecting (or waiting for a health verdict).
     Connecting = 1,
+    /// Ready for calls.
     Ready = 2,
+    /// Failing: calls fail fast (unless wait-for-ready) while it retries
+    /// with backoff.
     TransientFailure = 3,
+    /// Closed for good.
     Shutdown = 4,
 }
 
@@ -57,7 +63,9 @@ pub const NO_CHILDREN: &str = "no children to pick from";
 
 /// gRPC's default aggregation rule: any READY wins, then CONNECTING, then IDLE,
 /// else TRANSIENT_FAILURE — including when there is nothing at all. SHUTDOWN
-/// children are ignored.
+/// children are ignored. (The loop keeps `StateCounts` instead; this is the
+/// rule as the tests state it.)
+#[cfg(test)]
 pub fn aggregate<I: IntoIterator<Item = ConnectivityState>>(states: I) -> ConnectivityState {
     let mut counts = StateCounts::default();
     for s in states {

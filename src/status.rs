@@ -1,32 +1,58 @@
-//! gRPC status codes and the status a picker fails or drops a call with.
+//! gRPC status codes and [`Status`], the outcome of a call that did not
+//! succeed (and the status a picker fails or drops a call with).
+//!
+//! [`Status`] implements [`std::error::Error`], so `?` carries it into a
+//! `Box<dyn std::error::Error>` or any error type with a `From<Status>`.
 
 use std::fmt;
 use std::sync::Arc;
 
-/// gRPC status codes (numbers are the wire values).
+/// gRPC status codes (numbers are the wire values, as in gRPC's
+/// `statuscodes.md`).
 #[repr(u8)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum Code {
+    /// Not an error: the call succeeded.
     Ok = 0,
+    /// The call was cancelled, typically by the caller.
     Cancelled = 1,
+    /// An error the server did not classify (or a status it sent that the
+    /// client could not read).
     Unknown = 2,
+    /// The caller specified an invalid argument.
     InvalidArgument = 3,
+    /// The deadline expired before the call completed (or before a pick
+    /// found a ready subchannel).
     DeadlineExceeded = 4,
+    /// A requested entity was not found.
     NotFound = 5,
+    /// The entity a caller tried to create already exists.
     AlreadyExists = 6,
+    /// The caller may not perform the operation.
     PermissionDenied = 7,
+    /// Some resource (quota, message size, ...) is exhausted.
     ResourceExhausted = 8,
+    /// The system is not in a state the operation requires.
     FailedPrecondition = 9,
+    /// The operation was aborted (a concurrency conflict, typically).
     Aborted = 10,
+    /// An operation was attempted past a valid range.
     OutOfRange = 11,
+    /// The operation is not implemented or supported.
     Unimplemented = 12,
+    /// An invariant the system expects was broken.
     Internal = 13,
+    /// The service is currently unavailable; retrying may help (no ready
+    /// subchannel, connection failed or lost).
     Unavailable = 14,
+    /// Unrecoverable data loss or corruption.
     DataLoss = 15,
+    /// The request lacks valid credentials.
     Unauthenticated = 16,
 }
 
 impl Code {
+    /// The code with the wire value `n`, or `None` past 16.
     pub fn from_u32(n: u32) -> Option<Code> {
         use Code::*;
         const ALL: [Code; 17] = [
@@ -92,6 +118,25 @@ impl Code {
 }
 
 /// A status: code plus message. Cheap to clone (the message is shared).
+///
+/// It is what a failed call, pick or `done` reports, and an
+/// [`std::error::Error`]:
+///
+/// ```
+/// use switchyard::{Code, Status};
+///
+/// fn call() -> Result<(), Status> {
+///     Err(Status::unavailable("no ready subchannel"))
+/// }
+/// fn main_like() -> Result<(), Box<dyn std::error::Error>> {
+///     call()?; // Status converts into Box<dyn Error>
+///     Ok(())
+/// }
+/// let err = main_like().unwrap_err();
+/// let status = err.downcast_ref::<Status>().unwrap();
+/// assert_eq!(status.code(), Code::Unavailable);
+/// assert_eq!(err.to_string(), "Unavailable: no ready subchannel");
+/// ```
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Status {
     code: Code,
@@ -99,6 +144,7 @@ pub struct Status {
 }
 
 impl Status {
+    /// A status with `code` and `message`.
     pub fn new(code: Code, message: impl Into<Arc<str>>) -> Status {
         Status {
             code,
@@ -106,6 +152,8 @@ impl Status {
         }
     }
 
+    /// An UNAVAILABLE status (what a channel with no ready subchannel fails
+    /// a call with).
     pub fn unavailable(message: impl Into<Arc<str>>) -> Status {
         Status::new(Code::Unavailable, message)
     }
@@ -123,10 +171,12 @@ impl Status {
         }
     }
 
+    /// The status code.
     pub fn code(&self) -> Code {
         self.code
     }
 
+    /// The human-readable message (may be empty).
     pub fn message(&self) -> &str {
         &self.message
     }
@@ -143,6 +193,10 @@ impl fmt::Display for Status {
     }
 }
 
+/// A status is the error of a failed call: `reader.unary(...)?` works in a
+/// function returning `Box<dyn std::error::Error>`.
+impl std::error::Error for Status {}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -154,6 +208,22 @@ mod tests {
         assert!(s.message().contains("NotFound") && s.message().contains("gone"));
         let s = Status::from_picker(Code::ResourceExhausted, "busy");
         assert_eq!(s.code(), Code::ResourceExhausted);
+    }
+
+    #[test]
+    fn status_is_a_std_error() {
+        fn fails() -> Result<(), Status> {
+            Err(Status::new(Code::DeadlineExceeded, "too slow"))
+        }
+        fn boxed() -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
+            fails()?;
+            Ok(())
+        }
+        let err = boxed().unwrap_err();
+        assert_eq!(err.to_string(), "DeadlineExceeded: too slow");
+        let status = err.downcast_ref::<Status>().expect("the Status itself");
+        assert_eq!(status.code(), Code::DeadlineExceeded);
+        assert!(std::error::Error::source(status).is_none());
     }
 
     #[test]

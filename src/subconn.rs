@@ -17,6 +17,8 @@ pub struct Address {
     pub addr: String,
     /// Endpoint weight (0 means unset, treated as 1 by policies that weigh).
     pub weight: u32,
+    /// The host's data for this address, handed back with every pick and
+    /// released once nothing can return it any more.
     pub user_data: Option<UserData>,
     /// The host's own word for this address (an index, a pointer it owns),
     /// handed back with every pick of it at no cost. The library never reads
@@ -25,6 +27,7 @@ pub struct Address {
 }
 
 impl Address {
+    /// An address with no weight, user data or tag.
     pub fn new(addr: impl Into<String>) -> Address {
         Address {
             addr: addr.into(),
@@ -34,16 +37,19 @@ impl Address {
         }
     }
 
+    /// Sets `user_data`.
     pub fn with_user_data(mut self, data: UserData) -> Address {
         self.user_data = Some(data);
         self
     }
 
+    /// Sets `weight`.
     pub fn with_weight(mut self, weight: u32) -> Address {
         self.weight = weight;
         self
     }
 
+    /// Sets `tag`.
     pub fn with_tag(mut self, tag: u64) -> Address {
         self.tag = tag;
         self
@@ -84,18 +90,22 @@ impl SubConn {
         }
     }
 
+    /// The subchannel's id (what `Channel::report_subconn_state` takes).
     pub fn id(&self) -> SubConnId {
         self.id
     }
 
+    /// The address it connects to, with weight, user data and tag.
     pub fn address(&self) -> &Address {
         &self.address
     }
 
+    /// The address string (`Address::addr`).
     pub fn addr(&self) -> &str {
         &self.address.addr
     }
 
+    /// The address's user data.
     pub fn user_data(&self) -> Option<&UserData> {
         self.address.user_data.as_ref()
     }
@@ -106,6 +116,7 @@ impl SubConn {
     }
 
     /// The connection to send on, if the library manages one and it is READY.
+    #[doc(hidden)] // for the raw transport benchmark (benches/rpc.rs) only
     pub fn transport(&self) -> Option<Arc<crate::transport::Handle>> {
         self.transport.load_full()
     }

@@ -16,16 +16,20 @@ use std::sync::Arc;
 use std::time::Duration;
 
 /// gRFC A61's Connection Attempt Delay.
-pub const HAPPY_EYEBALLS_DELAY: Duration = Duration::from_millis(250);
+pub(crate) const HAPPY_EYEBALLS_DELAY: Duration = Duration::from_millis(250);
 
-pub const ZERO_ADDRESSES: &str = "name resolver error: produced zero addresses";
+pub(crate) const ZERO_ADDRESSES: &str = "name resolver error: produced zero addresses";
 
 /// `{"shuffleAddressList": bool}`.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct PickFirstConfig {
-    pub shuffle_address_list: bool,
+pub(crate) struct PickFirstConfig {
+    pub(crate) shuffle_address_list: bool,
 }
 
+/// Builds `pick_first` balancers (registered under that name): one
+/// subchannel at a time, in address order (gRFC A61, with Happy Eyeballs),
+/// all calls to the first that connects. Config:
+/// `{"shuffleAddressList": bool}`.
 pub struct PickFirstBuilder;
 
 impl Builder for PickFirstBuilder {
@@ -52,7 +56,7 @@ struct Entry {
 }
 
 #[derive(Default)]
-pub struct PickFirst {
+pub(crate) struct PickFirst {
     /// The address list in attempt order (shuffled, deduplicated, interleaved).
     list: Vec<Address>,
     entries: HashMap<String, Entry>,
@@ -378,7 +382,7 @@ impl Balancer for PickFirst {
 
 /// RFC 8305 §4: alternate address families (IPv4, IPv6, anything else), in the
 /// order each first appears, keeping the order within a family.
-pub fn interleave_families(list: Vec<Address>) -> Vec<Address> {
+pub(crate) fn interleave_families(list: Vec<Address>) -> Vec<Address> {
     fn family(addr: &str) -> usize {
         match addr.parse::<SocketAddr>() {
             Ok(SocketAddr::V4(_)) => 0,

@@ -13,6 +13,8 @@ use crate::subconn::{SubConn, SubConnId};
 use std::ptr::NonNull;
 use std::sync::Arc;
 
+/// Builds `round_robin` balancers (registered under that name): a
+/// pick_first child per address, calls rotated over the READY ones.
 pub struct RoundRobinBuilder;
 
 impl Builder for RoundRobinBuilder {
@@ -27,6 +29,7 @@ impl Builder for RoundRobinBuilder {
 
 /// One pickable child: its subchannel when the child's picker is that simple
 /// (always, for pick_first children), else the child's picker.
+#[doc(hidden)] // public for benches/pick.rs only
 #[derive(Clone)]
 pub enum RrEntry {
     Direct(Arc<SubConn>),
@@ -45,9 +48,10 @@ impl RrEntry {
 /// Entries per rotation chunk: one subchannel's change rebuilds (and moves
 /// every reader's cache through) at most this many (10 KiB), whatever the
 /// number of subchannels.
-pub const CHUNK: usize = 256;
+pub(crate) const CHUNK: usize = 256;
 
 /// Rotates over its entries; each reader keeps its own position.
+#[doc(hidden)] // public for benches/pick.rs only
 pub enum RrPicker {
     /// Every entry is a subchannel (the usual case): readers rotate inline.
     /// Building a new picker over the same subchannels copies entries (or
@@ -231,7 +235,7 @@ impl Tally {
 }
 
 #[derive(Default)]
-pub struct RoundRobin {
+pub(crate) struct RoundRobin {
     children: Children,
     reported: Option<ConnectivityState>,
     /// The chunks of the last published picker when it was a READY

@@ -39,9 +39,13 @@ pub mod code {
 const MAX_RECV_MESSAGE: usize = super::DEFAULT_MAX_RECV_MESSAGE_SIZE;
 
 #[derive(Debug, Clone, Default)]
+/// A successful unary call's response (grpc-status 0).
 pub struct UnaryResponse {
+    /// The response message (unframed).
     pub message: Vec<u8>,
+    /// The response headers.
     pub headers: HeaderMap,
+    /// The trailers (`grpc-status`, `grpc-message` and the server's own).
     pub trailers: HeaderMap,
 }
 

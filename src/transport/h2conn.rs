@@ -242,6 +242,7 @@ impl Connection {
     }
 
     /// Whether the peer ever told us "too_many_pings" (sticky).
+    #[cfg(test)]
     pub fn too_many_pings(&self) -> bool {
         self.too_many_pings
     }

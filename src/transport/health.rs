@@ -202,6 +202,7 @@ impl HealthWatch {
     }
 
     /// Whether the call is over (`Ended` was returned).
+    #[cfg(test)]
     pub fn is_done(&self) -> bool {
         matches!(self.state, State::Done)
     }

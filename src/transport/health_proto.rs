@@ -3,8 +3,11 @@
 
 /// HealthCheckResponse.ServingStatus values.
 pub const UNKNOWN: u32 = 0;
+/// The service is serving.
 pub const SERVING: u32 = 1;
+/// The service is not serving.
 pub const NOT_SERVING: u32 = 2;
+/// Watch only: the server does not know the service.
 pub const SERVICE_UNKNOWN: u32 = 3;
 
 /// The proto name of a ServingStatus value, for messages.
@@ -29,6 +32,7 @@ pub fn encode_request(service: &str) -> Vec<u8> {
     out
 }
 
+/// Decodes a HealthCheckRequest's service name; `None` if malformed.
 pub fn decode_request(buf: &[u8]) -> Option<String> {
     let mut service = String::new();
     for_each_field(buf, |field, value| {
@@ -50,6 +54,7 @@ pub fn encode_response(status: u32) -> Vec<u8> {
     out
 }
 
+/// Decodes a HealthCheckResponse's status; `None` if malformed.
 pub fn decode_response(buf: &[u8]) -> Option<u32> {
     let mut status = UNKNOWN;
     for_each_field(buf, |field, value| {

@@ -1,15 +1,22 @@
-//! Client transport: mio-driven TCP / Unix / TLS connections speaking HTTP/2,
-//! plus gRPC unary framing on top.
+//! The library's own client transport: mio-driven TCP / Unix / TLS
+//! connections speaking HTTP/2, plus gRPC unary framing on top.
 //!
-//! Everything here is a state machine owned by one event-loop thread.
-//! [`Connection::start`] registers the socket under the loop's token; the
-//! loop calls [`Connection::on_event`] for every readiness event on that
+//! What users set is [`TransportConfig`]: [`Credentials`] (verified TLS by
+//! default, [`TlsSettings`] for other roots, a server name or a client
+//! certificate; plaintext only as [`TransportConfig::insecure`]),
+//! [`Keepalive`] and the size limits. A call's response is an
+//! [`UnaryResponse`]. With the `testserver` feature, `testserver` has an
+//! in-process gRPC echo and health server for tests and examples.
+//!
+//! Inside, everything is a state machine owned by one event-loop thread.
+//! `Connection::start` registers the socket under the loop's token; the
+//! loop calls `Connection::on_event` for every readiness event on that
 //! token and whenever the waker it handed to `start` fires, and
-//! [`Connection::on_timer`] when
-//! [`Connection::next_timer`] is due. No async runtime is involved: h2's
-//! futures are polled by hand with a `Context` built from that waker; RPC
-//! threads block in [`unary`] with a park/unpark waker, and the loop polls
-//! the future [`start`] returns for calls it drives itself.
+//! `Connection::on_timer` when `Connection::next_timer` is due. No async
+//! runtime is involved: h2's futures are polled by hand with a `Context`
+//! built from that waker; RPC threads block in `unary` with a park/unpark
+//! waker, and the loop polls the future `start` returns for calls it drives
+//! itself.
 
 mod grpc;
 mod h2conn;
@@ -27,10 +34,17 @@ mod tests;
 use std::path::PathBuf;
 use std::time::Duration;
 
-pub use grpc::{code, start, unary, CallError, CallFuture, UnaryResponse};
-pub use h2conn::{Connection, Handle};
-pub use health::{HealthWatch, WatchEvent, WATCH_METHOD};
-pub use tls::TlsClient;
+pub use grpc::UnaryResponse;
+pub(crate) use grpc::{code, start, CallError, CallFuture};
+pub(crate) use h2conn::Connection;
+pub(crate) use health::{HealthWatch, WatchEvent};
+pub(crate) use tls::TlsClient;
+// A connection's handle and a blocking call on it, public only for the raw
+// transport benchmark (benches/rpc.rs); not part of the API.
+#[doc(hidden)]
+pub use grpc::unary;
+#[doc(hidden)]
+pub use h2conn::Handle;
 
 /// How to talk to a backend. The default is verified TLS (the bundled
 /// Mozilla roots, the target's host name); plaintext only when named:
@@ -74,7 +88,9 @@ impl Default for TransportConfig {
 /// The per-connection limits taken from a [`TransportConfig`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Limits {
+    /// See `TransportConfig::max_recv_message_size`.
     pub max_recv_message_size: usize,
+    /// See `TransportConfig::max_header_list_size`.
     pub max_header_list_size: u32,
 }
 
@@ -136,9 +152,12 @@ impl Default for Credentials {
 }
 
 #[derive(Debug, Clone, Default)]
+/// How to verify the server, and the client certificate for mutual TLS.
+/// The default: the bundled Mozilla roots, the target's host name, no
+/// client certificate.
 pub struct TlsSettings {
     /// SNI and certificate name to verify; empty = the target's host
-    /// ([`Target::host`]).
+    /// (its IP address, or "localhost" for a Unix socket).
     pub server_name: String,
     /// PEM bundle of trusted roots; `None` = the webpki-roots Mozilla bundle.
     pub roots_pem: Option<Vec<u8>>,
@@ -147,6 +166,8 @@ pub struct TlsSettings {
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// HTTP/2 keepalive PINGs (gRFC A8), off unless set. A server's
+/// "too_many_pings" GOAWAY doubles `time`.
 pub struct Keepalive {
     /// Idle time (no bytes read) after which a PING is sent.
     pub time: Duration,
@@ -157,7 +178,7 @@ pub struct Keepalive {
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Target {
+pub(crate) enum Target {
     Tcp(std::net::SocketAddr),
     Unix(PathBuf),
 }
@@ -184,7 +205,7 @@ impl Target {
 
 /// What a connection reports back to the loop after being driven.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Progress {
+pub(crate) enum Progress {
     /// Nothing new to report.
     Pending,
     /// The server's SETTINGS were received and applied. Reported once.

@@ -42,14 +42,20 @@ use tokio_rustls::rustls;
 use super::grpc::{encode_message, take_message};
 use super::health_proto;
 
+/// Where a test server listens.
 pub enum Listen {
+    /// A TCP address (`127.0.0.1:0` for a free port).
     Tcp(SocketAddr),
+    /// A Unix socket path.
     Unix(PathBuf),
 }
 
 #[derive(Clone)]
+/// A TLS test server's certificate and settings.
 pub struct ServerTls {
+    /// The server's certificate chain, PEM.
     pub cert_chain_pem: Vec<u8>,
+    /// The server's private key, PEM.
     pub key_pem: Vec<u8>,
     /// ALPN protocols offered; empty = no ALPN (for mismatch tests).
     pub alpn: Vec<Vec<u8>>,
@@ -58,7 +64,10 @@ pub struct ServerTls {
 }
 
 #[derive(Clone, Default)]
+/// How a test server behaves. The default: plaintext h2c, health service
+/// on, every call answered.
 pub struct ServerOptions {
+    /// TLS instead of plaintext h2c.
     pub tls: Option<ServerTls>,
     /// Accept connections and never read or write them.
     pub black_hole: bool,
@@ -92,6 +101,8 @@ struct Shared {
     resets: AtomicU64,
 }
 
+/// An in-process gRPC echo + health server on its own thread; dropping
+/// it stops it hard.
 pub struct TestServer {
     addr: Option<SocketAddr>,
     shared: Arc<Shared>,
@@ -186,10 +197,12 @@ impl TestServer {
         })
     }
 
+    /// The TCP address it listens on. Panics for a Unix socket server.
     pub fn addr(&self) -> SocketAddr {
         self.addr.expect("TCP server")
     }
 
+    /// Its TCP port.
     pub fn port(&self) -> u16 {
         self.shared.port
     }
@@ -590,15 +603,20 @@ async fn watch_health(mut respond: SendResponse<Bytes>, service: String, shared:
 /// A throwaway CA and a "localhost" server certificate it signed, for TLS
 /// tests (each call makes a new CA, so two of them distrust each other).
 pub struct TestPki {
+    /// The CA certificate, PEM: the roots a client should trust.
     pub ca_pem: Vec<u8>,
+    /// The server certificate (for "localhost"), PEM.
     pub server_cert: Vec<u8>,
+    /// The server certificate's key, PEM.
     pub server_key: Vec<u8>,
     /// A client certificate the same CA signed, for mutual TLS.
     pub client_cert: Vec<u8>,
+    /// The client certificate's key, PEM.
     pub client_key: Vec<u8>,
 }
 
 impl TestPki {
+    /// A fresh CA with its server and client certificates.
     pub fn new() -> TestPki {
         use rcgen::{
             BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer,
