@@ -22,11 +22,13 @@ pub mod registry;
 pub(crate) mod resolver;
 pub mod runtime;
 pub mod service_config;
+pub mod snapshot;
 pub mod state;
 pub mod status;
 pub(crate) mod subchannel;
 pub mod subconn;
 pub(crate) mod sync;
+pub mod trace;
 pub mod transport;
 
 pub use balancer::{
@@ -42,6 +44,7 @@ pub use error::Error;
 pub use picker::{DoneHook, DoneInfo, Listed, PickInfo, PickLocal, PickResult, Picker};
 pub use reader::{Pick, PickError, PickOptions, PickRef, RawPick, Reader};
 pub use runtime::{Runtime, RuntimeConfig};
+pub use snapshot::{ChannelSnapshot, SubchannelSnapshot};
 pub use state::ConnectivityState;
 pub use status::{Code, Status};
 pub use subconn::{Address, SubConn, SubConnId, UserData};
