@@ -46,6 +46,36 @@
 #define SY_WAIT_FOREVER UINT64_MAX
 
 /*
+ No records (as `max_level`: removes the callback).
+ */
+#define SY_LOG_OFF 0
+
+/*
+ Something failed that the library cannot recover from by itself.
+ */
+#define SY_LOG_ERROR 1
+
+/*
+ Connection failures and losses, resolver errors.
+ */
+#define SY_LOG_WARN 2
+
+/*
+ State changes, GOAWAYs, health changes, resolver results, policy switches.
+ */
+#define SY_LOG_INFO 3
+
+/*
+ Subchannels created, address lists handed to the policy.
+ */
+#define SY_LOG_DEBUG 4
+
+/*
+ Everything.
+ */
+#define SY_LOG_TRACE 5
+
+/*
  The largest value `sy_channel_options_set_call_threads` (deprecated) accepts.
  */
 #define SY_MAX_CALL_THREADS 256
@@ -386,6 +416,24 @@ typedef struct sy_address {
    */
   void *user_data;
 } sy_address;
+
+/*
+ Receives one log record: its level (`SY_LOG_ERROR` ... `SY_LOG_TRACE`), its
+ target (`switchyard::channel`, `switchyard::subchannel`,
+ `switchyard::transport`, `switchyard::resolver`, `switchyard::health`)
+ and its message, both UTF-8 `(pointer, length)` pairs that are also
+ NUL-terminated, valid for the call only. Called on whichever thread logs
+ (mostly the event loop's; also threads creating channels and the DNS
+ resolver's), possibly concurrently: it must be thread-safe and must not
+ block. It may call `sy_*` functions that do not block; blocking ones give
+ SY_WRONG_CONTEXT. Records its own calls cause are dropped.
+ */
+typedef void (*sy_log_fn)(void *ctx,
+                          uint32_t level,
+                          const char *target,
+                          size_t target_len,
+                          const char *message,
+                          size_t message_len);
 
 /*
  A policy written in C. Every callback except `build` and `free_builder`
@@ -907,6 +955,18 @@ uint32_t sy_last_status(void);
 uint32_t sy_last_grpc_code(void);
 
 /*
+ Sends the library's log records up to `max_level` (`SY_LOG_ERROR` ...
+ `SY_LOG_TRACE`) to `callback` with `ctx`, instead of stderr. A NULL
+ `callback` or `SY_LOG_OFF` removes it. Process-wide; any thread.
+
+ When this returns, no other thread is still running the previous callback,
+ so its `ctx` may be freed (when called from inside the callback itself it
+ does not wait for itself). SY_INVALID_ARGUMENT: an unknown level, or (in a
+ Rust program) a `log` logger of the program's own is installed.
+ */
+SY_MUST_USE sy_status sy_log_set_callback(sy_log_fn callback, void *ctx, uint32_t max_level);
+
+/*
  Allocates options holding the defaults. On success `*out` belongs to the
  caller (`sy_channel_options_free`). Any thread.
  */
@@ -1175,6 +1235,30 @@ SY_MUST_USE sy_status sy_runtime_new(struct sy_runtime **out);
  Any thread except the loop itself (never from a callback); called once.
  */
 void sy_runtime_free(struct sy_runtime *rt);
+
+/*
+ Writes a snapshot of the channel, taken on its event loop, as one JSON
+ object to `*out_json` (NUL-terminated UTF-8, owned by the caller: free it
+ with `sy_snapshot_json_free`) and its length without the NUL to
+ `*out_len` (may be NULL). Fields: `target`, `policy`, `state`
+ (`"READY"`, ...) and `subchannels`, an array of objects with `id`,
+ `address`, `state`, `last_error` (string or null), `calls_started`,
+ `calls_succeeded`, `calls_failed`, `calls_in_flight` and
+ `last_call_unix_ms` (number or null). Calls are the library's own
+ (`sy_call_unary*`), counted per attempt; host-transport channels report
+ zeros. Any thread except inside this library's callbacks
+ (SY_WRONG_CONTEXT); SY_CLOSED after `sy_channel_close`.
+ */
+SY_MUST_USE
+sy_status sy_channel_snapshot_json(const struct sy_channel *ch,
+                                   char **out_json,
+                                   size_t *out_len);
+
+/*
+ Frees a string from `sy_channel_snapshot_json`. NULL is ignored. Any
+ thread.
+ */
+void sy_snapshot_json_free(char *json);
 
 /*
  The name of a status code ("SY_CLOSED"), or "SY_UNKNOWN_STATUS" for a

@@ -26,20 +26,24 @@ mod callback;
 mod channel;
 mod error;
 mod handle;
+mod log;
 mod options;
 mod policy;
 mod reader;
 mod runtime;
+mod snapshot;
 mod status;
 mod strings;
 
 pub use call::*;
 pub use channel::*;
 pub use error::*;
+pub use log::*;
 pub use options::*;
 pub use policy::*;
 pub use reader::*;
 pub use runtime::*;
+pub use snapshot::*;
 pub use status::*;
 
 use std::ffi::c_char;
