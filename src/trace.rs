@@ -28,7 +28,8 @@
 //! is created, or for [`set_callback`]) uses `log::set_logger`, so a Rust host
 //! that wants its own logger must install it before either.
 
-use log::{Level, LevelFilter, Log, Metadata, Record};
+pub use log::{Level, LevelFilter};
+use log::{Log, Metadata, Record};
 use std::cell::Cell;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::atomic::{AtomicBool, Ordering};
