@@ -632,8 +632,10 @@ struct SubchannelRates {
     at: Option<Instant>,
 }
 
-/// Per address: its subchannel's state and RPC rate.
-type Seen = HashMap<String, (ConnectivityState, f64)>;
+/// A backend's subchannel state and RPC rate.
+type SubchannelView = (ConnectivityState, f64);
+/// Per address.
+type Seen = HashMap<String, SubchannelView>;
 
 impl SubchannelRates {
     fn update(&mut self, snapshot: &ChannelSnapshot, now: Instant) -> Seen {
@@ -673,7 +675,7 @@ struct Frame {
     /// Per backend: port, RPCs served (the demo's count), its subchannel's
     /// state and RPC rate (the channel's snapshot; None when the channel has
     /// no subchannel for it), what happened to it.
-    backends: Vec<(u16, u64, Option<(ConnectivityState, f64)>, &'static str)>,
+    backends: Vec<(u16, u64, Option<SubchannelView>, &'static str)>,
 }
 
 fn frame(args: &Args, stats: &Stats, rate: f64, channel: &Channel, seen: &Seen) -> Frame {
