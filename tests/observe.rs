@@ -67,9 +67,26 @@ fn log_records_follow_a_channel_through_ready_and_a_stopped_backend() {
     let target = format!("ipv4:{addr}");
     let rt = Runtime::new().unwrap();
     let ch = Channel::new(&rt, &target, None, options()).unwrap();
-    ch.reader()
+    let mut reader = ch.reader();
+    reader
         .unary("/echo.Echo/Unary", b"hi", &call_options())
         .unwrap();
+    // Calls and their picks log nothing (the pick path has no log call).
+    let ours = |records: &Records| {
+        records
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|(_, _, m)| m.contains(&addr))
+            .count()
+    };
+    let before = ours(&records);
+    for _ in 0..50 {
+        reader
+            .unary("/echo.Echo/Unary", b"hi", &call_options())
+            .unwrap();
+    }
+    assert_eq!(ours(&records), before);
     backend.stop();
     // pick_first goes IDLE when its connection ends; asked to connect
     // again, it fails against the closed port.
