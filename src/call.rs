@@ -792,8 +792,9 @@ impl Calls {
                                 .deadline
                                 .map(|d| d.saturating_duration_since(Instant::now()));
                             let sc = pick.subconn().id();
-                            let counts =
-                                self.counts.get_or_insert_with(|| ReaderCounts::new(shared));
+                            let counts = self
+                                .counts
+                                .get_or_insert_with(|| ReaderCounts::new(&shared.call_stats));
                             counts.started(sc);
                             let c = &task.call;
                             let started = Instant::now();

@@ -61,7 +61,7 @@ pub(crate) struct ChannelShared {
     /// As given to `Channel::new` (snapshots and logs).
     pub(crate) target: String,
     /// The readers' call counters (snapshots).
-    pub(crate) call_stats: crate::snapshot::CallStats,
+    pub(crate) call_stats: Arc<crate::snapshot::CallStats>,
 }
 
 impl ChannelShared {

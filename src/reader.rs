@@ -305,9 +305,9 @@ impl Reader {
 
     /// This reader's call counters (library calls only, never picks).
     pub(crate) fn call_counts(&mut self) -> &crate::snapshot::ReaderCounts {
-        let shared = &self.shared;
+        let stats = &self.shared.call_stats;
         self.counts
-            .get_or_insert_with(|| crate::snapshot::ReaderCounts::new(shared))
+            .get_or_insert_with(|| crate::snapshot::ReaderCounts::new(stats))
     }
 
     pub(crate) fn is_managed(&self) -> bool {

@@ -176,18 +176,16 @@ impl CallStats {
 /// into the channel's retired totals when dropped.
 pub(crate) struct ReaderCounts {
     map: Arc<Mutex<CountMap>>,
-    channel: Arc<crate::channel::ChannelShared>,
+    stats: Arc<CallStats>,
 }
 
 impl ReaderCounts {
-    pub(crate) fn new(shared: &Arc<crate::channel::ChannelShared>) -> ReaderCounts {
+    pub(crate) fn new(stats: &Arc<CallStats>) -> ReaderCounts {
         let map = Arc::new(Mutex::new(CountMap::new()));
-        lock(&shared.call_stats.inner)
-            .live
-            .push(Arc::downgrade(&map));
+        lock(&stats.inner).live.push(Arc::downgrade(&map));
         ReaderCounts {
             map,
-            channel: shared.clone(),
+            stats: stats.clone(),
         }
     }
 
@@ -212,7 +210,7 @@ impl ReaderCounts {
 
 impl Drop for ReaderCounts {
     fn drop(&mut self) {
-        self.channel.call_stats.retire(&self.map);
+        self.stats.retire(&self.map);
     }
 }
 
@@ -226,4 +224,47 @@ pub(crate) fn with_counts(mut s: SubchannelSnapshot, c: Option<&Counts>) -> Subc
         s.last_call = c.last_call;
     }
     s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn readers_counts_sum_and_survive_the_reader() {
+        let stats = Arc::new(CallStats::default());
+        let (a, b, gone) = (SubConnId(1), SubConnId(2), SubConnId(3));
+        let live: HashSet<SubConnId> = [a, b].into_iter().collect();
+        let r1 = ReaderCounts::new(&stats);
+        let r2 = ReaderCounts::new(&stats);
+        for _ in 0..3 {
+            r1.started(a);
+            r1.ended(a, true);
+        }
+        r1.started(b);
+        r2.started(b);
+        r2.ended(b, false);
+        r2.started(gone);
+        r2.ended(gone, true);
+        let sum = stats.sum(&live);
+        assert_eq!(
+            (sum[&a].started, sum[&a].succeeded, sum[&a].in_flight()),
+            (3, 3, 0)
+        );
+        assert_eq!(
+            (sum[&b].started, sum[&b].failed, sum[&b].in_flight()),
+            (2, 1, 1)
+        );
+        assert!(sum[&a].last_call.is_some());
+        // A gone subchannel is not reported, and its finished counts go.
+        assert!(!sum.contains_key(&gone));
+        assert!(!lock(&r2.map).contains_key(&gone));
+        // A dropped reader's counts stay in the totals.
+        drop(r1);
+        drop(r2);
+        let sum = stats.sum(&live);
+        assert_eq!(sum[&a].succeeded, 3);
+        assert_eq!(sum[&b].started, 2);
+        assert!(lock(&stats.inner).live.is_empty());
+    }
 }

@@ -183,18 +183,19 @@ impl Log for Sink {
 
     fn log(&self, record: &Record<'_>) {
         let (level, target) = (record.level(), record.target());
-        if !target.starts_with("switchyard") || IN_CALLBACK.with(Cell::get) {
+        // During thread teardown (no thread-locals left) records are dropped.
+        if !target.starts_with("switchyard") || IN_CALLBACK.try_with(Cell::get).unwrap_or(true) {
             return;
         }
         if let Some(route) = self.route() {
             if level <= route.max {
                 let message = record.args().to_string();
-                IN_CALLBACK.with(|c| c.set(true));
+                let _ = IN_CALLBACK.try_with(|c| c.set(true));
                 // A panicking callback loses its record, nothing more.
                 let _ = catch_unwind(AssertUnwindSafe(|| {
                     (route.callback)(level, target, &message)
                 }));
-                IN_CALLBACK.with(|c| c.set(false));
+                let _ = IN_CALLBACK.try_with(|c| c.set(false));
             }
             self.release(route);
             return;
@@ -267,7 +268,7 @@ pub fn set_callback(
     );
     log::set_max_level(SINK.max_level());
     if let Some(old) = old {
-        if !IN_CALLBACK.with(Cell::get) {
+        if !IN_CALLBACK.try_with(Cell::get).unwrap_or(false) {
             // Bounded by the callbacks in progress returning.
             let mut guard = SINK
                 .released
