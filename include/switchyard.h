@@ -959,6 +959,11 @@ uint32_t sy_last_grpc_code(void);
  `SY_LOG_TRACE`) to `callback` with `ctx`, instead of stderr. A NULL
  `callback` or `SY_LOG_OFF` removes it. Process-wide; any thread.
 
+ Without a callback, records go to stderr only when the environment asks:
+ `SWITCHYARD_TRACE=channel,subchannel,transport,resolver,health` (or `all`)
+ and/or `SWITCHYARD_VERBOSITY=error|warn|info|debug|trace`, read when the
+ first channel is created.
+
  When this returns, no other thread is still running the previous callback,
  so its `ctx` may be freed (when called from inside the callback itself it
  does not wait for itself). SY_INVALID_ARGUMENT: an unknown level, or (in a
