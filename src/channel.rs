@@ -644,6 +644,7 @@ impl ChannelCore {
                     "name resolver error: {error}"
                 ))),
             );
+            self.out.cause = None;
             return;
         }
         self.run_balancer(env, |b, cc| b.resolver_error(cc, error));
