@@ -48,8 +48,12 @@ fn snapshot_until(ch: &Channel, done: impl Fn(&ChannelSnapshot) -> bool) -> Chan
 
 type Records = Arc<Mutex<Vec<(log::Level, String, String)>>>;
 
+/// The log callback is process-wide: tests that set it take turns.
+static CALLBACK: Mutex<()> = Mutex::new(());
+
 #[test]
 fn log_records_follow_a_channel_through_ready_and_a_stopped_backend() {
+    let _turn = CALLBACK.lock().unwrap_or_else(|e| e.into_inner());
     let records: Records = Default::default();
     let sink = records.clone();
     trace::set_callback(
@@ -272,4 +276,41 @@ fn snapshot_counts_each_backends_calls_and_shows_a_stopped_ones_error() {
         down.subchannels[0].calls_started
     );
     assert!(json["subchannels"][0]["last_error"].is_string());
+}
+
+#[test]
+fn a_resolver_error_is_logged_and_named_as_the_channels_reason() {
+    let _turn = CALLBACK.lock().unwrap_or_else(|e| e.into_inner());
+    let records: Records = Default::default();
+    let sink = records.clone();
+    // Other tests' channels log too: this test's records are told apart by
+    // their unique error text.
+    let callback: trace::LogCallback = Arc::new(move |level, target: &str, message: &str| {
+        sink.lock()
+            .unwrap()
+            .push((level, target.to_string(), message.to_string()));
+    });
+    trace::set_callback(Some(callback), log::LevelFilter::Info).unwrap();
+    let rt = Runtime::new().unwrap();
+    let ch = Channel::new(&rt, "", None, options()).unwrap();
+    ch.report_resolver_error("no such host: observe.invalid")
+        .unwrap();
+    ch.sync().unwrap();
+    assert_eq!(ch.state(), TransientFailure);
+    trace::set_callback(None, log::LevelFilter::Off).unwrap();
+    let lines = records.lock().unwrap().clone();
+    let ours: Vec<_> = lines
+        .iter()
+        .filter(|(_, _, m)| m.contains("observe.invalid"))
+        .collect();
+    assert!(
+        ours.iter()
+            .any(|(l, t, _)| *l == log::Level::Warn && t == trace::RESOLVER),
+        "{ours:#?}"
+    );
+    assert!(
+        ours.iter().any(|(_, t, m)| t == trace::CHANNEL
+            && m.contains("IDLE -> TRANSIENT_FAILURE (name resolver error: no such host")),
+        "{ours:#?}"
+    );
 }
