@@ -314,3 +314,46 @@ fn a_resolver_error_is_logged_and_named_as_the_channels_reason() {
         "{ours:#?}"
     );
 }
+
+#[test]
+fn health_changes_are_logged_with_the_backend() {
+    use switchyard::transport::health_proto::NOT_SERVING;
+    let _turn = CALLBACK.lock().unwrap_or_else(|e| e.into_inner());
+    let records: Records = Default::default();
+    let sink = records.clone();
+    let callback: trace::LogCallback = Arc::new(move |level, target: &str, message: &str| {
+        sink.lock()
+            .unwrap()
+            .push((level, target.to_string(), message.to_string()));
+    });
+    trace::set_callback(Some(callback), log::LevelFilter::Info).unwrap();
+    let backend = server();
+    let addr = backend.addr().to_string();
+    let rt = Runtime::new().unwrap();
+    let config = r#"{"loadBalancingConfig":[{"round_robin":{}}],
+                     "healthCheckConfig":{"serviceName":""}}"#;
+    let ch = Channel::new(&rt, &format!("ipv4:{addr}"), Some(config), options()).unwrap();
+    ch.reader()
+        .unary("/echo.Echo/Unary", b"hi", &call_options())
+        .unwrap();
+    backend.set_serving("", NOT_SERVING);
+    let until = Instant::now() + Duration::from_secs(10);
+    while ch.state() != TransientFailure && Instant::now() < until {
+        ch.wait_for_state_change(Ready, Some(Instant::now() + Duration::from_millis(100)));
+    }
+    assert_eq!(ch.state(), TransientFailure);
+    trace::set_callback(None, log::LevelFilter::Off).unwrap();
+    let lines = records.lock().unwrap().clone();
+    let ours: Vec<_> = lines.iter().filter(|(_, _, m)| m.contains(&addr)).collect();
+    let has =
+        |target: &str, what: &str| ours.iter().any(|(_, t, m)| t == target && m.contains(what));
+    assert!(has(trace::HEALTH, "reports SERVING"), "{ours:#?}");
+    assert!(has(trace::HEALTH, "reports NOT_SERVING"), "{ours:#?}");
+    assert!(
+        has(
+            trace::SUBCHANNEL,
+            "READY -> TRANSIENT_FAILURE: health check"
+        ),
+        "{ours:#?}"
+    );
+}
