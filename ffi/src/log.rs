@@ -174,7 +174,7 @@ mod tests {
         // and call a non-blocking entry point, without deadlock.
         if message.ends_with(b"-> READY") {
             assert_eq!(
-                sy_log_set_callback(Some(record), ctx, SY_LOG_DEBUG),
+                sy_log_set_callback(Some(record), ctx, SY_LOG_INFO),
                 sy_status::SY_OK
             );
             // SAFETY: a static string.
