@@ -17,6 +17,7 @@
 //! cargo run --release --features testserver --example demo -- [--policy round_robin]
 //!     [--backends 3] [--duration 12] [--threads 4]
 
+use std::collections::HashMap;
 use std::io::{IsTerminal, Write};
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicU16, AtomicU64, AtomicUsize, Ordering};
@@ -289,6 +290,8 @@ fn run(args: &Args) -> Result<bool, String> {
     let spreads = args.policy == "round_robin";
     let tick = Duration::from_millis(if tty { 200 } else { 1000 });
     let mut next_draw = Instant::now() + tick;
+    let mut live = SubchannelRates::default();
+    let mut seen = HashMap::new();
     loop {
         let wake = next_draw
             .min(phase_end)
@@ -360,7 +363,13 @@ fn run(args: &Args) -> Result<bool, String> {
             let rate = (total - last_total) as f64 / last_tick.elapsed().as_secs_f64();
             last_total = total;
             last_tick = now;
-            view.draw(&stats.take_events(), &frame(args, &stats, rate, &channel));
+            if let Ok(snapshot) = channel.snapshot() {
+                seen = live.update(&snapshot, now);
+            }
+            view.draw(
+                &stats.take_events(),
+                &frame(args, &stats, rate, &channel, &seen),
+            );
         }
     }
 
@@ -373,9 +382,13 @@ fn run(args: &Args) -> Result<bool, String> {
     let wall = stats.secs();
     let grand: u64 = (0..args.backends).map(|b| stats.total(b)).sum();
     let average = grand as f64 / wall;
+    // The subchannels as the run ends (rates since the last tick).
+    if let Ok(snapshot) = channel.snapshot() {
+        seen = live.update(&snapshot, Instant::now());
+    }
     view.draw(
         &stats.take_events(),
-        &frame(args, &stats, average, &channel),
+        &frame(args, &stats, average, &channel, &seen),
     );
     drop(channel);
     drop(rt);
@@ -609,17 +622,63 @@ fn rpc_thread(channel: &Channel, stats: &Stats) {
     }
 }
 
+/// Each backend's subchannel state and RPC rate as the channel itself
+/// reports them (`Channel::snapshot`): successful calls per second on the
+/// subchannel(s) for its address between two snapshots.
+#[derive(Default)]
+struct SubchannelRates {
+    /// Calls succeeded per subchannel id at the previous snapshot.
+    last: HashMap<u64, u64>,
+    at: Option<Instant>,
+}
+
+/// A backend's subchannel state and RPC rate.
+type SubchannelView = (ConnectivityState, f64);
+/// Per address.
+type Seen = HashMap<String, SubchannelView>;
+
+impl SubchannelRates {
+    fn update(&mut self, snapshot: &ChannelSnapshot, now: Instant) -> Seen {
+        let secs = self
+            .at
+            .map_or(0.0, |at| now.duration_since(at).as_secs_f64());
+        let mut seen = Seen::new();
+        let mut last = HashMap::new();
+        for sub in &snapshot.subchannels {
+            let before = self.last.get(&sub.id.0).copied().unwrap_or(0);
+            let rate = if secs > 0.0 {
+                sub.calls_succeeded.saturating_sub(before) as f64 / secs
+            } else {
+                0.0
+            };
+            last.insert(sub.id.0, sub.calls_succeeded);
+            // A backend briefly has two subchannels (one draining): the READY
+            // one's state, both their calls.
+            let entry = seen.entry(sub.address.clone()).or_insert((sub.state, 0.0));
+            if sub.state == ConnectivityState::Ready {
+                entry.0 = sub.state;
+            }
+            entry.1 += rate;
+        }
+        self.last = last;
+        self.at = Some(now);
+        seen
+    }
+}
+
 /// What the live view shows at one tick.
 struct Frame {
     /// Time, channel state, rate, failures.
     head: String,
     /// Share of the run done, 0 to 1.
     done: f64,
-    /// (port, RPCs served, what happened to it) per backend.
-    backends: Vec<(u16, u64, &'static str)>,
+    /// Per backend: port, RPCs served (the demo's count), its subchannel's
+    /// state and RPC rate (the channel's snapshot; None when the channel has
+    /// no subchannel for it), what happened to it.
+    backends: Vec<(u16, u64, Option<SubchannelView>, &'static str)>,
 }
 
-fn frame(args: &Args, stats: &Stats, rate: f64, channel: &Channel) -> Frame {
+fn frame(args: &Args, stats: &Stats, rate: f64, channel: &Channel, seen: &Seen) -> Frame {
     let secs = stats.secs();
     let phase = stats.phase.load(Ordering::Relaxed);
     let drained_victim = stats.drained_victim.load(Ordering::Relaxed);
@@ -641,7 +700,8 @@ fn frame(args: &Args, stats: &Stats, rate: f64, channel: &Channel) -> Frame {
                     _ => "",
                 };
                 let port = stats.backends[i].port.load(Ordering::Relaxed);
-                (port, stats.total(i), note)
+                let sub = seen.get(&format!("127.0.0.1:{port}")).copied();
+                (port, stats.total(i), sub, note)
             })
             .collect(),
     }
@@ -672,10 +732,14 @@ impl LiveView {
                 frame.head
             )];
             let max = frame.backends.iter().map(|b| b.1).max().unwrap_or(0).max(1);
-            for (i, (port, n, note)) in frame.backends.iter().enumerate() {
+            for (i, (port, n, sub, note)) in frame.backends.iter().enumerate() {
+                let (state, rate) = match sub {
+                    Some((state, rate)) => (state.as_str(), format!("{rate:>6.0}/s")),
+                    None => ("-", format!("{:>8}", "-")),
+                };
                 lines.push(format!(
-                    "  backend {i} :{port:<5} {n:>9} {:<30} {note}",
-                    "=".repeat((n * 30 / max) as usize),
+                    "  backend {i} :{port:<5} {state:<17} {rate} {n:>8} {:<14} {note}",
+                    "=".repeat((n * 14 / max) as usize),
                 ));
             }
             if self.drawn > 0 {
@@ -700,7 +764,20 @@ impl LiveView {
                 out += "\n";
             }
             let served: Vec<String> = frame.backends.iter().map(|b| b.1.to_string()).collect();
-            out += &format!("{}  served {}\n", frame.head, served.join("/"));
+            let subs: Vec<String> = frame
+                .backends
+                .iter()
+                .map(|b| match b.2 {
+                    Some((state, rate)) => format!("{state} {rate:.0}/s"),
+                    None => "-".into(),
+                })
+                .collect();
+            out += &format!(
+                "{}  served {}  subchannels {}\n",
+                frame.head,
+                served.join("/"),
+                subs.join(", ")
+            );
         }
         let mut stdout = std::io::stdout().lock();
         let _ = stdout.write_all(out.as_bytes());

@@ -81,6 +81,36 @@
 #define SY_MAX_CALL_THREADS 256
 
 /**
+ * No records (as `max_level`: removes the callback).
+ */
+#define SY_LOG_OFF 0
+
+/**
+ * Something failed that the library cannot recover from by itself.
+ */
+#define SY_LOG_ERROR 1
+
+/**
+ * Connection failures and losses, resolver errors.
+ */
+#define SY_LOG_WARN 2
+
+/**
+ * State changes, GOAWAYs, health changes, resolver results, policy switches.
+ */
+#define SY_LOG_INFO 3
+
+/**
+ * Subchannels created, address lists handed to the policy.
+ */
+#define SY_LOG_DEBUG 4
+
+/**
+ * Everything.
+ */
+#define SY_LOG_TRACE 5
+
+/**
  * What a call did. `SY_OK` is 0; every other value is a failure whose detail
  * `sy_last_error()` returns on the same thread.
  */
@@ -596,6 +626,24 @@ typedef struct sy_picker {
   const char *error_message;
 } sy_picker;
 
+/**
+ * Receives one log record: its level (`SY_LOG_ERROR` ... `SY_LOG_TRACE`), its
+ * target (`switchyard::channel`, `switchyard::subchannel`,
+ * `switchyard::transport`, `switchyard::resolver`, `switchyard::health`)
+ * and its message, both UTF-8 `(pointer, length)` pairs that are also
+ * NUL-terminated, valid for the call only. Called on whichever thread logs
+ * (mostly the event loop's; also threads creating channels and the DNS
+ * resolver's), possibly concurrently: it must be thread-safe and must not
+ * block. It may call `sy_*` functions that do not block; blocking ones give
+ * SY_WRONG_CONTEXT. Records its own calls cause are dropped.
+ */
+typedef void (*sy_log_fn)(void *ctx,
+                          uint32_t level,
+                          const char *target,
+                          size_t target_len,
+                          const char *message,
+                          size_t message_len);
+
 #ifdef __cplusplus
 extern "C" {
 #endif // __cplusplus
@@ -645,7 +693,8 @@ void sy_runtime_free(struct sy_runtime *rt);
  * _new_tls; sy_channel_new_with_options adds a host transport (the host owns
  * the connections), a state callback and address user data. Every function
  * on a channel may be called from any thread, concurrently, except
- * sy_channel_free.
+ * sy_channel_free. sy_channel_snapshot_json shows the channel and each
+ * subchannel (state, last error, call counts), as gRPC's channelz does.
  * -------------------------------------------------------------------------- */
 
 /**
@@ -801,6 +850,30 @@ sy_status sy_channel_close(const struct sy_channel *ch);
  * it is undefined, like free(3). Not from inside a callback. Any thread.
  */
 void sy_channel_free(struct sy_channel *ch);
+
+/**
+ * Writes a snapshot of the channel, taken on its event loop, as one JSON
+ * object to `*out_json` (NUL-terminated UTF-8, owned by the caller: free it
+ * with `sy_snapshot_json_free`) and its length without the NUL to
+ * `*out_len` (may be NULL). Fields: `target`, `policy`, `state`
+ * (`"READY"`, ...) and `subchannels`, an array of objects with `id`,
+ * `address`, `state`, `last_error` (string or null), `calls_started`,
+ * `calls_succeeded`, `calls_failed`, `calls_in_flight` and
+ * `last_call_unix_ms` (number or null). Calls are the library's own
+ * (`sy_call_unary*`), counted per attempt; host-transport channels report
+ * zeros. Any thread except inside this library's callbacks
+ * (SY_WRONG_CONTEXT); SY_CLOSED after `sy_channel_close`.
+ */
+SY_MUST_USE
+sy_status sy_channel_snapshot_json(const struct sy_channel *ch,
+                                   char **out_json,
+                                   size_t *out_len);
+
+/**
+ * Frees a string from `sy_channel_snapshot_json`. NULL is ignored. Any
+ * thread.
+ */
+void sy_snapshot_json_free(char *json);
 
 /* ----------------------------------------------------------------------------
  * Reader and picks
@@ -1298,6 +1371,31 @@ sy_status sy_channel_options_set_backoff(struct sy_channel_options *opts,
  * SY_INVALID_ARGUMENT).
  */
 sy_status sy_channel_options_set_call_threads(struct sy_channel_options *opts, uint32_t threads);
+
+/* ----------------------------------------------------------------------------
+ * Logging
+ *
+ * The library logs channel, subchannel, resolver, transport and health events
+ * (never on the pick path). sy_log_set_callback routes them to the host;
+ * without one, SWITCHYARD_TRACE / SWITCHYARD_VERBOSITY switch stderr logging on.
+ * -------------------------------------------------------------------------- */
+
+/**
+ * Sends the library's log records up to `max_level` (`SY_LOG_ERROR` ...
+ * `SY_LOG_TRACE`) to `callback` with `ctx`, instead of stderr. A NULL
+ * `callback` or `SY_LOG_OFF` removes it. Process-wide; any thread.
+ *
+ * Without a callback, records go to stderr only when the environment asks:
+ * `SWITCHYARD_TRACE=channel,subchannel,transport,resolver,health` (or `all`)
+ * and/or `SWITCHYARD_VERBOSITY=error|warn|info|debug|trace`, read when the
+ * first channel is created.
+ *
+ * When this returns, no other thread is still running the previous callback,
+ * so its `ctx` may be freed (when called from inside the callback itself it
+ * does not wait for itself). SY_INVALID_ARGUMENT: an unknown level, or (in a
+ * Rust program) a `log` logger of the program's own is installed.
+ */
+SY_MUST_USE sy_status sy_log_set_callback(sy_log_fn callback, void *ctx, uint32_t max_level);
 
 /* ----------------------------------------------------------------------------
  * Errors and names

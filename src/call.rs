@@ -18,7 +18,9 @@ use crate::error::Error;
 use crate::picker::{DoneInfo, PickInfo};
 use crate::reader::{Pick, PickError, PickOptions, Reader};
 use crate::runtime::{ChannelId, Command, Env, LoopHandle, TimerKind};
+use crate::snapshot::ReaderCounts;
 use crate::status::{Code, Status};
+use crate::subconn::SubConnId;
 use crate::transport::{self, code, CallError, CallFuture, Handle, UnaryResponse};
 use crossbeam_channel::Sender;
 use std::collections::HashMap;
@@ -285,10 +287,13 @@ impl Reader {
                     let timeout = options
                         .deadline
                         .map(|d| d.saturating_duration_since(Instant::now()));
+                    let sc = pick.subconn().id();
+                    self.call_counts().started(sc);
                     let started = Instant::now();
                     let result =
                         transport::unary(&handle, method, request, options.metadata, timeout);
                     let latency = started.elapsed();
+                    self.call_counts().ended(sc, result.is_ok());
                     if let Some(r) =
                         course.attempt_ended(pick, result, latency, |p, i| self.finish(p, i))
                     {
@@ -641,6 +646,8 @@ pub(crate) struct Calls {
     reader: Option<Reader>,
     /// The slot generation `after_run` last saw.
     seen: u64,
+    /// The started calls' counters (`crate::snapshot`), owned by the loop.
+    counts: Option<ReaderCounts>,
 }
 
 impl Calls {
@@ -748,6 +755,7 @@ impl Calls {
         if let TaskState::Sending { pick, started, .. } =
             std::mem::replace(&mut task.state, TaskState::Queued { tried: None })
         {
+            self.count_ended(pick.subconn().id(), false);
             let error = Err(CallError::new(code, status.message()));
             let _ = task
                 .course
@@ -761,6 +769,12 @@ impl Calls {
             env.timers.cancel(id);
         }
         task.call.completion.deliver(result);
+    }
+
+    fn count_ended(&self, sc: SubConnId, ok: bool) {
+        if let Some(c) = &self.counts {
+            c.ended(sc, ok);
+        }
     }
 
     fn finish(&mut self, pick: Pick, info: &DoneInfo<'_>) {
@@ -801,6 +815,11 @@ impl Calls {
                                 .call
                                 .deadline
                                 .map(|d| d.saturating_duration_since(Instant::now()));
+                            let sc = pick.subconn().id();
+                            let counts = self
+                                .counts
+                                .get_or_insert_with(|| ReaderCounts::new(&shared.call_stats));
+                            counts.started(sc);
                             let c = &task.call;
                             let started = Instant::now();
                             match transport::start(
@@ -818,6 +837,7 @@ impl Calls {
                                     }
                                 }
                                 Err(e) => {
+                                    self.count_ended(sc, false);
                                     let ended = task.course.attempt_ended(
                                         pick,
                                         Err(e),
@@ -846,6 +866,7 @@ impl Calls {
                     else {
                         unreachable!("matched Sending above")
                     };
+                    self.count_ended(pick.subconn().id(), result.is_ok());
                     let ended =
                         task.course
                             .attempt_ended(pick, result, started.elapsed(), |p, i| {

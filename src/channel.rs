@@ -18,9 +18,11 @@ use crate::resolver::{self, Resolver};
 use crate::resolver::{Lookups, Next};
 use crate::runtime::{panic_message, ChannelId, Command, Env, LoopHandle, Runtime, TimerKind};
 use crate::service_config::ServiceConfig;
+use crate::snapshot::ChannelSnapshot;
 use crate::state::ConnectivityState;
 use crate::subchannel::Subchannels;
 use crate::subconn::{Address, SubConn, SubConnId};
+use crate::trace;
 use crate::transport::{Credentials, TransportConfig};
 use std::collections::HashMap;
 use std::panic::{catch_unwind, AssertUnwindSafe};
@@ -56,6 +58,10 @@ pub(crate) struct ChannelShared {
     seeds: AtomicU64,
     /// Connections are the library's own (RPCs can be sent through it).
     pub(crate) managed: bool,
+    /// As given to `Channel::new` (snapshots and logs).
+    pub(crate) target: String,
+    /// The readers' call counters (snapshots).
+    pub(crate) call_stats: Arc<crate::snapshot::CallStats>,
 }
 
 impl ChannelShared {
@@ -119,6 +125,7 @@ impl Channel {
         service_config: Option<&str>,
         options: ChannelOptions,
     ) -> Result<Channel, Error> {
+        trace::init();
         let resolver = resolver::parse_target(target).map_err(Error::InvalidTarget)?;
         let config = ServiceConfig::parse(service_config).map_err(Error::InvalidServiceConfig)?;
         let handle = rt.handle().clone();
@@ -152,7 +159,14 @@ impl Channel {
             id,
             seeds: AtomicU64::new(0),
             managed,
+            target: target.to_string(),
+            call_stats: Default::default(),
         });
+        log::info!(
+            target: trace::CHANNEL,
+            "channel {id} created for {target:?}, policy {}",
+            config.policy.name()
+        );
         let core_shared = shared.clone();
         let make = move || ChannelCore {
             subs: Subchannels::new(id, connector, backoff),
@@ -162,6 +176,7 @@ impl Channel {
                 state: ConnectivityState::Idle,
                 on_state: on_state_change,
                 closed: false,
+                cause: None,
             },
             config,
             balancer: None,
@@ -277,6 +292,23 @@ impl Channel {
         changed.then_some(seen)
     }
 
+    /// A consistent view of the channel and its subchannels with their call
+    /// counters (see [`crate::snapshot`]), taken on the event loop. Not
+    /// from the loop thread itself (a policy or state callback):
+    /// `Error::InvalidArgument` there.
+    pub fn snapshot(&self) -> Result<ChannelSnapshot, Error> {
+        if self.shared.handle.on_loop_thread() {
+            return Err(Error::InvalidArgument(
+                "a snapshot cannot be taken on the event loop thread".into(),
+            ));
+        }
+        let (tx, rx) = crossbeam_channel::bounded(1);
+        self.run(move |core, _| {
+            let _ = tx.send(core.snapshot());
+        })?;
+        rx.recv().map_err(|_| Error::RuntimeGone)
+    }
+
     /// How many pickers were published so far.
     pub fn picker_generation(&self) -> u64 {
         self.shared.slot.generation()
@@ -370,6 +402,9 @@ struct Outbox {
     state: ConnectivityState,
     on_state: Option<StateCallback>,
     closed: bool,
+    /// Why the channel may be changing state now (the subchannel error or
+    /// resolver error being handled), for the log line.
+    cause: Option<String>,
 }
 
 impl Outbox {
@@ -382,6 +417,19 @@ impl Outbox {
         self.seq += 1;
         let changed = state != self.state;
         if changed {
+            let cause = match (&self.cause, state) {
+                (Some(c), ConnectivityState::TransientFailure) => format!(" ({c})"),
+                _ => String::new(),
+            };
+            log::info!(
+                target: trace::CHANNEL,
+                "channel {} {:?}: {} -> {}{}",
+                self.shared.id,
+                self.shared.target,
+                self.state,
+                state,
+                cause
+            );
             self.state = state;
             self.shared.state.store(state as u8, Ordering::Release);
         }
@@ -400,6 +448,13 @@ impl Outbox {
             return;
         }
         self.closed = true;
+        log::info!(
+            target: trace::CHANNEL,
+            "channel {} {:?}: {} -> SHUTDOWN (closed)",
+            self.shared.id,
+            self.shared.target,
+            self.state
+        );
         self.state = ConnectivityState::Shutdown;
         Self::closed_table(&self.shared);
         if let Some(cb) = &self.on_state {
@@ -443,6 +498,24 @@ impl ChannelCore {
 
     pub(crate) fn is_finished(&self) -> bool {
         self.out.closed
+    }
+
+    fn snapshot(&self) -> ChannelSnapshot {
+        let subs = self.subs.snapshot();
+        let live = subs.iter().map(|s| s.id).collect();
+        let counts = self.out.shared.call_stats.sum(&live);
+        ChannelSnapshot {
+            target: self.out.shared.target.clone(),
+            policy: self.config.policy.name().to_string(),
+            state: self.out.state,
+            subchannels: subs
+                .into_iter()
+                .map(|s| {
+                    let c = counts.get(&s.id);
+                    crate::snapshot::with_counts(s, c)
+                })
+                .collect(),
+        }
     }
 
     /// A started call arrives.
@@ -512,6 +585,18 @@ impl ChannelCore {
             .name("switchyard-dns".into())
             .spawn(move || {
                 let result = resolver::lookup(&host, port);
+                match &result {
+                    Ok(addrs) => log::info!(
+                        target: trace::RESOLVER,
+                        "channel {id}: dns:{host}:{port} resolved to {} address(es): {}",
+                        addrs.len(),
+                        addrs.iter().map(|a| a.addr.as_str()).collect::<Vec<_>>().join(", ")
+                    ),
+                    Err(e) => log::warn!(
+                        target: trace::RESOLVER,
+                        "channel {id}: resolving dns:{host}:{port} failed: {e}"
+                    ),
+                }
                 handle.run(id, move |core, env| {
                     let retry = core.lookups.finished(result.is_ok(), env.clock.now());
                     if let Some(at) = retry {
@@ -533,6 +618,13 @@ impl ChannelCore {
         if self.is_finished() {
             return;
         }
+        log::debug!(
+            target: trace::RESOLVER,
+            "channel {}: {} address(es) to the policy: {}",
+            self.id(),
+            addresses.len(),
+            addresses.iter().map(|a| a.addr.as_str()).collect::<Vec<_>>().join(", ")
+        );
         self.addresses = Some(addresses.clone());
         self.ensure_balancer();
         let config = self.config.policy_config.clone();
@@ -550,6 +642,8 @@ impl ChannelCore {
         if self.is_finished() {
             return;
         }
+        log::warn!(target: trace::RESOLVER, "channel {}: resolver error: {error}", self.id());
+        self.out.cause = Some(format!("name resolver error: {error}"));
         if self.balancer.is_none() && self.addresses.is_none() {
             // No policy yet: fail fast with the resolver's own error.
             self.out.publish(
@@ -558,9 +652,11 @@ impl ChannelCore {
                     "name resolver error: {error}"
                 ))),
             );
+            self.out.cause = None;
             return;
         }
         self.run_balancer(env, |b, cc| b.resolver_error(cc, error));
+        self.out.cause = None;
         self.drain(env);
     }
 
@@ -578,6 +674,16 @@ impl ChannelCore {
                     .eq_ignore_ascii_case(config.policy.name())
             })
             .unwrap_or(false);
+        let (old, new) = (self.config.policy.name().to_string(), config.policy.name());
+        if same_policy {
+            log::info!(target: trace::CHANNEL, "channel {}: new service config, policy {new}", self.id());
+        } else {
+            log::info!(
+                target: trace::CHANNEL,
+                "channel {}: policy switch {old} -> {new}",
+                self.id()
+            );
+        }
         self.config = config;
         if !same_policy {
             self.close_balancer(env);
@@ -720,6 +826,7 @@ impl ChannelCore {
                     self.config.policy.name(),
                     panic_message(&*p)
                 );
+                log::error!(target: trace::CHANNEL, "channel {channel}: {message}");
                 self.fail(message, env);
             }
         }
@@ -736,7 +843,12 @@ impl ChannelCore {
                 self.subs.pending.clear();
                 break;
             }
+            self.out.cause = state
+                .error
+                .as_ref()
+                .map(|e| format!("subchannel {}: {e}", sc.0));
             self.run_balancer(env, |b, cc| b.update_subconn_state(cc, sc, &state));
+            self.out.cause = None;
         }
         if std::mem::take(&mut self.subs.resolve_requested)
             | std::mem::take(&mut self.resolve_requested)

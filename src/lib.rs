@@ -337,11 +337,13 @@ pub mod registry;
 pub(crate) mod resolver;
 pub mod runtime;
 pub(crate) mod service_config;
+pub mod snapshot;
 pub(crate) mod state;
 pub(crate) mod status;
 pub(crate) mod subchannel;
 pub mod subconn;
 pub(crate) mod sync;
+pub mod trace;
 pub mod transport;
 
 pub use backoff::BackoffConfig;
@@ -362,6 +364,7 @@ pub use reader::{Pick, PickError, PickOptions, PickRef, Reader};
 #[doc(hidden)]
 pub use reader::RawPick;
 pub use runtime::{Runtime, RuntimeConfig};
+pub use snapshot::{ChannelSnapshot, SubchannelSnapshot};
 pub use state::ConnectivityState;
 pub use status::{Code, Status};
 pub use subconn::{Address, SubConn, SubConnId, UserData};

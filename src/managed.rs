@@ -18,6 +18,7 @@
 use crate::backoff::{Backoff, BackoffConfig};
 use crate::connector::{Connector, ConnectorCtx, TransportEvent};
 use crate::subconn::{SubConn, SubConnId};
+use crate::trace;
 use crate::transport::{
     code, health_proto, CallError, Connection, HealthWatch, Keepalive, Limits, Progress, Target,
     TlsClient, TransportConfig, WatchEvent,
@@ -140,18 +141,26 @@ impl ManagedConnector {
                 }
             }
             Progress::Failed(e) => {
+                log::warn!(target: trace::TRANSPORT, "connection failed: {}", with_peer(c.sc.addr(), &e));
                 self.close(key, ctx);
                 if active {
                     ctx.report(sc, TransportEvent::Failed(e));
                 }
             }
             Progress::Lost(e) => {
+                log::warn!(target: trace::TRANSPORT, "connection lost: {}", with_peer(c.sc.addr(), &e));
                 self.close(key, ctx);
                 if active {
                     ctx.report(sc, TransportEvent::Lost(e));
                 }
             }
             Progress::GoAway { too_many_pings } => {
+                log::info!(
+                    target: trace::TRANSPORT,
+                    "GOAWAY from {}{}: no new calls on this connection",
+                    c.sc.addr(),
+                    if too_many_pings { " (too_many_pings: keepalive time doubled)" } else { "" }
+                );
                 if too_many_pings {
                     // gRFC A8: the server thinks we ping too often.
                     if let Some(ka) = self.keepalive.as_mut() {
@@ -238,6 +247,12 @@ impl ManagedConnector {
                     if let Some(h) = c.health.as_mut() {
                         h.got_status = true;
                     }
+                    log::info!(
+                        target: trace::HEALTH,
+                        "health check: {} reports {}",
+                        c.sc.addr(),
+                        health_proto::status_name(status)
+                    );
                     ctx.report(
                         sc,
                         if status == health_proto::SERVING {
@@ -269,8 +284,9 @@ impl ManagedConnector {
         let sc = c.sc.id();
         if e.code == code::UNIMPLEMENTED {
             if self.logged_unimplemented.insert(c.sc.addr().to_string()) {
-                eprintln!(
-                    "switchyard: {} does not implement grpc.health.v1.Health ({}): \
+                log::warn!(
+                    target: trace::HEALTH,
+                    "{} does not implement grpc.health.v1.Health ({}): \
                      treating it as healthy; health checking is disabled for this subchannel",
                     c.sc.addr(),
                     e.message
@@ -288,15 +304,14 @@ impl ManagedConnector {
             h.backoff.next_attempt().unwrap_or(now).max(now)
         };
         h.retry = Some(ctx.schedule_timer(at, key | HEALTH_RETRY));
-        ctx.report(
-            sc,
-            TransportEvent::Unhealthy(format!(
-                "health check stream to {} failed (grpc status {}: {}); retrying",
-                c.sc.addr(),
-                e.code,
-                e.message
-            )),
+        let message = format!(
+            "health check stream to {} failed (grpc status {}: {}); retrying",
+            c.sc.addr(),
+            e.code,
+            e.message
         );
+        log::info!(target: trace::HEALTH, "{message}");
+        ctx.report(sc, TransportEvent::Unhealthy(message));
     }
 
     /// Keeps the loop timer in step with the connection's keepalive schedule.
@@ -467,6 +482,15 @@ fn parse_target(addr: &str) -> Result<Target, String> {
     addr.parse::<SocketAddr>().map(Target::Tcp).map_err(|_| {
         format!("cannot connect to \"{addr}\": not an IP address with a port or a unix: path")
     })
+}
+
+/// A transport error for the log, naming the peer once.
+fn with_peer(addr: &str, error: &str) -> String {
+    if error.contains(addr) {
+        error.to_string()
+    } else {
+        format!("{addr}: {error}")
+    }
 }
 
 #[cfg(test)]

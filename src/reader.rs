@@ -94,6 +94,9 @@ pub struct Reader {
     synced_generation: u64,
     local: PickLocal,
     shared: Arc<ChannelShared>,
+    /// This reader's call counters, made on its first library call (never
+    /// touched by picks; see `crate::snapshot`).
+    counts: Option<crate::snapshot::ReaderCounts>,
 }
 
 impl Reader {
@@ -106,6 +109,7 @@ impl Reader {
             synced_generation: NO_ROTATION,
             local,
             shared,
+            counts: None,
         };
         reader.sync_rotation();
         reader
@@ -299,6 +303,13 @@ impl Reader {
     pub(crate) fn wait_for_next_picker(&mut self, deadline: Option<Instant>) -> bool {
         let seen = self.cache.generation();
         self.cache.slot().wait_for_change(seen, deadline)
+    }
+
+    /// This reader's call counters (library calls only, never picks).
+    pub(crate) fn call_counts(&mut self) -> &crate::snapshot::ReaderCounts {
+        let stats = &self.shared.call_stats;
+        self.counts
+            .get_or_insert_with(|| crate::snapshot::ReaderCounts::new(stats))
     }
 
     pub(crate) fn is_managed(&self) -> bool {

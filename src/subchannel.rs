@@ -13,8 +13,10 @@ use crate::backoff::{Backoff, BackoffConfig};
 use crate::balancer::SubConnState;
 use crate::connector::{Connector, ConnectorCtx, TransportEvent};
 use crate::runtime::{ChannelId, Env, TimerKind};
+use crate::snapshot::SubchannelSnapshot;
 use crate::state::ConnectivityState;
 use crate::subconn::{Address, SubConn, SubConnId};
+use crate::trace;
 use std::collections::{BTreeMap, VecDeque};
 use std::sync::Arc;
 
@@ -29,6 +31,8 @@ struct Subchannel {
     /// The transport is up (READY or health pending); the state the policy
     /// sees may still be CONNECTING or TRANSIENT_FAILURE (health).
     connected: bool,
+    /// The latest error (for snapshots; kept after recovery).
+    last_error: Option<String>,
 }
 
 /// One channel's subchannels, their connector, and the transitions not yet
@@ -73,8 +77,10 @@ impl Subchannels {
                 backoff: Backoff::new(self.backoff),
                 timer: None,
                 connected: false,
+                last_error: None,
             },
         );
+        log::debug!(target: trace::SUBCHANNEL, "channel {} subchannel {} created for {}", self.channel, id.0, sc.addr());
         self.with_connector(env, |c, ctx| c.created(&sc, ctx));
         sc
     }
@@ -110,6 +116,14 @@ impl Subchannels {
             env.timers.cancel(t);
         }
         self.with_connector(env, |c, ctx| c.shutdown(&s.sc, ctx));
+        log::info!(
+            target: trace::SUBCHANNEL,
+            "channel {} subchannel {} {}: {} -> SHUTDOWN",
+            self.channel,
+            id.0,
+            s.sc.addr(),
+            s.state
+        );
         self.pending.push_back((
             id,
             SubConnState {
@@ -228,7 +242,24 @@ impl Subchannels {
 
     fn transition(&mut self, id: SubConnId, state: ConnectivityState, error: Option<String>) {
         if let Some(s) = self.map.get_mut(&id) {
+            let reason = error
+                .as_deref()
+                .map(|e| format!(": {e}"))
+                .unwrap_or_default();
+            log::info!(
+                target: trace::SUBCHANNEL,
+                "channel {} subchannel {} {}: {} -> {}{}",
+                self.channel,
+                id.0,
+                s.sc.addr(),
+                s.state,
+                state,
+                reason
+            );
             s.state = state;
+            if error.is_some() {
+                s.last_error.clone_from(&error);
+            }
         }
         self.pending.push_back((
             id,
@@ -237,6 +268,24 @@ impl Subchannels {
                 error: error.map(Into::into),
             },
         ));
+    }
+
+    /// Every subchannel as a snapshot sees it (counters not filled in).
+    pub(crate) fn snapshot(&self) -> Vec<SubchannelSnapshot> {
+        self.map
+            .values()
+            .map(|s| SubchannelSnapshot {
+                id: s.sc.id(),
+                address: s.sc.addr().to_string(),
+                state: s.state,
+                last_error: s.last_error.clone(),
+                calls_started: 0,
+                calls_succeeded: 0,
+                calls_failed: 0,
+                calls_in_flight: 0,
+                last_call: None,
+            })
+            .collect()
     }
 
     /// Calls the connector with a context, then applies what it reported.

@@ -27,11 +27,12 @@ mod strings;
 
 // The header lists functions in the order cbindgen parses these modules, so
 // this order is the header's: runtime, channel, reader/pick, calls, policies,
-// resolvers, options, errors (ffi/tests/header.rs opens each group with its
-// overview). One declaration per group keeps rustfmt from sorting them.
+// resolvers, options, logging, errors (ffi/tests/header.rs opens each group
+// with its overview). One declaration per group keeps rustfmt from sorting them.
 mod runtime;
 
 mod channel;
+mod snapshot;
 
 mod reader;
 
@@ -43,17 +44,21 @@ mod resolver;
 
 mod options;
 
+mod log;
+
 mod error;
 mod status;
 
 pub use call::*;
 pub use channel::*;
 pub use error::*;
+pub use log::*;
 pub use options::*;
 pub use policy::*;
 pub use reader::*;
 pub use resolver::*;
 pub use runtime::*;
+pub use snapshot::*;
 pub use status::*;
 
 use std::ffi::c_char;

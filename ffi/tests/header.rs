@@ -24,8 +24,9 @@ sy_channel_new_simple with options from sy_channel_options_new_insecure or
 _new_tls; sy_channel_new_with_options adds a host transport (the host owns
 the connections), a state callback and address user data. Every function
 on a channel may be called from any thread, concurrently, except
-sy_channel_free.",
-        &["channel"],
+sy_channel_free. sy_channel_snapshot_json shows the channel and each
+subchannel (state, last error, call counts), as gRPC's channelz does.",
+        &["channel", "snapshot"],
     ),
     (
         "Reader and picks",
@@ -65,6 +66,13 @@ TLS roots, server name, client certificate), keepalive, size limits,
 backoff. Allocate, set, pass to sy_channel_new_simple or
 sy_channel_new_with_options (which copy them), free.",
         &["options"],
+    ),
+    (
+        "Logging",
+        "The library logs channel, subchannel, resolver, transport and health events
+(never on the pick path). sy_log_set_callback routes them to the host;
+without one, SWITCHYARD_TRACE / SWITCHYARD_VERBOSITY switch stderr logging on.",
+        &["log"],
     ),
     (
         "Errors and names",

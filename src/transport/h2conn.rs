@@ -488,6 +488,8 @@ impl Connection {
         let calm = e.reason() == Some(Reason::ENHANCE_YOUR_CALM)
             && e.to_string().contains("too_many_pings");
         self.too_many_pings |= calm;
+        // The reason and debug data, which the subchannel's event does not carry.
+        log::debug!(target: crate::trace::TRANSPORT, "GOAWAY from {}: {e}", self.peer);
         self.shared.mark_closing();
         // Before READY this is just a failure (the message says why).
         if self.ready && !self.goaway {
