@@ -33,7 +33,15 @@ step "C ABI: C and C++ examples (static, shared, ASan+UBSan, valgrind), Python c
 c-examples/run.sh
 
 step "packaging: cargo package both crates (builds them as published, with upstream h2; publishes nothing)"
-cargo package -p switchyard-lb -p switchyard-lb-ffi --allow-dirty
+# cargo verifies the ffi crate against the core crate from a temporary local
+# registry and, as for any registry crate, takes an earlier build of the same
+# version as current: on a second run the ffi crate would build against the
+# previous run's core. So: a target dir of its own, our crates' builds and
+# unpacked copies dropped first (dependencies stay cached).
+PKG_TARGET=target/package-verify
+rm -rf "${CARGO_HOME:-$HOME/.cargo}"/registry/src/-*/switchyard-lb-[0-9]* \
+  "$PKG_TARGET"/debug/.fingerprint/switchyard-lb-* "$PKG_TARGET"/package
+CARGO_TARGET_DIR=$PKG_TARGET cargo package -p switchyard-lb -p switchyard-lb-ffi --allow-dirty
 
 step "loom models (LOOM_MAX_PREEMPTIONS=2)"
 scripts/loom.sh
