@@ -13,6 +13,8 @@ pub mod channel;
 pub mod clock;
 pub mod connector;
 pub mod error;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod managed;
 pub mod picker;
 pub mod policy;

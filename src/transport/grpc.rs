@@ -119,7 +119,33 @@ async fn call(
     stream.send_data(body, true).map_err(|e| fail(e, true))?;
     let resp = resp.await.map_err(|e| fail(e, true))?;
     let (parts, mut body) = resp.into_parts();
+    unary_head(&parts)?;
 
+    let mut buf = BytesMut::new();
+    while let Some(chunk) = poll_fn(|cx| body.poll_data(cx)).await {
+        let chunk = chunk.map_err(|e| fail(e, true))?;
+        // Give the window back or the server stalls after 64 KiB.
+        let _ = body.flow_control().release_capacity(chunk.len());
+        unary_body_chunk(&mut buf, &chunk)?;
+    }
+    let trailers = poll_fn(|cx| body.poll_trailers(cx))
+        .await
+        .map_err(|e| fail(e, true))?
+        .unwrap_or_default();
+    let message = unary_message(buf, &trailers)?;
+    Ok(UnaryResponse {
+        message,
+        headers: parts.headers,
+        trailers,
+    })
+}
+
+// The decoding half of `call`, pure (no h2), so that it is one code path for
+// calls and for the fuzzer (`crate::fuzzing::grpc_response`).
+
+/// A unary response's head: `Err` when it already ends the call (a
+/// trailers-only status, or not a gRPC response).
+pub(crate) fn unary_head(parts: &http::response::Parts) -> Result<(), CallError> {
     // Trailers-only response: the status lives in the headers.
     if let Some((code, message)) = grpc_status(&parts.headers) {
         return Err(match code {
@@ -127,26 +153,26 @@ async fn call(
             _ => CallError::new(code, message),
         });
     }
-    check_response_head(&parts)?;
+    check_response_head(parts)
+}
 
-    let mut buf = BytesMut::new();
-    while let Some(chunk) = poll_fn(|cx| body.poll_data(cx)).await {
-        let chunk = chunk.map_err(|e| fail(e, true))?;
-        // Give the window back or the server stalls after 64 KiB.
-        let _ = body.flow_control().release_capacity(chunk.len());
-        if buf.len() + chunk.len() > MAX_RECV_MESSAGE + 5 {
-            return Err(CallError::new(
-                code::RESOURCE_EXHAUSTED,
-                "response larger than max receive message size",
-            ));
-        }
-        buf.extend_from_slice(&chunk);
+/// Adds one DATA chunk to a unary response's body, bounded by the max
+/// receive message size.
+pub(crate) fn unary_body_chunk(buf: &mut BytesMut, chunk: &[u8]) -> Result<(), CallError> {
+    if buf.len() + chunk.len() > MAX_RECV_MESSAGE + 5 {
+        return Err(CallError::new(
+            code::RESOURCE_EXHAUSTED,
+            "response larger than max receive message size",
+        ));
     }
-    let trailers = poll_fn(|cx| body.poll_trailers(cx))
-        .await
-        .map_err(|e| fail(e, true))?
-        .unwrap_or_default();
-    match grpc_status(&trailers) {
+    buf.extend_from_slice(chunk);
+    Ok(())
+}
+
+/// The unary call's outcome from its whole body and its trailers: the one
+/// response message, or the status that failed the call.
+pub(crate) fn unary_message(mut buf: BytesMut, trailers: &HeaderMap) -> Result<Vec<u8>, CallError> {
+    match grpc_status(trailers) {
         Some((code::OK, _)) => {}
         Some((code, message)) => return Err(CallError::new(code, message)),
         None => {
@@ -172,11 +198,7 @@ async fn call(
         }
         None => return Err(CallError::new(code::INTERNAL, "truncated gRPC message")),
     };
-    Ok(UnaryResponse {
-        message,
-        headers: parts.headers,
-        trailers,
-    })
+    Ok(message)
 }
 
 /// A response head that is not trailers-only must be HTTP 200 with a gRPC

@@ -10,9 +10,9 @@
 //! futures are polled by hand with a `Context` built from that waker, and RPC
 //! threads block in [`unary`] with a park/unpark waker.
 
-mod grpc;
+pub(crate) mod grpc;
 mod h2conn;
-mod health;
+pub(crate) mod health;
 pub mod health_proto;
 mod io;
 mod tls;
