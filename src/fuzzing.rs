@@ -643,6 +643,10 @@ pub fn channel_ops(data: &[u8]) {
     let mut reported: HashMap<SubConnId, ConnectivityState> = HashMap::new();
     let released = Arc::new(AtomicUsize::new(0));
     let mut handed_out = 0usize;
+    // Sent to the loop but maybe not applied yet. Picks sync first (the
+    // oracle needs it); address and config changes sync at once (they
+    // create the subchannels that reports name).
+    let mut dirty = false;
 
     for _ in 0..256 {
         if input.is_empty() {
@@ -679,13 +683,13 @@ pub fn channel_ops(data: &[u8]) {
                     let r = ch.report_subconn_state(id, state, "fuzz");
                     match state {
                         ConnectivityState::Shutdown => assert!(r.is_err()),
-                        ConnectivityState::Connecting => {}
+                        ConnectivityState::Connecting => assert_eq!(r.is_err(), closed),
                         _ => {
                             assert_eq!(r.is_err(), closed, "report: {r:?}");
                             reported.insert(id, state);
                         }
                     }
-                    let _ = ch.sync();
+                    dirty = true;
                 }
             }
             5 => {
@@ -704,7 +708,7 @@ pub fn channel_ops(data: &[u8]) {
                             let _ = ch.wait_for_state_change(ch.state(), Some(Instant::now()));
                         }
                     }
-                    let _ = ch.sync();
+                    dirty = true;
                 }
             }
             7 => {
@@ -718,6 +722,10 @@ pub fn channel_ops(data: &[u8]) {
                 }
             }
             8..=10 if !readers.is_empty() => {
+                if let (true, Some(ch)) = (dirty, &channel) {
+                    let _ = ch.sync();
+                    dirty = false;
+                }
                 let synced = !closed && channel.is_some();
                 let i = input.below(readers.len());
                 let how = input.below(4);
@@ -828,8 +836,15 @@ pub fn channel_ops(data: &[u8]) {
     // The loop lets go of closed channels' state on its own thread: wait
     // for it, bounded.
     let deadline = Instant::now() + Duration::from_secs(10);
-    while released.load(Ordering::SeqCst) < handed_out && Instant::now() < deadline {
-        std::thread::sleep(Duration::from_millis(1));
+    for spin in 0.. {
+        if released.load(Ordering::SeqCst) >= handed_out || Instant::now() >= deadline {
+            break;
+        }
+        if spin < 1000 {
+            std::thread::yield_now();
+        } else {
+            std::thread::sleep(Duration::from_millis(1));
+        }
     }
     assert_eq!(
         released.load(Ordering::SeqCst),

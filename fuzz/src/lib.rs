@@ -197,6 +197,9 @@ pub fn ffi_ops(data: &[u8]) {
     let mut picks: Vec<Held> = Vec::new();
     let mut reported: HashMap<u64, u32> = HashMap::new();
     let mut handed_over: Vec<usize> = Vec::new();
+    // Sent to the loop but maybe not applied yet: picks sync first (the
+    // oracle needs it); address and config changes sync at once.
+    let mut dirty = false;
 
     for _ in 0..256 {
         if input.is_empty() {
@@ -274,7 +277,7 @@ pub fn ffi_ops(data: &[u8]) {
                         reported.insert(id, state);
                     }
                 }
-                sync(ch, closed);
+                dirty = true;
             }
             5 => {
                 let Some(ch) = channel else { continue };
@@ -330,7 +333,7 @@ pub fn ffi_ops(data: &[u8]) {
                         let _ = sy_state_str(input.u32());
                     }
                 }
-                sync(ch, closed);
+                dirty = true;
             }
             7 => match channel {
                 Some(ch) if readers.len() < MAX_READERS => {
@@ -355,6 +358,10 @@ pub fn ffi_ops(data: &[u8]) {
                 _ => {}
             },
             8..=10 if !readers.is_empty() => {
+                if let (true, Some(ch)) = (dirty, channel) {
+                    sync(ch, closed);
+                    dirty = false;
+                }
                 let synced = channel.is_some() && !closed;
                 let r = readers[input.below(readers.len())];
                 let (method, len, utf8): (*const c_char, usize, bool) = match input.below(5) {
@@ -370,7 +377,7 @@ pub fn ffi_ops(data: &[u8]) {
                     null()
                 };
                 // Waiting picks wait at most a millisecond.
-                let timeout = u64::from(input.byte() % 8 == 0);
+                let timeout = u64::from(input.byte() % 32 == 0);
                 let wait_for_ready = input.bool();
                 let mut result = Box::new(sentinel());
                 let st = sy_pick(
@@ -543,8 +550,15 @@ pub fn ffi_ops(data: &[u8]) {
     drop(host);
     // The loop may release the last user data on its own thread: bounded wait.
     let deadline = Instant::now() + Duration::from_secs(10);
-    while handed_over.iter().any(|&t| released(t) == 0) && Instant::now() < deadline {
-        std::thread::sleep(Duration::from_millis(1));
+    for spin in 0.. {
+        if handed_over.iter().all(|&t| released(t) > 0) || Instant::now() >= deadline {
+            break;
+        }
+        if spin < 1000 {
+            std::thread::yield_now();
+        } else {
+            std::thread::sleep(Duration::from_millis(1));
+        }
     }
     for t in handed_over {
         assert_eq!(
