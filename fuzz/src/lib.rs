@@ -151,18 +151,18 @@ struct Held {
 fn sentinel() -> sy_pick_result {
     sy_pick_result {
         subchannel_id: 0xdead,
-        address: 1 as *const c_char,
+        address: std::ptr::dangling(),
         address_len: 0xbeef,
-        user_data: 2 as *mut c_void,
+        user_data: 0x5a5a as *mut c_void,
         _token: [0x5a5a; SY_PICK_TOKEN_WORDS],
     }
 }
 
 fn untouched(r: &sy_pick_result) -> bool {
     r.subchannel_id == 0xdead
-        && r.address as usize == 1
+        && r.address == std::ptr::dangling()
         && r.address_len == 0xbeef
-        && r.user_data as usize == 2
+        && r.user_data as usize == 0x5a5a
         && r._token == [0x5a5a; SY_PICK_TOKEN_WORDS]
 }
 
@@ -377,7 +377,7 @@ pub fn ffi_ops(data: &[u8]) {
                     null()
                 };
                 // Waiting picks wait at most a millisecond.
-                let timeout = u64::from(input.byte() % 32 == 0);
+                let timeout = u64::from(input.byte().is_multiple_of(32));
                 let wait_for_ready = input.bool();
                 let mut result = Box::new(sentinel());
                 let st = sy_pick(
