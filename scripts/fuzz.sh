@@ -9,10 +9,9 @@
 # Needs the nightly toolchain (present on CI) and cargo-fuzz, installed here
 # if missing. Inputs the fuzzer adds go to fuzz/work/<target>/ (ignored by
 # git), not to the seeds. A crash input is copied to
-# fuzz/regressions/<target>/: commit it with the fix, and
-# tests/fuzz_regressions.rs (stable, `cargo test`) or, for ffi_ops, the fuzz
-# crate's own test (`cargo test --manifest-path fuzz/Cargo.toml`) replays
-# it from then on. The script exits 1 if any target crashed.
+# fuzz/regressions/<target>/: commit it with the fix, and the normal test
+# run (stable) replays it from then on: tests/fuzz_regressions.rs, or for
+# ffi_ops ffi/src/fuzz_replay.rs. The script exits 1 if any target crashed.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 

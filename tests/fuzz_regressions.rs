@@ -2,8 +2,9 @@
 //! crash input the fuzzer ever found (`fuzz/regressions/<target>/`) through
 //! the same entry functions the targets call (`switchyard::fuzzing`), on
 //! stable, in the normal test run. `scripts/fuzz.sh` runs the fuzzer itself.
-//! (The C ABI target, `ffi_ops`, is replayed by the fuzz crate's own test:
-//! `cargo test --manifest-path fuzz/Cargo.toml`.)
+//! (The C ABI target, `ffi_ops`, is replayed by the ffi crate's unit tests,
+//! `ffi/src/fuzz_replay.rs`, which compile its driver against the `sy_*`
+//! functions.)
 
 use std::path::{Path, PathBuf};
 use switchyard::fuzzing;
