@@ -44,6 +44,8 @@ total=0
 crashed=()
 for t in "${targets[@]}"; do
     mkdir -p "fuzz/work/$t" "fuzz/artifacts/$t" "fuzz/corpus/$t"
+    # Only this run's crash inputs: older ones are in fuzz/regressions/.
+    rm -f "fuzz/artifacts/$t"/*
     log="fuzz/work/$t.log"
     echo "==> $t: ${secs}s"
     dict=()
