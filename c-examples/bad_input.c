@@ -2,6 +2,8 @@
  * message, never a crash. */
 #include "common.h"
 
+#include <stdint.h>
+
 /* The last error's message is non-empty and starts with the status name. */
 static void expect_message(sy_status st) {
   char buf[256];
@@ -54,7 +56,7 @@ static void on_done_inside(void *ctx, sy_status st, uint32_t code, const char *m
   in->close_call = sy_channel_close(inside_channel);
   /* Non-blocking: allowed (and fails fast again; its callback is ignored). */
   in->start_call = sy_call_unary_start(inside_channel, "/a/b", NULL, 0, NULL, 0, NULL, 1000, false,
-                                       ignore_done, NULL);
+                                       ignore_done, NULL, NULL);
   in->done = 1;
   pthread_mutex_unlock(&in->mu);
 }
@@ -164,19 +166,22 @@ static void bad_calls(sy_runtime *rt, sy_channel *host_ch) {
     sy_last_error(buf, sizeof buf);
     CHECK(strstr(buf, "host") != NULL);
   }
-  EXPECT(sy_call_unary_start(host_ch, "/a/b", NULL, 0, NULL, 0, NULL, 0, false, ignore_done, NULL),
+  EXPECT(sy_call_unary_start(host_ch, "/a/b", NULL, 0, NULL, 0, NULL, 0, false, ignore_done, NULL,
+                             NULL),
          SY_INVALID_ARGUMENT);
   sy_reader_free(host_r);
 
   /* sy_call_unary_start: checked up front; the callback never runs then. */
-  EXPECT(sy_call_unary_start(NULL, "/a/b", NULL, 0, NULL, 0, NULL, 0, false, ignore_done, NULL),
+  EXPECT(sy_call_unary_start(NULL, "/a/b", NULL, 0, NULL, 0, NULL, 0, false, ignore_done, NULL,
+                             NULL),
          SY_NULL_PARAMETER);
-  EXPECT(sy_call_unary_start(ch, "/a/b", NULL, 0, NULL, 0, NULL, 0, false, NULL, NULL),
+  EXPECT(sy_call_unary_start(ch, "/a/b", NULL, 0, NULL, 0, NULL, 0, false, NULL, NULL, NULL),
          SY_NULL_PARAMETER);
-  EXPECT(sy_call_unary_start(ch, bad_utf8, NULL, 0, NULL, 0, NULL, 0, false, ignore_done, NULL),
+  EXPECT(sy_call_unary_start(ch, bad_utf8, NULL, 0, NULL, 0, NULL, 0, false, ignore_done, NULL,
+                             NULL),
          SY_INVALID_UTF8);
   EXPECT(sy_call_unary_start(ch, "/a/b", (const uint8_t *)"x", huge, NULL, 0, NULL, 0, false,
-                             ignore_done, NULL),
+                             ignore_done, NULL, NULL),
          SY_INVALID_ARGUMENT);
 
   /* Inside a completion callback, blocking calls are refused. */
@@ -187,7 +192,8 @@ static void bad_calls(sy_runtime *rt, sy_channel *host_ch) {
     pthread_mutex_init(&in.mu, NULL);
     inside_reader = r;
     inside_channel = ch;
-    OK(sy_call_unary_start(ch, "/a/b", NULL, 0, NULL, 0, NULL, 5000, false, on_done_inside, &in));
+    OK(sy_call_unary_start(ch, "/a/b", NULL, 0, NULL, 0, NULL, 5000, false, on_done_inside, &in,
+                           NULL));
     for (i = 0; i < 500; i++) {
       int d;
       pthread_mutex_lock(&in.mu);
@@ -214,7 +220,8 @@ static void bad_calls(sy_runtime *rt, sy_channel *host_ch) {
   /* After close. */
   OK(sy_channel_close(ch));
   EXPECT(sy_call_unary(r, "/a/b", NULL, 0, NULL, 0, NULL, 0, true, &resp), SY_CLOSED);
-  EXPECT(sy_call_unary_start(ch, "/a/b", NULL, 0, NULL, 0, NULL, 0, false, ignore_done, NULL),
+  EXPECT(sy_call_unary_start(ch, "/a/b", NULL, 0, NULL, 0, NULL, 0, false, ignore_done, NULL,
+                             NULL),
          SY_CLOSED);
   sy_reader_free(r);
   sy_channel_free(ch);
@@ -304,6 +311,8 @@ int main(void) {
   bad_addr.address = NULL;
   EXPECT(sy_channel_update_addresses(ch, &bad_addr, 1), SY_NULL_PARAMETER);
   EXPECT(sy_channel_update_addresses(ch, NULL, 2), SY_NULL_PARAMETER);
+  bad_addr.address = "127.9.0.9:1";
+  EXPECT(sy_channel_update_addresses(ch, &bad_addr, SIZE_MAX), SY_INVALID_ARGUMENT);
   EXPECT(sy_channel_update_service_config(ch, "[1,2"), SY_INVALID_SERVICE_CONFIG);
   EXPECT(sy_channel_report_resolver_error(ch, bad_utf8), SY_INVALID_UTF8);
 
@@ -324,6 +333,11 @@ int main(void) {
   EXPECT(sy_pick(reader, bad_utf8, 3, NULL, 0, false, &r), SY_INVALID_UTF8);
   EXPECT(sy_pick(reader, NULL, 5, NULL, 0, false, &r), SY_NULL_PARAMETER);
   EXPECT(sy_pick(reader, NULL, 0, NULL, 0, false, NULL), SY_NULL_PARAMETER);
+  /* A method length no object can have (a negative number as size_t) is
+   * refused, not trusted: it aborted a debug build and read out of bounds. */
+  EXPECT(sy_pick(reader, "x", SIZE_MAX, NULL, 0, false, &r), SY_INVALID_ARGUMENT);
+  EXPECT(sy_pick(reader, "x", (size_t)PTRDIFF_MAX + 1, NULL, 0, false, &r), SY_INVALID_ARGUMENT);
+  EXPECT(sy_pick(reader, "x", SIZE_MAX, NULL, 50, true, &r), SY_INVALID_ARGUMENT);
   memset(&r, 0, sizeof r);
   EXPECT(sy_pick_done(&r, 0, 0, NULL, 0), SY_INVALID_ARGUMENT);
   a.address = "127.9.0.1:1";
@@ -384,6 +398,10 @@ int main(void) {
     char small[8];
     size_t n = sy_last_error(small, sizeof small);
     CHECK(n > 7 && strlen(small) == 7);
+    /* A length no buffer has (a negative number) writes nothing. */
+    memset(small, 'z', sizeof small);
+    CHECK(sy_last_error(small, SIZE_MAX) == n && small[0] == 'z' && small[7] == 'z');
+    CHECK(sy_last_error(small, (size_t)PTRDIFF_MAX + 1) == n && small[0] == 'z');
   }
   host_destroy(&h);
   printf("bad_input: ok\n");

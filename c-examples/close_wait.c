@@ -70,7 +70,7 @@ static void start_stuck_calls(sy_channel *ch, tally *t, blocking *b, pthread_t *
   int i;
   for (i = 0; i < N_CALLS; i++)
     OK(sy_call_unary_start(ch, "/echo.Echo/Unary", NULL, 0, NULL, 0, NULL, 0, true, on_call_done,
-                           t));
+                           t, NULL));
   OK(sy_reader_new(ch, &b->reader));
   b->status = SY_PANIC;
   CHECK(pthread_create(th, NULL, blocking_call, b) == 0);
@@ -92,7 +92,7 @@ static void managed_calls_at_free(void) {
   pthread_mutex_init(&t.mu, NULL);
   OK(sy_channel_options_new(&o));
   OK(sy_channel_options_set_insecure(o, true));
-  OK(sy_channel_options_set_call_threads(o, 2)); /* 2 run, 4 wait in the queue */
+  OK(sy_channel_options_set_call_threads(o, 2)); /* deprecated, no effect: calls run on the loop */
 
   /* sy_channel_free with calls running and queued. */
   OK(sy_runtime_new(&rt));
@@ -113,7 +113,7 @@ static void managed_calls_at_free(void) {
   CHECK(pthread_join(th, NULL) == 0);
   CHECK(b.status == SY_CLOSED);
   CHECK_STATUS(sy_call_unary_start(ch, "/echo.Echo/Unary", NULL, 0, NULL, 0, NULL, 0, true,
-                                   on_call_done, &t),
+                                   on_call_done, &t, NULL),
                SY_CLOSED);
   sy_reader_free(b.reader);
   sy_channel_free(ch);

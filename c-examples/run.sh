@@ -36,7 +36,7 @@ bash interop/setup.sh
 make -C c-examples -j2 check
 
 echo "== python (ctypes)"
-python3 c-examples/distribution.py "$ROOT/target/debug/libswitchyard.so"
+python3 c-examples/distribution.py "${CARGO_TARGET_DIR:-$ROOT/target}/debug/libswitchyard.so"
 
 echo "== install + pkg-config"
 PREFIX=$(mktemp -d)

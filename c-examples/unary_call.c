@@ -10,11 +10,19 @@
  *      callbacks;
  *   4. shows how failures map: an unknown method (UNIMPLEMENTED, 12), a
  *      deadline shorter than the server's delay (DEADLINE_EXCEEDED, 4), a
- *      server nobody listens on (UNAVAILABLE, 14), and a close while calls
- *      are in flight (every callback has run when sy_channel_close returns). */
+ *      server nobody listens on (UNAVAILABLE, 14), metadata HTTP/2 cannot
+ *      carry (SY_INVALID_ARGUMENT, nothing sent);
+ *   5. started calls cost no thread while they wait: a 200 ms call ends on
+ *      time while a 30 s one is in flight, and while 100 calls wait on a
+ *      server that never answers (the thread count stays put); sy_call_cancel
+ *      ends a call with CANCELLED; closing that channel completes each of
+ *      its calls exactly once with SY_CLOSED;
+ *   6. closes with calls in flight (every callback has run when
+ *      sy_channel_close returns). */
 #include "echo_server.h"
 
 #include <arpa/inet.h>
+#include <dirent.h>
 #include <netinet/in.h>
 #include <sys/socket.h>
 
@@ -155,6 +163,157 @@ static void wait_done(completions *c, int n) {
   pthread_mutex_unlock(&c->mu);
 }
 
+/* ---- 5. started calls: deadlines, threads, cancellation --------------------- */
+
+#define N_SILENT 100
+
+/* The threads of this process now. */
+static int thread_count(void) {
+  DIR *d = opendir("/proc/self/task");
+  struct dirent *e;
+  int n = 0;
+  CHECK(d != NULL);
+  while ((e = readdir(d)) != NULL)
+    if (e->d_name[0] != '.') n++;
+  closedir(d);
+  return n;
+}
+
+static double now_ms(void) {
+  struct timespec t;
+  clock_gettime(CLOCK_MONOTONIC, &t);
+  return t.tv_sec * 1e3 + t.tv_nsec / 1e6;
+}
+
+/* How often each of the silent calls completed, and how. */
+typedef struct silent_tally {
+  pthread_mutex_t mu;
+  int times[N_SILENT];
+  int closed;
+} silent_tally;
+
+typedef struct silent_call {
+  silent_tally *tally;
+  int index;
+} silent_call;
+
+static void on_silent_done(void *ctx, sy_status status, uint32_t grpc_code, const char *message,
+                           sy_buffer *response) {
+  silent_call *call = (silent_call *)ctx;
+  (void)message;
+  CHECK(response == NULL);
+  pthread_mutex_lock(&call->tally->mu);
+  call->tally->times[call->index]++;
+  if (status == SY_CLOSED && grpc_code == 1) call->tally->closed++;
+  pthread_mutex_unlock(&call->tally->mu);
+}
+
+/* A listener that never accepts: the TCP handshake completes in the kernel,
+ * HTTP/2 never starts, so calls to it wait (wait_for_ready) for good. */
+static int silent_listener(int *port) {
+  struct sockaddr_in a;
+  socklen_t len = sizeof a;
+  int fd = socket(AF_INET, SOCK_STREAM, 0);
+  CHECK(fd >= 0);
+  memset(&a, 0, sizeof a);
+  a.sin_family = AF_INET;
+  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  CHECK(bind(fd, (struct sockaddr *)&a, sizeof a) == 0);
+  CHECK(listen(fd, 16) == 0);
+  CHECK(getsockname(fd, (struct sockaddr *)&a, &len) == 0);
+  *port = ntohs(a.sin_port);
+  return fd;
+}
+
+/* A deadline-less call left in flight on the main channel: its close ends it. */
+static completions slow;
+
+static void started_calls(sy_runtime *rt, sy_channel *ch, const sy_channel_options *opts) {
+  completions quick, cancelled;
+  silent_tally tally;
+  silent_call calls[N_SILENT];
+  sy_channel *silent = NULL;
+  char target[64];
+  uint64_t id = 0;
+  double t0, took;
+  int threads = 0, i, port, fd;
+
+  completions_init(&slow);
+  completions_init(&quick);
+  completions_init(&cancelled);
+  completions_init(&slow);
+
+  /* A 200 ms call ends at its deadline while a 30 s one is in flight. */
+  OK(sy_call_unary_start(ch, "/echo.Echo/Delay", (const uint8_t *)"30000", 5, NULL, 0, NULL, 0,
+                         true, on_done, &slow, NULL));
+  t0 = now_ms();
+  OK(sy_call_unary_start(ch, "/echo.Echo/Delay", (const uint8_t *)"30000", 5, NULL, 0, NULL, 200,
+                         true, on_done, &quick, NULL));
+  wait_done(&quick, 1);
+  took = now_ms() - t0;
+  CHECK(quick.last_status == SY_RPC_FAILED && quick.last_code == 4 /* DEADLINE_EXCEEDED */);
+  CHECK(took >= 150 && took < 5000);
+  printf("started: a 200 ms call behind a 30 s one ended after %.0f ms (code %u)\n", took,
+         (unsigned)quick.last_code);
+
+  /* Cancel: the 30 s call ends now, with CANCELLED; then it is not found. */
+  OK(sy_call_unary_start(ch, "/echo.Echo/Delay", (const uint8_t *)"30000", 5, NULL, 0, NULL, 0,
+                         true, on_done, &cancelled, &id));
+  sleep_ms(100); /* let it reach the server */
+  OK(sy_call_cancel(ch, id));
+  wait_done(&cancelled, 1);
+  CHECK(cancelled.last_status == SY_RPC_FAILED && cancelled.last_code == 1 /* CANCELLED */);
+  CHECK_STATUS(sy_call_cancel(ch, id), SY_NOT_FOUND);
+  CHECK_STATUS(sy_call_cancel(NULL, id), SY_NULL_PARAMETER);
+  printf("started: cancelled call %llu: status %s, code %u, message \"%s\"\n",
+         (unsigned long long)id, sy_status_str(cancelled.last_status),
+         (unsigned)cancelled.last_code, cancelled.last_message);
+  pthread_mutex_lock(&slow.mu);
+  CHECK(slow.done == 0); /* still running: closed with the channel */
+  pthread_mutex_unlock(&slow.mu);
+
+  /* 100 calls to a server that never answers: no thread each, and a
+   * 200 ms call on the same channel still ends on time. */
+  fd = silent_listener(&port);
+  /* ipv4: a static list (a DNS target would start a resolver thread). */
+  snprintf(target, sizeof target, "ipv4:127.0.0.1:%d", port);
+  OK(sy_channel_new_with_options(rt, target, NULL, opts, NULL, NULL, NULL, NULL, &silent));
+  memset(&tally, 0, sizeof tally);
+  pthread_mutex_init(&tally.mu, NULL);
+  for (i = 0; i < N_SILENT; i++) {
+    calls[i].tally = &tally;
+    calls[i].index = i;
+    OK(sy_call_unary_start(silent, "/echo.Echo/Unary", NULL, 0, NULL, 0, NULL, 0, true,
+                           on_silent_done, &calls[i], NULL));
+    if (i == 0) threads = thread_count(); /* with the channel's completion thread */
+  }
+  CHECK(thread_count() == threads);
+  completions_destroy(&quick);
+  completions_init(&quick);
+  t0 = now_ms();
+  OK(sy_call_unary_start(silent, "/echo.Echo/Unary", NULL, 0, NULL, 0, NULL, 200, true, on_done,
+                         &quick, NULL));
+  wait_done(&quick, 1);
+  took = now_ms() - t0;
+  CHECK(quick.last_status == SY_RPC_FAILED && quick.last_code == 4);
+  CHECK(took >= 150 && took < 5000);
+  printf("started: %d calls waiting on a silent server, %d threads; a 200 ms call ended after "
+         "%.0f ms\n",
+         N_SILENT, threads, took);
+  /* Close: each of them completes exactly once, with SY_CLOSED, before it
+   * returns. */
+  OK(sy_channel_close(silent));
+  pthread_mutex_lock(&tally.mu);
+  for (i = 0; i < N_SILENT; i++) CHECK(tally.times[i] == 1);
+  CHECK(tally.closed == N_SILENT);
+  pthread_mutex_unlock(&tally.mu);
+  sy_channel_free(silent);
+  close(fd);
+  pthread_mutex_destroy(&tally.mu);
+  completions_destroy(&quick);
+  completions_destroy(&cancelled);
+}
+
 /* ---- 4. failures ---------------------------------------------------------- */
 
 static void expect_rpc_error(sy_status got, uint32_t want_code) {
@@ -203,8 +362,7 @@ int main(void) {
   OK(sy_channel_options_new(&opts));
   OK(sy_channel_options_set_insecure(opts, true)); /* the servers speak h2c */
   OK(sy_channel_options_set_backoff(opts, 100, 1000, 0));
-  OK(sy_channel_options_set_call_threads(opts, 4));
-  OK(sy_channel_new_with_options(rt, target, RR_CONFIG, opts, NULL, NULL, NULL, NULL, &ch));
+    OK(sy_channel_new_with_options(rt, target, RR_CONFIG, opts, NULL, NULL, NULL, NULL, &ch));
 
   /* 1. Warm up: every server answers (so all three subchannels are READY). */
   OK(sy_reader_new(ch, &reader));
@@ -236,7 +394,7 @@ int main(void) {
     char request[32];
     snprintf(request, sizeof request, "async %d", i);
     OK(sy_call_unary_start(ch, "/echo.Echo/Unary", (const uint8_t *)request, strlen(request), NULL,
-                           0, NULL, 5000, true, on_done, &c));
+                           0, NULL, 5000, true, on_done, &c, NULL));
   }
   wait_done(&c, N_ASYNC);
   CHECK(c.ok == N_ASYNC);
@@ -252,7 +410,7 @@ int main(void) {
                    12 /* UNIMPLEMENTED */);
   CHECK(resp == NULL);
   OK(sy_call_unary_start(ch, "/echo.Echo/NoSuchMethod", NULL, 0, NULL, 0, NULL, 5000, true,
-                         on_done, &c));
+                         on_done, &c, NULL));
   wait_done(&c, N_ASYNC + 1);
   CHECK(c.last_status == SY_RPC_FAILED && c.last_code == 12);
   printf("  -> async: status %s, code %u, message \"%s\"\n", sy_status_str(c.last_status),
@@ -284,13 +442,40 @@ int main(void) {
     sy_channel_free(dead);
   }
 
-  /* Close with calls in flight (the server holds them for 30 s): they end
+  printf("metadata HTTP/2 cannot carry is refused before anything is sent:\n");
+  {
+    sy_metadata bad[2];
+    uint64_t id = 7;
+    bad[0].key = "x-fine";
+    bad[0].value = "yes";
+    bad[1].key = "transfer-encoding";
+    bad[1].value = "chunked";
+    CHECK_STATUS(sy_call_unary(reader, "/echo.Echo/Unary", NULL, 0, bad, 2, NULL, 5000, true, &resp),
+                 SY_INVALID_ARGUMENT);
+    CHECK(resp == NULL);
+    bad[1].key = "Connection";
+    bad[1].value = "close";
+    CHECK_STATUS(sy_call_unary_start(ch, "/echo.Echo/Unary", NULL, 0, bad, 2, NULL, 5000, true,
+                                     on_done, &c, &id),
+                 SY_INVALID_ARGUMENT);
+    CHECK(id == 7); /* written on success only */
+    {
+      char err[256];
+      sy_last_error(err, sizeof err);
+      printf("  -> %s\n", err);
+    }
+  }
+
+  /* 5. Started calls on the event loop. */
+  started_calls(rt, ch, opts);
+
+  /* 6. Close with calls in flight (the server holds them for 30 s): they end
    * with SY_CLOSED, and every callback has run when close returns. */
   printf("close with %d calls in flight:\n", N_INFLIGHT);
   c.done = 0;
   for (i = 0; i < N_INFLIGHT; i++)
     OK(sy_call_unary_start(ch, "/echo.Echo/Delay", (const uint8_t *)"30000", 5, NULL, 0, NULL, 0,
-                           true, on_done, &c));
+                           true, on_done, &c, NULL));
   sleep_ms(200); /* let them reach the servers */
   OK(sy_channel_close(ch));
   pthread_mutex_lock(&c.mu);
@@ -299,8 +484,12 @@ int main(void) {
   printf("  -> all %d completed: status %s, code %u, message \"%s\"\n", c.done,
          sy_status_str(c.last_status), (unsigned)c.last_code, c.last_message);
   pthread_mutex_unlock(&c.mu);
+  pthread_mutex_lock(&slow.mu);
+  CHECK(slow.done == 1 && slow.closed == 1);
+  pthread_mutex_unlock(&slow.mu);
+  completions_destroy(&slow);
   CHECK_STATUS(sy_call_unary_start(ch, "/echo.Echo/Unary", NULL, 0, NULL, 0, NULL, 0, true,
-                                   on_done, &c),
+                                   on_done, &c, NULL),
                SY_CLOSED);
   CHECK_STATUS(sy_call_unary(reader, "/echo.Echo/Unary", NULL, 0, NULL, 0, NULL, 0, true, &resp),
                SY_CLOSED);

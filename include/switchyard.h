@@ -46,7 +46,7 @@
 #define SY_WAIT_FOREVER UINT64_MAX
 
 /*
- The most threads `sy_channel_options_set_call_threads` allows.
+ The largest value `sy_channel_options_set_call_threads` (deprecated) accepts.
  */
 #define SY_MAX_CALL_THREADS 256
 
@@ -241,8 +241,9 @@ typedef struct sy_channel sy_channel;
 
  Defaults (a fresh handle, or passing NULL instead of one): TLS with the
  bundled Mozilla roots, verifying each address's host name; no client
- certificate; no keepalive; gRPC's connection backoff (1 s, x1.6, +-20 %,
- at most 120 s, at least 20 s per attempt); up to 8 completion threads.
+ certificate; no keepalive; gRPC's size limits (4 MiB per received
+ message, 16 MiB per header list); gRPC's connection backoff (1 s, x1.6, +-20 %,
+ at most 120 s, at least 20 s per attempt).
 
  Setters validate their input and return SY_OK, SY_NULL_PARAMETER,
  SY_INVALID_ARGUMENT or SY_INVALID_UTF8; a failed setter changes nothing.
@@ -271,8 +272,11 @@ typedef struct sy_runtime sy_runtime;
  One request metadata entry: `key` and `value` are NUL-terminated and
  copied. Keys are ASCII `[0-9a-z_.-]` (upper case is folded to lower);
  values printable ASCII. Keys ending in "-bin" carry base64 text, sent
- as given. Keys the transport owns ("grpc-*", "content-type", "te",
- "user-agent", "connection") are refused.
+ as given. Refused with SY_INVALID_ARGUMENT, before anything is sent:
+ pseudo-headers (":path", ...), connection-specific keys HTTP/2 forbids
+ ("connection", "keep-alive", "proxy-connection", "transfer-encoding",
+ "upgrade", "te", "host"), and keys the transport owns ("grpc-*",
+ "content-type", "user-agent").
  */
 typedef struct sy_metadata {
   const char *key;
@@ -281,24 +285,26 @@ typedef struct sy_metadata {
 
 /*
  Hears how a `sy_call_unary_start` call ended. Called exactly once per call
- the start function accepted (it returned SY_OK), on one of the channel's
- completion threads (never on the starting thread, never on the loop
- thread), possibly concurrently with other calls' callbacks.
+ the start function accepted (it returned SY_OK), on the channel's
+ completion thread: one per channel, started with its first started call,
+ that runs the channel's callbacks one at a time, in the order the calls
+ end. Never on the loop thread, never inside `sy_call_unary_start`. A
+ callback that blocks delays the channel's later callbacks, never a call's
+ deadline (calls run on the event loop and end there, on time).
 
- - `status`: SY_OK; SY_RPC_FAILED (the call failed: `grpc_code` says how);
-   SY_CLOSED (the channel was closed or its runtime freed before or while
-   the call ran); SY_PANIC.
+ - `status`: SY_OK; SY_RPC_FAILED (the call failed: `grpc_code` says how;
+   1 CANCELLED after `sy_call_cancel`); SY_CLOSED (the channel was closed
+   or its runtime freed before or while the call ran); SY_PANIC.
  - `grpc_code`: the call's gRPC status code (0 on success).
  - `message`: NUL-terminated UTF-8, the gRPC status message ("" on
    success); valid during the callback only.
  - `response`: on SY_OK the response, owned by the callee from now on (free
    it with `sy_buffer_free`, on any thread, whenever); NULL otherwise.
 
- It may start further calls and use any `sy_*` function that does not
- block; a blocking one (`sy_call_unary`, `sy_channel_close`,
+ It may start further calls, cancel calls, and use any `sy_*` function
+ that does not block; a blocking one (`sy_call_unary`, `sy_channel_close`,
  `sy_channel_wait_for_state_change`, ...) returns SY_WRONG_CONTEXT. It
- must not free the channel or its runtime. A callback that blocks holds up
- one completion thread.
+ must not free the channel or its runtime.
  */
 typedef void (*sy_call_done_fn)(void *user_ctx,
                                 sy_status status,
@@ -354,7 +360,9 @@ typedef void (*sy_state_fn)(void *ctx, uint32_t state);
  Releases one address's user data. Called exactly once per non-NULL
  `user_data` handed to the library, when the last thing that can return it
  lets go: possibly on the loop thread, an RPC thread (in `sy_pick_done`,
- `sy_pick`, `sy_reader_free`), or the thread freeing the channel.
+ `sy_pick`, `sy_reader_refresh`, `sy_reader_free`), or the thread freeing
+ the channel. The reader letting go (if any) is off limits from here
+ (SY_WRONG_CONTEXT), and blocking `sy_*` calls are refused.
  */
 typedef void (*sy_release_fn)(void *user_data);
 
@@ -455,9 +463,21 @@ typedef struct sy_pick_args {
 /*
  Picks for one RPC: return a `sy_pick_decision` and, for
  SY_PICK_COMPLETE, the index into the picker's `subchannels` in
- `*out_index`. Called on RPC threads (inside `sy_pick`), concurrently from
- many threads on the same `ctx`: it must be thread-safe, must not block, and
- should not write shared memory (it is on every RPC's path).
+ `*out_index`. Called on RPC threads (inside `sy_pick` / `sy_call_unary`),
+ concurrently from many threads on the same `ctx`: it must be thread-safe,
+ must not block, and should not write shared memory (it is on every RPC's
+ path).
+
+ What it may call: the reader that is running it is off limits, since the
+ pick is using it: `sy_pick`, `sy_reader_refresh`, `sy_reader_free` and
+ `sy_call_unary` on that reader return (or, for `sy_reader_free`, record)
+ SY_WRONG_CONTEXT and do nothing. Non-blocking calls on other objects are
+ fine: `sy_pick` with timeout 0 on another reader (a policy that delegates
+ to a child channel's picker does this), `sy_pick_done`, `sy_reader_new`,
+ `sy_channel_update_addresses`, `sy_channel_report_*`. Blocking ones
+ (`sy_pick` with a timeout, `sy_call_unary`, `sy_channel_close`, `_sync`,
+ `_wait_for_state_change`) return SY_WRONG_CONTEXT. It must not free a
+ channel or a runtime.
  */
 typedef uint32_t (*sy_picker_pick_fn)(void *ctx, const struct sy_pick_args *args, size_t *out_index);
 
@@ -465,7 +485,8 @@ typedef uint32_t (*sy_picker_pick_fn)(void *ctx, const struct sy_pick_args *args
  Hears a finished RPC that this picker picked: the subchannel, the outcome
  (`error`: NULL/0 on success, else `error_len` bytes, not NUL-terminated)
  and latency. Called from any thread that calls `sy_pick_done`,
- concurrently; must not block.
+ concurrently; must not block (blocking `sy_*` calls return
+ SY_WRONG_CONTEXT).
  */
 typedef void (*sy_picker_done_fn)(void *ctx,
                                   uint64_t subchannel_id,
@@ -476,7 +497,9 @@ typedef void (*sy_picker_done_fn)(void *ctx,
 /*
  Frees a picker's ctx, once, when no reader and no pick can reach the
  picker any more: on whichever thread lets go last (the loop, an RPC thread
- in `sy_pick`/`sy_pick_done`/`sy_reader_free`, or one freeing a channel).
+ in `sy_pick`/`sy_pick_done`/`sy_reader_refresh`/`sy_reader_free`, or one
+ freeing a channel). The reader letting go (if any) is off limits and
+ blocking calls are refused, as for `sy_picker_pick_fn`.
  */
 typedef void (*sy_picker_free_fn)(void *ctx);
 
@@ -625,10 +648,11 @@ sy_status sy_buffer_trailer(const struct sy_buffer *buf,
  status code (e.g. 12 UNIMPLEMENTED from the server, 4 DEADLINE_EXCEEDED,
  14 UNAVAILABLE) and `sy_last_error` has "grpc status N (NAME): message".
  SY_CLOSED: the channel was closed (or its runtime freed) before or during
- the call. Argument errors (nothing sent): SY_NULL_PARAMETER,
- SY_INVALID_UTF8, SY_INVALID_ARGUMENT (a malformed method, metadata or
- length, a freed reader, or a reader of a channel whose transports belong
- to the host: pick with `sy_pick` and send on your own transport there).
+ the call. Argument errors (nothing sent, the policy hears nothing):
+ SY_NULL_PARAMETER, SY_INVALID_UTF8, SY_INVALID_ARGUMENT (a malformed
+ method, metadata (see `sy_metadata`) or length, a freed reader, or a
+ reader of a channel whose transports belong to the host: pick with
+ `sy_pick` and send on your own transport there).
 
  Threading: the reader's thread; never inside a callback of this library
  (SY_WRONG_CONTEXT). Calls on different readers run in parallel, sharing
@@ -649,23 +673,26 @@ sy_status sy_call_unary(struct sy_reader *reader,
 /*
  Starts one unary RPC and returns at once; `callback` hears how it ended.
  Arguments as `sy_call_unary`'s, all copied before this returns
- (`user_ctx` is passed through untouched).
+ (`user_ctx` is passed through untouched). `call_id_out` (NULL allowed)
+ receives the call's id for `sy_call_cancel`, on SY_OK only; ids are never
+ reused on a channel.
 
- The call runs on one of the channel's completion threads, each with its
- own reader: started on demand, at most `sy_channel_options_set_call_threads`
- of them (default 8); calls beyond that wait in the channel's queue (their
- deadline keeps running). `sy_channel_close`, `sy_channel_free` and
- `sy_runtime_free` end the channel's calls (queued ones complete with
- SY_CLOSED, running ones fail fast as their connections close) and join
- the threads: when they return, every callback of the channel has returned
- and no completion thread is left.
+ The call costs no thread while it runs, however many are in flight: the
+ channel's event loop picks for it (waiting, like `sy_call_unary`, for a
+ READY subchannel when none is yet, or through TRANSIENT_FAILURE with
+ `wait_for_ready`), drives its HTTP/2 stream, retries it once
+ transparently, reports its outcome to the policy, and ends it at its
+ deadline. The callback runs on the channel's completion thread (see
+ `sy_call_done_fn`). `sy_channel_close`, `sy_channel_free` and
+ `sy_runtime_free` complete every call still running with SY_CLOSED and
+ return once every callback of the channel has returned.
 
  Returns SY_OK if the call was accepted: `callback` then runs exactly once.
  Otherwise it never runs: SY_NULL_PARAMETER (`channel`, `method` or
  `callback`), SY_INVALID_UTF8, SY_INVALID_ARGUMENT (as `sy_call_unary`),
- SY_CLOSED (channel closed or runtime freed), SY_IO (no thread could be
- started). Any thread, including inside this library's callbacks (it
- never blocks on the network).
+ SY_CLOSED (channel closed or runtime freed), SY_IO (the completion thread
+ could not be started). Any thread, including inside this library's
+ callbacks (it never blocks on the network).
  */
 SY_MUST_USE
 sy_status sy_call_unary_start(const struct sy_channel *channel,
@@ -678,7 +705,19 @@ sy_status sy_call_unary_start(const struct sy_channel *channel,
                               uint64_t timeout_ms,
                               bool wait_for_ready,
                               sy_call_done_fn callback,
-                              void *user_ctx);
+                              void *user_ctx,
+                              uint64_t *call_id_out);
+
+/*
+ Cancels a call started with `sy_call_unary_start` on `channel`: SY_OK if
+ it was still running (its callback then runs with SY_RPC_FAILED and gRPC
+ code 1 CANCELLED, or SY_CLOSED if the channel is closing meanwhile; its
+ HTTP/2 stream, if it had one, is reset with RST_STREAM(CANCEL) and the
+ policy hears the attempt failed); SY_NOT_FOUND if it already finished
+ (its callback has run or is about to) or no such call was started here.
+ Never blocks. Any thread, including inside this library's callbacks.
+ */
+SY_MUST_USE sy_status sy_call_cancel(const struct sy_channel *channel, uint64_t call_id);
 
 /*
  Creates a channel on `rt` with default options: as
@@ -746,10 +785,10 @@ sy_status sy_channel_new_with_options(const struct sy_runtime *rt,
  kept). `addresses` may be NULL when `len` is 0 (an empty list).
 
  Ownership of user data: if the call fails argument checks
- (SY_NULL_PARAMETER, SY_INVALID_UTF8), nothing was taken. Otherwise each
- non-NULL `user_data` now belongs to the library, which calls
- `release_user_data` on it exactly once (already done if the call returned
- SY_CLOSED or SY_RUNTIME_GONE). A pointer listed twice is released twice.
+ (SY_NULL_PARAMETER, SY_INVALID_ARGUMENT, SY_INVALID_UTF8), nothing was
+ taken. Otherwise each non-NULL `user_data` now belongs to the library,
+ which calls `release_user_data` on it exactly once (already done if the
+ call returned SY_CLOSED or SY_RUNTIME_GONE). A pointer listed twice is released twice.
  The array and strings are copied. Any thread.
  */
 sy_status sy_channel_update_addresses(const struct sy_channel *ch,
@@ -842,7 +881,9 @@ void sy_channel_free(struct sy_channel *ch);
  NUL-terminated string, truncated to `len - 1` bytes, and returns the full
  length of the message (like snprintf): call with `buf` NULL and `len` 0 to
  size a buffer. Returns 0 (and writes "" when `len` > 0) if no call on this
- thread has failed. Successful calls do not clear it (like errno).
+ thread has failed. Successful calls do not clear it (like errno). A `len`
+ no buffer can have (more than `PTRDIFF_MAX`: a negative number converted
+ to `size_t`) writes nothing.
 
  The message starts with the status name, e.g. "SY_CLOSED: channel is
  closed". Any thread; reads only the calling thread's record.
@@ -927,6 +968,28 @@ sy_status sy_channel_options_set_keepalive(struct sy_channel_options *opts,
                                            bool permit_without_calls);
 
 /*
+ The largest response message a call accepts, in bytes: a larger one
+ fails that call with gRPC status RESOURCE_EXHAUSTED (8) before it is
+ buffered. 0 restores the default, 4 MiB (gRPC's). SY_INVALID_ARGUMENT
+ above 4294967295 (gRPC's length prefix is 32 bits). For library-managed
+ channels: with a host transport the channel creation fails with
+ SY_INVALID_ARGUMENT.
+ */
+sy_status sy_channel_options_set_max_recv_message_size(struct sy_channel_options *opts,
+                                                       size_t bytes);
+
+/*
+ The largest response header list (headers, or trailers) a call accepts,
+ counted as HTTP/2 does (name + value + 32 bytes per field), announced to
+ servers as SETTINGS_MAX_HEADER_LIST_SIZE. A larger list fails its call
+ with gRPC status INTERNAL (13); one over four times the limit ends the
+ connection. 0 restores the default, 16 MiB (gRPC-Go's). For
+ library-managed channels, as the receive message limit.
+ */
+sy_status sy_channel_options_set_max_header_list_size(struct sy_channel_options *opts,
+                                                      uint32_t bytes);
+
+/*
  Connection backoff (gRPC's connection-backoff spec): the first retry after
  `initial_ms`, growing x1.6 (+-20 % jitter) up to `max_ms`; every attempt
  gets at least `min_connect_timeout_ms` to connect. 0 keeps that value's
@@ -939,10 +1002,12 @@ sy_status sy_channel_options_set_backoff(struct sy_channel_options *opts,
                                          uint64_t min_connect_timeout_ms);
 
 /*
- The most threads the channel starts to run `sy_call_unary_start` calls
- (1..=`SY_MAX_CALL_THREADS`; default 8). They are started on demand, so
- an unused channel has none. At most this many such calls are in flight at
- once; more wait in the channel's queue.
+ Deprecated, and without effect: `sy_call_unary_start` calls no longer
+ run on threads of their own (the event loop drives any number of them,
+ and one completion thread per channel runs their callbacks), so there is
+ nothing to size. Kept so that existing programs build and run; the
+ argument is still checked (1..=`SY_MAX_CALL_THREADS`, else
+ SY_INVALID_ARGUMENT).
  */
 sy_status sy_channel_options_set_call_threads(struct sy_channel_options *opts, uint32_t threads);
 
@@ -1015,6 +1080,8 @@ SY_MUST_USE sy_status sy_reader_new(const struct sy_channel *ch, struct sy_reade
  Lets go of the picker generation this reader cached, so what only it kept
  alive (old subchannels' user data) can be released now rather than at the
  next pick. For RPC threads that go idle. The reader's thread.
+ SY_WRONG_CONTEXT, doing nothing, from a callback that this reader is
+ running (a C picker's pick or free, a user data release).
  */
 sy_status sy_reader_refresh(struct sy_reader *reader);
 
@@ -1023,7 +1090,9 @@ sy_status sy_reader_refresh(struct sy_reader *reader);
  through it stay valid until done. NULL is a no-op. A second free is
  detected while the freed handle is in a bounded quarantine (nothing
  happens; SY_INVALID_ARGUMENT in `sy_last_error`); after that it is
- undefined, like free(3). The reader's thread.
+ undefined, like free(3). The reader's thread. From a callback that this
+ reader is running (a C picker's pick or free, a user data release)
+ nothing happens and SY_WRONG_CONTEXT is recorded for `sy_last_error`.
  */
 void sy_reader_free(struct sy_reader *reader);
 
@@ -1043,8 +1112,11 @@ void sy_reader_free(struct sy_reader *reader);
  SY_UNAVAILABLE (fail the RPC unless wait-for-ready),
  SY_DROPPED (fail it, never retry), SY_DEADLINE_EXCEEDED, SY_CLOSED,
  SY_NULL_PARAMETER, SY_INVALID_UTF8, SY_INVALID_ARGUMENT (freed reader),
- SY_WRONG_CONTEXT (inside a callback, a pick that would have to wait); `sy_last_grpc_code()`
- gives the gRPC code to fail the RPC with.
+ SY_WRONG_CONTEXT (inside a callback, a pick that would have to wait; or
+ any pick on the reader that is running the callback: a C picker's pick or
+ free, a user data release); `sy_last_grpc_code()` gives the gRPC code to
+ fail the RPC with. A `method_len` larger than any object (a negative number
+ converted to `size_t`) is SY_INVALID_ARGUMENT.
 
  Threading: the reader's thread. Called concurrently on different readers,
  policies' pick callbacks run on the calling thread. With timeout 0 it never

@@ -23,6 +23,9 @@ bash interop/setup.sh
 step "workspace tests"
 cargo test --workspace --all-features
 
+step "the README's main job: the demo, 5 short runs, each must exit 0"
+scripts/demo-test.sh 5 3
+
 step "C ABI: C and C++ examples (static, shared, ASan+UBSan, valgrind), Python ctypes, pkg-config install"
 c-examples/run.sh
 

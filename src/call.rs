@@ -1,27 +1,245 @@
 //! Unary RPCs over the picked subchannel's HTTP/2 connection (managed
 //! connector only): pick, send, feed the outcome back to the policy through
 //! `done`, and retry once, transparently, a call the server never processed.
+//!
+//! Two ways in, one course: a blocking call (`Reader::unary`) picks and waits
+//! on its caller's thread; a started call (`Channel::unary_start`) costs no
+//! thread while it waits: the event loop picks for it (queueing it until the
+//! channel publishes a new picker), polls its HTTP/2 stream with a waker that
+//! schedules just that call, and ends it at its deadline with a loop timer.
+//! Both hand every pick and attempt to [`Course`], which makes the
+//! pick / done / retry decisions. A started call's completion closure runs
+//! on the channel's dispatch thread (one per channel, started with the first
+//! call), never on the loop: a slow closure delays the closures after it,
+//! never a call's deadline or the loop.
 
+use crate::channel::{Channel, ChannelShared};
+use crate::error::Error;
 use crate::picker::{DoneInfo, PickInfo};
-use crate::reader::{PickOptions, Reader};
+use crate::reader::{Pick, PickError, PickOptions, Reader};
+use crate::runtime::{ChannelId, Command, Env, LoopHandle, TimerKind};
 use crate::status::{Code, Status};
-use crate::transport::{self, UnaryResponse};
-use std::time::Instant;
+use crate::transport::{self, code, CallError, CallFuture, Handle, UnaryResponse};
+use crossbeam_channel::Sender;
+use std::collections::HashMap;
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::task::{Context, Poll, Wake, Waker};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
 
 /// Per-call options.
 #[derive(Clone, Copy, Debug, Default)]
 pub struct CallOptions<'a> {
     pub deadline: Option<Instant>,
     pub wait_for_ready: bool,
-    /// Request metadata (lower-case keys); reserved gRPC headers are skipped.
+    /// Request metadata: lower-case keys, printable ASCII values (see
+    /// [`check_metadata`]; a call with bad metadata fails before anything
+    /// is picked or sent).
     pub metadata: &'a [(String, String)],
     /// Request hash for hashing policies.
     pub hash: Option<u64>,
 }
 
+/// Headers HTTP/2 forbids in a request (RFC 9113 §8.2.2: connection-specific
+/// fields; `te` is allowed only as "trailers", which the transport sends
+/// itself) and `host` (HTTP/2 carries `:authority`). A server or h2 itself
+/// would reject the request as malformed.
+const CONNECTION_SPECIFIC: [&str; 7] = [
+    "connection",
+    "keep-alive",
+    "proxy-connection",
+    "transfer-encoding",
+    "upgrade",
+    "te",
+    "host",
+];
+
+/// Headers the transport sets for every call.
+const TRANSPORT_OWNED: [&str; 2] = ["content-type", "user-agent"];
+
+/// Checks request metadata before anything is sent: keys are non-empty
+/// lower-case ASCII (`[0-9a-z_.-]`), neither pseudo-headers (`:path`, ...),
+/// nor connection-specific (`connection`, `keep-alive`, `proxy-connection`,
+/// `transfer-encoding`, `upgrade`, `te`, `host`), nor the transport's own
+/// (`grpc-*`, `content-type`, `user-agent`); values are printable ASCII
+/// (`-bin` values too: their base64 text, sent as given). The error says
+/// which entry and why. The C ABI's argument check and both Rust call paths
+/// use this one function.
+pub fn check_metadata(metadata: &[(String, String)]) -> Result<(), String> {
+    for (key, value) in metadata {
+        check_metadata_key(key)?;
+        if !value.bytes().all(|b| (b' '..=b'~').contains(&b)) {
+            return Err(format!("metadata value for {key:?} is not printable ASCII"));
+        }
+    }
+    Ok(())
+}
+
+fn check_metadata_key(key: &str) -> Result<(), String> {
+    if key.starts_with(':') {
+        return Err(format!(
+            "metadata key {key:?} is an HTTP/2 pseudo-header (the transport sets those)"
+        ));
+    }
+    let charset = |b: u8| b.is_ascii_digit() || b.is_ascii_lowercase() || b"-_.".contains(&b);
+    if key.is_empty() || !key.bytes().all(charset) {
+        return Err(format!(
+            "metadata key {key:?} is not valid (lower-case ASCII letters, digits, '-', '_', '.')"
+        ));
+    }
+    if CONNECTION_SPECIFIC.contains(&key) {
+        return Err(format!(
+            "metadata key {key:?} is connection-specific: HTTP/2 forbids it in a request"
+        ));
+    }
+    if key.starts_with("grpc-") || TRANSPORT_OWNED.contains(&key) {
+        return Err(format!("metadata key {key:?} belongs to the transport"));
+    }
+    Ok(())
+}
+
+/// A call's metadata check as the status `Reader::unary` fails with:
+/// INTERNAL, as gRPC clients fail a call whose metadata they cannot send.
+/// Nothing was picked, so the policy hears nothing of it.
+fn metadata_status(metadata: &[(String, String)]) -> Result<(), Status> {
+    check_metadata(metadata).map_err(|m| Status::new(Code::Internal, m))
+}
+
+/// One call's way through picks, attempts, the policy's done hook and one
+/// transparent retry: the decisions blocking and started calls share. The
+/// caller picks (and waits for pickers) in its own way and hands each pick
+/// and each attempt's result here; `finish` is how it gives a pick back to
+/// the policy's done hook.
+#[derive(Default)]
+pub(crate) struct Course {
+    retried: bool,
+    /// The latest pick error a wait-for-ready call waited through.
+    last_pick_error: Option<Status>,
+    /// Waiting because the picked connection went away.
+    lost_connection: bool,
+}
+
+/// What comes after a pick.
+pub(crate) enum Next {
+    /// Send the attempt on this connection.
+    Send(Pick, Arc<Handle>),
+    /// Wait for a newer picker, then pick again.
+    Wait,
+    /// The call is over.
+    Done(Result<UnaryResponse, Status>),
+}
+
+impl Course {
+    /// A pick came back. Its connection went away (or is going) after the
+    /// picker was built: wait for the picker that knows (gRPC treats this
+    /// as a queued pick; the loop publishes one once it has seen the
+    /// GOAWAY / loss that made the handle closing).
+    pub(crate) fn picked(&mut self, pick: Pick, finish: impl FnOnce(Pick, &DoneInfo<'_>)) -> Next {
+        // A REFUSED_STREAM leaves a connection usable (a retry may go out on
+        // it, as in gRPC), but never one that is closing.
+        match pick.subconn().transport().filter(|h| !h.is_closing()) {
+            Some(handle) => {
+                self.lost_connection = false;
+                Next::Send(pick, handle)
+            }
+            None => {
+                finish(
+                    pick,
+                    &DoneInfo {
+                        error: Some("subchannel lost its connection"),
+                        ..Default::default()
+                    },
+                );
+                self.lost_connection = true;
+                Next::Wait
+            }
+        }
+    }
+
+    /// A pick that may not wait failed (started calls pick on the loop):
+    /// queue it or fail the call, as `Reader::pick` decides for a blocking
+    /// pick.
+    pub(crate) fn pick_failed(&mut self, e: PickError, wait_for_ready: bool) -> Next {
+        match e {
+            PickError::NoSubConnAvailable => Next::Wait,
+            PickError::Unavailable(s) if wait_for_ready => {
+                self.last_pick_error = Some(s);
+                Next::Wait
+            }
+            e => Next::Done(Err(e.status())),
+        }
+    }
+
+    /// The status of a call whose deadline passed while it waited for a
+    /// picker (the messages of `Reader::pick`).
+    pub(crate) fn deadline_waiting(&self) -> Status {
+        if self.lost_connection {
+            return Status::new(
+                Code::DeadlineExceeded,
+                "deadline exceeded waiting for a connection",
+            );
+        }
+        PickError::DeadlineExceeded(match &self.last_pick_error {
+            Some(s) => format!("latest balancer error: {}", s.message()),
+            None => "waiting for connections to become ready".to_string(),
+        })
+        .status()
+    }
+
+    /// An attempt ended after `latency`: the policy hears how, and the call
+    /// is over (`Some`) or is picked again (`None`, once, for a call the
+    /// server never processed).
+    pub(crate) fn attempt_ended(
+        &mut self,
+        pick: Pick,
+        result: Result<UnaryResponse, CallError>,
+        latency: Duration,
+        finish: impl FnOnce(Pick, &DoneInfo<'_>),
+    ) -> Option<Result<UnaryResponse, Status>> {
+        match result {
+            Ok(response) => {
+                finish(
+                    pick,
+                    &DoneInfo {
+                        error: None,
+                        latency,
+                        load: &[],
+                    },
+                );
+                Some(Ok(response))
+            }
+            Err(e) => {
+                finish(
+                    pick,
+                    &DoneInfo {
+                        error: Some(&e.message),
+                        latency,
+                        load: &[],
+                    },
+                );
+                if e.transparent_retry_ok && !self.retried {
+                    self.retried = true;
+                    return None;
+                }
+                Some(Err(Status::new(
+                    Code::from_u32(e.code).unwrap_or(Code::Unknown),
+                    e.message,
+                )))
+            }
+        }
+    }
+}
+
+fn not_managed() -> &'static str {
+    "this channel's transports belong to the host: send on the picked subchannel yourself"
+}
+
 impl Reader {
     /// One blocking unary call: returns the response message, headers and
-    /// trailers, or the call's gRPC status.
+    /// trailers, or the call's gRPC status. Metadata that cannot be sent
+    /// ([`check_metadata`]) fails with INTERNAL before anything is picked.
     pub fn unary(
         &mut self,
         method: &str,
@@ -29,11 +247,9 @@ impl Reader {
         options: &CallOptions<'_>,
     ) -> Result<UnaryResponse, Status> {
         if !self.is_managed() {
-            return Err(Status::new(
-                Code::Unimplemented,
-                "this channel's transports belong to the host: send on the picked subchannel yourself",
-            ));
+            return Err(Status::new(Code::Unimplemented, not_managed()));
         }
+        metadata_status(options.metadata)?;
         let info = PickInfo {
             method,
             hash: options.hash,
@@ -42,70 +258,642 @@ impl Reader {
             deadline: options.deadline,
             wait_for_ready: options.wait_for_ready,
         };
-        // One transparent retry. It may go out on the same connection (a
-        // REFUSED_STREAM leaves it usable, as in gRPC), but never on one that
-        // is closing: such a handle is waited out like a lost connection.
-        let mut retried = false;
+        let mut course = Course::default();
         loop {
             let pick = self.pick(&info, &pick_options).map_err(|e| e.status())?;
-            let usable = pick.subconn().transport().filter(|h| !h.is_closing());
-            let Some(handle) = usable else {
-                // The connection went away (or is going) after the picker was
-                // built: wait for the picker that knows (gRPC treats this as
-                // a queued pick). The loop publishes one once it has seen the
-                // GOAWAY / loss that made the handle closing.
-                self.finish(
-                    pick,
-                    &DoneInfo {
-                        error: Some("subchannel lost its connection"),
-                        ..Default::default()
-                    },
-                );
-                if !self.wait_for_next_picker(options.deadline) {
-                    return Err(Status::new(
-                        Code::DeadlineExceeded,
-                        "deadline exceeded waiting for a connection",
-                    ));
-                }
-                continue;
-            };
-            let timeout = options
-                .deadline
-                .map(|d| d.saturating_duration_since(Instant::now()));
-            let started = Instant::now();
-            let result = transport::unary(&handle, method, request, options.metadata, timeout);
-            let latency = started.elapsed();
-            match result {
-                Ok(response) => {
-                    self.finish(
-                        pick,
-                        &DoneInfo {
-                            error: None,
-                            latency,
-                            load: &[],
-                        },
-                    );
-                    return Ok(response);
-                }
-                Err(e) => {
-                    self.finish(
-                        pick,
-                        &DoneInfo {
-                            error: Some(&e.message),
-                            latency,
-                            load: &[],
-                        },
-                    );
-                    if e.transparent_retry_ok && !retried {
-                        retried = true;
-                        continue;
+            match course.picked(pick, |p, i| self.finish(p, i)) {
+                Next::Send(pick, handle) => {
+                    let timeout = options
+                        .deadline
+                        .map(|d| d.saturating_duration_since(Instant::now()));
+                    let started = Instant::now();
+                    let result =
+                        transport::unary(&handle, method, request, options.metadata, timeout);
+                    let latency = started.elapsed();
+                    if let Some(r) =
+                        course.attempt_ended(pick, result, latency, |p, i| self.finish(p, i))
+                    {
+                        return r;
                     }
-                    return Err(Status::new(
-                        Code::from_u32(e.code).unwrap_or(Code::Unknown),
-                        e.message,
-                    ));
+                }
+                Next::Wait => {
+                    if !self.wait_for_next_picker(options.deadline) {
+                        return Err(course.deadline_waiting());
+                    }
+                }
+                Next::Done(r) => return r,
+            }
+        }
+    }
+}
+
+/// How a started call ends: its result, handed to the completion closure.
+pub type CallResult = Result<UnaryResponse, Status>;
+
+type OnDone = Box<dyn FnOnce(CallResult) + Send>;
+type Job = Box<dyn FnOnce() + Send>;
+
+const RUNNING: u8 = 0;
+const DONE: u8 = 1;
+const CANCELLED: u8 = 2;
+
+/// What a started call's handle and its loop-side task share.
+struct CallShared {
+    id: u64,
+    /// RUNNING until the loop finishes the call (DONE) or the caller
+    /// cancels it first (CANCELLED): whoever moves it decides the outcome.
+    state: AtomicU8,
+    handle: LoopHandle,
+    channel: ChannelId,
+}
+
+impl CallShared {
+    fn cancel(&self) -> bool {
+        if self
+            .state
+            .compare_exchange(RUNNING, CANCELLED, Ordering::AcqRel, Ordering::Acquire)
+            .is_err()
+        {
+            return false;
+        }
+        // The loop resets the stream (RST_STREAM CANCEL) and completes the
+        // call; if the loop is gone, so is the task, whose drop completes it.
+        let id = self.id;
+        self.handle
+            .run(self.channel, move |core, env| core.cancel_call(id, env));
+        true
+    }
+}
+
+/// A started call (`Channel::unary_start`). Dropping it does not cancel the
+/// call.
+#[derive(Clone)]
+pub struct CallHandle(Arc<CallShared>);
+
+impl CallHandle {
+    /// The call's id on its channel (never reused): `Channel::cancel_call`
+    /// takes it.
+    pub fn id(&self) -> u64 {
+        self.0.id
+    }
+
+    /// Cancels the call: true if it was still running, and its completion
+    /// then gets CANCELLED (its stream, if any, is reset with
+    /// RST_STREAM(CANCEL), and the policy hears of it); false if it had
+    /// already finished. Any thread, never blocks.
+    pub fn cancel(&self) -> bool {
+        self.0.cancel()
+    }
+}
+
+impl std::fmt::Debug for CallHandle {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "CallHandle({})", self.0.id)
+    }
+}
+
+/// A channel's completion dispatch: one thread, started with the first
+/// started call, that runs completion closures in the order calls end; and
+/// the calls still running, by id, for `Channel::cancel_call`.
+pub(crate) struct Dispatch {
+    state: Mutex<DispatchState>,
+    live: Mutex<HashMap<u64, Arc<CallShared>>>,
+    next_id: AtomicU64,
+}
+
+#[derive(Default)]
+struct DispatchState {
+    tx: Option<Sender<Job>>,
+    thread: Option<JoinHandle<()>>,
+    closed: bool,
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    // Nothing panics while holding these; a poisoned lock's data is intact.
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+impl Dispatch {
+    pub(crate) fn new() -> Dispatch {
+        Dispatch {
+            state: Mutex::new(DispatchState::default()),
+            live: Mutex::new(HashMap::new()),
+            next_id: AtomicU64::new(1),
+        }
+    }
+
+    /// Where finished calls go; starts the thread the first time.
+    fn sender(&self) -> Result<Sender<Job>, Error> {
+        let mut st = lock(&self.state);
+        if st.closed {
+            return Err(Error::Closed);
+        }
+        if let Some(tx) = &st.tx {
+            return Ok(tx.clone());
+        }
+        let (tx, rx) = crossbeam_channel::unbounded::<Job>();
+        let thread = std::thread::Builder::new()
+            .name("switchyard-calls".into())
+            .spawn(move || {
+                // Ends once every sender is gone: the channel's and those of
+                // calls still running (each completes before it lets go).
+                for job in rx {
+                    if let Err(p) = catch_unwind(AssertUnwindSafe(job)) {
+                        eprintln!(
+                            "switchyard: a call's completion panicked: {}",
+                            crate::runtime::panic_message(&*p)
+                        );
+                    }
+                }
+            })
+            .map_err(|e| Error::Io(format!("cannot start the completion thread: {e}")))?;
+        st.tx = Some(tx.clone());
+        st.thread = Some(thread);
+        Ok(tx)
+    }
+
+    /// Takes no more calls and waits until every completion has run (the
+    /// loop must have completed or dropped the channel's calls, or be about
+    /// to). On the dispatch thread itself (a completion closing its own
+    /// channel) it does not wait: the thread ends on its own.
+    pub(crate) fn close_and_join(&self) {
+        let thread = {
+            let mut st = lock(&self.state);
+            st.closed = true;
+            st.tx = None;
+            st.thread.take()
+        };
+        if let Some(t) = thread {
+            if t.thread().id() != std::thread::current().id() {
+                let _ = t.join();
+            }
+        }
+    }
+
+    fn cancel(&self, id: u64) -> bool {
+        let call = lock(&self.live).get(&id).cloned();
+        call.is_some_and(|c| c.cancel())
+    }
+}
+
+/// Delivers a started call's result, exactly once: to the dispatch thread,
+/// as CANCELLED if the caller cancelled first. Dropped undelivered (its
+/// command never reached the loop, the loop went away), it delivers "the
+/// channel is closed".
+struct Completion {
+    call: Arc<CallShared>,
+    on_done: Option<OnDone>,
+    tx: Option<Sender<Job>>,
+    dispatch: Arc<Dispatch>,
+}
+
+impl Completion {
+    fn deliver(mut self, result: CallResult) {
+        self.send(result);
+    }
+
+    fn send(&mut self, result: CallResult) {
+        let Some(on_done) = self.on_done.take() else {
+            return;
+        };
+        let result = if self.call.state.swap(DONE, Ordering::AcqRel) == CANCELLED {
+            Err(Status::new(Code::Cancelled, "call cancelled"))
+        } else {
+            result
+        };
+        lock(&self.dispatch.live).remove(&self.call.id);
+        let job: Job = Box::new(move || on_done(result));
+        match self.tx.take() {
+            Some(tx) => {
+                // The dispatch thread only stops once every sender is gone,
+                // and this is one: the send fails only if it panicked away.
+                if let Err(e) = tx.send(job) {
+                    let _ = catch_unwind(AssertUnwindSafe(e.into_inner()));
                 }
             }
+            None => {
+                let _ = catch_unwind(AssertUnwindSafe(job));
+            }
+        }
+    }
+}
+
+impl Drop for Completion {
+    fn drop(&mut self) {
+        self.send(Err(closed_status()));
+    }
+}
+
+fn closed_status() -> Status {
+    PickError::Closed.status()
+}
+
+/// A started call on its way to the loop.
+pub(crate) struct NewCall {
+    id: u64,
+    method: String,
+    request: Vec<u8>,
+    metadata: Vec<(String, String)>,
+    hash: Option<u64>,
+    deadline: Option<Instant>,
+    wait_for_ready: bool,
+    completion: Completion,
+}
+
+impl Channel {
+    /// Starts one unary call and returns at once; `on_done` hears how it
+    /// ended, exactly once, on this channel's dispatch thread (one per
+    /// channel; completions run one at a time, in the order calls end: a
+    /// closure that blocks delays the ones after it, never a call's
+    /// deadline). The call costs no thread while it waits: the event loop
+    /// picks for it (a queued pick waits for the channel's next picker),
+    /// drives its HTTP/2 stream, retries it once transparently as
+    /// `Reader::unary` does, and ends it at its deadline.
+    ///
+    /// Closing the channel (or dropping it, or its `Runtime`) completes every
+    /// call still running with CANCELLED "the channel is closed" and returns
+    /// once every `on_done` has returned (unless called from inside one).
+    ///
+    /// Errors (then `on_done` never runs): `InvalidArgument` for metadata
+    /// that cannot be sent ([`check_metadata`]) or a channel whose transports
+    /// belong to the host, `Closed`, `Io` if the dispatch thread cannot start.
+    pub fn unary_start(
+        &self,
+        method: &str,
+        request: &[u8],
+        options: &CallOptions<'_>,
+        on_done: impl FnOnce(CallResult) + Send + 'static,
+    ) -> Result<CallHandle, Error> {
+        let shared = self.shared();
+        if !shared.managed {
+            return Err(Error::InvalidArgument(not_managed().into()));
+        }
+        check_metadata(options.metadata).map_err(Error::InvalidArgument)?;
+        if self.is_closed() {
+            return Err(Error::Closed);
+        }
+        let dispatch = self.dispatch();
+        let tx = dispatch.sender()?;
+        let id = dispatch.next_id.fetch_add(1, Ordering::Relaxed);
+        let call = Arc::new(CallShared {
+            id,
+            state: AtomicU8::new(RUNNING),
+            handle: shared.handle.clone(),
+            channel: shared.id,
+        });
+        lock(&dispatch.live).insert(id, call.clone());
+        let new = NewCall {
+            id,
+            method: method.to_string(),
+            request: request.to_vec(),
+            metadata: options.metadata.to_vec(),
+            hash: options.hash,
+            deadline: options.deadline,
+            wait_for_ready: options.wait_for_ready,
+            completion: Completion {
+                call: call.clone(),
+                on_done: Some(Box::new(on_done)),
+                tx: Some(tx),
+                dispatch: dispatch.clone(),
+            },
+        };
+        // Accepted from here on: if the command never runs (the channel
+        // closed meanwhile, the loop is gone), dropping it completes the call.
+        shared
+            .handle
+            .run(shared.id, move |core, env| core.start_call(new, env));
+        Ok(CallHandle(call))
+    }
+
+    /// Cancels the started call `id` (see [`CallHandle::cancel`]): true if
+    /// it was still running, false if it already finished (or never was).
+    pub fn cancel_call(&self, id: u64) -> bool {
+        self.dispatch().cancel(id)
+    }
+}
+
+/// Wakes the loop to poll one call's stream; at most one wake-up is in
+/// flight per call (the flag is cleared just before each poll).
+struct CallWaker {
+    handle: LoopHandle,
+    channel: ChannelId,
+    id: u64,
+    scheduled: AtomicBool,
+}
+
+impl Wake for CallWaker {
+    fn wake(self: Arc<Self>) {
+        self.wake_by_ref();
+    }
+    fn wake_by_ref(self: &Arc<Self>) {
+        if !self.scheduled.swap(true, Ordering::AcqRel) {
+            self.handle.send(Command::Call(self.channel, self.id));
+        }
+    }
+}
+
+enum TaskState {
+    /// Waiting for a picker newer than `tried` (the slot generation its
+    /// last pick saw).
+    Queued { tried: Option<u64> },
+    /// An attempt in flight.
+    Sending {
+        pick: Pick,
+        stream: CallFuture,
+        started: Instant,
+    },
+}
+
+struct Task {
+    call: NewCall,
+    course: Course,
+    state: TaskState,
+    /// The deadline's loop timer.
+    timer: Option<u64>,
+    waker: Arc<CallWaker>,
+}
+
+/// A channel's started calls, on the loop.
+#[derive(Default)]
+pub(crate) struct Calls {
+    tasks: HashMap<u64, Task>,
+    /// Picks for the calls; dropped whenever no call is left, so that it
+    /// keeps no old picker (and its subchannels' user data) alive.
+    reader: Option<Reader>,
+    /// The slot generation `after_run` last saw.
+    seen: u64,
+}
+
+impl Calls {
+    pub(crate) fn start(&mut self, call: NewCall, shared: &Arc<ChannelShared>, env: &mut Env) {
+        let id = call.id;
+        let timer = call
+            .deadline
+            .map(|at| env.timers.schedule(at, shared.id, TimerKind::Call(id)));
+        let waker = Arc::new(CallWaker {
+            handle: env.handle.clone(),
+            channel: shared.id,
+            id,
+            scheduled: AtomicBool::new(false),
+        });
+        let task = Task {
+            call,
+            course: Course::default(),
+            state: TaskState::Queued { tried: None },
+            timer,
+            waker,
+        };
+        self.advance(task, shared, env);
+    }
+
+    /// The call's stream made progress.
+    pub(crate) fn wake(&mut self, id: u64, shared: &Arc<ChannelShared>, env: &mut Env) {
+        if let Some(task) = self.tasks.remove(&id) {
+            task.waker.scheduled.store(false, Ordering::Release);
+            self.advance(task, shared, env);
+        }
+    }
+
+    /// After anything ran on the channel: a new picker re-tries the queued
+    /// calls (each picker at most once per call).
+    pub(crate) fn after_run(&mut self, shared: &Arc<ChannelShared>, env: &mut Env) {
+        if self.tasks.is_empty() {
+            self.reader = None;
+            return;
+        }
+        let generation = shared.slot.generation();
+        if generation == self.seen {
+            return;
+        }
+        self.seen = generation;
+        if let Some(r) = self.reader.as_mut() {
+            // Let go of the old picker even if no call picks now.
+            r.refresh();
+        }
+        let queued: Vec<u64> = self
+            .tasks
+            .iter()
+            .filter(|(_, t)| matches!(t.state, TaskState::Queued { tried } if tried != Some(generation)))
+            .map(|(id, _)| *id)
+            .collect();
+        for id in queued {
+            if let Some(task) = self.tasks.remove(&id) {
+                self.advance(task, shared, env);
+            }
+        }
+    }
+
+    /// The call's deadline passed.
+    pub(crate) fn expire(&mut self, id: u64, env: &mut Env) {
+        if let Some(mut task) = self.tasks.remove(&id) {
+            task.timer = None;
+            let status = match &task.state {
+                TaskState::Queued { .. } => task.course.deadline_waiting(),
+                TaskState::Sending { .. } => {
+                    Status::new(Code::DeadlineExceeded, "deadline exceeded")
+                }
+            };
+            self.end(task, code::DEADLINE_EXCEEDED, status, env);
+        }
+    }
+
+    /// The caller cancelled the call (its completion says CANCELLED).
+    pub(crate) fn cancel(&mut self, id: u64, env: &mut Env) {
+        if let Some(task) = self.tasks.remove(&id) {
+            let status = Status::new(Code::Cancelled, "call cancelled");
+            self.end(task, code::CANCELLED, status, env);
+        }
+    }
+
+    /// The channel closes: every call ends with CANCELLED "the channel is
+    /// closed".
+    pub(crate) fn close(&mut self, env: &mut Env) {
+        let ids: Vec<u64> = self.tasks.keys().copied().collect();
+        for id in ids {
+            if let Some(task) = self.tasks.remove(&id) {
+                self.end(task, code::CANCELLED, closed_status(), env);
+            }
+        }
+        self.reader = None;
+    }
+
+    /// Ends a call from outside its course (deadline, cancel, close): an
+    /// attempt in flight is dropped, which resets its stream with
+    /// RST_STREAM(CANCEL), and the policy hears the attempt failed.
+    fn end(&mut self, mut task: Task, code: u32, status: Status, env: &mut Env) {
+        if let TaskState::Sending { pick, started, .. } =
+            std::mem::replace(&mut task.state, TaskState::Queued { tried: None })
+        {
+            let error = Err(CallError::new(code, status.message()));
+            let _ = task
+                .course
+                .attempt_ended(pick, error, started.elapsed(), |p, i| self.finish(p, i));
+        }
+        self.complete(task, Err(status), env);
+    }
+
+    fn complete(&mut self, task: Task, result: CallResult, env: &mut Env) {
+        if let Some(id) = task.timer {
+            env.timers.cancel(id);
+        }
+        task.call.completion.deliver(result);
+    }
+
+    fn finish(&mut self, pick: Pick, info: &DoneInfo<'_>) {
+        match self.reader.as_mut() {
+            Some(r) => r.finish(pick, info),
+            None => pick.done(info),
+        }
+    }
+
+    /// Runs the call's course as far as it goes without waiting; keeps the
+    /// task if it waits (for a picker or its stream).
+    fn advance(&mut self, mut task: Task, shared: &Arc<ChannelShared>, env: &mut Env) {
+        // Bounded: each turn either waits (returns), ends the call, or
+        // moves Queued -> Sending -> Queued at most twice (one retry, one
+        // lost connection per picker).
+        loop {
+            match &mut task.state {
+                TaskState::Queued { tried } => {
+                    let generation = shared.slot.generation();
+                    if *tried == Some(generation) {
+                        break;
+                    }
+                    *tried = Some(generation);
+                    let reader = self
+                        .reader
+                        .get_or_insert_with(|| Reader::new(shared.clone()));
+                    let info = PickInfo {
+                        method: &task.call.method,
+                        hash: task.call.hash,
+                    };
+                    let next = match reader.try_pick(&info) {
+                        Ok(pick) => task.course.picked(pick, |p, i| reader.finish(p, i)),
+                        Err(e) => task.course.pick_failed(e, task.call.wait_for_ready),
+                    };
+                    match next {
+                        Next::Send(pick, handle) => {
+                            let timeout = task
+                                .call
+                                .deadline
+                                .map(|d| d.saturating_duration_since(Instant::now()));
+                            let c = &task.call;
+                            let started = Instant::now();
+                            match transport::start(
+                                &handle,
+                                &c.method,
+                                &c.request,
+                                &c.metadata,
+                                timeout,
+                            ) {
+                                Ok(stream) => {
+                                    task.state = TaskState::Sending {
+                                        pick,
+                                        stream,
+                                        started,
+                                    }
+                                }
+                                Err(e) => {
+                                    let ended = task.course.attempt_ended(
+                                        pick,
+                                        Err(e),
+                                        Duration::ZERO,
+                                        |p, i| self.finish(p, i),
+                                    );
+                                    if let Some(r) = ended {
+                                        return self.complete(task, r, env);
+                                    }
+                                }
+                            }
+                        }
+                        Next::Wait => {}
+                        Next::Done(r) => return self.complete(task, r, env),
+                    }
+                }
+                TaskState::Sending { stream, .. } => {
+                    let waker = Waker::from(task.waker.clone());
+                    let Poll::Ready(result) =
+                        stream.as_mut().poll(&mut Context::from_waker(&waker))
+                    else {
+                        break;
+                    };
+                    let TaskState::Sending { pick, started, .. } =
+                        std::mem::replace(&mut task.state, TaskState::Queued { tried: None })
+                    else {
+                        unreachable!("matched Sending above")
+                    };
+                    let ended =
+                        task.course
+                            .attempt_ended(pick, result, started.elapsed(), |p, i| {
+                                self.finish(p, i)
+                            });
+                    if let Some(r) = ended {
+                        return self.complete(task, r, env);
+                    }
+                }
+            }
+        }
+        self.tasks.insert(task.call.id, task);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::check_metadata;
+
+    fn check(key: &str, value: &str) -> Result<(), String> {
+        check_metadata(&[("x-fine".into(), "1".into()), (key.into(), value.into())])
+    }
+
+    #[test]
+    fn metadata_http2_can_carry_passes() {
+        for key in [
+            "x-trace",
+            "a.b_c-0",
+            "x-trace-bin",
+            "grpcx",
+            "tee",
+            "hostname",
+        ] {
+            assert_eq!(check(key, "v a/l=ue~"), Ok(()), "{key}");
+        }
+        assert_eq!(check_metadata(&[]), Ok(()));
+        assert_eq!(check("x-empty", ""), Ok(()));
+    }
+
+    #[test]
+    fn metadata_http2_cannot_carry_is_refused_naming_the_entry() {
+        let cases = [
+            ("connection", "connection-specific"),
+            ("keep-alive", "connection-specific"),
+            ("proxy-connection", "connection-specific"),
+            ("transfer-encoding", "connection-specific"),
+            ("upgrade", "connection-specific"),
+            ("te", "connection-specific"),
+            ("host", "connection-specific"),
+            (":path", "pseudo-header"),
+            (":authority", "pseudo-header"),
+            ("grpc-timeout", "belongs to the transport"),
+            ("content-type", "belongs to the transport"),
+            ("user-agent", "belongs to the transport"),
+            ("Upper", "not valid"),
+            ("", "not valid"),
+            ("sp ace", "not valid"),
+            ("x\u{e9}", "not valid"),
+        ];
+        for (key, why) in cases {
+            let e = check(key, "v").unwrap_err();
+            assert!(
+                e.contains(why) && e.contains(&format!("{key:?}")),
+                "{key}: {e}"
+            );
+        }
+        for value in ["line\nbreak", "tab\t", "\u{e9}", "nul\0"] {
+            let e = check("x-v", value).unwrap_err();
+            assert!(
+                e.contains("\"x-v\"") && e.contains("printable ASCII"),
+                "{e}"
+            );
         }
     }
 }

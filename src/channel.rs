@@ -7,6 +7,7 @@
 
 use crate::backoff::BackoffConfig;
 use crate::balancer::{Balancer, ClientConn, ClientConnState, SubConnState, TimerToken};
+use crate::call::{Calls, Dispatch, NewCall};
 use crate::connector::{Connector, TransportEvent};
 use crate::error::Error;
 use crate::managed::ManagedConnector;
@@ -102,6 +103,8 @@ pub type SubConnCallback = Arc<dyn Fn(SubConnId, &SubConnState) + Send + Sync>;
 /// A load-balanced channel. Dropping it closes it.
 pub struct Channel {
     shared: Arc<ChannelShared>,
+    /// Started calls' completions (`Channel::unary_start`).
+    dispatch: Arc<Dispatch>,
 }
 
 impl Channel {
@@ -167,11 +170,23 @@ impl Channel {
             timers: HashMap::new(),
             next_timer: 1,
             resolve_requested: false,
+            calls: Calls::default(),
         };
         if !handle.send(Command::AddChannel(id, Box::new(make))) {
             return Err(Error::RuntimeGone);
         }
-        Ok(Channel { shared })
+        let dispatch = Arc::new(Dispatch::new());
+        // Dropping the runtime waits for the channel's completions too.
+        handle.register_dispatch(&dispatch);
+        Ok(Channel { shared, dispatch })
+    }
+
+    pub(crate) fn shared(&self) -> &Arc<ChannelShared> {
+        &self.shared
+    }
+
+    pub(crate) fn dispatch(&self) -> &Arc<Dispatch> {
+        &self.dispatch
     }
 
     fn run(
@@ -282,11 +297,22 @@ impl Channel {
     }
 
     /// Closes the channel: shuts every subchannel down, wakes waiting picks with
-    /// CLOSED. Idempotent; blocks until done unless called from the loop thread.
+    /// CLOSED, completes started calls (CANCELLED "the channel is closed") and
+    /// waits until their completion closures have returned. Idempotent;
+    /// blocks until done unless called from the loop thread (or from a
+    /// completion closure, which does not wait for the others).
     pub fn close(&self) {
         if self.shared.closed.swap(true, Ordering::AcqRel) {
             return;
         }
+        self.close_loop_side();
+        if !self.shared.handle.on_loop_thread() {
+            // The loop has completed (or dropped) every call by now.
+            self.dispatch.close_and_join();
+        }
+    }
+
+    fn close_loop_side(&self) {
         let (tx, rx) = crossbeam_channel::bounded(1);
         let sent = self.shared.handle.run(self.shared.id, move |core, env| {
             core.close(env);
@@ -400,6 +426,8 @@ pub(crate) struct ChannelCore {
     timers: HashMap<TimerToken, u64>,
     next_timer: u64,
     resolve_requested: bool,
+    /// Started calls (`Channel::unary_start`).
+    calls: Calls,
 }
 
 impl ChannelCore {
@@ -409,6 +437,26 @@ impl ChannelCore {
 
     pub(crate) fn is_finished(&self) -> bool {
         self.out.closed
+    }
+
+    /// A started call arrives.
+    pub(crate) fn start_call(&mut self, call: NewCall, env: &mut Env) {
+        self.calls.start(call, &self.out.shared, env);
+    }
+
+    /// A started call's stream woke it.
+    pub(crate) fn poll_call(&mut self, id: u64, env: &mut Env) {
+        self.calls.wake(id, &self.out.shared, env);
+    }
+
+    pub(crate) fn cancel_call(&mut self, id: u64, env: &mut Env) {
+        self.calls.cancel(id, env);
+    }
+
+    /// After every command, event or timer the loop ran on this channel:
+    /// queued started calls pick from a newly published picker.
+    pub(crate) fn after_run(&mut self, env: &mut Env) {
+        self.calls.after_run(&self.out.shared, env);
     }
 
     /// First steps of a new channel (run guarded, like every callback: they
@@ -579,6 +627,7 @@ impl ChannelCore {
                 self.lookups.due();
                 self.lookup(env);
             }
+            TimerKind::Call(id) => self.calls.expire(id, env),
             other => self.subs.timer(other, env),
         }
         self.drain(env);
@@ -588,6 +637,8 @@ impl ChannelCore {
         if self.is_finished() {
             return;
         }
+        // First, while their connections are still up to reset the streams.
+        self.calls.close(env);
         self.close_balancer(env);
         self.out.close();
     }

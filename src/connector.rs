@@ -120,8 +120,13 @@ pub trait Connector: Send {
     /// Start connecting `sc`; report `Ready` or `Failed` (now or later).
     fn connect(&mut self, sc: &Arc<SubConn>, deadline: Instant, ctx: &mut ConnectorCtx<'_>);
 
-    /// The subchannel is gone: close everything it had, at once.
+    /// The subchannel is gone: close everything it had. Connections with
+    /// calls in flight may drain first (the managed connector's do).
     fn shutdown(&mut self, sc: &Arc<SubConn>, ctx: &mut ConnectorCtx<'_>);
+
+    /// Every subchannel was just shut down (the channel is closing, or its
+    /// policy was replaced): close whatever is still draining, at once.
+    fn close_all(&mut self, _ctx: &mut ConnectorCtx<'_>) {}
 
     /// The attempt ran past its deadline: abort it (the loop reports the failure).
     fn cancel(&mut self, sc: &Arc<SubConn>, ctx: &mut ConnectorCtx<'_>) {

@@ -11,8 +11,9 @@
 use crate::resolver::{parse_target, Resolver};
 use crate::service_config::ServiceConfig;
 use crate::transport::grpc::{
-    self, encode_message, encode_timeout, grpc_status, percent_decode, take_message,
+    self, encode_message, encode_timeout, grpc_status, percent_decode, take_message_max,
 };
+use crate::transport::DEFAULT_MAX_RECV_MESSAGE_SIZE;
 use crate::transport::{health, health_proto};
 use crate::{
     Address, Channel, ChannelOptions, ConnectivityState, DoneInfo, ExternalConnector,
@@ -198,11 +199,21 @@ struct Framed {
     left: Vec<u8>,
 }
 
-fn take_all(buf: &mut BytesMut, out: &mut Framed) -> bool {
+/// A receive limit from one byte: 0 (and what a short input reads past
+/// its end) is gRPC's default, 1..=64 a limit of 0..=63 bytes.
+fn receive_limit(b: u8) -> usize {
+    match b {
+        1..=64 => usize::from(b - 1),
+        _ => DEFAULT_MAX_RECV_MESSAGE_SIZE,
+    }
+}
+
+fn take_all(buf: &mut BytesMut, max: usize, out: &mut Framed) -> bool {
     // Each message takes at least 5 bytes: this bounds the loop.
     for _ in 0..=buf.len() / 5 + 1 {
-        match take_message(buf) {
+        match take_message_max(buf, max) {
             Ok(Some(m)) => {
+                assert!(m.len() <= max, "a message over the limit");
                 assert_eq!(
                     encode_message(&m).len(),
                     m.len() + 5,
@@ -224,6 +235,7 @@ fn take_all(buf: &mut BytesMut, out: &mut Framed) -> bool {
 /// in pieces, and gives back what `encode_message` framed.
 fn frames(input: &mut Input<'_>) {
     let mut seed = input.byte();
+    let max = receive_limit(input.byte());
     let data = input.rest();
 
     let mut whole = Framed {
@@ -232,7 +244,7 @@ fn frames(input: &mut Input<'_>) {
         left: Vec::new(),
     };
     let mut buf = BytesMut::from(data);
-    if take_all(&mut buf, &mut whole) {
+    if take_all(&mut buf, max, &mut whole) {
         whole.left = buf.to_vec();
     }
 
@@ -249,7 +261,7 @@ fn frames(input: &mut Input<'_>) {
         let (piece, tail) = rest.split_at((usize::from(seed % 17) + 1).min(rest.len()));
         rest = tail;
         buf.extend_from_slice(piece);
-        ok = take_all(&mut buf, &mut pieces);
+        ok = take_all(&mut buf, max, &mut pieces);
     }
     if ok {
         pieces.left = buf.to_vec();
@@ -433,23 +445,26 @@ fn body_chunks<'a>(input: &mut Input<'a>) -> Vec<Vec<u8>> {
 
 /// The unary call's response decoding (`grpc::unary_head`,
 /// `unary_body_chunk`, `unary_message`, as `call` runs them) on an arbitrary
-/// head, body and trailers: a response is accepted only when it is exactly
-/// one uncompressed message under a gRPC 200 head and OK trailers.
+/// head, body, trailers and receive limit: a response is accepted only when
+/// it is exactly one uncompressed message within the limit under a gRPC 200
+/// head and OK trailers.
 pub fn grpc_response(data: &[u8]) {
     let mut input = Input::new(data);
     let head = response_head(&mut input);
     let chunks = body_chunks(&mut input);
     let trailers = header_map(&mut input);
+    let max = receive_limit(input.byte());
 
     let outcome = grpc::unary_head(&head).and_then(|()| {
         let mut buf = BytesMut::new();
         for c in &chunks {
-            grpc::unary_body_chunk(&mut buf, c)?;
+            grpc::unary_body_chunk(&mut buf, c, max)?;
         }
-        grpc::unary_message(buf, &trailers)
+        grpc::unary_message(buf, &trailers, max)
     });
     match outcome {
         Ok(message) => {
+            assert!(message.len() <= max, "a message over the limit");
             assert_eq!(head.status, StatusCode::OK);
             assert!(grpc_status(&head.headers).is_none());
             assert!(matches!(grpc_status(&trailers), Some((0, _))));

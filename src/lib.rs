@@ -34,7 +34,7 @@ pub mod transport;
 pub use balancer::{
     Balancer, Builder, ClientConn, ClientConnState, LbConfig, SubConnState, TimerToken,
 };
-pub use call::CallOptions;
+pub use call::{check_metadata, CallHandle, CallOptions, CallResult};
 pub use channel::{Channel, ChannelOptions, IdleTrigger, StateCallback, SubConnCallback};
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use connector::{
@@ -47,4 +47,4 @@ pub use runtime::{Runtime, RuntimeConfig};
 pub use state::ConnectivityState;
 pub use status::{Code, Status};
 pub use subconn::{Address, SubConn, SubConnId, UserData};
-pub use transport::{Credentials, Keepalive, TlsSettings, TransportConfig, UnaryResponse};
+pub use transport::{Credentials, Keepalive, Limits, TlsSettings, TransportConfig, UnaryResponse};

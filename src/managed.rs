@@ -19,8 +19,8 @@ use crate::backoff::{Backoff, BackoffConfig};
 use crate::connector::{Connector, ConnectorCtx, TransportEvent};
 use crate::subconn::{SubConn, SubConnId};
 use crate::transport::{
-    code, health_proto, CallError, Connection, HealthWatch, Keepalive, Progress, Target, TlsClient,
-    TransportConfig, WatchEvent,
+    code, health_proto, CallError, Connection, HealthWatch, Keepalive, Limits, Progress, Target,
+    TlsClient, TransportConfig, WatchEvent,
 };
 use std::collections::{HashMap, HashSet};
 use std::net::SocketAddr;
@@ -64,6 +64,7 @@ pub struct ManagedConnector {
     tls: Result<Option<TlsClient>, String>,
     /// Doubled on a "too_many_pings" GOAWAY (gRFC A8).
     keepalive: Option<Keepalive>,
+    limits: Limits,
     conns: HashMap<u64, Conn>,
     /// The connection each subchannel uses now (others may still be draining).
     active: HashMap<SubConnId, u64>,
@@ -80,6 +81,7 @@ impl ManagedConnector {
         ManagedConnector {
             tls: config.tls_settings().map(TlsClient::new).transpose(),
             keepalive: config.keepalive,
+            limits: config.limits(),
             conns: HashMap::new(),
             active: HashMap::new(),
             next_key: 1,
@@ -328,6 +330,7 @@ impl Connector for ManagedConnector {
             &target,
             tls,
             self.keepalive,
+            self.limits,
             ctx.registry(),
             token,
             waker.clone(),
@@ -354,7 +357,11 @@ impl Connector for ManagedConnector {
         }
     }
 
-    /// Closes every connection of the subchannel at once, draining ones too.
+    /// The subchannel is gone (its address left the resolver's list): as in
+    /// gRPC, calls already running on its connections finish; no new ones
+    /// start there. A connection that was READY drains (h2 closes it once
+    /// its last call is done, and `progress` then closes it here); any other
+    /// closes at once. Idle ones close now, in the drive below.
     fn shutdown(&mut self, sc: &Arc<SubConn>, ctx: &mut ConnectorCtx<'_>) {
         let keys: Vec<u64> = self
             .conns
@@ -362,11 +369,28 @@ impl Connector for ManagedConnector {
             .filter(|(_, c)| c.sc.id() == sc.id())
             .map(|(k, _)| *k)
             .collect();
+        self.active.remove(&sc.id());
+        sc.set_transport(None);
+        for key in keys {
+            let Some(c) = self.conns.get_mut(&key) else {
+                continue;
+            };
+            if c.conn.drain() {
+                c.ready = false;
+                stop_health(c, ctx);
+                self.drive(key, ctx, Connection::on_event);
+            } else {
+                self.close(key, ctx);
+            }
+        }
+    }
+
+    /// The channel is closing: every connection goes now, draining ones too.
+    fn close_all(&mut self, ctx: &mut ConnectorCtx<'_>) {
+        let keys: Vec<u64> = self.conns.keys().copied().collect();
         for key in keys {
             self.close(key, ctx);
         }
-        self.active.remove(&sc.id());
-        sc.set_transport(None);
     }
 
     fn configure_health(&mut self, service: Option<&str>, ctx: &mut ConnectorCtx<'_>) {
@@ -450,6 +474,7 @@ mod tests {
     /// for the connections that follow (the GOAWAY's detection itself is
     /// tested against a real peer in the transport tests).
     #[test]
+    #[cfg_attr(miri, ignore = "real sockets: Miri has no network")]
     fn too_many_pings_doubles_keepalive_time() {
         let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         let (mut env, _poll) = crate::runtime::Env::for_test();
@@ -497,9 +522,81 @@ mod tests {
         );
     }
 
+    /// A resolver update that drops a backend lets the calls in flight on it
+    /// finish, as gRPC does (closing its connection at once failed them with
+    /// "stream closed because of a broken pipe"); the next calls go to the
+    /// backend that remains, and the drained connection then closes.
+    #[test]
+    fn removed_address_lets_its_calls_in_flight_finish() {
+        use crate::transport::testserver::{Listen, ServerOptions, TestServer};
+        use crate::{Address, CallOptions, Channel, ChannelOptions, Runtime};
+        const CALLS: u64 = 4;
+        let start = || {
+            TestServer::start(
+                Listen::Tcp(SocketAddr::from(([127, 0, 0, 1], 0))),
+                ServerOptions::default(),
+            )
+            .unwrap()
+        };
+        let (old, new) = (start(), start());
+        let rt = Runtime::new().unwrap();
+        let opts = ChannelOptions {
+            transport: Some(TransportConfig::insecure()),
+            ..Default::default()
+        };
+        let rr = r#"{"loadBalancingConfig":[{"round_robin":{}}]}"#;
+        let target = format!("ipv4:{}", old.addr());
+        let ch = Arc::new(Channel::new(&rt, &target, Some(rr), opts).unwrap());
+        let port_of = |r: &crate::UnaryResponse| String::from_utf8_lossy(&r.message).into_owned();
+        let call = |ch: &Channel, delay: &str| {
+            let metadata = [("x-delay-ms".to_string(), delay.to_string())];
+            let opts = CallOptions {
+                deadline: Some(Instant::now() + Duration::from_secs(20)),
+                wait_for_ready: true,
+                metadata: &metadata,
+                ..Default::default()
+            };
+            ch.reader().unary("/echo.Echo/Unary", b"x", &opts)
+        };
+        let slow: Vec<_> = (0..CALLS)
+            .map(|_| {
+                let ch = ch.clone();
+                std::thread::spawn(move || call(&ch, "300"))
+            })
+            .collect();
+        for _ in 0..2000 {
+            if old.in_flight() == CALLS {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        assert_eq!(old.in_flight(), CALLS, "the calls never reached the server");
+
+        ch.update_addresses(vec![Address::new(new.addr().to_string())])
+            .unwrap();
+        for t in slow {
+            let resp = t
+                .join()
+                .unwrap()
+                .expect("a call in flight on a removed address");
+            assert_eq!(port_of(&resp), format!("x|port={}", old.port()));
+        }
+        let resp = call(&ch, "0").unwrap();
+        assert_eq!(port_of(&resp), format!("x|port={}", new.port()));
+        // Drained, the connection closes: the old backend sees it go.
+        for _ in 0..2000 {
+            if old.connections() == 0 {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        assert_eq!(old.connections(), 0, "the drained connection stays open");
+    }
+
     /// Unusable TLS settings are found once, when the connector is made, and
     /// every attempt fails with the reason (no socket is opened).
     #[test]
+    #[cfg_attr(miri, ignore = "TLS: ring runs C and assembly Miri cannot")]
     fn bad_tls_settings_fail_every_attempt_with_the_reason() {
         let (mut env, _poll) = crate::runtime::Env::for_test();
         let mut m = ManagedConnector::new(TransportConfig::tls(crate::transport::TlsSettings {

@@ -218,7 +218,9 @@ impl Reader {
     fn sync_rotation(&mut self) {
         let rotation = self.cache.current().picker.rotation().map(|r| {
             let chunks = r.chunks();
-            (NonNull::from(&chunks[0]), chunks.len())
+            // From the whole slice, not its first element: the cursor
+            // indexes every chunk through this pointer.
+            (NonNull::from(chunks).cast::<Chunk>(), chunks.len())
         });
         self.synced_generation = self.cache.generation();
         self.rotation_generation = match rotation {
@@ -314,6 +316,8 @@ type Chosen = (NonNull<SubConn>, Option<NonNull<dyn DoneHook>>);
 /// Where a reader is in a rotation: its chunks, the chunk it is in, and its
 /// position there.
 struct Cursor {
+    /// The rotation's `count` chunks, derived from the whole slice (so that
+    /// indexing past the first stays inside what the pointer may reach).
     chunks: NonNull<Chunk>,
     count: usize,
     chunk: usize,
@@ -483,50 +487,71 @@ impl Pick {
     }
 }
 
-/// A `Pick` as four plain words, for a C ABI that keeps it in the caller's
-/// memory between pick and done. The last word (the hold) is never zero.
+/// A `Pick` as four pointer-sized words, for a C ABI that keeps it in the
+/// caller's memory between pick and done. The last word (the hold) is never
+/// null in a live pick.
+///
+/// Every word is a pointer, never an integer: what a pick keeps (subchannel,
+/// done hook, hold) goes in as pointers and comes back out as the same
+/// pointers, provenance and all, so nothing is rebuilt from integers (a
+/// `dyn` pointer's vtable cannot be). Storage that holds the words must copy
+/// them as pointers or as bytes (a C struct copy does), not through integers.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct RawPick(pub [usize; 4]);
+#[repr(transparent)]
+pub struct RawPick(pub [*mut (); 4]);
+
+// SAFETY: a `RawPick` is a `Pick` (Send + Sync) in another form; the words
+// are only read, and turned back into a `Pick` by `from_raw`, whose contract
+// (once only) is what guards the pick.
+unsafe impl Send for RawPick {}
+// SAFETY: as above.
+unsafe impl Sync for RawPick {}
+
+/// The done hook as two pointer words (both null for none).
+type HookWords = [*mut (); 2];
 
 const _: () =
-    assert!(std::mem::size_of::<NonNull<dyn DoneHook>>() == 2 * std::mem::size_of::<usize>());
+    assert!(std::mem::size_of::<NonNull<dyn DoneHook>>() == std::mem::size_of::<HookWords>());
 
 impl Pick {
     /// Gives up the pick as words; `from_raw` takes it back.
     #[inline(always)]
     pub fn into_raw(self) -> RawPick {
         let ((subconn, done), hold) = self.into_parts();
-        let subconn = subconn.as_ptr() as usize;
-        // Both words of a `NonNull<dyn _>` are nonzero (data and vtable), so
-        // two zeros stand for `None` whatever their order.
         let [d0, d1] = match done {
-            // SAFETY: same size (asserted above); turned back only by
-            // `from_raw`, into the same type.
-            Some(d) => unsafe { std::mem::transmute::<NonNull<dyn DoneHook>, [usize; 2]>(d) },
-            None => [0, 0],
+            // SAFETY: same size (asserted above), no padding (two
+            // pointer-sized parts), and any initialized bytes, with or
+            // without provenance, are a valid `*mut ()`. The bytes come back
+            // unchanged, so `from_raw` rebuilds exactly this pointer, whatever
+            // the order of its data and vtable parts.
+            Some(d) => unsafe { std::mem::transmute::<NonNull<dyn DoneHook>, HookWords>(d) },
+            None => [std::ptr::null_mut(); 2],
         };
-        let hold = hold.map_or(0, |h| h.into_raw().as_ptr() as usize);
-        RawPick([subconn, d0, d1, hold])
+        let hold = hold.map_or(std::ptr::null_mut(), |h| h.into_raw().as_ptr());
+        RawPick([subconn.as_ptr().cast(), d0, d1, hold])
     }
 
     /// # Safety
-    /// `raw` came from `into_raw` and is turned back only once.
+    /// `raw` came from `into_raw` (copied as pointers or bytes since) and is
+    /// turned back only once.
     #[inline(always)]
     pub unsafe fn from_raw(raw: RawPick) -> Pick {
         let [subconn, d0, d1, hold] = raw.0;
-        // SAFETY: per the contract, these are the words `into_raw` made.
-        unsafe {
-            Pick {
-                subconn: NonNull::new_unchecked(subconn as *mut SubConn),
-                done: if d0 == 0 && d1 == 0 {
-                    None
-                } else {
-                    Some(std::mem::transmute::<[usize; 2], NonNull<dyn DoneHook>>([
-                        d0, d1,
-                    ]))
-                },
-                hold: NonNull::new(hold as *mut ()).map(|h| Hold::from_raw(h)),
-            }
+        // Both parts of a `NonNull<dyn _>` are non-null (data and vtable), so
+        // two nulls stand for `None` whatever their order.
+        let done = if d0.is_null() && d1.is_null() {
+            None
+        } else {
+            // SAFETY: the words `into_raw` made from a hook pointer, bytes
+            // unchanged (see there).
+            Some(unsafe { std::mem::transmute::<HookWords, NonNull<dyn DoneHook>>([d0, d1]) })
+        };
+        Pick {
+            // SAFETY: `into_raw` stored a `NonNull` there.
+            subconn: unsafe { NonNull::new_unchecked(subconn.cast()) },
+            done,
+            // SAFETY: per the contract, a hold's own pointer, taken back once.
+            hold: NonNull::new(hold).map(|h| unsafe { Hold::from_raw(h) }),
         }
     }
 }

@@ -4,6 +4,7 @@
 //! publishing picker tables and channel states.
 
 use crate::balancer::TimerToken;
+use crate::call::Dispatch;
 use crate::channel::ChannelCore;
 use crate::clock::{Clock, Rng, SystemClock};
 use crate::subconn::SubConnId;
@@ -13,7 +14,7 @@ use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap};
 use std::io;
 use std::panic::{catch_unwind, AssertUnwindSafe};
-use std::sync::{Arc, OnceLock};
+use std::sync::{Arc, Mutex, OnceLock, Weak};
 use std::thread::{JoinHandle, ThreadId};
 use std::time::{Duration, Instant};
 
@@ -30,6 +31,8 @@ pub(crate) enum Command {
     Channel(ChannelId, ChannelTask),
     /// A connector's `Notifier` fired (no allocation: wakers fire often).
     Notify(ChannelId, u64),
+    /// A started call's stream woke it (likewise).
+    Call(ChannelId, u64),
     Shutdown,
 }
 
@@ -38,6 +41,8 @@ struct HandleInner {
     waker: mio::Waker,
     thread: OnceLock<ThreadId>,
     next_channel: std::sync::atomic::AtomicU64,
+    /// Channels' completion dispatchers, joined when the runtime drops.
+    dispatchers: Mutex<Vec<Weak<Dispatch>>>,
 }
 
 /// A cloneable way to reach a loop from any thread.
@@ -68,6 +73,13 @@ impl LoopHandle {
 
     pub(crate) fn on_loop_thread(&self) -> bool {
         self.0.thread.get() == Some(&std::thread::current().id())
+    }
+
+    pub(crate) fn register_dispatch(&self, dispatch: &Arc<Dispatch>) {
+        let mut list = self.0.dispatchers.lock().unwrap_or_else(|p| p.into_inner());
+        // Forget dropped channels' dispatchers so the list does not grow forever.
+        list.retain(|d| d.strong_count() > 0);
+        list.push(Arc::downgrade(dispatch));
     }
 
     pub(crate) fn next_channel_id(&self) -> ChannelId {
@@ -115,6 +127,7 @@ impl Runtime {
             waker,
             thread: OnceLock::new(),
             next_channel: std::sync::atomic::AtomicU64::new(1),
+            dispatchers: Mutex::new(Vec::new()),
         }));
         if config.clock.is_manual() {
             let h = handle.clone();
@@ -147,12 +160,25 @@ impl Runtime {
 }
 
 impl Drop for Runtime {
-    /// Closes every channel still on this loop and joins its thread.
+    /// Closes every channel still on this loop and joins its thread, then
+    /// waits for the started calls' completions (every call was completed
+    /// when its channel closed).
     fn drop(&mut self) {
         self.handle.send(Command::Shutdown);
         if let Some(t) = self.thread.take() {
             if !self.handle.on_loop_thread() {
                 let _ = t.join();
+                let list = std::mem::take(
+                    &mut *self
+                        .handle
+                        .0
+                        .dispatchers
+                        .lock()
+                        .unwrap_or_else(|p| p.into_inner()),
+                );
+                for d in list.iter().filter_map(Weak::upgrade) {
+                    d.close_and_join();
+                }
             }
         }
     }
@@ -182,6 +208,7 @@ impl Env {
             waker: mio::Waker::new(poll.registry(), WAKER).unwrap(),
             thread: OnceLock::new(),
             next_channel: std::sync::atomic::AtomicU64::new(1),
+            dispatchers: Mutex::new(Vec::new()),
         }));
         let env = Env {
             registry: poll.registry().try_clone().unwrap(),
@@ -212,6 +239,8 @@ pub(crate) enum TimerKind {
     Connector(u64),
     /// A DNS target's next lookup (retry or rate-limited re-resolution).
     Resolve,
+    /// A started call's deadline.
+    Call(u64),
 }
 
 /// A min-heap of deadlines; cancelled entries are skipped lazily.
@@ -308,6 +337,9 @@ fn run(mut poll: Poll, rx: Receiver<Command>, mut env: Env) {
                 Command::Notify(id, key) => guarded(&mut channels, id, &mut env, |core, env| {
                     core.notified(key, env)
                 }),
+                Command::Call(id, call) => guarded(&mut channels, id, &mut env, |core, env| {
+                    core.poll_call(call, env)
+                }),
                 Command::Shutdown => {
                     for (_, mut core) in channels.drain() {
                         let _ = catch_unwind(AssertUnwindSafe(|| core.close(&mut env)));
@@ -335,7 +367,12 @@ fn guarded(
     let Some(core) = channels.get_mut(&id) else {
         return;
     };
-    if let Err(p) = catch_unwind(AssertUnwindSafe(|| f(core, env))) {
+    let run = || {
+        f(core, env);
+        // Started calls queued for a picker pick from the one just published.
+        core.after_run(env);
+    };
+    if let Err(p) = catch_unwind(AssertUnwindSafe(run)) {
         let msg = panic_message(&*p);
         let _ = catch_unwind(AssertUnwindSafe(|| {
             core.fail(format!("internal panic: {msg}"), env)

@@ -124,6 +124,7 @@ impl Subchannels {
         for id in ids {
             self.shutdown(id, env);
         }
+        self.with_connector(env, |c, ctx| c.close_all(ctx));
     }
 
     /// Applies what a transport reported.
@@ -189,7 +190,7 @@ impl Subchannels {
                 }
             }
             TimerKind::Connector(key) => self.with_connector(env, |c, ctx| c.timer(key, ctx)),
-            TimerKind::Balancer(_) | TimerKind::Resolve => {}
+            TimerKind::Balancer(_) | TimerKind::Resolve | TimerKind::Call(_) => {}
         }
     }
 

@@ -1,32 +1,26 @@
 //! Unary RPCs from C over library-managed connections: the blocking
 //! `sy_call_unary` (on the caller's reader) and `sy_call_unary_start` (on the
-//! channel's completion threads), with responses as `sy_buffer`s.
+//! event loop, `Channel::unary_start`; its callback on the channel's
+//! completion thread), with responses as `sy_buffer`s; `sy_call_cancel`.
 //!
 //! Concurrency: a blocking call runs entirely on the calling thread with that
 //! thread's reader; calls on different readers share nothing in this crate
 //! (no lock, no shared counter) and meet only in the core's picker table
-//! (read-only) and the subchannel's HTTP/2 connection. `sy_call_unary_start`
-//! adds one mutex hold to enqueue the call and one to dequeue it. The enqueue
-//! is short unless it starts a completion thread: that thread's reader is
-//! created and the thread spawned under the lock (so the thread count and
-//! `sy_channel_close`'s join see it at once); it happens at most
-//! `call_threads` times per channel.
+//! (read-only) and the subchannel's HTTP/2 connection. A started call costs
+//! no thread while it runs, however many are in flight.
 
-use crate::channel::{channel_ref, timeout_deadline, ChannelBox};
+use crate::channel::{channel_ref, timeout_deadline};
 use crate::error::{Error, Message};
 use crate::macros::{boundary, boundary_or, in_callback, refuse_in_callback};
 use crate::reader::sy_reader;
 use crate::status::sy_status;
 use crate::strings::{slice_arg, str_arg};
-use std::collections::VecDeque;
 use std::ffi::{c_char, c_void, CString};
-use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::ptr;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Condvar, Mutex, MutexGuard};
-use std::thread::{JoinHandle, ThreadId};
+use std::sync::Arc;
 use std::time::Instant;
-use switchyard::{CallOptions, Code, ConnectivityState, Reader, Status, UnaryResponse};
+use switchyard::{CallOptions, CallResult, ConnectivityState, Reader, Status, UnaryResponse};
 
 /// Owned bytes from the library: an RPC's response message, with the
 /// response's headers and trailers. Opaque; freed with `sy_buffer_free`. Not
@@ -40,8 +34,11 @@ pub struct sy_buffer {
 /// One request metadata entry: `key` and `value` are NUL-terminated and
 /// copied. Keys are ASCII `[0-9a-z_.-]` (upper case is folded to lower);
 /// values printable ASCII. Keys ending in "-bin" carry base64 text, sent
-/// as given. Keys the transport owns ("grpc-*", "content-type", "te",
-/// "user-agent", "connection") are refused.
+/// as given. Refused with SY_INVALID_ARGUMENT, before anything is sent:
+/// pseudo-headers (":path", ...), connection-specific keys HTTP/2 forbids
+/// ("connection", "keep-alive", "proxy-connection", "transfer-encoding",
+/// "upgrade", "te", "host"), and keys the transport owns ("grpc-*",
+/// "content-type", "user-agent").
 #[repr(C)]
 #[derive(Clone, Copy)]
 pub struct sy_metadata {
@@ -50,24 +47,26 @@ pub struct sy_metadata {
 }
 
 /// Hears how a `sy_call_unary_start` call ended. Called exactly once per call
-/// the start function accepted (it returned SY_OK), on one of the channel's
-/// completion threads (never on the starting thread, never on the loop
-/// thread), possibly concurrently with other calls' callbacks.
+/// the start function accepted (it returned SY_OK), on the channel's
+/// completion thread: one per channel, started with its first started call,
+/// that runs the channel's callbacks one at a time, in the order the calls
+/// end. Never on the loop thread, never inside `sy_call_unary_start`. A
+/// callback that blocks delays the channel's later callbacks, never a call's
+/// deadline (calls run on the event loop and end there, on time).
 ///
-/// - `status`: SY_OK; SY_RPC_FAILED (the call failed: `grpc_code` says how);
-///   SY_CLOSED (the channel was closed or its runtime freed before or while
-///   the call ran); SY_PANIC.
+/// - `status`: SY_OK; SY_RPC_FAILED (the call failed: `grpc_code` says how;
+///   1 CANCELLED after `sy_call_cancel`); SY_CLOSED (the channel was closed
+///   or its runtime freed before or while the call ran); SY_PANIC.
 /// - `grpc_code`: the call's gRPC status code (0 on success).
 /// - `message`: NUL-terminated UTF-8, the gRPC status message ("" on
 ///   success); valid during the callback only.
 /// - `response`: on SY_OK the response, owned by the callee from now on (free
 ///   it with `sy_buffer_free`, on any thread, whenever); NULL otherwise.
 ///
-/// It may start further calls and use any `sy_*` function that does not
-/// block; a blocking one (`sy_call_unary`, `sy_channel_close`,
+/// It may start further calls, cancel calls, and use any `sy_*` function
+/// that does not block; a blocking one (`sy_call_unary`, `sy_channel_close`,
 /// `sy_channel_wait_for_state_change`, ...) returns SY_WRONG_CONTEXT. It
-/// must not free the channel or its runtime. A callback that blocks holds up
-/// one completion thread.
+/// must not free the channel or its runtime.
 pub type sy_call_done_fn = Option<
     unsafe extern "C" fn(
         user_ctx: *mut c_void,
@@ -184,7 +183,16 @@ struct CallArgs {
     wait_for_ready: bool,
 }
 
-const RESERVED_KEYS: [&str; 4] = ["content-type", "te", "user-agent", "connection"];
+impl CallArgs {
+    fn options(&self) -> CallOptions<'_> {
+        CallOptions {
+            deadline: self.deadline,
+            wait_for_ready: self.wait_for_ready,
+            metadata: &self.metadata,
+            hash: self.hash,
+        }
+    }
+}
 
 /// Checks and copies a call's arguments (nothing is sent on failure).
 #[allow(clippy::too_many_arguments)]
@@ -220,25 +228,10 @@ fn call_args(
         let key = unsafe { str_arg(e.key, "metadata key") }?.to_ascii_lowercase();
         // SAFETY: as above.
         let value = unsafe { str_arg(e.value, "metadata value") }?;
-        let key_ok = !key.is_empty()
-            && key
-                .bytes()
-                .all(|b| b.is_ascii_digit() || b.is_ascii_lowercase() || b"-_.".contains(&b));
-        if !key_ok {
-            return Err(Error::invalid(format!("metadata key {key:?} is not valid")));
-        }
-        if key.starts_with("grpc-") || RESERVED_KEYS.contains(&key.as_str()) {
-            return Err(Error::invalid(format!(
-                "metadata key {key:?} belongs to the transport"
-            )));
-        }
-        if !value.bytes().all(|b| (b' '..=b'~').contains(&b)) {
-            return Err(Error::invalid(format!(
-                "metadata value for {key:?} is not printable ASCII"
-            )));
-        }
         md.push((key, value.to_string()));
     }
+    // The core's rules, the same for Rust callers.
+    switchyard::check_metadata(&md).map_err(Error::invalid)?;
     let hash = if request_hash.is_null() {
         None
     } else {
@@ -259,17 +252,6 @@ fn call_args(
         deadline,
         wait_for_ready,
     })
-}
-
-/// Runs one call on `reader`.
-fn run_call(reader: &mut Reader, args: &CallArgs) -> Result<UnaryResponse, Status> {
-    let options = CallOptions {
-        deadline: args.deadline,
-        wait_for_ready: args.wait_for_ready,
-        metadata: &args.metadata,
-        hash: args.hash,
-    };
-    reader.unary(&args.method, &args.request, &options)
 }
 
 /// `pool`: the channel's, whose `closing` flag is set before the channel
@@ -318,10 +300,11 @@ fn failed_status(reader: &Reader, pool: &CallPool) -> sy_status {
 /// status code (e.g. 12 UNIMPLEMENTED from the server, 4 DEADLINE_EXCEEDED,
 /// 14 UNAVAILABLE) and `sy_last_error` has "grpc status N (NAME): message".
 /// SY_CLOSED: the channel was closed (or its runtime freed) before or during
-/// the call. Argument errors (nothing sent): SY_NULL_PARAMETER,
-/// SY_INVALID_UTF8, SY_INVALID_ARGUMENT (a malformed method, metadata or
-/// length, a freed reader, or a reader of a channel whose transports belong
-/// to the host: pick with `sy_pick` and send on your own transport there).
+/// the call. Argument errors (nothing sent, the policy hears nothing):
+/// SY_NULL_PARAMETER, SY_INVALID_UTF8, SY_INVALID_ARGUMENT (a malformed
+/// method, metadata (see `sy_metadata`) or length, a freed reader, or a
+/// reader of a channel whose transports belong to the host: pick with
+/// `sy_pick` and send on your own transport there).
 ///
 /// Threading: the reader's thread; never inside a callback of this library
 /// (SY_WRONG_CONTEXT). Calls on different readers run in parallel, sharing
@@ -342,9 +325,10 @@ pub extern "C" fn sy_call_unary(
     response_out: *mut *mut sy_buffer,
 ) -> sy_status {
     boundary(|| {
-        let r = try_mut!(reader, "reader");
+        // Entered (busy) for the whole call: the policy's pick callback runs
+        // in it, and must not use this reader.
+        let mut r = crate::reader::enter(reader)?;
         let out = try_out!(response_out, "response_out");
-        let r = r.live_mut()?;
         if !r.managed {
             return Err(host_managed());
         }
@@ -361,8 +345,10 @@ pub extern "C" fn sy_call_unary(
         refuse_in_callback(
             "a blocking call inside a switchyard callback (use sy_call_unary_start)",
         )?;
-        let response =
-            run_call(&mut r.reader, &args).map_err(|s| call_error(&r.reader, &r.pool, &s))?;
+        let response = r
+            .reader
+            .unary(&args.method, &args.request, &args.options())
+            .map_err(|s| call_error(&r.reader, &r.pool, &s))?;
         let buf = Box::into_raw(Box::new(sy_buffer { response }));
         // SAFETY: non-NULL out-parameter, written on success only.
         unsafe { out.write(buf) };
@@ -379,23 +365,26 @@ fn host_managed() -> Error {
 
 /// Starts one unary RPC and returns at once; `callback` hears how it ended.
 /// Arguments as `sy_call_unary`'s, all copied before this returns
-/// (`user_ctx` is passed through untouched).
+/// (`user_ctx` is passed through untouched). `call_id_out` (NULL allowed)
+/// receives the call's id for `sy_call_cancel`, on SY_OK only; ids are never
+/// reused on a channel.
 ///
-/// The call runs on one of the channel's completion threads, each with its
-/// own reader: started on demand, at most `sy_channel_options_set_call_threads`
-/// of them (default 8); calls beyond that wait in the channel's queue (their
-/// deadline keeps running). `sy_channel_close`, `sy_channel_free` and
-/// `sy_runtime_free` end the channel's calls (queued ones complete with
-/// SY_CLOSED, running ones fail fast as their connections close) and join
-/// the threads: when they return, every callback of the channel has returned
-/// and no completion thread is left.
+/// The call costs no thread while it runs, however many are in flight: the
+/// channel's event loop picks for it (waiting, like `sy_call_unary`, for a
+/// READY subchannel when none is yet, or through TRANSIENT_FAILURE with
+/// `wait_for_ready`), drives its HTTP/2 stream, retries it once
+/// transparently, reports its outcome to the policy, and ends it at its
+/// deadline. The callback runs on the channel's completion thread (see
+/// `sy_call_done_fn`). `sy_channel_close`, `sy_channel_free` and
+/// `sy_runtime_free` complete every call still running with SY_CLOSED and
+/// return once every callback of the channel has returned.
 ///
 /// Returns SY_OK if the call was accepted: `callback` then runs exactly once.
 /// Otherwise it never runs: SY_NULL_PARAMETER (`channel`, `method` or
 /// `callback`), SY_INVALID_UTF8, SY_INVALID_ARGUMENT (as `sy_call_unary`),
-/// SY_CLOSED (channel closed or runtime freed), SY_IO (no thread could be
-/// started). Any thread, including inside this library's callbacks (it
-/// never blocks on the network).
+/// SY_CLOSED (channel closed or runtime freed), SY_IO (the completion thread
+/// could not be started). Any thread, including inside this library's
+/// callbacks (it never blocks on the network).
 #[no_mangle]
 #[must_use]
 #[allow(clippy::too_many_arguments)]
@@ -411,6 +400,7 @@ pub extern "C" fn sy_call_unary_start(
     wait_for_ready: bool,
     callback: sy_call_done_fn,
     user_ctx: *mut c_void,
+    call_id_out: *mut u64,
 ) -> sy_status {
     boundary(|| {
         let ch = channel_ref(channel)?;
@@ -430,208 +420,363 @@ pub extern "C" fn sy_call_unary_start(
             timeout_ms,
             wait_for_ready,
         )?;
-        if ch.channel.is_closed() {
+        if ch.pool.is_closing() || ch.channel.is_closed() {
             return Err(Error::new(sy_status::SY_CLOSED, "the channel is closed"));
         }
-        ch.pool.submit(
-            ch,
-            Job {
-                args,
-                callback,
-                ctx: UserCtx(user_ctx),
-            },
-        )
+        let pool = Arc::clone(&ch.pool);
+        let ctx = UserCtx(user_ctx);
+        let done = move |result: CallResult| {
+            // `ctx` is moved whole (not just its pointer field) so the
+            // closure is Send.
+            let ctx = ctx;
+            complete(callback, ctx.0, &pool, result);
+        };
+        let call = ch
+            .channel
+            .unary_start(&args.method, &args.request, &args.options(), done)
+            .map_err(|e| match e {
+                switchyard::Error::Closed | switchyard::Error::RuntimeGone => {
+                    Error::new(sy_status::SY_CLOSED, "the channel is closed")
+                }
+                switchyard::Error::Io(m) => Error::new(sy_status::SY_IO, m),
+                e => Error::invalid(e.to_string()),
+            })?;
+        if !call_id_out.is_null() {
+            // SAFETY: non-NULL out-parameter per the contract, written on
+            // success only.
+            unsafe { call_id_out.write_unaligned(call.id()) };
+        }
+        Ok(())
+    })
+}
+
+/// Cancels a call started with `sy_call_unary_start` on `channel`: SY_OK if
+/// it was still running (its callback then runs with SY_RPC_FAILED and gRPC
+/// code 1 CANCELLED, or SY_CLOSED if the channel is closing meanwhile; its
+/// HTTP/2 stream, if it had one, is reset with RST_STREAM(CANCEL) and the
+/// policy hears the attempt failed); SY_NOT_FOUND if it already finished
+/// (its callback has run or is about to) or no such call was started here.
+/// Never blocks. Any thread, including inside this library's callbacks.
+#[no_mangle]
+#[must_use]
+pub extern "C" fn sy_call_cancel(
+    channel: *const crate::channel::sy_channel,
+    call_id: u64,
+) -> sy_status {
+    boundary(|| {
+        let ch = channel_ref(channel)?;
+        if ch.channel.cancel_call(call_id) {
+            Ok(())
+        } else {
+            Err(Error::new(
+                sy_status::SY_NOT_FOUND,
+                format!("no call {call_id} is running on this channel"),
+            ))
+        }
     })
 }
 
 struct UserCtx(*mut c_void);
 // SAFETY: only handed back to the caller's callback, which the header says
-// runs on a completion thread: the caller accepted that when starting.
+// runs on the channel's completion thread: the caller accepted that when
+// starting the call.
 unsafe impl Send for UserCtx {}
 
 type DoneFn = unsafe extern "C" fn(*mut c_void, sy_status, u32, *const c_char, *mut sy_buffer);
 
-struct Job {
-    args: CallArgs,
-    callback: DoneFn,
-    ctx: UserCtx,
+/// Runs a started call's callback (on the completion thread).
+fn complete(callback: DoneFn, ctx: *mut c_void, pool: &CallPool, result: CallResult) {
+    let (status, code, message, response) = match result {
+        Ok(response) => (
+            sy_status::SY_OK,
+            0,
+            String::new(),
+            Box::into_raw(Box::new(sy_buffer { response })),
+        ),
+        Err(s) => {
+            let status = if pool.is_closing() {
+                sy_status::SY_CLOSED
+            } else {
+                sy_status::SY_RPC_FAILED
+            };
+            (
+                status,
+                s.code() as u32,
+                s.message().to_string(),
+                ptr::null_mut(),
+            )
+        }
+    };
+    let message = CString::new(message.replace('\0', " ")).unwrap_or_default();
+    // SAFETY: the caller's callback with its own ctx; `message` outlives
+    // the call; `response` is handed over.
+    in_callback(|| unsafe { callback(ctx, status, code, message.as_ptr(), response) });
 }
 
-impl Job {
-    /// Runs the call and its callback; never unwinds.
-    fn run(self, reader: &mut Reader, pool: &CallPool) {
-        let Job {
-            args,
-            callback,
-            ctx,
-        } = self;
-        let outcome = catch_unwind(AssertUnwindSafe(|| {
-            if pool.is_closing() || reader.channel_state() == ConnectivityState::Shutdown {
-                return Err((
-                    sy_status::SY_CLOSED,
-                    Code::Cancelled as u32,
-                    "the channel is closed".to_string(),
-                ));
-            }
-            run_call(reader, &args).map_err(|s| {
-                let status = failed_status(reader, pool);
-                (status, s.code() as u32, s.message().to_string())
-            })
-        }))
-        .unwrap_or_else(|_| {
-            Err((
-                sy_status::SY_PANIC,
-                Code::Unknown as u32,
-                "panic inside switchyard while running a call".to_string(),
-            ))
-        });
-        let (status, code, message, response) = match outcome {
-            Ok(response) => (
-                sy_status::SY_OK,
-                0,
-                String::new(),
-                Box::into_raw(Box::new(sy_buffer { response })),
-            ),
-            Err((status, code, message)) => (status, code, message, ptr::null_mut()),
-        };
-        let message = CString::new(message.replace('\0', " ")).unwrap_or_default();
-        // SAFETY: the caller's callback with its own ctx; `message` outlives
-        // the call; `response` is handed over.
-        in_callback(|| unsafe { callback(ctx.0, status, code, message.as_ptr(), response) });
-    }
-}
-
-/// A channel's completion threads: a queue, lazily started workers (each with
-/// its own reader), and their join handles.
+/// What the C layer keeps per channel for its calls: whether the channel is
+/// closing, so that calls failing from then on report SY_CLOSED. (Started
+/// calls themselves live on the event loop; the core's channel completes them
+/// and waits for their callbacks when it closes.)
 pub(crate) struct CallPool {
     /// Set before the channel closes (sy_channel_close / _free,
     /// sy_runtime_free): failures from then on are SY_CLOSED.
     closing: AtomicBool,
-    state: Mutex<PoolState>,
-    work: Condvar,
-    max_threads: usize,
-}
-
-struct PoolState {
-    queue: VecDeque<Job>,
-    threads: Vec<(ThreadId, JoinHandle<()>)>,
-    idle: usize,
-    closed: bool,
 }
 
 impl CallPool {
-    pub(crate) fn new(max_threads: usize) -> Arc<CallPool> {
+    /// `_call_threads`: `sy_channel_options_set_call_threads`, which no
+    /// longer means anything (started calls cost no thread).
+    pub(crate) fn new(_call_threads: usize) -> Arc<CallPool> {
         Arc::new(CallPool {
             closing: AtomicBool::new(false),
-            state: Mutex::new(PoolState {
-                queue: VecDeque::new(),
-                threads: Vec::new(),
-                idle: 0,
-                closed: false,
-            }),
-            work: Condvar::new(),
-            max_threads: max_threads.max(1),
         })
     }
 
-    /// Closes channels with `close` between marking `pools` closing (so
-    /// their calls' failures from then on are SY_CLOSED) and joining their
-    /// completion threads (`shutdown`).
+    /// Closes channels with `close` after marking `pools` closing (so their
+    /// calls' failures from then on are SY_CLOSED). `close` returns once
+    /// every started call's callback has returned (the core's
+    /// `Channel::close` / `Runtime` drop wait for them).
     pub(crate) fn close_joined(pools: &[Arc<CallPool>], close: impl FnOnce()) {
         for pool in pools {
-            pool.mark_closing();
+            pool.closing.store(true, Ordering::Release);
         }
         close();
-        for pool in pools {
-            pool.shutdown();
-        }
-    }
-
-    /// Called before the channel closes.
-    fn mark_closing(&self) {
-        self.closing.store(true, Ordering::Release);
     }
 
     pub(crate) fn is_closing(&self) -> bool {
         self.closing.load(Ordering::Acquire)
     }
+}
 
-    fn lock(&self) -> MutexGuard<'_, PoolState> {
-        // Nothing panics while holding it; a poisoned lock's state is intact.
-        self.state.lock().unwrap_or_else(|p| p.into_inner())
+#[cfg(test)]
+mod tests {
+    //! Started calls and cancellation through the C ABI, against the
+    //! in-process test server on 127.0.0.1.
+
+    use crate::channel::*;
+    use crate::options::*;
+    use crate::runtime::*;
+    use crate::status::sy_status;
+    use crate::*;
+    use std::ffi::{c_char, c_void, CStr, CString};
+    use std::ptr;
+    use std::sync::mpsc::{channel, Receiver, Sender};
+    use std::time::{Duration, Instant};
+    use switchyard::transport::testserver::{Listen, ServerOptions, TestServer};
+
+    type Outcome = (sy_status, u32, String, bool);
+
+    fn ok(s: sy_status) {
+        assert_eq!(s, sy_status::SY_OK);
     }
 
-    fn submit(self: &Arc<Self>, ch: &ChannelBox, job: Job) -> Result<(), Error> {
-        let mut st = self.lock();
-        if st.closed {
-            return Err(Error::new(sy_status::SY_CLOSED, "the channel is closed"));
-        }
-        // Start a thread when none is waiting for work (idle counts threads
-        // parked in `next`; queued jobs already claim some of them).
-        if st.idle <= st.queue.len() && st.threads.len() < self.max_threads {
-            let pool = Arc::clone(self);
-            let mut reader = ch.channel.reader();
-            let n = st.threads.len();
-            let spawned = std::thread::Builder::new()
-                .name(format!("sy-call-{n}"))
-                .spawn(move || pool.work_loop(&mut reader));
-            match spawned {
-                Ok(h) => st.threads.push((h.thread().id(), h)),
-                Err(e) if st.threads.is_empty() => {
-                    return Err(Error::new(
-                        sy_status::SY_IO,
-                        format!("cannot start a completion thread: {e}"),
-                    ));
-                }
-                // Others are running: the job waits for one of them.
-                Err(_) => {}
-            }
-        }
-        st.queue.push_back(job);
-        drop(st);
-        self.work.notify_one();
-        Ok(())
+    /// The callback: sends (status, code, message, had a response) to the
+    /// `Sender` behind `ctx` (leaked per call: at most one callback each).
+    unsafe extern "C" fn on_done(
+        ctx: *mut c_void,
+        status: sy_status,
+        code: u32,
+        message: *const c_char,
+        response: *mut sy_buffer,
+    ) {
+        // SAFETY: `ctx` is a Box<Sender> from `start`, used once.
+        let tx = unsafe { Box::from_raw(ctx.cast::<Sender<Outcome>>()) };
+        // SAFETY: NUL-terminated for the callback's duration.
+        let message = unsafe { CStr::from_ptr(message) }
+            .to_string_lossy()
+            .into_owned();
+        let _ = tx.send((status, code, message, !response.is_null()));
+        sy_buffer_free(response);
     }
 
-    fn work_loop(&self, reader: &mut Reader) {
-        while let Some(job) = self.next() {
-            job.run(reader, self);
+    struct Fixture {
+        rt: *mut sy_runtime,
+        ch: *mut sy_channel,
+        server: TestServer,
+    }
+
+    impl Fixture {
+        fn new() -> Fixture {
+            let server = TestServer::start(
+                Listen::Tcp("127.0.0.1:0".parse().unwrap()),
+                ServerOptions::default(),
+            )
+            .unwrap();
+            let mut rt = ptr::null_mut();
+            ok(sy_runtime_new(&mut rt));
+            let mut o = ptr::null_mut();
+            ok(sy_channel_options_new(&mut o));
+            ok(sy_channel_options_set_insecure(o, true));
+            // Deprecated, accepted, and no longer a limit on calls in flight.
+            ok(sy_channel_options_set_call_threads(o, 1));
+            let target = CString::new(format!("127.0.0.1:{}", server.port())).unwrap();
+            let mut ch = ptr::null_mut();
+            ok(sy_channel_new_with_options(
+                rt,
+                target.as_ptr(),
+                ptr::null(),
+                o,
+                ptr::null(),
+                None,
+                ptr::null_mut(),
+                None,
+                &mut ch,
+            ));
+            sy_channel_options_free(o);
+            Fixture { rt, ch, server }
+        }
+
+        /// Starts a call with `metadata`; its outcome arrives on the receiver.
+        fn start(
+            &self,
+            metadata: &[(&CStr, &CStr)],
+            timeout_ms: u64,
+        ) -> (sy_status, u64, Receiver<Outcome>) {
+            let md: Vec<sy_metadata> = metadata
+                .iter()
+                .map(|(k, v)| sy_metadata {
+                    key: k.as_ptr(),
+                    value: v.as_ptr(),
+                })
+                .collect();
+            let (tx, rx) = channel();
+            let ctx = Box::into_raw(Box::new(tx));
+            let mut id = 0;
+            let st = sy_call_unary_start(
+                self.ch,
+                c"/echo.Echo/Unary".as_ptr(),
+                b"hi".as_ptr(),
+                2,
+                md.as_ptr(),
+                md.len(),
+                ptr::null(),
+                timeout_ms,
+                true,
+                Some(on_done),
+                ctx.cast(),
+                &mut id,
+            );
+            if st != sy_status::SY_OK {
+                // SAFETY: not handed over: the callback never runs.
+                drop(unsafe { Box::from_raw(ctx) });
+            }
+            (st, id, rx)
         }
     }
 
-    /// The next job; `None` once closed and drained.
-    fn next(&self) -> Option<Job> {
-        let mut st = self.lock();
-        loop {
-            if let Some(job) = st.queue.pop_front() {
-                return Some(job);
-            }
-            if st.closed {
-                return None;
-            }
-            st.idle += 1;
-            st = self.work.wait(st).unwrap_or_else(|p| p.into_inner());
-            st.idle -= 1;
+    impl Drop for Fixture {
+        fn drop(&mut self) {
+            sy_channel_free(self.ch);
+            sy_runtime_free(self.rt);
         }
     }
 
-    /// Stops taking calls, lets the threads finish what is queued (the channel
-    /// is closed by now, so that is quick) and joins them. Idempotent. Called
-    /// on a completion thread (from a callback, against the contract), it
-    /// does not wait for that thread itself, which exits on its own.
-    fn shutdown(&self) {
-        self.mark_closing();
-        let threads = {
-            let mut st = self.lock();
-            st.closed = true;
-            std::mem::take(&mut st.threads)
-        };
-        self.work.notify_all();
-        let me = std::thread::current().id();
-        for (id, h) in threads {
-            if id != me {
-                let _ = h.join();
-            }
+    const SILENT: (&CStr, &CStr) = (c"x-delay-ms", c"600000");
+
+    #[test]
+    fn a_200_ms_call_ends_on_time_behind_eight_silent_calls_with_one_call_thread() {
+        let f = Fixture::new();
+        let silent: Vec<_> = (0..9).map(|_| f.start(&[SILENT], 0)).collect();
+        assert!(silent.iter().all(|(st, ..)| *st == sy_status::SY_OK));
+        let t0 = Instant::now();
+        let (st, _, rx) = f.start(&[SILENT], 200);
+        ok(st);
+        let (status, code, ..) = rx.recv_timeout(Duration::from_secs(10)).unwrap();
+        assert_eq!((status, code), (sy_status::SY_RPC_FAILED, 4));
+        let took = t0.elapsed();
+        assert!(took < Duration::from_millis(2500), "{took:?}");
+        // Close completes the silent ones, each once, with SY_CLOSED, before
+        // it returns.
+        ok(sy_channel_close(f.ch));
+        for (_, _, rx) in silent {
+            let (status, code, _, response) = rx.try_recv().unwrap();
+            assert_eq!((status, code, response), (sy_status::SY_CLOSED, 1, false));
+            assert!(rx.try_recv().is_err());
         }
+        let (st, ..) = f.start(&[], 0);
+        assert_eq!(st, sy_status::SY_CLOSED);
+    }
+
+    #[test]
+    fn cancel_ends_a_call_with_cancelled_and_resets_its_stream() {
+        let f = Fixture::new();
+        let (st, id, rx) = f.start(&[SILENT], 0);
+        ok(st);
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while f.server.requests() == 0 {
+            assert!(
+                Instant::now() < deadline,
+                "the call never reached the server"
+            );
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        ok(sy_call_cancel(f.ch, id));
+        let (status, code, message, response) = rx.recv_timeout(Duration::from_secs(10)).unwrap();
+        assert_eq!(
+            (status, code, response),
+            (sy_status::SY_RPC_FAILED, 1, false)
+        );
+        assert_eq!(message, "call cancelled");
+        while f.server.resets() == 0 {
+            assert!(Instant::now() < deadline, "the server saw no RST_STREAM");
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        assert_eq!(sy_call_cancel(f.ch, id), sy_status::SY_NOT_FOUND);
+        assert_eq!(sy_call_cancel(f.ch, id + 1000), sy_status::SY_NOT_FOUND);
+        assert_eq!(
+            sy_call_cancel(ptr::null(), id),
+            sy_status::SY_NULL_PARAMETER
+        );
+
+        // A finished call is not found; ids are not reused.
+        let (st, id2, rx) = f.start(&[], 5000);
+        ok(st);
+        assert!(id2 > id);
+        let (status, _, _, response) = rx.recv_timeout(Duration::from_secs(10)).unwrap();
+        assert_eq!((status, response), (sy_status::SY_OK, true));
+        assert_eq!(sy_call_cancel(f.ch, id2), sy_status::SY_NOT_FOUND);
+    }
+
+    #[test]
+    fn connection_specific_metadata_is_an_invalid_argument() {
+        let f = Fixture::new();
+        for key in [
+            c"connection",
+            c"Keep-Alive",
+            c"proxy-connection",
+            c"transfer-encoding",
+            c"upgrade",
+            c"te",
+            c"host",
+            c":authority",
+        ] {
+            let (st, id, rx) = f.start(&[(c"x-ok", c"1"), (key, c"v")], 1000);
+            assert_eq!(st, sy_status::SY_INVALID_ARGUMENT, "{key:?}");
+            assert_eq!(id, 0, "written on success only");
+            drop(rx);
+            let mut r = ptr::null_mut();
+            ok(crate::reader::sy_reader_new(f.ch, &mut r));
+            let md = [sy_metadata {
+                key: key.as_ptr(),
+                value: c"v".as_ptr(),
+            }];
+            let mut resp = ptr::null_mut();
+            let st = sy_call_unary(
+                r,
+                c"/echo.Echo/Unary".as_ptr(),
+                ptr::null(),
+                0,
+                md.as_ptr(),
+                1,
+                ptr::null(),
+                1000,
+                true,
+                &mut resp,
+            );
+            assert_eq!(st, sy_status::SY_INVALID_ARGUMENT, "{key:?}");
+            assert!(resp.is_null());
+            crate::reader::sy_reader_free(r);
+        }
+        assert_eq!(f.server.requests(), 0, "nothing was sent");
     }
 }

@@ -10,7 +10,9 @@ use switchyard::{HostTransport, SubConn, UserData};
 /// Releases one address's user data. Called exactly once per non-NULL
 /// `user_data` handed to the library, when the last thing that can return it
 /// lets go: possibly on the loop thread, an RPC thread (in `sy_pick_done`,
-/// `sy_pick`, `sy_reader_free`), or the thread freeing the channel.
+/// `sy_pick`, `sy_reader_refresh`, `sy_reader_free`), or the thread freeing
+/// the channel. The reader letting go (if any) is off limits from here
+/// (SY_WRONG_CONTEXT), and blocking `sy_*` calls are refused.
 pub type sy_release_fn = Option<unsafe extern "C" fn(user_data: *mut c_void)>;
 
 /// Hears a channel's connectivity changes (`state` is a `sy_state`). Called on

@@ -30,13 +30,13 @@ pub(crate) struct ChannelBox {
     release: sy_release_fn,
     /// The library owns the connections (no `sy_host_transport`).
     pub(crate) managed: bool,
-    /// `sy_call_unary_start`'s completion threads.
+    /// Whether the channel is closing, for `sy_call_unary_start`'s callbacks.
     pub(crate) pool: Arc<CallPool>,
 }
 
 impl ChannelBox {
-    /// Closes the channel (running calls fail fast, as SY_CLOSED) and joins
-    /// its completion threads.
+    /// Closes the channel (running calls end, as SY_CLOSED) and waits for
+    /// its completion thread's callbacks.
     fn close(&self) {
         CallPool::close_joined(std::slice::from_ref(&self.pool), || self.channel.close());
     }
@@ -237,10 +237,10 @@ pub extern "C" fn sy_channel_new_with_options(
 /// kept). `addresses` may be NULL when `len` is 0 (an empty list).
 ///
 /// Ownership of user data: if the call fails argument checks
-/// (SY_NULL_PARAMETER, SY_INVALID_UTF8), nothing was taken. Otherwise each
-/// non-NULL `user_data` now belongs to the library, which calls
-/// `release_user_data` on it exactly once (already done if the call returned
-/// SY_CLOSED or SY_RUNTIME_GONE). A pointer listed twice is released twice.
+/// (SY_NULL_PARAMETER, SY_INVALID_ARGUMENT, SY_INVALID_UTF8), nothing was
+/// taken. Otherwise each non-NULL `user_data` now belongs to the library,
+/// which calls `release_user_data` on it exactly once (already done if the
+/// call returned SY_CLOSED or SY_RUNTIME_GONE). A pointer listed twice is released twice.
 /// The array and strings are copied. Any thread.
 #[no_mangle]
 pub extern "C" fn sy_channel_update_addresses(

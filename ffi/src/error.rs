@@ -87,7 +87,9 @@ pub(crate) fn set_last(e: Error) -> sy_status {
 /// NUL-terminated string, truncated to `len - 1` bytes, and returns the full
 /// length of the message (like snprintf): call with `buf` NULL and `len` 0 to
 /// size a buffer. Returns 0 (and writes "" when `len` > 0) if no call on this
-/// thread has failed. Successful calls do not clear it (like errno).
+/// thread has failed. Successful calls do not clear it (like errno). A `len`
+/// no buffer can have (more than `PTRDIFF_MAX`: a negative number converted
+/// to `size_t`) writes nothing.
 ///
 /// The message starts with the status name, e.g. "SY_CLOSED: channel is
 /// closed". Any thread; reads only the calling thread's record.
@@ -102,7 +104,9 @@ pub extern "C" fn sy_last_error(buf: *mut c_char, len: usize) -> usize {
             };
             let sep = if name.is_empty() { "" } else { ": " };
             let total = name.len() + sep.len() + msg.len();
-            if !buf.is_null() && len > 0 {
+            // A length no object has is a caller's mistake, not a buffer:
+            // trusting it would write past whatever `buf` really is.
+            if !buf.is_null() && len > 0 && len <= isize::MAX as usize {
                 let mut out = Vec::with_capacity(total);
                 out.extend_from_slice(name.as_bytes());
                 out.extend_from_slice(sep.as_bytes());

@@ -12,6 +12,11 @@ use std::sync::Mutex;
 
 pub(crate) const LIVE: u64 = 0x5359_4c49_5645_0001; // "SYLIVE"
 pub(crate) const DEAD: u64 = 0x5359_4445_4144_0002; // "SYDEAD"
+/// A live reader inside one of its own entry points that may run C code (a
+/// policy's pick callback, a picker's free, a user datum's release): a call
+/// on it from there is refused (see `reader::enter`). Not live, so the hit
+/// path of `sy_pick`, which checks for `LIVE` anyway, refuses it for free.
+pub(crate) const BUSY: u64 = 0x5359_4255_5359_0003; // "SYBUSY"
 const QUARANTINE: usize = 4096;
 
 /// What a handle wraps: a magic word, then the value (dropped on free).

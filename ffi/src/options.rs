@@ -11,9 +11,10 @@ use rustls_pki_types::{CertificateDer, PrivateKeyDer};
 use std::ffi::c_char;
 use std::time::Duration;
 use switchyard::backoff::BackoffConfig;
+use switchyard::transport::{DEFAULT_MAX_HEADER_LIST_SIZE, DEFAULT_MAX_RECV_MESSAGE_SIZE};
 use switchyard::{Credentials, Keepalive, TlsSettings, TransportConfig};
 
-/// The most threads `sy_channel_options_set_call_threads` allows.
+/// The largest value `sy_channel_options_set_call_threads` (deprecated) accepts.
 pub const SY_MAX_CALL_THREADS: u32 = 256;
 /// Completion threads per channel when not set.
 pub(crate) const DEFAULT_CALL_THREADS: usize = 8;
@@ -23,8 +24,9 @@ pub(crate) const DEFAULT_CALL_THREADS: usize = 8;
 ///
 /// Defaults (a fresh handle, or passing NULL instead of one): TLS with the
 /// bundled Mozilla roots, verifying each address's host name; no client
-/// certificate; no keepalive; gRPC's connection backoff (1 s, x1.6, +-20 %,
-/// at most 120 s, at least 20 s per attempt); up to 8 completion threads.
+/// certificate; no keepalive; gRPC's size limits (4 MiB per received
+/// message, 16 MiB per header list); gRPC's connection backoff (1 s, x1.6, +-20 %,
+/// at most 120 s, at least 20 s per attempt).
 ///
 /// Setters validate their input and return SY_OK, SY_NULL_PARAMETER,
 /// SY_INVALID_ARGUMENT or SY_INVALID_UTF8; a failed setter changes nothing.
@@ -42,6 +44,8 @@ pub(crate) struct Options {
     roots_pem: Option<Vec<u8>>,
     client_cert: Option<(Vec<u8>, Vec<u8>)>,
     keepalive: Option<Keepalive>,
+    max_recv_message_size: usize,
+    max_header_list_size: u32,
     pub(crate) backoff: BackoffConfig,
     pub(crate) call_threads: usize,
 }
@@ -54,6 +58,8 @@ impl Default for Options {
             roots_pem: None,
             client_cert: None,
             keepalive: None,
+            max_recv_message_size: DEFAULT_MAX_RECV_MESSAGE_SIZE,
+            max_header_list_size: DEFAULT_MAX_HEADER_LIST_SIZE,
             backoff: BackoffConfig::default(),
             call_threads: DEFAULT_CALL_THREADS,
         }
@@ -68,6 +74,8 @@ impl Options {
             || self.roots_pem.is_some()
             || self.client_cert.is_some()
             || self.keepalive.is_some()
+            || self.max_recv_message_size != DEFAULT_MAX_RECV_MESSAGE_SIZE
+            || self.max_header_list_size != DEFAULT_MAX_HEADER_LIST_SIZE
     }
 
     /// The core's transport config: `None` (TLS, bundled roots) unless
@@ -96,6 +104,8 @@ impl Options {
         Ok(Some(TransportConfig {
             credentials,
             keepalive: self.keepalive,
+            max_recv_message_size: self.max_recv_message_size,
+            max_header_list_size: self.max_header_list_size,
         }))
     }
 }
@@ -257,6 +267,56 @@ pub extern "C" fn sy_channel_options_set_keepalive(
     })
 }
 
+/// The largest response message a call accepts, in bytes: a larger one
+/// fails that call with gRPC status RESOURCE_EXHAUSTED (8) before it is
+/// buffered. 0 restores the default, 4 MiB (gRPC's). SY_INVALID_ARGUMENT
+/// above 4294967295 (gRPC's length prefix is 32 bits). For library-managed
+/// channels: with a host transport the channel creation fails with
+/// SY_INVALID_ARGUMENT.
+#[no_mangle]
+pub extern "C" fn sy_channel_options_set_max_recv_message_size(
+    opts: *mut sy_channel_options,
+    bytes: usize,
+) -> sy_status {
+    boundary(|| {
+        let o = options_mut(opts)?;
+        if u32::try_from(bytes).is_err() {
+            return Err(Error::invalid(format!(
+                "max receive message size {bytes} exceeds {}",
+                u32::MAX
+            )));
+        }
+        o.max_recv_message_size = if bytes == 0 {
+            DEFAULT_MAX_RECV_MESSAGE_SIZE
+        } else {
+            bytes
+        };
+        Ok(())
+    })
+}
+
+/// The largest response header list (headers, or trailers) a call accepts,
+/// counted as HTTP/2 does (name + value + 32 bytes per field), announced to
+/// servers as SETTINGS_MAX_HEADER_LIST_SIZE. A larger list fails its call
+/// with gRPC status INTERNAL (13); one over four times the limit ends the
+/// connection. 0 restores the default, 16 MiB (gRPC-Go's). For
+/// library-managed channels, as the receive message limit.
+#[no_mangle]
+pub extern "C" fn sy_channel_options_set_max_header_list_size(
+    opts: *mut sy_channel_options,
+    bytes: u32,
+) -> sy_status {
+    boundary(|| {
+        let o = options_mut(opts)?;
+        o.max_header_list_size = if bytes == 0 {
+            DEFAULT_MAX_HEADER_LIST_SIZE
+        } else {
+            bytes
+        };
+        Ok(())
+    })
+}
+
 /// Connection backoff (gRPC's connection-backoff spec): the first retry after
 /// `initial_ms`, growing x1.6 (+-20 % jitter) up to `max_ms`; every attempt
 /// gets at least `min_connect_timeout_ms` to connect. 0 keeps that value's
@@ -290,10 +350,12 @@ pub extern "C" fn sy_channel_options_set_backoff(
     })
 }
 
-/// The most threads the channel starts to run `sy_call_unary_start` calls
-/// (1..=`SY_MAX_CALL_THREADS`; default 8). They are started on demand, so
-/// an unused channel has none. At most this many such calls are in flight at
-/// once; more wait in the channel's queue.
+/// Deprecated, and without effect: `sy_call_unary_start` calls no longer
+/// run on threads of their own (the event loop drives any number of them,
+/// and one completion thread per channel runs their callbacks), so there is
+/// nothing to size. Kept so that existing programs build and run; the
+/// argument is still checked (1..=`SY_MAX_CALL_THREADS`, else
+/// SY_INVALID_ARGUMENT).
 #[no_mangle]
 pub extern "C" fn sy_channel_options_set_call_threads(
     opts: *mut sy_channel_options,

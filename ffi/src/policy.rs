@@ -76,9 +76,21 @@ pub struct sy_pick_args {
 
 /// Picks for one RPC: return a `sy_pick_decision` and, for
 /// SY_PICK_COMPLETE, the index into the picker's `subchannels` in
-/// `*out_index`. Called on RPC threads (inside `sy_pick`), concurrently from
-/// many threads on the same `ctx`: it must be thread-safe, must not block, and
-/// should not write shared memory (it is on every RPC's path).
+/// `*out_index`. Called on RPC threads (inside `sy_pick` / `sy_call_unary`),
+/// concurrently from many threads on the same `ctx`: it must be thread-safe,
+/// must not block, and should not write shared memory (it is on every RPC's
+/// path).
+///
+/// What it may call: the reader that is running it is off limits, since the
+/// pick is using it: `sy_pick`, `sy_reader_refresh`, `sy_reader_free` and
+/// `sy_call_unary` on that reader return (or, for `sy_reader_free`, record)
+/// SY_WRONG_CONTEXT and do nothing. Non-blocking calls on other objects are
+/// fine: `sy_pick` with timeout 0 on another reader (a policy that delegates
+/// to a child channel's picker does this), `sy_pick_done`, `sy_reader_new`,
+/// `sy_channel_update_addresses`, `sy_channel_report_*`. Blocking ones
+/// (`sy_pick` with a timeout, `sy_call_unary`, `sy_channel_close`, `_sync`,
+/// `_wait_for_state_change`) return SY_WRONG_CONTEXT. It must not free a
+/// channel or a runtime.
 pub type sy_picker_pick_fn = Option<
     unsafe extern "C" fn(ctx: *mut c_void, args: *const sy_pick_args, out_index: *mut usize) -> u32,
 >;
@@ -86,7 +98,8 @@ pub type sy_picker_pick_fn = Option<
 /// Hears a finished RPC that this picker picked: the subchannel, the outcome
 /// (`error`: NULL/0 on success, else `error_len` bytes, not NUL-terminated)
 /// and latency. Called from any thread that calls `sy_pick_done`,
-/// concurrently; must not block.
+/// concurrently; must not block (blocking `sy_*` calls return
+/// SY_WRONG_CONTEXT).
 pub type sy_picker_done_fn = Option<
     unsafe extern "C" fn(
         ctx: *mut c_void,
@@ -99,7 +112,9 @@ pub type sy_picker_done_fn = Option<
 
 /// Frees a picker's ctx, once, when no reader and no pick can reach the
 /// picker any more: on whichever thread lets go last (the loop, an RPC thread
-/// in `sy_pick`/`sy_pick_done`/`sy_reader_free`, or one freeing a channel).
+/// in `sy_pick`/`sy_pick_done`/`sy_reader_refresh`/`sy_reader_free`, or one
+/// freeing a channel). The reader letting go (if any) is off limits and
+/// blocking calls are refused, as for `sy_picker_pick_fn`.
 pub type sy_picker_free_fn = Option<unsafe extern "C" fn(ctx: *mut c_void)>;
 
 /// A picker written in C, published with `sy_cc_update_state`. The struct is
@@ -618,9 +633,13 @@ impl Picker for CPicker {
             random: local.random(),
         };
         let mut index = usize::MAX;
+        // Marked as a callback: a blocking `sy_*` call from it is refused.
+        // (The reader running it is marked busy by its entry point.) Only
+        // C pickers pay for the thread-local: the rotation hit path never
+        // comes here.
         // SAFETY: the policy's pick callback with its ctx; `args` and `index`
         // outlive the call.
-        let decision = unsafe { (self.pick)(self.ctx, &args, &mut index) };
+        let decision = in_callback(|| unsafe { (self.pick)(self.ctx, &args, &mut index) });
         const COMPLETE: u32 = sy_pick_decision::SY_PICK_COMPLETE as u32;
         const QUEUE: u32 = sy_pick_decision::SY_PICK_QUEUE as u32;
         const FAIL: u32 = sy_pick_decision::SY_PICK_FAIL as u32;
@@ -653,7 +672,7 @@ impl DoneHook for CPicker {
                 .map_or((ptr::null(), 0), |e| (e.as_ptr().cast::<c_char>(), e.len()));
             let ns = u64::try_from(info.latency.as_nanos()).unwrap_or(u64::MAX);
             // SAFETY: the policy's done callback with its ctx.
-            unsafe { f(self.ctx, subconn.id().0, err, len, ns) };
+            in_callback(|| unsafe { f(self.ctx, subconn.id().0, err, len, ns) });
         }
     }
 }

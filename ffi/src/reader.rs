@@ -12,12 +12,13 @@ use crate::call::CallPool;
 use crate::callback::user_data_of;
 use crate::channel::{channel_ref, sy_channel, timeout_deadline};
 use crate::error::{set_last, Error, Message};
-use crate::handle::{bury, Shell};
+use crate::handle::{bury, Shell, BUSY, LIVE};
 use crate::macros::{boundary, boundary_or, refuse_in_callback};
 use crate::status::sy_status;
+use crate::strings::slice_arg;
 use std::ffi::{c_char, c_void, CStr};
-use std::mem::size_of;
-use std::ptr::addr_of_mut;
+use std::mem::{size_of, MaybeUninit};
+use std::ptr::{addr_of, addr_of_mut};
 use std::sync::Arc;
 use std::time::Duration;
 use switchyard::{
@@ -40,14 +41,119 @@ pub(crate) struct ReaderBox {
     pub(crate) pool: Arc<CallPool>,
 }
 
-impl sy_reader {
-    /// The reader, or SY_INVALID_ARGUMENT if it was freed.
-    pub(crate) fn live_mut(&mut self) -> Result<&mut ReaderBox, Error> {
-        if !self.0.is_live() {
-            return Err(Error::invalid("reader was already freed"));
-        }
-        Ok(&mut self.0.value)
+/// The reader's magic word (`LIVE`, `BUSY`, `DEAD`), read through the raw
+/// pointer: no reference is formed over a reader that a call further up this
+/// thread's stack (the one running a C callback) is still using.
+///
+/// # Safety
+/// `reader` is non-NULL and from `sy_reader_new`, live or quarantined.
+#[inline(always)]
+unsafe fn magic(reader: *const sy_reader) -> u64 {
+    // SAFETY: per the function's contract; a place projection, no reference.
+    unsafe { addr_of!((*reader).0.magic).read() }
+}
+
+/// The reader's value, as `&mut`, covering the value only (not the magic
+/// word, which a re-entrant call reads).
+///
+/// # Safety
+/// `reader` is live (not busy, not dead) and used by this thread only, and
+/// nothing else borrows its value for `'a`.
+#[inline(always)]
+unsafe fn value_mut<'a>(reader: *mut sy_reader) -> &'a mut ReaderBox {
+    // SAFETY: per the function's contract; `ManuallyDrop` is
+    // `repr(transparent)`, so the cast keeps layout.
+    unsafe { &mut *addr_of_mut!((*reader).0.value).cast::<ReaderBox>() }
+}
+
+/// A reader inside one of its entry points that may run C code: a policy's
+/// pick callback (`sy_pick` past the hit path, `sy_call_unary`), or a free or
+/// release callback (the reader letting go of a picker table: any pick past
+/// the hit path, `sy_reader_refresh`). While entered its magic word is `BUSY`,
+/// so a call on the same reader from inside such a callback is refused with
+/// SY_WRONG_CONTEXT instead of moving the reader to another table (and
+/// freeing the one the outer call is still reading) under its feet. Back to
+/// `LIVE` when dropped.
+///
+/// Only the C ABI needs this: in Rust, `Reader::try_pick`/`pick` hold the
+/// reader by `&mut` for the whole pick, and a `Picker` (`Send + Sync +
+/// 'static`, picking through `&self`) has no way to that borrowed reader
+/// without `unsafe`: one kept in a `Mutex` or `RefCell` is locked or
+/// borrowed by the outer pick, so re-entry deadlocks or panics instead.
+pub(crate) struct Entered<'a> {
+    magic: *mut u64,
+    value: &'a mut ReaderBox,
+}
+
+impl Drop for Entered<'_> {
+    fn drop(&mut self) {
+        // SAFETY: the magic word of the reader entered (still allocated: it
+        // cannot be freed while busy), written by this thread only.
+        unsafe { self.magic.write(LIVE) };
     }
+}
+
+impl std::ops::Deref for Entered<'_> {
+    type Target = ReaderBox;
+    fn deref(&self) -> &ReaderBox {
+        self.value
+    }
+}
+
+impl std::ops::DerefMut for Entered<'_> {
+    fn deref_mut(&mut self) -> &mut ReaderBox {
+        self.value
+    }
+}
+
+/// Enters `reader` (see `Entered`): SY_NULL_PARAMETER, SY_WRONG_CONTEXT
+/// (already entered further up this thread's stack: a call from inside a
+/// callback that the same reader is running) or SY_INVALID_ARGUMENT (freed).
+/// The contract is the header's: a reader from `sy_reader_new`, used by one
+/// thread at a time.
+pub(crate) fn enter<'a>(reader: *mut sy_reader) -> Result<Entered<'a>, Error> {
+    if reader.is_null() {
+        return Err(Error::null("reader is NULL"));
+    }
+    // SAFETY: non-NULL; from `sy_reader_new`, live or quarantined, per the
+    // contract.
+    let state = unsafe { magic(reader) };
+    if state != LIVE {
+        return Err(not_live(state));
+    }
+    // SAFETY: live: allocated, and its value used by no one else (an outer
+    // call on this thread would have left it `BUSY`; other threads are
+    // excluded by the contract). The magic word is written through the raw
+    // pointer and the reference covers the value only.
+    unsafe {
+        let magic = addr_of_mut!((*reader).0.magic);
+        magic.write(BUSY);
+        Ok(Entered {
+            magic,
+            value: value_mut(reader),
+        })
+    }
+}
+
+/// Why a reader whose magic word is `state` (not `LIVE`) cannot be used.
+#[cold]
+#[inline(never)]
+fn not_live(state: u64) -> Error {
+    if state == BUSY {
+        reentered()
+    } else {
+        Error::invalid("reader was already freed")
+    }
+}
+
+#[cold]
+#[inline(never)]
+fn reentered() -> Error {
+    Error::new(
+        sy_status::SY_WRONG_CONTEXT,
+        "the reader is running this callback (a pick callback, or a picker's free or \
+         user data's release): it cannot be used from inside it",
+    )
 }
 
 /// Words of opaque storage in `sy_pick_result` for the pick's token.
@@ -56,6 +162,7 @@ const TOKEN_WORDS: usize = SY_PICK_TOKEN_WORDS;
 
 // The token area holds a `RawPick`, word for word.
 const _: () = assert!(size_of::<RawPick>() <= TOKEN_WORDS * size_of::<u64>());
+const _: () = assert!(std::mem::align_of::<RawPick>() <= std::mem::align_of::<u64>());
 
 /// A successful pick, written by `sy_pick` into caller-provided storage (stack
 /// is fine), finished by `sy_pick_done`.
@@ -74,7 +181,10 @@ pub struct sy_pick_result {
     /// The address's user data from `sy_channel_update_addresses` (NULL if none).
     pub user_data: *mut c_void,
     /// Opaque: what `sy_pick_done` needs. All zero once done.
-    pub _token: [u64; SY_PICK_TOKEN_WORDS],
+    // Pointers live here: `MaybeUninit` (still `uint64_t[N]` to C) keeps their
+    // provenance when Rust code moves or copies the struct, which integers
+    // would not.
+    pub _token: MaybeUninit<[u64; SY_PICK_TOKEN_WORDS]>,
 }
 
 /// A named load metric reported with an RPC's outcome (ORCA-style:
@@ -115,10 +225,12 @@ pub extern "C" fn sy_reader_new(ch: *const sy_channel, out: *mut *mut sy_reader)
 /// Lets go of the picker generation this reader cached, so what only it kept
 /// alive (old subchannels' user data) can be released now rather than at the
 /// next pick. For RPC threads that go idle. The reader's thread.
+/// SY_WRONG_CONTEXT, doing nothing, from a callback that this reader is
+/// running (a C picker's pick or free, a user data release).
 #[no_mangle]
 pub extern "C" fn sy_reader_refresh(reader: *mut sy_reader) -> sy_status {
     boundary(|| {
-        try_mut!(reader, "reader").live_mut()?.reader.refresh();
+        enter(reader)?.reader.refresh();
         Ok(())
     })
 }
@@ -127,7 +239,9 @@ pub extern "C" fn sy_reader_refresh(reader: *mut sy_reader) -> sy_status {
 /// through it stay valid until done. NULL is a no-op. A second free is
 /// detected while the freed handle is in a bounded quarantine (nothing
 /// happens; SY_INVALID_ARGUMENT in `sy_last_error`); after that it is
-/// undefined, like free(3). The reader's thread.
+/// undefined, like free(3). The reader's thread. From a callback that this
+/// reader is running (a C picker's pick or free, a user data release)
+/// nothing happens and SY_WRONG_CONTEXT is recorded for `sy_last_error`.
 #[no_mangle]
 pub extern "C" fn sy_reader_free(reader: *mut sy_reader) {
     boundary_or((), || {
@@ -135,7 +249,13 @@ pub extern "C" fn sy_reader_free(reader: *mut sy_reader) {
             return;
         }
         // SAFETY: from `sy_reader_new`, live or quarantined per the
-        // double-free note above; the projection forms no reference.
+        // double-free note above.
+        if unsafe { magic(reader) } == BUSY {
+            set_last(reentered());
+            return;
+        }
+        // SAFETY: as above, and not busy: no call up this thread's stack is
+        // using it. The projection forms no reference.
         if !unsafe { bury(reader, |h| addr_of_mut!((*h).0)) } {
             set_last(Error::invalid("sy_reader_free: reader already freed"));
         }
@@ -157,8 +277,11 @@ pub extern "C" fn sy_reader_free(reader: *mut sy_reader) {
 /// SY_UNAVAILABLE (fail the RPC unless wait-for-ready),
 /// SY_DROPPED (fail it, never retry), SY_DEADLINE_EXCEEDED, SY_CLOSED,
 /// SY_NULL_PARAMETER, SY_INVALID_UTF8, SY_INVALID_ARGUMENT (freed reader),
-/// SY_WRONG_CONTEXT (inside a callback, a pick that would have to wait); `sy_last_grpc_code()`
-/// gives the gRPC code to fail the RPC with.
+/// SY_WRONG_CONTEXT (inside a callback, a pick that would have to wait; or
+/// any pick on the reader that is running the callback: a C picker's pick or
+/// free, a user data release); `sy_last_grpc_code()` gives the gRPC code to
+/// fail the RPC with. A `method_len` larger than any object (a negative number
+/// converted to `size_t`) is SY_INVALID_ARGUMENT.
 ///
 /// Threading: the reader's thread. Called concurrently on different readers,
 /// policies' pick callbacks run on the calling thread. With timeout 0 it never
@@ -178,14 +301,18 @@ pub extern "C" fn sy_pick(
     // neither the method, nor the hash, nor a wait. It saves no register
     // and builds nothing of the general path (`PickInfo`, `Result`), which
     // it reaches by a tail call with the same arguments.
-    if !reader.is_null() && !out.is_null() && method_len == 0 {
-        // SAFETY: non-NULL; the caller promises a live reader used by this
-        // thread only.
-        let r = unsafe { &mut *reader };
-        // SAFETY: `out` is non-NULL and writable per the contract.
-        if r.0.is_live() && unsafe { pick_cached(&mut r.0.value.reader, out) } {
-            return sy_status::SY_OK;
-        }
+    // A busy reader (this call comes from a callback it is running) is not
+    // `LIVE` and goes on to `pick_general`, which refuses it.
+    // SAFETY: non-NULL; the caller promises a reader from `sy_reader_new`
+    // used by this thread only; live, so nothing up the stack borrows it.
+    // `out` is non-NULL and writable per the contract.
+    if !reader.is_null()
+        && !out.is_null()
+        && method_len == 0
+        && unsafe { magic(reader) } == LIVE
+        && unsafe { pick_cached(&mut value_mut(reader).reader, out) }
+    {
+        return sy_status::SY_OK;
     }
     pick_general(
         reader,
@@ -213,25 +340,33 @@ extern "C" fn pick_general(
     if reader.is_null() || out.is_null() {
         return pick_fail(Error::null("reader and out must not be NULL"));
     }
-    // SAFETY: non-NULL; the caller promises a live reader used by this thread only.
-    let r = unsafe { &mut *reader };
-    if !r.0.is_live() {
-        return pick_fail(Error::invalid("reader was already freed"));
+    // SAFETY: non-NULL; from `sy_reader_new`, live or quarantined, per the
+    // contract.
+    let state = unsafe { magic(reader) };
+    if state != LIVE {
+        return pick_fail(not_live(state));
     }
     // SAFETY: `method_len` readable bytes per the contract.
     let method = match unsafe { method_str(method, method_len) } {
         Ok(m) => m,
         Err(e) => return pick_fail(e),
     };
-    let reader = &mut r.0.value.reader;
     // Without a method `sy_pick` has just tried the cached rotation and
-    // missed (every other way here fails above); with one it has not.
-    // SAFETY: `out` is non-NULL and writable per the contract.
-    if method_len != 0 && unsafe { pick_cached(reader, out) } {
+    // missed (every other way here fails above); with one it has not. The
+    // rotation runs no C code, so this needs no `enter`.
+    // SAFETY: live (checked above), so nothing up the stack borrows it;
+    // `out` is non-NULL and writable per the contract.
+    if method_len != 0 && unsafe { pick_cached(&mut value_mut(reader).reader, out) } {
         return sy_status::SY_OK;
     }
+    // Entered for the rest of the pick: a policy's pick callback, a picker's
+    // free or a release may run in it.
+    let mut r = match enter(reader) {
+        Ok(r) => r,
+        Err(e) => return pick_fail(e),
+    };
     pick_slow(
-        reader,
+        &mut r.reader,
         method,
         request_hash,
         timeout_ms,
@@ -263,14 +398,9 @@ unsafe fn pick_cached(reader: &mut Reader, out: *mut sy_pick_result) -> bool {
 /// `method` has `method_len` readable bytes, or `method_len` is 0.
 #[inline(always)]
 unsafe fn method_str<'a>(method: *const c_char, method_len: usize) -> Result<&'a str, Error> {
-    if method_len == 0 {
-        return Ok("");
-    }
-    if method.is_null() {
-        return Err(Error::null("method is NULL with a nonzero length"));
-    }
-    // SAFETY: per the function's contract.
-    let bytes = unsafe { std::slice::from_raw_parts(method.cast::<u8>(), method_len) };
+    // SAFETY: per the function's contract; the length is checked against
+    // what any object can have (SIZE_MAX from a negative number) first.
+    let bytes = unsafe { slice_arg(method.cast::<u8>(), method_len, "method") }?;
     std::str::from_utf8(bytes)
         .map_err(|_| Error::new(sy_status::SY_INVALID_UTF8, "method is not valid UTF-8"))
 }
@@ -364,9 +494,10 @@ unsafe fn write_pick(out: *mut sy_pick_result, pick: Pick, h: Handout) {
         addr_of_mut!((*out).address).write(h.addr);
         addr_of_mut!((*out).address_len).write(h.addr_len);
         addr_of_mut!((*out).user_data).write(h.user_data);
-        let token = addr_of_mut!((*out)._token).cast::<u64>();
+        // Pointer stores, not integers: the words keep their provenance.
+        let token = addr_of_mut!((*out)._token).cast::<*mut ()>();
         for (i, word) in raw.into_iter().enumerate() {
-            token.add(i).write(word as u64);
+            token.add(i).write(word);
         }
     }
 }
@@ -433,10 +564,10 @@ pub extern "C" fn sy_pick_done(
         return pick_fail(Error::null("result is NULL"));
     }
     // SAFETY: non-NULL; the caller promises a sy_pick_result it owns.
-    let token = unsafe { addr_of_mut!((*result)._token) };
+    let token = unsafe { addr_of_mut!((*result)._token) }.cast();
     // SAFETY: the caller's result, readable.
     let words = unsafe { read_words(token) };
-    if words[HOLD_WORD] == 0 {
+    if words[HOLD_WORD].is_null() {
         return pick_fail(Error::invalid(
             "pick result is not a live pick (already done, or never picked)",
         ));
@@ -496,8 +627,10 @@ const HOLD_WORD: usize = 3;
 /// # Safety
 /// `token` points to a readable token.
 #[inline(always)]
-unsafe fn read_words(token: *const [u64; TOKEN_WORDS]) -> [u64; TOKEN_WORDS] {
-    let base = token.cast::<u64>();
+unsafe fn read_words(token: *const [u64; TOKEN_WORDS]) -> [*mut (); TOKEN_WORDS] {
+    // Read as pointers, as `write_pick` stored them (they fit in the token
+    // and need no more alignment than its u64s: asserted with `RawPick`).
+    let base = token.cast::<*mut ()>();
     // SAFETY: TOKEN_WORDS readable u64s per the contract; volatile keeps the
     // loads separate (and so forwardable).
     std::array::from_fn(|i| unsafe { base.add(i).read_volatile() })
@@ -510,12 +643,12 @@ unsafe fn read_words(token: *const [u64; TOKEN_WORDS]) -> [u64; TOKEN_WORDS] {
 /// `words` is the token of a live pick (its hold word nonzero), read from
 /// `token`.
 #[inline(always)]
-unsafe fn take_pick(token: *mut [u64; TOKEN_WORDS], words: [u64; TOKEN_WORDS]) -> Pick {
+unsafe fn take_pick(token: *mut [u64; TOKEN_WORDS], words: [*mut (); TOKEN_WORDS]) -> Pick {
     // SAFETY: the caller's token, writable.
     unsafe { token.write([0; TOKEN_WORDS]) };
     // SAFETY: the words `write_pick` stored from `Pick::into_raw`, taken once
     // (the token is zero now).
-    unsafe { Pick::from_raw(RawPick(words.map(|w| w as usize))) }
+    unsafe { Pick::from_raw(RawPick(words)) }
 }
 
 /// `sy_pick_done` with load metrics, off the common path (the metrics are
@@ -558,7 +691,7 @@ unsafe fn done_with_metrics(
     }
     // SAFETY: forwarded contract.
     let pick = unsafe {
-        let token = addr_of_mut!((*result)._token);
+        let token = addr_of_mut!((*result)._token).cast();
         take_pick(token, read_words(token))
     };
     pick.done(&DoneInfo {

@@ -70,6 +70,8 @@ fn state_and_decision_numbers_are_frozen() {
     );
 }
 
+mod pick_token;
+
 #[test]
 fn pick_result_layout_is_frozen() {
     // 64-bit targets: id, address, len, user_data, 4 token words.
@@ -88,11 +90,11 @@ mod tls {
     use std::ptr;
     use switchyard::transport::testserver::{Listen, ServerOptions, TestPki, TestServer};
 
-    fn ok(s: sy_status) {
+    pub(super) fn ok(s: sy_status) {
         assert_eq!(s, sy_status::SY_OK, "{}", last_error());
     }
 
-    fn last_error() -> String {
+    pub(super) fn last_error() -> String {
         let mut buf = vec![0u8; 512];
         let n = sy_last_error(buf.as_mut_ptr().cast(), buf.len());
         buf.truncate(n.min(511));
@@ -100,7 +102,10 @@ mod tls {
     }
 
     /// One call through a fresh channel with `setup` applied to its options.
-    fn call(port: u16, setup: impl FnOnce(*mut sy_channel_options)) -> (sy_status, u32, Vec<u8>) {
+    pub(super) fn call(
+        port: u16,
+        setup: impl FnOnce(*mut sy_channel_options),
+    ) -> (sy_status, u32, Vec<u8>) {
         let mut rt = ptr::null_mut();
         ok(sy_runtime_new(&mut rt));
         let mut o = ptr::null_mut();
@@ -154,7 +159,43 @@ mod tls {
         (st, code, body)
     }
 
+    /// Durations from C up to u64::MAX ms are either refused when set or
+    /// harmless: never an overflow (a panic) on the loop when connecting.
     #[test]
+    fn extreme_durations_do_not_break_the_channel() {
+        let server = TestServer::start(
+            Listen::Tcp("127.0.0.1:0".parse().unwrap()),
+            ServerOptions::default(),
+        )
+        .unwrap();
+        let huge = u64::MAX;
+        for (time, timeout) in [(huge, huge), (huge, 0), (1, huge), (huge / 2, huge / 2)] {
+            let (st, _, body) = call(server.port(), |o| {
+                ok(sy_channel_options_set_insecure(o, true));
+                let s = sy_channel_options_set_keepalive(o, time, timeout, true);
+                assert!(
+                    matches!(s, sy_status::SY_OK | sy_status::SY_INVALID_ARGUMENT),
+                    "{s:?}"
+                );
+                let s = sy_channel_options_set_backoff(o, huge, huge, huge);
+                assert!(
+                    matches!(s, sy_status::SY_OK | sy_status::SY_INVALID_ARGUMENT),
+                    "{s:?}"
+                );
+            });
+            assert_eq!(
+                st,
+                sy_status::SY_OK,
+                "keepalive {time}/{timeout}: {}",
+                last_error()
+            );
+            assert!(body.starts_with(b"hi|port="), "{body:?}");
+        }
+        server.stop();
+    }
+
+    #[test]
+    #[cfg_attr(miri, ignore = "real sockets and TLS (ring's C): not under Miri")]
     fn roots_and_server_name_from_options() {
         let pki = TestPki::new();
         let server = TestServer::start(
@@ -212,6 +253,76 @@ mod tls {
     }
 }
 
+/// The size limits set through `sy_channel_options` reach the calls: a
+/// reply over the receive limit fails with RESOURCE_EXHAUSTED, one over the
+/// header list limit with INTERNAL, and the defaults let both through.
+#[test]
+fn size_limits_from_options() {
+    use crate::*;
+    use switchyard::transport::testserver::{Listen, ServerOptions, TestServer};
+    let server = TestServer::start(
+        Listen::Tcp("127.0.0.1:0".parse().unwrap()),
+        ServerOptions::default(),
+    )
+    .unwrap();
+    let port = server.port();
+    let insecure = |o| tls::ok(sy_channel_options_set_insecure(o, true));
+
+    let (st, code, body) = tls::call(port, insecure);
+    assert_eq!((st, code), (sy_status::SY_OK, 0), "{}", tls::last_error());
+    // The echo answers "hi|port=N": more than 8 bytes.
+    assert!(body.len() > 8, "{body:?}");
+    let (st, code, _) = tls::call(port, |o| {
+        insecure(o);
+        tls::ok(sy_channel_options_set_max_recv_message_size(o, 8));
+    });
+    assert_eq!(
+        (st, code),
+        (sy_status::SY_RPC_FAILED, 8),
+        "{}",
+        tls::last_error()
+    );
+    // The response headers alone (":status", content-type) exceed 40 bytes.
+    let (st, code, _) = tls::call(port, |o| {
+        insecure(o);
+        tls::ok(sy_channel_options_set_max_header_list_size(o, 40));
+    });
+    assert_eq!(
+        (st, code),
+        (sy_status::SY_RPC_FAILED, 13),
+        "{}",
+        tls::last_error()
+    );
+    // 0 restores the defaults.
+    let (st, code, _) = tls::call(port, |o| {
+        insecure(o);
+        tls::ok(sy_channel_options_set_max_recv_message_size(o, 8));
+        tls::ok(sy_channel_options_set_max_recv_message_size(o, 0));
+        tls::ok(sy_channel_options_set_max_header_list_size(o, 40));
+        tls::ok(sy_channel_options_set_max_header_list_size(o, 0));
+    });
+    assert_eq!((st, code), (sy_status::SY_OK, 0), "{}", tls::last_error());
+    server.stop();
+
+    let mut o = std::ptr::null_mut();
+    tls::ok(sy_channel_options_new(&mut o));
+    if usize::BITS > 32 {
+        assert_eq!(
+            sy_channel_options_set_max_recv_message_size(o, u32::MAX as usize + 1),
+            sy_status::SY_INVALID_ARGUMENT
+        );
+    }
+    assert_eq!(
+        sy_channel_options_set_max_recv_message_size(std::ptr::null_mut(), 1),
+        sy_status::SY_NULL_PARAMETER
+    );
+    assert_eq!(
+        sy_channel_options_set_max_header_list_size(std::ptr::null_mut(), 1),
+        sy_status::SY_NULL_PARAMETER
+    );
+    sy_channel_options_free(o);
+}
+
 #[test]
 fn pick_error_code_is_its_status_code() {
     use switchyard::{Code, PickError, Status};
@@ -259,5 +370,241 @@ fn state_and_code_names() {
     ];
     for (n, name) in names.iter().enumerate() {
         assert_eq!(Code::from_u32(n as u32).unwrap().name(), *name);
+    }
+}
+
+mod lengths {
+    //! Lengths from C are checked before they are trusted: a length no object
+    //! can have (a negative number converted to `size_t`) is
+    //! SY_INVALID_ARGUMENT, never a slice over it (which aborted a debug
+    //! build inside `sy_pick` and read out of bounds in release).
+
+    use crate::callback::sy_host_transport;
+    use crate::*;
+    use std::ffi::{c_char, c_void};
+    use std::ptr;
+
+    extern "C" fn no_transport(_: *mut c_void, _: u64, _: *const c_char, _: usize, _: *mut c_void) {
+    }
+
+    #[test]
+    fn sy_pick_refuses_a_method_length_no_object_has() {
+        let mut rt = ptr::null_mut();
+        assert_eq!(sy_runtime_new(&mut rt), sy_status::SY_OK);
+        let host = sy_host_transport {
+            ctx: ptr::null_mut(),
+            create: None,
+            connect: Some(no_transport),
+            shutdown: Some(no_transport),
+        };
+        let mut ch = ptr::null_mut();
+        let st = sy_channel_new(
+            rt,
+            c"".as_ptr(),
+            ptr::null(),
+            &host,
+            None,
+            ptr::null_mut(),
+            None,
+            &mut ch,
+        );
+        assert_eq!(st, sy_status::SY_OK);
+        let mut reader = ptr::null_mut();
+        assert_eq!(sy_reader_new(ch, &mut reader), sy_status::SY_OK);
+        let method = c"x".as_ptr();
+        for len in [usize::MAX, isize::MAX as usize + 1] {
+            for timeout_ms in [0, 50] {
+                // SAFETY: zeroed is a valid (never picked) result.
+                let mut out: sy_pick_result = unsafe { std::mem::zeroed() };
+                out.subchannel_id = 77;
+                let st = sy_pick(reader, method, len, ptr::null(), timeout_ms, true, &mut out);
+                assert_eq!(st, sy_status::SY_INVALID_ARGUMENT, "len {len}");
+                assert_eq!(sy_last_status(), sy_status::SY_INVALID_ARGUMENT as u32);
+                assert_eq!(out.subchannel_id, 77, "out written on failure");
+            }
+        }
+        // A real length still goes through (nothing to pick yet).
+        // SAFETY: as above.
+        let mut out: sy_pick_result = unsafe { std::mem::zeroed() };
+        assert_eq!(
+            sy_pick(reader, method, 1, ptr::null(), 0, false, &mut out),
+            sy_status::SY_NO_SUBCHANNEL
+        );
+        sy_reader_free(reader);
+        sy_channel_free(ch);
+        sy_runtime_free(rt);
+    }
+}
+
+mod reentry {
+    //! A C policy's pick callback that calls back into the reader running it
+    //! is refused with SY_WRONG_CONTEXT and changes nothing: it used to move
+    //! the reader to a newer picker and free the one still running, or free
+    //! the epoch that the outer pick's done then wrote.
+
+    use crate::callback::sy_host_transport;
+    use crate::*;
+    use std::ffi::{c_char, c_void};
+    use std::ptr;
+    use std::sync::atomic::{AtomicPtr, AtomicU64, Ordering};
+    use std::sync::Mutex;
+
+    static VICTIM: AtomicPtr<sy_reader> = AtomicPtr::new(ptr::null_mut());
+    static SEEN: Mutex<Vec<sy_status>> = Mutex::new(Vec::new());
+    static CONNECTED: AtomicU64 = AtomicU64::new(0);
+
+    unsafe extern "C" fn pick(_: *mut c_void, _: *const sy_pick_args, out: *mut usize) -> u32 {
+        let v = VICTIM.swap(ptr::null_mut(), Ordering::SeqCst);
+        if !v.is_null() {
+            // SAFETY: zeroed is a valid (never picked) result.
+            let mut res: sy_pick_result = unsafe { std::mem::zeroed() };
+            let method = c"/pkg.Svc/M";
+            let mut seen = vec![
+                sy_pick(v, ptr::null(), 0, ptr::null(), 0, false, &mut res),
+                sy_pick(v, method.as_ptr(), 10, ptr::null(), 0, false, &mut res),
+                sy_pick(v, ptr::null(), 0, ptr::null(), 10, true, &mut res),
+                sy_reader_refresh(v),
+            ];
+            sy_reader_free(v);
+            seen.push(sy_status::from_u32(sy_last_status()).unwrap());
+            // SAFETY: zeroed above, and a refused pick writes nothing.
+            let token = unsafe { res._token.assume_init() };
+            assert_eq!(token, [0; SY_PICK_TOKEN_WORDS], "written on failure");
+            SEEN.lock().unwrap().extend(seen);
+        }
+        // SAFETY: the library's out-parameter.
+        unsafe { out.write(0) };
+        sy_pick_decision::SY_PICK_COMPLETE as u32
+    }
+
+    extern "C" fn build(_: *mut c_void) -> *mut c_void {
+        ptr::null_mut()
+    }
+
+    extern "C" fn update_addresses(
+        _: *mut c_void,
+        cc: *mut sy_cc,
+        _: *const sy_address,
+        len: usize,
+    ) -> bool {
+        assert_eq!(len, 1);
+        let mut id = 0;
+        assert_eq!(sy_cc_new_subconn(cc, 0, &mut id), sy_status::SY_OK);
+        assert_eq!(sy_cc_connect(cc, id), sy_status::SY_OK);
+        true
+    }
+
+    extern "C" fn subchannel_state(
+        _: *mut c_void,
+        cc: *mut sy_cc,
+        id: u64,
+        state: u32,
+        _: *const c_char,
+    ) {
+        if state != sy_state::SY_STATE_READY as u32 {
+            return;
+        }
+        let picker = sy_picker {
+            ctx: ptr::null_mut(),
+            pick: Some(pick),
+            done: None,
+            free: None,
+            subchannels: &id,
+            subchannels_len: 1,
+            error_code: 0,
+            error_message: ptr::null(),
+        };
+        assert_eq!(sy_cc_update_state(cc, state, &picker), sy_status::SY_OK);
+    }
+
+    extern "C" fn connect(_: *mut c_void, id: u64, _: *const c_char, _: usize, _: *mut c_void) {
+        CONNECTED.store(id, Ordering::SeqCst);
+    }
+
+    extern "C" fn shutdown(_: *mut c_void, _: u64, _: *const c_char, _: usize, _: *mut c_void) {}
+
+    #[test]
+    fn a_pick_callback_cannot_use_its_own_reader() {
+        let cbs = sy_balancer_callbacks {
+            build: Some(build),
+            update_addresses: Some(update_addresses),
+            subchannel_state: Some(subchannel_state),
+            resolver_error: None,
+            exit_idle: None,
+            close: None,
+            free_builder: None,
+        };
+        assert_eq!(
+            sy_balancer_register(c"rust_reentry_probe".as_ptr(), &cbs, ptr::null_mut()),
+            sy_status::SY_OK
+        );
+        let mut rt = ptr::null_mut();
+        assert_eq!(sy_runtime_new(&mut rt), sy_status::SY_OK);
+        let host = sy_host_transport {
+            ctx: ptr::null_mut(),
+            create: None,
+            connect: Some(connect),
+            shutdown: Some(shutdown),
+        };
+        let config = cr#"{"loadBalancingConfig":[{"rust_reentry_probe":{}}]}"#;
+        let mut ch = ptr::null_mut();
+        let st = sy_channel_new(
+            rt,
+            c"".as_ptr(),
+            config.as_ptr(),
+            &host,
+            None,
+            ptr::null_mut(),
+            None,
+            &mut ch,
+        );
+        assert_eq!(st, sy_status::SY_OK);
+        let addr = sy_address {
+            address: c"127.0.0.1:9".as_ptr(),
+            weight: 0,
+            user_data: ptr::null_mut(),
+        };
+        assert_eq!(sy_channel_update_addresses(ch, &addr, 1), sy_status::SY_OK);
+        assert_eq!(sy_channel_sync(ch), sy_status::SY_OK);
+        let id = CONNECTED.load(Ordering::SeqCst);
+        assert_ne!(id, 0, "the policy connected its subchannel");
+        let ready = sy_state::SY_STATE_READY as u32;
+        assert_eq!(
+            sy_channel_report_subconn_state(ch, id, ready, ptr::null()),
+            sy_status::SY_OK
+        );
+        assert_eq!(sy_channel_sync(ch), sy_status::SY_OK);
+
+        let mut reader = ptr::null_mut();
+        assert_eq!(sy_reader_new(ch, &mut reader), sy_status::SY_OK);
+        VICTIM.store(reader, Ordering::SeqCst);
+        // SAFETY: zeroed is a valid (never picked) result.
+        let mut res: sy_pick_result = unsafe { std::mem::zeroed() };
+        assert_eq!(
+            sy_pick(reader, ptr::null(), 0, ptr::null(), 0, false, &mut res),
+            sy_status::SY_OK
+        );
+        assert_eq!(
+            *SEEN.lock().unwrap(),
+            [sy_status::SY_WRONG_CONTEXT; 5],
+            "pick, pick with a method, waiting pick, refresh, free"
+        );
+        assert_eq!(res.subchannel_id, id);
+        assert_eq!(
+            sy_pick_done(&mut res, 0, 1, ptr::null(), 0),
+            sy_status::SY_OK
+        );
+        // Untouched by the refused calls: still a working reader.
+        assert_eq!(
+            sy_pick(reader, ptr::null(), 0, ptr::null(), 0, false, &mut res),
+            sy_status::SY_OK
+        );
+        assert_eq!(
+            sy_pick_done(&mut res, 0, 1, ptr::null(), 0),
+            sy_status::SY_OK
+        );
+        sy_reader_free(reader);
+        sy_channel_free(ch);
+        sy_runtime_free(rt);
     }
 }

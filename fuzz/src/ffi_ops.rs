@@ -18,6 +18,7 @@
 use super::sy::*;
 use std::collections::{HashMap, HashSet};
 use std::ffi::{c_char, c_void, CString};
+use std::mem::MaybeUninit;
 use std::ptr::{null, null_mut};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Mutex, OnceLock};
@@ -153,7 +154,7 @@ fn sentinel() -> sy_pick_result {
         address: std::ptr::dangling(),
         address_len: 0xbeef,
         user_data: 0x5a5a as *mut c_void,
-        _token: [0x5a5a; SY_PICK_TOKEN_WORDS],
+        _token: MaybeUninit::new([0x5a5a; SY_PICK_TOKEN_WORDS]),
     }
 }
 
@@ -162,7 +163,8 @@ fn untouched(r: &sy_pick_result) -> bool {
         && r.address == std::ptr::dangling()
         && r.address_len == 0xbeef
         && r.user_data as usize == 0x5a5a
-        && r._token == [0x5a5a; SY_PICK_TOKEN_WORDS]
+        // SAFETY: written by `sentinel`; a failed pick must not touch it.
+        && unsafe { r._token.assume_init() } == [0x5a5a; SY_PICK_TOKEN_WORDS]
 }
 
 /// Random C ABI call sequences; see the crate docs.
@@ -515,7 +517,7 @@ pub fn ffi_ops(data: &[u8]) {
                     sy_status::SY_NULL_PARAMETER
                 );
                 let mut zero: sy_pick_result = sy_pick_result {
-                    _token: [0; SY_PICK_TOKEN_WORDS],
+                    _token: MaybeUninit::new([0; SY_PICK_TOKEN_WORDS]),
                     address: null(),
                     user_data: null_mut(),
                     ..sentinel()

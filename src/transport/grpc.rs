@@ -6,7 +6,7 @@
 //! thread (which owns the socket) has processed frames for our stream.
 
 use std::future::{poll_fn, Future};
-use std::pin::pin;
+use std::pin::{pin, Pin};
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::task::{Context, Poll, Wake, Waker};
@@ -34,8 +34,9 @@ pub mod code {
     pub const UNAUTHENTICATED: u32 = 16;
 }
 
-/// gRPC's default max receive message size.
-const MAX_RECV_MESSAGE: usize = 4 << 20;
+/// gRPC's default max receive message size, for streams without a
+/// configured limit (health watches, the test server).
+const MAX_RECV_MESSAGE: usize = super::DEFAULT_MAX_RECV_MESSAGE_SIZE;
 
 #[derive(Debug, Clone, Default)]
 pub struct UnaryResponse {
@@ -72,6 +73,10 @@ impl std::fmt::Display for CallError {
 
 impl std::error::Error for CallError {}
 
+/// A started unary call: poll it to completion (it resets its stream with
+/// CANCEL when dropped before that).
+pub type CallFuture = Pin<Box<dyn Future<Output = Result<UnaryResponse, CallError>> + Send>>;
+
 /// Performs one blocking unary call. `method` is the path, "/pkg.Svc/M".
 /// Metadata keys must be lowercase; reserved headers are skipped.
 pub fn unary(
@@ -85,15 +90,37 @@ pub fn unary(
     let req = build_request(&handle.shared, method, metadata, timeout)?;
     let body = encode_message(request);
     let _inflight = Inflight::enter(&handle.shared);
+    // Pinned on this stack (`start` boxes it): no allocation per call.
     // Each call gets its own SendRequest clone: poll_ready state is per clone.
-    match block_on(
-        call(handle.send.clone(), &handle.shared, req, body),
-        deadline,
-    ) {
+    let call = call(handle.send.clone(), &handle.shared, req, body);
+    match block_on(call, deadline) {
         Some(r) => r,
         // Dropping the call future resets the stream with CANCEL.
         None => Err(CallError::new(code::DEADLINE_EXCEEDED, "deadline exceeded")),
     }
+}
+
+/// Starts one unary call on `handle` without waiting: the returned future
+/// does the work whoever polls it (a blocked RPC thread, or the event loop
+/// for started calls). It knows nothing of the deadline beyond sending
+/// grpc-timeout: its poller ends it at the deadline by dropping it.
+pub fn start(
+    handle: &Handle,
+    method: &str,
+    request: &[u8],
+    metadata: &[(String, String)],
+    timeout: Option<Duration>,
+) -> Result<CallFuture, CallError> {
+    let req = build_request(&handle.shared, method, metadata, timeout)?;
+    let body = encode_message(request);
+    let inflight = Inflight::enter(&handle.shared);
+    // Each call gets its own SendRequest clone: poll_ready state is per clone.
+    let send = handle.send.clone();
+    let shared = handle.shared.clone();
+    Ok(Box::pin(async move {
+        let _inflight = inflight;
+        call(send, &shared, req, body).await
+    }))
 }
 
 async fn call(
@@ -116,23 +143,32 @@ async fn call(
         .await
         .map_err(|e| fail(e, false))?;
     let (resp, mut stream) = send.send_request(req, false).map_err(|e| fail(e, false))?;
-    stream.send_data(body, true).map_err(|e| fail(e, true))?;
+    // The server may answer (trailers-only: UNIMPLEMENTED, PERMISSION_DENIED,
+    // a rate limit) and close the stream before reading the body, so that
+    // sending it fails ("inactive stream"). Its answer is the call's real
+    // outcome, so the send error is not: a stream that cannot take data is
+    // closed, and the response (or the reset / connection error that closed
+    // it, which says more than "inactive stream") is what the call reports.
+    #[cfg(test)]
+    tests::pause_before_body();
+    let _ = stream.send_data(body, true);
     let resp = resp.await.map_err(|e| fail(e, true))?;
     let (parts, mut body) = resp.into_parts();
     unary_head(&parts)?;
 
+    let max = shared.max_recv_message_size;
     let mut buf = BytesMut::new();
     while let Some(chunk) = poll_fn(|cx| body.poll_data(cx)).await {
         let chunk = chunk.map_err(|e| fail(e, true))?;
         // Give the window back or the server stalls after 64 KiB.
         let _ = body.flow_control().release_capacity(chunk.len());
-        unary_body_chunk(&mut buf, &chunk)?;
+        unary_body_chunk(&mut buf, &chunk, max)?;
     }
     let trailers = poll_fn(|cx| body.poll_trailers(cx))
         .await
         .map_err(|e| fail(e, true))?
         .unwrap_or_default();
-    let message = unary_message(buf, &trailers)?;
+    let message = unary_message(buf, &trailers, max)?;
     Ok(UnaryResponse {
         message,
         headers: parts.headers,
@@ -156,22 +192,32 @@ pub(crate) fn unary_head(parts: &http::response::Parts) -> Result<(), CallError>
     check_response_head(parts)
 }
 
-/// Adds one DATA chunk to a unary response's body, bounded by the max
-/// receive message size.
-pub(crate) fn unary_body_chunk(buf: &mut BytesMut, chunk: &[u8]) -> Result<(), CallError> {
-    if buf.len() + chunk.len() > MAX_RECV_MESSAGE + 5 {
+/// Adds one DATA chunk to a unary response's body, within the receive
+/// limit `max`.
+pub(crate) fn unary_body_chunk(
+    buf: &mut BytesMut,
+    chunk: &[u8],
+    max: usize,
+) -> Result<(), CallError> {
+    if buf.len() + chunk.len() > max.saturating_add(5) {
         return Err(CallError::new(
             code::RESOURCE_EXHAUSTED,
-            "response larger than max receive message size",
+            format!("response larger than max receive message size ({max})"),
         ));
     }
     buf.extend_from_slice(chunk);
+    // Refuse by the length prefix, before buffering what it announces.
+    check_announced_len(buf, max)?;
     Ok(())
 }
 
 /// The unary call's outcome from its whole body and its trailers: the one
 /// response message, or the status that failed the call.
-pub(crate) fn unary_message(mut buf: BytesMut, trailers: &HeaderMap) -> Result<Vec<u8>, CallError> {
+pub(crate) fn unary_message(
+    mut buf: BytesMut,
+    trailers: &HeaderMap,
+    max: usize,
+) -> Result<Vec<u8>, CallError> {
     match grpc_status(trailers) {
         Some((code::OK, _)) => {}
         Some((code, message)) => return Err(CallError::new(code, message)),
@@ -182,7 +228,7 @@ pub(crate) fn unary_message(mut buf: BytesMut, trailers: &HeaderMap) -> Result<V
             ))
         }
     }
-    let message = match take_message(&mut buf)? {
+    let message = match take_message_max(&mut buf, max)? {
         Some(m) if buf.is_empty() => m.to_vec(),
         Some(_) => {
             return Err(CallError::new(
@@ -294,7 +340,12 @@ pub(crate) fn encode_message(msg: &[u8]) -> Bytes {
 /// Takes the first complete message off a receive buffer (a message may
 /// arrive in pieces); `None` until one is complete.
 pub(crate) fn take_message(buf: &mut BytesMut) -> Result<Option<Bytes>, CallError> {
-    Ok(frame_len(buf)?.map(|len| {
+    take_message_max(buf, MAX_RECV_MESSAGE)
+}
+
+/// [`take_message`] with a receive limit of `max` bytes.
+pub(crate) fn take_message_max(buf: &mut BytesMut, max: usize) -> Result<Option<Bytes>, CallError> {
+    Ok(frame_len_max(buf, max)?.map(|len| {
         let frame = buf.split_to(5 + len).freeze();
         frame.slice(5..)
     }))
@@ -302,7 +353,7 @@ pub(crate) fn take_message(buf: &mut BytesMut) -> Result<Option<Bytes>, CallErro
 
 /// The length of the message at the start of `buf` once all of it is there;
 /// errors for frames this client can never accept.
-fn frame_len(buf: &[u8]) -> Result<Option<usize>, CallError> {
+fn frame_len_max(buf: &[u8], max: usize) -> Result<Option<usize>, CallError> {
     if buf.len() < 5 {
         return Ok(None);
     }
@@ -312,14 +363,24 @@ fn frame_len(buf: &[u8]) -> Result<Option<usize>, CallError> {
             "compressed message but no compression was negotiated",
         ));
     }
-    let len = u32::from_be_bytes([buf[1], buf[2], buf[3], buf[4]]) as usize;
-    if len > MAX_RECV_MESSAGE {
+    let len = check_announced_len(buf, max)?.unwrap_or_default();
+    Ok((buf.len() - 5 >= len).then_some(len))
+}
+
+/// The length the message at the start of `buf` announces, once its prefix
+/// is there; an error if that exceeds `max`.
+fn check_announced_len(buf: &[u8], max: usize) -> Result<Option<usize>, CallError> {
+    let Some(&[_, a, b, c, d]) = buf.get(..5) else {
+        return Ok(None);
+    };
+    let len = u32::from_be_bytes([a, b, c, d]) as usize;
+    if len > max {
         return Err(CallError::new(
             code::RESOURCE_EXHAUSTED,
-            "message larger than max receive message size",
+            format!("received message larger than max ({len} vs. {max})"),
         ));
     }
-    Ok((buf.len() - 5 >= len).then_some(len))
+    Ok(Some(len))
 }
 
 /// grpc-timeout: at most 8 digits plus a unit; round up so we never send a
@@ -452,5 +513,66 @@ pub(crate) fn block_on<F: Future>(fut: F, deadline: Option<Instant>) -> Option<F
                 thread::park_timeout(d - now);
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::transport::testserver::{Listen, ServerOptions, TestServer};
+    use crate::{CallOptions, Channel, ChannelOptions, Code, Runtime, TransportConfig};
+    use std::cell::Cell;
+    use std::time::Duration;
+
+    thread_local! {
+        /// How long a blocking call on this thread waits between sending
+        /// the request headers and the body: room for the server's early
+        /// answer to close the stream first, every time.
+        static PAUSE: Cell<Duration> = const { Cell::new(Duration::ZERO) };
+    }
+
+    pub(super) fn pause_before_body() {
+        let pause = PAUSE.with(Cell::get);
+        if !pause.is_zero() {
+            std::thread::sleep(pause);
+        }
+    }
+
+    /// The server answers trailers-only (PERMISSION_DENIED) on the request
+    /// headers, without reading the body, and h2 closes the stream before
+    /// the body is sent: the call reports the server's status, not
+    /// UNAVAILABLE "inactive stream".
+    #[test]
+    fn a_status_that_closes_the_stream_before_the_body_is_sent_is_the_outcome() {
+        let server = TestServer::start(
+            Listen::Tcp("127.0.0.1:0".parse().unwrap()),
+            ServerOptions::default(),
+        )
+        .unwrap();
+        let rt = Runtime::new().unwrap();
+        let options = ChannelOptions {
+            transport: Some(TransportConfig::insecure()),
+            ..Default::default()
+        };
+        let ch = Channel::new(&rt, &format!("ipv4:{}", server.addr()), None, options).unwrap();
+        let mut r = ch.reader();
+        let ready = CallOptions {
+            wait_for_ready: true,
+            ..Default::default()
+        };
+        r.unary("/echo.Echo/Unary", b"warm-up", &ready).unwrap();
+        let md = vec![("x-respond-early".to_string(), "7".to_string())];
+        let options = CallOptions {
+            metadata: &md,
+            ..ready
+        };
+        PAUSE.with(|p| p.set(Duration::from_millis(100)));
+        for body in [&b"x"[..], &[7u8; 100_000][..]] {
+            let e = r.unary("/echo.Echo/Unary", body, &options).unwrap_err();
+            assert_eq!(
+                (e.code(), e.message()),
+                (Code::PermissionDenied, "answered before the body")
+            );
+        }
+        PAUSE.with(|p| p.set(Duration::ZERO));
     }
 }

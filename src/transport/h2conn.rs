@@ -18,7 +18,7 @@ use mio::unix::SourceFd;
 use mio::{Interest, Registry, Token};
 
 use super::io::{tls_handshake_step, IoFlags, Socket, Stream};
-use super::{Keepalive, Progress, Target, TlsClient};
+use super::{Keepalive, Limits, Progress, Target, TlsClient};
 
 type H2Conn = h2::client::Connection<Stream, Bytes>;
 type Handshake =
@@ -37,7 +37,9 @@ enum State {
     Open {
         /// Boxed: h2's connection is large and this enum is moved around.
         conn: Box<H2Conn>,
-        send: SendRequest<Bytes>,
+        /// Dropped by [`Connection::drain`]: h2 closes the connection once
+        /// no stream and no other handle is left.
+        send: Option<SendRequest<Bytes>>,
         pings: PingPong,
         /// Waiting for the PONG that proves the server's SETTINGS were applied.
         barrier: bool,
@@ -85,6 +87,8 @@ pub(crate) struct HandleShared {
     pub(crate) authority: http::uri::Authority,
     /// Calls in flight; keepalive without `permit_without_calls` needs it.
     pub(crate) inflight: AtomicUsize,
+    /// The largest response message a call on this connection accepts.
+    pub(crate) max_recv_message_size: usize,
     /// Set (never cleared) once the connection got GOAWAY, died or was
     /// closed; by the loop, or by an RPC thread that saw the connection fail.
     pub(crate) closing: AtomicBool,
@@ -110,6 +114,7 @@ pub struct Connection {
     too_many_pings: bool,
     keepalive: Option<KeepaliveState>,
     keepalive_cfg: Option<Keepalive>,
+    max_header_list_size: u32,
 }
 
 impl std::fmt::Debug for Connection {
@@ -119,7 +124,7 @@ impl std::fmt::Debug for Connection {
             State::TlsHandshake { .. } => "tls-handshake",
             State::H2Handshake(_) => "h2-handshake",
             State::Open { barrier: true, .. } => "awaiting-settings",
-            State::Open { .. } if self.goaway => "draining",
+            State::Open { send, .. } if self.goaway || send.is_none() => "draining",
             State::Open { .. } => "ready",
             State::Dead(_) => "dead",
         };
@@ -139,6 +144,7 @@ impl Connection {
         target: &Target,
         tls: Option<&TlsClient>,
         keepalive: Option<Keepalive>,
+        limits: Limits,
         registry: &Registry,
         token: Token,
         waker: Waker,
@@ -182,6 +188,7 @@ impl Connection {
                 scheme,
                 authority,
                 inflight: AtomicUsize::new(0),
+                max_recv_message_size: limits.max_recv_message_size,
                 closing: AtomicBool::new(false),
             }),
             events: VecDeque::new(),
@@ -190,6 +197,7 @@ impl Connection {
             too_many_pings: false,
             keepalive: None,
             keepalive_cfg: keepalive,
+            max_header_list_size: limits.max_header_list_size,
         })
     }
 
@@ -216,7 +224,11 @@ impl Connection {
     /// A handle for RPC threads, available once READY and until GOAWAY/loss.
     pub fn send_handle(&self) -> Option<Handle> {
         match &self.state {
-            State::Open { send, barrier, .. } if !*barrier && !self.goaway => Some(Handle {
+            State::Open {
+                send: Some(send),
+                barrier,
+                ..
+            } if !*barrier && !self.goaway => Some(Handle {
                 send: send.clone(),
                 shared: self.shared.clone(),
             }),
@@ -232,6 +244,26 @@ impl Connection {
     /// Whether the peer ever told us "too_many_pings" (sticky).
     pub fn too_many_pings(&self) -> bool {
         self.too_many_pings
+    }
+
+    /// Graceful close from our side (the subchannel is gone but calls may
+    /// still be running on it, as gRPC lets them): no new calls start here
+    /// (no handle is given out, those out there report closing), the calls
+    /// in flight run to their end, then h2 closes the connection (GOAWAY,
+    /// FIN) once no stream and no handle is left, and the next drive reports
+    /// it ended; the owner then calls [`Connection::close`]. Returns false,
+    /// doing nothing, unless the connection is open and was READY (others
+    /// carry no calls: close them).
+    pub fn drain(&mut self) -> bool {
+        let State::Open { send, .. } = &mut self.state else {
+            return false;
+        };
+        if !self.ready {
+            return false;
+        }
+        self.shared.mark_closing();
+        *send = None;
+        true
     }
 
     /// Hard close: deregister and drop the socket (the fd is released now).
@@ -301,7 +333,7 @@ impl Connection {
                             Ok(()) => {
                                 self.state = State::Open {
                                     conn: Box::new(conn),
-                                    send,
+                                    send: Some(send),
                                     pings,
                                     barrier: true,
                                 };
@@ -366,6 +398,8 @@ impl Connection {
         let fut = h2::client::Builder::new()
             // We never accept server push.
             .enable_push(false)
+            // Bounds what one response's headers or trailers may cost us.
+            .max_header_list_size(self.max_header_list_size)
             .handshake::<_, Bytes>(stream);
         State::H2Handshake(Box::pin(fut))
     }
@@ -418,7 +452,7 @@ impl Connection {
         if !self.ready {
             return;
         }
-        if !self.goaway {
+        if let (false, Some(send)) = (self.goaway, send) {
             if let Poll::Ready(Err(e)) = send.poll_ready(cx) {
                 if e.is_go_away() && e.is_remote() {
                     self.note_goaway(&e);

@@ -7,8 +7,9 @@
 //! token and whenever the waker it handed to `start` fires, and
 //! [`Connection::on_timer`] when
 //! [`Connection::next_timer`] is due. No async runtime is involved: h2's
-//! futures are polled by hand with a `Context` built from that waker, and RPC
-//! threads block in [`unary`] with a park/unpark waker.
+//! futures are polled by hand with a `Context` built from that waker; RPC
+//! threads block in [`unary`] with a park/unpark waker, and the loop polls
+//! the future [`start`] returns for calls it drives itself.
 
 pub(crate) mod grpc;
 mod h2conn;
@@ -26,7 +27,7 @@ mod tests;
 use std::path::PathBuf;
 use std::time::Duration;
 
-pub use grpc::{code, unary, CallError, UnaryResponse};
+pub use grpc::{code, start, unary, CallError, CallFuture, UnaryResponse};
 pub use h2conn::{Connection, Handle};
 pub use health::{HealthWatch, WatchEvent, WATCH_METHOD};
 pub use tls::TlsClient;
@@ -34,12 +35,53 @@ pub use tls::TlsClient;
 /// How to talk to a backend. The default is verified TLS (the bundled
 /// Mozilla roots, the target's host name); plaintext only when named:
 /// [`TransportConfig::insecure`] or [`Credentials::Insecure`].
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone)]
 pub struct TransportConfig {
     /// TLS (the default) or, only when asked for by name, plaintext.
     pub credentials: Credentials,
     /// Off by default, as in gRPC.
     pub keepalive: Option<Keepalive>,
+    /// The largest response message a call accepts, in bytes (the gRPC
+    /// framing's length prefix); a larger one fails its call with
+    /// RESOURCE_EXHAUSTED before it is buffered. Default 4 MiB, gRPC's
+    /// `MaxCallRecvMsgSize`.
+    pub max_recv_message_size: usize,
+    /// SETTINGS_MAX_HEADER_LIST_SIZE we announce: the largest decoded
+    /// response header (or trailer) list, in RFC 9113 bytes (name + value +
+    /// 32 per field). A larger one fails its call with INTERNAL; one over 4x
+    /// this ends the connection (h2's abuse guard). Default 16 MiB, gRPC-Go's
+    /// `defaultClientMaxHeaderListSize` (PROTOCOL-HTTP2 suggests clients may
+    /// go as low as 8 KiB).
+    pub max_header_list_size: u32,
+}
+
+/// gRPC's default receive message limit (`MaxCallRecvMsgSize`), 4 MiB.
+pub const DEFAULT_MAX_RECV_MESSAGE_SIZE: usize = 4 << 20;
+/// gRPC-Go's default client header list limit, 16 MiB.
+pub const DEFAULT_MAX_HEADER_LIST_SIZE: u32 = 16 << 20;
+
+impl Default for TransportConfig {
+    fn default() -> TransportConfig {
+        TransportConfig {
+            credentials: Credentials::default(),
+            keepalive: None,
+            max_recv_message_size: DEFAULT_MAX_RECV_MESSAGE_SIZE,
+            max_header_list_size: DEFAULT_MAX_HEADER_LIST_SIZE,
+        }
+    }
+}
+
+/// The per-connection limits taken from a [`TransportConfig`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limits {
+    pub max_recv_message_size: usize,
+    pub max_header_list_size: u32,
+}
+
+impl Default for Limits {
+    fn default() -> Limits {
+        TransportConfig::default().limits()
+    }
 }
 
 impl TransportConfig {
@@ -57,6 +99,14 @@ impl TransportConfig {
         TransportConfig {
             credentials: Credentials::Tls(settings),
             ..Default::default()
+        }
+    }
+
+    /// The size limits every connection of this config enforces.
+    pub fn limits(&self) -> Limits {
+        Limits {
+            max_recv_message_size: self.max_recv_message_size,
+            max_header_list_size: self.max_header_list_size,
         }
     }
 

@@ -58,6 +58,7 @@ impl Driver {
             target,
             tls.as_ref(),
             cfg.keepalive,
+            cfg.limits(),
             poll.registry(),
             CONN,
             waker,
@@ -284,6 +285,7 @@ fn authority_and_tls_host_come_from_the_target() {
 }
 
 #[test]
+#[cfg_attr(miri, ignore = "real sockets: Miri has no network")]
 fn ready_only_after_server_settings() {
     // A black hole completes TCP but never sends SETTINGS: never READY.
     let hole = server_with(ServerOptions {
@@ -301,6 +303,7 @@ fn ready_only_after_server_settings() {
 }
 
 #[test]
+#[cfg_attr(miri, ignore = "real sockets: Miri has no network")]
 fn connection_refused_fails_clearly() {
     let addr = std::net::TcpListener::bind(localhost())
         .unwrap()
@@ -317,6 +320,7 @@ fn connection_refused_fails_clearly() {
 }
 
 #[test]
+#[cfg_attr(miri, ignore = "real sockets: Miri has no network")]
 fn unary_echo_round_trip_with_metadata_and_trailers() {
     let srv = plain_server();
     let lp = LoopThread::spawn(Target::Tcp(srv.addr()), TransportConfig::insecure());
@@ -337,6 +341,7 @@ fn unary_echo_round_trip_with_metadata_and_trailers() {
 }
 
 #[test]
+#[cfg_attr(miri, ignore = "real sockets: Miri has no network")]
 fn error_statuses_map() {
     let srv = plain_server();
     let lp = LoopThread::spawn(Target::Tcp(srv.addr()), TransportConfig::insecure());
@@ -373,6 +378,7 @@ fn error_statuses_map() {
 }
 
 #[test]
+#[cfg_attr(miri, ignore = "real sockets: Miri has no network")]
 fn concurrent_calls_share_one_connection() {
     let srv = plain_server();
     let lp = LoopThread::spawn(Target::Tcp(srv.addr()), TransportConfig::insecure());
@@ -396,6 +402,7 @@ fn concurrent_calls_share_one_connection() {
 }
 
 #[test]
+#[cfg_attr(miri, ignore = "real sockets: Miri has no network")]
 fn tls_with_right_ca_works() {
     let p = TestPki::new();
     let srv = tls_server(&p, &[b"h2"]);
@@ -410,6 +417,7 @@ fn tls_with_right_ca_works() {
 }
 
 #[test]
+#[cfg_attr(miri, ignore = "real sockets: Miri has no network")]
 fn tls_with_wrong_ca_fails_with_rustls_error() {
     let (p, other) = (TestPki::new(), TestPki::new());
     let srv = tls_server(&p, &[b"h2"]);
@@ -422,6 +430,7 @@ fn tls_with_wrong_ca_fails_with_rustls_error() {
 /// field changed (keepalive here) is still verified TLS, and against a
 /// plaintext server it fails rather than falling back to h2c.
 #[test]
+#[cfg_attr(miri, ignore = "real sockets: Miri has no network")]
 fn credentials_are_tls_unless_insecure_is_named() {
     let cfg = TransportConfig {
         keepalive: Some(Keepalive {
@@ -441,6 +450,7 @@ fn credentials_are_tls_unless_insecure_is_named() {
 }
 
 #[test]
+#[cfg_attr(miri, ignore = "real sockets: Miri has no network")]
 fn tls_without_h2_alpn_fails() {
     let p = TestPki::new();
     let srv = tls_server(&p, &[]);
@@ -450,6 +460,7 @@ fn tls_without_h2_alpn_fails() {
 }
 
 #[test]
+#[cfg_attr(miri, ignore = "real sockets: Miri has no network")]
 fn goaway_reported_and_in_flight_call_finishes() {
     let srv = plain_server();
     let lp = LoopThread::spawn(Target::Tcp(srv.addr()), TransportConfig::insecure());
@@ -490,6 +501,7 @@ fn fd_target(fd: i32) -> Option<std::path::PathBuf> {
 }
 
 #[test]
+#[cfg_attr(miri, ignore = "real sockets: Miri has no network")]
 fn close_releases_fd() {
     let srv = plain_server();
     let mut d = Driver::start(&Target::Tcp(srv.addr()), &TransportConfig::insecure()).unwrap();
@@ -508,6 +520,7 @@ fn close_releases_fd() {
 }
 
 #[test]
+#[cfg_attr(miri, ignore = "real sockets: Miri has no network")]
 fn unix_socket_works() {
     let path = std::env::temp_dir().join(format!("switchyard-t-{}.sock", std::process::id()));
     let srv = TestServer::start(Listen::Unix(path.clone()), ServerOptions::default()).unwrap();
@@ -520,6 +533,7 @@ fn unix_socket_works() {
 }
 
 #[test]
+#[cfg_attr(miri, ignore = "real sockets: Miri has no network")]
 fn server_stop_is_lost() {
     let srv = plain_server();
     let lp = LoopThread::spawn(Target::Tcp(srv.addr()), TransportConfig::insecure());
@@ -531,6 +545,7 @@ fn server_stop_is_lost() {
 }
 
 #[test]
+#[cfg_attr(miri, ignore = "real sockets: Miri has no network")]
 fn health_check_and_status() {
     let srv = plain_server();
     srv.set_serving("svc", health_proto::NOT_SERVING);
@@ -642,10 +657,12 @@ fn keepalive_cfg(time_ms: u64, timeout_ms: u64, permit_without_calls: bool) -> T
             timeout: Duration::from_millis(timeout_ms),
             permit_without_calls,
         }),
+        ..Default::default()
     }
 }
 
 #[test]
+#[cfg_attr(miri, ignore = "real sockets: Miri has no network")]
 fn keepalive_pings_idle_connection_when_permitted() {
     let srv = plain_server();
     let px = Proxy::start(srv.addr());
@@ -659,6 +676,7 @@ fn keepalive_pings_idle_connection_when_permitted() {
 }
 
 #[test]
+#[cfg_attr(miri, ignore = "real sockets: Miri has no network")]
 fn keepalive_without_calls_stays_quiet_unless_permitted() {
     let srv = plain_server();
     let px = Proxy::start(srv.addr());
@@ -674,6 +692,7 @@ fn keepalive_without_calls_stays_quiet_unless_permitted() {
 /// An open health Watch is a call in flight: without
 /// `permit_without_calls`, keepalive pings while it is open and stops after.
 #[test]
+#[cfg_attr(miri, ignore = "real sockets: Miri has no network")]
 fn keepalive_pings_while_only_a_health_watch_is_open() {
     let srv = plain_server();
     let px = Proxy::start(srv.addr());
@@ -695,6 +714,7 @@ fn keepalive_pings_while_only_a_health_watch_is_open() {
 }
 
 #[test]
+#[cfg_attr(miri, ignore = "real sockets: Miri has no network")]
 fn keepalive_timeout_loses_silent_connection() {
     let srv = plain_server();
     let px = Proxy::start(srv.addr());
@@ -750,6 +770,7 @@ fn calm_down_server() -> (SocketAddr, JoinHandle<()>) {
 }
 
 #[test]
+#[cfg_attr(miri, ignore = "real sockets: Miri has no network")]
 fn too_many_pings_goaway_is_flagged() {
     let (addr, srv) = calm_down_server();
     let mut d = Driver::start(&Target::Tcp(addr), &TransportConfig::insecure()).unwrap();
@@ -766,6 +787,7 @@ fn too_many_pings_goaway_is_flagged() {
 }
 
 #[test]
+#[cfg_attr(miri, ignore = "real sockets: Miri has no network")]
 fn eof_before_settings_fails() {
     let l = std::net::TcpListener::bind(localhost()).unwrap();
     let addr = l.local_addr().unwrap();
@@ -787,6 +809,7 @@ fn next_watch_event(w: &mut HealthWatch) -> WatchEvent {
 }
 
 #[test]
+#[cfg_attr(miri, ignore = "real sockets: Miri has no network")]
 fn health_watch_streams_statuses_and_ends_with_a_status() {
     use super::health_proto::{NOT_SERVING, SERVICE_UNKNOWN, SERVING};
     let server = plain_server();
@@ -811,6 +834,7 @@ fn health_watch_streams_statuses_and_ends_with_a_status() {
 }
 
 #[test]
+#[cfg_attr(miri, ignore = "real sockets: Miri has no network")]
 fn health_watch_without_a_health_service_ends_unimplemented() {
     let server = server_with(ServerOptions {
         no_health: true,
@@ -825,6 +849,7 @@ fn health_watch_without_a_health_service_ends_unimplemented() {
 }
 
 #[test]
+#[cfg_attr(miri, ignore = "real sockets: Miri has no network")]
 fn streamed_messages_are_taken_whole() {
     let mut buf = bytes::BytesMut::new();
     let two = [grpc::encode_message(b"ab"), grpc::encode_message(b"")].concat();

@@ -7,13 +7,20 @@
 //!   `x-echo-*` headers are copied back, `x-delay-ms` sleeps first,
 //!   `x-respond-status: N` answers trailers-only with grpc-status N (and
 //!   `grpc-message` from `x-respond-message`), `x-http-status: N` answers a
-//!   bare HTTP status. `ServerOptions::refuse_streams` refuses the first
+//!   bare HTTP status, `x-respond-early: N` answers trailers-only with
+//!   grpc-status N as soon as the request headers arrive, without reading
+//!   the body (as a server rejecting a call does). A client that resets a
+//!   stream during `x-delay-ms` is counted ([`TestServer::resets`]). `ServerOptions::refuse_streams` refuses the first
 //!   echo streams with REFUSED_STREAM.
 //! - `/grpc.health.v1.Health/Check` and `/Watch` with per-service status
 //!   (UNIMPLEMENTED instead with `ServerOptions::no_health`).
 //!
 //! Modes: plaintext h2c, TLS (cert/key PEM, configurable ALPN), or
 //! "black hole" (accepts TCP, never speaks).
+//!
+//! Two ways to stop: [`TestServer::stop`] is a hard kill (every connection
+//! dropped, calls in flight lost); [`TestServer::graceful_stop`] is what a
+//! deployment does (stop accepting, GOAWAY, finish the calls in flight, close).
 
 use std::collections::HashMap;
 use std::io;
@@ -29,7 +36,7 @@ use h2::server::SendResponse;
 use h2::RecvStream;
 use http::{HeaderMap, HeaderValue, Request, Response, StatusCode};
 use tokio::io::{AsyncRead, AsyncWrite};
-use tokio::sync::{oneshot, watch};
+use tokio::sync::{mpsc, oneshot, watch};
 use tokio_rustls::rustls;
 
 use super::grpc::{encode_message, take_message};
@@ -70,17 +77,32 @@ struct Shared {
     goaway: watch::Sender<u64>,
     /// Bumped to end every open health Watch with UNAVAILABLE.
     break_watches: watch::Sender<u64>,
+    /// Set once by a graceful stop: every connection, open or still in its
+    /// handshake, sends GOAWAY and closes once its streams are done.
+    draining: watch::Sender<bool>,
     no_health: bool,
     requests: AtomicU64,
+    /// Streams accepted and not yet answered (or dropped).
+    in_flight: AtomicU64,
+    /// HTTP/2 connections open.
+    connections: AtomicU64,
     /// Echo streams still to refuse.
     refuse: AtomicU64,
+    /// Streams the client reset while their reply was delayed.
+    resets: AtomicU64,
 }
 
 pub struct TestServer {
     addr: Option<SocketAddr>,
     shared: Arc<Shared>,
-    stop: Option<oneshot::Sender<()>>,
-    thread: Option<JoinHandle<()>>,
+    stop: Option<oneshot::Sender<Stop>>,
+    /// Returns whether every connection closed by itself (graceful stop).
+    thread: Option<JoinHandle<bool>>,
+}
+
+enum Stop {
+    Now,
+    Graceful(Duration),
 }
 
 enum Listener {
@@ -117,9 +139,13 @@ impl TestServer {
             health: watch::channel(health).0,
             goaway: watch::channel(0).0,
             break_watches: watch::channel(0).0,
+            draining: watch::channel(false).0,
             no_health: opts.no_health,
             requests: AtomicU64::new(0),
+            in_flight: AtomicU64::new(0),
+            connections: AtomicU64::new(0),
             refuse: AtomicU64::new(opts.refuse_streams),
+            resets: AtomicU64::new(0),
         });
         let rt = tokio::runtime::Builder::new_current_thread()
             .enable_all()
@@ -130,14 +156,27 @@ impl TestServer {
         let thread = std::thread::Builder::new()
             .name("testserver".into())
             .spawn(move || {
-                rt.block_on(async move {
-                    tokio::select! {
-                        _ = accept_loop(listener, tls, black_hole, sh) => {}
-                        _ = stop_rx => {}
-                    }
+                let drained = rt.block_on(async move {
+                    // Every connection task holds a clone of `open_tx`: once
+                    // all of them (and the accept loop) are gone, recv()
+                    // answers None.
+                    let (open_tx, mut open_rx) = mpsc::channel::<()>(1);
+                    let how = tokio::select! {
+                        _ = accept_loop(listener, tls, black_hole, sh.clone(), open_tx) => Stop::Now,
+                        how = stop_rx => how.unwrap_or(Stop::Now),
+                    };
+                    // The accept loop is dropped here, listener and all: no
+                    // new connections from now on.
+                    let Stop::Graceful(grace) = how else {
+                        return false;
+                    };
+                    sh.draining.send_replace(true);
+                    tokio::time::timeout(grace, open_rx.recv()).await.is_ok()
                 });
-                // Dropping the runtime drops every connection task: sockets close.
+                // Dropping the runtime drops every connection task left:
+                // their sockets close, calls still on them are lost.
                 drop(rt);
+                drained
             })?;
         Ok(TestServer {
             addr,
@@ -178,24 +217,53 @@ impl TestServer {
         self.shared.requests.load(Ordering::Relaxed)
     }
 
-    /// Stops listening and drops all connections; returns once done.
-    pub fn stop(mut self) {
-        self.shutdown();
+    /// Streams the client reset (RST_STREAM) while `x-delay-ms` held them.
+    pub fn resets(&self) -> u64 {
+        self.shared.resets.load(Ordering::Relaxed)
     }
 
-    fn shutdown(&mut self) {
+    /// Calls (streams of any method) accepted and not yet finished.
+    pub fn in_flight(&self) -> u64 {
+        self.shared.in_flight.load(Ordering::Relaxed)
+    }
+
+    /// HTTP/2 connections open now (past their handshake, not yet closed).
+    pub fn connections(&self) -> u64 {
+        self.shared.connections.load(Ordering::Relaxed)
+    }
+
+    /// Hard kill: stops listening and drops every connection at once, calls
+    /// in flight included (their clients see the connection end); returns
+    /// once done.
+    pub fn stop(mut self) {
+        self.shutdown(Stop::Now);
+    }
+
+    /// Stops the way a deployment does: stops accepting, sends GOAWAY on
+    /// every connection (h2's graceful shutdown: GOAWAY, a PING round trip,
+    /// then the final GOAWAY with the last stream it will process), lets the
+    /// calls in flight finish, and closes each connection once its calls are
+    /// done. Connections still open after `grace` are dropped as by
+    /// [`TestServer::stop`]. Returns once the server is gone: `true` if every
+    /// connection had closed by itself within `grace`.
+    pub fn graceful_stop(mut self, grace: Duration) -> bool {
+        self.shutdown(Stop::Graceful(grace))
+    }
+
+    fn shutdown(&mut self, how: Stop) -> bool {
         if let Some(tx) = self.stop.take() {
-            let _ = tx.send(());
+            let _ = tx.send(how);
         }
-        if let Some(t) = self.thread.take() {
-            let _ = t.join();
+        match self.thread.take() {
+            Some(t) => t.join().unwrap_or(false),
+            None => false,
         }
     }
 }
 
 impl Drop for TestServer {
     fn drop(&mut self) {
-        self.shutdown();
+        self.shutdown(Stop::Now);
     }
 }
 
@@ -241,6 +309,7 @@ async fn accept_loop(
     tls: Option<tokio_rustls::TlsAcceptor>,
     black_hole: bool,
     shared: Arc<Shared>,
+    open: mpsc::Sender<()>,
 ) -> io::Result<()> {
     match listener {
         Listener::Tcp(l) => {
@@ -255,8 +324,9 @@ async fn accept_loop(
                     continue;
                 }
                 let _ = sock.set_nodelay(true);
-                let (tls, shared) = (tls.clone(), shared.clone());
+                let (tls, shared, open) = (tls.clone(), shared.clone(), open.clone());
                 tokio::spawn(async move {
+                    let _open = open;
                     match tls {
                         Some(acc) => {
                             if let Ok(s) = acc.accept(sock).await {
@@ -273,7 +343,11 @@ async fn accept_loop(
             let l = tokio::net::UnixListener::from_std(l)?;
             loop {
                 let (sock, _) = l.accept().await?;
-                tokio::spawn(serve_conn(sock, shared.clone()));
+                let (shared, open) = (shared.clone(), open.clone());
+                tokio::spawn(async move {
+                    let _open = open;
+                    serve_conn(sock, shared).await
+                });
             }
         }
     }
@@ -283,26 +357,53 @@ async fn serve_conn<T>(io: T, shared: Arc<Shared>)
 where
     T: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
+    // Subscribed before the handshake, so a drain that starts meanwhile is
+    // seen (wait_for also answers at once if it already started).
+    let mut draining = shared.draining.subscribe();
     let Ok(mut conn) = h2::server::handshake(io).await else {
         return;
     };
+    shared.connections.fetch_add(1, Ordering::Relaxed);
+    let _open = Counted(&shared.connections);
     let mut goaway = shared.goaway.subscribe();
     let mut goaway_live = true;
+    let mut drain_started = false;
     loop {
         tokio::select! {
             req = conn.accept() => match req {
                 Some(Ok((req, respond))) => {
                     shared.requests.fetch_add(1, Ordering::Relaxed);
-                    tokio::spawn(handle(req, respond, shared.clone()));
+                    shared.in_flight.fetch_add(1, Ordering::Relaxed);
+                    let shared = shared.clone();
+                    tokio::spawn(async move {
+                        handle(req, respond, shared.clone()).await;
+                        shared.in_flight.fetch_sub(1, Ordering::Relaxed);
+                    });
                 }
-                // accept() drives the connection; None = it is finished.
+                // accept() drives the connection; None = it is finished
+                // (after a GOAWAY: once its last stream is done).
                 _ => return,
             },
             r = goaway.changed(), if goaway_live => match r {
                 Ok(()) => conn.graceful_shutdown(),
                 Err(_) => goaway_live = false,
             },
+            r = draining.wait_for(|d| *d), if !drain_started => {
+                drain_started = true;
+                if r.is_ok() {
+                    conn.graceful_shutdown();
+                }
+            },
         }
+    }
+}
+
+/// Decrements its counter when dropped (a connection task ends or is dropped).
+struct Counted<'a>(&'a AtomicU64);
+
+impl Drop for Counted<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
     }
 }
 
@@ -364,6 +465,9 @@ async fn handle(req: Request<RecvStream>, mut respond: SendResponse<Bytes>, shar
             .get(name)
             .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned())
     };
+    if let Some(code) = header("x-respond-early").and_then(|v| v.parse().ok()) {
+        return trailers_only(&mut respond, port, code, "answered before the body");
+    }
     let Some(raw) = read_body(&mut body).await else {
         return;
     };
@@ -373,7 +477,16 @@ async fn handle(req: Request<RecvStream>, mut respond: SendResponse<Bytes>, shar
         _ => return trailers_only(&mut respond, port, 13, "bad request framing"),
     };
     if let Some(ms) = header("x-delay-ms").and_then(|v| v.parse().ok()) {
-        tokio::time::sleep(Duration::from_millis(ms)).await;
+        tokio::select! {
+            _ = tokio::time::sleep(Duration::from_millis(ms)) => {}
+            reset = std::future::poll_fn(|cx| respond.poll_reset(cx)) => {
+                // Err: the connection is gone, not a reset of this stream.
+                if reset.is_ok() {
+                    shared.resets.fetch_add(1, Ordering::Relaxed);
+                }
+                return;
+            }
+        }
     }
     if let Some(code) = header("x-http-status").and_then(|v| v.parse::<u16>().ok()) {
         let mut resp = Response::new(());
@@ -543,5 +656,66 @@ impl TestPki {
 impl Default for TestPki {
     fn default() -> Self {
         Self::new()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{CallOptions, Channel, ChannelOptions, Runtime, TransportConfig};
+    use std::time::Instant;
+
+    const CALLS: u64 = 4;
+
+    /// Slow calls that had reached the server when it was stopped: a
+    /// graceful stop lets every one finish before it closes (a hard stop
+    /// fails them all: "stream closed because of a broken pipe").
+    #[test]
+    fn graceful_stop_finishes_the_calls_in_flight() {
+        let srv = TestServer::start(
+            Listen::Tcp(SocketAddr::from(([127, 0, 0, 1], 0))),
+            ServerOptions::default(),
+        )
+        .unwrap();
+        let rt = Runtime::new().unwrap();
+        let opts = ChannelOptions {
+            transport: Some(TransportConfig::insecure()),
+            ..Default::default()
+        };
+        let target = format!("ipv4:{}", srv.addr());
+        let ch = Arc::new(Channel::new(&rt, &target, None, opts).unwrap());
+        let calls: Vec<_> = (0..CALLS)
+            .map(|_| {
+                let ch = ch.clone();
+                std::thread::spawn(move || {
+                    let metadata = [("x-delay-ms".to_string(), "300".to_string())];
+                    let opts = CallOptions {
+                        deadline: Some(Instant::now() + Duration::from_secs(20)),
+                        wait_for_ready: true,
+                        metadata: &metadata,
+                        ..Default::default()
+                    };
+                    ch.reader().unary("/echo.Echo/Unary", b"slow", &opts)
+                })
+            })
+            .collect();
+        for _ in 0..2000 {
+            if srv.in_flight() == CALLS {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        assert_eq!(srv.in_flight(), CALLS, "the calls never reached the server");
+        assert!(
+            srv.graceful_stop(Duration::from_secs(20)),
+            "connections still open at the end of the grace"
+        );
+        for call in calls {
+            let resp = call
+                .join()
+                .unwrap()
+                .expect("a call in flight at a graceful stop finishes");
+            assert!(resp.message.starts_with(b"slow|port="));
+        }
     }
 }

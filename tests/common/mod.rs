@@ -235,9 +235,23 @@ pub fn stopped_backend_fails_over_and_rejoins(f: &mut impl Fleet) {
     let mut r = ch.reader();
     warm_up(&mut r, 3);
     f.stop(1);
-    // RPCs in flight while the loss is noticed go to whoever is READY.
-    let during = split(&mut r, 200);
-    assert_eq!(during.values().sum::<usize>(), 200);
+    // RPCs sent while the loss is noticed go to whoever is READY. A hard stop
+    // can still answer the one RPC that reached it first with a status of its
+    // own (grpcio: UNAVAILABLE "Cancelling all calls"): the server saw that
+    // call, so no client may retry it transparently; gRPC fails it too.
+    let mut served = 0;
+    let mut refused = Vec::new();
+    for _ in 0..200 {
+        match echo(&mut r, true) {
+            Ok(_) => served += 1,
+            Err(s) => refused.push(s),
+        }
+    }
+    assert!(
+        refused.len() <= 1 && refused.iter().all(|s| s.code() == Code::Unavailable),
+        "only the RPC racing the stop may fail: {refused:?}"
+    );
+    assert_eq!(served + refused.len(), 200);
     // Once it is, only the survivors serve, evenly.
     assert_split(&split(&mut r, 60), &[ports[0], ports[2]], 30);
 

@@ -6,4 +6,5 @@ mod lifecycle;
 mod pick;
 mod pick_first;
 mod round_robin;
+mod stress;
 mod support;

@@ -123,10 +123,14 @@ fn readers_start_at_random_offsets() {
 #[test]
 fn many_children_track_the_ready_set_through_a_random_walk() {
     let host = Host::new();
-    let names: Vec<String> = (0..600)
+    // Under Miri (hundreds of times slower) a shorter walk over fewer
+    // children: still more present than one rotation chunk holds (300 of
+    // 256), still address churn.
+    let (children, steps) = if cfg!(miri) { (360, 100) } else { (600, 400) };
+    let names: Vec<String> = (0..children)
         .map(|i| format!("10.0.{}.{}:1", i / 250, i % 250))
         .collect();
-    let mut present: Vec<bool> = (0..names.len()).map(|i| i < 500).collect();
+    let mut present: Vec<bool> = (0..names.len()).map(|i| i < children * 5 / 6).collect();
     let listed = |present: &[bool]| -> Vec<Address> {
         (0..names.len())
             .filter(|i| present[*i])
@@ -146,7 +150,7 @@ fn many_children_track_the_ready_set_through_a_random_walk() {
         (rng % below as u64) as usize
     };
     let mut r = ch.reader();
-    for step in 0..400 {
+    for step in 0..steps {
         let before = ready.clone();
         let g = ch.picker_generation();
         if step % 50 == 49 {
@@ -154,10 +158,10 @@ fn many_children_track_the_ready_set_through_a_random_walk() {
             for _ in 0..20 {
                 let i = next(names.len());
                 present[i] = !present[i];
-                if !present[i] {
-                    ready.remove(&i);
-                }
             }
+            // After all the toggles: one toggled out and back in within
+            // the same update never left, and stays READY.
+            ready.retain(|i| present[*i]);
             ch.update_addresses(listed(&present)).unwrap();
             ch.sync().unwrap();
         } else {

@@ -2,6 +2,7 @@
 //! READY means SETTINGS arrived, RPCs balance exactly, failover, TLS, deadlines,
 //! backoff.
 
+mod calls;
 #[path = "../common/mod.rs"]
 mod common;
 mod health;

@@ -1,0 +1,534 @@
+//! The fault suite: misbehaving servers on 127.0.0.1 (see `raw.rs`) against
+//! a library-managed channel through the public API. For every fault:
+//! each call ends with a sensible status no later than its deadline plus
+//! `SLACK`; the channel recovers once the server behaves again; limits keep
+//! what a server can make us buffer bounded. Afterwards every file
+//! descriptor is back to its baseline.
+//!
+//! One `#[test]` runs all cases in parallel threads (and is alone in its
+//! binary) so the fd count is not disturbed by other tests. `FAULTS=name,..`
+//! runs only those cases.
+
+mod raw;
+
+use raw::{Mode, RawServer};
+use std::thread;
+use std::time::{Duration, Instant};
+use switchyard::backoff::BackoffConfig;
+use switchyard::*;
+
+/// How late a call may end after its deadline on a loaded machine.
+const SLACK: Duration = Duration::from_secs(1);
+/// The deadline of the calls a fault is aimed at.
+const DEADLINE: Duration = Duration::from_secs(1);
+/// How long a channel gets to serve a call once the server behaves.
+const RECOVERY: Duration = Duration::from_secs(10);
+
+type Outcome = (Result<UnaryResponse, Status>, Duration);
+
+fn fds() -> usize {
+    std::fs::read_dir("/proc/self/fd").unwrap().count()
+}
+
+fn channel(rt: &Runtime, server: &RawServer, tweak: impl FnOnce(&mut TransportConfig)) -> Channel {
+    let mut transport = TransportConfig::insecure();
+    tweak(&mut transport);
+    Channel::new(
+        rt,
+        &format!("ipv4:{}", server.addr()),
+        None,
+        ChannelOptions {
+            transport: Some(transport),
+            // Quick reconnects keep the recovery checks short.
+            backoff: BackoffConfig {
+                initial: Duration::from_millis(100),
+                max: Duration::from_millis(500),
+                min_connect_timeout: Duration::from_secs(2),
+                ..Default::default()
+            },
+            ..Default::default()
+        },
+    )
+    .unwrap()
+}
+
+/// `n` concurrent calls, each on its own thread and reader.
+fn calls(ch: &Channel, n: usize, deadline: Duration, wait_for_ready: bool) -> Vec<Outcome> {
+    thread::scope(|s| {
+        let handles: Vec<_> = (0..n)
+            .map(|_| {
+                let mut r = ch.reader();
+                s.spawn(move || {
+                    let start = Instant::now();
+                    let res = r.unary(
+                        "/echo.Echo/Unary",
+                        b"hi",
+                        &CallOptions {
+                            deadline: Some(start + deadline),
+                            wait_for_ready,
+                            ..Default::default()
+                        },
+                    );
+                    (res, start.elapsed())
+                })
+            })
+            .collect();
+        handles.into_iter().map(|h| h.join().unwrap()).collect()
+    })
+}
+
+fn code(o: &Outcome) -> Code {
+    match &o.0 {
+        Ok(_) => Code::Ok,
+        Err(s) => s.code(),
+    }
+}
+
+/// Every call ended in time with one of `allowed`.
+fn check(outcomes: &[Outcome], deadline: Duration, allowed: &[Code]) -> Result<(), String> {
+    for o in outcomes {
+        // Shown with --nocapture: what each fault looked like to the caller.
+        eprintln!(
+            "  {:?} after {:?}: {:?}",
+            thread::current().name(),
+            o.1,
+            o.0.as_ref().err()
+        );
+        if o.1 > deadline + SLACK {
+            return Err(format!(
+                "a call took {:?} (deadline {deadline:?}): {:?}",
+                o.1, o.0
+            ));
+        }
+        if !allowed.contains(&code(o)) {
+            return Err(format!(
+                "status {:?} not in {allowed:?}: {:?}",
+                code(o),
+                o.0
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// The server behaves again: a call succeeds. The switch closes the
+/// misbehaving connections, as a restart would, and a call already sent on
+/// one fails UNAVAILABLE then (as in gRPC); so up to three tries.
+fn recovers(ch: &Channel, server: &RawServer) -> Result<(), String> {
+    server.set_mode(Mode::Good);
+    let end = Instant::now() + RECOVERY;
+    let mut last = None;
+    for _ in 0..3 {
+        let left = end.saturating_duration_since(Instant::now());
+        let o = calls(ch, 1, left, true).remove(0);
+        match o.0 {
+            Ok(r) if r.message == b"ok" => return Ok(()),
+            Err(e) if e.code() == Code::Unavailable => last = Some(e),
+            other => return Err(format!("no recovery after {:?}: {other:?}", o.1)),
+        }
+    }
+    Err(format!("no recovery: {last:?}"))
+}
+
+/// The common shape: `n` calls against `mode`, allowed statuses, recovery.
+fn fault(
+    rt: &Runtime,
+    mode: Mode,
+    tweak: impl FnOnce(&mut TransportConfig),
+    n: usize,
+    allowed: &[Code],
+) -> Result<(), String> {
+    let server = RawServer::start(mode);
+    let ch = channel(rt, &server, tweak);
+    let out = calls(&ch, n, DEADLINE, false);
+    check(&out, DEADLINE, allowed)?;
+    recovers(&ch, &server)?;
+    ch.close();
+    Ok(())
+}
+
+/// A fault confined to each call: every call fails with `want`, and the
+/// connection survives it (one connection for two rounds of calls).
+fn per_call_fault(
+    rt: &Runtime,
+    mode: Mode,
+    tweak: impl FnOnce(&mut TransportConfig),
+    want: Code,
+) -> Result<(), String> {
+    let server = RawServer::start(mode);
+    let ch = channel(rt, &server, tweak);
+    check(&calls(&ch, 3, DEADLINE, true), DEADLINE, &[want])?;
+    check(&calls(&ch, 2, DEADLINE, false), DEADLINE, &[want])?;
+    if server.accepted() != 1 || ch.state() != ConnectivityState::Ready {
+        return Err(format!(
+            "a per-call fault cost the connection: {} connections, channel {:?}",
+            server.accepted(),
+            ch.state()
+        ));
+    }
+    recovers(&ch, &server)?;
+    ch.close();
+    Ok(())
+}
+
+fn silent(rt: &Runtime) -> Result<(), String> {
+    // Still connecting at the deadline: the pick waits, then times out.
+    fault(rt, Mode::Silent, |_| {}, 3, &[Code::DeadlineExceeded])
+}
+
+fn garbage(rt: &Runtime) -> Result<(), String> {
+    fault(rt, Mode::Garbage, |_| {}, 3, &[Code::Unavailable])
+}
+
+fn invalid_frames(rt: &Runtime) -> Result<(), String> {
+    // Each kind ends the connection: the calls on it fail UNAVAILABLE, and
+    // the channel recovers after every one.
+    for kind in 0..raw::INVALID_FRAME_KINDS {
+        fault(
+            rt,
+            Mode::InvalidFrames(kind),
+            |_| {},
+            2,
+            &[Code::Unavailable],
+        )
+        .map_err(|e| format!("invalid frame kind {kind}: {e}"))?;
+    }
+    Ok(())
+}
+
+fn http1_reply(rt: &Runtime) -> Result<(), String> {
+    fault(rt, Mode::Http1, |_| {}, 3, &[Code::Unavailable])
+}
+
+/// GOAWAY naming only the first of four streams as processed: the other
+/// three were never processed, so they are retried transparently on a new
+/// connection and succeed, as in gRPC.
+fn goaway_below_inflight(rt: &Runtime) -> Result<(), String> {
+    let server = RawServer::start(Mode::GoawayBelowInflight(4));
+    let ch = channel(rt, &server, |_| {});
+    let out = calls(&ch, 4, Duration::from_secs(3), true);
+    check(&out, Duration::from_secs(3), &[Code::Ok])?;
+    if server.accepted() < 2 {
+        return Err("the unprocessed calls should have gone to a new connection".into());
+    }
+    recovers(&ch, &server)?;
+    ch.close();
+    Ok(())
+}
+
+fn rst_stream(rt: &Runtime) -> Result<(), String> {
+    // RST_STREAM(INTERNAL_ERROR) fails the call with INTERNAL and leaves the
+    // connection as it was.
+    per_call_fault(rt, Mode::RstStream(0x2), |_| {}, Code::Internal)
+}
+
+fn rst_stream_refused(rt: &Runtime) -> Result<(), String> {
+    // REFUSED_STREAM: not processed, retried once, then UNAVAILABLE.
+    fault(rt, Mode::RstStream(0x7), |_| {}, 2, &[Code::Unavailable])
+}
+
+fn oversized_message(rt: &Runtime) -> Result<(), String> {
+    // Announces 64 MiB against the default 4 MiB limit: refused by the
+    // length prefix, nothing near that size is buffered.
+    fault(
+        rt,
+        Mode::Oversized(64 << 20),
+        |_| {},
+        3,
+        &[Code::ResourceExhausted],
+    )
+}
+
+fn oversized_message_configured(rt: &Runtime) -> Result<(), String> {
+    fault(
+        rt,
+        Mode::Oversized(2048),
+        |t| t.max_recv_message_size = 1024,
+        2,
+        &[Code::ResourceExhausted],
+    )
+}
+
+fn many_messages(rt: &Runtime) -> Result<(), String> {
+    // 20 messages of 1000 bytes for a unary call, each under the 8 KiB
+    // limit: the buffer stops at the limit, the call fails, the connection
+    // stays. (Three such calls at once stay within the connection window.)
+    per_call_fault(
+        rt,
+        Mode::ManyMessages {
+            count: 20,
+            size: 1000,
+        },
+        |t| t.max_recv_message_size = 8 << 10,
+        Code::ResourceExhausted,
+    )
+}
+
+fn huge_header_list(rt: &Runtime) -> Result<(), String> {
+    // 100 KB of headers against a 64 KiB limit: that call fails, INTERNAL.
+    per_call_fault(
+        rt,
+        Mode::HugeHeaders(100_000),
+        |t| t.max_header_list_size = 64 << 10,
+        Code::Internal,
+    )
+}
+
+fn huge_trailers(rt: &Runtime) -> Result<(), String> {
+    // The limit holds for trailers too: not silently truncated.
+    per_call_fault(
+        rt,
+        Mode::HugeTrailers(100_000),
+        |t| t.max_header_list_size = 64 << 10,
+        Code::Internal,
+    )
+}
+
+fn huge_header_list_abusive(rt: &Runtime) -> Result<(), String> {
+    // Over four times the limit: h2 ends the connection.
+    fault(
+        rt,
+        Mode::HugeHeaders(300_000),
+        |t| t.max_header_list_size = 16 << 10,
+        3,
+        &[Code::Unavailable, Code::Internal],
+    )
+}
+
+fn continuation_flood(rt: &Runtime) -> Result<(), String> {
+    fault(
+        rt,
+        Mode::ContinuationFlood,
+        |t| t.max_header_list_size = 64 << 10,
+        2,
+        &[Code::Unavailable, Code::Internal],
+    )
+}
+
+fn slow_loris(rt: &Runtime) -> Result<(), String> {
+    // One byte per 30 ms: the handshake alone takes over a second, so the
+    // calls run out of time; they must not wait for the trickle.
+    fault(
+        rt,
+        Mode::SlowLoris(30),
+        |_| {},
+        3,
+        &[Code::DeadlineExceeded, Code::Ok],
+    )
+}
+
+fn slow_response(rt: &Runtime) -> Result<(), String> {
+    // READY at once, then a response at one byte per 50 ms (~4 s): the
+    // call ends at its deadline, not when the trickle does.
+    fault(
+        rt,
+        Mode::SlowResponse(50),
+        |_| {},
+        2,
+        &[Code::DeadlineExceeded],
+    )
+}
+
+fn frozen_peer_with_keepalive(rt: &Runtime) -> Result<(), String> {
+    // Keepalive notices the frozen peer long before the 3 s deadline.
+    let server = RawServer::start(Mode::Frozen);
+    let ch = channel(rt, &server, |t| {
+        t.keepalive = Some(Keepalive {
+            time: Duration::from_millis(200),
+            timeout: Duration::from_millis(300),
+            permit_without_calls: false,
+        })
+    });
+    let deadline = Duration::from_secs(3);
+    let out = calls(&ch, 2, deadline, false);
+    check(&out, deadline, &[Code::Unavailable])?;
+    if out.iter().any(|o| o.1 > Duration::from_secs(2)) {
+        return Err(format!("keepalive was slow: {out:?}"));
+    }
+    recovers(&ch, &server)?;
+    ch.close();
+    Ok(())
+}
+
+fn frozen_peer(rt: &Runtime) -> Result<(), String> {
+    // Without keepalive nothing notices the freeze: the calls end at their
+    // deadline, no later.
+    fault(rt, Mode::Frozen, |_| {}, 2, &[Code::DeadlineExceeded])
+}
+
+fn bad_status_non_numeric(rt: &Runtime) -> Result<(), String> {
+    fault(
+        rt,
+        Mode::BadStatus(Some(b"abc")),
+        |_| {},
+        2,
+        &[Code::Unknown],
+    )
+}
+
+fn bad_status_out_of_range(rt: &Runtime) -> Result<(), String> {
+    fault(
+        rt,
+        Mode::BadStatus(Some(b"99")),
+        |_| {},
+        2,
+        &[Code::Unknown],
+    )
+}
+
+fn bad_status_missing(rt: &Runtime) -> Result<(), String> {
+    fault(rt, Mode::BadStatus(None), |_| {}, 2, &[Code::Internal])
+}
+
+/// Issue 9 defect 8: a NUL byte in one response's grpc-message fails that
+/// call (INTERNAL) and no other; the connection stays READY.
+fn nul_in_grpc_message(rt: &Runtime) -> Result<(), String> {
+    const N: usize = 12;
+    let server = RawServer::start(Mode::NulMessage { n: N, bad: 3 });
+    let ch = channel(rt, &server, |_| {});
+    let deadline = Duration::from_secs(5);
+    let out = calls(&ch, N, deadline, true);
+    check(&out, deadline, &[Code::Ok, Code::Internal])?;
+    let failed = out.iter().filter(|o| code(o) != Code::Ok).count();
+    if failed != 1 {
+        return Err(format!("{failed} of {N} calls failed: {out:?}"));
+    }
+    if server.accepted() != 1 || ch.state() != ConnectivityState::Ready {
+        return Err(format!(
+            "the connection did not survive: {} connections, channel {:?}",
+            server.accepted(),
+            ch.state()
+        ));
+    }
+    // And it still carries calls.
+    check(&calls(&ch, 2, deadline, false), deadline, &[Code::Ok])?;
+    ch.close();
+    Ok(())
+}
+
+fn nul_in_trailers(rt: &Runtime) -> Result<(), String> {
+    let mode = Mode::BadField {
+        name: b"grpc-message",
+        value: b"a\0b",
+        trailers: true,
+    };
+    per_call_fault(rt, mode, |_| {}, Code::Internal)
+}
+
+fn crlf_in_header_value(rt: &Runtime) -> Result<(), String> {
+    let mode = Mode::BadField {
+        name: b"x-split",
+        value: b"a\r\nx-injected: 1",
+        trailers: false,
+    };
+    per_call_fault(rt, mode, |_| {}, Code::Internal)
+}
+
+fn uppercase_header_name(rt: &Runtime) -> Result<(), String> {
+    let mode = Mode::BadField {
+        name: b"X-Upper",
+        value: b"1",
+        trailers: false,
+    };
+    per_call_fault(rt, mode, |_| {}, Code::Internal)
+}
+
+type Case = (&'static str, fn(&Runtime) -> Result<(), String>);
+
+const CASES: &[Case] = &[
+    ("silent", silent),
+    ("garbage", garbage),
+    ("invalid_frames", invalid_frames),
+    ("http1_reply", http1_reply),
+    ("goaway_below_inflight", goaway_below_inflight),
+    ("rst_stream", rst_stream),
+    ("rst_stream_refused", rst_stream_refused),
+    ("oversized_message", oversized_message),
+    ("oversized_message_configured", oversized_message_configured),
+    ("many_messages", many_messages),
+    ("huge_header_list", huge_header_list),
+    ("huge_trailers", huge_trailers),
+    ("huge_header_list_abusive", huge_header_list_abusive),
+    ("continuation_flood", continuation_flood),
+    ("slow_loris", slow_loris),
+    ("slow_response", slow_response),
+    ("frozen_peer_with_keepalive", frozen_peer_with_keepalive),
+    ("frozen_peer", frozen_peer),
+    ("bad_status_non_numeric", bad_status_non_numeric),
+    ("bad_status_out_of_range", bad_status_out_of_range),
+    ("bad_status_missing", bad_status_missing),
+    ("nul_in_grpc_message", nul_in_grpc_message),
+    ("nul_in_trailers", nul_in_trailers),
+    ("crlf_in_header_value", crlf_in_header_value),
+    ("uppercase_header_name", uppercase_header_name),
+];
+
+#[test]
+fn misbehaving_servers() {
+    let only = std::env::var("FAULTS").ok();
+    let chosen: Vec<&Case> = CASES
+        .iter()
+        .filter(|(name, _)| {
+            only.as_deref()
+                .is_none_or(|o| o.split(',').any(|n| n == *name))
+        })
+        .collect();
+    assert!(!chosen.is_empty(), "no case matches FAULTS={only:?}");
+    let before = fds();
+    let rt = Runtime::new().unwrap();
+    let failures: Vec<String> = thread::scope(|s| {
+        let rt = &rt;
+        let runs: Vec<_> = chosen
+            .iter()
+            .map(|(name, case)| {
+                let started = Instant::now();
+                let run = thread::Builder::new()
+                    .name(name.to_string())
+                    .spawn_scoped(s, move || (case(rt), started.elapsed()))
+                    .unwrap();
+                (name, run)
+            })
+            .collect();
+        runs.into_iter()
+            .filter_map(|(name, h)| match h.join() {
+                Ok((Ok(()), took)) => {
+                    eprintln!("fault {name}: ok ({took:?})");
+                    None
+                }
+                Ok((Err(e), took)) => Some(format!("{name} ({took:?}): {e}")),
+                Err(_) => Some(format!("{name}: panicked")),
+            })
+            .collect()
+    });
+    drop(rt);
+    // The raw servers are gone (joined); the channels' sockets close with
+    // the runtime.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while fds() > before && Instant::now() < deadline {
+        thread::sleep(Duration::from_millis(10));
+    }
+    let leaked = fds().saturating_sub(before);
+    // For the record (--nocapture): the process's peak memory.
+    if let Ok(status) = std::fs::read_to_string("/proc/self/status") {
+        if let Some(hwm) = status.lines().find(|l| l.starts_with("VmHWM")) {
+            eprintln!("{hwm}");
+        }
+    }
+    assert!(
+        failures.is_empty(),
+        "failed cases:\n{}",
+        failures.join("\n")
+    );
+    assert_eq!(leaked, 0, "file descriptors not released after close");
+}
+
+/// The limits default to gRPC's: 4 MiB per received message (every gRPC
+/// implementation), 16 MiB per header list (gRPC-Go's client default).
+#[test]
+fn limits_default_to_grpcs() {
+    let t = TransportConfig::default();
+    assert_eq!(t.max_recv_message_size, 4 * 1024 * 1024);
+    assert_eq!(t.max_header_list_size, 16 * 1024 * 1024);
+    assert_eq!(TransportConfig::insecure().limits(), t.limits());
+    assert_eq!(Limits::default(), t.limits());
+}
