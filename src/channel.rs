@@ -253,6 +253,8 @@ impl Channel {
             ConnectivityState::Ready => TransportEvent::Ready,
             ConnectivityState::TransientFailure => TransportEvent::Failed(message.to_string()),
             ConnectivityState::Idle => TransportEvent::Lost(message.to_string()),
+            // Ignored, but a closed channel says so, as for every report.
+            ConnectivityState::Connecting if self.is_closed() => return Err(Error::Closed),
             ConnectivityState::Connecting => return Ok(()),
             ConnectivityState::Shutdown => {
                 return Err(Error::InvalidArgument(

@@ -325,6 +325,9 @@ pub mod channel;
 pub(crate) mod clock;
 pub mod connector;
 pub(crate) mod error;
+// Entry points for the fuzz targets and their stable replays; not API.
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod managed;
 pub mod picker;
 pub mod policy;

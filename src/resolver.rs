@@ -90,15 +90,24 @@ fn split_host_port(hp: &str) -> Result<(String, u16), String> {
             None if tail.is_empty() => DEFAULT_PORT,
             None => return Err(format!("unexpected \"{tail}\" after ]")),
         };
-        return Ok((host.to_string(), port));
+        return named_host(host, port);
     }
     match hp.rsplit_once(':') {
         Some((h, p)) if !h.contains(':') => {
             let port = p.parse().map_err(|_| format!("bad port \"{p}\""))?;
-            Ok((h.to_string(), port))
+            named_host(h, port)
         }
         _ => Ok((hp.to_string(), DEFAULT_PORT)),
     }
+}
+
+/// A port alone (":50051", "[]:80") names no host: refuse it here rather
+/// than fail every DNS lookup later.
+fn named_host(host: &str, port: u16) -> Result<(String, u16), String> {
+    if host.is_empty() {
+        return Err("target has no host".into());
+    }
+    Ok((host.to_string(), port))
 }
 
 /// Resolves `host:port` with the system resolver (blocking: call off the loop).
@@ -284,6 +293,8 @@ mod tests {
             "xds://x/y",
             "dns:///h:notaport",
             "[::1",
+            ":50051",
+            "dns:///[]:80",
         ] {
             assert!(parse_target(bad).is_err(), "{bad} should be rejected");
         }

@@ -74,3 +74,6 @@ pub extern "C" fn sy_version() -> *const c_char {
 
 #[cfg(test)]
 mod tests;
+// The ffi_ops fuzz target's corpus and crash regressions, on stable.
+#[cfg(test)]
+mod fuzz_replay;

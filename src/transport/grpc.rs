@@ -158,15 +158,7 @@ async fn call(
     let _ = stream.send_data(body, true);
     let resp = resp.await.map_err(|e| fail(e, true))?;
     let (parts, mut body) = resp.into_parts();
-
-    // Trailers-only response: the status lives in the headers.
-    if let Some((code, message)) = grpc_status(&parts.headers) {
-        return Err(match code {
-            code::OK => CallError::new(code::INTERNAL, "no response message for unary call"),
-            _ => CallError::new(code, message),
-        });
-    }
-    check_response_head(&parts)?;
+    unary_head(&parts)?;
 
     let max = shared.max_recv_message_size;
     let mut buf = BytesMut::new();
@@ -174,21 +166,63 @@ async fn call(
         let chunk = chunk.map_err(|e| fail(e, true))?;
         // Give the window back or the server stalls after 64 KiB.
         let _ = body.flow_control().release_capacity(chunk.len());
-        if buf.len() + chunk.len() > max.saturating_add(5) {
-            return Err(CallError::new(
-                code::RESOURCE_EXHAUSTED,
-                format!("response larger than max receive message size ({max})"),
-            ));
-        }
-        buf.extend_from_slice(&chunk);
-        // Refuse by the length prefix, before buffering what it announces.
-        check_announced_len(&buf, max)?;
+        unary_body_chunk(&mut buf, &chunk, max)?;
     }
     let trailers = poll_fn(|cx| body.poll_trailers(cx))
         .await
         .map_err(|e| fail(e, true))?
         .unwrap_or_default();
-    match grpc_status(&trailers) {
+    let message = unary_message(buf, &trailers, max)?;
+    Ok(UnaryResponse {
+        message,
+        headers: parts.headers,
+        trailers,
+    })
+}
+
+// The decoding half of `call`, pure (no h2), so that it is one code path for
+// calls and for the fuzzer (`crate::fuzzing::grpc_response`).
+
+/// A unary response's head: `Err` when it already ends the call (a
+/// trailers-only status, or not a gRPC response).
+pub(crate) fn unary_head(parts: &http::response::Parts) -> Result<(), CallError> {
+    // Trailers-only response: the status lives in the headers.
+    if let Some((code, message)) = grpc_status(&parts.headers) {
+        return Err(match code {
+            code::OK => CallError::new(code::INTERNAL, "no response message for unary call"),
+            _ => CallError::new(code, message),
+        });
+    }
+    check_response_head(parts)
+}
+
+/// Adds one DATA chunk to a unary response's body, within the receive
+/// limit `max`.
+pub(crate) fn unary_body_chunk(
+    buf: &mut BytesMut,
+    chunk: &[u8],
+    max: usize,
+) -> Result<(), CallError> {
+    if buf.len() + chunk.len() > max.saturating_add(5) {
+        return Err(CallError::new(
+            code::RESOURCE_EXHAUSTED,
+            format!("response larger than max receive message size ({max})"),
+        ));
+    }
+    buf.extend_from_slice(chunk);
+    // Refuse by the length prefix, before buffering what it announces.
+    check_announced_len(buf, max)?;
+    Ok(())
+}
+
+/// The unary call's outcome from its whole body and its trailers: the one
+/// response message, or the status that failed the call.
+pub(crate) fn unary_message(
+    mut buf: BytesMut,
+    trailers: &HeaderMap,
+    max: usize,
+) -> Result<Vec<u8>, CallError> {
+    match grpc_status(trailers) {
         Some((code::OK, _)) => {}
         Some((code, message)) => return Err(CallError::new(code, message)),
         None => {
@@ -214,11 +248,7 @@ async fn call(
         }
         None => return Err(CallError::new(code::INTERNAL, "truncated gRPC message")),
     };
-    Ok(UnaryResponse {
-        message,
-        headers: parts.headers,
-        trailers,
-    })
+    Ok(message)
 }
 
 /// A response head that is not trailers-only must be HTTP 200 with a gRPC

@@ -134,12 +134,7 @@ impl HealthWatch {
                         Poll::Ready(Ok(r)) => r,
                     };
                     let (parts, body) = response.into_parts();
-                    // Trailers-only: the status (UNIMPLEMENTED, typically)
-                    // is in the headers.
-                    if let Some((code, message)) = grpc_status(&parts.headers) {
-                        return self.end(CallError::new(code, message));
-                    }
-                    if let Err(e) = check_response_head(&parts) {
+                    if let Err(e) = watch_head(&parts) {
                         return self.end(e);
                     }
                     let State::Headers { _send, .. } =
@@ -150,17 +145,9 @@ impl HealthWatch {
                     self.state = State::Messages { body, _send };
                 }
                 State::Messages { body, .. } => {
-                    match take_message(&mut self.buf) {
+                    match next_status(&mut self.buf) {
                         Err(e) => return self.end(e),
-                        Ok(Some(msg)) => {
-                            return match health_proto::decode_response(&msg) {
-                                Some(status) => Some(WatchEvent::Status(status)),
-                                None => self.end(CallError::new(
-                                    code::INTERNAL,
-                                    "malformed HealthCheckResponse",
-                                )),
-                            }
-                        }
+                        Ok(Some(status)) => return Some(WatchEvent::Status(status)),
                         Ok(None) => {}
                     }
                     match body.poll_data(cx) {
@@ -184,15 +171,7 @@ impl HealthWatch {
                     let status = match body.poll_trailers(cx) {
                         Poll::Pending => return None,
                         Poll::Ready(Err(e)) => h2_error(&e, true),
-                        Poll::Ready(Ok(trailers)) => {
-                            match trailers.as_ref().and_then(grpc_status) {
-                                Some((code, message)) => CallError::new(code, message),
-                                None => CallError::new(
-                                    code::INTERNAL,
-                                    "server closed the stream without grpc-status",
-                                ),
-                            }
-                        }
+                        Poll::Ready(Ok(trailers)) => watch_end(trailers.as_ref()),
                     };
                     return self.end(status);
                 }
@@ -210,5 +189,39 @@ impl HealthWatch {
     fn end(&mut self, status: CallError) -> Option<WatchEvent> {
         self.state = State::Done;
         Some(WatchEvent::Ended(status))
+    }
+}
+
+// The decoding half of `HealthWatch::poll`, pure (no h2): one code path for
+// watches and for the fuzzer (`crate::fuzzing::health`).
+
+/// A Watch response's head: `Err` ends the watch (a trailers-only status,
+/// UNIMPLEMENTED typically, or not a gRPC response).
+pub(crate) fn watch_head(parts: &http::response::Parts) -> Result<(), CallError> {
+    if let Some((code, message)) = grpc_status(&parts.headers) {
+        return Err(CallError::new(code, message));
+    }
+    check_response_head(parts)
+}
+
+/// The next `ServingStatus` in a Watch's received bytes, once a whole
+/// message is there (taken off `buf`).
+pub(crate) fn next_status(buf: &mut BytesMut) -> Result<Option<u32>, CallError> {
+    match take_message(buf)? {
+        None => Ok(None),
+        Some(msg) => health_proto::decode_response(&msg)
+            .map(Some)
+            .ok_or_else(|| CallError::new(code::INTERNAL, "malformed HealthCheckResponse")),
+    }
+}
+
+/// The status a Watch ends with, from its trailers (`None`: none came).
+pub(crate) fn watch_end(trailers: Option<&http::HeaderMap>) -> CallError {
+    match trailers.and_then(grpc_status) {
+        Some((code, message)) => CallError::new(code, message),
+        None => CallError::new(
+            code::INTERNAL,
+            "server closed the stream without grpc-status",
+        ),
     }
 }

@@ -18,9 +18,9 @@
 //! waker, and the loop polls the future `start` returns for calls it drives
 //! itself.
 
-mod grpc;
+pub(crate) mod grpc;
 mod h2conn;
-mod health;
+pub(crate) mod health;
 pub mod health_proto;
 mod io;
 mod tls;
