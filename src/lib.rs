@@ -162,7 +162,10 @@
 //!         ..Default::default()
 //!     },
 //! )?;
-//! ch.update_addresses(vec![Address::new("10.0.0.1:443").with_tag(1), Address::new("10.0.0.2:443").with_tag(2)])?;
+//! ch.update_addresses(vec![
+//!     Address::new("127.0.0.1:50051").with_tag(1),
+//!     Address::new("127.0.0.1:50052").with_tag(2),
+//! ])?;
 //! ch.sync()?; // the policy has asked for connections by now
 //!
 //! let connecting = host.connecting.lock().unwrap().clone();
@@ -170,6 +173,7 @@
 //! for id in connecting {
 //!     ch.report_subconn_state(id, ConnectivityState::Ready, "connected")?;
 //! }
+//! ch.sync()?; // the picker over both READY subchannels is published
 //!
 //! let mut reader = ch.reader(); // one per RPC thread
 //! let info = PickInfo { method: "/echo.Echo/Unary", hash: None };

@@ -128,7 +128,7 @@ fn many_children_track_the_ready_set_through_a_random_walk() {
     // 256), still address churn.
     let (children, steps) = if cfg!(miri) { (360, 100) } else { (600, 400) };
     let names: Vec<String> = (0..children)
-        .map(|i| format!("10.0.{}.{}:1", i / 250, i % 250))
+        .map(|i| format!("127.0.{}.{}:1", i / 250, i % 250))
         .collect();
     let mut present: Vec<bool> = (0..names.len()).map(|i| i < children * 5 / 6).collect();
     let listed = |present: &[bool]| -> Vec<Address> {

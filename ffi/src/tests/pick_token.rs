@@ -144,7 +144,7 @@ fn ready_channel(
         &mut ch,
     ));
     let address = sy_address {
-        address: c"10.0.0.1:443".as_ptr(),
+        address: c"127.0.0.1:443".as_ptr(),
         weight: 0,
         user_data: ptr::from_ref(released).cast_mut().cast(),
     };
