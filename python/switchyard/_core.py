@@ -86,8 +86,28 @@ def _release_user_data(ptr):
     _pop(ptr)
 
 
+# --- owned handles ----------------------------------------------------------
+class _Owned:
+    """A handle freed by close(): usable with `with`, closed when collected."""
+
+    def close(self):
+        raise NotImplementedError
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+    def __del__(self):
+        try:
+            self.close()
+        except Exception:
+            pass
+
+
 # --- runtime ----------------------------------------------------------------
-class Runtime:
+class Runtime(_Owned):
     """One event loop thread; channels share the process's default runtime
     unless given one. Closing it closes every channel on it."""
 
@@ -102,12 +122,6 @@ class Runtime:
             ptr, self._ptr = self._ptr, None
         if ptr:
             lib.sy_runtime_free(ptr)
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        self.close()
 
     def __del__(self):
         if in_callback():
@@ -237,7 +251,7 @@ class Metadata:
         return bool(self.get_all(key))
 
 
-class Response:
+class Response(_Owned):
     """A unary RPC's result: `message` (bytes), `headers` and `trailers`
     (Metadata, valid until `close()`; the response frees itself when
     collected)."""
@@ -254,17 +268,6 @@ class Response:
         if buf:
             lib.sy_buffer_free(buf)
 
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        self.close()
-
-    def __del__(self):
-        try:
-            self.close()
-        except Exception:
-            pass
 
     def __repr__(self):
         return f"Response(message={self.message!r})"
@@ -340,7 +343,7 @@ class Pick:
         return f"Pick(subchannel_id={self.subchannel_id}, address={self.address!r})"
 
 
-class Reader:
+class Reader(_Owned):
     """One thread's view of a channel, for picks. Use it from one thread at a
     time (channel.unary keeps one per thread by itself)."""
 
@@ -378,17 +381,6 @@ class Reader:
         if ptr:
             lib.sy_reader_free(ptr)
 
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        self.close()
-
-    def __del__(self):
-        try:
-            self.close()
-        except Exception:
-            pass
 
 
 # --- calls on the event loop -------------------------------------------------
@@ -453,7 +445,7 @@ class HostTransport:
 
 
 # --- channels ---------------------------------------------------------------
-class Channel:
+class Channel(_Owned):
     """A load-balanced channel.
 
     `target`: "ipv4:127.0.0.1:50051,127.0.0.1:50052", "dns:///host:port",
@@ -750,12 +742,6 @@ class Channel:
             self._ptr = None
         _open_channels.discard(self)
         lib.sy_channel_free(ptr)
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        self.close()
 
     def __del__(self):
         if getattr(self, "_ptr", None):
