@@ -208,6 +208,7 @@ mod tls {
     /// private CA reaches a TLS server (and without roots, the bundled ones
     /// do not trust it); `_new_insecure` reaches a plaintext one.
     #[test]
+    #[cfg_attr(miri, ignore = "real sockets and TLS (ring's C): not under Miri")]
     fn one_call_options_builders() {
         let pki = TestPki::new();
         let tls = TestServer::start(
@@ -259,6 +260,7 @@ mod tls {
     /// Durations from C up to u64::MAX ms are either refused when set or
     /// harmless: never an overflow (a panic) on the loop when connecting.
     #[test]
+    #[cfg_attr(miri, ignore = "real sockets and TLS (ring's C): not under Miri")]
     fn extreme_durations_do_not_break_the_channel() {
         let server = TestServer::start(
             Listen::Tcp("127.0.0.1:0".parse().unwrap()),
@@ -353,6 +355,7 @@ mod tls {
     /// server, plaintext to a TLS one) fail with an error that names the
     /// likely cause, not just a TLS or HTTP/2 parse error.
     #[test]
+    #[cfg_attr(miri, ignore = "real sockets and TLS (ring's C): not under Miri")]
     fn credentials_mismatch_names_the_likely_cause() {
         let plain = TestServer::start(
             Listen::Tcp("127.0.0.1:0".parse().unwrap()),
