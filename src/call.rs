@@ -16,7 +16,7 @@
 use crate::channel::{Channel, ChannelShared};
 use crate::error::Error;
 use crate::picker::{DoneInfo, PickInfo};
-use crate::reader::{Pick, PickError, PickOptions, Reader};
+use crate::reader::{Pick, PickError, PickOptions, PickWait, Reader};
 use crate::runtime::{ChannelId, Command, Env, LoopHandle, TimerKind};
 use crate::snapshot::ReaderCounts;
 use crate::status::{Code, Status};
@@ -121,8 +121,8 @@ fn metadata_status(metadata: &[(String, String)]) -> Result<(), Status> {
 #[derive(Default)]
 pub(crate) struct Course {
     retried: bool,
-    /// The latest pick error a wait-for-ready call waited through.
-    last_pick_error: Option<Status>,
+    /// What the failed picks it waited through said (`Reader::pick`'s rules).
+    waiting: PickWait,
     /// Waiting because the picked connection went away.
     lost_connection: bool,
 }
@@ -168,18 +168,14 @@ impl Course {
     /// queue it or fail the call, as `Reader::pick` decides for a blocking
     /// pick.
     pub(crate) fn pick_failed(&mut self, e: PickError, wait_for_ready: bool) -> Next {
-        match e {
-            PickError::NoSubConnAvailable => Next::Wait,
-            PickError::Unavailable(s) if wait_for_ready => {
-                self.last_pick_error = Some(s);
-                Next::Wait
-            }
-            e => Next::Done(Err(e.status())),
+        match self.waiting.failed(e, wait_for_ready) {
+            Ok(()) => Next::Wait,
+            Err(e) => Next::Done(Err(e.status())),
         }
     }
 
     /// The status of a call whose deadline passed while it waited for a
-    /// picker (the messages of `Reader::pick`).
+    /// picker (`Reader::pick`'s error).
     pub(crate) fn deadline_waiting(&self) -> Status {
         if self.lost_connection {
             return Status::new(
@@ -187,11 +183,7 @@ impl Course {
                 "deadline exceeded waiting for a connection",
             );
         }
-        PickError::DeadlineExceeded(match &self.last_pick_error {
-            Some(s) => format!("latest balancer error: {}", s.message()),
-            None => "waiting for connections to become ready".to_string(),
-        })
-        .status()
+        self.waiting.deadline_exceeded().status()
     }
 
     /// An attempt ended after `latency`: the policy hears how, and the call

@@ -246,7 +246,7 @@ impl Reader {
     /// Picks, waiting for new pickers while the current one queues (or fails,
     /// for wait-for-ready), until `deadline`. Each picker is tried at most once.
     pub fn pick(&mut self, info: &PickInfo<'_>, options: &PickOptions) -> Result<Pick, PickError> {
-        let mut last_error: Option<Status> = None;
+        let mut waiting = PickWait::default();
         let mut tried: Option<u64> = None;
         loop {
             let seq = self.cache.current().seq;
@@ -254,18 +254,11 @@ impl Reader {
                 tried = Some(seq);
                 match self.try_pick(info) {
                     Ok(p) => return Ok(p),
-                    Err(PickError::NoSubConnAvailable) => {}
-                    Err(PickError::Unavailable(s)) if options.wait_for_ready => {
-                        last_error = Some(s)
-                    }
-                    Err(e) => return Err(e),
+                    Err(e) => waiting.failed(e, options.wait_for_ready)?,
                 }
             }
             if !self.wait_for_next_picker(options.deadline) {
-                return Err(PickError::DeadlineExceeded(match last_error {
-                    Some(s) => format!("latest balancer error: {}", s.message()),
-                    None => "waiting for connections to become ready".to_string(),
-                }));
+                return Err(waiting.deadline_exceeded());
             }
         }
     }
@@ -323,6 +316,37 @@ impl Reader {
 }
 
 type Chosen = (NonNull<SubConn>, Option<NonNull<dyn DoneHook>>);
+
+/// What a pick that waits for pickers makes of each failed try: gRPC's
+/// queued-pick rules, shared by blocking picks and the loop's started calls.
+#[derive(Default)]
+pub(crate) struct PickWait {
+    /// The latest error a wait-for-ready pick waited through.
+    last_error: Option<Status>,
+}
+
+impl PickWait {
+    /// `Ok` to wait for the next picker (the picker queues, or fails and
+    /// the pick is wait-for-ready); `Err` ends the pick with that error.
+    pub(crate) fn failed(&mut self, e: PickError, wait_for_ready: bool) -> Result<(), PickError> {
+        match e {
+            PickError::NoSubConnAvailable => Ok(()),
+            PickError::Unavailable(s) if wait_for_ready => {
+                self.last_error = Some(s);
+                Ok(())
+            }
+            e => Err(e),
+        }
+    }
+
+    /// The error of a pick whose deadline passed while it waited.
+    pub(crate) fn deadline_exceeded(&self) -> PickError {
+        PickError::DeadlineExceeded(match &self.last_error {
+            Some(s) => format!("latest balancer error: {}", s.message()),
+            None => "waiting for connections to become ready".to_string(),
+        })
+    }
+}
 
 /// Where a reader is in a rotation: its chunks, the chunk it is in, and its
 /// position there.
