@@ -15,12 +15,12 @@
 
 use crate::channel::{Channel, ChannelShared};
 use crate::error::Error;
-use crate::picker::{DoneInfo, PickInfo};
+use crate::balancer::picker::{DoneInfo, PickInfo};
 use crate::reader::{Pick, PickError, PickOptions, PickWait, Reader};
 use crate::runtime::{ChannelId, Command, Env, LoopHandle, TimerKind};
 use crate::snapshot::ReaderCounts;
 use crate::status::{Code, Status};
-use crate::subconn::SubConnId;
+use crate::balancer::subconn::SubConnId;
 use crate::transport::{self, code, CallError, CallFuture, Handle, UnaryResponse};
 use crossbeam_channel::Sender;
 use std::collections::HashMap;

@@ -322,37 +322,39 @@
 
 #![warn(missing_docs)]
 
+// Base: no import of anything above.
+pub mod address;
 pub mod backoff;
-pub mod balancer;
-pub mod call;
-pub mod channel;
 pub(crate) mod clock;
-pub mod connector;
+pub(crate) mod connectivity;
 pub(crate) mod error;
-// Entry points for the fuzz targets and their stable replays; not API.
-#[doc(hidden)]
-pub mod fuzzing;
-pub mod managed;
-pub mod picker;
-pub mod policy;
 // The wait-free publication protocol, public only for the loom models and
 // the pick benchmark; not part of the API.
 #[doc(hidden)]
 pub mod publish;
-pub mod reader;
-pub mod registry;
-pub(crate) mod resolver;
-pub mod runtime;
-pub(crate) mod service_config;
-pub mod snapshot;
-pub(crate) mod state;
 pub(crate) mod status;
-pub(crate) mod subchannel;
-pub mod subconn;
 pub(crate) mod sync;
 pub mod trace;
+// The policy API, then the built-in policies.
+pub mod balancer;
+pub mod policy;
+pub(crate) mod resolver;
+pub(crate) mod service_config;
+// The loop, transports, connectors, the subchannel machine.
+pub mod runtime;
 pub mod transport;
+pub mod connector;
+pub(crate) mod subchannel;
+// Channels, then what RPC threads use.
+pub mod channel;
+pub mod snapshot;
+pub mod reader;
+pub mod call;
+// Entry points for the fuzz targets and their stable replays; not API.
+#[doc(hidden)]
+pub mod fuzzing;
 
+pub use balancer::{picker, registry};
 pub use backoff::BackoffConfig;
 pub use balancer::{
     Balancer, Builder, ClientConn, ClientConnState, LbConfig, SubConnState, TimerToken,
@@ -364,17 +366,19 @@ pub use connector::{
     Connector, ConnectorCtx, ExternalConnector, HostTransport, Notifier, TransportEvent,
 };
 pub use error::Error;
-pub use managed::ManagedConnector;
-pub use picker::{DoneHook, DoneInfo, Listed, PickInfo, PickLocal, PickResult, Picker};
+pub use connector::managed::ManagedConnector;
+pub use balancer::picker::{DoneHook, DoneInfo, PickInfo, PickLocal, PickResult, Picker};
+pub use balancer::rotation::{Rotation, RotationEntry};
 pub use reader::{Pick, PickError, PickOptions, PickRef, Reader};
 // A pick as plain words, for the C ABI crate.
 #[doc(hidden)]
 pub use reader::RawPick;
 pub use runtime::{Runtime, RuntimeConfig};
 pub use snapshot::{ChannelSnapshot, SubchannelSnapshot};
-pub use state::ConnectivityState;
+pub use connectivity::ConnectivityState;
 pub use status::{Code, Status};
-pub use subconn::{Address, SubConn, SubConnId, UserData};
+pub use address::{Address, UserData};
+pub use balancer::subconn::{SubConn, SubConnId};
 pub use transport::{Credentials, Keepalive, Limits, TlsSettings, TransportConfig, UnaryResponse};
 
 /// The README's Rust examples, compiled (and run where they can be) by the

@@ -2,10 +2,11 @@
 //! picks from it wait-free; `pick` adds queueing, wait-for-ready and deadlines.
 
 use crate::channel::{ChannelShared, Table};
-use crate::picker::{Chunk, DoneHook, DoneInfo, Listed, PickInfo, PickLocal, PickResult};
+use crate::balancer::rotation::{Chunk, RotationEntry};
+use crate::balancer::picker::{DoneHook, DoneInfo, PickInfo, PickLocal, PickResult};
 use crate::publish::{Cache, Hold};
 use crate::status::{Code, Status};
-use crate::subconn::SubConn;
+use crate::balancer::subconn::SubConn;
 use std::fmt;
 use std::ptr::NonNull;
 use std::sync::Arc;
@@ -147,7 +148,7 @@ impl Reader {
     /// `PickInfo`, with its rotation entry (the pick's id, address and tag at
     /// hand); `None` means "call `try_pick`".
     #[inline(always)]
-    pub fn try_pick_cached(&mut self) -> Option<(Pick, Listed)> {
+    pub fn try_pick_cached(&mut self) -> Option<(Pick, RotationEntry)> {
         if !self.rotation_is_current() {
             return None;
         }
@@ -182,7 +183,7 @@ impl Reader {
     /// The next entry of the cached table's rotation. Only while
     /// `rotation_is_current()`.
     #[inline(always)]
-    fn rotate(&mut self) -> Listed {
+    fn rotate(&mut self) -> RotationEntry {
         let r = &mut self.rotation;
         if r.offset >= r.len {
             r.next_chunk();
@@ -310,7 +311,7 @@ impl Reader {
     }
 
     /// The channel's state as last published.
-    pub fn channel_state(&self) -> crate::state::ConnectivityState {
+    pub fn channel_state(&self) -> crate::connectivity::ConnectivityState {
         self.shared.state()
     }
 }
@@ -357,7 +358,7 @@ struct Cursor {
     count: usize,
     chunk: usize,
     /// The current chunk's entries.
-    entries: NonNull<Listed>,
+    entries: NonNull<RotationEntry>,
     len: usize,
     offset: usize,
 }
@@ -393,7 +394,7 @@ impl Cursor {
     fn enter_chunk(&mut self) {
         // SAFETY: `chunk < count`, and the chunks live in the cached table's
         // picker (see `Reader::rotate`).
-        let entries: &[Listed] = unsafe { &*self.chunks.as_ptr().add(self.chunk) };
+        let entries: &[RotationEntry] = unsafe { &*self.chunks.as_ptr().add(self.chunk) };
         self.entries = NonNull::from(entries).cast();
         self.len = entries.len();
         self.offset = 0;

@@ -3,7 +3,7 @@
 //! addresses itself).
 
 use crate::backoff::{Backoff, BackoffConfig, Jitter};
-use crate::subconn::Address;
+use crate::address::Address;
 use std::net::{SocketAddr, ToSocketAddrs};
 use std::time::{Duration, Instant};
 

@@ -1,7 +1,7 @@
 //! Service config: which policy a channel runs, with what configuration.
 
 use crate::balancer::{Builder, LbConfig};
-use crate::registry;
+use crate::balancer::registry;
 use serde_json::Value;
 use std::sync::Arc;
 

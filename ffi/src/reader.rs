@@ -22,7 +22,7 @@ use std::ptr::{addr_of, addr_of_mut};
 use std::sync::Arc;
 use std::time::Duration;
 use switchyard::{
-    Code, DoneInfo, Listed, Pick, PickError, PickInfo, PickOptions, RawPick, Reader, SubConn,
+    Code, DoneInfo, RotationEntry, Pick, PickError, PickInfo, PickOptions, RawPick, Reader, SubConn,
 };
 
 /// One RPC thread's view of a channel. Opaque; owned by the caller (Box).
@@ -459,7 +459,7 @@ struct Handout {
 impl Handout {
     /// From a rotation entry: no access to the subchannel itself.
     #[inline(always)]
-    fn listed(listed: &Listed) -> Handout {
+    fn listed(listed: &RotationEntry) -> Handout {
         let (addr, addr_len) = listed.addr_raw();
         Handout {
             id: listed.id().0,

@@ -1,6 +1,6 @@
 //! Built-in load-balancing policies.
 
-pub(crate) mod children;
+
 pub mod pick_first;
 pub mod round_robin;
 

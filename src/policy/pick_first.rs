@@ -7,9 +7,10 @@
 use crate::balancer::{
     Balancer, Builder, ClientConn, ClientConnState, LbConfig, SubConnState, TimerToken,
 };
-use crate::picker::{FailPicker, IdlePicker, Picker, QueuePicker, SinglePicker};
-use crate::state::ConnectivityState;
-use crate::subconn::{Address, SubConn, SubConnId};
+use crate::balancer::picker::{FailPicker, IdlePicker, Picker, QueuePicker, SinglePicker};
+use crate::connectivity::ConnectivityState;
+use crate::address::Address;
+use crate::balancer::subconn::{SubConn, SubConnId};
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::net::SocketAddr;
 use std::sync::Arc;

@@ -2,14 +2,13 @@
 //! rotate over the READY children. The rotation lives in each reader (starting
 //! at a random offset), so the picker itself is never written to.
 
-use super::children::{Child, Children};
+use crate::balancer::child_manager::{Child, Children};
 use super::pick_first::{PickFirst, ZERO_ADDRESSES};
 use crate::balancer::{Balancer, Builder, ClientConn, ClientConnState, SubConnState, TimerToken};
-use crate::picker::{
-    Chunk, FailPicker, Listed, PickInfo, PickLocal, PickResult, Picker, QueuePicker, Rotation,
-};
-use crate::state::{ConnectivityState, StateCounts, NO_CHILDREN};
-use crate::subconn::{SubConn, SubConnId};
+use crate::balancer::rotation::{Chunk, RotationEntry, Rotation};
+use crate::balancer::picker::{FailPicker, PickInfo, PickLocal, PickResult, Picker, QueuePicker};
+use crate::connectivity::{ConnectivityState, StateCounts, NO_CHILDREN};
+use crate::balancer::subconn::{SubConn, SubConnId};
 use std::ptr::NonNull;
 use std::sync::Arc;
 
@@ -117,7 +116,7 @@ fn same_entries(a: &[Chunk], b: &[Chunk]) -> bool {
 struct Keep {
     version: u64,
     all: Arc<[Arc<SubConn>]>,
-    listed: Vec<Listed>,
+    listed: Vec<RotationEntry>,
     /// Where each child's subchannels start in `all`, in children order.
     base: Vec<usize>,
 }
@@ -140,7 +139,7 @@ impl Keep {
             let all: Arc<[Arc<SubConn>]> = all.into();
             Keep {
                 version,
-                listed: Listed::all(&all),
+                listed: RotationEntry::all(&all),
                 all,
                 base,
             }

@@ -3,9 +3,16 @@
 //! publishes `Picker`s. Every `Balancer` method runs on the channel's event-loop
 //! thread, one at a time, and may call back into the `ClientConn` freely.
 
-use crate::picker::Picker;
-use crate::state::ConnectivityState;
-use crate::subconn::{Address, SubConn, SubConnId};
+pub mod child_manager;
+pub mod picker;
+pub mod registry;
+pub mod rotation;
+pub mod subconn;
+
+use crate::address::Address;
+use crate::balancer::picker::Picker;
+use crate::connectivity::ConnectivityState;
+use crate::balancer::subconn::{SubConn, SubConnId};
 use std::any::Any;
 use std::sync::Arc;
 use std::time::{Duration, Instant};

@@ -17,7 +17,7 @@
 
 use crate::backoff::{Backoff, BackoffConfig};
 use crate::connector::{Connector, ConnectorCtx, TransportEvent};
-use crate::subconn::{SubConn, SubConnId};
+use crate::balancer::subconn::{SubConn, SubConnId};
 use crate::trace;
 use crate::transport::{
     code, health_proto, CallError, Connection, HealthWatch, Keepalive, Limits, Progress, Target,
@@ -496,7 +496,7 @@ fn with_peer(addr: &str, error: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::subconn::Address;
+    use crate::address::Address;
     use std::time::Duration;
 
     /// gRFC A8: a server's "too_many_pings" GOAWAY doubles the keepalive time

@@ -7,7 +7,7 @@ use crate::balancer::TimerToken;
 use crate::call::Dispatch;
 use crate::channel::ChannelCore;
 use crate::clock::{Clock, Rng, SystemClock};
-use crate::subconn::SubConnId;
+use crate::balancer::subconn::SubConnId;
 use crossbeam_channel::{Receiver, Sender};
 use mio::{Events, Poll, Token};
 use std::cmp::Reverse;

@@ -7,8 +7,10 @@
 //! and managed connectors that register sockets with the loop's `mio::Poll`
 //! through `ConnectorCtx` and drive them on I/O events, timers and wake-ups.
 
+pub mod managed;
+
 use crate::runtime::{ChannelId, Env, TimerKind};
-use crate::subconn::{SubConn, SubConnId};
+use crate::balancer::subconn::{SubConn, SubConnId};
 use std::sync::Arc;
 use std::time::Instant;
 

@@ -6,9 +6,10 @@
 
 use crate::balancer::{Balancer, ClientConn, ClientConnState, SubConnState, TimerToken};
 use crate::channel::IdleTrigger;
-use crate::picker::{Picker, QueuePicker};
-use crate::state::ConnectivityState;
-use crate::subconn::{Address, SubConn, SubConnId};
+use crate::balancer::picker::{Picker, QueuePicker};
+use crate::connectivity::ConnectivityState;
+use crate::address::Address;
+use crate::balancer::subconn::{SubConn, SubConnId};
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
