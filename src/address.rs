@@ -67,4 +67,3 @@ impl fmt::Debug for Address {
             .finish()
     }
 }
-

@@ -13,14 +13,15 @@
 //! call), never on the loop: a slow closure delays the closures after it,
 //! never a call's deadline or the loop.
 
-use crate::channel::{Channel, ChannelShared};
-use crate::error::Error;
 use crate::balancer::picker::{DoneInfo, PickInfo};
+use crate::balancer::subconn::SubConnId;
+use crate::channel::{Channel, ChannelShared};
+use crate::channel::{ChannelCore, ChannelId, Completions, StartedCalls, CALL_TIMER, CALL_WAKE};
+use crate::error::Error;
 use crate::reader::{Pick, PickError, PickOptions, PickWait, Reader};
-use crate::runtime::{ChannelId, Command, Env, LoopHandle, TimerKind};
+use crate::runtime::{JoinOnDrop, LoopContext, LoopHandle, TimerKey};
 use crate::snapshot::ReaderCounts;
 use crate::status::{Code, Status};
-use crate::balancer::subconn::SubConnId;
 use crate::transport::{self, code, CallError, CallFuture, Handle, UnaryResponse};
 use crossbeam_channel::Sender;
 use std::collections::HashMap;
@@ -336,7 +337,9 @@ impl CallShared {
         // call; if the loop is gone, so is the task, whose drop completes it.
         let id = self.id;
         self.handle
-            .run(self.channel, move |core, env| core.cancel_call(id, env));
+            .run_on(self.channel, move |core: &mut ChannelCore, env| {
+                core.started_calls(Calls::default).cancel(id, env)
+            });
         true
     }
 }
@@ -428,11 +431,18 @@ impl Dispatch {
         Ok(tx)
     }
 
+    fn cancel(&self, id: u64) -> bool {
+        let call = lock(&self.live).get(&id).cloned();
+        call.is_some_and(|c| c.cancel())
+    }
+}
+
+impl JoinOnDrop for Dispatch {
     /// Takes no more calls and waits until every completion has run (the
     /// loop must have completed or dropped the channel's calls, or be about
     /// to). On the dispatch thread itself (a completion closing its own
     /// channel) it does not wait: the thread ends on its own.
-    pub(crate) fn close_and_join(&self) {
+    fn close_and_join(&self) {
         let thread = {
             let mut st = lock(&self.state);
             st.closed = true;
@@ -445,10 +455,11 @@ impl Dispatch {
             }
         }
     }
+}
 
-    fn cancel(&self, id: u64) -> bool {
-        let call = lock(&self.live).get(&id).cloned();
-        call.is_some_and(|c| c.cancel())
+impl Completions for Dispatch {
+    fn into_any(self: Arc<Self>) -> Arc<dyn std::any::Any + Send + Sync> {
+        self
     }
 }
 
@@ -548,7 +559,7 @@ impl Channel {
         if self.is_closed() {
             return Err(Error::Closed);
         }
-        let dispatch = self.dispatch();
+        let dispatch = self.completions(|| Arc::new(Dispatch::new()));
         let tx = dispatch.sender()?;
         let id = dispatch.next_id.fetch_add(1, Ordering::Relaxed);
         let call = Arc::new(CallShared {
@@ -575,16 +586,19 @@ impl Channel {
         };
         // Accepted from here on: if the command never runs (the channel
         // closed meanwhile, the loop is gone), dropping it completes the call.
+        let channel = shared.clone();
         shared
             .handle
-            .run(shared.id, move |core, env| core.start_call(new, env));
+            .run_on(shared.id, move |core: &mut ChannelCore, env| {
+                core.started_calls(Calls::default).start(new, &channel, env)
+            });
         Ok(CallHandle(call))
     }
 
     /// Cancels the started call `id` (see [`CallHandle::cancel`]): true if
     /// it was still running, false if it already finished (or never was).
     pub fn cancel_call(&self, id: u64) -> bool {
-        self.dispatch().cancel(id)
+        self.completions(|| Arc::new(Dispatch::new())).cancel(id)
     }
 }
 
@@ -603,7 +617,7 @@ impl Wake for CallWaker {
     }
     fn wake_by_ref(self: &Arc<Self>) {
         if !self.scheduled.swap(true, Ordering::AcqRel) {
-            self.handle.send(Command::Call(self.channel, self.id));
+            self.handle.notify(self.channel, CALL_WAKE | self.id);
         }
     }
 }
@@ -643,16 +657,22 @@ pub(crate) struct Calls {
 }
 
 impl Calls {
-    pub(crate) fn start(&mut self, call: NewCall, shared: &Arc<ChannelShared>, env: &mut Env) {
+    pub(crate) fn start(
+        &mut self,
+        call: NewCall,
+        shared: &Arc<ChannelShared>,
+        env: &mut LoopContext,
+    ) {
         let id = call.id;
         if let Some(status) = expired(call.deadline) {
             // Completed like any call: on the completion thread, once.
             call.completion.deliver(Err(status));
             return;
         }
-        let timer = call
-            .deadline
-            .map(|at| env.timers.schedule(at, shared.id, TimerKind::Call(id)));
+        let timer = call.deadline.map(|at| {
+            env.timers
+                .schedule(at, shared.id, TimerKey::new(CALL_TIMER, id))
+        });
         let waker = Arc::new(CallWaker {
             handle: env.handle.clone(),
             channel: shared.id,
@@ -670,7 +690,7 @@ impl Calls {
     }
 
     /// The call's stream made progress.
-    pub(crate) fn wake(&mut self, id: u64, shared: &Arc<ChannelShared>, env: &mut Env) {
+    fn wake_call(&mut self, id: u64, shared: &Arc<ChannelShared>, env: &mut LoopContext) {
         if let Some(task) = self.tasks.remove(&id) {
             task.waker.scheduled.store(false, Ordering::Release);
             self.advance(task, shared, env);
@@ -679,7 +699,7 @@ impl Calls {
 
     /// After anything ran on the channel: a new picker re-tries the queued
     /// calls (each picker at most once per call).
-    pub(crate) fn after_run(&mut self, shared: &Arc<ChannelShared>, env: &mut Env) {
+    fn picker_published(&mut self, shared: &Arc<ChannelShared>, env: &mut LoopContext) {
         if self.tasks.is_empty() {
             self.reader = None;
             return;
@@ -707,7 +727,7 @@ impl Calls {
     }
 
     /// The call's deadline passed.
-    pub(crate) fn expire(&mut self, id: u64, env: &mut Env) {
+    fn expire_call(&mut self, id: u64, env: &mut LoopContext) {
         if let Some(mut task) = self.tasks.remove(&id) {
             task.timer = None;
             let status = match &task.state {
@@ -721,7 +741,7 @@ impl Calls {
     }
 
     /// The caller cancelled the call (its completion says CANCELLED).
-    pub(crate) fn cancel(&mut self, id: u64, env: &mut Env) {
+    pub(crate) fn cancel(&mut self, id: u64, env: &mut LoopContext) {
         if let Some(task) = self.tasks.remove(&id) {
             let status = Status::new(Code::Cancelled, "call cancelled");
             self.end(task, code::CANCELLED, status, env);
@@ -730,7 +750,7 @@ impl Calls {
 
     /// The channel closes: every call ends with CANCELLED "the channel is
     /// closed".
-    pub(crate) fn close(&mut self, env: &mut Env) {
+    fn close_all(&mut self, env: &mut LoopContext) {
         let ids: Vec<u64> = self.tasks.keys().copied().collect();
         for id in ids {
             if let Some(task) = self.tasks.remove(&id) {
@@ -743,7 +763,7 @@ impl Calls {
     /// Ends a call from outside its course (deadline, cancel, close): an
     /// attempt in flight is dropped, which resets its stream with
     /// RST_STREAM(CANCEL), and the policy hears the attempt failed.
-    fn end(&mut self, mut task: Task, code: u32, status: Status, env: &mut Env) {
+    fn end(&mut self, mut task: Task, code: u32, status: Status, env: &mut LoopContext) {
         if let TaskState::Sending { pick, started, .. } =
             std::mem::replace(&mut task.state, TaskState::Queued { tried: None })
         {
@@ -756,7 +776,7 @@ impl Calls {
         self.complete(task, Err(status), env);
     }
 
-    fn complete(&mut self, task: Task, result: CallResult, env: &mut Env) {
+    fn complete(&mut self, task: Task, result: CallResult, env: &mut LoopContext) {
         if let Some(id) = task.timer {
             env.timers.cancel(id);
         }
@@ -778,7 +798,7 @@ impl Calls {
 
     /// Runs the call's course as far as it goes without waiting; keeps the
     /// task if it waits (for a picker or its stream).
-    fn advance(&mut self, mut task: Task, shared: &Arc<ChannelShared>, env: &mut Env) {
+    fn advance(&mut self, mut task: Task, shared: &Arc<ChannelShared>, env: &mut LoopContext) {
         // Bounded: each turn either waits (returns), ends the call, or
         // moves Queued -> Sending -> Queued at most twice (one retry, one
         // lost connection per picker).
@@ -932,5 +952,23 @@ mod tests {
                 "{e}"
             );
         }
+    }
+}
+
+impl StartedCalls for Calls {
+    fn after_run(&mut self, shared: &Arc<ChannelShared>, cx: &mut LoopContext) {
+        self.picker_published(shared, cx);
+    }
+    fn wake(&mut self, id: u64, shared: &Arc<ChannelShared>, cx: &mut LoopContext) {
+        self.wake_call(id, shared, cx);
+    }
+    fn expire(&mut self, id: u64, cx: &mut LoopContext) {
+        self.expire_call(id, cx);
+    }
+    fn close(&mut self, cx: &mut LoopContext) {
+        self.close_all(cx);
+    }
+    fn as_any_mut(&mut self) -> &mut dyn std::any::Any {
+        self
     }
 }

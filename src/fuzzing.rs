@@ -109,7 +109,7 @@ pub fn service_config(data: &[u8]) {
     );
     let Ok((policy, _)) = &first else { return };
     assert!(
-        crate::balancer::registry::get(policy).is_some(),
+        crate::policy::registry::get(policy).is_some(),
         "parsed to an unregistered policy {policy:?}"
     );
     // What was accepted means the same written back out by serde_json.

@@ -341,44 +341,46 @@ pub mod policy;
 pub(crate) mod resolver;
 pub(crate) mod service_config;
 // The loop, transports, connectors, the subchannel machine.
-pub mod runtime;
-pub mod transport;
 pub mod connector;
+pub mod runtime;
 pub(crate) mod subchannel;
+pub mod transport;
 // Channels, then what RPC threads use.
-pub mod channel;
-pub mod snapshot;
-pub mod reader;
 pub mod call;
+pub mod channel;
+pub mod reader;
+pub mod snapshot;
 // Entry points for the fuzz targets and their stable replays; not API.
 #[doc(hidden)]
 pub mod fuzzing;
 
-pub use balancer::{picker, registry};
 pub use backoff::BackoffConfig;
+pub use balancer::picker;
+pub use balancer::picker::{DoneHook, DoneInfo, PickInfo, PickLocal, PickResult, Picker};
+pub use balancer::rotation::{Rotation, RotationEntry};
 pub use balancer::{
     Balancer, Builder, ClientConn, ClientConnState, LbConfig, SubConnState, TimerToken,
+    WorkScheduler,
 };
 pub use call::{check_metadata, CallHandle, CallOptions, CallResult};
-pub use channel::{Channel, ChannelOptions, IdleTrigger, StateCallback, SubConnCallback};
+pub use channel::{Channel, ChannelOptions, StateCallback, SubConnCallback};
 pub use clock::{Clock, ManualClock, SystemClock};
+pub use connector::managed::ManagedConnector;
 pub use connector::{
     Connector, ConnectorCtx, ExternalConnector, HostTransport, Notifier, TransportEvent,
 };
 pub use error::Error;
-pub use connector::managed::ManagedConnector;
-pub use balancer::picker::{DoneHook, DoneInfo, PickInfo, PickLocal, PickResult, Picker};
-pub use balancer::rotation::{Rotation, RotationEntry};
+pub use policy::registry;
 pub use reader::{Pick, PickError, PickOptions, PickRef, Reader};
 // A pick as plain words, for the C ABI crate.
+pub use address::{Address, UserData};
+pub use balancer::subconn::{SubConn, SubConnId};
+pub use connectivity::ConnectivityState;
 #[doc(hidden)]
 pub use reader::RawPick;
 pub use runtime::{Runtime, RuntimeConfig};
 pub use snapshot::{ChannelSnapshot, SubchannelSnapshot};
-pub use connectivity::ConnectivityState;
 pub use status::{Code, Status};
-pub use address::{Address, UserData};
-pub use balancer::subconn::{SubConn, SubConnId};
 pub use transport::{Credentials, Keepalive, Limits, TlsSettings, TransportConfig, UnaryResponse};
 
 /// The README's Rust examples, compiled (and run where they can be) by the

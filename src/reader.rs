@@ -1,12 +1,12 @@
 //! The RPC-thread side of a channel: a `Reader` caches the published picker and
 //! picks from it wait-free; `pick` adds queueing, wait-for-ready and deadlines.
 
-use crate::channel::{ChannelShared, Table};
-use crate::balancer::rotation::{Chunk, RotationEntry};
 use crate::balancer::picker::{DoneHook, DoneInfo, PickInfo, PickLocal, PickResult};
+use crate::balancer::rotation::{Chunk, RotationEntry};
+use crate::balancer::subconn::SubConn;
+use crate::channel::{Channel, ChannelShared, Table};
 use crate::publish::{Cache, Hold};
 use crate::status::{Code, Status};
-use crate::balancer::subconn::SubConn;
 use std::fmt;
 use std::ptr::NonNull;
 use std::sync::Arc;
@@ -98,6 +98,13 @@ pub struct Reader {
     /// This reader's call counters, made on its first library call (never
     /// touched by picks; see `crate::snapshot`).
     counts: Option<crate::snapshot::ReaderCounts>,
+}
+
+impl Channel {
+    /// A reader for one RPC thread.
+    pub fn reader(&self) -> Reader {
+        Reader::new(self.shared().clone())
+    }
 }
 
 impl Reader {

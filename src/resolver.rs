@@ -2,8 +2,8 @@
 //! `unix:`, `dns:`, `passthrough:`; an empty target means the host supplies
 //! addresses itself).
 
-use crate::backoff::{Backoff, BackoffConfig, Jitter};
 use crate::address::Address;
+use crate::backoff::{Backoff, BackoffConfig, Jitter};
 use std::net::{SocketAddr, ToSocketAddrs};
 use std::time::{Duration, Instant};
 

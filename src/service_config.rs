@@ -1,7 +1,7 @@
 //! Service config: which policy a channel runs, with what configuration.
 
 use crate::balancer::{Builder, LbConfig};
-use crate::balancer::registry;
+use crate::policy::registry;
 use serde_json::Value;
 use std::sync::Arc;
 

@@ -26,8 +26,8 @@
 //!
 //! [`Channel::snapshot`]: crate::Channel::snapshot
 
-use crate::connectivity::ConnectivityState;
 use crate::balancer::subconn::SubConnId;
+use crate::connectivity::ConnectivityState;
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError, Weak};
 use std::time::{SystemTime, UNIX_EPOCH};

@@ -9,6 +9,7 @@
 //! (read-only) and the subchannel's HTTP/2 connection. A started call costs
 //! no thread while it runs, however many are in flight.
 
+use crate::call_pool::CallPool;
 use crate::channel::{channel_ref, timeout_deadline};
 use crate::error::{Error, Message};
 use crate::macros::{boundary, boundary_or, in_callback, refuse_in_callback};
@@ -17,7 +18,6 @@ use crate::status::sy_status;
 use crate::strings::{slice_arg, str_arg};
 use std::ffi::{c_char, c_void, CString};
 use std::ptr;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Instant;
 use switchyard::{CallOptions, CallResult, ConnectivityState, Reader, Status, UnaryResponse};
@@ -540,41 +540,6 @@ fn complete(callback: DoneFn, ctx: *mut c_void, pool: &CallPool, result: CallRes
     // SAFETY: the caller's callback with its own ctx; `message` outlives
     // the call; `response` is handed over.
     in_callback(|| unsafe { callback(ctx, status, code, message.as_ptr(), response) });
-}
-
-/// What the C layer keeps per channel for its calls: whether the channel is
-/// closing, so that calls failing from then on report SY_CLOSED. (Started
-/// calls themselves live on the event loop; the core's channel completes them
-/// and waits for their callbacks when it closes.)
-pub(crate) struct CallPool {
-    /// Set before the channel closes (sy_channel_close / _free,
-    /// sy_runtime_free): failures from then on are SY_CLOSED.
-    closing: AtomicBool,
-}
-
-impl CallPool {
-    /// `_call_threads`: `sy_channel_options_set_call_threads`, which no
-    /// longer means anything (started calls cost no thread).
-    pub(crate) fn new(_call_threads: usize) -> Arc<CallPool> {
-        Arc::new(CallPool {
-            closing: AtomicBool::new(false),
-        })
-    }
-
-    /// Closes channels with `close` after marking `pools` closing (so their
-    /// calls' failures from then on are SY_CLOSED). `close` returns once
-    /// every started call's callback has returned (the core's
-    /// `Channel::close` / `Runtime` drop wait for them).
-    pub(crate) fn close_joined(pools: &[Arc<CallPool>], close: impl FnOnce()) {
-        for pool in pools {
-            pool.closing.store(true, Ordering::Release);
-        }
-        close();
-    }
-
-    pub(crate) fn is_closing(&self) -> bool {
-        self.closing.load(Ordering::Acquire)
-    }
 }
 
 #[cfg(test)]

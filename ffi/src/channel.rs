@@ -1,7 +1,7 @@
 //! `sy_channel`: one target, one policy, its subchannels; addresses and
 //! transport states come in from the host.
 
-use crate::call::CallPool;
+use crate::call_pool::CallPool;
 use crate::callback::{sy_host_transport, sy_release_fn, sy_state_fn, CHost};
 use crate::error::Error;
 use crate::handle::{bury, Shell};

@@ -29,6 +29,7 @@ mod strings;
 // this order is the header's: runtime, channel, reader/pick, calls, policies,
 // resolvers, options, logging, errors (ffi/tests/header.rs opens each group
 // with its overview). One declaration per group keeps rustfmt from sorting them.
+mod call_pool;
 mod runtime;
 
 mod channel;

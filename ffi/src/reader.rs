@@ -8,7 +8,7 @@
 //! no unwrap). Should that ever be wrong, Rust >= 1.81 aborts at the `extern
 //! "C"` boundary instead of unwinding into C.
 
-use crate::call::CallPool;
+use crate::call_pool::CallPool;
 use crate::callback::user_data_of;
 use crate::channel::{channel_ref, sy_channel, timeout_deadline, SY_NO_WAIT};
 use crate::error::{set_last, Error, Message};
@@ -22,7 +22,7 @@ use std::ptr::{addr_of, addr_of_mut};
 use std::sync::Arc;
 use std::time::Duration;
 use switchyard::{
-    Code, DoneInfo, RotationEntry, Pick, PickError, PickInfo, PickOptions, RawPick, Reader, SubConn,
+    Code, DoneInfo, Pick, PickError, PickInfo, PickOptions, RawPick, Reader, RotationEntry, SubConn,
 };
 
 /// One RPC thread's view of a channel. Opaque; owned by the caller (Box).

@@ -1,6 +1,6 @@
 //! `sy_runtime`: one event-loop thread shared by any number of channels.
 
-use crate::call::CallPool;
+use crate::call_pool::CallPool;
 use crate::error::Error;
 use crate::macros::{boundary, boundary_or};
 use crate::status::sy_status;

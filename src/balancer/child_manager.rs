@@ -4,14 +4,15 @@
 //! leaves kept ones untouched. Each child gets a `ClientConn` that records which
 //! subchannels and timers are its own and captures the state it publishes.
 
-use crate::balancer::{Balancer, ClientConn, ClientConnState, SubConnState, TimerToken};
-use crate::channel::IdleTrigger;
-use crate::balancer::picker::{Picker, QueuePicker};
-use crate::connectivity::ConnectivityState;
 use crate::address::Address;
+use crate::balancer::picker::{Picker, QueuePicker};
 use crate::balancer::subconn::{SubConn, SubConnId};
+use crate::balancer::{
+    Balancer, ClientConn, ClientConnState, SubConnState, TimerToken, WorkScheduler,
+};
+use crate::connectivity::ConnectivityState;
 use std::collections::{HashMap, HashSet};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 pub(crate) struct Child {
@@ -31,6 +32,9 @@ pub(crate) struct Children {
     index: HashMap<String, usize>,
     owners: HashMap<SubConnId, String>,
     timers: HashMap<TimerToken, String>,
+    /// Children whose pickers asked for `Balancer::work` since the last
+    /// `work` call (written by pickers on any thread).
+    wanting_work: Arc<Mutex<HashSet<String>>>,
     /// Changes whenever a child comes or goes or a child's subchannels change:
     /// parents key caches of `subconns` on it.
     pub(crate) version: u64,
@@ -158,6 +162,18 @@ impl Children {
         Some(key)
     }
 
+    /// Runs `Balancer::work` on every child whose picker asked for it.
+    pub(crate) fn work(&mut self, cc: &mut dyn ClientConn) -> Vec<String> {
+        let keys: Vec<String> = {
+            let mut wanting = self.wanting_work.lock().unwrap_or_else(|p| p.into_inner());
+            wanting.drain().collect()
+        };
+        for key in &keys {
+            self.call(key, cc, |b, cc| b.work(cc));
+        }
+        keys
+    }
+
     pub(crate) fn exit_idle(&mut self, cc: &mut dyn ClientConn, key: &str) {
         self.call(key, cc, |b, cc| b.exit_idle(cc));
     }
@@ -190,6 +206,7 @@ impl Children {
             owners,
             timers,
             version,
+            wanting_work,
         } = self;
         let Some(child) = index.get(key).map(|i| &mut list[*i]) else {
             return;
@@ -203,6 +220,7 @@ impl Children {
                 timers,
                 subconns: &mut child.subconns,
                 version,
+                wanting_work,
                 published: &mut published,
             };
             f(&mut *child.balancer, &mut ccw);
@@ -221,6 +239,7 @@ struct ChildCc<'a> {
     timers: &'a mut HashMap<TimerToken, String>,
     subconns: &'a mut Vec<Arc<SubConn>>,
     version: &'a mut u64,
+    wanting_work: &'a Arc<Mutex<HashSet<String>>>,
     published: &'a mut Option<(ConnectivityState, Box<dyn Picker>)>,
 }
 
@@ -259,7 +278,16 @@ impl ClientConn for ChildCc<'_> {
     fn random(&mut self) -> u64 {
         self.parent.random()
     }
-    fn idle_trigger(&self) -> IdleTrigger {
-        self.parent.idle_trigger()
+    fn work_scheduler(&self) -> WorkScheduler {
+        let parent = self.parent.work_scheduler();
+        let wanting = self.wanting_work.clone();
+        let key = self.key.to_string();
+        WorkScheduler::new(move || {
+            wanting
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .insert(key.clone());
+            parent.schedule_work();
+        })
     }
 }

@@ -4,6 +4,7 @@
 //! thread, one at a time, and may call back into the `ClientConn` freely.
 
 pub mod child_manager;
+pub mod pick_local;
 pub mod picker;
 pub mod registry;
 pub mod rotation;
@@ -11,8 +12,8 @@ pub mod subconn;
 
 use crate::address::Address;
 use crate::balancer::picker::Picker;
-use crate::connectivity::ConnectivityState;
 use crate::balancer::subconn::{SubConn, SubConnId};
+use crate::connectivity::ConnectivityState;
 use std::any::Any;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -92,6 +93,12 @@ pub trait Balancer {
     /// Leave IDLE: reconnect if appropriate.
     fn exit_idle(&mut self, cc: &mut dyn ClientConn);
 
+    /// Work a picker asked for through `ClientConn::work_scheduler`. The
+    /// default leaves IDLE (`exit_idle`), which is what pickers ask for.
+    fn work(&mut self, cc: &mut dyn ClientConn) {
+        self.exit_idle(cc);
+    }
+
     /// A timer this balancer armed fired.
     fn timer(&mut self, _cc: &mut dyn ClientConn, _token: TimerToken) {}
 
@@ -129,6 +136,40 @@ pub trait ClientConn {
     /// The loop's random source.
     fn random(&mut self) -> u64;
 
-    /// A handle pickers can use to ask the loop to call `exit_idle`.
-    fn idle_trigger(&self) -> crate::channel::IdleTrigger;
+    /// A handle this policy's pickers (any thread) use to have
+    /// `Balancer::work` called on this policy, on the loop, soon.
+    fn work_scheduler(&self) -> WorkScheduler;
+}
+
+/// Asks the loop to call one policy's `Balancer::work` (gRPC's
+/// `WorkScheduler`): how a picker, which may not touch policy state, gets
+/// its policy to connect. Cheap to clone; usable from any thread; never
+/// blocks. Requests made before the loop gets to them coalesce into one call.
+#[derive(Clone)]
+pub struct WorkScheduler(Arc<dyn Fn() + Send + Sync>);
+
+impl WorkScheduler {
+    /// A scheduler that runs `schedule` on every request. A `ClientConn`
+    /// makes one for its policy; a parent makes one per child that forwards
+    /// to its own.
+    pub fn new(schedule: impl Fn() + Send + Sync + 'static) -> WorkScheduler {
+        WorkScheduler(Arc::new(schedule))
+    }
+
+    /// Requests a `Balancer::work` call.
+    pub fn schedule_work(&self) {
+        (self.0)()
+    }
+}
+
+impl std::fmt::Debug for WorkScheduler {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("WorkScheduler")
+    }
+}
+
+impl SubConnState {
+    pub(crate) fn is(&self, s: ConnectivityState) -> bool {
+        self.state == s
+    }
 }

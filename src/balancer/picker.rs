@@ -1,8 +1,10 @@
 //! Pickers: immutable tables RPC threads pick from, and what a pick returns.
 
-use crate::status::Status;
+pub use crate::balancer::pick_local::PickLocal;
 use crate::balancer::rotation::Rotation;
 use crate::balancer::subconn::SubConn;
+use crate::balancer::WorkScheduler;
+use crate::status::Status;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -49,56 +51,6 @@ pub enum PickResult<'a> {
     Fail(&'a Status),
     /// Fail the RPC now, even wait-for-ready; never retried.
     Drop(&'a Status),
-}
-
-/// Per-reader scratch a picker may use instead of shared mutable state: a
-/// round-robin cursor (starting at a random offset) and a random generator.
-/// Living in the reader, it keeps the pick path free of shared writes.
-#[derive(Clone, Debug)]
-pub struct PickLocal {
-    cursor: usize,
-    rng: u64,
-}
-
-impl PickLocal {
-    /// Scratch seeded with `seed` (the cursor starts at a seed-derived offset).
-    pub fn new(seed: u64) -> PickLocal {
-        let mut local = PickLocal {
-            cursor: 0,
-            rng: seed | 1,
-        };
-        local.cursor = (local.random() >> 1) as usize;
-        local
-    }
-
-    /// The next index of a rotation over `len` entries (`len > 0`; 0 for an
-    /// empty one rather than a panic, so the pick path has no panic at all).
-    #[inline]
-    pub fn next_index(&mut self, len: usize) -> usize {
-        let mut i = self.cursor;
-        if i >= len {
-            i = i.checked_rem(len).unwrap_or(0);
-        }
-        self.cursor = if i + 1 == len { 0 } else { i + 1 };
-        i
-    }
-
-    /// xorshift64*: fast, good enough for load balancing, never zero.
-    #[inline]
-    pub fn random(&mut self) -> u64 {
-        let mut x = self.rng;
-        x ^= x >> 12;
-        x ^= x << 25;
-        x ^= x >> 27;
-        self.rng = x;
-        x.wrapping_mul(0x2545_f491_4f6c_dd1d)
-    }
-
-    /// A uniform index below `n` (`n > 0`), without a division.
-    #[inline]
-    pub fn random_below(&mut self, n: usize) -> usize {
-        (((self.random() >> 32) * n as u64) >> 32) as usize
-    }
 }
 
 /// An immutable pick table. Called concurrently from any RPC thread: must not
@@ -193,15 +145,16 @@ impl Picker for SinglePicker {
 /// Asks the loop to leave IDLE, once, then queues (pick_first after its
 /// connection closed).
 pub struct IdlePicker {
-    trigger: crate::channel::IdleTrigger,
+    work: WorkScheduler,
     fired: AtomicBool,
 }
 
 impl IdlePicker {
-    /// Fires `trigger` on the first pick (`ClientConn::idle_trigger`).
-    pub fn new(trigger: crate::channel::IdleTrigger) -> IdlePicker {
+    /// Schedules the policy's `Balancer::work` (whose default leaves IDLE)
+    /// on the first pick; `work` comes from `ClientConn::work_scheduler`.
+    pub fn new(work: WorkScheduler) -> IdlePicker {
         IdlePicker {
-            trigger,
+            work,
             fired: AtomicBool::new(false),
         }
     }
@@ -211,37 +164,8 @@ impl Picker for IdlePicker {
     fn pick<'a>(&'a self, _: &PickInfo<'_>, _: &mut PickLocal) -> PickResult<'a> {
         // Load first so repeated picks don't keep writing the shared line.
         if !self.fired.load(Ordering::Relaxed) && !self.fired.swap(true, Ordering::AcqRel) {
-            self.trigger.exit_idle();
+            self.work.schedule_work();
         }
         PickResult::Queue
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn rotation_visits_each_index_once_per_cycle() {
-        let mut l = PickLocal::new(42);
-        let mut seen = [0u32; 7];
-        for _ in 0..70 {
-            seen[l.next_index(7)] += 1;
-        }
-        assert_eq!(seen, [10; 7]);
-        // Shrinking the table keeps indices in range.
-        for _ in 0..10 {
-            assert!(l.next_index(2) < 2);
-        }
-    }
-
-    #[test]
-    fn random_below_covers_range() {
-        let mut l = PickLocal::new(7);
-        let mut seen = [false; 5];
-        for _ in 0..1000 {
-            seen[l.random_below(5)] = true;
-        }
-        assert!(seen.iter().all(|s| *s));
     }
 }

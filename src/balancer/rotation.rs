@@ -2,8 +2,8 @@
 //! with its own cursor, without calling the picker (the wait-free fast path
 //! of round_robin, pick_first and any policy whose picker is a rotation).
 
+use crate::balancer::pick_local::PickLocal;
 use crate::balancer::subconn::{SubConn, SubConnId};
-use crate::balancer::picker::PickLocal;
 use std::ptr::NonNull;
 use std::sync::Arc;
 
@@ -37,7 +37,10 @@ impl Rotation {
 
     /// Every subchannel of `keep`, in order, in chunks of `chunk` entries.
     pub(crate) fn over(keep: Arc<[Arc<SubConn>]>, chunk: usize) -> Option<Rotation> {
-        let chunks = RotationEntry::all(&keep).chunks(chunk).map(Chunk::from).collect();
+        let chunks = RotationEntry::all(&keep)
+            .chunks(chunk)
+            .map(Chunk::from)
+            .collect();
         Rotation::new(keep, chunks)
     }
 
@@ -99,7 +102,9 @@ impl RotationEntry {
     pub(crate) fn all(keep: &Arc<[Arc<SubConn>]>) -> Vec<RotationEntry> {
         // SAFETY: the entries point into `keep`, and only a `Rotation` over
         // that same `keep` holds them.
-        keep.iter().map(|sc| unsafe { RotationEntry::new(sc) }).collect()
+        keep.iter()
+            .map(|sc| unsafe { RotationEntry::new(sc) })
+            .collect()
     }
 
     pub(crate) fn ptr(self) -> NonNull<SubConn> {
@@ -122,4 +127,3 @@ impl RotationEntry {
         (self.addr, self.addr_len)
     }
 }
-

@@ -1,5 +1,6 @@
-//! Subchannels as RPC threads and pickers see them: an address with an identity.
-//! The state machine that drives them lives in `subchannel.rs` on the loop.
+//! Subchannels as policies, pickers and RPC threads see them (gRPC's
+//! `SubConn`): an address with an identity. The state machine that drives
+//! them lives on the loop (`crate::subchannel`).
 
 use crate::address::{Address, UserData};
 use std::fmt;
@@ -14,17 +15,21 @@ pub struct SubConnId(pub u64);
 pub struct SubConn {
     id: SubConnId,
     address: Address,
-    /// The HTTP/2 connection RPCs use, when the managed connector has one
-    /// READY. Swapped by the loop; read once per RPC.
-    transport: arc_swap::ArcSwapOption<crate::transport::Handle>,
+    /// What RPCs are sent on, when a connector attached one (the managed
+    /// connector's HTTP/2 connection while READY). Swapped by the loop; read
+    /// once per RPC. Opaque here: the policy API knows no transport.
+    attached: arc_swap::ArcSwapOption<Attached>,
 }
+
+/// A connection a connector attached to its subchannel (see `SubConn::attached`).
+pub(crate) struct Attached(pub(crate) Arc<dyn std::any::Any + Send + Sync>);
 
 impl SubConn {
     pub(crate) fn new(id: SubConnId, address: Address) -> SubConn {
         SubConn {
             id,
             address,
-            transport: arc_swap::ArcSwapOption::empty(),
+            attached: arc_swap::ArcSwapOption::empty(),
         }
     }
 
@@ -53,14 +58,15 @@ impl SubConn {
         self.address.tag
     }
 
-    /// The connection to send on, if the library manages one and it is READY.
-    #[doc(hidden)] // for the raw transport benchmark (benches/rpc.rs) only
-    pub fn transport(&self) -> Option<Arc<crate::transport::Handle>> {
-        self.transport.load_full()
+    /// What the connector attached for RPCs to use, if anything.
+    pub(crate) fn attached(&self) -> Option<Arc<Attached>> {
+        self.attached.load_full()
     }
 
-    pub(crate) fn set_transport(&self, handle: Option<Arc<crate::transport::Handle>>) {
-        self.transport.store(handle);
+    /// Attaches (or, with `None`, detaches) what RPCs send on.
+    pub(crate) fn attach(&self, connection: Option<Arc<dyn std::any::Any + Send + Sync>>) {
+        self.attached
+            .store(connection.map(|c| Arc::new(Attached(c))));
     }
 }
 

@@ -16,8 +16,8 @@
 //! connection; a GOAWAY or loss cancels the Watch with it.
 
 use crate::backoff::{Backoff, BackoffConfig};
-use crate::connector::{Connector, ConnectorCtx, TransportEvent};
 use crate::balancer::subconn::{SubConn, SubConnId};
+use crate::connector::{Connector, ConnectorCtx, TransportEvent};
 use crate::trace;
 use crate::transport::{
     code, health_proto, CallError, Connection, HealthWatch, Keepalive, Limits, Progress, Target,
@@ -506,7 +506,7 @@ mod tests {
     #[cfg_attr(miri, ignore = "real sockets: Miri has no network")]
     fn too_many_pings_doubles_keepalive_time() {
         let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        let (mut env, _poll) = crate::runtime::Env::for_test();
+        let (mut env, _poll) = crate::runtime::LoopContext::for_test();
         let keepalive = Keepalive {
             time: Duration::from_secs(10),
             timeout: Duration::from_secs(1),
@@ -523,7 +523,7 @@ mod tests {
         let mut events = Vec::new();
         let mut ctx = ConnectorCtx {
             env: &mut env,
-            channel: 1,
+            task: 1,
             events: &mut events,
         };
         m.connect(&sc, Instant::now(), &mut ctx);
@@ -628,7 +628,7 @@ mod tests {
     #[test]
     #[cfg_attr(miri, ignore = "TLS: ring runs C and assembly Miri cannot")]
     fn bad_tls_settings_fail_every_attempt_with_the_reason() {
-        let (mut env, _poll) = crate::runtime::Env::for_test();
+        let (mut env, _poll) = crate::runtime::LoopContext::for_test();
         let mut m = ManagedConnector::new(TransportConfig::tls(crate::transport::TlsSettings {
             roots_pem: Some(b"not a certificate".to_vec()),
             ..Default::default()
@@ -638,7 +638,7 @@ mod tests {
         let mut events = Vec::new();
         let mut ctx = ConnectorCtx {
             env: &mut env,
-            channel: 1,
+            task: 1,
             events: &mut events,
         };
         m.connect(&sc, Instant::now(), &mut ctx);

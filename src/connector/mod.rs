@@ -7,10 +7,13 @@
 //! and managed connectors that register sockets with the loop's `mio::Poll`
 //! through `ConnectorCtx` and drive them on I/O events, timers and wake-ups.
 
+pub mod external;
 pub mod managed;
 
-use crate::runtime::{ChannelId, Env, TimerKind};
+pub use external::{ExternalConnector, HostTransport};
+
 use crate::balancer::subconn::{SubConn, SubConnId};
+use crate::runtime::{LoopContext, LoopHandle, TaskId, TimerKey};
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -38,10 +41,14 @@ pub enum TransportEvent {
     Unhealthy(String),
 }
 
+/// The kind of the timers connectors arm (`ConnectorCtx::schedule_timer`).
+pub(crate) const TIMER_KIND: u8 = 1;
+
 /// The loop's services, lent to a connector during each call.
 pub struct ConnectorCtx<'a> {
-    pub(crate) env: &'a mut Env,
-    pub(crate) channel: ChannelId,
+    pub(crate) env: &'a mut LoopContext,
+    /// The channel (loop task) the connector belongs to.
+    pub(crate) task: TaskId,
     pub(crate) events: &'a mut Vec<(SubConnId, TransportEvent)>,
 }
 
@@ -58,7 +65,7 @@ impl ConnectorCtx<'_> {
 
     /// A token whose I/O events are routed to `Connector::io_event(key, ..)`.
     pub fn token(&mut self, key: u64) -> mio::Token {
-        self.env.alloc_token(self.channel, key)
+        self.env.alloc_token(self.task, key)
     }
 
     /// Returns a token from `token` once its socket is deregistered.
@@ -70,7 +77,7 @@ impl ConnectorCtx<'_> {
     pub fn schedule_timer(&mut self, at: Instant, key: u64) -> u64 {
         self.env
             .timers
-            .schedule(at, self.channel, TimerKind::Connector(key))
+            .schedule(at, self.task, TimerKey::new(TIMER_KIND, key))
     }
 
     /// Disarms a timer from `schedule_timer` (no-op if it already fired).
@@ -82,7 +89,7 @@ impl ConnectorCtx<'_> {
     pub fn notifier(&self, key: u64) -> Notifier {
         Notifier {
             handle: self.env.handle.clone(),
-            channel: self.channel,
+            task: self.task,
             key,
         }
     }
@@ -101,8 +108,8 @@ impl ConnectorCtx<'_> {
 /// Wakes the loop to call `Connector::notified` (usable as a task waker).
 #[derive(Clone)]
 pub struct Notifier {
-    handle: crate::runtime::LoopHandle,
-    channel: ChannelId,
+    handle: LoopHandle,
+    task: TaskId,
     key: u64,
 }
 
@@ -110,7 +117,7 @@ impl Notifier {
     /// Schedules `Connector::notified(key, ..)` on the loop. Any thread;
     /// never blocks.
     pub fn notify(&self) {
-        self.handle.notify(self.channel, self.key);
+        self.handle.notify(self.task, self.key);
     }
 }
 
@@ -164,45 +171,4 @@ pub trait Connector: Send {
     fn timer(&mut self, _key: u64, _ctx: &mut ConnectorCtx<'_>) {}
     /// A `Notifier` for `key` fired.
     fn notified(&mut self, _key: u64, _ctx: &mut ConnectorCtx<'_>) {}
-}
-
-/// The host stack's side of the external connector. Called on the loop thread;
-/// the host later reports the outcome with `Channel::report_subconn_state`.
-pub trait HostTransport: Send + Sync {
-    /// A new subchannel exists (IDLE); nothing to connect yet.
-    fn create(&self, _sc: &Arc<SubConn>) {}
-    /// Start connecting to `sc.addr()`; report READY or TRANSIENT_FAILURE
-    /// later with `Channel::report_subconn_state(sc.id(), ..)`. Must not
-    /// block, and must not call back into the channel synchronously.
-    fn connect(&self, sc: &Arc<SubConn>);
-    /// The subchannel is gone: close its transport (calls in flight may
-    /// finish first).
-    fn shutdown(&self, sc: &Arc<SubConn>);
-}
-
-/// Delegates transports to the host (see `HostTransport`).
-pub struct ExternalConnector {
-    host: Arc<dyn HostTransport>,
-}
-
-impl ExternalConnector {
-    /// A connector that hands every subchannel's transport to `host`.
-    pub fn new(host: Arc<dyn HostTransport>) -> ExternalConnector {
-        ExternalConnector { host }
-    }
-}
-
-impl Connector for ExternalConnector {
-    fn created(&mut self, sc: &Arc<SubConn>, _: &mut ConnectorCtx<'_>) {
-        self.host.create(sc);
-    }
-    fn connect(&mut self, sc: &Arc<SubConn>, _: Instant, _: &mut ConnectorCtx<'_>) {
-        self.host.connect(sc);
-    }
-    fn shutdown(&mut self, sc: &Arc<SubConn>, _: &mut ConnectorCtx<'_>) {
-        self.host.shutdown(sc);
-    }
-    fn enforces_deadline(&self) -> bool {
-        false
-    }
 }

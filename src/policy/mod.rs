@@ -1,7 +1,7 @@
 //! Built-in load-balancing policies.
 
-
 pub mod pick_first;
+pub mod registry;
 pub mod round_robin;
 
 use crate::balancer::Builder;

@@ -4,13 +4,13 @@
 //! rest are shut down. After a full failed pass it stays in TRANSIENT_FAILURE
 //! (sticky) and reconnects every subchannel as its backoff ends.
 
+use crate::address::Address;
+use crate::balancer::picker::{FailPicker, IdlePicker, Picker, QueuePicker, SinglePicker};
+use crate::balancer::subconn::{SubConn, SubConnId};
 use crate::balancer::{
     Balancer, Builder, ClientConn, ClientConnState, LbConfig, SubConnState, TimerToken,
 };
-use crate::balancer::picker::{FailPicker, IdlePicker, Picker, QueuePicker, SinglePicker};
 use crate::connectivity::ConnectivityState;
-use crate::address::Address;
-use crate::balancer::subconn::{SubConn, SubConnId};
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -317,7 +317,7 @@ impl Balancer for PickFirst {
                 self.selected = None;
                 self.cursor = 0;
                 cc.resolve_now();
-                let trigger = cc.idle_trigger();
+                let trigger = cc.work_scheduler();
                 self.report(
                     cc,
                     ConnectivityState::Idle,

@@ -2,13 +2,13 @@
 //! rotate over the READY children. The rotation lives in each reader (starting
 //! at a random offset), so the picker itself is never written to.
 
-use crate::balancer::child_manager::{Child, Children};
 use super::pick_first::{PickFirst, ZERO_ADDRESSES};
-use crate::balancer::{Balancer, Builder, ClientConn, ClientConnState, SubConnState, TimerToken};
-use crate::balancer::rotation::{Chunk, RotationEntry, Rotation};
+use crate::balancer::child_manager::{Child, Children};
 use crate::balancer::picker::{FailPicker, PickInfo, PickLocal, PickResult, Picker, QueuePicker};
-use crate::connectivity::{ConnectivityState, StateCounts, NO_CHILDREN};
+use crate::balancer::rotation::{Chunk, Rotation, RotationEntry};
 use crate::balancer::subconn::{SubConn, SubConnId};
+use crate::balancer::{Balancer, Builder, ClientConn, ClientConnState, SubConnState, TimerToken};
+use crate::connectivity::{ConnectivityState, StateCounts, NO_CHILDREN};
 use std::ptr::NonNull;
 use std::sync::Arc;
 
@@ -402,6 +402,12 @@ impl Balancer for RoundRobin {
             self.children.exit_idle(cc, &key);
         }
         self.regenerate(cc, None);
+    }
+
+    fn work(&mut self, cc: &mut dyn ClientConn) {
+        for key in self.children.work(cc) {
+            self.child_changed(cc, &key);
+        }
     }
 
     fn timer(&mut self, cc: &mut dyn ClientConn, token: TimerToken) {

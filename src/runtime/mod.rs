@@ -1,48 +1,78 @@
-//! The event loop: one thread running a mio `Poll` that owns every channel's
-//! policy, subchannels, timers and connections. Other threads talk to it only
-//! through a command channel plus a `mio::Waker`; it talks back only by
-//! publishing picker tables and channel states.
+//! The event loop: one thread running a mio `Poll` that runs tasks. A task
+//! (a channel, one day a resolver or an xDS client of its own) owns its
+//! sockets, timers and state; the loop hands it I/O readiness, due timers,
+//! notifications and commands, one at a time, and knows nothing else of it.
+//! Other threads talk to the loop only through a command channel plus a
+//! `mio::Waker`.
 
-use crate::balancer::TimerToken;
-use crate::call::Dispatch;
-use crate::channel::ChannelCore;
+mod timers;
+
 use crate::clock::{Clock, Rng, SystemClock};
-use crate::balancer::subconn::SubConnId;
 use crossbeam_channel::{Receiver, Sender};
 use mio::{Events, Poll, Token};
-use std::cmp::Reverse;
-use std::collections::{BinaryHeap, HashMap};
+use std::any::Any;
+use std::collections::HashMap;
 use std::io;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::{Arc, Mutex, OnceLock, Weak};
 use std::thread::{JoinHandle, ThreadId};
-use std::time::{Duration, Instant};
+use std::time::Duration;
+pub(crate) use timers::{TimerKey, Timers};
 
-pub(crate) type ChannelId = u64;
+/// A task's identity on its loop, never reused.
+pub(crate) type TaskId = u64;
 
 const WAKER: Token = Token(0);
 
-type MakeChannel = Box<dyn FnOnce() -> ChannelCore + Send>;
-type ChannelTask = Box<dyn FnOnce(&mut ChannelCore, &mut Env) + Send>;
+/// What the loop runs. Every method runs on the loop thread, one at a time;
+/// a panic fails the task (`fail`), never the loop.
+pub(crate) trait Task: Any {
+    /// First steps, right after the task is added.
+    fn start(&mut self, cx: &mut LoopContext);
+    /// A socket registered with `LoopContext::alloc_token(.., key)` is ready.
+    fn io_event(&mut self, key: u64, event: &mio::event::Event, cx: &mut LoopContext);
+    /// `LoopHandle::notify(.., key)` was called (a waker fired).
+    fn notified(&mut self, key: u64, cx: &mut LoopContext);
+    /// A timer the task armed is due.
+    fn timer(&mut self, key: TimerKey, cx: &mut LoopContext);
+    /// After every command, event or timer the loop ran on this task.
+    fn after_run(&mut self, _cx: &mut LoopContext) {}
+    /// Something inside the task panicked, with this message.
+    fn fail(&mut self, message: String, cx: &mut LoopContext);
+    /// The loop is shutting down (or the owner closes the task).
+    fn close(&mut self, cx: &mut LoopContext);
+    /// The task is done: the loop forgets it.
+    fn is_finished(&self) -> bool;
+    /// For commands addressed to a concrete task type (`LoopHandle::run_on`).
+    fn as_any_mut(&mut self) -> &mut dyn Any;
+}
+
+type MakeTask = Box<dyn FnOnce() -> Box<dyn Task> + Send>;
+type TaskCommand = Box<dyn FnOnce(&mut dyn Task, &mut LoopContext) + Send>;
 
 /// Work for the loop thread.
 pub(crate) enum Command {
-    AddChannel(ChannelId, MakeChannel),
-    Channel(ChannelId, ChannelTask),
-    /// A connector's `Notifier` fired (no allocation: wakers fire often).
-    Notify(ChannelId, u64),
-    /// A started call's stream woke it (likewise).
-    Call(ChannelId, u64),
+    Add(TaskId, MakeTask),
+    Run(TaskId, TaskCommand),
+    /// A `LoopHandle::notify` (no allocation: wakers fire often).
+    Notify(TaskId, u64),
     Shutdown,
+}
+
+/// Something that finishes work on its own threads (a channel's completion
+/// dispatcher): joined when the runtime drops, after the loop has stopped.
+pub(crate) trait JoinOnDrop: Send + Sync {
+    /// Lets its threads finish what they have and joins them.
+    fn close_and_join(&self);
 }
 
 struct HandleInner {
     tx: Sender<Command>,
     waker: mio::Waker,
     thread: OnceLock<ThreadId>,
-    next_channel: std::sync::atomic::AtomicU64,
-    /// Channels' completion dispatchers, joined when the runtime drops.
-    dispatchers: Mutex<Vec<Weak<Dispatch>>>,
+    next_task: std::sync::atomic::AtomicU64,
+    /// Joined when the runtime drops (channels' completion dispatchers).
+    joiners: Mutex<Vec<Weak<dyn JoinOnDrop>>>,
 }
 
 /// A cloneable way to reach a loop from any thread.
@@ -59,32 +89,48 @@ impl LoopHandle {
         true
     }
 
-    pub(crate) fn run(
+    /// Runs `f` on task `task` if it is a `T` (and still there). False when
+    /// the loop is gone.
+    pub(crate) fn run_on<T: Task>(
         &self,
-        channel: ChannelId,
-        f: impl FnOnce(&mut ChannelCore, &mut Env) + Send + 'static,
+        task: TaskId,
+        f: impl FnOnce(&mut T, &mut LoopContext) + Send + 'static,
     ) -> bool {
-        self.send(Command::Channel(channel, Box::new(f)))
+        self.send(Command::Run(
+            task,
+            Box::new(move |t, cx| {
+                if let Some(t) = t.as_any_mut().downcast_mut::<T>() {
+                    f(t, cx)
+                }
+            }),
+        ))
     }
 
-    pub(crate) fn notify(&self, channel: ChannelId, key: u64) {
-        self.send(Command::Notify(channel, key));
+    /// Adds a task, made on the loop thread by `make`, and starts it.
+    pub(crate) fn add(&self, task: TaskId, make: MakeTask) -> bool {
+        self.send(Command::Add(task, make))
+    }
+
+    /// Has the loop call `Task::notified(key)` on `task`.
+    pub(crate) fn notify(&self, task: TaskId, key: u64) {
+        self.send(Command::Notify(task, key));
     }
 
     pub(crate) fn on_loop_thread(&self) -> bool {
         self.0.thread.get() == Some(&std::thread::current().id())
     }
 
-    pub(crate) fn register_dispatch(&self, dispatch: &Arc<Dispatch>) {
-        let mut list = self.0.dispatchers.lock().unwrap_or_else(|p| p.into_inner());
-        // Forget dropped channels' dispatchers so the list does not grow forever.
+    /// Has the runtime join `joiner` when it drops (unless it is gone).
+    pub(crate) fn join_on_drop(&self, joiner: Weak<dyn JoinOnDrop>) {
+        let mut list = self.0.joiners.lock().unwrap_or_else(|p| p.into_inner());
+        // Forget dropped ones so the list does not grow forever.
         list.retain(|d| d.strong_count() > 0);
-        list.push(Arc::downgrade(dispatch));
+        list.push(joiner);
     }
 
-    pub(crate) fn next_channel_id(&self) -> ChannelId {
+    pub(crate) fn next_task_id(&self) -> TaskId {
         self.0
-            .next_channel
+            .next_task
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed)
     }
 }
@@ -129,8 +175,8 @@ impl Runtime {
             tx,
             waker,
             thread: OnceLock::new(),
-            next_channel: std::sync::atomic::AtomicU64::new(1),
-            dispatchers: Mutex::new(Vec::new()),
+            next_task: std::sync::atomic::AtomicU64::new(1),
+            joiners: Mutex::new(Vec::new()),
         }));
         if config.clock.is_manual() {
             let h = handle.clone();
@@ -138,7 +184,7 @@ impl Runtime {
                 let _ = h.0.waker.wake();
             }));
         }
-        let env = Env {
+        let env = LoopContext {
             registry: poll.registry().try_clone()?,
             clock: config.clock,
             rng: config.seed.map(Rng::new).unwrap_or_else(Rng::from_entropy),
@@ -163,9 +209,9 @@ impl Runtime {
 }
 
 impl Drop for Runtime {
-    /// Closes every channel still on this loop and joins its thread, then
-    /// waits for the started calls' completions (every call was completed
-    /// when its channel closed).
+    /// Closes every task (channel) still on this loop and joins its thread,
+    /// then waits for the started calls' completions (every call was
+    /// completed when its channel closed).
     fn drop(&mut self) {
         self.handle.send(Command::Shutdown);
         if let Some(t) = self.thread.take() {
@@ -175,7 +221,7 @@ impl Drop for Runtime {
                     &mut *self
                         .handle
                         .0
-                        .dispatchers
+                        .joiners
                         .lock()
                         .unwrap_or_else(|p| p.into_inner()),
                 );
@@ -187,33 +233,34 @@ impl Drop for Runtime {
     }
 }
 
-/// What the loop lends to channels, policies and connectors while they run.
-pub(crate) struct Env {
+/// What the loop lends to a task (and, through it, to policies and
+/// connectors) while it runs: the registry, clock, random source, timers.
+pub(crate) struct LoopContext {
     pub(crate) registry: mio::Registry,
     pub(crate) clock: Arc<dyn Clock>,
     pub(crate) rng: Rng,
     pub(crate) timers: Timers,
-    /// mio token → (channel, connector key).
-    pub(crate) tokens: HashMap<Token, (ChannelId, u64)>,
+    /// mio token → (task, the task's key for that socket).
+    pub(crate) tokens: HashMap<Token, (TaskId, u64)>,
     next_token: usize,
     pub(crate) handle: LoopHandle,
 }
 
-impl Env {
+impl LoopContext {
     /// A loop environment with no loop thread, for unit tests of loop-side
-    /// code. Keep the returned `Poll` alive as long as the `Env`.
+    /// code. Keep the returned `Poll` alive as long as the `LoopContext`.
     #[cfg(test)]
-    pub(crate) fn for_test() -> (Env, Poll) {
+    pub(crate) fn for_test() -> (LoopContext, Poll) {
         let poll = Poll::new().unwrap();
         let (tx, _rx) = crossbeam_channel::unbounded();
         let handle = LoopHandle(Arc::new(HandleInner {
             tx,
             waker: mio::Waker::new(poll.registry(), WAKER).unwrap(),
             thread: OnceLock::new(),
-            next_channel: std::sync::atomic::AtomicU64::new(1),
-            dispatchers: Mutex::new(Vec::new()),
+            next_task: std::sync::atomic::AtomicU64::new(1),
+            joiners: Mutex::new(Vec::new()),
         }));
-        let env = Env {
+        let env = LoopContext {
             registry: poll.registry().try_clone().unwrap(),
             clock: Arc::new(SystemClock),
             rng: Rng::new(1),
@@ -225,68 +272,11 @@ impl Env {
         (env, poll)
     }
 
-    pub(crate) fn alloc_token(&mut self, channel: ChannelId, key: u64) -> Token {
+    pub(crate) fn alloc_token(&mut self, task: TaskId, key: u64) -> Token {
         let t = Token(self.next_token);
         self.next_token += 1;
-        self.tokens.insert(t, (channel, key));
+        self.tokens.insert(t, (task, key));
         t
-    }
-}
-
-/// Who a timer is for.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(crate) enum TimerKind {
-    Balancer(TimerToken),
-    Backoff(SubConnId),
-    ConnectDeadline(SubConnId),
-    Connector(u64),
-    /// A DNS target's next lookup (retry or rate-limited re-resolution).
-    Resolve,
-    /// A started call's deadline.
-    Call(u64),
-}
-
-/// A min-heap of deadlines; cancelled entries are skipped lazily.
-#[derive(Default)]
-pub(crate) struct Timers {
-    heap: BinaryHeap<Reverse<(Instant, u64)>>,
-    live: HashMap<u64, (ChannelId, TimerKind)>,
-    next: u64,
-}
-
-impl Timers {
-    pub(crate) fn schedule(&mut self, at: Instant, channel: ChannelId, kind: TimerKind) -> u64 {
-        self.next += 1;
-        self.heap.push(Reverse((at, self.next)));
-        self.live.insert(self.next, (channel, kind));
-        self.next
-    }
-
-    pub(crate) fn cancel(&mut self, id: u64) {
-        self.live.remove(&id);
-    }
-
-    fn next_deadline(&mut self) -> Option<Instant> {
-        while let Some(Reverse((at, id))) = self.heap.peek().copied() {
-            if self.live.contains_key(&id) {
-                return Some(at);
-            }
-            self.heap.pop();
-        }
-        None
-    }
-
-    fn pop_due(&mut self, now: Instant) -> Option<(ChannelId, TimerKind)> {
-        while let Some(Reverse((at, id))) = self.heap.peek().copied() {
-            if at > now {
-                return None;
-            }
-            self.heap.pop();
-            if let Some(t) = self.live.remove(&id) {
-                return Some(t);
-            }
-        }
-        None
     }
 }
 
@@ -300,15 +290,15 @@ pub(crate) fn panic_message(p: &(dyn std::any::Any + Send)) -> String {
     }
 }
 
-fn run(mut poll: Poll, rx: Receiver<Command>, mut env: Env) {
-    let mut channels: HashMap<ChannelId, ChannelCore> = HashMap::new();
+fn run(mut poll: Poll, rx: Receiver<Command>, mut cx: LoopContext) {
+    let mut tasks: HashMap<TaskId, Box<dyn Task>> = HashMap::new();
     let mut events = Events::with_capacity(256);
     loop {
-        let timeout = env.timers.next_deadline().map(|at| {
-            let now = env.clock.now();
+        let timeout = cx.timers.next_deadline().map(|at| {
+            let now = cx.clock.now();
             if at <= now {
                 Duration::ZERO
-            } else if env.clock.is_manual() {
+            } else if cx.clock.is_manual() {
                 // Only an `advance` (which wakes us) can make it due.
                 Duration::from_secs(3600)
             } else {
@@ -324,64 +314,63 @@ fn run(mut poll: Poll, rx: Receiver<Command>, mut env: Env) {
             if ev.token() == WAKER {
                 continue;
             }
-            if let Some(&(ch, key)) = env.tokens.get(&ev.token()) {
-                guarded(&mut channels, ch, &mut env, |core, env| {
-                    core.io_event(key, ev, env)
-                });
+            if let Some(&(task, key)) = cx.tokens.get(&ev.token()) {
+                guarded(&mut tasks, task, &mut cx, |t, cx| t.io_event(key, ev, cx));
             }
         }
         while let Ok(cmd) = rx.try_recv() {
             match cmd {
-                Command::AddChannel(id, make) => {
-                    channels.insert(id, make());
-                    guarded(&mut channels, id, &mut env, |core, env| core.start(env));
+                Command::Add(id, make) => match catch_unwind(AssertUnwindSafe(make)) {
+                    Ok(task) => {
+                        tasks.insert(id, task);
+                        guarded(&mut tasks, id, &mut cx, |t, cx| t.start(cx));
+                    }
+                    Err(p) => log::error!(
+                        target: crate::trace::CHANNEL,
+                        "task {id} could not be made: {}",
+                        panic_message(&*p)
+                    ),
+                },
+                Command::Run(id, f) => guarded(&mut tasks, id, &mut cx, f),
+                Command::Notify(id, key) => {
+                    guarded(&mut tasks, id, &mut cx, |t, cx| t.notified(key, cx))
                 }
-                Command::Channel(id, f) => guarded(&mut channels, id, &mut env, f),
-                Command::Notify(id, key) => guarded(&mut channels, id, &mut env, |core, env| {
-                    core.notified(key, env)
-                }),
-                Command::Call(id, call) => guarded(&mut channels, id, &mut env, |core, env| {
-                    core.poll_call(call, env)
-                }),
                 Command::Shutdown => {
-                    for (_, mut core) in channels.drain() {
-                        let _ = catch_unwind(AssertUnwindSafe(|| core.close(&mut env)));
+                    for (_, mut task) in tasks.drain() {
+                        let _ = catch_unwind(AssertUnwindSafe(|| task.close(&mut cx)));
                     }
                     return;
                 }
             }
         }
-        let now = env.clock.now();
-        while let Some((ch, kind)) = env.timers.pop_due(now) {
-            guarded(&mut channels, ch, &mut env, |core, env| {
-                core.timer(kind, env)
-            });
+        let now = cx.clock.now();
+        while let Some((task, key)) = cx.timers.pop_due(now) {
+            guarded(&mut tasks, task, &mut cx, |t, cx| t.timer(key, cx));
         }
     }
 }
 
-/// Runs `f` on a channel; a panic fails that channel, never the loop.
+/// Runs `f` on a task; a panic fails that task, never the loop.
 fn guarded(
-    channels: &mut HashMap<ChannelId, ChannelCore>,
-    id: ChannelId,
-    env: &mut Env,
-    f: impl FnOnce(&mut ChannelCore, &mut Env),
+    tasks: &mut HashMap<TaskId, Box<dyn Task>>,
+    id: TaskId,
+    cx: &mut LoopContext,
+    f: impl FnOnce(&mut dyn Task, &mut LoopContext),
 ) {
-    let Some(core) = channels.get_mut(&id) else {
+    let Some(task) = tasks.get_mut(&id) else {
         return;
     };
     let run = || {
-        f(core, env);
-        // Started calls queued for a picker pick from the one just published.
-        core.after_run(env);
+        f(&mut **task, cx);
+        task.after_run(cx);
     };
     if let Err(p) = catch_unwind(AssertUnwindSafe(run)) {
         let msg = panic_message(&*p);
         let _ = catch_unwind(AssertUnwindSafe(|| {
-            core.fail(format!("internal panic: {msg}"), env)
+            task.fail(format!("internal panic: {msg}"), cx)
         }));
     }
-    if core.is_finished() {
-        channels.remove(&id);
+    if task.is_finished() {
+        tasks.remove(&id);
     }
 }

@@ -9,19 +9,23 @@
 //! TRANSIENT_FAILURE without touching the connection or arming a backoff;
 //! losing the connection is IDLE, from either.
 
-use crate::backoff::{Backoff, BackoffConfig};
-use crate::balancer::SubConnState;
-use crate::connector::{Connector, ConnectorCtx, TransportEvent};
-use crate::runtime::{ChannelId, Env, TimerKind};
-use crate::snapshot::SubchannelSnapshot;
-use crate::connectivity::ConnectivityState;
 use crate::address::Address;
+use crate::backoff::{Backoff, BackoffConfig};
 use crate::balancer::subconn::{SubConn, SubConnId};
+use crate::balancer::SubConnState;
+use crate::connectivity::ConnectivityState;
+use crate::connector::{Connector, ConnectorCtx, TransportEvent};
+use crate::runtime::{LoopContext, TaskId, TimerKey};
+use crate::snapshot::SubchannelSnapshot;
 use crate::trace;
 use std::collections::{BTreeMap, VecDeque};
 use std::sync::Arc;
 
 const TIMED_OUT: &str = "connection attempt timed out";
+
+/// The kinds of the timers subchannels arm (see `crate::runtime::TimerKey`).
+pub(crate) const BACKOFF_TIMER: u8 = 2;
+pub(crate) const CONNECT_DEADLINE_TIMER: u8 = 3;
 
 struct Subchannel {
     sc: Arc<SubConn>,
@@ -38,8 +42,8 @@ struct Subchannel {
 
 /// One channel's subchannels, their connector, and the transitions not yet
 /// delivered to the policy.
-pub(crate) struct Subchannels {
-    channel: ChannelId,
+pub(crate) struct SubchannelPool {
+    channel: TaskId,
     map: BTreeMap<SubConnId, Subchannel>,
     connector: Box<dyn Connector>,
     backoff: BackoffConfig,
@@ -49,13 +53,13 @@ pub(crate) struct Subchannels {
     pub(crate) resolve_requested: bool,
 }
 
-impl Subchannels {
+impl SubchannelPool {
     pub(crate) fn new(
-        channel: ChannelId,
+        channel: TaskId,
         connector: Box<dyn Connector>,
         backoff: BackoffConfig,
     ) -> Self {
-        Subchannels {
+        SubchannelPool {
             channel,
             map: BTreeMap::new(),
             connector,
@@ -66,7 +70,7 @@ impl Subchannels {
         }
     }
 
-    pub(crate) fn create(&mut self, address: Address, env: &mut Env) -> Arc<SubConn> {
+    pub(crate) fn create(&mut self, address: Address, env: &mut LoopContext) -> Arc<SubConn> {
         let id = SubConnId(self.next_id);
         self.next_id += 1;
         let sc = Arc::new(SubConn::new(id, address));
@@ -87,7 +91,7 @@ impl Subchannels {
     }
 
     /// Starts an attempt; a no-op unless IDLE.
-    pub(crate) fn connect(&mut self, id: SubConnId, env: &mut Env) {
+    pub(crate) fn connect(&mut self, id: SubConnId, env: &mut LoopContext) {
         let Some(s) = self.map.get_mut(&id) else {
             return;
         };
@@ -101,7 +105,7 @@ impl Subchannels {
             s.timer = Some(env.timers.schedule(
                 deadline,
                 self.channel,
-                TimerKind::ConnectDeadline(id),
+                TimerKey::new(CONNECT_DEADLINE_TIMER, id.0),
             ));
         }
         let sc = s.sc.clone();
@@ -109,7 +113,7 @@ impl Subchannels {
         self.with_connector(env, |c, ctx| c.connect(&sc, deadline, ctx));
     }
 
-    pub(crate) fn shutdown(&mut self, id: SubConnId, env: &mut Env) {
+    pub(crate) fn shutdown(&mut self, id: SubConnId, env: &mut LoopContext) {
         let Some(s) = self.map.remove(&id) else {
             return;
         };
@@ -134,7 +138,7 @@ impl Subchannels {
         ));
     }
 
-    pub(crate) fn shutdown_all(&mut self, env: &mut Env) {
+    pub(crate) fn shutdown_all(&mut self, env: &mut LoopContext) {
         let ids: Vec<SubConnId> = self.map.keys().copied().collect();
         for id in ids {
             self.shutdown(id, env);
@@ -143,7 +147,12 @@ impl Subchannels {
     }
 
     /// Applies what a transport reported.
-    pub(crate) fn transport_event(&mut self, id: SubConnId, event: TransportEvent, env: &mut Env) {
+    pub(crate) fn transport_event(
+        &mut self,
+        id: SubConnId,
+        event: TransportEvent,
+        env: &mut LoopContext,
+    ) {
         let Some(s) = self.map.get_mut(&id) else {
             return;
         };
@@ -182,9 +191,11 @@ impl Subchannels {
         }
     }
 
-    pub(crate) fn timer(&mut self, kind: TimerKind, env: &mut Env) {
-        match kind {
-            TimerKind::Backoff(id) => {
+    /// A timer of one of the kinds above, or a connector's, is due.
+    pub(crate) fn timer(&mut self, key: TimerKey, env: &mut LoopContext) {
+        let id = SubConnId(key.id);
+        match key.kind {
+            BACKOFF_TIMER => {
                 let Some(s) = self.map.get_mut(&id) else {
                     return;
                 };
@@ -193,7 +204,7 @@ impl Subchannels {
                     self.transition(id, ConnectivityState::Idle, None);
                 }
             }
-            TimerKind::ConnectDeadline(id) => {
+            CONNECT_DEADLINE_TIMER => {
                 let Some(s) = self.map.get_mut(&id) else {
                     return;
                 };
@@ -204,27 +215,27 @@ impl Subchannels {
                     self.fail(id, TIMED_OUT.into(), env);
                 }
             }
-            TimerKind::Connector(key) => self.with_connector(env, |c, ctx| c.timer(key, ctx)),
-            TimerKind::Balancer(_) | TimerKind::Resolve | TimerKind::Call(_) => {}
+            crate::connector::TIMER_KIND => self.with_connector(env, |c, ctx| c.timer(key.id, ctx)),
+            _ => {}
         }
     }
 
     /// Passes the service config's health-checking setting to the connector.
-    pub(crate) fn configure_health(&mut self, service: Option<&str>, env: &mut Env) {
+    pub(crate) fn configure_health(&mut self, service: Option<&str>, env: &mut LoopContext) {
         self.with_connector(env, |c, ctx| c.configure_health(service, ctx));
     }
 
-    pub(crate) fn io_event(&mut self, key: u64, event: &mio::event::Event, env: &mut Env) {
+    pub(crate) fn io_event(&mut self, key: u64, event: &mio::event::Event, env: &mut LoopContext) {
         self.with_connector(env, |c, ctx| c.io_event(key, event, ctx));
     }
 
-    pub(crate) fn notified(&mut self, key: u64, env: &mut Env) {
+    pub(crate) fn notified(&mut self, key: u64, env: &mut LoopContext) {
         self.with_connector(env, |c, ctx| c.notified(key, ctx));
     }
 
     /// CONNECTING → TRANSIENT_FAILURE, then IDLE once the backoff allows the
     /// next attempt (measured from this attempt's start).
-    fn fail(&mut self, id: SubConnId, error: String, env: &mut Env) {
+    fn fail(&mut self, id: SubConnId, error: String, env: &mut LoopContext) {
         let Some(s) = self.map.get_mut(&id) else {
             return;
         };
@@ -235,7 +246,7 @@ impl Subchannels {
         let at = s.backoff.next_attempt().unwrap_or(now).max(now);
         s.timer = Some(
             env.timers
-                .schedule(at, self.channel, TimerKind::Backoff(id)),
+                .schedule(at, self.channel, TimerKey::new(BACKOFF_TIMER, id.0)),
         );
         self.resolve_requested = true;
         self.transition(id, ConnectivityState::TransientFailure, Some(error));
@@ -292,14 +303,14 @@ impl Subchannels {
     /// Calls the connector with a context, then applies what it reported.
     fn with_connector(
         &mut self,
-        env: &mut Env,
+        env: &mut LoopContext,
         f: impl FnOnce(&mut dyn Connector, &mut ConnectorCtx<'_>),
     ) {
         let mut events = Vec::new();
         {
             let mut ctx = ConnectorCtx {
                 env,
-                channel: self.channel,
+                task: self.channel,
                 events: &mut events,
             };
             f(&mut *self.connector, &mut ctx);

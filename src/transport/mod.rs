@@ -220,3 +220,15 @@ pub(crate) enum Progress {
     /// the caller should double its keepalive time (gRFC A8).
     GoAway { too_many_pings: bool },
 }
+
+impl crate::balancer::subconn::SubConn {
+    /// The connection to send on, if the library manages one and it is READY.
+    #[doc(hidden)] // for the raw transport benchmark (benches/rpc.rs) only
+    pub fn transport(&self) -> Option<std::sync::Arc<Handle>> {
+        self.attached()?.0.clone().downcast::<Handle>().ok()
+    }
+
+    pub(crate) fn set_transport(&self, handle: Option<std::sync::Arc<Handle>>) {
+        self.attach(handle.map(|h| h as std::sync::Arc<dyn std::any::Any + Send + Sync>));
+    }
+}

@@ -1,0 +1,81 @@
+//! Per-reader pick scratch: a rotation cursor and a random source that live
+//! in the reader, so that picking never writes shared state.
+
+/// Per-reader scratch a picker may use instead of shared mutable state: a
+/// round-robin cursor (starting at a random offset) and a random generator.
+/// Living in the reader, it keeps the pick path free of shared writes.
+#[derive(Clone, Debug)]
+pub struct PickLocal {
+    cursor: usize,
+    rng: u64,
+}
+
+impl PickLocal {
+    /// Scratch seeded with `seed` (the cursor starts at a seed-derived offset).
+    pub fn new(seed: u64) -> PickLocal {
+        let mut local = PickLocal {
+            cursor: 0,
+            rng: seed | 1,
+        };
+        local.cursor = (local.random() >> 1) as usize;
+        local
+    }
+
+    /// The next index of a rotation over `len` entries (`len > 0`; 0 for an
+    /// empty one rather than a panic, so the pick path has no panic at all).
+    #[inline]
+    pub fn next_index(&mut self, len: usize) -> usize {
+        let mut i = self.cursor;
+        if i >= len {
+            i = i.checked_rem(len).unwrap_or(0);
+        }
+        self.cursor = if i + 1 == len { 0 } else { i + 1 };
+        i
+    }
+
+    /// xorshift64*: fast, good enough for load balancing, never zero.
+    #[inline]
+    pub fn random(&mut self) -> u64 {
+        let mut x = self.rng;
+        x ^= x >> 12;
+        x ^= x << 25;
+        x ^= x >> 27;
+        self.rng = x;
+        x.wrapping_mul(0x2545_f491_4f6c_dd1d)
+    }
+
+    /// A uniform index below `n` (`n > 0`), without a division.
+    #[inline]
+    pub fn random_below(&mut self, n: usize) -> usize {
+        (((self.random() >> 32) * n as u64) >> 32) as usize
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rotation_visits_each_index_once_per_cycle() {
+        let mut l = PickLocal::new(42);
+        let mut seen = [0u32; 7];
+        for _ in 0..70 {
+            seen[l.next_index(7)] += 1;
+        }
+        assert_eq!(seen, [10; 7]);
+        // Shrinking the table keeps indices in range.
+        for _ in 0..10 {
+            assert!(l.next_index(2) < 2);
+        }
+    }
+
+    #[test]
+    fn random_below_covers_range() {
+        let mut l = PickLocal::new(7);
+        let mut seen = [false; 5];
+        for _ in 0..1000 {
+            seen[l.random_below(5)] = true;
+        }
+        assert!(seen.iter().all(|s| *s));
+    }
+}

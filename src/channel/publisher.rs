@@ -1,0 +1,87 @@
+//! Publishes a channel's pickers and aggregate state (loop side): the only
+//! writer of the table readers pick from.
+
+use super::shared::{ChannelShared, Table};
+use super::StateCallback;
+use crate::balancer::picker::{Picker, QueuePicker};
+use crate::connectivity::ConnectivityState;
+use crate::trace;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+
+/// Publishes pickers and states for one channel (loop side).
+pub(crate) struct StatePublisher {
+    pub(crate) shared: Arc<ChannelShared>,
+    pub(crate) seq: u64,
+    pub(crate) state: ConnectivityState,
+    pub(crate) on_state: Option<StateCallback>,
+    pub(crate) closed: bool,
+    /// Why the channel may be changing state now (the subchannel error or
+    /// resolver error being handled), for the log line.
+    pub(crate) cause: Option<String>,
+}
+
+impl StatePublisher {
+    /// Swaps in a new picker (waking every queued pick) and records the state;
+    /// observers hear only of real changes.
+    pub(crate) fn publish(&mut self, state: ConnectivityState, picker: Box<dyn Picker>) {
+        if self.closed {
+            return;
+        }
+        self.seq += 1;
+        let changed = state != self.state;
+        if changed {
+            let cause = match (&self.cause, state) {
+                (Some(c), ConnectivityState::TransientFailure) => format!(" ({c})"),
+                _ => String::new(),
+            };
+            log::info!(
+                target: trace::CHANNEL,
+                "channel {} {:?}: {} -> {}{}",
+                self.shared.id,
+                self.shared.target,
+                self.state,
+                state,
+                cause
+            );
+            self.state = state;
+            self.shared.state.store(state as u8, Ordering::Release);
+        }
+        self.shared
+            .slot
+            .publish(Table::new(picker, self.seq, false));
+        if changed {
+            if let Some(cb) = &self.on_state {
+                cb(state);
+            }
+        }
+    }
+
+    pub(crate) fn close(&mut self) {
+        if self.closed {
+            return;
+        }
+        self.closed = true;
+        log::info!(
+            target: trace::CHANNEL,
+            "channel {} {:?}: {} -> SHUTDOWN (closed)",
+            self.shared.id,
+            self.shared.target,
+            self.state
+        );
+        self.state = ConnectivityState::Shutdown;
+        Self::closed_table(&self.shared);
+        if let Some(cb) = &self.on_state {
+            cb(ConnectivityState::Shutdown);
+        }
+    }
+
+    pub(crate) fn closed_table(shared: &ChannelShared) {
+        shared
+            .state
+            .store(ConnectivityState::Shutdown as u8, Ordering::Release);
+        shared
+            .slot
+            .publish(Table::new(Box::new(QueuePicker), u64::MAX, true));
+    }
+}

@@ -1,0 +1,61 @@
+//! The half of a channel every thread can see: the published picker table
+//! readers pick from, the aggregate state, and the loop to send work to.
+
+use crate::balancer::picker::Picker;
+use crate::connectivity::ConnectivityState;
+use crate::publish::Slot;
+use crate::runtime::{LoopHandle, TaskId};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, Ordering};
+use std::sync::Arc;
+
+/// A channel's identity: its task on the loop.
+pub(crate) type ChannelId = TaskId;
+
+/// What readers pick from: one published picker generation.
+pub(crate) struct Table {
+    pub(crate) picker: Box<dyn Picker>,
+    /// Increases with every publish; identifies a generation without its address.
+    pub(crate) seq: u64,
+    pub(crate) closed: bool,
+}
+
+impl Table {
+    pub(crate) fn new(picker: Box<dyn Picker>, seq: u64, closed: bool) -> Table {
+        Table {
+            picker,
+            seq,
+            closed,
+        }
+    }
+}
+
+/// The half of a channel every thread can see.
+pub(crate) struct ChannelShared {
+    pub(crate) slot: crate::sync::Arc<Slot<Table>>,
+    pub(crate) state: AtomicU8,
+    pub(crate) closed: AtomicBool,
+    pub(crate) handle: LoopHandle,
+    pub(crate) id: ChannelId,
+    pub(crate) seeds: AtomicU64,
+    /// Connections are the library's own (RPCs can be sent through it).
+    pub(crate) managed: bool,
+    /// As given to `Channel::new` (snapshots and logs).
+    pub(crate) target: String,
+    /// The readers' call counters (snapshots).
+    pub(crate) call_stats: Arc<crate::snapshot::CallStats>,
+}
+
+impl ChannelShared {
+    pub(crate) fn state(&self) -> ConnectivityState {
+        ConnectivityState::from_u8(self.state.load(Ordering::Acquire))
+            .unwrap_or(ConnectivityState::Shutdown)
+    }
+
+    /// A distinct seed for each reader's rotation and random source.
+    pub(crate) fn reader_seed(&self) -> u64 {
+        let n = self
+            .seeds
+            .fetch_add(0x9e37_79b9_7f4a_7c15, Ordering::Relaxed);
+        crate::clock::Rng::new(n ^ (self as *const _ as u64)).next_u64()
+    }
+}
