@@ -67,3 +67,37 @@ impl fmt::Debug for Address {
             .finish()
     }
 }
+
+/// One backend as a resolver names it: one or more addresses that reach the
+/// same server (say its IPv4 and IPv6 addresses), tried in order, and the
+/// endpoint's own weight (gRPC's `resolver.Endpoint`). Policies that balance
+/// over backends (round_robin, weighted ones) make one child per endpoint;
+/// pick_first uses every endpoint's addresses in order.
+#[derive(Clone, Debug, Default)]
+pub struct Endpoint {
+    /// The endpoint's addresses, in the order to try them.
+    pub addresses: Vec<Address>,
+    /// The endpoint's weight (0: unset, which weighing policies treat as 1).
+    pub weight: u32,
+}
+
+impl Endpoint {
+    /// An endpoint of these addresses; its weight is the first address's.
+    pub fn new(addresses: Vec<Address>) -> Endpoint {
+        let weight = addresses.first().map(|a| a.weight).unwrap_or(0);
+        Endpoint { addresses, weight }
+    }
+
+    /// Sets `weight`.
+    pub fn with_weight(mut self, weight: u32) -> Endpoint {
+        self.weight = weight;
+        self
+    }
+}
+
+impl From<Address> for Endpoint {
+    /// An endpoint of one address (what a plain address list means).
+    fn from(address: Address) -> Endpoint {
+        Endpoint::new(vec![address])
+    }
+}

@@ -373,7 +373,7 @@ pub use error::Error;
 pub use policy::registry;
 pub use reader::{Pick, PickError, PickOptions, PickRef, Reader};
 // A pick as plain words, for the C ABI crate.
-pub use address::{Address, UserData};
+pub use address::{Address, Endpoint, UserData};
 pub use balancer::subconn::{SubConn, SubConnId};
 pub use connectivity::ConnectivityState;
 #[doc(hidden)]

@@ -112,13 +112,8 @@ impl Children {
         for a in fresh {
             let key = a.addr.clone();
             self.call(&key, cc, |b, cc| {
-                let _ = b.update_client_conn_state(
-                    cc,
-                    ClientConnState {
-                        addresses: vec![a],
-                        config: None,
-                    },
-                );
+                let _ =
+                    b.update_client_conn_state(cc, ClientConnState::from_addresses(vec![a], None));
             });
         }
     }

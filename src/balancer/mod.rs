@@ -10,7 +10,7 @@ pub mod registry;
 pub mod rotation;
 pub mod subconn;
 
-use crate::address::Address;
+use crate::address::{Address, Endpoint};
 use crate::balancer::picker::Picker;
 use crate::balancer::subconn::{SubConn, SubConnId};
 use crate::connectivity::ConnectivityState;
@@ -39,16 +39,39 @@ pub trait Builder: Send + Sync {
 /// The resolver's output as a policy receives it.
 #[derive(Clone, Default)]
 pub struct ClientConnState {
-    /// The resolved addresses, in resolver order.
+    /// The resolved endpoints, in resolver order.
+    pub endpoints: Vec<Endpoint>,
+    /// Every endpoint's addresses, flattened in order (what pick_first
+    /// tries; kept in step with `endpoints` by `ClientConnState::new`).
     pub addresses: Vec<Address>,
     /// This policy's parsed config (`Builder::parse_config`), if it has one.
     pub config: Option<LbConfig>,
 }
 
+impl ClientConnState {
+    /// The state for `endpoints` and `config`, with `addresses` filled in.
+    pub fn new(endpoints: Vec<Endpoint>, config: Option<LbConfig>) -> ClientConnState {
+        let addresses = endpoints
+            .iter()
+            .flat_map(|e| e.addresses.iter().cloned())
+            .collect();
+        ClientConnState {
+            endpoints,
+            addresses,
+            config,
+        }
+    }
+
+    /// One endpoint per address.
+    pub fn from_addresses(addresses: Vec<Address>, config: Option<LbConfig>) -> ClientConnState {
+        ClientConnState::new(addresses.into_iter().map(Endpoint::from).collect(), config)
+    }
+}
+
 impl std::fmt::Debug for ClientConnState {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("ClientConnState")
-            .field("addresses", &self.addresses)
+            .field("endpoints", &self.endpoints)
             .field("config", &self.config.is_some())
             .finish()
     }

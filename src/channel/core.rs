@@ -199,7 +199,8 @@ impl ChannelCore {
         let config = self.config.policy_config.clone();
         let mut result = Ok(());
         self.run_balancer(env, |b, cc| {
-            result = b.update_client_conn_state(cc, ClientConnState { addresses, config })
+            result =
+                b.update_client_conn_state(cc, ClientConnState::from_addresses(addresses, config))
         });
         if result.is_err() {
             self.resolve_requested = true;
