@@ -25,6 +25,8 @@
 //! dropped, calls in flight lost); [`TestServer::graceful_stop`] is what a
 //! deployment does (stop accepting, GOAWAY, finish the calls in flight, close).
 
+#![warn(missing_docs)]
+
 mod handler;
 mod server;
 mod tls;
