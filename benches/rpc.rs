@@ -3,7 +3,7 @@
 //! - latency the library adds (pick + send + done) over a raw h2 call on the same connection;
 //! - time to bring 1,000 loopback backends to READY, and memory per READY subchannel.
 //!
-//! cargo bench --features testserver --bench rpc
+//! cargo bench --bench rpc
 //! The backends run in a child process (this binary re-executed with --serve) so
 //! the client's memory is measured alone.
 
@@ -12,8 +12,8 @@ use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
-use switchyard::transport::testserver::{Listen, ServerOptions, TestServer};
 use switchyard::*;
+use switchyard_testserver::{Listen, ServerOptions, TestServer};
 
 fn main() {
     let args: Vec<String> = std::env::args().collect();

@@ -14,7 +14,7 @@
 //! Exits 0 only if nothing failed, the restarted backend rejoined and every
 //! phase saw traffic; 1 otherwise; 2 for bad flags or setup.
 //!
-//! cargo run --release --features testserver --example demo -- [--policy round_robin]
+//! cargo run --release --example demo -- [--policy round_robin]
 //!     [--backends 3] [--duration 12] [--threads 4]
 
 use std::collections::HashMap;
@@ -23,8 +23,8 @@ use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicU16, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
-use switchyard::transport::testserver::{Listen, ServerOptions, TestServer};
 use switchyard::*;
+use switchyard_testserver::{Listen, ServerOptions, TestServer};
 
 struct Args {
     policy: String,

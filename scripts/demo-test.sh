@@ -10,7 +10,7 @@ cd "$(dirname "$0")/.."
 runs=${1:-5}
 secs=${2:-3}
 
-cargo build --features testserver --example demo
+cargo build --example demo
 target_dir=$(cargo metadata --format-version 1 --no-deps |
     python3 -c 'import json, sys; print(json.load(sys.stdin)["target_directory"])')
 demo="$target_dir/debug/examples/demo"

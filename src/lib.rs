@@ -46,10 +46,9 @@
 //! TRANSIENT_FAILURE, and a fail-fast call fails with UNAVAILABLE and the
 //! connection error (a wait-for-ready call waits for its deadline instead).
 //!
-#![cfg_attr(feature = "testserver", doc = "```")]
-#![cfg_attr(not(feature = "testserver"), doc = "```ignore")]
+//! ```
 //! use std::time::{Duration, Instant};
-//! use switchyard::transport::testserver::{Listen, ServerOptions, TestServer};
+//! use switchyard_testserver::{Listen, ServerOptions, TestServer};
 //! use switchyard::{CallOptions, Channel, ChannelOptions, Code, Runtime};
 //!
 //! # fn main() -> Result<(), Box<dyn std::error::Error>> {
@@ -70,12 +69,12 @@
 //! # A channel with the library's connections
 //!
 //! Three plaintext backends on 127.0.0.1 (the in-process echo server of the
-//! `testserver` feature), `round_robin`, and a few blocking calls:
+//! workspace's `switchyard-testserver` crate), `round_robin`, and a few
+//! blocking calls:
 //!
-#![cfg_attr(feature = "testserver", doc = "```")]
-#![cfg_attr(not(feature = "testserver"), doc = "```ignore")]
+//! ```
 //! use std::time::{Duration, Instant};
-//! use switchyard::transport::testserver::{Listen, ServerOptions, TestServer};
+//! use switchyard_testserver::{Listen, ServerOptions, TestServer};
 //! use switchyard::{CallOptions, Channel, ChannelOptions, Runtime, TransportConfig};
 //!
 //! # fn main() -> Result<(), Box<dyn std::error::Error>> {

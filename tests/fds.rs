@@ -2,8 +2,8 @@
 //! dropping the runtime gives back every socket and pipe.
 
 use std::time::{Duration, Instant};
-use switchyard::transport::testserver::{Listen, ServerOptions, TestServer};
 use switchyard::*;
+use switchyard_testserver::{Listen, ServerOptions, TestServer};
 
 fn fds() -> usize {
     std::fs::read_dir("/proc/self/fd").unwrap().count()

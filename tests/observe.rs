@@ -4,9 +4,9 @@
 
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
-use switchyard::transport::testserver::{Listen, ServerOptions, TestServer};
 use switchyard::ConnectivityState::*;
 use switchyard::*;
+use switchyard_testserver::{Listen, ServerOptions, TestServer};
 
 fn server() -> TestServer {
     TestServer::start(

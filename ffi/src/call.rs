@@ -556,7 +556,7 @@ mod tests {
     use std::ptr;
     use std::sync::mpsc::{channel, Receiver, Sender};
     use std::time::{Duration, Instant};
-    use switchyard::transport::testserver::{Listen, ServerOptions, TestServer};
+    use switchyard_testserver::{Listen, ServerOptions, TestServer};
 
     type Outcome = (sy_status, u32, String, bool);
 

@@ -189,7 +189,7 @@ mod tests {
 
     #[test]
     fn c_callback_hears_a_channels_state_changes() {
-        use switchyard::transport::testserver::{Listen, ServerOptions, TestServer};
+        use switchyard_testserver::{Listen, ServerOptions, TestServer};
         let seen = Box::new(Seen {
             lines: Mutex::new(Vec::new()),
         });

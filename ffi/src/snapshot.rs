@@ -67,7 +67,7 @@ mod tests {
 
     #[test]
     fn snapshot_json_of_a_channel_through_the_abi() {
-        use switchyard::transport::testserver::{Listen, ServerOptions, TestServer};
+        use switchyard_testserver::{Listen, ServerOptions, TestServer};
         let backend = TestServer::start(
             Listen::Tcp("127.0.0.1:0".parse().unwrap()),
             ServerOptions::default(),

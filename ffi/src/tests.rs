@@ -88,7 +88,7 @@ mod tls {
 
     use crate::*;
     use std::ptr;
-    use switchyard::transport::testserver::{Listen, ServerOptions, TestPki, TestServer};
+    use switchyard_testserver::{Listen, ServerOptions, TestPki, TestServer};
 
     pub(super) fn ok(s: sy_status) {
         assert_eq!(s, sy_status::SY_OK, "{}", last_error());
@@ -397,7 +397,7 @@ mod tls {
 #[test]
 fn size_limits_from_options() {
     use crate::*;
-    use switchyard::transport::testserver::{Listen, ServerOptions, TestServer};
+    use switchyard_testserver::{Listen, ServerOptions, TestServer};
     let server = TestServer::start(
         Listen::Tcp("127.0.0.1:0".parse().unwrap()),
         ServerOptions::default(),
@@ -754,7 +754,7 @@ mod reentry {
 fn no_wait_and_wait_forever_in_picks_and_state_waits() {
     use crate::*;
     use std::ptr;
-    use switchyard::transport::testserver::{Listen, ServerOptions, TestServer};
+    use switchyard_testserver::{Listen, ServerOptions, TestServer};
     use tls::ok;
 
     let channel_to = |rt, port: u16| {

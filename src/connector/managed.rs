@@ -558,8 +558,8 @@ mod tests {
     #[test]
     #[cfg_attr(miri, ignore = "real sockets: Miri has no network")]
     fn removed_address_lets_its_calls_in_flight_finish() {
-        use crate::transport::testserver::{Listen, ServerOptions, TestServer};
         use crate::{Address, CallOptions, Channel, ChannelOptions, Runtime};
+        use switchyard_testserver::{Listen, ServerOptions, TestServer};
         const CALLS: u64 = 4;
         let start = || {
             TestServer::start(

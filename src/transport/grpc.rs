@@ -522,10 +522,10 @@ pub(crate) fn block_on<F: Future>(fut: F, deadline: Option<Instant>) -> Option<F
 
 #[cfg(test)]
 mod tests {
-    use crate::transport::testserver::{Listen, ServerOptions, TestServer};
     use crate::{CallOptions, Channel, ChannelOptions, Code, Runtime, TransportConfig};
     use std::cell::Cell;
     use std::time::Duration;
+    use switchyard_testserver::{Listen, ServerOptions, TestServer};
 
     thread_local! {
         /// How long a blocking call on this thread waits between sending

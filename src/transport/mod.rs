@@ -5,8 +5,9 @@
 //! default, [`TlsSettings`] for other roots, a server name or a client
 //! certificate; plaintext only as [`TransportConfig::insecure`]),
 //! [`Keepalive`] and the size limits. A call's response is an
-//! [`UnaryResponse`]. With the `testserver` feature, `testserver` has an
-//! in-process gRPC echo and health server for tests and examples.
+//! [`UnaryResponse`]. The in-process gRPC echo and health server that tests
+//! and examples run against is not here: it is the workspace's
+//! `switchyard-testserver` crate, so the library links no async runtime.
 //!
 //! Inside, everything is a state machine owned by one event-loop thread.
 //! `Connection::start` registers the socket under the loop's token; the
@@ -24,9 +25,6 @@ pub(crate) mod health;
 pub mod health_proto;
 mod io;
 mod tls;
-
-#[cfg(any(test, feature = "testserver"))]
-pub mod testserver;
 
 #[cfg(test)]
 mod tests;

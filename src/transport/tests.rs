@@ -12,8 +12,8 @@ use std::time::{Duration, Instant};
 use mio::{Events, Poll, Token};
 
 use super::grpc::{self, code};
-use super::testserver::{Listen, ServerOptions, TestPki, TestServer};
 use super::*;
+use switchyard_testserver::{Listen, ServerOptions, TestPki, TestServer};
 
 const WAKE: Token = Token(0);
 const CONN: Token = Token(1);

@@ -10,9 +10,9 @@ use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use switchyard::backoff::BackoffConfig;
-pub use switchyard::transport::testserver::TestPki;
 use switchyard::ConnectivityState::*;
 use switchyard::*;
+pub use switchyard_testserver::TestPki;
 
 pub const RR: Option<&str> = Some(r#"{"loadBalancingConfig":[{"round_robin":{}}]}"#);
 pub const RR_HEALTH: Option<&str> =

@@ -8,8 +8,8 @@ use crossbeam_channel::{unbounded, Receiver};
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
-use switchyard::transport::testserver::{Listen, ServerOptions, TestServer};
 use switchyard::*;
+use switchyard_testserver::{Listen, ServerOptions, TestServer};
 
 fn md(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
     pairs

@@ -3,9 +3,9 @@
 use crate::support::*;
 use std::time::Duration;
 use switchyard::transport::health_proto::{NOT_SERVING, SERVING};
-use switchyard::transport::testserver::ServerOptions;
 use switchyard::ConnectivityState::*;
 use switchyard::*;
+use switchyard_testserver::ServerOptions;
 
 #[test]
 fn not_serving_backend_is_excluded_only_with_health_checking() {
@@ -149,7 +149,7 @@ fn top_level_pick_first_ignores_health_check_config() {
 /// authority (the Watch could never start and the backend stayed unhealthy).
 #[test]
 fn health_checking_works_over_a_unix_socket() {
-    use switchyard::transport::testserver::{Listen, TestServer};
+    use switchyard_testserver::{Listen, TestServer};
     let dir = std::env::temp_dir().join(format!("switchyard-uh-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     let path = dir.join("health.sock");

@@ -11,9 +11,9 @@ mod support;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use support::*;
-use switchyard::transport::testserver::{Listen, ServerOptions, TestPki, TestServer};
 use switchyard::ConnectivityState::*;
 use switchyard::*;
+use switchyard_testserver::{Listen, ServerOptions, TestPki, TestServer};
 
 #[test]
 fn round_robin_splits_300_rpcs_exactly() {

@@ -2,7 +2,7 @@
 
 pub use crate::common::*;
 use switchyard::transport::health_proto::{NOT_SERVING, SERVING};
-use switchyard::transport::testserver::{Listen, ServerOptions, ServerTls, TestPki, TestServer};
+use switchyard_testserver::{Listen, ServerOptions, ServerTls, TestPki, TestServer};
 
 pub fn start_servers(n: usize) -> Vec<TestServer> {
     start_servers_with(n, ServerOptions::default())

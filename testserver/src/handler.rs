@@ -1,0 +1,196 @@
+//! One stream's answer: echo, health Check and Watch, and the failures a
+//! request's metadata asks for.
+
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use h2::server::SendResponse;
+use h2::RecvStream;
+use http::{HeaderMap, HeaderValue, Request, Response, StatusCode};
+
+use crate::server::Shared;
+use crate::wire;
+
+async fn read_body(body: &mut RecvStream) -> Option<Vec<u8>> {
+    let mut buf = Vec::new();
+    while let Some(chunk) = body.data().await {
+        let chunk = chunk.ok()?;
+        let _ = body.flow_control().release_capacity(chunk.len());
+        buf.extend_from_slice(&chunk);
+    }
+    Some(buf)
+}
+
+fn grpc_headers(port: u16) -> Response<()> {
+    let mut resp = Response::new(());
+    let h = resp.headers_mut();
+    h.insert("content-type", HeaderValue::from_static("application/grpc"));
+    h.insert("x-backend-port", port.into());
+    resp
+}
+
+/// Trailers-only response (HEADERS with END_STREAM carrying the status).
+fn trailers_only(respond: &mut SendResponse<Bytes>, port: u16, code: u32, msg: &str) {
+    let mut resp = grpc_headers(port);
+    resp.headers_mut().insert("grpc-status", code.into());
+    if let Ok(v) = HeaderValue::from_str(&percent_encode(msg)) {
+        resp.headers_mut().insert("grpc-message", v);
+    }
+    let _ = respond.send_response(resp, true);
+}
+
+fn percent_encode(s: &str) -> String {
+    let mut out = String::new();
+    for b in s.bytes() {
+        if (0x20..0x7f).contains(&b) && b != b'%' {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
+pub(crate) async fn handle(
+    req: Request<RecvStream>,
+    mut respond: SendResponse<Bytes>,
+    shared: Arc<Shared>,
+) {
+    let (parts, mut body) = req.into_parts();
+    let port = shared.port;
+    if parts.uri.path() == "/echo.Echo/Unary"
+        && shared
+            .refuse
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| n.checked_sub(1))
+            .is_ok()
+    {
+        respond.send_reset(h2::Reason::REFUSED_STREAM);
+        return;
+    }
+    let header = |name: &str| {
+        parts
+            .headers
+            .get(name)
+            .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned())
+    };
+    if let Some(code) = header("x-respond-early").and_then(|v| v.parse().ok()) {
+        return trailers_only(&mut respond, port, code, "answered before the body");
+    }
+    let Some(raw) = read_body(&mut body).await else {
+        return;
+    };
+    let Some(msg) = wire::decode_unary(&raw).map(<[u8]>::to_vec) else {
+        return trailers_only(&mut respond, port, 13, "bad request framing");
+    };
+    if let Some(ms) = header("x-delay-ms").and_then(|v| v.parse().ok()) {
+        tokio::select! {
+            _ = tokio::time::sleep(Duration::from_millis(ms)) => {}
+            reset = std::future::poll_fn(|cx| respond.poll_reset(cx)) => {
+                // Err: the connection is gone, not a reset of this stream.
+                if reset.is_ok() {
+                    shared.resets.fetch_add(1, Ordering::Relaxed);
+                }
+                return;
+            }
+        }
+    }
+    if let Some(code) = header("x-http-status").and_then(|v| v.parse::<u16>().ok()) {
+        let mut resp = Response::new(());
+        *resp.status_mut() = StatusCode::from_u16(code).unwrap_or(StatusCode::BAD_REQUEST);
+        let _ = respond.send_response(resp, true);
+        return;
+    }
+    if let Some(code) = header("x-respond-status").and_then(|v| v.parse().ok()) {
+        let m = header("x-respond-message").unwrap_or_default();
+        return trailers_only(&mut respond, port, code, &m);
+    }
+    if shared.no_health && parts.uri.path().starts_with("/grpc.health.v1.Health/") {
+        return trailers_only(
+            &mut respond,
+            port,
+            12,
+            "unknown service grpc.health.v1.Health",
+        );
+    }
+    match parts.uri.path() {
+        "/echo.Echo/Unary" => {
+            let mut out = msg;
+            out.extend_from_slice(format!("|port={port}").as_bytes());
+            let mut resp = grpc_headers(port);
+            for (k, v) in &parts.headers {
+                if k.as_str().starts_with("x-echo-") {
+                    resp.headers_mut().append(k, v.clone());
+                }
+            }
+            send_unary(respond, resp, &out, port);
+        }
+        "/grpc.health.v1.Health/Check" => {
+            let service = wire::decode_health_request(&msg).unwrap_or_default();
+            let status = shared.health.borrow().get(&service).copied();
+            match status {
+                Some(s) => send_unary(
+                    respond,
+                    grpc_headers(port),
+                    &wire::encode_health_response(s),
+                    port,
+                ),
+                None => trailers_only(&mut respond, port, 5, "unknown service"),
+            }
+        }
+        "/grpc.health.v1.Health/Watch" => {
+            let service = wire::decode_health_request(&msg).unwrap_or_default();
+            watch_health(respond, service, shared).await;
+        }
+        _ => trailers_only(&mut respond, port, 12, "unknown method"),
+    }
+}
+
+fn send_unary(mut respond: SendResponse<Bytes>, resp: Response<()>, msg: &[u8], port: u16) {
+    let Ok(mut stream) = respond.send_response(resp, false) else {
+        return;
+    };
+    // h2 buffers the data until the window allows it; fine for tests.
+    let _ = stream.send_data(wire::encode_message(msg), false);
+    let mut trailers = HeaderMap::new();
+    trailers.insert("grpc-status", HeaderValue::from_static("0"));
+    trailers.insert("x-backend-port", port.into());
+    let _ = stream.send_trailers(trailers);
+}
+
+/// Server-streaming Watch: sends the status now and on every change, until
+/// the client resets the stream or the server stops.
+async fn watch_health(mut respond: SendResponse<Bytes>, service: String, shared: Arc<Shared>) {
+    let Ok(mut stream) = respond.send_response(grpc_headers(shared.port), false) else {
+        return;
+    };
+    let mut rx = shared.health.subscribe();
+    let mut broken = shared.break_watches.subscribe();
+    let mut last = None;
+    loop {
+        let now = rx
+            .borrow_and_update()
+            .get(&service)
+            .copied()
+            .unwrap_or(wire::SERVICE_UNKNOWN);
+        if last != Some(now) {
+            last = Some(now);
+            let frame = wire::encode_message(&wire::encode_health_response(now));
+            if stream.send_data(frame, false).is_err() {
+                return;
+            }
+        }
+        tokio::select! {
+            r = rx.changed() => if r.is_err() { return },
+            _ = std::future::poll_fn(|cx| stream.poll_reset(cx)) => return,
+            r = broken.changed() => if r.is_ok() {
+                let mut trailers = HeaderMap::new();
+                trailers.insert("grpc-status", HeaderValue::from_static("14"));
+                trailers.insert("grpc-message", HeaderValue::from_static("health watch broken by test"));
+                let _ = stream.send_trailers(trailers);
+                return;
+            },
+        }
+    }
+}

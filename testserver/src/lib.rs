@@ -1,0 +1,37 @@
+//! An in-process gRPC echo and health server (tokio + h2::server +
+//! tokio-rustls) for switchyard's tests, benches and demo: real HTTP/2
+//! backends on 127.0.0.1 (or a Unix socket) that a test can steer and stop.
+//! Its own crate, so the library itself never links an async runtime.
+//! Serves:
+//! - `/echo.Echo/Unary`: replies `request ++ "|port=<port>"`, with
+//!   `x-backend-port` in headers and trailers. Request metadata steers it:
+//!   `x-echo-*` headers are copied back, `x-delay-ms` sleeps first,
+//!   `x-respond-status: N` answers trailers-only with grpc-status N (and
+//!   `grpc-message` from `x-respond-message`), `x-http-status: N` answers a
+//!   bare HTTP status, `x-respond-early: N` answers trailers-only with
+//!   grpc-status N as soon as the request headers arrive, without reading
+//!   the body (as a server rejecting a call does). A client that resets a
+//!   stream during `x-delay-ms` is counted ([`TestServer::resets`]).
+//!   [`ServerOptions::refuse_streams`] refuses the first echo streams with
+//!   REFUSED_STREAM.
+//! - `/grpc.health.v1.Health/Check` and `/Watch` with per-service status
+//!   (UNIMPLEMENTED instead with [`ServerOptions::no_health`]).
+//!
+//! Modes: plaintext h2c, TLS (cert/key PEM, configurable ALPN, optional
+//! client certificates; [`TestPki`] makes throwaway ones), or "black hole"
+//! (accepts TCP, never speaks).
+//!
+//! Two ways to stop: [`TestServer::stop`] is a hard kill (every connection
+//! dropped, calls in flight lost); [`TestServer::graceful_stop`] is what a
+//! deployment does (stop accepting, GOAWAY, finish the calls in flight, close).
+
+#![warn(missing_docs)]
+
+mod handler;
+mod server;
+mod tls;
+pub mod wire;
+
+pub use server::{Listen, ServerOptions, ServerTls, TestServer};
+pub use tls::TestPki;
+pub use wire::{NOT_SERVING, SERVICE_UNKNOWN, SERVING};
