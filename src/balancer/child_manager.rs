@@ -1,33 +1,80 @@
-//! One child policy per endpoint (gRPC's endpointsharding): the plumbing that
-//! petiole policies such as round_robin share. Children are keyed by address;
-//! an update creates children for new addresses, closes removed ones, and
-//! leaves kept ones untouched. Each child gets a `ClientConn` that records which
-//! subchannels and timers are its own and captures the state it publishes.
+//! A parent policy's children (gRPC's endpointsharding and balancergroup in
+//! one piece): child policies keyed by any name, each built by its own
+//! [`Builder`] and fed its own [`ClientConnState`]. Each child gets a
+//! [`ClientConn`] that records which subchannels and timers are its own,
+//! routes their events back to it, gives it its own [`WorkScheduler`], and
+//! captures the state and picker it publishes; the parent reads those and
+//! publishes its own picker.
+//!
+//! Endpoint sharding — one child per endpoint, what round_robin and the
+//! weighted policies are made of — is [`ChildManager::update_endpoints`].
 
-use crate::address::Address;
+use crate::address::{Address, Endpoint};
 use crate::balancer::picker::{Picker, QueuePicker};
 use crate::balancer::subconn::{SubConn, SubConnId};
 use crate::balancer::{
-    Balancer, ClientConn, ClientConnState, SubConnState, TimerToken, WorkScheduler,
+    Balancer, Builder, ClientConn, ClientConnState, LbConfig, SubConnState, TimerToken,
+    WorkScheduler,
 };
 use crate::connectivity::ConnectivityState;
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-pub(crate) struct Child {
-    pub(crate) key: String,
+/// One child policy and what it last published.
+pub struct Child {
+    key: String,
+    builder: Arc<dyn Builder>,
     balancer: Box<dyn Balancer>,
-    pub(crate) state: ConnectivityState,
-    pub(crate) picker: Arc<dyn Picker>,
+    state: ConnectivityState,
+    picker: Arc<dyn Picker>,
     /// Subchannels this child created and has not yet seen shut down.
-    pub(crate) subconns: Vec<Arc<SubConn>>,
+    subconns: Vec<Arc<SubConn>>,
 }
 
-/// Children in a contiguous list (parents walk all of them on every change)
-/// with an index by key.
+impl Child {
+    /// The child's key (for endpoint children, `endpoint_key` of its endpoint).
+    pub fn key(&self) -> &str {
+        &self.key
+    }
+
+    /// The name of the policy the child runs.
+    pub fn policy(&self) -> &str {
+        self.builder.name()
+    }
+
+    /// The state the child last published (CONNECTING until it publishes).
+    pub fn state(&self) -> ConnectivityState {
+        self.state
+    }
+
+    /// The picker the child last published (queueing until it publishes).
+    pub fn picker(&self) -> &Arc<dyn Picker> {
+        &self.picker
+    }
+
+    /// The subchannels the child created and has not yet seen shut down, in
+    /// creation order.
+    pub fn subconns(&self) -> &[Arc<SubConn>] {
+        &self.subconns
+    }
+}
+
+/// What one child is told in [`ChildManager::update`].
+pub struct ChildUpdate {
+    /// The child's name among its siblings.
+    pub key: String,
+    /// The policy it runs; a child whose policy changes is rebuilt.
+    pub builder: Arc<dyn Builder>,
+    /// Its endpoints and config.
+    pub state: ClientConnState,
+}
+
+/// Child policies in a contiguous list (parents walk all of them on every
+/// change) with an index by key. Every method runs inside one of the
+/// parent's own `Balancer` callbacks, with the parent's `ClientConn`.
 #[derive(Default)]
-pub(crate) struct Children {
+pub struct ChildManager {
     list: Vec<Child>,
     index: HashMap<String, usize>,
     owners: HashMap<SubConnId, String>,
@@ -35,68 +82,184 @@ pub(crate) struct Children {
     /// Children whose pickers asked for `Balancer::work` since the last
     /// `work` call (written by pickers on any thread).
     wanting_work: Arc<Mutex<HashSet<String>>>,
-    /// Changes whenever a child comes or goes or a child's subchannels change:
-    /// parents key caches of `subconns` on it.
-    pub(crate) version: u64,
+    /// Changes whenever a child comes or goes or a child's subchannels change.
+    version: u64,
 }
 
-impl Children {
-    pub(crate) fn iter(&self) -> impl Iterator<Item = &Child> {
+/// The key of an endpoint's child: its addresses, in order.
+pub fn endpoint_key(endpoint: &Endpoint) -> String {
+    let mut key = String::new();
+    for (i, a) in endpoint.addresses.iter().enumerate() {
+        if i > 0 {
+            key.push(',');
+        }
+        key.push_str(&a.addr);
+    }
+    key
+}
+
+impl ChildManager {
+    /// No children.
+    pub fn new() -> ChildManager {
+        ChildManager::default()
+    }
+
+    /// The children, in a stable order (see `position`).
+    pub fn iter(&self) -> impl Iterator<Item = &Child> {
         self.list.iter()
     }
 
-    pub(crate) fn get(&self, key: &str) -> Option<&Child> {
+    /// The child keyed `key`.
+    pub fn get(&self, key: &str) -> Option<&Child> {
         self.index.get(key).map(|i| &self.list[*i])
     }
 
     /// Where the child keyed `key` is in `iter()`'s order; stable until
     /// `version` changes.
-    pub(crate) fn position(&self, key: &str) -> Option<usize> {
+    pub fn position(&self, key: &str) -> Option<usize> {
         self.index.get(key).copied()
     }
 
-    pub(crate) fn at(&self, i: usize) -> Option<&Child> {
+    /// The child at `position` `i`.
+    pub fn at(&self, i: usize) -> Option<&Child> {
         self.list.get(i)
     }
 
-    pub(crate) fn len(&self) -> usize {
+    /// How many children there are.
+    pub fn len(&self) -> usize {
         self.list.len()
     }
 
-    pub(crate) fn is_empty(&self) -> bool {
+    /// Whether there are none.
+    pub fn is_empty(&self) -> bool {
         self.list.is_empty()
     }
 
-    pub(crate) fn keys(&self) -> Vec<String> {
+    /// Every child's key, in `iter()`'s order.
+    pub fn keys(&self) -> Vec<String> {
         self.list.iter().map(|c| c.key.clone()).collect()
     }
 
-    /// Reconciles children with `addresses` (deduplicated by address). New
-    /// children are built with `make` and receive their one address.
-    pub(crate) fn update(
+    /// Changes whenever a child comes or goes or a child's subchannels
+    /// change: parents key caches of children's subchannels on it.
+    pub fn version(&self) -> u64 {
+        self.version
+    }
+
+    /// Adds a child keyed `key` running `builder`'s policy (CONNECTING with a
+    /// queueing picker until it publishes). A child already there is closed
+    /// and replaced.
+    pub fn add(&mut self, cc: &mut dyn ClientConn, key: &str, builder: Arc<dyn Builder>) {
+        self.remove(cc, key);
+        self.index.insert(key.to_string(), self.list.len());
+        self.list.push(Child {
+            key: key.to_string(),
+            balancer: builder.build(),
+            builder,
+            state: ConnectivityState::Connecting,
+            picker: Arc::new(QueuePicker),
+            subconns: Vec::new(),
+        });
+        self.version += 1;
+    }
+
+    /// Closes the child keyed `key` and forgets it. Its subchannels are shut
+    /// down by the child (or, if it leaves any, here): each drains its calls
+    /// in flight. False if there was none.
+    pub fn remove(&mut self, cc: &mut dyn ClientConn, key: &str) -> bool {
+        if !self.index.contains_key(key) {
+            return false;
+        }
+        self.call(key, cc, |b, cc| b.close(cc));
+        let Some(i) = self.index.remove(key) else {
+            return false;
+        };
+        let child = self.list.swap_remove(i);
+        if let Some(moved) = self.list.get(i) {
+            self.index.insert(moved.key.clone(), i);
+        }
+        for sc in &child.subconns {
+            // Left behind by the child: shut down for it (SHUTDOWN reaches
+            // nobody: the owner is gone).
+            self.owners.remove(&sc.id());
+            cc.shutdown_subconn(sc.id());
+        }
+        self.timers.retain(|_, owner| owner != key);
+        self.wanting_work
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(key);
+        self.version += 1;
+        true
+    }
+
+    /// Gives the child keyed `key` new endpoints and config; its result
+    /// (`Err`: the child asks for re-resolution). `Ok` if there is no such child.
+    pub fn update_child(
         &mut self,
         cc: &mut dyn ClientConn,
-        addresses: &[Address],
-        make: &dyn Fn() -> Box<dyn Balancer>,
+        key: &str,
+        state: ClientConnState,
+    ) -> Result<(), String> {
+        let mut result = Ok(());
+        self.call(key, cc, |b, cc| {
+            result = b.update_client_conn_state(cc, state)
+        });
+        result
+    }
+
+    /// Reconciles the children with `updates`: children for new keys are
+    /// built, every listed child gets its state (a child whose policy changed
+    /// is rebuilt first), children not listed are closed. The first error a
+    /// child returns is returned (the others still get their updates).
+    pub fn update(
+        &mut self,
+        cc: &mut dyn ClientConn,
+        updates: Vec<ChildUpdate>,
+    ) -> Result<(), String> {
+        let wanted: HashSet<&str> = updates.iter().map(|u| u.key.as_str()).collect();
+        for key in self.keys() {
+            if !wanted.contains(key.as_str()) {
+                self.remove(cc, &key);
+            }
+        }
+        let mut result = Ok(());
+        for u in updates {
+            let same_policy = self
+                .get(&u.key)
+                .is_some_and(|c| c.builder.name().eq_ignore_ascii_case(u.builder.name()));
+            if !same_policy {
+                self.add(cc, &u.key, u.builder);
+            }
+            if let Err(e) = self.update_child(cc, &u.key, u.state) {
+                result = result.and(Err(e));
+            }
+        }
+        result
+    }
+
+    /// Endpoint sharding: one child per endpoint (keyed by `endpoint_key`,
+    /// duplicates dropped), each running `builder`'s policy with `config`.
+    /// New children get their endpoint; children whose endpoint is unchanged
+    /// are not told again (so a resolver update over thousands of endpoints
+    /// touches only the ones that changed); removed ones are closed.
+    pub fn update_endpoints(
+        &mut self,
+        cc: &mut dyn ClientConn,
+        endpoints: &[Endpoint],
+        builder: &Arc<dyn Builder>,
+        config: Option<LbConfig>,
     ) {
         let mut wanted = HashSet::new();
         let mut fresh = Vec::new();
-        for a in addresses {
-            if !wanted.insert(a.addr.clone()) {
+        for e in endpoints {
+            let key = endpoint_key(e);
+            if !wanted.insert(key.clone()) {
                 continue;
             }
-            if !self.index.contains_key(&a.addr) {
-                self.index.insert(a.addr.clone(), self.list.len());
-                self.list.push(Child {
-                    key: a.addr.clone(),
-                    balancer: make(),
-                    // A new policy is assumed CONNECTING until it says otherwise.
-                    state: ConnectivityState::Connecting,
-                    picker: Arc::new(QueuePicker),
-                    subconns: Vec::new(),
-                });
-                self.version += 1;
-                fresh.push(a.clone());
+            if !self.index.contains_key(&key) {
+                self.add(cc, &key, builder.clone());
+                fresh.push((key, e.clone()));
             }
         }
         let gone: Vec<String> = self
@@ -106,31 +269,28 @@ impl Children {
             .map(|c| c.key.clone())
             .collect();
         for key in gone {
-            self.call(&key, cc, |b, cc| b.close(cc));
-            self.remove(&key);
+            self.remove(cc, &key);
         }
-        for a in fresh {
-            let key = a.addr.clone();
-            self.call(&key, cc, |b, cc| {
-                let _ =
-                    b.update_client_conn_state(cc, ClientConnState::from_addresses(vec![a], None));
-            });
+        for (key, endpoint) in fresh {
+            let state = ClientConnState::new(vec![endpoint], config.clone());
+            let _ = self.update_child(cc, &key, state);
         }
     }
 
-    fn remove(&mut self, key: &str) {
-        let Some(i) = self.index.remove(key) else {
-            return;
-        };
-        self.list.swap_remove(i);
-        if let Some(moved) = self.list.get(i) {
-            self.index.insert(moved.key.clone(), i);
-        }
-        self.version += 1;
+    /// Convenience for address lists: one endpoint per address.
+    pub fn update_addresses(
+        &mut self,
+        cc: &mut dyn ClientConn,
+        addresses: &[Address],
+        builder: &Arc<dyn Builder>,
+    ) {
+        let endpoints: Vec<Endpoint> = addresses.iter().cloned().map(Endpoint::from).collect();
+        self.update_endpoints(cc, &endpoints, builder, None);
     }
 
-    /// Routes a subchannel's state to its owner. Returns the owner's key.
-    pub(crate) fn subconn_state(
+    /// Routes a subchannel's state to the child that owns it; its key, or
+    /// `None` if no child owns it (the parent's own, or a removed child's).
+    pub fn subconn_state(
         &mut self,
         cc: &mut dyn ClientConn,
         sc: SubConnId,
@@ -150,15 +310,15 @@ impl Children {
         Some(key)
     }
 
-    /// Routes a timer to the child that armed it. Returns the child's key.
-    pub(crate) fn timer(&mut self, cc: &mut dyn ClientConn, token: TimerToken) -> Option<String> {
+    /// Routes a timer to the child that armed it; its key, or `None`.
+    pub fn timer(&mut self, cc: &mut dyn ClientConn, token: TimerToken) -> Option<String> {
         let key = self.timers.remove(&token)?;
         self.call(&key, cc, |b, cc| b.timer(cc, token));
         Some(key)
     }
 
-    /// Runs `Balancer::work` on every child whose picker asked for it.
-    pub(crate) fn work(&mut self, cc: &mut dyn ClientConn) -> Vec<String> {
+    /// Runs `Balancer::work` on every child whose picker asked for it; their keys.
+    pub fn work(&mut self, cc: &mut dyn ClientConn) -> Vec<String> {
         let keys: Vec<String> = {
             let mut wanting = self.wanting_work.lock().unwrap_or_else(|p| p.into_inner());
             wanting.drain().collect()
@@ -169,23 +329,23 @@ impl Children {
         keys
     }
 
-    pub(crate) fn exit_idle(&mut self, cc: &mut dyn ClientConn, key: &str) {
+    /// Asks the child keyed `key` to leave IDLE.
+    pub fn exit_idle(&mut self, cc: &mut dyn ClientConn, key: &str) {
         self.call(key, cc, |b, cc| b.exit_idle(cc));
     }
 
-    pub(crate) fn resolver_error(&mut self, cc: &mut dyn ClientConn, error: &str) {
+    /// Passes a resolver error to every child.
+    pub fn resolver_error(&mut self, cc: &mut dyn ClientConn, error: &str) {
         for key in self.keys() {
             self.call(&key, cc, |b, cc| b.resolver_error(cc, error));
         }
     }
 
-    pub(crate) fn close(&mut self, cc: &mut dyn ClientConn) {
+    /// Closes every child.
+    pub fn close(&mut self, cc: &mut dyn ClientConn) {
         for key in self.keys() {
-            self.call(&key, cc, |b, cc| b.close(cc));
+            self.remove(cc, &key);
         }
-        self.list.clear();
-        self.index.clear();
-        self.version += 1;
     }
 
     /// Runs one callback on one child; applies the state it published, if any.
@@ -195,7 +355,7 @@ impl Children {
         cc: &mut dyn ClientConn,
         f: impl FnOnce(&mut dyn Balancer, &mut dyn ClientConn),
     ) {
-        let Children {
+        let ChildManager {
             list,
             index,
             owners,
@@ -208,7 +368,7 @@ impl Children {
         };
         let mut published = None;
         {
-            let mut ccw = ChildCc {
+            let mut ccw = ChildClientConn {
                 parent: cc,
                 key,
                 owners,
@@ -227,7 +387,9 @@ impl Children {
     }
 }
 
-struct ChildCc<'a> {
+/// The `ClientConn` one child sees: the parent's, with ownership recorded
+/// and the published state captured.
+struct ChildClientConn<'a> {
     parent: &'a mut dyn ClientConn,
     key: &'a str,
     owners: &'a mut HashMap<SubConnId, String>,
@@ -238,7 +400,7 @@ struct ChildCc<'a> {
     published: &'a mut Option<(ConnectivityState, Box<dyn Picker>)>,
 }
 
-impl ClientConn for ChildCc<'_> {
+impl ClientConn for ChildClientConn<'_> {
     fn new_subconn(&mut self, address: Address) -> Result<Arc<SubConn>, String> {
         let sc = self.parent.new_subconn(address)?;
         self.owners.insert(sc.id(), self.key.to_string());

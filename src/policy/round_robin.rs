@@ -2,8 +2,8 @@
 //! rotate over the READY children. The rotation lives in each reader (starting
 //! at a random offset), so the picker itself is never written to.
 
-use super::pick_first::{PickFirst, ZERO_ADDRESSES};
-use crate::balancer::child_manager::{Child, Children};
+use super::pick_first::{PickFirstBuilder, ZERO_ADDRESSES};
+use crate::balancer::child_manager::{Child, ChildManager};
 use crate::balancer::picker::{FailPicker, PickInfo, PickLocal, PickResult, Picker, QueuePicker};
 use crate::balancer::rotation::{Chunk, Rotation, RotationEntry};
 use crate::balancer::subconn::{SubConn, SubConnId};
@@ -124,8 +124,8 @@ struct Keep {
 impl Keep {
     /// The `Keep` for `children`, built again first if their subchannels
     /// changed since it was made.
-    fn current<'a>(slot: &'a mut Option<Keep>, children: &Children) -> &'a Keep {
-        let version = children.version;
+    fn current<'a>(slot: &'a mut Option<Keep>, children: &ChildManager) -> &'a Keep {
+        let version = children.version();
         if slot.as_ref().is_some_and(|k| k.version != version) {
             *slot = None;
         }
@@ -134,7 +134,7 @@ impl Keep {
             let mut base = Vec::new();
             for c in children.iter() {
                 base.push(all.len());
-                all.extend(c.subconns.iter().cloned());
+                all.extend(c.subconns().iter().cloned());
             }
             let all: Arc<[Arc<SubConn>]> = all.into();
             Keep {
@@ -171,17 +171,17 @@ impl Tally {
     /// A child's state, its `Keep` entry if it has one, and whether it is
     /// READY without one (mixed).
     fn contribution(keep: &Keep, i: usize, c: &Child) -> (ConnectivityState, Option<usize>, bool) {
-        if c.state != ConnectivityState::Ready {
-            return (c.state, None, false);
+        if c.state() != ConnectivityState::Ready {
+            return (c.state(), None, false);
         }
-        let found = c.picker.single().and_then(|sc| {
+        let found = c.picker().single().and_then(|sc| {
             let base = keep.base[i];
-            (base..base + c.subconns.len()).find(|j| Arc::ptr_eq(&keep.all[*j], sc))
+            (base..base + c.subconns().len()).find(|j| Arc::ptr_eq(&keep.all[*j], sc))
         });
-        (c.state, found, found.is_none())
+        (c.state(), found, found.is_none())
     }
 
-    fn rebuild(&mut self, keep: &Keep, children: &Children, version: u64) {
+    fn rebuild(&mut self, keep: &Keep, children: &ChildManager, version: u64) {
         *self = Tally {
             version: Some(version),
             ..Tally::default()
@@ -235,7 +235,7 @@ impl Tally {
 
 #[derive(Default)]
 pub(crate) struct RoundRobin {
-    children: Children,
+    children: ChildManager,
     reported: Option<ConnectivityState>,
     /// The chunks of the last published picker when it was a READY
     /// rotation (to tell, after a full recount, whether anything changed).
@@ -248,7 +248,7 @@ impl RoundRobin {
     /// After a child changed: reconnect it if it went IDLE, then republish if
     /// what picks select from changed.
     fn child_changed(&mut self, cc: &mut dyn ClientConn, key: &str) {
-        let state = self.children.get(key).map(|c| c.state);
+        let state = self.children.get(key).map(|c| c.state());
         if matches!(
             state,
             Some(ConnectivityState::Idle | ConnectivityState::TransientFailure)
@@ -271,7 +271,7 @@ impl RoundRobin {
     /// reference counts, no subchannel read.
     fn regenerate(&mut self, cc: &mut dyn ClientConn, changed: Option<&str>) {
         let keep = Keep::current(&mut self.keep, &self.children);
-        let version = self.children.version;
+        let version = self.children.version();
         let one = changed
             .filter(|_| self.tally.version == Some(version))
             .and_then(|key| self.children.position(key))
@@ -298,8 +298,8 @@ impl RoundRobin {
                 let entries = self
                     .children
                     .iter()
-                    .filter(|c| c.state == ConnectivityState::Ready)
-                    .map(|c| RrEntry::of(&c.picker))
+                    .filter(|c| c.state() == ConnectivityState::Ready)
+                    .map(|c| RrEntry::of(c.picker()))
                     .collect();
                 self.published = None;
                 (ConnectivityState::Ready, Box::new(RrPicker::new(entries)))
@@ -334,7 +334,7 @@ impl RoundRobin {
             let failing: Vec<RrEntry> = self
                 .children
                 .iter()
-                .map(|c| RrEntry::Child(c.picker.clone()))
+                .map(|c| RrEntry::Child(c.picker().clone()))
                 .collect();
             (
                 ConnectivityState::TransientFailure,
@@ -365,8 +365,9 @@ impl Balancer for RoundRobin {
             );
             return Err(ZERO_ADDRESSES.into());
         }
+        let pick_first: Arc<dyn Builder> = Arc::new(PickFirstBuilder);
         self.children
-            .update(cc, &state.addresses, &|| Box::new(PickFirst::default()));
+            .update_endpoints(cc, &state.endpoints, &pick_first, None);
         self.regenerate(cc, None);
         Ok(())
     }
