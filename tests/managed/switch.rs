@@ -108,7 +108,12 @@ fn policy_switches_under_load_fail_no_rpc_and_never_leave_ready() {
         wait_subchannels(&ch, 3, &format!("round_robin to take over ({round})"));
     }
     let (ok, failed) = load.finish();
-    assert!(failed.is_empty(), "{} of {} RPCs failed: {failed:?}", failed.len(), ok + failed.len() as u64);
+    assert!(
+        failed.is_empty(),
+        "{} of {} RPCs failed: {failed:?}",
+        failed.len(),
+        ok + failed.len() as u64
+    );
     assert!(ok >= 120, "only {ok} RPCs ran");
     assert_eq!(
         *states.lock().unwrap(),
@@ -185,7 +190,10 @@ fn a_new_policy_that_never_becomes_ready_leaves_the_old_one_serving() {
     // pending policy goes at once), which takes over once READY.
     ch.update_service_config(RR.unwrap()).unwrap();
     let now = wait_subchannels(&ch, 2, "the new round_robin to take over");
-    assert!(now.iter().all(|id| !serving.contains(id)), "{now:?} {serving:?}");
+    assert!(
+        now.iter().all(|id| !serving.contains(id)),
+        "{now:?} {serving:?}"
+    );
     assert_split(&split(&mut r, 40), &ports, 20);
     assert_eq!(*states.lock().unwrap(), [Connecting, Ready]);
 }
@@ -214,14 +222,19 @@ fn an_rpc_in_flight_on_the_old_policy_finishes_after_the_switch() {
             )
         })
     };
-    wait_until("the long RPC to reach the server", || servers[0].in_flight() == 1);
+    wait_until("the long RPC to reach the server", || {
+        servers[0].in_flight() == 1
+    });
 
     // pick_first connects anew, is swapped in, and round_robin's
     // subchannel shuts down while the long RPC is still on its connection.
     ch.update_service_config(PF).unwrap();
     let new = wait_subchannels(&ch, 1, "pick_first to take over");
     assert_ne!(new, old);
-    assert!(!long.is_finished(), "the switch completed before the RPC ended");
+    assert!(
+        !long.is_finished(),
+        "the switch completed before the RPC ended"
+    );
     assert_eq!(servers[0].connections(), 2, "the old connection drains");
 
     let resp = long.join().unwrap().expect("the RPC in flight finishes OK");
