@@ -184,7 +184,14 @@ impl ChildManager {
             self.owners.remove(&sc.id());
             cc.shutdown_subconn(sc.id());
         }
-        self.timers.retain(|_, owner| owner != key);
+        // Its timers must not outlive it (nor keep the loop busy).
+        self.timers.retain(|token, owner| {
+            let own = owner == key;
+            if own {
+                cc.cancel_timer(*token);
+            }
+            !own
+        });
         self.wanting_work
             .lock()
             .unwrap_or_else(|p| p.into_inner())
@@ -337,8 +344,13 @@ impl ChildManager {
     /// Passes a resolver error to every child.
     pub fn resolver_error(&mut self, cc: &mut dyn ClientConn, error: &str) {
         for key in self.keys() {
-            self.call(&key, cc, |b, cc| b.resolver_error(cc, error));
+            self.child_resolver_error(cc, &key, error);
         }
+    }
+
+    /// Passes a resolver error to the child keyed `key` only.
+    pub fn child_resolver_error(&mut self, cc: &mut dyn ClientConn, key: &str, error: &str) {
+        self.call(key, cc, |b, cc| b.resolver_error(cc, error));
     }
 
     /// Closes every child.

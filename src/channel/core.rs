@@ -2,13 +2,15 @@
 //! started calls, run by the loop as one task. Every policy callback goes
 //! through `ChannelCore::run_balancer`, one at a time, with subchannel
 //! transitions queued and delivered after the callback that caused them
-//! returns.
+//! returns. The policy is always a `GracefulSwitch` around the configured
+//! one, so that a service config naming another policy switches gracefully.
 
 use super::policy_cc::{PolicyClientConn, BALANCER_TIMER};
 use super::publisher::StatePublisher;
 use super::shared::ChannelId;
 use super::SubConnCallback;
 use crate::address::Address;
+use crate::balancer::graceful_switch::GracefulSwitch;
 use crate::balancer::picker::FailPicker;
 use crate::balancer::subconn::SubConnId;
 use crate::balancer::{Balancer, ClientConn, ClientConnState, TimerToken, WorkScheduler};
@@ -57,7 +59,9 @@ pub(crate) struct ChannelCore {
     pub(super) subs: SubchannelPool,
     pub(super) out: StatePublisher,
     pub(super) config: ServiceConfig,
-    pub(super) balancer: Option<Box<dyn Balancer>>,
+    /// The configured policy, inside a graceful switch; `None` before the
+    /// first addresses and after a panic.
+    pub(super) balancer: Option<GracefulSwitch>,
     pub(super) addresses: Option<Vec<Address>>,
     pub(super) resolver: Resolver,
     pub(super) on_resolve_now: Option<Arc<dyn Fn() + Send + Sync>>,
@@ -196,9 +200,14 @@ impl ChannelCore {
         );
         self.addresses = Some(addresses.clone());
         self.ensure_balancer();
+        let policy = self.config.policy.clone();
         let config = self.config.policy_config.clone();
         let mut result = Ok(());
         self.run_balancer(env, |b, cc| {
+            // Another policy than the latest: built beside the one serving
+            // (the same one: just an update). Either way the latest gets
+            // the addresses and config.
+            b.switch_to(cc, policy);
             result =
                 b.update_client_conn_state(cc, ClientConnState::from_addresses(addresses, config))
         });
@@ -234,30 +243,15 @@ impl ChannelCore {
         if self.is_finished() {
             return;
         }
-        let same_policy = self
-            .balancer
-            .as_ref()
-            .map(|_| {
-                self.config
-                    .policy
-                    .name()
-                    .eq_ignore_ascii_case(config.policy.name())
-            })
-            .unwrap_or(false);
-        let (old, new) = (self.config.policy.name().to_string(), config.policy.name());
-        if same_policy {
-            log::info!(target: trace::CHANNEL, "channel {}: new service config, policy {new}", self.id());
-        } else {
-            log::info!(
-                target: trace::CHANNEL,
-                "channel {}: policy switch {old} -> {new}",
-                self.id()
-            );
-        }
+        log::info!(
+            target: trace::CHANNEL,
+            "channel {}: new service config, policy {}",
+            self.id(),
+            config.policy.name()
+        );
+        // The policy (switched gracefully if it is another one) gets the
+        // config with the next addresses, the current ones if there are any.
         self.config = config;
-        if !same_policy {
-            self.close_balancer(env);
-        }
         self.configure_health(env);
         match self.addresses.clone() {
             Some(addresses) => self.update_addresses(addresses, env),
@@ -341,10 +335,14 @@ impl ChannelCore {
 
     fn ensure_balancer(&mut self) {
         if self.balancer.is_none() {
-            self.balancer = Some(self.config.policy.build());
+            let label = format!("channel {}", self.id());
+            self.balancer = Some(GracefulSwitch::new().labelled(label));
         }
     }
 
+    /// The channel closes: the policy goes, and with it every connection at
+    /// once (a policy switch closes the old policy inside the graceful
+    /// switch instead, whose subchannels drain one by one).
     fn close_balancer(&mut self, env: &mut LoopContext) {
         if self.balancer.is_some() {
             self.run_balancer(env, |b, cc| b.close(cc));
@@ -353,8 +351,9 @@ impl ChannelCore {
         self.release_policy_state(env);
     }
 
-    /// What a policy leaves behind when it goes: its timers (a new policy
-    /// must not get them) and its subchannels.
+    /// What a policy leaves behind when the channel closes or it panicked:
+    /// its timers (a new policy must not get them) and its subchannels, all
+    /// connections closed now.
     fn release_policy_state(&mut self, env: &mut LoopContext) {
         for (_, id) in self.timers.drain() {
             env.timers.cancel(id);
@@ -369,7 +368,7 @@ impl ChannelCore {
     fn run_balancer(
         &mut self,
         env: &mut LoopContext,
-        f: impl FnOnce(&mut dyn Balancer, &mut dyn ClientConn),
+        f: impl FnOnce(&mut GracefulSwitch, &mut dyn ClientConn),
     ) {
         let Some(mut balancer) = self.balancer.take() else {
             return;
@@ -387,7 +386,7 @@ impl ChannelCore {
                 resolve: &mut self.resolve_requested,
                 channel,
             };
-            f(&mut *balancer, &mut cc);
+            f(&mut balancer, &mut cc);
         }));
         match result {
             Ok(()) => self.balancer = Some(balancer),

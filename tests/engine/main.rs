@@ -1,6 +1,7 @@
 //! End-to-end tests of the engine through channels with the external connector.
 
 mod flows;
+mod graceful_switch;
 mod health;
 mod lifecycle;
 mod pick;

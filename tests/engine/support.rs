@@ -30,7 +30,11 @@ impl Host {
 
     fn push(&self, ev: Ev, sc: &SubConn) {
         let mut g = self.log.lock().unwrap();
-        g.1.insert(sc.addr().to_string(), sc.id());
+        // The newest subchannel for the address, not the last one heard of
+        // (an old one may shut down after a new one was made).
+        if matches!(ev, Ev::Create(_)) || !g.1.contains_key(sc.addr()) {
+            g.1.insert(sc.addr().to_string(), sc.id());
+        }
         g.0.push(ev);
         self.cv.notify_all();
     }

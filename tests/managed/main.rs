@@ -7,6 +7,7 @@ mod calls;
 mod common;
 mod health;
 mod support;
+mod switch;
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};

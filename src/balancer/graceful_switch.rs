@@ -1,0 +1,314 @@
+//! Graceful policy switch (gRPC-Go's `internal/balancer/gracefulswitch`): a
+//! parent policy that runs the channel's policy as its child and, when the
+//! service config names another one, builds the new policy beside the old
+//! one instead of closing the old one first. The old one keeps serving picks
+//! until the new one is worth switching to; then the new one's state and
+//! picker are published and the old one is closed, its subchannels shut down
+//! one by one (each drains its calls in flight).
+//!
+//! The rules, exactly gRPC-Go's:
+//! - the first policy is *current* at once; a later one is *pending*
+//!   (replacing, and closing, any earlier pending one);
+//! - resolver updates, resolver errors and `exit_idle` go to the latest
+//!   policy (pending if there is one, else current); subchannel states,
+//!   timers and picker work go to whichever policy owns them;
+//! - the current policy's states are published as they come, except that
+//!   when it leaves READY while a pending one exists, the pending one is
+//!   swapped in (nothing is connected, nothing to keep serving);
+//! - a pending policy's states are kept, not published; it is swapped in as
+//!   soon as it reports anything other than CONNECTING, or anything at all
+//!   while the current one is not READY.
+//!
+//! The two children live in a [`ChildManager`], which does the routing; this
+//! module only decides which child is which and when to swap.
+
+use crate::balancer::child_manager::ChildManager;
+use crate::balancer::picker::{FailPicker, PickInfo, PickLocal, PickResult, Picker};
+use crate::balancer::rotation::Rotation;
+use crate::balancer::subconn::{SubConn, SubConnId};
+use crate::balancer::{Balancer, Builder, ClientConn, ClientConnState, SubConnState, TimerToken};
+use crate::connectivity::ConnectivityState;
+use crate::trace;
+use std::sync::Arc;
+
+/// A parent policy that switches its one child policy gracefully (see the
+/// module docs). The channel's policy is always one of these.
+#[derive(Default)]
+pub struct GracefulSwitch {
+    children: ChildManager,
+    /// The key of the child whose picker is published.
+    current: Option<String>,
+    /// The key of the child waiting to be swapped in.
+    pending: Option<String>,
+    /// Makes every child's key unique, so that nothing addressed to a closed
+    /// child can reach a later one.
+    built: u64,
+    /// Who this is in log lines (e.g. "channel 3").
+    label: String,
+}
+
+/// The pickers the children had before a callback, to tell afterwards which
+/// of them published (a publish always makes a new `Arc`; holding the old
+/// one keeps its address from being reused meanwhile).
+struct Before {
+    current: Option<Arc<dyn Picker>>,
+    pending: Option<Arc<dyn Picker>>,
+}
+
+impl GracefulSwitch {
+    /// No policy yet: call [`GracefulSwitch::switch_to`] before anything else.
+    pub fn new() -> GracefulSwitch {
+        GracefulSwitch::default()
+    }
+
+    /// Names this switch in its log lines (the channel passes "channel N").
+    pub fn labelled(mut self, label: impl Into<String>) -> GracefulSwitch {
+        self.label = label.into();
+        self
+    }
+
+    /// The policy whose picker is published, if any.
+    pub fn current_policy(&self) -> Option<&str> {
+        self.policy_of(&self.current)
+    }
+
+    /// The policy waiting to be swapped in, if any.
+    pub fn pending_policy(&self) -> Option<&str> {
+        self.policy_of(&self.pending)
+    }
+
+    /// The newest policy (pending, else current): the one updates go to.
+    pub fn latest_policy(&self) -> Option<&str> {
+        self.pending_policy().or_else(|| self.current_policy())
+    }
+
+    /// Starts switching to `builder`'s policy: built beside the current one
+    /// (which keeps serving) as the pending policy, replacing and closing an
+    /// earlier pending one; with no policy yet it is current at once. A
+    /// builder named like the latest policy (any case) changes nothing: that
+    /// is an update, which the caller sends next. True if a policy was built.
+    ///
+    /// The new policy does nothing until it gets its first
+    /// `update_client_conn_state`.
+    pub fn switch_to(&mut self, cc: &mut dyn ClientConn, builder: Arc<dyn Builder>) -> bool {
+        let new = builder.name().to_string();
+        if self
+            .latest_policy()
+            .is_some_and(|latest| latest.eq_ignore_ascii_case(&new))
+        {
+            return false;
+        }
+        self.built += 1;
+        let key = format!("{}:{new}", self.built);
+        if let Some(old) = self.pending.take() {
+            log::info!(
+                target: trace::CHANNEL,
+                "{}: policy switch: pending {} dropped for {new}",
+                self.label,
+                self.children.get(&old).map_or("?", |c| c.policy())
+            );
+            self.children.remove(cc, &old);
+        }
+        self.children.add(cc, &key, builder);
+        match self.current_policy() {
+            None => self.current = Some(key),
+            Some(current) => {
+                log::info!(
+                    target: trace::CHANNEL,
+                    "{}: policy switch {current} -> {new}: pending",
+                    self.label
+                );
+                self.pending = Some(key);
+            }
+        }
+        true
+    }
+
+    fn policy_of(&self, key: &Option<String>) -> Option<&str> {
+        key.as_deref()
+            .and_then(|k| self.children.get(k))
+            .map(|c| c.policy())
+    }
+
+    fn latest(&self) -> Option<String> {
+        self.pending.clone().or_else(|| self.current.clone())
+    }
+
+    fn picker_of(&self, key: &Option<String>) -> Option<Arc<dyn Picker>> {
+        key.as_deref()
+            .and_then(|k| self.children.get(k))
+            .map(|c| c.picker().clone())
+    }
+
+    fn state_of(&self, key: &Option<String>) -> Option<ConnectivityState> {
+        key.as_deref()
+            .and_then(|k| self.children.get(k))
+            .map(|c| c.state())
+    }
+
+    fn before(&self) -> Before {
+        Before {
+            current: self.picker_of(&self.current),
+            pending: self.picker_of(&self.pending),
+        }
+    }
+
+    /// Whether the child keyed `key` published since `before` was taken.
+    fn published(&self, key: &Option<String>, before: &Option<Arc<dyn Picker>>) -> bool {
+        match (self.picker_of(key), before) {
+            (Some(now), Some(then)) => !std::ptr::addr_eq(Arc::as_ptr(&now), Arc::as_ptr(then)),
+            _ => false,
+        }
+    }
+
+    /// Applies the switch rules to whatever the children published during
+    /// one callback.
+    fn after(&mut self, cc: &mut dyn ClientConn, before: Before) {
+        if self.published(&self.current, &before.current) {
+            let state = self.state_of(&self.current);
+            if state != Some(ConnectivityState::Ready) && self.pending.is_some() {
+                // Nothing connected to keep serving from: take the new one.
+                self.swap(cc, "current left READY");
+                return;
+            }
+            self.forward(cc, &self.current.clone());
+        }
+        if self.published(&self.pending, &before.pending) {
+            let pending = self.state_of(&self.pending);
+            let current = self.state_of(&self.current);
+            if pending != Some(ConnectivityState::Connecting) {
+                self.swap(cc, "pending left CONNECTING");
+            } else if current != Some(ConnectivityState::Ready) {
+                self.swap(cc, "current not READY");
+            }
+        }
+    }
+
+    /// Publishes the child's latest state and picker.
+    fn forward(&self, cc: &mut dyn ClientConn, key: &Option<String>) {
+        if let (Some(state), Some(picker)) = (self.state_of(key), self.picker_of(key)) {
+            cc.update_state(state, Box::new(ChildPicker(picker)));
+        }
+    }
+
+    /// Pending becomes current: its state and picker are published, then the
+    /// old current is closed (its subchannels shut down, one by one, after
+    /// readers already have the new picker).
+    fn swap(&mut self, cc: &mut dyn ClientConn, why: &str) {
+        let Some(pending) = self.pending.take() else {
+            return;
+        };
+        let old = self.current.replace(pending);
+        self.forward(cc, &self.current.clone());
+        let old_policy = self.policy_of(&old).unwrap_or("?").to_string();
+        log::info!(
+            target: trace::CHANNEL,
+            "{}: policy switch {old_policy} -> {}: swapped in ({why}, {})",
+            self.label,
+            self.current_policy().unwrap_or("?"),
+            self.state_of(&self.current)
+                .unwrap_or(ConnectivityState::Connecting)
+        );
+        if let Some(old) = old {
+            self.children.remove(cc, &old);
+        }
+    }
+
+    /// Runs `f` (which calls into the children) and applies the switch rules
+    /// to what they published.
+    fn routed<R>(
+        &mut self,
+        cc: &mut dyn ClientConn,
+        f: impl FnOnce(&mut ChildManager, &mut dyn ClientConn) -> R,
+    ) -> R {
+        let before = self.before();
+        let result = f(&mut self.children, cc);
+        self.after(cc, before);
+        result
+    }
+}
+
+impl Balancer for GracefulSwitch {
+    fn update_client_conn_state(
+        &mut self,
+        cc: &mut dyn ClientConn,
+        state: ClientConnState,
+    ) -> Result<(), String> {
+        let Some(latest) = self.latest() else {
+            return Err("graceful switch has no policy (switch_to first)".into());
+        };
+        self.routed(cc, |children, cc| children.update_child(cc, &latest, state))
+    }
+
+    fn resolver_error(&mut self, cc: &mut dyn ClientConn, error: &str) {
+        match self.latest() {
+            // Only the latest policy has this resolver's state.
+            Some(latest) => self.routed(cc, |children, cc| {
+                children.child_resolver_error(cc, &latest, error)
+            }),
+            None => cc.update_state(
+                ConnectivityState::TransientFailure,
+                Box::new(FailPicker::unavailable(error.to_string())),
+            ),
+        }
+    }
+
+    fn update_subconn_state(
+        &mut self,
+        cc: &mut dyn ClientConn,
+        sc: SubConnId,
+        state: &SubConnState,
+    ) {
+        // The owner gets it, current or pending; a closed policy's
+        // subchannels (their SHUTDOWN) reach nobody.
+        self.routed(cc, |children, cc| children.subconn_state(cc, sc, state));
+    }
+
+    fn exit_idle(&mut self, cc: &mut dyn ClientConn) {
+        if let Some(latest) = self.latest() {
+            self.routed(cc, |children, cc| children.exit_idle(cc, &latest));
+        }
+    }
+
+    fn work(&mut self, cc: &mut dyn ClientConn) {
+        let latest = self.latest();
+        self.routed(cc, |children, cc| {
+            // Work goes to the pickers' own policies; asked for by nobody's
+            // picker, it is a request to leave IDLE, for the latest.
+            if children.work(cc).is_empty() {
+                if let Some(latest) = latest {
+                    children.exit_idle(cc, &latest);
+                }
+            }
+        });
+    }
+
+    fn timer(&mut self, cc: &mut dyn ClientConn, token: TimerToken) {
+        self.routed(cc, |children, cc| children.timer(cc, token));
+    }
+
+    fn close(&mut self, cc: &mut dyn ClientConn) {
+        self.current = None;
+        self.pending = None;
+        self.children.close(cc);
+    }
+}
+
+/// A child's picker as the channel publishes it: the same picks, and the
+/// same inline rotation or single subchannel, so readers lose no fast path.
+struct ChildPicker(Arc<dyn Picker>);
+
+impl Picker for ChildPicker {
+    #[inline]
+    fn pick<'a>(&'a self, info: &PickInfo<'_>, local: &mut PickLocal) -> PickResult<'a> {
+        self.0.pick(info, local)
+    }
+
+    fn single(&self) -> Option<&Arc<SubConn>> {
+        self.0.single()
+    }
+
+    fn rotation(&self) -> Option<&Rotation> {
+        self.0.rotation()
+    }
+}
