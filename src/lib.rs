@@ -337,7 +337,7 @@ pub mod trace;
 // The policy API, then the built-in policies.
 pub mod balancer;
 pub mod policy;
-pub(crate) mod resolver;
+pub mod resolver;
 pub(crate) mod service_config;
 // The loop, transports, connectors, the subchannel machine.
 pub mod connector;

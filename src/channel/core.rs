@@ -6,15 +6,15 @@
 
 use super::policy_cc::{PolicyClientConn, BALANCER_TIMER};
 use super::publisher::StatePublisher;
+use super::resolver_wrapper::ResolverWrapper;
 use super::shared::ChannelId;
 use super::SubConnCallback;
-use crate::address::Address;
+use crate::address::Endpoint;
 use crate::balancer::picker::FailPicker;
 use crate::balancer::subconn::SubConnId;
-use crate::balancer::{Balancer, ClientConn, ClientConnState, TimerToken, WorkScheduler};
+use crate::balancer::{Balancer, ClientConn, TimerToken, WorkScheduler};
 use crate::connectivity::ConnectivityState;
 use crate::connector::TransportEvent;
-use crate::resolver::{self, Lookups, Next, Resolver};
 use crate::runtime::{panic_message, LoopContext, Task, TimerKey};
 use crate::service_config::ServiceConfig;
 use crate::snapshot::ChannelSnapshot;
@@ -26,9 +26,9 @@ use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
-/// The kinds of the timers a channel arms itself (`TimerKey::kind`; the
+/// The kind of the timers a channel arms itself (`TimerKey::kind`; the
 /// subchannels' and connectors' kinds are theirs, see `timer_kinds_differ`).
-pub(crate) const RESOLVE_TIMER: u8 = 5;
+/// (5 was the DNS lookup timer's, before resolvers paced themselves.)
 pub(crate) const CALL_TIMER: u8 = 6;
 
 /// Notification keys with this bit set wake a started call (the rest of the
@@ -58,12 +58,11 @@ pub(crate) struct ChannelCore {
     pub(super) out: StatePublisher,
     pub(super) config: ServiceConfig,
     pub(super) balancer: Option<Box<dyn Balancer>>,
-    pub(super) addresses: Option<Vec<Address>>,
-    pub(super) resolver: Resolver,
-    pub(super) on_resolve_now: Option<Arc<dyn Fn() + Send + Sync>>,
+    /// The last endpoints resolved (by the resolver or the host).
+    pub(super) endpoints: Option<Vec<Endpoint>>,
+    /// The resolver, or the host's re-resolution callback (empty target).
+    pub(super) resolution: ResolverWrapper,
     pub(super) on_subconn_state: Option<SubConnCallback>,
-    /// When the DNS resolver looks up next (unused for other resolvers).
-    pub(super) lookups: Lookups,
     pub(super) timers: HashMap<TimerToken, u64>,
     pub(super) next_timer: u64,
     pub(super) resolve_requested: bool,
@@ -74,7 +73,7 @@ pub(crate) struct ChannelCore {
 }
 
 impl ChannelCore {
-    fn id(&self) -> ChannelId {
+    pub(super) fn id(&self) -> ChannelId {
         self.out.shared.id
     }
 
@@ -106,128 +105,9 @@ impl ChannelCore {
     }
 
     /// First steps of a new channel (run guarded, like every callback: they
-    /// reach the connector and the policy's builder).
+    /// reach the connector). Its resolver is installed by a later command.
     fn begin(&mut self, env: &mut LoopContext) {
         self.configure_health(env);
-        match self.resolver.clone() {
-            Resolver::Manual => {}
-            Resolver::Static(list) => {
-                self.update_addresses(list.into_iter().map(Address::new).collect(), env)
-            }
-            Resolver::Dns { .. } => self.resolve(env),
-        }
-    }
-
-    /// Asks the resolver to look again: the host (empty target) through its
-    /// callback; DNS off the loop, paced by `Lookups`.
-    fn resolve(&mut self, env: &mut LoopContext) {
-        match &self.resolver {
-            Resolver::Manual => {
-                if let Some(cb) = &self.on_resolve_now {
-                    cb();
-                }
-            }
-            Resolver::Static(_) => {}
-            Resolver::Dns { .. } => match self.lookups.request(env.clock.now()) {
-                Next::Now => self.lookup(env),
-                Next::At(at) => {
-                    env.timers
-                        .schedule(at, self.id(), TimerKey::new(RESOLVE_TIMER, 0));
-                }
-                Next::Nothing => {}
-            },
-        }
-    }
-
-    /// Starts a DNS lookup on a helper thread; its result comes back as a
-    /// command, and a failure schedules the next try.
-    fn lookup(&mut self, env: &mut LoopContext) {
-        let Resolver::Dns { host, port } = self.resolver.clone() else {
-            return;
-        };
-        let rng = &mut env.rng;
-        self.lookups.started(env.clock.now(), &mut || rng.uniform());
-        let handle = env.handle.clone();
-        let id = self.id();
-        let spawned = std::thread::Builder::new()
-            .name("switchyard-dns".into())
-            .spawn(move || {
-                let result = resolver::lookup(&host, port);
-                match &result {
-                    Ok(addrs) => log::info!(
-                        target: trace::RESOLVER,
-                        "channel {id}: dns:{host}:{port} resolved to {} address(es): {}",
-                        addrs.len(),
-                        addrs.iter().map(|a| a.addr.as_str()).collect::<Vec<_>>().join(", ")
-                    ),
-                    Err(e) => log::warn!(
-                        target: trace::RESOLVER,
-                        "channel {id}: resolving dns:{host}:{port} failed: {e}"
-                    ),
-                }
-                handle.run_on(id, move |core: &mut ChannelCore, env| {
-                    let retry = core.lookups.finished(result.is_ok(), env.clock.now());
-                    if let Some(at) = retry {
-                        env.timers
-                            .schedule(at, core.id(), TimerKey::new(RESOLVE_TIMER, 0));
-                    }
-                    match result {
-                        Ok(addrs) => core.update_addresses(addrs, env),
-                        Err(e) => core.resolver_error(&e, env),
-                    }
-                });
-            });
-        if spawned.is_err() {
-            let at = self.lookups.not_started(env.clock.now());
-            env.timers.schedule(at, id, TimerKey::new(RESOLVE_TIMER, 0));
-        }
-    }
-
-    pub(crate) fn update_addresses(&mut self, addresses: Vec<Address>, env: &mut LoopContext) {
-        if self.is_finished() {
-            return;
-        }
-        log::debug!(
-            target: trace::RESOLVER,
-            "channel {}: {} address(es) to the policy: {}",
-            self.id(),
-            addresses.len(),
-            addresses.iter().map(|a| a.addr.as_str()).collect::<Vec<_>>().join(", ")
-        );
-        self.addresses = Some(addresses.clone());
-        self.ensure_balancer();
-        let config = self.config.policy_config.clone();
-        let mut result = Ok(());
-        self.run_balancer(env, |b, cc| {
-            result =
-                b.update_client_conn_state(cc, ClientConnState::from_addresses(addresses, config))
-        });
-        if result.is_err() {
-            self.resolve_requested = true;
-        }
-        self.drain(env);
-    }
-
-    pub(crate) fn resolver_error(&mut self, error: &str, env: &mut LoopContext) {
-        if self.is_finished() {
-            return;
-        }
-        log::warn!(target: trace::RESOLVER, "channel {}: resolver error: {error}", self.id());
-        self.out.cause = Some(format!("name resolver error: {error}"));
-        if self.balancer.is_none() && self.addresses.is_none() {
-            // No policy yet: fail fast with the resolver's own error.
-            self.out.publish(
-                ConnectivityState::TransientFailure,
-                Box::new(FailPicker::unavailable(format!(
-                    "name resolver error: {error}"
-                ))),
-            );
-            self.out.cause = None;
-            return;
-        }
-        self.run_balancer(env, |b, cc| b.resolver_error(cc, error));
-        self.out.cause = None;
-        self.drain(env);
     }
 
     pub(crate) fn apply_config(&mut self, config: ServiceConfig, env: &mut LoopContext) {
@@ -259,8 +139,8 @@ impl ChannelCore {
             self.close_balancer(env);
         }
         self.configure_health(env);
-        match self.addresses.clone() {
-            Some(addresses) => self.update_addresses(addresses, env),
+        match self.endpoints.clone() {
+            Some(endpoints) => self.update_endpoints(endpoints, env),
             None => self.drain(env),
         }
     }
@@ -317,6 +197,7 @@ impl ChannelCore {
         if self.is_finished() {
             return;
         }
+        self.resolution.close();
         // First, while their connections are still up to reset the streams.
         if let Some(calls) = &mut self.calls {
             calls.close(env);
@@ -339,7 +220,7 @@ impl ChannelCore {
         );
     }
 
-    fn ensure_balancer(&mut self) {
+    pub(super) fn ensure_balancer(&mut self) {
         if self.balancer.is_none() {
             self.balancer = Some(self.config.policy.build());
         }
@@ -366,7 +247,7 @@ impl ChannelCore {
 
     /// Runs one policy callback with a `ClientConn` onto this channel. A panic
     /// marks the channel TRANSIENT_FAILURE with the panic's message.
-    fn run_balancer(
+    pub(super) fn run_balancer(
         &mut self,
         env: &mut LoopContext,
         f: impl FnOnce(&mut dyn Balancer, &mut dyn ClientConn),
@@ -406,7 +287,7 @@ impl ChannelCore {
 
     /// Delivers queued subchannel transitions, one callback at a time, then
     /// passes on any re-resolution request.
-    fn drain(&mut self, env: &mut LoopContext) {
+    pub(super) fn drain(&mut self, env: &mut LoopContext) {
         while let Some((sc, state)) = self.subs.pending.pop_front() {
             if let Some(cb) = &self.on_subconn_state {
                 cb(sc, &state);
@@ -459,10 +340,6 @@ impl Task for ChannelCore {
                     self.run_balancer(cx, |b, cc| b.timer(cc, token));
                 }
             }
-            RESOLVE_TIMER => {
-                self.lookups.due();
-                self.lookup(cx);
-            }
             CALL_TIMER => {
                 if let Some(calls) = &mut self.calls {
                     calls.expire(key.id, cx);
@@ -510,11 +387,10 @@ mod tests {
             crate::subchannel::BACKOFF_TIMER,
             crate::subchannel::CONNECT_DEADLINE_TIMER,
             BALANCER_TIMER,
-            RESOLVE_TIMER,
             CALL_TIMER,
         ];
         kinds.sort_unstable();
         kinds.dedup();
-        assert_eq!(kinds.len(), 6, "each owner of timers has its own kinds");
+        assert_eq!(kinds.len(), 5, "each owner of timers has its own kinds");
     }
 }
