@@ -1,0 +1,318 @@
+//! Resolvers written in C: `sy_resolver_register` a scheme with a vtable;
+//! a channel whose target has that scheme builds one through it, and the C
+//! resolver pushes address lists, service configs and errors through its
+//! `sy_resolver_cc` from any thread.
+//!
+//! Soundness, in short: the `sy_resolver_cc` handed to `build` is a heap
+//! shell with a magic word (see `handle.rs`). It stays live until the
+//! resolver's `close` callback has returned (or `build` failed); then it is
+//! marked dead and quarantined, so a late call reads valid memory, finds it
+//! dead and gets SY_CLOSED. Calls racing with the end of `close` are the C
+//! resolver's to prevent (its `close` stops its threads), as documented.
+
+use crate::callback::{sy_release_fn, CUserData};
+use crate::error::Error;
+use crate::handle::{bury, Shell};
+use crate::macros::{boundary, in_callback};
+use crate::resolver::sy_address;
+use crate::status::sy_status;
+use crate::strings::{c_text, opt_str_arg, slice_arg, str_arg};
+use std::ffi::{c_char, c_void};
+use std::ptr::{self, addr_of_mut};
+use std::sync::Arc;
+use switchyard::resolver::{
+    self, Resolver, ResolverBuilder, ResolverClientConn, ResolverState, Target,
+};
+use switchyard::{Address, Endpoint};
+
+/// The handle a C resolver pushes through. Opaque; owned by the library.
+/// Valid from the `build` callback that receives it until the resolver's
+/// `close` callback returns; calls after that get SY_CLOSED.
+pub struct sy_resolver_cc(Shell<CcBox>);
+
+pub(crate) struct CcBox {
+    cc: ResolverClientConn,
+    release: sy_release_fn,
+}
+
+/// The target a C resolver is built for: NUL-terminated UTF-8 strings, valid
+/// during the `build` call only. For "dns://8.8.8.8/example.com:443":
+/// scheme "dns", authority "8.8.8.8", path "/example.com:443", endpoint
+/// "example.com:443"; for "unix:rel/path" the path is "rel/path".
+#[repr(C)]
+pub struct sy_target {
+    /// The whole target, as parsed (scheme lower-cased).
+    pub target: *const c_char,
+    pub scheme: *const c_char,
+    /// Empty when the target has none.
+    pub authority: *const c_char,
+    /// The URI path as written.
+    pub path: *const c_char,
+    /// The path without its leading '/': the name to resolve.
+    pub endpoint: *const c_char,
+}
+
+/// Builds a resolver for `target`: return true and set `*out_resolver` to
+/// the resolver's own pointer (passed to its other callbacks; may be NULL),
+/// or return false to refuse the target (channel creation then fails with
+/// SY_INVALID_TARGET). Runs on the thread creating the channel. It may keep
+/// `cc` and push through it at once or later, from any thread. Blocking
+/// `sy_*` calls are refused inside it.
+pub type sy_resolver_build_fn = Option<
+    unsafe extern "C" fn(
+        user_data: *mut c_void,
+        target: *const sy_target,
+        cc: *mut sy_resolver_cc,
+        out_resolver: *mut *mut c_void,
+    ) -> bool,
+>;
+
+/// A resolver callback (`resolve_now`, `close`), with the pointer its
+/// `build` returned. Runs on the loop thread; must not block.
+pub type sy_resolver_fn = Option<unsafe extern "C" fn(resolver: *mut c_void)>;
+
+/// A resolver written in C. Copied by `sy_resolver_register`.
+#[repr(C)]
+#[derive(Clone, Copy)]
+pub struct sy_resolver_vtable {
+    /// Required.
+    pub build: sy_resolver_build_fn,
+    /// Optional: the channel asks for a new resolution (a backend was lost,
+    /// the policy found the addresses unusable). A hint; may be paced.
+    pub resolve_now: sy_resolver_fn,
+    /// Optional: the channel is done with the resolver. Stop pushing and
+    /// free the resolver; make sure no `sy_resolver_cc_*` call on its `cc`
+    /// is still running when this returns (join the resolver's threads):
+    /// the `cc` is invalid from then on (calls get SY_CLOSED).
+    pub close: sy_resolver_fn,
+    /// Optional: releases the `user_data` of addresses pushed with
+    /// `sy_resolver_cc_update`, once each, when nothing can return it any
+    /// more (as `sy_release_fn` says). NULL: user data is never released.
+    pub release_user_data: sy_release_fn,
+}
+
+struct CBuilder {
+    scheme: String,
+    vtable: sy_resolver_vtable,
+    user_data: *mut c_void,
+}
+
+// SAFETY: the header's contract makes `build` callable from any thread with
+// its user data; the library only passes the pointer back.
+unsafe impl Send for CBuilder {}
+// SAFETY: as above.
+unsafe impl Sync for CBuilder {}
+
+impl ResolverBuilder for CBuilder {
+    fn scheme(&self) -> &str {
+        &self.scheme
+    }
+
+    fn build(&self, target: &Target, cc: ResolverClientConn) -> Result<Box<dyn Resolver>, String> {
+        let Some(build) = self.vtable.build else {
+            return Err("the C resolver has no build callback".into());
+        };
+        let texts = [
+            c_text(&target.to_string()),
+            c_text(&target.scheme),
+            c_text(&target.authority),
+            c_text(&target.path),
+            c_text(target.endpoint()),
+        ];
+        let view = sy_target {
+            target: texts[0].as_ptr().cast(),
+            scheme: texts[1].as_ptr().cast(),
+            authority: texts[2].as_ptr().cast(),
+            path: texts[3].as_ptr().cast(),
+            endpoint: texts[4].as_ptr().cast(),
+        };
+        let handle = Box::into_raw(Box::new(sy_resolver_cc(Shell::new(CcBox {
+            cc,
+            release: self.vtable.release_user_data,
+        }))));
+        let mut resolver: *mut c_void = ptr::null_mut();
+        // SAFETY: the host's callback with its user data; `view`'s strings
+        // and `handle` outlive the call, `resolver` is a valid out-pointer.
+        let ok = in_callback(|| unsafe { build(self.user_data, &view, handle, &mut resolver) });
+        if !ok {
+            // SAFETY: `handle` is ours, live, from Box::into_raw.
+            unsafe { retire(handle) };
+            return Err(format!(
+                "the {} resolver refused target \"{target}\"",
+                self.scheme
+            ));
+        }
+        Ok(Box::new(CResolver {
+            resolver,
+            handle,
+            vtable: self.vtable,
+            closed: false,
+        }))
+    }
+}
+
+/// Marks a cc handle dead and quarantines it.
+///
+/// # Safety
+/// `handle` is from `Box::into_raw`, retired once.
+unsafe fn retire(handle: *mut sy_resolver_cc) {
+    // SAFETY: per the contract; the projection makes no reference.
+    unsafe { bury(handle, |h| addr_of_mut!((*h).0)) };
+}
+
+struct CResolver {
+    resolver: *mut c_void,
+    handle: *mut sy_resolver_cc,
+    vtable: sy_resolver_vtable,
+    closed: bool,
+}
+
+// SAFETY: the resolver pointer is only passed back to its callbacks, which
+// the channel calls on its loop thread one at a time; the handle is only
+// retired here, once.
+unsafe impl Send for CResolver {}
+
+impl Resolver for CResolver {
+    fn resolve_now(&mut self) {
+        if let (false, Some(f)) = (self.closed, self.vtable.resolve_now) {
+            // SAFETY: the host's callback with its resolver pointer.
+            in_callback(|| unsafe { f(self.resolver) });
+        }
+    }
+
+    fn close(&mut self) {
+        if std::mem::replace(&mut self.closed, true) {
+            return;
+        }
+        if let Some(f) = self.vtable.close {
+            // SAFETY: the host's callback with its resolver pointer, once.
+            in_callback(|| unsafe { f(self.resolver) });
+        }
+        // SAFETY: the handle is ours, from Box::into_raw, retired once (here).
+        unsafe { retire(self.handle) };
+    }
+}
+
+impl Drop for CResolver {
+    fn drop(&mut self) {
+        // The channel closes its resolver; should it not, close here.
+        self.close();
+    }
+}
+
+/// Registers a resolver written in C for URI `scheme` (compared
+/// case-insensitively; letters, digits, '+', '-', '.', starting with a
+/// letter), replacing any earlier one, a built-in too. Channels created
+/// afterwards with a target of that scheme build one through `vtable`
+/// (copied), with `user_data` (which must stay valid for as long as the
+/// process may create such channels). SY_INVALID_ARGUMENT for a bad scheme
+/// or a missing `build`. Any thread.
+#[no_mangle]
+pub extern "C" fn sy_resolver_register(
+    scheme: *const c_char,
+    vtable: *const sy_resolver_vtable,
+    user_data: *mut c_void,
+) -> sy_status {
+    boundary(|| {
+        // SAFETY: NUL-terminated per the contract.
+        let scheme = unsafe { str_arg(scheme, "scheme") }?;
+        let vtable = *try_ref!(vtable, "vtable");
+        let valid = Target::parse(&format!("{scheme}:x")).is_ok_and(|t| t.scheme.len() == scheme.len());
+        if !valid {
+            return Err(Error::invalid(format!("\"{scheme}\" is not a URI scheme")));
+        }
+        if vtable.build.is_none() {
+            return Err(Error::invalid("the resolver vtable needs a build callback"));
+        }
+        resolver::register(Arc::new(CBuilder {
+            scheme: scheme.to_ascii_lowercase(),
+            vtable,
+            user_data,
+        }));
+        Ok(())
+    })
+}
+
+fn cc_ref<'a>(cc: *mut sy_resolver_cc) -> Result<&'a CcBox, Error> {
+    let cc = try_ref!(cc, "cc");
+    if !cc.0.is_live() {
+        return Err(Error::new(
+            sy_status::SY_CLOSED,
+            "the resolver was closed (its close callback returned)",
+        ));
+    }
+    Ok(&cc.0.value)
+}
+
+/// Pushes a new address list (one endpoint per address, in order) and,
+/// unless `service_config_json` is NULL, a service config for the channel
+/// (an invalid one is logged and the channel keeps its last good one).
+/// `addresses` may be NULL when `len` is 0. Any thread; applied on the
+/// loop thread in the order pushed.
+///
+/// Ownership of user data as in `sy_channel_update_addresses`, released
+/// with the vtable's `release_user_data`: nothing is taken if the call
+/// fails argument checks (SY_NULL_PARAMETER, SY_INVALID_ARGUMENT,
+/// SY_INVALID_UTF8); otherwise the library owns every non-NULL user data
+/// (already released if the call returned SY_CLOSED or SY_RUNTIME_GONE).
+/// SY_CLOSED once the resolver or its channel is closed.
+#[no_mangle]
+pub extern "C" fn sy_resolver_cc_update(
+    cc: *mut sy_resolver_cc,
+    addresses: *const sy_address,
+    len: usize,
+    service_config_json: *const c_char,
+) -> sy_status {
+    boundary(|| {
+        let cc = cc_ref(cc)?;
+        // SAFETY: `len` valid sy_address entries per the contract.
+        let list = unsafe { slice_arg(addresses, len, "addresses") }?;
+        let mut texts = Vec::with_capacity(list.len());
+        for a in list {
+            // SAFETY: NUL-terminated per the contract.
+            let text = unsafe { str_arg(a.address, "address") }?;
+            if text.is_empty() {
+                return Err(Error::invalid("an address is empty"));
+            }
+            texts.push(text);
+        }
+        // SAFETY: NUL-terminated or NULL per the contract.
+        let config = unsafe { opt_str_arg(service_config_json, "service_config_json") }?;
+        // Past the checks: from here on the user data is ours.
+        let endpoints = list
+            .iter()
+            .zip(texts)
+            .map(|(a, text)| {
+                Endpoint::from(Address {
+                    addr: text.to_string(),
+                    weight: a.weight,
+                    user_data: CUserData::wrap(a.user_data, cc.release),
+                    tag: a.user_data as usize as u64,
+                })
+            })
+            .collect();
+        cc.cc.update(ResolverState {
+            endpoints,
+            service_config: config.map(str::to_string),
+        })?;
+        Ok(())
+    })
+}
+
+/// The resolver failed (`message`: NUL-terminated UTF-8): the channel's
+/// policy keeps its last good addresses if it has any; otherwise RPCs fail
+/// UNAVAILABLE with the message. SY_CLOSED once the resolver or its channel
+/// is closed. Any thread.
+#[no_mangle]
+pub extern "C" fn sy_resolver_cc_report_error(
+    cc: *mut sy_resolver_cc,
+    message: *const c_char,
+) -> sy_status {
+    boundary(|| {
+        let cc = cc_ref(cc)?;
+        // SAFETY: NUL-terminated per the contract.
+        let message = unsafe { str_arg(message, "message") }?;
+        cc.cc.report_error(message)?;
+        Ok(())
+    })
+}
