@@ -6,7 +6,9 @@
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
-use switchyard::resolver::{self, Resolver, ResolverBuilder, ResolverClientConn, ResolverState, Target};
+use switchyard::resolver::{
+    self, Resolver, ResolverBuilder, ResolverClientConn, ResolverState, Target,
+};
 use switchyard::*;
 use switchyard_testserver::{Listen, ServerOptions, TestServer};
 
@@ -115,7 +117,11 @@ fn a_resolver_outside_the_crate_drives_a_channel() {
     .unwrap();
     let target = seen.target.lock().unwrap().clone().unwrap();
     assert_eq!(
-        (target.scheme.as_str(), target.authority.as_str(), target.endpoint()),
+        (
+            target.scheme.as_str(),
+            target.authority.as_str(),
+            target.endpoint()
+        ),
         ("outside", "auth", "some/name")
     );
     let cc = seen.cc();
@@ -226,13 +232,19 @@ fn a_refusing_builder_fails_channel_creation() {
     }
     resolver::register(Arc::new(Refuses));
     let rt = Runtime::new().unwrap();
-    let e = Channel::new(&rt, "refuses:///x", None, insecure()).err().unwrap();
+    let e = Channel::new(&rt, "refuses:///x", None, insecure())
+        .err()
+        .unwrap();
     assert_eq!(e, Error::InvalidTarget("cannot resolve x".into()));
     // The built-in dns resolver cannot ask another server yet: it says so.
-    let e = Channel::new(&rt, "dns://127.0.0.1:53/localhost:1", None, insecure()).err().unwrap();
+    let e = Channel::new(&rt, "dns://127.0.0.1:53/localhost:1", None, insecure())
+        .err()
+        .unwrap();
     assert!(e.to_string().contains("not supported yet"), "{e}");
     // Bad targets of the built-ins fail here too, with the reason.
-    let e = Channel::new(&rt, "ipv4:127.0.0.1:99999", None, insecure()).err().unwrap();
+    let e = Channel::new(&rt, "ipv4:127.0.0.1:99999", None, insecure())
+        .err()
+        .unwrap();
     assert!(e.to_string().contains("out of range"), "{e}");
 }
 
@@ -254,7 +266,8 @@ fn the_host_as_resolver_hears_resolve_now() {
         },
     )
     .unwrap();
-    ch.update_addresses(vec![Address::new(b0.addr().to_string())]).unwrap();
+    ch.update_addresses(vec![Address::new(b0.addr().to_string())])
+        .unwrap();
     assert_eq!(echo(&mut ch.reader()).unwrap(), b0.port());
     b0.stop();
     eventually("on_resolve_now after a lost backend", || {

@@ -217,7 +217,8 @@ pub extern "C" fn sy_resolver_register(
         // SAFETY: NUL-terminated per the contract.
         let scheme = unsafe { str_arg(scheme, "scheme") }?;
         let vtable = *try_ref!(vtable, "vtable");
-        let valid = Target::parse(&format!("{scheme}:x")).is_ok_and(|t| t.scheme.len() == scheme.len());
+        let valid =
+            Target::parse(&format!("{scheme}:x")).is_ok_and(|t| t.scheme.len() == scheme.len());
         if !valid {
             return Err(Error::invalid(format!("\"{scheme}\" is not a URI scheme")));
         }

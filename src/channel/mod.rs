@@ -27,13 +27,13 @@ use crate::error::Error;
 use crate::publish::Slot;
 use crate::resolver::{self, Plan};
 use crate::runtime::{panic_message, JoinOnDrop, LoopContext, Runtime};
-use std::panic::{catch_unwind, AssertUnwindSafe};
 use crate::service_config::ServiceConfig;
 use crate::snapshot::ChannelSnapshot;
 use crate::subchannel::SubchannelPool;
 use crate::trace;
 use crate::transport::{Credentials, TransportConfig};
 use std::collections::HashMap;
+use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
@@ -99,10 +99,12 @@ impl Channel {
             None => None,
         };
         // TLS verifies a DNS target's host name unless told otherwise.
-        let dns_host = parsed.as_ref().and_then(|t| match resolver::builtin_plan(t) {
-            Some(Ok(Plan::Dns { host, .. })) if t.scheme == "dns" => Some(host),
-            _ => None,
-        });
+        let dns_host = parsed
+            .as_ref()
+            .and_then(|t| match resolver::builtin_plan(t) {
+                Some(Ok(Plan::Dns { host, .. })) if t.scheme == "dns" => Some(host),
+                _ => None,
+            });
         let config = ServiceConfig::parse(service_config).map_err(Error::InvalidServiceConfig)?;
         let handle = rt.handle().clone();
         let id = handle.next_task_id();

@@ -23,11 +23,7 @@ impl ResolverBuilder for DnsBuilder {
         "dns"
     }
 
-    fn build(
-        &self,
-        target: &Target,
-        cc: ResolverClientConn,
-    ) -> Result<Box<dyn Resolver>, String> {
+    fn build(&self, target: &Target, cc: ResolverClientConn) -> Result<Box<dyn Resolver>, String> {
         let Some(Ok(Plan::Dns {
             authority,
             host,

@@ -17,11 +17,7 @@ impl ResolverBuilder for FixedBuilder {
         self.0
     }
 
-    fn build(
-        &self,
-        target: &Target,
-        cc: ResolverClientConn,
-    ) -> Result<Box<dyn Resolver>, String> {
+    fn build(&self, target: &Target, cc: ResolverClientConn) -> Result<Box<dyn Resolver>, String> {
         let list = match builtin_plan(target) {
             Some(Ok(Plan::Static(list))) => list,
             Some(Err(e)) => return Err(e),

@@ -65,8 +65,8 @@ mod fixed;
 mod registry;
 mod target;
 
-pub(crate) use self::target::{builtin_plan, parse_channel_target, Plan};
 pub use self::registry::ResolverRegistry;
+pub(crate) use self::target::{builtin_plan, parse_channel_target, Plan};
 pub use self::target::{Target, DEFAULT_PORT};
 use crate::address::Endpoint;
 use crate::error::Error;
@@ -137,7 +137,9 @@ impl ResolverClientConn {
             .iter()
             .any(|e| e.addresses.iter().any(|a| a.addr.is_empty()))
         {
-            return Err(Error::InvalidArgument("an endpoint has an empty address".into()));
+            return Err(Error::InvalidArgument(
+                "an endpoint has an empty address".into(),
+            ));
         }
         self.sink.update(state)
     }
@@ -197,7 +199,14 @@ mod tests {
 
     #[test]
     fn builtins_registered_and_last_registration_wins() {
-        for s in ["dns", "ipv4", "ipv6", "unix", "unix-abstract", "passthrough"] {
+        for s in [
+            "dns",
+            "ipv4",
+            "ipv6",
+            "unix",
+            "unix-abstract",
+            "passthrough",
+        ] {
             assert!(get(s).is_some(), "{s}");
         }
         assert!(get("DNS").is_some(), "any case");

@@ -300,24 +300,36 @@ mod tests {
     #[test]
     fn good_targets() {
         let table: &[(&str, Result<Plan, String>)] = &[
-            ("ipv4:127.0.0.1:1,127.0.0.2:2", fixed(&["127.0.0.1:1", "127.0.0.2:2"])),
+            (
+                "ipv4:127.0.0.1:1,127.0.0.2:2",
+                fixed(&["127.0.0.1:1", "127.0.0.2:2"]),
+            ),
             ("ipv4:127.0.0.1", fixed(&["127.0.0.1:443"])),
             ("IPV4:10.0.0.1:80", fixed(&["10.0.0.1:80"])),
             ("ipv4:///127.0.0.1:5", fixed(&["127.0.0.1:5"])),
             ("ipv6:[::1]:5", fixed(&["[::1]:5"])),
             ("ipv6:[::1]", fixed(&["[::1]:443"])),
             ("ipv6:::1", fixed(&["[::1]:443"])),
-            ("ipv6:[2001:db8::1]:80,::2", fixed(&["[2001:db8::1]:80", "[::2]:443"])),
+            (
+                "ipv6:[2001:db8::1]:80,::2",
+                fixed(&["[2001:db8::1]:80", "[::2]:443"]),
+            ),
             ("unix:///tmp/s", fixed(&["unix:/tmp/s"])),
             ("unix:/tmp/s", fixed(&["unix:/tmp/s"])),
             ("unix:rel/s", fixed(&["unix:rel/s"])),
             ("unix-abstract:name", fixed(&["unix-abstract:name"])),
-            ("unix-abstract:/with/slash", fixed(&["unix-abstract:/with/slash"])),
+            (
+                "unix-abstract:/with/slash",
+                fixed(&["unix-abstract:/with/slash"]),
+            ),
             ("passthrough:///10.0.0.1:80", fixed(&["10.0.0.1:80"])),
             ("passthrough:host:1", fixed(&["host:1"])),
             ("dns:///localhost:50051", dns("", "localhost", 50051)),
             ("dns:localhost:50051", dns("", "localhost", 50051)),
-            ("dns://127.0.0.1:53/example.com:8080", dns("127.0.0.1:53", "example.com", 8080)),
+            (
+                "dns://127.0.0.1:53/example.com:8080",
+                dns("127.0.0.1:53", "example.com", 8080),
+            ),
             ("dns:///example.com", dns("", "example.com", 443)),
             ("dns:///[::1]:80", dns("", "::1", 80)),
             ("dns:///[::1]", dns("", "::1", 443)),
@@ -383,15 +395,25 @@ mod tests {
         assert_eq!(t.endpoint(), "example.com:1");
         assert_eq!(t.to_string(), "dns://8.8.8.8:53/example.com:1");
         let t = Target::parse("My-Scheme+x.y:opaque/part").unwrap();
-        assert_eq!((t.scheme.as_str(), t.path.as_str()), ("my-scheme+x.y", "opaque/part"));
+        assert_eq!(
+            (t.scheme.as_str(), t.path.as_str()),
+            ("my-scheme+x.y", "opaque/part")
+        );
         assert_eq!(t.to_string(), "my-scheme+x.y:opaque/part");
         assert!(Target::parse("1abc:x").is_err());
         assert!(Target::parse("noscheme").is_err());
         assert_eq!(parse_channel_target("  ", registered), Ok(None));
         // An unregistered scheme is part of the DNS name.
-        let t = parse_channel_target("custom:///x", registered).unwrap().unwrap();
-        assert_eq!((t.scheme.as_str(), t.path.as_str()), ("dns", "/custom:///x"));
-        let t = parse_channel_target("custom:///x", |s| s == "custom").unwrap().unwrap();
+        let t = parse_channel_target("custom:///x", registered)
+            .unwrap()
+            .unwrap();
+        assert_eq!(
+            (t.scheme.as_str(), t.path.as_str()),
+            ("dns", "/custom:///x")
+        );
+        let t = parse_channel_target("custom:///x", |s| s == "custom")
+            .unwrap()
+            .unwrap();
         assert_eq!((t.scheme.as_str(), t.endpoint()), ("custom", "x"));
     }
 }

@@ -167,7 +167,12 @@ fn unix_abstract_target() {
     drop(server);
     // Nobody listens there any more: a clear connection error, not a file
     // path mistaken for the name.
-    let ch = channel(&rt, &format!("unix-abstract:{name}-none"), None, plaintext());
+    let ch = channel(
+        &rt,
+        &format!("unix-abstract:{name}-none"),
+        None,
+        plaintext(),
+    );
     let e = ch
         .reader()
         .unary(
