@@ -6,13 +6,13 @@
 
 use super::policy_cc::{PolicyClientConn, BALANCER_TIMER};
 use super::publisher::StatePublisher;
-use super::resolver_wrapper::ResolverWrapper;
+use super::resolver_wrapper::{ResolvedConfig, ResolverUpdates, ResolverWrapper};
 use super::shared::ChannelId;
 use super::SubConnCallback;
 use crate::address::Endpoint;
 use crate::balancer::picker::FailPicker;
 use crate::balancer::subconn::SubConnId;
-use crate::balancer::{Balancer, ClientConn, TimerToken, WorkScheduler};
+use crate::balancer::{Balancer, ClientConn, ClientConnState, TimerToken, WorkScheduler};
 use crate::connectivity::ConnectivityState;
 use crate::connector::TransportEvent;
 use crate::runtime::{panic_message, LoopContext, Task, TimerKey};
@@ -73,7 +73,7 @@ pub(crate) struct ChannelCore {
 }
 
 impl ChannelCore {
-    pub(super) fn id(&self) -> ChannelId {
+    fn id(&self) -> ChannelId {
         self.out.shared.id
     }
 
@@ -108,6 +108,57 @@ impl ChannelCore {
     /// reach the connector). Its resolver is installed by a later command.
     fn begin(&mut self, env: &mut LoopContext) {
         self.configure_health(env);
+    }
+
+    /// New endpoints (the resolver's, or the host's) to the policy.
+    pub(crate) fn update_endpoints(&mut self, endpoints: Vec<Endpoint>, env: &mut LoopContext) {
+        if self.is_finished() {
+            return;
+        }
+        log::debug!(
+            target: trace::RESOLVER,
+            "channel {}: {} endpoint(s) to the policy: {}",
+            self.id(),
+            endpoints.len(),
+            endpoints
+                .iter()
+                .flat_map(|e| e.addresses.iter().map(|a| a.addr.as_str()))
+                .collect::<Vec<_>>()
+                .join(", ")
+        );
+        self.endpoints = Some(endpoints.clone());
+        self.ensure_balancer();
+        let config = self.config.policy_config.clone();
+        let mut result = Ok(());
+        self.run_balancer(env, |b, cc| {
+            result = b.update_client_conn_state(cc, ClientConnState::new(endpoints, config))
+        });
+        if result.is_err() {
+            self.resolve_requested = true;
+        }
+        self.drain(env);
+    }
+
+    pub(crate) fn resolver_error(&mut self, error: &str, env: &mut LoopContext) {
+        if self.is_finished() {
+            return;
+        }
+        log::warn!(target: trace::RESOLVER, "channel {}: resolver error: {error}", self.id());
+        self.out.cause = Some(format!("name resolver error: {error}"));
+        if self.balancer.is_none() && self.endpoints.is_none() {
+            // No policy yet: fail fast with the resolver's own error.
+            self.out.publish(
+                ConnectivityState::TransientFailure,
+                Box::new(FailPicker::unavailable(format!(
+                    "name resolver error: {error}"
+                ))),
+            );
+            self.out.cause = None;
+            return;
+        }
+        self.run_balancer(env, |b, cc| b.resolver_error(cc, error));
+        self.out.cause = None;
+        self.drain(env);
     }
 
     pub(crate) fn apply_config(&mut self, config: ServiceConfig, env: &mut LoopContext) {
@@ -220,7 +271,7 @@ impl ChannelCore {
         );
     }
 
-    pub(super) fn ensure_balancer(&mut self) {
+    fn ensure_balancer(&mut self) {
         if self.balancer.is_none() {
             self.balancer = Some(self.config.policy.build());
         }
@@ -247,7 +298,7 @@ impl ChannelCore {
 
     /// Runs one policy callback with a `ClientConn` onto this channel. A panic
     /// marks the channel TRANSIENT_FAILURE with the panic's message.
-    pub(super) fn run_balancer(
+    fn run_balancer(
         &mut self,
         env: &mut LoopContext,
         f: impl FnOnce(&mut dyn Balancer, &mut dyn ClientConn),
@@ -287,7 +338,7 @@ impl ChannelCore {
 
     /// Delivers queued subchannel transitions, one callback at a time, then
     /// passes on any re-resolution request.
-    pub(super) fn drain(&mut self, env: &mut LoopContext) {
+    fn drain(&mut self, env: &mut LoopContext) {
         while let Some((sc, state)) = self.subs.pending.pop_front() {
             if let Some(cb) = &self.on_subconn_state {
                 cb(sc, &state);
@@ -306,8 +357,34 @@ impl ChannelCore {
         if std::mem::take(&mut self.subs.resolve_requested)
             | std::mem::take(&mut self.resolve_requested)
         {
-            self.resolve(env);
+            self.resolution.resolve_now();
         }
+    }
+}
+
+impl ResolverUpdates for ChannelCore {
+    /// A resolver's update: a service config it carries (if valid and new)
+    /// is applied with the endpoints, in one policy update.
+    fn apply_resolved(
+        &mut self,
+        endpoints: Vec<Endpoint>,
+        config: Option<ResolvedConfig>,
+        cx: &mut LoopContext,
+    ) {
+        if self.is_finished() {
+            return;
+        }
+        match self.resolution.new_config(config, self.id()) {
+            Some(config) => {
+                self.endpoints = Some(endpoints);
+                self.apply_config(config, cx);
+            }
+            None => self.update_endpoints(endpoints, cx),
+        }
+    }
+
+    fn apply_resolver_error(&mut self, error: &str, cx: &mut LoopContext) {
+        self.resolver_error(error, cx);
     }
 }
 

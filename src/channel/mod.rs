@@ -145,7 +145,7 @@ impl Channel {
         );
         let core_shared = shared.clone();
         let resolution = ResolverWrapper::new(on_resolve_now);
-        let resolver_cc = resolution.client_conn(handle.clone(), id);
+        let resolver_cc = resolution.client_conn::<ChannelCore>(handle.clone(), id);
         let make = move || ChannelCore {
             subs: SubchannelPool::new(id, connector, backoff),
             out: StatePublisher {

@@ -5,18 +5,34 @@
 //! updates applied to the policy, and its close when the channel closes.
 //! The empty target has no resolver: the host pushes through `Channel`'s
 //! own methods and hears re-resolution requests through `on_resolve_now`.
+//! The channel's loop task applies what arrives (`ResolverUpdates`).
 
-use super::core::ChannelCore;
+/// A service config from a resolver: its JSON and what it parsed to.
+pub(super) type ResolvedConfig = Result<(String, ServiceConfig), String>;
+
+/// What a resolver's pushes become on the loop: the channel's loop task
+/// implements it.
+pub(super) trait ResolverUpdates: Task {
+    /// New endpoints, and maybe a service config (see
+    /// `ResolverWrapper::new_config`).
+    fn apply_resolved(
+        &mut self,
+        endpoints: Vec<Endpoint>,
+        config: Option<ResolvedConfig>,
+        cx: &mut LoopContext,
+    );
+    /// The resolver failed.
+    fn apply_resolver_error(&mut self, error: &str, cx: &mut LoopContext);
+}
+
 use super::shared::ChannelId;
 use crate::address::Endpoint;
-use crate::balancer::picker::FailPicker;
-use crate::balancer::ClientConnState;
-use crate::connectivity::ConnectivityState;
 use crate::error::Error;
 use crate::resolver::{Resolver, ResolverClientConn, ResolverSink, ResolverState};
-use crate::runtime::{panic_message, LoopContext, LoopHandle};
+use crate::runtime::{panic_message, LoopContext, LoopHandle, Task};
 use crate::service_config::ServiceConfig;
 use crate::trace;
+use std::marker::PhantomData;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -42,13 +58,46 @@ impl ResolverWrapper {
         }
     }
 
-    /// The handle a resolver for channel `id` on `handle` pushes through.
-    pub(crate) fn client_conn(&self, handle: LoopHandle, id: ChannelId) -> ResolverClientConn {
-        ResolverClientConn::new(Arc::new(ChannelSink {
+    /// The handle a resolver for channel `id` (a `T` on `handle`'s loop)
+    /// pushes through.
+    pub(super) fn client_conn<T: ResolverUpdates>(
+        &self,
+        handle: LoopHandle,
+        id: ChannelId,
+    ) -> ResolverClientConn {
+        ResolverClientConn::new(Arc::new(ChannelSink::<T> {
             handle,
             id,
             closed: self.closed.clone(),
+            task: PhantomData,
         }))
+    }
+
+    /// The config to apply with a resolver's update: a valid one that
+    /// differs from the last it sent; an invalid one is logged (the channel
+    /// keeps its last good one), and `None` keeps the current one.
+    pub(super) fn new_config(
+        &mut self,
+        config: Option<ResolvedConfig>,
+        channel: ChannelId,
+    ) -> Option<ServiceConfig> {
+        match config? {
+            Ok((json, config)) => {
+                if self.last_config.as_ref() == Some(&json) {
+                    return None;
+                }
+                self.last_config = Some(json);
+                Some(config)
+            }
+            Err(e) => {
+                log::warn!(
+                    target: trace::RESOLVER,
+                    "channel {channel}: the resolver's service config is invalid, \
+                     keeping the last good one: {e}"
+                );
+                None
+            }
+        }
     }
 
     /// The channel's resolver is `resolver` (built off the loop).
@@ -61,7 +110,9 @@ impl ResolverWrapper {
         self.resolver = Some(resolver);
     }
 
-    fn resolve_now(&mut self) {
+    /// Asks for a new resolution: the resolver's `resolve_now`, or the
+    /// host's callback (empty target).
+    pub(super) fn resolve_now(&mut self) {
         match &mut self.resolver {
             Some(r) => guarded("resolve_now", || r.resolve_now()),
             None => {
@@ -93,30 +144,26 @@ fn guarded(what: &str, f: impl FnOnce()) {
     }
 }
 
-/// A resolver's pushes, as commands to its channel's loop task.
-struct ChannelSink {
+/// A resolver's pushes, as commands to its channel's loop task (a `T`).
+struct ChannelSink<T> {
     handle: LoopHandle,
     id: ChannelId,
     closed: Arc<AtomicBool>,
+    task: PhantomData<fn() -> T>,
 }
 
-impl ChannelSink {
-    fn send(
-        &self,
-        f: impl FnOnce(&mut ChannelCore, &mut LoopContext) + Send + 'static,
-    ) -> Result<(), Error> {
+impl<T: ResolverUpdates> ChannelSink<T> {
+    fn send(&self, f: impl FnOnce(&mut T, &mut LoopContext) + Send + 'static) -> Result<(), Error> {
         if self.closed.load(Ordering::Acquire) {
             return Err(Error::Closed);
         }
         let closed = self.closed.clone();
-        let sent = self
-            .handle
-            .run_on(self.id, move |core: &mut ChannelCore, cx| {
-                // Pushed before the close, arrived after it: dropped.
-                if !closed.load(Ordering::Acquire) {
-                    f(core, cx)
-                }
-            });
+        let sent = self.handle.run_on(self.id, move |task: &mut T, cx| {
+            // Pushed before the close, arrived after it: dropped.
+            if !closed.load(Ordering::Acquire) {
+                f(task, cx)
+            }
+        });
         if sent {
             Ok(())
         } else {
@@ -125,108 +172,17 @@ impl ChannelSink {
     }
 }
 
-impl ResolverSink for ChannelSink {
+impl<T: ResolverUpdates> ResolverSink for ChannelSink<T> {
     fn update(&self, state: ResolverState) -> Result<(), Error> {
         // Parsed here, off the loop.
         let config = state
             .service_config
             .map(|json| ServiceConfig::parse(Some(&json)).map(|c| (json, c)));
         let endpoints = state.endpoints;
-        self.send(move |core, cx| core.resolver_update(endpoints, config, cx))
+        self.send(move |task, cx| task.apply_resolved(endpoints, config, cx))
     }
 
     fn report_error(&self, message: String) -> Result<(), Error> {
-        self.send(move |core, cx| core.resolver_error(&message, cx))
-    }
-}
-
-/// A service config from a resolver: its JSON and what it parsed to.
-type ResolvedConfig = Result<(String, ServiceConfig), String>;
-
-impl ChannelCore {
-    /// Asks for a new resolution: the resolver's `resolve_now`, or the host's
-    /// callback (empty target).
-    pub(super) fn resolve(&mut self, _env: &mut LoopContext) {
-        self.resolution.resolve_now();
-    }
-
-    /// A resolver's update: a service config it carries (if valid and new)
-    /// is applied, then the endpoints go to the policy.
-    fn resolver_update(
-        &mut self,
-        endpoints: Vec<Endpoint>,
-        config: Option<ResolvedConfig>,
-        env: &mut LoopContext,
-    ) {
-        if self.out.closed {
-            return;
-        }
-        match config {
-            Some(Ok((json, config))) if self.resolution.last_config.as_ref() != Some(&json) => {
-                self.resolution.last_config = Some(json);
-                // The config applies to these endpoints (one policy update).
-                self.endpoints = Some(endpoints);
-                self.apply_config(config, env);
-                return;
-            }
-            Some(Err(e)) => log::warn!(
-                target: trace::RESOLVER,
-                "channel {}: the resolver's service config is invalid, keeping the last good one: {e}",
-                self.id()
-            ),
-            _ => {}
-        }
-        self.update_endpoints(endpoints, env);
-    }
-
-    /// New endpoints (the resolver's, or the host's) to the policy.
-    pub(crate) fn update_endpoints(&mut self, endpoints: Vec<Endpoint>, env: &mut LoopContext) {
-        if self.out.closed {
-            return;
-        }
-        log::debug!(
-            target: trace::RESOLVER,
-            "channel {}: {} endpoint(s) to the policy: {}",
-            self.id(),
-            endpoints.len(),
-            endpoints
-                .iter()
-                .flat_map(|e| e.addresses.iter().map(|a| a.addr.as_str()))
-                .collect::<Vec<_>>()
-                .join(", ")
-        );
-        self.endpoints = Some(endpoints.clone());
-        self.ensure_balancer();
-        let config = self.config.policy_config.clone();
-        let mut result = Ok(());
-        self.run_balancer(env, |b, cc| {
-            result = b.update_client_conn_state(cc, ClientConnState::new(endpoints, config))
-        });
-        if result.is_err() {
-            self.resolve_requested = true;
-        }
-        self.drain(env);
-    }
-
-    pub(crate) fn resolver_error(&mut self, error: &str, env: &mut LoopContext) {
-        if self.out.closed {
-            return;
-        }
-        log::warn!(target: trace::RESOLVER, "channel {}: resolver error: {error}", self.id());
-        self.out.cause = Some(format!("name resolver error: {error}"));
-        if self.balancer.is_none() && self.endpoints.is_none() {
-            // No policy yet: fail fast with the resolver's own error.
-            self.out.publish(
-                ConnectivityState::TransientFailure,
-                Box::new(FailPicker::unavailable(format!(
-                    "name resolver error: {error}"
-                ))),
-            );
-            self.out.cause = None;
-            return;
-        }
-        self.run_balancer(env, |b, cc| b.resolver_error(cc, error));
-        self.out.cause = None;
-        self.drain(env);
+        self.send(move |task, cx| task.apply_resolver_error(&message, cx))
     }
 }
