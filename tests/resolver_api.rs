@@ -274,3 +274,43 @@ fn the_host_as_resolver_hears_resolve_now() {
         asked.load(Ordering::SeqCst) > 0
     });
 }
+
+/// The built-in `dns` resolver behind the same API: a bare `host:port` and
+/// `dns:///host:port` reach the backend, and TLS verifies the target's host
+/// name (the certificate names "localhost", not 127.0.0.1).
+#[test]
+fn the_dns_resolver_resolves_localhost_and_tls_follows_its_host() {
+    let plain = backend();
+    let rt = Runtime::new().unwrap();
+    for target in [
+        format!("localhost:{}", plain.port()),
+        format!("dns:///localhost:{}", plain.port()),
+    ] {
+        let ch = Channel::new(&rt, &target, None, insecure()).unwrap();
+        assert_eq!(echo(&mut ch.reader()).unwrap(), plain.port(), "{target}");
+    }
+    let pki = switchyard_testserver::TestPki::new();
+    let tls = TestServer::start(
+        Listen::Tcp("127.0.0.1:0".parse().unwrap()),
+        ServerOptions {
+            tls: Some(pki.server_tls(&[b"h2"])),
+            ..Default::default()
+        },
+    )
+    .unwrap();
+    let ch = Channel::new(
+        &rt,
+        &format!("dns:///localhost:{}", tls.port()),
+        None,
+        ChannelOptions {
+            transport: Some(TransportConfig::tls(TlsSettings {
+                server_name: String::new(),
+                roots_pem: Some(pki.ca_pem.clone()),
+                client_cert: None,
+            })),
+            ..Default::default()
+        },
+    )
+    .unwrap();
+    assert_eq!(echo(&mut ch.reader()).unwrap(), tls.port());
+}
