@@ -317,3 +317,141 @@ pub extern "C" fn sy_resolver_cc_report_error(
         Ok(())
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{
+        sy_channel, sy_channel_free, sy_channel_new_simple, sy_channel_options,
+        sy_channel_options_free, sy_channel_options_new_insecure, sy_channel_sync, sy_runtime,
+        sy_runtime_free, sy_runtime_new,
+    };
+    use std::sync::atomic::{AtomicPtr, AtomicUsize, Ordering};
+
+    static CC: AtomicPtr<sy_resolver_cc> = AtomicPtr::new(ptr::null_mut());
+    static CLOSES: AtomicUsize = AtomicUsize::new(0);
+    static RELEASES: AtomicUsize = AtomicUsize::new(0);
+
+    unsafe extern "C" fn build(
+        _: *mut c_void,
+        _: *const sy_target,
+        cc: *mut sy_resolver_cc,
+        _: *mut *mut c_void,
+    ) -> bool {
+        CC.store(cc, Ordering::SeqCst);
+        true
+    }
+    unsafe extern "C" fn close(_: *mut c_void) {
+        CLOSES.fetch_add(1, Ordering::SeqCst);
+    }
+    unsafe extern "C" fn release(_: *mut c_void) {
+        RELEASES.fetch_add(1, Ordering::SeqCst);
+    }
+
+    fn ok(s: sy_status) {
+        let mut buf = [0u8; 512];
+        let n = crate::sy_last_error(buf.as_mut_ptr().cast(), buf.len()).min(511);
+        assert_eq!(
+            s,
+            sy_status::SY_OK,
+            "{}",
+            String::from_utf8_lossy(&buf[..n])
+        );
+    }
+
+    /// Bad input is refused without taking user data; a cc is refused with
+    /// SY_CLOSED once its resolver was closed; user data pushed is released
+    /// once.
+    #[test]
+    fn bad_input_and_a_closed_cc_are_refused() {
+        let vt = sy_resolver_vtable {
+            build: Some(build),
+            resolve_now: None,
+            close: Some(close),
+            release_user_data: Some(release),
+        };
+        let bad = [0xffu8, 0];
+        assert_eq!(
+            sy_resolver_register(bad.as_ptr().cast(), &vt, ptr::null_mut()),
+            sy_status::SY_INVALID_UTF8
+        );
+        assert_eq!(
+            sy_resolver_register(c"".as_ptr(), &vt, ptr::null_mut()),
+            sy_status::SY_INVALID_ARGUMENT
+        );
+        ok(sy_resolver_register(
+            c"ffi-unit".as_ptr(),
+            &vt,
+            ptr::null_mut(),
+        ));
+
+        let mut rt: *mut sy_runtime = ptr::null_mut();
+        let mut opts: *mut sy_channel_options = ptr::null_mut();
+        let mut ch: *mut sy_channel = ptr::null_mut();
+        ok(sy_runtime_new(&mut rt));
+        ok(sy_channel_options_new_insecure(&mut opts));
+        ok(sy_channel_new_simple(
+            rt,
+            c"ffi-unit:///x".as_ptr(),
+            ptr::null(),
+            opts,
+            &mut ch,
+        ));
+        let cc = CC.load(Ordering::SeqCst);
+        assert!(!cc.is_null());
+        let mut datum = 7u8;
+        let one = sy_address {
+            address: c"127.0.0.1:1".as_ptr(),
+            weight: 0,
+            user_data: (&mut datum as *mut u8).cast(),
+        };
+        // An impossible length and bad text: refused, nothing taken.
+        assert_eq!(
+            sy_resolver_cc_update(cc, &one, usize::MAX, ptr::null()),
+            sy_status::SY_INVALID_ARGUMENT
+        );
+        let bad_addr = sy_address {
+            address: bad.as_ptr().cast(),
+            ..one
+        };
+        assert_eq!(
+            sy_resolver_cc_update(cc, &bad_addr, 1, ptr::null()),
+            sy_status::SY_INVALID_UTF8
+        );
+        assert_eq!(
+            sy_resolver_cc_update(cc, ptr::null(), 1, ptr::null()),
+            sy_status::SY_NULL_PARAMETER
+        );
+        assert_eq!(
+            sy_resolver_cc_report_error(cc, ptr::null()),
+            sy_status::SY_NULL_PARAMETER
+        );
+        assert_eq!(RELEASES.load(Ordering::SeqCst), 0);
+        ok(sy_resolver_cc_update(cc, &one, 1, ptr::null()));
+        ok(sy_resolver_cc_report_error(cc, c"oops".as_ptr()));
+        ok(sy_channel_sync(ch));
+
+        sy_channel_free(ch);
+        assert_eq!(CLOSES.load(Ordering::SeqCst), 1);
+        // The channel lets go of the address (its loop task drops right
+        // after the close): its user data is released, once.
+        for _ in 0..500 {
+            if RELEASES.load(Ordering::SeqCst) > 0 {
+                break;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
+        assert_eq!(RELEASES.load(Ordering::SeqCst), 1);
+        // The cc is dead (quarantined, still readable): refused.
+        assert_eq!(
+            sy_resolver_cc_update(cc, ptr::null(), 0, ptr::null()),
+            sy_status::SY_CLOSED
+        );
+        assert_eq!(
+            sy_resolver_cc_report_error(cc, c"late".as_ptr()),
+            sy_status::SY_CLOSED
+        );
+        sy_channel_options_free(opts);
+        sy_runtime_free(rt);
+    }
+}
