@@ -321,9 +321,9 @@ pub extern "C" fn sy_resolver_cc_report_error(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::callback::sy_host_transport;
     use crate::{
-        sy_channel, sy_channel_free, sy_channel_new_simple, sy_channel_options,
-        sy_channel_options_free, sy_channel_options_new_insecure, sy_channel_sync, sy_runtime,
+        sy_channel, sy_channel_free, sy_channel_new_with_options, sy_channel_sync, sy_runtime,
         sy_runtime_free, sy_runtime_new,
     };
     use std::sync::atomic::{AtomicPtr, AtomicUsize, Ordering};
@@ -346,6 +346,15 @@ mod tests {
     }
     unsafe extern "C" fn release(_: *mut c_void) {
         RELEASES.fetch_add(1, Ordering::SeqCst);
+    }
+
+    unsafe extern "C" fn nothing(
+        _: *mut c_void,
+        _: u64,
+        _: *const c_char,
+        _: usize,
+        _: *mut c_void,
+    ) {
     }
 
     fn ok(s: sy_status) {
@@ -385,16 +394,25 @@ mod tests {
             ptr::null_mut(),
         ));
 
+        // A host transport that does nothing: no sockets (Miri runs this).
+        let host = sy_host_transport {
+            ctx: ptr::null_mut(),
+            create: None,
+            connect: Some(nothing),
+            shutdown: Some(nothing),
+        };
         let mut rt: *mut sy_runtime = ptr::null_mut();
-        let mut opts: *mut sy_channel_options = ptr::null_mut();
         let mut ch: *mut sy_channel = ptr::null_mut();
         ok(sy_runtime_new(&mut rt));
-        ok(sy_channel_options_new_insecure(&mut opts));
-        ok(sy_channel_new_simple(
+        ok(sy_channel_new_with_options(
             rt,
             c"ffi-unit:///x".as_ptr(),
             ptr::null(),
-            opts,
+            ptr::null(),
+            &host,
+            None,
+            ptr::null_mut(),
+            None,
             &mut ch,
         ));
         let cc = CC.load(Ordering::SeqCst);
@@ -451,7 +469,6 @@ mod tests {
             sy_resolver_cc_report_error(cc, c"late".as_ptr()),
             sy_status::SY_CLOSED
         );
-        sy_channel_options_free(opts);
         sy_runtime_free(rt);
     }
 }
