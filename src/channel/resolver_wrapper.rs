@@ -1,11 +1,23 @@
 //! A channel's side of name resolution (gRPC-Go's `ccResolverWrapper`): the
 //! resolver built from the target through the registry, the handle it
-//! pushes through (`ResolverClientConn`, whose pushes reach the channel's
-//! loop task as commands), re-resolution requests passed on to it, its
-//! updates applied to the policy, and its close when the channel closes.
-//! The empty target has no resolver: the host pushes through `Channel`'s
-//! own methods and hears re-resolution requests through `on_resolve_now`.
-//! The channel's loop task applies what arrives (`ResolverUpdates`).
+//! pushes through (`ResolverClientConn`: each push becomes a command to the
+//! channel's loop task, which applies it through `ResolverUpdates`), the
+//! choice of which of its service configs to apply, re-resolution requests
+//! passed on to it, and its close when the channel closes. The empty
+//! target has no resolver: the host pushes through `Channel`'s own methods
+//! and hears re-resolution requests through `on_resolve_now`.
+
+use super::shared::ChannelId;
+use crate::address::Endpoint;
+use crate::error::Error;
+use crate::resolver::{Resolver, ResolverClientConn, ResolverSink, ResolverState};
+use crate::runtime::{panic_message, LoopContext, LoopHandle, Task};
+use crate::service_config::ServiceConfig;
+use crate::trace;
+use std::marker::PhantomData;
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 
 /// A service config from a resolver: its JSON and what it parsed to.
 pub(super) type ResolvedConfig = Result<(String, ServiceConfig), String>;
@@ -24,18 +36,6 @@ pub(super) trait ResolverUpdates: Task {
     /// The resolver failed.
     fn apply_resolver_error(&mut self, error: &str, cx: &mut LoopContext);
 }
-
-use super::shared::ChannelId;
-use crate::address::Endpoint;
-use crate::error::Error;
-use crate::resolver::{Resolver, ResolverClientConn, ResolverSink, ResolverState};
-use crate::runtime::{panic_message, LoopContext, LoopHandle, Task};
-use crate::service_config::ServiceConfig;
-use crate::trace;
-use std::marker::PhantomData;
-use std::panic::{catch_unwind, AssertUnwindSafe};
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
 
 /// The channel's resolver, or the host's callback for the empty target.
 pub(crate) struct ResolverWrapper {
