@@ -316,6 +316,13 @@ typedef struct sy_channel_options sy_channel_options;
 typedef struct sy_reader sy_reader;
 
 /**
+ * The handle a C resolver pushes through. Opaque; owned by the library.
+ * Valid from the `build` callback that receives it until the resolver's
+ * `close` callback returns; calls after that get SY_CLOSED.
+ */
+typedef struct sy_resolver_cc sy_resolver_cc;
+
+/**
  * An event loop (one thread). Opaque; owned by the caller (Box).
  */
 typedef struct sy_runtime sy_runtime;
@@ -625,6 +632,89 @@ typedef struct sy_picker {
   uint32_t error_code;
   const char *error_message;
 } sy_picker;
+
+/**
+ * The target a C resolver is built for: NUL-terminated UTF-8 strings, valid
+ * during the `build` call only. For "dns://8.8.8.8/example.com:443":
+ * scheme "dns", authority "8.8.8.8", path "/example.com:443", endpoint
+ * "example.com:443"; for "unix:rel/path" the path is "rel/path".
+ */
+typedef struct sy_target {
+  /**
+   * The whole target, as parsed (scheme lower-cased).
+   */
+  const char *target;
+  const char *scheme;
+  /**
+   * Empty when the target has none.
+   */
+  const char *authority;
+  /**
+   * The URI path as written.
+   */
+  const char *path;
+  /**
+   * The path without its leading '/': the name to resolve.
+   */
+  const char *endpoint;
+} sy_target;
+
+/**
+ * Builds a resolver for `target`: return true and set `*out_resolver` to
+ * the resolver's own pointer (passed to its other callbacks; may be NULL),
+ * or return false to refuse the target (channel creation then fails with
+ * SY_INVALID_TARGET). Runs on the thread creating the channel. It may keep
+ * `cc` and push through it at once or later, from any thread. Blocking
+ * `sy_*` calls are refused inside it.
+ */
+typedef bool (*sy_resolver_build_fn)(void *user_data,
+                                     const struct sy_target *target,
+                                     struct sy_resolver_cc *cc,
+                                     void **out_resolver);
+
+/**
+ * A resolver callback (`resolve_now`, `close`), with the pointer its
+ * `build` returned. Runs on the loop thread; must not block.
+ */
+typedef void (*sy_resolver_fn)(void *resolver);
+
+/**
+ * A resolver written in C. Copied by `sy_resolver_register`.
+ */
+typedef struct sy_resolver_vtable {
+  /**
+   * Required.
+   */
+  sy_resolver_build_fn build;
+  /**
+   * Optional: the channel asks for a new resolution (a backend was lost,
+   * the policy found the addresses unusable). A hint; may be paced.
+   */
+  sy_resolver_fn resolve_now;
+  /**
+   * Optional: the channel is done with the resolver. Stop pushing and
+   * free the resolver; make sure no `sy_resolver_cc_*` call on its `cc`
+   * is still running when this returns (join the resolver's threads):
+   * the `cc` is invalid from then on (calls get SY_CLOSED).
+   */
+  sy_resolver_fn close;
+  /**
+   * Optional: releases the `user_data` of addresses pushed with
+   * `sy_resolver_cc_update`, once each, when nothing can return it any
+   * more (as `sy_release_fn` says). NULL: user data is never released.
+   */
+  sy_release_fn release_user_data;
+} sy_resolver_vtable;
+
+/**
+ * Hears that the channel wants its addresses resolved again (a backend
+ * was lost, or the policy found the addresses unusable), for a channel
+ * whose host supplies them (target ""). Called on the loop thread with the
+ * `ctx` given; must not block: resolve elsewhere, then
+ * `sy_channel_update_addresses` (or `sy_channel_report_resolver_error`).
+ * Channels with a resolver of their own never call it.
+ */
+typedef void (*sy_resolve_now_fn)(void *ctx);
 
 /**
  * Receives one log record: its level (`SY_LOG_ERROR` ... `SY_LOG_TRACE`), its
@@ -1236,6 +1326,58 @@ sy_status sy_channel_update_service_config(const struct sy_channel *ch,
 sy_status sy_channel_report_resolver_error(const struct sy_channel *ch, const char *message);
 
 /* ----------------------------------------------------------------------------
+ * Resolvers written in C
+ *
+ * sy_resolver_register a URI scheme with a vtable: every channel whose
+ * target has that scheme ("myscheme:///name") builds a resolver through it.
+ * The resolver pushes address lists, service configs and errors through its
+ * sy_resolver_cc from any thread, and hears resolve-now requests and its
+ * close on the loop thread. The cc is valid until the close callback returns.
+ * Channels with target "" hear resolve-now through
+ * sy_channel_options_set_resolve_now instead.
+ * -------------------------------------------------------------------------- */
+
+/**
+ * Registers a resolver written in C for URI `scheme` (compared
+ * case-insensitively; letters, digits, '+', '-', '.', starting with a
+ * letter), replacing any earlier one, a built-in too. Channels created
+ * afterwards with a target of that scheme build one through `vtable`
+ * (copied), with `user_data` (which must stay valid for as long as the
+ * process may create such channels). SY_INVALID_ARGUMENT for a bad scheme
+ * or a missing `build`. Any thread.
+ */
+sy_status sy_resolver_register(const char *scheme,
+                               const struct sy_resolver_vtable *vtable,
+                               void *user_data);
+
+/**
+ * Pushes a new address list (one endpoint per address, in order) and,
+ * unless `service_config_json` is NULL, a service config for the channel
+ * (an invalid one is logged and the channel keeps its last good one).
+ * `addresses` may be NULL when `len` is 0. Any thread; applied on the
+ * loop thread in the order pushed.
+ *
+ * Ownership of user data as in `sy_channel_update_addresses`, released
+ * with the vtable's `release_user_data`: nothing is taken if the call
+ * fails argument checks (SY_NULL_PARAMETER, SY_INVALID_ARGUMENT,
+ * SY_INVALID_UTF8); otherwise the library owns every non-NULL user data
+ * (already released if the call returned SY_CLOSED or SY_RUNTIME_GONE).
+ * SY_CLOSED once the resolver or its channel is closed.
+ */
+sy_status sy_resolver_cc_update(struct sy_resolver_cc *cc,
+                                const struct sy_address *addresses,
+                                size_t len,
+                                const char *service_config_json);
+
+/**
+ * The resolver failed (`message`: NUL-terminated UTF-8): the channel's
+ * policy keeps its last good addresses if it has any; otherwise RPCs fail
+ * UNAVAILABLE with the message. SY_CLOSED once the resolver or its channel
+ * is closed. Any thread.
+ */
+sy_status sy_resolver_cc_report_error(struct sy_resolver_cc *cc, const char *message);
+
+/* ----------------------------------------------------------------------------
  * Options
  *
  * What a channel takes beyond target and config: credentials (plaintext or
@@ -1371,6 +1513,16 @@ sy_status sy_channel_options_set_backoff(struct sy_channel_options *opts,
  * SY_INVALID_ARGUMENT).
  */
 sy_status sy_channel_options_set_call_threads(struct sy_channel_options *opts, uint32_t threads);
+
+/**
+ * Sets (or, with `callback` NULL, clears) the callback that hears
+ * re-resolution requests of channels whose host supplies the addresses
+ * (target ""); see `sy_resolve_now_fn`. `ctx` must stay valid until every
+ * channel created with these options is freed.
+ */
+sy_status sy_channel_options_set_resolve_now(struct sy_channel_options *opts,
+                                             sy_resolve_now_fn callback,
+                                             void *ctx);
 
 /* ----------------------------------------------------------------------------
  * Logging

@@ -8,7 +8,7 @@
 //! was shut down, user data never released), so a failed assert is a bug
 //! found, like a crash or a sanitizer report.
 
-use crate::resolver::{parse_target, Resolver};
+use crate::resolver::{builtin_plan, channel_target, Plan};
 use crate::service_config::ServiceConfig;
 use crate::transport::grpc::{
     self, encode_message, encode_timeout, grpc_status, percent_decode, take_message_max,
@@ -132,45 +132,56 @@ fn config_summary(c: Result<ServiceConfig, String>) -> Result<(String, Option<St
 // ---------------------------------------------------------------------------
 // (2) targets
 
-/// `parse_target` on arbitrary text: never panics; what it accepts is
-/// usable (addresses that parse, a non-empty host) and survives being
-/// written back as a target.
+/// Target parsing (and the built-in schemes' reading of it) on arbitrary
+/// text: never panics; what it accepts is usable (addresses that parse, a
+/// non-empty host) and survives being written back as a target.
 pub fn target(data: &[u8]) {
     let Ok(text) = std::str::from_utf8(data) else {
         return;
     };
-    let parsed = parse_target(text);
-    match &parsed {
+    let parsed = match channel_target(text) {
+        Err(e) => return assert!(!e.is_empty(), "an error must say what is wrong"),
+        Ok(None) => return assert!(text.trim().is_empty(), "{text:?} taken as manual"),
+        Ok(Some(t)) => t,
+    };
+    // Only the built-ins: a scheme some test registered is not ours to check.
+    let Some(plan) = builtin_plan(&parsed) else {
+        return;
+    };
+    match &plan {
         Err(e) => assert!(!e.is_empty(), "an error must say what is wrong"),
-        Ok(Resolver::Manual) => assert!(text.trim().is_empty(), "{text:?} taken as manual"),
-        Ok(Resolver::Static(list)) => {
+        Ok(Plan::Static(list)) => {
             assert!(!list.is_empty(), "{text:?}: a static list with nothing");
             assert!(
                 list.iter().all(|a| !a.is_empty()),
                 "{text:?}: empty address"
             );
-            let t = text.trim();
-            for scheme in ["ipv4:", "ipv6:"] {
-                if t.starts_with(scheme) {
-                    for a in list {
-                        assert!(a.parse::<SocketAddr>().is_ok(), "{a:?} from {text:?}");
-                    }
-                    let again = parse_target(&format!("{scheme}{}", list.join(",")));
-                    assert_eq!(again.as_ref(), Ok(&Resolver::Static(list.clone())));
+            if let scheme @ ("ipv4" | "ipv6") = parsed.scheme.as_str() {
+                for a in list {
+                    assert!(a.parse::<SocketAddr>().is_ok(), "{a:?} from {text:?}");
                 }
+                let again = channel_target(&format!("{scheme}:{}", list.join(",")))
+                    .unwrap()
+                    .unwrap();
+                assert_eq!(builtin_plan(&again), Some(Ok(Plan::Static(list.clone()))));
             }
         }
-        Ok(Resolver::Dns { host, port }) => {
+        Ok(Plan::Dns {
+            authority,
+            host,
+            port,
+        }) => {
             assert!(!host.is_empty(), "{text:?}: accepted with an empty host");
-            // Hosts with brackets cannot be written back unambiguously; the
-            // lookup rejects them anyway.
-            if !host.contains(['[', ']']) {
+            // Hosts with brackets, slashes or commas cannot be written back
+            // unambiguously; the lookup rejects them anyway.
+            if !host.contains(['[', ']']) && !authority.contains('/') {
                 let again = if host.contains(':') {
-                    format!("dns:///[{host}]:{port}")
+                    format!("dns://{authority}/[{host}]:{port}")
                 } else {
-                    format!("dns:///{host}:{port}")
+                    format!("dns://{authority}/{host}:{port}")
                 };
-                assert_eq!(parse_target(&again).as_ref(), Ok(parsed.as_ref().unwrap()));
+                let t = channel_target(&again).unwrap().unwrap();
+                assert_eq!(builtin_plan(&t), Some(plan.clone()), "{again:?}");
             }
         }
     }

@@ -313,11 +313,72 @@
 //! # }
 //! ```
 //!
-//! A custom resolver needs a resolver API the crate does not have yet; today
-//! a channel resolves its target itself (`ipv4:`, `ipv6:`, `unix:`,
-//! `passthrough:`, `dns:`), or the host supplies
-//! addresses with [`Channel::update_addresses`] (empty target), and hears
-//! re-resolution requests through `ChannelOptions::on_resolve_now`.
+//! A custom resolver is registered by URI scheme, as gRPC's are: its
+//! builder gets the parsed target and a [`ResolverClientConn`](resolver::ResolverClientConn)
+//! to push endpoints, a service config or an error through (from any
+//! thread), and the channel asks it to look again (`resolve_now`) when a
+//! backend is lost. The built-in schemes (`dns:`, `ipv4:`, `ipv6:`, `unix:`,
+//! `unix-abstract:`, `passthrough:`) work the same way; with an empty target
+//! the host supplies addresses itself ([`Channel::update_addresses`]) and
+//! hears re-resolution requests through `ChannelOptions::on_resolve_now`.
+//!
+//! ```
+//! use std::sync::{Arc, Mutex};
+//! use switchyard::resolver::{self, Resolver, ResolverBuilder, ResolverClientConn, ResolverState, Target};
+//! use switchyard::{Address, Channel, ChannelOptions, Endpoint, ExternalConnector, HostTransport, Runtime, SubConn};
+//!
+//! /// `inventory:///name`: the backends a service inventory lists, pushed
+//! /// again whenever the channel asks.
+//! struct Inventory(Arc<Mutex<Vec<String>>>);
+//! struct InventoryResolver(Arc<Mutex<Vec<String>>>, ResolverClientConn);
+//!
+//! impl InventoryResolver {
+//!     fn push(&self) {
+//!         let endpoints = self.0.lock().unwrap().iter().map(|a| Endpoint::from(Address::new(a.as_str()))).collect();
+//!         // Refused once the channel is closed: nothing left to do then.
+//!         let _ = self.1.update(ResolverState { endpoints, service_config: None });
+//!     }
+//! }
+//! impl Resolver for InventoryResolver {
+//!     fn resolve_now(&mut self) {
+//!         self.push() // cheap here; a real lookup goes to another thread
+//!     }
+//!     fn close(&mut self) {}
+//! }
+//! impl ResolverBuilder for Inventory {
+//!     fn scheme(&self) -> &str {
+//!         "inventory"
+//!     }
+//!     fn build(&self, target: &Target, cc: ResolverClientConn) -> Result<Box<dyn Resolver>, String> {
+//!         if target.endpoint() != "echo" {
+//!             return Err(format!("no service {:?} in the inventory", target.endpoint()));
+//!         }
+//!         let r = InventoryResolver(self.0.clone(), cc);
+//!         r.push();
+//!         Ok(Box::new(r))
+//!     }
+//! }
+//! # struct Host;
+//! # impl HostTransport for Host {
+//! #     fn connect(&self, _sc: &Arc<SubConn>) {}
+//! #     fn shutdown(&self, _sc: &Arc<SubConn>) {}
+//! # }
+//! # fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! let inventory = Arc::new(Mutex::new(vec!["10.0.0.1:50051".to_string()]));
+//! resolver::register(Arc::new(Inventory(inventory.clone())));
+//! let rt = Runtime::new()?;
+//! # let options = || ChannelOptions {
+//! #     connector: Some(Box::new(ExternalConnector::new(Arc::new(Host)))),
+//! #     ..Default::default()
+//! # };
+//! let ch = Channel::new(&rt, "inventory:///echo", None, options())?;
+//! ch.sync()?;
+//! assert_eq!(ch.snapshot()?.subchannels[0].address, "10.0.0.1:50051");
+//! // Its builder refuses what it cannot resolve: the channel is not made.
+//! assert!(Channel::new(&rt, "inventory:///nope", None, options()).is_err());
+//! # Ok(())
+//! # }
+//! ```
 
 #![warn(missing_docs)]
 
@@ -337,7 +398,7 @@ pub mod trace;
 // The policy API, then the built-in policies.
 pub mod balancer;
 pub mod policy;
-pub(crate) mod resolver;
+pub mod resolver;
 pub(crate) mod service_config;
 // The loop, transports, connectors, the subchannel machine.
 pub mod connector;

@@ -55,7 +55,8 @@ impl Drop for ChannelBox {
 }
 
 struct StateCtx(*mut c_void);
-// SAFETY: only passed back to the host's state callback, on the loop thread.
+// SAFETY: only passed back to the host's state (or resolve-now) callback, on
+// the loop thread.
 unsafe impl Send for StateCtx {}
 // SAFETY: as above.
 unsafe impl Sync for StateCtx {}
@@ -247,11 +248,19 @@ pub extern "C" fn sy_channel_new_with_options(
                 in_callback(|| unsafe { f(ctx.get(), state_to_c(s)) })
             }) as switchyard::StateCallback
         });
+        let on_resolve_now = opts.resolve_now.map(|(f, ctx)| {
+            let ctx = StateCtx(ctx);
+            Arc::new(move || {
+                // SAFETY: the host's callback with its ctx, on the loop thread.
+                in_callback(|| unsafe { f(ctx.get()) })
+            }) as Arc<dyn Fn() + Send + Sync>
+        });
         let options = ChannelOptions {
             connector,
             transport,
             backoff: opts.backoff,
             on_state_change: on_state,
+            on_resolve_now,
             ..Default::default()
         };
         let channel = Channel::new(rt.get(), target, config, options)?;

@@ -27,8 +27,8 @@ mod strings;
 
 // The header lists functions in the order cbindgen parses these modules, so
 // this order is the header's: runtime, channel, reader/pick, calls, policies,
-// resolvers, options, logging, errors (ffi/tests/header.rs opens each group
-// with its overview). One declaration per group keeps rustfmt from sorting them.
+// resolvers (the host's, then C ones), options, logging, errors
+// (ffi/tests/header.rs opens each group with its overview). One declaration per group keeps rustfmt from sorting them.
 mod call_pool;
 mod runtime;
 
@@ -42,6 +42,8 @@ mod call;
 mod policy;
 
 mod resolver;
+
+mod resolver_api;
 
 mod options;
 
@@ -58,6 +60,7 @@ pub use options::*;
 pub use policy::*;
 pub use reader::*;
 pub use resolver::*;
+pub use resolver_api::*;
 pub use runtime::*;
 pub use snapshot::*;
 pub use status::*;

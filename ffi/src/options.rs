@@ -8,7 +8,7 @@ use crate::status::sy_status;
 use crate::strings::{slice_arg, str_arg};
 use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer};
-use std::ffi::c_char;
+use std::ffi::{c_char, c_void};
 use std::time::Duration;
 use switchyard::backoff::BackoffConfig;
 use switchyard::transport::{DEFAULT_MAX_HEADER_LIST_SIZE, DEFAULT_MAX_RECV_MESSAGE_SIZE};
@@ -50,7 +50,17 @@ pub(crate) struct Options {
     max_header_list_size: u32,
     pub(crate) backoff: BackoffConfig,
     pub(crate) call_threads: usize,
+    /// The host's re-resolution callback and its ctx (empty target).
+    pub(crate) resolve_now: Option<(unsafe extern "C" fn(*mut c_void), *mut c_void)>,
 }
+
+/// Hears that the channel wants its addresses resolved again (a backend
+/// was lost, or the policy found the addresses unusable), for a channel
+/// whose host supplies them (target ""). Called on the loop thread with the
+/// `ctx` given; must not block: resolve elsewhere, then
+/// `sy_channel_update_addresses` (or `sy_channel_report_resolver_error`).
+/// Channels with a resolver of their own never call it.
+pub type sy_resolve_now_fn = Option<unsafe extern "C" fn(ctx: *mut c_void)>;
 
 impl Default for Options {
     fn default() -> Options {
@@ -64,6 +74,7 @@ impl Default for Options {
             max_header_list_size: DEFAULT_MAX_HEADER_LIST_SIZE,
             backoff: BackoffConfig::default(),
             call_threads: DEFAULT_CALL_THREADS,
+            resolve_now: None,
         }
     }
 }
@@ -424,6 +435,23 @@ pub extern "C" fn sy_channel_options_set_call_threads(
             )));
         }
         o.call_threads = threads as usize;
+        Ok(())
+    })
+}
+
+/// Sets (or, with `callback` NULL, clears) the callback that hears
+/// re-resolution requests of channels whose host supplies the addresses
+/// (target ""); see `sy_resolve_now_fn`. `ctx` must stay valid until every
+/// channel created with these options is freed.
+#[no_mangle]
+pub extern "C" fn sy_channel_options_set_resolve_now(
+    opts: *mut sy_channel_options,
+    callback: sy_resolve_now_fn,
+    ctx: *mut c_void,
+) -> sy_status {
+    boundary(|| {
+        let o = options_mut(opts)?;
+        o.resolve_now = callback.map(|f| (f, ctx));
         Ok(())
     })
 }

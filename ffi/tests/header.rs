@@ -60,6 +60,17 @@ resolver errors; the library's own resolvers (\"ipv4:\", \"dns:///\",
         &["resolver"],
     ),
     (
+        "Resolvers written in C",
+        "sy_resolver_register a URI scheme with a vtable: every channel whose
+target has that scheme (\"myscheme:///name\") builds a resolver through it.
+The resolver pushes address lists, service configs and errors through its
+sy_resolver_cc from any thread, and hears resolve-now requests and its
+close on the loop thread. The cc is valid until the close callback returns.
+Channels with target \"\" hear resolve-now through
+sy_channel_options_set_resolve_now instead.",
+        &["resolver_api"],
+    ),
+    (
         "Options",
         "What a channel takes beyond target and config: credentials (plaintext or
 TLS roots, server name, client certificate), keepalive, size limits,

@@ -7,16 +7,16 @@
 
 use super::policy_cc::{PolicyClientConn, BALANCER_TIMER};
 use super::publisher::StatePublisher;
+use super::resolver_wrapper::{ResolvedConfig, ResolverUpdates, ResolverWrapper};
 use super::shared::ChannelId;
 use super::SubConnCallback;
-use crate::address::Address;
+use crate::address::Endpoint;
 use crate::balancer::graceful_switch::GracefulSwitch;
 use crate::balancer::picker::FailPicker;
 use crate::balancer::subconn::SubConnId;
 use crate::balancer::{Balancer, ClientConn, ClientConnState, TimerToken, WorkScheduler};
 use crate::connectivity::ConnectivityState;
 use crate::connector::TransportEvent;
-use crate::resolver::{self, Lookups, Next, Resolver};
 use crate::runtime::{panic_message, LoopContext, Task, TimerKey};
 use crate::service_config::ServiceConfig;
 use crate::snapshot::ChannelSnapshot;
@@ -28,9 +28,9 @@ use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
-/// The kinds of the timers a channel arms itself (`TimerKey::kind`; the
+/// The kind of the timers a channel arms itself (`TimerKey::kind`; the
 /// subchannels' and connectors' kinds are theirs, see `timer_kinds_differ`).
-pub(crate) const RESOLVE_TIMER: u8 = 5;
+/// (5 was the DNS lookup timer's, before resolvers paced themselves.)
 pub(crate) const CALL_TIMER: u8 = 6;
 
 /// Notification keys with this bit set wake a started call (the rest of the
@@ -62,12 +62,11 @@ pub(crate) struct ChannelCore {
     /// The configured policy, inside a graceful switch; `None` before the
     /// first addresses and after a panic.
     pub(super) balancer: Option<GracefulSwitch>,
-    pub(super) addresses: Option<Vec<Address>>,
-    pub(super) resolver: Resolver,
-    pub(super) on_resolve_now: Option<Arc<dyn Fn() + Send + Sync>>,
+    /// The last endpoints resolved (by the resolver or the host).
+    pub(super) endpoints: Option<Vec<Endpoint>>,
+    /// The resolver, or the host's re-resolution callback (empty target).
+    pub(super) resolution: ResolverWrapper,
     pub(super) on_subconn_state: Option<SubConnCallback>,
-    /// When the DNS resolver looks up next (unused for other resolvers).
-    pub(super) lookups: Lookups,
     pub(super) timers: HashMap<TimerToken, u64>,
     pub(super) next_timer: u64,
     pub(super) resolve_requested: bool,
@@ -110,95 +109,28 @@ impl ChannelCore {
     }
 
     /// First steps of a new channel (run guarded, like every callback: they
-    /// reach the connector and the policy's builder).
+    /// reach the connector). Its resolver is installed by a later command.
     fn begin(&mut self, env: &mut LoopContext) {
         self.configure_health(env);
-        match self.resolver.clone() {
-            Resolver::Manual => {}
-            Resolver::Static(list) => {
-                self.update_addresses(list.into_iter().map(Address::new).collect(), env)
-            }
-            Resolver::Dns { .. } => self.resolve(env),
-        }
     }
 
-    /// Asks the resolver to look again: the host (empty target) through its
-    /// callback; DNS off the loop, paced by `Lookups`.
-    fn resolve(&mut self, env: &mut LoopContext) {
-        match &self.resolver {
-            Resolver::Manual => {
-                if let Some(cb) = &self.on_resolve_now {
-                    cb();
-                }
-            }
-            Resolver::Static(_) => {}
-            Resolver::Dns { .. } => match self.lookups.request(env.clock.now()) {
-                Next::Now => self.lookup(env),
-                Next::At(at) => {
-                    env.timers
-                        .schedule(at, self.id(), TimerKey::new(RESOLVE_TIMER, 0));
-                }
-                Next::Nothing => {}
-            },
-        }
-    }
-
-    /// Starts a DNS lookup on a helper thread; its result comes back as a
-    /// command, and a failure schedules the next try.
-    fn lookup(&mut self, env: &mut LoopContext) {
-        let Resolver::Dns { host, port } = self.resolver.clone() else {
-            return;
-        };
-        let rng = &mut env.rng;
-        self.lookups.started(env.clock.now(), &mut || rng.uniform());
-        let handle = env.handle.clone();
-        let id = self.id();
-        let spawned = std::thread::Builder::new()
-            .name("switchyard-dns".into())
-            .spawn(move || {
-                let result = resolver::lookup(&host, port);
-                match &result {
-                    Ok(addrs) => log::info!(
-                        target: trace::RESOLVER,
-                        "channel {id}: dns:{host}:{port} resolved to {} address(es): {}",
-                        addrs.len(),
-                        addrs.iter().map(|a| a.addr.as_str()).collect::<Vec<_>>().join(", ")
-                    ),
-                    Err(e) => log::warn!(
-                        target: trace::RESOLVER,
-                        "channel {id}: resolving dns:{host}:{port} failed: {e}"
-                    ),
-                }
-                handle.run_on(id, move |core: &mut ChannelCore, env| {
-                    let retry = core.lookups.finished(result.is_ok(), env.clock.now());
-                    if let Some(at) = retry {
-                        env.timers
-                            .schedule(at, core.id(), TimerKey::new(RESOLVE_TIMER, 0));
-                    }
-                    match result {
-                        Ok(addrs) => core.update_addresses(addrs, env),
-                        Err(e) => core.resolver_error(&e, env),
-                    }
-                });
-            });
-        if spawned.is_err() {
-            let at = self.lookups.not_started(env.clock.now());
-            env.timers.schedule(at, id, TimerKey::new(RESOLVE_TIMER, 0));
-        }
-    }
-
-    pub(crate) fn update_addresses(&mut self, addresses: Vec<Address>, env: &mut LoopContext) {
+    /// New endpoints (the resolver's, or the host's) to the policy.
+    pub(crate) fn update_endpoints(&mut self, endpoints: Vec<Endpoint>, env: &mut LoopContext) {
         if self.is_finished() {
             return;
         }
         log::debug!(
             target: trace::RESOLVER,
-            "channel {}: {} address(es) to the policy: {}",
+            "channel {}: {} endpoint(s) to the policy: {}",
             self.id(),
-            addresses.len(),
-            addresses.iter().map(|a| a.addr.as_str()).collect::<Vec<_>>().join(", ")
+            endpoints.len(),
+            endpoints
+                .iter()
+                .flat_map(|e| e.addresses.iter().map(|a| a.addr.as_str()))
+                .collect::<Vec<_>>()
+                .join(", ")
         );
-        self.addresses = Some(addresses.clone());
+        self.endpoints = Some(endpoints.clone());
         self.ensure_balancer();
         let policy = self.config.policy.clone();
         let config = self.config.policy_config.clone();
@@ -206,10 +138,9 @@ impl ChannelCore {
         self.run_balancer(env, |b, cc| {
             // Another policy than the latest: built beside the one serving
             // (the same one: just an update). Either way the latest gets
-            // the addresses and config.
+            // the endpoints and config.
             b.switch_to(cc, policy);
-            result =
-                b.update_client_conn_state(cc, ClientConnState::from_addresses(addresses, config))
+            result = b.update_client_conn_state(cc, ClientConnState::new(endpoints, config))
         });
         if result.is_err() {
             self.resolve_requested = true;
@@ -223,7 +154,7 @@ impl ChannelCore {
         }
         log::warn!(target: trace::RESOLVER, "channel {}: resolver error: {error}", self.id());
         self.out.cause = Some(format!("name resolver error: {error}"));
-        if self.balancer.is_none() && self.addresses.is_none() {
+        if self.balancer.is_none() && self.endpoints.is_none() {
             // No policy yet: fail fast with the resolver's own error.
             self.out.publish(
                 ConnectivityState::TransientFailure,
@@ -253,8 +184,8 @@ impl ChannelCore {
         // config with the next addresses, the current ones if there are any.
         self.config = config;
         self.configure_health(env);
-        match self.addresses.clone() {
-            Some(addresses) => self.update_addresses(addresses, env),
+        match self.endpoints.clone() {
+            Some(endpoints) => self.update_endpoints(endpoints, env),
             None => self.drain(env),
         }
     }
@@ -311,6 +242,7 @@ impl ChannelCore {
         if self.is_finished() {
             return;
         }
+        self.resolution.close();
         // First, while their connections are still up to reset the streams.
         if let Some(calls) = &mut self.calls {
             calls.close(env);
@@ -424,8 +356,34 @@ impl ChannelCore {
         if std::mem::take(&mut self.subs.resolve_requested)
             | std::mem::take(&mut self.resolve_requested)
         {
-            self.resolve(env);
+            self.resolution.resolve_now();
         }
+    }
+}
+
+impl ResolverUpdates for ChannelCore {
+    /// A resolver's update: a service config it carries (if valid and new)
+    /// is applied with the endpoints, in one policy update.
+    fn apply_resolved(
+        &mut self,
+        endpoints: Vec<Endpoint>,
+        config: Option<ResolvedConfig>,
+        cx: &mut LoopContext,
+    ) {
+        if self.is_finished() {
+            return;
+        }
+        match self.resolution.new_config(config, self.id()) {
+            Some(config) => {
+                self.endpoints = Some(endpoints);
+                self.apply_config(config, cx);
+            }
+            None => self.update_endpoints(endpoints, cx),
+        }
+    }
+
+    fn apply_resolver_error(&mut self, error: &str, cx: &mut LoopContext) {
+        self.resolver_error(error, cx);
     }
 }
 
@@ -457,10 +415,6 @@ impl Task for ChannelCore {
                 if self.timers.remove(&token).is_some() {
                     self.run_balancer(cx, |b, cc| b.timer(cc, token));
                 }
-            }
-            RESOLVE_TIMER => {
-                self.lookups.due();
-                self.lookup(cx);
             }
             CALL_TIMER => {
                 if let Some(calls) = &mut self.calls {
@@ -509,11 +463,10 @@ mod tests {
             crate::subchannel::BACKOFF_TIMER,
             crate::subchannel::CONNECT_DEADLINE_TIMER,
             BALANCER_TIMER,
-            RESOLVE_TIMER,
             CALL_TIMER,
         ];
         kinds.sort_unstable();
         kinds.dedup();
-        assert_eq!(kinds.len(), 6, "each owner of timers has its own kinds");
+        assert_eq!(kinds.len(), 5, "each owner of timers has its own kinds");
     }
 }

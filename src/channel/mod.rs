@@ -8,12 +8,14 @@
 mod core;
 mod policy_cc;
 mod publisher;
+mod resolver_wrapper;
 mod shared;
 
 pub(crate) use self::core::{ChannelCore, StartedCalls, CALL_TIMER, CALL_WAKE};
 use self::publisher::StatePublisher;
+use self::resolver_wrapper::ResolverWrapper;
 pub(crate) use self::shared::{ChannelId, ChannelShared, Table};
-use crate::address::Address;
+use crate::address::{Address, Endpoint};
 use crate::backoff::BackoffConfig;
 use crate::balancer::picker::QueuePicker;
 use crate::balancer::subconn::SubConnId;
@@ -23,14 +25,15 @@ use crate::connector::managed::ManagedConnector;
 use crate::connector::{Connector, TransportEvent};
 use crate::error::Error;
 use crate::publish::Slot;
-use crate::resolver::{self, Lookups, Resolver};
-use crate::runtime::{JoinOnDrop, LoopContext, Runtime};
+use crate::resolver::{self, Plan};
+use crate::runtime::{panic_message, JoinOnDrop, LoopContext, Runtime};
 use crate::service_config::ServiceConfig;
 use crate::snapshot::ChannelSnapshot;
 use crate::subchannel::SubchannelPool;
 use crate::trace;
 use crate::transport::{Credentials, TransportConfig};
 use std::collections::HashMap;
+use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
@@ -55,7 +58,9 @@ pub struct ChannelOptions {
     /// changes (keep it short: it runs on the event loop).
     pub on_state_change: Option<StateCallback>,
     /// Called on the loop thread when the policy or a subchannel asks for
-    /// re-resolution and the host is the resolver (empty target).
+    /// re-resolution and the host is the resolver (empty target; other
+    /// targets' resolvers hear it through `Resolver::resolve_now`). Keep it
+    /// short: it runs on the event loop.
     pub on_resolve_now: Option<Arc<dyn Fn() + Send + Sync>>,
     /// Called on the loop thread for every subchannel transition, before the
     /// policy sees it (tracing, metrics, tests).
@@ -74,8 +79,11 @@ pub struct Channel {
 }
 
 impl Channel {
-    /// Creates a channel on `rt`. `target` may be empty when the host supplies
-    /// addresses (`update_addresses`); `service_config` is JSON or `None`.
+    /// Creates a channel on `rt`. `target` names its resolver by scheme
+    /// (see [`crate::resolver`]; `host:port` is a DNS name), or is empty
+    /// when the host supplies addresses (`update_addresses`);
+    /// `service_config` is JSON or `None`. The resolver is built here, on
+    /// the calling thread: its refusal is `Error::InvalidTarget`.
     pub fn new(
         rt: &Runtime,
         target: &str,
@@ -83,7 +91,20 @@ impl Channel {
         options: ChannelOptions,
     ) -> Result<Channel, Error> {
         trace::init();
-        let resolver = resolver::parse_target(target).map_err(Error::InvalidTarget)?;
+        let parsed = resolver::channel_target(target).map_err(Error::InvalidTarget)?;
+        let builder = match &parsed {
+            Some(t) => Some(resolver::get(&t.scheme).ok_or_else(|| {
+                Error::InvalidTarget(format!("no resolver for scheme \"{}\"", t.scheme))
+            })?),
+            None => None,
+        };
+        // TLS verifies a DNS target's host name unless told otherwise.
+        let dns_host = parsed
+            .as_ref()
+            .and_then(|t| match resolver::builtin_plan(t) {
+                Some(Ok(Plan::Dns { host, .. })) if t.scheme == "dns" => Some(host),
+                _ => None,
+            });
         let config = ServiceConfig::parse(service_config).map_err(Error::InvalidServiceConfig)?;
         let handle = rt.handle().clone();
         let id = handle.next_task_id();
@@ -98,9 +119,7 @@ impl Channel {
         let managed = connector.is_none();
         let connector = connector.unwrap_or_else(|| {
             let mut config = transport.unwrap_or_default();
-            if let (Credentials::Tls(tls), Resolver::Dns { host, .. }) =
-                (&mut config.credentials, &resolver)
-            {
+            if let (Credentials::Tls(tls), Some(host)) = (&mut config.credentials, &dns_host) {
                 if tls.server_name.is_empty() {
                     tls.server_name = host.clone();
                 }
@@ -125,6 +144,8 @@ impl Channel {
             config.policy.name()
         );
         let core_shared = shared.clone();
+        let resolution = ResolverWrapper::new(on_resolve_now);
+        let resolver_cc = resolution.client_conn::<ChannelCore>(handle.clone(), id);
         let make = move || ChannelCore {
             subs: SubchannelPool::new(id, connector, backoff),
             out: StatePublisher {
@@ -137,11 +158,9 @@ impl Channel {
             },
             config,
             balancer: None,
-            addresses: None,
-            resolver,
-            on_resolve_now,
+            endpoints: None,
+            resolution,
             on_subconn_state,
-            lookups: Lookups::new(backoff),
             timers: HashMap::new(),
             next_timer: 1,
             resolve_requested: false,
@@ -151,10 +170,40 @@ impl Channel {
         if !handle.add(id, Box::new(move || Box::new(make()))) {
             return Err(Error::RuntimeGone);
         }
-        Ok(Channel {
+        let channel = Channel {
             shared,
             completions: OnceLock::new(),
-        })
+        };
+        if let (Some(target), Some(builder)) = (parsed, builder) {
+            // Built after the task is added, so that what it pushes while
+            // being built reaches the channel (commands keep their order).
+            let built = catch_unwind(AssertUnwindSafe(|| builder.build(&target, resolver_cc)))
+                .unwrap_or_else(|p| {
+                    Err(format!(
+                        "the {} resolver panicked: {}",
+                        target.scheme,
+                        panic_message(&*p)
+                    ))
+                });
+            // On error, dropping the channel closes it.
+            let resolver = built.map_err(Error::InvalidTarget)?;
+            let install = Arc::new(std::sync::Mutex::new(Some(resolver)));
+            let on_loop = install.clone();
+            let sent = handle.run_on(id, move |core: &mut ChannelCore, _| {
+                let taken = on_loop.lock().unwrap_or_else(|p| p.into_inner()).take();
+                if let Some(r) = taken {
+                    core.resolution.install(r);
+                }
+            });
+            if !sent {
+                // No loop to run it on: close it here.
+                if let Some(mut r) = install.lock().unwrap_or_else(|p| p.into_inner()).take() {
+                    r.close();
+                }
+                return Err(Error::RuntimeGone);
+            }
+        }
+        Ok(channel)
     }
 
     pub(crate) fn shared(&self) -> &Arc<ChannelShared> {
@@ -197,7 +246,14 @@ impl Channel {
     /// Replaces the address list (the host acting as resolver). Applied
     /// incrementally by the policy.
     pub fn update_addresses(&self, addresses: Vec<Address>) -> Result<(), Error> {
-        self.run(move |core, env| core.update_addresses(addresses, env))
+        let endpoints = addresses.into_iter().map(Endpoint::from).collect();
+        self.run(move |core, env| core.update_endpoints(endpoints, env))
+    }
+
+    /// Replaces the endpoints (the host acting as resolver), each a list of
+    /// addresses of one backend.
+    pub fn update_endpoints(&self, endpoints: Vec<Endpoint>) -> Result<(), Error> {
+        self.run(move |core, env| core.update_endpoints(endpoints, env))
     }
 
     /// Switches to a new service config; an invalid one is rejected and the

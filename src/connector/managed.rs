@@ -474,13 +474,16 @@ fn stop_health(c: &mut Conn, ctx: &mut ConnectorCtx<'_>) {
     }
 }
 
-/// `ip:port`, `[v6]:port` or `unix:/path`.
+/// `ip:port`, `[v6]:port`, `unix:/path` or `unix-abstract:name`.
 fn parse_target(addr: &str) -> Result<Target, String> {
+    if let Some(name) = addr.strip_prefix("unix-abstract:") {
+        return Ok(Target::UnixAbstract(name.as_bytes().to_vec()));
+    }
     if let Some(path) = addr.strip_prefix("unix:") {
         return Ok(Target::Unix(path.into()));
     }
     addr.parse::<SocketAddr>().map(Target::Tcp).map_err(|_| {
-        format!("cannot connect to \"{addr}\": not an IP address with a port or a unix: path")
+        format!("cannot connect to \"{addr}\": not an IP address with a port, a unix: path or a unix-abstract: name")
     })
 }
 

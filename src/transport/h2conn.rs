@@ -157,6 +157,7 @@ impl Connection {
         let peer = match target {
             Target::Tcp(a) => a.to_string(),
             Target::Unix(p) => format!("unix:{}", p.display()),
+            Target::UnixAbstract(n) => format!("unix-abstract:{}", String::from_utf8_lossy(n)),
         };
         let authority = http::uri::Authority::try_from(target.authority())
             .map_err(|e| invalid_input(format!("no :authority for {peer}: {e}")))?;
@@ -164,6 +165,7 @@ impl Connection {
         let sock = match target {
             Target::Tcp(addr) => Socket::Tcp(mio::net::TcpStream::connect(*addr).map_err(ctx)?),
             Target::Unix(path) => Socket::Unix(mio::net::UnixStream::connect(path).map_err(ctx)?),
+            Target::UnixAbstract(name) => Socket::Unix(connect_abstract(name).map_err(ctx)?),
         };
         let fd = sock.as_raw_fd();
         registry.register(
@@ -539,4 +541,25 @@ impl Connection {
 
 fn invalid_input(msg: String) -> io::Error {
     io::Error::new(io::ErrorKind::InvalidInput, msg)
+}
+
+/// Connects to the abstract unix socket `name` (Linux: the kernel's
+/// namespace of sockets without a file; the NUL before the name is added by
+/// the address type).
+#[cfg(any(target_os = "linux", target_os = "android"))]
+fn connect_abstract(name: &[u8]) -> io::Result<mio::net::UnixStream> {
+    #[cfg(target_os = "android")]
+    use std::os::android::net::SocketAddrExt;
+    #[cfg(target_os = "linux")]
+    use std::os::linux::net::SocketAddrExt;
+    let addr = std::os::unix::net::SocketAddr::from_abstract_name(name)?;
+    mio::net::UnixStream::connect_addr(&addr)
+}
+
+#[cfg(not(any(target_os = "linux", target_os = "android")))]
+fn connect_abstract(_name: &[u8]) -> io::Result<mio::net::UnixStream> {
+    Err(io::Error::new(
+        io::ErrorKind::Unsupported,
+        "abstract unix sockets exist on Linux only",
+    ))
 }

@@ -179,6 +179,8 @@ pub struct Keepalive {
 pub(crate) enum Target {
     Tcp(std::net::SocketAddr),
     Unix(PathBuf),
+    /// A Linux abstract unix socket: its name, without the leading NUL.
+    UnixAbstract(Vec<u8>),
 }
 
 impl Target {
@@ -187,7 +189,7 @@ impl Target {
     pub fn authority(&self) -> String {
         match self {
             Target::Tcp(a) => a.to_string(),
-            Target::Unix(_) => "localhost".into(),
+            Target::Unix(_) | Target::UnixAbstract(_) => "localhost".into(),
         }
     }
 
@@ -196,7 +198,7 @@ impl Target {
     pub fn host(&self) -> String {
         match self {
             Target::Tcp(a) => a.ip().to_string(),
-            Target::Unix(_) => "localhost".into(),
+            Target::Unix(_) | Target::UnixAbstract(_) => "localhost".into(),
         }
     }
 }

@@ -142,6 +142,52 @@ fn host_managed_channels_do_not_carry_rpcs() {
     assert_eq!(e.code(), Code::Unimplemented);
 }
 
+/// `unix-abstract:name` reaches a server on the Linux abstract socket of
+/// that name (no file involved).
+#[test]
+#[cfg(target_os = "linux")]
+fn unix_abstract_target() {
+    let name = format!("switchyard-abstract-{}", std::process::id());
+    let server =
+        TestServer::start(Listen::UnixAbstract(name.clone()), ServerOptions::default()).unwrap();
+    let rt = Runtime::new().unwrap();
+    let ch = channel(&rt, &format!("unix-abstract:{name}"), None, plaintext());
+    let resp = ch
+        .reader()
+        .unary(
+            "/echo.Echo/Unary",
+            b"a",
+            &CallOptions {
+                wait_for_ready: true,
+                deadline: Some(Instant::now() + Duration::from_secs(10)),
+                ..Default::default()
+            },
+        )
+        .unwrap();
+    assert!(resp.message.starts_with(b"a|"));
+    drop(server);
+    // Nobody listens there any more: a clear connection error, not a file
+    // path mistaken for the name.
+    let ch = channel(
+        &rt,
+        &format!("unix-abstract:{name}-none"),
+        None,
+        plaintext(),
+    );
+    let e = ch
+        .reader()
+        .unary(
+            "/echo.Echo/Unary",
+            b"a",
+            &CallOptions {
+                deadline: Some(Instant::now() + Duration::from_secs(10)),
+                ..Default::default()
+            },
+        )
+        .unwrap_err();
+    assert_eq!(e.code(), Code::Unavailable, "{e:?}");
+}
+
 #[test]
 fn unix_and_ipv6_targets() {
     let dir = std::env::temp_dir().join(format!("switchyard-unix-{}", std::process::id()));

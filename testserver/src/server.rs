@@ -23,6 +23,9 @@ pub enum Listen {
     Tcp(SocketAddr),
     /// A Unix socket path.
     Unix(PathBuf),
+    /// A Linux abstract unix socket name (no file; what a
+    /// `unix-abstract:name` target reaches).
+    UnixAbstract(String),
 }
 
 #[derive(Clone)]
@@ -113,6 +116,7 @@ impl TestServer {
                     None,
                 )
             }
+            Listen::UnixAbstract(name) => (Listener::Unix(bind_abstract(&name)?), None),
         };
         let tls = match &opts.tls {
             Some(t) => Some(tls_acceptor(t)?),
@@ -356,4 +360,19 @@ impl Drop for Counted<'_> {
     fn drop(&mut self) {
         self.0.fetch_sub(1, Ordering::Relaxed);
     }
+}
+
+#[cfg(target_os = "linux")]
+fn bind_abstract(name: &str) -> io::Result<std::os::unix::net::UnixListener> {
+    use std::os::linux::net::SocketAddrExt;
+    let addr = std::os::unix::net::SocketAddr::from_abstract_name(name.as_bytes())?;
+    std::os::unix::net::UnixListener::bind_addr(&addr)
+}
+
+#[cfg(not(target_os = "linux"))]
+fn bind_abstract(_name: &str) -> io::Result<std::os::unix::net::UnixListener> {
+    Err(io::Error::new(
+        io::ErrorKind::Unsupported,
+        "abstract unix sockets exist on Linux only",
+    ))
 }

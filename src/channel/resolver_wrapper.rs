@@ -1,0 +1,188 @@
+//! A channel's side of name resolution (gRPC-Go's `ccResolverWrapper`): the
+//! resolver built from the target through the registry, the handle it
+//! pushes through (`ResolverClientConn`: each push becomes a command to the
+//! channel's loop task, which applies it through `ResolverUpdates`), the
+//! choice of which of its service configs to apply, re-resolution requests
+//! passed on to it, and its close when the channel closes. The empty
+//! target has no resolver: the host pushes through `Channel`'s own methods
+//! and hears re-resolution requests through `on_resolve_now`.
+
+use super::shared::ChannelId;
+use crate::address::Endpoint;
+use crate::error::Error;
+use crate::resolver::{Resolver, ResolverClientConn, ResolverSink, ResolverState};
+use crate::runtime::{panic_message, LoopContext, LoopHandle, Task};
+use crate::service_config::ServiceConfig;
+use crate::trace;
+use std::marker::PhantomData;
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+
+/// A service config from a resolver: its JSON and what it parsed to.
+pub(super) type ResolvedConfig = Result<(String, ServiceConfig), String>;
+
+/// What a resolver's pushes become on the loop: the channel's loop task
+/// implements it.
+pub(super) trait ResolverUpdates: Task {
+    /// New endpoints, and maybe a service config (see
+    /// `ResolverWrapper::new_config`).
+    fn apply_resolved(
+        &mut self,
+        endpoints: Vec<Endpoint>,
+        config: Option<ResolvedConfig>,
+        cx: &mut LoopContext,
+    );
+    /// The resolver failed.
+    fn apply_resolver_error(&mut self, error: &str, cx: &mut LoopContext);
+}
+
+/// The channel's resolver, or the host's callback for the empty target.
+pub(crate) struct ResolverWrapper {
+    resolver: Option<Box<dyn Resolver>>,
+    on_resolve_now: Option<Arc<dyn Fn() + Send + Sync>>,
+    /// Set when the resolver is closed: its pushes are refused from then on.
+    closed: Arc<AtomicBool>,
+    /// The resolver's last service config applied (JSON), so that a resolver
+    /// repeating it (DNS on every lookup) does not re-apply it.
+    last_config: Option<String>,
+}
+
+impl ResolverWrapper {
+    pub(crate) fn new(on_resolve_now: Option<Arc<dyn Fn() + Send + Sync>>) -> ResolverWrapper {
+        ResolverWrapper {
+            resolver: None,
+            on_resolve_now,
+            closed: Arc::new(AtomicBool::new(false)),
+            last_config: None,
+        }
+    }
+
+    /// The handle a resolver for channel `id` (a `T` on `handle`'s loop)
+    /// pushes through.
+    pub(super) fn client_conn<T: ResolverUpdates>(
+        &self,
+        handle: LoopHandle,
+        id: ChannelId,
+    ) -> ResolverClientConn {
+        ResolverClientConn::new(Arc::new(ChannelSink::<T> {
+            handle,
+            id,
+            closed: self.closed.clone(),
+            task: PhantomData,
+        }))
+    }
+
+    /// The config to apply with a resolver's update: a valid one that
+    /// differs from the last it sent; an invalid one is logged (the channel
+    /// keeps its last good one), and `None` keeps the current one.
+    pub(super) fn new_config(
+        &mut self,
+        config: Option<ResolvedConfig>,
+        channel: ChannelId,
+    ) -> Option<ServiceConfig> {
+        match config? {
+            Ok((json, config)) => {
+                if self.last_config.as_ref() == Some(&json) {
+                    return None;
+                }
+                self.last_config = Some(json);
+                Some(config)
+            }
+            Err(e) => {
+                log::warn!(
+                    target: trace::RESOLVER,
+                    "channel {channel}: the resolver's service config is invalid, \
+                     keeping the last good one: {e}"
+                );
+                None
+            }
+        }
+    }
+
+    /// The channel's resolver is `resolver` (built off the loop).
+    pub(crate) fn install(&mut self, mut resolver: Box<dyn Resolver>) {
+        if self.closed.load(Ordering::Acquire) {
+            // The channel closed while it was being built.
+            guarded("close", || resolver.close());
+            return;
+        }
+        self.resolver = Some(resolver);
+    }
+
+    /// Asks for a new resolution: the resolver's `resolve_now`, or the
+    /// host's callback (empty target).
+    pub(super) fn resolve_now(&mut self) {
+        match &mut self.resolver {
+            Some(r) => guarded("resolve_now", || r.resolve_now()),
+            None => {
+                if let Some(cb) = &self.on_resolve_now {
+                    cb();
+                }
+            }
+        }
+    }
+
+    /// Closes the resolver (once): it hears no more, and its pushes are refused.
+    pub(crate) fn close(&mut self) {
+        self.closed.store(true, Ordering::Release);
+        if let Some(mut r) = self.resolver.take() {
+            guarded("close", || r.close());
+        }
+    }
+}
+
+/// Runs a resolver callback; a panic is logged and swallowed (the resolver
+/// stays: a resolver is not trusted with the channel's state, only asked).
+fn guarded(what: &str, f: impl FnOnce()) {
+    if let Err(p) = catch_unwind(AssertUnwindSafe(f)) {
+        log::error!(
+            target: trace::RESOLVER,
+            "resolver {what} panicked: {}",
+            panic_message(&*p)
+        );
+    }
+}
+
+/// A resolver's pushes, as commands to its channel's loop task (a `T`).
+struct ChannelSink<T> {
+    handle: LoopHandle,
+    id: ChannelId,
+    closed: Arc<AtomicBool>,
+    task: PhantomData<fn() -> T>,
+}
+
+impl<T: ResolverUpdates> ChannelSink<T> {
+    fn send(&self, f: impl FnOnce(&mut T, &mut LoopContext) + Send + 'static) -> Result<(), Error> {
+        if self.closed.load(Ordering::Acquire) {
+            return Err(Error::Closed);
+        }
+        let closed = self.closed.clone();
+        let sent = self.handle.run_on(self.id, move |task: &mut T, cx| {
+            // Pushed before the close, arrived after it: dropped.
+            if !closed.load(Ordering::Acquire) {
+                f(task, cx)
+            }
+        });
+        if sent {
+            Ok(())
+        } else {
+            Err(Error::RuntimeGone)
+        }
+    }
+}
+
+impl<T: ResolverUpdates> ResolverSink for ChannelSink<T> {
+    fn update(&self, state: ResolverState) -> Result<(), Error> {
+        // Parsed here, off the loop.
+        let config = state
+            .service_config
+            .map(|json| ServiceConfig::parse(Some(&json)).map(|c| (json, c)));
+        let endpoints = state.endpoints;
+        self.send(move |task, cx| task.apply_resolved(endpoints, config, cx))
+    }
+
+    fn report_error(&self, message: String) -> Result<(), Error> {
+        self.send(move |task, cx| task.apply_resolver_error(&message, cx))
+    }
+}

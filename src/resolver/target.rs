@@ -1,0 +1,419 @@
+//! Channel targets, parsed as gRPC's naming doc says: a URI
+//! `scheme://authority/endpoint` or `scheme:endpoint` whose scheme names a
+//! registered resolver; anything else (no scheme, an unregistered one, not a
+//! URI at all) is a DNS name, as if written `dns:///` + the whole string
+//! (gRPC-Go's `parseTargetAndFindResolver`). Also the address syntaxes of the
+//! built-in schemes, so that their errors are found when the channel is made.
+
+use std::fmt;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+
+/// The port a target without one means (gRPC's naming doc).
+pub const DEFAULT_PORT: u16 = 443;
+
+/// A parsed target: what a [`ResolverBuilder`](super::ResolverBuilder) is
+/// built from.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Target {
+    /// The URI scheme, lower-cased: which resolver is used.
+    pub scheme: String,
+    /// The URI authority (`dns://8.8.8.8:53/host`: "8.8.8.8:53"); empty when
+    /// the target has none.
+    pub authority: String,
+    /// The URI path as written: "/abs/path" for `unix:///abs/path`, "rel"
+    /// for `unix:rel` (gRPC-Go's `URL.Path`, or `URL.Opaque` when empty).
+    pub path: String,
+}
+
+impl Target {
+    /// Parses `text` as a URI with a scheme. Use this when the scheme is
+    /// known to be wanted; a channel's target goes through the registry's
+    /// rule instead (an unregistered scheme means DNS).
+    pub fn parse(text: &str) -> Result<Target, String> {
+        if let Some(c) = text.chars().find(|c| c.is_control()) {
+            return Err(format!("target contains the control character {c:?}"));
+        }
+        let (scheme, rest) = text
+            .split_once(':')
+            .ok_or_else(|| format!("\"{text}\" has no scheme"))?;
+        if !valid_scheme(scheme) {
+            return Err(format!("\"{scheme}\" is not a URI scheme"));
+        }
+        let scheme = scheme.to_ascii_lowercase();
+        let (authority, path) = match rest.strip_prefix("//") {
+            Some(hier) => match hier.find('/') {
+                Some(i) => (hier[..i].to_string(), hier[i..].to_string()),
+                None => (hier.to_string(), String::new()),
+            },
+            None => (String::new(), rest.to_string()),
+        };
+        Ok(Target {
+            scheme,
+            authority,
+            path,
+        })
+    }
+
+    /// The path without its leading '/' (gRPC-Go's `Target.Endpoint()`):
+    /// the name to resolve, "host:port" in `dns:///host:port`.
+    pub fn endpoint(&self) -> &str {
+        self.path.strip_prefix('/').unwrap_or(&self.path)
+    }
+}
+
+impl fmt::Display for Target {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.authority.is_empty() && !self.path.starts_with('/') {
+            write!(f, "{}:{}", self.scheme, self.path)
+        } else {
+            write!(f, "{}://{}{}", self.scheme, self.authority, self.path)
+        }
+    }
+}
+
+/// RFC 3986: a letter, then letters, digits, '+', '-', '.'.
+fn valid_scheme(s: &str) -> bool {
+    let mut chars = s.chars();
+    chars.next().is_some_and(|c| c.is_ascii_alphabetic())
+        && chars.all(|c| c.is_ascii_alphanumeric() || matches!(c, '+' | '-' | '.'))
+}
+
+/// A channel's target as gRPC reads it: `None` for the empty target (the
+/// host supplies addresses); a URI whose scheme `registered` knows; else
+/// `dns:///` + the whole text.
+pub(crate) fn parse_channel_target(
+    text: &str,
+    registered: impl Fn(&str) -> bool,
+) -> Result<Option<Target>, String> {
+    if text.trim().is_empty() {
+        return Ok(None);
+    }
+    if let Ok(t) = Target::parse(text) {
+        if registered(&t.scheme) {
+            return Ok(Some(t));
+        }
+    }
+    Target::parse(&format!("dns:///{text}")).map(Some)
+}
+
+/// What a built-in scheme makes of its target.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) enum Plan {
+    /// A fixed address list (ipv4, ipv6, unix, unix-abstract, passthrough).
+    Static(Vec<String>),
+    /// A name to look up.
+    Dns {
+        authority: String,
+        host: String,
+        port: u16,
+    },
+}
+
+/// The built-in schemes' reading of `target`; `None` for other schemes.
+pub(crate) fn builtin_plan(target: &Target) -> Option<Result<Plan, String>> {
+    let no_authority = || {
+        if target.authority.is_empty() {
+            Ok(())
+        } else {
+            Err(format!(
+                "{}: target takes no authority (got \"{}\")",
+                target.scheme, target.authority
+            ))
+        }
+    };
+    let plan = match target.scheme.as_str() {
+        "ipv4" => no_authority().and_then(|()| ip_list(target.endpoint(), Family::V4)),
+        "ipv6" => no_authority().and_then(|()| ip_list(target.endpoint(), Family::V6)),
+        // The path as written: `unix:///abs` is "/abs", `unix:rel` is "rel".
+        "unix" => no_authority().and_then(|()| match target.path.as_str() {
+            "" => Err("unix: target has no path".into()),
+            p => Ok(Plan::Static(vec![format!("unix:{p}")])),
+        }),
+        "unix-abstract" => no_authority().and_then(|()| match target.path.as_str() {
+            "" => Err("unix-abstract: target has no name".into()),
+            n if n.contains('\0') => Err("unix-abstract: name contains a NUL byte".into()),
+            n => Ok(Plan::Static(vec![format!("unix-abstract:{n}")])),
+        }),
+        "passthrough" => match target.endpoint() {
+            "" => Err("passthrough: target has no address".into()),
+            a => Ok(Plan::Static(vec![a.to_string()])),
+        },
+        "dns" => dns_host_port(target.endpoint()).map(|(host, port)| Plan::Dns {
+            authority: target.authority.clone(),
+            host,
+            port,
+        }),
+        _ => return None,
+    };
+    Some(plan)
+}
+
+#[derive(Clone, Copy)]
+enum Family {
+    V4,
+    V6,
+}
+
+/// `ipv4:a[:port][,a[:port]...]` / `ipv6:` likewise (brackets around an
+/// address with a port), as C-core reads them; 443 when a port is missing.
+fn ip_list(list: &str, family: Family) -> Result<Plan, String> {
+    let (scheme, mut out) = match family {
+        Family::V4 => ("ipv4", Vec::new()),
+        Family::V6 => ("ipv6", Vec::new()),
+    };
+    if list.is_empty() {
+        return Err(format!("{scheme}: target lists no addresses"));
+    }
+    for item in list.split(',') {
+        let addr = match family {
+            Family::V4 => ipv4_item(item),
+            Family::V6 => ipv6_item(item),
+        }
+        .map_err(|e| format!("{scheme}: \"{item}\": {e}"))?;
+        out.push(addr.to_string());
+    }
+    Ok(Plan::Static(out))
+}
+
+fn ipv4_item(item: &str) -> Result<SocketAddr, String> {
+    if item.is_empty() {
+        return Err("empty address in the list".into());
+    }
+    let (host, p) = match item.split_once(':') {
+        Some((h, p)) => (h, Some(p)),
+        None => (item, None),
+    };
+    let ip: Ipv4Addr = host
+        .parse()
+        .map_err(|_| format!("\"{host}\" is not an IPv4 address"))?;
+    let port = p.map(port).transpose()?.unwrap_or(DEFAULT_PORT);
+    Ok(SocketAddr::new(IpAddr::V4(ip), port))
+}
+
+fn ipv6_item(item: &str) -> Result<SocketAddr, String> {
+    if item.is_empty() {
+        return Err("empty address in the list".into());
+    }
+    let (host, port) = match item.strip_prefix('[') {
+        Some(rest) => {
+            let (h, tail) = rest.split_once(']').ok_or("no ']' after '['")?;
+            match tail {
+                "" => (h, DEFAULT_PORT),
+                t => match t.strip_prefix(':') {
+                    Some(p) => (h, port(p)?),
+                    None => return Err(format!("unexpected \"{t}\" after ']'")),
+                },
+            }
+        }
+        // Unbracketed: an address alone (a port needs brackets).
+        None => (item, DEFAULT_PORT),
+    };
+    let ip: Ipv6Addr = host.parse().map_err(|_| {
+        format!("\"{host}\" is not an IPv6 address (write [address]:port for one with a port)")
+    })?;
+    Ok(SocketAddr::new(IpAddr::V6(ip), port))
+}
+
+fn port(p: &str) -> Result<u16, String> {
+    if p.is_empty() {
+        return Err("missing port after ':'".into());
+    }
+    if !p.bytes().all(|b| b.is_ascii_digit()) {
+        return Err(format!("port \"{p}\" is not a number"));
+    }
+    p.parse()
+        .map_err(|_| format!("port {p} is out of range (0-65535)"))
+}
+
+/// gRPC-Go's DNS target rule (`internal/resolver/dns.parseTarget`): an IP
+/// literal alone (v4, or v6 without brackets) takes the default port;
+/// `host:port` and `[v6]:port` their port; a missing host means localhost; a
+/// trailing ':' is an error; anything else is a host with the default port.
+/// Ports must be numbers here.
+pub(crate) fn dns_host_port(endpoint: &str) -> Result<(String, u16), String> {
+    if endpoint.is_empty() {
+        return Err("dns: target has no host".into());
+    }
+    if endpoint.parse::<IpAddr>().is_ok() {
+        return Ok((endpoint.to_string(), DEFAULT_PORT));
+    }
+    match split_host_port(endpoint) {
+        Ok((host, p)) => {
+            let port = port(p).map_err(|e| format!("dns: \"{endpoint}\": {e}"))?;
+            let host = if host.is_empty() { "localhost" } else { host };
+            Ok((host.to_string(), port))
+        }
+        Err(first) => match split_host_port(&format!("{endpoint}:{DEFAULT_PORT}")) {
+            Ok((host, _)) if !host.is_empty() => Ok((host.to_string(), DEFAULT_PORT)),
+            _ => Err(format!("dns: \"{endpoint}\" is not host[:port]: {first}")),
+        },
+    }
+}
+
+/// Go's `net.SplitHostPort`: `host:port` or `[host]:port`.
+fn split_host_port(s: &str) -> Result<(&str, &str), String> {
+    let (host, port) = if let Some(rest) = s.strip_prefix('[') {
+        let (h, tail) = rest.split_once(']').ok_or("missing ']'")?;
+        let p = tail.strip_prefix(':').ok_or("missing port")?;
+        (h, p)
+    } else {
+        let (h, p) = s.rsplit_once(':').ok_or("missing port")?;
+        if h.contains(':') {
+            return Err("too many colons (an IPv6 address with a port needs brackets)".into());
+        }
+        (h, p)
+    };
+    if host.contains(['[', ']']) || port.contains(['[', ']']) {
+        return Err("unexpected '[' or ']'".into());
+    }
+    Ok((host, port))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn registered(s: &str) -> bool {
+        matches!(
+            s,
+            "dns" | "ipv4" | "ipv6" | "unix" | "unix-abstract" | "passthrough"
+        )
+    }
+
+    fn plan(text: &str) -> Result<Plan, String> {
+        let t = parse_channel_target(text, registered)?.expect("not empty");
+        builtin_plan(&t).expect("a built-in scheme")
+    }
+
+    fn fixed(list: &[&str]) -> Result<Plan, String> {
+        Ok(Plan::Static(list.iter().map(|s| s.to_string()).collect()))
+    }
+
+    fn dns(authority: &str, host: &str, port: u16) -> Result<Plan, String> {
+        Ok(Plan::Dns {
+            authority: authority.into(),
+            host: host.into(),
+            port,
+        })
+    }
+
+    #[test]
+    fn good_targets() {
+        let table: &[(&str, Result<Plan, String>)] = &[
+            (
+                "ipv4:127.0.0.1:1,127.0.0.2:2",
+                fixed(&["127.0.0.1:1", "127.0.0.2:2"]),
+            ),
+            ("ipv4:127.0.0.1", fixed(&["127.0.0.1:443"])),
+            ("IPV4:10.0.0.1:80", fixed(&["10.0.0.1:80"])),
+            ("ipv4:///127.0.0.1:5", fixed(&["127.0.0.1:5"])),
+            ("ipv6:[::1]:5", fixed(&["[::1]:5"])),
+            ("ipv6:[::1]", fixed(&["[::1]:443"])),
+            ("ipv6:::1", fixed(&["[::1]:443"])),
+            (
+                "ipv6:[2001:db8::1]:80,::2",
+                fixed(&["[2001:db8::1]:80", "[::2]:443"]),
+            ),
+            ("unix:///tmp/s", fixed(&["unix:/tmp/s"])),
+            ("unix:/tmp/s", fixed(&["unix:/tmp/s"])),
+            ("unix:rel/s", fixed(&["unix:rel/s"])),
+            ("unix-abstract:name", fixed(&["unix-abstract:name"])),
+            (
+                "unix-abstract:/with/slash",
+                fixed(&["unix-abstract:/with/slash"]),
+            ),
+            ("passthrough:///10.0.0.1:80", fixed(&["10.0.0.1:80"])),
+            ("passthrough:host:1", fixed(&["host:1"])),
+            ("dns:///localhost:50051", dns("", "localhost", 50051)),
+            ("dns:localhost:50051", dns("", "localhost", 50051)),
+            (
+                "dns://127.0.0.1:53/example.com:8080",
+                dns("127.0.0.1:53", "example.com", 8080),
+            ),
+            ("dns:///example.com", dns("", "example.com", 443)),
+            ("dns:///[::1]:80", dns("", "::1", 80)),
+            ("dns:///[::1]", dns("", "::1", 443)),
+            ("dns:///::1", dns("", "::1", 443)),
+            ("dns:///:80", dns("", "localhost", 80)),
+            // No scheme, or one nobody registered: the whole text is a DNS name.
+            ("localhost", dns("", "localhost", 443)),
+            ("localhost:50051", dns("", "localhost", 50051)),
+            ("127.0.0.1:50051", dns("", "127.0.0.1", 50051)),
+            ("[::1]:50051", dns("", "::1", 50051)),
+            ("127.0.0.1", dns("", "127.0.0.1", 443)),
+            (":50051", dns("", "localhost", 50051)),
+        ];
+        for (text, want) in table {
+            assert_eq!(&plan(text), want, "{text}");
+        }
+    }
+
+    #[test]
+    fn bad_targets() {
+        let table: &[(&str, &str)] = &[
+            ("ipv4:", "lists no addresses"),
+            ("ipv4:1.2.3.4:", "missing port"),
+            ("ipv4:1.2.3.4:x", "not a number"),
+            ("ipv4:1.2.3.4:65536", "out of range"),
+            ("ipv4:1.2.3.4:1,", "empty address"),
+            ("ipv4:[::1]:1", "not an IPv4 address"),
+            ("ipv4://host/1.2.3.4:1", "takes no authority"),
+            ("ipv6:127.0.0.1:1", "not an IPv6 address"),
+            ("ipv6:::1:99999", "not an IPv6 address"),
+            ("ipv6:[::1]:", "missing port"),
+            ("ipv6:[::1]:70000", "out of range"),
+            ("ipv6:[::1", "no ']'"),
+            ("ipv6:[::1]x", "unexpected"),
+            ("unix:", "no path"),
+            ("unix://host/tmp/s", "takes no authority"),
+            ("unix-abstract:", "no name"),
+            ("passthrough:///", "no address"),
+            ("dns:///", "no host"),
+            ("dns:///h:notaport", "not a number"),
+            ("dns:///h:", "missing port"),
+            ("dns:///[::1]:", "missing port"),
+            ("dns:///h:123456", "out of range"),
+            ("[::1", "not host[:port]"),
+            ("xds://x/y", "not a number"),
+            ("a b\n", "control character"),
+        ];
+        for (text, why) in table {
+            match plan(text) {
+                Ok(p) => panic!("{text:?} should be rejected, got {p:?}"),
+                Err(e) => assert!(e.contains(why), "{text:?}: {e:?} should say {why:?}"),
+            }
+        }
+    }
+
+    #[test]
+    fn uri_parts() {
+        let t = Target::parse("dns://8.8.8.8:53/example.com:1").unwrap();
+        assert_eq!(
+            (t.scheme.as_str(), t.authority.as_str(), t.path.as_str()),
+            ("dns", "8.8.8.8:53", "/example.com:1")
+        );
+        assert_eq!(t.endpoint(), "example.com:1");
+        assert_eq!(t.to_string(), "dns://8.8.8.8:53/example.com:1");
+        let t = Target::parse("My-Scheme+x.y:opaque/part").unwrap();
+        assert_eq!(
+            (t.scheme.as_str(), t.path.as_str()),
+            ("my-scheme+x.y", "opaque/part")
+        );
+        assert_eq!(t.to_string(), "my-scheme+x.y:opaque/part");
+        assert!(Target::parse("1abc:x").is_err());
+        assert!(Target::parse("noscheme").is_err());
+        assert_eq!(parse_channel_target("  ", registered), Ok(None));
+        // An unregistered scheme is part of the DNS name.
+        let t = parse_channel_target("custom:///x", registered)
+            .unwrap()
+            .unwrap();
+        assert_eq!(
+            (t.scheme.as_str(), t.path.as_str()),
+            ("dns", "/custom:///x")
+        );
+        let t = parse_channel_target("custom:///x", |s| s == "custom")
+            .unwrap()
+            .unwrap();
+        assert_eq!((t.scheme.as_str(), t.endpoint()), ("custom", "x"));
+    }
+}

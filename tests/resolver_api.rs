@@ -1,0 +1,316 @@
+//! A resolver written outside the crate, with only the public API, drives
+//! a channel over real backends on 127.0.0.1: address changes, a service
+//! config that switches the policy, errors, and the channel's re-resolution
+//! requests reaching it.
+
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+use switchyard::resolver::{
+    self, Resolver, ResolverBuilder, ResolverClientConn, ResolverState, Target,
+};
+use switchyard::*;
+use switchyard_testserver::{Listen, ServerOptions, TestServer};
+
+/// What the test sees of its resolver: the handle to push through, the
+/// target it was built for, how often the channel asked it to resolve, and
+/// whether it was closed.
+#[derive(Default)]
+struct Seen {
+    cc: Mutex<Option<ResolverClientConn>>,
+    target: Mutex<Option<Target>>,
+    resolve_now: AtomicUsize,
+    closed: AtomicBool,
+}
+
+impl Seen {
+    fn cc(&self) -> ResolverClientConn {
+        self.cc.lock().unwrap().clone().expect("built")
+    }
+}
+
+/// A push resolver: the test pushes, it counts what the channel asks.
+struct Pushed(&'static str, Arc<Seen>);
+
+struct PushedResolver(Arc<Seen>);
+
+impl ResolverBuilder for Pushed {
+    fn scheme(&self) -> &str {
+        self.0
+    }
+    fn build(&self, target: &Target, cc: ResolverClientConn) -> Result<Box<dyn Resolver>, String> {
+        *self.1.target.lock().unwrap() = Some(target.clone());
+        *self.1.cc.lock().unwrap() = Some(cc);
+        Ok(Box::new(PushedResolver(self.1.clone())))
+    }
+}
+
+impl Resolver for PushedResolver {
+    fn resolve_now(&mut self) {
+        self.0.resolve_now.fetch_add(1, Ordering::SeqCst);
+    }
+    fn close(&mut self) {
+        self.0.closed.store(true, Ordering::SeqCst);
+    }
+}
+
+fn backend() -> TestServer {
+    TestServer::start(
+        Listen::Tcp("127.0.0.1:0".parse().unwrap()),
+        ServerOptions::default(),
+    )
+    .unwrap()
+}
+
+fn endpoints(servers: &[&TestServer]) -> Vec<Endpoint> {
+    servers
+        .iter()
+        .map(|s| Endpoint::from(Address::new(s.addr().to_string())))
+        .collect()
+}
+
+fn insecure() -> ChannelOptions {
+    ChannelOptions {
+        transport: Some(TransportConfig::insecure()),
+        ..Default::default()
+    }
+}
+
+/// One wait-for-ready echo: the port of the backend that answered.
+fn echo(r: &mut Reader) -> Result<u16, Status> {
+    let resp = r.unary(
+        "/echo.Echo/Unary",
+        b"r",
+        &CallOptions {
+            wait_for_ready: true,
+            deadline: Some(Instant::now() + Duration::from_secs(10)),
+            ..Default::default()
+        },
+    )?;
+    let text = String::from_utf8(resp.message).unwrap();
+    Ok(text.rsplit_once("|port=").unwrap().1.parse().unwrap())
+}
+
+/// Polls `cond` every 10 ms for up to 10 s.
+fn eventually(what: &str, mut cond: impl FnMut() -> bool) {
+    for _ in 0..1000 {
+        if cond() {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    panic!("never happened: {what}");
+}
+
+#[test]
+fn a_resolver_outside_the_crate_drives_a_channel() {
+    let seen = Arc::new(Seen::default());
+    resolver::register(Arc::new(Pushed("outside", seen.clone())));
+    let (b0, b1, b2) = (backend(), backend(), backend());
+    let rt = Runtime::new().unwrap();
+    let ch = Channel::new(
+        &rt,
+        "Outside://auth/some/name",
+        Some(r#"{"loadBalancingConfig":[{"pick_first":{}}]}"#),
+        insecure(),
+    )
+    .unwrap();
+    let target = seen.target.lock().unwrap().clone().unwrap();
+    assert_eq!(
+        (
+            target.scheme.as_str(),
+            target.authority.as_str(),
+            target.endpoint()
+        ),
+        ("outside", "auth", "some/name")
+    );
+    let cc = seen.cc();
+    let mut r = ch.reader();
+
+    // Addresses: b0 alone, then b1 and b2.
+    cc.update(ResolverState {
+        endpoints: endpoints(&[&b0]),
+        service_config: None,
+    })
+    .unwrap();
+    assert_eq!(echo(&mut r).unwrap(), b0.port());
+    cc.update(ResolverState {
+        endpoints: endpoints(&[&b1, &b2]),
+        service_config: None,
+    })
+    .unwrap();
+    eventually("pick_first moves to b1", || echo(&mut r) == Ok(b1.port()));
+    assert_eq!(ch.snapshot().unwrap().policy, "pick_first");
+
+    // A service config from the resolver switches the policy: both serve.
+    cc.update(ResolverState {
+        endpoints: endpoints(&[&b1, &b2]),
+        service_config: Some(r#"{"loadBalancingConfig":[{"round_robin":{}}]}"#.into()),
+    })
+    .unwrap();
+    ch.sync().unwrap();
+    assert_eq!(ch.snapshot().unwrap().policy, "round_robin");
+    let mut ports = std::collections::BTreeSet::new();
+    eventually("round_robin uses b1 and b2", || {
+        ports.insert(echo(&mut r).unwrap());
+        ports.len() == 2
+    });
+    assert_eq!(ports, [b1.port(), b2.port()].into_iter().collect());
+
+    // An invalid config is logged and the last good one kept.
+    cc.update(ResolverState {
+        endpoints: endpoints(&[&b1, &b2]),
+        service_config: Some("{not json".into()),
+    })
+    .unwrap();
+    ch.sync().unwrap();
+    assert_eq!(ch.snapshot().unwrap().policy, "round_robin");
+
+    // An error: the policy keeps serving on its last good endpoints.
+    cc.report_error("the name server is down").unwrap();
+    ch.sync().unwrap();
+    for _ in 0..4 {
+        assert!(echo(&mut r).is_ok());
+    }
+
+    // A backend goes away: the channel asks the resolver to look again.
+    let before = seen.resolve_now.load(Ordering::SeqCst);
+    b2.stop();
+    eventually("resolve_now after a lost backend", || {
+        seen.resolve_now.load(Ordering::SeqCst) > before
+    });
+
+    // Closing the channel closes the resolver; later pushes are refused.
+    assert!(!seen.closed.load(Ordering::SeqCst));
+    drop(r);
+    ch.close();
+    assert!(seen.closed.load(Ordering::SeqCst));
+    let late = cc.update(ResolverState {
+        endpoints: endpoints(&[&b0]),
+        service_config: None,
+    });
+    assert_eq!(late, Err(Error::Closed));
+    assert_eq!(cc.report_error("late"), Err(Error::Closed));
+}
+
+#[test]
+fn a_resolver_error_before_any_address_fails_rpcs_with_it() {
+    let seen = Arc::new(Seen::default());
+    resolver::register(Arc::new(Pushed("erring", seen.clone())));
+    let rt = Runtime::new().unwrap();
+    let ch = Channel::new(&rt, "erring:x", None, insecure()).unwrap();
+    seen.cc().report_error("no such service").unwrap();
+    ch.sync().unwrap();
+    assert_eq!(ch.state(), ConnectivityState::TransientFailure);
+    let e = ch
+        .reader()
+        .unary("/echo.Echo/Unary", b"r", &CallOptions::default())
+        .unwrap_err();
+    assert_eq!(e.code(), Code::Unavailable);
+    assert!(e.message().contains("no such service"), "{e:?}");
+    // The resolver recovers: the channel follows.
+    let b0 = backend();
+    seen.cc()
+        .update(ResolverState {
+            endpoints: endpoints(&[&b0]),
+            service_config: None,
+        })
+        .unwrap();
+    assert_eq!(echo(&mut ch.reader()).unwrap(), b0.port());
+}
+
+#[test]
+fn a_refusing_builder_fails_channel_creation() {
+    struct Refuses;
+    impl ResolverBuilder for Refuses {
+        fn scheme(&self) -> &str {
+            "refuses"
+        }
+        fn build(&self, t: &Target, _: ResolverClientConn) -> Result<Box<dyn Resolver>, String> {
+            Err(format!("cannot resolve {}", t.endpoint()))
+        }
+    }
+    resolver::register(Arc::new(Refuses));
+    let rt = Runtime::new().unwrap();
+    let e = Channel::new(&rt, "refuses:///x", None, insecure())
+        .err()
+        .unwrap();
+    assert_eq!(e, Error::InvalidTarget("cannot resolve x".into()));
+    // The built-in dns resolver cannot ask another server yet: it says so.
+    let e = Channel::new(&rt, "dns://127.0.0.1:53/localhost:1", None, insecure())
+        .err()
+        .unwrap();
+    assert!(e.to_string().contains("not supported yet"), "{e}");
+    // Bad targets of the built-ins fail here too, with the reason.
+    let e = Channel::new(&rt, "ipv4:127.0.0.1:99999", None, insecure())
+        .err()
+        .unwrap();
+    assert!(e.to_string().contains("out of range"), "{e}");
+}
+
+#[test]
+fn the_host_as_resolver_hears_resolve_now() {
+    let asked = Arc::new(AtomicUsize::new(0));
+    let counter = asked.clone();
+    let b0 = backend();
+    let rt = Runtime::new().unwrap();
+    let ch = Channel::new(
+        &rt,
+        "",
+        None,
+        ChannelOptions {
+            on_resolve_now: Some(Arc::new(move || {
+                counter.fetch_add(1, Ordering::SeqCst);
+            })),
+            ..insecure()
+        },
+    )
+    .unwrap();
+    ch.update_addresses(vec![Address::new(b0.addr().to_string())])
+        .unwrap();
+    assert_eq!(echo(&mut ch.reader()).unwrap(), b0.port());
+    b0.stop();
+    eventually("on_resolve_now after a lost backend", || {
+        asked.load(Ordering::SeqCst) > 0
+    });
+}
+
+/// The built-in `dns` resolver behind the same API: a bare `host:port` and
+/// `dns:///host:port` reach the backend, and TLS verifies the target's host
+/// name (the certificate names "localhost", not 127.0.0.1).
+#[test]
+fn the_dns_resolver_resolves_localhost_and_tls_follows_its_host() {
+    let plain = backend();
+    let rt = Runtime::new().unwrap();
+    for target in [
+        format!("localhost:{}", plain.port()),
+        format!("dns:///localhost:{}", plain.port()),
+    ] {
+        let ch = Channel::new(&rt, &target, None, insecure()).unwrap();
+        assert_eq!(echo(&mut ch.reader()).unwrap(), plain.port(), "{target}");
+    }
+    let pki = switchyard_testserver::TestPki::new();
+    let tls = TestServer::start(
+        Listen::Tcp("127.0.0.1:0".parse().unwrap()),
+        ServerOptions {
+            tls: Some(pki.server_tls(&[b"h2"])),
+            ..Default::default()
+        },
+    )
+    .unwrap();
+    let ch = Channel::new(
+        &rt,
+        &format!("dns:///localhost:{}", tls.port()),
+        None,
+        ChannelOptions {
+            transport: Some(TransportConfig::tls(TlsSettings {
+                server_name: String::new(),
+                roots_pem: Some(pki.ca_pem.clone()),
+                client_cert: None,
+            })),
+            ..Default::default()
+        },
+    )
+    .unwrap();
+    assert_eq!(echo(&mut ch.reader()).unwrap(), tls.port());
+}
