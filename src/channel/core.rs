@@ -509,12 +509,13 @@ mod tests {
             crate::connector::TIMER_KIND,
             crate::subchannel::BACKOFF_TIMER,
             crate::subchannel::CONNECT_DEADLINE_TIMER,
+            crate::subchannel::HEALTH_RETRY_TIMER,
             BALANCER_TIMER,
             RESOLVE_TIMER,
             CALL_TIMER,
         ];
         kinds.sort_unstable();
         kinds.dedup();
-        assert_eq!(kinds.len(), 6, "each owner of timers has its own kinds");
+        assert_eq!(kinds.len(), 7, "each owner of timers has its own kinds");
     }
 }
