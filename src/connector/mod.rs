@@ -1,11 +1,14 @@
 //! How subchannels get connections. The loop owns the subchannel state machine
-//! (backoff, deadlines, states); a `Connector` only makes and breaks transports
-//! and reports what happened. All methods run on the loop thread.
+//! (backoff, deadlines, states, health verdicts); a `Connector` only makes and
+//! breaks transports, runs a health check on one when the subchannel asks
+//! (`Connector::start_health`, if it can), and reports what happened. All
+//! methods run on the loop thread.
 //!
 //! Two kinds plug in here: the **external** connector, where the host stack owns
-//! its transports and reports their states back (`Channel::report_subconn_state`),
-//! and managed connectors that register sockets with the loop's `mio::Poll`
-//! through `ConnectorCtx` and drive them on I/O events, timers and wake-ups.
+//! its transports and reports their states back (`Channel::report_subconn_state`,
+//! and `Channel::report_subconn_health` when it checks health), and managed
+//! connectors that register sockets with the loop's `mio::Poll` through
+//! `ConnectorCtx` and drive them on I/O events, timers and wake-ups.
 
 pub mod external;
 pub mod managed;

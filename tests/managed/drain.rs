@@ -51,22 +51,24 @@ fn wait_closed(server: &TestServer, what: &str) {
 
 /// A call in flight on b0 when an update replaces b0 with b1: it completes
 /// OK on b0, new calls go to b1, b0's connection stays open while the call
-/// runs and closes once it is done.
-fn removed_address_drains(config: Option<&str>) {
+/// runs and closes once it is done. `watches`: the health Watch streams b0
+/// also counts in flight (1 with health checking on).
+fn removed_address_drains(config: Option<&str>, watches: u64) {
     let servers = start_servers(2);
     let (b0, b1) = (&servers[0], &servers[1]);
     let rt = Runtime::new().unwrap();
     let ch = Arc::new(channel(&rt, &target(&servers[..1]), config, plaintext()));
     let long = start_call(&ch, LONG_MS, Duration::from_secs(20));
-    wait_in_flight(b0, 1);
+    wait_in_flight(b0, 1 + watches);
 
     ch.update_addresses(vec![Address::new(b1.addr().to_string())])
         .unwrap();
     ch.sync().unwrap();
     // New calls go to the backend that remains, meanwhile.
     assert_eq!(echo(&mut ch.reader(), true).unwrap(), b1.port());
-    // Draining, not closed: the call still runs on b0's connection.
-    assert_eq!(b0.in_flight(), 1, "the call in flight was cut short");
+    // Draining, not closed: the call still runs on b0's connection (the
+    // Watch, if any, is cancelled).
+    wait_in_flight(b0, 1);
     assert_eq!(b0.connections(), 1, "the draining connection closed early");
 
     let (result, _) = long.join().unwrap();
@@ -76,18 +78,26 @@ fn removed_address_drains(config: Option<&str>) {
     );
     // Its last stream done, the drained connection closes.
     wait_closed(b0, "the drained connection to close");
-    assert_eq!(b0.resets(), 0);
+    assert_eq!(b0.resets(), 0, "no call was reset");
     assert_eq!(echo(&mut ch.reader(), false).unwrap(), b1.port());
 }
 
 #[test]
 fn pick_first_lets_a_call_in_flight_on_a_removed_address_complete() {
-    removed_address_drains(None);
+    removed_address_drains(None, 0);
 }
 
 #[test]
 fn round_robin_lets_a_call_in_flight_on_a_removed_address_complete() {
-    removed_address_drains(RR);
+    removed_address_drains(RR, 0);
+}
+
+/// The health Watch is a stream too, but not a call to wait for: it is
+/// cancelled when the subchannel shuts down, so the drained connection
+/// still closes once the last real call is done.
+#[test]
+fn a_health_checked_connection_drains_and_closes_too() {
+    removed_address_drains(RR_HEALTH, 1);
 }
 
 /// Draining does not extend a call: a stream on a removed address still
