@@ -137,7 +137,7 @@ struct Host {
 int main() {
   try {
     Host host;
-    sy_host_transport t{&host, nullptr, Host::connect, Host::shutdown};
+    sy_host_transport t{&host, nullptr, Host::connect, Host::shutdown, nullptr};
     sy::Runtime rt;
     sy::Channel ch(rt, "{\"loadBalancingConfig\":[{\"round_robin\":{}}]}", &t);
     sy::Reader reader(ch.get());

@@ -339,9 +339,36 @@ typedef void (*sy_subchannel_fn)(void *ctx,
                                  void *user_data);
 
 /**
+ * A host transport's health callback (`sy_host_transport.health`), about
+ * one subchannel whose transport is up. `service` non-NULL: start checking
+ * the health of `service` (`service_len` bytes, NUL-terminated; "" = the
+ * whole server) on it and report each verdict with
+ * `sy_channel_report_subconn_health`. `service` NULL: stop checking (health
+ * checking was turned off, or the service name changed and a start for the
+ * new one follows). `address` and `service` are valid for the call only;
+ * `user_data` as for `sy_subchannel_fn`.
+ */
+typedef void (*sy_health_fn)(void *ctx,
+                             uint64_t subchannel_id,
+                             const char *address,
+                             size_t address_len,
+                             void *user_data,
+                             const char *service,
+                             size_t service_len);
+
+/**
  * The host's side of the external connector: the host stack owns the
  * transports, the library tells it when to create, connect and shut one down,
  * and the host reports what happened with `sy_channel_report_subconn_state`.
+ *
+ * Client-side health checking (gRFC A17: the service config's
+ * `healthCheckConfig`, never under a top-level pick_first) is the host's to
+ * run when it sets `health`: once a subchannel's transport is READY the
+ * library calls `health` with the service name, and the subchannel stays
+ * CONNECTING until the host's first `sy_channel_report_subconn_health`; then
+ * it is READY while serving, TRANSIENT_FAILURE (transport kept) while not.
+ * Retrying a broken check is the host's business. With `health` NULL,
+ * subchannels are READY as soon as they are connected.
  *
  * Every callback runs on the loop thread with `ctx`, one at a time; it must
  * not block (report later, from any thread). `ctx` must stay valid until
@@ -361,6 +388,13 @@ typedef struct sy_host_transport {
    * Required: close the transport at once; no report is expected.
    */
   sy_subchannel_fn shutdown;
+  /**
+   * Optional: start (`service` non-NULL) or stop (`service` NULL) checking
+   * a connected transport's health. Not called when the transport ends
+   * or on `shutdown`: stop checking then too. NULL: the host does not
+   * check health.
+   */
+  sy_health_fn health;
 } sy_host_transport;
 
 /**
@@ -886,6 +920,27 @@ sy_status sy_channel_report_subconn_state(const struct sy_channel *ch,
                                           uint64_t subchannel_id,
                                           uint32_t state,
                                           const char *message);
+
+/**
+ * External connector: the host reports the health of subchannel
+ * `subchannel_id`'s backend, as its own check finds it (see
+ * `sy_host_transport.health`), apart from the transport's state: `serving`
+ * makes the connected subchannel READY; not serving makes it
+ * TRANSIENT_FAILURE with `message` (NULL allowed: a generic one) as the
+ * reason, the transport kept open. Counts only between the `health`
+ * callback's start and stop for that subchannel; other reports (before the
+ * transport is up, after a stop, for subchannels that no longer exist) are
+ * ignored. Asynchronous: applied on the loop thread (use `sy_channel_sync`
+ * to wait for it). Any thread, including inside the transport callbacks.
+ *
+ * Errors: SY_NULL_PARAMETER, SY_INVALID_UTF8, SY_INVALID_ARGUMENT (a channel
+ * whose connections are the library's own: their health comes from their
+ * own health streams), SY_CLOSED, SY_RUNTIME_GONE.
+ */
+sy_status sy_channel_report_subconn_health(const struct sy_channel *ch,
+                                           uint64_t subchannel_id,
+                                           bool serving,
+                                           const char *message);
 
 /**
  * Asks an IDLE policy to connect. Any thread.

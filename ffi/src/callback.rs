@@ -34,9 +34,38 @@ pub type sy_subchannel_fn = Option<
     ),
 >;
 
+/// A host transport's health callback (`sy_host_transport.health`), about
+/// one subchannel whose transport is up. `service` non-NULL: start checking
+/// the health of `service` (`service_len` bytes, NUL-terminated; "" = the
+/// whole server) on it and report each verdict with
+/// `sy_channel_report_subconn_health`. `service` NULL: stop checking (health
+/// checking was turned off, or the service name changed and a start for the
+/// new one follows). `address` and `service` are valid for the call only;
+/// `user_data` as for `sy_subchannel_fn`.
+pub type sy_health_fn = Option<
+    unsafe extern "C" fn(
+        ctx: *mut c_void,
+        subchannel_id: u64,
+        address: *const c_char,
+        address_len: usize,
+        user_data: *mut c_void,
+        service: *const c_char,
+        service_len: usize,
+    ),
+>;
+
 /// The host's side of the external connector: the host stack owns the
 /// transports, the library tells it when to create, connect and shut one down,
 /// and the host reports what happened with `sy_channel_report_subconn_state`.
+///
+/// Client-side health checking (gRFC A17: the service config's
+/// `healthCheckConfig`, never under a top-level pick_first) is the host's to
+/// run when it sets `health`: once a subchannel's transport is READY the
+/// library calls `health` with the service name, and the subchannel stays
+/// CONNECTING until the host's first `sy_channel_report_subconn_health`; then
+/// it is READY while serving, TRANSIENT_FAILURE (transport kept) while not.
+/// Retrying a broken check is the host's business. With `health` NULL,
+/// subchannels are READY as soon as they are connected.
 ///
 /// Every callback runs on the loop thread with `ctx`, one at a time; it must
 /// not block (report later, from any thread). `ctx` must stay valid until
@@ -51,6 +80,11 @@ pub struct sy_host_transport {
     pub connect: sy_subchannel_fn,
     /// Required: close the transport at once; no report is expected.
     pub shutdown: sy_subchannel_fn,
+    /// Optional: start (`service` non-NULL) or stop (`service` NULL) checking
+    /// a connected transport's health. Not called when the transport ends
+    /// or on `shutdown`: stop checking then too. NULL: the host does not
+    /// check health.
+    pub health: sy_health_fn,
 }
 
 /// A C `void*` with its release callback: the `UserData` of one address.
@@ -126,6 +160,36 @@ impl CHost {
     }
 }
 
+impl CHost {
+    /// Calls `health` for `sc` with `service` (`None`: stop). False when the
+    /// host has no health callback.
+    fn health(&self, sc: &SubConn, service: Option<&str>) -> bool {
+        let Some(f) = self.cb.health else {
+            return false;
+        };
+        let addr = c_text(sc.addr());
+        let service = service.map(c_text);
+        let (svc_ptr, svc_len) = match &service {
+            Some(s) => (s.as_ptr().cast(), s.len().saturating_sub(1)),
+            None => (std::ptr::null(), 0),
+        };
+        // SAFETY: the host's callback with its own ctx; `addr` and `service`
+        // outlive the call.
+        in_callback(|| unsafe {
+            f(
+                self.cb.ctx,
+                sc.id().0,
+                addr.as_ptr().cast(),
+                addr.len().saturating_sub(1),
+                user_data_of(sc.tag()),
+                svc_ptr,
+                svc_len,
+            )
+        });
+        true
+    }
+}
+
 impl HostTransport for CHost {
     fn create(&self, sc: &Arc<SubConn>) {
         self.call(self.cb.create, sc);
@@ -135,5 +199,11 @@ impl HostTransport for CHost {
     }
     fn shutdown(&self, sc: &Arc<SubConn>) {
         self.call(self.cb.shutdown, sc);
+    }
+    fn start_health(&self, sc: &Arc<SubConn>, service: &str) -> bool {
+        self.health(sc, Some(service))
+    }
+    fn stop_health(&self, sc: &Arc<SubConn>) {
+        self.health(sc, None);
     }
 }

@@ -306,6 +306,37 @@ pub extern "C" fn sy_channel_report_subconn_state(
     })
 }
 
+/// External connector: the host reports the health of subchannel
+/// `subchannel_id`'s backend, as its own check finds it (see
+/// `sy_host_transport.health`), apart from the transport's state: `serving`
+/// makes the connected subchannel READY; not serving makes it
+/// TRANSIENT_FAILURE with `message` (NULL allowed: a generic one) as the
+/// reason, the transport kept open. Counts only between the `health`
+/// callback's start and stop for that subchannel; other reports (before the
+/// transport is up, after a stop, for subchannels that no longer exist) are
+/// ignored. Asynchronous: applied on the loop thread (use `sy_channel_sync`
+/// to wait for it). Any thread, including inside the transport callbacks.
+///
+/// Errors: SY_NULL_PARAMETER, SY_INVALID_UTF8, SY_INVALID_ARGUMENT (a channel
+/// whose connections are the library's own: their health comes from their
+/// own health streams), SY_CLOSED, SY_RUNTIME_GONE.
+#[no_mangle]
+pub extern "C" fn sy_channel_report_subconn_health(
+    ch: *const sy_channel,
+    subchannel_id: u64,
+    serving: bool,
+    message: *const c_char,
+) -> sy_status {
+    boundary(|| {
+        let ch = channel_ref(ch)?;
+        // SAFETY: NUL-terminated or NULL per the contract.
+        let message = unsafe { opt_str_arg(message, "message") }?.unwrap_or("");
+        ch.channel
+            .report_subconn_health(SubConnId(subchannel_id), serving, message)?;
+        Ok(())
+    })
+}
+
 /// Asks an IDLE policy to connect. Any thread.
 #[no_mangle]
 pub extern "C" fn sy_channel_connect(ch: *const sy_channel) -> sy_status {

@@ -400,6 +400,7 @@ mod tests {
             create: None,
             connect: Some(nothing),
             shutdown: Some(nothing),
+            health: None,
         };
         let mut rt: *mut sy_runtime = ptr::null_mut();
         let mut ch: *mut sy_channel = ptr::null_mut();

@@ -534,6 +534,7 @@ mod lengths {
             create: None,
             connect: Some(no_transport),
             shutdown: Some(no_transport),
+            health: None,
         };
         let mut ch = ptr::null_mut();
         let st = sy_channel_new(
@@ -683,6 +684,7 @@ mod reentry {
             create: None,
             connect: Some(connect),
             shutdown: Some(shutdown),
+            health: None,
         };
         let config = cr#"{"loadBalancingConfig":[{"rust_reentry_probe":{}}]}"#;
         let mut ch = ptr::null_mut();

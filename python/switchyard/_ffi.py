@@ -102,6 +102,7 @@ class PickArgs(C.Structure):
 
 
 SUBCHANNEL_FN = C.CFUNCTYPE(None, P, C.c_uint64, C.c_char_p, C.c_size_t, P)
+HEALTH_FN = C.CFUNCTYPE(None, P, C.c_uint64, C.c_char_p, C.c_size_t, P, C.c_char_p, C.c_size_t)
 STATE_FN = C.CFUNCTYPE(None, P, C.c_uint32)
 CALL_DONE_FN = C.CFUNCTYPE(None, P, C.c_uint32, C.c_uint32, C.c_char_p, P)
 RELEASE_FN = C.CFUNCTYPE(None, P)
@@ -123,6 +124,8 @@ class HostTransport(C.Structure):
         ("create", SUBCHANNEL_FN),
         ("connect", SUBCHANNEL_FN),
         ("shutdown", SUBCHANNEL_FN),
+        # Optional (left NULL here): the host checks health itself.
+        ("health", HEALTH_FN),
     ]
 
 

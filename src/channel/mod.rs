@@ -124,7 +124,7 @@ impl Channel {
                     tls.server_name = host.clone();
                 }
             }
-            Box::new(ManagedConnector::new(config).with_health_backoff(backoff))
+            Box::new(ManagedConnector::new(config))
         });
         let initial = Table::new(Box::new(QueuePicker), 0, false);
         let shared = Arc::new(ChannelShared {
@@ -290,6 +290,36 @@ impl Channel {
                     "a host cannot report SHUTDOWN; the channel decides that".into(),
                 ))
             }
+        };
+        self.run(move |core, env| core.transport_event(sc, event, env))
+    }
+
+    /// External connector: the host reports the health of subchannel `sc`'s
+    /// backend (gRFC A17), as its own check finds it, apart from the
+    /// transport's connectivity: `serving` makes a connected subchannel
+    /// READY, not serving makes it TRANSIENT_FAILURE with `message` (the
+    /// transport stays open). Counts only while the channel has asked the
+    /// host to check that subchannel (`HostTransport::start_health`);
+    /// reports before, after `stop_health`, or for subchannels that no longer
+    /// exist are ignored. Not for channels whose connections are the
+    /// library's own: their health comes from their own health streams.
+    pub fn report_subconn_health(
+        &self,
+        sc: SubConnId,
+        serving: bool,
+        message: &str,
+    ) -> Result<(), Error> {
+        if self.shared.managed {
+            return Err(Error::InvalidArgument(
+                "this channel's connections are the library's own: their health comes from \
+                 their grpc.health.v1 streams, not from reports"
+                    .into(),
+            ));
+        }
+        let event = if serving {
+            TransportEvent::Healthy
+        } else {
+            TransportEvent::Unhealthy(message.to_string())
         };
         self.run(move |core, env| core.transport_event(sc, event, env))
     }

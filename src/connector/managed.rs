@@ -4,34 +4,27 @@
 //! loop's `mio::Poll`; its waker is a `Notifier`, so RPC threads that queue
 //! streams wake the loop, which re-polls that one connection.
 //!
-//! Client-side health checking (gRFC A17) runs here too, on the same loop:
-//! once a connection is READY and a health service is configured, a
-//! `grpc.health.v1.Health/Watch` stream is opened on it and polled with the
-//! connection's waker. The subchannel hears `HealthPending` instead of
-//! `Ready`, then `Healthy` (SERVING) or `Unhealthy` (anything else). A Watch
-//! ending UNIMPLEMENTED means "no health service": healthy, logged once per
-//! address, not retried. Any other end reports `Unhealthy` and re-opens the
-//! stream after a backoff (the channel's connection-backoff numbers; at once
-//! if the ended stream had delivered a status). Health never closes the
-//! connection; a GOAWAY or loss cancels the Watch with it.
+//! For client-side health checking (gRFC A17) it provides the stream: when
+//! the subchannel asks (`Connector::start_health`), a
+//! `grpc.health.v1.Health/Watch` is opened on the READY connection and polled
+//! with the connection's waker, and what it delivers is reported raw
+//! (`HealthStatus`, `HealthStreamEnded`). What that means — READY or
+//! TRANSIENT_FAILURE, UNIMPLEMENTED, when to retry — is the subchannel's
+//! call (`crate::subchannel`). Health never closes the connection; a
+//! GOAWAY, a drain or a loss cancels the Watch with it.
 
-use crate::backoff::{Backoff, BackoffConfig};
 use crate::balancer::subconn::{SubConn, SubConnId};
 use crate::connector::{Connector, ConnectorCtx, TransportEvent};
 use crate::trace;
 use crate::transport::{
-    code, health_proto, CallError, Connection, HealthWatch, Keepalive, Limits, Progress, Target,
-    TlsClient, TransportConfig, WatchEvent,
+    code, Connection, HealthWatch, Keepalive, Limits, Progress, Target, TlsClient, TransportConfig,
+    WatchEvent,
 };
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::task::{Context, Waker};
 use std::time::Instant;
-
-/// Timer keys with this bit set are health-stream retries of connection
-/// `key & !HEALTH_RETRY`; others are keepalive timers.
-const HEALTH_RETRY: u64 = 1 << 63;
 
 struct Conn {
     sc: Arc<SubConn>,
@@ -43,25 +36,14 @@ struct Conn {
     timer: Option<(u64, Instant)>,
     /// The connection reached READY and is the subchannel's active one.
     ready: bool,
-    /// Present while health checking runs on this connection.
-    health: Option<Health>,
-}
-
-/// One connection's health checking.
-struct Health {
-    /// The open Watch; `None` between a failure and its retry, or for good
-    /// once the server answered UNIMPLEMENTED.
+    /// The open health Watch (`Connector::start_health`), until it ends or
+    /// is stopped.
     watch: Option<HealthWatch>,
-    /// The armed retry timer's loop id.
-    retry: Option<u64>,
-    backoff: Backoff,
-    /// The current stream delivered a status (the next retry is immediate).
-    got_status: bool,
 }
 
 /// The library's own connections: TCP or Unix sockets, TLS (rustls) and
 /// HTTP/2 (h2), driven by the event loop, with keepalive, GOAWAY draining
-/// and client-side health checking. What a channel uses when
+/// and health Watch streams. What a channel uses when
 /// `ChannelOptions::connector` is `None`.
 pub struct ManagedConnector {
     /// TLS built once for every connection (so sessions resume); `Err` when
@@ -74,11 +56,6 @@ pub struct ManagedConnector {
     /// The connection each subchannel uses now (others may still be draining).
     active: HashMap<SubConnId, u64>,
     next_key: u64,
-    /// `healthCheckConfig.serviceName` while health checking is on.
-    health_service: Option<String>,
-    health_backoff: BackoffConfig,
-    /// Addresses already logged as lacking the health service.
-    logged_unimplemented: HashSet<String>,
 }
 
 impl ManagedConnector {
@@ -91,17 +68,7 @@ impl ManagedConnector {
             conns: HashMap::new(),
             active: HashMap::new(),
             next_key: 1,
-            health_service: None,
-            health_backoff: BackoffConfig::default(),
-            logged_unimplemented: HashSet::new(),
         }
-    }
-
-    /// The backoff between attempts to re-open a broken health stream
-    /// (default: gRPC's connection backoff, 1 s ×1.6 ±20 % up to 120 s).
-    pub fn with_health_backoff(mut self, backoff: BackoffConfig) -> ManagedConnector {
-        self.health_backoff = backoff;
-        self
     }
 
     fn close(&mut self, key: u64, ctx: &mut ConnectorCtx<'_>) -> Option<Conn> {
@@ -111,7 +78,7 @@ impl ManagedConnector {
         if let Some((id, _)) = c.timer.take() {
             ctx.cancel_timer(id);
         }
-        stop_health(&mut c, ctx);
+        c.watch = None;
         if self.active.get(&c.sc.id()) == Some(&key) {
             self.active.remove(&c.sc.id());
             c.sc.set_transport(None);
@@ -132,12 +99,7 @@ impl ManagedConnector {
                 if active {
                     c.ready = true;
                     c.sc.set_transport(c.conn.send_handle().map(Arc::new));
-                    if self.health_service.is_some() {
-                        ctx.report(sc, TransportEvent::HealthPending);
-                        self.start_health(key, ctx);
-                    } else {
-                        ctx.report(sc, TransportEvent::Ready);
-                    }
+                    ctx.report(sc, TransportEvent::Ready);
                 }
             }
             Progress::Failed(e) => {
@@ -173,7 +135,7 @@ impl ManagedConnector {
                     self.active.remove(&sc);
                     c.sc.set_transport(None);
                     c.ready = false;
-                    stop_health(c, ctx);
+                    c.watch = None;
                     ctx.report(sc, TransportEvent::Lost("server sent GOAWAY".into()));
                 }
             }
@@ -197,121 +159,32 @@ impl ManagedConnector {
         }
     }
 
-    /// Opens a Watch on a READY connection (first time or retry).
-    fn start_health(&mut self, key: u64, ctx: &mut ConnectorCtx<'_>) {
-        let Some(service) = self.health_service.clone() else {
-            return;
-        };
+    /// Takes every event the connection's Watch has ready and reports it
+    /// raw; the subchannel decides what it means.
+    fn poll_health(&mut self, key: u64, ctx: &mut ConnectorCtx<'_>) {
         let Some(c) = self.conns.get_mut(&key) else {
             return;
         };
-        let h = c.health.get_or_insert_with(|| Health {
-            watch: None,
-            retry: None,
-            backoff: Backoff::new(self.health_backoff),
-            got_status: false,
-        });
-        if let Some(id) = h.retry.take() {
-            ctx.cancel_timer(id);
-        }
-        let now = ctx.now();
-        h.backoff.start_attempt(now, &mut || ctx.uniform());
-        h.got_status = false;
-        let started = match c.conn.send_handle() {
-            Some(handle) => HealthWatch::start(&handle, &service),
-            None => Err(CallError::new(code::UNAVAILABLE, "connection is not ready")),
-        };
-        match started {
-            Ok(w) => {
-                h.watch = Some(w);
-                self.poll_health(key, ctx);
-            }
-            Err(e) => self.health_ended(key, e, ctx),
-        }
-    }
-
-    /// Takes every event the connection's Watch has ready.
-    fn poll_health(&mut self, key: u64, ctx: &mut ConnectorCtx<'_>) {
-        loop {
-            let Some(c) = self.conns.get_mut(&key) else {
-                return;
-            };
-            let Some(watch) = c.health.as_mut().and_then(|h| h.watch.as_mut()) else {
-                return;
-            };
-            let event = watch.poll(&mut Context::from_waker(&c.waker));
-            let sc = c.sc.id();
-            match event {
+        let sc = c.sc.id();
+        // Bounded: a watch yields each buffered status once, then `None`.
+        while let Some(watch) = c.watch.as_mut() {
+            match watch.poll(&mut Context::from_waker(&c.waker)) {
                 None => return,
                 Some(WatchEvent::Status(status)) => {
-                    if let Some(h) = c.health.as_mut() {
-                        h.got_status = true;
-                    }
-                    log::info!(
-                        target: trace::HEALTH,
-                        "health check: {} reports {}",
-                        c.sc.addr(),
-                        health_proto::status_name(status)
-                    );
+                    ctx.report(sc, TransportEvent::HealthStatus(status));
+                }
+                Some(WatchEvent::Ended(e)) => {
+                    c.watch = None;
                     ctx.report(
                         sc,
-                        if status == health_proto::SERVING {
-                            TransportEvent::Healthy
-                        } else {
-                            TransportEvent::Unhealthy(format!(
-                                "health check: {} reports {}",
-                                c.sc.addr(),
-                                health_proto::status_name(status)
-                            ))
+                        TransportEvent::HealthStreamEnded {
+                            code: e.code,
+                            message: e.message,
                         },
                     );
                 }
-                Some(WatchEvent::Ended(e)) => self.health_ended(key, e, ctx),
             }
         }
-    }
-
-    /// The Watch is over: UNIMPLEMENTED means healthy for good; anything else
-    /// is ill health until a retry delivers a status.
-    fn health_ended(&mut self, key: u64, e: CallError, ctx: &mut ConnectorCtx<'_>) {
-        let Some(c) = self.conns.get_mut(&key) else {
-            return;
-        };
-        let Some(h) = c.health.as_mut() else {
-            return;
-        };
-        h.watch = None;
-        let sc = c.sc.id();
-        if e.code == code::UNIMPLEMENTED {
-            if self.logged_unimplemented.insert(c.sc.addr().to_string()) {
-                log::warn!(
-                    target: trace::HEALTH,
-                    "{} does not implement grpc.health.v1.Health ({}): \
-                     treating it as healthy; health checking is disabled for this subchannel",
-                    c.sc.addr(),
-                    e.message
-                );
-            }
-            ctx.report(sc, TransportEvent::Healthy);
-            return;
-        }
-        let now = ctx.now();
-        let at = if h.got_status {
-            // The stream worked for a while: retry at once, backoff anew.
-            h.backoff.reset();
-            now
-        } else {
-            h.backoff.next_attempt().unwrap_or(now).max(now)
-        };
-        h.retry = Some(ctx.schedule_timer(at, key | HEALTH_RETRY));
-        let message = format!(
-            "health check stream to {} failed (grpc status {}: {}); retrying",
-            c.sc.addr(),
-            e.code,
-            e.message
-        );
-        log::info!(target: trace::HEALTH, "{message}");
-        ctx.report(sc, TransportEvent::Unhealthy(message));
     }
 
     /// Keeps the loop timer in step with the connection's keepalive schedule.
@@ -365,7 +238,7 @@ impl Connector for ManagedConnector {
                         waker,
                         timer: None,
                         ready: false,
-                        health: None,
+                        watch: None,
                     },
                 );
                 self.active.insert(sc.id(), key);
@@ -397,7 +270,7 @@ impl Connector for ManagedConnector {
             };
             if c.conn.drain() {
                 c.ready = false;
-                stop_health(c, ctx);
+                c.watch = None;
                 self.drive(key, ctx, Connection::on_event);
             } else {
                 self.close(key, ctx);
@@ -413,29 +286,53 @@ impl Connector for ManagedConnector {
         }
     }
 
-    fn configure_health(&mut self, service: Option<&str>, ctx: &mut ConnectorCtx<'_>) {
-        if self.health_service.as_deref() == service {
-            return;
-        }
-        self.health_service = service.map(str::to_string);
-        let ready: Vec<u64> = self
-            .active
-            .values()
-            .copied()
-            .filter(|k| self.conns.get(k).is_some_and(|c| c.ready))
-            .collect();
-        for key in ready {
-            let Some(c) = self.conns.get_mut(&key) else {
-                continue;
-            };
-            let was_checking = c.health.is_some();
-            stop_health(c, ctx);
-            if self.health_service.is_some() {
-                self.start_health(key, ctx);
-            } else if was_checking {
-                // No more verdicts: usable as it is.
-                ctx.report(c.sc.id(), TransportEvent::Healthy);
+    /// Opens a Watch on `sc`'s READY connection (first time or retry). A
+    /// subchannel without one hears that as a stream that ended UNAVAILABLE.
+    fn start_health(
+        &mut self,
+        sc: &Arc<SubConn>,
+        service: &str,
+        ctx: &mut ConnectorCtx<'_>,
+    ) -> bool {
+        let ready = self.active.get(&sc.id()).copied().and_then(|key| {
+            let c = self.conns.get(&key).filter(|c| c.ready)?;
+            Some((key, c.conn.send_handle()?))
+        });
+        let Some((key, handle)) = ready else {
+            ctx.report(
+                sc.id(),
+                TransportEvent::HealthStreamEnded {
+                    code: code::UNAVAILABLE,
+                    message: "connection is not ready".into(),
+                },
+            );
+            return true;
+        };
+        match HealthWatch::start(&handle, service) {
+            Ok(watch) => {
+                if let Some(c) = self.conns.get_mut(&key) {
+                    c.watch = Some(watch);
+                }
+                self.poll_health(key, ctx);
             }
+            Err(e) => ctx.report(
+                sc.id(),
+                TransportEvent::HealthStreamEnded {
+                    code: e.code,
+                    message: e.message,
+                },
+            ),
+        }
+        true
+    }
+
+    fn stop_health(&mut self, sc: &Arc<SubConn>, _: &mut ConnectorCtx<'_>) {
+        if let Some(c) = self
+            .active
+            .get(&sc.id())
+            .and_then(|k| self.conns.get_mut(k))
+        {
+            c.watch = None;
         }
     }
 
@@ -448,29 +345,11 @@ impl Connector for ManagedConnector {
     }
 
     fn timer(&mut self, key: u64, ctx: &mut ConnectorCtx<'_>) {
-        if key & HEALTH_RETRY != 0 {
-            let key = key & !HEALTH_RETRY;
-            if let Some(h) = self.conns.get_mut(&key).and_then(|c| c.health.as_mut()) {
-                h.retry = None;
-                self.start_health(key, ctx);
-            }
-            return;
-        }
         let now = ctx.now();
         if let Some(c) = self.conns.get_mut(&key) {
             c.timer = None;
         }
         self.drive(key, ctx, |conn| conn.on_timer(now));
-    }
-}
-
-/// Cancels a connection's health checking: drops the Watch (RST_STREAM) and
-/// any pending retry.
-fn stop_health(c: &mut Conn, ctx: &mut ConnectorCtx<'_>) {
-    if let Some(h) = c.health.take() {
-        if let Some(id) = h.retry {
-            ctx.cancel_timer(id);
-        }
     }
 }
 

@@ -1,11 +1,14 @@
 //! How subchannels get connections. The loop owns the subchannel state machine
-//! (backoff, deadlines, states); a `Connector` only makes and breaks transports
-//! and reports what happened. All methods run on the loop thread.
+//! (backoff, deadlines, states, health verdicts); a `Connector` only makes and
+//! breaks transports, runs a health check on one when the subchannel asks
+//! (`Connector::start_health`, if it can), and reports what happened. All
+//! methods run on the loop thread.
 //!
 //! Two kinds plug in here: the **external** connector, where the host stack owns
-//! its transports and reports their states back (`Channel::report_subconn_state`),
-//! and managed connectors that register sockets with the loop's `mio::Poll`
-//! through `ConnectorCtx` and drive them on I/O events, timers and wake-ups.
+//! its transports and reports their states back (`Channel::report_subconn_state`,
+//! and `Channel::report_subconn_health` when it checks health), and managed
+//! connectors that register sockets with the loop's `mio::Poll` through
+//! `ConnectorCtx` and drive them on I/O events, timers and wake-ups.
 
 pub mod external;
 pub mod managed;
@@ -17,28 +20,41 @@ use crate::runtime::{LoopContext, LoopHandle, TaskId, TimerKey};
 use std::sync::Arc;
 use std::time::Instant;
 
-/// What a transport did.
+/// What a transport did. Connectivity (`Ready`, `Failed`, `Lost`) and health
+/// (the rest) are reported apart: the subchannel combines them
+/// (`crate::subchannel`'s health machine, gRFC A17).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum TransportEvent {
     /// The connection is fully up (for HTTP/2: the server's SETTINGS arrived).
+    /// With health checking on, the subchannel then asks the connector to
+    /// check health (`Connector::start_health`) and stays CONNECTING until
+    /// the first verdict.
     Ready,
     /// The attempt failed before READY.
     Failed(String),
     /// An established connection ended (error, EOF, GOAWAY drained).
     Lost(String),
-    /// Instead of `Ready` when health checking is on: the connection is up but
-    /// no health status has arrived yet. The subchannel stops its connect
-    /// deadline and resets its backoff, yet stays CONNECTING to the policy
-    /// until `Healthy` or `Unhealthy` (gRFC A17: the first status gates READY).
-    HealthPending,
-    /// The connected transport's backend reports SERVING (or health checking
-    /// ended without a verdict that counts, e.g. UNIMPLEMENTED, or was turned
-    /// off): the subchannel is READY.
+    /// The health check on the connected transport says it is serving (a
+    /// host's verdict: `Channel::report_subconn_health`).
     Healthy,
-    /// The connected transport's backend is not serving (or its health stream
-    /// broke and is being retried): TRANSIENT_FAILURE with this message, with
-    /// the connection kept open. Only `Lost` ends the connection.
+    /// The health check on the connected transport says it is not serving,
+    /// with why: TRANSIENT_FAILURE, the connection kept open. Only `Lost`
+    /// ends the connection.
     Unhealthy(String),
+    /// The health stream (`grpc.health.v1.Health/Watch`) delivered this
+    /// `ServingStatus` (`transport::health_proto`): SERVING is healthy,
+    /// anything else is not.
+    HealthStatus(u32),
+    /// The health stream ended with this gRPC status. UNIMPLEMENTED means
+    /// the server has no health service: healthy, never retried. Anything
+    /// else is ill health, and the subchannel asks for a new stream after
+    /// its backoff (`Connector::start_health` again).
+    HealthStreamEnded {
+        /// The gRPC status code the stream ended with.
+        code: u32,
+        /// Its message.
+        message: String,
+    },
 }
 
 /// The kind of the timers connectors arm (`ConnectorCtx::schedule_timer`).
@@ -151,14 +167,29 @@ pub trait Connector: Send {
     /// A new subchannel exists (IDLE).
     fn created(&mut self, _sc: &Arc<SubConn>, _ctx: &mut ConnectorCtx<'_>) {}
 
-    /// The channel's service config changed client-side health checking:
-    /// `Some(service)` = watch `grpc.health.v1.Health` for `service` ("" = the
-    /// whole server) on every connection and report `HealthPending` instead of
-    /// `Ready`, then `Healthy`/`Unhealthy`; `None` = off. Called before the
-    /// first subchannel exists and again on every config change (connections
-    /// already up adopt the new setting). Connectors that cannot check health
-    /// ignore it and keep reporting plain `Ready`.
-    fn configure_health(&mut self, _service: Option<&str>, _ctx: &mut ConnectorCtx<'_>) {}
+    /// Client-side health checking (gRFC A17) is on and `sc`'s transport is
+    /// up: check the health of `service` ("" = the whole server) on it and
+    /// report what the check finds (`Healthy` / `Unhealthy`, or a health
+    /// stream's raw `HealthStatus` / `HealthStreamEnded`). The subchannel
+    /// stays CONNECTING until the first report. Called again when the
+    /// subchannel retries an ended health stream, and after `stop_health`
+    /// when the service name changes. Returns whether this connector checks
+    /// health at all: `false` (the default) and the subchannel counts every
+    /// connected transport as healthy.
+    fn start_health(
+        &mut self,
+        _sc: &Arc<SubConn>,
+        _service: &str,
+        _ctx: &mut ConnectorCtx<'_>,
+    ) -> bool {
+        false
+    }
+
+    /// Stop the health check `start_health` started on `sc`'s transport
+    /// (health checking was turned off, or the service name changed). Not
+    /// called when the transport ends or the subchannel shuts down: the
+    /// check goes with its transport.
+    fn stop_health(&mut self, _sc: &Arc<SubConn>, _ctx: &mut ConnectorCtx<'_>) {}
 
     /// Whether the loop should enforce connect deadlines (false when the host does).
     fn enforces_deadline(&self) -> bool {

@@ -15,17 +15,29 @@ pub enum Ev {
     Create(String),
     Connect(String),
     Shutdown(String),
+    /// `start_health(addr, service)`, or `stop_health(addr)` (`None`).
+    Health(String, Option<String>),
 }
 
 #[derive(Default)]
 pub struct Host {
     log: Mutex<(Vec<Ev>, HashMap<String, SubConnId>)>,
     cv: Condvar,
+    /// Whether it checks health (`HostTransport::start_health` says so).
+    checks_health: bool,
 }
 
 impl Host {
     pub fn new() -> Arc<Host> {
         Arc::new(Host::default())
+    }
+
+    /// A host that checks health when asked (and logs `Ev::Health`).
+    pub fn checking_health() -> Arc<Host> {
+        Arc::new(Host {
+            checks_health: true,
+            ..Host::default()
+        })
     }
 
     fn push(&self, ev: Ev, sc: &SubConn) {
@@ -87,6 +99,15 @@ impl HostTransport for Host {
     }
     fn shutdown(&self, sc: &Arc<SubConn>) {
         self.push(Ev::Shutdown(sc.addr().into()), sc);
+    }
+    fn start_health(&self, sc: &Arc<SubConn>, service: &str) -> bool {
+        if self.checks_health {
+            self.push(Ev::Health(sc.addr().into(), Some(service.into())), sc);
+        }
+        self.checks_health
+    }
+    fn stop_health(&self, sc: &Arc<SubConn>) {
+        self.push(Ev::Health(sc.addr().into(), None), sc);
     }
 }
 

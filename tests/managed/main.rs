@@ -5,6 +5,7 @@
 mod calls;
 #[path = "../common/mod.rs"]
 mod common;
+mod drain;
 mod health;
 mod support;
 mod switch;

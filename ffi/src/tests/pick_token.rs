@@ -131,6 +131,7 @@ fn ready_channel(
         create: Some(ignore),
         connect: Some(connect),
         shutdown: Some(ignore),
+        health: None,
     };
     let mut ch = ptr::null_mut();
     ok(sy_channel_new(

@@ -1,0 +1,427 @@
+//! One channel's subchannels: the connectivity state machine, on the loop
+//! (see the module above), with each subchannel's health check
+//! (`super::health`) layered on its connection.
+
+use crate::address::Address;
+use crate::backoff::{Backoff, BackoffConfig};
+use crate::balancer::subconn::{SubConn, SubConnId};
+use crate::balancer::SubConnState;
+use crate::connectivity::ConnectivityState;
+use crate::connector::{Connector, ConnectorCtx, TransportEvent};
+use crate::runtime::{LoopContext, TaskId, TimerKey};
+use crate::snapshot::SubchannelSnapshot;
+use crate::trace;
+use std::collections::{BTreeMap, HashSet, VecDeque};
+use std::sync::Arc;
+
+use super::health::{HealthCheck, Verdict};
+use super::{BACKOFF_TIMER, CONNECT_DEADLINE_TIMER, HEALTH_RETRY_TIMER};
+
+const TIMED_OUT: &str = "connection attempt timed out";
+
+struct Subchannel {
+    sc: Arc<SubConn>,
+    state: ConnectivityState,
+    backoff: Backoff,
+    /// The backoff or connect-deadline timer, whichever is armed.
+    timer: Option<u64>,
+    /// The transport is up; the state the policy sees may still be
+    /// CONNECTING (no health verdict yet) or TRANSIENT_FAILURE (unhealthy).
+    connected: bool,
+    /// Its health checking (gRFC A17), while connected.
+    health: HealthCheck,
+    /// The latest error (for snapshots; kept after recovery).
+    last_error: Option<String>,
+}
+
+/// One channel's subchannels, their connector, and the transitions not yet
+/// delivered to the policy.
+pub(crate) struct SubchannelPool {
+    channel: TaskId,
+    map: BTreeMap<SubConnId, Subchannel>,
+    connector: Box<dyn Connector>,
+    backoff: BackoffConfig,
+    next_id: u64,
+    pub(crate) pending: VecDeque<(SubConnId, SubConnState)>,
+    /// A connection failed or was lost: the resolver should look again.
+    pub(crate) resolve_requested: bool,
+    /// `healthCheckConfig.serviceName` while health checking is on.
+    health_service: Option<String>,
+    /// Addresses already logged as lacking the health service.
+    logged_unimplemented: HashSet<String>,
+    /// Whether "the connector cannot check health" was logged.
+    logged_no_health: bool,
+}
+
+impl SubchannelPool {
+    pub(crate) fn new(
+        channel: TaskId,
+        connector: Box<dyn Connector>,
+        backoff: BackoffConfig,
+    ) -> Self {
+        SubchannelPool {
+            channel,
+            map: BTreeMap::new(),
+            connector,
+            backoff,
+            next_id: 1,
+            pending: VecDeque::new(),
+            resolve_requested: false,
+            health_service: None,
+            logged_unimplemented: HashSet::new(),
+            logged_no_health: false,
+        }
+    }
+
+    pub(crate) fn create(&mut self, address: Address, env: &mut LoopContext) -> Arc<SubConn> {
+        let id = SubConnId(self.next_id);
+        self.next_id += 1;
+        let sc = Arc::new(SubConn::new(id, address));
+        self.map.insert(
+            id,
+            Subchannel {
+                sc: sc.clone(),
+                state: ConnectivityState::Idle,
+                backoff: Backoff::new(self.backoff),
+                timer: None,
+                connected: false,
+                health: HealthCheck::new(self.backoff),
+                last_error: None,
+            },
+        );
+        log::debug!(target: trace::SUBCHANNEL, "channel {} subchannel {} created for {}", self.channel, id.0, sc.addr());
+        self.with_connector(env, |c, ctx| c.created(&sc, ctx));
+        sc
+    }
+
+    /// Starts an attempt; a no-op unless IDLE.
+    pub(crate) fn connect(&mut self, id: SubConnId, env: &mut LoopContext) {
+        let Some(s) = self.map.get_mut(&id) else {
+            return;
+        };
+        if s.state != ConnectivityState::Idle {
+            return;
+        }
+        let now = env.clock.now();
+        let rng = &mut env.rng;
+        let deadline = s.backoff.start_attempt(now, &mut || rng.uniform());
+        if self.connector.enforces_deadline() {
+            s.timer = Some(env.timers.schedule(
+                deadline,
+                self.channel,
+                TimerKey::new(CONNECT_DEADLINE_TIMER, id.0),
+            ));
+        }
+        let sc = s.sc.clone();
+        self.transition(id, ConnectivityState::Connecting, None);
+        self.with_connector(env, |c, ctx| c.connect(&sc, deadline, ctx));
+    }
+
+    pub(crate) fn shutdown(&mut self, id: SubConnId, env: &mut LoopContext) {
+        let Some(mut s) = self.map.remove(&id) else {
+            return;
+        };
+        for t in [s.timer, s.health.stop()].into_iter().flatten() {
+            env.timers.cancel(t);
+        }
+        self.with_connector(env, |c, ctx| c.shutdown(&s.sc, ctx));
+        log::info!(
+            target: trace::SUBCHANNEL,
+            "channel {} subchannel {} {}: {} -> SHUTDOWN",
+            self.channel,
+            id.0,
+            s.sc.addr(),
+            s.state
+        );
+        self.pending.push_back((
+            id,
+            SubConnState {
+                state: ConnectivityState::Shutdown,
+                error: None,
+            },
+        ));
+    }
+
+    pub(crate) fn shutdown_all(&mut self, env: &mut LoopContext) {
+        let ids: Vec<SubConnId> = self.map.keys().copied().collect();
+        for id in ids {
+            self.shutdown(id, env);
+        }
+        self.with_connector(env, |c, ctx| c.close_all(ctx));
+    }
+
+    /// Applies what a transport reported.
+    pub(crate) fn transport_event(
+        &mut self,
+        id: SubConnId,
+        event: TransportEvent,
+        env: &mut LoopContext,
+    ) {
+        let Some(s) = self.map.get_mut(&id) else {
+            return;
+        };
+        use ConnectivityState::{Connecting, Ready, TransientFailure};
+        match event {
+            TransportEvent::Ready if s.state == Connecting && !s.connected => {
+                // The transport is up: the attempt succeeded whatever health
+                // says, so the deadline goes and the backoff starts over.
+                if let Some(t) = s.timer.take() {
+                    env.timers.cancel(t);
+                }
+                s.backoff.reset();
+                s.connected = true;
+                if self.health_service.is_some() {
+                    // CONNECTING until the first verdict (gRFC A17).
+                    self.start_health(id, env);
+                } else {
+                    self.transition(id, Ready, None);
+                }
+            }
+            TransportEvent::Healthy
+            | TransportEvent::Unhealthy(_)
+            | TransportEvent::HealthStatus(_)
+            | TransportEvent::HealthStreamEnded { .. }
+                if s.connected =>
+            {
+                let now = env.clock.now();
+                let out = s
+                    .health
+                    .report(event, s.sc.addr(), now, &mut self.logged_unimplemented);
+                if let Some(at) = out.retry_at {
+                    let key = TimerKey::new(HEALTH_RETRY_TIMER, id.0);
+                    s.health.retry = Some(env.timers.schedule(at, self.channel, key));
+                }
+                match out.verdict {
+                    Some(Verdict::Healthy) if s.state != Ready => self.transition(id, Ready, None),
+                    Some(Verdict::Unhealthy(e)) if s.state != TransientFailure => {
+                        self.transition(id, TransientFailure, Some(e));
+                    }
+                    _ => {}
+                }
+            }
+            TransportEvent::Lost(e) | TransportEvent::Failed(e) if s.connected => {
+                s.connected = false;
+                if let Some(t) = s.health.stop() {
+                    env.timers.cancel(t);
+                }
+                self.resolve_requested = true;
+                self.transition(id, ConnectivityState::Idle, Some(e));
+            }
+            TransportEvent::Failed(e) | TransportEvent::Lost(e) if s.state == Connecting => {
+                self.fail(id, e, env);
+            }
+            // Reports that don't fit the state (late, duplicate) change nothing.
+            _ => {}
+        }
+    }
+
+    /// Has the connector check the health of a connected subchannel (first
+    /// time, retry, or a new service name). Its state stays as it is until
+    /// the first verdict; if the connector cannot check health it is READY
+    /// at once.
+    fn start_health(&mut self, id: SubConnId, env: &mut LoopContext) {
+        let Some(service) = self.health_service.clone() else {
+            return;
+        };
+        let Some(s) = self.map.get_mut(&id).filter(|s| s.connected) else {
+            return;
+        };
+        let now = env.clock.now();
+        let rng = &mut env.rng;
+        s.health.starting(now, &mut || rng.uniform());
+        let sc = s.sc.clone();
+        let mut checks = false;
+        self.with_connector(env, |c, ctx| checks = c.start_health(&sc, &service, ctx));
+        if checks {
+            return;
+        }
+        if !std::mem::replace(&mut self.logged_no_health, true) {
+            log::warn!(
+                target: trace::HEALTH,
+                "channel {}: healthCheckConfig is set but this channel's connector does not \
+                 check health: connected subchannels count as healthy",
+                self.channel
+            );
+        }
+        let Some(s) = self.map.get_mut(&id).filter(|s| s.connected) else {
+            return;
+        };
+        s.health.unsupported();
+        if s.state != ConnectivityState::Ready {
+            self.transition(id, ConnectivityState::Ready, None);
+        }
+    }
+
+    /// A timer of one of the kinds above, or a connector's, is due.
+    pub(crate) fn timer(&mut self, key: TimerKey, env: &mut LoopContext) {
+        let id = SubConnId(key.id);
+        match key.kind {
+            BACKOFF_TIMER => {
+                let Some(s) = self.map.get_mut(&id) else {
+                    return;
+                };
+                s.timer = None;
+                if s.state == ConnectivityState::TransientFailure && !s.connected {
+                    self.transition(id, ConnectivityState::Idle, None);
+                }
+            }
+            HEALTH_RETRY_TIMER => {
+                let Some(s) = self.map.get_mut(&id) else {
+                    return;
+                };
+                s.health.retry = None;
+                if s.connected && s.health.is_retrying() {
+                    self.start_health(id, env);
+                }
+            }
+            CONNECT_DEADLINE_TIMER => {
+                let Some(s) = self.map.get_mut(&id) else {
+                    return;
+                };
+                s.timer = None;
+                if s.state == ConnectivityState::Connecting && !s.connected {
+                    let sc = s.sc.clone();
+                    self.with_connector(env, |c, ctx| c.cancel(&sc, ctx));
+                    self.fail(id, TIMED_OUT.into(), env);
+                }
+            }
+            crate::connector::TIMER_KIND => self.with_connector(env, |c, ctx| c.timer(key.id, ctx)),
+            _ => {}
+        }
+    }
+
+    /// The service config's health-checking setting (`Some(service)`: on,
+    /// `None`: off); connected subchannels adopt it at once. Turned on or to
+    /// another service, a connected subchannel keeps its state until the new
+    /// check's first verdict; turned off, it is READY.
+    pub(crate) fn configure_health(&mut self, service: Option<&str>, env: &mut LoopContext) {
+        if self.health_service.as_deref() == service {
+            return;
+        }
+        self.health_service = service.map(str::to_string);
+        let connected: Vec<SubConnId> = self
+            .map
+            .iter()
+            .filter(|(_, s)| s.connected)
+            .map(|(id, _)| *id)
+            .collect();
+        for id in connected {
+            let Some(s) = self.map.get_mut(&id) else {
+                continue;
+            };
+            let running = s.health.is_checking();
+            if let Some(t) = s.health.stop() {
+                env.timers.cancel(t);
+            }
+            let sc = s.sc.clone();
+            if running {
+                self.with_connector(env, |c, ctx| c.stop_health(&sc, ctx));
+            }
+            if self.health_service.is_some() {
+                self.start_health(id, env);
+            } else if self
+                .map
+                .get(&id)
+                .is_some_and(|s| s.connected && s.state != ConnectivityState::Ready)
+            {
+                // No more verdicts: usable as it is.
+                self.transition(id, ConnectivityState::Ready, None);
+            }
+        }
+    }
+
+    pub(crate) fn io_event(&mut self, key: u64, event: &mio::event::Event, env: &mut LoopContext) {
+        self.with_connector(env, |c, ctx| c.io_event(key, event, ctx));
+    }
+
+    pub(crate) fn notified(&mut self, key: u64, env: &mut LoopContext) {
+        self.with_connector(env, |c, ctx| c.notified(key, ctx));
+    }
+
+    /// CONNECTING → TRANSIENT_FAILURE, then IDLE once the backoff allows the
+    /// next attempt (measured from this attempt's start).
+    fn fail(&mut self, id: SubConnId, error: String, env: &mut LoopContext) {
+        let Some(s) = self.map.get_mut(&id) else {
+            return;
+        };
+        if let Some(t) = s.timer.take() {
+            env.timers.cancel(t);
+        }
+        let now = env.clock.now();
+        let at = s.backoff.next_attempt().unwrap_or(now).max(now);
+        s.timer = Some(
+            env.timers
+                .schedule(at, self.channel, TimerKey::new(BACKOFF_TIMER, id.0)),
+        );
+        self.resolve_requested = true;
+        self.transition(id, ConnectivityState::TransientFailure, Some(error));
+    }
+
+    fn transition(&mut self, id: SubConnId, state: ConnectivityState, error: Option<String>) {
+        if let Some(s) = self.map.get_mut(&id) {
+            let reason = error
+                .as_deref()
+                .map(|e| format!(": {e}"))
+                .unwrap_or_default();
+            log::info!(
+                target: trace::SUBCHANNEL,
+                "channel {} subchannel {} {}: {} -> {}{}",
+                self.channel,
+                id.0,
+                s.sc.addr(),
+                s.state,
+                state,
+                reason
+            );
+            s.state = state;
+            if error.is_some() {
+                s.last_error.clone_from(&error);
+            }
+        }
+        self.pending.push_back((
+            id,
+            SubConnState {
+                state,
+                error: error.map(Into::into),
+            },
+        ));
+    }
+
+    /// Every subchannel as a snapshot sees it (counters not filled in).
+    pub(crate) fn snapshot(&self) -> Vec<SubchannelSnapshot> {
+        self.map
+            .values()
+            .map(|s| SubchannelSnapshot {
+                id: s.sc.id(),
+                address: s.sc.addr().to_string(),
+                state: s.state,
+                last_error: s.last_error.clone(),
+                calls_started: 0,
+                calls_succeeded: 0,
+                calls_failed: 0,
+                calls_in_flight: 0,
+                last_call: None,
+            })
+            .collect()
+    }
+
+    /// Calls the connector with a context, then applies what it reported.
+    fn with_connector(
+        &mut self,
+        env: &mut LoopContext,
+        f: impl FnOnce(&mut dyn Connector, &mut ConnectorCtx<'_>),
+    ) {
+        let mut events = Vec::new();
+        {
+            let mut ctx = ConnectorCtx {
+                env,
+                task: self.channel,
+                events: &mut events,
+            };
+            f(&mut *self.connector, &mut ctx);
+        }
+        for (id, ev) in events {
+            self.transport_event(id, ev, env);
+        }
+    }
+}
