@@ -355,7 +355,9 @@ pub mod fuzzing;
 
 pub use backoff::BackoffConfig;
 pub use balancer::picker;
-pub use balancer::picker::{DoneHook, DoneInfo, PickInfo, PickLocal, PickResult, Picker};
+pub use balancer::picker::{
+    DoneHook, DoneHooks, DoneHooksFull, DoneInfo, PickInfo, PickLocal, PickResult, Picker,
+};
 pub use balancer::rotation::{Rotation, RotationEntry};
 pub use balancer::{
     Balancer, Builder, ClientConn, ClientConnState, LbConfig, SubConnState, TimerToken,
@@ -376,7 +378,7 @@ pub use address::{Address, Endpoint, UserData};
 pub use balancer::subconn::{SubConn, SubConnId};
 pub use connectivity::ConnectivityState;
 #[doc(hidden)]
-pub use reader::RawPick;
+pub use reader::{RawPick, RAW_PICK_HOLD_WORD, RAW_PICK_WORDS};
 pub use runtime::{Runtime, RuntimeConfig};
 pub use snapshot::{ChannelSnapshot, SubchannelSnapshot};
 pub use status::{Code, Status};
