@@ -121,7 +121,10 @@ impl Tally {
     /// single-subchannel picker, always so for pick_first children); its
     /// state, and whether it is READY without such a picker (mixed).
     fn list(rotation: &mut RotationBuilder, i: usize, c: &Child) -> (ConnectivityState, bool) {
-        let single = c.picker().single().filter(|_| c.state() == ConnectivityState::Ready);
+        let single = c
+            .picker()
+            .single()
+            .filter(|_| c.state() == ConnectivityState::Ready);
         let mixed = match single {
             Some(sc) => rotation.list(i, Some(sc)).is_err(),
             None => c.state() == ConnectivityState::Ready,
