@@ -20,11 +20,12 @@ use switchyard::balancer::rotation::{Rotation, RotationBuilder};
 use switchyard::balancer::testing::{Picked, TestClientConn};
 use switchyard::picker::{FailPicker, QueuePicker};
 use switchyard::{
-    registry, Address, Balancer, Builder, Channel, ChannelOptions, ClientConn, ClientConnState,
-    Code, ConnectivityState, DoneHook, DoneHooks, DoneInfo, ExternalConnector, HostTransport,
-    LbConfig, PickInfo, PickLocal, PickOptions, PickResult, Picker, Runtime, Status, SubConn,
-    SubConnId, SubConnState, TimerToken,
+    registry, Address, Balancer, Builder, CallOptions, Channel, ChannelOptions, ClientConn,
+    ClientConnState, Code, ConnectivityState, DoneHook, DoneHooks, DoneInfo, ExternalConnector,
+    HostTransport, LbConfig, PickInfo, PickLocal, PickOptions, PickResult, Picker, Reader, Runtime,
+    Status, SubConn, SubConnId, SubConnState, TimerToken, TransportConfig,
 };
+use switchyard_testserver::{Listen, ServerOptions, TestServer};
 use ConnectivityState::{Connecting, Idle, Ready, TransientFailure};
 
 // ---------------------------------------------------------------------------
@@ -256,6 +257,7 @@ impl Builder for CountingBuilder {
             who: self.name,
             outcomes: self.outcomes.clone(),
             children: ChildManager::new(),
+            seen: None,
         })
     }
     fn parse_config(&self, config: &serde_json::Value) -> Result<Option<LbConfig>, String> {
@@ -276,14 +278,22 @@ struct Counting {
     who: &'static str,
     outcomes: Arc<Outcomes>,
     children: ChildManager,
+    /// The child's picker and state last wrapped and published.
+    seen: Option<(Arc<dyn Picker>, ConnectivityState)>,
 }
 
 const CHILD: &str = "child";
 
 impl Counting {
-    /// Publishes the child's state, with its picker wrapped.
+    /// Publishes the child's state, with its picker wrapped, unless the
+    /// child published nothing new.
     fn publish(&mut self, cc: &mut dyn ClientConn) {
         if let Some(child) = self.children.get(CHILD) {
+            let seen = self.seen.as_ref();
+            if seen.is_some_and(|(p, s)| Arc::ptr_eq(p, child.picker()) && *s == child.state()) {
+                return;
+            }
+            self.seen = Some((child.picker().clone(), child.state()));
             let picker = CountingPicker {
                 child: child.picker().clone(),
                 hook: CountingHook::new(self.who, self.outcomes.clone()),
@@ -663,5 +673,103 @@ fn chained_hooks_in_a_channel_hear_every_outcome_once_innermost_first() {
         ["first_two", "counting_chain"].repeat(6),
         "each pick's hooks once, innermost first"
     );
+    ch.close();
+}
+
+// ---------------------------------------------------------------------------
+// With real HTTP/2 backends on 127.0.0.1: the library's own calls (blocking
+// and started) report their outcomes through the chain too.
+
+fn echo_port(reader: &mut Reader) -> u16 {
+    let options = CallOptions {
+        deadline: Some(Instant::now() + Duration::from_secs(10)),
+        wait_for_ready: true,
+        ..Default::default()
+    };
+    let resp = reader.unary("/echo.Echo/Unary", b"ping", &options).unwrap();
+    let text = String::from_utf8(resp.message).unwrap();
+    text.strip_prefix("ping|port=").unwrap().parse().unwrap()
+}
+
+#[test]
+fn the_librarys_own_calls_report_through_the_chain() {
+    let outcomes = Arc::new(Outcomes::default());
+    register_first_two("first_two_calls", Some(outcomes.clone()));
+    register_counting("counting_calls", &outcomes);
+    let servers: Vec<TestServer> = (0..3)
+        .map(|_| {
+            let listen = Listen::Tcp("127.0.0.1:0".parse().unwrap());
+            TestServer::start(listen, ServerOptions::default()).unwrap()
+        })
+        .collect();
+    let ports: Vec<u16> = servers.iter().map(|s| s.port()).collect();
+    let target = format!(
+        "ipv4:{}",
+        ports
+            .iter()
+            .map(|p| format!("127.0.0.1:{p}"))
+            .collect::<Vec<_>>()
+            .join(",")
+    );
+    let rt = Runtime::new().unwrap();
+    let ch = Channel::new(
+        &rt,
+        &target,
+        Some(r#"{"loadBalancingConfig":[{"counting_calls":{"childPolicy":"first_two_calls"}}]}"#),
+        ChannelOptions {
+            transport: Some(TransportConfig::insecure()),
+            ..Default::default()
+        },
+    )
+    .unwrap();
+    let mut reader = ch.reader();
+    // Until both of the first two endpoints serve (bounded: they connect
+    // within a few attempts on loopback).
+    let mut seen = std::collections::HashSet::new();
+    for _ in 0..500 {
+        seen.insert(echo_port(&mut reader));
+        if seen.contains(&ports[0]) && seen.contains(&ports[1]) {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    assert!(
+        seen.contains(&ports[0]) && seen.contains(&ports[1]),
+        "{seen:?}"
+    );
+    let before = outcomes.order().len();
+    let mut served = Vec::new();
+    for _ in 0..4 {
+        served.push(echo_port(&mut reader));
+    }
+    // Two started calls, finished on the loop.
+    let (tx, rx) = std::sync::mpsc::channel();
+    for _ in 0..2 {
+        let tx = tx.clone();
+        let options = CallOptions {
+            deadline: Some(Instant::now() + Duration::from_secs(10)),
+            wait_for_ready: true,
+            ..Default::default()
+        };
+        ch.unary_start("/echo.Echo/Unary", b"ping", &options, move |r| {
+            let _ = tx.send(r.is_ok());
+        })
+        .unwrap();
+    }
+    for _ in 0..2 {
+        assert!(rx.recv_timeout(Duration::from_secs(10)).unwrap());
+    }
+    served.sort();
+    let mut expected = [ports[0], ports[0], ports[1], ports[1]];
+    expected.sort();
+    assert_eq!(served, expected, "only the first two endpoints");
+    let order = outcomes.order();
+    assert_eq!(
+        order[before..],
+        ["first_two", "counting_calls"].repeat(6),
+        "every call's hooks once, innermost first"
+    );
+    assert_eq!(outcomes.failed("first_two"), 0);
+    assert_eq!(outcomes.ok("first_two"), outcomes.ok("counting_calls"));
     ch.close();
 }
