@@ -894,6 +894,24 @@ impl Calls {
     }
 }
 
+impl StartedCalls for Calls {
+    fn after_run(&mut self, shared: &Arc<ChannelShared>, cx: &mut LoopContext) {
+        self.picker_published(shared, cx);
+    }
+    fn wake(&mut self, id: u64, shared: &Arc<ChannelShared>, cx: &mut LoopContext) {
+        self.wake_call(id, shared, cx);
+    }
+    fn expire(&mut self, id: u64, cx: &mut LoopContext) {
+        self.expire_call(id, cx);
+    }
+    fn close(&mut self, cx: &mut LoopContext) {
+        self.close_all(cx);
+    }
+    fn as_any_mut(&mut self) -> &mut dyn std::any::Any {
+        self
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::check_metadata;
@@ -952,23 +970,5 @@ mod tests {
                 "{e}"
             );
         }
-    }
-}
-
-impl StartedCalls for Calls {
-    fn after_run(&mut self, shared: &Arc<ChannelShared>, cx: &mut LoopContext) {
-        self.picker_published(shared, cx);
-    }
-    fn wake(&mut self, id: u64, shared: &Arc<ChannelShared>, cx: &mut LoopContext) {
-        self.wake_call(id, shared, cx);
-    }
-    fn expire(&mut self, id: u64, cx: &mut LoopContext) {
-        self.expire_call(id, cx);
-    }
-    fn close(&mut self, cx: &mut LoopContext) {
-        self.close_all(cx);
-    }
-    fn as_any_mut(&mut self) -> &mut dyn std::any::Any {
-        self
     }
 }
