@@ -313,6 +313,17 @@
 //! # }
 //! ```
 //!
+//! Bigger policies are built from the toolkit in [`balancer`] rather than
+//! from scratch: [`ChildManager`](balancer::child_manager::ChildManager)
+//! runs child policies (one per endpoint, or by any name);
+//! [`RotationBuilder`](balancer::rotation::RotationBuilder) makes the
+//! chunked rotations that readers pick from inline, wait-free, rebuilding
+//! only what changed; [`DoneHooks`] lets a wrapping picker add its done hook
+//! after its child's; and
+//! [`TestClientConn`](balancer::testing::TestClientConn) unit-tests a policy
+//! without a loop. `tests/toolkit.rs` builds a policy from these parts using
+//! only the public API.
+//!
 //! A custom resolver needs a resolver API the crate does not have yet; today
 //! a channel resolves its target itself (`ipv4:`, `ipv6:`, `unix:`,
 //! `passthrough:`, `dns:`), or the host supplies
