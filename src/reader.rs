@@ -96,6 +96,8 @@ pub struct Reader {
     /// without a rotation is not looked at again on every pick.
     synced_generation: u64,
     local: PickLocal,
+    /// The done hooks of the `PickRef` that borrows this reader, if any.
+    ref_hooks: RefHooks,
     shared: Arc<ChannelShared>,
     /// This reader's call counters, made on its first library call (never
     /// touched by picks; see `crate::snapshot`).
@@ -118,6 +120,7 @@ impl Reader {
             rotation_generation: NO_ROTATION,
             synced_generation: NO_ROTATION,
             local,
+            ref_hooks: RefHooks(NO_HOOKS),
             shared,
             counts: None,
         };
@@ -129,7 +132,21 @@ impl Reader {
     /// may outlive later picks and be finished on any thread.
     #[inline(always)]
     pub fn try_pick(&mut self, info: &PickInfo<'_>) -> Result<Pick, PickError> {
-        let (subconn, done) = self.choose(info)?;
+        // The hit path builds its `Pick` from constants and registers; the
+        // slow path's result (with hooks) never merges into it by value.
+        if self.rotation_is_current() {
+            return Ok(Pick {
+                subconn: self.rotate().ptr(),
+                done: NO_HOOKS,
+                hold: Some(self.cache.hold()),
+            });
+        }
+        self.try_pick_slow(info)
+    }
+
+    #[inline(never)]
+    fn try_pick_slow(&mut self, info: &PickInfo<'_>) -> Result<Pick, PickError> {
+        let (subconn, done) = self.choose_slow(info)?;
         Ok(Pick {
             subconn,
             done,
@@ -142,12 +159,28 @@ impl Reader {
     /// picker alive, so it costs no hold and no atomic operation at all.
     #[inline]
     pub fn try_pick_ref(&mut self, info: &PickInfo<'_>) -> Result<PickRef<'_>, PickError> {
-        let (subconn, done) = self.choose(info)?;
-        // SAFETY: both point into the cached table, which cannot be retired
-        // while `self` is mutably borrowed by the returned value.
+        if self.rotation_is_current() {
+            let subconn = self.rotate().ptr();
+            // SAFETY: it points into the cached table, which cannot be
+            // retired while `self` is mutably borrowed by the returned value.
+            return Ok(PickRef {
+                subconn: unsafe { subconn.as_ref() },
+                done: None,
+            });
+        }
+        self.try_pick_ref_slow(info)
+    }
+
+    /// `try_pick_ref` past the hit path. The pick's hooks wait in the reader
+    /// (which the `PickRef` borrows), so that a `PickRef` stays two words.
+    #[inline(never)]
+    fn try_pick_ref_slow(&mut self, info: &PickInfo<'_>) -> Result<PickRef<'_>, PickError> {
+        let (subconn, done) = self.choose_slow(info)?;
+        self.ref_hooks = RefHooks(done);
+        // SAFETY: as in `try_pick_ref`; the hooks point into the same table.
         Ok(PickRef {
             subconn: unsafe { subconn.as_ref() },
-            done: unsafe { DoneHooks::from_raw(done) },
+            done: done[0].is_some().then_some(&self.ref_hooks),
         })
     }
 
@@ -178,17 +211,6 @@ impl Reader {
         self.cache.slot().generation() == self.rotation_generation
     }
 
-    /// The current picker's choice, as pointers into the cached table. The
-    /// hit path for a rotation (nothing published since, rotation copied) is
-    /// kept small enough to inline into every caller.
-    #[inline(always)]
-    fn choose(&mut self, info: &PickInfo<'_>) -> Result<Chosen, PickError> {
-        if self.rotation_is_current() {
-            return Ok((self.rotate().ptr(), NO_HOOKS));
-        }
-        self.choose_slow(info)
-    }
-
     /// The next entry of the cached table's rotation. Only while
     /// `rotation_is_current()`.
     #[inline(always)]
@@ -206,7 +228,9 @@ impl Reader {
         listed
     }
 
-    #[inline(never)]
+    /// The current picker's choice past the hit path, as pointers into the
+    /// cached table.
+    #[inline(always)]
     fn choose_slow(&mut self, info: &PickInfo<'_>) -> Result<Chosen, PickError> {
         if self.cache.slot().generation() != self.synced_generation {
             self.sync_rotation();
@@ -415,10 +439,19 @@ impl Cursor {
 /// generation never gets there).
 const NO_ROTATION: u64 = u64::MAX;
 
+/// A `PickRef`'s done hooks, kept in its reader.
+struct RefHooks(RawHooks);
+
+// SAFETY: the hooks point into the picker of the table the reader's cache
+// keeps alive (they are `Send + Sync`), and are read only through the
+// `PickRef` that borrows the reader; moving the reader moves both.
+unsafe impl Send for RefHooks {}
+
 /// A pick that borrows its reader (see `Reader::try_pick_ref`).
 pub struct PickRef<'r> {
     subconn: &'r SubConn,
-    done: DoneHooks<'r>,
+    /// `None` when the pick has no done hook (every rotation pick).
+    done: Option<&'r RefHooks>,
 }
 
 impl<'r> PickRef<'r> {
@@ -430,7 +463,16 @@ impl<'r> PickRef<'r> {
     /// Reports the RPC's outcome to the policy: every done hook the pick
     /// carries, innermost first (see `DoneHooks`).
     pub fn done(mut self, info: &DoneInfo<'_>) {
-        std::mem::take(&mut self.done).report(self.subconn, info);
+        self.report(info);
+    }
+
+    #[cold]
+    fn report(&mut self, info: &DoneInfo<'_>) {
+        if let Some(hooks) = self.done.take() {
+            // SAFETY: the hooks point into the table the borrowed reader
+            // keeps alive for `'r`.
+            unsafe { DoneHooks::from_raw(hooks.0) }.report(self.subconn, info);
+        }
     }
 }
 
@@ -438,8 +480,8 @@ impl Drop for PickRef<'_> {
     /// Like `Pick`: a pick dropped without `done` reports so.
     #[inline]
     fn drop(&mut self) {
-        if !self.done.is_empty() {
-            std::mem::take(&mut self.done).report(self.subconn, &DROPPED);
+        if self.done.is_some() {
+            self.report(&DROPPED);
         }
     }
 }
