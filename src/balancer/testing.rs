@@ -74,7 +74,7 @@ pub struct TestClientConn {
     timers: BTreeMap<TimerToken, Instant>,
     cancelled: Vec<TimerToken>,
     now: Instant,
-    rng: u64,
+    rng: PickLocal,
     /// Work requests not yet run (from any thread, through the scheduler).
     work: Arc<AtomicUsize>,
     work_requests: Arc<AtomicUsize>,
@@ -117,7 +117,7 @@ impl TestClientConn {
             timers: BTreeMap::new(),
             cancelled: Vec::new(),
             now: Instant::now(),
-            rng: 0x9e37_79b9_7f4a_7c15,
+            rng: PickLocal::new(0x9e37_79b9_7f4a_7c15),
             work: Arc::new(AtomicUsize::new(0)),
             work_requests: Arc::new(AtomicUsize::new(0)),
             local: PickLocal::new(1),
@@ -425,11 +425,10 @@ impl ClientConn for TestClientConn {
         self.now
     }
 
+    /// A fixed-seed generator of its own (so runs repeat), apart from the
+    /// one picks use.
     fn random(&mut self) -> u64 {
-        self.local.random() ^ {
-            self.rng = self.rng.rotate_left(7).wrapping_add(0x9e37_79b9);
-            self.rng
-        }
+        self.rng.random()
     }
 
     fn work_scheduler(&self) -> WorkScheduler {
