@@ -66,9 +66,11 @@
 #define SY_NO_WAIT 0
 
 /**
- * Words of opaque storage in `sy_pick_result` for the pick's token.
+ * Words of opaque storage in `sy_pick_result` for the pick's token: the
+ * subchannel, two per done hook (a pick carries up to two, chained), and
+ * what keeps the pick's picker alive.
  */
-#define SY_PICK_TOKEN_WORDS 4
+#define SY_PICK_TOKEN_WORDS 6
 
 /**
  * The most load metrics `sy_pick_done` takes at once.

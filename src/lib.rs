@@ -313,6 +313,19 @@
 //! # }
 //! ```
 //!
+//! Bigger policies are built from the toolkit in [`balancer`] rather than
+//! from scratch: [`ChildManager`](balancer::child_manager::ChildManager)
+//! runs child policies (one per endpoint, or by any name);
+//! [`RotationBuilder`](balancer::rotation::RotationBuilder) makes the
+//! chunked rotations that readers pick from inline, wait-free, rebuilding
+//! only what changed; [`DoneHooks`] lets a wrapping picker add its done hook
+//! after its child's; and
+//! [`TestClientConn`](balancer::testing::TestClientConn) unit-tests a policy
+//! without a loop. `tests/toolkit.rs` builds a policy from these parts using
+//! only the public API. The channel's own policy sits inside a
+//! [`GracefulSwitch`](balancer::graceful_switch::GracefulSwitch), which keeps
+//! the serving policy until the one a new service config names is ready.
+//!
 //! A custom resolver is registered by URI scheme, as gRPC's are: its
 //! builder gets the parsed target and a [`ResolverClientConn`](resolver::ResolverClientConn)
 //! to push endpoints, a service config or an error through (from any
@@ -416,7 +429,9 @@ pub mod fuzzing;
 
 pub use backoff::BackoffConfig;
 pub use balancer::picker;
-pub use balancer::picker::{DoneHook, DoneInfo, PickInfo, PickLocal, PickResult, Picker};
+pub use balancer::picker::{
+    DoneHook, DoneHooks, DoneHooksFull, DoneInfo, PickInfo, PickLocal, PickResult, Picker,
+};
 pub use balancer::rotation::{Rotation, RotationEntry};
 pub use balancer::{
     Balancer, Builder, ClientConn, ClientConnState, LbConfig, SubConnState, TimerToken,
@@ -437,7 +452,7 @@ pub use address::{Address, Endpoint, UserData};
 pub use balancer::subconn::{SubConn, SubConnId};
 pub use connectivity::ConnectivityState;
 #[doc(hidden)]
-pub use reader::RawPick;
+pub use reader::{RawPick, RAW_PICK_HOLD_WORD, RAW_PICK_WORDS};
 pub use runtime::{Runtime, RuntimeConfig};
 pub use snapshot::{ChannelSnapshot, SubchannelSnapshot};
 pub use status::{Code, Status};

@@ -1,7 +1,9 @@
 //! The RPC-thread side of a channel: a `Reader` caches the published picker and
 //! picks from it wait-free; `pick` adds queueing, wait-for-ready and deadlines.
 
-use crate::balancer::picker::{DoneHook, DoneInfo, PickInfo, PickLocal, PickResult};
+use crate::balancer::picker::{
+    DoneHook, DoneHooks, DoneInfo, PickInfo, PickLocal, PickResult, RawHooks, DONE_HOOKS,
+};
 use crate::balancer::rotation::{Chunk, RotationEntry};
 use crate::balancer::subconn::SubConn;
 use crate::channel::{Channel, ChannelShared, Table};
@@ -94,6 +96,8 @@ pub struct Reader {
     /// without a rotation is not looked at again on every pick.
     synced_generation: u64,
     local: PickLocal,
+    /// The done hooks of the `PickRef` that borrows this reader, if any.
+    ref_hooks: RefHooks,
     shared: Arc<ChannelShared>,
     /// This reader's call counters, made on its first library call (never
     /// touched by picks; see `crate::snapshot`).
@@ -116,6 +120,7 @@ impl Reader {
             rotation_generation: NO_ROTATION,
             synced_generation: NO_ROTATION,
             local,
+            ref_hooks: RefHooks(NO_HOOKS),
             shared,
             counts: None,
         };
@@ -127,7 +132,21 @@ impl Reader {
     /// may outlive later picks and be finished on any thread.
     #[inline(always)]
     pub fn try_pick(&mut self, info: &PickInfo<'_>) -> Result<Pick, PickError> {
-        let (subconn, done) = self.choose(info)?;
+        // The hit path builds its `Pick` from constants and registers; the
+        // slow path's result (with hooks) never merges into it by value.
+        if self.rotation_is_current() {
+            return Ok(Pick {
+                subconn: self.rotate().ptr(),
+                done: NO_HOOKS,
+                hold: Some(self.cache.hold()),
+            });
+        }
+        self.try_pick_slow(info)
+    }
+
+    #[inline(never)]
+    fn try_pick_slow(&mut self, info: &PickInfo<'_>) -> Result<Pick, PickError> {
+        let (subconn, done) = self.choose_slow(info)?;
         Ok(Pick {
             subconn,
             done,
@@ -140,12 +159,28 @@ impl Reader {
     /// picker alive, so it costs no hold and no atomic operation at all.
     #[inline]
     pub fn try_pick_ref(&mut self, info: &PickInfo<'_>) -> Result<PickRef<'_>, PickError> {
-        let (subconn, done) = self.choose(info)?;
-        // SAFETY: both point into the cached table, which cannot be retired
-        // while `self` is mutably borrowed by the returned value.
+        if self.rotation_is_current() {
+            let subconn = self.rotate().ptr();
+            // SAFETY: it points into the cached table, which cannot be
+            // retired while `self` is mutably borrowed by the returned value.
+            return Ok(PickRef {
+                subconn: unsafe { subconn.as_ref() },
+                done: None,
+            });
+        }
+        self.try_pick_ref_slow(info)
+    }
+
+    /// `try_pick_ref` past the hit path. The pick's hooks wait in the reader
+    /// (which the `PickRef` borrows), so that a `PickRef` stays two words.
+    #[inline(never)]
+    fn try_pick_ref_slow(&mut self, info: &PickInfo<'_>) -> Result<PickRef<'_>, PickError> {
+        let (subconn, done) = self.choose_slow(info)?;
+        self.ref_hooks = RefHooks(done);
+        // SAFETY: as in `try_pick_ref`; the hooks point into the same table.
         Ok(PickRef {
             subconn: unsafe { subconn.as_ref() },
-            done: done.map(|d| unsafe { d.as_ref() }),
+            done: done[0].is_some().then_some(&self.ref_hooks),
         })
     }
 
@@ -163,7 +198,7 @@ impl Reader {
         Some((
             Pick {
                 subconn: listed.ptr(),
-                done: None,
+                done: NO_HOOKS,
                 hold: Some(self.cache.hold()),
             },
             listed,
@@ -174,17 +209,6 @@ impl Reader {
     #[inline(always)]
     fn rotation_is_current(&self) -> bool {
         self.cache.slot().generation() == self.rotation_generation
-    }
-
-    /// The current picker's choice, as pointers into the cached table. The
-    /// hit path for a rotation (nothing published since, rotation copied) is
-    /// kept small enough to inline into every caller.
-    #[inline(always)]
-    fn choose(&mut self, info: &PickInfo<'_>) -> Result<Chosen, PickError> {
-        if self.rotation_is_current() {
-            return Ok((self.rotate().ptr(), None));
-        }
-        self.choose_slow(info)
     }
 
     /// The next entry of the cached table's rotation. Only while
@@ -204,19 +228,19 @@ impl Reader {
         listed
     }
 
-    #[inline(never)]
+    /// The current picker's choice past the hit path, as pointers into the
+    /// cached table.
+    #[inline(always)]
     fn choose_slow(&mut self, info: &PickInfo<'_>) -> Result<Chosen, PickError> {
         if self.cache.slot().generation() != self.synced_generation {
             self.sync_rotation();
         }
         if self.rotation_generation != NO_ROTATION {
-            return Ok((self.rotate().ptr(), None));
+            return Ok((self.rotate().ptr(), NO_HOOKS));
         }
         let table = self.cache.current();
         match table.picker.pick(info, &mut self.local) {
-            PickResult::Complete { subconn, done } => {
-                Ok((NonNull::from(subconn), done.map(NonNull::from)))
-            }
+            PickResult::Complete { subconn, done } => Ok((NonNull::from(subconn), done.raw())),
             _ if table.closed => Err(PickError::Closed),
             PickResult::Queue => Err(PickError::NoSubConnAvailable),
             PickResult::Fail(s) => Err(PickError::Unavailable(s.clone())),
@@ -289,8 +313,8 @@ impl Reader {
         // Taken apart by value: a `Pick` whose address reached the cold hook
         // call would be copied through the stack on every finish.
         let ((subconn, done), hold) = pick.into_parts();
-        if let Some(hook) = done {
-            report(hook, subconn, info);
+        if done[0].is_some() {
+            report(done, subconn, info);
         }
         if let Some(hold) = hold {
             if let Err(hold) = self.cache.give_back(hold) {
@@ -323,7 +347,10 @@ impl Reader {
     }
 }
 
-type Chosen = (NonNull<SubConn>, Option<NonNull<dyn DoneHook>>);
+type Chosen = (NonNull<SubConn>, RawHooks);
+
+/// A pick without done hooks (every rotation pick).
+const NO_HOOKS: RawHooks = [None; DONE_HOOKS];
 
 /// What a pick that waits for pickers makes of each failed try: gRPC's
 /// queued-pick rules, shared by blocking picks and the loop's started calls.
@@ -412,10 +439,19 @@ impl Cursor {
 /// generation never gets there).
 const NO_ROTATION: u64 = u64::MAX;
 
+/// A `PickRef`'s done hooks, kept in its reader.
+struct RefHooks(RawHooks);
+
+// SAFETY: the hooks point into the picker of the table the reader's cache
+// keeps alive (they are `Send + Sync`), and are read only through the
+// `PickRef` that borrows the reader; moving the reader moves both.
+unsafe impl Send for RefHooks {}
+
 /// A pick that borrows its reader (see `Reader::try_pick_ref`).
 pub struct PickRef<'r> {
     subconn: &'r SubConn,
-    done: Option<&'r dyn DoneHook>,
+    /// `None` when the pick has no done hook (every rotation pick).
+    done: Option<&'r RefHooks>,
 }
 
 impl<'r> PickRef<'r> {
@@ -424,10 +460,18 @@ impl<'r> PickRef<'r> {
         self.subconn
     }
 
-    /// Reports the RPC's outcome to the policy.
+    /// Reports the RPC's outcome to the policy: every done hook the pick
+    /// carries, innermost first (see `DoneHooks`).
     pub fn done(mut self, info: &DoneInfo<'_>) {
-        if let Some(hook) = self.done.take() {
-            hook.done(self.subconn, info);
+        self.report(info);
+    }
+
+    #[cold]
+    fn report(&mut self, info: &DoneInfo<'_>) {
+        if let Some(hooks) = self.done.take() {
+            // SAFETY: the hooks point into the table the borrowed reader
+            // keeps alive for `'r`.
+            unsafe { DoneHooks::from_raw(hooks.0) }.report(self.subconn, info);
         }
     }
 }
@@ -436,8 +480,8 @@ impl Drop for PickRef<'_> {
     /// Like `Pick`: a pick dropped without `done` reports so.
     #[inline]
     fn drop(&mut self) {
-        if let Some(hook) = self.done.take() {
-            hook.done(self.subconn, &DROPPED);
+        if self.done.is_some() {
+            self.report(&DROPPED);
         }
     }
 }
@@ -452,7 +496,8 @@ const DROPPED: DoneInfo<'static> = DoneInfo {
 /// until `done` or drop. May be finished on any thread.
 pub struct Pick {
     subconn: NonNull<SubConn>,
-    done: Option<NonNull<dyn DoneHook>>,
+    /// The chain of done hooks, innermost first, `None` after the last.
+    done: RawHooks,
     /// Keeps the table this pick came from alive; released on drop (or given
     /// back to its reader by `Reader::finish`).
     hold: Option<Hold<Table>>,
@@ -476,41 +521,47 @@ impl Pick {
     /// When not, dropping the pick is all `done` would do.
     #[inline(always)]
     pub fn reports_outcome(&self) -> bool {
-        self.done.is_some()
+        self.done[0].is_some()
     }
 
-    /// Reports the RPC's outcome to the policy and releases the pick.
+    /// How many done hooks the pick carries (see `DoneHooks`).
+    pub fn done_hooks(&self) -> usize {
+        self.done.iter().take_while(|h| h.is_some()).count()
+    }
+
+    /// Reports the RPC's outcome to the policy (every done hook, innermost
+    /// first, once) and releases the pick.
     #[inline]
     pub fn done(mut self, info: &DoneInfo<'_>) {
-        if self.done.is_some() {
+        if self.reports_outcome() {
             self.finish(info);
         }
     }
 
     #[cold]
     fn finish(&mut self, info: &DoneInfo<'_>) {
-        if let Some(hook) = self.done.take() {
-            report(hook, self.subconn, info);
-        }
+        let hooks = std::mem::replace(&mut self.done, NO_HOOKS);
+        report(hooks, self.subconn, info);
     }
 
     /// The pick's parts, its destructor disarmed.
     #[inline(always)]
     fn into_parts(mut self) -> (Chosen, Option<Hold<Table>>) {
-        let parts = ((self.subconn, self.done.take()), self.hold.take());
+        let done = std::mem::replace(&mut self.done, NO_HOOKS);
+        let parts = ((self.subconn, done), self.hold.take());
         // Both fields are taken: nothing is left for Pick's destructor.
         std::mem::forget(self);
         parts
     }
 }
 
-/// Hands an outcome to a pick's done hook. Only while the pick's hold is
-/// still alive.
+/// Hands an outcome to a pick's done hooks, innermost first. Only while the
+/// pick's hold is still alive.
 #[cold]
-fn report(hook: NonNull<dyn DoneHook>, subconn: NonNull<SubConn>, info: &DoneInfo<'_>) {
-    // SAFETY: the hook and the subchannel live in the picker the pick's hold
-    // keeps alive, and the caller still has that hold.
-    unsafe { hook.as_ref().done(subconn.as_ref(), info) }
+fn report(hooks: RawHooks, subconn: NonNull<SubConn>, info: &DoneInfo<'_>) {
+    // SAFETY: the hooks and the subchannel live in the picker the pick's
+    // hold keeps alive, and the caller still has that hold.
+    unsafe { DoneHooks::from_raw(hooks).report(subconn.as_ref(), info) }
 }
 
 impl Drop for Pick {
@@ -519,7 +570,7 @@ impl Drop for Pick {
     #[inline]
     fn drop(&mut self) {
         // Inlined so that a pick without a hook costs only its hold's release.
-        if self.done.is_some() {
+        if self.reports_outcome() {
             self.dropped_without_done();
         }
     }
@@ -532,18 +583,25 @@ impl Pick {
     }
 }
 
-/// A `Pick` as four pointer-sized words, for a C ABI that keeps it in the
+/// Words in a `RawPick`: the subchannel, two per done hook, the hold.
+pub const RAW_PICK_WORDS: usize = 2 + 2 * DONE_HOOKS;
+
+/// The word of a `RawPick` that holds the hold: never null in a live pick.
+pub const RAW_PICK_HOLD_WORD: usize = RAW_PICK_WORDS - 1;
+
+/// A `Pick` as `RAW_PICK_WORDS` pointer-sized words (the subchannel, each
+/// done hook's two words, the hold), for a C ABI that keeps it in the
 /// caller's memory between pick and done. The last word (the hold) is never
 /// null in a live pick.
 ///
 /// Every word is a pointer, never an integer: what a pick keeps (subchannel,
-/// done hook, hold) goes in as pointers and comes back out as the same
+/// done hooks, hold) goes in as pointers and comes back out as the same
 /// pointers, provenance and all, so nothing is rebuilt from integers (a
 /// `dyn` pointer's vtable cannot be). Storage that holds the words must copy
 /// them as pointers or as bytes (a C struct copy does), not through integers.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 #[repr(transparent)]
-pub struct RawPick(pub [*mut (); 4]);
+pub struct RawPick(pub [*mut (); RAW_PICK_WORDS]);
 
 // SAFETY: a `RawPick` is a `Pick` (Send + Sync) in another form; the words
 // are only read, and turned back into a `Pick` by `from_raw`, whose contract
@@ -552,7 +610,7 @@ unsafe impl Send for RawPick {}
 // SAFETY: as above.
 unsafe impl Sync for RawPick {}
 
-/// The done hook as two pointer words (both null for none).
+/// One done hook as two pointer words (both null for none).
 type HookWords = [*mut (); 2];
 
 const _: () =
@@ -563,17 +621,23 @@ impl Pick {
     #[inline(always)]
     pub fn into_raw(self) -> RawPick {
         let ((subconn, done), hold) = self.into_parts();
-        let [d0, d1] = match done {
-            // SAFETY: same size (asserted above), no padding (two
-            // pointer-sized parts), and any initialized bytes, with or
-            // without provenance, are a valid `*mut ()`. The bytes come back
-            // unchanged, so `from_raw` rebuilds exactly this pointer, whatever
-            // the order of its data and vtable parts.
-            Some(d) => unsafe { std::mem::transmute::<NonNull<dyn DoneHook>, HookWords>(d) },
-            None => [std::ptr::null_mut(); 2],
-        };
-        let hold = hold.map_or(std::ptr::null_mut(), |h| h.into_raw().as_ptr());
-        RawPick([subconn.as_ptr().cast(), d0, d1, hold])
+        let mut words = [std::ptr::null_mut(); RAW_PICK_WORDS];
+        words[0] = subconn.as_ptr().cast();
+        for (i, hook) in done.into_iter().enumerate() {
+            if let Some(d) = hook {
+                // SAFETY: same size (asserted above), no padding (two
+                // pointer-sized parts), and any initialized bytes, with or
+                // without provenance, are a valid `*mut ()`. The bytes come
+                // back unchanged, so `from_raw` rebuilds exactly this
+                // pointer, whatever the order of its data and vtable parts.
+                let [d0, d1] =
+                    unsafe { std::mem::transmute::<NonNull<dyn DoneHook>, HookWords>(d) };
+                words[1 + 2 * i] = d0;
+                words[2 + 2 * i] = d1;
+            }
+        }
+        words[RAW_PICK_HOLD_WORD] = hold.map_or(std::ptr::null_mut(), |h| h.into_raw().as_ptr());
+        RawPick(words)
     }
 
     /// # Safety
@@ -581,22 +645,25 @@ impl Pick {
     /// turned back only once.
     #[inline(always)]
     pub unsafe fn from_raw(raw: RawPick) -> Pick {
-        let [subconn, d0, d1, hold] = raw.0;
-        // Both parts of a `NonNull<dyn _>` are non-null (data and vtable), so
-        // two nulls stand for `None` whatever their order.
-        let done = if d0.is_null() && d1.is_null() {
-            None
-        } else {
-            // SAFETY: the words `into_raw` made from a hook pointer, bytes
-            // unchanged (see there).
-            Some(unsafe { std::mem::transmute::<HookWords, NonNull<dyn DoneHook>>([d0, d1]) })
-        };
+        let words = raw.0;
+        let done: RawHooks = std::array::from_fn(|i| {
+            let (d0, d1) = (words[1 + 2 * i], words[2 + 2 * i]);
+            // Both parts of a `NonNull<dyn _>` are non-null (data and
+            // vtable), so two nulls stand for `None` whatever their order.
+            if d0.is_null() && d1.is_null() {
+                None
+            } else {
+                // SAFETY: the words `into_raw` made from a hook pointer,
+                // bytes unchanged (see there).
+                Some(unsafe { std::mem::transmute::<HookWords, NonNull<dyn DoneHook>>([d0, d1]) })
+            }
+        });
         Pick {
             // SAFETY: `into_raw` stored a `NonNull` there.
-            subconn: unsafe { NonNull::new_unchecked(subconn.cast()) },
+            subconn: unsafe { NonNull::new_unchecked(words[0].cast()) },
             done,
             // SAFETY: per the contract, a hold's own pointer, taken back once.
-            hold: NonNull::new(hold).map(|h| unsafe { Hold::from_raw(h) }),
+            hold: NonNull::new(words[RAW_PICK_HOLD_WORD]).map(|h| unsafe { Hold::from_raw(h) }),
         }
     }
 }

@@ -27,7 +27,8 @@ use std::ptr::{self, NonNull};
 use std::sync::Arc;
 use switchyard::{
     Address, Balancer, Builder, ClientConn, ClientConnState, Code, ConnectivityState, DoneHook,
-    DoneInfo, PickInfo, PickLocal, PickResult, Picker, Status, SubConn, SubConnId, SubConnState,
+    DoneHooks, DoneInfo, PickInfo, PickLocal, PickResult, Picker, Status, SubConn, SubConnId,
+    SubConnState,
 };
 
 /// The channel as a C policy sees it during one of its callbacks. Opaque;
@@ -649,9 +650,9 @@ impl Picker for CPicker {
                 Some(sc) => PickResult::Complete {
                     subconn: sc,
                     done: if self.done.is_some() {
-                        Some(self)
+                        DoneHooks::one(self)
                     } else {
-                        None
+                        DoneHooks::NONE
                     },
                 },
                 None => PickResult::Fail(&self.bad_index),

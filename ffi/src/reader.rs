@@ -22,7 +22,8 @@ use std::ptr::{addr_of, addr_of_mut};
 use std::sync::Arc;
 use std::time::Duration;
 use switchyard::{
-    Code, DoneInfo, Pick, PickError, PickInfo, PickOptions, RawPick, Reader, RotationEntry, SubConn,
+    Code, DoneInfo, Pick, PickError, PickInfo, PickOptions, RawPick, Reader, RotationEntry,
+    SubConn, RAW_PICK_HOLD_WORD, RAW_PICK_WORDS,
 };
 
 /// One RPC thread's view of a channel. Opaque; owned by the caller (Box).
@@ -156,11 +157,15 @@ fn reentered() -> Error {
     )
 }
 
-/// Words of opaque storage in `sy_pick_result` for the pick's token.
-pub const SY_PICK_TOKEN_WORDS: usize = 4;
+/// Words of opaque storage in `sy_pick_result` for the pick's token: the
+/// subchannel, two per done hook (a pick carries up to two, chained), and
+/// what keeps the pick's picker alive.
+pub const SY_PICK_TOKEN_WORDS: usize = 6;
 const TOKEN_WORDS: usize = SY_PICK_TOKEN_WORDS;
 
-// The token area holds a `RawPick`, word for word.
+// The token area holds a `RawPick`, word for word (the literal above is
+// for cbindgen, which cannot evaluate the core's constant).
+const _: () = assert!(TOKEN_WORDS == RAW_PICK_WORDS);
 const _: () = assert!(size_of::<RawPick>() <= TOKEN_WORDS * size_of::<u64>());
 const _: () = assert!(std::mem::align_of::<RawPick>() <= std::mem::align_of::<u64>());
 
@@ -619,7 +624,7 @@ fn report(pick: Pick, code: Code, latency_ns: u64) {
 }
 
 /// The token word that is never zero in a live pick (`RawPick`'s hold).
-const HOLD_WORD: usize = 3;
+const HOLD_WORD: usize = RAW_PICK_HOLD_WORD;
 
 /// The token word by word. `sy_pick` wrote it as separate 8-byte stores; one
 /// wide load straddling them would stall on store forwarding when done

@@ -10,6 +10,7 @@ pub mod picker;
 pub mod registry;
 pub mod rotation;
 pub mod subconn;
+pub mod testing;
 
 use crate::address::{Address, Endpoint};
 use crate::balancer::picker::Picker;

@@ -5,6 +5,7 @@ use crate::balancer::rotation::Rotation;
 use crate::balancer::subconn::SubConn;
 use crate::balancer::WorkScheduler;
 use crate::status::Status;
+use std::ptr::NonNull;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -35,15 +36,145 @@ pub trait DoneHook: Send + Sync {
     fn done(&self, subconn: &SubConn, info: &DoneInfo<'_>);
 }
 
+/// The done hooks one pick carries: a short chain, innermost first (the
+/// hook of the picker that chose the subchannel), then the hook each
+/// wrapping picker added on its way out (outlier detection over
+/// weighted_round_robin: WRR's hook, then the outlier detector's).
+///
+/// When the RPC ends every hook is called exactly once, **innermost
+/// first**, as gRPC-Go's wrapping pickers do (outlier detection calls its
+/// child's `Done` before counting). A fixed array of plain references:
+/// making, copying and passing a chain allocates nothing and takes no lock.
+///
+/// It holds at most [`DoneHooks::CAPACITY`] hooks. Adding one more is
+/// refused (`with_outer` returns `Err`) rather than silently dropping
+/// anyone's hook; a picker nested deeper than that should fail the pick
+/// (`PickResult::Fail` with an INTERNAL status): it is a policy tree the
+/// library does not support.
+#[derive(Clone, Copy, Default)]
+pub struct DoneHooks<'a> {
+    /// Filled from index 0; `None` after the last hook.
+    hooks: [Option<&'a (dyn DoneHook + 'static)>; DONE_HOOKS],
+}
+
+/// `DoneHooks::CAPACITY`, for array lengths.
+pub(crate) const DONE_HOOKS: usize = 2;
+
+/// A chain already holds `DoneHooks::CAPACITY` hooks (see `DoneHooks`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct DoneHooksFull;
+
+impl std::fmt::Display for DoneHooksFull {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "a pick carries at most {} done hooks: the policy tree nests too deep",
+            DoneHooks::CAPACITY
+        )
+    }
+}
+
+impl std::error::Error for DoneHooksFull {}
+
+impl<'a> DoneHooks<'a> {
+    /// The most hooks one pick carries.
+    pub const CAPACITY: usize = DONE_HOOKS;
+
+    /// No hook: nobody wants the outcome.
+    pub const NONE: DoneHooks<'static> = DoneHooks {
+        hooks: [None; DONE_HOOKS],
+    };
+
+    /// A chain of one hook (the picker that chose the subchannel).
+    #[inline]
+    pub fn one(hook: &'a (dyn DoneHook + 'static)) -> DoneHooks<'a> {
+        let mut hooks = [None; DONE_HOOKS];
+        hooks[0] = Some(hook);
+        DoneHooks { hooks }
+    }
+
+    /// This chain with `outer` added after the others: what a wrapping
+    /// picker returns for its child's pick. `Err` when the chain is full
+    /// (see the type's documentation).
+    #[inline]
+    pub fn with_outer(
+        mut self,
+        outer: &'a (dyn DoneHook + 'static),
+    ) -> Result<DoneHooks<'a>, DoneHooksFull> {
+        match self.hooks.iter_mut().find(|h| h.is_none()) {
+            Some(slot) => {
+                *slot = Some(outer);
+                Ok(self)
+            }
+            None => Err(DoneHooksFull),
+        }
+    }
+
+    /// No hook at all.
+    #[inline(always)]
+    pub fn is_empty(&self) -> bool {
+        self.hooks[0].is_none()
+    }
+
+    /// How many hooks.
+    pub fn len(&self) -> usize {
+        self.hooks.iter().take_while(|h| h.is_some()).count()
+    }
+
+    /// The hooks, innermost first (the order `report` calls them in).
+    pub fn iter(&self) -> impl Iterator<Item = &'a (dyn DoneHook + 'static)> + '_ {
+        self.hooks.iter().map_while(|h| *h)
+    }
+
+    /// Calls every hook, innermost first, with the RPC's outcome. The
+    /// library does this once per pick (`Pick::done` or drop); a test or
+    /// a parent that finishes picks itself calls it once too.
+    pub fn report(&self, subconn: &SubConn, info: &DoneInfo<'_>) {
+        for hook in self.iter() {
+            hook.done(subconn, info);
+        }
+    }
+
+    /// A chain back from `raw`.
+    ///
+    /// # Safety
+    /// `raw` came from `DoneHooks::raw` and what it points to lives for `'a`.
+    #[inline(always)]
+    pub(crate) unsafe fn from_raw(raw: RawHooks) -> DoneHooks<'a> {
+        // SAFETY: per the function's contract.
+        DoneHooks {
+            hooks: raw.map(|h| h.map(|p| unsafe { &*p.as_ptr() })),
+        }
+    }
+
+    /// The hooks as raw pointers, for a pick that outlives the borrow.
+    #[inline(always)]
+    pub(crate) fn raw(&self) -> RawHooks {
+        self.hooks.map(|h| h.map(NonNull::from))
+    }
+}
+
+impl std::fmt::Debug for DoneHooks<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "DoneHooks({})", self.len())
+    }
+}
+
+/// A chain's hooks as pointers into the picker that returned them (the
+/// reader's `Pick` keeps that picker alive).
+pub(crate) type RawHooks = [Option<NonNull<dyn DoneHook>>; DONE_HOOKS];
+
 /// A pick's result. `'a` borrows from the picker, which the channel keeps alive
 /// until the pick is done.
 pub enum PickResult<'a> {
-    /// Use this subchannel; call `done` (if any) when the RPC ends.
+    /// Use this subchannel; the hooks in `done` hear the outcome when the
+    /// RPC ends.
     Complete {
         /// The subchannel to send the RPC on.
         subconn: &'a SubConn,
-        /// Told the outcome when the RPC ends, if set.
-        done: Option<&'a (dyn DoneHook + 'static)>,
+        /// Told the outcome when the RPC ends, innermost first (a wrapping
+        /// picker adds its own with `DoneHooks::with_outer`).
+        done: DoneHooks<'a>,
     },
     /// Nothing usable yet: wait for the next picker (gRPC's `ErrNoSubConnAvailable`).
     Queue,
@@ -67,8 +198,8 @@ pub trait Picker: Send + Sync + 'static {
 
     /// If this picker is a plain rotation (no done hook, each entry once per
     /// cycle), that rotation: readers then rotate inline without calling
-    /// `pick`. Only the crate builds a `Rotation`; a picker of its own can
-    /// only pass on the one of a picker it holds.
+    /// `pick`. A policy builds one with
+    /// [`RotationBuilder`](crate::balancer::rotation::RotationBuilder).
     fn rotation(&self) -> Option<&Rotation> {
         None
     }
@@ -129,7 +260,7 @@ impl Picker for SinglePicker {
     fn pick<'a>(&'a self, _: &PickInfo<'_>, _: &mut PickLocal) -> PickResult<'a> {
         PickResult::Complete {
             subconn: &self.subconn,
-            done: None,
+            done: DoneHooks::NONE,
         }
     }
 

@@ -1,6 +1,11 @@
 //! Rotations: subchannels in a fixed order that readers walk inline, each
 //! with its own cursor, without calling the picker (the wait-free fast path
 //! of round_robin, pick_first and any policy whose picker is a rotation).
+//!
+//! A policy builds them with a [`RotationBuilder`], which keeps what the
+//! last picker was made of so that one member's change costs O(1) to record
+//! and one chunk to rebuild, and tells when nothing pickable changed (then no
+//! new picker is needed at all).
 
 use crate::balancer::pick_local::PickLocal;
 use crate::balancer::subconn::{SubConn, SubConnId};
@@ -14,7 +19,8 @@ pub(crate) type Chunk = Arc<[RotationEntry]>;
 
 /// Subchannels in rotation order, in non-empty chunks, together with what
 /// keeps them alive: the entries are plain pointers into `keep`. Built only
-/// by the crate and never cloned, so no entry outlives its subchannel.
+/// by the crate (policies use a [`RotationBuilder`]) and never cloned, so no
+/// entry outlives its subchannel.
 pub struct Rotation {
     /// Owns the subchannels the entries point to: held, never read.
     _keep: Arc<[Arc<SubConn>]>,
@@ -47,6 +53,21 @@ impl Rotation {
     /// The chunks: at least one, none empty.
     pub(crate) fn chunks(&self) -> &[Chunk] {
         &self.chunks
+    }
+
+    /// How many entries (at least one).
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    /// Always false: a rotation has at least one entry.
+    pub fn is_empty(&self) -> bool {
+        false
+    }
+
+    /// The entries, in rotation order.
+    pub fn entries(&self) -> impl Iterator<Item = &RotationEntry> + '_ {
+        self.chunks.iter().flat_map(|c| c.iter())
     }
 
     /// The next subchannel for a caller that keeps no place of its own (a
@@ -125,5 +146,365 @@ impl RotationEntry {
     /// pick that returned this entry.
     pub fn addr_raw(&self) -> (NonNull<u8>, usize) {
         (self.addr, self.addr_len)
+    }
+}
+
+/// Entries per rotation chunk by default: one member's change rebuilds (and
+/// moves every reader's cache through) at most this many entries (10 KiB),
+/// whatever the number of members.
+pub const DEFAULT_CHUNK: usize = 256;
+
+/// Builds the rotations of a policy whose picker rotates over its members
+/// (children, endpoints): each member contributes at most one subchannel,
+/// and the rotation lists the contributing members' subchannels in member
+/// order. This is round_robin's picker machinery as a part any policy can
+/// use to get the readers' inline wait-free pick path
+/// ([`Picker::rotation`](crate::balancer::picker::Picker::rotation)).
+///
+/// It keeps two things between pickers, so that a new picker is cheap:
+/// - the **pool**: every member's subchannels in one shared allocation with
+///   their rotation entries made once (`set_members`, when the members or
+///   their subchannels change, not when they merely flip READY); a picker
+///   keeps the pool alive and copies entries, touching no reference count;
+/// - the **blocks**: per `chunk` members, the entries of the contributing
+///   ones. `list` records one member's contribution in O(1) (plus a search
+///   through that member's own subchannels) and marks only its block stale;
+///   `build` rebuilds the stale blocks and reuses the others, so readers
+///   keep the unchanged chunks in cache.
+///
+/// `changed` says whether `build` would list anything other than the last
+/// rotation it built, so a policy publishes a new picker only when what
+/// picks select from changed.
+///
+/// ```
+/// use std::sync::Arc;
+/// use switchyard::balancer::rotation::RotationBuilder;
+/// # use switchyard::balancer::testing::TestClientConn;
+/// # use switchyard::{Address, ClientConn};
+/// # let mut cc = TestClientConn::new();
+/// # let a = cc.new_subconn(Address::new("127.0.0.1:1")).unwrap();
+/// # let b = cc.new_subconn(Address::new("127.0.0.1:2")).unwrap();
+/// let mut rotation = RotationBuilder::new();
+/// // Two members (say, two endpoints' children), each with its subchannels.
+/// rotation.set_members([&[a.clone()][..], &[b.clone()][..]]);
+/// rotation.list(1, Some(&b)).unwrap(); // member 1 is READY on b
+/// assert!(rotation.changed());
+/// let r = rotation.build().expect("one entry");
+/// assert_eq!(r.len(), 1);
+/// rotation.list(1, Some(&b)).unwrap(); // the same again: nothing to publish
+/// assert!(!rotation.changed());
+/// ```
+pub struct RotationBuilder {
+    chunk: usize,
+    /// Every member's subchannels, in member order (what pickers keep alive).
+    pool: Arc<[Arc<SubConn>]>,
+    /// `pool`'s entries, made once per pool.
+    pool_entries: Vec<RotationEntry>,
+    /// Where each member's subchannels start in `pool`, plus the end.
+    bounds: Vec<usize>,
+    /// Per member: the index in `pool` of the subchannel it contributes.
+    listed: Vec<Option<usize>>,
+    /// How many members contribute.
+    count: usize,
+    /// Per `chunk` members: the entries of the contributing ones, or `None`
+    /// when one of them changed since the block was built.
+    blocks: Vec<Option<Chunk>>,
+    /// The blocks made stale since the last build (each once), so that
+    /// neither filling nor comparing looks at the others.
+    dirty: Vec<usize>,
+    /// The blocks of the last rotation built, if any.
+    last: Option<Vec<Chunk>>,
+    /// `set_members` ran since the last build (blocks no longer line up
+    /// with `last`'s).
+    reset: bool,
+}
+
+/// `RotationBuilder::list` was given a subchannel that is not one of the
+/// member's, or a member that does not exist.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct NotAMember;
+
+impl std::fmt::Display for NotAMember {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("the subchannel is not one of that member's (or no such member)")
+    }
+}
+
+impl std::error::Error for NotAMember {}
+
+impl Default for RotationBuilder {
+    fn default() -> RotationBuilder {
+        RotationBuilder::new()
+    }
+}
+
+impl RotationBuilder {
+    /// An empty builder (no member) with `DEFAULT_CHUNK`-member chunks.
+    pub fn new() -> RotationBuilder {
+        RotationBuilder::with_chunk(DEFAULT_CHUNK)
+    }
+
+    /// An empty builder whose chunks cover `chunk` members each (at least 1).
+    pub fn with_chunk(chunk: usize) -> RotationBuilder {
+        RotationBuilder {
+            chunk: chunk.max(1),
+            pool: Arc::from([]),
+            pool_entries: Vec::new(),
+            bounds: vec![0],
+            listed: Vec::new(),
+            count: 0,
+            blocks: Vec::new(),
+            dirty: Vec::new(),
+            last: None,
+            reset: true,
+        }
+    }
+
+    /// Sets the members, each with the subchannels it may contribute, in
+    /// rotation order. Every member starts out contributing nothing (`list`
+    /// them again). O(subchannels): call it when the members or their
+    /// subchannels change, not on every state change.
+    pub fn set_members<'s>(&mut self, members: impl IntoIterator<Item = &'s [Arc<SubConn>]>) {
+        let mut pool = Vec::new();
+        let mut bounds = vec![0];
+        for m in members {
+            pool.extend(m.iter().cloned());
+            bounds.push(pool.len());
+        }
+        let pool: Arc<[Arc<SubConn>]> = pool.into();
+        self.pool_entries = RotationEntry::all(&pool);
+        self.pool = pool;
+        let members = bounds.len() - 1;
+        self.bounds = bounds;
+        self.listed = vec![None; members];
+        self.count = 0;
+        self.blocks = vec![None; members.div_ceil(self.chunk)];
+        self.dirty = (0..self.blocks.len()).collect();
+        self.reset = true;
+    }
+
+    /// How many members there are.
+    pub fn members(&self) -> usize {
+        self.listed.len()
+    }
+
+    /// How many members contribute an entry (the next rotation's length).
+    pub fn len(&self) -> usize {
+        self.count
+    }
+
+    /// No member contributes: `build` would return `None`.
+    pub fn is_empty(&self) -> bool {
+        self.count == 0
+    }
+
+    /// Member `member` now contributes `subconn` (one of its own, by
+    /// identity), or nothing. O(1) bookkeeping plus a search through the
+    /// member's own subchannels; only the member's block is rebuilt, and
+    /// only if its contribution changed.
+    pub fn list(
+        &mut self,
+        member: usize,
+        subconn: Option<&Arc<SubConn>>,
+    ) -> Result<(), NotAMember> {
+        let (Some(&start), Some(&end)) = (self.bounds.get(member), self.bounds.get(member + 1))
+        else {
+            return Err(NotAMember);
+        };
+        let found = match subconn {
+            None => None,
+            Some(sc) => Some(
+                (start..end)
+                    .find(|j| Arc::ptr_eq(&self.pool[*j], sc))
+                    .ok_or(NotAMember)?,
+            ),
+        };
+        let slot = &mut self.listed[member];
+        if *slot != found {
+            self.count = self.count + usize::from(found.is_some()) - usize::from(slot.is_some());
+            *slot = found;
+            let b = member / self.chunk;
+            if self.blocks[b].take().is_some() {
+                self.dirty.push(b);
+            }
+        }
+        Ok(())
+    }
+
+    /// Builds the stale blocks.
+    fn fill(&mut self) {
+        for &b in &self.dirty {
+            if self.blocks[b].is_none() {
+                let end = ((b + 1) * self.chunk).min(self.listed.len());
+                let listed = self.listed[b * self.chunk..end].iter().flatten();
+                self.blocks[b] = Some(listed.map(|j| self.pool_entries[*j]).collect());
+            }
+        }
+    }
+
+    /// The current blocks (after `fill`).
+    fn current(&self) -> impl Iterator<Item = &Chunk> + '_ {
+        self.blocks.iter().flatten()
+    }
+
+    /// Whether `build` would list other subchannels (or another order) than
+    /// the last rotation built; true before the first build. Looks only at
+    /// the blocks `list` made stale since (all of them after `set_members`).
+    pub fn changed(&mut self) -> bool {
+        self.fill();
+        let Some(last) = &self.last else {
+            return true;
+        };
+        fn entries<'c>(
+            blocks: impl Iterator<Item = &'c Chunk> + 'c,
+        ) -> impl Iterator<Item = NonNull<SubConn>> + 'c {
+            blocks.flat_map(|c| c.iter().map(|e| e.ptr()))
+        }
+        if self.reset || last.len() != self.blocks.len() {
+            return !entries(self.current()).eq(entries(last.iter()));
+        }
+        let changed = self
+            .dirty
+            .iter()
+            .filter_map(|b| Some((self.blocks[*b].as_ref()?, last.get(*b)?)))
+            .any(|(now, then)| {
+                !Arc::ptr_eq(now, then)
+                    && !entries([now].into_iter()).eq(entries([then].into_iter()))
+            });
+        if !changed {
+            // Back to the last build's own blocks: nothing stale is left,
+            // and the next build reuses them.
+            for &b in &self.dirty {
+                self.blocks[b] = last.get(b).cloned();
+            }
+            self.dirty.clear();
+        }
+        changed
+    }
+
+    /// The rotation over the contributing members' subchannels, in member
+    /// order, reusing the blocks that did not change; `None` when no member
+    /// contributes. `changed` compares with this one from now on.
+    pub fn build(&mut self) -> Option<Rotation> {
+        self.fill();
+        let blocks: Vec<Chunk> = self.current().cloned().collect();
+        let rotation = Rotation::new(self.pool.clone(), blocks.clone());
+        // Empty blocks included: they line up with `blocks` for `changed`.
+        self.last = Some(blocks);
+        self.dirty.clear();
+        self.reset = false;
+        rotation
+    }
+
+    /// Forgets the last rotation built: `changed` is true until the next
+    /// `build` (for a policy that published some other picker meanwhile).
+    pub fn forget_built(&mut self) {
+        self.last = None;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::address::Address;
+    use crate::balancer::subconn::SubConnId;
+
+    fn subconns(n: u64) -> Vec<Arc<SubConn>> {
+        (0..n)
+            .map(|i| {
+                Arc::new(SubConn::new(
+                    SubConnId(i),
+                    Address::new(format!("127.0.0.1:{}", 1000 + i)),
+                ))
+            })
+            .collect()
+    }
+
+    fn ids(r: &Rotation) -> Vec<u64> {
+        r.entries().map(|e| e.id().0).collect()
+    }
+
+    /// A builder over one member per subchannel, chunks of `chunk` members.
+    fn one_each(scs: &[Arc<SubConn>], chunk: usize) -> RotationBuilder {
+        let mut b = RotationBuilder::with_chunk(chunk);
+        b.set_members(scs.iter().map(std::slice::from_ref));
+        b
+    }
+
+    #[test]
+    fn lists_contributing_members_in_member_order() {
+        let scs = subconns(5);
+        let mut b = one_each(&scs, 2);
+        assert!(b.build().is_none(), "nobody contributes yet");
+        for i in [4, 0, 2] {
+            b.list(i, Some(&scs[i])).unwrap();
+        }
+        assert_eq!(b.len(), 3);
+        let r = b.build().unwrap();
+        assert_eq!(ids(&r), [0, 2, 4]);
+        // Chunks follow the member blocks; the empty middle one is left out.
+        assert_eq!(r.chunks().len(), 3);
+    }
+
+    #[test]
+    fn one_member_change_rebuilds_only_its_block() {
+        let scs = subconns(6);
+        let mut b = one_each(&scs, 2);
+        for (i, sc) in scs.iter().enumerate() {
+            b.list(i, Some(sc)).unwrap();
+        }
+        let first = b.build().unwrap();
+        b.list(3, None).unwrap();
+        assert!(b.changed());
+        let second = b.build().unwrap();
+        assert_eq!(ids(&second), [0, 1, 2, 4, 5]);
+        let (a, c) = (first.chunks(), second.chunks());
+        assert!(
+            Arc::ptr_eq(&a[0], &c[0]) && Arc::ptr_eq(&a[2], &c[2]),
+            "reused"
+        );
+        assert!(!Arc::ptr_eq(&a[1], &c[1]), "rebuilt");
+    }
+
+    #[test]
+    fn changed_only_when_the_listed_entries_change() {
+        let scs = subconns(4);
+        let mut b = one_each(&scs, 2);
+        assert!(b.changed(), "nothing built yet");
+        b.list(1, Some(&scs[1])).unwrap();
+        b.build().unwrap();
+        assert!(!b.changed());
+        // Out and back in before the next build: the same entries.
+        b.list(1, None).unwrap();
+        b.list(1, Some(&scs[1])).unwrap();
+        assert!(!b.changed());
+        // New members, same listing: nothing changed for pickers.
+        b.set_members(scs.iter().map(std::slice::from_ref));
+        b.list(1, Some(&scs[1])).unwrap();
+        assert!(!b.changed());
+        b.list(2, Some(&scs[2])).unwrap();
+        assert!(b.changed());
+        b.build().unwrap();
+        b.forget_built();
+        assert!(b.changed(), "forgotten");
+    }
+
+    #[test]
+    fn a_member_picks_among_its_own_subchannels_only() {
+        let scs = subconns(3);
+        let mut b = RotationBuilder::new();
+        b.set_members([&scs[..2], &scs[2..]]);
+        b.list(0, Some(&scs[1])).unwrap();
+        assert_eq!(b.list(0, Some(&scs[2])), Err(NotAMember));
+        assert_eq!(b.list(2, None), Err(NotAMember));
+        b.list(1, Some(&scs[2])).unwrap();
+        let r = b.build().unwrap();
+        assert_eq!(ids(&r), [1, 2]);
+        // The rotation keeps its subchannels alive after the builder moved on.
+        b.set_members(std::iter::empty());
+        drop(scs);
+        let mut local = crate::balancer::pick_local::PickLocal::new(1);
+        let picked: Vec<u64> = (0..4).map(|_| r.pick(&mut local).id().0).collect();
+        assert_eq!(picked.iter().filter(|i| **i == 1).count(), 2);
     }
 }

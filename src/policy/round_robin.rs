@@ -4,12 +4,13 @@
 
 use super::pick_first::{PickFirstBuilder, ZERO_ADDRESSES};
 use crate::balancer::child_manager::{Child, ChildManager};
-use crate::balancer::picker::{FailPicker, PickInfo, PickLocal, PickResult, Picker, QueuePicker};
-use crate::balancer::rotation::{Chunk, Rotation, RotationEntry};
+use crate::balancer::picker::{
+    DoneHooks, FailPicker, PickInfo, PickLocal, PickResult, Picker, QueuePicker,
+};
+use crate::balancer::rotation::{Rotation, RotationBuilder, DEFAULT_CHUNK};
 use crate::balancer::subconn::{SubConn, SubConnId};
 use crate::balancer::{Balancer, Builder, ClientConn, ClientConnState, SubConnState, TimerToken};
 use crate::connectivity::{ConnectivityState, StateCounts, NO_CHILDREN};
-use std::ptr::NonNull;
 use std::sync::Arc;
 
 /// Builds `round_robin` balancers (registered under that name): a
@@ -44,10 +45,8 @@ impl RrEntry {
     }
 }
 
-/// Entries per rotation chunk: one subchannel's change rebuilds (and moves
-/// every reader's cache through) at most this many (10 KiB), whatever the
-/// number of subchannels.
-pub(crate) const CHUNK: usize = 256;
+/// Entries per rotation chunk (see `RotationBuilder`).
+pub(crate) const CHUNK: usize = DEFAULT_CHUNK;
 
 /// Rotates over its entries; each reader keeps its own position.
 #[doc(hidden)] // public for benches/pick.rs only
@@ -82,12 +81,12 @@ impl Picker for RrPicker {
         match self {
             RrPicker::Direct(rotation) => PickResult::Complete {
                 subconn: rotation.pick(local),
-                done: None,
+                done: DoneHooks::NONE,
             },
             RrPicker::Mixed(entries) => match &entries[local.next_index(entries.len())] {
                 RrEntry::Direct(sc) => PickResult::Complete {
                     subconn: sc,
-                    done: None,
+                    done: DoneHooks::NONE,
                 },
                 RrEntry::Child(p) => p.pick(info, local),
             },
@@ -102,146 +101,88 @@ impl Picker for RrPicker {
     }
 }
 
-/// Whether two rotations list the same subchannels in the same order.
-fn same_entries(a: &[Chunk], b: &[Chunk]) -> bool {
-    fn entries(chunks: &[Chunk]) -> impl Iterator<Item = NonNull<SubConn>> + '_ {
-        chunks.iter().flat_map(|c| c.iter().map(|l| l.ptr()))
-    }
-    entries(a).eq(entries(b))
-}
-
-/// Every child's subchannels in one shared allocation, rebuilt only when the
-/// children's subchannels change (not when they merely flip READY), with
-/// their rotation entries made once, so that a new picker is a copy of some.
-struct Keep {
-    version: u64,
-    all: Arc<[Arc<SubConn>]>,
-    listed: Vec<RotationEntry>,
-    /// Where each child's subchannels start in `all`, in children order.
-    base: Vec<usize>,
-}
-
-impl Keep {
-    /// The `Keep` for `children`, built again first if their subchannels
-    /// changed since it was made.
-    fn current<'a>(slot: &'a mut Option<Keep>, children: &ChildManager) -> &'a Keep {
-        let version = children.version();
-        if slot.as_ref().is_some_and(|k| k.version != version) {
-            *slot = None;
-        }
-        slot.get_or_insert_with(|| {
-            let mut all = Vec::new();
-            let mut base = Vec::new();
-            for c in children.iter() {
-                base.push(all.len());
-                all.extend(c.subconns().iter().cloned());
-            }
-            let all: Arc<[Arc<SubConn>]> = all.into();
-            Keep {
-                version,
-                listed: RotationEntry::all(&all),
-                all,
-                base,
-            }
-        })
-    }
-}
-
-/// What each child contributes to the picker, in `Children`'s order, kept up
-/// to date one child at a time: a child's change costs O(1) here, and the
-/// picker is then a copy of the READY entries. Rebuilt when the children (or
-/// their subchannels) change.
+/// What each child contributes, kept up to date one child at a time: a
+/// child's change costs O(1) here and in the `RotationBuilder`. Recounted
+/// when the children (or their subchannels) change.
 #[derive(Default)]
 struct Tally {
-    /// The `Children::version` (and so the `Keep`) it is for.
+    /// The `ChildManager::version` it (and the builder's members) is for.
     version: Option<u64>,
     states: Vec<ConnectivityState>,
-    /// Per child: where its subchannel is in `Keep` when the child is READY
-    /// with a single-subchannel picker (always, for pick_first children).
-    entry: Vec<Option<usize>>,
+    /// Per child: READY with a picker that is not one subchannel of its own.
+    mixed_at: Vec<bool>,
     counts: StateCounts,
-    /// READY children whose picker is more than one subchannel.
+    /// How many `mixed_at`.
     mixed: usize,
-    /// Per `CHUNK` children: the entries of the READY ones among them, or
-    /// `None` when one of them changed since (built again when needed).
-    blocks: Vec<Option<Chunk>>,
 }
 
 impl Tally {
-    /// A child's state, its `Keep` entry if it has one, and whether it is
-    /// READY without one (mixed).
-    fn contribution(keep: &Keep, i: usize, c: &Child) -> (ConnectivityState, Option<usize>, bool) {
-        if c.state() != ConnectivityState::Ready {
-            return (c.state(), None, false);
+    /// Lists child `i` in the rotation (its subchannel when READY with a
+    /// single-subchannel picker, always so for pick_first children); its
+    /// state, and whether it is READY without such a picker (mixed).
+    fn list(rotation: &mut RotationBuilder, i: usize, c: &Child) -> (ConnectivityState, bool) {
+        let single = c
+            .picker()
+            .single()
+            .filter(|_| c.state() == ConnectivityState::Ready);
+        let mixed = match single {
+            Some(sc) => rotation.list(i, Some(sc)).is_err(),
+            None => c.state() == ConnectivityState::Ready,
+        };
+        if single.is_none() || mixed {
+            // Not in the rotation; `i` is a member, so this cannot fail.
+            let _ = rotation.list(i, None);
         }
-        let found = c.picker().single().and_then(|sc| {
-            let base = keep.base[i];
-            (base..base + c.subconns().len()).find(|j| Arc::ptr_eq(&keep.all[*j], sc))
-        });
-        (c.state(), found, found.is_none())
+        (c.state(), mixed)
     }
 
-    fn rebuild(&mut self, keep: &Keep, children: &ChildManager, version: u64) {
+    fn rebuild(&mut self, rotation: &mut RotationBuilder, children: &ChildManager, version: u64) {
+        if self.version != Some(version) {
+            rotation.set_members(children.iter().map(|c| c.subconns()));
+        }
         *self = Tally {
             version: Some(version),
             ..Tally::default()
         };
         for (i, c) in children.iter().enumerate() {
-            let (state, entry, mixed) = Self::contribution(keep, i, c);
+            let (state, mixed) = Self::list(rotation, i, c);
             self.counts.add(state);
             self.mixed += usize::from(mixed);
             self.states.push(state);
-            self.entry.push(entry);
+            self.mixed_at.push(mixed);
         }
-        self.blocks = vec![None; children.len().div_ceil(CHUNK)];
     }
 
-    /// The chunks of a rotation over the READY entries, in children order,
-    /// building only the blocks that changed.
-    fn chunks(&mut self, keep: &Keep) -> Vec<Chunk> {
-        for (b, block) in self.blocks.iter_mut().enumerate() {
-            if block.is_none() {
-                let end = ((b + 1) * CHUNK).min(self.entry.len());
-                let entries = self.entry[b * CHUNK..end].iter().flatten();
-                *block = Some(entries.map(|j| keep.listed[*j]).collect());
-            }
-        }
-        self.blocks
-            .iter()
-            .flatten()
-            .filter(|c| !c.is_empty())
-            .cloned()
-            .collect()
-    }
-
-    /// Takes child `i`'s new contribution; whether what pickers select from
-    /// changed.
-    fn update(&mut self, keep: &Keep, i: usize, c: &Child) -> bool {
-        let (state, entry, mixed) = Self::contribution(keep, i, c);
-        let was_mixed = self.states[i] == ConnectivityState::Ready && self.entry[i].is_none();
+    /// Takes child `i`'s new contribution.
+    fn update(&mut self, rotation: &mut RotationBuilder, i: usize, c: &Child) {
+        let (state, mixed) = Self::list(rotation, i, c);
         self.counts.record(self.states[i], state);
-        self.mixed = self.mixed + usize::from(mixed) - usize::from(was_mixed);
-        let changed = self.entry[i] != entry || was_mixed != mixed;
+        self.mixed = self.mixed + usize::from(mixed) - usize::from(self.mixed_at[i]);
         self.states[i] = state;
-        self.entry[i] = entry;
-        if changed {
-            if let Some(block) = self.blocks.get_mut(i / CHUNK) {
-                *block = None;
-            }
-        }
-        changed
+        self.mixed_at[i] = mixed;
     }
 }
 
-#[derive(Default)]
 pub(crate) struct RoundRobin {
     children: ChildManager,
     reported: Option<ConnectivityState>,
-    /// The chunks of the last published picker when it was a READY
-    /// rotation (to tell, after a full recount, whether anything changed).
-    published: Option<Vec<Chunk>>,
-    keep: Option<Keep>,
+    /// The READY children's subchannels, as readers rotate over them.
+    rotation: RotationBuilder,
+    /// The last published picker is the builder's last rotation.
+    rotation_published: bool,
     tally: Tally,
+}
+
+impl Default for RoundRobin {
+    fn default() -> RoundRobin {
+        RoundRobin {
+            children: ChildManager::default(),
+            reported: None,
+            rotation: RotationBuilder::with_chunk(CHUNK),
+            rotation_published: false,
+            tally: Tally::default(),
+        }
+    }
 }
 
 impl RoundRobin {
@@ -267,23 +208,20 @@ impl RoundRobin {
     ///
     /// `changed`: the one child that changed (O(1) bookkeeping, see `Tally`),
     /// or `None` to look at every child. A picker is built only if what picks
-    /// select from changed, as a copy of the READY children's entries: no
-    /// reference counts, no subchannel read.
+    /// select from changed (`RotationBuilder::changed`), reusing the chunks
+    /// of unchanged children: no reference counts, no subchannel read.
     fn regenerate(&mut self, cc: &mut dyn ClientConn, changed: Option<&str>) {
-        let keep = Keep::current(&mut self.keep, &self.children);
         let version = self.children.version();
         let one = changed
             .filter(|_| self.tally.version == Some(version))
             .and_then(|key| self.children.position(key))
             .filter(|i| *i < self.tally.states.len());
-        // Some(false): known unchanged; None: compare with the published list.
-        let known = match one.and_then(|i| Some((i, self.children.at(i)?))) {
-            Some((i, child)) => Some(self.tally.update(keep, i, child)),
-            None => {
-                self.tally.rebuild(keep, &self.children, version);
-                None
-            }
-        };
+        match one.and_then(|i| Some((i, self.children.at(i)?))) {
+            Some((i, child)) => self.tally.update(&mut self.rotation, i, child),
+            None => self
+                .tally
+                .rebuild(&mut self.rotation, &self.children, version),
+        }
         debug_assert_eq!(self.tally.states.len(), self.children.len());
         let counts = self.tally.counts;
         let mixed = self.tally.mixed > 0;
@@ -301,25 +239,20 @@ impl RoundRobin {
                     .filter(|c| c.state() == ConnectivityState::Ready)
                     .map(|c| RrEntry::of(c.picker()))
                     .collect();
-                self.published = None;
+                self.rotation_published = false;
                 (ConnectivityState::Ready, Box::new(RrPicker::new(entries)))
             } else {
-                if self.reported == Some(ConnectivityState::Ready) && known == Some(false) {
-                    return;
-                }
-                let chunks = self.tally.chunks(keep);
                 if self.reported == Some(ConnectivityState::Ready)
-                    && known.is_none()
-                    && self
-                        .published
-                        .as_ref()
-                        .is_some_and(|old| same_entries(old, &chunks))
+                    && self.rotation_published
+                    && !self.rotation.changed()
                 {
                     return;
                 }
-                self.published = Some(chunks.clone());
-                let rotation = Rotation::new(keep.all.clone(), chunks)
+                let rotation = self
+                    .rotation
+                    .build()
                     .expect("READY children without a mixed picker each have an entry");
+                self.rotation_published = true;
                 (
                     ConnectivityState::Ready,
                     Box::new(RrPicker::Direct(rotation)),
@@ -342,7 +275,7 @@ impl RoundRobin {
             )
         };
         if state != ConnectivityState::Ready {
-            self.published = None;
+            self.rotation_published = false;
         }
         self.reported = Some(state);
         cc.update_state(state, picker);
@@ -358,7 +291,7 @@ impl Balancer for RoundRobin {
         if state.addresses.is_empty() {
             self.children.close(cc);
             self.reported = Some(ConnectivityState::TransientFailure);
-            self.published = None;
+            self.rotation_published = false;
             cc.update_state(
                 ConnectivityState::TransientFailure,
                 Box::new(FailPicker::unavailable(ZERO_ADDRESSES)),

@@ -264,7 +264,7 @@ fn queued_pick_wakes_on_ready_and_done_reaches_the_hook() {
         fn pick<'a>(&'a self, _: &PickInfo<'_>, _: &mut PickLocal) -> PickResult<'a> {
             PickResult::Complete {
                 subconn: &self.sc,
-                done: Some(&*self.hook),
+                done: DoneHooks::one(&*self.hook),
             }
         }
     }

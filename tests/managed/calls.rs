@@ -227,7 +227,7 @@ mod recording {
         fn pick<'a>(&'a self, _: &PickInfo<'_>, _: &mut PickLocal) -> PickResult<'a> {
             PickResult::Complete {
                 subconn: &self.sc,
-                done: Some(&self.hook),
+                done: DoneHooks::one(&self.hook),
             }
         }
     }

@@ -1,7 +1,7 @@
 //! `sy_pick` / `sy_pick_done` from Rust, through the result's token, so that
 //! Miri (scripts/sanitizers.sh) checks what the token carries: the
-//! subchannel, the hold and a policy's done hook (a `dyn` pointer, vtable
-//! included), written by `sy_pick`, copied bitwise as C copies a struct, and
+//! subchannel, the hold and a chain of two done hooks (`dyn` pointers,
+//! vtables included), written by `sy_pick`, copied bitwise as C copies a struct, and
 //! turned back into a pick by `sy_pick_done` on the copy.
 
 use crate::callback::sy_host_transport;
@@ -13,7 +13,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use switchyard::{
     registry, Balancer, Builder, ClientConn, ClientConnState, ConnectivityState, DoneHook,
-    DoneInfo, PickInfo, PickLocal, PickResult, Picker, SubConn, SubConnId, SubConnState,
+    DoneHooks, DoneInfo, PickInfo, PickLocal, PickResult, Picker, SubConn, SubConnId, SubConnState,
 };
 
 fn ok(s: sy_status) {
@@ -44,30 +44,35 @@ unsafe extern "C" fn release(user_data: *mut c_void) {
     unsafe { &*user_data.cast::<AtomicUsize>() }.fetch_add(1, Ordering::SeqCst);
 }
 
-/// A policy with a done hook: one subchannel, a picker that hands out the
-/// hook with every pick, and a hook that counts the outcomes.
+/// A policy with done hooks: one subchannel, a picker that hands out two
+/// chained hooks with every pick (as a wrapping picker over a child's
+/// does), and hooks that record the outcomes, each under its name.
 #[derive(Default)]
-struct Outcomes(Mutex<Vec<Option<String>>>);
+struct Outcomes(Mutex<Vec<(&'static str, Option<String>)>>);
 
-struct Hook(Arc<Outcomes>);
+struct Hook(Arc<Outcomes>, &'static str);
 
 impl DoneHook for Hook {
     fn done(&self, _: &SubConn, info: &DoneInfo<'_>) {
         let error = info.error.map(str::to_string);
-        self.0 .0.lock().unwrap().push(error);
+        self.0 .0.lock().unwrap().push((self.1, error));
     }
 }
 
 struct Hooked {
     sc: Arc<SubConn>,
-    hook: Hook,
+    inner: Hook,
+    outer: Hook,
 }
 
 impl Picker for Hooked {
     fn pick<'a>(&'a self, _: &PickInfo<'_>, _: &mut PickLocal) -> PickResult<'a> {
-        PickResult::Complete {
-            subconn: &self.sc,
-            done: Some(&self.hook),
+        match DoneHooks::one(&self.inner).with_outer(&self.outer) {
+            Ok(done) => PickResult::Complete {
+                subconn: &self.sc,
+                done,
+            },
+            Err(_) => PickResult::Queue,
         }
     }
 }
@@ -93,7 +98,8 @@ impl Balancer for HookPolicy {
         if let (ConnectivityState::Ready, Some(sc)) = (s.state, &self.sc) {
             let picker = Hooked {
                 sc: sc.clone(),
-                hook: Hook(self.outcomes.clone()),
+                inner: Hook(self.outcomes.clone(), "inner"),
+                outer: Hook(self.outcomes.clone(), "outer"),
             };
             cc.update_state(ConnectivityState::Ready, Box::new(picker));
         }
@@ -238,9 +244,16 @@ fn a_hooked_pick_survives_a_bitwise_copy_of_its_result() {
         value: 0.5,
     };
     ok(sy_pick_done(&mut copy, 0, 1_000, &metric, 1));
+    // Each hook once per pick, innermost first.
+    let unavailable = Some("UNAVAILABLE".to_string());
     assert_eq!(
         *outcomes.0.lock().unwrap(),
-        [Some("UNAVAILABLE".to_string()), None]
+        [
+            ("inner", unavailable.clone()),
+            ("outer", unavailable),
+            ("inner", None),
+            ("outer", None)
+        ]
     );
     free();
     assert_eq!(released.load(Ordering::SeqCst), 1, "released exactly once");
