@@ -401,6 +401,7 @@ pub mod backoff;
 pub(crate) mod clock;
 pub(crate) mod connectivity;
 pub(crate) mod error;
+pub mod named;
 // The wait-free publication protocol, public only for the loom models and
 // the pick benchmark; not part of the API.
 #[doc(hidden)]
