@@ -204,10 +204,15 @@ fn switching_policy_and_rejecting_bad_configs() {
 #[test]
 fn bad_inputs_are_errors() {
     let rt = Runtime::new().unwrap();
-    assert!(matches!(
-        Channel::new(&rt, "", Some("{]"), ChannelOptions::default()),
-        Err(Error::InvalidServiceConfig(_))
-    ));
+    // An invalid config is the channel's state, not the constructor's error
+    // (gRPC, A21): TRANSIENT_FAILURE, picks failing with the parse error.
+    let bad = Channel::new(&rt, "", Some("{]"), ChannelOptions::default()).unwrap();
+    bad.sync().unwrap();
+    assert_eq!(bad.state(), TransientFailure);
+    match bad.reader().try_pick(&PickInfo::default()) {
+        Err(PickError::Unavailable(s)) => assert!(s.message().contains("not valid JSON"), "{s:?}"),
+        other => panic!("{:?}", other.map(|p| p.subconn().id())),
+    }
     assert!(matches!(
         Channel::new(&rt, "ipv4:nope", None, ChannelOptions::default()),
         Err(Error::InvalidTarget(_))
