@@ -500,6 +500,64 @@ typedef void (*sy_call_done_fn)(void *user_ctx,
                                 struct sy_buffer *response);
 
 /**
+ * The service config's settings for one method, as `methodConfig` gives
+ * them (gRFC A2); each `has_` flag says whether its field was set.
+ * Durations are in milliseconds, rounded up. Status code sets are bit
+ * masks: bit `1 << code` for each code (gRPC's numbers, as
+ * `sy_last_grpc_code` gives them).
+ *
+ * `retry_*` and `hedging_*` are parsed and validated (gRFC A6 bounds:
+ * 2 to 5 attempts, larger values capped at 5) for hosts that retry
+ * themselves: the library's own unary calls (sy_call_unary*) do not retry
+ * by them; they only retry once, transparently, a call the server never
+ * processed (gRPC's transparent retry).
+ */
+typedef struct sy_method_config {
+  /**
+   * An entry names the method, its service, or is the default (empty
+   * name): the fields below are its. False: no entry applies, and every
+   * `has_` flag is false.
+   */
+  bool found;
+  bool has_wait_for_ready;
+  /**
+   * Wait through TRANSIENT_FAILURE by default.
+   */
+  bool wait_for_ready;
+  /**
+   * The call's timeout (its deadline is the earlier of the caller's and
+   * now plus this); `SY_WAIT_FOREVER` when not set.
+   */
+  uint64_t timeout_ms;
+  bool has_max_request_message_bytes;
+  /**
+   * A larger request fails RESOURCE_EXHAUSTED before it is sent.
+   */
+  uint32_t max_request_message_bytes;
+  bool has_max_response_message_bytes;
+  /**
+   * A larger response fails RESOURCE_EXHAUSTED.
+   */
+  uint32_t max_response_message_bytes;
+  bool has_retry_policy;
+  uint32_t retry_max_attempts;
+  uint64_t retry_initial_backoff_ms;
+  uint64_t retry_max_backoff_ms;
+  double retry_backoff_multiplier;
+  /**
+   * Bit `1 << code` for each retryable status code.
+   */
+  uint32_t retry_retryable_codes;
+  bool has_hedging_policy;
+  uint32_t hedging_max_attempts;
+  uint64_t hedging_delay_ms;
+  /**
+   * Bit `1 << code` for each non-fatal status code.
+   */
+  uint32_t hedging_non_fatal_codes;
+} sy_method_config;
+
+/**
  * One address the host resolved.
  */
 typedef struct sy_address {
@@ -1277,6 +1335,41 @@ sy_status sy_call_unary_start(const struct sy_channel *channel,
  * Never blocks. Any thread, including inside this library's callbacks.
  */
 SY_MUST_USE sy_status sy_call_cancel(const struct sy_channel *channel, uint64_t call_id);
+
+/* ----------------------------------------------------------------------------
+ * Method config
+ *
+ * The service config's methodConfig for a method (gRFC A2): timeout,
+ * wait-for-ready, message size limits, and the retry or hedging policy, for
+ * hosts that send RPCs themselves (the library's own calls apply them).
+ * sy_reader_method_config looks it up wait-free on an RPC thread;
+ * sy_channel_method_config from any thread.
+ * -------------------------------------------------------------------------- */
+
+/**
+ * The service config's settings for calls to `method` ("/pkg.Service/Method",
+ * NUL-terminated UTF-8): the most specific `methodConfig` entry that names
+ * it (the method, else its service, else the default entry), written to
+ * `*out` (`found` false when none applies). Wait-free when the config has
+ * not changed since the reader last looked: for RPC threads, before each
+ * call (its timeout, wait-for-ready and size limits are the host's to apply
+ * when it sends the call itself). The reader's thread. SY_NULL_PARAMETER,
+ * SY_INVALID_UTF8, SY_WRONG_CONTEXT (from a callback this reader runs).
+ */
+SY_MUST_USE
+sy_status sy_reader_method_config(struct sy_reader *reader,
+                                  const char *method,
+                                  struct sy_method_config *out);
+
+/**
+ * As `sy_reader_method_config`, through the channel: any thread (it takes
+ * a reference count on the current config; a reader's lookup does not).
+ * SY_NULL_PARAMETER, SY_INVALID_UTF8, SY_INVALID_ARGUMENT (a freed channel).
+ */
+SY_MUST_USE
+sy_status sy_channel_method_config(const struct sy_channel *ch,
+                                   const char *method,
+                                   struct sy_method_config *out);
 
 /* ----------------------------------------------------------------------------
  * Policies
