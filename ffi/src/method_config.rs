@@ -58,7 +58,9 @@ pub struct sy_method_config {
 fn ms_up(d: Duration) -> u64 {
     let ms = d.as_nanos().div_ceil(1_000_000);
     // Never SY_WAIT_FOREVER by accident (a proto Duration is far below).
-    u64::try_from(ms).unwrap_or(SY_WAIT_FOREVER - 1).min(SY_WAIT_FOREVER - 1)
+    u64::try_from(ms)
+        .unwrap_or(SY_WAIT_FOREVER - 1)
+        .min(SY_WAIT_FOREVER - 1)
 }
 
 fn mask(codes: &[Code]) -> u32 {
