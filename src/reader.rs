@@ -105,7 +105,7 @@ pub struct Reader {
     counts: Option<crate::snapshot::ReaderCounts>,
     /// The service config's method settings as last seen, and the
     /// generation of the channel's `methods` slot they came with.
-    methods: (u64, std::sync::Arc<std::sync::Arc<MethodConfigs>>),
+    methods: (u64, Arc<MethodConfigs>),
 }
 
 impl Channel {
@@ -125,7 +125,10 @@ impl Reader {
             synced_generation: NO_ROTATION,
             local,
             ref_hooks: RefHooks(NO_HOOKS),
-            methods: (shared.methods.generation(), shared.methods.load()),
+            methods: (
+                shared.methods.generation(),
+                Arc::clone(&shared.methods.load()),
+            ),
             shared,
             counts: None,
         };
@@ -356,7 +359,7 @@ impl Reader {
         let generation = slot.generation();
         if generation != self.methods.0 {
             // A load returns this generation's table or a later one.
-            self.methods = (generation, slot.load());
+            self.methods = (generation, Arc::clone(&slot.load()));
         }
         self.methods.1.lookup(method).map(|c| &**c)
     }
