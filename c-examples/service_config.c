@@ -116,6 +116,7 @@ int main(void) {
   expect_rpc_error(call(r, UNARY, "x", 5000), 14 /* UNAVAILABLE */,
                    "methodConfig[1].timeout: \"3\" is not a duration");
   OK(sy_channel_update_service_config(ch, CONFIG));
+  OK(sy_channel_sync(ch)); /* applied: the calls below see it */
   CHECK(call(r, "/echo.Echo/Unary", "hi", 5000) == SY_OK);
 
   /* 2. Lookups: the method's entry, its service's, none. */

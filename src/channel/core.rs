@@ -210,18 +210,19 @@ impl ChannelCore {
         // config with the next addresses, the current ones if there are any.
         self.out.shared.methods.publish(config.methods.clone());
         self.config = config;
-        let recovered = self.config_error.take().is_some();
+        if self.config_error.take().is_some() {
+            // The error's picker goes now: picks queue until the policy
+            // (which may publish only once a subchannel moves) says more.
+            let state = match self.endpoints {
+                Some(_) => ConnectivityState::Connecting,
+                None => ConnectivityState::Idle,
+            };
+            self.out.publish(state, Box::new(QueuePicker));
+        }
         self.configure_health(env);
         match self.endpoints.clone() {
             Some(endpoints) => self.update_endpoints(endpoints, env),
-            None => {
-                if recovered && self.balancer.is_none() {
-                    // Valid again, waiting for addresses.
-                    self.out
-                        .publish(ConnectivityState::Idle, Box::new(QueuePicker));
-                }
-                self.drain(env)
-            }
+            None => self.drain(env),
         }
     }
 

@@ -238,9 +238,44 @@ fn an_invalid_config_leaves_the_channel_failing_with_its_error() {
     }
     assert_eq!(servers[0].requests(), 0, "no policy ran");
 
-    // A valid config brings the channel up on the addresses it kept.
+    // A valid config brings the channel up on the addresses it kept; the
+    // error's picker is gone with it (a fail-fast call queues, then goes).
     ch.update_service_config(r#"{"loadBalancingConfig":[{"round_robin":{}}]}"#)
         .unwrap();
-    assert_eq!(echo(&mut r, true).unwrap(), servers[0].port());
+    ch.sync().unwrap();
+    assert_eq!(echo(&mut r, false).unwrap(), servers[0].port());
     assert_eq!(ch.snapshot().unwrap().policy, "round_robin");
+}
+
+/// Through the library's own connections too: once a valid config is in,
+/// the invalid one's error is gone at once (a fail-fast pick queues while
+/// the new policy connects, here to a backend that never answers).
+#[test]
+fn a_valid_config_takes_the_errors_picker_away_at_once() {
+    let hole = TestServer::start(
+        Listen::Tcp("127.0.0.1:0".parse().unwrap()),
+        ServerOptions {
+            black_hole: true,
+            ..Default::default()
+        },
+    )
+    .unwrap();
+    let rt = Runtime::new().unwrap();
+    let target = format!("ipv4:{}", hole.addr());
+    let ch = Channel::new(&rt, &target, Some("{]"), plaintext()).unwrap();
+    ch.sync().unwrap();
+    let mut r = ch.reader();
+    assert!(matches!(
+        r.try_pick(&PickInfo::default()),
+        Err(PickError::Unavailable(_))
+    ));
+    ch.update_service_config(r#"{"loadBalancingConfig":[{"round_robin":{}}]}"#)
+        .unwrap();
+    ch.sync().unwrap();
+    match r.try_pick(&PickInfo::default()) {
+        Err(PickError::NoSubConnAvailable) => {}
+        Err(e) => panic!("{e}"),
+        Ok(_) => panic!("a black hole cannot be READY"),
+    }
+    assert_eq!(ch.state(), Connecting);
 }
