@@ -152,3 +152,132 @@ pub extern "C" fn sy_channel_method_config(
         Ok(())
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{
+        sy_channel_free, sy_channel_new, sy_channel_update_service_config, sy_reader_free,
+        sy_reader_new, sy_runtime_free, sy_runtime_new,
+    };
+    use std::ptr;
+
+    const CONFIG: &std::ffi::CStr = c"{\"methodConfig\":[
+        {\"name\":[{\"service\":\"s\",\"method\":\"m\"}],\"timeout\":\"0.0001s\",
+         \"waitForReady\":false,\"maxRequestMessageBytes\":7,
+         \"hedgingPolicy\":{\"maxAttempts\":3,\"hedgingDelay\":\"0.25s\",
+                            \"nonFatalStatusCodes\":[\"UNAVAILABLE\",1]}},
+        {\"name\":[{\"service\":\"s\"}],\"maxResponseMessageBytes\":\"9\",
+         \"retryPolicy\":{\"maxAttempts\":2,\"initialBackoff\":\"1.5s\",
+                          \"maxBackoff\":\"2s\",\"backoffMultiplier\":1.5,
+                          \"retryableStatusCodes\":[\"aborted\"]}}]}";
+
+    #[test]
+    fn a_methods_config_as_c_values() {
+        let mut rt = ptr::null_mut();
+        assert_eq!(sy_runtime_new(&mut rt), sy_status::SY_OK);
+        let mut ch = ptr::null_mut();
+        let st = sy_channel_new(
+            rt,
+            c"".as_ptr(),
+            ptr::null(),
+            ptr::null(),
+            None,
+            ptr::null_mut(),
+            None,
+            &mut ch,
+        );
+        assert_eq!(st, sy_status::SY_OK);
+        let mut reader = ptr::null_mut();
+        assert_eq!(sy_reader_new(ch, &mut reader), sy_status::SY_OK);
+        let marker = sy_method_config {
+            retry_max_attempts: 77,
+            ..Default::default()
+        };
+        let mut out = marker;
+        // Before any config: nothing applies.
+        assert_eq!(
+            sy_reader_method_config(reader, c"/s/m".as_ptr(), &mut out),
+            sy_status::SY_OK
+        );
+        assert_eq!(out, sy_method_config::from(None));
+        assert!(!out.found && out.timeout_ms == SY_WAIT_FOREVER);
+
+        assert_eq!(
+            sy_channel_update_service_config(ch, CONFIG.as_ptr()),
+            sy_status::SY_OK
+        );
+        // Applied on the loop: the reader sees it once it is published.
+        let mut tries = 0;
+        loop {
+            assert_eq!(
+                sy_reader_method_config(reader, c"/s/m".as_ptr(), &mut out),
+                sy_status::SY_OK
+            );
+            if out.found || tries == 500 {
+                break;
+            }
+            tries += 1;
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        let exact = sy_method_config {
+            found: true,
+            has_wait_for_ready: true,
+            wait_for_ready: false,
+            timeout_ms: 1, // 0.1 ms, rounded up
+            has_max_request_message_bytes: true,
+            max_request_message_bytes: 7,
+            has_hedging_policy: true,
+            hedging_max_attempts: 3,
+            hedging_delay_ms: 250,
+            hedging_non_fatal_codes: (1 << 14) | (1 << 1),
+            ..Default::default()
+        };
+        assert_eq!(out, exact);
+        assert_eq!(
+            sy_channel_method_config(ch, c"/s/other".as_ptr(), &mut out),
+            sy_status::SY_OK
+        );
+        let service = sy_method_config {
+            found: true,
+            timeout_ms: SY_WAIT_FOREVER,
+            has_max_response_message_bytes: true,
+            max_response_message_bytes: 9,
+            has_retry_policy: true,
+            retry_max_attempts: 2,
+            retry_initial_backoff_ms: 1500,
+            retry_max_backoff_ms: 2000,
+            retry_backoff_multiplier: 1.5,
+            retry_retryable_codes: 1 << 10,
+            ..Default::default()
+        };
+        assert_eq!(out, service);
+
+        // Bad arguments: an error, and `*out` untouched.
+        let mut out = marker;
+        assert_eq!(
+            sy_reader_method_config(reader, ptr::null(), &mut out),
+            sy_status::SY_NULL_PARAMETER
+        );
+        assert_eq!(
+            sy_reader_method_config(reader, c"/s/m".as_ptr(), ptr::null_mut()),
+            sy_status::SY_NULL_PARAMETER
+        );
+        assert_eq!(
+            sy_reader_method_config(ptr::null_mut(), c"/s/m".as_ptr(), &mut out),
+            sy_status::SY_NULL_PARAMETER
+        );
+        assert_eq!(
+            sy_channel_method_config(ptr::null(), c"/s/m".as_ptr(), &mut out),
+            sy_status::SY_NULL_PARAMETER
+        );
+        assert_eq!(
+            sy_channel_method_config(ch, c"/s/\xff".as_ptr(), &mut out),
+            sy_status::SY_INVALID_UTF8
+        );
+        assert_eq!(out, marker);
+        sy_reader_free(reader);
+        sy_channel_free(ch);
+        sy_runtime_free(rt);
+    }
+}
