@@ -500,6 +500,64 @@ typedef void (*sy_call_done_fn)(void *user_ctx,
                                 struct sy_buffer *response);
 
 /**
+ * The service config's settings for one method, as `methodConfig` gives
+ * them (gRFC A2); each `has_` flag says whether its field was set.
+ * Durations are in milliseconds, rounded up. Status code sets are bit
+ * masks: bit `1 << code` for each code (gRPC's numbers, as
+ * `sy_last_grpc_code` gives them).
+ *
+ * `retry_*` and `hedging_*` are parsed and validated (gRFC A6 bounds:
+ * 2 to 5 attempts, larger values capped at 5) for hosts that retry
+ * themselves: the library's own unary calls (sy_call_unary*) do not retry
+ * by them; they only retry once, transparently, a call the server never
+ * processed (gRPC's transparent retry).
+ */
+typedef struct sy_method_config {
+  /**
+   * An entry names the method, its service, or is the default (empty
+   * name): the fields below are its. False: no entry applies, and every
+   * `has_` flag is false.
+   */
+  bool found;
+  bool has_wait_for_ready;
+  /**
+   * Wait through TRANSIENT_FAILURE by default.
+   */
+  bool wait_for_ready;
+  /**
+   * The call's timeout (its deadline is the earlier of the caller's and
+   * now plus this); `SY_WAIT_FOREVER` when not set.
+   */
+  uint64_t timeout_ms;
+  bool has_max_request_message_bytes;
+  /**
+   * A larger request fails RESOURCE_EXHAUSTED before it is sent.
+   */
+  uint32_t max_request_message_bytes;
+  bool has_max_response_message_bytes;
+  /**
+   * A larger response fails RESOURCE_EXHAUSTED.
+   */
+  uint32_t max_response_message_bytes;
+  bool has_retry_policy;
+  uint32_t retry_max_attempts;
+  uint64_t retry_initial_backoff_ms;
+  uint64_t retry_max_backoff_ms;
+  double retry_backoff_multiplier;
+  /**
+   * Bit `1 << code` for each retryable status code.
+   */
+  uint32_t retry_retryable_codes;
+  bool has_hedging_policy;
+  uint32_t hedging_max_attempts;
+  uint64_t hedging_delay_ms;
+  /**
+   * Bit `1 << code` for each non-fatal status code.
+   */
+  uint32_t hedging_non_fatal_codes;
+} sy_method_config;
+
+/**
  * One address the host resolved.
  */
 typedef struct sy_address {
@@ -834,10 +892,12 @@ void sy_runtime_free(struct sy_runtime *rt);
  *   or "host:port". Not NULL.
  * - `service_config_json`: selects the policy, e.g.
  *   `{"loadBalancingConfig":[{"round_robin":{}}]}`; NULL for pick_first.
+ *   An invalid one does not fail: as in gRPC, the channel is then
+ *   TRANSIENT_FAILURE and its calls fail UNAVAILABLE with the parse error
+ *   (which names the JSON path that is wrong) until a valid config comes.
  *
  * Errors: SY_NULL_PARAMETER (`rt`, `target`, `options`, `out`),
- * SY_INVALID_UTF8, SY_INVALID_ARGUMENT, SY_INVALID_TARGET,
- * SY_INVALID_SERVICE_CONFIG, SY_RUNTIME_GONE. On success `*out` is a new
+ * SY_INVALID_UTF8, SY_INVALID_ARGUMENT, SY_INVALID_TARGET, SY_RUNTIME_GONE. On success `*out` is a new
  * channel owned by the caller (`sy_channel_free`); `options` may be freed
  * at once. Any thread but not from a callback.
  */
@@ -855,9 +915,14 @@ sy_status sy_channel_new_simple(const struct sy_runtime *rt,
  * - `target`: "" when the host supplies addresses with
  *   `sy_channel_update_addresses`; otherwise "ipv4:1.2.3.4:80,...",
  *   "dns:///host:port" or "host:port". Not NULL.
- * - `service_config_json`: a gRPC service config selecting the policy
- *   (`{"loadBalancingConfig":[{"round_robin":{}}]}`); NULL or "" for the
- *   default (pick_first).
+ * - `service_config_json`: the channel's default service config: the
+ *   policy (`{"loadBalancingConfig":[{"round_robin":{}}]}`) and the calls'
+ *   `methodConfig` (see `sy_method_config`); NULL or "" for none
+ *   (pick_first). A service config from the resolver replaces it. An
+ *   invalid one does not fail: the channel is TRANSIENT_FAILURE and picks
+ *   and calls fail UNAVAILABLE with the parse error (naming the JSON path
+ *   that is wrong) until a valid one comes (`sy_last_error` after a pick
+ *   or call shows it).
  * - `host`: the host's transport callbacks (external connector): the host
  *   owns connections and reports their states, and RPCs are sent by the
  *   host on what `sy_pick` returns. NULL for library-managed connections:
@@ -871,8 +936,7 @@ sy_status sy_channel_new_simple(const struct sy_runtime *rt,
  *   NULL if no user data is ever given (it is then never released).
  *
  * Errors: SY_NULL_PARAMETER, SY_INVALID_UTF8, SY_INVALID_ARGUMENT (a `host`
- * without `connect` or `shutdown`), SY_INVALID_TARGET,
- * SY_INVALID_SERVICE_CONFIG, SY_RUNTIME_GONE. On success `*out` is a new
+ * without `connect` or `shutdown`), SY_INVALID_TARGET, SY_RUNTIME_GONE. On success `*out` is a new
  * channel owned by the caller (`sy_channel_free`). `state_ctx` and
  * `host->ctx` must stay valid until `sy_channel_free` returns. Any thread
  * but not from a callback.
@@ -1279,6 +1343,41 @@ sy_status sy_call_unary_start(const struct sy_channel *channel,
 SY_MUST_USE sy_status sy_call_cancel(const struct sy_channel *channel, uint64_t call_id);
 
 /* ----------------------------------------------------------------------------
+ * Method config
+ *
+ * The service config's methodConfig for a method (gRFC A2): timeout,
+ * wait-for-ready, message size limits, and the retry or hedging policy, for
+ * hosts that send RPCs themselves (the library's own calls apply them).
+ * sy_reader_method_config looks it up wait-free on an RPC thread;
+ * sy_channel_method_config from any thread.
+ * -------------------------------------------------------------------------- */
+
+/**
+ * The service config's settings for calls to `method` ("/pkg.Service/Method",
+ * NUL-terminated UTF-8): the most specific `methodConfig` entry that names
+ * it (the method, else its service, else the default entry), written to
+ * `*out` (`found` false when none applies). Wait-free when the config has
+ * not changed since the reader last looked: for RPC threads, before each
+ * call (its timeout, wait-for-ready and size limits are the host's to apply
+ * when it sends the call itself). The reader's thread. SY_NULL_PARAMETER,
+ * SY_INVALID_UTF8, SY_WRONG_CONTEXT (from a callback this reader runs).
+ */
+SY_MUST_USE
+sy_status sy_reader_method_config(struct sy_reader *reader,
+                                  const char *method,
+                                  struct sy_method_config *out);
+
+/**
+ * As `sy_reader_method_config`, through the channel: any thread (it takes
+ * a reference count on the current config; a reader's lookup does not).
+ * SY_NULL_PARAMETER, SY_INVALID_UTF8, SY_INVALID_ARGUMENT (a freed channel).
+ */
+SY_MUST_USE
+sy_status sy_channel_method_config(const struct sy_channel *ch,
+                                   const char *method,
+                                   struct sy_method_config *out);
+
+/* ----------------------------------------------------------------------------
  * Policies
  *
  * Load-balancing policies written in C: sy_balancer_register a name with
@@ -1371,7 +1470,9 @@ sy_status sy_channel_update_addresses(const struct sy_channel *ch,
 
 /**
  * Switches to a new service config (JSON). An invalid one gives
- * SY_INVALID_SERVICE_CONFIG and the current one is kept. Any thread.
+ * SY_INVALID_SERVICE_CONFIG (`sy_last_error` names the JSON path that is
+ * wrong) and the current one is kept; a valid one ends the
+ * TRANSIENT_FAILURE of a channel created with an invalid one. Any thread.
  */
 sy_status sy_channel_update_service_config(const struct sy_channel *ch,
                                            const char *service_config_json);

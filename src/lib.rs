@@ -413,7 +413,7 @@ pub mod trace;
 pub mod balancer;
 pub mod policy;
 pub mod resolver;
-pub(crate) mod service_config;
+pub mod service_config;
 // The loop, transports, connectors, the subchannel machine.
 pub mod connector;
 pub mod runtime;
@@ -455,6 +455,7 @@ pub use connectivity::ConnectivityState;
 #[doc(hidden)]
 pub use reader::{RawPick, RAW_PICK_HOLD_WORD, RAW_PICK_WORDS};
 pub use runtime::{Runtime, RuntimeConfig};
+pub use service_config::{MethodConfig, RetryPolicy};
 pub use snapshot::{ChannelSnapshot, SubchannelSnapshot};
 pub use status::{Code, Status};
 pub use transport::{Credentials, Keepalive, Limits, TlsSettings, TransportConfig, UnaryResponse};

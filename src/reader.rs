@@ -8,6 +8,7 @@ use crate::balancer::rotation::{Chunk, RotationEntry};
 use crate::balancer::subconn::SubConn;
 use crate::channel::{Channel, ChannelShared, Table};
 use crate::publish::{Cache, Hold};
+use crate::service_config::{MethodConfig, MethodConfigs};
 use crate::status::{Code, Status};
 use std::fmt;
 use std::ptr::NonNull;
@@ -102,6 +103,9 @@ pub struct Reader {
     /// This reader's call counters, made on its first library call (never
     /// touched by picks; see `crate::snapshot`).
     counts: Option<crate::snapshot::ReaderCounts>,
+    /// The service config's method settings as last seen, and the
+    /// generation of the channel's `methods` slot they came with.
+    methods: (u64, Arc<MethodConfigs>),
 }
 
 impl Channel {
@@ -121,6 +125,10 @@ impl Reader {
             synced_generation: NO_ROTATION,
             local,
             ref_hooks: RefHooks(NO_HOOKS),
+            methods: (
+                shared.methods.generation(),
+                Arc::clone(&shared.methods.load()),
+            ),
             shared,
             counts: None,
         };
@@ -339,6 +347,21 @@ impl Reader {
 
     pub(crate) fn is_managed(&self) -> bool {
         self.shared.managed
+    }
+
+    /// The service config's settings for calls to `method`
+    /// ("/pkg.Service/Method"): the most specific `methodConfig` entry that
+    /// names it (the method, else its service, else the default), or
+    /// `None`. Wait-free: one atomic load when the config has not changed
+    /// since this reader last looked, no allocation.
+    pub fn method_config(&mut self, method: &str) -> Option<&MethodConfig> {
+        let slot = &self.shared.methods;
+        let generation = slot.generation();
+        if generation != self.methods.0 {
+            // A load returns this generation's table or a later one.
+            self.methods = (generation, Arc::clone(&slot.load()));
+        }
+        self.methods.1.lookup(method).map(|c| &**c)
     }
 
     /// The channel's state as last published.

@@ -45,6 +45,15 @@ of SY_NO_WAIT (0) is a deadline already passed; SY_WAIT_FOREVER is none.",
         &["call"],
     ),
     (
+        "Method config",
+        "The service config's methodConfig for a method (gRFC A2): timeout,
+wait-for-ready, message size limits, and the retry or hedging policy, for
+hosts that send RPCs themselves (the library's own calls apply them).
+sy_reader_method_config looks it up wait-free on an RPC thread;
+sy_channel_method_config from any thread.",
+        &["method_config"],
+    ),
+    (
         "Policies",
         "Load-balancing policies written in C: sy_balancer_register a name with
 callbacks; they run on the loop thread and call back through sy_cc_*
