@@ -354,6 +354,7 @@ fn queued_pick_wakes_on_ready_and_done_reaches_the_hook() {
         let addr = p.subconn().addr().to_string();
         p.done(&DoneInfo {
             error: Some("boom"),
+            code: switchyard::Code::Internal,
             latency: Duration::from_millis(1),
             load: &[("cpu_utilization", 0.5)],
         });
@@ -366,6 +367,7 @@ fn queued_pick_wakes_on_ready_and_done_reaches_the_hook() {
         assert!(p3.reports_outcome());
         p3.done(&DoneInfo {
             error: Some("raw"),
+            code: switchyard::Code::Internal,
             ..DoneInfo::default()
         });
         // Given back to its reader: the hook hears of it all the same.
@@ -374,6 +376,7 @@ fn queued_pick_wakes_on_ready_and_done_reaches_the_hook() {
             p4,
             &DoneInfo {
                 error: Some("finished"),
+                code: switchyard::Code::Internal,
                 ..DoneInfo::default()
             },
         );
