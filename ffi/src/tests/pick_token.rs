@@ -150,6 +150,16 @@ fn ready_channel(
     released: &AtomicUsize,
     config: &CStr,
 ) -> (*mut sy_reader, impl FnOnce()) {
+    let (r, _, _, free) = ready_channel_and_subchannel(host, released, config);
+    (r, free)
+}
+
+/// `ready_channel`, with the channel and the subchannel's id.
+fn ready_channel_and_subchannel(
+    host: &Host,
+    released: &AtomicUsize,
+    config: &CStr,
+) -> (*mut sy_reader, *mut sy_channel, u64, impl FnOnce()) {
     let mut rt = ptr::null_mut();
     ok(sy_runtime_new(&mut rt));
     let transport = sy_host_transport {
@@ -187,7 +197,7 @@ fn ready_channel(
     ok(sy_channel_sync(ch));
     let mut r = ptr::null_mut();
     ok(sy_reader_new(ch, &mut r));
-    (r, move || {
+    (r, ch, id, move || {
         sy_reader_free(r);
         sy_channel_free(ch);
         sy_runtime_free(rt);
@@ -504,5 +514,52 @@ fn a_kept_pick_refuses_bad_input() {
         sy_status::SY_NULL_PARAMETER
     );
     ok(sy_reader_done(r, 0, 0, many.as_ptr(), 2));
+    free();
+}
+
+/// The subchannel goes down and comes back: the hook policy publishes a
+/// new picker.
+fn republish(ch: *mut sy_channel, id: u64) {
+    for state in [sy_state::SY_STATE_IDLE, sy_state::SY_STATE_READY] {
+        ok(sy_channel_report_subconn_state(
+            ch,
+            id,
+            state as u32,
+            ptr::null(),
+        ));
+        ok(sy_channel_sync(ch));
+    }
+}
+
+/// A kept pick holds nothing: its hooks live in the table the reader
+/// caches. When the reader's next pick moves it to a newer table (and the
+/// old one is freed at once), the unfinished pick's hooks must have heard
+/// of it first; under Miri a report made after the move is a use after
+/// free.
+#[test]
+fn a_kept_pick_is_reported_before_its_table_goes() {
+    let outcomes = Arc::new(Outcomes::default());
+    registry::register(Arc::new(HookBuilder(outcomes.clone())));
+    let host = Host::default();
+    let released = AtomicUsize::new(0);
+    let config = c"{\"loadBalancingConfig\":[{\"ffi_token_hook\":{}}]}";
+    let (r, ch, id, free) = ready_channel_and_subchannel(&host, &released, config);
+    kept_pick(r, ptr::null());
+    // The policy publishes a new picker (and the loop drops the old one,
+    // which only this reader's cache still keeps).
+    republish(ch, id);
+    kept_pick(r, ptr::null());
+    ok(sy_reader_done(r, 0, 0, ptr::null(), 0));
+    // And the same through a refresh.
+    kept_pick(r, ptr::null());
+    republish(ch, id);
+    ok(sy_reader_refresh(r));
+    assert_eq!(
+        sy_reader_done(r, 0, 0, ptr::null(), 0),
+        sy_status::SY_INVALID_ARGUMENT,
+        "the refresh dropped the pick"
+    );
+    let codes: Vec<Code> = outcomes.1.lock().unwrap().iter().map(|h| h.code).collect();
+    assert_eq!(codes, [Code::Cancelled, Code::Ok, Code::Cancelled]);
     free();
 }
