@@ -30,7 +30,6 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
-#include <unistd.h>
 
 #include "switchyard.h"
 
@@ -215,7 +214,10 @@ static sy_channel *ready_channel(const sy_runtime *rt, const char *config, size_
       ok(sy_reader_done(r, 0, 0, NULL, 0), "done");
       break;
     }
-    usleep(1000);
+    {
+      struct timespec ms = {0, 1000000};
+      nanosleep(&ms, NULL);
+    }
   }
   if (round == 1000) {
     fprintf(stderr, "%s: never READY over %zu addresses\n", policy, n);

@@ -352,9 +352,11 @@ pub extern "C" fn sy_reader_pick(
     reader_pick_general(reader, request, out)
 }
 
-/// `sy_reader_pick` past the hit path.
+/// `sy_reader_pick` past the hit path. `extern "C"` with the same
+/// arguments, so that the hit path reaches it by a tail call and saves
+/// nothing on the stack.
 #[inline(never)]
-fn reader_pick_general(
+extern "C" fn reader_pick_general(
     reader: *mut sy_reader,
     request: *const sy_pick_request,
     out: *mut sy_borrowed_pick,
@@ -457,12 +459,8 @@ pub extern "C" fn sy_reader_done(
     {
         // SAFETY: live, so nothing up the stack borrows it.
         let r = &mut unsafe { value_mut(reader) }.reader;
-        if !r.kept_reports_outcome() {
-            return if r.finish_kept(&DoneInfo::OK) {
-                sy_status::SY_OK
-            } else {
-                no_kept_pick()
-            };
+        if !r.kept_reports_outcome() && r.finish_kept(&DoneInfo::OK) {
+            return sy_status::SY_OK;
         }
     }
     // SAFETY: forwarded contract.
@@ -470,11 +468,12 @@ pub extern "C" fn sy_reader_done(
 }
 
 /// `sy_reader_done` past the hit path: checks every argument, then reports.
+/// `extern "C"` for a tail call, as `reader_pick_general`.
 ///
 /// # Safety
 /// `sy_reader_done`'s contract.
 #[inline(never)]
-unsafe fn reader_done_general(
+unsafe extern "C" fn reader_done_general(
     reader: *mut sy_reader,
     grpc_code: u32,
     latency_ns: u64,
