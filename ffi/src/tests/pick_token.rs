@@ -54,6 +54,8 @@ struct Outcomes(
     Mutex<Vec<(&'static str, Option<String>)>>,
     /// What the inner hook heard besides: code, latency, load.
     Mutex<Vec<Heard>>,
+    /// Pickers dropped (with them, their hooks).
+    AtomicUsize,
 );
 
 #[derive(Debug, PartialEq)]
@@ -83,6 +85,12 @@ struct Hooked {
     sc: Arc<SubConn>,
     inner: Hook,
     outer: Hook,
+}
+
+impl Drop for Hooked {
+    fn drop(&mut self) {
+        self.inner.0 .2.fetch_add(1, Ordering::SeqCst);
+    }
 }
 
 impl Picker for Hooked {
@@ -115,6 +123,9 @@ impl Balancer for HookPolicy {
     }
     fn resolver_error(&mut self, _: &mut dyn ClientConn, _: &str) {}
     fn update_subconn_state(&mut self, cc: &mut dyn ClientConn, _: SubConnId, s: &SubConnState) {
+        if let (ConnectivityState::Idle, Some(sc)) = (s.state, &self.sc) {
+            cc.connect(sc.id());
+        }
         if let (ConnectivityState::Ready, Some(sc)) = (s.state, &self.sc) {
             let picker = Hooked {
                 sc: sc.clone(),
@@ -128,11 +139,13 @@ impl Balancer for HookPolicy {
     fn close(&mut self, _: &mut dyn ClientConn) {}
 }
 
-struct HookBuilder(Arc<Outcomes>);
+/// Registered under a name of each test's own: tests run in parallel, and
+/// a channel must build its own test's policy.
+struct HookBuilder(Arc<Outcomes>, &'static str);
 
 impl Builder for HookBuilder {
     fn name(&self) -> &str {
-        "ffi_token_hook"
+        self.1
     }
     fn build(&self) -> Box<dyn Balancer> {
         Box::new(HookPolicy {
@@ -229,7 +242,7 @@ fn zeroed_result() -> sy_pick_result {
 #[test]
 fn a_hooked_pick_survives_a_bitwise_copy_of_its_result() {
     let outcomes = Arc::new(Outcomes::default());
-    registry::register(Arc::new(HookBuilder(outcomes.clone())));
+    registry::register(Arc::new(HookBuilder(outcomes.clone(), "ffi_token_hook")));
     let host = Host::default();
     let released = AtomicUsize::new(0);
     let config = c"{\"loadBalancingConfig\":[{\"ffi_token_hook\":{}}]}";
@@ -342,10 +355,10 @@ fn kept_pick(r: *mut sy_reader, request: *const sy_pick_request) -> sy_borrowed_
 #[test]
 fn a_kept_pick_tells_every_hook_its_code_latency_and_load_once() {
     let outcomes = Arc::new(Outcomes::default());
-    registry::register(Arc::new(HookBuilder(outcomes.clone())));
+    registry::register(Arc::new(HookBuilder(outcomes.clone(), "ffi_token_hook_kept")));
     let host = Host::default();
     let released = AtomicUsize::new(0);
-    let config = c"{\"loadBalancingConfig\":[{\"ffi_token_hook\":{}}]}";
+    let config = c"{\"loadBalancingConfig\":[{\"ffi_token_hook_kept\":{}}]}";
     let (r, free) = ready_channel(&host, &released, config);
     let method = c"/svc/M";
     let request = sy_pick_request {
@@ -539,16 +552,20 @@ fn republish(ch: *mut sy_channel, id: u64) {
 #[test]
 fn a_kept_pick_is_reported_before_its_table_goes() {
     let outcomes = Arc::new(Outcomes::default());
-    registry::register(Arc::new(HookBuilder(outcomes.clone())));
+    registry::register(Arc::new(HookBuilder(outcomes.clone(), "ffi_token_hook_table")));
     let host = Host::default();
     let released = AtomicUsize::new(0);
-    let config = c"{\"loadBalancingConfig\":[{\"ffi_token_hook\":{}}]}";
+    let config = c"{\"loadBalancingConfig\":[{\"ffi_token_hook_table\":{}}]}";
     let (r, ch, id, free) = ready_channel_and_subchannel(&host, &released, config);
     kept_pick(r, ptr::null());
     // The policy publishes a new picker (and the loop drops the old one,
     // which only this reader's cache still keeps).
+    let dropped = || outcomes.2.load(Ordering::SeqCst);
+    let before = dropped();
     republish(ch, id);
+    assert_eq!(dropped(), before, "the reader's cache keeps the old picker");
     kept_pick(r, ptr::null());
+    assert_eq!(dropped(), before + 1, "the pick moved to the new picker");
     ok(sy_reader_done(r, 0, 0, ptr::null(), 0));
     // And the same through a refresh.
     kept_pick(r, ptr::null());
