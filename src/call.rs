@@ -217,7 +217,11 @@ impl Course {
                         error: Some(&e.message),
                         // A failed attempt is never OK to the policy, even
                         // if the server said "0" with an error.
-                        code: if code == Code::Ok { Code::Unknown } else { code },
+                        code: if code == Code::Ok {
+                            Code::Unknown
+                        } else {
+                            code
+                        },
                         latency,
                         load: &[],
                     },

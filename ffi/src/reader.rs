@@ -378,9 +378,14 @@ extern "C" fn reader_pick_general(
         Ok(r) => r,
         Err(e) => return pick_fail(e),
     };
+    // `PickInfo` may gain fields (request metadata for ring_hash): their
+    // defaults until the header carries them.
+    #[allow(clippy::needless_update)]
     let info = PickInfo {
         method,
-        hash: request.filter(|r| r.has_request_hash).map(|r| r.request_hash),
+        hash: request
+            .filter(|r| r.has_request_hash)
+            .map(|r| r.request_hash),
         ..PickInfo::default()
     };
     let timeout_ms = request.map_or(SY_NO_WAIT, |r| r.timeout_ms);
@@ -677,6 +682,9 @@ fn pick_slow(
         // SAFETY: non-NULL, points to a u64 per the contract.
         Some(unsafe { request_hash.read_unaligned() })
     };
+    // `PickInfo` may gain fields (request metadata for ring_hash): their
+    // defaults until the header carries them.
+    #[allow(clippy::needless_update)]
     let info = PickInfo {
         method,
         hash,

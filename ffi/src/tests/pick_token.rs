@@ -13,8 +13,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use switchyard::{
-    Code,
-    registry, Balancer, Builder, ClientConn, ClientConnState, ConnectivityState, DoneHook,
+    registry, Balancer, Builder, ClientConn, ClientConnState, Code, ConnectivityState, DoneHook,
     DoneHooks, DoneInfo, PickInfo, PickLocal, PickResult, Picker, SubConn, SubConnId, SubConnState,
 };
 
@@ -355,7 +354,10 @@ fn kept_pick(r: *mut sy_reader, request: *const sy_pick_request) -> sy_borrowed_
 #[test]
 fn a_kept_pick_tells_every_hook_its_code_latency_and_load_once() {
     let outcomes = Arc::new(Outcomes::default());
-    registry::register(Arc::new(HookBuilder(outcomes.clone(), "ffi_token_hook_kept")));
+    registry::register(Arc::new(HookBuilder(
+        outcomes.clone(),
+        "ffi_token_hook_kept",
+    )));
     let host = Host::default();
     let released = AtomicUsize::new(0);
     let config = c"{\"loadBalancingConfig\":[{\"ffi_token_hook_kept\":{}}]}";
@@ -372,7 +374,8 @@ fn a_kept_pick_tells_every_hook_its_code_latency_and_load_once() {
     let pick = kept_pick(r, &request);
     assert_eq!(pick.user_data, ptr::from_ref(&released).cast_mut().cast());
     // SAFETY: `address_len` bytes, valid until the next pick or done.
-    let address = unsafe { std::slice::from_raw_parts(pick.address.cast::<u8>(), pick.address_len) };
+    let address =
+        unsafe { std::slice::from_raw_parts(pick.address.cast::<u8>(), pick.address_len) };
     assert_eq!(address, b"127.0.0.1:443");
     let metrics = [
         sy_load_metric {
@@ -457,7 +460,15 @@ fn a_kept_rotation_pick_is_done_once() {
     // Mixed with token picks on the same reader: each finishes its own.
     kept_pick(r, ptr::null());
     let mut result = zeroed_result();
-    ok(sy_pick(r, ptr::null(), 0, ptr::null(), 0, false, &mut result));
+    ok(sy_pick(
+        r,
+        ptr::null(),
+        0,
+        ptr::null(),
+        0,
+        false,
+        &mut result,
+    ));
     ok(sy_reader_done(r, 0, 0, ptr::null(), 0));
     ok(sy_pick_done(&mut result, 0, 0, ptr::null(), 0));
     free();
@@ -552,7 +563,10 @@ fn republish(ch: *mut sy_channel, id: u64) {
 #[test]
 fn a_kept_pick_is_reported_before_its_table_goes() {
     let outcomes = Arc::new(Outcomes::default());
-    registry::register(Arc::new(HookBuilder(outcomes.clone(), "ffi_token_hook_table")));
+    registry::register(Arc::new(HookBuilder(
+        outcomes.clone(),
+        "ffi_token_hook_table",
+    )));
     let host = Host::default();
     let released = AtomicUsize::new(0);
     let config = c"{\"loadBalancingConfig\":[{\"ffi_token_hook_table\":{}}]}";
