@@ -457,8 +457,9 @@ fn a_kept_rotation_pick_is_done_once() {
             sy_status::SY_INVALID_ARGUMENT
         );
     }
-    // Mixed with token picks on the same reader: each finishes its own.
-    kept_pick(r, ptr::null());
+    // Mixed with a token pick on the same reader: each finishes its own
+    // (the token pick outlives the kept one; the other way round the kept
+    // pick would end at the token pick).
     let mut result = zeroed_result();
     ok(sy_pick(
         r,
@@ -469,6 +470,7 @@ fn a_kept_rotation_pick_is_done_once() {
         false,
         &mut result,
     ));
+    kept_pick(r, ptr::null());
     ok(sy_reader_done(r, 0, 0, ptr::null(), 0));
     ok(sy_pick_done(&mut result, 0, 0, ptr::null(), 0));
     free();
