@@ -157,6 +157,7 @@ impl Course {
                     pick,
                     &DoneInfo {
                         error: Some("subchannel lost its connection"),
+                        code: Code::Unavailable,
                         ..Default::default()
                     },
                 );
@@ -203,18 +204,25 @@ impl Course {
                 finish(
                     pick,
                     &DoneInfo {
-                        error: None,
                         latency,
-                        load: &[],
+                        ..DoneInfo::OK
                     },
                 );
                 Some(Ok(response))
             }
             Err(e) => {
+                let code = Code::from_u32(e.code).unwrap_or(Code::Unknown);
                 finish(
                     pick,
                     &DoneInfo {
                         error: Some(&e.message),
+                        // A failed attempt is never OK to the policy, even
+                        // if the server said "0" with an error.
+                        code: if code == Code::Ok {
+                            Code::Unknown
+                        } else {
+                            code
+                        },
                         latency,
                         load: &[],
                     },
@@ -223,10 +231,7 @@ impl Course {
                     self.retried = true;
                     return None;
                 }
-                Some(Err(Status::new(
-                    Code::from_u32(e.code).unwrap_or(Code::Unknown),
-                    e.message,
-                )))
+                Some(Err(Status::new(code, e.message)))
             }
         }
     }

@@ -184,7 +184,7 @@
 //! for _ in 0..4 {
 //!     let pick = reader.pick(&info, &options)?; // Err: a PickError
 //!     tags.push(pick.subconn().tag()); // run the RPC on this transport
-//!     pick.done(&DoneInfo { error: None, latency: Duration::from_millis(3), load: &[] });
+//!     pick.done(&DoneInfo { latency: Duration::from_millis(3), ..DoneInfo::OK });
 //! }
 //! tags.sort();
 //! assert_eq!(tags, [1, 1, 2, 2]); // round_robin over both

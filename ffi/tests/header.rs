@@ -30,9 +30,12 @@ subchannel (state, last error, call counts), as gRPC's channelz does.",
     ),
     (
         "Reader and picks",
-        "A sy_reader is one RPC thread's view of a channel: sy_pick chooses a
-subchannel (wait-free on a hit with SY_NO_WAIT), sy_pick_done reports the
-RPC's outcome to the policy, exactly once per pick. One reader per thread.",
+        "A sy_reader is one RPC thread's view of a channel. sy_reader_pick chooses a
+subchannel and keeps the pick in the reader until sy_reader_done reports the
+RPC's outcome (the cheapest pair, for an RPC that ends on the picking thread
+before its next pick); sy_pick makes a pick that may outlive the next one and
+be finished on any thread with sy_pick_done, exactly once. Both are
+wait-free on a hit with SY_NO_WAIT. One reader per thread.",
         &["reader"],
     ),
     (
