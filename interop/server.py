@@ -20,10 +20,16 @@ one command per line on stdin and answers "OK" (or "ERR <why>") on stdout:
   serving <port> on|off   health of "" and "echo.Echo" -> SERVING / NOT_SERVING
   stop <port>             close that server's listener and connections
   start <port>            serve again on the same port
+  orca <port> <app_utilization> <rps> <eps>
+                          from now on every echo response carries an ORCA
+                          per-call load report (trailer endpoint-load-metrics-bin,
+                          a serialized xds.data.orca.v3.OrcaLoadReport) with
+                          these application_utilization, rps_fractional and eps
 End of stdin (the test went away) stops everything and exits.
 """
 import argparse
 import socket
+import struct
 import sys
 import threading
 from concurrent import futures
@@ -38,6 +44,18 @@ def identity(b):
     return b
 
 
+def orca_load_report(app_utilization, rps, eps):
+    """A serialized xds.data.orca.v3.OrcaLoadReport with three double fields:
+    rps_fractional (6), eps (7), application_utilization (9). The wire format
+    of a double field is its tag byte (field << 3 | 1) and 8 little-endian
+    bytes; encoded here so the servers need no generated code."""
+    out = b""
+    for field, value in ((6, rps), (7, eps), (9, app_utilization)):
+        if value:
+            out += bytes([field << 3 | 1]) + struct.pack("<d", value)
+    return out
+
+
 class Backend:
     def __init__(self, port, credentials, with_health):
         self.port = port
@@ -46,6 +64,7 @@ class Backend:
         self.server = None
         self.health = None
         self.serving = True
+        self.orca = None  # serialized OrcaLoadReport for each response
 
     def start(self):
         server = grpc.server(
@@ -85,6 +104,8 @@ class Backend:
     def unary(self, request, context):
         md = (("x-backend-port", str(self.port)),)
         context.send_initial_metadata(md)
+        if self.orca is not None:
+            md += (("endpoint-load-metrics-bin", self.orca),)
         context.set_trailing_metadata(md)
         return request + b"|port=" + str(self.port).encode()
 
@@ -136,6 +157,8 @@ def command(line, backends):
             b.publish()
     elif words[0] == "stop":
         b.stop()
+    elif words[0] == "orca" and len(words) == 5:
+        b.orca = orca_load_report(*map(float, words[2:]))
     elif words[0] == "start":
         if b.server is None:
             b.start()
