@@ -11,7 +11,9 @@ Starts --count servers on 127.0.0.1 (ephemeral ports), each serving:
                           answers like Unary. For deadline tests.
   grpc.health.v1.Health   the standard servicer from grpcio-health-checking,
                           SERVING for "" and "echo.Echo" at start.
-With --tls-cert/--tls-key the servers speak TLS; with --no-health they have
+With --orca U1,U2,... backend i starts out as if told "orca <port> Ui 100 0"
+(see below): an ORCA load report of application utilization Ui at 100 qps
+on every echo response. With --tls-cert/--tls-key the servers speak TLS; with --no-health they have
 no health service (Watch fails UNIMPLEMENTED). With --black-hole it instead
 opens one plain TCP listener that accepts connections and never says a word.
 
@@ -174,6 +176,7 @@ def main():
     ap.add_argument("--tls-key")
     ap.add_argument("--no-health", action="store_true")
     ap.add_argument("--black-hole", action="store_true")
+    ap.add_argument("--orca", help="per-backend application_utilization, comma-separated")
     args = ap.parse_args()
 
     if args.black_hole:
@@ -185,9 +188,12 @@ def main():
     if args.tls_cert:
         with open(args.tls_key, "rb") as k, open(args.tls_cert, "rb") as c:
             credentials = grpc.ssl_server_credentials([(k.read(), c.read())])
+    loads = [float(u) for u in args.orca.split(",")] if args.orca else []
     backends = {}
-    for _ in range(args.count):
+    for i in range(args.count):
         b = Backend(0, credentials, not args.no_health)
+        if i < len(loads):
+            b.orca = orca_load_report(loads[i], 100.0, 0.0)
         b.start()
         backends[b.port] = b
     print("READY " + " ".join(map(str, backends)), flush=True)
