@@ -10,6 +10,8 @@
 //! the policy reads the weights on the loop every `weightUpdatePeriod`
 //! (and whenever the READY set changes), applies blackout and expiry, and
 //! publishes a new schedule: RPC threads only ever read a published one.
+//! Subchannel state changes are batched: the rebuild they need runs in the
+//! policy's next `Balancer::work` call, which the loop makes right after.
 //! Out-of-band ORCA streams (`enableOobLoadReport`) are accepted in the
 //! config but not opened.
 
@@ -74,6 +76,9 @@ pub(crate) struct WeightedRoundRobin {
     /// The schedule-rebuild timer and the period it was armed with.
     timer: Option<(TimerToken, Duration)>,
     reported: Option<ConnectivityState>,
+    /// A child changed since the last rebuild; a `work` call is scheduled
+    /// to rebuild once for however many change before the loop gets to it.
+    dirty: bool,
 }
 
 impl Default for WeightedRoundRobin {
@@ -84,6 +89,7 @@ impl Default for WeightedRoundRobin {
             weights: HashMap::new(),
             timer: None,
             reported: None,
+            dirty: false,
         }
     }
 }
@@ -129,13 +135,20 @@ impl WeightedRoundRobin {
             }
             w.ready = ready;
         }
-        self.regenerate(cc);
+        // Rebuilding is O(endpoints): deferred to `work`, so a burst of
+        // changes (10,000 endpoints connecting) costs one rebuild, not one
+        // each. The loop runs it right after the changes already queued.
+        if !self.dirty {
+            self.dirty = true;
+            cc.work_scheduler().schedule_work();
+        }
     }
 
     /// Aggregates as round_robin does: any READY → READY over a schedule
     /// of the READY endpoints; any CONNECTING or IDLE → CONNECTING (queue);
     /// else TRANSIENT_FAILURE with the children's own errors in rotation.
     fn regenerate(&mut self, cc: &mut dyn ClientConn) {
+        self.dirty = false;
         let mut counts = StateCounts::default();
         for c in self.children.iter() {
             counts.add(c.state());
@@ -273,6 +286,9 @@ impl Balancer for WeightedRoundRobin {
     fn work(&mut self, cc: &mut dyn ClientConn) {
         for key in self.children.work(cc) {
             self.child_changed(cc, &key);
+        }
+        if self.dirty {
+            self.regenerate(cc);
         }
     }
 

@@ -29,8 +29,19 @@ fn ready(n: usize, config: serde_json::Value) -> (TestClientConn, Box<dyn Balanc
     for id in cc.connects().to_vec() {
         cc.set_state(&mut *wrr, id, ConnectivityState::Ready);
     }
+    // One rebuild for all of them, when the loop runs the work they asked for.
+    assert_eq!(cc.state(), Some(ConnectivityState::Connecting));
+    assert_eq!(cc.work_requests(), 1);
+    assert!(cc.run_work(&mut *wrr));
     assert_eq!(cc.state(), Some(ConnectivityState::Ready));
     (cc, wrr)
+}
+
+/// Delivers a subchannel state and runs the rebuild it asked for, as the
+/// loop does right after.
+fn set(cc: &mut TestClientConn, wrr: &mut dyn Balancer, id: SubConnId, s: ConnectivityState) {
+    cc.set_state(wrr, id, s);
+    cc.run_work(wrr);
 }
 
 /// Picks `picks` times; each pick's done hooks get the load `load` gives
@@ -161,9 +172,9 @@ fn an_endpoint_back_to_ready_waits_out_a_new_blackout() {
     assert_follows(&shares(&mut cc, 3, 30_000), &weights);
     // Endpoint 2 loses its connection and gets it back.
     let sc = cc.subconn_for(&addrs(3)[2]).unwrap().id();
-    cc.set_state(&mut *wrr, sc, ConnectivityState::Idle);
-    cc.set_state(&mut *wrr, sc, ConnectivityState::Connecting);
-    cc.set_state(&mut *wrr, sc, ConnectivityState::Ready);
+    set(&mut cc, &mut *wrr, sc, ConnectivityState::Idle);
+    set(&mut cc, &mut *wrr, sc, ConnectivityState::Connecting);
+    set(&mut cc, &mut *wrr, sc, ConnectivityState::Ready);
     report(&cc, 300, qps_load(&weights));
     cc.advance(&mut *wrr, SECOND);
     // Endpoint 2 has no usable weight: it gets the mean of the others (1.5).
@@ -202,7 +213,7 @@ fn weights_survive_address_updates() {
     )
     .unwrap();
     let third = cc.subconn_for(&addrs(3)[2]).unwrap().id();
-    cc.set_state(&mut *wrr, third, ConnectivityState::Ready);
+    set(&mut cc, &mut *wrr, third, ConnectivityState::Ready);
     // The newcomer has no weight: the mean (2).
     assert_follows(&shares(&mut cc, 3, 60_000), &[1.0, 3.0, 2.0]);
 }
@@ -236,10 +247,20 @@ fn the_timer_runs_at_the_update_period_and_stops_on_close() {
 fn no_addresses_fails_and_states_aggregate_as_round_robin() {
     let (mut cc, mut wrr) = ready(2, serde_json::json!({}));
     let ids: Vec<_> = cc.subconns().iter().map(|s| s.id()).collect();
-    cc.set_state(&mut *wrr, ids[0], ConnectivityState::TransientFailure);
+    set(
+        &mut cc,
+        &mut *wrr,
+        ids[0],
+        ConnectivityState::TransientFailure,
+    );
     assert_eq!(cc.state(), Some(ConnectivityState::Ready));
     assert_eq!(cc.picks(4), vec![Some(ids[1]); 4]);
-    cc.set_state(&mut *wrr, ids[1], ConnectivityState::TransientFailure);
+    set(
+        &mut cc,
+        &mut *wrr,
+        ids[1],
+        ConnectivityState::TransientFailure,
+    );
     assert_eq!(cc.state(), Some(ConnectivityState::TransientFailure));
     assert!(matches!(cc.pick(), Picked::Fail(_)));
     let err = cc.update_addresses(&mut *wrr, []).unwrap_err();
