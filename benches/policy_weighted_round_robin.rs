@@ -9,6 +9,8 @@
 //!   by the policy's own weight-update timer while it runs:
 //!   - `sy_1t`: one thread, `Reader::try_pick_ref` (what a blocking RPC
 //!     thread does per call);
+//!   - `picker_1t`: the same schedule's `Picker::pick` called directly
+//!     with a `PickLocal` (no reader): the scheduler's own cost;
 //!   - `sy_done_1t`: `Reader::try_pick` + `Reader::finish` with no load
 //!     (a pick that outlives the next, its done hooks called);
 //!   - `sy_2t`: two threads, one reader each (2 picks per iteration: the
@@ -104,6 +106,9 @@ impl Fixture {
         for sc in &ready {
             ch.report_subconn_state(sc.id(), Ready, "").unwrap();
         }
+        // The policy rebuilds once per burst of changes, in a work call
+        // queued behind them: the second sync waits for the last one.
+        ch.sync().unwrap();
         ch.sync().unwrap();
         assert_eq!(ch.state(), Ready);
         let up = t0.elapsed();
@@ -286,6 +291,14 @@ fn picks(c: &mut Criterion) {
                 },
             );
         }
+        // The same as sy_1t on criterion's own thread (no pinned worker).
+        let mut r = fx.ch.reader();
+        group.bench_function("sy_main_1t", |b| {
+            b.iter(|| {
+                let p = r.try_pick_ref(&info).unwrap();
+                black_box(p.subconn() as *const SubConn);
+            })
+        });
         let mut one = vec![fx.ch.reader()];
         group.throughput(Throughput::Elements(1));
         group.bench_function("sy_done_1t", |b| {
@@ -345,6 +358,19 @@ fn recompute(c: &mut Criterion, n: usize) {
             );
         }
     }
+    // The scheduler alone, on the schedule these weights make.
+    cc.advance(&mut *wrr, Duration::from_secs(1));
+    let picker = cc.picker().unwrap().clone();
+    let mut group = c.benchmark_group(format!("wrr_n{n}"));
+    group.bench_function("picker_1t", |b| {
+        b.iter(|| match picker.pick(&PickInfo::default(), &mut local) {
+            switchyard::PickResult::Complete { subconn, .. } => {
+                black_box(subconn as *const SubConn);
+            }
+            _ => unreachable!(),
+        })
+    });
+    group.finish();
     let mut group = c.benchmark_group(format!("recompute_n{n}"));
     group.sample_size(20);
     group.bench_function("publish", |b| {

@@ -23,7 +23,7 @@ mod weight;
 mod tests;
 
 pub use config::{parse_duration, WrrConfig, MIN_WEIGHT_UPDATE_PERIOD};
-pub use scheduler::{scale, WrrPicker, MAX_WEIGHT};
+pub use scheduler::{scale, Entries, Entry, WrrPicker, MAX_WEIGHT};
 pub use weight::{weight_from_report, EndpointWeight};
 
 use super::pick_first::{PickFirstBuilder, ZERO_ADDRESSES};
@@ -61,8 +61,10 @@ impl Builder for WeightedRoundRobinBuilder {
     }
 }
 
-/// One endpoint's weight bookkeeping, by endpoint key.
+/// One endpoint's weight bookkeeping.
 struct Weighted {
+    /// The endpoint's child's key.
+    key: String,
     tracker: WeightTracker,
     /// READY when last seen (a return to READY restarts the blackout).
     ready: bool,
@@ -72,7 +74,14 @@ pub(crate) struct WeightedRoundRobin {
     children: ChildManager,
     /// Shared with every endpoint's done hook.
     config: Arc<ArcSwap<WrrConfig>>,
-    weights: HashMap<String, Weighted>,
+    /// Per child, in `ChildManager` position order (so a rebuild over
+    /// 10,000 endpoints hashes no key), for `weights_version`.
+    weights: Vec<Weighted>,
+    /// The `ChildManager::version` `weights` is aligned with.
+    weights_version: Option<u64>,
+    /// The READY endpoints of the last schedule, while no child changed:
+    /// a weight update reuses them.
+    ready_entries: Option<Entries>,
     /// The schedule-rebuild timer and the period it was armed with.
     timer: Option<(TimerToken, Duration)>,
     reported: Option<ConnectivityState>,
@@ -86,7 +95,9 @@ impl Default for WeightedRoundRobin {
         WeightedRoundRobin {
             children: ChildManager::default(),
             config: Arc::new(ArcSwap::from_pointee(WrrConfig::default())),
-            weights: HashMap::new(),
+            weights: Vec::new(),
+            weights_version: None,
+            ready_entries: None,
             timer: None,
             reported: None,
             dirty: false,
@@ -95,6 +106,31 @@ impl Default for WeightedRoundRobin {
 }
 
 impl WeightedRoundRobin {
+    /// Lines `weights` up with the children again if they changed: kept
+    /// for endpoints that stay (weights survive address updates), new for
+    /// new ones, dropped with removed ones.
+    fn align(&mut self) {
+        let version = self.children.version();
+        if self.weights_version == Some(version) {
+            return;
+        }
+        let mut old: HashMap<String, Weighted> =
+            self.weights.drain(..).map(|w| (w.key.clone(), w)).collect();
+        let config = &self.config;
+        self.weights = self
+            .children
+            .iter()
+            .map(|c| {
+                old.remove(c.key()).unwrap_or_else(|| Weighted {
+                    key: c.key().to_string(),
+                    tracker: WeightTracker::new(Arc::new(EndpointWeight::new(config.clone()))),
+                    ready: false,
+                })
+            })
+            .collect();
+        self.weights_version = Some(version);
+    }
+
     /// Arms the rebuild timer unless it runs at the configured period.
     fn arm_timer(&mut self, cc: &mut dyn ClientConn) {
         let period = self.config.load().weight_update_period;
@@ -129,7 +165,9 @@ impl WeightedRoundRobin {
             self.children.exit_idle(cc, key);
         }
         let ready = state == Some(ConnectivityState::Ready);
-        if let Some(w) = self.weights.get_mut(key) {
+        self.align();
+        let at = self.children.position(key);
+        if let Some(w) = at.and_then(|i| self.weights.get_mut(i)) {
             if ready && !w.ready {
                 w.tracker.ready_again();
             }
@@ -148,6 +186,18 @@ impl WeightedRoundRobin {
     /// of the READY endpoints; any CONNECTING or IDLE → CONNECTING (queue);
     /// else TRANSIENT_FAILURE with the children's own errors in rotation.
     fn regenerate(&mut self, cc: &mut dyn ClientConn) {
+        // Something else than the weights may have changed: the READY set too.
+        self.ready_entries = None;
+        self.regenerate_keeping_endpoints(cc);
+    }
+
+    /// `regenerate` for a weight update: reuses the last schedule's
+    /// endpoints if no child changed since.
+    fn regenerate_keeping_endpoints(&mut self, cc: &mut dyn ClientConn) {
+        if self.dirty {
+            // A child changed and its rebuild has not run yet.
+            self.ready_entries = None;
+        }
         self.dirty = false;
         let mut counts = StateCounts::default();
         for c in self.children.iter() {
@@ -189,20 +239,36 @@ impl WeightedRoundRobin {
     fn schedule(&mut self, cc: &mut dyn ClientConn) -> Option<WrrPicker> {
         let now = cc.now();
         let config = self.config.load();
-        let mut endpoints = Vec::new();
-        let mut weights = Vec::new();
-        for c in self.children.iter() {
-            if c.state() != ConnectivityState::Ready {
-                continue;
-            }
-            let (Some(sc), Some(w)) = (c.picker().single(), self.weights.get_mut(c.key())) else {
-                continue;
-            };
-            weights.push(w.tracker.effective(now, &config));
-            endpoints.push((sc.clone(), w.tracker.hook.clone()));
+        if self.weights_version != Some(self.children.version()) {
+            self.ready_entries = None;
+            self.align();
         }
-        let scaled = scale(&weights);
-        WrrPicker::new(endpoints, scaled.as_deref())
+        let reuse = self.ready_entries.take();
+        let mut weights = Vec::with_capacity(reuse.as_ref().map_or(0, |e| e.len()));
+        for (c, w) in self.children.iter().zip(self.weights.iter_mut()) {
+            if c.state() == ConnectivityState::Ready && c.picker().single().is_some() {
+                weights.push(w.tracker.effective(now, &config));
+            }
+        }
+        let entries = match reuse {
+            Some(e) if e.len() == weights.len() => e,
+            _ => {
+                // Same filter and order as the weights above.
+                let endpoints = self
+                    .children
+                    .iter()
+                    .zip(&self.weights)
+                    .filter(|(c, _)| c.state() == ConnectivityState::Ready)
+                    .filter_map(|(c, w)| {
+                        Some((c.picker().single()?.clone(), w.tracker.hook.clone()))
+                    })
+                    .collect();
+                scheduler::entries(endpoints)
+            }
+        };
+        let picker = WrrPicker::over(entries, scale(&weights).as_deref())?;
+        self.ready_entries = Some(picker.entries().clone());
+        Some(picker)
     }
 }
 
@@ -222,6 +288,7 @@ impl Balancer for WeightedRoundRobin {
         if state.addresses.is_empty() {
             self.children.close(cc);
             self.weights.clear();
+            self.weights_version = None;
             self.stop_timer(cc);
             self.reported = Some(ConnectivityState::TransientFailure);
             cc.update_state(
@@ -233,18 +300,7 @@ impl Balancer for WeightedRoundRobin {
         let pick_first: Arc<dyn Builder> = Arc::new(PickFirstBuilder);
         self.children
             .update_endpoints(cc, &state.endpoints, &pick_first, None);
-        // Weights follow the endpoints: kept for those that stay, new for
-        // new ones, dropped with removed ones.
-        let children = &self.children;
-        self.weights.retain(|key, _| children.get(key).is_some());
-        for c in self.children.iter() {
-            self.weights
-                .entry(c.key().to_string())
-                .or_insert_with(|| Weighted {
-                    tracker: WeightTracker::new(Arc::new(EndpointWeight::new(self.config.clone()))),
-                    ready: false,
-                });
-        }
+        self.align();
         self.arm_timer(cc);
         self.regenerate(cc);
         Ok(())
@@ -302,7 +358,7 @@ impl Balancer for WeightedRoundRobin {
             self.arm_timer(cc);
             // New weights (reports, blackouts ending, expiry) take effect.
             if self.reported == Some(ConnectivityState::Ready) {
-                self.regenerate(cc);
+                self.regenerate_keeping_endpoints(cc);
             }
         }
     }
@@ -311,5 +367,6 @@ impl Balancer for WeightedRoundRobin {
         self.stop_timer(cc);
         self.children.close(cc);
         self.weights.clear();
+        self.weights_version = None;
     }
 }

@@ -72,16 +72,29 @@ struct Stride {
 }
 
 /// What a pick hands out for one entry.
-struct Entry {
+pub struct Entry {
     subconn: Arc<SubConn>,
     hook: Arc<EndpointWeight>,
+}
+
+/// A schedule's endpoints, shared by the pickers built over the same READY
+/// set: a weight update rebuilds only the strides, touching no reference
+/// count per endpoint.
+pub type Entries = Arc<[Entry]>;
+
+/// `Entries` from (subchannel, weight hook) pairs.
+pub fn entries(endpoints: Vec<(Arc<SubConn>, Arc<EndpointWeight>)>) -> Entries {
+    endpoints
+        .into_iter()
+        .map(|(subconn, hook)| Entry { subconn, hook })
+        .collect()
 }
 
 /// READY endpoints in a static stride schedule; every pick carries its
 /// endpoint's weight hook, which turns the RPC's load report into a weight.
 pub struct WrrPicker {
     strides: Box<[Stride]>,
-    entries: Box<[Entry]>,
+    entries: Entries,
     /// An entry of the largest weight: the stride test always takes it, so
     /// a pick ends within `n` steps.
     heaviest: usize,
@@ -94,7 +107,12 @@ impl WrrPicker {
         endpoints: Vec<(Arc<SubConn>, Arc<EndpointWeight>)>,
         weights: Option<&[u16]>,
     ) -> Option<WrrPicker> {
-        let n = endpoints.len();
+        WrrPicker::over(entries(endpoints), weights)
+    }
+
+    /// `new` over endpoints already gathered (those of an earlier picker).
+    pub fn over(entries: Entries, weights: Option<&[u16]>) -> Option<WrrPicker> {
+        let n = entries.len();
         if n == 0 || weights.is_some_and(|w| w.len() != n) || n > u32::MAX as usize {
             return None;
         }
@@ -110,15 +128,16 @@ impl WrrPicker {
             })
             .collect();
         let heaviest = (0..n).max_by_key(|i| strides[*i].weight).unwrap_or(0);
-        let entries = endpoints
-            .into_iter()
-            .map(|(subconn, hook)| Entry { subconn, hook })
-            .collect();
         Some(WrrPicker {
             strides,
             entries,
             heaviest,
         })
+    }
+
+    /// Its endpoints, for the next picker over the same READY set.
+    pub fn entries(&self) -> &Entries {
+        &self.entries
     }
 
     /// How many endpoints.

@@ -485,3 +485,28 @@ fn a_service_config_selects_it_by_name() {
     assert!(bad.unwrap_err().contains("errorUtilizationPenalty"));
     assert!(registry::names().iter().any(|n| n == NAME));
 }
+
+#[test]
+fn a_weight_update_before_the_pending_rebuild_follows_the_ready_set() {
+    let (mut cc, mut wrr) = ready(3, serde_json::json!({"weightUpdatePeriod": "1s"}));
+    let ids: Vec<_> = (0..3)
+        .map(|i| cc.subconn_for(&addrs(3)[i]).unwrap().id())
+        .collect();
+    set(
+        &mut cc,
+        &mut *wrr,
+        ids[2],
+        ConnectivityState::TransientFailure,
+    );
+    // Two changes that keep the READY count (0 lost, 2 back) arrive; the
+    // timer fires before the rebuild they asked for.
+    cc.set_state(&mut *wrr, ids[0], ConnectivityState::TransientFailure);
+    cc.set_state(&mut *wrr, ids[2], ConnectivityState::Ready);
+    cc.advance(&mut *wrr, SECOND);
+    let picks = cc.picks(30);
+    assert!(!picks.contains(&Some(ids[0])) && picks.contains(&Some(ids[2])));
+    // The rebuild itself changes nothing more.
+    cc.run_work(&mut *wrr);
+    let picks = cc.picks(30);
+    assert!(!picks.contains(&Some(ids[0])) && picks.contains(&Some(ids[2])));
+}

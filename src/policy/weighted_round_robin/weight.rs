@@ -43,8 +43,9 @@ pub fn weight_from_report(load: &[(&str, f64)], config: &WrrConfig) -> Option<f6
     } else {
         cpu
     };
-    // `!(x > 0)` also refuses NaN.
-    if !(utilization > 0.0) || !(qps > 0.0) {
+    // NaN compares false: refused too.
+    let positive = |x: f64| x > 0.0;
+    if !positive(utilization) || !positive(qps) {
         return None;
     }
     let eps = if eps.is_finite() && eps > 0.0 {
