@@ -23,7 +23,7 @@ use crate::runtime::{JoinOnDrop, LoopContext, LoopHandle, TimerKey};
 use crate::service_config::MethodConfig;
 use crate::snapshot::ReaderCounts;
 use crate::status::{Code, Status};
-use crate::transport::{self, code, CallError, CallFuture, Handle, UnaryResponse};
+use crate::transport::{self, code, orca, CallError, CallFuture, Handle, UnaryResponse};
 use crossbeam_channel::Sender;
 use std::collections::HashMap;
 use std::panic::{catch_unwind, AssertUnwindSafe};
@@ -201,10 +201,15 @@ impl Course {
     ) -> Option<Result<UnaryResponse, Status>> {
         match result {
             Ok(response) => {
+                // The backend's ORCA report, if it sent one, for policies
+                // that weigh endpoints by load (weighted_round_robin).
+                let load = orca::load_metrics(&response.trailers);
+                let load: Vec<(&str, f64)> = load.iter().map(|(k, v)| (k.as_str(), *v)).collect();
                 finish(
                     pick,
                     &DoneInfo {
                         latency,
+                        load: &load,
                         ..DoneInfo::OK
                     },
                 );

@@ -3,6 +3,7 @@
 pub mod pick_first;
 pub mod registry;
 pub mod round_robin;
+pub mod weighted_round_robin;
 
 use crate::balancer::Builder;
 use std::sync::Arc;
@@ -12,6 +13,7 @@ pub(crate) fn builtins() -> Vec<Arc<dyn Builder>> {
     vec![
         Arc::new(pick_first::PickFirstBuilder),
         Arc::new(round_robin::RoundRobinBuilder),
+        Arc::new(weighted_round_robin::WeightedRoundRobinBuilder),
     ]
 }
 

@@ -24,6 +24,7 @@ mod h2conn;
 pub(crate) mod health;
 pub mod health_proto;
 mod io;
+pub(crate) mod orca;
 mod tls;
 
 #[cfg(test)]
