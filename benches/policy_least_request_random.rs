@@ -20,8 +20,14 @@
 //!   `mutex_random_*` (a shared `Mutex` random source) and `atomic_random_*`
 //!   (a shared atomic sequence, gRPC-Go-picker style).
 //!
+//! - `rr_1t`: round_robin's inline rotation through the same kind of
+//!   channel, a calibration point for the machine (documented elsewhere at
+//!   1.2 ns on an idle one).
+//!
 //! A `SCALING` line per size (stderr) prints each 2t/1t ratio from the
-//! criterion medians of this run. `cargo test --benches` runs each once with
+//! criterion medians of this run; a `CPU` line the 1t cases again, timed by
+//! the thread's own CPU clock (on a shared machine wall-clock medians also
+//! count the time other processes ran). `cargo test --benches` runs each once with
 //! N = 3 and 100 only (`LR_BENCH_SIZES=3,100,10000,100000` overrides).
 
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
@@ -39,6 +45,7 @@ use switchyard::{
 
 const LR: &str = r#"{"loadBalancingConfig":[{"least_request_experimental":{}}]}"#;
 const RANDOM: &str = r#"{"loadBalancingConfig":[{"random":{}}]}"#;
+const RR: &str = r#"{"loadBalancingConfig":[{"round_robin":{}}]}"#;
 
 fn sizes() -> Vec<usize> {
     if let Ok(s) = std::env::var("LR_BENCH_SIZES") {
@@ -213,14 +220,37 @@ fn pin_to(cpu: usize) {
 /// least_request pick + done through a reader.
 fn lr_pick_done(r: &mut Reader) {
     let pick = r.try_pick_ref(&PickInfo::default()).unwrap();
-    black_box(pick.subconn().id());
+    black_box(pick.subconn() as *const SubConn);
     pick.done(&DoneInfo::default());
 }
 
-/// random pick through a reader.
+/// random (or round_robin) pick through a reader.
 fn random_pick(r: &mut Reader) {
     let pick = r.try_pick_ref(&PickInfo::default()).unwrap();
-    black_box(pick.subconn().id());
+    black_box(pick.subconn() as *const SubConn);
+}
+
+/// CPU time (this thread's, so not the time other processes had the CPU)
+/// per call of `f`, over `iters` calls.
+fn cpu_ns_per_op(iters: u64, mut f: impl FnMut()) -> f64 {
+    fn thread_cpu_ns() -> u128 {
+        let mut t = libc::timespec {
+            tv_sec: 0,
+            tv_nsec: 0,
+        };
+        // SAFETY: a valid timespec to write; CLOCK_THREAD_CPUTIME_ID is
+        // always supported on Linux.
+        unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut t) };
+        t.tv_sec as u128 * 1_000_000_000 + t.tv_nsec as u128
+    }
+    for _ in 0..iters / 10 {
+        f();
+    }
+    let t0 = thread_cpu_ns();
+    for _ in 0..iters {
+        f();
+    }
+    (thread_cpu_ns() - t0) as f64 / iters as f64
 }
 
 /// xorshift64*, one per baseline thread or behind the baseline's lock.
@@ -307,6 +337,7 @@ fn bench(c: &mut Criterion) {
     for n in sizes() {
         let lr = Fixture::new(LR, n);
         let random = Fixture::new(RANDOM, n);
+        let rr = Fixture::new(RR, n);
         let mutex_lr = Arc::new(MutexLr(Mutex::new((7, vec![0; n]))));
         let atomic_lr = Arc::new(AtomicLr {
             seq: AtomicU64::new(7),
@@ -322,6 +353,8 @@ fn bench(c: &mut Criterion) {
             g.bench_function("lr_1t", |b| b.iter(|| lr_pick_done(&mut r)));
             let mut r = random.ch.reader();
             g.bench_function("random_1t", |b| b.iter(|| random_pick(&mut r)));
+            let mut r = rr.ch.reader();
+            g.bench_function("rr_1t", |b| b.iter(|| random_pick(&mut r)));
             let m = mutex_lr.clone();
             g.bench_function("mutex_lr_1t", |b| b.iter(|| m.pick_done()));
             let a = atomic_lr.clone();
@@ -384,6 +417,7 @@ fn bench(c: &mut Criterion) {
         drop(cases);
         g.finish();
         report_scaling(n);
+        report_cpu(n, &lr, &random, &rr);
     }
 }
 
@@ -407,6 +441,30 @@ fn report_scaling(n: usize) {
         }
     }
     eprintln!("{line}");
+}
+
+/// The 1t cases again, timed by this thread's CPU clock: on a shared
+/// machine, criterion's wall-clock medians include the time other
+/// processes had the CPU; these do not (cache misses and stalls still
+/// count).
+fn report_cpu(n: usize, lr: &Fixture, random: &Fixture, rr: &Fixture) {
+    let iters = if std::env::args().any(|a| a == "--bench") {
+        2_000_000
+    } else {
+        1_000
+    };
+    let mut r = lr.ch.reader();
+    let lr_ns = cpu_ns_per_op(iters, || lr_pick_done(&mut r));
+    let mut r = random.ch.reader();
+    let random_ns = cpu_ns_per_op(iters, || random_pick(&mut r));
+    let mut r = rr.ch.reader();
+    let rr_ns = cpu_ns_per_op(iters, || random_pick(&mut r));
+    let a = AtomicRandom(AtomicU64::new(7), n);
+    let atomic_ns = cpu_ns_per_op(iters, || a.pick());
+    eprintln!(
+        "CPU n={n}: lr pick+done {lr_ns:.2} ns, random {random_ns:.2} ns, \
+         round_robin {rr_ns:.2} ns, atomic_random {atomic_ns:.2} ns (thread CPU time per op)"
+    );
 }
 
 criterion_group!(benches, bench);

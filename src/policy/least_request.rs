@@ -299,10 +299,8 @@ mod tests {
     }
 
     fn state(addrs: &[&str], choice_count: Option<u32>) -> ClientConnState {
-        let config = choice_count.map(|n| {
-            let c: LbConfig = Arc::new(LeastRequestConfig { choice_count: n });
-            c
-        });
+        let config =
+            choice_count.map(|n| Arc::new(LeastRequestConfig { choice_count: n }) as LbConfig);
         ClientConnState::from_addresses(addrs.iter().map(|a| Address::new(*a)).collect(), config)
     }
 
