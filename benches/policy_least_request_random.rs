@@ -39,8 +39,8 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 use switchyard::ConnectivityState::Ready;
 use switchyard::{
-    Address, Channel, ChannelOptions, DoneInfo, ExternalConnector, HostTransport, PickInfo,
-    Reader, Runtime, SubConn,
+    Address, Channel, ChannelOptions, DoneInfo, ExternalConnector, HostTransport, PickInfo, Reader,
+    Runtime, SubConn,
 };
 
 const LR: &str = r#"{"loadBalancingConfig":[{"least_request_experimental":{}}]}"#;
@@ -293,10 +293,7 @@ struct AtomicLr {
 
 impl AtomicLr {
     fn pick_done(&self) {
-        let mut s = self
-            .seq
-            .fetch_add(0x9e37_79b9_7f4a_7c15, Ordering::Relaxed)
-            | 1;
+        let mut s = self.seq.fetch_add(0x9e37_79b9_7f4a_7c15, Ordering::Relaxed) | 1;
         let bits = next(&mut s);
         let n = self.counts.len();
         let (a, b) = (below(bits >> 32, n), below(bits, n));
@@ -435,9 +432,20 @@ fn report_scaling(n: usize) {
         v["median"]["point_estimate"].as_f64()
     };
     let mut line = format!("SCALING n={n}:");
-    for imp in ["lr", "random", "mutex_lr", "atomic_lr", "mutex_random", "atomic_random"] {
-        if let (Some(one), Some(two)) = (median(&format!("{imp}_1t")), median(&format!("{imp}_2t"))) {
-            line += &format!(" {imp} 1t {one:.2} ns, 2t {two:.2} ns/iter -> {:.2}x;", 2.0 * one / two);
+    for imp in [
+        "lr",
+        "random",
+        "mutex_lr",
+        "atomic_lr",
+        "mutex_random",
+        "atomic_random",
+    ] {
+        if let (Some(one), Some(two)) = (median(&format!("{imp}_1t")), median(&format!("{imp}_2t")))
+        {
+            line += &format!(
+                " {imp} 1t {one:.2} ns, 2t {two:.2} ns/iter -> {:.2}x;",
+                2.0 * one / two
+            );
         }
     }
     eprintln!("{line}");
