@@ -375,6 +375,34 @@ mod tests {
     }
 
     #[test]
+    fn service_configs_select_it_by_either_name() {
+        use crate::service_config::ServiceConfig;
+        let c = ServiceConfig::parse(Some(
+            r#"{"loadBalancingConfig":[{"least_request":{"choiceCount":15}}]}"#,
+        ))
+        .unwrap();
+        assert_eq!(c.policy.name(), SHORT_NAME);
+        let config = c.policy_config.unwrap();
+        assert_eq!(
+            config
+                .downcast_ref::<LeastRequestConfig>()
+                .unwrap()
+                .choice_count,
+            10
+        );
+        let c = ServiceConfig::parse(Some(
+            r#"{"loadBalancingPolicy":"least_request_experimental"}"#,
+        ))
+        .unwrap();
+        assert_eq!(c.policy.name(), NAME);
+        let e = ServiceConfig::parse(Some(
+            r#"{"loadBalancingConfig":[{"least_request_experimental":{"choiceCount":1}}]}"#,
+        ))
+        .unwrap_err();
+        assert!(e.contains("choiceCount must be >= 2"), "{e}");
+    }
+
+    #[test]
     fn aggregates_as_round_robin_does() {
         let mut cc = TestClientConn::new();
         let mut lr = LeastRequestBuilder::SHORT.build();
