@@ -208,15 +208,16 @@ impl ReadyPicking for LeastRequest {
     }
 
     fn picker(&mut self, keep: &Arc<[Arc<SubConn>]>, ready: &[ReadyEndpoint]) -> Box<dyn Picker> {
-        let entries = ready
-            .iter()
-            .filter_map(|r| {
-                Some(LrEntry {
-                    subconn: r.subconn,
-                    in_flight: NonNull::from(self.by_member.get(r.member)?.get()),
-                })
+        // Exactly one entry per READY endpoint, collected at its exact size
+        // (no regrowth, no shrinking copy: this runs on every READY change).
+        let mut entries = Vec::with_capacity(ready.len());
+        entries.extend(ready.iter().filter_map(|r| {
+            Some(LrEntry {
+                subconn: r.subconn,
+                in_flight: NonNull::from(self.by_member.get(r.member)?.get()),
             })
-            .collect();
+        }));
+        let entries = entries.into_boxed_slice();
         Box::new(LeastRequestPicker {
             entries,
             choice_count: self.config.choice_count,
