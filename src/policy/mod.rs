@@ -1,6 +1,9 @@
 //! Built-in load-balancing policies.
 
+pub mod least_request;
 pub mod pick_first;
+pub mod random;
+mod ready_endpoints;
 pub mod registry;
 pub mod round_robin;
 pub mod weighted_round_robin;
@@ -14,6 +17,9 @@ pub(crate) fn builtins() -> Vec<Arc<dyn Builder>> {
         Arc::new(pick_first::PickFirstBuilder),
         Arc::new(round_robin::RoundRobinBuilder),
         Arc::new(weighted_round_robin::WeightedRoundRobinBuilder),
+        Arc::new(least_request::LeastRequestBuilder::EXPERIMENTAL),
+        Arc::new(least_request::LeastRequestBuilder::SHORT),
+        Arc::new(random::RandomBuilder),
     ]
 }
 
