@@ -236,11 +236,12 @@ fn a_refusing_builder_fails_channel_creation() {
         .err()
         .unwrap();
     assert_eq!(e, Error::InvalidTarget("cannot resolve x".into()));
-    // The built-in dns resolver cannot ask another server yet: it says so.
-    let e = Channel::new(&rt, "dns://127.0.0.1:53/localhost:1", None, insecure())
+    // The built-in dns resolver asks the server in the authority, which
+    // must be an IP address: a name is refused, saying so.
+    let e = Channel::new(&rt, "dns://ns.example/localhost:1", None, insecure())
         .err()
         .unwrap();
-    assert!(e.to_string().contains("not supported yet"), "{e}");
+    assert!(e.to_string().contains("must be an IP address"), "{e}");
     // Bad targets of the built-ins fail here too, with the reason.
     let e = Channel::new(&rt, "ipv4:127.0.0.1:99999", None, insecure())
         .err()

@@ -25,7 +25,7 @@ use crate::connector::managed::ManagedConnector;
 use crate::connector::{Connector, TransportEvent};
 use crate::error::Error;
 use crate::publish::Slot;
-use crate::resolver::{self, Plan};
+use crate::resolver;
 use crate::runtime::{panic_message, JoinOnDrop, LoopContext, Runtime};
 use crate::service_config::ServiceConfig;
 use crate::snapshot::ChannelSnapshot;
@@ -54,6 +54,15 @@ pub struct ChannelOptions {
     pub transport: Option<TransportConfig>,
     /// Backoff between a subchannel's connection attempts.
     pub backoff: BackoffConfig,
+    /// The `:authority` of every call on the library's own connections, and
+    /// the TLS server name unless `TlsSettings::server_name` is set
+    /// (gRPC's `WithAuthority`). `None`: the target's default authority
+    /// (`host:port` of `dns:///host:port`, "localhost" for unix sockets; for
+    /// an empty target or a list of addresses, each connection's address).
+    pub authority: Option<String>,
+    /// What the resolver is asked to do: DNS service configs (TXT), the
+    /// least time between re-resolutions.
+    pub resolver: resolver::ResolverOptions,
     /// Called on the loop thread whenever the channel's aggregate state
     /// changes (keep it short: it runs on the event loop).
     pub on_state_change: Option<StateCallback>,
@@ -98,13 +107,20 @@ impl Channel {
             })?),
             None => None,
         };
-        // TLS verifies a DNS target's host name unless told otherwise.
-        let dns_host = parsed
-            .as_ref()
-            .and_then(|t| match resolver::builtin_plan(t) {
-                Some(Ok(Plan::Dns { host, .. })) if t.scheme == "dns" => Some(host),
-                _ => None,
-            });
+        // Calls carry the target's host (or the one given) as `:authority`,
+        // and TLS verifies that host unless told otherwise.
+        if let Some(a) = &options.authority {
+            if !resolver::valid_authority(a) {
+                return Err(Error::InvalidArgument(format!(
+                    "\"{a}\" is not a valid :authority (host[:port])"
+                )));
+            }
+        }
+        let authority = options
+            .authority
+            .clone()
+            .or_else(|| parsed.as_ref().and_then(resolver::default_authority));
+        let tls_host = authority.as_deref().and_then(resolver::authority_host);
         let config = ServiceConfig::parse(service_config).map_err(Error::InvalidServiceConfig)?;
         let handle = rt.handle().clone();
         let id = handle.next_task_id();
@@ -112,6 +128,8 @@ impl Channel {
             connector,
             transport,
             backoff,
+            authority: _,
+            resolver: resolver_options,
             on_state_change,
             on_resolve_now,
             on_subconn_state,
@@ -119,12 +137,12 @@ impl Channel {
         let managed = connector.is_none();
         let connector = connector.unwrap_or_else(|| {
             let mut config = transport.unwrap_or_default();
-            if let (Credentials::Tls(tls), Some(host)) = (&mut config.credentials, &dns_host) {
+            if let (Credentials::Tls(tls), Some(host)) = (&mut config.credentials, &tls_host) {
                 if tls.server_name.is_empty() {
                     tls.server_name = host.clone();
                 }
             }
-            Box::new(ManagedConnector::new(config))
+            Box::new(ManagedConnector::new(config).with_authority(authority))
         });
         let initial = Table::new(Box::new(QueuePicker), 0, false);
         let shared = Arc::new(ChannelShared {
@@ -145,7 +163,9 @@ impl Channel {
         );
         let core_shared = shared.clone();
         let resolution = ResolverWrapper::new(on_resolve_now);
-        let resolver_cc = resolution.client_conn::<ChannelCore>(handle.clone(), id);
+        let resolver_cc = resolution
+            .client_conn::<ChannelCore>(handle.clone(), id)
+            .with_options(resolver_options);
         let make = move || ChannelCore {
             subs: SubchannelPool::new(id, connector, backoff),
             out: StatePublisher {
