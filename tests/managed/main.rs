@@ -5,6 +5,7 @@
 mod calls;
 #[path = "../common/mod.rs"]
 mod common;
+mod dns;
 mod drain;
 mod health;
 mod support;
