@@ -234,6 +234,9 @@ impl Reader {
     fn choose_slow(&mut self, info: &PickInfo<'_>) -> Result<Chosen, PickError> {
         if self.cache.slot().generation() != self.synced_generation {
             self.sync_rotation();
+            // Once per generation per reader, never on the hit path: enough
+            // for the loop to tell an idle channel from a busy one.
+            self.shared.note_pick();
         }
         if self.rotation_generation != NO_ROTATION {
             return Ok((self.rotate().ptr(), NO_HOOKS));

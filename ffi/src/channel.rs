@@ -261,6 +261,9 @@ pub extern "C" fn sy_channel_new_with_options(
             backoff: opts.backoff,
             on_state_change: on_state,
             on_resolve_now,
+            authority: opts.authority.clone(),
+            idle_timeout: opts.idle_timeout,
+            resolver: opts.resolver.clone(),
             ..Default::default()
         };
         let channel = Channel::new(rt.get(), target, config, options)?;

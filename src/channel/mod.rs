@@ -6,18 +6,20 @@
 //! and delivered after the callback that caused them returns.
 
 mod core;
+mod idle;
 mod policy_cc;
 mod publisher;
 mod resolver_wrapper;
 mod shared;
 
 pub(crate) use self::core::{ChannelCore, StartedCalls, CALL_TIMER, CALL_WAKE};
+pub use self::idle::DEFAULT_IDLE_TIMEOUT;
+use self::idle::{idle_picker, Idleness, MakeResolver};
 use self::publisher::StatePublisher;
 use self::resolver_wrapper::ResolverWrapper;
 pub(crate) use self::shared::{ChannelId, ChannelShared, Table};
 use crate::address::{Address, Endpoint};
 use crate::backoff::BackoffConfig;
-use crate::balancer::picker::QueuePicker;
 use crate::balancer::subconn::SubConnId;
 use crate::balancer::SubConnState;
 use crate::connectivity::ConnectivityState;
@@ -63,6 +65,15 @@ pub struct ChannelOptions {
     /// What the resolver is asked to do: DNS service configs (TXT), the
     /// least time between re-resolutions.
     pub resolver: resolver::ResolverOptions,
+    /// A channel starts IDLE (no resolution, no connection) and leaves it on
+    /// its first pick or call, or `Channel::connect` (a channel whose host
+    /// supplies the addresses, empty target, also when the host pushes them). With no pick and no
+    /// call in flight for this long it goes back to IDLE: resolver and
+    /// policy closed, every connection with them (the next pick brings them
+    /// back, and waits for them). `None`: [`DEFAULT_IDLE_TIMEOUT`] (30
+    /// minutes, gRPC's); zero: never goes back. The channel notices between
+    /// one and two timeouts after the last pick.
+    pub idle_timeout: Option<Duration>,
     /// Called on the loop thread whenever the channel's aggregate state
     /// changes (keep it short: it runs on the event loop).
     pub on_state_change: Option<StateCallback>,
@@ -91,8 +102,10 @@ impl Channel {
     /// Creates a channel on `rt`. `target` names its resolver by scheme
     /// (see [`crate::resolver`]; `host:port` is a DNS name), or is empty
     /// when the host supplies addresses (`update_addresses`);
-    /// `service_config` is JSON or `None`. The resolver is built here, on
-    /// the calling thread: its refusal is `Error::InvalidTarget`.
+    /// `service_config` is JSON or `None`. The channel starts IDLE: its
+    /// resolver is built when it is first used (see
+    /// `ChannelOptions::idle_timeout`); the target is checked here
+    /// (`ResolverBuilder::check`), its refusal is `Error::InvalidTarget`.
     pub fn new(
         rt: &Runtime,
         target: &str,
@@ -107,6 +120,17 @@ impl Channel {
             })?),
             None => None,
         };
+        if let (Some(t), Some(b)) = (&parsed, &builder) {
+            catch_unwind(AssertUnwindSafe(|| b.check(t)))
+                .unwrap_or_else(|p| {
+                    Err(format!(
+                        "the {} resolver panicked: {}",
+                        t.scheme,
+                        panic_message(&*p)
+                    ))
+                })
+                .map_err(Error::InvalidTarget)?;
+        }
         // Calls carry the target's host (or the one given) as `:authority`,
         // and TLS verifies that host unless told otherwise.
         if let Some(a) = &options.authority {
@@ -130,6 +154,7 @@ impl Channel {
             backoff,
             authority: _,
             resolver: resolver_options,
+            idle_timeout,
             on_state_change,
             on_resolve_now,
             on_subconn_state,
@@ -144,7 +169,8 @@ impl Channel {
             }
             Box::new(ManagedConnector::new(config).with_authority(authority))
         });
-        let initial = Table::new(Box::new(QueuePicker), 0, false);
+        // IDLE until used: the first pick asks the loop to leave IDLE.
+        let initial = Table::new(Box::new(idle_picker(handle.clone(), id)), 0, false);
         let shared = Arc::new(ChannelShared {
             slot: crate::sync::Arc::new(Slot::new(initial)),
             state: AtomicU8::new(ConnectivityState::Idle as u8),
@@ -155,6 +181,7 @@ impl Channel {
             managed,
             target: target.to_string(),
             call_stats: Default::default(),
+            picked: AtomicBool::new(false),
         });
         log::info!(
             target: trace::CHANNEL,
@@ -162,10 +189,18 @@ impl Channel {
             config.policy.name()
         );
         let core_shared = shared.clone();
-        let resolution = ResolverWrapper::new(on_resolve_now);
-        let resolver_cc = resolution
-            .client_conn::<ChannelCore>(handle.clone(), id)
-            .with_options(resolver_options);
+        let resolution = ResolverWrapper::new(on_resolve_now).with_options(resolver_options);
+        let make_resolver = match (parsed, builder) {
+            (Some(target), Some(builder)) => {
+                let make: MakeResolver = Box::new(move |cc| builder.build(&target, cc));
+                Some(make)
+            }
+            _ => None,
+        };
+        let idle = Idleness::new(
+            Some(idle_timeout.unwrap_or(DEFAULT_IDLE_TIMEOUT)),
+            make_resolver,
+        );
         let make = move || ChannelCore {
             subs: SubchannelPool::new(id, connector, backoff),
             out: StatePublisher {
@@ -186,44 +221,15 @@ impl Channel {
             resolve_requested: false,
             work_pending: Arc::new(AtomicBool::new(false)),
             calls: None,
+            idle,
         };
         if !handle.add(id, Box::new(move || Box::new(make()))) {
             return Err(Error::RuntimeGone);
         }
-        let channel = Channel {
+        Ok(Channel {
             shared,
             completions: OnceLock::new(),
-        };
-        if let (Some(target), Some(builder)) = (parsed, builder) {
-            // Built after the task is added, so that what it pushes while
-            // being built reaches the channel (commands keep their order).
-            let built = catch_unwind(AssertUnwindSafe(|| builder.build(&target, resolver_cc)))
-                .unwrap_or_else(|p| {
-                    Err(format!(
-                        "the {} resolver panicked: {}",
-                        target.scheme,
-                        panic_message(&*p)
-                    ))
-                });
-            // On error, dropping the channel closes it.
-            let resolver = built.map_err(Error::InvalidTarget)?;
-            let install = Arc::new(std::sync::Mutex::new(Some(resolver)));
-            let on_loop = install.clone();
-            let sent = handle.run_on(id, move |core: &mut ChannelCore, _| {
-                let taken = on_loop.lock().unwrap_or_else(|p| p.into_inner()).take();
-                if let Some(r) = taken {
-                    core.resolution.install(r);
-                }
-            });
-            if !sent {
-                // No loop to run it on: close it here.
-                if let Some(mut r) = install.lock().unwrap_or_else(|p| p.into_inner()).take() {
-                    r.close();
-                }
-                return Err(Error::RuntimeGone);
-            }
-        }
-        Ok(channel)
+        })
     }
 
     pub(crate) fn shared(&self) -> &Arc<ChannelShared> {

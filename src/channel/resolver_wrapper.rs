@@ -10,7 +10,9 @@
 use super::shared::ChannelId;
 use crate::address::Endpoint;
 use crate::error::Error;
-use crate::resolver::{Resolver, ResolverClientConn, ResolverSink, ResolverState};
+use crate::resolver::{
+    Resolver, ResolverClientConn, ResolverOptions, ResolverSink, ResolverState,
+};
 use crate::runtime::{panic_message, LoopContext, LoopHandle, Task};
 use crate::service_config::ServiceConfig;
 use crate::trace;
@@ -46,6 +48,8 @@ pub(crate) struct ResolverWrapper {
     /// The resolver's last service config applied (JSON), so that a resolver
     /// repeating it (DNS on every lookup) does not re-apply it.
     last_config: Option<String>,
+    /// What the channel asks of its resolvers.
+    options: ResolverOptions,
 }
 
 impl ResolverWrapper {
@@ -55,7 +59,25 @@ impl ResolverWrapper {
             on_resolve_now,
             closed: Arc::new(AtomicBool::new(false)),
             last_config: None,
+            options: ResolverOptions::default(),
         }
+    }
+
+    pub(crate) fn with_options(mut self, options: ResolverOptions) -> ResolverWrapper {
+        self.options = options;
+        self
+    }
+
+    /// The handle for a new resolver, each time the channel leaves IDLE:
+    /// the previous resolver's pushes stay refused.
+    pub(super) fn reopen<T: ResolverUpdates>(
+        &mut self,
+        handle: LoopHandle,
+        id: ChannelId,
+    ) -> ResolverClientConn {
+        self.closed = Arc::new(AtomicBool::new(false));
+        self.client_conn::<T>(handle, id)
+            .with_options(self.options.clone())
     }
 
     /// The handle a resolver for channel `id` (a `T` on `handle`'s loop)

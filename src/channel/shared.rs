@@ -43,12 +43,26 @@ pub(crate) struct ChannelShared {
     pub(crate) target: String,
     /// The readers' call counters (snapshots).
     pub(crate) call_stats: Arc<crate::snapshot::CallStats>,
+    /// A pick happened since the loop last looked (idleness). Written by a
+    /// reader's slow path only, once per generation it moves to: the loop
+    /// moves the generation on (`Slot::bump`) each time it looks, so that
+    /// the hit path never writes it.
+    pub(crate) picked: AtomicBool,
 }
 
 impl ChannelShared {
     pub(crate) fn state(&self) -> ConnectivityState {
         ConnectivityState::from_u8(self.state.load(Ordering::Acquire))
             .unwrap_or(ConnectivityState::Shutdown)
+    }
+
+    /// A reader picked after moving to a new generation.
+    #[inline]
+    pub(crate) fn note_pick(&self) {
+        // Load first: readers catching up together don't all write the line.
+        if !self.picked.load(Ordering::Relaxed) {
+            self.picked.store(true, Ordering::Relaxed);
+        }
     }
 
     /// A distinct seed for each reader's rotation and random source.

@@ -28,7 +28,24 @@ impl ResolverBuilder for DnsBuilder {
         "dns"
     }
 
+    fn check(&self, target: &Target) -> Result<(), String> {
+        self.name(target).map(drop)
+    }
+
     fn build(&self, target: &Target, cc: ResolverClientConn) -> Result<Box<dyn Resolver>, String> {
+        let name = self.name(target)?;
+        let (tx, rx) = crossbeam_channel::unbounded();
+        std::thread::Builder::new()
+            .name("switchyard-dns".into())
+            .spawn(move || run(name, cc, rx))
+            .map_err(|e| format!("dns: no thread for lookups: {e}"))?;
+        Ok(Box::new(DnsResolver { tx }))
+    }
+}
+
+impl DnsBuilder {
+    /// What `target` asks to look up, and where.
+    fn name(&self, target: &Target) -> Result<Name, String> {
         let Some(Ok(Plan::Dns {
             authority,
             host,
@@ -44,13 +61,7 @@ impl ResolverBuilder for DnsBuilder {
             "" => None,
             a => Some(dns_client::parse_server(a)?),
         };
-        let name = Name { host, port, server };
-        let (tx, rx) = crossbeam_channel::unbounded();
-        std::thread::Builder::new()
-            .name("switchyard-dns".into())
-            .spawn(move || run(name, cc, rx))
-            .map_err(|e| format!("dns: no thread for lookups: {e}"))?;
-        Ok(Box::new(DnsResolver { tx }))
+        Ok(Name { host, port, server })
     }
 }
 

@@ -93,9 +93,21 @@ pub trait ResolverBuilder: Send + Sync {
     /// The scheme it resolves (compared case-insensitively).
     fn scheme(&self) -> &str;
 
+    /// Checks `target` when a channel is created (on the creating thread):
+    /// an `Err` fails the creation with that message. The default accepts
+    /// every target; `build` may still refuse it later.
+    fn check(&self, target: &Target) -> Result<(), String> {
+        let _ = target;
+        Ok(())
+    }
+
     /// A resolver for `target`, which pushes through `cc` (it may do so
-    /// before returning). Runs on the thread creating the channel; an `Err`
-    /// fails the channel's creation with that message.
+    /// before returning). Runs on the event loop thread (do not block), each
+    /// time the channel leaves IDLE: a channel resolves only once it is
+    /// used (its first pick or call, or `Channel::connect`), and closes its
+    /// resolver when it goes idle. An `Err` puts the channel in
+    /// TRANSIENT_FAILURE with that message (its picks fail with it) until it
+    /// goes idle and is used again.
     fn build(&self, target: &Target, cc: ResolverClientConn) -> Result<Box<dyn Resolver>, String>;
 }
 
