@@ -698,10 +698,13 @@ typedef struct sy_target {
 /**
  * Builds a resolver for `target`: return true and set `*out_resolver` to
  * the resolver's own pointer (passed to its other callbacks; may be NULL),
- * or return false to refuse the target (channel creation then fails with
- * SY_INVALID_TARGET). Runs on the thread creating the channel. It may keep
- * `cc` and push through it at once or later, from any thread. Blocking
- * `sy_*` calls are refused inside it.
+ * or return false to refuse the target (the channel is then
+ * TRANSIENT_FAILURE and its RPCs fail UNAVAILABLE saying so). A channel
+ * starts IDLE: this runs on the loop thread when it is first used (its
+ * first pick or call, or `sy_channel_connect`), and again each time it is
+ * used after its idle timeout closed the resolver; it must not block. It
+ * may keep `cc` and push through it at once or later, from any thread.
+ * Blocking `sy_*` calls are refused inside it.
  */
 typedef bool (*sy_resolver_build_fn)(void *user_data,
                                      const struct sy_target *target,
@@ -1580,6 +1583,42 @@ sy_status sy_channel_options_set_call_threads(struct sy_channel_options *opts, u
 sy_status sy_channel_options_set_resolve_now(struct sy_channel_options *opts,
                                              sy_resolve_now_fn callback,
                                              void *ctx);
+
+/**
+ * The `:authority` of every call (NUL-terminated UTF-8, `host[:port]`,
+ * copied), and the TLS server name unless one is set with
+ * `sy_channel_options_set_tls_server_name` (gRPC's `WithAuthority`). By
+ * default the target's: `host:port` of `dns:///host:port`, "localhost" for
+ * unix sockets, the address of a one-address `ipv4:`/`ipv6:` target (each
+ * connection's address for lists and the host's addresses). "" restores
+ * that default. SY_INVALID_ARGUMENT if it is no valid authority.
+ */
+sy_status sy_channel_options_set_authority(struct sy_channel_options *opts, const char *authority);
+
+/**
+ * A channel starts IDLE (resolving nothing, connecting nowhere) and leaves
+ * IDLE on its first pick or call (or `sy_channel_connect`); with no pick and
+ * no call in flight for `timeout_ms` it goes back to IDLE, closing its
+ * resolver, policy and connections, and the next pick brings them back.
+ * Default 1800000 (30 minutes, gRPC's); 0: never goes back to IDLE.
+ */
+sy_status sy_channel_options_set_idle_timeout(struct sy_channel_options *opts, uint64_t timeout_ms);
+
+/**
+ * For `dns:` targets: `enabled` nonzero looks the name's service config up
+ * in DNS too (gRFC A2: TXT records `grpc_config=...` of
+ * `_grpc_config.<host>`, with their choice rules; this client's
+ * `clientLanguage` is "rust"). Off by default.
+ */
+sy_status sy_channel_options_set_dns_service_config(struct sy_channel_options *opts, int enabled);
+
+/**
+ * For `dns:` targets: the least time between two lookups the channel asks
+ * for (re-resolution after a lost connection), in milliseconds. Default
+ * 30000 (gRPC's); shorter only for tests. SY_INVALID_ARGUMENT for 0.
+ */
+sy_status sy_channel_options_set_min_resolution_interval(struct sy_channel_options *opts,
+                                                         uint64_t interval_ms);
 
 /* ----------------------------------------------------------------------------
  * Logging

@@ -52,7 +52,9 @@
 //!         ..Default::default()
 //!     },
 //! )?;
-//! ch.sync()?;
+//! ch.connect()?; // a channel resolves once used
+//! ch.sync()?; // the build, which pushes
+//! ch.sync()?; // what it pushed
 //! let mut seen: Vec<String> = ch.snapshot()?.subchannels.into_iter().map(|s| s.address).collect();
 //! seen.sort();
 //! assert_eq!(seen, ["a:1", "b:1"]);
