@@ -948,7 +948,10 @@ sy_status sy_channel_report_subconn_health(const struct sy_channel *ch,
                                            const char *message);
 
 /**
- * Asks an IDLE policy to connect. Any thread.
+ * Leaves IDLE: a channel starts IDLE (no resolution, no connection) and
+ * goes back after its idle timeout (`sy_channel_options_set_idle_timeout`);
+ * this resolves and connects it without a pick or call. On a channel in
+ * use, asks an IDLE policy to connect. Any thread.
  */
 sy_status sy_channel_connect(const struct sy_channel *ch);
 

@@ -350,7 +350,9 @@ impl Channel {
         self.run(move |core, env| core.transport_event(sc, event, env))
     }
 
-    /// Asks an IDLE policy to connect.
+    /// Leaves IDLE (gRPC's `Connect`): a channel starts IDLE and goes back
+    /// after its idle timeout; this resolves and connects it without a pick
+    /// or call. On a channel in use, asks an IDLE policy to connect.
     pub fn connect(&self) -> Result<(), Error> {
         self.run(|core, env| core.exit_idle(env))
     }
