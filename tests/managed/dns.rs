@@ -19,7 +19,7 @@ use switchyard_testserver::{Listen, ServerOptions, TestPki, TestServer};
 /// A dnsmasq of our own: `--no-resolv --no-hosts`, authoritative for
 /// `.test`, answering from `hosts` (reloaded on `set_hosts`, by SIGHUP) and
 /// the TXT records it was started with; every query logged to a file.
-struct Dnsmasq {
+pub struct Dnsmasq {
     child: Child,
     dir: PathBuf,
     port: u16,
@@ -38,7 +38,7 @@ fn dnsmasq_binary() -> PathBuf {
 
 impl Dnsmasq {
     /// `txt`: (name, text) records, fixed for the server's life.
-    fn start(hosts: &str, txt: &[(&str, &str)]) -> Dnsmasq {
+    pub fn start(hosts: &str, txt: &[(&str, &str)]) -> Dnsmasq {
         let bin = dnsmasq_binary();
         static N: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
         let n = N.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
@@ -99,12 +99,12 @@ impl Dnsmasq {
         panic!("dnsmasq could not be started on a free port");
     }
 
-    fn server(&self) -> String {
+    pub fn server(&self) -> String {
         format!("127.0.0.1:{}", self.port)
     }
 
     /// New answers: rewrites the hosts file and has dnsmasq reload it.
-    fn set_hosts(&self, hosts: &str) {
+    pub fn set_hosts(&self, hosts: &str) {
         std::fs::write(self.dir.join("hosts"), hosts).unwrap();
         let before = self.reloads();
         // SAFETY: a signal to the child we started and still own.
@@ -113,7 +113,7 @@ impl Dnsmasq {
         wait_until("dnsmasq reloaded its hosts", || self.reloads() > before);
     }
 
-    fn log(&self) -> String {
+    pub fn log(&self) -> String {
         std::fs::read_to_string(self.dir.join("log")).unwrap_or_default()
     }
 
@@ -122,7 +122,7 @@ impl Dnsmasq {
     }
 
     /// How many `kind` questions for `name` it has been asked.
-    fn queries(&self, kind: &str, name: &str) -> usize {
+    pub fn queries(&self, kind: &str, name: &str) -> usize {
         self.log()
             .lines()
             .filter(|l| l.contains(&format!("query[{kind}] {name} ")))

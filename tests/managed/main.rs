@@ -8,6 +8,7 @@ mod common;
 mod dns;
 mod drain;
 mod health;
+mod idle;
 mod support;
 mod switch;
 
