@@ -540,7 +540,9 @@ pub extern "C" fn sy_channel_options_set_min_resolution_interval(
     boundary(|| {
         let o = options_mut(opts)?;
         if interval_ms == 0 {
-            return Err(Error::invalid("min resolution interval must be at least 1 ms"));
+            return Err(Error::invalid(
+                "min resolution interval must be at least 1 ms",
+            ));
         }
         o.resolver.min_resolution_interval = ms(interval_ms);
         Ok(())

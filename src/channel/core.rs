@@ -5,8 +5,8 @@
 //! returns. The policy is always a `GracefulSwitch` around the configured
 //! one, so that a service config naming another policy switches gracefully.
 
-use super::policy_cc::{PolicyClientConn, BALANCER_TIMER};
 use super::idle::{Idleness, IDLE_TIMER};
+use super::policy_cc::{PolicyClientConn, BALANCER_TIMER};
 use super::publisher::StatePublisher;
 use super::resolver_wrapper::{ResolvedConfig, ResolverUpdates, ResolverWrapper};
 use super::shared::ChannelId;

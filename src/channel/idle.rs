@@ -93,15 +93,17 @@ impl ChannelCore {
         }
         self.idle.idle = false;
         log::info!(target: trace::CHANNEL, "channel {}: leaving IDLE", self.out.shared.id);
-        self.out.publish(ConnectivityState::Connecting, Box::new(QueuePicker));
+        self.out
+            .publish(ConnectivityState::Connecting, Box::new(QueuePicker));
         self.out.shared.picked.store(false, Ordering::Relaxed);
         let id = self.out.shared.id;
         self.idle.arm(id, cx);
         match self.idle.make_resolver.as_mut() {
             Some(make) => {
                 let cc = self.resolution.reopen::<ChannelCore>(cx.handle.clone(), id);
-                let built = catch_unwind(AssertUnwindSafe(|| make(cc)))
-                    .unwrap_or_else(|p| Err(format!("the resolver panicked: {}", panic_message(&*p))));
+                let built = catch_unwind(AssertUnwindSafe(|| make(cc))).unwrap_or_else(|p| {
+                    Err(format!("the resolver panicked: {}", panic_message(&*p)))
+                });
                 match built {
                     Ok(r) => self.resolution.install(r),
                     Err(e) => self.resolver_error(&e, cx),

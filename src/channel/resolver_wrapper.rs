@@ -10,9 +10,7 @@
 use super::shared::ChannelId;
 use crate::address::Endpoint;
 use crate::error::Error;
-use crate::resolver::{
-    Resolver, ResolverClientConn, ResolverOptions, ResolverSink, ResolverState,
-};
+use crate::resolver::{Resolver, ResolverClientConn, ResolverOptions, ResolverSink, ResolverState};
 use crate::runtime::{panic_message, LoopContext, LoopHandle, Task};
 use crate::service_config::ServiceConfig;
 use crate::trace;

@@ -179,7 +179,9 @@ fn lookup_name(name: &Name) -> Result<Vec<Address>, String> {
     };
     // An IP literal needs no server.
     if let Ok(ip) = name.host.parse::<IpAddr>() {
-        return Ok(vec![Address::new(SocketAddr::new(ip, name.port).to_string())]);
+        return Ok(vec![Address::new(
+            SocketAddr::new(ip, name.port).to_string(),
+        )]);
     }
     let ips = dns_client::lookup_ips(server, &name.host)
         .map_err(|e| format!("DNS resolution of {} failed: {e}", name.host))?;

@@ -54,7 +54,11 @@ pub(crate) fn system_server() -> Option<SocketAddr> {
 /// The answers of one kind for `name`: empty when the name or the kind does
 /// not exist (NXDOMAIN, or no records), an error when the server fails,
 /// refuses or does not answer in time.
-pub(crate) fn query(server: SocketAddr, name: &str, kind: RecordType) -> Result<Vec<RData>, String> {
+pub(crate) fn query(
+    server: SocketAddr,
+    name: &str,
+    kind: RecordType,
+) -> Result<Vec<RData>, String> {
     let fqdn = Name::from_str_relaxed(name)
         .map(|mut n| {
             n.set_fqdn(true);
@@ -83,7 +87,11 @@ pub(crate) fn query(server: SocketAddr, name: &str, kind: RecordType) -> Result<
     match answer.response_code() {
         ResponseCode::NoError => {}
         ResponseCode::NXDomain => return Ok(Vec::new()),
-        code => return Err(format!("DNS server {server} answered {code} for {kind} {name}")),
+        code => {
+            return Err(format!(
+                "DNS server {server} answered {code} for {kind} {name}"
+            ))
+        }
     }
     Ok(answer
         .answers()
@@ -218,7 +226,10 @@ mod tests {
 
     #[test]
     fn servers_in_authorities() {
-        assert_eq!(parse_server("127.0.0.1:5353"), Ok(([127, 0, 0, 1], 5353).into()));
+        assert_eq!(
+            parse_server("127.0.0.1:5353"),
+            Ok(([127, 0, 0, 1], 5353).into())
+        );
         assert_eq!(parse_server("127.0.0.1"), Ok(([127, 0, 0, 1], 53).into()));
         assert_eq!(parse_server("[::1]:5353").unwrap().port(), 5353);
         assert_eq!(parse_server("[::1]").unwrap().port(), 53);
@@ -270,7 +281,10 @@ mod tests {
         assert_eq!(query(server, "none.test", RecordType::A), Ok(vec![]));
         let server = serve_once(|q| reply(&q, ResponseCode::ServFail, vec![]));
         let e = query(server, "x.test", RecordType::A).unwrap_err();
-        assert!(e.contains("Server Failure") || e.contains("SERVFAIL"), "{e}");
+        assert!(
+            e.contains("Server Failure") || e.contains("SERVFAIL"),
+            "{e}"
+        );
     }
 
     #[test]

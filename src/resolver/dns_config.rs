@@ -29,8 +29,8 @@ pub(crate) fn choose(records: &[String], client: &Client<'_>) -> Result<Option<S
     let Some(json) = records.iter().find_map(|r| r.strip_prefix(PREFIX)) else {
         return Ok(None);
     };
-    let choices: Value = serde_json::from_str(json)
-        .map_err(|e| format!("TXT grpc_config: not JSON: {e}"))?;
+    let choices: Value =
+        serde_json::from_str(json).map_err(|e| format!("TXT grpc_config: not JSON: {e}"))?;
     let Value::Array(choices) = choices else {
         return Err("TXT grpc_config: not a list of choices".into());
     };
@@ -45,13 +45,16 @@ pub(crate) fn choose(records: &[String], client: &Client<'_>) -> Result<Option<S
             match key.as_str() {
                 "clientLanguage" => {
                     let langs = strings(value).ok_or_else(|| at("not a list of strings"))?;
-                    if !langs.iter().any(|l| l.eq_ignore_ascii_case(CLIENT_LANGUAGE)) {
+                    if !langs
+                        .iter()
+                        .any(|l| l.eq_ignore_ascii_case(CLIENT_LANGUAGE))
+                    {
                         matches = false;
                     }
                 }
                 "clientHostname" => {
                     let hosts = strings(value).ok_or_else(|| at("not a list of strings"))?;
-                    if !hosts.iter().any(|h| *h == client.hostname) {
+                    if !hosts.contains(&client.hostname) {
                         matches = false;
                     }
                 }
@@ -121,7 +124,10 @@ mod tests {
                             {{"clientLanguage":["RUST"],"serviceConfig":{RR}}},
                             {{"serviceConfig":{PF}}}]"#
         );
-        assert_eq!(pick(&["v=spf1", &txt], "h", 0).unwrap().as_deref(), Some(RR));
+        assert_eq!(
+            pick(&["v=spf1", &txt], "h", 0).unwrap().as_deref(),
+            Some(RR)
+        );
     }
 
     #[test]
@@ -132,7 +138,11 @@ mod tests {
         );
         assert_eq!(pick(&[&txt], "h1", 29).unwrap().as_deref(), Some(RR));
         assert_eq!(pick(&[&txt], "h1", 30).unwrap(), None, "30 is not below 30");
-        assert_eq!(pick(&[&txt], "h2", 0).unwrap(), None, "other host; 0% never");
+        assert_eq!(
+            pick(&[&txt], "h2", 0).unwrap(),
+            None,
+            "other host; 0% never"
+        );
     }
 
     #[test]
@@ -147,9 +157,18 @@ mod tests {
             ("grpc_config={", "not JSON"),
             ("grpc_config={}", "not a list of choices"),
             ("grpc_config=[1]", "grpc_config[0]: not an object"),
-            (r#"grpc_config=[{"percentage":101,"serviceConfig":{}}]"#, "[0].percentage"),
-            (r#"grpc_config=[{"clientLanguage":"rust","serviceConfig":{}}]"#, "[0].clientLanguage"),
-            (r#"grpc_config=[{"color":1,"serviceConfig":{}}]"#, "[0].color: unknown"),
+            (
+                r#"grpc_config=[{"percentage":101,"serviceConfig":{}}]"#,
+                "[0].percentage",
+            ),
+            (
+                r#"grpc_config=[{"clientLanguage":"rust","serviceConfig":{}}]"#,
+                "[0].clientLanguage",
+            ),
+            (
+                r#"grpc_config=[{"color":1,"serviceConfig":{}}]"#,
+                "[0].color: unknown",
+            ),
             (r#"grpc_config=[{"percentage":5}]"#, "[0]: no serviceConfig"),
         ] {
             let e = pick(&[txt], "h", 0).unwrap_err();

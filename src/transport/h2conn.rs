@@ -140,6 +140,8 @@ impl Connection {
     /// edge-triggered read+write readiness under `token`; `tls: None` is
     /// plaintext h2c. Errors here are immediate failures (bad TLS server
     /// name, connect refused synchronously).
+    // Each is one independent setting of the connection, given by its owner.
+    #[allow(clippy::too_many_arguments)]
     pub fn start(
         target: &Target,
         tls: Option<&TlsClient>,

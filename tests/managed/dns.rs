@@ -224,7 +224,12 @@ fn backends_come_and_go_by_dns_alone() {
     let dns = Dnsmasq::start(&hosts(&[1, 2]), &[]);
     let rt = Runtime::new().unwrap();
     let target = format!("dns://{}/svc.test:{port}", dns.server());
-    let ch = channel(&rt, &target, RR, dns_options(Duration::from_millis(100), false));
+    let ch = channel(
+        &rt,
+        &target,
+        RR,
+        dns_options(Duration::from_millis(100), false),
+    );
     let mut r = ch.reader();
     warm(&mut r, &servers, &[0, 1]);
     assert_eq!(served(&mut r, &servers, 40), vec![20, 20, 0]);
@@ -250,7 +255,12 @@ fn re_resolution_waits_for_the_minimum_interval() {
     let rt = Runtime::new().unwrap();
     let target = format!("dns://{}/svc.test:{port}", dns.server());
     // gRPC's 30 s: far longer than this test.
-    let ch = channel(&rt, &target, RR, dns_options(Duration::from_secs(30), false));
+    let ch = channel(
+        &rt,
+        &target,
+        RR,
+        dns_options(Duration::from_secs(30), false),
+    );
     let mut r = ch.reader();
     warm(&mut r, &servers, &[0]);
     assert_eq!(dns.queries("A", "svc.test"), 1);
@@ -276,7 +286,12 @@ fn txt_service_config_is_used_only_when_asked_for() {
     let target = format!("dns://{}/svc.test:{port}", dns.server());
 
     // Off by default: pick_first, one backend serves everything.
-    let plain = channel(&rt, &target, None, dns_options(Duration::from_secs(30), false));
+    let plain = channel(
+        &rt,
+        &target,
+        None,
+        dns_options(Duration::from_secs(30), false),
+    );
     let mut r = plain.reader();
     let split = served(&mut r, &servers, 20);
     assert!(split == vec![20, 0] || split == vec![0, 20], "{split:?}");
@@ -284,7 +299,12 @@ fn txt_service_config_is_used_only_when_asked_for() {
     assert_eq!(plain.snapshot().unwrap().policy, "pick_first");
 
     // Asked for: the second choice (the first is for Go) says round_robin.
-    let txt_ch = channel(&rt, &target, None, dns_options(Duration::from_secs(30), true));
+    let txt_ch = channel(
+        &rt,
+        &target,
+        None,
+        dns_options(Duration::from_secs(30), true),
+    );
     let mut r = txt_ch.reader();
     wait_until("round_robin from TXT", || {
         txt_ch.snapshot().unwrap().policy == "round_robin"
@@ -299,11 +319,19 @@ fn a_dns_server_that_does_not_know_the_name_fails_the_channel_saying_so() {
     let dns = Dnsmasq::start("", &[]);
     let rt = Runtime::new().unwrap();
     let target = format!("dns://{}/nowhere.test:1", dns.server());
-    let ch = channel(&rt, &target, None, dns_options(Duration::from_secs(30), false));
+    let ch = channel(
+        &rt,
+        &target,
+        None,
+        dns_options(Duration::from_secs(30), false),
+    );
     ch.connect().unwrap();
     wait_state(&ch, ConnectivityState::TransientFailure);
     let e = pick_error(&ch);
-    assert!(e.contains("nowhere.test") && e.contains("no addresses"), "{e}");
+    assert!(
+        e.contains("nowhere.test") && e.contains("no addresses"),
+        "{e}"
+    );
 }
 
 #[test]
@@ -365,7 +393,11 @@ fn tls_verifies_the_authoritys_host_unless_told_a_server_name() {
     let ch = channel(&rt, &target, None, tls(None, ""));
     ch.connect().unwrap();
     wait_state(&ch, ConnectivityState::TransientFailure);
-    assert!(pick_error(&ch).contains("certificate"), "{}", pick_error(&ch));
+    assert!(
+        pick_error(&ch).contains("certificate"),
+        "{}",
+        pick_error(&ch)
+    );
     // ...an authority of "localhost" is, and TLS follows it...
     let ch = channel(&rt, &target, None, tls(Some("localhost:8443"), ""));
     echo(&mut ch.reader(), true).unwrap();

@@ -76,7 +76,11 @@ fn an_unused_channel_goes_idle_and_the_next_pick_brings_it_back() {
     // ...a whole timeout without one does not: resolver, policy and
     // connection go.
     one_timeout(&clock, &ch);
-    assert_eq!(ch.state(), ConnectivityState::Ready, "one look: a pick was seen");
+    assert_eq!(
+        ch.state(),
+        ConnectivityState::Ready,
+        "one look: a pick was seen"
+    );
     one_timeout(&clock, &ch);
     assert_eq!(ch.state(), ConnectivityState::Idle);
     wait_until("the connection closed", || server.connections() == 0);
@@ -126,7 +130,13 @@ fn a_zero_idle_timeout_never_goes_idle() {
         idle_timeout: Some(Duration::ZERO),
         ..plaintext()
     };
-    let ch = Channel::new(&rt, &format!("ipv4:127.0.0.1:{}", server.port()), None, opts).unwrap();
+    let ch = Channel::new(
+        &rt,
+        &format!("ipv4:127.0.0.1:{}", server.port()),
+        None,
+        opts,
+    )
+    .unwrap();
     echo(&mut ch.reader(), true).unwrap();
     for _ in 0..4 {
         one_timeout(&clock, &ch);
