@@ -330,7 +330,12 @@ impl Reader {
     /// `deadline` passes (false).
     pub(crate) fn wait_for_next_picker(&mut self, deadline: Option<Instant>) -> bool {
         let seen = self.cache.generation();
-        self.cache.slot().wait_for_change(seen, deadline)
+        // A waiting pick keeps the channel in use (see `channel/idle.rs`).
+        let waiting = &self.shared.waiting;
+        waiting.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let changed = self.cache.slot().wait_for_change(seen, deadline);
+        waiting.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+        changed
     }
 
     /// This reader's call counters (library calls only, never picks).

@@ -51,6 +51,9 @@ pub(crate) trait StartedCalls: Any {
     fn expire(&mut self, id: u64, cx: &mut LoopContext);
     /// The channel closes: end every call.
     fn close(&mut self, cx: &mut LoopContext);
+    /// Calls started and not finished (queued or sent): the channel is in
+    /// use (idleness).
+    fn active(&self) -> bool;
     /// For the call layer to get its own type back.
     fn as_any_mut(&mut self) -> &mut dyn Any;
 }

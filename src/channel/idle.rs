@@ -117,8 +117,9 @@ impl ChannelCore {
         }
     }
 
-    /// The idle timer: idle if nothing picked since the last look and no
-    /// call is in flight; otherwise look again a timeout later.
+    /// The idle timer: idle if nothing picked since the last look, no pick
+    /// is waiting and no call is in flight or queued; otherwise look again a
+    /// timeout later.
     pub(crate) fn idle_timer(&mut self, cx: &mut LoopContext) {
         self.idle.timer = None;
         if self.is_finished() || self.idle.idle {
@@ -126,7 +127,11 @@ impl ChannelCore {
         }
         let shared = &self.out.shared;
         let picked = shared.picked.swap(false, Ordering::Relaxed);
-        if picked || shared.call_stats.in_flight() > 0 {
+        let in_use = picked
+            || shared.waiting.load(Ordering::Relaxed) > 0
+            || shared.call_stats.in_flight() > 0
+            || self.calls.as_ref().is_some_and(|c| c.active());
+        if in_use {
             // Every reader's next pick says so again.
             shared.slot.bump();
             let id = shared.id;

@@ -182,6 +182,7 @@ impl Channel {
             target: target.to_string(),
             call_stats: Default::default(),
             picked: AtomicBool::new(false),
+            waiting: Default::default(),
         });
         log::info!(
             target: trace::CHANNEL,

@@ -5,7 +5,7 @@ use crate::balancer::picker::Picker;
 use crate::connectivity::ConnectivityState;
 use crate::publish::Slot;
 use crate::runtime::{LoopHandle, TaskId};
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, AtomicUsize, Ordering};
 use std::sync::Arc;
 
 /// A channel's identity: its task on the loop.
@@ -48,6 +48,9 @@ pub(crate) struct ChannelShared {
     /// moves the generation on (`Slot::bump`) each time it looks, so that
     /// the hit path never writes it.
     pub(crate) picked: AtomicBool,
+    /// Picks (and the library's blocking calls) waiting for a picker now: a
+    /// channel with one is in use, however long the wait (idleness).
+    pub(crate) waiting: AtomicUsize,
 }
 
 impl ChannelShared {

@@ -143,3 +143,57 @@ fn a_zero_idle_timeout_never_goes_idle() {
     }
     assert_eq!(ch.state(), ConnectivityState::Ready);
 }
+
+/// A resolver that never answers: the channel stays CONNECTING and
+/// publishes nothing while a pick waits.
+struct Silent;
+struct SilentResolver;
+impl resolver::ResolverBuilder for Silent {
+    fn scheme(&self) -> &str {
+        "idle-test-silent"
+    }
+    fn build(
+        &self,
+        _: &resolver::Target,
+        _: resolver::ResolverClientConn,
+    ) -> Result<Box<dyn resolver::Resolver>, String> {
+        Ok(Box::new(SilentResolver))
+    }
+}
+impl resolver::Resolver for SilentResolver {
+    fn resolve_now(&mut self) {}
+    fn close(&mut self) {}
+}
+
+#[test]
+fn a_pick_waiting_for_resolution_keeps_the_channel_in_use() {
+    resolver::register(Arc::new(Silent));
+    let (clock, rt) = manual_runtime();
+    let ch = Arc::new(lazy(&rt, "idle-test-silent:///x"));
+    let waiter = {
+        let ch = ch.clone();
+        std::thread::spawn(move || {
+            let options = PickOptions {
+                deadline: Some(Instant::now() + Duration::from_secs(2)),
+                wait_for_ready: true,
+            };
+            ch.reader().pick(&PickInfo::default(), &options).map(drop)
+        })
+    };
+    wait_until("connecting", || ch.state() == ConnectivityState::Connecting);
+    let generation = ch.picker_generation();
+    for _ in 0..3 {
+        one_timeout(&clock, &ch);
+        assert_eq!(
+            ch.state(),
+            ConnectivityState::Connecting,
+            "idle under a waiting pick"
+        );
+    }
+    // Only the loop's looks moved the generation: nothing woke the pick.
+    assert_eq!(ch.picker_generation(), generation + 3);
+    assert!(waiter.join().unwrap().is_err(), "nothing to pick");
+    one_timeout(&clock, &ch);
+    one_timeout(&clock, &ch);
+    assert_eq!(ch.state(), ConnectivityState::Idle);
+}
