@@ -824,6 +824,11 @@ void sy_runtime_free(struct sy_runtime *rt);
  * on a channel may be called from any thread, concurrently, except
  * sy_channel_free. sy_channel_snapshot_json shows the channel and each
  * subchannel (state, last error, call counts), as gRPC's channelz does.
+ * A channel starts IDLE, as gRPC's: it resolves and connects on its first
+ * pick or call (or sy_channel_connect; with a host-supplied target, when
+ * the host pushes addresses), and goes back to IDLE after its idle timeout
+ * (sy_channel_options_set_idle_timeout). Calls carry the target's authority
+ * (sy_channel_options_set_authority to change it).
  * -------------------------------------------------------------------------- */
 
 /**
