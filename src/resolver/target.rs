@@ -447,4 +447,25 @@ mod tests {
             .unwrap();
         assert_eq!((t.scheme.as_str(), t.endpoint()), ("custom", "x"));
     }
+
+    #[test]
+    fn default_authorities() {
+        let auth = |t: &str| default_authority(&Target::parse(t).unwrap());
+        assert_eq!(
+            auth("dns:///svc.test:8080").as_deref(),
+            Some("svc.test:8080")
+        );
+        assert_eq!(
+            auth("dns://127.0.0.1:53/svc.test:8080").as_deref(),
+            Some("svc.test:8080")
+        );
+        assert_eq!(auth("ipv4:127.0.0.1:1").as_deref(), Some("127.0.0.1:1"));
+        assert_eq!(auth("ipv6:[::1]:1").as_deref(), Some("[::1]:1"));
+        assert_eq!(auth("unix:///tmp/s").as_deref(), Some("localhost"));
+        assert_eq!(auth("unix-abstract:x").as_deref(), Some("localhost"));
+        // Several addresses are no authority: each connection uses its own.
+        assert_eq!(auth("ipv4:127.0.0.1:1,127.0.0.1:2"), None);
+        assert_eq!(authority_host("[::1]:1").as_deref(), Some("::1"));
+        assert_eq!(authority_host("svc.test:1").as_deref(), Some("svc.test"));
+    }
 }
