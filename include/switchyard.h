@@ -297,7 +297,9 @@ typedef struct sy_channel sy_channel;
  * bundled Mozilla roots, verifying each address's host name; no client
  * certificate; no keepalive; gRPC's size limits (4 MiB per received
  * message, 16 MiB per header list); gRPC's connection backoff (1 s, x1.6, +-20 %,
- * at most 120 s, at least 20 s per attempt).
+ * at most 120 s, at least 20 s per attempt); the target's authority; an idle
+ * timeout of 30 minutes; for `dns:` targets, no service config from DNS and
+ * at most one re-resolution per 30 s.
  *
  * Setters validate their input and return SY_OK, SY_NULL_PARAMETER,
  * SY_INVALID_ARGUMENT or SY_INVALID_UTF8; a failed setter changes nothing.
