@@ -64,6 +64,26 @@ static int count_in(const char *path, const char *what) {
   return n;
 }
 
+/* The DNS server and its files go with us, however we exit (a failed CHECK
+ * exits too): no dnsmasq is left running. */
+static pid_t dns_pid;
+static char dns_dir[] = "/tmp/sy-dns-XXXXXX";
+
+static void stop_dns(void) {
+  char path[64];
+  int status;
+  if (dns_pid > 0) {
+    kill(dns_pid, SIGTERM);
+    waitpid(dns_pid, &status, 0);
+    dns_pid = 0;
+  }
+  snprintf(path, sizeof path, "%s/hosts", dns_dir);
+  remove(path);
+  snprintf(path, sizeof path, "%s/log", dns_dir);
+  remove(path);
+  rmdir(dns_dir);
+}
+
 static void call_ok(sy_reader *reader) {
   sy_buffer *resp = NULL;
   OK(sy_call_unary(reader, "/echo.Echo/Unary", (const uint8_t *)"hi", 2, NULL, 0, NULL, 10000,
@@ -73,7 +93,7 @@ static void call_ok(sy_reader *reader) {
 
 int main(void) {
   echo_server backend;
-  char dir[] = "/tmp/sy-dns-XXXXXX", hosts[128], log[128], arg_hosts[160], arg_log[160];
+  char *dir = dns_dir, hosts[128], log[128], arg_hosts[160], arg_log[160];
   char arg_port[32], target[128];
   char *argv[16];
   pid_t dns = 0;
@@ -87,6 +107,7 @@ int main(void) {
 
   echo_server_start(&backend, 1);
   CHECK(mkdtemp(dir) != NULL);
+  CHECK(atexit(stop_dns) == 0);
   snprintf(hosts, sizeof hosts, "%s/hosts", dir);
   snprintf(log, sizeof log, "%s/log", dir);
   f = fopen(hosts, "w");
@@ -119,9 +140,10 @@ int main(void) {
     if (getuid() == 0) argv[k++] = (char *)"--user=root";
     argv[k] = NULL;
     CHECK(posix_spawn(&dns, argv[0], NULL, NULL, argv, environ) == 0);
+    dns_pid = dns;
     for (waited = 0; waited < 1000 && !tcp_listening(port); waited++) {
       if (waitpid(dns, &status, WNOHANG) == dns) { /* exited: port taken */
-        dns = 0;
+        dns = dns_pid = 0;
         break;
       }
       sleep_ms(10);
@@ -163,11 +185,7 @@ int main(void) {
   sy_reader_free(reader);
   sy_channel_free(ch);
   sy_runtime_free(rt);
-  kill(dns, SIGTERM);
-  waitpid(dns, &status, 0);
-  remove(hosts);
-  remove(log);
-  rmdir(dir);
+  stop_dns();
   echo_server_stop(&backend);
   printf("dns_target: ok\n");
   return 0;
