@@ -983,6 +983,10 @@ impl Calls {
 }
 
 impl StartedCalls for Calls {
+    fn active(&self) -> bool {
+        !self.tasks.is_empty()
+    }
+
     fn after_run(&mut self, shared: &Arc<ChannelShared>, cx: &mut LoopContext) {
         self.picker_published(shared, cx);
     }

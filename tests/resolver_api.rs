@@ -115,6 +115,12 @@ fn a_resolver_outside_the_crate_drives_a_channel() {
         insecure(),
     )
     .unwrap();
+    // A channel starts IDLE: nothing is resolved until it is used.
+    ch.sync().unwrap();
+    assert!(seen.target.lock().unwrap().is_none(), "built while IDLE");
+    assert_eq!(ch.state(), ConnectivityState::Idle);
+    ch.connect().unwrap();
+    ch.sync().unwrap();
     let target = seen.target.lock().unwrap().clone().unwrap();
     assert_eq!(
         (
@@ -199,6 +205,8 @@ fn a_resolver_error_before_any_address_fails_rpcs_with_it() {
     resolver::register(Arc::new(Pushed("erring", seen.clone())));
     let rt = Runtime::new().unwrap();
     let ch = Channel::new(&rt, "erring:x", None, insecure()).unwrap();
+    ch.connect().unwrap();
+    ch.sync().unwrap();
     seen.cc().report_error("no such service").unwrap();
     ch.sync().unwrap();
     assert_eq!(ch.state(), ConnectivityState::TransientFailure);
@@ -220,11 +228,17 @@ fn a_resolver_error_before_any_address_fails_rpcs_with_it() {
 }
 
 #[test]
-fn a_refusing_builder_fails_channel_creation() {
+fn a_refused_target_fails_channel_creation_and_a_refused_build_the_channel() {
     struct Refuses;
     impl ResolverBuilder for Refuses {
         fn scheme(&self) -> &str {
             "refuses"
+        }
+        fn check(&self, t: &Target) -> Result<(), String> {
+            match t.endpoint() {
+                "bad" => Err("a bad name".into()),
+                _ => Ok(()),
+            }
         }
         fn build(&self, t: &Target, _: ResolverClientConn) -> Result<Box<dyn Resolver>, String> {
             Err(format!("cannot resolve {}", t.endpoint()))
@@ -232,15 +246,25 @@ fn a_refusing_builder_fails_channel_creation() {
     }
     resolver::register(Arc::new(Refuses));
     let rt = Runtime::new().unwrap();
-    let e = Channel::new(&rt, "refuses:///x", None, insecure())
+    let e = Channel::new(&rt, "refuses:///bad", None, insecure())
         .err()
         .unwrap();
-    assert_eq!(e, Error::InvalidTarget("cannot resolve x".into()));
-    // The built-in dns resolver cannot ask another server yet: it says so.
-    let e = Channel::new(&rt, "dns://127.0.0.1:53/localhost:1", None, insecure())
+    assert_eq!(e, Error::InvalidTarget("a bad name".into()));
+    // Built when the channel is first used: a refusal fails its RPCs.
+    let ch = Channel::new(&rt, "refuses:///x", None, insecure()).unwrap();
+    let e = ch
+        .reader()
+        .unary("/echo.Echo/Unary", b"r", &CallOptions::default())
+        .unwrap_err();
+    assert_eq!(e.code(), Code::Unavailable);
+    assert!(e.message().contains("cannot resolve x"), "{e:?}");
+    assert_eq!(ch.state(), ConnectivityState::TransientFailure);
+    // The built-in dns resolver asks the server in the authority, which
+    // must be an IP address: a name is refused, saying so.
+    let e = Channel::new(&rt, "dns://ns.example/localhost:1", None, insecure())
         .err()
         .unwrap();
-    assert!(e.to_string().contains("not supported yet"), "{e}");
+    assert!(e.to_string().contains("must be an IP address"), "{e}");
     // Bad targets of the built-ins fail here too, with the reason.
     let e = Channel::new(&rt, "ipv4:127.0.0.1:99999", None, insecure())
         .err()

@@ -54,10 +54,13 @@ pub struct sy_target {
 
 /// Builds a resolver for `target`: return true and set `*out_resolver` to
 /// the resolver's own pointer (passed to its other callbacks; may be NULL),
-/// or return false to refuse the target (channel creation then fails with
-/// SY_INVALID_TARGET). Runs on the thread creating the channel. It may keep
-/// `cc` and push through it at once or later, from any thread. Blocking
-/// `sy_*` calls are refused inside it.
+/// or return false to refuse the target (the channel is then
+/// TRANSIENT_FAILURE and its RPCs fail UNAVAILABLE saying so). A channel
+/// starts IDLE: this runs on the loop thread when it is first used (its
+/// first pick or call, or `sy_channel_connect`), and again each time it is
+/// used after its idle timeout closed the resolver; it must not block. It
+/// may keep `cc` and push through it at once or later, from any thread.
+/// Blocking `sy_*` calls are refused inside it.
 pub type sy_resolver_build_fn = Option<
     unsafe extern "C" fn(
         user_data: *mut c_void,
@@ -416,6 +419,10 @@ mod tests {
             None,
             &mut ch,
         ));
+        // Built when the channel is first used.
+        assert!(CC.load(Ordering::SeqCst).is_null(), "built while IDLE");
+        ok(crate::sy_channel_connect(ch));
+        ok(sy_channel_sync(ch));
         let cc = CC.load(Ordering::SeqCst);
         assert!(!cc.is_null());
         let mut datum = 7u8;

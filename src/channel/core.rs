@@ -5,6 +5,7 @@
 //! returns. The policy is always a `GracefulSwitch` around the configured
 //! one, so that a service config naming another policy switches gracefully.
 
+use super::idle::{Idleness, IDLE_TIMER};
 use super::policy_cc::{PolicyClientConn, BALANCER_TIMER};
 use super::publisher::StatePublisher;
 use super::resolver_wrapper::{ConfigChoice, ResolvedConfig, ResolverUpdates, ResolverWrapper};
@@ -50,6 +51,9 @@ pub(crate) trait StartedCalls: Any {
     fn expire(&mut self, id: u64, cx: &mut LoopContext);
     /// The channel closes: end every call.
     fn close(&mut self, cx: &mut LoopContext);
+    /// Calls started and not finished (queued or sent): the channel is in
+    /// use (idleness).
+    fn active(&self) -> bool;
     /// For the call layer to get its own type back.
     fn as_any_mut(&mut self) -> &mut dyn Any;
 }
@@ -78,6 +82,8 @@ pub(crate) struct ChannelCore {
     pub(super) work_pending: Arc<AtomicBool>,
     /// Started calls (`Channel::unary_start`), from the first one on.
     pub(super) calls: Option<Box<dyn StartedCalls>>,
+    /// IDLE or in use, and when to look again (see `idle`).
+    pub(super) idle: Idleness,
 }
 
 impl ChannelCore {
@@ -136,6 +142,12 @@ impl ChannelCore {
         if self.is_finished() {
             return;
         }
+        if self.idle.idle {
+            // Only the host pushes while IDLE (a resolver is closed then):
+            // the host resolving for its channel is using it.
+            self.endpoints = Some(endpoints);
+            return self.exit_channel_idle(env);
+        }
         log::debug!(
             target: trace::RESOLVER,
             "channel {}: {} endpoint(s) to the policy: {}",
@@ -173,6 +185,13 @@ impl ChannelCore {
     pub(crate) fn resolver_error(&mut self, error: &str, env: &mut LoopContext) {
         if self.is_finished() {
             return;
+        }
+        if self.idle.idle {
+            if self.idle.make_resolver.is_some() {
+                return; // a closed resolver's late word
+            }
+            // The host resolving (and failing) for its channel is using it.
+            self.exit_channel_idle(env);
         }
         log::warn!(target: trace::RESOLVER, "channel {}: resolver error: {error}", self.id());
         self.out.cause = Some(format!("name resolver error: {error}"));
@@ -220,6 +239,10 @@ impl ChannelCore {
             self.out.publish(state, Box::new(QueuePicker));
         }
         self.configure_health(env);
+        if self.idle.idle {
+            // The policy gets it when the channel is used.
+            return;
+        }
         match self.endpoints.clone() {
             Some(endpoints) => self.update_endpoints(endpoints, env),
             None => self.drain(env),
@@ -254,7 +277,12 @@ impl ChannelCore {
         self.subs.configure_health(service, env);
     }
 
+    /// `Channel::connect`: an IDLE channel leaves IDLE; an IDLE policy is
+    /// asked to connect.
     pub(crate) fn exit_idle(&mut self, env: &mut LoopContext) {
+        if self.idle.idle {
+            return self.exit_channel_idle(env);
+        }
         self.run_balancer(env, |b, cc| b.exit_idle(cc));
         self.drain(env);
     }
@@ -294,6 +322,7 @@ impl ChannelCore {
             return;
         }
         self.resolution.close();
+        self.idle.cancel(env);
         // First, while their connections are still up to reset the streams.
         if let Some(calls) = &mut self.calls {
             calls.close(env);
@@ -326,7 +355,7 @@ impl ChannelCore {
     /// The channel closes: the policy goes, and with it every connection at
     /// once (a policy switch closes the old policy inside the graceful
     /// switch instead, whose subchannels drain one by one).
-    fn close_balancer(&mut self, env: &mut LoopContext) {
+    pub(super) fn close_balancer(&mut self, env: &mut LoopContext) {
         if self.balancer.is_some() {
             self.run_balancer(env, |b, cc| b.close(cc));
             self.balancer = None;
@@ -473,6 +502,7 @@ impl Task for ChannelCore {
                     calls.expire(key.id, cx);
                 }
             }
+            IDLE_TIMER => self.idle_timer(cx),
             _ => self.subs.timer(key, cx),
         }
         self.drain(cx);
@@ -517,6 +547,7 @@ mod tests {
             crate::subchannel::HEALTH_RETRY_TIMER,
             BALANCER_TIMER,
             CALL_TIMER,
+            IDLE_TIMER,
         ];
         let n = kinds.len();
         kinds.sort_unstable();

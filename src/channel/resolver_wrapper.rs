@@ -10,7 +10,7 @@
 use super::shared::ChannelId;
 use crate::address::Endpoint;
 use crate::error::Error;
-use crate::resolver::{Resolver, ResolverClientConn, ResolverSink, ResolverState};
+use crate::resolver::{Resolver, ResolverClientConn, ResolverOptions, ResolverSink, ResolverState};
 use crate::runtime::{panic_message, LoopContext, LoopHandle, Task};
 use crate::service_config::ServiceConfig;
 use crate::trace;
@@ -49,6 +49,8 @@ pub(crate) struct ResolverWrapper {
     /// A resolver update has brought a valid config (or none, keeping the
     /// channel's own) before: an invalid one keeps that one.
     had_good: bool,
+    /// What the channel asks of its resolvers.
+    options: ResolverOptions,
 }
 
 /// What a resolver's update does to the channel's service config.
@@ -69,7 +71,25 @@ impl ResolverWrapper {
             closed: Arc::new(AtomicBool::new(false)),
             last_config: None,
             had_good: false,
+            options: ResolverOptions::default(),
         }
+    }
+
+    pub(crate) fn with_options(mut self, options: ResolverOptions) -> ResolverWrapper {
+        self.options = options;
+        self
+    }
+
+    /// The handle for a new resolver, each time the channel leaves IDLE:
+    /// the previous resolver's pushes stay refused.
+    pub(super) fn reopen<T: ResolverUpdates>(
+        &mut self,
+        handle: LoopHandle,
+        id: ChannelId,
+    ) -> ResolverClientConn {
+        self.closed = Arc::new(AtomicBool::new(false));
+        self.client_conn::<T>(handle, id)
+            .with_options(self.options.clone())
     }
 
     /// The handle a resolver for channel `id` (a `T` on `handle`'s loop)

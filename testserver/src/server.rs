@@ -77,6 +77,8 @@ pub(crate) struct Shared {
     pub(crate) refuse: AtomicU64,
     /// Streams the client reset while their reply was delayed.
     pub(crate) resets: AtomicU64,
+    /// The `:authority` of the last stream (`None` before the first).
+    pub(crate) last_authority: std::sync::Mutex<Option<String>>,
 }
 
 /// An in-process gRPC echo + health server on its own thread; dropping
@@ -136,6 +138,7 @@ impl TestServer {
             connections: AtomicU64::new(0),
             refuse: AtomicU64::new(opts.refuse_streams),
             resets: AtomicU64::new(0),
+            last_authority: std::sync::Mutex::new(None),
         });
         let rt = tokio::runtime::Builder::new_current_thread()
             .enable_all()
@@ -212,6 +215,15 @@ impl TestServer {
     /// Streams the client reset (RST_STREAM) while `x-delay-ms` held them.
     pub fn resets(&self) -> u64 {
         self.shared.resets.load(Ordering::Relaxed)
+    }
+
+    /// The `:authority` of the last stream received (any method).
+    pub fn last_authority(&self) -> Option<String> {
+        self.shared
+            .last_authority
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
     }
 
     /// Calls (streams of any method) accepted and not yet finished.
