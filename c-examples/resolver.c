@@ -176,8 +176,10 @@ int main(void) {
   OK(sy_resolver_cc_report_error(cc, "the name server is down"));
   CHECK(call_echo(reader) == 1);
 
-  /* 4. A dead address: the channel asks the resolver to look again. */
-  OK(push(cc, with_dead, 2, NULL));
+  /* 4. A dead address: the channel asks the resolver to look again. The
+   *    config comes with the update, as a resolver's does every time (an
+   *    update without one means the channel's default: pick_first). */
+  OK(push(cc, with_dead, 2, "{\"loadBalancingConfig\":[{\"round_robin\":{}}]}"));
   wait_for(&st.resolve_now, "resolve_now after a failed connection");
   CHECK(call_echo(reader) == 1);
 

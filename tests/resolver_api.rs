@@ -351,6 +351,8 @@ fn the_resolvers_service_config_comes_first_and_an_invalid_first_one_fails_rpcs(
     let rt = Runtime::new().unwrap();
     let default = r#"{"methodConfig":[{"name":[{}],"timeout":"7s"}]}"#;
     let ch = Channel::new(&rt, "configuring:x", Some(default), insecure()).unwrap();
+    ch.connect().unwrap(); // channels start IDLE: build the resolver
+    ch.sync().unwrap();
     let mut r = ch.reader();
     let timeout = |r: &mut Reader| r.method_config("/echo.Echo/Unary").and_then(|c| c.timeout);
     assert_eq!(timeout(&mut r), Some(Duration::from_secs(7)), "the default");
@@ -393,8 +395,9 @@ fn the_resolvers_service_config_comes_first_and_an_invalid_first_one_fails_rpcs(
     );
     assert!(ch.method_config("/else.Where/M").is_none());
 
-    // An invalid one now keeps it; no config keeps it too.
-    for config in [Some("{\"methodConfig\":7}".to_string()), None] {
+    // An invalid one now keeps it; no config at all means the default
+    // again (gRPC: a resolver result without a config).
+    for (config, expected) in [(Some("{\"methodConfig\":7}".to_string()), 2), (None, 7)] {
         seen.cc()
             .update(ResolverState {
                 endpoints: endpoints(&[&b0]),
@@ -402,7 +405,7 @@ fn the_resolvers_service_config_comes_first_and_an_invalid_first_one_fails_rpcs(
             })
             .unwrap();
         ch.sync().unwrap();
-        assert_eq!(timeout(&mut r), Some(Duration::from_secs(2)));
+        assert_eq!(timeout(&mut r), Some(Duration::from_secs(expected)));
         assert_eq!(echo(&mut r).unwrap(), b0.port());
     }
 }
@@ -417,6 +420,8 @@ fn without_a_resolver_config_the_default_is_the_last_good_one() {
     let rt = Runtime::new().unwrap();
     let default = r#"{"methodConfig":[{"name":[{}],"waitForReady":true}]}"#;
     let ch = Channel::new(&rt, "defaulting:x", Some(default), insecure()).unwrap();
+    ch.connect().unwrap(); // channels start IDLE: build the resolver
+    ch.sync().unwrap();
     seen.cc()
         .update(ResolverState {
             endpoints: endpoints(&[&b0]),
@@ -434,4 +439,45 @@ fn without_a_resolver_config_the_default_is_the_last_good_one() {
     ch.sync().unwrap();
     assert_eq!(ch.state(), ConnectivityState::Ready);
     assert_eq!(r.method_config("/a/b").unwrap().wait_for_ready, Some(true));
+}
+
+/// gRPC's rule: a resolver result without a service config means the
+/// channel's default one, so a config the resolver stops sending (a DNS TXT
+/// record removed) is undone rather than kept forever.
+#[test]
+fn a_config_the_resolver_stops_sending_gives_way_to_the_default() {
+    let seen = Arc::new(Seen::default());
+    resolver::register(Arc::new(Pushed("reverting", seen.clone())));
+    let b0 = backend();
+    let rt = Runtime::new().unwrap();
+    let default = r#"{"methodConfig":[{"name":[{}],"waitForReady":true}]}"#;
+    let ch = Channel::new(&rt, "reverting:x", Some(default), insecure()).unwrap();
+    ch.connect().unwrap(); // channels start IDLE: build the resolver
+    ch.sync().unwrap();
+    let push = |config: Option<&str>| {
+        seen.cc()
+            .update(ResolverState {
+                endpoints: endpoints(&[&b0]),
+                service_config: config.map(str::to_string),
+            })
+            .unwrap();
+        ch.sync().unwrap();
+    };
+    let mut r = ch.reader();
+    push(None);
+    assert_eq!(echo(&mut r).unwrap(), b0.port());
+    assert_eq!(r.method_config("/a/b").unwrap().wait_for_ready, Some(true));
+    push(Some(r#"{"methodConfig":[{"name":[{}],"timeout":"5s"}]}"#));
+    let resolved = r.method_config("/a/b").unwrap();
+    assert_eq!(
+        resolved.wait_for_ready, None,
+        "the resolver's config replaces the default"
+    );
+    push(None);
+    assert_eq!(
+        r.method_config("/a/b").unwrap().wait_for_ready,
+        Some(true),
+        "without a config from the resolver, the default applies again"
+    );
+    assert_eq!(echo(&mut r).unwrap(), b0.port());
 }

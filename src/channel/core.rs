@@ -13,12 +13,12 @@ use super::shared::ChannelId;
 use super::SubConnCallback;
 use crate::address::Endpoint;
 use crate::balancer::graceful_switch::GracefulSwitch;
-use crate::balancer::picker::{FailPicker, QueuePicker};
+use crate::balancer::picker::{FailPicker, IdlePicker, QueuePicker};
 use crate::balancer::subconn::SubConnId;
 use crate::balancer::{Balancer, ClientConn, ClientConnState, TimerToken, WorkScheduler};
 use crate::connectivity::ConnectivityState;
 use crate::connector::TransportEvent;
-use crate::runtime::{panic_message, LoopContext, Task, TimerKey};
+use crate::runtime::{panic_message, LoopContext, LoopHandle, Task, TimerKey};
 use crate::service_config::ServiceConfig;
 use crate::snapshot::ChannelSnapshot;
 use crate::subchannel::SubchannelPool;
@@ -63,6 +63,10 @@ pub(crate) struct ChannelCore {
     pub(super) subs: SubchannelPool,
     pub(super) out: StatePublisher,
     pub(super) config: ServiceConfig,
+    /// The caller's default service config (`Channel::new`, then
+    /// `update_service_config`), what applies when the resolver gives none;
+    /// `None` when the one given was invalid.
+    pub(super) default_config: Option<ServiceConfig>,
     /// Why the channel has no valid service config (an invalid default
     /// config, or an invalid first one from the resolver): while set, the
     /// channel is TRANSIENT_FAILURE with this and runs no policy.
@@ -230,13 +234,20 @@ impl ChannelCore {
         self.out.shared.methods.publish(config.methods.clone());
         self.config = config;
         if self.config_error.take().is_some() {
-            // The error's picker goes now: picks queue until the policy
-            // (which may publish only once a subchannel moves) says more.
-            let state = match self.endpoints {
-                Some(_) => ConnectivityState::Connecting,
-                None => ConnectivityState::Idle,
-            };
-            self.out.publish(state, Box::new(QueuePicker));
+            // The error's picker goes now. An IDLE channel gets its idle
+            // picker back (the next pick brings it up); otherwise picks
+            // queue until the policy (which may publish only once a
+            // subchannel moves) says more.
+            if self.idle.idle {
+                let picker = idle_picker(env.handle.clone(), self.id());
+                self.out.publish(ConnectivityState::Idle, Box::new(picker));
+            } else {
+                let state = match self.endpoints {
+                    Some(_) => ConnectivityState::Connecting,
+                    None => ConnectivityState::Idle,
+                };
+                self.out.publish(state, Box::new(QueuePicker));
+            }
         }
         self.configure_health(env);
         if self.idle.idle {
@@ -459,6 +470,14 @@ impl ResolverUpdates for ChannelCore {
                 self.apply_config(config, cx);
             }
             ConfigChoice::Keep => self.update_endpoints(endpoints, cx),
+            ConfigChoice::Default => match self.default_config.clone() {
+                Some(config) => {
+                    self.endpoints = Some(endpoints);
+                    self.apply_config(config, cx);
+                }
+                // No valid default: the last config stands.
+                None => self.update_endpoints(endpoints, cx),
+            },
             ConfigChoice::Invalid(e) => self.config_invalid(endpoints, e, cx),
         }
     }
@@ -553,5 +572,88 @@ mod tests {
         kinds.sort_unstable();
         kinds.dedup();
         assert_eq!(kinds.len(), n, "each owner of timers has its own kinds");
+    }
+}
+
+/// The picker of an IDLE channel: its first pick asks the loop to leave
+/// IDLE, and every pick queues until then (wait-for-ready or not, as gRPC).
+pub(crate) fn idle_picker(handle: LoopHandle, id: crate::runtime::TaskId) -> IdlePicker {
+    IdlePicker::new(WorkScheduler::new(move || {
+        handle.run_on(id, |core: &mut ChannelCore, cx| core.exit_channel_idle(cx));
+    }))
+}
+
+impl ChannelCore {
+    /// Leaves IDLE: builds the resolver (or hands the policy the host's
+    /// endpoints) and starts watching for idleness. CONNECTING until the
+    /// policy says otherwise.
+    pub(crate) fn exit_channel_idle(&mut self, cx: &mut LoopContext) {
+        if self.is_finished() || !self.idle.idle {
+            return;
+        }
+        self.idle.idle = false;
+        log::info!(target: trace::CHANNEL, "channel {}: leaving IDLE", self.out.shared.id);
+        self.out
+            .publish(ConnectivityState::Connecting, Box::new(QueuePicker));
+        self.out.shared.picked.store(false, Ordering::Relaxed);
+        let id = self.out.shared.id;
+        self.idle.arm(id, cx);
+        match self.idle.make_resolver.as_mut() {
+            Some(make) => {
+                let cc = self.resolution.reopen::<ChannelCore>(cx.handle.clone(), id);
+                let built = catch_unwind(AssertUnwindSafe(|| make(cc))).unwrap_or_else(|p| {
+                    Err(format!("the resolver panicked: {}", panic_message(&*p)))
+                });
+                match built {
+                    Ok(r) => self.resolution.install(r),
+                    Err(e) => self.resolver_error(&e, cx),
+                }
+            }
+            None => {
+                if let Some(endpoints) = self.endpoints.clone() {
+                    self.update_endpoints(endpoints, cx);
+                }
+            }
+        }
+    }
+
+    /// The idle timer: idle if nothing picked since the last look, no pick
+    /// is waiting and no call is in flight or queued; otherwise look again a
+    /// timeout later.
+    pub(crate) fn idle_timer(&mut self, cx: &mut LoopContext) {
+        self.idle.timer = None;
+        if self.is_finished() || self.idle.idle {
+            return;
+        }
+        let shared = &self.out.shared;
+        let picked = shared.picked.swap(false, Ordering::Relaxed);
+        let in_use = picked
+            || shared.waiting.load(Ordering::Relaxed) > 0
+            || shared.call_stats.in_flight() > 0
+            || self.calls.as_ref().is_some_and(|c| c.active());
+        if in_use {
+            // Every reader's next pick says so again.
+            shared.slot.bump();
+            let id = shared.id;
+            self.idle.arm(id, cx);
+            return;
+        }
+        self.enter_idle(cx);
+    }
+
+    /// Goes IDLE: the resolver and the policy close, and with the policy
+    /// every subchannel and connection; the next pick brings them back.
+    fn enter_idle(&mut self, cx: &mut LoopContext) {
+        let id = self.out.shared.id;
+        log::info!(target: trace::CHANNEL, "channel {id}: idle timeout, going IDLE");
+        self.idle.idle = true;
+        self.resolution.close();
+        self.close_balancer(cx);
+        if self.idle.make_resolver.is_some() {
+            // The resolver resolves again on the way out.
+            self.endpoints = None;
+        }
+        let picker = idle_picker(cx.handle.clone(), id);
+        self.out.publish(ConnectivityState::Idle, Box::new(picker));
     }
 }

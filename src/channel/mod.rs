@@ -12,9 +12,10 @@ mod publisher;
 mod resolver_wrapper;
 mod shared;
 
+use self::core::idle_picker;
 pub(crate) use self::core::{ChannelCore, StartedCalls, CALL_TIMER, CALL_WAKE};
 pub use self::idle::DEFAULT_IDLE_TIMEOUT;
-use self::idle::{idle_picker, Idleness, MakeResolver};
+use self::idle::{Idleness, MakeResolver};
 use self::publisher::StatePublisher;
 use self::resolver_wrapper::ResolverWrapper;
 pub(crate) use self::shared::{ChannelId, ChannelShared, Table};
@@ -229,6 +230,7 @@ impl Channel {
                 closed: false,
                 cause: None,
             },
+            default_config: config_error.is_none().then(|| config.clone()),
             config,
             config_error,
             balancer: None,
@@ -306,7 +308,12 @@ impl Channel {
     /// wrong, and the current one kept.
     pub fn update_service_config(&self, json: &str) -> Result<(), Error> {
         let config = ServiceConfig::parse(Some(json)).map_err(Error::InvalidServiceConfig)?;
-        self.run(move |core, env| core.apply_config(config, env))
+        self.run(move |core, env| {
+            // The host's choice: also what a resolver update without a
+            // config falls back to from now on.
+            core.default_config = Some(config.clone());
+            core.apply_config(config, env)
+        })
     }
 
     /// The resolver failed (the host acting as resolver).

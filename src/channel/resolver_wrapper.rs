@@ -57,6 +57,9 @@ pub(crate) struct ResolverWrapper {
 pub(super) enum ConfigChoice {
     /// The current one stays.
     Keep,
+    /// The resolver no longer gives one: the channel's default applies
+    /// again (gRPC: a resolver result without a config means the default).
+    Default,
     /// A new valid one.
     Apply(ServiceConfig),
     /// Invalid, and no good one before it: the channel fails with this.
@@ -110,16 +113,20 @@ impl ResolverWrapper {
     /// The config to apply with a resolver's update: a valid one that
     /// differs from the last it sent; an invalid one keeps the last good
     /// one (logged) or, when there is none yet, is the channel's error
-    /// (gRPC's rule, A21); `None` keeps the current one.
+    /// (gRPC's rule, A21); `None` means the channel's default config, so a
+    /// config the resolver stops sending (a TXT record removed) is undone.
     pub(super) fn new_config(
         &mut self,
         config: Option<ResolvedConfig>,
         channel: ChannelId,
     ) -> ConfigChoice {
         let Some(config) = config else {
-            // The channel's own (default) config stands, a good one.
+            // The channel's own (default) config, a good one.
             self.had_good = true;
-            return ConfigChoice::Keep;
+            return match self.last_config.take() {
+                Some(_) => ConfigChoice::Default,
+                None => ConfigChoice::Keep,
+            };
         };
         match config {
             Ok((json, config)) => {

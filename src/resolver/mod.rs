@@ -84,8 +84,10 @@ pub struct ResolverState {
     /// The backends, in order (pick_first tries them in this order).
     pub endpoints: Vec<Endpoint>,
     /// A service config (JSON) for the channel, if the resolver has one. It
-    /// replaces the channel's; an invalid one is logged and the last good
-    /// one kept. `None` leaves the channel's config as it is.
+    /// replaces the channel's default; an invalid one is logged and the
+    /// last good one kept (with none good yet, the channel fails with its
+    /// error). `None` means the channel's default config (gRPC's rule), so
+    /// a resolver sends its config with every update.
     pub service_config: Option<String>,
 }
 
