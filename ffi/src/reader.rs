@@ -427,7 +427,12 @@ fn pick_slow(
         // SAFETY: non-NULL, points to a u64 per the contract.
         Some(unsafe { request_hash.read_unaligned() })
     };
-    let info = PickInfo { method, hash };
+    // A host's pick has no metadata: ring_hash uses `hash` (see sy_pick).
+    let info = PickInfo {
+        method,
+        hash,
+        metadata: &[],
+    };
     let result = if timeout_ms == SY_NO_WAIT {
         reader.try_pick(&info)
     } else {

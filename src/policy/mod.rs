@@ -2,6 +2,7 @@
 
 pub mod pick_first;
 pub mod registry;
+pub mod ring_hash;
 pub mod round_robin;
 
 use crate::balancer::Builder;
@@ -12,6 +13,8 @@ pub(crate) fn builtins() -> Vec<Arc<dyn Builder>> {
     vec![
         Arc::new(pick_first::PickFirstBuilder),
         Arc::new(round_robin::RoundRobinBuilder),
+        Arc::new(ring_hash::RingHashBuilder::new()),
+        Arc::new(ring_hash::RingHashBuilder::new().named("ring_hash")),
     ]
 }
 
