@@ -12,6 +12,9 @@
 //! - `mutex_1t` / `mutex_2t`: the shared-state baseline, a ring in an
 //!   `Arc<Mutex<BTreeMap<hash, Arc<SubConn>>>>` of the same size: lock,
 //!   find the first entry at or after the hash, clone its `Arc`.
+//! - `atomic_1t` / `atomic_2t`: gRPC-Go's round-robin picker (one shared
+//!   `AtomicUsize` `fetch_add` over an immutable vector, no reference
+//!   taken): no hashing at all, a yardstick for how loaded the machine is.
 //!
 //! Target (issue 11): ≤ 15 ns per pick at every size; two threads ≥ 1.8×
 //! one. Hashes cycle through 4096 precomputed random values, so picks land
@@ -308,6 +311,19 @@ fn mutex_work(ring: SharedRing, hashes: Vec<u64>) -> Work {
     })
 }
 
+/// The atomic-counter baseline.
+type SharedCursor = Arc<(std::sync::atomic::AtomicUsize, Vec<Arc<SubConn>>)>;
+
+fn atomic_work(shared: SharedCursor) -> Work {
+    Box::new(move |iters| {
+        let (cursor, list) = &*shared;
+        for _ in 0..iters {
+            let i = cursor.fetch_add(1, Ordering::Relaxed) % list.len();
+            black_box(&list[i]);
+        }
+    })
+}
+
 fn picks(c: &mut Criterion) {
     for n in sizes() {
         let fixture = Fixture::new(Runtime::new().unwrap(), n);
@@ -322,6 +338,12 @@ fn picks(c: &mut Criterion) {
         for threads in [1, 2] {
             bench_threads(&mut group, &format!("mutex_{threads}t"), threads, |t| {
                 mutex_work(ring.clone(), random_hashes(0x5eed + t as u64))
+            });
+        }
+        let cursor: SharedCursor = Arc::new((0.into(), fixture.ready.clone()));
+        for threads in [1, 2] {
+            bench_threads(&mut group, &format!("atomic_{threads}t"), threads, |_| {
+                atomic_work(cursor.clone())
             });
         }
         group.finish();

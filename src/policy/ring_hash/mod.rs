@@ -1,7 +1,7 @@
 //! `ring_hash_experimental` (also `ring_hash`): consistent hashing, gRFC A42
-//! as amended by A61 and A76. Each endpoint is placed on a ring (see
-//! [`ring`](self)'s sizing) by its hash key (A76's `Endpoint::hash_key`, else
-//! its first address); a request goes to the first endpoint at or after its
+//! as amended by A61 and A76. Each endpoint is placed on a ring (XXH64 of
+//! `"<hash key>_<n>"`, sized in proportion to the endpoints' weights) by its
+//! hash key (A76's `Endpoint::hash_key`, else its first address); a request goes to the first endpoint at or after its
 //! hash that is not in TRANSIENT_FAILURE, so each key keeps its endpoint and
 //! an endpoint joining or leaving moves only the keys that belong to it.
 //!
@@ -206,9 +206,8 @@ fn aggregate(counts: &StateCounts, n: usize) -> ConnectivityState {
         ConnectivityState::Ready
     } else if counts.transient_failure >= 2 {
         ConnectivityState::TransientFailure
-    } else if counts.connecting > 0 {
-        ConnectivityState::Connecting
-    } else if counts.transient_failure == 1 && n > 1 {
+    } else if counts.connecting > 0 || (counts.transient_failure == 1 && n > 1) {
+        // Something connecting, or a single failure among several endpoints.
         ConnectivityState::Connecting
     } else if counts.idle > 0 {
         ConnectivityState::Idle

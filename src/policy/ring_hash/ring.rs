@@ -21,14 +21,21 @@ pub(crate) struct Placement {
     pub(crate) weight: u64,
 }
 
+/// One point on the ring. The owner sits beside the hash so that the pick
+/// that found the hash reads it from the same cache line.
+#[derive(Clone, Copy, Debug)]
+struct Entry {
+    hash: u64,
+    /// The member (index into `Ring::members`) the entry belongs to.
+    owner: u32,
+}
+
 /// An immutable ring, shared by every picker until the endpoints, their
 /// weights or hash keys, or the ring sizes change.
 #[derive(Debug)]
 pub(crate) struct Ring {
-    /// Entry hashes, ascending.
-    hashes: Box<[u64]>,
-    /// Per entry, the member (index into `members`) it belongs to.
-    owners: Box<[u32]>,
+    /// The entries, by ascending hash.
+    entries: Box<[Entry]>,
     /// The placements (by index in the input) that got at least one entry,
     /// in input order.
     members: Box<[u32]>,
@@ -106,27 +113,28 @@ impl Ring {
                 members.push(k as u32);
             }
         }
-        let hashes: Box<[u64]> = entries.iter().map(|(h, _)| *h).collect();
-        let owners: Box<[u32]> = entries
+        let entries: Box<[Entry]> = entries
             .iter()
-            .map(|(_, k)| member_of[*k as usize])
+            .map(|(hash, k)| Entry {
+                hash: *hash,
+                owner: member_of[*k as usize],
+            })
             .collect();
 
-        let bits = hashes.len().next_power_of_two().max(2).trailing_zeros();
+        let bits = entries.len().next_power_of_two().max(2).trailing_zeros();
         let shift = 64 - bits;
         let count = 1usize << bits;
         let mut buckets = Vec::with_capacity(count + 1);
         let mut i = 0usize;
         for b in 0..count as u64 {
-            while i < hashes.len() && (hashes[i] >> shift) < b {
+            while i < entries.len() && (entries[i].hash >> shift) < b {
                 i += 1;
             }
             buckets.push(i as u32);
         }
-        buckets.push(hashes.len() as u32);
+        buckets.push(entries.len() as u32);
         Ring {
-            hashes,
-            owners,
+            entries,
             members: members.into(),
             buckets: buckets.into(),
             shift,
@@ -135,7 +143,7 @@ impl Ring {
 
     /// How many entries.
     pub(crate) fn len(&self) -> usize {
-        self.hashes.len()
+        self.entries.len()
     }
 
     /// The input indices of the endpoints with at least one entry, in input
@@ -147,7 +155,7 @@ impl Ring {
     /// The member that entry `i` (< `len()`) belongs to.
     #[inline(always)]
     pub(crate) fn owner(&self, i: usize) -> usize {
-        self.owners[i] as usize
+        self.entries[i].owner as usize
     }
 
     /// The entry a request hashed to `hash` lands on: the first whose hash
@@ -157,11 +165,11 @@ impl Ring {
     pub(crate) fn find(&self, hash: u64) -> usize {
         let b = (hash >> self.shift) as usize;
         let (mut i, end) = (self.buckets[b] as usize, self.buckets[b + 1] as usize);
-        while i < end && self.hashes[i] < hash {
+        while i < end && self.entries[i].hash < hash {
             i += 1;
         }
         // Past this bucket, the next entry's hash is in a later one (> hash).
-        if i == self.hashes.len() {
+        if i == self.entries.len() {
             0
         } else {
             i
@@ -169,8 +177,8 @@ impl Ring {
     }
 
     #[cfg(test)]
-    pub(crate) fn hashes(&self) -> &[u64] {
-        &self.hashes
+    pub(crate) fn hashes(&self) -> Vec<u64> {
+        self.entries.iter().map(|e| e.hash).collect()
     }
 }
 
