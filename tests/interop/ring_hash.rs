@@ -63,6 +63,26 @@ fn ring_hash_keeps_each_key_on_one_backend() {
     for _ in 0..10 {
         assert!(ports.contains(&echo_as(&mut r, None)));
     }
+    // Calls started on the loop hash the header the same way.
+    for user in &users[..10] {
+        let metadata = vec![("x-user-id".to_string(), user.clone())];
+        let opts = CallOptions {
+            deadline: Some(Instant::now() + Duration::from_secs(10)),
+            wait_for_ready: true,
+            metadata: &metadata,
+            ..Default::default()
+        };
+        let (tx, rx) = std::sync::mpsc::channel();
+        ch.unary_start("/echo.Echo/Unary", b"ping", &opts, move |r| {
+            let _ = tx.send(r.map(|resp| resp.message));
+        })
+        .unwrap();
+        let message = rx.recv_timeout(Duration::from_secs(15)).unwrap().unwrap();
+        let port: u16 = String::from_utf8(message).unwrap()["ping|port=".len()..]
+            .parse()
+            .unwrap();
+        assert_eq!(port, home[user], "{user}, started on the loop");
+    }
     // Another client with the same backends agrees on every key.
     let other = channel(&rt, &servers.target(), RING_HASH, plaintext());
     assert_eq!(homes(&mut other.reader(), &users, 1), home);
