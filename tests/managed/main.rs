@@ -7,6 +7,7 @@ mod calls;
 mod common;
 mod drain;
 mod health;
+mod service_config;
 mod support;
 mod switch;
 
