@@ -432,7 +432,9 @@ typedef struct sy_pick_request {
   const char *method;
   size_t method_len;
   /**
-   * The request's hash for hashing policies, if `has_request_hash`.
+   * The request's hash for hashing policies, if `has_request_hash`
+   * (under ring_hash with `requestHashHeader`: XXH64 of the header's
+   * value, as for `sy_pick`).
    */
   uint64_t request_hash;
   bool has_request_hash;
@@ -1305,7 +1307,9 @@ sy_status sy_reader_done(struct sy_reader *reader,
  *
  * - `method`, `method_len`: the full method name ("/pkg.Service/Method"),
  *   UTF-8, not necessarily NUL-terminated; NULL/0 for none (cheapest).
- * - `request_hash`: NULL, or the request's hash for hashing policies.
+ * - `request_hash`: NULL, or the request's hash for hashing policies. A
+ *   pick carries no metadata: under ring_hash with `requestHashHeader`,
+ *   pass XXH64 (seed 0) of the header's value here (NULL: a random hash).
  * - `timeout_ms`: `SY_NO_WAIT` (0) = do not wait: wait-free, returns
  *   SY_NO_SUBCHANNEL if the policy has nothing ready yet. Otherwise wait up
  *   to that long (`SY_WAIT_FOREVER`: no limit) for a picker that has

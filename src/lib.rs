@@ -175,7 +175,7 @@
 //! ch.sync()?; // the picker over both READY subchannels is published
 //!
 //! let mut reader = ch.reader(); // one per RPC thread
-//! let info = PickInfo { method: "/echo.Echo/Unary", hash: None };
+//! let info = PickInfo { method: "/echo.Echo/Unary", hash: None, metadata: &[] };
 //! let options = PickOptions {
 //!     deadline: Some(Instant::now() + Duration::from_secs(5)),
 //!     wait_for_ready: true,

@@ -7,6 +7,7 @@
 #[path = "../common/mod.rs"]
 mod common;
 mod python;
+mod ring_hash;
 
 use common::*;
 use python::{serial, PyServer, TempDir};
