@@ -553,28 +553,6 @@ impl Task for ChannelCore {
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn timer_kinds_differ() {
-        let mut kinds = vec![
-            crate::connector::TIMER_KIND,
-            crate::subchannel::BACKOFF_TIMER,
-            crate::subchannel::CONNECT_DEADLINE_TIMER,
-            crate::subchannel::HEALTH_RETRY_TIMER,
-            BALANCER_TIMER,
-            CALL_TIMER,
-            IDLE_TIMER,
-        ];
-        let n = kinds.len();
-        kinds.sort_unstable();
-        kinds.dedup();
-        assert_eq!(kinds.len(), n, "each owner of timers has its own kinds");
-    }
-}
-
 /// The picker of an IDLE channel: its first pick asks the loop to leave
 /// IDLE, and every pick queues until then (wait-for-ready or not, as gRPC).
 pub(crate) fn idle_picker(handle: LoopHandle, id: crate::runtime::TaskId) -> IdlePicker {
@@ -655,5 +633,27 @@ impl ChannelCore {
         }
         let picker = idle_picker(cx.handle.clone(), id);
         self.out.publish(ConnectivityState::Idle, Box::new(picker));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn timer_kinds_differ() {
+        let mut kinds = vec![
+            crate::connector::TIMER_KIND,
+            crate::subchannel::BACKOFF_TIMER,
+            crate::subchannel::CONNECT_DEADLINE_TIMER,
+            crate::subchannel::HEALTH_RETRY_TIMER,
+            BALANCER_TIMER,
+            CALL_TIMER,
+            IDLE_TIMER,
+        ];
+        let n = kinds.len();
+        kinds.sort_unstable();
+        kinds.dedup();
+        assert_eq!(kinds.len(), n, "each owner of timers has its own kinds");
     }
 }
