@@ -10,7 +10,7 @@ use h2::server::SendResponse;
 use h2::RecvStream;
 use http::{HeaderMap, HeaderValue, Request, Response, StatusCode};
 
-use crate::server::Shared;
+use crate::options::Shared;
 use crate::wire;
 
 async fn read_body(body: &mut RecvStream) -> Option<Vec<u8>> {
