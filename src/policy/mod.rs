@@ -1,5 +1,6 @@
 //! Built-in load-balancing policies.
 
+pub mod outlier_detection;
 pub mod pick_first;
 pub mod registry;
 pub mod round_robin;
@@ -12,6 +13,7 @@ pub(crate) fn builtins() -> Vec<Arc<dyn Builder>> {
     vec![
         Arc::new(pick_first::PickFirstBuilder),
         Arc::new(round_robin::RoundRobinBuilder),
+        Arc::new(outlier_detection::OutlierDetectionBuilder),
     ]
 }
 
