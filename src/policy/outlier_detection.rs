@@ -15,7 +15,9 @@
 
 use crate::address::Endpoint;
 use crate::balancer::child_manager::{ChildManager, ChildUpdate};
-use crate::balancer::picker::{DoneHook, DoneInfo, PickInfo, PickLocal, PickResult, Picker};
+use crate::balancer::picker::{
+    DoneHook, DoneHooks, DoneInfo, PickInfo, PickLocal, PickResult, Picker,
+};
 use crate::balancer::rotation::Rotation;
 use crate::balancer::subconn::{SubConn, SubConnId};
 use crate::balancer::{
@@ -374,15 +376,57 @@ impl Hasher for IdHasher {
 /// The done hook: which counters a subchannel's outcomes go to. Immutable;
 /// shared by every picker published while the child's subchannels stay the
 /// same. A subchannel of no known endpoint is not counted (A50).
+///
+/// Subchannel ids are handed out in sequence, so the table is usually
+/// dense: indexed by id less the smallest (one bounds check and one load);
+/// a hash map holds them instead when ids are spread too thin.
 #[derive(Default)]
 struct Outcomes {
-    by_subconn: HashMap<SubConnId, Arc<Counters>, BuildHasherDefault<IdHasher>>,
+    base: u64,
+    dense: Vec<Option<Arc<Counters>>>,
+    sparse: HashMap<SubConnId, Arc<Counters>, BuildHasherDefault<IdHasher>>,
+}
+
+impl Outcomes {
+    fn new(entries: Vec<(SubConnId, Arc<Counters>)>) -> Outcomes {
+        let (Some(min), Some(max)) = (
+            entries.iter().map(|(id, _)| id.0).min(),
+            entries.iter().map(|(id, _)| id.0).max(),
+        ) else {
+            return Outcomes::default();
+        };
+        let span = max - min + 1;
+        if span > 4 * entries.len() as u64 + 64 {
+            return Outcomes {
+                sparse: entries.into_iter().collect(),
+                ..Outcomes::default()
+            };
+        }
+        let mut dense = vec![None; span as usize];
+        for (id, c) in entries {
+            dense[(id.0 - min) as usize] = Some(c);
+        }
+        Outcomes {
+            base: min,
+            dense,
+            sparse: HashMap::default(),
+        }
+    }
+
+    #[inline]
+    fn get(&self, id: SubConnId) -> Option<&Counters> {
+        match self.dense.get(id.0.wrapping_sub(self.base) as usize) {
+            Some(c) => c.as_deref(),
+            None if self.sparse.is_empty() => None,
+            None => self.sparse.get(&id).map(|c| &**c),
+        }
+    }
 }
 
 impl DoneHook for Outcomes {
     #[inline]
     fn done(&self, subconn: &SubConn, info: &DoneInfo<'_>) {
-        if let Some(c) = self.by_subconn.get(&subconn.id()) {
+        if let Some(c) = self.get(subconn.id()) {
             // Any non-OK outcome is a failure, as in gRPC-Go.
             let counter = if info.error.is_some() {
                 &c.failure
@@ -405,6 +449,15 @@ struct CountingPicker {
 impl Picker for CountingPicker {
     #[inline]
     fn pick<'a>(&'a self, info: &PickInfo<'_>, local: &mut PickLocal) -> PickResult<'a> {
+        // A rotation (round_robin's picker) has no hook of its own: pick
+        // from it directly, the subchannel coming back in a register rather
+        // than in a `PickResult` written and read back.
+        if let Some(rotation) = self.child.rotation() {
+            return PickResult::Complete {
+                subconn: rotation.pick(local),
+                done: DoneHooks::one(&*self.outcomes),
+            };
+        }
         match self.child.pick(info, local) {
             PickResult::Complete { subconn, done } => match done.with_outer(&*self.outcomes) {
                 Ok(done) => PickResult::Complete { subconn, done },
@@ -451,8 +504,8 @@ struct Tracked {
     endpoint: Option<String>,
     /// The last state the channel reported for it.
     real: SubConnState,
-    /// The last state the child was given for it.
-    given: ConnectivityState,
+    /// The child is shown TRANSIENT_FAILURE for it instead of `real`.
+    hidden: bool,
 }
 
 #[derive(Default)]
@@ -497,40 +550,56 @@ impl OutlierDetection {
             .is_some_and(|e| e.ejected_at.is_some())
     }
 
-    /// Gives the child `state` for `sc` (what it should see of it).
-    fn give(&mut self, cc: &mut dyn ClientConn, sc: SubConnId, state: SubConnState) {
+    /// Gives the child `sc`'s real state (`hidden` false) or, for an
+    /// ejected endpoint's, TRANSIENT_FAILURE.
+    fn give(&mut self, cc: &mut dyn ClientConn, sc: SubConnId, state: SubConnState, hidden: bool) {
         if let Some(t) = self.subconns.get_mut(&sc) {
-            t.given = state.state;
+            t.hidden = hidden;
         }
+        let state = if hidden {
+            SubConnState {
+                state: ConnectivityState::TransientFailure,
+                error: Some(EJECTED.into()),
+            }
+        } else {
+            state
+        };
         self.children.subconn_state(cc, sc, &state);
     }
 
-    /// Ejects (`true`) or returns the endpoint `key`'s subchannels, as the
-    /// child sees them.
-    fn show_endpoint(&mut self, cc: &mut dyn ClientConn, key: &str, ejected: bool) {
+    /// Subchannels shown failed whose endpoint is no longer ejected (it was
+    /// returned, or a resolver update moved their address to another
+    /// endpoint or none) get their real state back: those of endpoint
+    /// `only`, or all.
+    fn reveal(&mut self, cc: &mut dyn ClientConn, only: Option<&str>) {
         let mut ids: Vec<SubConnId> = self
             .subconns
             .iter()
-            .filter(|(_, t)| t.endpoint.as_deref() == Some(key))
+            .filter(|(_, t)| only.is_none() || t.endpoint.as_deref() == only)
+            .filter(|(_, t)| t.hidden && !self.is_ejected(t.endpoint.as_ref()))
             .map(|(id, _)| *id)
             .collect();
         ids.sort_unstable();
         for id in ids {
-            let Some(t) = self.subconns.get(&id) else {
-                continue;
-            };
-            let state = if ejected {
-                if t.given == ConnectivityState::TransientFailure {
-                    continue;
-                }
-                SubConnState {
-                    state: ConnectivityState::TransientFailure,
-                    error: Some(EJECTED.into()),
-                }
-            } else {
-                t.real.clone()
-            };
-            self.give(cc, id, state);
+            if let Some(real) = self.subconns.get(&id).map(|t| t.real.clone()) {
+                self.give(cc, id, real, false);
+            }
+        }
+    }
+
+    /// Shows the child the endpoint `key`'s subchannels failed.
+    fn hide_endpoint(&mut self, cc: &mut dyn ClientConn, key: &str) {
+        let mut ids: Vec<SubConnId> = self
+            .subconns
+            .iter()
+            .filter(|(_, t)| !t.hidden && t.endpoint.as_deref() == Some(key))
+            .map(|(id, _)| *id)
+            .collect();
+        ids.sort_unstable();
+        for id in ids {
+            if let Some(real) = self.subconns.get(&id).map(|t| t.real.clone()) {
+                self.give(cc, id, real, true);
+            }
         }
     }
 
@@ -541,7 +610,7 @@ impl OutlierDetection {
         e.ejected_at = Some(now);
         e.multiplier = e.multiplier.saturating_add(1);
         log::debug!(target: crate::trace::CHANNEL, "outlier detection: ejecting {key}");
-        self.show_endpoint(cc, key, true);
+        self.hide_endpoint(cc, key);
     }
 
     fn uneject(&mut self, cc: &mut dyn ClientConn, key: &str) {
@@ -550,7 +619,7 @@ impl OutlierDetection {
         };
         if e.ejected_at.take().is_some() {
             log::debug!(target: crate::trace::CHANNEL, "outlier detection: returning {key}");
-            self.show_endpoint(cc, key, false);
+            self.reveal(cc, Some(key));
         }
     }
 
@@ -586,7 +655,7 @@ impl OutlierDetection {
             .map(|c| c.subconns().to_vec())
             .unwrap_or_default();
         let mut next = HashMap::with_capacity(current.len());
-        let mut outcomes = Outcomes::default();
+        let mut outcomes = Vec::with_capacity(current.len());
         for sc in &current {
             let endpoint = self.by_addr.get(sc.addr()).cloned();
             let t = self.subconns.remove(&sc.id()).unwrap_or(Tracked {
@@ -595,15 +664,15 @@ impl OutlierDetection {
                     state: ConnectivityState::Idle,
                     error: None,
                 },
-                given: ConnectivityState::Idle,
+                hidden: false,
             });
             if let Some(e) = endpoint.as_ref().and_then(|k| self.endpoints.get(k)) {
-                outcomes.by_subconn.insert(sc.id(), e.counters.clone());
+                outcomes.push((sc.id(), e.counters.clone()));
             }
             next.insert(sc.id(), Tracked { endpoint, ..t });
         }
         self.subconns = next;
-        self.outcomes = Arc::new(outcomes);
+        self.outcomes = Arc::new(Outcomes::new(outcomes));
     }
 
     fn publish(&mut self, cc: &mut dyn ClientConn) {
@@ -816,6 +885,7 @@ impl Balancer for OutlierDetection {
         self.sync(true);
         self.config = Some(config.clone());
         self.update_timer(cc, &config);
+        self.reveal(cc, None);
         let child = ClientConnState {
             endpoints: state.endpoints,
             addresses: state.addresses,
@@ -856,16 +926,11 @@ impl Balancer for OutlierDetection {
         if ejected && !shutdown {
             // The child keeps seeing it failed until it is returned; its
             // real state is replayed then.
-            if self.subconns.get(&sc).map(|t| t.given) != Some(ConnectivityState::TransientFailure)
-            {
-                let failed = SubConnState {
-                    state: ConnectivityState::TransientFailure,
-                    error: Some(EJECTED.into()),
-                };
-                self.give(cc, sc, failed);
+            if self.subconns.get(&sc).is_some_and(|t| !t.hidden) {
+                self.give(cc, sc, state.clone(), true);
             }
         } else {
-            self.give(cc, sc, state.clone());
+            self.give(cc, sc, state.clone(), false);
         }
         self.after_child(cc);
     }
@@ -1190,6 +1255,59 @@ mod tests {
         traffic(&mut cc, 5 * 49, &ids[..1]); // 49 calls each < requestVolume 50
         cc.advance(&mut *od, Duration::from_secs(10));
         assert_eq!(traffic(&mut cc, 100, &[]).len(), 5);
+    }
+
+    #[test]
+    fn the_hook_is_chained_after_the_childs_and_a_full_chain_fails_the_pick() {
+        let counting =
+            json!({"failurePercentageEjection": {}, "childPolicy": [{"round_robin": {}}]});
+        let nest =
+            |child: Value| json!({"failurePercentageEjection": {}, "childPolicy": [{NAME: child}]});
+        for (depth, cfg) in [
+            (2, nest(counting.clone())),
+            (3, nest(nest(counting.clone()))),
+        ] {
+            let parsed = OutlierDetectionBuilder.parse_config(&cfg).unwrap();
+            let mut cc = TestClientConn::new();
+            let mut od = OutlierDetectionBuilder.build();
+            cc.update(
+                &mut *od,
+                ClientConnState::from_addresses(vec![Address::new("127.0.0.1:1")], parsed),
+            )
+            .unwrap();
+            let sc = cc.connects()[0];
+            cc.set_state(&mut *od, sc, ConnectivityState::Ready);
+            match cc.pick() {
+                // Two: the inner wrapper's hook, then the outer one's.
+                Picked::Complete { subconn, hooks } if depth == 2 => {
+                    assert_eq!((subconn, hooks), (sc, 2))
+                }
+                // A third has no room: the pick fails rather than lose one.
+                Picked::Fail(s) if depth == 3 => assert_eq!(s.code(), Code::Internal),
+                other => panic!("depth {depth}: {other:?}"),
+            }
+        }
+    }
+
+    #[test]
+    fn outcome_table_finds_dense_and_sparse_ids() {
+        for ids in [vec![5, 6, 8], vec![1, 100_000, 7]] {
+            let entries: Vec<_> = ids
+                .iter()
+                .map(|i| (SubConnId(*i), Arc::new(Counters::default())))
+                .collect();
+            let t = Outcomes::new(entries.clone());
+            assert_eq!(t.sparse.is_empty(), ids[1] < 100, "{ids:?}");
+            for (id, counters) in &entries {
+                assert!(std::ptr::eq(t.get(*id).unwrap(), &**counters));
+            }
+            for other in [0, 4, 7, 9, 99_999, u64::MAX] {
+                if !ids.contains(&other) {
+                    assert!(t.get(SubConnId(other)).is_none(), "{other}");
+                }
+            }
+        }
+        assert!(Outcomes::new(Vec::new()).get(SubConnId(1)).is_none());
     }
 
     #[test]
