@@ -86,11 +86,19 @@ impl Rotation {
     /// parent picking through this rotation); readers rotate inline instead.
     #[inline]
     pub fn pick(&self, local: &mut PickLocal) -> &SubConn {
+        self.pick_with_id(local).0
+    }
+
+    /// `pick`, with the subchannel's id read from the rotation's entry: a
+    /// parent that keys something by id never touches the subchannel.
+    #[inline]
+    pub fn pick_with_id(&self, local: &mut PickLocal) -> (&SubConn, SubConnId) {
         let i = local.next_index(self.len);
         // The last chunk starting at or before `i` (the first starts at 0).
         let c = self.starts.partition_point(|s| *s <= i) - 1;
+        let entry = self.chunks[c][i - self.starts[c]];
         // SAFETY: entries point into `_keep`, alive as long as `self`.
-        unsafe { self.chunks[c][i - self.starts[c]].ptr().as_ref() }
+        (unsafe { entry.ptr().as_ref() }, entry.id())
     }
 }
 

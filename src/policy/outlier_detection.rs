@@ -373,7 +373,7 @@ impl Hasher for IdHasher {
     }
 }
 
-/// The done hook: which counters a subchannel's outcomes go to. Immutable;
+/// Which counters a subchannel's outcomes go to. Immutable;
 /// shared by every picker published while the child's subchannels stay the
 /// same. A subchannel of no known endpoint is not counted (A50).
 ///
@@ -423,18 +423,18 @@ impl Outcomes {
     }
 }
 
-impl DoneHook for Outcomes {
+/// An endpoint's counters are the done hook its picks carry: the pick
+/// finds them (by the subchannel's id), the RPC's end just counts.
+impl DoneHook for Counters {
     #[inline]
-    fn done(&self, subconn: &SubConn, info: &DoneInfo<'_>) {
-        if let Some(c) = self.get(subconn.id()) {
-            // Any non-OK outcome is a failure, as in gRPC-Go.
-            let counter = if info.error.is_some() {
-                &c.failure
-            } else {
-                &c.success
-            };
-            counter.fetch_add(1, Ordering::Relaxed);
-        }
+    fn done(&self, _: &SubConn, info: &DoneInfo<'_>) {
+        // Any non-OK outcome is a failure, as in gRPC-Go.
+        let counter = if info.error.is_some() {
+            &self.failure
+        } else {
+            &self.success
+        };
+        counter.fetch_add(1, Ordering::Relaxed);
     }
 }
 
@@ -452,16 +452,22 @@ impl Picker for CountingPicker {
         // A rotation (round_robin's picker) has no hook of its own: pick
         // from it directly, the subchannel coming back in a register rather
         // than in a `PickResult` written and read back.
+        // Its entries carry the ids, so the subchannel is not read either.
         if let Some(rotation) = self.child.rotation() {
-            return PickResult::Complete {
-                subconn: rotation.pick(local),
-                done: DoneHooks::one(&*self.outcomes),
+            let (subconn, id) = rotation.pick_with_id(local);
+            let done = match self.outcomes.get(id) {
+                Some(counters) => DoneHooks::one(counters),
+                None => DoneHooks::NONE,
             };
+            return PickResult::Complete { subconn, done };
         }
         match self.child.pick(info, local) {
-            PickResult::Complete { subconn, done } => match done.with_outer(&*self.outcomes) {
-                Ok(done) => PickResult::Complete { subconn, done },
-                Err(_) => PickResult::Fail(&self.too_deep),
+            PickResult::Complete { subconn, done } => match self.outcomes.get(subconn.id()) {
+                None => PickResult::Complete { subconn, done },
+                Some(counters) => match done.with_outer(counters) {
+                    Ok(done) => PickResult::Complete { subconn, done },
+                    Err(_) => PickResult::Fail(&self.too_deep),
+                },
             },
             other => other,
         }
