@@ -629,7 +629,7 @@ impl OutlierDetection {
         }
     }
 
-    /// Ejected endpoints, and whether one more may be ejected: not once
+    /// Whether one more endpoint may be ejected: not once
     /// `max_ejection_percent` of them are, but always the first (C-core,
     /// the proto's "at least one").
     fn may_eject(&self, config: &OutlierDetectionConfig) -> bool {
