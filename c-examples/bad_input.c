@@ -97,7 +97,10 @@ static void bad_calls(sy_runtime *rt, sy_channel *host_ch) {
   OK(sy_channel_options_new_tls(NULL, 0, &o)); /* the bundled roots */
   EXPECT(sy_channel_new_simple(NULL, "127.0.0.1:1", NULL, o, &ch), SY_NULL_PARAMETER);
   EXPECT(sy_channel_new_simple(rt, NULL, NULL, o, &ch), SY_NULL_PARAMETER);
-  EXPECT(sy_channel_new_simple(rt, "127.0.0.1:1", "{not json", o, &ch), SY_INVALID_SERVICE_CONFIG);
+  /* An invalid config is the channel's state (TRANSIENT_FAILURE), not an error. */
+  OK(sy_channel_new_simple(rt, "127.0.0.1:1", "{not json", o, &ch));
+  sy_channel_free(ch);
+  ch = NULL;
   EXPECT(sy_channel_new_simple(rt, "127.0.0.1:1", NULL, o, NULL), SY_NULL_PARAMETER);
   sy_channel_options_free(o);
   /* The credentials are not optional on the short path. */
@@ -305,11 +308,27 @@ int main(void) {
   sy_channel_free(NULL);
   sy_reader_free(NULL);
 
-  /* Malformed or unusable service config, bad target, bad host callbacks. */
-  EXPECT(sy_channel_new(rt, "", "{not json", NULL, NULL, NULL, NULL, &ch), SY_INVALID_SERVICE_CONFIG);
-  EXPECT(sy_channel_new(rt, "", "{\"loadBalancingConfig\":[{\"no_such_policy\":{}}]}", NULL, NULL,
-                        NULL, NULL, &ch),
-         SY_INVALID_SERVICE_CONFIG);
+  /* Malformed or unusable service config: a channel in TRANSIENT_FAILURE
+   * whose picks fail with the parse error. Bad target, bad host callbacks:
+   * errors. */
+  {
+    OK(sy_channel_new(rt, "", "{\"loadBalancingConfig\":[{\"no_such_policy\":{}}]}", &t, NULL,
+                      NULL, NULL, &ch));
+    OK(sy_channel_sync(ch));
+    OK(sy_channel_state(ch, &state));
+    CHECK(state == SY_STATE_TRANSIENT_FAILURE);
+    OK(sy_reader_new(ch, &reader));
+    CHECK(sy_pick(reader, "/x.Y/Z", 6, NULL, SY_NO_WAIT, false, &r) == SY_UNAVAILABLE);
+    {
+      char why[256];
+      sy_last_error(why, sizeof why);
+      CHECK(strstr(why, "loadBalancingConfig: no supported policies") != NULL);
+    }
+    sy_reader_free(reader);
+    reader = NULL;
+    sy_channel_free(ch);
+    ch = NULL;
+  }
   EXPECT(sy_channel_new(rt, "nope://what", NULL, NULL, NULL, NULL, NULL, &ch), SY_INVALID_TARGET);
   {
     sy_host_transport half;

@@ -34,12 +34,13 @@ static inline const char *env_or(const char *name, const char *fallback) {
   return v != NULL && v[0] != '\0' ? v : fallback;
 }
 
-/* Starts `count` servers; returns once all of them listen. */
-static inline void echo_server_start(echo_server *s, int count) {
+/* Starts `count` servers, passing server.py `extra` arguments too (NULL or
+ * a NULL-terminated list of at most 4); returns once all of them listen. */
+static inline void echo_server_start_with(echo_server *s, int count, const char *const *extra) {
   const char *python = env_or("SY_INTEROP_PYTHON", "../target/interop-venv/bin/python");
   const char *script = env_or("SY_INTEROP_SERVER", "../interop/server.py");
   char count_arg[16];
-  char *argv[5];
+  char *argv[9];
   int in[2], out[2];
   posix_spawn_file_actions_t fa;
   FILE *f;
@@ -58,6 +59,11 @@ static inline void echo_server_start(echo_server *s, int count) {
   argv[2] = (char *)"--count";
   argv[3] = count_arg;
   argv[4] = NULL;
+  for (int a = 0; extra != NULL && extra[a] != NULL; a++) {
+    CHECK(a < 4);
+    argv[4 + a] = (char *)extra[a];
+    argv[5 + a] = NULL;
+  }
   CHECK(pipe(in) == 0 && pipe(out) == 0);
   /* Our ends must not leak into the child (it would never see EOF). */
   CHECK(fcntl(in[1], F_SETFD, FD_CLOEXEC) == 0 && fcntl(out[0], F_SETFD, FD_CLOEXEC) == 0);
@@ -89,6 +95,11 @@ static inline void echo_server_start(echo_server *s, int count) {
     s->ports[s->count++] = (int)port;
     p = end;
   }
+}
+
+/* Starts `count` plain echo servers; returns once all of them listen. */
+static inline void echo_server_start(echo_server *s, int count) {
+  echo_server_start_with(s, count, NULL);
 }
 
 /* Closes its stdin (it stops its servers and exits) and reaps it. */

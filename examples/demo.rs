@@ -15,7 +15,11 @@
 //! phase saw traffic; 1 otherwise; 2 for bad flags or setup.
 //!
 //! cargo run --release --example demo -- [--policy round_robin]
-//!     [--backends 3] [--duration 12] [--threads 4]
+//!     [--backends 3] [--duration 12] [--threads 4] [--service-config JSON]
+//!
+//! `--service-config` replaces the config `--policy` makes (its policy is
+//! the one shown); an invalid one is refused up front with the JSON path
+//! that is wrong (a channel would start in TRANSIENT_FAILURE with it).
 
 use std::collections::HashMap;
 use std::io::{IsTerminal, Write};
@@ -31,9 +35,12 @@ struct Args {
     backends: usize,
     duration: Duration,
     threads: usize,
+    service_config: Option<String>,
 }
 
-const USAGE: &str = "usage: demo [--policy NAME] [--backends N] [--duration SECONDS] [--threads N]";
+const USAGE: &str =
+    "usage: demo [--policy NAME] [--backends N] [--duration SECONDS] [--threads N] \
+                     [--service-config JSON]";
 
 fn parse_args() -> Result<Args, String> {
     let mut a = Args {
@@ -41,6 +48,7 @@ fn parse_args() -> Result<Args, String> {
         backends: 3,
         duration: Duration::from_secs(12),
         threads: 4,
+        service_config: None,
     };
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
@@ -58,6 +66,7 @@ fn parse_args() -> Result<Args, String> {
                 a.duration = Duration::from_secs_f64(secs);
             }
             "--threads" => a.threads = value()?.parse().map_err(|_| "--threads takes a number")?,
+            "--service-config" => a.service_config = Some(value()?),
             "-h" | "--help" => {
                 println!("{USAGE}");
                 std::process::exit(0);
@@ -70,6 +79,11 @@ fn parse_args() -> Result<Args, String> {
     }
     if !(1..=256).contains(&a.threads) {
         return Err("--threads must be 1 to 256".into());
+    }
+    if let Some(json) = &a.service_config {
+        let parsed = service_config::ServiceConfig::parse(Some(json))
+            .map_err(|e| format!("--service-config is invalid: {e}"))?;
+        a.policy = parsed.policy.name().to_string();
     }
     Ok(a)
 }
@@ -234,7 +248,10 @@ fn run(args: &Args) -> Result<bool, String> {
     println!("target {target}\n");
 
     let rt = Runtime::new().map_err(|e| format!("cannot start the runtime: {e}"))?;
-    let config = format!(r#"{{"loadBalancingConfig":[{{"{}":{{}}}}]}}"#, args.policy);
+    let config = args
+        .service_config
+        .clone()
+        .unwrap_or_else(|| format!(r#"{{"loadBalancingConfig":[{{"{}":{{}}}}]}}"#, args.policy));
     let mut opts = ChannelOptions {
         // Plaintext on purpose: the demo's backends speak h2c on loopback.
         transport: Some(TransportConfig::insecure()),

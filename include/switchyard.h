@@ -418,6 +418,68 @@ typedef void (*sy_state_fn)(void *ctx, uint32_t state);
 typedef void (*sy_release_fn)(void *user_data);
 
 /**
+ * What an RPC tells `sy_reader_pick`. Zero-initialize it (`= {0}`), then
+ * set what applies; a NULL request means all zero: no method, no hash,
+ * `SY_NO_WAIT`.
+ */
+typedef struct sy_pick_request {
+  /**
+   * The full method name ("/pkg.Service/Method"): `method_len` bytes of
+   * UTF-8, not necessarily NUL-terminated; NULL/0 for none (cheapest).
+   */
+  const char *method;
+  size_t method_len;
+  /**
+   * The request's hash for hashing policies, if `has_request_hash`.
+   */
+  uint64_t request_hash;
+  bool has_request_hash;
+  /**
+   * Queue through TRANSIENT_FAILURE instead of failing.
+   */
+  bool wait_for_ready;
+  /**
+   * `SY_NO_WAIT` (0): do not wait (wait-free; SY_NO_SUBCHANNEL when the
+   * policy has nothing ready yet). Otherwise wait up to that long
+   * (`SY_WAIT_FOREVER`: no limit) for a picker that has something.
+   */
+  uint64_t timeout_ms;
+} sy_pick_request;
+
+/**
+ * A pick the reader keeps, written by `sy_reader_pick` into caller storage
+ * (stack is fine): what a host needs to send the RPC, and nothing to give
+ * back. `address` and `user_data` stay valid until the reader's next pick
+ * (any: `sy_reader_pick`, `sy_pick`, a call), `sy_reader_done`,
+ * `sy_reader_refresh` or `sy_reader_free`.
+ */
+typedef struct sy_borrowed_pick {
+  /**
+   * The chosen subchannel (as in the transport callbacks).
+   */
+  uint64_t subchannel_id;
+  /**
+   * The subchannel's address: `address_len` bytes of UTF-8, NOT
+   * NUL-terminated.
+   */
+  const char *address;
+  size_t address_len;
+  /**
+   * The address's user data from `sy_channel_update_addresses` (NULL if none).
+   */
+  void *user_data;
+} sy_borrowed_pick;
+
+/**
+ * A named load metric reported with an RPC's outcome (ORCA-style:
+ * "cpu_utilization", "qps", ...). `name` is NUL-terminated UTF-8.
+ */
+typedef struct sy_load_metric {
+  const char *name;
+  double value;
+} sy_load_metric;
+
+/**
  * A successful pick, written by `sy_pick` into caller-provided storage (stack
  * is fine), finished by `sy_pick_done`.
  *
@@ -445,15 +507,6 @@ typedef struct sy_pick_result {
    */
   uint64_t _token[SY_PICK_TOKEN_WORDS];
 } sy_pick_result;
-
-/**
- * A named load metric reported with an RPC's outcome (ORCA-style:
- * "cpu_utilization", "qps", ...). `name` is NUL-terminated UTF-8.
- */
-typedef struct sy_load_metric {
-  const char *name;
-  double value;
-} sy_load_metric;
 
 /**
  * One request metadata entry: `key` and `value` are NUL-terminated and
@@ -498,6 +551,64 @@ typedef void (*sy_call_done_fn)(void *user_ctx,
                                 uint32_t grpc_code,
                                 const char *message,
                                 struct sy_buffer *response);
+
+/**
+ * The service config's settings for one method, as `methodConfig` gives
+ * them (gRFC A2); each `has_` flag says whether its field was set.
+ * Durations are in milliseconds, rounded up. Status code sets are bit
+ * masks: bit `1 << code` for each code (gRPC's numbers, as
+ * `sy_last_grpc_code` gives them).
+ *
+ * `retry_*` and `hedging_*` are parsed and validated (gRFC A6 bounds:
+ * 2 to 5 attempts, larger values capped at 5) for hosts that retry
+ * themselves: the library's own unary calls (sy_call_unary*) do not retry
+ * by them; they only retry once, transparently, a call the server never
+ * processed (gRPC's transparent retry).
+ */
+typedef struct sy_method_config {
+  /**
+   * An entry names the method, its service, or is the default (empty
+   * name): the fields below are its. False: no entry applies, and every
+   * `has_` flag is false.
+   */
+  bool found;
+  bool has_wait_for_ready;
+  /**
+   * Wait through TRANSIENT_FAILURE by default.
+   */
+  bool wait_for_ready;
+  /**
+   * The call's timeout (its deadline is the earlier of the caller's and
+   * now plus this); `SY_WAIT_FOREVER` when not set.
+   */
+  uint64_t timeout_ms;
+  bool has_max_request_message_bytes;
+  /**
+   * A larger request fails RESOURCE_EXHAUSTED before it is sent.
+   */
+  uint32_t max_request_message_bytes;
+  bool has_max_response_message_bytes;
+  /**
+   * A larger response fails RESOURCE_EXHAUSTED.
+   */
+  uint32_t max_response_message_bytes;
+  bool has_retry_policy;
+  uint32_t retry_max_attempts;
+  uint64_t retry_initial_backoff_ms;
+  uint64_t retry_max_backoff_ms;
+  double retry_backoff_multiplier;
+  /**
+   * Bit `1 << code` for each retryable status code.
+   */
+  uint32_t retry_retryable_codes;
+  bool has_hedging_policy;
+  uint32_t hedging_max_attempts;
+  uint64_t hedging_delay_ms;
+  /**
+   * Bit `1 << code` for each non-fatal status code.
+   */
+  uint32_t hedging_non_fatal_codes;
+} sy_method_config;
 
 /**
  * One address the host resolved.
@@ -619,7 +730,8 @@ typedef uint32_t (*sy_picker_pick_fn)(void *ctx, const struct sy_pick_args *args
  * (`error`: NULL/0 on success, else `error_len` bytes, not NUL-terminated)
  * and latency. Called from any thread that calls `sy_pick_done`,
  * concurrently; must not block (blocking `sy_*` calls return
- * SY_WRONG_CONTEXT).
+ * SY_WRONG_CONTEXT). `sy_picker_done_info_fn` hears more (the gRPC code,
+ * the load metrics); when a picker sets both, only that one is called.
  */
 typedef void (*sy_picker_done_fn)(void *ctx,
                                   uint64_t subchannel_id,
@@ -635,6 +747,58 @@ typedef void (*sy_picker_done_fn)(void *ctx,
  * blocking calls are refused, as for `sy_picker_pick_fn`.
  */
 typedef void (*sy_picker_free_fn)(void *ctx);
+
+/**
+ * A server-reported load metric as a done callback sees it (ORCA-style:
+ * "cpu_utilization", "qps", "eps", or a named one). `name` is `name_len`
+ * bytes of UTF-8, NOT NUL-terminated. Valid for the call only.
+ */
+typedef struct sy_done_metric {
+  const char *name;
+  size_t name_len;
+  double value;
+} sy_done_metric;
+
+/**
+ * A finished RPC, as a C picker's `done_info` callback hears it: what a
+ * Rust policy's done hook gets (`DoneInfo`). Valid for the call only.
+ */
+typedef struct sy_done_info {
+  /**
+   * The subchannel the RPC was sent on.
+   */
+  uint64_t subchannel_id;
+  /**
+   * The RPC's gRPC status code (0 = OK). A pick dropped without done is
+   * CANCELLED (1).
+   */
+  uint32_t grpc_code;
+  /**
+   * NULL/0 on success; else a description, `error_len` bytes, not
+   * NUL-terminated.
+   */
+  const char *error;
+  size_t error_len;
+  /**
+   * How long the RPC took.
+   */
+  uint64_t latency_ns;
+  /**
+   * The load metrics the server reported (NULL/0 for none).
+   */
+  const struct sy_done_metric *metrics;
+  size_t metrics_len;
+} sy_done_info;
+
+/**
+ * Hears a finished RPC that this picker picked, with everything a Rust
+ * policy's done hook gets: the gRPC code, latency and load metrics (enough
+ * for a weighted or outlier-ejecting policy). Called as
+ * `sy_picker_done_fn` is: from any thread that finishes the RPC
+ * (`sy_pick_done`, `sy_reader_done`, the library's own calls),
+ * concurrently; must not block.
+ */
+typedef void (*sy_picker_done_info_fn)(void *ctx, const struct sy_done_info *info);
 
 /**
  * A picker written in C, published with `sy_cc_update_state`. The struct is
@@ -667,6 +831,12 @@ typedef struct sy_picker {
    */
   uint32_t error_code;
   const char *error_message;
+  /**
+   * Optional: the done callback that hears the code, latency and load
+   * (`sy_picker_done_info_fn`); when set, `done` is not called. Last, so
+   * that a picker zero-initialized before this field existed has none.
+   */
+  sy_picker_done_info_fn done_info;
 } sy_picker;
 
 /**
@@ -834,10 +1004,12 @@ void sy_runtime_free(struct sy_runtime *rt);
  *   or "host:port". Not NULL.
  * - `service_config_json`: selects the policy, e.g.
  *   `{"loadBalancingConfig":[{"round_robin":{}}]}`; NULL for pick_first.
+ *   An invalid one does not fail: as in gRPC, the channel is then
+ *   TRANSIENT_FAILURE and its calls fail UNAVAILABLE with the parse error
+ *   (which names the JSON path that is wrong) until a valid config comes.
  *
  * Errors: SY_NULL_PARAMETER (`rt`, `target`, `options`, `out`),
- * SY_INVALID_UTF8, SY_INVALID_ARGUMENT, SY_INVALID_TARGET,
- * SY_INVALID_SERVICE_CONFIG, SY_RUNTIME_GONE. On success `*out` is a new
+ * SY_INVALID_UTF8, SY_INVALID_ARGUMENT, SY_INVALID_TARGET, SY_RUNTIME_GONE. On success `*out` is a new
  * channel owned by the caller (`sy_channel_free`); `options` may be freed
  * at once. Any thread but not from a callback.
  */
@@ -855,9 +1027,14 @@ sy_status sy_channel_new_simple(const struct sy_runtime *rt,
  * - `target`: "" when the host supplies addresses with
  *   `sy_channel_update_addresses`; otherwise "ipv4:1.2.3.4:80,...",
  *   "dns:///host:port" or "host:port". Not NULL.
- * - `service_config_json`: a gRPC service config selecting the policy
- *   (`{"loadBalancingConfig":[{"round_robin":{}}]}`); NULL or "" for the
- *   default (pick_first).
+ * - `service_config_json`: the channel's default service config: the
+ *   policy (`{"loadBalancingConfig":[{"round_robin":{}}]}`) and the calls'
+ *   `methodConfig` (see `sy_method_config`); NULL or "" for none
+ *   (pick_first). A service config from the resolver replaces it. An
+ *   invalid one does not fail: the channel is TRANSIENT_FAILURE and picks
+ *   and calls fail UNAVAILABLE with the parse error (naming the JSON path
+ *   that is wrong) until a valid one comes (`sy_last_error` after a pick
+ *   or call shows it).
  * - `host`: the host's transport callbacks (external connector): the host
  *   owns connections and reports their states, and RPCs are sent by the
  *   host on what `sy_pick` returns. NULL for library-managed connections:
@@ -871,8 +1048,7 @@ sy_status sy_channel_new_simple(const struct sy_runtime *rt,
  *   NULL if no user data is ever given (it is then never released).
  *
  * Errors: SY_NULL_PARAMETER, SY_INVALID_UTF8, SY_INVALID_ARGUMENT (a `host`
- * without `connect` or `shutdown`), SY_INVALID_TARGET,
- * SY_INVALID_SERVICE_CONFIG, SY_RUNTIME_GONE. On success `*out` is a new
+ * without `connect` or `shutdown`), SY_INVALID_TARGET, SY_RUNTIME_GONE. On success `*out` is a new
  * channel owned by the caller (`sy_channel_free`). `state_ctx` and
  * `host->ctx` must stay valid until `sy_channel_free` returns. Any thread
  * but not from a callback.
@@ -1025,9 +1201,12 @@ void sy_snapshot_json_free(char *json);
 /* ----------------------------------------------------------------------------
  * Reader and picks
  *
- * A sy_reader is one RPC thread's view of a channel: sy_pick chooses a
- * subchannel (wait-free on a hit with SY_NO_WAIT), sy_pick_done reports the
- * RPC's outcome to the policy, exactly once per pick. One reader per thread.
+ * A sy_reader is one RPC thread's view of a channel. sy_reader_pick chooses a
+ * subchannel and keeps the pick in the reader until sy_reader_done reports the
+ * RPC's outcome (the cheapest pair, for an RPC that ends on the picking thread
+ * before its next pick); sy_pick makes a pick that may outlive the next one and
+ * be finished on any thread with sy_pick_done, exactly once. Both are
+ * wait-free on a hit with SY_NO_WAIT. One reader per thread.
  * -------------------------------------------------------------------------- */
 
 /**
@@ -1058,7 +1237,58 @@ sy_status sy_reader_refresh(struct sy_reader *reader);
 void sy_reader_free(struct sy_reader *reader);
 
 /**
- * Picks a subchannel for one RPC.
+ * Picks a subchannel for one RPC that ends on this thread before the
+ * reader's next pick (a blocking RPC thread, or an event loop that finishes
+ * each call before starting the next on this reader): the cheapest pick
+ * through the header. The reader keeps the pick, and the picker it came
+ * from, until `sy_reader_done` or its next pick: no reference is counted
+ * per pick and the result is four words.
+ *
+ * `request`: NULL (no method, no hash, `SY_NO_WAIT`) or see
+ * `sy_pick_request`. On SY_OK `*out` holds the pick; finish it with
+ * `sy_reader_done` on the same reader. A pick not finished when the reader
+ * picks again (or is refreshed or freed) is reported to the policy as
+ * CANCELLED. An RPC that must outlive the reader's next pick, or end on
+ * another thread, takes `sy_pick` / `sy_pick_done` instead.
+ *
+ * Failures (nothing written to `*out`) and threading are `sy_pick`'s: the
+ * reader's thread; SY_WRONG_CONTEXT from a callback that this reader is
+ * running, or for a waiting pick inside any switchyard callback.
+ */
+SY_MUST_USE
+sy_status sy_reader_pick(struct sy_reader *reader,
+                         const struct sy_pick_request *request,
+                         struct sy_borrowed_pick *out);
+
+/**
+ * Finishes the reader's kept pick (`sy_reader_pick`): reports the RPC's
+ * outcome to the policy. After it the pick's `address` and `user_data` may
+ * dangle.
+ *
+ * - `grpc_code`: the RPC's gRPC status code, 0 = OK (0..=16).
+ * - `latency_ns`: how long the RPC took.
+ * - `metrics`, `metrics_len`: optional named load metrics from the server
+ *   (at most `SY_MAX_LOAD_METRICS`); NULL/0 for none.
+ *
+ * Errors, with the pick left as it was so the call can be repeated with
+ * valid arguments: SY_NULL_PARAMETER, SY_INVALID_ARGUMENT (an unknown
+ * code, too many metrics, a freed reader, or no pick to finish: never
+ * picked, already done, or dropped by a later pick), SY_INVALID_UTF8 (a
+ * metric name), SY_WRONG_CONTEXT (from a callback that this reader is
+ * running). The reader's thread. Never blocks; allocates nothing.
+ */
+SY_MUST_USE
+sy_status sy_reader_done(struct sy_reader *reader,
+                         uint32_t grpc_code,
+                         uint64_t latency_ns,
+                         const struct sy_load_metric *metrics,
+                         size_t metrics_len);
+
+/**
+ * Picks a subchannel for one RPC, as a pick that may outlive the reader's
+ * next pick and be finished on any thread (`sy_pick_done`). An RPC that
+ * ends on the picking thread before its next pick is cheaper with
+ * `sy_reader_pick` / `sy_reader_done`.
  *
  * - `method`, `method_len`: the full method name ("/pkg.Service/Method"),
  *   UTF-8, not necessarily NUL-terminated; NULL/0 for none (cheapest).
@@ -1279,6 +1509,41 @@ sy_status sy_call_unary_start(const struct sy_channel *channel,
 SY_MUST_USE sy_status sy_call_cancel(const struct sy_channel *channel, uint64_t call_id);
 
 /* ----------------------------------------------------------------------------
+ * Method config
+ *
+ * The service config's methodConfig for a method (gRFC A2): timeout,
+ * wait-for-ready, message size limits, and the retry or hedging policy, for
+ * hosts that send RPCs themselves (the library's own calls apply them).
+ * sy_reader_method_config looks it up wait-free on an RPC thread;
+ * sy_channel_method_config from any thread.
+ * -------------------------------------------------------------------------- */
+
+/**
+ * The service config's settings for calls to `method` ("/pkg.Service/Method",
+ * NUL-terminated UTF-8): the most specific `methodConfig` entry that names
+ * it (the method, else its service, else the default entry), written to
+ * `*out` (`found` false when none applies). Wait-free when the config has
+ * not changed since the reader last looked: for RPC threads, before each
+ * call (its timeout, wait-for-ready and size limits are the host's to apply
+ * when it sends the call itself). The reader's thread. SY_NULL_PARAMETER,
+ * SY_INVALID_UTF8, SY_WRONG_CONTEXT (from a callback this reader runs).
+ */
+SY_MUST_USE
+sy_status sy_reader_method_config(struct sy_reader *reader,
+                                  const char *method,
+                                  struct sy_method_config *out);
+
+/**
+ * As `sy_reader_method_config`, through the channel: any thread (it takes
+ * a reference count on the current config; a reader's lookup does not).
+ * SY_NULL_PARAMETER, SY_INVALID_UTF8, SY_INVALID_ARGUMENT (a freed channel).
+ */
+SY_MUST_USE
+sy_status sy_channel_method_config(const struct sy_channel *ch,
+                                   const char *method,
+                                   struct sy_method_config *out);
+
+/* ----------------------------------------------------------------------------
  * Policies
  *
  * Load-balancing policies written in C: sy_balancer_register a name with
@@ -1371,7 +1636,9 @@ sy_status sy_channel_update_addresses(const struct sy_channel *ch,
 
 /**
  * Switches to a new service config (JSON). An invalid one gives
- * SY_INVALID_SERVICE_CONFIG and the current one is kept. Any thread.
+ * SY_INVALID_SERVICE_CONFIG (`sy_last_error` names the JSON path that is
+ * wrong) and the current one is kept; a valid one ends the
+ * TRANSIENT_FAILURE of a channel created with an invalid one. Any thread.
  */
 sy_status sy_channel_update_service_config(const struct sy_channel *ch,
                                            const char *service_config_json);

@@ -11,7 +11,9 @@ Starts --count servers on 127.0.0.1 (ephemeral ports), each serving:
                           answers like Unary. For deadline tests.
   grpc.health.v1.Health   the standard servicer from grpcio-health-checking,
                           SERVING for "" and "echo.Echo" at start.
-With --tls-cert/--tls-key the servers speak TLS; with --no-health they have
+With --orca U1,U2,... backend i starts out as if told "orca <port> Ui 100 0"
+(see below): an ORCA load report of application utilization Ui at 100 qps
+on every echo response. With --tls-cert/--tls-key the servers speak TLS; with --no-health they have
 no health service (Watch fails UNIMPLEMENTED). With --black-hole it instead
 opens one plain TCP listener that accepts connections and never says a word.
 
@@ -22,10 +24,16 @@ one command per line on stdin and answers "OK" (or "ERR <why>") on stdout:
                           "port=<port>" in the message (outlier detection)
   stop <port>             close that server's listener and connections
   start <port>            serve again on the same port
+  orca <port> <app_utilization> <rps> <eps>
+                          from now on every echo response carries an ORCA
+                          per-call load report (trailer endpoint-load-metrics-bin,
+                          a serialized xds.data.orca.v3.OrcaLoadReport) with
+                          these application_utilization, rps_fractional and eps
 End of stdin (the test went away) stops everything and exits.
 """
 import argparse
 import socket
+import struct
 import sys
 import threading
 from concurrent import futures
@@ -40,6 +48,18 @@ def identity(b):
     return b
 
 
+def orca_load_report(app_utilization, rps, eps):
+    """A serialized xds.data.orca.v3.OrcaLoadReport with three double fields:
+    rps_fractional (6), eps (7), application_utilization (9). The wire format
+    of a double field is its tag byte (field << 3 | 1) and 8 little-endian
+    bytes; encoded here so the servers need no generated code."""
+    out = b""
+    for field, value in ((6, rps), (7, eps), (9, app_utilization)):
+        if value:
+            out += bytes([field << 3 | 1]) + struct.pack("<d", value)
+    return out
+
+
 class Backend:
     def __init__(self, port, credentials, with_health):
         self.port = port
@@ -49,6 +69,7 @@ class Backend:
         self.health = None
         self.serving = True
         self.failing = False
+        self.orca = None  # serialized OrcaLoadReport for each response
 
     def start(self):
         server = grpc.server(
@@ -90,6 +111,8 @@ class Backend:
             context.abort(grpc.StatusCode.UNAVAILABLE, f"failing on purpose|port={self.port}")
         md = (("x-backend-port", str(self.port)),)
         context.send_initial_metadata(md)
+        if self.orca is not None:
+            md += (("endpoint-load-metrics-bin", self.orca),)
         context.set_trailing_metadata(md)
         return request + b"|port=" + str(self.port).encode()
 
@@ -143,6 +166,8 @@ def command(line, backends):
         b.failing = words[2] == "on"
     elif words[0] == "stop":
         b.stop()
+    elif words[0] == "orca" and len(words) == 5:
+        b.orca = orca_load_report(*map(float, words[2:]))
     elif words[0] == "start":
         if b.server is None:
             b.start()
@@ -158,6 +183,7 @@ def main():
     ap.add_argument("--tls-key")
     ap.add_argument("--no-health", action="store_true")
     ap.add_argument("--black-hole", action="store_true")
+    ap.add_argument("--orca", help="per-backend application_utilization, comma-separated")
     args = ap.parse_args()
 
     if args.black_hole:
@@ -169,9 +195,12 @@ def main():
     if args.tls_cert:
         with open(args.tls_key, "rb") as k, open(args.tls_cert, "rb") as c:
             credentials = grpc.ssl_server_credentials([(k.read(), c.read())])
+    loads = [float(u) for u in args.orca.split(",")] if args.orca else []
     backends = {}
-    for _ in range(args.count):
+    for i in range(args.count):
         b = Backend(0, credentials, not args.no_health)
+        if i < len(loads):
+            b.orca = orca_load_report(loads[i], 100.0, 0.0)
         b.start()
         backends[b.port] = b
     print("READY " + " ".join(map(str, backends)), flush=True)

@@ -20,9 +20,10 @@ use crate::channel::{ChannelCore, ChannelId, Completions, StartedCalls, CALL_TIM
 use crate::error::Error;
 use crate::reader::{Pick, PickError, PickOptions, PickWait, Reader};
 use crate::runtime::{JoinOnDrop, LoopContext, LoopHandle, TimerKey};
+use crate::service_config::MethodConfig;
 use crate::snapshot::ReaderCounts;
 use crate::status::{Code, Status};
-use crate::transport::{self, code, CallError, CallFuture, Handle, UnaryResponse};
+use crate::transport::{self, code, orca, CallError, CallFuture, Handle, UnaryResponse};
 use crossbeam_channel::Sender;
 use std::collections::HashMap;
 use std::panic::{catch_unwind, AssertUnwindSafe};
@@ -156,6 +157,7 @@ impl Course {
                     pick,
                     &DoneInfo {
                         error: Some("subchannel lost its connection"),
+                        code: Code::Unavailable,
                         ..Default::default()
                     },
                 );
@@ -199,21 +201,33 @@ impl Course {
     ) -> Option<Result<UnaryResponse, Status>> {
         match result {
             Ok(response) => {
+                // The backend's ORCA report, if it sent one, for policies
+                // that weigh endpoints by load (weighted_round_robin).
+                let load = orca::load_metrics(&response.trailers);
+                let load: Vec<(&str, f64)> = load.iter().map(|(k, v)| (k.as_str(), *v)).collect();
                 finish(
                     pick,
                     &DoneInfo {
-                        error: None,
                         latency,
-                        load: &[],
+                        load: &load,
+                        ..DoneInfo::OK
                     },
                 );
                 Some(Ok(response))
             }
             Err(e) => {
+                let code = Code::from_u32(e.code).unwrap_or(Code::Unknown);
                 finish(
                     pick,
                     &DoneInfo {
                         error: Some(&e.message),
+                        // A failed attempt is never OK to the policy, even
+                        // if the server said "0" with an error.
+                        code: if code == Code::Ok {
+                            Code::Unknown
+                        } else {
+                            code
+                        },
                         latency,
                         load: &[],
                     },
@@ -222,10 +236,7 @@ impl Course {
                     self.retried = true;
                     return None;
                 }
-                Some(Err(Status::new(
-                    Code::from_u32(e.code).unwrap_or(Code::Unknown),
-                    e.message,
-                )))
+                Some(Err(Status::new(code, e.message)))
             }
         }
     }
@@ -240,6 +251,55 @@ fn expired(deadline: Option<Instant>) -> Option<Status> {
             Code::DeadlineExceeded,
             "deadline exceeded before the call started",
         )
+    })
+}
+
+/// A call's settings once its method's config (`methodConfig`, gRFC A2)
+/// is applied.
+struct Settings {
+    deadline: Option<Instant>,
+    wait_for_ready: bool,
+    /// The method's `maxResponseMessageBytes` (the connection's own limit
+    /// applies too: the smaller wins).
+    max_response: Option<usize>,
+}
+
+/// Applies the method's config to a call of `request_len` bytes: the
+/// deadline is the earlier of the caller's and now plus the `timeout`; the
+/// caller's wait-for-ready stands when true, else the config's
+/// `waitForReady` decides (the caller's default, false, cannot be told
+/// from an explicit false); a request over `maxRequestMessageBytes` fails
+/// with RESOURCE_EXHAUSTED before anything is picked or sent, as gRPC's
+/// client does.
+fn settings(
+    config: Option<&MethodConfig>,
+    request_len: usize,
+    options: &CallOptions<'_>,
+) -> Result<Settings, Status> {
+    let Some(c) = config else {
+        return Ok(Settings {
+            deadline: options.deadline,
+            wait_for_ready: options.wait_for_ready,
+            max_response: None,
+        });
+    };
+    if let Some(max) = c.max_request_message_bytes {
+        if request_len > max as usize {
+            return Err(Status::new(
+                Code::ResourceExhausted,
+                format!("trying to send message larger than max ({request_len} vs. {max})"),
+            ));
+        }
+    }
+    let from_config = c.timeout.and_then(|t| Instant::now().checked_add(t));
+    let deadline = match (options.deadline, from_config) {
+        (Some(a), Some(b)) => Some(a.min(b)),
+        (a, b) => a.or(b),
+    };
+    Ok(Settings {
+        deadline,
+        wait_for_ready: options.wait_for_ready || c.wait_for_ready == Some(true),
+        max_response: c.max_response_message_bytes.map(|m| m as usize),
     })
 }
 
@@ -261,7 +321,8 @@ impl Reader {
             return Err(Status::new(Code::Unimplemented, not_managed()));
         }
         metadata_status(options.metadata)?;
-        if let Some(status) = expired(options.deadline) {
+        let set = settings(self.method_config(method), request.len(), options)?;
+        if let Some(status) = expired(set.deadline) {
             return Err(status);
         }
         let info = PickInfo {
@@ -269,22 +330,28 @@ impl Reader {
             hash: options.hash,
         };
         let pick_options = PickOptions {
-            deadline: options.deadline,
-            wait_for_ready: options.wait_for_ready,
+            deadline: set.deadline,
+            wait_for_ready: set.wait_for_ready,
         };
         let mut course = Course::default();
         loop {
             let pick = self.pick(&info, &pick_options).map_err(|e| e.status())?;
             match course.picked(pick, |p, i| self.finish(p, i)) {
                 Next::Send(pick, handle) => {
-                    let timeout = options
+                    let timeout = set
                         .deadline
                         .map(|d| d.saturating_duration_since(Instant::now()));
                     let sc = pick.subconn().id();
                     self.call_counts().started(sc);
                     let started = Instant::now();
-                    let result =
-                        transport::unary(&handle, method, request, options.metadata, timeout);
+                    let result = transport::unary_limited(
+                        &handle,
+                        method,
+                        request,
+                        options.metadata,
+                        timeout,
+                        set.max_response,
+                    );
                     let latency = started.elapsed();
                     self.call_counts().ended(sc, result.is_ok());
                     if let Some(r) =
@@ -294,7 +361,7 @@ impl Reader {
                     }
                 }
                 Next::Wait => {
-                    if !self.wait_for_next_picker(options.deadline) {
+                    if !self.wait_for_next_picker(set.deadline) {
                         return Err(course.deadline_waiting());
                     }
                 }
@@ -524,6 +591,7 @@ pub(crate) struct NewCall {
     hash: Option<u64>,
     deadline: Option<Instant>,
     wait_for_ready: bool,
+    max_response: Option<usize>,
     completion: Completion,
 }
 
@@ -561,6 +629,18 @@ impl Channel {
         }
         let dispatch = self.completions(|| Arc::new(Dispatch::new()));
         let tx = dispatch.sender()?;
+        // Applied here, on the caller's thread, so the method's timeout
+        // counts from now; a request too large completes like any failed
+        // call (below), with RESOURCE_EXHAUSTED.
+        let set = settings(
+            self.method_config(method).as_deref(),
+            request.len(),
+            options,
+        );
+        let (deadline, wait_for_ready, max_response, refused) = match set {
+            Ok(s) => (s.deadline, s.wait_for_ready, s.max_response, None),
+            Err(status) => (options.deadline, options.wait_for_ready, None, Some(status)),
+        };
         let id = dispatch.next_id.fetch_add(1, Ordering::Relaxed);
         let call = Arc::new(CallShared {
             id,
@@ -575,8 +655,9 @@ impl Channel {
             request: request.to_vec(),
             metadata: options.metadata.to_vec(),
             hash: options.hash,
-            deadline: options.deadline,
-            wait_for_ready: options.wait_for_ready,
+            deadline,
+            wait_for_ready,
+            max_response,
             completion: Completion {
                 call: call.clone(),
                 on_done: Some(Box::new(on_done)),
@@ -584,6 +665,12 @@ impl Channel {
                 dispatch: dispatch.clone(),
             },
         };
+        if let Some(status) = refused {
+            // Nothing picked or sent: completed on the dispatch thread,
+            // like any call.
+            new.completion.deliver(Err(status));
+            return Ok(CallHandle(call));
+        }
         // Accepted from here on: if the command never runs (the channel
         // closed meanwhile, the loop is gone), dropping it completes the call.
         let channel = shared.clone();
@@ -840,6 +927,7 @@ impl Calls {
                                 &c.request,
                                 &c.metadata,
                                 timeout,
+                                c.max_response,
                             ) {
                                 Ok(stream) => {
                                     task.state = TaskState::Sending {

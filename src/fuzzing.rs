@@ -810,10 +810,15 @@ pub fn channel_ops(data: &[u8]) {
             }
             11 if !picks.is_empty() => {
                 let p = picks.swap_remove(input.below(picks.len()));
-                let error = [None, Some("UNAVAILABLE"), Some("")][input.below(3)];
+                let (error, code) = [
+                    (None, crate::Code::Ok),
+                    (Some("UNAVAILABLE"), crate::Code::Unavailable),
+                    (Some(""), crate::Code::Internal),
+                ][input.below(3)];
                 let load: &[(&str, f64)] = &[("cpu_utilization", 0.5), ("qps", f64::NAN)];
                 let info = DoneInfo {
                     error,
+                    code,
                     latency: Duration::from_nanos(input.u64()),
                     load: &load[..input.below(3)],
                 };

@@ -184,7 +184,7 @@
 //! for _ in 0..4 {
 //!     let pick = reader.pick(&info, &options)?; // Err: a PickError
 //!     tags.push(pick.subconn().tag()); // run the RPC on this transport
-//!     pick.done(&DoneInfo { error: None, latency: Duration::from_millis(3), load: &[] });
+//!     pick.done(&DoneInfo { latency: Duration::from_millis(3), ..DoneInfo::OK });
 //! }
 //! tags.sort();
 //! assert_eq!(tags, [1, 1, 2, 2]); // round_robin over both
@@ -401,6 +401,7 @@ pub mod backoff;
 pub(crate) mod clock;
 pub(crate) mod connectivity;
 pub(crate) mod error;
+pub mod named;
 // The wait-free publication protocol, public only for the loom models and
 // the pick benchmark; not part of the API.
 #[doc(hidden)]
@@ -412,7 +413,7 @@ pub mod trace;
 pub mod balancer;
 pub mod policy;
 pub mod resolver;
-pub(crate) mod service_config;
+pub mod service_config;
 // The loop, transports, connectors, the subchannel machine.
 pub mod connector;
 pub mod runtime;
@@ -454,6 +455,7 @@ pub use connectivity::ConnectivityState;
 #[doc(hidden)]
 pub use reader::{RawPick, RAW_PICK_HOLD_WORD, RAW_PICK_WORDS};
 pub use runtime::{Runtime, RuntimeConfig};
+pub use service_config::{MethodConfig, RetryPolicy};
 pub use snapshot::{ChannelSnapshot, SubchannelSnapshot};
 pub use status::{Code, Status};
 pub use transport::{Credentials, Keepalive, Limits, TlsSettings, TransportConfig, UnaryResponse};

@@ -8,6 +8,7 @@ use crate::balancer::rotation::{Chunk, RotationEntry};
 use crate::balancer::subconn::SubConn;
 use crate::channel::{Channel, ChannelShared, Table};
 use crate::publish::{Cache, Hold};
+use crate::service_config::{MethodConfig, MethodConfigs};
 use crate::status::{Code, Status};
 use std::fmt;
 use std::ptr::NonNull;
@@ -98,10 +99,15 @@ pub struct Reader {
     local: PickLocal,
     /// The done hooks of the `PickRef` that borrows this reader, if any.
     ref_hooks: RefHooks,
+    /// The pick kept in the reader (see `try_pick_kept`), if not finished.
+    kept: Kept,
     shared: Arc<ChannelShared>,
     /// This reader's call counters, made on its first library call (never
     /// touched by picks; see `crate::snapshot`).
     counts: Option<crate::snapshot::ReaderCounts>,
+    /// The service config's method settings as last seen, and the
+    /// generation of the channel's `methods` slot they came with.
+    methods: (u64, Arc<MethodConfigs>),
 }
 
 impl Channel {
@@ -121,6 +127,11 @@ impl Reader {
             synced_generation: NO_ROTATION,
             local,
             ref_hooks: RefHooks(NO_HOOKS),
+            methods: (
+                shared.methods.generation(),
+                Arc::clone(&shared.methods.load()),
+            ),
+            kept: Kept::NONE,
             shared,
             counts: None,
         };
@@ -205,6 +216,102 @@ impl Reader {
         ))
     }
 
+    /// `try_pick_kept`'s hit path alone (for the C ABI): a pick from the
+    /// cached rotation, kept in the reader, with its rotation entry (id,
+    /// address, tag at hand). `None` means "call `try_pick_kept`": the
+    /// cached picker is not a current rotation, or the kept pick before
+    /// this one still waits for its outcome (its hooks must hear of it
+    /// first, and they may run code that the caller has to guard).
+    #[inline(always)]
+    pub fn try_pick_kept_cached(&mut self) -> Option<RotationEntry> {
+        if self.kept.reports_outcome() || !self.rotation_is_current() {
+            return None;
+        }
+        let listed = self.rotate();
+        self.kept.subconn = Some(listed.ptr());
+        Some(listed)
+    }
+
+    /// Picks like `try_pick_ref`, for a caller that cannot hold a borrow (a
+    /// C ABI): the pick is kept in the reader, which keeps its picker alive
+    /// with no hold and no atomic operation, until `finish_kept` or the
+    /// reader's next pick. A pick kept before this one and not finished is
+    /// reported to its hooks as dropped (CANCELLED) first. The returned
+    /// subchannel (its address, its tag) stays valid until then as well.
+    #[inline(never)]
+    pub fn try_pick_kept(&mut self, info: &PickInfo<'_>) -> Result<&SubConn, PickError> {
+        let subconn = self.pick_kept_raw(info)?;
+        // SAFETY: it points into the cached table, which cannot be retired
+        // while `self` is borrowed by the returned reference.
+        Ok(unsafe { subconn.as_ref() })
+    }
+
+    /// `try_pick_kept`, waiting as `pick` does.
+    pub fn pick_kept(
+        &mut self,
+        info: &PickInfo<'_>,
+        options: &PickOptions,
+    ) -> Result<&SubConn, PickError> {
+        let subconn = self.pick_with(info, options, Reader::pick_kept_raw)?;
+        // SAFETY: as in `try_pick_kept`.
+        Ok(unsafe { subconn.as_ref() })
+    }
+
+    fn pick_kept_raw(&mut self, info: &PickInfo<'_>) -> Result<NonNull<SubConn>, PickError> {
+        self.drop_kept();
+        let (subconn, hooks) = if self.rotation_is_current() {
+            (self.rotate().ptr(), NO_HOOKS)
+        } else {
+            self.choose_slow(info)?
+        };
+        self.kept = Kept {
+            subconn: Some(subconn),
+            hooks,
+        };
+        Ok(subconn)
+    }
+
+    /// Whether the kept pick has done hooks (its `finish_kept` will call
+    /// them: code of the policy's runs).
+    #[inline(always)]
+    pub fn kept_reports_outcome(&self) -> bool {
+        self.kept.reports_outcome()
+    }
+
+    /// Finishes the kept pick: reports the outcome to its hooks (innermost
+    /// first), if it has any. False when there is no kept pick (never
+    /// picked, already finished, or dropped by a later pick or `refresh`).
+    #[inline(always)]
+    pub fn finish_kept(&mut self, info: &DoneInfo<'_>) -> bool {
+        let Some(subconn) = self.kept.subconn.take() else {
+            return false;
+        };
+        if self.kept.reports_outcome() {
+            let hooks = std::mem::replace(&mut self.kept.hooks, NO_HOOKS);
+            report(hooks, subconn, info);
+        }
+        true
+    }
+
+    /// Reports a kept pick that was never finished as dropped, before the
+    /// table its hooks point into may go.
+    #[inline(always)]
+    fn drop_kept(&mut self) {
+        if self.kept.reports_outcome() {
+            self.dropped_kept();
+        }
+        self.kept.subconn = None;
+    }
+
+    #[cold]
+    #[inline(never)]
+    fn dropped_kept(&mut self) {
+        let hooks = std::mem::replace(&mut self.kept.hooks, NO_HOOKS);
+        if let Some(subconn) = self.kept.subconn.take() {
+            report(hooks, subconn, &DROPPED);
+        }
+    }
+
     /// One load: nothing published since the rotation was copied.
     #[inline(always)]
     fn rotation_is_current(&self) -> bool {
@@ -232,6 +339,9 @@ impl Reader {
     /// cached table.
     #[inline(always)]
     fn choose_slow(&mut self, info: &PickInfo<'_>) -> Result<Chosen, PickError> {
+        // The cache may move to another table below: a kept pick's hooks
+        // must hear of it while theirs is still alive.
+        self.drop_kept();
         if self.cache.slot().generation() != self.synced_generation {
             self.sync_rotation();
         }
@@ -278,13 +388,25 @@ impl Reader {
     /// Picks, waiting for new pickers while the current one queues (or fails,
     /// for wait-for-ready), until `deadline`. Each picker is tried at most once.
     pub fn pick(&mut self, info: &PickInfo<'_>, options: &PickOptions) -> Result<Pick, PickError> {
+        self.pick_with(info, options, Reader::try_pick)
+    }
+
+    /// `pick`'s loop around one kind of try.
+    fn pick_with<T>(
+        &mut self,
+        info: &PickInfo<'_>,
+        options: &PickOptions,
+        mut try_pick: impl FnMut(&mut Reader, &PickInfo<'_>) -> Result<T, PickError>,
+    ) -> Result<T, PickError> {
+        // Before `current` may move the cache (see `choose_slow`).
+        self.drop_kept();
         let mut waiting = PickWait::default();
         let mut tried: Option<u64> = None;
         loop {
             let seq = self.cache.current().seq;
             if tried != Some(seq) {
                 tried = Some(seq);
-                match self.try_pick(info) {
+                match try_pick(self, info) {
                     Ok(p) => return Ok(p),
                     Err(e) => waiting.failed(e, options.wait_for_ready)?,
                 }
@@ -298,6 +420,7 @@ impl Reader {
     /// Moves to the latest picker now, letting go of the old one (and what only
     /// it kept alive).
     pub fn refresh(&mut self) {
+        self.drop_kept();
         self.cache.refresh();
         // The refresh may have moved to a table published a moment before its
         // generation: the copied rotation must follow the table, not wait
@@ -341,13 +464,62 @@ impl Reader {
         self.shared.managed
     }
 
+    /// The service config's settings for calls to `method`
+    /// ("/pkg.Service/Method"): the most specific `methodConfig` entry that
+    /// names it (the method, else its service, else the default), or
+    /// `None`. Wait-free: one atomic load when the config has not changed
+    /// since this reader last looked, no allocation.
+    pub fn method_config(&mut self, method: &str) -> Option<&MethodConfig> {
+        let slot = &self.shared.methods;
+        let generation = slot.generation();
+        if generation != self.methods.0 {
+            // A load returns this generation's table or a later one.
+            self.methods = (generation, Arc::clone(&slot.load()));
+        }
+        self.methods.1.lookup(method).map(|c| &**c)
+    }
+
     /// The channel's state as last published.
     pub fn channel_state(&self) -> crate::connectivity::ConnectivityState {
         self.shared.state()
     }
 }
 
+impl Drop for Reader {
+    /// A kept pick not finished is reported as dropped, while its table
+    /// is still alive.
+    fn drop(&mut self) {
+        self.drop_kept();
+    }
+}
+
 type Chosen = (NonNull<SubConn>, RawHooks);
+
+/// The pick a reader keeps for a caller that cannot borrow it (see
+/// `Reader::try_pick_kept`).
+struct Kept {
+    /// `None` when there is no kept pick (or it is finished).
+    subconn: Option<NonNull<SubConn>>,
+    /// The kept pick's done hooks (`NO_HOOKS` for none or once reported).
+    hooks: RawHooks,
+}
+
+impl Kept {
+    const NONE: Kept = Kept {
+        subconn: None,
+        hooks: NO_HOOKS,
+    };
+
+    #[inline(always)]
+    fn reports_outcome(&self) -> bool {
+        self.hooks[0].is_some()
+    }
+}
+
+// SAFETY: as `RefHooks`: the pointers target the picker of the table the
+// reader's cache keeps alive (Send + Sync data), and are used only through
+// the reader; moving the reader moves both.
+unsafe impl Send for Kept {}
 
 /// A pick without done hooks (every rotation pick).
 const NO_HOOKS: RawHooks = [None; DONE_HOOKS];
@@ -486,8 +658,11 @@ impl Drop for PickRef<'_> {
     }
 }
 
+/// What the hooks of a pick dropped without `done` hear: CANCELLED, as
+/// gRPC reports an RPC its caller abandoned.
 const DROPPED: DoneInfo<'static> = DoneInfo {
     error: Some("pick dropped without done"),
+    code: Code::Cancelled,
     latency: std::time::Duration::ZERO,
     load: &[],
 };

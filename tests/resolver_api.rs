@@ -314,3 +314,100 @@ fn the_dns_resolver_resolves_localhost_and_tls_follows_its_host() {
     .unwrap();
     assert_eq!(echo(&mut ch.reader()).unwrap(), tls.port());
 }
+
+/// gRPC's precedence (A2, A21): the resolver's config replaces the
+/// channel's default one; an invalid first one from the resolver leaves the
+/// channel failing with its error (the default does not paper over it)
+/// until a valid one comes; an invalid later one keeps the last good one.
+#[test]
+fn the_resolvers_service_config_comes_first_and_an_invalid_first_one_fails_rpcs() {
+    let seen = Arc::new(Seen::default());
+    resolver::register(Arc::new(Pushed("configuring", seen.clone())));
+    let b0 = backend();
+    let rt = Runtime::new().unwrap();
+    let default = r#"{"methodConfig":[{"name":[{}],"timeout":"7s"}]}"#;
+    let ch = Channel::new(&rt, "configuring:x", Some(default), insecure()).unwrap();
+    let mut r = ch.reader();
+    let timeout = |r: &mut Reader| r.method_config("/echo.Echo/Unary").and_then(|c| c.timeout);
+    assert_eq!(timeout(&mut r), Some(Duration::from_secs(7)), "the default");
+
+    // The resolver's first config is invalid: nothing runs, RPCs say why.
+    seen.cc()
+        .update(ResolverState {
+            endpoints: endpoints(&[&b0]),
+            service_config: Some(r#"{"methodConfig":[{"timeout":"3"}]}"#.into()),
+        })
+        .unwrap();
+    ch.sync().unwrap();
+    assert_eq!(ch.state(), ConnectivityState::TransientFailure);
+    let e = ch
+        .reader()
+        .unary("/echo.Echo/Unary", b"r", &CallOptions::default())
+        .unwrap_err();
+    assert_eq!(e.code(), Code::Unavailable);
+    assert!(
+        e.message()
+            .contains(r#"methodConfig[0].timeout: "3" is not a duration"#),
+        "{e:?}"
+    );
+    assert_eq!(timeout(&mut r), None, "no config is in force");
+    assert_eq!(b0.requests(), 0);
+
+    // A valid one: it, not the default, is in force, on the kept endpoints.
+    let from_resolver = r#"{"methodConfig":[{"name":[{"service":"echo.Echo"}],"timeout":"2s"}]}"#;
+    seen.cc()
+        .update(ResolverState {
+            endpoints: endpoints(&[&b0]),
+            service_config: Some(from_resolver.into()),
+        })
+        .unwrap();
+    assert_eq!(echo(&mut r).unwrap(), b0.port());
+    assert_eq!(timeout(&mut r), Some(Duration::from_secs(2)));
+    assert_eq!(
+        ch.method_config("/echo.Echo/Other").unwrap().timeout,
+        Some(Duration::from_secs(2))
+    );
+    assert!(ch.method_config("/else.Where/M").is_none());
+
+    // An invalid one now keeps it; no config keeps it too.
+    for config in [Some("{\"methodConfig\":7}".to_string()), None] {
+        seen.cc()
+            .update(ResolverState {
+                endpoints: endpoints(&[&b0]),
+                service_config: config,
+            })
+            .unwrap();
+        ch.sync().unwrap();
+        assert_eq!(timeout(&mut r), Some(Duration::from_secs(2)));
+        assert_eq!(echo(&mut r).unwrap(), b0.port());
+    }
+}
+
+/// A resolver that brings no config at first: the channel's default is in
+/// force, and counts as the last good one when an invalid config follows.
+#[test]
+fn without_a_resolver_config_the_default_is_the_last_good_one() {
+    let seen = Arc::new(Seen::default());
+    resolver::register(Arc::new(Pushed("defaulting", seen.clone())));
+    let b0 = backend();
+    let rt = Runtime::new().unwrap();
+    let default = r#"{"methodConfig":[{"name":[{}],"waitForReady":true}]}"#;
+    let ch = Channel::new(&rt, "defaulting:x", Some(default), insecure()).unwrap();
+    seen.cc()
+        .update(ResolverState {
+            endpoints: endpoints(&[&b0]),
+            service_config: None,
+        })
+        .unwrap();
+    let mut r = ch.reader();
+    assert_eq!(echo(&mut r).unwrap(), b0.port());
+    seen.cc()
+        .update(ResolverState {
+            endpoints: endpoints(&[&b0]),
+            service_config: Some("{not json".into()),
+        })
+        .unwrap();
+    ch.sync().unwrap();
+    assert_eq!(ch.state(), ConnectivityState::Ready);
+    assert_eq!(r.method_config("/a/b").unwrap().wait_for_ready, Some(true));
+}

@@ -407,6 +407,7 @@ fn ok() -> DoneInfo<'static> {
 fn failed() -> DoneInfo<'static> {
     DoneInfo {
         error: Some("UNAVAILABLE"),
+        code: switchyard::Code::Unavailable,
         ..DoneInfo::default()
     }
 }

@@ -1,18 +1,31 @@
-/* The cost of sy_pick + sy_pick_done called from C through the shared
- * library: round_robin over 3 and 10,000 READY host-managed subchannels, on
- * one and two threads (each with its own reader).
+/* The cost of a pick and its done called from C through the shared library,
+ * for any registered policy, over READY host-managed subchannels, on one and
+ * two threads (each with its own reader).
  *
- * Per configuration it reports the median (and the range) over TRIALS short
- * trials, because a shared VM's neighbours make any single long run noisy:
- *   pick      ns per sy_pick (timeout 0), timed in batches of 64 picks whose
- *             dones are timed separately (the clock's own cost subtracted)
- *   done      ns per sy_pick_done, from the same batches
- *   pick+done ns per back-to-back sy_pick; sy_pick_done pair
- *   scaling   two threads' pick+done throughput over one thread's, each trial
- *             timing one thread and then two threads back to back
+ * Two ways through the header, measured side by side:
+ *   kept   sy_reader_pick + sy_reader_done: the reader keeps the pick (no
+ *          reference counted per pick, a 32-byte result)
+ *   token  sy_pick + sy_pick_done: a pick that may outlive the reader's next
+ *          one (an 80-byte result with an opaque token)
+ * Every pick passes a request hash (a different one each time), which
+ * hashing policies use and the others ignore.
  *
- * Build and run: benches/c/run.sh [picks per thread per trial] [trials]
- * (release library, -O2). */
+ * Per configuration it reports, per way, the median (and the range) over
+ * TRIALS short trials, because a shared VM's neighbours make any single long
+ * run noisy: ns per back-to-back pick + done on 1 thread and on 2 threads,
+ * timed with each thread's own CPU clock (time the thread spent descheduled
+ * by a busy machine's other work does not count), and the scaling (two
+ * threads' throughput over one thread's, by the wall clock: each trial
+ * times one thread and then two back to back).
+ *
+ * Usage: pick_bench [-p POLICY] [-c SERVICE_CONFIG] [-n SIZES]
+ *                   [picks per thread per trial] [trials]
+ *   -p  a registered policy name (default round_robin). Not registered: the
+ *       run prints "skipped" and exits 0, so that a list of policies can be
+ *       benchmarked before all of them exist.
+ *   -c  the service config JSON (default {"loadBalancingConfig":[{POLICY:{}}]})
+ *   -n  comma-separated numbers of READY subchannels (default 3,10000)
+ * Build and run: benches/c/run.sh (release library, -O2). */
 #define _POSIX_C_SOURCE 200809L
 #include <pthread.h>
 #include <stdio.h>
@@ -22,24 +35,29 @@
 
 #include "switchyard.h"
 
-#define BATCH 64
 #define MAX_TRIALS 101
+#define MAX_SIZES 16
 
 static long iters = 2000000;
 static int trials = 15;
-static double clock_ns; /* the cost of one now_ns() */
+static const char *policy = "round_robin";
 
-static double now_ns(void) {
+static double clock_ns(clockid_t clock) {
   struct timespec ts;
-  clock_gettime(CLOCK_MONOTONIC, &ts);
+  clock_gettime(clock, &ts);
   return (double)ts.tv_sec * 1e9 + (double)ts.tv_nsec;
 }
+
+static double now_ns(void) { return clock_ns(CLOCK_MONOTONIC); }
+
+/* The calling thread's CPU time. */
+static double cpu_ns(void) { return clock_ns(CLOCK_THREAD_CPUTIME_ID); }
 
 static void ok(sy_status s, const char *what) {
   if (s != SY_OK) {
     char buf[256];
     sy_last_error(buf, sizeof buf);
-    fprintf(stderr, "%s: %s\n", what, buf);
+    fprintf(stderr, "%s: %s: %s\n", policy, what, buf);
     exit(1);
   }
 }
@@ -52,13 +70,13 @@ static int cmp_double(const void *a, const void *b) {
 /* Sorts `v` and prints "median (min..max)". */
 static void summary(const char *label, double *v, int n, const char *unit) {
   qsort(v, (size_t)n, sizeof *v, cmp_double);
-  printf("  %-10s %6.2f%s  (%.2f..%.2f)", label, v[n / 2], unit, v[0], v[n - 1]);
+  printf("  %-9s %6.2f%s (%.2f..%.2f)", label, v[n / 2], unit, v[0], v[n - 1]);
 }
 
 typedef struct host {
   pthread_mutex_t mu;
   uint64_t *ids;
-  size_t n, cap;
+  size_t n, cap, reported;
 } host;
 
 static void on_connect(void *ctx, uint64_t id, const char *a, size_t l, void *u) {
@@ -73,87 +91,81 @@ static void on_shutdown(void *ctx, uint64_t id, const char *a, size_t l, void *u
   (void)ctx; (void)id; (void)a; (void)l; (void)u;
 }
 
+/* Reports READY for every subchannel connected since the last call;
+ * returns how many it reported. */
+static size_t report_ready(sy_channel *ch, host *h) {
+  size_t from, to, i;
+  pthread_mutex_lock(&h->mu);
+  from = h->reported;
+  to = h->n;
+  h->reported = to;
+  pthread_mutex_unlock(&h->mu);
+  for (i = from; i < to; i++) ok(sy_channel_report_subconn_state(ch, h->ids[i], SY_STATE_READY, NULL), "report");
+  return to - from;
+}
+
 /* One per worker, each on its own cache lines: the workers write their
  * totals here, and sharing a line would measure false sharing instead of
  * switchyard. */
 typedef struct job {
   _Alignas(128) const sy_channel *ch;
   pthread_barrier_t *start;
-  double pick_ns, done_ns, pair_ns; /* totals */
+  int kept; /* sy_reader_pick/sy_reader_done, else sy_pick/sy_pick_done */
+  double pair_ns; /* the thread's CPU time for its pairs */
   unsigned long long checksum;
 } job;
 
-/* Pick-alone and done-alone, in batches. */
-static void run_batched(sy_reader *r, job *j) {
-  sy_pick_result res[BATCH];
-  unsigned long long checksum = 0;
-  double pick_ns = 0, done_ns = 0;
-  long i;
-  int k;
-  for (i = 0; i < iters; i += BATCH) {
-    double t0 = now_ns(), t1, t2;
-    for (k = 0; k < BATCH; k++) {
-      if (sy_pick(r, NULL, 0, NULL, 0, false, &res[k]) != SY_OK) exit(2);
-    }
-    t1 = now_ns();
-    for (k = 0; k < BATCH; k++) {
-      checksum += res[k].subchannel_id;
-      if (sy_pick_done(&res[k], 0, 0, NULL, 0) != SY_OK) exit(3);
-    }
-    t2 = now_ns();
-    pick_ns += t1 - t0 - clock_ns;
-    done_ns += t2 - t1 - clock_ns;
-  }
-  j->pick_ns = pick_ns;
-  j->done_ns = done_ns;
-  j->checksum = checksum;
+static uint64_t next_hash(uint64_t *x) {
+  *x ^= *x << 13;
+  *x ^= *x >> 7;
+  *x ^= *x << 17;
+  return *x;
 }
 
-/* Back-to-back pairs, the way an RPC stack calls them. */
-static void run_pairs(sy_reader *r, job *j) {
-  sy_pick_result res;
+/* `n` back-to-back pick + done pairs, the way an RPC stack calls them. */
+static unsigned long long pairs(sy_reader *r, int kept, long n) {
   unsigned long long checksum = 0;
+  uint64_t x = 0x9e3779b97f4a7c15u;
   long i;
-  double t0 = now_ns();
-  for (i = 0; i < iters; i++) {
-    if (sy_pick(r, NULL, 0, NULL, 0, false, &res) != SY_OK) exit(2);
-    checksum += res.subchannel_id;
-    if (sy_pick_done(&res, 0, 0, NULL, 0) != SY_OK) exit(3);
+  if (kept) {
+    sy_pick_request req;
+    memset(&req, 0, sizeof req);
+    req.has_request_hash = true;
+    for (i = 0; i < n; i++) {
+      sy_borrowed_pick p;
+      req.request_hash = next_hash(&x);
+      if (sy_reader_pick(r, &req, &p) != SY_OK) exit(2);
+      checksum += p.subchannel_id;
+      if (sy_reader_done(r, 0, 0, NULL, 0) != SY_OK) exit(3);
+    }
+  } else {
+    for (i = 0; i < n; i++) {
+      sy_pick_result res;
+      uint64_t hash = next_hash(&x);
+      if (sy_pick(r, NULL, 0, &hash, 0, false, &res) != SY_OK) exit(2);
+      checksum += res.subchannel_id;
+      if (sy_pick_done(&res, 0, 0, NULL, 0) != SY_OK) exit(3);
+    }
   }
-  j->pair_ns = now_ns() - t0;
-  j->checksum = checksum;
+  return checksum;
 }
 
-static void *worker_batched(void *arg) {
+static void *worker(void *arg) {
   job *j = (job *)arg;
   sy_reader *r = NULL;
+  double t0;
   ok(sy_reader_new(j->ch, &r), "reader");
+  (void)pairs(r, j->kept, 100000); /* warm up: the first picks fault in the table */
   pthread_barrier_wait(j->start);
-  run_batched(r, j);
-  sy_reader_free(r);
-  return NULL;
-}
-
-static void *worker_pairs(void *arg) {
-  job *j = (job *)arg;
-  sy_reader *r = NULL;
-  ok(sy_reader_new(j->ch, &r), "reader");
-  {
-    /* warm up (first picks fault in the reader's table) */
-    sy_pick_result res;
-    int i;
-    for (i = 0; i < 100000; i++) {
-      if (sy_pick(r, NULL, 0, NULL, 0, false, &res) == SY_OK) (void)sy_pick_done(&res, 0, 0, NULL, 0);
-    }
-  }
-  pthread_barrier_wait(j->start);
-  run_pairs(r, j);
+  t0 = cpu_ns();
+  j->checksum = pairs(r, j->kept, iters);
+  j->pair_ns = cpu_ns() - t0;
   sy_reader_free(r);
   return NULL;
 }
 
 /* Runs `threads` workers; returns the wall time of the timed part. */
-static double run(const sy_channel *ch, int threads, void *(*fn)(void *), job *jobs) {
+static double run(const sy_channel *ch, int threads, int kept, job *jobs) {
   pthread_t t[2];
   pthread_barrier_t start;
   double t0;
@@ -163,7 +175,8 @@ static double run(const sy_channel *ch, int threads, void *(*fn)(void *), job *j
     memset(&jobs[i], 0, sizeof jobs[i]);
     jobs[i].ch = ch;
     jobs[i].start = &start;
-    pthread_create(&t[i], NULL, fn, &jobs[i]);
+    jobs[i].kept = kept;
+    pthread_create(&t[i], NULL, worker, &jobs[i]);
   }
   pthread_barrier_wait(&start);
   t0 = now_ns();
@@ -172,100 +185,145 @@ static double run(const sy_channel *ch, int threads, void *(*fn)(void *), job *j
   return now_ns() - t0;
 }
 
-static void bench(const sy_runtime *rt, size_t n) {
-  host h;
+/* A channel under `config` over `n` addresses, every subchannel the policy
+ * connects reported READY, until a pick succeeds. */
+static sy_channel *ready_channel(const sy_runtime *rt, const char *config, size_t n, host *h) {
   sy_host_transport t;
   sy_channel *ch = NULL;
   sy_address *list = (sy_address *)calloc(n, sizeof *list);
-  char (*names)[32] = malloc(n * sizeof *names);
-  job jobs[2];
+  char(*names)[32] = malloc(n * sizeof *names);
+  sy_reader *r = NULL;
+  sy_borrowed_pick p;
   size_t i;
-  int threads;
+  int round;
+
+  memset(&t, 0, sizeof t);
+  t.ctx = h;
+  t.connect = on_connect;
+  t.shutdown = on_shutdown;
+  ok(sy_channel_new(rt, "", config, &t, NULL, NULL, NULL, &ch), "channel");
+  for (i = 0; i < n; i++) {
+    snprintf(names[i], sizeof names[i], "10.%u.%u.%u:443", (unsigned)(i >> 16) & 255,
+             (unsigned)(i >> 8) & 255, (unsigned)i & 255);
+    list[i].address = names[i];
+    list[i].weight = 1;
+  }
+  ok(sy_channel_update_addresses(ch, list, n), "addresses");
+  ok(sy_reader_new(ch, &r), "reader");
+  /* Policies connect in rounds (pick_first one address at a time, others
+   * all at once): report what each round connected until nothing more
+   * comes and a pick succeeds. Bounded. */
+  for (round = 0; round < 1000; round++) {
+    ok(sy_channel_sync(ch), "sync");
+    if (report_ready(ch, h) > 0) continue;
+    ok(sy_channel_sync(ch), "sync");
+    if (sy_reader_pick(r, NULL, &p) == SY_OK) {
+      ok(sy_reader_done(r, 0, 0, NULL, 0), "done");
+      break;
+    }
+    {
+      struct timespec ms = {0, 1000000};
+      nanosleep(&ms, NULL);
+    }
+  }
+  if (round == 1000) {
+    fprintf(stderr, "%s: never READY over %zu addresses\n", policy, n);
+    exit(1);
+  }
+  sy_reader_free(r);
+  free(list);
+  free(names);
+  return ch;
+}
+
+static void bench(const sy_runtime *rt, const char *config, size_t n) {
+  host h;
+  sy_channel *ch;
+  job jobs[2];
+  int kept;
 
   memset(&h, 0, sizeof h);
   pthread_mutex_init(&h.mu, NULL);
   h.cap = n;
   h.ids = (uint64_t *)calloc(n, sizeof *h.ids);
-  memset(&t, 0, sizeof t);
-  t.ctx = &h;
-  t.connect = on_connect;
-  t.shutdown = on_shutdown;
-  ok(sy_channel_new(rt, "", "{\"loadBalancingConfig\":[{\"round_robin\":{}}]}", &t, NULL, NULL,
-                    NULL, &ch), "channel");
-  for (i = 0; i < n; i++) {
-    snprintf(names[i], sizeof names[i], "10.%u.%u.%u:443", (unsigned)(i >> 16) & 255,
-             (unsigned)(i >> 8) & 255, (unsigned)i & 255);
-    list[i].address = names[i];
-  }
-  ok(sy_channel_update_addresses(ch, list, n), "addresses");
-  ok(sy_channel_sync(ch), "sync");
-  if (h.n != n) { fprintf(stderr, "only %zu connects\n", h.n); exit(1); }
-  for (i = 0; i < n; i++) ok(sy_channel_report_subconn_state(ch, h.ids[i], SY_STATE_READY, NULL), "report");
-  ok(sy_channel_sync(ch), "sync");
+  ch = ready_channel(rt, config, n, &h);
 
-  for (threads = 1; threads <= 2; threads++) {
-    double pick[MAX_TRIALS], done[MAX_TRIALS];
-    int t, k;
-    for (t = 0; t < trials; t++) {
-      pick[t] = done[t] = 0;
-      run(ch, threads, worker_batched, jobs);
-      for (k = 0; k < threads; k++) {
-        pick[t] += jobs[k].pick_ns / ((double)iters * threads);
-        done[t] += jobs[k].done_ns / ((double)iters * threads);
-      }
-    }
-    printf("subchannels=%-6zu threads=%d batched", n, threads);
-    summary("pick", pick, trials, " ns");
-    summary("done", done, trials, " ns");
-    printf("\n");
-  }
-  {
+  for (kept = 1; kept >= 0; kept--) {
     double pair1[MAX_TRIALS], pair2[MAX_TRIALS], scaling[MAX_TRIALS];
     int t;
     for (t = 0; t < trials; t++) {
-      double wall1 = run(ch, 1, worker_pairs, jobs), wall2;
+      double wall1 = run(ch, 1, kept, jobs), wall2;
       pair1[t] = jobs[0].pair_ns / (double)iters;
-      wall2 = run(ch, 2, worker_pairs, jobs);
+      wall2 = run(ch, 2, kept, jobs);
       pair2[t] = (jobs[0].pair_ns + jobs[1].pair_ns) / (2.0 * (double)iters);
       scaling[t] = 2.0 * wall1 / wall2;
     }
-    printf("subchannels=%-6zu pairs    ", n);
+    printf("%-22s n=%-6zu %-5s", policy, n, kept ? "kept" : "token");
     summary("1 thread", pair1, trials, " ns");
     summary("2 threads", pair2, trials, " ns");
     summary("scaling", scaling, trials, "x");
     printf("\n");
+    fflush(stdout);
   }
 
   sy_channel_free(ch);
   pthread_mutex_destroy(&h.mu);
   free(h.ids);
-  free(list);
-  free(names);
 }
 
-/* The cost of one now_ns(), subtracted from each timed batch. */
-static double calibrate_clock(void) {
-  int i;
-  double t0 = now_ns(), sink = 0;
-  for (i = 0; i < 1000000; i++) sink += now_ns();
-  return (now_ns() - t0 - (sink < 0 ? 1 : 0)) / 1000000.0;
+static void usage(void) {
+  fprintf(stderr,
+          "usage: pick_bench [-p POLICY] [-c SERVICE_CONFIG] [-n SIZES] "
+          "[picks per thread per trial >= 1] [trials 1..%d]\n",
+          MAX_TRIALS);
+  exit(2);
 }
 
 int main(int argc, char **argv) {
   sy_runtime *rt = NULL;
-  if (argc > 1) iters = atol(argv[1]);
-  if (argc > 2) trials = atoi(argv[2]);
-  if (iters < BATCH || trials < 1 || trials > MAX_TRIALS) {
-    fprintf(stderr, "usage: pick_bench [picks per thread per trial >= %d] [trials 1..%d]\n", BATCH,
-            MAX_TRIALS);
-    return 2;
+  const char *config = NULL;
+  char default_config[256];
+  const char *sizes_arg = "3,10000";
+  size_t sizes[MAX_SIZES], nsizes = 0;
+  int i = 1, k;
+  char *rest;
+
+  for (; i + 1 < argc && argv[i][0] == '-'; i += 2) {
+    if (strcmp(argv[i], "-p") == 0)
+      policy = argv[i + 1];
+    else if (strcmp(argv[i], "-c") == 0)
+      config = argv[i + 1];
+    else if (strcmp(argv[i], "-n") == 0)
+      sizes_arg = argv[i + 1];
+    else
+      usage();
   }
-  clock_ns = calibrate_clock();
-  printf("switchyard %s: %d trials of %ld picks per thread; median (min..max); clock %.1f ns\n",
-         sy_version(), trials, iters, clock_ns);
+  if (i < argc) iters = atol(argv[i++]);
+  if (i < argc) trials = atoi(argv[i++]);
+  if (i < argc || iters < 1 || trials < 1 || trials > MAX_TRIALS) usage();
+  for (rest = (char *)sizes_arg; *rest != '\0' && nsizes < MAX_SIZES;) {
+    char *end;
+    long v = strtol(rest, &end, 10);
+    if (end == rest || v < 1 || v > 1000000) usage();
+    sizes[nsizes++] = (size_t)v;
+    rest = *end == ',' ? end + 1 : end;
+    if (*end != ',' && *end != '\0') usage();
+  }
+  if (!sy_balancer_registered(policy)) {
+    printf("%-22s skipped: not registered\n", policy);
+    return 0;
+  }
+  if (config == NULL) {
+    if (snprintf(default_config, sizeof default_config, "{\"loadBalancingConfig\":[{\"%s\":{}}]}",
+                 policy) >= (int)sizeof default_config)
+      usage();
+    config = default_config;
+  }
+  printf("switchyard %s, %s %s: %d trials of %ld picks per thread; CPU ns per pick + done, "
+         "median (min..max)\n",
+         sy_version(), policy, config, trials, iters);
   ok(sy_runtime_new(&rt), "runtime");
-  bench(rt, 3);
-  bench(rt, 10000);
+  for (k = 0; k < (int)nsizes; k++) bench(rt, config, sizes[k]);
   sy_runtime_free(rt);
   return 0;
 }

@@ -95,10 +95,12 @@ pub(crate) fn timeout_deadline(timeout_ms: u64) -> Option<Instant> {
 ///   or "host:port". Not NULL.
 /// - `service_config_json`: selects the policy, e.g.
 ///   `{"loadBalancingConfig":[{"round_robin":{}}]}`; NULL for pick_first.
+///   An invalid one does not fail: as in gRPC, the channel is then
+///   TRANSIENT_FAILURE and its calls fail UNAVAILABLE with the parse error
+///   (which names the JSON path that is wrong) until a valid config comes.
 ///
 /// Errors: SY_NULL_PARAMETER (`rt`, `target`, `options`, `out`),
-/// SY_INVALID_UTF8, SY_INVALID_ARGUMENT, SY_INVALID_TARGET,
-/// SY_INVALID_SERVICE_CONFIG, SY_RUNTIME_GONE. On success `*out` is a new
+/// SY_INVALID_UTF8, SY_INVALID_ARGUMENT, SY_INVALID_TARGET, SY_RUNTIME_GONE. On success `*out` is a new
 /// channel owned by the caller (`sy_channel_free`); `options` may be freed
 /// at once. Any thread but not from a callback.
 #[no_mangle]
@@ -137,9 +139,14 @@ pub extern "C" fn sy_channel_new_simple(
 /// - `target`: "" when the host supplies addresses with
 ///   `sy_channel_update_addresses`; otherwise "ipv4:1.2.3.4:80,...",
 ///   "dns:///host:port" or "host:port". Not NULL.
-/// - `service_config_json`: a gRPC service config selecting the policy
-///   (`{"loadBalancingConfig":[{"round_robin":{}}]}`); NULL or "" for the
-///   default (pick_first).
+/// - `service_config_json`: the channel's default service config: the
+///   policy (`{"loadBalancingConfig":[{"round_robin":{}}]}`) and the calls'
+///   `methodConfig` (see `sy_method_config`); NULL or "" for none
+///   (pick_first). A service config from the resolver replaces it. An
+///   invalid one does not fail: the channel is TRANSIENT_FAILURE and picks
+///   and calls fail UNAVAILABLE with the parse error (naming the JSON path
+///   that is wrong) until a valid one comes (`sy_last_error` after a pick
+///   or call shows it).
 /// - `host`: the host's transport callbacks (external connector): the host
 ///   owns connections and reports their states, and RPCs are sent by the
 ///   host on what `sy_pick` returns. NULL for library-managed connections:
@@ -153,8 +160,7 @@ pub extern "C" fn sy_channel_new_simple(
 ///   NULL if no user data is ever given (it is then never released).
 ///
 /// Errors: SY_NULL_PARAMETER, SY_INVALID_UTF8, SY_INVALID_ARGUMENT (a `host`
-/// without `connect` or `shutdown`), SY_INVALID_TARGET,
-/// SY_INVALID_SERVICE_CONFIG, SY_RUNTIME_GONE. On success `*out` is a new
+/// without `connect` or `shutdown`), SY_INVALID_TARGET, SY_RUNTIME_GONE. On success `*out` is a new
 /// channel owned by the caller (`sy_channel_free`). `state_ctx` and
 /// `host->ctx` must stay valid until `sy_channel_free` returns. Any thread
 /// but not from a callback.

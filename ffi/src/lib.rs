@@ -26,8 +26,9 @@ mod handle;
 mod strings;
 
 // The header lists functions in the order cbindgen parses these modules, so
-// this order is the header's: runtime, channel, reader/pick, calls, policies,
-// resolvers (the host's, then C ones), options, logging, errors
+// this order is the header's: runtime, channel, reader/pick, calls, method
+// configs, policies, resolvers (the host's, then C ones), options, logging,
+// errors
 // (ffi/tests/header.rs opens each group with its overview). One declaration per group keeps rustfmt from sorting them.
 mod call_pool;
 mod runtime;
@@ -38,6 +39,8 @@ mod snapshot;
 mod reader;
 
 mod call;
+
+mod method_config;
 
 mod policy;
 
@@ -56,6 +59,7 @@ pub use call::*;
 pub use channel::*;
 pub use error::*;
 pub use log::*;
+pub use method_config::*;
 pub use options::*;
 pub use policy::*;
 pub use reader::*;

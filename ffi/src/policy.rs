@@ -100,7 +100,8 @@ pub type sy_picker_pick_fn = Option<
 /// (`error`: NULL/0 on success, else `error_len` bytes, not NUL-terminated)
 /// and latency. Called from any thread that calls `sy_pick_done`,
 /// concurrently; must not block (blocking `sy_*` calls return
-/// SY_WRONG_CONTEXT).
+/// SY_WRONG_CONTEXT). `sy_picker_done_info_fn` hears more (the gRPC code,
+/// the load metrics); when a picker sets both, only that one is called.
 pub type sy_picker_done_fn = Option<
     unsafe extern "C" fn(
         ctx: *mut c_void,
@@ -110,6 +111,46 @@ pub type sy_picker_done_fn = Option<
         latency_ns: u64,
     ),
 >;
+
+/// A server-reported load metric as a done callback sees it (ORCA-style:
+/// "cpu_utilization", "qps", "eps", or a named one). `name` is `name_len`
+/// bytes of UTF-8, NOT NUL-terminated. Valid for the call only.
+#[repr(C)]
+#[derive(Clone, Copy)]
+pub struct sy_done_metric {
+    pub name: *const c_char,
+    pub name_len: usize,
+    pub value: f64,
+}
+
+/// A finished RPC, as a C picker's `done_info` callback hears it: what a
+/// Rust policy's done hook gets (`DoneInfo`). Valid for the call only.
+#[repr(C)]
+pub struct sy_done_info {
+    /// The subchannel the RPC was sent on.
+    pub subchannel_id: u64,
+    /// The RPC's gRPC status code (0 = OK). A pick dropped without done is
+    /// CANCELLED (1).
+    pub grpc_code: u32,
+    /// NULL/0 on success; else a description, `error_len` bytes, not
+    /// NUL-terminated.
+    pub error: *const c_char,
+    pub error_len: usize,
+    /// How long the RPC took.
+    pub latency_ns: u64,
+    /// The load metrics the server reported (NULL/0 for none).
+    pub metrics: *const sy_done_metric,
+    pub metrics_len: usize,
+}
+
+/// Hears a finished RPC that this picker picked, with everything a Rust
+/// policy's done hook gets: the gRPC code, latency and load metrics (enough
+/// for a weighted or outlier-ejecting policy). Called as
+/// `sy_picker_done_fn` is: from any thread that finishes the RPC
+/// (`sy_pick_done`, `sy_reader_done`, the library's own calls),
+/// concurrently; must not block.
+pub type sy_picker_done_info_fn =
+    Option<unsafe extern "C" fn(ctx: *mut c_void, info: *const sy_done_info)>;
 
 /// Frees a picker's ctx, once, when no reader and no pick can reach the
 /// picker any more: on whichever thread lets go last (the loop, an RPC thread
@@ -138,6 +179,10 @@ pub struct sy_picker {
     /// NUL-terminated message (NULL for a generic one). Copied.
     pub error_code: u32,
     pub error_message: *const c_char,
+    /// Optional: the done callback that hears the code, latency and load
+    /// (`sy_picker_done_info_fn`); when set, `done` is not called. Last, so
+    /// that a picker zero-initialized before this field existed has none.
+    pub done_info: sy_picker_done_info_fn,
 }
 
 /// A policy written in C. Every callback except `build` and `free_builder`
@@ -589,6 +634,7 @@ pub extern "C" fn sy_cc_update_state(
                     ctx: p.ctx,
                     pick,
                     done: p.done,
+                    done_info: p.done_info,
                     free: p.free,
                     subconns,
                     error: Status::from_picker(code, message),
@@ -611,6 +657,7 @@ struct CPicker {
     ctx: *mut c_void,
     pick: unsafe extern "C" fn(*mut c_void, *const sy_pick_args, *mut usize) -> u32,
     done: sy_picker_done_fn,
+    done_info: sy_picker_done_info_fn,
     free: sy_picker_free_fn,
     subconns: Vec<Arc<SubConn>>,
     error: Status,
@@ -649,7 +696,7 @@ impl Picker for CPicker {
             COMPLETE => match self.subconns.get(index) {
                 Some(sc) => PickResult::Complete {
                     subconn: sc,
-                    done: if self.done.is_some() {
+                    done: if self.done.is_some() || self.done_info.is_some() {
                         DoneHooks::one(self)
                     } else {
                         DoneHooks::NONE
@@ -667,7 +714,9 @@ impl Picker for CPicker {
 
 impl DoneHook for CPicker {
     fn done(&self, subconn: &SubConn, info: &DoneInfo<'_>) {
-        if let Some(f) = self.done {
+        if let Some(f) = self.done_info {
+            report_done_info(f, self.ctx, subconn, info);
+        } else if let Some(f) = self.done {
             let (err, len) = info
                 .error
                 .map_or((ptr::null(), 0), |e| (e.as_ptr().cast::<c_char>(), e.len()));
@@ -676,6 +725,58 @@ impl DoneHook for CPicker {
             in_callback(|| unsafe { f(self.ctx, subconn.id().0, err, len, ns) });
         }
     }
+}
+
+/// Metrics passed without allocating; more than this many are copied to
+/// the heap (the header's own `sy_pick_done` takes at most 16).
+const METRICS_ON_STACK: usize = 16;
+
+/// Calls a C `done_info` callback with `info` laid out for C.
+fn report_done_info(
+    f: unsafe extern "C" fn(*mut c_void, *const sy_done_info),
+    ctx: *mut c_void,
+    subconn: &SubConn,
+    info: &DoneInfo<'_>,
+) {
+    let view = |&(name, value): &(&str, f64)| sy_done_metric {
+        name: name.as_ptr().cast(),
+        name_len: name.len(),
+        value,
+    };
+    let mut stack = [sy_done_metric {
+        name: ptr::null(),
+        name_len: 0,
+        value: 0.0,
+    }; METRICS_ON_STACK];
+    let heap: Vec<sy_done_metric>;
+    let metrics: &[sy_done_metric] = if info.load.len() <= METRICS_ON_STACK {
+        for (slot, m) in stack.iter_mut().zip(info.load) {
+            *slot = view(m);
+        }
+        stack.get(..info.load.len()).unwrap_or(&[])
+    } else {
+        heap = info.load.iter().map(view).collect();
+        &heap
+    };
+    let (error, error_len) = info
+        .error
+        .map_or((ptr::null(), 0), |e| (e.as_ptr().cast::<c_char>(), e.len()));
+    let c = sy_done_info {
+        subchannel_id: subconn.id().0,
+        grpc_code: info.code as u32,
+        error,
+        error_len,
+        latency_ns: u64::try_from(info.latency.as_nanos()).unwrap_or(u64::MAX),
+        metrics: if metrics.is_empty() {
+            ptr::null()
+        } else {
+            metrics.as_ptr()
+        },
+        metrics_len: metrics.len(),
+    };
+    // SAFETY: the policy's done callback with its ctx; `c` and what it
+    // points to outlive the call.
+    in_callback(|| unsafe { f(ctx, &c) });
 }
 
 impl Drop for CPicker {

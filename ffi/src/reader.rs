@@ -1,5 +1,7 @@
-//! Picking: a per-thread `sy_reader` and the allocation-free `sy_pick` /
-//! `sy_pick_done` pair.
+//! Picking: a per-thread `sy_reader`, the pick the reader keeps
+//! (`sy_reader_pick` / `sy_reader_done`: no hold taken, a 32-byte result,
+//! the cheapest way through the header) and the pick that may be finished
+//! anywhere (`sy_pick` / `sy_pick_done`: an opaque token in the result).
 //!
 //! The hot path (`sy_pick` with `SY_NO_WAIT` on a hit, `sy_pick_done`) does no
 //! allocation, no TLS access, no lock and no shared-line RMW beyond what the
@@ -267,7 +269,260 @@ pub extern "C" fn sy_reader_free(reader: *mut sy_reader) {
     })
 }
 
-/// Picks a subchannel for one RPC.
+/// What an RPC tells `sy_reader_pick`. Zero-initialize it (`= {0}`), then
+/// set what applies; a NULL request means all zero: no method, no hash,
+/// `SY_NO_WAIT`.
+#[repr(C)]
+pub struct sy_pick_request {
+    /// The full method name ("/pkg.Service/Method"): `method_len` bytes of
+    /// UTF-8, not necessarily NUL-terminated; NULL/0 for none (cheapest).
+    pub method: *const c_char,
+    pub method_len: usize,
+    /// The request's hash for hashing policies, if `has_request_hash`.
+    pub request_hash: u64,
+    pub has_request_hash: bool,
+    /// Queue through TRANSIENT_FAILURE instead of failing.
+    pub wait_for_ready: bool,
+    /// `SY_NO_WAIT` (0): do not wait (wait-free; SY_NO_SUBCHANNEL when the
+    /// policy has nothing ready yet). Otherwise wait up to that long
+    /// (`SY_WAIT_FOREVER`: no limit) for a picker that has something.
+    pub timeout_ms: u64,
+}
+
+/// A pick the reader keeps, written by `sy_reader_pick` into caller storage
+/// (stack is fine): what a host needs to send the RPC, and nothing to give
+/// back. `address` and `user_data` stay valid until the reader's next pick
+/// (any: `sy_reader_pick`, `sy_pick`, a call), `sy_reader_done`,
+/// `sy_reader_refresh` or `sy_reader_free`.
+#[repr(C)]
+pub struct sy_borrowed_pick {
+    /// The chosen subchannel (as in the transport callbacks).
+    pub subchannel_id: u64,
+    /// The subchannel's address: `address_len` bytes of UTF-8, NOT
+    /// NUL-terminated.
+    pub address: *const c_char,
+    pub address_len: usize,
+    /// The address's user data from `sy_channel_update_addresses` (NULL if none).
+    pub user_data: *mut c_void,
+}
+
+/// Picks a subchannel for one RPC that ends on this thread before the
+/// reader's next pick (a blocking RPC thread, or an event loop that finishes
+/// each call before starting the next on this reader): the cheapest pick
+/// through the header. The reader keeps the pick, and the picker it came
+/// from, until `sy_reader_done` or its next pick: no reference is counted
+/// per pick and the result is four words.
+///
+/// `request`: NULL (no method, no hash, `SY_NO_WAIT`) or see
+/// `sy_pick_request`. On SY_OK `*out` holds the pick; finish it with
+/// `sy_reader_done` on the same reader. A pick not finished when the reader
+/// picks again (or is refreshed or freed) is reported to the policy as
+/// CANCELLED. An RPC that must outlive the reader's next pick, or end on
+/// another thread, takes `sy_pick` / `sy_pick_done` instead.
+///
+/// Failures (nothing written to `*out`) and threading are `sy_pick`'s: the
+/// reader's thread; SY_WRONG_CONTEXT from a callback that this reader is
+/// running, or for a waiting pick inside any switchyard callback.
+#[no_mangle]
+#[must_use]
+pub extern "C" fn sy_reader_pick(
+    reader: *mut sy_reader,
+    request: *const sy_pick_request,
+    out: *mut sy_borrowed_pick,
+) -> sy_status {
+    // The hit path: a current rotation, which looks at no method, no hash
+    // and never waits. A request with a method goes the general way, which
+    // checks it first (so that bad input is refused whatever the picker).
+    // SAFETY: non-NULL; the caller promises a reader from `sy_reader_new`
+    // used by this thread only; live, so nothing up the stack borrows it.
+    // `request` is NULL or readable, `out` non-NULL and writable, per the
+    // contract.
+    if !reader.is_null()
+        && !out.is_null()
+        && (request.is_null() || unsafe { addr_of!((*request).method_len).read() } == 0)
+        && unsafe { magic(reader) } == LIVE
+    {
+        // SAFETY: as above.
+        if let Some(listed) = unsafe { value_mut(reader) }.reader.try_pick_kept_cached() {
+            // SAFETY: as above.
+            unsafe { write_borrowed(out, Handout::listed(&listed)) };
+            return sy_status::SY_OK;
+        }
+    }
+    reader_pick_general(reader, request, out)
+}
+
+/// `sy_reader_pick` past the hit path. `extern "C"` with the same
+/// arguments, so that the hit path reaches it by a tail call and saves
+/// nothing on the stack.
+#[inline(never)]
+extern "C" fn reader_pick_general(
+    reader: *mut sy_reader,
+    request: *const sy_pick_request,
+    out: *mut sy_borrowed_pick,
+) -> sy_status {
+    if reader.is_null() || out.is_null() {
+        return pick_fail(Error::null("reader and out must not be NULL"));
+    }
+    // SAFETY: NULL or readable per the contract.
+    let request = unsafe { request.as_ref() };
+    let (method, method_len) = request.map_or((std::ptr::null(), 0), |r| (r.method, r.method_len));
+    // SAFETY: `method_len` readable bytes per the contract.
+    let method = match unsafe { method_str(method, method_len) } {
+        Ok(m) => m,
+        Err(e) => return pick_fail(e),
+    };
+    // Entered: a policy's pick or done callback (the kept pick before this
+    // one hears it was dropped), a picker's free or a release may run.
+    let mut r = match enter(reader) {
+        Ok(r) => r,
+        Err(e) => return pick_fail(e),
+    };
+    // `PickInfo` may gain fields (request metadata for ring_hash): their
+    // defaults until the header carries them.
+    #[allow(clippy::needless_update)]
+    let info = PickInfo {
+        method,
+        hash: request
+            .filter(|r| r.has_request_hash)
+            .map(|r| r.request_hash),
+        ..PickInfo::default()
+    };
+    let timeout_ms = request.map_or(SY_NO_WAIT, |r| r.timeout_ms);
+    let result = if timeout_ms == SY_NO_WAIT {
+        r.reader.try_pick_kept(&info)
+    } else {
+        if let Err(e) =
+            refuse_in_callback("a waiting pick inside a switchyard callback would block the loop")
+        {
+            return pick_fail(e);
+        }
+        let options = PickOptions {
+            deadline: timeout_deadline(timeout_ms),
+            wait_for_ready: request.is_some_and(|r| r.wait_for_ready),
+        };
+        r.reader.pick_kept(&info, &options)
+    };
+    match result {
+        Ok(sc) => {
+            // SAFETY: `out` is non-NULL and writable per the contract.
+            unsafe { write_borrowed(out, Handout::subconn(sc)) };
+            sy_status::SY_OK
+        }
+        Err(e) => pick_fail(pick_error(e)),
+    }
+}
+
+/// Fills `*out` with a kept pick: four plain stores.
+///
+/// # Safety
+/// `out` is non-NULL and writable.
+#[inline(always)]
+unsafe fn write_borrowed(out: *mut sy_borrowed_pick, h: Handout) {
+    // SAFETY: per the function's contract.
+    unsafe {
+        out.write(sy_borrowed_pick {
+            subchannel_id: h.id,
+            address: h.addr,
+            address_len: h.addr_len,
+            user_data: h.user_data,
+        })
+    };
+}
+
+/// Finishes the reader's kept pick (`sy_reader_pick`): reports the RPC's
+/// outcome to the policy. After it the pick's `address` and `user_data` may
+/// dangle.
+///
+/// - `grpc_code`: the RPC's gRPC status code, 0 = OK (0..=16).
+/// - `latency_ns`: how long the RPC took.
+/// - `metrics`, `metrics_len`: optional named load metrics from the server
+///   (at most `SY_MAX_LOAD_METRICS`); NULL/0 for none.
+///
+/// Errors, with the pick left as it was so the call can be repeated with
+/// valid arguments: SY_NULL_PARAMETER, SY_INVALID_ARGUMENT (an unknown
+/// code, too many metrics, a freed reader, or no pick to finish: never
+/// picked, already done, or dropped by a later pick), SY_INVALID_UTF8 (a
+/// metric name), SY_WRONG_CONTEXT (from a callback that this reader is
+/// running). The reader's thread. Never blocks; allocates nothing.
+#[no_mangle]
+#[must_use]
+pub extern "C" fn sy_reader_done(
+    reader: *mut sy_reader,
+    grpc_code: u32,
+    latency_ns: u64,
+    metrics: *const sy_load_metric,
+    metrics_len: usize,
+) -> sy_status {
+    // The hit path: a pick without done hooks (every rotation pick), so
+    // there is nothing to tell and no code of the policy's to guard.
+    // SAFETY: as in `sy_reader_pick`.
+    if !reader.is_null()
+        && metrics_len == 0
+        && Code::from_u32(grpc_code).is_some()
+        && unsafe { magic(reader) } == LIVE
+    {
+        // SAFETY: live, so nothing up the stack borrows it.
+        let r = &mut unsafe { value_mut(reader) }.reader;
+        if !r.kept_reports_outcome() && r.finish_kept(&DoneInfo::OK) {
+            return sy_status::SY_OK;
+        }
+    }
+    // SAFETY: forwarded contract.
+    unsafe { reader_done_general(reader, grpc_code, latency_ns, metrics, metrics_len) }
+}
+
+/// `sy_reader_done` past the hit path: checks every argument, then reports.
+/// `extern "C"` for a tail call, as `reader_pick_general`.
+///
+/// # Safety
+/// `sy_reader_done`'s contract.
+#[inline(never)]
+unsafe extern "C" fn reader_done_general(
+    reader: *mut sy_reader,
+    grpc_code: u32,
+    latency_ns: u64,
+    metrics: *const sy_load_metric,
+    metrics_len: usize,
+) -> sy_status {
+    let Some(code) = Code::from_u32(grpc_code) else {
+        return unknown_code(grpc_code);
+    };
+    let mut load: Load<'_> = NO_LOAD;
+    // SAFETY: per the contract.
+    let load = match unsafe { load_arg(metrics, metrics_len, &mut load) } {
+        Ok(load) => load,
+        Err(e) => return pick_fail(e),
+    };
+    // Entered: the pick's done hooks may be a C policy's callback.
+    let mut r = match enter(reader) {
+        Ok(r) => r,
+        Err(e) => return pick_fail(e),
+    };
+    let info = DoneInfo {
+        load,
+        ..done_info(code, latency_ns)
+    };
+    if r.reader.finish_kept(&info) {
+        sy_status::SY_OK
+    } else {
+        no_kept_pick()
+    }
+}
+
+#[cold]
+#[inline(never)]
+fn no_kept_pick() -> sy_status {
+    pick_fail(Error::invalid(
+        "the reader has no pick to finish (never picked with sy_reader_pick, already done, \
+         or dropped by a later pick)",
+    ))
+}
+
+/// Picks a subchannel for one RPC, as a pick that may outlive the reader's
+/// next pick and be finished on any thread (`sy_pick_done`). An RPC that
+/// ends on the picking thread before its next pick is cheaper with
+/// `sy_reader_pick` / `sy_reader_done`.
 ///
 /// - `method`, `method_len`: the full method name ("/pkg.Service/Method"),
 ///   UTF-8, not necessarily NUL-terminated; NULL/0 for none (cheapest).
@@ -427,7 +682,14 @@ fn pick_slow(
         // SAFETY: non-NULL, points to a u64 per the contract.
         Some(unsafe { request_hash.read_unaligned() })
     };
-    let info = PickInfo { method, hash };
+    // `PickInfo` may gain fields (request metadata for ring_hash): their
+    // defaults until the header carries them.
+    #[allow(clippy::needless_update)]
+    let info = PickInfo {
+        method,
+        hash,
+        ..PickInfo::default()
+    };
     let result = if timeout_ms == SY_NO_WAIT {
         reader.try_pick(&info)
     } else {
@@ -583,9 +845,7 @@ pub extern "C" fn sy_pick_done(
     };
     if metrics_len > 0 {
         // SAFETY: forwarded contract (the checks above passed).
-        return unsafe {
-            done_with_metrics(result, outcome(code), latency_ns, metrics, metrics_len)
-        };
+        return unsafe { done_with_metrics(result, code, latency_ns, metrics, metrics_len) };
     }
     // SAFETY: `result` is a live pick (checked above) whose token we read.
     let pick = unsafe { take_pick(token, words) };
@@ -616,11 +876,7 @@ fn outcome(code: Code) -> Option<&'static str> {
 /// Hands a finished pick's outcome to its policy's done hook.
 #[inline(never)]
 fn report(pick: Pick, code: Code, latency_ns: u64) {
-    pick.done(&DoneInfo {
-        error: outcome(code),
-        latency: Duration::from_nanos(latency_ns),
-        load: &[],
-    });
+    pick.done(&done_info(code, latency_ns));
 }
 
 /// The token word that is never zero in a live pick (`RawPick`'s hold).
@@ -667,43 +923,80 @@ unsafe fn take_pick(token: *mut [u64; TOKEN_WORDS], words: [*mut (); TOKEN_WORDS
 #[inline(never)]
 unsafe fn done_with_metrics(
     result: *mut sy_pick_result,
-    error: Option<&str>,
+    code: Code,
     latency_ns: u64,
     metrics: *const sy_load_metric,
     metrics_len: usize,
 ) -> sy_status {
-    if metrics.is_null() {
-        return pick_fail(Error::null("metrics is NULL with a nonzero length"));
-    }
-    if metrics_len > SY_MAX_LOAD_METRICS {
-        return pick_fail(Error::invalid("too many load metrics"));
-    }
-    let mut load: [(&str, f64); SY_MAX_LOAD_METRICS] = [("", 0.0); SY_MAX_LOAD_METRICS];
-    // SAFETY: `metrics_len` entries per the contract.
-    let given = unsafe { std::slice::from_raw_parts(metrics, metrics_len) };
-    for (slot, m) in load.iter_mut().zip(given) {
-        if m.name.is_null() {
-            return pick_fail(Error::null("a load metric name is NULL"));
-        }
-        // SAFETY: NUL-terminated per the contract.
-        let name = unsafe { CStr::from_ptr(m.name) }.to_bytes();
-        let Ok(name) = std::str::from_utf8(name) else {
-            return pick_fail(Error::new(
-                sy_status::SY_INVALID_UTF8,
-                "a load metric name is not valid UTF-8",
-            ));
-        };
-        *slot = (name, m.value);
-    }
+    let mut load: Load<'_> = NO_LOAD;
+    // SAFETY: forwarded contract.
+    let load = match unsafe { load_arg(metrics, metrics_len, &mut load) } {
+        Ok(load) => load,
+        Err(e) => return pick_fail(e),
+    };
     // SAFETY: forwarded contract.
     let pick = unsafe {
         let token = addr_of_mut!((*result)._token).cast();
         take_pick(token, read_words(token))
     };
     pick.done(&DoneInfo {
-        error,
-        latency: Duration::from_nanos(latency_ns),
-        load: load.get(..metrics_len).unwrap_or(&[]),
+        load,
+        ..done_info(code, latency_ns)
     });
     sy_status::SY_OK
+}
+
+/// Room for a done's load metrics, as the policy's hooks get them.
+type Load<'a> = [(&'a str, f64); SY_MAX_LOAD_METRICS];
+const NO_LOAD: Load<'static> = [("", 0.0); SY_MAX_LOAD_METRICS];
+
+/// The load metrics a done was given, checked, in `room`.
+///
+/// # Safety
+/// `metrics` is NULL (refused) or has `metrics_len` entries whose names are
+/// NULL (refused) or NUL-terminated, alive for `'a`.
+unsafe fn load_arg<'a>(
+    metrics: *const sy_load_metric,
+    metrics_len: usize,
+    room: &'a mut Load<'a>,
+) -> Result<&'a [(&'a str, f64)], Error> {
+    if metrics_len == 0 {
+        return Ok(&[]);
+    }
+    if metrics.is_null() {
+        return Err(Error::null("metrics is NULL with a nonzero length"));
+    }
+    if metrics_len > SY_MAX_LOAD_METRICS {
+        return Err(Error::invalid(format!(
+            "too many load metrics: {metrics_len} (at most {SY_MAX_LOAD_METRICS})"
+        )));
+    }
+    // SAFETY: `metrics_len` entries per the contract.
+    let given = unsafe { std::slice::from_raw_parts(metrics, metrics_len) };
+    for (slot, m) in room.iter_mut().zip(given) {
+        if m.name.is_null() {
+            return Err(Error::null("a load metric name is NULL"));
+        }
+        // SAFETY: NUL-terminated per the contract.
+        let name = unsafe { CStr::from_ptr(m.name) }.to_bytes();
+        let Ok(name) = std::str::from_utf8(name) else {
+            return Err(Error::new(
+                sy_status::SY_INVALID_UTF8,
+                "a load metric name is not valid UTF-8",
+            ));
+        };
+        *slot = (name, m.value);
+    }
+    Ok(room.get(..metrics_len).unwrap_or(&[]))
+}
+
+/// The outcome a done hook hears for a gRPC code and latency (no load).
+#[inline]
+fn done_info(code: Code, latency_ns: u64) -> DoneInfo<'static> {
+    DoneInfo {
+        error: outcome(code),
+        code,
+        latency: Duration::from_nanos(latency_ns),
+        load: &[],
+    }
 }

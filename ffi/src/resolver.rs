@@ -66,7 +66,9 @@ pub extern "C" fn sy_channel_update_addresses(
 }
 
 /// Switches to a new service config (JSON). An invalid one gives
-/// SY_INVALID_SERVICE_CONFIG and the current one is kept. Any thread.
+/// SY_INVALID_SERVICE_CONFIG (`sy_last_error` names the JSON path that is
+/// wrong) and the current one is kept; a valid one ends the
+/// TRANSIENT_FAILURE of a channel created with an invalid one. Any thread.
 #[no_mangle]
 pub extern "C" fn sy_channel_update_service_config(
     ch: *const sy_channel,

@@ -653,6 +653,7 @@ mod reentry {
             subchannels_len: 1,
             error_code: 0,
             error_message: ptr::null(),
+            done_info: None,
         };
         assert_eq!(sy_cc_update_state(cc, state, &picker), sy_status::SY_OK);
     }

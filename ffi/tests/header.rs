@@ -30,9 +30,12 @@ subchannel (state, last error, call counts), as gRPC's channelz does.",
     ),
     (
         "Reader and picks",
-        "A sy_reader is one RPC thread's view of a channel: sy_pick chooses a
-subchannel (wait-free on a hit with SY_NO_WAIT), sy_pick_done reports the
-RPC's outcome to the policy, exactly once per pick. One reader per thread.",
+        "A sy_reader is one RPC thread's view of a channel. sy_reader_pick chooses a
+subchannel and keeps the pick in the reader until sy_reader_done reports the
+RPC's outcome (the cheapest pair, for an RPC that ends on the picking thread
+before its next pick); sy_pick makes a pick that may outlive the next one and
+be finished on any thread with sy_pick_done, exactly once. Both are
+wait-free on a hit with SY_NO_WAIT. One reader per thread.",
         &["reader"],
     ),
     (
@@ -43,6 +46,15 @@ sy_call_unary_start (on the event loop; its callback on the channel's
 completion thread), sy_call_cancel. Responses are sy_buffers. A timeout_ms
 of SY_NO_WAIT (0) is a deadline already passed; SY_WAIT_FOREVER is none.",
         &["call"],
+    ),
+    (
+        "Method config",
+        "The service config's methodConfig for a method (gRFC A2): timeout,
+wait-for-ready, message size limits, and the retry or hedging policy, for
+hosts that send RPCs themselves (the library's own calls apply them).
+sy_reader_method_config looks it up wait-free on an RPC thread;
+sy_channel_method_config from any thread.",
+        &["method_config"],
     ),
     (
         "Policies",

@@ -139,6 +139,9 @@ class Picker(C.Structure):
         ("subchannels_len", C.c_size_t),
         ("error_code", C.c_uint32),
         ("error_message", C.c_char_p),
+        # Optional (left NULL here): the done callback with code, latency
+        # and load (sy_picker_done_info_fn); `done` above is called instead.
+        ("done_info", P),
     ]
 
 

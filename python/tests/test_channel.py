@@ -75,11 +75,18 @@ def test_tls_is_the_default(backends):
 
 
 def test_bad_input_raises_clear_errors(backends):
-    with pytest.raises(sy.InvalidArgument):
-        sy.Channel(backends.target, "{not json", credentials=sy.Insecure())
-    with pytest.raises(sy.InvalidArgument):
-        sy.Channel(backends.target, {"loadBalancingConfig": [{"no_such_policy": {}}]},
-                   credentials=sy.Insecure())
+    # An invalid service config is the channel's state, as in gRPC: its calls
+    # fail UNAVAILABLE with the parse error, which names the JSON path.
+    for config, why in [("{not json", "not valid JSON"),
+                        ({"loadBalancingConfig": [{"no_such_policy": {}}]},
+                         "loadBalancingConfig: no supported policies"),
+                        ({"methodConfig": [{"timeout": "3"}]},
+                         'methodConfig[0].timeout: "3" is not a duration')]:
+        with sy.Channel(backends.target, config, credentials=sy.Insecure()) as ch:
+            with pytest.raises(sy.RpcError) as err:
+                ch.unary("/echo.Echo/Unary", b"x", timeout=5)
+            assert err.value.code == sy.StatusCode.UNAVAILABLE
+            assert why in err.value.message
     with pytest.raises(sy.InvalidArgument):
         sy.Channel("ipv4:not an address", credentials=sy.Insecure())
     with pytest.raises(TypeError):

@@ -2,11 +2,13 @@
 //! in the reader, so that picking never writes shared state.
 
 /// Per-reader scratch a picker may use instead of shared mutable state: a
-/// round-robin cursor (starting at a random offset) and a random generator.
+/// round-robin cursor (starting at a random offset), a scheduler sequence
+/// (weighted_round_robin's stride counter) and a random generator.
 /// Living in the reader, it keeps the pick path free of shared writes.
 #[derive(Clone, Debug)]
 pub struct PickLocal {
     cursor: usize,
+    sequence: u64,
     rng: u64,
 }
 
@@ -15,9 +17,11 @@ impl PickLocal {
     pub fn new(seed: u64) -> PickLocal {
         let mut local = PickLocal {
             cursor: 0,
+            sequence: 0,
             rng: seed | 1,
         };
         local.cursor = (local.random() >> 1) as usize;
+        local.sequence = local.random();
         local
     }
 
@@ -31,6 +35,16 @@ impl PickLocal {
         }
         self.cursor = if i + 1 == len { 0 } else { i + 1 };
         i
+    }
+
+    /// A sequence counter a scheduler keeps here rather than in its shared
+    /// picker (where every pick would write one cache line from every
+    /// thread). It starts at a seed-derived value; what it means is the
+    /// scheduler's, which must accept any value (another picker may have
+    /// used it last).
+    #[inline(always)]
+    pub fn sequence(&mut self) -> &mut u64 {
+        &mut self.sequence
     }
 
     /// xorshift64*: fast, good enough for load balancing, never zero.

@@ -4,7 +4,7 @@ pub use crate::balancer::pick_local::PickLocal;
 use crate::balancer::rotation::Rotation;
 use crate::balancer::subconn::SubConn;
 use crate::balancer::WorkScheduler;
-use crate::status::Status;
+use crate::status::{Code, Status};
 use std::ptr::NonNull;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -20,14 +20,56 @@ pub struct PickInfo<'a> {
 }
 
 /// Outcome and load of a finished RPC, fed back to the picker's done hook.
-#[derive(Clone, Copy, Debug, Default)]
+///
+/// `code` and `error` say the same thing at two levels of detail: `code` is
+/// `Code::Ok` exactly when `error` is `None`. Policies that count outcomes
+/// (outlier detection's success rate, weighted_round_robin's errors per
+/// second) read `code`; `error` is for logs. Build one with the
+/// constructors or with `..Default::default()` (the default is an OK
+/// outcome with no latency and no load), so that fields added later do
+/// not break the construction.
+#[derive(Clone, Copy, Debug)]
 pub struct DoneInfo<'a> {
     /// `None` when the RPC succeeded.
     pub error: Option<&'a str>,
+    /// The RPC's gRPC status code (`Code::Ok` when it succeeded).
+    pub code: Code,
     /// How long the RPC took.
     pub latency: Duration,
     /// Named load metrics from the server (ORCA-style: `cpu_utilization`, `qps`, `eps`, ...).
     pub load: &'a [(&'a str, f64)],
+}
+
+impl Default for DoneInfo<'_> {
+    fn default() -> Self {
+        DoneInfo::OK
+    }
+}
+
+impl<'a> DoneInfo<'a> {
+    /// A successful RPC, no latency, no load.
+    pub const OK: DoneInfo<'static> = DoneInfo {
+        error: None,
+        code: Code::Ok,
+        latency: Duration::ZERO,
+        load: &[],
+    };
+
+    /// An RPC that ended with `code`: `error` is `message` unless the code
+    /// is `Ok` (then `None`, whatever `message` says).
+    pub fn new(code: Code, message: &'a str, latency: Duration) -> DoneInfo<'a> {
+        DoneInfo {
+            error: (code != Code::Ok).then_some(message),
+            code,
+            latency,
+            load: &[],
+        }
+    }
+
+    /// Whether the RPC succeeded.
+    pub fn is_ok(&self) -> bool {
+        self.code == Code::Ok
+    }
 }
 
 /// Called once per completed pick that carried it, from whichever thread ends the RPC.

@@ -7,12 +7,12 @@
 
 use super::policy_cc::{PolicyClientConn, BALANCER_TIMER};
 use super::publisher::StatePublisher;
-use super::resolver_wrapper::{ResolvedConfig, ResolverUpdates, ResolverWrapper};
+use super::resolver_wrapper::{ConfigChoice, ResolvedConfig, ResolverUpdates, ResolverWrapper};
 use super::shared::ChannelId;
 use super::SubConnCallback;
 use crate::address::Endpoint;
 use crate::balancer::graceful_switch::GracefulSwitch;
-use crate::balancer::picker::FailPicker;
+use crate::balancer::picker::{FailPicker, QueuePicker};
 use crate::balancer::subconn::SubConnId;
 use crate::balancer::{Balancer, ClientConn, ClientConnState, TimerToken, WorkScheduler};
 use crate::connectivity::ConnectivityState;
@@ -59,6 +59,10 @@ pub(crate) struct ChannelCore {
     pub(super) subs: SubchannelPool,
     pub(super) out: StatePublisher,
     pub(super) config: ServiceConfig,
+    /// Why the channel has no valid service config (an invalid default
+    /// config, or an invalid first one from the resolver): while set, the
+    /// channel is TRANSIENT_FAILURE with this and runs no policy.
+    pub(super) config_error: Option<String>,
     /// The configured policy, inside a graceful switch; `None` before the
     /// first addresses and after a panic.
     pub(super) balancer: Option<GracefulSwitch>,
@@ -112,6 +116,19 @@ impl ChannelCore {
     /// reach the connector). Its resolver is installed by a later command.
     fn begin(&mut self, env: &mut LoopContext) {
         self.configure_health(env);
+        self.publish_config_error();
+    }
+
+    /// Without a valid service config: TRANSIENT_FAILURE, RPCs failing
+    /// UNAVAILABLE with why (gRPC's rule for a channel with no valid
+    /// config, A21).
+    fn publish_config_error(&mut self) {
+        if let Some(e) = &self.config_error {
+            self.out.publish(
+                ConnectivityState::TransientFailure,
+                Box::new(FailPicker::unavailable(e.clone())),
+            );
+        }
     }
 
     /// New endpoints (the resolver's, or the host's) to the policy.
@@ -131,6 +148,11 @@ impl ChannelCore {
                 .join(", ")
         );
         self.endpoints = Some(endpoints.clone());
+        if self.config_error.is_some() {
+            // Kept for when a valid config comes.
+            self.publish_config_error();
+            return;
+        }
         self.ensure_balancer();
         let policy = self.config.policy.clone();
         let config = self.config.policy_config.clone();
@@ -154,6 +176,10 @@ impl ChannelCore {
         }
         log::warn!(target: trace::RESOLVER, "channel {}: resolver error: {error}", self.id());
         self.out.cause = Some(format!("name resolver error: {error}"));
+        if self.config_error.is_some() {
+            // The config's error says more than the resolver's.
+            return;
+        }
         if self.balancer.is_none() && self.endpoints.is_none() {
             // No policy yet: fail fast with the resolver's own error.
             self.out.publish(
@@ -182,12 +208,37 @@ impl ChannelCore {
         );
         // The policy (switched gracefully if it is another one) gets the
         // config with the next addresses, the current ones if there are any.
+        self.out.shared.methods.publish(config.methods.clone());
         self.config = config;
+        if self.config_error.take().is_some() {
+            // The error's picker goes now: picks queue until the policy
+            // (which may publish only once a subchannel moves) says more.
+            let state = match self.endpoints {
+                Some(_) => ConnectivityState::Connecting,
+                None => ConnectivityState::Idle,
+            };
+            self.out.publish(state, Box::new(QueuePicker));
+        }
         self.configure_health(env);
         match self.endpoints.clone() {
             Some(endpoints) => self.update_endpoints(endpoints, env),
             None => self.drain(env),
         }
+    }
+
+    /// A resolver's first service config is invalid: no policy runs until
+    /// a valid one comes; RPCs fail with why.
+    fn config_invalid(&mut self, endpoints: Vec<Endpoint>, error: String, env: &mut LoopContext) {
+        log::warn!(
+            target: trace::RESOLVER,
+            "channel {}: the resolver's service config is invalid and there is no \
+             good one before it: {error}",
+            self.id()
+        );
+        // The method settings of the default config do not apply either.
+        self.out.shared.methods.publish(Default::default());
+        self.config_error = Some(format!("invalid service config from the resolver: {error}"));
+        self.update_endpoints(endpoints, env);
     }
 
     /// Client-side health checking (gRFC A17) is on when the service config
@@ -374,11 +425,12 @@ impl ResolverUpdates for ChannelCore {
             return;
         }
         match self.resolution.new_config(config, self.id()) {
-            Some(config) => {
+            ConfigChoice::Apply(config) => {
                 self.endpoints = Some(endpoints);
                 self.apply_config(config, cx);
             }
-            None => self.update_endpoints(endpoints, cx),
+            ConfigChoice::Keep => self.update_endpoints(endpoints, cx),
+            ConfigChoice::Invalid(e) => self.config_invalid(endpoints, e, cx),
         }
     }
 

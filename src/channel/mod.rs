@@ -27,7 +27,7 @@ use crate::error::Error;
 use crate::publish::Slot;
 use crate::resolver::{self, Plan};
 use crate::runtime::{panic_message, JoinOnDrop, LoopContext, Runtime};
-use crate::service_config::ServiceConfig;
+use crate::service_config::{MethodConfig, ServiceConfig};
 use crate::snapshot::ChannelSnapshot;
 use crate::subchannel::SubchannelPool;
 use crate::trace;
@@ -82,7 +82,11 @@ impl Channel {
     /// Creates a channel on `rt`. `target` names its resolver by scheme
     /// (see [`crate::resolver`]; `host:port` is a DNS name), or is empty
     /// when the host supplies addresses (`update_addresses`);
-    /// `service_config` is JSON or `None`. The resolver is built here, on
+    /// `service_config` is the default service config (JSON) or `None`
+    /// (pick_first): a service config from the resolver replaces it. An
+    /// invalid one does not fail the constructor: as in gRPC, the channel
+    /// is TRANSIENT_FAILURE and its RPCs fail UNAVAILABLE with the parse
+    /// error until a valid config arrives. The resolver is built here, on
     /// the calling thread: its refusal is `Error::InvalidTarget`.
     pub fn new(
         rt: &Runtime,
@@ -105,7 +109,16 @@ impl Channel {
                 Some(Ok(Plan::Dns { host, .. })) if t.scheme == "dns" => Some(host),
                 _ => None,
             });
-        let config = ServiceConfig::parse(service_config).map_err(Error::InvalidServiceConfig)?;
+        // gRPC's rule for an invalid config (A21): the channel is made, and
+        // stays TRANSIENT_FAILURE with the parse error until a valid config
+        // comes (from the resolver, or `update_service_config`).
+        let (config, config_error) = match ServiceConfig::parse(service_config) {
+            Ok(c) => (c, None),
+            Err(e) => (
+                ServiceConfig::default_config(),
+                Some(format!("invalid service config: {e}")),
+            ),
+        };
         let handle = rt.handle().clone();
         let id = handle.next_task_id();
         let ChannelOptions {
@@ -137,12 +150,16 @@ impl Channel {
             managed,
             target: target.to_string(),
             call_stats: Default::default(),
+            methods: Slot::new(config.methods.clone()),
         });
         log::info!(
             target: trace::CHANNEL,
             "channel {id} created for {target:?}, policy {}",
             config.policy.name()
         );
+        if let Some(e) = &config_error {
+            log::warn!(target: trace::CHANNEL, "channel {id}: {e}");
+        }
         let core_shared = shared.clone();
         let resolution = ResolverWrapper::new(on_resolve_now);
         let resolver_cc = resolution.client_conn::<ChannelCore>(handle.clone(), id);
@@ -157,6 +174,7 @@ impl Channel {
                 cause: None,
             },
             config,
+            config_error,
             balancer: None,
             endpoints: None,
             resolution,
@@ -256,8 +274,9 @@ impl Channel {
         self.run(move |core, env| core.update_endpoints(endpoints, env))
     }
 
-    /// Switches to a new service config; an invalid one is rejected and the
-    /// current one kept.
+    /// Switches to a new service config (the host acting as resolver); an
+    /// invalid one is rejected with the error naming the JSON path that is
+    /// wrong, and the current one kept.
     pub fn update_service_config(&self, json: &str) -> Result<(), Error> {
         let config = ServiceConfig::parse(Some(json)).map_err(Error::InvalidServiceConfig)?;
         self.run(move |core, env| core.apply_config(config, env))
@@ -333,6 +352,14 @@ impl Channel {
     /// published it.
     pub fn state(&self) -> ConnectivityState {
         self.shared.state()
+    }
+
+    /// The service config's settings for calls to `method`
+    /// ("/pkg.Service/Method"): the most specific `methodConfig` entry that
+    /// names it, or `None`. For RPC threads, `Reader::method_config` is
+    /// the cheaper lookup (no atomic read-modify-write).
+    pub fn method_config(&self, method: &str) -> Option<Arc<MethodConfig>> {
+        self.shared.methods.load().lookup(method).cloned()
     }
 
     /// Blocks until the state differs from `from`, returning the state seen

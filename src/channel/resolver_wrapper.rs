@@ -46,6 +46,19 @@ pub(crate) struct ResolverWrapper {
     /// The resolver's last service config applied (JSON), so that a resolver
     /// repeating it (DNS on every lookup) does not re-apply it.
     last_config: Option<String>,
+    /// A resolver update has brought a valid config (or none, keeping the
+    /// channel's own) before: an invalid one keeps that one.
+    had_good: bool,
+}
+
+/// What a resolver's update does to the channel's service config.
+pub(super) enum ConfigChoice {
+    /// The current one stays.
+    Keep,
+    /// A new valid one.
+    Apply(ServiceConfig),
+    /// Invalid, and no good one before it: the channel fails with this.
+    Invalid(String),
 }
 
 impl ResolverWrapper {
@@ -55,6 +68,7 @@ impl ResolverWrapper {
             on_resolve_now,
             closed: Arc::new(AtomicBool::new(false)),
             last_config: None,
+            had_good: false,
         }
     }
 
@@ -74,29 +88,37 @@ impl ResolverWrapper {
     }
 
     /// The config to apply with a resolver's update: a valid one that
-    /// differs from the last it sent; an invalid one is logged (the channel
-    /// keeps its last good one), and `None` keeps the current one.
+    /// differs from the last it sent; an invalid one keeps the last good
+    /// one (logged) or, when there is none yet, is the channel's error
+    /// (gRPC's rule, A21); `None` keeps the current one.
     pub(super) fn new_config(
         &mut self,
         config: Option<ResolvedConfig>,
         channel: ChannelId,
-    ) -> Option<ServiceConfig> {
-        match config? {
+    ) -> ConfigChoice {
+        let Some(config) = config else {
+            // The channel's own (default) config stands, a good one.
+            self.had_good = true;
+            return ConfigChoice::Keep;
+        };
+        match config {
             Ok((json, config)) => {
+                self.had_good = true;
                 if self.last_config.as_ref() == Some(&json) {
-                    return None;
+                    return ConfigChoice::Keep;
                 }
                 self.last_config = Some(json);
-                Some(config)
+                ConfigChoice::Apply(config)
             }
-            Err(e) => {
+            Err(e) if self.had_good => {
                 log::warn!(
                     target: trace::RESOLVER,
                     "channel {channel}: the resolver's service config is invalid, \
                      keeping the last good one: {e}"
                 );
-                None
+                ConfigChoice::Keep
             }
+            Err(e) => ConfigChoice::Invalid(e),
         }
     }
 

@@ -5,6 +5,7 @@ use crate::balancer::picker::Picker;
 use crate::connectivity::ConnectivityState;
 use crate::publish::Slot;
 use crate::runtime::{LoopHandle, TaskId};
+use crate::service_config::MethodConfigs;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, Ordering};
 use std::sync::Arc;
 
@@ -43,6 +44,10 @@ pub(crate) struct ChannelShared {
     pub(crate) target: String,
     /// The readers' call counters (snapshots).
     pub(crate) call_stats: Arc<crate::snapshot::CallStats>,
+    /// The service config's `methodConfig`, published apart from the
+    /// pickers (it changes only with the config): calls look it up through
+    /// their reader's cached copy, wait-free.
+    pub(crate) methods: Slot<Arc<MethodConfigs>>,
 }
 
 impl ChannelShared {

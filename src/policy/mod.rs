@@ -1,9 +1,13 @@
 //! Built-in load-balancing policies.
 
+pub mod least_request;
 pub mod outlier_detection;
 pub mod pick_first;
+pub mod random;
+mod ready_endpoints;
 pub mod registry;
 pub mod round_robin;
+pub mod weighted_round_robin;
 
 use crate::balancer::Builder;
 use std::sync::Arc;
@@ -13,6 +17,10 @@ pub(crate) fn builtins() -> Vec<Arc<dyn Builder>> {
     vec![
         Arc::new(pick_first::PickFirstBuilder),
         Arc::new(round_robin::RoundRobinBuilder),
+        Arc::new(weighted_round_robin::WeightedRoundRobinBuilder),
+        Arc::new(least_request::LeastRequestBuilder::EXPERIMENTAL),
+        Arc::new(least_request::LeastRequestBuilder::SHORT),
+        Arc::new(random::RandomBuilder),
         Arc::new(outlier_detection::OutlierDetectionBuilder),
     ]
 }

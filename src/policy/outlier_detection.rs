@@ -428,8 +428,9 @@ impl Outcomes {
 impl DoneHook for Counters {
     #[inline]
     fn done(&self, _: &SubConn, info: &DoneInfo<'_>) {
-        // Any non-OK outcome is a failure, as in gRPC-Go.
-        let counter = if info.error.is_some() {
+        // Any non-OK outcome is a failure, as in gRPC-Go (by its code, or
+        // by an error from a caller that sets only that).
+        let counter = if info.code != Code::Ok || info.error.is_some() {
             &self.failure
         } else {
             &self.success
@@ -1158,11 +1159,13 @@ mod tests {
         for _ in 0..n {
             match picker.pick(&PickInfo::default(), &mut local) {
                 PickResult::Complete { subconn, done } => {
-                    let error = failing.contains(&subconn.id()).then_some("UNAVAILABLE");
+                    let failed = failing.contains(&subconn.id());
+                    let code = if failed { Code::Unavailable } else { Code::Ok };
                     done.report(
                         subconn,
                         &DoneInfo {
-                            error,
+                            error: failed.then_some("UNAVAILABLE"),
+                            code,
                             ..Default::default()
                         },
                     );

@@ -174,7 +174,7 @@ pub fn get(scheme: &str) -> Option<Arc<dyn ResolverBuilder>> {
 
 /// Every registered scheme (lower-cased), sorted.
 pub fn schemes() -> Vec<String> {
-    global().schemes()
+    global().names()
 }
 
 /// A channel's target read with the process-wide registry: `None` for the

@@ -90,13 +90,27 @@ pub fn unary(
     metadata: &[(String, String)],
     timeout: Option<Duration>,
 ) -> Result<UnaryResponse, CallError> {
+    unary_limited(handle, method, request, metadata, timeout, None)
+}
+
+/// [`unary`] with a response limit of its own (a method config's
+/// `maxResponseMessageBytes`): the smaller of it and the connection's
+/// applies.
+pub(crate) fn unary_limited(
+    handle: &Handle,
+    method: &str,
+    request: &[u8],
+    metadata: &[(String, String)],
+    timeout: Option<Duration>,
+    max_response: Option<usize>,
+) -> Result<UnaryResponse, CallError> {
     let deadline = timeout.map(|t| Instant::now() + t);
     let req = build_request(&handle.shared, method, metadata, timeout)?;
     let body = encode_message(request);
     let _inflight = Inflight::enter(&handle.shared);
     // Pinned on this stack (`start` boxes it): no allocation per call.
     // Each call gets its own SendRequest clone: poll_ready state is per clone.
-    let call = call(handle.send.clone(), &handle.shared, req, body);
+    let call = call(handle.send.clone(), &handle.shared, req, body, max_response);
     match block_on(call, deadline) {
         Some(r) => r,
         // Dropping the call future resets the stream with CANCEL.
@@ -108,12 +122,14 @@ pub fn unary(
 /// does the work whoever polls it (a blocked RPC thread, or the event loop
 /// for started calls). It knows nothing of the deadline beyond sending
 /// grpc-timeout: its poller ends it at the deadline by dropping it.
+/// `max_response` as for [`unary_limited`].
 pub fn start(
     handle: &Handle,
     method: &str,
     request: &[u8],
     metadata: &[(String, String)],
     timeout: Option<Duration>,
+    max_response: Option<usize>,
 ) -> Result<CallFuture, CallError> {
     let req = build_request(&handle.shared, method, metadata, timeout)?;
     let body = encode_message(request);
@@ -123,7 +139,7 @@ pub fn start(
     let shared = handle.shared.clone();
     Ok(Box::pin(async move {
         let _inflight = inflight;
-        call(send, &shared, req, body).await
+        call(send, &shared, req, body, max_response).await
     }))
 }
 
@@ -132,6 +148,7 @@ async fn call(
     shared: &HandleShared,
     req: Request<()>,
     body: Bytes,
+    max_response: Option<usize>,
 ) -> Result<UnaryResponse, CallError> {
     // A GOAWAY or I/O error means the connection is going away. Say so now:
     // the loop may not have noticed yet, and a transparent retry must not
@@ -160,7 +177,9 @@ async fn call(
     let (parts, mut body) = resp.into_parts();
     unary_head(&parts)?;
 
-    let max = shared.max_recv_message_size;
+    let max = max_response.map_or(shared.max_recv_message_size, |m| {
+        m.min(shared.max_recv_message_size)
+    });
     let mut buf = BytesMut::new();
     while let Some(chunk) = poll_fn(|cx| body.poll_data(cx)).await {
         let chunk = chunk.map_err(|e| fail(e, true))?;

@@ -24,6 +24,7 @@ mod h2conn;
 pub(crate) mod health;
 pub mod health_proto;
 mod io;
+pub(crate) mod orca;
 mod tls;
 
 #[cfg(test)]
@@ -33,7 +34,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 pub use grpc::UnaryResponse;
-pub(crate) use grpc::{code, start, CallError, CallFuture};
+pub(crate) use grpc::{code, start, unary_limited, CallError, CallFuture};
 pub(crate) use h2conn::Connection;
 pub(crate) use health::{HealthWatch, WatchEvent};
 pub(crate) use tls::TlsClient;

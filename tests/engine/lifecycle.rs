@@ -204,10 +204,15 @@ fn switching_policy_and_rejecting_bad_configs() {
 #[test]
 fn bad_inputs_are_errors() {
     let rt = Runtime::new().unwrap();
-    assert!(matches!(
-        Channel::new(&rt, "", Some("{]"), ChannelOptions::default()),
-        Err(Error::InvalidServiceConfig(_))
-    ));
+    // An invalid config is the channel's state, not the constructor's error
+    // (gRPC, A21): TRANSIENT_FAILURE, picks failing with the parse error.
+    let bad = Channel::new(&rt, "", Some("{]"), ChannelOptions::default()).unwrap();
+    bad.sync().unwrap();
+    assert_eq!(bad.state(), TransientFailure);
+    match bad.reader().try_pick(&PickInfo::default()) {
+        Err(PickError::Unavailable(s)) => assert!(s.message().contains("not valid JSON"), "{s:?}"),
+        other => panic!("{:?}", other.map(|p| p.subconn().id())),
+    }
     assert!(matches!(
         Channel::new(&rt, "ipv4:nope", None, ChannelOptions::default()),
         Err(Error::InvalidTarget(_))
@@ -220,4 +225,44 @@ fn bad_inputs_are_errors() {
     // Unknown subchannel ids are ignored, not a crash.
     ch.report_subconn_state(SubConnId(999), Ready, "").unwrap();
     ch.sync().unwrap();
+}
+
+/// A channel created with an invalid config keeps its addresses and fails
+/// picks with the parse error; a valid config takes the error's picker away
+/// at once (picks queue while the new policy connects), then serves.
+#[test]
+fn a_valid_config_ends_an_invalid_ones_failure() {
+    let rt = Runtime::new().unwrap();
+    let host = Host::new();
+    let bad = r#"{"methodConfig":[{"waitForReady":1}]}"#;
+    let ch = Channel::new(&rt, "", Some(bad), options(&host)).unwrap();
+    ch.update_addresses(addrs(&["a:1"])).unwrap();
+    ch.sync().unwrap();
+    assert_eq!(ch.state(), TransientFailure);
+    assert!(host.take().is_empty(), "no policy runs, nothing connects");
+    let mut r = ch.reader();
+    match r.try_pick(&PickInfo::default()) {
+        Err(PickError::Unavailable(s)) => assert!(
+            s.message()
+                .contains("methodConfig[0].waitForReady: 1 is not a boolean"),
+            "{s:?}"
+        ),
+        other => panic!("{:?}", other.map(|p| p.subconn().id())),
+    }
+    assert!(ch
+        .update_service_config(r#"{"methodConfig":[{"timeout":1}]}"#)
+        .is_err());
+    ch.update_service_config(RR).unwrap();
+    ch.sync().unwrap();
+    assert_ne!(ch.state(), TransientFailure);
+    assert!(
+        matches!(
+            r.try_pick(&PickInfo::default()),
+            Err(PickError::NoSubConnAvailable)
+        ),
+        "queued while connecting, not failed with the old error"
+    );
+    assert!(host.take().contains(&Ev::Connect("a:1".into())));
+    report(&ch, &host, &["a:1"], Ready);
+    assert_eq!(pick_addr(&mut r), "a:1");
 }

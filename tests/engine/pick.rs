@@ -354,6 +354,7 @@ fn queued_pick_wakes_on_ready_and_done_reaches_the_hook() {
         let addr = p.subconn().addr().to_string();
         p.done(&DoneInfo {
             error: Some("boom"),
+            code: switchyard::Code::Internal,
             latency: Duration::from_millis(1),
             load: &[("cpu_utilization", 0.5)],
         });
@@ -366,6 +367,7 @@ fn queued_pick_wakes_on_ready_and_done_reaches_the_hook() {
         assert!(p3.reports_outcome());
         p3.done(&DoneInfo {
             error: Some("raw"),
+            code: switchyard::Code::Internal,
             ..DoneInfo::default()
         });
         // Given back to its reader: the hook hears of it all the same.
@@ -374,6 +376,7 @@ fn queued_pick_wakes_on_ready_and_done_reaches_the_hook() {
             p4,
             &DoneInfo {
                 error: Some("finished"),
+                code: switchyard::Code::Internal,
                 ..DoneInfo::default()
             },
         );
@@ -467,4 +470,60 @@ fn borrowed_picks_report_done_and_release_the_reader() {
         let p = r.try_pick_ref(&PickInfo::default()).unwrap();
         assert_eq!(p.subconn().addr(), "127.0.0.1:1");
     }
+}
+
+/// The pick a reader keeps (what `sy_reader_pick` is made of): it waits
+/// for a picker as `pick` does, hands out the subchannel until the next
+/// pick, and is finished once; every READY address gets its turn through
+/// the inline rotation afterwards.
+#[test]
+fn kept_picks_wait_rotate_and_finish_once() {
+    let host = Host::new();
+    let (_rt, ch) = round_robin(&host);
+    let names = ["127.0.0.1:1", "127.0.0.2:1"];
+    ch.update_addresses(addrs(&names)).unwrap();
+    ch.sync().unwrap();
+    let ch = Arc::new(ch);
+    let c2 = ch.clone();
+    let waiter = std::thread::spawn(move || {
+        let mut r = c2.reader();
+        assert!(!r.finish_kept(&DoneInfo::OK), "nothing kept yet");
+        let options = PickOptions {
+            deadline: soon(5000),
+            wait_for_ready: false,
+        };
+        let addr = r
+            .pick_kept(&PickInfo::default(), &options)
+            .unwrap()
+            .addr()
+            .to_string();
+        assert!(r.finish_kept(&DoneInfo::OK));
+        assert!(!r.finish_kept(&DoneInfo::OK), "finished once");
+        (r, addr)
+    });
+    std::thread::sleep(Duration::from_millis(20));
+    report(&ch, &host, &names, Ready);
+    let (mut r, first) = waiter.join().unwrap();
+    assert!(names.contains(&first.as_str()));
+    let mut seen = std::collections::BTreeMap::<String, usize>::new();
+    for _ in 0..100 {
+        let addr = match r.try_pick_kept_cached() {
+            Some(entry) => {
+                let (p, len) = entry.addr_raw();
+                // SAFETY: the entry's address lives in the reader's cached
+                // table, which nothing can retire before the next pick.
+                let bytes = unsafe { std::slice::from_raw_parts(p.as_ptr(), len) };
+                String::from_utf8(bytes.to_vec()).unwrap()
+            }
+            None => r
+                .try_pick_kept(&PickInfo::default())
+                .unwrap()
+                .addr()
+                .to_string(),
+        };
+        assert!(!r.kept_reports_outcome(), "round_robin has no done hook");
+        assert!(r.finish_kept(&DoneInfo::OK));
+        *seen.entry(addr).or_default() += 1;
+    }
+    assert_eq!(seen.values().copied().collect::<Vec<_>>(), [50, 50]);
 }

@@ -63,3 +63,44 @@ fn refused_connections_back_off_by_1_6_with_jitter() {
     let _one = serial();
     common::refused_connections_back_off_by_1_6_with_jitter();
 }
+
+/// weighted_round_robin against grpcio backends that report their load in
+/// ORCA trailers: at the same qps, a backend at utilization 0.1 weighs 4×
+/// one at 0.4 (weight = qps / utilization), so traffic shifts to the less
+/// loaded; when the loads swap, so does the traffic.
+#[test]
+fn weighted_round_robin_follows_orca_load_reports() {
+    let _one = serial();
+    let mut f = PyServer::backends(3);
+    let ports = f.ports();
+    for (i, u) in [0.1, 0.2, 0.4].into_iter().enumerate() {
+        f.orca(i, u, 100.0, 0.0);
+    }
+    let rt = switchyard::Runtime::new().unwrap();
+    let config = r#"{"loadBalancingConfig":[{"weighted_round_robin":
+        {"blackoutPeriod":"0.3s","weightUpdatePeriod":"0.1s"}}]}"#;
+    let ch = channel(&rt, &f.target(), Some(config), plaintext());
+    let mut r = ch.reader();
+    warm_up(&mut r, 3);
+    let share = |r: &mut switchyard::Reader, port: u16| {
+        let per = split(r, 140);
+        per.get(&port).copied().unwrap_or(0) as f64 / 140.0
+    };
+    // Reports flow in with every call; the weights count after the blackout.
+    wait_until("weights to count", || share(&mut r, ports[0]) > 0.5);
+    let per = split(&mut r, 700);
+    let got: Vec<f64> = ports.iter().map(|p| per[p] as f64 / 700.0).collect();
+    for (g, want) in got.iter().zip([4.0 / 7.0, 2.0 / 7.0, 1.0 / 7.0]) {
+        assert!((g - want).abs() < 0.03, "shares {got:?}, want 4:2:1");
+    }
+    // The loads swap: backend 2 is now the least loaded.
+    for (i, u) in [0.4, 0.2, 0.1].into_iter().enumerate() {
+        f.orca(i, u, 100.0, 0.0);
+    }
+    wait_until("traffic to follow", || share(&mut r, ports[2]) > 0.5);
+    let per = split(&mut r, 700);
+    let got: Vec<f64> = ports.iter().map(|p| per[p] as f64 / 700.0).collect();
+    for (g, want) in got.iter().zip([1.0 / 7.0, 2.0 / 7.0, 4.0 / 7.0]) {
+        assert!((g - want).abs() < 0.03, "shares {got:?}, want 1:2:4");
+    }
+}

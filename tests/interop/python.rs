@@ -106,6 +106,13 @@ impl PyServer {
         }
     }
 
+    /// From now on backend `i` attaches an ORCA load report to every echo
+    /// response: this application utilization, qps and errors per second.
+    pub fn orca(&mut self, i: usize, utilization: f64, qps: f64, eps: f64) {
+        let port = self.ports[i];
+        self.command(&format!("orca {port} {utilization} {qps} {eps}"));
+    }
+
     fn fail(&mut self, why: &str) -> ! {
         let status = self.child.try_wait().ok().flatten();
         let stderr = self.stderr.lock().unwrap().clone();

@@ -7,6 +7,8 @@ mod calls;
 mod common;
 mod drain;
 mod health;
+mod least_request_random;
+mod service_config;
 mod support;
 mod switch;
 

@@ -11,8 +11,9 @@ use std::mem::{size_of, MaybeUninit};
 use std::ptr;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 use switchyard::{
-    registry, Balancer, Builder, ClientConn, ClientConnState, ConnectivityState, DoneHook,
+    registry, Balancer, Builder, ClientConn, ClientConnState, Code, ConnectivityState, DoneHook,
     DoneHooks, DoneInfo, PickInfo, PickLocal, PickResult, Picker, SubConn, SubConnId, SubConnState,
 };
 
@@ -48,7 +49,20 @@ unsafe extern "C" fn release(user_data: *mut c_void) {
 /// chained hooks with every pick (as a wrapping picker over a child's
 /// does), and hooks that record the outcomes, each under its name.
 #[derive(Default)]
-struct Outcomes(Mutex<Vec<(&'static str, Option<String>)>>);
+struct Outcomes(
+    Mutex<Vec<(&'static str, Option<String>)>>,
+    /// What the inner hook heard besides: code, latency, load.
+    Mutex<Vec<Heard>>,
+    /// Pickers dropped (with them, their hooks).
+    AtomicUsize,
+);
+
+#[derive(Debug, PartialEq)]
+struct Heard {
+    code: Code,
+    latency: Duration,
+    load: Vec<(String, f64)>,
+}
 
 struct Hook(Arc<Outcomes>, &'static str);
 
@@ -56,6 +70,13 @@ impl DoneHook for Hook {
     fn done(&self, _: &SubConn, info: &DoneInfo<'_>) {
         let error = info.error.map(str::to_string);
         self.0 .0.lock().unwrap().push((self.1, error));
+        if self.1 == "inner" {
+            self.0 .1.lock().unwrap().push(Heard {
+                code: info.code,
+                latency: info.latency,
+                load: info.load.iter().map(|&(n, v)| (n.to_string(), v)).collect(),
+            });
+        }
     }
 }
 
@@ -63,6 +84,12 @@ struct Hooked {
     sc: Arc<SubConn>,
     inner: Hook,
     outer: Hook,
+}
+
+impl Drop for Hooked {
+    fn drop(&mut self) {
+        self.inner.0 .2.fetch_add(1, Ordering::SeqCst);
+    }
 }
 
 impl Picker for Hooked {
@@ -95,6 +122,9 @@ impl Balancer for HookPolicy {
     }
     fn resolver_error(&mut self, _: &mut dyn ClientConn, _: &str) {}
     fn update_subconn_state(&mut self, cc: &mut dyn ClientConn, _: SubConnId, s: &SubConnState) {
+        if let (ConnectivityState::Idle, Some(sc)) = (s.state, &self.sc) {
+            cc.connect(sc.id());
+        }
         if let (ConnectivityState::Ready, Some(sc)) = (s.state, &self.sc) {
             let picker = Hooked {
                 sc: sc.clone(),
@@ -108,11 +138,13 @@ impl Balancer for HookPolicy {
     fn close(&mut self, _: &mut dyn ClientConn) {}
 }
 
-struct HookBuilder(Arc<Outcomes>);
+/// Registered under a name of each test's own: tests run in parallel, and
+/// a channel must build its own test's policy.
+struct HookBuilder(Arc<Outcomes>, &'static str);
 
 impl Builder for HookBuilder {
     fn name(&self) -> &str {
-        "ffi_token_hook"
+        self.1
     }
     fn build(&self) -> Box<dyn Balancer> {
         Box::new(HookPolicy {
@@ -130,6 +162,16 @@ fn ready_channel(
     released: &AtomicUsize,
     config: &CStr,
 ) -> (*mut sy_reader, impl FnOnce()) {
+    let (r, _, _, free) = ready_channel_and_subchannel(host, released, config);
+    (r, free)
+}
+
+/// `ready_channel`, with the channel and the subchannel's id.
+fn ready_channel_and_subchannel(
+    host: &Host,
+    released: &AtomicUsize,
+    config: &CStr,
+) -> (*mut sy_reader, *mut sy_channel, u64, impl FnOnce()) {
     let mut rt = ptr::null_mut();
     ok(sy_runtime_new(&mut rt));
     let transport = sy_host_transport {
@@ -167,7 +209,7 @@ fn ready_channel(
     ok(sy_channel_sync(ch));
     let mut r = ptr::null_mut();
     ok(sy_reader_new(ch, &mut r));
-    (r, move || {
+    (r, ch, id, move || {
         sy_reader_free(r);
         sy_channel_free(ch);
         sy_runtime_free(rt);
@@ -199,7 +241,7 @@ fn zeroed_result() -> sy_pick_result {
 #[test]
 fn a_hooked_pick_survives_a_bitwise_copy_of_its_result() {
     let outcomes = Arc::new(Outcomes::default());
-    registry::register(Arc::new(HookBuilder(outcomes.clone())));
+    registry::register(Arc::new(HookBuilder(outcomes.clone(), "ffi_token_hook")));
     let host = Host::default();
     let released = AtomicUsize::new(0);
     let config = c"{\"loadBalancingConfig\":[{\"ffi_token_hook\":{}}]}";
@@ -288,4 +330,269 @@ fn a_cached_rotation_pick_survives_a_bitwise_copy_of_its_result() {
     }
     free();
     assert_eq!(released.load(Ordering::SeqCst), 1, "released exactly once");
+}
+
+fn heard(code: Code, latency_ns: u64, load: &[(&str, f64)]) -> Heard {
+    Heard {
+        code,
+        latency: Duration::from_nanos(latency_ns),
+        load: load.iter().map(|&(n, v)| (n.to_string(), v)).collect(),
+    }
+}
+
+fn kept_pick(r: *mut sy_reader, request: *const sy_pick_request) -> sy_borrowed_pick {
+    let mut out = sy_borrowed_pick {
+        subchannel_id: 0,
+        address: ptr::null(),
+        address_len: 0,
+        user_data: ptr::null_mut(),
+    };
+    ok(sy_reader_pick(r, request, &mut out));
+    out
+}
+
+#[test]
+fn a_kept_pick_tells_every_hook_its_code_latency_and_load_once() {
+    let outcomes = Arc::new(Outcomes::default());
+    registry::register(Arc::new(HookBuilder(
+        outcomes.clone(),
+        "ffi_token_hook_kept",
+    )));
+    let host = Host::default();
+    let released = AtomicUsize::new(0);
+    let config = c"{\"loadBalancingConfig\":[{\"ffi_token_hook_kept\":{}}]}";
+    let (r, free) = ready_channel(&host, &released, config);
+    let method = c"/svc/M";
+    let request = sy_pick_request {
+        method: method.as_ptr(),
+        method_len: 6,
+        request_hash: 7,
+        has_request_hash: true,
+        wait_for_ready: false,
+        timeout_ms: 0,
+    };
+    let pick = kept_pick(r, &request);
+    assert_eq!(pick.user_data, ptr::from_ref(&released).cast_mut().cast());
+    // SAFETY: `address_len` bytes, valid until the next pick or done.
+    let address =
+        unsafe { std::slice::from_raw_parts(pick.address.cast::<u8>(), pick.address_len) };
+    assert_eq!(address, b"127.0.0.1:443");
+    let metrics = [
+        sy_load_metric {
+            name: c"cpu_utilization".as_ptr(),
+            value: 0.25,
+        },
+        sy_load_metric {
+            name: c"qps".as_ptr(),
+            value: 40.0,
+        },
+    ];
+    // A bad code leaves the pick as it was; the repeat with a good one
+    // finishes it, and a third finds nothing to finish.
+    assert_eq!(
+        sy_reader_done(r, 17, 5, ptr::null(), 0),
+        sy_status::SY_INVALID_ARGUMENT
+    );
+    ok(sy_reader_done(r, 14, 5_000, metrics.as_ptr(), 2));
+    assert_eq!(
+        sy_reader_done(r, 0, 0, ptr::null(), 0),
+        sy_status::SY_INVALID_ARGUMENT
+    );
+    // A pick left unfinished is reported CANCELLED by the reader's next
+    // pick; the last one, by the reader's free.
+    kept_pick(r, ptr::null());
+    kept_pick(r, ptr::null());
+    ok(sy_reader_done(r, 0, 9, ptr::null(), 0));
+    kept_pick(r, ptr::null());
+    free();
+    let unavailable = Some("UNAVAILABLE".to_string());
+    let dropped = Some("pick dropped without done".to_string());
+    assert_eq!(
+        *outcomes.0.lock().unwrap(),
+        [
+            ("inner", unavailable.clone()),
+            ("outer", unavailable),
+            ("inner", dropped.clone()),
+            ("outer", dropped.clone()),
+            ("inner", None),
+            ("outer", None),
+            ("inner", dropped.clone()),
+            ("outer", dropped),
+        ]
+    );
+    assert_eq!(
+        *outcomes.1.lock().unwrap(),
+        [
+            heard(
+                Code::Unavailable,
+                5_000,
+                &[("cpu_utilization", 0.25), ("qps", 40.0)]
+            ),
+            heard(Code::Cancelled, 0, &[]),
+            heard(Code::Ok, 9, &[]),
+            heard(Code::Cancelled, 0, &[]),
+        ]
+    );
+    assert_eq!(released.load(Ordering::SeqCst), 1, "released exactly once");
+}
+
+#[test]
+fn a_kept_rotation_pick_is_done_once() {
+    let host = Host::default();
+    let released = AtomicUsize::new(0);
+    let config = c"{\"loadBalancingConfig\":[{\"round_robin\":{}}]}";
+    let (r, free) = ready_channel(&host, &released, config);
+    assert_eq!(
+        sy_reader_done(r, 0, 0, ptr::null(), 0),
+        sy_status::SY_INVALID_ARGUMENT,
+        "nothing picked yet"
+    );
+    // NULL request: the hit path once the first pick copied the rotation.
+    for _ in 0..3 {
+        let pick = kept_pick(r, ptr::null());
+        assert_eq!(pick.user_data, ptr::from_ref(&released).cast_mut().cast());
+        ok(sy_reader_done(r, 0, 0, ptr::null(), 0));
+        assert_eq!(
+            sy_reader_done(r, 0, 0, ptr::null(), 0),
+            sy_status::SY_INVALID_ARGUMENT
+        );
+    }
+    // Mixed with a token pick on the same reader: each finishes its own
+    // (the token pick outlives the kept one; the other way round the kept
+    // pick would end at the token pick).
+    let mut result = zeroed_result();
+    ok(sy_pick(
+        r,
+        ptr::null(),
+        0,
+        ptr::null(),
+        0,
+        false,
+        &mut result,
+    ));
+    kept_pick(r, ptr::null());
+    ok(sy_reader_done(r, 0, 0, ptr::null(), 0));
+    ok(sy_pick_done(&mut result, 0, 0, ptr::null(), 0));
+    free();
+    assert_eq!(released.load(Ordering::SeqCst), 1, "released exactly once");
+}
+
+#[test]
+fn a_kept_pick_refuses_bad_input() {
+    let host = Host::default();
+    let released = AtomicUsize::new(0);
+    let config = c"{\"loadBalancingConfig\":[{\"round_robin\":{}}]}";
+    let (r, free) = ready_channel(&host, &released, config);
+    let mut out = MaybeUninit::<sy_borrowed_pick>::uninit();
+    assert_eq!(
+        sy_reader_pick(ptr::null_mut(), ptr::null(), out.as_mut_ptr()),
+        sy_status::SY_NULL_PARAMETER
+    );
+    assert_eq!(
+        sy_reader_pick(r, ptr::null(), ptr::null_mut()),
+        sy_status::SY_NULL_PARAMETER
+    );
+    let bad = [0xffu8, 0xfe];
+    let request = sy_pick_request {
+        method: bad.as_ptr().cast(),
+        method_len: 2,
+        request_hash: 0,
+        has_request_hash: false,
+        wait_for_ready: false,
+        timeout_ms: 0,
+    };
+    assert_eq!(
+        sy_reader_pick(r, &request, out.as_mut_ptr()),
+        sy_status::SY_INVALID_UTF8
+    );
+    let request = sy_pick_request {
+        method_len: usize::MAX,
+        ..request
+    };
+    assert_eq!(
+        sy_reader_pick(r, &request, out.as_mut_ptr()),
+        sy_status::SY_INVALID_ARGUMENT
+    );
+    assert_eq!(
+        sy_reader_done(ptr::null_mut(), 0, 0, ptr::null(), 0),
+        sy_status::SY_NULL_PARAMETER
+    );
+    kept_pick(r, ptr::null());
+    // Bad metrics leave the pick to be finished properly.
+    assert_eq!(
+        sy_reader_done(r, 0, 0, ptr::null(), 1),
+        sy_status::SY_NULL_PARAMETER
+    );
+    let many = [sy_load_metric {
+        name: c"qps".as_ptr(),
+        value: 1.0,
+    }; SY_MAX_LOAD_METRICS + 1];
+    assert_eq!(
+        sy_reader_done(r, 0, 0, many.as_ptr(), many.len()),
+        sy_status::SY_INVALID_ARGUMENT
+    );
+    let unnamed = sy_load_metric {
+        name: ptr::null(),
+        value: 1.0,
+    };
+    assert_eq!(
+        sy_reader_done(r, 0, 0, &unnamed, 1),
+        sy_status::SY_NULL_PARAMETER
+    );
+    ok(sy_reader_done(r, 0, 0, many.as_ptr(), 2));
+    free();
+}
+
+/// The subchannel goes down and comes back: the hook policy publishes a
+/// new picker.
+fn republish(ch: *mut sy_channel, id: u64) {
+    for state in [sy_state::SY_STATE_IDLE, sy_state::SY_STATE_READY] {
+        ok(sy_channel_report_subconn_state(
+            ch,
+            id,
+            state as u32,
+            ptr::null(),
+        ));
+        ok(sy_channel_sync(ch));
+    }
+}
+
+/// A kept pick holds nothing: its hooks live in the table the reader
+/// caches. When the reader's next pick moves it to a newer table (and the
+/// old one is freed at once), the unfinished pick's hooks must have heard
+/// of it first; under Miri a report made after the move is a use after
+/// free.
+#[test]
+fn a_kept_pick_is_reported_before_its_table_goes() {
+    let outcomes = Arc::new(Outcomes::default());
+    registry::register(Arc::new(HookBuilder(
+        outcomes.clone(),
+        "ffi_token_hook_table",
+    )));
+    let host = Host::default();
+    let released = AtomicUsize::new(0);
+    let config = c"{\"loadBalancingConfig\":[{\"ffi_token_hook_table\":{}}]}";
+    let (r, ch, id, free) = ready_channel_and_subchannel(&host, &released, config);
+    kept_pick(r, ptr::null());
+    // The policy publishes a new picker (and the loop drops the old one,
+    // which only this reader's cache still keeps).
+    let dropped = || outcomes.2.load(Ordering::SeqCst);
+    let before = dropped();
+    republish(ch, id);
+    assert_eq!(dropped(), before, "the reader's cache keeps the old picker");
+    kept_pick(r, ptr::null());
+    assert_eq!(dropped(), before + 1, "the pick moved to the new picker");
+    ok(sy_reader_done(r, 0, 0, ptr::null(), 0));
+    // And the same through a refresh.
+    kept_pick(r, ptr::null());
+    republish(ch, id);
+    ok(sy_reader_refresh(r));
+    assert_eq!(
+        sy_reader_done(r, 0, 0, ptr::null(), 0),
+        sy_status::SY_INVALID_ARGUMENT,
+        "the refresh dropped the pick"
+    );
+    let codes: Vec<Code> = outcomes.1.lock().unwrap().iter().map(|h| h.code).collect();
+    assert_eq!(codes, [Code::Cancelled, Code::Ok, Code::Cancelled]);
+    free();
 }

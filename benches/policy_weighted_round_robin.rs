@@ -1,0 +1,394 @@
+//! weighted_round_robin picks and weight recomputation
+//! (`cargo bench --bench policy_weighted_round_robin -- --noplot`).
+//!
+//! Groups (criterion ids `<group>/<function>`, medians in ns per pick):
+//! - `wrr_n{N}` for N = 3, 100, 10,000, 100,000 READY endpoints (a channel
+//!   over the external connector, no socket), each endpoint's weight set
+//!   by load reports through its picks' done hooks (qps 1..10 at
+//!   utilization 1: a 10:1 spread), the schedule republished every 100 ms
+//!   by the policy's own weight-update timer while it runs:
+//!   - `sy_1t`: one thread, `Reader::try_pick_ref` (what a blocking RPC
+//!     thread does per call);
+//!   - `picker_1t`: the same schedule's `Picker::pick` called directly
+//!     with a `PickLocal` (no reader): the scheduler's own cost;
+//!   - `sy_done_1t`: `Reader::try_pick` + `Reader::finish` with no load
+//!     (a pick that outlives the next, its done hooks called);
+//!   - `sy_2t`: two threads, one reader each (2 picks per iteration: the
+//!     median is the wall time of one pick on each thread);
+//!   - baselines, the same static stride schedule over the same
+//!     subchannels with its sequence shared: `atomic_*` (gRPC-Go's and gRPC
+//!     C++'s picker: one `fetch_add` per step on a shared counter) and
+//!     `mutex_*` (`Arc<Mutex<..>>` around the counter).
+//! - `recompute_n{N}`: `publish`: one weight-update tick on the loop,
+//!   through `TestClientConn` (every endpoint's effective weight, scaling,
+//!   building the schedule, publishing it and dropping the old one).
+//!
+//! Worker threads are pinned, one per CPU. `cargo test --benches` runs each
+//! once with N = 3 and 100 (`WRR_BENCH_SIZES=...` overrides, in either mode).
+
+use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
+use std::collections::HashMap;
+use std::hint::black_box;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+use switchyard::balancer::testing::TestClientConn;
+use switchyard::ConnectivityState::Ready;
+use switchyard::{
+    Address, Channel, ChannelOptions, ClientConnState, DoneInfo, ExternalConnector, HostTransport,
+    PickInfo, Reader, Runtime, SubConn, SubConnId,
+};
+
+const WRR: &str = r#"{"loadBalancingConfig":[{"weighted_round_robin":
+    {"blackoutPeriod":"0s","weightUpdatePeriod":"0.1s"}}]}"#;
+
+fn sizes() -> Vec<usize> {
+    if let Ok(s) = std::env::var("WRR_BENCH_SIZES") {
+        return s.split(',').map(|n| n.trim().parse().unwrap()).collect();
+    }
+    if std::env::args().any(|a| a == "--bench") {
+        vec![3, 100, 10_000, 100_000]
+    } else {
+        vec![3, 100]
+    }
+}
+
+fn addrs(n: usize) -> Vec<String> {
+    (0..n)
+        .map(|i| format!("10.{}.{}.{}:443", i >> 16, (i >> 8) & 255, i & 255))
+        .collect()
+}
+
+/// Endpoint `i`'s qps at utilization 1, i.e. its weight: 1..=10.
+fn qps(i: usize) -> f64 {
+    1.0 + (i % 10) as f64
+}
+
+#[derive(Default)]
+struct Host {
+    subconns: Mutex<HashMap<String, Arc<SubConn>>>,
+}
+
+impl HostTransport for Host {
+    fn create(&self, sc: &Arc<SubConn>) {
+        let mut m = self.subconns.lock().unwrap();
+        m.insert(sc.addr().to_string(), sc.clone());
+    }
+    fn connect(&self, _: &Arc<SubConn>) {}
+    fn shutdown(&self, _: &Arc<SubConn>) {}
+}
+
+struct Fixture {
+    ch: Channel,
+    ready: Vec<Arc<SubConn>>,
+    _rt: Runtime,
+}
+
+impl Fixture {
+    /// A WRR channel over `n` READY endpoints whose weights are in use.
+    fn new(n: usize) -> Fixture {
+        let rt = Runtime::new().unwrap();
+        let host = Arc::new(Host::default());
+        let options = ChannelOptions {
+            connector: Some(Box::new(ExternalConnector::new(host.clone()))),
+            ..Default::default()
+        };
+        let ch = Channel::new(&rt, "", Some(WRR), options).unwrap();
+        let addrs = addrs(n);
+        let t0 = Instant::now();
+        ch.update_addresses(addrs.iter().map(Address::new).collect())
+            .unwrap();
+        ch.sync().unwrap();
+        let ready: Vec<Arc<SubConn>> = {
+            let m = host.subconns.lock().unwrap();
+            addrs.iter().map(|a| m[a].clone()).collect()
+        };
+        for sc in &ready {
+            ch.report_subconn_state(sc.id(), Ready, "").unwrap();
+        }
+        // The policy rebuilds once per burst of changes, in a work call
+        // queued behind them: the second sync waits for the last one.
+        ch.sync().unwrap();
+        ch.sync().unwrap();
+        assert_eq!(ch.state(), Ready);
+        let up = t0.elapsed();
+        // Load reports: every endpoint is picked (evenly, as no weight
+        // counts yet) and reports its qps.
+        let index: HashMap<SubConnId, usize> =
+            ready.iter().enumerate().map(|(i, s)| (s.id(), i)).collect();
+        let mut r = ch.reader();
+        for _ in 0..2 * n {
+            let pick = r.try_pick(&PickInfo::default()).unwrap();
+            let load = [
+                ("rps_fractional", qps(index[&pick.subconn().id()])),
+                ("application_utilization", 1.0),
+            ];
+            let info = DoneInfo {
+                load: &load,
+                ..Default::default()
+            };
+            r.finish(pick, &info);
+        }
+        // The next weight update (every 100 ms) takes them.
+        std::thread::sleep(Duration::from_millis(300));
+        ch.sync().unwrap();
+        let share = weighted_share(&mut r, &index);
+        eprintln!(
+            "SETUP weighted_round_robin n={n}: bring-up {:.1} ms; share of the \
+             weight-10 endpoints {share:.3} (weights in use: > 0.1)",
+            up.as_secs_f64() * 1e3
+        );
+        assert!(n < 10 || share > 0.15, "weights not in use: {share}");
+        Fixture { ch, ready, _rt: rt }
+    }
+}
+
+/// The share of picks that go to endpoints of weight 10 (0.1 of them by
+/// count; 10/55 of the weight).
+fn weighted_share(r: &mut Reader, index: &HashMap<SubConnId, usize>) -> f64 {
+    let picks = 20_000;
+    let heavy = (0..picks)
+        .filter(|_| {
+            let p = r.try_pick_ref(&PickInfo::default()).unwrap();
+            qps(index[&p.subconn().id()]) == 10.0
+        })
+        .count();
+    heavy as f64 / picks as f64
+}
+
+// ---------------------------------------------------------------------------
+// Baseline: the same static stride scheduler, its sequence shared.
+
+/// gRPC-Go / gRPC C++'s picker: weights scaled to 65535, one shared
+/// sequence counter advanced per step.
+struct SharedStride<C> {
+    subconns: Vec<Arc<SubConn>>,
+    weights: Vec<u32>,
+    seq: C,
+}
+
+trait Counter: Send + Sync {
+    fn next(&self) -> u64;
+}
+
+impl Counter for AtomicU64 {
+    #[inline]
+    fn next(&self) -> u64 {
+        self.fetch_add(1, Ordering::Relaxed)
+    }
+}
+
+impl Counter for Arc<Mutex<u64>> {
+    #[inline]
+    fn next(&self) -> u64 {
+        let mut g = self.lock().unwrap();
+        *g += 1;
+        *g
+    }
+}
+
+impl<C: Counter> SharedStride<C> {
+    fn new(subconns: &[Arc<SubConn>], seq: C) -> Self {
+        let max = (0..subconns.len()).map(qps).fold(0.0, f64::max);
+        SharedStride {
+            subconns: subconns.to_vec(),
+            weights: (0..subconns.len())
+                .map(|i| (qps(i) / max * 65535.0).round() as u32)
+                .collect(),
+            seq,
+        }
+    }
+
+    #[inline]
+    fn pick(&self) -> &SubConn {
+        let n = self.weights.len() as u64;
+        loop {
+            let s = self.seq.next();
+            let (i, gen) = ((s % n) as usize, s / n);
+            let w = self.weights[i] as u64;
+            if (w * gen + i as u64 * 32767) % 65535 >= 65535 - w {
+                return &self.subconns[i];
+            }
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Harness.
+
+/// Pins the calling thread to one CPU (best effort; Linux only).
+fn pin_to(cpu: usize) {
+    #[cfg(target_os = "linux")]
+    // SAFETY: a zeroed cpu_set_t is a valid empty set; CPU_SET stays within
+    // it for cpu < CPU_SETSIZE; sched_setaffinity(0, ..) affects this thread.
+    unsafe {
+        let mut set: libc::cpu_set_t = std::mem::zeroed();
+        if cpu < libc::CPU_SETSIZE as usize {
+            libc::CPU_SET(cpu, &mut set);
+            libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set);
+        }
+    }
+    #[cfg(not(target_os = "linux"))]
+    let _ = cpu;
+}
+
+/// Wall time for each of `states.len()` pinned threads to run `work`
+/// `iters` times on its own state.
+fn timed<S: Send>(states: &mut [S], iters: u64, work: impl Fn(&mut S) + Sync) -> Duration {
+    let t0 = Instant::now();
+    std::thread::scope(|s| {
+        for (cpu, st) in states.iter_mut().enumerate() {
+            let work = &work;
+            s.spawn(move || {
+                pin_to(cpu);
+                for _ in 0..iters {
+                    work(st);
+                }
+            });
+        }
+    });
+    t0.elapsed()
+}
+
+fn picks(c: &mut Criterion) {
+    for n in sizes() {
+        let fx = Fixture::new(n);
+        let mut group = c.benchmark_group(format!("wrr_n{n}"));
+        let info = PickInfo::default();
+        for threads in [1usize, 2] {
+            let mut readers: Vec<Reader> = (0..threads).map(|_| fx.ch.reader()).collect();
+            group.throughput(Throughput::Elements(threads as u64));
+            group.bench_function(BenchmarkId::from_parameter(format!("sy_{threads}t")), |b| {
+                b.iter_custom(|iters| {
+                    timed(&mut readers, iters, |r| {
+                        let p = r.try_pick_ref(&info).unwrap();
+                        black_box(p.subconn() as *const SubConn);
+                    })
+                })
+            });
+            let atomic = SharedStride::new(&fx.ready, AtomicU64::new(0));
+            let mut shared: Vec<&SharedStride<AtomicU64>> = vec![&atomic; threads];
+            group.bench_function(
+                BenchmarkId::from_parameter(format!("atomic_{threads}t")),
+                |b| {
+                    b.iter_custom(|iters| {
+                        timed(&mut shared, iters, |p| {
+                            black_box(p.pick() as *const SubConn);
+                        })
+                    })
+                },
+            );
+            let mutex = SharedStride::new(&fx.ready, Arc::new(Mutex::new(0u64)));
+            let mut shared: Vec<&SharedStride<Arc<Mutex<u64>>>> = vec![&mutex; threads];
+            group.bench_function(
+                BenchmarkId::from_parameter(format!("mutex_{threads}t")),
+                |b| {
+                    b.iter_custom(|iters| {
+                        timed(&mut shared, iters, |p| {
+                            black_box(p.pick() as *const SubConn);
+                        })
+                    })
+                },
+            );
+        }
+        // The same as sy_1t on criterion's own thread (no pinned worker).
+        let mut r = fx.ch.reader();
+        group.bench_function("sy_main_1t", |b| {
+            b.iter(|| {
+                let p = r.try_pick_ref(&info).unwrap();
+                black_box(p.subconn() as *const SubConn);
+            })
+        });
+        let mut one = vec![fx.ch.reader()];
+        group.throughput(Throughput::Elements(1));
+        group.bench_function("sy_done_1t", |b| {
+            b.iter_custom(|iters| {
+                timed(&mut one, iters, |r| {
+                    let p = r.try_pick(&info).unwrap();
+                    r.finish(p, &DoneInfo::default());
+                })
+            })
+        });
+        group.finish();
+        drop(fx);
+        recompute(c, n);
+    }
+}
+
+/// One weight-update tick over `n` READY endpoints with weights.
+fn recompute(c: &mut Criterion, n: usize) {
+    let builder = switchyard::registry::get("weighted_round_robin").unwrap();
+    let config = builder
+        .parse_config(&serde_json::json!({"blackoutPeriod": "0s"}))
+        .unwrap();
+    let mut wrr = builder.build();
+    let mut cc = TestClientConn::new();
+    let addresses = addrs(n).iter().map(Address::new).collect();
+    cc.update(
+        &mut *wrr,
+        ClientConnState::from_addresses(addresses, config),
+    )
+    .unwrap();
+    for id in cc.connects().to_vec() {
+        cc.set_state(&mut *wrr, id, Ready);
+    }
+    cc.run_work(&mut *wrr);
+    let index: HashMap<SubConnId, usize> = cc
+        .subconns()
+        .iter()
+        .enumerate()
+        .map(|(i, s)| (s.id(), i))
+        .collect();
+    let picker = cc.picker().unwrap().clone();
+    let mut local = switchyard::PickLocal::new(3);
+    for _ in 0..n {
+        if let switchyard::PickResult::Complete { subconn, done } =
+            picker.pick(&PickInfo::default(), &mut local)
+        {
+            let load = [
+                ("rps_fractional", qps(index[&subconn.id()])),
+                ("application_utilization", 1.0),
+            ];
+            done.report(
+                subconn,
+                &DoneInfo {
+                    load: &load,
+                    ..Default::default()
+                },
+            );
+        }
+    }
+    // The scheduler alone, on the schedule these weights make.
+    cc.advance(&mut *wrr, Duration::from_secs(1));
+    let picker = cc.picker().unwrap().clone();
+    let mut group = c.benchmark_group(format!("wrr_n{n}"));
+    group.bench_function("picker_1t", |b| {
+        b.iter(|| match picker.pick(&PickInfo::default(), &mut local) {
+            switchyard::PickResult::Complete { subconn, .. } => {
+                black_box(subconn as *const SubConn);
+            }
+            _ => unreachable!(),
+        })
+    });
+    group.finish();
+    let mut group = c.benchmark_group(format!("recompute_n{n}"));
+    group.sample_size(20);
+    group.bench_function("publish", |b| {
+        b.iter(|| {
+            // Exactly one tick (the period is 1 s).
+            cc.advance(&mut *wrr, Duration::from_secs(1));
+        })
+    });
+    group.finish();
+    let published = cc.pickers_published();
+    assert!(published > 2, "each tick publishes: {published}");
+}
+
+criterion_group! {
+    name = benches;
+    config = Criterion::default()
+        .warm_up_time(Duration::from_millis(500))
+        .measurement_time(Duration::from_secs(2));
+    targets = picks
+}
+criterion_main!(benches);

@@ -1,0 +1,560 @@
+//! `least_request_experimental` (gRFC A48; also registered as
+//! `least_request`): a pick_first child per endpoint, all kept connected;
+//! each pick draws `choiceCount` READY endpoints uniformly at random, with
+//! replacement, and takes the one with the fewest requests in flight (ties
+//! keep the earlier draw).
+//!
+//! The in-flight counters are the policy's, one per endpoint for as long as
+//! the endpoint is in the resolver's list: every picker shares them, so
+//! they survive picker updates (and an endpoint's READY → IDLE → READY).
+//! Each sits on cache lines of its own, so two threads picking different
+//! endpoints never write the same line. A pick adds one to its endpoint's
+//! counter; its done hook takes one off, whatever the outcome (the reader
+//! also reports a pick dropped without done). Counter reads race with other
+//! threads' picks, as A48 accepts.
+
+use super::ready_endpoints::{ReadyEndpoint, ReadyEndpoints, ReadyPicking};
+use crate::balancer::child_manager::ChildManager;
+use crate::balancer::picker::{
+    DoneHook, DoneHooks, DoneInfo, PickInfo, PickLocal, PickResult, Picker,
+};
+use crate::balancer::subconn::SubConn;
+use crate::balancer::{Balancer, Builder, LbConfig};
+use std::collections::HashMap;
+use std::ptr::NonNull;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+
+/// gRPC's name for the policy.
+pub const NAME: &str = "least_request_experimental";
+/// The name without the suffix, registered too.
+pub const SHORT_NAME: &str = "least_request";
+/// `choiceCount` when the config has none (A48).
+pub const DEFAULT_CHOICE_COUNT: u32 = 2;
+/// The most choices a pick draws; larger `choiceCount`s are capped (A48).
+pub const MAX_CHOICE_COUNT: u32 = 10;
+
+/// Builds least_request balancers under one of its two names.
+pub struct LeastRequestBuilder {
+    name: &'static str,
+}
+
+impl LeastRequestBuilder {
+    /// The builder registered as `least_request_experimental`.
+    pub const EXPERIMENTAL: LeastRequestBuilder = LeastRequestBuilder { name: NAME };
+    /// The builder registered as `least_request`.
+    pub const SHORT: LeastRequestBuilder = LeastRequestBuilder { name: SHORT_NAME };
+}
+
+/// The parsed `{"choiceCount": N}`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct LeastRequestConfig {
+    /// How many endpoints a pick compares: 2 to 10.
+    pub choice_count: u32,
+}
+
+impl Default for LeastRequestConfig {
+    fn default() -> LeastRequestConfig {
+        LeastRequestConfig {
+            choice_count: DEFAULT_CHOICE_COUNT,
+        }
+    }
+}
+
+/// Parses `choiceCount`: a uint32 (as JSON maps it: a number, or a string
+/// of digits); below 2 is an error, above 10 becomes 10.
+fn parse_choice_count(config: &serde_json::Value) -> Result<u32, String> {
+    const FIELD: &str = "choiceCount";
+    let n: u64 = match config.get(FIELD) {
+        None | Some(serde_json::Value::Null) => return Ok(DEFAULT_CHOICE_COUNT),
+        Some(serde_json::Value::Number(n)) => match (n.as_u64(), n.as_f64()) {
+            (Some(n), _) => n,
+            // 3.0 is a uint32 in proto JSON; 2.5 and -1 are not.
+            (None, Some(f)) if f >= 0.0 && f.fract() == 0.0 && f <= u32::MAX as f64 => f as u64,
+            _ => {
+                return Err(format!(
+                    "{FIELD} must be an unsigned 32-bit integer, got {n}"
+                ))
+            }
+        },
+        Some(serde_json::Value::String(s)) => s
+            .parse()
+            .map_err(|_| format!("{FIELD} must be an unsigned 32-bit integer, got {s:?}"))?,
+        Some(other) => {
+            return Err(format!(
+                "{FIELD} must be an unsigned 32-bit integer, got {other}"
+            ))
+        }
+    };
+    if n > u64::from(u32::MAX) {
+        return Err(format!(
+            "{FIELD} must be an unsigned 32-bit integer, got {n}"
+        ));
+    }
+    if n < 2 {
+        return Err(format!("{FIELD} must be >= 2, got {n}"));
+    }
+    Ok((n as u32).min(MAX_CHOICE_COUNT))
+}
+
+impl Builder for LeastRequestBuilder {
+    fn name(&self) -> &str {
+        self.name
+    }
+
+    fn build(&self) -> Box<dyn Balancer> {
+        Box::new(ReadyEndpoints::new(LeastRequest::default()))
+    }
+
+    fn parse_config(&self, config: &serde_json::Value) -> Result<Option<LbConfig>, String> {
+        if !config.is_object() {
+            return Err(format!("{} config must be a JSON object", self.name));
+        }
+        Ok(Some(Arc::new(LeastRequestConfig {
+            choice_count: parse_choice_count(config)?,
+        })))
+    }
+}
+
+/// One endpoint's requests in flight, on a cache line of its own: two
+/// threads picking different endpoints never write the same line. 64 bytes,
+/// not crossbeam's 128 (which also keeps the adjacent-line prefetcher's
+/// pair apart): with 100,000 endpoints a pick reads two counters at random,
+/// and the counters' footprint (6.4 MB) decides whether those reads hit
+/// the cache.
+#[repr(align(64))]
+#[derive(Default)]
+pub(crate) struct InFlight(AtomicUsize);
+
+/// Counters per allocation: endpoints' counters sit side by side in
+/// blocks, not scattered one per allocation (with its own header).
+const BLOCK: usize = 64;
+
+/// An endpoint's counter: a slot of a block. A slot belongs to one
+/// endpoint for good (never handed to another: picks of a removed endpoint
+/// may still be in flight and decrement it); the block is freed when no
+/// endpoint and no picker holds it.
+#[derive(Clone)]
+struct Counter {
+    block: Arc<[InFlight]>,
+    slot: usize,
+}
+
+impl Counter {
+    fn get(&self) -> &AtomicUsize {
+        &self.block[self.slot].0
+    }
+}
+
+/// The policy's side of `ReadyEndpoints`: the config and the counters.
+#[derive(Default)]
+pub(crate) struct LeastRequest {
+    config: LeastRequestConfig,
+    /// Every endpoint's counter, by endpoint key, while it is a child.
+    counters: HashMap<String, Counter>,
+    /// `counters` in child position order (what pickers keep alive).
+    by_member: Arc<[Counter]>,
+    /// The block new counters come from (none yet: empty) and its next slot.
+    fresh: (Option<Arc<[InFlight]>>, usize),
+}
+
+impl LeastRequest {
+    /// A counter for a new endpoint, at 0.
+    fn new_counter(&mut self) -> Counter {
+        let block = match &self.fresh {
+            (Some(block), slot) if *slot < block.len() => block.clone(),
+            _ => {
+                let block: Arc<[InFlight]> = (0..BLOCK).map(|_| InFlight::default()).collect();
+                self.fresh = (Some(block.clone()), 0);
+                block
+            }
+        };
+        let slot = self.fresh.1;
+        self.fresh.1 += 1;
+        Counter { block, slot }
+    }
+}
+
+impl ReadyPicking for LeastRequest {
+    fn configure(&mut self, config: Option<&LbConfig>) -> Result<bool, String> {
+        let config = match config {
+            None => LeastRequestConfig::default(),
+            Some(c) => *c
+                .downcast_ref::<LeastRequestConfig>()
+                .ok_or("least_request got another policy's config")?,
+        };
+        let changed = config != self.config;
+        self.config = config;
+        Ok(changed)
+    }
+
+    fn members(&mut self, children: &ChildManager) {
+        let mut counters = HashMap::with_capacity(children.len());
+        let by_member: Vec<Counter> = children
+            .iter()
+            .map(|c| {
+                let counter = match self.counters.remove(c.key()) {
+                    Some(counter) => counter,
+                    None => self.new_counter(),
+                };
+                counters.insert(c.key().to_string(), counter.clone());
+                counter
+            })
+            .collect();
+        // Counters of endpoints gone are dropped here; pickers (and the
+        // picks they made) that still count on them keep them alive.
+        self.counters = counters;
+        self.by_member = by_member.into();
+    }
+
+    fn picker(&mut self, keep: &Arc<[Arc<SubConn>]>, ready: &[ReadyEndpoint]) -> Box<dyn Picker> {
+        // Exactly one entry per READY endpoint, collected at its exact size
+        // (no regrowth, no shrinking copy: this runs on every READY change).
+        let mut entries = Vec::with_capacity(ready.len());
+        entries.extend(ready.iter().filter_map(|r| {
+            Some(LrEntry {
+                subconn: r.subconn,
+                in_flight: NonNull::from(self.by_member.get(r.member)?.get()),
+            })
+        }));
+        let entries = entries.into_boxed_slice();
+        Box::new(LeastRequestPicker {
+            entries,
+            choice_count: self.config.choice_count,
+            _subconns: keep.clone(),
+            _counters: self.by_member.clone(),
+        })
+    }
+}
+
+/// A READY endpoint in a picker: its subchannel and its counter, plain
+/// pointers into what the picker keeps alive. It is also the done hook its
+/// picks carry (taking one off its counter).
+pub(crate) struct LrEntry {
+    subconn: NonNull<SubConn>,
+    in_flight: NonNull<AtomicUsize>,
+}
+
+// SAFETY: pointers to a `SubConn` (Send + Sync, only read) and an atomic
+// counter, both kept alive by the picker that owns the entry.
+unsafe impl Send for LrEntry {}
+// SAFETY: as above; the counter is only touched atomically.
+unsafe impl Sync for LrEntry {}
+
+impl LrEntry {
+    #[inline(always)]
+    fn in_flight(&self) -> &AtomicUsize {
+        // SAFETY: the picker owning this entry keeps the counter alive
+        // (`_counters`), and the entry is only reached through the picker.
+        unsafe { self.in_flight.as_ref() }
+    }
+}
+
+impl DoneHook for LrEntry {
+    #[inline]
+    fn done(&self, _: &SubConn, _: &DoneInfo<'_>) {
+        // Once per pick that added one (the reader calls every hook once).
+        self.in_flight().fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+/// Picks the least loaded of `choice_count` random READY endpoints.
+pub(crate) struct LeastRequestPicker {
+    /// Never empty (`ReadyPicking::picker` gets a non-empty list).
+    entries: Box<[LrEntry]>,
+    choice_count: u32,
+    /// Owns the subchannels and counters the entries point to.
+    _subconns: Arc<[Arc<SubConn>]>,
+    _counters: Arc<[Counter]>,
+}
+
+/// A uniform index below `n` from 32 random bits (multiply-shift, no division).
+#[inline(always)]
+fn below(bits: u64, n: usize) -> usize {
+    (((bits & 0xffff_ffff) * n as u64) >> 32) as usize
+}
+
+impl Picker for LeastRequestPicker {
+    #[inline]
+    fn pick<'a>(&'a self, _: &PickInfo<'_>, local: &mut PickLocal) -> PickResult<'a> {
+        let entries = &self.entries[..];
+        let n = entries.len();
+        // Two draws per random word.
+        let mut bits = local.random();
+        let Some(mut best) = entries.get(below(bits >> 32, n)) else {
+            // Never: a picker has at least one entry (no panic here anyway).
+            return PickResult::Queue;
+        };
+        let mut fewest = best.in_flight().load(Ordering::Relaxed);
+        for k in 1..self.choice_count {
+            let half = if k % 2 == 1 {
+                bits
+            } else {
+                bits = local.random();
+                bits >> 32
+            };
+            if let Some(e) = entries.get(below(half, n)) {
+                let count = e.in_flight().load(Ordering::Relaxed);
+                // Strictly fewer: a tie keeps the earlier draw (A48).
+                if count < fewest {
+                    (best, fewest) = (e, count);
+                }
+            }
+        }
+        best.in_flight().fetch_add(1, Ordering::Relaxed);
+        PickResult::Complete {
+            // SAFETY: the subchannel is one of `_subconns`', alive as long as `self`.
+            subconn: unsafe { best.subconn.as_ref() },
+            done: DoneHooks::one(best),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::balancer::subconn::SubConnId;
+    use crate::balancer::testing::{Picked, TestClientConn};
+    use crate::balancer::ClientConnState;
+    use crate::connectivity::ConnectivityState::{Connecting, Ready, TransientFailure};
+    use crate::Address;
+    use serde_json::json;
+
+    const A: &str = "127.0.0.1:2001";
+    const B: &str = "127.0.0.1:2002";
+    const C: &str = "127.0.0.1:2003";
+
+    fn parse(v: serde_json::Value) -> Result<u32, String> {
+        let c = LeastRequestBuilder::EXPERIMENTAL.parse_config(&v)?.unwrap();
+        Ok(c.downcast_ref::<LeastRequestConfig>().unwrap().choice_count)
+    }
+
+    fn state(addrs: &[&str], choice_count: Option<u32>) -> ClientConnState {
+        let config =
+            choice_count.map(|n| Arc::new(LeastRequestConfig { choice_count: n }) as LbConfig);
+        ClientConnState::from_addresses(addrs.iter().map(|a| Address::new(*a)).collect(), config)
+    }
+
+    fn id(cc: &TestClientConn, addr: &str) -> SubConnId {
+        cc.subconn_for(addr).expect("a subchannel").id()
+    }
+
+    /// The policy's counter for `addr`'s endpoint.
+    fn in_flight(lr: &ReadyEndpoints<LeastRequest>, addr: &str) -> usize {
+        lr.picking().counters[addr].get().load(Ordering::Relaxed)
+    }
+
+    #[test]
+    fn choice_count_defaults_to_2_rejects_below_2_and_caps_at_10() {
+        assert_eq!(parse(json!({})), Ok(2));
+        assert_eq!(parse(json!({"choiceCount": null, "future": [1]})), Ok(2));
+        assert_eq!(parse(json!({"choiceCount": 2})), Ok(2));
+        assert_eq!(parse(json!({"choiceCount": 7})), Ok(7));
+        assert_eq!(parse(json!({"choiceCount": 10})), Ok(10));
+        assert_eq!(parse(json!({"choiceCount": 11})), Ok(10));
+        assert_eq!(parse(json!({"choiceCount": 4294967295u64})), Ok(10));
+        // proto JSON: a uint32 may come as a string, or as 3.0.
+        assert_eq!(parse(json!({"choiceCount": "3"})), Ok(3));
+        assert_eq!(parse(json!({"choiceCount": 3.0})), Ok(3));
+        for bad in [
+            json!({"choiceCount": 1}),
+            json!({"choiceCount": 0}),
+            json!({"choiceCount": "1"}),
+            json!({"choiceCount": -3}),
+            json!({"choiceCount": 2.5}),
+            json!({"choiceCount": "two"}),
+            json!({"choiceCount": true}),
+            json!({"choiceCount": 4294967296u64}),
+        ] {
+            let e = parse(bad.clone()).expect_err(&bad.to_string());
+            assert!(e.contains("choiceCount"), "{e}");
+        }
+        assert!(parse(json!([])).is_err());
+        for name in [NAME, SHORT_NAME] {
+            assert_eq!(crate::policy::registry::get(name).unwrap().name(), name);
+        }
+    }
+
+    #[test]
+    fn service_configs_select_it_by_either_name() {
+        use crate::service_config::ServiceConfig;
+        let c = ServiceConfig::parse(Some(
+            r#"{"loadBalancingConfig":[{"least_request":{"choiceCount":15}}]}"#,
+        ))
+        .unwrap();
+        assert_eq!(c.policy.name(), SHORT_NAME);
+        let config = c.policy_config.unwrap();
+        assert_eq!(
+            config
+                .downcast_ref::<LeastRequestConfig>()
+                .unwrap()
+                .choice_count,
+            10
+        );
+        let c = ServiceConfig::parse(Some(
+            r#"{"loadBalancingPolicy":"least_request_experimental"}"#,
+        ))
+        .unwrap();
+        assert_eq!(c.policy.name(), NAME);
+        let e = ServiceConfig::parse(Some(
+            r#"{"loadBalancingConfig":[{"least_request_experimental":{"choiceCount":1}}]}"#,
+        ))
+        .unwrap_err();
+        assert!(e.contains("choiceCount must be >= 2"), "{e}");
+    }
+
+    #[test]
+    fn aggregates_as_round_robin_does() {
+        let mut cc = TestClientConn::new();
+        let mut lr = LeastRequestBuilder::SHORT.build();
+        cc.update_addresses(&mut *lr, [A, B]).unwrap();
+        assert_eq!(cc.connects().len(), 2, "every endpoint connects");
+        assert_eq!(cc.state(), Some(Connecting));
+        assert_eq!(cc.pick(), Picked::Queue);
+        let (a, b) = (id(&cc, A), id(&cc, B));
+        cc.set_state(&mut *lr, a, TransientFailure);
+        cc.set_state(&mut *lr, b, TransientFailure);
+        assert_eq!(cc.state(), Some(TransientFailure));
+        assert!(matches!(cc.pick(), Picked::Fail(_)));
+        cc.set_state(&mut *lr, b, Ready);
+        assert_eq!(cc.state(), Some(Ready));
+        for _ in 0..20 {
+            assert_eq!(
+                cc.pick(),
+                Picked::Complete {
+                    subconn: b,
+                    hooks: 1
+                }
+            );
+        }
+        assert!(cc.update_addresses(&mut *lr, []).is_err());
+        assert_eq!(cc.state(), Some(TransientFailure));
+    }
+
+    /// gRPC-Go's `TestLeastRequestE2E` in miniature: with requests held in
+    /// flight on B and C and none on A, a pick goes to A whenever A is among
+    /// its draws: 1 - (2/3)^2 = 5/9 of picks with choiceCount 2 (uniform
+    /// would be 1/3), 1 - (2/3)^10 = 98.3 % with 10. The counters outlive
+    /// each picker, and done hooks (from old pickers too) bring them back.
+    #[test]
+    fn favours_the_idle_endpoint_under_skewed_in_flight_counts() {
+        let mut cc = TestClientConn::new();
+        let mut lr = ReadyEndpoints::new(LeastRequest::default());
+        cc.update(&mut lr, state(&[A, B, C], None)).unwrap();
+        let ids = [id(&cc, A), id(&cc, B), id(&cc, C)];
+        for sc in ids {
+            cc.set_state(&mut lr, sc, Ready);
+        }
+        let first = cc.picker().unwrap().clone();
+        let mut local = PickLocal::new(7);
+        let info = PickInfo::default();
+        let ok = DoneInfo::default();
+
+        // Skew: every pick that lands on A ends at once, the others stay
+        // in flight, until B and C hold 20 each.
+        let mut held = Vec::new();
+        for _ in 0..10_000 {
+            if in_flight(&lr, B) >= 20 && in_flight(&lr, C) >= 20 {
+                break;
+            }
+            let PickResult::Complete { subconn, done } = first.pick(&info, &mut local) else {
+                panic!("READY picker must complete");
+            };
+            assert_eq!(done.len(), 1);
+            if subconn.id() == ids[0] {
+                done.report(subconn, &ok);
+            } else {
+                held.push((subconn, done));
+            }
+        }
+        assert_eq!(in_flight(&lr, A), 0);
+        assert!(in_flight(&lr, B) >= 20 && in_flight(&lr, C) >= 20);
+        // B and C stay within one of each other: each pick between them
+        // took the less loaded.
+        assert!(in_flight(&lr, B).abs_diff(in_flight(&lr, C)) <= 1);
+        let before = (in_flight(&lr, B), in_flight(&lr, C));
+
+        let share_of_a = |cc: &mut TestClientConn| {
+            let mut to_a = 0;
+            for _ in 0..10_000 {
+                match cc.pick_done(&ok) {
+                    Picked::Complete { subconn, .. } if subconn == ids[0] => to_a += 1,
+                    Picked::Complete { .. } => {}
+                    other => panic!("{other:?}"),
+                }
+            }
+            to_a as f64 / 10_000.0
+        };
+        let two = share_of_a(&mut cc);
+        assert!((0.53..0.58).contains(&two), "A got {two}, want 5/9");
+        assert_eq!((in_flight(&lr, B), in_flight(&lr, C)), before);
+
+        // choiceCount 10: a new picker over the same counters.
+        let published = cc.pickers_published();
+        cc.update(&mut lr, state(&[A, B, C], Some(10))).unwrap();
+        assert_eq!(cc.pickers_published(), published + 1);
+        let ten = share_of_a(&mut cc);
+        assert!(ten > 0.97, "A got {ten}, want 98 %");
+
+        // The held picks end through the first picker's hooks.
+        for (subconn, done) in held.drain(..) {
+            done.report(subconn, &ok);
+        }
+        for addr in [A, B, C] {
+            assert_eq!(in_flight(&lr, addr), 0, "{addr}");
+        }
+        // Unloaded, A is back to a third.
+        let even = share_of_a(&mut cc);
+        assert!((0.30..0.37).contains(&even), "A got {even}, want 1/3");
+    }
+
+    #[test]
+    fn counters_follow_endpoints_across_updates_and_flaps() {
+        let mut cc = TestClientConn::new();
+        let mut lr = ReadyEndpoints::new(LeastRequest::default());
+        // Ten draws: a pick goes to A only if all ten land there (1/1024).
+        cc.update(&mut lr, state(&[A, B], Some(10))).unwrap();
+        let (a, b) = (id(&cc, A), id(&cc, B));
+        cc.set_state(&mut lr, a, Ready);
+        // Only A is READY: every pick goes there and stays in flight.
+        for _ in 0..5 {
+            assert!(matches!(cc.pick(), Picked::Complete { subconn, .. } if subconn == a));
+        }
+        assert_eq!(in_flight(&lr, A), 5);
+        cc.set_state(&mut lr, b, Ready);
+        // A flaps (READY -> IDLE -> READY): its calls in flight still count.
+        cc.set_state(&mut lr, a, crate::ConnectivityState::Idle);
+        cc.set_state(&mut lr, a, Ready);
+        assert_eq!(in_flight(&lr, A), 5);
+        let picker = cc.picker().unwrap().clone();
+        let mut local = PickLocal::new(3);
+        for _ in 0..5 {
+            let PickResult::Complete { subconn, done } =
+                picker.pick(&PickInfo::default(), &mut local)
+            else {
+                panic!("READY picker must complete");
+            };
+            assert_eq!(subconn.id(), b, "B has fewer in flight every time");
+            // Not reported: the pick stays in flight.
+            let _ = done;
+        }
+        // C joins, A leaves: B keeps its count, A's counter is dropped.
+        let counter = |lr: &ReadyEndpoints<LeastRequest>, addr: &str| {
+            lr.picking().counters[addr].get() as *const AtomicUsize as usize
+        };
+        let (was_a, was_b) = (counter(&lr, A), counter(&lr, B));
+        cc.update(&mut lr, state(&[B, C], Some(10))).unwrap();
+        assert_eq!(in_flight(&lr, B), 5);
+        assert_eq!(in_flight(&lr, C), 0);
+        assert!(!lr.picking().counters.contains_key(A));
+        assert_eq!(lr.picking().counters.len(), 2);
+        // Each counter on a cache line of its own; A's never goes to C
+        // (A's picks in flight still count down on it).
+        let (b, c) = (counter(&lr, B), counter(&lr, C));
+        assert_eq!(b, was_b);
+        for addr in [was_a, b, c] {
+            assert_eq!(addr % 64, 0);
+        }
+        assert!(c.abs_diff(b) >= 64 && c.abs_diff(was_a) >= 64);
+    }
+}

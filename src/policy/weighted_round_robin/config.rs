@@ -1,0 +1,147 @@
+//! `weighted_round_robin`'s config (gRFC A58, A114), every field with its
+//! default and bound as gRPC has them.
+
+use std::time::Duration;
+
+/// A parsed `{"weighted_round_robin": {...}}` entry.
+#[derive(Clone, Debug, PartialEq)]
+pub struct WrrConfig {
+    /// `enableOobLoadReport` (default false): load reports come from an
+    /// out-of-band ORCA stream instead of per-call trailers. Accepted; the
+    /// stream itself is not opened (so, as gRPC does in that mode, per-call
+    /// reports are ignored and every endpoint weighs the same).
+    pub enable_oob_load_report: bool,
+    /// `oobReportingPeriod` (default 10 s; zero when OOB is off).
+    pub oob_reporting_period: Duration,
+    /// `blackoutPeriod` (default 10 s; zero disables it): how long an
+    /// endpoint must have reported before its weight counts.
+    pub blackout_period: Duration,
+    /// `weightExpirationPeriod` (default 3 min): a weight not refreshed for
+    /// this long no longer counts.
+    pub weight_expiration_period: Duration,
+    /// `weightUpdatePeriod` (default 1 s, at least 100 ms): how often the
+    /// schedule is rebuilt from the weights.
+    pub weight_update_period: Duration,
+    /// `errorUtilizationPenalty` (default 1.0, not negative).
+    pub error_utilization_penalty: f64,
+    /// `metricNamesForComputingUtilization` (A114): named metrics whose
+    /// largest valid value is the utilization, before the default
+    /// (`application_utilization`, else `cpu_utilization`).
+    pub metric_names_for_computing_utilization: Vec<String>,
+}
+
+/// The floor gRPC puts under `weightUpdatePeriod`.
+pub const MIN_WEIGHT_UPDATE_PERIOD: Duration = Duration::from_millis(100);
+
+impl Default for WrrConfig {
+    fn default() -> WrrConfig {
+        WrrConfig {
+            enable_oob_load_report: false,
+            oob_reporting_period: Duration::ZERO,
+            blackout_period: Duration::from_secs(10),
+            weight_expiration_period: Duration::from_secs(180),
+            weight_update_period: Duration::from_secs(1),
+            error_utilization_penalty: 1.0,
+            metric_names_for_computing_utilization: Vec::new(),
+        }
+    }
+}
+
+impl WrrConfig {
+    /// Parses the policy's JSON object. Unknown fields are ignored; a known
+    /// field of the wrong type or out of bounds is an error naming it.
+    pub fn parse(json: &serde_json::Value) -> Result<WrrConfig, String> {
+        let obj = match json {
+            serde_json::Value::Object(o) => o,
+            serde_json::Value::Null => return Ok(WrrConfig::default()),
+            other => {
+                return Err(format!(
+                    "weighted_round_robin config must be an object, got {other}"
+                ))
+            }
+        };
+        let mut c = WrrConfig::default();
+        if let Some(b) = crate::policy::opt_bool(json, "enableOobLoadReport")? {
+            c.enable_oob_load_report = b;
+        }
+        let duration = |field: &str, default: Duration| -> Result<Duration, String> {
+            match obj.get(field) {
+                None | Some(serde_json::Value::Null) => Ok(default),
+                Some(v) => parse_duration(v).map_err(|e| format!("{field}: {e}")),
+            }
+        };
+        c.oob_reporting_period = duration("oobReportingPeriod", Duration::from_secs(10))?;
+        if !c.enable_oob_load_report {
+            c.oob_reporting_period = Duration::ZERO;
+        }
+        c.blackout_period = duration("blackoutPeriod", c.blackout_period)?;
+        c.weight_expiration_period =
+            duration("weightExpirationPeriod", c.weight_expiration_period)?;
+        c.weight_update_period =
+            duration("weightUpdatePeriod", c.weight_update_period)?.max(MIN_WEIGHT_UPDATE_PERIOD);
+        match obj.get("errorUtilizationPenalty") {
+            None | Some(serde_json::Value::Null) => {}
+            Some(v) => match v.as_f64() {
+                Some(p) if p >= 0.0 && p.is_finite() => c.error_utilization_penalty = p,
+                Some(p) => {
+                    return Err(format!(
+                        "errorUtilizationPenalty must not be negative, got {p}"
+                    ))
+                }
+                None => return Err(format!("errorUtilizationPenalty must be a number, got {v}")),
+            },
+        }
+        match obj.get("metricNamesForComputingUtilization") {
+            None | Some(serde_json::Value::Null) => {}
+            Some(serde_json::Value::Array(names)) => {
+                for n in names {
+                    match n.as_str() {
+                        Some(s) => c.metric_names_for_computing_utilization.push(s.to_string()),
+                        None => {
+                            return Err(format!(
+                                "metricNamesForComputingUtilization must hold strings, got {n}"
+                            ))
+                        }
+                    }
+                }
+            }
+            Some(v) => {
+                return Err(format!(
+                    "metricNamesForComputingUtilization must be a list of strings, got {v}"
+                ))
+            }
+        }
+        Ok(c)
+    }
+}
+
+/// The largest proto `Duration` (10,000 years, in seconds).
+const MAX_DURATION_SECS: u64 = 315_576_000_000;
+
+/// A JSON `google.protobuf.Duration`: seconds with up to nine decimals and
+/// an `s` suffix (`"10s"`, `"0.5s"`). Negative or out-of-range is an error.
+pub fn parse_duration(v: &serde_json::Value) -> Result<Duration, String> {
+    let s = v
+        .as_str()
+        .ok_or_else(|| format!("must be a duration string like \"10s\", got {v}"))?;
+    let bad = || format!("must be a duration like \"10s\" or \"0.5s\", got {s:?}");
+    let body = s.strip_suffix('s').ok_or_else(bad)?;
+    if body.starts_with('-') {
+        return Err(format!("must not be negative, got {s:?}"));
+    }
+    let (whole, frac) = body.split_once('.').unwrap_or((body, ""));
+    let digits = |d: &str| !d.is_empty() && d.bytes().all(|b| b.is_ascii_digit());
+    if !digits(whole) || (body.contains('.') && !digits(frac)) || frac.len() > 9 {
+        return Err(bad());
+    }
+    let secs: u64 = whole.parse().map_err(|_| bad())?;
+    if secs > MAX_DURATION_SECS {
+        return Err(format!("is out of range, got {s:?}"));
+    }
+    let nanos: u32 = if frac.is_empty() {
+        0
+    } else {
+        format!("{frac:0<9}").parse().map_err(|_| bad())?
+    };
+    Ok(Duration::new(secs, nanos))
+}

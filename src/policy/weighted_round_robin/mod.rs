@@ -1,0 +1,372 @@
+//! `weighted_round_robin` (gRFC A58, with A114's custom utilization
+//! metrics): one pick_first child per endpoint, as round_robin, but calls
+//! spread over the READY endpoints in proportion to weights the backends'
+//! load reports give them — weight = qps / (utilization + eps/qps ×
+//! errorUtilizationPenalty) — through a static stride schedule.
+//!
+//! Reports arrive through each pick's done hook (`DoneInfo::load`: what
+//! the host reports, or, for the library's own calls, the backend's ORCA
+//! `endpoint-load-metrics-bin` trailer). The hook only stores the weight;
+//! the policy reads the weights on the loop every `weightUpdatePeriod`
+//! (and whenever the READY set changes), applies blackout and expiry, and
+//! publishes a new schedule: RPC threads only ever read a published one.
+//! Subchannel state changes are batched: the rebuild they need runs in the
+//! policy's next `Balancer::work` call, which the loop makes right after.
+//! Out-of-band ORCA streams (`enableOobLoadReport`) are accepted in the
+//! config but not opened.
+
+mod config;
+mod scheduler;
+mod weight;
+
+#[cfg(test)]
+mod tests;
+
+pub use config::{parse_duration, WrrConfig, MIN_WEIGHT_UPDATE_PERIOD};
+pub use scheduler::{scale, Entries, Entry, WrrPicker, MAX_WEIGHT};
+pub use weight::{weight_from_report, EndpointWeight};
+
+use super::pick_first::{PickFirstBuilder, ZERO_ADDRESSES};
+use super::round_robin::{RrEntry, RrPicker};
+use crate::balancer::child_manager::ChildManager;
+use crate::balancer::picker::{FailPicker, Picker, QueuePicker};
+use crate::balancer::subconn::SubConnId;
+use crate::balancer::{
+    Balancer, Builder, ClientConn, ClientConnState, LbConfig, SubConnState, TimerToken,
+};
+use crate::connectivity::{ConnectivityState, StateCounts, NO_CHILDREN};
+use arc_swap::ArcSwap;
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+use weight::WeightTracker;
+
+/// The policy's registered name.
+pub const NAME: &str = "weighted_round_robin";
+
+/// Builds `weighted_round_robin` balancers.
+pub struct WeightedRoundRobinBuilder;
+
+impl Builder for WeightedRoundRobinBuilder {
+    fn name(&self) -> &str {
+        NAME
+    }
+
+    fn build(&self) -> Box<dyn Balancer> {
+        Box::new(WeightedRoundRobin::default())
+    }
+
+    fn parse_config(&self, config: &serde_json::Value) -> Result<Option<LbConfig>, String> {
+        Ok(Some(Arc::new(WrrConfig::parse(config)?)))
+    }
+}
+
+/// One endpoint's weight bookkeeping.
+struct Weighted {
+    /// The endpoint's child's key.
+    key: String,
+    tracker: WeightTracker,
+    /// READY when last seen (a return to READY restarts the blackout).
+    ready: bool,
+}
+
+pub(crate) struct WeightedRoundRobin {
+    children: ChildManager,
+    /// Shared with every endpoint's done hook.
+    config: Arc<ArcSwap<WrrConfig>>,
+    /// Per child, in `ChildManager` position order (so a rebuild over
+    /// 10,000 endpoints hashes no key), for `weights_version`.
+    weights: Vec<Weighted>,
+    /// The `ChildManager::version` `weights` is aligned with.
+    weights_version: Option<u64>,
+    /// The READY endpoints of the last schedule, while no child changed:
+    /// a weight update reuses them.
+    ready_entries: Option<Entries>,
+    /// The schedule-rebuild timer and the period it was armed with.
+    timer: Option<(TimerToken, Duration)>,
+    reported: Option<ConnectivityState>,
+    /// A child changed since the last rebuild; a `work` call is scheduled
+    /// to rebuild once for however many change before the loop gets to it.
+    dirty: bool,
+}
+
+impl Default for WeightedRoundRobin {
+    fn default() -> WeightedRoundRobin {
+        WeightedRoundRobin {
+            children: ChildManager::default(),
+            config: Arc::new(ArcSwap::from_pointee(WrrConfig::default())),
+            weights: Vec::new(),
+            weights_version: None,
+            ready_entries: None,
+            timer: None,
+            reported: None,
+            dirty: false,
+        }
+    }
+}
+
+impl WeightedRoundRobin {
+    /// Lines `weights` up with the children again if they changed: kept
+    /// for endpoints that stay (weights survive address updates), new for
+    /// new ones, dropped with removed ones.
+    fn align(&mut self) {
+        let version = self.children.version();
+        if self.weights_version == Some(version) {
+            return;
+        }
+        let mut old: HashMap<String, Weighted> =
+            self.weights.drain(..).map(|w| (w.key.clone(), w)).collect();
+        let config = &self.config;
+        self.weights = self
+            .children
+            .iter()
+            .map(|c| {
+                old.remove(c.key()).unwrap_or_else(|| Weighted {
+                    key: c.key().to_string(),
+                    tracker: WeightTracker::new(Arc::new(EndpointWeight::new(config.clone()))),
+                    ready: false,
+                })
+            })
+            .collect();
+        self.weights_version = Some(version);
+    }
+
+    /// Arms the rebuild timer unless it runs at the configured period.
+    fn arm_timer(&mut self, cc: &mut dyn ClientConn) {
+        let period = self.config.load().weight_update_period;
+        match self.timer {
+            Some((_, p)) if p == period => {}
+            old => {
+                if let Some((token, _)) = old {
+                    cc.cancel_timer(token);
+                }
+                self.timer = Some((cc.schedule_timer(period), period));
+            }
+        }
+    }
+
+    fn stop_timer(&mut self, cc: &mut dyn ClientConn) {
+        if let Some((token, _)) = self.timer.take() {
+            cc.cancel_timer(token);
+        }
+    }
+
+    /// After a child changed: reconnect it if it went IDLE, restart its
+    /// blackout if it came back to READY, republish.
+    fn child_changed(&mut self, cc: &mut dyn ClientConn, key: &str) {
+        let state = self.children.get(key).map(|c| c.state());
+        if matches!(
+            state,
+            Some(ConnectivityState::Idle | ConnectivityState::TransientFailure)
+        ) {
+            cc.resolve_now();
+        }
+        if state == Some(ConnectivityState::Idle) {
+            self.children.exit_idle(cc, key);
+        }
+        let ready = state == Some(ConnectivityState::Ready);
+        self.align();
+        let at = self.children.position(key);
+        if let Some(w) = at.and_then(|i| self.weights.get_mut(i)) {
+            if ready && !w.ready {
+                w.tracker.ready_again();
+            }
+            w.ready = ready;
+        }
+        // Rebuilding is O(endpoints): deferred to `work`, so a burst of
+        // changes (10,000 endpoints connecting) costs one rebuild, not one
+        // each. The loop runs it right after the changes already queued.
+        if !self.dirty {
+            self.dirty = true;
+            cc.work_scheduler().schedule_work();
+        }
+    }
+
+    /// Aggregates as round_robin does: any READY → READY over a schedule
+    /// of the READY endpoints; any CONNECTING or IDLE → CONNECTING (queue);
+    /// else TRANSIENT_FAILURE with the children's own errors in rotation.
+    fn regenerate(&mut self, cc: &mut dyn ClientConn) {
+        // Something else than the weights may have changed: the READY set too.
+        self.ready_entries = None;
+        self.regenerate_keeping_endpoints(cc);
+    }
+
+    /// `regenerate` for a weight update: reuses the last schedule's
+    /// endpoints if no child changed since.
+    fn regenerate_keeping_endpoints(&mut self, cc: &mut dyn ClientConn) {
+        if self.dirty {
+            // A child changed and its rebuild has not run yet.
+            self.ready_entries = None;
+        }
+        self.dirty = false;
+        let mut counts = StateCounts::default();
+        for c in self.children.iter() {
+            counts.add(c.state());
+        }
+        let (state, picker): (ConnectivityState, Box<dyn Picker>) = if self.children.is_empty() {
+            (
+                ConnectivityState::TransientFailure,
+                Box::new(FailPicker::unavailable(NO_CHILDREN)),
+            )
+        } else if counts.ready > 0 {
+            match self.schedule(cc) {
+                Some(p) => (ConnectivityState::Ready, Box::new(p)),
+                None => (ConnectivityState::Connecting, Box::new(QueuePicker)),
+            }
+        } else if counts.connecting > 0 || counts.idle > 0 {
+            if self.reported == Some(ConnectivityState::Connecting) {
+                return;
+            }
+            (ConnectivityState::Connecting, Box::new(QueuePicker))
+        } else {
+            let failing = self
+                .children
+                .iter()
+                .map(|c| RrEntry::Child(c.picker().clone()))
+                .collect();
+            (
+                ConnectivityState::TransientFailure,
+                Box::new(RrPicker::new(failing)),
+            )
+        };
+        self.reported = Some(state);
+        cc.update_state(state, picker);
+    }
+
+    /// The schedule over the READY endpoints with the weights that count
+    /// now. `None` if no READY child has a subchannel to pick (a pick_first
+    /// child always has one).
+    fn schedule(&mut self, cc: &mut dyn ClientConn) -> Option<WrrPicker> {
+        let now = cc.now();
+        let config = self.config.load();
+        if self.weights_version != Some(self.children.version()) {
+            self.ready_entries = None;
+            self.align();
+        }
+        let reuse = self.ready_entries.take();
+        let mut weights = Vec::with_capacity(reuse.as_ref().map_or(0, |e| e.len()));
+        for (c, w) in self.children.iter().zip(self.weights.iter_mut()) {
+            if c.state() == ConnectivityState::Ready && c.picker().single().is_some() {
+                weights.push(w.tracker.effective(now, &config));
+            }
+        }
+        let entries = match reuse {
+            Some(e) if e.len() == weights.len() => e,
+            _ => {
+                // Same filter and order as the weights above.
+                let endpoints = self
+                    .children
+                    .iter()
+                    .zip(&self.weights)
+                    .filter(|(c, _)| c.state() == ConnectivityState::Ready)
+                    .filter_map(|(c, w)| {
+                        Some((c.picker().single()?.clone(), w.tracker.hook.clone()))
+                    })
+                    .collect();
+                scheduler::entries(endpoints)
+            }
+        };
+        let picker = WrrPicker::over(entries, scale(&weights).as_deref())?;
+        self.ready_entries = Some(picker.entries().clone());
+        Some(picker)
+    }
+}
+
+impl Balancer for WeightedRoundRobin {
+    fn update_client_conn_state(
+        &mut self,
+        cc: &mut dyn ClientConn,
+        state: ClientConnState,
+    ) -> Result<(), String> {
+        let config = state
+            .config
+            .as_ref()
+            .and_then(|c| c.downcast_ref::<WrrConfig>())
+            .cloned()
+            .unwrap_or_default();
+        self.config.store(Arc::new(config));
+        if state.addresses.is_empty() {
+            self.children.close(cc);
+            self.weights.clear();
+            self.weights_version = None;
+            self.stop_timer(cc);
+            self.reported = Some(ConnectivityState::TransientFailure);
+            cc.update_state(
+                ConnectivityState::TransientFailure,
+                Box::new(FailPicker::unavailable(ZERO_ADDRESSES)),
+            );
+            return Err(ZERO_ADDRESSES.into());
+        }
+        let pick_first: Arc<dyn Builder> = Arc::new(PickFirstBuilder);
+        self.children
+            .update_endpoints(cc, &state.endpoints, &pick_first, None);
+        self.align();
+        self.arm_timer(cc);
+        self.regenerate(cc);
+        Ok(())
+    }
+
+    fn resolver_error(&mut self, cc: &mut dyn ClientConn, error: &str) {
+        self.children.resolver_error(cc, error);
+        if self.children.is_empty() {
+            self.reported = Some(ConnectivityState::TransientFailure);
+            cc.update_state(
+                ConnectivityState::TransientFailure,
+                Box::new(FailPicker::unavailable(format!(
+                    "name resolver error: {error}"
+                ))),
+            );
+        } else {
+            self.regenerate(cc);
+        }
+    }
+
+    fn update_subconn_state(
+        &mut self,
+        cc: &mut dyn ClientConn,
+        sc: SubConnId,
+        state: &SubConnState,
+    ) {
+        if let Some(key) = self.children.subconn_state(cc, sc, state) {
+            self.child_changed(cc, &key);
+        }
+    }
+
+    fn exit_idle(&mut self, cc: &mut dyn ClientConn) {
+        for key in self.children.keys() {
+            self.children.exit_idle(cc, &key);
+        }
+        self.regenerate(cc);
+    }
+
+    fn work(&mut self, cc: &mut dyn ClientConn) {
+        for key in self.children.work(cc) {
+            self.child_changed(cc, &key);
+        }
+        if self.dirty {
+            self.regenerate(cc);
+        }
+    }
+
+    fn timer(&mut self, cc: &mut dyn ClientConn, token: TimerToken) {
+        if let Some(key) = self.children.timer(cc, token) {
+            self.child_changed(cc, &key);
+            return;
+        }
+        if self.timer.is_some_and(|(t, _)| t == token) {
+            self.timer = None;
+            self.arm_timer(cc);
+            // New weights (reports, blackouts ending, expiry) take effect.
+            if self.reported == Some(ConnectivityState::Ready) {
+                self.regenerate_keeping_endpoints(cc);
+            }
+        }
+    }
+
+    fn close(&mut self, cc: &mut dyn ClientConn) {
+        self.stop_timer(cc);
+        self.children.close(cc);
+        self.weights.clear();
+        self.weights_version = None;
+    }
+}

@@ -1,0 +1,512 @@
+//! weighted_round_robin through `TestClientConn`: its manual clock drives
+//! the weight-update timer, and load reports go through the picks' own done
+//! hooks, as a reader's `Pick::done` delivers them.
+
+use super::*;
+use crate::balancer::picker::{DoneInfo, PickInfo, PickLocal, PickResult};
+use crate::balancer::testing::{Picked, TestClientConn};
+use crate::policy::registry;
+use std::collections::HashMap;
+
+const SECOND: Duration = Duration::from_secs(1);
+
+fn addrs(n: usize) -> Vec<String> {
+    (0..n).map(|i| format!("127.0.0.1:{}", 1000 + i)).collect()
+}
+
+/// A WRR policy over `n` READY endpoints, with `config`.
+fn ready(n: usize, config: serde_json::Value) -> (TestClientConn, Box<dyn Balancer>) {
+    let builder = registry::get(NAME).expect("registered");
+    let config = builder.parse_config(&config).unwrap();
+    let mut wrr = builder.build();
+    let mut cc = TestClientConn::new();
+    let addresses = addrs(n).into_iter().map(crate::Address::new).collect();
+    cc.update(
+        &mut *wrr,
+        ClientConnState::from_addresses(addresses, config),
+    )
+    .unwrap();
+    for id in cc.connects().to_vec() {
+        cc.set_state(&mut *wrr, id, ConnectivityState::Ready);
+    }
+    // One rebuild for all of them, when the loop runs the work they asked for.
+    assert_eq!(cc.state(), Some(ConnectivityState::Connecting));
+    assert_eq!(cc.work_requests(), 1);
+    assert!(cc.run_work(&mut *wrr));
+    assert_eq!(cc.state(), Some(ConnectivityState::Ready));
+    (cc, wrr)
+}
+
+/// Delivers a subchannel state and runs the rebuild it asked for, as the
+/// loop does right after.
+fn set(cc: &mut TestClientConn, wrr: &mut dyn Balancer, id: SubConnId, s: ConnectivityState) {
+    cc.set_state(wrr, id, s);
+    cc.run_work(wrr);
+}
+
+/// Picks `picks` times; each pick's done hooks get the load `load` gives
+/// its endpoint (by index), as a finished RPC would report it.
+fn report(cc: &TestClientConn, picks: usize, load: impl Fn(usize) -> Vec<(&'static str, f64)>) {
+    let picker = cc.picker().unwrap().clone();
+    let mut local = PickLocal::new(7);
+    let index: HashMap<String, usize> = addrs(64)
+        .into_iter()
+        .enumerate()
+        .map(|(i, a)| (a, i))
+        .collect();
+    for _ in 0..picks {
+        match picker.pick(&PickInfo::default(), &mut local) {
+            PickResult::Complete { subconn, done } => {
+                let l = load(index[subconn.addr()]);
+                done.report(
+                    subconn,
+                    &DoneInfo {
+                        load: &l,
+                        ..Default::default()
+                    },
+                );
+            }
+            _ => panic!("a READY picker completes every pick"),
+        }
+    }
+}
+
+/// qps = `weights[i]` at utilization 1: endpoint i weighs `weights[i]`.
+fn qps_load(weights: &[f64]) -> impl Fn(usize) -> Vec<(&'static str, f64)> + '_ {
+    move |i| {
+        vec![
+            ("rps_fractional", weights[i]),
+            ("application_utilization", 1.0),
+        ]
+    }
+}
+
+/// Each endpoint's share of `n` picks, by endpoint index.
+fn shares(cc: &mut TestClientConn, endpoints: usize, n: usize) -> Vec<f64> {
+    let mut counts = vec![0usize; endpoints];
+    for p in cc.picks(n) {
+        let id = p.expect("READY picks complete");
+        let addr = cc.subconn(id).unwrap().addr().to_string();
+        let i = addrs(endpoints).iter().position(|a| *a == addr).unwrap();
+        counts[i] += 1;
+    }
+    counts.iter().map(|c| *c as f64 / n as f64).collect()
+}
+
+/// Every share within 1 % (relative) of its weight's share.
+fn assert_follows(got: &[f64], weights: &[f64]) {
+    let total: f64 = weights.iter().sum();
+    for (g, w) in got.iter().zip(weights) {
+        let want = w / total;
+        assert!(
+            (g - want).abs() <= 0.01 * want,
+            "shares {got:?}, want {:?}",
+            weights.iter().map(|w| w / total).collect::<Vec<_>>()
+        );
+    }
+}
+
+fn assert_even(got: &[f64]) {
+    let want = 1.0 / got.len() as f64;
+    for g in got {
+        assert!((g - want).abs() <= 0.01 * want, "shares {got:?}, want even");
+    }
+}
+
+#[test]
+fn picks_follow_the_weights_within_1_percent_after_the_blackout() {
+    for weights in [[1.0, 2.0, 3.0], [17.0, 23.0, 37.0]] {
+        let (mut cc, mut wrr) = ready(3, serde_json::json!({}));
+        // Before any report: plain round robin, each pick carrying the hook.
+        assert!(matches!(cc.pick(), Picked::Complete { hooks: 1, .. }));
+        report(&cc, 300, qps_load(&weights));
+        // Reports count only after the 10 s blackout.
+        cc.advance(&mut *wrr, 5 * SECOND);
+        report(&cc, 300, qps_load(&weights));
+        assert_even(&shares(&mut cc, 3, 100_000));
+        cc.advance(&mut *wrr, 6 * SECOND);
+        assert_follows(&shares(&mut cc, 3, 100_000), &weights);
+    }
+}
+
+#[test]
+fn new_reports_move_the_picks_at_the_next_update() {
+    let (mut cc, mut wrr) = ready(3, serde_json::json!({"blackoutPeriod": "2s"}));
+    report(&cc, 300, qps_load(&[1.0, 2.0, 3.0]));
+    cc.advance(&mut *wrr, 3 * SECOND);
+    assert_follows(&shares(&mut cc, 3, 100_000), &[1.0, 2.0, 3.0]);
+    // The load shifts: endpoint 0 becomes the lightest-loaded.
+    report(&cc, 300, qps_load(&[6.0, 2.0, 1.0]));
+    // Not before the schedule is rebuilt ...
+    assert_follows(&shares(&mut cc, 3, 100_000), &[1.0, 2.0, 3.0]);
+    // ... then at once: these endpoints are past their blackout.
+    cc.advance(&mut *wrr, SECOND);
+    assert_follows(&shares(&mut cc, 3, 100_000), &[6.0, 2.0, 1.0]);
+}
+
+#[test]
+fn weights_expire_to_round_robin_and_blackout_applies_again() {
+    let (mut cc, mut wrr) = ready(
+        3,
+        serde_json::json!({"blackoutPeriod": "2s", "weightExpirationPeriod": "10s"}),
+    );
+    report(&cc, 300, qps_load(&[1.0, 2.0, 3.0]));
+    cc.advance(&mut *wrr, 3 * SECOND);
+    assert_follows(&shares(&mut cc, 3, 30_000), &[1.0, 2.0, 3.0]);
+    cc.advance(&mut *wrr, 10 * SECOND);
+    assert_even(&shares(&mut cc, 3, 30_000));
+    // Reports again: the blackout runs again from the first of them.
+    report(&cc, 300, qps_load(&[1.0, 2.0, 3.0]));
+    cc.advance(&mut *wrr, SECOND);
+    assert_even(&shares(&mut cc, 3, 30_000));
+    cc.advance(&mut *wrr, 2 * SECOND);
+    assert_follows(&shares(&mut cc, 3, 30_000), &[1.0, 2.0, 3.0]);
+}
+
+#[test]
+fn an_endpoint_back_to_ready_waits_out_a_new_blackout() {
+    let (mut cc, mut wrr) = ready(3, serde_json::json!({"blackoutPeriod": "5s"}));
+    let weights = [1.0, 2.0, 3.0];
+    report(&cc, 300, qps_load(&weights));
+    cc.advance(&mut *wrr, 6 * SECOND);
+    assert_follows(&shares(&mut cc, 3, 30_000), &weights);
+    // Endpoint 2 loses its connection and gets it back.
+    let sc = cc.subconn_for(&addrs(3)[2]).unwrap().id();
+    set(&mut cc, &mut *wrr, sc, ConnectivityState::Idle);
+    set(&mut cc, &mut *wrr, sc, ConnectivityState::Connecting);
+    set(&mut cc, &mut *wrr, sc, ConnectivityState::Ready);
+    report(&cc, 300, qps_load(&weights));
+    cc.advance(&mut *wrr, SECOND);
+    // Endpoint 2 has no usable weight: it gets the mean of the others (1.5).
+    assert_follows(&shares(&mut cc, 3, 30_000), &[1.0, 2.0, 1.5]);
+    cc.advance(&mut *wrr, 5 * SECOND);
+    assert_follows(&shares(&mut cc, 3, 30_000), &weights);
+}
+
+#[test]
+fn endpoints_without_a_weight_get_the_mean() {
+    let (mut cc, mut wrr) = ready(3, serde_json::json!({"blackoutPeriod": "0s"}));
+    // Endpoint 2 never reports.
+    report(&cc, 300, |i| match i {
+        2 => vec![],
+        _ => qps_load(&[1.0, 3.0, 0.0])(i),
+    });
+    cc.advance(&mut *wrr, SECOND);
+    assert_follows(&shares(&mut cc, 3, 100_000), &[1.0, 3.0, 2.0]);
+}
+
+#[test]
+fn weights_survive_address_updates() {
+    let (mut cc, mut wrr) = ready(2, serde_json::json!({"blackoutPeriod": "0s"}));
+    report(&cc, 300, qps_load(&[1.0, 3.0]));
+    cc.advance(&mut *wrr, SECOND);
+    assert_follows(&shares(&mut cc, 2, 40_000), &[1.0, 3.0]);
+    // A third endpoint joins: the first two keep their weights.
+    let config = registry::get(NAME)
+        .unwrap()
+        .parse_config(&serde_json::json!({"blackoutPeriod": "0s"}))
+        .unwrap();
+    let addresses = addrs(3).into_iter().map(crate::Address::new).collect();
+    cc.update(
+        &mut *wrr,
+        ClientConnState::from_addresses(addresses, config),
+    )
+    .unwrap();
+    let third = cc.subconn_for(&addrs(3)[2]).unwrap().id();
+    set(&mut cc, &mut *wrr, third, ConnectivityState::Ready);
+    // The newcomer has no weight: the mean (2).
+    assert_follows(&shares(&mut cc, 3, 60_000), &[1.0, 3.0, 2.0]);
+}
+
+#[test]
+fn oob_mode_ignores_per_call_reports() {
+    let (mut cc, mut wrr) = ready(
+        3,
+        serde_json::json!({"enableOobLoadReport": true, "blackoutPeriod": "0s"}),
+    );
+    report(&cc, 300, qps_load(&[1.0, 2.0, 3.0]));
+    cc.advance(&mut *wrr, SECOND);
+    assert_even(&shares(&mut cc, 3, 30_000));
+}
+
+#[test]
+fn the_timer_runs_at_the_update_period_and_stops_on_close() {
+    let (mut cc, mut wrr) = ready(2, serde_json::json!({"weightUpdatePeriod": "0.01s"}));
+    // Floored at 100 ms.
+    let timers = cc.timers();
+    assert_eq!(timers.len(), 1);
+    assert_eq!(cc.advance(&mut *wrr, Duration::from_millis(99)), 0);
+    assert_eq!(cc.advance(&mut *wrr, Duration::from_millis(1)), 1);
+    assert_eq!(cc.advance(&mut *wrr, SECOND), 10);
+    cc.close(&mut *wrr);
+    assert!(cc.timers().is_empty());
+    assert_eq!(cc.shutdowns().len(), 2);
+}
+
+#[test]
+fn no_addresses_fails_and_states_aggregate_as_round_robin() {
+    let (mut cc, mut wrr) = ready(2, serde_json::json!({}));
+    let ids: Vec<_> = cc.subconns().iter().map(|s| s.id()).collect();
+    set(
+        &mut cc,
+        &mut *wrr,
+        ids[0],
+        ConnectivityState::TransientFailure,
+    );
+    assert_eq!(cc.state(), Some(ConnectivityState::Ready));
+    assert_eq!(cc.picks(4), vec![Some(ids[1]); 4]);
+    set(
+        &mut cc,
+        &mut *wrr,
+        ids[1],
+        ConnectivityState::TransientFailure,
+    );
+    assert_eq!(cc.state(), Some(ConnectivityState::TransientFailure));
+    assert!(matches!(cc.pick(), Picked::Fail(_)));
+    let err = cc.update_addresses(&mut *wrr, []).unwrap_err();
+    assert!(err.contains("zero addresses"), "{err}");
+    assert_eq!(cc.state(), Some(ConnectivityState::TransientFailure));
+}
+
+#[test]
+fn the_weight_is_qps_over_utilization_plus_penalised_errors() {
+    let c = WrrConfig::default();
+    let w = |load: &[(&str, f64)], c: &WrrConfig| weight_from_report(load, c);
+    // 100 / (0.5 + 10/100 × 1.0)
+    let load = [
+        ("rps_fractional", 100.0),
+        ("eps", 10.0),
+        ("cpu_utilization", 0.5),
+    ];
+    assert!((w(&load, &c).unwrap() - 100.0 / 0.6).abs() < 1e-9);
+    let c2 = WrrConfig {
+        error_utilization_penalty: 2.0,
+        ..WrrConfig::default()
+    };
+    assert!((w(&load, &c2).unwrap() - 100.0 / 0.7).abs() < 1e-9);
+    // application_utilization wins over cpu_utilization when set.
+    let app = [
+        ("qps", 100.0),
+        ("cpu_utilization", 0.5),
+        ("application_utilization", 0.25),
+    ];
+    assert_eq!(w(&app, &c), Some(400.0));
+    // No utilization, no qps, NaN: the report is ignored.
+    assert_eq!(w(&[("rps_fractional", 100.0)], &c), None);
+    assert_eq!(w(&[("cpu_utilization", 0.5)], &c), None);
+    assert_eq!(
+        w(
+            &[("rps_fractional", f64::NAN), ("cpu_utilization", 0.5)],
+            &c
+        ),
+        None
+    );
+    // A114: the largest valid configured metric, else the default.
+    let custom = WrrConfig {
+        metric_names_for_computing_utilization: vec![
+            "named_metrics.a".into(),
+            "named_metrics.b".into(),
+        ],
+        ..WrrConfig::default()
+    };
+    let load = [
+        ("rps_fractional", 100.0),
+        ("cpu_utilization", 0.5),
+        ("named_metrics.a", 0.2),
+        ("named_metrics.b", 0.8),
+    ];
+    assert_eq!(w(&load, &custom), Some(125.0));
+    let invalid = [
+        ("rps_fractional", 100.0),
+        ("cpu_utilization", 0.5),
+        ("named_metrics.a", f64::NAN),
+        ("named_metrics.b", -1.0),
+    ];
+    assert_eq!(w(&invalid, &custom), Some(200.0));
+}
+
+#[test]
+fn scaling_falls_back_to_round_robin_and_clamps_as_grpc() {
+    // One endpoint, fewer than two weights, all equal: round robin.
+    assert_eq!(scale(&[5.0]), None);
+    assert_eq!(scale(&[5.0, 0.0, 0.0]), None);
+    assert_eq!(scale(&[5.0, 5.0, 0.0]), None);
+    assert_eq!(scale(&[2.0, 2.0]), None);
+    // The largest maps to 65535; a missing weight gets the mean.
+    assert_eq!(scale(&[1.0, 3.0, 0.0]), Some(vec![21845, 65535, 43690]));
+    // Capped at 10 x the mean: 19 x 1 and one 1000 (mean 50.95).
+    let mut w = vec![1.0; 19];
+    w.push(1000.0);
+    let s = scale(&w).unwrap();
+    assert_eq!(s[19], 65535);
+    assert_eq!(s[0], (65535.0 / 509.5f64).round() as u16);
+    // Floored at 1 % of the mean: 0.001 next to 1, 1, 1 (mean 0.75).
+    let s = scale(&[0.001, 1.0, 1.0, 1.0]).unwrap();
+    assert_eq!(
+        s,
+        vec![
+            (65535.0 * 0.75 * 0.01f64).round() as u16,
+            65535,
+            65535,
+            65535
+        ]
+    );
+}
+
+#[test]
+fn the_stride_schedule_is_exact_over_a_cycle() {
+    let config = Arc::new(ArcSwap::from_pointee(WrrConfig::default()));
+    let weights = [100u16, 6000, 65535, 1];
+    let endpoints = (0..weights.len())
+        .map(|i| {
+            let sc = Arc::new(crate::balancer::subconn::SubConn::new(
+                SubConnId(i as u64),
+                crate::Address::new(format!("127.0.0.1:{}", 1000 + i)),
+            ));
+            (sc, Arc::new(EndpointWeight::new(config.clone())))
+        })
+        .collect();
+    let picker = WrrPicker::new(endpoints, Some(&weights)).unwrap();
+    // From any starting sequence, one cycle's picks are each entry's weight.
+    for start in [0u64, 12_345, u64::MAX] {
+        let mut local = PickLocal::new(1);
+        *local.sequence() = start;
+        let total: usize = weights.iter().map(|w| *w as usize).sum();
+        let mut counts = [0usize; 4];
+        for _ in 0..total {
+            match picker.pick(&PickInfo::default(), &mut local) {
+                PickResult::Complete { subconn, .. } => counts[subconn.id().0 as usize] += 1,
+                _ => unreachable!(),
+            }
+        }
+        if start == 0 {
+            assert_eq!(counts, weights.map(usize::from));
+        } else {
+            for (c, w) in counts.iter().zip(weights) {
+                assert!(c.abs_diff(w as usize) <= 2, "{counts:?} vs {weights:?}");
+            }
+        }
+    }
+    assert!(WrrPicker::new(Vec::new(), None).is_none());
+}
+
+#[test]
+fn the_config_has_grpcs_fields_defaults_and_bounds() {
+    let p = |j: serde_json::Value| WrrConfig::parse(&j);
+    let d = p(serde_json::json!({})).unwrap();
+    assert_eq!(d, WrrConfig::default());
+    assert_eq!(d.blackout_period, 10 * SECOND);
+    assert_eq!(d.weight_expiration_period, 180 * SECOND);
+    assert_eq!(d.weight_update_period, SECOND);
+    assert_eq!(d.error_utilization_penalty, 1.0);
+    assert!(!d.enable_oob_load_report);
+    let c = p(serde_json::json!({
+        "enableOobLoadReport": true,
+        "oobReportingPeriod": "2.5s",
+        "blackoutPeriod": "0s",
+        "weightExpirationPeriod": "60s",
+        "weightUpdatePeriod": "0.05s",
+        "errorUtilizationPenalty": 0,
+        "metricNamesForComputingUtilization": ["named_metrics.foo"],
+        "someFutureField": {"x": 1}
+    }))
+    .unwrap();
+    assert!(c.enable_oob_load_report);
+    assert_eq!(c.oob_reporting_period, Duration::from_millis(2500));
+    assert_eq!(c.blackout_period, Duration::ZERO);
+    assert_eq!(c.weight_expiration_period, 60 * SECOND);
+    assert_eq!(c.weight_update_period, MIN_WEIGHT_UPDATE_PERIOD);
+    assert_eq!(c.error_utilization_penalty, 0.0);
+    assert_eq!(
+        c.metric_names_for_computing_utilization,
+        ["named_metrics.foo"]
+    );
+    // The OOB period means nothing without OOB.
+    let c = p(serde_json::json!({"oobReportingPeriod": "2s"})).unwrap();
+    assert_eq!(c.oob_reporting_period, Duration::ZERO);
+    for (bad, field) in [
+        (
+            serde_json::json!({"errorUtilizationPenalty": -0.5}),
+            "errorUtilizationPenalty",
+        ),
+        (
+            serde_json::json!({"errorUtilizationPenalty": "1"}),
+            "errorUtilizationPenalty",
+        ),
+        (
+            serde_json::json!({"blackoutPeriod": "-1s"}),
+            "blackoutPeriod",
+        ),
+        (serde_json::json!({"blackoutPeriod": 10}), "blackoutPeriod"),
+        (
+            serde_json::json!({"weightUpdatePeriod": "1"}),
+            "weightUpdatePeriod",
+        ),
+        (
+            serde_json::json!({"weightExpirationPeriod": "1.0000000001s"}),
+            "weightExpirationPeriod",
+        ),
+        (
+            serde_json::json!({"weightExpirationPeriod": "315576000001s"}),
+            "weightExpirationPeriod",
+        ),
+        (
+            serde_json::json!({"oobReportingPeriod": "x"}),
+            "oobReportingPeriod",
+        ),
+        (
+            serde_json::json!({"enableOobLoadReport": "yes"}),
+            "enableOobLoadReport",
+        ),
+        (
+            serde_json::json!({"metricNamesForComputingUtilization": "a"}),
+            "metricNamesForComputingUtilization",
+        ),
+        (
+            serde_json::json!({"metricNamesForComputingUtilization": [1]}),
+            "metricNamesForComputingUtilization",
+        ),
+        (serde_json::json!([]), "config must be an object"),
+    ] {
+        let err = p(bad.clone()).unwrap_err();
+        assert!(err.contains(field), "{bad}: {err}");
+    }
+}
+
+#[test]
+fn a_service_config_selects_it_by_name() {
+    let sc = crate::service_config::ServiceConfig::parse(Some(
+        r#"{"loadBalancingConfig":[{"weighted_round_robin":{"blackoutPeriod":"1s"}}]}"#,
+    ));
+    assert!(sc.is_ok(), "{:?}", sc.err());
+    let bad = crate::service_config::ServiceConfig::parse(Some(
+        r#"{"loadBalancingConfig":[{"weighted_round_robin":{"errorUtilizationPenalty":-1}}]}"#,
+    ));
+    assert!(bad.unwrap_err().contains("errorUtilizationPenalty"));
+    assert!(registry::names().iter().any(|n| n == NAME));
+}
+
+#[test]
+fn a_weight_update_before_the_pending_rebuild_follows_the_ready_set() {
+    let (mut cc, mut wrr) = ready(3, serde_json::json!({"weightUpdatePeriod": "1s"}));
+    let ids: Vec<_> = (0..3)
+        .map(|i| cc.subconn_for(&addrs(3)[i]).unwrap().id())
+        .collect();
+    set(
+        &mut cc,
+        &mut *wrr,
+        ids[2],
+        ConnectivityState::TransientFailure,
+    );
+    // Two changes that keep the READY count (0 lost, 2 back) arrive; the
+    // timer fires before the rebuild they asked for.
+    cc.set_state(&mut *wrr, ids[0], ConnectivityState::TransientFailure);
+    cc.set_state(&mut *wrr, ids[2], ConnectivityState::Ready);
+    cc.advance(&mut *wrr, SECOND);
+    let picks = cc.picks(30);
+    assert!(!picks.contains(&Some(ids[0])) && picks.contains(&Some(ids[2])));
+    // The rebuild itself changes nothing more.
+    cc.run_work(&mut *wrr);
+    let picks = cc.picks(30);
+    assert!(!picks.contains(&Some(ids[0])) && picks.contains(&Some(ids[2])));
+}

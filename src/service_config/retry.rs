@@ -1,0 +1,181 @@
+//! `retryPolicy`, `hedgingPolicy` and `retryThrottling` (gRFC A6), parsed
+//! and validated with A6's bounds. The library's own unary calls do not
+//! retry by these yet (only gRPC's transparent retry of a call the server
+//! never processed): they are parsed so that a bad one makes the config
+//! invalid as in gRPC, and exposed for hosts that retry themselves.
+
+use super::json::{self, Path};
+use crate::status::Code;
+use serde_json::{Map, Value};
+use std::time::Duration;
+
+/// gRPC caps `maxAttempts` at 5 (larger values are treated as 5).
+pub const MAX_ATTEMPTS_CAP: u32 = 5;
+
+/// A method's `retryPolicy` (gRFC A6).
+#[derive(Clone, Debug, PartialEq)]
+pub struct RetryPolicy {
+    /// Attempts in all, the first included: 2 to 5 (larger values in the
+    /// config are capped at 5).
+    pub max_attempts: u32,
+    /// The first retry's delay is random in `[0.8, 1.2]` times this (> 0).
+    pub initial_backoff: Duration,
+    /// The largest delay before jitter (> 0).
+    pub max_backoff: Duration,
+    /// Each delay is the last one times this (> 0).
+    pub backoff_multiplier: f64,
+    /// The statuses that make an attempt retryable (non-empty).
+    pub retryable_status_codes: Vec<Code>,
+}
+
+/// A method's `hedgingPolicy` (gRFC A6): parsed and validated, never acted on.
+#[derive(Clone, Debug, PartialEq)]
+pub struct HedgingPolicy {
+    /// Attempts in all: 2 to 5 (capped at 5).
+    pub max_attempts: u32,
+    /// Delay between hedged attempts (0 when absent: all at once).
+    pub hedging_delay: Duration,
+    /// Statuses that do not cancel the other hedged attempts.
+    pub non_fatal_status_codes: Vec<Code>,
+}
+
+/// The service config's `retryThrottling` (gRFC A6): retries and hedges
+/// are allowed only while the channel's token count is above half of
+/// `max_tokens`.
+#[derive(Clone, Debug, PartialEq)]
+pub struct RetryThrottling {
+    /// In (0, 1000].
+    pub max_tokens: u32,
+    /// Tokens a success adds back, > 0, three decimals kept.
+    pub token_ratio: f64,
+}
+
+fn max_attempts(obj: &Map<String, Value>, at: &Path) -> Result<u32, String> {
+    let at = at.field("maxAttempts");
+    let v = obj
+        .get("maxAttempts")
+        .ok_or_else(|| at.err("is required"))?;
+    let n = json::uint(v, &at, u64::from(u32::MAX))?;
+    if n < 2 {
+        return Err(at.err(format!("{n} must be at least 2")));
+    }
+    Ok((n as u32).min(MAX_ATTEMPTS_CAP))
+}
+
+fn positive_duration(obj: &Map<String, Value>, name: &str, at: &Path) -> Result<Duration, String> {
+    let at = at.field(name);
+    let v = obj.get(name).ok_or_else(|| at.err("is required"))?;
+    let d = json::duration(v, &at)?;
+    if d.is_zero() {
+        return Err(at.err(format!("{} must be greater than 0", json::shown(v))));
+    }
+    Ok(d)
+}
+
+/// A status code as proto3 JSON spells an enum: its name (any case) or
+/// its number.
+pub(super) fn status_code(v: &Value, at: &Path) -> Result<Code, String> {
+    let code = match v {
+        Value::String(s) => (0..=16)
+            .filter_map(Code::from_u32)
+            .find(|c| c.name().eq_ignore_ascii_case(s)),
+        Value::Number(n) => n
+            .as_u64()
+            .and_then(|n| u32::try_from(n).ok())
+            .and_then(Code::from_u32),
+        _ => None,
+    };
+    code.ok_or_else(|| at.err(format!("{} is not a status code", json::shown(v))))
+}
+
+fn status_codes(v: &Value, at: &Path) -> Result<Vec<Code>, String> {
+    let list = json::array(v, at)?;
+    let mut codes = Vec::with_capacity(list.len());
+    for (i, c) in list.iter().enumerate() {
+        let code = status_code(c, &at.index(i))?;
+        if !codes.contains(&code) {
+            codes.push(code);
+        }
+    }
+    Ok(codes)
+}
+
+impl RetryPolicy {
+    pub(super) fn parse(v: &Value, at: &Path) -> Result<RetryPolicy, String> {
+        let obj = json::object(v, at)?;
+        let max_attempts = max_attempts(obj, at)?;
+        let initial_backoff = positive_duration(obj, "initialBackoff", at)?;
+        let max_backoff = positive_duration(obj, "maxBackoff", at)?;
+        let m_at = at.field("backoffMultiplier");
+        let m = obj
+            .get("backoffMultiplier")
+            .ok_or_else(|| m_at.err("is required"))?;
+        let backoff_multiplier = json::number(m, &m_at)?;
+        if backoff_multiplier <= 0.0 {
+            return Err(m_at.err(format!("{} must be greater than 0", json::shown(m))));
+        }
+        let c_at = at.field("retryableStatusCodes");
+        let codes = obj
+            .get("retryableStatusCodes")
+            .ok_or_else(|| c_at.err("is required"))?;
+        let retryable_status_codes = status_codes(codes, &c_at)?;
+        if retryable_status_codes.is_empty() {
+            return Err(c_at.err("must not be empty"));
+        }
+        Ok(RetryPolicy {
+            max_attempts,
+            initial_backoff,
+            max_backoff,
+            backoff_multiplier,
+            retryable_status_codes,
+        })
+    }
+}
+
+impl HedgingPolicy {
+    pub(super) fn parse(v: &Value, at: &Path) -> Result<HedgingPolicy, String> {
+        let obj = json::object(v, at)?;
+        let max_attempts = max_attempts(obj, at)?;
+        let hedging_delay = match obj.get("hedgingDelay") {
+            Some(d) => json::duration(d, &at.field("hedgingDelay"))?,
+            None => Duration::ZERO,
+        };
+        let non_fatal_status_codes = match obj.get("nonFatalStatusCodes") {
+            Some(c) => status_codes(c, &at.field("nonFatalStatusCodes"))?,
+            None => Vec::new(),
+        };
+        Ok(HedgingPolicy {
+            max_attempts,
+            hedging_delay,
+            non_fatal_status_codes,
+        })
+    }
+}
+
+impl RetryThrottling {
+    pub(super) fn parse(v: &Value, at: &Path) -> Result<RetryThrottling, String> {
+        let obj = json::object(v, at)?;
+        let t_at = at.field("maxTokens");
+        let t = obj
+            .get("maxTokens")
+            .ok_or_else(|| t_at.err("is required"))?;
+        let max_tokens = json::uint(t, &t_at, 1000)? as u32;
+        if max_tokens == 0 {
+            return Err(t_at.err("must be greater than 0"));
+        }
+        let r_at = at.field("tokenRatio");
+        let r = obj
+            .get("tokenRatio")
+            .ok_or_else(|| r_at.err("is required"))?;
+        let ratio = json::number(r, &r_at)?;
+        // A6: three decimals are kept.
+        let token_ratio = (ratio * 1000.0).trunc() / 1000.0;
+        if token_ratio <= 0.0 {
+            return Err(r_at.err(format!("{} must be greater than 0", json::shown(r))));
+        }
+        Ok(RetryThrottling {
+            max_tokens,
+            token_ratio,
+        })
+    }
+}
