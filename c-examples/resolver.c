@@ -1,8 +1,8 @@
 /* A resolver written in C, registered by URI scheme, driving a channel over
  * three real gRPC servers (interop/server.py):
  *   1. sy_resolver_register("exres", ...): a channel on "exres:///backends"
- *      builds one; its build callback gets the parsed target and a
- *      sy_resolver_cc to push through;
+ *      builds one once used (a channel starts IDLE); its build callback gets
+ *      the parsed target and a sy_resolver_cc to push through;
  *   2. it pushes server 0 alone (pick_first), then servers 1 and 2 with a
  *      service config that switches the channel to round_robin (pushed from
  *      a thread of its own: any thread may push), and both serve;
@@ -11,8 +11,8 @@
  *   4. an address nobody listens on makes the channel ask the resolver to
  *      resolve again (its resolve_now callback);
  *   5. freeing the channel closes the resolver; its cc then says SY_CLOSED;
- *   6. an error before any address fails RPCs UNAVAILABLE with its text; a
- *      build that refuses the target fails channel creation;
+ *   6. an error before any address fails RPCs UNAVAILABLE with its text; so
+ *      does a build that refuses the target;
  *   7. a host that supplies addresses itself (target "") hears resolve-now
  *      through sy_channel_options_set_resolve_now;
  *   8. bad input to sy_resolver_register is refused. */
@@ -143,10 +143,15 @@ int main(void) {
   OK(sy_runtime_new(&rt));
   OK(sy_channel_options_new_insecure(&opts));
 
-  /* 1. Registered by scheme (any case); built when a channel names it. */
+  /* 1. Registered by scheme (any case); built when a channel naming it is
+   * first used (here: sy_channel_connect; a pick or call does the same). */
   OK(sy_resolver_register("ExRes", &vt, &st));
   OK(sy_channel_new_simple(rt, "exres:///backends", "{\"loadBalancingConfig\":[{\"pick_first\":{}}]}",
                            opts, &ch));
+  OK(sy_channel_sync(ch));
+  CHECK(atomic_load(&st.builds) == 0);
+  OK(sy_channel_connect(ch));
+  OK(sy_channel_sync(ch));
   CHECK(atomic_load(&st.builds) == 1 && strcmp(st.endpoint, "backends") == 0);
   cc = st.cc;
   OK(sy_reader_new(ch, &reader));
@@ -171,8 +176,10 @@ int main(void) {
   OK(sy_resolver_cc_report_error(cc, "the name server is down"));
   CHECK(call_echo(reader) == 1);
 
-  /* 4. A dead address: the channel asks the resolver to look again. */
-  OK(push(cc, with_dead, 2, NULL));
+  /* 4. A dead address: the channel asks the resolver to look again. The
+   *    config comes with the update, as a resolver's does every time (an
+   *    update without one means the channel's default: pick_first). */
+  OK(push(cc, with_dead, 2, "{\"loadBalancingConfig\":[{\"round_robin\":{}}]}"));
   wait_for(&st.resolve_now, "resolve_now after a failed connection");
   CHECK(call_echo(reader) == 1);
 
@@ -189,6 +196,8 @@ int main(void) {
   /* 6. An error before any address; a refused target. */
   atomic_store(&st.closed, 0);
   OK(sy_channel_new_simple(rt, "exres:other", NULL, opts, &ch));
+  OK(sy_channel_connect(ch));
+  OK(sy_channel_sync(ch));
   OK(sy_resolver_cc_report_error(st.cc, "no such service"));
   OK(sy_channel_sync(ch));
   OK(sy_reader_new(ch, &reader));
@@ -206,8 +215,22 @@ int main(void) {
   reader = NULL;
   sy_channel_free(ch);
   ch = NULL;
-  CHECK_STATUS(sy_channel_new_simple(rt, "exres:refuse", NULL, opts, &ch), SY_INVALID_TARGET);
-  CHECK(ch == NULL);
+  OK(sy_channel_new_simple(rt, "exres:refuse", NULL, opts, &ch));
+  OK(sy_reader_new(ch, &reader));
+  {
+    sy_buffer *resp = NULL;
+    char err[256];
+    CHECK_STATUS(sy_call_unary(reader, "/echo.Echo/Unary", (const uint8_t *)"r", 1, NULL, 0, NULL,
+                               2000, false, &resp),
+                 SY_RPC_FAILED);
+    CHECK(sy_last_grpc_code() == 14 && resp == NULL);
+    sy_last_error(err, sizeof err);
+    CHECK(strstr(err, "refused target") != NULL);
+  }
+  sy_reader_free(reader);
+  reader = NULL;
+  sy_channel_free(ch);
+  ch = NULL;
 
   /* 7. The host as resolver hears resolve-now too. */
   OK(sy_channel_options_set_resolve_now(opts, host_resolve_now, &host_asked));

@@ -16,10 +16,16 @@
 //!
 //! cargo run --release --example demo -- [--policy round_robin]
 //!     [--backends 3] [--duration 12] [--threads 4] [--service-config JSON]
+//!     [--target TARGET]
 //!
 //! `--service-config` replaces the config `--policy` makes (its policy is
 //! the one shown); an invalid one is refused up front with the JSON path
 //! that is wrong (a channel would start in TRANSIENT_FAILURE with it).
+//! `--target` names the channel's target; `{addrs}` in it stands for the
+//! backends' addresses, comma-separated (the default is `ipv4:{addrs}`), and
+//! `{port}` for the first backend's port (`dns:///localhost:{port}`
+//! resolves through DNS). The checks assume the target reaches every
+//! backend, as the default does.
 
 use std::collections::HashMap;
 use std::io::{IsTerminal, Write};
@@ -36,11 +42,13 @@ struct Args {
     duration: Duration,
     threads: usize,
     service_config: Option<String>,
+    target: String,
 }
 
 const USAGE: &str =
     "usage: demo [--policy NAME] [--backends N] [--duration SECONDS] [--threads N] \
-                     [--service-config JSON]";
+                     [--service-config JSON] \
+                     [--target TARGET ({addrs}: the backends' addresses; default ipv4:{addrs})]";
 
 fn parse_args() -> Result<Args, String> {
     let mut a = Args {
@@ -49,6 +57,7 @@ fn parse_args() -> Result<Args, String> {
         duration: Duration::from_secs(12),
         threads: 4,
         service_config: None,
+        target: "ipv4:{addrs}".into(),
     };
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
@@ -67,6 +76,7 @@ fn parse_args() -> Result<Args, String> {
             }
             "--threads" => a.threads = value()?.parse().map_err(|_| "--threads takes a number")?,
             "--service-config" => a.service_config = Some(value()?),
+            "--target" => a.target = value()?,
             "-h" | "--help" => {
                 println!("{USAGE}");
                 std::process::exit(0);
@@ -207,9 +217,12 @@ fn start_backend() -> Result<TestServer, String> {
     .map_err(|e| format!("cannot start a backend on 127.0.0.1: {e}"))
 }
 
-fn target_of(addrs: &[SocketAddr]) -> String {
+/// `--target` with the backends' addresses and first port filled in.
+fn target_of(template: &str, addrs: &[SocketAddr]) -> String {
     let list: Vec<String> = addrs.iter().map(|a| a.to_string()).collect();
-    format!("ipv4:{}", list.join(","))
+    template
+        .replace("{addrs}", &list.join(","))
+        .replace("{port}", &addrs[0].port().to_string())
 }
 
 fn main() {
@@ -237,7 +250,7 @@ fn run(args: &Args) -> Result<bool, String> {
         servers.push(Some(start_backend()?));
     }
     let mut addrs: Vec<SocketAddr> = servers.iter().flatten().map(|s| s.addr()).collect();
-    let target = target_of(&addrs);
+    let target = target_of(&args.target, &addrs);
     println!(
         "switchyard demo: {} backends on 127.0.0.1, policy {}, {} RPC threads, {:.0} s",
         args.backends,

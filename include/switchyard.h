@@ -297,7 +297,9 @@ typedef struct sy_channel sy_channel;
  * bundled Mozilla roots, verifying each address's host name; no client
  * certificate; no keepalive; gRPC's size limits (4 MiB per received
  * message, 16 MiB per header list); gRPC's connection backoff (1 s, x1.6, +-20 %,
- * at most 120 s, at least 20 s per attempt).
+ * at most 120 s, at least 20 s per attempt); the target's authority; an idle
+ * timeout of 30 minutes; for `dns:` targets, no service config from DNS and
+ * at most one re-resolution per 30 s.
  *
  * Setters validate their input and return SY_OK, SY_NULL_PARAMETER,
  * SY_INVALID_ARGUMENT or SY_INVALID_UTF8; a failed setter changes nothing.
@@ -430,7 +432,9 @@ typedef struct sy_pick_request {
   const char *method;
   size_t method_len;
   /**
-   * The request's hash for hashing policies, if `has_request_hash`.
+   * The request's hash for hashing policies, if `has_request_hash`
+   * (under ring_hash with `requestHashHeader`: XXH64 of the header's
+   * value, as for `sy_pick`).
    */
   uint64_t request_hash;
   bool has_request_hash;
@@ -868,10 +872,13 @@ typedef struct sy_target {
 /**
  * Builds a resolver for `target`: return true and set `*out_resolver` to
  * the resolver's own pointer (passed to its other callbacks; may be NULL),
- * or return false to refuse the target (channel creation then fails with
- * SY_INVALID_TARGET). Runs on the thread creating the channel. It may keep
- * `cc` and push through it at once or later, from any thread. Blocking
- * `sy_*` calls are refused inside it.
+ * or return false to refuse the target (the channel is then
+ * TRANSIENT_FAILURE and its RPCs fail UNAVAILABLE saying so). A channel
+ * starts IDLE: this runs on the loop thread when it is first used (its
+ * first pick or call, or `sy_channel_connect`), and again each time it is
+ * used after its idle timeout closed the resolver; it must not block. It
+ * may keep `cc` and push through it at once or later, from any thread.
+ * Blocking `sy_*` calls are refused inside it.
  */
 typedef bool (*sy_resolver_build_fn)(void *user_data,
                                      const struct sy_target *target,
@@ -991,6 +998,11 @@ void sy_runtime_free(struct sy_runtime *rt);
  * on a channel may be called from any thread, concurrently, except
  * sy_channel_free. sy_channel_snapshot_json shows the channel and each
  * subchannel (state, last error, call counts), as gRPC's channelz does.
+ * A channel starts IDLE, as gRPC's: it resolves and connects on its first
+ * pick or call (or sy_channel_connect; with a host-supplied target, when
+ * the host pushes addresses), and goes back to IDLE after its idle timeout
+ * (sy_channel_options_set_idle_timeout). Calls carry the target's authority
+ * (sy_channel_options_set_authority to change it).
  * -------------------------------------------------------------------------- */
 
 /**
@@ -1121,7 +1133,10 @@ sy_status sy_channel_report_subconn_health(const struct sy_channel *ch,
                                            const char *message);
 
 /**
- * Asks an IDLE policy to connect. Any thread.
+ * Leaves IDLE: a channel starts IDLE (no resolution, no connection) and
+ * goes back after its idle timeout (`sy_channel_options_set_idle_timeout`);
+ * this resolves and connects it without a pick or call. On a channel in
+ * use, asks an IDLE policy to connect. Any thread.
  */
 sy_status sy_channel_connect(const struct sy_channel *ch);
 
@@ -1292,7 +1307,9 @@ sy_status sy_reader_done(struct sy_reader *reader,
  *
  * - `method`, `method_len`: the full method name ("/pkg.Service/Method"),
  *   UTF-8, not necessarily NUL-terminated; NULL/0 for none (cheapest).
- * - `request_hash`: NULL, or the request's hash for hashing policies.
+ * - `request_hash`: NULL, or the request's hash for hashing policies. A
+ *   pick carries no metadata: under ring_hash with `requestHashHeader`,
+ *   pass XXH64 (seed 0) of the header's value here (NULL: a random hash).
  * - `timeout_ms`: `SY_NO_WAIT` (0) = do not wait: wait-free, returns
  *   SY_NO_SUBCHANNEL if the policy has nothing ready yet. Otherwise wait up
  *   to that long (`SY_WAIT_FOREVER`: no limit) for a picker that has
@@ -1675,9 +1692,10 @@ sy_status sy_resolver_register(const char *scheme,
                                void *user_data);
 
 /**
- * Pushes a new address list (one endpoint per address, in order) and,
- * unless `service_config_json` is NULL, a service config for the channel
- * (an invalid one is logged and the channel keeps its last good one).
+ * Pushes a new address list (one endpoint per address, in order) and a
+ * service config for the channel: an invalid one is logged and the channel
+ * keeps its last good one; NULL means the channel's default config (as in
+ * gRPC), so send the config with every update.
  * `addresses` may be NULL when `len` is 0. Any thread; applied on the
  * loop thread in the order pushed.
  *
@@ -1847,6 +1865,42 @@ sy_status sy_channel_options_set_call_threads(struct sy_channel_options *opts, u
 sy_status sy_channel_options_set_resolve_now(struct sy_channel_options *opts,
                                              sy_resolve_now_fn callback,
                                              void *ctx);
+
+/**
+ * The `:authority` of every call (NUL-terminated UTF-8, `host[:port]`,
+ * copied), and the TLS server name unless one is set with
+ * `sy_channel_options_set_tls_server_name` (gRPC's `WithAuthority`). By
+ * default the target's: `host:port` of `dns:///host:port`, "localhost" for
+ * unix sockets, the address of a one-address `ipv4:`/`ipv6:` target (each
+ * connection's address for lists and the host's addresses). "" restores
+ * that default. SY_INVALID_ARGUMENT if it is no valid authority.
+ */
+sy_status sy_channel_options_set_authority(struct sy_channel_options *opts, const char *authority);
+
+/**
+ * A channel starts IDLE (resolving nothing, connecting nowhere) and leaves
+ * IDLE on its first pick or call (or `sy_channel_connect`); with no pick and
+ * no call in flight for `timeout_ms` it goes back to IDLE, closing its
+ * resolver, policy and connections, and the next pick brings them back.
+ * Default 1800000 (30 minutes, gRPC's); 0: never goes back to IDLE.
+ */
+sy_status sy_channel_options_set_idle_timeout(struct sy_channel_options *opts, uint64_t timeout_ms);
+
+/**
+ * For `dns:` targets: `enabled` nonzero looks the name's service config up
+ * in DNS too (gRFC A2: TXT records `grpc_config=...` of
+ * `_grpc_config.<host>`, with their choice rules; this client's
+ * `clientLanguage` is "rust"). Off by default.
+ */
+sy_status sy_channel_options_set_dns_service_config(struct sy_channel_options *opts, int enabled);
+
+/**
+ * For `dns:` targets: the least time between two lookups the channel asks
+ * for (re-resolution after a lost connection), in milliseconds. Default
+ * 30000 (gRPC's); shorter only for tests. SY_INVALID_ARGUMENT for 0.
+ */
+sy_status sy_channel_options_set_min_resolution_interval(struct sy_channel_options *opts,
+                                                         uint64_t interval_ms);
 
 /* ----------------------------------------------------------------------------
  * Logging

@@ -23,6 +23,9 @@ RUSTDOCFLAGS="-D warnings" cargo doc -p switchyard-lb --no-deps --all-features
 step "interop peers: grpcio in a virtualenv"
 bash interop/setup.sh
 
+step "DNS server for the dns resolver's tests: dnsmasq"
+bash scripts/setup-dns.sh
+
 step "workspace tests"
 cargo test --workspace --all-features
 

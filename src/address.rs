@@ -79,18 +79,31 @@ pub struct Endpoint {
     pub addresses: Vec<Address>,
     /// The endpoint's weight (0: unset, which weighing policies treat as 1).
     pub weight: u32,
+    /// Where `ring_hash` places the endpoint on its ring (gRFC A76's hash
+    /// key attribute); `None` or empty: its first address.
+    pub hash_key: Option<String>,
 }
 
 impl Endpoint {
     /// An endpoint of these addresses; its weight is the first address's.
     pub fn new(addresses: Vec<Address>) -> Endpoint {
         let weight = addresses.first().map(|a| a.weight).unwrap_or(0);
-        Endpoint { addresses, weight }
+        Endpoint {
+            addresses,
+            weight,
+            hash_key: None,
+        }
     }
 
     /// Sets `weight`.
     pub fn with_weight(mut self, weight: u32) -> Endpoint {
         self.weight = weight;
+        self
+    }
+
+    /// Sets `hash_key`.
+    pub fn with_hash_key(mut self, key: impl Into<String>) -> Endpoint {
+        self.hash_key = Some(key.into());
         self
     }
 }

@@ -328,6 +328,7 @@ impl Reader {
         let info = PickInfo {
             method,
             hash: options.hash,
+            metadata: options.metadata,
         };
         let pick_options = PickOptions {
             deadline: set.deadline,
@@ -903,6 +904,7 @@ impl Calls {
                     let info = PickInfo {
                         method: &task.call.method,
                         hash: task.call.hash,
+                        metadata: &task.call.metadata,
                     };
                     let next = match reader.try_pick(&info) {
                         Ok(pick) => task.course.picked(pick, |p, i| reader.finish(p, i)),
@@ -983,6 +985,10 @@ impl Calls {
 }
 
 impl StartedCalls for Calls {
+    fn active(&self) -> bool {
+        !self.tasks.is_empty()
+    }
+
     fn after_run(&mut self, shared: &Arc<ChannelShared>, cx: &mut LoopContext) {
         self.picker_published(shared, cx);
     }

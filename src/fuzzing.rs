@@ -759,6 +759,7 @@ pub fn channel_ops(data: &[u8]) {
                 let info = PickInfo {
                     method,
                     hash: input.bool().then(|| input.u64()),
+                    metadata: &[],
                 };
                 let r = &mut readers[i];
                 let result = match how {

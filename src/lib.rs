@@ -175,7 +175,7 @@
 //! ch.sync()?; // the picker over both READY subchannels is published
 //!
 //! let mut reader = ch.reader(); // one per RPC thread
-//! let info = PickInfo { method: "/echo.Echo/Unary", hash: None };
+//! let info = PickInfo { method: "/echo.Echo/Unary", hash: None, metadata: &[] };
 //! let options = PickOptions {
 //!     deadline: Some(Instant::now() + Duration::from_secs(5)),
 //!     wait_for_ready: true,
@@ -362,10 +362,13 @@
 //!     fn scheme(&self) -> &str {
 //!         "inventory"
 //!     }
-//!     fn build(&self, target: &Target, cc: ResolverClientConn) -> Result<Box<dyn Resolver>, String> {
-//!         if target.endpoint() != "echo" {
-//!             return Err(format!("no service {:?} in the inventory", target.endpoint()));
+//!     fn check(&self, target: &Target) -> Result<(), String> {
+//!         match target.endpoint() {
+//!             "echo" => Ok(()),
+//!             other => Err(format!("no service {other:?} in the inventory")),
 //!         }
+//!     }
+//!     fn build(&self, _target: &Target, cc: ResolverClientConn) -> Result<Box<dyn Resolver>, String> {
 //!         let r = InventoryResolver(self.0.clone(), cc);
 //!         r.push();
 //!         Ok(Box::new(r))
@@ -385,9 +388,12 @@
 //! #     ..Default::default()
 //! # };
 //! let ch = Channel::new(&rt, "inventory:///echo", None, options())?;
-//! ch.sync()?;
+//! // A channel resolves once used (its first pick or call, or `connect`).
+//! ch.connect()?;
+//! ch.sync()?; // the build, which pushes
+//! ch.sync()?; // what it pushed
 //! assert_eq!(ch.snapshot()?.subchannels[0].address, "10.0.0.1:50051");
-//! // Its builder refuses what it cannot resolve: the channel is not made.
+//! // Its builder refuses a target it cannot resolve: the channel is not made.
 //! assert!(Channel::new(&rt, "inventory:///nope", None, options()).is_err());
 //! # Ok(())
 //! # }

@@ -82,6 +82,13 @@ impl<T> Slot<T> {
         drop(old);
     }
 
+    /// Moves the generation on without a new table: every reader's next
+    /// pick takes its slow path once (where the channel counts activity).
+    /// Wakes nobody: nothing a waiter waits for has changed.
+    pub fn bump(&self) {
+        self.generation.fetch_add(1, Ordering::Release);
+    }
+
     #[inline]
     pub fn generation(&self) -> u64 {
         self.generation.load(Ordering::Acquire)

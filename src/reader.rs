@@ -344,6 +344,9 @@ impl Reader {
         self.drop_kept();
         if self.cache.slot().generation() != self.synced_generation {
             self.sync_rotation();
+            // Once per generation per reader, never on the hit path: enough
+            // for the loop to tell an idle channel from a busy one.
+            self.shared.note_pick();
         }
         if self.rotation_generation != NO_ROTATION {
             return Ok((self.rotate().ptr(), NO_HOOKS));
@@ -450,7 +453,12 @@ impl Reader {
     /// `deadline` passes (false).
     pub(crate) fn wait_for_next_picker(&mut self, deadline: Option<Instant>) -> bool {
         let seen = self.cache.generation();
-        self.cache.slot().wait_for_change(seen, deadline)
+        // A waiting pick keeps the channel in use (see `channel/idle.rs`).
+        let waiting = &self.shared.waiting;
+        waiting.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let changed = self.cache.slot().wait_for_change(seen, deadline);
+        waiting.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+        changed
     }
 
     /// This reader's call counters (library calls only, never picks).

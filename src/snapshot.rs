@@ -165,6 +165,19 @@ impl CallStats {
         total
     }
 
+    /// Library calls in flight on the channel, over every reader (idleness:
+    /// a channel with a call still running is not idle).
+    pub(crate) fn in_flight(&self) -> u64 {
+        let mut reg = lock(&self.inner);
+        reg.live.retain(|w| w.strong_count() > 0);
+        // A reader's calls end before it goes: retired counts have none.
+        reg.live
+            .iter()
+            .filter_map(Weak::upgrade)
+            .map(|m| lock(&m).values().map(Counts::in_flight).sum::<u64>())
+            .sum()
+    }
+
     /// Folds a reader's counts into the retired totals; under the registry
     /// lock, so that a snapshot sees them in one place or the other.
     fn retire(&self, map: &Mutex<CountMap>) {

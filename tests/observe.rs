@@ -310,7 +310,7 @@ fn a_resolver_error_is_logged_and_named_as_the_channels_reason() {
     );
     assert!(
         ours.iter().any(|(_, t, m)| t == trace::CHANNEL
-            && m.contains("IDLE -> TRANSIENT_FAILURE (name resolver error: no such host")),
+            && m.contains("CONNECTING -> TRANSIENT_FAILURE (name resolver error: no such host")),
         "{ours:#?}"
     );
 }

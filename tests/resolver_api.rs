@@ -115,6 +115,12 @@ fn a_resolver_outside_the_crate_drives_a_channel() {
         insecure(),
     )
     .unwrap();
+    // A channel starts IDLE: nothing is resolved until it is used.
+    ch.sync().unwrap();
+    assert!(seen.target.lock().unwrap().is_none(), "built while IDLE");
+    assert_eq!(ch.state(), ConnectivityState::Idle);
+    ch.connect().unwrap();
+    ch.sync().unwrap();
     let target = seen.target.lock().unwrap().clone().unwrap();
     assert_eq!(
         (
@@ -199,6 +205,8 @@ fn a_resolver_error_before_any_address_fails_rpcs_with_it() {
     resolver::register(Arc::new(Pushed("erring", seen.clone())));
     let rt = Runtime::new().unwrap();
     let ch = Channel::new(&rt, "erring:x", None, insecure()).unwrap();
+    ch.connect().unwrap();
+    ch.sync().unwrap();
     seen.cc().report_error("no such service").unwrap();
     ch.sync().unwrap();
     assert_eq!(ch.state(), ConnectivityState::TransientFailure);
@@ -220,11 +228,17 @@ fn a_resolver_error_before_any_address_fails_rpcs_with_it() {
 }
 
 #[test]
-fn a_refusing_builder_fails_channel_creation() {
+fn a_refused_target_fails_channel_creation_and_a_refused_build_the_channel() {
     struct Refuses;
     impl ResolverBuilder for Refuses {
         fn scheme(&self) -> &str {
             "refuses"
+        }
+        fn check(&self, t: &Target) -> Result<(), String> {
+            match t.endpoint() {
+                "bad" => Err("a bad name".into()),
+                _ => Ok(()),
+            }
         }
         fn build(&self, t: &Target, _: ResolverClientConn) -> Result<Box<dyn Resolver>, String> {
             Err(format!("cannot resolve {}", t.endpoint()))
@@ -232,15 +246,25 @@ fn a_refusing_builder_fails_channel_creation() {
     }
     resolver::register(Arc::new(Refuses));
     let rt = Runtime::new().unwrap();
-    let e = Channel::new(&rt, "refuses:///x", None, insecure())
+    let e = Channel::new(&rt, "refuses:///bad", None, insecure())
         .err()
         .unwrap();
-    assert_eq!(e, Error::InvalidTarget("cannot resolve x".into()));
-    // The built-in dns resolver cannot ask another server yet: it says so.
-    let e = Channel::new(&rt, "dns://127.0.0.1:53/localhost:1", None, insecure())
+    assert_eq!(e, Error::InvalidTarget("a bad name".into()));
+    // Built when the channel is first used: a refusal fails its RPCs.
+    let ch = Channel::new(&rt, "refuses:///x", None, insecure()).unwrap();
+    let e = ch
+        .reader()
+        .unary("/echo.Echo/Unary", b"r", &CallOptions::default())
+        .unwrap_err();
+    assert_eq!(e.code(), Code::Unavailable);
+    assert!(e.message().contains("cannot resolve x"), "{e:?}");
+    assert_eq!(ch.state(), ConnectivityState::TransientFailure);
+    // The built-in dns resolver asks the server in the authority, which
+    // must be an IP address: a name is refused, saying so.
+    let e = Channel::new(&rt, "dns://ns.example/localhost:1", None, insecure())
         .err()
         .unwrap();
-    assert!(e.to_string().contains("not supported yet"), "{e}");
+    assert!(e.to_string().contains("must be an IP address"), "{e}");
     // Bad targets of the built-ins fail here too, with the reason.
     let e = Channel::new(&rt, "ipv4:127.0.0.1:99999", None, insecure())
         .err()
@@ -327,6 +351,8 @@ fn the_resolvers_service_config_comes_first_and_an_invalid_first_one_fails_rpcs(
     let rt = Runtime::new().unwrap();
     let default = r#"{"methodConfig":[{"name":[{}],"timeout":"7s"}]}"#;
     let ch = Channel::new(&rt, "configuring:x", Some(default), insecure()).unwrap();
+    ch.connect().unwrap(); // channels start IDLE: build the resolver
+    ch.sync().unwrap();
     let mut r = ch.reader();
     let timeout = |r: &mut Reader| r.method_config("/echo.Echo/Unary").and_then(|c| c.timeout);
     assert_eq!(timeout(&mut r), Some(Duration::from_secs(7)), "the default");
@@ -369,8 +395,9 @@ fn the_resolvers_service_config_comes_first_and_an_invalid_first_one_fails_rpcs(
     );
     assert!(ch.method_config("/else.Where/M").is_none());
 
-    // An invalid one now keeps it; no config keeps it too.
-    for config in [Some("{\"methodConfig\":7}".to_string()), None] {
+    // An invalid one now keeps it; no config at all means the default
+    // again (gRPC: a resolver result without a config).
+    for (config, expected) in [(Some("{\"methodConfig\":7}".to_string()), 2), (None, 7)] {
         seen.cc()
             .update(ResolverState {
                 endpoints: endpoints(&[&b0]),
@@ -378,7 +405,7 @@ fn the_resolvers_service_config_comes_first_and_an_invalid_first_one_fails_rpcs(
             })
             .unwrap();
         ch.sync().unwrap();
-        assert_eq!(timeout(&mut r), Some(Duration::from_secs(2)));
+        assert_eq!(timeout(&mut r), Some(Duration::from_secs(expected)));
         assert_eq!(echo(&mut r).unwrap(), b0.port());
     }
 }
@@ -393,6 +420,8 @@ fn without_a_resolver_config_the_default_is_the_last_good_one() {
     let rt = Runtime::new().unwrap();
     let default = r#"{"methodConfig":[{"name":[{}],"waitForReady":true}]}"#;
     let ch = Channel::new(&rt, "defaulting:x", Some(default), insecure()).unwrap();
+    ch.connect().unwrap(); // channels start IDLE: build the resolver
+    ch.sync().unwrap();
     seen.cc()
         .update(ResolverState {
             endpoints: endpoints(&[&b0]),
@@ -410,4 +439,45 @@ fn without_a_resolver_config_the_default_is_the_last_good_one() {
     ch.sync().unwrap();
     assert_eq!(ch.state(), ConnectivityState::Ready);
     assert_eq!(r.method_config("/a/b").unwrap().wait_for_ready, Some(true));
+}
+
+/// gRPC's rule: a resolver result without a service config means the
+/// channel's default one, so a config the resolver stops sending (a DNS TXT
+/// record removed) is undone rather than kept forever.
+#[test]
+fn a_config_the_resolver_stops_sending_gives_way_to_the_default() {
+    let seen = Arc::new(Seen::default());
+    resolver::register(Arc::new(Pushed("reverting", seen.clone())));
+    let b0 = backend();
+    let rt = Runtime::new().unwrap();
+    let default = r#"{"methodConfig":[{"name":[{}],"waitForReady":true}]}"#;
+    let ch = Channel::new(&rt, "reverting:x", Some(default), insecure()).unwrap();
+    ch.connect().unwrap(); // channels start IDLE: build the resolver
+    ch.sync().unwrap();
+    let push = |config: Option<&str>| {
+        seen.cc()
+            .update(ResolverState {
+                endpoints: endpoints(&[&b0]),
+                service_config: config.map(str::to_string),
+            })
+            .unwrap();
+        ch.sync().unwrap();
+    };
+    let mut r = ch.reader();
+    push(None);
+    assert_eq!(echo(&mut r).unwrap(), b0.port());
+    assert_eq!(r.method_config("/a/b").unwrap().wait_for_ready, Some(true));
+    push(Some(r#"{"methodConfig":[{"name":[{}],"timeout":"5s"}]}"#));
+    let resolved = r.method_config("/a/b").unwrap();
+    assert_eq!(
+        resolved.wait_for_ready, None,
+        "the resolver's config replaces the default"
+    );
+    push(None);
+    assert_eq!(
+        r.method_config("/a/b").unwrap().wait_for_ready,
+        Some(true),
+        "without a config from the resolver, the default applies again"
+    );
+    assert_eq!(echo(&mut r).unwrap(), b0.port());
 }

@@ -267,6 +267,9 @@ pub extern "C" fn sy_channel_new_with_options(
             backoff: opts.backoff,
             on_state_change: on_state,
             on_resolve_now,
+            authority: opts.authority.clone(),
+            idle_timeout: opts.idle_timeout,
+            resolver: opts.resolver.clone(),
             ..Default::default()
         };
         let channel = Channel::new(rt.get(), target, config, options)?;
@@ -343,7 +346,10 @@ pub extern "C" fn sy_channel_report_subconn_health(
     })
 }
 
-/// Asks an IDLE policy to connect. Any thread.
+/// Leaves IDLE: a channel starts IDLE (no resolution, no connection) and
+/// goes back after its idle timeout (`sy_channel_options_set_idle_timeout`);
+/// this resolves and connects it without a pick or call. On a channel in
+/// use, asks an IDLE policy to connect. Any thread.
 #[no_mangle]
 pub extern "C" fn sy_channel_connect(ch: *const sy_channel) -> sy_status {
     boundary(|| {

@@ -8,9 +8,10 @@ use crate::status::sy_status;
 use crate::strings::{slice_arg, str_arg};
 use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer};
-use std::ffi::{c_char, c_void};
+use std::ffi::{c_char, c_int, c_void};
 use std::time::Duration;
 use switchyard::backoff::BackoffConfig;
+use switchyard::resolver::ResolverOptions;
 use switchyard::transport::{DEFAULT_MAX_HEADER_LIST_SIZE, DEFAULT_MAX_RECV_MESSAGE_SIZE};
 use switchyard::{Credentials, Keepalive, TlsSettings, TransportConfig};
 
@@ -28,7 +29,9 @@ pub(crate) const DEFAULT_CALL_THREADS: usize = 8;
 /// bundled Mozilla roots, verifying each address's host name; no client
 /// certificate; no keepalive; gRPC's size limits (4 MiB per received
 /// message, 16 MiB per header list); gRPC's connection backoff (1 s, x1.6, +-20 %,
-/// at most 120 s, at least 20 s per attempt).
+/// at most 120 s, at least 20 s per attempt); the target's authority; an idle
+/// timeout of 30 minutes; for `dns:` targets, no service config from DNS and
+/// at most one re-resolution per 30 s.
 ///
 /// Setters validate their input and return SY_OK, SY_NULL_PARAMETER,
 /// SY_INVALID_ARGUMENT or SY_INVALID_UTF8; a failed setter changes nothing.
@@ -52,6 +55,11 @@ pub(crate) struct Options {
     pub(crate) call_threads: usize,
     /// The host's re-resolution callback and its ctx (empty target).
     pub(crate) resolve_now: Option<(unsafe extern "C" fn(*mut c_void), *mut c_void)>,
+    /// Every call's `:authority` (`None`: the target's).
+    pub(crate) authority: Option<String>,
+    /// `None`: the default (30 min); zero: never idle.
+    pub(crate) idle_timeout: Option<Duration>,
+    pub(crate) resolver: ResolverOptions,
 }
 
 /// Hears that the channel wants its addresses resolved again (a backend
@@ -75,6 +83,9 @@ impl Default for Options {
             backoff: BackoffConfig::default(),
             call_threads: DEFAULT_CALL_THREADS,
             resolve_now: None,
+            authority: None,
+            idle_timeout: None,
+            resolver: ResolverOptions::default(),
         }
     }
 }
@@ -452,6 +463,90 @@ pub extern "C" fn sy_channel_options_set_resolve_now(
     boundary(|| {
         let o = options_mut(opts)?;
         o.resolve_now = callback.map(|f| (f, ctx));
+        Ok(())
+    })
+}
+
+/// The `:authority` of every call (NUL-terminated UTF-8, `host[:port]`,
+/// copied), and the TLS server name unless one is set with
+/// `sy_channel_options_set_tls_server_name` (gRPC's `WithAuthority`). By
+/// default the target's: `host:port` of `dns:///host:port`, "localhost" for
+/// unix sockets, the address of a one-address `ipv4:`/`ipv6:` target (each
+/// connection's address for lists and the host's addresses). "" restores
+/// that default. SY_INVALID_ARGUMENT if it is no valid authority.
+#[no_mangle]
+pub extern "C" fn sy_channel_options_set_authority(
+    opts: *mut sy_channel_options,
+    authority: *const c_char,
+) -> sy_status {
+    boundary(|| {
+        let o = options_mut(opts)?;
+        // SAFETY: NUL-terminated per the contract.
+        let a = unsafe { str_arg(authority, "authority") }?;
+        if !a.is_empty() && (a.contains(',') || http_authority_invalid(a)) {
+            return Err(Error::invalid(format!(
+                "\"{a}\" is not a valid :authority (host[:port])"
+            )));
+        }
+        o.authority = (!a.is_empty()).then(|| a.to_string());
+        Ok(())
+    })
+}
+
+fn http_authority_invalid(a: &str) -> bool {
+    a.chars()
+        .any(|c| c.is_whitespace() || c.is_control() || "/?#@\\\"".contains(c))
+}
+
+/// A channel starts IDLE (resolving nothing, connecting nowhere) and leaves
+/// IDLE on its first pick or call (or `sy_channel_connect`); with no pick and
+/// no call in flight for `timeout_ms` it goes back to IDLE, closing its
+/// resolver, policy and connections, and the next pick brings them back.
+/// Default 1800000 (30 minutes, gRPC's); 0: never goes back to IDLE.
+#[no_mangle]
+pub extern "C" fn sy_channel_options_set_idle_timeout(
+    opts: *mut sy_channel_options,
+    timeout_ms: u64,
+) -> sy_status {
+    boundary(|| {
+        let o = options_mut(opts)?;
+        o.idle_timeout = Some(ms(timeout_ms));
+        Ok(())
+    })
+}
+
+/// For `dns:` targets: `enabled` nonzero looks the name's service config up
+/// in DNS too (gRFC A2: TXT records `grpc_config=...` of
+/// `_grpc_config.<host>`, with their choice rules; this client's
+/// `clientLanguage` is "rust"). Off by default.
+#[no_mangle]
+pub extern "C" fn sy_channel_options_set_dns_service_config(
+    opts: *mut sy_channel_options,
+    enabled: c_int,
+) -> sy_status {
+    boundary(|| {
+        let o = options_mut(opts)?;
+        o.resolver.dns_service_config = enabled != 0;
+        Ok(())
+    })
+}
+
+/// For `dns:` targets: the least time between two lookups the channel asks
+/// for (re-resolution after a lost connection), in milliseconds. Default
+/// 30000 (gRPC's); shorter only for tests. SY_INVALID_ARGUMENT for 0.
+#[no_mangle]
+pub extern "C" fn sy_channel_options_set_min_resolution_interval(
+    opts: *mut sy_channel_options,
+    interval_ms: u64,
+) -> sy_status {
+    boundary(|| {
+        let o = options_mut(opts)?;
+        if interval_ms == 0 {
+            return Err(Error::invalid(
+                "min resolution interval must be at least 1 ms",
+            ));
+        }
+        o.resolver.min_resolution_interval = ms(interval_ms);
         Ok(())
     })
 }

@@ -278,7 +278,9 @@ pub struct sy_pick_request {
     /// UTF-8, not necessarily NUL-terminated; NULL/0 for none (cheapest).
     pub method: *const c_char,
     pub method_len: usize,
-    /// The request's hash for hashing policies, if `has_request_hash`.
+    /// The request's hash for hashing policies, if `has_request_hash`
+    /// (under ring_hash with `requestHashHeader`: XXH64 of the header's
+    /// value, as for `sy_pick`).
     pub request_hash: u64,
     pub has_request_hash: bool,
     /// Queue through TRANSIENT_FAILURE instead of failing.
@@ -378,9 +380,7 @@ extern "C" fn reader_pick_general(
         Ok(r) => r,
         Err(e) => return pick_fail(e),
     };
-    // `PickInfo` may gain fields (request metadata for ring_hash): their
-    // defaults until the header carries them.
-    #[allow(clippy::needless_update)]
+    // A host's pick carries no metadata: ring_hash uses the hash (see sy_pick).
     let info = PickInfo {
         method,
         hash: request
@@ -526,7 +526,9 @@ fn no_kept_pick() -> sy_status {
 ///
 /// - `method`, `method_len`: the full method name ("/pkg.Service/Method"),
 ///   UTF-8, not necessarily NUL-terminated; NULL/0 for none (cheapest).
-/// - `request_hash`: NULL, or the request's hash for hashing policies.
+/// - `request_hash`: NULL, or the request's hash for hashing policies. A
+///   pick carries no metadata: under ring_hash with `requestHashHeader`,
+///   pass XXH64 (seed 0) of the header's value here (NULL: a random hash).
 /// - `timeout_ms`: `SY_NO_WAIT` (0) = do not wait: wait-free, returns
 ///   SY_NO_SUBCHANNEL if the policy has nothing ready yet. Otherwise wait up
 ///   to that long (`SY_WAIT_FOREVER`: no limit) for a picker that has
@@ -682,9 +684,7 @@ fn pick_slow(
         // SAFETY: non-NULL, points to a u64 per the contract.
         Some(unsafe { request_hash.read_unaligned() })
     };
-    // `PickInfo` may gain fields (request metadata for ring_hash): their
-    // defaults until the header carries them.
-    #[allow(clippy::needless_update)]
+    // A host's pick carries no metadata: ring_hash uses `hash` (see sy_pick).
     let info = PickInfo {
         method,
         hash,

@@ -54,10 +54,13 @@ pub struct sy_target {
 
 /// Builds a resolver for `target`: return true and set `*out_resolver` to
 /// the resolver's own pointer (passed to its other callbacks; may be NULL),
-/// or return false to refuse the target (channel creation then fails with
-/// SY_INVALID_TARGET). Runs on the thread creating the channel. It may keep
-/// `cc` and push through it at once or later, from any thread. Blocking
-/// `sy_*` calls are refused inside it.
+/// or return false to refuse the target (the channel is then
+/// TRANSIENT_FAILURE and its RPCs fail UNAVAILABLE saying so). A channel
+/// starts IDLE: this runs on the loop thread when it is first used (its
+/// first pick or call, or `sy_channel_connect`), and again each time it is
+/// used after its idle timeout closed the resolver; it must not block. It
+/// may keep `cc` and push through it at once or later, from any thread.
+/// Blocking `sy_*` calls are refused inside it.
 pub type sy_resolver_build_fn = Option<
     unsafe extern "C" fn(
         user_data: *mut c_void,
@@ -245,9 +248,10 @@ fn cc_ref<'a>(cc: *mut sy_resolver_cc) -> Result<&'a CcBox, Error> {
     Ok(&cc.0.value)
 }
 
-/// Pushes a new address list (one endpoint per address, in order) and,
-/// unless `service_config_json` is NULL, a service config for the channel
-/// (an invalid one is logged and the channel keeps its last good one).
+/// Pushes a new address list (one endpoint per address, in order) and a
+/// service config for the channel: an invalid one is logged and the channel
+/// keeps its last good one; NULL means the channel's default config (as in
+/// gRPC), so send the config with every update.
 /// `addresses` may be NULL when `len` is 0. Any thread; applied on the
 /// loop thread in the order pushed.
 ///
@@ -416,6 +420,10 @@ mod tests {
             None,
             &mut ch,
         ));
+        // Built when the channel is first used.
+        assert!(CC.load(Ordering::SeqCst).is_null(), "built while IDLE");
+        ok(crate::sy_channel_connect(ch));
+        ok(sy_channel_sync(ch));
         let cc = CC.load(Ordering::SeqCst);
         assert!(!cc.is_null());
         let mut datum = 7u8;

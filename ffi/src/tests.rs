@@ -462,6 +462,70 @@ fn size_limits_from_options() {
     sy_channel_options_free(o);
 }
 
+/// The authority set through `sy_channel_options` is what the server sees;
+/// the new setters refuse bad input and change nothing then.
+#[test]
+fn authority_idle_and_dns_options() {
+    use crate::*;
+    use switchyard_testserver::{Listen, ServerOptions, TestServer};
+    let server = TestServer::start(
+        Listen::Tcp("127.0.0.1:0".parse().unwrap()),
+        ServerOptions::default(),
+    )
+    .unwrap();
+    let port = server.port();
+    let (st, _, _) = tls::call(port, |o| {
+        tls::ok(sy_channel_options_set_insecure(o, true));
+        tls::ok(sy_channel_options_set_authority(
+            o,
+            c"api.example.com:443".as_ptr(),
+        ));
+        tls::ok(sy_channel_options_set_idle_timeout(o, 0));
+        tls::ok(sy_channel_options_set_dns_service_config(o, 1));
+        tls::ok(sy_channel_options_set_min_resolution_interval(o, 50));
+    });
+    assert_eq!(st, sy_status::SY_OK, "{}", tls::last_error());
+    assert_eq!(
+        server.last_authority().as_deref(),
+        Some("api.example.com:443")
+    );
+    // "" restores the target's own.
+    let (st, _, _) = tls::call(port, |o| {
+        tls::ok(sy_channel_options_set_insecure(o, true));
+        tls::ok(sy_channel_options_set_authority(o, c"x.test".as_ptr()));
+        tls::ok(sy_channel_options_set_authority(o, c"".as_ptr()));
+    });
+    assert_eq!(st, sy_status::SY_OK, "{}", tls::last_error());
+    assert_eq!(server.last_authority(), Some(format!("127.0.0.1:{port}")));
+    server.stop();
+
+    let mut o = std::ptr::null_mut();
+    tls::ok(sy_channel_options_new(&mut o));
+    for bad in [c"two words", c"a/b", c"a,b"] {
+        assert_eq!(
+            sy_channel_options_set_authority(o, bad.as_ptr()),
+            sy_status::SY_INVALID_ARGUMENT
+        );
+    }
+    assert_eq!(
+        sy_channel_options_set_authority(o, std::ptr::null()),
+        sy_status::SY_NULL_PARAMETER
+    );
+    assert_eq!(
+        sy_channel_options_set_min_resolution_interval(o, 0),
+        sy_status::SY_INVALID_ARGUMENT
+    );
+    assert_eq!(
+        sy_channel_options_set_idle_timeout(std::ptr::null_mut(), 1),
+        sy_status::SY_NULL_PARAMETER
+    );
+    assert_eq!(
+        sy_channel_options_set_dns_service_config(std::ptr::null_mut(), 1),
+        sy_status::SY_NULL_PARAMETER
+    );
+    sy_channel_options_free(o);
+}
+
 #[test]
 fn pick_error_code_is_its_status_code() {
     use switchyard::{Code, PickError, Status};

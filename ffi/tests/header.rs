@@ -25,7 +25,12 @@ _new_tls; sy_channel_new_with_options adds a host transport (the host owns
 the connections), a state callback and address user data. Every function
 on a channel may be called from any thread, concurrently, except
 sy_channel_free. sy_channel_snapshot_json shows the channel and each
-subchannel (state, last error, call counts), as gRPC's channelz does.",
+subchannel (state, last error, call counts), as gRPC's channelz does.
+A channel starts IDLE, as gRPC's: it resolves and connects on its first
+pick or call (or sy_channel_connect; with a host-supplied target, when
+the host pushes addresses), and goes back to IDLE after its idle timeout
+(sy_channel_options_set_idle_timeout). Calls carry the target's authority
+(sy_channel_options_set_authority to change it).",
         &["channel", "snapshot"],
     ),
     (

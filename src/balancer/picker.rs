@@ -17,6 +17,10 @@ pub struct PickInfo<'a> {
     pub method: &'a str,
     /// Request hash for hashing policies (`ring_hash`); `None` when the RPC has none.
     pub hash: Option<u64>,
+    /// The RPC's request metadata (lower-case keys), for policies that hash
+    /// a header (`ring_hash`'s `requestHashHeader`); empty when the caller
+    /// passes none (a host's own pick: it passes `hash` instead).
+    pub metadata: &'a [(String, String)],
 }
 
 /// Outcome and load of a finished RPC, fed back to the picker's done hook.

@@ -5,6 +5,7 @@
 //! returns. The policy is always a `GracefulSwitch` around the configured
 //! one, so that a service config naming another policy switches gracefully.
 
+use super::idle::{Idleness, IDLE_TIMER};
 use super::policy_cc::{PolicyClientConn, BALANCER_TIMER};
 use super::publisher::StatePublisher;
 use super::resolver_wrapper::{ConfigChoice, ResolvedConfig, ResolverUpdates, ResolverWrapper};
@@ -12,12 +13,12 @@ use super::shared::ChannelId;
 use super::SubConnCallback;
 use crate::address::Endpoint;
 use crate::balancer::graceful_switch::GracefulSwitch;
-use crate::balancer::picker::{FailPicker, QueuePicker};
+use crate::balancer::picker::{FailPicker, IdlePicker, QueuePicker};
 use crate::balancer::subconn::SubConnId;
 use crate::balancer::{Balancer, ClientConn, ClientConnState, TimerToken, WorkScheduler};
 use crate::connectivity::ConnectivityState;
 use crate::connector::TransportEvent;
-use crate::runtime::{panic_message, LoopContext, Task, TimerKey};
+use crate::runtime::{panic_message, LoopContext, LoopHandle, Task, TimerKey};
 use crate::service_config::ServiceConfig;
 use crate::snapshot::ChannelSnapshot;
 use crate::subchannel::SubchannelPool;
@@ -50,6 +51,9 @@ pub(crate) trait StartedCalls: Any {
     fn expire(&mut self, id: u64, cx: &mut LoopContext);
     /// The channel closes: end every call.
     fn close(&mut self, cx: &mut LoopContext);
+    /// Calls started and not finished (queued or sent): the channel is in
+    /// use (idleness).
+    fn active(&self) -> bool;
     /// For the call layer to get its own type back.
     fn as_any_mut(&mut self) -> &mut dyn Any;
 }
@@ -59,6 +63,10 @@ pub(crate) struct ChannelCore {
     pub(super) subs: SubchannelPool,
     pub(super) out: StatePublisher,
     pub(super) config: ServiceConfig,
+    /// The caller's default service config (`Channel::new`, then
+    /// `update_service_config`), what applies when the resolver gives none;
+    /// `None` when the one given was invalid.
+    pub(super) default_config: Option<ServiceConfig>,
     /// Why the channel has no valid service config (an invalid default
     /// config, or an invalid first one from the resolver): while set, the
     /// channel is TRANSIENT_FAILURE with this and runs no policy.
@@ -78,6 +86,8 @@ pub(crate) struct ChannelCore {
     pub(super) work_pending: Arc<AtomicBool>,
     /// Started calls (`Channel::unary_start`), from the first one on.
     pub(super) calls: Option<Box<dyn StartedCalls>>,
+    /// IDLE or in use, and when to look again (see `idle`).
+    pub(super) idle: Idleness,
 }
 
 impl ChannelCore {
@@ -136,6 +146,12 @@ impl ChannelCore {
         if self.is_finished() {
             return;
         }
+        if self.idle.idle {
+            // Only the host pushes while IDLE (a resolver is closed then):
+            // the host resolving for its channel is using it.
+            self.endpoints = Some(endpoints);
+            return self.exit_channel_idle(env);
+        }
         log::debug!(
             target: trace::RESOLVER,
             "channel {}: {} endpoint(s) to the policy: {}",
@@ -174,6 +190,13 @@ impl ChannelCore {
         if self.is_finished() {
             return;
         }
+        if self.idle.idle {
+            if self.idle.make_resolver.is_some() {
+                return; // a closed resolver's late word
+            }
+            // The host resolving (and failing) for its channel is using it.
+            self.exit_channel_idle(env);
+        }
         log::warn!(target: trace::RESOLVER, "channel {}: resolver error: {error}", self.id());
         self.out.cause = Some(format!("name resolver error: {error}"));
         if self.config_error.is_some() {
@@ -211,15 +234,26 @@ impl ChannelCore {
         self.out.shared.methods.publish(config.methods.clone());
         self.config = config;
         if self.config_error.take().is_some() {
-            // The error's picker goes now: picks queue until the policy
-            // (which may publish only once a subchannel moves) says more.
-            let state = match self.endpoints {
-                Some(_) => ConnectivityState::Connecting,
-                None => ConnectivityState::Idle,
-            };
-            self.out.publish(state, Box::new(QueuePicker));
+            // The error's picker goes now. An IDLE channel gets its idle
+            // picker back (the next pick brings it up); otherwise picks
+            // queue until the policy (which may publish only once a
+            // subchannel moves) says more.
+            if self.idle.idle {
+                let picker = idle_picker(env.handle.clone(), self.id());
+                self.out.publish(ConnectivityState::Idle, Box::new(picker));
+            } else {
+                let state = match self.endpoints {
+                    Some(_) => ConnectivityState::Connecting,
+                    None => ConnectivityState::Idle,
+                };
+                self.out.publish(state, Box::new(QueuePicker));
+            }
         }
         self.configure_health(env);
+        if self.idle.idle {
+            // The policy gets it when the channel is used.
+            return;
+        }
         match self.endpoints.clone() {
             Some(endpoints) => self.update_endpoints(endpoints, env),
             None => self.drain(env),
@@ -254,7 +288,12 @@ impl ChannelCore {
         self.subs.configure_health(service, env);
     }
 
+    /// `Channel::connect`: an IDLE channel leaves IDLE; an IDLE policy is
+    /// asked to connect.
     pub(crate) fn exit_idle(&mut self, env: &mut LoopContext) {
+        if self.idle.idle {
+            return self.exit_channel_idle(env);
+        }
         self.run_balancer(env, |b, cc| b.exit_idle(cc));
         self.drain(env);
     }
@@ -294,6 +333,7 @@ impl ChannelCore {
             return;
         }
         self.resolution.close();
+        self.idle.cancel(env);
         // First, while their connections are still up to reset the streams.
         if let Some(calls) = &mut self.calls {
             calls.close(env);
@@ -326,7 +366,7 @@ impl ChannelCore {
     /// The channel closes: the policy goes, and with it every connection at
     /// once (a policy switch closes the old policy inside the graceful
     /// switch instead, whose subchannels drain one by one).
-    fn close_balancer(&mut self, env: &mut LoopContext) {
+    pub(super) fn close_balancer(&mut self, env: &mut LoopContext) {
         if self.balancer.is_some() {
             self.run_balancer(env, |b, cc| b.close(cc));
             self.balancer = None;
@@ -430,6 +470,14 @@ impl ResolverUpdates for ChannelCore {
                 self.apply_config(config, cx);
             }
             ConfigChoice::Keep => self.update_endpoints(endpoints, cx),
+            ConfigChoice::Default => match self.default_config.clone() {
+                Some(config) => {
+                    self.endpoints = Some(endpoints);
+                    self.apply_config(config, cx);
+                }
+                // No valid default: the last config stands.
+                None => self.update_endpoints(endpoints, cx),
+            },
             ConfigChoice::Invalid(e) => self.config_invalid(endpoints, e, cx),
         }
     }
@@ -473,6 +521,7 @@ impl Task for ChannelCore {
                     calls.expire(key.id, cx);
                 }
             }
+            IDLE_TIMER => self.idle_timer(cx),
             _ => self.subs.timer(key, cx),
         }
         self.drain(cx);
@@ -504,6 +553,89 @@ impl Task for ChannelCore {
     }
 }
 
+/// The picker of an IDLE channel: its first pick asks the loop to leave
+/// IDLE, and every pick queues until then (wait-for-ready or not, as gRPC).
+pub(crate) fn idle_picker(handle: LoopHandle, id: crate::runtime::TaskId) -> IdlePicker {
+    IdlePicker::new(WorkScheduler::new(move || {
+        handle.run_on(id, |core: &mut ChannelCore, cx| core.exit_channel_idle(cx));
+    }))
+}
+
+impl ChannelCore {
+    /// Leaves IDLE: builds the resolver (or hands the policy the host's
+    /// endpoints) and starts watching for idleness. CONNECTING until the
+    /// policy says otherwise.
+    pub(crate) fn exit_channel_idle(&mut self, cx: &mut LoopContext) {
+        if self.is_finished() || !self.idle.idle {
+            return;
+        }
+        self.idle.idle = false;
+        log::info!(target: trace::CHANNEL, "channel {}: leaving IDLE", self.out.shared.id);
+        self.out
+            .publish(ConnectivityState::Connecting, Box::new(QueuePicker));
+        self.out.shared.picked.store(false, Ordering::Relaxed);
+        let id = self.out.shared.id;
+        self.idle.arm(id, cx);
+        match self.idle.make_resolver.as_mut() {
+            Some(make) => {
+                let cc = self.resolution.reopen::<ChannelCore>(cx.handle.clone(), id);
+                let built = catch_unwind(AssertUnwindSafe(|| make(cc))).unwrap_or_else(|p| {
+                    Err(format!("the resolver panicked: {}", panic_message(&*p)))
+                });
+                match built {
+                    Ok(r) => self.resolution.install(r),
+                    Err(e) => self.resolver_error(&e, cx),
+                }
+            }
+            None => {
+                if let Some(endpoints) = self.endpoints.clone() {
+                    self.update_endpoints(endpoints, cx);
+                }
+            }
+        }
+    }
+
+    /// The idle timer: idle if nothing picked since the last look, no pick
+    /// is waiting and no call is in flight or queued; otherwise look again a
+    /// timeout later.
+    pub(crate) fn idle_timer(&mut self, cx: &mut LoopContext) {
+        self.idle.timer = None;
+        if self.is_finished() || self.idle.idle {
+            return;
+        }
+        let shared = &self.out.shared;
+        let picked = shared.picked.swap(false, Ordering::Relaxed);
+        let in_use = picked
+            || shared.waiting.load(Ordering::Relaxed) > 0
+            || shared.call_stats.in_flight() > 0
+            || self.calls.as_ref().is_some_and(|c| c.active());
+        if in_use {
+            // Every reader's next pick says so again.
+            shared.slot.bump();
+            let id = shared.id;
+            self.idle.arm(id, cx);
+            return;
+        }
+        self.enter_idle(cx);
+    }
+
+    /// Goes IDLE: the resolver and the policy close, and with the policy
+    /// every subchannel and connection; the next pick brings them back.
+    fn enter_idle(&mut self, cx: &mut LoopContext) {
+        let id = self.out.shared.id;
+        log::info!(target: trace::CHANNEL, "channel {id}: idle timeout, going IDLE");
+        self.idle.idle = true;
+        self.resolution.close();
+        self.close_balancer(cx);
+        if self.idle.make_resolver.is_some() {
+            // The resolver resolves again on the way out.
+            self.endpoints = None;
+        }
+        let picker = idle_picker(cx.handle.clone(), id);
+        self.out.publish(ConnectivityState::Idle, Box::new(picker));
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -517,6 +649,7 @@ mod tests {
             crate::subchannel::HEALTH_RETRY_TIMER,
             BALANCER_TIMER,
             CALL_TIMER,
+            IDLE_TIMER,
         ];
         let n = kinds.len();
         kinds.sort_unstable();

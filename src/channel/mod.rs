@@ -6,18 +6,21 @@
 //! and delivered after the callback that caused them returns.
 
 mod core;
+mod idle;
 mod policy_cc;
 mod publisher;
 mod resolver_wrapper;
 mod shared;
 
+use self::core::idle_picker;
 pub(crate) use self::core::{ChannelCore, StartedCalls, CALL_TIMER, CALL_WAKE};
+pub use self::idle::DEFAULT_IDLE_TIMEOUT;
+use self::idle::{Idleness, MakeResolver};
 use self::publisher::StatePublisher;
 use self::resolver_wrapper::ResolverWrapper;
 pub(crate) use self::shared::{ChannelId, ChannelShared, Table};
 use crate::address::{Address, Endpoint};
 use crate::backoff::BackoffConfig;
-use crate::balancer::picker::QueuePicker;
 use crate::balancer::subconn::SubConnId;
 use crate::balancer::SubConnState;
 use crate::connectivity::ConnectivityState;
@@ -25,7 +28,7 @@ use crate::connector::managed::ManagedConnector;
 use crate::connector::{Connector, TransportEvent};
 use crate::error::Error;
 use crate::publish::Slot;
-use crate::resolver::{self, Plan};
+use crate::resolver;
 use crate::runtime::{panic_message, JoinOnDrop, LoopContext, Runtime};
 use crate::service_config::{MethodConfig, ServiceConfig};
 use crate::snapshot::ChannelSnapshot;
@@ -54,6 +57,24 @@ pub struct ChannelOptions {
     pub transport: Option<TransportConfig>,
     /// Backoff between a subchannel's connection attempts.
     pub backoff: BackoffConfig,
+    /// The `:authority` of every call on the library's own connections, and
+    /// the TLS server name unless `TlsSettings::server_name` is set
+    /// (gRPC's `WithAuthority`). `None`: the target's default authority
+    /// (`host:port` of `dns:///host:port`, "localhost" for unix sockets; for
+    /// an empty target or a list of addresses, each connection's address).
+    pub authority: Option<String>,
+    /// What the resolver is asked to do: DNS service configs (TXT), the
+    /// least time between re-resolutions.
+    pub resolver: resolver::ResolverOptions,
+    /// A channel starts IDLE (no resolution, no connection) and leaves it on
+    /// its first pick or call, or `Channel::connect` (a channel whose host
+    /// supplies the addresses, empty target, also when the host pushes them). With no pick and no
+    /// call in flight for this long it goes back to IDLE: resolver and
+    /// policy closed, every connection with them (the next pick brings them
+    /// back, and waits for them). `None`: [`DEFAULT_IDLE_TIMEOUT`] (30
+    /// minutes, gRPC's); zero: never goes back. The channel notices between
+    /// one and two timeouts after the last pick.
+    pub idle_timeout: Option<Duration>,
     /// Called on the loop thread whenever the channel's aggregate state
     /// changes (keep it short: it runs on the event loop).
     pub on_state_change: Option<StateCallback>,
@@ -86,8 +107,10 @@ impl Channel {
     /// (pick_first): a service config from the resolver replaces it. An
     /// invalid one does not fail the constructor: as in gRPC, the channel
     /// is TRANSIENT_FAILURE and its RPCs fail UNAVAILABLE with the parse
-    /// error until a valid config arrives. The resolver is built here, on
-    /// the calling thread: its refusal is `Error::InvalidTarget`.
+    /// error until a valid config arrives. The channel starts IDLE: its
+    /// resolver is built when it is first used (see
+    /// `ChannelOptions::idle_timeout`); the target is checked here
+    /// (`ResolverBuilder::check`), its refusal is `Error::InvalidTarget`.
     pub fn new(
         rt: &Runtime,
         target: &str,
@@ -102,13 +125,31 @@ impl Channel {
             })?),
             None => None,
         };
-        // TLS verifies a DNS target's host name unless told otherwise.
-        let dns_host = parsed
-            .as_ref()
-            .and_then(|t| match resolver::builtin_plan(t) {
-                Some(Ok(Plan::Dns { host, .. })) if t.scheme == "dns" => Some(host),
-                _ => None,
-            });
+        if let (Some(t), Some(b)) = (&parsed, &builder) {
+            catch_unwind(AssertUnwindSafe(|| b.check(t)))
+                .unwrap_or_else(|p| {
+                    Err(format!(
+                        "the {} resolver panicked: {}",
+                        t.scheme,
+                        panic_message(&*p)
+                    ))
+                })
+                .map_err(Error::InvalidTarget)?;
+        }
+        // Calls carry the target's host (or the one given) as `:authority`,
+        // and TLS verifies that host unless told otherwise.
+        if let Some(a) = &options.authority {
+            if !resolver::valid_authority(a) {
+                return Err(Error::InvalidArgument(format!(
+                    "\"{a}\" is not a valid :authority (host[:port])"
+                )));
+            }
+        }
+        let authority = options
+            .authority
+            .clone()
+            .or_else(|| parsed.as_ref().and_then(resolver::default_authority));
+        let tls_host = authority.as_deref().and_then(resolver::authority_host);
         // gRPC's rule for an invalid config (A21): the channel is made, and
         // stays TRANSIENT_FAILURE with the parse error until a valid config
         // comes (from the resolver, or `update_service_config`).
@@ -125,6 +166,9 @@ impl Channel {
             connector,
             transport,
             backoff,
+            authority: _,
+            resolver: resolver_options,
+            idle_timeout,
             on_state_change,
             on_resolve_now,
             on_subconn_state,
@@ -132,14 +176,15 @@ impl Channel {
         let managed = connector.is_none();
         let connector = connector.unwrap_or_else(|| {
             let mut config = transport.unwrap_or_default();
-            if let (Credentials::Tls(tls), Some(host)) = (&mut config.credentials, &dns_host) {
+            if let (Credentials::Tls(tls), Some(host)) = (&mut config.credentials, &tls_host) {
                 if tls.server_name.is_empty() {
                     tls.server_name = host.clone();
                 }
             }
-            Box::new(ManagedConnector::new(config))
+            Box::new(ManagedConnector::new(config).with_authority(authority))
         });
-        let initial = Table::new(Box::new(QueuePicker), 0, false);
+        // IDLE until used: the first pick asks the loop to leave IDLE.
+        let initial = Table::new(Box::new(idle_picker(handle.clone(), id)), 0, false);
         let shared = Arc::new(ChannelShared {
             slot: crate::sync::Arc::new(Slot::new(initial)),
             state: AtomicU8::new(ConnectivityState::Idle as u8),
@@ -151,6 +196,8 @@ impl Channel {
             target: target.to_string(),
             call_stats: Default::default(),
             methods: Slot::new(config.methods.clone()),
+            picked: AtomicBool::new(false),
+            waiting: Default::default(),
         });
         log::info!(
             target: trace::CHANNEL,
@@ -161,8 +208,18 @@ impl Channel {
             log::warn!(target: trace::CHANNEL, "channel {id}: {e}");
         }
         let core_shared = shared.clone();
-        let resolution = ResolverWrapper::new(on_resolve_now);
-        let resolver_cc = resolution.client_conn::<ChannelCore>(handle.clone(), id);
+        let resolution = ResolverWrapper::new(on_resolve_now).with_options(resolver_options);
+        let make_resolver = match (parsed, builder) {
+            (Some(target), Some(builder)) => {
+                let make: MakeResolver = Box::new(move |cc| builder.build(&target, cc));
+                Some(make)
+            }
+            _ => None,
+        };
+        let idle = Idleness::new(
+            Some(idle_timeout.unwrap_or(DEFAULT_IDLE_TIMEOUT)),
+            make_resolver,
+        );
         let make = move || ChannelCore {
             subs: SubchannelPool::new(id, connector, backoff),
             out: StatePublisher {
@@ -173,6 +230,7 @@ impl Channel {
                 closed: false,
                 cause: None,
             },
+            default_config: config_error.is_none().then(|| config.clone()),
             config,
             config_error,
             balancer: None,
@@ -184,44 +242,15 @@ impl Channel {
             resolve_requested: false,
             work_pending: Arc::new(AtomicBool::new(false)),
             calls: None,
+            idle,
         };
         if !handle.add(id, Box::new(move || Box::new(make()))) {
             return Err(Error::RuntimeGone);
         }
-        let channel = Channel {
+        Ok(Channel {
             shared,
             completions: OnceLock::new(),
-        };
-        if let (Some(target), Some(builder)) = (parsed, builder) {
-            // Built after the task is added, so that what it pushes while
-            // being built reaches the channel (commands keep their order).
-            let built = catch_unwind(AssertUnwindSafe(|| builder.build(&target, resolver_cc)))
-                .unwrap_or_else(|p| {
-                    Err(format!(
-                        "the {} resolver panicked: {}",
-                        target.scheme,
-                        panic_message(&*p)
-                    ))
-                });
-            // On error, dropping the channel closes it.
-            let resolver = built.map_err(Error::InvalidTarget)?;
-            let install = Arc::new(std::sync::Mutex::new(Some(resolver)));
-            let on_loop = install.clone();
-            let sent = handle.run_on(id, move |core: &mut ChannelCore, _| {
-                let taken = on_loop.lock().unwrap_or_else(|p| p.into_inner()).take();
-                if let Some(r) = taken {
-                    core.resolution.install(r);
-                }
-            });
-            if !sent {
-                // No loop to run it on: close it here.
-                if let Some(mut r) = install.lock().unwrap_or_else(|p| p.into_inner()).take() {
-                    r.close();
-                }
-                return Err(Error::RuntimeGone);
-            }
-        }
-        Ok(channel)
+        })
     }
 
     pub(crate) fn shared(&self) -> &Arc<ChannelShared> {
@@ -279,7 +308,12 @@ impl Channel {
     /// wrong, and the current one kept.
     pub fn update_service_config(&self, json: &str) -> Result<(), Error> {
         let config = ServiceConfig::parse(Some(json)).map_err(Error::InvalidServiceConfig)?;
-        self.run(move |core, env| core.apply_config(config, env))
+        self.run(move |core, env| {
+            // The host's choice: also what a resolver update without a
+            // config falls back to from now on.
+            core.default_config = Some(config.clone());
+            core.apply_config(config, env)
+        })
     }
 
     /// The resolver failed (the host acting as resolver).
@@ -343,7 +377,9 @@ impl Channel {
         self.run(move |core, env| core.transport_event(sc, event, env))
     }
 
-    /// Asks an IDLE policy to connect.
+    /// Leaves IDLE (gRPC's `Connect`): a channel starts IDLE and goes back
+    /// after its idle timeout; this resolves and connects it without a pick
+    /// or call. On a channel in use, asks an IDLE policy to connect.
     pub fn connect(&self) -> Result<(), Error> {
         self.run(|core, env| core.exit_idle(env))
     }

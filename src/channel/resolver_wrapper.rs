@@ -10,7 +10,7 @@
 use super::shared::ChannelId;
 use crate::address::Endpoint;
 use crate::error::Error;
-use crate::resolver::{Resolver, ResolverClientConn, ResolverSink, ResolverState};
+use crate::resolver::{Resolver, ResolverClientConn, ResolverOptions, ResolverSink, ResolverState};
 use crate::runtime::{panic_message, LoopContext, LoopHandle, Task};
 use crate::service_config::ServiceConfig;
 use crate::trace;
@@ -49,12 +49,17 @@ pub(crate) struct ResolverWrapper {
     /// A resolver update has brought a valid config (or none, keeping the
     /// channel's own) before: an invalid one keeps that one.
     had_good: bool,
+    /// What the channel asks of its resolvers.
+    options: ResolverOptions,
 }
 
 /// What a resolver's update does to the channel's service config.
 pub(super) enum ConfigChoice {
     /// The current one stays.
     Keep,
+    /// The resolver no longer gives one: the channel's default applies
+    /// again (gRPC: a resolver result without a config means the default).
+    Default,
     /// A new valid one.
     Apply(ServiceConfig),
     /// Invalid, and no good one before it: the channel fails with this.
@@ -69,7 +74,25 @@ impl ResolverWrapper {
             closed: Arc::new(AtomicBool::new(false)),
             last_config: None,
             had_good: false,
+            options: ResolverOptions::default(),
         }
+    }
+
+    pub(crate) fn with_options(mut self, options: ResolverOptions) -> ResolverWrapper {
+        self.options = options;
+        self
+    }
+
+    /// The handle for a new resolver, each time the channel leaves IDLE:
+    /// the previous resolver's pushes stay refused.
+    pub(super) fn reopen<T: ResolverUpdates>(
+        &mut self,
+        handle: LoopHandle,
+        id: ChannelId,
+    ) -> ResolverClientConn {
+        self.closed = Arc::new(AtomicBool::new(false));
+        self.client_conn::<T>(handle, id)
+            .with_options(self.options.clone())
     }
 
     /// The handle a resolver for channel `id` (a `T` on `handle`'s loop)
@@ -90,16 +113,20 @@ impl ResolverWrapper {
     /// The config to apply with a resolver's update: a valid one that
     /// differs from the last it sent; an invalid one keeps the last good
     /// one (logged) or, when there is none yet, is the channel's error
-    /// (gRPC's rule, A21); `None` keeps the current one.
+    /// (gRPC's rule, A21); `None` means the channel's default config, so a
+    /// config the resolver stops sending (a TXT record removed) is undone.
     pub(super) fn new_config(
         &mut self,
         config: Option<ResolvedConfig>,
         channel: ChannelId,
     ) -> ConfigChoice {
         let Some(config) = config else {
-            // The channel's own (default) config stands, a good one.
+            // The channel's own (default) config, a good one.
             self.had_good = true;
-            return ConfigChoice::Keep;
+            return match self.last_config.take() {
+                Some(_) => ConfigChoice::Default,
+                None => ConfigChoice::Keep,
+            };
         };
         match config {
             Ok((json, config)) => {

@@ -6,7 +6,7 @@ use crate::connectivity::ConnectivityState;
 use crate::publish::Slot;
 use crate::runtime::{LoopHandle, TaskId};
 use crate::service_config::MethodConfigs;
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, AtomicUsize, Ordering};
 use std::sync::Arc;
 
 /// A channel's identity: its task on the loop.
@@ -48,12 +48,29 @@ pub(crate) struct ChannelShared {
     /// pickers (it changes only with the config): calls look it up through
     /// their reader's cached copy, wait-free.
     pub(crate) methods: Slot<Arc<MethodConfigs>>,
+    /// A pick happened since the loop last looked (idleness). Written by a
+    /// reader's slow path only, once per generation it moves to: the loop
+    /// moves the generation on (`Slot::bump`) each time it looks, so that
+    /// the hit path never writes it.
+    pub(crate) picked: AtomicBool,
+    /// Picks (and the library's blocking calls) waiting for a picker now: a
+    /// channel with one is in use, however long the wait (idleness).
+    pub(crate) waiting: AtomicUsize,
 }
 
 impl ChannelShared {
     pub(crate) fn state(&self) -> ConnectivityState {
         ConnectivityState::from_u8(self.state.load(Ordering::Acquire))
             .unwrap_or(ConnectivityState::Shutdown)
+    }
+
+    /// A reader picked after moving to a new generation.
+    #[inline]
+    pub(crate) fn note_pick(&self) {
+        // Load first: readers catching up together don't all write the line.
+        if !self.picked.load(Ordering::Relaxed) {
+            self.picked.store(true, Ordering::Relaxed);
+        }
     }
 
     /// A distinct seed for each reader's rotation and random source.

@@ -49,6 +49,8 @@ pub struct ManagedConnector {
     /// TLS built once for every connection (so sessions resume); `Err` when
     /// the settings are unusable, which fails every attempt with the reason.
     tls: Result<Option<TlsClient>, String>,
+    /// Every call's `:authority` (the channel's); `None`: each address's own.
+    authority: Option<String>,
     /// Doubled on a "too_many_pings" GOAWAY (gRFC A8).
     keepalive: Option<Keepalive>,
     limits: Limits,
@@ -63,12 +65,20 @@ impl ManagedConnector {
     pub fn new(config: TransportConfig) -> ManagedConnector {
         ManagedConnector {
             tls: config.tls_settings().map(TlsClient::new).transpose(),
+            authority: None,
             keepalive: config.keepalive,
             limits: config.limits(),
             conns: HashMap::new(),
             active: HashMap::new(),
             next_key: 1,
         }
+    }
+
+    /// Every call's `:authority` is `authority` (the channel's), instead of
+    /// the address each connection goes to.
+    pub(crate) fn with_authority(mut self, authority: Option<String>) -> ManagedConnector {
+        self.authority = authority;
+        self
     }
 
     fn close(&mut self, key: u64, ctx: &mut ConnectorCtx<'_>) -> Option<Conn> {
@@ -222,6 +232,7 @@ impl Connector for ManagedConnector {
         match Connection::start(
             &target,
             tls,
+            self.authority.as_deref(),
             self.keepalive,
             self.limits,
             ctx.registry(),

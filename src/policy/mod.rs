@@ -6,6 +6,7 @@ pub mod pick_first;
 pub mod random;
 mod ready_endpoints;
 pub mod registry;
+pub mod ring_hash;
 pub mod round_robin;
 pub mod weighted_round_robin;
 
@@ -21,6 +22,8 @@ pub(crate) fn builtins() -> Vec<Arc<dyn Builder>> {
         Arc::new(least_request::LeastRequestBuilder::EXPERIMENTAL),
         Arc::new(least_request::LeastRequestBuilder::SHORT),
         Arc::new(random::RandomBuilder),
+        Arc::new(ring_hash::RingHashBuilder::new()),
+        Arc::new(ring_hash::RingHashBuilder::new().named("ring_hash")),
         Arc::new(outlier_detection::OutlierDetectionBuilder),
     ]
 }

@@ -1,9 +1,14 @@
-//! The `dns` resolver: looks its host up with the system resolver on a
-//! thread of its own (never on the loop), once at start and then when asked
-//! (`resolve_now`), paced by `Lookups` as gRPC-Go's DNS resolver is: at
-//! most one lookup per `MIN_RESOLUTION_INTERVAL` after a success, failures
-//! retried with backoff without being asked.
+//! The `dns` resolver: looks its host up on a thread of its own (never on
+//! the loop), with the system resolver, or with our own DNS client when the
+//! target names a server (`dns://127.0.0.1:5353/host:port`); also the
+//! name's TXT service config (gRFC A2) when the channel asks for it. Once
+//! at start and then when asked (`resolve_now`), paced by `Lookups` as
+//! gRPC-Go's DNS resolver is: at most one lookup per minimum interval (30 s
+//! unless the channel says otherwise) after a success, failures retried
+//! with backoff without being asked.
 
+use super::dns_client;
+use super::dns_config::{self, Client};
 use super::target::{builtin_plan, Plan, Target};
 use super::{Resolver, ResolverBuilder, ResolverClientConn, ResolverState};
 use crate::address::{Address, Endpoint};
@@ -12,7 +17,7 @@ use crate::clock::Rng;
 use crate::error::Error;
 use crate::trace;
 use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
-use std::net::ToSocketAddrs;
+use std::net::{IpAddr, SocketAddr, ToSocketAddrs};
 use std::time::{Duration, Instant};
 
 /// Builds `dns` resolvers.
@@ -23,7 +28,24 @@ impl ResolverBuilder for DnsBuilder {
         "dns"
     }
 
+    fn check(&self, target: &Target) -> Result<(), String> {
+        self.name(target).map(drop)
+    }
+
     fn build(&self, target: &Target, cc: ResolverClientConn) -> Result<Box<dyn Resolver>, String> {
+        let name = self.name(target)?;
+        let (tx, rx) = crossbeam_channel::unbounded();
+        std::thread::Builder::new()
+            .name("switchyard-dns".into())
+            .spawn(move || run(name, cc, rx))
+            .map_err(|e| format!("dns: no thread for lookups: {e}"))?;
+        Ok(Box::new(DnsResolver { tx }))
+    }
+}
+
+impl DnsBuilder {
+    /// What `target` asks to look up, and where.
+    fn name(&self, target: &Target) -> Result<Name, String> {
         let Some(Ok(Plan::Dns {
             authority,
             host,
@@ -35,19 +57,28 @@ impl ResolverBuilder for DnsBuilder {
                 _ => format!("\"{target}\" is no dns target"),
             });
         };
-        if !authority.is_empty() {
-            // Issue 12 will ask that server; until then, refuse rather than
-            // silently ask the system resolver instead.
-            return Err(format!(
-                "dns: a DNS server in the target's authority (\"{authority}\") is not supported yet"
-            ));
+        let server = match authority.as_str() {
+            "" => None,
+            a => Some(dns_client::parse_server(a)?),
+        };
+        Ok(Name { host, port, server })
+    }
+}
+
+/// What one resolver looks up, and where.
+struct Name {
+    host: String,
+    port: u16,
+    /// The server named in the target; `None`: the system resolver.
+    server: Option<SocketAddr>,
+}
+
+impl std::fmt::Display for Name {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.server {
+            Some(s) => write!(f, "dns://{s}/{}:{}", self.host, self.port),
+            None => write!(f, "dns:{}:{}", self.host, self.port),
         }
-        let (tx, rx) = crossbeam_channel::unbounded();
-        std::thread::Builder::new()
-            .name("switchyard-dns".into())
-            .spawn(move || run(host, port, cc, rx))
-            .map_err(|e| format!("dns: no thread for lookups: {e}"))?;
-        Ok(Box::new(DnsResolver { tx }))
     }
 }
 
@@ -67,16 +98,19 @@ impl Resolver for DnsResolver {
 
     fn close(&mut self) {
         // The thread ends at its next wake-up; a lookup in progress is not
-        // waited for (getaddrinfo cannot be interrupted).
+        // waited for (getaddrinfo cannot be interrupted; our own client's
+        // waits are bounded).
         let _ = self.tx.send(Request::Close);
     }
 }
 
 /// The lookup thread: one lookup now, then as `Lookups` says, until closed
 /// or the channel refuses updates.
-fn run(host: String, port: u16, cc: ResolverClientConn, rx: Receiver<Request>) {
-    let mut lookups = Lookups::new(BackoffConfig::default());
+fn run(name: Name, cc: ResolverClientConn, rx: Receiver<Request>) {
+    let options = cc.options().clone();
+    let mut lookups = Lookups::new(BackoffConfig::default(), options.min_resolution_interval);
     let mut rng = Rng::from_entropy();
+    let hostname = dns_config::hostname();
     let mut next: Option<Instant> = None;
     let mut lookup_now = true;
     loop {
@@ -84,24 +118,33 @@ fn run(host: String, port: u16, cc: ResolverClientConn, rx: Receiver<Request>) {
             lookup_now = false;
             let now = Instant::now();
             lookups.started(now, &mut || rng.uniform());
-            let result = lookup(&host, port);
+            let result = lookup_name(&name);
             next = lookups.finished(result.is_ok(), Instant::now());
             let pushed = match result {
                 Ok(addrs) => {
                     log::info!(
                         target: trace::RESOLVER,
-                        "dns:{host}:{port} resolved to {} address(es): {}",
+                        "{name} resolved to {} address(es): {}",
                         addrs.len(),
                         addrs.iter().map(|a| a.addr.as_str()).collect::<Vec<_>>().join(", ")
                     );
+                    let service_config = if options.dns_service_config {
+                        let client = Client {
+                            hostname: &hostname,
+                            percentile: (rng.uniform() * 100.0) as u32 % 100,
+                        };
+                        service_config(&name, &client)
+                    } else {
+                        None
+                    };
                     // DNS cannot group addresses: one endpoint each.
                     cc.update(ResolverState {
                         endpoints: addrs.into_iter().map(Endpoint::from).collect(),
-                        service_config: None,
+                        service_config,
                     })
                 }
                 Err(e) => {
-                    log::warn!(target: trace::RESOLVER, "resolving dns:{host}:{port} failed: {e}");
+                    log::warn!(target: trace::RESOLVER, "resolving {name} failed: {e}");
                     cc.report_error(&e)
                 }
             };
@@ -129,6 +172,58 @@ fn run(host: String, port: u16, cc: ResolverClientConn, rx: Receiver<Request>) {
     }
 }
 
+/// The addresses of `name`: from its server, or the system resolver's.
+fn lookup_name(name: &Name) -> Result<Vec<Address>, String> {
+    let Some(server) = name.server else {
+        return lookup(&name.host, name.port);
+    };
+    // An IP literal needs no server.
+    if let Ok(ip) = name.host.parse::<IpAddr>() {
+        return Ok(vec![Address::new(
+            SocketAddr::new(ip, name.port).to_string(),
+        )]);
+    }
+    let ips = dns_client::lookup_ips(server, &name.host)
+        .map_err(|e| format!("DNS resolution of {} failed: {e}", name.host))?;
+    if ips.is_empty() {
+        return Err(format!(
+            "DNS resolution of {} returned no addresses (server {server})",
+            name.host
+        ));
+    }
+    Ok(ips
+        .into_iter()
+        .map(|ip| Address::new(SocketAddr::new(ip, name.port).to_string()))
+        .collect())
+}
+
+/// The service config `name` publishes in TXT (A2), if any. Not looked up
+/// for IP literals and localhost (A10). A failed lookup or an invalid
+/// record is logged and counts as none: the channel keeps the config it has.
+fn service_config(name: &Name, client: &Client<'_>) -> Option<String> {
+    let host = name.host.as_str();
+    if host.parse::<IpAddr>().is_ok() || host.eq_ignore_ascii_case("localhost") {
+        return None;
+    }
+    let Some(server) = name.server.or_else(dns_client::system_server) else {
+        log::warn!(
+            target: trace::RESOLVER,
+            "{name}: no DNS server known for the TXT service config lookup"
+        );
+        return None;
+    };
+    let txt_name = format!("_grpc_config.{host}");
+    let chosen = dns_client::lookup_txt(server, &txt_name)
+        .and_then(|records| dns_config::choose(&records, client));
+    match chosen {
+        Ok(config) => config,
+        Err(e) => {
+            log::warn!(target: trace::RESOLVER, "{name}: TXT service config: {e}");
+            None
+        }
+    }
+}
+
 /// Resolves `host:port` with the system resolver (blocking: call off the loop).
 pub(crate) fn lookup(host: &str, port: u16) -> Result<Vec<Address>, String> {
     let addrs: Vec<Address> = (host, port)
@@ -142,14 +237,11 @@ pub(crate) fn lookup(host: &str, port: u16) -> Result<Vec<Address>, String> {
     Ok(addrs)
 }
 
-/// After a successful lookup, re-resolution requests wait until this long
-/// after it (gRPC-Go's DNS resolver: a policy asking on every failed
-/// connection attempt must not turn into a lookup storm).
-pub(crate) const MIN_RESOLUTION_INTERVAL: Duration = Duration::from_secs(30);
-
 /// When a DNS target is looked up: one lookup at a time; a failed one is
 /// retried on its own with connection backoff; one asked for within
-/// `MIN_RESOLUTION_INTERVAL` of the last success waits for it.
+/// `min_interval` of the last success waits for it (gRPC-Go's DNS resolver:
+/// a policy asking on every failed connection attempt must not turn into a
+/// lookup storm).
 #[derive(Debug)]
 pub(crate) struct Lookups {
     backoff: Backoff,
@@ -157,6 +249,7 @@ pub(crate) struct Lookups {
     /// A later lookup is already scheduled (the caller's timer).
     scheduled: bool,
     not_before: Option<Instant>,
+    min_interval: Duration,
 }
 
 /// What to do about a request for a lookup.
@@ -169,8 +262,9 @@ pub(crate) enum Next {
 }
 
 impl Lookups {
-    pub(crate) fn new(backoff: BackoffConfig) -> Lookups {
+    pub(crate) fn new(backoff: BackoffConfig, min_interval: Duration) -> Lookups {
         Lookups {
+            min_interval,
             backoff: Backoff::new(backoff),
             running: false,
             scheduled: false,
@@ -208,7 +302,7 @@ impl Lookups {
         self.running = false;
         if ok {
             self.backoff.reset();
-            self.not_before = Some(now + MIN_RESOLUTION_INTERVAL);
+            self.not_before = Some(now + self.min_interval);
             return None;
         }
         self.scheduled = true;
@@ -220,8 +314,13 @@ impl Lookups {
 mod tests {
     use super::*;
 
+    const MIN_RESOLUTION_INTERVAL: Duration = Duration::from_secs(30);
+
     fn lookups() -> (Lookups, Instant) {
-        (Lookups::new(BackoffConfig::default()), Instant::now())
+        (
+            Lookups::new(BackoffConfig::default(), MIN_RESOLUTION_INTERVAL),
+            Instant::now(),
+        )
     }
 
     #[test]

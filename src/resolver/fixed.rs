@@ -17,6 +17,14 @@ impl ResolverBuilder for FixedBuilder {
         self.0
     }
 
+    fn check(&self, target: &Target) -> Result<(), String> {
+        match builtin_plan(target) {
+            Some(Ok(Plan::Static(_))) => Ok(()),
+            Some(Err(e)) => Err(e),
+            _ => Err(format!("\"{target}\" is no {} target", self.0)),
+        }
+    }
+
     fn build(&self, target: &Target, cc: ResolverClientConn) -> Result<Box<dyn Resolver>, String> {
         let list = match builtin_plan(target) {
             Some(Ok(Plan::Static(list))) => list,

@@ -52,7 +52,9 @@
 //!         ..Default::default()
 //!     },
 //! )?;
-//! ch.sync()?;
+//! ch.connect()?; // a channel resolves once used
+//! ch.sync()?; // the build, which pushes
+//! ch.sync()?; // what it pushed
 //! let mut seen: Vec<String> = ch.snapshot()?.subchannels.into_iter().map(|s| s.address).collect();
 //! seen.sort();
 //! assert_eq!(seen, ["a:1", "b:1"]);
@@ -61,12 +63,16 @@
 //! ```
 
 mod dns;
+mod dns_client;
+mod dns_config;
 mod fixed;
 mod registry;
 mod target;
 
 pub use self::registry::ResolverRegistry;
-pub(crate) use self::target::{builtin_plan, parse_channel_target, Plan};
+pub(crate) use self::target::{
+    authority_host, builtin_plan, default_authority, parse_channel_target, valid_authority, Plan,
+};
 pub use self::target::{Target, DEFAULT_PORT};
 use crate::address::Endpoint;
 use crate::error::Error;
@@ -78,8 +84,10 @@ pub struct ResolverState {
     /// The backends, in order (pick_first tries them in this order).
     pub endpoints: Vec<Endpoint>,
     /// A service config (JSON) for the channel, if the resolver has one. It
-    /// replaces the channel's; an invalid one is logged and the last good
-    /// one kept. `None` leaves the channel's config as it is.
+    /// replaces the channel's default; an invalid one is logged and the
+    /// last good one kept (with none good yet, the channel fails with its
+    /// error). `None` means the channel's default config (gRPC's rule), so
+    /// a resolver sends its config with every update.
     pub service_config: Option<String>,
 }
 
@@ -89,9 +97,21 @@ pub trait ResolverBuilder: Send + Sync {
     /// The scheme it resolves (compared case-insensitively).
     fn scheme(&self) -> &str;
 
+    /// Checks `target` when a channel is created (on the creating thread):
+    /// an `Err` fails the creation with that message. The default accepts
+    /// every target; `build` may still refuse it later.
+    fn check(&self, target: &Target) -> Result<(), String> {
+        let _ = target;
+        Ok(())
+    }
+
     /// A resolver for `target`, which pushes through `cc` (it may do so
-    /// before returning). Runs on the thread creating the channel; an `Err`
-    /// fails the channel's creation with that message.
+    /// before returning). Runs on the event loop thread (do not block), each
+    /// time the channel leaves IDLE: a channel resolves only once it is
+    /// used (its first pick or call, or `Channel::connect`), and closes its
+    /// resolver when it goes idle. An `Err` puts the channel in
+    /// TRANSIENT_FAILURE with that message (its picks fail with it) until it
+    /// goes idle and is used again.
     fn build(&self, target: &Target, cc: ResolverClientConn) -> Result<Box<dyn Resolver>, String>;
 }
 
@@ -114,17 +134,53 @@ pub(crate) trait ResolverSink: Send + Sync {
     fn report_error(&self, message: String) -> Result<(), Error>;
 }
 
+/// What a channel asks of its resolver (gRPC's `resolver.BuildOptions`
+/// and the DNS resolver's knobs), from `ChannelOptions::resolver`.
+#[derive(Clone, Debug)]
+pub struct ResolverOptions {
+    /// Look the target's service config up in DNS (gRFC A2: TXT records of
+    /// `_grpc_config.<host>`). Off by default, as in gRPC C-core: a name's
+    /// owner then cannot change a client's policy behind its back.
+    pub dns_service_config: bool,
+    /// The least time between two DNS lookups that the channel asked for
+    /// (re-resolution on connection loss). gRPC's: 30 s; shorter for tests.
+    pub min_resolution_interval: std::time::Duration,
+}
+
+impl Default for ResolverOptions {
+    fn default() -> ResolverOptions {
+        ResolverOptions {
+            dns_service_config: false,
+            min_resolution_interval: std::time::Duration::from_secs(30),
+        }
+    }
+}
+
 /// How a resolver reaches its channel (gRPC's `resolver.ClientConn`):
 /// cloneable and usable from any thread; each push reaches the channel's
 /// event loop in order.
 #[derive(Clone)]
 pub struct ResolverClientConn {
     sink: Arc<dyn ResolverSink>,
+    options: Arc<ResolverOptions>,
 }
 
 impl ResolverClientConn {
     pub(crate) fn new(sink: Arc<dyn ResolverSink>) -> ResolverClientConn {
-        ResolverClientConn { sink }
+        ResolverClientConn {
+            sink,
+            options: Arc::default(),
+        }
+    }
+
+    pub(crate) fn with_options(mut self, options: ResolverOptions) -> ResolverClientConn {
+        self.options = Arc::new(options);
+        self
+    }
+
+    /// What the channel asks of its resolver.
+    pub fn options(&self) -> &ResolverOptions {
+        &self.options
     }
 
     /// New endpoints (and maybe a service config) for the channel.

@@ -96,6 +96,37 @@ pub(crate) fn parse_channel_target(
     Target::parse(&format!("dns:///{text}")).map(Some)
 }
 
+/// The target's default `:authority` (gRPC's): "localhost" for unix
+/// sockets, the endpoint as written (`host:port` of `dns:///host:port`, the
+/// address of `ipv4:127.0.0.1:50051`) otherwise. `None` when that is no
+/// valid authority (an `ipv4:` list of several addresses): each connection
+/// then uses its own address's.
+pub(crate) fn default_authority(target: &Target) -> Option<String> {
+    let a = match target.scheme.as_str() {
+        "unix" | "unix-abstract" => return Some("localhost".into()),
+        _ => target.endpoint(),
+    };
+    valid_authority(a).then(|| a.to_string())
+}
+
+/// Whether `a` can be a call's `:authority` (and so a TLS name's source).
+pub(crate) fn valid_authority(a: &str) -> bool {
+    !a.is_empty() && !a.contains(',') && http::uri::Authority::try_from(a).is_ok()
+}
+
+/// The host of an authority, for the TLS server name: without its port and
+/// an IPv6 address's brackets.
+pub(crate) fn authority_host(a: &str) -> Option<String> {
+    let parsed = http::uri::Authority::try_from(a).ok()?;
+    let host = parsed.host();
+    Some(
+        host.strip_prefix('[')
+            .and_then(|h| h.strip_suffix(']'))
+            .unwrap_or(host)
+            .to_string(),
+    )
+}
+
 /// What a built-in scheme makes of its target.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub(crate) enum Plan {
@@ -415,5 +446,26 @@ mod tests {
             .unwrap()
             .unwrap();
         assert_eq!((t.scheme.as_str(), t.endpoint()), ("custom", "x"));
+    }
+
+    #[test]
+    fn default_authorities() {
+        let auth = |t: &str| default_authority(&Target::parse(t).unwrap());
+        assert_eq!(
+            auth("dns:///svc.test:8080").as_deref(),
+            Some("svc.test:8080")
+        );
+        assert_eq!(
+            auth("dns://127.0.0.1:53/svc.test:8080").as_deref(),
+            Some("svc.test:8080")
+        );
+        assert_eq!(auth("ipv4:127.0.0.1:1").as_deref(), Some("127.0.0.1:1"));
+        assert_eq!(auth("ipv6:[::1]:1").as_deref(), Some("[::1]:1"));
+        assert_eq!(auth("unix:///tmp/s").as_deref(), Some("localhost"));
+        assert_eq!(auth("unix-abstract:x").as_deref(), Some("localhost"));
+        // Several addresses are no authority: each connection uses its own.
+        assert_eq!(auth("ipv4:127.0.0.1:1,127.0.0.1:2"), None);
+        assert_eq!(authority_host("[::1]:1").as_deref(), Some("::1"));
+        assert_eq!(authority_host("svc.test:1").as_deref(), Some("svc.test"));
     }
 }

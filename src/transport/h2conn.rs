@@ -140,9 +140,12 @@ impl Connection {
     /// edge-triggered read+write readiness under `token`; `tls: None` is
     /// plaintext h2c. Errors here are immediate failures (bad TLS server
     /// name, connect refused synchronously).
+    // Each is one independent setting of the connection, given by its owner.
+    #[allow(clippy::too_many_arguments)]
     pub fn start(
         target: &Target,
         tls: Option<&TlsClient>,
+        authority: Option<&str>,
         keepalive: Option<Keepalive>,
         limits: Limits,
         registry: &Registry,
@@ -159,7 +162,10 @@ impl Connection {
             Target::Unix(p) => format!("unix:{}", p.display()),
             Target::UnixAbstract(n) => format!("unix-abstract:{}", String::from_utf8_lossy(n)),
         };
-        let authority = http::uri::Authority::try_from(target.authority())
+        // The channel's authority (its target's host, or the one it was
+        // given); without one, the address's own.
+        let authority = authority.map_or_else(|| target.authority(), str::to_string);
+        let authority = http::uri::Authority::try_from(authority)
             .map_err(|e| invalid_input(format!("no :authority for {peer}: {e}")))?;
         let ctx = |e: io::Error| io::Error::new(e.kind(), format!("connect to {peer}: {e}"));
         let sock = match target {

@@ -57,6 +57,7 @@ impl Driver {
         let conn = Connection::start(
             target,
             tls.as_ref(),
+            None,
             cfg.keepalive,
             cfg.limits(),
             poll.registry(),

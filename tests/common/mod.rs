@@ -51,8 +51,12 @@ pub fn plaintext_fast_backoff() -> ChannelOptions {
     o
 }
 
+/// A channel that starts connecting at once (`connect`): a channel starts
+/// IDLE until used, and most tests are about what comes after.
 pub fn channel(rt: &Runtime, target: &str, config: Option<&str>, opts: ChannelOptions) -> Channel {
-    Channel::new(rt, target, config, opts).unwrap()
+    let ch = Channel::new(rt, target, config, opts).unwrap();
+    ch.connect().unwrap();
+    ch
 }
 
 /// One echo RPC; returns the port of the backend that served it.

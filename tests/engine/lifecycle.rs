@@ -80,8 +80,8 @@ impl Builder for PanicsOnBuild {
     }
 }
 
-/// A channel whose first steps panic (its target delivers addresses at once,
-/// so the policy is built while the channel is being created) fails alone.
+/// A channel whose first steps panic (its target delivers addresses as soon
+/// as it is used, so the policy is built as it leaves IDLE) fails alone.
 #[test]
 fn a_panic_while_a_channel_starts_fails_that_channel_not_the_loop() {
     registry::register(Arc::new(PanicsOnBuild));
@@ -94,6 +94,9 @@ fn a_panic_while_a_channel_starts_fails_that_channel_not_the_loop() {
         options(&host),
     )
     .unwrap();
+    bad.connect().unwrap();
+    // Twice: the resolver's update is queued while the first is.
+    bad.sync().unwrap();
     bad.sync().unwrap();
     assert_eq!(bad.state(), TransientFailure);
     match bad.reader().try_pick(&PickInfo::default()) {

@@ -8,6 +8,7 @@
 mod common;
 mod outlier;
 mod python;
+mod ring_hash;
 
 use common::*;
 use python::{serial, PyServer, TempDir};

@@ -5,8 +5,10 @@
 mod calls;
 #[path = "../common/mod.rs"]
 mod common;
+mod dns;
 mod drain;
 mod health;
+mod idle;
 mod least_request_random;
 mod service_config;
 mod support;

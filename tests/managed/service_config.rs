@@ -272,10 +272,13 @@ fn a_valid_config_takes_the_errors_picker_away_at_once() {
     ch.update_service_config(r#"{"loadBalancingConfig":[{"round_robin":{}}]}"#)
         .unwrap();
     ch.sync().unwrap();
+    // The channel is IDLE again (it never left: no policy could run); the
+    // pick queues and brings it up.
     match r.try_pick(&PickInfo::default()) {
         Err(PickError::NoSubConnAvailable) => {}
         Err(e) => panic!("{e}"),
         Ok(_) => panic!("a black hole cannot be READY"),
     }
+    ch.sync().unwrap();
     assert_eq!(ch.state(), Connecting);
 }

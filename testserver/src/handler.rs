@@ -10,7 +10,7 @@ use h2::server::SendResponse;
 use h2::RecvStream;
 use http::{HeaderMap, HeaderValue, Request, Response, StatusCode};
 
-use crate::server::Shared;
+use crate::options::Shared;
 use crate::wire;
 
 async fn read_body(body: &mut RecvStream) -> Option<Vec<u8>> {
@@ -60,6 +60,10 @@ pub(crate) async fn handle(
 ) {
     let (parts, mut body) = req.into_parts();
     let port = shared.port;
+    *shared
+        .last_authority
+        .lock()
+        .unwrap_or_else(|p| p.into_inner()) = parts.uri.authority().map(|a| a.to_string());
     if parts.uri.path() == "/echo.Echo/Unary"
         && shared
             .refuse

@@ -28,10 +28,12 @@
 #![warn(missing_docs)]
 
 mod handler;
+mod options;
 mod server;
 mod tls;
 pub mod wire;
 
-pub use server::{Listen, ServerOptions, ServerTls, TestServer};
+pub use options::{Listen, ServerOptions, ServerTls};
+pub use server::TestServer;
 pub use tls::TestPki;
 pub use wire::{NOT_SERVING, SERVICE_UNKNOWN, SERVING};

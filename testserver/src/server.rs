@@ -4,7 +4,6 @@
 use std::collections::HashMap;
 use std::io;
 use std::net::SocketAddr;
-use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::thread::JoinHandle;
@@ -14,70 +13,9 @@ use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::sync::{mpsc, oneshot, watch};
 
 use crate::handler::handle;
+use crate::options::{Listen, ServerOptions, Shared};
 use crate::tls::tls_acceptor;
 use crate::wire;
-
-/// Where a test server listens.
-pub enum Listen {
-    /// A TCP address (`127.0.0.1:0` for a free port).
-    Tcp(SocketAddr),
-    /// A Unix socket path.
-    Unix(PathBuf),
-    /// A Linux abstract unix socket name (no file; what a
-    /// `unix-abstract:name` target reaches).
-    UnixAbstract(String),
-}
-
-#[derive(Clone)]
-/// A TLS test server's certificate and settings.
-pub struct ServerTls {
-    /// The server's certificate chain, PEM.
-    pub cert_chain_pem: Vec<u8>,
-    /// The server's private key, PEM.
-    pub key_pem: Vec<u8>,
-    /// ALPN protocols offered; empty = no ALPN (for mismatch tests).
-    pub alpn: Vec<Vec<u8>>,
-    /// Require a client certificate signed by this CA (mutual TLS).
-    pub client_ca_pem: Option<Vec<u8>>,
-}
-
-#[derive(Clone, Default)]
-/// How a test server behaves. The default: plaintext h2c, health service
-/// on, every call answered.
-pub struct ServerOptions {
-    /// TLS instead of plaintext h2c.
-    pub tls: Option<ServerTls>,
-    /// Accept connections and never read or write them.
-    pub black_hole: bool,
-    /// No health service: `/grpc.health.v1.Health/*` answers UNIMPLEMENTED,
-    /// like a server that never registered it.
-    pub no_health: bool,
-    /// Refuse this many `/echo.Echo/Unary` streams first, with
-    /// RST_STREAM(REFUSED_STREAM) (the server never processed them).
-    pub refuse_streams: u64,
-}
-
-pub(crate) struct Shared {
-    pub(crate) port: u16,
-    pub(crate) health: watch::Sender<HashMap<String, u32>>,
-    /// Bumped to make every connection send a graceful GOAWAY.
-    pub(crate) goaway: watch::Sender<u64>,
-    /// Bumped to end every open health Watch with UNAVAILABLE.
-    pub(crate) break_watches: watch::Sender<u64>,
-    /// Set once by a graceful stop: every connection, open or still in its
-    /// handshake, sends GOAWAY and closes once its streams are done.
-    pub(crate) draining: watch::Sender<bool>,
-    pub(crate) no_health: bool,
-    pub(crate) requests: AtomicU64,
-    /// Streams accepted and not yet answered (or dropped).
-    pub(crate) in_flight: AtomicU64,
-    /// HTTP/2 connections open.
-    pub(crate) connections: AtomicU64,
-    /// Echo streams still to refuse.
-    pub(crate) refuse: AtomicU64,
-    /// Streams the client reset while their reply was delayed.
-    pub(crate) resets: AtomicU64,
-}
 
 /// An in-process gRPC echo + health server on its own thread; dropping
 /// it stops it hard.
@@ -136,6 +74,7 @@ impl TestServer {
             connections: AtomicU64::new(0),
             refuse: AtomicU64::new(opts.refuse_streams),
             resets: AtomicU64::new(0),
+            last_authority: std::sync::Mutex::new(None),
         });
         let rt = tokio::runtime::Builder::new_current_thread()
             .enable_all()
@@ -212,6 +151,15 @@ impl TestServer {
     /// Streams the client reset (RST_STREAM) while `x-delay-ms` held them.
     pub fn resets(&self) -> u64 {
         self.shared.resets.load(Ordering::Relaxed)
+    }
+
+    /// The `:authority` of the last stream received (any method).
+    pub fn last_authority(&self) -> Option<String> {
+        self.shared
+            .last_authority
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
     }
 
     /// Calls (streams of any method) accepted and not yet finished.

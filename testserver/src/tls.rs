@@ -8,7 +8,7 @@ use std::sync::Arc;
 
 use tokio_rustls::rustls;
 
-use crate::server::ServerTls;
+use crate::options::ServerTls;
 
 pub(crate) fn tls_acceptor(t: &ServerTls) -> io::Result<tokio_rustls::TlsAcceptor> {
     use rustls::pki_types::pem::PemObject;

@@ -1,0 +1,486 @@
+//! `ring_hash_experimental` (also `ring_hash`): consistent hashing, gRFC A42
+//! as amended by A61 and A76. Each endpoint is placed on a ring (XXH64 of
+//! `"<hash key>_<n>"`, sized in proportion to the endpoints' weights) by its
+//! hash key (A76's `Endpoint::hash_key`, else its first address); a request goes to the first endpoint at or after its
+//! hash that is not in TRANSIENT_FAILURE, so each key keeps its endpoint and
+//! an endpoint joining or leaving moves only the keys that belong to it.
+//!
+//! The request hash is, in order: XXH64 of the `requestHashHeader` metadata
+//! value (values joined with ","), when the config names a header and the
+//! RPC carries it; the caller's `PickInfo::hash` (`CallOptions::hash`; a
+//! host picking through the C header passes `sy_pick`'s `request_hash`,
+//! since a pick there carries no metadata); a random hash when a header is
+//! configured but neither is there (A76: queue behind at most one new
+//! connection, never pile onto one endpoint). With no header configured and
+//! no hash the pick fails (INTERNAL): gRPC's xDS would supply it.
+//!
+//! Endpoints are pick_first children created lazily: nothing connects until
+//! a pick lands on an IDLE endpoint (its connection is requested and the
+//! pick queued) or the recovery rule asks for one: while the policy is
+//! CONNECTING or TRANSIENT_FAILURE with nothing connecting, one IDLE
+//! endpoint connects. The aggregate state follows A42's own rules.
+//!
+//! Config (`{"ring_hash_experimental": {...}}`): `minRingSize` (default
+//! 1024), `maxRingSize` (default 4096), each at most 8,388,608, min ≤ max,
+//! then both capped to the builder's cap (4096 unless
+//! [`RingHashBuilder::with_ring_size_cap`]); `requestHashHeader` (A76),
+//! lower-cased, a valid header name not ending in `-bin`.
+
+mod lazy;
+mod picker;
+mod ring;
+
+pub use ring::RING_SIZE_LIMIT;
+
+use crate::balancer::child_manager::ChildManager;
+use crate::balancer::picker::{FailPicker, Picker, QueuePicker};
+use crate::balancer::subconn::SubConnId;
+use crate::balancer::{
+    Balancer, Builder, ClientConn, ClientConnState, LbConfig, SubConnState, TimerToken,
+};
+use crate::connectivity::{ConnectivityState, StateCounts};
+use crate::policy::pick_first::ZERO_ADDRESSES;
+use lazy::LazyPickFirstBuilder;
+use picker::{RingPicker, Slot};
+use ring::{Placement, Ring};
+use std::collections::HashMap;
+use std::sync::Arc;
+
+/// `minRingSize` when the config has none.
+pub const DEFAULT_MIN_RING_SIZE: u64 = 1024;
+/// `maxRingSize` when the config has none.
+pub const DEFAULT_MAX_RING_SIZE: u64 = 4096;
+/// What both sizes are capped to unless the builder says otherwise
+/// (gRPC-Go's `GRPC_RING_HASH_CAP` default).
+pub const DEFAULT_RING_SIZE_CAP: u64 = 4096;
+
+/// Builds `ring_hash_experimental` balancers (and, [`named`](Self::named),
+/// `ring_hash`). See the module documentation.
+#[derive(Clone, Debug)]
+pub struct RingHashBuilder {
+    name: &'static str,
+    cap: u64,
+}
+
+impl Default for RingHashBuilder {
+    fn default() -> RingHashBuilder {
+        RingHashBuilder::new()
+    }
+}
+
+impl RingHashBuilder {
+    /// `ring_hash_experimental`, ring sizes capped to 4096.
+    pub fn new() -> RingHashBuilder {
+        RingHashBuilder {
+            name: "ring_hash_experimental",
+            cap: DEFAULT_RING_SIZE_CAP,
+        }
+    }
+
+    /// The same policy registered under another name.
+    pub fn named(mut self, name: &'static str) -> RingHashBuilder {
+        self.name = name;
+        self
+    }
+
+    /// Caps both ring sizes to `cap` (clamped to 1..=8,388,608) instead of
+    /// 4096 (gRPC-Go's `GRPC_RING_HASH_CAP`).
+    pub fn with_ring_size_cap(mut self, cap: u64) -> RingHashBuilder {
+        self.cap = cap.clamp(1, RING_SIZE_LIMIT);
+        self
+    }
+}
+
+/// A parsed `ring_hash_experimental` config, sizes already capped.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) struct RingHashConfig {
+    pub(crate) min_ring_size: u64,
+    pub(crate) max_ring_size: u64,
+    pub(crate) request_hash_header: Option<Arc<str>>,
+}
+
+impl RingHashConfig {
+    fn defaults(cap: u64) -> RingHashConfig {
+        RingHashConfig {
+            min_ring_size: DEFAULT_MIN_RING_SIZE.min(cap),
+            max_ring_size: DEFAULT_MAX_RING_SIZE.min(cap),
+            request_hash_header: None,
+        }
+    }
+}
+
+/// A ring size field: a non-negative integer (a JSON number, or a string as
+/// proto3 JSON writes 64-bit integers), at most `RING_SIZE_LIMIT`; absent or
+/// 0 means the default.
+fn ring_size(config: &serde_json::Value, field: &str, default: u64) -> Result<u64, String> {
+    let value = match config.get(field) {
+        None | Some(serde_json::Value::Null) => return Ok(default),
+        Some(v) => v,
+    };
+    let n = match value {
+        serde_json::Value::Number(n) => n.as_u64().or_else(|| {
+            n.as_f64()
+                .filter(|f| *f >= 0.0 && f.fract() == 0.0)
+                .map(|f| f as u64)
+        }),
+        serde_json::Value::String(s) => s.parse::<u64>().ok(),
+        _ => None,
+    };
+    match n {
+        None => Err(format!(
+            "{field} must be a non-negative integer, got {value}"
+        )),
+        Some(n) if n > RING_SIZE_LIMIT => Err(format!(
+            "{field} must be at most {RING_SIZE_LIMIT}, got {n}"
+        )),
+        Some(0) => Ok(default),
+        Some(n) => Ok(n),
+    }
+}
+
+/// `requestHashHeader`: lower-cased; a metadata key (0-9 a-z - _ .) that is
+/// not binary (`-bin`). Empty means none.
+fn request_hash_header(config: &serde_json::Value) -> Result<Option<Arc<str>>, String> {
+    let header = match config.get("requestHashHeader") {
+        None | Some(serde_json::Value::Null) => return Ok(None),
+        Some(serde_json::Value::String(s)) => s.to_ascii_lowercase(),
+        Some(other) => return Err(format!("requestHashHeader must be a string, got {other}")),
+    };
+    if header.is_empty() {
+        return Ok(None);
+    }
+    let valid = |c: char| c.is_ascii_lowercase() || c.is_ascii_digit() || "-_.".contains(c);
+    if !header.chars().all(valid) {
+        return Err(format!(
+            "requestHashHeader {header:?} is not a valid header name \
+             (ASCII letters, digits, '-', '_', '.')"
+        ));
+    }
+    if header.ends_with("-bin") {
+        return Err(format!(
+            "requestHashHeader {header:?} must not be a binary header (\"-bin\")"
+        ));
+    }
+    Ok(Some(header.into()))
+}
+
+impl Builder for RingHashBuilder {
+    fn name(&self) -> &str {
+        self.name
+    }
+
+    fn build(&self) -> Box<dyn Balancer> {
+        Box::new(RingHash::new(RingHashConfig::defaults(self.cap)))
+    }
+
+    fn parse_config(&self, config: &serde_json::Value) -> Result<Option<LbConfig>, String> {
+        if !config.is_object() {
+            return Err(format!("{} config must be a JSON object", self.name));
+        }
+        let min = ring_size(config, "minRingSize", DEFAULT_MIN_RING_SIZE)?;
+        let max = ring_size(config, "maxRingSize", DEFAULT_MAX_RING_SIZE)?;
+        if min > max {
+            return Err(format!(
+                "minRingSize ({min}) must not exceed maxRingSize ({max})"
+            ));
+        }
+        Ok(Some(Arc::new(RingHashConfig {
+            min_ring_size: min.min(self.cap),
+            max_ring_size: max.min(self.cap),
+            request_hash_header: request_hash_header(config)?,
+        })))
+    }
+}
+
+/// One endpoint (deduplicated by its child's key).
+#[derive(Clone, Debug, PartialEq, Eq)]
+struct RingEndpoint {
+    /// The child's key (`endpoint_key`).
+    key: String,
+    place: Placement,
+}
+
+/// A42's aggregate state over `n` endpoints (first rule that matches).
+fn aggregate(counts: &StateCounts, n: usize) -> ConnectivityState {
+    if counts.ready > 0 {
+        ConnectivityState::Ready
+    } else if counts.transient_failure >= 2 {
+        ConnectivityState::TransientFailure
+    } else if counts.connecting > 0 || (counts.transient_failure == 1 && n > 1) {
+        // Something connecting, or a single failure among several endpoints.
+        ConnectivityState::Connecting
+    } else if counts.idle > 0 {
+        ConnectivityState::Idle
+    } else {
+        ConnectivityState::TransientFailure
+    }
+}
+
+pub(crate) struct RingHash {
+    config: RingHashConfig,
+    children: ChildManager,
+    /// Sorted by hash key (then key): the ring's input order.
+    endpoints: Vec<RingEndpoint>,
+    /// Child key → index in `endpoints`.
+    by_key: HashMap<String, usize>,
+    /// Per endpoint, its child's last state.
+    states: Vec<ConnectivityState>,
+    counts: StateCounts,
+    ring: Option<Arc<Ring>>,
+    /// Per endpoint, its member index on the ring, if it has entries.
+    member: Vec<Option<usize>>,
+    /// Per ring member, what the next picker snapshots.
+    slots: Vec<Slot>,
+    /// Something a picker shows changed since the last publish.
+    dirty: bool,
+    reported: Option<ConnectivityState>,
+}
+
+impl RingHash {
+    fn new(config: RingHashConfig) -> RingHash {
+        RingHash {
+            config,
+            children: ChildManager::new(),
+            endpoints: Vec::new(),
+            by_key: HashMap::new(),
+            states: Vec::new(),
+            counts: StateCounts::default(),
+            ring: None,
+            member: Vec::new(),
+            slots: Vec::new(),
+            dirty: true,
+            reported: None,
+        }
+    }
+
+    /// The state and picker of the child keyed `key` (queueing if there
+    /// were none, which `update_endpoints` rules out).
+    fn child_slot(&self, key: &str) -> (ConnectivityState, Slot) {
+        match self.children.get(key) {
+            Some(c) => (c.state(), Slot::new(c.state(), c.picker())),
+            None => {
+                let queue: Arc<dyn Picker> = Arc::new(QueuePicker);
+                (
+                    ConnectivityState::Connecting,
+                    Slot::new(ConnectivityState::Connecting, &queue),
+                )
+            }
+        }
+    }
+
+    /// Re-reads every child (after the endpoints changed).
+    fn resync(&mut self) {
+        self.counts = StateCounts::default();
+        self.states.clear();
+        let mut slots = Vec::new();
+        for e in &self.endpoints {
+            let (state, _) = self.child_slot(&e.key);
+            self.counts.add(state);
+            self.states.push(state);
+        }
+        if let Some(ring) = &self.ring {
+            for k in ring.members() {
+                slots.push(self.child_slot(&self.endpoints[*k as usize].key).1);
+            }
+        }
+        self.slots = slots;
+        self.dirty = true;
+    }
+
+    /// Takes the new state and picker of the child keyed `key`.
+    fn child_changed(&mut self, key: &str) {
+        let Some(&i) = self.by_key.get(key) else {
+            return;
+        };
+        let (state, slot) = self.child_slot(key);
+        self.counts.record(self.states[i], state);
+        self.states[i] = state;
+        if let Some(m) = self.member[i] {
+            self.slots[m] = slot;
+            self.dirty = true;
+        }
+    }
+
+    /// A61's recovery rule: CONNECTING or TRANSIENT_FAILURE with no endpoint
+    /// connecting ⇒ connect one IDLE endpoint (the first on the ring in
+    /// hash-key order, else any), so that one attempt is always under way.
+    fn recover(&mut self, cc: &mut dyn ClientConn) {
+        let state = aggregate(&self.counts, self.endpoints.len());
+        let stuck = matches!(
+            state,
+            ConnectivityState::Connecting | ConnectivityState::TransientFailure
+        ) && self.counts.connecting == 0;
+        if stuck {
+            self.connect_one_idle(cc);
+        }
+    }
+
+    /// Asks the first IDLE endpoint (ring members first) to connect.
+    fn connect_one_idle(&mut self, cc: &mut dyn ClientConn) {
+        let idle = |i: &usize| self.states[*i] == ConnectivityState::Idle;
+        let on_ring = |i: &usize| self.member[*i].is_some() && idle(i);
+        let n = self.endpoints.len();
+        let Some(i) = (0..n).find(on_ring).or_else(|| (0..n).find(idle)) else {
+            return;
+        };
+        let key = self.endpoints[i].key.clone();
+        self.children.exit_idle(cc, &key);
+        self.child_changed(&key);
+    }
+
+    /// Publishes the aggregate state and a picker if anything changed.
+    fn publish(&mut self, cc: &mut dyn ClientConn) {
+        self.recover(cc);
+        let state = aggregate(&self.counts, self.endpoints.len());
+        if !self.dirty && self.reported == Some(state) {
+            return;
+        }
+        let Some(ring) = &self.ring else {
+            return;
+        };
+        let picker = RingPicker::new(
+            ring.clone(),
+            self.slots.clone().into_boxed_slice(),
+            self.config.request_hash_header.clone(),
+        );
+        self.dirty = false;
+        self.reported = Some(state);
+        cc.update_state(state, Box::new(picker));
+    }
+
+    fn fail(&mut self, cc: &mut dyn ClientConn, message: String) {
+        self.reported = Some(ConnectivityState::TransientFailure);
+        self.dirty = true;
+        cc.update_state(
+            ConnectivityState::TransientFailure,
+            Box::new(FailPicker::unavailable(message)),
+        );
+    }
+}
+
+impl Balancer for RingHash {
+    fn update_client_conn_state(
+        &mut self,
+        cc: &mut dyn ClientConn,
+        state: ClientConnState,
+    ) -> Result<(), String> {
+        let config = state
+            .config
+            .as_ref()
+            .and_then(|c| c.downcast_ref::<RingHashConfig>())
+            .cloned()
+            .unwrap_or_else(|| self.config.clone());
+        if state.endpoints.iter().all(|e| e.addresses.is_empty()) {
+            self.children.close(cc);
+            self.endpoints.clear();
+            self.by_key.clear();
+            self.ring = None;
+            self.fail(cc, ZERO_ADDRESSES.into());
+            return Err(ZERO_ADDRESSES.into());
+        }
+        // One endpoint per child key; duplicates add their weight (A42).
+        let mut endpoints: Vec<RingEndpoint> = Vec::new();
+        let mut seen: HashMap<String, usize> = HashMap::new();
+        for e in state.endpoints.iter().filter(|e| !e.addresses.is_empty()) {
+            let key = crate::balancer::child_manager::endpoint_key(e);
+            let weight = u64::from(e.weight.max(1));
+            match seen.get(&key) {
+                Some(&i) => endpoints[i].place.weight += weight,
+                None => {
+                    let hash_key = match &e.hash_key {
+                        Some(k) if !k.is_empty() => k.clone(),
+                        _ => e.addresses[0].addr.clone(),
+                    };
+                    seen.insert(key.clone(), endpoints.len());
+                    endpoints.push(RingEndpoint {
+                        key,
+                        place: Placement { hash_key, weight },
+                    });
+                }
+            }
+        }
+        endpoints.sort_by(|a, b| (&a.place.hash_key, &a.key).cmp(&(&b.place.hash_key, &b.key)));
+        let sizes_changed = (config.min_ring_size, config.max_ring_size)
+            != (self.config.min_ring_size, self.config.max_ring_size);
+        if sizes_changed || self.ring.is_none() || endpoints != self.endpoints {
+            let places: Vec<Placement> = endpoints.iter().map(|e| e.place.clone()).collect();
+            let ring = Ring::new(&places, config.min_ring_size, config.max_ring_size);
+            self.member = vec![None; endpoints.len()];
+            for (m, k) in ring.members().iter().enumerate() {
+                self.member[*k as usize] = Some(m);
+            }
+            self.ring = Some(Arc::new(ring));
+            self.endpoints = endpoints;
+            self.by_key = self
+                .endpoints
+                .iter()
+                .enumerate()
+                .map(|(i, e)| (e.key.clone(), i))
+                .collect();
+        }
+        if config.request_hash_header != self.config.request_hash_header {
+            self.dirty = true;
+        }
+        self.config = config;
+        let builder: Arc<dyn Builder> = Arc::new(LazyPickFirstBuilder);
+        self.children
+            .update_endpoints(cc, &state.endpoints, &builder, None);
+        self.resync();
+        self.publish(cc);
+        Ok(())
+    }
+
+    fn resolver_error(&mut self, cc: &mut dyn ClientConn, error: &str) {
+        if self.endpoints.is_empty() {
+            self.fail(cc, format!("name resolver error: {error}"));
+            return;
+        }
+        // Keep the last good endpoints.
+        self.children.resolver_error(cc, error);
+        self.resync();
+        self.publish(cc);
+    }
+
+    fn update_subconn_state(
+        &mut self,
+        cc: &mut dyn ClientConn,
+        sc: SubConnId,
+        state: &SubConnState,
+    ) {
+        if let Some(key) = self.children.subconn_state(cc, sc, state) {
+            self.child_changed(&key);
+            self.publish(cc);
+        }
+    }
+
+    /// `Channel::connect`: if nothing is READY or connecting, one IDLE
+    /// endpoint connects (picks connect the others as they land on them).
+    fn exit_idle(&mut self, cc: &mut dyn ClientConn) {
+        if self.counts.ready == 0 && self.counts.connecting == 0 {
+            self.connect_one_idle(cc);
+        }
+        self.publish(cc);
+    }
+
+    /// Endpoints whose IDLE pickers were picked: connect them.
+    fn work(&mut self, cc: &mut dyn ClientConn) {
+        for key in self.children.work(cc) {
+            self.child_changed(&key);
+        }
+        self.publish(cc);
+    }
+
+    fn timer(&mut self, cc: &mut dyn ClientConn, token: TimerToken) {
+        if let Some(key) = self.children.timer(cc, token) {
+            self.child_changed(&key);
+            self.publish(cc);
+        }
+    }
+
+    fn close(&mut self, cc: &mut dyn ClientConn) {
+        self.children.close(cc);
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,215 @@
+//! ring_hash's picker (gRFC A61's walk, A76's header and random hash): a
+//! snapshot of every ring member's state over the shared ring. A pick finds
+//! its entry in O(1), skips endpoints in TRANSIENT_FAILURE through a table
+//! precomputed when the picker is built, and hands READY endpoints' picks
+//! out directly: no lock, no allocation, no shared write (an IDLE
+//! endpoint's first pick asks its policy to connect it, once).
+
+use super::ring::Ring;
+use crate::balancer::picker::{DoneHooks, PickInfo, PickLocal, PickResult, Picker};
+use crate::balancer::subconn::SubConn;
+use crate::connectivity::ConnectivityState;
+use crate::status::{Code, Status};
+use std::sync::Arc;
+use xxhash_rust::xxh64::{xxh64, Xxh64};
+
+/// `next_usable` entry for "every endpoint is in TRANSIENT_FAILURE".
+const NONE: u32 = u32::MAX;
+
+/// What a picker knows of one ring member.
+#[derive(Clone)]
+pub(crate) enum Slot {
+    /// READY with one subchannel (pick_first always is): picked directly.
+    Ready(Arc<SubConn>),
+    /// Anything else: the child's own picker decides (queue, connect on
+    /// first pick when IDLE, fail with its error in TRANSIENT_FAILURE).
+    Child {
+        state: ConnectivityState,
+        picker: Arc<dyn Picker>,
+    },
+}
+
+impl Slot {
+    pub(crate) fn new(state: ConnectivityState, picker: &Arc<dyn Picker>) -> Slot {
+        match picker.single() {
+            Some(sc) if state == ConnectivityState::Ready => Slot::Ready(sc.clone()),
+            _ => Slot::Child {
+                state,
+                picker: picker.clone(),
+            },
+        }
+    }
+
+    #[inline(always)]
+    fn state(&self) -> ConnectivityState {
+        match self {
+            Slot::Ready(_) => ConnectivityState::Ready,
+            Slot::Child { state, .. } => *state,
+        }
+    }
+
+    #[inline(always)]
+    fn pick<'a>(&'a self, info: &PickInfo<'_>, local: &mut PickLocal) -> PickResult<'a> {
+        match self {
+            Slot::Ready(sc) => PickResult::Complete {
+                subconn: sc,
+                done: DoneHooks::NONE,
+            },
+            Slot::Child { picker, .. } => picker.pick(info, local),
+        }
+    }
+}
+
+/// Picks over one ring with one snapshot of its members' states.
+pub(crate) struct RingPicker {
+    ring: Arc<Ring>,
+    /// Per ring member (`Ring::owner`).
+    slots: Box<[Slot]>,
+    /// Per entry: the first entry at or after it (cyclically) whose member
+    /// is not in TRANSIENT_FAILURE, or `NONE`. Only when some member is.
+    next_usable: Option<Box<[u32]>>,
+    /// Some member is CONNECTING (random-hash picks then start no connection).
+    connecting: bool,
+    /// `requestHashHeader`.
+    header: Option<Arc<str>>,
+    /// The failure of a pick with no hash to use.
+    no_hash: Status,
+}
+
+impl RingPicker {
+    pub(crate) fn new(ring: Arc<Ring>, slots: Box<[Slot]>, header: Option<Arc<str>>) -> RingPicker {
+        let failing =
+            |i: usize| slots[ring.owner(i)].state() == ConnectivityState::TransientFailure;
+        let next_usable = slots
+            .iter()
+            .any(|s| s.state() == ConnectivityState::TransientFailure)
+            .then(|| {
+                // Two passes from the end: the first finds where entries
+                // past the last usable one wrap to.
+                let mut next = vec![NONE; ring.len()].into_boxed_slice();
+                let mut at = NONE;
+                for pass in 0..2 {
+                    for i in (0..ring.len()).rev() {
+                        if !failing(i) {
+                            at = i as u32;
+                        }
+                        if pass == 1 {
+                            next[i] = at;
+                        }
+                    }
+                }
+                next
+            });
+        let connecting = slots
+            .iter()
+            .any(|s| s.state() == ConnectivityState::Connecting);
+        RingPicker {
+            ring,
+            slots,
+            next_usable,
+            connecting,
+            header,
+            no_hash: Status::new(
+                Code::Internal,
+                "ring_hash: the pick has no request hash: pass one (PickInfo::hash, \
+                 CallOptions::hash, sy_pick's request_hash) or configure requestHashHeader",
+            ),
+        }
+    }
+
+    #[inline(always)]
+    fn slot(&self, entry: usize) -> &Slot {
+        &self.slots[self.ring.owner(entry)]
+    }
+
+    /// The request's hash: the header's value(s) when configured and
+    /// present, else the caller's hash. `None`: neither.
+    #[inline]
+    fn request_hash(&self, info: &PickInfo<'_>) -> Option<u64> {
+        if let Some(header) = &self.header {
+            if let Some(hash) = header_hash(info.metadata, header) {
+                return Some(hash);
+            }
+        }
+        info.hash
+    }
+
+    /// A76's random-hash pick: the first READY endpoint from `first` on;
+    /// meanwhile one IDLE endpoint is asked to connect unless one is
+    /// already connecting; queue while a connection is under way.
+    fn pick_random<'a>(
+        &'a self,
+        first: usize,
+        info: &PickInfo<'_>,
+        local: &mut PickLocal,
+    ) -> PickResult<'a> {
+        let mut requested = self.connecting;
+        let mut i = first;
+        for _ in 0..self.ring.len() {
+            let slot = self.slot(i);
+            match slot.state() {
+                ConnectivityState::Ready => return slot.pick(info, local),
+                ConnectivityState::Idle if !requested => {
+                    requested = true;
+                    // Its picker asks for the connection and queues.
+                    let _ = slot.pick(info, local);
+                }
+                _ => {}
+            }
+            i += 1;
+            if i == self.ring.len() {
+                i = 0;
+            }
+        }
+        if requested {
+            PickResult::Queue
+        } else {
+            self.slot(first).pick(info, local)
+        }
+    }
+}
+
+impl Picker for RingPicker {
+    #[inline]
+    fn pick<'a>(&'a self, info: &PickInfo<'_>, local: &mut PickLocal) -> PickResult<'a> {
+        let Some(hash) = self.request_hash(info) else {
+            if self.header.is_none() {
+                return PickResult::Fail(&self.no_hash);
+            }
+            let first = self.ring.find(local.random());
+            return self.pick_random(first, info, local);
+        };
+        let first = self.ring.find(hash);
+        // A61: the first entry from there whose endpoint is not failing;
+        // if every one is, the first entry's failure.
+        let at = match &self.next_usable {
+            None => first,
+            Some(next) => match next[first] {
+                NONE => first,
+                at => at as usize,
+            },
+        };
+        self.slot(at).pick(info, local)
+    }
+}
+
+/// XXH64 of the values of `header` in `metadata`, joined with "," when it
+/// appears more than once; `None` when it does not appear.
+#[inline]
+pub(crate) fn header_hash(metadata: &[(String, String)], header: &str) -> Option<u64> {
+    let mut values = metadata
+        .iter()
+        .filter(|(k, _)| k.eq_ignore_ascii_case(header))
+        .map(|(_, v)| v.as_bytes());
+    let first = values.next()?;
+    let Some(second) = values.next() else {
+        return Some(xxh64(first, 0));
+    };
+    let mut h = Xxh64::new(0);
+    h.update(first);
+    for v in std::iter::once(second).chain(values) {
+        h.update(b",");
+        h.update(v);
+    }
+    Some(h.digest())
+}

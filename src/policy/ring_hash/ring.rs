@@ -1,0 +1,271 @@
+//! The ring itself (gRFC A42): each endpoint placed on a 64-bit circle at
+//! XXH64 (seed 0) of `"<hash key>_<n>"`, n = 0, 1, ... per endpoint, as
+//! many entries as its share of the weight asks for; a request goes to the
+//! first entry at or after its hash, wrapping around.
+//!
+//! Lookup is O(1) expected: a bucket table indexed by the hash's top bits
+//! gives the range of entries to look at (about one, since entry hashes are
+//! uniform), so a pick reads one bucket pair and one or two entries instead
+//! of walking a binary search through the whole array.
+
+use xxhash_rust::xxh64::xxh64;
+
+/// gRFC A42's hard limit on either ring size (2^23).
+pub const RING_SIZE_LIMIT: u64 = 8_388_608;
+
+/// One endpoint as the ring sees it: where (its hash key) and how much.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) struct Placement {
+    pub(crate) hash_key: String,
+    /// Never 0 (unset weights count as 1).
+    pub(crate) weight: u64,
+}
+
+/// One point on the ring. The owner sits beside the hash so that the pick
+/// that found the hash reads it from the same cache line.
+#[derive(Clone, Copy, Debug)]
+struct Entry {
+    hash: u64,
+    /// The member (index into `Ring::members`) the entry belongs to.
+    owner: u32,
+}
+
+/// An immutable ring, shared by every picker until the endpoints, their
+/// weights or hash keys, or the ring sizes change.
+#[derive(Debug)]
+pub(crate) struct Ring {
+    /// The entries, by ascending hash.
+    entries: Box<[Entry]>,
+    /// The placements (by index in the input) that got at least one entry,
+    /// in input order.
+    members: Box<[u32]>,
+    /// `buckets[b]..buckets[b + 1]`: the entries whose hash's top bits are `b`.
+    buckets: Box<[u32]>,
+    /// 64 minus the bits of a bucket index (≤ 63).
+    shift: u32,
+}
+
+impl Ring {
+    /// Places `endpoints` (non-empty, weights ≥ 1, in the order that breaks
+    /// ties) on a ring of between `min_size` and `max_size` entries (1 ≤
+    /// min ≤ max ≤ `RING_SIZE_LIMIT`).
+    ///
+    /// gRPC's sizing, computed exactly: with w the weights, W their sum and
+    /// m the smallest, scale = min(ceil(m/W × min_size) × W/m, max_size);
+    /// the ring has ceil(scale) entries and endpoint k gets entries until the
+    /// running count reaches scale × (w_0 + ... + w_k)/W. gRPC computes this
+    /// in floating point; in integers no rounding can give an endpoint one
+    /// entry more or less than its share.
+    pub(crate) fn new(endpoints: &[Placement], min_size: u64, max_size: u64) -> Ring {
+        let total: u128 = endpoints.iter().map(|e| u128::from(e.weight.max(1))).sum();
+        let lightest = endpoints
+            .iter()
+            .map(|e| u128::from(e.weight.max(1)))
+            .min()
+            .unwrap_or(1);
+        let total = total.max(1);
+        let (min_size, max_size) = (u128::from(min_size.max(1)), u128::from(max_size.max(1)));
+        // scale = num / den.
+        let lightest_entries = (lightest * min_size).div_ceil(total);
+        let (num, den) = if lightest_entries.saturating_mul(total) > max_size * lightest {
+            (max_size, 1)
+        } else {
+            (lightest_entries * total, lightest)
+        };
+        let size = num.div_ceil(den).min(u128::from(RING_SIZE_LIMIT)) as usize;
+
+        let mut entries: Vec<(u64, u32)> = Vec::with_capacity(size);
+        let mut key = String::new();
+        let mut cumulative: u128 = 0;
+        for (k, e) in endpoints.iter().enumerate() {
+            cumulative += u128::from(e.weight.max(1));
+            let target = num.saturating_mul(cumulative);
+            let mut n = 0u64;
+            // Bounded: the last target is the ring's size.
+            while entries.len() < size
+                && (entries.len() as u128)
+                    .saturating_mul(den)
+                    .saturating_mul(total)
+                    < target
+            {
+                key.clear();
+                key.push_str(&e.hash_key);
+                key.push('_');
+                key.push_str(&n.to_string());
+                entries.push((xxh64(key.as_bytes(), 0), k as u32));
+                n += 1;
+            }
+        }
+        // Ties between equal hashes go to the earlier endpoint.
+        entries.sort_unstable();
+
+        let mut member_of = vec![u32::MAX; endpoints.len()];
+        let mut members = Vec::new();
+        for (_, k) in &entries {
+            let k = *k as usize;
+            if member_of[k] == u32::MAX {
+                member_of[k] = 0;
+            }
+        }
+        for (k, m) in member_of.iter_mut().enumerate() {
+            if *m != u32::MAX {
+                *m = members.len() as u32;
+                members.push(k as u32);
+            }
+        }
+        let entries: Box<[Entry]> = entries
+            .iter()
+            .map(|(hash, k)| Entry {
+                hash: *hash,
+                owner: member_of[*k as usize],
+            })
+            .collect();
+
+        let bits = entries.len().next_power_of_two().max(2).trailing_zeros();
+        let shift = 64 - bits;
+        let count = 1usize << bits;
+        let mut buckets = Vec::with_capacity(count + 1);
+        let mut i = 0usize;
+        for b in 0..count as u64 {
+            while i < entries.len() && (entries[i].hash >> shift) < b {
+                i += 1;
+            }
+            buckets.push(i as u32);
+        }
+        buckets.push(entries.len() as u32);
+        Ring {
+            entries,
+            members: members.into(),
+            buckets: buckets.into(),
+            shift,
+        }
+    }
+
+    /// How many entries.
+    pub(crate) fn len(&self) -> usize {
+        self.entries.len()
+    }
+
+    /// The input indices of the endpoints with at least one entry, in input
+    /// order; an entry's owner indexes this.
+    pub(crate) fn members(&self) -> &[u32] {
+        &self.members
+    }
+
+    /// The member that entry `i` (< `len()`) belongs to.
+    #[inline(always)]
+    pub(crate) fn owner(&self, i: usize) -> usize {
+        self.entries[i].owner as usize
+    }
+
+    /// The entry a request hashed to `hash` lands on: the first whose hash
+    /// is ≥ `hash`, or the first of all past the last. The ring is never
+    /// empty. Bounded by the entries of one bucket.
+    #[inline(always)]
+    pub(crate) fn find(&self, hash: u64) -> usize {
+        let b = (hash >> self.shift) as usize;
+        let (mut i, end) = (self.buckets[b] as usize, self.buckets[b + 1] as usize);
+        while i < end && self.entries[i].hash < hash {
+            i += 1;
+        }
+        // Past this bucket, the next entry's hash is in a later one (> hash).
+        if i == self.entries.len() {
+            0
+        } else {
+            i
+        }
+    }
+
+    #[cfg(test)]
+    pub(crate) fn hashes(&self) -> Vec<u64> {
+        self.entries.iter().map(|e| e.hash).collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn place(keys: &[(&str, u64)]) -> Vec<Placement> {
+        keys.iter()
+            .map(|(k, w)| Placement {
+                hash_key: k.to_string(),
+                weight: *w,
+            })
+            .collect()
+    }
+
+    fn entries_of(ring: &Ring) -> Vec<usize> {
+        let mut per = vec![0; ring.members().len()];
+        for i in 0..ring.len() {
+            per[ring.owner(i)] += 1;
+        }
+        per
+    }
+
+    #[test]
+    fn entry_hashes_are_xxh64_seed_0_of_key_underscore_index() {
+        // The XXH64 test vector (empty input, seed 0), then our keys.
+        assert_eq!(xxh64(b"", 0), 0xef46_db37_51d8_e999);
+        let ring = Ring::new(&place(&[("127.0.0.1:1", 1)]), 4, 4);
+        let mut want: Vec<u64> = (0..4)
+            .map(|n| xxh64(format!("127.0.0.1:1_{n}").as_bytes(), 0))
+            .collect();
+        want.sort_unstable();
+        assert_eq!(ring.hashes(), want);
+    }
+
+    #[test]
+    fn sizes_follow_grpc_formula() {
+        // Equal weights: the smallest multiple of n that is ≥ min_size.
+        let three = place(&[("a", 1), ("b", 1), ("c", 1)]);
+        let ring = Ring::new(&three, 1024, 4096);
+        assert_eq!(ring.len(), 1026);
+        assert_eq!(entries_of(&ring), [342, 342, 342]);
+        // Weights 1:2:3 over min 1024: the lightest gets ceil(1024/6) = 171.
+        let ring = Ring::new(&place(&[("a", 1), ("b", 2), ("c", 3)]), 1024, 4096);
+        assert_eq!(entries_of(&ring), [171, 342, 513]);
+        // Capped by max_size: proportions kept as well as whole entries allow.
+        let ring = Ring::new(&place(&[("a", 1), ("b", 5000)]), 1024, 4096);
+        assert_eq!(ring.len(), 4096);
+        assert_eq!(entries_of(&ring), [1, 4095]);
+        // More endpoints than entries: some get none.
+        let many: Vec<Placement> = (0..100)
+            .map(|i| Placement {
+                hash_key: format!("e{i}"),
+                weight: 1,
+            })
+            .collect();
+        let ring = Ring::new(&many, 16, 16);
+        assert_eq!(ring.len(), 16);
+        assert_eq!(ring.members().len(), 16);
+    }
+
+    #[test]
+    fn find_is_the_first_entry_at_or_after_the_hash_wrapping() {
+        let keys: Vec<Placement> = (0..37)
+            .map(|i| Placement {
+                hash_key: format!("10.0.0.{i}:443"),
+                weight: 1 + i % 3,
+            })
+            .collect();
+        let ring = Ring::new(&keys, 1024, 4096);
+        let hashes = ring.hashes();
+        let mut probes: Vec<u64> = vec![0, 1, u64::MAX, u64::MAX - 1];
+        for h in hashes.iter().take(50) {
+            probes.extend([*h, h.wrapping_sub(1), h.wrapping_add(1)]);
+        }
+        let mut x = 0x1234_5678_9abc_def1u64;
+        for _ in 0..10_000 {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            probes.push(x);
+        }
+        for h in probes {
+            let want = hashes.partition_point(|e| *e < h);
+            let want = if want == hashes.len() { 0 } else { want };
+            assert_eq!(ring.find(h), want, "hash {h:#x}");
+        }
+    }
+}

@@ -1,0 +1,490 @@
+//! ring_hash through `TestClientConn`: what gRFC A42/A61/A76 and gRPC-Go's
+//! ringhash tests check.
+
+use super::*;
+use crate::address::{Address, Endpoint};
+use crate::balancer::picker::PickInfo;
+use crate::balancer::subconn::SubConnId;
+use crate::balancer::testing::{Picked, TestClientConn};
+use crate::status::Code;
+use serde_json::json;
+use xxhash_rust::xxh64::xxh64;
+use ConnectivityState::{Connecting, Idle, Ready, TransientFailure};
+
+fn addr(i: usize) -> String {
+    format!("10.0.{}.{}:443", i / 250, i % 250)
+}
+
+fn addrs(n: usize) -> Vec<String> {
+    (0..n).map(addr).collect()
+}
+
+fn config(json: serde_json::Value) -> Option<LbConfig> {
+    RingHashBuilder::new().parse_config(&json).unwrap()
+}
+
+fn update(cc: &mut TestClientConn, lb: &mut dyn Balancer, addrs: &[String], cfg: Option<LbConfig>) {
+    let endpoints = addrs
+        .iter()
+        .map(|a| Endpoint::from(Address::new(a.as_str())))
+        .collect();
+    cc.update(lb, ClientConnState::new(endpoints, cfg)).unwrap();
+}
+
+fn pick_hash(cc: &mut TestClientConn, hash: u64) -> Picked {
+    cc.pick_with(
+        &PickInfo {
+            hash: Some(hash),
+            ..PickInfo::default()
+        },
+        None,
+    )
+}
+
+fn pick_header(cc: &mut TestClientConn, metadata: &[(String, String)]) -> Picked {
+    cc.pick_with(
+        &PickInfo {
+            metadata,
+            ..PickInfo::default()
+        },
+        None,
+    )
+}
+
+/// The hash of an endpoint's entry 0: a pick with it lands on that endpoint.
+fn hash_of(a: &str) -> u64 {
+    xxh64(format!("{a}_0").as_bytes(), 0)
+}
+
+fn addr_of(cc: &TestClientConn, picked: &Picked) -> Option<String> {
+    match picked {
+        Picked::Complete { subconn, .. } => Some(cc.subconn(*subconn).unwrap().addr().to_string()),
+        _ => None,
+    }
+}
+
+fn hash_addr(cc: &mut TestClientConn, hash: u64) -> Option<String> {
+    let p = pick_hash(cc, hash);
+    addr_of(cc, &p)
+}
+
+fn header_addr(cc: &mut TestClientConn, metadata: &[(String, String)]) -> Option<String> {
+    let p = pick_header(cc, metadata);
+    addr_of(cc, &p)
+}
+
+/// Brings endpoint `a` up the way a pick does: a pick on it asks for work,
+/// the work connects it, its subchannel reports `state`.
+fn connect(
+    cc: &mut TestClientConn,
+    lb: &mut dyn Balancer,
+    a: &str,
+    state: ConnectivityState,
+) -> SubConnId {
+    let _ = pick_hash(cc, hash_of(a));
+    cc.run_work(lb);
+    let sc = cc.subconn_for(a).expect("connected on pick").id();
+    cc.set_state(lb, sc, state);
+    sc
+}
+
+/// `n` endpoints, every one READY.
+fn ready_ring(n: usize) -> (TestClientConn, Box<dyn Balancer>, Vec<String>) {
+    let mut cc = TestClientConn::new();
+    let mut lb = RingHashBuilder::new().build();
+    let list = addrs(n);
+    update(&mut cc, &mut *lb, &list, None);
+    for a in &list {
+        connect(&mut cc, &mut *lb, a, Ready);
+    }
+    assert_eq!(cc.state(), Some(Ready));
+    (cc, lb, list)
+}
+
+fn keys(n: usize) -> Vec<u64> {
+    (0..n)
+        .map(|k| xxh64(format!("user-{k}").as_bytes(), 0))
+        .collect()
+}
+
+fn owners(cc: &mut TestClientConn, keys: &[u64]) -> Vec<String> {
+    keys.iter()
+        .map(|k| {
+            let p = pick_hash(cc, *k);
+            addr_of(cc, &p).unwrap_or_else(|| panic!("key {k:#x}: {p:?}"))
+        })
+        .collect()
+}
+
+#[test]
+fn config_defaults_bounds_and_cap() {
+    let b = RingHashBuilder::new();
+    let parsed = |v| {
+        b.parse_config(&v)
+            .map(|c| c.unwrap().downcast_ref::<RingHashConfig>().unwrap().clone())
+    };
+    let c = parsed(json!({})).unwrap();
+    assert_eq!((c.min_ring_size, c.max_ring_size), (1024, 4096));
+    assert_eq!(c.request_hash_header, None);
+    // Strings (proto3 JSON's 64-bit ints), zero = default, unknown ignored.
+    let c = parsed(json!({"minRingSize": "10", "maxRingSize": 0, "future": true})).unwrap();
+    assert_eq!((c.min_ring_size, c.max_ring_size), (10, 4096));
+    // Up to 8M accepted, then capped to 4096.
+    let c = parsed(json!({"minRingSize": 8_388_608, "maxRingSize": 8_388_608})).unwrap();
+    assert_eq!((c.min_ring_size, c.max_ring_size), (4096, 4096));
+    let big = RingHashBuilder::new().with_ring_size_cap(1 << 20);
+    let c = big
+        .parse_config(&json!({"maxRingSize": 100_000}))
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        c.downcast_ref::<RingHashConfig>().unwrap().max_ring_size,
+        100_000
+    );
+    for (bad, field) in [
+        (json!({"minRingSize": 8_388_609}), "minRingSize"),
+        (json!({"maxRingSize": 8_388_609}), "maxRingSize"),
+        (json!({"minRingSize": -1}), "minRingSize"),
+        (json!({"maxRingSize": 1.5}), "maxRingSize"),
+        (json!({"maxRingSize": "x"}), "maxRingSize"),
+        (
+            json!({"minRingSize": 5000}),
+            "minRingSize (5000) must not exceed maxRingSize (4096)",
+        ),
+        (json!({"requestHashHeader": 7}), "requestHashHeader"),
+        (json!({"requestHashHeader": "x-key-bin"}), "-bin"),
+        (
+            json!({"requestHashHeader": ":path"}),
+            "not a valid header name",
+        ),
+        (
+            json!({"requestHashHeader": "a b"}),
+            "not a valid header name",
+        ),
+    ] {
+        let err = parsed(bad.clone()).unwrap_err();
+        assert!(err.contains(field), "{bad}: {err}");
+    }
+    let c = parsed(json!({"requestHashHeader": "X-User-ID"})).unwrap();
+    assert_eq!(c.request_hash_header.as_deref(), Some("x-user-id"));
+}
+
+#[test]
+fn registered_under_both_names() {
+    for name in ["ring_hash_experimental", "ring_hash"] {
+        let b = crate::policy::registry::get(name).unwrap_or_else(|| panic!("{name}"));
+        assert_eq!(b.name(), name);
+    }
+}
+
+#[test]
+fn nothing_connects_until_a_pick_lands_on_an_endpoint() {
+    let mut cc = TestClientConn::new();
+    let mut lb = RingHashBuilder::new().build();
+    let list = addrs(3);
+    update(&mut cc, &mut *lb, &list, None);
+    assert!(cc.subconns().is_empty(), "lazy: no subchannel yet");
+    assert_eq!(cc.state(), Some(Idle));
+    // A pick on endpoint 1 queues and asks for work, once.
+    assert_eq!(pick_hash(&mut cc, hash_of(&list[1])), Picked::Queue);
+    assert_eq!(pick_hash(&mut cc, hash_of(&list[1])), Picked::Queue);
+    assert_eq!(cc.work_requests(), 1);
+    assert!(cc.run_work(&mut *lb));
+    let sc = cc.subconn_for(&list[1]).expect("endpoint 1 connects").id();
+    assert_eq!(cc.connects(), [sc], "only the endpoint picked");
+    assert_eq!(cc.state(), Some(Connecting));
+    assert_eq!(pick_hash(&mut cc, hash_of(&list[1])), Picked::Queue);
+    cc.set_state(&mut *lb, sc, Ready);
+    assert_eq!(cc.state(), Some(Ready));
+    assert_eq!(
+        pick_hash(&mut cc, hash_of(&list[1])),
+        Picked::Complete {
+            subconn: sc,
+            hooks: 0
+        }
+    );
+    // Another key's endpoint is still IDLE: queued, connected on demand.
+    assert_eq!(pick_hash(&mut cc, hash_of(&list[2])), Picked::Queue);
+    assert_eq!(cc.subconns().len(), 1);
+}
+
+#[test]
+fn each_key_goes_to_the_same_endpoint_every_time() {
+    let (mut cc, mut lb, list) = ready_ring(50);
+    let keys = keys(10_000);
+    let first = owners(&mut cc, &keys);
+    assert_eq!(owners(&mut cc, &keys), first, "same picker, same answers");
+    // A new picker over the same endpoints (an unrelated state change).
+    let extra = cc.subconn_for(&list[0]).unwrap().id();
+    cc.set_state(&mut *lb, extra, Connecting);
+    cc.set_state(&mut *lb, extra, Ready);
+    assert_eq!(owners(&mut cc, &keys), first, "new picker, same answers");
+    // The keys spread over the endpoints.
+    let used: std::collections::HashSet<&String> = first.iter().collect();
+    assert!(used.len() >= 45, "{} endpoints used", used.len());
+}
+
+#[test]
+fn a_51st_endpoint_takes_only_keys_that_now_belong_to_it() {
+    let (mut cc, mut lb, mut list) = ready_ring(50);
+    let keys = keys(10_000);
+    let before = owners(&mut cc, &keys);
+    list.push(addr(50));
+    update(&mut cc, &mut *lb, &list, None);
+    connect(&mut cc, &mut *lb, &list[50], Ready);
+    let after = owners(&mut cc, &keys);
+    let moved: Vec<usize> = (0..keys.len())
+        .filter(|i| before[*i] != after[*i])
+        .collect();
+    for i in &moved {
+        assert_eq!(after[*i], list[50], "key {i} moved between old endpoints");
+    }
+    let share = moved.len() as f64 / keys.len() as f64;
+    // About 1/51 (1.96 %) of the keys.
+    assert!(
+        (0.005..=0.03).contains(&share),
+        "{} of {} keys moved",
+        moved.len(),
+        keys.len()
+    );
+}
+
+#[test]
+fn transient_failure_endpoints_are_skipped_and_all_failing_fails() {
+    let (mut cc, mut lb, list) = ready_ring(3);
+    let keys = keys(300);
+    let before = owners(&mut cc, &keys);
+    let down = cc.subconn_for(&list[0]).unwrap().id();
+    cc.set_state(&mut *lb, down, TransientFailure);
+    assert_eq!(cc.state(), Some(Ready));
+    let after = owners(&mut cc, &keys);
+    for i in 0..keys.len() {
+        assert_ne!(after[i], list[0]);
+        if before[i] != list[0] {
+            assert_eq!(after[i], before[i], "only the failing endpoint's keys move");
+        }
+    }
+    for a in &list[1..] {
+        let sc = cc.subconn_for(a).unwrap().id();
+        cc.set_state(&mut *lb, sc, TransientFailure);
+    }
+    assert_eq!(cc.state(), Some(TransientFailure));
+    match pick_hash(&mut cc, keys[0]) {
+        Picked::Fail(s) => {
+            assert_eq!(s.code(), Code::Unavailable);
+            assert!(s.message().contains("connection refused (test)"), "{s:?}");
+        }
+        other => panic!("{other:?}"),
+    }
+}
+
+#[test]
+fn aggregate_state_follows_a42() {
+    let s = |ready, connecting, idle, tf, n| {
+        let counts = StateCounts {
+            ready,
+            connecting,
+            idle,
+            transient_failure: tf,
+        };
+        aggregate(&counts, n)
+    };
+    assert_eq!(s(1, 0, 0, 5, 6), Ready);
+    assert_eq!(s(0, 1, 0, 2, 3), TransientFailure, "two TF beat CONNECTING");
+    assert_eq!(s(0, 1, 1, 1, 3), Connecting);
+    assert_eq!(s(0, 0, 2, 1, 3), Connecting, "one TF among several");
+    assert_eq!(s(0, 0, 2, 0, 2), Idle);
+    assert_eq!(
+        s(0, 0, 0, 1, 1),
+        TransientFailure,
+        "the only endpoint failing"
+    );
+    assert_eq!(s(0, 0, 0, 0, 0), TransientFailure);
+}
+
+#[test]
+fn a_failing_endpoint_makes_another_connect_so_one_attempt_is_always_under_way() {
+    let mut cc = TestClientConn::new();
+    let mut lb = RingHashBuilder::new().build();
+    let list = addrs(3);
+    update(&mut cc, &mut *lb, &list, None);
+    let first = connect(&mut cc, &mut *lb, &list[0], Connecting);
+    assert_eq!(cc.connects().len(), 1);
+    // It fails: one TF of three is CONNECTING, nothing is connecting, so
+    // another IDLE endpoint connects without any pick.
+    cc.set_state(&mut *lb, first, TransientFailure);
+    assert_eq!(cc.state(), Some(Connecting));
+    assert_eq!(cc.connects().len(), 2, "{:?}", cc.connects());
+    let second = *cc.connects().last().unwrap();
+    assert_ne!(second, first);
+    // That one fails too: two TF, so TRANSIENT_FAILURE, and the third connects.
+    cc.set_state(&mut *lb, second, TransientFailure);
+    assert_eq!(cc.state(), Some(TransientFailure));
+    assert_eq!(cc.connects().len(), 3);
+    let third = *cc.connects().last().unwrap();
+    cc.set_state(&mut *lb, third, Ready);
+    assert_eq!(cc.state(), Some(Ready));
+}
+
+#[test]
+fn request_hash_comes_from_the_header_then_the_caller_else_random() {
+    let mut cc = TestClientConn::new();
+    let mut lb = RingHashBuilder::new().build();
+    let list = addrs(20);
+    let cfg = config(json!({"requestHashHeader": "x-user-id"}));
+    update(&mut cc, &mut *lb, &list, cfg);
+    for a in &list {
+        connect(&mut cc, &mut *lb, a, Ready);
+    }
+    let md = |v: &str| vec![("x-user-id".to_string(), v.to_string())];
+    // The header's value is the key: XXH64 of it, every time.
+    for user in ["alice", "bob", "carol"] {
+        let by_header = header_addr(&mut cc, &md(user));
+        let by_hash = hash_addr(&mut cc, xxh64(user.as_bytes(), 0));
+        assert_eq!(by_header, by_hash);
+        for _ in 0..20 {
+            assert_eq!(header_addr(&mut cc, &md(user)), by_header);
+        }
+    }
+    // Several values: joined with ",".
+    let two = vec![
+        ("x-user-id".to_string(), "a".to_string()),
+        ("other".to_string(), "z".to_string()),
+        ("x-user-id".to_string(), "b".to_string()),
+    ];
+    assert_eq!(
+        header_addr(&mut cc, &two),
+        hash_addr(&mut cc, xxh64(b"a,b", 0))
+    );
+    // No header: the caller's hash; neither: a random endpoint per pick.
+    assert_eq!(hash_addr(&mut cc, hash_of(&list[7])), Some(list[7].clone()));
+    let random: std::collections::HashSet<Option<String>> = (0..200)
+        .map(|_| {
+            let p = pick_header(&mut cc, &[]);
+            addr_of(&cc, &p)
+        })
+        .collect();
+    assert!(random.len() > 10 && !random.contains(&None), "{random:?}");
+}
+
+#[test]
+fn without_a_header_or_a_hash_the_pick_fails() {
+    let (mut cc, _lb, _) = ready_ring(2);
+    match cc.pick() {
+        Picked::Fail(s) => {
+            assert_eq!(s.code(), Code::Internal);
+            assert!(s.message().contains("requestHashHeader"), "{s:?}");
+        }
+        other => panic!("{other:?}"),
+    }
+}
+
+#[test]
+fn a_random_hash_starts_at_most_one_connection_and_queues() {
+    let mut cc = TestClientConn::new();
+    let mut lb = RingHashBuilder::new().build();
+    let list = addrs(5);
+    update(
+        &mut cc,
+        &mut *lb,
+        &list,
+        config(json!({"requestHashHeader": "k"})),
+    );
+    // One pick asks one IDLE endpoint to connect, and queues.
+    assert_eq!(pick_header(&mut cc, &[]), Picked::Queue);
+    assert_eq!(cc.work_requests(), 1, "one IDLE endpoint asked");
+    cc.run_work(&mut *lb);
+    assert_eq!(cc.connects().len(), 1);
+    // While it connects, random picks start nothing more.
+    for _ in 0..10 {
+        assert_eq!(pick_header(&mut cc, &[]), Picked::Queue);
+    }
+    assert_eq!(cc.work_requests(), 1);
+    assert!(!cc.run_work(&mut *lb));
+    let sc = cc.connects()[0];
+    cc.set_state(&mut *lb, sc, Ready);
+    // Then every random pick finds the READY one.
+    for _ in 0..10 {
+        assert_eq!(
+            pick_header(&mut cc, &[]),
+            Picked::Complete {
+                subconn: sc,
+                hooks: 0
+            }
+        );
+    }
+}
+
+#[test]
+fn weights_share_the_ring() {
+    let mut cc = TestClientConn::new();
+    let mut lb = RingHashBuilder::new().build();
+    let endpoints = vec![
+        Endpoint::from(Address::new("10.0.0.1:443")).with_weight(1),
+        Endpoint::from(Address::new("10.0.0.2:443")).with_weight(3),
+    ];
+    cc.update(&mut *lb, ClientConnState::new(endpoints, None))
+        .unwrap();
+    for a in ["10.0.0.1:443", "10.0.0.2:443"] {
+        connect(&mut cc, &mut *lb, a, Ready);
+    }
+    let keys = keys(20_000);
+    let got = owners(&mut cc, &keys);
+    let share = got.iter().filter(|a| *a == "10.0.0.2:443").count() as f64 / keys.len() as f64;
+    assert!((0.68..0.82).contains(&share), "weight 3 of 4 got {share}");
+}
+
+#[test]
+fn a_hash_key_keeps_the_ring_position_when_the_address_changes() {
+    let keys = keys(2_000);
+    let run = |first: Endpoint| {
+        let mut cc = TestClientConn::new();
+        let mut lb = RingHashBuilder::new().build();
+        let endpoints = vec![first, Endpoint::from(Address::new("10.0.0.2:443"))];
+        cc.update(&mut *lb, ClientConnState::new(endpoints, None))
+            .unwrap();
+        for key in ["10.0.0.1:443", "10.0.0.2:443"] {
+            let _ = pick_hash(&mut cc, hash_of(key));
+            cc.run_work(&mut *lb);
+            let sc = *cc.connects().last().expect("a pick connects");
+            cc.set_state(&mut *lb, sc, Ready);
+        }
+        owners(&mut cc, &keys)
+    };
+    let before = run(Endpoint::from(Address::new("10.0.0.1:443")));
+    // The backend moved to another address; A76's hash key keeps its place.
+    let after = run(Endpoint::from(Address::new("10.0.0.9:443")).with_hash_key("10.0.0.1:443"));
+    let renamed: Vec<String> = before
+        .iter()
+        .map(|a| a.replace("10.0.0.1:443", "10.0.0.9:443"))
+        .collect();
+    assert_eq!(after, renamed);
+    assert!(before.iter().any(|a| a == "10.0.0.1:443"));
+}
+
+#[test]
+fn zero_endpoints_fail_and_a_resolver_error_keeps_the_last_good_ones() {
+    let mut cc = TestClientConn::new();
+    let mut lb = RingHashBuilder::new().build();
+    assert!(cc
+        .update(&mut *lb, ClientConnState::new(Vec::new(), None))
+        .is_err());
+    assert_eq!(cc.state(), Some(TransientFailure));
+    cc.resolver_error(&mut *lb, "boom");
+    assert!(matches!(cc.pick(), Picked::Fail(s) if s.message().contains("boom")));
+    let list = addrs(2);
+    update(&mut cc, &mut *lb, &list, None);
+    let sc = connect(&mut cc, &mut *lb, &list[0], Ready);
+    cc.resolver_error(&mut *lb, "later");
+    assert_eq!(cc.state(), Some(Ready));
+    assert_eq!(
+        pick_hash(&mut cc, hash_of(&list[0])),
+        Picked::Complete {
+            subconn: sc,
+            hooks: 0
+        }
+    );
+    // Removing an endpoint shuts its subchannel down.
+    update(&mut cc, &mut *lb, &list[1..], None);
+    assert_eq!(cc.shutdowns(), [sc]);
+}

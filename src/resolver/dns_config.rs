@@ -1,0 +1,178 @@
+//! The service config a DNS name publishes (gRFC A2): TXT records of
+//! `_grpc_config.<host>` of the form `grpc_config=<JSON>`, where the JSON
+//! is a list of choices, each a service config with conditions on the client
+//! (`clientLanguage`, `percentage`, `clientHostname`). The first choice
+//! whose conditions all hold is the channel's config.
+
+use serde_json::Value;
+
+/// The TXT record prefix that marks a service config (A2).
+const PREFIX: &str = "grpc_config=";
+
+/// The language this client answers to in `clientLanguage` (compared
+/// case-insensitively, as gRPC does).
+pub(crate) const CLIENT_LANGUAGE: &str = "rust";
+
+/// What the choice rules test about this client.
+pub(crate) struct Client<'a> {
+    pub(crate) hostname: &'a str,
+    /// A number in 0..100, drawn once per lookup: `percentage: p` matches
+    /// when it is below `p`.
+    pub(crate) percentile: u32,
+}
+
+/// The service config (JSON) chosen from `records` (the TXT records, each's
+/// strings joined): `Ok(None)` when no record is a `grpc_config=` or no
+/// choice matches; an error, naming what is wrong, for a record that is not
+/// a valid list of choices.
+pub(crate) fn choose(records: &[String], client: &Client<'_>) -> Result<Option<String>, String> {
+    let Some(json) = records.iter().find_map(|r| r.strip_prefix(PREFIX)) else {
+        return Ok(None);
+    };
+    let choices: Value =
+        serde_json::from_str(json).map_err(|e| format!("TXT grpc_config: not JSON: {e}"))?;
+    let Value::Array(choices) = choices else {
+        return Err("TXT grpc_config: not a list of choices".into());
+    };
+    for (i, choice) in choices.iter().enumerate() {
+        let Value::Object(fields) = choice else {
+            return Err(format!("TXT grpc_config[{i}]: not an object"));
+        };
+        let mut matches = true;
+        let mut config = None;
+        for (key, value) in fields {
+            let at = |what: &str| format!("TXT grpc_config[{i}].{key}: {what}");
+            match key.as_str() {
+                "clientLanguage" => {
+                    let langs = strings(value).ok_or_else(|| at("not a list of strings"))?;
+                    if !langs
+                        .iter()
+                        .any(|l| l.eq_ignore_ascii_case(CLIENT_LANGUAGE))
+                    {
+                        matches = false;
+                    }
+                }
+                "clientHostname" => {
+                    let hosts = strings(value).ok_or_else(|| at("not a list of strings"))?;
+                    if !hosts.contains(&client.hostname) {
+                        matches = false;
+                    }
+                }
+                "percentage" => {
+                    let p = value
+                        .as_u64()
+                        .filter(|p| *p <= 100)
+                        .ok_or_else(|| at("not an integer from 0 to 100"))?;
+                    if u64::from(client.percentile) >= p {
+                        matches = false;
+                    }
+                }
+                "serviceConfig" => {
+                    if !value.is_object() {
+                        return Err(at("not an object"));
+                    }
+                    config = Some(value.to_string());
+                }
+                // A2: a choice with a field it does not know is invalid.
+                _ => return Err(at("unknown field")),
+            }
+        }
+        let Some(config) = config else {
+            return Err(format!("TXT grpc_config[{i}]: no serviceConfig"));
+        };
+        if matches {
+            return Ok(Some(config));
+        }
+    }
+    Ok(None)
+}
+
+fn strings(v: &Value) -> Option<Vec<&str>> {
+    v.as_array()?.iter().map(Value::as_str).collect()
+}
+
+/// This machine's host name, for `clientHostname` (empty if unknown).
+pub(crate) fn hostname() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .or_else(|_| std::fs::read_to_string("/etc/hostname"))
+        .map(|h| h.trim().to_string())
+        .unwrap_or_default()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn pick(records: &[&str], hostname: &str, percentile: u32) -> Result<Option<String>, String> {
+        let records: Vec<String> = records.iter().map(|r| r.to_string()).collect();
+        choose(
+            &records,
+            &Client {
+                hostname,
+                percentile,
+            },
+        )
+    }
+
+    const RR: &str = r#"{"loadBalancingConfig":[{"round_robin":{}}]}"#;
+    const PF: &str = r#"{"loadBalancingConfig":[{"pick_first":{}}]}"#;
+
+    #[test]
+    fn first_matching_choice_wins() {
+        let txt = format!(
+            r#"grpc_config=[{{"clientLanguage":["go","java"],"serviceConfig":{PF}}},
+                            {{"clientLanguage":["RUST"],"serviceConfig":{RR}}},
+                            {{"serviceConfig":{PF}}}]"#
+        );
+        assert_eq!(
+            pick(&["v=spf1", &txt], "h", 0).unwrap().as_deref(),
+            Some(RR)
+        );
+    }
+
+    #[test]
+    fn percentage_and_hostname_conditions() {
+        let txt = format!(
+            r#"grpc_config=[{{"percentage":30,"clientHostname":["h1"],"serviceConfig":{RR}}},
+                            {{"percentage":0,"serviceConfig":{PF}}}]"#
+        );
+        assert_eq!(pick(&[&txt], "h1", 29).unwrap().as_deref(), Some(RR));
+        assert_eq!(pick(&[&txt], "h1", 30).unwrap(), None, "30 is not below 30");
+        assert_eq!(
+            pick(&[&txt], "h2", 0).unwrap(),
+            None,
+            "other host; 0% never"
+        );
+    }
+
+    #[test]
+    fn no_record_is_no_config() {
+        assert_eq!(pick(&[], "h", 0).unwrap(), None);
+        assert_eq!(pick(&["other=1"], "h", 0).unwrap(), None);
+    }
+
+    #[test]
+    fn invalid_choices_say_where() {
+        for (txt, want) in [
+            ("grpc_config={", "not JSON"),
+            ("grpc_config={}", "not a list of choices"),
+            ("grpc_config=[1]", "grpc_config[0]: not an object"),
+            (
+                r#"grpc_config=[{"percentage":101,"serviceConfig":{}}]"#,
+                "[0].percentage",
+            ),
+            (
+                r#"grpc_config=[{"clientLanguage":"rust","serviceConfig":{}}]"#,
+                "[0].clientLanguage",
+            ),
+            (
+                r#"grpc_config=[{"color":1,"serviceConfig":{}}]"#,
+                "[0].color: unknown",
+            ),
+            (r#"grpc_config=[{"percentage":5}]"#, "[0]: no serviceConfig"),
+        ] {
+            let e = pick(&[txt], "h", 0).unwrap_err();
+            assert!(e.contains(want), "{txt}: {e}");
+        }
+    }
+}

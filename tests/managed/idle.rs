@@ -1,0 +1,199 @@
+//! Channel idleness against a real DNS server and real backends: a channel
+//! resolves and connects only once used, goes back to IDLE after its idle
+//! timeout (a manual clock moves time; no test waits for it), and the next
+//! pick brings it back. A call in flight keeps it in use.
+
+use super::dns::Dnsmasq;
+use super::support::*;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use switchyard::*;
+
+const IDLE: Duration = Duration::from_secs(60);
+
+fn manual_runtime() -> (Arc<ManualClock>, Runtime) {
+    let clock = Arc::new(ManualClock::new());
+    let rt = Runtime::with_config(RuntimeConfig {
+        clock: clock.clone(),
+        seed: Some(7),
+    })
+    .unwrap();
+    (clock, rt)
+}
+
+/// Moves the loop's clock past one idle timeout and lets the loop act.
+fn one_timeout(clock: &ManualClock, ch: &Channel) {
+    clock.advance(IDLE + Duration::from_secs(1));
+    // Twice: a loop turn may run its commands before its timers.
+    ch.sync().unwrap();
+    ch.sync().unwrap();
+}
+
+fn lazy(rt: &Runtime, target: &str) -> Channel {
+    let opts = ChannelOptions {
+        idle_timeout: Some(IDLE),
+        ..plaintext()
+    };
+    Channel::new(rt, target, None, opts).unwrap()
+}
+
+#[test]
+fn a_channel_resolves_and_connects_only_once_used() {
+    let server = &start_servers(1)[0];
+    let dns = Dnsmasq::start("127.0.0.1 svc.test\n", &[]);
+    let rt = Runtime::new().unwrap();
+    let target = format!("dns://{}/svc.test:{}", dns.server(), server.port());
+    let ch = lazy(&rt, &target);
+    let mut r = ch.reader();
+    ch.sync().unwrap();
+    std::thread::sleep(Duration::from_millis(100));
+    assert_eq!(ch.state(), ConnectivityState::Idle);
+    assert_eq!(dns.queries("A", "svc.test"), 0, "resolved while IDLE");
+    assert_eq!(server.connections(), 0, "connected while IDLE");
+    // A fail-fast call queues while the channel connects, then is served.
+    assert_eq!(echo(&mut r, false).unwrap(), server.port());
+    assert_eq!(ch.state(), ConnectivityState::Ready);
+    assert_eq!(dns.queries("A", "svc.test"), 1);
+}
+
+#[test]
+fn an_unused_channel_goes_idle_and_the_next_pick_brings_it_back() {
+    let server = &start_servers(1)[0];
+    let dns = Dnsmasq::start("127.0.0.1 svc.test\n", &[]);
+    let (clock, rt) = manual_runtime();
+    let target = format!("dns://{}/svc.test:{}", dns.server(), server.port());
+    let ch = lazy(&rt, &target);
+    let mut r = ch.reader();
+    for _ in 0..3 {
+        echo(&mut r, true).unwrap();
+    }
+    // Picks within each timeout keep it in use...
+    for _ in 0..3 {
+        one_timeout(&clock, &ch);
+        echo(&mut r, true).unwrap();
+        assert_eq!(ch.state(), ConnectivityState::Ready);
+    }
+    // ...a whole timeout without one does not: resolver, policy and
+    // connection go.
+    one_timeout(&clock, &ch);
+    assert_eq!(
+        ch.state(),
+        ConnectivityState::Ready,
+        "one look: a pick was seen"
+    );
+    one_timeout(&clock, &ch);
+    assert_eq!(ch.state(), ConnectivityState::Idle);
+    wait_until("the connection closed", || server.connections() == 0);
+    assert!(ch.snapshot().unwrap().subchannels.is_empty());
+    // The next (fail-fast) call brings it all back, resolving again.
+    assert_eq!(echo(&mut r, false).unwrap(), server.port());
+    assert_eq!(ch.state(), ConnectivityState::Ready);
+    assert_eq!(dns.queries("A", "svc.test"), 2);
+}
+
+#[test]
+fn a_call_in_flight_keeps_the_channel_in_use() {
+    let server = &start_servers(1)[0];
+    let (clock, rt) = manual_runtime();
+    let ch = Arc::new(lazy(&rt, &format!("ipv4:127.0.0.1:{}", server.port())));
+    echo(&mut ch.reader(), true).unwrap();
+    // A call the server holds for a while, on a thread of its own.
+    let slow = {
+        let ch = ch.clone();
+        std::thread::spawn(move || {
+            let metadata = [("x-delay-ms".to_string(), "1500".to_string())];
+            let opts = CallOptions {
+                deadline: Some(Instant::now() + Duration::from_secs(30)),
+                wait_for_ready: true,
+                metadata: &metadata,
+                ..Default::default()
+            };
+            ch.reader().unary("/echo.Echo/Unary", b"slow", &opts)
+        })
+    };
+    wait_until("the slow call is in flight", || server.in_flight() == 1);
+    for _ in 0..3 {
+        one_timeout(&clock, &ch);
+        assert_eq!(ch.state(), ConnectivityState::Ready, "idle under a call");
+    }
+    slow.join().unwrap().unwrap();
+    one_timeout(&clock, &ch);
+    one_timeout(&clock, &ch);
+    assert_eq!(ch.state(), ConnectivityState::Idle);
+}
+
+#[test]
+fn a_zero_idle_timeout_never_goes_idle() {
+    let server = &start_servers(1)[0];
+    let (clock, rt) = manual_runtime();
+    let opts = ChannelOptions {
+        idle_timeout: Some(Duration::ZERO),
+        ..plaintext()
+    };
+    let ch = Channel::new(
+        &rt,
+        &format!("ipv4:127.0.0.1:{}", server.port()),
+        None,
+        opts,
+    )
+    .unwrap();
+    echo(&mut ch.reader(), true).unwrap();
+    for _ in 0..4 {
+        one_timeout(&clock, &ch);
+    }
+    assert_eq!(ch.state(), ConnectivityState::Ready);
+}
+
+/// A resolver that never answers: the channel stays CONNECTING and
+/// publishes nothing while a pick waits.
+struct Silent;
+struct SilentResolver;
+impl resolver::ResolverBuilder for Silent {
+    fn scheme(&self) -> &str {
+        "idle-test-silent"
+    }
+    fn build(
+        &self,
+        _: &resolver::Target,
+        _: resolver::ResolverClientConn,
+    ) -> Result<Box<dyn resolver::Resolver>, String> {
+        Ok(Box::new(SilentResolver))
+    }
+}
+impl resolver::Resolver for SilentResolver {
+    fn resolve_now(&mut self) {}
+    fn close(&mut self) {}
+}
+
+#[test]
+fn a_pick_waiting_for_resolution_keeps_the_channel_in_use() {
+    resolver::register(Arc::new(Silent));
+    let (clock, rt) = manual_runtime();
+    let ch = Arc::new(lazy(&rt, "idle-test-silent:///x"));
+    let waiter = {
+        let ch = ch.clone();
+        std::thread::spawn(move || {
+            let options = PickOptions {
+                deadline: Some(Instant::now() + Duration::from_secs(2)),
+                wait_for_ready: true,
+            };
+            ch.reader().pick(&PickInfo::default(), &options).map(drop)
+        })
+    };
+    wait_until("connecting", || ch.state() == ConnectivityState::Connecting);
+    let generation = ch.picker_generation();
+    for _ in 0..3 {
+        one_timeout(&clock, &ch);
+        assert_eq!(
+            ch.state(),
+            ConnectivityState::Connecting,
+            "idle under a waiting pick"
+        );
+    }
+    // Only the loop's looks moved the generation: nothing woke the pick.
+    assert_eq!(ch.picker_generation(), generation + 3);
+    assert!(waiter.join().unwrap().is_err(), "nothing to pick");
+    one_timeout(&clock, &ch);
+    one_timeout(&clock, &ch);
+    assert_eq!(ch.state(), ConnectivityState::Idle);
+}
