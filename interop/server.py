@@ -20,6 +20,8 @@ opens one plain TCP listener that accepts connections and never says a word.
 Prints "READY <port> ..." on stdout once every listener is bound. Then reads
 one command per line on stdin and answers "OK" (or "ERR <why>") on stdout:
   serving <port> on|off   health of "" and "echo.Echo" -> SERVING / NOT_SERVING
+  failing <port> on|off   Unary and Delay fail every call UNAVAILABLE, with
+                          "port=<port>" in the message (outlier detection)
   stop <port>             close that server's listener and connections
   start <port>            serve again on the same port
   orca <port> <app_utilization> <rps> <eps>
@@ -66,6 +68,7 @@ class Backend:
         self.server = None
         self.health = None
         self.serving = True
+        self.failing = False
         self.orca = None  # serialized OrcaLoadReport for each response
 
     def start(self):
@@ -104,6 +107,8 @@ class Backend:
             self.server = None
 
     def unary(self, request, context):
+        if self.failing:
+            context.abort(grpc.StatusCode.UNAVAILABLE, f"failing on purpose|port={self.port}")
         md = (("x-backend-port", str(self.port)),)
         context.send_initial_metadata(md)
         if self.orca is not None:
@@ -157,6 +162,8 @@ def command(line, backends):
         b.serving = words[2] == "on"
         if b.server is not None:
             b.publish()
+    elif words[0] == "failing" and len(words) == 3 and words[2] in ("on", "off"):
+        b.failing = words[2] == "on"
     elif words[0] == "stop":
         b.stop()
     elif words[0] == "orca" and len(words) == 5:

@@ -25,6 +25,9 @@ pub struct Rotation {
     /// Owns the subchannels the entries point to: held, never read.
     _keep: Arc<[Arc<SubConn>]>,
     chunks: Vec<Chunk>,
+    /// Where each chunk starts in rotation order (so that `pick` finds an
+    /// entry's chunk by binary search, not by walking every chunk).
+    starts: Vec<usize>,
     len: usize,
 }
 
@@ -33,10 +36,19 @@ impl Rotation {
     /// chunks are left out. `None` when there is no entry at all.
     pub(crate) fn new(keep: Arc<[Arc<SubConn>]>, chunks: Vec<Chunk>) -> Option<Rotation> {
         let chunks: Vec<Chunk> = chunks.into_iter().filter(|c| !c.is_empty()).collect();
-        let len = chunks.iter().map(|c| c.len()).sum();
+        let mut len = 0;
+        let starts = chunks
+            .iter()
+            .map(|c| {
+                let start = len;
+                len += c.len();
+                start
+            })
+            .collect();
         (len > 0).then_some(Rotation {
             _keep: keep,
             chunks,
+            starts,
             len,
         })
     }
@@ -72,16 +84,21 @@ impl Rotation {
 
     /// The next subchannel for a caller that keeps no place of its own (a
     /// parent picking through this rotation); readers rotate inline instead.
+    #[inline]
     pub fn pick(&self, local: &mut PickLocal) -> &SubConn {
-        let mut i = local.next_index(self.len);
-        for c in &self.chunks {
-            if i < c.len() {
-                // SAFETY: entries point into `_keep`, alive as long as `self`.
-                return unsafe { c[i].ptr().as_ref() };
-            }
-            i -= c.len();
-        }
-        unreachable!("next_index is below len, the sum of the chunks' lengths")
+        self.pick_with_id(local).0
+    }
+
+    /// `pick`, with the subchannel's id read from the rotation's entry: a
+    /// parent that keys something by id never touches the subchannel.
+    #[inline]
+    pub fn pick_with_id(&self, local: &mut PickLocal) -> (&SubConn, SubConnId) {
+        let i = local.next_index(self.len);
+        // The last chunk starting at or before `i` (the first starts at 0).
+        let c = self.starts.partition_point(|s| *s <= i) - 1;
+        let entry = self.chunks[c][i - self.starts[c]];
+        // SAFETY: entries point into `_keep`, alive as long as `self`.
+        (unsafe { entry.ptr().as_ref() }, entry.id())
     }
 }
 
@@ -487,6 +504,28 @@ mod tests {
         b.build().unwrap();
         b.forget_built();
         assert!(b.changed(), "forgotten");
+    }
+
+    #[test]
+    fn pick_walks_uneven_chunks_in_rotation_order() {
+        // Chunks of 2, 1 (one member dropped out) and 2 entries.
+        let scs = subconns(6);
+        let mut b = one_each(&scs, 2);
+        for (i, sc) in scs.iter().enumerate() {
+            b.list(i, (i != 2).then_some(sc)).unwrap();
+        }
+        let r = b.build().unwrap();
+        assert_eq!(
+            r.chunks().iter().map(|c| c.len()).collect::<Vec<_>>(),
+            [2, 1, 2]
+        );
+        let mut local = crate::balancer::pick_local::PickLocal::new(1);
+        let first = r.pick(&mut local).id().0;
+        let order = [0, 1, 3, 4, 5];
+        let at = order.iter().position(|i| *i == first).unwrap();
+        for k in 1..15 {
+            assert_eq!(r.pick(&mut local).id().0, order[(at + k) % 5]);
+        }
     }
 
     #[test]

@@ -1,6 +1,7 @@
 //! Built-in load-balancing policies.
 
 pub mod least_request;
+pub mod outlier_detection;
 pub mod pick_first;
 pub mod random;
 mod ready_endpoints;
@@ -23,6 +24,7 @@ pub(crate) fn builtins() -> Vec<Arc<dyn Builder>> {
         Arc::new(random::RandomBuilder),
         Arc::new(ring_hash::RingHashBuilder::new()),
         Arc::new(ring_hash::RingHashBuilder::new().named("ring_hash")),
+        Arc::new(outlier_detection::OutlierDetectionBuilder),
     ]
 }
 

@@ -6,6 +6,7 @@
 
 #[path = "../common/mod.rs"]
 mod common;
+mod outlier;
 mod python;
 mod ring_hash;
 

@@ -119,6 +119,12 @@ impl PyServer {
         panic!("{why} (exit status {status:?}); its stderr:\n{stderr}");
     }
 
+    /// Makes backend `i` fail every echo call UNAVAILABLE (`on`) or not.
+    pub fn set_failing(&mut self, i: usize, on: bool) {
+        let on = if on { "on" } else { "off" };
+        self.command(&format!("failing {} {on}", self.ports[i]));
+    }
+
     /// Sends one control command and waits for its "OK".
     fn command(&mut self, cmd: &str) {
         if writeln!(self.stdin, "{cmd}").is_err() {

@@ -1,0 +1,1366 @@
+//! `outlier_detection_experimental` (gRFC A50, as A61 amends it): a parent
+//! that wraps one child policy, counts every call's outcome per endpoint
+//! through a done hook chained after the child's, and every `interval`
+//! ejects the endpoints that fail more than their peers (success-rate and
+//! failure-percentage algorithms). An ejected endpoint's subchannels look
+//! TRANSIENT_FAILURE to the child, connections kept (A61: through the
+//! states passed down, never by closing anything); when its ejection time
+//! is over the child gets their real states back. With neither algorithm
+//! configured it is a pass-through: the child's picker as is, no counting.
+//!
+//! The pick path adds one hook to the child's pick; the hook adds one to a
+//! per-endpoint counter (the only shared write, which counting needs), found
+//! through an immutable table shared by the pickers and rebuilt only when
+//! the child's subchannels change.
+
+use crate::address::Endpoint;
+use crate::balancer::child_manager::{ChildManager, ChildUpdate};
+use crate::balancer::picker::{
+    DoneHook, DoneHooks, DoneInfo, PickInfo, PickLocal, PickResult, Picker,
+};
+use crate::balancer::rotation::Rotation;
+use crate::balancer::subconn::{SubConn, SubConnId};
+use crate::balancer::{
+    Balancer, Builder, ClientConn, ClientConnState, LbConfig, SubConnState, TimerToken,
+};
+use crate::connectivity::ConnectivityState;
+use crate::status::{Code, Status};
+use serde_json::Value;
+use std::collections::{BTreeMap, HashMap};
+use std::hash::{BuildHasherDefault, Hasher};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// The policy's name in `loadBalancingConfig`.
+pub const NAME: &str = "outlier_detection_experimental";
+
+/// The error an ejected endpoint's subchannels show the child.
+const EJECTED: &str = "ejected by outlier detection";
+
+/// The child's key in the `ChildManager` (there is only one).
+const CHILD: &str = "child";
+
+/// The longest timer armed: proto durations reach 10,000 years, which an
+/// `Instant` cannot always hold; a sweep a year away is as good as never.
+const LONGEST_TIMER: Duration = Duration::from_secs(365 * 24 * 3600);
+
+/// The largest proto `Duration` (google/protobuf/duration.proto).
+const MAX_DURATION_SECS: u64 = 315_576_000_000;
+
+/// `successRateEjection` (gRFC A50).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SuccessRateEjection {
+    /// Ejects below mean − stdev × `stdev_factor` / 1000. Default 1900.
+    pub stdev_factor: u32,
+    /// Chance (percent) that an outlier found is ejected. Default 100.
+    pub enforcement_percentage: u32,
+    /// Endpoints with enough volume needed to run at all. Default 5.
+    pub minimum_hosts: u32,
+    /// Calls in the last interval for an endpoint to count. Default 100.
+    pub request_volume: u32,
+}
+
+impl Default for SuccessRateEjection {
+    fn default() -> Self {
+        SuccessRateEjection {
+            stdev_factor: 1900,
+            enforcement_percentage: 100,
+            minimum_hosts: 5,
+            request_volume: 100,
+        }
+    }
+}
+
+/// `failurePercentageEjection` (gRFC A50).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct FailurePercentageEjection {
+    /// Ejects an endpoint whose failure percentage is above this. Default 85.
+    pub threshold: u32,
+    /// Chance (percent) that an outlier found is ejected. Default 100 (the
+    /// proto's and C-core's; gRPC-Go's 0 is Envoy's).
+    pub enforcement_percentage: u32,
+    /// Endpoints with enough volume needed to run at all. Default 5.
+    pub minimum_hosts: u32,
+    /// Calls in the last interval for an endpoint to count. Default 50.
+    pub request_volume: u32,
+}
+
+impl Default for FailurePercentageEjection {
+    fn default() -> Self {
+        FailurePercentageEjection {
+            threshold: 85,
+            enforcement_percentage: 100,
+            minimum_hosts: 5,
+            request_volume: 50,
+        }
+    }
+}
+
+/// The parsed config (see `OutlierDetectionBuilder::parse_config`).
+#[derive(Clone)]
+pub struct OutlierDetectionConfig {
+    /// Time between sweeps. Default 10 s.
+    pub interval: Duration,
+    /// Ejection time per time ejected. Default 30 s.
+    pub base_ejection_time: Duration,
+    /// Ejection time cap (never below `base_ejection_time`). Default 300 s.
+    pub max_ejection_time: Duration,
+    /// Ejections stop once this percentage of endpoints is ejected. Default 10.
+    pub max_ejection_percent: u32,
+    /// Absent: the success-rate algorithm is off.
+    pub success_rate_ejection: Option<SuccessRateEjection>,
+    /// Absent: the failure-percentage algorithm is off.
+    pub failure_percentage_ejection: Option<FailurePercentageEjection>,
+    /// The wrapped policy (first registered entry of `childPolicy`).
+    pub child_policy: Arc<dyn Builder>,
+    /// Its parsed config.
+    pub child_config: Option<LbConfig>,
+}
+
+impl OutlierDetectionConfig {
+    /// Either algorithm on: outcomes are counted and sweeps run.
+    pub fn counting(&self) -> bool {
+        self.success_rate_ejection.is_some() || self.failure_percentage_ejection.is_some()
+    }
+
+    /// How long an endpoint ejected `multiplier` times stays out.
+    fn ejection_time(&self, multiplier: u32) -> Duration {
+        self.base_ejection_time
+            .saturating_mul(multiplier)
+            .min(self.base_ejection_time.max(self.max_ejection_time))
+    }
+}
+
+impl std::fmt::Debug for OutlierDetectionConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("OutlierDetectionConfig")
+            .field("interval", &self.interval)
+            .field("base_ejection_time", &self.base_ejection_time)
+            .field("max_ejection_time", &self.max_ejection_time)
+            .field("max_ejection_percent", &self.max_ejection_percent)
+            .field("success_rate_ejection", &self.success_rate_ejection)
+            .field(
+                "failure_percentage_ejection",
+                &self.failure_percentage_ejection,
+            )
+            .field("child_policy", &self.child_policy.name())
+            .finish()
+    }
+}
+
+/// Builds `outlier_detection_experimental` balancers.
+pub struct OutlierDetectionBuilder;
+
+impl Builder for OutlierDetectionBuilder {
+    fn name(&self) -> &str {
+        NAME
+    }
+
+    fn build(&self) -> Box<dyn Balancer> {
+        Box::new(OutlierDetection::default())
+    }
+
+    /// Every field of gRFC A50 with its default; durations are proto JSON
+    /// (`"10s"`, `"0.5s"`), non-negative; percentages at most 100;
+    /// `childPolicy` is required and chosen as `loadBalancingConfig` is.
+    fn parse_config(&self, config: &Value) -> Result<Option<LbConfig>, String> {
+        Ok(Some(Arc::new(parse(config)?)))
+    }
+}
+
+fn parse(config: &Value) -> Result<OutlierDetectionConfig, String> {
+    let obj = config
+        .as_object()
+        .ok_or("the config must be a JSON object")?;
+    let max_ejection_percent = opt_percent(obj.get("maxEjectionPercent"), "maxEjectionPercent")?;
+    let success_rate_ejection = match obj.get("successRateEjection") {
+        None | Some(Value::Null) => None,
+        Some(Value::Object(o)) => {
+            let d = SuccessRateEjection::default();
+            let f = |n: &str| format!("successRateEjection.{n}");
+            Some(SuccessRateEjection {
+                stdev_factor: opt_u32(o.get("stdevFactor"), &f("stdevFactor"))?
+                    .unwrap_or(d.stdev_factor),
+                enforcement_percentage: opt_percent(
+                    o.get("enforcementPercentage"),
+                    &f("enforcementPercentage"),
+                )?
+                .unwrap_or(d.enforcement_percentage),
+                minimum_hosts: opt_u32(o.get("minimumHosts"), &f("minimumHosts"))?
+                    .unwrap_or(d.minimum_hosts),
+                request_volume: opt_u32(o.get("requestVolume"), &f("requestVolume"))?
+                    .unwrap_or(d.request_volume),
+            })
+        }
+        Some(other) => {
+            return Err(format!(
+                "successRateEjection must be an object, got {other}"
+            ))
+        }
+    };
+    let failure_percentage_ejection = match obj.get("failurePercentageEjection") {
+        None | Some(Value::Null) => None,
+        Some(Value::Object(o)) => {
+            let d = FailurePercentageEjection::default();
+            let f = |n: &str| format!("failurePercentageEjection.{n}");
+            Some(FailurePercentageEjection {
+                threshold: opt_percent(o.get("threshold"), &f("threshold"))?.unwrap_or(d.threshold),
+                enforcement_percentage: opt_percent(
+                    o.get("enforcementPercentage"),
+                    &f("enforcementPercentage"),
+                )?
+                .unwrap_or(d.enforcement_percentage),
+                minimum_hosts: opt_u32(o.get("minimumHosts"), &f("minimumHosts"))?
+                    .unwrap_or(d.minimum_hosts),
+                request_volume: opt_u32(o.get("requestVolume"), &f("requestVolume"))?
+                    .unwrap_or(d.request_volume),
+            })
+        }
+        Some(other) => {
+            return Err(format!(
+                "failurePercentageEjection must be an object, got {other}"
+            ))
+        }
+    };
+    let (child_policy, child_config) = match obj.get("childPolicy") {
+        None | Some(Value::Null) => return Err("childPolicy is required".into()),
+        Some(list) => child_policy(list)?,
+    };
+    Ok(OutlierDetectionConfig {
+        interval: opt_duration(obj.get("interval"), "interval")?.unwrap_or(Duration::from_secs(10)),
+        base_ejection_time: opt_duration(obj.get("baseEjectionTime"), "baseEjectionTime")?
+            .unwrap_or(Duration::from_secs(30)),
+        max_ejection_time: opt_duration(obj.get("maxEjectionTime"), "maxEjectionTime")?
+            .unwrap_or(Duration::from_secs(300)),
+        max_ejection_percent: max_ejection_percent.unwrap_or(10),
+        success_rate_ejection,
+        failure_percentage_ejection,
+        child_policy,
+        child_config,
+    })
+}
+
+/// `childPolicy`: the first entry naming a registered policy wins and its
+/// config must parse (gRFC A24, as for `loadBalancingConfig`).
+fn child_policy(list: &Value) -> Result<(Arc<dyn Builder>, Option<LbConfig>), String> {
+    let entries = list.as_array().ok_or("childPolicy must be an array")?;
+    let mut names = Vec::new();
+    for entry in entries {
+        let obj = entry
+            .as_object()
+            .filter(|o| o.len() == 1)
+            .ok_or("each childPolicy entry must be an object with exactly one key")?;
+        let (name, config) = obj.iter().next().expect("one key");
+        if !config.is_object() {
+            return Err(format!(
+                "childPolicy: config of \"{name}\" must be an object"
+            ));
+        }
+        if let Some(builder) = super::registry::get(name) {
+            let parsed = builder
+                .parse_config(config)
+                .map_err(|e| format!("childPolicy: invalid config for \"{name}\": {e}"))?;
+            return Ok((builder, parsed));
+        }
+        names.push(name.clone());
+    }
+    Err(format!(
+        "childPolicy: no supported policies found in [{}]",
+        names.join(", ")
+    ))
+}
+
+fn opt_u32(v: Option<&Value>, field: &str) -> Result<Option<u32>, String> {
+    match v {
+        None | Some(Value::Null) => Ok(None),
+        Some(n) => n
+            .as_u64()
+            .and_then(|n| u32::try_from(n).ok())
+            .map(Some)
+            .ok_or_else(|| format!("{field} must be an integer from 0 to {}, got {n}", u32::MAX)),
+    }
+}
+
+fn opt_percent(v: Option<&Value>, field: &str) -> Result<Option<u32>, String> {
+    match opt_u32(v, field)? {
+        Some(p) if p > 100 => Err(format!("{field} must be at most 100, got {p}")),
+        p => Ok(p),
+    }
+}
+
+fn opt_duration(v: Option<&Value>, field: &str) -> Result<Option<Duration>, String> {
+    match v {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::String(s)) => parse_duration(s)
+            .map(Some)
+            .map_err(|e| format!("{field}: {e}")),
+        Some(other) => Err(format!(
+            "{field} must be a duration string such as \"10s\", got {other}"
+        )),
+    }
+}
+
+/// A proto JSON `Duration`: seconds with up to nine fractional digits and
+/// an `s` suffix. Negative ones are refused (A50).
+pub(crate) fn parse_duration(s: &str) -> Result<Duration, String> {
+    let bad = || format!("\"{s}\" is not a duration such as \"10s\" or \"0.5s\"");
+    if s.starts_with('-') {
+        return Err(format!("\"{s}\" is negative"));
+    }
+    let body = s.strip_suffix('s').ok_or_else(bad)?;
+    let (whole, frac) = match body.split_once('.') {
+        Some((w, f)) => (w, f),
+        None => (body, ""),
+    };
+    let digits = |t: &str| t.bytes().all(|b| b.is_ascii_digit());
+    if whole.is_empty() || !digits(whole) || !digits(frac) || frac.len() > 9 {
+        return Err(bad());
+    }
+    if body.ends_with('.') {
+        return Err(bad());
+    }
+    let secs: u64 = whole.parse().map_err(|_| bad())?;
+    if secs > MAX_DURATION_SECS {
+        return Err(format!("\"{s}\" is longer than a proto Duration allows"));
+    }
+    let nanos: u32 = if frac.is_empty() {
+        0
+    } else {
+        format!("{frac:0<9}").parse().map_err(|_| bad())?
+    };
+    Ok(Duration::new(secs, nanos))
+}
+
+// ---------------------------------------------------------------------------
+// Counting (any RPC thread)
+
+/// One endpoint's outcomes since the last sweep. On its own cache line so
+/// that threads finishing calls on different endpoints never share one.
+#[repr(align(64))]
+#[derive(Default)]
+struct Counters {
+    success: AtomicU64,
+    failure: AtomicU64,
+}
+
+impl Counters {
+    /// The counts since the last call, zeroed: A50's two buckets in one
+    /// (the active bucket is swapped for an empty one atomically per field).
+    fn take(&self) -> (u64, u64) {
+        (
+            self.success.swap(0, Ordering::Relaxed),
+            self.failure.swap(0, Ordering::Relaxed),
+        )
+    }
+}
+
+/// Hashes a `SubConnId` (unique, often sequential) by one multiplication.
+#[derive(Default)]
+struct IdHasher(u64);
+
+impl Hasher for IdHasher {
+    fn write(&mut self, bytes: &[u8]) {
+        for b in bytes {
+            self.0 = (self.0.rotate_left(8) ^ u64::from(*b)).wrapping_mul(0x9e37_79b9_7f4a_7c15);
+        }
+    }
+    fn write_u64(&mut self, n: u64) {
+        self.0 = n.wrapping_mul(0x9e37_79b9_7f4a_7c15);
+    }
+    fn finish(&self) -> u64 {
+        self.0
+    }
+}
+
+/// Which counters a subchannel's outcomes go to. Immutable;
+/// shared by every picker published while the child's subchannels stay the
+/// same. A subchannel of no known endpoint is not counted (A50).
+///
+/// Subchannel ids are handed out in sequence, so the table is usually
+/// dense: indexed by id less the smallest (one bounds check and one load);
+/// a hash map holds them instead when ids are spread too thin.
+#[derive(Default)]
+struct Outcomes {
+    base: u64,
+    dense: Vec<Option<Arc<Counters>>>,
+    sparse: HashMap<SubConnId, Arc<Counters>, BuildHasherDefault<IdHasher>>,
+}
+
+impl Outcomes {
+    fn new(entries: Vec<(SubConnId, Arc<Counters>)>) -> Outcomes {
+        let (Some(min), Some(max)) = (
+            entries.iter().map(|(id, _)| id.0).min(),
+            entries.iter().map(|(id, _)| id.0).max(),
+        ) else {
+            return Outcomes::default();
+        };
+        let span = max - min + 1;
+        if span > 4 * entries.len() as u64 + 64 {
+            return Outcomes {
+                sparse: entries.into_iter().collect(),
+                ..Outcomes::default()
+            };
+        }
+        let mut dense = vec![None; span as usize];
+        for (id, c) in entries {
+            dense[(id.0 - min) as usize] = Some(c);
+        }
+        Outcomes {
+            base: min,
+            dense,
+            sparse: HashMap::default(),
+        }
+    }
+
+    #[inline]
+    fn get(&self, id: SubConnId) -> Option<&Counters> {
+        match self.dense.get(id.0.wrapping_sub(self.base) as usize) {
+            Some(c) => c.as_deref(),
+            None if self.sparse.is_empty() => None,
+            None => self.sparse.get(&id).map(|c| &**c),
+        }
+    }
+}
+
+/// An endpoint's counters are the done hook its picks carry: the pick
+/// finds them (by the subchannel's id), the RPC's end just counts.
+impl DoneHook for Counters {
+    #[inline]
+    fn done(&self, _: &SubConn, info: &DoneInfo<'_>) {
+        // Any non-OK outcome is a failure, as in gRPC-Go (by its code, or
+        // by an error from a caller that sets only that).
+        let counter = if info.code != Code::Ok || info.error.is_some() {
+            &self.failure
+        } else {
+            &self.success
+        };
+        counter.fetch_add(1, Ordering::Relaxed);
+    }
+}
+
+/// Counting: the child's pick, with the outcome hook added after its own.
+struct CountingPicker {
+    child: Arc<dyn Picker>,
+    outcomes: Arc<Outcomes>,
+    /// The child's chain was already full (see `DoneHooks`).
+    too_deep: Status,
+}
+
+impl Picker for CountingPicker {
+    #[inline]
+    fn pick<'a>(&'a self, info: &PickInfo<'_>, local: &mut PickLocal) -> PickResult<'a> {
+        // A rotation (round_robin's picker) has no hook of its own: pick
+        // from it directly, the subchannel coming back in a register rather
+        // than in a `PickResult` written and read back.
+        // Its entries carry the ids, so the subchannel is not read either.
+        if let Some(rotation) = self.child.rotation() {
+            let (subconn, id) = rotation.pick_with_id(local);
+            let done = match self.outcomes.get(id) {
+                Some(counters) => DoneHooks::one(counters),
+                None => DoneHooks::NONE,
+            };
+            return PickResult::Complete { subconn, done };
+        }
+        match self.child.pick(info, local) {
+            PickResult::Complete { subconn, done } => match self.outcomes.get(subconn.id()) {
+                None => PickResult::Complete { subconn, done },
+                Some(counters) => match done.with_outer(counters) {
+                    Ok(done) => PickResult::Complete { subconn, done },
+                    Err(_) => PickResult::Fail(&self.too_deep),
+                },
+            },
+            other => other,
+        }
+    }
+}
+
+/// Neither algorithm on: the child's picker unchanged (readers still walk
+/// its rotation inline).
+struct PassThrough(Arc<dyn Picker>);
+
+impl Picker for PassThrough {
+    #[inline]
+    fn pick<'a>(&'a self, info: &PickInfo<'_>, local: &mut PickLocal) -> PickResult<'a> {
+        self.0.pick(info, local)
+    }
+    fn single(&self) -> Option<&Arc<SubConn>> {
+        self.0.single()
+    }
+    fn rotation(&self) -> Option<&Rotation> {
+        self.0.rotation()
+    }
+}
+
+// ---------------------------------------------------------------------------
+// The policy (loop thread)
+
+/// One endpoint's ejection state (A50's address map entry, per endpoint as
+/// A61 says).
+struct EndpointEntry {
+    counters: Arc<Counters>,
+    /// When it was ejected; `None` while it is not.
+    ejected_at: Option<Instant>,
+    /// Times ejected, less one per sweep spent not ejected.
+    multiplier: u32,
+}
+
+/// A subchannel of the child's, as this parent wraps it.
+struct Tracked {
+    /// Its endpoint's key, if its address belongs to one.
+    endpoint: Option<String>,
+    /// The last state the channel reported for it.
+    real: SubConnState,
+    /// The child is shown TRANSIENT_FAILURE for it instead of `real`.
+    hidden: bool,
+}
+
+#[derive(Default)]
+struct OutlierDetection {
+    config: Option<Arc<OutlierDetectionConfig>>,
+    children: ChildManager,
+    /// By endpoint key, in a stable order (sweeps walk it in that order).
+    endpoints: BTreeMap<String, EndpointEntry>,
+    /// Address → endpoint key.
+    by_addr: HashMap<String, String>,
+    subconns: HashMap<SubConnId, Tracked>,
+    /// `ChildManager::version` that `subconns` and `outcomes` reflect.
+    synced: Option<u64>,
+    outcomes: Arc<Outcomes>,
+    /// The child picker and mode last wrapped and published.
+    published: Option<(Arc<dyn Picker>, bool, usize)>,
+    timer: Option<TimerToken>,
+    /// When the sweep timer was last started (A50's timer start time).
+    timer_started: Option<Instant>,
+}
+
+/// The key of an endpoint: its addresses as a set (A61: attributes ignored).
+fn endpoint_key(endpoint: &Endpoint) -> String {
+    let mut addrs: Vec<&str> = endpoint.addresses.iter().map(|a| a.addr.as_str()).collect();
+    addrs.sort_unstable();
+    addrs.dedup();
+    addrs.join(",")
+}
+
+fn schedule(cc: &mut dyn ClientConn, after: Duration) -> TimerToken {
+    cc.schedule_timer(after.min(LONGEST_TIMER))
+}
+
+impl OutlierDetection {
+    fn counting(&self) -> bool {
+        self.config.as_ref().is_some_and(|c| c.counting())
+    }
+
+    fn is_ejected(&self, endpoint: Option<&String>) -> bool {
+        endpoint
+            .and_then(|k| self.endpoints.get(k))
+            .is_some_and(|e| e.ejected_at.is_some())
+    }
+
+    /// Gives the child `sc`'s real state (`hidden` false) or, for an
+    /// ejected endpoint's, TRANSIENT_FAILURE.
+    fn give(&mut self, cc: &mut dyn ClientConn, sc: SubConnId, state: SubConnState, hidden: bool) {
+        if let Some(t) = self.subconns.get_mut(&sc) {
+            t.hidden = hidden;
+        }
+        let state = if hidden {
+            SubConnState {
+                state: ConnectivityState::TransientFailure,
+                error: Some(EJECTED.into()),
+            }
+        } else {
+            state
+        };
+        self.children.subconn_state(cc, sc, &state);
+    }
+
+    /// Subchannels shown failed whose endpoint is no longer ejected (it was
+    /// returned, or a resolver update moved their address to another
+    /// endpoint or none) get their real state back: those of endpoint
+    /// `only`, or all.
+    fn reveal(&mut self, cc: &mut dyn ClientConn, only: Option<&str>) {
+        let mut ids: Vec<SubConnId> = self
+            .subconns
+            .iter()
+            .filter(|(_, t)| only.is_none() || t.endpoint.as_deref() == only)
+            .filter(|(_, t)| t.hidden && !self.is_ejected(t.endpoint.as_ref()))
+            .map(|(id, _)| *id)
+            .collect();
+        ids.sort_unstable();
+        for id in ids {
+            if let Some(real) = self.subconns.get(&id).map(|t| t.real.clone()) {
+                self.give(cc, id, real, false);
+            }
+        }
+    }
+
+    /// Shows the child the endpoint `key`'s subchannels failed.
+    fn hide_endpoint(&mut self, cc: &mut dyn ClientConn, key: &str) {
+        let mut ids: Vec<SubConnId> = self
+            .subconns
+            .iter()
+            .filter(|(_, t)| !t.hidden && t.endpoint.as_deref() == Some(key))
+            .map(|(id, _)| *id)
+            .collect();
+        ids.sort_unstable();
+        for id in ids {
+            if let Some(real) = self.subconns.get(&id).map(|t| t.real.clone()) {
+                self.give(cc, id, real, true);
+            }
+        }
+    }
+
+    fn eject(&mut self, cc: &mut dyn ClientConn, key: &str, now: Instant) {
+        let Some(e) = self.endpoints.get_mut(key) else {
+            return;
+        };
+        e.ejected_at = Some(now);
+        e.multiplier = e.multiplier.saturating_add(1);
+        log::debug!(target: crate::trace::CHANNEL, "outlier detection: ejecting {key}");
+        self.hide_endpoint(cc, key);
+    }
+
+    fn uneject(&mut self, cc: &mut dyn ClientConn, key: &str) {
+        let Some(e) = self.endpoints.get_mut(key) else {
+            return;
+        };
+        if e.ejected_at.take().is_some() {
+            log::debug!(target: crate::trace::CHANNEL, "outlier detection: returning {key}");
+            self.reveal(cc, Some(key));
+        }
+    }
+
+    /// Whether one more endpoint may be ejected: not once
+    /// `max_ejection_percent` of them are, but always the first (C-core,
+    /// the proto's "at least one").
+    fn may_eject(&self, config: &OutlierDetectionConfig) -> bool {
+        let total = self.endpoints.len() as u64;
+        let ejected = self
+            .endpoints
+            .values()
+            .filter(|e| e.ejected_at.is_some())
+            .count() as u64;
+        ejected == 0 || ejected * 100 < u64::from(config.max_ejection_percent) * total
+    }
+
+    /// The child's subchannels and the outcome table follow the child (after
+    /// any call into it); then its picker is republished if it changed.
+    fn after_child(&mut self, cc: &mut dyn ClientConn) {
+        self.sync(false);
+        self.publish(cc);
+    }
+
+    fn sync(&mut self, force: bool) {
+        let version = self.children.version();
+        if !force && self.synced == Some(version) {
+            return;
+        }
+        self.synced = Some(version);
+        let current: Vec<Arc<SubConn>> = self
+            .children
+            .get(CHILD)
+            .map(|c| c.subconns().to_vec())
+            .unwrap_or_default();
+        let mut next = HashMap::with_capacity(current.len());
+        let mut outcomes = Vec::with_capacity(current.len());
+        for sc in &current {
+            let endpoint = self.by_addr.get(sc.addr()).cloned();
+            let t = self.subconns.remove(&sc.id()).unwrap_or(Tracked {
+                endpoint: None,
+                real: SubConnState {
+                    state: ConnectivityState::Idle,
+                    error: None,
+                },
+                hidden: false,
+            });
+            if let Some(e) = endpoint.as_ref().and_then(|k| self.endpoints.get(k)) {
+                outcomes.push((sc.id(), e.counters.clone()));
+            }
+            next.insert(sc.id(), Tracked { endpoint, ..t });
+        }
+        self.subconns = next;
+        self.outcomes = Arc::new(Outcomes::new(outcomes));
+    }
+
+    fn publish(&mut self, cc: &mut dyn ClientConn) {
+        let Some(child) = self.children.get(CHILD) else {
+            return;
+        };
+        let counting = self.counting();
+        let picker = child.picker().clone();
+        let outcomes = Arc::as_ptr(&self.outcomes) as usize;
+        if let Some((p, c, o)) = &self.published {
+            if Arc::ptr_eq(p, &picker) && *c == counting && (!counting || *o == outcomes) {
+                return;
+            }
+        }
+        let state = child.state();
+        self.published = Some((picker.clone(), counting, outcomes));
+        let wrapped: Box<dyn Picker> = if counting {
+            Box::new(CountingPicker {
+                child: picker,
+                outcomes: self.outcomes.clone(),
+                too_deep: Status::new(
+                    Code::Internal,
+                    "outlier detection: the child's pick already carries every done hook",
+                ),
+            })
+        } else {
+            Box::new(PassThrough(picker))
+        };
+        cc.update_state(state, wrapped);
+    }
+
+    /// A50's sweep: take the interval's counts, run both algorithms, then
+    /// decay multipliers and return endpoints whose time is up.
+    fn sweep(&mut self, cc: &mut dyn ClientConn) {
+        let Some(config) = self.config.clone().filter(|c| c.counting()) else {
+            return;
+        };
+        let now = cc.now();
+        self.timer_started = Some(now);
+        let counts: Vec<(String, u64, u64)> = self
+            .endpoints
+            .iter()
+            .map(|(k, e)| {
+                let (s, f) = e.counters.take();
+                (k.clone(), s, f)
+            })
+            .collect();
+        if let Some(sr) = &config.success_rate_ejection {
+            self.success_rate(cc, &config, sr, &counts, now);
+        }
+        if let Some(fp) = &config.failure_percentage_ejection {
+            self.failure_percentage(cc, &config, fp, &counts, now);
+        }
+        let keys: Vec<String> = self.endpoints.keys().cloned().collect();
+        for key in keys {
+            let Some(e) = self.endpoints.get_mut(&key) else {
+                continue;
+            };
+            match e.ejected_at {
+                None => e.multiplier = e.multiplier.saturating_sub(1),
+                Some(at) => {
+                    let until = at.checked_add(config.ejection_time(e.multiplier));
+                    if until.is_some_and(|until| now > until) {
+                        self.uneject(cc, &key);
+                    }
+                }
+            }
+        }
+        self.timer = Some(schedule(cc, config.interval));
+        self.after_child(cc);
+    }
+
+    fn success_rate(
+        &mut self,
+        cc: &mut dyn ClientConn,
+        config: &OutlierDetectionConfig,
+        sr: &SuccessRateEjection,
+        counts: &[(String, u64, u64)],
+        now: Instant,
+    ) {
+        let candidates: Vec<(&str, f64)> = counts
+            .iter()
+            .filter(|(_, s, f)| s + f >= u64::from(sr.request_volume) && s + f > 0)
+            .map(|(k, s, f)| (k.as_str(), *s as f64 / (s + f) as f64))
+            .collect();
+        if candidates.len() < sr.minimum_hosts as usize || candidates.is_empty() {
+            return;
+        }
+        let n = candidates.len() as f64;
+        let mean = candidates.iter().map(|(_, r)| r).sum::<f64>() / n;
+        let variance = candidates
+            .iter()
+            .map(|(_, r)| (r - mean) * (r - mean))
+            .sum::<f64>()
+            / n;
+        let required = mean - variance.sqrt() * (f64::from(sr.stdev_factor) / 1000.0);
+        for (key, rate) in candidates {
+            if !self.may_eject(config) {
+                return;
+            }
+            if rate < required
+                && !self.is_ejected(Some(&key.to_string()))
+                && cc.random() % 100 < u64::from(sr.enforcement_percentage)
+            {
+                self.eject(cc, key, now);
+            }
+        }
+    }
+
+    fn failure_percentage(
+        &mut self,
+        cc: &mut dyn ClientConn,
+        config: &OutlierDetectionConfig,
+        fp: &FailurePercentageEjection,
+        counts: &[(String, u64, u64)],
+        now: Instant,
+    ) {
+        let candidates: Vec<(&str, u64, u64)> = counts
+            .iter()
+            .filter(|(_, s, f)| s + f >= u64::from(fp.request_volume) && s + f > 0)
+            .map(|(k, s, f)| (k.as_str(), *s, *f))
+            .collect();
+        if candidates.len() < fp.minimum_hosts as usize {
+            return;
+        }
+        for (key, s, f) in candidates {
+            if !self.may_eject(config) {
+                return;
+            }
+            // Strictly above the threshold (A50, C-core, gRPC-Go).
+            if f * 100 > u64::from(fp.threshold) * (s + f)
+                && !self.is_ejected(Some(&key.to_string()))
+                && cc.random() % 100 < u64::from(fp.enforcement_percentage)
+            {
+                self.eject(cc, key, now);
+            }
+        }
+    }
+
+    /// The endpoint map follows the resolver's list: new endpoints get a
+    /// fresh entry, removed ones lose theirs (and their ejection state).
+    fn update_endpoints(&mut self, endpoints: &[Endpoint]) {
+        let mut by_addr = HashMap::new();
+        let mut kept = BTreeMap::new();
+        for e in endpoints {
+            let key = endpoint_key(e);
+            for a in &e.addresses {
+                by_addr.entry(a.addr.clone()).or_insert_with(|| key.clone());
+            }
+            if kept.contains_key(&key) {
+                continue;
+            }
+            let entry = self.endpoints.remove(&key).unwrap_or(EndpointEntry {
+                counters: Arc::default(),
+                ejected_at: None,
+                multiplier: 0,
+            });
+            kept.insert(key, entry);
+        }
+        self.endpoints = kept;
+        self.by_addr = by_addr;
+    }
+
+    /// A50's config-update rules for the sweep timer.
+    fn update_timer(&mut self, cc: &mut dyn ClientConn, config: &OutlierDetectionConfig) {
+        if let Some(t) = self.timer.take() {
+            cc.cancel_timer(t);
+        }
+        if config.counting() {
+            let now = cc.now();
+            let after = match self.timer_started {
+                None => {
+                    self.timer_started = Some(now);
+                    for e in self.endpoints.values() {
+                        e.counters.take();
+                    }
+                    config.interval
+                }
+                Some(started) => config
+                    .interval
+                    .saturating_sub(now.saturating_duration_since(started)),
+            };
+            self.timer = Some(schedule(cc, after));
+        } else {
+            self.timer_started = None;
+            let keys: Vec<String> = self.endpoints.keys().cloned().collect();
+            for key in keys {
+                self.uneject(cc, &key);
+                if let Some(e) = self.endpoints.get_mut(&key) {
+                    e.multiplier = 0;
+                }
+            }
+        }
+    }
+}
+
+impl Balancer for OutlierDetection {
+    fn update_client_conn_state(
+        &mut self,
+        cc: &mut dyn ClientConn,
+        state: ClientConnState,
+    ) -> Result<(), String> {
+        let config = state
+            .config
+            .clone()
+            .and_then(|c| c.downcast::<OutlierDetectionConfig>().ok())
+            .ok_or_else(|| format!("{NAME} needs its config (at least childPolicy)"))?;
+        self.update_endpoints(&state.endpoints);
+        // Endpoints may have come, gone or changed: re-map the subchannels.
+        self.sync(true);
+        self.config = Some(config.clone());
+        self.update_timer(cc, &config);
+        self.reveal(cc, None);
+        let child = ClientConnState {
+            endpoints: state.endpoints,
+            addresses: state.addresses,
+            config: config.child_config.clone(),
+        };
+        let result = self.children.update(
+            cc,
+            vec![ChildUpdate {
+                key: CHILD.into(),
+                builder: config.child_policy.clone(),
+                state: child,
+            }],
+        );
+        self.after_child(cc);
+        result
+    }
+
+    fn resolver_error(&mut self, cc: &mut dyn ClientConn, error: &str) {
+        self.children.resolver_error(cc, error);
+        self.after_child(cc);
+    }
+
+    fn update_subconn_state(
+        &mut self,
+        cc: &mut dyn ClientConn,
+        sc: SubConnId,
+        state: &SubConnState,
+    ) {
+        let shutdown = state.is(ConnectivityState::Shutdown);
+        let ejected = match self.subconns.get_mut(&sc) {
+            Some(t) => {
+                t.real = state.clone();
+                let e = t.endpoint.clone();
+                self.is_ejected(e.as_ref())
+            }
+            None => false,
+        };
+        if ejected && !shutdown {
+            // The child keeps seeing it failed until it is returned; its
+            // real state is replayed then.
+            if self.subconns.get(&sc).is_some_and(|t| !t.hidden) {
+                self.give(cc, sc, state.clone(), true);
+            }
+        } else {
+            self.give(cc, sc, state.clone(), false);
+        }
+        self.after_child(cc);
+    }
+
+    fn exit_idle(&mut self, cc: &mut dyn ClientConn) {
+        self.children.exit_idle(cc, CHILD);
+        self.after_child(cc);
+    }
+
+    fn work(&mut self, cc: &mut dyn ClientConn) {
+        self.children.work(cc);
+        self.after_child(cc);
+    }
+
+    fn timer(&mut self, cc: &mut dyn ClientConn, token: TimerToken) {
+        if self.timer == Some(token) {
+            self.timer = None;
+            self.sweep(cc);
+        } else if self.children.timer(cc, token).is_some() {
+            self.after_child(cc);
+        }
+    }
+
+    fn close(&mut self, cc: &mut dyn ClientConn) {
+        if let Some(t) = self.timer.take() {
+            cc.cancel_timer(t);
+        }
+        self.children.close(cc);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::balancer::testing::{Picked, TestClientConn};
+    use crate::Address;
+    use serde_json::json;
+    use std::collections::HashSet;
+
+    fn config(v: Value) -> Result<OutlierDetectionConfig, String> {
+        parse(&v)
+    }
+
+    #[test]
+    fn config_defaults_and_every_field() {
+        let c = config(json!({"childPolicy": [{"round_robin": {}}]})).unwrap();
+        assert_eq!(c.interval, Duration::from_secs(10));
+        assert_eq!(c.base_ejection_time, Duration::from_secs(30));
+        assert_eq!(c.max_ejection_time, Duration::from_secs(300));
+        assert_eq!(c.max_ejection_percent, 10);
+        assert!(c.success_rate_ejection.is_none());
+        assert!(c.failure_percentage_ejection.is_none());
+        assert!(!c.counting());
+        assert_eq!(c.child_policy.name(), "round_robin");
+
+        let c = config(json!({
+            "childPolicy": [{"no_such_policy": {}}, {"pick_first": {}}],
+            "successRateEjection": {}, "failurePercentageEjection": {},
+            "unknownField": [1, 2],
+        }))
+        .unwrap();
+        assert_eq!(c.child_policy.name(), "pick_first");
+        assert_eq!(
+            c.success_rate_ejection,
+            Some(SuccessRateEjection::default())
+        );
+        assert_eq!(
+            c.success_rate_ejection.unwrap(),
+            SuccessRateEjection {
+                stdev_factor: 1900,
+                enforcement_percentage: 100,
+                minimum_hosts: 5,
+                request_volume: 100
+            }
+        );
+        assert_eq!(
+            c.failure_percentage_ejection.unwrap(),
+            FailurePercentageEjection {
+                threshold: 85,
+                enforcement_percentage: 100,
+                minimum_hosts: 5,
+                request_volume: 50
+            }
+        );
+
+        let c = config(json!({
+            "interval": "1.5s", "baseEjectionTime": "0.000000001s", "maxEjectionTime": "7s",
+            "maxEjectionPercent": 100,
+            "successRateEjection": {"stdevFactor": 1000, "enforcementPercentage": 0,
+                                    "minimumHosts": 3, "requestVolume": 7},
+            "failurePercentageEjection": {"threshold": 0, "enforcementPercentage": 50,
+                                          "minimumHosts": 0, "requestVolume": 1},
+            "childPolicy": [{"round_robin": {}}],
+        }))
+        .unwrap();
+        assert_eq!(c.interval, Duration::from_millis(1500));
+        assert_eq!(c.base_ejection_time, Duration::from_nanos(1));
+        assert_eq!(c.max_ejection_time, Duration::from_secs(7));
+        assert_eq!(c.max_ejection_percent, 100);
+        assert_eq!(
+            c.success_rate_ejection.unwrap(),
+            SuccessRateEjection {
+                stdev_factor: 1000,
+                enforcement_percentage: 0,
+                minimum_hosts: 3,
+                request_volume: 7
+            }
+        );
+        assert_eq!(
+            c.failure_percentage_ejection.unwrap(),
+            FailurePercentageEjection {
+                threshold: 0,
+                enforcement_percentage: 50,
+                minimum_hosts: 0,
+                request_volume: 1
+            }
+        );
+    }
+
+    #[test]
+    fn config_errors_name_the_field() {
+        let rr = json!([{"round_robin": {}}]);
+        let cases = [
+            (json!({}), "childPolicy is required"),
+            (
+                json!({"childPolicy": [{"nope": {}}]}),
+                "no supported policies",
+            ),
+            (json!({"childPolicy": {}}), "childPolicy must be an array"),
+            (
+                json!({"childPolicy": rr, "maxEjectionPercent": 101}),
+                "maxEjectionPercent",
+            ),
+            (
+                json!({"childPolicy": rr, "maxEjectionPercent": -1}),
+                "maxEjectionPercent",
+            ),
+            (json!({"childPolicy": rr, "interval": "-1s"}), "interval"),
+            (json!({"childPolicy": rr, "interval": "10"}), "interval"),
+            (json!({"childPolicy": rr, "interval": 10}), "interval"),
+            (
+                json!({"childPolicy": rr, "baseEjectionTime": "1.0000000001s"}),
+                "baseEjectionTime",
+            ),
+            (
+                json!({"childPolicy": rr, "maxEjectionTime": "315576000001s"}),
+                "maxEjectionTime",
+            ),
+            (
+                json!({"childPolicy": rr, "successRateEjection": {"enforcementPercentage": 101}}),
+                "successRateEjection.enforcementPercentage",
+            ),
+            (
+                json!({"childPolicy": rr, "successRateEjection": {"stdevFactor": "x"}}),
+                "successRateEjection.stdevFactor",
+            ),
+            (
+                json!({"childPolicy": rr, "failurePercentageEjection": {"threshold": 101}}),
+                "failurePercentageEjection.threshold",
+            ),
+            (
+                json!({"childPolicy": rr, "failurePercentageEjection": {"enforcementPercentage": 200}}),
+                "failurePercentageEjection.enforcementPercentage",
+            ),
+            (
+                json!({"childPolicy": rr, "failurePercentageEjection": {"requestVolume": 1.5}}),
+                "failurePercentageEjection.requestVolume",
+            ),
+            (
+                json!({"childPolicy": rr, "successRateEjection": 3}),
+                "successRateEjection",
+            ),
+            (
+                json!({"childPolicy": [{"pick_first": {"shuffleAddressList": 1}}]}),
+                "invalid config for \"pick_first\"",
+            ),
+        ];
+        for (c, want) in cases {
+            let e = config(c.clone()).expect_err(&c.to_string());
+            assert!(e.contains(want), "{c}: {e}");
+        }
+        assert_eq!(
+            parse_duration("315576000000.999999999s").unwrap(),
+            Duration::new(MAX_DURATION_SECS, 999_999_999)
+        );
+        for bad in ["", "s", ".5s", "1.s", "1e3s", "1 s", "+1s", "1.5"] {
+            assert!(parse_duration(bad).is_err(), "{bad}");
+        }
+    }
+
+    /// A policy over `n` READY endpoints (round_robin child), configured with `extra`.
+    fn ready(n: usize, extra: Value) -> (TestClientConn, Box<dyn Balancer>, Vec<SubConnId>) {
+        let mut cfg = json!({"childPolicy": [{"round_robin": {}}]});
+        for (k, v) in extra.as_object().unwrap() {
+            cfg[k] = v.clone();
+        }
+        let parsed = OutlierDetectionBuilder.parse_config(&cfg).unwrap();
+        let mut cc = TestClientConn::new();
+        let mut od = OutlierDetectionBuilder.build();
+        let addrs: Vec<Address> = (0..n)
+            .map(|i| Address::new(format!("127.0.0.1:{}", 1000 + i)))
+            .collect();
+        cc.update(&mut *od, ClientConnState::from_addresses(addrs, parsed))
+            .unwrap();
+        let ids: Vec<SubConnId> = cc.connects().to_vec();
+        assert_eq!(ids.len(), n);
+        for id in &ids {
+            cc.set_state(&mut *od, *id, ConnectivityState::Ready);
+        }
+        assert_eq!(cc.state(), Some(ConnectivityState::Ready));
+        (cc, od, ids)
+    }
+
+    /// `n` picks, each finished failed when its subchannel is in `failing`.
+    fn traffic(cc: &mut TestClientConn, n: usize, failing: &[SubConnId]) -> HashSet<SubConnId> {
+        let picker = cc.picker().unwrap().clone();
+        let mut local = PickLocal::new(7);
+        let mut seen = HashSet::new();
+        for _ in 0..n {
+            match picker.pick(&PickInfo::default(), &mut local) {
+                PickResult::Complete { subconn, done } => {
+                    let failed = failing.contains(&subconn.id());
+                    let code = if failed { Code::Unavailable } else { Code::Ok };
+                    done.report(
+                        subconn,
+                        &DoneInfo {
+                            error: failed.then_some("UNAVAILABLE"),
+                            code,
+                            ..Default::default()
+                        },
+                    );
+                    seen.insert(subconn.id());
+                }
+                _ => panic!("READY picker did not complete"),
+            }
+        }
+        seen
+    }
+
+    #[test]
+    fn ejects_an_endpoint_failing_every_call_and_returns_it_after_the_ejection_time() {
+        let (mut cc, mut od, ids) = ready(5, json!({"successRateEjection": {}}));
+        let bad = ids[2];
+        // Counting: the pick carries the child's hooks (none) and ours.
+        assert!(matches!(cc.pick(), Picked::Complete { hooks: 1, .. }));
+        let seen = traffic(&mut cc, 1000, &[bad]);
+        assert_eq!(seen.len(), 5);
+        // The first sweep (10 s): 4 endpoints at 100 %, one at 0 %: mean
+        // 0.8, stdev 0.4, bound 0.8 - 0.4 * 1.9 = 0.04: the bad one is out.
+        assert_eq!(cc.advance(&mut *od, Duration::from_secs(10)), 1);
+        let seen = traffic(&mut cc, 1000, &[]);
+        assert_eq!(seen.len(), 4);
+        assert!(!seen.contains(&bad));
+        assert_eq!(cc.state(), Some(ConnectivityState::Ready));
+        // Ejected at 10 s for 30 s: still out at the sweeps at 20, 30 and 40
+        // s (A50: back only once the time is strictly past).
+        for _ in 0..3 {
+            cc.advance(&mut *od, Duration::from_secs(10));
+            assert!(!traffic(&mut cc, 100, &[]).contains(&bad));
+        }
+        // Back at 50 s with its real state (READY); nothing was closed.
+        cc.advance(&mut *od, Duration::from_secs(10));
+        assert!(traffic(&mut cc, 100, &[]).contains(&bad));
+        assert!(cc.shutdowns().is_empty());
+    }
+
+    #[test]
+    fn ejection_time_grows_with_repeated_ejections() {
+        let (mut cc, mut od, ids) = ready(5, json!({"failurePercentageEjection": {}}));
+        let bad = ids[0];
+        traffic(&mut cc, 500, &[bad]);
+        cc.advance(&mut *od, Duration::from_secs(10)); // ejected at 10 s, ×1
+        assert!(!traffic(&mut cc, 100, &[]).contains(&bad));
+        cc.advance(&mut *od, Duration::from_secs(40)); // back at 50 s
+        assert!(traffic(&mut cc, 100, &[]).contains(&bad));
+        // (Its 20 successes of the check above count: 200 failures make 91 %.)
+        traffic(&mut cc, 1000, &[bad]);
+        cc.advance(&mut *od, Duration::from_secs(10)); // ejected at 60 s, ×2: 60 s
+        assert!(!traffic(&mut cc, 100, &[]).contains(&bad));
+        cc.advance(&mut *od, Duration::from_secs(60)); // sweep at 120 s: not yet
+        assert!(!traffic(&mut cc, 100, &[]).contains(&bad));
+        cc.advance(&mut *od, Duration::from_secs(10)); // 130 s: back
+        assert!(traffic(&mut cc, 100, &[]).contains(&bad));
+    }
+
+    #[test]
+    fn never_ejects_more_than_max_ejection_percent() {
+        // 10 endpoints, half failing every call, at most 20 %: two ejected.
+        let (mut cc, mut od, ids) = ready(
+            10,
+            json!({"maxEjectionPercent": 20, "failurePercentageEjection": {}}),
+        );
+        let failing = &ids[..5];
+        // (Four sweeps: at the fifth, 50 s, the two ejected at 10 s return.)
+        for _ in 0..4 {
+            traffic(&mut cc, 1000, failing);
+            cc.advance(&mut *od, Duration::from_secs(10));
+            let seen = traffic(&mut cc, 1000, &[]);
+            assert_eq!(seen.len(), 8, "two of ten out, never more");
+        }
+        // The default 10 % of five endpoints, two failing: the first
+        // outlier is always ejectable (C-core, the proto), then no more.
+        let (mut cc, mut od, ids) = ready(5, json!({"failurePercentageEjection": {}}));
+        traffic(&mut cc, 1000, &ids[..2]);
+        cc.advance(&mut *od, Duration::from_secs(10));
+        assert_eq!(traffic(&mut cc, 1000, &[]).len(), 4);
+    }
+
+    #[test]
+    fn no_ejection_below_minimum_hosts_or_request_volume() {
+        let (mut cc, mut od, ids) = ready(
+            4,
+            json!({"successRateEjection": {},
+                                                    "failurePercentageEjection": {}}),
+        );
+        traffic(&mut cc, 2000, &ids[..1]);
+        cc.advance(&mut *od, Duration::from_secs(10));
+        assert_eq!(
+            traffic(&mut cc, 100, &[]).len(),
+            4,
+            "4 hosts < minimumHosts 5"
+        );
+        let (mut cc, mut od, ids) = ready(5, json!({"failurePercentageEjection": {}}));
+        traffic(&mut cc, 5 * 49, &ids[..1]); // 49 calls each < requestVolume 50
+        cc.advance(&mut *od, Duration::from_secs(10));
+        assert_eq!(traffic(&mut cc, 100, &[]).len(), 5);
+    }
+
+    #[test]
+    fn the_hook_is_chained_after_the_childs_and_a_full_chain_fails_the_pick() {
+        let counting =
+            json!({"failurePercentageEjection": {}, "childPolicy": [{"round_robin": {}}]});
+        let nest =
+            |child: Value| json!({"failurePercentageEjection": {}, "childPolicy": [{NAME: child}]});
+        for (depth, cfg) in [
+            (2, nest(counting.clone())),
+            (3, nest(nest(counting.clone()))),
+        ] {
+            let parsed = OutlierDetectionBuilder.parse_config(&cfg).unwrap();
+            let mut cc = TestClientConn::new();
+            let mut od = OutlierDetectionBuilder.build();
+            cc.update(
+                &mut *od,
+                ClientConnState::from_addresses(vec![Address::new("127.0.0.1:1")], parsed),
+            )
+            .unwrap();
+            let sc = cc.connects()[0];
+            cc.set_state(&mut *od, sc, ConnectivityState::Ready);
+            match cc.pick() {
+                // Two: the inner wrapper's hook, then the outer one's.
+                Picked::Complete { subconn, hooks } if depth == 2 => {
+                    assert_eq!((subconn, hooks), (sc, 2))
+                }
+                // A third has no room: the pick fails rather than lose one.
+                Picked::Fail(s) if depth == 3 => assert_eq!(s.code(), Code::Internal),
+                other => panic!("depth {depth}: {other:?}"),
+            }
+        }
+    }
+
+    #[test]
+    fn outcome_table_finds_dense_and_sparse_ids() {
+        for ids in [vec![5, 6, 8], vec![1, 100_000, 7]] {
+            let entries: Vec<_> = ids
+                .iter()
+                .map(|i| (SubConnId(*i), Arc::new(Counters::default())))
+                .collect();
+            let t = Outcomes::new(entries.clone());
+            assert_eq!(t.sparse.is_empty(), ids[1] < 100, "{ids:?}");
+            for (id, counters) in &entries {
+                assert!(std::ptr::eq(t.get(*id).unwrap(), &**counters));
+            }
+            for other in [0, 4, 7, 9, 99_999, u64::MAX] {
+                if !ids.contains(&other) {
+                    assert!(t.get(SubConnId(other)).is_none(), "{other}");
+                }
+            }
+        }
+        assert!(Outcomes::new(Vec::new()).get(SubConnId(1)).is_none());
+    }
+
+    #[test]
+    fn without_algorithms_it_is_a_pass_through() {
+        let (mut cc, mut od, ids) = ready(3, json!({}));
+        // The child's rotation, as is: no hook, no timer.
+        assert!(cc.picker().unwrap().rotation().is_some());
+        assert!(cc.timers().is_empty());
+        traffic(&mut cc, 1000, &ids[..1]);
+        cc.advance(&mut *od, Duration::from_secs(100));
+        assert_eq!(traffic(&mut cc, 100, &[]).len(), 3);
+    }
+
+    #[test]
+    fn turning_the_algorithms_off_returns_every_endpoint() {
+        let (mut cc, mut od, ids) = ready(5, json!({"failurePercentageEjection": {}}));
+        traffic(&mut cc, 1000, &ids[..1]);
+        cc.advance(&mut *od, Duration::from_secs(10));
+        assert_eq!(traffic(&mut cc, 100, &[]).len(), 4);
+        let cfg = OutlierDetectionBuilder
+            .parse_config(&json!({"childPolicy": [{"round_robin": {}}]}))
+            .unwrap();
+        let addrs = (0..5)
+            .map(|i| Address::new(format!("127.0.0.1:{}", 1000 + i)))
+            .collect();
+        cc.update(&mut *od, ClientConnState::from_addresses(addrs, cfg))
+            .unwrap();
+        assert_eq!(traffic(&mut cc, 100, &[]).len(), 5);
+        assert!(cc.timers().is_empty(), "no sweeps once off");
+    }
+
+    #[test]
+    fn an_ejected_endpoint_keeps_its_latest_real_state_for_its_return() {
+        let (mut cc, mut od, ids) = ready(5, json!({"failurePercentageEjection": {}}));
+        let bad = ids[1];
+        traffic(&mut cc, 1000, &[bad]);
+        cc.advance(&mut *od, Duration::from_secs(10));
+        // While out it loses its connection and reconnects: the child sees
+        // none of it, and gets READY back at the end.
+        cc.set_state(&mut *od, bad, ConnectivityState::Idle);
+        cc.set_state(&mut *od, bad, ConnectivityState::Connecting);
+        cc.set_state(&mut *od, bad, ConnectivityState::Ready);
+        assert!(!traffic(&mut cc, 100, &[]).contains(&bad));
+        cc.advance(&mut *od, Duration::from_secs(40));
+        assert!(traffic(&mut cc, 100, &[]).contains(&bad));
+    }
+}
