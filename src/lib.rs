@@ -24,8 +24,9 @@
 //!   [`ExternalConnector`] over its [`HostTransport`] and reports each
 //!   subchannel's state with [`Channel::report_subconn_state`].
 //! - Policies: `pick_first`, `round_robin`, `weighted_round_robin`,
-//!   `least_request_experimental`, `ring_hash_experimental` and `random` are
-//!   built in; your own is a
+//!   `least_request_experimental`, `ring_hash_experimental`, `random` and
+//!   `outlier_detection_experimental` (around any child policy) are built
+//!   in; your own is a
 //!   [`Builder`] making [`Balancer`]s that talk to the channel through a
 //!   [`ClientConn`] and publish [`Picker`]s, registered with
 //!   [`registry::register`].
