@@ -774,3 +774,80 @@ fn the_librarys_own_calls_report_through_the_chain() {
     assert_eq!(outcomes.ok("first_two"), outcomes.ok("counting_calls"));
     ch.close();
 }
+
+/// A policy that creates its subchannels and stays CONNECTING whatever they do.
+struct StaysConnecting;
+
+impl Builder for StaysConnecting {
+    fn name(&self) -> &str {
+        "toolkit_stays_connecting"
+    }
+    fn build(&self) -> Box<dyn Balancer> {
+        Box::new(StaysConnectingPolicy)
+    }
+}
+
+struct StaysConnectingPolicy;
+
+impl Balancer for StaysConnectingPolicy {
+    fn update_client_conn_state(
+        &mut self,
+        cc: &mut dyn ClientConn,
+        state: ClientConnState,
+    ) -> Result<(), String> {
+        for a in state.addresses {
+            let sc = cc.new_subconn(a)?;
+            cc.connect(sc.id());
+        }
+        cc.update_state(Connecting, Box::new(QueuePicker));
+        Ok(())
+    }
+    fn resolver_error(&mut self, _cc: &mut dyn ClientConn, _error: &str) {}
+    fn update_subconn_state(&mut self, cc: &mut dyn ClientConn, _sc: SubConnId, _s: &SubConnState) {
+        cc.update_state(Connecting, Box::new(QueuePicker));
+    }
+    fn exit_idle(&mut self, _cc: &mut dyn ClientConn) {}
+    fn close(&mut self, _cc: &mut dyn ClientConn) {}
+}
+
+/// gRPC-Go's graceful switch ignores re-resolution requests from a policy
+/// that is no longer the latest: while a new policy is pending, the serving
+/// one's requests do not reach the resolver; the pending one's do.
+#[test]
+fn a_graceful_switch_passes_on_re_resolution_from_the_latest_policy_only() {
+    use switchyard::balancer::graceful_switch::GracefulSwitch;
+    use switchyard::policy::round_robin::RoundRobinBuilder;
+
+    let mut tcc = TestClientConn::new();
+    let mut gs = GracefulSwitch::new();
+    gs.switch_to(&mut tcc, Arc::new(RoundRobinBuilder));
+    tcc.update_addresses(&mut gs, ["10.0.0.1:1", "10.0.0.2:1"])
+        .unwrap();
+    let a = tcc.subconn_for("10.0.0.1:1").unwrap().id();
+    let b = tcc.subconn_for("10.0.0.2:1").unwrap().id();
+    tcc.set_state(&mut gs, a, Ready);
+    tcc.set_state(&mut gs, b, Ready);
+    assert_eq!(tcc.state(), Some(Ready));
+
+    // Serving alone: a lost connection asks for re-resolution.
+    let asked = tcc.resolve_now_requests();
+    tcc.set_state(&mut gs, b, Idle);
+    assert!(
+        tcc.resolve_now_requests() > asked,
+        "the latest policy is heard"
+    );
+
+    // A pending policy beside it: round_robin is no longer the latest.
+    assert!(gs.switch_to(&mut tcc, Arc::new(StaysConnecting)));
+    tcc.update_addresses(&mut gs, ["10.0.0.1:1", "10.0.0.2:1"])
+        .unwrap();
+    assert_eq!(tcc.state(), Some(Ready), "the old policy keeps serving");
+    let asked = tcc.resolve_now_requests();
+    tcc.set_state(&mut gs, b, TransientFailure);
+    assert_eq!(tcc.state(), Some(Ready), "still serving over a");
+    assert_eq!(
+        tcc.resolve_now_requests(),
+        asked,
+        "the old policy is not heard"
+    );
+}

@@ -84,6 +84,8 @@ pub struct ChildManager {
     wanting_work: Arc<Mutex<HashSet<String>>>,
     /// Changes whenever a child comes or goes or a child's subchannels change.
     version: u64,
+    /// Children whose re-resolution requests are not passed on.
+    quiet: HashSet<String>,
 }
 
 /// The key of an endpoint's child: its addresses, in order.
@@ -196,8 +198,20 @@ impl ChildManager {
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .remove(key);
+        self.quiet.remove(key);
         self.version += 1;
         true
+    }
+
+    /// Whether the child keyed `key` may ask for re-resolution: a parent
+    /// silences a child whose view of the resolver is out of date (gRPC's
+    /// graceful switch ignores `ResolveNow` from all but the latest policy).
+    pub fn set_resolve_now_passed_on(&mut self, key: &str, passed_on: bool) {
+        if passed_on {
+            self.quiet.remove(key);
+        } else if self.index.contains_key(key) {
+            self.quiet.insert(key.to_string());
+        }
     }
 
     /// Gives the child keyed `key` new endpoints and config; its result
@@ -374,6 +388,7 @@ impl ChildManager {
             timers,
             version,
             wanting_work,
+            quiet,
         } = self;
         let Some(child) = index.get(key).map(|i| &mut list[*i]) else {
             return;
@@ -388,6 +403,7 @@ impl ChildManager {
                 subconns: &mut child.subconns,
                 version,
                 wanting_work,
+                quiet: quiet.contains(key),
                 published: &mut published,
             };
             f(&mut *child.balancer, &mut ccw);
@@ -409,6 +425,8 @@ struct ChildClientConn<'a> {
     subconns: &'a mut Vec<Arc<SubConn>>,
     version: &'a mut u64,
     wanting_work: &'a Arc<Mutex<HashSet<String>>>,
+    /// Its re-resolution requests are not passed on.
+    quiet: bool,
     published: &'a mut Option<(ConnectivityState, Box<dyn Picker>)>,
 }
 
@@ -430,7 +448,9 @@ impl ClientConn for ChildClientConn<'_> {
         *self.published = Some((state, picker));
     }
     fn resolve_now(&mut self) {
-        self.parent.resolve_now()
+        if !self.quiet {
+            self.parent.resolve_now()
+        }
     }
     fn schedule_timer(&mut self, after: Duration) -> TimerToken {
         let t = self.parent.schedule_timer(after);

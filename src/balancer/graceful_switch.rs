@@ -118,6 +118,11 @@ impl GracefulSwitch {
                     "{}: policy switch {current} -> {new}: pending",
                     self.label
                 );
+                // The serving policy is no longer the latest: its
+                // re-resolution requests are ignored, as in gRPC-Go.
+                if let Some(serving) = self.current.clone() {
+                    self.children.set_resolve_now_passed_on(&serving, false);
+                }
                 self.pending = Some(key);
             }
         }
