@@ -350,6 +350,29 @@ impl ChildManager {
         keys
     }
 
+    /// What a parent that keeps every endpoint connected (round_robin and
+    /// the policies like it, gRPC's endpointsharding) does when child `key`
+    /// changed: a child that lost its connection or failed asks for
+    /// re-resolution, and one that went IDLE reconnects at once. The
+    /// child's state that prompted it (`None`: no such child).
+    pub fn keep_connected(
+        &mut self,
+        cc: &mut dyn ClientConn,
+        key: &str,
+    ) -> Option<ConnectivityState> {
+        let state = self.get(key).map(|c| c.state());
+        if matches!(
+            state,
+            Some(ConnectivityState::Idle | ConnectivityState::TransientFailure)
+        ) {
+            cc.resolve_now();
+        }
+        if state == Some(ConnectivityState::Idle) {
+            self.exit_idle(cc, key);
+        }
+        state
+    }
+
     /// Asks the child keyed `key` to leave IDLE.
     pub fn exit_idle(&mut self, cc: &mut dyn ClientConn, key: &str) {
         self.call(key, cc, |b, cc| b.exit_idle(cc));

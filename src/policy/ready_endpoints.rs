@@ -185,16 +185,7 @@ impl<P: ReadyPicking> ReadyEndpoints<P> {
     /// After a child changed: reconnect it if it went IDLE (and re-resolve
     /// on IDLE or TRANSIENT_FAILURE, as round_robin does), then republish.
     fn child_changed(&mut self, cc: &mut dyn ClientConn, key: &str) {
-        let state = self.children.get(key).map(|c| c.state());
-        if matches!(
-            state,
-            Some(ConnectivityState::Idle | ConnectivityState::TransientFailure)
-        ) {
-            cc.resolve_now();
-        }
-        if state == Some(ConnectivityState::Idle) {
-            self.children.exit_idle(cc, key);
-        }
+        self.children.keep_connected(cc, key);
         self.regenerate(cc, Some(key));
     }
 

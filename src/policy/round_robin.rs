@@ -189,16 +189,7 @@ impl RoundRobin {
     /// After a child changed: reconnect it if it went IDLE, then republish if
     /// what picks select from changed.
     fn child_changed(&mut self, cc: &mut dyn ClientConn, key: &str) {
-        let state = self.children.get(key).map(|c| c.state());
-        if matches!(
-            state,
-            Some(ConnectivityState::Idle | ConnectivityState::TransientFailure)
-        ) {
-            cc.resolve_now();
-        }
-        if state == Some(ConnectivityState::Idle) {
-            self.children.exit_idle(cc, key);
-        }
+        self.children.keep_connected(cc, key);
         self.regenerate(cc, Some(key));
     }
 

@@ -154,16 +154,7 @@ impl WeightedRoundRobin {
     /// After a child changed: reconnect it if it went IDLE, restart its
     /// blackout if it came back to READY, republish.
     fn child_changed(&mut self, cc: &mut dyn ClientConn, key: &str) {
-        let state = self.children.get(key).map(|c| c.state());
-        if matches!(
-            state,
-            Some(ConnectivityState::Idle | ConnectivityState::TransientFailure)
-        ) {
-            cc.resolve_now();
-        }
-        if state == Some(ConnectivityState::Idle) {
-            self.children.exit_idle(cc, key);
-        }
+        let state = self.children.keep_connected(cc, key);
         let ready = state == Some(ConnectivityState::Ready);
         self.align();
         let at = self.children.position(key);
