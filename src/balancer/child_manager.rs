@@ -88,16 +88,14 @@ pub struct ChildManager {
     quiet: HashSet<String>,
 }
 
-/// The key of an endpoint's child: its addresses, in order.
+/// An endpoint's identity (A61): the set of its addresses, whatever their
+/// order or attributes; the key of its child, and of whatever else a policy
+/// keeps per endpoint (outlier detection's ejection state).
 pub fn endpoint_key(endpoint: &Endpoint) -> String {
-    let mut key = String::new();
-    for (i, a) in endpoint.addresses.iter().enumerate() {
-        if i > 0 {
-            key.push(',');
-        }
-        key.push_str(&a.addr);
-    }
-    key
+    let mut addrs: Vec<&str> = endpoint.addresses.iter().map(|a| a.addr.as_str()).collect();
+    addrs.sort_unstable();
+    addrs.dedup();
+    addrs.join(",")
 }
 
 impl ChildManager {

@@ -84,6 +84,8 @@ pub(crate) struct ChannelCore {
     pub(super) resolve_requested: bool,
     /// The policy asked for `Balancer::work` and the loop has not run it yet.
     pub(super) work_pending: Arc<AtomicBool>,
+    /// Hands out `work_pending`'s requests (`ClientConn::work_scheduler`).
+    pub(super) work: WorkScheduler,
     /// Started calls (`Channel::unary_start`), from the first one on.
     pub(super) calls: Option<Box<dyn StartedCalls>>,
     /// IDLE or in use, and when to look again (see `idle`).
@@ -305,12 +307,14 @@ impl ChannelCore {
         self.drain(env);
     }
 
-    /// A scheduler that has the loop call this channel's `work`; requests
-    /// made before the loop gets to one coalesce.
-    pub(super) fn work_scheduler(&self, env: &LoopContext) -> WorkScheduler {
-        let handle = env.handle.clone();
-        let pending = self.work_pending.clone();
-        let id = self.id();
+    /// The scheduler that has the loop call this channel's `work` (made
+    /// once, with the channel); requests made before the loop gets to one
+    /// coalesce.
+    pub(super) fn work_scheduler(
+        handle: LoopHandle,
+        id: ChannelId,
+        pending: Arc<AtomicBool>,
+    ) -> WorkScheduler {
         WorkScheduler::new(move || {
             if !pending.swap(true, Ordering::Relaxed) {
                 handle.run_on(id, |core: &mut ChannelCore, env| core.work(env));
@@ -398,9 +402,8 @@ impl ChannelCore {
         };
         let channel = self.id();
         let result = catch_unwind(AssertUnwindSafe(|| {
-            let work = self.work_scheduler(env);
             let mut cc = PolicyClientConn {
-                work,
+                work: &self.work,
                 subs: &mut self.subs,
                 out: &mut self.out,
                 env: &mut *env,

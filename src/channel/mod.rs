@@ -208,6 +208,9 @@ impl Channel {
             log::warn!(target: trace::CHANNEL, "channel {id}: {e}");
         }
         let core_shared = shared.clone();
+        // The policy's work requests: one scheduler for the channel's life.
+        let work_pending = Arc::new(AtomicBool::new(false));
+        let core_handle = handle.clone();
         let resolution = ResolverWrapper::new(on_resolve_now).with_options(resolver_options);
         let make_resolver = match (parsed, builder) {
             (Some(target), Some(builder)) => {
@@ -240,7 +243,8 @@ impl Channel {
             timers: HashMap::new(),
             next_timer: 1,
             resolve_requested: false,
-            work_pending: Arc::new(AtomicBool::new(false)),
+            work_pending: work_pending.clone(),
+            work: ChannelCore::work_scheduler(core_handle, id, work_pending),
             calls: None,
             idle,
         };

@@ -20,7 +20,7 @@ pub(crate) const BALANCER_TIMER: u8 = 4;
 /// The `ClientConn` a policy sees during one callback.
 pub(super) struct PolicyClientConn<'a> {
     /// Has the loop call this policy's `Balancer::work`.
-    pub(super) work: WorkScheduler,
+    pub(super) work: &'a WorkScheduler,
     pub(super) subs: &'a mut SubchannelPool,
     pub(super) out: &'a mut StatePublisher,
     pub(super) env: &'a mut LoopContext,

@@ -14,7 +14,7 @@
 //! the child's subchannels change.
 
 use crate::address::Endpoint;
-use crate::balancer::child_manager::{ChildManager, ChildUpdate};
+use crate::balancer::child_manager::{endpoint_key, ChildManager, ChildUpdate};
 use crate::balancer::picker::{
     DoneHook, DoneHooks, DoneInfo, PickInfo, PickLocal, PickResult, Picker,
 };
@@ -532,14 +532,6 @@ struct OutlierDetection {
     timer: Option<TimerToken>,
     /// When the sweep timer was last started (A50's timer start time).
     timer_started: Option<Instant>,
-}
-
-/// The key of an endpoint: its addresses as a set (A61: attributes ignored).
-fn endpoint_key(endpoint: &Endpoint) -> String {
-    let mut addrs: Vec<&str> = endpoint.addresses.iter().map(|a| a.addr.as_str()).collect();
-    addrs.sort_unstable();
-    addrs.dedup();
-    addrs.join(",")
 }
 
 fn schedule(cc: &mut dyn ClientConn, after: Duration) -> TimerToken {
