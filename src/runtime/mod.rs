@@ -319,6 +319,10 @@ fn run(mut poll: Poll, rx: Receiver<Command>, mut cx: LoopContext) {
             }
         }
         while let Ok(cmd) = rx.try_recv() {
+            // Timers already due run before the command: whoever moved a
+            // manual clock and then sent a command (`Channel::sync`) sees
+            // those timers fired when it is answered.
+            run_due_timers(&mut tasks, &mut cx);
             match cmd {
                 Command::Add(id, make) => match catch_unwind(AssertUnwindSafe(make)) {
                     Ok(task) => {
@@ -343,10 +347,17 @@ fn run(mut poll: Poll, rx: Receiver<Command>, mut cx: LoopContext) {
                 }
             }
         }
-        let now = cx.clock.now();
-        while let Some((task, key)) = cx.timers.pop_due(now) {
-            guarded(&mut tasks, task, &mut cx, |t, cx| t.timer(key, cx));
-        }
+        run_due_timers(&mut tasks, &mut cx);
+    }
+}
+
+fn run_due_timers(tasks: &mut HashMap<TaskId, Box<dyn Task>>, cx: &mut LoopContext) {
+    if cx.timers.next_deadline().is_none() {
+        return;
+    }
+    let now = cx.clock.now();
+    while let Some((task, key)) = cx.timers.pop_due(now) {
+        guarded(tasks, task, cx, |t, cx| t.timer(key, cx));
     }
 }
 
