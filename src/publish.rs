@@ -230,6 +230,13 @@ impl<T> Cache<T> {
         unsafe { &self.epoch.as_ref().table }
     }
 
+    /// The cached table, without looking for a newer one.
+    #[inline]
+    pub fn cached(&self) -> &T {
+        // SAFETY: as in `current`.
+        unsafe { &self.epoch.as_ref().table }
+    }
+
     /// The generation the cached table is at least as new as.
     pub fn generation(&self) -> u64 {
         self.generation

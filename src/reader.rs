@@ -2,7 +2,8 @@
 //! picks from it wait-free; `pick` adds queueing, wait-for-ready and deadlines.
 
 use crate::balancer::picker::{
-    DoneHook, DoneHooks, DoneInfo, PickInfo, PickLocal, PickResult, RawHooks, DONE_HOOKS,
+    DoneHook, DoneHooks, DoneInfo, PickInfo, PickLocal, PickResult, Picker, QueuePicker, RawHooks,
+    DONE_HOOKS,
 };
 use crate::balancer::rotation::{Chunk, RotationEntry};
 use crate::balancer::subconn::SubConn;
@@ -96,6 +97,11 @@ pub struct Reader {
     /// The generation `sync_rotation` last looked at, so that a picker
     /// without a rotation is not looked at again on every pick.
     synced_generation: u64,
+    /// The cached table's picker, past pickers that only forward to
+    /// another (`Picker::forwards_to`): valid while the slot's generation
+    /// is still `synced_generation`, so that a pick from any picker costs
+    /// one generation check and one call.
+    picker: PickerPtr,
     local: PickLocal,
     /// The done hooks of the `PickRef` that borrows this reader, if any.
     ref_hooks: RefHooks,
@@ -125,6 +131,7 @@ impl Reader {
             rotation: Cursor::NONE,
             rotation_generation: NO_ROTATION,
             synced_generation: NO_ROTATION,
+            picker: PickerPtr::PLACEHOLDER,
             local,
             ref_hooks: RefHooks(NO_HOOKS),
             methods: (
@@ -351,13 +358,27 @@ impl Reader {
         if self.rotation_generation != NO_ROTATION {
             return Ok((self.rotate().ptr(), NO_HOOKS));
         }
-        let table = self.cache.current();
-        match table.picker.pick(info, &mut self.local) {
+        // SAFETY: synced just now or at this generation: the picker of the
+        // cached table, which the cache keeps alive while `self` is borrowed.
+        let picker = unsafe { self.picker.0.as_ref() };
+        match picker.pick(info, &mut self.local) {
             PickResult::Complete { subconn, done } => Ok((NonNull::from(subconn), done.raw())),
-            _ if table.closed => Err(PickError::Closed),
-            PickResult::Queue => Err(PickError::NoSubConnAvailable),
-            PickResult::Fail(s) => Err(PickError::Unavailable(s.clone())),
-            PickResult::Drop(s) => Err(PickError::Dropped(s.clone())),
+            other => Err(self.not_picked(other)),
+        }
+    }
+
+    /// Why the cached picker gave no subchannel.
+    #[cold]
+    #[inline(never)]
+    fn not_picked(&self, result: PickResult<'_>) -> PickError {
+        // The slot's generation is still the synced one: no refresh here.
+        if self.cache.cached().closed {
+            return PickError::Closed;
+        }
+        match result {
+            PickResult::Complete { .. } | PickResult::Queue => PickError::NoSubConnAvailable,
+            PickResult::Fail(s) => PickError::Unavailable(s.clone()),
+            PickResult::Drop(s) => PickError::Dropped(s.clone()),
         }
     }
 
@@ -365,6 +386,7 @@ impl Reader {
     /// starting at a random entry.
     #[cold]
     fn sync_rotation(&mut self) {
+        self.picker = PickerPtr::innermost(&*self.cache.current().picker);
         let rotation = self.cache.current().picker.rotation().map(|r| {
             let chunks = r.chunks();
             // From the whole slice, not its first element: the cursor
@@ -502,6 +524,36 @@ impl Drop for Reader {
 }
 
 type Chosen = (NonNull<SubConn>, RawHooks);
+
+/// A pointer to the picker of the table a reader caches (see
+/// `Reader::picker`).
+struct PickerPtr(NonNull<dyn Picker>);
+
+// SAFETY: it points to a picker (`Send + Sync`) that the reader's cache keeps
+// alive, and it is used only through that reader: moving the reader moves both.
+unsafe impl Send for PickerPtr {}
+
+/// What a reader points to before its first sync: a picker that lives forever.
+static PLACEHOLDER_PICKER: QueuePicker = QueuePicker;
+
+/// How many forwarding pickers a reader looks through (a parent of a parent
+/// of ...; any deeper one is simply called).
+const MAX_FORWARDS: usize = 8;
+
+impl PickerPtr {
+    const PLACEHOLDER: PickerPtr = PickerPtr(NonNull::<QueuePicker>::from_ref(&PLACEHOLDER_PICKER));
+
+    /// The picker that does the work behind `picker`'s forwarders.
+    fn innermost(mut picker: &dyn Picker) -> PickerPtr {
+        for _ in 0..MAX_FORWARDS {
+            match picker.forwards_to() {
+                Some(inner) => picker = inner,
+                None => break,
+            }
+        }
+        PickerPtr(NonNull::from(picker))
+    }
+}
 
 /// The pick a reader keeps for a caller that cannot borrow it (see
 /// `Reader::try_pick_kept`).

@@ -488,25 +488,22 @@ unsafe extern "C" fn reader_done_general(
     let Some(code) = Code::from_u32(grpc_code) else {
         return unknown_code(grpc_code);
     };
-    let mut load: Load<'_> = NO_LOAD;
     // SAFETY: per the contract.
-    let load = match unsafe { load_arg(metrics, metrics_len, &mut load) } {
-        Ok(load) => load,
-        Err(e) => return pick_fail(e),
+    let done = unsafe {
+        with_load(metrics, metrics_len, |load| {
+            // Entered: the pick's done hooks may be a C policy's callback.
+            let mut r = enter(reader)?;
+            let info = DoneInfo {
+                load,
+                ..done_info(code, latency_ns)
+            };
+            Ok(r.reader.finish_kept(&info))
+        })
     };
-    // Entered: the pick's done hooks may be a C policy's callback.
-    let mut r = match enter(reader) {
-        Ok(r) => r,
-        Err(e) => return pick_fail(e),
-    };
-    let info = DoneInfo {
-        load,
-        ..done_info(code, latency_ns)
-    };
-    if r.reader.finish_kept(&info) {
-        sy_status::SY_OK
-    } else {
-        no_kept_pick()
+    match done {
+        Ok(true) => sy_status::SY_OK,
+        Ok(false) => no_kept_pick(),
+        Err(e) => pick_fail(e),
     }
 }
 
@@ -661,6 +658,10 @@ unsafe fn pick_cached(reader: &mut Reader, out: *mut sy_pick_result) -> bool {
 /// `method` has `method_len` readable bytes, or `method_len` is 0.
 #[inline(always)]
 unsafe fn method_str<'a>(method: *const c_char, method_len: usize) -> Result<&'a str, Error> {
+    if method_len == 0 {
+        // The common case for a host's pick: nothing to check.
+        return Ok("");
+    }
     // SAFETY: per the function's contract; the length is checked against
     // what any object can have (SIZE_MAX from a negative number) first.
     let bytes = unsafe { slice_arg(method.cast::<u8>(), method_len, "method") }?;
@@ -928,27 +929,49 @@ unsafe fn done_with_metrics(
     metrics: *const sy_load_metric,
     metrics_len: usize,
 ) -> sy_status {
-    let mut load: Load<'_> = NO_LOAD;
-    // SAFETY: forwarded contract.
-    let load = match unsafe { load_arg(metrics, metrics_len, &mut load) } {
-        Ok(load) => load,
-        Err(e) => return pick_fail(e),
+    let finish = |load: &[(&str, f64)]| {
+        // SAFETY: forwarded contract.
+        let pick = unsafe {
+            let token = addr_of_mut!((*result)._token).cast();
+            take_pick(token, read_words(token))
+        };
+        pick.done(&DoneInfo {
+            load,
+            ..done_info(code, latency_ns)
+        });
+        Ok(())
     };
     // SAFETY: forwarded contract.
-    let pick = unsafe {
-        let token = addr_of_mut!((*result)._token).cast();
-        take_pick(token, read_words(token))
-    };
-    pick.done(&DoneInfo {
-        load,
-        ..done_info(code, latency_ns)
-    });
-    sy_status::SY_OK
+    let done = unsafe { with_load(metrics, metrics_len, finish) };
+    match done {
+        Ok(()) => sy_status::SY_OK,
+        Err(e) => pick_fail(e),
+    }
 }
 
 /// Room for a done's load metrics, as the policy's hooks get them.
 type Load<'a> = [(&'a str, f64); SY_MAX_LOAD_METRICS];
 const NO_LOAD: Load<'static> = [("", 0.0); SY_MAX_LOAD_METRICS];
+
+/// Runs `f` with the load metrics a done was given, checked; without any,
+/// the room for them is not even initialized (most dones carry none).
+///
+/// # Safety
+/// As `load_arg`'s.
+#[inline(always)]
+unsafe fn with_load<R>(
+    metrics: *const sy_load_metric,
+    metrics_len: usize,
+    f: impl FnOnce(&[(&str, f64)]) -> Result<R, Error>,
+) -> Result<R, Error> {
+    if metrics_len == 0 {
+        return f(&[]);
+    }
+    let mut room: Load<'_> = NO_LOAD;
+    // SAFETY: forwarded contract.
+    let load = unsafe { load_arg(metrics, metrics_len, &mut room) }?;
+    f(load)
+}
 
 /// The load metrics a done was given, checked, in `room`.
 ///

@@ -316,4 +316,8 @@ impl Picker for ChildPicker {
     fn rotation(&self) -> Option<&Rotation> {
         self.0.rotation()
     }
+
+    fn forwards_to(&self) -> Option<&dyn Picker> {
+        Some(&*self.0)
+    }
 }

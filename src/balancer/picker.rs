@@ -249,6 +249,13 @@ pub trait Picker: Send + Sync + 'static {
     fn rotation(&self) -> Option<&Rotation> {
         None
     }
+
+    /// If this picker only forwards every call to another one, unchanged
+    /// (a parent publishing its child's picker as it is), that picker:
+    /// readers then call it directly, one indirect call fewer per pick.
+    fn forwards_to(&self) -> Option<&dyn Picker> {
+        None
+    }
 }
 
 /// Queues every pick (CONNECTING, or before the first resolver result).

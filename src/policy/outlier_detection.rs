@@ -490,6 +490,9 @@ impl Picker for PassThrough {
     fn rotation(&self) -> Option<&Rotation> {
         self.0.rotation()
     }
+    fn forwards_to(&self) -> Option<&dyn Picker> {
+        Some(&*self.0)
+    }
 }
 
 // ---------------------------------------------------------------------------

@@ -527,3 +527,75 @@ fn kept_picks_wait_rotate_and_finish_once() {
     }
     assert_eq!(seen.values().copied().collect::<Vec<_>>(), [50, 50]);
 }
+
+/// Publishes its scripted picker inside a wrapper that only forwards.
+struct Forwarding(Arc<dyn Picker>, Arc<AtomicUsize>);
+
+impl Picker for Forwarding {
+    fn pick<'a>(&'a self, info: &PickInfo<'_>, local: &mut PickLocal) -> PickResult<'a> {
+        self.1.fetch_add(1, Ordering::SeqCst);
+        self.0.pick(info, local)
+    }
+    fn forwards_to(&self) -> Option<&dyn Picker> {
+        Some(&*self.0)
+    }
+}
+
+struct ForwardingBalancer(Arc<AtomicUsize>, Arc<AtomicUsize>);
+
+impl Balancer for ForwardingBalancer {
+    fn update_client_conn_state(
+        &mut self,
+        cc: &mut dyn ClientConn,
+        _: ClientConnState,
+    ) -> Result<(), String> {
+        let inner = Arc::new(Scripted {
+            calls: self.0.clone(),
+            result: Kind::Fail,
+        });
+        cc.update_state(
+            TransientFailure,
+            Box::new(Forwarding(inner, self.1.clone())),
+        );
+        Ok(())
+    }
+    fn resolver_error(&mut self, _: &mut dyn ClientConn, _: &str) {}
+    fn update_subconn_state(&mut self, _: &mut dyn ClientConn, _: SubConnId, _: &SubConnState) {}
+    fn exit_idle(&mut self, _: &mut dyn ClientConn) {}
+    fn close(&mut self, _: &mut dyn ClientConn) {}
+}
+
+struct ForwardingBuilder(Arc<AtomicUsize>, Arc<AtomicUsize>);
+impl Builder for ForwardingBuilder {
+    fn name(&self) -> &str {
+        "pick_test_forwarding"
+    }
+    fn build(&self) -> Box<dyn Balancer> {
+        Box::new(ForwardingBalancer(self.0.clone(), self.1.clone()))
+    }
+}
+
+#[test]
+fn readers_call_the_picker_a_forwarding_picker_names() {
+    let (inner, outer) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
+    registry::register(Arc::new(ForwardingBuilder(inner.clone(), outer.clone())));
+    let rt = Runtime::new().unwrap();
+    let cfg = r#"{"loadBalancingConfig":[{"pick_test_forwarding":{}}]}"#;
+    let ch = Channel::new(&rt, "", Some(cfg), ChannelOptions::default()).unwrap();
+    ch.update_addresses(addrs(&["x:1"])).unwrap();
+    ch.sync().unwrap();
+    let mut r = ch.reader();
+    for _ in 0..5 {
+        let e = r.try_pick(&PickInfo::default()).unwrap_err();
+        assert_eq!(
+            e,
+            PickError::Unavailable(Status::unavailable("backend on fire"))
+        );
+    }
+    assert_eq!(inner.load(Ordering::SeqCst), 5, "the inner picker picked");
+    assert_eq!(
+        outer.load(Ordering::SeqCst),
+        0,
+        "the forwarder was looked through"
+    );
+}
