@@ -131,7 +131,7 @@ impl Reader {
             rotation: Cursor::NONE,
             rotation_generation: NO_ROTATION,
             synced_generation: NO_ROTATION,
-            picker: PickerPtr::PLACEHOLDER,
+            picker: PickerPtr::placeholder(),
             local,
             ref_hooks: RefHooks(NO_HOOKS),
             methods: (
@@ -541,7 +541,9 @@ static PLACEHOLDER_PICKER: QueuePicker = QueuePicker;
 const MAX_FORWARDS: usize = 8;
 
 impl PickerPtr {
-    const PLACEHOLDER: PickerPtr = PickerPtr(NonNull::<QueuePicker>::from_ref(&PLACEHOLDER_PICKER));
+    fn placeholder() -> PickerPtr {
+        PickerPtr(NonNull::from(&PLACEHOLDER_PICKER as &dyn Picker))
+    }
 
     /// The picker that does the work behind `picker`'s forwarders.
     fn innermost(mut picker: &dyn Picker) -> PickerPtr {
