@@ -6,6 +6,7 @@ use crate::balancer::picker::{
     DONE_HOOKS,
 };
 use crate::balancer::rotation::{Chunk, RotationEntry};
+use crate::balancer::stride::StrideSchedule;
 use crate::balancer::subconn::SubConn;
 use crate::channel::{Channel, ChannelShared, Table};
 use crate::publish::{Cache, Hold};
@@ -97,6 +98,11 @@ pub struct Reader {
     /// The generation `sync_rotation` last looked at, so that a picker
     /// without a rotation is not looked at again on every pick.
     synced_generation: u64,
+    /// The cached table's stride schedule (`Picker::schedule`), valid while
+    /// the slot's generation is still `schedule_generation` (`NO_ROTATION`
+    /// when the cached picker has none): run inline like the rotation.
+    schedule: SchedulePtr,
+    schedule_generation: u64,
     /// The cached table's picker, past pickers that only forward to
     /// another (`Picker::forwards_to`): valid while the slot's generation
     /// is still `synced_generation`, so that a pick from any picker costs
@@ -131,6 +137,8 @@ impl Reader {
             rotation: Cursor::NONE,
             rotation_generation: NO_ROTATION,
             synced_generation: NO_ROTATION,
+            schedule: SchedulePtr(NonNull::dangling()),
+            schedule_generation: NO_ROTATION,
             picker: PickerPtr::placeholder(),
             local,
             ref_hooks: RefHooks(NO_HOOKS),
@@ -156,6 +164,14 @@ impl Reader {
             return Ok(Pick {
                 subconn: self.rotate().ptr(),
                 done: NO_HOOKS,
+                hold: Some(self.cache.hold()),
+            });
+        }
+        if self.schedule_is_current() {
+            let (listed, hook) = self.step();
+            return Ok(Pick {
+                subconn: listed.ptr(),
+                done: hooks_of(hook),
                 hold: Some(self.cache.hold()),
             });
         }
@@ -209,14 +225,18 @@ impl Reader {
     /// hand); `None` means "call `try_pick`".
     #[inline(always)]
     pub fn try_pick_cached(&mut self) -> Option<(Pick, RotationEntry)> {
-        if !self.rotation_is_current() {
+        let (listed, done) = if self.rotation_is_current() {
+            (self.rotate(), NO_HOOKS)
+        } else if self.schedule_is_current() {
+            let (listed, hook) = self.step();
+            (listed, hooks_of(hook))
+        } else {
             return None;
-        }
-        let listed = self.rotate();
+        };
         Some((
             Pick {
                 subconn: listed.ptr(),
-                done: NO_HOOKS,
+                done,
                 hold: Some(self.cache.hold()),
             },
             listed,
@@ -231,11 +251,19 @@ impl Reader {
     /// first, and they may run code that the caller has to guard).
     #[inline(always)]
     pub fn try_pick_kept_cached(&mut self) -> Option<RotationEntry> {
-        if self.kept.reports_outcome() || !self.rotation_is_current() {
+        if self.kept.reports_outcome() {
             return None;
         }
-        let listed = self.rotate();
+        let (listed, load_hook) = if self.rotation_is_current() {
+            (self.rotate(), None)
+        } else if self.schedule_is_current() {
+            let (listed, hook) = self.step();
+            (listed, Some(hook))
+        } else {
+            return None;
+        };
         self.kept.subconn = Some(listed.ptr());
+        self.kept.load_hook = load_hook;
         Some(listed)
     }
 
@@ -266,14 +294,24 @@ impl Reader {
 
     fn pick_kept_raw(&mut self, info: &PickInfo<'_>) -> Result<NonNull<SubConn>, PickError> {
         self.drop_kept();
-        let (subconn, hooks) = if self.rotation_is_current() {
-            (self.rotate().ptr(), NO_HOOKS)
+        let (subconn, hooks, load_hook) = if self.rotation_is_current() {
+            (self.rotate().ptr(), NO_HOOKS, None)
+        } else if self.schedule_is_current() {
+            let (listed, hook) = self.step();
+            (listed.ptr(), NO_HOOKS, Some(hook))
         } else {
-            self.choose_slow(info)?
+            let (subconn, hooks) = self.choose_slow(info)?;
+            if self.schedule_is_current() {
+                // Synced to a schedule just now: its hook is a load hook.
+                (subconn, NO_HOOKS, hooks[0])
+            } else {
+                (subconn, hooks, None)
+            }
         };
         self.kept = Kept {
             subconn: Some(subconn),
             hooks,
+            load_hook,
         };
         Ok(subconn)
     }
@@ -296,6 +334,11 @@ impl Reader {
         if self.kept.reports_outcome() {
             let hooks = std::mem::replace(&mut self.kept.hooks, NO_HOOKS);
             report(hooks, subconn, info);
+        }
+        if !info.load.is_empty() {
+            if let Some(hook) = self.kept.load_hook.take() {
+                report(hooks_of(hook), subconn, info);
+            }
         }
         true
     }
@@ -323,6 +366,23 @@ impl Reader {
     #[inline(always)]
     fn rotation_is_current(&self) -> bool {
         self.cache.slot().generation() == self.rotation_generation
+    }
+
+    /// One load: nothing published since the schedule was found.
+    #[inline(always)]
+    fn schedule_is_current(&self) -> bool {
+        self.cache.slot().generation() == self.schedule_generation
+    }
+
+    /// The next entry of the cached table's schedule, and its load hook.
+    /// Only while `schedule_is_current()` (or just synced to one).
+    #[inline(always)]
+    fn step(&mut self) -> (RotationEntry, NonNull<dyn DoneHook>) {
+        // SAFETY: found in the picker of the cached table at the current
+        // generation, which the cache keeps alive.
+        let schedule = unsafe { self.schedule.0.as_ref() };
+        let e = schedule.next(self.local.sequence());
+        (e.listed(), e.hook_ptr())
     }
 
     /// The next entry of the cached table's rotation. Only while
@@ -358,6 +418,10 @@ impl Reader {
         if self.rotation_generation != NO_ROTATION {
             return Ok((self.rotate().ptr(), NO_HOOKS));
         }
+        if self.schedule_generation != NO_ROTATION {
+            let (listed, hook) = self.step();
+            return Ok((listed.ptr(), hooks_of(hook)));
+        }
         // SAFETY: synced just now or at this generation: the picker of the
         // cached table, which the cache keeps alive while `self` is borrowed.
         let picker = unsafe { self.picker.0.as_ref() };
@@ -386,7 +450,16 @@ impl Reader {
     /// starting at a random entry.
     #[cold]
     fn sync_rotation(&mut self) {
-        self.picker = PickerPtr::innermost(&*self.cache.current().picker);
+        let picker = PickerPtr::innermost(&*self.cache.current().picker);
+        // SAFETY: just made from the cached table's picker.
+        self.schedule_generation = match unsafe { picker.0.as_ref() }.schedule() {
+            Some(schedule) => {
+                self.schedule = SchedulePtr(NonNull::from(schedule));
+                self.cache.generation()
+            }
+            None => NO_ROTATION,
+        };
+        self.picker = picker;
         let rotation = self.cache.current().picker.rotation().map(|r| {
             let chunks = r.chunks();
             // From the whole slice, not its first element: the cursor
@@ -564,12 +637,16 @@ struct Kept {
     subconn: Option<NonNull<SubConn>>,
     /// The kept pick's done hooks (`NO_HOOKS` for none or once reported).
     hooks: RawHooks,
+    /// A schedule's load hook (`StrideSchedule`): told only a done that
+    /// carries load, so the pick's done costs nothing without.
+    load_hook: Option<NonNull<dyn DoneHook>>,
 }
 
 impl Kept {
     const NONE: Kept = Kept {
         subconn: None,
         hooks: NO_HOOKS,
+        load_hook: None,
     };
 
     #[inline(always)]
@@ -585,6 +662,22 @@ unsafe impl Send for Kept {}
 
 /// A pick without done hooks (every rotation pick).
 const NO_HOOKS: RawHooks = [None; DONE_HOOKS];
+
+/// A chain of one hook.
+#[inline(always)]
+fn hooks_of(hook: NonNull<dyn DoneHook>) -> RawHooks {
+    let mut hooks = NO_HOOKS;
+    hooks[0] = Some(hook);
+    hooks
+}
+
+/// A pointer to the stride schedule of the table a reader caches (see
+/// `Reader::schedule`).
+struct SchedulePtr(NonNull<StrideSchedule>);
+
+// SAFETY: as `PickerPtr`: it points into a picker (`Send + Sync`) that the
+// reader's cache keeps alive, and is used only through that reader.
+unsafe impl Send for SchedulePtr {}
 
 /// What a pick that waits for pickers makes of each failed try: gRPC's
 /// queued-pick rules, shared by blocking picks and the loop's started calls.

@@ -9,6 +9,7 @@ pub mod pick_local;
 pub mod picker;
 pub mod registry;
 pub mod rotation;
+pub mod stride;
 pub mod subconn;
 pub mod testing;
 

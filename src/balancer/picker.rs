@@ -2,6 +2,7 @@
 
 pub use crate::balancer::pick_local::PickLocal;
 use crate::balancer::rotation::Rotation;
+use crate::balancer::stride::StrideSchedule;
 use crate::balancer::subconn::SubConn;
 use crate::balancer::WorkScheduler;
 use crate::status::{Code, Status};
@@ -247,6 +248,15 @@ pub trait Picker: Send + Sync + 'static {
     /// `pick`. A policy builds one with
     /// [`RotationBuilder`](crate::balancer::rotation::RotationBuilder).
     fn rotation(&self) -> Option<&Rotation> {
+        None
+    }
+
+    /// If this picker is a static stride schedule (each pick carries only
+    /// its entry's load hook), that schedule: readers then run it inline
+    /// without calling `pick`, which must pick as the schedule does. A
+    /// policy builds one with
+    /// [`StrideSchedule`](crate::balancer::stride::StrideSchedule).
+    fn schedule(&self) -> Option<&StrideSchedule> {
         None
     }
 

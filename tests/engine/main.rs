@@ -9,3 +9,4 @@ mod pick_first;
 mod round_robin;
 mod stress;
 mod support;
+mod weighted;

@@ -23,7 +23,7 @@ mod weight;
 mod tests;
 
 pub use config::{parse_duration, WrrConfig, MIN_WEIGHT_UPDATE_PERIOD};
-pub use scheduler::{scale, Entries, Entry, WrrPicker, MAX_WEIGHT};
+pub use scheduler::{scale, Entries, WrrPicker, MAX_WEIGHT};
 pub use weight::{weight_from_report, EndpointWeight};
 
 use super::pick_first::{PickFirstBuilder, ZERO_ADDRESSES};

@@ -1,0 +1,134 @@
+//! weighted_round_robin through a `Reader`, which runs the policy's stride
+//! schedule inline: load reported through every kind of pick's done (owned,
+//! borrowed, kept) reaches the weights, and every kind of pick follows them.
+
+use crate::support::*;
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
+use switchyard::ConnectivityState::*;
+use switchyard::*;
+
+const WRR: &str = r#"{"loadBalancingConfig":[{"weighted_round_robin":
+    {"blackoutPeriod":"0s","weightUpdatePeriod":"0.1s"}}]}"#;
+
+/// The load a backend reports: the same qps, `utilization` apart (weight =
+/// qps / utilization).
+fn load(addr: &str) -> [(&'static str, f64); 2] {
+    let utilization = if addr == "a:1" { 0.1 } else { 0.3 };
+    [("qps", 100.0), ("cpu_utilization", utilization)]
+}
+
+/// A weighted_round_robin channel over a:1 and b:1, both READY.
+fn ready(host: &std::sync::Arc<Host>, rt: &Runtime) -> Channel {
+    let ch = Channel::new(rt, "", Some(WRR), options(host)).unwrap();
+    ch.update_addresses(addrs(&["a:1", "b:1"])).unwrap();
+    // Each endpoint's pick_first connects once the policy has its children.
+    host.wait("both connecting", |evs| {
+        evs.iter().filter(|e| matches!(e, Ev::Connect(_))).count() == 2
+    });
+    report(&ch, host, &["a:1", "b:1"], Ready);
+    // The policy rebuilds its picker in a `work` it queued behind the reports.
+    ch.sync().unwrap();
+    assert_eq!(ch.state(), Ready);
+    ch
+}
+
+/// How `n` picks of one kind split, each finished with its backend's load.
+fn split(r: &mut Reader, kind: &str, n: usize) -> HashMap<String, usize> {
+    let mut seen: HashMap<String, usize> = HashMap::new();
+    let info = PickInfo::default();
+    for _ in 0..n {
+        let addr = match kind {
+            "owned" => {
+                let pick = r.try_pick(&info).unwrap();
+                let addr = pick.subconn().addr().to_string();
+                pick.done(&DoneInfo {
+                    load: &load(&addr),
+                    ..DoneInfo::OK
+                });
+                addr
+            }
+            "borrowed" => {
+                let pick = r.try_pick_ref(&info).unwrap();
+                let addr = pick.subconn().addr().to_string();
+                pick.done(&DoneInfo {
+                    load: &load(&addr),
+                    ..DoneInfo::OK
+                });
+                addr
+            }
+            _ => {
+                let addr = r.try_pick_kept(&info).unwrap().addr().to_string();
+                assert!(r.finish_kept(&DoneInfo {
+                    load: &load(&addr),
+                    ..DoneInfo::OK
+                }));
+                addr
+            }
+        };
+        *seen.entry(addr).or_default() += 1;
+    }
+    seen
+}
+
+/// a:1's share of `seen`.
+fn share(seen: &HashMap<String, usize>) -> f64 {
+    let total: usize = seen.values().sum();
+    seen.get("a:1").copied().unwrap_or(0) as f64 / total as f64
+}
+
+#[test]
+fn every_kind_of_pick_reports_load_and_follows_the_weights() {
+    for kind in ["owned", "borrowed", "kept"] {
+        let (host, rt) = (Host::new(), Runtime::new().unwrap());
+        let ch = ready(&host, &rt);
+        let mut r = ch.reader();
+        // No weight yet: an even split.
+        let even = split(&mut r, kind, 1000);
+        assert!((share(&even) - 0.5).abs() < 0.02, "{kind}: {even:?}");
+        // Weights 1000 : 333 once the loop recomputes them (every 0.1 s),
+        // from the load reported through this kind of pick's done alone.
+        let deadline = Instant::now() + Duration::from_secs(10);
+        let weighted = loop {
+            let seen = split(&mut r, kind, 4000);
+            if (share(&seen) - 0.75).abs() < 0.02 {
+                break seen;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{kind}: never weighted: {seen:?}"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        };
+        assert_eq!(weighted.len(), 2, "{kind}: {weighted:?}");
+    }
+}
+
+#[test]
+fn a_kept_pick_done_without_load_leaves_the_weights_alone() {
+    let (host, rt) = (Host::new(), Runtime::new().unwrap());
+    let ch = ready(&host, &rt);
+    let mut r = ch.reader();
+    for _ in 0..2000 {
+        r.try_pick_kept(&PickInfo::default()).unwrap();
+        assert!(r.finish_kept(&DoneInfo::OK));
+    }
+    std::thread::sleep(Duration::from_millis(300));
+    let seen = split_plain(&mut r, 3000);
+    assert_eq!(seen["a:1"], seen["b:1"], "no load, no weights: {seen:?}");
+}
+
+/// `n` kept picks finished without load, by backend.
+fn split_plain(r: &mut Reader, n: usize) -> HashMap<String, usize> {
+    let mut seen: HashMap<String, usize> = HashMap::new();
+    for _ in 0..n {
+        let addr = r
+            .try_pick_kept(&PickInfo::default())
+            .unwrap()
+            .addr()
+            .to_string();
+        assert!(r.finish_kept(&DoneInfo::OK));
+        *seen.entry(addr).or_default() += 1;
+    }
+    seen
+}
