@@ -444,15 +444,16 @@ pub use balancer::picker::{
 };
 pub use balancer::rotation::{Rotation, RotationEntry};
 pub use balancer::{
-    Balancer, Builder, ClientConn, ClientConnState, LbConfig, SubConnState, TimerToken,
-    WorkScheduler,
+    Balancer, Builder, ClientConn, ClientConnState, LbConfig, LoadReportListener, OobListenerId,
+    SubConnState, TimerToken, WorkScheduler,
 };
 pub use call::{check_metadata, CallHandle, CallOptions, CallResult};
 pub use channel::{Channel, ChannelOptions, StateCallback, SubConnCallback};
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use connector::managed::ManagedConnector;
 pub use connector::{
-    Connector, ConnectorCtx, ExternalConnector, HostTransport, Notifier, TransportEvent,
+    Connector, ConnectorCtx, ExternalConnector, HostTransport, LoadMetrics, Notifier,
+    TransportEvent,
 };
 pub use error::Error;
 pub use policy::registry;
