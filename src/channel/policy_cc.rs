@@ -6,9 +6,7 @@ use super::shared::ChannelId;
 use crate::address::Address;
 use crate::balancer::picker::Picker;
 use crate::balancer::subconn::{SubConn, SubConnId};
-use crate::balancer::{
-    ClientConn, LoadReportListener, OobListenerId, TimerToken, WorkScheduler,
-};
+use crate::balancer::{ClientConn, LoadReportListener, OobListenerId, TimerToken, WorkScheduler};
 use crate::connectivity::ConnectivityState;
 use crate::runtime::{LoopContext, TimerKey};
 use crate::subchannel::SubchannelPool;

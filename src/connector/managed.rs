@@ -194,7 +194,10 @@ impl ManagedConnector {
             match stream.poll(&mut Context::from_waker(&c.waker)) {
                 None => return,
                 Some(OrcaEvent::Report(report)) => {
-                    ctx.report(sc, TransportEvent::LoadReport(LoadMetrics(report.metrics())));
+                    ctx.report(
+                        sc,
+                        TransportEvent::LoadReport(LoadMetrics(report.metrics())),
+                    );
                 }
                 Some(OrcaEvent::Ended(e)) => {
                     c.oob = None;

@@ -290,7 +290,10 @@ mod tests {
         let now = Instant::now();
         o.starting(p, now, &mut || 0.5);
         let mut logged = HashSet::new();
-        assert_eq!(o.ended(code::UNIMPLEMENTED, "no", ADDR, now, &mut logged), None);
+        assert_eq!(
+            o.ended(code::UNIMPLEMENTED, "no", ADDR, now, &mut logged),
+            None
+        );
         assert!(logged.contains(ADDR));
         // No retry while the connection lasts, whatever happens.
         assert_eq!(o.sync(true), Action::Keep);

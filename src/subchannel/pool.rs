@@ -214,7 +214,9 @@ impl SubchannelPool {
                     s.health.retry = Some(env.timers.schedule(at, self.channel, key));
                 }
                 match out.verdict {
-                    Some(Verdict::Healthy) if s.state != Ready => self.transition(id, Ready, None, env),
+                    Some(Verdict::Healthy) if s.state != Ready => {
+                        self.transition(id, Ready, None, env)
+                    }
                     Some(Verdict::Unhealthy(e)) if s.state != TransientFailure => {
                         self.transition(id, TransientFailure, Some(e), env);
                     }

@@ -49,6 +49,10 @@ pub struct UnaryResponse {
     pub trailers: HeaderMap,
 }
 
+/// The trailer that carries a per-call ORCA load report (decoded by
+/// `super::orca`, which names it `TRAILER`).
+pub(crate) const LOAD_REPORT_TRAILER: &str = "endpoint-load-metrics-bin";
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CallError {
     /// gRPC status code.
@@ -76,7 +80,7 @@ impl CallError {
     /// Keeps the load report in the server's trailers (or trailers-only
     /// headers) that came with this error.
     pub(crate) fn with_load_report(mut self, trailers: &HeaderMap) -> Self {
-        self.load_report = trailers.get(super::orca::TRAILER).cloned();
+        self.load_report = trailers.get(LOAD_REPORT_TRAILER).cloned();
         self
     }
 }

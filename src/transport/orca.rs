@@ -27,7 +27,7 @@ use super::h2conn::Handle;
 use super::stream::{ServerStream, StreamEvent};
 
 /// The trailer that carries a per-call load report.
-pub const TRAILER: &str = "endpoint-load-metrics-bin";
+pub const TRAILER: &str = super::grpc::LOAD_REPORT_TRAILER;
 
 /// `xds.data.orca.v3.OrcaLoadReport` (xds/data/orca/v3/orca_load_report.proto).
 #[derive(Clone, PartialEq, prost::Message)]
@@ -244,6 +244,22 @@ mod tests {
         .map(|(k, v)| (k.to_string(), *v))
         .collect();
         assert_eq!(m, want);
+    }
+
+    #[test]
+    fn the_oob_request_carries_the_interval_as_a_proto_duration() {
+        let req = OrcaLoadReportRequest::every(Duration::from_millis(2500));
+        let bytes = req.encode_to_vec();
+        // report_interval (field 1) { seconds: 2, nanos: 500,000,000 }.
+        assert_eq!(&bytes[..4], &[0x0a, 8, 0x08, 2]);
+        let back = OrcaLoadReportRequest::decode(bytes.as_slice()).unwrap();
+        assert_eq!(
+            back.report_interval,
+            Some(ProtoDuration {
+                seconds: 2,
+                nanos: 500_000_000
+            })
+        );
     }
 
     #[test]

@@ -92,7 +92,10 @@ fn oob_reports_shift_traffic_to_the_less_loaded_backend() {
         }
         std::thread::sleep(Duration::from_millis(50));
     };
-    assert!(counts[0] >= 150, "backend 0 is now the light one: {counts:?}");
+    assert!(
+        counts[0] >= 150,
+        "backend 0 is now the light one: {counts:?}"
+    );
     // Snapshots count calls, and the streams are none of them.
     let snap = ch.snapshot().unwrap();
     let started: u64 = snap.subchannels.iter().map(|s| s.calls_started).sum();

@@ -126,7 +126,12 @@ pub(crate) async fn handle(
             "unknown service grpc.health.v1.Health",
         );
     }
-    if shared.no_orca && parts.uri.path().starts_with("/xds.service.orca.v3.OpenRcaService/") {
+    if shared.no_orca
+        && parts
+            .uri
+            .path()
+            .starts_with("/xds.service.orca.v3.OpenRcaService/")
+    {
         shared.orca_streams.fetch_add(1, Ordering::Relaxed);
         return trailers_only(
             &mut respond,

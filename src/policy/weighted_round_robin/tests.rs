@@ -243,8 +243,7 @@ fn oob_reports_weigh_the_endpoints_with_no_per_call_report_at_all() {
     });
     let (mut cc, mut wrr) = ready(3, config);
     // One listener per READY endpoint, on its subchannel, at the period.
-    let mut want: Vec<(SubConnId, Duration)> =
-        (0..3).map(|i| (sc(&cc, i), 2 * SECOND)).collect();
+    let mut want: Vec<(SubConnId, Duration)> = (0..3).map(|i| (sc(&cc, i), 2 * SECOND)).collect();
     let mut got = cc.oob_listeners();
     got.sort();
     want.sort();
@@ -267,9 +266,7 @@ fn oob_reports_weigh_the_endpoints_with_no_per_call_report_at_all() {
 
 #[test]
 fn oob_listeners_follow_ready_the_config_and_the_policys_life() {
-    let on = |period: &str| {
-        serde_json::json!({"enableOobLoadReport": true, "oobReportingPeriod": period})
-    };
+    let on = |period: &str| serde_json::json!({"enableOobLoadReport": true, "oobReportingPeriod": period});
     let (mut cc, mut wrr) = ready(3, on("10s"));
     assert_eq!(cc.oob_listeners().len(), 3);
     // An endpoint that leaves READY stops listening; back READY, it listens again.
@@ -294,7 +291,12 @@ fn oob_listeners_follow_ready_the_config_and_the_policys_life() {
     update(&mut cc, &mut *wrr, 2, on("3s"));
     assert_eq!(cc.oob_listeners().len(), 2);
     // OOB switched off: no listener; per-call reports count again.
-    update(&mut cc, &mut *wrr, 2, serde_json::json!({"blackoutPeriod": "0s"}));
+    update(
+        &mut cc,
+        &mut *wrr,
+        2,
+        serde_json::json!({"blackoutPeriod": "0s"}),
+    );
     assert!(cc.oob_listeners().is_empty());
     report(&cc, 300, qps_load(&[1.0, 3.0]));
     cc.advance(&mut *wrr, SECOND);
@@ -302,7 +304,10 @@ fn oob_listeners_follow_ready_the_config_and_the_policys_life() {
     update(&mut cc, &mut *wrr, 2, on("3s"));
     assert_eq!(cc.oob_listeners().len(), 2);
     cc.close(&mut *wrr);
-    assert!(cc.oob_listeners().is_empty(), "close unregisters every listener");
+    assert!(
+        cc.oob_listeners().is_empty(),
+        "close unregisters every listener"
+    );
 }
 
 #[test]
