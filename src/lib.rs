@@ -23,7 +23,9 @@
 //!   ([`TransportConfig`]); a host stack that owns its transports passes an
 //!   [`ExternalConnector`] over its [`HostTransport`] and reports each
 //!   subchannel's state with [`Channel::report_subconn_state`].
-//! - Policies: `pick_first`, `round_robin`, `weighted_round_robin`,
+//! - Policies: `pick_first`, `round_robin`, `weighted_round_robin` (with
+//!   ORCA load reports per call or out of band, see
+//!   [`ClientConn::register_oob_listener`]),
 //!   `least_request_experimental`, `ring_hash_experimental`, `random` and
 //!   `outlier_detection_experimental` (around any child policy) are built
 //!   in; your own is a
