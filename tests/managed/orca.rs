@@ -232,3 +232,33 @@ fn an_orca_stream_does_not_keep_the_channel_out_of_idle() {
     wait_until("the connection closed", || server.connections() == 0);
     assert_eq!(server.in_flight(), 0, "the stream went with it");
 }
+
+/// The stream lives while it is wanted: a config that switches OOB off
+/// closes it (the connection stays), switching it on opens a new one, and
+/// a removed endpoint's goes with its connection.
+#[test]
+fn the_stream_follows_the_config_and_the_endpoints() {
+    let servers = start_servers_with(2, fast_orca());
+    let rt = Runtime::new().unwrap();
+    let ch = channel(&rt, &target(&servers), Some(&wrr(true)), plaintext());
+    warm_up(&mut ch.reader(), 2);
+    let streaming = |s: &TestServer, opened: u64| s.orca_streams() == opened && s.in_flight() == 1;
+    wait_until("both streams open", || {
+        servers.iter().all(|s| streaming(s, 1))
+    });
+    ch.update_service_config(&wrr(false)).unwrap();
+    wait_until("both streams closed", || {
+        servers.iter().all(|s| s.in_flight() == 0)
+    });
+    assert!(servers.iter().all(|s| s.connections() == 1));
+    ch.update_service_config(&wrr(true)).unwrap();
+    wait_until("both streams open again", || {
+        servers.iter().all(|s| streaming(s, 2))
+    });
+    ch.update_addresses(vec![Address::new(servers[1].addr().to_string())])
+        .unwrap();
+    wait_until("backend 0's connection closed", || {
+        servers[0].connections() == 0 && servers[0].in_flight() == 0
+    });
+    assert!(streaming(&servers[1], 2), "backend 1's stream stays");
+}
