@@ -217,6 +217,15 @@ impl Course {
             }
             Err(e) => {
                 let code = Code::from_u32(e.code).unwrap_or(Code::Unknown);
+                // A server may attach its load report to an error status
+                // (gRFC A51): it counts as much as one on an OK response.
+                let load = e
+                    .load_report
+                    .as_ref()
+                    .and_then(orca::OrcaLoadReport::from_value)
+                    .map(|r| r.metrics())
+                    .unwrap_or_default();
+                let load: Vec<(&str, f64)> = load.iter().map(|(k, v)| (k.as_str(), *v)).collect();
                 finish(
                     pick,
                     &DoneInfo {
@@ -229,7 +238,7 @@ impl Course {
                             code
                         },
                         latency,
-                        load: &[],
+                        load: &load,
                     },
                 );
                 if e.transparent_retry_ok && !self.retried {

@@ -23,7 +23,9 @@
 //!   ([`TransportConfig`]); a host stack that owns its transports passes an
 //!   [`ExternalConnector`] over its [`HostTransport`] and reports each
 //!   subchannel's state with [`Channel::report_subconn_state`].
-//! - Policies: `pick_first`, `round_robin`, `weighted_round_robin`,
+//! - Policies: `pick_first`, `round_robin`, `weighted_round_robin` (with
+//!   ORCA load reports per call or out of band, see
+//!   [`ClientConn::register_oob_listener`]),
 //!   `least_request_experimental`, `ring_hash_experimental`, `random` and
 //!   `outlier_detection_experimental` (around any child policy) are built
 //!   in; your own is a
@@ -444,15 +446,16 @@ pub use balancer::picker::{
 };
 pub use balancer::rotation::{Rotation, RotationEntry};
 pub use balancer::{
-    Balancer, Builder, ClientConn, ClientConnState, LbConfig, SubConnState, TimerToken,
-    WorkScheduler,
+    Balancer, Builder, ClientConn, ClientConnState, LbConfig, LoadReportListener, OobListenerId,
+    SubConnState, TimerToken, WorkScheduler,
 };
 pub use call::{check_metadata, CallHandle, CallOptions, CallResult};
 pub use channel::{Channel, ChannelOptions, StateCallback, SubConnCallback};
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use connector::managed::ManagedConnector;
 pub use connector::{
-    Connector, ConnectorCtx, ExternalConnector, HostTransport, Notifier, TransportEvent,
+    Connector, ConnectorCtx, ExternalConnector, HostTransport, LoadMetrics, Notifier,
+    TransportEvent,
 };
 pub use error::Error;
 pub use policy::registry;

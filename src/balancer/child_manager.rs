@@ -13,8 +13,8 @@ use crate::address::{Address, Endpoint};
 use crate::balancer::picker::{Picker, QueuePicker};
 use crate::balancer::subconn::{SubConn, SubConnId};
 use crate::balancer::{
-    Balancer, Builder, ClientConn, ClientConnState, LbConfig, SubConnState, TimerToken,
-    WorkScheduler,
+    Balancer, Builder, ClientConn, ClientConnState, LbConfig, LoadReportListener, OobListenerId,
+    SubConnState, TimerToken, WorkScheduler,
 };
 use crate::connectivity::ConnectivityState;
 use std::collections::{HashMap, HashSet};
@@ -487,6 +487,17 @@ impl ClientConn for ChildClientConn<'_> {
     }
     fn random(&mut self) -> u64 {
         self.parent.random()
+    }
+    fn register_oob_listener(
+        &mut self,
+        sc: SubConnId,
+        period: Duration,
+        listener: Arc<dyn LoadReportListener>,
+    ) -> OobListenerId {
+        self.parent.register_oob_listener(sc, period, listener)
+    }
+    fn unregister_oob_listener(&mut self, id: OobListenerId) {
+        self.parent.unregister_oob_listener(id)
     }
     fn work_scheduler(&self) -> WorkScheduler {
         let parent = self.parent.work_scheduler();

@@ -165,7 +165,42 @@ pub trait ClientConn {
     /// A handle this policy's pickers (any thread) use to have
     /// `Balancer::work` called on this policy, on the loop, soon.
     fn work_scheduler(&self) -> WorkScheduler;
+
+    /// Asks for `sc`'s out-of-band load reports (gRFC A51; gRPC-Go's
+    /// `orca.RegisterOOBListener`): while the subchannel is READY, the
+    /// channel keeps an ORCA `StreamCoreMetrics` stream open on its
+    /// connection asking for a report every `period`, and hands each
+    /// report to `listener`. With several listeners on one subchannel the
+    /// smallest period wins. The stream needs the library's own
+    /// connections: on a channel whose host owns the transports nothing is
+    /// ever reported (the host feeds load through `done`). Registration
+    /// outlives state changes; it ends with `unregister_oob_listener` or
+    /// the subchannel's shutdown.
+    fn register_oob_listener(
+        &mut self,
+        sc: SubConnId,
+        period: Duration,
+        listener: Arc<dyn LoadReportListener>,
+    ) -> OobListenerId;
+
+    /// Ends a registration; the stream closes with the last one. Unknown
+    /// ids (already ended, or their subchannel gone) are ignored.
+    fn unregister_oob_listener(&mut self, id: OobListenerId);
 }
+
+/// Receives a subchannel's out-of-band load reports (gRPC's
+/// `orca.OOBListener`). Called on the loop thread, once per report, with
+/// the report's named metrics (the names `DoneInfo::load` uses: see
+/// `crate::transport`'s ORCA module): keep it short and non-blocking.
+pub trait LoadReportListener: Send + Sync {
+    /// One report arrived.
+    fn on_load_report(&self, load: &[(&str, f64)]);
+}
+
+/// One `ClientConn::register_oob_listener` registration, unique within
+/// its channel.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct OobListenerId(pub u64);
 
 /// Asks the loop to call one policy's `Balancer::work` (gRPC's
 /// `WorkScheduler`): how a picker, which may not touch policy state, gets

@@ -28,7 +28,8 @@ use crate::address::Address;
 use crate::balancer::picker::{DoneInfo, PickInfo, PickLocal, PickResult, Picker};
 use crate::balancer::subconn::{SubConn, SubConnId};
 use crate::balancer::{
-    Balancer, ClientConn, ClientConnState, SubConnState, TimerToken, WorkScheduler,
+    Balancer, ClientConn, ClientConnState, LoadReportListener, OobListenerId, SubConnState,
+    TimerToken, WorkScheduler,
 };
 use crate::connectivity::ConnectivityState;
 use crate::status::Status;
@@ -79,6 +80,16 @@ pub struct TestClientConn {
     work: Arc<AtomicUsize>,
     work_requests: Arc<AtomicUsize>,
     local: PickLocal,
+    next_oob: u64,
+    /// Out-of-band listeners registered and not unregistered.
+    oob: BTreeMap<OobListenerId, OobRegistration>,
+}
+
+/// One `register_oob_listener` call the policy made and has not undone.
+struct OobRegistration {
+    subconn: SubConnId,
+    period: Duration,
+    listener: Arc<dyn LoadReportListener>,
 }
 
 impl Default for TestClientConn {
@@ -118,6 +129,8 @@ impl TestClientConn {
             cancelled: Vec::new(),
             now: Instant::now(),
             rng: PickLocal::new(0x9e37_79b9_7f4a_7c15),
+            next_oob: 1,
+            oob: BTreeMap::new(),
             work: Arc::new(AtomicUsize::new(0)),
             work_requests: Arc::new(AtomicUsize::new(0)),
             local: PickLocal::new(1),
@@ -367,6 +380,24 @@ impl TestClientConn {
         }
     }
 
+    /// The out-of-band listeners registered now: (subchannel, period), in
+    /// registration order.
+    pub fn oob_listeners(&self) -> Vec<(SubConnId, Duration)> {
+        self.oob.values().map(|r| (r.subconn, r.period)).collect()
+    }
+
+    /// Delivers one out-of-band load report for `sc` to every listener
+    /// registered on it, as the channel's ORCA stream would; returns how
+    /// many heard it.
+    pub fn oob_report(&mut self, sc: SubConnId, load: &[(&str, f64)]) -> usize {
+        let mut heard = 0;
+        for r in self.oob.values().filter(|r| r.subconn == sc) {
+            r.listener.on_load_report(load);
+            heard += 1;
+        }
+        heard
+    }
+
     /// `n` picks' subchannels, in order (`None` for a pick that did not
     /// complete).
     pub fn picks(&mut self, n: usize) -> Vec<Option<SubConnId>> {
@@ -394,6 +425,8 @@ impl ClientConn for TestClientConn {
 
     fn shutdown_subconn(&mut self, sc: SubConnId) {
         if self.subconn(sc).is_some() && !self.shutdowns.contains(&sc) {
+            // As in a channel: its out-of-band registrations go with it.
+            self.oob.retain(|_, r| r.subconn != sc);
             self.shutdowns.push(sc);
             self.unannounced.push(sc);
         }
@@ -429,6 +462,29 @@ impl ClientConn for TestClientConn {
     /// one picks use.
     fn random(&mut self) -> u64 {
         self.rng.random()
+    }
+
+    fn register_oob_listener(
+        &mut self,
+        sc: SubConnId,
+        period: Duration,
+        listener: Arc<dyn LoadReportListener>,
+    ) -> OobListenerId {
+        let id = OobListenerId(self.next_oob);
+        self.next_oob += 1;
+        self.oob.insert(
+            id,
+            OobRegistration {
+                subconn: sc,
+                period,
+                listener,
+            },
+        );
+        id
+    }
+
+    fn unregister_oob_listener(&mut self, id: OobListenerId) {
+        self.oob.remove(&id);
     }
 
     fn work_scheduler(&self) -> WorkScheduler {

@@ -650,6 +650,7 @@ mod tests {
             crate::subchannel::BACKOFF_TIMER,
             crate::subchannel::CONNECT_DEADLINE_TIMER,
             crate::subchannel::HEALTH_RETRY_TIMER,
+            crate::subchannel::OOB_RETRY_TIMER,
             BALANCER_TIMER,
             CALL_TIMER,
             IDLE_TIMER,

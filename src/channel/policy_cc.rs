@@ -6,7 +6,7 @@ use super::shared::ChannelId;
 use crate::address::Address;
 use crate::balancer::picker::Picker;
 use crate::balancer::subconn::{SubConn, SubConnId};
-use crate::balancer::{ClientConn, TimerToken, WorkScheduler};
+use crate::balancer::{ClientConn, LoadReportListener, OobListenerId, TimerToken, WorkScheduler};
 use crate::connectivity::ConnectivityState;
 use crate::runtime::{LoopContext, TimerKey};
 use crate::subchannel::SubchannelPool;
@@ -82,5 +82,18 @@ impl ClientConn for PolicyClientConn<'_> {
 
     fn work_scheduler(&self) -> WorkScheduler {
         self.work.clone()
+    }
+
+    fn register_oob_listener(
+        &mut self,
+        sc: SubConnId,
+        period: Duration,
+        listener: Arc<dyn LoadReportListener>,
+    ) -> OobListenerId {
+        self.subs.register_oob(sc, period, listener, self.env)
+    }
+
+    fn unregister_oob_listener(&mut self, id: OobListenerId) {
+        self.subs.unregister_oob(id, self.env);
     }
 }

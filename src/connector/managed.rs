@@ -12,10 +12,17 @@
 //! TRANSIENT_FAILURE, UNIMPLEMENTED, when to retry — is the subchannel's
 //! call (`crate::subchannel`). Health never closes the connection; a
 //! GOAWAY, a drain or a loss cancels the Watch with it.
+//!
+//! Out-of-band load reports (gRFC A51) are the same shape: when the
+//! subchannel asks (`Connector::start_load_reports`), an ORCA
+//! `StreamCoreMetrics` stream is opened on the READY connection, and each
+//! report is passed on as named metrics (`LoadReport`), its end as
+//! `LoadReportStreamEnded`; retries and UNIMPLEMENTED are the subchannel's.
 
 use crate::balancer::subconn::{SubConn, SubConnId};
-use crate::connector::{Connector, ConnectorCtx, TransportEvent};
+use crate::connector::{Connector, ConnectorCtx, LoadMetrics, TransportEvent};
 use crate::trace;
+use crate::transport::orca::{OrcaEvent, OrcaStream};
 use crate::transport::{
     code, Connection, HealthWatch, Keepalive, Limits, Progress, Target, TlsClient, TransportConfig,
     WatchEvent,
@@ -24,7 +31,7 @@ use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::task::{Context, Waker};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 struct Conn {
     sc: Arc<SubConn>,
@@ -39,6 +46,9 @@ struct Conn {
     /// The open health Watch (`Connector::start_health`), until it ends or
     /// is stopped.
     watch: Option<HealthWatch>,
+    /// The open ORCA stream (`Connector::start_load_reports`), until it
+    /// ends or is stopped.
+    oob: Option<OrcaStream>,
 }
 
 /// The library's own connections: TCP or Unix sockets, TLS (rustls) and
@@ -89,6 +99,7 @@ impl ManagedConnector {
             ctx.cancel_timer(id);
         }
         c.watch = None;
+        c.oob = None;
         if self.active.get(&c.sc.id()) == Some(&key) {
             self.active.remove(&c.sc.id());
             c.sc.set_transport(None);
@@ -146,6 +157,7 @@ impl ManagedConnector {
                     c.sc.set_transport(None);
                     c.ready = false;
                     c.watch = None;
+                    c.oob = None;
                     ctx.report(sc, TransportEvent::Lost("server sent GOAWAY".into()));
                 }
             }
@@ -166,6 +178,38 @@ impl ManagedConnector {
             let p = f(&mut c.conn);
             self.progress(key, p, ctx);
             self.poll_health(key, ctx);
+            self.poll_load_reports(key, ctx);
+        }
+    }
+
+    /// Takes every report the connection's ORCA stream has ready and
+    /// passes it on as named metrics; the subchannel hands them out.
+    fn poll_load_reports(&mut self, key: u64, ctx: &mut ConnectorCtx<'_>) {
+        let Some(c) = self.conns.get_mut(&key) else {
+            return;
+        };
+        let sc = c.sc.id();
+        // Bounded: a stream yields each buffered report once, then `None`.
+        while let Some(stream) = c.oob.as_mut() {
+            match stream.poll(&mut Context::from_waker(&c.waker)) {
+                None => return,
+                Some(OrcaEvent::Report(report)) => {
+                    ctx.report(
+                        sc,
+                        TransportEvent::LoadReport(LoadMetrics(report.metrics())),
+                    );
+                }
+                Some(OrcaEvent::Ended(e)) => {
+                    c.oob = None;
+                    ctx.report(
+                        sc,
+                        TransportEvent::LoadReportStreamEnded {
+                            code: e.code,
+                            message: e.message,
+                        },
+                    );
+                }
+            }
         }
     }
 
@@ -250,6 +294,7 @@ impl Connector for ManagedConnector {
                         timer: None,
                         ready: false,
                         watch: None,
+                        oob: None,
                     },
                 );
                 self.active.insert(sc.id(), key);
@@ -282,6 +327,7 @@ impl Connector for ManagedConnector {
             if c.conn.drain() {
                 c.ready = false;
                 c.watch = None;
+                c.oob = None;
                 self.drive(key, ctx, Connection::on_event);
             } else {
                 self.close(key, ctx);
@@ -344,6 +390,51 @@ impl Connector for ManagedConnector {
             .and_then(|k| self.conns.get_mut(k))
         {
             c.watch = None;
+        }
+    }
+
+    /// Opens an ORCA stream on `sc`'s READY connection (first time, retry,
+    /// or a new period). A subchannel without one hears that as a stream
+    /// that ended UNAVAILABLE.
+    fn start_load_reports(
+        &mut self,
+        sc: &Arc<SubConn>,
+        period: Duration,
+        ctx: &mut ConnectorCtx<'_>,
+    ) -> bool {
+        let ready = self.active.get(&sc.id()).copied().and_then(|key| {
+            let c = self.conns.get(&key).filter(|c| c.ready)?;
+            Some((key, c.conn.send_handle()?))
+        });
+        let ended = |ctx: &mut ConnectorCtx<'_>, code, message| {
+            ctx.report(
+                sc.id(),
+                TransportEvent::LoadReportStreamEnded { code, message },
+            )
+        };
+        let Some((key, handle)) = ready else {
+            ended(ctx, code::UNAVAILABLE, "connection is not ready".into());
+            return true;
+        };
+        match OrcaStream::start(&handle, period) {
+            Ok(stream) => {
+                if let Some(c) = self.conns.get_mut(&key) {
+                    c.oob = Some(stream);
+                }
+                self.poll_load_reports(key, ctx);
+            }
+            Err(e) => ended(ctx, e.code, e.message),
+        }
+        true
+    }
+
+    fn stop_load_reports(&mut self, sc: &Arc<SubConn>, _: &mut ConnectorCtx<'_>) {
+        if let Some(c) = self
+            .active
+            .get(&sc.id())
+            .and_then(|k| self.conns.get_mut(k))
+        {
+            c.oob = None;
         }
     }
 

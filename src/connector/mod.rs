@@ -18,7 +18,7 @@ pub use external::{ExternalConnector, HostTransport};
 use crate::balancer::subconn::{SubConn, SubConnId};
 use crate::runtime::{LoopContext, LoopHandle, TaskId, TimerKey};
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 /// What a transport did. Connectivity (`Ready`, `Failed`, `Lost`) and health
 /// (the rest) are reported apart: the subchannel combines them
@@ -55,7 +55,39 @@ pub enum TransportEvent {
         /// Its message.
         message: String,
     },
+    /// The out-of-band ORCA stream (`Connector::start_load_reports`)
+    /// delivered a report, as named metrics: the subchannel hands it to
+    /// its listeners.
+    LoadReport(LoadMetrics),
+    /// The out-of-band ORCA stream ended with this gRPC status.
+    /// UNIMPLEMENTED means the server has no ORCA service: not retried on
+    /// this connection. Anything else: the subchannel asks for a new
+    /// stream after its backoff.
+    LoadReportStreamEnded {
+        /// The gRPC status code the stream ended with.
+        code: u32,
+        /// Its message.
+        message: String,
+    },
 }
+
+/// One load report's named metrics (`TransportEvent::LoadReport`). Equal
+/// when every name and value is bit for bit the same.
+#[derive(Clone, Debug, Default)]
+pub struct LoadMetrics(pub Vec<(String, f64)>);
+
+impl PartialEq for LoadMetrics {
+    fn eq(&self, other: &LoadMetrics) -> bool {
+        self.0.len() == other.0.len()
+            && self
+                .0
+                .iter()
+                .zip(&other.0)
+                .all(|((a, x), (b, y))| a == b && x.to_bits() == y.to_bits())
+    }
+}
+
+impl Eq for LoadMetrics {}
 
 /// The kind of the timers connectors arm (`ConnectorCtx::schedule_timer`).
 pub(crate) const TIMER_KIND: u8 = 1;
@@ -190,6 +222,29 @@ pub trait Connector: Send {
     /// called when the transport ends or the subchannel shuts down: the
     /// check goes with its transport.
     fn stop_health(&mut self, _sc: &Arc<SubConn>, _ctx: &mut ConnectorCtx<'_>) {}
+
+    /// Out-of-band load reports (gRFC A51) are wanted for `sc`, which is
+    /// READY: open an ORCA `StreamCoreMetrics` stream on its connection
+    /// asking for a report every `period`, and report what it delivers
+    /// (`LoadReport`, `LoadReportStreamEnded`). Called again to retry an
+    /// ended stream, and after `stop_load_reports` when the period
+    /// changes. Returns whether this connector can open such streams at
+    /// all: `false` (the default, a host's transports) and no report ever
+    /// comes.
+    fn start_load_reports(
+        &mut self,
+        _sc: &Arc<SubConn>,
+        _period: Duration,
+        _ctx: &mut ConnectorCtx<'_>,
+    ) -> bool {
+        false
+    }
+
+    /// Close the stream `start_load_reports` opened on `sc`'s connection
+    /// (the subchannel left READY, no listener is left, or the period
+    /// changed). Not called when the transport ends or the subchannel
+    /// shuts down: the stream goes with its transport.
+    fn stop_load_reports(&mut self, _sc: &Arc<SubConn>, _ctx: &mut ConnectorCtx<'_>) {}
 
     /// Whether the loop should enforce connect deadlines (false when the host does).
     fn enforces_deadline(&self) -> bool {

@@ -139,9 +139,11 @@ impl HealthCheck {
             TransportEvent::HealthStreamEnded { code, message } => {
                 return self.ended(code, &message, addr, now, logged_unimplemented)
             }
-            TransportEvent::Ready | TransportEvent::Failed(_) | TransportEvent::Lost(_) => {
-                return Outcome::default()
-            }
+            TransportEvent::Ready
+            | TransportEvent::Failed(_)
+            | TransportEvent::Lost(_)
+            | TransportEvent::LoadReport(_)
+            | TransportEvent::LoadReportStreamEnded { .. } => return Outcome::default(),
         };
         self.got_status = true;
         Outcome {

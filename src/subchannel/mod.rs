@@ -13,8 +13,16 @@
 //! connection or arming a connection backoff; losing the connection is IDLE,
 //! from either. A connector that cannot check health says so, and its
 //! connected subchannels are READY.
+//!
+//! Out-of-band load reports (gRFC A51, `oob`) ride the same way: a policy
+//! registers listeners on a subchannel (`ClientConn::register_oob_listener`),
+//! and while it is READY the subchannel asks the connector to keep an ORCA
+//! stream open (`Connector::start_load_reports`) and hands its reports to
+//! the listeners. The stream is not a call: the channel's call counts
+//! (idleness, snapshots) never see it.
 
 mod health;
+mod oob;
 mod pool;
 
 pub(crate) use pool::SubchannelPool;
@@ -24,3 +32,5 @@ pub(crate) const BACKOFF_TIMER: u8 = 2;
 pub(crate) const CONNECT_DEADLINE_TIMER: u8 = 3;
 /// A broken health stream's retry is due.
 pub(crate) const HEALTH_RETRY_TIMER: u8 = 7;
+/// An ended out-of-band ORCA stream's retry is due.
+pub(crate) const OOB_RETRY_TIMER: u8 = 9;

@@ -5,17 +5,19 @@
 use crate::address::Address;
 use crate::backoff::{Backoff, BackoffConfig};
 use crate::balancer::subconn::{SubConn, SubConnId};
-use crate::balancer::SubConnState;
+use crate::balancer::{LoadReportListener, OobListenerId, SubConnState};
 use crate::connectivity::ConnectivityState;
 use crate::connector::{Connector, ConnectorCtx, TransportEvent};
 use crate::runtime::{LoopContext, TaskId, TimerKey};
 use crate::snapshot::SubchannelSnapshot;
 use crate::trace;
-use std::collections::{BTreeMap, HashSet, VecDeque};
+use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 use std::sync::Arc;
+use std::time::Duration;
 
 use super::health::{HealthCheck, Verdict};
-use super::{BACKOFF_TIMER, CONNECT_DEADLINE_TIMER, HEALTH_RETRY_TIMER};
+use super::oob::{Action, OobReports};
+use super::{BACKOFF_TIMER, CONNECT_DEADLINE_TIMER, HEALTH_RETRY_TIMER, OOB_RETRY_TIMER};
 
 const TIMED_OUT: &str = "connection attempt timed out";
 
@@ -30,6 +32,8 @@ struct Subchannel {
     connected: bool,
     /// Its health checking (gRFC A17), while connected.
     health: HealthCheck,
+    /// Its out-of-band load reports (gRFC A51): listeners and stream.
+    oob: OobReports,
     /// The latest error (for snapshots; kept after recovery).
     last_error: Option<String>,
 }
@@ -51,6 +55,13 @@ pub(crate) struct SubchannelPool {
     logged_unimplemented: HashSet<String>,
     /// Whether "the connector cannot check health" was logged.
     logged_no_health: bool,
+    /// Which subchannel each out-of-band listener is registered on.
+    oob_owners: HashMap<OobListenerId, SubConnId>,
+    next_oob: u64,
+    /// Addresses already logged as lacking the ORCA service.
+    logged_no_orca: HashSet<String>,
+    /// Whether "the connector cannot open ORCA streams" was logged.
+    logged_no_oob: bool,
 }
 
 impl SubchannelPool {
@@ -70,6 +81,10 @@ impl SubchannelPool {
             health_service: None,
             logged_unimplemented: HashSet::new(),
             logged_no_health: false,
+            oob_owners: HashMap::new(),
+            next_oob: 1,
+            logged_no_orca: HashSet::new(),
+            logged_no_oob: false,
         }
     }
 
@@ -86,6 +101,7 @@ impl SubchannelPool {
                 timer: None,
                 connected: false,
                 health: HealthCheck::new(self.backoff),
+                oob: OobReports::new(self.backoff),
                 last_error: None,
             },
         );
@@ -113,7 +129,7 @@ impl SubchannelPool {
             ));
         }
         let sc = s.sc.clone();
-        self.transition(id, ConnectivityState::Connecting, None);
+        self.transition(id, ConnectivityState::Connecting, None, env);
         self.with_connector(env, |c, ctx| c.connect(&sc, deadline, ctx));
     }
 
@@ -121,8 +137,14 @@ impl SubchannelPool {
         let Some(mut s) = self.map.remove(&id) else {
             return;
         };
-        for t in [s.timer, s.health.stop()].into_iter().flatten() {
+        for t in [s.timer, s.health.stop(), s.oob.connection_ended()]
+            .into_iter()
+            .flatten()
+        {
             env.timers.cancel(t);
+        }
+        for l in s.oob.ids() {
+            self.oob_owners.remove(&l);
         }
         self.with_connector(env, |c, ctx| c.shutdown(&s.sc, ctx));
         log::info!(
@@ -174,7 +196,7 @@ impl SubchannelPool {
                     // CONNECTING until the first verdict (gRFC A17).
                     self.start_health(id, env);
                 } else {
-                    self.transition(id, Ready, None);
+                    self.transition(id, Ready, None, env);
                 }
             }
             TransportEvent::Healthy
@@ -192,20 +214,42 @@ impl SubchannelPool {
                     s.health.retry = Some(env.timers.schedule(at, self.channel, key));
                 }
                 match out.verdict {
-                    Some(Verdict::Healthy) if s.state != Ready => self.transition(id, Ready, None),
+                    Some(Verdict::Healthy) if s.state != Ready => {
+                        self.transition(id, Ready, None, env)
+                    }
                     Some(Verdict::Unhealthy(e)) if s.state != TransientFailure => {
-                        self.transition(id, TransientFailure, Some(e));
+                        self.transition(id, TransientFailure, Some(e), env);
                     }
                     _ => {}
                 }
             }
+            TransportEvent::LoadReport(metrics) if s.connected => {
+                let load: Vec<(&str, f64)> =
+                    metrics.0.iter().map(|(k, v)| (k.as_str(), *v)).collect();
+                for listener in s.oob.report() {
+                    listener.on_load_report(&load);
+                }
+            }
+            TransportEvent::LoadReportStreamEnded { code, message } if s.connected => {
+                let now = env.clock.now();
+                let at = s
+                    .oob
+                    .ended(code, &message, s.sc.addr(), now, &mut self.logged_no_orca);
+                if let Some(at) = at {
+                    let key = TimerKey::new(OOB_RETRY_TIMER, id.0);
+                    s.oob.retry = Some(env.timers.schedule(at, self.channel, key));
+                }
+            }
             TransportEvent::Lost(e) | TransportEvent::Failed(e) if s.connected => {
                 s.connected = false;
-                if let Some(t) = s.health.stop() {
+                for t in [s.health.stop(), s.oob.connection_ended()]
+                    .into_iter()
+                    .flatten()
+                {
                     env.timers.cancel(t);
                 }
                 self.resolve_requested = true;
-                self.transition(id, ConnectivityState::Idle, Some(e));
+                self.transition(id, ConnectivityState::Idle, Some(e), env);
             }
             TransportEvent::Failed(e) | TransportEvent::Lost(e) if s.state == Connecting => {
                 self.fail(id, e, env);
@@ -248,7 +292,7 @@ impl SubchannelPool {
         };
         s.health.unsupported();
         if s.state != ConnectivityState::Ready {
-            self.transition(id, ConnectivityState::Ready, None);
+            self.transition(id, ConnectivityState::Ready, None, env);
         }
     }
 
@@ -262,7 +306,7 @@ impl SubchannelPool {
                 };
                 s.timer = None;
                 if s.state == ConnectivityState::TransientFailure && !s.connected {
-                    self.transition(id, ConnectivityState::Idle, None);
+                    self.transition(id, ConnectivityState::Idle, None, env);
                 }
             }
             HEALTH_RETRY_TIMER => {
@@ -272,6 +316,16 @@ impl SubchannelPool {
                 s.health.retry = None;
                 if s.connected && s.health.is_retrying() {
                     self.start_health(id, env);
+                }
+            }
+            OOB_RETRY_TIMER => {
+                let Some(s) = self.map.get_mut(&id) else {
+                    return;
+                };
+                if let Some(period) = s.oob.retry_due() {
+                    if s.connected && s.state == ConnectivityState::Ready {
+                        self.start_oob(id, period, env);
+                    }
                 }
             }
             CONNECT_DEADLINE_TIMER => {
@@ -325,8 +379,97 @@ impl SubchannelPool {
                 .is_some_and(|s| s.connected && s.state != ConnectivityState::Ready)
             {
                 // No more verdicts: usable as it is.
-                self.transition(id, ConnectivityState::Ready, None);
+                self.transition(id, ConnectivityState::Ready, None, env);
             }
+        }
+    }
+
+    /// Registers a policy's out-of-band load report listener on `sc` (see
+    /// `ClientConn::register_oob_listener`); a stream starts if it is READY.
+    /// An unknown subchannel (already shut down) gets an id that does nothing.
+    pub(crate) fn register_oob(
+        &mut self,
+        sc: SubConnId,
+        period: Duration,
+        listener: Arc<dyn LoadReportListener>,
+        env: &mut LoopContext,
+    ) -> OobListenerId {
+        let id = OobListenerId(self.next_oob);
+        self.next_oob += 1;
+        if let Some(s) = self.map.get_mut(&sc) {
+            s.oob.add(id, period, listener);
+            self.oob_owners.insert(id, sc);
+            self.sync_oob(sc, env);
+        }
+        id
+    }
+
+    /// Ends a registration; the stream stops or slows with it.
+    pub(crate) fn unregister_oob(&mut self, id: OobListenerId, env: &mut LoopContext) {
+        let Some(sc) = self.oob_owners.remove(&id) else {
+            return;
+        };
+        if let Some(s) = self.map.get_mut(&sc) {
+            s.oob.remove(id);
+            self.sync_oob(sc, env);
+        }
+    }
+
+    /// Starts, restarts or stops a subchannel's out-of-band stream to fit
+    /// its state and listeners.
+    fn sync_oob(&mut self, id: SubConnId, env: &mut LoopContext) {
+        let Some(s) = self.map.get_mut(&id) else {
+            return;
+        };
+        let ready = s.connected && s.state == ConnectivityState::Ready;
+        let Action::Restart {
+            running,
+            retry,
+            start,
+        } = s.oob.sync(ready)
+        else {
+            return;
+        };
+        if let Some(t) = retry {
+            env.timers.cancel(t);
+        }
+        let sc = s.sc.clone();
+        if running {
+            self.with_connector(env, |c, ctx| c.stop_load_reports(&sc, ctx));
+        }
+        if let Some(period) = start {
+            self.start_oob(id, period, env);
+        }
+    }
+
+    /// Has the connector open an ORCA stream on a READY subchannel's
+    /// connection (first time, retry, or a new period).
+    fn start_oob(&mut self, id: SubConnId, period: Duration, env: &mut LoopContext) {
+        let Some(s) = self.map.get_mut(&id) else {
+            return;
+        };
+        let now = env.clock.now();
+        let rng = &mut env.rng;
+        s.oob.starting(period, now, &mut || rng.uniform());
+        let sc = s.sc.clone();
+        let mut opened = false;
+        self.with_connector(env, |c, ctx| {
+            opened = c.start_load_reports(&sc, period, ctx)
+        });
+        if opened {
+            return;
+        }
+        if !std::mem::replace(&mut self.logged_no_oob, true) {
+            log::warn!(
+                target: trace::SUBCHANNEL,
+                "channel {}: a policy asks for out-of-band load reports but this channel's \
+                 connector cannot open ORCA streams (the host owns the connections): \
+                 report load through done instead",
+                self.channel
+            );
+        }
+        if let Some(s) = self.map.get_mut(&id) {
+            s.oob.unsupported();
         }
     }
 
@@ -354,10 +497,16 @@ impl SubchannelPool {
                 .schedule(at, self.channel, TimerKey::new(BACKOFF_TIMER, id.0)),
         );
         self.resolve_requested = true;
-        self.transition(id, ConnectivityState::TransientFailure, Some(error));
+        self.transition(id, ConnectivityState::TransientFailure, Some(error), env);
     }
 
-    fn transition(&mut self, id: SubConnId, state: ConnectivityState, error: Option<String>) {
+    fn transition(
+        &mut self,
+        id: SubConnId,
+        state: ConnectivityState,
+        error: Option<String>,
+        env: &mut LoopContext,
+    ) {
         if let Some(s) = self.map.get_mut(&id) {
             let reason = error
                 .as_deref()
@@ -385,6 +534,8 @@ impl SubchannelPool {
                 error: error.map(Into::into),
             },
         ));
+        // READY starts the out-of-band stream, leaving READY stops it.
+        self.sync_oob(id, env);
     }
 
     /// Every subchannel as a snapshot sees it (counters not filled in).

@@ -49,6 +49,10 @@ pub struct UnaryResponse {
     pub trailers: HeaderMap,
 }
 
+/// The trailer that carries a per-call ORCA load report (decoded by
+/// `super::orca`, which names it `TRAILER`).
+pub(crate) const LOAD_REPORT_TRAILER: &str = "endpoint-load-metrics-bin";
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CallError {
     /// gRPC status code.
@@ -57,6 +61,10 @@ pub struct CallError {
     /// The server never processed the call (REFUSED_STREAM, rejected by
     /// GOAWAY, or it never left this client): safe to retry elsewhere.
     pub transparent_retry_ok: bool,
+    /// The ORCA `endpoint-load-metrics-bin` value the server sent with its
+    /// error status, if any: a failed call's load report counts too (its
+    /// `eps` is what A58's error penalty weighs).
+    pub load_report: Option<HeaderValue>,
 }
 
 impl CallError {
@@ -65,7 +73,15 @@ impl CallError {
             code,
             message: message.into(),
             transparent_retry_ok: false,
+            load_report: None,
         }
+    }
+
+    /// Keeps the load report in the server's trailers (or trailers-only
+    /// headers) that came with this error.
+    pub(crate) fn with_load_report(mut self, trailers: &HeaderMap) -> Self {
+        self.load_report = trailers.get(LOAD_REPORT_TRAILER).cloned();
+        self
     }
 }
 
@@ -175,7 +191,7 @@ async fn call(
     let _ = stream.send_data(body, true);
     let resp = resp.await.map_err(|e| fail(e, true))?;
     let (parts, mut body) = resp.into_parts();
-    unary_head(&parts)?;
+    unary_head(&parts).map_err(|e| e.with_load_report(&parts.headers))?;
 
     let max = max_response.map_or(shared.max_recv_message_size, |m| {
         m.min(shared.max_recv_message_size)
@@ -191,7 +207,7 @@ async fn call(
         .await
         .map_err(|e| fail(e, true))?
         .unwrap_or_default();
-    let message = unary_message(buf, &trailers, max)?;
+    let message = unary_message(buf, &trailers, max).map_err(|e| e.with_load_report(&trailers))?;
     Ok(UnaryResponse {
         message,
         headers: parts.headers,
@@ -484,6 +500,7 @@ pub(crate) fn h2_error(e: &h2::Error, opened: bool) -> CallError {
         code,
         message: e.to_string(),
         transparent_retry_ok: retry,
+        load_report: None,
     }
 }
 

@@ -25,6 +25,7 @@ pub(crate) mod health;
 pub mod health_proto;
 mod io;
 pub(crate) mod orca;
+mod stream;
 mod tls;
 
 #[cfg(test)]

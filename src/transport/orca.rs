@@ -1,7 +1,10 @@
-//! ORCA per-call load reports (gRFC A51): the `endpoint-load-metrics-bin`
-//! trailer a backend attaches to a response, a serialized
-//! `xds.data.orca.v3.OrcaLoadReport`, turned into the named metrics a
-//! policy's done hook reads (`DoneInfo::load`).
+//! ORCA load reports (gRFC A51), both ways a backend sends them:
+//! per call, the `endpoint-load-metrics-bin` trailer a backend attaches to
+//! a response (a serialized `xds.data.orca.v3.OrcaLoadReport`), turned into
+//! the named metrics a policy's done hook reads (`DoneInfo::load`); and out
+//! of band, the `xds.service.orca.v3.OpenRcaService/StreamCoreMetrics`
+//! server stream (`OrcaStream`), which sends one report every interval the
+//! client asks for, on a connection of its own choosing.
 //!
 //! Names: the message's scalar fields by their proto names
 //! (`cpu_utilization`, `mem_utilization`, `application_utilization`,
@@ -14,11 +17,17 @@ use base64::alphabet::STANDARD;
 use base64::engine::general_purpose::{GeneralPurpose, GeneralPurposeConfig};
 use base64::engine::DecodePaddingMode;
 use base64::Engine;
-use http::HeaderMap;
+use http::{HeaderMap, HeaderValue};
 use std::collections::HashMap;
+use std::task::Context;
+use std::time::Duration;
+
+use super::grpc::{code, CallError};
+use super::h2conn::Handle;
+use super::stream::{ServerStream, StreamEvent};
 
 /// The trailer that carries a per-call load report.
-pub const TRAILER: &str = "endpoint-load-metrics-bin";
+pub const TRAILER: &str = super::grpc::LOAD_REPORT_TRAILER;
 
 /// `xds.data.orca.v3.OrcaLoadReport` (xds/data/orca/v3/orca_load_report.proto).
 #[derive(Clone, PartialEq, prost::Message)]
@@ -52,6 +61,92 @@ pub struct OrcaLoadReport {
     pub application_utilization: f64,
 }
 
+/// The out-of-band reporting method (gRFC A51).
+pub const STREAM_CORE_METRICS: &str = "/xds.service.orca.v3.OpenRcaService/StreamCoreMetrics";
+
+/// `google.protobuf.Duration`.
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct ProtoDuration {
+    /// Whole seconds.
+    #[prost(int64, tag = "1")]
+    pub seconds: i64,
+    /// Nanoseconds, 0..1e9.
+    #[prost(int32, tag = "2")]
+    pub nanos: i32,
+}
+
+/// `xds.service.orca.v3.OrcaLoadReportRequest` (xds/service/orca/v3/orca.proto).
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct OrcaLoadReportRequest {
+    /// How often the server should send a report (it may clamp it to a
+    /// minimum of its own).
+    #[prost(message, optional, tag = "1")]
+    pub report_interval: Option<ProtoDuration>,
+    /// Request cost metrics to include (unused by gRPC's clients).
+    #[prost(string, repeated, tag = "2")]
+    pub request_cost_names: Vec<String>,
+}
+
+impl OrcaLoadReportRequest {
+    /// A request for a report every `interval`.
+    pub fn every(interval: Duration) -> OrcaLoadReportRequest {
+        OrcaLoadReportRequest {
+            report_interval: Some(ProtoDuration {
+                seconds: i64::try_from(interval.as_secs()).unwrap_or(i64::MAX),
+                nanos: interval.subsec_nanos() as i32,
+            }),
+            request_cost_names: Vec::new(),
+        }
+    }
+}
+
+/// What an out-of-band stream produced.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) enum OrcaEvent {
+    /// One report.
+    Report(OrcaLoadReport),
+    /// The stream is over (it is never supposed to end: even OK is an
+    /// end); UNIMPLEMENTED means the server has no ORCA service.
+    Ended(CallError),
+}
+
+/// A `StreamCoreMetrics` call on one connection, polled by its owner with
+/// the connection's waker (see `super::stream`); dropping it cancels it.
+#[derive(Debug)]
+pub(crate) struct OrcaStream {
+    stream: ServerStream,
+}
+
+impl OrcaStream {
+    /// Prepares the call asking for a report every `interval`; nothing is
+    /// sent until the first poll.
+    pub(crate) fn start(handle: &Handle, interval: Duration) -> Result<OrcaStream, CallError> {
+        let request = prost::Message::encode_to_vec(&OrcaLoadReportRequest::every(interval));
+        Ok(OrcaStream {
+            stream: ServerStream::start(handle, STREAM_CORE_METRICS, &request)?,
+        })
+    }
+
+    /// The next event, or `None` until the waker fires. Call until `None`.
+    pub(crate) fn poll(&mut self, cx: &mut Context<'_>) -> Option<OrcaEvent> {
+        match self.stream.poll(cx)? {
+            StreamEvent::Message(msg) => {
+                match <OrcaLoadReport as prost::Message>::decode(msg.as_ref()) {
+                    Ok(report) => Some(OrcaEvent::Report(report)),
+                    Err(e) => {
+                        self.stream.close();
+                        Some(OrcaEvent::Ended(CallError::new(
+                            code::INTERNAL,
+                            format!("malformed OrcaLoadReport: {e}"),
+                        )))
+                    }
+                }
+            }
+            StreamEvent::Ended(e) => Some(OrcaEvent::Ended(e)),
+        }
+    }
+}
+
 /// gRPC binary metadata is base64; senders may or may not pad it.
 const BINARY_HEADER: GeneralPurpose = GeneralPurpose::new(
     &STANDARD,
@@ -63,7 +158,11 @@ impl OrcaLoadReport {
     /// that does not decode is ignored, as gRPC does: it must not fail the
     /// call that carried it.
     pub fn from_trailers(trailers: &HeaderMap) -> Option<OrcaLoadReport> {
-        let value = trailers.get(TRAILER)?;
+        OrcaLoadReport::from_value(trailers.get(TRAILER)?)
+    }
+
+    /// The report in one `endpoint-load-metrics-bin` value, if it decodes.
+    pub fn from_value(value: &HeaderValue) -> Option<OrcaLoadReport> {
         let bytes = BINARY_HEADER.decode(value.as_bytes().trim_ascii()).ok()?;
         <OrcaLoadReport as prost::Message>::decode(bytes.as_slice()).ok()
     }
@@ -145,6 +244,22 @@ mod tests {
         .map(|(k, v)| (k.to_string(), *v))
         .collect();
         assert_eq!(m, want);
+    }
+
+    #[test]
+    fn the_oob_request_carries_the_interval_as_a_proto_duration() {
+        let req = OrcaLoadReportRequest::every(Duration::from_millis(2500));
+        let bytes = req.encode_to_vec();
+        // report_interval (field 1) { seconds: 2, nanos: 500,000,000 }.
+        assert_eq!(&bytes[..4], &[0x0a, 8, 0x08, 2]);
+        let back = OrcaLoadReportRequest::decode(bytes.as_slice()).unwrap();
+        assert_eq!(
+            back.report_interval,
+            Some(ProtoDuration {
+                seconds: 2,
+                nanos: 500_000_000
+            })
+        );
     }
 
     #[test]

@@ -863,3 +863,81 @@ fn streamed_messages_are_taken_whole() {
     buf.extend_from_slice(&[1, 0, 0, 0, 0]);
     assert!(grpc::take_message(&mut buf).is_err());
 }
+
+/// The next event of an ORCA stream polled from this thread.
+fn next_orca_event(s: &mut orca::OrcaStream) -> orca::OrcaEvent {
+    let next = std::future::poll_fn(|cx| match s.poll(cx) {
+        Some(e) => std::task::Poll::Ready(e),
+        None => std::task::Poll::Pending,
+    });
+    grpc::block_on(next, Some(Instant::now() + SOON)).expect("ORCA event")
+}
+
+#[test]
+#[cfg_attr(miri, ignore = "real sockets: Miri has no network")]
+fn orca_stream_asks_for_its_interval_and_delivers_each_report() {
+    let server = server_with(ServerOptions {
+        orca_min_interval: Some(Duration::from_millis(1)),
+        ..Default::default()
+    });
+    server.set_load(switchyard_testserver::OrcaLoad {
+        cpu_utilization: 0.25,
+        rps_fractional: 40.0,
+        ..Default::default()
+    });
+    let lt = LoopThread::spawn(Target::Tcp(server.addr()), TransportConfig::insecure());
+    let mut s = orca::OrcaStream::start(&lt.ready(), Duration::from_millis(5)).unwrap();
+    let want = orca::OrcaLoadReport {
+        cpu_utilization: 0.25,
+        rps_fractional: 40.0,
+        ..Default::default()
+    };
+    for _ in 0..3 {
+        assert_eq!(
+            next_orca_event(&mut s),
+            orca::OrcaEvent::Report(want.clone())
+        );
+    }
+    assert_eq!(server.orca_interval(), Some(Duration::from_millis(5)));
+    assert_eq!(server.orca_streams(), 1);
+}
+
+#[test]
+#[cfg_attr(miri, ignore = "real sockets: Miri has no network")]
+fn orca_stream_without_the_service_ends_unimplemented() {
+    let server = server_with(ServerOptions {
+        no_orca: true,
+        ..Default::default()
+    });
+    let lt = LoopThread::spawn(Target::Tcp(server.addr()), TransportConfig::insecure());
+    let mut s = orca::OrcaStream::start(&lt.ready(), Duration::from_secs(1)).unwrap();
+    match next_orca_event(&mut s) {
+        orca::OrcaEvent::Ended(e) => assert_eq!(e.code, code::UNIMPLEMENTED, "{e}"),
+        other => panic!("{other:?}"),
+    }
+}
+
+/// A server's load report on an error status stays with the call's error
+/// (trailers-only here, as servers answer errors), for `done`.
+#[test]
+#[cfg_attr(miri, ignore = "real sockets: Miri has no network")]
+fn an_error_keeps_the_load_report_it_came_with() {
+    let server = plain_server();
+    let lt = LoopThread::spawn(Target::Tcp(server.addr()), TransportConfig::insecure());
+    let h = lt.ready();
+    let md = [("x-respond-status".to_string(), "8".to_string())];
+    let e = grpc::unary(&h, "/echo.Echo/Unary", b"x", &md, Some(SOON)).unwrap_err();
+    assert_eq!((e.code, e.load_report), (8, None));
+    server.set_call_load(Some(switchyard_testserver::OrcaLoad {
+        eps: 3.0,
+        rps_fractional: 9.0,
+        ..Default::default()
+    }));
+    let e = grpc::unary(&h, "/echo.Echo/Unary", b"x", &md, Some(SOON)).unwrap_err();
+    assert_eq!(e.code, 8);
+    let report = e
+        .load_report
+        .as_ref()
+        .and_then(orca::OrcaLoadReport::from_value);
+    assert_eq!(report.map(|r| (r.eps, r.rps_fractional)), Some((3.0, 9.0)));
+}

@@ -4,6 +4,7 @@ mod flows;
 mod graceful_switch;
 mod health;
 mod lifecycle;
+mod orca;
 mod pick;
 mod pick_first;
 mod round_robin;

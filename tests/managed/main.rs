@@ -10,6 +10,7 @@ mod drain;
 mod health;
 mod idle;
 mod least_request_random;
+mod orca;
 mod service_config;
 mod support;
 mod switch;

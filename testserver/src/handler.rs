@@ -1,5 +1,5 @@
-//! One stream's answer: echo, health Check and Watch, and the failures a
-//! request's metadata asks for.
+//! One stream's answer: echo, health Check and Watch, ORCA's
+//! StreamCoreMetrics, and the failures a request's metadata asks for.
 
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -106,9 +106,17 @@ pub(crate) async fn handle(
         let _ = respond.send_response(resp, true);
         return;
     }
-    if let Some(code) = header("x-respond-status").and_then(|v| v.parse().ok()) {
+    if let Some(code) = header("x-respond-status").and_then(|v| v.parse::<u32>().ok()) {
         let m = header("x-respond-message").unwrap_or_default();
-        return trailers_only(&mut respond, port, code, &m);
+        // A server may attach its load report to an error (gRFC A51).
+        let mut resp = grpc_headers(port);
+        resp.headers_mut().insert("grpc-status", code.into());
+        if let Ok(v) = HeaderValue::from_str(&percent_encode(&m)) {
+            resp.headers_mut().insert("grpc-message", v);
+        }
+        add_call_load(resp.headers_mut(), &shared);
+        let _ = respond.send_response(resp, true);
+        return;
     }
     if shared.no_health && parts.uri.path().starts_with("/grpc.health.v1.Health/") {
         return trailers_only(
@@ -118,7 +126,32 @@ pub(crate) async fn handle(
             "unknown service grpc.health.v1.Health",
         );
     }
+    if shared.no_orca
+        && parts
+            .uri
+            .path()
+            .starts_with("/xds.service.orca.v3.OpenRcaService/")
+    {
+        shared.orca_streams.fetch_add(1, Ordering::Relaxed);
+        return trailers_only(
+            &mut respond,
+            port,
+            12,
+            "unknown service xds.service.orca.v3.OpenRcaService",
+        );
+    }
     match parts.uri.path() {
+        "/xds.service.orca.v3.OpenRcaService/StreamCoreMetrics" => {
+            shared.orca_streams.fetch_add(1, Ordering::Relaxed);
+            let Some(asked) = wire::decode_orca_request(&msg) else {
+                return trailers_only(&mut respond, port, 13, "bad OrcaLoadReportRequest");
+            };
+            *shared
+                .orca_interval
+                .lock()
+                .unwrap_or_else(|p| p.into_inner()) = Some(asked);
+            stream_core_metrics(respond, asked.max(shared.orca_min_interval), shared).await;
+        }
         "/echo.Echo/Unary" => {
             let mut out = msg;
             out.extend_from_slice(format!("|port={port}").as_bytes());
@@ -128,7 +161,7 @@ pub(crate) async fn handle(
                     resp.headers_mut().append(k, v.clone());
                 }
             }
-            send_unary(respond, resp, &out, port);
+            send_unary_with(respond, resp, &out, port, |t| add_call_load(t, &shared));
         }
         "/grpc.health.v1.Health/Check" => {
             let service = wire::decode_health_request(&msg).unwrap_or_default();
@@ -151,7 +184,18 @@ pub(crate) async fn handle(
     }
 }
 
-fn send_unary(mut respond: SendResponse<Bytes>, resp: Response<()>, msg: &[u8], port: u16) {
+fn send_unary(respond: SendResponse<Bytes>, resp: Response<()>, msg: &[u8], port: u16) {
+    send_unary_with(respond, resp, msg, port, |_| {});
+}
+
+/// `send_unary`, with `more` adding to the trailers.
+fn send_unary_with(
+    mut respond: SendResponse<Bytes>,
+    resp: Response<()>,
+    msg: &[u8],
+    port: u16,
+    more: impl FnOnce(&mut HeaderMap),
+) {
     let Ok(mut stream) = respond.send_response(resp, false) else {
         return;
     };
@@ -160,7 +204,43 @@ fn send_unary(mut respond: SendResponse<Bytes>, resp: Response<()>, msg: &[u8], 
     let mut trailers = HeaderMap::new();
     trailers.insert("grpc-status", HeaderValue::from_static("0"));
     trailers.insert("x-backend-port", port.into());
+    more(&mut trailers);
     let _ = stream.send_trailers(trailers);
+}
+
+/// The per-call ORCA trailer, if the test set a load for it.
+fn add_call_load(trailers: &mut HeaderMap, shared: &Shared) {
+    let load = *shared.call_load.lock().unwrap_or_else(|p| p.into_inner());
+    if let Some(load) = load {
+        let value = wire::base64(&wire::encode_orca_report(&load));
+        if let Ok(v) = HeaderValue::from_str(&value) {
+            trailers.insert("endpoint-load-metrics-bin", v);
+        }
+    }
+}
+
+/// Server-streaming `StreamCoreMetrics`: a report now and every `interval`
+/// after, with the load the test set at that moment, until the client
+/// resets the stream or the server stops.
+async fn stream_core_metrics(
+    mut respond: SendResponse<Bytes>,
+    interval: Duration,
+    shared: Arc<Shared>,
+) {
+    let Ok(mut stream) = respond.send_response(grpc_headers(shared.port), false) else {
+        return;
+    };
+    loop {
+        let load = *shared.oob_load.lock().unwrap_or_else(|p| p.into_inner());
+        let frame = wire::encode_message(&wire::encode_orca_report(&load));
+        if stream.send_data(frame, false).is_err() {
+            return;
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(interval) => {}
+            _ = std::future::poll_fn(|cx| stream.poll_reset(cx)) => return,
+        }
+    }
 }
 
 /// Server-streaming Watch: sends the status now and on every change, until

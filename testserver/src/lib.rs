@@ -16,6 +16,14 @@
 //!   REFUSED_STREAM.
 //! - `/grpc.health.v1.Health/Check` and `/Watch` with per-service status
 //!   (UNIMPLEMENTED instead with [`ServerOptions::no_health`]).
+//! - ORCA (gRFC A51): `/xds.service.orca.v3.OpenRcaService/StreamCoreMetrics`
+//!   sends an `OrcaLoadReport` with the load [`TestServer::set_load`] sets,
+//!   every interval the client asks for but no more often than
+//!   [`ServerOptions::orca_min_interval`] (UNIMPLEMENTED instead with
+//!   [`ServerOptions::no_orca`]; [`TestServer::orca_streams`] counts the
+//!   streams opened). [`TestServer::set_call_load`] attaches the
+//!   `endpoint-load-metrics-bin` trailer to every echo reply, error
+//!   statuses included.
 //!
 //! Modes: plaintext h2c, TLS (cert/key PEM, configurable ALPN, optional
 //! client certificates; [`TestPki`] makes throwaway ones), or "black hole"
@@ -33,7 +41,7 @@ mod server;
 mod tls;
 pub mod wire;
 
-pub use options::{Listen, ServerOptions, ServerTls};
+pub use options::{Listen, OrcaLoad, ServerOptions, ServerTls, DEFAULT_ORCA_MIN_INTERVAL};
 pub use server::TestServer;
 pub use tls::TestPki;
 pub use wire::{NOT_SERVING, SERVICE_UNKNOWN, SERVING};

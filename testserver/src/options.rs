@@ -5,6 +5,8 @@ use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::atomic::AtomicU64;
+use std::sync::Mutex;
+use std::time::Duration;
 use tokio::sync::watch;
 
 /// Where a test server listens.
@@ -45,7 +47,18 @@ pub struct ServerOptions {
     /// Refuse this many `/echo.Echo/Unary` streams first, with
     /// RST_STREAM(REFUSED_STREAM) (the server never processed them).
     pub refuse_streams: u64,
+    /// No ORCA service: `StreamCoreMetrics` answers UNIMPLEMENTED, like a
+    /// server that never registered it.
+    pub no_orca: bool,
+    /// The smallest report interval `StreamCoreMetrics` honours: a client
+    /// asking for less gets this (gRPC servers clamp the same way, to 30 s
+    /// by default: `None`). Tests set a few milliseconds to run fast.
+    pub orca_min_interval: Option<Duration>,
 }
+
+/// gRPC's default minimum ORCA reporting interval (gRPC-Go's
+/// `orca.ServiceOptions.MinReportingInterval`).
+pub const DEFAULT_ORCA_MIN_INTERVAL: Duration = Duration::from_secs(30);
 
 pub(crate) struct Shared {
     pub(crate) port: u16,
@@ -69,4 +82,29 @@ pub(crate) struct Shared {
     pub(crate) resets: AtomicU64,
     /// The `:authority` of the last stream (`None` before the first).
     pub(crate) last_authority: std::sync::Mutex<Option<String>>,
+    pub(crate) no_orca: bool,
+    pub(crate) orca_min_interval: Duration,
+    /// What `StreamCoreMetrics` reports (each report reads it afresh).
+    pub(crate) oob_load: Mutex<OrcaLoad>,
+    /// The per-call `endpoint-load-metrics-bin` trailer's load, on echo
+    /// replies OK or not (`None`: no trailer).
+    pub(crate) call_load: Mutex<Option<OrcaLoad>>,
+    /// `StreamCoreMetrics` streams opened.
+    pub(crate) orca_streams: AtomicU64,
+    /// The interval the last `StreamCoreMetrics` asked for.
+    pub(crate) orca_interval: Mutex<Option<Duration>>,
+}
+
+/// The load a test server reports (`xds.data.orca.v3.OrcaLoadReport`'s
+/// fields WRR reads; 0 leaves a field out, as proto3 does).
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub struct OrcaLoad {
+    /// `cpu_utilization`.
+    pub cpu_utilization: f64,
+    /// `application_utilization`.
+    pub application_utilization: f64,
+    /// `rps_fractional` (queries per second).
+    pub rps_fractional: f64,
+    /// `eps` (errors per second).
+    pub eps: f64,
 }

@@ -13,7 +13,7 @@ use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::sync::{mpsc, oneshot, watch};
 
 use crate::handler::handle;
-use crate::options::{Listen, ServerOptions, Shared};
+use crate::options::{Listen, OrcaLoad, ServerOptions, Shared};
 use crate::tls::tls_acceptor;
 use crate::wire;
 
@@ -75,6 +75,14 @@ impl TestServer {
             refuse: AtomicU64::new(opts.refuse_streams),
             resets: AtomicU64::new(0),
             last_authority: std::sync::Mutex::new(None),
+            no_orca: opts.no_orca,
+            orca_min_interval: opts
+                .orca_min_interval
+                .unwrap_or(crate::options::DEFAULT_ORCA_MIN_INTERVAL),
+            oob_load: std::sync::Mutex::new(OrcaLoad::default()),
+            call_load: std::sync::Mutex::new(None),
+            orca_streams: AtomicU64::new(0),
+            orca_interval: std::sync::Mutex::new(None),
         });
         let rt = tokio::runtime::Builder::new_current_thread()
             .enable_all()
@@ -141,6 +149,40 @@ impl TestServer {
     /// stays up), as a server whose health service restarts would.
     pub fn break_health_watches(&self) {
         self.shared.break_watches.send_modify(|g| *g += 1);
+    }
+
+    /// The load every `StreamCoreMetrics` report carries from now on.
+    pub fn set_load(&self, load: OrcaLoad) {
+        *self
+            .shared
+            .oob_load
+            .lock()
+            .unwrap_or_else(|p| p.into_inner()) = load;
+    }
+
+    /// The load of the `endpoint-load-metrics-bin` trailer on every echo
+    /// reply from now on, error statuses included (`None`: no trailer, the
+    /// default).
+    pub fn set_call_load(&self, load: Option<OrcaLoad>) {
+        *self
+            .shared
+            .call_load
+            .lock()
+            .unwrap_or_else(|p| p.into_inner()) = load;
+    }
+
+    /// `StreamCoreMetrics` streams opened so far (UNIMPLEMENTED ones too).
+    pub fn orca_streams(&self) -> u64 {
+        self.shared.orca_streams.load(Ordering::Relaxed)
+    }
+
+    /// The report interval the last `StreamCoreMetrics` asked for.
+    pub fn orca_interval(&self) -> Option<Duration> {
+        *self
+            .shared
+            .orca_interval
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
     }
 
     /// Requests served so far (all methods).

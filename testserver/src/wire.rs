@@ -66,6 +66,87 @@ pub fn decode_health_request(mut buf: &[u8]) -> Option<String> {
     Some(service)
 }
 
+/// `xds.data.orca.v3.OrcaLoadReport` with `load`'s fields (doubles are
+/// fixed64; proto3 leaves zeros out).
+pub fn encode_orca_report(load: &crate::OrcaLoad) -> Vec<u8> {
+    let mut out = Vec::new();
+    for (field, value) in [
+        (1u8, load.cpu_utilization),
+        (6, load.rps_fractional),
+        (7, load.eps),
+        (9, load.application_utilization),
+    ] {
+        if value != 0.0 {
+            out.push(field << 3 | 1);
+            out.extend_from_slice(&value.to_le_bytes());
+        }
+    }
+    out
+}
+
+/// `xds.service.orca.v3.OrcaLoadReportRequest`'s `report_interval` (field 1,
+/// a `google.protobuf.Duration`); `Some(ZERO)` when absent, `None` if
+/// malformed.
+pub fn decode_orca_request(mut buf: &[u8]) -> Option<std::time::Duration> {
+    let mut interval = std::time::Duration::ZERO;
+    while !buf.is_empty() {
+        let key = get_varint(&mut buf)?;
+        match key & 7 {
+            0 => {
+                get_varint(&mut buf)?;
+            }
+            1 => buf = buf.get(8..)?,
+            5 => buf = buf.get(4..)?,
+            2 => {
+                let n = usize::try_from(get_varint(&mut buf)?).ok()?;
+                let mut bytes = buf.get(..n)?;
+                buf = &buf[n..];
+                if key >> 3 != 1 {
+                    continue;
+                }
+                let (mut secs, mut nanos) = (0u64, 0u64);
+                while !bytes.is_empty() {
+                    let key = get_varint(&mut bytes)?;
+                    let v = match key & 7 {
+                        0 => get_varint(&mut bytes)?,
+                        _ => return None,
+                    };
+                    match key >> 3 {
+                        1 => secs = v,
+                        2 => nanos = v.min(999_999_999),
+                        _ => {}
+                    }
+                }
+                interval = std::time::Duration::new(secs, nanos as u32);
+            }
+            _ => return None,
+        }
+    }
+    Some(interval)
+}
+
+/// Standard base64 with padding: what gRPC's `-bin` metadata carries.
+pub fn base64(bytes: &[u8]) -> String {
+    const ABC: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let mut out = String::new();
+    for chunk in bytes.chunks(3) {
+        let b = [
+            chunk[0],
+            *chunk.get(1).unwrap_or(&0),
+            *chunk.get(2).unwrap_or(&0),
+        ];
+        let n = u32::from(b[0]) << 16 | u32::from(b[1]) << 8 | u32::from(b[2]);
+        for i in 0..4 {
+            if i <= chunk.len() {
+                out.push(ABC[(n >> (18 - 6 * i) & 63) as usize] as char);
+            } else {
+                out.push('=');
+            }
+        }
+    }
+    out
+}
+
 fn put_varint(out: &mut Vec<u8>, mut v: u64) {
     while v >= 0x80 {
         out.push((v as u8) | 0x80);
@@ -102,6 +183,34 @@ mod tests {
         assert_eq!(decode_unary(&[1, 0, 0, 0, 0]), None, "compressed");
         assert_eq!(decode_unary(&[0, 0, 0]), None, "no prefix");
         assert_eq!(decode_unary(&[]), None);
+    }
+
+    #[test]
+    fn orca_messages() {
+        assert_eq!(base64(b""), "");
+        assert_eq!(base64(b"f"), "Zg==");
+        assert_eq!(base64(b"fo"), "Zm8=");
+        assert_eq!(base64(b"foo"), "Zm9v");
+        assert_eq!(base64(&[0xfb, 0xff]), "+/8=");
+        let load = crate::OrcaLoad {
+            cpu_utilization: 0.5,
+            eps: 2.0,
+            ..Default::default()
+        };
+        let mut want = vec![0x09];
+        want.extend_from_slice(&0.5f64.to_le_bytes());
+        want.push(0x39);
+        want.extend_from_slice(&2.0f64.to_le_bytes());
+        assert_eq!(encode_orca_report(&load), want);
+        // report_interval { seconds: 2, nanos: 500 } and an unknown field.
+        let req = [0x0a, 4, 0x08, 2, 0x10, 0xf4, 0x03, 0x12, 1, b'x'];
+        assert_eq!(decode_orca_request(&req[..]), None, "truncated nanos");
+        let req = [0x0a, 5, 0x08, 2, 0x10, 0xf4, 0x03, 0x12, 1, b'x'];
+        assert_eq!(
+            decode_orca_request(&req),
+            Some(std::time::Duration::new(2, 500))
+        );
+        assert_eq!(decode_orca_request(&[]), Some(std::time::Duration::ZERO));
     }
 
     #[test]

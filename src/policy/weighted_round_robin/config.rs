@@ -7,11 +7,14 @@ use std::time::Duration;
 #[derive(Clone, Debug, PartialEq)]
 pub struct WrrConfig {
     /// `enableOobLoadReport` (default false): load reports come from an
-    /// out-of-band ORCA stream instead of per-call trailers. Accepted; the
-    /// stream itself is not opened (so, as gRPC does in that mode, per-call
-    /// reports are ignored and every endpoint weighs the same).
+    /// out-of-band ORCA stream on each READY endpoint's connection instead
+    /// of per-call trailers (which are then ignored, as in gRPC). The
+    /// stream needs the library's own connections: on a channel whose
+    /// host owns the transports no report comes, and every endpoint weighs
+    /// the same; a host feeds load through `done` with this off.
     pub enable_oob_load_report: bool,
-    /// `oobReportingPeriod` (default 10 s; zero when OOB is off).
+    /// `oobReportingPeriod` (default 10 s; zero when OOB is off): the
+    /// interval the ORCA stream asks the backend for.
     pub oob_reporting_period: Duration,
     /// `blackoutPeriod` (default 10 s; zero disables it): how long an
     /// endpoint must have reported before its weight counts.

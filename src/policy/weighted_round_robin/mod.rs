@@ -12,8 +12,16 @@
 //! publishes a new schedule: RPC threads only ever read a published one.
 //! Subchannel state changes are batched: the rebuild they need runs in the
 //! policy's next `Balancer::work` call, which the loop makes right after.
-//! Out-of-band ORCA streams (`enableOobLoadReport`) are accepted in the
-//! config but not opened.
+//!
+//! With `enableOobLoadReport`, reports come out of band instead (gRFC A51,
+//! as gRPC's WRR does): the policy registers each READY endpoint's weight
+//! as a listener on its subchannel (`ClientConn::register_oob_listener`,
+//! period `oobReportingPeriod`), the channel keeps an ORCA stream open on
+//! that connection, and each report goes through the same weight
+//! computation; per-call reports are then ignored. Registrations follow
+//! the endpoint's READY subchannel, the config, and the policy's life.
+//! That needs the library's own connections: a host-transport channel
+//! feeds load through `done` instead.
 
 mod config;
 mod scheduler;
@@ -32,7 +40,8 @@ use crate::balancer::child_manager::ChildManager;
 use crate::balancer::picker::{FailPicker, Picker, QueuePicker};
 use crate::balancer::subconn::SubConnId;
 use crate::balancer::{
-    Balancer, Builder, ClientConn, ClientConnState, LbConfig, SubConnState, TimerToken,
+    Balancer, Builder, ClientConn, ClientConnState, LbConfig, OobListenerId, SubConnState,
+    TimerToken,
 };
 use crate::connectivity::{ConnectivityState, StateCounts, NO_CHILDREN};
 use arc_swap::ArcSwap;
@@ -68,6 +77,9 @@ struct Weighted {
     tracker: WeightTracker,
     /// READY when last seen (a return to READY restarts the blackout).
     ready: bool,
+    /// Its out-of-band listener while OOB reporting is on and it is READY:
+    /// on which subchannel, asking for which period.
+    oob: Option<(SubConnId, Duration, OobListenerId)>,
 }
 
 pub(crate) struct WeightedRoundRobin {
@@ -109,7 +121,7 @@ impl WeightedRoundRobin {
     /// Lines `weights` up with the children again if they changed: kept
     /// for endpoints that stay (weights survive address updates), new for
     /// new ones, dropped with removed ones.
-    fn align(&mut self) {
+    fn align(&mut self, cc: &mut dyn ClientConn) {
         let version = self.children.version();
         if self.weights_version == Some(version) {
             return;
@@ -125,10 +137,53 @@ impl WeightedRoundRobin {
                     key: c.key().to_string(),
                     tracker: WeightTracker::new(Arc::new(EndpointWeight::new(config.clone()))),
                     ready: false,
+                    oob: None,
                 })
             })
             .collect();
         self.weights_version = Some(version);
+        // Removed endpoints stop listening.
+        for gone in old.into_values() {
+            if let Some((_, _, id)) = gone.oob {
+                cc.unregister_oob_listener(id);
+            }
+        }
+    }
+
+    /// Keeps the endpoint at `at`'s out-of-band listener in step with the
+    /// config and its state: registered on its READY subchannel with the
+    /// configured period while OOB reporting is on, else not at all.
+    fn sync_oob(&mut self, cc: &mut dyn ClientConn, at: usize) {
+        let config = self.config.load();
+        let Some(child) = self.children.at(at) else {
+            return;
+        };
+        let want = (config.enable_oob_load_report && child.state() == ConnectivityState::Ready)
+            .then(|| child.picker().single().map(|sc| sc.id()))
+            .flatten()
+            .map(|sc| (sc, config.oob_reporting_period));
+        let Some(w) = self.weights.get_mut(at) else {
+            return;
+        };
+        if w.oob.map(|(sc, period, _)| (sc, period)) == want {
+            return;
+        }
+        if let Some((_, _, id)) = w.oob.take() {
+            cc.unregister_oob_listener(id);
+        }
+        if let Some((sc, period)) = want {
+            let id = cc.register_oob_listener(sc, period, w.tracker.hook.clone());
+            w.oob = Some((sc, period, id));
+        }
+    }
+
+    /// Every endpoint stops listening (the policy closes, or loses them all).
+    fn stop_oob(&mut self, cc: &mut dyn ClientConn) {
+        for w in &mut self.weights {
+            if let Some((_, _, id)) = w.oob.take() {
+                cc.unregister_oob_listener(id);
+            }
+        }
     }
 
     /// Arms the rebuild timer unless it runs at the configured period.
@@ -156,13 +211,16 @@ impl WeightedRoundRobin {
     fn child_changed(&mut self, cc: &mut dyn ClientConn, key: &str) {
         let state = self.children.keep_connected(cc, key);
         let ready = state == Some(ConnectivityState::Ready);
-        self.align();
+        self.align(cc);
         let at = self.children.position(key);
         if let Some(w) = at.and_then(|i| self.weights.get_mut(i)) {
             if ready && !w.ready {
                 w.tracker.ready_again();
             }
             w.ready = ready;
+        }
+        if let Some(at) = at {
+            self.sync_oob(cc, at);
         }
         // Rebuilding is O(endpoints): deferred to `work`, so a burst of
         // changes (10,000 endpoints connecting) costs one rebuild, not one
@@ -232,7 +290,7 @@ impl WeightedRoundRobin {
         let config = self.config.load();
         if self.weights_version != Some(self.children.version()) {
             self.ready_entries = None;
-            self.align();
+            self.align(cc);
         }
         let reuse = self.ready_entries.take();
         let mut weights = Vec::with_capacity(reuse.as_ref().map_or(0, |e| e.len()));
@@ -277,6 +335,7 @@ impl Balancer for WeightedRoundRobin {
             .unwrap_or_default();
         self.config.store(Arc::new(config));
         if state.addresses.is_empty() {
+            self.stop_oob(cc);
             self.children.close(cc);
             self.weights.clear();
             self.weights_version = None;
@@ -291,7 +350,12 @@ impl Balancer for WeightedRoundRobin {
         let pick_first: Arc<dyn Builder> = Arc::new(PickFirstBuilder);
         self.children
             .update_endpoints(cc, &state.endpoints, &pick_first, None);
-        self.align();
+        self.align(cc);
+        // The config may have turned OOB reporting on or off, or changed
+        // its period.
+        for at in 0..self.weights.len() {
+            self.sync_oob(cc, at);
+        }
         self.arm_timer(cc);
         self.regenerate(cc);
         Ok(())
@@ -356,6 +420,7 @@ impl Balancer for WeightedRoundRobin {
 
     fn close(&mut self, cc: &mut dyn ClientConn) {
         self.stop_timer(cc);
+        self.stop_oob(cc);
         self.children.close(cc);
         self.weights.clear();
         self.weights_version = None;

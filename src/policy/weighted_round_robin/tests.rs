@@ -229,6 +229,124 @@ fn oob_mode_ignores_per_call_reports() {
     assert_even(&shares(&mut cc, 3, 30_000));
 }
 
+/// The subchannel of endpoint `i`.
+fn sc(cc: &TestClientConn, i: usize) -> SubConnId {
+    cc.subconn_for(&addrs(64)[i]).expect("a subchannel").id()
+}
+
+#[test]
+fn oob_reports_weigh_the_endpoints_with_no_per_call_report_at_all() {
+    let config = serde_json::json!({
+        "enableOobLoadReport": true,
+        "oobReportingPeriod": "2s",
+        "blackoutPeriod": "0s",
+    });
+    let (mut cc, mut wrr) = ready(3, config);
+    // One listener per READY endpoint, on its subchannel, at the period.
+    let mut want: Vec<(SubConnId, Duration)> = (0..3).map(|i| (sc(&cc, i), 2 * SECOND)).collect();
+    let mut got = cc.oob_listeners();
+    got.sort();
+    want.sort();
+    assert_eq!(got, want);
+    let weights = [1.0, 2.0, 3.0];
+    let load = qps_load(&weights);
+    for i in 0..3 {
+        assert_eq!(cc.oob_report(sc(&cc, i), &load(i)), 1);
+    }
+    cc.advance(&mut *wrr, SECOND);
+    assert_follows(&shares(&mut cc, 3, 100_000), &weights);
+    // New OOB reports move the picks at the next update, as per-call ones do.
+    let load = qps_load(&[6.0, 2.0, 1.0]);
+    for i in 0..3 {
+        cc.oob_report(sc(&cc, i), &load(i));
+    }
+    cc.advance(&mut *wrr, SECOND);
+    assert_follows(&shares(&mut cc, 3, 100_000), &[6.0, 2.0, 1.0]);
+}
+
+#[test]
+fn oob_listeners_follow_ready_the_config_and_the_policys_life() {
+    let on = |period: &str| serde_json::json!({"enableOobLoadReport": true, "oobReportingPeriod": period});
+    let (mut cc, mut wrr) = ready(3, on("10s"));
+    assert_eq!(cc.oob_listeners().len(), 3);
+    // An endpoint that leaves READY stops listening; back READY, it listens again.
+    let first = sc(&cc, 0);
+    set(&mut cc, &mut *wrr, first, ConnectivityState::Idle);
+    assert_eq!(cc.oob_listeners().len(), 2);
+    assert!(cc.oob_listeners().iter().all(|(s, _)| *s != first));
+    set(&mut cc, &mut *wrr, first, ConnectivityState::Connecting);
+    set(&mut cc, &mut *wrr, first, ConnectivityState::Ready);
+    assert_eq!(cc.oob_listeners().len(), 3);
+    let update = |cc: &mut TestClientConn, wrr: &mut dyn Balancer, n: usize, c| {
+        let config = registry::get(NAME).unwrap().parse_config(&c).unwrap();
+        let addresses = addrs(n).into_iter().map(crate::Address::new).collect();
+        cc.update(wrr, ClientConnState::from_addresses(addresses, config))
+            .unwrap();
+    };
+    // A new period re-registers with it.
+    update(&mut cc, &mut *wrr, 3, on("3s"));
+    let periods: Vec<Duration> = cc.oob_listeners().iter().map(|l| l.1).collect();
+    assert_eq!(periods, vec![3 * SECOND; 3]);
+    // A removed endpoint stops listening.
+    update(&mut cc, &mut *wrr, 2, on("3s"));
+    assert_eq!(cc.oob_listeners().len(), 2);
+    // OOB switched off: no listener; per-call reports count again.
+    update(
+        &mut cc,
+        &mut *wrr,
+        2,
+        serde_json::json!({"blackoutPeriod": "0s"}),
+    );
+    assert!(cc.oob_listeners().is_empty());
+    report(&cc, 300, qps_load(&[1.0, 3.0]));
+    cc.advance(&mut *wrr, SECOND);
+    assert_follows(&shares(&mut cc, 2, 40_000), &[1.0, 3.0]);
+    update(&mut cc, &mut *wrr, 2, on("3s"));
+    assert_eq!(cc.oob_listeners().len(), 2);
+    cc.close(&mut *wrr);
+    assert!(
+        cc.oob_listeners().is_empty(),
+        "close unregisters every listener"
+    );
+}
+
+#[test]
+fn a_failed_calls_load_report_counts_with_its_errors() {
+    let (mut cc, mut wrr) = ready(2, serde_json::json!({"blackoutPeriod": "0s"}));
+    // Both serve 100 qps at utilization 0.5; endpoint 0's calls fail at
+    // 50 eps, and its reports come with the failures (as a server attaches
+    // the trailer to an error status): 100 / (0.5 + 50/100) = 100 against 200.
+    let picker = cc.picker().unwrap().clone();
+    let mut local = PickLocal::new(3);
+    for _ in 0..200 {
+        let PickResult::Complete { subconn, done } = picker.pick(&PickInfo::default(), &mut local)
+        else {
+            panic!("a READY picker completes every pick");
+        };
+        let (eps, code) = if subconn.id() == sc(&cc, 0) {
+            (50.0, crate::Code::Unavailable)
+        } else {
+            (0.0, crate::Code::Ok)
+        };
+        let load = [
+            ("rps_fractional", 100.0),
+            ("cpu_utilization", 0.5),
+            ("eps", eps),
+        ];
+        done.report(
+            subconn,
+            &DoneInfo {
+                code,
+                error: (code != crate::Code::Ok).then_some("backend overloaded"),
+                load: &load,
+                ..Default::default()
+            },
+        );
+    }
+    cc.advance(&mut *wrr, SECOND);
+    assert_follows(&shares(&mut cc, 2, 60_000), &[100.0, 200.0]);
+}
+
 #[test]
 fn the_timer_runs_at_the_update_period_and_stops_on_close() {
     let (mut cc, mut wrr) = ready(2, serde_json::json!({"weightUpdatePeriod": "0.01s"}));

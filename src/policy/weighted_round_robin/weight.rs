@@ -5,6 +5,7 @@
 use super::config::WrrConfig;
 use crate::balancer::picker::{DoneHook, DoneInfo};
 use crate::balancer::subconn::SubConn;
+use crate::balancer::LoadReportListener;
 use arc_swap::ArcSwap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -80,14 +81,25 @@ impl EndpointWeight {
         }
     }
 
-    /// Takes one load report (what the done hook does).
+    /// Takes one per-call load report (what the done hook does).
     pub fn report(&self, load: &[(&str, f64)]) {
+        self.take(load, false);
+    }
+
+    /// Takes one out-of-band load report (what the ORCA stream's listener
+    /// does): the same weight computation as a per-call one.
+    pub fn report_oob(&self, load: &[(&str, f64)]) {
+        self.take(load, true);
+    }
+
+    fn take(&self, load: &[(&str, f64)], oob: bool) {
         if load.is_empty() {
             return;
         }
         let config = self.config.load();
-        // With OOB reporting on, per-call reports are ignored (gRFC A58).
-        if config.enable_oob_load_report {
+        // Reports come one way at a time (gRFC A58): with OOB reporting on,
+        // per-call reports are ignored; with it off, a late OOB report is.
+        if config.enable_oob_load_report != oob {
             return;
         }
         if let Some(w) = weight_from_report(load, &config) {
@@ -107,6 +119,12 @@ impl EndpointWeight {
 impl DoneHook for EndpointWeight {
     fn done(&self, _subconn: &SubConn, info: &DoneInfo<'_>) {
         self.report(info.load);
+    }
+}
+
+impl LoadReportListener for EndpointWeight {
+    fn on_load_report(&self, load: &[(&str, f64)]) {
+        self.report_oob(load);
     }
 }
 
