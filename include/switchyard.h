@@ -298,9 +298,11 @@ void sy_runtime_free(struct sy_runtime *rt);
 /**
  * A `timeout_ms` of 0, everywhere one is taken: a deadline that has
  * already passed (gRPC's meaning of a zero timeout). `sy_pick` and
- * `sy_channel_wait_for_state_change` do not wait; a call
- * (`sy_call_unary`, `sy_call_unary_start`) fails with DEADLINE_EXCEEDED
- * before anything is sent. Any other value is a limit in milliseconds.
+ * `sy_channel_wait_for_state_change` do not wait; a call whose
+ * `sy_call_options` has `has_timeout` fails with DEADLINE_EXCEEDED before
+ * anything is sent (a zeroed `sy_call_options` has no deadline: its
+ * `timeout_ms` applies only with `has_timeout`). Any other value is a
+ * limit in milliseconds.
  */
 #define SY_NO_WAIT 0
 
@@ -1105,6 +1107,51 @@ typedef struct sy_metadata {
 } sy_metadata;
 
 /**
+ * How to make one call (`sy_call_unary`, `sy_call_unary_start`).
+ * Zero-initialize it (`sy_call_options opts = {0};`), then set what
+ * applies: all zero, like a NULL options pointer, means gRPC's defaults: no
+ * deadline (a service config's `methodConfig` timeout still applies), fail
+ * fast, no metadata, no request hash. Read during the call to
+ * `sy_call_unary` / `sy_call_unary_start` only: everything is copied.
+ *
+ * A value set without its `has_` flag (`timeout_ms` or `request_hash`
+ * non-zero with `has_timeout` / `has_request_hash` false) is refused with
+ * SY_INVALID_ARGUMENT rather than silently ignored.
+ */
+typedef struct sy_call_options {
+  /**
+   * The call's deadline, in milliseconds from the start of the call, if
+   * `has_timeout`: sent to the server as grpc-timeout and covering the
+   * pick too. `SY_NO_WAIT` (0) is a deadline already passed, as
+   * everywhere in this header: the call fails with 4 DEADLINE_EXCEEDED
+   * before anything is picked or sent. `SY_WAIT_FOREVER`: no deadline.
+   */
+  uint64_t timeout_ms;
+  /**
+   * Whether `timeout_ms` applies; false (zero): no deadline.
+   */
+  bool has_timeout;
+  /**
+   * Wait through TRANSIENT_FAILURE for a subchannel instead of failing
+   * at once with 14 UNAVAILABLE (gRPC's wait-for-ready). False (zero):
+   * fail fast, unless the service config's `waitForReady` says otherwise.
+   */
+  bool wait_for_ready;
+  /**
+   * Request metadata: `metadata_len` entries (see `sy_metadata`); NULL/0
+   * for none.
+   */
+  const struct sy_metadata *metadata;
+  size_t metadata_len;
+  /**
+   * The request's hash for hashing policies (ring_hash), if
+   * `has_request_hash`.
+   */
+  uint64_t request_hash;
+  bool has_request_hash;
+} sy_call_options;
+
+/**
  * Hears how a `sy_call_unary_start` call ended. Called exactly once per call
  * the start function accepted (it returned SY_OK), on the channel's
  * completion thread: one per channel, started with its first started call,
@@ -1179,18 +1226,12 @@ sy_status sy_buffer_trailer(const struct sy_buffer *buf,
  * waits for the response, and reports the outcome to the policy. A call the
  * server never saw (refused stream, GOAWAY) is retried once, transparently.
  *
- * - `method`: "/package.Service/Method", NUL-terminated.
+ * - `method`, `method_len`: the full method name ("/package.Service/Method"),
+ *   `method_len` bytes of UTF-8, not necessarily NUL-terminated; never NULL.
  * - `request`, `request_len`: the serialized request message (NULL only
  *   with length 0), copied; at most 4 GiB - 1.
- * - `metadata`, `metadata_len`: request metadata (see `sy_metadata`); NULL/0
- *   for none.
- * - `request_hash`: NULL, or the request's hash for hashing policies.
- * - `timeout_ms`: the call's deadline, sent to the server as grpc-timeout
- *   and covering the pick too; `SY_WAIT_FOREVER`: none. `SY_NO_WAIT` (0)
- *   is a deadline already passed, as in gRPC: the call fails with 4
- *   DEADLINE_EXCEEDED before anything is picked or sent.
- * - `wait_for_ready`: wait through TRANSIENT_FAILURE for a subchannel
- *   instead of failing at once with UNAVAILABLE.
+ * - `options`: deadline, wait-for-ready, metadata, request hash (see
+ *   `sy_call_options`); NULL for every default (no deadline, fail fast).
  *
  * On SY_OK `*response_out` is the response, owned by the caller
  * (`sy_buffer_free`). On SY_RPC_FAILED `sy_last_grpc_code()` is the gRPC
@@ -1199,9 +1240,10 @@ sy_status sy_buffer_trailer(const struct sy_buffer *buf,
  * SY_CLOSED: the channel was closed (or its runtime freed) before or during
  * the call. Argument errors (nothing sent, the policy hears nothing):
  * SY_NULL_PARAMETER, SY_INVALID_UTF8, SY_INVALID_ARGUMENT (a malformed
- * method, metadata (see `sy_metadata`) or length, a freed reader, or a
- * reader of a channel whose transports belong to the host: pick with
- * `sy_pick` and send on your own transport there).
+ * method, options (see `sy_call_options`) or metadata (see `sy_metadata`),
+ * a length larger than any object, a freed reader, or a reader of a
+ * channel whose transports belong to the host: pick with `sy_pick` and
+ * send on your own transport there).
  *
  * Threading: the reader's thread; never inside a callback of this library
  * (SY_WRONG_CONTEXT). Calls on different readers run in parallel, sharing
@@ -1210,30 +1252,11 @@ sy_status sy_buffer_trailer(const struct sy_buffer *buf,
 SY_MUST_USE
 sy_status sy_call_unary(struct sy_reader *reader,
                         const char *method,
+                        size_t method_len,
                         const uint8_t *request,
                         size_t request_len,
-                        const struct sy_metadata *metadata,
-                        size_t metadata_len,
-                        const uint64_t *request_hash,
-                        uint64_t timeout_ms,
-                        bool wait_for_ready,
+                        const struct sy_call_options *options,
                         struct sy_buffer **response_out);
-
-/**
- * The short path to a blocking unary RPC: `sy_call_unary` without
- * metadata or request hash, and without wait-for-ready (a channel in
- * TRANSIENT_FAILURE fails the call at once with 14 UNAVAILABLE, as gRPC's
- * default). `timeout_ms`: `SY_WAIT_FOREVER` for no deadline; `SY_NO_WAIT`
- * (0) fails with DEADLINE_EXCEEDED. Results, ownership and threading as
- * `sy_call_unary`'s.
- */
-SY_MUST_USE
-sy_status sy_call_unary_simple(struct sy_reader *reader,
-                               const char *method,
-                               const uint8_t *request,
-                               size_t request_len,
-                               uint64_t timeout_ms,
-                               struct sy_buffer **response_out);
 
 /**
  * Starts one unary RPC and returns at once; `callback` hears how it ended.
@@ -1254,7 +1277,7 @@ sy_status sy_call_unary_simple(struct sy_reader *reader,
  *
  * Returns SY_OK if the call was accepted: `callback` then runs exactly once.
  * Otherwise it never runs: SY_NULL_PARAMETER (`channel`, `method` or
- * `callback`), SY_INVALID_UTF8, SY_INVALID_ARGUMENT (as `sy_call_unary`),
+ * `callback`), SY_INVALID_UTF8, SY_INVALID_ARGUMENT (as `sy_call_unary`'s),
  * SY_CLOSED (channel closed or runtime freed), SY_IO (the completion thread
  * could not be started). Any thread, including inside this library's
  * callbacks (it never blocks on the network).
@@ -1262,13 +1285,10 @@ sy_status sy_call_unary_simple(struct sy_reader *reader,
 SY_MUST_USE
 sy_status sy_call_unary_start(const struct sy_channel *channel,
                               const char *method,
+                              size_t method_len,
                               const uint8_t *request,
                               size_t request_len,
-                              const struct sy_metadata *metadata,
-                              size_t metadata_len,
-                              const uint64_t *request_hash,
-                              uint64_t timeout_ms,
-                              bool wait_for_ready,
+                              const struct sy_call_options *options,
                               sy_call_done_fn callback,
                               void *user_ctx,
                               uint64_t *call_id_out);
