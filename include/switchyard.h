@@ -24,6 +24,10 @@
  *    meaning). SY_WAIT_FOREVER is no limit. Durations that are settings,
  *    not waits (sy_channel_options_set_keepalive, _set_backoff), take 0 as
  *    "the default", as their documentation says.
+ *  - Option structs (sy_call_options, sy_pick_request) are zero-initialized
+ *    (= {0}) and then set; all zero, like a NULL pointer, is the defaults.
+ *    A call's timeout_ms counts only with has_timeout set, so a zeroed
+ *    sy_call_options has no deadline rather than an expired one.
  *
  * Reading order: by object, each group opened by an overview and holding
  * that object's constants, types and functions: Results and errors (first:

@@ -1005,7 +1005,16 @@ mod tests {
             value: c"1".as_ptr(),
         }];
         let base = sy_call_options::default();
-        let cases: Vec<(&str, &[u8], usize, sy_call_options, sy_status, &str)> = vec![
+        // (what, method, method_len, options, status, what the message says)
+        type Case<'a> = (
+            &'a str,
+            &'a [u8],
+            usize,
+            sy_call_options,
+            sy_status,
+            &'a str,
+        );
+        let cases: Vec<Case> = vec![
             (
                 "timeout without has_timeout",
                 METHOD.as_bytes(),

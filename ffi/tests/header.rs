@@ -2,6 +2,7 @@
 //! checked in; this fails on any byte of difference. Regenerate with
 //! `SY_BLESS=1 cargo test -p switchyard-lb-ffi --test header`.
 
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
 /// The header's groups, in the order the header presents them: a title, the
@@ -187,7 +188,7 @@ fn declared_name(code: &str, function: bool) -> String {
 
 /// `lines` cut at blank lines into declarations, each of which must open with
 /// its `/** */` doc comment.
-fn items(lines: &[&str], function: bool) -> Vec<Item> {
+fn items(lines: &[&str], function: Option<bool>) -> Vec<Item> {
     lines
         .split(|l| l.trim().is_empty())
         .filter(|block| !block.is_empty())
@@ -200,10 +201,15 @@ fn items(lines: &[&str], function: bool) -> Vec<Item> {
                 !code.is_empty(),
                 "a comment with no declaration after it: {block:?}"
             );
-            let name = declared_name(
-                code.trim_start_matches("SY_MUST_USE").trim_start(),
-                function,
+            let code = code.trim_start_matches("SY_MUST_USE").trim_start();
+            // Unless the caller knows: types and constants open with one of
+            // these; functions never do.
+            let function = function.unwrap_or(
+                !["#define ", "enum ", "typedef "]
+                    .iter()
+                    .any(|k| code.starts_with(k)),
             );
+            let name = declared_name(code, function);
             assert!(
                 block[0].starts_with("/**"),
                 "{name} has no /** */ doc comment: document it in ffi/src"
@@ -236,6 +242,33 @@ fn identifiers(line: &str) -> impl Iterator<Item = (usize, &str)> {
                 .unwrap_or(rest.len());
             (len > 0 && !rest.as_bytes()[0].is_ascii_digit()).then(|| (start, &rest[..len]))
         })
+}
+
+/// Which module of `src` declares each name.
+fn modules(src: &Path) -> HashMap<String, String> {
+    let mut module_of = HashMap::new();
+    for entry in std::fs::read_dir(src).unwrap() {
+        let path = entry.unwrap().path();
+        let stem = path.file_stem().unwrap().to_str().unwrap().to_string();
+        if !path.is_file() || stem == "tests" {
+            continue;
+        }
+        for name in declarations_of(&path) {
+            module_of.insert(name, stem.clone());
+        }
+    }
+    module_of
+}
+
+/// The index in `GROUPS` of the group that holds `name`'s module.
+fn group_of(module_of: &HashMap<String, String>, name: &str) -> usize {
+    let module = module_of
+        .get(name)
+        .unwrap_or_else(|| panic!("{name} is in the header but no module of ffi/src declares it"));
+    GROUPS
+        .iter()
+        .position(|g| g.2.contains(&module.as_str()))
+        .unwrap_or_else(|| panic!("ffi/src/{module}.rs has no group in GROUPS"))
 }
 
 /// Reorders cbindgen's header (prelude, every constant and type, then every
@@ -271,33 +304,12 @@ fn arrange(header: &str, src: &Path) -> String {
         "cbindgen's output has no types before its functions"
     );
     let prelude = &lines[..first_doc];
-    let mut all = items(&lines[first_doc..open], false);
+    let mut all = items(&lines[first_doc..open], Some(false));
     let types = all.len();
-    all.extend(items(&lines[open + 3..close], true));
+    all.extend(items(&lines[open + 3..close], Some(true)));
 
-    let mut module_of = std::collections::HashMap::new();
-    for entry in std::fs::read_dir(src).unwrap() {
-        let path = entry.unwrap().path();
-        let stem = path.file_stem().unwrap().to_str().unwrap().to_string();
-        if !path.is_file() || stem == "tests" {
-            continue;
-        }
-        for name in declarations_of(&path) {
-            module_of.insert(name, stem.clone());
-        }
-    }
-    let group_of = |item: &Item| {
-        let module = module_of.get(&item.name).unwrap_or_else(|| {
-            panic!(
-                "{} is in the header but no module of ffi/src declares it",
-                item.name
-            )
-        });
-        GROUPS
-            .iter()
-            .position(|g| g.2.contains(&module.as_str()))
-            .unwrap_or_else(|| panic!("ffi/src/{module}.rs has no group in GROUPS"))
-    };
+    let module_of = modules(src);
+    let group_of = |item: &Item| group_of(&module_of, &item.name);
     // (group, is a function, index in cbindgen's order): sorted, each
     // group's constants and types, then its functions.
     let mut order: Vec<(usize, bool, usize)> = all
@@ -416,6 +428,46 @@ fn generate() -> Vec<u8> {
     bindings.write(&mut out);
     let header = String::from_utf8(out).expect("cbindgen writes UTF-8");
     arrange(&header, &crate_dir.join("src")).into_bytes()
+}
+
+/// Checked on the output, not on how `arrange` gets there: the groups come
+/// in `GROUPS` order, none empty, and every declaration sits in the group
+/// of the module that declares it (`sy_pick_request` with the reader,
+/// `sy_call_options` with calls, `sy_status` with errors, ...).
+#[test]
+fn every_declaration_sits_in_its_modules_group() {
+    let src = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("src");
+    let module_of = modules(&src);
+    let header = String::from_utf8(generate()).unwrap();
+    let lines: Vec<&str> = header.lines().collect();
+    let rule = "/* ----------------------------------------------------------------------------";
+    let starts: Vec<usize> = (0..lines.len()).filter(|&i| lines[i] == rule).collect();
+    let end = lines
+        .iter()
+        .rposition(|l| *l == "#ifdef __cplusplus")
+        .unwrap();
+    let titles: Vec<&str> = starts
+        .iter()
+        .map(|&i| lines[i + 1].trim_start_matches(" * "))
+        .collect();
+    let expected: Vec<&str> = GROUPS.iter().map(|g| g.0).collect();
+    assert_eq!(titles, expected, "the groups, in GROUPS order");
+    for (g, &start) in starts.iter().enumerate() {
+        let close = (start..lines.len())
+            .find(|&i| lines[i].ends_with("*/"))
+            .unwrap();
+        let stop = starts.get(g + 1).copied().unwrap_or(end);
+        let body = items(&lines[close + 1..stop], None);
+        assert!(!body.is_empty(), "group {} is empty", GROUPS[g].0);
+        for item in body {
+            assert_eq!(
+                GROUPS[group_of(&module_of, &item.name)].0,
+                GROUPS[g].0,
+                "{} is in the wrong group",
+                item.name
+            );
+        }
+    }
 }
 
 #[test]
