@@ -53,10 +53,12 @@ static void on_done_inside(void *ctx, sy_status st, uint32_t code, const char *m
   in->status = st;
   in->code = code;
   in->blocking_call =
-      sy_call_unary(inside_reader, "/a/b", NULL, 0, NULL, 0, NULL, SY_WAIT_FOREVER, true, &r2);
+      sy_call_unary(inside_reader, "/a/b", 4, NULL, 0,
+                    &(sy_call_options){.wait_for_ready = true}, &r2);
   in->close_call = sy_channel_close(inside_channel);
   /* Non-blocking: allowed (and fails fast again; its callback is ignored). */
-  in->start_call = sy_call_unary_start(inside_channel, "/a/b", NULL, 0, NULL, 0, NULL, 1000, false,
+  in->start_call = sy_call_unary_start(inside_channel, "/a/b", 4, NULL, 0,
+                                       &(sy_call_options){.timeout_ms = 1000, .has_timeout = true},
                                        ignore_done, NULL, NULL);
   in->done = 1;
   pthread_mutex_unlock(&in->mu);
@@ -139,75 +141,108 @@ static void bad_calls(sy_runtime *rt, sy_channel *host_ch) {
   OK(sy_reader_new(ch, &r));
 
   /* sy_call_unary. */
-  EXPECT(sy_call_unary_simple(NULL, "/a/b", NULL, 0, SY_WAIT_FOREVER, &resp), SY_NULL_PARAMETER);
-  EXPECT(sy_call_unary_simple(r, "/a/b", NULL, 0, SY_WAIT_FOREVER, NULL), SY_NULL_PARAMETER);
-  EXPECT(sy_call_unary_simple(r, "no-slash", NULL, 0, SY_WAIT_FOREVER, &resp), SY_INVALID_ARGUMENT);
-  EXPECT(sy_call_unary_simple(r, "/a/b", NULL, 5, SY_WAIT_FOREVER, &resp), SY_NULL_PARAMETER);
-  EXPECT(sy_call_unary(NULL, "/a/b", NULL, 0, NULL, 0, NULL, 0, false, &resp), SY_NULL_PARAMETER);
-  EXPECT(sy_call_unary(r, "/a/b", NULL, 0, NULL, 0, NULL, 0, false, NULL), SY_NULL_PARAMETER);
-  EXPECT(sy_call_unary(r, NULL, NULL, 0, NULL, 0, NULL, 0, false, &resp), SY_NULL_PARAMETER);
-  EXPECT(sy_call_unary(r, bad_utf8, NULL, 0, NULL, 0, NULL, 0, false, &resp), SY_INVALID_UTF8);
-  EXPECT(sy_call_unary(r, "no-slash", NULL, 0, NULL, 0, NULL, 0, false, &resp), SY_INVALID_ARGUMENT);
-  EXPECT(sy_call_unary(r, "/", NULL, 0, NULL, 0, NULL, 0, false, &resp), SY_INVALID_ARGUMENT);
-  EXPECT(sy_call_unary(r, "/a/b c", NULL, 0, NULL, 0, NULL, 0, false, &resp), SY_INVALID_ARGUMENT);
-  EXPECT(sy_call_unary(r, "/a/b", NULL, 5, NULL, 0, NULL, 0, false, &resp), SY_NULL_PARAMETER);
-  EXPECT(sy_call_unary(r, "/a/b", (const uint8_t *)"x", huge, NULL, 0, NULL, 0, false, &resp),
+  EXPECT(sy_call_unary(NULL, "/a/b", 4, NULL, 0, NULL, &resp), SY_NULL_PARAMETER);
+  EXPECT(sy_call_unary(r, "/a/b", 4, NULL, 0, NULL, NULL), SY_NULL_PARAMETER);
+  EXPECT(sy_call_unary(r, NULL, 0, NULL, 0, NULL, &resp), SY_NULL_PARAMETER);
+  EXPECT(sy_call_unary(r, bad_utf8, strlen(bad_utf8), NULL, 0, NULL, &resp), SY_INVALID_UTF8);
+  EXPECT(sy_call_unary(r, "no-slash", 8, NULL, 0, NULL, &resp), SY_INVALID_ARGUMENT);
+  EXPECT(sy_call_unary(r, "/", 1, NULL, 0, NULL, &resp), SY_INVALID_ARGUMENT);
+  EXPECT(sy_call_unary(r, "/a/b c", 6, NULL, 0, NULL, &resp), SY_INVALID_ARGUMENT);
+  EXPECT(sy_call_unary(r, "/a/b", 1, NULL, 0, NULL, &resp), SY_INVALID_ARGUMENT); /* "/" */
+  EXPECT(sy_call_unary(r, "/a/b", huge, NULL, 0, NULL, &resp), SY_INVALID_ARGUMENT);
+  EXPECT(sy_call_unary(r, "/a/b", 4, NULL, 5, NULL, &resp), SY_NULL_PARAMETER);
+  EXPECT(sy_call_unary(r, "/a/b", 4, (const uint8_t *)"x", huge, NULL, &resp),
          SY_INVALID_ARGUMENT);
-  EXPECT(sy_call_unary(r, "/a/b", (const uint8_t *)"x", (size_t)1 << 32, NULL, 0, NULL, 0, false,
-                       &resp),
+  EXPECT(sy_call_unary(r, "/a/b", 4, (const uint8_t *)"x", (size_t)1 << 32, NULL, &resp),
          SY_INVALID_ARGUMENT); /* over gRPC's 4 GiB frame limit */
-  EXPECT(sy_call_unary(r, "/a/b", NULL, 0, NULL, 1, NULL, 0, false, &resp), SY_NULL_PARAMETER);
+  {
+    /* A value without its has_ flag is refused, not ignored. */
+    sy_call_options opts = {0};
+    opts.timeout_ms = 5000;
+    EXPECT(sy_call_unary(r, "/a/b", 4, NULL, 0, &opts, &resp), SY_INVALID_ARGUMENT);
+    opts.timeout_ms = 0;
+    opts.request_hash = 42;
+    EXPECT(sy_call_unary(r, "/a/b", 4, NULL, 0, &opts, &resp), SY_INVALID_ARGUMENT);
+  }
+  EXPECT(sy_call_unary(r, "/a/b", 4, NULL, 0,
+                       &(sy_call_options){.metadata = NULL, .metadata_len = 1}, &resp),
+         SY_NULL_PARAMETER);
   md.key = "x-ok";
   md.value = "fine";
-  EXPECT(sy_call_unary(r, "/a/b", NULL, 0, &md, huge, NULL, 0, false, &resp), SY_INVALID_ARGUMENT);
+  EXPECT(sy_call_unary(r, "/a/b", 4, NULL, 0,
+                       &(sy_call_options){.metadata = &md, .metadata_len = huge},
+                       &resp), SY_INVALID_ARGUMENT);
   md.key = NULL;
-  EXPECT(sy_call_unary(r, "/a/b", NULL, 0, &md, 1, NULL, 0, false, &resp), SY_NULL_PARAMETER);
+  EXPECT(sy_call_unary(r, "/a/b", 4, NULL, 0,
+                       &(sy_call_options){.metadata = &md, .metadata_len = 1},
+                       &resp), SY_NULL_PARAMETER);
   md.key = "x-ok";
   md.value = NULL;
-  EXPECT(sy_call_unary(r, "/a/b", NULL, 0, &md, 1, NULL, 0, false, &resp), SY_NULL_PARAMETER);
+  EXPECT(sy_call_unary(r, "/a/b", 4, NULL, 0,
+                       &(sy_call_options){.metadata = &md, .metadata_len = 1},
+                       &resp), SY_NULL_PARAMETER);
   md.value = bad_utf8;
-  EXPECT(sy_call_unary(r, "/a/b", NULL, 0, &md, 1, NULL, 0, false, &resp), SY_INVALID_UTF8);
+  EXPECT(sy_call_unary(r, "/a/b", 4, NULL, 0,
+                       &(sy_call_options){.metadata = &md, .metadata_len = 1},
+                       &resp), SY_INVALID_UTF8);
   md.value = "two\nlines";
-  EXPECT(sy_call_unary(r, "/a/b", NULL, 0, &md, 1, NULL, 0, false, &resp), SY_INVALID_ARGUMENT);
+  EXPECT(sy_call_unary(r, "/a/b", 4, NULL, 0,
+                       &(sy_call_options){.metadata = &md, .metadata_len = 1},
+                       &resp), SY_INVALID_ARGUMENT);
   md.value = "fine";
   md.key = "grpc-timeout";
-  EXPECT(sy_call_unary(r, "/a/b", NULL, 0, &md, 1, NULL, 0, false, &resp), SY_INVALID_ARGUMENT);
+  EXPECT(sy_call_unary(r, "/a/b", 4, NULL, 0,
+                       &(sy_call_options){.metadata = &md, .metadata_len = 1},
+                       &resp), SY_INVALID_ARGUMENT);
   md.key = "bad key";
-  EXPECT(sy_call_unary(r, "/a/b", NULL, 0, &md, 1, NULL, 0, false, &resp), SY_INVALID_ARGUMENT);
+  EXPECT(sy_call_unary(r, "/a/b", 4, NULL, 0,
+                       &(sy_call_options){.metadata = &md, .metadata_len = 1},
+                       &resp), SY_INVALID_ARGUMENT);
   md.key = "";
-  EXPECT(sy_call_unary(r, "/a/b", NULL, 0, &md, 1, NULL, 0, false, &resp), SY_INVALID_ARGUMENT);
+  EXPECT(sy_call_unary(r, "/a/b", 4, NULL, 0,
+                       &(sy_call_options){.metadata = &md, .metadata_len = 1},
+                       &resp), SY_INVALID_ARGUMENT);
   CHECK(resp == NULL);
   /* Well-formed, but nobody listens: the RPC fails with UNAVAILABLE. */
   md.key = "X-Ok";
-  EXPECT(sy_call_unary(r, "/a/b", NULL, 0, &md, 1, NULL, 5000, false, &resp), SY_RPC_FAILED);
+  EXPECT(sy_call_unary(r, "/a/b", 4, NULL, 0,
+                       &(sy_call_options){.timeout_ms = 5000, .has_timeout = true, .metadata = &md,
+                                          .metadata_len = 1},
+                       &resp), SY_RPC_FAILED);
   CHECK(sy_last_grpc_code() == 14);
   CHECK(resp == NULL);
 
   /* A channel whose transports are the host's has no calls. */
   OK(sy_reader_new(host_ch, &host_r));
-  EXPECT(sy_call_unary(host_r, "/a/b", NULL, 0, NULL, 0, NULL, 0, false, &resp), SY_INVALID_ARGUMENT);
+  EXPECT(sy_call_unary(host_r, "/a/b", 4, NULL, 0, NULL, &resp), SY_INVALID_ARGUMENT);
   {
     char buf[256];
     sy_last_error(buf, sizeof buf);
     CHECK(strstr(buf, "host") != NULL);
   }
-  EXPECT(sy_call_unary_start(host_ch, "/a/b", NULL, 0, NULL, 0, NULL, 0, false, ignore_done, NULL,
-                             NULL),
+  EXPECT(sy_call_unary_start(host_ch, "/a/b", 4, NULL, 0, NULL, ignore_done, NULL, NULL),
          SY_INVALID_ARGUMENT);
   sy_reader_free(host_r);
 
   /* sy_call_unary_start: checked up front; the callback never runs then. */
-  EXPECT(sy_call_unary_start(NULL, "/a/b", NULL, 0, NULL, 0, NULL, 0, false, ignore_done, NULL,
-                             NULL),
+  EXPECT(sy_call_unary_start(NULL, "/a/b", 4, NULL, 0, NULL, ignore_done, NULL, NULL),
          SY_NULL_PARAMETER);
-  EXPECT(sy_call_unary_start(ch, "/a/b", NULL, 0, NULL, 0, NULL, 0, false, NULL, NULL, NULL),
-         SY_NULL_PARAMETER);
-  EXPECT(sy_call_unary_start(ch, bad_utf8, NULL, 0, NULL, 0, NULL, 0, false, ignore_done, NULL,
+  EXPECT(sy_call_unary_start(ch, "/a/b", 4, NULL, 0, NULL, NULL, NULL, NULL), SY_NULL_PARAMETER);
+  EXPECT(sy_call_unary_start(ch, bad_utf8, strlen(bad_utf8), NULL, 0, NULL, ignore_done, NULL,
                              NULL),
          SY_INVALID_UTF8);
-  EXPECT(sy_call_unary_start(ch, "/a/b", (const uint8_t *)"x", huge, NULL, 0, NULL, 0, false,
+  EXPECT(sy_call_unary_start(ch, "/a/b", huge, NULL, 0, NULL, ignore_done, NULL, NULL),
+         SY_INVALID_ARGUMENT);
+  EXPECT(sy_call_unary_start(ch, "/a/b", 4, (const uint8_t *)"x", huge, NULL, ignore_done, NULL,
+                             NULL),
+         SY_INVALID_ARGUMENT);
+  EXPECT(sy_call_unary_start(ch, "/a/b", 4, NULL, 0,
+                             &(sy_call_options){.metadata = &md, .metadata_len = huge},
                              ignore_done, NULL, NULL),
          SY_INVALID_ARGUMENT);
+  EXPECT(sy_call_unary_start(ch, "/a/b", 4, NULL, 0, &(sy_call_options){.timeout_ms = 1},
+                             ignore_done, NULL, NULL),
+         SY_INVALID_ARGUMENT); /* timeout_ms without has_timeout */
 
   /* Inside a completion callback, blocking calls are refused. */
   {
@@ -217,8 +252,9 @@ static void bad_calls(sy_runtime *rt, sy_channel *host_ch) {
     pthread_mutex_init(&in.mu, NULL);
     inside_reader = r;
     inside_channel = ch;
-    OK(sy_call_unary_start(ch, "/a/b", NULL, 0, NULL, 0, NULL, 5000, false, on_done_inside, &in,
-                           NULL));
+    OK(sy_call_unary_start(ch, "/a/b", 4, NULL, 0,
+                           &(sy_call_options){.timeout_ms = 5000, .has_timeout = true},
+                           on_done_inside, &in, NULL));
     for (i = 0; i < 500; i++) {
       int d;
       pthread_mutex_lock(&in.mu);
@@ -244,9 +280,9 @@ static void bad_calls(sy_runtime *rt, sy_channel *host_ch) {
 
   /* After close. */
   OK(sy_channel_close(ch));
-  EXPECT(sy_call_unary(r, "/a/b", NULL, 0, NULL, 0, NULL, SY_WAIT_FOREVER, true, &resp), SY_CLOSED);
-  EXPECT(sy_call_unary_start(ch, "/a/b", NULL, 0, NULL, 0, NULL, SY_WAIT_FOREVER, false,
-                             ignore_done, NULL, NULL),
+  EXPECT(sy_call_unary(r, "/a/b", 4, NULL, 0,
+                       &(sy_call_options){.wait_for_ready = true}, &resp), SY_CLOSED);
+  EXPECT(sy_call_unary_start(ch, "/a/b", 4, NULL, 0, NULL, ignore_done, NULL, NULL),
          SY_CLOSED);
   sy_reader_free(r);
   sy_channel_free(ch);

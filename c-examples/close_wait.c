@@ -59,8 +59,8 @@ typedef struct blocking {
 static void *blocking_call(void *arg) {
   blocking *b = (blocking *)arg;
   sy_buffer *resp = NULL;
-  b->status = sy_call_unary(b->reader, "/echo.Echo/Unary", NULL, 0, NULL, 0, NULL, SY_WAIT_FOREVER,
-                            true, &resp);
+  b->status = sy_call_unary(b->reader, "/echo.Echo/Unary", strlen("/echo.Echo/Unary"), NULL, 0,
+                            &(sy_call_options){.wait_for_ready = true}, &resp);
   CHECK(resp == NULL);
   return NULL;
 }
@@ -70,8 +70,8 @@ static void *blocking_call(void *arg) {
 static void start_stuck_calls(sy_channel *ch, tally *t, blocking *b, pthread_t *th) {
   int i;
   for (i = 0; i < N_CALLS; i++)
-    OK(sy_call_unary_start(ch, "/echo.Echo/Unary", NULL, 0, NULL, 0, NULL, SY_WAIT_FOREVER, true,
-                           on_call_done, t, NULL));
+    OK(sy_call_unary_start(ch, "/echo.Echo/Unary", strlen("/echo.Echo/Unary"), NULL, 0,
+                           &(sy_call_options){.wait_for_ready = true}, on_call_done, t, NULL));
   OK(sy_reader_new(ch, &b->reader));
   b->status = SY_PANIC;
   CHECK(pthread_create(th, NULL, blocking_call, b) == 0);
@@ -113,8 +113,9 @@ static void managed_calls_at_free(void) {
   CHECK(t.done == N_CALLS && t.closed == N_CALLS);
   CHECK(pthread_join(th, NULL) == 0);
   CHECK(b.status == SY_CLOSED);
-  CHECK_STATUS(sy_call_unary_start(ch, "/echo.Echo/Unary", NULL, 0, NULL, 0, NULL, SY_WAIT_FOREVER,
-                                   true, on_call_done, &t, NULL),
+  CHECK_STATUS(sy_call_unary_start(ch, "/echo.Echo/Unary", strlen("/echo.Echo/Unary"), NULL, 0,
+                                   &(sy_call_options){.wait_for_ready = true}, on_call_done, &t,
+                                   NULL),
                SY_CLOSED);
   sy_reader_free(b.reader);
   sy_channel_free(ch);

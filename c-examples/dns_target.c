@@ -86,8 +86,10 @@ static void stop_dns(void) {
 
 static void call_ok(sy_reader *reader) {
   sy_buffer *resp = NULL;
-  OK(sy_call_unary(reader, "/echo.Echo/Unary", (const uint8_t *)"hi", 2, NULL, 0, NULL, 10000,
-                   true, &resp));
+  OK(sy_call_unary(reader, "/echo.Echo/Unary", strlen("/echo.Echo/Unary"), (const uint8_t *)"hi", 2,
+                   &(sy_call_options){.timeout_ms = 10000, .has_timeout = true,
+                                      .wait_for_ready = true},
+                   &resp));
   sy_buffer_free(resp);
 }
 

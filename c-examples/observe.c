@@ -95,8 +95,11 @@ int main(void) {
 
   for (i = 0; i < N_CALLS; i++) {
     sy_buffer *resp = NULL;
-    OK(sy_call_unary(reader, "/echo.Echo/Unary", (const uint8_t *)"hi", 2, NULL, 0, NULL, 5000,
-                     true, &resp));
+    OK(sy_call_unary(reader, "/echo.Echo/Unary", strlen("/echo.Echo/Unary"), (const uint8_t *)"hi",
+                     2,
+                     &(sy_call_options){.timeout_ms = 5000, .has_timeout = true,
+                                        .wait_for_ready = true},
+                     &resp));
     sy_buffer_free(resp);
   }
 

@@ -7,7 +7,7 @@
  *      on server 2 as failed (sy_pick_done with 14, UNAVAILABLE), the others
  *      as OK: outcomes reported through the header feed the policy, and
  *      within a few 100 ms sweeps server 2 is ejected (picks skip it);
- *   3. the library's own calls (sy_call_unary_simple) then go to the other
+ *   3. the library's own calls (sy_call_unary) then go to the other
  *      four only, and the channel stays READY. */
 #include "echo_server.h"
 
@@ -45,7 +45,8 @@ static int server_of(const char *text, size_t len) {
 static int call_echo(sy_reader *reader) {
   sy_buffer *resp = NULL;
   int who;
-  OK(sy_call_unary_simple(reader, "/echo.Echo/Unary", (const uint8_t *)"hi", 2, 5000, &resp));
+  OK(sy_call_unary(reader, "/echo.Echo/Unary", strlen("/echo.Echo/Unary"), (const uint8_t *)"hi", 2,
+                   &(sy_call_options){.timeout_ms = 5000, .has_timeout = true}, &resp));
   who = server_of((const char *)sy_buffer_data(resp), sy_buffer_len(resp));
   sy_buffer_free(resp);
   return who;

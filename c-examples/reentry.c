@@ -64,7 +64,9 @@ static void probe_reader(sy_reader *r, sy_status want) {
   CHECK_STATUS(sy_pick(r, NULL, 0, NULL, 50, true, &res), want);
   CHECK(res._token[3] == 0); /* out-parameters are untouched on failure */
   CHECK_STATUS(sy_reader_refresh(r), want);
-  CHECK_STATUS(sy_call_unary(r, "/pkg.Svc/M", NULL, 0, NULL, 0, NULL, 100, false, &buf), want);
+  CHECK_STATUS(sy_call_unary(r, "/pkg.Svc/M", strlen("/pkg.Svc/M"), NULL, 0,
+                             &(sy_call_options){.timeout_ms = 100,
+                                                .has_timeout = true}, &buf), want);
   CHECK(buf == NULL);
   sy_reader_free(r); /* refused: nothing freed, the reason recorded */
   CHECK(sy_last_status() == (uint32_t)want);

@@ -75,7 +75,9 @@ static int call_echo(sy_reader *reader) {
   size_t vlen = 0;
   char port[16];
   int i, who = -1;
-  OK(sy_call_unary(reader, "/echo.Echo/Unary", (const uint8_t *)"r", 1, NULL, 0, NULL, 10000, true,
+  OK(sy_call_unary(reader, "/echo.Echo/Unary", strlen("/echo.Echo/Unary"), (const uint8_t *)"r", 1,
+                   &(sy_call_options){.timeout_ms = 10000, .has_timeout = true,
+                                      .wait_for_ready = true},
                    &resp));
   OK(sy_buffer_trailer(resp, "x-backend-port", 0, &v, &vlen));
   CHECK(vlen > 0 && vlen < sizeof port);
@@ -204,8 +206,9 @@ int main(void) {
   {
     sy_buffer *resp = NULL;
     char err[256];
-    CHECK_STATUS(sy_call_unary(reader, "/echo.Echo/Unary", (const uint8_t *)"r", 1, NULL, 0, NULL,
-                               2000, false, &resp),
+    CHECK_STATUS(sy_call_unary(reader, "/echo.Echo/Unary", strlen("/echo.Echo/Unary"),
+                               (const uint8_t *)"r", 1,
+                               &(sy_call_options){.timeout_ms = 2000, .has_timeout = true}, &resp),
                  SY_RPC_FAILED);
     CHECK(sy_last_grpc_code() == 14 && resp == NULL);
     sy_last_error(err, sizeof err);
@@ -220,8 +223,9 @@ int main(void) {
   {
     sy_buffer *resp = NULL;
     char err[256];
-    CHECK_STATUS(sy_call_unary(reader, "/echo.Echo/Unary", (const uint8_t *)"r", 1, NULL, 0, NULL,
-                               2000, false, &resp),
+    CHECK_STATUS(sy_call_unary(reader, "/echo.Echo/Unary", strlen("/echo.Echo/Unary"),
+                               (const uint8_t *)"r", 1,
+                               &(sy_call_options){.timeout_ms = 2000, .has_timeout = true}, &resp),
                  SY_RPC_FAILED);
     CHECK(sy_last_grpc_code() == 14 && resp == NULL);
     sy_last_error(err, sizeof err);

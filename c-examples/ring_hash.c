@@ -41,11 +41,21 @@ static int backend_of(const sy_buffer *resp) {
 static int call(sy_reader *reader, const char *user, const uint64_t *hash) {
   sy_buffer *resp = NULL;
   sy_metadata md[1];
+  sy_call_options opts = {0}; /* = {0}: the defaults; set what applies */
   int who;
   md[0].key = "x-user-id";
   md[0].value = user;
-  OK(sy_call_unary(reader, "/echo.Echo/Unary", (const uint8_t *)"hi", 2, md, user ? 1 : 0, hash,
-                   5000, true, &resp));
+  opts.timeout_ms = 5000;
+  opts.has_timeout = true;
+  opts.wait_for_ready = true;
+  opts.metadata = md;
+  opts.metadata_len = user ? 1 : 0;
+  if (hash) {
+    opts.request_hash = *hash;
+    opts.has_request_hash = true;
+  }
+  OK(sy_call_unary(reader, "/echo.Echo/Unary", strlen("/echo.Echo/Unary"), (const uint8_t *)"hi", 2,
+                   &opts, &resp));
   who = backend_of(resp);
   sy_buffer_free(resp);
   return who;

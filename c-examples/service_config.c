@@ -43,8 +43,9 @@ static void expect_rpc_error(sy_status got, uint32_t want_code, const char *want
 
 static sy_status call(sy_reader *r, const char *method, const char *request, uint64_t timeout_ms) {
   sy_buffer *resp = NULL;
-  sy_status st = sy_call_unary(r, method, (const uint8_t *)request, strlen(request), NULL, 0, NULL,
-                               timeout_ms, false, &resp);
+  sy_status st = sy_call_unary(r, method, strlen(method), (const uint8_t *)request, strlen(request),
+                               &(sy_call_options){.timeout_ms = timeout_ms, .has_timeout = true},
+                               &resp);
   sy_buffer_free(resp);
   return st;
 }
@@ -76,8 +77,8 @@ static void started(const sy_channel *ch, const char *method, const char *reques
   int waited;
   memset(&o, 0, sizeof o);
   pthread_mutex_init(&o.mu, NULL);
-  OK(sy_call_unary_start(ch, method, (const uint8_t *)request, strlen(request), NULL, 0, NULL,
-                         SY_WAIT_FOREVER, false, on_done, &o, &id));
+  OK(sy_call_unary_start(ch, method, strlen(method), (const uint8_t *)request, strlen(request),
+                         NULL, on_done, &o, &id));
   pthread_mutex_lock(&o.mu);
   for (waited = 0; !o.done && waited < 200; waited++) { /* at most 20 s */
     pthread_mutex_unlock(&o.mu);

@@ -67,8 +67,11 @@ static int call_echo(sy_reader *reader, const char *request) {
   md[0].value = "unary_call";
   md[1].key = "X-Request-Kind"; /* folded to lower case */
   md[1].value = "echo";
-  OK(sy_call_unary(reader, "/echo.Echo/Unary", (const uint8_t *)request, strlen(request), md, 2,
-                   NULL, 5000, true, &resp));
+  OK(sy_call_unary(reader, "/echo.Echo/Unary", strlen("/echo.Echo/Unary"), (const uint8_t *)request,
+                   strlen(request),
+                   &(sy_call_options){.timeout_ms = 5000, .has_timeout = true,
+                                      .wait_for_ready = true, .metadata = md, .metadata_len = 2},
+                   &resp));
   who = backend_of(resp, request);
   sy_buffer_free(resp);
   return who;
@@ -244,11 +247,15 @@ static void started_calls(sy_runtime *rt, sy_channel *ch, const sy_channel_optio
   completions_init(&slow);
 
   /* A 200 ms call ends at its deadline while a 30 s one is in flight. */
-  OK(sy_call_unary_start(ch, "/echo.Echo/Delay", (const uint8_t *)"30000", 5, NULL, 0, NULL,
-                         SY_WAIT_FOREVER, true, on_done, &slow, NULL));
+  OK(sy_call_unary_start(ch, "/echo.Echo/Delay", strlen("/echo.Echo/Delay"),
+                         (const uint8_t *)"30000", 5, &(sy_call_options){.wait_for_ready = true},
+                         on_done, &slow, NULL));
   t0 = now_ms();
-  OK(sy_call_unary_start(ch, "/echo.Echo/Delay", (const uint8_t *)"30000", 5, NULL, 0, NULL, 200,
-                         true, on_done, &quick, NULL));
+  OK(sy_call_unary_start(ch, "/echo.Echo/Delay", strlen("/echo.Echo/Delay"),
+                         (const uint8_t *)"30000", 5,
+                         &(sy_call_options){.timeout_ms = 200, .has_timeout = true,
+                                            .wait_for_ready = true},
+                         on_done, &quick, NULL));
   wait_done(&quick, 1);
   took = now_ms() - t0;
   CHECK(quick.last_status == SY_RPC_FAILED && quick.last_code == 4 /* DEADLINE_EXCEEDED */);
@@ -257,8 +264,9 @@ static void started_calls(sy_runtime *rt, sy_channel *ch, const sy_channel_optio
          (unsigned)quick.last_code);
 
   /* Cancel: the 30 s call ends now, with CANCELLED; then it is not found. */
-  OK(sy_call_unary_start(ch, "/echo.Echo/Delay", (const uint8_t *)"30000", 5, NULL, 0, NULL,
-                         SY_WAIT_FOREVER, true, on_done, &cancelled, &id));
+  OK(sy_call_unary_start(ch, "/echo.Echo/Delay", strlen("/echo.Echo/Delay"),
+                         (const uint8_t *)"30000", 5, &(sy_call_options){.wait_for_ready = true},
+                         on_done, &cancelled, &id));
   sleep_ms(100); /* let it reach the server */
   OK(sy_call_cancel(ch, id));
   wait_done(&cancelled, 1);
@@ -283,16 +291,19 @@ static void started_calls(sy_runtime *rt, sy_channel *ch, const sy_channel_optio
   for (i = 0; i < N_SILENT; i++) {
     calls[i].tally = &tally;
     calls[i].index = i;
-    OK(sy_call_unary_start(silent, "/echo.Echo/Unary", NULL, 0, NULL, 0, NULL, SY_WAIT_FOREVER,
-                           true, on_silent_done, &calls[i], NULL));
+    OK(sy_call_unary_start(silent, "/echo.Echo/Unary", strlen("/echo.Echo/Unary"), NULL, 0,
+                           &(sy_call_options){.wait_for_ready = true}, on_silent_done, &calls[i],
+                           NULL));
     if (i == 0) threads = thread_count(); /* with the channel's completion thread */
   }
   CHECK(thread_count() == threads);
   completions_destroy(&quick);
   completions_init(&quick);
   t0 = now_ms();
-  OK(sy_call_unary_start(silent, "/echo.Echo/Unary", NULL, 0, NULL, 0, NULL, 200, true, on_done,
-                         &quick, NULL));
+  OK(sy_call_unary_start(silent, "/echo.Echo/Unary", strlen("/echo.Echo/Unary"), NULL, 0,
+                         &(sy_call_options){.timeout_ms = 200, .has_timeout = true,
+                                            .wait_for_ready = true},
+                         on_done, &quick, NULL));
   wait_done(&quick, 1);
   took = now_ms() - t0;
   CHECK(quick.last_status == SY_RPC_FAILED && quick.last_code == 4);
@@ -393,8 +404,11 @@ int main(void) {
   for (i = 0; i < N_ASYNC; i++) {
     char request[32];
     snprintf(request, sizeof request, "async %d", i);
-    OK(sy_call_unary_start(ch, "/echo.Echo/Unary", (const uint8_t *)request, strlen(request), NULL,
-                           0, NULL, 5000, true, on_done, &c, NULL));
+    OK(sy_call_unary_start(ch, "/echo.Echo/Unary", strlen("/echo.Echo/Unary"),
+                           (const uint8_t *)request, strlen(request),
+                           &(sy_call_options){.timeout_ms = 5000, .has_timeout = true,
+                                              .wait_for_ready = true},
+                           on_done, &c, NULL));
   }
   wait_done(&c, N_ASYNC);
   CHECK(c.ok == N_ASYNC);
@@ -405,11 +419,16 @@ int main(void) {
 
   /* 4. Failures and their gRPC codes. */
   printf("unknown method:\n");
-  expect_rpc_error(sy_call_unary(reader, "/echo.Echo/NoSuchMethod", NULL, 0, NULL, 0, NULL, 5000,
-                                 true, &resp),
+  expect_rpc_error(sy_call_unary(reader, "/echo.Echo/NoSuchMethod",
+                                 strlen("/echo.Echo/NoSuchMethod"), NULL, 0,
+                                 &(sy_call_options){.timeout_ms = 5000, .has_timeout = true,
+                                                    .wait_for_ready = true},
+                                 &resp),
                    12 /* UNIMPLEMENTED */);
   CHECK(resp == NULL);
-  OK(sy_call_unary_start(ch, "/echo.Echo/NoSuchMethod", NULL, 0, NULL, 0, NULL, 5000, true,
+  OK(sy_call_unary_start(ch, "/echo.Echo/NoSuchMethod", strlen("/echo.Echo/NoSuchMethod"), NULL, 0,
+                         &(sy_call_options){.timeout_ms = 5000, .has_timeout = true,
+                                            .wait_for_ready = true},
                          on_done, &c, NULL));
   wait_done(&c, N_ASYNC + 1);
   CHECK(c.last_status == SY_RPC_FAILED && c.last_code == 12);
@@ -417,8 +436,11 @@ int main(void) {
          (unsigned)c.last_code, c.last_message);
 
   printf("deadline (50 ms) shorter than the server's delay (2 s):\n");
-  expect_rpc_error(sy_call_unary(reader, "/echo.Echo/Delay", (const uint8_t *)"2000", 4, NULL, 0,
-                                 NULL, 50, true, &resp),
+  expect_rpc_error(sy_call_unary(reader, "/echo.Echo/Delay", strlen("/echo.Echo/Delay"),
+                                 (const uint8_t *)"2000", 4,
+                                 &(sy_call_options){.timeout_ms = 50, .has_timeout = true,
+                                                    .wait_for_ready = true},
+                                 &resp),
                    4 /* DEADLINE_EXCEEDED */);
   /* The connection is fine afterwards. */
   (void)call_echo(reader, "after the deadline");
@@ -426,10 +448,12 @@ int main(void) {
   /* A timeout of 0 (SY_NO_WAIT) is a deadline already passed, as in gRPC
      and as for sy_pick: the call fails without being sent. */
   printf("timeout SY_NO_WAIT (0):\n");
-  expect_rpc_error(sy_call_unary_simple(reader, "/echo.Echo/Unary", NULL, 0, SY_NO_WAIT, &resp),
+  expect_rpc_error(sy_call_unary(reader, "/echo.Echo/Unary", strlen("/echo.Echo/Unary"), NULL, 0,
+                                 &(sy_call_options){.has_timeout = true}, &resp),
                    4 /* DEADLINE_EXCEEDED */);
   CHECK(resp == NULL);
-  OK(sy_call_unary_start(ch, "/echo.Echo/Unary", NULL, 0, NULL, 0, NULL, SY_NO_WAIT, true, on_done,
+  OK(sy_call_unary_start(ch, "/echo.Echo/Unary", strlen("/echo.Echo/Unary"), NULL, 0,
+                         &(sy_call_options){.has_timeout = true, .wait_for_ready = true}, on_done,
                          &c, NULL));
   wait_done(&c, N_ASYNC + 2);
   CHECK(c.last_status == SY_RPC_FAILED && c.last_code == 4);
@@ -442,11 +466,14 @@ int main(void) {
     OK(sy_channel_new_with_options(rt, dead_target, NULL, opts, NULL, NULL, NULL, NULL, &dead));
     OK(sy_reader_new(dead, &dr));
     printf("nobody listening at %s, fail-fast:\n", dead_target);
-    expect_rpc_error(sy_call_unary(dr, "/echo.Echo/Unary", NULL, 0, NULL, 0, NULL, 5000, false,
+    expect_rpc_error(sy_call_unary(dr, "/echo.Echo/Unary", strlen("/echo.Echo/Unary"), NULL, 0,
+                                   &(sy_call_options){.timeout_ms = 5000, .has_timeout = true},
                                    &resp),
                      14 /* UNAVAILABLE */);
     printf("nobody listening, wait-for-ready with a 200 ms deadline:\n");
-    expect_rpc_error(sy_call_unary(dr, "/echo.Echo/Unary", NULL, 0, NULL, 0, NULL, 200, true,
+    expect_rpc_error(sy_call_unary(dr, "/echo.Echo/Unary", strlen("/echo.Echo/Unary"), NULL, 0,
+                                   &(sy_call_options){.timeout_ms = 200, .has_timeout = true,
+                                                      .wait_for_ready = true},
                                    &resp),
                      4 /* DEADLINE_EXCEEDED */);
     sy_reader_free(dr);
@@ -461,12 +488,19 @@ int main(void) {
     bad[0].value = "yes";
     bad[1].key = "transfer-encoding";
     bad[1].value = "chunked";
-    CHECK_STATUS(sy_call_unary(reader, "/echo.Echo/Unary", NULL, 0, bad, 2, NULL, 5000, true, &resp),
+    CHECK_STATUS(sy_call_unary(reader, "/echo.Echo/Unary", strlen("/echo.Echo/Unary"), NULL, 0,
+                               &(sy_call_options){.timeout_ms = 5000, .has_timeout = true,
+                                                  .wait_for_ready = true, .metadata = bad,
+                                                  .metadata_len = 2},
+                               &resp),
                  SY_INVALID_ARGUMENT);
     CHECK(resp == NULL);
     bad[1].key = "Connection";
     bad[1].value = "close";
-    CHECK_STATUS(sy_call_unary_start(ch, "/echo.Echo/Unary", NULL, 0, bad, 2, NULL, 5000, true,
+    CHECK_STATUS(sy_call_unary_start(ch, "/echo.Echo/Unary", strlen("/echo.Echo/Unary"), NULL, 0,
+                                     &(sy_call_options){.timeout_ms = 5000, .has_timeout = true,
+                                                        .wait_for_ready = true, .metadata = bad,
+                                                        .metadata_len = 2},
                                      on_done, &c, &id),
                  SY_INVALID_ARGUMENT);
     CHECK(id == 7); /* written on success only */
@@ -485,8 +519,9 @@ int main(void) {
   printf("close with %d calls in flight:\n", N_INFLIGHT);
   c.done = 0;
   for (i = 0; i < N_INFLIGHT; i++)
-    OK(sy_call_unary_start(ch, "/echo.Echo/Delay", (const uint8_t *)"30000", 5, NULL, 0, NULL,
-                           SY_WAIT_FOREVER, true, on_done, &c, NULL));
+    OK(sy_call_unary_start(ch, "/echo.Echo/Delay", strlen("/echo.Echo/Delay"),
+                           (const uint8_t *)"30000", 5, &(sy_call_options){.wait_for_ready = true},
+                           on_done, &c, NULL));
   sleep_ms(200); /* let them reach the servers */
   OK(sy_channel_close(ch));
   pthread_mutex_lock(&c.mu);
@@ -499,11 +534,11 @@ int main(void) {
   CHECK(slow.done == 1 && slow.closed == 1);
   pthread_mutex_unlock(&slow.mu);
   completions_destroy(&slow);
-  CHECK_STATUS(sy_call_unary_start(ch, "/echo.Echo/Unary", NULL, 0, NULL, 0, NULL, SY_WAIT_FOREVER,
-                                   true, on_done, &c, NULL),
+  CHECK_STATUS(sy_call_unary_start(ch, "/echo.Echo/Unary", strlen("/echo.Echo/Unary"), NULL, 0,
+                                   &(sy_call_options){.wait_for_ready = true}, on_done, &c, NULL),
                SY_CLOSED);
-  CHECK_STATUS(sy_call_unary(reader, "/echo.Echo/Unary", NULL, 0, NULL, 0, NULL, SY_WAIT_FOREVER,
-                             true, &resp),
+  CHECK_STATUS(sy_call_unary(reader, "/echo.Echo/Unary", strlen("/echo.Echo/Unary"), NULL, 0,
+                             &(sy_call_options){.wait_for_ready = true}, &resp),
                SY_CLOSED);
 
   sy_reader_free(reader);

@@ -41,8 +41,11 @@ static void calls(sy_reader *reader, int n, int hits[N_SERVERS]) {
   memset(hits, 0, N_SERVERS * sizeof hits[0]);
   for (i = 0; i < n; i++) {
     sy_buffer *resp = NULL;
-    OK(sy_call_unary(reader, "/echo.Echo/Unary", (const uint8_t *)"w", 1, NULL, 0, NULL, 5000,
-                     true, &resp));
+    OK(sy_call_unary(reader, "/echo.Echo/Unary", strlen("/echo.Echo/Unary"), (const uint8_t *)"w",
+                     1,
+                     &(sy_call_options){.timeout_ms = 5000, .has_timeout = true,
+                                        .wait_for_ready = true},
+                     &resp));
     hits[backend_of(resp)]++;
     sy_buffer_free(resp);
   }

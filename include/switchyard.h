@@ -24,11 +24,17 @@
  *    meaning). SY_WAIT_FOREVER is no limit. Durations that are settings,
  *    not waits (sy_channel_options_set_keepalive, _set_backoff), take 0 as
  *    "the default", as their documentation says.
+ *  - Option structs (sy_call_options, sy_pick_request) are zero-initialized
+ *    (= {0}) and then set; all zero, like a NULL pointer, is the defaults.
+ *    A call's timeout_ms counts only with has_timeout set, so a zeroed
+ *    sy_call_options has no deadline rather than an expired one.
  *
- * Reading order: constants and types first (cbindgen puts them there), then
- * the functions by object, each group opened by an overview: Runtime,
- * Channel, Reader and picks, Calls, Policies, Resolvers, Options, Errors and
- * names. The shortest program: c-examples/quickstart.c (in the README).
+ * Reading order: by object, each group opened by an overview and holding
+ * that object's constants, types and functions: Results and errors (first:
+ * every function returns a sy_status), Runtime, Channel, Options, Reader and
+ * picks, Calls, Method config, Policies, Resolvers, Resolvers written in C,
+ * Logging, Introspection. The shortest program: c-examples/quickstart.c (in
+ * the README).
  */
 
 #ifndef SWITCHYARD_H
@@ -50,67 +56,23 @@
 #define SY_MUST_USE
 #endif
 
-/**
- * A `timeout_ms` of no limit: `sy_pick`, `sy_channel_wait_for_state_change`
- * and calls wait as long as it takes (a call then has no deadline).
- */
-#define SY_WAIT_FOREVER UINT64_MAX
+#ifdef __cplusplus
+extern "C" {
+#endif // __cplusplus
 
-/**
- * A `timeout_ms` of 0, everywhere one is taken: a deadline that has
- * already passed (gRPC's meaning of a zero timeout). `sy_pick` and
- * `sy_channel_wait_for_state_change` do not wait; a call
- * (`sy_call_unary`, `sy_call_unary_start`) fails with DEADLINE_EXCEEDED
- * before anything is sent. Any other value is a limit in milliseconds.
- */
-#define SY_NO_WAIT 0
+/* Declared ahead: structs named by a group before the group that defines (and
+   documents) them. */
+struct sy_address;
+struct sy_channel_options;
 
-/**
- * Words of opaque storage in `sy_pick_result` for the pick's token: the
- * subchannel, two per done hook (a pick carries up to two, chained), and
- * what keeps the pick's picker alive.
- */
-#define SY_PICK_TOKEN_WORDS 6
-
-/**
- * The most load metrics `sy_pick_done` takes at once.
- */
-#define SY_MAX_LOAD_METRICS 16
-
-/**
- * The largest value `sy_channel_options_set_call_threads` (deprecated) accepts.
- */
-#define SY_MAX_CALL_THREADS 256
-
-/**
- * No records (as `max_level`: removes the callback).
- */
-#define SY_LOG_OFF 0
-
-/**
- * Something failed that the library cannot recover from by itself.
- */
-#define SY_LOG_ERROR 1
-
-/**
- * Connection failures and losses, resolver errors.
- */
-#define SY_LOG_WARN 2
-
-/**
- * State changes, GOAWAYs, health changes, resolver results, policy switches.
- */
-#define SY_LOG_INFO 3
-
-/**
- * Subchannels created, address lists handed to the policy.
- */
-#define SY_LOG_DEBUG 4
-
-/**
- * Everything.
- */
-#define SY_LOG_TRACE 5
+/* ----------------------------------------------------------------------------
+ * Results and errors
+ *
+ * Every fallible function returns a sy_status: SY_OK (0) or a failure whose
+ * number is stable. sy_last_error has the failed call's detail (per thread),
+ * sy_last_grpc_code the gRPC code of a failed RPC or pick. Connectivity
+ * states (sy_state), names of both for logs, and the library's version.
+ * -------------------------------------------------------------------------- */
 
 /**
  * What a call did. `SY_OK` is 0; every other value is a failure whose detail
@@ -230,55 +192,123 @@ typedef uint32_t sy_state;
 #endif // __cplusplus
 
 /**
- * What a C picker decided (the value its pick callback returns).
+ * The library's version, e.g. "0.1.0": a static NUL-terminated string.
+ *
+ * Compare with the header's `SY_VERSION_*` macros to detect a header/library
+ * mismatch. Any thread.
  */
-enum sy_pick_decision
-#if defined(__cplusplus) || __STDC_VERSION__ >= 202311L
-  : uint32_t
-#endif // defined(__cplusplus) || __STDC_VERSION__ >= 202311L
- {
-  /**
-   * Use the subchannel at `*out_index` of the picker's list.
-   */
-  SY_PICK_COMPLETE = 0,
-  /**
-   * Nothing usable yet: wait for the next picker.
-   */
-  SY_PICK_QUEUE = 1,
-  /**
-   * Fail the RPC with the picker's error (unless wait-for-ready).
-   */
-  SY_PICK_FAIL = 2,
-  /**
-   * Fail the RPC with the picker's error, even wait-for-ready.
-   */
-  SY_PICK_DROP = 3,
-};
-#ifndef __cplusplus
-#if __STDC_VERSION__ >= 202311L
-typedef enum sy_pick_decision sy_pick_decision;
-#else
-typedef uint32_t sy_pick_decision;
-#endif // __STDC_VERSION__ >= 202311L
-#endif // __cplusplus
+const char *sy_version(void);
 
 /**
- * Owned bytes from the library: an RPC's response message, with the
- * response's headers and trailers. Opaque; freed with `sy_buffer_free`. Not
- * tied to any channel, reader or thread: keep it as long as needed, free it
- * on any thread. Never modified after it is handed out, so concurrent reads
- * are fine.
+ * Copies the detail of this thread's last failed call into `buf` as a
+ * NUL-terminated string, truncated to `len - 1` bytes, and returns the full
+ * length of the message (like snprintf): call with `buf` NULL and `len` 0 to
+ * size a buffer. Returns 0 (and writes "" when `len` > 0) if no call on this
+ * thread has failed. Successful calls do not clear it (like errno). A `len`
+ * no buffer can have (more than `PTRDIFF_MAX`: a negative number converted
+ * to `size_t`) writes nothing.
+ *
+ * The message starts with the status name, e.g. "SY_CLOSED: channel is
+ * closed". Any thread; reads only the calling thread's record.
  */
-typedef struct sy_buffer sy_buffer;
+size_t sy_last_error(char *buf, size_t len);
 
 /**
- * The channel as a C policy sees it during one of its callbacks. Opaque;
- * owned by the library. The pointer a callback receives is the same for the
- * whole life of that balancer, but `sy_cc_*` calls are accepted only on the
- * loop thread while one of this balancer's callbacks is running
- * (SY_WRONG_CONTEXT otherwise).
+ * The status of this thread's last failed call, or `SY_OK` if none failed.
+ * Any thread.
  */
-typedef struct sy_cc sy_cc;
+uint32_t sy_last_status(void);
+
+/**
+ * For a failed `sy_pick`: the gRPC status code the RPC should fail with
+ * (e.g. 14 UNAVAILABLE, 4 DEADLINE_EXCEEDED, or whatever code the policy
+ * chose). For a failed `sy_call_unary` (SY_RPC_FAILED, SY_CLOSED): the
+ * call's gRPC status code, the server's (e.g. 12 UNIMPLEMENTED) or the
+ * client's. 2 (UNKNOWN) after other failures, 0 if none. Any thread; reads
+ * only the calling thread's record.
+ */
+uint32_t sy_last_grpc_code(void);
+
+/**
+ * The name of a status code ("SY_CLOSED"), or "SY_UNKNOWN_STATUS" for a
+ * number that is not one. A static NUL-terminated string; never NULL. Any
+ * thread.
+ */
+const char *sy_status_str(uint32_t status);
+
+/**
+ * The name of a connectivity state ("READY"), or "UNKNOWN" for a number that
+ * is not one. A static NUL-terminated string; never NULL. Any thread.
+ */
+const char *sy_state_str(uint32_t state);
+
+/* ----------------------------------------------------------------------------
+ * Runtime
+ *
+ * One event-loop thread that owns connections, timers and state changes for
+ * any number of channels. Create one per process (sy_runtime_new), free it
+ * last (sy_runtime_free, after its channels).
+ * -------------------------------------------------------------------------- */
+
+/**
+ * An event loop (one thread). Opaque; owned by the caller (Box).
+ */
+typedef struct sy_runtime sy_runtime;
+
+/**
+ * Starts a runtime: one event-loop thread that runs every policy callback,
+ * subchannel state machine and timer of the channels created on it.
+ *
+ * On success `*out` is a new runtime, owned by the caller, to be freed with
+ * `sy_runtime_free`. Any thread.
+ */
+SY_MUST_USE sy_status sy_runtime_new(struct sy_runtime **out);
+
+/**
+ * Stops the runtime: closes every channel still on it (waking their waiting
+ * picks and calls with SY_CLOSED) and joins its thread, then the channels'
+ * completion threads (every `sy_call_unary_start` callback has returned).
+ * Channels created on it stay valid handles, but every call that needs the
+ * loop returns SY_RUNTIME_GONE or SY_CLOSED; they must still be freed. NULL
+ * is a no-op.
+ *
+ * Any thread except the loop itself (never from a callback); called once.
+ */
+void sy_runtime_free(struct sy_runtime *rt);
+
+/* ----------------------------------------------------------------------------
+ * Channel
+ *
+ * One target, one load-balancing policy, its subchannels. The short path is
+ * sy_channel_new_simple with options from sy_channel_options_new_insecure or
+ * _new_tls; sy_channel_new_with_options adds a host transport (the host owns
+ * the connections: sy_host_transport), a state callback and address user
+ * data. Every function on a channel may be called from any thread,
+ * concurrently, except sy_channel_free.
+ * A channel starts IDLE, as gRPC's: it resolves and connects on its first
+ * pick or call (or sy_channel_connect; with a host-supplied target, when
+ * the host pushes addresses), and goes back to IDLE after its idle timeout
+ * (sy_channel_options_set_idle_timeout). Calls carry the target's authority
+ * (sy_channel_options_set_authority to change it). A timeout_ms of
+ * SY_NO_WAIT (0) is a deadline already passed; SY_WAIT_FOREVER is none.
+ * -------------------------------------------------------------------------- */
+
+/**
+ * A `timeout_ms` of no limit: `sy_pick`, `sy_channel_wait_for_state_change`
+ * and calls wait as long as it takes (a call then has no deadline).
+ */
+#define SY_WAIT_FOREVER UINT64_MAX
+
+/**
+ * A `timeout_ms` of 0, everywhere one is taken: a deadline that has
+ * already passed (gRPC's meaning of a zero timeout). `sy_pick` and
+ * `sy_channel_wait_for_state_change` do not wait; a call whose
+ * `sy_call_options` has `has_timeout` fails with DEADLINE_EXCEEDED before
+ * anything is sent (a zeroed `sy_call_options` has no deadline: its
+ * `timeout_ms` applies only with `has_timeout`). Any other value is a
+ * limit in milliseconds.
+ */
+#define SY_NO_WAIT 0
 
 /**
  * A load-balanced channel. Opaque; owned by the caller (Box). Every function
@@ -286,50 +316,6 @@ typedef struct sy_cc sy_cc;
  * `sy_channel_free`.
  */
 typedef struct sy_channel sy_channel;
-
-/**
- * Options for `sy_channel_new_simple` and `sy_channel_new_with_options`.
- * Opaque; owned by the caller (`sy_channel_options_new`, or in one call
- * with the credentials named: `sy_channel_options_new_insecure`,
- * `sy_channel_options_new_tls`; freed with `sy_channel_options_free`).
- *
- * Defaults (a fresh handle, or passing NULL instead of one): TLS with the
- * bundled Mozilla roots, verifying each address's host name; no client
- * certificate; no keepalive; gRPC's size limits (4 MiB per received
- * message, 16 MiB per header list); gRPC's connection backoff (1 s, x1.6, +-20 %,
- * at most 120 s, at least 20 s per attempt); the target's authority; an idle
- * timeout of 30 minutes; for `dns:` targets, no service config from DNS and
- * at most one re-resolution per 30 s.
- *
- * Setters validate their input and return SY_OK, SY_NULL_PARAMETER,
- * SY_INVALID_ARGUMENT or SY_INVALID_UTF8; a failed setter changes nothing.
- * Not thread-safe: set from one thread at a time (or with external locking).
- * A channel copies the options at creation, so one handle may be reused for
- * any number of channels and freed right after.
- */
-typedef struct sy_channel_options sy_channel_options;
-
-/**
- * One RPC thread's view of a channel. Opaque; owned by the caller (Box).
- *
- * Thread-affine: use it from one thread at a time (typically one reader per
- * RPC thread, created there and kept); it may move to another thread only
- * with external synchronization. Independent of the channel handle's
- * lifetime: it may be freed before or after `sy_channel_free`.
- */
-typedef struct sy_reader sy_reader;
-
-/**
- * The handle a C resolver pushes through. Opaque; owned by the library.
- * Valid from the `build` callback that receives it until the resolver's
- * `close` callback returns; calls after that get SY_CLOSED.
- */
-typedef struct sy_resolver_cc sy_resolver_cc;
-
-/**
- * An event loop (one thread). Opaque; owned by the caller (Box).
- */
-typedef struct sy_runtime sy_runtime;
 
 /**
  * A host transport callback about one subchannel. `address` is
@@ -418,6 +404,443 @@ typedef void (*sy_state_fn)(void *ctx, uint32_t state);
  * (SY_WRONG_CONTEXT), and blocking `sy_*` calls are refused.
  */
 typedef void (*sy_release_fn)(void *user_data);
+
+/**
+ * The short path to a channel whose connections the library makes:
+ * `sy_channel_new_with_options` without a host transport, state callback or
+ * user data, and with the credentials named (`options` is required: from
+ * `sy_channel_options_new_insecure`, `sy_channel_options_new_tls` or
+ * `sy_channel_options_new`, so that plaintext vs TLS is a visible choice).
+ *
+ * - `target`: "ipv4:127.0.0.1:50051,127.0.0.1:50052", "dns:///host:port"
+ *   or "host:port". Not NULL.
+ * - `service_config_json`: selects the policy, e.g.
+ *   `{"loadBalancingConfig":[{"round_robin":{}}]}`; NULL for pick_first.
+ *   An invalid one does not fail: as in gRPC, the channel is then
+ *   TRANSIENT_FAILURE and its calls fail UNAVAILABLE with the parse error
+ *   (which names the JSON path that is wrong) until a valid config comes.
+ *
+ * Errors: SY_NULL_PARAMETER (`rt`, `target`, `options`, `out`),
+ * SY_INVALID_UTF8, SY_INVALID_ARGUMENT, SY_INVALID_TARGET, SY_RUNTIME_GONE. On success `*out` is a new
+ * channel owned by the caller (`sy_channel_free`); `options` may be freed
+ * at once. Any thread but not from a callback.
+ */
+SY_MUST_USE
+sy_status sy_channel_new_simple(const struct sy_runtime *rt,
+                                const char *target,
+                                const char *service_config_json,
+                                const struct sy_channel_options *options,
+                                struct sy_channel **out);
+
+/**
+ * Creates a channel on `rt` with default options: as
+ * `sy_channel_new_with_options` with `options` NULL.
+ *
+ * - `target`: "" when the host supplies addresses with
+ *   `sy_channel_update_addresses`; otherwise "ipv4:1.2.3.4:80,...",
+ *   "dns:///host:port" or "host:port". Not NULL.
+ * - `service_config_json`: the channel's default service config: the
+ *   policy (`{"loadBalancingConfig":[{"round_robin":{}}]}`) and the calls'
+ *   `methodConfig` (see `sy_method_config`); NULL or "" for none
+ *   (pick_first). A service config from the resolver replaces it. An
+ *   invalid one does not fail: the channel is TRANSIENT_FAILURE and picks
+ *   and calls fail UNAVAILABLE with the parse error (naming the JSON path
+ *   that is wrong) until a valid one comes (`sy_last_error` after a pick
+ *   or call shows it).
+ * - `host`: the host's transport callbacks (external connector): the host
+ *   owns connections and reports their states, and RPCs are sent by the
+ *   host on what `sy_pick` returns. NULL for library-managed connections:
+ *   the library's own TCP / TLS / HTTP/2 to each address, used by
+ *   `sy_call_unary` and `sy_call_unary_start`. With default options those
+ *   are TLS, verifying each address's host name against the bundled Mozilla
+ *   roots; `sy_channel_new_with_options` sets plaintext, roots, mTLS, ...
+ * - `on_state_change`, `state_ctx`: optional; see `sy_state_fn`.
+ * - `release_user_data`: called once for each non-NULL `user_data` given in
+ *   `sy_channel_update_addresses` when nothing can return it any more. May be
+ *   NULL if no user data is ever given (it is then never released).
+ *
+ * Errors: SY_NULL_PARAMETER, SY_INVALID_UTF8, SY_INVALID_ARGUMENT (a `host`
+ * without `connect` or `shutdown`), SY_INVALID_TARGET, SY_RUNTIME_GONE. On success `*out` is a new
+ * channel owned by the caller (`sy_channel_free`). `state_ctx` and
+ * `host->ctx` must stay valid until `sy_channel_free` returns. Any thread
+ * but not from a callback.
+ */
+SY_MUST_USE
+sy_status sy_channel_new(const struct sy_runtime *rt,
+                         const char *target,
+                         const char *service_config_json,
+                         const struct sy_host_transport *host,
+                         sy_state_fn on_state_change,
+                         void *state_ctx,
+                         sy_release_fn release_user_data,
+                         struct sy_channel **out);
+
+/**
+ * Creates a channel on `rt`, as `sy_channel_new`, with `options` (NULL:
+ * the defaults; see `sy_channel_options`). The options are copied: they may
+ * be changed or freed as soon as this returns.
+ *
+ * Transport settings (insecure, TLS roots / server name / client
+ * certificate, keepalive) are for library-managed channels only: with a
+ * `host` they give SY_INVALID_ARGUMENT, as does insecure together with TLS
+ * settings. Backoff applies to both kinds.
+ */
+SY_MUST_USE
+sy_status sy_channel_new_with_options(const struct sy_runtime *rt,
+                                      const char *target,
+                                      const char *service_config_json,
+                                      const struct sy_channel_options *options,
+                                      const struct sy_host_transport *host,
+                                      sy_state_fn on_state_change,
+                                      void *state_ctx,
+                                      sy_release_fn release_user_data,
+                                      struct sy_channel **out);
+
+/**
+ * External connector: the host reports what its transport for subchannel
+ * `subchannel_id` did. `state` is a `sy_state`: READY = connected;
+ * TRANSIENT_FAILURE = the attempt failed; IDLE = an established connection
+ * ended; CONNECTING is accepted and ignored; SHUTDOWN and unknown numbers give
+ * SY_INVALID_ARGUMENT. `message` (NULL allowed) says why, for failures.
+ * Reports for subchannels that no longer exist are ignored. Asynchronous:
+ * applied on the loop thread (use `sy_channel_sync` to wait for it). Any
+ * thread, including inside the transport callbacks.
+ */
+sy_status sy_channel_report_subconn_state(const struct sy_channel *ch,
+                                          uint64_t subchannel_id,
+                                          uint32_t state,
+                                          const char *message);
+
+/**
+ * External connector: the host reports the health of subchannel
+ * `subchannel_id`'s backend, as its own check finds it (see
+ * `sy_host_transport.health`), apart from the transport's state: `serving`
+ * makes the connected subchannel READY; not serving makes it
+ * TRANSIENT_FAILURE with `message` (NULL allowed: a generic one) as the
+ * reason, the transport kept open. Counts only between the `health`
+ * callback's start and stop for that subchannel; other reports (before the
+ * transport is up, after a stop, for subchannels that no longer exist) are
+ * ignored. Asynchronous: applied on the loop thread (use `sy_channel_sync`
+ * to wait for it). Any thread, including inside the transport callbacks.
+ *
+ * Errors: SY_NULL_PARAMETER, SY_INVALID_UTF8, SY_INVALID_ARGUMENT (a channel
+ * whose connections are the library's own: their health comes from their
+ * own health streams), SY_CLOSED, SY_RUNTIME_GONE.
+ */
+sy_status sy_channel_report_subconn_health(const struct sy_channel *ch,
+                                           uint64_t subchannel_id,
+                                           bool serving,
+                                           const char *message);
+
+/**
+ * Leaves IDLE: a channel starts IDLE (no resolution, no connection) and
+ * goes back after its idle timeout (`sy_channel_options_set_idle_timeout`);
+ * this resolves and connects it without a pick or call. On a channel in
+ * use, asks an IDLE policy to connect. Any thread.
+ */
+sy_status sy_channel_connect(const struct sy_channel *ch);
+
+/**
+ * Writes the channel's connectivity state (a `sy_state`) to `*out_state`.
+ * After close it is SHUTDOWN. Any thread; wait-free.
+ */
+sy_status sy_channel_state(const struct sy_channel *ch, uint32_t *out_state);
+
+/**
+ * Blocks until the channel's state differs from `from_state`, or for at most
+ * `timeout_ms` milliseconds (`SY_WAIT_FOREVER`: no limit; `SY_NO_WAIT`: only
+ * checks, SY_TIMEOUT at once if the state is still `from_state`). On SY_OK the new
+ * state is written to `*out_state` (may be NULL). SY_TIMEOUT: no change in
+ * time. SY_CLOSED: `from_state` is SHUTDOWN (it never changes). Any thread
+ * except inside this library's callbacks (SY_WRONG_CONTEXT).
+ */
+sy_status sy_channel_wait_for_state_change(const struct sy_channel *ch,
+                                           uint32_t from_state,
+                                           uint64_t timeout_ms,
+                                           uint32_t *out_state);
+
+/**
+ * Waits until the loop has applied everything sent to this channel so far
+ * (addresses, reports, config). Not needed in production; handy in tests.
+ * SY_CLOSED after close. Any thread except inside callbacks
+ * (SY_WRONG_CONTEXT).
+ */
+sy_status sy_channel_sync(const struct sy_channel *ch);
+
+/**
+ * Closes the channel: shuts every subchannel down (the host's `shutdown`
+ * callback runs for each), publishes SHUTDOWN, and wakes waiting picks with
+ * SY_CLOSED. Calls in flight fail (SY_CLOSED); `sy_call_unary_start` calls
+ * complete and the channel's completion threads are joined before this
+ * returns. Later calls on the channel give SY_CLOSED; readers stay valid
+ * (their picks give SY_CLOSED). Idempotent (SY_OK again). Blocks until done.
+ * Any thread except inside callbacks (SY_WRONG_CONTEXT).
+ */
+sy_status sy_channel_close(const struct sy_channel *ch);
+
+/**
+ * Closes (as `sy_channel_close`: every `sy_call_unary_start` callback has
+ * returned when this returns) and frees the channel. Readers made from it
+ * stay valid and must still be freed (their picks give SY_CLOSED), in any
+ * order; picks not yet done stay valid until `sy_pick_done`. NULL is a no-op.
+ * A second free of the same handle is detected while the freed handle is in
+ * a bounded quarantine (SY_INVALID_ARGUMENT in `sy_last_error`); after that
+ * it is undefined, like free(3). Not from inside a callback. Any thread.
+ */
+void sy_channel_free(struct sy_channel *ch);
+
+/* ----------------------------------------------------------------------------
+ * Options
+ *
+ * What a channel takes beyond target and config: credentials (plaintext or
+ * TLS roots, server name, client certificate), keepalive, size limits,
+ * backoff. Allocate, set, pass to sy_channel_new_simple or
+ * sy_channel_new_with_options (which copy them), free.
+ * -------------------------------------------------------------------------- */
+
+/**
+ * The largest value `sy_channel_options_set_call_threads` (deprecated) accepts.
+ */
+#define SY_MAX_CALL_THREADS 256
+
+/**
+ * Options for `sy_channel_new_simple` and `sy_channel_new_with_options`.
+ * Opaque; owned by the caller (`sy_channel_options_new`, or in one call
+ * with the credentials named: `sy_channel_options_new_insecure`,
+ * `sy_channel_options_new_tls`; freed with `sy_channel_options_free`).
+ *
+ * Defaults (a fresh handle, or passing NULL instead of one): TLS with the
+ * bundled Mozilla roots, verifying each address's host name; no client
+ * certificate; no keepalive; gRPC's size limits (4 MiB per received
+ * message, 16 MiB per header list); gRPC's connection backoff (1 s, x1.6, +-20 %,
+ * at most 120 s, at least 20 s per attempt); the target's authority; an idle
+ * timeout of 30 minutes; for `dns:` targets, no service config from DNS and
+ * at most one re-resolution per 30 s.
+ *
+ * Setters validate their input and return SY_OK, SY_NULL_PARAMETER,
+ * SY_INVALID_ARGUMENT or SY_INVALID_UTF8; a failed setter changes nothing.
+ * Not thread-safe: set from one thread at a time (or with external locking).
+ * A channel copies the options at creation, so one handle may be reused for
+ * any number of channels and freed right after.
+ */
+typedef struct sy_channel_options sy_channel_options;
+
+/**
+ * Hears that the channel wants its addresses resolved again (a backend
+ * was lost, or the policy found the addresses unusable), for a channel
+ * whose host supplies them (target ""). Called on the loop thread with the
+ * `ctx` given; must not block: resolve elsewhere, then
+ * `sy_channel_update_addresses` (or `sy_channel_report_resolver_error`).
+ * Channels with a resolver of their own never call it.
+ */
+typedef void (*sy_resolve_now_fn)(void *ctx);
+
+/**
+ * Allocates options holding the defaults. On success `*out` belongs to the
+ * caller (`sy_channel_options_free`). Any thread.
+ */
+SY_MUST_USE sy_status sy_channel_options_new(struct sy_channel_options **out);
+
+/**
+ * The common case in one call: options for plaintext HTTP/2 (h2c), as
+ * `sy_channel_options_new` followed by `sy_channel_options_set_insecure(o,
+ * true)`. For backends without TLS (on loopback, in a trusted network).
+ * On success `*out` belongs to the caller (`sy_channel_options_free`).
+ * Any thread.
+ */
+SY_MUST_USE sy_status sy_channel_options_new_insecure(struct sy_channel_options **out);
+
+/**
+ * The common case in one call: options for TLS, verifying each address's
+ * host name. `roots_pem`, `len`: the roots to trust, as
+ * `sy_channel_options_set_tls_roots_pem`; NULL and 0 for the bundled Mozilla
+ * roots (what `sy_channel_options_new` gives). Errors as that setter's
+ * (SY_INVALID_ARGUMENT: no parsable certificate; SY_NULL_PARAMETER: NULL
+ * with a length). On success `*out` belongs to the caller
+ * (`sy_channel_options_free`). Any thread.
+ */
+SY_MUST_USE
+sy_status sy_channel_options_new_tls(const uint8_t *roots_pem,
+                                     size_t len,
+                                     struct sy_channel_options **out);
+
+/**
+ * Frees options. Channels created with them are unaffected. NULL is a
+ * no-op; a second free is undefined, like free(3).
+ */
+void sy_channel_options_free(struct sy_channel_options *opts);
+
+/**
+ * `insecure` true: plaintext HTTP/2 (h2c, prior knowledge) instead of TLS.
+ * Cannot be combined with the TLS setters (the channel creation fails with
+ * SY_INVALID_ARGUMENT).
+ */
+sy_status sy_channel_options_set_insecure(struct sy_channel_options *opts, bool insecure);
+
+/**
+ * Trust only these roots: `pem`, `len` bytes of PEM with at least one
+ * CERTIFICATE (copied; it need not be NUL-terminated). Replaces the bundled
+ * Mozilla roots. SY_INVALID_ARGUMENT if it holds no parsable certificate.
+ */
+sy_status sy_channel_options_set_tls_roots_pem(struct sy_channel_options *opts,
+                                               const uint8_t *pem,
+                                               size_t len);
+
+/**
+ * The name to send as SNI and to verify the server's certificate against,
+ * for every address (NUL-terminated UTF-8, copied). By default each
+ * address's own host is used. "" restores that default.
+ */
+sy_status sy_channel_options_set_tls_server_name(struct sy_channel_options *opts,
+                                                 const char *server_name);
+
+/**
+ * Mutual TLS: present this certificate chain (`cert_pem`, PEM, leaf first)
+ * and private key (`key_pem`, PEM: PKCS#8, PKCS#1 or SEC1). Both copied;
+ * neither need be NUL-terminated. SY_INVALID_ARGUMENT if either does not
+ * parse (whether the key matches the certificate is checked when
+ * connecting).
+ */
+sy_status sy_channel_options_set_client_cert(struct sy_channel_options *opts,
+                                             const uint8_t *cert_pem,
+                                             size_t cert_len,
+                                             const uint8_t *key_pem,
+                                             size_t key_len);
+
+/**
+ * HTTP/2 keepalive: after `time_ms` without reading anything, send a PING
+ * and drop the connection if no ack comes within `timeout_ms` (0: 20000,
+ * gRPC's default). `permit_without_calls`: also when no call is in flight.
+ * `time_ms` 0 turns keepalive off (the default). A server may answer too
+ * frequent pings with GOAWAY ENHANCE_YOUR_CALM; the time is then doubled.
+ */
+sy_status sy_channel_options_set_keepalive(struct sy_channel_options *opts,
+                                           uint64_t time_ms,
+                                           uint64_t timeout_ms,
+                                           bool permit_without_calls);
+
+/**
+ * The largest response message a call accepts, in bytes: a larger one
+ * fails that call with gRPC status RESOURCE_EXHAUSTED (8) before it is
+ * buffered. 0 restores the default, 4 MiB (gRPC's). SY_INVALID_ARGUMENT
+ * above 4294967295 (gRPC's length prefix is 32 bits). For library-managed
+ * channels: with a host transport the channel creation fails with
+ * SY_INVALID_ARGUMENT.
+ */
+sy_status sy_channel_options_set_max_recv_message_size(struct sy_channel_options *opts,
+                                                       size_t bytes);
+
+/**
+ * The largest response header list (headers, or trailers) a call accepts,
+ * counted as HTTP/2 does (name + value + 32 bytes per field), announced to
+ * servers as SETTINGS_MAX_HEADER_LIST_SIZE. A larger list fails its call
+ * with gRPC status INTERNAL (13); one over four times the limit ends the
+ * connection. 0 restores the default, 16 MiB (gRPC-Go's). For
+ * library-managed channels, as the receive message limit.
+ */
+sy_status sy_channel_options_set_max_header_list_size(struct sy_channel_options *opts,
+                                                      uint32_t bytes);
+
+/**
+ * Connection backoff (gRPC's connection-backoff spec): the first retry after
+ * `initial_ms`, growing x1.6 (+-20 % jitter) up to `max_ms`; every attempt
+ * gets at least `min_connect_timeout_ms` to connect. 0 keeps that value's
+ * default (1000, 120000, 20000). SY_INVALID_ARGUMENT if the initial backoff
+ * exceeds the maximum.
+ */
+sy_status sy_channel_options_set_backoff(struct sy_channel_options *opts,
+                                         uint64_t initial_ms,
+                                         uint64_t max_ms,
+                                         uint64_t min_connect_timeout_ms);
+
+/**
+ * Deprecated, and without effect: `sy_call_unary_start` calls no longer
+ * run on threads of their own (the event loop drives any number of them,
+ * and one completion thread per channel runs their callbacks), so there is
+ * nothing to size. Kept so that existing programs build and run; the
+ * argument is still checked (1..=`SY_MAX_CALL_THREADS`, else
+ * SY_INVALID_ARGUMENT).
+ */
+sy_status sy_channel_options_set_call_threads(struct sy_channel_options *opts, uint32_t threads);
+
+/**
+ * Sets (or, with `callback` NULL, clears) the callback that hears
+ * re-resolution requests of channels whose host supplies the addresses
+ * (target ""); see `sy_resolve_now_fn`. `ctx` must stay valid until every
+ * channel created with these options is freed.
+ */
+sy_status sy_channel_options_set_resolve_now(struct sy_channel_options *opts,
+                                             sy_resolve_now_fn callback,
+                                             void *ctx);
+
+/**
+ * The `:authority` of every call (NUL-terminated UTF-8, `host[:port]`,
+ * copied), and the TLS server name unless one is set with
+ * `sy_channel_options_set_tls_server_name` (gRPC's `WithAuthority`). By
+ * default the target's: `host:port` of `dns:///host:port`, "localhost" for
+ * unix sockets, the address of a one-address `ipv4:`/`ipv6:` target (each
+ * connection's address for lists and the host's addresses). "" restores
+ * that default. SY_INVALID_ARGUMENT if it is no valid authority.
+ */
+sy_status sy_channel_options_set_authority(struct sy_channel_options *opts, const char *authority);
+
+/**
+ * A channel starts IDLE (resolving nothing, connecting nowhere) and leaves
+ * IDLE on its first pick or call (or `sy_channel_connect`); with no pick and
+ * no call in flight for `timeout_ms` it goes back to IDLE, closing its
+ * resolver, policy and connections, and the next pick brings them back.
+ * Default 1800000 (30 minutes, gRPC's); 0: never goes back to IDLE.
+ */
+sy_status sy_channel_options_set_idle_timeout(struct sy_channel_options *opts, uint64_t timeout_ms);
+
+/**
+ * For `dns:` targets: `enabled` nonzero looks the name's service config up
+ * in DNS too (gRFC A2: TXT records `grpc_config=...` of
+ * `_grpc_config.<host>`, with their choice rules; this client's
+ * `clientLanguage` is "rust"). Off by default.
+ */
+sy_status sy_channel_options_set_dns_service_config(struct sy_channel_options *opts, int enabled);
+
+/**
+ * For `dns:` targets: the least time between two lookups the channel asks
+ * for (re-resolution after a lost connection), in milliseconds. Default
+ * 30000 (gRPC's); shorter only for tests. SY_INVALID_ARGUMENT for 0.
+ */
+sy_status sy_channel_options_set_min_resolution_interval(struct sy_channel_options *opts,
+                                                         uint64_t interval_ms);
+
+/* ----------------------------------------------------------------------------
+ * Reader and picks
+ *
+ * A sy_reader is one RPC thread's view of a channel. sy_reader_pick chooses a
+ * subchannel and keeps the pick in the reader until sy_reader_done reports the
+ * RPC's outcome (the cheapest pair, for an RPC that ends on the picking thread
+ * before its next pick); sy_pick makes a pick that may outlive the next one and
+ * be finished on any thread with sy_pick_done, exactly once. Both are
+ * wait-free on a hit with SY_NO_WAIT. One reader per thread.
+ * -------------------------------------------------------------------------- */
+
+/**
+ * Words of opaque storage in `sy_pick_result` for the pick's token: the
+ * subchannel, two per done hook (a pick carries up to two, chained), and
+ * what keeps the pick's picker alive.
+ */
+#define SY_PICK_TOKEN_WORDS 6
+
+/**
+ * The most load metrics `sy_pick_done` takes at once.
+ */
+#define SY_MAX_LOAD_METRICS 16
+
+/**
+ * One RPC thread's view of a channel. Opaque; owned by the caller (Box).
+ *
+ * Thread-affine: use it from one thread at a time (typically one reader per
+ * RPC thread, created there and kept); it may move to another thread only
+ * with external synchronization. Independent of the channel handle's
+ * lifetime: it may be freed before or after `sy_channel_free`.
+ */
+typedef struct sy_reader sy_reader;
 
 /**
  * What an RPC tells `sy_reader_pick`. Zero-initialize it (`= {0}`), then
@@ -513,6 +936,166 @@ typedef struct sy_pick_result {
 } sy_pick_result;
 
 /**
+ * Creates a reader for the calling RPC thread. SY_CLOSED if the channel is
+ * closed. On success `*out` belongs to the caller (`sy_reader_free`). Any
+ * thread.
+ */
+SY_MUST_USE sy_status sy_reader_new(const struct sy_channel *ch, struct sy_reader **out);
+
+/**
+ * Lets go of the picker generation this reader cached, so what only it kept
+ * alive (old subchannels' user data) can be released now rather than at the
+ * next pick. For RPC threads that go idle. The reader's thread.
+ * SY_WRONG_CONTEXT, doing nothing, from a callback that this reader is
+ * running (a C picker's pick or free, a user data release).
+ */
+sy_status sy_reader_refresh(struct sy_reader *reader);
+
+/**
+ * Frees a reader. Allowed before or after `sy_channel_free`. Picks made
+ * through it stay valid until done. NULL is a no-op. A second free is
+ * detected while the freed handle is in a bounded quarantine (nothing
+ * happens; SY_INVALID_ARGUMENT in `sy_last_error`); after that it is
+ * undefined, like free(3). The reader's thread. From a callback that this
+ * reader is running (a C picker's pick or free, a user data release)
+ * nothing happens and SY_WRONG_CONTEXT is recorded for `sy_last_error`.
+ */
+void sy_reader_free(struct sy_reader *reader);
+
+/**
+ * Picks a subchannel for one RPC that ends on this thread before the
+ * reader's next pick (a blocking RPC thread, or an event loop that finishes
+ * each call before starting the next on this reader): the cheapest pick
+ * through the header. The reader keeps the pick, and the picker it came
+ * from, until `sy_reader_done` or its next pick: no reference is counted
+ * per pick and the result is four words.
+ *
+ * `request`: NULL (no method, no hash, `SY_NO_WAIT`) or see
+ * `sy_pick_request`. On SY_OK `*out` holds the pick; finish it with
+ * `sy_reader_done` on the same reader. A pick not finished when the reader
+ * picks again (or is refreshed or freed) is reported to the policy as
+ * CANCELLED. An RPC that must outlive the reader's next pick, or end on
+ * another thread, takes `sy_pick` / `sy_pick_done` instead.
+ *
+ * Failures (nothing written to `*out`) and threading are `sy_pick`'s: the
+ * reader's thread; SY_WRONG_CONTEXT from a callback that this reader is
+ * running, or for a waiting pick inside any switchyard callback.
+ */
+SY_MUST_USE
+sy_status sy_reader_pick(struct sy_reader *reader,
+                         const struct sy_pick_request *request,
+                         struct sy_borrowed_pick *out);
+
+/**
+ * Finishes the reader's kept pick (`sy_reader_pick`): reports the RPC's
+ * outcome to the policy. After it the pick's `address` and `user_data` may
+ * dangle.
+ *
+ * - `grpc_code`: the RPC's gRPC status code, 0 = OK (0..=16).
+ * - `latency_ns`: how long the RPC took.
+ * - `metrics`, `metrics_len`: optional named load metrics from the server
+ *   (at most `SY_MAX_LOAD_METRICS`); NULL/0 for none.
+ *
+ * Errors, with the pick left as it was so the call can be repeated with
+ * valid arguments: SY_NULL_PARAMETER, SY_INVALID_ARGUMENT (an unknown
+ * code, too many metrics, a freed reader, or no pick to finish: never
+ * picked, already done, or dropped by a later pick), SY_INVALID_UTF8 (a
+ * metric name), SY_WRONG_CONTEXT (from a callback that this reader is
+ * running). The reader's thread. Never blocks; allocates nothing.
+ */
+SY_MUST_USE
+sy_status sy_reader_done(struct sy_reader *reader,
+                         uint32_t grpc_code,
+                         uint64_t latency_ns,
+                         const struct sy_load_metric *metrics,
+                         size_t metrics_len);
+
+/**
+ * Picks a subchannel for one RPC, as a pick that may outlive the reader's
+ * next pick and be finished on any thread (`sy_pick_done`). An RPC that
+ * ends on the picking thread before its next pick is cheaper with
+ * `sy_reader_pick` / `sy_reader_done`.
+ *
+ * - `method`, `method_len`: the full method name ("/pkg.Service/Method"),
+ *   UTF-8, not necessarily NUL-terminated; NULL/0 for none (cheapest).
+ * - `request_hash`: NULL, or the request's hash for hashing policies. A
+ *   pick carries no metadata: under ring_hash with `requestHashHeader`,
+ *   pass XXH64 (seed 0) of the header's value here (NULL: a random hash).
+ * - `timeout_ms`: `SY_NO_WAIT` (0) = do not wait: wait-free, returns
+ *   SY_NO_SUBCHANNEL if the policy has nothing ready yet. Otherwise wait up
+ *   to that long (`SY_WAIT_FOREVER`: no limit) for a picker that has
+ *   something.
+ * - `wait_for_ready`: queue through TRANSIENT_FAILURE instead of failing.
+ *
+ * On SY_OK `*out` holds the pick; call `sy_pick_done` on it exactly once.
+ * Failures (nothing written to `*out`): SY_NO_SUBCHANNEL (`SY_NO_WAIT` only),
+ * SY_UNAVAILABLE (fail the RPC unless wait-for-ready),
+ * SY_DROPPED (fail it, never retry), SY_DEADLINE_EXCEEDED, SY_CLOSED,
+ * SY_NULL_PARAMETER, SY_INVALID_UTF8, SY_INVALID_ARGUMENT (freed reader),
+ * SY_WRONG_CONTEXT (inside a callback, a pick that would have to wait; or
+ * any pick on the reader that is running the callback: a C picker's pick or
+ * free, a user data release); `sy_last_grpc_code()` gives the gRPC code to
+ * fail the RPC with. A `method_len` larger than any object (a negative number
+ * converted to `size_t`) is SY_INVALID_ARGUMENT.
+ *
+ * Threading: the reader's thread. Called concurrently on different readers,
+ * policies' pick callbacks run on the calling thread. With `SY_NO_WAIT` it never
+ * blocks, allocates or takes a lock on success.
+ */
+SY_MUST_USE
+sy_status sy_pick(struct sy_reader *reader,
+                  const char *method,
+                  size_t method_len,
+                  const uint64_t *request_hash,
+                  uint64_t timeout_ms,
+                  bool wait_for_ready,
+                  struct sy_pick_result *out);
+
+/**
+ * Finishes a pick: reports the RPC's outcome to the policy and releases what
+ * the pick kept alive (after this, `result->address` and `user_data` may
+ * dangle).
+ *
+ * - `grpc_code`: the RPC's gRPC status code, 0 = OK (0..=16).
+ * - `latency_ns`: how long the RPC took.
+ * - `metrics`, `metrics_len`: optional named load metrics from the server
+ *   (at most `SY_MAX_LOAD_METRICS`); NULL/0 for none.
+ *
+ * Errors, with the pick left untouched so the call can be repeated with
+ * valid arguments: SY_NULL_PARAMETER, SY_INVALID_ARGUMENT (an unknown code,
+ * too many metrics, or a result that is not a live pick: already done, or
+ * zeroed), SY_INVALID_UTF8 (a metric name).
+ *
+ * Threading: any thread (not only the picking one), once per pick; not
+ * concurrently on the same result. Never blocks; allocates nothing.
+ */
+sy_status sy_pick_done(struct sy_pick_result *result,
+                       uint32_t grpc_code,
+                       uint64_t latency_ns,
+                       const struct sy_load_metric *metrics,
+                       size_t metrics_len);
+
+/* ----------------------------------------------------------------------------
+ * Calls
+ *
+ * Unary RPCs on channels whose connections the library makes: sy_call_unary
+ * (blocking, on the caller's reader) and sy_call_unary_start (on the event
+ * loop; its callback on the channel's completion thread), sy_call_cancel.
+ * Both take a sy_call_options: zero-initialized (= {0}) or NULL, it means
+ * gRPC's defaults (no deadline, fail fast, no metadata). Responses are
+ * sy_buffers.
+ * -------------------------------------------------------------------------- */
+
+/**
+ * Owned bytes from the library: an RPC's response message, with the
+ * response's headers and trailers. Opaque; freed with `sy_buffer_free`. Not
+ * tied to any channel, reader or thread: keep it as long as needed, free it
+ * on any thread. Never modified after it is handed out, so concurrent reads
+ * are fine.
+ */
+typedef struct sy_buffer sy_buffer;
+
+/**
  * One request metadata entry: `key` and `value` are NUL-terminated and
  * copied. Keys are ASCII `[0-9a-z_.-]` (upper case is folded to lower);
  * values printable ASCII. Keys ending in "-bin" carry base64 text, sent
@@ -526,6 +1109,51 @@ typedef struct sy_metadata {
   const char *key;
   const char *value;
 } sy_metadata;
+
+/**
+ * How to make one call (`sy_call_unary`, `sy_call_unary_start`).
+ * Zero-initialize it (`sy_call_options opts = {0};`), then set what
+ * applies: all zero, like a NULL options pointer, means gRPC's defaults: no
+ * deadline (a service config's `methodConfig` timeout still applies), fail
+ * fast, no metadata, no request hash. Read during the call to
+ * `sy_call_unary` / `sy_call_unary_start` only: everything is copied.
+ *
+ * A value set without its `has_` flag (`timeout_ms` or `request_hash`
+ * non-zero with `has_timeout` / `has_request_hash` false) is refused with
+ * SY_INVALID_ARGUMENT rather than silently ignored.
+ */
+typedef struct sy_call_options {
+  /**
+   * The call's deadline, in milliseconds from the start of the call, if
+   * `has_timeout`: sent to the server as grpc-timeout and covering the
+   * pick too. `SY_NO_WAIT` (0) is a deadline already passed, as
+   * everywhere in this header: the call fails with 4 DEADLINE_EXCEEDED
+   * before anything is picked or sent. `SY_WAIT_FOREVER`: no deadline.
+   */
+  uint64_t timeout_ms;
+  /**
+   * Whether `timeout_ms` applies; false (zero): no deadline.
+   */
+  bool has_timeout;
+  /**
+   * Wait through TRANSIENT_FAILURE for a subchannel instead of failing
+   * at once with 14 UNAVAILABLE (gRPC's wait-for-ready). False (zero):
+   * fail fast, unless the service config's `waitForReady` says otherwise.
+   */
+  bool wait_for_ready;
+  /**
+   * Request metadata: `metadata_len` entries (see `sy_metadata`); NULL/0
+   * for none.
+   */
+  const struct sy_metadata *metadata;
+  size_t metadata_len;
+  /**
+   * The request's hash for hashing policies (ring_hash), if
+   * `has_request_hash`.
+   */
+  uint64_t request_hash;
+  bool has_request_hash;
+} sy_call_options;
 
 /**
  * Hears how a `sy_call_unary_start` call ended. Called exactly once per call
@@ -555,6 +1183,140 @@ typedef void (*sy_call_done_fn)(void *user_ctx,
                                 uint32_t grpc_code,
                                 const char *message,
                                 struct sy_buffer *response);
+
+/**
+ * The response message: `sy_buffer_len` bytes (NULL only for a NULL
+ * buffer). Valid until `sy_buffer_free`. Any thread.
+ */
+const uint8_t *sy_buffer_data(const struct sy_buffer *buf);
+
+/**
+ * The response message's length in bytes; 0 for a NULL buffer. Any thread.
+ */
+size_t sy_buffer_len(const struct sy_buffer *buf);
+
+/**
+ * Frees a buffer. NULL is a no-op; a second free is undefined, like
+ * free(3). Any thread.
+ */
+void sy_buffer_free(struct sy_buffer *buf);
+
+/**
+ * Looks up response metadata: the `index`-th value (0 = first) of header
+ * `key` (NUL-terminated, case-insensitive) in the response's initial
+ * metadata. On SY_OK `*value` / `*value_len` are the raw value's bytes, not
+ * NUL-terminated ("-bin" values are base64 as sent), valid until
+ * `sy_buffer_free`. SY_NOT_FOUND if there is no such value. Any thread.
+ */
+sy_status sy_buffer_header(const struct sy_buffer *buf,
+                           const char *key,
+                           size_t index,
+                           const uint8_t **value,
+                           size_t *value_len);
+
+/**
+ * As `sy_buffer_header`, in the response's trailing metadata (where servers
+ * usually put per-call results; "grpc-status" is there too).
+ */
+sy_status sy_buffer_trailer(const struct sy_buffer *buf,
+                            const char *key,
+                            size_t index,
+                            const uint8_t **value,
+                            size_t *value_len);
+
+/**
+ * One blocking unary RPC on a library-managed channel: picks a subchannel
+ * with `reader` (as `sy_pick`), sends the request on its HTTP/2 connection,
+ * waits for the response, and reports the outcome to the policy. A call the
+ * server never saw (refused stream, GOAWAY) is retried once, transparently.
+ *
+ * - `method`, `method_len`: the full method name ("/package.Service/Method"),
+ *   `method_len` bytes of UTF-8, not necessarily NUL-terminated; never NULL.
+ * - `request`, `request_len`: the serialized request message (NULL only
+ *   with length 0), copied; at most 4 GiB - 1.
+ * - `options`: deadline, wait-for-ready, metadata, request hash (see
+ *   `sy_call_options`); NULL for every default (no deadline, fail fast).
+ *
+ * On SY_OK `*response_out` is the response, owned by the caller
+ * (`sy_buffer_free`). On SY_RPC_FAILED `sy_last_grpc_code()` is the gRPC
+ * status code (e.g. 12 UNIMPLEMENTED from the server, 4 DEADLINE_EXCEEDED,
+ * 14 UNAVAILABLE) and `sy_last_error` has "grpc status N (NAME): message".
+ * SY_CLOSED: the channel was closed (or its runtime freed) before or during
+ * the call. Argument errors (nothing sent, the policy hears nothing):
+ * SY_NULL_PARAMETER, SY_INVALID_UTF8, SY_INVALID_ARGUMENT (a malformed
+ * method, options (see `sy_call_options`) or metadata (see `sy_metadata`),
+ * a length larger than any object, a freed reader, or a reader of a
+ * channel whose transports belong to the host: pick with `sy_pick` and
+ * send on your own transport there).
+ *
+ * Threading: the reader's thread; never inside a callback of this library
+ * (SY_WRONG_CONTEXT). Calls on different readers run in parallel, sharing
+ * only the subchannel's HTTP/2 connection (multiplexed streams).
+ */
+SY_MUST_USE
+sy_status sy_call_unary(struct sy_reader *reader,
+                        const char *method,
+                        size_t method_len,
+                        const uint8_t *request,
+                        size_t request_len,
+                        const struct sy_call_options *options,
+                        struct sy_buffer **response_out);
+
+/**
+ * Starts one unary RPC and returns at once; `callback` hears how it ended.
+ * Arguments as `sy_call_unary`'s, all copied before this returns
+ * (`user_ctx` is passed through untouched). `call_id_out` (NULL allowed)
+ * receives the call's id for `sy_call_cancel`, on SY_OK only; ids are never
+ * reused on a channel.
+ *
+ * The call costs no thread while it runs, however many are in flight: the
+ * channel's event loop picks for it (waiting, like `sy_call_unary`, for a
+ * READY subchannel when none is yet, or through TRANSIENT_FAILURE with
+ * `wait_for_ready`), drives its HTTP/2 stream, retries it once
+ * transparently, reports its outcome to the policy, and ends it at its
+ * deadline. The callback runs on the channel's completion thread (see
+ * `sy_call_done_fn`). `sy_channel_close`, `sy_channel_free` and
+ * `sy_runtime_free` complete every call still running with SY_CLOSED and
+ * return once every callback of the channel has returned.
+ *
+ * Returns SY_OK if the call was accepted: `callback` then runs exactly once.
+ * Otherwise it never runs: SY_NULL_PARAMETER (`channel`, `method` or
+ * `callback`), SY_INVALID_UTF8, SY_INVALID_ARGUMENT (as `sy_call_unary`'s),
+ * SY_CLOSED (channel closed or runtime freed), SY_IO (the completion thread
+ * could not be started). Any thread, including inside this library's
+ * callbacks (it never blocks on the network).
+ */
+SY_MUST_USE
+sy_status sy_call_unary_start(const struct sy_channel *channel,
+                              const char *method,
+                              size_t method_len,
+                              const uint8_t *request,
+                              size_t request_len,
+                              const struct sy_call_options *options,
+                              sy_call_done_fn callback,
+                              void *user_ctx,
+                              uint64_t *call_id_out);
+
+/**
+ * Cancels a call started with `sy_call_unary_start` on `channel`: SY_OK if
+ * it was still running (its callback then runs with SY_RPC_FAILED and gRPC
+ * code 1 CANCELLED, or SY_CLOSED if the channel is closing meanwhile; its
+ * HTTP/2 stream, if it had one, is reset with RST_STREAM(CANCEL) and the
+ * policy hears the attempt failed); SY_NOT_FOUND if it already finished
+ * (its callback has run or is about to) or no such call was started here.
+ * Never blocks. Any thread, including inside this library's callbacks.
+ */
+SY_MUST_USE sy_status sy_call_cancel(const struct sy_channel *channel, uint64_t call_id);
+
+/* ----------------------------------------------------------------------------
+ * Method config
+ *
+ * The service config's methodConfig for a method (gRFC A2): timeout,
+ * wait-for-ready, message size limits, and the retry or hedging policy, for
+ * hosts that send RPCs themselves (the library's own calls apply them).
+ * sy_reader_method_config looks it up wait-free on an RPC thread;
+ * sy_channel_method_config from any thread.
+ * -------------------------------------------------------------------------- */
 
 /**
  * The service config's settings for one method, as `methodConfig` gives
@@ -615,25 +1377,79 @@ typedef struct sy_method_config {
 } sy_method_config;
 
 /**
- * One address the host resolved.
+ * The service config's settings for calls to `method` ("/pkg.Service/Method",
+ * NUL-terminated UTF-8): the most specific `methodConfig` entry that names
+ * it (the method, else its service, else the default entry), written to
+ * `*out` (`found` false when none applies). Wait-free when the config has
+ * not changed since the reader last looked: for RPC threads, before each
+ * call (its timeout, wait-for-ready and size limits are the host's to apply
+ * when it sends the call itself). The reader's thread. SY_NULL_PARAMETER,
+ * SY_INVALID_UTF8, SY_WRONG_CONTEXT (from a callback this reader runs).
  */
-typedef struct sy_address {
+SY_MUST_USE
+sy_status sy_reader_method_config(struct sy_reader *reader,
+                                  const char *method,
+                                  struct sy_method_config *out);
+
+/**
+ * As `sy_reader_method_config`, through the channel: any thread (it takes
+ * a reference count on the current config; a reader's lookup does not).
+ * SY_NULL_PARAMETER, SY_INVALID_UTF8, SY_INVALID_ARGUMENT (a freed channel).
+ */
+SY_MUST_USE
+sy_status sy_channel_method_config(const struct sy_channel *ch,
+                                   const char *method,
+                                   struct sy_method_config *out);
+
+/* ----------------------------------------------------------------------------
+ * Policies
+ *
+ * Load-balancing policies written in C: sy_balancer_register a name with
+ * callbacks; they run on the loop thread and call back through sy_cc_*
+ * (subchannels, state, pickers). Pickers they publish run on RPC threads.
+ * -------------------------------------------------------------------------- */
+
+/**
+ * What a C picker decided (the value its pick callback returns).
+ */
+enum sy_pick_decision
+#if defined(__cplusplus) || __STDC_VERSION__ >= 202311L
+  : uint32_t
+#endif // defined(__cplusplus) || __STDC_VERSION__ >= 202311L
+ {
   /**
-   * NUL-terminated UTF-8: "ip:port", "[v6]:port", or anything the host's
-   * transport understands. Copied.
+   * Use the subchannel at `*out_index` of the picker's list.
    */
-  const char *address;
+  SY_PICK_COMPLETE = 0,
   /**
-   * Endpoint weight; 0 means unset (treated as 1 by weighing policies).
+   * Nothing usable yet: wait for the next picker.
    */
-  uint32_t weight;
+  SY_PICK_QUEUE = 1,
   /**
-   * The host's data for this address, returned by picks and passed to the
-   * transport callbacks. NULL for none. See `sy_channel_update_addresses`
-   * for ownership.
+   * Fail the RPC with the picker's error (unless wait-for-ready).
    */
-  void *user_data;
-} sy_address;
+  SY_PICK_FAIL = 2,
+  /**
+   * Fail the RPC with the picker's error, even wait-for-ready.
+   */
+  SY_PICK_DROP = 3,
+};
+#ifndef __cplusplus
+#if __STDC_VERSION__ >= 202311L
+typedef enum sy_pick_decision sy_pick_decision;
+#else
+typedef uint32_t sy_pick_decision;
+#endif // __STDC_VERSION__ >= 202311L
+#endif // __cplusplus
+
+/**
+ * The channel as a C policy sees it during one of its callbacks. Opaque;
+ * owned by the library. The pointer a callback receives is the same for the
+ * whole life of that balancer, but `sy_cc_*` calls are accepted only on the
+ * loop thread while one of this balancer's callbacks is running
+ * (SY_WRONG_CONTEXT otherwise).
+ */
+typedef struct sy_cc sy_cc;
 
 /**
  * A policy written in C. Every callback except `build` and `free_builder`
@@ -844,6 +1660,144 @@ typedef struct sy_picker {
 } sy_picker;
 
 /**
+ * Registers a policy written in C under `name` (case-insensitive; a later
+ * registration of the same name replaces it, built-ins included). Channels
+ * select it by name in their service config's `loadBalancingConfig`; its
+ * config object is ignored. `callbacks` is copied; `builder_ctx` is passed to
+ * `build` and `free_builder`. Errors: SY_NULL_PARAMETER, SY_INVALID_UTF8,
+ * SY_INVALID_ARGUMENT (empty name; missing build, update_addresses or
+ * subchannel_state). Any thread.
+ */
+sy_status sy_balancer_register(const char *name,
+                               const struct sy_balancer_callbacks *callbacks,
+                               void *builder_ctx);
+
+/**
+ * Whether a policy is registered under `name` (built-ins: "pick_first",
+ * "round_robin"). False for NULL or invalid UTF-8 (with the reason in
+ * `sy_last_error`). Any thread.
+ */
+bool sy_balancer_registered(const char *name);
+
+/**
+ * Creates a subchannel (IDLE) for the address at `address_index` of the list
+ * the latest `update_addresses` callback received (its user data comes
+ * along). On success `*out_subchannel_id` is its id. Errors:
+ * SY_NULL_PARAMETER, SY_WRONG_CONTEXT, SY_INVALID_ARGUMENT (index out of
+ * range), SY_CLOSED. Inside this balancer's callbacks only (loop thread).
+ */
+sy_status sy_cc_new_subconn(struct sy_cc *cc, size_t address_index, uint64_t *out_subchannel_id);
+
+/**
+ * Starts connecting an IDLE subchannel (no-op otherwise). SY_NOT_FOUND for
+ * an id this balancer did not create (or one already shut down). Inside this
+ * balancer's callbacks only.
+ */
+sy_status sy_cc_connect(struct sy_cc *cc, uint64_t subchannel_id);
+
+/**
+ * Shuts a subchannel down; its SHUTDOWN state is delivered once, later.
+ * SY_NOT_FOUND as for `sy_cc_connect`. Inside this balancer's callbacks only.
+ */
+sy_status sy_cc_shutdown_subconn(struct sy_cc *cc, uint64_t subchannel_id);
+
+/**
+ * Asks the resolver to resolve again. Inside this balancer's callbacks only.
+ */
+sy_status sy_cc_resolve_now(struct sy_cc *cc);
+
+/**
+ * Publishes the balancer's aggregate state (a `sy_state` other than
+ * SHUTDOWN) and a new picker; queued picks wake and try it. On SY_OK the
+ * library owns `picker->ctx` (see `sy_picker_free_fn`); on failure nothing
+ * was taken. Errors: SY_NULL_PARAMETER (cc, picker, picker->pick),
+ * SY_INVALID_ARGUMENT (state, error code), SY_NOT_FOUND (a subchannel id not
+ * of this balancer), SY_INVALID_UTF8, SY_WRONG_CONTEXT. Inside this
+ * balancer's callbacks only.
+ */
+sy_status sy_cc_update_state(struct sy_cc *cc, uint32_t state, const struct sy_picker *picker);
+
+/* ----------------------------------------------------------------------------
+ * Resolvers
+ *
+ * A host that resolves names itself creates the channel with target ""
+ * and hands it each address list (with per-address user data) and its
+ * resolver errors; the library's own resolvers ("ipv4:", "dns:///",
+ * "host:port") need neither. Any channel takes a new service config.
+ * -------------------------------------------------------------------------- */
+
+/**
+ * One address the host resolved.
+ */
+typedef struct sy_address {
+  /**
+   * NUL-terminated UTF-8: "ip:port", "[v6]:port", or anything the host's
+   * transport understands. Copied.
+   */
+  const char *address;
+  /**
+   * Endpoint weight; 0 means unset (treated as 1 by weighing policies).
+   */
+  uint32_t weight;
+  /**
+   * The host's data for this address, returned by picks and passed to the
+   * transport callbacks. NULL for none. See `sy_channel_update_addresses`
+   * for ownership.
+   */
+  void *user_data;
+} sy_address;
+
+/**
+ * Replaces the channel's address list (the host acting as resolver); the
+ * policy applies it incrementally (subchannels for unchanged addresses are
+ * kept). `addresses` may be NULL when `len` is 0 (an empty list).
+ *
+ * Ownership of user data: if the call fails argument checks
+ * (SY_NULL_PARAMETER, SY_INVALID_ARGUMENT, SY_INVALID_UTF8), nothing was
+ * taken. Otherwise each non-NULL `user_data` now belongs to the library,
+ * which calls `release_user_data` on it exactly once (already done if the
+ * call returned SY_CLOSED or SY_RUNTIME_GONE). A pointer listed twice is released twice.
+ * The array and strings are copied. Any thread.
+ */
+sy_status sy_channel_update_addresses(const struct sy_channel *ch,
+                                      const struct sy_address *addresses,
+                                      size_t len);
+
+/**
+ * Switches to a new service config (JSON). An invalid one gives
+ * SY_INVALID_SERVICE_CONFIG (`sy_last_error` names the JSON path that is
+ * wrong) and the current one is kept; a valid one ends the
+ * TRANSIENT_FAILURE of a channel created with an invalid one. Any thread.
+ */
+sy_status sy_channel_update_service_config(const struct sy_channel *ch,
+                                           const char *service_config_json);
+
+/**
+ * The host's resolver failed (`message`: NUL-terminated UTF-8). The policy
+ * keeps its last good addresses if it has any. Any thread.
+ */
+sy_status sy_channel_report_resolver_error(const struct sy_channel *ch, const char *message);
+
+/* ----------------------------------------------------------------------------
+ * Resolvers written in C
+ *
+ * sy_resolver_register a URI scheme with a vtable: every channel whose
+ * target has that scheme ("myscheme:///name") builds a resolver through it.
+ * The resolver pushes address lists, service configs and errors through its
+ * sy_resolver_cc from any thread, and hears resolve-now requests and its
+ * close on the loop thread. The cc is valid until the close callback returns.
+ * Channels with target "" hear resolve-now through
+ * sy_channel_options_set_resolve_now instead.
+ * -------------------------------------------------------------------------- */
+
+/**
+ * The handle a C resolver pushes through. Opaque; owned by the library.
+ * Valid from the `build` callback that receives it until the resolver's
+ * `close` callback returns; calls after that get SY_CLOSED.
+ */
+typedef struct sy_resolver_cc sy_resolver_cc;
+
+/**
  * The target a C resolver is built for: NUL-terminated UTF-8 strings, valid
  * during the `build` call only. For "dns://8.8.8.8/example.com:443":
  * scheme "dns", authority "8.8.8.8", path "/example.com:443", endpoint
@@ -920,765 +1874,6 @@ typedef struct sy_resolver_vtable {
 } sy_resolver_vtable;
 
 /**
- * Hears that the channel wants its addresses resolved again (a backend
- * was lost, or the policy found the addresses unusable), for a channel
- * whose host supplies them (target ""). Called on the loop thread with the
- * `ctx` given; must not block: resolve elsewhere, then
- * `sy_channel_update_addresses` (or `sy_channel_report_resolver_error`).
- * Channels with a resolver of their own never call it.
- */
-typedef void (*sy_resolve_now_fn)(void *ctx);
-
-/**
- * Receives one log record: its level (`SY_LOG_ERROR` ... `SY_LOG_TRACE`), its
- * target (`switchyard::channel`, `switchyard::subchannel`,
- * `switchyard::transport`, `switchyard::resolver`, `switchyard::health`)
- * and its message, both UTF-8 `(pointer, length)` pairs that are also
- * NUL-terminated, valid for the call only. Called on whichever thread logs
- * (mostly the event loop's; also threads creating channels and the DNS
- * resolver's), possibly concurrently: it must be thread-safe and must not
- * block. It may call `sy_*` functions that do not block; blocking ones give
- * SY_WRONG_CONTEXT. Records its own calls cause are dropped.
- */
-typedef void (*sy_log_fn)(void *ctx,
-                          uint32_t level,
-                          const char *target,
-                          size_t target_len,
-                          const char *message,
-                          size_t message_len);
-
-#ifdef __cplusplus
-extern "C" {
-#endif // __cplusplus
-
-/**
- * The library's version, e.g. "0.1.0": a static NUL-terminated string.
- *
- * Compare with the header's `SY_VERSION_*` macros to detect a header/library
- * mismatch. Any thread.
- */
-const char *sy_version(void);
-
-/* ----------------------------------------------------------------------------
- * Runtime
- *
- * One event-loop thread that owns connections, timers and state changes for
- * any number of channels. Create one per process (sy_runtime_new), free it
- * last (sy_runtime_free, after its channels).
- * -------------------------------------------------------------------------- */
-
-/**
- * Starts a runtime: one event-loop thread that runs every policy callback,
- * subchannel state machine and timer of the channels created on it.
- *
- * On success `*out` is a new runtime, owned by the caller, to be freed with
- * `sy_runtime_free`. Any thread.
- */
-SY_MUST_USE sy_status sy_runtime_new(struct sy_runtime **out);
-
-/**
- * Stops the runtime: closes every channel still on it (waking their waiting
- * picks and calls with SY_CLOSED) and joins its thread, then the channels'
- * completion threads (every `sy_call_unary_start` callback has returned).
- * Channels created on it stay valid handles, but every call that needs the
- * loop returns SY_RUNTIME_GONE or SY_CLOSED; they must still be freed. NULL
- * is a no-op.
- *
- * Any thread except the loop itself (never from a callback); called once.
- */
-void sy_runtime_free(struct sy_runtime *rt);
-
-/* ----------------------------------------------------------------------------
- * Channel
- *
- * One target, one load-balancing policy, its subchannels. The short path is
- * sy_channel_new_simple with options from sy_channel_options_new_insecure or
- * _new_tls; sy_channel_new_with_options adds a host transport (the host owns
- * the connections), a state callback and address user data. Every function
- * on a channel may be called from any thread, concurrently, except
- * sy_channel_free. sy_channel_snapshot_json shows the channel and each
- * subchannel (state, last error, call counts), as gRPC's channelz does.
- * A channel starts IDLE, as gRPC's: it resolves and connects on its first
- * pick or call (or sy_channel_connect; with a host-supplied target, when
- * the host pushes addresses), and goes back to IDLE after its idle timeout
- * (sy_channel_options_set_idle_timeout). Calls carry the target's authority
- * (sy_channel_options_set_authority to change it).
- * -------------------------------------------------------------------------- */
-
-/**
- * The short path to a channel whose connections the library makes:
- * `sy_channel_new_with_options` without a host transport, state callback or
- * user data, and with the credentials named (`options` is required: from
- * `sy_channel_options_new_insecure`, `sy_channel_options_new_tls` or
- * `sy_channel_options_new`, so that plaintext vs TLS is a visible choice).
- *
- * - `target`: "ipv4:127.0.0.1:50051,127.0.0.1:50052", "dns:///host:port"
- *   or "host:port". Not NULL.
- * - `service_config_json`: selects the policy, e.g.
- *   `{"loadBalancingConfig":[{"round_robin":{}}]}`; NULL for pick_first.
- *   An invalid one does not fail: as in gRPC, the channel is then
- *   TRANSIENT_FAILURE and its calls fail UNAVAILABLE with the parse error
- *   (which names the JSON path that is wrong) until a valid config comes.
- *
- * Errors: SY_NULL_PARAMETER (`rt`, `target`, `options`, `out`),
- * SY_INVALID_UTF8, SY_INVALID_ARGUMENT, SY_INVALID_TARGET, SY_RUNTIME_GONE. On success `*out` is a new
- * channel owned by the caller (`sy_channel_free`); `options` may be freed
- * at once. Any thread but not from a callback.
- */
-SY_MUST_USE
-sy_status sy_channel_new_simple(const struct sy_runtime *rt,
-                                const char *target,
-                                const char *service_config_json,
-                                const struct sy_channel_options *options,
-                                struct sy_channel **out);
-
-/**
- * Creates a channel on `rt` with default options: as
- * `sy_channel_new_with_options` with `options` NULL.
- *
- * - `target`: "" when the host supplies addresses with
- *   `sy_channel_update_addresses`; otherwise "ipv4:1.2.3.4:80,...",
- *   "dns:///host:port" or "host:port". Not NULL.
- * - `service_config_json`: the channel's default service config: the
- *   policy (`{"loadBalancingConfig":[{"round_robin":{}}]}`) and the calls'
- *   `methodConfig` (see `sy_method_config`); NULL or "" for none
- *   (pick_first). A service config from the resolver replaces it. An
- *   invalid one does not fail: the channel is TRANSIENT_FAILURE and picks
- *   and calls fail UNAVAILABLE with the parse error (naming the JSON path
- *   that is wrong) until a valid one comes (`sy_last_error` after a pick
- *   or call shows it).
- * - `host`: the host's transport callbacks (external connector): the host
- *   owns connections and reports their states, and RPCs are sent by the
- *   host on what `sy_pick` returns. NULL for library-managed connections:
- *   the library's own TCP / TLS / HTTP/2 to each address, used by
- *   `sy_call_unary` and `sy_call_unary_start`. With default options those
- *   are TLS, verifying each address's host name against the bundled Mozilla
- *   roots; `sy_channel_new_with_options` sets plaintext, roots, mTLS, ...
- * - `on_state_change`, `state_ctx`: optional; see `sy_state_fn`.
- * - `release_user_data`: called once for each non-NULL `user_data` given in
- *   `sy_channel_update_addresses` when nothing can return it any more. May be
- *   NULL if no user data is ever given (it is then never released).
- *
- * Errors: SY_NULL_PARAMETER, SY_INVALID_UTF8, SY_INVALID_ARGUMENT (a `host`
- * without `connect` or `shutdown`), SY_INVALID_TARGET, SY_RUNTIME_GONE. On success `*out` is a new
- * channel owned by the caller (`sy_channel_free`). `state_ctx` and
- * `host->ctx` must stay valid until `sy_channel_free` returns. Any thread
- * but not from a callback.
- */
-SY_MUST_USE
-sy_status sy_channel_new(const struct sy_runtime *rt,
-                         const char *target,
-                         const char *service_config_json,
-                         const struct sy_host_transport *host,
-                         sy_state_fn on_state_change,
-                         void *state_ctx,
-                         sy_release_fn release_user_data,
-                         struct sy_channel **out);
-
-/**
- * Creates a channel on `rt`, as `sy_channel_new`, with `options` (NULL:
- * the defaults; see `sy_channel_options`). The options are copied: they may
- * be changed or freed as soon as this returns.
- *
- * Transport settings (insecure, TLS roots / server name / client
- * certificate, keepalive) are for library-managed channels only: with a
- * `host` they give SY_INVALID_ARGUMENT, as does insecure together with TLS
- * settings. Backoff applies to both kinds.
- */
-SY_MUST_USE
-sy_status sy_channel_new_with_options(const struct sy_runtime *rt,
-                                      const char *target,
-                                      const char *service_config_json,
-                                      const struct sy_channel_options *options,
-                                      const struct sy_host_transport *host,
-                                      sy_state_fn on_state_change,
-                                      void *state_ctx,
-                                      sy_release_fn release_user_data,
-                                      struct sy_channel **out);
-
-/**
- * External connector: the host reports what its transport for subchannel
- * `subchannel_id` did. `state` is a `sy_state`: READY = connected;
- * TRANSIENT_FAILURE = the attempt failed; IDLE = an established connection
- * ended; CONNECTING is accepted and ignored; SHUTDOWN and unknown numbers give
- * SY_INVALID_ARGUMENT. `message` (NULL allowed) says why, for failures.
- * Reports for subchannels that no longer exist are ignored. Asynchronous:
- * applied on the loop thread (use `sy_channel_sync` to wait for it). Any
- * thread, including inside the transport callbacks.
- */
-sy_status sy_channel_report_subconn_state(const struct sy_channel *ch,
-                                          uint64_t subchannel_id,
-                                          uint32_t state,
-                                          const char *message);
-
-/**
- * External connector: the host reports the health of subchannel
- * `subchannel_id`'s backend, as its own check finds it (see
- * `sy_host_transport.health`), apart from the transport's state: `serving`
- * makes the connected subchannel READY; not serving makes it
- * TRANSIENT_FAILURE with `message` (NULL allowed: a generic one) as the
- * reason, the transport kept open. Counts only between the `health`
- * callback's start and stop for that subchannel; other reports (before the
- * transport is up, after a stop, for subchannels that no longer exist) are
- * ignored. Asynchronous: applied on the loop thread (use `sy_channel_sync`
- * to wait for it). Any thread, including inside the transport callbacks.
- *
- * Errors: SY_NULL_PARAMETER, SY_INVALID_UTF8, SY_INVALID_ARGUMENT (a channel
- * whose connections are the library's own: their health comes from their
- * own health streams), SY_CLOSED, SY_RUNTIME_GONE.
- */
-sy_status sy_channel_report_subconn_health(const struct sy_channel *ch,
-                                           uint64_t subchannel_id,
-                                           bool serving,
-                                           const char *message);
-
-/**
- * Leaves IDLE: a channel starts IDLE (no resolution, no connection) and
- * goes back after its idle timeout (`sy_channel_options_set_idle_timeout`);
- * this resolves and connects it without a pick or call. On a channel in
- * use, asks an IDLE policy to connect. Any thread.
- */
-sy_status sy_channel_connect(const struct sy_channel *ch);
-
-/**
- * Writes the channel's connectivity state (a `sy_state`) to `*out_state`.
- * After close it is SHUTDOWN. Any thread; wait-free.
- */
-sy_status sy_channel_state(const struct sy_channel *ch, uint32_t *out_state);
-
-/**
- * Blocks until the channel's state differs from `from_state`, or for at most
- * `timeout_ms` milliseconds (`SY_WAIT_FOREVER`: no limit; `SY_NO_WAIT`: only
- * checks, SY_TIMEOUT at once if the state is still `from_state`). On SY_OK the new
- * state is written to `*out_state` (may be NULL). SY_TIMEOUT: no change in
- * time. SY_CLOSED: `from_state` is SHUTDOWN (it never changes). Any thread
- * except inside this library's callbacks (SY_WRONG_CONTEXT).
- */
-sy_status sy_channel_wait_for_state_change(const struct sy_channel *ch,
-                                           uint32_t from_state,
-                                           uint64_t timeout_ms,
-                                           uint32_t *out_state);
-
-/**
- * Waits until the loop has applied everything sent to this channel so far
- * (addresses, reports, config). Not needed in production; handy in tests.
- * SY_CLOSED after close. Any thread except inside callbacks
- * (SY_WRONG_CONTEXT).
- */
-sy_status sy_channel_sync(const struct sy_channel *ch);
-
-/**
- * Closes the channel: shuts every subchannel down (the host's `shutdown`
- * callback runs for each), publishes SHUTDOWN, and wakes waiting picks with
- * SY_CLOSED. Calls in flight fail (SY_CLOSED); `sy_call_unary_start` calls
- * complete and the channel's completion threads are joined before this
- * returns. Later calls on the channel give SY_CLOSED; readers stay valid
- * (their picks give SY_CLOSED). Idempotent (SY_OK again). Blocks until done.
- * Any thread except inside callbacks (SY_WRONG_CONTEXT).
- */
-sy_status sy_channel_close(const struct sy_channel *ch);
-
-/**
- * Closes (as `sy_channel_close`: every `sy_call_unary_start` callback has
- * returned when this returns) and frees the channel. Readers made from it
- * stay valid and must still be freed (their picks give SY_CLOSED), in any
- * order; picks not yet done stay valid until `sy_pick_done`. NULL is a no-op.
- * A second free of the same handle is detected while the freed handle is in
- * a bounded quarantine (SY_INVALID_ARGUMENT in `sy_last_error`); after that
- * it is undefined, like free(3). Not from inside a callback. Any thread.
- */
-void sy_channel_free(struct sy_channel *ch);
-
-/**
- * Writes a snapshot of the channel, taken on its event loop, as one JSON
- * object to `*out_json` (NUL-terminated UTF-8, owned by the caller: free it
- * with `sy_snapshot_json_free`) and its length without the NUL to
- * `*out_len` (may be NULL). Fields: `target`, `policy`, `state`
- * (`"READY"`, ...) and `subchannels`, an array of objects with `id`,
- * `address`, `state`, `last_error` (string or null), `calls_started`,
- * `calls_succeeded`, `calls_failed`, `calls_in_flight` and
- * `last_call_unix_ms` (number or null). Calls are the library's own
- * (`sy_call_unary*`), counted per attempt; host-transport channels report
- * zeros. Any thread except inside this library's callbacks
- * (SY_WRONG_CONTEXT); SY_CLOSED after `sy_channel_close`.
- */
-SY_MUST_USE
-sy_status sy_channel_snapshot_json(const struct sy_channel *ch,
-                                   char **out_json,
-                                   size_t *out_len);
-
-/**
- * Frees a string from `sy_channel_snapshot_json`. NULL is ignored. Any
- * thread.
- */
-void sy_snapshot_json_free(char *json);
-
-/* ----------------------------------------------------------------------------
- * Reader and picks
- *
- * A sy_reader is one RPC thread's view of a channel. sy_reader_pick chooses a
- * subchannel and keeps the pick in the reader until sy_reader_done reports the
- * RPC's outcome (the cheapest pair, for an RPC that ends on the picking thread
- * before its next pick); sy_pick makes a pick that may outlive the next one and
- * be finished on any thread with sy_pick_done, exactly once. Both are
- * wait-free on a hit with SY_NO_WAIT. One reader per thread.
- * -------------------------------------------------------------------------- */
-
-/**
- * Creates a reader for the calling RPC thread. SY_CLOSED if the channel is
- * closed. On success `*out` belongs to the caller (`sy_reader_free`). Any
- * thread.
- */
-SY_MUST_USE sy_status sy_reader_new(const struct sy_channel *ch, struct sy_reader **out);
-
-/**
- * Lets go of the picker generation this reader cached, so what only it kept
- * alive (old subchannels' user data) can be released now rather than at the
- * next pick. For RPC threads that go idle. The reader's thread.
- * SY_WRONG_CONTEXT, doing nothing, from a callback that this reader is
- * running (a C picker's pick or free, a user data release).
- */
-sy_status sy_reader_refresh(struct sy_reader *reader);
-
-/**
- * Frees a reader. Allowed before or after `sy_channel_free`. Picks made
- * through it stay valid until done. NULL is a no-op. A second free is
- * detected while the freed handle is in a bounded quarantine (nothing
- * happens; SY_INVALID_ARGUMENT in `sy_last_error`); after that it is
- * undefined, like free(3). The reader's thread. From a callback that this
- * reader is running (a C picker's pick or free, a user data release)
- * nothing happens and SY_WRONG_CONTEXT is recorded for `sy_last_error`.
- */
-void sy_reader_free(struct sy_reader *reader);
-
-/**
- * Picks a subchannel for one RPC that ends on this thread before the
- * reader's next pick (a blocking RPC thread, or an event loop that finishes
- * each call before starting the next on this reader): the cheapest pick
- * through the header. The reader keeps the pick, and the picker it came
- * from, until `sy_reader_done` or its next pick: no reference is counted
- * per pick and the result is four words.
- *
- * `request`: NULL (no method, no hash, `SY_NO_WAIT`) or see
- * `sy_pick_request`. On SY_OK `*out` holds the pick; finish it with
- * `sy_reader_done` on the same reader. A pick not finished when the reader
- * picks again (or is refreshed or freed) is reported to the policy as
- * CANCELLED. An RPC that must outlive the reader's next pick, or end on
- * another thread, takes `sy_pick` / `sy_pick_done` instead.
- *
- * Failures (nothing written to `*out`) and threading are `sy_pick`'s: the
- * reader's thread; SY_WRONG_CONTEXT from a callback that this reader is
- * running, or for a waiting pick inside any switchyard callback.
- */
-SY_MUST_USE
-sy_status sy_reader_pick(struct sy_reader *reader,
-                         const struct sy_pick_request *request,
-                         struct sy_borrowed_pick *out);
-
-/**
- * Finishes the reader's kept pick (`sy_reader_pick`): reports the RPC's
- * outcome to the policy. After it the pick's `address` and `user_data` may
- * dangle.
- *
- * - `grpc_code`: the RPC's gRPC status code, 0 = OK (0..=16).
- * - `latency_ns`: how long the RPC took.
- * - `metrics`, `metrics_len`: optional named load metrics from the server
- *   (at most `SY_MAX_LOAD_METRICS`); NULL/0 for none.
- *
- * Errors, with the pick left as it was so the call can be repeated with
- * valid arguments: SY_NULL_PARAMETER, SY_INVALID_ARGUMENT (an unknown
- * code, too many metrics, a freed reader, or no pick to finish: never
- * picked, already done, or dropped by a later pick), SY_INVALID_UTF8 (a
- * metric name), SY_WRONG_CONTEXT (from a callback that this reader is
- * running). The reader's thread. Never blocks; allocates nothing.
- */
-SY_MUST_USE
-sy_status sy_reader_done(struct sy_reader *reader,
-                         uint32_t grpc_code,
-                         uint64_t latency_ns,
-                         const struct sy_load_metric *metrics,
-                         size_t metrics_len);
-
-/**
- * Picks a subchannel for one RPC, as a pick that may outlive the reader's
- * next pick and be finished on any thread (`sy_pick_done`). An RPC that
- * ends on the picking thread before its next pick is cheaper with
- * `sy_reader_pick` / `sy_reader_done`.
- *
- * - `method`, `method_len`: the full method name ("/pkg.Service/Method"),
- *   UTF-8, not necessarily NUL-terminated; NULL/0 for none (cheapest).
- * - `request_hash`: NULL, or the request's hash for hashing policies. A
- *   pick carries no metadata: under ring_hash with `requestHashHeader`,
- *   pass XXH64 (seed 0) of the header's value here (NULL: a random hash).
- * - `timeout_ms`: `SY_NO_WAIT` (0) = do not wait: wait-free, returns
- *   SY_NO_SUBCHANNEL if the policy has nothing ready yet. Otherwise wait up
- *   to that long (`SY_WAIT_FOREVER`: no limit) for a picker that has
- *   something.
- * - `wait_for_ready`: queue through TRANSIENT_FAILURE instead of failing.
- *
- * On SY_OK `*out` holds the pick; call `sy_pick_done` on it exactly once.
- * Failures (nothing written to `*out`): SY_NO_SUBCHANNEL (`SY_NO_WAIT` only),
- * SY_UNAVAILABLE (fail the RPC unless wait-for-ready),
- * SY_DROPPED (fail it, never retry), SY_DEADLINE_EXCEEDED, SY_CLOSED,
- * SY_NULL_PARAMETER, SY_INVALID_UTF8, SY_INVALID_ARGUMENT (freed reader),
- * SY_WRONG_CONTEXT (inside a callback, a pick that would have to wait; or
- * any pick on the reader that is running the callback: a C picker's pick or
- * free, a user data release); `sy_last_grpc_code()` gives the gRPC code to
- * fail the RPC with. A `method_len` larger than any object (a negative number
- * converted to `size_t`) is SY_INVALID_ARGUMENT.
- *
- * Threading: the reader's thread. Called concurrently on different readers,
- * policies' pick callbacks run on the calling thread. With `SY_NO_WAIT` it never
- * blocks, allocates or takes a lock on success.
- */
-SY_MUST_USE
-sy_status sy_pick(struct sy_reader *reader,
-                  const char *method,
-                  size_t method_len,
-                  const uint64_t *request_hash,
-                  uint64_t timeout_ms,
-                  bool wait_for_ready,
-                  struct sy_pick_result *out);
-
-/**
- * Finishes a pick: reports the RPC's outcome to the policy and releases what
- * the pick kept alive (after this, `result->address` and `user_data` may
- * dangle).
- *
- * - `grpc_code`: the RPC's gRPC status code, 0 = OK (0..=16).
- * - `latency_ns`: how long the RPC took.
- * - `metrics`, `metrics_len`: optional named load metrics from the server
- *   (at most `SY_MAX_LOAD_METRICS`); NULL/0 for none.
- *
- * Errors, with the pick left untouched so the call can be repeated with
- * valid arguments: SY_NULL_PARAMETER, SY_INVALID_ARGUMENT (an unknown code,
- * too many metrics, or a result that is not a live pick: already done, or
- * zeroed), SY_INVALID_UTF8 (a metric name).
- *
- * Threading: any thread (not only the picking one), once per pick; not
- * concurrently on the same result. Never blocks; allocates nothing.
- */
-sy_status sy_pick_done(struct sy_pick_result *result,
-                       uint32_t grpc_code,
-                       uint64_t latency_ns,
-                       const struct sy_load_metric *metrics,
-                       size_t metrics_len);
-
-/* ----------------------------------------------------------------------------
- * Calls
- *
- * Unary RPCs on channels whose connections the library makes:
- * sy_call_unary_simple and sy_call_unary (blocking, on the caller's reader),
- * sy_call_unary_start (on the event loop; its callback on the channel's
- * completion thread), sy_call_cancel. Responses are sy_buffers. A timeout_ms
- * of SY_NO_WAIT (0) is a deadline already passed; SY_WAIT_FOREVER is none.
- * -------------------------------------------------------------------------- */
-
-/**
- * The response message: `sy_buffer_len` bytes (NULL only for a NULL
- * buffer). Valid until `sy_buffer_free`. Any thread.
- */
-const uint8_t *sy_buffer_data(const struct sy_buffer *buf);
-
-/**
- * The response message's length in bytes; 0 for a NULL buffer. Any thread.
- */
-size_t sy_buffer_len(const struct sy_buffer *buf);
-
-/**
- * Frees a buffer. NULL is a no-op; a second free is undefined, like
- * free(3). Any thread.
- */
-void sy_buffer_free(struct sy_buffer *buf);
-
-/**
- * Looks up response metadata: the `index`-th value (0 = first) of header
- * `key` (NUL-terminated, case-insensitive) in the response's initial
- * metadata. On SY_OK `*value` / `*value_len` are the raw value's bytes, not
- * NUL-terminated ("-bin" values are base64 as sent), valid until
- * `sy_buffer_free`. SY_NOT_FOUND if there is no such value. Any thread.
- */
-sy_status sy_buffer_header(const struct sy_buffer *buf,
-                           const char *key,
-                           size_t index,
-                           const uint8_t **value,
-                           size_t *value_len);
-
-/**
- * As `sy_buffer_header`, in the response's trailing metadata (where servers
- * usually put per-call results; "grpc-status" is there too).
- */
-sy_status sy_buffer_trailer(const struct sy_buffer *buf,
-                            const char *key,
-                            size_t index,
-                            const uint8_t **value,
-                            size_t *value_len);
-
-/**
- * One blocking unary RPC on a library-managed channel: picks a subchannel
- * with `reader` (as `sy_pick`), sends the request on its HTTP/2 connection,
- * waits for the response, and reports the outcome to the policy. A call the
- * server never saw (refused stream, GOAWAY) is retried once, transparently.
- *
- * - `method`: "/package.Service/Method", NUL-terminated.
- * - `request`, `request_len`: the serialized request message (NULL only
- *   with length 0), copied; at most 4 GiB - 1.
- * - `metadata`, `metadata_len`: request metadata (see `sy_metadata`); NULL/0
- *   for none.
- * - `request_hash`: NULL, or the request's hash for hashing policies.
- * - `timeout_ms`: the call's deadline, sent to the server as grpc-timeout
- *   and covering the pick too; `SY_WAIT_FOREVER`: none. `SY_NO_WAIT` (0)
- *   is a deadline already passed, as in gRPC: the call fails with 4
- *   DEADLINE_EXCEEDED before anything is picked or sent.
- * - `wait_for_ready`: wait through TRANSIENT_FAILURE for a subchannel
- *   instead of failing at once with UNAVAILABLE.
- *
- * On SY_OK `*response_out` is the response, owned by the caller
- * (`sy_buffer_free`). On SY_RPC_FAILED `sy_last_grpc_code()` is the gRPC
- * status code (e.g. 12 UNIMPLEMENTED from the server, 4 DEADLINE_EXCEEDED,
- * 14 UNAVAILABLE) and `sy_last_error` has "grpc status N (NAME): message".
- * SY_CLOSED: the channel was closed (or its runtime freed) before or during
- * the call. Argument errors (nothing sent, the policy hears nothing):
- * SY_NULL_PARAMETER, SY_INVALID_UTF8, SY_INVALID_ARGUMENT (a malformed
- * method, metadata (see `sy_metadata`) or length, a freed reader, or a
- * reader of a channel whose transports belong to the host: pick with
- * `sy_pick` and send on your own transport there).
- *
- * Threading: the reader's thread; never inside a callback of this library
- * (SY_WRONG_CONTEXT). Calls on different readers run in parallel, sharing
- * only the subchannel's HTTP/2 connection (multiplexed streams).
- */
-SY_MUST_USE
-sy_status sy_call_unary(struct sy_reader *reader,
-                        const char *method,
-                        const uint8_t *request,
-                        size_t request_len,
-                        const struct sy_metadata *metadata,
-                        size_t metadata_len,
-                        const uint64_t *request_hash,
-                        uint64_t timeout_ms,
-                        bool wait_for_ready,
-                        struct sy_buffer **response_out);
-
-/**
- * The short path to a blocking unary RPC: `sy_call_unary` without
- * metadata or request hash, and without wait-for-ready (a channel in
- * TRANSIENT_FAILURE fails the call at once with 14 UNAVAILABLE, as gRPC's
- * default). `timeout_ms`: `SY_WAIT_FOREVER` for no deadline; `SY_NO_WAIT`
- * (0) fails with DEADLINE_EXCEEDED. Results, ownership and threading as
- * `sy_call_unary`'s.
- */
-SY_MUST_USE
-sy_status sy_call_unary_simple(struct sy_reader *reader,
-                               const char *method,
-                               const uint8_t *request,
-                               size_t request_len,
-                               uint64_t timeout_ms,
-                               struct sy_buffer **response_out);
-
-/**
- * Starts one unary RPC and returns at once; `callback` hears how it ended.
- * Arguments as `sy_call_unary`'s, all copied before this returns
- * (`user_ctx` is passed through untouched). `call_id_out` (NULL allowed)
- * receives the call's id for `sy_call_cancel`, on SY_OK only; ids are never
- * reused on a channel.
- *
- * The call costs no thread while it runs, however many are in flight: the
- * channel's event loop picks for it (waiting, like `sy_call_unary`, for a
- * READY subchannel when none is yet, or through TRANSIENT_FAILURE with
- * `wait_for_ready`), drives its HTTP/2 stream, retries it once
- * transparently, reports its outcome to the policy, and ends it at its
- * deadline. The callback runs on the channel's completion thread (see
- * `sy_call_done_fn`). `sy_channel_close`, `sy_channel_free` and
- * `sy_runtime_free` complete every call still running with SY_CLOSED and
- * return once every callback of the channel has returned.
- *
- * Returns SY_OK if the call was accepted: `callback` then runs exactly once.
- * Otherwise it never runs: SY_NULL_PARAMETER (`channel`, `method` or
- * `callback`), SY_INVALID_UTF8, SY_INVALID_ARGUMENT (as `sy_call_unary`),
- * SY_CLOSED (channel closed or runtime freed), SY_IO (the completion thread
- * could not be started). Any thread, including inside this library's
- * callbacks (it never blocks on the network).
- */
-SY_MUST_USE
-sy_status sy_call_unary_start(const struct sy_channel *channel,
-                              const char *method,
-                              const uint8_t *request,
-                              size_t request_len,
-                              const struct sy_metadata *metadata,
-                              size_t metadata_len,
-                              const uint64_t *request_hash,
-                              uint64_t timeout_ms,
-                              bool wait_for_ready,
-                              sy_call_done_fn callback,
-                              void *user_ctx,
-                              uint64_t *call_id_out);
-
-/**
- * Cancels a call started with `sy_call_unary_start` on `channel`: SY_OK if
- * it was still running (its callback then runs with SY_RPC_FAILED and gRPC
- * code 1 CANCELLED, or SY_CLOSED if the channel is closing meanwhile; its
- * HTTP/2 stream, if it had one, is reset with RST_STREAM(CANCEL) and the
- * policy hears the attempt failed); SY_NOT_FOUND if it already finished
- * (its callback has run or is about to) or no such call was started here.
- * Never blocks. Any thread, including inside this library's callbacks.
- */
-SY_MUST_USE sy_status sy_call_cancel(const struct sy_channel *channel, uint64_t call_id);
-
-/* ----------------------------------------------------------------------------
- * Method config
- *
- * The service config's methodConfig for a method (gRFC A2): timeout,
- * wait-for-ready, message size limits, and the retry or hedging policy, for
- * hosts that send RPCs themselves (the library's own calls apply them).
- * sy_reader_method_config looks it up wait-free on an RPC thread;
- * sy_channel_method_config from any thread.
- * -------------------------------------------------------------------------- */
-
-/**
- * The service config's settings for calls to `method` ("/pkg.Service/Method",
- * NUL-terminated UTF-8): the most specific `methodConfig` entry that names
- * it (the method, else its service, else the default entry), written to
- * `*out` (`found` false when none applies). Wait-free when the config has
- * not changed since the reader last looked: for RPC threads, before each
- * call (its timeout, wait-for-ready and size limits are the host's to apply
- * when it sends the call itself). The reader's thread. SY_NULL_PARAMETER,
- * SY_INVALID_UTF8, SY_WRONG_CONTEXT (from a callback this reader runs).
- */
-SY_MUST_USE
-sy_status sy_reader_method_config(struct sy_reader *reader,
-                                  const char *method,
-                                  struct sy_method_config *out);
-
-/**
- * As `sy_reader_method_config`, through the channel: any thread (it takes
- * a reference count on the current config; a reader's lookup does not).
- * SY_NULL_PARAMETER, SY_INVALID_UTF8, SY_INVALID_ARGUMENT (a freed channel).
- */
-SY_MUST_USE
-sy_status sy_channel_method_config(const struct sy_channel *ch,
-                                   const char *method,
-                                   struct sy_method_config *out);
-
-/* ----------------------------------------------------------------------------
- * Policies
- *
- * Load-balancing policies written in C: sy_balancer_register a name with
- * callbacks; they run on the loop thread and call back through sy_cc_*
- * (subchannels, state, pickers). Pickers they publish run on RPC threads.
- * -------------------------------------------------------------------------- */
-
-/**
- * Registers a policy written in C under `name` (case-insensitive; a later
- * registration of the same name replaces it, built-ins included). Channels
- * select it by name in their service config's `loadBalancingConfig`; its
- * config object is ignored. `callbacks` is copied; `builder_ctx` is passed to
- * `build` and `free_builder`. Errors: SY_NULL_PARAMETER, SY_INVALID_UTF8,
- * SY_INVALID_ARGUMENT (empty name; missing build, update_addresses or
- * subchannel_state). Any thread.
- */
-sy_status sy_balancer_register(const char *name,
-                               const struct sy_balancer_callbacks *callbacks,
-                               void *builder_ctx);
-
-/**
- * Whether a policy is registered under `name` (built-ins: "pick_first",
- * "round_robin"). False for NULL or invalid UTF-8 (with the reason in
- * `sy_last_error`). Any thread.
- */
-bool sy_balancer_registered(const char *name);
-
-/**
- * Creates a subchannel (IDLE) for the address at `address_index` of the list
- * the latest `update_addresses` callback received (its user data comes
- * along). On success `*out_subchannel_id` is its id. Errors:
- * SY_NULL_PARAMETER, SY_WRONG_CONTEXT, SY_INVALID_ARGUMENT (index out of
- * range), SY_CLOSED. Inside this balancer's callbacks only (loop thread).
- */
-sy_status sy_cc_new_subconn(struct sy_cc *cc, size_t address_index, uint64_t *out_subchannel_id);
-
-/**
- * Starts connecting an IDLE subchannel (no-op otherwise). SY_NOT_FOUND for
- * an id this balancer did not create (or one already shut down). Inside this
- * balancer's callbacks only.
- */
-sy_status sy_cc_connect(struct sy_cc *cc, uint64_t subchannel_id);
-
-/**
- * Shuts a subchannel down; its SHUTDOWN state is delivered once, later.
- * SY_NOT_FOUND as for `sy_cc_connect`. Inside this balancer's callbacks only.
- */
-sy_status sy_cc_shutdown_subconn(struct sy_cc *cc, uint64_t subchannel_id);
-
-/**
- * Asks the resolver to resolve again. Inside this balancer's callbacks only.
- */
-sy_status sy_cc_resolve_now(struct sy_cc *cc);
-
-/**
- * Publishes the balancer's aggregate state (a `sy_state` other than
- * SHUTDOWN) and a new picker; queued picks wake and try it. On SY_OK the
- * library owns `picker->ctx` (see `sy_picker_free_fn`); on failure nothing
- * was taken. Errors: SY_NULL_PARAMETER (cc, picker, picker->pick),
- * SY_INVALID_ARGUMENT (state, error code), SY_NOT_FOUND (a subchannel id not
- * of this balancer), SY_INVALID_UTF8, SY_WRONG_CONTEXT. Inside this
- * balancer's callbacks only.
- */
-sy_status sy_cc_update_state(struct sy_cc *cc, uint32_t state, const struct sy_picker *picker);
-
-/* ----------------------------------------------------------------------------
- * Resolvers
- *
- * A host that resolves names itself creates the channel with target ""
- * and hands it each address list (with per-address user data) and its
- * resolver errors; the library's own resolvers ("ipv4:", "dns:///",
- * "host:port") need neither. Any channel takes a new service config.
- * -------------------------------------------------------------------------- */
-
-/**
- * Replaces the channel's address list (the host acting as resolver); the
- * policy applies it incrementally (subchannels for unchanged addresses are
- * kept). `addresses` may be NULL when `len` is 0 (an empty list).
- *
- * Ownership of user data: if the call fails argument checks
- * (SY_NULL_PARAMETER, SY_INVALID_ARGUMENT, SY_INVALID_UTF8), nothing was
- * taken. Otherwise each non-NULL `user_data` now belongs to the library,
- * which calls `release_user_data` on it exactly once (already done if the
- * call returned SY_CLOSED or SY_RUNTIME_GONE). A pointer listed twice is released twice.
- * The array and strings are copied. Any thread.
- */
-sy_status sy_channel_update_addresses(const struct sy_channel *ch,
-                                      const struct sy_address *addresses,
-                                      size_t len);
-
-/**
- * Switches to a new service config (JSON). An invalid one gives
- * SY_INVALID_SERVICE_CONFIG (`sy_last_error` names the JSON path that is
- * wrong) and the current one is kept; a valid one ends the
- * TRANSIENT_FAILURE of a channel created with an invalid one. Any thread.
- */
-sy_status sy_channel_update_service_config(const struct sy_channel *ch,
-                                           const char *service_config_json);
-
-/**
- * The host's resolver failed (`message`: NUL-terminated UTF-8). The policy
- * keeps its last good addresses if it has any. Any thread.
- */
-sy_status sy_channel_report_resolver_error(const struct sy_channel *ch, const char *message);
-
-/* ----------------------------------------------------------------------------
- * Resolvers written in C
- *
- * sy_resolver_register a URI scheme with a vtable: every channel whose
- * target has that scheme ("myscheme:///name") builds a resolver through it.
- * The resolver pushes address lists, service configs and errors through its
- * sy_resolver_cc from any thread, and hears resolve-now requests and its
- * close on the loop thread. The cc is valid until the close callback returns.
- * Channels with target "" hear resolve-now through
- * sy_channel_options_set_resolve_now instead.
- * -------------------------------------------------------------------------- */
-
-/**
  * Registers a resolver written in C for URI `scheme` (compared
  * case-insensitively; letters, digits, '+', '-', '.', starting with a
  * letter), replacing any earlier one, a built-in too. Channels created
@@ -1720,195 +1915,60 @@ sy_status sy_resolver_cc_update(struct sy_resolver_cc *cc,
 sy_status sy_resolver_cc_report_error(struct sy_resolver_cc *cc, const char *message);
 
 /* ----------------------------------------------------------------------------
- * Options
- *
- * What a channel takes beyond target and config: credentials (plaintext or
- * TLS roots, server name, client certificate), keepalive, size limits,
- * backoff. Allocate, set, pass to sy_channel_new_simple or
- * sy_channel_new_with_options (which copy them), free.
- * -------------------------------------------------------------------------- */
-
-/**
- * Allocates options holding the defaults. On success `*out` belongs to the
- * caller (`sy_channel_options_free`). Any thread.
- */
-SY_MUST_USE sy_status sy_channel_options_new(struct sy_channel_options **out);
-
-/**
- * The common case in one call: options for plaintext HTTP/2 (h2c), as
- * `sy_channel_options_new` followed by `sy_channel_options_set_insecure(o,
- * true)`. For backends without TLS (on loopback, in a trusted network).
- * On success `*out` belongs to the caller (`sy_channel_options_free`).
- * Any thread.
- */
-SY_MUST_USE sy_status sy_channel_options_new_insecure(struct sy_channel_options **out);
-
-/**
- * The common case in one call: options for TLS, verifying each address's
- * host name. `roots_pem`, `len`: the roots to trust, as
- * `sy_channel_options_set_tls_roots_pem`; NULL and 0 for the bundled Mozilla
- * roots (what `sy_channel_options_new` gives). Errors as that setter's
- * (SY_INVALID_ARGUMENT: no parsable certificate; SY_NULL_PARAMETER: NULL
- * with a length). On success `*out` belongs to the caller
- * (`sy_channel_options_free`). Any thread.
- */
-SY_MUST_USE
-sy_status sy_channel_options_new_tls(const uint8_t *roots_pem,
-                                     size_t len,
-                                     struct sy_channel_options **out);
-
-/**
- * Frees options. Channels created with them are unaffected. NULL is a
- * no-op; a second free is undefined, like free(3).
- */
-void sy_channel_options_free(struct sy_channel_options *opts);
-
-/**
- * `insecure` true: plaintext HTTP/2 (h2c, prior knowledge) instead of TLS.
- * Cannot be combined with the TLS setters (the channel creation fails with
- * SY_INVALID_ARGUMENT).
- */
-sy_status sy_channel_options_set_insecure(struct sy_channel_options *opts, bool insecure);
-
-/**
- * Trust only these roots: `pem`, `len` bytes of PEM with at least one
- * CERTIFICATE (copied; it need not be NUL-terminated). Replaces the bundled
- * Mozilla roots. SY_INVALID_ARGUMENT if it holds no parsable certificate.
- */
-sy_status sy_channel_options_set_tls_roots_pem(struct sy_channel_options *opts,
-                                               const uint8_t *pem,
-                                               size_t len);
-
-/**
- * The name to send as SNI and to verify the server's certificate against,
- * for every address (NUL-terminated UTF-8, copied). By default each
- * address's own host is used. "" restores that default.
- */
-sy_status sy_channel_options_set_tls_server_name(struct sy_channel_options *opts,
-                                                 const char *server_name);
-
-/**
- * Mutual TLS: present this certificate chain (`cert_pem`, PEM, leaf first)
- * and private key (`key_pem`, PEM: PKCS#8, PKCS#1 or SEC1). Both copied;
- * neither need be NUL-terminated. SY_INVALID_ARGUMENT if either does not
- * parse (whether the key matches the certificate is checked when
- * connecting).
- */
-sy_status sy_channel_options_set_client_cert(struct sy_channel_options *opts,
-                                             const uint8_t *cert_pem,
-                                             size_t cert_len,
-                                             const uint8_t *key_pem,
-                                             size_t key_len);
-
-/**
- * HTTP/2 keepalive: after `time_ms` without reading anything, send a PING
- * and drop the connection if no ack comes within `timeout_ms` (0: 20000,
- * gRPC's default). `permit_without_calls`: also when no call is in flight.
- * `time_ms` 0 turns keepalive off (the default). A server may answer too
- * frequent pings with GOAWAY ENHANCE_YOUR_CALM; the time is then doubled.
- */
-sy_status sy_channel_options_set_keepalive(struct sy_channel_options *opts,
-                                           uint64_t time_ms,
-                                           uint64_t timeout_ms,
-                                           bool permit_without_calls);
-
-/**
- * The largest response message a call accepts, in bytes: a larger one
- * fails that call with gRPC status RESOURCE_EXHAUSTED (8) before it is
- * buffered. 0 restores the default, 4 MiB (gRPC's). SY_INVALID_ARGUMENT
- * above 4294967295 (gRPC's length prefix is 32 bits). For library-managed
- * channels: with a host transport the channel creation fails with
- * SY_INVALID_ARGUMENT.
- */
-sy_status sy_channel_options_set_max_recv_message_size(struct sy_channel_options *opts,
-                                                       size_t bytes);
-
-/**
- * The largest response header list (headers, or trailers) a call accepts,
- * counted as HTTP/2 does (name + value + 32 bytes per field), announced to
- * servers as SETTINGS_MAX_HEADER_LIST_SIZE. A larger list fails its call
- * with gRPC status INTERNAL (13); one over four times the limit ends the
- * connection. 0 restores the default, 16 MiB (gRPC-Go's). For
- * library-managed channels, as the receive message limit.
- */
-sy_status sy_channel_options_set_max_header_list_size(struct sy_channel_options *opts,
-                                                      uint32_t bytes);
-
-/**
- * Connection backoff (gRPC's connection-backoff spec): the first retry after
- * `initial_ms`, growing x1.6 (+-20 % jitter) up to `max_ms`; every attempt
- * gets at least `min_connect_timeout_ms` to connect. 0 keeps that value's
- * default (1000, 120000, 20000). SY_INVALID_ARGUMENT if the initial backoff
- * exceeds the maximum.
- */
-sy_status sy_channel_options_set_backoff(struct sy_channel_options *opts,
-                                         uint64_t initial_ms,
-                                         uint64_t max_ms,
-                                         uint64_t min_connect_timeout_ms);
-
-/**
- * Deprecated, and without effect: `sy_call_unary_start` calls no longer
- * run on threads of their own (the event loop drives any number of them,
- * and one completion thread per channel runs their callbacks), so there is
- * nothing to size. Kept so that existing programs build and run; the
- * argument is still checked (1..=`SY_MAX_CALL_THREADS`, else
- * SY_INVALID_ARGUMENT).
- */
-sy_status sy_channel_options_set_call_threads(struct sy_channel_options *opts, uint32_t threads);
-
-/**
- * Sets (or, with `callback` NULL, clears) the callback that hears
- * re-resolution requests of channels whose host supplies the addresses
- * (target ""); see `sy_resolve_now_fn`. `ctx` must stay valid until every
- * channel created with these options is freed.
- */
-sy_status sy_channel_options_set_resolve_now(struct sy_channel_options *opts,
-                                             sy_resolve_now_fn callback,
-                                             void *ctx);
-
-/**
- * The `:authority` of every call (NUL-terminated UTF-8, `host[:port]`,
- * copied), and the TLS server name unless one is set with
- * `sy_channel_options_set_tls_server_name` (gRPC's `WithAuthority`). By
- * default the target's: `host:port` of `dns:///host:port`, "localhost" for
- * unix sockets, the address of a one-address `ipv4:`/`ipv6:` target (each
- * connection's address for lists and the host's addresses). "" restores
- * that default. SY_INVALID_ARGUMENT if it is no valid authority.
- */
-sy_status sy_channel_options_set_authority(struct sy_channel_options *opts, const char *authority);
-
-/**
- * A channel starts IDLE (resolving nothing, connecting nowhere) and leaves
- * IDLE on its first pick or call (or `sy_channel_connect`); with no pick and
- * no call in flight for `timeout_ms` it goes back to IDLE, closing its
- * resolver, policy and connections, and the next pick brings them back.
- * Default 1800000 (30 minutes, gRPC's); 0: never goes back to IDLE.
- */
-sy_status sy_channel_options_set_idle_timeout(struct sy_channel_options *opts, uint64_t timeout_ms);
-
-/**
- * For `dns:` targets: `enabled` nonzero looks the name's service config up
- * in DNS too (gRFC A2: TXT records `grpc_config=...` of
- * `_grpc_config.<host>`, with their choice rules; this client's
- * `clientLanguage` is "rust"). Off by default.
- */
-sy_status sy_channel_options_set_dns_service_config(struct sy_channel_options *opts, int enabled);
-
-/**
- * For `dns:` targets: the least time between two lookups the channel asks
- * for (re-resolution after a lost connection), in milliseconds. Default
- * 30000 (gRPC's); shorter only for tests. SY_INVALID_ARGUMENT for 0.
- */
-sy_status sy_channel_options_set_min_resolution_interval(struct sy_channel_options *opts,
-                                                         uint64_t interval_ms);
-
-/* ----------------------------------------------------------------------------
  * Logging
  *
  * The library logs channel, subchannel, resolver, transport and health events
  * (never on the pick path). sy_log_set_callback routes them to the host;
  * without one, SWITCHYARD_TRACE / SWITCHYARD_VERBOSITY switch stderr logging on.
  * -------------------------------------------------------------------------- */
+
+/**
+ * No records (as `max_level`: removes the callback).
+ */
+#define SY_LOG_OFF 0
+
+/**
+ * Something failed that the library cannot recover from by itself.
+ */
+#define SY_LOG_ERROR 1
+
+/**
+ * Connection failures and losses, resolver errors.
+ */
+#define SY_LOG_WARN 2
+
+/**
+ * State changes, GOAWAYs, health changes, resolver results, policy switches.
+ */
+#define SY_LOG_INFO 3
+
+/**
+ * Subchannels created, address lists handed to the policy.
+ */
+#define SY_LOG_DEBUG 4
+
+/**
+ * Everything.
+ */
+#define SY_LOG_TRACE 5
+
+/**
+ * Receives one log record: its level (`SY_LOG_ERROR` ... `SY_LOG_TRACE`), its
+ * target (`switchyard::channel`, `switchyard::subchannel`,
+ * `switchyard::transport`, `switchyard::resolver`, `switchyard::health`)
+ * and its message, both UTF-8 `(pointer, length)` pairs that are also
+ * NUL-terminated, valid for the call only. Called on whichever thread logs
+ * (mostly the event loop's; also threads creating channels and the DNS
+ * resolver's), possibly concurrently: it must be thread-safe and must not
+ * block. It may call `sy_*` functions that do not block; blocking ones give
+ * SY_WRONG_CONTEXT. Records its own calls cause are dropped.
+ */
+typedef void (*sy_log_fn)(void *ctx,
+                          uint32_t level,
+                          const char *target,
+                          size_t target_len,
+                          const char *message,
+                          size_t message_len);
 
 /**
  * Sends the library's log records up to `max_level` (`SY_LOG_ERROR` ...
@@ -1928,55 +1988,36 @@ sy_status sy_channel_options_set_min_resolution_interval(struct sy_channel_optio
 SY_MUST_USE sy_status sy_log_set_callback(sy_log_fn callback, void *ctx, uint32_t max_level);
 
 /* ----------------------------------------------------------------------------
- * Errors and names
+ * Introspection
  *
- * Every fallible function returns a sy_status; sy_last_error has the
- * failed call's detail (per thread), sy_last_grpc_code the gRPC code of a
- * failed RPC or pick. Names of statuses and states for logs.
+ * What gRPC's channelz shows: sy_channel_snapshot_json describes a channel
+ * (target, policy, state) and each subchannel (address, state, last error,
+ * calls started, succeeded, failed, in flight), taken on its event loop.
  * -------------------------------------------------------------------------- */
 
 /**
- * Copies the detail of this thread's last failed call into `buf` as a
- * NUL-terminated string, truncated to `len - 1` bytes, and returns the full
- * length of the message (like snprintf): call with `buf` NULL and `len` 0 to
- * size a buffer. Returns 0 (and writes "" when `len` > 0) if no call on this
- * thread has failed. Successful calls do not clear it (like errno). A `len`
- * no buffer can have (more than `PTRDIFF_MAX`: a negative number converted
- * to `size_t`) writes nothing.
- *
- * The message starts with the status name, e.g. "SY_CLOSED: channel is
- * closed". Any thread; reads only the calling thread's record.
+ * Writes a snapshot of the channel, taken on its event loop, as one JSON
+ * object to `*out_json` (NUL-terminated UTF-8, owned by the caller: free it
+ * with `sy_snapshot_json_free`) and its length without the NUL to
+ * `*out_len` (may be NULL). Fields: `target`, `policy`, `state`
+ * (`"READY"`, ...) and `subchannels`, an array of objects with `id`,
+ * `address`, `state`, `last_error` (string or null), `calls_started`,
+ * `calls_succeeded`, `calls_failed`, `calls_in_flight` and
+ * `last_call_unix_ms` (number or null). Calls are the library's own
+ * (`sy_call_unary*`), counted per attempt; host-transport channels report
+ * zeros. Any thread except inside this library's callbacks
+ * (SY_WRONG_CONTEXT); SY_CLOSED after `sy_channel_close`.
  */
-size_t sy_last_error(char *buf, size_t len);
+SY_MUST_USE
+sy_status sy_channel_snapshot_json(const struct sy_channel *ch,
+                                   char **out_json,
+                                   size_t *out_len);
 
 /**
- * The status of this thread's last failed call, or `SY_OK` if none failed.
- * Any thread.
- */
-uint32_t sy_last_status(void);
-
-/**
- * For a failed `sy_pick`: the gRPC status code the RPC should fail with
- * (e.g. 14 UNAVAILABLE, 4 DEADLINE_EXCEEDED, or whatever code the policy
- * chose). For a failed `sy_call_unary` (SY_RPC_FAILED, SY_CLOSED): the
- * call's gRPC status code, the server's (e.g. 12 UNIMPLEMENTED) or the
- * client's. 2 (UNKNOWN) after other failures, 0 if none. Any thread; reads
- * only the calling thread's record.
- */
-uint32_t sy_last_grpc_code(void);
-
-/**
- * The name of a status code ("SY_CLOSED"), or "SY_UNKNOWN_STATUS" for a
- * number that is not one. A static NUL-terminated string; never NULL. Any
+ * Frees a string from `sy_channel_snapshot_json`. NULL is ignored. Any
  * thread.
  */
-const char *sy_status_str(uint32_t status);
-
-/**
- * The name of a connectivity state ("READY"), or "UNKNOWN" for a number that
- * is not one. A static NUL-terminated string; never NULL. Any thread.
- */
-const char *sy_state_str(uint32_t state);
+void sy_snapshot_json_free(char *json);
 
 #ifdef __cplusplus
 }  // extern "C"

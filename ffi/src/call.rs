@@ -15,7 +15,7 @@ use crate::error::{Error, Message};
 use crate::macros::{boundary, boundary_or, in_callback, refuse_in_callback};
 use crate::reader::sy_reader;
 use crate::status::sy_status;
-use crate::strings::{slice_arg, str_arg};
+use crate::strings::{slice_arg, str_arg, str_slice_arg};
 use std::ffi::{c_char, c_void, CString};
 use std::ptr;
 use std::sync::Arc;
@@ -44,6 +44,56 @@ pub struct sy_buffer {
 pub struct sy_metadata {
     pub key: *const c_char,
     pub value: *const c_char,
+}
+
+/// How to make one call (`sy_call_unary`, `sy_call_unary_start`).
+/// Zero-initialize it (`sy_call_options opts = {0};`), then set what
+/// applies: all zero, like a NULL options pointer, means gRPC's defaults: no
+/// deadline (a service config's `methodConfig` timeout still applies), fail
+/// fast, no metadata, no request hash. Read during the call to
+/// `sy_call_unary` / `sy_call_unary_start` only: everything is copied.
+///
+/// A value set without its `has_` flag (`timeout_ms` or `request_hash`
+/// non-zero with `has_timeout` / `has_request_hash` false) is refused with
+/// SY_INVALID_ARGUMENT rather than silently ignored.
+#[repr(C)]
+#[derive(Clone, Copy)]
+pub struct sy_call_options {
+    /// The call's deadline, in milliseconds from the start of the call, if
+    /// `has_timeout`: sent to the server as grpc-timeout and covering the
+    /// pick too. `SY_NO_WAIT` (0) is a deadline already passed, as
+    /// everywhere in this header: the call fails with 4 DEADLINE_EXCEEDED
+    /// before anything is picked or sent. `SY_WAIT_FOREVER`: no deadline.
+    pub timeout_ms: u64,
+    /// Whether `timeout_ms` applies; false (zero): no deadline.
+    pub has_timeout: bool,
+    /// Wait through TRANSIENT_FAILURE for a subchannel instead of failing
+    /// at once with 14 UNAVAILABLE (gRPC's wait-for-ready). False (zero):
+    /// fail fast, unless the service config's `waitForReady` says otherwise.
+    pub wait_for_ready: bool,
+    /// Request metadata: `metadata_len` entries (see `sy_metadata`); NULL/0
+    /// for none.
+    pub metadata: *const sy_metadata,
+    pub metadata_len: usize,
+    /// The request's hash for hashing policies (ring_hash), if
+    /// `has_request_hash`.
+    pub request_hash: u64,
+    pub has_request_hash: bool,
+}
+
+/// All defaults: what a zeroed struct (or a NULL pointer) means.
+impl Default for sy_call_options {
+    fn default() -> Self {
+        sy_call_options {
+            timeout_ms: 0,
+            has_timeout: false,
+            wait_for_ready: false,
+            metadata: ptr::null(),
+            metadata_len: 0,
+            request_hash: 0,
+            has_request_hash: false,
+        }
+    }
 }
 
 /// Hears how a `sy_call_unary_start` call ended. Called exactly once per call
@@ -195,19 +245,25 @@ impl CallArgs {
 }
 
 /// Checks and copies a call's arguments (nothing is sent on failure).
-#[allow(clippy::too_many_arguments)]
-fn call_args(
+///
+/// # Safety
+/// As the call functions' contracts: `method` has `method_len` readable
+/// bytes, `request` `request_len`, `options` is NULL or a readable
+/// `sy_call_options` whose `metadata` has `metadata_len` entries, each with
+/// NUL-terminated strings.
+unsafe fn call_args(
     method: *const c_char,
+    method_len: usize,
     request: *const u8,
     request_len: usize,
-    metadata: *const sy_metadata,
-    metadata_len: usize,
-    request_hash: *const u64,
-    timeout_ms: u64,
-    wait_for_ready: bool,
+    options: *const sy_call_options,
 ) -> Result<CallArgs, Error> {
-    // SAFETY: NUL-terminated per the contract.
-    let method = unsafe { str_arg(method, "method") }?;
+    if method.is_null() {
+        return Err(Error::null("method"));
+    }
+    // SAFETY: `method_len` readable bytes per the contract; a length no
+    // object can have is refused first.
+    let method = unsafe { str_slice_arg(method.cast(), method_len, "method") }?;
     if !method.starts_with('/') || method.len() < 2 || method.bytes().any(|b| b <= b' ') {
         return Err(Error::invalid(format!(
             "method {method:?} is not a gRPC path (\"/package.Service/Method\")"
@@ -220,8 +276,27 @@ fn call_args(
     }
     // SAFETY: `request_len` readable bytes per the contract.
     let request = unsafe { slice_arg(request, request_len, "request") }?;
+    let options = if options.is_null() {
+        sy_call_options::default()
+    } else {
+        // SAFETY: non-NULL, a readable sy_call_options per the contract
+        // (read unaligned: nothing is assumed of the pointer's alignment).
+        unsafe { options.read_unaligned() }
+    };
+    if options.timeout_ms != 0 && !options.has_timeout {
+        return Err(Error::invalid(format!(
+            "options.timeout_ms is {} but options.has_timeout is false: set \
+             has_timeout for a deadline (a zeroed sy_call_options has none)",
+            options.timeout_ms
+        )));
+    }
+    if options.request_hash != 0 && !options.has_request_hash {
+        return Err(Error::invalid(
+            "options.request_hash is set but options.has_request_hash is false",
+        ));
+    }
     // SAFETY: `metadata_len` entries per the contract.
-    let entries = unsafe { slice_arg(metadata, metadata_len, "metadata") }?;
+    let entries = unsafe { slice_arg(options.metadata, options.metadata_len, "options.metadata") }?;
     let mut md = Vec::with_capacity(entries.len());
     for e in entries {
         // SAFETY: NUL-terminated per the contract.
@@ -232,22 +307,20 @@ fn call_args(
     }
     // The core's rules, the same for Rust callers.
     switchyard::check_metadata(&md).map_err(Error::invalid)?;
-    let hash = if request_hash.is_null() {
-        None
-    } else {
-        // SAFETY: non-NULL, points to a u64 per the contract.
-        Some(unsafe { request_hash.read_unaligned() })
-    };
     // SY_NO_WAIT (0) is a deadline already passed: the core fails the call
     // with DEADLINE_EXCEEDED before it picks or sends anything.
-    let deadline = timeout_deadline(timeout_ms);
+    let deadline = if options.has_timeout {
+        timeout_deadline(options.timeout_ms)
+    } else {
+        None
+    };
     Ok(CallArgs {
         method: method.to_string(),
         request: request.to_vec(),
         metadata: md,
-        hash,
+        hash: options.has_request_hash.then_some(options.request_hash),
         deadline,
-        wait_for_ready,
+        wait_for_ready: options.wait_for_ready,
     })
 }
 
@@ -281,18 +354,12 @@ fn failed_status(reader: &Reader, pool: &CallPool) -> sy_status {
 /// waits for the response, and reports the outcome to the policy. A call the
 /// server never saw (refused stream, GOAWAY) is retried once, transparently.
 ///
-/// - `method`: "/package.Service/Method", NUL-terminated.
+/// - `method`, `method_len`: the full method name ("/package.Service/Method"),
+///   `method_len` bytes of UTF-8, not necessarily NUL-terminated; never NULL.
 /// - `request`, `request_len`: the serialized request message (NULL only
 ///   with length 0), copied; at most 4 GiB - 1.
-/// - `metadata`, `metadata_len`: request metadata (see `sy_metadata`); NULL/0
-///   for none.
-/// - `request_hash`: NULL, or the request's hash for hashing policies.
-/// - `timeout_ms`: the call's deadline, sent to the server as grpc-timeout
-///   and covering the pick too; `SY_WAIT_FOREVER`: none. `SY_NO_WAIT` (0)
-///   is a deadline already passed, as in gRPC: the call fails with 4
-///   DEADLINE_EXCEEDED before anything is picked or sent.
-/// - `wait_for_ready`: wait through TRANSIENT_FAILURE for a subchannel
-///   instead of failing at once with UNAVAILABLE.
+/// - `options`: deadline, wait-for-ready, metadata, request hash (see
+///   `sy_call_options`); NULL for every default (no deadline, fail fast).
 ///
 /// On SY_OK `*response_out` is the response, owned by the caller
 /// (`sy_buffer_free`). On SY_RPC_FAILED `sy_last_grpc_code()` is the gRPC
@@ -301,26 +368,23 @@ fn failed_status(reader: &Reader, pool: &CallPool) -> sy_status {
 /// SY_CLOSED: the channel was closed (or its runtime freed) before or during
 /// the call. Argument errors (nothing sent, the policy hears nothing):
 /// SY_NULL_PARAMETER, SY_INVALID_UTF8, SY_INVALID_ARGUMENT (a malformed
-/// method, metadata (see `sy_metadata`) or length, a freed reader, or a
-/// reader of a channel whose transports belong to the host: pick with
-/// `sy_pick` and send on your own transport there).
+/// method, options (see `sy_call_options`) or metadata (see `sy_metadata`),
+/// a length larger than any object, a freed reader, or a reader of a
+/// channel whose transports belong to the host: pick with `sy_pick` and
+/// send on your own transport there).
 ///
 /// Threading: the reader's thread; never inside a callback of this library
 /// (SY_WRONG_CONTEXT). Calls on different readers run in parallel, sharing
 /// only the subchannel's HTTP/2 connection (multiplexed streams).
 #[no_mangle]
 #[must_use]
-#[allow(clippy::too_many_arguments)]
 pub extern "C" fn sy_call_unary(
     reader: *mut sy_reader,
     method: *const c_char,
+    method_len: usize,
     request: *const u8,
     request_len: usize,
-    metadata: *const sy_metadata,
-    metadata_len: usize,
-    request_hash: *const u64,
-    timeout_ms: u64,
-    wait_for_ready: bool,
+    options: *const sy_call_options,
     response_out: *mut *mut sy_buffer,
 ) -> sy_status {
     boundary(|| {
@@ -331,16 +395,8 @@ pub extern "C" fn sy_call_unary(
         if !r.managed {
             return Err(host_managed());
         }
-        let args = call_args(
-            method,
-            request,
-            request_len,
-            metadata,
-            metadata_len,
-            request_hash,
-            timeout_ms,
-            wait_for_ready,
-        )?;
+        // SAFETY: the pointers and lengths as this function's contract says.
+        let args = unsafe { call_args(method, method_len, request, request_len, options) }?;
         refuse_in_callback(
             "a blocking call inside a switchyard callback (use sy_call_unary_start)",
         )?;
@@ -353,36 +409,6 @@ pub extern "C" fn sy_call_unary(
         unsafe { out.write(buf) };
         Ok(())
     })
-}
-
-/// The short path to a blocking unary RPC: `sy_call_unary` without
-/// metadata or request hash, and without wait-for-ready (a channel in
-/// TRANSIENT_FAILURE fails the call at once with 14 UNAVAILABLE, as gRPC's
-/// default). `timeout_ms`: `SY_WAIT_FOREVER` for no deadline; `SY_NO_WAIT`
-/// (0) fails with DEADLINE_EXCEEDED. Results, ownership and threading as
-/// `sy_call_unary`'s.
-#[no_mangle]
-#[must_use]
-pub extern "C" fn sy_call_unary_simple(
-    reader: *mut sy_reader,
-    method: *const c_char,
-    request: *const u8,
-    request_len: usize,
-    timeout_ms: u64,
-    response_out: *mut *mut sy_buffer,
-) -> sy_status {
-    sy_call_unary(
-        reader,
-        method,
-        request,
-        request_len,
-        ptr::null(),
-        0,
-        ptr::null(),
-        timeout_ms,
-        false,
-        response_out,
-    )
 }
 
 fn host_managed() -> Error {
@@ -410,7 +436,7 @@ fn host_managed() -> Error {
 ///
 /// Returns SY_OK if the call was accepted: `callback` then runs exactly once.
 /// Otherwise it never runs: SY_NULL_PARAMETER (`channel`, `method` or
-/// `callback`), SY_INVALID_UTF8, SY_INVALID_ARGUMENT (as `sy_call_unary`),
+/// `callback`), SY_INVALID_UTF8, SY_INVALID_ARGUMENT (as `sy_call_unary`'s),
 /// SY_CLOSED (channel closed or runtime freed), SY_IO (the completion thread
 /// could not be started). Any thread, including inside this library's
 /// callbacks (it never blocks on the network).
@@ -420,13 +446,10 @@ fn host_managed() -> Error {
 pub extern "C" fn sy_call_unary_start(
     channel: *const crate::channel::sy_channel,
     method: *const c_char,
+    method_len: usize,
     request: *const u8,
     request_len: usize,
-    metadata: *const sy_metadata,
-    metadata_len: usize,
-    request_hash: *const u64,
-    timeout_ms: u64,
-    wait_for_ready: bool,
+    options: *const sy_call_options,
     callback: sy_call_done_fn,
     user_ctx: *mut c_void,
     call_id_out: *mut u64,
@@ -439,16 +462,8 @@ pub extern "C" fn sy_call_unary_start(
         if !ch.managed {
             return Err(host_managed());
         }
-        let args = call_args(
-            method,
-            request,
-            request_len,
-            metadata,
-            metadata_len,
-            request_hash,
-            timeout_ms,
-            wait_for_ready,
-        )?;
+        // SAFETY: the pointers and lengths as this function's contract says.
+        let args = unsafe { call_args(method, method_len, request, request_len, options) }?;
         if ch.pool.is_closing() || ch.channel.is_closed() {
             return Err(Error::new(sy_status::SY_CLOSED, "the channel is closed"));
         }
@@ -620,7 +635,8 @@ mod tests {
             Fixture { rt, ch, server }
         }
 
-        /// Starts a call with `metadata`; its outcome arrives on the receiver.
+        /// Starts a wait-for-ready call with `metadata` and a timeout; its
+        /// outcome arrives on the receiver.
         fn start(
             &self,
             metadata: &[(&CStr, &CStr)],
@@ -633,19 +649,35 @@ mod tests {
                     value: v.as_ptr(),
                 })
                 .collect();
+            let opts = sy_call_options {
+                timeout_ms,
+                has_timeout: true,
+                wait_for_ready: true,
+                metadata: md.as_ptr(),
+                metadata_len: md.len(),
+                ..Default::default()
+            };
+            self.start_with(METHOD.as_bytes(), METHOD.len(), &opts)
+        }
+
+        /// Starts a call of `method` (`method_len` bytes of it) with
+        /// `options` as given.
+        fn start_with(
+            &self,
+            method: &[u8],
+            method_len: usize,
+            options: *const sy_call_options,
+        ) -> (sy_status, u64, Receiver<Outcome>) {
             let (tx, rx) = channel();
             let ctx = Box::into_raw(Box::new(tx));
             let mut id = 0;
             let st = sy_call_unary_start(
                 self.ch,
-                c"/echo.Echo/Unary".as_ptr(),
+                method.as_ptr().cast(),
+                method_len,
                 b"hi".as_ptr(),
                 2,
-                md.as_ptr(),
-                md.len(),
-                ptr::null(),
-                timeout_ms,
-                true,
+                options,
                 Some(on_done),
                 ctx.cast(),
                 &mut id,
@@ -733,32 +765,49 @@ mod tests {
         assert_eq!(sy_call_cancel(f.ch, id2), sy_status::SY_NOT_FOUND);
     }
 
-    /// One blocking call on a fresh reader of the fixture's channel:
-    /// (status, gRPC code).
+    const METHOD: &str = "/echo.Echo/Unary";
+
+    /// One blocking wait-for-ready call on a fresh reader of the fixture's
+    /// channel: (status, gRPC code).
     fn blocking_call(f: &Fixture, timeout_ms: u64) -> (sy_status, u32) {
+        let opts = sy_call_options {
+            timeout_ms,
+            has_timeout: true,
+            wait_for_ready: true,
+            ..Default::default()
+        };
+        blocking_call_with(f.ch, METHOD.as_bytes(), METHOD.len(), &opts)
+    }
+
+    /// One blocking call of `method` (`method_len` bytes of it) with
+    /// `options` as given, on a fresh reader of `ch`: (status, gRPC code).
+    fn blocking_call_with(
+        ch: *mut sy_channel,
+        method: &[u8],
+        method_len: usize,
+        options: *const sy_call_options,
+    ) -> (sy_status, u32) {
         let mut r = ptr::null_mut();
-        ok(crate::reader::sy_reader_new(f.ch, &mut r));
-        let mut resp = ptr::null_mut();
+        ok(crate::reader::sy_reader_new(ch, &mut r));
+        let sentinel = ptr::NonNull::<sy_buffer>::dangling().as_ptr();
+        let mut resp = sentinel;
         let st = sy_call_unary(
             r,
-            c"/echo.Echo/Unary".as_ptr(),
+            method.as_ptr().cast(),
+            method_len,
             b"hi".as_ptr(),
             2,
-            ptr::null(),
-            0,
-            ptr::null(),
-            timeout_ms,
-            true,
+            options,
             &mut resp,
         );
         let code = if st == sy_status::SY_OK {
-            assert!(!resp.is_null());
+            assert!(!resp.is_null() && resp != sentinel);
+            sy_buffer_free(resp);
             0
         } else {
-            assert!(resp.is_null(), "written on success only");
+            assert_eq!(resp, sentinel, "written on success only");
             sy_last_grpc_code()
         };
-        sy_buffer_free(resp);
         crate::reader::sy_reader_free(r);
         (st, code)
     }
@@ -812,23 +861,290 @@ mod tests {
                 key: key.as_ptr(),
                 value: c"v".as_ptr(),
             }];
+            let opts = sy_call_options {
+                metadata: md.as_ptr(),
+                metadata_len: 1,
+                ..Default::default()
+            };
             let mut resp = ptr::null_mut();
             let st = sy_call_unary(
                 r,
-                c"/echo.Echo/Unary".as_ptr(),
+                METHOD.as_ptr().cast(),
+                METHOD.len(),
                 ptr::null(),
                 0,
-                md.as_ptr(),
-                1,
-                ptr::null(),
-                1000,
-                true,
+                &opts,
                 &mut resp,
             );
             assert_eq!(st, sy_status::SY_INVALID_ARGUMENT, "{key:?}");
             assert!(resp.is_null());
             crate::reader::sy_reader_free(r);
         }
+        assert_eq!(f.server.requests(), 0, "nothing was sent");
+    }
+
+    /// The struct C and Python (ctypes) lay out themselves: on 64-bit
+    /// targets, 48 bytes in this order.
+    #[test]
+    fn call_options_layout_is_frozen() {
+        use std::mem::{align_of, offset_of, size_of};
+        if size_of::<usize>() == 8 {
+            assert_eq!(size_of::<sy_call_options>(), 48);
+            assert_eq!(
+                [
+                    offset_of!(sy_call_options, timeout_ms),
+                    offset_of!(sy_call_options, has_timeout),
+                    offset_of!(sy_call_options, wait_for_ready),
+                    offset_of!(sy_call_options, metadata),
+                    offset_of!(sy_call_options, metadata_len),
+                    offset_of!(sy_call_options, request_hash),
+                    offset_of!(sy_call_options, has_request_hash),
+                ],
+                [0, 8, 9, 16, 24, 32, 40]
+            );
+        }
+        assert_eq!(align_of::<sy_call_options>(), 8);
+    }
+
+    /// This thread's `sy_last_error`.
+    fn last_error() -> String {
+        let mut buf = vec![0u8; 512];
+        let n = sy_last_error(buf.as_mut_ptr().cast(), buf.len());
+        buf.truncate(n.min(511));
+        String::from_utf8_lossy(&buf).into_owned()
+    }
+
+    /// A NULL `sy_call_options` and a zeroed one are the same thing, gRPC's
+    /// defaults: no deadline (a zero `timeout_ms` is not an expired deadline
+    /// unless `has_timeout` says it applies) and fail fast; for both call
+    /// functions.
+    #[test]
+    fn null_options_and_zeroed_options_are_the_defaults() {
+        let f = Fixture::new();
+        // SAFETY: all-zero bytes are a valid sy_call_options (NULL pointer,
+        // zero numbers, false flags): what C's `= {0}` makes.
+        let zeroed: sy_call_options = unsafe { std::mem::zeroed() };
+        for opts in [ptr::null(), &zeroed as *const sy_call_options] {
+            assert_eq!(
+                blocking_call_with(f.ch, METHOD.as_bytes(), METHOD.len(), opts),
+                (sy_status::SY_OK, 0)
+            );
+            let (st, _, rx) = f.start_with(METHOD.as_bytes(), METHOD.len(), opts);
+            ok(st);
+            let (status, code, _, response) = rx.recv_timeout(Duration::from_secs(10)).unwrap();
+            assert_eq!((status, code, response), (sy_status::SY_OK, 0, true));
+        }
+        assert_eq!(f.server.requests(), 4);
+        // The same zero with has_timeout set is SY_NO_WAIT: an expired
+        // deadline, never sent.
+        let expired = sy_call_options {
+            has_timeout: true,
+            ..zeroed
+        };
+        assert_eq!(
+            blocking_call_with(f.ch, METHOD.as_bytes(), METHOD.len(), &expired),
+            (sy_status::SY_RPC_FAILED, 4)
+        );
+        assert_eq!(f.server.requests(), 4);
+
+        // Fail fast by default: with nothing listening, the call fails with
+        // UNAVAILABLE once the connection attempt fails; wait_for_ready
+        // waits instead, until its deadline.
+        let port = {
+            let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+            l.local_addr().unwrap().port()
+        };
+        let mut o = ptr::null_mut();
+        ok(sy_channel_options_new_insecure(&mut o));
+        let target = CString::new(format!("127.0.0.1:{port}")).unwrap();
+        let mut dead = ptr::null_mut();
+        ok(sy_channel_new_simple(
+            f.rt,
+            target.as_ptr(),
+            ptr::null(),
+            o,
+            &mut dead,
+        ));
+        sy_channel_options_free(o);
+        for opts in [ptr::null(), &zeroed as *const sy_call_options] {
+            assert_eq!(
+                blocking_call_with(dead, METHOD.as_bytes(), METHOD.len(), opts),
+                (sy_status::SY_RPC_FAILED, 14)
+            );
+        }
+        let wait = sy_call_options {
+            wait_for_ready: true,
+            has_timeout: true,
+            timeout_ms: 200,
+            ..zeroed
+        };
+        assert_eq!(
+            blocking_call_with(dead, METHOD.as_bytes(), METHOD.len(), &wait),
+            (sy_status::SY_RPC_FAILED, 4)
+        );
+        sy_channel_free(dead);
+    }
+
+    /// Options and lengths that cannot be right are refused with a status
+    /// and a message naming the argument, before anything is sent: the
+    /// out-parameter is untouched and (for started calls) the callback never
+    /// runs.
+    #[test]
+    fn bad_options_and_absurd_lengths_are_refused_with_clear_errors() {
+        let f = Fixture::new();
+        let md = [sy_metadata {
+            key: c"x-ok".as_ptr(),
+            value: c"1".as_ptr(),
+        }];
+        let bad_md = [sy_metadata {
+            key: c"grpc-timeout".as_ptr(),
+            value: c"1S".as_ptr(),
+        }];
+        let null_key = [sy_metadata {
+            key: ptr::null(),
+            value: c"1".as_ptr(),
+        }];
+        let base = sy_call_options::default();
+        // (what, method, method_len, options, status, what the message says)
+        type Case<'a> = (
+            &'a str,
+            &'a [u8],
+            usize,
+            sy_call_options,
+            sy_status,
+            &'a str,
+        );
+        let cases: Vec<Case> = vec![
+            (
+                "timeout without has_timeout",
+                METHOD.as_bytes(),
+                METHOD.len(),
+                sy_call_options {
+                    timeout_ms: 5000,
+                    ..base
+                },
+                sy_status::SY_INVALID_ARGUMENT,
+                "has_timeout",
+            ),
+            (
+                "hash without has_request_hash",
+                METHOD.as_bytes(),
+                METHOD.len(),
+                sy_call_options {
+                    request_hash: 7,
+                    ..base
+                },
+                sy_status::SY_INVALID_ARGUMENT,
+                "has_request_hash",
+            ),
+            (
+                "metadata NULL with a length",
+                METHOD.as_bytes(),
+                METHOD.len(),
+                sy_call_options {
+                    metadata_len: 1,
+                    ..base
+                },
+                sy_status::SY_NULL_PARAMETER,
+                "options.metadata",
+            ),
+            (
+                "a negative metadata_len",
+                METHOD.as_bytes(),
+                METHOD.len(),
+                sy_call_options {
+                    metadata: md.as_ptr(),
+                    metadata_len: usize::MAX,
+                    ..base
+                },
+                sy_status::SY_INVALID_ARGUMENT,
+                "larger than any object",
+            ),
+            (
+                "a key the transport owns",
+                METHOD.as_bytes(),
+                METHOD.len(),
+                sy_call_options {
+                    metadata: bad_md.as_ptr(),
+                    metadata_len: 1,
+                    ..base
+                },
+                sy_status::SY_INVALID_ARGUMENT,
+                "grpc-timeout",
+            ),
+            (
+                "a NULL key",
+                METHOD.as_bytes(),
+                METHOD.len(),
+                sy_call_options {
+                    metadata: null_key.as_ptr(),
+                    metadata_len: 1,
+                    ..base
+                },
+                sy_status::SY_NULL_PARAMETER,
+                "metadata key",
+            ),
+            (
+                "a negative method_len",
+                METHOD.as_bytes(),
+                usize::MAX,
+                base,
+                sy_status::SY_INVALID_ARGUMENT,
+                "larger than any object",
+            ),
+            (
+                "a method cut short",
+                METHOD.as_bytes(),
+                1,
+                base,
+                sy_status::SY_INVALID_ARGUMENT,
+                "not a gRPC path",
+            ),
+            (
+                "a method that is not UTF-8",
+                b"/a/\xff",
+                4,
+                base,
+                sy_status::SY_INVALID_UTF8,
+                "method",
+            ),
+        ];
+        for (what, method, method_len, opts, want, says) in cases {
+            assert_eq!(
+                blocking_call_with(f.ch, method, method_len, &opts).0,
+                want,
+                "{what}"
+            );
+            let message = last_error();
+            assert!(message.contains(says), "{what}: {message:?}");
+            let (st, id, rx) = f.start_with(method, method_len, &opts);
+            assert_eq!((st, id), (want, 0), "{what}");
+            assert!(last_error().contains(says), "{what}");
+            assert!(
+                rx.recv_timeout(Duration::from_millis(50)).is_err(),
+                "{what}"
+            );
+        }
+        // A NULL method, and a request of more than 4 GiB.
+        let mut r = ptr::null_mut();
+        ok(crate::reader::sy_reader_new(f.ch, &mut r));
+        let mut resp = ptr::null_mut();
+        let st = sy_call_unary(r, ptr::null(), 0, ptr::null(), 0, ptr::null(), &mut resp);
+        assert_eq!(st, sy_status::SY_NULL_PARAMETER);
+        assert!(last_error().contains("method"), "{}", last_error());
+        let st = sy_call_unary(
+            r,
+            METHOD.as_ptr().cast(),
+            METHOD.len(),
+            b"x".as_ptr(),
+            1 << 32,
+            ptr::null(),
+            &mut resp,
+        );
+        assert_eq!(st, sy_status::SY_INVALID_ARGUMENT);
+        assert!(last_error().contains("4 GiB"), "{}", last_error());
+        assert!(resp.is_null());
+        crate::reader::sy_reader_free(r);
         assert_eq!(f.server.requests(), 0, "nothing was sent");
     }
 }

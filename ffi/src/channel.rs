@@ -21,9 +21,11 @@ pub const SY_WAIT_FOREVER: u64 = u64::MAX;
 
 /// A `timeout_ms` of 0, everywhere one is taken: a deadline that has
 /// already passed (gRPC's meaning of a zero timeout). `sy_pick` and
-/// `sy_channel_wait_for_state_change` do not wait; a call
-/// (`sy_call_unary`, `sy_call_unary_start`) fails with DEADLINE_EXCEEDED
-/// before anything is sent. Any other value is a limit in milliseconds.
+/// `sy_channel_wait_for_state_change` do not wait; a call whose
+/// `sy_call_options` has `has_timeout` fails with DEADLINE_EXCEEDED before
+/// anything is sent (a zeroed `sy_call_options` has no deadline: its
+/// `timeout_ms` applies only with `has_timeout`). Any other value is a
+/// limit in milliseconds.
 pub const SY_NO_WAIT: u64 = 0;
 
 /// A load-balanced channel. Opaque; owned by the caller (Box). Every function

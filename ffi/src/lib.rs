@@ -25,11 +25,9 @@ mod callback;
 mod handle;
 mod strings;
 
-// The header lists functions in the order cbindgen parses these modules, so
-// this order is the header's: runtime, channel, reader/pick, calls, method
-// configs, policies, resolvers (the host's, then C ones), options, logging,
-// errors
-// (ffi/tests/header.rs opens each group with its overview). One declaration per group keeps rustfmt from sorting them.
+// The header's order is not this one: ffi/tests/header.rs sorts cbindgen's
+// output into groups by module (its GROUPS table), each with its overview.
+// One declaration per group keeps rustfmt from sorting them.
 mod call_pool;
 mod runtime;
 

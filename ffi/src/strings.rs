@@ -18,6 +18,23 @@ pub(crate) unsafe fn str_arg<'a>(p: *const c_char, name: &'static str) -> Result
     utf8(bytes, name)
 }
 
+/// A required UTF-8 argument given as (pointer, length), not necessarily
+/// NUL-terminated; NULL is allowed only with length 0 (""), and a length no
+/// object can have is refused (see `slice_arg`).
+///
+/// # Safety
+/// `p` is NULL or points to `len` readable bytes that stay valid and
+/// unchanged for `'a`.
+pub(crate) unsafe fn str_slice_arg<'a>(
+    p: *const u8,
+    len: usize,
+    name: &'static str,
+) -> Result<&'a str, Error> {
+    // SAFETY: forwarded contract.
+    let bytes = unsafe { slice_arg(p, len, name) }?;
+    utf8(bytes, name)
+}
+
 /// An optional one: NULL is `None`.
 ///
 /// # Safety

@@ -95,6 +95,8 @@ mod tls {
         assert_eq!(s, sy_status::SY_OK, "{}", last_error());
     }
 
+    const METHOD: &str = "/echo.Echo/Unary";
+
     pub(super) fn last_error() -> String {
         let mut buf = vec![0u8; 512];
         let n = sy_last_error(buf.as_mut_ptr().cast(), buf.len());
@@ -129,16 +131,18 @@ mod tls {
         let mut r = ptr::null_mut();
         ok(sy_reader_new(ch, &mut r));
         let mut resp = ptr::null_mut();
+        let opts = sy_call_options {
+            timeout_ms: 5000,
+            has_timeout: true,
+            ..Default::default()
+        };
         let st = sy_call_unary(
             r,
-            c"/echo.Echo/Unary".as_ptr(),
+            METHOD.as_ptr().cast(),
+            METHOD.len(),
             b"hi".as_ptr(),
             2,
-            ptr::null(),
-            0,
-            ptr::null(),
-            5000,
-            false,
+            &opts,
             &mut resp,
         );
         let code = if st == sy_status::SY_OK {
@@ -160,8 +164,8 @@ mod tls {
         (st, code, body)
     }
 
-    /// One call through the short paths (`sy_channel_new_simple`,
-    /// `sy_call_unary_simple`) with options `o`, which this frees.
+    /// One call through the short path (`sy_channel_new_simple`) with
+    /// options `o`, which this frees.
     pub(super) fn simple_call(port: u16, o: *mut sy_channel_options) -> (sy_status, u32, Vec<u8>) {
         let mut rt = ptr::null_mut();
         ok(sy_runtime_new(&mut rt));
@@ -178,12 +182,17 @@ mod tls {
         let mut r = ptr::null_mut();
         ok(sy_reader_new(ch, &mut r));
         let mut resp = ptr::null_mut();
-        let st = sy_call_unary_simple(
+        let st = sy_call_unary(
             r,
-            c"/echo.Echo/Unary".as_ptr(),
+            METHOD.as_ptr().cast(),
+            METHOD.len(),
             b"hi".as_ptr(),
             2,
-            5000,
+            &sy_call_options {
+                timeout_ms: 5000,
+                has_timeout: true,
+                ..Default::default()
+            },
             &mut resp,
         );
         let code = if st == sy_status::SY_OK {

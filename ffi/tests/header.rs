@@ -2,14 +2,24 @@
 //! checked in; this fails on any byte of difference. Regenerate with
 //! `SY_BLESS=1 cargo test -p switchyard-lb-ffi --test header`.
 
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
-/// The header's groups, in the order `ffi/src/lib.rs` declares their modules
-/// (which is the order cbindgen lists functions in): a title, the overview
-/// that opens the group, and the modules whose functions it holds. cbindgen
-/// has no notion of sections, so `generate` writes each group's overview
-/// before the first function of its first module.
+/// The header's groups, in the order the header presents them: a title, the
+/// overview that opens the group, and the modules of `ffi/src` whose
+/// declarations (constants, types, functions) it holds. cbindgen emits every
+/// type first and knows nothing of groups, so `arrange` sorts its output into
+/// them. "Results and errors" comes first because every group's functions
+/// return a `sy_status`, which C needs declared before use.
 const GROUPS: &[(&str, &str, &[&str])] = &[
+    (
+        "Results and errors",
+        "Every fallible function returns a sy_status: SY_OK (0) or a failure whose
+number is stable. sy_last_error has the failed call's detail (per thread),
+sy_last_grpc_code the gRPC code of a failed RPC or pick. Connectivity
+states (sy_state), names of both for logs, and the library's version.",
+        &["lib", "status", "error"],
+    ),
     (
         "Runtime",
         "One event-loop thread that owns connections, timers and state changes for
@@ -22,16 +32,24 @@ last (sy_runtime_free, after its channels).",
         "One target, one load-balancing policy, its subchannels. The short path is
 sy_channel_new_simple with options from sy_channel_options_new_insecure or
 _new_tls; sy_channel_new_with_options adds a host transport (the host owns
-the connections), a state callback and address user data. Every function
-on a channel may be called from any thread, concurrently, except
-sy_channel_free. sy_channel_snapshot_json shows the channel and each
-subchannel (state, last error, call counts), as gRPC's channelz does.
+the connections: sy_host_transport), a state callback and address user
+data. Every function on a channel may be called from any thread,
+concurrently, except sy_channel_free.
 A channel starts IDLE, as gRPC's: it resolves and connects on its first
 pick or call (or sy_channel_connect; with a host-supplied target, when
 the host pushes addresses), and goes back to IDLE after its idle timeout
 (sy_channel_options_set_idle_timeout). Calls carry the target's authority
-(sy_channel_options_set_authority to change it).",
-        &["channel", "snapshot"],
+(sy_channel_options_set_authority to change it). A timeout_ms of
+SY_NO_WAIT (0) is a deadline already passed; SY_WAIT_FOREVER is none.",
+        &["channel", "callback"],
+    ),
+    (
+        "Options",
+        "What a channel takes beyond target and config: credentials (plaintext or
+TLS roots, server name, client certificate), keepalive, size limits,
+backoff. Allocate, set, pass to sy_channel_new_simple or
+sy_channel_new_with_options (which copy them), free.",
+        &["options"],
     ),
     (
         "Reader and picks",
@@ -45,11 +63,12 @@ wait-free on a hit with SY_NO_WAIT. One reader per thread.",
     ),
     (
         "Calls",
-        "Unary RPCs on channels whose connections the library makes:
-sy_call_unary_simple and sy_call_unary (blocking, on the caller's reader),
-sy_call_unary_start (on the event loop; its callback on the channel's
-completion thread), sy_call_cancel. Responses are sy_buffers. A timeout_ms
-of SY_NO_WAIT (0) is a deadline already passed; SY_WAIT_FOREVER is none.",
+        "Unary RPCs on channels whose connections the library makes: sy_call_unary
+(blocking, on the caller's reader) and sy_call_unary_start (on the event
+loop; its callback on the channel's completion thread), sy_call_cancel.
+Both take a sy_call_options: zero-initialized (= {0}) or NULL, it means
+gRPC's defaults (no deadline, fail fast, no metadata). Responses are
+sy_buffers.",
         &["call"],
     ),
     (
@@ -88,14 +107,6 @@ sy_channel_options_set_resolve_now instead.",
         &["resolver_api"],
     ),
     (
-        "Options",
-        "What a channel takes beyond target and config: credentials (plaintext or
-TLS roots, server name, client certificate), keepalive, size limits,
-backoff. Allocate, set, pass to sy_channel_new_simple or
-sy_channel_new_with_options (which copy them), free.",
-        &["options"],
-    ),
-    (
         "Logging",
         "The library logs channel, subchannel, resolver, transport and health events
 (never on the pick path). sy_log_set_callback routes them to the host;
@@ -103,79 +114,303 @@ without one, SWITCHYARD_TRACE / SWITCHYARD_VERBOSITY switch stderr logging on.",
         &["log"],
     ),
     (
-        "Errors and names",
-        "Every fallible function returns a sy_status; sy_last_error has the
-failed call's detail (per thread), sy_last_grpc_code the gRPC code of a
-failed RPC or pick. Names of statuses and states for logs.",
-        &["error", "status"],
+        "Introspection",
+        "What gRPC's channelz shows: sy_channel_snapshot_json describes a channel
+(target, policy, state) and each subchannel (address, state, last error,
+calls started, succeeded, failed, in flight), taken on its event loop.",
+        &["snapshot"],
     ),
 ];
 
-/// The `extern "C"` functions a module defines, in source order.
-fn functions_of(src: &Path) -> Vec<String> {
+/// What a module of `ffi/src` puts in the header: the names of its top-level
+/// `pub` constants, types and `extern "C"` functions, in source order.
+fn declarations_of(src: &Path) -> Vec<String> {
     let text = std::fs::read_to_string(src).unwrap_or_else(|e| panic!("{src:?}: {e}"));
+    const KINDS: [&str; 5] = [
+        "pub extern \"C\" fn ",
+        "pub struct ",
+        "pub enum ",
+        "pub type ",
+        "pub const ",
+    ];
     text.lines()
-        .filter_map(|l| l.trim_start().strip_prefix("pub extern \"C\" fn "))
-        .map(|rest| rest.split('(').next().unwrap().trim().to_string())
+        .filter_map(|l| KINDS.iter().find_map(|k| l.strip_prefix(k)))
+        .map(|rest| {
+            rest.split(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+                .next()
+                .unwrap()
+                .to_string()
+        })
         .collect()
 }
 
-/// Writes each group's overview before its first function (and its doc
-/// comment and attribute lines).
-fn with_group_overviews(header: &str, src: &Path) -> String {
-    let mut lines: Vec<String> = header.lines().map(str::to_string).collect();
-    for (title, overview, modules) in GROUPS.iter().rev() {
-        let first = modules
-            .iter()
-            .flat_map(|m| functions_of(&src.join(format!("{m}.rs"))))
-            .next()
-            .unwrap_or_else(|| panic!("group {title}: its modules define no function"));
-        let decl = lines
-            .iter()
-            .position(|l| {
-                !l.starts_with(' ')
-                    && (l.contains(&format!(" {first}(")) || l.contains(&format!("*{first}(")))
-            })
-            .unwrap_or_else(|| panic!("group {title}: {first} is not in the header"));
-        // Back over `SY_MUST_USE` and the function's doc comment.
-        let mut at = decl;
-        while at > 0 && !lines[at - 1].is_empty() {
-            at -= 1;
-        }
-        let mut block = vec![
-            "/* ----------------------------------------------------------------------------"
-                .to_string(),
-            format!(" * {title}"),
-            " *".to_string(),
-        ];
-        block.extend(overview.lines().map(|l| format!(" * {l}")));
-        block.push(
-            " * -------------------------------------------------------------------------- */"
-                .to_string(),
-        );
-        block.push(String::new());
-        lines.splice(at..at, block);
-    }
-    let mut out = lines.join("\n");
-    out.push('\n');
-    out
+/// One declaration of cbindgen's output: its doc comment and the code after
+/// it, and the name it declares.
+struct Item {
+    name: String,
+    lines: Vec<String>,
 }
 
-/// Every module with entry points belongs to a group: a new module gets its
-/// overview, not a silent place in another group.
+/// Whether a line of a declaration is (part of) a comment.
+fn is_comment(line: &str) -> bool {
+    let t = line.trim_start();
+    t.starts_with("/*") || t.starts_with('*') || t.starts_with("//")
+}
+
+/// The name a declaration declares, from its first line of code.
+fn declared_name(code: &str, function: bool) -> String {
+    let ident = |s: &str| {
+        s.trim_start_matches('*')
+            .split(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+            .next()
+            .unwrap()
+            .to_string()
+    };
+    if function {
+        let head = code.split('(').next().unwrap();
+        return ident(head.split_whitespace().last().unwrap());
+    }
+    if let Some(rest) = code.strip_prefix("#define ") {
+        ident(rest)
+    } else if let Some(rest) = code.strip_prefix("enum ") {
+        ident(rest)
+    } else if let Some(rest) = code.strip_prefix("typedef struct ") {
+        ident(rest)
+    } else if let Some((_, rest)) = code
+        .split_once("(*")
+        .filter(|_| code.starts_with("typedef "))
+    {
+        ident(rest)
+    } else {
+        panic!("cannot tell what this declares: {code:?}")
+    }
+}
+
+/// `lines` cut at blank lines into declarations, each of which must open with
+/// its `/** */` doc comment.
+fn items(lines: &[&str], function: Option<bool>) -> Vec<Item> {
+    lines
+        .split(|l| l.trim().is_empty())
+        .filter(|block| !block.is_empty())
+        .map(|block| {
+            // The code, without the attribute cbindgen may put on a line
+            // of its own.
+            let code: Vec<&str> = block.iter().copied().filter(|l| !is_comment(l)).collect();
+            let code = code.join(" ");
+            assert!(
+                !code.is_empty(),
+                "a comment with no declaration after it: {block:?}"
+            );
+            let code = code.trim_start_matches("SY_MUST_USE").trim_start();
+            // Unless the caller knows: types and constants open with one of
+            // these; functions never do.
+            let function = function.unwrap_or(
+                !["#define ", "enum ", "typedef "]
+                    .iter()
+                    .any(|k| code.starts_with(k)),
+            );
+            let name = declared_name(code, function);
+            assert!(
+                block[0].starts_with("/**"),
+                "{name} has no /** */ doc comment: document it in ffi/src"
+            );
+            Item {
+                name,
+                lines: block.iter().map(|l| l.to_string()).collect(),
+            }
+        })
+        .collect()
+}
+
+/// The index of the first line of `pattern` (consecutive lines) in `lines`.
+fn find(lines: &[&str], pattern: &[&str]) -> usize {
+    lines
+        .windows(pattern.len())
+        .position(|w| w == pattern)
+        .unwrap_or_else(|| panic!("cbindgen's output has no {pattern:?}"))
+}
+
+/// The C identifiers in a line of code.
+fn identifiers(line: &str) -> impl Iterator<Item = (usize, &str)> {
+    line.match_indices(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+        .map(|(i, c)| i + c.len())
+        .chain(std::iter::once(0))
+        .filter_map(move |start| {
+            let rest = &line[start..];
+            let len = rest
+                .find(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+                .unwrap_or(rest.len());
+            (len > 0 && !rest.as_bytes()[0].is_ascii_digit()).then(|| (start, &rest[..len]))
+        })
+}
+
+/// Which module of `src` declares each name.
+fn modules(src: &Path) -> HashMap<String, String> {
+    let mut module_of = HashMap::new();
+    for entry in std::fs::read_dir(src).unwrap() {
+        let path = entry.unwrap().path();
+        let stem = path.file_stem().unwrap().to_str().unwrap().to_string();
+        if !path.is_file() || stem == "tests" {
+            continue;
+        }
+        for name in declarations_of(&path) {
+            module_of.insert(name, stem.clone());
+        }
+    }
+    module_of
+}
+
+/// The index in `GROUPS` of the group that holds `name`'s module.
+fn group_of(module_of: &HashMap<String, String>, name: &str) -> usize {
+    let module = module_of
+        .get(name)
+        .unwrap_or_else(|| panic!("{name} is in the header but no module of ffi/src declares it"));
+    GROUPS
+        .iter()
+        .position(|g| g.2.contains(&module.as_str()))
+        .unwrap_or_else(|| panic!("ffi/src/{module}.rs has no group in GROUPS"))
+}
+
+/// Reorders cbindgen's header (prelude, every constant and type, then every
+/// function) into `GROUPS`: each group is its overview, then its constants
+/// and types in cbindgen's order (which declares what a type uses before
+/// it), then its functions in cbindgen's order. Everything after the
+/// prelude sits inside one `extern "C"` block (type declarations are
+/// unaffected by it). A struct that a group names (as `struct sy_x *`)
+/// before its own group defines it is declared ahead, at the top; any other
+/// use of a name before its declaration (a typedef, an enum, a constant) is
+/// a panic that says which group to move.
+fn arrange(header: &str, src: &Path) -> String {
+    let lines: Vec<&str> = header.lines().collect();
+    let open = find(
+        &lines,
+        &[
+            "#ifdef __cplusplus",
+            "extern \"C\" {",
+            "#endif // __cplusplus",
+        ],
+    );
+    let close = find(
+        &lines,
+        &[
+            "#ifdef __cplusplus",
+            "}  // extern \"C\"",
+            "#endif  // __cplusplus",
+        ],
+    );
+    let first_doc = lines.iter().position(|l| l.starts_with("/**")).unwrap();
+    assert!(
+        first_doc < open,
+        "cbindgen's output has no types before its functions"
+    );
+    let prelude = &lines[..first_doc];
+    let mut all = items(&lines[first_doc..open], Some(false));
+    let types = all.len();
+    all.extend(items(&lines[open + 3..close], Some(true)));
+
+    let module_of = modules(src);
+    let group_of = |item: &Item| group_of(&module_of, &item.name);
+    // (group, is a function, index in cbindgen's order): sorted, each
+    // group's constants and types, then its functions.
+    let mut order: Vec<(usize, bool, usize)> = all
+        .iter()
+        .enumerate()
+        .map(|(i, item)| (group_of(item), i >= types, i))
+        .collect();
+    order.sort_unstable();
+
+    // Which names are declared where, and what must be declared ahead.
+    let declared: std::collections::HashSet<&str> = all.iter().map(|i| i.name.as_str()).collect();
+    let mut seen = std::collections::HashSet::new();
+    let mut ahead: Vec<&str> = Vec::new();
+    for &(group, _, i) in &order {
+        let item = &all[i];
+        for line in item.lines.iter().filter(|l| !is_comment(l)) {
+            for (at, id) in identifiers(line) {
+                if id == item.name || !declared.contains(id) || seen.contains(id) {
+                    continue;
+                }
+                if line[..at].ends_with("struct ") {
+                    if !ahead.contains(&id) {
+                        ahead.push(id);
+                    }
+                } else {
+                    panic!(
+                        "{} (group {}) uses {id} before its group declares it: \
+                         move {id}'s module to an earlier group",
+                        item.name, GROUPS[group].0
+                    );
+                }
+            }
+        }
+        seen.insert(item.name.as_str());
+    }
+
+    let mut out: Vec<String> = prelude.iter().map(|l| l.to_string()).collect();
+    while out.last().is_some_and(|l| l.is_empty()) {
+        out.pop();
+    }
+    out.push(String::new());
+    out.extend(lines[open..open + 3].iter().map(|l| l.to_string()));
+    out.push(String::new());
+    if !ahead.is_empty() {
+        ahead.sort_unstable();
+        out.push(
+            "/* Declared ahead: structs named by a group before the group that defines (and"
+                .to_string(),
+        );
+        out.push("   documents) them. */".to_string());
+        out.extend(ahead.iter().map(|s| format!("struct {s};")));
+        out.push(String::new());
+    }
+    let mut current = None;
+    for &(group, _, i) in &order {
+        if current != Some(group) {
+            current = Some(group);
+            let (title, overview, _) = GROUPS[group];
+            out.push(
+                "/* ----------------------------------------------------------------------------"
+                    .to_string(),
+            );
+            out.push(format!(" * {title}"));
+            out.push(" *".to_string());
+            out.extend(overview.lines().map(|l| format!(" * {l}")));
+            out.push(
+                " * -------------------------------------------------------------------------- */"
+                    .to_string(),
+            );
+            out.push(String::new());
+        }
+        out.extend(all[i].lines.iter().cloned());
+        out.push(String::new());
+    }
+    out.extend(lines[close..].iter().map(|l| l.to_string()));
+    let mut text = out.join("\n");
+    text.push('\n');
+    text
+}
+
+/// Every module that puts something in the header belongs to a group: a new
+/// module gets its overview, not a silent place in another group.
 #[test]
-fn every_module_with_functions_is_in_a_group() {
+fn every_module_with_declarations_is_in_a_group() {
     let src = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("src");
     let grouped: Vec<&str> = GROUPS.iter().flat_map(|g| g.2.iter().copied()).collect();
     for entry in std::fs::read_dir(&src).unwrap() {
         let path = entry.unwrap().path();
         let stem = path.file_stem().unwrap().to_str().unwrap().to_string();
-        if stem == "lib" || stem == "tests" || functions_of(&path).is_empty() {
+        if !path.is_file() {
+            continue;
+        }
+        let c_names = declarations_of(&path)
+            .into_iter()
+            .any(|n| n.starts_with("sy_") || n.starts_with("SY_"));
+        if stem == "tests" || !c_names {
             continue;
         }
         assert!(
             grouped.contains(&stem.as_str()),
-            "ffi/src/{stem}.rs has entry points but no group in ffi/tests/header.rs GROUPS"
+            "ffi/src/{stem}.rs declares C names but has no group in ffi/tests/header.rs GROUPS"
         );
     }
 }
@@ -192,7 +427,47 @@ fn generate() -> Vec<u8> {
     let mut out = Vec::new();
     bindings.write(&mut out);
     let header = String::from_utf8(out).expect("cbindgen writes UTF-8");
-    with_group_overviews(&header, &crate_dir.join("src")).into_bytes()
+    arrange(&header, &crate_dir.join("src")).into_bytes()
+}
+
+/// Checked on the output, not on how `arrange` gets there: the groups come
+/// in `GROUPS` order, none empty, and every declaration sits in the group
+/// of the module that declares it (`sy_pick_request` with the reader,
+/// `sy_call_options` with calls, `sy_status` with errors, ...).
+#[test]
+fn every_declaration_sits_in_its_modules_group() {
+    let src = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("src");
+    let module_of = modules(&src);
+    let header = String::from_utf8(generate()).unwrap();
+    let lines: Vec<&str> = header.lines().collect();
+    let rule = "/* ----------------------------------------------------------------------------";
+    let starts: Vec<usize> = (0..lines.len()).filter(|&i| lines[i] == rule).collect();
+    let end = lines
+        .iter()
+        .rposition(|l| *l == "#ifdef __cplusplus")
+        .unwrap();
+    let titles: Vec<&str> = starts
+        .iter()
+        .map(|&i| lines[i + 1].trim_start_matches(" * "))
+        .collect();
+    let expected: Vec<&str> = GROUPS.iter().map(|g| g.0).collect();
+    assert_eq!(titles, expected, "the groups, in GROUPS order");
+    for (g, &start) in starts.iter().enumerate() {
+        let close = (start..lines.len())
+            .find(|&i| lines[i].ends_with("*/"))
+            .unwrap();
+        let stop = starts.get(g + 1).copied().unwrap_or(end);
+        let body = items(&lines[close + 1..stop], None);
+        assert!(!body.is_empty(), "group {} is empty", GROUPS[g].0);
+        for item in body {
+            assert_eq!(
+                GROUPS[group_of(&module_of, &item.name)].0,
+                GROUPS[g].0,
+                "{} is in the wrong group",
+                item.name
+            );
+        }
+    }
 }
 
 #[test]

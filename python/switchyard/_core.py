@@ -584,19 +584,17 @@ class Channel(_Owned):
         request = bytes(request)
         reader = self._thread_reader()
         md, md_len, _keep = _metadata_array(metadata)
-        h = C.byref(C.c_uint64(request_hash)) if request_hash is not None else None
+        opts = _ffi.call_options(timeout, wait_for_ready, md, md_len, request_hash)
+        method = method.encode()
         out = C.c_void_p()
         check(
             lib.sy_call_unary(
                 reader._ptr,
-                method.encode(),
+                method,
+                len(method),
                 request,
                 len(request),
-                md,
-                md_len,
-                h,
-                _ffi.call_timeout_ms(timeout),
-                bool(wait_for_ready),
+                C.byref(opts),
                 C.byref(out),
             )
         )
@@ -611,7 +609,8 @@ class Channel(_Owned):
             raise TypeError("request must be bytes")
         request = bytes(request)
         md, md_len, _keep = _metadata_array(metadata)
-        h = C.byref(C.c_uint64(request_hash)) if request_hash is not None else None
+        opts = _ffi.call_options(timeout, wait_for_ready, md, md_len, request_hash)
+        method = method.encode()
         call = Call(self)
         handle = _put(call)
         call_id = C.c_uint64()
@@ -620,14 +619,11 @@ class Channel(_Owned):
                 check(
                     lib.sy_call_unary_start(
                         ptr,
-                        method.encode(),
+                        method,
+                        len(method),
                         request,
                         len(request),
-                        md,
-                        md_len,
-                        h,
-                        _ffi.call_timeout_ms(timeout),
-                        bool(wait_for_ready),
+                        C.byref(opts),
                         _call_done,
                         handle,
                         C.byref(call_id),

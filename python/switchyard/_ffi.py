@@ -41,14 +41,17 @@ SY_MAX_LOAD_METRICS = 16
 
 
 def call_timeout_ms(timeout):
-    """A call's timeout in seconds (None: no deadline) as sy_call_unary's
-    `timeout_ms`. A positive timeout below 1 ms rounds up to 1 ms, and 0 is
-    never passed for a real deadline, since 0 has meant "no deadline" there."""
+    """A call's timeout in seconds as sy_call_options' (timeout_ms,
+    has_timeout): None is no deadline (has_timeout false); 0 is a deadline
+    already passed (SY_NO_WAIT, as in gRPC); a positive timeout below 1 ms
+    rounds up to 1 ms."""
     if timeout is None:
-        return SY_WAIT_FOREVER
+        return 0, False
     if timeout < 0:
         raise ValueError(f"timeout must be >= 0 seconds or None, not {timeout!r}")
-    return max(1, int(round(timeout * 1000)))
+    if timeout == 0:
+        return 0, True
+    return max(1, int(round(timeout * 1000))), True
 
 
 def pick_timeout_ms(timeout):
@@ -75,6 +78,38 @@ class Address(C.Structure):
 
 class Metadata(C.Structure):
     _fields_ = [("key", C.c_char_p), ("value", C.c_char_p)]
+
+
+class CallOptions(C.Structure):
+    """sy_call_options: all zero (the default) is gRPC's defaults."""
+
+    _fields_ = [
+        ("timeout_ms", C.c_uint64),
+        ("has_timeout", C.c_bool),
+        ("wait_for_ready", C.c_bool),
+        ("metadata", C.POINTER(Metadata)),
+        ("metadata_len", C.c_size_t),
+        ("request_hash", C.c_uint64),
+        ("has_request_hash", C.c_bool),
+    ]
+
+
+def call_options(timeout, wait_for_ready, metadata, metadata_len, request_hash):
+    """A CallOptions for `sy_call_unary` / `sy_call_unary_start`; `metadata`
+    an array of Metadata (or None), `request_hash` an int or None."""
+    timeout_ms, has_timeout = call_timeout_ms(timeout)
+    opts = CallOptions(
+        timeout_ms=timeout_ms,
+        has_timeout=has_timeout,
+        wait_for_ready=bool(wait_for_ready),
+        metadata_len=metadata_len,
+    )
+    if metadata is not None:
+        opts.metadata = C.cast(metadata, C.POINTER(Metadata))
+    if request_hash is not None:
+        opts.request_hash = request_hash
+        opts.has_request_hash = True
+    return opts
 
 
 class LoadMetric(C.Structure):
@@ -198,12 +233,12 @@ SIGNATURES = {
     "sy_pick_done": (u32, [C.POINTER(PickResult), u32, u64, C.POINTER(LoadMetric), sz]),
     "sy_call_unary": (
         u32,
-        [P, C.c_char_p, C.c_char_p, sz, C.POINTER(Metadata), sz, C.POINTER(u64), u64, b, PP],
+        [P, C.c_char_p, sz, C.c_char_p, sz, C.POINTER(CallOptions), PP],
     ),
     "sy_call_unary_start": (
         u32,
-        [P, C.c_char_p, C.c_char_p, sz, C.POINTER(Metadata), sz, C.POINTER(u64), u64, b,
-         CALL_DONE_FN, P, C.POINTER(u64)],
+        [P, C.c_char_p, sz, C.c_char_p, sz, C.POINTER(CallOptions), CALL_DONE_FN, P,
+         C.POINTER(u64)],
     ),
     "sy_call_cancel": (u32, [P, u64]),
     "sy_buffer_data": (BYTES, [P]),

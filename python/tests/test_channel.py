@@ -66,6 +66,22 @@ def test_deadline_exceeded(backends):
         assert time.monotonic() - start < 20
 
 
+def test_zero_timeout_is_an_expired_deadline_and_none_is_no_deadline(backends):
+    # timeout=0 is gRPC's expired deadline (sy_call_options with has_timeout
+    # and SY_NO_WAIT), for blocking and started calls; None sets no deadline.
+    with sy.Channel(backends.target, ROUND_ROBIN, credentials=sy.Insecure()) as ch:
+        ch.unary("/echo.Echo/Unary", b"warm", timeout=10, wait_for_ready=True)
+        with pytest.raises(sy.RpcError) as err:
+            ch.unary("/echo.Echo/Unary", b"x", timeout=0)
+        assert err.value.code == sy.StatusCode.DEADLINE_EXCEEDED
+        with pytest.raises(sy.RpcError) as err:
+            ch.unary_future("/echo.Echo/Unary", b"x", timeout=0).result(timeout=10)
+        assert err.value.code == sy.StatusCode.DEADLINE_EXCEEDED
+        assert ch.unary("/echo.Echo/Unary", b"y", timeout=None).message.startswith(b"y|")
+        resp = ch.unary_future("/echo.Echo/Unary", b"z", request_hash=7).result(timeout=10)
+        assert resp.message.startswith(b"z|")
+
+
 def test_tls_is_the_default(backends):
     # The backends speak plaintext: a default (TLS) channel cannot reach them.
     with sy.Channel(backends.target, ROUND_ROBIN) as ch:
