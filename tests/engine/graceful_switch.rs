@@ -20,7 +20,14 @@ fn setup(
     Arc<Host>,
     Arc<Mutex<Vec<ConnectivityState>>>,
 ) {
-    let rt = Runtime::new().unwrap();
+    // A clock that stands still: no timer of a policy (pick_first's Happy
+    // Eyeballs delay, backoffs) fires behind a test's back, however slowly
+    // it runs (Miri).
+    let rt = Runtime::with_config(RuntimeConfig {
+        clock: Arc::new(ManualClock::new()),
+        seed: None,
+    })
+    .unwrap();
     let host = Host::new();
     let states = Arc::new(Mutex::new(Vec::new()));
     let mut opts = options(&host);

@@ -78,6 +78,7 @@ fn share(seen: &HashMap<String, usize>) -> f64 {
 }
 
 #[test]
+#[cfg_attr(miri, ignore = "waits for the policy's real-time weight updates")]
 fn every_kind_of_pick_reports_load_and_follows_the_weights() {
     for kind in ["owned", "borrowed", "kept"] {
         let (host, rt) = (Host::new(), Runtime::new().unwrap());
