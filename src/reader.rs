@@ -450,23 +450,29 @@ impl Reader {
     /// starting at a random entry.
     #[cold]
     fn sync_rotation(&mut self) {
-        let picker = PickerPtr::innermost(&*self.cache.current().picker);
+        // One look at the cache: a second `current()` could move it to a
+        // newer table and free the one the pointers below were taken from.
+        let table = self.cache.current();
+        let picker = PickerPtr::innermost(&*table.picker);
         // SAFETY: just made from the cached table's picker.
-        self.schedule_generation = match unsafe { picker.0.as_ref() }.schedule() {
-            Some(schedule) => {
-                self.schedule = SchedulePtr(NonNull::from(schedule));
-                self.cache.generation()
-            }
-            None => NO_ROTATION,
-        };
-        self.picker = picker;
-        let rotation = self.cache.current().picker.rotation().map(|r| {
+        let inner = unsafe { picker.0.as_ref() };
+        let schedule = inner.schedule().map(NonNull::from);
+        let rotation = inner.rotation().map(|r| {
             let chunks = r.chunks();
             // From the whole slice, not its first element: the cursor
             // indexes every chunk through this pointer.
             (NonNull::from(chunks).cast::<Chunk>(), chunks.len())
         });
-        self.synced_generation = self.cache.generation();
+        let generation = self.cache.generation();
+        self.picker = picker;
+        self.synced_generation = generation;
+        self.schedule_generation = match schedule {
+            Some(schedule) => {
+                self.schedule = SchedulePtr(schedule);
+                generation
+            }
+            None => NO_ROTATION,
+        };
         self.rotation_generation = match rotation {
             Some((chunks, count)) => {
                 let r = &mut self.rotation;
@@ -474,7 +480,7 @@ impl Reader {
                 r.chunk = self.local.random_below(count);
                 r.enter_chunk();
                 r.offset = self.local.random_below(r.len);
-                self.cache.generation()
+                generation
             }
             None => {
                 self.rotation = Cursor::NONE;
