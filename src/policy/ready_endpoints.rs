@@ -10,9 +10,10 @@
 //!
 //! A policy plugs in through [`ReadyPicking`]: it is told when the children
 //! change (to key its own per-endpoint state, such as in-flight counters),
-//! makes each READY endpoint's entry and builds the READY picker. Everything else (children, subchannel states,
-//! reconnection, re-resolution, the CONNECTING and TRANSIENT_FAILURE
-//! pickers) is here once.
+//! makes each READY endpoint's entry and builds the READY picker.
+//! Everything else (children, subchannel states, reconnection,
+//! re-resolution, the CONNECTING and TRANSIENT_FAILURE pickers) is here
+//! once.
 
 use super::pick_first::{PickFirstBuilder, ZERO_ADDRESSES};
 use super::round_robin::{RrEntry, RrPicker};
