@@ -407,7 +407,10 @@ fn recompute(c: &mut Criterion, n: usize) {
             }
         }
     }
-    assert!(heavy > light * top / 2.0, "not weighted: {heavy} vs {light}");
+    assert!(
+        heavy > light * top / 2.0,
+        "not weighted: {heavy} vs {light}"
+    );
 }
 
 criterion_group! {
