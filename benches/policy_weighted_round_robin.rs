@@ -400,10 +400,11 @@ fn recompute(c: &mut Criterion, n: usize) {
         if let switchyard::PickResult::Complete { subconn, .. } =
             picker.pick(&PickInfo::default(), &mut local)
         {
-            match qps(index[&subconn.id()]) {
-                q if q == top => heavy += 1.0,
-                q if q == 1.0 => light += 1.0,
-                _ => {}
+            let q = qps(index[&subconn.id()]);
+            if q == top {
+                heavy += 1.0;
+            } else if q == 1.0 {
+                light += 1.0;
             }
         }
     }
