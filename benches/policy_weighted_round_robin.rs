@@ -21,7 +21,11 @@
 //!     `mutex_*` (`Arc<Mutex<..>>` around the counter).
 //! - `recompute_n{N}`: `publish`: one weight-update tick on the loop,
 //!   through `TestClientConn` (every endpoint's effective weight, scaling,
-//!   building the schedule, publishing it and dropping the old one).
+//!   building the schedule, publishing it and dropping the old one). Each
+//!   iteration moves the clock 1 s, so the weights are set never to expire
+//!   (with the default 3 min, from the 180th iteration on every weight had
+//!   expired and the tick measured plain round robin, which builds no
+//!   schedule); the schedule is checked to still be weighted afterwards.
 //!
 //! Worker threads are pinned, one per CPU. `cargo test --benches` runs each
 //! once with N = 3 and 100 (`WRR_BENCH_SIZES=...` overrides, in either mode).
@@ -318,8 +322,13 @@ fn picks(c: &mut Criterion) {
 /// One weight-update tick over `n` READY endpoints with weights.
 fn recompute(c: &mut Criterion, n: usize) {
     let builder = switchyard::registry::get("weighted_round_robin").unwrap();
+    // Weights that never expire: every tick below recomputes a weighted
+    // schedule however many ticks criterion runs.
     let config = builder
-        .parse_config(&serde_json::json!({"blackoutPeriod": "0s"}))
+        .parse_config(&serde_json::json!({
+            "blackoutPeriod": "0s",
+            "weightExpirationPeriod": "1000000000s",
+        }))
         .unwrap();
     let mut wrr = builder.build();
     let mut cc = TestClientConn::new();
@@ -382,6 +391,27 @@ fn recompute(c: &mut Criterion, n: usize) {
     group.finish();
     let published = cc.pickers_published();
     assert!(published > 2, "each tick publishes: {published}");
+    // Still the weighted schedule: the top-qps endpoints get `top` times
+    // the picks of qps 1 ones (plain round robin would give them the same).
+    let top = qps(n.min(10) - 1);
+    let picker = cc.picker().unwrap().clone();
+    let (mut heavy, mut light) = (0.0, 0.0);
+    for _ in 0..100 * n {
+        if let switchyard::PickResult::Complete { subconn, .. } =
+            picker.pick(&PickInfo::default(), &mut local)
+        {
+            let q = qps(index[&subconn.id()]);
+            if q == top {
+                heavy += 1.0;
+            } else if q == 1.0 {
+                light += 1.0;
+            }
+        }
+    }
+    assert!(
+        heavy > light * top / 2.0,
+        "not weighted: {heavy} vs {light}"
+    );
 }
 
 criterion_group! {

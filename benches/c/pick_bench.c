@@ -24,7 +24,16 @@
  *       run prints "skipped" and exits 0, so that a list of policies can be
  *       benchmarked before all of them exist.
  *   -c  the service config JSON (default {"loadBalancingConfig":[{POLICY:{}}]})
- *   -n  comma-separated numbers of READY subchannels (default 3,10000)
+ *   -n  comma-separated numbers of addresses (default 3,100,10000,100000)
+ *
+ * Setup (not timed per pick, but reported as "setup"): the addresses are
+ * given, and every subchannel the policy asks the host to connect is
+ * reported READY, one report at a time (the bring-up, in ms: what a policy's
+ * picker rebuild per state change costs at that size). Then the ring is
+ * warmed: a policy that connects lazily (ring_hash connects an endpoint
+ * when a pick lands on it) would otherwise queue the timed picks, so the
+ * timed picks' own hashes are picked, and what they connect reported READY,
+ * in rounds (at most WARM_ROUNDS) until a whole round picks without a miss.
  * Build and run: benches/c/run.sh (release library, -O2). */
 #define _POSIX_C_SOURCE 200809L
 #include <pthread.h>
@@ -37,6 +46,11 @@
 
 #define MAX_TRIALS 101
 #define MAX_SIZES 16
+#define WARM_ROUNDS 50
+/* The first pick of the timed ones' hash sequence (see next_hash). */
+#define HASH_SEED 0x9e3779b97f4a7c15u
+/* Picks each worker makes before its timed ones (see worker). */
+#define WARM_UP_PICKS 100000
 
 static long iters = 2000000;
 static int trials = 15;
@@ -125,7 +139,7 @@ static uint64_t next_hash(uint64_t *x) {
 /* `n` back-to-back pick + done pairs, the way an RPC stack calls them. */
 static unsigned long long pairs(sy_reader *r, int kept, long n) {
   unsigned long long checksum = 0;
-  uint64_t x = 0x9e3779b97f4a7c15u;
+  uint64_t x = HASH_SEED;
   long i;
   if (kept) {
     sy_pick_request req;
@@ -155,7 +169,7 @@ static void *worker(void *arg) {
   sy_reader *r = NULL;
   double t0;
   ok(sy_reader_new(j->ch, &r), "reader");
-  (void)pairs(r, j->kept, 100000); /* warm up: the first picks fault in the table */
+  (void)pairs(r, j->kept, WARM_UP_PICKS); /* warm up: the first picks fault in the table */
   pthread_barrier_wait(j->start);
   t0 = cpu_ns();
   j->checksum = pairs(r, j->kept, iters);
@@ -185,17 +199,72 @@ static double run(const sy_channel *ch, int threads, int kept, job *jobs) {
   return now_ns() - t0;
 }
 
+/* Applies what was sent to the channel, then reports READY what that
+ * connected, until nothing more connects (bounded); returns how many. */
+static size_t settle(sy_channel *ch, host *h) {
+  size_t reported = 0, more;
+  int i;
+  for (i = 0; i < 1000; i++) {
+    ok(sy_channel_sync(ch), "sync");
+    more = report_ready(ch, h);
+    if (more == 0) break;
+    reported += more;
+  }
+  ok(sy_channel_sync(ch), "sync");
+  return reported;
+}
+
+/* Picks every hash the timed picks will use (the same sequence, as many),
+ * reporting READY what those picks made the policy connect, until a whole
+ * round picks without a miss. Returns the rounds taken; exits when
+ * WARM_ROUNDS were not enough. */
+static int warm(sy_channel *ch, host *h, size_t n) {
+  long picks = iters > WARM_UP_PICKS ? iters : WARM_UP_PICKS;
+  sy_reader *r = NULL;
+  int round;
+  ok(sy_reader_new(ch, &r), "reader");
+  for (round = 1; round <= WARM_ROUNDS; round++) {
+    sy_pick_request req;
+    uint64_t x = HASH_SEED;
+    long i, missed = 0;
+    memset(&req, 0, sizeof req);
+    req.has_request_hash = true;
+    for (i = 0; i < picks; i++) {
+      sy_borrowed_pick p;
+      req.request_hash = next_hash(&x);
+      if (sy_reader_pick(r, &req, &p) == SY_OK)
+        ok(sy_reader_done(r, 0, 0, NULL, 0), "done");
+      else
+        missed++;
+    }
+    /* The next round's picks come from the picker the reports made. */
+    if (settle(ch, h) == 0 && missed == 0) break;
+    ok(sy_reader_refresh(r), "refresh");
+  }
+  sy_reader_free(r);
+  if (round > WARM_ROUNDS) {
+    fprintf(stderr, "%s: picks still miss after %d warming rounds over %zu addresses\n", policy,
+            WARM_ROUNDS, n);
+    exit(1);
+  }
+  return round;
+}
+
 /* A channel under `config` over `n` addresses, every subchannel the policy
- * connects reported READY, until a pick succeeds. */
-static sy_channel *ready_channel(const sy_runtime *rt, const char *config, size_t n, host *h) {
+ * connects reported READY, until a pick (with a hash) succeeds; `setup_ms`
+ * gets how long that took. */
+static sy_channel *ready_channel(const sy_runtime *rt, const char *config, size_t n, host *h,
+                                 double *setup_ms) {
   sy_host_transport t;
   sy_channel *ch = NULL;
   sy_address *list = (sy_address *)calloc(n, sizeof *list);
   char(*names)[32] = malloc(n * sizeof *names);
   sy_reader *r = NULL;
   sy_borrowed_pick p;
+  sy_pick_request req;
   size_t i;
   int round;
+  double t0;
 
   memset(&t, 0, sizeof t);
   t.ctx = h;
@@ -208,16 +277,21 @@ static sy_channel *ready_channel(const sy_runtime *rt, const char *config, size_
     list[i].address = names[i];
     list[i].weight = 1;
   }
+  memset(&req, 0, sizeof req);
+  req.has_request_hash = true;
+  req.request_hash = HASH_SEED;
+  t0 = now_ns();
   ok(sy_channel_update_addresses(ch, list, n), "addresses");
   ok(sy_reader_new(ch, &r), "reader");
-  /* Policies connect in rounds (pick_first one address at a time, others
-   * all at once): report what each round connected until nothing more
-   * comes and a pick succeeds. Bounded. */
+  /* Policies connect in rounds (pick_first one address at a time, ring_hash
+   * when a pick lands on an endpoint, others all at once): report what each
+   * round connected until nothing more comes and a pick succeeds (with a
+   * hash: ring_hash fails picks without one). Bounded. */
   for (round = 0; round < 1000; round++) {
     ok(sy_channel_sync(ch), "sync");
     if (report_ready(ch, h) > 0) continue;
     ok(sy_channel_sync(ch), "sync");
-    if (sy_reader_pick(r, NULL, &p) == SY_OK) {
+    if (sy_reader_pick(r, &req, &p) == SY_OK) {
       ok(sy_reader_done(r, 0, 0, NULL, 0), "done");
       break;
     }
@@ -230,6 +304,7 @@ static sy_channel *ready_channel(const sy_runtime *rt, const char *config, size_
     fprintf(stderr, "%s: never READY over %zu addresses\n", policy, n);
     exit(1);
   }
+  *setup_ms = (now_ns() - t0) / 1e6;
   sy_reader_free(r);
   free(list);
   free(names);
@@ -240,13 +315,18 @@ static void bench(const sy_runtime *rt, const char *config, size_t n) {
   host h;
   sy_channel *ch;
   job jobs[2];
-  int kept;
+  int kept, rounds;
+  double setup_ms, t0;
 
   memset(&h, 0, sizeof h);
   pthread_mutex_init(&h.mu, NULL);
   h.cap = n;
   h.ids = (uint64_t *)calloc(n, sizeof *h.ids);
-  ch = ready_channel(rt, config, n, &h);
+  ch = ready_channel(rt, config, n, &h, &setup_ms);
+  t0 = now_ns();
+  rounds = warm(ch, &h, n);
+  printf("%-22s n=%-6zu setup   bring-up %.1f ms; warming %d round%s, %.1f ms; %zu connected\n",
+         policy, n, setup_ms, rounds, rounds == 1 ? "" : "s", (now_ns() - t0) / 1e6, h.n);
 
   for (kept = 1; kept >= 0; kept--) {
     double pair1[MAX_TRIALS], pair2[MAX_TRIALS], scaling[MAX_TRIALS];
@@ -283,7 +363,7 @@ int main(int argc, char **argv) {
   sy_runtime *rt = NULL;
   const char *config = NULL;
   char default_config[256];
-  const char *sizes_arg = "3,10000";
+  const char *sizes_arg = "3,100,10000,100000";
   size_t sizes[MAX_SIZES], nsizes = 0;
   int i = 1, k;
   char *rest;

@@ -8,7 +8,10 @@
 #
 # Without -p, every policy of issue 11 in turn, each with its default config
 # (outlier detection over round_robin); one not registered yet is reported
-# as skipped. See pick_bench.c for the options.
+# as skipped. Without -n, 3, 100, 10,000 and 100,000 addresses, each with a
+# "setup" line (bring-up and warming times; ring_hash connects endpoints as
+# picks land on them, so its ring is warmed before the timed picks). See
+# pick_bench.c for the options.
 set -eu
 ROOT=$(cd "$(dirname "$0")/../.." && pwd)
 cd "$ROOT"

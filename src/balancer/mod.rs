@@ -7,6 +7,7 @@ pub mod child_manager;
 pub mod graceful_switch;
 pub mod pick_local;
 pub mod picker;
+pub(crate) mod ready_list;
 pub mod registry;
 pub mod rotation;
 pub mod stride;

@@ -18,6 +18,7 @@ use crate::balancer::child_manager::ChildManager;
 use crate::balancer::picker::{
     DoneHook, DoneHooks, DoneInfo, PickInfo, PickLocal, PickResult, Picker,
 };
+use crate::balancer::ready_list::ReadyChunks;
 use crate::balancer::subconn::SubConn;
 use crate::balancer::{Balancer, Builder, LbConfig};
 use std::collections::HashMap;
@@ -176,6 +177,8 @@ impl LeastRequest {
 }
 
 impl ReadyPicking for LeastRequest {
+    type Entry = LrEntry;
+
     fn configure(&mut self, config: Option<&LbConfig>) -> Result<bool, String> {
         let config = match config {
             None => LeastRequestConfig::default(),
@@ -207,19 +210,22 @@ impl ReadyPicking for LeastRequest {
         self.by_member = by_member.into();
     }
 
-    fn picker(&mut self, keep: &Arc<[Arc<SubConn>]>, ready: &[ReadyEndpoint]) -> Box<dyn Picker> {
-        // Exactly one entry per READY endpoint, collected at its exact size
-        // (no regrowth, no shrinking copy: this runs on every READY change).
-        let mut entries = Vec::with_capacity(ready.len());
-        entries.extend(ready.iter().filter_map(|r| {
-            Some(LrEntry {
-                subconn: r.subconn,
-                in_flight: NonNull::from(self.by_member.get(r.member)?.get()),
-            })
-        }));
-        let entries = entries.into_boxed_slice();
+    fn entry(&self, ready: ReadyEndpoint) -> Option<LrEntry> {
+        Some(LrEntry {
+            subconn: ready.subconn,
+            in_flight: NonNull::from(self.by_member.get(ready.member)?.get()),
+        })
+    }
+
+    fn picker(
+        &mut self,
+        keep: &Arc<[Arc<SubConn>]>,
+        ready: ReadyChunks<LrEntry>,
+    ) -> Box<dyn Picker> {
+        // Every entry was made since the last `members` call, so its counter
+        // is one of `by_member`'s, which the picker keeps.
         Box::new(LeastRequestPicker {
-            entries,
+            entries: ready,
             choice_count: self.config.choice_count,
             _subconns: keep.clone(),
             _counters: self.by_member.clone(),
@@ -230,13 +236,14 @@ impl ReadyPicking for LeastRequest {
 /// A READY endpoint in a picker: its subchannel and its counter, plain
 /// pointers into what the picker keeps alive. It is also the done hook its
 /// picks carry (taking one off its counter).
+#[derive(Clone, Copy)]
 pub(crate) struct LrEntry {
     subconn: NonNull<SubConn>,
     in_flight: NonNull<AtomicUsize>,
 }
 
 // SAFETY: pointers to a `SubConn` (Send + Sync, only read) and an atomic
-// counter, both kept alive by the picker that owns the entry.
+// counter, both kept alive by every picker whose chunks hold the entry.
 unsafe impl Send for LrEntry {}
 // SAFETY: as above; the counter is only touched atomically.
 unsafe impl Sync for LrEntry {}
@@ -244,8 +251,9 @@ unsafe impl Sync for LrEntry {}
 impl LrEntry {
     #[inline(always)]
     fn in_flight(&self) -> &AtomicUsize {
-        // SAFETY: the picker owning this entry keeps the counter alive
-        // (`_counters`), and the entry is only reached through the picker.
+        // SAFETY: a picker holding this entry keeps the counter alive
+        // (`_counters`: the entry was made from that same `by_member`), and
+        // the entry is only reached through such a picker.
         unsafe { self.in_flight.as_ref() }
     }
 }
@@ -260,8 +268,9 @@ impl DoneHook for LrEntry {
 
 /// Picks the least loaded of `choice_count` random READY endpoints.
 pub(crate) struct LeastRequestPicker {
-    /// Never empty (`ReadyPicking::picker` gets a non-empty list).
-    entries: Box<[LrEntry]>,
+    /// Never empty (`ReadyPicking::picker` gets a non-empty list); chunks
+    /// shared with the policy's other pickers.
+    entries: ReadyChunks<LrEntry>,
     choice_count: u32,
     /// Owns the subchannels and counters the entries point to.
     _subconns: Arc<[Arc<SubConn>]>,
@@ -277,7 +286,7 @@ fn below(bits: u64, n: usize) -> usize {
 impl Picker for LeastRequestPicker {
     #[inline]
     fn pick<'a>(&'a self, _: &PickInfo<'_>, local: &mut PickLocal) -> PickResult<'a> {
-        let entries = &self.entries[..];
+        let entries = &self.entries;
         let n = entries.len();
         // Two draws per random word.
         let mut bits = local.random();

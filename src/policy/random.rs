@@ -10,6 +10,7 @@
 use super::ready_endpoints::{ReadyEndpoint, ReadyEndpoints, ReadyPicking};
 use crate::balancer::child_manager::ChildManager;
 use crate::balancer::picker::{DoneHooks, PickInfo, PickLocal, PickResult, Picker};
+use crate::balancer::ready_list::ReadyChunks;
 use crate::balancer::subconn::SubConn;
 use crate::balancer::{Balancer, Builder, LbConfig};
 use std::ptr::NonNull;
@@ -42,22 +43,29 @@ impl Builder for RandomBuilder {
 pub(crate) struct Random;
 
 impl ReadyPicking for Random {
+    type Entry = Entry;
+
     fn configure(&mut self, _: Option<&LbConfig>) -> Result<bool, String> {
         Ok(false)
     }
 
     fn members(&mut self, _: &ChildManager) {}
 
-    fn picker(&mut self, keep: &Arc<[Arc<SubConn>]>, ready: &[ReadyEndpoint]) -> Box<dyn Picker> {
+    fn entry(&self, ready: ReadyEndpoint) -> Option<Entry> {
+        Some(Entry(ready.subconn))
+    }
+
+    fn picker(&mut self, keep: &Arc<[Arc<SubConn>]>, ready: ReadyChunks<Entry>) -> Box<dyn Picker> {
         Box::new(RandomPicker {
-            entries: ready.iter().map(|r| Entry(r.subconn)).collect(),
+            entries: ready,
             _subconns: keep.clone(),
         })
     }
 }
 
 /// A READY subchannel, a plain pointer into the picker's `_subconns`.
-struct Entry(NonNull<SubConn>);
+#[derive(Clone, Copy)]
+pub(crate) struct Entry(NonNull<SubConn>);
 
 // SAFETY: a pointer to a `SubConn` (Send + Sync, only read), kept alive by
 // the picker that owns the entry.
@@ -67,8 +75,9 @@ unsafe impl Sync for Entry {}
 
 /// Picks a READY endpoint uniformly at random.
 pub(crate) struct RandomPicker {
-    /// Never empty (`ReadyPicking::picker` gets a non-empty list).
-    entries: Box<[Entry]>,
+    /// Never empty (`ReadyPicking::picker` gets a non-empty list); chunks
+    /// shared with the policy's other pickers.
+    entries: ReadyChunks<Entry>,
     /// Owns the subchannels the entries point to.
     _subconns: Arc<[Arc<SubConn>]>,
 }
