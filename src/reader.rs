@@ -5,6 +5,7 @@ use crate::balancer::picker::{
     DoneHook, DoneHooks, DoneInfo, PickInfo, PickLocal, PickResult, Picker, QueuePicker, RawHooks,
     DONE_HOOKS,
 };
+use crate::balancer::ready_list::UniformTable;
 use crate::balancer::rotation::{Chunk, RotationEntry};
 use crate::balancer::stride::StrideSchedule;
 use crate::balancer::subconn::SubConn;
@@ -98,11 +99,12 @@ pub struct Reader {
     /// The generation `sync_rotation` last looked at, so that a picker
     /// without a rotation is not looked at again on every pick.
     synced_generation: u64,
-    /// The cached table's stride schedule (`Picker::schedule`), valid while
-    /// the slot's generation is still `schedule_generation` (`NO_ROTATION`
-    /// when the cached picker has none): run inline like the rotation.
-    schedule: SchedulePtr,
-    schedule_generation: u64,
+    /// The cached table's stride schedule (`Picker::schedule`) or uniform
+    /// table (`Picker::uniform`), valid while the slot's generation is
+    /// still `inline_generation` (`NO_ROTATION` when the cached picker has
+    /// neither): picked from inline, like the rotation.
+    inline: InlinePtr,
+    inline_generation: u64,
     /// The cached table's picker, past pickers that only forward to
     /// another (`Picker::forwards_to`): valid while the slot's generation
     /// is still `synced_generation`, so that a pick from any picker costs
@@ -137,8 +139,8 @@ impl Reader {
             rotation: Cursor::NONE,
             rotation_generation: NO_ROTATION,
             synced_generation: NO_ROTATION,
-            schedule: SchedulePtr(NonNull::dangling()),
-            schedule_generation: NO_ROTATION,
+            inline: InlinePtr(Inline::Uniform(NonNull::dangling())),
+            inline_generation: NO_ROTATION,
             picker: PickerPtr::placeholder(),
             local,
             ref_hooks: RefHooks(NO_HOOKS),
@@ -167,11 +169,11 @@ impl Reader {
                 hold: Some(self.cache.hold()),
             });
         }
-        if self.schedule_is_current() {
-            let (listed, hook) = self.step();
+        if self.inline_is_current() {
+            let (listed, hook) = self.pick_inline();
             return Ok(Pick {
                 subconn: listed.ptr(),
-                done: hooks_of(hook),
+                done: hook.map_or(NO_HOOKS, hooks_of),
                 hold: Some(self.cache.hold()),
             });
         }
@@ -227,9 +229,9 @@ impl Reader {
     pub fn try_pick_cached(&mut self) -> Option<(Pick, RotationEntry)> {
         let (listed, done) = if self.rotation_is_current() {
             (self.rotate(), NO_HOOKS)
-        } else if self.schedule_is_current() {
-            let (listed, hook) = self.step();
-            (listed, hooks_of(hook))
+        } else if self.inline_is_current() {
+            let (listed, hook) = self.pick_inline();
+            (listed, hook.map_or(NO_HOOKS, hooks_of))
         } else {
             return None;
         };
@@ -256,9 +258,8 @@ impl Reader {
         }
         let (listed, load_hook) = if self.rotation_is_current() {
             (self.rotate(), None)
-        } else if self.schedule_is_current() {
-            let (listed, hook) = self.step();
-            (listed, Some(hook))
+        } else if self.inline_is_current() {
+            self.pick_inline()
         } else {
             return None;
         };
@@ -296,13 +297,14 @@ impl Reader {
         self.drop_kept();
         let (subconn, hooks, load_hook) = if self.rotation_is_current() {
             (self.rotate().ptr(), NO_HOOKS, None)
-        } else if self.schedule_is_current() {
-            let (listed, hook) = self.step();
-            (listed.ptr(), NO_HOOKS, Some(hook))
+        } else if self.inline_is_current() {
+            let (listed, hook) = self.pick_inline();
+            (listed.ptr(), NO_HOOKS, hook)
         } else {
             let (subconn, hooks) = self.choose_slow(info)?;
-            if self.schedule_is_current() {
-                // Synced to a schedule just now: its hook is a load hook.
+            if self.inline_is_current() {
+                // Synced to an inline table just now: a schedule's hook is
+                // a load hook.
                 (subconn, NO_HOOKS, hooks[0])
             } else {
                 (subconn, hooks, None)
@@ -368,21 +370,29 @@ impl Reader {
         self.cache.slot().generation() == self.rotation_generation
     }
 
-    /// One load: nothing published since the schedule was found.
+    /// One load: nothing published since the inline table was found.
     #[inline(always)]
-    fn schedule_is_current(&self) -> bool {
-        self.cache.slot().generation() == self.schedule_generation
+    fn inline_is_current(&self) -> bool {
+        self.cache.slot().generation() == self.inline_generation
     }
 
-    /// The next entry of the cached table's schedule, and its load hook.
-    /// Only while `schedule_is_current()` (or just synced to one).
+    /// A pick from the cached table's schedule (with its load hook) or
+    /// uniform table. Only while `inline_is_current()` (or just synced).
     #[inline(always)]
-    fn step(&mut self) -> (RotationEntry, NonNull<dyn DoneHook>) {
-        // SAFETY: found in the picker of the cached table at the current
-        // generation, which the cache keeps alive.
-        let schedule = unsafe { self.schedule.0.as_ref() };
-        let e = schedule.next(self.local.sequence());
-        (e.listed(), e.hook_ptr())
+    fn pick_inline(&mut self) -> (RotationEntry, Option<NonNull<dyn DoneHook>>) {
+        match self.inline.0 {
+            Inline::Schedule(s) => {
+                // SAFETY: found in the picker of the cached table at the
+                // current generation, which the cache keeps alive.
+                let e = unsafe { s.as_ref() }.next(self.local.sequence());
+                (e.listed(), Some(e.hook_ptr()))
+            }
+            Inline::Uniform(u) => {
+                // SAFETY: as above.
+                let table = unsafe { u.as_ref() };
+                (table.draw(&mut self.local), None)
+            }
+        }
     }
 
     /// The next entry of the cached table's rotation. Only while
@@ -418,9 +428,9 @@ impl Reader {
         if self.rotation_generation != NO_ROTATION {
             return Ok((self.rotate().ptr(), NO_HOOKS));
         }
-        if self.schedule_generation != NO_ROTATION {
-            let (listed, hook) = self.step();
-            return Ok((listed.ptr(), hooks_of(hook)));
+        if self.inline_generation != NO_ROTATION {
+            let (listed, hook) = self.pick_inline();
+            return Ok((listed.ptr(), hook.map_or(NO_HOOKS, hooks_of)));
         }
         // SAFETY: synced just now or at this generation: the picker of the
         // cached table, which the cache keeps alive while `self` is borrowed.
@@ -456,7 +466,11 @@ impl Reader {
         let picker = PickerPtr::innermost(&*table.picker);
         // SAFETY: just made from the cached table's picker.
         let inner = unsafe { picker.0.as_ref() };
-        let schedule = inner.schedule().map(NonNull::from);
+        let inline = match (inner.schedule(), inner.uniform()) {
+            (Some(s), _) => Some(Inline::Schedule(NonNull::from(s))),
+            (None, Some(u)) => Some(Inline::Uniform(NonNull::from(u))),
+            (None, None) => None,
+        };
         let rotation = inner.rotation().map(|r| {
             let chunks = r.chunks();
             // From the whole slice, not its first element: the cursor
@@ -466,9 +480,9 @@ impl Reader {
         let generation = self.cache.generation();
         self.picker = picker;
         self.synced_generation = generation;
-        self.schedule_generation = match schedule {
-            Some(schedule) => {
-                self.schedule = SchedulePtr(schedule);
+        self.inline_generation = match inline {
+            Some(inline) => {
+                self.inline = InlinePtr(inline);
                 generation
             }
             None => NO_ROTATION,
@@ -677,13 +691,19 @@ fn hooks_of(hook: NonNull<dyn DoneHook>) -> RawHooks {
     hooks
 }
 
-/// A pointer to the stride schedule of the table a reader caches (see
-/// `Reader::schedule`).
-struct SchedulePtr(NonNull<StrideSchedule>);
+/// What a reader picks from inline besides rotations (see `Reader::inline`).
+#[derive(Clone, Copy)]
+enum Inline {
+    Schedule(NonNull<StrideSchedule>),
+    Uniform(NonNull<UniformTable>),
+}
+
+/// An `Inline` a reader keeps.
+struct InlinePtr(Inline);
 
 // SAFETY: as `PickerPtr`: it points into a picker (`Send + Sync`) that the
 // reader's cache keeps alive, and is used only through that reader.
-unsafe impl Send for SchedulePtr {}
+unsafe impl Send for InlinePtr {}
 
 /// What a pick that waits for pickers makes of each failed try: gRPC's
 /// queued-pick rules, shared by blocking picks and the loop's started calls.

@@ -8,6 +8,7 @@ pub mod graceful_switch;
 pub mod pick_local;
 pub mod picker;
 pub(crate) mod ready_list;
+pub use ready_list::UniformTable;
 pub mod registry;
 pub mod rotation;
 pub mod stride;

@@ -1,6 +1,7 @@
 //! Pickers: immutable tables RPC threads pick from, and what a pick returns.
 
 pub use crate::balancer::pick_local::PickLocal;
+use crate::balancer::ready_list::UniformTable;
 use crate::balancer::rotation::Rotation;
 use crate::balancer::stride::StrideSchedule;
 use crate::balancer::subconn::SubConn;
@@ -257,6 +258,13 @@ pub trait Picker: Send + Sync + 'static {
     /// policy builds one with
     /// [`StrideSchedule`](crate::balancer::stride::StrideSchedule).
     fn schedule(&self) -> Option<&StrideSchedule> {
+        None
+    }
+
+    /// If this picker chooses uniformly at random among a table of
+    /// subchannels with no done hook, that table: readers then draw from it
+    /// inline without calling `pick`, which must pick as the table does.
+    fn uniform(&self) -> Option<&UniformTable> {
         None
     }
 

@@ -11,6 +11,9 @@
 //! two chunks of entries plus one pointer per chunk, and readers keep the
 //! unchanged chunks in cache.
 
+use crate::balancer::pick_local::PickLocal;
+use crate::balancer::rotation::RotationEntry;
+use crate::balancer::subconn::SubConn;
 use std::sync::Arc;
 
 /// log2 of the entries per chunk: a pick finds its chunk with a shift.
@@ -43,6 +46,65 @@ impl<E> ReadyChunks<E> {
     #[cfg(test)]
     pub(crate) fn chunks(&self) -> &[Arc<[E]>] {
         &self.chunks
+    }
+}
+
+/// READY subchannels that a picker chooses among uniformly at random
+/// (`random`), and that readers draw from inline
+/// ([`Picker::uniform`](crate::balancer::picker::Picker::uniform)) as they
+/// walk rotations: one random number, one entry read, nothing shared
+/// written.
+pub struct UniformTable {
+    /// Never empty.
+    entries: ReadyChunks<RotationEntry>,
+    /// Owns the subchannels the entries point to.
+    _keep: Arc<[Arc<SubConn>]>,
+}
+
+impl UniformTable {
+    /// A table over `entries`, which point into `keep`; `None` when empty.
+    pub(crate) fn new(
+        entries: ReadyChunks<RotationEntry>,
+        keep: Arc<[Arc<SubConn>]>,
+    ) -> Option<UniformTable> {
+        (entries.len() > 0).then_some(UniformTable {
+            entries,
+            _keep: keep,
+        })
+    }
+
+    /// How many entries (at least one).
+    pub fn len(&self) -> usize {
+        self.entries.len()
+    }
+
+    /// Never empty.
+    pub fn is_empty(&self) -> bool {
+        false
+    }
+
+    /// An entry drawn uniformly at random with the reader's random source.
+    #[inline(always)]
+    pub(crate) fn draw(&self, local: &mut PickLocal) -> RotationEntry {
+        let i = local.random_below(self.entries.len());
+        // `i < len`, so `get` finds it; the fallback keeps the pick path
+        // panic-free.
+        match self.entries.get(i) {
+            Some(e) => *e,
+            None => self.first(),
+        }
+    }
+
+    #[cold]
+    fn first(&self) -> RotationEntry {
+        *self.entries.get(0).expect("never empty")
+    }
+
+    /// A subchannel drawn uniformly at random.
+    #[inline]
+    pub fn pick(&self, local: &mut PickLocal) -> &SubConn {
+        // SAFETY: the entries point into `_keep`, alive as long as `self`.
+        unsafe { self.draw(local).ptr().as_ref() }
     }
 }
 

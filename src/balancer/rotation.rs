@@ -126,9 +126,16 @@ impl RotationEntry {
     /// # Safety
     /// The picker holding this entry must keep `sc` alive for its own lifetime.
     pub(crate) unsafe fn new(sc: &Arc<SubConn>) -> RotationEntry {
+        // SAFETY: forwarded contract.
+        unsafe { RotationEntry::of(sc) }
+    }
+
+    /// # Safety
+    /// The picker holding this entry must keep `sc` alive for its own lifetime.
+    pub(crate) unsafe fn of(sc: &SubConn) -> RotationEntry {
         let addr = sc.addr();
         RotationEntry {
-            subconn: NonNull::from(&**sc),
+            subconn: NonNull::from(sc),
             id: sc.id(),
             tag: sc.tag(),
             addr: NonNull::from(addr.as_bytes()).cast(),

@@ -9,11 +9,11 @@
 
 use super::ready_endpoints::{ReadyEndpoint, ReadyEndpoints, ReadyPicking};
 use crate::balancer::child_manager::ChildManager;
-use crate::balancer::picker::{DoneHooks, PickInfo, PickLocal, PickResult, Picker};
-use crate::balancer::ready_list::ReadyChunks;
+use crate::balancer::picker::{DoneHooks, PickInfo, PickLocal, PickResult, Picker, QueuePicker};
+use crate::balancer::ready_list::{ReadyChunks, UniformTable};
+use crate::balancer::rotation::RotationEntry;
 use crate::balancer::subconn::SubConn;
 use crate::balancer::{Balancer, Builder, LbConfig};
-use std::ptr::NonNull;
 use std::sync::Arc;
 
 /// The policy's name.
@@ -43,7 +43,7 @@ impl Builder for RandomBuilder {
 pub(crate) struct Random;
 
 impl ReadyPicking for Random {
-    type Entry = Entry;
+    type Entry = RotationEntry;
 
     fn configure(&mut self, _: Option<&LbConfig>) -> Result<bool, String> {
         Ok(false)
@@ -51,49 +51,43 @@ impl ReadyPicking for Random {
 
     fn members(&mut self, _: &ChildManager) {}
 
-    fn entry(&self, ready: ReadyEndpoint) -> Option<Entry> {
-        Some(Entry(ready.subconn))
+    fn entry(&self, ready: ReadyEndpoint) -> Option<RotationEntry> {
+        // SAFETY: the subchannel is one of the `keep` pool's, which every
+        // picker listing the entry holds.
+        Some(unsafe { RotationEntry::of(ready.subconn.as_ref()) })
     }
 
-    fn picker(&mut self, keep: &Arc<[Arc<SubConn>]>, ready: ReadyChunks<Entry>) -> Box<dyn Picker> {
-        Box::new(RandomPicker {
-            entries: ready,
-            _subconns: keep.clone(),
-        })
+    fn picker(
+        &mut self,
+        keep: &Arc<[Arc<SubConn>]>,
+        ready: ReadyChunks<RotationEntry>,
+    ) -> Box<dyn Picker> {
+        match UniformTable::new(ready, keep.clone()) {
+            Some(table) => Box::new(RandomPicker { table }),
+            // Never: `ReadyPicking::picker` gets a non-empty list.
+            None => Box::new(QueuePicker),
+        }
     }
 }
 
-/// A READY subchannel, a plain pointer into the picker's `_subconns`.
-#[derive(Clone, Copy)]
-pub(crate) struct Entry(NonNull<SubConn>);
-
-// SAFETY: a pointer to a `SubConn` (Send + Sync, only read), kept alive by
-// the picker that owns the entry.
-unsafe impl Send for Entry {}
-// SAFETY: as above.
-unsafe impl Sync for Entry {}
-
-/// Picks a READY endpoint uniformly at random.
+/// Picks a READY endpoint uniformly at random: readers draw from its
+/// table inline (`Picker::uniform`).
 pub(crate) struct RandomPicker {
-    /// Never empty (`ReadyPicking::picker` gets a non-empty list); chunks
-    /// shared with the policy's other pickers.
-    entries: ReadyChunks<Entry>,
-    /// Owns the subchannels the entries point to.
-    _subconns: Arc<[Arc<SubConn>]>,
+    /// Chunks shared with the policy's other pickers.
+    table: UniformTable,
 }
 
 impl Picker for RandomPicker {
     #[inline]
     fn pick<'a>(&'a self, _: &PickInfo<'_>, local: &mut PickLocal) -> PickResult<'a> {
-        match self.entries.get(local.random_below(self.entries.len())) {
-            Some(Entry(sc)) => PickResult::Complete {
-                // SAFETY: one of `_subconns`', alive as long as `self`.
-                subconn: unsafe { sc.as_ref() },
-                done: DoneHooks::NONE,
-            },
-            // Never: a picker has at least one entry (no panic here anyway).
-            None => PickResult::Queue,
+        PickResult::Complete {
+            subconn: self.table.pick(local),
+            done: DoneHooks::NONE,
         }
+    }
+
+    fn uniform(&self) -> Option<&UniformTable> {
+        Some(&self.table)
     }
 }
 

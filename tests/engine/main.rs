@@ -7,6 +7,7 @@ mod lifecycle;
 mod orca;
 mod pick;
 mod pick_first;
+mod random;
 mod round_robin;
 mod stress;
 mod support;
