@@ -323,7 +323,9 @@
 //! runs child policies (one per endpoint, or by any name);
 //! [`RotationBuilder`](balancer::rotation::RotationBuilder) makes the
 //! chunked rotations that readers pick from inline, wait-free, rebuilding
-//! only what changed; [`DoneHooks`] lets a wrapping picker add its done hook
+//! only what changed; [`StrideSchedule`](balancer::stride::StrideSchedule)
+//! (weighted) and [`UniformTable`](balancer::UniformTable) (random) are
+//! the other tables readers pick from inline; [`DoneHooks`] lets a wrapping picker add its done hook
 //! after its child's; and
 //! [`TestClientConn`](balancer::testing::TestClientConn) unit-tests a policy
 //! without a loop. `tests/toolkit.rs` builds a policy from these parts using

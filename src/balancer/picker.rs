@@ -255,8 +255,7 @@ pub trait Picker: Send + Sync + 'static {
     /// If this picker is a static stride schedule (each pick carries only
     /// its entry's load hook), that schedule: readers then run it inline
     /// without calling `pick`, which must pick as the schedule does. A
-    /// policy builds one with
-    /// [`StrideSchedule`](crate::balancer::stride::StrideSchedule).
+    /// policy builds one with [`StrideSchedule::new`].
     fn schedule(&self) -> Option<&StrideSchedule> {
         None
     }
