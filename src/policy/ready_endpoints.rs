@@ -374,13 +374,9 @@ mod tests {
     /// entries, however many endpoints there are (a picker copying every
     /// entry, as before, copies up to `n` and fails this from the 513th).
     #[test]
+    #[cfg_attr(miri, ignore = "thousands of reports: minutes under Miri")]
     fn each_ready_change_copies_at_most_two_chunks() {
-        // Under Miri fewer (slow there), still past the bound for a full copy.
-        const N: usize = if cfg!(miri) {
-            2 * CHUNK + 10
-        } else {
-            6 * CHUNK + 10
-        };
+        const N: usize = 6 * CHUNK + 10;
         let (mut cc, mut lr, ids) = over(LeastRequest::default(), N);
         let bound = 2 * CHUNK as u64;
         let mut copied = lr.table.copied();
@@ -412,9 +408,10 @@ mod tests {
     /// Uniform over the READY set when it spans several chunks and has had
     /// entries swap-removed from the middle: 700 endpoints, every third one
     /// failed after all were READY; 100 picks per READY endpoint on average
-    /// pass a chi-square test (far tail of 466 degrees of freedom; 20 per
-    /// endpoint under Miri), and no pick goes to a failed one.
+    /// pass a chi-square test (far tail of 466 degrees of freedom), and no
+    /// pick goes to a failed one.
     #[test]
+    #[cfg_attr(miri, ignore = "tens of thousands of picks: minutes under Miri")]
     fn random_stays_uniform_across_chunks_after_removals() {
         const N: usize = 700;
         let (mut cc, mut random, ids) = over(Random, N);
@@ -425,7 +422,7 @@ mod tests {
             cc.set_state(&mut random, *id, TransientFailure);
         }
         let ready = N - N.div_ceil(3);
-        let picks = if cfg!(miri) { 20 } else { 100 } * ready;
+        let picks = 100 * ready;
         let mut counts = vec![0usize; N];
         let index: std::collections::HashMap<SubConnId, usize> =
             ids.iter().enumerate().map(|(i, id)| (*id, i)).collect();
