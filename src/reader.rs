@@ -143,7 +143,10 @@ impl Reader {
             inline_generation: NO_ROTATION,
             picker: PickerPtr::placeholder(),
             local,
-            ref_hooks: RefHooks(NO_HOOKS),
+            ref_hooks: RefHooks {
+                hooks: NO_HOOKS,
+                load_only: false,
+            },
             methods: (
                 shared.methods.generation(),
                 Arc::clone(&shared.methods.load()),
@@ -204,6 +207,25 @@ impl Reader {
                 done: None,
             });
         }
+        if self.inline_is_current() {
+            let (listed, hook) = self.pick_inline();
+            let done = match hook {
+                Some(hook) => {
+                    // A schedule's hook hears only dones with load.
+                    self.ref_hooks = RefHooks {
+                        hooks: hooks_of(hook),
+                        load_only: true,
+                    };
+                    Some(&self.ref_hooks)
+                }
+                None => None,
+            };
+            // SAFETY: as above.
+            return Ok(PickRef {
+                subconn: unsafe { listed.ptr().as_ref() },
+                done,
+            });
+        }
         self.try_pick_ref_slow(info)
     }
 
@@ -212,7 +234,10 @@ impl Reader {
     #[inline(never)]
     fn try_pick_ref_slow(&mut self, info: &PickInfo<'_>) -> Result<PickRef<'_>, PickError> {
         let (subconn, done) = self.choose_slow(info)?;
-        self.ref_hooks = RefHooks(done);
+        self.ref_hooks = RefHooks {
+            hooks: done,
+            load_only: false,
+        };
         // SAFETY: as in `try_pick_ref`; the hooks point into the same table.
         Ok(PickRef {
             subconn: unsafe { subconn.as_ref() },
@@ -793,7 +818,11 @@ impl Cursor {
 const NO_ROTATION: u64 = u64::MAX;
 
 /// A `PickRef`'s done hooks, kept in its reader.
-struct RefHooks(RawHooks);
+struct RefHooks {
+    hooks: RawHooks,
+    /// A schedule's load hook: told only a done that carries load.
+    load_only: bool,
+}
 
 // SAFETY: the hooks point into the picker of the table the reader's cache
 // keeps alive (they are `Send + Sync`), and are read only through the
@@ -815,7 +844,12 @@ impl<'r> PickRef<'r> {
 
     /// Reports the RPC's outcome to the policy: every done hook the pick
     /// carries, innermost first (see `DoneHooks`).
+    #[inline]
     pub fn done(mut self, info: &DoneInfo<'_>) {
+        if self.done.is_some_and(|h| h.load_only) && info.load.is_empty() {
+            self.done = None;
+            return;
+        }
         self.report(info);
     }
 
@@ -824,16 +858,17 @@ impl<'r> PickRef<'r> {
         if let Some(hooks) = self.done.take() {
             // SAFETY: the hooks point into the table the borrowed reader
             // keeps alive for `'r`.
-            unsafe { DoneHooks::from_raw(hooks.0) }.report(self.subconn, info);
+            unsafe { DoneHooks::from_raw(hooks.hooks) }.report(self.subconn, info);
         }
     }
 }
 
 impl Drop for PickRef<'_> {
-    /// Like `Pick`: a pick dropped without `done` reports so.
+    /// Like `Pick`: a pick dropped without `done` reports so (not to a
+    /// load hook: a dropped pick reports no load).
     #[inline]
     fn drop(&mut self) {
-        if self.done.is_some() {
+        if self.done.is_some_and(|h| !h.load_only) {
             self.report(&DROPPED);
         }
     }
