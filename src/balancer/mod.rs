@@ -4,6 +4,7 @@
 //! thread, one at a time, and may call back into the `ClientConn` freely.
 
 pub mod child_manager;
+pub mod done;
 pub mod graceful_switch;
 pub mod pick_local;
 pub mod picker;

@@ -11,7 +11,7 @@
 //! in each reader (`PickLocal::sequence`), not in the schedule, so picking
 //! writes nothing shared.
 
-use crate::balancer::picker::DoneHook;
+use crate::balancer::done::DoneHook;
 use crate::balancer::rotation::RotationEntry;
 use crate::balancer::subconn::SubConn;
 use std::ptr::NonNull;

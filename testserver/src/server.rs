@@ -13,7 +13,7 @@ use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::sync::{mpsc, oneshot, watch};
 
 use crate::handler::handle;
-use crate::options::{Listen, OrcaLoad, ServerOptions, Shared};
+use crate::options::{Listen, OrcaLoad, ServerOptions, Shared, DEFAULT_ORCA_MIN_INTERVAL};
 use crate::tls::tls_acceptor;
 use crate::wire;
 
@@ -76,9 +76,7 @@ impl TestServer {
             resets: AtomicU64::new(0),
             last_authority: std::sync::Mutex::new(None),
             no_orca: opts.no_orca,
-            orca_min_interval: opts
-                .orca_min_interval
-                .unwrap_or(crate::options::DEFAULT_ORCA_MIN_INTERVAL),
+            orca_min_interval: opts.orca_min_interval.unwrap_or(DEFAULT_ORCA_MIN_INTERVAL),
             oob_load: std::sync::Mutex::new(OrcaLoad::default()),
             call_load: std::sync::Mutex::new(None),
             orca_streams: AtomicU64::new(0),

@@ -68,7 +68,7 @@ pub fn decode_health_request(mut buf: &[u8]) -> Option<String> {
 
 /// `xds.data.orca.v3.OrcaLoadReport` with `load`'s fields (doubles are
 /// fixed64; proto3 leaves zeros out).
-pub fn encode_orca_report(load: &crate::OrcaLoad) -> Vec<u8> {
+pub fn encode_orca_report(load: &crate::options::OrcaLoad) -> Vec<u8> {
     let mut out = Vec::new();
     for (field, value) in [
         (1u8, load.cpu_utilization),
@@ -192,7 +192,7 @@ mod tests {
         assert_eq!(base64(b"fo"), "Zm8=");
         assert_eq!(base64(b"foo"), "Zm9v");
         assert_eq!(base64(&[0xfb, 0xff]), "+/8=");
-        let load = crate::OrcaLoad {
+        let load = crate::options::OrcaLoad {
             cpu_utilization: 0.5,
             eps: 2.0,
             ..Default::default()
