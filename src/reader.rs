@@ -185,7 +185,7 @@ impl Reader {
 
     #[inline(never)]
     fn try_pick_slow(&mut self, info: &PickInfo<'_>) -> Result<Pick, PickError> {
-        let (subconn, done) = self.choose_slow(info)?;
+        let (subconn, done, _) = self.choose_slow(info)?;
         Ok(Pick {
             subconn,
             done,
@@ -233,10 +233,10 @@ impl Reader {
     /// (which the `PickRef` borrows), so that a `PickRef` stays two words.
     #[inline(never)]
     fn try_pick_ref_slow(&mut self, info: &PickInfo<'_>) -> Result<PickRef<'_>, PickError> {
-        let (subconn, done) = self.choose_slow(info)?;
+        let (subconn, done, load_only) = self.choose_slow(info)?;
         self.ref_hooks = RefHooks {
             hooks: done,
-            load_only: false,
+            load_only,
         };
         // SAFETY: as in `try_pick_ref`; the hooks point into the same table.
         Ok(PickRef {
@@ -326,13 +326,9 @@ impl Reader {
             let (listed, hook) = self.pick_inline();
             (listed.ptr(), NO_HOOKS, hook)
         } else {
-            let (subconn, hooks) = self.choose_slow(info)?;
-            if self.inline_is_current() {
-                // Synced to an inline table just now: a schedule's hook is
-                // a load hook.
-                (subconn, NO_HOOKS, hooks[0])
-            } else {
-                (subconn, hooks, None)
+            match self.choose_slow(info)? {
+                (subconn, hooks, true) => (subconn, NO_HOOKS, hooks[0]),
+                (subconn, hooks, false) => (subconn, hooks, None),
             }
         };
         self.kept = Kept {
@@ -362,8 +358,9 @@ impl Reader {
             let hooks = std::mem::replace(&mut self.kept.hooks, NO_HOOKS);
             report(hooks, subconn, info);
         }
+        let load_hook = self.kept.load_hook.take();
         if !info.load.is_empty() {
-            if let Some(hook) = self.kept.load_hook.take() {
+            if let Some(hook) = load_hook {
                 report(hooks_of(hook), subconn, info);
             }
         }
@@ -378,6 +375,8 @@ impl Reader {
             self.dropped_kept();
         }
         self.kept.subconn = None;
+        // A dropped pick reports no load.
+        self.kept.load_hook = None;
     }
 
     #[cold]
@@ -440,7 +439,7 @@ impl Reader {
     /// The current picker's choice past the hit path, as pointers into the
     /// cached table.
     #[inline(always)]
-    fn choose_slow(&mut self, info: &PickInfo<'_>) -> Result<Chosen, PickError> {
+    fn choose_slow(&mut self, info: &PickInfo<'_>) -> Result<Choice, PickError> {
         // The cache may move to another table below: a kept pick's hooks
         // must hear of it while theirs is still alive.
         self.drop_kept();
@@ -451,17 +450,23 @@ impl Reader {
             self.shared.note_pick();
         }
         if self.rotation_generation != NO_ROTATION {
-            return Ok((self.rotate().ptr(), NO_HOOKS));
+            return Ok((self.rotate().ptr(), NO_HOOKS, false));
         }
         if self.inline_generation != NO_ROTATION {
             let (listed, hook) = self.pick_inline();
-            return Ok((listed.ptr(), hook.map_or(NO_HOOKS, hooks_of)));
+            return Ok((
+                listed.ptr(),
+                hook.map_or(NO_HOOKS, hooks_of),
+                hook.is_some(),
+            ));
         }
         // SAFETY: synced just now or at this generation: the picker of the
         // cached table, which the cache keeps alive while `self` is borrowed.
         let picker = unsafe { self.picker.0.as_ref() };
         match picker.pick(info, &mut self.local) {
-            PickResult::Complete { subconn, done } => Ok((NonNull::from(subconn), done.raw())),
+            PickResult::Complete { subconn, done } => {
+                Ok((NonNull::from(subconn), done.raw(), false))
+            }
             other => Err(self.not_picked(other)),
         }
     }
@@ -642,6 +647,10 @@ impl Drop for Reader {
 }
 
 type Chosen = (NonNull<SubConn>, RawHooks);
+
+/// What `choose_slow` chose: the subchannel, its done hooks, and whether
+/// they are a schedule's load hook (told only dones that carry load).
+type Choice = (NonNull<SubConn>, RawHooks, bool);
 
 /// A pointer to the picker of the table a reader caches (see
 /// `Reader::picker`).
