@@ -103,6 +103,9 @@ pub struct StrideSchedule {
     /// An entry of the largest weight: the stride test always takes it, so
     /// a pick ends within `n` steps.
     heaviest: usize,
+    /// Every weight is the largest (no weights yet, or all equal): the
+    /// stride test would take every entry, so a pick just steps on.
+    unweighted: bool,
 }
 
 impl StrideSchedule {
@@ -126,10 +129,12 @@ impl StrideSchedule {
             })
             .collect();
         let heaviest = (0..n).max_by_key(|i| strides[*i].weight).unwrap_or(0);
+        let unweighted = strides.iter().all(|s| s.skip_below == 0);
         Some(StrideSchedule {
             strides,
             entries,
             heaviest,
+            unweighted,
         })
     }
 
@@ -178,6 +183,12 @@ impl StrideSchedule {
             // Left by another schedule: start anywhere.
             i %= n;
             gen %= u32::from(MAX_WEIGHT);
+        }
+        if self.unweighted {
+            // The test below would take `i`: the same pick, without it.
+            let next = if i + 1 == n { 0 } else { i + 1 };
+            *seq = (u64::from(gen) << 32) | u64::from(next);
+            return i as usize;
         }
         // Bounded: the heaviest entry is taken whenever it comes up.
         for _ in 0..n {

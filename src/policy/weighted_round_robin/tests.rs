@@ -628,3 +628,14 @@ fn a_weight_update_before_the_pending_rebuild_follows_the_ready_set() {
     let picks = cc.picks(30);
     assert!(!picks.contains(&Some(ids[0])) && picks.contains(&Some(ids[2])));
 }
+
+#[test]
+fn without_weights_each_cycle_visits_every_endpoint_once() {
+    let (mut cc, _wrr) = ready(3, serde_json::json!({}));
+    let picks = cc.picks(30);
+    for cycle in picks.chunks(3) {
+        let distinct: std::collections::HashSet<_> = cycle.iter().collect();
+        assert_eq!(distinct.len(), 3, "one cycle, each once: {picks:?}");
+        assert!(cycle.iter().all(Option::is_some));
+    }
+}
