@@ -3,40 +3,10 @@
 //! follows the READY set as it changes.
 
 use crate::support::*;
-use std::collections::HashMap;
 use switchyard::ConnectivityState::*;
 use switchyard::*;
 
 const RANDOM: &str = r#"{"loadBalancingConfig":[{"random":{}}]}"#;
-
-/// How `n` picks of one kind split over the backends.
-fn split(r: &mut Reader, kind: &str, n: usize) -> HashMap<String, usize> {
-    let mut seen: HashMap<String, usize> = HashMap::new();
-    let info = PickInfo::default();
-    for _ in 0..n {
-        let addr = match kind {
-            "owned" => {
-                let pick = r.try_pick(&info).unwrap();
-                let addr = pick.subconn().addr().to_string();
-                pick.done(&DoneInfo::OK);
-                addr
-            }
-            "borrowed" => {
-                let pick = r.try_pick_ref(&info).unwrap();
-                let addr = pick.subconn().addr().to_string();
-                pick.done(&DoneInfo::OK);
-                addr
-            }
-            _ => {
-                let addr = r.try_pick_kept(&info).unwrap().addr().to_string();
-                assert!(r.finish_kept(&DoneInfo::OK));
-                addr
-            }
-        };
-        *seen.entry(addr).or_default() += 1;
-    }
-    seen
-}
 
 #[test]
 fn every_kind_of_pick_spreads_evenly_over_the_ready_endpoints() {
@@ -53,8 +23,8 @@ fn every_kind_of_pick_spreads_evenly_over_the_ready_endpoints() {
     // The policy rebuilds its picker in a `work` it queued behind the reports.
     ch.sync().unwrap();
     let mut r = ch.reader();
-    for kind in ["owned", "borrowed", "kept"] {
-        let seen = split(&mut r, kind, 6000);
+    for kind in PICK_KINDS {
+        let seen = split_by_kind(&mut r, kind, 6000, |_| Vec::new());
         assert_eq!(seen.len(), 3, "{kind}: READY endpoints only: {seen:?}");
         assert!(
             seen.values().all(|n| (1700..=2300).contains(n)),
@@ -64,8 +34,8 @@ fn every_kind_of_pick_spreads_evenly_over_the_ready_endpoints() {
     // b:1 leaves READY: the next picks (a new table) never land on it.
     report(&ch, &host, &["b:1"], TransientFailure);
     ch.sync().unwrap();
-    for kind in ["owned", "borrowed", "kept"] {
-        let seen = split(&mut r, kind, 2000);
+    for kind in PICK_KINDS {
+        let seen = split_by_kind(&mut r, kind, 2000, |_| Vec::new());
         assert_eq!(seen.len(), 2, "{kind}: {seen:?}");
         assert!(!seen.contains_key("b:1"), "{kind}: {seen:?}");
     }

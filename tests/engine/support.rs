@@ -156,3 +156,55 @@ pub fn pick_addr(r: &mut switchyard::Reader) -> String {
     let p = r.try_pick(&switchyard::PickInfo::default()).expect("pick");
     p.subconn().addr().to_string()
 }
+
+/// The three ways a `Reader` picks: an owned `Pick`, a borrowed `PickRef`,
+/// a pick kept in the reader.
+pub const PICK_KINDS: [&str; 3] = ["owned", "borrowed", "kept"];
+
+/// How `n` picks of one kind (`PICK_KINDS`) split over the backends, each
+/// finished OK with the load `load` gives for its backend's address.
+pub fn split_by_kind(
+    r: &mut switchyard::Reader,
+    kind: &str,
+    n: usize,
+    load: impl Fn(&str) -> Vec<(&'static str, f64)>,
+) -> HashMap<String, usize> {
+    use switchyard::{DoneInfo, PickInfo};
+    let mut seen: HashMap<String, usize> = HashMap::new();
+    let info = PickInfo::default();
+    for _ in 0..n {
+        let addr = match kind {
+            "owned" => {
+                let pick = r.try_pick(&info).unwrap();
+                let addr = pick.subconn().addr().to_string();
+                let load = load(&addr);
+                pick.done(&DoneInfo {
+                    load: &load,
+                    ..DoneInfo::OK
+                });
+                addr
+            }
+            "borrowed" => {
+                let pick = r.try_pick_ref(&info).unwrap();
+                let addr = pick.subconn().addr().to_string();
+                let load = load(&addr);
+                pick.done(&DoneInfo {
+                    load: &load,
+                    ..DoneInfo::OK
+                });
+                addr
+            }
+            _ => {
+                let addr = r.try_pick_kept(&info).unwrap().addr().to_string();
+                let load = load(&addr);
+                assert!(r.finish_kept(&DoneInfo {
+                    load: &load,
+                    ..DoneInfo::OK
+                }));
+                addr
+            }
+        };
+        *seen.entry(addr).or_default() += 1;
+    }
+    seen
+}

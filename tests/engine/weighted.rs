@@ -33,44 +33,6 @@ fn ready(host: &std::sync::Arc<Host>, rt: &Runtime) -> Channel {
     ch
 }
 
-/// How `n` picks of one kind split, each finished with its backend's load.
-fn split(r: &mut Reader, kind: &str, n: usize) -> HashMap<String, usize> {
-    let mut seen: HashMap<String, usize> = HashMap::new();
-    let info = PickInfo::default();
-    for _ in 0..n {
-        let addr = match kind {
-            "owned" => {
-                let pick = r.try_pick(&info).unwrap();
-                let addr = pick.subconn().addr().to_string();
-                pick.done(&DoneInfo {
-                    load: &load(&addr),
-                    ..DoneInfo::OK
-                });
-                addr
-            }
-            "borrowed" => {
-                let pick = r.try_pick_ref(&info).unwrap();
-                let addr = pick.subconn().addr().to_string();
-                pick.done(&DoneInfo {
-                    load: &load(&addr),
-                    ..DoneInfo::OK
-                });
-                addr
-            }
-            _ => {
-                let addr = r.try_pick_kept(&info).unwrap().addr().to_string();
-                assert!(r.finish_kept(&DoneInfo {
-                    load: &load(&addr),
-                    ..DoneInfo::OK
-                }));
-                addr
-            }
-        };
-        *seen.entry(addr).or_default() += 1;
-    }
-    seen
-}
-
 /// a:1's share of `seen`.
 fn share(seen: &HashMap<String, usize>) -> f64 {
     let total: usize = seen.values().sum();
@@ -80,18 +42,18 @@ fn share(seen: &HashMap<String, usize>) -> f64 {
 #[test]
 #[cfg_attr(miri, ignore = "waits for the policy's real-time weight updates")]
 fn every_kind_of_pick_reports_load_and_follows_the_weights() {
-    for kind in ["owned", "borrowed", "kept"] {
+    for kind in PICK_KINDS {
         let (host, rt) = (Host::new(), Runtime::new().unwrap());
         let ch = ready(&host, &rt);
         let mut r = ch.reader();
         // No weight yet: an even split.
-        let even = split(&mut r, kind, 1000);
+        let even = split_by_kind(&mut r, kind, 1000, |a| load(a).to_vec());
         assert!((share(&even) - 0.5).abs() < 0.02, "{kind}: {even:?}");
         // Weights 1000 : 333 once the loop recomputes them (every 0.1 s),
         // from the load reported through this kind of pick's done alone.
         let deadline = Instant::now() + Duration::from_secs(10);
         let weighted = loop {
-            let seen = split(&mut r, kind, 4000);
+            let seen = split_by_kind(&mut r, kind, 4000, |a| load(a).to_vec());
             if (share(&seen) - 0.75).abs() < 0.02 {
                 break seen;
             }
@@ -115,21 +77,6 @@ fn a_kept_pick_done_without_load_leaves_the_weights_alone() {
         assert!(r.finish_kept(&DoneInfo::OK));
     }
     std::thread::sleep(Duration::from_millis(300));
-    let seen = split_plain(&mut r, 3000);
+    let seen = split_by_kind(&mut r, "kept", 3000, |_| Vec::new());
     assert_eq!(seen["a:1"], seen["b:1"], "no load, no weights: {seen:?}");
-}
-
-/// `n` kept picks finished without load, by backend.
-fn split_plain(r: &mut Reader, n: usize) -> HashMap<String, usize> {
-    let mut seen: HashMap<String, usize> = HashMap::new();
-    for _ in 0..n {
-        let addr = r
-            .try_pick_kept(&PickInfo::default())
-            .unwrap()
-            .addr()
-            .to_string();
-        assert!(r.finish_kept(&DoneInfo::OK));
-        *seen.entry(addr).or_default() += 1;
-    }
-    seen
 }
