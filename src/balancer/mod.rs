@@ -55,6 +55,12 @@ pub struct ClientConnState {
 }
 
 impl ClientConnState {
+    /// This policy's parsed config as the type its builder parsed it into
+    /// (`None`: no config, or another type).
+    pub fn config_as<T: 'static>(&self) -> Option<&T> {
+        self.config.as_ref()?.downcast_ref::<T>()
+    }
+
     /// The state for `endpoints` and `config`, with `addresses` filled in.
     pub fn new(endpoints: Vec<Endpoint>, config: Option<LbConfig>) -> ClientConnState {
         let addresses = endpoints

@@ -224,9 +224,7 @@ impl Balancer for PickFirst {
     ) -> Result<(), String> {
         self.cancel_timer(cc);
         let config = state
-            .config
-            .as_ref()
-            .and_then(|c| c.downcast_ref::<PickFirstConfig>())
+            .config_as::<PickFirstConfig>()
             .copied()
             .unwrap_or_default();
         if state.addresses.is_empty() {

@@ -365,9 +365,7 @@ impl Balancer for RingHash {
         state: ClientConnState,
     ) -> Result<(), String> {
         let config = state
-            .config
-            .as_ref()
-            .and_then(|c| c.downcast_ref::<RingHashConfig>())
+            .config_as::<RingHashConfig>()
             .cloned()
             .unwrap_or_else(|| self.config.clone());
         if state.endpoints.iter().all(|e| e.addresses.is_empty()) {

@@ -327,12 +327,7 @@ impl Balancer for WeightedRoundRobin {
         cc: &mut dyn ClientConn,
         state: ClientConnState,
     ) -> Result<(), String> {
-        let config = state
-            .config
-            .as_ref()
-            .and_then(|c| c.downcast_ref::<WrrConfig>())
-            .cloned()
-            .unwrap_or_default();
+        let config = state.config_as::<WrrConfig>().cloned().unwrap_or_default();
         self.config.store(Arc::new(config));
         if state.addresses.is_empty() {
             self.stop_oob(cc);
