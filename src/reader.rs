@@ -119,6 +119,9 @@ pub struct Reader {
     /// This reader's call counters, made on its first library call (never
     /// touched by picks; see `crate::snapshot`).
     counts: Option<crate::snapshot::ReaderCounts>,
+    /// This reader's host-pick counters (empty on a channel with the
+    /// library's own connections; see `crate::snapshot`).
+    tally: crate::snapshot::ReaderTally,
     /// The service config's method settings as last seen, and the
     /// generation of the channel's `methods` slot they came with.
     methods: (u64, Arc<MethodConfigs>),
@@ -152,6 +155,7 @@ impl Reader {
                 Arc::clone(&shared.methods.load()),
             ),
             kept: Kept::NONE,
+            tally: crate::snapshot::ReaderTally::new(&shared.call_stats),
             shared,
             counts: None,
         };
@@ -166,14 +170,17 @@ impl Reader {
         // The hit path builds its `Pick` from constants and registers; the
         // slow path's result (with hooks) never merges into it by value.
         if self.rotation_is_current() {
+            let listed = self.rotate();
+            self.tally.started(listed.slot());
             return Ok(Pick {
-                subconn: self.rotate().ptr(),
+                subconn: listed.ptr(),
                 done: NO_HOOKS,
                 hold: Some(self.cache.hold()),
             });
         }
         if self.inline_is_current() {
             let (listed, hook) = self.pick_inline();
+            self.tally.started(listed.slot());
             return Ok(Pick {
                 subconn: listed.ptr(),
                 done: hook.map_or(NO_HOOKS, hooks_of),
@@ -186,6 +193,7 @@ impl Reader {
     #[inline(never)]
     fn try_pick_slow(&mut self, info: &PickInfo<'_>) -> Result<Pick, PickError> {
         let (subconn, done, _) = self.choose_slow(info)?;
+        self.count_started(subconn);
         Ok(Pick {
             subconn,
             done,
@@ -199,16 +207,19 @@ impl Reader {
     #[inline]
     pub fn try_pick_ref(&mut self, info: &PickInfo<'_>) -> Result<PickRef<'_>, PickError> {
         if self.rotation_is_current() {
-            let subconn = self.rotate().ptr();
+            let listed = self.rotate();
+            self.tally.started(listed.slot());
             // SAFETY: it points into the cached table, which cannot be
             // retired while `self` is mutably borrowed by the returned value.
             return Ok(PickRef {
-                subconn: unsafe { subconn.as_ref() },
+                subconn: unsafe { listed.ptr().as_ref() },
                 done: None,
+                tally: Some(&self.tally),
             });
         }
         if self.inline_is_current() {
             let (listed, hook) = self.pick_inline();
+            self.tally.started(listed.slot());
             let done = match hook {
                 Some(hook) => {
                     // A schedule's hook hears only dones with load.
@@ -224,6 +235,7 @@ impl Reader {
             return Ok(PickRef {
                 subconn: unsafe { listed.ptr().as_ref() },
                 done,
+                tally: Some(&self.tally),
             });
         }
         self.try_pick_ref_slow(info)
@@ -234,6 +246,7 @@ impl Reader {
     #[inline(never)]
     fn try_pick_ref_slow(&mut self, info: &PickInfo<'_>) -> Result<PickRef<'_>, PickError> {
         let (subconn, done, load_only) = self.choose_slow(info)?;
+        self.count_started(subconn);
         self.ref_hooks = RefHooks {
             hooks: done,
             load_only,
@@ -242,6 +255,7 @@ impl Reader {
         Ok(PickRef {
             subconn: unsafe { subconn.as_ref() },
             done: done[0].is_some().then_some(&self.ref_hooks),
+            tally: Some(&self.tally),
         })
     }
 
@@ -260,6 +274,7 @@ impl Reader {
         } else {
             return None;
         };
+        self.tally.started(listed.slot());
         Some((
             Pick {
                 subconn: listed.ptr(),
@@ -288,7 +303,13 @@ impl Reader {
         } else {
             return None;
         };
+        if self.kept.subconn.is_some() {
+            // The kept pick before this one, never finished: dropped.
+            self.tally.finished(self.kept.slot, false);
+        }
+        self.tally.started(listed.slot());
         self.kept.subconn = Some(listed.ptr());
+        self.kept.slot = listed.slot();
         self.kept.load_hook = load_hook;
         Some(listed)
     }
@@ -320,19 +341,25 @@ impl Reader {
 
     fn pick_kept_raw(&mut self, info: &PickInfo<'_>) -> Result<NonNull<SubConn>, PickError> {
         self.drop_kept();
-        let (subconn, hooks, load_hook) = if self.rotation_is_current() {
-            (self.rotate().ptr(), NO_HOOKS, None)
+        let (subconn, slot, hooks, load_hook) = if self.rotation_is_current() {
+            let listed = self.rotate();
+            (listed.ptr(), listed.slot(), NO_HOOKS, None)
         } else if self.inline_is_current() {
             let (listed, hook) = self.pick_inline();
-            (listed.ptr(), NO_HOOKS, hook)
+            (listed.ptr(), listed.slot(), NO_HOOKS, hook)
         } else {
-            match self.choose_slow(info)? {
-                (subconn, hooks, true) => (subconn, NO_HOOKS, hooks[0]),
-                (subconn, hooks, false) => (subconn, hooks, None),
+            let (subconn, hooks, load_only) = self.choose_slow(info)?;
+            // SAFETY: chosen from the cached table, which the cache keeps alive.
+            let slot = unsafe { subconn.as_ref() }.slot();
+            match load_only {
+                true => (subconn, slot, NO_HOOKS, hooks[0]),
+                false => (subconn, slot, hooks, None),
             }
         };
+        self.tally.started(slot);
         self.kept = Kept {
             subconn: Some(subconn),
+            slot,
             hooks,
             load_hook,
         };
@@ -354,6 +381,7 @@ impl Reader {
         let Some(subconn) = self.kept.subconn.take() else {
             return false;
         };
+        self.tally.finished(self.kept.slot, info.code == Code::Ok);
         if self.kept.reports_outcome() {
             let hooks = std::mem::replace(&mut self.kept.hooks, NO_HOOKS);
             report(hooks, subconn, info);
@@ -374,7 +402,10 @@ impl Reader {
         if self.kept.reports_outcome() {
             self.dropped_kept();
         }
-        self.kept.subconn = None;
+        if self.kept.subconn.take().is_some() {
+            // Abandoned: counted as gRPC counts a cancelled RPC.
+            self.tally.finished(self.kept.slot, false);
+        }
         // A dropped pick reports no load.
         self.kept.load_hook = None;
     }
@@ -383,7 +414,7 @@ impl Reader {
     #[inline(never)]
     fn dropped_kept(&mut self) {
         let hooks = std::mem::replace(&mut self.kept.hooks, NO_HOOKS);
-        if let Some(subconn) = self.kept.subconn.take() {
+        if let Some(subconn) = self.kept.subconn {
             report(hooks, subconn, &DROPPED);
         }
     }
@@ -508,6 +539,8 @@ impl Reader {
             (NonNull::from(chunks).cast::<Chunk>(), chunks.len())
         });
         let generation = self.cache.generation();
+        // The table's subchannels may have slots the tally does not cover.
+        self.tally.grow();
         self.picker = picker;
         self.synced_generation = generation;
         self.inline_generation = match inline {
@@ -587,9 +620,19 @@ impl Reader {
         if done[0].is_some() {
             report(done, subconn, info);
         }
+        let ok = info.code == Code::Ok;
         if let Some(hold) = hold {
-            if let Err(hold) = self.cache.give_back(hold) {
-                drop(hold);
+            match self.cache.give_back(hold) {
+                Ok(()) => {
+                    // Made by this reader (its hold was lent by this cache).
+                    // SAFETY: the cached table keeps the subchannel alive.
+                    self.tally.finished(unsafe { subconn.as_ref() }.slot(), ok);
+                }
+                Err(hold) => {
+                    // SAFETY: `hold` keeps the subchannel alive.
+                    unsafe { subconn.as_ref() }.finished_elsewhere(ok);
+                    drop(hold);
+                }
             }
         }
     }
@@ -604,6 +647,13 @@ impl Reader {
         let changed = self.cache.slot().wait_for_change(seen, deadline);
         waiting.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
         changed
+    }
+
+    /// Counts a host pick chosen past the hit path.
+    #[inline(always)]
+    fn count_started(&self, subconn: NonNull<SubConn>) {
+        // SAFETY: chosen from the cached table, which the cache keeps alive.
+        self.tally.started(unsafe { subconn.as_ref() }.slot());
     }
 
     /// This reader's call counters (library calls only, never picks).
@@ -689,6 +739,8 @@ impl PickerPtr {
 struct Kept {
     /// `None` when there is no kept pick (or it is finished).
     subconn: Option<NonNull<SubConn>>,
+    /// Its subchannel's slot (host-pick counters).
+    slot: u32,
     /// The kept pick's done hooks (`NO_HOOKS` for none or once reported).
     hooks: RawHooks,
     /// A schedule's load hook (`StrideSchedule`): told only a done that
@@ -699,6 +751,7 @@ struct Kept {
 impl Kept {
     const NONE: Kept = Kept {
         subconn: None,
+        slot: 0,
         hooks: NO_HOOKS,
         load_hook: None,
     };
@@ -843,6 +896,8 @@ pub struct PickRef<'r> {
     subconn: &'r SubConn,
     /// `None` when the pick has no done hook (every rotation pick).
     done: Option<&'r RefHooks>,
+    /// The reader's host-pick counters, until the outcome is counted.
+    tally: Option<&'r crate::snapshot::ReaderTally>,
 }
 
 impl<'r> PickRef<'r> {
@@ -855,6 +910,9 @@ impl<'r> PickRef<'r> {
     /// carries, innermost first (see `DoneHooks`).
     #[inline]
     pub fn done(mut self, info: &DoneInfo<'_>) {
+        if let Some(tally) = self.tally.take() {
+            tally.finished(self.subconn.slot(), info.code == Code::Ok);
+        }
         if self.done.is_some_and(|h| h.load_only) && info.load.is_empty() {
             self.done = None;
             return;
@@ -877,6 +935,9 @@ impl Drop for PickRef<'_> {
     /// load hook: a dropped pick reports no load).
     #[inline]
     fn drop(&mut self) {
+        if let Some(tally) = self.tally.take() {
+            tally.finished(self.subconn.slot(), false);
+        }
         if self.done.is_some_and(|h| !h.load_only) {
             self.report(&DROPPED);
         }
@@ -936,6 +997,12 @@ impl Pick {
         if self.reports_outcome() {
             self.finish(info);
         }
+        // Away from its reader (any thread): the subchannel's own counters.
+        self.subconn().finished_elsewhere(info.code == Code::Ok);
+        // Counted: the destructor only releases the hold.
+        self.done = NO_HOOKS;
+        drop(self.hold.take());
+        std::mem::forget(self);
     }
 
     #[cold]
@@ -969,9 +1036,13 @@ impl Drop for Pick {
     /// that count in-flight calls stay balanced.
     #[inline]
     fn drop(&mut self) {
-        // Inlined so that a pick without a hook costs only its hold's release.
+        // Inlined so that a pick without a hook costs only its hold's release
+        // (and its count).
         if self.reports_outcome() {
             self.dropped_without_done();
+        }
+        if self.hold.is_some() {
+            self.subconn().finished_elsewhere(false);
         }
     }
 }

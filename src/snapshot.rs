@@ -4,31 +4,48 @@
 //!
 //! # Where the counters live
 //!
-//! The pick path stays free of shared writes: picks are not counted at all.
-//! Calls are counted where the library sends them (`Reader::unary` and the
-//! loop's started calls), per *attempt*, into counters owned by the
-//! [`Reader`](crate::Reader) (or the loop's started-call table) that made
-//! them: a small map from subchannel to counts behind a mutex that only that
-//! reader's thread locks, except for the moment a snapshot reads it. An
-//! uncontended lock on a line only one thread writes costs a call about what
-//! its two `Instant::now()`s cost, and never bounces a cache line between RPC
-//! threads; a single counter per subchannel shared by all threads would.
-//! Each reader registers its counts with the channel on its first call; when
-//! it is dropped its counts are folded into the channel's retired totals.
+//! No counter costs a pick a shared write.
+//!
+//! - **Library calls** (channels with the library's own connections) are
+//!   counted where the library sends them (`Reader::unary` and the loop's
+//!   started calls), per *attempt*, into counters owned by the
+//!   [`Reader`](crate::Reader) (or the loop's started-call table) that made
+//!   them: a small map from subchannel to counts behind a mutex that only
+//!   that reader's thread locks, except for the moment a snapshot reads it.
+//!   An uncontended lock on a line only one thread writes costs a call about
+//!   what its two `Instant::now()`s cost, and never bounces a cache line
+//!   between RPC threads.
+//! - **Host picks** (channels whose host owns the transports: each pick is
+//!   one RPC on the picked subchannel, its done the outcome) are counted by
+//!   the reader that picks, in a table of its own indexed by the
+//!   subchannel's *slot* (a dense index the channel gives each subchannel):
+//!   a plain load and store of a line only that thread writes, at the pick
+//!   (started) and at its done when the done goes through the reader (kept
+//!   and borrowed picks, `Reader::finish` on the same reader). A pick
+//!   finished elsewhere (`Pick::done`, `sy_pick_done`, on any thread) counts
+//!   its outcome in its subchannel's own counters, on a line of their own.
+//!   A pick dropped without done counts as failed (CANCELLED, as gRPC counts
+//!   an abandoned RPC). Picks carry no clock: a host pick's `last_call` is
+//!   when a snapshot first saw the subchannel's started count move (so it
+//!   is exact to the interval between snapshots).
+//!
+//! Each reader registers its counts with the channel; when it is dropped its
+//! counts are folded into the channel's retired totals. A slot is given to
+//! a new subchannel only once the subchannel that had it is gone (no picker
+//! and no pick holds it), and the counts left at it then become that slot's
+//! baseline, so a new subchannel starts at zero.
 //!
 //! A snapshot is taken on the event loop ([`Channel::snapshot`] sends it a
 //! command and waits for the reply), so the subchannel list, states and
 //! errors are one consistent view; the counters are summed over the readers
 //! at that moment (each reader's entry consistent in itself).
 //!
-//! Host-transport channels (the host sends on picked subchannels) have no
-//! library calls: their counters stay zero.
-//!
 //! [`Channel::snapshot`]: crate::Channel::snapshot
 
 use crate::balancer::subconn::SubConnId;
 use crate::connectivity::ConnectivityState;
 use std::collections::{HashMap, HashSet};
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError, Weak};
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -138,6 +155,10 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 #[derive(Default)]
 pub(crate) struct CallStats {
     inner: Mutex<Registry>,
+    /// Slots given out so far (every subchannel's slot is below): how large
+    /// readers' host-pick tables must be. Raised before the subchannel is
+    /// in any published picker.
+    slots: AtomicU32,
 }
 
 #[derive(Default)]
@@ -145,6 +166,159 @@ struct Registry {
     live: Vec<Weak<Mutex<CountMap>>>,
     /// Counts of readers that are gone.
     retired: CountMap,
+    /// Every live reader's host-pick table.
+    tallies: Vec<Weak<TallyHandle>>,
+    /// Host-pick counts of readers that are gone, by slot.
+    retired_tally: Vec<[u64; 3]>,
+    /// What was counted at a slot before its current subchannel got it.
+    baseline: Vec<[u64; 3]>,
+    /// Per subchannel: its started count at the last snapshot, and when a
+    /// snapshot first saw it there (host picks' `last_call`).
+    seen: HashMap<SubConnId, (u64, SystemTime)>,
+}
+
+/// One reader's host-pick counters: `[started, succeeded, failed]` per
+/// slot, written by that reader's thread only (a relaxed load and store:
+/// single writer), read by snapshots.
+pub(crate) struct Tally {
+    cells: Box<[[AtomicU64; 3]]>,
+}
+
+const STARTED: usize = 0;
+const SUCCEEDED: usize = 1;
+const FAILED: usize = 2;
+
+impl Tally {
+    fn with_len(len: usize) -> Tally {
+        Tally {
+            cells: (0..len).map(|_| Default::default()).collect(),
+        }
+    }
+
+    fn get(&self, slot: usize) -> [u64; 3] {
+        self.cells
+            .get(slot)
+            .map_or([0; 3], |c| c.each_ref().map(|v| v.load(Ordering::Relaxed)))
+    }
+}
+
+/// Where a reader's current `Tally` is published for snapshots: replaced
+/// (never written in place by anyone but its reader) when the reader needs
+/// a larger one.
+pub(crate) struct TallyHandle {
+    table: arc_swap::ArcSwap<Tally>,
+}
+
+/// A reader's side of its host-pick counters: the table it writes, as a
+/// pointer and length at hand for the pick path.
+pub(crate) struct ReaderTally {
+    handle: Option<Arc<TallyHandle>>,
+    /// Keeps `cells` alive.
+    table: Arc<Tally>,
+    cells: std::ptr::NonNull<[AtomicU64; 3]>,
+    len: usize,
+    stats: Arc<CallStats>,
+}
+
+// SAFETY: `cells` points into `table`, which the value owns (an Arc of
+// atomics: Send + Sync); moving the value moves both.
+unsafe impl Send for ReaderTally {}
+
+impl ReaderTally {
+    /// A reader's table, empty until `grow` (readers of channels with the
+    /// library's own connections never grow it: their calls are counted
+    /// as calls).
+    pub(crate) fn new(stats: &Arc<CallStats>) -> ReaderTally {
+        let table = Arc::new(Tally::with_len(0));
+        ReaderTally {
+            handle: None,
+            cells: std::ptr::NonNull::from(&*table.cells).cast(),
+            table,
+            len: 0,
+            stats: stats.clone(),
+        }
+    }
+
+    /// Makes the table cover every slot given out so far (on a reader's
+    /// sync, never on the hit path). Registers it on first use.
+    #[cold]
+    pub(crate) fn grow(&mut self) {
+        let need = self.stats.slots.load(Ordering::Acquire) as usize;
+        if need <= self.len {
+            return;
+        }
+        let len = need.max(self.len * 2).max(16);
+        let table = Tally::with_len(len);
+        for (new, old) in table.cells.iter().zip(self.table.cells.iter()) {
+            for (n, o) in new.iter().zip(old) {
+                n.store(o.load(Ordering::Relaxed), Ordering::Relaxed);
+            }
+        }
+        let table = Arc::new(table);
+        match &self.handle {
+            // Copied before it is published: a snapshot sees the old table
+            // or the new one, each whole (only this thread writes either).
+            Some(h) => h.table.store(table.clone()),
+            None => {
+                let h = Arc::new(TallyHandle {
+                    table: arc_swap::ArcSwap::new(table.clone()),
+                });
+                lock(&self.stats.inner).tallies.push(Arc::downgrade(&h));
+                self.handle = Some(h);
+            }
+        }
+        self.cells = std::ptr::NonNull::from(&*table.cells).cast();
+        self.len = len;
+        self.table = table;
+    }
+
+    #[inline(always)]
+    fn bump(&self, slot: u32, which: usize) {
+        let slot = slot as usize;
+        if slot < self.len {
+            // SAFETY: `slot < len`, the length of `table.cells`, which
+            // `self` keeps alive.
+            let c = unsafe { &(*self.cells.as_ptr().add(slot))[which] };
+            // Single writer (this reader's thread): no read-modify-write.
+            c.store(c.load(Ordering::Relaxed).wrapping_add(1), Ordering::Relaxed);
+        }
+    }
+
+    /// A host pick handed out on the subchannel at `slot`.
+    #[inline(always)]
+    pub(crate) fn started(&self, slot: u32) {
+        self.bump(slot, STARTED);
+    }
+
+    /// A host pick at `slot` finished through this reader.
+    #[inline(always)]
+    pub(crate) fn finished(&self, slot: u32, ok: bool) {
+        self.bump(slot, if ok { SUCCEEDED } else { FAILED });
+    }
+}
+
+impl Drop for ReaderTally {
+    fn drop(&mut self) {
+        let Some(handle) = self.handle.take() else {
+            return;
+        };
+        // Folded under the registry lock, with the handle gone from the
+        // registry's view at the same time: a snapshot sees these counts
+        // in one place or the other.
+        let mut reg = lock(&self.stats.inner);
+        let table = handle.table.load_full();
+        drop(handle);
+        if reg.retired_tally.len() < table.cells.len() {
+            reg.retired_tally.resize(table.cells.len(), [0; 3]);
+        }
+        for (slot, total) in reg.retired_tally.iter_mut().enumerate() {
+            let c = table.get(slot);
+            for k in 0..3 {
+                total[k] += c[k];
+            }
+        }
+        reg.tallies.retain(|w| w.strong_count() > 0);
+    }
 }
 
 impl CallStats {
@@ -178,6 +352,54 @@ impl CallStats {
             .sum()
     }
 
+    /// A slot for a new subchannel: `reuse` (a slot whose subchannel is
+    /// gone) or the next one. What readers counted at a reused slot becomes
+    /// its baseline.
+    pub(crate) fn take_slot(&self, reuse: Option<u32>) -> u32 {
+        let Some(slot) = reuse else {
+            return self.slots.fetch_add(1, Ordering::AcqRel);
+        };
+        let mut reg = lock(&self.inner);
+        let total = reg.tally_at(slot as usize);
+        let i = slot as usize;
+        if reg.baseline.len() <= i {
+            reg.baseline.resize(i + 1, [0; 3]);
+        }
+        reg.baseline[i] = total;
+        slot
+    }
+
+    /// Host-pick counts of each `(id, slot, finished elsewhere)`, over every
+    /// reader, less the slot's baseline; `last_call` as the snapshot first
+    /// saw the count move (see the module's docs).
+    pub(crate) fn host_sum(&self, subs: &[HostSlot]) -> CountMap {
+        let now = SystemTime::now();
+        let mut reg = lock(&self.inner);
+        let mut out = CountMap::new();
+        let mut seen = HashMap::with_capacity(subs.len());
+        for sub in subs {
+            let mut c = reg.host_counts(sub);
+            c.last_call = match reg.seen.get(&sub.0) {
+                Some(&(started, at)) if started == c.started => Some(at),
+                _ if c.started == 0 => None,
+                _ => Some(now),
+            };
+            if let Some(at) = c.last_call {
+                seen.insert(sub.0, (c.started, at));
+            }
+            out.insert(sub.0, c);
+        }
+        reg.seen = seen;
+        out
+    }
+
+    /// Host picks not finished yet on the subchannels `subs`: a channel
+    /// with one is in use (idleness).
+    pub(crate) fn host_in_flight(&self, subs: &[HostSlot]) -> u64 {
+        let reg = lock(&self.inner);
+        subs.iter().map(|s| reg.host_counts(s).in_flight()).sum()
+    }
+
     /// Folds a reader's counts into the retired totals; under the registry
     /// lock, so that a snapshot sees them in one place or the other.
     fn retire(&self, map: &Mutex<CountMap>) {
@@ -186,6 +408,38 @@ impl CallStats {
         for (id, c) in &counts {
             reg.retired.entry(*id).or_default().add(c);
         }
+    }
+}
+
+/// A subchannel as host-pick counts see it: its id, its slot, and its
+/// picks finished away from their reader (succeeded, failed).
+pub(crate) type HostSlot = (SubConnId, u32, (u64, u64));
+
+impl Registry {
+    /// One subchannel's host-pick counts (no `last_call`).
+    fn host_counts(&self, &(_, slot, (ok_elsewhere, failed_elsewhere)): &HostSlot) -> Counts {
+        let i = slot as usize;
+        let total = self.tally_at(i);
+        let base = self.baseline.get(i).copied().unwrap_or([0; 3]);
+        let count = |k: usize| total[k].saturating_sub(base[k]);
+        Counts {
+            started: count(STARTED),
+            succeeded: count(SUCCEEDED) + ok_elsewhere,
+            failed: count(FAILED) + failed_elsewhere,
+            last_call: None,
+        }
+    }
+
+    /// Host-pick counts at `slot`, over live and retired readers.
+    fn tally_at(&self, slot: usize) -> [u64; 3] {
+        let mut total = self.retired_tally.get(slot).copied().unwrap_or([0; 3]);
+        for h in self.tallies.iter().filter_map(Weak::upgrade) {
+            let c = h.table.load().get(slot);
+            for k in 0..3 {
+                total[k] += c[k];
+            }
+        }
+        total
     }
 }
 
@@ -283,5 +537,57 @@ mod tests {
         assert_eq!(sum[&a].succeeded, 3);
         assert_eq!(sum[&b].started, 2);
         assert!(lock(&stats.inner).live.is_empty());
+    }
+
+    #[test]
+    fn host_picks_sum_over_readers_and_a_reused_slot_starts_at_zero() {
+        let stats = Arc::new(CallStats::default());
+        let (a, b) = (SubConnId(1), SubConnId(2));
+        let (sa, sb) = (stats.take_slot(None), stats.take_slot(None));
+        let mut r1 = ReaderTally::new(&stats);
+        let mut r2 = ReaderTally::new(&stats);
+        // Not grown: nothing is counted (a reader of a channel with the
+        // library's connections never grows).
+        r1.started(sa);
+        r1.grow();
+        r2.grow();
+        for _ in 0..3 {
+            r1.started(sa);
+            r1.finished(sa, true);
+        }
+        r1.started(sb);
+        r2.started(sb);
+        r2.finished(sb, false);
+        let subs = [(a, sa, (0, 0)), (b, sb, (2, 1))];
+        let sum = stats.host_sum(&subs);
+        assert_eq!(
+            (sum[&a].started, sum[&a].succeeded, sum[&a].in_flight()),
+            (3, 3, 0)
+        );
+        // b: 2 started here, 1 failed here; 2 + 1 finished elsewhere.
+        assert_eq!(
+            (sum[&b].started, sum[&b].succeeded, sum[&b].failed),
+            (2, 2, 2)
+        );
+        assert!(sum[&a].last_call.is_some());
+        assert_eq!(stats.host_in_flight(&subs[..1]), 0);
+        // A dropped reader's counts stay; a table grown after counting
+        // keeps what it had counted.
+        drop(r2);
+        for _ in 0..40 {
+            stats.take_slot(None);
+        }
+        r1.grow();
+        let sum = stats.host_sum(&subs);
+        assert_eq!((sum[&b].started, sum[&b].failed), (2, 2));
+        assert_eq!(sum[&a].succeeded, 3);
+        // `a`'s slot goes to a newcomer: it starts at zero.
+        let c = SubConnId(3);
+        assert_eq!(stats.take_slot(Some(sa)), sa);
+        let sum = stats.host_sum(&[(c, sa, (0, 0))]);
+        assert_eq!((sum[&c].started, sum[&c].succeeded), (0, 0));
+        assert_eq!(sum[&c].last_call, None);
+        r1.started(sa);
+        assert_eq!(stats.host_in_flight(&[(c, sa, (0, 0))]), 1);
     }
 }

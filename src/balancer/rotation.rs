@@ -114,7 +114,9 @@ pub struct RotationEntry {
     id: SubConnId,
     tag: u64,
     addr: NonNull<u8>,
-    addr_len: usize,
+    addr_len: u32,
+    /// `SubConn::slot`, at hand for the reader's host-pick counters.
+    slot: u32,
 }
 
 // SAFETY: pointers to an immutable `SubConn` and its address (Send + Sync).
@@ -139,7 +141,10 @@ impl RotationEntry {
             id: sc.id(),
             tag: sc.tag(),
             addr: NonNull::from(addr.as_bytes()).cast(),
-            addr_len: addr.len(),
+            // Addresses are short strings (checked where they are parsed);
+            // a longer one would only be cut short in a C pick's copy.
+            addr_len: u32::try_from(addr.len()).unwrap_or(u32::MAX),
+            slot: sc.slot(),
         }
     }
 
@@ -169,7 +174,13 @@ impl RotationEntry {
     /// The address string's bytes (UTF-8) and length, valid as long as the
     /// pick that returned this entry.
     pub fn addr_raw(&self) -> (NonNull<u8>, usize) {
-        (self.addr, self.addr_len)
+        (self.addr, self.addr_len as usize)
+    }
+
+    /// Where readers count the subchannel's host picks.
+    #[inline(always)]
+    pub(crate) fn slot(&self) -> u32 {
+        self.slot
     }
 }
 

@@ -99,8 +99,12 @@ impl ChannelCore {
 
     pub(crate) fn snapshot(&self) -> ChannelSnapshot {
         let subs = self.subs.snapshot();
-        let live = subs.iter().map(|s| s.id).collect();
-        let counts = self.out.shared.call_stats.sum(&live);
+        let stats = &self.out.shared.call_stats;
+        let counts = if self.out.shared.managed {
+            stats.sum(&subs.iter().map(|s| s.id).collect())
+        } else {
+            stats.host_sum(&self.subs.slots())
+        };
         ChannelSnapshot {
             target: self.out.shared.target.clone(),
             policy: self.config.policy.name().to_string(),
@@ -611,6 +615,7 @@ impl ChannelCore {
         let in_use = picked
             || shared.waiting.load(Ordering::Relaxed) > 0
             || shared.call_stats.in_flight() > 0
+            || (!shared.managed && shared.call_stats.host_in_flight(&self.subs.slots()) > 0)
             || self.calls.as_ref().is_some_and(|c| c.active());
         if in_use {
             // Every reader's next pick says so again.

@@ -185,6 +185,7 @@ impl Channel {
         });
         // IDLE until used: the first pick asks the loop to leave IDLE.
         let initial = Table::new(Box::new(idle_picker(handle.clone(), id)), 0, false);
+        let call_stats: Arc<crate::snapshot::CallStats> = Default::default();
         let shared = Arc::new(ChannelShared {
             slot: crate::sync::Arc::new(Slot::new(initial)),
             state: AtomicU8::new(ConnectivityState::Idle as u8),
@@ -194,7 +195,7 @@ impl Channel {
             seeds: AtomicU64::new(0),
             managed,
             target: target.to_string(),
-            call_stats: Default::default(),
+            call_stats: call_stats.clone(),
             methods: Slot::new(config.methods.clone()),
             picked: AtomicBool::new(false),
             waiting: Default::default(),
@@ -224,7 +225,7 @@ impl Channel {
             make_resolver,
         );
         let make = move || ChannelCore {
-            subs: SubchannelPool::new(id, connector, backoff),
+            subs: SubchannelPool::new(id, connector, backoff, (!managed).then_some(call_stats)),
             out: StatePublisher {
                 shared: core_shared,
                 seq: 0,

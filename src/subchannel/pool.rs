@@ -4,15 +4,15 @@
 
 use crate::address::Address;
 use crate::backoff::{Backoff, BackoffConfig};
-use crate::balancer::subconn::{SubConn, SubConnId};
+use crate::balancer::subconn::{SubConn, SubConnId, NO_SLOT};
 use crate::balancer::{LoadReportListener, OobListenerId, SubConnState};
 use crate::connectivity::ConnectivityState;
 use crate::connector::{Connector, ConnectorCtx, TransportEvent};
 use crate::runtime::{LoopContext, TaskId, TimerKey};
-use crate::snapshot::SubchannelSnapshot;
+use crate::snapshot::{CallStats, HostSlot, SubchannelSnapshot};
 use crate::trace;
 use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
-use std::sync::Arc;
+use std::sync::{Arc, Weak};
 use std::time::Duration;
 
 use super::health::{HealthCheck, Verdict};
@@ -46,6 +46,13 @@ pub(crate) struct SubchannelPool {
     connector: Box<dyn Connector>,
     backoff: BackoffConfig,
     next_id: u64,
+    /// Where readers count host picks (see `crate::snapshot`); `None` on a
+    /// channel with the library's own connections (its calls are counted
+    /// as calls, not picks), whose subchannels get no slot.
+    stats: Option<Arc<CallStats>>,
+    /// Slots of subchannels shut down, given to new ones once nothing
+    /// holds the old subchannel any more (oldest first).
+    freed_slots: VecDeque<(u32, Weak<SubConn>)>,
     pub(crate) pending: VecDeque<(SubConnId, SubConnState)>,
     /// A connection failed or was lost: the resolver should look again.
     pub(crate) resolve_requested: bool,
@@ -69,6 +76,7 @@ impl SubchannelPool {
         channel: TaskId,
         connector: Box<dyn Connector>,
         backoff: BackoffConfig,
+        stats: Option<Arc<CallStats>>,
     ) -> Self {
         SubchannelPool {
             channel,
@@ -76,6 +84,8 @@ impl SubchannelPool {
             connector,
             backoff,
             next_id: 1,
+            stats,
+            freed_slots: VecDeque::new(),
             pending: VecDeque::new(),
             resolve_requested: false,
             health_service: None,
@@ -91,7 +101,11 @@ impl SubchannelPool {
     pub(crate) fn create(&mut self, address: Address, env: &mut LoopContext) -> Arc<SubConn> {
         let id = SubConnId(self.next_id);
         self.next_id += 1;
-        let sc = Arc::new(SubConn::new(id, address));
+        let slot = match self.stats.clone() {
+            Some(stats) => stats.take_slot(self.reusable_slot()),
+            None => NO_SLOT,
+        };
+        let sc = Arc::new(SubConn::with_slot(id, slot, address));
         self.map.insert(
             id,
             Subchannel {
@@ -108,6 +122,19 @@ impl SubchannelPool {
         log::debug!(target: trace::SUBCHANNEL, "channel {} subchannel {} created for {}", self.channel, id.0, sc.addr());
         self.with_connector(env, |c, ctx| c.created(&sc, ctx));
         sc
+    }
+
+    /// A freed slot whose subchannel is gone, if one of the oldest few is
+    /// (bounded: a slot still held waits for a later subchannel).
+    fn reusable_slot(&mut self) -> Option<u32> {
+        for _ in 0..self.freed_slots.len().min(4) {
+            let (slot, old) = self.freed_slots.pop_front()?;
+            if old.strong_count() == 0 {
+                return Some(slot);
+            }
+            self.freed_slots.push_back((slot, old));
+        }
+        None
     }
 
     /// Starts an attempt; a no-op unless IDLE.
@@ -147,6 +174,10 @@ impl SubchannelPool {
             self.oob_owners.remove(&l);
         }
         self.with_connector(env, |c, ctx| c.shutdown(&s.sc, ctx));
+        if s.sc.slot() != NO_SLOT {
+            self.freed_slots
+                .push_back((s.sc.slot(), Arc::downgrade(&s.sc)));
+        }
         log::info!(
             target: trace::SUBCHANNEL,
             "channel {} subchannel {} {}: {} -> SHUTDOWN",
@@ -536,6 +567,15 @@ impl SubchannelPool {
         ));
         // READY starts the out-of-band stream, leaving READY stops it.
         self.sync_oob(id, env);
+    }
+
+    /// Every subchannel's id, slot and picks finished away from their
+    /// reader (host-pick counts).
+    pub(crate) fn slots(&self) -> Vec<HostSlot> {
+        self.map
+            .values()
+            .map(|s| (s.sc.id(), s.sc.slot(), s.sc.finished_elsewhere_counts()))
+            .collect()
     }
 
     /// Every subchannel as a snapshot sees it (counters not filled in).

@@ -9,6 +9,7 @@ mod pick;
 mod pick_first;
 mod random;
 mod round_robin;
+mod snapshot;
 mod stress;
 mod support;
 mod weighted;
