@@ -2003,9 +2003,13 @@ SY_MUST_USE sy_status sy_log_set_callback(sy_log_fn callback, void *ctx, uint32_
  * (`"READY"`, ...) and `subchannels`, an array of objects with `id`,
  * `address`, `state`, `last_error` (string or null), `calls_started`,
  * `calls_succeeded`, `calls_failed`, `calls_in_flight` and
- * `last_call_unix_ms` (number or null). Calls are the library's own
- * (`sy_call_unary*`), counted per attempt; host-transport channels report
- * zeros. Any thread except inside this library's callbacks
+ * `last_call_unix_ms` (number or null). On a channel with the library's
+ * connections the calls are its own (`sy_call_unary*`), counted per attempt;
+ * on a host-transport channel each pick is a call on the picked subchannel
+ * (`sy_reader_pick`/`sy_pick`), its done the outcome (a gRPC code other than
+ * 0 fails it; a kept pick dropped by the next pick fails as cancelled),
+ * counted by the picking reader without a shared write; its
+ * `last_call_unix_ms` is when a snapshot first saw the count move. Any thread except inside this library's callbacks
  * (SY_WRONG_CONTEXT); SY_CLOSED after `sy_channel_close`.
  */
 SY_MUST_USE
