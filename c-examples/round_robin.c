@@ -6,6 +6,19 @@
 #define N_ADDRS 3
 #define N_PICKS 3000
 
+/* The sum of every number after `"key":` in a snapshot's JSON. */
+static long sum_key(const char *json, const char *key) {
+  char pat[64];
+  long sum = 0;
+  const char *at = json;
+  snprintf(pat, sizeof pat, "\"%s\":", key);
+  while ((at = strstr(at, pat)) != NULL) {
+    at += strlen(pat);
+    sum += strtol(at, NULL, 10);
+  }
+  return sum;
+}
+
 int main(void) {
   sy_runtime *rt = NULL;
   sy_channel *ch = NULL;
@@ -77,6 +90,24 @@ int main(void) {
     OK(sy_pick(reader, NULL, 0, NULL, 0, false, &r));
     CHECK(strcmp(((const backend *)r.user_data)->name, addrs[1]) != 0);
     OK(sy_pick_done(&r, 14, 5000, NULL, 0));
+  }
+
+  /* The snapshot counts the host's picks with the outcomes their dones
+   * reported; a kept pick not finished yet is in flight. */
+  {
+    sy_borrowed_pick kept;
+    char *json = NULL;
+    OK(sy_reader_pick(reader, NULL, &kept));
+    OK(sy_channel_snapshot_json(ch, &json, NULL));
+    CHECK(sum_key(json, "calls_started") == N_PICKS + 100 + 1);
+    CHECK(sum_key(json, "calls_succeeded") == N_PICKS);
+    CHECK(sum_key(json, "calls_failed") == 100);
+    CHECK(sum_key(json, "calls_in_flight") == 1);
+    sy_snapshot_json_free(json);
+    OK(sy_reader_done(reader, 14, 1000, NULL, 0)); /* UNAVAILABLE: it failed */
+    OK(sy_channel_snapshot_json(ch, &json, NULL));
+    CHECK(sum_key(json, "calls_failed") == 101 && sum_key(json, "calls_in_flight") == 0);
+    sy_snapshot_json_free(json);
   }
 
   /* A pick outlives the channel: its address and user data stay valid. */

@@ -456,16 +456,19 @@ pub extern "C" fn sy_reader_done(
 ) -> sy_status {
     // The hit path: a pick without done hooks (every rotation pick), so
     // there is nothing to tell and no code of the policy's to guard.
-    // SAFETY: as in `sy_reader_pick`.
-    if !reader.is_null()
-        && metrics_len == 0
-        && Code::from_u32(grpc_code).is_some()
-        && unsafe { magic(reader) } == LIVE
-    {
-        // SAFETY: live, so nothing up the stack borrows it.
-        let r = &mut unsafe { value_mut(reader) }.reader;
-        if !r.kept_reports_outcome() && r.finish_kept(&DoneInfo::OK) {
-            return sy_status::SY_OK;
+    if let Some(code) = Code::from_u32(grpc_code) {
+        // SAFETY: as in `sy_reader_pick`.
+        if !reader.is_null() && metrics_len == 0 && unsafe { magic(reader) } == LIVE {
+            // SAFETY: live, so nothing up the stack borrows it.
+            let r = &mut unsafe { value_mut(reader) }.reader;
+            // The code still counts (snapshots).
+            let info = DoneInfo {
+                code,
+                ..DoneInfo::OK
+            };
+            if !r.kept_reports_outcome() && r.finish_kept(&info) {
+                return sy_status::SY_OK;
+            }
         }
     }
     // SAFETY: forwarded contract.
@@ -852,8 +855,14 @@ pub extern "C" fn sy_pick_done(
     let pick = unsafe { take_pick(token, words) };
     if pick.reports_outcome() {
         report(pick, code, latency_ns);
+    } else {
+        // No hook to tell: the outcome is only counted (snapshots), and
+        // the pick's hold released.
+        pick.done(&DoneInfo {
+            code,
+            ..DoneInfo::OK
+        });
     }
-    // Otherwise dropping the pick (its hold) is all there is to do.
     sy_status::SY_OK
 }
 
