@@ -395,6 +395,23 @@ impl Reader {
         true
     }
 
+    /// `finish_kept` for a done without load, when the kept pick has no
+    /// hooks (`!kept_reports_outcome()`): only counts it (`ok`: its code
+    /// is OK). With hooks, it does not finish the pick and says false.
+    #[inline(always)]
+    pub fn finish_kept_quietly(&mut self, ok: bool) -> bool {
+        if self.kept.reports_outcome() {
+            return false;
+        }
+        let Some(_) = self.kept.subconn.take() else {
+            return false;
+        };
+        self.tally.finished(self.kept.slot, ok);
+        // A done without load: a schedule's load hook hears nothing.
+        self.kept.load_hook = None;
+        true
+    }
+
     /// Reports a kept pick that was never finished as dropped, before the
     /// table its hooks point into may go.
     #[inline(always)]

@@ -462,11 +462,7 @@ pub extern "C" fn sy_reader_done(
             // SAFETY: live, so nothing up the stack borrows it.
             let r = &mut unsafe { value_mut(reader) }.reader;
             // The code still counts (snapshots).
-            let info = DoneInfo {
-                code,
-                ..DoneInfo::OK
-            };
-            if !r.kept_reports_outcome() && r.finish_kept(&info) {
+            if r.finish_kept_quietly(code == Code::Ok) {
                 return sy_status::SY_OK;
             }
         }
