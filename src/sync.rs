@@ -3,7 +3,9 @@
 //! tokio / crossbeam pattern). The protocols between the loop and RPC threads
 //! (`publish`: publish / refresh / retire, wait / wake, release) use it; other
 //! shared state (the channel's published state word, subchannels' transport
-//! handles) is single atomics or locks that need no model.
+//! handles, readers' host-pick counters: single-writer atomics whose table is
+//! handed to snapshots through an `ArcSwap`) is single atomics or locks that
+//! need no model.
 
 #[cfg(loom)]
 pub(crate) use loom::sync::{
