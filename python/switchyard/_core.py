@@ -639,6 +639,22 @@ class Channel(_Owned):
         """A new Reader (for picks on a host transport channel)."""
         return Reader(self)
 
+    def snapshot(self):
+        """What the channel is doing now, as gRPC's channelz shows it: a dict
+        with `target`, `policy`, `state` ("READY", ...) and `subchannels`, each
+        with `id`, `address`, `state`, `last_error`, `calls_started`,
+        `calls_succeeded`, `calls_failed`, `calls_in_flight` and
+        `last_call_unix_ms`. Calls are the library's own on its connections;
+        on a host-transport channel, the host's picks with the outcomes their
+        done() reported."""
+        out = C.c_void_p()
+        with self._use() as ptr:
+            check(lib.sy_channel_snapshot_json(ptr, C.byref(out), None))
+        try:
+            return json.loads(C.string_at(out).decode())
+        finally:
+            lib.sy_snapshot_json_free(out)
+
     # -- the host as resolver and transport --
     def update_addresses(self, addresses):
         """Replaces the address list: each an "ip:port" string, or a tuple

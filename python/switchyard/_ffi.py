@@ -224,6 +224,8 @@ SIGNATURES = {
     "sy_channel_state": (u32, [P, C.POINTER(u32)]),
     "sy_channel_wait_for_state_change": (u32, [P, u32, u64, C.POINTER(u32)]),
     "sy_channel_sync": (u32, [P]),
+    "sy_channel_snapshot_json": (u32, [P, C.POINTER(C.c_void_p), C.POINTER(sz)]),
+    "sy_snapshot_json_free": (None, [C.c_void_p]),
     "sy_channel_close": (u32, [P]),
     "sy_channel_free": (None, [P]),
     "sy_reader_new": (u32, [P, PP]),

@@ -100,6 +100,14 @@ def test_host_transport_pick_and_done(backends):
             with reader.pick(timeout=10):
                 raise sy.RpcError(sy.StatusCode.INTERNAL, "host send failed")
 
+        # The snapshot counts the host's picks and their outcomes.
+        subs = ch.snapshot()["subchannels"]
+        assert sum(s["calls_started"] for s in subs) == 32
+        assert sum(s["calls_succeeded"] for s in subs) == 30
+        assert sum(s["calls_failed"] for s in subs) == 2
+        assert all(s["calls_in_flight"] == 0 for s in subs)
+        assert all(s["state"] == "READY" for s in subs)
+
         ch.close()
         assert sorted(host.shut) == sorted(i for i, _, _ in host.created)
         with pytest.raises(sy.ChannelClosed):
