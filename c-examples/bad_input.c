@@ -424,6 +424,14 @@ int main(void) {
   host_wait_connects(&h, 1);
   OK(sy_channel_report_subconn_state(ch, host_id(&h, "127.9.0.1:1"), SY_STATE_READY, NULL));
   OK(sy_channel_sync(ch));
+  {
+    /* A request hash without has_request_hash is refused (as sy_call_options
+     * refuses it), with a subchannel ready to pick. */
+    sy_pick_request req = {0};
+    sy_borrowed_pick kept;
+    req.request_hash = 42;
+    EXPECT(sy_reader_pick(reader, &req, &kept), SY_INVALID_ARGUMENT);
+  }
   OK(sy_pick(reader, NULL, 0, NULL, 0, false, &r));
   EXPECT(sy_pick_done(&r, 17, 0, NULL, 0), SY_INVALID_ARGUMENT); /* unknown gRPC code */
   EXPECT(sy_pick_done(&r, 0, 0, NULL, 1), SY_NULL_PARAMETER);

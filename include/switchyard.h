@@ -846,6 +846,10 @@ typedef struct sy_reader sy_reader;
  * What an RPC tells `sy_reader_pick`. Zero-initialize it (`= {0}`), then
  * set what applies; a NULL request means all zero: no method, no hash,
  * `SY_NO_WAIT`.
+ *
+ * A `request_hash` set (non-zero) without `has_request_hash` is refused
+ * with SY_INVALID_ARGUMENT rather than silently ignored, whatever the
+ * policy (as in `sy_call_options`).
  */
 typedef struct sy_pick_request {
   /**
