@@ -267,6 +267,97 @@ mod tls {
         plain.stop();
     }
 
+    /// `sy_channel_new_insecure` is the plaintext channel in one call: it
+    /// reaches a plaintext server with the service config's policy, and
+    /// refuses bad input without writing `*out`.
+    #[test]
+    #[cfg_attr(miri, ignore = "real sockets and TLS (ring's C): not under Miri")]
+    fn insecure_channel_in_one_call() {
+        let plain = TestServer::start(
+            Listen::Tcp("127.0.0.1:0".parse().unwrap()),
+            ServerOptions::default(),
+        )
+        .unwrap();
+        let mut rt = ptr::null_mut();
+        ok(sy_runtime_new(&mut rt));
+        let target = std::ffi::CString::new(format!("ipv4:127.0.0.1:{}", plain.port())).unwrap();
+        let config = c"{\"loadBalancingConfig\":[{\"round_robin\":{}}]}";
+        let mut ch = ptr::null_mut();
+        ok(sy_channel_new_insecure(
+            rt,
+            target.as_ptr(),
+            config.as_ptr(),
+            &mut ch,
+        ));
+        let mut r = ptr::null_mut();
+        ok(sy_reader_new(ch, &mut r));
+        let mut resp = ptr::null_mut();
+        let options = sy_call_options {
+            timeout_ms: 5000,
+            has_timeout: true,
+            ..Default::default()
+        };
+        ok(sy_call_unary(
+            r,
+            METHOD.as_ptr().cast(),
+            METHOD.len(),
+            b"hi".as_ptr(),
+            2,
+            &options,
+            &mut resp,
+        ));
+        // SAFETY: a live buffer of sy_buffer_len bytes.
+        let body = unsafe { std::slice::from_raw_parts(sy_buffer_data(resp), sy_buffer_len(resp)) };
+        assert!(body.starts_with(b"hi|port="), "{body:?}");
+        let mut json = ptr::null_mut();
+        ok(sy_channel_snapshot_json(ch, &mut json, ptr::null_mut()));
+        // SAFETY: a NUL-terminated string from sy_channel_snapshot_json.
+        let snapshot = unsafe { std::ffi::CStr::from_ptr(json) }
+            .to_string_lossy()
+            .into_owned();
+        sy_snapshot_json_free(json);
+        assert!(
+            snapshot.contains("\"policy\":\"round_robin\""),
+            "{snapshot}"
+        );
+        sy_buffer_free(resp);
+        sy_reader_free(r);
+        sy_channel_free(ch);
+        plain.stop();
+
+        // Bad input: refused, `*out` untouched.
+        let sentinel = ptr::NonNull::<sy_channel>::dangling().as_ptr();
+        let mut out = sentinel;
+        let bad_utf8 = c"\xff\xfe";
+        for (rt, target, want) in [
+            (ptr::null(), target.as_ptr(), sy_status::SY_NULL_PARAMETER),
+            (rt.cast_const(), ptr::null(), sy_status::SY_NULL_PARAMETER),
+            (
+                rt.cast_const(),
+                bad_utf8.as_ptr(),
+                sy_status::SY_INVALID_UTF8,
+            ),
+            (
+                rt.cast_const(),
+                c"nope:///x".as_ptr(),
+                sy_status::SY_INVALID_TARGET,
+            ),
+        ] {
+            assert_eq!(
+                sy_channel_new_insecure(rt, target, config.as_ptr(), &mut out),
+                want,
+                "{}",
+                last_error()
+            );
+            assert_eq!(out, sentinel);
+        }
+        assert_eq!(
+            sy_channel_new_insecure(rt, target.as_ptr(), config.as_ptr(), ptr::null_mut()),
+            sy_status::SY_NULL_PARAMETER
+        );
+        sy_runtime_free(rt);
+    }
+
     /// Durations from C up to u64::MAX ms are either refused when set or
     /// harmless: never an overflow (a panic) on the loop when connecting.
     #[test]
