@@ -17,6 +17,7 @@
 //! It is pure (no loop, no connector): `SubchannelPool` applies what it
 //! says (the connector calls, the retry timer).
 
+use super::stream_end::{log_unimplemented_once, reopen_at};
 use crate::backoff::{Backoff, BackoffConfig, Jitter};
 use crate::balancer::{LoadReportListener, OobListenerId};
 use crate::trace;
@@ -158,23 +159,18 @@ impl OobReports {
         };
         if code == code::UNIMPLEMENTED {
             self.phase = Phase::Unimplemented;
-            if logged_unimplemented.insert(addr.to_string()) {
-                log::warn!(
-                    target: trace::SUBCHANNEL,
-                    "{addr} does not implement xds.service.orca.v3.OpenRcaService ({message}): \
-                     no out-of-band load reports from it on this connection"
-                );
-            }
+            log_unimplemented_once(
+                logged_unimplemented,
+                trace::SUBCHANNEL,
+                addr,
+                "xds.service.orca.v3.OpenRcaService",
+                message,
+                "no out-of-band load reports from it on this connection",
+            );
             return None;
         }
         self.phase = Phase::Retrying(period);
-        let at = if self.got_report {
-            // The stream worked for a while: again at once, backoff anew.
-            self.backoff.reset();
-            now
-        } else {
-            self.backoff.next_attempt().unwrap_or(now).max(now)
-        };
+        let at = reopen_at(&mut self.backoff, self.got_report, now);
         log::info!(
             target: trace::SUBCHANNEL,
             "ORCA stream to {addr} ended (grpc status {code}: {message}); opening another"
