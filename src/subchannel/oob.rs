@@ -220,6 +220,18 @@ mod tests {
         })
     }
 
+    /// A stream with one listener (1 s period), started at the instant
+    /// returned.
+    fn streaming() -> (OobReports, Duration, Instant) {
+        let mut o = oob();
+        let p = Duration::from_secs(1);
+        o.add(OobListenerId(1), p, Arc::new(Count::default()));
+        o.sync(true);
+        let now = Instant::now();
+        o.starting(p, now, &mut || 0.5);
+        (o, p, now)
+    }
+
     fn start(p: Duration) -> Action {
         Action::Restart {
             running: false,
@@ -279,12 +291,7 @@ mod tests {
 
     #[test]
     fn unimplemented_stops_for_the_connection_and_is_logged_once() {
-        let mut o = oob();
-        let p = Duration::from_secs(1);
-        o.add(OobListenerId(1), p, Arc::new(Count::default()));
-        o.sync(true);
-        let now = Instant::now();
-        o.starting(p, now, &mut || 0.5);
+        let (mut o, p, now) = streaming();
         let mut logged = HashSet::new();
         assert_eq!(
             o.ended(code::UNIMPLEMENTED, "no", ADDR, now, &mut logged),
@@ -302,12 +309,7 @@ mod tests {
 
     #[test]
     fn an_ended_stream_is_reopened_after_the_backoff_or_at_once_after_a_report() {
-        let mut o = oob();
-        let p = Duration::from_secs(1);
-        o.add(OobListenerId(1), p, Arc::new(Count::default()));
-        o.sync(true);
-        let now = Instant::now();
-        o.starting(p, now, &mut || 0.5);
+        let (mut o, p, now) = streaming();
         let mut logged = HashSet::new();
         // No report: the backoff (1 s, no jitter) from the attempt's start.
         let at = o.ended(code::UNAVAILABLE, "gone", ADDR, now, &mut logged);
