@@ -549,9 +549,7 @@ fn publish(c: &mut Criterion, rr: &Fixture) {
 
 criterion_group! {
     name = benches;
-    config = Criterion::default()
-        .warm_up_time(Duration::from_millis(500))
-        .measurement_time(Duration::from_secs(2));
+    config = common::short_runs();
     targets = picks
 }
 criterion_main!(benches);

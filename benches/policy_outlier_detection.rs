@@ -26,7 +26,7 @@ use criterion::{criterion_group, criterion_main, Criterion};
 use std::hint::black_box;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 use switchyard::{DoneInfo, PickInfo, Reader, SubConn};
 
 /// Counting on (so every pick carries the hook); sweeps every 10 s, never
@@ -133,9 +133,7 @@ fn bench(c: &mut Criterion) {
 
 criterion_group! {
     name = benches;
-    config = Criterion::default()
-        .warm_up_time(Duration::from_millis(500))
-        .measurement_time(Duration::from_secs(2));
+    config = common::short_runs();
     targets = bench
 }
 criterion_main!(benches);

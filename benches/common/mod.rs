@@ -227,6 +227,14 @@ pub fn bench_threads(
     });
 }
 
+/// Criterion with a 0.5 s warm-up and 2 s of measurement per benchmark:
+/// enough samples for a stable median, and a full run that stays short.
+pub fn short_runs() -> criterion::Criterion {
+    criterion::Criterion::default()
+        .warm_up_time(Duration::from_millis(500))
+        .measurement_time(Duration::from_secs(2))
+}
+
 /// Pins the calling thread to one CPU (best effort; Linux only).
 pub fn pin_to(cpu: usize) {
     #[cfg(target_os = "linux")]
