@@ -108,6 +108,12 @@ static void bad_calls(sy_runtime *rt, sy_channel *host_ch) {
   /* The credentials are not optional on the short path. */
   EXPECT(sy_channel_new_simple(rt, "127.0.0.1:1", NULL, NULL, &ch), SY_NULL_PARAMETER);
   CHECK(ch == NULL);
+  /* The plaintext channel in one call checks its arguments the same way. */
+  EXPECT(sy_channel_new_insecure(NULL, "127.0.0.1:1", NULL, &ch), SY_NULL_PARAMETER);
+  EXPECT(sy_channel_new_insecure(rt, NULL, NULL, &ch), SY_NULL_PARAMETER);
+  EXPECT(sy_channel_new_insecure(rt, bad_utf8, NULL, &ch), SY_INVALID_UTF8);
+  EXPECT(sy_channel_new_insecure(rt, "127.0.0.1:1", NULL, NULL), SY_NULL_PARAMETER);
+  CHECK(ch == NULL);
   OK(sy_channel_options_new(&o));
   EXPECT(sy_channel_options_set_tls_roots_pem(o, NULL, 5), SY_NULL_PARAMETER);
   EXPECT(sy_channel_options_set_tls_roots_pem(o, (const uint8_t *)"x", huge), SY_INVALID_ARGUMENT);
