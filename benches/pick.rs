@@ -33,66 +33,32 @@
 //!   - `rr_build_publish`: building an `RrPicker` over N subchannels and
 //!     `Slot::publish`ing it (the old one is dropped inside), no loop.
 //!
-//! Worker threads are pinned one per CPU (see `Workers::new`).
+//! Worker threads are pinned one per CPU (see `common::Workers::new`).
 //!
 //! `cargo test --benches` runs each once with N = 3 and 100 only (set
 //! `PICK_BENCH_SIZES=3,100,10000` to override, in either mode).
 
-use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
-use std::collections::HashMap;
+mod common;
+
+use common::{bench_threads, sizes, HostChannel, Work, Workers};
+use criterion::{criterion_group, criterion_main, Criterion};
 use std::hint::black_box;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, Barrier, Mutex, RwLock};
+use std::sync::{Arc, Mutex, RwLock};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 use switchyard::policy::round_robin::{RrEntry, RrPicker};
 use switchyard::publish::{Cache, Slot};
 use switchyard::ConnectivityState::{Idle, Ready};
 use switchyard::{
-    Address, Channel, ChannelOptions, DoneInfo, ExternalConnector, HostTransport, PickInfo,
-    PickLocal, PickResult, Picker, Reader, Runtime, SubConn, SubConnId,
+    Channel, DoneInfo, PickInfo, PickLocal, PickResult, Picker, Reader, SubConn, SubConnId,
 };
 
 const RR: &str = r#"{"loadBalancingConfig":[{"round_robin":{}}]}"#;
 const PUBLISH_EVERY: Duration = Duration::from_millis(1);
 
-fn sizes() -> Vec<usize> {
-    if let Ok(s) = std::env::var("PICK_BENCH_SIZES") {
-        return s.split(',').map(|n| n.trim().parse().unwrap()).collect();
-    }
-    // Criterion runs a full measurement only when cargo passes `--bench`.
-    if std::env::args().any(|a| a == "--bench") {
-        vec![3, 100, 10_000]
-    } else {
-        vec![3, 100]
-    }
-}
-
 // ---------------------------------------------------------------------------
 // Channels driven through the external connector.
-
-/// The host's transport stack: remembers each address's subchannel.
-#[derive(Default)]
-struct Host {
-    subconns: Mutex<HashMap<String, Arc<SubConn>>>,
-}
-
-impl HostTransport for Host {
-    fn create(&self, sc: &Arc<SubConn>) {
-        self.subconns
-            .lock()
-            .unwrap()
-            .insert(sc.addr().to_string(), sc.clone());
-    }
-    fn connect(&self, _: &Arc<SubConn>) {}
-    fn shutdown(&self, _: &Arc<SubConn>) {}
-}
-
-impl Host {
-    fn get(&self, addr: &str) -> Arc<SubConn> {
-        self.subconns.lock().unwrap()[addr].clone()
-    }
-}
 
 /// Makes a channel publish a new picker.
 #[derive(Clone)]
@@ -131,40 +97,20 @@ impl Flipper {
     }
 }
 
+/// A channel over `n` addresses with every subchannel the policy created
+/// reported READY, and what flips it.
 struct Fixture {
-    ch: Arc<Channel>,
-    /// The subchannels picks can return, in address order.
-    ready: Vec<Arc<SubConn>>,
+    hc: HostChannel,
     flipper: Flipper,
-    _host: Arc<Host>,
-    rt: Option<Runtime>,
 }
 
 impl Fixture {
-    /// A channel over `n` addresses with every subchannel the policy created
-    /// reported READY, one report per subchannel (as a transport would).
-    fn new(rt: Runtime, n: usize, pick_first: bool) -> Fixture {
-        let host = Arc::new(Host::default());
-        let options = ChannelOptions {
-            connector: Some(Box::new(ExternalConnector::new(host.clone()))),
-            ..Default::default()
-        };
-        let config = if pick_first { None } else { Some(RR) };
-        let ch = Channel::new(&rt, "", config, options).unwrap();
-        let addrs: Vec<String> = (0..n)
-            .map(|i| format!("10.{}.{}.{}:443", i >> 16, (i >> 8) & 255, i & 255))
-            .collect();
+    fn new(n: usize, pick_first: bool) -> Fixture {
         let t0 = Instant::now();
-        ch.update_addresses(addrs.iter().map(Address::new).collect())
-            .unwrap();
-        ch.sync().unwrap();
+        let config = if pick_first { None } else { Some(RR) };
+        let mut hc = HostChannel::new(config, n);
         // pick_first attempts one address at a time: its first one wins.
-        let wanted = if pick_first { &addrs[..1] } else { &addrs[..] };
-        let ready: Vec<Arc<SubConn>> = wanted.iter().map(|a| host.get(a)).collect();
-        for sc in &ready {
-            ch.report_subconn_state(sc.id(), Ready, "").unwrap();
-        }
-        ch.sync().unwrap();
+        hc.report_ready(if pick_first { 1 } else { n });
         let policy = if pick_first {
             "pick_first"
         } else {
@@ -172,121 +118,22 @@ impl Fixture {
         };
         eprintln!(
             "SETUP {policy} n={n}: {} READY, bring-up {:.1} ms",
-            ready.len(),
+            hc.ready.len(),
             t0.elapsed().as_secs_f64() * 1e3
         );
-        assert_eq!(ch.state(), Ready);
-        let ch = Arc::new(ch);
         Fixture {
             flipper: Flipper {
-                ch: ch.clone(),
-                sc: ready[0].id(),
+                ch: hc.ch.clone(),
+                sc: hc.ready[0].id(),
                 pick_first,
             },
-            ch,
-            ready,
-            _host: host,
-            rt: Some(rt),
-        }
-    }
-}
-
-impl Drop for Fixture {
-    fn drop(&mut self) {
-        if let Some(rt) = self.rt.take() {
-            self.ch.close();
-            drop(rt);
+            hc,
         }
     }
 }
 
 // ---------------------------------------------------------------------------
-// Harness: persistent worker threads released together per sample.
-
-type Work = Box<dyn FnMut(u64) + Send>;
-
-struct Workers {
-    start: Arc<Barrier>,
-    end: Arc<Barrier>,
-    iters: Arc<AtomicU64>,
-    stop: Arc<AtomicBool>,
-    threads: Vec<JoinHandle<()>>,
-}
-
-impl Workers {
-    /// Worker `i` is pinned to CPU `i`: left alone, the scheduler sometimes
-    /// stacks two workers woken together on one CPU for a whole
-    /// measurement (seen here as 2t/1t ratios near 1.0 for every
-    /// implementation at once).
-    fn new(work: Vec<Work>) -> Workers {
-        let parties = work.len() + 1;
-        let start = Arc::new(Barrier::new(parties));
-        let end = Arc::new(Barrier::new(parties));
-        let iters = Arc::new(AtomicU64::new(0));
-        let stop = Arc::new(AtomicBool::new(false));
-        let threads = work
-            .into_iter()
-            .enumerate()
-            .map(|(cpu, mut w)| {
-                let (start, end) = (start.clone(), end.clone());
-                let (iters, stop) = (iters.clone(), stop.clone());
-                std::thread::spawn(move || {
-                    pin_to(cpu);
-                    loop {
-                        start.wait();
-                        if stop.load(Ordering::Acquire) {
-                            return;
-                        }
-                        w(iters.load(Ordering::Acquire));
-                        end.wait();
-                    }
-                })
-            })
-            .collect();
-        Workers {
-            start,
-            end,
-            iters,
-            stop,
-            threads,
-        }
-    }
-
-    /// Wall time for every worker to do `iters` operations.
-    fn run(&self, iters: u64) -> Duration {
-        self.iters.store(iters, Ordering::Release);
-        self.start.wait();
-        let t0 = Instant::now();
-        self.end.wait();
-        t0.elapsed()
-    }
-}
-
-impl Drop for Workers {
-    fn drop(&mut self) {
-        self.stop.store(true, Ordering::Release);
-        self.start.wait();
-        for t in self.threads.drain(..) {
-            t.join().unwrap();
-        }
-    }
-}
-
-/// Pins the calling thread to one CPU (best effort; Linux only).
-fn pin_to(cpu: usize) {
-    #[cfg(target_os = "linux")]
-    // SAFETY: a zeroed cpu_set_t is a valid empty set; CPU_SET stays within
-    // it for cpu < CPU_SETSIZE; sched_setaffinity(0, ..) affects this thread.
-    unsafe {
-        let mut set: libc::cpu_set_t = std::mem::zeroed();
-        if cpu < libc::CPU_SETSIZE as usize {
-            libc::CPU_SET(cpu, &mut set);
-            libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set);
-        }
-    }
-    #[cfg(not(target_os = "linux"))]
-    let _ = cpu;
-}
+// Harness: the shared one (common), and a publisher thread.
 
 /// Runs `tick(i)` every `PUBLISH_EVERY` on its own thread until dropped.
 struct Ticker {
@@ -345,20 +192,6 @@ impl Drop for Ticker {
             ticks as f64 / secs
         );
     }
-}
-
-/// `threads` workers, each running its own `make()` state.
-fn bench_threads(
-    group: &mut criterion::BenchmarkGroup<'_, criterion::measurement::WallTime>,
-    id: &str,
-    threads: usize,
-    mut make: impl FnMut() -> Work,
-) {
-    let workers = Workers::new((0..threads).map(|_| make()).collect());
-    group.throughput(Throughput::Elements(threads as u64));
-    group.bench_function(BenchmarkId::from_parameter(id), |b| {
-        b.iter_custom(|iters| workers.run(iters))
-    });
 }
 
 /// `owned`: `try_pick` + `Reader::finish` (picks that may outlive the next
@@ -454,7 +287,7 @@ fn baselines(
         list: list.to_vec(),
         next: AtomicUsize::new(0),
     });
-    let mutex_work = || -> Work {
+    let mutex_work = |_| -> Work {
         let m = mutex.clone();
         Box::new(move |iters| {
             for _ in 0..iters {
@@ -462,7 +295,7 @@ fn baselines(
             }
         })
     };
-    let rwlock_work = || -> Work {
+    let rwlock_work = |_| -> Work {
         let r = rwlock.clone();
         Box::new(move |iters| {
             for _ in 0..iters {
@@ -470,7 +303,7 @@ fn baselines(
             }
         })
     };
-    let atomic_work = || -> Work {
+    let atomic_work = |_| -> Work {
         let a = atomic.clone();
         Box::new(move |iters| {
             for _ in 0..iters {
@@ -501,11 +334,11 @@ fn baselines(
 // ---------------------------------------------------------------------------
 
 fn picks(c: &mut Criterion) {
-    let sizes = sizes();
+    let sizes = sizes("PICK_BENCH_SIZES", &[3, 100, 10_000]);
     let largest = *sizes.iter().max().unwrap();
     for &n in &sizes {
-        let rr = Fixture::new(Runtime::new().unwrap(), n, false);
-        let pf = Fixture::new(Runtime::new().unwrap(), n, true);
+        let rr = Fixture::new(n, false);
+        let pf = Fixture::new(n, true);
         let mut group = c.benchmark_group(format!("pick_n{n}"));
         if n >= 10_000 {
             // Enough samples for a stable median; keeps the full run short.
@@ -517,28 +350,28 @@ fn picks(c: &mut Criterion) {
             } else {
                 "sy_rr"
             };
-            bench_threads(&mut group, &format!("{name}_1t"), 1, || {
-                reader_work(f.ch.reader(), false)
+            bench_threads(&mut group, &format!("{name}_1t"), 1, |_| {
+                reader_work(f.hc.ch.reader(), false)
             });
             if name == "sy_rr" {
-                bench_threads(&mut group, "sy_rr_owned_1t", 1, || {
-                    reader_work(f.ch.reader(), true)
+                bench_threads(&mut group, "sy_rr_owned_1t", 1, |_| {
+                    reader_work(f.hc.ch.reader(), true)
                 });
             }
             {
                 let _publisher = f.flipper.publisher();
-                bench_threads(&mut group, &format!("{name}_2t"), 2, || {
-                    reader_work(f.ch.reader(), false)
+                bench_threads(&mut group, &format!("{name}_2t"), 2, |_| {
+                    reader_work(f.hc.ch.reader(), false)
                 });
             }
             // The publisher may have stopped with the subchannel down.
             f.flipper.flip(true);
-            f.ch.sync().unwrap();
+            f.hc.ch.sync().unwrap();
             if name == "sy_rr" {
                 scaling(f, name, n);
             }
         }
-        baselines(&mut group, &rr.ready);
+        baselines(&mut group, &rr.hc.ready);
         group.finish();
         drop(pf);
         if n == sizes[0] {
@@ -570,7 +403,13 @@ fn scaling(f: &Fixture, name: &str, n: usize) {
     } else {
         (1, Duration::from_millis(1))
     };
-    let picks = paired(f, pairs, half, || reader_work(f.ch.reader(), false), true);
+    let picks = paired(
+        f,
+        pairs,
+        half,
+        || reader_work(f.hc.ch.reader(), false),
+        true,
+    );
     let alu = paired(f, pairs, half, alu_work, false);
     let alu_published = paired(f, pairs, half, alu_work, true);
     eprintln!(
@@ -616,7 +455,7 @@ fn paired(
             // The publisher may have stopped with the subchannel down: up
             // again before the next one starts by taking it down.
             f.flipper.flip(true);
-            f.ch.sync().unwrap();
+            f.hc.ch.sync().unwrap();
             2.0 * t1.as_secs_f64() / t2.as_secs_f64()
         })
         .collect();
@@ -652,7 +491,7 @@ fn parts(c: &mut Criterion, rr: &Fixture) {
     // Lending a hold and returning it (one RMW on the reader's own line).
     group.bench_function("hold_release", |b| b.iter(|| drop(black_box(cache.hold()))));
     // The round_robin picker's choice through `dyn Picker`.
-    let picker = RrPicker::new(rr.ready.iter().cloned().map(RrEntry::Direct).collect());
+    let picker = RrPicker::new(rr.hc.ready.iter().cloned().map(RrEntry::Direct).collect());
     let picker: &dyn Picker = &picker;
     let mut local = PickLocal::new(1);
     let info = PickInfo::default();
@@ -666,27 +505,27 @@ fn parts(c: &mut Criterion, rr: &Fixture) {
 }
 
 fn publish(c: &mut Criterion, rr: &Fixture) {
-    let n = rr.ready.len();
+    let n = rr.hc.ready.len();
     let mut group = c.benchmark_group(format!("publish_n{n}"));
     group.sample_size(30);
     // A reader that looks after every change, as RPC threads would.
-    let mut reader = rr.ch.reader();
+    let mut reader = rr.hc.ch.reader();
     let mut up = false;
     group.bench_function("rr_visible", |b| {
         b.iter_custom(|iters| {
             let mut total = Duration::ZERO;
             for _ in 0..iters {
-                let g = rr.ch.picker_generation();
+                let g = rr.hc.ch.picker_generation();
                 let t0 = Instant::now();
                 rr.flipper.flip(up);
-                while rr.ch.picker_generation() == g {
+                while rr.hc.ch.picker_generation() == g {
                     std::hint::spin_loop();
                 }
                 total += t0.elapsed();
                 up = !up;
                 reader.refresh();
                 // Let the loop finish the rest of the command before the next.
-                rr.ch.sync().unwrap();
+                rr.hc.ch.sync().unwrap();
             }
             total
         })
@@ -695,13 +534,13 @@ fn publish(c: &mut Criterion, rr: &Fixture) {
         // Left with one child down: bring it back.
         rr.flipper.flip(true);
     }
-    rr.ch.sync().unwrap();
+    rr.hc.ch.sync().unwrap();
     let slot = Arc::new(Slot::new(RrPicker::new(vec![RrEntry::Direct(
-        rr.ready[0].clone(),
+        rr.hc.ready[0].clone(),
     )])));
     group.bench_function("rr_build_publish", |b| {
         b.iter(|| {
-            let entries = rr.ready.iter().cloned().map(RrEntry::Direct).collect();
+            let entries = rr.hc.ready.iter().cloned().map(RrEntry::Direct).collect();
             slot.publish(RrPicker::new(entries));
         })
     });
@@ -710,9 +549,7 @@ fn publish(c: &mut Criterion, rr: &Fixture) {
 
 criterion_group! {
     name = benches;
-    config = Criterion::default()
-        .warm_up_time(Duration::from_millis(500))
-        .measurement_time(Duration::from_secs(2));
+    config = common::short_runs();
     targets = picks
 }
 criterion_main!(benches);

@@ -30,188 +30,29 @@
 //! count the time other processes ran). `cargo test --benches` runs each once with
 //! N = 3 and 100 only (`LR_BENCH_SIZES=3,100,10000,100000` overrides).
 
+mod common;
+
+use common::{sizes, thread_cpu, HostChannel, Work, Workers};
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
-use std::collections::HashMap;
 use std::hint::black_box;
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, Barrier, Mutex};
-use std::thread::JoinHandle;
-use std::time::{Duration, Instant};
-use switchyard::ConnectivityState::Ready;
-use switchyard::{
-    Address, Channel, ChannelOptions, DoneInfo, ExternalConnector, HostTransport, PickInfo, Reader,
-    Runtime, SubConn,
-};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+use switchyard::{DoneInfo, PickInfo, Reader, SubConn};
 
 const LR: &str = r#"{"loadBalancingConfig":[{"least_request_experimental":{}}]}"#;
 const RANDOM: &str = r#"{"loadBalancingConfig":[{"random":{}}]}"#;
 const RR: &str = r#"{"loadBalancingConfig":[{"round_robin":{}}]}"#;
 
-fn sizes() -> Vec<usize> {
-    if let Ok(s) = std::env::var("LR_BENCH_SIZES") {
-        return s.split(',').map(|n| n.trim().parse().unwrap()).collect();
-    }
-    if std::env::args().any(|a| a == "--bench") {
-        vec![3, 100, 10_000, 100_000]
-    } else {
-        vec![3, 100]
-    }
-}
-
-/// The host's transports: remembers each address's subchannel.
-#[derive(Default)]
-struct Host {
-    subconns: Mutex<HashMap<String, Arc<SubConn>>>,
-}
-
-impl HostTransport for Host {
-    fn create(&self, sc: &Arc<SubConn>) {
-        self.subconns
-            .lock()
-            .unwrap()
-            .insert(sc.addr().to_string(), sc.clone());
-    }
-    fn connect(&self, _: &Arc<SubConn>) {}
-    fn shutdown(&self, _: &Arc<SubConn>) {}
-}
-
 /// A channel of `config`'s policy over `n` endpoints, every one READY.
-struct Fixture {
-    ch: Channel,
-    _host: Arc<Host>,
-    rt: Option<Runtime>,
-}
-
-impl Fixture {
-    fn new(config: &str, n: usize) -> Fixture {
-        let rt = Runtime::new().unwrap();
-        let host = Arc::new(Host::default());
-        let options = ChannelOptions {
-            connector: Some(Box::new(ExternalConnector::new(host.clone()))),
-            ..Default::default()
-        };
-        let ch = Channel::new(&rt, "", Some(config), options).unwrap();
-        let addrs: Vec<String> = (0..n)
-            .map(|i| format!("10.{}.{}.{}:443", i >> 16, (i >> 8) & 255, i & 255))
-            .collect();
-        let t0 = Instant::now();
-        ch.update_addresses(addrs.iter().map(Address::new).collect())
-            .unwrap();
-        ch.sync().unwrap();
-        let ready: Vec<Arc<SubConn>> = {
-            let subconns = host.subconns.lock().unwrap();
-            addrs.iter().map(|a| subconns[a].clone()).collect()
-        };
-        for sc in &ready {
-            ch.report_subconn_state(sc.id(), Ready, "").unwrap();
-        }
-        ch.sync().unwrap();
-        assert_eq!(ch.state(), Ready);
-        eprintln!(
-            "SETUP {config} n={n}: bring-up {:.1} ms",
-            t0.elapsed().as_secs_f64() * 1e3
-        );
-        Fixture {
-            ch,
-            _host: host,
-            rt: Some(rt),
-        }
-    }
-}
-
-impl Drop for Fixture {
-    fn drop(&mut self) {
-        if let Some(rt) = self.rt.take() {
-            self.ch.close();
-            drop(rt);
-        }
-    }
-}
-
-// ---------------------------------------------------------------------------
-// Two threads.
-
-type Work = Box<dyn FnMut(u64) + Send>;
-
-/// Threads that each run their `Work` for the same number of iterations,
-/// started together; `run` is the wall time until all are done.
-struct Workers {
-    start: Arc<Barrier>,
-    end: Arc<Barrier>,
-    iters: Arc<AtomicU64>,
-    stop: Arc<AtomicBool>,
-    threads: Vec<JoinHandle<()>>,
-}
-
-impl Workers {
-    /// Worker `i` is pinned to CPU `i` (so that two are not stacked on one).
-    fn new(work: Vec<Work>) -> Workers {
-        let parties = work.len() + 1;
-        let start = Arc::new(Barrier::new(parties));
-        let end = Arc::new(Barrier::new(parties));
-        let iters = Arc::new(AtomicU64::new(0));
-        let stop = Arc::new(AtomicBool::new(false));
-        let threads = work
-            .into_iter()
-            .enumerate()
-            .map(|(cpu, mut w)| {
-                let (start, end) = (start.clone(), end.clone());
-                let (iters, stop) = (iters.clone(), stop.clone());
-                std::thread::spawn(move || {
-                    pin_to(cpu);
-                    loop {
-                        start.wait();
-                        if stop.load(Ordering::Acquire) {
-                            return;
-                        }
-                        w(iters.load(Ordering::Acquire));
-                        end.wait();
-                    }
-                })
-            })
-            .collect();
-        Workers {
-            start,
-            end,
-            iters,
-            stop,
-            threads,
-        }
-    }
-
-    fn run(&self, iters: u64) -> Duration {
-        self.iters.store(iters, Ordering::Release);
-        self.start.wait();
-        let t0 = Instant::now();
-        self.end.wait();
-        t0.elapsed()
-    }
-}
-
-impl Drop for Workers {
-    fn drop(&mut self) {
-        self.stop.store(true, Ordering::Release);
-        self.start.wait();
-        for t in self.threads.drain(..) {
-            t.join().unwrap();
-        }
-    }
-}
-
-/// Pins the calling thread to one CPU (best effort; Linux only).
-fn pin_to(cpu: usize) {
-    #[cfg(target_os = "linux")]
-    // SAFETY: a zeroed cpu_set_t is a valid empty set; CPU_SET stays within
-    // it for cpu < CPU_SETSIZE; sched_setaffinity(0, ..) affects this thread.
-    unsafe {
-        let mut set: libc::cpu_set_t = std::mem::zeroed();
-        if cpu < libc::CPU_SETSIZE as usize {
-            libc::CPU_SET(cpu, &mut set);
-            libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set);
-        }
-    }
-    #[cfg(not(target_os = "linux"))]
-    let _ = cpu;
+fn fixture(config: &str, n: usize) -> HostChannel {
+    let t0 = Instant::now();
+    let hc = HostChannel::all_ready(config, n);
+    eprintln!(
+        "SETUP {config} n={n}: bring-up {:.1} ms",
+        t0.elapsed().as_secs_f64() * 1e3
+    );
+    hc
 }
 
 // ---------------------------------------------------------------------------
@@ -233,24 +74,14 @@ fn random_pick(r: &mut Reader) {
 /// CPU time (this thread's, so not the time other processes had the CPU)
 /// per call of `f`, over `iters` calls.
 fn cpu_ns_per_op(iters: u64, mut f: impl FnMut()) -> f64 {
-    fn thread_cpu_ns() -> u128 {
-        let mut t = libc::timespec {
-            tv_sec: 0,
-            tv_nsec: 0,
-        };
-        // SAFETY: a valid timespec to write; CLOCK_THREAD_CPUTIME_ID is
-        // always supported on Linux.
-        unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut t) };
-        t.tv_sec as u128 * 1_000_000_000 + t.tv_nsec as u128
-    }
     for _ in 0..iters / 10 {
         f();
     }
-    let t0 = thread_cpu_ns();
+    let t0 = thread_cpu();
     for _ in 0..iters {
         f();
     }
-    (thread_cpu_ns() - t0) as f64 / iters as f64
+    (thread_cpu() - t0).as_nanos() as f64 / iters as f64
 }
 
 /// xorshift64*, one per baseline thread or behind the baseline's lock.
@@ -331,10 +162,10 @@ impl AtomicRandom {
 // ---------------------------------------------------------------------------
 
 fn bench(c: &mut Criterion) {
-    for n in sizes() {
-        let lr = Fixture::new(LR, n);
-        let random = Fixture::new(RANDOM, n);
-        let rr = Fixture::new(RR, n);
+    for n in sizes("LR_BENCH_SIZES", &[3, 100, 10_000, 100_000]) {
+        let lr = fixture(LR, n);
+        let random = fixture(RANDOM, n);
+        let rr = fixture(RR, n);
         let mutex_lr = Arc::new(MutexLr(Mutex::new((7, vec![0; n]))));
         let atomic_lr = Arc::new(AtomicLr {
             seq: AtomicU64::new(7),
@@ -455,7 +286,7 @@ fn report_scaling(n: usize) {
 /// machine, criterion's wall-clock medians include the time other
 /// processes had the CPU; these do not (cache misses and stalls still
 /// count).
-fn report_cpu(n: usize, lr: &Fixture, random: &Fixture, rr: &Fixture) {
+fn report_cpu(n: usize, lr: &HostChannel, random: &HostChannel, rr: &HostChannel) {
     let iters = if std::env::args().any(|a| a == "--bench") {
         2_000_000
     } else {

@@ -19,18 +19,15 @@
 //! `cargo test --benches` runs each once with N = 3 and 100 only
 //! (`POLICY_BENCH_SIZES=3,100,10000,100000` to override in either mode).
 
-use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
-use std::collections::HashMap;
+mod common;
+
+use common::{bench_threads, sizes, HostChannel, Work};
+use criterion::{criterion_group, criterion_main, Criterion};
 use std::hint::black_box;
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, Barrier, Mutex};
-use std::thread::JoinHandle;
-use std::time::{Duration, Instant};
-use switchyard::ConnectivityState::Ready;
-use switchyard::{
-    Address, Channel, ChannelOptions, DoneInfo, ExternalConnector, HostTransport, PickInfo, Reader,
-    Runtime, SubConn,
-};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+use switchyard::{DoneInfo, PickInfo, Reader, SubConn};
 
 /// Counting on (so every pick carries the hook); sweeps every 10 s, never
 /// in a measurement's way (no endpoint fails).
@@ -38,147 +35,17 @@ const OD: &str = r#"{"loadBalancingConfig":[{"outlier_detection_experimental":{
     "failurePercentageEjection":{},"childPolicy":[{"round_robin":{}}]}}]}"#;
 const RR: &str = r#"{"loadBalancingConfig":[{"round_robin":{}}]}"#;
 
-fn sizes() -> Vec<usize> {
-    if let Ok(s) = std::env::var("POLICY_BENCH_SIZES") {
-        return s.split(',').map(|n| n.trim().parse().unwrap()).collect();
-    }
-    if std::env::args().any(|a| a == "--bench") {
-        vec![3, 100, 10_000, 100_000]
-    } else {
-        vec![3, 100]
-    }
-}
-
-/// The host's transports: remembers each address's subchannel.
-#[derive(Default)]
-struct Host {
-    subconns: Mutex<HashMap<String, Arc<SubConn>>>,
-}
-
-impl HostTransport for Host {
-    fn create(&self, sc: &Arc<SubConn>) {
-        self.subconns
-            .lock()
-            .unwrap()
-            .insert(sc.addr().to_string(), sc.clone());
-    }
-    fn connect(&self, _: &Arc<SubConn>) {}
-    fn shutdown(&self, _: &Arc<SubConn>) {}
-}
-
-/// A channel over `n` addresses, every subchannel reported READY.
-struct Fixture {
-    ch: Channel,
-    ready: Vec<Arc<SubConn>>,
-    _rt: Runtime,
-}
-
-impl Fixture {
-    fn new(n: usize, config: &str) -> Fixture {
-        let rt = Runtime::new().unwrap();
-        let host = Arc::new(Host::default());
-        let options = ChannelOptions {
-            connector: Some(Box::new(ExternalConnector::new(host.clone()))),
-            ..Default::default()
-        };
-        let ch = Channel::new(&rt, "", Some(config), options).unwrap();
-        let addrs: Vec<String> = (0..n)
-            .map(|i| format!("10.{}.{}.{}:443", i >> 16, (i >> 8) & 255, i & 255))
-            .collect();
-        let t0 = Instant::now();
-        ch.update_addresses(addrs.iter().map(Address::new).collect())
-            .unwrap();
-        ch.sync().unwrap();
-        let ready: Vec<Arc<SubConn>> = {
-            let map = host.subconns.lock().unwrap();
-            addrs.iter().map(|a| map[a].clone()).collect()
-        };
-        for sc in &ready {
-            ch.report_subconn_state(sc.id(), Ready, "").unwrap();
-        }
-        ch.sync().unwrap();
-        assert_eq!(ch.state(), Ready);
-        eprintln!(
-            "SETUP n={n}: {} READY, bring-up {:.1} ms",
-            ready.len(),
-            t0.elapsed().as_secs_f64() * 1e3
-        );
-        Fixture { ch, ready, _rt: rt }
-    }
-}
-
-type Work = Box<dyn FnMut(u64) + Send>;
-
-/// Persistent worker threads released together per sample.
-struct Workers {
-    start: Arc<Barrier>,
-    end: Arc<Barrier>,
-    iters: Arc<AtomicU64>,
-    stop: Arc<AtomicBool>,
-    threads: Vec<JoinHandle<()>>,
-}
-
-impl Workers {
-    fn new(work: Vec<Work>) -> Workers {
-        let parties = work.len() + 1;
-        let start = Arc::new(Barrier::new(parties));
-        let end = Arc::new(Barrier::new(parties));
-        let iters = Arc::new(AtomicU64::new(0));
-        let stop = Arc::new(AtomicBool::new(false));
-        let threads = work
-            .into_iter()
-            .map(|mut w| {
-                let (start, end) = (start.clone(), end.clone());
-                let (iters, stop) = (iters.clone(), stop.clone());
-                std::thread::spawn(move || loop {
-                    start.wait();
-                    if stop.load(Ordering::Acquire) {
-                        return;
-                    }
-                    w(iters.load(Ordering::Acquire));
-                    end.wait();
-                })
-            })
-            .collect();
-        Workers {
-            start,
-            end,
-            iters,
-            stop,
-            threads,
-        }
-    }
-
-    fn run(&self, iters: u64) -> Duration {
-        self.iters.store(iters, Ordering::Release);
-        self.start.wait();
-        let t0 = Instant::now();
-        self.end.wait();
-        t0.elapsed()
-    }
-}
-
-impl Drop for Workers {
-    fn drop(&mut self) {
-        self.stop.store(true, Ordering::Release);
-        self.start.wait();
-        for t in self.threads.drain(..) {
-            t.join().unwrap();
-        }
-    }
-}
-
-fn bench_threads(
-    group: &mut criterion::BenchmarkGroup<'_, criterion::measurement::WallTime>,
-    id: &str,
-    threads: usize,
-    mut make: impl FnMut() -> Work,
-) {
-    let workers = Workers::new((0..threads).map(|_| make()).collect());
-    group.throughput(Throughput::Elements(1));
-    group.bench_function(BenchmarkId::from_parameter(id), |b| {
-        b.iter_custom(|iters| workers.run(iters))
-    });
+/// A channel of `config`'s policy over `n` addresses, every subchannel
+/// reported READY.
+fn fixture(n: usize, config: &str) -> HostChannel {
+    let t0 = Instant::now();
+    let hc = HostChannel::all_ready(config, n);
+    eprintln!(
+        "SETUP n={n}: {} READY, bring-up {:.1} ms",
+        hc.ready.len(),
+        t0.elapsed().as_secs_f64() * 1e3
+    );
+    hc
 }
 
 /// Pick + done, as an RPC thread does for each call.
@@ -207,9 +74,9 @@ struct MutexPicker {
 }
 
 fn bench(c: &mut Criterion) {
-    for n in sizes() {
-        let od = Fixture::new(n, OD);
-        let rr = Fixture::new(n, RR);
+    for n in sizes("POLICY_BENCH_SIZES", &[3, 100, 10_000, 100_000]) {
+        let od = fixture(n, OD);
+        let rr = fixture(n, RR);
         {
             // The wrapper is there: each pick carries one done hook.
             let mut r = od.ch.reader();
@@ -228,13 +95,13 @@ fn bench(c: &mut Criterion) {
         });
         let mut group = c.benchmark_group(format!("od_n{n}"));
         for threads in [1, 2] {
-            bench_threads(&mut group, &format!("od_{threads}t"), threads, || {
+            bench_threads(&mut group, &format!("od_{threads}t"), threads, |_| {
                 reader_work(od.ch.reader())
             });
             if threads == 1 {
-                bench_threads(&mut group, "rr_1t", 1, || reader_work(rr.ch.reader()));
+                bench_threads(&mut group, "rr_1t", 1, |_| reader_work(rr.ch.reader()));
             }
-            bench_threads(&mut group, &format!("atomic_{threads}t"), threads, || {
+            bench_threads(&mut group, &format!("atomic_{threads}t"), threads, |_| {
                 let p = atomic.clone();
                 Box::new(move |iters| {
                     for _ in 0..iters {
@@ -244,7 +111,7 @@ fn bench(c: &mut Criterion) {
                     }
                 })
             });
-            bench_threads(&mut group, &format!("mutex_{threads}t"), threads, || {
+            bench_threads(&mut group, &format!("mutex_{threads}t"), threads, |_| {
                 let p = mutex.clone();
                 Box::new(move |iters| {
                     for _ in 0..iters {
@@ -266,9 +133,7 @@ fn bench(c: &mut Criterion) {
 
 criterion_group! {
     name = benches;
-    config = Criterion::default()
-        .warm_up_time(Duration::from_millis(500))
-        .measurement_time(Duration::from_secs(2));
+    config = common::short_runs();
     targets = bench
 }
 criterion_main!(benches);

@@ -28,47 +28,21 @@
 //! `cargo test --benches` runs each once with N = 3 and 100 only
 //! (`RING_BENCH_SIZES=3,100,10000,100000` overrides, in either mode).
 
-use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
+mod common;
+
+use common::{bench_threads, sizes, thread_cpu, HostChannel, Work};
+use criterion::{criterion_group, criterion_main, Criterion};
 use std::collections::{BTreeMap, HashSet};
 use std::hint::black_box;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Barrier, Mutex};
-use std::thread::JoinHandle;
-use std::time::{Duration, Instant};
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
 use switchyard::ConnectivityState::Ready;
-use switchyard::{
-    Address, Channel, ChannelOptions, ExternalConnector, HostTransport, PickError, PickInfo,
-    Reader, Runtime, SubConn,
-};
+use switchyard::{PickError, PickInfo, Reader, SubConn};
 
 const RING_HASH: &str = r#"{"loadBalancingConfig":[{"ring_hash_experimental":{}}]}"#;
 /// Distinct request hashes each worker cycles through (a power of two).
 const HASHES: usize = 4096;
-
-fn sizes() -> Vec<usize> {
-    if let Ok(s) = std::env::var("RING_BENCH_SIZES") {
-        return s.split(',').map(|n| n.trim().parse().unwrap()).collect();
-    }
-    if std::env::args().any(|a| a == "--bench") {
-        vec![3, 100, 10_000, 100_000]
-    } else {
-        vec![3, 100]
-    }
-}
-
-/// The host's transports: remembers every subchannel the library creates.
-#[derive(Default)]
-struct Host {
-    subconns: Mutex<Vec<Arc<SubConn>>>,
-}
-
-impl HostTransport for Host {
-    fn create(&self, sc: &Arc<SubConn>) {
-        self.subconns.lock().unwrap().push(sc.clone());
-    }
-    fn connect(&self, _: &Arc<SubConn>) {}
-    fn shutdown(&self, _: &Arc<SubConn>) {}
-}
 
 fn xxh64(s: &str) -> u64 {
     xxhash_rust::xxh64::xxh64(s.as_bytes(), 0)
@@ -86,179 +60,49 @@ fn random_hashes(seed: u64) -> Vec<u64> {
         .collect()
 }
 
-struct Fixture {
-    ch: Arc<Channel>,
-    ready: Vec<Arc<SubConn>>,
-    _host: Arc<Host>,
-    rt: Option<Runtime>,
-}
-
-impl Fixture {
-    /// A ring_hash channel over `n` endpoints, every endpoint on the ring
-    /// READY: each pass picks every endpoint's first entry (`<addr>_0`,
-    /// which lands on it), the policy connects those that were IDLE, and the
-    /// host reports each new subchannel READY.
-    fn new(rt: Runtime, n: usize) -> Fixture {
-        let host = Arc::new(Host::default());
-        let options = ChannelOptions {
-            connector: Some(Box::new(ExternalConnector::new(host.clone()))),
-            ..Default::default()
-        };
-        let ch = Channel::new(&rt, "", Some(RING_HASH), options).unwrap();
-        let addrs: Vec<String> = (0..n)
-            .map(|i| format!("10.{}.{}.{}:443", i >> 16, (i >> 8) & 255, i & 255))
-            .collect();
-        let t0 = Instant::now();
-        ch.update_addresses(addrs.iter().map(Address::new).collect())
-            .unwrap();
+/// A ring_hash channel over `n` endpoints, every endpoint on the ring
+/// READY: each pass picks every endpoint's first entry (`<addr>_0`, which
+/// lands on it), the policy connects those that were IDLE, and the host
+/// reports each new subchannel READY.
+fn fixture(n: usize) -> HostChannel {
+    let t0 = Instant::now();
+    let mut hc = HostChannel::new(Some(RING_HASH), n);
+    let ch = hc.ch.clone();
+    let mut reader = ch.reader();
+    let mut reported = HashSet::new();
+    for pass in 0.. {
+        assert!(pass < 20, "endpoints still not READY after {pass} passes");
+        let mut queued = 0;
+        for a in &hc.addrs {
+            let info = PickInfo {
+                hash: Some(xxh64(&format!("{a}_0"))),
+                ..PickInfo::default()
+            };
+            match reader.try_pick_ref(&info) {
+                Ok(_) => {}
+                Err(PickError::NoSubConnAvailable) => queued += 1,
+                Err(e) => panic!("{e}"),
+            }
+        }
+        if queued == 0 {
+            break;
+        }
         ch.sync().unwrap();
-        let mut reader = ch.reader();
-        let mut reported = HashSet::new();
-        for pass in 0.. {
-            assert!(pass < 20, "endpoints still not READY after {pass} passes");
-            let mut queued = 0;
-            for a in &addrs {
-                let info = PickInfo {
-                    hash: Some(xxh64(&format!("{a}_0"))),
-                    ..PickInfo::default()
-                };
-                match reader.try_pick_ref(&info) {
-                    Ok(_) => {}
-                    Err(PickError::NoSubConnAvailable) => queued += 1,
-                    Err(e) => panic!("{e}"),
-                }
+        for sc in hc.host.created() {
+            if reported.insert(sc.id()) {
+                ch.report_subconn_state(sc.id(), Ready, "").unwrap();
             }
-            if queued == 0 {
-                break;
-            }
-            ch.sync().unwrap();
-            let created: Vec<Arc<SubConn>> = host.subconns.lock().unwrap().clone();
-            for sc in created {
-                if reported.insert(sc.id()) {
-                    ch.report_subconn_state(sc.id(), Ready, "").unwrap();
-                }
-            }
-            ch.sync().unwrap();
         }
-        let ready: Vec<Arc<SubConn>> = host.subconns.lock().unwrap().clone();
-        eprintln!(
-            "SETUP ring_hash n={n}: {} endpoints READY (on the ring), bring-up {:.1} ms",
-            ready.len(),
-            t0.elapsed().as_secs_f64() * 1e3
-        );
-        assert_eq!(ch.state(), Ready);
-        Fixture {
-            ch: Arc::new(ch),
-            ready,
-            _host: host,
-            rt: Some(rt),
-        }
+        ch.sync().unwrap();
     }
-}
-
-impl Drop for Fixture {
-    fn drop(&mut self) {
-        if let Some(rt) = self.rt.take() {
-            self.ch.close();
-            drop(rt);
-        }
-    }
-}
-
-// ---------------------------------------------------------------------------
-// Persistent worker threads released together per sample (as benches/pick.rs).
-
-type Work = Box<dyn FnMut(u64) + Send>;
-
-struct Workers {
-    start: Arc<Barrier>,
-    end: Arc<Barrier>,
-    iters: Arc<AtomicU64>,
-    stop: Arc<AtomicBool>,
-    threads: Vec<JoinHandle<()>>,
-}
-
-impl Workers {
-    fn new(work: Vec<Work>) -> Workers {
-        let parties = work.len() + 1;
-        let start = Arc::new(Barrier::new(parties));
-        let end = Arc::new(Barrier::new(parties));
-        let iters = Arc::new(AtomicU64::new(0));
-        let stop = Arc::new(AtomicBool::new(false));
-        let threads = work
-            .into_iter()
-            .enumerate()
-            .map(|(cpu, mut w)| {
-                let (start, end) = (start.clone(), end.clone());
-                let (iters, stop) = (iters.clone(), stop.clone());
-                std::thread::spawn(move || {
-                    pin_to(cpu);
-                    loop {
-                        start.wait();
-                        if stop.load(Ordering::Acquire) {
-                            return;
-                        }
-                        w(iters.load(Ordering::Acquire));
-                        end.wait();
-                    }
-                })
-            })
-            .collect();
-        Workers {
-            start,
-            end,
-            iters,
-            stop,
-            threads,
-        }
-    }
-
-    fn run(&self, iters: u64) -> Duration {
-        self.iters.store(iters, Ordering::Release);
-        self.start.wait();
-        let t0 = Instant::now();
-        self.end.wait();
-        t0.elapsed()
-    }
-}
-
-impl Drop for Workers {
-    fn drop(&mut self) {
-        self.stop.store(true, Ordering::Release);
-        self.start.wait();
-        for t in self.threads.drain(..) {
-            t.join().unwrap();
-        }
-    }
-}
-
-/// Pins the calling thread to one CPU (best effort; Linux only).
-fn pin_to(cpu: usize) {
-    #[cfg(target_os = "linux")]
-    // SAFETY: a zeroed cpu_set_t is a valid empty set; CPU_SET stays within
-    // it for cpu < CPU_SETSIZE; sched_setaffinity(0, ..) affects this thread.
-    unsafe {
-        let mut set: libc::cpu_set_t = std::mem::zeroed();
-        if cpu < libc::CPU_SETSIZE as usize {
-            libc::CPU_SET(cpu, &mut set);
-            libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set);
-        }
-    }
-    #[cfg(not(target_os = "linux"))]
-    let _ = cpu;
-}
-
-fn bench_threads(
-    group: &mut criterion::BenchmarkGroup<'_, criterion::measurement::WallTime>,
-    id: &str,
-    threads: usize,
-    mut make: impl FnMut(usize) -> Work,
-) {
-    let workers = Workers::new((0..threads).map(&mut make).collect());
-    group.throughput(Throughput::Elements(threads as u64));
-    group.bench_function(BenchmarkId::from_parameter(id), |b| {
-        b.iter_custom(|iters| workers.run(iters))
-    });
+    hc.ready = hc.host.created();
+    eprintln!(
+        "SETUP ring_hash n={n}: {} endpoints READY (on the ring), bring-up {:.1} ms",
+        hc.ready.len(),
+        t0.elapsed().as_secs_f64() * 1e3
+    );
+    assert_eq!(ch.state(), Ready);
+    hc
 }
 
 /// Picks through a reader, the hash changing every pick.
@@ -329,25 +173,6 @@ fn atomic_work(shared: SharedCursor) -> Work {
     })
 }
 
-/// This thread's CPU time (Linux; wall time elsewhere).
-fn thread_cpu() -> Duration {
-    #[cfg(target_os = "linux")]
-    {
-        let mut ts = libc::timespec {
-            tv_sec: 0,
-            tv_nsec: 0,
-        };
-        // SAFETY: `ts` is a valid, writable timespec.
-        unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut ts) };
-        Duration::new(ts.tv_sec as u64, ts.tv_nsec as u32)
-    }
-    #[cfg(not(target_os = "linux"))]
-    {
-        static START: std::sync::OnceLock<Instant> = std::sync::OnceLock::new();
-        START.get_or_init(Instant::now).elapsed()
-    }
-}
-
 /// CPU ns per operation of `work`, best of 5 runs of 2,000,000.
 fn cpu_ns(mut work: Work) -> f64 {
     const N: u64 = 2_000_000;
@@ -362,8 +187,8 @@ fn cpu_ns(mut work: Work) -> f64 {
 }
 
 fn picks(c: &mut Criterion) {
-    for n in sizes() {
-        let fixture = Fixture::new(Runtime::new().unwrap(), n);
+    for n in sizes("RING_BENCH_SIZES", &[3, 100, 10_000, 100_000]) {
+        let fixture = fixture(n);
         let mut group = c.benchmark_group(format!("ring_hash_n{n}"));
         for threads in [1, 2] {
             let ch = fixture.ch.clone();

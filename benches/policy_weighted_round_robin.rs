@@ -30,6 +30,9 @@
 //! Worker threads are pinned, one per CPU. `cargo test --benches` runs each
 //! once with N = 3 and 100 (`WRR_BENCH_SIZES=...` overrides, in either mode).
 
+mod common;
+
+use common::{addrs, pin_to, sizes, HostChannel};
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
 use std::collections::HashMap;
 use std::hint::black_box;
@@ -38,113 +41,53 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use switchyard::balancer::testing::TestClientConn;
 use switchyard::ConnectivityState::Ready;
-use switchyard::{
-    Address, Channel, ChannelOptions, ClientConnState, DoneInfo, ExternalConnector, HostTransport,
-    PickInfo, Reader, Runtime, SubConn, SubConnId,
-};
+use switchyard::{Address, ClientConnState, DoneInfo, PickInfo, Reader, SubConn, SubConnId};
 
 const WRR: &str = r#"{"loadBalancingConfig":[{"weighted_round_robin":
     {"blackoutPeriod":"0s","weightUpdatePeriod":"0.1s"}}]}"#;
-
-fn sizes() -> Vec<usize> {
-    if let Ok(s) = std::env::var("WRR_BENCH_SIZES") {
-        return s.split(',').map(|n| n.trim().parse().unwrap()).collect();
-    }
-    if std::env::args().any(|a| a == "--bench") {
-        vec![3, 100, 10_000, 100_000]
-    } else {
-        vec![3, 100]
-    }
-}
-
-fn addrs(n: usize) -> Vec<String> {
-    (0..n)
-        .map(|i| format!("10.{}.{}.{}:443", i >> 16, (i >> 8) & 255, i & 255))
-        .collect()
-}
 
 /// Endpoint `i`'s qps at utilization 1, i.e. its weight: 1..=10.
 fn qps(i: usize) -> f64 {
     1.0 + (i % 10) as f64
 }
 
-#[derive(Default)]
-struct Host {
-    subconns: Mutex<HashMap<String, Arc<SubConn>>>,
-}
-
-impl HostTransport for Host {
-    fn create(&self, sc: &Arc<SubConn>) {
-        let mut m = self.subconns.lock().unwrap();
-        m.insert(sc.addr().to_string(), sc.clone());
-    }
-    fn connect(&self, _: &Arc<SubConn>) {}
-    fn shutdown(&self, _: &Arc<SubConn>) {}
-}
-
-struct Fixture {
-    ch: Channel,
-    ready: Vec<Arc<SubConn>>,
-    _rt: Runtime,
-}
-
-impl Fixture {
-    /// A WRR channel over `n` READY endpoints whose weights are in use.
-    fn new(n: usize) -> Fixture {
-        let rt = Runtime::new().unwrap();
-        let host = Arc::new(Host::default());
-        let options = ChannelOptions {
-            connector: Some(Box::new(ExternalConnector::new(host.clone()))),
+/// A WRR channel over `n` READY endpoints whose weights are in use.
+fn fixture(n: usize) -> HostChannel {
+    let t0 = Instant::now();
+    let hc = HostChannel::all_ready(WRR, n);
+    let up = t0.elapsed();
+    // Load reports: every endpoint is picked (evenly, as no weight counts
+    // yet) and reports its qps.
+    let index: HashMap<SubConnId, usize> = hc
+        .ready
+        .iter()
+        .enumerate()
+        .map(|(i, s)| (s.id(), i))
+        .collect();
+    let mut r = hc.ch.reader();
+    for _ in 0..2 * n {
+        let pick = r.try_pick(&PickInfo::default()).unwrap();
+        let load = [
+            ("rps_fractional", qps(index[&pick.subconn().id()])),
+            ("application_utilization", 1.0),
+        ];
+        let info = DoneInfo {
+            load: &load,
             ..Default::default()
         };
-        let ch = Channel::new(&rt, "", Some(WRR), options).unwrap();
-        let addrs = addrs(n);
-        let t0 = Instant::now();
-        ch.update_addresses(addrs.iter().map(Address::new).collect())
-            .unwrap();
-        ch.sync().unwrap();
-        let ready: Vec<Arc<SubConn>> = {
-            let m = host.subconns.lock().unwrap();
-            addrs.iter().map(|a| m[a].clone()).collect()
-        };
-        for sc in &ready {
-            ch.report_subconn_state(sc.id(), Ready, "").unwrap();
-        }
-        // The policy rebuilds once per burst of changes, in a work call
-        // queued behind them: the second sync waits for the last one.
-        ch.sync().unwrap();
-        ch.sync().unwrap();
-        assert_eq!(ch.state(), Ready);
-        let up = t0.elapsed();
-        // Load reports: every endpoint is picked (evenly, as no weight
-        // counts yet) and reports its qps.
-        let index: HashMap<SubConnId, usize> =
-            ready.iter().enumerate().map(|(i, s)| (s.id(), i)).collect();
-        let mut r = ch.reader();
-        for _ in 0..2 * n {
-            let pick = r.try_pick(&PickInfo::default()).unwrap();
-            let load = [
-                ("rps_fractional", qps(index[&pick.subconn().id()])),
-                ("application_utilization", 1.0),
-            ];
-            let info = DoneInfo {
-                load: &load,
-                ..Default::default()
-            };
-            r.finish(pick, &info);
-        }
-        // The next weight update (every 100 ms) takes them.
-        std::thread::sleep(Duration::from_millis(300));
-        ch.sync().unwrap();
-        let share = weighted_share(&mut r, &index);
-        eprintln!(
-            "SETUP weighted_round_robin n={n}: bring-up {:.1} ms; share of the \
-             weight-10 endpoints {share:.3} (weights in use: > 0.1)",
-            up.as_secs_f64() * 1e3
-        );
-        assert!(n < 10 || share > 0.15, "weights not in use: {share}");
-        Fixture { ch, ready, _rt: rt }
+        r.finish(pick, &info);
     }
+    // The next weight update (every 100 ms) takes them.
+    std::thread::sleep(Duration::from_millis(300));
+    hc.ch.sync().unwrap();
+    let share = weighted_share(&mut r, &index);
+    eprintln!(
+        "SETUP weighted_round_robin n={n}: bring-up {:.1} ms; share of the \
+         weight-10 endpoints {share:.3} (weights in use: > 0.1)",
+        up.as_secs_f64() * 1e3
+    );
+    assert!(n < 10 || share > 0.15, "weights not in use: {share}");
+    hc
 }
 
 /// The share of picks that go to endpoints of weight 10 (0.1 of them by
@@ -220,22 +163,6 @@ impl<C: Counter> SharedStride<C> {
 // ---------------------------------------------------------------------------
 // Harness.
 
-/// Pins the calling thread to one CPU (best effort; Linux only).
-fn pin_to(cpu: usize) {
-    #[cfg(target_os = "linux")]
-    // SAFETY: a zeroed cpu_set_t is a valid empty set; CPU_SET stays within
-    // it for cpu < CPU_SETSIZE; sched_setaffinity(0, ..) affects this thread.
-    unsafe {
-        let mut set: libc::cpu_set_t = std::mem::zeroed();
-        if cpu < libc::CPU_SETSIZE as usize {
-            libc::CPU_SET(cpu, &mut set);
-            libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set);
-        }
-    }
-    #[cfg(not(target_os = "linux"))]
-    let _ = cpu;
-}
-
 /// Wall time for each of `states.len()` pinned threads to run `work`
 /// `iters` times on its own state.
 fn timed<S: Send>(states: &mut [S], iters: u64, work: impl Fn(&mut S) + Sync) -> Duration {
@@ -255,8 +182,8 @@ fn timed<S: Send>(states: &mut [S], iters: u64, work: impl Fn(&mut S) + Sync) ->
 }
 
 fn picks(c: &mut Criterion) {
-    for n in sizes() {
-        let fx = Fixture::new(n);
+    for n in sizes("WRR_BENCH_SIZES", &[3, 100, 10_000, 100_000]) {
+        let fx = fixture(n);
         let mut group = c.benchmark_group(format!("wrr_n{n}"));
         let info = PickInfo::default();
         for threads in [1usize, 2] {
@@ -416,9 +343,7 @@ fn recompute(c: &mut Criterion, n: usize) {
 
 criterion_group! {
     name = benches;
-    config = Criterion::default()
-        .warm_up_time(Duration::from_millis(500))
-        .measurement_time(Duration::from_secs(2));
+    config = common::short_runs();
     targets = picks
 }
 criterion_main!(benches);

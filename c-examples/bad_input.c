@@ -108,6 +108,12 @@ static void bad_calls(sy_runtime *rt, sy_channel *host_ch) {
   /* The credentials are not optional on the short path. */
   EXPECT(sy_channel_new_simple(rt, "127.0.0.1:1", NULL, NULL, &ch), SY_NULL_PARAMETER);
   CHECK(ch == NULL);
+  /* The plaintext channel in one call checks its arguments the same way. */
+  EXPECT(sy_channel_new_insecure(NULL, "127.0.0.1:1", NULL, &ch), SY_NULL_PARAMETER);
+  EXPECT(sy_channel_new_insecure(rt, NULL, NULL, &ch), SY_NULL_PARAMETER);
+  EXPECT(sy_channel_new_insecure(rt, bad_utf8, NULL, &ch), SY_INVALID_UTF8);
+  EXPECT(sy_channel_new_insecure(rt, "127.0.0.1:1", NULL, NULL), SY_NULL_PARAMETER);
+  CHECK(ch == NULL);
   OK(sy_channel_options_new(&o));
   EXPECT(sy_channel_options_set_tls_roots_pem(o, NULL, 5), SY_NULL_PARAMETER);
   EXPECT(sy_channel_options_set_tls_roots_pem(o, (const uint8_t *)"x", huge), SY_INVALID_ARGUMENT);
@@ -424,6 +430,14 @@ int main(void) {
   host_wait_connects(&h, 1);
   OK(sy_channel_report_subconn_state(ch, host_id(&h, "127.9.0.1:1"), SY_STATE_READY, NULL));
   OK(sy_channel_sync(ch));
+  {
+    /* A request hash without has_request_hash is refused (as sy_call_options
+     * refuses it), with a subchannel ready to pick. */
+    sy_pick_request req = {0};
+    sy_borrowed_pick kept;
+    req.request_hash = 42;
+    EXPECT(sy_reader_pick(reader, &req, &kept), SY_INVALID_ARGUMENT);
+  }
   OK(sy_pick(reader, NULL, 0, NULL, 0, false, &r));
   EXPECT(sy_pick_done(&r, 17, 0, NULL, 0), SY_INVALID_ARGUMENT); /* unknown gRPC code */
   EXPECT(sy_pick_done(&r, 0, 0, NULL, 1), SY_NULL_PARAMETER);

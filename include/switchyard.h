@@ -279,9 +279,10 @@ void sy_runtime_free(struct sy_runtime *rt);
 /* ----------------------------------------------------------------------------
  * Channel
  *
- * One target, one load-balancing policy, its subchannels. The short path is
- * sy_channel_new_simple with options from sy_channel_options_new_insecure or
- * _new_tls; sy_channel_new_with_options adds a host transport (the host owns
+ * One target, one load-balancing policy, its subchannels. The short paths:
+ * sy_channel_new_insecure (plaintext, in one call), or sy_channel_new_simple
+ * with options from sy_channel_options_new_insecure or _new_tls;
+ * sy_channel_new_with_options adds a host transport (the host owns
  * the connections: sy_host_transport), a state callback and address user
  * data. Every function on a channel may be called from any thread,
  * concurrently, except sy_channel_free.
@@ -431,6 +432,26 @@ sy_status sy_channel_new_simple(const struct sy_runtime *rt,
                                 const char *service_config_json,
                                 const struct sy_channel_options *options,
                                 struct sy_channel **out);
+
+/**
+ * The shortest path to a plaintext channel, as gRPC's `insecure_channel`:
+ * `sy_channel_new_simple` with options from
+ * `sy_channel_options_new_insecure` (plaintext HTTP/2, h2c; every other
+ * option its default). The function's name is the credentials' choice; for
+ * TLS, or to set other options, use `sy_channel_new_simple`.
+ *
+ * `target` and `service_config_json` as `sy_channel_new_simple`'s.
+ *
+ * Errors: SY_NULL_PARAMETER (`rt`, `target`, `out`), SY_INVALID_UTF8,
+ * SY_INVALID_ARGUMENT, SY_INVALID_TARGET, SY_RUNTIME_GONE. On success
+ * `*out` is a new channel owned by the caller (`sy_channel_free`); nothing
+ * is written otherwise. Any thread but not from a callback.
+ */
+SY_MUST_USE
+sy_status sy_channel_new_insecure(const struct sy_runtime *rt,
+                                  const char *target,
+                                  const char *service_config_json,
+                                  struct sy_channel **out);
 
 /**
  * Creates a channel on `rt` with default options: as
@@ -846,6 +867,10 @@ typedef struct sy_reader sy_reader;
  * What an RPC tells `sy_reader_pick`. Zero-initialize it (`= {0}`), then
  * set what applies; a NULL request means all zero: no method, no hash,
  * `SY_NO_WAIT`.
+ *
+ * A `request_hash` set (non-zero) without `has_request_hash` is refused
+ * with SY_INVALID_ARGUMENT rather than silently ignored, whatever the
+ * policy (as in `sy_call_options`).
  */
 typedef struct sy_pick_request {
   /**

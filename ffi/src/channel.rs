@@ -135,6 +135,34 @@ pub extern "C" fn sy_channel_new_simple(
     )
 }
 
+/// The shortest path to a plaintext channel, as gRPC's `insecure_channel`:
+/// `sy_channel_new_simple` with options from
+/// `sy_channel_options_new_insecure` (plaintext HTTP/2, h2c; every other
+/// option its default). The function's name is the credentials' choice; for
+/// TLS, or to set other options, use `sy_channel_new_simple`.
+///
+/// `target` and `service_config_json` as `sy_channel_new_simple`'s.
+///
+/// Errors: SY_NULL_PARAMETER (`rt`, `target`, `out`), SY_INVALID_UTF8,
+/// SY_INVALID_ARGUMENT, SY_INVALID_TARGET, SY_RUNTIME_GONE. On success
+/// `*out` is a new channel owned by the caller (`sy_channel_free`); nothing
+/// is written otherwise. Any thread but not from a callback.
+#[no_mangle]
+#[must_use]
+pub extern "C" fn sy_channel_new_insecure(
+    rt: *const sy_runtime,
+    target: *const c_char,
+    service_config_json: *const c_char,
+    out: *mut *mut sy_channel,
+) -> sy_status {
+    boundary_or(sy_status::SY_PANIC, || {
+        let options = sy_channel_options {
+            inner: Options::insecure(),
+        };
+        sy_channel_new_simple(rt, target, service_config_json, &options, out)
+    })
+}
+
 /// Creates a channel on `rt` with default options: as
 /// `sy_channel_new_with_options` with `options` NULL.
 ///

@@ -91,6 +91,14 @@ impl Default for Options {
 }
 
 impl Options {
+    /// The defaults with plaintext HTTP/2 (h2c) instead of TLS.
+    pub(crate) fn insecure() -> Options {
+        Options {
+            insecure: true,
+            ..Options::default()
+        }
+    }
+
     /// Whether anything only a library-managed channel can use was set.
     pub(crate) fn has_transport_settings(&self) -> bool {
         self.insecure
@@ -175,10 +183,7 @@ pub extern "C" fn sy_channel_options_new_insecure(out: *mut *mut sy_channel_opti
     boundary(|| {
         let out = try_out!(out, "out");
         let o = Box::into_raw(Box::new(sy_channel_options {
-            inner: Options {
-                insecure: true,
-                ..Options::default()
-            },
+            inner: Options::insecure(),
         }));
         // SAFETY: non-NULL out-parameter, written on success only.
         unsafe { out.write(o) };

@@ -272,6 +272,10 @@ pub extern "C" fn sy_reader_free(reader: *mut sy_reader) {
 /// What an RPC tells `sy_reader_pick`. Zero-initialize it (`= {0}`), then
 /// set what applies; a NULL request means all zero: no method, no hash,
 /// `SY_NO_WAIT`.
+///
+/// A `request_hash` set (non-zero) without `has_request_hash` is refused
+/// with SY_INVALID_ARGUMENT rather than silently ignored, whatever the
+/// policy (as in `sy_call_options`).
 #[repr(C)]
 pub struct sy_pick_request {
     /// The full method name ("/pkg.Service/Method"): `method_len` bytes of
@@ -333,15 +337,20 @@ pub extern "C" fn sy_reader_pick(
     out: *mut sy_borrowed_pick,
 ) -> sy_status {
     // The hit path: a current rotation, which looks at no method, no hash
-    // and never waits. A request with a method goes the general way, which
-    // checks it first (so that bad input is refused whatever the picker).
+    // and never waits. A request with a method or a hash goes the general
+    // way, which checks them first (so that bad input is refused whatever
+    // the picker).
     // SAFETY: non-NULL; the caller promises a reader from `sy_reader_new`
     // used by this thread only; live, so nothing up the stack borrows it.
     // `request` is NULL or readable, `out` non-NULL and writable, per the
     // contract.
     if !reader.is_null()
         && !out.is_null()
-        && (request.is_null() || unsafe { addr_of!((*request).method_len).read() } == 0)
+        && (request.is_null()
+            || unsafe {
+                addr_of!((*request).method_len).read() as u64
+                    | addr_of!((*request).request_hash).read()
+            } == 0)
         && unsafe { magic(reader) } == LIVE
     {
         // SAFETY: as above.
@@ -368,6 +377,11 @@ extern "C" fn reader_pick_general(
     }
     // SAFETY: NULL or readable per the contract.
     let request = unsafe { request.as_ref() };
+    if request.is_some_and(|r| r.request_hash != 0 && !r.has_request_hash) {
+        return pick_fail(Error::invalid(
+            "request.request_hash is set but request.has_request_hash is false",
+        ));
+    }
     let (method, method_len) = request.map_or((std::ptr::null(), 0), |r| (r.method, r.method_len));
     // SAFETY: `method_len` readable bytes per the contract.
     let method = match unsafe { method_str(method, method_len) } {

@@ -104,30 +104,9 @@ mod tls {
         String::from_utf8_lossy(&buf).into_owned()
     }
 
-    /// One call through a fresh channel with `setup` applied to its options.
-    pub(super) fn call(
-        port: u16,
-        setup: impl FnOnce(*mut sy_channel_options),
-    ) -> (sy_status, u32, Vec<u8>) {
-        let mut rt = ptr::null_mut();
-        ok(sy_runtime_new(&mut rt));
-        let mut o = ptr::null_mut();
-        ok(sy_channel_options_new(&mut o));
-        setup(o);
-        let target = std::ffi::CString::new(format!("127.0.0.1:{port}")).unwrap();
-        let mut ch = ptr::null_mut();
-        ok(sy_channel_new_with_options(
-            rt,
-            target.as_ptr(),
-            ptr::null(),
-            o,
-            ptr::null(),
-            None,
-            ptr::null_mut(),
-            None,
-            &mut ch,
-        ));
-        sy_channel_options_free(o);
+    /// One call (a 5 s deadline) on `ch` through a reader of its own: the
+    /// status, the gRPC code and the response body.
+    pub(super) fn call_once(ch: *mut sy_channel) -> (sy_status, u32, Vec<u8>) {
         let mut r = ptr::null_mut();
         ok(sy_reader_new(ch, &mut r));
         let mut resp = ptr::null_mut();
@@ -159,9 +138,37 @@ mod tls {
         };
         sy_buffer_free(resp);
         sy_reader_free(r);
+        (st, code, body)
+    }
+
+    /// One call through a fresh channel with `setup` applied to its options.
+    pub(super) fn call(
+        port: u16,
+        setup: impl FnOnce(*mut sy_channel_options),
+    ) -> (sy_status, u32, Vec<u8>) {
+        let mut rt = ptr::null_mut();
+        ok(sy_runtime_new(&mut rt));
+        let mut o = ptr::null_mut();
+        ok(sy_channel_options_new(&mut o));
+        setup(o);
+        let target = std::ffi::CString::new(format!("127.0.0.1:{port}")).unwrap();
+        let mut ch = ptr::null_mut();
+        ok(sy_channel_new_with_options(
+            rt,
+            target.as_ptr(),
+            ptr::null(),
+            o,
+            ptr::null(),
+            None,
+            ptr::null_mut(),
+            None,
+            &mut ch,
+        ));
+        sy_channel_options_free(o);
+        let out = call_once(ch);
         sy_channel_free(ch);
         sy_runtime_free(rt);
-        (st, code, body)
+        out
     }
 
     /// One call through the short path (`sy_channel_new_simple`) with
@@ -179,39 +186,10 @@ mod tls {
             &mut ch,
         ));
         sy_channel_options_free(o);
-        let mut r = ptr::null_mut();
-        ok(sy_reader_new(ch, &mut r));
-        let mut resp = ptr::null_mut();
-        let st = sy_call_unary(
-            r,
-            METHOD.as_ptr().cast(),
-            METHOD.len(),
-            b"hi".as_ptr(),
-            2,
-            &sy_call_options {
-                timeout_ms: 5000,
-                has_timeout: true,
-                ..Default::default()
-            },
-            &mut resp,
-        );
-        let code = if st == sy_status::SY_OK {
-            0
-        } else {
-            sy_last_grpc_code()
-        };
-        let body = if resp.is_null() {
-            Vec::new()
-        } else {
-            // SAFETY: a live buffer of sy_buffer_len bytes.
-            unsafe { std::slice::from_raw_parts(sy_buffer_data(resp), sy_buffer_len(resp)) }
-                .to_vec()
-        };
-        sy_buffer_free(resp);
-        sy_reader_free(r);
+        let out = call_once(ch);
         sy_channel_free(ch);
         sy_runtime_free(rt);
-        (st, code, body)
+        out
     }
 
     /// The one-call builders set what their names say: `_new_tls` with a
@@ -265,6 +243,78 @@ mod tls {
         assert_eq!(st, sy_status::SY_OK, "{}", last_error());
         assert!(body.starts_with(b"hi|port="), "{body:?}");
         plain.stop();
+    }
+
+    /// `sy_channel_new_insecure` is the plaintext channel in one call: it
+    /// reaches a plaintext server with the service config's policy, and
+    /// refuses bad input without writing `*out`.
+    #[test]
+    #[cfg_attr(miri, ignore = "real sockets and TLS (ring's C): not under Miri")]
+    fn insecure_channel_in_one_call() {
+        let plain = TestServer::start(
+            Listen::Tcp("127.0.0.1:0".parse().unwrap()),
+            ServerOptions::default(),
+        )
+        .unwrap();
+        let mut rt = ptr::null_mut();
+        ok(sy_runtime_new(&mut rt));
+        let target = std::ffi::CString::new(format!("ipv4:127.0.0.1:{}", plain.port())).unwrap();
+        let config = c"{\"loadBalancingConfig\":[{\"round_robin\":{}}]}";
+        let mut ch = ptr::null_mut();
+        ok(sy_channel_new_insecure(
+            rt,
+            target.as_ptr(),
+            config.as_ptr(),
+            &mut ch,
+        ));
+        let (st, _, body) = call_once(ch);
+        assert_eq!(st, sy_status::SY_OK, "{}", last_error());
+        assert!(body.starts_with(b"hi|port="), "{body:?}");
+        let mut json = ptr::null_mut();
+        ok(sy_channel_snapshot_json(ch, &mut json, ptr::null_mut()));
+        // SAFETY: a NUL-terminated string from sy_channel_snapshot_json.
+        let snapshot = unsafe { std::ffi::CStr::from_ptr(json) }
+            .to_string_lossy()
+            .into_owned();
+        sy_snapshot_json_free(json);
+        assert!(
+            snapshot.contains("\"policy\":\"round_robin\""),
+            "{snapshot}"
+        );
+        sy_channel_free(ch);
+        plain.stop();
+
+        // Bad input: refused, `*out` untouched.
+        let sentinel = ptr::NonNull::<sy_channel>::dangling().as_ptr();
+        let mut out = sentinel;
+        let bad_utf8 = c"\xff\xfe";
+        for (rt, target, want) in [
+            (ptr::null(), target.as_ptr(), sy_status::SY_NULL_PARAMETER),
+            (rt.cast_const(), ptr::null(), sy_status::SY_NULL_PARAMETER),
+            (
+                rt.cast_const(),
+                bad_utf8.as_ptr(),
+                sy_status::SY_INVALID_UTF8,
+            ),
+            (
+                rt.cast_const(),
+                c"nope:///x".as_ptr(),
+                sy_status::SY_INVALID_TARGET,
+            ),
+        ] {
+            assert_eq!(
+                sy_channel_new_insecure(rt, target, config.as_ptr(), &mut out),
+                want,
+                "{}",
+                last_error()
+            );
+            assert_eq!(out, sentinel);
+        }
+        assert_eq!(
+            sy_channel_new_insecure(rt, target.as_ptr(), config.as_ptr(), ptr::null_mut()),
+            sy_status::SY_NULL_PARAMETER
+        );
+        sy_runtime_free(rt);
     }
 
     /// Durations from C up to u64::MAX ms are either refused when set or

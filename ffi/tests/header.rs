@@ -29,9 +29,10 @@ last (sy_runtime_free, after its channels).",
     ),
     (
         "Channel",
-        "One target, one load-balancing policy, its subchannels. The short path is
-sy_channel_new_simple with options from sy_channel_options_new_insecure or
-_new_tls; sy_channel_new_with_options adds a host transport (the host owns
+        "One target, one load-balancing policy, its subchannels. The short paths:
+sy_channel_new_insecure (plaintext, in one call), or sy_channel_new_simple
+with options from sy_channel_options_new_insecure or _new_tls;
+sy_channel_new_with_options adds a host transport (the host owns
 the connections: sy_host_transport), a state callback and address user
 data. Every function on a channel may be called from any thread,
 concurrently, except sy_channel_free.

@@ -21,6 +21,58 @@ use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+/// A parent policy made of a [`ChildManager`] that reconsiders its state
+/// and picker whenever one child changed (round_robin, weighted_round_robin,
+/// random, least_request). Its [`Balancer`] methods for subchannel states,
+/// work, timers and `exit_idle` route to the children through the provided
+/// methods here, every child that changed reaching
+/// [`child_changed`](Self::child_changed).
+pub trait ChildParent {
+    /// The children.
+    fn children(&mut self) -> &mut ChildManager;
+
+    /// Child `key` changed (its state, picker or subchannels).
+    fn child_changed(&mut self, cc: &mut dyn ClientConn, key: &str);
+
+    /// [`Balancer::update_subconn_state`]: to the child that owns `sc`.
+    fn route_subconn_state(
+        &mut self,
+        cc: &mut dyn ClientConn,
+        sc: SubConnId,
+        state: &SubConnState,
+    ) {
+        if let Some(key) = self.children().subconn_state(cc, sc, state) {
+            self.child_changed(cc, &key);
+        }
+    }
+
+    /// [`Balancer::work`]: to every child whose picker asked for it.
+    fn route_work(&mut self, cc: &mut dyn ClientConn) {
+        for key in self.children().work(cc) {
+            self.child_changed(cc, &key);
+        }
+    }
+
+    /// [`Balancer::timer`]: to the child that armed `token`; false if no
+    /// child did (a timer of the parent's own).
+    fn route_timer(&mut self, cc: &mut dyn ClientConn, token: TimerToken) -> bool {
+        let Some(key) = self.children().timer(cc, token) else {
+            return false;
+        };
+        self.child_changed(cc, &key);
+        true
+    }
+
+    /// [`Balancer::exit_idle`]: every child leaves IDLE (the parent then
+    /// publishes what follows).
+    fn exit_idle_children(&mut self, cc: &mut dyn ClientConn) {
+        let children = self.children();
+        for key in children.keys() {
+            children.exit_idle(cc, &key);
+        }
+    }
+}
+
 /// One child policy and what it last published.
 pub struct Child {
     key: String,

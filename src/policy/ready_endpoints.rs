@@ -17,7 +17,7 @@
 
 use super::pick_first::{PickFirstBuilder, ZERO_ADDRESSES};
 use super::round_robin::{RrEntry, RrPicker};
-use crate::balancer::child_manager::{Child, ChildManager};
+use crate::balancer::child_manager::{Child, ChildManager, ChildParent};
 use crate::balancer::picker::{FailPicker, Picker, QueuePicker};
 use crate::balancer::ready_list::{ReadyChunks, ReadyList};
 use crate::balancer::subconn::{SubConn, SubConnId};
@@ -211,13 +211,6 @@ impl<P: ReadyPicking> ReadyEndpoints<P> {
         listed
     }
 
-    /// After a child changed: reconnect it if it went IDLE (and re-resolve
-    /// on IDLE or TRANSIENT_FAILURE, as round_robin does), then republish.
-    fn child_changed(&mut self, cc: &mut dyn ClientConn, key: &str) {
-        self.children.keep_connected(cc, key);
-        self.regenerate(cc, Some(key));
-    }
-
     /// round_robin's aggregation: any READY → READY over the READY
     /// endpoints; else any CONNECTING or IDLE → CONNECTING (queue); else
     /// TRANSIENT_FAILURE, failing with the children's own errors in turn.
@@ -271,6 +264,19 @@ impl<P: ReadyPicking> ReadyEndpoints<P> {
     }
 }
 
+impl<P: ReadyPicking> ChildParent for ReadyEndpoints<P> {
+    fn children(&mut self) -> &mut ChildManager {
+        &mut self.children
+    }
+
+    /// After a child changed: reconnect it if it went IDLE (and re-resolve
+    /// on IDLE or TRANSIENT_FAILURE, as round_robin does), then republish.
+    fn child_changed(&mut self, cc: &mut dyn ClientConn, key: &str) {
+        self.children.keep_connected(cc, key);
+        self.regenerate(cc, Some(key));
+    }
+}
+
 impl<P: ReadyPicking> Balancer for ReadyEndpoints<P> {
     fn update_client_conn_state(
         &mut self,
@@ -307,28 +313,20 @@ impl<P: ReadyPicking> Balancer for ReadyEndpoints<P> {
         sc: SubConnId,
         state: &SubConnState,
     ) {
-        if let Some(key) = self.children.subconn_state(cc, sc, state) {
-            self.child_changed(cc, &key);
-        }
+        self.route_subconn_state(cc, sc, state);
     }
 
     fn exit_idle(&mut self, cc: &mut dyn ClientConn) {
-        for key in self.children.keys() {
-            self.children.exit_idle(cc, &key);
-        }
+        self.exit_idle_children(cc);
         self.regenerate(cc, None);
     }
 
     fn work(&mut self, cc: &mut dyn ClientConn) {
-        for key in self.children.work(cc) {
-            self.child_changed(cc, &key);
-        }
+        self.route_work(cc);
     }
 
     fn timer(&mut self, cc: &mut dyn ClientConn, token: TimerToken) {
-        if let Some(key) = self.children.timer(cc, token) {
-            self.child_changed(cc, &key);
-        }
+        self.route_timer(cc, token);
     }
 
     fn close(&mut self, cc: &mut dyn ClientConn) {

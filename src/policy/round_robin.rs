@@ -3,7 +3,7 @@
 //! at a random offset), so the picker itself is never written to.
 
 use super::pick_first::{PickFirstBuilder, ZERO_ADDRESSES};
-use crate::balancer::child_manager::{Child, ChildManager};
+use crate::balancer::child_manager::{Child, ChildManager, ChildParent};
 use crate::balancer::picker::{
     DoneHooks, FailPicker, PickInfo, PickLocal, PickResult, Picker, QueuePicker,
 };
@@ -186,13 +186,6 @@ impl Default for RoundRobin {
 }
 
 impl RoundRobin {
-    /// After a child changed: reconnect it if it went IDLE, then republish if
-    /// what picks select from changed.
-    fn child_changed(&mut self, cc: &mut dyn ClientConn, key: &str) {
-        self.children.keep_connected(cc, key);
-        self.regenerate(cc, Some(key));
-    }
-
     /// Aggregates: any READY → READY over the READY children; any CONNECTING or
     /// IDLE → CONNECTING (queue); else TRANSIENT_FAILURE, failing with the
     /// children's own errors in rotation.
@@ -273,6 +266,19 @@ impl RoundRobin {
     }
 }
 
+impl ChildParent for RoundRobin {
+    fn children(&mut self) -> &mut ChildManager {
+        &mut self.children
+    }
+
+    /// After a child changed: reconnect it if it went IDLE, then republish if
+    /// what picks select from changed.
+    fn child_changed(&mut self, cc: &mut dyn ClientConn, key: &str) {
+        self.children.keep_connected(cc, key);
+        self.regenerate(cc, Some(key));
+    }
+}
+
 impl Balancer for RoundRobin {
     fn update_client_conn_state(
         &mut self,
@@ -317,28 +323,20 @@ impl Balancer for RoundRobin {
         sc: SubConnId,
         state: &SubConnState,
     ) {
-        if let Some(key) = self.children.subconn_state(cc, sc, state) {
-            self.child_changed(cc, &key);
-        }
+        self.route_subconn_state(cc, sc, state);
     }
 
     fn exit_idle(&mut self, cc: &mut dyn ClientConn) {
-        for key in self.children.keys() {
-            self.children.exit_idle(cc, &key);
-        }
+        self.exit_idle_children(cc);
         self.regenerate(cc, None);
     }
 
     fn work(&mut self, cc: &mut dyn ClientConn) {
-        for key in self.children.work(cc) {
-            self.child_changed(cc, &key);
-        }
+        self.route_work(cc);
     }
 
     fn timer(&mut self, cc: &mut dyn ClientConn, token: TimerToken) {
-        if let Some(key) = self.children.timer(cc, token) {
-            self.child_changed(cc, &key);
-        }
+        self.route_timer(cc, token);
     }
 
     fn close(&mut self, cc: &mut dyn ClientConn) {

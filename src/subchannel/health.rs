@@ -16,6 +16,7 @@
 //! It is pure (no loop, no connector): `SubchannelPool` applies its outcomes
 //! (transitions, the retry timer, the connector calls).
 
+use super::stream_end::{log_unimplemented_once, reopen_at};
 use crate::backoff::{Backoff, BackoffConfig, Jitter};
 use crate::connector::TransportEvent;
 use crate::trace;
@@ -164,26 +165,21 @@ impl HealthCheck {
     ) -> Outcome {
         if code == code::UNIMPLEMENTED {
             self.phase = Phase::Unimplemented;
-            if logged_unimplemented.insert(addr.to_string()) {
-                log::warn!(
-                    target: trace::HEALTH,
-                    "{addr} does not implement grpc.health.v1.Health ({message}): \
-                     treating it as healthy; health checking is disabled for this subchannel"
-                );
-            }
+            log_unimplemented_once(
+                logged_unimplemented,
+                trace::HEALTH,
+                addr,
+                "grpc.health.v1.Health",
+                message,
+                "treating it as healthy; health checking is disabled for this subchannel",
+            );
             return Outcome {
                 verdict: Some(Verdict::Healthy),
                 retry_at: None,
             };
         }
         self.phase = Phase::Retrying;
-        let at = if self.got_status {
-            // The stream worked for a while: retry at once, backoff anew.
-            self.backoff.reset();
-            now
-        } else {
-            self.backoff.next_attempt().unwrap_or(now).max(now)
-        };
+        let at = reopen_at(&mut self.backoff, self.got_status, now);
         let message = format!(
             "health check stream to {addr} failed (grpc status {code}: {message}); retrying"
         );

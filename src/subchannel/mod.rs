@@ -24,6 +24,7 @@
 mod health;
 mod oob;
 mod pool;
+mod stream_end;
 
 pub(crate) use pool::SubchannelPool;
 

@@ -17,6 +17,7 @@
 //! It is pure (no loop, no connector): `SubchannelPool` applies what it
 //! says (the connector calls, the retry timer).
 
+use super::stream_end::{log_unimplemented_once, reopen_at};
 use crate::backoff::{Backoff, BackoffConfig, Jitter};
 use crate::balancer::{LoadReportListener, OobListenerId};
 use crate::trace;
@@ -158,23 +159,18 @@ impl OobReports {
         };
         if code == code::UNIMPLEMENTED {
             self.phase = Phase::Unimplemented;
-            if logged_unimplemented.insert(addr.to_string()) {
-                log::warn!(
-                    target: trace::SUBCHANNEL,
-                    "{addr} does not implement xds.service.orca.v3.OpenRcaService ({message}): \
-                     no out-of-band load reports from it on this connection"
-                );
-            }
+            log_unimplemented_once(
+                logged_unimplemented,
+                trace::SUBCHANNEL,
+                addr,
+                "xds.service.orca.v3.OpenRcaService",
+                message,
+                "no out-of-band load reports from it on this connection",
+            );
             return None;
         }
         self.phase = Phase::Retrying(period);
-        let at = if self.got_report {
-            // The stream worked for a while: again at once, backoff anew.
-            self.backoff.reset();
-            now
-        } else {
-            self.backoff.next_attempt().unwrap_or(now).max(now)
-        };
+        let at = reopen_at(&mut self.backoff, self.got_report, now);
         log::info!(
             target: trace::SUBCHANNEL,
             "ORCA stream to {addr} ended (grpc status {code}: {message}); opening another"
@@ -222,6 +218,18 @@ mod tests {
             jitter: 0.0,
             ..Default::default()
         })
+    }
+
+    /// A stream with one listener (1 s period), started at the instant
+    /// returned.
+    fn streaming() -> (OobReports, Duration, Instant) {
+        let mut o = oob();
+        let p = Duration::from_secs(1);
+        o.add(OobListenerId(1), p, Arc::new(Count::default()));
+        o.sync(true);
+        let now = Instant::now();
+        o.starting(p, now, &mut || 0.5);
+        (o, p, now)
     }
 
     fn start(p: Duration) -> Action {
@@ -283,12 +291,7 @@ mod tests {
 
     #[test]
     fn unimplemented_stops_for_the_connection_and_is_logged_once() {
-        let mut o = oob();
-        let p = Duration::from_secs(1);
-        o.add(OobListenerId(1), p, Arc::new(Count::default()));
-        o.sync(true);
-        let now = Instant::now();
-        o.starting(p, now, &mut || 0.5);
+        let (mut o, p, now) = streaming();
         let mut logged = HashSet::new();
         assert_eq!(
             o.ended(code::UNIMPLEMENTED, "no", ADDR, now, &mut logged),
@@ -306,12 +309,7 @@ mod tests {
 
     #[test]
     fn an_ended_stream_is_reopened_after_the_backoff_or_at_once_after_a_report() {
-        let mut o = oob();
-        let p = Duration::from_secs(1);
-        o.add(OobListenerId(1), p, Arc::new(Count::default()));
-        o.sync(true);
-        let now = Instant::now();
-        o.starting(p, now, &mut || 0.5);
+        let (mut o, p, now) = streaming();
         let mut logged = HashSet::new();
         // No report: the backoff (1 s, no jitter) from the attempt's start.
         let at = o.ended(code::UNAVAILABLE, "gone", ADDR, now, &mut logged);

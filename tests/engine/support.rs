@@ -173,37 +173,29 @@ pub fn split_by_kind(
     let mut seen: HashMap<String, usize> = HashMap::new();
     let info = PickInfo::default();
     for _ in 0..n {
-        let addr = match kind {
+        // The kinds differ in how they pick and finish; the rest is one.
+        type Finish<'a> = Box<dyn FnOnce(&DoneInfo<'_>) + 'a>;
+        let (addr, finish): (String, Finish<'_>) = match kind {
             "owned" => {
                 let pick = r.try_pick(&info).unwrap();
                 let addr = pick.subconn().addr().to_string();
-                let load = load(&addr);
-                pick.done(&DoneInfo {
-                    load: &load,
-                    ..DoneInfo::OK
-                });
-                addr
+                (addr, Box::new(move |d: &DoneInfo<'_>| pick.done(d)))
             }
             "borrowed" => {
                 let pick = r.try_pick_ref(&info).unwrap();
                 let addr = pick.subconn().addr().to_string();
-                let load = load(&addr);
-                pick.done(&DoneInfo {
-                    load: &load,
-                    ..DoneInfo::OK
-                });
-                addr
+                (addr, Box::new(move |d: &DoneInfo<'_>| pick.done(d)))
             }
             _ => {
                 let addr = r.try_pick_kept(&info).unwrap().addr().to_string();
-                let load = load(&addr);
-                assert!(r.finish_kept(&DoneInfo {
-                    load: &load,
-                    ..DoneInfo::OK
-                }));
-                addr
+                (addr, Box::new(|d: &DoneInfo<'_>| assert!(r.finish_kept(d))))
             }
         };
+        let load = load(&addr);
+        finish(&DoneInfo {
+            load: &load,
+            ..DoneInfo::OK
+        });
         *seen.entry(addr).or_default() += 1;
     }
     seen

@@ -45,22 +45,8 @@ pub fn encode_health_response(status: u32) -> Vec<u8> {
 pub fn decode_health_request(mut buf: &[u8]) -> Option<String> {
     let mut service = String::new();
     while !buf.is_empty() {
-        let key = get_varint(&mut buf)?;
-        match key & 7 {
-            0 => {
-                get_varint(&mut buf)?;
-            }
-            1 => buf = buf.get(8..)?,
-            5 => buf = buf.get(4..)?,
-            2 => {
-                let n = usize::try_from(get_varint(&mut buf)?).ok()?;
-                let bytes = buf.get(..n)?;
-                buf = &buf[n..];
-                if key >> 3 == 1 {
-                    service = String::from_utf8(bytes.to_vec()).ok()?;
-                }
-            }
-            _ => return None,
+        if let (1, Field::Bytes(bytes)) = next_field(&mut buf)? {
+            service = String::from_utf8(bytes.to_vec()).ok()?;
         }
     }
     Some(service)
@@ -90,37 +76,19 @@ pub fn encode_orca_report(load: &crate::options::OrcaLoad) -> Vec<u8> {
 pub fn decode_orca_request(mut buf: &[u8]) -> Option<std::time::Duration> {
     let mut interval = std::time::Duration::ZERO;
     while !buf.is_empty() {
-        let key = get_varint(&mut buf)?;
-        match key & 7 {
-            0 => {
-                get_varint(&mut buf)?;
+        let (1, Field::Bytes(mut bytes)) = next_field(&mut buf)? else {
+            continue;
+        };
+        let (mut secs, mut nanos) = (0u64, 0u64);
+        while !bytes.is_empty() {
+            match next_field(&mut bytes)? {
+                (1, Field::Varint(v)) => secs = v,
+                (2, Field::Varint(v)) => nanos = v.min(999_999_999),
+                (_, Field::Varint(_)) => {}
+                _ => return None,
             }
-            1 => buf = buf.get(8..)?,
-            5 => buf = buf.get(4..)?,
-            2 => {
-                let n = usize::try_from(get_varint(&mut buf)?).ok()?;
-                let mut bytes = buf.get(..n)?;
-                buf = &buf[n..];
-                if key >> 3 != 1 {
-                    continue;
-                }
-                let (mut secs, mut nanos) = (0u64, 0u64);
-                while !bytes.is_empty() {
-                    let key = get_varint(&mut bytes)?;
-                    let v = match key & 7 {
-                        0 => get_varint(&mut bytes)?,
-                        _ => return None,
-                    };
-                    match key >> 3 {
-                        1 => secs = v,
-                        2 => nanos = v.min(999_999_999),
-                        _ => {}
-                    }
-                }
-                interval = std::time::Duration::new(secs, nanos as u32);
-            }
-            _ => return None,
         }
+        interval = std::time::Duration::new(secs, nanos as u32);
     }
     Some(interval)
 }
@@ -153,6 +121,41 @@ fn put_varint(out: &mut Vec<u8>, mut v: u64) {
         v >>= 7;
     }
     out.push(v as u8);
+}
+
+/// A protobuf field's value, by wire type.
+enum Field<'a> {
+    Varint(u64),
+    /// 64- or 32-bit: nothing here reads one.
+    Fixed,
+    /// Length-delimited: a string, bytes or a message.
+    Bytes(&'a [u8]),
+}
+
+/// The next field of a message (number, value), `buf` advanced past it;
+/// `None` if malformed. What the decoders share: they skip the fields they
+/// do not read, as protobuf requires.
+fn next_field<'a>(buf: &mut &'a [u8]) -> Option<(u64, Field<'a>)> {
+    let key = get_varint(buf)?;
+    let value = match key & 7 {
+        0 => Field::Varint(get_varint(buf)?),
+        1 => {
+            *buf = buf.get(8..)?;
+            Field::Fixed
+        }
+        5 => {
+            *buf = buf.get(4..)?;
+            Field::Fixed
+        }
+        2 => {
+            let n = usize::try_from(get_varint(buf)?).ok()?;
+            let bytes = buf.get(..n)?;
+            *buf = &buf[n..];
+            Field::Bytes(bytes)
+        }
+        _ => return None,
+    };
+    Some((key >> 3, value))
 }
 
 fn get_varint(buf: &mut &[u8]) -> Option<u64> {

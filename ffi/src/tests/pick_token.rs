@@ -543,6 +543,49 @@ fn a_kept_pick_refuses_bad_input() {
     free();
 }
 
+/// A hash set without `has_request_hash` is refused as `sy_call_options`
+/// refuses it, even by round_robin, whose rotation reads no hash (the hit
+/// path must not take it): the caller meant a hash and would get none.
+#[test]
+fn a_kept_pick_refuses_a_request_hash_without_its_flag() {
+    let host = Host::default();
+    let released = AtomicUsize::new(0);
+    let config = c"{\"loadBalancingConfig\":[{\"round_robin\":{}}]}";
+    let (r, free) = ready_channel(&host, &released, config);
+    // The rotation is current: a plain request takes the hit path.
+    let first = kept_pick(r, ptr::null());
+    let unflagged = sy_pick_request {
+        method: ptr::null(),
+        method_len: 0,
+        request_hash: 42,
+        has_request_hash: false,
+        wait_for_ready: false,
+        timeout_ms: 0,
+    };
+    let mut out = MaybeUninit::<sy_borrowed_pick>::uninit();
+    assert_eq!(
+        sy_reader_pick(r, &unflagged, out.as_mut_ptr()),
+        sy_status::SY_INVALID_ARGUMENT
+    );
+    let mut buf = [0u8; 256];
+    let n = sy_last_error(buf.as_mut_ptr().cast(), buf.len()).min(buf.len() - 1);
+    let message = String::from_utf8_lossy(&buf[..n]);
+    assert!(message.contains("has_request_hash"), "{message}");
+    // Flagged, the same hash is an ordinary pick; a zero hash unflagged is
+    // no hash at all.
+    let flagged = sy_pick_request {
+        has_request_hash: true,
+        ..unflagged
+    };
+    assert_eq!(kept_pick(r, &flagged).subchannel_id, first.subchannel_id);
+    let zero = sy_pick_request {
+        request_hash: 0,
+        ..unflagged
+    };
+    assert_eq!(kept_pick(r, &zero).subchannel_id, first.subchannel_id);
+    free();
+}
+
 /// The subchannel goes down and comes back: the hook policy publishes a
 /// new picker.
 fn republish(ch: *mut sy_channel, id: u64) {

@@ -36,7 +36,7 @@ pub use weight::{weight_from_report, EndpointWeight};
 
 use super::pick_first::{PickFirstBuilder, ZERO_ADDRESSES};
 use super::round_robin::{RrEntry, RrPicker};
-use crate::balancer::child_manager::ChildManager;
+use crate::balancer::child_manager::{ChildManager, ChildParent};
 use crate::balancer::picker::{FailPicker, Picker, QueuePicker};
 use crate::balancer::subconn::SubConnId;
 use crate::balancer::{
@@ -206,31 +206,6 @@ impl WeightedRoundRobin {
         }
     }
 
-    /// After a child changed: reconnect it if it went IDLE, restart its
-    /// blackout if it came back to READY, republish.
-    fn child_changed(&mut self, cc: &mut dyn ClientConn, key: &str) {
-        let state = self.children.keep_connected(cc, key);
-        let ready = state == Some(ConnectivityState::Ready);
-        self.align(cc);
-        let at = self.children.position(key);
-        if let Some(w) = at.and_then(|i| self.weights.get_mut(i)) {
-            if ready && !w.ready {
-                w.tracker.ready_again();
-            }
-            w.ready = ready;
-        }
-        if let Some(at) = at {
-            self.sync_oob(cc, at);
-        }
-        // Rebuilding is O(endpoints): deferred to `work`, so a burst of
-        // changes (10,000 endpoints connecting) costs one rebuild, not one
-        // each. The loop runs it right after the changes already queued.
-        if !self.dirty {
-            self.dirty = true;
-            cc.work_scheduler().schedule_work();
-        }
-    }
-
     /// Aggregates as round_robin does: any READY → READY over a schedule
     /// of the READY endpoints; any CONNECTING or IDLE → CONNECTING (queue);
     /// else TRANSIENT_FAILURE with the children's own errors in rotation.
@@ -321,6 +296,37 @@ impl WeightedRoundRobin {
     }
 }
 
+impl ChildParent for WeightedRoundRobin {
+    fn children(&mut self) -> &mut ChildManager {
+        &mut self.children
+    }
+
+    /// After a child changed: reconnect it if it went IDLE, restart its
+    /// blackout if it came back to READY, republish.
+    fn child_changed(&mut self, cc: &mut dyn ClientConn, key: &str) {
+        let state = self.children.keep_connected(cc, key);
+        let ready = state == Some(ConnectivityState::Ready);
+        self.align(cc);
+        let at = self.children.position(key);
+        if let Some(w) = at.and_then(|i| self.weights.get_mut(i)) {
+            if ready && !w.ready {
+                w.tracker.ready_again();
+            }
+            w.ready = ready;
+        }
+        if let Some(at) = at {
+            self.sync_oob(cc, at);
+        }
+        // Rebuilding is O(endpoints): deferred to `work`, so a burst of
+        // changes (10,000 endpoints connecting) costs one rebuild, not one
+        // each. The loop runs it right after the changes already queued.
+        if !self.dirty {
+            self.dirty = true;
+            cc.work_scheduler().schedule_work();
+        }
+    }
+}
+
 impl Balancer for WeightedRoundRobin {
     fn update_client_conn_state(
         &mut self,
@@ -377,30 +383,23 @@ impl Balancer for WeightedRoundRobin {
         sc: SubConnId,
         state: &SubConnState,
     ) {
-        if let Some(key) = self.children.subconn_state(cc, sc, state) {
-            self.child_changed(cc, &key);
-        }
+        self.route_subconn_state(cc, sc, state);
     }
 
     fn exit_idle(&mut self, cc: &mut dyn ClientConn) {
-        for key in self.children.keys() {
-            self.children.exit_idle(cc, &key);
-        }
+        self.exit_idle_children(cc);
         self.regenerate(cc);
     }
 
     fn work(&mut self, cc: &mut dyn ClientConn) {
-        for key in self.children.work(cc) {
-            self.child_changed(cc, &key);
-        }
+        self.route_work(cc);
         if self.dirty {
             self.regenerate(cc);
         }
     }
 
     fn timer(&mut self, cc: &mut dyn ClientConn, token: TimerToken) {
-        if let Some(key) = self.children.timer(cc, token) {
-            self.child_changed(cc, &key);
+        if self.route_timer(cc, token) {
             return;
         }
         if self.timer.is_some_and(|(t, _)| t == token) {
