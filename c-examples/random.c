@@ -18,7 +18,7 @@ static int call(sy_reader *reader, bool wait_for_ready) {
   int i, p;
   OK(sy_call_unary(reader, "/echo.Echo/Unary", strlen("/echo.Echo/Unary"), (const uint8_t *)"rnd",
                    3,
-                   &(sy_call_options){.timeout_ms = 5000, .has_timeout = true,
+                   &(sy_call_options){.timeout_ms = 30000, .has_timeout = true,
                                       .wait_for_ready = wait_for_ready},
                    &resp));
   OK(sy_buffer_trailer(resp, "x-backend-port", 0, &v, &vlen));
