@@ -28,9 +28,8 @@
 
 mod lazy;
 mod picker;
-mod ring;
 
-pub use ring::RING_SIZE_LIMIT;
+pub use crate::balancer::hash_ring::RING_SIZE_LIMIT;
 
 use crate::balancer::child_manager::ChildManager;
 use crate::balancer::picker::{FailPicker, Picker, QueuePicker};
@@ -42,7 +41,7 @@ use crate::connectivity::{ConnectivityState, StateCounts};
 use crate::policy::pick_first::ZERO_ADDRESSES;
 use lazy::LazyPickFirstBuilder;
 use picker::{RingPicker, Slot};
-use ring::{Placement, Ring};
+use crate::balancer::hash_ring::{Placement, Ring};
 use std::collections::HashMap;
 use std::sync::Arc;
 

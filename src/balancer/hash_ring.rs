@@ -1,13 +1,18 @@
-//! The ring itself (gRFC A42): each endpoint placed on a 64-bit circle at
-//! XXH64 (seed 0) of `"<hash key>_<n>"`, n = 0, 1, ... per endpoint, as
-//! many entries as its share of the weight asks for; a request goes to the
-//! first entry at or after its hash, wrapping around.
+//! A consistent-hashing ring (gRFC A42, the toolkit part of ring_hash):
+//! each endpoint placed on a 64-bit circle at XXH64 (seed 0) of
+//! `"<hash key>_<n>"`, n = 0, 1, ... per endpoint, as many entries as its
+//! share of the weight asks for; a request goes to the first entry at or
+//! after its hash, wrapping around. A [`RingTable`] adds one picker's view
+//! of the members (which are READY, which are failing) for readers to pick
+//! from inline.
 //!
 //! Lookup is O(1) expected: a bucket table indexed by the hash's top bits
 //! gives the range of entries to look at (about one, since entry hashes are
 //! uniform), so a pick reads one bucket pair and one or two entries instead
 //! of walking a binary search through the whole array.
 
+use crate::balancer::rotation::RotationEntry;
+use std::sync::Arc;
 use xxhash_rust::xxh64::xxh64;
 
 /// gRFC A42's hard limit on either ring size (2^23).
@@ -158,6 +163,13 @@ impl Ring {
         self.entries[i].owner as usize
     }
 
+    /// The member entry `i` belongs to, `None` past the end (for the pick
+    /// path, which must not panic).
+    #[inline(always)]
+    pub(crate) fn owner_checked(&self, i: usize) -> Option<usize> {
+        Some(self.entries.get(i)?.owner as usize)
+    }
+
     /// The entry a request hashed to `hash` lands on: the first whose hash
     /// is ≥ `hash`, or the first of all past the last. The ring is never
     /// empty. Bounded by the entries of one bucket.
@@ -179,6 +191,98 @@ impl Ring {
     #[cfg(test)]
     pub(crate) fn hashes(&self) -> Vec<u64> {
         self.entries.iter().map(|e| e.hash).collect()
+    }
+}
+
+/// `RingTable::next_usable` entry for "every member is failing".
+const NONE: u32 = u32::MAX;
+
+/// One picker's view of a ring, for picks by hash: A61's walk past members
+/// in TRANSIENT_FAILURE precomputed, and the READY members' entries, so
+/// that a reader finds a READY endpoint from a hash with no call through
+/// the picker ([`InlineKind::Ring`](crate::balancer::picker::InlineKind)).
+/// A hash landing on a member that is not READY (IDLE: to be connected;
+/// CONNECTING; every member failing) is the picker's to handle.
+pub struct RingTable {
+    ring: Arc<Ring>,
+    /// Per entry: the first entry at or after it (cyclically) whose member
+    /// is not failing, or `NONE`. Only when some member is.
+    next_usable: Option<Box<[u32]>>,
+    /// Per member (`Ring::owner`): its READY subchannel's entry, `None`
+    /// when it is not READY.
+    ready: Box<[Option<RotationEntry>]>,
+    /// The hash may come from a header (`requestHashHeader`): a pick that
+    /// carries metadata goes the picker's way.
+    header: bool,
+}
+
+impl RingTable {
+    /// A table over `ring` whose member `m` is failing iff `failing(m)` and
+    /// READY with `ready[m]` if `Some` (one per member). The picker holding
+    /// the table keeps the READY entries' subchannels alive.
+    pub(crate) fn new(
+        ring: Arc<Ring>,
+        failing: impl Fn(usize) -> bool,
+        ready: Box<[Option<RotationEntry>]>,
+        header: bool,
+    ) -> RingTable {
+        let failing_entry = |i: usize| failing(ring.owner(i));
+        let next_usable = (0..ring.members().len()).any(&failing).then(|| {
+            // Two passes from the end: the first finds where entries past
+            // the last usable one wrap to.
+            let mut next = vec![NONE; ring.len()].into_boxed_slice();
+            let mut at = NONE;
+            for pass in 0..2 {
+                for i in (0..ring.len()).rev() {
+                    if !failing_entry(i) {
+                        at = i as u32;
+                    }
+                    if pass == 1 {
+                        next[i] = at;
+                    }
+                }
+            }
+            next
+        });
+        RingTable {
+            ring,
+            next_usable,
+            ready,
+            header,
+        }
+    }
+
+    /// The ring.
+    pub(crate) fn ring(&self) -> &Ring {
+        &self.ring
+    }
+
+    /// The entry a pick hashed to `hash` goes to (A61): the first from the
+    /// hash's entry on whose member is not failing; if every one is, the
+    /// hash's own entry.
+    #[inline(always)]
+    pub(crate) fn usable(&self, hash: u64) -> usize {
+        let first = self.ring.find(hash);
+        match &self.next_usable {
+            None => first,
+            Some(next) => match next.get(first) {
+                Some(&at) if at != NONE => at as usize,
+                _ => first,
+            },
+        }
+    }
+
+    /// The READY endpoint a pick with `hash` lands on, and none when the
+    /// member there is not READY (or the pick's hash may come from its
+    /// `metadata`): then the picker decides.
+    #[inline(always)]
+    pub(crate) fn ready(&self, hash: Option<u64>, has_metadata: bool) -> Option<RotationEntry> {
+        let hash = hash?;
+        if self.header && has_metadata {
+            return None;
+        }
+        let member = self.ring.owner_checked(self.usable(hash))?;
+        *self.ready.get(member)?
     }
 }
 
