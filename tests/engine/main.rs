@@ -3,6 +3,7 @@
 mod flows;
 mod graceful_switch;
 mod health;
+mod least_request;
 mod lifecycle;
 mod orca;
 mod pick;
