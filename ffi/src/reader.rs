@@ -348,7 +348,10 @@ pub extern "C" fn sy_reader_pick(
         // SAFETY: as above.
         let hash = unsafe { request_hash_of(request) };
         // SAFETY: as above.
-        if let Some(listed) = unsafe { value_mut(reader) }.reader.try_pick_kept_cached(hash) {
+        if let Some(listed) = unsafe { value_mut(reader) }
+            .reader
+            .try_pick_kept_cached(hash)
+        {
             // SAFETY: as above.
             unsafe { write_borrowed(out, Handout::listed(&listed)) };
             return sy_status::SY_OK;
@@ -630,8 +633,7 @@ extern "C" fn pick_general(
     // rotation runs no C code, so this needs no `enter`.
     // SAFETY: live (checked above), so nothing up the stack borrows it;
     // `out` is non-NULL and writable per the contract.
-    if method_len != 0 && unsafe { pick_cached(&mut value_mut(reader).reader, request_hash, out) }
-    {
+    if method_len != 0 && unsafe { pick_cached(&mut value_mut(reader).reader, request_hash, out) } {
         return sy_status::SY_OK;
     }
     // Entered for the rest of the pick: a policy's pick callback, a picker's

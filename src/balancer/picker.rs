@@ -2,9 +2,9 @@
 
 pub use crate::balancer::done::{DoneHook, DoneHooks, DoneHooksFull, DoneInfo};
 pub(crate) use crate::balancer::done::{RawHooks, DONE_HOOKS};
-pub use crate::balancer::pick_local::PickLocal;
 use crate::balancer::hash_ring::RingTable;
 use crate::balancer::least_loaded::LeastLoadedTable;
+pub use crate::balancer::pick_local::PickLocal;
 use crate::balancer::ready_list::UniformTable;
 use crate::balancer::rotation::Rotation;
 use crate::balancer::stride::StrideSchedule;

@@ -254,13 +254,13 @@ impl Picker for LeastRequestPicker {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::balancer::picker::DoneInfo;
     use crate::balancer::subconn::SubConnId;
     use crate::balancer::testing::{Picked, TestClientConn};
     use crate::balancer::ClientConnState;
     use crate::connectivity::ConnectivityState::{Connecting, Ready, TransientFailure};
     use crate::Address;
     use serde_json::json;
-    use crate::balancer::picker::DoneInfo;
     use std::sync::atomic::Ordering;
 
     const A: &str = "127.0.0.1:2001";
@@ -284,7 +284,10 @@ mod tests {
 
     /// The policy's counter for `addr`'s endpoint.
     fn in_flight(lr: &ReadyEndpoints<LeastRequest>, addr: &str) -> usize {
-        lr.picking().counters[addr].get().get().load(Ordering::Relaxed)
+        lr.picking().counters[addr]
+            .get()
+            .get()
+            .load(Ordering::Relaxed)
     }
 
     #[test]

@@ -14,8 +14,7 @@ use std::collections::HashMap;
 use switchyard::ConnectivityState::*;
 use switchyard::*;
 
-const LR: &str =
-    r#"{"loadBalancingConfig":[{"least_request_experimental":{"choiceCount":10}}]}"#;
+const LR: &str = r#"{"loadBalancingConfig":[{"least_request_experimental":{"choiceCount":10}}]}"#;
 
 /// A least_request channel over `list`, with `ready` READY and the rest
 /// left CONNECTING.
@@ -67,28 +66,36 @@ fn every_kind_of_pick_counts_in_flight_and_favours_the_idle_endpoint() {
             "owned" => {
                 let r = &mut first[0];
                 let held: Vec<Pick> = (0..n).map(|_| r.try_pick(&info).unwrap()).collect();
-                held.iter().for_each(|p| count(&mut seen, p.subconn().addr()));
+                held.iter()
+                    .for_each(|p| count(&mut seen, p.subconn().addr()));
                 even(&seen, n, kind);
                 let (on_a, on_b): (Vec<Pick>, Vec<Pick>) =
                     held.into_iter().partition(|p| p.subconn().addr() == "a:1");
                 on_a.into_iter().for_each(|p| p.done(&DoneInfo::OK));
                 let more: Vec<Pick> = (0..m).map(|_| r.try_pick(&info).unwrap()).collect();
-                more.iter().for_each(|p| count(&mut later, p.subconn().addr()));
+                more.iter()
+                    .for_each(|p| count(&mut later, p.subconn().addr()));
                 on_b.into_iter()
                     .chain(more)
                     .for_each(|p| p.done(&DoneInfo::OK));
             }
             "borrowed" => {
-                let held: Vec<PickRef<'_>> =
-                    first.iter_mut().map(|r| r.try_pick_ref(&info).unwrap()).collect();
-                held.iter().for_each(|p| count(&mut seen, p.subconn().addr()));
+                let held: Vec<PickRef<'_>> = first
+                    .iter_mut()
+                    .map(|r| r.try_pick_ref(&info).unwrap())
+                    .collect();
+                held.iter()
+                    .for_each(|p| count(&mut seen, p.subconn().addr()));
                 even(&seen, n, kind);
                 let (on_a, on_b): (Vec<PickRef<'_>>, Vec<PickRef<'_>>) =
                     held.into_iter().partition(|p| p.subconn().addr() == "a:1");
                 on_a.into_iter().for_each(|p| p.done(&DoneInfo::OK));
-                let more: Vec<PickRef<'_>> =
-                    second.iter_mut().map(|r| r.try_pick_ref(&info).unwrap()).collect();
-                more.iter().for_each(|p| count(&mut later, p.subconn().addr()));
+                let more: Vec<PickRef<'_>> = second
+                    .iter_mut()
+                    .map(|r| r.try_pick_ref(&info).unwrap())
+                    .collect();
+                more.iter()
+                    .for_each(|p| count(&mut later, p.subconn().addr()));
                 on_b.into_iter()
                     .chain(more)
                     .for_each(|p| p.done(&DoneInfo::OK));
@@ -131,7 +138,8 @@ fn every_kind_of_pick_counts_in_flight_and_favours_the_idle_endpoint() {
     let mut r = ch.reader();
     let held: Vec<Pick> = (0..n).map(|_| r.try_pick(&info).unwrap()).collect();
     let mut seen = HashMap::new();
-    held.iter().for_each(|p| count(&mut seen, p.subconn().addr()));
+    held.iter()
+        .for_each(|p| count(&mut seen, p.subconn().addr()));
     even(&seen, n, "after every kind");
 }
 
@@ -175,14 +183,18 @@ fn picks_dropped_without_done_take_their_one_off() {
     }
     assert_eq!(r.try_pick_kept(&info).unwrap().addr(), "a:1");
     r.refresh();
-    assert!(!r.finish_kept(&DoneInfo::OK), "refresh dropped the kept pick");
+    assert!(
+        !r.finish_kept(&DoneInfo::OK),
+        "refresh dropped the kept pick"
+    );
 
     report(&ch, &host, &["b:1"], Ready);
     ch.sync().unwrap();
     let mut r = ch.reader();
     let held: Vec<Pick> = (0..40).map(|_| r.try_pick(&info).unwrap()).collect();
     let mut seen = HashMap::new();
-    held.iter().for_each(|p| count(&mut seen, p.subconn().addr()));
+    held.iter()
+        .for_each(|p| count(&mut seen, p.subconn().addr()));
     let a = of(&seen, "a:1");
     assert!(
         a.abs_diff(40 - a) <= 4,

@@ -9,6 +9,7 @@ mod orca;
 mod pick;
 mod pick_first;
 mod random;
+mod ring_hash;
 mod round_robin;
 mod stress;
 mod support;

@@ -32,6 +32,7 @@ mod picker;
 pub use crate::balancer::hash_ring::RING_SIZE_LIMIT;
 
 use crate::balancer::child_manager::ChildManager;
+use crate::balancer::hash_ring::{Placement, Ring};
 use crate::balancer::picker::{FailPicker, Picker, QueuePicker};
 use crate::balancer::subconn::SubConnId;
 use crate::balancer::{
@@ -41,7 +42,6 @@ use crate::connectivity::{ConnectivityState, StateCounts};
 use crate::policy::pick_first::ZERO_ADDRESSES;
 use lazy::LazyPickFirstBuilder;
 use picker::{RingPicker, Slot};
-use crate::balancer::hash_ring::{Placement, Ring};
 use std::collections::HashMap;
 use std::sync::Arc;
 
