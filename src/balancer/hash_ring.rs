@@ -39,8 +39,11 @@ struct Entry {
 /// weights or hash keys, or the ring sizes change.
 #[derive(Debug)]
 pub(crate) struct Ring {
-    /// The entries, by ascending hash.
+    /// The entries, by ascending hash, then `SENTINELS` entries of hash
+    /// `u64::MAX` (not counted in `len`).
     entries: Box<[Entry]>,
+    /// How many entries, sentinels aside.
+    len: usize,
     /// The placements (by index in the input) that got at least one entry,
     /// in input order.
     members: Box<[u32]>,
@@ -118,15 +121,16 @@ impl Ring {
                 members.push(k as u32);
             }
         }
-        let entries: Box<[Entry]> = entries
+        let mut entries: Vec<Entry> = entries
             .iter()
             .map(|(hash, k)| Entry {
                 hash: *hash,
                 owner: member_of[*k as usize],
             })
             .collect();
+        let len = entries.len();
 
-        let bits = entries.len().next_power_of_two().max(2).trailing_zeros();
+        let bits = len.next_power_of_two().max(2).trailing_zeros();
         let shift = 64 - bits;
         let count = 1usize << bits;
         let mut buckets = Vec::with_capacity(count + 1);
@@ -137,9 +141,18 @@ impl Ring {
             }
             buckets.push(i as u32);
         }
-        buckets.push(entries.len() as u32);
+        buckets.push(len as u32);
+        // Past the last entry, hashes no request can exceed (see `find`).
+        let owner = entries.first().map_or(0, |e| e.owner);
+        entries.extend(
+            [Entry {
+                hash: u64::MAX,
+                owner,
+            }; SENTINELS],
+        );
         Ring {
-            entries,
+            entries: entries.into(),
+            len,
             members: members.into(),
             buckets: buckets.into(),
             shift,
@@ -148,7 +161,7 @@ impl Ring {
 
     /// How many entries.
     pub(crate) fn len(&self) -> usize {
-        self.entries.len()
+        self.len
     }
 
     /// The input indices of the endpoints with at least one entry, in input
@@ -167,21 +180,35 @@ impl Ring {
     /// path, which must not panic).
     #[inline(always)]
     pub(crate) fn owner_checked(&self, i: usize) -> Option<usize> {
+        if i >= self.len {
+            return None;
+        }
         Some(self.entries.get(i)?.owner as usize)
     }
 
     /// The entry a request hashed to `hash` lands on: the first whose hash
     /// is ≥ `hash`, or the first of all past the last. The ring is never
     /// empty. Bounded by the entries of one bucket.
+    ///
+    /// The answer is at or after the bucket's first entry, and no later
+    /// than the next bucket's first entry (whose hash is in a later bucket,
+    /// so > `hash`) or, past the last bucket, the first sentinel (no hash
+    /// is > `u64::MAX`). Buckets hold about one entry each: the first two
+    /// candidates are compared at once, without a branch (entries are
+    /// sorted, and the sentinels make both loads valid), and only a bucket
+    /// with more entries below `hash` walks on.
     #[inline(always)]
     pub(crate) fn find(&self, hash: u64) -> usize {
         let b = (hash >> self.shift) as usize;
-        let (mut i, end) = (self.buckets[b] as usize, self.buckets[b + 1] as usize);
-        while i < end && self.entries[i].hash < hash {
+        let start = self.buckets.get(b).map_or(self.len, |&i| i as usize);
+        let below = |i: usize| self.entries.get(i).is_some_and(|e| e.hash < hash);
+        let mut i = start + usize::from(below(start)) + usize::from(below(start + 1));
+        // Bounded: the sentinels are not below any hash.
+        while below(i) {
             i += 1;
         }
-        // Past this bucket, the next entry's hash is in a later one (> hash).
-        if i == self.entries.len() {
+        // Past the last entry: the first of all (wrapping around).
+        if i >= self.len {
             0
         } else {
             i
@@ -190,9 +217,13 @@ impl Ring {
 
     #[cfg(test)]
     pub(crate) fn hashes(&self) -> Vec<u64> {
-        self.entries.iter().map(|e| e.hash).collect()
+        self.entries[..self.len].iter().map(|e| e.hash).collect()
     }
 }
+
+/// Entries of hash `u64::MAX` past a ring's last: `Ring::find` compares
+/// the two entries from a bucket's first at once, both always there.
+const SENTINELS: usize = 2;
 
 /// `RingTable::next_usable` entry for "every member is failing".
 const NONE: u32 = u32::MAX;
