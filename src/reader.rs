@@ -147,7 +147,7 @@ impl Reader {
             local,
             ref_hooks: RefHooks {
                 hooks: NO_HOOKS,
-                load_only: false,
+                owed: Owed::Nothing,
             },
             methods: (
                 shared.methods.generation(),
@@ -240,22 +240,12 @@ impl Reader {
     /// owing `owed` (an inline pick), kept in the reader.
     #[inline(always)]
     fn ref_hooks_for(&mut self, hooks: RawHooks, owed: Owed) -> Option<&RefHooks> {
-        self.ref_hooks = match owed {
-            // A schedule's hook hears only dones with load.
-            Owed::Load(hook) => RefHooks {
-                hooks: hooks_of(hook),
-                load_only: true,
-            },
-            // A borrowed pick's counter comes off through its hook.
-            Owed::InFlight(_) => RefHooks {
-                hooks: owed.hooks(),
-                load_only: false,
-            },
-            Owed::Nothing if hooks[0].is_some() => RefHooks {
-                hooks,
-                load_only: false,
-            },
-            Owed::Nothing => return None,
+        if matches!(owed, Owed::Nothing) && hooks[0].is_none() {
+            return None;
+        }
+        self.ref_hooks = RefHooks {
+            hooks: owed.hooks_or(hooks),
+            owed,
         };
         Some(&self.ref_hooks)
     }
@@ -922,9 +912,11 @@ const NO_ROTATION: u64 = u64::MAX;
 
 /// A `PickRef`'s done hooks, kept in its reader.
 struct RefHooks {
+    /// A picker's hooks, or a schedule's load hook (`owed` says which).
     hooks: RawHooks,
-    /// A schedule's load hook: told only a done that carries load.
-    load_only: bool,
+    /// What an inline pick owes: a schedule's load hook (told only a done
+    /// that carries load) or an in-flight count (taken off directly).
+    owed: Owed,
 }
 
 // SAFETY: the hooks point into the picker of the table the reader's cache
@@ -949,11 +941,14 @@ impl<'r> PickRef<'r> {
     /// carries, innermost first (see `DoneHooks`).
     #[inline]
     pub fn done(mut self, info: &DoneInfo<'_>) {
-        if self.done.is_some_and(|h| h.load_only) && info.load.is_empty() {
-            self.done = None;
-            return;
+        match self.done.map(|h| h.owed) {
+            Some(Owed::InFlight(entry)) => {
+                self.done = None;
+                release(entry);
+            }
+            Some(Owed::Load(_)) if info.load.is_empty() => self.done = None,
+            _ => self.report(info),
         }
-        self.report(info);
     }
 
     #[cold]
@@ -971,8 +966,10 @@ impl Drop for PickRef<'_> {
     /// load hook: a dropped pick reports no load).
     #[inline]
     fn drop(&mut self) {
-        if self.done.is_some_and(|h| !h.load_only) {
-            self.report(&DROPPED);
+        match self.done.map(|h| h.owed) {
+            Some(Owed::InFlight(entry)) => release(entry),
+            Some(Owed::Nothing) => self.report(&DROPPED),
+            _ => {}
         }
     }
 }

@@ -9,9 +9,11 @@
 //! they survive picker updates (and an endpoint's READY → IDLE → READY).
 //! Each sits on cache lines of its own, so two threads picking different
 //! endpoints never write the same line. A pick adds one to its endpoint's
-//! counter; its done hook takes one off, whatever the outcome (the reader
-//! also reports a pick dropped without done). Counter reads race with other
-//! threads' picks, as A48 accepts.
+//! counter; its done takes one off, whatever the outcome (so does a pick
+//! dropped without done). Readers run the picker's table inline
+//! (`InlineKind::LeastLoaded`): a pick kept in the reader takes its one
+//! off directly, one that leaves the reader through its done hook. Counter
+//! reads race with other threads' picks, as A48 accepts.
 
 use super::ready_endpoints::{ReadyEndpoint, ReadyEndpoints, ReadyPicking};
 use crate::balancer::child_manager::ChildManager;
