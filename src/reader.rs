@@ -175,7 +175,8 @@ impl Reader {
             });
         }
         if self.inline_is_current() {
-            if let Some((listed, owed)) = self.pick_inline(info.hash, !info.metadata.is_empty()) {
+            if let Some((listed, owed)) = self.pick_inline(|| info.hash, !info.metadata.is_empty())
+            {
                 return Ok(Pick {
                     subconn: listed.ptr(),
                     done: owed.hooks(),
@@ -211,7 +212,8 @@ impl Reader {
             });
         }
         if self.inline_is_current() {
-            if let Some((listed, owed)) = self.pick_inline(info.hash, !info.metadata.is_empty()) {
+            if let Some((listed, owed)) = self.pick_inline(|| info.hash, !info.metadata.is_empty())
+            {
                 let done = self.ref_hooks_for(NO_HOOKS, owed);
                 // SAFETY: as above.
                 return Ok(PickRef {
@@ -258,6 +260,16 @@ impl Reader {
     /// pick's id, address and tag at hand); `None` means "call `try_pick`".
     #[inline(always)]
     pub fn try_pick_cached(&mut self, hash: Option<u64>) -> Option<(Pick, RotationEntry)> {
+        self.try_pick_cached_with(|| hash)
+    }
+
+    /// `try_pick_cached`, with the request hash read only when the cached
+    /// table needs one (a ring's): a rotation's pick costs nothing for it.
+    #[inline(always)]
+    pub fn try_pick_cached_with(
+        &mut self,
+        hash: impl FnOnce() -> Option<u64>,
+    ) -> Option<(Pick, RotationEntry)> {
         let (listed, done) = if self.rotation_is_current() {
             (self.rotate(), NO_HOOKS)
         } else if self.inline_is_current() {
@@ -286,6 +298,17 @@ impl Reader {
     /// they may run code that the caller has to guard).
     #[inline(always)]
     pub fn try_pick_kept_cached(&mut self, hash: Option<u64>) -> Option<RotationEntry> {
+        self.try_pick_kept_cached_with(|| hash)
+    }
+
+    /// `try_pick_kept_cached`, with the request hash read only when the
+    /// cached table needs one (a ring's): a rotation's pick costs nothing
+    /// for it.
+    #[inline(always)]
+    pub fn try_pick_kept_cached_with(
+        &mut self,
+        hash: impl FnOnce() -> Option<u64>,
+    ) -> Option<RotationEntry> {
         if self.kept.reports_outcome() {
             return None;
         }
@@ -334,7 +357,7 @@ impl Reader {
         let inline = if self.rotation_is_current() {
             Some((self.rotate(), Owed::Nothing))
         } else if self.inline_is_current() {
-            self.pick_inline(info.hash, !info.metadata.is_empty())
+            self.pick_inline(|| info.hash, !info.metadata.is_empty())
         } else {
             None
         };
@@ -431,7 +454,7 @@ impl Reader {
     #[inline(always)]
     fn pick_inline(
         &mut self,
-        hash: Option<u64>,
+        hash: impl FnOnce() -> Option<u64>,
         has_metadata: bool,
     ) -> Option<(RotationEntry, Owed)> {
         match self.inline.0 {
@@ -454,7 +477,7 @@ impl Reader {
             Inline::Ring(t) => {
                 // SAFETY: as above.
                 let table = unsafe { t.as_ref() };
-                Some((table.ready(hash, has_metadata)?, Owed::Nothing))
+                Some((table.ready(hash(), has_metadata)?, Owed::Nothing))
             }
         }
     }
@@ -493,7 +516,8 @@ impl Reader {
             return Ok((self.rotate().ptr(), NO_HOOKS, Owed::Nothing));
         }
         if self.inline_generation != NO_ROTATION {
-            if let Some((listed, owed)) = self.pick_inline(info.hash, !info.metadata.is_empty()) {
+            if let Some((listed, owed)) = self.pick_inline(|| info.hash, !info.metadata.is_empty())
+            {
                 return Ok((listed.ptr(), NO_HOOKS, owed));
             }
         }

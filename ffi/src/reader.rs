@@ -345,12 +345,12 @@ pub extern "C" fn sy_reader_pick(
         && (request.is_null() || unsafe { addr_of!((*request).method_len).read() } == 0)
         && unsafe { magic(reader) } == LIVE
     {
-        // SAFETY: as above.
-        let hash = unsafe { request_hash_of(request) };
+        // SAFETY: as above (read only if the cached table needs it).
+        let hash = || unsafe { request_hash_of(request) };
         // SAFETY: as above.
         if let Some(listed) = unsafe { value_mut(reader) }
             .reader
-            .try_pick_kept_cached(hash)
+            .try_pick_kept_cached_with(hash)
         {
             // SAFETY: as above.
             unsafe { write_borrowed(out, Handout::listed(&listed)) };
@@ -664,9 +664,10 @@ unsafe fn pick_cached(
     request_hash: *const u64,
     out: *mut sy_pick_result,
 ) -> bool {
-    // SAFETY: per the function's contract.
-    let hash = (!request_hash.is_null()).then(|| unsafe { request_hash.read_unaligned() });
-    match reader.try_pick_cached(hash) {
+    // SAFETY: per the function's contract. Read only if the cached table
+    // needs it (a ring's).
+    let hash = || (!request_hash.is_null()).then(|| unsafe { request_hash.read_unaligned() });
+    match reader.try_pick_cached_with(hash) {
         Some((pick, listed)) => {
             // SAFETY: per the function's contract.
             unsafe { write_pick(out, pick, Handout::listed(&listed)) };
