@@ -327,7 +327,7 @@
 //! (weighted), [`UniformTable`](balancer::UniformTable) (random),
 //! [`LeastLoadedTable`](balancer::LeastLoadedTable) (least_request) and
 //! [`RingTable`](balancer::RingTable) (ring_hash) are the other tables
-//! readers pick from inline ([`Picker::inline`](balancer::picker::Picker::inline)); [`DoneHooks`] lets a wrapping picker add its done hook
+//! readers pick from inline ([`Picker::inline`]); [`DoneHooks`] lets a wrapping picker add its done hook
 //! after its child's; and
 //! [`TestClientConn`](balancer::testing::TestClientConn) unit-tests a policy
 //! without a loop. `tests/toolkit.rs` builds a policy from these parts using
