@@ -316,8 +316,12 @@ impl Reader {
             (self.rotate(), Owed::Nothing)
         } else if self.inline_is_current() {
             // The kept pick before this one is dropped: its counter first
-            // (no code of the policy's runs).
-            self.settle_owed();
+            // (no code of the policy's runs). Only a load and a test when
+            // there is none, as after a done.
+            if let Owed::InFlight(entry) = self.kept.owed {
+                self.kept.owed = Owed::Nothing;
+                release(entry);
+            }
             self.pick_inline(hash, false)?
         } else {
             return None;
