@@ -38,6 +38,17 @@ impl Slot {
         }
     }
 
+    /// What a pick of this member hands out when it is READY (`None`:
+    /// not READY, its child's picker decides).
+    pub(crate) fn entry(&self) -> Option<RotationEntry> {
+        match self {
+            // SAFETY: every picker made with this entry keeps this slot
+            // (and so the subchannel) too: `RingPicker::new`'s contract.
+            Slot::Ready(sc) => Some(unsafe { RotationEntry::new(sc) }),
+            Slot::Child { .. } => None,
+        }
+    }
+
     #[inline(always)]
     fn state(&self) -> ConnectivityState {
         match self {
@@ -76,21 +87,21 @@ pub(crate) struct RingPicker {
 }
 
 impl RingPicker {
-    pub(crate) fn new(ring: Arc<Ring>, slots: Box<[Slot]>, header: Option<Arc<str>>) -> RingPicker {
+    /// A picker over `ring` with its members' `slots` and `ready` entries
+    /// (`Slot::entry` of each slot, in order: the picker keeps `slots`, and
+    /// with them the subchannels the entries point to).
+    pub(crate) fn new(
+        ring: Arc<Ring>,
+        slots: Box<[Slot]>,
+        ready: Box<[Option<RotationEntry>]>,
+        header: Option<Arc<str>>,
+    ) -> RingPicker {
+        debug_assert!(slots.len() == ready.len());
         let failing = |m: usize| {
             slots
                 .get(m)
                 .is_some_and(|s| s.state() == ConnectivityState::TransientFailure)
         };
-        let ready = slots
-            .iter()
-            .map(|s| match s {
-                // SAFETY: the picker owns `slots`, hence the subchannel, for
-                // as long as the table that lists it.
-                Slot::Ready(sc) => Some(unsafe { RotationEntry::new(sc) }),
-                Slot::Child { .. } => None,
-            })
-            .collect();
         let table = RingTable::new(ring, failing, ready, header.is_some());
         let connecting = slots
             .iter()
