@@ -396,15 +396,20 @@ impl Reader {
             let hooks = std::mem::replace(&mut self.kept.hooks, NO_HOOKS);
             report(hooks, subconn, info);
         }
-        match std::mem::replace(&mut self.kept.owed, Owed::Nothing) {
+        // Nothing owed (a rotation's pick, say) costs one load and a test.
+        match self.kept.owed {
             Owed::Nothing => {}
             Owed::Load(hook) => {
+                self.kept.owed = Owed::Nothing;
                 if !info.load.is_empty() {
                     report(hooks_of(hook), subconn, info);
                 }
             }
-            // Directly: no call through a hook.
-            Owed::InFlight(entry) => release(entry),
+            Owed::InFlight(entry) => {
+                self.kept.owed = Owed::Nothing;
+                // Directly: no call through a hook.
+                release(entry);
+            }
         }
         true
     }
