@@ -772,7 +772,7 @@ pub fn channel_ops(data: &[u8]) {
                             wait_for_ready: input.bool(),
                         },
                     ),
-                    2 => match r.try_pick_cached() {
+                    2 => match r.try_pick_cached(None) {
                         Some((p, listed)) => {
                             assert_eq!(listed.id(), p.subconn().id());
                             Ok(p)

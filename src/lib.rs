@@ -324,8 +324,10 @@
 //! [`RotationBuilder`](balancer::rotation::RotationBuilder) makes the
 //! chunked rotations that readers pick from inline, wait-free, rebuilding
 //! only what changed; [`StrideSchedule`](balancer::stride::StrideSchedule)
-//! (weighted) and [`UniformTable`](balancer::UniformTable) (random) are
-//! the other tables readers pick from inline; [`DoneHooks`] lets a wrapping picker add its done hook
+//! (weighted), [`UniformTable`](balancer::UniformTable) (random),
+//! [`LeastLoadedTable`](balancer::LeastLoadedTable) (least_request) and
+//! [`RingTable`](balancer::RingTable) (ring_hash) are the other tables
+//! readers pick from inline ([`Picker::inline`]); [`DoneHooks`] lets a wrapping picker add its done hook
 //! after its child's; and
 //! [`TestClientConn`](balancer::testing::TestClientConn) unit-tests a policy
 //! without a loop. `tests/toolkit.rs` builds a policy from these parts using

@@ -1,9 +1,11 @@
 //! The RPC-thread side of a channel: a `Reader` caches the published picker and
 //! picks from it wait-free; `pick` adds queueing, wait-for-ready and deadlines.
 
+use crate::balancer::hash_ring::RingTable;
+use crate::balancer::least_loaded::{LeastLoadedTable, LoadedEntry};
 use crate::balancer::picker::{
-    DoneHook, DoneHooks, DoneInfo, PickInfo, PickLocal, PickResult, Picker, QueuePicker, RawHooks,
-    DONE_HOOKS,
+    DoneHook, DoneHooks, DoneInfo, InlineKind, PickInfo, PickLocal, PickResult, Picker,
+    QueuePicker, RawHooks, DONE_HOOKS,
 };
 use crate::balancer::ready_list::UniformTable;
 use crate::balancer::rotation::{Chunk, RotationEntry};
@@ -99,10 +101,10 @@ pub struct Reader {
     /// The generation `sync_rotation` last looked at, so that a picker
     /// without a rotation is not looked at again on every pick.
     synced_generation: u64,
-    /// The cached table's stride schedule (`Picker::schedule`) or uniform
-    /// table (`Picker::uniform`), valid while the slot's generation is
-    /// still `inline_generation` (`NO_ROTATION` when the cached picker has
-    /// neither): picked from inline, like the rotation.
+    /// The cached table's inline table (`Picker::inline`: a stride
+    /// schedule, a uniform, least-loaded or ring table), valid while the
+    /// slot's generation is still `inline_generation` (`NO_ROTATION` when
+    /// the cached picker has none): picked from inline, like the rotation.
     inline: InlinePtr,
     inline_generation: u64,
     /// The cached table's picker, past pickers that only forward to
@@ -148,7 +150,7 @@ impl Reader {
             local,
             ref_hooks: RefHooks {
                 hooks: NO_HOOKS,
-                load_only: false,
+                owed: Owed::Nothing,
             },
             methods: (
                 shared.methods.generation(),
@@ -179,24 +181,26 @@ impl Reader {
             });
         }
         if self.inline_is_current() {
-            let (listed, hook) = self.pick_inline();
-            self.tally.started(listed.slot());
-            return Ok(Pick {
-                subconn: listed.ptr(),
-                done: hook.map_or(NO_HOOKS, hooks_of),
-                hold: Some(self.cache.hold()),
-            });
+            if let Some((listed, owed)) = self.pick_inline(|| info.hash, !info.metadata.is_empty())
+            {
+                self.tally.started(listed.slot());
+                return Ok(Pick {
+                    subconn: listed.ptr(),
+                    done: owed.hooks(),
+                    hold: Some(self.cache.hold()),
+                });
+            }
         }
         self.try_pick_slow(info)
     }
 
     #[inline(never)]
     fn try_pick_slow(&mut self, info: &PickInfo<'_>) -> Result<Pick, PickError> {
-        let (subconn, done, _) = self.choose_slow(info)?;
+        let (subconn, done, owed) = self.choose_slow(info)?;
         self.count_started(subconn);
         Ok(Pick {
             subconn,
-            done,
+            done: owed.hooks_or(done),
             hold: Some(self.cache.hold()),
         })
     }
@@ -218,25 +222,17 @@ impl Reader {
             });
         }
         if self.inline_is_current() {
-            let (listed, hook) = self.pick_inline();
-            self.tally.started(listed.slot());
-            let done = match hook {
-                Some(hook) => {
-                    // A schedule's hook hears only dones with load.
-                    self.ref_hooks = RefHooks {
-                        hooks: hooks_of(hook),
-                        load_only: true,
-                    };
-                    Some(&self.ref_hooks)
-                }
-                None => None,
-            };
-            // SAFETY: as above.
-            return Ok(PickRef {
-                subconn: unsafe { listed.ptr().as_ref() },
-                done,
-                tally: Some(&self.tally),
-            });
+            if let Some((listed, owed)) = self.pick_inline(|| info.hash, !info.metadata.is_empty())
+            {
+                self.tally.started(listed.slot());
+                let hooked = self.ref_hooks_for(NO_HOOKS, owed);
+                // SAFETY: as above.
+                return Ok(PickRef {
+                    subconn: unsafe { listed.ptr().as_ref() },
+                    done: hooked.then_some(&self.ref_hooks),
+                    tally: Some(&self.tally),
+                });
+            }
         }
         self.try_pick_ref_slow(info)
     }
@@ -245,32 +241,55 @@ impl Reader {
     /// (which the `PickRef` borrows), so that a `PickRef` stays two words.
     #[inline(never)]
     fn try_pick_ref_slow(&mut self, info: &PickInfo<'_>) -> Result<PickRef<'_>, PickError> {
-        let (subconn, done, load_only) = self.choose_slow(info)?;
+        let (subconn, hooks, owed) = self.choose_slow(info)?;
         self.count_started(subconn);
-        self.ref_hooks = RefHooks {
-            hooks: done,
-            load_only,
-        };
+        let hooked = self.ref_hooks_for(hooks, owed);
         // SAFETY: as in `try_pick_ref`; the hooks point into the same table.
         Ok(PickRef {
             subconn: unsafe { subconn.as_ref() },
-            done: done[0].is_some().then_some(&self.ref_hooks),
+            done: hooked.then_some(&self.ref_hooks),
             tally: Some(&self.tally),
         })
     }
 
+    /// Keeps a `PickRef`'s hooks in the reader, for a pick with `hooks`
+    /// (from a picker) or owing `owed` (an inline pick); false when it has
+    /// none.
+    #[inline(always)]
+    fn ref_hooks_for(&mut self, hooks: RawHooks, owed: Owed) -> bool {
+        if matches!(owed, Owed::Nothing) && hooks[0].is_none() {
+            return false;
+        }
+        self.ref_hooks = RefHooks {
+            hooks: owed.hooks_or(hooks),
+            owed,
+        };
+        true
+    }
+
     /// `try_pick`'s hit path alone, for callers that want the shortest
     /// possible one (the C ABI): a pick when the cached picker is still the
-    /// published one and is a plain rotation (round_robin), which looks at no
-    /// `PickInfo`, with its rotation entry (the pick's id, address and tag at
-    /// hand); `None` means "call `try_pick`".
+    /// published one and readers pick from it inline (a rotation, or an
+    /// inline table: see `Picker::inline`), for a pick with the request
+    /// `hash` and no method or metadata, with its rotation entry (the
+    /// pick's id, address and tag at hand); `None` means "call `try_pick`".
     #[inline(always)]
-    pub fn try_pick_cached(&mut self) -> Option<(Pick, RotationEntry)> {
+    pub fn try_pick_cached(&mut self, hash: Option<u64>) -> Option<(Pick, RotationEntry)> {
+        self.try_pick_cached_with(|| hash)
+    }
+
+    /// `try_pick_cached`, with the request hash read only when the cached
+    /// table needs one (a ring's): a rotation's pick costs nothing for it.
+    #[inline(always)]
+    pub fn try_pick_cached_with(
+        &mut self,
+        hash: impl FnOnce() -> Option<u64>,
+    ) -> Option<(Pick, RotationEntry)> {
         let (listed, done) = if self.rotation_is_current() {
             (self.rotate(), NO_HOOKS)
         } else if self.inline_is_current() {
-            let (listed, hook) = self.pick_inline();
-            (listed, hook.map_or(NO_HOOKS, hooks_of))
+            let (listed, owed) = self.pick_inline(hash, false)?;
+            (listed, owed.hooks())
         } else {
             return None;
         };
@@ -286,31 +305,51 @@ impl Reader {
     }
 
     /// `try_pick_kept`'s hit path alone (for the C ABI): a pick from the
-    /// cached rotation, kept in the reader, with its rotation entry (id,
-    /// address, tag at hand). `None` means "call `try_pick_kept`": the
-    /// cached picker is not a current rotation, or the kept pick before
-    /// this one still waits for its outcome (its hooks must hear of it
-    /// first, and they may run code that the caller has to guard).
+    /// cached rotation or inline table (for a pick with the request `hash`
+    /// and no method or metadata), kept in the reader, with its rotation
+    /// entry (id, address, tag at hand). `None` means "call
+    /// `try_pick_kept`": the cached picker is not current or not picked
+    /// inline (or not for this hash), or the kept pick before this one
+    /// still waits for its outcome (its hooks must hear of it first, and
+    /// they may run code that the caller has to guard).
     #[inline(always)]
-    pub fn try_pick_kept_cached(&mut self) -> Option<RotationEntry> {
+    pub fn try_pick_kept_cached(&mut self, hash: Option<u64>) -> Option<RotationEntry> {
+        self.try_pick_kept_cached_with(|| hash)
+    }
+
+    /// `try_pick_kept_cached`, with the request hash read only when the
+    /// cached table needs one (a ring's): a rotation's pick costs nothing
+    /// for it.
+    #[inline(always)]
+    pub fn try_pick_kept_cached_with(
+        &mut self,
+        hash: impl FnOnce() -> Option<u64>,
+    ) -> Option<RotationEntry> {
         if self.kept.reports_outcome() {
             return None;
         }
-        let (listed, load_hook) = if self.rotation_is_current() {
-            (self.rotate(), None)
-        } else if self.inline_is_current() {
-            self.pick_inline()
-        } else {
-            return None;
-        };
-        if self.kept.subconn.is_some() {
+        if self.kept.subconn.take().is_some() {
             // The kept pick before this one, never finished: dropped.
             self.tally.finished(self.kept.slot, false);
         }
+        let (listed, owed) = if self.rotation_is_current() {
+            (self.rotate(), Owed::Nothing)
+        } else if self.inline_is_current() {
+            // The kept pick before this one is dropped: its counter first
+            // (no code of the policy's runs). Only a load and a test when
+            // there is none, as after a done.
+            if let Owed::InFlight(entry) = self.kept.owed {
+                self.kept.owed = Owed::Nothing;
+                release(entry);
+            }
+            self.pick_inline(hash, false)?
+        } else {
+            return None;
+        };
         self.tally.started(listed.slot());
         self.kept.subconn = Some(listed.ptr());
         self.kept.slot = listed.slot();
-        self.kept.load_hook = load_hook;
+        self.kept.owed = owed;
         Some(listed)
     }
 
@@ -341,19 +380,19 @@ impl Reader {
 
     fn pick_kept_raw(&mut self, info: &PickInfo<'_>) -> Result<NonNull<SubConn>, PickError> {
         self.drop_kept();
-        let (subconn, slot, hooks, load_hook) = if self.rotation_is_current() {
-            let listed = self.rotate();
-            (listed.ptr(), listed.slot(), NO_HOOKS, None)
+        let inline = if self.rotation_is_current() {
+            Some((self.rotate(), Owed::Nothing))
         } else if self.inline_is_current() {
-            let (listed, hook) = self.pick_inline();
-            (listed.ptr(), listed.slot(), NO_HOOKS, hook)
+            self.pick_inline(|| info.hash, !info.metadata.is_empty())
         } else {
-            let (subconn, hooks, load_only) = self.choose_slow(info)?;
-            // SAFETY: chosen from the cached table, which the cache keeps alive.
-            let slot = unsafe { subconn.as_ref() }.slot();
-            match load_only {
-                true => (subconn, slot, NO_HOOKS, hooks[0]),
-                false => (subconn, slot, hooks, None),
+            None
+        };
+        let (subconn, slot, hooks, owed) = match inline {
+            Some((listed, owed)) => (listed.ptr(), listed.slot(), NO_HOOKS, owed),
+            None => {
+                let (subconn, hooks, owed) = self.choose_slow(info)?;
+                // SAFETY: chosen from the cached table, which the cache keeps alive.
+                (subconn, unsafe { subconn.as_ref() }.slot(), hooks, owed)
             }
         };
         self.tally.started(slot);
@@ -361,7 +400,7 @@ impl Reader {
             subconn: Some(subconn),
             slot,
             hooks,
-            load_hook,
+            owed,
         };
         Ok(subconn)
     }
@@ -386,18 +425,28 @@ impl Reader {
             let hooks = std::mem::replace(&mut self.kept.hooks, NO_HOOKS);
             report(hooks, subconn, info);
         }
-        let load_hook = self.kept.load_hook.take();
-        if !info.load.is_empty() {
-            if let Some(hook) = load_hook {
-                report(hooks_of(hook), subconn, info);
+        // Nothing owed (a rotation's pick, say) costs one load and a test.
+        match self.kept.owed {
+            Owed::Nothing => {}
+            Owed::Load(hook) => {
+                self.kept.owed = Owed::Nothing;
+                if !info.load.is_empty() {
+                    report(hooks_of(hook), subconn, info);
+                }
+            }
+            Owed::InFlight(entry) => {
+                self.kept.owed = Owed::Nothing;
+                // Directly: no call through a hook.
+                release(entry);
             }
         }
         true
     }
 
     /// `finish_kept` for a done without load, when the kept pick has no
-    /// hooks (`!kept_reports_outcome()`): only counts it (`ok`: its code
-    /// is OK). With hooks, it does not finish the pick and says false.
+    /// hooks (`!kept_reports_outcome()`): counts it (`ok`: its code is OK)
+    /// and settles what it owes. With hooks, it does not finish the pick
+    /// and says false.
     #[inline(always)]
     pub fn finish_kept_quietly(&mut self, ok: bool) -> bool {
         if self.kept.reports_outcome() {
@@ -408,8 +457,17 @@ impl Reader {
         };
         self.tally.finished(self.kept.slot, ok);
         // A done without load: a schedule's load hook hears nothing.
-        self.kept.load_hook = None;
+        self.settle_owed();
         true
+    }
+
+    /// Settles what an inline kept pick, dropped, owes: its in-flight
+    /// counter's one (a dropped pick reports no load).
+    #[inline(always)]
+    fn settle_owed(&mut self) {
+        if let Owed::InFlight(entry) = std::mem::replace(&mut self.kept.owed, Owed::Nothing) {
+            release(entry);
+        }
     }
 
     /// Reports a kept pick that was never finished as dropped, before the
@@ -423,8 +481,7 @@ impl Reader {
             // Abandoned: counted as gRPC counts a cancelled RPC.
             self.tally.finished(self.kept.slot, false);
         }
-        // A dropped pick reports no load.
-        self.kept.load_hook = None;
+        self.settle_owed();
     }
 
     #[cold]
@@ -448,21 +505,38 @@ impl Reader {
         self.cache.slot().generation() == self.inline_generation
     }
 
-    /// A pick from the cached table's schedule (with its load hook) or
-    /// uniform table. Only while `inline_is_current()` (or just synced).
+    /// A pick from the cached table's inline table, and what it owes its
+    /// policy when it ends; `None` when this table leaves the pick to the
+    /// picker (a ring's hash landing on a member that is not READY, or a
+    /// hash that may come from `metadata`). Only while
+    /// `inline_is_current()` (or just synced).
     #[inline(always)]
-    fn pick_inline(&mut self) -> (RotationEntry, Option<NonNull<dyn DoneHook>>) {
+    fn pick_inline(
+        &mut self,
+        hash: impl FnOnce() -> Option<u64>,
+        has_metadata: bool,
+    ) -> Option<(RotationEntry, Owed)> {
         match self.inline.0 {
             Inline::Schedule(s) => {
                 // SAFETY: found in the picker of the cached table at the
                 // current generation, which the cache keeps alive.
                 let e = unsafe { s.as_ref() }.next(self.local.sequence());
-                (e.listed(), Some(e.hook_ptr()))
+                Some((e.listed(), Owed::Load(e.hook_ptr())))
             }
             Inline::Uniform(u) => {
                 // SAFETY: as above.
                 let table = unsafe { u.as_ref() };
-                (table.draw(&mut self.local), None)
+                Some((table.draw(&mut self.local), Owed::Nothing))
+            }
+            Inline::LeastLoaded(t) => {
+                // SAFETY: as above.
+                let e = unsafe { t.as_ref() }.pick(&mut self.local);
+                Some((e.listed(), Owed::InFlight(NonNull::from(e))))
+            }
+            Inline::Ring(t) => {
+                // SAFETY: as above.
+                let table = unsafe { t.as_ref() };
+                Some((table.ready(hash(), has_metadata)?, Owed::Nothing))
             }
         }
     }
@@ -498,22 +572,20 @@ impl Reader {
             self.shared.note_pick();
         }
         if self.rotation_generation != NO_ROTATION {
-            return Ok((self.rotate().ptr(), NO_HOOKS, false));
+            return Ok((self.rotate().ptr(), NO_HOOKS, Owed::Nothing));
         }
         if self.inline_generation != NO_ROTATION {
-            let (listed, hook) = self.pick_inline();
-            return Ok((
-                listed.ptr(),
-                hook.map_or(NO_HOOKS, hooks_of),
-                hook.is_some(),
-            ));
+            if let Some((listed, owed)) = self.pick_inline(|| info.hash, !info.metadata.is_empty())
+            {
+                return Ok((listed.ptr(), NO_HOOKS, owed));
+            }
         }
         // SAFETY: synced just now or at this generation: the picker of the
         // cached table, which the cache keeps alive while `self` is borrowed.
         let picker = unsafe { self.picker.0.as_ref() };
         match picker.pick(info, &mut self.local) {
             PickResult::Complete { subconn, done } => {
-                Ok((NonNull::from(subconn), done.raw(), false))
+                Ok((NonNull::from(subconn), done.raw(), Owed::Nothing))
             }
             other => Err(self.not_picked(other)),
         }
@@ -544,11 +616,12 @@ impl Reader {
         let picker = PickerPtr::innermost(&*table.picker);
         // SAFETY: just made from the cached table's picker.
         let inner = unsafe { picker.0.as_ref() };
-        let inline = match (inner.schedule(), inner.uniform()) {
-            (Some(s), _) => Some(Inline::Schedule(NonNull::from(s))),
-            (None, Some(u)) => Some(Inline::Uniform(NonNull::from(u))),
-            (None, None) => None,
-        };
+        let inline = inner.inline().map(|kind| match kind {
+            InlineKind::Schedule(s) => Inline::Schedule(NonNull::from(s)),
+            InlineKind::Uniform(u) => Inline::Uniform(NonNull::from(u)),
+            InlineKind::LeastLoaded(t) => Inline::LeastLoaded(NonNull::from(t)),
+            InlineKind::Ring(t) => Inline::Ring(NonNull::from(t)),
+        });
         let rotation = inner.rotation().map(|r| {
             let chunks = r.chunks();
             // From the whole slice, not its first element: the cursor
@@ -715,9 +788,54 @@ impl Drop for Reader {
 
 type Chosen = (NonNull<SubConn>, RawHooks);
 
-/// What `choose_slow` chose: the subchannel, its done hooks, and whether
-/// they are a schedule's load hook (told only dones that carry load).
-type Choice = (NonNull<SubConn>, RawHooks, bool);
+/// What `choose_slow` chose: the subchannel, its done hooks (a picker's)
+/// and what it owes (an inline pick's).
+type Choice = (NonNull<SubConn>, RawHooks, Owed);
+
+/// What an inline pick owes its policy when it ends.
+#[derive(Clone, Copy)]
+enum Owed {
+    Nothing,
+    /// A schedule's load hook (`StrideSchedule`): told only a done that
+    /// carries load, so the pick's done costs nothing without.
+    Load(NonNull<dyn DoneHook>),
+    /// One off the entry's in-flight counter (`LeastLoadedTable`), done or
+    /// dropped: directly for a kept pick, through the entry as a done hook
+    /// for a pick that leaves the reader.
+    InFlight(NonNull<LoadedEntry>),
+}
+
+impl Owed {
+    /// The done hooks of a pick that leaves the reader owing this.
+    #[inline(always)]
+    fn hooks(self) -> RawHooks {
+        match self {
+            Owed::Nothing => NO_HOOKS,
+            Owed::Load(hook) => hooks_of(hook),
+            Owed::InFlight(entry) => hooks_of(entry),
+        }
+    }
+
+    /// `hooks()`, or a picker's `hooks` when this owes nothing.
+    #[inline(always)]
+    fn hooks_or(self, hooks: RawHooks) -> RawHooks {
+        match self {
+            Owed::Nothing => hooks,
+            owed => owed.hooks(),
+        }
+    }
+}
+
+/// Takes a finished or dropped pick's one off its entry's counter.
+#[inline(always)]
+fn release(entry: NonNull<LoadedEntry>) {
+    // SAFETY: an entry of the cached table's least-loaded table, which the
+    // cache keeps alive while the reader keeps the pick (a kept pick is
+    // settled before the cache moves: see `drop_kept`).
+    unsafe { entry.as_ref() }
+        .in_flight()
+        .fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+}
 
 /// A pointer to the picker of the table a reader caches (see
 /// `Reader::picker`).
@@ -760,9 +878,8 @@ struct Kept {
     slot: u32,
     /// The kept pick's done hooks (`NO_HOOKS` for none or once reported).
     hooks: RawHooks,
-    /// A schedule's load hook (`StrideSchedule`): told only a done that
-    /// carries load, so the pick's done costs nothing without.
-    load_hook: Option<NonNull<dyn DoneHook>>,
+    /// What an inline kept pick owes (`Owed::Nothing` once settled).
+    owed: Owed,
 }
 
 impl Kept {
@@ -770,7 +887,7 @@ impl Kept {
         subconn: None,
         slot: 0,
         hooks: NO_HOOKS,
-        load_hook: None,
+        owed: Owed::Nothing,
     };
 
     #[inline(always)]
@@ -800,6 +917,8 @@ fn hooks_of(hook: NonNull<dyn DoneHook>) -> RawHooks {
 enum Inline {
     Schedule(NonNull<StrideSchedule>),
     Uniform(NonNull<UniformTable>),
+    LeastLoaded(NonNull<LeastLoadedTable>),
+    Ring(NonNull<RingTable>),
 }
 
 /// An `Inline` a reader keeps.
@@ -898,9 +1017,11 @@ const NO_ROTATION: u64 = u64::MAX;
 
 /// A `PickRef`'s done hooks, kept in its reader.
 struct RefHooks {
+    /// A picker's hooks, or a schedule's load hook (`owed` says which).
     hooks: RawHooks,
-    /// A schedule's load hook: told only a done that carries load.
-    load_only: bool,
+    /// What an inline pick owes: a schedule's load hook (told only a done
+    /// that carries load) or an in-flight count (taken off directly).
+    owed: Owed,
 }
 
 // SAFETY: the hooks point into the picker of the table the reader's cache
@@ -930,11 +1051,14 @@ impl<'r> PickRef<'r> {
         if let Some(tally) = self.tally.take() {
             tally.finished(self.subconn.slot(), info.code == Code::Ok);
         }
-        if self.done.is_some_and(|h| h.load_only) && info.load.is_empty() {
-            self.done = None;
-            return;
+        match self.done.map(|h| h.owed) {
+            Some(Owed::InFlight(entry)) => {
+                self.done = None;
+                release(entry);
+            }
+            Some(Owed::Load(_)) if info.load.is_empty() => self.done = None,
+            _ => self.report(info),
         }
-        self.report(info);
     }
 
     #[cold]
@@ -955,8 +1079,10 @@ impl Drop for PickRef<'_> {
         if let Some(tally) = self.tally.take() {
             tally.finished(self.subconn.slot(), false);
         }
-        if self.done.is_some_and(|h| !h.load_only) {
-            self.report(&DROPPED);
+        match self.done.map(|h| h.owed) {
+            Some(Owed::InFlight(entry)) => release(entry),
+            Some(Owed::Nothing) => self.report(&DROPPED),
+            _ => {}
         }
     }
 }
@@ -1016,7 +1142,7 @@ impl Pick {
         }
         // Away from its reader (any thread): the subchannel's own counters.
         self.subconn().finished_elsewhere(info.code == Code::Ok);
-        // Counted: the destructor only releases the hold.
+        // Counted: the destructor would only release the hold.
         self.done = NO_HOOKS;
         drop(self.hold.take());
         std::mem::forget(self);

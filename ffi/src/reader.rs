@@ -336,10 +336,11 @@ pub extern "C" fn sy_reader_pick(
     request: *const sy_pick_request,
     out: *mut sy_borrowed_pick,
 ) -> sy_status {
-    // The hit path: a current rotation, which looks at no method, no hash
-    // and never waits. A request with a method or a hash goes the general
-    // way, which checks them first (so that bad input is refused whatever
-    // the picker).
+    // The hit path: a current rotation or inline table (see
+    // `Reader::try_pick_kept_cached`), which looks at no method and never
+    // waits. A request with a method, or with a hash set without its flag,
+    // goes the general way, which checks them first (so that bad input is
+    // refused whatever the picker).
     // SAFETY: non-NULL; the caller promises a reader from `sy_reader_new`
     // used by this thread only; live, so nothing up the stack borrows it.
     // `request` is NULL or readable, `out` non-NULL and writable, per the
@@ -348,19 +349,36 @@ pub extern "C" fn sy_reader_pick(
         && !out.is_null()
         && (request.is_null()
             || unsafe {
-                addr_of!((*request).method_len).read() as u64
-                    | addr_of!((*request).request_hash).read()
-            } == 0)
+                addr_of!((*request).method_len).read() == 0
+                    && (addr_of!((*request).request_hash).read() == 0
+                        || addr_of!((*request).has_request_hash).read())
+            })
         && unsafe { magic(reader) } == LIVE
     {
+        // SAFETY: as above (read only if the cached table needs it).
+        let hash = || unsafe { request_hash_of(request) };
         // SAFETY: as above.
-        if let Some(listed) = unsafe { value_mut(reader) }.reader.try_pick_kept_cached() {
+        if let Some(listed) = unsafe { value_mut(reader) }
+            .reader
+            .try_pick_kept_cached_with(hash)
+        {
             // SAFETY: as above.
             unsafe { write_borrowed(out, Handout::listed(&listed)) };
             return sy_status::SY_OK;
         }
     }
     reader_pick_general(reader, request, out)
+}
+
+/// The request's hash, if it has one.
+///
+/// # Safety
+/// `request` is NULL or readable.
+#[inline(always)]
+unsafe fn request_hash_of(request: *const sy_pick_request) -> Option<u64> {
+    // SAFETY: per the function's contract.
+    let r = unsafe { request.as_ref() }?;
+    r.has_request_hash.then_some(r.request_hash)
 }
 
 /// `sy_reader_pick` past the hit path. `extern "C"` with the same
@@ -583,7 +601,7 @@ pub extern "C" fn sy_pick(
         && !out.is_null()
         && method_len == 0
         && unsafe { magic(reader) } == LIVE
-        && unsafe { pick_cached(&mut value_mut(reader).reader, out) }
+        && unsafe { pick_cached(&mut value_mut(reader).reader, request_hash, out) }
     {
         return sy_status::SY_OK;
     }
@@ -629,7 +647,7 @@ extern "C" fn pick_general(
     // rotation runs no C code, so this needs no `enter`.
     // SAFETY: live (checked above), so nothing up the stack borrows it;
     // `out` is non-NULL and writable per the contract.
-    if method_len != 0 && unsafe { pick_cached(&mut value_mut(reader).reader, out) } {
+    if method_len != 0 && unsafe { pick_cached(&mut value_mut(reader).reader, request_hash, out) } {
         return sy_status::SY_OK;
     }
     // Entered for the rest of the pick: a policy's pick callback, a picker's
@@ -648,14 +666,22 @@ extern "C" fn pick_general(
     )
 }
 
-/// The hit path: a pick from the reader's current rotation, written to
-/// `*out`; false (nothing written) when the reader has none.
+/// The hit path: a pick from the reader's current rotation or inline
+/// table, written to `*out`; false (nothing written) when the reader has
+/// none (or it leaves this pick to the picker).
 ///
 /// # Safety
-/// `out` is non-NULL and writable.
+/// `out` is non-NULL and writable; `request_hash` is NULL or readable.
 #[inline(always)]
-unsafe fn pick_cached(reader: &mut Reader, out: *mut sy_pick_result) -> bool {
-    match reader.try_pick_cached() {
+unsafe fn pick_cached(
+    reader: &mut Reader,
+    request_hash: *const u64,
+    out: *mut sy_pick_result,
+) -> bool {
+    // SAFETY: per the function's contract. Read only if the cached table
+    // needs it (a ring's).
+    let hash = || (!request_hash.is_null()).then(|| unsafe { request_hash.read_unaligned() });
+    match reader.try_pick_cached_with(hash) {
         Some((pick, listed)) => {
             // SAFETY: per the function's contract.
             unsafe { write_pick(out, pick, Handout::listed(&listed)) };

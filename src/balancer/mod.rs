@@ -6,6 +6,10 @@
 pub mod child_manager;
 pub mod done;
 pub mod graceful_switch;
+pub(crate) mod hash_ring;
+pub use hash_ring::RingTable;
+pub(crate) mod least_loaded;
+pub use least_loaded::LeastLoadedTable;
 pub mod pick_local;
 pub mod picker;
 pub(crate) mod ready_list;

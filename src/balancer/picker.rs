@@ -2,6 +2,8 @@
 
 pub use crate::balancer::done::{DoneHook, DoneHooks, DoneHooksFull, DoneInfo};
 pub(crate) use crate::balancer::done::{RawHooks, DONE_HOOKS};
+use crate::balancer::hash_ring::RingTable;
+use crate::balancer::least_loaded::LeastLoadedTable;
 pub use crate::balancer::pick_local::PickLocal;
 use crate::balancer::ready_list::UniformTable;
 use crate::balancer::rotation::Rotation;
@@ -65,18 +67,11 @@ pub trait Picker: Send + Sync + 'static {
         None
     }
 
-    /// If this picker is a static stride schedule (each pick carries only
-    /// its entry's load hook), that schedule: readers then run it inline
-    /// without calling `pick`, which must pick as the schedule does. A
-    /// policy builds one with [`StrideSchedule::new`].
-    fn schedule(&self) -> Option<&StrideSchedule> {
-        None
-    }
-
-    /// If this picker chooses uniformly at random among a table of
-    /// subchannels with no done hook, that table: readers then draw from it
-    /// inline without calling `pick`, which must pick as the table does.
-    fn uniform(&self) -> Option<&UniformTable> {
+    /// If readers can run this picker's choice themselves from one of the
+    /// toolkit's tables (see [`InlineKind`]), that table: readers then pick
+    /// from it inline without calling `pick`, which must pick as the table
+    /// does.
+    fn inline(&self) -> Option<InlineKind<'_>> {
         None
     }
 
@@ -86,6 +81,26 @@ pub trait Picker: Send + Sync + 'static {
     fn forwards_to(&self) -> Option<&dyn Picker> {
         None
     }
+}
+
+/// A table readers pick from inline, as they walk a rotation (see
+/// [`Picker::inline`]): no call through the picker, no result written and
+/// read back.
+#[derive(Clone, Copy)]
+pub enum InlineKind<'a> {
+    /// A static stride schedule: each pick carries only its entry's load
+    /// hook (told only dones that carry load). A policy builds one with
+    /// [`StrideSchedule::new`].
+    Schedule(&'a StrideSchedule),
+    /// Uniformly at random among a table of subchannels, with no done hook.
+    Uniform(&'a UniformTable),
+    /// The least loaded of a few random draws (A48): the reader adds one to
+    /// the winner's in-flight counter and takes it off when the pick is
+    /// done or dropped.
+    LeastLoaded(&'a LeastLoadedTable),
+    /// A hash ring's READY members, with no done hook; a pick whose hash
+    /// lands elsewhere (or that has none) calls `pick`.
+    Ring(&'a RingTable),
 }
 
 /// Queues every pick (CONNECTING, or before the first resolver result).

@@ -51,7 +51,7 @@ impl<E> ReadyChunks<E> {
 
 /// READY subchannels that a picker chooses among uniformly at random
 /// (`random`), and that readers draw from inline
-/// ([`Picker::uniform`](crate::balancer::picker::Picker::uniform)) as they
+/// ([`InlineKind::Uniform`](crate::balancer::picker::InlineKind)) as they
 /// walk rotations: one random number, one entry read, nothing shared
 /// written.
 pub struct UniformTable {

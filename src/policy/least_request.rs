@@ -9,21 +9,22 @@
 //! they survive picker updates (and an endpoint's READY → IDLE → READY).
 //! Each sits on cache lines of its own, so two threads picking different
 //! endpoints never write the same line. A pick adds one to its endpoint's
-//! counter; its done hook takes one off, whatever the outcome (the reader
-//! also reports a pick dropped without done). Counter reads race with other
-//! threads' picks, as A48 accepts.
+//! counter; its done takes one off, whatever the outcome (so does a pick
+//! dropped without done). Readers run the picker's table inline
+//! (`InlineKind::LeastLoaded`): a pick kept in the reader takes its one
+//! off directly, one that leaves the reader through its done hook. Counter
+//! reads race with other threads' picks, as A48 accepts.
 
 use super::ready_endpoints::{ReadyEndpoint, ReadyEndpoints, ReadyPicking};
 use crate::balancer::child_manager::ChildManager;
+use crate::balancer::least_loaded::{InFlight, LeastLoadedTable, LoadedEntry};
 use crate::balancer::picker::{
-    DoneHook, DoneHooks, DoneInfo, PickInfo, PickLocal, PickResult, Picker,
+    DoneHooks, InlineKind, PickInfo, PickLocal, PickResult, Picker, QueuePicker,
 };
 use crate::balancer::ready_list::ReadyChunks;
 use crate::balancer::subconn::SubConn;
 use crate::balancer::{Balancer, Builder, LbConfig};
 use std::collections::HashMap;
-use std::ptr::NonNull;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
 /// gRPC's name for the policy.
@@ -117,16 +118,6 @@ impl Builder for LeastRequestBuilder {
     }
 }
 
-/// One endpoint's requests in flight, on a cache line of its own: two
-/// threads picking different endpoints never write the same line. 64 bytes,
-/// not crossbeam's 128 (which also keeps the adjacent-line prefetcher's
-/// pair apart): with 100,000 endpoints a pick reads two counters at random,
-/// and the counters' footprint (6.4 MB) decides whether those reads hit
-/// the cache.
-#[repr(align(64))]
-#[derive(Default)]
-pub(crate) struct InFlight(AtomicUsize);
-
 /// Counters per allocation: endpoints' counters sit side by side in
 /// blocks, not scattered one per allocation (with its own header).
 const BLOCK: usize = 64;
@@ -142,8 +133,8 @@ struct Counter {
 }
 
 impl Counter {
-    fn get(&self) -> &AtomicUsize {
-        &self.block[self.slot].0
+    fn get(&self) -> &InFlight {
+        &self.block[self.slot]
     }
 }
 
@@ -177,7 +168,7 @@ impl LeastRequest {
 }
 
 impl ReadyPicking for LeastRequest {
-    type Entry = LrEntry;
+    type Entry = LoadedEntry;
 
     fn configure(&mut self, config: Option<&LbConfig>) -> Result<bool, String> {
         let config = match config {
@@ -210,124 +201,69 @@ impl ReadyPicking for LeastRequest {
         self.by_member = by_member.into();
     }
 
-    fn entry(&self, ready: ReadyEndpoint) -> Option<LrEntry> {
-        Some(LrEntry {
-            subconn: ready.subconn,
-            in_flight: NonNull::from(self.by_member.get(ready.member)?.get()),
-        })
+    fn entry(&self, ready: ReadyEndpoint) -> Option<LoadedEntry> {
+        let counter = self.by_member.get(ready.member)?.get();
+        // SAFETY: the subchannel is one of the `keep` pool's and the counter
+        // one of `by_member`'s: every picker over this entry keeps both
+        // (see `picker`).
+        Some(unsafe { LoadedEntry::new(ready.subconn.as_ref(), counter) })
     }
 
     fn picker(
         &mut self,
         keep: &Arc<[Arc<SubConn>]>,
-        ready: ReadyChunks<LrEntry>,
+        ready: ReadyChunks<LoadedEntry>,
     ) -> Box<dyn Picker> {
         // Every entry was made since the last `members` call, so its counter
         // is one of `by_member`'s, which the picker keeps.
-        Box::new(LeastRequestPicker {
-            entries: ready,
-            choice_count: self.config.choice_count,
-            _subconns: keep.clone(),
-            _counters: self.by_member.clone(),
-        })
+        match LeastLoadedTable::new(ready, self.config.choice_count) {
+            Some(table) => Box::new(LeastRequestPicker {
+                table,
+                _subconns: keep.clone(),
+                _counters: self.by_member.clone(),
+            }),
+            // Never: `ReadyPicking::picker` gets a non-empty list.
+            None => Box::new(QueuePicker),
+        }
     }
 }
 
-/// A READY endpoint in a picker: its subchannel and its counter, plain
-/// pointers into what the picker keeps alive. It is also the done hook its
-/// picks carry (taking one off its counter).
-#[derive(Clone, Copy)]
-pub(crate) struct LrEntry {
-    subconn: NonNull<SubConn>,
-    in_flight: NonNull<AtomicUsize>,
-}
-
-// SAFETY: pointers to a `SubConn` (Send + Sync, only read) and an atomic
-// counter, both kept alive by every picker whose chunks hold the entry.
-unsafe impl Send for LrEntry {}
-// SAFETY: as above; the counter is only touched atomically.
-unsafe impl Sync for LrEntry {}
-
-impl LrEntry {
-    #[inline(always)]
-    fn in_flight(&self) -> &AtomicUsize {
-        // SAFETY: a picker holding this entry keeps the counter alive
-        // (`_counters`: the entry was made from that same `by_member`), and
-        // the entry is only reached through such a picker.
-        unsafe { self.in_flight.as_ref() }
-    }
-}
-
-impl DoneHook for LrEntry {
-    #[inline]
-    fn done(&self, _: &SubConn, _: &DoneInfo<'_>) {
-        // Once per pick that added one (the reader calls every hook once).
-        self.in_flight().fetch_sub(1, Ordering::Relaxed);
-    }
-}
-
-/// Picks the least loaded of `choice_count` random READY endpoints.
+/// Picks the least loaded of `choice_count` random READY endpoints: readers
+/// run its table inline (`InlineKind::LeastLoaded`).
 pub(crate) struct LeastRequestPicker {
-    /// Never empty (`ReadyPicking::picker` gets a non-empty list); chunks
-    /// shared with the policy's other pickers.
-    entries: ReadyChunks<LrEntry>,
-    choice_count: u32,
-    /// Owns the subchannels and counters the entries point to.
+    /// Never empty; chunks shared with the policy's other pickers.
+    table: LeastLoadedTable,
+    /// Own the subchannels and counters the table's entries point to.
     _subconns: Arc<[Arc<SubConn>]>,
     _counters: Arc<[Counter]>,
-}
-
-/// A uniform index below `n` from 32 random bits (multiply-shift, no division).
-#[inline(always)]
-fn below(bits: u64, n: usize) -> usize {
-    (((bits & 0xffff_ffff) * n as u64) >> 32) as usize
 }
 
 impl Picker for LeastRequestPicker {
     #[inline]
     fn pick<'a>(&'a self, _: &PickInfo<'_>, local: &mut PickLocal) -> PickResult<'a> {
-        let entries = &self.entries;
-        let n = entries.len();
-        // Two draws per random word.
-        let mut bits = local.random();
-        let Some(mut best) = entries.get(below(bits >> 32, n)) else {
-            // Never: a picker has at least one entry (no panic here anyway).
-            return PickResult::Queue;
-        };
-        let mut fewest = best.in_flight().load(Ordering::Relaxed);
-        for k in 1..self.choice_count {
-            let half = if k % 2 == 1 {
-                bits
-            } else {
-                bits = local.random();
-                bits >> 32
-            };
-            if let Some(e) = entries.get(below(half, n)) {
-                let count = e.in_flight().load(Ordering::Relaxed);
-                // Strictly fewer: a tie keeps the earlier draw (A48).
-                if count < fewest {
-                    (best, fewest) = (e, count);
-                }
-            }
-        }
-        best.in_flight().fetch_add(1, Ordering::Relaxed);
+        let best = self.table.pick(local);
         PickResult::Complete {
-            // SAFETY: the subchannel is one of `_subconns`', alive as long as `self`.
-            subconn: unsafe { best.subconn.as_ref() },
+            subconn: best.subconn(),
             done: DoneHooks::one(best),
         }
+    }
+
+    fn inline(&self) -> Option<InlineKind<'_>> {
+        Some(InlineKind::LeastLoaded(&self.table))
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::balancer::picker::DoneInfo;
     use crate::balancer::subconn::SubConnId;
     use crate::balancer::testing::{Picked, TestClientConn};
     use crate::balancer::ClientConnState;
     use crate::connectivity::ConnectivityState::{Connecting, Ready, TransientFailure};
     use crate::Address;
     use serde_json::json;
+    use std::sync::atomic::Ordering;
 
     const A: &str = "127.0.0.1:2001";
     const B: &str = "127.0.0.1:2002";
@@ -350,7 +286,10 @@ mod tests {
 
     /// The policy's counter for `addr`'s endpoint.
     fn in_flight(lr: &ReadyEndpoints<LeastRequest>, addr: &str) -> usize {
-        lr.picking().counters[addr].get().load(Ordering::Relaxed)
+        lr.picking().counters[addr]
+            .get()
+            .get()
+            .load(Ordering::Relaxed)
     }
 
     #[test]
@@ -549,7 +488,7 @@ mod tests {
         }
         // C joins, A leaves: B keeps its count, A's counter is dropped.
         let counter = |lr: &ReadyEndpoints<LeastRequest>, addr: &str| {
-            lr.picking().counters[addr].get() as *const AtomicUsize as usize
+            lr.picking().counters[addr].get() as *const InFlight as usize
         };
         let (was_a, was_b) = (counter(&lr, A), counter(&lr, B));
         cc.update(&mut lr, state(&[B, C], Some(10))).unwrap();

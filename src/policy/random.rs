@@ -9,7 +9,9 @@
 
 use super::ready_endpoints::{ReadyEndpoint, ReadyEndpoints, ReadyPicking};
 use crate::balancer::child_manager::ChildManager;
-use crate::balancer::picker::{DoneHooks, PickInfo, PickLocal, PickResult, Picker, QueuePicker};
+use crate::balancer::picker::{
+    DoneHooks, InlineKind, PickInfo, PickLocal, PickResult, Picker, QueuePicker,
+};
 use crate::balancer::ready_list::{ReadyChunks, UniformTable};
 use crate::balancer::rotation::RotationEntry;
 use crate::balancer::subconn::SubConn;
@@ -71,7 +73,7 @@ impl ReadyPicking for Random {
 }
 
 /// Picks a READY endpoint uniformly at random: readers draw from its
-/// table inline (`Picker::uniform`).
+/// table inline (`InlineKind::Uniform`).
 pub(crate) struct RandomPicker {
     /// Chunks shared with the policy's other pickers.
     table: UniformTable,
@@ -86,8 +88,8 @@ impl Picker for RandomPicker {
         }
     }
 
-    fn uniform(&self) -> Option<&UniformTable> {
-        Some(&self.table)
+    fn inline(&self) -> Option<InlineKind<'_>> {
+        Some(InlineKind::Uniform(&self.table))
     }
 }
 

@@ -3,11 +3,13 @@
 mod flows;
 mod graceful_switch;
 mod health;
+mod least_request;
 mod lifecycle;
 mod orca;
 mod pick;
 mod pick_first;
 mod random;
+mod ring_hash;
 mod round_robin;
 mod snapshot;
 mod stress;

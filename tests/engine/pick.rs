@@ -422,7 +422,7 @@ fn cached_picks_hand_out_each_entry_with_its_tag() {
         .done(&DoneInfo::default());
     let mut seen = std::collections::HashMap::new();
     for _ in 0..300 {
-        let (pick, listed) = r.try_pick_cached().expect("a current rotation");
+        let (pick, listed) = r.try_pick_cached(None).expect("a current rotation");
         let sc = pick.subconn();
         let (ptr, len) = listed.addr_raw();
         // SAFETY: the entry's address lives as long as the pick.
@@ -436,12 +436,12 @@ fn cached_picks_hand_out_each_entry_with_its_tag() {
     assert_eq!(seen, [(10, 100), (20, 100), (30, 100)].into());
     report(&ch, &host, &["127.0.0.2:1"], Idle);
     assert!(
-        r.try_pick_cached().is_none(),
+        r.try_pick_cached(None).is_none(),
         "a newer picker was published"
     );
     drop(r.try_pick(&PickInfo::default()).unwrap());
     for _ in 0..10 {
-        let (pick, listed) = r.try_pick_cached().unwrap();
+        let (pick, listed) = r.try_pick_cached(None).unwrap();
         assert_ne!(listed.tag(), 20);
         drop(pick);
     }
@@ -507,7 +507,7 @@ fn kept_picks_wait_rotate_and_finish_once() {
     assert!(names.contains(&first.as_str()));
     let mut seen = std::collections::BTreeMap::<String, usize>::new();
     for _ in 0..100 {
-        let addr = match r.try_pick_kept_cached() {
+        let addr = match r.try_pick_kept_cached(None) {
             Some(entry) => {
                 let (p, len) = entry.addr_raw();
                 // SAFETY: the entry's address lives in the reader's cached

@@ -639,3 +639,173 @@ fn a_kept_pick_is_reported_before_its_table_goes() {
     assert_eq!(codes, [Code::Cancelled, Code::Ok, Code::Cancelled]);
     free();
 }
+
+/// A channel under `config` over `addresses` (no user data), nothing
+/// reported READY yet; returns a reader, the channel, and the free closure.
+fn channel_over(
+    host: &Host,
+    config: &CStr,
+    addresses: &[&CStr],
+) -> (*mut sy_reader, *mut sy_channel, impl FnOnce()) {
+    let mut rt = ptr::null_mut();
+    ok(sy_runtime_new(&mut rt));
+    let transport = sy_host_transport {
+        ctx: ptr::from_ref(host).cast_mut().cast(),
+        create: Some(ignore),
+        connect: Some(connect),
+        shutdown: Some(ignore),
+        health: None,
+    };
+    let mut ch = ptr::null_mut();
+    ok(sy_channel_new(
+        rt,
+        c"".as_ptr(),
+        config.as_ptr(),
+        &transport,
+        None,
+        ptr::null_mut(),
+        None,
+        &mut ch,
+    ));
+    let list: Vec<sy_address> = addresses
+        .iter()
+        .map(|a| sy_address {
+            address: a.as_ptr(),
+            weight: 0,
+            user_data: ptr::null_mut(),
+        })
+        .collect();
+    ok(sy_channel_update_addresses(ch, list.as_ptr(), list.len()));
+    ok(sy_channel_sync(ch));
+    let mut r = ptr::null_mut();
+    ok(sy_reader_new(ch, &mut r));
+    (r, ch, move || {
+        sy_reader_free(r);
+        sy_channel_free(ch);
+        sy_runtime_free(rt);
+    })
+}
+
+fn ready(ch: *mut sy_channel, id: u64) {
+    ok(sy_channel_report_subconn_state(
+        ch,
+        id,
+        sy_state::SY_STATE_READY as u32,
+        ptr::null(),
+    ));
+    ok(sy_channel_sync(ch));
+}
+
+/// least_request through the header's hit paths, which run its table
+/// inline: a kept pick's done (or its drop by the next pick) and a token
+/// pick's done each take its one off the endpoint's in-flight counter.
+/// Every pick below lands on the only READY endpoint; had any kind leaked,
+/// that endpoint would be left with hundreds in flight, and once a second
+/// one is READY every held pick would go there.
+#[test]
+fn least_request_picks_through_the_header_take_their_one_off() {
+    let host = Host::default();
+    let config =
+        c"{\"loadBalancingConfig\":[{\"least_request_experimental\":{\"choiceCount\":10}}]}";
+    let (r, ch, free) = channel_over(&host, config, &[c"10.0.0.1:443", c"10.0.0.2:443"]);
+    let ids = host.0.lock().unwrap().clone();
+    assert_eq!(ids.len(), 2, "both endpoints connect");
+    ready(ch, ids[0]);
+    for _ in 0..100 {
+        // Done, and dropped by the next pick.
+        assert_eq!(kept_pick(r, ptr::null()).subchannel_id, ids[0]);
+        ok(sy_reader_done(r, 0, 0, ptr::null(), 0));
+        assert_eq!(kept_pick(r, ptr::null()).subchannel_id, ids[0]);
+        let mut result = zeroed_result();
+        ok(sy_pick(
+            r,
+            ptr::null(),
+            0,
+            ptr::null(),
+            0,
+            false,
+            &mut result,
+        ));
+        assert_eq!(result.subchannel_id, ids[0]);
+        ok(sy_pick_done(&mut result, 0, 0, ptr::null(), 0));
+    }
+    ok(sy_reader_refresh(r));
+    ready(ch, ids[1]);
+    let mut held: Vec<sy_pick_result> = (0..40).map(|_| zeroed_result()).collect();
+    for res in held.iter_mut() {
+        ok(sy_pick(r, ptr::null(), 0, ptr::null(), 0, false, res));
+    }
+    let first = held.iter().filter(|p| p.subchannel_id == ids[0]).count();
+    assert!(
+        first.abs_diff(40 - first) <= 4,
+        "nothing left in flight: held picks split evenly ({first} of 40 on the first)"
+    );
+    for res in held.iter_mut() {
+        ok(sy_pick_done(res, 0, 0, ptr::null(), 0));
+    }
+    free();
+}
+
+/// ring_hash through the header's hit paths, which find READY endpoints
+/// from the request hash inline: each hash lands on the same endpoint
+/// through the kept pick, the token pick and a pick with a method (which
+/// checks the method first).
+#[test]
+fn ring_hash_picks_through_the_header_follow_the_hash() {
+    let host = Host::default();
+    let config = c"{\"loadBalancingConfig\":[{\"ring_hash_experimental\":{}}]}";
+    let (r, ch, free) = channel_over(&host, config, &[c"10.0.0.1:443", c"10.0.0.2:443"]);
+    let request = |hash: u64| sy_pick_request {
+        method: ptr::null(),
+        method_len: 0,
+        request_hash: hash,
+        has_request_hash: true,
+        wait_for_ready: false,
+        timeout_ms: 0,
+    };
+    // Picks connect what they land on: report each READY until both are.
+    let hashes: Vec<u64> = (1..=64u64)
+        .map(|k| k.wrapping_mul(0x9e37_79b9_7f4a_7c15))
+        .collect();
+    for _ in 0..4 {
+        for h in &hashes {
+            let mut out = sy_borrowed_pick {
+                subchannel_id: 0,
+                address: ptr::null(),
+                address_len: 0,
+                user_data: ptr::null_mut(),
+            };
+            if sy_reader_pick(r, &request(*h), &mut out) == sy_status::SY_OK {
+                ok(sy_reader_done(r, 0, 0, ptr::null(), 0));
+            }
+        }
+        ok(sy_channel_sync(ch));
+        for id in host.0.lock().unwrap().clone() {
+            ready(ch, id);
+        }
+    }
+    let method = c"/echo.Echo/Unary";
+    for h in &hashes {
+        let kept = kept_pick(r, &request(*h)).subchannel_id;
+        ok(sy_reader_done(r, 0, 0, ptr::null(), 0));
+        let mut token = zeroed_result();
+        ok(sy_pick(r, ptr::null(), 0, h, 0, false, &mut token));
+        ok(sy_pick_done(&mut token, 0, 0, ptr::null(), 0));
+        let mut general = zeroed_result();
+        ok(sy_pick(
+            r,
+            method.as_ptr(),
+            method.to_bytes().len(),
+            h,
+            0,
+            false,
+            &mut general,
+        ));
+        ok(sy_pick_done(&mut general, 0, 0, ptr::null(), 0));
+        assert_eq!(
+            (kept, token.subchannel_id),
+            (general.subchannel_id, general.subchannel_id)
+        );
+    }
+    free();
+}

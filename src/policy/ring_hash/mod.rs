@@ -28,12 +28,13 @@
 
 mod lazy;
 mod picker;
-mod ring;
 
-pub use ring::RING_SIZE_LIMIT;
+pub use crate::balancer::hash_ring::RING_SIZE_LIMIT;
 
 use crate::balancer::child_manager::ChildManager;
+use crate::balancer::hash_ring::{Placement, Ring};
 use crate::balancer::picker::{FailPicker, Picker, QueuePicker};
+use crate::balancer::rotation::RotationEntry;
 use crate::balancer::subconn::SubConnId;
 use crate::balancer::{
     Balancer, Builder, ClientConn, ClientConnState, LbConfig, SubConnState, TimerToken,
@@ -42,7 +43,6 @@ use crate::connectivity::{ConnectivityState, StateCounts};
 use crate::policy::pick_first::ZERO_ADDRESSES;
 use lazy::LazyPickFirstBuilder;
 use picker::{RingPicker, Slot};
-use ring::{Placement, Ring};
 use std::collections::HashMap;
 use std::sync::Arc;
 
@@ -231,6 +231,10 @@ pub(crate) struct RingHash {
     member: Vec<Option<usize>>,
     /// Per ring member, what the next picker snapshots.
     slots: Vec<Slot>,
+    /// Per ring member, its READY entry (`Slot::entry`), kept with
+    /// `slots` so that a publish copies them instead of visiting every
+    /// member's subchannel.
+    ready: Vec<Option<RotationEntry>>,
     /// Something a picker shows changed since the last publish.
     dirty: bool,
     reported: Option<ConnectivityState>,
@@ -248,6 +252,7 @@ impl RingHash {
             ring: None,
             member: Vec::new(),
             slots: Vec::new(),
+            ready: Vec::new(),
             dirty: true,
             reported: None,
         }
@@ -283,6 +288,7 @@ impl RingHash {
                 slots.push(self.child_slot(&self.endpoints[*k as usize].key).1);
             }
         }
+        self.ready = slots.iter().map(Slot::entry).collect();
         self.slots = slots;
         self.dirty = true;
     }
@@ -296,6 +302,7 @@ impl RingHash {
         self.counts.record(self.states[i], state);
         self.states[i] = state;
         if let Some(m) = self.member[i] {
+            self.ready[m] = slot.entry();
             self.slots[m] = slot;
             self.dirty = true;
         }
@@ -341,6 +348,7 @@ impl RingHash {
         let picker = RingPicker::new(
             ring.clone(),
             self.slots.clone().into_boxed_slice(),
+            self.ready.clone().into_boxed_slice(),
             self.config.request_hash_header.clone(),
         );
         self.dirty = false;

@@ -5,16 +5,14 @@
 //! out directly: no lock, no allocation, no shared write (an IDLE
 //! endpoint's first pick asks its policy to connect it, once).
 
-use super::ring::Ring;
-use crate::balancer::picker::{DoneHooks, PickInfo, PickLocal, PickResult, Picker};
+use crate::balancer::hash_ring::{Ring, RingTable};
+use crate::balancer::picker::{DoneHooks, InlineKind, PickInfo, PickLocal, PickResult, Picker};
+use crate::balancer::rotation::RotationEntry;
 use crate::balancer::subconn::SubConn;
 use crate::connectivity::ConnectivityState;
 use crate::status::{Code, Status};
 use std::sync::Arc;
 use xxhash_rust::xxh64::{xxh64, Xxh64};
-
-/// `next_usable` entry for "every endpoint is in TRANSIENT_FAILURE".
-const NONE: u32 = u32::MAX;
 
 /// What a picker knows of one ring member.
 #[derive(Clone)]
@@ -40,6 +38,17 @@ impl Slot {
         }
     }
 
+    /// What a pick of this member hands out when it is READY (`None`:
+    /// not READY, its child's picker decides).
+    pub(crate) fn entry(&self) -> Option<RotationEntry> {
+        match self {
+            // SAFETY: every picker made with this entry keeps this slot
+            // (and so the subchannel) too: `RingPicker::new`'s contract.
+            Slot::Ready(sc) => Some(unsafe { RotationEntry::new(sc) }),
+            Slot::Child { .. } => None,
+        }
+    }
+
     #[inline(always)]
     fn state(&self) -> ConnectivityState {
         match self {
@@ -60,14 +69,15 @@ impl Slot {
     }
 }
 
-/// Picks over one ring with one snapshot of its members' states.
+/// Picks over one ring with one snapshot of its members' states. Readers
+/// pick READY members inline from its table (`InlineKind::Ring`) and call
+/// `pick` for the rest.
 pub(crate) struct RingPicker {
-    ring: Arc<Ring>,
+    /// The ring, A61's walk and the READY members' entries (pointing into
+    /// `slots`' subchannels).
+    table: RingTable,
     /// Per ring member (`Ring::owner`).
     slots: Box<[Slot]>,
-    /// Per entry: the first entry at or after it (cyclically) whose member
-    /// is not in TRANSIENT_FAILURE, or `NONE`. Only when some member is.
-    next_usable: Option<Box<[u32]>>,
     /// Some member is CONNECTING (random-hash picks then start no connection).
     connecting: bool,
     /// `requestHashHeader`.
@@ -77,36 +87,28 @@ pub(crate) struct RingPicker {
 }
 
 impl RingPicker {
-    pub(crate) fn new(ring: Arc<Ring>, slots: Box<[Slot]>, header: Option<Arc<str>>) -> RingPicker {
-        let failing =
-            |i: usize| slots[ring.owner(i)].state() == ConnectivityState::TransientFailure;
-        let next_usable = slots
-            .iter()
-            .any(|s| s.state() == ConnectivityState::TransientFailure)
-            .then(|| {
-                // Two passes from the end: the first finds where entries
-                // past the last usable one wrap to.
-                let mut next = vec![NONE; ring.len()].into_boxed_slice();
-                let mut at = NONE;
-                for pass in 0..2 {
-                    for i in (0..ring.len()).rev() {
-                        if !failing(i) {
-                            at = i as u32;
-                        }
-                        if pass == 1 {
-                            next[i] = at;
-                        }
-                    }
-                }
-                next
-            });
+    /// A picker over `ring` with its members' `slots` and `ready` entries
+    /// (`Slot::entry` of each slot, in order: the picker keeps `slots`, and
+    /// with them the subchannels the entries point to).
+    pub(crate) fn new(
+        ring: Arc<Ring>,
+        slots: Box<[Slot]>,
+        ready: Box<[Option<RotationEntry>]>,
+        header: Option<Arc<str>>,
+    ) -> RingPicker {
+        debug_assert!(slots.len() == ready.len());
+        let failing = |m: usize| {
+            slots
+                .get(m)
+                .is_some_and(|s| s.state() == ConnectivityState::TransientFailure)
+        };
+        let table = RingTable::new(ring, failing, ready, header.is_some());
         let connecting = slots
             .iter()
             .any(|s| s.state() == ConnectivityState::Connecting);
         RingPicker {
-            ring,
+            table,
             slots,
-            next_usable,
             connecting,
             header,
             no_hash: Status::new(
@@ -118,8 +120,13 @@ impl RingPicker {
     }
 
     #[inline(always)]
+    fn ring(&self) -> &Ring {
+        self.table.ring()
+    }
+
+    #[inline(always)]
     fn slot(&self, entry: usize) -> &Slot {
-        &self.slots[self.ring.owner(entry)]
+        &self.slots[self.ring().owner(entry)]
     }
 
     /// The request's hash: the header's value(s) when configured and
@@ -145,7 +152,8 @@ impl RingPicker {
     ) -> PickResult<'a> {
         let mut requested = self.connecting;
         let mut i = first;
-        for _ in 0..self.ring.len() {
+        let len = self.ring().len();
+        for _ in 0..len {
             let slot = self.slot(i);
             match slot.state() {
                 ConnectivityState::Ready => return slot.pick(info, local),
@@ -157,7 +165,7 @@ impl RingPicker {
                 _ => {}
             }
             i += 1;
-            if i == self.ring.len() {
+            if i == len {
                 i = 0;
             }
         }
@@ -176,20 +184,16 @@ impl Picker for RingPicker {
             if self.header.is_none() {
                 return PickResult::Fail(&self.no_hash);
             }
-            let first = self.ring.find(local.random());
+            let first = self.ring().find(local.random());
             return self.pick_random(first, info, local);
         };
-        let first = self.ring.find(hash);
         // A61: the first entry from there whose endpoint is not failing;
         // if every one is, the first entry's failure.
-        let at = match &self.next_usable {
-            None => first,
-            Some(next) => match next[first] {
-                NONE => first,
-                at => at as usize,
-            },
-        };
-        self.slot(at).pick(info, local)
+        self.slot(self.table.usable(hash)).pick(info, local)
+    }
+
+    fn inline(&self) -> Option<InlineKind<'_>> {
+        Some(InlineKind::Ring(&self.table))
     }
 }
 

@@ -488,3 +488,80 @@ fn zero_endpoints_fail_and_a_resolver_error_keeps_the_last_good_ones() {
     update(&mut cc, &mut *lb, &list[1..], None);
     assert_eq!(cc.shutdowns(), [sc]);
 }
+
+/// The table readers pick from inline (`InlineKind::Ring`) agrees with the
+/// picker on every hash: where the picker completes with a READY endpoint
+/// (no done hook), the table gives that endpoint; everywhere else (IDLE,
+/// CONNECTING, every endpoint failing, no hash, a hash that may come from
+/// a header) it gives none, and the reader calls the picker.
+#[test]
+fn the_inline_table_picks_as_the_picker_does() {
+    use crate::balancer::picker::InlineKind;
+    let mut cc = TestClientConn::new();
+    let mut lb = RingHashBuilder::new().build();
+    let list = addrs(7);
+    update(&mut cc, &mut *lb, &list, None);
+    connect(&mut cc, &mut *lb, &list[0], Ready);
+    connect(&mut cc, &mut *lb, &list[1], Ready);
+    connect(&mut cc, &mut *lb, &list[2], Ready);
+    connect(&mut cc, &mut *lb, &list[3], TransientFailure);
+    connect(&mut cc, &mut *lb, &list[4], Connecting);
+    // list[5] and list[6] stay IDLE (or CONNECTING, if the failure made
+    // the policy connect one).
+    let keys = keys(3000);
+    let (mut inline, mut other) = (0, 0);
+    for k in &keys {
+        let picker = cc.picker().unwrap().clone();
+        let Some(InlineKind::Ring(table)) = picker.inline() else {
+            panic!("ring_hash's picker offers its ring table");
+        };
+        let from_table = table.ready(Some(*k), false);
+        // No hash: the picker decides (it fails the pick).
+        assert!(table.ready(None, false).is_none());
+        match (from_table, pick_hash(&mut cc, *k)) {
+            (Some(e), Picked::Complete { subconn, hooks }) => {
+                assert_eq!((e.id(), hooks), (subconn, 0), "key {k:#x}");
+                let addr = cc.subconn(subconn).unwrap().addr().to_string();
+                assert!(list[..3].contains(&addr), "READY only: {addr}");
+                inline += 1;
+            }
+            (None, Picked::Complete { subconn, .. }) => {
+                let addr = cc.subconn(subconn).unwrap().addr().to_string();
+                assert!(!list[..3].contains(&addr), "key {k:#x}: {addr} READY");
+                other += 1;
+            }
+            (None, _) => other += 1,
+            (Some(e), p) => panic!("key {k:#x}: table {:?}, picker {p:?}", e.id()),
+        }
+        cc.run_work(&mut *lb);
+    }
+    assert!(inline > 1000 && other > 100, "{inline} inline, {other} not");
+}
+
+/// With `requestHashHeader`, a pick that carries metadata may get its hash
+/// from it: the table leaves it to the picker; one without takes the
+/// caller's hash as the picker does.
+#[test]
+fn with_a_header_the_inline_table_leaves_picks_with_metadata_to_the_picker() {
+    use crate::balancer::picker::InlineKind;
+    let mut cc = TestClientConn::new();
+    let mut lb = RingHashBuilder::new().build();
+    let list = addrs(3);
+    let cfg = config(json!({"requestHashHeader": "x-key"}));
+    update(&mut cc, &mut *lb, &list, cfg);
+    for a in &list {
+        connect(&mut cc, &mut *lb, a, Ready);
+    }
+    let picker = cc.picker().unwrap().clone();
+    let Some(InlineKind::Ring(table)) = picker.inline() else {
+        panic!("ring_hash's picker offers its ring table");
+    };
+    for k in keys(100) {
+        assert!(table.ready(Some(k), true).is_none());
+        let e = table.ready(Some(k), false).expect("every endpoint READY");
+        match pick_hash(&mut cc, k) {
+            Picked::Complete { subconn, .. } => assert_eq!(e.id(), subconn),
+            p => panic!("{p:?}"),
+        }
+    }
+}

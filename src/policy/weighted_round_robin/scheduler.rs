@@ -2,7 +2,7 @@
 //! the toolkit's static stride schedule (`balancer::stride`).
 
 use super::weight::EndpointWeight;
-use crate::balancer::picker::{DoneHooks, PickInfo, PickLocal, PickResult, Picker};
+use crate::balancer::picker::{DoneHooks, InlineKind, PickInfo, PickLocal, PickResult, Picker};
 pub use crate::balancer::stride::MAX_WEIGHT;
 use crate::balancer::stride::{ScheduleEntries, ScheduleEntry, StrideSchedule};
 use crate::balancer::subconn::SubConn;
@@ -62,7 +62,7 @@ pub fn entries(endpoints: Vec<(Arc<SubConn>, Arc<EndpointWeight>)>) -> Entries {
 }
 
 /// READY endpoints in a static stride schedule, which readers run inline
-/// (`Picker::schedule`); every pick carries its endpoint's weight hook,
+/// (`InlineKind::Schedule`); every pick carries its endpoint's weight hook,
 /// which turns the RPC's load report into a weight.
 pub struct WrrPicker {
     schedule: StrideSchedule,
@@ -114,7 +114,7 @@ impl Picker for WrrPicker {
         }
     }
 
-    fn schedule(&self) -> Option<&StrideSchedule> {
-        Some(&self.schedule)
+    fn inline(&self) -> Option<InlineKind<'_>> {
+        Some(InlineKind::Schedule(&self.schedule))
     }
 }

@@ -1,13 +1,18 @@
-//! The ring itself (gRFC A42): each endpoint placed on a 64-bit circle at
-//! XXH64 (seed 0) of `"<hash key>_<n>"`, n = 0, 1, ... per endpoint, as
-//! many entries as its share of the weight asks for; a request goes to the
-//! first entry at or after its hash, wrapping around.
+//! A consistent-hashing ring (gRFC A42, the toolkit part of ring_hash):
+//! each endpoint placed on a 64-bit circle at XXH64 (seed 0) of
+//! `"<hash key>_<n>"`, n = 0, 1, ... per endpoint, as many entries as its
+//! share of the weight asks for; a request goes to the first entry at or
+//! after its hash, wrapping around. A [`RingTable`] adds one picker's view
+//! of the members (which are READY, which are failing) for readers to pick
+//! from inline.
 //!
 //! Lookup is O(1) expected: a bucket table indexed by the hash's top bits
 //! gives the range of entries to look at (about one, since entry hashes are
 //! uniform), so a pick reads one bucket pair and one or two entries instead
 //! of walking a binary search through the whole array.
 
+use crate::balancer::rotation::RotationEntry;
+use std::sync::Arc;
 use xxhash_rust::xxh64::xxh64;
 
 /// gRFC A42's hard limit on either ring size (2^23).
@@ -34,8 +39,11 @@ struct Entry {
 /// weights or hash keys, or the ring sizes change.
 #[derive(Debug)]
 pub(crate) struct Ring {
-    /// The entries, by ascending hash.
+    /// The entries, by ascending hash, then `SENTINELS` entries of hash
+    /// `u64::MAX` (not counted in `len`).
     entries: Box<[Entry]>,
+    /// How many entries, sentinels aside.
+    len: usize,
     /// The placements (by index in the input) that got at least one entry,
     /// in input order.
     members: Box<[u32]>,
@@ -113,15 +121,16 @@ impl Ring {
                 members.push(k as u32);
             }
         }
-        let entries: Box<[Entry]> = entries
+        let mut entries: Vec<Entry> = entries
             .iter()
             .map(|(hash, k)| Entry {
                 hash: *hash,
                 owner: member_of[*k as usize],
             })
             .collect();
+        let len = entries.len();
 
-        let bits = entries.len().next_power_of_two().max(2).trailing_zeros();
+        let bits = len.next_power_of_two().max(2).trailing_zeros();
         let shift = 64 - bits;
         let count = 1usize << bits;
         let mut buckets = Vec::with_capacity(count + 1);
@@ -132,9 +141,18 @@ impl Ring {
             }
             buckets.push(i as u32);
         }
-        buckets.push(entries.len() as u32);
+        buckets.push(len as u32);
+        // Past the last entry, hashes no request can exceed (see `find`).
+        let owner = entries.first().map_or(0, |e| e.owner);
+        entries.extend(
+            [Entry {
+                hash: u64::MAX,
+                owner,
+            }; SENTINELS],
+        );
         Ring {
-            entries,
+            entries: entries.into(),
+            len,
             members: members.into(),
             buckets: buckets.into(),
             shift,
@@ -143,7 +161,7 @@ impl Ring {
 
     /// How many entries.
     pub(crate) fn len(&self) -> usize {
-        self.entries.len()
+        self.len
     }
 
     /// The input indices of the endpoints with at least one entry, in input
@@ -158,18 +176,39 @@ impl Ring {
         self.entries[i].owner as usize
     }
 
+    /// The member entry `i` belongs to, `None` past the end (for the pick
+    /// path, which must not panic).
+    #[inline(always)]
+    pub(crate) fn owner_checked(&self, i: usize) -> Option<usize> {
+        if i >= self.len {
+            return None;
+        }
+        Some(self.entries.get(i)?.owner as usize)
+    }
+
     /// The entry a request hashed to `hash` lands on: the first whose hash
     /// is ≥ `hash`, or the first of all past the last. The ring is never
     /// empty. Bounded by the entries of one bucket.
+    ///
+    /// The answer is at or after the bucket's first entry, and no later
+    /// than the next bucket's first entry (whose hash is in a later bucket,
+    /// so > `hash`) or, past the last bucket, the first sentinel (no hash
+    /// is > `u64::MAX`). Buckets hold about one entry each: the first two
+    /// candidates are compared at once, without a branch (entries are
+    /// sorted, and the sentinels make both loads valid), and only a bucket
+    /// with more entries below `hash` walks on.
     #[inline(always)]
     pub(crate) fn find(&self, hash: u64) -> usize {
         let b = (hash >> self.shift) as usize;
-        let (mut i, end) = (self.buckets[b] as usize, self.buckets[b + 1] as usize);
-        while i < end && self.entries[i].hash < hash {
+        let start = self.buckets.get(b).map_or(self.len, |&i| i as usize);
+        let below = |i: usize| self.entries.get(i).is_some_and(|e| e.hash < hash);
+        let mut i = start + usize::from(below(start)) + usize::from(below(start + 1));
+        // Bounded: the sentinels are not below any hash.
+        while below(i) {
             i += 1;
         }
-        // Past this bucket, the next entry's hash is in a later one (> hash).
-        if i == self.entries.len() {
+        // Past the last entry: the first of all (wrapping around).
+        if i >= self.len {
             0
         } else {
             i
@@ -178,7 +217,103 @@ impl Ring {
 
     #[cfg(test)]
     pub(crate) fn hashes(&self) -> Vec<u64> {
-        self.entries.iter().map(|e| e.hash).collect()
+        self.entries[..self.len].iter().map(|e| e.hash).collect()
+    }
+}
+
+/// Entries of hash `u64::MAX` past a ring's last: `Ring::find` compares
+/// the two entries from a bucket's first at once, both always there.
+const SENTINELS: usize = 2;
+
+/// `RingTable::next_usable` entry for "every member is failing".
+const NONE: u32 = u32::MAX;
+
+/// One picker's view of a ring, for picks by hash: A61's walk past members
+/// in TRANSIENT_FAILURE precomputed, and the READY members' entries, so
+/// that a reader finds a READY endpoint from a hash with no call through
+/// the picker ([`InlineKind::Ring`](crate::balancer::picker::InlineKind)).
+/// A hash landing on a member that is not READY (IDLE: to be connected;
+/// CONNECTING; every member failing) is the picker's to handle.
+pub struct RingTable {
+    ring: Arc<Ring>,
+    /// Per entry: the first entry at or after it (cyclically) whose member
+    /// is not failing, or `NONE`. Only when some member is.
+    next_usable: Option<Box<[u32]>>,
+    /// Per member (`Ring::owner`): its READY subchannel's entry, `None`
+    /// when it is not READY.
+    ready: Box<[Option<RotationEntry>]>,
+    /// The hash may come from a header (`requestHashHeader`): a pick that
+    /// carries metadata goes the picker's way.
+    header: bool,
+}
+
+impl RingTable {
+    /// A table over `ring` whose member `m` is failing iff `failing(m)` and
+    /// READY with `ready[m]` if `Some` (one per member). The picker holding
+    /// the table keeps the READY entries' subchannels alive.
+    pub(crate) fn new(
+        ring: Arc<Ring>,
+        failing: impl Fn(usize) -> bool,
+        ready: Box<[Option<RotationEntry>]>,
+        header: bool,
+    ) -> RingTable {
+        let failing_entry = |i: usize| failing(ring.owner(i));
+        let next_usable = (0..ring.members().len()).any(&failing).then(|| {
+            // Two passes from the end: the first finds where entries past
+            // the last usable one wrap to.
+            let mut next = vec![NONE; ring.len()].into_boxed_slice();
+            let mut at = NONE;
+            for pass in 0..2 {
+                for i in (0..ring.len()).rev() {
+                    if !failing_entry(i) {
+                        at = i as u32;
+                    }
+                    if pass == 1 {
+                        next[i] = at;
+                    }
+                }
+            }
+            next
+        });
+        RingTable {
+            ring,
+            next_usable,
+            ready,
+            header,
+        }
+    }
+
+    /// The ring.
+    pub(crate) fn ring(&self) -> &Ring {
+        &self.ring
+    }
+
+    /// The entry a pick hashed to `hash` goes to (A61): the first from the
+    /// hash's entry on whose member is not failing; if every one is, the
+    /// hash's own entry.
+    #[inline(always)]
+    pub(crate) fn usable(&self, hash: u64) -> usize {
+        let first = self.ring.find(hash);
+        match &self.next_usable {
+            None => first,
+            Some(next) => match next.get(first) {
+                Some(&at) if at != NONE => at as usize,
+                _ => first,
+            },
+        }
+    }
+
+    /// The READY endpoint a pick with `hash` lands on, and none when the
+    /// member there is not READY (or the pick's hash may come from its
+    /// `metadata`): then the picker decides.
+    #[inline(always)]
+    pub(crate) fn ready(&self, hash: Option<u64>, has_metadata: bool) -> Option<RotationEntry> {
+        let hash = hash?;
+        if self.header && has_metadata {
+            return None;
+        }
+        let member = self.ring.owner_checked(self.usable(hash))?;
+        *self.ready.get(member)?
     }
 }
 

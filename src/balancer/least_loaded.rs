@@ -1,0 +1,171 @@
+//! Requests in flight per endpoint, and the table of READY endpoints a
+//! pick draws a few of at random to take the least loaded (gRFC A48's
+//! `least_request`), as a part readers run inline
+//! ([`InlineKind::LeastLoaded`](crate::balancer::picker::InlineKind)): the
+//! draws, the comparison and the winner's increment happen in the reader,
+//! and a kept pick's done takes the one back off directly, with no call
+//! through the picker or a done hook.
+
+use crate::balancer::done::{DoneHook, DoneInfo};
+use crate::balancer::pick_local::PickLocal;
+use crate::balancer::ready_list::ReadyChunks;
+use crate::balancer::rotation::RotationEntry;
+use crate::balancer::subconn::SubConn;
+use std::ptr::NonNull;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+/// One endpoint's requests in flight, on a cache line of its own: two
+/// threads picking different endpoints never write the same line. 64 bytes,
+/// not crossbeam's 128 (which also keeps the adjacent-line prefetcher's
+/// pair apart): with 100,000 endpoints a pick reads two counters at random,
+/// and the counters' footprint (6.4 MB) decides whether those reads hit
+/// the cache.
+#[repr(align(64))]
+#[derive(Default)]
+pub(crate) struct InFlight(AtomicUsize);
+
+impl InFlight {
+    #[cfg(test)]
+    pub(crate) fn get(&self) -> &AtomicUsize {
+        &self.0
+    }
+}
+
+/// A READY endpoint in a least-loaded table: what a pick hands out (id,
+/// address, tag) and its counter, plain pointers into what the table's
+/// picker keeps alive. It is also the done hook its token picks carry
+/// (taking one off its counter).
+#[derive(Clone, Copy)]
+pub(crate) struct LoadedEntry {
+    listed: RotationEntry,
+    in_flight: NonNull<AtomicUsize>,
+}
+
+// SAFETY: a `RotationEntry` (Send + Sync) and a pointer to an atomic
+// counter, both kept alive by every picker whose chunks hold the entry.
+unsafe impl Send for LoadedEntry {}
+// SAFETY: as above; the counter is only touched atomically.
+unsafe impl Sync for LoadedEntry {}
+
+impl LoadedEntry {
+    /// # Safety
+    /// Every picker whose table holds the entry keeps `sc` and `in_flight`
+    /// alive for as long as it lives.
+    pub(crate) unsafe fn new(sc: &SubConn, in_flight: &InFlight) -> LoadedEntry {
+        LoadedEntry {
+            // SAFETY: forwarded contract.
+            listed: unsafe { RotationEntry::of(sc) },
+            in_flight: NonNull::from(&in_flight.0),
+        }
+    }
+
+    /// What a pick of this entry hands out.
+    #[inline(always)]
+    pub(crate) fn listed(&self) -> RotationEntry {
+        self.listed
+    }
+
+    /// The subchannel.
+    #[inline(always)]
+    pub(crate) fn subconn(&self) -> &SubConn {
+        // SAFETY: per `new`'s contract, alive while the entry is reachable.
+        unsafe { self.listed.ptr().as_ref() }
+    }
+
+    /// The endpoint's counter.
+    #[inline(always)]
+    pub(crate) fn in_flight(&self) -> &AtomicUsize {
+        // SAFETY: per `new`'s contract, alive while the entry is reachable.
+        unsafe { self.in_flight.as_ref() }
+    }
+}
+
+impl DoneHook for LoadedEntry {
+    #[inline]
+    fn done(&self, _: &SubConn, _: &DoneInfo<'_>) {
+        // Once per pick that added one (every hook is told once).
+        self.in_flight().fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+/// READY endpoints a pick draws `choice_count` of, uniformly at random with
+/// replacement, taking the one with the fewest requests in flight (a tie
+/// keeps the earlier draw, as A48 says) and adding one to its counter.
+pub struct LeastLoadedTable {
+    /// Never empty; chunks shared with the policy's other pickers.
+    entries: ReadyChunks<LoadedEntry>,
+    /// 2..=10 (A48's bounds, checked by the policy's config).
+    choice_count: u32,
+}
+
+/// A uniform index below `n` from 32 random bits (multiply-shift, no division).
+#[inline(always)]
+fn below(bits: u64, n: usize) -> usize {
+    (((bits & 0xffff_ffff) * n as u64) >> 32) as usize
+}
+
+impl LeastLoadedTable {
+    /// A table over `entries` (`None` when empty). The picker that holds it
+    /// keeps what the entries point to alive (`LoadedEntry::new`).
+    pub(crate) fn new(
+        entries: ReadyChunks<LoadedEntry>,
+        choice_count: u32,
+    ) -> Option<LeastLoadedTable> {
+        (entries.len() > 0).then_some(LeastLoadedTable {
+            entries,
+            choice_count: choice_count.max(1),
+        })
+    }
+
+    /// How many entries (at least one).
+    pub fn len(&self) -> usize {
+        self.entries.len()
+    }
+
+    /// Never empty.
+    pub fn is_empty(&self) -> bool {
+        false
+    }
+
+    /// Entry `i` (< len); the fallback keeps the pick path panic-free.
+    #[inline(always)]
+    fn at(&self, i: usize) -> &LoadedEntry {
+        match self.entries.get(i) {
+            Some(e) => e,
+            None => self.first(),
+        }
+    }
+
+    #[cold]
+    fn first(&self) -> &LoadedEntry {
+        self.entries.get(0).expect("never empty")
+    }
+
+    /// The least loaded of `choice_count` random draws, its counter already
+    /// up by one: the caller owes it one `fetch_sub` when the RPC ends (or
+    /// the pick is dropped).
+    #[inline(always)]
+    pub(crate) fn pick(&self, local: &mut PickLocal) -> &LoadedEntry {
+        let n = self.entries.len();
+        // Two draws per random word.
+        let mut bits = local.random();
+        let mut best = self.at(below(bits >> 32, n));
+        let mut fewest = best.in_flight().load(Ordering::Relaxed);
+        for k in 1..self.choice_count {
+            let half = if k % 2 == 1 {
+                bits
+            } else {
+                bits = local.random();
+                bits >> 32
+            };
+            let e = self.at(below(half, n));
+            let count = e.in_flight().load(Ordering::Relaxed);
+            // Strictly fewer: a tie keeps the earlier draw (A48).
+            if count < fewest {
+                (best, fewest) = (e, count);
+            }
+        }
+        best.in_flight().fetch_add(1, Ordering::Relaxed);
+        best
+    }
+}

@@ -1,0 +1,203 @@
+//! least_request through a `Reader`, which runs the policy's least-loaded
+//! table inline: every kind of pick (owned, borrowed, kept) adds one to its
+//! endpoint's in-flight counter and its done (or drop) takes it off, so
+//! picks held in flight keep the endpoints even, and picks favour the
+//! endpoint with fewer in flight.
+//!
+//! With `choiceCount` 10 over two endpoints a pick misses the less loaded
+//! one only when all ten draws hit the other (1 in 1024), so counts show in
+//! where picks land: picks held in flight split within a couple of picks
+//! of even, where uncounted picks would split like coin flips.
+
+use crate::support::*;
+use std::collections::HashMap;
+use switchyard::ConnectivityState::*;
+use switchyard::*;
+
+const LR: &str = r#"{"loadBalancingConfig":[{"least_request_experimental":{"choiceCount":10}}]}"#;
+
+/// A least_request channel over `list`, with `ready` READY and the rest
+/// left CONNECTING.
+fn channel(host: &std::sync::Arc<Host>, rt: &Runtime, list: &[&str], ready: &[&str]) -> Channel {
+    let ch = Channel::new(rt, "", Some(LR), options(host)).unwrap();
+    ch.update_addresses(addrs(list)).unwrap();
+    // Each endpoint's pick_first connects once the policy has its children.
+    host.wait("all connecting", |evs| {
+        evs.iter().filter(|e| matches!(e, Ev::Connect(_))).count() == list.len()
+    });
+    report(&ch, host, ready, Ready);
+    // The policy rebuilds its picker in a `work` it queued behind the reports.
+    ch.sync().unwrap();
+    ch
+}
+
+fn count(seen: &mut HashMap<String, usize>, addr: &str) {
+    *seen.entry(addr.to_string()).or_default() += 1;
+}
+
+fn of(seen: &HashMap<String, usize>, addr: &str) -> usize {
+    seen.get(addr).copied().unwrap_or(0)
+}
+
+/// Picks held in flight by each kind of pick: `n` of them split within a
+/// couple of picks of even (each goes to the endpoint with fewer); after
+/// a:1's are done, the next `m` go to a:1 (b:1 still has its own in
+/// flight); after every one is done both are back at zero.
+#[test]
+fn every_kind_of_pick_counts_in_flight_and_favours_the_idle_endpoint() {
+    let host = Host::new();
+    let rt = Runtime::new().unwrap();
+    let ch = channel(&host, &rt, &["a:1", "b:1"], &["a:1", "b:1"]);
+    let info = PickInfo::default();
+    let (n, m) = (100, 40);
+    let even = |seen: &HashMap<String, usize>, total: usize, what: &str| {
+        let a = of(seen, "a:1");
+        assert!(
+            a.abs_diff(total - a) <= 4,
+            "{what}: held picks split evenly: {seen:?}"
+        );
+    };
+    for kind in PICK_KINDS {
+        let mut readers: Vec<Reader> = (0..n + m).map(|_| ch.reader()).collect();
+        let (first, second) = readers.split_at_mut(n);
+        let mut seen = HashMap::new();
+        let mut later = HashMap::new();
+        match kind {
+            "owned" => {
+                let r = &mut first[0];
+                let held: Vec<Pick> = (0..n).map(|_| r.try_pick(&info).unwrap()).collect();
+                held.iter()
+                    .for_each(|p| count(&mut seen, p.subconn().addr()));
+                even(&seen, n, kind);
+                let (on_a, on_b): (Vec<Pick>, Vec<Pick>) =
+                    held.into_iter().partition(|p| p.subconn().addr() == "a:1");
+                on_a.into_iter().for_each(|p| p.done(&DoneInfo::OK));
+                let more: Vec<Pick> = (0..m).map(|_| r.try_pick(&info).unwrap()).collect();
+                more.iter()
+                    .for_each(|p| count(&mut later, p.subconn().addr()));
+                on_b.into_iter()
+                    .chain(more)
+                    .for_each(|p| p.done(&DoneInfo::OK));
+            }
+            "borrowed" => {
+                let held: Vec<PickRef<'_>> = first
+                    .iter_mut()
+                    .map(|r| r.try_pick_ref(&info).unwrap())
+                    .collect();
+                held.iter()
+                    .for_each(|p| count(&mut seen, p.subconn().addr()));
+                even(&seen, n, kind);
+                let (on_a, on_b): (Vec<PickRef<'_>>, Vec<PickRef<'_>>) =
+                    held.into_iter().partition(|p| p.subconn().addr() == "a:1");
+                on_a.into_iter().for_each(|p| p.done(&DoneInfo::OK));
+                let more: Vec<PickRef<'_>> = second
+                    .iter_mut()
+                    .map(|r| r.try_pick_ref(&info).unwrap())
+                    .collect();
+                more.iter()
+                    .for_each(|p| count(&mut later, p.subconn().addr()));
+                on_b.into_iter()
+                    .chain(more)
+                    .for_each(|p| p.done(&DoneInfo::OK));
+            }
+            _ => {
+                let mut addr_of = Vec::new();
+                for r in first.iter_mut() {
+                    let addr = r.try_pick_kept(&info).unwrap().addr().to_string();
+                    count(&mut seen, &addr);
+                    addr_of.push(addr);
+                }
+                even(&seen, n, kind);
+                for (r, addr) in first.iter_mut().zip(&addr_of) {
+                    if addr == "a:1" {
+                        assert!(r.finish_kept(&DoneInfo::OK));
+                    }
+                }
+                for r in second.iter_mut() {
+                    let addr = r.try_pick_kept(&info).unwrap().addr().to_string();
+                    count(&mut later, &addr);
+                }
+                for (r, addr) in first.iter_mut().zip(&addr_of) {
+                    if addr != "a:1" {
+                        assert!(r.finish_kept(&DoneInfo::OK));
+                    }
+                }
+                for r in second.iter_mut() {
+                    assert!(r.finish_kept(&DoneInfo::OK));
+                }
+            }
+        }
+        // a:1 had none in flight, b:1 about n/2: a:1 takes nearly all.
+        assert!(
+            of(&later, "a:1") >= m - 2,
+            "{kind}: picks favour the endpoint with fewer in flight: {later:?}"
+        );
+    }
+    // Every pick done: both counters are back at zero, so held picks split
+    // evenly again (a leak of even a few picks would tilt them).
+    let mut r = ch.reader();
+    let held: Vec<Pick> = (0..n).map(|_| r.try_pick(&info).unwrap()).collect();
+    let mut seen = HashMap::new();
+    held.iter()
+        .for_each(|p| count(&mut seen, p.subconn().addr()));
+    even(&seen, n, "after every kind");
+}
+
+/// Picks that end without a done take their one off too: a kept pick
+/// dropped by the reader's next pick (the general and the C ABI's hit
+/// path), by a picker update or by `refresh`, an owned or borrowed pick
+/// dropped. They all land on a:1 (the only READY endpoint); if any kind
+/// leaked, a:1 would be left with hundreds in flight and, once b:1 is
+/// READY, every held pick would go to b:1.
+#[test]
+fn picks_dropped_without_done_take_their_one_off() {
+    let host = Host::new();
+    let rt = Runtime::new().unwrap();
+    let ch = channel(&host, &rt, &["a:1", "b:1"], &["a:1"]);
+    let info = PickInfo::default();
+    let mut r = ch.reader();
+    for _ in 0..200 {
+        // Each drops the one before, unfinished.
+        assert_eq!(r.try_pick_kept(&info).unwrap().addr(), "a:1");
+    }
+    for _ in 0..200 {
+        let listed = r.try_pick_kept_cached(None).expect("an inline table");
+        assert_eq!(listed.id(), host.id("a:1"));
+    }
+    for _ in 0..200 {
+        drop(r.try_pick(&info).unwrap());
+        drop(r.try_pick_ref(&info).unwrap());
+    }
+    // Kept picks dropped by a picker update: the next pick comes from a
+    // new table (an endpoint that never connects comes and goes), the
+    // kept one is settled against the old one.
+    for i in 0..20 {
+        assert_eq!(r.try_pick_kept(&info).unwrap().addr(), "a:1");
+        let list: &[&str] = if i % 2 == 0 {
+            &["a:1", "b:1", "z:1"]
+        } else {
+            &["a:1", "b:1"]
+        };
+        ch.update_addresses(addrs(list)).unwrap();
+        ch.sync().unwrap();
+    }
+    assert_eq!(r.try_pick_kept(&info).unwrap().addr(), "a:1");
+    r.refresh();
+    assert!(
+        !r.finish_kept(&DoneInfo::OK),
+        "refresh dropped the kept pick"
+    );
+
+    report(&ch, &host, &["b:1"], Ready);
+    ch.sync().unwrap();
+    let mut r = ch.reader();
+    let held: Vec<Pick> = (0..40).map(|_| r.try_pick(&info).unwrap()).collect();
+    let mut seen = HashMap::new();
+    held.iter()
+        .for_each(|p| count(&mut seen, p.subconn().addr()));
+    let a = of(&seen, "a:1");
+    assert!(
+        a.abs_diff(40 - a) <= 4,
+        "a:1 has nothing left in flight: held picks split evenly: {seen:?}"
+    );
+}
