@@ -174,6 +174,25 @@ struct Epoch<T> {
     /// `UNSEALED - returned` until sealed, then `lent - returned`.
     outstanding: CachePadded<AtomicU64>,
     table: Arc<T>,
+    /// What the cache's owner hung on the epochs it made (see
+    /// `Cache::set_sidecar`): a pointer for holds to reach, kept alive here.
+    sidecar: Sidecar,
+}
+
+/// Something of the cache owner's that each hold can reach (see
+/// `Cache::set_sidecar`): its address and what keeps it alive. Not part of
+/// the modelled protocol (written once per epoch, before any hold exists).
+#[derive(Clone)]
+struct Sidecar {
+    ptr: *const (),
+    _keep: Option<std::sync::Arc<dyn std::any::Any + Send + Sync>>,
+}
+
+impl Sidecar {
+    const NONE: Sidecar = Sidecar {
+        ptr: std::ptr::null(),
+        _keep: None,
+    };
 }
 
 /// Drops the epoch when `prev` (the value before our RMW) and `delta` bring it to zero.
@@ -194,6 +213,8 @@ pub struct Cache<T> {
     generation: u64,
     epoch: NonNull<Epoch<T>>,
     lent: u64,
+    /// Hung on each new epoch.
+    sidecar: Sidecar,
 }
 
 // SAFETY: the epoch is owned by this cache (plus returned-count RMWs from `Hold`s,
@@ -207,17 +228,40 @@ impl<T> Cache<T> {
         Cache {
             slot,
             generation,
-            epoch: Self::new_epoch(table),
+            epoch: Self::new_epoch(table, Sidecar::NONE),
             lent: 0,
+            sidecar: Sidecar::NONE,
         }
     }
 
-    fn new_epoch(table: Arc<T>) -> NonNull<Epoch<T>> {
+    fn new_epoch(table: Arc<T>, sidecar: Sidecar) -> NonNull<Epoch<T>> {
         let epoch = Box::new(Epoch {
             outstanding: CachePadded::new(AtomicU64::new(UNSEALED)),
             table,
+            sidecar,
         });
         NonNull::from(Box::leak(epoch))
+    }
+
+    /// Hangs `value` on every epoch made from now on (this table's next one
+    /// included):
+    /// holds lent from them reach it (`Hold::sidecar`) wherever they go,
+    /// and keep it alive.
+    pub fn set_sidecar<S: Send + Sync + 'static>(&mut self, value: std::sync::Arc<S>) {
+        self.sidecar = Sidecar {
+            ptr: std::sync::Arc::as_ptr(&value).cast(),
+            _keep: Some(value),
+        };
+        // The cached table's next holds carry it too: a new epoch for the
+        // same table (the old one retires once its holds are back).
+        // SAFETY: unsealed epoch, alive (see `current`).
+        let table = unsafe { self.epoch.as_ref() }.table.clone();
+        let old = std::mem::replace(
+            &mut self.epoch,
+            Self::new_epoch(table, self.sidecar.clone()),
+        );
+        let lent = std::mem::take(&mut self.lent);
+        Self::seal(old, lent);
     }
 
     /// The current table: one atomic load when nothing was published since.
@@ -279,7 +323,10 @@ impl<T> Cache<T> {
         if Arc::ptr_eq(&table, unsafe { &self.epoch.as_ref().table }) {
             return;
         }
-        let old = std::mem::replace(&mut self.epoch, Self::new_epoch(table));
+        let old = std::mem::replace(
+            &mut self.epoch,
+            Self::new_epoch(table, self.sidecar.clone()),
+        );
         let lent = std::mem::take(&mut self.lent);
         Self::seal(old, lent);
     }
@@ -316,6 +363,14 @@ impl<T> Hold<T> {
     pub fn table(&self) -> &T {
         // SAFETY: this hold's unit keeps the epoch's count above zero.
         unsafe { &self.epoch.as_ref().table }
+    }
+
+    /// The sidecar its cache hung on its epoch (`Cache::set_sidecar`), as
+    /// a pointer to what was set (null: none). Alive as long as the hold.
+    #[inline(always)]
+    pub fn sidecar(&self) -> *const () {
+        // SAFETY: this hold's unit keeps the epoch alive.
+        unsafe { self.epoch.as_ref() }.sidecar.ptr
     }
 
     /// The hold as a plain pointer (never null), to carry through C.

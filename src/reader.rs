@@ -212,7 +212,7 @@ impl Reader {
     pub fn try_pick_ref(&mut self, info: &PickInfo<'_>) -> Result<PickRef<'_>, PickError> {
         if self.rotation_is_current() {
             let listed = self.rotate();
-            self.tally.started(listed.slot());
+            self.tally.opened(listed.slot(), true);
             // SAFETY: it points into the cached table, which cannot be
             // retired while `self` is mutably borrowed by the returned value.
             return Ok(PickRef {
@@ -224,7 +224,7 @@ impl Reader {
         if self.inline_is_current() {
             if let Some((listed, owed)) = self.pick_inline(|| info.hash, !info.metadata.is_empty())
             {
-                self.tally.started(listed.slot());
+                self.tally.opened(listed.slot(), true);
                 let hooked = self.ref_hooks_for(NO_HOOKS, owed);
                 // SAFETY: as above.
                 return Ok(PickRef {
@@ -242,7 +242,8 @@ impl Reader {
     #[inline(never)]
     fn try_pick_ref_slow(&mut self, info: &PickInfo<'_>) -> Result<PickRef<'_>, PickError> {
         let (subconn, hooks, owed) = self.choose_slow(info)?;
-        self.count_started(subconn);
+        // SAFETY: chosen from the cached table, which the cache keeps alive.
+        self.tally.opened(unsafe { subconn.as_ref() }.slot(), true);
         let hooked = self.ref_hooks_for(hooks, owed);
         // SAFETY: as in `try_pick_ref`; the hooks point into the same table.
         Ok(PickRef {
@@ -328,9 +329,8 @@ impl Reader {
         if self.kept.reports_outcome() {
             return None;
         }
-        if self.kept.subconn.take().is_some() {
-            // The kept pick before this one, never finished: dropped.
-            self.tally.finished(self.kept.slot, false);
+        if self.kept.subconn.is_some() {
+            self.kept_abandoned();
         }
         let (listed, owed) = if self.rotation_is_current() {
             (self.rotate(), Owed::Nothing)
@@ -346,7 +346,7 @@ impl Reader {
         } else {
             return None;
         };
-        self.tally.started(listed.slot());
+        self.tally.opened(listed.slot(), false);
         self.kept.subconn = Some(listed.ptr());
         self.kept.slot = listed.slot();
         self.kept.owed = owed;
@@ -395,7 +395,7 @@ impl Reader {
                 (subconn, unsafe { subconn.as_ref() }.slot(), hooks, owed)
             }
         };
-        self.tally.started(slot);
+        self.tally.opened(slot, false);
         self.kept = Kept {
             subconn: Some(subconn),
             slot,
@@ -420,7 +420,8 @@ impl Reader {
         let Some(subconn) = self.kept.subconn.take() else {
             return false;
         };
-        self.tally.finished(self.kept.slot, info.code == Code::Ok);
+        self.tally
+            .closed(self.kept.slot, false, info.code == Code::Ok);
         if self.kept.reports_outcome() {
             let hooks = std::mem::replace(&mut self.kept.hooks, NO_HOOKS);
             report(hooks, subconn, info);
@@ -455,10 +456,19 @@ impl Reader {
         let Some(_) = self.kept.subconn.take() else {
             return false;
         };
-        self.tally.finished(self.kept.slot, ok);
+        self.tally.closed(self.kept.slot, false, ok);
         // A done without load: a schedule's load hook hears nothing.
         self.settle_owed();
         true
+    }
+
+    /// The kept pick before this one (without hooks), never finished: it
+    /// counts as dropped (what it owes is settled by the caller).
+    #[cold]
+    #[inline(never)]
+    fn kept_abandoned(&mut self) {
+        self.kept.subconn = None;
+        self.tally.closed(self.kept.slot, false, false);
     }
 
     /// Settles what an inline kept pick, dropped, owes: its in-flight
@@ -479,7 +489,7 @@ impl Reader {
         }
         if self.kept.subconn.take().is_some() {
             // Abandoned: counted as gRPC counts a cancelled RPC.
-            self.tally.finished(self.kept.slot, false);
+            self.tally.closed(self.kept.slot, false, false);
         }
         self.settle_owed();
     }
@@ -610,6 +620,12 @@ impl Reader {
     /// starting at a random entry.
     #[cold]
     fn sync_rotation(&mut self) {
+        // Before the cache moves: the new table's subchannels may have
+        // slots the tally does not cover, and the new epoch's holds must
+        // carry a table of picks finished elsewhere that covers them.
+        if let Some(elsewhere) = self.tally.grow() {
+            self.cache.set_sidecar(elsewhere);
+        }
         // One look at the cache: a second `current()` could move it to a
         // newer table and free the one the pointers below were taken from.
         let table = self.cache.current();
@@ -629,8 +645,6 @@ impl Reader {
             (NonNull::from(chunks).cast::<Chunk>(), chunks.len())
         });
         let generation = self.cache.generation();
-        // The table's subchannels may have slots the tally does not cover.
-        self.tally.grow();
         self.picker = picker;
         self.synced_generation = generation;
         self.inline_generation = match inline {
@@ -719,8 +733,7 @@ impl Reader {
                     self.tally.finished(unsafe { subconn.as_ref() }.slot(), ok);
                 }
                 Err(hold) => {
-                    // SAFETY: `hold` keeps the subchannel alive.
-                    unsafe { subconn.as_ref() }.finished_elsewhere(ok);
+                    finished_elsewhere(&hold, subconn, ok);
                     drop(hold);
                 }
             }
@@ -1049,7 +1062,7 @@ impl<'r> PickRef<'r> {
     #[inline]
     pub fn done(mut self, info: &DoneInfo<'_>) {
         if let Some(tally) = self.tally.take() {
-            tally.finished(self.subconn.slot(), info.code == Code::Ok);
+            tally.closed(self.subconn.slot(), true, info.code == Code::Ok);
         }
         match self.done.map(|h| h.owed) {
             Some(Owed::InFlight(entry)) => {
@@ -1077,7 +1090,7 @@ impl Drop for PickRef<'_> {
     #[inline]
     fn drop(&mut self) {
         if let Some(tally) = self.tally.take() {
-            tally.finished(self.subconn.slot(), false);
+            tally.closed(self.subconn.slot(), true, false);
         }
         match self.done.map(|h| h.owed) {
             Some(Owed::InFlight(entry)) => release(entry),
@@ -1140,11 +1153,11 @@ impl Pick {
         if self.reports_outcome() {
             self.finish(info);
         }
-        // Away from its reader (any thread): the subchannel's own counters.
-        self.subconn().finished_elsewhere(info.code == Code::Ok);
-        // Counted: the destructor would only release the hold.
-        self.done = NO_HOOKS;
-        drop(self.hold.take());
+        // Away from its reader (any thread).
+        if let Some(hold) = self.hold.take() {
+            finished_elsewhere(&hold, self.subconn, info.code == Code::Ok);
+        }
+        // Counted and released: nothing is left for the destructor.
         std::mem::forget(self);
     }
 
@@ -1163,6 +1176,26 @@ impl Pick {
         std::mem::forget(self);
         parts
     }
+}
+
+/// Counts a pick finished away from its reader, in the picking reader's
+/// table of such picks, which its hold carries; in the subchannel's own
+/// counters when that table is older than the subchannel's slot (or there
+/// is none).
+#[inline]
+fn finished_elsewhere(hold: &Hold<Table>, subconn: NonNull<SubConn>, ok: bool) {
+    // SAFETY: the hold keeps the subchannel (in its table) alive.
+    let subconn = unsafe { subconn.as_ref() };
+    let table = hold.sidecar().cast::<crate::snapshot::Elsewhere>();
+    // SAFETY: a reader's cache is the only one that sets sidecars on the
+    // epochs of `Table`s, always to an `Elsewhere`, which the hold's epoch
+    // keeps alive.
+    if let Some(table) = unsafe { table.as_ref() } {
+        if table.finished(subconn.slot(), ok) {
+            return;
+        }
+    }
+    subconn.finished_elsewhere(ok);
 }
 
 /// Hands an outcome to a pick's done hooks, innermost first. Only while the
@@ -1184,8 +1217,8 @@ impl Drop for Pick {
         if self.reports_outcome() {
             self.dropped_without_done();
         }
-        if self.hold.is_some() {
-            self.subconn().finished_elsewhere(false);
+        if let Some(hold) = &self.hold {
+            finished_elsewhere(hold, self.subconn, false);
         }
     }
 }

@@ -168,6 +168,12 @@ struct Registry {
     retired: CountMap,
     /// Every live reader's host-pick table.
     tallies: Vec<Weak<TallyHandle>>,
+    /// Every reader's tables of picks finished elsewhere that a pick may
+    /// still write to (a reader's or a hold's); folded into
+    /// `retired_elsewhere` once nothing else holds them.
+    elsewhere: Vec<Arc<Elsewhere>>,
+    /// Picks finished elsewhere, of tables nothing writes to any more.
+    retired_elsewhere: Vec<[u64; 2]>,
     /// Host-pick counts of readers that are gone, by slot.
     retired_tally: Vec<[u64; 3]>,
     /// What was counted at a slot before its current subchannel got it.
@@ -177,13 +183,37 @@ struct Registry {
     seen: HashMap<SubConnId, (u64, SystemTime)>,
 }
 
-/// One reader's host-pick counters: `[started, succeeded, failed]` per
-/// slot, written by that reader's thread only (a relaxed load and store:
-/// single writer), read by snapshots.
+/// One reader's host-pick counters, per slot, written by that reader's
+/// thread only (a relaxed load and store: single writer), read by
+/// snapshots.
+///
+/// A pick that ends on the reader before its next one (kept, borrowed)
+/// costs one count when it succeeds: its start. Its success is what is
+/// left of its starts once the failures and the one still open (`open`)
+/// are taken away; so an OK done only clears `open`, a store. (A count at
+/// the done would be a load and store whose address comes from a value
+/// stored by the pick a moment before, which stalls a pick + done pair
+/// over a few endpoints by a third.) Owned picks, which may be many and
+/// open long, count each end.
 pub(crate) struct Tally {
-    cells: Box<[[AtomicU64; 3]]>,
+    cells: Box<[[AtomicU64; COLUMNS]]>,
+    /// `slot + 1` of the open kept pick and of the open borrowed pick, or 0.
+    open: [AtomicU64; 2],
 }
 
+/// Columns of a `Tally` cell.
+const KB_STARTED: usize = 0;
+const KB_FAILED: usize = 1;
+const OWNED_STARTED: usize = 2;
+const OWNED_SUCCEEDED: usize = 3;
+const OWNED_FAILED: usize = 4;
+const COLUMNS: usize = 5;
+
+/// Which of a reader's picks `Tally::open` tracks.
+const KEPT: usize = 0;
+const BORROWED: usize = 1;
+
+/// Counts as a snapshot reports them.
 const STARTED: usize = 0;
 const SUCCEEDED: usize = 1;
 const FAILED: usize = 2;
@@ -192,13 +222,58 @@ impl Tally {
     fn with_len(len: usize) -> Tally {
         Tally {
             cells: (0..len).map(|_| Default::default()).collect(),
+            open: Default::default(),
         }
     }
 
+    /// `[started, succeeded, failed]` at `slot`.
     fn get(&self, slot: usize) -> [u64; 3] {
+        let Some(c) = self.cells.get(slot) else {
+            return [0; 3];
+        };
+        let c = c.each_ref().map(|v| v.load(Ordering::Relaxed));
+        let open = self
+            .open
+            .iter()
+            .filter(|o| o.load(Ordering::Relaxed) == slot as u64 + 1)
+            .count() as u64;
+        let kb_succeeded = c[KB_STARTED].saturating_sub(c[KB_FAILED] + open);
+        [
+            c[KB_STARTED] + c[OWNED_STARTED],
+            kb_succeeded + c[OWNED_SUCCEEDED],
+            c[KB_FAILED] + c[OWNED_FAILED],
+        ]
+    }
+}
+
+/// A reader's counters of its picks finished away from it (`Pick::done`,
+/// `sy_pick_done`, on any thread): `[succeeded, failed]` per slot, each a
+/// read-modify-write, but on the picking reader's own table, so threads
+/// picking on different readers never write one line. A pick reaches it
+/// through its hold (`Hold::sidecar`). Never resized: a reader that needs
+/// more slots makes a new one, and every table is summed.
+pub(crate) struct Elsewhere {
+    cells: Box<[[AtomicU64; 2]]>,
+}
+
+impl Elsewhere {
+    /// Counts a pick at `slot` finished elsewhere; false when the table is
+    /// too small for it (a table made before the slot was given out).
+    #[inline]
+    pub(crate) fn finished(&self, slot: u32, ok: bool) -> bool {
+        match self.cells.get(slot as usize) {
+            Some(c) => {
+                c[usize::from(!ok)].fetch_add(1, Ordering::Relaxed);
+                true
+            }
+            None => false,
+        }
+    }
+
+    fn get(&self, slot: usize) -> [u64; 2] {
         self.cells
             .get(slot)
-            .map_or([0; 3], |c| c.each_ref().map(|v| v.load(Ordering::Relaxed)))
+            .map_or([0; 2], |c| c.each_ref().map(|v| v.load(Ordering::Relaxed)))
     }
 }
 
@@ -215,7 +290,7 @@ pub(crate) struct ReaderTally {
     handle: Option<Arc<TallyHandle>>,
     /// Keeps `cells` alive.
     table: Arc<Tally>,
-    cells: std::ptr::NonNull<[AtomicU64; 3]>,
+    cells: std::ptr::NonNull<[AtomicU64; COLUMNS]>,
     len: usize,
     stats: Arc<CallStats>,
 }
@@ -240,21 +315,29 @@ impl ReaderTally {
     }
 
     /// Makes the table cover every slot given out so far (on a reader's
-    /// sync, never on the hit path). Registers it on first use.
+    /// sync, never on the hit path). Registers it on first use. Returns the
+    /// reader's new table for picks finished elsewhere, when it made one
+    /// (for the reader's holds to carry).
     #[cold]
-    pub(crate) fn grow(&mut self) {
+    pub(crate) fn grow(&mut self) -> Option<Arc<Elsewhere>> {
         let need = self.stats.slots.load(Ordering::Acquire) as usize;
         if need <= self.len {
-            return;
+            return None;
         }
         let len = need.max(self.len * 2).max(16);
         let table = Tally::with_len(len);
+        // No pick of the reader's is open here (it grows on a sync, after
+        // dropping its kept pick; a borrowed pick borrows it): `open` is 0.
         for (new, old) in table.cells.iter().zip(self.table.cells.iter()) {
             for (n, o) in new.iter().zip(old) {
                 n.store(o.load(Ordering::Relaxed), Ordering::Relaxed);
             }
         }
         let table = Arc::new(table);
+        let elsewhere = Arc::new(Elsewhere {
+            cells: (0..len).map(|_| Default::default()).collect(),
+        });
+        lock(&self.stats.inner).elsewhere.push(elsewhere.clone());
         match &self.handle {
             // Copied before it is published: a snapshot sees the old table
             // or the new one, each whole (only this thread writes either).
@@ -270,6 +353,7 @@ impl ReaderTally {
         self.cells = std::ptr::NonNull::from(&*table.cells).cast();
         self.len = len;
         self.table = table;
+        Some(elsewhere)
     }
 
     #[inline(always)]
@@ -284,16 +368,39 @@ impl ReaderTally {
         }
     }
 
-    /// A host pick handed out on the subchannel at `slot`.
+    /// Marks the reader's open kept (`KEPT`) or borrowed (`BORROWED`)
+    /// pick: `slot + 1`, or 0 for none. A store.
     #[inline(always)]
-    pub(crate) fn started(&self, slot: u32) {
-        self.bump(slot, STARTED);
+    fn set_open(&self, which: usize, value: u64) {
+        self.table.open[which].store(value, Ordering::Relaxed);
     }
 
-    /// A host pick at `slot` finished through this reader.
+    /// A kept (`borrowed` false) or borrowed pick handed out at `slot`.
+    #[inline(always)]
+    pub(crate) fn opened(&self, slot: u32, borrowed: bool) {
+        self.bump(slot, KB_STARTED);
+        self.set_open(if borrowed { BORROWED } else { KEPT }, u64::from(slot) + 1);
+    }
+
+    /// The reader's open kept or borrowed pick at `slot` ended (`ok`: OK).
+    #[inline(always)]
+    pub(crate) fn closed(&self, slot: u32, borrowed: bool, ok: bool) {
+        if !ok {
+            self.bump(slot, KB_FAILED);
+        }
+        self.set_open(if borrowed { BORROWED } else { KEPT }, 0);
+    }
+
+    /// An owned pick handed out at `slot`.
+    #[inline(always)]
+    pub(crate) fn started(&self, slot: u32) {
+        self.bump(slot, OWNED_STARTED);
+    }
+
+    /// An owned pick at `slot` finished through this reader.
     #[inline(always)]
     pub(crate) fn finished(&self, slot: u32, ok: bool) {
-        self.bump(slot, if ok { SUCCEEDED } else { FAILED });
+        self.bump(slot, if ok { OWNED_SUCCEEDED } else { OWNED_FAILED });
     }
 }
 
@@ -375,6 +482,7 @@ impl CallStats {
     pub(crate) fn host_sum(&self, subs: &[HostSlot]) -> CountMap {
         let now = SystemTime::now();
         let mut reg = lock(&self.inner);
+        reg.fold_elsewhere();
         let mut out = CountMap::new();
         let mut seen = HashMap::with_capacity(subs.len());
         for sub in subs {
@@ -416,6 +524,27 @@ impl CallStats {
 pub(crate) type HostSlot = (SubConnId, u32, (u64, u64));
 
 impl Registry {
+    /// Folds the tables of picks finished elsewhere that nothing but the
+    /// registry holds (no reader, no hold: nothing writes to them).
+    fn fold_elsewhere(&mut self) {
+        let mut i = 0;
+        while i < self.elsewhere.len() {
+            if Arc::strong_count(&self.elsewhere[i]) > 1 {
+                i += 1;
+                continue;
+            }
+            let e = self.elsewhere.swap_remove(i);
+            if self.retired_elsewhere.len() < e.cells.len() {
+                self.retired_elsewhere.resize(e.cells.len(), [0; 2]);
+            }
+            for (slot, total) in self.retired_elsewhere.iter_mut().enumerate() {
+                let c = e.get(slot);
+                total[0] += c[0];
+                total[1] += c[1];
+            }
+        }
+    }
+
     /// One subchannel's host-pick counts (no `last_call`).
     fn host_counts(&self, &(_, slot, (ok_elsewhere, failed_elsewhere)): &HostSlot) -> Counts {
         let i = slot as usize;
@@ -430,7 +559,8 @@ impl Registry {
         }
     }
 
-    /// Host-pick counts at `slot`, over live and retired readers.
+    /// Host-pick counts at `slot`, over live and retired readers, picks
+    /// finished elsewhere included.
     fn tally_at(&self, slot: usize) -> [u64; 3] {
         let mut total = self.retired_tally.get(slot).copied().unwrap_or([0; 3]);
         for h in self.tallies.iter().filter_map(Weak::upgrade) {
@@ -438,6 +568,12 @@ impl Registry {
             for k in 0..3 {
                 total[k] += c[k];
             }
+        }
+        let elsewhere = self.elsewhere.iter().map(|e| e.get(slot));
+        let retired = self.retired_elsewhere.get(slot).copied();
+        for c in elsewhere.chain(retired) {
+            total[SUCCEEDED] += c[0];
+            total[FAILED] += c[1];
         }
         total
     }

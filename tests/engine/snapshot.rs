@@ -122,8 +122,16 @@ fn every_kind_of_host_pick_is_counted_with_its_outcome() {
     .unwrap();
     // The other reader is gone: its counts stay.
     assert_eq!(total(&counts(&ch)), (120, 113, 7, 0));
+    // A pick outlives its reader, and is finished on another thread.
+    let late = r.try_pick(&info).unwrap();
     drop(r);
-    assert_eq!(total(&counts(&ch)), (120, 113, 7, 0));
+    assert_eq!(total(&counts(&ch)), (121, 113, 7, 1));
+    std::thread::spawn(move || late.done(&failed(Code::DeadlineExceeded)))
+        .join()
+        .unwrap();
+    // Counted, and still counted once nothing is left to write there.
+    assert_eq!(total(&counts(&ch)), (121, 113, 8, 0));
+    assert_eq!(total(&counts(&ch)), (121, 113, 8, 0));
 }
 
 #[test]
