@@ -941,7 +941,8 @@ typedef struct sy_load_metric {
  */
 typedef struct sy_pick_result {
   /**
-   * The chosen subchannel (as in the transport callbacks).
+   * The chosen subchannel (as in the transport callbacks). Read back by
+   * `sy_pick_done`: leave it as written.
    */
   uint64_t subchannel_id;
   /**
