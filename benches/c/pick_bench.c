@@ -25,6 +25,8 @@
  *       benchmarked before all of them exist.
  *   -c  the service config JSON (default {"loadBalancingConfig":[{POLICY:{}}]})
  *   -n  comma-separated numbers of addresses (default 3,100,10000,100000)
+ *   -k  0: the channel does not count picks for snapshots
+ *       (sy_channel_options_set_pick_counts; default 1, as a channel does)
  *
  * Setup (not timed per pick, but reported as "setup"): the addresses are
  * given, and every subchannel the policy asks the host to connect is
@@ -55,6 +57,7 @@
 static long iters = 2000000;
 static int trials = 15;
 static const char *policy = "round_robin";
+static int pick_counts = 1;
 
 static double clock_ns(clockid_t clock) {
   struct timespec ts;
@@ -270,9 +273,15 @@ static sy_channel *ready_channel(const sy_runtime *rt, const char *config, size_
   t.ctx = h;
   t.connect = on_connect;
   t.shutdown = on_shutdown;
-  ok(sy_channel_new(rt, "", config, &t, NULL, NULL, NULL, &ch), "channel");
+  {
+    sy_channel_options *opts = NULL;
+    ok(sy_channel_options_new(&opts), "options");
+    ok(sy_channel_options_set_pick_counts(opts, pick_counts), "pick counts");
+    ok(sy_channel_new_with_options(rt, "", config, opts, &t, NULL, NULL, NULL, &ch), "channel");
+    sy_channel_options_free(opts);
+  }
   for (i = 0; i < n; i++) {
-    snprintf(names[i], sizeof names[i], "10.%u.%u.%u:443", (unsigned)(i >> 16) & 255,
+    snprintf(names[i], sizeof names[i], "127.%u.%u.%u:443", (unsigned)(i >> 16) & 255,
              (unsigned)(i >> 8) & 255, (unsigned)i & 255);
     list[i].address = names[i];
     list[i].weight = 1;
@@ -353,7 +362,7 @@ static void bench(const sy_runtime *rt, const char *config, size_t n) {
 
 static void usage(void) {
   fprintf(stderr,
-          "usage: pick_bench [-p POLICY] [-c SERVICE_CONFIG] [-n SIZES] "
+          "usage: pick_bench [-p POLICY] [-c SERVICE_CONFIG] [-n SIZES] [-k 0|1] "
           "[picks per thread per trial >= 1] [trials 1..%d]\n",
           MAX_TRIALS);
   exit(2);
@@ -375,6 +384,8 @@ int main(int argc, char **argv) {
       config = argv[i + 1];
     else if (strcmp(argv[i], "-n") == 0)
       sizes_arg = argv[i + 1];
+    else if (strcmp(argv[i], "-k") == 0)
+      pick_counts = atoi(argv[i + 1]) != 0;
     else
       usage();
   }

@@ -300,6 +300,7 @@ pub extern "C" fn sy_channel_new_with_options(
             authority: opts.authority.clone(),
             idle_timeout: opts.idle_timeout,
             resolver: opts.resolver.clone(),
+            skip_pick_counts: opts.skip_pick_counts,
             ..Default::default()
         };
         let channel = Channel::new(rt.get(), target, config, options)?;

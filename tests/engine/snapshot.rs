@@ -166,3 +166,29 @@ fn a_new_subchannel_starts_at_zero_and_a_gone_ones_counts_go() {
     let c = counts(&ch);
     assert_eq!((c["b:1"].0, c["c:1"].0), (10, 5), "{c:?}");
 }
+
+#[test]
+fn a_channel_told_not_to_count_picks_shows_none() {
+    let host = Host::new();
+    let rt = Runtime::new().unwrap();
+    let opts = ChannelOptions {
+        skip_pick_counts: true,
+        ..options(&host)
+    };
+    let ch = Channel::new(&rt, "", Some(RR), opts).unwrap();
+    ch.update_addresses(addrs(&["a:1", "b:1"])).unwrap();
+    host.wait("connecting", |evs| {
+        evs.iter().filter(|e| matches!(e, Ev::Connect(_))).count() == 2
+    });
+    report(&ch, &host, &["a:1", "b:1"], Ready);
+    ch.sync().unwrap();
+    let mut r = ch.reader();
+    for _ in 0..10 {
+        r.try_pick_kept(&PickInfo::default()).unwrap();
+        assert!(r.finish_kept(&DoneInfo::OK));
+        r.try_pick(&PickInfo::default())
+            .unwrap()
+            .done(&DoneInfo::OK);
+    }
+    assert_eq!(total(&counts(&ch)), (0, 0, 0, 0));
+}
