@@ -952,8 +952,7 @@ typedef struct sy_load_metric {
  */
 typedef struct sy_pick_result {
   /**
-   * The chosen subchannel (as in the transport callbacks). Read back by
-   * `sy_pick_done`: leave it as written.
+   * The chosen subchannel (as in the transport callbacks).
    */
   uint64_t subchannel_id;
   /**

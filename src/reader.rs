@@ -10,7 +10,7 @@ use crate::balancer::picker::{
 use crate::balancer::ready_list::UniformTable;
 use crate::balancer::rotation::{Chunk, RotationEntry};
 use crate::balancer::stride::StrideSchedule;
-use crate::balancer::subconn::{SubConn, SubConnId};
+use crate::balancer::subconn::SubConn;
 use crate::channel::{Channel, ChannelShared, Table};
 use crate::publish::{Cache, Hold};
 use crate::service_config::{MethodConfig, MethodConfigs};
@@ -1149,27 +1149,13 @@ impl Pick {
     /// Reports the RPC's outcome to the policy (every done hook, innermost
     /// first, once) and releases the pick.
     #[inline]
-    pub fn done(self, info: &DoneInfo<'_>) {
-        self.done_at(info, None);
-    }
-
-    /// `done` for the C ABI, which has the id the pick reported (`picked`):
-    /// on a channel that counts host picks, its low half is where the pick
-    /// is counted, so the subchannel need not be read.
-    #[doc(hidden)]
-    #[inline]
-    pub fn done_as(self, info: &DoneInfo<'_>, picked: SubConnId) {
-        self.done_at(info, Some(picked.0 as u32));
-    }
-
-    #[inline(always)]
-    fn done_at(mut self, info: &DoneInfo<'_>, slot: Option<u32>) {
+    pub fn done(mut self, info: &DoneInfo<'_>) {
         if self.reports_outcome() {
             self.finish(info);
         }
         // Away from its reader (any thread).
         if let Some(hold) = self.hold.take() {
-            finished_elsewhere_at(&hold, slot, self.subconn, info.code == Code::Ok);
+            finished_elsewhere(&hold, self.subconn, info.code == Code::Ok);
         }
         // Counted and released: nothing is left for the destructor.
         std::mem::forget(self);
@@ -1194,36 +1180,24 @@ impl Pick {
 
 /// Counts a pick finished away from its reader, in the picking reader's
 /// table of such picks, which its hold carries; in the subchannel's own
-/// counters when that table is older than the subchannel's slot (or there
-/// is none).
+/// counters when that table is older than the subchannel's slot. A reader
+/// that counts nothing (a channel with the library's connections, or told
+/// not to count) hangs no table: nothing to do, and the subchannel is not
+/// read.
 #[inline]
 fn finished_elsewhere(hold: &Hold<Table>, subconn: NonNull<SubConn>, ok: bool) {
-    finished_elsewhere_at(hold, None, subconn, ok);
-}
-
-/// `finished_elsewhere`, with the subchannel's slot when the caller knows
-/// it (from the pick's id: see `Pick::done_as`).
-#[inline]
-fn finished_elsewhere_at(
-    hold: &Hold<Table>,
-    slot: Option<u32>,
-    subconn: NonNull<SubConn>,
-    ok: bool,
-) {
     let table = hold.sidecar().cast::<crate::snapshot::Elsewhere>();
     // SAFETY: a reader's cache is the only one that sets sidecars on the
     // epochs of `Table`s, always to an `Elsewhere`, which the hold's epoch
-    // keeps alive. Only readers of channels whose subchannels have slots
-    // set one.
-    if let Some(table) = unsafe { table.as_ref() } {
-        // SAFETY: the hold keeps the subchannel (in its table) alive.
-        let slot = slot.unwrap_or_else(|| unsafe { subconn.as_ref() }.slot());
-        if table.finished(slot, ok) {
-            return;
-        }
+    // keeps alive.
+    let Some(table) = (unsafe { table.as_ref() }) else {
+        return;
+    };
+    // SAFETY: the hold keeps the subchannel (in its table) alive.
+    let subconn = unsafe { subconn.as_ref() };
+    if !table.finished(subconn.slot(), ok) {
+        subconn.finished_elsewhere(ok);
     }
-    // SAFETY: as above.
-    unsafe { subconn.as_ref() }.finished_elsewhere(ok);
 }
 
 /// Hands an outcome to a pick's done hooks, innermost first. Only while the

@@ -25,7 +25,7 @@ use std::sync::Arc;
 use std::time::Duration;
 use switchyard::{
     Code, DoneInfo, Pick, PickError, PickInfo, PickOptions, RawPick, Reader, RotationEntry,
-    SubConn, SubConnId, RAW_PICK_HOLD_WORD, RAW_PICK_WORDS,
+    SubConn, RAW_PICK_HOLD_WORD, RAW_PICK_WORDS,
 };
 
 /// One RPC thread's view of a channel. Opaque; owned by the caller (Box).
@@ -179,8 +179,7 @@ const _: () = assert!(std::mem::align_of::<RawPick>() <= std::mem::align_of::<u6
 /// bitwise, but `sy_pick_done` must be called on exactly one copy.
 #[repr(C)]
 pub struct sy_pick_result {
-    /// The chosen subchannel (as in the transport callbacks). Read back by
-    /// `sy_pick_done`: leave it as written.
+    /// The chosen subchannel (as in the transport callbacks).
     pub subchannel_id: u64,
     /// The subchannel's address: `address_len` bytes of UTF-8, NOT
     /// NUL-terminated.
@@ -888,22 +887,17 @@ pub extern "C" fn sy_pick_done(
         // SAFETY: forwarded contract (the checks above passed).
         return unsafe { done_with_metrics(result, code, latency_ns, metrics, metrics_len) };
     }
-    // SAFETY: the caller's result, readable.
-    let picked = SubConnId(unsafe { addr_of!((*result).subchannel_id).read() });
     // SAFETY: `result` is a live pick (checked above) whose token we read.
     let pick = unsafe { take_pick(token, words) };
     if pick.reports_outcome() {
-        report(pick, picked, code, latency_ns);
+        report(pick, code, latency_ns);
     } else {
         // No hook to tell: the outcome is only counted (snapshots), and
         // the pick's hold released.
-        pick.done_as(
-            &DoneInfo {
-                code,
-                ..DoneInfo::OK
-            },
-            picked,
-        );
+        pick.done(&DoneInfo {
+            code,
+            ..DoneInfo::OK
+        });
     }
     sy_status::SY_OK
 }
@@ -927,8 +921,8 @@ fn outcome(code: Code) -> Option<&'static str> {
 
 /// Hands a finished pick's outcome to its policy's done hook.
 #[inline(never)]
-fn report(pick: Pick, picked: SubConnId, code: Code, latency_ns: u64) {
-    pick.done_as(&done_info(code, latency_ns), picked);
+fn report(pick: Pick, code: Code, latency_ns: u64) {
+    pick.done(&done_info(code, latency_ns));
 }
 
 /// The token word that is never zero in a live pick (`RawPick`'s hold).
@@ -982,18 +976,14 @@ unsafe fn done_with_metrics(
 ) -> sy_status {
     let finish = |load: &[(&str, f64)]| {
         // SAFETY: forwarded contract.
-        let (pick, picked) = unsafe {
+        let pick = unsafe {
             let token = addr_of_mut!((*result)._token).cast();
-            let picked = SubConnId(addr_of!((*result).subchannel_id).read());
-            (take_pick(token, read_words(token)), picked)
+            take_pick(token, read_words(token))
         };
-        pick.done_as(
-            &DoneInfo {
-                load,
-                ..done_info(code, latency_ns)
-            },
-            picked,
-        );
+        pick.done(&DoneInfo {
+            load,
+            ..done_info(code, latency_ns)
+        });
         Ok(())
     };
     // SAFETY: forwarded contract.

@@ -99,21 +99,12 @@ impl SubchannelPool {
     }
 
     pub(crate) fn create(&mut self, address: Address, env: &mut LoopContext) -> Arc<SubConn> {
-        let seq = self.next_id;
+        let id = SubConnId(self.next_id);
         self.next_id += 1;
         let slot = match self.stats.clone() {
             Some(stats) => stats.take_slot(self.reusable_slot()),
             None => NO_SLOT,
         };
-        // A counted subchannel's id carries its slot in its low half, so
-        // that a C pick's done finds where to count it from the id in its
-        // result, without reading the subchannel (a cache miss per done
-        // over many endpoints). Still unique (`seq` is) and in creation
-        // order.
-        let id = SubConnId(match slot {
-            NO_SLOT => seq,
-            slot => (seq << 32) | u64::from(slot),
-        });
         let sc = Arc::new(SubConn::with_slot(id, slot, address));
         self.map.insert(
             id,
