@@ -389,7 +389,7 @@
 //! #     fn shutdown(&self, _sc: &Arc<SubConn>) {}
 //! # }
 //! # fn main() -> Result<(), Box<dyn std::error::Error>> {
-//! let inventory = Arc::new(Mutex::new(vec!["10.0.0.1:50051".to_string()]));
+//! let inventory = Arc::new(Mutex::new(vec!["127.0.0.1:50051".to_string()]));
 //! resolver::register(Arc::new(Inventory(inventory.clone())));
 //! let rt = Runtime::new()?;
 //! # let options = || ChannelOptions {
@@ -401,7 +401,7 @@
 //! ch.connect()?;
 //! ch.sync()?; // the build, which pushes
 //! ch.sync()?; // what it pushed
-//! assert_eq!(ch.snapshot()?.subchannels[0].address, "10.0.0.1:50051");
+//! assert_eq!(ch.snapshot()?.subchannels[0].address, "127.0.0.1:50051");
 //! // Its builder refuses a target it cannot resolve: the channel is not made.
 //! assert!(Channel::new(&rt, "inventory:///nope", None, options()).is_err());
 //! # Ok(())

@@ -821,10 +821,10 @@ fn a_graceful_switch_passes_on_re_resolution_from_the_latest_policy_only() {
     let mut tcc = TestClientConn::new();
     let mut gs = GracefulSwitch::new();
     gs.switch_to(&mut tcc, Arc::new(RoundRobinBuilder));
-    tcc.update_addresses(&mut gs, ["10.0.0.1:1", "10.0.0.2:1"])
+    tcc.update_addresses(&mut gs, ["127.0.0.1:1", "127.0.0.2:1"])
         .unwrap();
-    let a = tcc.subconn_for("10.0.0.1:1").unwrap().id();
-    let b = tcc.subconn_for("10.0.0.2:1").unwrap().id();
+    let a = tcc.subconn_for("127.0.0.1:1").unwrap().id();
+    let b = tcc.subconn_for("127.0.0.2:1").unwrap().id();
     tcc.set_state(&mut gs, a, Ready);
     tcc.set_state(&mut gs, b, Ready);
     assert_eq!(tcc.state(), Some(Ready));
@@ -839,7 +839,7 @@ fn a_graceful_switch_passes_on_re_resolution_from_the_latest_policy_only() {
 
     // A pending policy beside it: round_robin is no longer the latest.
     assert!(gs.switch_to(&mut tcc, Arc::new(StaysConnecting)));
-    tcc.update_addresses(&mut gs, ["10.0.0.1:1", "10.0.0.2:1"])
+    tcc.update_addresses(&mut gs, ["127.0.0.1:1", "127.0.0.2:1"])
         .unwrap();
     assert_eq!(tcc.state(), Some(Ready), "the old policy keeps serving");
     let asked = tcc.resolve_now_requests();

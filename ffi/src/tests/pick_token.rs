@@ -4,7 +4,7 @@
 //! vtables included), written by `sy_pick`, copied bitwise as C copies a struct, and
 //! turned back into a pick by `sy_pick_done` on the copy.
 
-use crate::callback::sy_host_transport;
+use crate::callback::{sy_host_transport, sy_release_fn};
 use crate::*;
 use std::ffi::{c_char, c_void, CStr};
 use std::mem::{size_of, MaybeUninit};
@@ -172,6 +172,27 @@ fn ready_channel_and_subchannel(
     released: &AtomicUsize,
     config: &CStr,
 ) -> (*mut sy_reader, *mut sy_channel, u64, impl FnOnce()) {
+    let address = sy_address {
+        address: c"127.0.0.1:443".as_ptr(),
+        weight: 0,
+        user_data: ptr::from_ref(released).cast_mut().cast(),
+    };
+    let (r, ch, free) = host_channel(host, config, Some(release), &[address]);
+    let id = *host.0.lock().unwrap().last().expect("a connect");
+    ready(ch, id);
+    (r, ch, id, free)
+}
+
+/// A channel under `config` whose host is `host`, over `addresses`, with
+/// `release` for their user data, nothing reported READY yet (the loop
+/// has asked for the connections); returns a reader, the channel, and the
+/// free closure.
+fn host_channel(
+    host: &Host,
+    config: &CStr,
+    release: sy_release_fn,
+    addresses: &[sy_address],
+) -> (*mut sy_reader, *mut sy_channel, impl FnOnce()) {
     let mut rt = ptr::null_mut();
     ok(sy_runtime_new(&mut rt));
     let transport = sy_host_transport {
@@ -189,27 +210,18 @@ fn ready_channel_and_subchannel(
         &transport,
         None,
         ptr::null_mut(),
-        Some(release),
+        release,
         &mut ch,
     ));
-    let address = sy_address {
-        address: c"127.0.0.1:443".as_ptr(),
-        weight: 0,
-        user_data: ptr::from_ref(released).cast_mut().cast(),
-    };
-    ok(sy_channel_update_addresses(ch, &address, 1));
-    ok(sy_channel_sync(ch));
-    let id = *host.0.lock().unwrap().last().expect("a connect");
-    ok(sy_channel_report_subconn_state(
+    ok(sy_channel_update_addresses(
         ch,
-        id,
-        sy_state::SY_STATE_READY as u32,
-        ptr::null(),
+        addresses.as_ptr(),
+        addresses.len(),
     ));
     ok(sy_channel_sync(ch));
     let mut r = ptr::null_mut();
     ok(sy_reader_new(ch, &mut r));
-    (r, ch, id, move || {
+    (r, ch, move || {
         sy_reader_free(r);
         sy_channel_free(ch);
         sy_runtime_free(rt);
@@ -230,6 +242,21 @@ fn c_copy(result: &sy_pick_result) -> sy_pick_result {
         );
         copy.assume_init()
     }
+}
+
+/// A token pick with no method, no hash and no wait (it must succeed).
+fn token_pick(r: *mut sy_reader) -> sy_pick_result {
+    let mut result = zeroed_result();
+    ok(sy_pick(
+        r,
+        ptr::null(),
+        0,
+        ptr::null(),
+        0,
+        false,
+        &mut result,
+    ));
+    result
 }
 
 fn zeroed_result() -> sy_pick_result {
@@ -460,16 +487,7 @@ fn a_kept_rotation_pick_is_done_once() {
     // Mixed with a token pick on the same reader: each finishes its own
     // (the token pick outlives the kept one; the other way round the kept
     // pick would end at the token pick).
-    let mut result = zeroed_result();
-    ok(sy_pick(
-        r,
-        ptr::null(),
-        0,
-        ptr::null(),
-        0,
-        false,
-        &mut result,
-    ));
+    let mut result = token_pick(r);
     kept_pick(r, ptr::null());
     ok(sy_reader_done(r, 0, 0, ptr::null(), 0));
     ok(sy_pick_done(&mut result, 0, 0, ptr::null(), 0));
@@ -647,26 +665,6 @@ fn channel_over(
     config: &CStr,
     addresses: &[&CStr],
 ) -> (*mut sy_reader, *mut sy_channel, impl FnOnce()) {
-    let mut rt = ptr::null_mut();
-    ok(sy_runtime_new(&mut rt));
-    let transport = sy_host_transport {
-        ctx: ptr::from_ref(host).cast_mut().cast(),
-        create: Some(ignore),
-        connect: Some(connect),
-        shutdown: Some(ignore),
-        health: None,
-    };
-    let mut ch = ptr::null_mut();
-    ok(sy_channel_new(
-        rt,
-        c"".as_ptr(),
-        config.as_ptr(),
-        &transport,
-        None,
-        ptr::null_mut(),
-        None,
-        &mut ch,
-    ));
     let list: Vec<sy_address> = addresses
         .iter()
         .map(|a| sy_address {
@@ -675,15 +673,7 @@ fn channel_over(
             user_data: ptr::null_mut(),
         })
         .collect();
-    ok(sy_channel_update_addresses(ch, list.as_ptr(), list.len()));
-    ok(sy_channel_sync(ch));
-    let mut r = ptr::null_mut();
-    ok(sy_reader_new(ch, &mut r));
-    (r, ch, move || {
-        sy_reader_free(r);
-        sy_channel_free(ch);
-        sy_runtime_free(rt);
-    })
+    host_channel(host, config, None, &list)
 }
 
 fn ready(ch: *mut sy_channel, id: u64) {
@@ -707,7 +697,7 @@ fn least_request_picks_through_the_header_take_their_one_off() {
     let host = Host::default();
     let config =
         c"{\"loadBalancingConfig\":[{\"least_request_experimental\":{\"choiceCount\":10}}]}";
-    let (r, ch, free) = channel_over(&host, config, &[c"10.0.0.1:443", c"10.0.0.2:443"]);
+    let (r, ch, free) = channel_over(&host, config, &[c"127.0.0.1:443", c"127.0.0.2:443"]);
     let ids = host.0.lock().unwrap().clone();
     assert_eq!(ids.len(), 2, "both endpoints connect");
     ready(ch, ids[0]);
@@ -716,16 +706,7 @@ fn least_request_picks_through_the_header_take_their_one_off() {
         assert_eq!(kept_pick(r, ptr::null()).subchannel_id, ids[0]);
         ok(sy_reader_done(r, 0, 0, ptr::null(), 0));
         assert_eq!(kept_pick(r, ptr::null()).subchannel_id, ids[0]);
-        let mut result = zeroed_result();
-        ok(sy_pick(
-            r,
-            ptr::null(),
-            0,
-            ptr::null(),
-            0,
-            false,
-            &mut result,
-        ));
+        let mut result = token_pick(r);
         assert_eq!(result.subchannel_id, ids[0]);
         ok(sy_pick_done(&mut result, 0, 0, ptr::null(), 0));
     }
@@ -754,7 +735,7 @@ fn least_request_picks_through_the_header_take_their_one_off() {
 fn ring_hash_picks_through_the_header_follow_the_hash() {
     let host = Host::default();
     let config = c"{\"loadBalancingConfig\":[{\"ring_hash_experimental\":{}}]}";
-    let (r, ch, free) = channel_over(&host, config, &[c"10.0.0.1:443", c"10.0.0.2:443"]);
+    let (r, ch, free) = channel_over(&host, config, &[c"127.0.0.1:443", c"127.0.0.2:443"]);
     let request = |hash: u64| sy_pick_request {
         method: ptr::null(),
         method_len: 0,

@@ -420,17 +420,17 @@ fn weights_share_the_ring() {
     let mut cc = TestClientConn::new();
     let mut lb = RingHashBuilder::new().build();
     let endpoints = vec![
-        Endpoint::from(Address::new("10.0.0.1:443")).with_weight(1),
-        Endpoint::from(Address::new("10.0.0.2:443")).with_weight(3),
+        Endpoint::from(Address::new("127.0.0.1:443")).with_weight(1),
+        Endpoint::from(Address::new("127.0.0.2:443")).with_weight(3),
     ];
     cc.update(&mut *lb, ClientConnState::new(endpoints, None))
         .unwrap();
-    for a in ["10.0.0.1:443", "10.0.0.2:443"] {
+    for a in ["127.0.0.1:443", "127.0.0.2:443"] {
         connect(&mut cc, &mut *lb, a, Ready);
     }
     let keys = keys(20_000);
     let got = owners(&mut cc, &keys);
-    let share = got.iter().filter(|a| *a == "10.0.0.2:443").count() as f64 / keys.len() as f64;
+    let share = got.iter().filter(|a| *a == "127.0.0.2:443").count() as f64 / keys.len() as f64;
     assert!((0.68..0.82).contains(&share), "weight 3 of 4 got {share}");
 }
 
@@ -440,10 +440,10 @@ fn a_hash_key_keeps_the_ring_position_when_the_address_changes() {
     let run = |first: Endpoint| {
         let mut cc = TestClientConn::new();
         let mut lb = RingHashBuilder::new().build();
-        let endpoints = vec![first, Endpoint::from(Address::new("10.0.0.2:443"))];
+        let endpoints = vec![first, Endpoint::from(Address::new("127.0.0.2:443"))];
         cc.update(&mut *lb, ClientConnState::new(endpoints, None))
             .unwrap();
-        for key in ["10.0.0.1:443", "10.0.0.2:443"] {
+        for key in ["127.0.0.1:443", "127.0.0.2:443"] {
             let _ = pick_hash(&mut cc, hash_of(key));
             cc.run_work(&mut *lb);
             let sc = *cc.connects().last().expect("a pick connects");
@@ -451,15 +451,15 @@ fn a_hash_key_keeps_the_ring_position_when_the_address_changes() {
         }
         owners(&mut cc, &keys)
     };
-    let before = run(Endpoint::from(Address::new("10.0.0.1:443")));
+    let before = run(Endpoint::from(Address::new("127.0.0.1:443")));
     // The backend moved to another address; A76's hash key keeps its place.
-    let after = run(Endpoint::from(Address::new("10.0.0.9:443")).with_hash_key("10.0.0.1:443"));
+    let after = run(Endpoint::from(Address::new("127.0.0.9:443")).with_hash_key("127.0.0.1:443"));
     let renamed: Vec<String> = before
         .iter()
-        .map(|a| a.replace("10.0.0.1:443", "10.0.0.9:443"))
+        .map(|a| a.replace("127.0.0.1:443", "127.0.0.9:443"))
         .collect();
     assert_eq!(after, renamed);
-    assert!(before.iter().any(|a| a == "10.0.0.1:443"));
+    assert!(before.iter().any(|a| a == "127.0.0.1:443"));
 }
 
 #[test]
