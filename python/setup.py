@@ -23,7 +23,7 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 LIBRARY = "libswitchyard.so"
 # What a wheel build needs of the workspace (every member and every file a
 # manifest names: benches and examples are declared in Cargo.toml).
-WORKSPACE_PARTS = ["Cargo.toml", "Cargo.lock", "src", "ffi", "vendor", "loom-tests",
+WORKSPACE_PARTS = ["Cargo.toml", "Cargo.lock", "src", "ffi", "vendor", "loom-tests", "testserver",
                    "benches", "examples", "include", "LICENSE"]
 
 

@@ -51,8 +51,8 @@ scripts/loom.sh
 
 # After the C examples: their `cargo build` of the C library is the one the
 # package reuses (cargo profile dev).
-step "Python package: pip install ./python into a venv, pytest against grpcio backends"
-python/test.sh
+step "Python package: pip install ./python into a venv, pytest against grpcio backends; python -m build (sdist, then a wheel built from it)"
+python/test.sh --dist
 
 # One closing line for the whole run: every cargo `test result:` line and
 # pytest's closing line summed (the C programs and the demo runs fail the
