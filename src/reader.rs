@@ -1179,11 +1179,12 @@ impl Pick {
 }
 
 /// Counts a pick finished away from its reader, in the picking reader's
-/// table of such picks, which its hold carries; in the subchannel's own
-/// counters when that table is older than the subchannel's slot. A reader
-/// that counts nothing (a channel with the library's connections, or told
-/// not to count) hangs no table: nothing to do, and the subchannel is not
-/// read.
+/// table of such picks, which its hold carries. That table is as large as
+/// the reader's tally was when the pick was made (both grow together, and
+/// a growth starts a new epoch), so a pick whose start was not counted (a
+/// slot beyond it) has its end not counted either. A reader that counts
+/// nothing (a channel with the library's connections, or told not to
+/// count) hangs no table: nothing to do, and the subchannel is not read.
 #[inline]
 fn finished_elsewhere(hold: &Hold<Table>, subconn: NonNull<SubConn>, ok: bool) {
     let table = hold.sidecar().cast::<crate::snapshot::Elsewhere>();
@@ -1194,10 +1195,7 @@ fn finished_elsewhere(hold: &Hold<Table>, subconn: NonNull<SubConn>, ok: bool) {
         return;
     };
     // SAFETY: the hold keeps the subchannel (in its table) alive.
-    let subconn = unsafe { subconn.as_ref() };
-    if !table.finished(subconn.slot(), ok) {
-        subconn.finished_elsewhere(ok);
-    }
+    table.finished(unsafe { subconn.as_ref() }.slot(), ok);
 }
 
 /// Hands an outcome to a pick's done hooks, innermost first. Only while the

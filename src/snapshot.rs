@@ -20,11 +20,12 @@
 //!   the reader that picks, in a table of its own indexed by the
 //!   subchannel's *slot* (a dense index the channel gives each subchannel):
 //!   a plain load and store of a line only that thread writes, at the pick
-//!   (started) and at its done when the done goes through the reader (kept
-//!   and borrowed picks, `Reader::finish` on the same reader). A pick
-//!   finished elsewhere (`Pick::done`, `sy_pick_done`, on any thread) counts
-//!   its outcome in its subchannel's own counters, on a line of their own.
-//!   A pick dropped without done counts as failed (CANCELLED, as gRPC counts
+//!   (started) and, for a failure, at its done; a kept or borrowed pick's
+//!   success is derived (see `Tally`). A pick finished elsewhere
+//!   (`Pick::done`, `sy_pick_done`, on any thread) counts its outcome with
+//!   one atomic add in the picking reader's `Elsewhere` table, which the
+//!   pick's hold carries: threads picking on different readers never write
+//!   one line. A pick dropped without done counts as failed (CANCELLED, as gRPC counts
 //!   an abandoned RPC). Picks carry no clock: a host pick's `last_call` is
 //!   when a snapshot first saw the subchannel's started count move (so it
 //!   is exact to the interval between snapshots).
@@ -257,16 +258,12 @@ pub(crate) struct Elsewhere {
 }
 
 impl Elsewhere {
-    /// Counts a pick at `slot` finished elsewhere; false when the table is
-    /// too small for it (a table made before the slot was given out).
+    /// Counts a pick at `slot` finished elsewhere (nothing when the slot
+    /// is beyond the table: its start was not counted either).
     #[inline]
-    pub(crate) fn finished(&self, slot: u32, ok: bool) -> bool {
-        match self.cells.get(slot as usize) {
-            Some(c) => {
-                c[usize::from(!ok)].fetch_add(1, Ordering::Relaxed);
-                true
-            }
-            None => false,
+    pub(crate) fn finished(&self, slot: u32, ok: bool) {
+        if let Some(c) = self.cells.get(slot as usize) {
+            c[usize::from(!ok)].fetch_add(1, Ordering::Relaxed);
         }
     }
 
@@ -519,9 +516,8 @@ impl CallStats {
     }
 }
 
-/// A subchannel as host-pick counts see it: its id, its slot, and its
-/// picks finished away from their reader (succeeded, failed).
-pub(crate) type HostSlot = (SubConnId, u32, (u64, u64));
+/// A subchannel as host-pick counts see it: its id and its slot.
+pub(crate) type HostSlot = (SubConnId, u32);
 
 impl Registry {
     /// Folds the tables of picks finished elsewhere that nothing but the
@@ -546,15 +542,15 @@ impl Registry {
     }
 
     /// One subchannel's host-pick counts (no `last_call`).
-    fn host_counts(&self, &(_, slot, (ok_elsewhere, failed_elsewhere)): &HostSlot) -> Counts {
+    fn host_counts(&self, &(_, slot): &HostSlot) -> Counts {
         let i = slot as usize;
         let total = self.tally_at(i);
         let base = self.baseline.get(i).copied().unwrap_or([0; 3]);
         let count = |k: usize| total[k].saturating_sub(base[k]);
         Counts {
             started: count(STARTED),
-            succeeded: count(SUCCEEDED) + ok_elsewhere,
-            failed: count(FAILED) + failed_elsewhere,
+            succeeded: count(SUCCEEDED),
+            failed: count(FAILED),
             last_call: None,
         }
     }
@@ -685,45 +681,65 @@ mod tests {
         // Not grown: nothing is counted (a reader of a channel with the
         // library's connections never grows).
         r1.started(sa);
-        r1.grow();
+        let elsewhere = r1.grow().expect("a first table");
         r2.grow();
         for _ in 0..3 {
             r1.started(sa);
             r1.finished(sa, true);
         }
+        // b: one of r1's picks, finished on another thread (through the
+        // table its hold carries); one of r2's failed; one kept pick open.
         r1.started(sb);
+        elsewhere.finished(sb, true);
         r2.started(sb);
         r2.finished(sb, false);
-        let subs = [(a, sa, (0, 0)), (b, sb, (2, 1))];
+        r2.opened(sb, false);
+        let subs = [(a, sa), (b, sb)];
         let sum = stats.host_sum(&subs);
         assert_eq!(
             (sum[&a].started, sum[&a].succeeded, sum[&a].in_flight()),
             (3, 3, 0)
         );
-        // b: 2 started here, 1 failed here; 2 + 1 finished elsewhere.
         assert_eq!(
             (sum[&b].started, sum[&b].succeeded, sum[&b].failed),
-            (2, 2, 2)
+            (3, 1, 1)
         );
         assert!(sum[&a].last_call.is_some());
-        assert_eq!(stats.host_in_flight(&subs[..1]), 0);
+        assert_eq!(stats.host_in_flight(&subs), 1);
+        // The kept pick ends OK: a store, its success derived.
+        r2.closed(sb, false, true);
+        assert_eq!(stats.host_sum(&subs)[&b].succeeded, 2);
         // A dropped reader's counts stay; a table grown after counting
-        // keeps what it had counted.
+        // keeps what it had counted; a table of picks finished elsewhere
+        // that nothing holds any more is folded, not lost.
         drop(r2);
         for _ in 0..40 {
             stats.take_slot(None);
         }
-        r1.grow();
+        // (A reader's cache keeps its current table, as `current` here.)
+        let current = r1.grow().expect("a larger table");
+        drop(elsewhere);
         let sum = stats.host_sum(&subs);
-        assert_eq!((sum[&b].started, sum[&b].failed), (2, 2));
+        assert_eq!(
+            (sum[&b].started, sum[&b].succeeded, sum[&b].failed),
+            (3, 2, 1)
+        );
         assert_eq!(sum[&a].succeeded, 3);
+        assert_eq!(
+            lock(&stats.inner).elsewhere.len(),
+            1,
+            "only the table still held stays"
+        );
+        current.finished(sb, false);
+        let sum = stats.host_sum(&subs);
+        assert_eq!((sum[&b].succeeded, sum[&b].failed), (2, 2));
         // `a`'s slot goes to a newcomer: it starts at zero.
         let c = SubConnId(3);
         assert_eq!(stats.take_slot(Some(sa)), sa);
-        let sum = stats.host_sum(&[(c, sa, (0, 0))]);
+        let sum = stats.host_sum(&[(c, sa)]);
         assert_eq!((sum[&c].started, sum[&c].succeeded), (0, 0));
         assert_eq!(sum[&c].last_call, None);
         r1.started(sa);
-        assert_eq!(stats.host_in_flight(&[(c, sa, (0, 0))]), 1);
+        assert_eq!(stats.host_in_flight(&[(c, sa)]), 1);
     }
 }

@@ -22,23 +22,10 @@ pub struct SubConn {
     /// connector's HTTP/2 connection while READY). Swapped by the loop; read
     /// once per RPC. Opaque here: the policy API knows no transport.
     attached: arc_swap::ArcSwapOption<Attached>,
-    /// Picks on this subchannel finished away from the reader that made
-    /// them (any thread): the only host-pick counters written by more than
-    /// one thread, on a line of their own.
-    finished_elsewhere: FinishedElsewhere,
 }
 
 /// `SubConn::slot` of a subchannel that is not counted.
 pub(crate) const NO_SLOT: u32 = u32::MAX;
-
-/// Outcomes of picks finished without their reader (`Pick::done`,
-/// `sy_pick_done`), which may run on any thread.
-#[repr(align(64))]
-#[derive(Default)]
-pub(crate) struct FinishedElsewhere {
-    pub(crate) succeeded: std::sync::atomic::AtomicU64,
-    pub(crate) failed: std::sync::atomic::AtomicU64,
-}
 
 /// A connection a connector attached to its subchannel (see `SubConn::attached`).
 pub(crate) struct Attached(pub(crate) Arc<dyn std::any::Any + Send + Sync>);
@@ -55,7 +42,6 @@ impl SubConn {
             slot,
             address,
             attached: arc_swap::ArcSwapOption::empty(),
-            finished_elsewhere: FinishedElsewhere::default(),
         }
     }
 
@@ -63,24 +49,6 @@ impl SubConn {
     #[inline(always)]
     pub(crate) fn slot(&self) -> u32 {
         self.slot
-    }
-
-    /// Counts a pick finished away from its reader.
-    #[cold]
-    pub(crate) fn finished_elsewhere(&self, ok: bool) {
-        if self.slot == NO_SLOT {
-            return;
-        }
-        let c = &self.finished_elsewhere;
-        let counter = if ok { &c.succeeded } else { &c.failed };
-        counter.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-    }
-
-    /// Picks finished away from their reader: (succeeded, failed).
-    pub(crate) fn finished_elsewhere_counts(&self) -> (u64, u64) {
-        let c = &self.finished_elsewhere;
-        let o = std::sync::atomic::Ordering::Relaxed;
-        (c.succeeded.load(o), c.failed.load(o))
     }
 
     /// The subchannel's id (what `Channel::report_subconn_state` takes).

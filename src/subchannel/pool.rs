@@ -569,12 +569,11 @@ impl SubchannelPool {
         self.sync_oob(id, env);
     }
 
-    /// Every subchannel's id, slot and picks finished away from their
-    /// reader (host-pick counts).
+    /// Every subchannel's id and slot (host-pick counts).
     pub(crate) fn slots(&self) -> Vec<HostSlot> {
         self.map
             .values()
-            .map(|s| (s.sc.id(), s.sc.slot(), s.sc.finished_elsewhere_counts()))
+            .map(|s| (s.sc.id(), s.sc.slot()))
             .collect()
     }
 
