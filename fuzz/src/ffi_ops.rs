@@ -74,6 +74,10 @@ struct HostTransport {
     create: Option<SubchannelFn>,
     connect: Option<SubchannelFn>,
     shutdown: Option<SubchannelFn>,
+    /// `sy_health_fn`: none (the library then runs no health checks over
+    /// the host's transports). Left out, the library would read past the
+    /// struct for it.
+    health: Option<unsafe extern "C" fn()>,
 }
 
 /// The host's transport side: what the library created and shut down.
@@ -176,6 +180,7 @@ pub fn ffi_ops(data: &[u8]) {
         create: if input.bool() { Some(on_create) } else { None },
         connect: Some(on_connect),
         shutdown: Some(on_shutdown),
+        health: None,
     };
     let config = CString::new(CONFIGS[input.below(CONFIGS.len())]).unwrap();
     let mut ch = null_mut();
