@@ -380,7 +380,7 @@ mod tests {
     fn find_is_the_first_entry_at_or_after_the_hash_wrapping() {
         let keys: Vec<Placement> = (0..37)
             .map(|i| Placement {
-                hash_key: format!("10.0.0.{i}:443"),
+                hash_key: format!("127.0.0.{i}:443"),
                 weight: 1 + i % 3,
             })
             .collect();

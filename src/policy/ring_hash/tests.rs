@@ -12,7 +12,7 @@ use xxhash_rust::xxh64::xxh64;
 use ConnectivityState::{Connecting, Idle, Ready, TransientFailure};
 
 fn addr(i: usize) -> String {
-    format!("10.0.{}.{}:443", i / 250, i % 250)
+    format!("127.0.{}.{}:443", i / 250, i % 250)
 }
 
 fn addrs(n: usize) -> Vec<String> {
