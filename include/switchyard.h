@@ -857,7 +857,7 @@ sy_status sy_channel_options_set_min_resolution_interval(struct sy_channel_optio
  * subchannel, two per done hook (a pick carries up to two, chained), and
  * what keeps the pick's picker alive.
  */
-#define SY_PICK_TOKEN_WORDS 6
+#define SY_PICK_TOKEN_WORDS 7
 
 /**
  * The most load metrics `sy_pick_done` takes at once.

@@ -178,6 +178,7 @@ impl Reader {
                 subconn: listed.ptr(),
                 done: NO_HOOKS,
                 hold: Some(self.cache.hold()),
+                slot: listed.slot(),
             });
         }
         if self.inline_is_current() {
@@ -188,6 +189,7 @@ impl Reader {
                     subconn: listed.ptr(),
                     done: owed.hooks(),
                     hold: Some(self.cache.hold()),
+                    slot: listed.slot(),
                 });
             }
         }
@@ -197,18 +199,24 @@ impl Reader {
     #[inline(never)]
     fn try_pick_slow(&mut self, info: &PickInfo<'_>) -> Result<Pick, PickError> {
         let (subconn, done, owed) = self.choose_slow(info)?;
-        self.count_started(subconn);
+        // SAFETY: chosen from the cached table, which the cache keeps alive.
+        let slot = unsafe { subconn.as_ref() }.slot();
+        self.tally.started(slot);
         Ok(Pick {
             subconn,
             done: owed.hooks_or(done),
             hold: Some(self.cache.hold()),
+            slot,
         })
     }
 
     /// Like `try_pick`, for an RPC that ends before this reader picks again
     /// (a blocking RPC thread): the pick borrows the reader, which keeps the
     /// picker alive, so it costs no hold and no atomic operation at all.
-    #[inline]
+    // Always inlined (the slow path is not): a `PickRef` returned through
+    // memory is stored word by word and reloaded wider, a store-forwarding
+    // stall that tripled the cost of a rotation pick.
+    #[inline(always)]
     pub fn try_pick_ref(&mut self, info: &PickInfo<'_>) -> Result<PickRef<'_>, PickError> {
         if self.rotation_is_current() {
             let listed = self.rotate();
@@ -219,6 +227,7 @@ impl Reader {
                 subconn: unsafe { listed.ptr().as_ref() },
                 done: None,
                 tally: Some(&self.tally),
+                slot: listed.slot(),
             });
         }
         if self.inline_is_current() {
@@ -231,6 +240,7 @@ impl Reader {
                     subconn: unsafe { listed.ptr().as_ref() },
                     done: hooked.then_some(&self.ref_hooks),
                     tally: Some(&self.tally),
+                    slot: listed.slot(),
                 });
             }
         }
@@ -243,13 +253,15 @@ impl Reader {
     fn try_pick_ref_slow(&mut self, info: &PickInfo<'_>) -> Result<PickRef<'_>, PickError> {
         let (subconn, hooks, owed) = self.choose_slow(info)?;
         // SAFETY: chosen from the cached table, which the cache keeps alive.
-        self.tally.opened(unsafe { subconn.as_ref() }.slot(), true);
+        let slot = unsafe { subconn.as_ref() }.slot();
+        self.tally.opened(slot, true);
         let hooked = self.ref_hooks_for(hooks, owed);
         // SAFETY: as in `try_pick_ref`; the hooks point into the same table.
         Ok(PickRef {
             subconn: unsafe { subconn.as_ref() },
             done: hooked.then_some(&self.ref_hooks),
             tally: Some(&self.tally),
+            slot,
         })
     }
 
@@ -300,6 +312,7 @@ impl Reader {
                 subconn: listed.ptr(),
                 done,
                 hold: Some(self.cache.hold()),
+                slot: listed.slot(),
             },
             listed,
         ))
@@ -720,7 +733,7 @@ impl Reader {
     pub fn finish(&mut self, pick: Pick, info: &DoneInfo<'_>) {
         // Taken apart by value: a `Pick` whose address reached the cold hook
         // call would be copied through the stack on every finish.
-        let ((subconn, done), hold) = pick.into_parts();
+        let ((subconn, done), hold, slot) = pick.into_parts();
         if done[0].is_some() {
             report(done, subconn, info);
         }
@@ -729,11 +742,10 @@ impl Reader {
             match self.cache.give_back(hold) {
                 Ok(()) => {
                     // Made by this reader (its hold was lent by this cache).
-                    // SAFETY: the cached table keeps the subchannel alive.
-                    self.tally.finished(unsafe { subconn.as_ref() }.slot(), ok);
+                    self.tally.finished(slot, ok);
                 }
                 Err(hold) => {
-                    finished_elsewhere(&hold, subconn, ok);
+                    finished_elsewhere(&hold, slot, ok);
                     drop(hold);
                 }
             }
@@ -750,13 +762,6 @@ impl Reader {
         let changed = self.cache.slot().wait_for_change(seen, deadline);
         waiting.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
         changed
-    }
-
-    /// Counts a host pick chosen past the hit path.
-    #[inline(always)]
-    fn count_started(&self, subconn: NonNull<SubConn>) {
-        // SAFETY: chosen from the cached table, which the cache keeps alive.
-        self.tally.started(unsafe { subconn.as_ref() }.slot());
     }
 
     /// This reader's call counters (library calls only, never picks).
@@ -1049,6 +1054,9 @@ pub struct PickRef<'r> {
     done: Option<&'r RefHooks>,
     /// The reader's host-pick counters, until the outcome is counted.
     tally: Option<&'r crate::snapshot::ReaderTally>,
+    /// The subchannel's slot there, at hand (reading it from the
+    /// subchannel is a cache miss over many endpoints).
+    slot: u32,
 }
 
 impl<'r> PickRef<'r> {
@@ -1062,7 +1070,7 @@ impl<'r> PickRef<'r> {
     #[inline]
     pub fn done(mut self, info: &DoneInfo<'_>) {
         if let Some(tally) = self.tally.take() {
-            tally.closed(self.subconn.slot(), true, info.code == Code::Ok);
+            tally.closed(self.slot, true, info.code == Code::Ok);
         }
         match self.done.map(|h| h.owed) {
             Some(Owed::InFlight(entry)) => {
@@ -1090,7 +1098,7 @@ impl Drop for PickRef<'_> {
     #[inline]
     fn drop(&mut self) {
         if let Some(tally) = self.tally.take() {
-            tally.closed(self.subconn.slot(), true, false);
+            tally.closed(self.slot, true, false);
         }
         match self.done.map(|h| h.owed) {
             Some(Owed::InFlight(entry)) => release(entry),
@@ -1118,6 +1126,10 @@ pub struct Pick {
     /// Keeps the table this pick came from alive; released on drop (or given
     /// back to its reader by `Reader::finish`).
     hold: Option<Hold<Table>>,
+    /// The subchannel's slot in its reader's counters (`SubConn::slot`),
+    /// carried so that a done reads no subchannel: over many endpoints
+    /// that read is a cache miss.
+    slot: u32,
 }
 
 // SAFETY: the pointers target data owned by the held table (immutable, Send +
@@ -1155,7 +1167,7 @@ impl Pick {
         }
         // Away from its reader (any thread).
         if let Some(hold) = self.hold.take() {
-            finished_elsewhere(&hold, self.subconn, info.code == Code::Ok);
+            finished_elsewhere(&hold, self.slot, info.code == Code::Ok);
         }
         // Counted and released: nothing is left for the destructor.
         std::mem::forget(self);
@@ -1169,9 +1181,9 @@ impl Pick {
 
     /// The pick's parts, its destructor disarmed.
     #[inline(always)]
-    fn into_parts(mut self) -> (Chosen, Option<Hold<Table>>) {
+    fn into_parts(mut self) -> (Chosen, Option<Hold<Table>>, u32) {
         let done = std::mem::replace(&mut self.done, NO_HOOKS);
-        let parts = ((self.subconn, done), self.hold.take());
+        let parts = ((self.subconn, done), self.hold.take(), self.slot);
         // Both fields are taken: nothing is left for Pick's destructor.
         std::mem::forget(self);
         parts
@@ -1184,9 +1196,9 @@ impl Pick {
 /// a growth starts a new epoch), so a pick whose start was not counted (a
 /// slot beyond it) has its end not counted either. A reader that counts
 /// nothing (a channel with the library's connections, or told not to
-/// count) hangs no table: nothing to do, and the subchannel is not read.
+/// count) hangs no table: nothing to do.
 #[inline]
-fn finished_elsewhere(hold: &Hold<Table>, subconn: NonNull<SubConn>, ok: bool) {
+fn finished_elsewhere(hold: &Hold<Table>, slot: u32, ok: bool) {
     let table = hold.sidecar().cast::<crate::snapshot::Elsewhere>();
     // SAFETY: a reader's cache is the only one that sets sidecars on the
     // epochs of `Table`s, always to an `Elsewhere`, which the hold's epoch
@@ -1194,8 +1206,7 @@ fn finished_elsewhere(hold: &Hold<Table>, subconn: NonNull<SubConn>, ok: bool) {
     let Some(table) = (unsafe { table.as_ref() }) else {
         return;
     };
-    // SAFETY: the hold keeps the subchannel (in its table) alive.
-    table.finished(unsafe { subconn.as_ref() }.slot(), ok);
+    table.finished(slot, ok);
 }
 
 /// Hands an outcome to a pick's done hooks, innermost first. Only while the
@@ -1218,7 +1229,7 @@ impl Drop for Pick {
             self.dropped_without_done();
         }
         if let Some(hold) = &self.hold {
-            finished_elsewhere(hold, self.subconn, false);
+            finished_elsewhere(hold, self.slot, false);
         }
     }
 }
@@ -1230,21 +1241,26 @@ impl Pick {
     }
 }
 
-/// Words in a `RawPick`: the subchannel, two per done hook, the hold.
-pub const RAW_PICK_WORDS: usize = 2 + 2 * DONE_HOOKS;
+/// Words in a `RawPick`: the subchannel, two per done hook, the slot, the
+/// hold.
+pub const RAW_PICK_WORDS: usize = 3 + 2 * DONE_HOOKS;
+
+/// The word of a `RawPick` that holds the subchannel's slot.
+const RAW_PICK_SLOT_WORD: usize = RAW_PICK_WORDS - 2;
 
 /// The word of a `RawPick` that holds the hold: never null in a live pick.
 pub const RAW_PICK_HOLD_WORD: usize = RAW_PICK_WORDS - 1;
 
 /// A `Pick` as `RAW_PICK_WORDS` pointer-sized words (the subchannel, each
-/// done hook's two words, the hold), for a C ABI that keeps it in the
-/// caller's memory between pick and done. The last word (the hold) is never
-/// null in a live pick.
+/// done hook's two words, the subchannel's slot, the hold), for a C ABI
+/// that keeps it in the caller's memory between pick and done. The last
+/// word (the hold) is never null in a live pick.
 ///
-/// Every word is a pointer, never an integer: what a pick keeps (subchannel,
-/// done hooks, hold) goes in as pointers and comes back out as the same
-/// pointers, provenance and all, so nothing is rebuilt from integers (a
-/// `dyn` pointer's vtable cannot be). Storage that holds the words must copy
+/// Every word is a pointer: what a pick keeps (subchannel, done hooks,
+/// hold) goes in as pointers and comes back out as the same pointers,
+/// provenance and all, so nothing is rebuilt from integers (a `dyn`
+/// pointer's vtable cannot be). The slot is a number, stored as a pointer
+/// without provenance that is never dereferenced. Storage that holds the words must copy
 /// them as pointers or as bytes (a C struct copy does), not through integers.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 #[repr(transparent)]
@@ -1267,8 +1283,9 @@ impl Pick {
     /// Gives up the pick as words; `from_raw` takes it back.
     #[inline(always)]
     pub fn into_raw(self) -> RawPick {
-        let ((subconn, done), hold) = self.into_parts();
+        let ((subconn, done), hold, slot) = self.into_parts();
         let mut words = [std::ptr::null_mut(); RAW_PICK_WORDS];
+        words[RAW_PICK_SLOT_WORD] = std::ptr::without_provenance_mut(slot as usize);
         words[0] = subconn.as_ptr().cast();
         for (i, hook) in done.into_iter().enumerate() {
             if let Some(d) = hook {
@@ -1311,6 +1328,8 @@ impl Pick {
             done,
             // SAFETY: per the contract, a hold's own pointer, taken back once.
             hold: NonNull::new(words[RAW_PICK_HOLD_WORD]).map(|h| unsafe { Hold::from_raw(h) }),
+            // `into_raw` stored a `u32` there.
+            slot: words[RAW_PICK_SLOT_WORD].addr() as u32,
         }
     }
 }

@@ -6,7 +6,7 @@
  *   kept   sy_reader_pick + sy_reader_done: the reader keeps the pick (no
  *          reference counted per pick, a 32-byte result)
  *   token  sy_pick + sy_pick_done: a pick that may outlive the reader's next
- *          one (an 80-byte result with an opaque token)
+ *          one (an 88-byte result with an opaque token)
  * Every pick passes a request hash (a different one each time), which
  * hashing policies use and the others ignore.
  *

@@ -162,7 +162,7 @@ fn reentered() -> Error {
 /// Words of opaque storage in `sy_pick_result` for the pick's token: the
 /// subchannel, two per done hook (a pick carries up to two, chained), and
 /// what keeps the pick's picker alive.
-pub const SY_PICK_TOKEN_WORDS: usize = 6;
+pub const SY_PICK_TOKEN_WORDS: usize = 7;
 const TOKEN_WORDS: usize = SY_PICK_TOKEN_WORDS;
 
 // The token area holds a `RawPick`, word for word (the literal above is

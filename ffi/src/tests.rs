@@ -74,10 +74,11 @@ mod pick_token;
 
 #[test]
 fn pick_result_layout_is_frozen() {
-    // 64-bit targets: id, address, len, user_data, 6 token words (the
-    // subchannel, two chained done hooks of two words each, the hold).
+    // 64-bit targets: id, address, len, user_data, 7 token words (the
+    // subchannel, two chained done hooks of two words each, the
+    // subchannel's slot, the hold).
     if size_of::<usize>() == 8 {
-        assert_eq!(size_of::<sy_pick_result>(), 80);
+        assert_eq!(size_of::<sy_pick_result>(), 88);
     }
     assert_eq!(align_of::<sy_pick_result>(), 8);
 }

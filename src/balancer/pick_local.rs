@@ -18,7 +18,7 @@ impl PickLocal {
         let mut local = PickLocal {
             cursor: 0,
             sequence: 0,
-            rng: seed | 1,
+            rng: seed,
         };
         local.cursor = (local.random() >> 1) as usize;
         local.sequence = local.random();
@@ -47,15 +47,16 @@ impl PickLocal {
         &mut self.sequence
     }
 
-    /// xorshift64*: fast, good enough for load balancing, never zero.
+    /// wyrand: a Weyl sequence mixed by one wide multiply. Good enough for
+    /// load balancing, and fast where it matters: from one pick to the next
+    /// the state depends on itself through a single add, so back-to-back
+    /// picks overlap (xorshift64*'s six dependent shifts and xors made the
+    /// state the critical path of a random pick).
     #[inline]
     pub fn random(&mut self) -> u64 {
-        let mut x = self.rng;
-        x ^= x >> 12;
-        x ^= x << 25;
-        x ^= x >> 27;
-        self.rng = x;
-        x.wrapping_mul(0x2545_f491_4f6c_dd1d)
+        self.rng = self.rng.wrapping_add(0xa076_1d64_78bd_642f);
+        let t = u128::from(self.rng) * u128::from(self.rng ^ 0xe703_7ed1_a0b4_28db);
+        ((t >> 64) as u64) ^ (t as u64)
     }
 
     /// A uniform index below `n` (`n > 0`), without a division.
