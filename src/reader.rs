@@ -172,7 +172,8 @@ impl Reader {
         // The hit path builds its `Pick` from constants and registers; the
         // slow path's result (with hooks) never merges into it by value.
         if self.rotation_is_current() {
-            let listed = self.rotate();
+            // SAFETY: see `Listed`.
+            let listed = unsafe { self.rotate().as_ref() };
             self.tally.started(listed.slot());
             return Ok(Pick {
                 subconn: listed.ptr(),
@@ -184,6 +185,8 @@ impl Reader {
         if self.inline_is_current() {
             if let Some((listed, owed)) = self.pick_inline(|| info.hash, !info.metadata.is_empty())
             {
+                // SAFETY: see `Listed`.
+                let listed = unsafe { listed.as_ref() };
                 self.tally.started(listed.slot());
                 return Ok(Pick {
                     subconn: listed.ptr(),
@@ -219,7 +222,8 @@ impl Reader {
     #[inline(always)]
     pub fn try_pick_ref(&mut self, info: &PickInfo<'_>) -> Result<PickRef<'_>, PickError> {
         if self.rotation_is_current() {
-            let listed = self.rotate();
+            // SAFETY: see `Listed`.
+            let listed = unsafe { self.rotate().as_ref() };
             self.tally.opened(listed.slot(), true);
             // SAFETY: it points into the cached table, which cannot be
             // retired while `self` is mutably borrowed by the returned value.
@@ -233,6 +237,8 @@ impl Reader {
         if self.inline_is_current() {
             if let Some((listed, owed)) = self.pick_inline(|| info.hash, !info.metadata.is_empty())
             {
+                // SAFETY: see `Listed`.
+                let listed = unsafe { listed.as_ref() };
                 self.tally.opened(listed.slot(), true);
                 let hooked = self.ref_hooks_for(NO_HOOKS, owed);
                 // SAFETY: as above.
@@ -306,6 +312,8 @@ impl Reader {
         } else {
             return None;
         };
+        // SAFETY: see `Listed`.
+        let listed = *unsafe { listed.as_ref() };
         self.tally.started(listed.slot());
         Some((
             Pick {
@@ -359,6 +367,8 @@ impl Reader {
         } else {
             return None;
         };
+        // SAFETY: see `Listed`.
+        let listed = *unsafe { listed.as_ref() };
         self.tally.opened(listed.slot(), false);
         self.kept.subconn = Some(listed.ptr());
         self.kept.slot = listed.slot();
@@ -401,7 +411,11 @@ impl Reader {
             None
         };
         let (subconn, slot, hooks, owed) = match inline {
-            Some((listed, owed)) => (listed.ptr(), listed.slot(), NO_HOOKS, owed),
+            Some((listed, owed)) => {
+                // SAFETY: see `Listed`.
+                let listed = unsafe { listed.as_ref() };
+                (listed.ptr(), listed.slot(), NO_HOOKS, owed)
+            }
             None => {
                 let (subconn, hooks, owed) = self.choose_slow(info)?;
                 // SAFETY: chosen from the cached table, which the cache keeps alive.
@@ -538,28 +552,28 @@ impl Reader {
         &mut self,
         hash: impl FnOnce() -> Option<u64>,
         has_metadata: bool,
-    ) -> Option<(RotationEntry, Owed)> {
+    ) -> Option<(Listed, Owed)> {
         match self.inline.0 {
             Inline::Schedule(s) => {
                 // SAFETY: found in the picker of the cached table at the
                 // current generation, which the cache keeps alive.
                 let e = unsafe { s.as_ref() }.next(self.local.sequence());
-                Some((e.listed(), Owed::Load(e.hook_ptr())))
+                Some((NonNull::from(e.listed()), Owed::Load(e.hook_ptr())))
             }
             Inline::Uniform(u) => {
                 // SAFETY: as above.
                 let table = unsafe { u.as_ref() };
-                Some((table.draw(&mut self.local), Owed::Nothing))
+                Some((NonNull::from(table.draw(&mut self.local)), Owed::Nothing))
             }
             Inline::LeastLoaded(t) => {
                 // SAFETY: as above.
                 let e = unsafe { t.as_ref() }.pick(&mut self.local);
-                Some((e.listed(), Owed::InFlight(NonNull::from(e))))
+                Some((NonNull::from(e.listed()), Owed::InFlight(NonNull::from(e))))
             }
             Inline::Ring(t) => {
                 // SAFETY: as above.
                 let table = unsafe { t.as_ref() };
-                Some((table.ready(hash(), has_metadata)?, Owed::Nothing))
+                Some((NonNull::from(table.ready(hash(), has_metadata)?), Owed::Nothing))
             }
         }
     }
@@ -567,7 +581,7 @@ impl Reader {
     /// The next entry of the cached table's rotation. Only while
     /// `rotation_is_current()`.
     #[inline(always)]
-    fn rotate(&mut self) -> RotationEntry {
+    fn rotate(&mut self) -> Listed {
         let r = &mut self.rotation;
         if r.offset >= r.len {
             r.next_chunk();
@@ -576,7 +590,7 @@ impl Reader {
         // chunk lives in the picker of the cached table (the rotation was
         // copied from it at the current generation), which the cache keeps
         // alive.
-        let listed = unsafe { *r.entries.as_ptr().add(r.offset) };
+        let listed = unsafe { r.entries.add(r.offset) };
         r.offset += 1;
         listed
     }
@@ -595,12 +609,14 @@ impl Reader {
             self.shared.note_pick();
         }
         if self.rotation_generation != NO_ROTATION {
-            return Ok((self.rotate().ptr(), NO_HOOKS, Owed::Nothing));
+            // SAFETY: see `Listed`.
+            return Ok((unsafe { self.rotate().as_ref() }.ptr(), NO_HOOKS, Owed::Nothing));
         }
         if self.inline_generation != NO_ROTATION {
             if let Some((listed, owed)) = self.pick_inline(|| info.hash, !info.metadata.is_empty())
             {
-                return Ok((listed.ptr(), NO_HOOKS, owed));
+                // SAFETY: see `Listed`.
+                return Ok((unsafe { listed.as_ref() }.ptr(), NO_HOOKS, owed));
             }
         }
         // SAFETY: synced just now or at this generation: the picker of the
@@ -1028,6 +1044,15 @@ impl Cursor {
         self.offset = 0;
     }
 }
+
+/// The entry a hit-path pick chose, where it lies in the cached table's
+/// picker (a rotation chunk or an inline table): one pointer, so that the
+/// branches of a pick (rotation, the four inline tables) meet in a
+/// register. Passed by value, the 40-byte entry met on the stack, stored
+/// in pieces and reloaded whole: a store-forwarding stall on every pick.
+/// Dereferenced only while the cache still holds that table (until the
+/// reader's next pick or sync), which keeps the entry alive.
+type Listed = NonNull<RotationEntry>;
 
 /// `rotation_generation` when the cached picker has no rotation (a slot's
 /// generation never gets there).

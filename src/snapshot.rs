@@ -197,9 +197,54 @@ struct Registry {
 /// over a few endpoints by a third.) Owned picks, which may be many and
 /// open long, count each end.
 pub(crate) struct Tally {
-    cells: Box<[[AtomicU64; COLUMNS]]>,
+    cells: Rows<COLUMNS>,
     /// `slot + 1` of the open kept pick and of the open borrowed pick, or 0.
-    open: [AtomicU64; 2],
+    /// On a line of its own: written by every kept or borrowed pick, it
+    /// must not share one with another reader's (two readers' tallies
+    /// allocated side by side halved two threads' round_robin picks).
+    open: crossbeam_utils::CachePadded<[AtomicU64; 2]>,
+}
+
+/// `len` rows of `C` counters, with a cache line's worth of unused rows on
+/// either side, so that no other allocation (another reader's rows, say)
+/// shares a line with them: each reader's thread writes its own rows.
+struct Rows<const C: usize> {
+    all: Box<[[AtomicU64; C]]>,
+}
+
+impl<const C: usize> Rows<C> {
+    /// Unused rows at each end: at least 64 bytes.
+    const PAD: usize = 64usize.div_ceil(8 * C);
+
+    fn new(len: usize) -> Rows<C> {
+        Rows {
+            all: (0..len + 2 * Self::PAD)
+                .map(|_| std::array::from_fn(|_| AtomicU64::new(0)))
+                .collect(),
+        }
+    }
+
+    fn len(&self) -> usize {
+        self.all.len() - 2 * Self::PAD
+    }
+
+    #[inline(always)]
+    fn get(&self, i: usize) -> Option<&[AtomicU64; C]> {
+        if i < self.len() {
+            self.all.get(i + Self::PAD)
+        } else {
+            None
+        }
+    }
+
+    /// The first row, for a pointer over `len()` rows.
+    fn start(&self) -> std::ptr::NonNull<[AtomicU64; C]> {
+        std::ptr::NonNull::from(&self.all[Self::PAD..]).cast()
+    }
+
+    fn iter(&self) -> impl Iterator<Item = &[AtomicU64; C]> {
+        self.all[Self::PAD..Self::PAD + self.len()].iter()
+    }
 }
 
 /// Columns of a `Tally` cell.
@@ -222,7 +267,7 @@ const FAILED: usize = 2;
 impl Tally {
     fn with_len(len: usize) -> Tally {
         Tally {
-            cells: (0..len).map(|_| Default::default()).collect(),
+            cells: Rows::new(len),
             open: Default::default(),
         }
     }
@@ -254,7 +299,7 @@ impl Tally {
 /// through its hold (`Hold::sidecar`). Never resized: a reader that needs
 /// more slots makes a new one, and every table is summed.
 pub(crate) struct Elsewhere {
-    cells: Box<[[AtomicU64; 2]]>,
+    cells: Rows<2>,
 }
 
 impl Elsewhere {
@@ -304,7 +349,7 @@ impl ReaderTally {
         let table = Arc::new(Tally::with_len(0));
         ReaderTally {
             handle: None,
-            cells: std::ptr::NonNull::from(&*table.cells).cast(),
+            cells: table.cells.start(),
             table,
             len: 0,
             stats: stats.clone(),
@@ -332,7 +377,7 @@ impl ReaderTally {
         }
         let table = Arc::new(table);
         let elsewhere = Arc::new(Elsewhere {
-            cells: (0..len).map(|_| Default::default()).collect(),
+            cells: Rows::new(len),
         });
         lock(&self.stats.inner).elsewhere.push(elsewhere.clone());
         match &self.handle {
@@ -347,7 +392,7 @@ impl ReaderTally {
                 self.handle = Some(h);
             }
         }
-        self.cells = std::ptr::NonNull::from(&*table.cells).cast();
+        self.cells = table.cells.start();
         self.len = len;
         self.table = table;
         Some(elsewhere)

@@ -307,13 +307,13 @@ impl RingTable {
     /// member there is not READY (or the pick's hash may come from its
     /// `metadata`): then the picker decides.
     #[inline(always)]
-    pub(crate) fn ready(&self, hash: Option<u64>, has_metadata: bool) -> Option<RotationEntry> {
+    pub(crate) fn ready(&self, hash: Option<u64>, has_metadata: bool) -> Option<&RotationEntry> {
         let hash = hash?;
         if self.header && has_metadata {
             return None;
         }
         let member = self.ring.owner_checked(self.usable(hash))?;
-        *self.ready.get(member)?
+        self.ready.get(member)?.as_ref()
     }
 }
 

@@ -61,8 +61,8 @@ impl LoadedEntry {
 
     /// What a pick of this entry hands out.
     #[inline(always)]
-    pub(crate) fn listed(&self) -> RotationEntry {
-        self.listed
+    pub(crate) fn listed(&self) -> &RotationEntry {
+        &self.listed
     }
 
     /// The subchannel.

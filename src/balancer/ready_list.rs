@@ -85,19 +85,19 @@ impl UniformTable {
 
     /// An entry drawn uniformly at random with the reader's random source.
     #[inline(always)]
-    pub(crate) fn draw(&self, local: &mut PickLocal) -> RotationEntry {
+    pub(crate) fn draw(&self, local: &mut PickLocal) -> &RotationEntry {
         let i = local.random_below(self.entries.len());
         // `i < len`, so `get` finds it; the fallback keeps the pick path
         // panic-free.
         match self.entries.get(i) {
-            Some(e) => *e,
+            Some(e) => e,
             None => self.first(),
         }
     }
 
     #[cold]
-    fn first(&self) -> RotationEntry {
-        *self.entries.get(0).expect("never empty")
+    fn first(&self) -> &RotationEntry {
+        self.entries.get(0).expect("never empty")
     }
 
     /// A subchannel drawn uniformly at random.

@@ -81,8 +81,9 @@ impl ScheduleEntry {
     }
 
     /// What a reader hands out for a pick of this entry (id, address, tag).
-    pub(crate) fn listed(&self) -> RotationEntry {
-        self.listed
+    #[inline(always)]
+    pub(crate) fn listed(&self) -> &RotationEntry {
+        &self.listed
     }
 
     /// The hook as a pointer, for a pick that outlives the borrow.
