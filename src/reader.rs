@@ -216,59 +216,56 @@ impl Reader {
     /// Like `try_pick`, for an RPC that ends before this reader picks again
     /// (a blocking RPC thread): the pick borrows the reader, which keeps the
     /// picker alive, so it costs no hold and no atomic operation at all.
-    // Always inlined (the slow path is not): a `PickRef` returned through
-    // memory is stored word by word and reloaded wider, a store-forwarding
-    // stall that tripled the cost of a rotation pick.
+    // Always inlined (the slow path is not), and the `PickRef` built once
+    // from what each way of choosing found: a `PickRef` met from several
+    // branches (or returned through memory) is stored word by word and
+    // reloaded wider, a store-forwarding stall that tripled the cost of a
+    // rotation pick.
     #[inline(always)]
     pub fn try_pick_ref(&mut self, info: &PickInfo<'_>) -> Result<PickRef<'_>, PickError> {
-        if self.rotation_is_current() {
+        let (subconn, slot, hooked) = if self.rotation_is_current() {
             // SAFETY: see `Listed`.
             let listed = unsafe { self.rotate().as_ref() };
-            self.tally.opened(listed.slot(), true);
-            // SAFETY: it points into the cached table, which cannot be
-            // retired while `self` is mutably borrowed by the returned value.
-            return Ok(PickRef {
-                subconn: unsafe { listed.ptr().as_ref() },
-                done: None,
-                tally: Some(&self.tally),
-                slot: listed.slot(),
-            });
-        }
-        if self.inline_is_current() {
-            if let Some((listed, owed)) = self.pick_inline(|| info.hash, !info.metadata.is_empty())
-            {
-                // SAFETY: see `Listed`.
-                let listed = unsafe { listed.as_ref() };
-                self.tally.opened(listed.slot(), true);
-                let hooked = self.ref_hooks_for(NO_HOOKS, owed);
-                // SAFETY: as above.
-                return Ok(PickRef {
-                    subconn: unsafe { listed.ptr().as_ref() },
-                    done: hooked.then_some(&self.ref_hooks),
-                    tally: Some(&self.tally),
-                    slot: listed.slot(),
-                });
+            (listed.ptr(), listed.slot(), false)
+        } else {
+            let inline = if self.inline_is_current() {
+                self.pick_inline(|| info.hash, !info.metadata.is_empty())
+            } else {
+                None
+            };
+            match inline {
+                Some((listed, owed)) => {
+                    // SAFETY: see `Listed`.
+                    let listed = unsafe { listed.as_ref() };
+                    (listed.ptr(), listed.slot(), self.ref_hooks_for(NO_HOOKS, owed))
+                }
+                None => self.choose_ref_slow(info)?,
             }
-        }
-        self.try_pick_ref_slow(info)
-    }
-
-    /// `try_pick_ref` past the hit path. The pick's hooks wait in the reader
-    /// (which the `PickRef` borrows), so that a `PickRef` stays two words.
-    #[inline(never)]
-    fn try_pick_ref_slow(&mut self, info: &PickInfo<'_>) -> Result<PickRef<'_>, PickError> {
-        let (subconn, hooks, owed) = self.choose_slow(info)?;
-        // SAFETY: chosen from the cached table, which the cache keeps alive.
-        let slot = unsafe { subconn.as_ref() }.slot();
+        };
         self.tally.opened(slot, true);
-        let hooked = self.ref_hooks_for(hooks, owed);
-        // SAFETY: as in `try_pick_ref`; the hooks point into the same table.
+        // SAFETY: it points into the cached table, which cannot be retired
+        // while `self` is mutably borrowed by the returned value; so do the
+        // hooks, if any.
         Ok(PickRef {
             subconn: unsafe { subconn.as_ref() },
             done: hooked.then_some(&self.ref_hooks),
             tally: Some(&self.tally),
             slot,
         })
+    }
+
+    /// `try_pick_ref` past the hit path: the subchannel, its slot, and
+    /// whether the pick has hooks (they wait in the reader, which the
+    /// `PickRef` borrows).
+    #[inline(never)]
+    fn choose_ref_slow(
+        &mut self,
+        info: &PickInfo<'_>,
+    ) -> Result<(NonNull<SubConn>, u32, bool), PickError> {
+        let (subconn, hooks, owed) = self.choose_slow(info)?;
+        // SAFETY: chosen from the cached table, which the cache keeps alive.
+        let slot = unsafe { subconn.as_ref() }.slot();
+        Ok((subconn, slot, self.ref_hooks_for(hooks, owed)))
     }
 
     /// Keeps a `PickRef`'s hooks in the reader, for a pick with `hooks`
