@@ -854,8 +854,9 @@ sy_status sy_channel_options_set_min_resolution_interval(struct sy_channel_optio
 
 /**
  * Words of opaque storage in `sy_pick_result` for the pick's token: the
- * subchannel, two per done hook (a pick carries up to two, chained), and
- * what keeps the pick's picker alive.
+ * subchannel, two per done hook (a pick carries up to two, chained), the
+ * subchannel's slot in the reader's counters, and what keeps the pick's
+ * picker alive.
  */
 #define SY_PICK_TOKEN_WORDS 7
 

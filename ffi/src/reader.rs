@@ -160,8 +160,9 @@ fn reentered() -> Error {
 }
 
 /// Words of opaque storage in `sy_pick_result` for the pick's token: the
-/// subchannel, two per done hook (a pick carries up to two, chained), and
-/// what keeps the pick's picker alive.
+/// subchannel, two per done hook (a pick carries up to two, chained), the
+/// subchannel's slot in the reader's counters, and what keeps the pick's
+/// picker alive.
 pub const SY_PICK_TOKEN_WORDS: usize = 7;
 const TOKEN_WORDS: usize = SY_PICK_TOKEN_WORDS;
 
