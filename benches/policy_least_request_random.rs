@@ -8,8 +8,9 @@
 //! - `lr_1t`: one thread, `Reader::try_pick_ref` + `PickRef::done`: what one
 //!   least_request call costs the balancer (two random draws, two counter
 //!   reads, the winner's increment, the done hook's decrement). Target ≤ 15 ns.
-//! - `random_1t`: one thread, `Reader::try_pick_ref` (random has no done
-//!   hook). Target ≤ 4 ns.
+//! - `random_1t`: one thread, `Reader::try_pick_ref` + `PickRef::done`
+//!   (random has no done hook; the done only counts the outcome for
+//!   snapshots). Target ≤ 4 ns.
 //! - `*_2t`: the same on two threads, one reader each; an iteration is one
 //!   pick on each thread (throughput 2 elements), so the 2t/1t scaling is
 //!   2 × median(1t) / median(2t). Target ≥ 1.8.
@@ -21,8 +22,10 @@
 //!   (a shared atomic sequence, gRPC-Go-picker style).
 //!
 //! - `rr_1t`: round_robin's inline rotation through the same kind of
-//!   channel, a calibration point for the machine (documented elsewhere at
-//!   1.2 ns on an idle one).
+//!   channel (pick + done), a calibration point for the machine.
+//!
+//! `SY_BENCH_PICK_COUNTS=0` runs every case on channels that do not count
+//! picks for snapshots (`ChannelOptions::skip_pick_counts`).
 //!
 //! A `SCALING` line per size (stderr) prints each 2t/1t ratio from the
 //! criterion medians of this run; a `CPU` line the 1t cases again, timed by
@@ -65,10 +68,13 @@ fn lr_pick_done(r: &mut Reader) {
     pick.done(&DoneInfo::default());
 }
 
-/// random (or round_robin) pick through a reader.
+/// random (or round_robin) pick through a reader, and its done: a pick
+/// dropped without one counts as a cancelled call, which an RPC that ends
+/// well does not pay for.
 fn random_pick(r: &mut Reader) {
     let pick = r.try_pick_ref(&PickInfo::default()).unwrap();
     black_box(pick.subconn() as *const SubConn);
+    pick.done(&DoneInfo::OK);
 }
 
 /// CPU time (this thread's, so not the time other processes had the CPU)

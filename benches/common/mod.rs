@@ -89,6 +89,9 @@ impl HostChannel {
         let host = Arc::new(Host::default());
         let options = ChannelOptions {
             connector: Some(Box::new(ExternalConnector::new(host.clone()))),
+            // SY_BENCH_PICK_COUNTS=0: what picks cost without the counts
+            // snapshots show (see `ChannelOptions::skip_pick_counts`).
+            skip_pick_counts: std::env::var("SY_BENCH_PICK_COUNTS").is_ok_and(|v| v == "0"),
             ..Default::default()
         };
         let ch = Channel::new(&rt, "", config, options).unwrap();
