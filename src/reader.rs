@@ -237,7 +237,11 @@ impl Reader {
                 Some((listed, owed)) => {
                     // SAFETY: see `Listed`.
                     let listed = unsafe { listed.as_ref() };
-                    (listed.ptr(), listed.slot(), self.ref_hooks_for(NO_HOOKS, owed))
+                    (
+                        listed.ptr(),
+                        listed.slot(),
+                        self.ref_hooks_for(NO_HOOKS, owed),
+                    )
                 }
                 None => self.choose_ref_slow(info)?,
             }
@@ -570,7 +574,10 @@ impl Reader {
             Inline::Ring(t) => {
                 // SAFETY: as above.
                 let table = unsafe { t.as_ref() };
-                Some((NonNull::from(table.ready(hash(), has_metadata)?), Owed::Nothing))
+                Some((
+                    NonNull::from(table.ready(hash(), has_metadata)?),
+                    Owed::Nothing,
+                ))
             }
         }
     }
@@ -607,7 +614,11 @@ impl Reader {
         }
         if self.rotation_generation != NO_ROTATION {
             // SAFETY: see `Listed`.
-            return Ok((unsafe { self.rotate().as_ref() }.ptr(), NO_HOOKS, Owed::Nothing));
+            return Ok((
+                unsafe { self.rotate().as_ref() }.ptr(),
+                NO_HOOKS,
+                Owed::Nothing,
+            ));
         }
         if self.inline_generation != NO_ROTATION {
             if let Some((listed, owed)) = self.pick_inline(|| info.hash, !info.metadata.is_empty())
