@@ -1318,7 +1318,11 @@ impl Pick {
     pub fn into_raw(self) -> RawPick {
         let ((subconn, done), hold, slot) = self.into_parts();
         let mut words = [std::ptr::null_mut(); RAW_PICK_WORDS];
-        words[RAW_PICK_SLOT_WORD] = std::ptr::without_provenance_mut(slot as usize);
+        // A pointer without provenance (null, moved by `slot` bytes): never
+        // dereferenced, only its address read back.
+        words[RAW_PICK_SLOT_WORD] = std::ptr::null_mut::<u8>()
+            .wrapping_add(slot as usize)
+            .cast();
         words[0] = subconn.as_ptr().cast();
         for (i, hook) in done.into_iter().enumerate() {
             if let Some(d) = hook {
@@ -1362,7 +1366,7 @@ impl Pick {
             // SAFETY: per the contract, a hold's own pointer, taken back once.
             hold: NonNull::new(words[RAW_PICK_HOLD_WORD]).map(|h| unsafe { Hold::from_raw(h) }),
             // `into_raw` stored a `u32` there.
-            slot: words[RAW_PICK_SLOT_WORD].addr() as u32,
+            slot: words[RAW_PICK_SLOT_WORD] as usize as u32,
         }
     }
 }
