@@ -180,6 +180,7 @@ impl Reader {
                 done: NO_HOOKS,
                 hold: Some(self.cache.hold()),
                 slot: listed.slot(),
+                load_only: false,
             });
         }
         if self.inline_is_current() {
@@ -193,6 +194,7 @@ impl Reader {
                     done: owed.hooks(),
                     hold: Some(self.cache.hold()),
                     slot: listed.slot(),
+                    load_only: owed.load_only(),
                 });
             }
         }
@@ -210,6 +212,7 @@ impl Reader {
             done: owed.hooks_or(done),
             hold: Some(self.cache.hold()),
             slot,
+            load_only: owed.load_only(),
         })
     }
 
@@ -305,11 +308,11 @@ impl Reader {
         &mut self,
         hash: impl FnOnce() -> Option<u64>,
     ) -> Option<(Pick, RotationEntry)> {
-        let (listed, done) = if self.rotation_is_current() {
-            (self.rotate(), NO_HOOKS)
+        let (listed, done, load_only) = if self.rotation_is_current() {
+            (self.rotate(), NO_HOOKS, false)
         } else if self.inline_is_current() {
             let (listed, owed) = self.pick_inline(hash, false)?;
-            (listed, owed.hooks())
+            (listed, owed.hooks(), owed.load_only())
         } else {
             return None;
         };
@@ -322,6 +325,7 @@ impl Reader {
                 done,
                 hold: Some(self.cache.hold()),
                 slot: listed.slot(),
+                load_only,
             },
             listed,
         ))
@@ -757,8 +761,8 @@ impl Reader {
     pub fn finish(&mut self, pick: Pick, info: &DoneInfo<'_>) {
         // Taken apart by value: a `Pick` whose address reached the cold hook
         // call would be copied through the stack on every finish.
-        let ((subconn, done), hold, slot) = pick.into_parts();
-        if done[0].is_some() {
+        let ((subconn, done), hold, slot, load_only) = pick.into_parts();
+        if done[0].is_some() && !(load_only && info.load.is_empty()) {
             report(done, subconn, info);
         }
         let ok = info.code == Code::Ok;
@@ -856,6 +860,13 @@ impl Owed {
             Owed::Load(hook) => hooks_of(hook),
             Owed::InFlight(entry) => hooks_of(entry),
         }
+    }
+
+    /// Whether the hooks this owes want only dones that carry load (a
+    /// schedule's load hook).
+    #[inline(always)]
+    fn load_only(&self) -> bool {
+        matches!(self, Owed::Load(_))
     }
 
     /// `hooks()`, or a picker's `hooks` when this owes nothing.
@@ -1163,6 +1174,9 @@ pub struct Pick {
     /// carried so that a done reads no subchannel: over many endpoints
     /// that read is a cache miss.
     slot: u32,
+    /// The hooks are a schedule's load hook, which hears only dones that
+    /// carry load: a done without load (or a drop) skips calling it.
+    load_only: bool,
 }
 
 // SAFETY: the pointers target data owned by the held table (immutable, Send +
@@ -1186,6 +1200,15 @@ impl Pick {
         self.done[0].is_some()
     }
 
+    /// Whether a done without load has hooks to call (`reports_outcome`,
+    /// less a load hook that hears only dones with load). For a C ABI that
+    /// takes the quick way when not.
+    #[doc(hidden)]
+    #[inline(always)]
+    pub fn wants_outcome_without_load(&self) -> bool {
+        self.reports_outcome() && !self.load_only
+    }
+
     /// How many done hooks the pick carries (see `DoneHooks`).
     pub fn done_hooks(&self) -> usize {
         self.done.iter().take_while(|h| h.is_some()).count()
@@ -1195,7 +1218,7 @@ impl Pick {
     /// first, once) and releases the pick.
     #[inline]
     pub fn done(mut self, info: &DoneInfo<'_>) {
-        if self.reports_outcome() {
+        if self.reports_outcome() && !(self.load_only && info.load.is_empty()) {
             self.finish(info);
         }
         // Away from its reader (any thread).
@@ -1214,9 +1237,14 @@ impl Pick {
 
     /// The pick's parts, its destructor disarmed.
     #[inline(always)]
-    fn into_parts(mut self) -> (Chosen, Option<Hold<Table>>, u32) {
+    fn into_parts(mut self) -> (Chosen, Option<Hold<Table>>, u32, bool) {
         let done = std::mem::replace(&mut self.done, NO_HOOKS);
-        let parts = ((self.subconn, done), self.hold.take(), self.slot);
+        let parts = (
+            (self.subconn, done),
+            self.hold.take(),
+            self.slot,
+            self.load_only,
+        );
         // Both fields are taken: nothing is left for Pick's destructor.
         std::mem::forget(self);
         parts
@@ -1258,7 +1286,8 @@ impl Drop for Pick {
     fn drop(&mut self) {
         // Inlined so that a pick without a hook costs only its hold's release
         // (and its count).
-        if self.reports_outcome() {
+        // A dropped pick reports no load: a load hook hears nothing.
+        if self.wants_outcome_without_load() {
             self.dropped_without_done();
         }
         if let Some(hold) = &self.hold {
@@ -1316,12 +1345,15 @@ impl Pick {
     /// Gives up the pick as words; `from_raw` takes it back.
     #[inline(always)]
     pub fn into_raw(self) -> RawPick {
-        let ((subconn, done), hold, slot) = self.into_parts();
+        let ((subconn, done), hold, slot, load_only) = self.into_parts();
         let mut words = [std::ptr::null_mut(); RAW_PICK_WORDS];
-        // A pointer without provenance (null, moved by `slot` bytes): never
-        // dereferenced, only its address read back.
+        // The slot and the load-only flag as a pointer without provenance
+        // (null, moved by that many bytes): never dereferenced, only its
+        // address read back. (On a 32-bit target a slot of 2^31 or more
+        // reads back as another slot that large, beyond every table: not
+        // counted.)
         words[RAW_PICK_SLOT_WORD] = std::ptr::null_mut::<u8>()
-            .wrapping_add(slot as usize)
+            .wrapping_add((slot as usize) << 1 | usize::from(load_only))
             .cast();
         words[0] = subconn.as_ptr().cast();
         for (i, hook) in done.into_iter().enumerate() {
@@ -1365,8 +1397,9 @@ impl Pick {
             done,
             // SAFETY: per the contract, a hold's own pointer, taken back once.
             hold: NonNull::new(words[RAW_PICK_HOLD_WORD]).map(|h| unsafe { Hold::from_raw(h) }),
-            // `into_raw` stored a `u32` there.
-            slot: words[RAW_PICK_SLOT_WORD] as usize as u32,
+            // `into_raw` stored the slot and the flag there.
+            slot: (words[RAW_PICK_SLOT_WORD] as usize >> 1) as u32,
+            load_only: words[RAW_PICK_SLOT_WORD] as usize & 1 != 0,
         }
     }
 }

@@ -890,11 +890,12 @@ pub extern "C" fn sy_pick_done(
     }
     // SAFETY: `result` is a live pick (checked above) whose token we read.
     let pick = unsafe { take_pick(token, words) };
-    if pick.reports_outcome() {
+    if pick.wants_outcome_without_load() {
         report(pick, code, latency_ns);
     } else {
-        // No hook to tell: the outcome is only counted (snapshots), and
-        // the pick's hold released.
+        // No hook to tell (or only a load hook, and this done has no
+        // load): the outcome is only counted (snapshots), and the pick's
+        // hold released.
         pick.done(&DoneInfo {
             code,
             ..DoneInfo::OK

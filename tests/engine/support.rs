@@ -161,7 +161,8 @@ pub fn pick_addr(r: &mut switchyard::Reader) -> String {
 /// a pick kept in the reader.
 pub const PICK_KINDS: [&str; 3] = ["owned", "borrowed", "kept"];
 
-/// How `n` picks of one kind (`PICK_KINDS`) split over the backends, each
+/// How `n` picks of one kind (`PICK_KINDS`, or "raw": an owned pick taken
+/// apart into `RawPick` words and back) split over the backends, each
 /// finished OK with the load `load` gives for its backend's address.
 pub fn split_by_kind(
     r: &mut switchyard::Reader,
@@ -183,6 +184,14 @@ pub fn split_by_kind(
             }
             "borrowed" => {
                 let pick = r.try_pick_ref(&info).unwrap();
+                let addr = pick.subconn().addr().to_string();
+                (addr, Box::new(move |d: &DoneInfo<'_>| pick.done(d)))
+            }
+            // An owned pick through the words a C ABI keeps (`sy_pick`).
+            "raw" => {
+                let raw = r.try_pick(&info).unwrap().into_raw();
+                // SAFETY: from `into_raw`, taken back once.
+                let pick = unsafe { switchyard::Pick::from_raw(raw) };
                 let addr = pick.subconn().addr().to_string();
                 (addr, Box::new(move |d: &DoneInfo<'_>| pick.done(d)))
             }

@@ -42,7 +42,7 @@ fn share(seen: &HashMap<String, usize>) -> f64 {
 #[test]
 #[cfg_attr(miri, ignore = "waits for the policy's real-time weight updates")]
 fn every_kind_of_pick_reports_load_and_follows_the_weights() {
-    for kind in PICK_KINDS {
+    for kind in PICK_KINDS.into_iter().chain(["raw"]) {
         let (host, rt) = (Host::new(), Runtime::new().unwrap());
         let ch = ready(&host, &rt);
         let mut r = ch.reader();
@@ -80,4 +80,36 @@ fn a_kept_pick_done_without_load_leaves_the_weights_alone() {
     std::thread::sleep(Duration::from_millis(300));
     let seen = split_by_kind(&mut r, "kept", 3000, |_| Vec::new());
     assert_eq!(seen["a:1"], seen["b:1"], "no load, no weights: {seen:?}");
+}
+
+#[test]
+fn a_weighted_pick_calls_its_load_hook_only_for_a_done_with_load_even_as_words() {
+    let (host, rt) = (Host::new(), Runtime::new().unwrap());
+    let ch = ready(&host, &rt);
+    let mut r = ch.reader();
+    let pick = r.try_pick(&PickInfo::default()).unwrap();
+    assert!(pick.reports_outcome(), "the schedule's load hook");
+    assert!(
+        !pick.wants_outcome_without_load(),
+        "a done without load has nothing to tell it"
+    );
+    let addr = pick.subconn().addr().to_string();
+    // Through the words a C ABI keeps, and back: the same pick.
+    // SAFETY: from `into_raw`, taken back once.
+    let pick = unsafe { Pick::from_raw(pick.into_raw()) };
+    assert!(pick.reports_outcome() && !pick.wants_outcome_without_load());
+    assert_eq!(pick.subconn().addr(), addr);
+    pick.done(&DoneInfo::OK);
+    // A round_robin pick has no hook at all.
+    let config = r#"{"loadBalancingConfig":[{"round_robin":{}}]}"#;
+    let rr = Channel::new(&rt, "", Some(config), options(&host)).unwrap();
+    rr.update_addresses(addrs(&["c:1"])).unwrap();
+    host.wait("c connecting", |evs| {
+        evs.iter()
+            .any(|e| matches!(e, Ev::Connect(a) if a == "c:1"))
+    });
+    report(&rr, &host, &["c:1"], Ready);
+    rr.sync().unwrap();
+    let pick = rr.reader().try_pick(&PickInfo::default()).unwrap();
+    assert!(!pick.reports_outcome() && !pick.wants_outcome_without_load());
 }
