@@ -592,7 +592,13 @@ impl Reader {
     fn rotate(&mut self) -> Listed {
         let r = &mut self.rotation;
         if r.offset >= r.len {
-            r.next_chunk();
+            // One chunk (a few endpoints, pick_first's one): back to its
+            // start, with nothing to reload; that happens every few picks.
+            if r.count == 1 {
+                r.offset = 0;
+            } else {
+                r.next_chunk();
+            }
         }
         // SAFETY: `offset < len` (just ensured; chunks are non-empty), and the
         // chunk lives in the picker of the cached table (the rotation was
