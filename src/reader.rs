@@ -171,7 +171,8 @@ impl Reader {
     pub fn try_pick(&mut self, info: &PickInfo<'_>) -> Result<Pick, PickError> {
         // The hit path builds its `Pick` from constants and registers; the
         // slow path's result (with hooks) never merges into it by value.
-        if self.rotation_is_current() {
+        let generation = self.generation();
+        if generation == self.rotation_generation {
             // SAFETY: see `Listed`.
             let listed = unsafe { self.rotate().as_ref() };
             self.tally.started(listed.slot());
@@ -183,7 +184,7 @@ impl Reader {
                 load_only: false,
             });
         }
-        if self.inline_is_current() {
+        if generation == self.inline_generation {
             if let Some((listed, owed)) = self.pick_inline(|| info.hash, !info.metadata.is_empty())
             {
                 // SAFETY: see `Listed`.
@@ -226,12 +227,13 @@ impl Reader {
     // rotation pick.
     #[inline(always)]
     pub fn try_pick_ref(&mut self, info: &PickInfo<'_>) -> Result<PickRef<'_>, PickError> {
-        let (subconn, slot, hooked) = if self.rotation_is_current() {
+        let generation = self.generation();
+        let (subconn, slot, hooked) = if generation == self.rotation_generation {
             // SAFETY: see `Listed`.
             let listed = unsafe { self.rotate().as_ref() };
             (listed.ptr(), listed.slot(), false)
         } else {
-            let inline = if self.inline_is_current() {
+            let inline = if generation == self.inline_generation {
                 self.pick_inline(|| info.hash, !info.metadata.is_empty())
             } else {
                 None
@@ -308,9 +310,10 @@ impl Reader {
         &mut self,
         hash: impl FnOnce() -> Option<u64>,
     ) -> Option<(Pick, RotationEntry)> {
-        let (listed, done, load_only) = if self.rotation_is_current() {
+        let generation = self.generation();
+        let (listed, done, load_only) = if generation == self.rotation_generation {
             (self.rotate(), NO_HOOKS, false)
-        } else if self.inline_is_current() {
+        } else if generation == self.inline_generation {
             let (listed, owed) = self.pick_inline(hash, false)?;
             (listed, owed.hooks(), owed.load_only())
         } else {
@@ -358,9 +361,10 @@ impl Reader {
         if self.kept.subconn.is_some() {
             self.kept_abandoned();
         }
-        let (listed, owed) = if self.rotation_is_current() {
+        let generation = self.generation();
+        let (listed, owed) = if generation == self.rotation_generation {
             (self.rotate(), Owed::Nothing)
-        } else if self.inline_is_current() {
+        } else if generation == self.inline_generation {
             // The kept pick before this one is dropped: its counter first
             // (no code of the policy's runs). Only a load and a test when
             // there is none, as after a done.
@@ -408,9 +412,10 @@ impl Reader {
 
     fn pick_kept_raw(&mut self, info: &PickInfo<'_>) -> Result<NonNull<SubConn>, PickError> {
         self.drop_kept();
-        let inline = if self.rotation_is_current() {
+        let generation = self.generation();
+        let inline = if generation == self.rotation_generation {
             Some((self.rotate(), Owed::Nothing))
-        } else if self.inline_is_current() {
+        } else if generation == self.inline_generation {
             self.pick_inline(|| info.hash, !info.metadata.is_empty())
         } else {
             None
@@ -535,23 +540,21 @@ impl Reader {
         }
     }
 
-    /// One load: nothing published since the rotation was copied.
+    /// The generation last published: the rotation is current when it is
+    /// `rotation_generation` (nothing published since the rotation was
+    /// copied), the inline table when it is `inline_generation`. Loaded
+    /// once per pick and compared with both (two atomic loads are not
+    /// merged).
     #[inline(always)]
-    fn rotation_is_current(&self) -> bool {
-        self.cache.slot().generation() == self.rotation_generation
-    }
-
-    /// One load: nothing published since the inline table was found.
-    #[inline(always)]
-    fn inline_is_current(&self) -> bool {
-        self.cache.slot().generation() == self.inline_generation
+    fn generation(&self) -> u64 {
+        self.cache.slot().generation()
     }
 
     /// A pick from the cached table's inline table, and what it owes its
     /// policy when it ends; `None` when this table leaves the pick to the
     /// picker (a ring's hash landing on a member that is not READY, or a
     /// hash that may come from `metadata`). Only while
-    /// `inline_is_current()` (or just synced).
+    /// the inline table is current (or just synced).
     #[inline(always)]
     fn pick_inline(
         &mut self,
@@ -587,7 +590,7 @@ impl Reader {
     }
 
     /// The next entry of the cached table's rotation. Only while
-    /// `rotation_is_current()`.
+    /// the rotation is current (see `generation`).
     #[inline(always)]
     fn rotate(&mut self) -> Listed {
         let r = &mut self.rotation;
