@@ -771,7 +771,7 @@ impl Reader {
         // Taken apart by value: a `Pick` whose address reached the cold hook
         // call would be copied through the stack on every finish.
         let ((subconn, done), hold, slot, load_only) = pick.into_parts();
-        if done[0].is_some() && !(load_only && info.load.is_empty()) {
+        if done[0].is_some() && hooks_hear(load_only, info) {
             report(done, subconn, info);
         }
         let ok = info.code == Code::Ok;
@@ -1230,7 +1230,7 @@ impl Pick {
     /// first, once) and releases the pick.
     #[inline]
     pub fn done(mut self, info: &DoneInfo<'_>) {
-        if self.reports_outcome() && !(self.load_only && info.load.is_empty()) {
+        if self.reports_outcome() && hooks_hear(self.load_only, info) {
             self.finish(info);
         }
         // Away from its reader (any thread).
@@ -1280,6 +1280,13 @@ fn finished_elsewhere(hold: &Hold<Table>, slot: u32, ok: bool) {
         return;
     };
     table.finished(slot, ok);
+}
+
+/// Whether a pick's hooks hear of `info`: always, unless they are a
+/// schedule's load hook (`load_only`) and the done carries no load.
+#[inline(always)]
+fn hooks_hear(load_only: bool, info: &DoneInfo<'_>) -> bool {
+    !(load_only && info.load.is_empty())
 }
 
 /// Hands an outcome to a pick's done hooks, innermost first. Only while the

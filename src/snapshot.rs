@@ -199,9 +199,9 @@ struct Registry {
 pub(crate) struct Tally {
     cells: Rows<COLUMNS>,
     /// `slot + 1` of the open kept pick and of the open borrowed pick, or 0.
-    /// On a line of its own: written by every kept or borrowed pick, it
-    /// must not share one with another reader's (two readers' tallies
-    /// allocated side by side halved two threads' round_robin picks).
+    /// On a line of its own: every kept or borrowed pick writes it, so it
+    /// must not share a line with anything another thread writes (another
+    /// reader's tally, allocated next to this one).
     open: crossbeam_utils::CachePadded<[AtomicU64; 2]>,
 }
 
