@@ -36,6 +36,9 @@
  * when a pick lands on it) would otherwise queue the timed picks, so the
  * timed picks' own hashes are picked, and what they connect reported READY,
  * in rounds (at most WARM_ROUNDS) until a whole round picks without a miss.
+ * weighted_round_robin (with no -c) then gets weights 1..10 from load
+ * reports (see weigh), so its picks are timed on a weighted schedule, as
+ * its users' are, not on the even one a channel starts with.
  * Build and run: benches/c/run.sh (release library, -O2). */
 #define _POSIX_C_SOURCE 200809L
 #include <pthread.h>
@@ -53,11 +56,18 @@
 #define HASH_SEED 0x9e3779b97f4a7c15u
 /* Picks each worker makes before its timed ones (see worker). */
 #define WARM_UP_PICKS 100000
+/* weighted_round_robin's config when none is given: weights from the first
+ * update on (no blackout), updated every 100 ms (the floor). */
+#define WRR_CONFIG                                                                                 \
+  "{\"loadBalancingConfig\":[{\"weighted_round_robin\":"                                         \
+  "{\"blackoutPeriod\":\"0s\",\"weightUpdatePeriod\":\"0.1s\"}}]}"
 
 static long iters = 2000000;
 static int trials = 15;
 static const char *policy = "round_robin";
 static int pick_counts = 1;
+/* weighted_round_robin with its default config: weigh() before timing. */
+static int weighted = 0;
 
 static double clock_ns(clockid_t clock) {
   struct timespec ts;
@@ -320,6 +330,51 @@ static sy_channel *ready_channel(const sy_runtime *rt, const char *config, size_
   return ch;
 }
 
+/* The address index of a pick ("127.a.b.c:443" -> a.b.c as one number). */
+static size_t address_index(const sy_borrowed_pick *p) {
+  unsigned a, b, c;
+  char buf[32];
+  size_t len = p->address_len < sizeof buf - 1 ? p->address_len : sizeof buf - 1;
+  memcpy(buf, p->address, len);
+  buf[len] = '\0';
+  if (sscanf(buf, "127.%u.%u.%u:", &a, &b, &c) != 3) exit(4);
+  return ((size_t)a << 16) | ((size_t)b << 8) | c;
+}
+
+/* weighted_round_robin only: every endpoint reports load with its calls
+ * (qps 1..10 by address index, utilization 1: weights 1..10), the next
+ * weight update (every 100 ms, no blackout: see WRR_CONFIG) takes them, and
+ * the timed picks run on a weighted schedule, not the even one a channel
+ * starts with. Returns the share of picks that go to the weight-10
+ * endpoints (a tenth of them by count, 10/55 of the weight). */
+static double weigh(sy_channel *ch, size_t n) {
+  sy_reader *r = NULL;
+  sy_borrowed_pick p;
+  size_t i, heavy = 0, picks = 20 * n < 200000 ? 20 * n : 200000;
+  ok(sy_reader_new(ch, &r), "reader");
+  for (i = 0; i < 2 * n; i++) {
+    sy_load_metric load[2];
+    if (sy_reader_pick(r, NULL, &p) != SY_OK) exit(2);
+    load[0].name = "rps_fractional";
+    load[0].value = (double)(1 + address_index(&p) % 10);
+    load[1].name = "application_utilization";
+    load[1].value = 1.0;
+    ok(sy_reader_done(r, 0, 0, load, 2), "done with load");
+  }
+  {
+    struct timespec ms = {0, 300 * 1000000};
+    nanosleep(&ms, NULL);
+  }
+  ok(sy_channel_sync(ch), "sync");
+  for (i = 0; i < picks; i++) {
+    if (sy_reader_pick(r, NULL, &p) != SY_OK) exit(2);
+    heavy += address_index(&p) % 10 == 9;
+    ok(sy_reader_done(r, 0, 0, NULL, 0), "done");
+  }
+  sy_reader_free(r);
+  return (double)heavy / (double)picks;
+}
+
 static void bench(const sy_runtime *rt, const char *config, size_t n) {
   host h;
   sy_channel *ch;
@@ -336,6 +391,16 @@ static void bench(const sy_runtime *rt, const char *config, size_t n) {
   rounds = warm(ch, &h, n);
   printf("%-22s n=%-6zu setup   bring-up %.1f ms; warming %d round%s, %.1f ms; %zu connected\n",
          policy, n, setup_ms, rounds, rounds == 1 ? "" : "s", (now_ns() - t0) / 1e6, h.n);
+  if (weighted) {
+    double share = weigh(ch, n);
+    printf("%-22s n=%-6zu setup   weights 1..10 from load reports: share of the weight-10 "
+           "endpoints %.3f (even: 0.100, weighted: 0.182)\n",
+           policy, n, share);
+    if (n >= 10 && share < 0.15) {
+      fprintf(stderr, "weights not in use\n");
+      exit(1);
+    }
+  }
 
   for (kept = 1; kept >= 0; kept--) {
     double pair1[MAX_TRIALS], pair2[MAX_TRIALS], scaling[MAX_TRIALS];
@@ -403,6 +468,10 @@ int main(int argc, char **argv) {
   if (!sy_balancer_registered(policy)) {
     printf("%-22s skipped: not registered\n", policy);
     return 0;
+  }
+  if (config == NULL && strcmp(policy, "weighted_round_robin") == 0) {
+    config = WRR_CONFIG;
+    weighted = 1;
   }
   if (config == NULL) {
     if (snprintf(default_config, sizeof default_config, "{\"loadBalancingConfig\":[{\"%s\":{}}]}",
