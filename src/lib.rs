@@ -419,6 +419,7 @@ pub(crate) mod error;
 pub mod named;
 // The wait-free publication protocol, public only for the loom models and
 // the pick benchmark; not part of the API.
+pub(crate) mod prefetch;
 #[doc(hidden)]
 pub mod publish;
 pub(crate) mod status;

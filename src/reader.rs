@@ -571,6 +571,16 @@ impl Reader {
             Inline::Uniform(u) => {
                 // SAFETY: as above.
                 let table = unsafe { u.as_ref() };
+                if table.len() >= PREFETCH_FROM {
+                    // Over a table larger than the cache, a draw misses
+                    // twice in a row: its entry, then (with the slot read
+                    // there) the counters' row. Start both early: the
+                    // entry `FAR` draws ahead, the row of the entry `NEAR`
+                    // draws ahead (which was started `FAR - NEAR` ago).
+                    crate::prefetch::prefetch(table.upcoming(&self.local, FAR));
+                    self.tally
+                        .prefetch(table.upcoming(&self.local, NEAR).slot());
+                }
                 Some((NonNull::from(table.draw(&mut self.local)), Owed::Nothing))
             }
             Inline::LeastLoaded(t) => {
@@ -1172,6 +1182,13 @@ const DROPPED: DoneInfo<'static> = DoneInfo {
     latency: std::time::Duration::ZERO,
     load: &[],
 };
+
+/// Tables at least this long are larger than a core's caches hold at once
+/// (with the counters' rows): their random draws prefetch ahead.
+const PREFETCH_FROM: usize = 32_768;
+/// How many draws ahead an entry is prefetched, and its counters' row.
+const FAR: u64 = 8;
+const NEAR: u64 = 4;
 
 /// A successful pick. Keeps its subchannel (and the picker that chose it) alive
 /// until `done` or drop. May be finished on any thread.

@@ -410,6 +410,17 @@ impl ReaderTally {
         }
     }
 
+    /// Starts loading `slot`'s row into the cache, for a pick that will
+    /// count there soon.
+    #[inline(always)]
+    pub(crate) fn prefetch(&self, slot: u32) {
+        let slot = slot as usize;
+        if slot < self.len {
+            // SAFETY: `slot < len`: in bounds of `table.cells`.
+            crate::prefetch::prefetch(unsafe { self.cells.as_ptr().add(slot) });
+        }
+    }
+
     /// Marks the reader's open kept (`KEPT`) or borrowed (`BORROWED`)
     /// pick: `slot + 1`, or 0 for none. A store.
     #[inline(always)]

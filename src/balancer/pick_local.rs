@@ -59,6 +59,16 @@ impl PickLocal {
         ((t >> 64) as u64) ^ (t as u64)
     }
 
+    /// What `random()` returns `k` calls from now (`k >= 1`), if nothing
+    /// else draws in between: wyrand's state is a Weyl sequence, so its
+    /// value any number of steps on is known now. Moves nothing.
+    #[inline(always)]
+    pub(crate) fn peek(&self, k: u64) -> u64 {
+        let s = self.rng.wrapping_add(k.wrapping_mul(0xa076_1d64_78bd_642f));
+        let t = u128::from(s) * u128::from(s ^ 0xe703_7ed1_a0b4_28db);
+        ((t >> 64) as u64) ^ (t as u64)
+    }
+
     /// A uniform index below `n` (`n > 0`), without a division.
     #[inline]
     pub fn random_below(&mut self, n: usize) -> usize {
@@ -82,6 +92,16 @@ mod tests {
         for _ in 0..10 {
             assert!(l.next_index(2) < 2);
         }
+    }
+
+    #[test]
+    fn peek_sees_the_draws_to_come() {
+        let mut l = PickLocal::new(99);
+        let ahead: Vec<u64> = (1..=8).map(|k| l.peek(k)).collect();
+        let drawn: Vec<u64> = (0..8).map(|_| l.random()).collect();
+        assert_eq!(ahead, drawn);
+        // Peeking moves nothing.
+        assert_eq!(l.peek(1), l.clone().random());
     }
 
     #[test]

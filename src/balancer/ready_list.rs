@@ -100,6 +100,18 @@ impl UniformTable {
         self.entries.get(0).expect("never empty")
     }
 
+    /// The entry `draw` will take `k` draws from now (if nothing else
+    /// draws from `local` in between): for prefetching it.
+    #[inline(always)]
+    pub(crate) fn upcoming(&self, local: &PickLocal, k: u64) -> &RotationEntry {
+        let n = self.entries.len();
+        let i = (((local.peek(k) >> 32) * n as u64) >> 32) as usize;
+        match self.entries.get(i) {
+            Some(e) => e,
+            None => self.first(),
+        }
+    }
+
     /// A subchannel drawn uniformly at random.
     #[inline]
     pub fn pick(&self, local: &mut PickLocal) -> &SubConn {

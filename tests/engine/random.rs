@@ -40,3 +40,53 @@ fn every_kind_of_pick_spreads_evenly_over_the_ready_endpoints() {
         assert!(!seen.contains_key("b:1"), "{kind}: {seen:?}");
     }
 }
+
+/// Over more endpoints than the caches hold (where a reader's draws start
+/// loading entries and counter rows a few draws ahead), picks still land on
+/// READY endpoints all over the table, and every one is counted once on
+/// the endpoint it went to.
+#[test]
+fn a_table_larger_than_the_caches_is_drawn_from_evenly_and_counted_exactly() {
+    const N: usize = 40_000;
+    let host = Host::new();
+    let rt = Runtime::new().unwrap();
+    let ch = Channel::new(&rt, "", Some(RANDOM), options(&host)).unwrap();
+    let names: Vec<String> = (0..N)
+        .map(|i| format!("127.0.{}.{}:1", i / 250, i % 250 + 1))
+        .collect();
+    let list: Vec<&str> = names.iter().map(String::as_str).collect();
+    ch.update_addresses(addrs(&list)).unwrap();
+    // round_robin-style policies connect every endpoint at once: all
+    // subchannels exist once the loop has taken the update.
+    ch.sync().unwrap();
+    report(&ch, &host, &list, Ready);
+    let mut r = ch.reader();
+    let picks = 4 * N;
+    let mut hits: std::collections::HashMap<String, u64> = Default::default();
+    for _ in 0..picks {
+        let p = r.try_pick_ref(&PickInfo::default()).unwrap();
+        *hits.entry(p.subconn().addr().to_string()).or_default() += 1;
+        p.done(&DoneInfo::OK);
+    }
+    // 4 picks per endpoint on average: most endpoints are hit, none
+    // outside the table, and the halves of the table get about as many.
+    assert!(
+        hits.len() > N * 9 / 10,
+        "{} of {N} endpoints hit",
+        hits.len()
+    );
+    let first_half: u64 = names[..N / 2].iter().filter_map(|a| hits.get(a)).sum();
+    assert!(
+        (picks as u64 * 45 / 100..=picks as u64 * 55 / 100).contains(&first_half),
+        "{first_half} of {picks} in the first half"
+    );
+    let snap = ch.snapshot().unwrap();
+    let mut counted = 0;
+    for s in &snap.subchannels {
+        let want = hits.get(s.address.as_str()).copied().unwrap_or(0);
+        assert_eq!(s.calls_started, want, "{}", s.address);
+        assert_eq!(s.calls_succeeded, want, "{}", s.address);
+        counted += s.calls_started;
+    }
+    assert_eq!(counted, picks as u64);
+}
