@@ -184,6 +184,32 @@ fn an_endpoint_back_to_ready_waits_out_a_new_blackout() {
 }
 
 #[test]
+fn a_report_from_before_a_reconnect_does_not_count_after_it() {
+    let (mut cc, mut wrr) = ready(3, serde_json::json!({"blackoutPeriod": "1s"}));
+    let weights = [1.0, 2.0, 3.0];
+    report(&cc, 300, qps_load(&weights));
+    cc.advance(&mut *wrr, 2 * SECOND);
+    assert_follows(&shares(&mut cc, 3, 30_000), &weights);
+    // Endpoint 2 reports a much higher weight just before it loses its
+    // connection (no rebuild saw that report), gets it back, and then never
+    // reports again while the others do.
+    report(&cc, 300, qps_load(&[1.0, 2.0, 30.0]));
+    let sc = cc.subconn_for(&addrs(3)[2]).unwrap().id();
+    set(&mut cc, &mut *wrr, sc, ConnectivityState::Idle);
+    set(&mut cc, &mut *wrr, sc, ConnectivityState::Connecting);
+    set(&mut cc, &mut *wrr, sc, ConnectivityState::Ready);
+    for _ in 0..3 {
+        report(&cc, 300, |i| match i {
+            2 => vec![],
+            _ => qps_load(&weights)(i),
+        });
+        cc.advance(&mut *wrr, SECOND);
+    }
+    // As gRPC: a weight needs a report after READY; until then, the mean.
+    assert_follows(&shares(&mut cc, 3, 30_000), &[1.0, 2.0, 1.5]);
+}
+
+#[test]
 fn endpoints_without_a_weight_get_the_mean() {
     let (mut cc, mut wrr) = ready(3, serde_json::json!({"blackoutPeriod": "0s"}));
     // Endpoint 2 never reports.

@@ -151,8 +151,10 @@ impl WeightTracker {
     }
 
     /// The endpoint (re)entered READY: its weight counts again only after
-    /// new reports and a new blackout.
+    /// new reports and a new blackout. Reports that came before (not yet
+    /// seen by a rebuild) are old news: they do not count as new ones.
     pub fn ready_again(&mut self) {
+        self.seen = self.hook.latest().0;
         self.last_updated = None;
         self.non_empty_since = None;
     }
