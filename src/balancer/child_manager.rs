@@ -82,6 +82,8 @@ pub struct Child {
     picker: Arc<dyn Picker>,
     /// Subchannels this child created and has not yet seen shut down.
     subconns: Vec<Arc<SubConn>>,
+    /// What `update_endpoints` last gave it (endpoint children only).
+    given: Option<(Endpoint, Option<LbConfig>)>,
 }
 
 impl Child {
@@ -150,6 +152,31 @@ pub fn endpoint_key(endpoint: &Endpoint) -> String {
     addrs.join(",")
 }
 
+/// The same addresses in the same order with the same attributes (the
+/// same user data: the same allocation).
+fn same_addresses(a: &Endpoint, b: &Endpoint) -> bool {
+    a.addresses.len() == b.addresses.len()
+        && a.addresses.iter().zip(&b.addresses).all(|(x, y)| {
+            x.addr == y.addr
+                && x.weight == y.weight
+                && x.tag == y.tag
+                && match (&x.user_data, &y.user_data) {
+                    (None, None) => true,
+                    (Some(p), Some(q)) => Arc::ptr_eq(p, q),
+                    _ => false,
+                }
+        })
+}
+
+/// The same config: both none, or the same parsed one.
+fn same_config(a: Option<&LbConfig>, b: Option<&LbConfig>) -> bool {
+    match (a, b) {
+        (None, None) => true,
+        (Some(a), Some(b)) => Arc::ptr_eq(a, b),
+        _ => false,
+    }
+}
+
 impl ChildManager {
     /// No children.
     pub fn new() -> ChildManager {
@@ -211,6 +238,7 @@ impl ChildManager {
             state: ConnectivityState::Connecting,
             picker: Arc::new(QueuePicker),
             subconns: Vec::new(),
+            given: None,
         });
         self.version += 1;
     }
@@ -311,9 +339,12 @@ impl ChildManager {
 
     /// Endpoint sharding: one child per endpoint (keyed by `endpoint_key`,
     /// duplicates dropped), each running `builder`'s policy with `config`.
-    /// New children get their endpoint; children whose endpoint is unchanged
-    /// are not told again (so a resolver update over thousands of endpoints
-    /// touches only the ones that changed); removed ones are closed.
+    /// New children get their endpoint, and so do children whose endpoint
+    /// changed under the same key (its addresses reordered, or their
+    /// attributes changed: A61 pushes the new order down to pick_first) or
+    /// whose config changed; children whose endpoint is unchanged are not
+    /// told again (so a resolver update over thousands of endpoints touches
+    /// only the ones that changed); removed ones are closed.
     pub fn update_endpoints(
         &mut self,
         cc: &mut dyn ClientConn,
@@ -328,9 +359,19 @@ impl ChildManager {
             if !wanted.insert(key.clone()) {
                 continue;
             }
-            if !self.index.contains_key(&key) {
-                self.add(cc, &key, builder.clone());
-                fresh.push((key, e.clone()));
+            match self.index.get(&key) {
+                None => {
+                    self.add(cc, &key, builder.clone());
+                    fresh.push((key, e.clone()));
+                }
+                Some(i) => {
+                    let unchanged = self.list[*i].given.as_ref().is_some_and(|(was, cfg)| {
+                        same_addresses(was, e) && same_config(cfg.as_ref(), config.as_ref())
+                    });
+                    if !unchanged {
+                        fresh.push((key, e.clone()));
+                    }
+                }
             }
         }
         let gone: Vec<String> = self
@@ -343,6 +384,9 @@ impl ChildManager {
             self.remove(cc, &key);
         }
         for (key, endpoint) in fresh {
+            if let Some(i) = self.index.get(&key) {
+                self.list[*i].given = Some((endpoint.clone(), config.clone()));
+            }
             let state = ClientConnState::new(vec![endpoint], config.clone());
             let _ = self.update_child(cc, &key, state);
         }

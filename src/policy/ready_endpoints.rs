@@ -367,6 +367,39 @@ mod tests {
         (cc, policy, ids)
     }
 
+    /// gRFC A61: an endpoint whose addresses come in a new order (same
+    /// set, same child) gets the new order: its pick_first stays on the
+    /// connected address, and reconnects from the new first one after
+    /// losing that connection.
+    #[test]
+    fn a_reordered_endpoint_gets_its_new_order() {
+        let (a, b) = ("127.0.0.1:10001", "127.0.0.1:10002");
+        let endpoint = |first: &str, second: &str| {
+            ClientConnState::new(
+                vec![crate::Endpoint::new(vec![
+                    Address::new(first),
+                    Address::new(second),
+                ])],
+                None,
+            )
+        };
+        let mut cc = TestClientConn::new();
+        let mut policy = ReadyEndpoints::new(Random);
+        cc.update(&mut policy, endpoint(a, b)).unwrap();
+        let sa = cc.subconn_for(a).unwrap().id();
+        assert_eq!(cc.connects(), &[sa], "the first address first");
+        cc.set_state(&mut policy, sa, Ready);
+        cc.update(&mut policy, endpoint(b, a)).unwrap();
+        assert_eq!(cc.connects(), &[sa], "no churn while connected");
+        assert_eq!(cc.shutdowns(), &[] as &[SubConnId]);
+        // The connection is lost: the endpoint reconnects at once (as
+        // round_robin's do), starting from the new first address.
+        cc.set_state(&mut policy, sa, crate::ConnectivityState::Idle);
+        cc.run_work(&mut policy);
+        let sb = cc.subconn_for(b).expect("b's subchannel").id();
+        assert_eq!(cc.connects().get(1), Some(&sb), "{:?}", cc.connects());
+    }
+
     /// Bringing endpoints up (and down) one state report at a time: each
     /// report publishes a new picker, which copies at most two chunks of
     /// entries, however many endpoints there are (a picker copying every
