@@ -45,9 +45,6 @@ const CHILD: &str = "child";
 /// `Instant` cannot always hold; a sweep a year away is as good as never.
 const LONGEST_TIMER: Duration = Duration::from_secs(365 * 24 * 3600);
 
-/// The largest proto `Duration` (google/protobuf/duration.proto).
-const MAX_DURATION_SECS: u64 = 315_576_000_000;
-
 /// `successRateEjection` (gRFC A50).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct SuccessRateEjection {
@@ -274,8 +271,7 @@ fn child_policy(list: &Value) -> Result<(Arc<dyn Builder>, Option<LbConfig>), St
 fn opt_u32(v: Option<&Value>, field: &str) -> Result<Option<u32>, String> {
     match v {
         None | Some(Value::Null) => Ok(None),
-        Some(n) => n
-            .as_u64()
+        Some(n) => crate::balancer::json::uint(n)
             .and_then(|n| u32::try_from(n).ok())
             .map(Some)
             .ok_or_else(|| format!("{field} must be an integer from 0 to {}, got {n}", u32::MAX)),
@@ -301,35 +297,17 @@ fn opt_duration(v: Option<&Value>, field: &str) -> Result<Option<Duration>, Stri
     }
 }
 
-/// A proto JSON `Duration`: seconds with up to nine fractional digits and
-/// an `s` suffix. Negative ones are refused (A50).
+/// A proto JSON `Duration` (see `balancer::json::duration`). Negative ones
+/// are refused (A50).
 pub(crate) fn parse_duration(s: &str) -> Result<Duration, String> {
-    let bad = || format!("\"{s}\" is not a duration such as \"10s\" or \"0.5s\"");
-    if s.starts_with('-') {
-        return Err(format!("\"{s}\" is negative"));
-    }
-    let body = s.strip_suffix('s').ok_or_else(bad)?;
-    let (whole, frac) = match body.split_once('.') {
-        Some((w, f)) => (w, f),
-        None => (body, ""),
-    };
-    let digits = |t: &str| t.bytes().all(|b| b.is_ascii_digit());
-    if whole.is_empty() || !digits(whole) || !digits(frac) || frac.len() > 9 {
-        return Err(bad());
-    }
-    if body.ends_with('.') {
-        return Err(bad());
-    }
-    let secs: u64 = whole.parse().map_err(|_| bad())?;
-    if secs > MAX_DURATION_SECS {
-        return Err(format!("\"{s}\" is longer than a proto Duration allows"));
-    }
-    let nanos: u32 = if frac.is_empty() {
-        0
-    } else {
-        format!("{frac:0<9}").parse().map_err(|_| bad())?
-    };
-    Ok(Duration::new(secs, nanos))
+    use crate::balancer::json::{duration_str, DurationError};
+    duration_str(s).map_err(|e| match e {
+        DurationError::Malformed => {
+            format!("\"{s}\" is not a duration such as \"10s\" or \"0.5s\"")
+        }
+        DurationError::Negative => format!("\"{s}\" is negative"),
+        DurationError::OutOfRange => format!("\"{s}\" is longer than a proto Duration allows"),
+    })
 }
 
 // ---------------------------------------------------------------------------
@@ -1018,11 +996,12 @@ mod tests {
             }
         );
 
+        // proto3 JSON: an integer may come as its string or as 3.0.
         let c = config(json!({
             "interval": "1.5s", "baseEjectionTime": "0.000000001s", "maxEjectionTime": "7s",
             "maxEjectionPercent": 100,
-            "successRateEjection": {"stdevFactor": 1000, "enforcementPercentage": 0,
-                                    "minimumHosts": 3, "requestVolume": 7},
+            "successRateEjection": {"stdevFactor": "1000", "enforcementPercentage": 0,
+                                    "minimumHosts": 3.0, "requestVolume": 7},
             "failurePercentageEjection": {"threshold": 0, "enforcementPercentage": 50,
                                           "minimumHosts": 0, "requestVolume": 1},
             "childPolicy": [{"round_robin": {}}],
@@ -1116,9 +1095,9 @@ mod tests {
         }
         assert_eq!(
             parse_duration("315576000000.999999999s").unwrap(),
-            Duration::new(MAX_DURATION_SECS, 999_999_999)
+            Duration::new(crate::balancer::json::MAX_DURATION_SECS, 999_999_999)
         );
-        for bad in ["", "s", ".5s", "1.s", "1e3s", "1 s", "+1s", "1.5"] {
+        for bad in ["", "s", ".s", "1e3s", "1 s", "1.5", "-1s"] {
             assert!(parse_duration(bad).is_err(), "{bad}");
         }
     }

@@ -84,8 +84,8 @@ impl WrrConfig {
             duration("weightUpdatePeriod", c.weight_update_period)?.max(MIN_WEIGHT_UPDATE_PERIOD);
         match obj.get("errorUtilizationPenalty") {
             None | Some(serde_json::Value::Null) => {}
-            Some(v) => match v.as_f64() {
-                Some(p) if p >= 0.0 && p.is_finite() => c.error_utilization_penalty = p,
+            Some(v) => match crate::balancer::json::number(v) {
+                Some(p) if p >= 0.0 => c.error_utilization_penalty = p,
                 Some(p) => {
                     return Err(format!(
                         "errorUtilizationPenalty must not be negative, got {p}"
@@ -118,33 +118,16 @@ impl WrrConfig {
     }
 }
 
-/// The largest proto `Duration` (10,000 years, in seconds).
-const MAX_DURATION_SECS: u64 = 315_576_000_000;
-
 /// A JSON `google.protobuf.Duration`: seconds with up to nine decimals and
-/// an `s` suffix (`"10s"`, `"0.5s"`). Negative or out-of-range is an error.
+/// an `s` suffix (`"10s"`, `"0.5s"`; as gRPC-Go reads it, `".5s"` and
+/// `"+1s"` too). Negative or out-of-range is an error.
 pub fn parse_duration(v: &serde_json::Value) -> Result<Duration, String> {
-    let s = v
-        .as_str()
-        .ok_or_else(|| format!("must be a duration string like \"10s\", got {v}"))?;
-    let bad = || format!("must be a duration like \"10s\" or \"0.5s\", got {s:?}");
-    let body = s.strip_suffix('s').ok_or_else(bad)?;
-    if body.starts_with('-') {
-        return Err(format!("must not be negative, got {s:?}"));
-    }
-    let (whole, frac) = body.split_once('.').unwrap_or((body, ""));
-    let digits = |d: &str| !d.is_empty() && d.bytes().all(|b| b.is_ascii_digit());
-    if !digits(whole) || (body.contains('.') && !digits(frac)) || frac.len() > 9 {
-        return Err(bad());
-    }
-    let secs: u64 = whole.parse().map_err(|_| bad())?;
-    if secs > MAX_DURATION_SECS {
-        return Err(format!("is out of range, got {s:?}"));
-    }
-    let nanos: u32 = if frac.is_empty() {
-        0
-    } else {
-        format!("{frac:0<9}").parse().map_err(|_| bad())?
-    };
-    Ok(Duration::new(secs, nanos))
+    use crate::balancer::json::{duration, DurationError};
+    duration(v).map_err(|e| match e {
+        DurationError::Malformed => {
+            format!("must be a duration string like \"10s\" or \"0.5s\", got {v}")
+        }
+        DurationError::Negative => format!("must not be negative, got {v}"),
+        DurationError::OutOfRange => format!("is out of range, got {v}"),
+    })
 }

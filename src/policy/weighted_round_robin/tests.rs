@@ -568,13 +568,23 @@ fn the_config_has_grpcs_fields_defaults_and_bounds() {
     // The OOB period means nothing without OOB.
     let c = p(serde_json::json!({"oobReportingPeriod": "2s"})).unwrap();
     assert_eq!(c.oob_reporting_period, Duration::ZERO);
+    // proto3 JSON: a float may come as its string, a duration with its
+    // whole or fraction part left out (as gRPC-Go reads it).
+    let c =
+        p(serde_json::json!({"errorUtilizationPenalty": "1.5", "blackoutPeriod": ".5s"})).unwrap();
+    assert_eq!(c.error_utilization_penalty, 1.5);
+    assert_eq!(c.blackout_period, Duration::from_millis(500));
     for (bad, field) in [
         (
             serde_json::json!({"errorUtilizationPenalty": -0.5}),
             "errorUtilizationPenalty",
         ),
         (
-            serde_json::json!({"errorUtilizationPenalty": "1"}),
+            serde_json::json!({"errorUtilizationPenalty": "x"}),
+            "errorUtilizationPenalty",
+        ),
+        (
+            serde_json::json!({"errorUtilizationPenalty": "-1"}),
             "errorUtilizationPenalty",
         ),
         (
