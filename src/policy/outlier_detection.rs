@@ -895,19 +895,27 @@ impl Balancer for OutlierDetection {
         state: &SubConnState,
     ) {
         let shutdown = state.is(ConnectivityState::Shutdown);
-        let ejected = match self.subconns.get_mut(&sc) {
+        let (ejected, was_ready) = match self.subconns.get_mut(&sc) {
             Some(t) => {
+                let was_ready = t.real.is(ConnectivityState::Ready);
                 t.real = state.clone();
                 let e = t.endpoint.clone();
-                self.is_ejected(e.as_ref())
+                (self.is_ejected(e.as_ref()), was_ready)
             }
-            None => false,
+            None => (false, false),
         };
         if ejected && !shutdown {
             // The child keeps seeing it failed until it is returned; its
             // real state is replayed then.
             if self.subconns.get(&sc).is_some_and(|t| !t.hidden) {
                 self.give(cc, sc, state.clone(), true);
+            }
+            // A connection lost while ejected is made again now, as the
+            // child would (A61 keeps an ejected endpoint's connection
+            // managed as usual): returned, the endpoint is READY at once
+            // rather than IDLE.
+            if was_ready && state.is(ConnectivityState::Idle) {
+                cc.connect(sc);
             }
         } else {
             self.give(cc, sc, state.clone(), false);
@@ -1176,6 +1184,29 @@ mod tests {
         cc.advance(&mut *od, Duration::from_secs(10));
         assert!(traffic(&mut cc, 100, &[]).contains(&bad));
         assert!(cc.shutdowns().is_empty());
+    }
+
+    #[test]
+    fn a_connection_lost_while_ejected_is_made_again_and_returns_ready() {
+        let (mut cc, mut od, ids) = ready(5, json!({"successRateEjection": {}}));
+        let bad = ids[2];
+        traffic(&mut cc, 1000, &[bad]);
+        assert_eq!(cc.advance(&mut *od, Duration::from_secs(10)), 1);
+        assert!(!traffic(&mut cc, 1000, &[]).contains(&bad));
+        // Its connection drops while it is out: it is connected again at
+        // once (the child, shown it failed, would not ask).
+        let connects = cc.connects().len();
+        cc.set_state(&mut *od, bad, ConnectivityState::Idle);
+        assert_eq!(&cc.connects()[connects..], &[bad]);
+        cc.set_state(&mut *od, bad, ConnectivityState::Connecting);
+        cc.set_state(&mut *od, bad, ConnectivityState::Ready);
+        assert!(!traffic(&mut cc, 1000, &[]).contains(&bad), "still ejected");
+        // Returned (at 50 s): READY at once, picked with no reconnect.
+        for _ in 0..4 {
+            cc.advance(&mut *od, Duration::from_secs(10));
+        }
+        assert!(traffic(&mut cc, 100, &[]).contains(&bad));
+        assert_eq!(cc.connects().len(), connects + 1);
     }
 
     #[test]
