@@ -141,6 +141,20 @@ impl LeastLoadedTable {
         self.entries.get(0).expect("never empty")
     }
 
+    /// Calls `f` with each entry the pick `k` picks from now (`k >= 1`)
+    /// will draw, if nothing else draws from `local` in between: for
+    /// prefetching them. (A pick's draws take the halves of
+    /// `ceil(choice_count / 2)` random words, high half first.)
+    #[inline(always)]
+    pub(crate) fn upcoming(&self, local: &PickLocal, k: u64, mut f: impl FnMut(&LoadedEntry)) {
+        let n = self.entries.len();
+        let first = (k - 1) * u64::from(self.choice_count.div_ceil(2)) + 1;
+        for c in 0..self.choice_count {
+            let bits = local.peek(first + u64::from(c / 2));
+            f(self.at(below(if c % 2 == 0 { bits >> 32 } else { bits }, n)));
+        }
+    }
+
     /// The least loaded of `choice_count` random draws, its counter already
     /// up by one: the caller owes it one `fetch_sub` when the RPC ends (or
     /// the pick is dropped).

@@ -69,24 +69,9 @@ fn parse_choice_count(config: &serde_json::Value) -> Result<u32, String> {
     const FIELD: &str = "choiceCount";
     let n: u64 = match config.get(FIELD) {
         None | Some(serde_json::Value::Null) => return Ok(DEFAULT_CHOICE_COUNT),
-        Some(serde_json::Value::Number(n)) => match (n.as_u64(), n.as_f64()) {
-            (Some(n), _) => n,
-            // 3.0 is a uint32 in proto JSON; 2.5 and -1 are not.
-            (None, Some(f)) if f >= 0.0 && f.fract() == 0.0 && f <= u32::MAX as f64 => f as u64,
-            _ => {
-                return Err(format!(
-                    "{FIELD} must be an unsigned 32-bit integer, got {n}"
-                ))
-            }
-        },
-        Some(serde_json::Value::String(s)) => s
-            .parse()
-            .map_err(|_| format!("{FIELD} must be an unsigned 32-bit integer, got {s:?}"))?,
-        Some(other) => {
-            return Err(format!(
-                "{FIELD} must be an unsigned 32-bit integer, got {other}"
-            ))
-        }
+        // proto3 JSON: 3, 3.0 or "3"; 2.5 and -1 are not a uint32.
+        Some(v) => crate::balancer::json::uint(v)
+            .ok_or_else(|| format!("{FIELD} must be an unsigned 32-bit integer, got {v}"))?,
     };
     if n > u64::from(u32::MAX) {
         return Err(format!(
@@ -384,6 +369,46 @@ mod tests {
     /// its draws: 1 - (2/3)^2 = 5/9 of picks with choiceCount 2 (uniform
     /// would be 1/3), 1 - (2/3)^10 = 98.3 % with 10. The counters outlive
     /// each picker, and done hooks (from old pickers too) bring them back.
+    /// What a reader prefetches for a pick `k` picks ahead is what that
+    /// pick draws: each winner is one of the entries predicted for it.
+    #[test]
+    fn upcoming_draws_are_the_draws_picks_make() {
+        use crate::balancer::picker::InlineKind;
+        let names: Vec<String> = (0..50).map(|i| format!("127.0.0.1:{}", 3000 + i)).collect();
+        let list: Vec<&str> = names.iter().map(String::as_str).collect();
+        for choice_count in [2, 3, 10] {
+            let mut cc = TestClientConn::new();
+            let mut lr = ReadyEndpoints::new(LeastRequest::default());
+            cc.update(&mut lr, state(&list, Some(choice_count)))
+                .unwrap();
+            for a in &list {
+                let sc = id(&cc, a);
+                cc.set_state(&mut lr, sc, Ready);
+            }
+            let picker = cc.picker().unwrap().clone();
+            let Some(InlineKind::LeastLoaded(table)) = picker.inline() else {
+                panic!("least_request's picker offers its table");
+            };
+            let mut local = PickLocal::new(11);
+            for _ in 0..500 {
+                let mut predicted = Vec::new();
+                table.upcoming(&local, 3, |e| predicted.push(e.subconn().id()));
+                assert_eq!(predicted.len(), choice_count as usize);
+                let mut ahead = local.clone();
+                table.pick(&mut ahead);
+                table.pick(&mut ahead);
+                let winner = table.pick(&mut ahead).subconn().id();
+                assert!(
+                    predicted.contains(&winner),
+                    "{winner:?} not in {predicted:?}"
+                );
+                // On by one pick (counters only grow here: the winner is
+                // one of the draws whatever they hold).
+                table.pick(&mut local);
+            }
+        }
+    }
+
     #[test]
     fn favours_the_idle_endpoint_under_skewed_in_flight_counts() {
         let mut cc = TestClientConn::new();

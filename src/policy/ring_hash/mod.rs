@@ -117,16 +117,7 @@ fn ring_size(config: &serde_json::Value, field: &str, default: u64) -> Result<u6
         None | Some(serde_json::Value::Null) => return Ok(default),
         Some(v) => v,
     };
-    let n = match value {
-        serde_json::Value::Number(n) => n.as_u64().or_else(|| {
-            n.as_f64()
-                .filter(|f| *f >= 0.0 && f.fract() == 0.0)
-                .map(|f| f as u64)
-        }),
-        serde_json::Value::String(s) => s.parse::<u64>().ok(),
-        _ => None,
-    };
-    match n {
+    match crate::balancer::json::uint(value) {
         None => Err(format!(
             "{field} must be a non-negative integer, got {value}"
         )),
