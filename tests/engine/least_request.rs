@@ -201,3 +201,48 @@ fn picks_dropped_without_done_take_their_one_off() {
         "a:1 has nothing left in flight: held picks split evenly: {seen:?}"
     );
 }
+
+/// Over more endpoints than the caches hold (where a reader prefetches its
+/// draws a few picks ahead), picks land all over the table, every one is
+/// counted on the endpoint it went to, and nothing stays in flight.
+#[test]
+fn a_table_larger_than_the_caches_is_drawn_from_and_counted_exactly() {
+    const N: usize = 40_000;
+    let host = Host::new();
+    let rt = Runtime::new().unwrap();
+    let config = r#"{"loadBalancingConfig":[{"least_request_experimental":{}}]}"#;
+    let ch = Channel::new(&rt, "", Some(config), options(&host)).unwrap();
+    let names: Vec<String> = (0..N)
+        .map(|i| format!("127.1.{}.{}:1", i / 250, i % 250 + 1))
+        .collect();
+    let list: Vec<&str> = names.iter().map(String::as_str).collect();
+    ch.update_addresses(addrs(&list)).unwrap();
+    ch.sync().unwrap();
+    report(&ch, &host, &list, Ready);
+    let mut r = ch.reader();
+    let picks = 2 * N;
+    let mut hits: std::collections::HashMap<String, u64> = Default::default();
+    for i in 0..picks {
+        let p = r.try_pick_ref(&PickInfo::default()).unwrap();
+        *hits.entry(p.subconn().addr().to_string()).or_default() += 1;
+        if i % 2 == 0 {
+            p.done(&DoneInfo::OK);
+        } else {
+            drop(p);
+        }
+    }
+    assert!(
+        hits.len() > N * 3 / 4,
+        "{} of {N} endpoints hit",
+        hits.len()
+    );
+    let snap = ch.snapshot().unwrap();
+    let mut counted = 0;
+    for s in &snap.subchannels {
+        let want = hits.get(s.address.as_str()).copied().unwrap_or(0);
+        assert_eq!(s.calls_started, want, "{}", s.address);
+        assert_eq!(s.calls_in_flight, 0, "{}", s.address);
+        counted += s.calls_started;
+    }
+    assert_eq!(counted, picks as u64);
+}
