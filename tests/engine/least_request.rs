@@ -208,17 +208,8 @@ fn picks_dropped_without_done_take_their_one_off() {
 #[test]
 fn a_table_larger_than_the_caches_is_drawn_from_and_counted_exactly() {
     const N: usize = 40_000;
-    let host = Host::new();
-    let rt = Runtime::new().unwrap();
     let config = r#"{"loadBalancingConfig":[{"least_request_experimental":{}}]}"#;
-    let ch = Channel::new(&rt, "", Some(config), options(&host)).unwrap();
-    let names: Vec<String> = (0..N)
-        .map(|i| format!("127.1.{}.{}:1", i / 250, i % 250 + 1))
-        .collect();
-    let list: Vec<&str> = names.iter().map(String::as_str).collect();
-    ch.update_addresses(addrs(&list)).unwrap();
-    ch.sync().unwrap();
-    report(&ch, &host, &list, Ready);
+    let (_host, _rt, ch, _) = many_ready(config, N, 1);
     let mut r = ch.reader();
     let picks = 2 * N;
     let mut hits: std::collections::HashMap<String, u64> = Default::default();

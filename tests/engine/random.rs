@@ -48,18 +48,7 @@ fn every_kind_of_pick_spreads_evenly_over_the_ready_endpoints() {
 #[test]
 fn a_table_larger_than_the_caches_is_drawn_from_evenly_and_counted_exactly() {
     const N: usize = 40_000;
-    let host = Host::new();
-    let rt = Runtime::new().unwrap();
-    let ch = Channel::new(&rt, "", Some(RANDOM), options(&host)).unwrap();
-    let names: Vec<String> = (0..N)
-        .map(|i| format!("127.0.{}.{}:1", i / 250, i % 250 + 1))
-        .collect();
-    let list: Vec<&str> = names.iter().map(String::as_str).collect();
-    ch.update_addresses(addrs(&list)).unwrap();
-    // round_robin-style policies connect every endpoint at once: all
-    // subchannels exist once the loop has taken the update.
-    ch.sync().unwrap();
-    report(&ch, &host, &list, Ready);
+    let (_host, _rt, ch, names) = many_ready(RANDOM, N, 0);
     let mut r = ch.reader();
     let picks = 4 * N;
     let mut hits: std::collections::HashMap<String, u64> = Default::default();

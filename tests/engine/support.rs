@@ -122,6 +122,33 @@ pub fn addrs(list: &[&str]) -> Vec<Address> {
     list.iter().map(|a| Address::new(*a)).collect()
 }
 
+/// A channel under `config` over `n` addresses (`127.<net>.x.y:1`), every
+/// one READY: for policies that connect every endpoint at once (all
+/// subchannels exist once the loop has taken the update). Returns what
+/// keeps it going, and the addresses.
+pub fn many_ready(
+    config: &str,
+    n: usize,
+    net: u8,
+) -> (
+    Arc<Host>,
+    switchyard::Runtime,
+    switchyard::Channel,
+    Vec<String>,
+) {
+    let host = Host::new();
+    let rt = switchyard::Runtime::new().unwrap();
+    let ch = switchyard::Channel::new(&rt, "", Some(config), options(&host)).unwrap();
+    let names: Vec<String> = (0..n)
+        .map(|i| format!("127.{net}.{}.{}:1", i / 250, i % 250 + 1))
+        .collect();
+    let list: Vec<&str> = names.iter().map(String::as_str).collect();
+    ch.update_addresses(addrs(&list)).unwrap();
+    ch.sync().unwrap();
+    report(&ch, &host, &list, ConnectivityState::Ready);
+    (host, rt, ch, names)
+}
+
 /// Reports `state` for each address and waits for the loop to apply it.
 pub fn report(ch: &Channel, host: &Host, list: &[&str], state: ConnectivityState) {
     for a in list {
