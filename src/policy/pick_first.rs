@@ -198,21 +198,39 @@ impl PickFirst {
         }
     }
 
+    /// The addresses to try, in order: `shuffleAddressList` shuffles the
+    /// endpoints (each keeps its addresses together, in order: A61, as
+    /// gRPC-Go), then they are flattened, de-duplicated and interleaved by
+    /// family.
     fn ordered(
         &self,
         cc: &mut dyn ClientConn,
         config: PickFirstConfig,
-        mut addrs: Vec<Address>,
+        state: ClientConnState,
     ) -> Vec<Address> {
-        if config.shuffle_address_list {
-            for i in (1..addrs.len()).rev() {
-                let j = (cc.random() % (i as u64 + 1)) as usize;
-                addrs.swap(i, j);
+        let mut addrs = if config.shuffle_address_list && !state.endpoints.is_empty() {
+            let mut endpoints = state.endpoints;
+            shuffle(cc, &mut endpoints);
+            endpoints.into_iter().flat_map(|e| e.addresses).collect()
+        } else {
+            let mut addrs = state.addresses;
+            if config.shuffle_address_list {
+                // A hand-made state with addresses and no endpoints.
+                shuffle(cc, &mut addrs);
             }
-        }
+            addrs
+        };
         let mut seen = HashSet::new();
         addrs.retain(|a| seen.insert(a.addr.clone()));
         interleave_families(addrs)
+    }
+}
+
+/// Fisher-Yates with the channel's random source.
+fn shuffle<T>(cc: &mut dyn ClientConn, items: &mut [T]) {
+    for i in (1..items.len()).rev() {
+        let j = (cc.random() % (i as u64 + 1)) as usize;
+        items.swap(i, j);
     }
 }
 
@@ -231,11 +249,14 @@ impl Balancer for PickFirst {
             self.shutdown_all(cc);
             self.list.clear();
             self.in_pass = false;
+            // Sticky TF is for connection failures: the next list starts
+            // CONNECTING (gRPC-Go, after an update with no addresses).
+            self.sticky_tf = false;
             self.report_tf(cc, ZERO_ADDRESSES);
             return Err(ZERO_ADDRESSES.into());
         }
         let first = self.reported.is_none();
-        self.list = self.ordered(cc, config, state.addresses);
+        self.list = self.ordered(cc, config, state);
         let keep: HashSet<String> = self.list.iter().map(|a| a.addr.clone()).collect();
 
         if let Some(sel) = self.selected {
@@ -287,7 +308,7 @@ impl Balancer for PickFirst {
         let Some(entry) = self.entries.get_mut(&addr) else {
             return;
         };
-        entry.state = state.state;
+        let old = std::mem::replace(&mut entry.state, state.state);
         match state.state {
             ConnectivityState::Ready => {
                 let chosen = entry.sc.clone();
@@ -310,8 +331,26 @@ impl Balancer for PickFirst {
                     Box::new(SinglePicker::new(chosen)),
                 );
             }
-            ConnectivityState::Idle if self.selected == Some(sc) => {
+            ConnectivityState::Idle
+                if self.selected == Some(sc) || old == ConnectivityState::Connecting =>
+            {
                 // Lost the connection: go IDLE; the next pick brings us back.
+                // CONNECTING -> IDLE is a connection made and lost before it
+                // was READY (before its first health verdict): the same, as
+                // gRPC-Go has it; the other attempts stop.
+                if self.selected != Some(sc) {
+                    self.cancel_timer(cc);
+                    self.in_pass = false;
+                    let others: Vec<String> = self
+                        .entries
+                        .keys()
+                        .filter(|a| **a != addr)
+                        .cloned()
+                        .collect();
+                    for a in others {
+                        self.remove_entry(cc, &a);
+                    }
+                }
                 self.selected = None;
                 self.cursor = 0;
                 cc.resolve_now();
@@ -462,5 +501,79 @@ mod tests {
         assert!(b
             .parse_config(&serde_json::json!({"shuffleAddressList": 1}))
             .is_err());
+    }
+
+    #[test]
+    fn shuffling_keeps_each_endpoints_addresses_together_and_in_order() {
+        use crate::address::Endpoint;
+        use crate::balancer::testing::TestClientConn;
+        let mut orders = HashSet::new();
+        for round in 0..50 {
+            let mut cc = TestClientConn::new();
+            for _ in 0..round {
+                cc.random();
+            }
+            let mut pf = PickFirst::default();
+            let endpoints: Vec<Endpoint> = (0..4)
+                .map(|i| {
+                    Endpoint::new(vec![
+                        Address::new(format!("127.0.{i}.1:1")),
+                        Address::new(format!("127.0.{i}.2:1")),
+                    ])
+                })
+                .collect();
+            let cfg: LbConfig = Arc::new(PickFirstConfig {
+                shuffle_address_list: true,
+            });
+            cc.update(&mut pf, ClientConnState::new(endpoints, Some(cfg)))
+                .unwrap();
+            let order: Vec<String> = pf.list.iter().map(|a| a.addr.clone()).collect();
+            for pair in order.chunks(2) {
+                assert!(
+                    pair[0].ends_with(".1:1") && pair[1] == pair[0].replace(".1:1", ".2:1"),
+                    "{order:?}"
+                );
+            }
+            orders.insert(order);
+        }
+        assert!(orders.len() > 5, "endpoints are shuffled: {orders:?}");
+    }
+
+    #[test]
+    fn an_update_with_no_addresses_ends_sticky_transient_failure() {
+        use crate::balancer::testing::TestClientConn;
+        let mut cc = TestClientConn::new();
+        let mut pf = PickFirst::default();
+        cc.update_addresses(&mut pf, ["127.0.0.1:1"]).unwrap();
+        let sc = cc.connects()[0];
+        cc.set_state(&mut pf, sc, ConnectivityState::Connecting);
+        cc.set_state(&mut pf, sc, ConnectivityState::TransientFailure);
+        assert_eq!(cc.state(), Some(ConnectivityState::TransientFailure));
+        assert!(cc.update_addresses(&mut pf, []).is_err());
+        cc.update_addresses(&mut pf, ["127.0.0.2:1"]).unwrap();
+        assert_eq!(cc.state(), Some(ConnectivityState::Connecting));
+    }
+
+    /// A connection made and lost before it was READY (say, before its
+    /// first health verdict): the subchannel goes CONNECTING -> IDLE, and
+    /// pick_first goes IDLE (gRPC-Go), the other attempts stopped, so that
+    /// its parent (or the next pick) reconnects it. Ignoring it left the
+    /// policy CONNECTING for good.
+    #[test]
+    fn a_connection_lost_while_connecting_makes_the_policy_idle() {
+        use crate::balancer::testing::TestClientConn;
+        let mut cc = TestClientConn::new();
+        let mut pf = PickFirst::default();
+        cc.update_addresses(&mut pf, ["127.0.0.1:1", "127.0.0.2:1"])
+            .unwrap();
+        let a = cc.connects()[0];
+        cc.set_state(&mut pf, a, ConnectivityState::Connecting);
+        cc.set_state(&mut pf, a, ConnectivityState::Idle);
+        assert_eq!(cc.state(), Some(ConnectivityState::Idle));
+        assert_eq!(pf.entries.len(), 1, "the other attempts stop");
+        let connects = cc.connects().len();
+        pf.exit_idle(&mut cc);
+        assert_eq!(cc.state(), Some(ConnectivityState::Connecting));
+        assert_eq!(cc.connects().len(), connects + 1);
     }
 }

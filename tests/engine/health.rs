@@ -363,3 +363,20 @@ fn health_reports_are_refused_where_they_cannot_count() {
         Err(Error::Closed)
     ));
 }
+
+/// The transport comes up but drops before the first health verdict (the
+/// subchannel goes CONNECTING -> IDLE): as gRPC-Go's pick_first, the
+/// endpoint's child goes IDLE and round_robin reconnects it, instead of
+/// staying CONNECTING with RPCs queued for good.
+#[test]
+fn a_connection_lost_before_its_first_health_verdict_is_made_again() {
+    let (_rt, ch, script, _log) = setup(RR_HEALTH);
+    send(&ch, &script, TransportEvent::Ready);
+    send(&ch, &script, TransportEvent::Lost("reset".into()));
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while script.lock().unwrap().connects < 2 {
+        assert!(Instant::now() < deadline, "never reconnected");
+        std::thread::sleep(Duration::from_millis(10));
+        ch.sync().unwrap();
+    }
+}
