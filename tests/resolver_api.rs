@@ -481,3 +481,63 @@ fn a_config_the_resolver_stops_sending_gives_way_to_the_default() {
     );
     assert_eq!(echo(&mut r).unwrap(), b0.port());
 }
+
+/// A resolver's invalid first config (no good one before it): the channel
+/// asks the resolver to resolve again, as gRPC-Go's bad-state answer makes
+/// a polling resolver do; one that waits to be asked would otherwise leave
+/// the channel failing for good.
+#[test]
+fn an_invalid_first_config_asks_for_re_resolution() {
+    let seen = Arc::new(Seen::default());
+    resolver::register(Arc::new(Pushed("badfirstcfg", seen.clone())));
+    let rt = Runtime::new().unwrap();
+    let ch = Channel::new(&rt, "badfirstcfg:x", None, insecure()).unwrap();
+    ch.connect().unwrap();
+    ch.sync().unwrap();
+    let before = seen.resolve_now.load(Ordering::SeqCst);
+    seen.cc()
+        .update(ResolverState {
+            endpoints: vec![Endpoint::from(Address::new("127.0.0.1:1"))],
+            service_config: Some(r#"{"loadBalancingConfig":[{"nope":{}}]}"#.into()),
+        })
+        .unwrap();
+    ch.sync().unwrap();
+    assert_eq!(ch.state(), ConnectivityState::TransientFailure);
+    assert!(seen.resolve_now.load(Ordering::SeqCst) > before);
+}
+
+/// An invalid first config, then an update with none at all: the channel's
+/// default config applies (a resolver result without a config means the
+/// default), so a bad TXT record removed brings the channel back.
+#[test]
+fn an_update_without_a_config_after_an_invalid_one_brings_the_default_back() {
+    let seen = Arc::new(Seen::default());
+    resolver::register(Arc::new(Pushed("badthennone", seen.clone())));
+    let b0 = backend();
+    let rt = Runtime::new().unwrap();
+    let ch = Channel::new(&rt, "badthennone:x", None, insecure()).unwrap();
+    ch.connect().unwrap();
+    ch.sync().unwrap();
+    seen.cc()
+        .update(ResolverState {
+            endpoints: endpoints(&[&b0]),
+            service_config: Some(r#"{"loadBalancingConfig":[{"nope":{}}]}"#.into()),
+        })
+        .unwrap();
+    ch.sync().unwrap();
+    assert_eq!(ch.state(), ConnectivityState::TransientFailure);
+    seen.cc()
+        .update(ResolverState {
+            endpoints: endpoints(&[&b0]),
+            service_config: None,
+        })
+        .unwrap();
+    ch.sync().unwrap();
+    let mut r = ch.reader();
+    let options = CallOptions {
+        deadline: Some(Instant::now() + Duration::from_secs(5)),
+        wait_for_ready: true,
+        ..Default::default()
+    };
+    assert!(r.unary("/echo.Echo/Unary", b"r", &options).is_ok());
+}

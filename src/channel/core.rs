@@ -278,7 +278,11 @@ impl ChannelCore {
         // The method settings of the default config do not apply either.
         self.out.shared.methods.publish(Default::default());
         self.config_error = Some(format!("invalid service config from the resolver: {error}"));
+        // Ask the resolver again (gRPC-Go tells it the state was bad, and a
+        // polling resolver re-resolves with backoff), or a resolver that
+        // waits to be asked would leave the channel failing.
         self.update_endpoints(endpoints, env);
+        self.resolution.resolve_now();
     }
 
     /// Client-side health checking (gRFC A17) is on when the service config

@@ -49,6 +49,10 @@ pub(crate) struct ResolverWrapper {
     /// A resolver update has brought a valid config (or none, keeping the
     /// channel's own) before: an invalid one keeps that one.
     had_good: bool,
+    /// The channel is failing with the resolver's invalid config (no good
+    /// one before it): the next update without a config brings the
+    /// default back.
+    failing: bool,
     /// What the channel asks of its resolvers.
     options: ResolverOptions,
 }
@@ -74,6 +78,7 @@ impl ResolverWrapper {
             closed: Arc::new(AtomicBool::new(false)),
             last_config: None,
             had_good: false,
+            failing: false,
             options: ResolverOptions::default(),
         }
     }
@@ -120,11 +125,14 @@ impl ResolverWrapper {
         config: Option<ResolvedConfig>,
         channel: ChannelId,
     ) -> ConfigChoice {
+        let failing = std::mem::take(&mut self.failing);
         let Some(config) = config else {
-            // The channel's own (default) config, a good one.
+            // The channel's own (default) config, a good one: back in force
+            // after the resolver's own config, or after its invalid one.
             self.had_good = true;
             return match self.last_config.take() {
                 Some(_) => ConfigChoice::Default,
+                None if failing => ConfigChoice::Default,
                 None => ConfigChoice::Keep,
             };
         };
@@ -145,7 +153,10 @@ impl ResolverWrapper {
                 );
                 ConfigChoice::Keep
             }
-            Err(e) => ConfigChoice::Invalid(e),
+            Err(e) => {
+                self.failing = true;
+                ConfigChoice::Invalid(e)
+            }
         }
     }
 
