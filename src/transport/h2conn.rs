@@ -53,6 +53,10 @@ struct KeepaliveState {
     cfg: Keepalive,
     next_check: Instant,
     ping_deadline: Option<Instant>,
+    /// When bytes last came in (as the loop noticed them): a ping is due
+    /// `time` after it, and any read answers an outstanding ping (gRFC A8,
+    /// as gRPC-Go reads it).
+    last_read: Instant,
 }
 
 /// Cloneable, `Send + Sync` entry point RPC threads use to start streams.
@@ -440,10 +444,12 @@ impl Connection {
                     self.ready = true;
                     self.events.push_back(Progress::Ready);
                     if let Some(cfg) = self.keepalive_cfg {
+                        let now = Instant::now();
                         self.keepalive = Some(KeepaliveState {
                             cfg,
-                            next_check: Instant::now() + cfg.time,
+                            next_check: now + cfg.time,
                             ping_deadline: None,
+                            last_read: now,
                         });
                     }
                 }
@@ -476,13 +482,14 @@ impl Connection {
             }
         }
         if let Some(ka) = self.keepalive.as_mut() {
+            if self.flags.activity.swap(false, Ordering::Relaxed) {
+                ka.last_read = Instant::now();
+            }
             if ka.ping_deadline.is_some() {
                 let State::Open { pings, .. } = &mut self.state else {
                     return;
                 };
                 if let Poll::Ready(Ok(_)) = pings.poll_pong(cx) {
-                    // Reading the PONG itself is not "activity".
-                    self.flags.activity.store(false, Ordering::Relaxed);
                     ka.ping_deadline = None;
                     ka.next_check = Instant::now() + ka.cfg.time;
                 }
@@ -513,7 +520,17 @@ impl Connection {
         let Some(ka) = self.keepalive.as_mut() else {
             return;
         };
+        if self.flags.activity.swap(false, Ordering::Relaxed) {
+            ka.last_read = now;
+        }
         if let Some(deadline) = ka.ping_deadline {
+            // Bytes came in after the ping went out: the peer is alive,
+            // whether or not the ack is among them.
+            if ka.last_read + ka.cfg.timeout > deadline {
+                ka.ping_deadline = None;
+                ka.next_check = ka.last_read + ka.cfg.time;
+                return;
+            }
             if now >= deadline {
                 // Fail the streams through the io layer, then report.
                 self.flags.abort.store(true, Ordering::Relaxed);
@@ -528,10 +545,12 @@ impl Connection {
         if now < ka.next_check {
             return;
         }
-        // Bytes arrived since the last check: the peer is alive, no ping.
-        if self.flags.activity.swap(false, Ordering::Relaxed)
-            || (inflight == 0 && !ka.cfg.permit_without_calls)
-        {
+        // Bytes came in less than `time` ago: a ping is due `time` after them.
+        if now < ka.last_read + ka.cfg.time {
+            ka.next_check = ka.last_read + ka.cfg.time;
+            return;
+        }
+        if inflight == 0 && !ka.cfg.permit_without_calls {
             ka.next_check = now + ka.cfg.time;
             return;
         }

@@ -770,6 +770,76 @@ fn calm_down_server() -> (SocketAddr, JoinHandle<()>) {
     (addr, t)
 }
 
+/// A hand-rolled HTTP/2 peer that acks the first PING (the readiness
+/// check) and no other, but keeps talking: a WINDOW_UPDATE on the
+/// connection every 30 ms, until the client goes away.
+fn chatty_peer_that_acks_no_keepalive() -> (SocketAddr, JoinHandle<()>) {
+    use std::io::{Read, Write};
+    let l = std::net::TcpListener::bind(localhost()).unwrap();
+    let addr = l.local_addr().unwrap();
+    let t = thread::spawn(move || {
+        let (mut s, _) = l.accept().unwrap();
+        let frame = |ty: u8, flags: u8, payload: &[u8]| {
+            let mut f = (payload.len() as u32).to_be_bytes()[1..].to_vec();
+            f.extend([ty, flags, 0, 0, 0, 0]);
+            f.extend_from_slice(payload);
+            f
+        };
+        let mut preface = [0u8; 24];
+        s.read_exact(&mut preface).unwrap();
+        s.write_all(&frame(4, 0, &[])).unwrap();
+        let mut writer = s.try_clone().unwrap();
+        let talker = thread::spawn(move || {
+            for _ in 0..70 {
+                thread::sleep(Duration::from_millis(30));
+                if writer.write_all(&frame(8, 0, &[0, 0, 0, 1])).is_err() {
+                    return;
+                }
+            }
+        });
+        let mut acked = false;
+        loop {
+            let mut hdr = [0u8; 9];
+            if s.read_exact(&mut hdr).is_err() {
+                break;
+            }
+            let len = u32::from_be_bytes([0, hdr[0], hdr[1], hdr[2]]) as usize;
+            let mut payload = vec![0u8; len];
+            if s.read_exact(&mut payload).is_err() {
+                break;
+            }
+            let ack = |flags: u8| frame(hdr[3], flags, &payload);
+            match (hdr[3], hdr[4] & 1) {
+                (4, 0) => s.write_all(&frame(4, 1, &[])).unwrap(),
+                (6, 0) if !acked => {
+                    acked = true;
+                    s.write_all(&ack(1)).unwrap();
+                }
+                _ => {}
+            }
+        }
+        talker.join().unwrap();
+    });
+    (addr, t)
+}
+
+/// gRFC A8 as gRPC-Go reads it: bytes from the peer after a keepalive
+/// PING went out show it alive, ack or not: the connection is not dropped
+/// at the PING's timeout while the peer keeps talking.
+#[test]
+#[cfg_attr(miri, ignore = "real sockets: Miri has no network")]
+fn keepalive_takes_any_bytes_from_the_peer_as_an_answer() {
+    let (addr, srv) = chatty_peer_that_acks_no_keepalive();
+    let mut d = Driver::start(&Target::Tcp(addr), &keepalive_cfg(20, 150, true)).unwrap();
+    assert_eq!(d.next(SOON), Some(Progress::Ready));
+    // The peer is quiet for longer than `time` (20 ms), so pings go out;
+    // none is acked, but bytes come well within every ping's 150 ms timeout.
+    assert_eq!(d.next(Duration::from_millis(500)), None);
+    d.conn.close(d.poll.registry());
+    drop(d);
+    srv.join().unwrap();
+}
+
 #[test]
 #[cfg_attr(miri, ignore = "real sockets: Miri has no network")]
 fn too_many_pings_goaway_is_flagged() {
