@@ -45,6 +45,16 @@ pub trait Builder: Send + Sync {
     fn parse_config(&self, _config: &serde_json::Value) -> Result<Option<LbConfig>, String> {
         Ok(None)
     }
+
+    /// Whether the channel health-checks the subchannels of this policy
+    /// (with `config`, what `parse_config` made) when the service config
+    /// has `healthCheckConfig` (gRFC A17). A policy opts in, as gRPC's do:
+    /// those that balance over endpoints with a pick_first each
+    /// (round_robin and the like, A61) say yes; pick_first itself, at the
+    /// top, never health-checks; a parent asks its child. Default: no.
+    fn health_checks(&self, _config: Option<&LbConfig>) -> bool {
+        false
+    }
 }
 
 /// The resolver's output as a policy receives it.

@@ -286,14 +286,19 @@ impl ChannelCore {
     }
 
     /// Client-side health checking (gRFC A17) is on when the service config
-    /// has `healthCheckConfig`, except under a top-level pick_first, which
-    /// never health-checks (A17; A61 only enables it for pick_first as a
-    /// child, e.g. under round_robin).
+    /// has `healthCheckConfig` and its policy opts in
+    /// (`Builder::health_checks`): not a top-level pick_first, which never
+    /// health-checks (A17; A61 enables it for pick_first as a child, e.g.
+    /// under round_robin), nor a policy that does not say it wants it.
     fn configure_health(&mut self, env: &mut LoopContext) {
-        let service = if self.config.policy.name().eq_ignore_ascii_case("pick_first") {
-            None
-        } else {
+        let wanted = self
+            .config
+            .policy
+            .health_checks(self.config.policy_config.as_ref());
+        let service = if wanted {
             self.config.health_check_service.as_deref()
+        } else {
+            None
         };
         self.subs.configure_health(service, env);
     }

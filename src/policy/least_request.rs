@@ -101,6 +101,11 @@ impl Builder for LeastRequestBuilder {
             choice_count: parse_choice_count(config)?,
         })))
     }
+
+    fn health_checks(&self, _config: Option<&LbConfig>) -> bool {
+        // Its endpoints' pick_first children use health (A61).
+        true
+    }
 }
 
 /// Counters per allocation: endpoints' counters sit side by side in

@@ -164,6 +164,13 @@ impl Builder for OutlierDetectionBuilder {
     fn parse_config(&self, config: &Value) -> Result<Option<LbConfig>, String> {
         Ok(Some(Arc::new(parse(config)?)))
     }
+
+    fn health_checks(&self, config: Option<&LbConfig>) -> bool {
+        // As the child it wraps.
+        config
+            .and_then(|c| c.downcast_ref::<OutlierDetectionConfig>())
+            .is_some_and(|c| c.child_policy.health_checks(c.child_config.as_ref()))
+    }
 }
 
 fn parse(config: &Value) -> Result<OutlierDetectionConfig, String> {

@@ -39,6 +39,11 @@ impl Builder for RandomBuilder {
         }
         Ok(None)
     }
+
+    fn health_checks(&self, _config: Option<&LbConfig>) -> bool {
+        // Its endpoints' pick_first children use health (A61).
+        true
+    }
 }
 
 /// The policy's side of `ReadyEndpoints`: nothing to keep but the picker.

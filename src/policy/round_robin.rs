@@ -25,6 +25,11 @@ impl Builder for RoundRobinBuilder {
     fn build(&self) -> Box<dyn Balancer> {
         Box::new(RoundRobin::default())
     }
+
+    fn health_checks(&self, _config: Option<&crate::balancer::LbConfig>) -> bool {
+        // Its endpoints' pick_first children use health (A61).
+        true
+    }
 }
 
 /// One pickable child: its subchannel when the child's picker is that simple

@@ -150,6 +150,27 @@ fn top_level_pick_first_turns_health_checking_off() {
     );
 }
 
+/// A policy opts in to health checking (as gRPC's do): outlier detection
+/// as its child does, so over pick_first it never health-checks, and over
+/// round_robin it does.
+#[test]
+fn outlier_detection_health_checks_as_its_child_does() {
+    let od = |child: &str| {
+        format!(
+            r#"{{"loadBalancingConfig":[{{"outlier_detection_experimental":
+                {{"childPolicy":[{{"{child}":{{}}}}]}}}}],
+                "healthCheckConfig":{{"serviceName":"svc"}}}}"#
+        )
+    };
+    let (_rt, ch, script, log) = setup(&od("pick_first"));
+    send(&ch, &script, TransportEvent::Ready);
+    assert_eq!(*log.lock().unwrap(), [(Connecting, None), (Ready, None)]);
+    assert!(script.lock().unwrap().health.is_empty());
+    let (_rt, ch, script, _log) = setup(&od("round_robin"));
+    send(&ch, &script, TransportEvent::Ready);
+    assert_eq!(script.lock().unwrap().health, [Some("svc".to_string())]);
+}
+
 /// The subchannel, not the connector, owns the health stream's retries: a
 /// stream that ends without a status is TRANSIENT_FAILURE and re-opened
 /// after the backoff; UNIMPLEMENTED is healthy and never re-opened.

@@ -181,6 +181,11 @@ impl Builder for RingHashBuilder {
             request_hash_header: request_hash_header(config)?,
         })))
     }
+
+    fn health_checks(&self, _config: Option<&LbConfig>) -> bool {
+        // Its endpoints' pick_first children use health (A61).
+        true
+    }
 }
 
 /// One endpoint (deduplicated by its child's key).

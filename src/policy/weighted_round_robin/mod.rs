@@ -68,6 +68,11 @@ impl Builder for WeightedRoundRobinBuilder {
     fn parse_config(&self, config: &serde_json::Value) -> Result<Option<LbConfig>, String> {
         Ok(Some(Arc::new(WrrConfig::parse(config)?)))
     }
+
+    fn health_checks(&self, _config: Option<&LbConfig>) -> bool {
+        // Its endpoints' pick_first children use health (A61).
+        true
+    }
 }
 
 /// One endpoint's weight bookkeeping.
