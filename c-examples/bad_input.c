@@ -154,6 +154,8 @@ static void bad_calls(sy_runtime *rt, sy_channel *host_ch) {
   EXPECT(sy_call_unary(r, "no-slash", 8, NULL, 0, NULL, &resp), SY_INVALID_ARGUMENT);
   EXPECT(sy_call_unary(r, "/", 1, NULL, 0, NULL, &resp), SY_INVALID_ARGUMENT);
   EXPECT(sy_call_unary(r, "/a/b c", 6, NULL, 0, NULL, &resp), SY_INVALID_ARGUMENT);
+  EXPECT(sy_call_unary(r, "/a\x7f", 3, NULL, 0, NULL, &resp), SY_INVALID_ARGUMENT);
+  EXPECT(sy_call_unary(r, "/a?b", 4, NULL, 0, NULL, &resp), SY_INVALID_ARGUMENT);
   EXPECT(sy_call_unary(r, "/a/b", 1, NULL, 0, NULL, &resp), SY_INVALID_ARGUMENT); /* "/" */
   EXPECT(sy_call_unary(r, "/a/b", huge, NULL, 0, NULL, &resp), SY_INVALID_ARGUMENT);
   EXPECT(sy_call_unary(r, "/a/b", 4, NULL, 5, NULL, &resp), SY_NULL_PARAMETER);

@@ -17,6 +17,8 @@ typedef struct picker_ctx {
 } picker_ctx;
 
 static int builds, closes, pickers_freed, pickers_made, dones, unavailable_dones, bad_dones;
+/* SHUTDOWN callbacks: in all, after close (never), and any id heard twice. */
+static int shutdowns, shutdowns_after_close, shutdown_twice, shut_by_policy;
 static sy_cc *saved_cc; /* kept only to show that using it later is refused */
 static pthread_mutex_t counters_mu = PTHREAD_MUTEX_INITIALIZER;
 
@@ -113,13 +115,37 @@ static void subchannel_state(void *balancer, sy_cc *cc, uint64_t id, uint32_t st
   size_t i;
   (void)error;
   for (i = 0; i < p->n; i++) {
-    if (p->ids[i] == id) p->states[i] = state;
+    if (p->ids[i] != id) continue;
+    if (state == SY_STATE_SHUTDOWN) {
+      bump(&shutdowns);
+      if (p->states[i] == SY_STATE_SHUTDOWN) bump(&shutdown_twice);
+    }
+    p->states[i] = state;
+  }
+  if (read_counter(&closes) > 0) bump(&shutdowns_after_close);
+  if (state == SY_STATE_TRANSIENT_FAILURE) {
+    /* This toy policy drops a failed subchannel: from then on its id is
+     * refused (a picker could otherwise hand out a closed transport). */
+    sy_picker pk;
+    memset(&pk, 0, sizeof pk);
+    pk.pick = rr_pick;
+    pk.subchannels = &id;
+    pk.subchannels_len = 1;
+    OK(sy_cc_shutdown_subconn(cc, id));
+    CHECK_STATUS(sy_cc_shutdown_subconn(cc, id), SY_NOT_FOUND);
+    CHECK_STATUS(sy_cc_connect(cc, id), SY_NOT_FOUND);
+    CHECK_STATUS(sy_cc_update_state(cc, SY_STATE_READY, &pk), SY_NOT_FOUND);
+    bump(&shut_by_policy);
   }
   if (state != SY_STATE_SHUTDOWN) publish(p, cc);
 }
 
 static void close_policy(void *balancer, sy_cc *cc) {
+  policy *p = (policy *)balancer;
+  size_t i;
   (void)cc;
+  /* Every subchannel heard SHUTDOWN before close. */
+  for (i = 0; i < p->n; i++) CHECK(p->states[i] == SY_STATE_SHUTDOWN);
   free(balancer);
   bump(&closes);
 }
@@ -195,12 +221,24 @@ int main(void) {
   CHECK(read_counter(&unavailable_dones) == 500);
   CHECK(read_counter(&bad_dones) == 0);
 
+  /* The policy shuts a failed subchannel down; its SHUTDOWN comes once. */
+  OK(sy_channel_report_subconn_state(ch, host_id(&h, addrs[1]), SY_STATE_TRANSIENT_FAILURE,
+                                     "refused"));
+  OK(sy_channel_sync(ch));
+  OK(sy_channel_sync(ch));
+  CHECK(read_counter(&shut_by_policy) == 1);
+  CHECK(read_counter(&shutdowns) == 1);
+
   /* sy_cc outside a callback is refused, not undefined. */
   CHECK_STATUS(sy_cc_resolve_now(saved_cc), SY_WRONG_CONTEXT);
   CHECK_STATUS(sy_cc_resolve_now(NULL), SY_NULL_PARAMETER);
 
   sy_channel_free(ch);
   CHECK(read_counter(&closes) == 1);
+  /* The other two heard SHUTDOWN as the channel closed, before close. */
+  CHECK(read_counter(&shutdowns) == 3);
+  CHECK(read_counter(&shutdown_twice) == 0);
+  CHECK(read_counter(&shutdowns_after_close) == 0);
   sy_reader_free(reader);
   sy_runtime_free(rt);
   /* Every published picker freed once nothing could reach it. */

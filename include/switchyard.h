@@ -1513,7 +1513,8 @@ typedef struct sy_balancer_callbacks {
   /**
    * Required: one of this balancer's subchannels changed state (a
    * `sy_state`; `error` is NUL-terminated or NULL). SHUTDOWN comes exactly
-   * once, after `sy_cc_shutdown_subconn` or when the channel closes.
+   * once per subchannel: after `sy_cc_shutdown_subconn`, or, for those
+   * still open, just before `close`.
    */
   void (*subchannel_state)(void *balancer,
                            struct sy_cc *cc,
@@ -1830,7 +1831,10 @@ sy_status sy_channel_report_resolver_error(const struct sy_channel *ch, const ch
 /**
  * The handle a C resolver pushes through. Opaque; owned by the library.
  * Valid from the `build` callback that receives it until the resolver's
- * `close` callback returns; calls after that get SY_CLOSED.
+ * `close` callback returns. A call after that uses a retired handle: it
+ * gets SY_CLOSED while the handle sits in the library's bounded quarantine
+ * of freed handles (as a second free of a channel does), and is undefined
+ * after, like any use after free.
  */
 typedef struct sy_resolver_cc sy_resolver_cc;
 
@@ -1899,7 +1903,7 @@ typedef struct sy_resolver_vtable {
    * Optional: the channel is done with the resolver. Stop pushing and
    * free the resolver; make sure no `sy_resolver_cc_*` call on its `cc`
    * is still running when this returns (join the resolver's threads):
-   * the `cc` is invalid from then on (calls get SY_CLOSED).
+   * the `cc` is invalid from then on (see `sy_resolver_cc`).
    */
   sy_resolver_fn close;
   /**

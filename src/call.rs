@@ -111,8 +111,30 @@ fn check_metadata_key(key: &str) -> Result<(), String> {
 /// A call's metadata check as the status `Reader::unary` fails with:
 /// INTERNAL, as gRPC clients fail a call whose metadata they cannot send.
 /// Nothing was picked, so the policy hears nothing of it.
-fn metadata_status(metadata: &[(String, String)]) -> Result<(), Status> {
-    check_metadata(metadata).map_err(|m| Status::new(Code::Internal, m))
+/// Whether `method` can be a call's path: "/package.Service/Method" as
+/// HTTP/2 can carry it (a URI path of printable ASCII: no spaces, controls,
+/// `?` or `#`). The
+/// C ABI's argument check and both Rust call paths use this one function,
+/// before anything is picked.
+pub fn check_method(method: &str) -> Result<(), String> {
+    let bad = || format!("method {method:?} is not a gRPC path (\"/package.Service/Method\")");
+    if !method.starts_with('/')
+        || method.len() < 2
+        || method.contains(['?', '#'])
+        || !method.bytes().all(|b| b.is_ascii_graphic())
+    {
+        return Err(bad());
+    }
+    http::uri::PathAndQuery::try_from(method).map_err(|_| bad())?;
+    Ok(())
+}
+
+/// What a blocking call fails with before picking: INTERNAL for a method or
+/// metadata that cannot be sent.
+fn request_status(method: &str, metadata: &[(String, String)]) -> Result<(), Status> {
+    check_method(method)
+        .and_then(|()| check_metadata(metadata))
+        .map_err(|m| Status::new(Code::Internal, m))
 }
 
 /// One call's way through picks, attempts, the policy's done hook and one
@@ -318,8 +340,9 @@ fn not_managed() -> &'static str {
 
 impl Reader {
     /// One blocking unary call: returns the response message, headers and
-    /// trailers, or the call's gRPC status. Metadata that cannot be sent
-    /// ([`check_metadata`]) fails with INTERNAL before anything is picked.
+    /// trailers, or the call's gRPC status. A method or metadata that cannot
+    /// be sent ([`check_method`], [`check_metadata`]) fails with INTERNAL
+    /// before anything is picked.
     pub fn unary(
         &mut self,
         method: &str,
@@ -329,7 +352,7 @@ impl Reader {
         if !self.is_managed() {
             return Err(Status::new(Code::Unimplemented, not_managed()));
         }
-        metadata_status(options.metadata)?;
+        request_status(method, options.metadata)?;
         let set = settings(self.method_config(method), request.len(), options)?;
         if let Some(status) = expired(set.deadline) {
             return Err(status);
@@ -619,8 +642,9 @@ impl Channel {
     /// call still running with CANCELLED "the channel is closed" and returns
     /// once every `on_done` has returned (unless called from inside one).
     ///
-    /// Errors (then `on_done` never runs): `InvalidArgument` for metadata
-    /// that cannot be sent ([`check_metadata`]) or a channel whose transports
+    /// Errors (then `on_done` never runs): `InvalidArgument` for a method
+    /// or metadata that cannot be sent ([`check_method`],
+    /// [`check_metadata`]) or a channel whose transports
     /// belong to the host, `Closed`, `Io` if the dispatch thread cannot start.
     pub fn unary_start(
         &self,
@@ -633,7 +657,9 @@ impl Channel {
         if !shared.managed {
             return Err(Error::InvalidArgument(not_managed().into()));
         }
-        check_metadata(options.metadata).map_err(Error::InvalidArgument)?;
+        check_method(method)
+            .and_then(|()| check_metadata(options.metadata))
+            .map_err(Error::InvalidArgument)?;
         if self.is_closed() {
             return Err(Error::Closed);
         }
@@ -1017,7 +1043,20 @@ impl StartedCalls for Calls {
 
 #[cfg(test)]
 mod tests {
-    use super::check_metadata;
+    use super::{check_metadata, check_method};
+
+    #[test]
+    fn a_method_is_a_uri_path_of_two_parts_or_more() {
+        for ok in ["/echo.Echo/Unary", "/a/b", "/a", "/pkg.v1.S/M-x_y~z"] {
+            assert_eq!(check_method(ok), Ok(()), "{ok}");
+        }
+        for bad in [
+            "", "/", "no-slash", "/a b", "/a\u{7f}", "/a?b", "/a#b", "/a\nb", "/\u{e9}",
+        ] {
+            let e = check_method(bad).expect_err(bad);
+            assert!(e.contains("not a gRPC path"), "{bad}: {e}");
+        }
+    }
 
     fn check(key: &str, value: &str) -> Result<(), String> {
         check_metadata(&[("x-fine".into(), "1".into()), (key.into(), value.into())])

@@ -454,7 +454,7 @@ pub use balancer::{
     Balancer, Builder, ClientConn, ClientConnState, LbConfig, LoadReportListener, OobListenerId,
     SubConnState, TimerToken, WorkScheduler,
 };
-pub use call::{check_metadata, CallHandle, CallOptions, CallResult};
+pub use call::{check_metadata, check_method, CallHandle, CallOptions, CallResult};
 pub use channel::{Channel, ChannelOptions, StateCallback, SubConnCallback};
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use connector::managed::ManagedConnector;

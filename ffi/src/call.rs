@@ -264,11 +264,7 @@ unsafe fn call_args(
     // SAFETY: `method_len` readable bytes per the contract; a length no
     // object can have is refused first.
     let method = unsafe { str_slice_arg(method.cast(), method_len, "method") }?;
-    if !method.starts_with('/') || method.len() < 2 || method.bytes().any(|b| b <= b' ') {
-        return Err(Error::invalid(format!(
-            "method {method:?} is not a gRPC path (\"/package.Service/Method\")"
-        )));
-    }
+    switchyard::check_method(method).map_err(Error::invalid)?;
     if request_len > u32::MAX as usize {
         return Err(Error::invalid(format!(
             "request_len {request_len} exceeds a gRPC message's 4 GiB limit (a negative number?)"

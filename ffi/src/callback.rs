@@ -168,9 +168,16 @@ impl CHost {
             return false;
         };
         let addr = c_text(sc.addr());
-        let service = service.map(c_text);
+        // All of the name, with its length: one holding a NUL must not reach
+        // the host as a shorter name ("" would be the whole server's health).
+        let service = service.map(|s| {
+            let mut v = Vec::with_capacity(s.len() + 1);
+            v.extend_from_slice(s.as_bytes());
+            v.push(0);
+            v
+        });
         let (svc_ptr, svc_len) = match &service {
-            Some(s) => (s.as_ptr().cast(), s.len().saturating_sub(1)),
+            Some(s) => (s.as_ptr().cast(), s.len() - 1),
             None => (std::ptr::null(), 0),
         };
         // SAFETY: the host's callback with its own ctx; `addr` and `service`

@@ -491,7 +491,7 @@ pub extern "C" fn sy_channel_options_set_authority(
         let o = options_mut(opts)?;
         // SAFETY: NUL-terminated per the contract.
         let a = unsafe { str_arg(authority, "authority") }?;
-        if !a.is_empty() && (a.contains(',') || http_authority_invalid(a)) {
+        if !a.is_empty() && !switchyard::resolver::valid_authority(a) {
             return Err(Error::invalid(format!(
                 "\"{a}\" is not a valid :authority (host[:port])"
             )));
@@ -499,11 +499,6 @@ pub extern "C" fn sy_channel_options_set_authority(
         o.authority = (!a.is_empty()).then(|| a.to_string());
         Ok(())
     })
-}
-
-fn http_authority_invalid(a: &str) -> bool {
-    a.chars()
-        .any(|c| c.is_whitespace() || c.is_control() || "/?#@\\\"".contains(c))
 }
 
 /// A channel starts IDLE (resolving nothing, connecting nowhere) and leaves

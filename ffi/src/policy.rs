@@ -40,6 +40,9 @@ pub struct sy_cc {
     cc: Cell<Option<NonNull<dyn ClientConn + 'static>>>,
     busy: Cell<bool>,
     subconns: RefCell<HashMap<u64, Arc<SubConn>>>,
+    /// Of `subconns`, those shut down whose SHUTDOWN has not come yet:
+    /// refused as unknown meanwhile (a picker must not hand them out).
+    shut: RefCell<std::collections::HashSet<u64>>,
     /// The latest address list, for `sy_cc_new_subconn`'s index.
     addresses: RefCell<Vec<Address>>,
 }
@@ -209,7 +212,8 @@ pub struct sy_balancer_callbacks {
     >,
     /// Required: one of this balancer's subchannels changed state (a
     /// `sy_state`; `error` is NUL-terminated or NULL). SHUTDOWN comes exactly
-    /// once, after `sy_cc_shutdown_subconn` or when the channel closes.
+    /// once per subchannel: after `sy_cc_shutdown_subconn`, or, for those
+    /// still open, just before `close`.
     pub subchannel_state: Option<
         unsafe extern "C" fn(
             balancer: *mut c_void,
@@ -272,6 +276,7 @@ impl Builder for CBuilder {
                 cc: Cell::new(None),
                 busy: Cell::new(false),
                 subconns: RefCell::new(HashMap::new()),
+                shut: RefCell::new(Default::default()),
                 addresses: RefCell::new(Vec::new()),
             }),
             closed: false,
@@ -367,6 +372,9 @@ impl Balancer for CBalancer {
         sc: SubConnId,
         state: &SubConnState,
     ) {
+        if self.closed {
+            return;
+        }
         if let Some(f) = self.cbs.subchannel_state {
             let text = state.error.as_deref().map(c_text);
             let err = text.as_ref().map_or(ptr::null(), |t| t.as_ptr().cast());
@@ -377,6 +385,7 @@ impl Balancer for CBalancer {
         }
         if state.state == ConnectivityState::Shutdown {
             self.cc.subconns.borrow_mut().remove(&sc.0);
+            self.cc.shut.borrow_mut().remove(&sc.0);
         }
     }
 
@@ -392,6 +401,15 @@ impl Balancer for CBalancer {
         if self.closed {
             return;
         }
+        // Its subchannels still open go with it: each one's SHUTDOWN first.
+        for id in self.open_subconns() {
+            if let Some(f) = self.cbs.subchannel_state {
+                let ctx = self.ctx;
+                let s = ConnectivityState::Shutdown as u32;
+                // SAFETY: the policy's callback.
+                self.with_cc(cc, |sycc| unsafe { f(ctx, sycc, id, s, ptr::null()) });
+            }
+        }
         self.closed = true;
         if let Some(f) = self.cbs.close {
             let ctx = self.ctx;
@@ -401,11 +419,36 @@ impl Balancer for CBalancer {
     }
 }
 
+impl CBalancer {
+    /// Its subchannels whose SHUTDOWN has not come, in id order; forgotten.
+    fn open_subconns(&mut self) -> Vec<u64> {
+        let mut ids: Vec<u64> = self
+            .cc
+            .subconns
+            .borrow_mut()
+            .drain()
+            .map(|(id, _)| id)
+            .collect();
+        self.cc.shut.borrow_mut().clear();
+        ids.sort_unstable();
+        ids
+    }
+}
+
 impl Drop for CBalancer {
     /// A balancer dropped without `close` (its channel failed) still gets its
-    /// close callback, with a `sy_cc` that refuses every call.
+    /// subchannels' SHUTDOWN and its close callback, with a `sy_cc` that
+    /// refuses every call.
     fn drop(&mut self) {
         if !self.closed {
+            let sycc = (&*self.cc as *const sy_cc).cast_mut();
+            for id in self.open_subconns() {
+                if let Some(f) = self.cbs.subchannel_state {
+                    let s = ConnectivityState::Shutdown as u32;
+                    // SAFETY: the policy's callback.
+                    in_callback(|| unsafe { f(self.ctx, sycc, id, s, ptr::null()) });
+                }
+            }
             self.closed = true;
             if let Some(f) = self.cbs.close {
                 let sycc = (&*self.cc as *const sy_cc).cast_mut();
@@ -540,8 +583,14 @@ pub extern "C" fn sy_cc_new_subconn(
     })
 }
 
-/// The subchannel `id` of this balancer, or SY_NOT_FOUND.
+/// The subchannel `id` of this balancer, not shut down, or SY_NOT_FOUND.
 fn known(sycc: &sy_cc, id: u64) -> Result<Arc<SubConn>, Error> {
+    if sycc.shut.borrow().contains(&id) {
+        return Err(Error::new(
+            sy_status::SY_NOT_FOUND,
+            format!("subchannel {id} is shut down"),
+        ));
+    }
     sycc.subconns.borrow().get(&id).cloned().ok_or_else(|| {
         Error::new(
             sy_status::SY_NOT_FOUND,
@@ -569,7 +618,9 @@ pub extern "C" fn sy_cc_connect(cc: *mut sy_cc, subchannel_id: u64) -> sy_status
 pub extern "C" fn sy_cc_shutdown_subconn(cc: *mut sy_cc, subchannel_id: u64) -> sy_status {
     boundary(|| {
         with_client_conn(cc, |sycc, conn| {
-            conn.shutdown_subconn(known(sycc, subchannel_id)?.id());
+            let id = known(sycc, subchannel_id)?.id();
+            sycc.shut.borrow_mut().insert(subchannel_id);
+            conn.shutdown_subconn(id);
             Ok(())
         })
     })

@@ -6,9 +6,10 @@
 //! Soundness, in short: the `sy_resolver_cc` handed to `build` is a heap
 //! shell with a magic word (see `handle.rs`). It stays live until the
 //! resolver's `close` callback has returned (or `build` failed); then it is
-//! marked dead and quarantined, so a late call reads valid memory, finds it
-//! dead and gets SY_CLOSED. Calls racing with the end of `close` are the C
-//! resolver's to prevent (its `close` stops its threads), as documented.
+//! marked dead and quarantined, so a late call (racing with `close`) reads
+//! valid memory, finds it dead and gets SY_CLOSED. The quarantine is
+//! bounded: a call long after `close` is a use after free, the C resolver's
+//! to prevent (its `close` stops its threads), as documented.
 
 use crate::callback::{sy_release_fn, CUserData};
 use crate::error::Error;
@@ -27,7 +28,10 @@ use switchyard::{Address, Endpoint};
 
 /// The handle a C resolver pushes through. Opaque; owned by the library.
 /// Valid from the `build` callback that receives it until the resolver's
-/// `close` callback returns; calls after that get SY_CLOSED.
+/// `close` callback returns. A call after that uses a retired handle: it
+/// gets SY_CLOSED while the handle sits in the library's bounded quarantine
+/// of freed handles (as a second free of a channel does), and is undefined
+/// after, like any use after free.
 pub struct sy_resolver_cc(Shell<CcBox>);
 
 pub(crate) struct CcBox {
@@ -86,7 +90,7 @@ pub struct sy_resolver_vtable {
     /// Optional: the channel is done with the resolver. Stop pushing and
     /// free the resolver; make sure no `sy_resolver_cc_*` call on its `cc`
     /// is still running when this returns (join the resolver's threads):
-    /// the `cc` is invalid from then on (calls get SY_CLOSED).
+    /// the `cc` is invalid from then on (see `sy_resolver_cc`).
     pub close: sy_resolver_fn,
     /// Optional: releases the `user_data` of addresses pushed with
     /// `sy_resolver_cc_update`, once each, when nothing can return it any

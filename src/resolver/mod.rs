@@ -71,9 +71,9 @@ mod target;
 
 pub use self::registry::ResolverRegistry;
 pub(crate) use self::target::{
-    authority_host, builtin_plan, default_authority, parse_channel_target, valid_authority, Plan,
+    authority_host, builtin_plan, default_authority, parse_channel_target, Plan,
 };
-pub use self::target::{Target, DEFAULT_PORT};
+pub use self::target::{valid_authority, Target, DEFAULT_PORT};
 use crate::address::Endpoint;
 use crate::error::Error;
 use std::sync::{Arc, OnceLock};

@@ -109,9 +109,22 @@ pub(crate) fn default_authority(target: &Target) -> Option<String> {
     valid_authority(a).then(|| a.to_string())
 }
 
-/// Whether `a` can be a call's `:authority` (and so a TLS name's source).
-pub(crate) fn valid_authority(a: &str) -> bool {
-    !a.is_empty() && !a.contains(',') && http::uri::Authority::try_from(a).is_ok()
+/// Whether `a` can be a call's `:authority` (and so a TLS name's source):
+/// `host[:port]`, a port being a number below 65536.
+pub fn valid_authority(a: &str) -> bool {
+    if a.is_empty() || a.contains(',') || a.contains('@') {
+        return false;
+    }
+    let Ok(parsed) = http::uri::Authority::try_from(a) else {
+        return false;
+    };
+    match a.strip_prefix(parsed.host()) {
+        Some("") => true,
+        Some(rest) => rest
+            .strip_prefix(':')
+            .is_some_and(|p| !p.is_empty() && p.len() <= 5 && p.parse::<u16>().is_ok()),
+        None => false,
+    }
 }
 
 /// The host of an authority, for the TLS server name: without its port and
@@ -467,5 +480,37 @@ mod tests {
         assert_eq!(auth("ipv4:127.0.0.1:1,127.0.0.1:2"), None);
         assert_eq!(authority_host("[::1]:1").as_deref(), Some("::1"));
         assert_eq!(authority_host("svc.test:1").as_deref(), Some("svc.test"));
+    }
+
+    #[test]
+    fn authorities_are_host_and_an_optional_numeric_port() {
+        for ok in [
+            "localhost",
+            "localhost:443",
+            "127.0.0.1:50051",
+            "[::1]:443",
+            "[::1]",
+            "example.com",
+            "a-b.example.com:65535",
+        ] {
+            assert!(valid_authority(ok), "{ok}");
+        }
+        for bad in [
+            "",
+            "caf\u{e9}.com",
+            "[::1",
+            "a:1:2",
+            "a%zz",
+            "host:notaport",
+            "a:99999999999",
+            "a:65536",
+            "a,b",
+            "u@h",
+            "a:",
+            "a b",
+            "a/b",
+        ] {
+            assert!(!valid_authority(bad), "{bad}");
+        }
     }
 }
