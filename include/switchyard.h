@@ -353,7 +353,10 @@ typedef void (*sy_health_fn)(void *ctx,
  * and the host reports what happened with `sy_channel_report_subconn_state`.
  *
  * Client-side health checking (gRFC A17: the service config's
- * `healthCheckConfig`, never under a top-level pick_first) is the host's to
+ * `healthCheckConfig`, under a policy that health-checks its endpoints:
+ * round_robin and the other built-in policies over endpoints, outlier
+ * detection over one of those; never a top-level pick_first, nor a policy
+ * written in C) is the host's to
  * run when it sets `health`: once a subchannel's transport is READY the
  * library calls `health` with the service name, and the subchannel stays
  * CONNECTING until the host's first `sy_channel_report_subconn_health`; then
