@@ -198,8 +198,10 @@ fn lookup_name(name: &Name) -> Result<Vec<Address>, String> {
 }
 
 /// The service config `name` publishes in TXT (A2), if any. Not looked up
-/// for IP literals and localhost (A10). A failed lookup or an invalid
-/// record is logged and counts as none: the channel keeps the config it has.
+/// for IP literals and localhost (A10). A failed lookup is logged and
+/// counts as none (the channel's default, as gRPC-Go ignores TXT errors); a
+/// record that is no valid list of choices is an invalid config (the
+/// channel keeps its last good one, or fails with none), as in gRPC-Go.
 fn service_config(name: &Name, client: &Client<'_>) -> Option<String> {
     let host = name.host.as_str();
     if host.parse::<IpAddr>().is_ok() || host.eq_ignore_ascii_case("localhost") {
@@ -213,13 +215,19 @@ fn service_config(name: &Name, client: &Client<'_>) -> Option<String> {
         return None;
     };
     let txt_name = format!("_grpc_config.{host}");
-    let chosen = dns_client::lookup_txt(server, &txt_name)
-        .and_then(|records| dns_config::choose(&records, client));
-    match chosen {
+    let records = match dns_client::lookup_txt(server, &txt_name) {
+        Ok(records) => records,
+        Err(e) => {
+            log::warn!(target: trace::RESOLVER, "{name}: TXT service config: {e}");
+            return None;
+        }
+    };
+    match dns_config::choose(&records, client) {
         Ok(config) => config,
         Err(e) => {
             log::warn!(target: trace::RESOLVER, "{name}: TXT service config: {e}");
-            None
+            // The channel's reading of a resolver's complaint.
+            Some(serde_json::Value::String(e).to_string())
         }
     }
 }

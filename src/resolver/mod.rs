@@ -87,7 +87,10 @@ pub struct ResolverState {
     /// replaces the channel's default; an invalid one is logged and the
     /// last good one kept (with none good yet, the channel fails with its
     /// error). `None` means the channel's default config (gRPC's rule), so
-    /// a resolver sends its config with every update.
+    /// a resolver sends its config with every update. A resolver that found
+    /// a config it cannot read (a malformed DNS TXT record) sends a JSON
+    /// string saying why (`"\"not JSON\""`): an invalid config, with that
+    /// error.
     pub service_config: Option<String>,
 }
 

@@ -66,6 +66,11 @@ impl ServiceConfig {
         };
         let doc: Value = serde_json::from_str(text)
             .map_err(|e| format!("service config is not valid JSON: {e}"))?;
+        if let Value::String(why) = &doc {
+            // A resolver's word that what it found is no config (see
+            // `ResolverState::service_config`).
+            return Err(why.clone());
+        }
         let obj = doc
             .as_object()
             .ok_or("service config must be a JSON object")?;

@@ -314,6 +314,28 @@ fn txt_service_config_is_used_only_when_asked_for() {
     assert_eq!(dns.queries("TXT", "_grpc_config.svc.test"), 1);
 }
 
+/// A TXT record that is no valid list of choices is an invalid service
+/// config (A2, as gRPC-Go has it), not "no config": with no good one before
+/// it the channel fails saying why (and would keep a good one it had).
+#[test]
+fn a_malformed_txt_service_config_is_an_invalid_config() {
+    let (port, _servers) = backends_on(&[1]);
+    let txt = r#"grpc_config={"loadBalancingConfig":[{"round_robin":{}}]}"#;
+    let dns = Dnsmasq::start(&hosts(&[1]), &[("_grpc_config.svc.test", txt)]);
+    let rt = Runtime::new().unwrap();
+    let target = format!("dns://{}/svc.test:{port}", dns.server());
+    let ch = channel(
+        &rt,
+        &target,
+        None,
+        dns_options(Duration::from_secs(30), true),
+    );
+    ch.connect().unwrap();
+    wait_state(&ch, ConnectivityState::TransientFailure);
+    let e = pick_error(&ch);
+    assert!(e.contains("not a list of choices"), "{e}");
+}
+
 #[test]
 fn a_dns_server_that_does_not_know_the_name_fails_the_channel_saying_so() {
     let dns = Dnsmasq::start("", &[]);
