@@ -261,10 +261,12 @@ pub(crate) fn unary_message(
         Some((code::OK, _)) => {}
         Some((code, message)) => return Err(CallError::new(code, message)),
         None => {
+            // UNKNOWN, as gRPC's HTTP mapping says of a 200 without a
+            // status (grpc-go, grpc-java).
             return Err(CallError::new(
-                code::INTERNAL,
+                code::UNKNOWN,
                 "server closed the stream without grpc-status",
-            ))
+            ));
         }
     }
     let message = match take_message_max(&mut buf, max)? {
@@ -298,14 +300,24 @@ pub(crate) fn check_response_head(parts: &http::response::Parts) -> Result<(), C
     let grpc = parts
         .headers
         .get(CONTENT_TYPE)
-        .is_some_and(|v| v.as_bytes().starts_with(b"application/grpc"));
+        .is_some_and(|v| is_grpc_content_type(v.as_bytes()));
     if !grpc {
+        // An HTTP 200 that is no gRPC response: 200's code, UNKNOWN.
         return Err(CallError::new(
-            code::INTERNAL,
+            http_to_grpc(200),
             format!("invalid content-type {:?}", parts.headers.get(CONTENT_TYPE)),
         ));
     }
     Ok(())
+}
+
+/// `application/grpc`, alone or with a subtype (`+proto`) or parameters
+/// (`;charset=...`), as gRPC-Go accepts it (not `application/grpc-web`).
+fn is_grpc_content_type(v: &[u8]) -> bool {
+    const GRPC: &[u8] = b"application/grpc";
+    v.len() >= GRPC.len()
+        && v[..GRPC.len()].eq_ignore_ascii_case(GRPC)
+        && matches!(v.get(GRPC.len()), None | Some(b'+' | b';'))
 }
 
 /// (grpc-status, percent-decoded grpc-message) if a status is present.
@@ -465,7 +477,7 @@ pub(crate) fn percent_decode(s: &[u8]) -> String {
 /// PROTOCOL-HTTP2: HTTP status -> gRPC code when no grpc-status was sent.
 pub(crate) fn http_to_grpc(status: u16) -> u32 {
     match status {
-        400 => code::INTERNAL,
+        400 | 431 => code::INTERNAL,
         401 => code::UNAUTHENTICATED,
         403 => code::PERMISSION_DENIED,
         404 => code::UNIMPLEMENTED,

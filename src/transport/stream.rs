@@ -214,8 +214,9 @@ pub(crate) fn stream_head(parts: &http::response::Parts) -> Result<(), CallError
 pub(crate) fn stream_end(trailers: Option<&http::HeaderMap>) -> CallError {
     match trailers.and_then(grpc_status) {
         Some((code, message)) => CallError::new(code, message),
+        // As `unary_message`: UNKNOWN, gRPC's code for a 200 without one.
         None => CallError::new(
-            code::INTERNAL,
+            code::UNKNOWN,
             "server closed the stream without grpc-status",
         ),
     }

@@ -246,9 +246,37 @@ fn framing_and_status_helpers() {
         (502, 14),
         (503, 14),
         (504, 14),
+        (431, 13),
         (500, 2),
+        (200, 2),
     ] {
         assert_eq!(grpc::http_to_grpc(http), grpc, "{http}");
+    }
+    // A 200 whose content-type is no gRPC one: UNKNOWN; gRPC's own types
+    // (with a subtype or parameters) pass, gRPC-Web's and look-alikes not.
+    let head = |ct: &str| {
+        let (parts, ()) = http::Response::builder()
+            .status(200)
+            .header("content-type", ct)
+            .body(())
+            .unwrap()
+            .into_parts();
+        grpc::check_response_head(&parts).map_err(|e| e.code)
+    };
+    for ok in [
+        "application/grpc",
+        "application/grpc+proto",
+        "application/grpc;charset=utf-8",
+    ] {
+        assert_eq!(head(ok), Ok(()), "{ok}");
+    }
+    for bad in [
+        "text/html",
+        "application/grpc-web+proto",
+        "application/grpcfoo",
+        "application/json",
+    ] {
+        assert_eq!(head(bad), Err(code::UNKNOWN), "{bad}");
     }
     let refused = grpc::h2_error(&h2::Reason::REFUSED_STREAM.into(), true);
     assert_eq!(

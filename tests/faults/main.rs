@@ -376,8 +376,10 @@ fn bad_status_out_of_range(rt: &Runtime) -> Result<(), String> {
     )
 }
 
+/// No grpc-status in the trailers: UNKNOWN (gRPC's HTTP mapping for a 200
+/// without one; grpc-go, grpc-java).
 fn bad_status_missing(rt: &Runtime) -> Result<(), String> {
-    fault(rt, Mode::BadStatus(None), |_| {}, 2, &[Code::Internal])
+    fault(rt, Mode::BadStatus(None), |_| {}, 2, &[Code::Unknown])
 }
 
 /// Issue 9 defect 8: a NUL byte in one response's grpc-message fails that
