@@ -378,6 +378,17 @@ mod tests {
                 token_ratio: 0.123
             })
         );
+        // Three decimals, the rest cut off, without losing one to binary
+        // floating point (1.001 * 1000 < 1001).
+        for (given, kept) in [(1.001, 1.001), (1.003, 1.003), (0.0019, 0.001), (2.5, 2.5)] {
+            let t = ServiceConfig::parse(Some(&format!(
+                r#"{{"retryThrottling":{{"maxTokens":10,"tokenRatio":{given}}}}}"#
+            )))
+            .unwrap()
+            .retry_throttling
+            .unwrap();
+            assert_eq!(t.token_ratio, kept, "{given}");
+        }
         let retry = |body: &str| {
             err(&format!(
                 r#"{{"methodConfig":[{{"retryPolicy":{{{body}}}}}]}}"#

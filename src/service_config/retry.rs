@@ -168,8 +168,10 @@ impl RetryThrottling {
             .get("tokenRatio")
             .ok_or_else(|| r_at.err("is required"))?;
         let ratio = json::number(r, &r_at)?;
-        // A6: three decimals are kept.
-        let token_ratio = (ratio * 1000.0).trunc() / 1000.0;
+        // A6: three decimals are kept (the rest cut off, as C-core cuts the
+        // decimal digits). Via micro-units: 1.001 * 1000 is 1000.999... in
+        // binary, which cut off directly would lose the 0.001.
+        let token_ratio = ((ratio * 1e6).round() as i64 / 1000) as f64 / 1000.0;
         if token_ratio <= 0.0 {
             return Err(r_at.err(format!("{} must be greater than 0", json::shown(r))));
         }

@@ -122,7 +122,7 @@ pub(crate) fn unary_limited(
 ) -> Result<UnaryResponse, CallError> {
     let deadline = timeout.map(|t| Instant::now() + t);
     let req = build_request(&handle.shared, method, metadata, timeout)?;
-    let body = encode_message(request);
+    let body = request_body(request)?;
     let _inflight = Inflight::enter(&handle.shared);
     // Pinned on this stack (`start` boxes it): no allocation per call.
     // Each call gets its own SendRequest clone: poll_ready state is per clone.
@@ -148,7 +148,7 @@ pub fn start(
     max_response: Option<usize>,
 ) -> Result<CallFuture, CallError> {
     let req = build_request(&handle.shared, method, metadata, timeout)?;
-    let body = encode_message(request);
+    let body = request_body(request)?;
     let inflight = Inflight::enter(&handle.shared);
     // Each call gets its own SendRequest clone: poll_ready state is per clone.
     let send = handle.send.clone();
@@ -380,6 +380,21 @@ fn is_reserved(name: &HeaderName) -> bool {
 }
 
 /// 1-byte compressed flag (0) + u32 big-endian length + message.
+/// A request's body: its one message, framed; RESOURCE_EXHAUSTED for one
+/// too long for the 32-bit length prefix (as gRPC-Go).
+pub(crate) fn request_body(msg: &[u8]) -> Result<Bytes, CallError> {
+    if msg.len() > u32::MAX as usize {
+        return Err(CallError::new(
+            code::RESOURCE_EXHAUSTED,
+            format!(
+                "trying to send a {}-byte message: gRPC's limit is 4 GiB",
+                msg.len()
+            ),
+        ));
+    }
+    Ok(encode_message(msg))
+}
+
 pub(crate) fn encode_message(msg: &[u8]) -> Bytes {
     let mut b = BytesMut::with_capacity(5 + msg.len());
     b.put_u8(0);

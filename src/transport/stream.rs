@@ -18,7 +18,7 @@ use h2::{RecvStream, SendStream};
 use http::Request;
 
 use super::grpc::{
-    build_request, check_response_head, code, encode_message, grpc_status, h2_error, take_message,
+    build_request, check_response_head, code, grpc_status, h2_error, request_body, take_message,
     CallError, Inflight,
 };
 use super::h2conn::Handle;
@@ -91,7 +91,7 @@ impl ServerStream {
             state: State::Opening {
                 send: handle.send.clone(),
                 request: Some(Box::new(head)),
-                body: encode_message(request),
+                body: request_body(request)?,
             },
             buf: BytesMut::new(),
             _inflight: Inflight::enter(&handle.shared),
