@@ -20,8 +20,9 @@ pub struct Target {
     /// The URI authority (`dns://8.8.8.8:53/host`: "8.8.8.8:53"); empty when
     /// the target has none.
     pub authority: String,
-    /// The URI path as written: "/abs/path" for `unix:///abs/path`, "rel"
-    /// for `unix:rel` (gRPC-Go's `URL.Path`, or `URL.Opaque` when empty).
+    /// The URI path: "/abs/path" for `unix:///abs/path`, percent-decoded
+    /// (gRPC-Go's `URL.Path`), or "rel" for `unix:rel`, as written (its
+    /// `URL.Opaque`). A `?query` or `#fragment` is not part of it.
     pub path: String,
 }
 
@@ -40,11 +41,15 @@ impl Target {
             return Err(format!("\"{scheme}\" is not a URI scheme"));
         }
         let scheme = scheme.to_ascii_lowercase();
+        // The query and fragment are no part of the name (gRPC-Go's
+        // url.Parse drops them from the path).
+        let rest = rest.find(['?', '#']).map_or(rest, |i| &rest[..i]);
         let (authority, path) = match rest.strip_prefix("//") {
             Some(hier) => match hier.find('/') {
-                Some(i) => (hier[..i].to_string(), hier[i..].to_string()),
+                Some(i) => (hier[..i].to_string(), percent_decoded(&hier[i..])?),
                 None => (hier.to_string(), String::new()),
             },
+            None if rest.starts_with('/') => (String::new(), percent_decoded(rest)?),
             None => (String::new(), rest.to_string()),
         };
         Ok(Target {
@@ -69,6 +74,33 @@ impl fmt::Display for Target {
             write!(f, "{}://{}{}", self.scheme, self.authority, self.path)
         }
     }
+}
+
+/// A URI path with its `%XX` escapes decoded; an escape that is not two
+/// hex digits, or bytes that are not UTF-8, are an error.
+fn percent_decoded(path: &str) -> Result<String, String> {
+    if !path.contains('%') {
+        return Ok(path.to_string());
+    }
+    let bytes = path.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'%' {
+            let hex = bytes
+                .get(i + 1..i + 3)
+                .filter(|h| h.iter().all(u8::is_ascii_hexdigit))
+                .and_then(|h| std::str::from_utf8(h).ok())
+                .and_then(|h| u8::from_str_radix(h, 16).ok())
+                .ok_or_else(|| format!("\"{path}\" has an invalid %-escape"))?;
+            out.push(hex);
+            i += 3;
+        } else {
+            out.push(bytes[i]);
+            i += 1;
+        }
+    }
+    String::from_utf8(out).map_err(|_| format!("\"{path}\" does not decode to UTF-8"))
 }
 
 /// RFC 3986: a letter, then letters, digits, '+', '-', '.'.
@@ -511,6 +543,24 @@ mod tests {
             "a/b",
         ] {
             assert!(!valid_authority(bad), "{bad}");
+        }
+    }
+
+    #[test]
+    fn paths_are_percent_decoded_without_query_or_fragment() {
+        let t = Target::parse("dns:///host:443?x=1").unwrap();
+        assert_eq!((t.endpoint(), t.authority.as_str()), ("host:443", ""));
+        let t = Target::parse("dns://127.0.0.1:53/foo%2Ebar:80#frag").unwrap();
+        assert_eq!(
+            (t.endpoint(), t.authority.as_str()),
+            ("foo.bar:80", "127.0.0.1:53")
+        );
+        assert_eq!(Target::parse("unix:///tmp/a%20b").unwrap().path, "/tmp/a b");
+        assert_eq!(Target::parse("unix:/tmp/a%20b").unwrap().path, "/tmp/a b");
+        // An opaque path stays as written (gRPC-Go's URL.Opaque).
+        assert_eq!(Target::parse("unix:rel%20x").unwrap().path, "rel%20x");
+        for bad in ["dns:///a%zz", "dns:///a%4", "dns:///a%+1", "dns:///%ff%fe"] {
+            assert!(Target::parse(bad).is_err(), "{bad}");
         }
     }
 }
