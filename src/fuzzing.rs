@@ -563,7 +563,7 @@ fn watch(input: &mut Input<'_>) {
     assert_eq!(statuses(&pieces), statuses(&[whole.as_slice()]));
     let end = health::watch_end(trailers.as_ref());
     if trailers.as_ref().and_then(grpc_status).is_none() {
-        assert_eq!(end.code, grpc::code::INTERNAL);
+        assert_eq!(end.code, grpc::code::UNKNOWN);
     }
 }
 
