@@ -206,6 +206,7 @@ fn picks_dropped_without_done_take_their_one_off() {
 /// draws a few picks ahead), picks land all over the table, every one is
 /// counted on the endpoint it went to, and nothing stays in flight.
 #[test]
+#[cfg_attr(miri, ignore = "40,000 endpoints: hours under Miri")]
 fn a_table_larger_than_the_caches_is_drawn_from_and_counted_exactly() {
     const N: usize = 40_000;
     let config = r#"{"loadBalancingConfig":[{"least_request_experimental":{}}]}"#;

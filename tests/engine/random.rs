@@ -46,6 +46,7 @@ fn every_kind_of_pick_spreads_evenly_over_the_ready_endpoints() {
 /// READY endpoints all over the table, and every one is counted once on
 /// the endpoint it went to.
 #[test]
+#[cfg_attr(miri, ignore = "40,000 endpoints: hours under Miri")]
 fn a_table_larger_than_the_caches_is_drawn_from_evenly_and_counted_exactly() {
     const N: usize = 40_000;
     let (_host, _rt, ch, names) = many_ready(RANDOM, N, 0);
