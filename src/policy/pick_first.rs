@@ -97,15 +97,18 @@ impl PickFirst {
         );
     }
 
-    /// Reports TRANSIENT_FAILURE with the latest connection error and asks
-    /// for re-resolution.
+    /// Reports TRANSIENT_FAILURE with the latest connection error. No
+    /// re-resolution asked here: each failing subchannel has asked already
+    /// (gRPC-Go's pick_first leaves it to them too). Asking at every pass
+    /// end spun the loop with a resolver that answers at once with the same
+    /// addresses, still in their backoff: update, pass ended at once,
+    /// re-resolve, update...
     fn refresh_failure(&mut self, cc: &mut dyn ClientConn) {
         let msg = self
             .last_error
             .clone()
             .unwrap_or_else(|| "all addresses failed".into());
         self.report_tf(cc, &msg);
-        cc.resolve_now();
     }
 
     fn cancel_timer(&mut self, cc: &mut dyn ClientConn) {

@@ -249,3 +249,41 @@ fn resolver_error_before_any_address() {
         PickError::Unavailable(Status::unavailable("name resolver error: no such host"))
     );
 }
+
+/// A host that answers re-resolution at once with the same addresses, all
+/// still in their backoff: each update ends pick_first's pass at once, and
+/// that must not ask for re-resolution again (the failing subchannels asked
+/// already, as in gRPC-Go), or the loop spins: update, re-resolve, update...
+#[test]
+fn re_resolution_answered_at_once_with_failing_addresses_does_not_spin() {
+    let (_clock, rt) = manual(5);
+    let host = Host::new();
+    let asked = Arc::new(AtomicUsize::new(0));
+    // Weak: the callback lives in the channel it updates.
+    let channel: Arc<std::sync::OnceLock<std::sync::Weak<Channel>>> = Arc::default();
+    let list = ["127.0.0.1:1", "127.0.0.2:1"];
+    let mut opts = options(&host);
+    let (a2, c2) = (asked.clone(), channel.clone());
+    opts.on_resolve_now = Some(Arc::new(move || {
+        // Bounded even if it spins: the test fails instead of hanging.
+        if a2.fetch_add(1, Ordering::SeqCst) < 1000 {
+            if let Some(ch) = c2.get().and_then(std::sync::Weak::upgrade) {
+                ch.update_addresses(addrs(&list)).unwrap();
+            }
+        }
+    }));
+    let ch = Arc::new(Channel::new(&rt, "", None, opts).unwrap());
+    let _ = channel.set(Arc::downgrade(&ch));
+    ch.update_addresses(addrs(&list)).unwrap();
+    ch.sync().unwrap();
+    for a in list {
+        ch.report_subconn_state(host.id(a), TransientFailure, "refused")
+            .unwrap();
+        ch.sync().unwrap();
+    }
+    std::thread::sleep(Duration::from_millis(200));
+    ch.sync().unwrap();
+    assert_eq!(ch.state(), TransientFailure);
+    let asked = asked.load(Ordering::SeqCst);
+    assert!(asked <= 4, "re-resolution asked {asked} times");
+}
