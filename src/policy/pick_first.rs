@@ -365,6 +365,11 @@ impl Balancer for PickFirst {
                 );
             }
             ConnectivityState::Idle if self.sticky_tf => cc.connect(sc),
+            ConnectivityState::Connecting if self.selected == Some(sc) => {
+                // The connected subchannel checks its health again (a health
+                // stream re-opened): RPCs wait for the verdict (gRPC-Go).
+                self.report(cc, ConnectivityState::Connecting, Box::new(QueuePicker));
+            }
             ConnectivityState::TransientFailure if self.selected == Some(sc) => {
                 // The connected subchannel failed its health check (gRFC
                 // A17, A61): it stays selected, connection and all, and picks
@@ -578,5 +583,26 @@ mod tests {
         pf.exit_idle(&mut cc);
         assert_eq!(cc.state(), Some(ConnectivityState::Connecting));
         assert_eq!(cc.connects().len(), connects + 1);
+    }
+
+    /// The connected subchannel's health stream is re-opened after a
+    /// failure (CONNECTING): RPCs wait for its verdict instead of failing
+    /// with the old one (gRPC-Go's pick_first with health).
+    #[test]
+    fn a_health_recheck_of_the_connected_subchannel_queues_picks() {
+        use crate::balancer::testing::{Picked, TestClientConn};
+        let mut cc = TestClientConn::new();
+        let mut pf = PickFirst::default();
+        cc.update_addresses(&mut pf, ["127.0.0.1:1"]).unwrap();
+        let sc = cc.connects()[0];
+        cc.set_state(&mut pf, sc, ConnectivityState::Ready);
+        cc.set_state(&mut pf, sc, ConnectivityState::TransientFailure);
+        assert!(matches!(cc.pick(), Picked::Fail(_)));
+        cc.set_state(&mut pf, sc, ConnectivityState::Connecting);
+        assert_eq!(cc.state(), Some(ConnectivityState::Connecting));
+        assert_eq!(cc.pick(), Picked::Queue);
+        cc.set_state(&mut pf, sc, ConnectivityState::Ready);
+        assert_eq!(cc.state(), Some(ConnectivityState::Ready));
+        assert!(matches!(cc.pick(), Picked::Complete { .. }));
     }
 }

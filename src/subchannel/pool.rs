@@ -346,6 +346,11 @@ impl SubchannelPool {
                 };
                 s.health.retry = None;
                 if s.connected && s.health.is_retrying() {
+                    // CONNECTING while the stream is opened again, as
+                    // gRPC-Go's health client says before every attempt.
+                    if s.state != ConnectivityState::Connecting {
+                        self.transition(id, ConnectivityState::Connecting, None, env);
+                    }
                     self.start_health(id, env);
                 }
             }
