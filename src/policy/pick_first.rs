@@ -547,13 +547,22 @@ mod tests {
         assert!(orders.len() > 5, "endpoints are shuffled: {orders:?}");
     }
 
-    #[test]
-    fn an_update_with_no_addresses_ends_sticky_transient_failure() {
-        use crate::balancer::testing::TestClientConn;
-        let mut cc = TestClientConn::new();
+    /// pick_first over one address, its subchannel asked to connect.
+    fn over_one_address() -> (
+        crate::balancer::testing::TestClientConn,
+        PickFirst,
+        SubConnId,
+    ) {
+        let mut cc = crate::balancer::testing::TestClientConn::new();
         let mut pf = PickFirst::default();
         cc.update_addresses(&mut pf, ["127.0.0.1:1"]).unwrap();
         let sc = cc.connects()[0];
+        (cc, pf, sc)
+    }
+
+    #[test]
+    fn an_update_with_no_addresses_ends_sticky_transient_failure() {
+        let (mut cc, mut pf, sc) = over_one_address();
         cc.set_state(&mut pf, sc, ConnectivityState::Connecting);
         cc.set_state(&mut pf, sc, ConnectivityState::TransientFailure);
         assert_eq!(cc.state(), Some(ConnectivityState::TransientFailure));
@@ -590,11 +599,8 @@ mod tests {
     /// with the old one (gRPC-Go's pick_first with health).
     #[test]
     fn a_health_recheck_of_the_connected_subchannel_queues_picks() {
-        use crate::balancer::testing::{Picked, TestClientConn};
-        let mut cc = TestClientConn::new();
-        let mut pf = PickFirst::default();
-        cc.update_addresses(&mut pf, ["127.0.0.1:1"]).unwrap();
-        let sc = cc.connects()[0];
+        use crate::balancer::testing::Picked;
+        let (mut cc, mut pf, sc) = over_one_address();
         cc.set_state(&mut pf, sc, ConnectivityState::Ready);
         cc.set_state(&mut pf, sc, ConnectivityState::TransientFailure);
         assert!(matches!(cc.pick(), Picked::Fail(_)));

@@ -760,6 +760,25 @@ fn keepalive_timeout_loses_silent_connection() {
     assert_eq!(e.code, code::UNAVAILABLE);
 }
 
+/// An HTTP/2 frame on stream 0, for the hand-rolled peers below.
+fn frame(ty: u8, flags: u8, payload: &[u8]) -> Vec<u8> {
+    let mut f = (payload.len() as u32).to_be_bytes()[1..].to_vec();
+    f.extend([ty, flags, 0, 0, 0, 0]);
+    f.extend_from_slice(payload);
+    f
+}
+
+/// A hand-rolled peer's start: the client's connection, its preface read
+/// and our (empty) SETTINGS sent.
+fn accept_h2(l: &std::net::TcpListener) -> std::net::TcpStream {
+    use std::io::{Read, Write};
+    let (mut s, _) = l.accept().unwrap();
+    let mut preface = [0u8; 24];
+    s.read_exact(&mut preface).unwrap();
+    s.write_all(&frame(4, 0, &[])).unwrap();
+    s
+}
+
 /// A hand-rolled HTTP/2 "server": SETTINGS, answer PINGs, then GOAWAY with
 /// ENHANCE_YOUR_CALM + "too_many_pings" (h2's server API cannot send
 /// GOAWAY debug data).
@@ -768,17 +787,8 @@ fn calm_down_server() -> (SocketAddr, JoinHandle<()>) {
     let l = std::net::TcpListener::bind(localhost()).unwrap();
     let addr = l.local_addr().unwrap();
     let t = thread::spawn(move || {
-        let (mut s, _) = l.accept().unwrap();
+        let mut s = accept_h2(&l);
         s.set_read_timeout(Some(SOON)).unwrap();
-        let frame = |ty: u8, flags: u8, payload: &[u8]| {
-            let mut f = (payload.len() as u32).to_be_bytes()[1..].to_vec();
-            f.extend([ty, flags, 0, 0, 0, 0]);
-            f.extend_from_slice(payload);
-            f
-        };
-        let mut preface = [0u8; 24];
-        s.read_exact(&mut preface).unwrap();
-        s.write_all(&frame(4, 0, &[])).unwrap();
         loop {
             let mut hdr = [0u8; 9];
             if s.read_exact(&mut hdr).is_err() {
@@ -806,16 +816,7 @@ fn chatty_peer_that_acks_no_keepalive() -> (SocketAddr, JoinHandle<()>) {
     let l = std::net::TcpListener::bind(localhost()).unwrap();
     let addr = l.local_addr().unwrap();
     let t = thread::spawn(move || {
-        let (mut s, _) = l.accept().unwrap();
-        let frame = |ty: u8, flags: u8, payload: &[u8]| {
-            let mut f = (payload.len() as u32).to_be_bytes()[1..].to_vec();
-            f.extend([ty, flags, 0, 0, 0, 0]);
-            f.extend_from_slice(payload);
-            f
-        };
-        let mut preface = [0u8; 24];
-        s.read_exact(&mut preface).unwrap();
-        s.write_all(&frame(4, 0, &[])).unwrap();
+        let mut s = accept_h2(&l);
         let mut writer = s.try_clone().unwrap();
         let talker = thread::spawn(move || {
             for _ in 0..70 {
