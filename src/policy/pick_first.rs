@@ -123,6 +123,20 @@ impl PickFirst {
         }
     }
 
+    /// Shuts down every subchannel but `addr`'s (its attempt won, or it is
+    /// the one whose connection came and went).
+    fn remove_all_but(&mut self, cc: &mut dyn ClientConn, addr: &str) {
+        let others: Vec<String> = self
+            .entries
+            .keys()
+            .filter(|a| *a != addr)
+            .cloned()
+            .collect();
+        for a in others {
+            self.remove_entry(cc, &a);
+        }
+    }
+
     fn shutdown_all(&mut self, cc: &mut dyn ClientConn) {
         for (_, e) in self.entries.drain() {
             cc.shutdown_subconn(e.sc.id());
@@ -319,15 +333,7 @@ impl Balancer for PickFirst {
                 self.in_pass = false;
                 self.sticky_tf = false;
                 self.selected = Some(sc);
-                let others: Vec<String> = self
-                    .entries
-                    .keys()
-                    .filter(|a| **a != addr)
-                    .cloned()
-                    .collect();
-                for a in others {
-                    self.remove_entry(cc, &a);
-                }
+                self.remove_all_but(cc, &addr);
                 self.report(
                     cc,
                     ConnectivityState::Ready,
@@ -344,15 +350,7 @@ impl Balancer for PickFirst {
                 if self.selected != Some(sc) {
                     self.cancel_timer(cc);
                     self.in_pass = false;
-                    let others: Vec<String> = self
-                        .entries
-                        .keys()
-                        .filter(|a| **a != addr)
-                        .cloned()
-                        .collect();
-                    for a in others {
-                        self.remove_entry(cc, &a);
-                    }
+                    self.remove_all_but(cc, &addr);
                 }
                 self.selected = None;
                 self.cursor = 0;
