@@ -16,7 +16,8 @@ typedef struct health_host {
   host h; /* first: host_connect and host_shutdown take the ctx as a host */
   int starts; /* guarded by h.mu, as the rest */
   int stops;
-  char service[64];
+  char service[64]; /* the last service asked for, NUL-terminated */
+  size_t service_len;
 } health_host;
 
 /* Loop thread: start (service non-NULL) or stop checking a transport. A real
@@ -29,8 +30,10 @@ static void on_health(void *ctx, uint64_t id, const char *address, size_t addres
   CHECK(strlen(address) == address_len && strcmp(address, ADDR) == 0);
   pthread_mutex_lock(&hh->h.mu);
   if (service != NULL) {
-    CHECK(strlen(service) == service_len);
-    snprintf(hh->service, sizeof hh->service, "%s", service);
+    /* service_len bytes, then a NUL (a name may hold a NUL itself). */
+    CHECK(service[service_len] == '\0' && service_len < sizeof hh->service);
+    memcpy(hh->service, service, service_len + 1);
+    hh->service_len = service_len;
     hh->starts++;
   } else {
     hh->stops++;
@@ -119,6 +122,18 @@ int main(void) {
   OK(sy_channel_update_service_config(ch, RR_CONFIG));
   CHECK(state_of(ch) == SY_STATE_READY);
   CHECK(counter(&hh, &hh.stops) == 1 && counter(&hh, &hh.starts) == 1);
+
+  /* A service name holding a NUL reaches the host whole, with its length
+   * (cut at the NUL it would be "", the whole server's health). */
+  OK(sy_channel_update_service_config(ch, "{\"loadBalancingConfig\":[{\"round_robin\":{}}],"
+                                          "\"healthCheckConfig\":{\"serviceName\":\"a\\u0000b\"}}"));
+  OK(sy_channel_sync(ch));
+  CHECK(counter(&hh, &hh.starts) == 2);
+  pthread_mutex_lock(&hh.h.mu);
+  CHECK(hh.service_len == 3 && memcmp(hh.service, "a\0b", 3) == 0);
+  pthread_mutex_unlock(&hh.h.mu);
+  OK(sy_channel_report_subconn_health(ch, id, true, NULL));
+  CHECK(state_of(ch) == SY_STATE_READY);
 
   /* Bad input says so. */
   CHECK_STATUS(sy_channel_report_subconn_health(NULL, id, true, NULL), SY_NULL_PARAMETER);
