@@ -7,7 +7,7 @@
 //! through the picker or a done hook.
 
 use crate::balancer::done::{DoneHook, DoneInfo};
-use crate::balancer::pick_local::PickLocal;
+use crate::balancer::pick_local::{below, PickLocal};
 use crate::balancer::ready_list::ReadyChunks;
 use crate::balancer::rotation::RotationEntry;
 use crate::balancer::subconn::SubConn;
@@ -96,12 +96,6 @@ pub struct LeastLoadedTable {
     entries: ReadyChunks<LoadedEntry>,
     /// 2..=10 (A48's bounds, checked by the policy's config).
     choice_count: u32,
-}
-
-/// A uniform index below `n` from 32 random bits (multiply-shift, no division).
-#[inline(always)]
-fn below(bits: u64, n: usize) -> usize {
-    (((bits & 0xffff_ffff) * n as u64) >> 32) as usize
 }
 
 impl LeastLoadedTable {

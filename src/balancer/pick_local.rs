@@ -54,9 +54,8 @@ impl PickLocal {
     /// state the critical path of a random pick).
     #[inline]
     pub fn random(&mut self) -> u64 {
-        self.rng = self.rng.wrapping_add(0xa076_1d64_78bd_642f);
-        let t = u128::from(self.rng) * u128::from(self.rng ^ 0xe703_7ed1_a0b4_28db);
-        ((t >> 64) as u64) ^ (t as u64)
+        self.rng = self.rng.wrapping_add(WEYL);
+        wymix(self.rng)
     }
 
     /// What `random()` returns `k` calls from now (`k >= 1`), if nothing
@@ -64,16 +63,31 @@ impl PickLocal {
     /// value any number of steps on is known now. Moves nothing.
     #[inline(always)]
     pub(crate) fn peek(&self, k: u64) -> u64 {
-        let s = self.rng.wrapping_add(k.wrapping_mul(0xa076_1d64_78bd_642f));
-        let t = u128::from(s) * u128::from(s ^ 0xe703_7ed1_a0b4_28db);
-        ((t >> 64) as u64) ^ (t as u64)
+        wymix(self.rng.wrapping_add(k.wrapping_mul(WEYL)))
     }
 
     /// A uniform index below `n` (`n > 0`), without a division.
     #[inline]
     pub fn random_below(&mut self, n: usize) -> usize {
-        (((self.random() >> 32) * n as u64) >> 32) as usize
+        below(self.random() >> 32, n)
     }
+}
+
+/// wyrand's step: its state moves by this much per draw.
+const WEYL: u64 = 0xa076_1d64_78bd_642f;
+
+/// wyrand's output for state `s`.
+#[inline(always)]
+fn wymix(s: u64) -> u64 {
+    let t = u128::from(s) * u128::from(s ^ 0xe703_7ed1_a0b4_28db);
+    ((t >> 64) as u64) ^ (t as u64)
+}
+
+/// A uniform index below `n` from the low 32 bits of `bits` (multiply-shift,
+/// no division): how every draw from a table turns random bits into an index.
+#[inline(always)]
+pub(crate) fn below(bits: u64, n: usize) -> usize {
+    (((bits & 0xffff_ffff) * n as u64) >> 32) as usize
 }
 
 #[cfg(test)]

@@ -11,7 +11,7 @@
 //! two chunks of entries plus one pointer per chunk, and readers keep the
 //! unchanged chunks in cache.
 
-use crate::balancer::pick_local::PickLocal;
+use crate::balancer::pick_local::{below, PickLocal};
 use crate::balancer::rotation::RotationEntry;
 use crate::balancer::subconn::SubConn;
 use std::sync::Arc;
@@ -86,9 +86,12 @@ impl UniformTable {
     /// An entry drawn uniformly at random with the reader's random source.
     #[inline(always)]
     pub(crate) fn draw(&self, local: &mut PickLocal) -> &RotationEntry {
-        let i = local.random_below(self.entries.len());
-        // `i < len`, so `get` finds it; the fallback keeps the pick path
-        // panic-free.
+        self.at(local.random_below(self.entries.len()))
+    }
+
+    /// Entry `i` (< len); the fallback keeps the pick path panic-free.
+    #[inline(always)]
+    fn at(&self, i: usize) -> &RotationEntry {
         match self.entries.get(i) {
             Some(e) => e,
             None => self.first(),
@@ -104,12 +107,7 @@ impl UniformTable {
     /// draws from `local` in between): for prefetching it.
     #[inline(always)]
     pub(crate) fn upcoming(&self, local: &PickLocal, k: u64) -> &RotationEntry {
-        let n = self.entries.len();
-        let i = (((local.peek(k) >> 32) * n as u64) >> 32) as usize;
-        match self.entries.get(i) {
-            Some(e) => e,
-            None => self.first(),
-        }
+        self.at(below(local.peek(k) >> 32, self.entries.len()))
     }
 
     /// A subchannel drawn uniformly at random.
