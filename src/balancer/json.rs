@@ -8,7 +8,8 @@ use std::time::Duration;
 /// The largest proto `Duration` (10,000 years, in seconds).
 pub(crate) const MAX_DURATION_SECS: u64 = 315_576_000_000;
 
-/// Why a value is not a duration a config field can take.
+/// Why a value is not a duration a config field can take. Displayed as
+/// what follows the value in a message (`"3" is not a duration`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum DurationError {
     /// Not a string of decimal seconds with an `s` suffix.
@@ -17,6 +18,16 @@ pub(crate) enum DurationError {
     Negative,
     /// Longer than a proto `Duration` can be.
     OutOfRange,
+}
+
+impl std::fmt::Display for DurationError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            DurationError::Malformed => "is not a duration",
+            DurationError::Negative => "is negative",
+            DurationError::OutOfRange => "is out of range",
+        })
+    }
 }
 
 /// A `google.protobuf.Duration` in JSON: a string of decimal seconds with
@@ -29,7 +40,7 @@ pub(crate) fn duration(v: &Value) -> Result<Duration, DurationError> {
 }
 
 /// `duration` of the string itself.
-pub(crate) fn duration_str(s: &str) -> Result<Duration, DurationError> {
+fn duration_str(s: &str) -> Result<Duration, DurationError> {
     let body = s.strip_suffix('s').ok_or(DurationError::Malformed)?;
     let (negative, body) = match body.as_bytes().first() {
         Some(b'-') => (true, &body[1..]),

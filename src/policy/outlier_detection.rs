@@ -295,26 +295,11 @@ fn opt_percent(v: Option<&Value>, field: &str) -> Result<Option<u32>, String> {
 fn opt_duration(v: Option<&Value>, field: &str) -> Result<Option<Duration>, String> {
     match v {
         None | Some(Value::Null) => Ok(None),
-        Some(Value::String(s)) => parse_duration(s)
+        // Negative ones are refused (A50), as by every config field.
+        Some(v) => crate::balancer::json::duration(v)
             .map(Some)
-            .map_err(|e| format!("{field}: {e}")),
-        Some(other) => Err(format!(
-            "{field} must be a duration string such as \"10s\", got {other}"
-        )),
+            .map_err(|e| format!("{field}: {v} {e}")),
     }
-}
-
-/// A proto JSON `Duration` (see `balancer::json::duration`). Negative ones
-/// are refused (A50).
-pub(crate) fn parse_duration(s: &str) -> Result<Duration, String> {
-    use crate::balancer::json::{duration_str, DurationError};
-    duration_str(s).map_err(|e| match e {
-        DurationError::Malformed => {
-            format!("\"{s}\" is not a duration such as \"10s\" or \"0.5s\"")
-        }
-        DurationError::Negative => format!("\"{s}\" is negative"),
-        DurationError::OutOfRange => format!("\"{s}\" is longer than a proto Duration allows"),
-    })
 }
 
 // ---------------------------------------------------------------------------
@@ -1107,13 +1092,6 @@ mod tests {
         for (c, want) in cases {
             let e = config(c.clone()).expect_err(&c.to_string());
             assert!(e.contains(want), "{c}: {e}");
-        }
-        assert_eq!(
-            parse_duration("315576000000.999999999s").unwrap(),
-            Duration::new(crate::balancer::json::MAX_DURATION_SECS, 999_999_999)
-        );
-        for bad in ["", "s", ".s", "1e3s", "1 s", "1.5", "-1s"] {
-            assert!(parse_duration(bad).is_err(), "{bad}");
         }
     }
 

@@ -1,7 +1,7 @@
 //! Reading proto3-JSON values with errors that name the JSON path that is
 //! wrong (`methodConfig[1].timeout: "3" is not a duration`).
 
-use crate::balancer::json::{self as proto, DurationError};
+use crate::balancer::json as proto;
 use serde_json::{Map, Value};
 use std::time::Duration;
 
@@ -81,13 +81,7 @@ pub(super) fn number(v: &Value, at: &Path) -> Result<f64, String> {
 /// A `google.protobuf.Duration` in JSON (see `balancer::json::duration`).
 /// Negative durations are refused (no field of the service config takes one).
 pub(super) fn duration(v: &Value, at: &Path) -> Result<Duration, String> {
-    proto::duration(v).map_err(|e| {
-        at.err(match e {
-            DurationError::Malformed => format!("{} is not a duration", shown(v)),
-            DurationError::Negative => format!("{} is negative", shown(v)),
-            DurationError::OutOfRange => format!("{} is out of range", shown(v)),
-        })
-    })
+    proto::duration(v).map_err(|e| at.err(format!("{} {e}", shown(v))))
 }
 
 #[cfg(test)]

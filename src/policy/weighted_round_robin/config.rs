@@ -122,12 +122,5 @@ impl WrrConfig {
 /// an `s` suffix (`"10s"`, `"0.5s"`; as gRPC-Go reads it, `".5s"` and
 /// `"+1s"` too). Negative or out-of-range is an error.
 pub fn parse_duration(v: &serde_json::Value) -> Result<Duration, String> {
-    use crate::balancer::json::{duration, DurationError};
-    duration(v).map_err(|e| match e {
-        DurationError::Malformed => {
-            format!("must be a duration string like \"10s\" or \"0.5s\", got {v}")
-        }
-        DurationError::Negative => format!("must not be negative, got {v}"),
-        DurationError::OutOfRange => format!("is out of range, got {v}"),
-    })
+    crate::balancer::json::duration(v).map_err(|e| format!("{v} {e}"))
 }
