@@ -480,7 +480,8 @@ impl ResolverUpdates for ChannelCore {
         if self.is_finished() {
             return;
         }
-        match self.resolution.new_config(config, self.id()) {
+        let failing = self.config_error.is_some();
+        match self.resolution.new_config(config, failing, self.id()) {
             ConfigChoice::Apply(config) => {
                 self.endpoints = Some(endpoints);
                 self.apply_config(config, cx);

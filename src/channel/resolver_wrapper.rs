@@ -49,10 +49,6 @@ pub(crate) struct ResolverWrapper {
     /// A resolver update has brought a valid config (or none, keeping the
     /// channel's own) before: an invalid one keeps that one.
     had_good: bool,
-    /// The channel is failing with the resolver's invalid config (no good
-    /// one before it): the next update without a config brings the
-    /// default back.
-    failing: bool,
     /// What the channel asks of its resolvers.
     options: ResolverOptions,
 }
@@ -78,7 +74,6 @@ impl ResolverWrapper {
             closed: Arc::new(AtomicBool::new(false)),
             last_config: None,
             had_good: false,
-            failing: false,
             options: ResolverOptions::default(),
         }
     }
@@ -119,13 +114,14 @@ impl ResolverWrapper {
     /// differs from the last it sent; an invalid one keeps the last good
     /// one (logged) or, when there is none yet, is the channel's error
     /// (gRPC's rule, A21); `None` means the channel's default config, so a
-    /// config the resolver stops sending (a TXT record removed) is undone.
+    /// config the resolver stops sending (a TXT record removed) is undone,
+    /// and so is a channel `failing` with an invalid one.
     pub(super) fn new_config(
         &mut self,
         config: Option<ResolvedConfig>,
+        failing: bool,
         channel: ChannelId,
     ) -> ConfigChoice {
-        let failing = std::mem::take(&mut self.failing);
         let Some(config) = config else {
             // The channel's own (default) config, a good one: back in force
             // after the resolver's own config, or after its invalid one.
@@ -153,10 +149,7 @@ impl ResolverWrapper {
                 );
                 ConfigChoice::Keep
             }
-            Err(e) => {
-                self.failing = true;
-                ConfigChoice::Invalid(e)
-            }
+            Err(e) => ConfigChoice::Invalid(e),
         }
     }
 
