@@ -307,14 +307,9 @@ fn settings(
     request_len: usize,
     options: &CallOptions<'_>,
 ) -> Result<Settings, Status> {
-    // A gRPC message's length prefix is 32 bits: a larger one cannot be
-    // framed at all (gRPC-Go: RESOURCE_EXHAUSTED).
-    if request_len > u32::MAX as usize {
-        return Err(Status::new(
-            Code::ResourceExhausted,
-            format!("trying to send a {request_len}-byte message: gRPC's limit is 4 GiB"),
-        ));
-    }
+    // Before anything is picked: a message gRPC cannot frame at all.
+    transport::check_message_len(request_len)
+        .map_err(|e| Status::new(Code::ResourceExhausted, e.message))?;
     let Some(c) = config else {
         return Ok(Settings {
             deadline: options.deadline,

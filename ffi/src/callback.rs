@@ -2,7 +2,7 @@
 //! release callback, and the host's transport callbacks.
 
 use crate::macros::in_callback;
-use crate::strings::c_text;
+use crate::strings::{c_bytes, c_text};
 use std::ffi::{c_char, c_void};
 use std::sync::Arc;
 use switchyard::{HostTransport, SubConn, UserData};
@@ -173,12 +173,7 @@ impl CHost {
         let addr = c_text(sc.addr());
         // All of the name, with its length: one holding a NUL must not reach
         // the host as a shorter name ("" would be the whole server's health).
-        let service = service.map(|s| {
-            let mut v = Vec::with_capacity(s.len() + 1);
-            v.extend_from_slice(s.as_bytes());
-            v.push(0);
-            v
-        });
+        let service = service.map(c_bytes);
         let (svc_ptr, svc_len) = match &service {
             Some(s) => (s.as_ptr().cast(), s.len() - 1),
             None => (std::ptr::null(), 0),

@@ -54,8 +54,14 @@ pub(crate) unsafe fn opt_str_arg<'a>(
 /// A NUL-terminated copy of `s` for C, cut at an interior NUL (C would stop
 /// reading there anyway).
 pub(crate) fn c_text(s: &str) -> Vec<u8> {
+    c_bytes(s.split('\0').next().unwrap_or(""))
+}
+
+/// All of `s`, then a NUL: for C that is given the length too, where a
+/// text cut at an interior NUL would be another text.
+pub(crate) fn c_bytes(s: &str) -> Vec<u8> {
     let mut v = Vec::with_capacity(s.len() + 1);
-    v.extend_from_slice(s.split('\0').next().unwrap_or("").as_bytes());
+    v.extend_from_slice(s.as_bytes());
     v.push(0);
     v
 }

@@ -383,16 +383,20 @@ fn is_reserved(name: &HeaderName) -> bool {
 /// A request's body: its one message, framed; RESOURCE_EXHAUSTED for one
 /// too long for the 32-bit length prefix (as gRPC-Go).
 pub(crate) fn request_body(msg: &[u8]) -> Result<Bytes, CallError> {
-    if msg.len() > u32::MAX as usize {
+    check_message_len(msg.len())?;
+    Ok(encode_message(msg))
+}
+
+/// RESOURCE_EXHAUSTED for a message too long for gRPC's 32-bit length
+/// prefix: the calls' check before picking and the framing's.
+pub(crate) fn check_message_len(len: usize) -> Result<(), CallError> {
+    if len > u32::MAX as usize {
         return Err(CallError::new(
             code::RESOURCE_EXHAUSTED,
-            format!(
-                "trying to send a {}-byte message: gRPC's limit is 4 GiB",
-                msg.len()
-            ),
+            format!("trying to send a {len}-byte message: gRPC's limit is 4 GiB"),
         ));
     }
-    Ok(encode_message(msg))
+    Ok(())
 }
 
 pub(crate) fn encode_message(msg: &[u8]) -> Bytes {

@@ -59,6 +59,15 @@ struct KeepaliveState {
     last_read: Instant,
 }
 
+impl KeepaliveState {
+    /// Takes the io layer's "bytes were read" flag: bytes came in by `now`.
+    fn note_reads(&mut self, flags: &IoFlags, now: Instant) {
+        if flags.activity.swap(false, Ordering::Relaxed) {
+            self.last_read = now;
+        }
+    }
+}
+
 /// Cloneable, `Send + Sync` entry point RPC threads use to start streams.
 #[derive(Clone)]
 pub struct Handle {
@@ -482,9 +491,7 @@ impl Connection {
             }
         }
         if let Some(ka) = self.keepalive.as_mut() {
-            if self.flags.activity.swap(false, Ordering::Relaxed) {
-                ka.last_read = Instant::now();
-            }
+            ka.note_reads(&self.flags, Instant::now());
             if ka.ping_deadline.is_some() {
                 let State::Open { pings, .. } = &mut self.state else {
                     return;
@@ -520,9 +527,7 @@ impl Connection {
         let Some(ka) = self.keepalive.as_mut() else {
             return;
         };
-        if self.flags.activity.swap(false, Ordering::Relaxed) {
-            ka.last_read = now;
-        }
+        ka.note_reads(&self.flags, now);
         if let Some(deadline) = ka.ping_deadline {
             // Bytes came in after the ping went out: the peer is alive,
             // whether or not the ack is among them.
