@@ -1268,7 +1268,12 @@ sy_status sy_buffer_trailer(const struct sy_buffer *buf,
  * One blocking unary RPC on a library-managed channel: picks a subchannel
  * with `reader` (as `sy_pick`), sends the request on its HTTP/2 connection,
  * waits for the response, and reports the outcome to the policy. A call the
- * server never saw (refused stream, GOAWAY) is retried once, transparently.
+ * server never saw (refused stream, GOAWAY) is retried once, transparently;
+ * a failed one as the method's `retryPolicy` says (gRFC A6: each attempt
+ * picks anew after a jittered backoff or the server's
+ * `grpc-retry-pushback-ms`, up to `maxAttempts`, within the service
+ * config's `retryThrottling`, never once the server has sent response
+ * headers; every attempt within the call's deadline).
  *
  * - `method`, `method_len`: the full method name ("/package.Service/Method"),
  *   `method_len` bytes of UTF-8, not necessarily NUL-terminated; never NULL.
@@ -1312,9 +1317,9 @@ sy_status sy_call_unary(struct sy_reader *reader,
  * The call costs no thread while it runs, however many are in flight: the
  * channel's event loop picks for it (waiting, like `sy_call_unary`, for a
  * READY subchannel when none is yet, or through TRANSIENT_FAILURE with
- * `wait_for_ready`), drives its HTTP/2 stream, retries it once
- * transparently, reports its outcome to the policy, and ends it at its
- * deadline. The callback runs on the channel's completion thread (see
+ * `wait_for_ready`), drives its HTTP/2 stream, retries it as
+ * `sy_call_unary` does (a backoff is a loop timer, not a thread), reports
+ * each attempt's outcome to the policy, and ends it at its deadline. The callback runs on the channel's completion thread (see
  * `sy_call_done_fn`). `sy_channel_close`, `sy_channel_free` and
  * `sy_runtime_free` complete every call still running with SY_CLOSED and
  * return once every callback of the channel has returned.
@@ -1366,10 +1371,10 @@ SY_MUST_USE sy_status sy_call_cancel(const struct sy_channel *channel, uint64_t 
  * `sy_last_grpc_code` gives them).
  *
  * `retry_*` and `hedging_*` are parsed and validated (gRFC A6 bounds:
- * 2 to 5 attempts, larger values capped at 5) for hosts that retry
- * themselves: the library's own unary calls (sy_call_unary*) do not retry
- * by them; they only retry once, transparently, a call the server never
- * processed (gRPC's transparent retry).
+ * 2 to 5 attempts, larger values capped at 5). The library's own unary
+ * calls (sy_call_unary*) retry by `retry_*` (and the service config's
+ * `retryThrottling`); hosts that send calls themselves can read them here.
+ * `hedging_*` is never acted on.
  */
 typedef struct sy_method_config {
   /**

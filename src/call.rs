@@ -1,6 +1,10 @@
 //! Unary RPCs over the picked subchannel's HTTP/2 connection (managed
 //! connector only): pick, send, feed the outcome back to the policy through
-//! `done`, and retry once, transparently, a call the server never processed.
+//! `done`, retry once, transparently, a call the server never processed, and
+//! retry by the method's `retryPolicy` (gRFC A6: each attempt picks anew,
+//! after a jittered exponential backoff or the server's pushback, within the
+//! channel's `retryThrottling` tokens, never once the server has answered
+//! with headers).
 //!
 //! Two ways in, one course: a blocking call (`Reader::unary`) picks and waits
 //! on its caller's thread; a started call (`Channel::unary_start`) costs no
@@ -20,11 +24,12 @@ use crate::channel::{ChannelCore, ChannelId, Completions, StartedCalls, CALL_TIM
 use crate::error::Error;
 use crate::reader::{Pick, PickError, PickOptions, PickWait, Reader};
 use crate::runtime::{JoinOnDrop, LoopContext, LoopHandle, TimerKey};
-use crate::service_config::MethodConfig;
+use crate::service_config::{MethodConfigs, RetryPolicy, RetryTokens};
 use crate::snapshot::ReaderCounts;
 use crate::status::{Code, Status};
-use crate::transport::{self, code, orca, CallError, CallFuture, Handle, UnaryResponse};
+use crate::transport::{self, code, orca, CallError, CallFuture, Handle, Pushback, UnaryResponse};
 use crossbeam_channel::Sender;
+use std::borrow::Cow;
 use std::collections::HashMap;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, Ordering};
@@ -137,11 +142,11 @@ fn request_status(method: &str, metadata: &[(String, String)]) -> Result<(), Sta
         .map_err(|m| Status::new(Code::Internal, m))
 }
 
-/// One call's way through picks, attempts, the policy's done hook and one
-/// transparent retry: the decisions blocking and started calls share. The
-/// caller picks (and waits for pickers) in its own way and hands each pick
-/// and each attempt's result here; `finish` is how it gives a pick back to
-/// the policy's done hook.
+/// One call's way through picks, attempts, the policy's done hook, one
+/// transparent retry and its retry policy: the decisions blocking and
+/// started calls share. The caller picks (and waits for pickers and
+/// backoffs) in its own way and hands each pick and each attempt's result
+/// here; `finish` is how it gives a pick back to the policy's done hook.
 #[derive(Default)]
 pub(crate) struct Course {
     retried: bool,
@@ -149,6 +154,22 @@ pub(crate) struct Course {
     waiting: PickWait,
     /// Waiting because the picked connection went away.
     lost_connection: bool,
+    /// The method's retry policy and how far the call has come under it.
+    retry: Option<Retries>,
+    /// The channel's retry tokens (`retryThrottling`), if it has any.
+    tokens: Option<Arc<RetryTokens>>,
+    /// What the last failed attempt (or pick) said, for a deadline that
+    /// passes during the backoff after it.
+    last_failure: Option<Status>,
+}
+
+/// A call's `retryPolicy` and the attempts it has made under it.
+struct Retries {
+    policy: RetryPolicy,
+    /// Attempts made, the first included (transparent retries not).
+    attempts: u32,
+    /// Retries since the server last pushed back: the backoff's exponent.
+    since_pushback: u32,
 }
 
 /// What comes after a pick.
@@ -157,11 +178,108 @@ pub(crate) enum Next {
     Send(Pick, Arc<Handle>),
     /// Wait for a newer picker, then pick again.
     Wait,
+    /// Pick again after this backoff (the retry policy's).
+    Backoff(Duration),
     /// The call is over.
     Done(Result<UnaryResponse, Status>),
 }
 
+/// What comes after an attempt.
+pub(crate) enum After {
+    /// Pick again now (a transparent retry).
+    Again,
+    /// Pick again after this backoff (the retry policy's).
+    Backoff(Duration),
+    /// The call is over.
+    Done(Result<UnaryResponse, Status>),
+}
+
+/// The header that tells a server how many attempts came before this one.
+const PREVIOUS_ATTEMPTS: &str = "grpc-previous-rpc-attempts";
+
+/// `metadata` with `grpc-previous-rpc-attempts` set to `previous` when a
+/// retry has come before (gRFC A6; the first attempt and its transparent
+/// retry carry none).
+fn attempt_metadata(metadata: &[(String, String)], previous: u32) -> Cow<'_, [(String, String)]> {
+    if previous == 0 {
+        return Cow::Borrowed(metadata);
+    }
+    let mut m: Vec<(String, String)> = metadata
+        .iter()
+        .filter(|(k, _)| k != PREVIOUS_ATTEMPTS)
+        .cloned()
+        .collect();
+    m.push((PREVIOUS_ATTEMPTS.to_string(), previous.to_string()));
+    Cow::Owned(m)
+}
+
 impl Course {
+    /// The course of a call to a method with `retry` as its policy, on a
+    /// channel with `tokens`.
+    fn new(retry: Option<RetryPolicy>, tokens: Option<Arc<RetryTokens>>) -> Course {
+        Course {
+            retry: retry.map(|policy| Retries {
+                policy,
+                attempts: 1,
+                since_pushback: 0,
+            }),
+            tokens,
+            ..Course::default()
+        }
+    }
+
+    /// Retries made so far under the retry policy: the next attempt's
+    /// `grpc-previous-rpc-attempts`.
+    pub(crate) fn previous_attempts(&self) -> u32 {
+        self.retry.as_ref().map_or(0, |r| r.attempts - 1)
+    }
+
+    /// gRFC A6's decision on an attempt (or fail-fast pick) that failed with
+    /// `code`: the backoff before the next attempt, or `None` for no retry.
+    /// As gRPC-Go decides (`shouldRetry`): never once committed; an
+    /// unreadable pushback stops retries and costs a token; a code the
+    /// policy does not name is final; a retryable one costs a token, and
+    /// retries stop when that leaves half of `maxTokens` or less, or when
+    /// `maxAttempts` are spent.
+    fn retry_after(
+        &mut self,
+        code: Code,
+        committed: bool,
+        pushback: Option<Pushback>,
+    ) -> Option<Duration> {
+        if committed {
+            return None;
+        }
+        let tokens = self.tokens.as_deref();
+        if pushback == Some(Pushback::Stop) {
+            tokens.map(RetryTokens::failed);
+            return None;
+        }
+        let r = self.retry.as_mut()?;
+        if !r.policy.retryable_status_codes.contains(&code) {
+            return None;
+        }
+        if !tokens.is_none_or(RetryTokens::failed) {
+            return None;
+        }
+        if r.attempts >= r.policy.max_attempts {
+            return None;
+        }
+        r.attempts += 1;
+        if let Some(Pushback::After(d)) = pushback {
+            r.since_pushback = 0;
+            return Some(d);
+        }
+        let p = &r.policy;
+        // min(initial × multiplier^n, max) × U(0.8, 1.2).
+        let exp = i32::try_from(r.since_pushback).unwrap_or(i32::MAX);
+        let grown = p.initial_backoff.as_secs_f64() * p.backoff_multiplier.powi(exp);
+        let capped = grown.min(p.max_backoff.as_secs_f64());
+        r.since_pushback += 1;
+        let jitter = 0.8 + 0.4 * crate::clock::Rng::from_entropy().uniform();
+        Some(Duration::try_from_secs_f64(capped * jitter).unwrap_or(p.max_backoff))
+    }
+
     /// A pick came back. Its connection went away (or is going) after the
     /// picker was built: wait for the picker that knows (gRPC treats this
     /// as a queued pick; the loop publishes one once it has seen the
@@ -195,8 +313,35 @@ impl Course {
     pub(crate) fn pick_failed(&mut self, e: PickError, wait_for_ready: bool) -> Next {
         match self.waiting.failed(e, wait_for_ready) {
             Ok(()) => Next::Wait,
-            Err(e) => Next::Done(Err(e.status())),
+            Err(e) => self.pick_error(e),
         }
+    }
+
+    /// A pick ended the call's wait with `e`: a picker's failure is an
+    /// attempt's, for the retry policy (gRFC A6; a drop is never retried),
+    /// the rest end the call.
+    pub(crate) fn pick_error(&mut self, e: PickError) -> Next {
+        let status = e.status();
+        if let PickError::Unavailable(_) = e {
+            if let Some(d) = self.retry_after(status.code(), false, None) {
+                self.last_failure = Some(status);
+                return Next::Backoff(d);
+            }
+        }
+        Next::Done(Err(status))
+    }
+
+    /// The status of a call whose deadline passed while it waited to retry.
+    pub(crate) fn deadline_retrying(&self) -> Status {
+        let last = self
+            .last_failure
+            .as_ref()
+            .map(|s| format!(" after {:?}: {}", s.code(), s.message()))
+            .unwrap_or_default();
+        Status::new(
+            Code::DeadlineExceeded,
+            format!("deadline exceeded waiting to retry{last}"),
+        )
     }
 
     /// The status of a call whose deadline passed while it waited for a
@@ -212,15 +357,15 @@ impl Course {
     }
 
     /// An attempt ended after `latency`: the policy hears how, and the call
-    /// is over (`Some`) or is picked again (`None`, once, for a call the
-    /// server never processed).
+    /// is over, or is picked again (at once, once, for a call the server
+    /// never processed; after a backoff, as its retry policy allows).
     pub(crate) fn attempt_ended(
         &mut self,
         pick: Pick,
         result: Result<UnaryResponse, CallError>,
         latency: Duration,
         finish: impl FnOnce(Pick, &DoneInfo<'_>),
-    ) -> Option<Result<UnaryResponse, Status>> {
+    ) -> After {
         match result {
             Ok(response) => {
                 // The backend's ORCA report, if it sent one, for policies
@@ -235,7 +380,10 @@ impl Course {
                         ..DoneInfo::OK
                     },
                 );
-                Some(Ok(response))
+                if let Some(t) = &self.tokens {
+                    t.succeeded();
+                }
+                After::Done(Ok(response))
             }
             Err(e) => {
                 let code = Code::from_u32(e.code).unwrap_or(Code::Unknown);
@@ -265,9 +413,16 @@ impl Course {
                 );
                 if e.transparent_retry_ok && !self.retried {
                     self.retried = true;
-                    return None;
+                    return After::Again;
                 }
-                Some(Err(Status::new(code, e.message)))
+                let status = Status::new(code, e.message);
+                match self.retry_after(code, e.committed, e.pushback) {
+                    Some(d) => {
+                        self.last_failure = Some(status);
+                        After::Backoff(d)
+                    }
+                    None => After::Done(Err(status)),
+                }
             }
         }
     }
@@ -293,6 +448,16 @@ struct Settings {
     /// The method's `maxResponseMessageBytes` (the connection's own limit
     /// applies too: the smaller wins).
     max_response: Option<usize>,
+    /// The method's `retryPolicy`.
+    retry: Option<RetryPolicy>,
+    /// The channel's retry tokens.
+    tokens: Option<Arc<RetryTokens>>,
+}
+
+impl Settings {
+    fn course(&self) -> Course {
+        Course::new(self.retry.clone(), self.tokens.clone())
+    }
 }
 
 /// Applies the method's config to a call of `request_len` bytes: the
@@ -303,18 +468,22 @@ struct Settings {
 /// with RESOURCE_EXHAUSTED before anything is picked or sent, as gRPC's
 /// client does.
 fn settings(
-    config: Option<&MethodConfig>,
+    configs: &MethodConfigs,
+    method: &str,
     request_len: usize,
     options: &CallOptions<'_>,
 ) -> Result<Settings, Status> {
     // Before anything is picked: a message gRPC cannot frame at all.
     transport::check_message_len(request_len)
         .map_err(|e| Status::new(Code::ResourceExhausted, e.message))?;
-    let Some(c) = config else {
+    let tokens = configs.tokens.clone();
+    let Some(c) = configs.lookup(method) else {
         return Ok(Settings {
             deadline: options.deadline,
             wait_for_ready: options.wait_for_ready,
             max_response: None,
+            retry: None,
+            tokens,
         });
     };
     if let Some(max) = c.max_request_message_bytes {
@@ -334,6 +503,8 @@ fn settings(
         deadline,
         wait_for_ready: options.wait_for_ready || c.wait_for_ready == Some(true),
         max_response: c.max_response_message_bytes.map(|m| m as usize),
+        retry: c.retry_policy.clone(),
+        tokens,
     })
 }
 
@@ -356,7 +527,7 @@ impl Reader {
             return Err(Status::new(Code::Unimplemented, not_managed()));
         }
         request_status(method, options.metadata)?;
-        let set = settings(self.method_config(method), request.len(), options)?;
+        let set = settings(self.method_configs(), method, request.len(), options)?;
         if let Some(status) = expired(set.deadline) {
             return Err(status);
         }
@@ -369,10 +540,13 @@ impl Reader {
             deadline: set.deadline,
             wait_for_ready: set.wait_for_ready,
         };
-        let mut course = Course::default();
+        let mut course = set.course();
         loop {
-            let pick = self.pick(&info, &pick_options).map_err(|e| e.status())?;
-            match course.picked(pick, |p, i| self.finish(p, i)) {
+            let next = match self.pick(&info, &pick_options) {
+                Ok(pick) => course.picked(pick, |p, i| self.finish(p, i)),
+                Err(e) => course.pick_error(e),
+            };
+            let backoff = match next {
                 Next::Send(pick, handle) => {
                     let timeout = set
                         .deadline
@@ -384,24 +558,33 @@ impl Reader {
                         &handle,
                         method,
                         request,
-                        options.metadata,
+                        &attempt_metadata(options.metadata, course.previous_attempts()),
                         timeout,
                         set.max_response,
                     );
                     let latency = started.elapsed();
                     self.call_counts().ended(sc, result.is_ok());
-                    if let Some(r) =
-                        course.attempt_ended(pick, result, latency, |p, i| self.finish(p, i))
-                    {
-                        return r;
+                    match course.attempt_ended(pick, result, latency, |p, i| self.finish(p, i)) {
+                        After::Again => continue,
+                        After::Backoff(d) => d,
+                        After::Done(r) => return r,
                     }
                 }
                 Next::Wait => {
                     if !self.wait_for_next_picker(set.deadline) {
                         return Err(course.deadline_waiting());
                     }
+                    continue;
                 }
+                Next::Backoff(d) => d,
                 Next::Done(r) => return r,
+            };
+            // The retry's backoff, cut short by the deadline (or the
+            // channel closing: the next pick says so).
+            let until = Instant::now() + backoff;
+            self.pause_until(set.deadline.map_or(until, |d| d.min(until)));
+            if set.deadline.is_some_and(|d| Instant::now() >= d) {
+                return Err(course.deadline_retrying());
             }
         }
     }
@@ -628,6 +811,8 @@ pub(crate) struct NewCall {
     deadline: Option<Instant>,
     wait_for_ready: bool,
     max_response: Option<usize>,
+    /// Its course so far: its retry policy and the channel's tokens.
+    course: Course,
     completion: Completion,
 }
 
@@ -638,8 +823,9 @@ impl Channel {
     /// closure that blocks delays the ones after it, never a call's
     /// deadline). The call costs no thread while it waits: the event loop
     /// picks for it (a queued pick waits for the channel's next picker),
-    /// drives its HTTP/2 stream, retries it once transparently as
-    /// `Reader::unary` does, and ends it at its deadline.
+    /// drives its HTTP/2 stream, retries it as `Reader::unary` does (once
+    /// transparently; by the method's retry policy, its backoff a loop
+    /// timer), and ends it at its deadline.
     ///
     /// Closing the channel (or dropping it, or its `Runtime`) completes every
     /// call still running with CANCELLED "the channel is closed" and returns
@@ -671,14 +857,22 @@ impl Channel {
         // Applied here, on the caller's thread, so the method's timeout
         // counts from now; a request too large completes like any failed
         // call (below), with RESOURCE_EXHAUSTED.
-        let set = settings(
-            self.method_config(method).as_deref(),
-            request.len(),
-            options,
-        );
-        let (deadline, wait_for_ready, max_response, refused) = match set {
-            Ok(s) => (s.deadline, s.wait_for_ready, s.max_response, None),
-            Err(status) => (options.deadline, options.wait_for_ready, None, Some(status)),
+        let set = settings(&self.method_configs(), method, request.len(), options);
+        let (deadline, wait_for_ready, max_response, course, refused) = match set {
+            Ok(s) => (
+                s.deadline,
+                s.wait_for_ready,
+                s.max_response,
+                s.course(),
+                None,
+            ),
+            Err(status) => (
+                options.deadline,
+                options.wait_for_ready,
+                None,
+                Course::default(),
+                Some(status),
+            ),
         };
         let id = dispatch.next_id.fetch_add(1, Ordering::Relaxed);
         let call = Arc::new(CallShared {
@@ -697,6 +891,7 @@ impl Channel {
             deadline,
             wait_for_ready,
             max_response,
+            course,
             completion: Completion {
                 call: call.clone(),
                 on_done: Some(Box::new(on_done)),
@@ -758,7 +953,14 @@ enum TaskState {
         stream: CallFuture,
         started: Instant,
     },
+    /// Waiting out a retry's backoff: its loop timer, `None` when the
+    /// deadline comes first.
+    Backoff { timer: Option<u64> },
 }
+
+/// The bit of a `CALL_TIMER` id that marks a retry's backoff timer (the
+/// rest is the call's id); without it the timer is the call's deadline.
+const BACKOFF_TIMER: u64 = 1 << 62;
 
 struct Task {
     call: NewCall,
@@ -789,6 +991,7 @@ impl Calls {
         shared: &Arc<ChannelShared>,
         env: &mut LoopContext,
     ) {
+        let mut call = call;
         let id = call.id;
         if let Some(status) = expired(call.deadline) {
             // Completed like any call: on the completion thread, once.
@@ -806,8 +1009,8 @@ impl Calls {
             scheduled: AtomicBool::new(false),
         });
         let task = Task {
+            course: std::mem::take(&mut call.course),
             call,
-            course: Course::default(),
             state: TaskState::Queued { tried: None },
             timer,
             waker,
@@ -852,8 +1055,18 @@ impl Calls {
         }
     }
 
-    /// The call's deadline passed.
-    fn expire_call(&mut self, id: u64, env: &mut LoopContext) {
+    /// The call's deadline passed, or its retry's backoff is over.
+    fn call_timer(&mut self, id: u64, shared: &Arc<ChannelShared>, env: &mut LoopContext) {
+        if id & BACKOFF_TIMER != 0 {
+            let id = id & !BACKOFF_TIMER;
+            if let Some(mut task) = self.tasks.remove(&id) {
+                if let TaskState::Backoff { .. } = task.state {
+                    task.state = TaskState::Queued { tried: None };
+                }
+                self.advance(task, shared, env);
+            }
+            return;
+        }
         if let Some(mut task) = self.tasks.remove(&id) {
             task.timer = None;
             let status = match &task.state {
@@ -861,6 +1074,7 @@ impl Calls {
                 TaskState::Sending { .. } => {
                     Status::new(Code::DeadlineExceeded, "deadline exceeded")
                 }
+                TaskState::Backoff { .. } => task.course.deadline_retrying(),
             };
             self.end(task, code::DEADLINE_EXCEEDED, status, env);
         }
@@ -890,14 +1104,20 @@ impl Calls {
     /// attempt in flight is dropped, which resets its stream with
     /// RST_STREAM(CANCEL), and the policy hears the attempt failed.
     fn end(&mut self, mut task: Task, code: u32, status: Status, env: &mut LoopContext) {
-        if let TaskState::Sending { pick, started, .. } =
-            std::mem::replace(&mut task.state, TaskState::Queued { tried: None })
-        {
-            self.count_ended(pick.subconn().id(), false);
-            let error = Err(CallError::new(code, status.message()));
-            let _ = task
-                .course
-                .attempt_ended(pick, error, started.elapsed(), |p, i| self.finish(p, i));
+        match std::mem::replace(&mut task.state, TaskState::Queued { tried: None }) {
+            TaskState::Sending { pick, started, .. } => {
+                self.count_ended(pick.subconn().id(), false);
+                // Committed: the call is over whatever its retry policy says.
+                let mut error = CallError::new(code, status.message());
+                error.committed = true;
+                let _ = task
+                    .course
+                    .attempt_ended(pick, Err(error), started.elapsed(), |p, i| {
+                        self.finish(p, i)
+                    });
+            }
+            TaskState::Backoff { timer: Some(t) } => env.timers.cancel(t),
+            _ => {}
         }
         self.complete(task, Err(status), env);
     }
@@ -923,12 +1143,13 @@ impl Calls {
     }
 
     /// Runs the call's course as far as it goes without waiting; keeps the
-    /// task if it waits (for a picker or its stream).
+    /// task if it waits (for a picker, its stream or a retry's backoff).
     fn advance(&mut self, mut task: Task, shared: &Arc<ChannelShared>, env: &mut LoopContext) {
         // Bounded: each turn either waits (returns), ends the call, or
-        // moves Queued -> Sending -> Queued at most twice (one retry, one
-        // lost connection per picker).
+        // moves Queued -> Sending -> Queued at most twice (one transparent
+        // retry, one lost connection per picker); a policy's retry waits.
         loop {
+            let mut backoff = None;
             match &mut task.state {
                 TaskState::Queued { tried } => {
                     let generation = shared.slot.generation();
@@ -948,6 +1169,7 @@ impl Calls {
                         Ok(pick) => task.course.picked(pick, |p, i| reader.finish(p, i)),
                         Err(e) => task.course.pick_failed(e, task.call.wait_for_ready),
                     };
+                    let previous = task.course.previous_attempts();
                     match next {
                         Next::Send(pick, handle) => {
                             let timeout = task
@@ -965,7 +1187,7 @@ impl Calls {
                                 &handle,
                                 &c.method,
                                 &c.request,
-                                &c.metadata,
+                                &attempt_metadata(&c.metadata, previous),
                                 timeout,
                                 c.max_response,
                             ) {
@@ -978,19 +1200,21 @@ impl Calls {
                                 }
                                 Err(e) => {
                                     self.count_ended(sc, false);
-                                    let ended = task.course.attempt_ended(
+                                    match task.course.attempt_ended(
                                         pick,
                                         Err(e),
                                         Duration::ZERO,
                                         |p, i| self.finish(p, i),
-                                    );
-                                    if let Some(r) = ended {
-                                        return self.complete(task, r, env);
+                                    ) {
+                                        After::Again => {}
+                                        After::Backoff(d) => backoff = Some(d),
+                                        After::Done(r) => return self.complete(task, r, env),
                                     }
                                 }
                             }
                         }
                         Next::Wait => {}
+                        Next::Backoff(d) => backoff = Some(d),
                         Next::Done(r) => return self.complete(task, r, env),
                     }
                 }
@@ -1012,10 +1236,24 @@ impl Calls {
                             .attempt_ended(pick, result, started.elapsed(), |p, i| {
                                 self.finish(p, i)
                             });
-                    if let Some(r) = ended {
-                        return self.complete(task, r, env);
+                    match ended {
+                        After::Again => {}
+                        After::Backoff(d) => backoff = Some(d),
+                        After::Done(r) => return self.complete(task, r, env),
                     }
                 }
+                TaskState::Backoff { .. } => break,
+            }
+            if let Some(d) = backoff {
+                // A backoff that outlasts the deadline waits for the
+                // deadline's timer alone.
+                let at = Instant::now() + d;
+                let timer = task.call.deadline.is_none_or(|dl| at < dl).then(|| {
+                    let key = TimerKey::new(CALL_TIMER, task.call.id | BACKOFF_TIMER);
+                    env.timers.schedule(at, shared.id, key)
+                });
+                task.state = TaskState::Backoff { timer };
+                break;
             }
         }
         self.tasks.insert(task.call.id, task);
@@ -1033,8 +1271,8 @@ impl StartedCalls for Calls {
     fn wake(&mut self, id: u64, shared: &Arc<ChannelShared>, cx: &mut LoopContext) {
         self.wake_call(id, shared, cx);
     }
-    fn expire(&mut self, id: u64, cx: &mut LoopContext) {
-        self.expire_call(id, cx);
+    fn timer(&mut self, id: u64, shared: &Arc<ChannelShared>, cx: &mut LoopContext) {
+        self.call_timer(id, shared, cx);
     }
     fn close(&mut self, cx: &mut LoopContext) {
         self.close_all(cx);
@@ -1046,7 +1284,80 @@ impl StartedCalls for Calls {
 
 #[cfg(test)]
 mod tests {
-    use super::{check_metadata, check_method};
+    use super::{attempt_metadata, check_metadata, check_method, Course};
+    use crate::service_config::RetryPolicy;
+    use crate::status::Code;
+    use crate::transport::Pushback;
+    use std::time::Duration;
+
+    fn policy(max_attempts: u32) -> RetryPolicy {
+        RetryPolicy {
+            max_attempts,
+            initial_backoff: Duration::from_millis(100),
+            max_backoff: Duration::from_millis(300),
+            backoff_multiplier: 2.0,
+            retryable_status_codes: vec![Code::Unavailable],
+        }
+    }
+
+    fn within(d: Duration, base_ms: f64) -> bool {
+        let ms = d.as_secs_f64() * 1e3;
+        ms >= base_ms * 0.8 - 1e-6 && ms <= base_ms * 1.2 + 1e-6
+    }
+
+    #[test]
+    fn backoff_grows_by_the_multiplier_up_to_the_max_with_jitter() {
+        for _ in 0..50 {
+            let mut c = Course::new(Some(policy(5)), None);
+            // 100, 200, then 300 (capped), each ×U(0.8, 1.2).
+            for (i, base) in [100.0, 200.0, 300.0, 300.0].into_iter().enumerate() {
+                let d = c.retry_after(Code::Unavailable, false, None).unwrap();
+                assert!(within(d, base), "retry {i}: {d:?} vs {base} ms");
+                assert_eq!(c.previous_attempts(), i as u32 + 1);
+            }
+            // Five attempts made: no sixth.
+            assert_eq!(c.retry_after(Code::Unavailable, false, None), None);
+        }
+    }
+
+    #[test]
+    fn a_pushback_is_the_delay_and_restarts_the_growth() {
+        let mut c = Course::new(Some(policy(5)), None);
+        let d = c.retry_after(Code::Unavailable, false, None).unwrap();
+        assert!(within(d, 100.0));
+        let pushed = Some(Pushback::After(Duration::from_millis(7)));
+        assert_eq!(
+            c.retry_after(Code::Unavailable, false, pushed),
+            Some(Duration::from_millis(7))
+        );
+        // Counted from the initial backoff again.
+        let d = c.retry_after(Code::Unavailable, false, None).unwrap();
+        assert!(within(d, 100.0), "{d:?}");
+        // A pushback never makes a code retryable, nor a committed call.
+        assert_eq!(c.retry_after(Code::Internal, false, pushed), None);
+        assert_eq!(c.retry_after(Code::Unavailable, true, pushed), None);
+        assert_eq!(
+            c.retry_after(Code::Unavailable, false, Some(Pushback::Stop)),
+            None
+        );
+    }
+
+    #[test]
+    fn retried_attempts_say_how_many_came_before() {
+        let md = vec![("a".to_string(), "1".to_string())];
+        assert!(matches!(
+            attempt_metadata(&md, 0),
+            std::borrow::Cow::Borrowed(_)
+        ));
+        let m = attempt_metadata(&md, 2);
+        assert_eq!(
+            &m[..],
+            &[
+                ("a".to_string(), "1".to_string()),
+                ("grpc-previous-rpc-attempts".to_string(), "2".to_string())
+            ]
+        );
+    }
 
     #[test]
     fn a_method_is_a_uri_path_of_two_parts_or_more() {

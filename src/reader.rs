@@ -839,13 +839,38 @@ impl Reader {
     /// `None`. Wait-free: one atomic load when the config has not changed
     /// since this reader last looked, no allocation.
     pub fn method_config(&mut self, method: &str) -> Option<&MethodConfig> {
+        self.method_configs().lookup(method).map(|c| &**c)
+    }
+
+    /// The service config's method table (and retry tokens), as
+    /// `method_config` finds it.
+    pub(crate) fn method_configs(&mut self) -> &MethodConfigs {
         let slot = &self.shared.methods;
         let generation = slot.generation();
         if generation != self.methods.0 {
             // A load returns this generation's table or a later one.
             self.methods = (generation, Arc::clone(&slot.load()));
         }
-        self.methods.1.lookup(method).map(|c| &**c)
+        &self.methods.1
+    }
+
+    /// Waits until `until` (a retry's backoff), or less if the channel
+    /// closes meanwhile. A call waiting to retry keeps the channel in use
+    /// (idleness), as a queued pick does.
+    pub(crate) fn pause_until(&mut self, until: Instant) {
+        let waiting = &self.shared.waiting;
+        waiting.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let slot = self.cache.slot();
+        while Instant::now() < until
+            && !self
+                .shared
+                .closed
+                .load(std::sync::atomic::Ordering::Acquire)
+        {
+            // Wakes at every publish (the channel's closing is one).
+            slot.wait_for_change(slot.generation(), Some(until));
+        }
+        waiting.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
     }
 
     /// The channel's state as last published.

@@ -348,7 +348,12 @@ fn failed_status(reader: &Reader, pool: &CallPool) -> sy_status {
 /// One blocking unary RPC on a library-managed channel: picks a subchannel
 /// with `reader` (as `sy_pick`), sends the request on its HTTP/2 connection,
 /// waits for the response, and reports the outcome to the policy. A call the
-/// server never saw (refused stream, GOAWAY) is retried once, transparently.
+/// server never saw (refused stream, GOAWAY) is retried once, transparently;
+/// a failed one as the method's `retryPolicy` says (gRFC A6: each attempt
+/// picks anew after a jittered backoff or the server's
+/// `grpc-retry-pushback-ms`, up to `maxAttempts`, within the service
+/// config's `retryThrottling`, never once the server has sent response
+/// headers; every attempt within the call's deadline).
 ///
 /// - `method`, `method_len`: the full method name ("/package.Service/Method"),
 ///   `method_len` bytes of UTF-8, not necessarily NUL-terminated; never NULL.
@@ -423,9 +428,9 @@ fn host_managed() -> Error {
 /// The call costs no thread while it runs, however many are in flight: the
 /// channel's event loop picks for it (waiting, like `sy_call_unary`, for a
 /// READY subchannel when none is yet, or through TRANSIENT_FAILURE with
-/// `wait_for_ready`), drives its HTTP/2 stream, retries it once
-/// transparently, reports its outcome to the policy, and ends it at its
-/// deadline. The callback runs on the channel's completion thread (see
+/// `wait_for_ready`), drives its HTTP/2 stream, retries it as
+/// `sy_call_unary` does (a backoff is a loop timer, not a thread), reports
+/// each attempt's outcome to the policy, and ends it at its deadline. The callback runs on the channel's completion thread (see
 /// `sy_call_done_fn`). `sy_channel_close`, `sy_channel_free` and
 /// `sy_runtime_free` complete every call still running with SY_CLOSED and
 /// return once every callback of the channel has returned.

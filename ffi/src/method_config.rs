@@ -18,10 +18,10 @@ use switchyard::{Code, MethodConfig};
 /// `sy_last_grpc_code` gives them).
 ///
 /// `retry_*` and `hedging_*` are parsed and validated (gRFC A6 bounds:
-/// 2 to 5 attempts, larger values capped at 5) for hosts that retry
-/// themselves: the library's own unary calls (sy_call_unary*) do not retry
-/// by them; they only retry once, transparently, a call the server never
-/// processed (gRPC's transparent retry).
+/// 2 to 5 attempts, larger values capped at 5). The library's own unary
+/// calls (sy_call_unary*) retry by `retry_*` (and the service config's
+/// `retryThrottling`); hosts that send calls themselves can read them here.
+/// `hedging_*` is never acted on.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq)]
 pub struct sy_method_config {

@@ -47,8 +47,9 @@ pub(crate) trait StartedCalls: Any {
     fn after_run(&mut self, shared: &Arc<super::ChannelShared>, cx: &mut LoopContext);
     /// A started call's stream woke it.
     fn wake(&mut self, id: u64, shared: &Arc<super::ChannelShared>, cx: &mut LoopContext);
-    /// A started call's deadline (a `CALL_TIMER`) passed.
-    fn expire(&mut self, id: u64, cx: &mut LoopContext);
+    /// A started call's `CALL_TIMER` fired (its deadline, or a retry's
+    /// backoff: the call layer tells them apart by `id`).
+    fn timer(&mut self, id: u64, shared: &Arc<super::ChannelShared>, cx: &mut LoopContext);
     /// The channel closes: end every call.
     fn close(&mut self, cx: &mut LoopContext);
     /// Calls started and not finished (queued or sent): the channel is in
@@ -535,7 +536,7 @@ impl Task for ChannelCore {
             }
             CALL_TIMER => {
                 if let Some(calls) = &mut self.calls {
-                    calls.expire(key.id, cx);
+                    calls.timer(key.id, &self.out.shared, cx);
                 }
             }
             IDLE_TIMER => self.idle_timer(cx),

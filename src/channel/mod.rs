@@ -30,7 +30,7 @@ use crate::error::Error;
 use crate::publish::Slot;
 use crate::resolver;
 use crate::runtime::{panic_message, JoinOnDrop, LoopContext, Runtime};
-use crate::service_config::{MethodConfig, ServiceConfig};
+use crate::service_config::{MethodConfig, MethodConfigs, ServiceConfig};
 use crate::snapshot::ChannelSnapshot;
 use crate::subchannel::SubchannelPool;
 use crate::trace;
@@ -410,6 +410,11 @@ impl Channel {
     /// the cheaper lookup (no atomic read-modify-write).
     pub fn method_config(&self, method: &str) -> Option<Arc<MethodConfig>> {
         self.shared.methods.load().lookup(method).cloned()
+    }
+
+    /// The service config's method table (and retry tokens) now.
+    pub(crate) fn method_configs(&self) -> Arc<MethodConfigs> {
+        Arc::clone(&self.shared.methods.load())
     }
 
     /// Blocks until the state differs from `from`, returning the state seen

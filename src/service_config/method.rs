@@ -4,7 +4,7 @@
 //! entry with an empty name).
 
 use super::json::{self, Path};
-use super::retry::{HedgingPolicy, RetryPolicy};
+use super::retry::{HedgingPolicy, RetryPolicy, RetryTokens};
 use serde_json::Value;
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -25,7 +25,7 @@ pub struct MethodConfig {
     /// The largest response message, in bytes (the smaller of this and the
     /// channel's limit applies); a larger one fails with RESOURCE_EXHAUSTED.
     pub max_response_message_bytes: Option<u32>,
-    /// Parsed and validated; the library's own calls do not retry by it yet.
+    /// The library's own unary calls retry by it (gRFC A6).
     pub retry_policy: Option<RetryPolicy>,
     /// Parsed and validated; never acted on.
     pub hedging_policy: Option<HedgingPolicy>,
@@ -44,6 +44,10 @@ pub struct MethodConfigs {
     entries: Vec<Arc<MethodConfig>>,
     services: HashMap<String, Service>,
     default: Option<usize>,
+    /// The channel's retry tokens under this config's `retryThrottling`
+    /// (fresh with each config, as in gRPC-Go), published with the method
+    /// table so a call finds both with one lookup.
+    pub(crate) tokens: Option<Arc<RetryTokens>>,
 }
 
 impl MethodConfigs {

@@ -9,6 +9,7 @@ mod method;
 mod retry;
 
 pub use self::method::{MethodConfig, MethodConfigs};
+pub(crate) use self::retry::RetryTokens;
 pub use self::retry::{HedgingPolicy, RetryPolicy, RetryThrottling, MAX_ATTEMPTS_CAP};
 
 use self::json::Path;
@@ -107,7 +108,7 @@ impl ServiceConfig {
                 }
             }
         };
-        let methods = match obj.get("methodConfig") {
+        let mut methods = match obj.get("methodConfig") {
             Some(m) => MethodConfigs::parse(m, &root.field("methodConfig"))?,
             None => MethodConfigs::default(),
         };
@@ -115,6 +116,9 @@ impl ServiceConfig {
             .get("retryThrottling")
             .map(|t| RetryThrottling::parse(t, &root.field("retryThrottling")))
             .transpose()?;
+        methods.tokens = retry_throttling
+            .as_ref()
+            .map(|t| Arc::new(RetryTokens::new(t)));
         Ok(ServiceConfig {
             policy,
             policy_config,

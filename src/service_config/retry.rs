@@ -1,12 +1,14 @@
 //! `retryPolicy`, `hedgingPolicy` and `retryThrottling` (gRFC A6), parsed
-//! and validated with A6's bounds. The library's own unary calls do not
-//! retry by these yet (only gRPC's transparent retry of a call the server
-//! never processed): they are parsed so that a bad one makes the config
-//! invalid as in gRPC, and exposed for hosts that retry themselves.
+//! and validated with A6's bounds, and the channel's retry tokens. The
+//! library's own unary calls retry by `retryPolicy` and `retryThrottling`
+//! (`crate::call`); `hedgingPolicy` is parsed so that a bad one makes the
+//! config invalid as in gRPC, never acted on. All are exposed for hosts
+//! that send calls themselves.
 
 use super::json::{self, Path};
 use crate::status::Code;
 use serde_json::{Map, Value};
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 
 /// gRPC caps `maxAttempts` at 5 (larger values are treated as 5).
@@ -18,7 +20,8 @@ pub struct RetryPolicy {
     /// Attempts in all, the first included: 2 to 5 (larger values in the
     /// config are capped at 5).
     pub max_attempts: u32,
-    /// The first retry's delay is random in `[0.8, 1.2]` times this (> 0).
+    /// The first retry's delay is this (> 0) times a random factor in
+    /// `[0.8, 1.2]` (A6's jitter).
     pub initial_backoff: Duration,
     /// The largest delay before jitter (> 0).
     pub max_backoff: Duration,
@@ -179,5 +182,108 @@ impl RetryThrottling {
             max_tokens,
             token_ratio,
         })
+    }
+}
+
+/// A channel's retry tokens under `retryThrottling` (gRFC A6), shared by
+/// every call of one service config: a call that ends OK adds `tokenRatio`
+/// (up to `maxTokens`), an attempt that fails with a status its retry
+/// policy names takes one away; a call may retry only while more than half
+/// of `maxTokens` is left. Kept in thousandths of a token (`tokenRatio`
+/// has three decimals), in one atomic word the calls update with a CAS.
+#[derive(Debug)]
+pub(crate) struct RetryTokens {
+    milli: AtomicU32,
+    max: u32,
+    ratio: u32,
+}
+
+impl RetryTokens {
+    pub(crate) fn new(t: &RetryThrottling) -> RetryTokens {
+        // Both bounded by the parser: maxTokens ≤ 1000, so ≤ 1,000,000.
+        let max = t.max_tokens.saturating_mul(1000);
+        let ratio = (t.token_ratio * 1000.0).round().clamp(0.0, f64::from(max)) as u32;
+        RetryTokens {
+            milli: AtomicU32::new(max),
+            max,
+            ratio,
+        }
+    }
+
+    /// A call ended OK.
+    pub(crate) fn succeeded(&self) {
+        let _ = self
+            .milli
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |t| {
+                (t < self.max).then(|| t.saturating_add(self.ratio).min(self.max))
+            });
+    }
+
+    /// An attempt failed in a way its retry policy counts: one token less.
+    /// Returns whether retries are still allowed (more than half of
+    /// `maxTokens` left, as gRPC-Go's throttler decides after the decrement).
+    pub(crate) fn failed(&self) -> bool {
+        let before = self
+            .milli
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |t| {
+                Some(t.saturating_sub(1000))
+            })
+            .unwrap_or_else(|t| t);
+        let after = before.saturating_sub(1000);
+        u64::from(after) * 2 > u64::from(self.max)
+    }
+
+    /// Tokens left, in thousandths (tests).
+    #[cfg(test)]
+    pub(crate) fn milli(&self) -> u32 {
+        self.milli.load(Ordering::Relaxed)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{RetryThrottling, RetryTokens};
+
+    #[test]
+    fn tokens_allow_retries_only_above_half_of_max() {
+        let t = RetryTokens::new(&RetryThrottling {
+            max_tokens: 10,
+            token_ratio: 0.5,
+        });
+        // 10 -> 9, 8, 7, 6: still above 5.
+        for _ in 0..4 {
+            assert!(t.failed());
+        }
+        // 5 is not above half.
+        assert!(!t.failed());
+        assert_eq!(t.milli(), 5000);
+        // Never below 0.
+        for _ in 0..10 {
+            assert!(!t.failed());
+        }
+        assert_eq!(t.milli(), 0);
+        // Successes add the ratio back: 12 of them make 6.
+        for _ in 0..12 {
+            t.succeeded();
+        }
+        assert_eq!(t.milli(), 6000);
+        // 6 -> 5: not above half again.
+        assert!(!t.failed());
+        // Never above max.
+        for _ in 0..100 {
+            t.succeeded();
+        }
+        assert_eq!(t.milli(), 10_000);
+    }
+
+    #[test]
+    fn a_ratio_keeps_its_three_decimals() {
+        let t = RetryTokens::new(&RetryThrottling {
+            max_tokens: 3,
+            token_ratio: 0.001,
+        });
+        assert!(t.failed());
+        t.succeeded();
+        assert_eq!(t.milli(), 2001);
     }
 }

@@ -65,6 +65,38 @@ pub struct CallError {
     /// error status, if any: a failed call's load report counts too (its
     /// `eps` is what A58's error penalty weighs).
     pub load_report: Option<HeaderValue>,
+    /// The server sent its response headers before this error (not a
+    /// trailers-only answer): gRFC A6 calls the RPC committed, and a retry
+    /// policy no longer applies to it.
+    pub committed: bool,
+    /// The server's `grpc-retry-pushback-ms` with this error, if it sent one.
+    pub pushback: Option<Pushback>,
+}
+
+/// What a server's `grpc-retry-pushback-ms` trailer says (gRFC A6).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Pushback {
+    /// Retry (if the policy allows) after exactly this long.
+    After(Duration),
+    /// Do not retry: a negative or unreadable value, or more than one.
+    Stop,
+}
+
+impl Pushback {
+    /// The pushback in `trailers`, if any: one value, a non-negative decimal
+    /// integer of milliseconds (gRPC-Go's `strconv.Atoi`: a sign is allowed).
+    pub(crate) fn from_trailers(trailers: &HeaderMap) -> Option<Pushback> {
+        let mut values = trailers.get_all("grpc-retry-pushback-ms").iter();
+        let first = values.next()?;
+        if values.next().is_some() {
+            return Some(Pushback::Stop);
+        }
+        let ms = first.to_str().ok().and_then(|s| s.parse::<i64>().ok());
+        Some(match ms.and_then(|ms| u64::try_from(ms).ok()) {
+            Some(ms) => Pushback::After(Duration::from_millis(ms)),
+            None => Pushback::Stop,
+        })
+    }
 }
 
 impl CallError {
@@ -74,13 +106,23 @@ impl CallError {
             message: message.into(),
             transparent_retry_ok: false,
             load_report: None,
+            committed: false,
+            pushback: None,
         }
     }
 
-    /// Keeps the load report in the server's trailers (or trailers-only
-    /// headers) that came with this error.
-    pub(crate) fn with_load_report(mut self, trailers: &HeaderMap) -> Self {
+    /// Keeps what the server's trailers (or trailers-only headers) that
+    /// came with this error say to the policy (its load report) and to the
+    /// retry policy (its pushback).
+    pub(crate) fn with_trailers(mut self, trailers: &HeaderMap) -> Self {
         self.load_report = trailers.get(LOAD_REPORT_TRAILER).cloned();
+        self.pushback = Pushback::from_trailers(trailers);
+        self
+    }
+
+    /// This error came after the server's response headers.
+    fn committed(mut self) -> Self {
+        self.committed = true;
         self
     }
 }
@@ -190,9 +232,23 @@ async fn call(
     tests::pause_before_body();
     let _ = stream.send_data(body, true);
     let resp = resp.await.map_err(|e| fail(e, true))?;
-    let (parts, mut body) = resp.into_parts();
-    unary_head(&parts).map_err(|e| e.with_load_report(&parts.headers))?;
+    let (parts, body) = resp.into_parts();
+    unary_head(&parts).map_err(|e| e.with_trailers(&parts.headers))?;
+    // Response headers came: whatever fails from here, the call is
+    // committed (gRFC A6).
+    unary_rest(parts, body, shared, max_response, &fail)
+        .await
+        .map_err(CallError::committed)
+}
 
+/// A unary response past its headers: the message and the trailers.
+async fn unary_rest(
+    parts: http::response::Parts,
+    mut body: h2::RecvStream,
+    shared: &HandleShared,
+    max_response: Option<usize>,
+    fail: &impl Fn(h2::Error, bool) -> CallError,
+) -> Result<UnaryResponse, CallError> {
     let max = max_response.map_or(shared.max_recv_message_size, |m| {
         m.min(shared.max_recv_message_size)
     });
@@ -207,7 +263,7 @@ async fn call(
         .await
         .map_err(|e| fail(e, true))?
         .unwrap_or_default();
-    let message = unary_message(buf, &trailers, max).map_err(|e| e.with_load_report(&trailers))?;
+    let message = unary_message(buf, &trailers, max).map_err(|e| e.with_trailers(&trailers))?;
     Ok(UnaryResponse {
         message,
         headers: parts.headers,
@@ -532,6 +588,8 @@ pub(crate) fn h2_error(e: &h2::Error, opened: bool) -> CallError {
         message: e.to_string(),
         transparent_retry_ok: retry,
         load_report: None,
+        committed: false,
+        pushback: None,
     }
 }
 
@@ -605,6 +663,26 @@ mod tests {
         let pause = PAUSE.with(Cell::get);
         if !pause.is_zero() {
             std::thread::sleep(pause);
+        }
+    }
+
+    #[test]
+    fn a_pushback_is_one_non_negative_integer_of_milliseconds() {
+        use super::Pushback;
+        let read = |values: &[&str]| {
+            let mut h = http::HeaderMap::new();
+            for v in values {
+                h.append("grpc-retry-pushback-ms", v.parse().unwrap());
+            }
+            Pushback::from_trailers(&h)
+        };
+        let after = |ms| Some(Pushback::After(Duration::from_millis(ms)));
+        assert_eq!(read(&[]), None);
+        assert_eq!(read(&["0"]), after(0));
+        assert_eq!(read(&["250"]), after(250));
+        assert_eq!(read(&["+5"]), after(5));
+        for stop in [&["-1"][..], &["x"], &["1.5"], &[""], &["1", "2"]] {
+            assert_eq!(read(stop), Some(Pushback::Stop), "{stop:?}");
         }
     }
 

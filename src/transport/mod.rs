@@ -35,7 +35,9 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 pub use grpc::UnaryResponse;
-pub(crate) use grpc::{check_message_len, code, start, unary_limited, CallError, CallFuture};
+pub(crate) use grpc::{
+    check_message_len, code, start, unary_limited, CallError, CallFuture, Pushback,
+};
 pub(crate) use h2conn::Connection;
 pub(crate) use health::{HealthWatch, WatchEvent};
 pub(crate) use tls::TlsClient;

@@ -8,6 +8,7 @@
 mod common;
 mod outlier;
 mod python;
+mod retry;
 mod ring_hash;
 
 use common::*;

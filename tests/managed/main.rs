@@ -11,6 +11,7 @@ mod health;
 mod idle;
 mod least_request_random;
 mod orca;
+mod retry;
 mod service_config;
 mod support;
 mod switch;

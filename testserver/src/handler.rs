@@ -106,6 +106,38 @@ pub(crate) async fn handle(
         let _ = respond.send_response(resp, true);
         return;
     }
+    // Retry tests (gRFC A6): fail the first attempts of a call, fail on one
+    // backend only, or fail after the response headers (committed).
+    let previous: u64 = header("grpc-previous-rpc-attempts")
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0);
+    let fail_code = header("x-fail-code")
+        .and_then(|v| v.parse::<u32>().ok())
+        .unwrap_or(14);
+    let fail_first = header("x-fail-attempts")
+        .and_then(|v| v.parse::<u64>().ok())
+        .is_some_and(|n| previous < n);
+    let fail_here = header("x-fail-port").and_then(|v| v.parse::<u16>().ok()) == Some(port);
+    if fail_first || fail_here {
+        let mut resp = grpc_headers(port);
+        let h = resp.headers_mut();
+        h.insert("grpc-status", fail_code.into());
+        h.insert("grpc-message", HeaderValue::from_static("failed as asked"));
+        if let Some(v) = parts.headers.get("x-pushback-ms") {
+            h.insert("grpc-retry-pushback-ms", v.clone());
+        }
+        let _ = respond.send_response(resp, true);
+        return;
+    }
+    if let Some(code) = header("x-fail-after-headers").and_then(|v| v.parse::<u32>().ok()) {
+        let Ok(mut stream) = respond.send_response(grpc_headers(port), false) else {
+            return;
+        };
+        let mut trailers = HeaderMap::new();
+        trailers.insert("grpc-status", code.into());
+        let _ = stream.send_trailers(trailers);
+        return;
+    }
     if let Some(code) = header("x-respond-status").and_then(|v| v.parse::<u32>().ok()) {
         let m = header("x-respond-message").unwrap_or_default();
         // A server may attach its load report to an error (gRFC A51).
@@ -156,6 +188,10 @@ pub(crate) async fn handle(
             let mut out = msg;
             out.extend_from_slice(format!("|port={port}").as_bytes());
             let mut resp = grpc_headers(port);
+            if let Some(v) = parts.headers.get("grpc-previous-rpc-attempts") {
+                resp.headers_mut()
+                    .insert("x-previous-rpc-attempts", v.clone());
+            }
             for (k, v) in &parts.headers {
                 if k.as_str().starts_with("x-echo-") {
                     resp.headers_mut().append(k, v.clone());

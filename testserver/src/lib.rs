@@ -14,6 +14,13 @@
 //!   stream during `x-delay-ms` is counted ([`TestServer::resets`]).
 //!   [`ServerOptions::refuse_streams`] refuses the first echo streams with
 //!   REFUSED_STREAM.
+//!   For retry tests (gRFC A6): `x-fail-attempts: N` fails a call's first N
+//!   attempts (by its `grpc-previous-rpc-attempts`, which the reply echoes
+//!   as `x-previous-rpc-attempts`), `x-fail-port: P` fails every call on
+//!   the backend listening on port P, both trailers-only with grpc-status
+//!   `x-fail-code` (default 14, UNAVAILABLE) and, with `x-pushback-ms: V`,
+//!   the trailer `grpc-retry-pushback-ms: V`; `x-fail-after-headers: N`
+//!   sends the response headers, then trailers with grpc-status N.
 //! - `/grpc.health.v1.Health/Check` and `/Watch` with per-service status
 //!   (UNIMPLEMENTED instead with [`ServerOptions::no_health`]).
 //! - ORCA (gRFC A51): `/xds.service.orca.v3.OpenRcaService/StreamCoreMetrics`
