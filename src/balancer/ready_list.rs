@@ -27,6 +27,11 @@ const MASK: usize = CHUNK - 1;
 pub(crate) struct ReadyChunks<E> {
     chunks: Box<[Arc<[E]>]>,
     len: usize,
+    /// The first chunk again (empty when there is none), held in the table
+    /// itself: in a table of one chunk, an index finds its entry without
+    /// first loading a chunk pointer, a load the random index would
+    /// otherwise wait for.
+    head: Arc<[E]>,
 }
 
 impl<E> ReadyChunks<E> {
@@ -39,6 +44,10 @@ impl<E> ReadyChunks<E> {
     /// Entry `i` (`None` at or past `len`).
     #[inline(always)]
     pub(crate) fn get(&self, i: usize) -> Option<&E> {
+        // By the table's size, not the index's: the same way every pick.
+        if self.len <= CHUNK {
+            return self.head.get(i);
+        }
         self.chunks.get(i >> SHIFT)?.get(i & MASK)
     }
 
@@ -188,7 +197,7 @@ impl<E: Copy> ReadyList<E> {
     pub(crate) fn freeze(&mut self) -> ReadyChunks<E> {
         let count = self.entries.len().div_ceil(CHUNK);
         self.frozen.resize(count, None);
-        let chunks = self
+        let chunks: Box<[Arc<[E]>]> = self
             .entries
             .chunks(CHUNK)
             .zip(self.frozen.iter_mut())
@@ -201,9 +210,11 @@ impl<E: Copy> ReadyList<E> {
                     .clone()
             })
             .collect();
+        let head = chunks.first().cloned().unwrap_or_else(|| Arc::from([]));
         ReadyChunks {
             chunks,
             len: self.entries.len(),
+            head,
         }
     }
 
