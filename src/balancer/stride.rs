@@ -40,19 +40,33 @@ struct Stride {
 /// That is all a weighted policy needs (gRPC-Go's weighted_round_robin
 /// acts on load reports only), and it lets a pick's done cost nothing when
 /// the RPC reports no load.
+///
+/// One cache line each (what a pick reads, and the subchannel's owner): a
+/// reader streaming through 100,000 entries reads a line per pick, not
+/// 1.25.
+#[repr(align(64))]
 pub struct ScheduleEntry {
     listed: RotationEntry,
+    /// From `Arc::into_raw`: the entry owns one count of the hook, given
+    /// back in `drop` (one fat pointer, not a pointer and an `Arc` too).
     hook: NonNull<dyn DoneHook>,
-    /// Own what `listed` and `hook` point to.
+    /// Owns what `listed` points to.
     _subconn: Arc<SubConn>,
-    _hook: Arc<dyn DoneHook>,
 }
 
-// SAFETY: pointers into the `Arc`s the entry owns (`SubConn` and the hook
-// are `Send + Sync`), only ever read.
+// SAFETY: pointers into what the entry owns (`SubConn` and the hook are
+// `Send + Sync`), only ever read.
 unsafe impl Send for ScheduleEntry {}
 // SAFETY: as above.
 unsafe impl Sync for ScheduleEntry {}
+
+impl Drop for ScheduleEntry {
+    fn drop(&mut self) {
+        // SAFETY: `hook` came from `Arc::into_raw` in `new` and is given
+        // back once, here; nothing uses it after.
+        drop(unsafe { Arc::from_raw(self.hook.as_ptr().cast_const()) });
+    }
+}
 
 impl ScheduleEntry {
     /// `subconn`, whose picks' load reports go to `hook`.
@@ -60,11 +74,12 @@ impl ScheduleEntry {
         // SAFETY: the entry owns `subconn`, so the pointers stay valid for
         // as long as the entry (an `Arc`'s value never moves).
         let listed = unsafe { RotationEntry::new(&subconn) };
+        // SAFETY: `Arc::into_raw` never returns null.
+        let hook = unsafe { NonNull::new_unchecked(Arc::into_raw(hook).cast_mut()) };
         ScheduleEntry {
             listed,
-            hook: NonNull::from(&*hook),
+            hook,
             _subconn: subconn,
-            _hook: hook,
         }
     }
 
@@ -76,7 +91,8 @@ impl ScheduleEntry {
 
     /// The hook that hears the load of this entry's picks.
     pub fn hook(&self) -> &(dyn DoneHook + 'static) {
-        // SAFETY: points into `_hook`, alive as long as `self`.
+        // SAFETY: the entry holds a count of the hook's `Arc` (see `hook`):
+        // alive as long as `self`.
         unsafe { self.hook.as_ref() }
     }
 
