@@ -252,7 +252,10 @@ impl Course {
         }
         let tokens = self.tokens.as_deref();
         if pushback == Some(Pushback::Stop) {
-            tokens.map(RetryTokens::failed);
+            // Counts as a failure whatever the code (gRPC-Go's order).
+            if let Some(t) = tokens {
+                t.failed();
+            }
             return None;
         }
         let r = self.retry.as_mut()?;
