@@ -8,7 +8,10 @@
  *      channel: timeout, wait-for-ready, size limits, retry policy;
  *   3. the library's own calls apply it: "timeout":"0.3s" ends a 2.5 s call
  *      with DEADLINE_EXCEEDED near 0.3 s, blocking and started; message size
- *      limits fail RESOURCE_EXHAUSTED both ways. */
+ *      limits fail RESOURCE_EXHAUSTED both ways;
+ *   4. and its retryPolicy (gRFC A6): a method the server does not have,
+ *      with UNIMPLEMENTED made retryable, is tried maxAttempts (3) times,
+ *      0.16-0.24 s apart, blocking and started, before it fails. */
 #include "echo_server.h"
 
 #include <ctype.h>
@@ -24,6 +27,13 @@ static const char *CONFIG =
     "{\"name\":[{\"service\":\"echo.Echo\"}],\"waitForReady\":true,"
     " \"retryPolicy\":{\"maxAttempts\":9,\"initialBackoff\":\"0.1s\",\"maxBackoff\":\"1s\","
     "  \"backoffMultiplier\":2,\"retryableStatusCodes\":[\"UNAVAILABLE\",\"ABORTED\"]}}]}";
+
+/* Unknown methods (the server answers UNIMPLEMENTED) are retried 3 times,
+ * 0.2 s (x 0.8-1.2) apart. */
+static const char *RETRY_CONFIG =
+    "{\"methodConfig\":[{\"name\":[{\"service\":\"echo.Echo\",\"method\":\"Nope\"}],"
+    " \"retryPolicy\":{\"maxAttempts\":3,\"initialBackoff\":\"0.2s\",\"maxBackoff\":\"0.2s\","
+    "  \"backoffMultiplier\":1,\"retryableStatusCodes\":[\"UNIMPLEMENTED\"]}}]}";
 
 static double now_ms(void) {
   struct timespec ts;
@@ -114,7 +124,7 @@ int main(void) {
   sy_method_config mc, again;
   char target[64];
   uint32_t state = 0;
-  double t;
+  double t, plain;
 
   echo_server_start(&servers, 1);
   snprintf(target, sizeof target, "ipv4:127.0.0.1:%d", servers.ports[0]);
@@ -181,6 +191,31 @@ int main(void) {
   started(ch, UNARY, "hello world", 8, "larger than max (11 vs. 10)");
   expect_rpc_error(call(r, UNARY, "0123456789", 5000), 8, "larger than max"); /* 21 back */
   started(ch, UNARY, "0123456789", 8, "larger than max");
+
+  sy_reader_free(r);
+  sy_channel_free(ch);
+
+  /* 4. Retries: three attempts, two backoffs of at least 0.16 s each; a
+   * method no retry policy names fails at the first answer. (Compared with
+   * each other, not with fixed times: valgrind runs this too.) */
+  printf("retryPolicy:\n");
+  OK(sy_channel_new_simple(rt, target, RETRY_CONFIG, opts, &ch));
+  OK(sy_reader_new(ch, &r));
+  CHECK(call(r, UNARY, "warm", 5000) == SY_OK);
+  t = now_ms();
+  expect_rpc_error(call(r, "/echo.Echo/Other", "x", 5000), 12 /* UNIMPLEMENTED */, "");
+  plain = now_ms() - t;
+  printf("  without a retry policy: failed after %.0f ms\n", plain);
+  t = now_ms();
+  expect_rpc_error(call(r, "/echo.Echo/Nope", "x", 5000), 12, "");
+  t = now_ms() - t;
+  printf("  blocking call failed after %.0f ms (3 attempts)\n", t);
+  CHECK(t >= 320 && t >= plain + 300);
+  t = now_ms();
+  started(ch, "/echo.Echo/Nope", "x", 12, "");
+  t = now_ms() - t;
+  printf("  started call failed after %.0f ms (3 attempts)\n", t);
+  CHECK(t >= 320);
 
   sy_reader_free(r);
   sy_channel_free(ch);
