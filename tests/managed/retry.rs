@@ -285,3 +285,49 @@ fn a_failed_fail_fast_pick_is_retried_by_the_policy() {
         server.stop();
     }
 }
+
+#[test]
+fn closing_the_channel_ends_a_call_waiting_to_retry() {
+    let servers = start_servers(1);
+    let rt = Runtime::new().unwrap();
+    let sc = retry_config(5, r#""UNAVAILABLE""#, "")
+        .replace("0.01s", "30s")
+        .replace("0.05s", "60s");
+    let ch = ready_channel(&rt, &servers, &sc);
+    let md = meta(&[("x-fail-attempts", "100")]);
+    let options = CallOptions {
+        deadline: Some(Instant::now() + Duration::from_secs(20)),
+        metadata: &md,
+        ..Default::default()
+    };
+    let (tx, rx) = bounded(1);
+    ch.unary_start(ECHO, b"ping", &options, move |r| {
+        let _ = tx.send(r);
+    })
+    .unwrap();
+    let blocking = {
+        let mut reader = ch.reader();
+        let md = md.clone();
+        std::thread::spawn(move || {
+            let options = CallOptions {
+                deadline: Some(Instant::now() + Duration::from_secs(20)),
+                metadata: &md,
+                ..Default::default()
+            };
+            reader.unary(ECHO, b"ping", &options)
+        })
+    };
+    // Both have failed once and wait out a 24-36 s backoff.
+    wait_until("both first attempts", || servers[0].requests() >= 1 + 2);
+    std::thread::sleep(Duration::from_millis(100));
+    let t = Instant::now();
+    ch.close();
+    let started = rx
+        .recv_timeout(Duration::from_secs(5))
+        .expect("ended by the close");
+    let blocking = blocking.join().unwrap();
+    for r in [started, blocking] {
+        assert_eq!(r.unwrap_err().code(), Code::Cancelled);
+    }
+    assert!(t.elapsed() < Duration::from_secs(5), "{:?}", t.elapsed());
+}
