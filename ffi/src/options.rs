@@ -334,6 +334,9 @@ pub extern "C" fn sy_channel_options_set_client_cert(
 /// gRPC's default). `permit_without_calls`: also when no call is in flight.
 /// `time_ms` 0 turns keepalive off (the default). A server may answer too
 /// frequent pings with GOAWAY ENHANCE_YOUR_CALM; the time is then doubled.
+/// Without `permit_without_calls` no PING goes out while no call is in
+/// flight, and a call starting after `time_ms` of quiet pings at once. On
+/// Linux, TCP connections also get TCP_USER_TIMEOUT = the timeout (gRFC A18).
 #[no_mangle]
 pub extern "C" fn sy_channel_options_set_keepalive(
     opts: *mut sy_channel_options,

@@ -230,6 +230,18 @@ impl Connection {
         self.next_event()
     }
 
+    /// The socket's TCP_USER_TIMEOUT (tests of gRFC A18).
+    #[cfg(all(test, any(target_os = "linux", target_os = "android")))]
+    pub(crate) fn tcp_user_timeout(&self) -> Option<std::time::Duration> {
+        // SAFETY: `fd` is this connection's open socket for as long as
+        // `self`; the borrow ends before this returns.
+        let fd = unsafe { std::os::fd::BorrowedFd::borrow_raw(self.fd) };
+        socket2::SockRef::from(&fd)
+            .tcp_user_timeout()
+            .ok()
+            .flatten()
+    }
+
     /// When the loop should call [`Connection::on_timer`] next (keepalive).
     pub fn next_timer(&self) -> Option<Instant> {
         let ka = self.keepalive.as_ref()?;
@@ -392,6 +404,13 @@ impl Connection {
             // Small gRPC frames must not sit in Nagle's buffer. Best effort:
             // without it the connection is slower, not broken.
             let _ = s.set_nodelay(true);
+            // gRFC A18: with keepalive on, data the peer never acknowledges
+            // fails the connection after the keepalive timeout too (a ping
+            // stuck behind unacknowledged data could not). Best effort.
+            #[cfg(any(target_os = "linux", target_os = "android"))]
+            if let Some(ka) = &self.keepalive_cfg {
+                let _ = socket2::SockRef::from(s).set_tcp_user_timeout(Some(ka.timeout));
+            }
         }
         self.state = match tls {
             Some(tls) => State::TlsHandshake { sock, tls },
@@ -491,7 +510,8 @@ impl Connection {
             }
         }
         if let Some(ka) = self.keepalive.as_mut() {
-            ka.note_reads(&self.flags, Instant::now());
+            let now = Instant::now();
+            ka.note_reads(&self.flags, now);
             if ka.ping_deadline.is_some() {
                 let State::Open { pings, .. } = &mut self.state else {
                     return;
@@ -500,6 +520,14 @@ impl Connection {
                     ka.ping_deadline = None;
                     ka.next_check = Instant::now() + ka.cfg.time;
                 }
+            } else if ka.next_check > now
+                && now >= ka.last_read + ka.cfg.time
+                && self.shared.inflight.load(Ordering::Relaxed) > 0
+            {
+                // gRFC A8: keepalive was dormant (no call in flight) and a
+                // call starts on a connection quiet for `time`: ping now,
+                // not at the next check (the loop's timer follows).
+                ka.next_check = now;
             }
         }
     }

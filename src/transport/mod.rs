@@ -168,8 +168,14 @@ pub struct TlsSettings {
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-/// HTTP/2 keepalive PINGs (gRFC A8), off unless set. A server's
-/// "too_many_pings" GOAWAY doubles `time`.
+/// HTTP/2 keepalive PINGs (gRFC A8), off unless set: a PING after `time`
+/// without reading anything, the connection dropped if nothing at all is
+/// read within `timeout` after it. Without `permit_without_calls` it is
+/// dormant while no call is in flight, and a call that starts on a
+/// connection quiet for `time` pings at once. A server's "too_many_pings"
+/// GOAWAY doubles `time`. On Linux, TCP connections also get
+/// TCP_USER_TIMEOUT = `timeout` (gRFC A18). `time` is used as given (no
+/// 10 s floor as in gRPC-Go: a server's enforcement policy still applies).
 pub struct Keepalive {
     /// Idle time (no bytes read) after which a PING is sent.
     pub time: Duration,

@@ -869,6 +869,121 @@ fn keepalive_takes_any_bytes_from_the_peer_as_an_answer() {
     srv.join().unwrap();
 }
 
+/// Frames a peer saw: (type, when).
+type Frames = Vec<(u8, Instant)>;
+
+/// A hand-rolled HTTP/2 peer that acks SETTINGS and every PING, never
+/// answers a stream, and records when each PING and HEADERS frame came.
+fn recording_peer() -> (SocketAddr, Arc<Mutex<Frames>>, JoinHandle<()>) {
+    use std::io::{Read, Write};
+    let l = std::net::TcpListener::bind(localhost()).unwrap();
+    let addr = l.local_addr().unwrap();
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    let log = seen.clone();
+    let t = thread::spawn(move || {
+        let mut s = accept_h2(&l);
+        loop {
+            let mut hdr = [0u8; 9];
+            if s.read_exact(&mut hdr).is_err() {
+                return;
+            }
+            let len = u32::from_be_bytes([0, hdr[0], hdr[1], hdr[2]]) as usize;
+            let mut payload = vec![0u8; len];
+            if s.read_exact(&mut payload).is_err() {
+                return;
+            }
+            let (ty, ack) = (hdr[3], hdr[4] & 1 == 1);
+            if matches!(ty, 1 | 6) && !ack {
+                log.lock().unwrap().push((ty, Instant::now()));
+            }
+            let reply = match (ty, ack) {
+                (4, false) => frame(4, 1, &[]),
+                (6, false) => frame(6, 1, &payload),
+                _ => continue,
+            };
+            if s.write_all(&reply).is_err() {
+                return;
+            }
+        }
+    });
+    (addr, seen, t)
+}
+
+/// gRFC A8: with no call in flight (and pings without calls not
+/// permitted) keepalive is dormant; a call that starts on a connection
+/// quiet for longer than the keepalive time pings at once, not at the next
+/// periodic check.
+#[test]
+#[cfg_attr(miri, ignore = "real sockets: Miri has no network")]
+fn a_call_after_a_quiet_spell_pings_at_once() {
+    let (addr, seen, srv) = recording_peer();
+    let lt = LoopThread::spawn(Target::Tcp(addr), keepalive_cfg(1000, 5000, false));
+    let h = lt.ready();
+    // 2.5 keepalive times without a call: no ping (checks at 1 s and 2 s
+    // find none in flight; the next is due at 3 s).
+    thread::sleep(Duration::from_millis(2500));
+    let ended = grpc::unary(
+        &h,
+        "/echo.Echo/Unary",
+        b"x",
+        &[],
+        Some(Duration::from_millis(800)),
+    );
+    assert_eq!(ended.unwrap_err().code, code::DEADLINE_EXCEEDED);
+    drop(lt);
+    srv.join().unwrap();
+    let seen = seen.lock().unwrap().clone();
+    let headers = seen
+        .iter()
+        .find(|(ty, _)| *ty == 1)
+        .expect("the call's HEADERS")
+        .1;
+    let pings: Vec<Instant> = seen
+        .iter()
+        .filter(|(ty, _)| *ty == 6)
+        .map(|(_, at)| *at)
+        .collect();
+    // The readiness check's ping only, before the call.
+    assert_eq!(
+        pings.iter().filter(|at| **at < headers).count(),
+        1,
+        "{seen:?}"
+    );
+    let first_after = pings
+        .iter()
+        .find(|at| **at >= headers)
+        .expect("a keepalive ping");
+    assert!(
+        *first_after - headers < Duration::from_millis(250),
+        "pinged {:?} after the call started",
+        *first_after - headers
+    );
+}
+
+/// gRFC A18: keepalive on sets TCP_USER_TIMEOUT to its timeout; off leaves
+/// the system default (0).
+#[test]
+#[cfg(any(target_os = "linux", target_os = "android"))]
+#[cfg_attr(miri, ignore = "real sockets: Miri has no network")]
+fn keepalive_sets_tcp_user_timeout() {
+    let srv = plain_server();
+    let mut d = Driver::start(
+        &Target::Tcp(srv.addr()),
+        &keepalive_cfg(10_000, 1_500, false),
+    )
+    .unwrap();
+    assert_eq!(d.next(SOON), Some(Progress::Ready));
+    assert_eq!(
+        d.conn.tcp_user_timeout(),
+        Some(Duration::from_millis(1_500))
+    );
+    d.conn.close(d.poll.registry());
+    let mut d = Driver::start(&Target::Tcp(srv.addr()), &TransportConfig::insecure()).unwrap();
+    assert_eq!(d.next(SOON), Some(Progress::Ready));
+    assert_eq!(d.conn.tcp_user_timeout(), None);
+    d.conn.close(d.poll.registry());
+}
+
 #[test]
 #[cfg_attr(miri, ignore = "real sockets: Miri has no network")]
 fn too_many_pings_goaway_is_flagged() {
