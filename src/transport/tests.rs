@@ -779,25 +779,30 @@ fn accept_h2(l: &std::net::TcpListener) -> std::net::TcpStream {
     s
 }
 
+/// The next frame a hand-rolled peer reads: (type, flags, payload), or
+/// `None` once the client is gone.
+fn read_frame(s: &mut std::net::TcpStream) -> Option<(u8, u8, Vec<u8>)> {
+    use std::io::Read;
+    let mut hdr = [0u8; 9];
+    s.read_exact(&mut hdr).ok()?;
+    let len = u32::from_be_bytes([0, hdr[0], hdr[1], hdr[2]]) as usize;
+    let mut payload = vec![0u8; len];
+    s.read_exact(&mut payload).ok()?;
+    Some((hdr[3], hdr[4], payload))
+}
+
 /// A hand-rolled HTTP/2 "server": SETTINGS, answer PINGs, then GOAWAY with
 /// ENHANCE_YOUR_CALM + "too_many_pings" (h2's server API cannot send
 /// GOAWAY debug data).
 fn calm_down_server() -> (SocketAddr, JoinHandle<()>) {
-    use std::io::{Read, Write};
+    use std::io::Write;
     let l = std::net::TcpListener::bind(localhost()).unwrap();
     let addr = l.local_addr().unwrap();
     let t = thread::spawn(move || {
         let mut s = accept_h2(&l);
         s.set_read_timeout(Some(SOON)).unwrap();
-        loop {
-            let mut hdr = [0u8; 9];
-            if s.read_exact(&mut hdr).is_err() {
-                return;
-            }
-            let len = u32::from_be_bytes([0, hdr[0], hdr[1], hdr[2]]) as usize;
-            let mut payload = vec![0u8; len];
-            s.read_exact(&mut payload).unwrap();
-            if hdr[3] == 6 && hdr[4] & 1 == 0 {
+        while let Some((ty, flags, payload)) = read_frame(&mut s) {
+            if ty == 6 && flags & 1 == 0 {
                 s.write_all(&frame(6, 1, &payload)).unwrap();
                 let mut ga = vec![0, 0, 0, 0, 0, 0, 0, 0x0b];
                 ga.extend_from_slice(b"too_many_pings");
@@ -812,7 +817,7 @@ fn calm_down_server() -> (SocketAddr, JoinHandle<()>) {
 /// check) and no other, but keeps talking: a WINDOW_UPDATE on the
 /// connection every 30 ms, until the client goes away.
 fn chatty_peer_that_acks_no_keepalive() -> (SocketAddr, JoinHandle<()>) {
-    use std::io::{Read, Write};
+    use std::io::Write;
     let l = std::net::TcpListener::bind(localhost()).unwrap();
     let addr = l.local_addr().unwrap();
     let t = thread::spawn(move || {
@@ -827,18 +832,9 @@ fn chatty_peer_that_acks_no_keepalive() -> (SocketAddr, JoinHandle<()>) {
             }
         });
         let mut acked = false;
-        loop {
-            let mut hdr = [0u8; 9];
-            if s.read_exact(&mut hdr).is_err() {
-                break;
-            }
-            let len = u32::from_be_bytes([0, hdr[0], hdr[1], hdr[2]]) as usize;
-            let mut payload = vec![0u8; len];
-            if s.read_exact(&mut payload).is_err() {
-                break;
-            }
-            let ack = |flags: u8| frame(hdr[3], flags, &payload);
-            match (hdr[3], hdr[4] & 1) {
+        while let Some((ty, flags, payload)) = read_frame(&mut s) {
+            let ack = |flags: u8| frame(ty, flags, &payload);
+            match (ty, flags & 1) {
                 (4, 0) => s.write_all(&frame(4, 1, &[])).unwrap(),
                 (6, 0) if !acked => {
                     acked = true;
@@ -875,24 +871,15 @@ type Frames = Vec<(u8, Instant)>;
 /// A hand-rolled HTTP/2 peer that acks SETTINGS and every PING, never
 /// answers a stream, and records when each PING and HEADERS frame came.
 fn recording_peer() -> (SocketAddr, Arc<Mutex<Frames>>, JoinHandle<()>) {
-    use std::io::{Read, Write};
+    use std::io::Write;
     let l = std::net::TcpListener::bind(localhost()).unwrap();
     let addr = l.local_addr().unwrap();
     let seen = Arc::new(Mutex::new(Vec::new()));
     let log = seen.clone();
     let t = thread::spawn(move || {
         let mut s = accept_h2(&l);
-        loop {
-            let mut hdr = [0u8; 9];
-            if s.read_exact(&mut hdr).is_err() {
-                return;
-            }
-            let len = u32::from_be_bytes([0, hdr[0], hdr[1], hdr[2]]) as usize;
-            let mut payload = vec![0u8; len];
-            if s.read_exact(&mut payload).is_err() {
-                return;
-            }
-            let (ty, ack) = (hdr[3], hdr[4] & 1 == 1);
+        while let Some((ty, flags, payload)) = read_frame(&mut s) {
+            let ack = flags & 1 == 1;
             if matches!(ty, 1 | 6) && !ack {
                 log.lock().unwrap().push((ty, Instant::now()));
             }

@@ -19,6 +19,13 @@ fn retry_config(attempts: u32, codes: &str, more: &str) -> String {
     )
 }
 
+/// Retries UNAVAILABLE after 24-36 s: longer than any test waits.
+fn slow_retry_config() -> String {
+    retry_config(5, r#""UNAVAILABLE""#, "")
+        .replace("0.01s", "30s")
+        .replace("0.05s", "60s")
+}
+
 fn meta(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
     pairs
         .iter()
@@ -228,10 +235,7 @@ fn throttling_stops_retries_at_half_the_tokens() {
 fn the_deadline_ends_a_call_waiting_to_retry() {
     let servers = start_servers(1);
     let rt = Runtime::new().unwrap();
-    let sc = retry_config(5, r#""UNAVAILABLE""#, "")
-        .replace("0.01s", "30s")
-        .replace("0.05s", "60s");
-    let ch = ready_channel(&rt, &servers, &sc);
+    let ch = ready_channel(&rt, &servers, &slow_retry_config());
     let md = meta(&[("x-fail-attempts", "100")]);
     let t = Instant::now();
     for r in both(&ch, &md, Some(Duration::from_millis(300))) {
@@ -290,10 +294,7 @@ fn a_failed_fail_fast_pick_is_retried_by_the_policy() {
 fn closing_the_channel_ends_a_call_waiting_to_retry() {
     let servers = start_servers(1);
     let rt = Runtime::new().unwrap();
-    let sc = retry_config(5, r#""UNAVAILABLE""#, "")
-        .replace("0.01s", "30s")
-        .replace("0.05s", "60s");
-    let ch = ready_channel(&rt, &servers, &sc);
+    let ch = ready_channel(&rt, &servers, &slow_retry_config());
     let md = meta(&[("x-fail-attempts", "100")]);
     let options = CallOptions {
         deadline: Some(Instant::now() + Duration::from_secs(20)),
