@@ -1,0 +1,385 @@
+//! One call's course through picks and attempts: which connection an
+//! attempt goes out on, what the policy hears of each, and whether the call
+//! is over or tried again: at once (gRPC's transparent retry of a call the
+//! server never processed) or after a backoff (the method's `retryPolicy`
+//! within the channel's `retryThrottling`, gRFC A6). Blocking and started
+//! calls make the same decisions here, each waiting in its own way.
+
+use crate::balancer::picker::DoneInfo;
+use crate::reader::{Pick, PickError, PickWait};
+use crate::service_config::{RetryPolicy, RetryTokens};
+use crate::status::{Code, Status};
+use crate::transport::{orca, CallError, Handle, Pushback, UnaryResponse};
+use std::borrow::Cow;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// One call's way through picks, attempts, the policy's done hook, one
+/// transparent retry and its retry policy: the decisions blocking and
+/// started calls share. The caller picks (and waits for pickers and
+/// backoffs) in its own way and hands each pick and each attempt's result
+/// here; `finish` is how it gives a pick back to the policy's done hook.
+#[derive(Default)]
+pub(crate) struct Course {
+    retried: bool,
+    /// What the failed picks it waited through said (`Reader::pick`'s rules).
+    waiting: PickWait,
+    /// Waiting because the picked connection went away.
+    lost_connection: bool,
+    /// The method's retry policy and how far the call has come under it.
+    retry: Option<Retries>,
+    /// The channel's retry tokens (`retryThrottling`), if it has any.
+    tokens: Option<Arc<RetryTokens>>,
+    /// What the last failed attempt (or pick) said, for a deadline that
+    /// passes during the backoff after it.
+    last_failure: Option<Status>,
+}
+
+/// A call's `retryPolicy` and the attempts it has made under it.
+struct Retries {
+    policy: RetryPolicy,
+    /// Attempts made, the first included (transparent retries not).
+    attempts: u32,
+    /// Retries since the server last pushed back: the backoff's exponent.
+    since_pushback: u32,
+}
+
+/// What comes after a pick.
+pub(crate) enum Next {
+    /// Send the attempt on this connection.
+    Send(Pick, Arc<Handle>),
+    /// Wait for a newer picker, then pick again.
+    Wait,
+    /// Pick again after this backoff (the retry policy's).
+    Backoff(Duration),
+    /// The call is over.
+    Done(Result<UnaryResponse, Status>),
+}
+
+/// What comes after an attempt.
+pub(crate) enum After {
+    /// Pick again now (a transparent retry).
+    Again,
+    /// Pick again after this backoff (the retry policy's).
+    Backoff(Duration),
+    /// The call is over.
+    Done(Result<UnaryResponse, Status>),
+}
+
+/// The header that tells a server how many attempts came before this one.
+const PREVIOUS_ATTEMPTS: &str = "grpc-previous-rpc-attempts";
+
+/// `metadata` with `grpc-previous-rpc-attempts` set to `previous` when a
+/// retry has come before (gRFC A6; the first attempt and its transparent
+/// retry carry none).
+pub(super) fn attempt_metadata(
+    metadata: &[(String, String)],
+    previous: u32,
+) -> Cow<'_, [(String, String)]> {
+    if previous == 0 {
+        return Cow::Borrowed(metadata);
+    }
+    let mut m: Vec<(String, String)> = metadata
+        .iter()
+        .filter(|(k, _)| k != PREVIOUS_ATTEMPTS)
+        .cloned()
+        .collect();
+    m.push((PREVIOUS_ATTEMPTS.to_string(), previous.to_string()));
+    Cow::Owned(m)
+}
+
+impl Course {
+    /// The course of a call to a method with `retry` as its policy, on a
+    /// channel with `tokens`.
+    pub(super) fn new(retry: Option<RetryPolicy>, tokens: Option<Arc<RetryTokens>>) -> Course {
+        Course {
+            retry: retry.map(|policy| Retries {
+                policy,
+                attempts: 1,
+                since_pushback: 0,
+            }),
+            tokens,
+            ..Course::default()
+        }
+    }
+
+    /// Retries made so far under the retry policy: the next attempt's
+    /// `grpc-previous-rpc-attempts`.
+    pub(crate) fn previous_attempts(&self) -> u32 {
+        self.retry.as_ref().map_or(0, |r| r.attempts - 1)
+    }
+
+    /// gRFC A6's decision on an attempt (or fail-fast pick) that failed with
+    /// `code`: the backoff before the next attempt, or `None` for no retry.
+    /// As gRPC-Go decides (`shouldRetry`): never once committed; an
+    /// unreadable pushback stops retries and costs a token; a code the
+    /// policy does not name is final; a retryable one costs a token, and
+    /// retries stop when that leaves half of `maxTokens` or less, or when
+    /// `maxAttempts` are spent.
+    fn retry_after(
+        &mut self,
+        code: Code,
+        committed: bool,
+        pushback: Option<Pushback>,
+    ) -> Option<Duration> {
+        if committed {
+            return None;
+        }
+        let tokens = self.tokens.as_deref();
+        if pushback == Some(Pushback::Stop) {
+            // Counts as a failure whatever the code (gRPC-Go's order).
+            if let Some(t) = tokens {
+                t.failed();
+            }
+            return None;
+        }
+        let r = self.retry.as_mut()?;
+        if !r.policy.retryable_status_codes.contains(&code) {
+            return None;
+        }
+        if !tokens.is_none_or(RetryTokens::failed) {
+            return None;
+        }
+        if r.attempts >= r.policy.max_attempts {
+            return None;
+        }
+        r.attempts += 1;
+        if let Some(Pushback::After(d)) = pushback {
+            r.since_pushback = 0;
+            return Some(d);
+        }
+        let p = &r.policy;
+        // min(initial × multiplier^n, max) × U(0.8, 1.2).
+        let exp = i32::try_from(r.since_pushback).unwrap_or(i32::MAX);
+        let grown = p.initial_backoff.as_secs_f64() * p.backoff_multiplier.powi(exp);
+        let capped = grown.min(p.max_backoff.as_secs_f64());
+        r.since_pushback += 1;
+        let jitter = 0.8 + 0.4 * crate::clock::Rng::from_entropy().uniform();
+        Some(Duration::try_from_secs_f64(capped * jitter).unwrap_or(p.max_backoff))
+    }
+
+    /// A pick came back. Its connection went away (or is going) after the
+    /// picker was built: wait for the picker that knows (gRPC treats this
+    /// as a queued pick; the loop publishes one once it has seen the
+    /// GOAWAY / loss that made the handle closing).
+    pub(crate) fn picked(&mut self, pick: Pick, finish: impl FnOnce(Pick, &DoneInfo<'_>)) -> Next {
+        // A REFUSED_STREAM leaves a connection usable (a retry may go out on
+        // it, as in gRPC), but never one that is closing.
+        match pick.subconn().transport().filter(|h| !h.is_closing()) {
+            Some(handle) => {
+                self.lost_connection = false;
+                Next::Send(pick, handle)
+            }
+            None => {
+                finish(
+                    pick,
+                    &DoneInfo {
+                        error: Some("subchannel lost its connection"),
+                        code: Code::Unavailable,
+                        ..Default::default()
+                    },
+                );
+                self.lost_connection = true;
+                Next::Wait
+            }
+        }
+    }
+
+    /// A pick that may not wait failed (started calls pick on the loop):
+    /// queue it or fail the call, as `Reader::pick` decides for a blocking
+    /// pick.
+    pub(crate) fn pick_failed(&mut self, e: PickError, wait_for_ready: bool) -> Next {
+        match self.waiting.failed(e, wait_for_ready) {
+            Ok(()) => Next::Wait,
+            Err(e) => self.pick_error(e),
+        }
+    }
+
+    /// A pick ended the call's wait with `e`: a picker's failure is an
+    /// attempt's, for the retry policy (gRFC A6; a drop is never retried),
+    /// the rest end the call.
+    pub(crate) fn pick_error(&mut self, e: PickError) -> Next {
+        let status = e.status();
+        if let PickError::Unavailable(_) = e {
+            if let Some(d) = self.retry_after(status.code(), false, None) {
+                self.last_failure = Some(status);
+                return Next::Backoff(d);
+            }
+        }
+        Next::Done(Err(status))
+    }
+
+    /// The status of a call whose deadline passed while it waited to retry.
+    pub(crate) fn deadline_retrying(&self) -> Status {
+        let last = self
+            .last_failure
+            .as_ref()
+            .map(|s| format!(" after {:?}: {}", s.code(), s.message()))
+            .unwrap_or_default();
+        Status::new(
+            Code::DeadlineExceeded,
+            format!("deadline exceeded waiting to retry{last}"),
+        )
+    }
+
+    /// The status of a call whose deadline passed while it waited for a
+    /// picker (`Reader::pick`'s error).
+    pub(crate) fn deadline_waiting(&self) -> Status {
+        if self.lost_connection {
+            return Status::new(
+                Code::DeadlineExceeded,
+                "deadline exceeded waiting for a connection",
+            );
+        }
+        self.waiting.deadline_exceeded().status()
+    }
+
+    /// An attempt ended after `latency`: the policy hears how, and the call
+    /// is over, or is picked again (at once, once, for a call the server
+    /// never processed; after a backoff, as its retry policy allows).
+    pub(crate) fn attempt_ended(
+        &mut self,
+        pick: Pick,
+        result: Result<UnaryResponse, CallError>,
+        latency: Duration,
+        finish: impl FnOnce(Pick, &DoneInfo<'_>),
+    ) -> After {
+        match result {
+            Ok(response) => {
+                // The backend's ORCA report, if it sent one, for policies
+                // that weigh endpoints by load (weighted_round_robin).
+                let load = orca::load_metrics(&response.trailers);
+                let load: Vec<(&str, f64)> = load.iter().map(|(k, v)| (k.as_str(), *v)).collect();
+                finish(
+                    pick,
+                    &DoneInfo {
+                        latency,
+                        load: &load,
+                        ..DoneInfo::OK
+                    },
+                );
+                if let Some(t) = &self.tokens {
+                    t.succeeded();
+                }
+                After::Done(Ok(response))
+            }
+            Err(e) => {
+                let code = Code::from_u32(e.code).unwrap_or(Code::Unknown);
+                // A server may attach its load report to an error status
+                // (gRFC A51): it counts as much as one on an OK response.
+                let load = e
+                    .load_report
+                    .as_ref()
+                    .and_then(orca::OrcaLoadReport::from_value)
+                    .map(|r| r.metrics())
+                    .unwrap_or_default();
+                let load: Vec<(&str, f64)> = load.iter().map(|(k, v)| (k.as_str(), *v)).collect();
+                finish(
+                    pick,
+                    &DoneInfo {
+                        error: Some(&e.message),
+                        // A failed attempt is never OK to the policy, even
+                        // if the server said "0" with an error.
+                        code: if code == Code::Ok {
+                            Code::Unknown
+                        } else {
+                            code
+                        },
+                        latency,
+                        load: &load,
+                    },
+                );
+                if e.transparent_retry_ok && !self.retried {
+                    self.retried = true;
+                    return After::Again;
+                }
+                let status = Status::new(code, e.message);
+                match self.retry_after(code, e.committed, e.pushback) {
+                    Some(d) => {
+                        self.last_failure = Some(status);
+                        After::Backoff(d)
+                    }
+                    None => After::Done(Err(status)),
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{attempt_metadata, Course};
+    use crate::service_config::RetryPolicy;
+    use crate::status::Code;
+    use crate::transport::Pushback;
+    use std::time::Duration;
+
+    fn policy(max_attempts: u32) -> RetryPolicy {
+        RetryPolicy {
+            max_attempts,
+            initial_backoff: Duration::from_millis(100),
+            max_backoff: Duration::from_millis(300),
+            backoff_multiplier: 2.0,
+            retryable_status_codes: vec![Code::Unavailable],
+        }
+    }
+
+    fn within(d: Duration, base_ms: f64) -> bool {
+        let ms = d.as_secs_f64() * 1e3;
+        ms >= base_ms * 0.8 - 1e-6 && ms <= base_ms * 1.2 + 1e-6
+    }
+
+    #[test]
+    fn backoff_grows_by_the_multiplier_up_to_the_max_with_jitter() {
+        for _ in 0..50 {
+            let mut c = Course::new(Some(policy(5)), None);
+            // 100, 200, then 300 (capped), each ×U(0.8, 1.2).
+            for (i, base) in [100.0, 200.0, 300.0, 300.0].into_iter().enumerate() {
+                let d = c.retry_after(Code::Unavailable, false, None).unwrap();
+                assert!(within(d, base), "retry {i}: {d:?} vs {base} ms");
+                assert_eq!(c.previous_attempts(), i as u32 + 1);
+            }
+            // Five attempts made: no sixth.
+            assert_eq!(c.retry_after(Code::Unavailable, false, None), None);
+        }
+    }
+
+    #[test]
+    fn a_pushback_is_the_delay_and_restarts_the_growth() {
+        let mut c = Course::new(Some(policy(5)), None);
+        let d = c.retry_after(Code::Unavailable, false, None).unwrap();
+        assert!(within(d, 100.0));
+        let pushed = Some(Pushback::After(Duration::from_millis(7)));
+        assert_eq!(
+            c.retry_after(Code::Unavailable, false, pushed),
+            Some(Duration::from_millis(7))
+        );
+        // Counted from the initial backoff again.
+        let d = c.retry_after(Code::Unavailable, false, None).unwrap();
+        assert!(within(d, 100.0), "{d:?}");
+        // A pushback never makes a code retryable, nor a committed call.
+        assert_eq!(c.retry_after(Code::Internal, false, pushed), None);
+        assert_eq!(c.retry_after(Code::Unavailable, true, pushed), None);
+        assert_eq!(
+            c.retry_after(Code::Unavailable, false, Some(Pushback::Stop)),
+            None
+        );
+    }
+
+    #[test]
+    fn retried_attempts_say_how_many_came_before() {
+        let md = vec![("a".to_string(), "1".to_string())];
+        assert!(matches!(
+            attempt_metadata(&md, 0),
+            std::borrow::Cow::Borrowed(_)
+        ));
+        let m = attempt_metadata(&md, 2);
+        assert_eq!(
+            &m[..],
+            &[
+                ("a".to_string(), "1".to_string()),
+                ("grpc-previous-rpc-attempts".to_string(), "2".to_string())
+            ]
+        );
+    }
+}

@@ -1,0 +1,374 @@
+//! Unary RPCs over the picked subchannel's HTTP/2 connection (managed
+//! connector only): pick, send, feed the outcome back to the policy through
+//! `done`, retry once, transparently, a call the server never processed, and
+//! retry by the method's `retryPolicy` (gRFC A6: each attempt picks anew,
+//! after a jittered exponential backoff or the server's pushback, within the
+//! channel's `retryThrottling` tokens, never once the server has answered
+//! with headers).
+//!
+//! Two ways in, one course: a blocking call (`Reader::unary`) picks and waits
+//! on its caller's thread; a started call (`Channel::unary_start`) costs no
+//! thread while it waits: the event loop picks for it (queueing it until the
+//! channel publishes a new picker), polls its HTTP/2 stream with a waker that
+//! schedules just that call, and ends it at its deadline with a loop timer.
+//! Both hand every pick and attempt to one internal `Course` (`course.rs`),
+//! which makes the pick / done / retry decisions; this file holds what a
+//! call is given (options, checks, its method's settings) and the blocking
+//! way, `started.rs` the loop's. A started call's completion closure runs
+//! on the channel's dispatch thread (one per channel, started with the first
+//! call), never on the loop: a slow closure delays the closures after it,
+//! never a call's deadline or the loop.
+
+mod course;
+mod started;
+
+pub use self::started::{CallHandle, CallResult};
+
+use self::course::{attempt_metadata, After, Course, Next};
+use crate::balancer::picker::PickInfo;
+use crate::reader::{PickOptions, Reader};
+use crate::service_config::{MethodConfigs, RetryPolicy, RetryTokens};
+use crate::status::{Code, Status};
+use crate::transport::{self, UnaryResponse};
+use std::sync::Arc;
+use std::time::Instant;
+
+/// Per-call options.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct CallOptions<'a> {
+    /// When the call gives up with DEADLINE_EXCEEDED (waiting for a pick
+    /// included); `None`: no deadline.
+    pub deadline: Option<Instant>,
+    /// Queue while the channel has no READY subchannel (through
+    /// TRANSIENT_FAILURE) instead of failing fast with UNAVAILABLE.
+    pub wait_for_ready: bool,
+    /// Request metadata: lower-case keys, printable ASCII values (see
+    /// [`check_metadata`]; a call with bad metadata fails before anything
+    /// is picked or sent).
+    pub metadata: &'a [(String, String)],
+    /// Request hash for hashing policies.
+    pub hash: Option<u64>,
+}
+
+/// Headers HTTP/2 forbids in a request (RFC 9113 §8.2.2: connection-specific
+/// fields; `te` is allowed only as "trailers", which the transport sends
+/// itself) and `host` (HTTP/2 carries `:authority`). A server or h2 itself
+/// would reject the request as malformed.
+const CONNECTION_SPECIFIC: [&str; 7] = [
+    "connection",
+    "keep-alive",
+    "proxy-connection",
+    "transfer-encoding",
+    "upgrade",
+    "te",
+    "host",
+];
+
+/// Headers the transport sets for every call.
+const TRANSPORT_OWNED: [&str; 2] = ["content-type", "user-agent"];
+
+/// Checks request metadata before anything is sent: keys are non-empty
+/// lower-case ASCII (`[0-9a-z_.-]`), neither pseudo-headers (`:path`, ...),
+/// nor connection-specific (`connection`, `keep-alive`, `proxy-connection`,
+/// `transfer-encoding`, `upgrade`, `te`, `host`), nor the transport's own
+/// (`grpc-*`, `content-type`, `user-agent`); values are printable ASCII
+/// (`-bin` values too: their base64 text, sent as given). The error says
+/// which entry and why. The C ABI's argument check and both Rust call paths
+/// use this one function.
+pub fn check_metadata(metadata: &[(String, String)]) -> Result<(), String> {
+    for (key, value) in metadata {
+        check_metadata_key(key)?;
+        if !value.bytes().all(|b| (b' '..=b'~').contains(&b)) {
+            return Err(format!("metadata value for {key:?} is not printable ASCII"));
+        }
+    }
+    Ok(())
+}
+
+fn check_metadata_key(key: &str) -> Result<(), String> {
+    if key.starts_with(':') {
+        return Err(format!(
+            "metadata key {key:?} is an HTTP/2 pseudo-header (the transport sets those)"
+        ));
+    }
+    let charset = |b: u8| b.is_ascii_digit() || b.is_ascii_lowercase() || b"-_.".contains(&b);
+    if key.is_empty() || !key.bytes().all(charset) {
+        return Err(format!(
+            "metadata key {key:?} is not valid (lower-case ASCII letters, digits, '-', '_', '.')"
+        ));
+    }
+    if CONNECTION_SPECIFIC.contains(&key) {
+        return Err(format!(
+            "metadata key {key:?} is connection-specific: HTTP/2 forbids it in a request"
+        ));
+    }
+    if key.starts_with("grpc-") || TRANSPORT_OWNED.contains(&key) {
+        return Err(format!("metadata key {key:?} belongs to the transport"));
+    }
+    Ok(())
+}
+
+/// A call's metadata check as the status `Reader::unary` fails with:
+/// INTERNAL, as gRPC clients fail a call whose metadata they cannot send.
+/// Nothing was picked, so the policy hears nothing of it.
+/// Whether `method` can be a call's path: "/package.Service/Method" as
+/// HTTP/2 can carry it (a URI path of printable ASCII: no spaces, controls,
+/// `?` or `#`). The
+/// C ABI's argument check and both Rust call paths use this one function,
+/// before anything is picked.
+pub fn check_method(method: &str) -> Result<(), String> {
+    let bad = || format!("method {method:?} is not a gRPC path (\"/package.Service/Method\")");
+    if !method.starts_with('/')
+        || method.len() < 2
+        || method.contains(['?', '#'])
+        || !method.bytes().all(|b| b.is_ascii_graphic())
+    {
+        return Err(bad());
+    }
+    http::uri::PathAndQuery::try_from(method).map_err(|_| bad())?;
+    Ok(())
+}
+
+/// What a blocking call fails with before picking: INTERNAL for a method or
+/// metadata that cannot be sent.
+fn request_status(method: &str, metadata: &[(String, String)]) -> Result<(), Status> {
+    check_method(method)
+        .and_then(|()| check_metadata(metadata))
+        .map_err(|m| Status::new(Code::Internal, m))
+}
+
+/// gRPC's rule for a deadline that has already passed when a call starts
+/// (a timeout of 0 from C): DEADLINE_EXCEEDED, before anything is picked or
+/// sent, so the server never sees a call its client has given up on.
+fn expired(deadline: Option<Instant>) -> Option<Status> {
+    deadline.filter(|d| *d <= Instant::now()).map(|_| {
+        Status::new(
+            Code::DeadlineExceeded,
+            "deadline exceeded before the call started",
+        )
+    })
+}
+
+/// A call's settings once its method's config (`methodConfig`, gRFC A2)
+/// is applied.
+struct Settings {
+    deadline: Option<Instant>,
+    wait_for_ready: bool,
+    /// The method's `maxResponseMessageBytes` (the connection's own limit
+    /// applies too: the smaller wins).
+    max_response: Option<usize>,
+    /// The method's `retryPolicy`.
+    retry: Option<RetryPolicy>,
+    /// The channel's retry tokens.
+    tokens: Option<Arc<RetryTokens>>,
+}
+
+impl Settings {
+    fn course(&self) -> Course {
+        Course::new(self.retry.clone(), self.tokens.clone())
+    }
+}
+
+/// Applies the method's config to a call of `request_len` bytes: the
+/// deadline is the earlier of the caller's and now plus the `timeout`; the
+/// caller's wait-for-ready stands when true, else the config's
+/// `waitForReady` decides (the caller's default, false, cannot be told
+/// from an explicit false); a request over `maxRequestMessageBytes` fails
+/// with RESOURCE_EXHAUSTED before anything is picked or sent, as gRPC's
+/// client does.
+fn settings(
+    configs: &MethodConfigs,
+    method: &str,
+    request_len: usize,
+    options: &CallOptions<'_>,
+) -> Result<Settings, Status> {
+    // Before anything is picked: a message gRPC cannot frame at all.
+    transport::check_message_len(request_len)
+        .map_err(|e| Status::new(Code::ResourceExhausted, e.message))?;
+    let tokens = configs.tokens.clone();
+    let Some(c) = configs.lookup(method) else {
+        return Ok(Settings {
+            deadline: options.deadline,
+            wait_for_ready: options.wait_for_ready,
+            max_response: None,
+            retry: None,
+            tokens,
+        });
+    };
+    if let Some(max) = c.max_request_message_bytes {
+        if request_len > max as usize {
+            return Err(Status::new(
+                Code::ResourceExhausted,
+                format!("trying to send message larger than max ({request_len} vs. {max})"),
+            ));
+        }
+    }
+    let from_config = c.timeout.and_then(|t| Instant::now().checked_add(t));
+    let deadline = match (options.deadline, from_config) {
+        (Some(a), Some(b)) => Some(a.min(b)),
+        (a, b) => a.or(b),
+    };
+    Ok(Settings {
+        deadline,
+        wait_for_ready: options.wait_for_ready || c.wait_for_ready == Some(true),
+        max_response: c.max_response_message_bytes.map(|m| m as usize),
+        retry: c.retry_policy.clone(),
+        tokens,
+    })
+}
+
+fn not_managed() -> &'static str {
+    "this channel's transports belong to the host: send on the picked subchannel yourself"
+}
+
+impl Reader {
+    /// One blocking unary call: returns the response message, headers and
+    /// trailers, or the call's gRPC status. A method or metadata that cannot
+    /// be sent ([`check_method`], [`check_metadata`]) fails with INTERNAL
+    /// before anything is picked.
+    pub fn unary(
+        &mut self,
+        method: &str,
+        request: &[u8],
+        options: &CallOptions<'_>,
+    ) -> Result<UnaryResponse, Status> {
+        if !self.is_managed() {
+            return Err(Status::new(Code::Unimplemented, not_managed()));
+        }
+        request_status(method, options.metadata)?;
+        let set = settings(self.method_configs(), method, request.len(), options)?;
+        if let Some(status) = expired(set.deadline) {
+            return Err(status);
+        }
+        let info = PickInfo {
+            method,
+            hash: options.hash,
+            metadata: options.metadata,
+        };
+        let pick_options = PickOptions {
+            deadline: set.deadline,
+            wait_for_ready: set.wait_for_ready,
+        };
+        let mut course = set.course();
+        loop {
+            let next = match self.pick(&info, &pick_options) {
+                Ok(pick) => course.picked(pick, |p, i| self.finish(p, i)),
+                Err(e) => course.pick_error(e),
+            };
+            let backoff = match next {
+                Next::Send(pick, handle) => {
+                    let timeout = set
+                        .deadline
+                        .map(|d| d.saturating_duration_since(Instant::now()));
+                    let sc = pick.subconn().id();
+                    self.call_counts().started(sc);
+                    let started = Instant::now();
+                    let result = transport::unary_limited(
+                        &handle,
+                        method,
+                        request,
+                        &attempt_metadata(options.metadata, course.previous_attempts()),
+                        timeout,
+                        set.max_response,
+                    );
+                    let latency = started.elapsed();
+                    self.call_counts().ended(sc, result.is_ok());
+                    match course.attempt_ended(pick, result, latency, |p, i| self.finish(p, i)) {
+                        After::Again => continue,
+                        After::Backoff(d) => d,
+                        After::Done(r) => return r,
+                    }
+                }
+                Next::Wait => {
+                    if !self.wait_for_next_picker(set.deadline) {
+                        return Err(course.deadline_waiting());
+                    }
+                    continue;
+                }
+                Next::Backoff(d) => d,
+                Next::Done(r) => return r,
+            };
+            // The retry's backoff, cut short by the deadline (or the
+            // channel closing: the next pick says so).
+            let until = Instant::now() + backoff;
+            self.pause_until(set.deadline.map_or(until, |d| d.min(until)));
+            if set.deadline.is_some_and(|d| Instant::now() >= d) {
+                return Err(course.deadline_retrying());
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{check_metadata, check_method};
+
+    #[test]
+    fn a_method_is_a_uri_path_of_two_parts_or_more() {
+        for ok in ["/echo.Echo/Unary", "/a/b", "/a", "/pkg.v1.S/M-x_y~z"] {
+            assert_eq!(check_method(ok), Ok(()), "{ok}");
+        }
+        for bad in [
+            "", "/", "no-slash", "/a b", "/a\u{7f}", "/a?b", "/a#b", "/a\nb", "/\u{e9}",
+        ] {
+            let e = check_method(bad).expect_err(bad);
+            assert!(e.contains("not a gRPC path"), "{bad}: {e}");
+        }
+    }
+
+    fn check(key: &str, value: &str) -> Result<(), String> {
+        check_metadata(&[("x-fine".into(), "1".into()), (key.into(), value.into())])
+    }
+
+    #[test]
+    fn metadata_http2_can_carry_passes() {
+        for key in [
+            "x-trace",
+            "a.b_c-0",
+            "x-trace-bin",
+            "grpcx",
+            "tee",
+            "hostname",
+        ] {
+            assert_eq!(check(key, "v a/l=ue~"), Ok(()), "{key}");
+        }
+        assert_eq!(check_metadata(&[]), Ok(()));
+        assert_eq!(check("x-empty", ""), Ok(()));
+    }
+
+    #[test]
+    fn metadata_http2_cannot_carry_is_refused_naming_the_entry() {
+        let cases = [
+            ("connection", "connection-specific"),
+            ("keep-alive", "connection-specific"),
+            ("proxy-connection", "connection-specific"),
+            ("transfer-encoding", "connection-specific"),
+            ("upgrade", "connection-specific"),
+            ("te", "connection-specific"),
+            ("host", "connection-specific"),
+            (":path", "pseudo-header"),
+            (":authority", "pseudo-header"),
+            ("grpc-timeout", "belongs to the transport"),
+            ("content-type", "belongs to the transport"),
+            ("user-agent", "belongs to the transport"),
+            ("Upper", "not valid"),
+            ("", "not valid"),
+            ("sp ace", "not valid"),
+            ("x\u{e9}", "not valid"),
+        ];
+        for (key, why) in cases {
+            let e = check(key, "v").unwrap_err();
+            assert!(
+                e.contains(why) && e.contains(&format!("{key:?}")),
+                "{key}: {e}"
+            );
+        }
+        for value in ["line\nbreak", "tab\t", "\u{e9}", "nul\0"] {
+            let e = check("x-v", value).unwrap_err();
+            assert!(
+                e.contains("\"x-v\"") && e.contains("printable ASCII"),
+                "{e}"
+            );
+        }
+    }
+}

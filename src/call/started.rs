@@ -1,0 +1,716 @@
+//! Started calls (`Channel::unary_start`): the event loop picks for them,
+//! polls their HTTP/2 streams and times their deadlines and retry backoffs;
+//! their completions run on the channel's dispatch thread.
+
+use super::course::{attempt_metadata, After, Course, Next};
+use super::{check_metadata, check_method, expired, not_managed, settings, CallOptions};
+use crate::balancer::picker::{DoneInfo, PickInfo};
+use crate::balancer::subconn::SubConnId;
+use crate::channel::{Channel, ChannelShared};
+use crate::channel::{ChannelCore, ChannelId, Completions, StartedCalls, CALL_TIMER, CALL_WAKE};
+use crate::error::Error;
+use crate::reader::{Pick, PickError, Reader};
+use crate::runtime::{JoinOnDrop, LoopContext, LoopHandle, TimerKey};
+use crate::snapshot::ReaderCounts;
+use crate::status::{Code, Status};
+use crate::transport::{self, code, CallError, CallFuture, UnaryResponse};
+use crossbeam_channel::Sender;
+use std::collections::HashMap;
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::task::{Context, Poll, Wake, Waker};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+/// How a started call ends: its result, handed to the completion closure.
+pub type CallResult = Result<UnaryResponse, Status>;
+
+type OnDone = Box<dyn FnOnce(CallResult) + Send>;
+type Job = Box<dyn FnOnce() + Send>;
+
+const RUNNING: u8 = 0;
+const DONE: u8 = 1;
+const CANCELLED: u8 = 2;
+
+/// What a started call's handle and its loop-side task share.
+struct CallShared {
+    id: u64,
+    /// RUNNING until the loop finishes the call (DONE) or the caller
+    /// cancels it first (CANCELLED): whoever moves it decides the outcome.
+    state: AtomicU8,
+    handle: LoopHandle,
+    channel: ChannelId,
+}
+
+impl CallShared {
+    fn cancel(&self) -> bool {
+        if self
+            .state
+            .compare_exchange(RUNNING, CANCELLED, Ordering::AcqRel, Ordering::Acquire)
+            .is_err()
+        {
+            return false;
+        }
+        // The loop resets the stream (RST_STREAM CANCEL) and completes the
+        // call; if the loop is gone, so is the task, whose drop completes it.
+        let id = self.id;
+        self.handle
+            .run_on(self.channel, move |core: &mut ChannelCore, env| {
+                core.started_calls(Calls::default).cancel(id, env)
+            });
+        true
+    }
+}
+
+/// A started call (`Channel::unary_start`). Dropping it does not cancel the
+/// call.
+#[derive(Clone)]
+pub struct CallHandle(Arc<CallShared>);
+
+impl CallHandle {
+    /// The call's id on its channel (never reused): `Channel::cancel_call`
+    /// takes it.
+    pub fn id(&self) -> u64 {
+        self.0.id
+    }
+
+    /// Cancels the call: true if it was still running, and its completion
+    /// then gets CANCELLED (its stream, if any, is reset with
+    /// RST_STREAM(CANCEL), and the policy hears of it); false if it had
+    /// already finished. Any thread, never blocks.
+    pub fn cancel(&self) -> bool {
+        self.0.cancel()
+    }
+}
+
+impl std::fmt::Debug for CallHandle {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "CallHandle({})", self.0.id)
+    }
+}
+
+/// A channel's completion dispatch: one thread, started with the first
+/// started call, that runs completion closures in the order calls end; and
+/// the calls still running, by id, for `Channel::cancel_call`.
+pub(crate) struct Dispatch {
+    state: Mutex<DispatchState>,
+    live: Mutex<HashMap<u64, Arc<CallShared>>>,
+    next_id: AtomicU64,
+}
+
+#[derive(Default)]
+struct DispatchState {
+    tx: Option<Sender<Job>>,
+    thread: Option<JoinHandle<()>>,
+    closed: bool,
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    // Nothing panics while holding these; a poisoned lock's data is intact.
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+impl Dispatch {
+    pub(crate) fn new() -> Dispatch {
+        Dispatch {
+            state: Mutex::new(DispatchState::default()),
+            live: Mutex::new(HashMap::new()),
+            next_id: AtomicU64::new(1),
+        }
+    }
+
+    /// Where finished calls go; starts the thread the first time.
+    fn sender(&self) -> Result<Sender<Job>, Error> {
+        let mut st = lock(&self.state);
+        if st.closed {
+            return Err(Error::Closed);
+        }
+        if let Some(tx) = &st.tx {
+            return Ok(tx.clone());
+        }
+        let (tx, rx) = crossbeam_channel::unbounded::<Job>();
+        let thread = std::thread::Builder::new()
+            .name("switchyard-calls".into())
+            .spawn(move || {
+                // Ends once every sender is gone: the channel's and those of
+                // calls still running (each completes before it lets go).
+                for job in rx {
+                    if let Err(p) = catch_unwind(AssertUnwindSafe(job)) {
+                        eprintln!(
+                            "switchyard: a call's completion panicked: {}",
+                            crate::runtime::panic_message(&*p)
+                        );
+                    }
+                }
+            })
+            .map_err(|e| Error::Io(format!("cannot start the completion thread: {e}")))?;
+        st.tx = Some(tx.clone());
+        st.thread = Some(thread);
+        Ok(tx)
+    }
+
+    fn cancel(&self, id: u64) -> bool {
+        let call = lock(&self.live).get(&id).cloned();
+        call.is_some_and(|c| c.cancel())
+    }
+}
+
+impl JoinOnDrop for Dispatch {
+    /// Takes no more calls and waits until every completion has run (the
+    /// loop must have completed or dropped the channel's calls, or be about
+    /// to). On the dispatch thread itself (a completion closing its own
+    /// channel) it does not wait: the thread ends on its own.
+    fn close_and_join(&self) {
+        let thread = {
+            let mut st = lock(&self.state);
+            st.closed = true;
+            st.tx = None;
+            st.thread.take()
+        };
+        if let Some(t) = thread {
+            if t.thread().id() != std::thread::current().id() {
+                let _ = t.join();
+            }
+        }
+    }
+}
+
+impl Completions for Dispatch {
+    fn into_any(self: Arc<Self>) -> Arc<dyn std::any::Any + Send + Sync> {
+        self
+    }
+}
+
+/// Delivers a started call's result, exactly once: to the dispatch thread,
+/// as CANCELLED if the caller cancelled first. Dropped undelivered (its
+/// command never reached the loop, the loop went away), it delivers "the
+/// channel is closed".
+struct Completion {
+    call: Arc<CallShared>,
+    on_done: Option<OnDone>,
+    tx: Option<Sender<Job>>,
+    dispatch: Arc<Dispatch>,
+}
+
+impl Completion {
+    fn deliver(mut self, result: CallResult) {
+        self.send(result);
+    }
+
+    fn send(&mut self, result: CallResult) {
+        let Some(on_done) = self.on_done.take() else {
+            return;
+        };
+        let result = if self.call.state.swap(DONE, Ordering::AcqRel) == CANCELLED {
+            Err(Status::new(Code::Cancelled, "call cancelled"))
+        } else {
+            result
+        };
+        lock(&self.dispatch.live).remove(&self.call.id);
+        let job: Job = Box::new(move || on_done(result));
+        match self.tx.take() {
+            Some(tx) => {
+                // The dispatch thread only stops once every sender is gone,
+                // and this is one: the send fails only if it panicked away.
+                if let Err(e) = tx.send(job) {
+                    let _ = catch_unwind(AssertUnwindSafe(e.into_inner()));
+                }
+            }
+            None => {
+                let _ = catch_unwind(AssertUnwindSafe(job));
+            }
+        }
+    }
+}
+
+impl Drop for Completion {
+    fn drop(&mut self) {
+        self.send(Err(closed_status()));
+    }
+}
+
+fn closed_status() -> Status {
+    PickError::Closed.status()
+}
+
+/// A started call on its way to the loop.
+pub(crate) struct NewCall {
+    id: u64,
+    method: String,
+    request: Vec<u8>,
+    metadata: Vec<(String, String)>,
+    hash: Option<u64>,
+    deadline: Option<Instant>,
+    wait_for_ready: bool,
+    max_response: Option<usize>,
+    /// Its course so far: its retry policy and the channel's tokens.
+    course: Course,
+    completion: Completion,
+}
+
+impl Channel {
+    /// Starts one unary call and returns at once; `on_done` hears how it
+    /// ended, exactly once, on this channel's dispatch thread (one per
+    /// channel; completions run one at a time, in the order calls end: a
+    /// closure that blocks delays the ones after it, never a call's
+    /// deadline). The call costs no thread while it waits: the event loop
+    /// picks for it (a queued pick waits for the channel's next picker),
+    /// drives its HTTP/2 stream, retries it as `Reader::unary` does (once
+    /// transparently; by the method's retry policy, its backoff a loop
+    /// timer), and ends it at its deadline.
+    ///
+    /// Closing the channel (or dropping it, or its `Runtime`) completes every
+    /// call still running with CANCELLED "the channel is closed" and returns
+    /// once every `on_done` has returned (unless called from inside one).
+    ///
+    /// Errors (then `on_done` never runs): `InvalidArgument` for a method
+    /// or metadata that cannot be sent ([`check_method`],
+    /// [`check_metadata`]) or a channel whose transports
+    /// belong to the host, `Closed`, `Io` if the dispatch thread cannot start.
+    pub fn unary_start(
+        &self,
+        method: &str,
+        request: &[u8],
+        options: &CallOptions<'_>,
+        on_done: impl FnOnce(CallResult) + Send + 'static,
+    ) -> Result<CallHandle, Error> {
+        let shared = self.shared();
+        if !shared.managed {
+            return Err(Error::InvalidArgument(not_managed().into()));
+        }
+        check_method(method)
+            .and_then(|()| check_metadata(options.metadata))
+            .map_err(Error::InvalidArgument)?;
+        if self.is_closed() {
+            return Err(Error::Closed);
+        }
+        let dispatch = self.completions(|| Arc::new(Dispatch::new()));
+        let tx = dispatch.sender()?;
+        // Applied here, on the caller's thread, so the method's timeout
+        // counts from now; a request too large completes like any failed
+        // call (below), with RESOURCE_EXHAUSTED.
+        let set = settings(&self.method_configs(), method, request.len(), options);
+        let (deadline, wait_for_ready, max_response, course, refused) = match set {
+            Ok(s) => (
+                s.deadline,
+                s.wait_for_ready,
+                s.max_response,
+                s.course(),
+                None,
+            ),
+            Err(status) => (
+                options.deadline,
+                options.wait_for_ready,
+                None,
+                Course::default(),
+                Some(status),
+            ),
+        };
+        let id = dispatch.next_id.fetch_add(1, Ordering::Relaxed);
+        let call = Arc::new(CallShared {
+            id,
+            state: AtomicU8::new(RUNNING),
+            handle: shared.handle.clone(),
+            channel: shared.id,
+        });
+        lock(&dispatch.live).insert(id, call.clone());
+        let new = NewCall {
+            id,
+            method: method.to_string(),
+            request: request.to_vec(),
+            metadata: options.metadata.to_vec(),
+            hash: options.hash,
+            deadline,
+            wait_for_ready,
+            max_response,
+            course,
+            completion: Completion {
+                call: call.clone(),
+                on_done: Some(Box::new(on_done)),
+                tx: Some(tx),
+                dispatch: dispatch.clone(),
+            },
+        };
+        if let Some(status) = refused {
+            // Nothing picked or sent: completed on the dispatch thread,
+            // like any call.
+            new.completion.deliver(Err(status));
+            return Ok(CallHandle(call));
+        }
+        // Accepted from here on: if the command never runs (the channel
+        // closed meanwhile, the loop is gone), dropping it completes the call.
+        let channel = shared.clone();
+        shared
+            .handle
+            .run_on(shared.id, move |core: &mut ChannelCore, env| {
+                core.started_calls(Calls::default).start(new, &channel, env)
+            });
+        Ok(CallHandle(call))
+    }
+
+    /// Cancels the started call `id` (see [`CallHandle::cancel`]): true if
+    /// it was still running, false if it already finished (or never was).
+    pub fn cancel_call(&self, id: u64) -> bool {
+        self.completions(|| Arc::new(Dispatch::new())).cancel(id)
+    }
+}
+
+/// Wakes the loop to poll one call's stream; at most one wake-up is in
+/// flight per call (the flag is cleared just before each poll).
+struct CallWaker {
+    handle: LoopHandle,
+    channel: ChannelId,
+    id: u64,
+    scheduled: AtomicBool,
+}
+
+impl Wake for CallWaker {
+    fn wake(self: Arc<Self>) {
+        self.wake_by_ref();
+    }
+    fn wake_by_ref(self: &Arc<Self>) {
+        if !self.scheduled.swap(true, Ordering::AcqRel) {
+            self.handle.notify(self.channel, CALL_WAKE | self.id);
+        }
+    }
+}
+
+enum TaskState {
+    /// Waiting for a picker newer than `tried` (the slot generation its
+    /// last pick saw).
+    Queued { tried: Option<u64> },
+    /// An attempt in flight.
+    Sending {
+        pick: Pick,
+        stream: CallFuture,
+        started: Instant,
+    },
+    /// Waiting out a retry's backoff: its loop timer, `None` when the
+    /// deadline comes first.
+    Backoff { timer: Option<u64> },
+}
+
+/// The bit of a `CALL_TIMER` id that marks a retry's backoff timer (the
+/// rest is the call's id); without it the timer is the call's deadline.
+const BACKOFF_TIMER: u64 = 1 << 62;
+
+struct Task {
+    call: NewCall,
+    course: Course,
+    state: TaskState,
+    /// The deadline's loop timer.
+    timer: Option<u64>,
+    waker: Arc<CallWaker>,
+}
+
+/// A channel's started calls, on the loop.
+#[derive(Default)]
+pub(crate) struct Calls {
+    tasks: HashMap<u64, Task>,
+    /// Picks for the calls; dropped whenever no call is left, so that it
+    /// keeps no old picker (and its subchannels' user data) alive.
+    reader: Option<Reader>,
+    /// The slot generation `after_run` last saw.
+    seen: u64,
+    /// The started calls' counters (`crate::snapshot`), owned by the loop.
+    counts: Option<ReaderCounts>,
+}
+
+impl Calls {
+    pub(crate) fn start(
+        &mut self,
+        call: NewCall,
+        shared: &Arc<ChannelShared>,
+        env: &mut LoopContext,
+    ) {
+        let mut call = call;
+        let id = call.id;
+        if let Some(status) = expired(call.deadline) {
+            // Completed like any call: on the completion thread, once.
+            call.completion.deliver(Err(status));
+            return;
+        }
+        let timer = call.deadline.map(|at| {
+            env.timers
+                .schedule(at, shared.id, TimerKey::new(CALL_TIMER, id))
+        });
+        let waker = Arc::new(CallWaker {
+            handle: env.handle.clone(),
+            channel: shared.id,
+            id,
+            scheduled: AtomicBool::new(false),
+        });
+        let task = Task {
+            course: std::mem::take(&mut call.course),
+            call,
+            state: TaskState::Queued { tried: None },
+            timer,
+            waker,
+        };
+        self.advance(task, shared, env);
+    }
+
+    /// The call's stream made progress.
+    fn wake_call(&mut self, id: u64, shared: &Arc<ChannelShared>, env: &mut LoopContext) {
+        if let Some(task) = self.tasks.remove(&id) {
+            task.waker.scheduled.store(false, Ordering::Release);
+            self.advance(task, shared, env);
+        }
+    }
+
+    /// After anything ran on the channel: a new picker re-tries the queued
+    /// calls (each picker at most once per call).
+    fn picker_published(&mut self, shared: &Arc<ChannelShared>, env: &mut LoopContext) {
+        if self.tasks.is_empty() {
+            self.reader = None;
+            return;
+        }
+        let generation = shared.slot.generation();
+        if generation == self.seen {
+            return;
+        }
+        self.seen = generation;
+        if let Some(r) = self.reader.as_mut() {
+            // Let go of the old picker even if no call picks now.
+            r.refresh();
+        }
+        let queued: Vec<u64> = self
+            .tasks
+            .iter()
+            .filter(|(_, t)| matches!(t.state, TaskState::Queued { tried } if tried != Some(generation)))
+            .map(|(id, _)| *id)
+            .collect();
+        for id in queued {
+            if let Some(task) = self.tasks.remove(&id) {
+                self.advance(task, shared, env);
+            }
+        }
+    }
+
+    /// The call's deadline passed, or its retry's backoff is over.
+    fn call_timer(&mut self, id: u64, shared: &Arc<ChannelShared>, env: &mut LoopContext) {
+        if id & BACKOFF_TIMER != 0 {
+            let id = id & !BACKOFF_TIMER;
+            if let Some(mut task) = self.tasks.remove(&id) {
+                if let TaskState::Backoff { .. } = task.state {
+                    task.state = TaskState::Queued { tried: None };
+                }
+                self.advance(task, shared, env);
+            }
+            return;
+        }
+        if let Some(mut task) = self.tasks.remove(&id) {
+            task.timer = None;
+            let status = match &task.state {
+                TaskState::Queued { .. } => task.course.deadline_waiting(),
+                TaskState::Sending { .. } => {
+                    Status::new(Code::DeadlineExceeded, "deadline exceeded")
+                }
+                TaskState::Backoff { .. } => task.course.deadline_retrying(),
+            };
+            self.end(task, code::DEADLINE_EXCEEDED, status, env);
+        }
+    }
+
+    /// The caller cancelled the call (its completion says CANCELLED).
+    pub(crate) fn cancel(&mut self, id: u64, env: &mut LoopContext) {
+        if let Some(task) = self.tasks.remove(&id) {
+            let status = Status::new(Code::Cancelled, "call cancelled");
+            self.end(task, code::CANCELLED, status, env);
+        }
+    }
+
+    /// The channel closes: every call ends with CANCELLED "the channel is
+    /// closed".
+    fn close_all(&mut self, env: &mut LoopContext) {
+        let ids: Vec<u64> = self.tasks.keys().copied().collect();
+        for id in ids {
+            if let Some(task) = self.tasks.remove(&id) {
+                self.end(task, code::CANCELLED, closed_status(), env);
+            }
+        }
+        self.reader = None;
+    }
+
+    /// Ends a call from outside its course (deadline, cancel, close): an
+    /// attempt in flight is dropped, which resets its stream with
+    /// RST_STREAM(CANCEL), and the policy hears the attempt failed.
+    fn end(&mut self, mut task: Task, code: u32, status: Status, env: &mut LoopContext) {
+        match std::mem::replace(&mut task.state, TaskState::Queued { tried: None }) {
+            TaskState::Sending { pick, started, .. } => {
+                self.count_ended(pick.subconn().id(), false);
+                // Committed: the call is over whatever its retry policy says.
+                let mut error = CallError::new(code, status.message());
+                error.committed = true;
+                let _ = task
+                    .course
+                    .attempt_ended(pick, Err(error), started.elapsed(), |p, i| {
+                        self.finish(p, i)
+                    });
+            }
+            TaskState::Backoff { timer: Some(t) } => env.timers.cancel(t),
+            _ => {}
+        }
+        self.complete(task, Err(status), env);
+    }
+
+    fn complete(&mut self, task: Task, result: CallResult, env: &mut LoopContext) {
+        if let Some(id) = task.timer {
+            env.timers.cancel(id);
+        }
+        task.call.completion.deliver(result);
+    }
+
+    fn count_ended(&self, sc: SubConnId, ok: bool) {
+        if let Some(c) = &self.counts {
+            c.ended(sc, ok);
+        }
+    }
+
+    fn finish(&mut self, pick: Pick, info: &DoneInfo<'_>) {
+        match self.reader.as_mut() {
+            Some(r) => r.finish(pick, info),
+            None => pick.done(info),
+        }
+    }
+
+    /// Runs the call's course as far as it goes without waiting; keeps the
+    /// task if it waits (for a picker, its stream or a retry's backoff).
+    fn advance(&mut self, mut task: Task, shared: &Arc<ChannelShared>, env: &mut LoopContext) {
+        // Bounded: each turn either waits (returns), ends the call, or
+        // moves Queued -> Sending -> Queued at most twice (one transparent
+        // retry, one lost connection per picker); a policy's retry waits.
+        loop {
+            let mut backoff = None;
+            match &mut task.state {
+                TaskState::Queued { tried } => {
+                    let generation = shared.slot.generation();
+                    if *tried == Some(generation) {
+                        break;
+                    }
+                    *tried = Some(generation);
+                    let reader = self
+                        .reader
+                        .get_or_insert_with(|| Reader::new(shared.clone()));
+                    let info = PickInfo {
+                        method: &task.call.method,
+                        hash: task.call.hash,
+                        metadata: &task.call.metadata,
+                    };
+                    let next = match reader.try_pick(&info) {
+                        Ok(pick) => task.course.picked(pick, |p, i| reader.finish(p, i)),
+                        Err(e) => task.course.pick_failed(e, task.call.wait_for_ready),
+                    };
+                    let previous = task.course.previous_attempts();
+                    match next {
+                        Next::Send(pick, handle) => {
+                            let timeout = task
+                                .call
+                                .deadline
+                                .map(|d| d.saturating_duration_since(Instant::now()));
+                            let sc = pick.subconn().id();
+                            let counts = self
+                                .counts
+                                .get_or_insert_with(|| ReaderCounts::new(&shared.call_stats));
+                            counts.started(sc);
+                            let c = &task.call;
+                            let started = Instant::now();
+                            match transport::start(
+                                &handle,
+                                &c.method,
+                                &c.request,
+                                &attempt_metadata(&c.metadata, previous),
+                                timeout,
+                                c.max_response,
+                            ) {
+                                Ok(stream) => {
+                                    task.state = TaskState::Sending {
+                                        pick,
+                                        stream,
+                                        started,
+                                    }
+                                }
+                                Err(e) => {
+                                    self.count_ended(sc, false);
+                                    match task.course.attempt_ended(
+                                        pick,
+                                        Err(e),
+                                        Duration::ZERO,
+                                        |p, i| self.finish(p, i),
+                                    ) {
+                                        After::Again => {}
+                                        After::Backoff(d) => backoff = Some(d),
+                                        After::Done(r) => return self.complete(task, r, env),
+                                    }
+                                }
+                            }
+                        }
+                        Next::Wait => {}
+                        Next::Backoff(d) => backoff = Some(d),
+                        Next::Done(r) => return self.complete(task, r, env),
+                    }
+                }
+                TaskState::Sending { stream, .. } => {
+                    let waker = Waker::from(task.waker.clone());
+                    let Poll::Ready(result) =
+                        stream.as_mut().poll(&mut Context::from_waker(&waker))
+                    else {
+                        break;
+                    };
+                    let TaskState::Sending { pick, started, .. } =
+                        std::mem::replace(&mut task.state, TaskState::Queued { tried: None })
+                    else {
+                        unreachable!("matched Sending above")
+                    };
+                    self.count_ended(pick.subconn().id(), result.is_ok());
+                    let ended =
+                        task.course
+                            .attempt_ended(pick, result, started.elapsed(), |p, i| {
+                                self.finish(p, i)
+                            });
+                    match ended {
+                        After::Again => {}
+                        After::Backoff(d) => backoff = Some(d),
+                        After::Done(r) => return self.complete(task, r, env),
+                    }
+                }
+                TaskState::Backoff { .. } => break,
+            }
+            if let Some(d) = backoff {
+                // A backoff that outlasts the deadline waits for the
+                // deadline's timer alone.
+                let at = Instant::now() + d;
+                let timer = task.call.deadline.is_none_or(|dl| at < dl).then(|| {
+                    let key = TimerKey::new(CALL_TIMER, task.call.id | BACKOFF_TIMER);
+                    env.timers.schedule(at, shared.id, key)
+                });
+                task.state = TaskState::Backoff { timer };
+                break;
+            }
+        }
+        self.tasks.insert(task.call.id, task);
+    }
+}
+
+impl StartedCalls for Calls {
+    fn active(&self) -> bool {
+        !self.tasks.is_empty()
+    }
+
+    fn after_run(&mut self, shared: &Arc<ChannelShared>, cx: &mut LoopContext) {
+        self.picker_published(shared, cx);
+    }
+    fn wake(&mut self, id: u64, shared: &Arc<ChannelShared>, cx: &mut LoopContext) {
+        self.wake_call(id, shared, cx);
+    }
+    fn timer(&mut self, id: u64, shared: &Arc<ChannelShared>, cx: &mut LoopContext) {
+        self.call_timer(id, shared, cx);
+    }
+    fn close(&mut self, cx: &mut LoopContext) {
+        self.close_all(cx);
+    }
+    fn as_any_mut(&mut self) -> &mut dyn std::any::Any {
+        self
+    }
+}
