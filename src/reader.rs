@@ -376,13 +376,38 @@ impl Reader {
         } else {
             return None;
         };
+        Some(self.keep(listed, owed))
+    }
+
+    /// `try_pick_kept_cached`'s rotation case alone: a pick from the cached
+    /// rotation (round_robin, pick_first, outlier_detection over them),
+    /// kept in the reader; `None` for anything else. It touches few
+    /// registers, so a C entry point that tries it first (and only then the
+    /// inline tables) saves and restores none on a rotation's pick.
+    /// A kept pick never finished is left to `try_pick_kept_cached` too
+    /// (no call out of this path at all).
+    #[inline(always)]
+    pub fn try_pick_kept_rotated(&mut self) -> Option<RotationEntry> {
+        if self.kept.reports_outcome()
+            || self.kept.subconn.is_some()
+            || self.generation() != self.rotation_generation
+        {
+            return None;
+        }
+        let listed = self.rotate();
+        Some(self.keep(listed, Owed::Nothing))
+    }
+
+    /// Keeps the pick of `listed` (owing `owed`) in the reader and counts it.
+    #[inline(always)]
+    fn keep(&mut self, listed: Listed, owed: Owed) -> RotationEntry {
         // SAFETY: see `Listed`.
         let listed = *unsafe { listed.as_ref() };
         self.tally.opened(listed.slot(), false);
         self.kept.subconn = Some(listed.ptr());
         self.kept.slot = listed.slot();
         self.kept.owed = owed;
-        Some(listed)
+        listed
     }
 
     /// Picks like `try_pick_ref`, for a caller that cannot hold a borrow (a

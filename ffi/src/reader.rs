@@ -356,17 +356,45 @@ pub extern "C" fn sy_reader_pick(
             })
         && unsafe { magic(reader) } == LIVE
     {
-        // SAFETY: as above (read only if the cached table needs it).
-        let hash = || unsafe { request_hash_of(request) };
+        // A rotation first: its pick needs so few registers that this
+        // function saves none (the inline tables' picks do, so they are
+        // another function's).
         // SAFETY: as above.
-        if let Some(listed) = unsafe { value_mut(reader) }
-            .reader
-            .try_pick_kept_cached_with(hash)
-        {
+        if let Some(listed) = unsafe { value_mut(reader) }.reader.try_pick_kept_rotated() {
             // SAFETY: as above.
             unsafe { write_borrowed(out, Handout::listed(&listed)) };
             return sy_status::SY_OK;
         }
+        // SAFETY: the checks above are its contract's.
+        return unsafe { reader_pick_inline(reader, request, out) };
+    }
+    reader_pick_general(reader, request, out)
+}
+
+/// `sy_reader_pick`'s hit path for an inline table (random, least_request,
+/// weighted_round_robin, ring_hash), then the general way. `extern "C"`
+/// with the same arguments, for a tail call.
+///
+/// # Safety
+/// As `sy_reader_pick`'s hit path has checked: `reader` non-NULL and live
+/// (used by this thread only), `out` non-NULL and writable, `request` NULL
+/// or readable with no method and a hash only with its flag.
+#[inline(never)]
+unsafe extern "C" fn reader_pick_inline(
+    reader: *mut sy_reader,
+    request: *const sy_pick_request,
+    out: *mut sy_borrowed_pick,
+) -> sy_status {
+    // SAFETY: per the contract (read only if the cached table needs it).
+    let hash = || unsafe { request_hash_of(request) };
+    // SAFETY: per the contract.
+    if let Some(listed) = unsafe { value_mut(reader) }
+        .reader
+        .try_pick_kept_cached_with(hash)
+    {
+        // SAFETY: per the contract.
+        unsafe { write_borrowed(out, Handout::listed(&listed)) };
+        return sy_status::SY_OK;
     }
     reader_pick_general(reader, request, out)
 }
