@@ -1276,7 +1276,9 @@ sy_status sy_buffer_trailer(const struct sy_buffer *buf,
  * picks anew after a jittered backoff or the server's
  * `grpc-retry-pushback-ms`, up to `maxAttempts`, within the service
  * config's `retryThrottling`, never once the server has sent response
- * headers; every attempt within the call's deadline).
+ * headers; every attempt within the call's deadline), or hedged as its
+ * `hedgingPolicy` says (attempts side by side, the first to end the call
+ * wins, the others are cancelled).
  *
  * - `method`, `method_len`: the full method name ("/package.Service/Method"),
  *   `method_len` bytes of UTF-8, not necessarily NUL-terminated; never NULL.
@@ -1322,7 +1324,9 @@ sy_status sy_call_unary(struct sy_reader *reader,
  * READY subchannel when none is yet, or through TRANSIENT_FAILURE with
  * `wait_for_ready`), drives its HTTP/2 stream, retries it as
  * `sy_call_unary` does (a backoff is a loop timer, not a thread), reports
- * each attempt's outcome to the policy, and ends it at its deadline. The callback runs on the channel's completion thread (see
+ * each attempt's outcome to the policy, and ends it at its deadline. (A
+ * call whose method has a `hedgingPolicy` is the exception: it runs its
+ * attempts side by side on a thread of its own.) The callback runs on the channel's completion thread (see
  * `sy_call_done_fn`). `sy_channel_close`, `sy_channel_free` and
  * `sy_runtime_free` complete every call still running with SY_CLOSED and
  * return once every callback of the channel has returned.
@@ -1375,9 +1379,9 @@ SY_MUST_USE sy_status sy_call_cancel(const struct sy_channel *channel, uint64_t 
  *
  * `retry_*` and `hedging_*` are parsed and validated (gRFC A6 bounds:
  * 2 to 5 attempts, larger values capped at 5). The library's own unary
- * calls (sy_call_unary*) retry by `retry_*` (and the service config's
- * `retryThrottling`); hosts that send calls themselves can read them here.
- * `hedging_*` is never acted on.
+ * calls (sy_call_unary*) retry by `retry_*` and hedge by `hedging_*` (within
+ * the service config's `retryThrottling`); hosts that send calls
+ * themselves can read them here.
  */
 typedef struct sy_method_config {
   /**

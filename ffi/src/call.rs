@@ -353,7 +353,9 @@ fn failed_status(reader: &Reader, pool: &CallPool) -> sy_status {
 /// picks anew after a jittered backoff or the server's
 /// `grpc-retry-pushback-ms`, up to `maxAttempts`, within the service
 /// config's `retryThrottling`, never once the server has sent response
-/// headers; every attempt within the call's deadline).
+/// headers; every attempt within the call's deadline), or hedged as its
+/// `hedgingPolicy` says (attempts side by side, the first to end the call
+/// wins, the others are cancelled).
 ///
 /// - `method`, `method_len`: the full method name ("/package.Service/Method"),
 ///   `method_len` bytes of UTF-8, not necessarily NUL-terminated; never NULL.
@@ -430,7 +432,9 @@ fn host_managed() -> Error {
 /// READY subchannel when none is yet, or through TRANSIENT_FAILURE with
 /// `wait_for_ready`), drives its HTTP/2 stream, retries it as
 /// `sy_call_unary` does (a backoff is a loop timer, not a thread), reports
-/// each attempt's outcome to the policy, and ends it at its deadline. The callback runs on the channel's completion thread (see
+/// each attempt's outcome to the policy, and ends it at its deadline. (A
+/// call whose method has a `hedgingPolicy` is the exception: it runs its
+/// attempts side by side on a thread of its own.) The callback runs on the channel's completion thread (see
 /// `sy_call_done_fn`). `sy_channel_close`, `sy_channel_free` and
 /// `sy_runtime_free` complete every call still running with SY_CLOSED and
 /// return once every callback of the channel has returned.

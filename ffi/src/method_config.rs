@@ -19,9 +19,9 @@ use switchyard::{Code, MethodConfig};
 ///
 /// `retry_*` and `hedging_*` are parsed and validated (gRFC A6 bounds:
 /// 2 to 5 attempts, larger values capped at 5). The library's own unary
-/// calls (sy_call_unary*) retry by `retry_*` (and the service config's
-/// `retryThrottling`); hosts that send calls themselves can read them here.
-/// `hedging_*` is never acted on.
+/// calls (sy_call_unary*) retry by `retry_*` and hedge by `hedging_*` (within
+/// the service config's `retryThrottling`); hosts that send calls
+/// themselves can read them here.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq)]
 pub struct sy_method_config {

@@ -2,12 +2,13 @@
 //! attempt goes out on, what the policy hears of each, and whether the call
 //! is over or tried again: at once (gRPC's transparent retry of a call the
 //! server never processed) or after a backoff (the method's `retryPolicy`
-//! within the channel's `retryThrottling`, gRFC A6). Blocking and started
-//! calls make the same decisions here, each waiting in its own way.
+//! within the channel's `retryThrottling`, gRFC A6), or, under a
+//! `hedgingPolicy`, when the next hedged attempt goes out. Blocking and
+//! started calls make the same decisions here, each waiting in its own way.
 
 use crate::balancer::picker::DoneInfo;
 use crate::reader::{Pick, PickError, PickWait};
-use crate::service_config::{RetryPolicy, RetryTokens};
+use crate::service_config::{HedgingPolicy, RetryPolicy, RetryTokens};
 use crate::status::{Code, Status};
 use crate::transport::{orca, CallError, Handle, Pushback, UnaryResponse};
 use std::borrow::Cow;
@@ -31,8 +32,30 @@ pub(crate) struct Course {
     /// The channel's retry tokens (`retryThrottling`), if it has any.
     tokens: Option<Arc<RetryTokens>>,
     /// What the last failed attempt (or pick) said, for a deadline that
-    /// passes during the backoff after it.
+    /// passes during the backoff after it, or a hedged call whose every
+    /// attempt failed.
     last_failure: Option<Status>,
+    /// The method's hedging policy and the attempts sent under it.
+    hedges: Option<Hedges>,
+}
+
+/// A call's `hedgingPolicy` and the attempts it has sent under it.
+struct Hedges {
+    policy: HedgingPolicy,
+    /// Attempts sent, transparent replacements not counted.
+    sent: u32,
+    /// No more attempts may go (a pushback said stop, or throttling).
+    stopped: bool,
+}
+
+/// What comes after a hedged attempt.
+pub(crate) enum Hedged {
+    /// The call is over: the others in flight are cancelled.
+    Done(Result<UnaryResponse, Status>),
+    /// It failed without ending the call: the next attempt may go after
+    /// this long from now (zero: at once), or no other may (`None`; the
+    /// call ends with this failure once none is in flight).
+    Next(Option<Duration>),
 }
 
 /// A call's `retryPolicy` and the attempts it has made under it.
@@ -101,6 +124,100 @@ impl Course {
             tokens,
             ..Course::default()
         }
+    }
+
+    /// The course of a call to a method with `hedging` as its policy (a
+    /// config has a retry or a hedging policy, never both).
+    pub(super) fn hedged(hedging: HedgingPolicy, tokens: Option<Arc<RetryTokens>>) -> Course {
+        Course {
+            hedges: Some(Hedges {
+                policy: hedging,
+                sent: 0,
+                stopped: false,
+            }),
+            tokens,
+            ..Course::default()
+        }
+    }
+
+    /// The call hedges: the caller runs attempts side by side.
+    pub(crate) fn hedging(&self) -> bool {
+        self.hedges.is_some()
+    }
+
+    /// A hedged attempt goes out now: its `grpc-previous-rpc-attempts`.
+    pub(crate) fn hedge_sent(&mut self) -> u32 {
+        let Some(h) = self.hedges.as_mut() else {
+            return 0;
+        };
+        h.sent += 1;
+        h.sent - 1
+    }
+
+    /// How long after one goes out the next hedged attempt may (the
+    /// policy's `hedgingDelay`), or `None`: `maxAttempts` are out, a
+    /// pushback said stop, or throttling allows no more (gRFC A6).
+    pub(crate) fn next_hedge(&self) -> Option<Duration> {
+        let h = self.hedges.as_ref()?;
+        let throttled = self.tokens.as_deref().is_some_and(|t| !t.allow());
+        (!h.stopped && !throttled && h.sent < h.policy.max_attempts)
+            .then_some(h.policy.hedging_delay)
+    }
+
+    /// The failure a hedged call ends with when every attempt failed.
+    pub(crate) fn last_failure(&mut self) -> Status {
+        self.last_failure
+            .take()
+            .unwrap_or_else(|| Status::unavailable("no hedged attempt could be sent"))
+    }
+
+    /// A hedged attempt ended after `latency`: the policy hears how; an OK,
+    /// a committed failure or a status `nonFatalStatusCodes` does not name
+    /// ends the call (the caller cancels the others); a non-fatal one lets
+    /// the next attempt go at once (or after the server's pushback), unless
+    /// no more may (gRFC A6).
+    pub(crate) fn hedge_ended(
+        &mut self,
+        pick: Pick,
+        result: Result<UnaryResponse, CallError>,
+        latency: Duration,
+        finish: impl FnOnce(Pick, &DoneInfo<'_>),
+    ) -> Hedged {
+        let e = match self.told(pick, result, latency, finish) {
+            Ok(response) => return Hedged::Done(Ok(response)),
+            Err(e) => e,
+        };
+        let code = Code::from_u32(e.code).unwrap_or(Code::Unknown);
+        let status = Status::new(code, e.message);
+        let Some(h) = self.hedges.as_mut() else {
+            return Hedged::Done(Err(status));
+        };
+        if e.transparent_retry_ok && !self.retried {
+            // Its replacement goes at once and takes no attempt of the
+            // policy's.
+            self.retried = true;
+            h.sent = h.sent.saturating_sub(1);
+            self.last_failure = Some(status);
+            return Hedged::Next(Some(Duration::ZERO));
+        }
+        if e.committed || !h.policy.non_fatal_status_codes.contains(&code) {
+            return Hedged::Done(Err(status));
+        }
+        self.last_failure = Some(status);
+        if let Some(t) = self.tokens.as_deref() {
+            if !t.failed() {
+                h.stopped = true;
+            }
+        }
+        let delay = match e.pushback {
+            Some(Pushback::Stop) => {
+                h.stopped = true;
+                None
+            }
+            Some(Pushback::After(d)) => Some(d),
+            None => Some(Duration::ZERO),
+        };
+        Hedged::Next(delay.filter(|_| self.next_hedge().is_some()))
     }
 
     /// Retries made so far under the retry policy: the next attempt's
@@ -244,6 +361,35 @@ impl Course {
         latency: Duration,
         finish: impl FnOnce(Pick, &DoneInfo<'_>),
     ) -> After {
+        let e = match self.told(pick, result, latency, finish) {
+            Ok(response) => return After::Done(Ok(response)),
+            Err(e) => e,
+        };
+        if e.transparent_retry_ok && !self.retried {
+            self.retried = true;
+            return After::Again;
+        }
+        let code = Code::from_u32(e.code).unwrap_or(Code::Unknown);
+        let status = Status::new(code, e.message);
+        match self.retry_after(code, e.committed, e.pushback) {
+            Some(d) => {
+                self.last_failure = Some(status);
+                After::Backoff(d)
+            }
+            None => After::Done(Err(status)),
+        }
+    }
+
+    /// Tells the policy how an attempt ended (its done hook, with the
+    /// backend's load report if any), and the channel's retry tokens of a
+    /// success; hands the outcome back.
+    fn told(
+        &mut self,
+        pick: Pick,
+        result: Result<UnaryResponse, CallError>,
+        latency: Duration,
+        finish: impl FnOnce(Pick, &DoneInfo<'_>),
+    ) -> Result<UnaryResponse, CallError> {
         match result {
             Ok(response) => {
                 // The backend's ORCA report, if it sent one, for policies
@@ -261,7 +407,7 @@ impl Course {
                 if let Some(t) = &self.tokens {
                     t.succeeded();
                 }
-                After::Done(Ok(response))
+                Ok(response)
             }
             Err(e) => {
                 let code = Code::from_u32(e.code).unwrap_or(Code::Unknown);
@@ -289,18 +435,7 @@ impl Course {
                         load: &load,
                     },
                 );
-                if e.transparent_retry_ok && !self.retried {
-                    self.retried = true;
-                    return After::Again;
-                }
-                let status = Status::new(code, e.message);
-                match self.retry_after(code, e.committed, e.pushback) {
-                    Some(d) => {
-                        self.last_failure = Some(status);
-                        After::Backoff(d)
-                    }
-                    None => After::Done(Err(status)),
-                }
+                Err(e)
             }
         }
     }

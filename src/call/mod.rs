@@ -4,7 +4,8 @@
 //! retry by the method's `retryPolicy` (gRFC A6: each attempt picks anew,
 //! after a jittered exponential backoff or the server's pushback, within the
 //! channel's `retryThrottling` tokens, never once the server has answered
-//! with headers).
+//! with headers), or hedge by its `hedgingPolicy` (attempts side by side:
+//! `hedged.rs`).
 //!
 //! Two ways in, one course: a blocking call (`Reader::unary`) picks and waits
 //! on its caller's thread; a started call (`Channel::unary_start`) costs no
@@ -20,6 +21,7 @@
 //! never a call's deadline or the loop.
 
 mod course;
+mod hedged;
 mod started;
 
 pub use self::started::{CallHandle, CallResult};
@@ -27,7 +29,7 @@ pub use self::started::{CallHandle, CallResult};
 use self::course::{attempt_metadata, After, Course, Next};
 use crate::balancer::picker::PickInfo;
 use crate::reader::{PickOptions, Reader};
-use crate::service_config::{MethodConfigs, RetryPolicy, RetryTokens};
+use crate::service_config::{HedgingPolicy, MethodConfigs, RetryPolicy, RetryTokens};
 use crate::status::{Code, Status};
 use crate::transport::{self, UnaryResponse};
 use std::sync::Arc;
@@ -159,13 +161,18 @@ struct Settings {
     max_response: Option<usize>,
     /// The method's `retryPolicy`.
     retry: Option<RetryPolicy>,
+    /// The method's `hedgingPolicy` (never with a `retryPolicy`).
+    hedge: Option<HedgingPolicy>,
     /// The channel's retry tokens.
     tokens: Option<Arc<RetryTokens>>,
 }
 
 impl Settings {
     fn course(&self) -> Course {
-        Course::new(self.retry.clone(), self.tokens.clone())
+        match &self.hedge {
+            Some(h) => Course::hedged(h.clone(), self.tokens.clone()),
+            None => Course::new(self.retry.clone(), self.tokens.clone()),
+        }
     }
 }
 
@@ -192,6 +199,7 @@ fn settings(
             wait_for_ready: options.wait_for_ready,
             max_response: None,
             retry: None,
+            hedge: None,
             tokens,
         });
     };
@@ -213,6 +221,7 @@ fn settings(
         wait_for_ready: options.wait_for_ready || c.wait_for_ready == Some(true),
         max_response: c.max_response_message_bytes.map(|m| m as usize),
         retry: c.retry_policy.clone(),
+        hedge: c.hedging_policy.clone(),
         tokens,
     })
 }
@@ -250,6 +259,9 @@ impl Reader {
             wait_for_ready: set.wait_for_ready,
         };
         let mut course = set.course();
+        if course.hedging() {
+            return self.unary_hedged(method, request, options, &set, course, None);
+        }
         loop {
             let next = match self.pick(&info, &pick_options) {
                 Ok(pick) => course.picked(pick, |p, i| self.finish(p, i)),

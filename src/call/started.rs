@@ -3,7 +3,7 @@
 //! their completions run on the channel's dispatch thread.
 
 use super::course::{attempt_metadata, After, Course, Next};
-use super::{check_metadata, check_method, expired, not_managed, settings, CallOptions};
+use super::{check_metadata, check_method, expired, not_managed, settings, CallOptions, Settings};
 use crate::balancer::picker::{DoneInfo, PickInfo};
 use crate::balancer::subconn::SubConnId;
 use crate::channel::{Channel, ChannelShared};
@@ -258,7 +258,9 @@ impl Channel {
     /// picks for it (a queued pick waits for the channel's next picker),
     /// drives its HTTP/2 stream, retries it as `Reader::unary` does (once
     /// transparently; by the method's retry policy, its backoff a loop
-    /// timer), and ends it at its deadline.
+    /// timer), and ends it at its deadline. A call whose method has a
+    /// hedging policy is the exception: it runs its attempts side by side
+    /// on a thread of its own (see `call/hedged.rs`).
     ///
     /// Closing the channel (or dropping it, or its `Runtime`) completes every
     /// call still running with CANCELLED "the channel is closed" and returns
@@ -338,6 +340,10 @@ impl Channel {
             new.completion.deliver(Err(status));
             return Ok(CallHandle(call));
         }
+        if new.course.hedging() {
+            start_hedged(self.reader(), new);
+            return Ok(CallHandle(call));
+        }
         // Accepted from here on: if the command never runs (the channel
         // closed meanwhile, the loop is gone), dropping it completes the call.
         let channel = shared.clone();
@@ -353,6 +359,53 @@ impl Channel {
     /// it was still running, false if it already finished (or never was).
     pub fn cancel_call(&self, id: u64) -> bool {
         self.completions(|| Arc::new(Dispatch::new())).cancel(id)
+    }
+}
+
+/// Runs a hedged started call on a thread of its own (`call/hedged.rs`):
+/// its attempts run side by side, which the loop's one-stream task does
+/// not do. Cancelling it is seen within a tick; closing the channel ends
+/// it as it ends any call (CANCELLED "the channel is closed").
+fn start_hedged(mut reader: Reader, mut call: NewCall) {
+    let course = std::mem::take(&mut call.course);
+    let run = move || {
+        let options = CallOptions {
+            deadline: call.deadline,
+            wait_for_ready: call.wait_for_ready,
+            metadata: &call.metadata,
+            hash: call.hash,
+        };
+        let set = Settings {
+            deadline: call.deadline,
+            wait_for_ready: call.wait_for_ready,
+            max_response: call.max_response,
+            retry: None,
+            hedge: None,
+            tokens: None,
+        };
+        let state = call.completion.call.clone();
+        let cancelled = move || state.state.load(Ordering::Acquire) == CANCELLED;
+        let result = reader.unary_hedged(
+            &call.method,
+            &call.request,
+            &options,
+            &set,
+            course,
+            Some(&cancelled),
+        );
+        let result = match result {
+            Err(_) if reader.channel_closed() => Err(closed_status()),
+            r => r,
+        };
+        call.completion.deliver(result);
+    };
+    let spawned = std::thread::Builder::new()
+        .name("switchyard-hedged-call".into())
+        .spawn(run);
+    if let Err(e) = spawned {
+        // The closure (and the completion in it) is gone: its drop
+        // completed the call with "the channel is closed"; say why here.
+        log::warn!(target: crate::trace::CHANNEL, "cannot start a hedged call's thread: {e}");
     }
 }
 

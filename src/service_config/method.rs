@@ -27,7 +27,7 @@ pub struct MethodConfig {
     pub max_response_message_bytes: Option<u32>,
     /// The library's own unary calls retry by it (gRFC A6).
     pub retry_policy: Option<RetryPolicy>,
-    /// Parsed and validated; never acted on.
+    /// The library's own unary calls hedge by it (gRFC A6).
     pub hedging_policy: Option<HedgingPolicy>,
 }
 

@@ -1,9 +1,8 @@
 //! `retryPolicy`, `hedgingPolicy` and `retryThrottling` (gRFC A6), parsed
 //! and validated with A6's bounds, and the channel's retry tokens. The
-//! library's own unary calls retry by `retryPolicy` and `retryThrottling`
-//! (`crate::call`); `hedgingPolicy` is parsed so that a bad one makes the
-//! config invalid as in gRPC, never acted on. All are exposed for hosts
-//! that send calls themselves.
+//! library's own unary calls retry by `retryPolicy`, hedge by
+//! `hedgingPolicy`, both within `retryThrottling` (`crate::call`). All are
+//! exposed for hosts that send calls themselves.
 
 use super::json::{self, Path};
 use crate::status::Code;
@@ -31,7 +30,7 @@ pub struct RetryPolicy {
     pub retryable_status_codes: Vec<Code>,
 }
 
-/// A method's `hedgingPolicy` (gRFC A6): parsed and validated, never acted on.
+/// A method's `hedgingPolicy` (gRFC A6).
 #[derive(Clone, Debug, PartialEq)]
 pub struct HedgingPolicy {
     /// Attempts in all: 2 to 5 (capped at 5).
@@ -231,6 +230,11 @@ impl RetryTokens {
             .unwrap_or_else(|t| t);
         let after = before.saturating_sub(1000);
         u64::from(after) * 2 > u64::from(self.max)
+    }
+
+    /// Retries and hedges may go: more than half of `maxTokens` left.
+    pub(crate) fn allow(&self) -> bool {
+        u64::from(self.milli.load(Ordering::Relaxed)) * 2 > u64::from(self.max)
     }
 
     /// Tokens left, in thousandths (tests).

@@ -8,6 +8,7 @@ mod common;
 mod dns;
 mod drain;
 mod health;
+mod hedging;
 mod idle;
 mod least_request_random;
 mod orca;

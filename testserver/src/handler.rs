@@ -88,7 +88,19 @@ pub(crate) async fn handle(
     let Some(msg) = wire::decode_unary(&raw).map(<[u8]>::to_vec) else {
         return trailers_only(&mut respond, port, 13, "bad request framing");
     };
-    if let Some(ms) = header("x-delay-ms").and_then(|v| v.parse().ok()) {
+    // Hedging tests: only a call's first attempt is slow.
+    let first_delay = header("x-delay-first-ms")
+        .and_then(|v| v.parse::<u64>().ok())
+        .filter(|_| {
+            header("grpc-previous-rpc-attempts")
+                .and_then(|v| v.parse::<u64>().ok())
+                .unwrap_or(0)
+                == 0
+        });
+    if let Some(ms) = header("x-delay-ms")
+        .and_then(|v| v.parse().ok())
+        .or(first_delay)
+    {
         tokio::select! {
             _ = tokio::time::sleep(Duration::from_millis(ms)) => {}
             reset = std::future::poll_fn(|cx| respond.poll_reset(cx)) => {

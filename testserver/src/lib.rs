@@ -20,7 +20,9 @@
 //!   the backend listening on port P, both trailers-only with grpc-status
 //!   `x-fail-code` (default 14, UNAVAILABLE) and, with `x-pushback-ms: V`,
 //!   the trailer `grpc-retry-pushback-ms: V`; `x-fail-after-headers: N`
-//!   sends the response headers, then trailers with grpc-status N.
+//!   sends the response headers, then trailers with grpc-status N;
+//!   `x-delay-first-ms: D` delays only a call's first attempt (no
+//!   `grpc-previous-rpc-attempts`), as `x-delay-ms` does.
 //! - `/grpc.health.v1.Health/Check` and `/Watch` with per-service status
 //!   (UNIMPLEMENTED instead with [`ServerOptions::no_health`]).
 //! - ORCA (gRFC A51): `/xds.service.orca.v3.OpenRcaService/StreamCoreMetrics`

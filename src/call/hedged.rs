@@ -1,0 +1,226 @@
+//! Hedged blocking calls (a method's `hedgingPolicy`, gRFC A6): attempts
+//! side by side on the caller's thread, one more each `hedgingDelay` (or at
+//! once after a non-fatal failure, or after the server's pushback), each
+//! picked anew, up to `maxAttempts`, within the call's deadline. The first
+//! OK, committed or fatal outcome ends the call and cancels the others
+//! (RST_STREAM CANCEL; the policy hears each as cancelled).
+//!
+//! A started call with a hedging policy runs this on a thread of its own
+//! (`Channel::unary_start`): unlike other started calls, a hedged one costs
+//! a thread while it runs. It checks for its cancellation every `TICK`.
+
+use super::course::{attempt_metadata, Course, Hedged, Next};
+use super::{CallOptions, Settings};
+use crate::balancer::picker::{DoneInfo, PickInfo};
+use crate::balancer::subconn::SubConnId;
+use crate::reader::{Pick, PickError, PickOptions, Reader};
+use crate::status::{Code, Status};
+use crate::transport::{self, CallFuture, UnaryResponse};
+use std::future::poll_fn;
+use std::task::Poll;
+use std::time::{Duration, Instant};
+
+/// How often a started hedged call looks whether it was cancelled.
+const TICK: Duration = Duration::from_millis(20);
+
+/// An attempt in flight.
+struct Flight {
+    pick: Pick,
+    stream: CallFuture,
+    started: Instant,
+    sc: SubConnId,
+}
+
+impl Reader {
+    /// `unary` for a method with a hedging policy: `course` is hedged.
+    /// `cancelled` (a started call's) is asked every `TICK`.
+    pub(super) fn unary_hedged(
+        &mut self,
+        method: &str,
+        request: &[u8],
+        options: &CallOptions<'_>,
+        set: &Settings,
+        mut course: Course,
+        cancelled: Option<&dyn Fn() -> bool>,
+    ) -> Result<UnaryResponse, Status> {
+        let info = PickInfo {
+            method,
+            hash: options.hash,
+            metadata: options.metadata,
+        };
+        // A wait cut into ticks when the call may be cancelled.
+        let sliced = |until: Option<Instant>| match cancelled {
+            Some(_) => {
+                let tick = Instant::now() + TICK;
+                Some(until.map_or(tick, |t| t.min(tick)))
+            }
+            None => until,
+        };
+        let mut flights: Vec<Flight> = Vec::new();
+        // When the next attempt goes: the first at once.
+        let mut next_at = Some(Instant::now());
+        // Bounded: each turn sends an attempt (at most maxAttempts, plus one
+        // transparent replacement), ends one, or waits until the next is
+        // due or the deadline.
+        loop {
+            let now = Instant::now();
+            if set.deadline.is_some_and(|d| now >= d) {
+                self.cancel_flights(flights, Code::DeadlineExceeded, "deadline exceeded");
+                return Err(Status::new(Code::DeadlineExceeded, "deadline exceeded"));
+            }
+            if cancelled.is_some_and(|c| c()) {
+                self.cancel_flights(flights, Code::Cancelled, "call cancelled");
+                return Err(Status::new(Code::Cancelled, "call cancelled"));
+            }
+            if next_at.is_some_and(|t| t <= now) {
+                next_at = None;
+                // The first attempt waits for a pick as any call does; a
+                // later one must not hold up those in flight.
+                let picked = if flights.is_empty() {
+                    let first = PickOptions {
+                        deadline: sliced(set.deadline),
+                        wait_for_ready: set.wait_for_ready,
+                    };
+                    self.pick(&info, &first)
+                } else {
+                    self.try_pick(&info)
+                };
+                let next = match picked {
+                    Ok(pick) => course.picked(pick, |p, i| self.finish(p, i)),
+                    // A tick, not the deadline: look again.
+                    Err(PickError::DeadlineExceeded(_))
+                        if cancelled.is_some()
+                            && set.deadline.is_none_or(|d| Instant::now() < d) =>
+                    {
+                        next_at = Some(Instant::now());
+                        continue;
+                    }
+                    Err(e) if flights.is_empty() => course.pick_error(e),
+                    Err(_) => Next::Wait,
+                };
+                match next {
+                    Next::Send(pick, handle) => {
+                        let previous = course.hedge_sent();
+                        let timeout = set.deadline.map(|d| d.saturating_duration_since(now));
+                        let sc = pick.subconn().id();
+                        self.call_counts().started(sc);
+                        let md = attempt_metadata(options.metadata, previous);
+                        match transport::start(
+                            &handle,
+                            method,
+                            request,
+                            &md,
+                            timeout,
+                            set.max_response,
+                        ) {
+                            Ok(stream) => flights.push(Flight {
+                                pick,
+                                stream,
+                                started: now,
+                                sc,
+                            }),
+                            Err(e) => {
+                                self.call_counts().ended(sc, false);
+                                match course.hedge_ended(pick, Err(e), Duration::ZERO, |p, i| {
+                                    self.finish(p, i)
+                                }) {
+                                    Hedged::Done(r) => {
+                                        self.cancel_flights(flights, Code::Cancelled, "call ended");
+                                        return r;
+                                    }
+                                    Hedged::Next(d) => next_at = d.map(|d| now + d),
+                                }
+                            }
+                        }
+                        if next_at.is_none() {
+                            next_at = course.next_hedge().map(|d| now + d);
+                        }
+                    }
+                    Next::Wait if flights.is_empty() => {
+                        let waited = self.wait_for_next_picker(sliced(set.deadline));
+                        if !waited && set.deadline.is_some_and(|d| Instant::now() >= d) {
+                            return Err(course.deadline_waiting());
+                        }
+                        next_at = Some(Instant::now());
+                    }
+                    // No pick now: the next attempt's turn comes again after
+                    // a hedging delay.
+                    Next::Wait => next_at = course.next_hedge().map(|d| now + d),
+                    Next::Backoff(_) => unreachable!("a hedged call has no retry policy"),
+                    Next::Done(r) => return r,
+                }
+                continue;
+            }
+            if flights.is_empty() {
+                match next_at {
+                    // Nothing in flight, the next attempt not due yet.
+                    Some(t) => {
+                        let until = set.deadline.map_or(t, |d| d.min(t));
+                        self.pause_until(sliced(Some(until)).unwrap_or(until));
+                    }
+                    None => return Err(course.last_failure()),
+                }
+                continue;
+            }
+            let until = sliced(match (next_at, set.deadline) {
+                (Some(a), Some(b)) => Some(a.min(b)),
+                (a, b) => a.or(b),
+            });
+            let landed = transport::block_on(
+                poll_fn(|cx| {
+                    for (i, f) in flights.iter_mut().enumerate() {
+                        if let Poll::Ready(r) = f.stream.as_mut().poll(cx) {
+                            return Poll::Ready((i, r));
+                        }
+                    }
+                    Poll::Pending
+                }),
+                until,
+            );
+            let Some((i, result)) = landed else {
+                continue;
+            };
+            let f = flights.swap_remove(i);
+            self.call_counts().ended(f.sc, result.is_ok());
+            let latency = f.started.elapsed();
+            match course.hedge_ended(f.pick, result, latency, |p, i| self.finish(p, i)) {
+                Hedged::Done(r) => {
+                    self.cancel_flights(
+                        flights,
+                        Code::Cancelled,
+                        "another hedged attempt ended the call",
+                    );
+                    return r;
+                }
+                Hedged::Next(Some(d)) => {
+                    let at = Instant::now() + d;
+                    next_at = Some(next_at.map_or(at, |t| t.min(at)));
+                }
+                Hedged::Next(None) => {
+                    next_at = None;
+                    if flights.is_empty() {
+                        return Err(course.last_failure());
+                    }
+                }
+            }
+        }
+    }
+
+    /// Ends the attempts still in flight: each stream is reset (dropping it
+    /// sends RST_STREAM CANCEL) and the policy hears it failed with `code`.
+    fn cancel_flights(&mut self, flights: Vec<Flight>, code: Code, why: &str) {
+        for f in flights {
+            drop(f.stream);
+            self.call_counts().ended(f.sc, false);
+            self.finish(
+                f.pick,
+                &DoneInfo {
+                    error: Some(why),
+                    code,
+                    latency: f.started.elapsed(),
+                    ..Default::default()
+                },
+            );
+        }
+    }
+}

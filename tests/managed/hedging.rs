@@ -1,0 +1,239 @@
+//! The method's `hedgingPolicy` (gRFC A6) on the library's own calls,
+//! blocking and started, against real backends on 127.0.0.1 that fail or
+//! stall as each call's metadata asks (the test server's `x-fail-*` and
+//! `x-delay-first-ms` headers): attempts side by side, the first to end the
+//! call wins, the others are cancelled.
+
+use super::support::*;
+use crossbeam_channel::bounded;
+use std::time::{Duration, Instant};
+use switchyard::*;
+use switchyard_testserver::TestServer;
+
+const ECHO: &str = "/echo.Echo/Unary";
+
+/// Hedges echo calls: up to `attempts`, `delay` apart; `non_fatal` codes.
+fn hedging_config(attempts: u32, delay: &str, non_fatal: &str) -> String {
+    format!(
+        r#"{{"methodConfig":[{{"name":[{{"service":"echo.Echo"}}],"hedgingPolicy":{{"maxAttempts":{attempts},"hedgingDelay":"{delay}","nonFatalStatusCodes":[{non_fatal}]}}}}]}}"#
+    )
+}
+
+fn meta(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
+    pairs
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect()
+}
+
+/// One call each way, blocking then started, with `metadata` and a 10 s
+/// deadline; each with how long it took.
+fn both(
+    ch: &Channel,
+    metadata: &[(String, String)],
+) -> [(Result<UnaryResponse, Status>, Duration); 2] {
+    let options = || CallOptions {
+        deadline: Some(Instant::now() + Duration::from_secs(10)),
+        metadata,
+        ..Default::default()
+    };
+    let t = Instant::now();
+    let blocking = ch.reader().unary(ECHO, b"ping", &options());
+    let blocking_took = t.elapsed();
+    let (tx, rx) = bounded(1);
+    let t = Instant::now();
+    ch.unary_start(ECHO, b"ping", &options(), move |r| {
+        let _ = tx.send((r, t.elapsed()));
+    })
+    .unwrap();
+    let started = rx
+        .recv_timeout(Duration::from_secs(20))
+        .expect("the started call completes");
+    [(blocking, blocking_took), started]
+}
+
+fn ready_channel(rt: &Runtime, servers: &[TestServer], config: &str) -> Channel {
+    let ch = channel(rt, &target(servers), Some(config), plaintext());
+    echo(&mut ch.reader(), true).expect("the channel serves");
+    ch
+}
+
+fn requests(servers: &[TestServer]) -> u64 {
+    servers.iter().map(TestServer::requests).sum()
+}
+
+#[test]
+fn a_hedge_answers_when_the_first_attempt_stalls() {
+    let servers = start_servers(1);
+    let rt = Runtime::new().unwrap();
+    let ch = ready_channel(&rt, &servers, &hedging_config(3, "0.1s", ""));
+    let md = meta(&[("x-delay-first-ms", "5000")]);
+    for (r, took) in both(&ch, &md) {
+        let resp = r.expect("the second attempt answers");
+        assert_eq!(resp.headers.get("x-previous-rpc-attempts").unwrap(), "1");
+        assert!(took < Duration::from_secs(3), "took {took:?}");
+    }
+    // The stalled first attempts were cancelled (RST_STREAM), not left to run.
+    wait_until("the stalled attempts reset", || servers[0].resets() == 2);
+}
+
+#[test]
+fn a_fatal_status_ends_the_call_at_once() {
+    let servers = start_servers(1);
+    let rt = Runtime::new().unwrap();
+    let ch = ready_channel(&rt, &servers, &hedging_config(3, "1s", r#""UNAVAILABLE""#));
+    let md = meta(&[("x-fail-attempts", "1"), ("x-fail-code", "13")]);
+    let before = requests(&servers);
+    for (r, took) in both(&ch, &md) {
+        assert_eq!(r.unwrap_err().code(), Code::Internal);
+        assert!(took < Duration::from_millis(900), "took {took:?}");
+    }
+    assert_eq!(requests(&servers) - before, 2, "one attempt per call");
+}
+
+#[test]
+fn a_non_fatal_failure_sends_the_next_attempt_at_once() {
+    let servers = start_servers(1);
+    let rt = Runtime::new().unwrap();
+    let ch = ready_channel(&rt, &servers, &hedging_config(3, "5s", r#""UNAVAILABLE""#));
+    let md = meta(&[("x-fail-attempts", "1")]);
+    let before = requests(&servers);
+    for (r, took) in both(&ch, &md) {
+        let resp = r.expect("the second attempt succeeds");
+        assert_eq!(resp.headers.get("x-previous-rpc-attempts").unwrap(), "1");
+        assert!(
+            took < Duration::from_secs(3),
+            "took {took:?}, not the 5 s hedging delay"
+        );
+    }
+    assert_eq!(requests(&servers) - before, 4);
+}
+
+#[test]
+fn every_attempt_failing_non_fatally_ends_with_the_last_failure() {
+    let servers = start_servers(1);
+    let rt = Runtime::new().unwrap();
+    let ch = ready_channel(
+        &rt,
+        &servers,
+        &hedging_config(3, "0.05s", r#""UNAVAILABLE""#),
+    );
+    let md = meta(&[("x-fail-attempts", "100")]);
+    let before = requests(&servers);
+    for (r, _) in both(&ch, &md) {
+        let e = r.unwrap_err();
+        assert_eq!(e.code(), Code::Unavailable, "{e:?}");
+        assert_eq!(e.message(), "failed as asked");
+    }
+    assert_eq!(requests(&servers) - before, 2 * 3, "maxAttempts per call");
+}
+
+#[test]
+fn the_deadline_ends_a_hedged_call_and_its_attempts() {
+    let servers = start_servers(1);
+    let rt = Runtime::new().unwrap();
+    let ch = ready_channel(&rt, &servers, &hedging_config(2, "0.05s", ""));
+    let md = meta(&[("x-delay-ms", "5000")]);
+    let options = CallOptions {
+        deadline: Some(Instant::now() + Duration::from_millis(300)),
+        metadata: &md,
+        ..Default::default()
+    };
+    let t = Instant::now();
+    let e = ch.reader().unary(ECHO, b"ping", &options).unwrap_err();
+    assert_eq!(e.code(), Code::DeadlineExceeded, "{e:?}");
+    assert!(t.elapsed() < Duration::from_secs(2), "{:?}", t.elapsed());
+    // Both attempts went out and were reset.
+    wait_until("both attempts reset", || servers[0].resets() == 2);
+}
+
+#[test]
+fn throttling_stops_hedges_at_half_the_tokens() {
+    let servers = start_servers(1);
+    let rt = Runtime::new().unwrap();
+    let plain = hedging_config(5, "0.01s", r#""UNAVAILABLE""#);
+    let sc = format!(
+        r#"{},"retryThrottling":{{"maxTokens":4,"tokenRatio":0.1}}}}"#,
+        plain.strip_suffix('}').unwrap()
+    );
+    let ch = ready_channel(&rt, &servers, &sc);
+    let md = meta(&[("x-fail-attempts", "100")]);
+    let before = requests(&servers);
+    for (r, _) in both(&ch, &md) {
+        assert_eq!(r.unwrap_err().code(), Code::Unavailable);
+    }
+    // 4 tokens: the first call's failures leave 3 (another may go), then
+    // 2 (not above half: no more); the second call's first attempt always
+    // goes, and its failure leaves 1.
+    assert_eq!(requests(&servers) - before, 2 + 1);
+}
+
+#[test]
+fn cancelling_or_closing_ends_a_started_hedged_call_and_its_attempts() {
+    let servers = start_servers(1);
+    let rt = Runtime::new().unwrap();
+    let ch = ready_channel(&rt, &servers, &hedging_config(2, "0.05s", ""));
+    let md = meta(&[("x-delay-ms", "5000")]);
+    let options = CallOptions {
+        deadline: Some(Instant::now() + Duration::from_secs(20)),
+        metadata: &md,
+        ..Default::default()
+    };
+    let start = |ch: &Channel| {
+        let (tx, rx) = bounded(1);
+        let h = ch
+            .unary_start(ECHO, b"ping", &options, move |r| {
+                let _ = tx.send(r);
+            })
+            .unwrap();
+        (h, rx)
+    };
+    let (h, rx) = start(&ch);
+    wait_until("both attempts sent", || servers[0].in_flight() == 2);
+    assert!(h.cancel());
+    let e = rx
+        .recv_timeout(Duration::from_secs(2))
+        .unwrap()
+        .unwrap_err();
+    assert_eq!(e.code(), Code::Cancelled, "{e:?}");
+    wait_until("both attempts reset", || servers[0].resets() == 2);
+
+    let (_h, rx) = start(&ch);
+    wait_until("both attempts sent", || servers[0].in_flight() == 2);
+    let t = Instant::now();
+    ch.close();
+    let e = rx
+        .recv_timeout(Duration::from_secs(2))
+        .unwrap()
+        .unwrap_err();
+    assert_eq!(
+        (e.code(), e.message()),
+        (Code::Cancelled, "the channel is closed")
+    );
+    assert!(t.elapsed() < Duration::from_secs(2));
+}
+
+#[test]
+fn a_pushback_sets_when_the_next_hedge_goes_or_stops_them() {
+    let servers = start_servers(1);
+    let rt = Runtime::new().unwrap();
+    let ch = ready_channel(&rt, &servers, &hedging_config(3, "5s", r#""UNAVAILABLE""#));
+    let md = meta(&[("x-fail-attempts", "1"), ("x-pushback-ms", "300")]);
+    for (r, took) in both(&ch, &md) {
+        r.expect("the hedge after the pushback succeeds");
+        assert!(
+            took >= Duration::from_millis(290) && took < Duration::from_secs(3),
+            "took {took:?}"
+        );
+    }
+    let md = meta(&[("x-fail-attempts", "1"), ("x-pushback-ms", "-1")]);
+    let before = requests(&servers);
+    for (r, _) in both(&ch, &md) {
+        assert_eq!(r.unwrap_err().code(), Code::Unavailable);
+    }
+    assert_eq!(
+        requests(&servers) - before,
+        2,
+        "no hedge after a pushback of -1"
+    );
+}
