@@ -1,7 +1,7 @@
-//! A method's `retryPolicy` (gRFC A6) against real grpcio backends: a
+//! A method's `retryPolicy` and `hedgingPolicy` (gRFC A6) against real grpcio backends: a
 //! backend failing every call with UNAVAILABLE (grpcio's `abort`, a
 //! trailers-only answer, so never committed) costs the calls nothing, each
-//! retry being picked anew.
+//! retry (or hedge) being picked anew.
 
 use super::common::*;
 use super::python::{serial, PyServer};
@@ -46,4 +46,29 @@ fn calls_to_a_failing_backend_are_retried_on_the_others() {
         .filter(|_| r.unary("/echo.Echo/Unary", b"ping", &options).is_err())
         .count();
     assert!(failed >= 5, "{failed} of 30 failed");
+}
+
+const HEDGING: &str = r#"{"loadBalancingConfig":[{"round_robin":{}}],
+    "methodConfig":[{"name":[{}],"hedgingPolicy":{"maxAttempts":3,
+    "hedgingDelay":"1s","nonFatalStatusCodes":["UNAVAILABLE"]}}]}"#;
+
+/// Hedging (gRFC A6): a non-fatal failure from the failing backend sends
+/// the next attempt at once, to another backend.
+#[test]
+fn hedged_calls_to_a_failing_backend_are_answered_by_the_others() {
+    let _one = serial();
+    let mut f = PyServer::backends(3);
+    let ports = f.ports();
+    let rt = Runtime::new().unwrap();
+    let ch = channel(&rt, &f.target(), Some(HEDGING), plaintext());
+    let mut r = ch.reader();
+    warm_up(&mut r, 3);
+    f.set_failing(1, true);
+    let t = Instant::now();
+    for _ in 0..30 {
+        let port = echo(&mut r, false).expect("hedged to another backend");
+        assert_ne!(port, ports[1]);
+    }
+    // Ten of them met the failing backend first; none waited the 1 s delay.
+    assert!(t.elapsed() < Duration::from_secs(5), "{:?}", t.elapsed());
 }
