@@ -8,7 +8,6 @@ use super::support::*;
 use crossbeam_channel::bounded;
 use std::time::{Duration, Instant};
 use switchyard::*;
-use switchyard_testserver::TestServer;
 
 const ECHO: &str = "/echo.Echo/Unary";
 
@@ -17,13 +16,6 @@ fn hedging_config(attempts: u32, delay: &str, non_fatal: &str) -> String {
     format!(
         r#"{{"methodConfig":[{{"name":[{{"service":"echo.Echo"}}],"hedgingPolicy":{{"maxAttempts":{attempts},"hedgingDelay":"{delay}","nonFatalStatusCodes":[{non_fatal}]}}}}]}}"#
     )
-}
-
-fn meta(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
-    pairs
-        .iter()
-        .map(|(k, v)| (k.to_string(), v.to_string()))
-        .collect()
 }
 
 /// One call each way, blocking then started, with `metadata` and a 10 s
@@ -50,16 +42,6 @@ fn both(
         .recv_timeout(Duration::from_secs(20))
         .expect("the started call completes");
     [(blocking, blocking_took), started]
-}
-
-fn ready_channel(rt: &Runtime, servers: &[TestServer], config: &str) -> Channel {
-    let ch = channel(rt, &target(servers), Some(config), plaintext());
-    echo(&mut ch.reader(), true).expect("the channel serves");
-    ch
-}
-
-fn requests(servers: &[TestServer]) -> u64 {
-    servers.iter().map(TestServer::requests).sum()
 }
 
 #[test]

@@ -26,13 +26,6 @@ fn slow_retry_config() -> String {
         .replace("0.05s", "60s")
 }
 
-fn meta(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
-    pairs
-        .iter()
-        .map(|(k, v)| (k.to_string(), v.to_string()))
-        .collect()
-}
-
 /// One call each way, blocking then started, with `metadata` and a 10 s
 /// deadline (`deadline` overrides it).
 fn both(
@@ -55,17 +48,6 @@ fn both(
         .recv_timeout(Duration::from_secs(20))
         .expect("the started call completes");
     [blocking, started]
-}
-
-/// A channel to `servers` with `config`, its first call served.
-fn ready_channel(rt: &Runtime, servers: &[TestServer], config: &str) -> Channel {
-    let ch = channel(rt, &target(servers), Some(config), plaintext());
-    echo(&mut ch.reader(), true).expect("the channel serves");
-    ch
-}
-
-fn requests(servers: &[TestServer]) -> u64 {
-    servers.iter().map(TestServer::requests).sum()
 }
 
 #[test]

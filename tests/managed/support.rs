@@ -72,3 +72,27 @@ impl Fleet for InProcess {
 pub fn server_tls(pki: &TestPki) -> ServerTls {
     pki.server_tls(&[b"h2"])
 }
+
+/// Request metadata from `(key, value)` pairs.
+pub fn meta(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
+    pairs
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect()
+}
+
+/// A channel to `servers` with `config`, its first call served.
+pub fn ready_channel(
+    rt: &switchyard::Runtime,
+    servers: &[TestServer],
+    config: &str,
+) -> switchyard::Channel {
+    let ch = channel(rt, &target(servers), Some(config), plaintext());
+    echo(&mut ch.reader(), true).expect("the channel serves");
+    ch
+}
+
+/// Requests `servers` received, all methods.
+pub fn requests(servers: &[TestServer]) -> u64 {
+    servers.iter().map(TestServer::requests).sum()
+}
