@@ -898,13 +898,6 @@ impl Reader {
         waiting.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
     }
 
-    /// The channel was closed.
-    pub(crate) fn channel_closed(&self) -> bool {
-        self.shared
-            .closed
-            .load(std::sync::atomic::Ordering::Acquire)
-    }
-
     /// The channel's state as last published.
     pub fn channel_state(&self) -> crate::connectivity::ConnectivityState {
         self.shared.state()

@@ -432,9 +432,9 @@ fn host_managed() -> Error {
 /// READY subchannel when none is yet, or through TRANSIENT_FAILURE with
 /// `wait_for_ready`), drives its HTTP/2 stream, retries it as
 /// `sy_call_unary` does (a backoff is a loop timer, not a thread), reports
-/// each attempt's outcome to the policy, and ends it at its deadline. (A
-/// call whose method has a `hedgingPolicy` is the exception: it runs its
-/// attempts side by side on a thread of its own.) The callback runs on the channel's completion thread (see
+/// each attempt's outcome to the policy, and ends it at its deadline (a
+/// hedged call's attempts run side by side, all driven by the loop). The
+/// callback runs on the channel's completion thread (see
 /// `sy_call_done_fn`). `sy_channel_close`, `sy_channel_free` and
 /// `sy_runtime_free` complete every call still running with SY_CLOSED and
 /// return once every callback of the channel has returned.

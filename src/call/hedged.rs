@@ -5,23 +5,19 @@
 //! OK, committed or fatal outcome ends the call and cancels the others
 //! (RST_STREAM CANCEL; the policy hears each as cancelled).
 //!
-//! A started call with a hedging policy runs this on a thread of its own
-//! (`Channel::unary_start`): unlike other started calls, a hedged one costs
-//! a thread while it runs. It checks for its cancellation every `TICK`.
+//! Started calls hedge on the loop (`call/started.rs`), by the same
+//! decisions (`Course::hedge_ended`, `Course::next_hedge`).
 
 use super::course::{attempt_metadata, Course, Hedged, Next};
 use super::{CallOptions, Settings};
 use crate::balancer::picker::{DoneInfo, PickInfo};
 use crate::balancer::subconn::SubConnId;
-use crate::reader::{Pick, PickError, PickOptions, Reader};
+use crate::reader::{Pick, PickOptions, Reader};
 use crate::status::{Code, Status};
 use crate::transport::{self, CallFuture, UnaryResponse};
 use std::future::poll_fn;
 use std::task::Poll;
 use std::time::{Duration, Instant};
-
-/// How often a started hedged call looks whether it was cancelled.
-const TICK: Duration = Duration::from_millis(20);
 
 /// An attempt in flight.
 struct Flight {
@@ -33,7 +29,6 @@ struct Flight {
 
 impl Reader {
     /// `unary` for a method with a hedging policy: `course` is hedged.
-    /// `cancelled` (a started call's) is asked every `TICK`.
     pub(super) fn unary_hedged(
         &mut self,
         method: &str,
@@ -41,20 +36,11 @@ impl Reader {
         options: &CallOptions<'_>,
         set: &Settings,
         mut course: Course,
-        cancelled: Option<&dyn Fn() -> bool>,
     ) -> Result<UnaryResponse, Status> {
         let info = PickInfo {
             method,
             hash: options.hash,
             metadata: options.metadata,
-        };
-        // A wait cut into ticks when the call may be cancelled.
-        let sliced = |until: Option<Instant>| match cancelled {
-            Some(_) => {
-                let tick = Instant::now() + TICK;
-                Some(until.map_or(tick, |t| t.min(tick)))
-            }
-            None => until,
         };
         let mut flights: Vec<Flight> = Vec::new();
         // When the next attempt goes: the first at once.
@@ -68,17 +54,13 @@ impl Reader {
                 self.cancel_flights(flights, Code::DeadlineExceeded, "deadline exceeded");
                 return Err(Status::new(Code::DeadlineExceeded, "deadline exceeded"));
             }
-            if cancelled.is_some_and(|c| c()) {
-                self.cancel_flights(flights, Code::Cancelled, "call cancelled");
-                return Err(Status::new(Code::Cancelled, "call cancelled"));
-            }
             if next_at.is_some_and(|t| t <= now) {
                 next_at = None;
                 // The first attempt waits for a pick as any call does; a
                 // later one must not hold up those in flight.
                 let picked = if flights.is_empty() {
                     let first = PickOptions {
-                        deadline: sliced(set.deadline),
+                        deadline: set.deadline,
                         wait_for_ready: set.wait_for_ready,
                     };
                     self.pick(&info, &first)
@@ -87,14 +69,6 @@ impl Reader {
                 };
                 let next = match picked {
                     Ok(pick) => course.picked(pick, |p, i| self.finish(p, i)),
-                    // A tick, not the deadline: look again.
-                    Err(PickError::DeadlineExceeded(_))
-                        if cancelled.is_some()
-                            && set.deadline.is_none_or(|d| Instant::now() < d) =>
-                    {
-                        next_at = Some(Instant::now());
-                        continue;
-                    }
                     Err(e) if flights.is_empty() => course.pick_error(e),
                     Err(_) => Next::Wait,
                 };
@@ -137,8 +111,7 @@ impl Reader {
                         }
                     }
                     Next::Wait if flights.is_empty() => {
-                        let waited = self.wait_for_next_picker(sliced(set.deadline));
-                        if !waited && set.deadline.is_some_and(|d| Instant::now() >= d) {
+                        if !self.wait_for_next_picker(set.deadline) {
                             return Err(course.deadline_waiting());
                         }
                         next_at = Some(Instant::now());
@@ -154,18 +127,15 @@ impl Reader {
             if flights.is_empty() {
                 match next_at {
                     // Nothing in flight, the next attempt not due yet.
-                    Some(t) => {
-                        let until = set.deadline.map_or(t, |d| d.min(t));
-                        self.pause_until(sliced(Some(until)).unwrap_or(until));
-                    }
+                    Some(t) => self.pause_until(set.deadline.map_or(t, |d| d.min(t))),
                     None => return Err(course.last_failure()),
                 }
                 continue;
             }
-            let until = sliced(match (next_at, set.deadline) {
+            let until = match (next_at, set.deadline) {
                 (Some(a), Some(b)) => Some(a.min(b)),
                 (a, b) => a.or(b),
-            });
+            };
             let landed = transport::block_on(
                 poll_fn(|cx| {
                     for (i, f) in flights.iter_mut().enumerate() {

@@ -260,7 +260,7 @@ impl Reader {
         };
         let mut course = set.course();
         if course.hedging() {
-            return self.unary_hedged(method, request, options, &set, course, None);
+            return self.unary_hedged(method, request, options, &set, course);
         }
         loop {
             let next = match self.pick(&info, &pick_options) {

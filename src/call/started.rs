@@ -2,8 +2,8 @@
 //! polls their HTTP/2 streams and times their deadlines and retry backoffs;
 //! their completions run on the channel's dispatch thread.
 
-use super::course::{attempt_metadata, After, Course, Next};
-use super::{check_metadata, check_method, expired, not_managed, settings, CallOptions, Settings};
+use super::course::{attempt_metadata, After, Course, Hedged, Next};
+use super::{check_metadata, check_method, expired, not_managed, settings, CallOptions};
 use crate::balancer::picker::{DoneInfo, PickInfo};
 use crate::balancer::subconn::SubConnId;
 use crate::channel::{Channel, ChannelShared};
@@ -258,9 +258,8 @@ impl Channel {
     /// picks for it (a queued pick waits for the channel's next picker),
     /// drives its HTTP/2 stream, retries it as `Reader::unary` does (once
     /// transparently; by the method's retry policy, its backoff a loop
-    /// timer), and ends it at its deadline. A call whose method has a
-    /// hedging policy is the exception: it runs its attempts side by side
-    /// on a thread of its own (see `call/hedged.rs`).
+    /// timer), or hedges it (its attempts side by side, the next one's
+    /// delay a loop timer), and ends it at its deadline.
     ///
     /// Closing the channel (or dropping it, or its `Runtime`) completes every
     /// call still running with CANCELLED "the channel is closed" and returns
@@ -340,10 +339,6 @@ impl Channel {
             new.completion.deliver(Err(status));
             return Ok(CallHandle(call));
         }
-        if new.course.hedging() {
-            start_hedged(self.reader(), new);
-            return Ok(CallHandle(call));
-        }
         // Accepted from here on: if the command never runs (the channel
         // closed meanwhile, the loop is gone), dropping it completes the call.
         let channel = shared.clone();
@@ -359,53 +354,6 @@ impl Channel {
     /// it was still running, false if it already finished (or never was).
     pub fn cancel_call(&self, id: u64) -> bool {
         self.completions(|| Arc::new(Dispatch::new())).cancel(id)
-    }
-}
-
-/// Runs a hedged started call on a thread of its own (`call/hedged.rs`):
-/// its attempts run side by side, which the loop's one-stream task does
-/// not do. Cancelling it is seen within a tick; closing the channel ends
-/// it as it ends any call (CANCELLED "the channel is closed").
-fn start_hedged(mut reader: Reader, mut call: NewCall) {
-    let course = std::mem::take(&mut call.course);
-    let run = move || {
-        let options = CallOptions {
-            deadline: call.deadline,
-            wait_for_ready: call.wait_for_ready,
-            metadata: &call.metadata,
-            hash: call.hash,
-        };
-        let set = Settings {
-            deadline: call.deadline,
-            wait_for_ready: call.wait_for_ready,
-            max_response: call.max_response,
-            retry: None,
-            hedge: None,
-            tokens: None,
-        };
-        let state = call.completion.call.clone();
-        let cancelled = move || state.state.load(Ordering::Acquire) == CANCELLED;
-        let result = reader.unary_hedged(
-            &call.method,
-            &call.request,
-            &options,
-            &set,
-            course,
-            Some(&cancelled),
-        );
-        let result = match result {
-            Err(_) if reader.channel_closed() => Err(closed_status()),
-            r => r,
-        };
-        call.completion.deliver(result);
-    };
-    let spawned = std::thread::Builder::new()
-        .name("switchyard-hedged-call".into())
-        .spawn(run);
-    if let Err(e) = spawned {
-        // The closure (and the completion in it) is gone: its drop
-        // completed the call with "the channel is closed"; say why here.
-        log::warn!(target: crate::trace::CHANNEL, "cannot start a hedged call's thread: {e}");
     }
 }
 
@@ -442,10 +390,25 @@ enum TaskState {
     /// Waiting out a retry's backoff: its loop timer, `None` when the
     /// deadline comes first.
     Backoff { timer: Option<u64> },
+    /// A hedged call's attempts in flight (none, between a failure and the
+    /// next attempt), when the next may go, and that time's loop timer.
+    Hedging {
+        flights: Vec<Flight>,
+        next_at: Option<Instant>,
+        timer: Option<(u64, Instant)>,
+    },
 }
 
-/// The bit of a `CALL_TIMER` id that marks a retry's backoff timer (the
-/// rest is the call's id); without it the timer is the call's deadline.
+/// A hedged attempt in flight.
+struct Flight {
+    pick: Pick,
+    stream: CallFuture,
+    started: Instant,
+}
+
+/// The bit of a `CALL_TIMER` id that marks a retry's backoff timer or a
+/// hedged call's next attempt (the rest is the call's id); without it the
+/// timer is the call's deadline.
 const BACKOFF_TIMER: u64 = 1 << 62;
 
 struct Task {
@@ -546,8 +509,10 @@ impl Calls {
         if id & BACKOFF_TIMER != 0 {
             let id = id & !BACKOFF_TIMER;
             if let Some(mut task) = self.tasks.remove(&id) {
-                if let TaskState::Backoff { .. } = task.state {
-                    task.state = TaskState::Queued { tried: None };
+                match &mut task.state {
+                    TaskState::Backoff { .. } => task.state = TaskState::Queued { tried: None },
+                    TaskState::Hedging { timer, .. } => *timer = None,
+                    _ => {}
                 }
                 self.advance(task, shared, env);
             }
@@ -561,6 +526,9 @@ impl Calls {
                     Status::new(Code::DeadlineExceeded, "deadline exceeded")
                 }
                 TaskState::Backoff { .. } => task.course.deadline_retrying(),
+                TaskState::Hedging { .. } => {
+                    Status::new(Code::DeadlineExceeded, "deadline exceeded")
+                }
             };
             self.end(task, code::DEADLINE_EXCEEDED, status, env);
         }
@@ -603,9 +571,31 @@ impl Calls {
                     });
             }
             TaskState::Backoff { timer: Some(t) } => env.timers.cancel(t),
+            TaskState::Hedging { flights, timer, .. } => {
+                if let Some((t, _)) = timer {
+                    env.timers.cancel(t);
+                }
+                self.cancel_flights(flights, status.code(), status.message());
+            }
             _ => {}
         }
         self.complete(task, Err(status), env);
+    }
+
+    /// Ends a hedged call's attempts still in flight: each stream is reset
+    /// (dropping it sends RST_STREAM CANCEL) and the policy hears it failed.
+    fn cancel_flights(&mut self, flights: Vec<Flight>, code: Code, why: &str) {
+        for f in flights {
+            drop(f.stream);
+            self.count_ended(f.pick.subconn().id(), false);
+            let info = DoneInfo {
+                error: Some(why),
+                code,
+                latency: f.started.elapsed(),
+                ..Default::default()
+            };
+            self.finish(f.pick, &info);
+        }
     }
 
     fn complete(&mut self, task: Task, result: CallResult, env: &mut LoopContext) {
@@ -655,7 +645,12 @@ impl Calls {
                         Ok(pick) => task.course.picked(pick, |p, i| reader.finish(p, i)),
                         Err(e) => task.course.pick_failed(e, task.call.wait_for_ready),
                     };
-                    let previous = task.course.previous_attempts();
+                    let hedged = task.course.hedging();
+                    let previous = if hedged {
+                        task.course.hedge_sent()
+                    } else {
+                        task.course.previous_attempts()
+                    };
                     match next {
                         Next::Send(pick, handle) => {
                             let timeout = task
@@ -677,12 +672,42 @@ impl Calls {
                                 timeout,
                                 c.max_response,
                             ) {
+                                Ok(stream) if hedged => {
+                                    let next_at = task.course.next_hedge().map(|d| started + d);
+                                    task.state = TaskState::Hedging {
+                                        flights: vec![Flight {
+                                            pick,
+                                            stream,
+                                            started,
+                                        }],
+                                        next_at,
+                                        timer: None,
+                                    };
+                                }
                                 Ok(stream) => {
                                     task.state = TaskState::Sending {
                                         pick,
                                         stream,
                                         started,
                                     }
+                                }
+                                Err(e) if hedged => {
+                                    self.count_ended(sc, false);
+                                    let ended = task.course.hedge_ended(
+                                        pick,
+                                        Err(e),
+                                        Duration::ZERO,
+                                        |p, i| self.finish(p, i),
+                                    );
+                                    let next_at = match ended {
+                                        Hedged::Done(r) => return self.complete(task, r, env),
+                                        Hedged::Next(d) => d.map(|d| started + d),
+                                    };
+                                    task.state = TaskState::Hedging {
+                                        flights: Vec::new(),
+                                        next_at,
+                                        timer: None,
+                                    };
                                 }
                                 Err(e) => {
                                     self.count_ended(sc, false);
@@ -729,6 +754,9 @@ impl Calls {
                     }
                 }
                 TaskState::Backoff { .. } => break,
+                TaskState::Hedging { .. } => {
+                    return self.advance_hedged(task, shared, env);
+                }
             }
             if let Some(d) = backoff {
                 // A backoff that outlasts the deadline waits for the
@@ -743,6 +771,152 @@ impl Calls {
             }
         }
         self.tasks.insert(task.call.id, task);
+    }
+}
+
+impl Calls {
+    /// Runs a hedged call as far as it goes without waiting (gRFC A6, as
+    /// `call/hedged.rs` runs a blocking one): its attempts' outcomes, the
+    /// next attempt when due, and the timer for the one after; keeps the
+    /// task unless the call is over.
+    fn advance_hedged(
+        &mut self,
+        mut task: Task,
+        shared: &Arc<ChannelShared>,
+        env: &mut LoopContext,
+    ) {
+        // Bounded: each turn ends an attempt, or sends one (at most
+        // maxAttempts, plus one transparent replacement), or waits.
+        loop {
+            let TaskState::Hedging {
+                flights, next_at, ..
+            } = &mut task.state
+            else {
+                return self.advance(task, shared, env);
+            };
+            // Attempts that ended.
+            let waker = Waker::from(task.waker.clone());
+            let mut cx = Context::from_waker(&waker);
+            let landed = flights.iter_mut().enumerate().find_map(|(i, f)| {
+                match f.stream.as_mut().poll(&mut cx) {
+                    Poll::Ready(r) => Some((i, r)),
+                    Poll::Pending => None,
+                }
+            });
+            if let Some((i, result)) = landed {
+                let f = flights.swap_remove(i);
+                self.count_ended(f.pick.subconn().id(), result.is_ok());
+                let latency = f.started.elapsed();
+                match task
+                    .course
+                    .hedge_ended(f.pick, result, latency, |p, i| self.finish(p, i))
+                {
+                    Hedged::Done(r) => return self.end_hedged(task, r, env),
+                    Hedged::Next(Some(d)) => {
+                        let at = Instant::now() + d;
+                        *next_at = Some(next_at.map_or(at, |t| t.min(at)));
+                    }
+                    Hedged::Next(None) => *next_at = None,
+                }
+                continue;
+            }
+            let now = Instant::now();
+            if next_at.is_some_and(|t| t <= now) {
+                *next_at = None;
+                let reader = self
+                    .reader
+                    .get_or_insert_with(|| Reader::new(shared.clone()));
+                let info = PickInfo {
+                    method: &task.call.method,
+                    hash: task.call.hash,
+                    metadata: &task.call.metadata,
+                };
+                // A hedge does not wait for a pick: with none now, its turn
+                // comes again a hedging delay later.
+                let next = match reader.try_pick(&info) {
+                    Ok(pick) => task.course.picked(pick, |p, i| reader.finish(p, i)),
+                    Err(_) => Next::Wait,
+                };
+                let Next::Send(pick, handle) = next else {
+                    *next_at = task.course.next_hedge().map(|d| now + d);
+                    continue;
+                };
+                let previous = task.course.hedge_sent();
+                let sc = pick.subconn().id();
+                self.counts
+                    .get_or_insert_with(|| ReaderCounts::new(&shared.call_stats))
+                    .started(sc);
+                let c = &task.call;
+                let timeout = c.deadline.map(|d| d.saturating_duration_since(now));
+                let metadata = attempt_metadata(&c.metadata, previous);
+                match transport::start(
+                    &handle,
+                    &c.method,
+                    &c.request,
+                    &metadata,
+                    timeout,
+                    c.max_response,
+                ) {
+                    Ok(stream) => {
+                        flights.push(Flight {
+                            pick,
+                            stream,
+                            started: now,
+                        });
+                        *next_at = task.course.next_hedge().map(|d| now + d);
+                    }
+                    Err(e) => {
+                        self.count_ended(sc, false);
+                        match task
+                            .course
+                            .hedge_ended(pick, Err(e), Duration::ZERO, |p, i| self.finish(p, i))
+                        {
+                            Hedged::Done(r) => return self.end_hedged(task, r, env),
+                            Hedged::Next(d) => *next_at = d.map(|d| now + d),
+                        }
+                    }
+                }
+                continue;
+            }
+            if flights.is_empty() && next_at.is_none() {
+                let failed = Err(task.course.last_failure());
+                return self.end_hedged(task, failed, env);
+            }
+            break;
+        }
+        // The next attempt's timer, where it moved (the deadline's own
+        // timer ends the call first otherwise).
+        if let TaskState::Hedging { next_at, timer, .. } = &mut task.state {
+            let want = next_at.filter(|at| task.call.deadline.is_none_or(|dl| *at < dl));
+            if timer.map(|(_, at)| at) != want {
+                if let Some((t, _)) = timer.take() {
+                    env.timers.cancel(t);
+                }
+                if let Some(at) = want {
+                    let key = TimerKey::new(CALL_TIMER, task.call.id | BACKOFF_TIMER);
+                    *timer = Some((env.timers.schedule(at, shared.id, key), at));
+                }
+            }
+        }
+        self.tasks.insert(task.call.id, task);
+    }
+
+    /// A hedged call is over with `result`: its other attempts are
+    /// cancelled, its timer too.
+    fn end_hedged(&mut self, mut task: Task, result: CallResult, env: &mut LoopContext) {
+        if let TaskState::Hedging { flights, timer, .. } =
+            std::mem::replace(&mut task.state, TaskState::Queued { tried: None })
+        {
+            if let Some((t, _)) = timer {
+                env.timers.cancel(t);
+            }
+            self.cancel_flights(
+                flights,
+                Code::Cancelled,
+                "another hedged attempt ended the call",
+            );
+        }
+        self.complete(task, result, env);
     }
 }
 
