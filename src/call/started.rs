@@ -633,16 +633,8 @@ impl Calls {
                         break;
                     }
                     *tried = Some(generation);
-                    let reader = self
-                        .reader
-                        .get_or_insert_with(|| Reader::new(shared.clone()));
-                    let info = PickInfo {
-                        method: &task.call.method,
-                        hash: task.call.hash,
-                        metadata: &task.call.metadata,
-                    };
-                    let next = match reader.try_pick(&info) {
-                        Ok(pick) => task.course.picked(pick, |p, i| reader.finish(p, i)),
+                    let next = match self.pick_for(&task.call, &mut task.course, shared) {
+                        Ok(next) => next,
                         Err(e) => task.course.pick_failed(e, task.call.wait_for_ready),
                     };
                     let hedged = task.course.hedging();
@@ -775,6 +767,26 @@ impl Calls {
 }
 
 impl Calls {
+    /// A pick for `call` from the calls' reader (made on first use), handed
+    /// to its `course`.
+    fn pick_for(
+        &mut self,
+        call: &NewCall,
+        course: &mut Course,
+        shared: &Arc<ChannelShared>,
+    ) -> Result<Next, PickError> {
+        let reader = self
+            .reader
+            .get_or_insert_with(|| Reader::new(shared.clone()));
+        let info = PickInfo {
+            method: &call.method,
+            hash: call.hash,
+            metadata: &call.metadata,
+        };
+        let pick = reader.try_pick(&info)?;
+        Ok(course.picked(pick, |p, i| reader.finish(p, i)))
+    }
+
     /// Runs a hedged call as far as it goes without waiting (gRFC A6, as
     /// `call/hedged.rs` runs a blocking one): its attempts' outcomes, the
     /// next attempt when due, and the timer for the one after; keeps the
@@ -823,20 +835,11 @@ impl Calls {
             let now = Instant::now();
             if next_at.is_some_and(|t| t <= now) {
                 *next_at = None;
-                let reader = self
-                    .reader
-                    .get_or_insert_with(|| Reader::new(shared.clone()));
-                let info = PickInfo {
-                    method: &task.call.method,
-                    hash: task.call.hash,
-                    metadata: &task.call.metadata,
-                };
                 // A hedge does not wait for a pick: with none now, its turn
                 // comes again a hedging delay later.
-                let next = match reader.try_pick(&info) {
-                    Ok(pick) => task.course.picked(pick, |p, i| reader.finish(p, i)),
-                    Err(_) => Next::Wait,
-                };
+                let next = self
+                    .pick_for(&task.call, &mut task.course, shared)
+                    .unwrap_or(Next::Wait);
                 let Next::Send(pick, handle) = next else {
                     *next_at = task.course.next_hedge().map(|d| now + d);
                     continue;
