@@ -89,6 +89,9 @@ pub(crate) enum After {
     Done(Result<UnaryResponse, Status>),
 }
 
+/// The least wait before a hedged attempt that found no pick tries again.
+const HEDGE_REPICK: Duration = Duration::from_millis(10);
+
 /// The header that tells a server how many attempts came before this one.
 const PREVIOUS_ATTEMPTS: &str = "grpc-previous-rpc-attempts";
 
@@ -162,6 +165,14 @@ impl Course {
         let throttled = self.tokens.as_deref().is_some_and(|t| !t.allow());
         (!h.stopped && !throttled && h.sent < h.policy.max_attempts)
             .then_some(h.policy.hedging_delay)
+    }
+
+    /// When to try again after a hedged attempt found no pick (no READY
+    /// subchannel for it now): its next turn, but never sooner than
+    /// `HEDGE_REPICK` (with a `hedgingDelay` of 0 it would pick again and
+    /// again without waiting for anything).
+    pub(crate) fn hedge_repick(&self) -> Option<Duration> {
+        self.next_hedge().map(|d| d.max(HEDGE_REPICK))
     }
 
     /// The failure a hedged call ends with when every attempt failed.

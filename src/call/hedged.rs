@@ -118,7 +118,7 @@ impl Reader {
                     }
                     // No pick now: the next attempt's turn comes again after
                     // a hedging delay.
-                    Next::Wait => next_at = course.next_hedge().map(|d| now + d),
+                    Next::Wait => next_at = course.hedge_repick().map(|d| now + d),
                     Next::Backoff(_) => unreachable!("a hedged call has no retry policy"),
                     Next::Done(r) => return r,
                 }

@@ -841,7 +841,7 @@ impl Calls {
                     .pick_for(&task.call, &mut task.course, shared)
                     .unwrap_or(Next::Wait);
                 let Next::Send(pick, handle) = next else {
-                    *next_at = task.course.next_hedge().map(|d| now + d);
+                    *next_at = task.course.hedge_repick().map(|d| now + d);
                     continue;
                 };
                 let previous = task.course.hedge_sent();
