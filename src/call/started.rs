@@ -638,13 +638,14 @@ impl Calls {
                         Err(e) => task.course.pick_failed(e, task.call.wait_for_ready),
                     };
                     let hedged = task.course.hedging();
-                    let previous = if hedged {
-                        task.course.hedge_sent()
-                    } else {
-                        task.course.previous_attempts()
-                    };
                     match next {
                         Next::Send(pick, handle) => {
+                            // Counted once it goes out (a queued pick is not).
+                            let previous = if hedged {
+                                task.course.hedge_sent()
+                            } else {
+                                task.course.previous_attempts()
+                            };
                             let timeout = task
                                 .call
                                 .deadline

@@ -219,3 +219,35 @@ fn a_pushback_sets_when_the_next_hedge_goes_or_stops_them() {
         "no hedge after a pushback of -1"
     );
 }
+
+#[test]
+fn a_first_pick_that_waits_for_a_connection_spends_no_attempt() {
+    let servers = start_servers(1);
+    let rt = Runtime::new().unwrap();
+    let sc = hedging_config(2, "0.05s", r#""UNAVAILABLE""#);
+    for started in [false, true] {
+        // A fresh channel: IDLE until the call, whose first pick waits for
+        // the connection through one picker or more.
+        let ch = Channel::new(&rt, &target(&servers), Some(&sc), plaintext()).unwrap();
+        let md = meta(&[("x-fail-attempts", "100")]);
+        let options = CallOptions {
+            deadline: Some(Instant::now() + Duration::from_secs(10)),
+            wait_for_ready: true,
+            metadata: &md,
+            ..Default::default()
+        };
+        let before = requests(&servers);
+        let r = if started {
+            let (tx, rx) = bounded(1);
+            ch.unary_start(ECHO, b"ping", &options, move |r| {
+                let _ = tx.send(r);
+            })
+            .unwrap();
+            rx.recv_timeout(Duration::from_secs(20)).unwrap()
+        } else {
+            ch.reader().unary(ECHO, b"ping", &options)
+        };
+        assert_eq!(r.unwrap_err().code(), Code::Unavailable);
+        assert_eq!(requests(&servers) - before, 2, "started {started}: maxAttempts sent");
+    }
+}
