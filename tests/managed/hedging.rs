@@ -248,6 +248,10 @@ fn a_first_pick_that_waits_for_a_connection_spends_no_attempt() {
             ch.reader().unary(ECHO, b"ping", &options)
         };
         assert_eq!(r.unwrap_err().code(), Code::Unavailable);
-        assert_eq!(requests(&servers) - before, 2, "started {started}: maxAttempts sent");
+        assert_eq!(
+            requests(&servers) - before,
+            2,
+            "started {started}: maxAttempts sent"
+        );
     }
 }
