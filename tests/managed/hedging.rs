@@ -237,16 +237,7 @@ fn a_first_pick_that_waits_for_a_connection_spends_no_attempt() {
             ..Default::default()
         };
         let before = requests(&servers);
-        let r = if started {
-            let (tx, rx) = bounded(1);
-            ch.unary_start(ECHO, b"ping", &options, move |r| {
-                let _ = tx.send(r);
-            })
-            .unwrap();
-            rx.recv_timeout(Duration::from_secs(20)).unwrap()
-        } else {
-            ch.reader().unary(ECHO, b"ping", &options)
-        };
+        let r = echo_call(&ch, started, &options);
         assert_eq!(r.unwrap_err().code(), Code::Unavailable);
         assert_eq!(
             requests(&servers) - before,

@@ -255,16 +255,7 @@ fn a_failed_fail_fast_pick_is_retried_by_the_policy() {
             deadline: Some(Instant::now() + Duration::from_secs(10)),
             ..Default::default()
         };
-        let result = if started {
-            let (tx, rx) = bounded(1);
-            ch.unary_start(ECHO, b"ping", &options, move |r| {
-                let _ = tx.send(r);
-            })
-            .unwrap();
-            rx.recv_timeout(Duration::from_secs(20)).unwrap()
-        } else {
-            ch.reader().unary(ECHO, b"ping", &options)
-        };
+        let result = echo_call(&ch, started, &options);
         let server = server.join().unwrap();
         let resp = result.unwrap_or_else(|e| panic!("started {started}: {e:?}"));
         assert_eq!(resp.message, format!("ping|port={port}").as_bytes());

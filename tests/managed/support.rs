@@ -96,3 +96,22 @@ pub fn ready_channel(
 pub fn requests(servers: &[TestServer]) -> u64 {
     servers.iter().map(TestServer::requests).sum()
 }
+
+/// One `/echo.Echo/Unary` call of "ping", started (its completion waited
+/// for, bounded) or blocking.
+pub fn echo_call(
+    ch: &switchyard::Channel,
+    started: bool,
+    options: &switchyard::CallOptions<'_>,
+) -> Result<switchyard::UnaryResponse, switchyard::Status> {
+    if !started {
+        return ch.reader().unary("/echo.Echo/Unary", b"ping", options);
+    }
+    let (tx, rx) = crossbeam_channel::bounded(1);
+    ch.unary_start("/echo.Echo/Unary", b"ping", options, move |r| {
+        let _ = tx.send(r);
+    })
+    .unwrap();
+    rx.recv_timeout(std::time::Duration::from_secs(20))
+        .expect("the started call completes")
+}
