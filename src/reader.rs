@@ -12,7 +12,7 @@ use crate::balancer::rotation::{Chunk, RotationEntry};
 use crate::balancer::stride::StrideSchedule;
 use crate::balancer::subconn::SubConn;
 use crate::channel::{Channel, ChannelShared, Table};
-use crate::publish::{Cache, Hold};
+use crate::publish::{Cache, Hold, Slot};
 use crate::service_config::{MethodConfig, MethodConfigs};
 use crate::status::{Code, Status};
 use std::fmt;
@@ -839,12 +839,17 @@ impl Reader {
     /// `deadline` passes (false).
     pub(crate) fn wait_for_next_picker(&mut self, deadline: Option<Instant>) -> bool {
         let seen = self.cache.generation();
-        // A waiting pick keeps the channel in use (see `channel/idle.rs`).
+        self.waiting(|slot| slot.wait_for_change(seen, deadline))
+    }
+
+    /// Runs `wait` (on the picker slot) counted as a call waiting: it keeps
+    /// the channel in use however long it takes (see `channel/idle.rs`).
+    fn waiting<T>(&self, wait: impl FnOnce(&Slot<Table>) -> T) -> T {
         let waiting = &self.shared.waiting;
         waiting.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        let changed = self.cache.slot().wait_for_change(seen, deadline);
+        let out = wait(self.cache.slot());
         waiting.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
-        changed
+        out
     }
 
     /// This reader's call counters (library calls only, never picks).
@@ -879,23 +884,17 @@ impl Reader {
         &self.methods.1
     }
 
-    /// Waits until `until` (a retry's backoff), or less if the channel
-    /// closes meanwhile. A call waiting to retry keeps the channel in use
-    /// (idleness), as a queued pick does.
+    /// Waits until `until` (a retry's backoff, a hedge's turn), or less if
+    /// the channel closes meanwhile. A call waiting so keeps the channel in
+    /// use (idleness), as a queued pick does.
     pub(crate) fn pause_until(&mut self, until: Instant) {
-        let waiting = &self.shared.waiting;
-        waiting.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        let slot = self.cache.slot();
-        while Instant::now() < until
-            && !self
-                .shared
-                .closed
-                .load(std::sync::atomic::Ordering::Acquire)
-        {
-            // Wakes at every publish (the channel's closing is one).
-            slot.wait_for_change(slot.generation(), Some(until));
-        }
-        waiting.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+        let closed = &self.shared.closed;
+        self.waiting(|slot| {
+            while Instant::now() < until && !closed.load(std::sync::atomic::Ordering::Acquire) {
+                // Wakes at every publish (the channel's closing is one).
+                slot.wait_for_change(slot.generation(), Some(until));
+            }
+        });
     }
 
     /// The channel's state as last published.

@@ -242,43 +242,15 @@ impl<const C: usize> Columns<C> {
         }
     }
 
+    /// Every column's count at `slot` (zeros beyond the table).
+    fn row(&self, slot: usize) -> [u64; C] {
+        std::array::from_fn(|k| self.cell(slot, k).map_or(0, |v| v.load(Ordering::Relaxed)))
+    }
+
     /// The first counter of the first column, for a pointer over the
     /// `C × len()` counters.
     fn start(&self) -> std::ptr::NonNull<AtomicU64> {
         std::ptr::NonNull::from(&self.all[Self::PAD..]).cast()
-    }
-}
-
-/// `len` rows of `C` counters, with a cache line's worth of unused rows on
-/// either side, so that no other allocation (another reader's rows, say)
-/// shares a line with them: each reader's thread writes its own rows.
-struct Rows<const C: usize> {
-    all: Box<[[AtomicU64; C]]>,
-}
-
-impl<const C: usize> Rows<C> {
-    /// Unused rows at each end: at least 64 bytes.
-    const PAD: usize = 64usize.div_ceil(8 * C);
-
-    fn new(len: usize) -> Rows<C> {
-        Rows {
-            all: (0..len + 2 * Self::PAD)
-                .map(|_| std::array::from_fn(|_| AtomicU64::new(0)))
-                .collect(),
-        }
-    }
-
-    fn len(&self) -> usize {
-        self.all.len() - 2 * Self::PAD
-    }
-
-    #[inline(always)]
-    fn get(&self, i: usize) -> Option<&[AtomicU64; C]> {
-        if i < self.len() {
-            self.all.get(i + Self::PAD)
-        } else {
-            None
-        }
     }
 }
 
@@ -312,11 +284,7 @@ impl Tally {
         if slot >= self.cells.len() {
             return [0; 3];
         }
-        let c: [u64; COLUMNS] = std::array::from_fn(|k| {
-            self.cells
-                .cell(slot, k)
-                .map_or(0, |v| v.load(Ordering::Relaxed))
-        });
+        let c = self.cells.row(slot);
         let open = self
             .open
             .iter()
@@ -338,7 +306,8 @@ impl Tally {
 /// through its hold (`Hold::sidecar`). Never resized: a reader that needs
 /// more slots makes a new one, and every table is summed.
 pub(crate) struct Elsewhere {
-    cells: Rows<2>,
+    /// Succeeded, failed.
+    cells: Columns<2>,
 }
 
 impl Elsewhere {
@@ -346,15 +315,13 @@ impl Elsewhere {
     /// is beyond the table: its start was not counted either).
     #[inline]
     pub(crate) fn finished(&self, slot: u32, ok: bool) {
-        if let Some(c) = self.cells.get(slot as usize) {
-            c[usize::from(!ok)].fetch_add(1, Ordering::Relaxed);
+        if let Some(c) = self.cells.cell(slot as usize, usize::from(!ok)) {
+            c.fetch_add(1, Ordering::Relaxed);
         }
     }
 
     fn get(&self, slot: usize) -> [u64; 2] {
-        self.cells
-            .get(slot)
-            .map_or([0; 2], |c| c.each_ref().map(|v| v.load(Ordering::Relaxed)))
+        self.cells.row(slot)
     }
 }
 
@@ -422,7 +389,7 @@ impl ReaderTally {
         }
         let table = Arc::new(table);
         let elsewhere = Arc::new(Elsewhere {
-            cells: Rows::new(len),
+            cells: Columns::new(len),
         });
         lock(&self.stats.inner).elsewhere.push(elsewhere.clone());
         match &self.handle {

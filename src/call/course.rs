@@ -10,10 +10,11 @@ use crate::balancer::picker::DoneInfo;
 use crate::reader::{Pick, PickError, PickWait};
 use crate::service_config::{HedgingPolicy, RetryPolicy, RetryTokens};
 use crate::status::{Code, Status};
-use crate::transport::{orca, CallError, Handle, Pushback, UnaryResponse};
+use crate::transport::{orca, CallError, CallFuture, Handle, Pushback, UnaryResponse};
 use std::borrow::Cow;
 use std::sync::Arc;
-use std::time::Duration;
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
 
 /// One call's way through picks, attempts, the policy's done hook, one
 /// transparent retry and its retry policy: the decisions blocking and
@@ -46,6 +47,41 @@ struct Hedges {
     sent: u32,
     /// No more attempts may go (a pushback said stop, or throttling).
     stopped: bool,
+}
+
+/// A hedged attempt in flight (blocking and started calls both hold them).
+pub(super) struct Flight {
+    pub(super) pick: Pick,
+    pub(super) stream: CallFuture,
+    pub(super) started: Instant,
+}
+
+impl Flight {
+    /// The first of `flights` whose attempt ended: its index and outcome.
+    pub(super) fn poll_landed(
+        flights: &mut [Flight],
+        cx: &mut Context<'_>,
+    ) -> Poll<(usize, Result<UnaryResponse, CallError>)> {
+        for (i, f) in flights.iter_mut().enumerate() {
+            if let Poll::Ready(r) = f.stream.as_mut().poll(cx) {
+                return Poll::Ready((i, r));
+            }
+        }
+        Poll::Pending
+    }
+
+    /// Ends the attempt: its stream is reset (dropping it sends RST_STREAM
+    /// CANCEL) and `finish` tells the policy it failed with `code`.
+    pub(super) fn cancel(self, code: Code, why: &str, finish: impl FnOnce(Pick, &DoneInfo<'_>)) {
+        drop(self.stream);
+        let info = DoneInfo {
+            error: Some(why),
+            code,
+            latency: self.started.elapsed(),
+            ..Default::default()
+        };
+        finish(self.pick, &info);
+    }
 }
 
 /// What comes after a hedged attempt.
@@ -148,13 +184,18 @@ impl Course {
         self.hedges.is_some()
     }
 
-    /// A hedged attempt goes out now: its `grpc-previous-rpc-attempts`.
-    pub(crate) fn hedge_sent(&mut self) -> u32 {
-        let Some(h) = self.hedges.as_mut() else {
-            return 0;
-        };
-        h.sent += 1;
-        h.sent - 1
+    /// An attempt goes out now: its `grpc-previous-rpc-attempts` (the
+    /// retries before it, or the hedged attempts sent before it, which it
+    /// now counts among).
+    pub(crate) fn sending(&mut self) -> u32 {
+        match (&mut self.hedges, &self.retry) {
+            (Some(h), _) => {
+                h.sent += 1;
+                h.sent - 1
+            }
+            (None, Some(r)) => r.attempts - 1,
+            (None, None) => 0,
+        }
     }
 
     /// How long after one goes out the next hedged attempt may (the
@@ -229,12 +270,6 @@ impl Course {
             None => Some(Duration::ZERO),
         };
         Hedged::Next(delay.filter(|_| self.next_hedge().is_some()))
-    }
-
-    /// Retries made so far under the retry policy: the next attempt's
-    /// `grpc-previous-rpc-attempts`.
-    pub(crate) fn previous_attempts(&self) -> u32 {
-        self.retry.as_ref().map_or(0, |r| r.attempts - 1)
     }
 
     /// gRFC A6's decision on an attempt (or fail-fast pick) that failed with
@@ -483,7 +518,7 @@ mod tests {
             for (i, base) in [100.0, 200.0, 300.0, 300.0].into_iter().enumerate() {
                 let d = c.retry_after(Code::Unavailable, false, None).unwrap();
                 assert!(within(d, base), "retry {i}: {d:?} vs {base} ms");
-                assert_eq!(c.previous_attempts(), i as u32 + 1);
+                assert_eq!(c.sending(), i as u32 + 1);
             }
             // Five attempts made: no sixth.
             assert_eq!(c.retry_after(Code::Unavailable, false, None), None);

@@ -8,24 +8,14 @@
 //! Started calls hedge on the loop (`call/started.rs`), by the same
 //! decisions (`Course::hedge_ended`, `Course::next_hedge`).
 
-use super::course::{attempt_metadata, Course, Hedged, Next};
+use super::course::{attempt_metadata, Course, Flight, Hedged, Next};
 use super::{CallOptions, Settings};
-use crate::balancer::picker::{DoneInfo, PickInfo};
-use crate::balancer::subconn::SubConnId;
-use crate::reader::{Pick, PickOptions, Reader};
+use crate::balancer::picker::PickInfo;
+use crate::reader::{PickOptions, Reader};
 use crate::status::{Code, Status};
-use crate::transport::{self, CallFuture, UnaryResponse};
+use crate::transport::{self, UnaryResponse};
 use std::future::poll_fn;
-use std::task::Poll;
 use std::time::{Duration, Instant};
-
-/// An attempt in flight.
-struct Flight {
-    pick: Pick,
-    stream: CallFuture,
-    started: Instant,
-    sc: SubConnId,
-}
 
 impl Reader {
     /// `unary` for a method with a hedging policy: `course` is hedged.
@@ -74,7 +64,7 @@ impl Reader {
                 };
                 match next {
                     Next::Send(pick, handle) => {
-                        let previous = course.hedge_sent();
+                        let previous = course.sending();
                         let timeout = set.deadline.map(|d| d.saturating_duration_since(now));
                         let sc = pick.subconn().id();
                         self.call_counts().started(sc);
@@ -91,7 +81,6 @@ impl Reader {
                                 pick,
                                 stream,
                                 started: now,
-                                sc,
                             }),
                             Err(e) => {
                                 self.call_counts().ended(sc, false);
@@ -117,9 +106,11 @@ impl Reader {
                         next_at = Some(Instant::now());
                     }
                     // No pick now: the next attempt's turn comes again after
-                    // a hedging delay.
-                    Next::Wait => next_at = course.hedge_repick().map(|d| now + d),
-                    Next::Backoff(_) => unreachable!("a hedged call has no retry policy"),
+                    // a hedging delay. (No backoff comes to a hedged call: it
+                    // has no retry policy.)
+                    Next::Wait | Next::Backoff(_) => {
+                        next_at = course.hedge_repick().map(|d| now + d)
+                    }
                     Next::Done(r) => return r,
                 }
                 continue;
@@ -136,22 +127,14 @@ impl Reader {
                 (Some(a), Some(b)) => Some(a.min(b)),
                 (a, b) => a.or(b),
             };
-            let landed = transport::block_on(
-                poll_fn(|cx| {
-                    for (i, f) in flights.iter_mut().enumerate() {
-                        if let Poll::Ready(r) = f.stream.as_mut().poll(cx) {
-                            return Poll::Ready((i, r));
-                        }
-                    }
-                    Poll::Pending
-                }),
-                until,
-            );
+            let landed =
+                transport::block_on(poll_fn(|cx| Flight::poll_landed(&mut flights, cx)), until);
             let Some((i, result)) = landed else {
                 continue;
             };
             let f = flights.swap_remove(i);
-            self.call_counts().ended(f.sc, result.is_ok());
+            self.call_counts()
+                .ended(f.pick.subconn().id(), result.is_ok());
             let latency = f.started.elapsed();
             match course.hedge_ended(f.pick, result, latency, |p, i| self.finish(p, i)) {
                 Hedged::Done(r) => {
@@ -180,17 +163,8 @@ impl Reader {
     /// sends RST_STREAM CANCEL) and the policy hears it failed with `code`.
     fn cancel_flights(&mut self, flights: Vec<Flight>, code: Code, why: &str) {
         for f in flights {
-            drop(f.stream);
-            self.call_counts().ended(f.sc, false);
-            self.finish(
-                f.pick,
-                &DoneInfo {
-                    error: Some(why),
-                    code,
-                    latency: f.started.elapsed(),
-                    ..Default::default()
-                },
-            );
+            self.call_counts().ended(f.pick.subconn().id(), false);
+            f.cancel(code, why, |p, i| self.finish(p, i));
         }
     }
 }

@@ -279,7 +279,7 @@ impl Reader {
                         &handle,
                         method,
                         request,
-                        &attempt_metadata(options.metadata, course.previous_attempts()),
+                        &attempt_metadata(options.metadata, course.sending()),
                         timeout,
                         set.max_response,
                     );

@@ -2,7 +2,7 @@
 //! polls their HTTP/2 streams and times their deadlines and retry backoffs;
 //! their completions run on the channel's dispatch thread.
 
-use super::course::{attempt_metadata, After, Course, Hedged, Next};
+use super::course::{attempt_metadata, After, Course, Flight, Hedged, Next};
 use super::{check_metadata, check_method, expired, not_managed, settings, CallOptions};
 use crate::balancer::picker::{DoneInfo, PickInfo};
 use crate::balancer::subconn::SubConnId;
@@ -399,13 +399,6 @@ enum TaskState {
     },
 }
 
-/// A hedged attempt in flight.
-struct Flight {
-    pick: Pick,
-    stream: CallFuture,
-    started: Instant,
-}
-
 /// The bit of a `CALL_TIMER` id that marks a retry's backoff timer or a
 /// hedged call's next attempt (the rest is the call's id); without it the
 /// timer is the call's deadline.
@@ -586,15 +579,8 @@ impl Calls {
     /// (dropping it sends RST_STREAM CANCEL) and the policy hears it failed.
     fn cancel_flights(&mut self, flights: Vec<Flight>, code: Code, why: &str) {
         for f in flights {
-            drop(f.stream);
             self.count_ended(f.pick.subconn().id(), false);
-            let info = DoneInfo {
-                error: Some(why),
-                code,
-                latency: f.started.elapsed(),
-                ..Default::default()
-            };
-            self.finish(f.pick, &info);
+            f.cancel(code, why, |p, i| self.finish(p, i));
         }
     }
 
@@ -641,11 +627,7 @@ impl Calls {
                     match next {
                         Next::Send(pick, handle) => {
                             // Counted once it goes out (a queued pick is not).
-                            let previous = if hedged {
-                                task.course.hedge_sent()
-                            } else {
-                                task.course.previous_attempts()
-                            };
+                            let previous = task.course.sending();
                             let timeout = task
                                 .call
                                 .deadline
@@ -810,13 +792,7 @@ impl Calls {
             // Attempts that ended.
             let waker = Waker::from(task.waker.clone());
             let mut cx = Context::from_waker(&waker);
-            let landed = flights.iter_mut().enumerate().find_map(|(i, f)| {
-                match f.stream.as_mut().poll(&mut cx) {
-                    Poll::Ready(r) => Some((i, r)),
-                    Poll::Pending => None,
-                }
-            });
-            if let Some((i, result)) = landed {
+            if let Poll::Ready((i, result)) = Flight::poll_landed(flights, &mut cx) {
                 let f = flights.swap_remove(i);
                 self.count_ended(f.pick.subconn().id(), result.is_ok());
                 let latency = f.started.elapsed();
@@ -845,7 +821,7 @@ impl Calls {
                     *next_at = task.course.hedge_repick().map(|d| now + d);
                     continue;
                 };
-                let previous = task.course.hedge_sent();
+                let previous = task.course.sending();
                 let sc = pick.subconn().id();
                 self.counts
                     .get_or_insert_with(|| ReaderCounts::new(&shared.call_stats))

@@ -88,15 +88,14 @@ pub(crate) async fn handle(
     let Some(msg) = wire::decode_unary(&raw).map(<[u8]>::to_vec) else {
         return trailers_only(&mut respond, port, 13, "bad request framing");
     };
+    // The attempts of this call before this one (retries and hedges).
+    let previous: u64 = header("grpc-previous-rpc-attempts")
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0);
     // Hedging tests: only a call's first attempt is slow.
     let first_delay = header("x-delay-first-ms")
         .and_then(|v| v.parse::<u64>().ok())
-        .filter(|_| {
-            header("grpc-previous-rpc-attempts")
-                .and_then(|v| v.parse::<u64>().ok())
-                .unwrap_or(0)
-                == 0
-        });
+        .filter(|_| previous == 0);
     if let Some(ms) = header("x-delay-ms")
         .and_then(|v| v.parse().ok())
         .or(first_delay)
@@ -120,9 +119,6 @@ pub(crate) async fn handle(
     }
     // Retry tests (gRFC A6): fail the first attempts of a call, fail on one
     // backend only, or fail after the response headers (committed).
-    let previous: u64 = header("grpc-previous-rpc-attempts")
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(0);
     let fail_code = header("x-fail-code")
         .and_then(|v| v.parse::<u32>().ok())
         .unwrap_or(14);
