@@ -121,7 +121,7 @@ fn ipv4(ports: &[u16]) -> String {
 fn opts() -> CallOptions<'static> {
     CallOptions {
         deadline: Some(Instant::now() + Duration::from_secs(10)),
-        wait_for_ready: true,
+        wait_for_ready: Some(true),
         ..Default::default()
     }
 }

@@ -11,9 +11,12 @@
 
 #include "common.h" /* first: it sets _POSIX_C_SOURCE */
 
+#include <arpa/inet.h>
 #include <fcntl.h>
+#include <netinet/in.h>
 #include <signal.h>
 #include <spawn.h>
+#include <sys/socket.h>
 #include <sys/types.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -21,6 +24,22 @@
 extern char **environ;
 
 #define ECHO_MAX 8
+
+/* A TCP port on 127.0.0.1 nobody listens on (it was free a moment ago):
+ * connections to it are refused. */
+static inline int dead_port(void) {
+  struct sockaddr_in a;
+  socklen_t len = sizeof a;
+  int fd = socket(AF_INET, SOCK_STREAM, 0);
+  CHECK(fd >= 0);
+  memset(&a, 0, sizeof a);
+  a.sin_family = AF_INET;
+  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  CHECK(bind(fd, (struct sockaddr *)&a, sizeof a) == 0);
+  CHECK(getsockname(fd, (struct sockaddr *)&a, &len) == 0);
+  close(fd);
+  return ntohs(a.sin_port);
+}
 
 typedef struct echo_server {
   pid_t pid;

@@ -11,7 +11,10 @@
  *      limits fail RESOURCE_EXHAUSTED both ways;
  *   4. and its retryPolicy (gRFC A6): a method the server does not have,
  *      with UNIMPLEMENTED made retryable, is tried maxAttempts (3) times,
- *      0.16-0.24 s apart, blocking and started, before it fails. */
+ *      0.16-0.24 s apart, blocking and started, before it fails;
+ *   5. "waitForReady":true makes a call to a backend that refuses
+ *      connections wait out its deadline, unless the call says false
+ *      explicitly (has_wait_for_ready): then it fails fast, UNAVAILABLE. */
 #include "echo_server.h"
 
 #include <ctype.h>
@@ -216,6 +219,37 @@ int main(void) {
   t = now_ms() - t;
   printf("  started call failed after %.0f ms (3 attempts)\n", t);
   CHECK(t >= 320);
+
+  sy_reader_free(r);
+  sy_channel_free(ch);
+
+  /* 5. waitForReady from the config, and a call's explicit false over it. */
+  printf("waitForReady:\n");
+  snprintf(target, sizeof target, "ipv4:127.0.0.1:%d", dead_port());
+  OK(sy_channel_new_simple(rt, target, "{\"methodConfig\":[{\"name\":[{}],\"waitForReady\":true}]}",
+                           opts, &ch));
+  OK(sy_reader_new(ch, &r));
+  OK(sy_channel_connect(ch));
+  for (state = 0; state != SY_STATE_TRANSIENT_FAILURE;) { /* refused at once */
+    sleep_ms(10);
+    OK(sy_channel_state(ch, &state));
+  }
+  t = now_ms();
+  expect_rpc_error(call(r, UNARY, "x", 300), 4 /* DEADLINE_EXCEEDED */, "deadline");
+  t = now_ms() - t;
+  printf("  waited %.0f ms through TRANSIENT_FAILURE\n", t);
+  CHECK(t >= 290);
+  {
+    sy_buffer *resp = NULL;
+    sy_call_options fail_fast = {.timeout_ms = 5000,
+                                 .has_timeout = true,
+                                 .wait_for_ready = false,
+                                 .has_wait_for_ready = true};
+    expect_rpc_error(sy_call_unary(r, UNARY, strlen(UNARY), (const uint8_t *)"x", 1, &fail_fast,
+                                   &resp),
+                     14 /* UNAVAILABLE */, "");
+    CHECK(resp == NULL);
+  }
 
   sy_reader_free(r);
   sy_channel_free(ch);

@@ -335,21 +335,6 @@ static void expect_rpc_error(sy_status got, uint32_t want_code) {
   printf("  -> %s (grpc code %u)\n", err, (unsigned)sy_last_grpc_code());
 }
 
-/* A port nobody listens on (it was free a moment ago). */
-static int dead_port(void) {
-  struct sockaddr_in a;
-  socklen_t len = sizeof a;
-  int fd = socket(AF_INET, SOCK_STREAM, 0);
-  CHECK(fd >= 0);
-  memset(&a, 0, sizeof a);
-  a.sin_family = AF_INET;
-  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  CHECK(bind(fd, (struct sockaddr *)&a, sizeof a) == 0);
-  CHECK(getsockname(fd, (struct sockaddr *)&a, &len) == 0);
-  close(fd);
-  return ntohs(a.sin_port);
-}
-
 int main(void) {
   sy_runtime *rt = NULL;
   sy_channel *ch = NULL;

@@ -605,7 +605,7 @@ fn rpc_thread(channel: &Channel, stats: &Stats) {
     while !stats.stop.load(Ordering::Relaxed) && !channel.is_closed() {
         let opts = CallOptions {
             deadline: Some(Instant::now() + Duration::from_secs(5)),
-            wait_for_ready: true,
+            wait_for_ready: Some(true),
             ..Default::default()
         };
         let generation = channel.picker_generation();

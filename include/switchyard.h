@@ -1180,10 +1180,19 @@ typedef struct sy_call_options {
   bool has_timeout;
   /**
    * Wait through TRANSIENT_FAILURE for a subchannel instead of failing
-   * at once with 14 UNAVAILABLE (gRPC's wait-for-ready). False (zero):
-   * fail fast, unless the service config's `waitForReady` says otherwise.
+   * at once with 14 UNAVAILABLE (gRPC's wait-for-ready). True always
+   * stands. False (zero): fail fast, unless the service config's
+   * `waitForReady` says otherwise and `has_wait_for_ready` is false.
    */
   bool wait_for_ready;
+  /**
+   * Whether `wait_for_ready` was set explicitly, so that a false one
+   * fails fast even when the method's `waitForReady` is true (gRPC's
+   * explicit `WaitForReady(false)`, C-core's
+   * `GRPC_INITIAL_METADATA_WAIT_FOR_READY_EXPLICITLY_SET`). False (zero):
+   * only a true `wait_for_ready` overrides the config.
+   */
+  bool has_wait_for_ready;
   /**
    * Request metadata: `metadata_len` entries (see `sy_metadata`); NULL/0
    * for none.

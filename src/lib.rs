@@ -100,7 +100,7 @@
 //!
 //! let mut reader = ch.reader(); // one per RPC thread
 //! let options = CallOptions {
-//!     wait_for_ready: true, // wait for a connection instead of failing fast
+//!     wait_for_ready: Some(true), // wait for a connection instead of failing fast
 //!     deadline: Some(Instant::now() + Duration::from_secs(10)),
 //!     ..Default::default()
 //! };

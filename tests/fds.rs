@@ -46,7 +46,7 @@ fn nothing_leaks_after_close() {
                 b"x",
                 &CallOptions {
                     deadline,
-                    wait_for_ready: true,
+                    wait_for_ready: Some(true),
                     ..Default::default()
                 },
             )

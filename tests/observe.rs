@@ -29,7 +29,7 @@ fn options() -> ChannelOptions {
 fn call_options<'a>() -> CallOptions<'a> {
     CallOptions {
         deadline: Some(Instant::now() + Duration::from_secs(10)),
-        wait_for_ready: true,
+        wait_for_ready: Some(true),
         ..Default::default()
     }
 }

@@ -82,7 +82,7 @@ fn echo(r: &mut Reader) -> Result<u16, Status> {
         "/echo.Echo/Unary",
         b"r",
         &CallOptions {
-            wait_for_ready: true,
+            wait_for_ready: Some(true),
             deadline: Some(Instant::now() + Duration::from_secs(10)),
             ..Default::default()
         },
@@ -536,7 +536,7 @@ fn an_update_without_a_config_after_an_invalid_one_brings_the_default_back() {
     let mut r = ch.reader();
     let options = CallOptions {
         deadline: Some(Instant::now() + Duration::from_secs(5)),
-        wait_for_ready: true,
+        wait_for_ready: Some(true),
         ..Default::default()
     };
     assert!(r.unary("/echo.Echo/Unary", b"r", &options).is_ok());

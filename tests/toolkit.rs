@@ -684,7 +684,7 @@ fn chained_hooks_in_a_channel_hear_every_outcome_once_innermost_first() {
 fn echo_port(reader: &mut Reader) -> u16 {
     let options = CallOptions {
         deadline: Some(Instant::now() + Duration::from_secs(10)),
-        wait_for_ready: true,
+        wait_for_ready: Some(true),
         ..Default::default()
     };
     let resp = reader.unary("/echo.Echo/Unary", b"ping", &options).unwrap();
@@ -749,7 +749,7 @@ fn the_librarys_own_calls_report_through_the_chain() {
         let tx = tx.clone();
         let options = CallOptions {
             deadline: Some(Instant::now() + Duration::from_secs(10)),
-            wait_for_ready: true,
+            wait_for_ready: Some(true),
             ..Default::default()
         };
         ch.unary_start("/echo.Echo/Unary", b"ping", &options, move |r| {

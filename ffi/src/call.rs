@@ -68,9 +68,16 @@ pub struct sy_call_options {
     /// Whether `timeout_ms` applies; false (zero): no deadline.
     pub has_timeout: bool,
     /// Wait through TRANSIENT_FAILURE for a subchannel instead of failing
-    /// at once with 14 UNAVAILABLE (gRPC's wait-for-ready). False (zero):
-    /// fail fast, unless the service config's `waitForReady` says otherwise.
+    /// at once with 14 UNAVAILABLE (gRPC's wait-for-ready). True always
+    /// stands. False (zero): fail fast, unless the service config's
+    /// `waitForReady` says otherwise and `has_wait_for_ready` is false.
     pub wait_for_ready: bool,
+    /// Whether `wait_for_ready` was set explicitly, so that a false one
+    /// fails fast even when the method's `waitForReady` is true (gRPC's
+    /// explicit `WaitForReady(false)`, C-core's
+    /// `GRPC_INITIAL_METADATA_WAIT_FOR_READY_EXPLICITLY_SET`). False (zero):
+    /// only a true `wait_for_ready` overrides the config.
+    pub has_wait_for_ready: bool,
     /// Request metadata: `metadata_len` entries (see `sy_metadata`); NULL/0
     /// for none.
     pub metadata: *const sy_metadata,
@@ -88,6 +95,7 @@ impl Default for sy_call_options {
             timeout_ms: 0,
             has_timeout: false,
             wait_for_ready: false,
+            has_wait_for_ready: false,
             metadata: ptr::null(),
             metadata_len: 0,
             request_hash: 0,
@@ -230,7 +238,7 @@ struct CallArgs {
     metadata: Vec<(String, String)>,
     hash: Option<u64>,
     deadline: Option<Instant>,
-    wait_for_ready: bool,
+    wait_for_ready: Option<bool>,
 }
 
 impl CallArgs {
@@ -316,7 +324,8 @@ unsafe fn call_args(
         metadata: md,
         hash: options.has_request_hash.then_some(options.request_hash),
         deadline,
-        wait_for_ready: options.wait_for_ready,
+        wait_for_ready: (options.wait_for_ready || options.has_wait_for_ready)
+            .then_some(options.wait_for_ready),
     })
 }
 
@@ -900,12 +909,13 @@ mod tests {
                     offset_of!(sy_call_options, timeout_ms),
                     offset_of!(sy_call_options, has_timeout),
                     offset_of!(sy_call_options, wait_for_ready),
+                    offset_of!(sy_call_options, has_wait_for_ready),
                     offset_of!(sy_call_options, metadata),
                     offset_of!(sy_call_options, metadata_len),
                     offset_of!(sy_call_options, request_hash),
                     offset_of!(sy_call_options, has_request_hash),
                 ],
-                [0, 8, 9, 16, 24, 32, 40]
+                [0, 8, 9, 10, 16, 24, 32, 40]
             );
         }
         assert_eq!(align_of::<sy_call_options>(), 8);

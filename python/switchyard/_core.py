@@ -571,11 +571,13 @@ class Channel(_Owned):
             reader = self._local.reader = Reader(self)
         return reader
 
-    def unary(self, method, request=b"", timeout=None, metadata=None, wait_for_ready=False,
+    def unary(self, method, request=b"", timeout=None, metadata=None, wait_for_ready=None,
               request_hash=None):
         """One blocking unary RPC on the library's own connections. `request`
         bytes; `timeout` seconds (None: no deadline); `metadata` a dict or
-        (key, value) pairs. Returns a Response; raises RpcError with the gRPC
+        (key, value) pairs; `wait_for_ready` True or False overrides the
+        service config's waitForReady (None: the config decides, else fail
+        fast). Returns a Response; raises RpcError with the gRPC
         code (the server's, or DEADLINE_EXCEEDED, UNAVAILABLE, ...)."""
         if in_callback():
             raise RuntimeError("switchyard: no blocking call inside a library callback")
@@ -601,7 +603,7 @@ class Channel(_Owned):
         return Response(out)
 
     def unary_future(self, method, request=b"", timeout=None, metadata=None,
-                     wait_for_ready=False, request_hash=None):
+                     wait_for_ready=None, request_hash=None):
         """Starts a unary RPC on the event loop (no thread waits for it) and
         returns a Call, a concurrent.futures.Future of its Response;
         `call.cancel()` ends it with CANCELLED. Arguments as `unary`."""

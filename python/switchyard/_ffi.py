@@ -87,6 +87,7 @@ class CallOptions(C.Structure):
         ("timeout_ms", C.c_uint64),
         ("has_timeout", C.c_bool),
         ("wait_for_ready", C.c_bool),
+        ("has_wait_for_ready", C.c_bool),
         ("metadata", C.POINTER(Metadata)),
         ("metadata_len", C.c_size_t),
         ("request_hash", C.c_uint64),
@@ -96,12 +97,15 @@ class CallOptions(C.Structure):
 
 def call_options(timeout, wait_for_ready, metadata, metadata_len, request_hash):
     """A CallOptions for `sy_call_unary` / `sy_call_unary_start`; `metadata`
-    an array of Metadata (or None), `request_hash` an int or None."""
+    an array of Metadata (or None), `request_hash` an int or None;
+    `wait_for_ready` None lets the service config decide, True or False
+    overrides it (gRPC's explicit WaitForReady)."""
     timeout_ms, has_timeout = call_timeout_ms(timeout)
     opts = CallOptions(
         timeout_ms=timeout_ms,
         has_timeout=has_timeout,
         wait_for_ready=bool(wait_for_ready),
+        has_wait_for_ready=wait_for_ready is not None,
         metadata_len=metadata_len,
     )
     if metadata is not None:

@@ -206,3 +206,27 @@ def test_calls_started_on_the_event_loop(backends):
         pending.result(timeout=20)
     with pytest.raises(sy.ChannelClosed):
         ch.unary_future("/echo.Echo/Unary", b"")
+
+
+def test_wait_for_ready_none_follows_the_config_and_false_overrides_it():
+    import socket
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    dead = s.getsockname()[1]
+    s.close()  # nothing listens there: connections are refused
+    config = {"methodConfig": [{"name": [{}], "waitForReady": True}]}
+    with sy.Channel("ipv4:127.0.0.1:%d" % dead, config, credentials=sy.Insecure()) as ch:
+        # The config's waitForReady: the call waits out its deadline.
+        with pytest.raises(sy.RpcError) as err:
+            ch.unary("/echo.Echo/Unary", b"x", timeout=0.3)
+        assert err.value.code == sy.StatusCode.DEADLINE_EXCEEDED
+        # An explicit False stands over it (gRPC's WaitForReady(false)).
+        start = time.monotonic()
+        with pytest.raises(sy.RpcError) as err:
+            ch.unary("/echo.Echo/Unary", b"x", timeout=10, wait_for_ready=False)
+        assert err.value.code == sy.StatusCode.UNAVAILABLE
+        assert time.monotonic() - start < 5
+        with pytest.raises(sy.RpcError) as err:
+            ch.unary_future("/echo.Echo/Unary", b"x", timeout=10,
+                            wait_for_ready=False).result(timeout=10)
+        assert err.value.code == sy.StatusCode.UNAVAILABLE

@@ -41,9 +41,13 @@ pub struct CallOptions<'a> {
     /// When the call gives up with DEADLINE_EXCEEDED (waiting for a pick
     /// included); `None`: no deadline.
     pub deadline: Option<Instant>,
-    /// Queue while the channel has no READY subchannel (through
-    /// TRANSIENT_FAILURE) instead of failing fast with UNAVAILABLE.
-    pub wait_for_ready: bool,
+    /// gRPC's wait-for-ready: `Some(true)` queues while the channel has no
+    /// READY subchannel (through TRANSIENT_FAILURE) instead of failing fast
+    /// with UNAVAILABLE; `Some(false)` fails fast. Either overrides the
+    /// method's `waitForReady` in the service config, as an explicit
+    /// `WaitForReady` call option does in gRPC; `None` (the default) lets
+    /// the config decide, and fails fast without one.
+    pub wait_for_ready: Option<bool>,
     /// Request metadata: lower-case keys, printable ASCII values (see
     /// [`check_metadata`]; a call with bad metadata fails before anything
     /// is picked or sent).
@@ -178,9 +182,9 @@ impl Settings {
 
 /// Applies the method's config to a call of `request_len` bytes: the
 /// deadline is the earlier of the caller's and now plus the `timeout`; the
-/// caller's wait-for-ready stands when true, else the config's
-/// `waitForReady` decides (the caller's default, false, cannot be told
-/// from an explicit false); a request over `maxRequestMessageBytes` fails
+/// caller's wait-for-ready, when given, stands over the config's
+/// `waitForReady` (gRPC applies the config first, then the call's
+/// options); a request over `maxRequestMessageBytes` fails
 /// with RESOURCE_EXHAUSTED before anything is picked or sent, as gRPC's
 /// client does.
 fn settings(
@@ -196,7 +200,7 @@ fn settings(
     let Some(c) = configs.lookup(method) else {
         return Ok(Settings {
             deadline: options.deadline,
-            wait_for_ready: options.wait_for_ready,
+            wait_for_ready: options.wait_for_ready.unwrap_or(false),
             max_response: None,
             retry: None,
             hedge: None,
@@ -218,7 +222,7 @@ fn settings(
     };
     Ok(Settings {
         deadline,
-        wait_for_ready: options.wait_for_ready || c.wait_for_ready == Some(true),
+        wait_for_ready: options.wait_for_ready.or(c.wait_for_ready).unwrap_or(false),
         max_response: c.max_response_message_bytes.map(|m| m as usize),
         retry: c.retry_policy.clone(),
         hedge: c.hedging_policy.clone(),

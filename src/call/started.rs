@@ -302,7 +302,7 @@ impl Channel {
             ),
             Err(status) => (
                 options.deadline,
-                options.wait_for_ready,
+                options.wait_for_ready.unwrap_or(false),
                 None,
                 Course::default(),
                 Some(status),

@@ -566,7 +566,7 @@ mod tests {
             let metadata = [("x-delay-ms".to_string(), delay.to_string())];
             let opts = CallOptions {
                 deadline: Some(Instant::now() + Duration::from_secs(20)),
-                wait_for_ready: true,
+                wait_for_ready: Some(true),
                 metadata: &metadata,
                 ..Default::default()
             };

@@ -706,7 +706,7 @@ mod tests {
         let ch = Channel::new(&rt, &format!("ipv4:{}", server.addr()), None, options).unwrap();
         let mut r = ch.reader();
         let ready = CallOptions {
-            wait_for_ready: true,
+            wait_for_ready: Some(true),
             ..Default::default()
         };
         r.unary("/echo.Echo/Unary", b"warm-up", &ready).unwrap();

@@ -63,7 +63,7 @@ pub fn channel(rt: &Runtime, target: &str, config: Option<&str>, opts: ChannelOp
 pub fn echo(r: &mut Reader, wait_for_ready: bool) -> Result<u16, Status> {
     let opts = CallOptions {
         deadline: Some(Instant::now() + Duration::from_secs(10)),
-        wait_for_ready,
+        wait_for_ready: Some(wait_for_ready),
         ..Default::default()
     };
     let resp = r.unary("/echo.Echo/Unary", b"ping", &opts)?;

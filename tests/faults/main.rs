@@ -65,7 +65,7 @@ fn calls(ch: &Channel, n: usize, deadline: Duration, wait_for_ready: bool) -> Ve
                         b"hi",
                         &CallOptions {
                             deadline: Some(start + deadline),
-                            wait_for_ready,
+                            wait_for_ready: Some(wait_for_ready),
                             ..Default::default()
                         },
                     );

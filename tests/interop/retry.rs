@@ -39,7 +39,7 @@ fn calls_to_a_failing_backend_are_retried_on_the_others() {
     let mut r = plain.reader();
     let options = CallOptions {
         deadline: Some(Instant::now() + Duration::from_secs(10)),
-        wait_for_ready: true,
+        wait_for_ready: Some(true),
         ..Default::default()
     };
     let failed = (0..30)

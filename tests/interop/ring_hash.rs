@@ -19,7 +19,7 @@ fn echo_as(r: &mut Reader, user: Option<&str>) -> u16 {
         .unwrap_or_default();
     let opts = CallOptions {
         deadline: Some(Instant::now() + Duration::from_secs(10)),
-        wait_for_ready: true,
+        wait_for_ready: Some(true),
         metadata: &metadata,
         ..Default::default()
     };
@@ -68,7 +68,7 @@ fn ring_hash_keeps_each_key_on_one_backend() {
         let metadata = vec![("x-user-id".to_string(), user.clone())];
         let opts = CallOptions {
             deadline: Some(Instant::now() + Duration::from_secs(10)),
-            wait_for_ready: true,
+            wait_for_ready: Some(true),
             metadata: &metadata,
             ..Default::default()
         };

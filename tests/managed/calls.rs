@@ -28,7 +28,7 @@ fn start(
     let (tx, rx) = unbounded();
     let options = CallOptions {
         deadline: deadline.map(|d| Instant::now() + d),
-        wait_for_ready,
+        wait_for_ready: Some(wait_for_ready),
         metadata,
         hash: None,
     };

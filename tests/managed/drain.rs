@@ -27,7 +27,7 @@ fn start_call(
         let start = Instant::now();
         let opts = CallOptions {
             deadline: Some(start + timeout),
-            wait_for_ready: true,
+            wait_for_ready: Some(true),
             metadata: &metadata,
             ..Default::default()
         };

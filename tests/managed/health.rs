@@ -166,7 +166,7 @@ fn health_checking_works_over_a_unix_socket() {
         "/echo.Echo/Unary",
         b"u",
         &CallOptions {
-            wait_for_ready: true,
+            wait_for_ready: Some(true),
             deadline: Some(std::time::Instant::now() + Duration::from_secs(5)),
             ..Default::default()
         },

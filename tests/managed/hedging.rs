@@ -232,7 +232,7 @@ fn a_first_pick_that_waits_for_a_connection_spends_no_attempt() {
         let md = meta(&[("x-fail-attempts", "100")]);
         let options = CallOptions {
             deadline: Some(Instant::now() + Duration::from_secs(10)),
-            wait_for_ready: true,
+            wait_for_ready: Some(true),
             metadata: &md,
             ..Default::default()
         };

@@ -104,7 +104,7 @@ fn a_call_in_flight_keeps_the_channel_in_use() {
             let metadata = [("x-delay-ms".to_string(), "1500".to_string())];
             let opts = CallOptions {
                 deadline: Some(Instant::now() + Duration::from_secs(30)),
-                wait_for_ready: true,
+                wait_for_ready: Some(true),
                 metadata: &metadata,
                 ..Default::default()
             };

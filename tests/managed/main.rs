@@ -166,7 +166,7 @@ fn unix_abstract_target() {
             "/echo.Echo/Unary",
             b"a",
             &CallOptions {
-                wait_for_ready: true,
+                wait_for_ready: Some(true),
                 deadline: Some(Instant::now() + Duration::from_secs(10)),
                 ..Default::default()
             },
@@ -215,7 +215,7 @@ fn unix_and_ipv6_targets() {
             "/echo.Echo/Unary",
             b"u",
             &CallOptions {
-                wait_for_ready: true,
+                wait_for_ready: Some(true),
                 deadline: Some(Instant::now() + Duration::from_secs(10)),
                 ..Default::default()
             },
@@ -272,7 +272,7 @@ fn mutual_tls_presents_the_client_certificate() {
             b"x",
             &CallOptions {
                 deadline: Some(Instant::now() + Duration::from_millis(500)),
-                wait_for_ready: false,
+                wait_for_ready: Some(false),
                 ..Default::default()
             },
         )
@@ -305,7 +305,7 @@ fn refused_stream_is_retried_on_the_same_connection() {
             b"ping",
             &CallOptions {
                 deadline: Some(Instant::now() + Duration::from_secs(5)),
-                wait_for_ready: true,
+                wait_for_ready: Some(true),
                 ..Default::default()
             },
         )

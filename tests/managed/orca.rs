@@ -173,7 +173,7 @@ fn load_reports_on_failed_calls_weigh_the_endpoints() {
     let fail = |r: &mut Reader| {
         let opts = CallOptions {
             deadline: Some(Instant::now() + Duration::from_secs(10)),
-            wait_for_ready: true,
+            wait_for_ready: Some(true),
             metadata: &metadata,
             ..Default::default()
         };

@@ -89,7 +89,7 @@ fn free_port() -> std::net::SocketAddr {
 }
 
 #[test]
-fn wait_for_ready_from_the_config_waits_instead_of_failing_fast() {
+fn wait_for_ready_from_the_config_waits_unless_the_call_says_false() {
     let addr = free_port();
     let rt = Runtime::new().unwrap();
     let target = format!("ipv4:{addr}");
@@ -119,6 +119,20 @@ fn wait_for_ready_from_the_config_waits_instead_of_failing_fast() {
             .wait_for_state_change(state, deadline())
             .expect("the channel fails to connect");
     }
+    // An explicit false stands over the config (gRPC's WaitForReady(false)
+    // call option): both ways fail fast.
+    let fail_fast = CallOptions {
+        deadline: deadline(),
+        wait_for_ready: Some(false),
+        ..Default::default()
+    };
+    let t = Instant::now();
+    let blocking = ch.reader().unary(ECHO, b"f", &fail_fast).unwrap_err();
+    let start = started(&ch, b"f", &fail_fast).unwrap_err();
+    for e in [blocking, start] {
+        assert_eq!(e.code(), Code::Unavailable, "{e:?}");
+    }
+    assert!(t.elapsed() < Duration::from_secs(5), "they did not wait");
     let blocking = {
         let mut r = ch.reader();
         std::thread::spawn(move || {
@@ -173,7 +187,7 @@ fn message_size_limits_are_enforced_both_ways() {
     let ch = channel(&rt, &target(&servers), Some(&sc), plaintext());
     let mut r = ch.reader();
     let options = CallOptions {
-        wait_for_ready: true,
+        wait_for_ready: Some(true),
         deadline: Some(Instant::now() + Duration::from_secs(10)),
         ..Default::default()
     };
@@ -222,7 +236,7 @@ fn an_invalid_config_leaves_the_channel_failing_with_its_error() {
     assert_eq!(ch.state(), TransientFailure);
     let mut r = ch.reader();
     let options = CallOptions {
-        wait_for_ready: false,
+        wait_for_ready: Some(false),
         deadline: Some(Instant::now() + Duration::from_secs(10)),
         ..Default::default()
     };
