@@ -310,6 +310,9 @@ impl ChannelCore {
         if self.idle.idle {
             return self.exit_channel_idle(env);
         }
+        // Asking to connect is using the channel (gRPC's getState(true)
+        // resets the idle timer too).
+        self.out.shared.picked.store(true, Ordering::Relaxed);
         self.run_balancer(env, |b, cc| b.exit_idle(cc));
         self.drain(env);
     }
@@ -593,7 +596,7 @@ impl ChannelCore {
             .publish(ConnectivityState::Connecting, Box::new(QueuePicker));
         self.out.shared.picked.store(false, Ordering::Relaxed);
         let id = self.out.shared.id;
-        self.idle.arm(id, cx);
+        self.idle.start(id, cx);
         match self.idle.make_resolver.as_mut() {
             Some(make) => {
                 let cc = self.resolution.reopen::<ChannelCore>(cx.handle.clone(), id);
@@ -613,9 +616,9 @@ impl ChannelCore {
         }
     }
 
-    /// The idle timer: idle if nothing picked since the last look, no pick
-    /// is waiting and no call is in flight or queued; otherwise look again a
-    /// timeout later.
+    /// The idle timer: in use if something picked since the last look, a
+    /// pick is waiting or a call is in flight or queued; idle once no look
+    /// has seen use for a whole timeout (`Idleness::looked`).
     pub(crate) fn idle_timer(&mut self, cx: &mut LoopContext) {
         self.idle.timer = None;
         if self.is_finished() || self.idle.idle {
@@ -631,11 +634,11 @@ impl ChannelCore {
         if in_use {
             // Every reader's next pick says so again.
             shared.slot.bump();
-            let id = shared.id;
-            self.idle.arm(id, cx);
-            return;
         }
-        self.enter_idle(cx);
+        let id = shared.id;
+        if self.idle.looked(in_use, id, cx) {
+            self.enter_idle(cx);
+        }
     }
 
     /// Goes IDLE: the resolver and the policy close, and with the policy

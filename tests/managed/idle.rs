@@ -197,3 +197,30 @@ fn a_pick_waiting_for_resolution_keeps_the_channel_in_use() {
     one_timeout(&clock, &ch);
     assert_eq!(ch.state(), ConnectivityState::Idle);
 }
+
+/// gRPC goes idle one timeout after the last use, not a timeout after the
+/// first look that found none: a pick right after the channel comes up
+/// lets it go idle once 60 s (plus at most a sixteenth) have passed, never
+/// as late as two timeouts.
+#[test]
+fn the_channel_goes_idle_one_timeout_after_its_last_use() {
+    let server = &start_servers(1)[0];
+    let (clock, rt) = manual_runtime();
+    let ch = lazy(&rt, &format!("ipv4:127.0.0.1:{}", server.port()));
+    echo(&mut ch.reader(), true).unwrap();
+    // In steps of a fortieth of the timeout, each one looked at.
+    let step = IDLE / 40;
+    let mut passed = Duration::ZERO;
+    while ch.state() != ConnectivityState::Idle {
+        assert!(
+            passed <= IDLE + IDLE / 16 + 2 * step,
+            "still {:?} after {passed:?}",
+            ch.state()
+        );
+        clock.advance(step);
+        passed += step;
+        ch.sync().unwrap();
+        ch.sync().unwrap();
+    }
+    assert!(passed >= IDLE, "idle after {passed:?}, before a timeout");
+}
