@@ -571,10 +571,12 @@ sy_status sy_channel_connect(const struct sy_channel *ch);
 sy_status sy_channel_state(const struct sy_channel *ch, uint32_t *out_state);
 
 /**
- * Blocks until the channel's state differs from `from_state`, or for at most
- * `timeout_ms` milliseconds (`SY_WAIT_FOREVER`: no limit; `SY_NO_WAIT`: only
- * checks, SY_TIMEOUT at once if the state is still `from_state`). On SY_OK the new
- * state is written to `*out_state` (may be NULL). SY_TIMEOUT: no change in
+ * Blocks until the channel's state differs from `from_state` or changes
+ * after this call (a change undone before the waiter wakes counts, as in
+ * gRPC), or for at most `timeout_ms` milliseconds (`SY_WAIT_FOREVER`: no
+ * limit; `SY_NO_WAIT`: only checks, SY_TIMEOUT at once if the state is still
+ * `from_state`). On SY_OK the state now is written to `*out_state` (may be
+ * NULL; `from_state` again after a change undone). SY_TIMEOUT: no change in
  * time. SY_CLOSED: `from_state` is SHUTDOWN (it never changes). Any thread
  * except inside this library's callbacks (SY_WRONG_CONTEXT).
  */

@@ -72,8 +72,8 @@ pub struct ChannelOptions {
     /// call in flight for this long it goes back to IDLE: resolver and
     /// policy closed, every connection with them (the next pick brings them
     /// back, and waits for them). `None`: [`DEFAULT_IDLE_TIMEOUT`] (30
-    /// minutes, gRPC's); zero: never goes back. The channel notices between
-    /// one and two timeouts after the last pick.
+    /// minutes, gRPC's); zero: never goes back. The channel notices within a
+    /// sixteenth of a timeout.
     pub idle_timeout: Option<Duration>,
     /// Called on the loop thread whenever the channel's aggregate state
     /// changes (keep it short: it runs on the event loop).
@@ -198,6 +198,7 @@ impl Channel {
         let shared = Arc::new(ChannelShared {
             slot: crate::sync::Arc::new(Slot::new(initial)),
             state: AtomicU8::new(ConnectivityState::Idle as u8),
+            state_changes: AtomicU64::new(0),
             closed: AtomicBool::new(false),
             handle: handle.clone(),
             id,
@@ -417,18 +418,22 @@ impl Channel {
         Arc::clone(&self.shared.methods.load())
     }
 
-    /// Blocks until the state differs from `from`, returning the state seen
-    /// (it may change again at once), or `None` when `deadline` passes first.
+    /// Blocks until the state differs from `from` or changes after this
+    /// call (gRPC's WaitForStateChange: a change undone before the waiter
+    /// wakes, READY -> TRANSIENT_FAILURE -> READY, counts), returning the
+    /// state now (`from` again in that case; it may change again at once),
+    /// or `None` when `deadline` passes first.
     pub fn wait_for_state_change(
         &self,
         from: ConnectivityState,
         deadline: Option<Instant>,
     ) -> Option<ConnectivityState> {
         let mut seen = from;
+        let changes = self.shared.state_changes();
         let changed = self.shared.slot.signal().wait_until(
             || {
                 seen = self.shared.state();
-                seen != from
+                seen != from || self.shared.state_changes() != changes
             },
             deadline,
         );

@@ -6,7 +6,6 @@ use super::StateCallback;
 use crate::balancer::picker::{Picker, QueuePicker};
 use crate::connectivity::ConnectivityState;
 use crate::trace;
-use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
 /// Publishes pickers and states for one channel (loop side).
@@ -45,7 +44,7 @@ impl StatePublisher {
                 cause
             );
             self.state = state;
-            self.shared.state.store(state as u8, Ordering::Release);
+            self.shared.set_state(state);
         }
         self.shared
             .slot
@@ -77,9 +76,9 @@ impl StatePublisher {
     }
 
     pub(crate) fn closed_table(shared: &ChannelShared) {
-        shared
-            .state
-            .store(ConnectivityState::Shutdown as u8, Ordering::Release);
+        if shared.state() != ConnectivityState::Shutdown {
+            shared.set_state(ConnectivityState::Shutdown);
+        }
         shared
             .slot
             .publish(Table::new(Box::new(QueuePicker), u64::MAX, true));

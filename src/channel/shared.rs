@@ -33,7 +33,11 @@ impl Table {
 /// The half of a channel every thread can see.
 pub(crate) struct ChannelShared {
     pub(crate) slot: crate::sync::Arc<Slot<Table>>,
+    /// The aggregate state; written with `set_state` only.
     pub(crate) state: AtomicU8,
+    /// How many times `state` has changed: a waiter for a change sees one
+    /// that was undone before it woke (READY -> TRANSIENT_FAILURE -> READY).
+    pub(crate) state_changes: AtomicU64,
     pub(crate) closed: AtomicBool,
     pub(crate) handle: LoopHandle,
     pub(crate) id: ChannelId,
@@ -62,6 +66,18 @@ impl ChannelShared {
     pub(crate) fn state(&self) -> ConnectivityState {
         ConnectivityState::from_u8(self.state.load(Ordering::Acquire))
             .unwrap_or(ConnectivityState::Shutdown)
+    }
+
+    /// Records a new aggregate state (different from the last); the
+    /// publish that follows wakes the waiters.
+    pub(crate) fn set_state(&self, state: ConnectivityState) {
+        self.state.store(state as u8, Ordering::Release);
+        self.state_changes.fetch_add(1, Ordering::AcqRel);
+    }
+
+    /// See `state_changes`.
+    pub(crate) fn state_changes(&self) -> u64 {
+        self.state_changes.load(Ordering::Acquire)
     }
 
     /// A reader picked after moving to a new generation.

@@ -283,6 +283,76 @@ fn flow6_state_changes_wake_waiters() {
     );
 }
 
+/// A policy READY from its first update that, asked to exit idle
+/// (`Channel::connect`), goes TRANSIENT_FAILURE and connects its subchannel;
+/// hearing it CONNECTING (in the same loop turn) it is READY again.
+#[derive(Default)]
+struct Flapping(Option<Arc<SubConn>>);
+impl Balancer for Flapping {
+    fn update_client_conn_state(
+        &mut self,
+        cc: &mut dyn ClientConn,
+        state: ClientConnState,
+    ) -> Result<(), String> {
+        self.0 = Some(cc.new_subconn(state.addresses[0].clone())?);
+        cc.update_state(Ready, Box::new(picker::QueuePicker));
+        Ok(())
+    }
+    fn resolver_error(&mut self, _: &mut dyn ClientConn, _: &str) {}
+    fn update_subconn_state(&mut self, cc: &mut dyn ClientConn, _: SubConnId, s: &SubConnState) {
+        if s.state == Connecting {
+            cc.update_state(Ready, Box::new(picker::QueuePicker));
+        }
+    }
+    fn exit_idle(&mut self, cc: &mut dyn ClientConn) {
+        cc.update_state(TransientFailure, Box::new(picker::QueuePicker));
+        if let Some(sc) = &self.0 {
+            cc.connect(sc.id());
+        }
+    }
+    fn close(&mut self, _: &mut dyn ClientConn) {}
+}
+struct FlappingBuilder;
+impl Builder for FlappingBuilder {
+    fn name(&self) -> &str {
+        "flows_test_flapping"
+    }
+    fn build(&self) -> Box<dyn Balancer> {
+        Box::<Flapping>::default()
+    }
+}
+
+/// gRPC's WaitForStateChange returns on any change after it is called, even
+/// one undone before the waiter looks: READY -> TRANSIENT_FAILURE -> READY
+/// in one loop turn wakes a waiter from READY, which sees READY again.
+#[test]
+fn a_change_undone_at_once_still_ends_a_wait() {
+    registry::register(Arc::new(FlappingBuilder));
+    let rt = Runtime::new().unwrap();
+    let cfg = r#"{"loadBalancingConfig":[{"flows_test_flapping":{}}]}"#;
+    let host = Host::new();
+    let ch = Arc::new(Channel::new(&rt, "", Some(cfg), options(&host)).unwrap());
+    ch.update_addresses(addrs(&["a:1"])).unwrap();
+    ch.sync().unwrap();
+    assert_eq!(ch.state(), Ready);
+    let c2 = ch.clone();
+    let (tx, rx) = std::sync::mpsc::channel();
+    let waiter = std::thread::spawn(move || {
+        tx.send(()).unwrap();
+        c2.wait_for_state_change(Ready, Some(Instant::now() + Duration::from_secs(3)))
+    });
+    rx.recv().unwrap();
+    std::thread::sleep(Duration::from_millis(20)); // it waits now
+    ch.connect().unwrap();
+    ch.sync().unwrap();
+    assert_eq!(waiter.join().unwrap(), Some(Ready), "the flap went unseen");
+    // Without a change, a wait from READY ends at its deadline.
+    assert_eq!(
+        ch.wait_for_state_change(Ready, Some(Instant::now() + Duration::from_millis(20))),
+        None
+    );
+}
+
 /// Flow 7: close releases everything: subchannels shut down once each,
 /// waiting picks wake with CLOSED, later picks fail cleanly, user data released.
 #[test]
