@@ -365,6 +365,16 @@ fn request_hash_comes_from_the_header_then_the_caller_else_random() {
         })
         .collect();
     assert!(random.len() > 10 && !random.contains(&None), "{random:?}");
+    // A76: an empty value is no value: random too, not XXH64("").
+    for empty in [md(""), vec![md("")[0].clone(), md("")[0].clone()]] {
+        let spread: std::collections::HashSet<Option<String>> = (0..200)
+            .map(|_| {
+                let p = pick_header(&mut cc, &empty);
+                addr_of(&cc, &p)
+            })
+            .collect();
+        assert!(spread.len() > 10 && !spread.contains(&None), "{spread:?}");
+    }
 }
 
 #[test]
