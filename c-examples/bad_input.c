@@ -335,6 +335,7 @@ int main(void) {
   EXPECT(sy_channel_sync(NULL), SY_NULL_PARAMETER);
   EXPECT(sy_channel_close(NULL), SY_NULL_PARAMETER);
   EXPECT(sy_channel_connect(NULL), SY_NULL_PARAMETER);
+  EXPECT(sy_channel_reset_connect_backoff(NULL), SY_NULL_PARAMETER);
   EXPECT(sy_reader_new(NULL, &reader), SY_NULL_PARAMETER);
   EXPECT(sy_reader_refresh(NULL), SY_NULL_PARAMETER);
   EXPECT(sy_pick(NULL, NULL, 0, NULL, 0, false, &r), SY_NULL_PARAMETER);
@@ -469,6 +470,7 @@ int main(void) {
   EXPECT(sy_channel_update_addresses(ch, &a, 1), SY_CLOSED);
   EXPECT(sy_channel_report_subconn_state(ch, 1, SY_STATE_READY, NULL), SY_CLOSED);
   EXPECT(sy_channel_connect(ch), SY_CLOSED);
+  EXPECT(sy_channel_reset_connect_backoff(ch), SY_CLOSED);
   OK(sy_channel_close(ch));
 
   /* A reader freed after its channel, then freed again: detected. */

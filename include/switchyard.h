@@ -565,6 +565,14 @@ sy_status sy_channel_report_subconn_health(const struct sy_channel *ch,
 sy_status sy_channel_connect(const struct sy_channel *ch);
 
 /**
+ * gRPC's ResetConnectBackoff: every subchannel's connection backoff starts
+ * over, and those waiting out a backoff after a failed attempt go IDLE at
+ * once, so that the policy reconnects them now. Returns at once (the loop
+ * does it); SY_CLOSED after `sy_channel_close`. Any thread.
+ */
+sy_status sy_channel_reset_connect_backoff(const struct sy_channel *ch);
+
+/**
  * Writes the channel's connectivity state (a `sy_state`) to `*out_state`.
  * After close it is SHUTDOWN. Any thread; wait-free.
  */

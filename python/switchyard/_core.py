@@ -733,6 +733,12 @@ class Channel(_Owned):
         with self._use() as ptr:
             check(lib.sy_channel_connect(ptr))
 
+    def reset_connect_backoff(self):
+        """gRPC's ResetConnectBackoff: subchannels waiting out a connection
+        backoff try again now, and every backoff starts over."""
+        with self._use() as ptr:
+            check(lib.sy_channel_reset_connect_backoff(ptr))
+
     def sync(self):
         """Waits until the loop has applied everything sent so far (tests)."""
         with self._use() as ptr:

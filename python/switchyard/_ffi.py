@@ -225,6 +225,7 @@ SIGNATURES = {
     "sy_channel_report_resolver_error": (u32, [P, C.c_char_p]),
     "sy_channel_report_subconn_state": (u32, [P, u64, u32, C.c_char_p]),
     "sy_channel_connect": (u32, [P]),
+    "sy_channel_reset_connect_backoff": (u32, [P]),
     "sy_channel_state": (u32, [P, C.POINTER(u32)]),
     "sy_channel_wait_for_state_change": (u32, [P, u32, u64, C.POINTER(u32)]),
     "sy_channel_sync": (u32, [P]),

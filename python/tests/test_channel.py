@@ -178,8 +178,12 @@ def test_connectivity_state(backends):
         assert ch.wait_for_state_change(sy.State.IDLE, timeout=5) == sy.State.READY
         assert changed.wait(10)
         assert sy.State.READY in seen
+        ch.reset_connect_backoff()  # nothing waits out a backoff: no change
+        assert ch.wait_for_state_change(sy.State.READY, timeout=0.05) is None
     with pytest.raises(sy.ChannelClosed):
         ch.state()
+    with pytest.raises(sy.ChannelClosed):
+        ch.reset_connect_backoff()
 
 
 def test_calls_started_on_the_event_loop(backends):

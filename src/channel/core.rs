@@ -304,6 +304,12 @@ impl ChannelCore {
         self.subs.configure_health(service, env);
     }
 
+    /// `Channel::reset_connect_backoff`.
+    pub(crate) fn reset_connect_backoff(&mut self, env: &mut LoopContext) {
+        self.subs.reset_backoff(env);
+        self.drain(env);
+    }
+
     /// `Channel::connect`: an IDLE channel leaves IDLE; an IDLE policy is
     /// asked to connect.
     pub(crate) fn exit_idle(&mut self, env: &mut LoopContext) {

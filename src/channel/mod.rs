@@ -399,6 +399,15 @@ impl Channel {
         self.run(|core, env| core.exit_idle(env))
     }
 
+    /// gRPC's ResetConnectBackoff: every subchannel's connection backoff
+    /// starts over from its initial delay, and those waiting out a backoff
+    /// after a failed attempt (TRANSIENT_FAILURE) go IDLE at once, so that
+    /// their policy reconnects them now instead of after the backoff (for
+    /// when the application knows the network is back).
+    pub fn reset_connect_backoff(&self) -> Result<(), Error> {
+        self.run(|core, env| core.reset_connect_backoff(env))
+    }
+
     /// The channel's aggregate connectivity state, as its policy last
     /// published it.
     pub fn state(&self) -> ConnectivityState {

@@ -517,6 +517,27 @@ impl SubchannelPool {
         self.with_connector(env, |c, ctx| c.notified(key, ctx));
     }
 
+    /// gRPC's ResetConnectBackoff: every subchannel's backoff starts over,
+    /// and one waiting out a backoff (TRANSIENT_FAILURE, not connected)
+    /// goes IDLE now, so that its policy may connect it at once.
+    pub(crate) fn reset_backoff(&mut self, env: &mut LoopContext) {
+        let mut waiting = Vec::new();
+        for (id, s) in &mut self.map {
+            s.backoff.reset();
+            if s.state == ConnectivityState::TransientFailure && !s.connected {
+                if let Some(t) = s.timer.take() {
+                    env.timers.cancel(t);
+                }
+                waiting.push(*id);
+            }
+        }
+        // In id order: the policy hears them as they were created.
+        waiting.sort_by_key(|id| id.0);
+        for id in waiting {
+            self.transition(id, ConnectivityState::Idle, None, env);
+        }
+    }
+
     /// CONNECTING → TRANSIENT_FAILURE, then IDLE once the backoff allows the
     /// next attempt (measured from this attempt's start).
     fn fail(&mut self, id: SubConnId, error: String, env: &mut LoopContext) {

@@ -315,3 +315,34 @@ fn refused_stream_is_retried_on_the_same_connection() {
     assert_eq!(servers[0].requests(), 2);
     assert_eq!(ch.state(), Ready);
 }
+
+/// gRPC's ResetConnectBackoff: a subchannel waiting out a 30 s backoff
+/// after a refused connection tries again at once, and the backend that has
+/// come up meanwhile serves.
+#[test]
+fn reset_connect_backoff_reconnects_at_once() {
+    let port = free_port();
+    let addr: std::net::SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+    let rt = Runtime::new().unwrap();
+    let mut opts = plaintext();
+    opts.backoff.initial = Duration::from_secs(30);
+    opts.backoff.max = Duration::from_secs(30);
+    let ch = channel(&rt, &format!("ipv4:{addr}"), None, opts);
+    wait_state(&ch, ConnectivityState::TransientFailure);
+    let server = TestServer::start(Listen::Tcp(addr), ServerOptions::default()).unwrap();
+    // The backoff holds: no new attempt comes.
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(ch.state(), ConnectivityState::TransientFailure);
+    assert_eq!(server.connections(), 0);
+    ch.reset_connect_backoff().unwrap();
+    wait_state(&ch, ConnectivityState::Ready);
+    assert_eq!(echo(&mut ch.reader(), false).unwrap(), port);
+    drop(ch);
+    assert!(matches!(
+        Channel::new(&rt, "ipv4:127.0.0.1:1", None, plaintext()).and_then(|c| {
+            c.close();
+            c.reset_connect_backoff()
+        }),
+        Err(Error::Closed)
+    ));
+}
