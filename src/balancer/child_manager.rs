@@ -581,6 +581,9 @@ impl ClientConn for ChildClientConn<'_> {
     fn now(&self) -> Instant {
         self.parent.now()
     }
+    fn clock(&self) -> Arc<dyn crate::clock::Clock> {
+        self.parent.clock()
+    }
     fn random(&mut self) -> u64 {
         self.parent.random()
     }

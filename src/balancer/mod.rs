@@ -24,6 +24,7 @@ pub mod testing;
 use crate::address::{Address, Endpoint};
 use crate::balancer::picker::Picker;
 use crate::balancer::subconn::{SubConn, SubConnId};
+use crate::clock::Clock;
 use crate::connectivity::ConnectivityState;
 use std::any::Any;
 use std::sync::Arc;
@@ -182,6 +183,11 @@ pub trait ClientConn {
 
     /// The loop's clock.
     fn now(&self) -> Instant;
+
+    /// The loop's clock itself, for what a policy hands to other threads
+    /// (a done hook stamping the load reports it takes, as gRPC's
+    /// weighted_round_robin does): the same time `now` gives.
+    fn clock(&self) -> Arc<dyn Clock>;
 
     /// The loop's random source.
     fn random(&mut self) -> u64;

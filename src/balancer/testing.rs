@@ -31,6 +31,7 @@ use crate::balancer::{
     Balancer, ClientConn, ClientConnState, LoadReportListener, OobListenerId, SubConnState,
     TimerToken, WorkScheduler,
 };
+use crate::clock::{Clock, ManualClock};
 use crate::connectivity::ConnectivityState;
 use crate::status::Status;
 use std::collections::BTreeMap;
@@ -74,7 +75,8 @@ pub struct TestClientConn {
     /// Armed and neither fired nor cancelled, with their deadlines.
     timers: BTreeMap<TimerToken, Instant>,
     cancelled: Vec<TimerToken>,
-    now: Instant,
+    /// Moves only with `advance` (and the timers it fires).
+    clock: Arc<ManualClock>,
     rng: PickLocal,
     /// Work requests not yet run (from any thread, through the scheduler).
     work: Arc<AtomicUsize>,
@@ -127,7 +129,7 @@ impl TestClientConn {
             next_timer: 1,
             timers: BTreeMap::new(),
             cancelled: Vec::new(),
-            now: Instant::now(),
+            clock: Arc::new(ManualClock::new()),
             rng: PickLocal::new(0x9e37_79b9_7f4a_7c15),
             next_oob: 1,
             oob: BTreeMap::new(),
@@ -289,12 +291,20 @@ impl TestClientConn {
         true
     }
 
+    /// Moves the clock to `at` unless it is already past it.
+    fn set_now(&mut self, at: Instant) {
+        let now = self.clock.now();
+        if at > now {
+            self.clock.advance(at - now);
+        }
+    }
+
     /// Moves the clock on by `by`, firing the timers that fall due on the
     /// way, in deadline order (each with the clock at its deadline). How
     /// many fired. Timers armed by a firing timer fire too if they fall
     /// within `by`.
     pub fn advance(&mut self, balancer: &mut dyn Balancer, by: Duration) -> usize {
-        let end = self.now + by;
+        let end = self.clock.now() + by;
         let mut fired = 0;
         // Bounded: each round fires one timer, and a policy arming one
         // timer per fire at zero delay is stopped by the bound.
@@ -307,11 +317,11 @@ impl TestClientConn {
             else {
                 break;
             };
-            self.now = self.now.max(at);
+            self.set_now(at);
             self.fire_timer(balancer, token);
             fired += 1;
         }
-        self.now = end;
+        self.set_now(end);
         fired
     }
 
@@ -444,7 +454,7 @@ impl ClientConn for TestClientConn {
     fn schedule_timer(&mut self, after: Duration) -> TimerToken {
         let token = TimerToken(self.next_timer);
         self.next_timer += 1;
-        self.timers.insert(token, self.now + after);
+        self.timers.insert(token, self.clock.now() + after);
         token
     }
 
@@ -455,7 +465,11 @@ impl ClientConn for TestClientConn {
     }
 
     fn now(&self) -> Instant {
-        self.now
+        self.clock.now()
+    }
+
+    fn clock(&self) -> Arc<dyn Clock> {
+        self.clock.clone()
     }
 
     /// A fixed-seed generator of its own (so runs repeat), apart from the

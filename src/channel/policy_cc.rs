@@ -7,6 +7,7 @@ use crate::address::Address;
 use crate::balancer::picker::Picker;
 use crate::balancer::subconn::{SubConn, SubConnId};
 use crate::balancer::{ClientConn, LoadReportListener, OobListenerId, TimerToken, WorkScheduler};
+use crate::clock::Clock;
 use crate::connectivity::ConnectivityState;
 use crate::runtime::{LoopContext, TimerKey};
 use crate::subchannel::SubchannelPool;
@@ -74,6 +75,10 @@ impl ClientConn for PolicyClientConn<'_> {
 
     fn now(&self) -> Instant {
         self.env.clock.now()
+    }
+
+    fn clock(&self) -> Arc<dyn Clock> {
+        self.env.clock.clone()
     }
 
     fn random(&mut self) -> u64 {

@@ -134,13 +134,17 @@ impl WeightedRoundRobin {
         let mut old: HashMap<String, Weighted> =
             self.weights.drain(..).map(|w| (w.key.clone(), w)).collect();
         let config = &self.config;
+        let clock = cc.clock();
         self.weights = self
             .children
             .iter()
             .map(|c| {
                 old.remove(c.key()).unwrap_or_else(|| Weighted {
                     key: c.key().to_string(),
-                    tracker: WeightTracker::new(Arc::new(EndpointWeight::new(config.clone()))),
+                    tracker: WeightTracker::new(Arc::new(EndpointWeight::new(
+                        config.clone(),
+                        clock.clone(),
+                    ))),
                     ready: false,
                     oob: None,
                 })

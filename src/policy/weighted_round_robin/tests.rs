@@ -129,6 +129,24 @@ fn picks_follow_the_weights_within_1_percent_after_the_blackout() {
     }
 }
 
+/// A58: a report's time is when it arrived, not when the next update saw
+/// it: reports at t0 count at the update at t0 + blackout.
+#[test]
+fn the_blackout_runs_from_the_first_report_itself() {
+    let weights = [1.0, 2.0, 3.0];
+    let (mut cc, mut wrr) = ready(3, serde_json::json!({"weightUpdatePeriod": "1s"}));
+    report(&cc, 300, qps_load(&weights));
+    cc.advance(&mut *wrr, 10 * SECOND - Duration::from_millis(1));
+    assert_even(&shares(&mut cc, 3, 30_000));
+    cc.advance(&mut *wrr, Duration::from_millis(1));
+    assert_follows(&shares(&mut cc, 3, 100_000), &weights);
+    // Expiry too counts from the last report's arrival: 3 minutes on.
+    cc.advance(&mut *wrr, 170 * SECOND - Duration::from_millis(1));
+    assert_follows(&shares(&mut cc, 3, 100_000), &weights);
+    cc.advance(&mut *wrr, Duration::from_millis(1));
+    assert_even(&shares(&mut cc, 3, 30_000));
+}
+
 #[test]
 fn new_reports_move_the_picks_at_the_next_update() {
     let (mut cc, mut wrr) = ready(3, serde_json::json!({"blackoutPeriod": "2s"}));
@@ -507,7 +525,13 @@ fn the_stride_schedule_is_exact_over_a_cycle() {
                 SubConnId(i as u64),
                 crate::Address::new(format!("127.0.0.1:{}", 1000 + i)),
             ));
-            (sc, Arc::new(EndpointWeight::new(config.clone())))
+            (
+                sc,
+                Arc::new(EndpointWeight::new(
+                    config.clone(),
+                    Arc::new(crate::clock::SystemClock),
+                )),
+            )
         })
         .collect();
     let picker = WrrPicker::new(endpoints, Some(&weights)).unwrap();

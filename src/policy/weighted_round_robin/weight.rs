@@ -6,6 +6,7 @@ use super::config::WrrConfig;
 use crate::balancer::picker::{DoneHook, DoneInfo};
 use crate::balancer::subconn::SubConn;
 use crate::balancer::LoadReportListener;
+use crate::clock::Clock;
 use arc_swap::ArcSwap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -58,26 +59,37 @@ pub fn weight_from_report(load: &[(&str, f64)], config: &WrrConfig) -> Option<f6
     (w.is_finite() && w > 0.0).then_some(w)
 }
 
-/// What the done hooks of one endpoint's picks write: the latest weight and
-/// how many reports made one. Shared by every picker that lists the
-/// endpoint, so reports outlive picker updates.
+/// What the done hooks of one endpoint's picks write: the latest weight,
+/// when it came and since when reports have been coming (gRPC's
+/// `lastUpdated` and `nonEmptySince`, stamped on arrival with the loop's
+/// clock, as gRPC-Go's `OnLoadReport` does). Shared by every picker that
+/// lists the endpoint, so reports outlive picker updates.
 pub struct EndpointWeight {
     /// The latest weight, as `f64` bits.
     weight: AtomicU64,
-    /// Accepted reports so far: the loop notices new ones by the count.
-    reports: AtomicU64,
+    /// When the latest report came, as `Stamp`s (0: none since the reset).
+    last_updated: AtomicU64,
+    /// When the first report since the reset came (0: none).
+    non_empty_since: AtomicU64,
     /// The policy's config (the penalty and metric names), shared by every
     /// endpoint and swapped on config updates.
     config: Arc<ArcSwap<WrrConfig>>,
+    clock: Arc<dyn Clock>,
+    /// Stamps count nanoseconds from here, plus one (0 means none).
+    epoch: Instant,
 }
 
 impl EndpointWeight {
-    /// No report yet.
-    pub fn new(config: Arc<ArcSwap<WrrConfig>>) -> EndpointWeight {
+    /// No report yet; reports are stamped with `clock` (the loop's).
+    pub fn new(config: Arc<ArcSwap<WrrConfig>>, clock: Arc<dyn Clock>) -> EndpointWeight {
+        let epoch = clock.now();
         EndpointWeight {
             weight: AtomicU64::new(0),
-            reports: AtomicU64::new(0),
+            last_updated: AtomicU64::new(0),
+            non_empty_since: AtomicU64::new(0),
             config,
+            clock,
+            epoch,
         }
     }
 
@@ -103,16 +115,50 @@ impl EndpointWeight {
             return;
         }
         if let Some(w) = weight_from_report(load, &config) {
+            let now = self.stamp(self.clock.now());
             self.weight.store(w.to_bits(), Ordering::Relaxed);
-            // Release: whoever sees the count sees the weight.
-            self.reports.fetch_add(1, Ordering::Release);
+            // The first report since the reset starts the blackout.
+            let _ =
+                self.non_empty_since
+                    .compare_exchange(0, now, Ordering::Relaxed, Ordering::Relaxed);
+            // Release: whoever sees the time sees the weight.
+            self.last_updated.store(now, Ordering::Release);
         }
     }
 
-    /// (accepted reports so far, latest weight).
-    pub fn latest(&self) -> (u64, f64) {
-        let n = self.reports.load(Ordering::Acquire);
-        (n, f64::from_bits(self.weight.load(Ordering::Relaxed)))
+    fn stamp(&self, at: Instant) -> u64 {
+        let nanos = at.saturating_duration_since(self.epoch).as_nanos();
+        u64::try_from(nanos).unwrap_or(u64::MAX - 1) + 1
+    }
+
+    fn instant(&self, stamp: u64) -> Option<Instant> {
+        let nanos = stamp.checked_sub(1)?;
+        self.epoch.checked_add(Duration::from_nanos(nanos))
+    }
+
+    /// (when the latest report came, since when reports have come, the
+    /// latest weight); `None`s before any report since the last reset.
+    fn latest(&self) -> (Option<Instant>, Option<Instant>, f64) {
+        let last = self.last_updated.load(Ordering::Acquire);
+        let since = self.non_empty_since.load(Ordering::Relaxed);
+        (
+            self.instant(last),
+            self.instant(since),
+            f64::from_bits(self.weight.load(Ordering::Relaxed)),
+        )
+    }
+
+    /// Reports before now no longer count (the endpoint came back to READY,
+    /// as gRPC-Go forgets both times then).
+    fn forget(&self) {
+        self.last_updated.store(0, Ordering::Relaxed);
+        self.non_empty_since.store(0, Ordering::Relaxed);
+    }
+
+    /// The weight stopped counting (expired): the next report starts a new
+    /// blackout.
+    fn restart_blackout(&self) {
+        self.non_empty_since.store(0, Ordering::Relaxed);
     }
 }
 
@@ -128,57 +174,38 @@ impl LoadReportListener for EndpointWeight {
     }
 }
 
-/// The loop's view of one endpoint's weight: when it was last updated and
-/// since when it has been reporting (gRPC's `lastUpdated` and
-/// `nonEmptySince`). Reports are stamped with the loop's clock when the
-/// loop first sees them (at the next schedule rebuild), so the policy runs
-/// on its `ClientConn`'s clock alone.
+/// The loop's view of one endpoint's weight (its hook, which the done hooks
+/// and the ORCA listener write).
 pub struct WeightTracker {
     pub hook: Arc<EndpointWeight>,
-    seen: u64,
-    last_updated: Option<Instant>,
-    non_empty_since: Option<Instant>,
 }
 
 impl WeightTracker {
     pub fn new(hook: Arc<EndpointWeight>) -> WeightTracker {
-        WeightTracker {
-            hook,
-            seen: 0,
-            last_updated: None,
-            non_empty_since: None,
-        }
+        WeightTracker { hook }
     }
 
     /// The endpoint (re)entered READY: its weight counts again only after
-    /// new reports and a new blackout. Reports that came before (not yet
-    /// seen by a rebuild) are old news: they do not count as new ones.
+    /// new reports and a new blackout.
     pub fn ready_again(&mut self) {
-        self.seen = self.hook.latest().0;
-        self.last_updated = None;
-        self.non_empty_since = None;
+        self.hook.forget();
     }
 
     /// The weight that counts at `now` (0: none yet, in blackout, or
-    /// expired), after taking the reports that arrived since last time.
+    /// expired; gRPC-Go's `endpointWeight.weight`).
     pub fn effective(&mut self, now: Instant, config: &WrrConfig) -> f64 {
-        let (reports, weight) = self.hook.latest();
-        if reports != self.seen {
-            self.seen = reports;
-            self.last_updated = Some(now);
-            self.non_empty_since.get_or_insert(now);
-        }
-        let Some(last) = self.last_updated else {
+        let (last, since, weight) = self.hook.latest();
+        let Some(last) = last else {
             return 0.0;
         };
         if now.saturating_duration_since(last) >= config.weight_expiration_period {
             // Stale: blackout applies again once reports come back.
-            self.non_empty_since = None;
+            self.hook.restart_blackout();
             return 0.0;
         }
         let blackout = config.blackout_period;
         if blackout > Duration::ZERO {
-            match self.non_empty_since {
+            match since {
                 Some(since) if now.saturating_duration_since(since) >= blackout => {}
                 _ => return 0.0,
             }
