@@ -26,17 +26,9 @@ static const char *dnsmasq_path(void) {
 
 /* A port free on 127.0.0.1 now (UDP; dnsmasq takes TCP too). */
 static int free_port(void) {
-  struct sockaddr_in a;
-  socklen_t len = sizeof a;
-  int fd = socket(AF_INET, SOCK_DGRAM, 0);
-  CHECK(fd >= 0);
-  memset(&a, 0, sizeof a);
-  a.sin_family = AF_INET;
-  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  CHECK(bind(fd, (struct sockaddr *)&a, sizeof a) == 0);
-  CHECK(getsockname(fd, (struct sockaddr *)&a, &len) == 0);
-  close(fd);
-  return ntohs(a.sin_port);
+  int port;
+  close(loopback_socket(SOCK_DGRAM, &port));
+  return port;
 }
 
 static int tcp_listening(int port) {

@@ -25,20 +25,28 @@ extern char **environ;
 
 #define ECHO_MAX 8
 
-/* A TCP port on 127.0.0.1 nobody listens on (it was free a moment ago):
- * connections to it are refused. */
-static inline int dead_port(void) {
+/* A socket of `type` (SOCK_STREAM, SOCK_DGRAM) bound to 127.0.0.1 on a
+ * port the kernel picks, written to *port. */
+static inline int loopback_socket(int type, int *port) {
   struct sockaddr_in a;
   socklen_t len = sizeof a;
-  int fd = socket(AF_INET, SOCK_STREAM, 0);
+  int fd = socket(AF_INET, type, 0);
   CHECK(fd >= 0);
   memset(&a, 0, sizeof a);
   a.sin_family = AF_INET;
   a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
   CHECK(bind(fd, (struct sockaddr *)&a, sizeof a) == 0);
   CHECK(getsockname(fd, (struct sockaddr *)&a, &len) == 0);
-  close(fd);
-  return ntohs(a.sin_port);
+  *port = ntohs(a.sin_port);
+  return fd;
+}
+
+/* A TCP port on 127.0.0.1 nobody listens on (it was free a moment ago):
+ * connections to it are refused. */
+static inline int dead_port(void) {
+  int port;
+  close(loopback_socket(SOCK_STREAM, &port));
+  return port;
 }
 
 typedef struct echo_server {

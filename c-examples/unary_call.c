@@ -214,17 +214,8 @@ static void on_silent_done(void *ctx, sy_status status, uint32_t grpc_code, cons
 /* A listener that never accepts: the TCP handshake completes in the kernel,
  * HTTP/2 never starts, so calls to it wait (wait_for_ready) for good. */
 static int silent_listener(int *port) {
-  struct sockaddr_in a;
-  socklen_t len = sizeof a;
-  int fd = socket(AF_INET, SOCK_STREAM, 0);
-  CHECK(fd >= 0);
-  memset(&a, 0, sizeof a);
-  a.sin_family = AF_INET;
-  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  CHECK(bind(fd, (struct sockaddr *)&a, sizeof a) == 0);
+  int fd = loopback_socket(SOCK_STREAM, port);
   CHECK(listen(fd, 16) == 0);
-  CHECK(getsockname(fd, (struct sockaddr *)&a, &len) == 0);
-  *port = ntohs(a.sin_port);
   return fd;
 }
 
