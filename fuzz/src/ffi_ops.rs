@@ -308,7 +308,11 @@ pub fn ffi_ops(data: &[u8]) {
                         assert_eq!(st, if closed { sy_status::SY_CLOSED } else { OK });
                     }
                     1 => {
-                        let st = sy_channel_connect(ch);
+                        let st = if input.bool() {
+                            sy_channel_connect(ch)
+                        } else {
+                            sy_channel_reset_connect_backoff(ch)
+                        };
                         assert_eq!(st, if closed { sy_status::SY_CLOSED } else { OK });
                     }
                     2 => {
