@@ -722,8 +722,10 @@ sy_status sy_channel_options_set_tls_roots_pem(struct sy_channel_options *opts,
 
 /**
  * The name to send as SNI and to verify the server's certificate against,
- * for every address (NUL-terminated UTF-8, copied). By default each
- * address's own host is used. "" restores that default.
+ * for every address (NUL-terminated UTF-8, copied); also the calls'
+ * `:authority` unless `sy_channel_options_set_authority` sets one (gRPC's
+ * order: the authority given, the TLS name given, the target's). By
+ * default the authority's host is used. "" restores that default.
  */
 sy_status sy_channel_options_set_tls_server_name(struct sy_channel_options *opts,
                                                  const char *server_name);
@@ -814,7 +816,8 @@ sy_status sy_channel_options_set_resolve_now(struct sy_channel_options *opts,
  * The `:authority` of every call (NUL-terminated UTF-8, `host[:port]`,
  * copied), and the TLS server name unless one is set with
  * `sy_channel_options_set_tls_server_name` (gRPC's `WithAuthority`). By
- * default the target's: `host:port` of `dns:///host:port`, "localhost" for
+ * default that TLS server name, else the target's: `host:port` of
+ * `dns:///host:port` (`localhost:port` for `:port`), "localhost" for
  * unix sockets, the address of a one-address `ipv4:`/`ipv6:` target (each
  * connection's address for lists and the host's addresses). "" restores
  * that default. SY_INVALID_ARGUMENT if it is no valid authority.

@@ -340,7 +340,9 @@
 //! to push endpoints, a service config or an error through (from any
 //! thread), and the channel asks it to look again (`resolve_now`) when a
 //! backend is lost. The built-in schemes (`dns:`, `ipv4:`, `ipv6:`, `unix:`,
-//! `unix-abstract:`, `passthrough:`) work the same way; with an empty target
+//! `unix-abstract:`, `passthrough:`; a `passthrough:` host name, which gRPC
+//! hands to its dialer, is looked up by DNS for the library's own
+//! connections) work the same way; with an empty target
 //! the host supplies addresses itself ([`Channel::update_addresses`]) and
 //! hears re-resolution requests through `ChannelOptions::on_resolve_now`.
 //!

@@ -125,7 +125,13 @@ impl Channel {
         options: ChannelOptions,
     ) -> Result<Channel, Error> {
         trace::init();
-        let parsed = resolver::channel_target(target).map_err(Error::InvalidTarget)?;
+        let mut parsed = resolver::channel_target(target).map_err(Error::InvalidTarget)?;
+        // The library's own connections dial addresses, not names.
+        if options.connector.is_none() {
+            if let Some(by_name) = parsed.as_ref().and_then(resolver::passthrough_by_name) {
+                parsed = Some(by_name);
+            }
+        }
         let builder = match &parsed {
             Some(t) => Some(resolver::get(&t.scheme).ok_or_else(|| {
                 Error::InvalidTarget(format!("no resolver for scheme \"{}\"", t.scheme))
@@ -152,9 +158,20 @@ impl Channel {
                 )));
             }
         }
+        // gRPC-Go's order: the authority given, else the TLS name given
+        // (a server-name override names the server for HTTP/2 as well),
+        // else the target's.
+        let tls_name = match (&options.connector, &options.transport) {
+            (None, Some(t)) => t
+                .tls_settings()
+                .map(|tls| tls.server_name.clone())
+                .filter(|n| resolver::valid_authority(n)),
+            _ => None,
+        };
         let authority = options
             .authority
             .clone()
+            .or(tls_name)
             .or_else(|| parsed.as_ref().and_then(resolver::default_authority));
         let tls_host = authority.as_deref().and_then(resolver::authority_host);
         // gRPC's rule for an invalid config (A21): the channel is made, and

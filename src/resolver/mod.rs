@@ -71,7 +71,8 @@ mod target;
 
 pub use self::registry::ResolverRegistry;
 pub(crate) use self::target::{
-    authority_host, builtin_plan, default_authority, parse_channel_target, Plan,
+    authority_host, builtin_plan, default_authority, parse_channel_target, passthrough_by_name,
+    Plan,
 };
 pub use self::target::{valid_authority, Target, DEFAULT_PORT};
 use crate::address::Endpoint;

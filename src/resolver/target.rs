@@ -138,7 +138,32 @@ pub(crate) fn default_authority(target: &Target) -> Option<String> {
         "unix" | "unix-abstract" => return Some("localhost".into()),
         _ => target.endpoint(),
     };
+    // `dns:///:50051` is localhost's port (gRPC-Go writes "localhost:50051").
+    if a.starts_with(':') && target.scheme == "dns" {
+        let a = format!("localhost{a}");
+        return valid_authority(&a).then_some(a);
+    }
     valid_authority(a).then(|| a.to_string())
+}
+
+/// A `passthrough:` target naming a host rather than an address: gRPC
+/// hands it to its dialer, which looks the name up. The library's own
+/// connections take addresses, so such a target resolves by DNS instead
+/// (`dns:///host:port`, the system resolver, re-resolving as connections
+/// fail); a host's connector still gets the text as written.
+pub(crate) fn passthrough_by_name(target: &Target) -> Option<Target> {
+    if target.scheme != "passthrough" {
+        return None;
+    }
+    let a = target.endpoint();
+    if a.is_empty()
+        || a.parse::<std::net::SocketAddr>().is_ok()
+        || a.starts_with("unix:")
+        || a.starts_with("unix-abstract:")
+    {
+        return None;
+    }
+    Target::parse(&format!("dns:///{a}")).ok()
 }
 
 /// Whether `a` can be a call's `:authority` (and so a TLS name's source):

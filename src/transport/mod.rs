@@ -158,8 +158,10 @@ impl Default for Credentials {
 /// The default: the bundled Mozilla roots, the target's host name, no
 /// client certificate.
 pub struct TlsSettings {
-    /// SNI and certificate name to verify; empty = the target's host
-    /// (its IP address, or "localhost" for a Unix socket).
+    /// SNI and certificate name to verify; empty = the authority's host
+    /// (the target's: its IP address, or "localhost" for a Unix socket).
+    /// Set, it is the calls' `:authority` too unless the channel is given
+    /// one (`ChannelOptions::authority`), as in gRPC-Go.
     pub server_name: String,
     /// PEM bundle of trusted roots; `None` = the webpki-roots Mozilla bundle.
     pub roots_pem: Option<Vec<u8>>,

@@ -428,4 +428,35 @@ fn tls_verifies_the_authoritys_host_unless_told_a_server_name() {
     let ch = channel(&rt, &target, None, tls(Some("other.test"), "localhost"));
     echo(&mut ch.reader(), true).unwrap();
     assert_eq!(server.last_authority().as_deref(), Some("other.test"));
+    // With no authority given, a TLS name given is the authority too
+    // (gRPC-Go's: credentials' ServerName before the target's host).
+    let ch = channel(&rt, &target, None, tls(None, "localhost"));
+    echo(&mut ch.reader(), true).unwrap();
+    assert_eq!(server.last_authority().as_deref(), Some("localhost"));
+}
+
+/// Two targets gRPC users write for a local server: `passthrough:///
+/// localhost:PORT` (gRPC-Go's dialer looks the name up; the library's
+/// connections look it up by DNS first) and `:PORT` (localhost's port, its
+/// authority "localhost:PORT").
+#[test]
+fn passthrough_names_and_bare_ports_reach_localhost() {
+    let server = &start_servers(1)[0];
+    let port = server.port();
+    let rt = Runtime::new().unwrap();
+    for (target, authority) in [
+        (
+            format!("passthrough:///localhost:{port}"),
+            format!("localhost:{port}"),
+        ),
+        (format!(":{port}"), format!("localhost:{port}")),
+        (
+            format!("passthrough:///127.0.0.1:{port}"),
+            format!("127.0.0.1:{port}"),
+        ),
+    ] {
+        let ch = channel(&rt, &target, None, plaintext());
+        assert_eq!(echo(&mut ch.reader(), true).unwrap(), port, "{target}");
+        assert_eq!(server.last_authority().unwrap(), authority, "{target}");
+    }
 }
