@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 
 use bytes::{BufMut, Bytes, BytesMut};
 use h2::Reason;
-use http::header::{HeaderName, HeaderValue, CONTENT_TYPE, TE};
+use http::header::{HeaderName, HeaderValue, CONTENT_TYPE, TE, USER_AGENT};
 use http::{HeaderMap, Method, Request, Uri};
 
 use super::h2conn::{Handle, HandleShared};
@@ -411,6 +411,7 @@ pub(crate) fn build_request(
     let h = req.headers_mut();
     h.insert(CONTENT_TYPE, HeaderValue::from_static("application/grpc"));
     h.insert(TE, HeaderValue::from_static("trailers"));
+    h.insert(USER_AGENT, HeaderValue::from_static(USER_AGENT_VALUE));
     if let Some(t) = timeout {
         let v = HeaderValue::from_str(&encode_timeout(t)).expect("ascii");
         h.insert("grpc-timeout", v);
@@ -427,6 +428,11 @@ pub(crate) fn build_request(
     }
     Ok(req)
 }
+
+/// Every request's `user-agent` (PROTOCOL-HTTP2's structured form,
+/// `grpc-<language>-<implementation>/<version>`, as gRPC-Go's "grpc-go/1.x").
+pub(crate) const USER_AGENT_VALUE: &str =
+    concat!("grpc-rust-switchyard/", env!("CARGO_PKG_VERSION"));
 
 /// Headers the transport owns; user metadata must not override them.
 fn is_reserved(name: &HeaderName) -> bool {

@@ -346,3 +346,36 @@ fn reset_connect_backoff_reconnects_at_once() {
         Err(Error::Closed)
     ));
 }
+
+/// Every call says who sends it, in PROTOCOL-HTTP2's structured form
+/// (grpc-<language>-<implementation>/<version>), blocking and started; a
+/// caller's own user-agent metadata is refused (the transport owns it).
+#[test]
+fn calls_carry_a_grpc_user_agent() {
+    let servers = start_servers(1);
+    let rt = Runtime::new().unwrap();
+    let ch = support::ready_channel(
+        &rt,
+        &servers,
+        r#"{"loadBalancingConfig":[{"pick_first":{}}]}"#,
+    );
+    for started in [false, true] {
+        let resp = support::echo_call(&ch, started, &CallOptions::default()).unwrap();
+        let ua = resp
+            .headers
+            .get("x-user-agent")
+            .expect("sent")
+            .to_str()
+            .unwrap();
+        assert!(ua.starts_with("grpc-rust-switchyard/"), "{ua}");
+    }
+    let mine = support::meta(&[("user-agent", "mine/1")]);
+    let options = CallOptions {
+        metadata: &mine,
+        ..Default::default()
+    };
+    assert_eq!(
+        support::echo_call(&ch, false, &options).unwrap_err().code(),
+        Code::Internal
+    );
+}

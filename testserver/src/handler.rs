@@ -200,6 +200,9 @@ pub(crate) async fn handle(
                 resp.headers_mut()
                     .insert("x-previous-rpc-attempts", v.clone());
             }
+            if let Some(v) = parts.headers.get("user-agent") {
+                resp.headers_mut().insert("x-user-agent", v.clone());
+            }
             for (k, v) in &parts.headers {
                 if k.as_str().starts_with("x-echo-") {
                     resp.headers_mut().append(k, v.clone());
