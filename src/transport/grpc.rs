@@ -252,6 +252,10 @@ async fn unary_rest(
     let max = max_response.map_or(shared.max_recv_message_size, |m| {
         m.min(shared.max_recv_message_size)
     });
+    // A HEADERS frame that ended the stream has no trailers to come (its
+    // missing grpc-status is UNKNOWN, below); a stream that DATA ended
+    // lacks them (INTERNAL, as gRPC-Go's handleData says).
+    let ended_with_headers = body.is_end_stream();
     let mut buf = BytesMut::new();
     while let Some(chunk) = poll_fn(|cx| body.poll_data(cx)).await {
         let chunk = chunk.map_err(|e| fail(e, true))?;
@@ -259,10 +263,19 @@ async fn unary_rest(
         let _ = body.flow_control().release_capacity(chunk.len());
         unary_body_chunk(&mut buf, &chunk, max)?;
     }
-    let trailers = poll_fn(|cx| body.poll_trailers(cx))
+    let trailers = match poll_fn(|cx| body.poll_trailers(cx))
         .await
         .map_err(|e| fail(e, true))?
-        .unwrap_or_default();
+    {
+        Some(trailers) => trailers,
+        None if ended_with_headers => HeaderMap::default(),
+        None => {
+            return Err(CallError::new(
+                code::INTERNAL,
+                "server closed the stream without sending trailers",
+            ))
+        }
+    };
     let message = unary_message(buf, &trailers, max).map_err(|e| e.with_trailers(&trailers))?;
     Ok(UnaryResponse {
         message,

@@ -382,6 +382,13 @@ fn bad_status_missing(rt: &Runtime) -> Result<(), String> {
     fault(rt, Mode::BadStatus(None), |_| {}, 2, &[Code::Unknown])
 }
 
+/// A response whose DATA frame ends the stream, with no trailers: INTERNAL
+/// ("server closed the stream without sending trailers", gRPC-Go's
+/// handleData), not UNKNOWN as a trailers frame without grpc-status is.
+fn no_trailers(rt: &Runtime) -> Result<(), String> {
+    fault(rt, Mode::NoTrailers, |_| {}, 2, &[Code::Internal])
+}
+
 /// Issue 9 defect 8: a NUL byte in one response's grpc-message fails that
 /// call (INTERNAL) and no other; the connection stays READY.
 fn nul_in_grpc_message(rt: &Runtime) -> Result<(), String> {
@@ -459,6 +466,7 @@ const CASES: &[Case] = &[
     ("bad_status_non_numeric", bad_status_non_numeric),
     ("bad_status_out_of_range", bad_status_out_of_range),
     ("bad_status_missing", bad_status_missing),
+    ("no_trailers", no_trailers),
     ("nul_in_grpc_message", nul_in_grpc_message),
     ("nul_in_trailers", nul_in_trailers),
     ("crlf_in_header_value", crlf_in_header_value),

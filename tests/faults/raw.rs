@@ -89,6 +89,9 @@ pub enum Mode {
     /// Answers with status 200, a message, and these raw trailers
     /// (`None`: trailers without grpc-status).
     BadStatus(Option<&'static [u8]>),
+    /// Answers with status 200 and a message whose DATA frame ends the
+    /// stream: no trailers at all.
+    NoTrailers,
     /// Holds requests until `n` are in flight (or 2 s), then answers the
     /// `bad`-th (0-based) with a trailers-only response whose grpc-message
     /// carries a NUL byte, and every other one correctly. The bad block
@@ -349,6 +352,7 @@ fn serve(
                 | Mode::ManyMessages { .. }
                 | Mode::BadField { .. }
                 | Mode::BadStatus(_)
+                | Mode::NoTrailers
                 | Mode::NulMessage { .. }
                 | Mode::GoawayBelowInflight(_)
         ),
@@ -513,6 +517,11 @@ fn serve(
                         None => lit(b"x-not-status", b"0"),
                     };
                     out.extend(headers(s, &block, true));
+                    c.send(&out)?;
+                }
+                Mode::NoTrailers => {
+                    let mut out = headers(s, &response_head(), false);
+                    out.extend(frame(DATA, END_STREAM, s, &grpc_message(b"ok")));
                     c.send(&out)?;
                 }
                 _ => unreachable!("handled above"),
