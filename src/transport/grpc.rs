@@ -168,7 +168,14 @@ pub(crate) fn unary_limited(
     let _inflight = Inflight::enter(&handle.shared);
     // Pinned on this stack (`start` boxes it): no allocation per call.
     // Each call gets its own SendRequest clone: poll_ready state is per clone.
-    let call = call(handle.send.clone(), &handle.shared, req, body, max_response);
+    let call = call(
+        handle.send.clone(),
+        &handle.shared,
+        req,
+        body,
+        max_response,
+        deadline,
+    );
     match block_on(call, deadline) {
         Some(r) => r,
         // Dropping the call future resets the stream with CANCEL.
@@ -189,6 +196,7 @@ pub fn start(
     timeout: Option<Duration>,
     max_response: Option<usize>,
 ) -> Result<CallFuture, CallError> {
+    let deadline = timeout.and_then(|t| Instant::now().checked_add(t));
     let req = build_request(&handle.shared, method, metadata, timeout)?;
     let body = request_body(request)?;
     let inflight = Inflight::enter(&handle.shared);
@@ -197,7 +205,7 @@ pub fn start(
     let shared = handle.shared.clone();
     Ok(Box::pin(async move {
         let _inflight = inflight;
-        call(send, &shared, req, body, max_response).await
+        call(send, &shared, req, body, max_response, deadline).await
     }))
 }
 
@@ -207,6 +215,7 @@ async fn call(
     req: Request<()>,
     body: Bytes,
     max_response: Option<usize>,
+    deadline: Option<Instant>,
 ) -> Result<UnaryResponse, CallError> {
     // A GOAWAY or I/O error means the connection is going away. Say so now:
     // the loop may not have noticed yet, and a transparent retry must not
@@ -215,7 +224,13 @@ async fn call(
         if e.is_go_away() || e.is_io() {
             shared.mark_closing();
         }
-        h2_error(&e, opened)
+        let remote_cancel = e.is_remote() && e.reason() == Some(Reason::CANCEL);
+        past_deadline(
+            h2_error(&e, opened),
+            remote_cancel,
+            deadline,
+            Instant::now(),
+        )
     };
     // Errors before the stream exists mean the request never left us.
     poll_fn(|cx| send.poll_ready(cx))
@@ -612,6 +627,21 @@ pub(crate) fn h2_error(e: &h2::Error, opened: bool) -> CallError {
     }
 }
 
+/// The server's RST_STREAM(CANCEL) (`remote_cancel`) once the call's
+/// deadline has passed is most likely the deadline's doing: the call ends
+/// DEADLINE_EXCEEDED, not CANCELLED (gRPC-Go's handleRSTStream).
+fn past_deadline(
+    mut error: CallError,
+    remote_cancel: bool,
+    deadline: Option<Instant>,
+    now: Instant,
+) -> CallError {
+    if remote_cancel && error.code == code::CANCELLED && deadline.is_some_and(|d| now >= d) {
+        error.code = code::DEADLINE_EXCEEDED;
+    }
+    error
+}
+
 /// Counts a call (unary, or a health Watch for its whole life) as in
 /// flight on its connection while alive: keepalive without
 /// `permit_without_calls` pings only while some call is.
@@ -666,6 +696,7 @@ pub(crate) fn block_on<F: Future>(fut: F, deadline: Option<Instant>) -> Option<F
 
 #[cfg(test)]
 mod tests {
+    use super::{code, h2_error, past_deadline};
     use crate::{CallOptions, Channel, ChannelOptions, Code, Runtime, TransportConfig};
     use std::cell::Cell;
     use std::time::Duration;
@@ -743,5 +774,32 @@ mod tests {
             );
         }
         PAUSE.with(|p| p.set(Duration::ZERO));
+    }
+
+    #[test]
+    fn a_servers_cancel_after_the_deadline_is_deadline_exceeded() {
+        let now = std::time::Instant::now();
+        let cancel = || h2_error(&h2::Error::from(h2::Reason::CANCEL), true);
+        assert_eq!(cancel().code, code::CANCELLED);
+        let at = |remote, deadline| past_deadline(cancel(), remote, deadline, now).code;
+        // The server's cancel at or after the deadline: the deadline's.
+        assert_eq!(at(true, Some(now)), code::DEADLINE_EXCEEDED);
+        assert_eq!(
+            at(true, Some(now - Duration::from_millis(5))),
+            code::DEADLINE_EXCEEDED
+        );
+        // Before it, without one, or not the server's: CANCELLED.
+        assert_eq!(
+            at(true, Some(now + Duration::from_millis(5))),
+            code::CANCELLED
+        );
+        assert_eq!(at(true, None), code::CANCELLED);
+        assert_eq!(at(false, Some(now)), code::CANCELLED);
+        // Other codes are left alone.
+        let refused = h2_error(&h2::Error::from(h2::Reason::REFUSED_STREAM), true);
+        assert_eq!(
+            past_deadline(refused, true, Some(now), now).code,
+            code::UNAVAILABLE
+        );
     }
 }
