@@ -23,7 +23,11 @@ use std::time::{Duration, Instant};
 /// here; `finish` is how it gives a pick back to the policy's done hook.
 #[derive(Default)]
 pub(crate) struct Course {
+    /// The one transparent retry of an attempt the server saw but never
+    /// processed is spent.
     retried: bool,
+    /// Transparent retries of attempts that never left this client.
+    unsent: u32,
     /// What the failed picks it waited through said (`Reader::pick`'s rules).
     waiting: PickWait,
     /// Waiting because the picked connection went away.
@@ -48,6 +52,13 @@ struct Hedges {
     /// No more attempts may go (a pushback said stop, or throttling).
     stopped: bool,
 }
+
+/// How many times an attempt that never left this client is replaced at
+/// once. gRFC A6 sets no limit (until the deadline): such an attempt failed
+/// on a connection that is going away, which picks then avoid. The bound
+/// keeps a call from spinning where a connection fails sends without going
+/// away.
+const UNSENT_RETRIES: u32 = 16;
 
 /// A hedged attempt in flight (blocking and started calls both hold them).
 pub(super) struct Flight {
@@ -151,6 +162,20 @@ pub(super) fn attempt_metadata(
 }
 
 impl Course {
+    /// Whether a failed attempt is replaced at once, transparently (gRFC
+    /// A6): one that never left this client, up to `UNSENT_RETRIES` times;
+    /// one the server saw but never processed, once.
+    fn transparent(&mut self, e: &CallError) -> bool {
+        if !e.transparent_retry_ok {
+            return false;
+        }
+        if e.never_sent {
+            self.unsent += 1;
+            return self.unsent <= UNSENT_RETRIES;
+        }
+        !std::mem::replace(&mut self.retried, true)
+    }
+
     /// The course of a call to a method with `retry` as its policy, on a
     /// channel with `tokens`.
     pub(super) fn new(retry: Option<RetryPolicy>, tokens: Option<Arc<RetryTokens>>) -> Course {
@@ -240,14 +265,14 @@ impl Course {
             Err(e) => e,
         };
         let code = Code::from_u32(e.code).unwrap_or(Code::Unknown);
+        let transparent = self.hedges.is_some() && self.transparent(&e);
         let status = Status::new(code, e.message);
         let Some(h) = self.hedges.as_mut() else {
             return Hedged::Done(Err(status));
         };
-        if e.transparent_retry_ok && !self.retried {
+        if transparent {
             // Its replacement goes at once and takes no attempt of the
             // policy's.
-            self.retried = true;
             h.sent = h.sent.saturating_sub(1);
             self.last_failure = Some(status);
             return Hedged::Next(Some(Duration::ZERO));
@@ -411,8 +436,7 @@ impl Course {
             Ok(response) => return After::Done(Ok(response)),
             Err(e) => e,
         };
-        if e.transparent_retry_ok && !self.retried {
-            self.retried = true;
+        if self.transparent(&e) {
             return After::Again;
         }
         let code = Code::from_u32(e.code).unwrap_or(Code::Unknown);
@@ -508,6 +532,31 @@ mod tests {
     fn within(d: Duration, base_ms: f64) -> bool {
         let ms = d.as_secs_f64() * 1e3;
         ms >= base_ms * 0.8 - 1e-6 && ms <= base_ms * 1.2 + 1e-6
+    }
+
+    /// gRFC A6's transparent retry: an attempt that never left the client
+    /// is replaced again and again (bounded), one the server saw but never
+    /// processed once, anything else never.
+    #[test]
+    fn transparent_retries_unsent_attempts_repeatedly_and_unprocessed_once() {
+        use crate::transport::CallError;
+        let error = |retry: bool, never_sent: bool| {
+            let mut e = CallError::new(14, "x");
+            e.transparent_retry_ok = retry;
+            e.never_sent = never_sent;
+            e
+        };
+        let mut c = Course::default();
+        for _ in 0..super::UNSENT_RETRIES {
+            assert!(c.transparent(&error(true, true)));
+        }
+        assert!(!c.transparent(&error(true, true)), "bounded");
+        assert!(c.transparent(&error(true, false)), "unprocessed: once");
+        assert!(!c.transparent(&error(true, false)));
+        let mut c = Course::default();
+        assert!(!c.transparent(&error(false, false)));
+        assert!(c.transparent(&error(true, false)));
+        assert!(c.transparent(&error(true, true)), "unsent: apart from it");
     }
 
     #[test]

@@ -61,6 +61,10 @@ pub struct CallError {
     /// The server never processed the call (REFUSED_STREAM, rejected by
     /// GOAWAY, or it never left this client): safe to retry elsewhere.
     pub transparent_retry_ok: bool,
+    /// It never left this client (the stream was never handed to HTTP/2):
+    /// gRFC A6 retries such a call transparently as often as it takes,
+    /// where a call the server saw but never processed gets one retry.
+    pub never_sent: bool,
     /// The ORCA `endpoint-load-metrics-bin` value the server sent with its
     /// error status, if any: a failed call's load report counts too (its
     /// `eps` is what A58's error penalty weighs).
@@ -105,6 +109,7 @@ impl CallError {
             code,
             message: message.into(),
             transparent_retry_ok: false,
+            never_sent: false,
             load_report: None,
             committed: false,
             pushback: None,
@@ -621,6 +626,7 @@ pub(crate) fn h2_error(e: &h2::Error, opened: bool) -> CallError {
         code,
         message: e.to_string(),
         transparent_retry_ok: retry,
+        never_sent: !opened,
         load_report: None,
         committed: false,
         pushback: None,
