@@ -612,13 +612,12 @@ pub(crate) fn h2_error(e: &h2::Error, opened: bool) -> CallError {
             _ => (code::INTERNAL, false),
         }
     } else if e.is_go_away() {
-        // A stream above the GOAWAY's last-stream-id gets the GOAWAY error
-        // right away. With NO_ERROR that is the only way to see it; with an
-        // error code h2 also fails processed streams with it when the
-        // connection dies, and they are indistinguishable, so only the
-        // graceful case counts as unprocessed.
-        let graceful = e.is_remote() && e.reason() == Some(Reason::NO_ERROR);
-        (code::UNAVAILABLE, !opened || graceful)
+        // Only a stream above the peer's GOAWAY's last-stream-id gets the
+        // peer's GOAWAY as its error, whatever its code (h2's
+        // `recv_go_away`; the streams it processed end with the connection,
+        // by an I/O error): never processed, so retried elsewhere, as
+        // gRPC-Go's handleGoAway does. Our own GOAWAY says nothing of that.
+        (code::UNAVAILABLE, !opened || e.is_remote())
     } else {
         (code::UNAVAILABLE, !opened)
     };

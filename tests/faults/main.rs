@@ -204,10 +204,33 @@ fn http1_reply(rt: &Runtime) -> Result<(), String> {
 /// three were never processed, so they are retried transparently on a new
 /// connection and succeed, as in gRPC.
 fn goaway_below_inflight(rt: &Runtime) -> Result<(), String> {
-    let server = RawServer::start(Mode::GoawayBelowInflight(4));
+    goaway_below_inflight_with(rt, 0)
+}
+
+/// The same with an error code (ENHANCE_YOUR_CALM, as for too many pings),
+/// the server hanging up at once: the three streams above the GOAWAY's
+/// last stream id were still never processed and succeed elsewhere
+/// (gRPC-Go's handleGoAway retries them whatever the code); the one it
+/// processed but never answered fails UNAVAILABLE, not retried.
+fn goaway_with_an_error_below_inflight(rt: &Runtime) -> Result<(), String> {
+    goaway_below_inflight_with(rt, 0xb)
+}
+
+fn goaway_below_inflight_with(rt: &Runtime, code: u32) -> Result<(), String> {
+    let server = RawServer::start(Mode::GoawayBelowInflight(4, code));
     let ch = channel(rt, &server, |_| {});
     let out = calls(&ch, 4, Duration::from_secs(3), true);
-    check(&out, Duration::from_secs(3), &[Code::Ok])?;
+    if code == 0 {
+        check(&out, Duration::from_secs(3), &[Code::Ok])?;
+    } else {
+        check(&out, Duration::from_secs(3), &[Code::Ok, Code::Unavailable])?;
+        let ok = out.iter().filter(|o| self::code(o) == Code::Ok).count();
+        if ok != 3 {
+            return Err(format!(
+                "{ok} of 4 calls succeeded, not the 3 unprocessed: {out:?}"
+            ));
+        }
+    }
     if server.accepted() < 2 {
         return Err("the unprocessed calls should have gone to a new connection".into());
     }
@@ -450,6 +473,10 @@ const CASES: &[Case] = &[
     ("invalid_frames", invalid_frames),
     ("http1_reply", http1_reply),
     ("goaway_below_inflight", goaway_below_inflight),
+    (
+        "goaway_with_an_error_below_inflight",
+        goaway_with_an_error_below_inflight,
+    ),
     ("rst_stream", rst_stream),
     ("rst_stream_refused", rst_stream_refused),
     ("oversized_message", oversized_message),

@@ -53,9 +53,11 @@ pub enum Mode {
     /// An HTTP/1.1 reply to the HTTP/2 preface.
     Http1,
     /// Once `n` requests are in flight on the first connection: GOAWAY
-    /// (NO_ERROR) naming only the first stream as processed, that stream
-    /// answered, the rest never; later connections are well-behaved.
-    GoawayBelowInflight(usize),
+    /// with this error code naming only the first stream as processed, the
+    /// rest never answered; later connections are well-behaved. NO_ERROR
+    /// (0): the first stream is answered and the connection stays open,
+    /// draining; any other code: the server hangs up without answering it.
+    GoawayBelowInflight(usize, u32),
     /// Every request answered with RST_STREAM carrying this error code.
     RstStream(u32),
     /// A response whose gRPC length prefix announces this many bytes
@@ -354,7 +356,7 @@ fn serve(
                 | Mode::BadStatus(_)
                 | Mode::NoTrailers
                 | Mode::NulMessage { .. }
-                | Mode::GoawayBelowInflight(_)
+                | Mode::GoawayBelowInflight(..)
         ),
     };
     match mode {
@@ -382,7 +384,7 @@ fn serve(
     }
     c.send(&frame(SETTINGS, 0, 0, &[]))?;
     match mode {
-        Mode::Good | Mode::SlowLoris(_) | Mode::GoawayBelowInflight(_) if index > 0 => {
+        Mode::Good | Mode::SlowLoris(_) | Mode::GoawayBelowInflight(..) if index > 0 => {
             serve_good(&mut c)
         }
         Mode::Good | Mode::SlowLoris(_) => serve_good(&mut c),
@@ -396,12 +398,16 @@ fn serve(
             }
             Ok(())
         }
-        Mode::GoawayBelowInflight(n) => {
+        Mode::GoawayBelowInflight(n, code) => {
             let streams = gather(&mut c, n)?;
             let first = *streams.iter().min().unwrap_or(&1);
             let mut goaway = first.to_be_bytes().to_vec();
-            goaway.extend(0u32.to_be_bytes());
+            goaway.extend(code.to_be_bytes());
             c.send(&frame(GOAWAY, 0, 0, &goaway))?;
+            if code != 0 {
+                // An error: the server hangs up.
+                return Ok(());
+            }
             c.answer_ok(first)?;
             // A draining server: keeps the connection until the client goes.
             idle(&mut c)
