@@ -359,8 +359,13 @@ fn calls_carry_a_grpc_user_agent() {
         &servers,
         r#"{"loadBalancingConfig":[{"pick_first":{}}]}"#,
     );
+    let ask = support::meta(&[("x-echo-user-agent", "1")]);
     for started in [false, true] {
-        let resp = support::echo_call(&ch, started, &CallOptions::default()).unwrap();
+        let options = CallOptions {
+            metadata: &ask,
+            ..Default::default()
+        };
+        let resp = support::echo_call(&ch, started, &options).unwrap();
         let ua = resp
             .headers
             .get("x-user-agent")

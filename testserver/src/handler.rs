@@ -200,8 +200,12 @@ pub(crate) async fn handle(
                 resp.headers_mut()
                     .insert("x-previous-rpc-attempts", v.clone());
             }
-            if let Some(v) = parts.headers.get("user-agent") {
-                resp.headers_mut().insert("x-user-agent", v.clone());
+            // Only when asked: a test of small header limits counts every
+            // response header.
+            if parts.headers.contains_key("x-echo-user-agent") {
+                if let Some(v) = parts.headers.get("user-agent") {
+                    resp.headers_mut().insert("x-user-agent", v.clone());
+                }
             }
             for (k, v) in &parts.headers {
                 if k.as_str().starts_with("x-echo-") {
