@@ -531,8 +531,6 @@ impl SubchannelPool {
                 waiting.push(*id);
             }
         }
-        // In id order: the policy hears them as they were created.
-        waiting.sort_by_key(|id| id.0);
         for id in waiting {
             self.transition(id, ConnectivityState::Idle, None, env);
         }

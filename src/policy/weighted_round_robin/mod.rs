@@ -48,7 +48,6 @@ use arc_swap::ArcSwap;
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
-use weight::WeightTracker;
 
 /// The policy's registered name.
 pub const NAME: &str = "weighted_round_robin";
@@ -79,7 +78,8 @@ impl Builder for WeightedRoundRobinBuilder {
 struct Weighted {
     /// The endpoint's child's key.
     key: String,
-    tracker: WeightTracker,
+    /// What its picks' done hooks (and its ORCA listener) write.
+    weight: Arc<EndpointWeight>,
     /// READY when last seen (a return to READY restarts the blackout).
     ready: bool,
     /// Its out-of-band listener while OOB reporting is on and it is READY:
@@ -141,10 +141,7 @@ impl WeightedRoundRobin {
             .map(|c| {
                 old.remove(c.key()).unwrap_or_else(|| Weighted {
                     key: c.key().to_string(),
-                    tracker: WeightTracker::new(Arc::new(EndpointWeight::new(
-                        config.clone(),
-                        clock.clone(),
-                    ))),
+                    weight: Arc::new(EndpointWeight::new(config.clone(), clock.clone())),
                     ready: false,
                     oob: None,
                 })
@@ -181,7 +178,7 @@ impl WeightedRoundRobin {
             cc.unregister_oob_listener(id);
         }
         if let Some((sc, period)) = want {
-            let id = cc.register_oob_listener(sc, period, w.tracker.hook.clone());
+            let id = cc.register_oob_listener(sc, period, w.weight.clone());
             w.oob = Some((sc, period, id));
         }
     }
@@ -280,7 +277,7 @@ impl WeightedRoundRobin {
         let mut weights = Vec::with_capacity(reuse.as_ref().map_or(0, |e| e.len()));
         for (c, w) in self.children.iter().zip(self.weights.iter_mut()) {
             if c.state() == ConnectivityState::Ready && c.picker().single().is_some() {
-                weights.push(w.tracker.effective(now, &config));
+                weights.push(w.weight.effective(now, &config));
             }
         }
         let entries = match reuse {
@@ -292,9 +289,7 @@ impl WeightedRoundRobin {
                     .iter()
                     .zip(&self.weights)
                     .filter(|(c, _)| c.state() == ConnectivityState::Ready)
-                    .filter_map(|(c, w)| {
-                        Some((c.picker().single()?.clone(), w.tracker.hook.clone()))
-                    })
+                    .filter_map(|(c, w)| Some((c.picker().single()?.clone(), w.weight.clone())))
                     .collect();
                 scheduler::entries(endpoints)
             }
@@ -319,7 +314,7 @@ impl ChildParent for WeightedRoundRobin {
         let at = self.children.position(key);
         if let Some(w) = at.and_then(|i| self.weights.get_mut(i)) {
             if ready && !w.ready {
-                w.tracker.ready_again();
+                w.weight.ready_again();
             }
             w.ready = ready;
         }

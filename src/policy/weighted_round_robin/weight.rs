@@ -67,9 +67,9 @@ pub fn weight_from_report(load: &[(&str, f64)], config: &WrrConfig) -> Option<f6
 pub struct EndpointWeight {
     /// The latest weight, as `f64` bits.
     weight: AtomicU64,
-    /// When the latest report came, as `Stamp`s (0: none since the reset).
+    /// When the latest report came (`stamp`; 0: none since the reset).
     last_updated: AtomicU64,
-    /// When the first report since the reset came (0: none).
+    /// When the first report since the reset came (`stamp`; 0: none).
     non_empty_since: AtomicU64,
     /// The policy's config (the penalty and metric names), shared by every
     /// endpoint and swapped on config updates.
@@ -117,10 +117,16 @@ impl EndpointWeight {
         if let Some(w) = weight_from_report(load, &config) {
             let now = self.stamp(self.clock.now());
             self.weight.store(w.to_bits(), Ordering::Relaxed);
-            // The first report since the reset starts the blackout.
-            let _ =
-                self.non_empty_since
-                    .compare_exchange(0, now, Ordering::Relaxed, Ordering::Relaxed);
+            // The first report since the reset starts the blackout (looked
+            // at first: later reports then write nothing more here).
+            if self.non_empty_since.load(Ordering::Relaxed) == 0 {
+                let _ = self.non_empty_since.compare_exchange(
+                    0,
+                    now,
+                    Ordering::Relaxed,
+                    Ordering::Relaxed,
+                );
+            }
             // Release: whoever sees the time sees the weight.
             self.last_updated.store(now, Ordering::Release);
         }
@@ -148,17 +154,35 @@ impl EndpointWeight {
         )
     }
 
-    /// Reports before now no longer count (the endpoint came back to READY,
-    /// as gRPC-Go forgets both times then).
-    fn forget(&self) {
+    /// The endpoint (re)entered READY: reports before now no longer count,
+    /// and its weight counts again only after new reports and a new
+    /// blackout (gRPC-Go forgets both times then).
+    pub fn ready_again(&self) {
         self.last_updated.store(0, Ordering::Relaxed);
         self.non_empty_since.store(0, Ordering::Relaxed);
     }
 
-    /// The weight stopped counting (expired): the next report starts a new
-    /// blackout.
-    fn restart_blackout(&self) {
-        self.non_empty_since.store(0, Ordering::Relaxed);
+    /// The weight that counts at `now` (0: none yet, in blackout, or
+    /// expired; gRPC-Go's `endpointWeight.weight`). The loop asks, at each
+    /// schedule rebuild.
+    pub fn effective(&self, now: Instant, config: &WrrConfig) -> f64 {
+        let (last, since, weight) = self.latest();
+        let Some(last) = last else {
+            return 0.0;
+        };
+        if now.saturating_duration_since(last) >= config.weight_expiration_period {
+            // Stale: blackout applies again once reports come back.
+            self.non_empty_since.store(0, Ordering::Relaxed);
+            return 0.0;
+        }
+        let blackout = config.blackout_period;
+        if blackout > Duration::ZERO {
+            match since {
+                Some(since) if now.saturating_duration_since(since) >= blackout => {}
+                _ => return 0.0,
+            }
+        }
+        weight
     }
 }
 
@@ -171,45 +195,5 @@ impl DoneHook for EndpointWeight {
 impl LoadReportListener for EndpointWeight {
     fn on_load_report(&self, load: &[(&str, f64)]) {
         self.report_oob(load);
-    }
-}
-
-/// The loop's view of one endpoint's weight (its hook, which the done hooks
-/// and the ORCA listener write).
-pub struct WeightTracker {
-    pub hook: Arc<EndpointWeight>,
-}
-
-impl WeightTracker {
-    pub fn new(hook: Arc<EndpointWeight>) -> WeightTracker {
-        WeightTracker { hook }
-    }
-
-    /// The endpoint (re)entered READY: its weight counts again only after
-    /// new reports and a new blackout.
-    pub fn ready_again(&mut self) {
-        self.hook.forget();
-    }
-
-    /// The weight that counts at `now` (0: none yet, in blackout, or
-    /// expired; gRPC-Go's `endpointWeight.weight`).
-    pub fn effective(&mut self, now: Instant, config: &WrrConfig) -> f64 {
-        let (last, since, weight) = self.hook.latest();
-        let Some(last) = last else {
-            return 0.0;
-        };
-        if now.saturating_duration_since(last) >= config.weight_expiration_period {
-            // Stale: blackout applies again once reports come back.
-            self.hook.restart_blackout();
-            return 0.0;
-        }
-        let blackout = config.blackout_period;
-        if blackout > Duration::ZERO {
-            match since {
-                Some(since) if now.saturating_duration_since(since) >= blackout => {}
-                _ => return 0.0,
-            }
-        }
-        weight
     }
 }
