@@ -77,6 +77,12 @@ impl ServiceConfig {
             .ok_or("service config must be a JSON object")?;
         let root = Path::root("");
 
+        // The deprecated field is checked even where loadBalancingConfig
+        // overrides it: a config with a non-string there is invalid in
+        // gRPC-Go (its JSON decoding fails) and C-core alike.
+        if let Some(name) = obj.get("loadBalancingPolicy") {
+            json::string(name, &root.field("loadBalancingPolicy"))?;
+        }
         let (policy, policy_config) = if let Some(list) = obj.get("loadBalancingConfig") {
             select_policy_at(list, &root.field("loadBalancingConfig"))?
         } else if let Some(name) = obj.get("loadBalancingPolicy") {
@@ -342,6 +348,11 @@ mod tests {
             .starts_with("loadBalancingConfig[0]: 3 is not an object"));
         assert!(err(r#"{"loadBalancingPolicy":7}"#)
             .starts_with("loadBalancingPolicy: 7 is not a string"));
+        // Even where loadBalancingConfig decides the policy.
+        assert!(
+            err(r#"{"loadBalancingConfig":[{"round_robin":{}}],"loadBalancingPolicy":["x"]}"#)
+                .starts_with("loadBalancingPolicy: [\"x\"] is not a string")
+        );
         assert!(err(r#"{"healthCheckConfig":{"serviceName":1}}"#)
             .starts_with("healthCheckConfig.serviceName: 1 is not a string"));
     }
