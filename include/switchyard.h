@@ -761,7 +761,9 @@ sy_status sy_channel_options_set_keepalive(struct sy_channel_options *opts,
 /**
  * The largest response message a call accepts, in bytes: a larger one
  * fails that call with gRPC status RESOURCE_EXHAUSTED (8) before it is
- * buffered. 0 restores the default, 4 MiB (gRPC's). SY_INVALID_ARGUMENT
+ * buffered. 0 restores the default: 4 MiB (gRPC's), or the method config's
+ * `maxResponseMessageBytes` where it sets one (a set limit and the
+ * method's: the smaller applies). SY_INVALID_ARGUMENT
  * above 4294967295 (gRPC's length prefix is 32 bits). For library-managed
  * channels: with a host transport the channel creation fails with
  * SY_INVALID_ARGUMENT.

@@ -12,7 +12,7 @@ use std::ffi::{c_char, c_int, c_void};
 use std::time::Duration;
 use switchyard::backoff::BackoffConfig;
 use switchyard::resolver::ResolverOptions;
-use switchyard::transport::{DEFAULT_MAX_HEADER_LIST_SIZE, DEFAULT_MAX_RECV_MESSAGE_SIZE};
+use switchyard::transport::DEFAULT_MAX_HEADER_LIST_SIZE;
 use switchyard::{Credentials, Keepalive, TlsSettings, TransportConfig};
 
 /// The largest value `sy_channel_options_set_call_threads` (deprecated) accepts.
@@ -49,7 +49,7 @@ pub(crate) struct Options {
     roots_pem: Option<Vec<u8>>,
     client_cert: Option<(Vec<u8>, Vec<u8>)>,
     keepalive: Option<Keepalive>,
-    max_recv_message_size: usize,
+    max_recv_message_size: Option<usize>,
     max_header_list_size: u32,
     pub(crate) backoff: BackoffConfig,
     pub(crate) call_threads: usize,
@@ -80,7 +80,7 @@ impl Default for Options {
             roots_pem: None,
             client_cert: None,
             keepalive: None,
-            max_recv_message_size: DEFAULT_MAX_RECV_MESSAGE_SIZE,
+            max_recv_message_size: None,
             max_header_list_size: DEFAULT_MAX_HEADER_LIST_SIZE,
             backoff: BackoffConfig::default(),
             call_threads: DEFAULT_CALL_THREADS,
@@ -109,7 +109,7 @@ impl Options {
             || self.roots_pem.is_some()
             || self.client_cert.is_some()
             || self.keepalive.is_some()
-            || self.max_recv_message_size != DEFAULT_MAX_RECV_MESSAGE_SIZE
+            || self.max_recv_message_size.is_some()
             || self.max_header_list_size != DEFAULT_MAX_HEADER_LIST_SIZE
     }
 
@@ -359,7 +359,9 @@ pub extern "C" fn sy_channel_options_set_keepalive(
 
 /// The largest response message a call accepts, in bytes: a larger one
 /// fails that call with gRPC status RESOURCE_EXHAUSTED (8) before it is
-/// buffered. 0 restores the default, 4 MiB (gRPC's). SY_INVALID_ARGUMENT
+/// buffered. 0 restores the default: 4 MiB (gRPC's), or the method config's
+/// `maxResponseMessageBytes` where it sets one (a set limit and the
+/// method's: the smaller applies). SY_INVALID_ARGUMENT
 /// above 4294967295 (gRPC's length prefix is 32 bits). For library-managed
 /// channels: with a host transport the channel creation fails with
 /// SY_INVALID_ARGUMENT.
@@ -376,11 +378,7 @@ pub extern "C" fn sy_channel_options_set_max_recv_message_size(
                 u32::MAX
             )));
         }
-        o.max_recv_message_size = if bytes == 0 {
-            DEFAULT_MAX_RECV_MESSAGE_SIZE
-        } else {
-            bytes
-        };
+        o.max_recv_message_size = (bytes != 0).then_some(bytes);
         Ok(())
     })
 }

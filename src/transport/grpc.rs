@@ -269,9 +269,7 @@ async fn unary_rest(
     max_response: Option<usize>,
     fail: &impl Fn(h2::Error, bool) -> CallError,
 ) -> Result<UnaryResponse, CallError> {
-    let max = max_response.map_or(shared.max_recv_message_size, |m| {
-        m.min(shared.max_recv_message_size)
-    });
+    let max = recv_limit(shared.max_recv_message_size, max_response);
     // A HEADERS frame that ended the stream has no trailers to come (its
     // missing grpc-status is UNKNOWN, below); a stream that DATA ended
     // lacks them (INTERNAL, as gRPC-Go's handleData says).
@@ -318,6 +316,17 @@ pub(crate) fn unary_head(parts: &http::response::Parts) -> Result<(), CallError>
         });
     }
     check_response_head(parts)
+}
+
+/// A call's receive limit from the channel's (`channel`) and the method
+/// config's (`method`): the smaller where both are set, either alone where
+/// one is, else gRPC's 4 MiB (gRPC-Go's `getMaxSize`).
+pub(crate) fn recv_limit(channel: Option<usize>, method: Option<usize>) -> usize {
+    match (channel, method) {
+        (Some(c), Some(m)) => c.min(m),
+        (Some(one), None) | (None, Some(one)) => one,
+        (None, None) => MAX_RECV_MESSAGE,
+    }
 }
 
 /// Adds one DATA chunk to a unary response's body, within the receive

@@ -100,8 +100,9 @@ pub(crate) struct HandleShared {
     pub(crate) authority: http::uri::Authority,
     /// Calls in flight; keepalive without `permit_without_calls` needs it.
     pub(crate) inflight: AtomicUsize,
-    /// The largest response message a call on this connection accepts.
-    pub(crate) max_recv_message_size: usize,
+    /// The largest response message a call on this connection accepts, if
+    /// the channel set one (see `TransportConfig::max_recv_message_size`).
+    pub(crate) max_recv_message_size: Option<usize>,
     /// Set (never cleared) once the connection got GOAWAY, died or was
     /// closed; by the loop, or by an RPC thread that saw the connection fail.
     pub(crate) closing: AtomicBool,

@@ -59,9 +59,11 @@ pub struct TransportConfig {
     pub keepalive: Option<Keepalive>,
     /// The largest response message a call accepts, in bytes (the gRPC
     /// framing's length prefix); a larger one fails its call with
-    /// RESOURCE_EXHAUSTED before it is buffered. Default 4 MiB, gRPC's
-    /// `MaxCallRecvMsgSize`.
-    pub max_recv_message_size: usize,
+    /// RESOURCE_EXHAUSTED before it is buffered. `None` (the default):
+    /// gRPC's 4 MiB, unless the method's `maxResponseMessageBytes` says
+    /// otherwise (larger or smaller); set, the smaller of the two applies,
+    /// as gRPC-Go's `MaxCallRecvMsgSize` with a service config.
+    pub max_recv_message_size: Option<usize>,
     /// SETTINGS_MAX_HEADER_LIST_SIZE we announce: the largest decoded
     /// response header (or trailer) list, in RFC 9113 bytes (name + value +
     /// 32 per field). A larger one fails its call with INTERNAL; one over 4x
@@ -71,7 +73,8 @@ pub struct TransportConfig {
     pub max_header_list_size: u32,
 }
 
-/// gRPC's default receive message limit (`MaxCallRecvMsgSize`), 4 MiB.
+/// gRPC's default receive message limit (`MaxCallRecvMsgSize`), 4 MiB: a
+/// call's limit where neither the channel nor the method sets one.
 pub const DEFAULT_MAX_RECV_MESSAGE_SIZE: usize = 4 << 20;
 /// gRPC-Go's default client header list limit, 16 MiB.
 pub const DEFAULT_MAX_HEADER_LIST_SIZE: u32 = 16 << 20;
@@ -81,7 +84,7 @@ impl Default for TransportConfig {
         TransportConfig {
             credentials: Credentials::default(),
             keepalive: None,
-            max_recv_message_size: DEFAULT_MAX_RECV_MESSAGE_SIZE,
+            max_recv_message_size: None,
             max_header_list_size: DEFAULT_MAX_HEADER_LIST_SIZE,
         }
     }
@@ -91,7 +94,7 @@ impl Default for TransportConfig {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Limits {
     /// See `TransportConfig::max_recv_message_size`.
-    pub max_recv_message_size: usize,
+    pub max_recv_message_size: Option<usize>,
     /// See `TransportConfig::max_header_list_size`.
     pub max_header_list_size: u32,
 }

@@ -266,7 +266,7 @@ fn oversized_message_configured(rt: &Runtime) -> Result<(), String> {
     fault(
         rt,
         Mode::Oversized(2048),
-        |t| t.max_recv_message_size = 1024,
+        |t| t.max_recv_message_size = Some(1024),
         2,
         &[Code::ResourceExhausted],
     )
@@ -282,7 +282,7 @@ fn many_messages(rt: &Runtime) -> Result<(), String> {
             count: 20,
             size: 1000,
         },
-        |t| t.max_recv_message_size = 8 << 10,
+        |t| t.max_recv_message_size = Some(8 << 10),
         Code::ResourceExhausted,
     )
 }
@@ -564,7 +564,11 @@ fn misbehaving_servers() {
 #[test]
 fn limits_default_to_grpcs() {
     let t = TransportConfig::default();
-    assert_eq!(t.max_recv_message_size, 4 * 1024 * 1024);
+    assert_eq!(t.max_recv_message_size, None);
+    assert_eq!(
+        switchyard::transport::DEFAULT_MAX_RECV_MESSAGE_SIZE,
+        4 * 1024 * 1024
+    );
     assert_eq!(t.max_header_list_size, 16 * 1024 * 1024);
     assert_eq!(TransportConfig::insecure().limits(), t.limits());
     assert_eq!(Limits::default(), t.limits());

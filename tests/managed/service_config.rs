@@ -225,6 +225,43 @@ fn message_size_limits_are_enforced_both_ways() {
     );
 }
 
+/// `maxResponseMessageBytes` above gRPC's 4 MiB default raises a call's
+/// limit where the channel sets none, and the smaller of the two applies
+/// where it does (gRPC-Go's `getMaxSize`).
+#[test]
+fn a_method_receive_limit_above_the_default_applies_unless_the_channel_sets_less() {
+    let servers = start_servers(1);
+    let rt = Runtime::new().unwrap();
+    let sc = config(r#"{"name":[{"service":"echo.Echo"}],"maxResponseMessageBytes":8388608}"#);
+    let five_mib = (5 << 20).to_string();
+    let metadata = [("x-response-bytes".to_string(), five_mib)];
+    let options = CallOptions {
+        wait_for_ready: Some(true),
+        deadline: Some(Instant::now() + Duration::from_secs(20)),
+        metadata: &metadata,
+        ..Default::default()
+    };
+    let ch = channel(&rt, &target(&servers), Some(&sc), plaintext());
+    let resp = ch.reader().unary(ECHO, b"x", &options).unwrap();
+    assert_eq!(resp.message.len(), 5 << 20);
+    assert_eq!(started(&ch, b"x", &options).unwrap().message.len(), 5 << 20);
+
+    // Without the config: gRPC's 4 MiB.
+    let ch = channel(&rt, &target(&servers), None, plaintext());
+    let e = ch.reader().unary(ECHO, b"x", &options).unwrap_err();
+    assert_eq!(e.code(), Code::ResourceExhausted, "{e:?}");
+
+    // The channel's own limit, smaller than the method's, stands.
+    let mut opts = plaintext();
+    if let Some(t) = opts.transport.as_mut() {
+        t.max_recv_message_size = Some(1 << 20);
+    }
+    let ch = channel(&rt, &target(&servers), Some(&sc), opts);
+    let e = started(&ch, b"x", &options).unwrap_err();
+    assert_eq!(e.code(), Code::ResourceExhausted, "{e:?}");
+    assert!(e.message().contains(&(1usize << 20).to_string()), "{e:?}");
+}
+
 #[test]
 fn an_invalid_config_leaves_the_channel_failing_with_its_error() {
     let servers = start_servers(1);

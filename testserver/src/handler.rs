@@ -195,6 +195,14 @@ pub(crate) async fn handle(
         "/echo.Echo/Unary" => {
             let mut out = msg;
             out.extend_from_slice(format!("|port={port}").as_bytes());
+            // Receive-limit tests: a reply of exactly this many bytes
+            // (at most 64 MiB).
+            if let Some(n) = header("x-response-bytes")
+                .and_then(|v| v.parse::<usize>().ok())
+                .filter(|&n| n <= 64 << 20)
+            {
+                out = vec![b'r'; n];
+            }
             let mut resp = grpc_headers(port);
             if let Some(v) = parts.headers.get("grpc-previous-rpc-attempts") {
                 resp.headers_mut()
