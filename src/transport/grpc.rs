@@ -294,7 +294,8 @@ async fn unary_rest(
             ))
         }
     };
-    let message = unary_message(buf, &trailers, max).map_err(|e| e.with_trailers(&trailers))?;
+    let message =
+        unary_message(buf, parts.status, &trailers, max).map_err(|e| e.with_trailers(&trailers))?;
     Ok(UnaryResponse {
         message,
         headers: parts.headers,
@@ -352,20 +353,14 @@ pub(crate) fn unary_body_chunk(
 /// response message, or the status that failed the call.
 pub(crate) fn unary_message(
     mut buf: BytesMut,
+    http: http::StatusCode,
     trailers: &HeaderMap,
     max: usize,
 ) -> Result<Vec<u8>, CallError> {
     match grpc_status(trailers) {
         Some((code::OK, _)) => {}
         Some((code, message)) => return Err(CallError::new(code, message)),
-        None => {
-            // UNKNOWN, as gRPC's HTTP mapping says of a 200 without a
-            // status (grpc-go, grpc-java).
-            return Err(CallError::new(
-                code::UNKNOWN,
-                "server closed the stream without grpc-status",
-            ));
-        }
+        None => return Err(missing_status(http)),
     }
     let message = match take_message_max(&mut buf, max)? {
         Some(m) if buf.is_empty() => m.to_vec(),
@@ -386,27 +381,49 @@ pub(crate) fn unary_message(
     Ok(message)
 }
 
-/// A response head that is not trailers-only must be HTTP 200 with a gRPC
-/// content-type (PROTOCOL-HTTP2: else the HTTP status maps to a gRPC code).
+/// A response head that is not trailers-only must have a gRPC content-type;
+/// without one, its HTTP status maps to the call's code (a 200: UNKNOWN).
+/// With one, the response is gRPC's whatever its HTTP status: the
+/// grpc-status to come decides, as the HTTP mapping says ("if grpc-status
+/// was provided, it must be used") and gRPC-Go does; only a response that
+/// then ends without one takes its code from the HTTP status
+/// ([`missing_status`]).
 pub(crate) fn check_response_head(parts: &http::response::Parts) -> Result<(), CallError> {
-    if parts.status != http::StatusCode::OK {
-        return Err(CallError::new(
-            http_to_grpc(parts.status.as_u16()),
-            format!("unexpected HTTP status {}", parts.status),
-        ));
-    }
     let grpc = parts
         .headers
         .get(CONTENT_TYPE)
         .is_some_and(|v| is_grpc_content_type(v.as_bytes()));
-    if !grpc {
-        // An HTTP 200 that is no gRPC response: 200's code, UNKNOWN.
-        return Err(CallError::new(
+    if grpc {
+        return Ok(());
+    }
+    Err(if parts.status != http::StatusCode::OK {
+        CallError::new(
+            http_to_grpc(parts.status.as_u16()),
+            format!("unexpected HTTP status {}", parts.status),
+        )
+    } else {
+        CallError::new(
             http_to_grpc(200),
             format!("invalid content-type {:?}", parts.headers.get(CONTENT_TYPE)),
-        ));
+        )
+    })
+}
+
+/// The status of a gRPC response that ended without a grpc-status: its
+/// HTTP status mapped where that is not 200, else UNKNOWN (gRPC's HTTP
+/// mapping; grpc-go and grpc-java say UNKNOWN for a 200 without one).
+pub(crate) fn missing_status(http: http::StatusCode) -> CallError {
+    if http == http::StatusCode::OK {
+        CallError::new(
+            code::UNKNOWN,
+            "server closed the stream without grpc-status",
+        )
+    } else {
+        CallError::new(
+            http_to_grpc(http.as_u16()),
+            format!("unexpected HTTP status {} and no grpc-status", http),
+        )
     }
-    Ok(())
 }
 
 /// `application/grpc`, alone or with a subtype (`+proto`) or parameters
@@ -600,7 +617,7 @@ pub(crate) fn percent_decode(s: &[u8]) -> String {
 /// PROTOCOL-HTTP2: HTTP status -> gRPC code when no grpc-status was sent.
 pub(crate) fn http_to_grpc(status: u16) -> u32 {
     match status {
-        400 | 431 => code::INTERNAL,
+        400 => code::INTERNAL,
         401 => code::UNAUTHENTICATED,
         403 => code::PERMISSION_DENIED,
         404 => code::UNIMPLEMENTED,

@@ -93,7 +93,8 @@ pub(crate) fn next_status(buf: &mut BytesMut) -> Result<Option<u32>, CallError> 
     }
 }
 
-/// The status a Watch ends with, from its trailers (`None`: none came).
-pub(crate) fn watch_end(trailers: Option<&http::HeaderMap>) -> CallError {
-    super::stream::stream_end(trailers)
+/// The status a Watch ends with, from its trailers (`None`: none came) and
+/// its head's HTTP status.
+pub(crate) fn watch_end(trailers: Option<&http::HeaderMap>, http: http::StatusCode) -> CallError {
+    super::stream::stream_end(trailers, http)
 }

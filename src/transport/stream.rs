@@ -18,8 +18,8 @@ use h2::{RecvStream, SendStream};
 use http::Request;
 
 use super::grpc::{
-    build_request, check_response_head, code, grpc_status, h2_error, request_body, take_message,
-    CallError, Inflight,
+    build_request, check_response_head, grpc_status, h2_error, missing_status, request_body,
+    take_message, CallError, Inflight,
 };
 use super::h2conn::Handle;
 
@@ -60,6 +60,9 @@ enum State {
 pub(crate) struct ServerStream {
     state: State,
     buf: BytesMut,
+    /// The response's HTTP status, once its head came: the code of a
+    /// stream that ends without grpc-status ([`missing_status`]).
+    http: http::StatusCode,
     /// The stream is a call in flight on its connection until dropped, so
     /// keepalive pings a connection that carries nothing else. (Only the
     /// connection's count: the channel's call counters, which idleness and
@@ -94,6 +97,7 @@ impl ServerStream {
                 body: request_body(request)?,
             },
             buf: BytesMut::new(),
+            http: http::StatusCode::OK,
             _inflight: Inflight::enter(&handle.shared),
         })
     }
@@ -137,6 +141,7 @@ impl ServerStream {
                     if let Err(e) = stream_head(&parts) {
                         return self.end(e);
                     }
+                    self.http = parts.status;
                     let State::Headers { _send, .. } =
                         std::mem::replace(&mut self.state, State::Done)
                     else {
@@ -171,7 +176,7 @@ impl ServerStream {
                     let status = match body.poll_trailers(cx) {
                         Poll::Pending => return None,
                         Poll::Ready(Err(e)) => h2_error(&e, true),
-                        Poll::Ready(Ok(trailers)) => stream_end(trailers.as_ref()),
+                        Poll::Ready(Ok(trailers)) => stream_end(trailers.as_ref(), self.http),
                     };
                     return self.end(status);
                 }
@@ -210,14 +215,11 @@ pub(crate) fn stream_head(parts: &http::response::Parts) -> Result<(), CallError
     check_response_head(parts)
 }
 
-/// The status a stream ends with, from its trailers (`None`: none came).
-pub(crate) fn stream_end(trailers: Option<&http::HeaderMap>) -> CallError {
+/// The status a stream ends with, from its trailers (`None`: none came)
+/// and its head's HTTP status (`http`), as `unary_message`.
+pub(crate) fn stream_end(trailers: Option<&http::HeaderMap>, http: http::StatusCode) -> CallError {
     match trailers.and_then(grpc_status) {
         Some((code, message)) => CallError::new(code, message),
-        // As `unary_message`: UNKNOWN, gRPC's code for a 200 without one.
-        None => CallError::new(
-            code::UNKNOWN,
-            "server closed the stream without grpc-status",
-        ),
+        None => missing_status(http),
     }
 }

@@ -246,7 +246,7 @@ fn framing_and_status_helpers() {
         (502, 14),
         (503, 14),
         (504, 14),
-        (431, 13),
+        (431, 2),
         (500, 2),
         (200, 2),
     ] {
@@ -392,6 +392,27 @@ fn error_statuses_map() {
     assert_eq!(e.code, code::UNIMPLEMENTED);
     let e = unary(&h, "/no.Such/Method", b"", &[], None).unwrap_err();
     assert_eq!(e.code, code::UNIMPLEMENTED);
+    // A gRPC response (gRPC's content-type) under a non-200 status: the
+    // grpc-status it sends decides ("it must be used"), success included;
+    // only without one does the HTTP status map to the code.
+    let e = echo(
+        &h,
+        b"x",
+        &[("x-grpc-http-status", "502"), ("x-trailer-status", "3")],
+    )
+    .unwrap_err();
+    assert_eq!(e.code, 3, "{e:?}");
+    let ok = echo(&h, b"x", &[("x-grpc-http-status", "404")]).unwrap();
+    assert!(ok.message.starts_with(b"x|port="));
+    let e = echo(
+        &h,
+        b"x",
+        &[("x-grpc-http-status", "404"), ("x-trailer-status", "none")],
+    )
+    .unwrap_err();
+    assert_eq!(e.code, code::UNIMPLEMENTED, "{e:?}");
+    let e = echo(&h, b"x", &[("x-trailer-status", "none")]).unwrap_err();
+    assert_eq!(e.code, code::UNKNOWN, "{e:?}");
     let md = [("x-delay-ms".to_string(), "2000".to_string())];
     let e = unary(
         &h,

@@ -220,7 +220,29 @@ pub(crate) async fn handle(
                     resp.headers_mut().append(k, v.clone());
                 }
             }
-            send_unary_with(respond, resp, &out, port, |t| add_call_load(t, &shared));
+            // HTTP-mapping tests: a gRPC response under another HTTP
+            // status, and trailers with another grpc-status ("none": none).
+            if let Some(s) = header("x-grpc-http-status")
+                .and_then(|v| v.parse::<u16>().ok())
+                .and_then(|c| StatusCode::from_u16(c).ok())
+            {
+                *resp.status_mut() = s;
+            }
+            let trailer_status = header("x-trailer-status");
+            send_unary_with(respond, resp, &out, port, |t| {
+                add_call_load(t, &shared);
+                match trailer_status.as_deref() {
+                    None => {}
+                    Some("none") => {
+                        t.remove("grpc-status");
+                    }
+                    Some(v) => {
+                        if let Ok(v) = HeaderValue::from_str(v) {
+                            t.insert("grpc-status", v);
+                        }
+                    }
+                }
+            });
         }
         "/grpc.health.v1.Health/Check" => {
             let service = wire::decode_health_request(&msg).unwrap_or_default();

@@ -13,7 +13,10 @@
 //!   the body (as a server rejecting a call does). A client that resets a
 //!   stream during `x-delay-ms` is counted ([`TestServer::resets`]).
 //!   [`ServerOptions::refuse_streams`] refuses the first echo streams with
-//!   REFUSED_STREAM.
+//!   REFUSED_STREAM. `x-response-bytes: N` replies N bytes instead of the
+//!   echo; `x-grpc-http-status: N` sends the (gRPC) response under HTTP
+//!   status N, `x-trailer-status: C` ends it with grpc-status C (`none`:
+//!   without one).
 //!   For retry tests (gRFC A6): `x-fail-attempts: N` fails a call's first N
 //!   attempts (by its `grpc-previous-rpc-attempts`, which the reply echoes
 //!   as `x-previous-rpc-attempts`), `x-fail-port: P` fails every call on
