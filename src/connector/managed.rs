@@ -339,6 +339,9 @@ impl Connector for ManagedConnector {
     fn close_all(&mut self, ctx: &mut ConnectorCtx<'_>) {
         let keys: Vec<u64> = self.conns.keys().copied().collect();
         for key in keys {
+            if let Some(c) = self.conns.get_mut(&key) {
+                c.conn.cancel_calls();
+            }
             self.close(key, ctx);
         }
     }

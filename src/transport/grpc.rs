@@ -229,6 +229,9 @@ async fn call(
         if e.is_go_away() || e.is_io() {
             shared.mark_closing();
         }
+        if shared.is_cancelled() {
+            return CallError::new(code::CANCELLED, "the channel closed the connection");
+        }
         let remote_cancel = e.is_remote() && e.reason() == Some(Reason::CANCEL);
         past_deadline(
             h2_error(&e, opened),

@@ -106,11 +106,20 @@ pub(crate) struct HandleShared {
     /// Set (never cleared) once the connection got GOAWAY, died or was
     /// closed; by the loop, or by an RPC thread that saw the connection fail.
     pub(crate) closing: AtomicBool,
+    /// Set (never cleared) before the channel's close drops the connection
+    /// under its calls: they end CANCELLED, as gRPC-Go's calls do when their
+    /// ClientConn closes, not UNAVAILABLE as for a connection lost.
+    pub(crate) cancelled: AtomicBool,
 }
 
 impl HandleShared {
     pub(crate) fn mark_closing(&self) {
         self.closing.store(true, Ordering::Release);
+    }
+
+    /// The channel closed under this connection's calls.
+    pub(crate) fn is_cancelled(&self) -> bool {
+        self.cancelled.load(Ordering::Acquire)
     }
 }
 
@@ -212,6 +221,7 @@ impl Connection {
                 inflight: AtomicUsize::new(0),
                 max_recv_message_size: limits.max_recv_message_size,
                 closing: AtomicBool::new(false),
+                cancelled: AtomicBool::new(false),
             }),
             events: VecDeque::new(),
             ready: false,
@@ -301,8 +311,15 @@ impl Connection {
         true
     }
 
+    /// The channel is closing: the calls that [`Connection::close`] then
+    /// fails end CANCELLED.
+    pub fn cancel_calls(&mut self) {
+        self.shared.cancelled.store(true, Ordering::Release);
+    }
+
     /// Hard close: deregister and drop the socket (the fd is released now).
-    /// In-flight calls fail with UNAVAILABLE.
+    /// In-flight calls fail with UNAVAILABLE (CANCELLED after
+    /// [`Connection::cancel_calls`]).
     pub fn close(&mut self, registry: &Registry) {
         if matches!(self.state, State::Dead(None)) {
             return;
