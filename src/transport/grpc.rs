@@ -638,7 +638,10 @@ pub(crate) fn h2_error(e: &h2::Error, opened: bool) -> CallError {
             Reason::CANCEL => (code::CANCELLED, false),
             Reason::ENHANCE_YOUR_CALM => (code::RESOURCE_EXHAUSTED, false),
             Reason::INADEQUATE_SECURITY => (code::PERMISSION_DENIED, false),
-            _ => (code::INTERNAL, false),
+            // Every other code RFC 9113 defines is INTERNAL (PROTOCOL-HTTP2's
+            // table); one it does not, UNKNOWN (gRPC-Go's http2ErrConvTab).
+            r if u32::from(r) <= 0xd => (code::INTERNAL, false),
+            _ => (code::UNKNOWN, false),
         }
     } else if e.is_go_away() {
         // Only a stream above the peer's GOAWAY's last-stream-id gets the

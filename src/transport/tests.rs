@@ -278,6 +278,23 @@ fn framing_and_status_helpers() {
     ] {
         assert_eq!(head(bad), Err(code::UNKNOWN), "{bad}");
     }
+    for (reason, grpc) in [
+        (h2::Reason::NO_ERROR, code::INTERNAL),
+        (h2::Reason::PROTOCOL_ERROR, code::INTERNAL),
+        (h2::Reason::FLOW_CONTROL_ERROR, code::INTERNAL),
+        (h2::Reason::HTTP_1_1_REQUIRED, code::INTERNAL),
+        (h2::Reason::CANCEL, code::CANCELLED),
+        (h2::Reason::ENHANCE_YOUR_CALM, code::RESOURCE_EXHAUSTED),
+        (h2::Reason::INADEQUATE_SECURITY, code::PERMISSION_DENIED),
+        (h2::Reason::from(0xe), code::UNKNOWN),
+        (h2::Reason::from(0x1234), code::UNKNOWN),
+    ] {
+        assert_eq!(
+            grpc::h2_error(&reason.into(), true).code,
+            grpc,
+            "{reason:?}"
+        );
+    }
     let refused = grpc::h2_error(&h2::Reason::REFUSED_STREAM.into(), true);
     assert_eq!(
         (refused.code, refused.transparent_retry_ok),
