@@ -1340,7 +1340,9 @@ sy_status sy_call_unary(struct sy_reader *reader,
  * Starts one unary RPC and returns at once; `callback` hears how it ended.
  * Arguments as `sy_call_unary`'s, all copied before this returns
  * (`user_ctx` is passed through untouched). `call_id_out` (NULL allowed)
- * receives the call's id for `sy_call_cancel`, on SY_OK only; ids are never
+ * receives the call's id for `sy_call_cancel`, on SY_OK only, before the
+ * callback can run (which may be before this returns, on another thread: a
+ * callback may read the id from memory it then frees); ids are never
  * reused on a channel.
  *
  * The call costs no thread while it runs, however many are in flight: the

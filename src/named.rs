@@ -37,10 +37,14 @@ impl<T: ?Sized + Named> NameTable<T> {
     /// Registers `item` under its name, replacing any earlier one of that name.
     pub fn register(&self, item: Arc<T>) {
         let name = item.registered_name().to_ascii_lowercase();
-        self.table
+        let replaced = self
+            .table
             .write()
             .unwrap_or_else(|p| p.into_inner())
             .insert(name, item);
+        // Dropped after the lock: the last reference's drop may run the
+        // host's code (a C policy's `free_builder`), which may use the table.
+        drop(replaced);
     }
 
     /// The item registered under `name` (any case).

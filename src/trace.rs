@@ -158,7 +158,15 @@ impl Sink {
 
     fn max_level(&self) -> LevelFilter {
         let env = self.env().map_or(LevelFilter::Off, |e| e.level);
-        let cb = self.route().map_or(LevelFilter::Off, |r| r.max);
+        // Read under the lock, not through a clone: a clone dropped without
+        // `release` would leave `set_callback` waiting for a wake-up that
+        // never comes.
+        let cb = self
+            .route
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .as_ref()
+            .map_or(LevelFilter::Off, |r| r.max);
         env.max(cb)
     }
 

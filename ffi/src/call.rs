@@ -433,7 +433,9 @@ fn host_managed() -> Error {
 /// Starts one unary RPC and returns at once; `callback` hears how it ended.
 /// Arguments as `sy_call_unary`'s, all copied before this returns
 /// (`user_ctx` is passed through untouched). `call_id_out` (NULL allowed)
-/// receives the call's id for `sy_call_cancel`, on SY_OK only; ids are never
+/// receives the call's id for `sy_call_cancel`, on SY_OK only, before the
+/// callback can run (which may be before this returns, on another thread: a
+/// callback may read the id from memory it then frees); ids are never
 /// reused on a channel.
 ///
 /// The call costs no thread while it runs, however many are in flight: the
@@ -489,9 +491,18 @@ pub extern "C" fn sy_call_unary_start(
             let ctx = ctx;
             complete(callback, ctx.0, &pool, result);
         };
-        let call = ch
-            .channel
-            .unary_start(&args.method, &args.request, &args.options(), done)
+        // The id is written before the call can complete: its callback may
+        // run on another thread before this returns, and may read (or free)
+        // the memory `call_id_out` points into.
+        let note_id = |id: u64| {
+            if !call_id_out.is_null() {
+                // SAFETY: non-NULL out-parameter per the contract; written
+                // only for a started call (success).
+                unsafe { call_id_out.write_unaligned(id) };
+            }
+        };
+        ch.channel
+            .unary_start_noting_id(&args.method, &args.request, &args.options(), note_id, done)
             .map_err(|e| match e {
                 switchyard::Error::Closed | switchyard::Error::RuntimeGone => {
                     Error::new(sy_status::SY_CLOSED, "the channel is closed")
@@ -499,11 +510,6 @@ pub extern "C" fn sy_call_unary_start(
                 switchyard::Error::Io(m) => Error::new(sy_status::SY_IO, m),
                 e => Error::invalid(e.to_string()),
             })?;
-        if !call_id_out.is_null() {
-            // SAFETY: non-NULL out-parameter per the contract, written on
-            // success only.
-            unsafe { call_id_out.write_unaligned(call.id()) };
-        }
         Ok(())
     })
 }

@@ -3,12 +3,14 @@
 //! the cheapest way through the header) and the pick that may be finished
 //! anywhere (`sy_pick` / `sy_pick_done`: an opaque token in the result).
 //!
-//! The hot path (`sy_pick` with `SY_NO_WAIT` on a hit, `sy_pick_done`) does no
-//! allocation, no TLS access, no lock and no shared-line RMW beyond what the
-//! core's `Reader::try_pick` does, and has no `catch_unwind`: nothing in it
-//! panics by construction (checked-only arithmetic, no indexing that can fail,
-//! no unwrap). Should that ever be wrong, Rust >= 1.81 aborts at the `extern
-//! "C"` boundary instead of unwinding into C.
+//! The hot path (`sy_pick` / `sy_reader_pick` with `SY_NO_WAIT` on a hit,
+//! `sy_pick_done` / `sy_reader_done` without hooks) does no allocation, no
+//! TLS access, no lock and no shared-line RMW beyond what the core's
+//! `Reader::try_pick` does, and has no `catch_unwind`: it runs the library's
+//! own tables only, and nothing in it panics by construction (checked-only
+//! arithmetic, no indexing that can fail, no unwrap). Every way that runs a
+//! policy's code (a picker, a done hook, a release) is guarded: a panic
+//! there is SY_PANIC.
 
 use crate::call_pool::CallPool;
 use crate::callback::user_data_of;
@@ -20,6 +22,7 @@ use crate::status::sy_status;
 use crate::strings::slice_arg;
 use std::ffi::{c_char, c_void, CStr};
 use std::mem::{size_of, MaybeUninit};
+use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::ptr::{addr_of, addr_of_mut};
 use std::sync::Arc;
 use std::time::Duration;
@@ -419,6 +422,18 @@ extern "C" fn reader_pick_general(
     request: *const sy_pick_request,
     out: *mut sy_borrowed_pick,
 ) -> sy_status {
+    // Policy code runs here (pickers, done hooks, releases): guarded.
+    boundary_or(sy_status::SY_PANIC, || {
+        reader_pick_unguarded(reader, request, out)
+    })
+}
+
+/// `reader_pick_general`'s body.
+fn reader_pick_unguarded(
+    reader: *mut sy_reader,
+    request: *const sy_pick_request,
+    out: *mut sy_borrowed_pick,
+) -> sy_status {
     if reader.is_null() || out.is_null() {
         return pick_fail(Error::null("reader and out must not be NULL"));
     }
@@ -548,8 +563,9 @@ unsafe extern "C" fn reader_done_general(
     let Some(code) = Code::from_u32(grpc_code) else {
         return unknown_code(grpc_code);
     };
-    // SAFETY: per the contract.
-    let done = unsafe {
+    // SAFETY: per the contract. The pick's done hooks (policy code) run
+    // inside: guarded.
+    let done = catch_unwind(AssertUnwindSafe(|| unsafe {
         with_load(metrics, metrics_len, |load| {
             // Entered: the pick's done hooks may be a C policy's callback.
             let mut r = enter(reader)?;
@@ -559,11 +575,12 @@ unsafe extern "C" fn reader_done_general(
             };
             Ok(r.reader.finish_kept(&info))
         })
-    };
+    }));
     match done {
-        Ok(true) => sy_status::SY_OK,
-        Ok(false) => no_kept_pick(),
-        Err(e) => pick_fail(e),
+        Ok(Ok(true)) => sy_status::SY_OK,
+        Ok(Ok(false)) => no_kept_pick(),
+        Ok(Err(e)) => pick_fail(e),
+        Err(p) => panicked(p),
     }
 }
 
@@ -649,6 +666,30 @@ pub extern "C" fn sy_pick(
 /// picker, waiting when asked to.
 #[inline(never)]
 extern "C" fn pick_general(
+    reader: *mut sy_reader,
+    method: *const c_char,
+    method_len: usize,
+    request_hash: *const u64,
+    timeout_ms: u64,
+    wait_for_ready: bool,
+    out: *mut sy_pick_result,
+) -> sy_status {
+    // Policy code runs here (pickers, releases): guarded.
+    boundary_or(sy_status::SY_PANIC, || {
+        pick_unguarded(
+            reader,
+            method,
+            method_len,
+            request_hash,
+            timeout_ms,
+            wait_for_ready,
+            out,
+        )
+    })
+}
+
+/// `pick_general`'s body.
+fn pick_unguarded(
     reader: *mut sy_reader,
     method: *const c_char,
     method_len: usize,
@@ -919,16 +960,14 @@ pub extern "C" fn sy_pick_done(
     // SAFETY: `result` is a live pick (checked above) whose token we read.
     let pick = unsafe { take_pick(token, words) };
     if pick.wants_outcome_without_load() {
-        report(pick, code, latency_ns);
-    } else {
-        // No hook to tell (or only a load hook, and this done has no
-        // load): the outcome is only counted (snapshots), and the pick's
-        // hold released.
-        pick.done(&DoneInfo {
-            code,
-            ..DoneInfo::OK
-        });
+        return report(pick, code, latency_ns);
     }
+    // No hook to tell (or only a load hook, and this done has no load): the
+    // outcome is only counted (snapshots), and the pick's hold released.
+    pick.done(&DoneInfo {
+        code,
+        ..DoneInfo::OK
+    });
     sy_status::SY_OK
 }
 
@@ -949,10 +988,24 @@ fn outcome(code: Code) -> Option<&'static str> {
     }
 }
 
-/// Hands a finished pick's outcome to its policy's done hook.
+/// Hands a finished pick's outcome to its policy's done hook (policy code:
+/// guarded, a panic in it is SY_PANIC).
 #[inline(never)]
-fn report(pick: Pick, code: Code, latency_ns: u64) {
-    pick.done(&done_info(code, latency_ns));
+fn report(pick: Pick, code: Code, latency_ns: u64) -> sy_status {
+    boundary_or(sy_status::SY_PANIC, || {
+        pick.done(&done_info(code, latency_ns));
+        sy_status::SY_OK
+    })
+}
+
+/// A panic caught on the pick path: SY_PANIC, with its message recorded.
+#[cold]
+#[inline(never)]
+fn panicked(p: Box<dyn std::any::Any + Send>) -> sy_status {
+    set_last(Error::new(
+        sy_status::SY_PANIC,
+        crate::macros::panic_text(&*p),
+    ))
 }
 
 /// The token word that is never zero in a live pick (`RawPick`'s hold).
@@ -1016,11 +1069,15 @@ unsafe fn done_with_metrics(
         });
         Ok(())
     };
-    // SAFETY: forwarded contract.
-    let done = unsafe { with_load(metrics, metrics_len, finish) };
+    // SAFETY: forwarded contract. The done hooks (policy code) run inside:
+    // guarded.
+    let done = catch_unwind(AssertUnwindSafe(|| unsafe {
+        with_load(metrics, metrics_len, finish)
+    }));
     match done {
-        Ok(()) => sy_status::SY_OK,
-        Err(e) => pick_fail(e),
+        Ok(Ok(())) => sy_status::SY_OK,
+        Ok(Err(e)) => pick_fail(e),
+        Err(p) => panicked(p),
     }
 }
 

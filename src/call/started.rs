@@ -276,6 +276,22 @@ impl Channel {
         options: &CallOptions<'_>,
         on_done: impl FnOnce(CallResult) + Send + 'static,
     ) -> Result<CallHandle, Error> {
+        self.unary_start_noting_id(method, request, options, |_| {}, on_done)
+    }
+
+    /// [`Channel::unary_start`], with `on_id` run on this thread with the
+    /// call's id before the call can complete: `on_done` may run on another
+    /// thread before `unary_start` returns, so a caller that must record the
+    /// id where `on_done` looks for it (the C ABI's `call_id_out`) records it
+    /// here. `on_id` runs only for a call that is started (`Ok`).
+    pub fn unary_start_noting_id(
+        &self,
+        method: &str,
+        request: &[u8],
+        options: &CallOptions<'_>,
+        on_id: impl FnOnce(u64),
+        on_done: impl FnOnce(CallResult) + Send + 'static,
+    ) -> Result<CallHandle, Error> {
         let shared = self.shared();
         if !shared.managed {
             return Err(Error::InvalidArgument(not_managed().into()));
@@ -309,6 +325,9 @@ impl Channel {
             ),
         };
         let id = dispatch.next_id.fetch_add(1, Ordering::Relaxed);
+        // Nothing below fails: the call is started, and may complete as
+        // soon as it is handed on.
+        on_id(id);
         let call = Arc::new(CallShared {
             id,
             state: AtomicU8::new(RUNNING),

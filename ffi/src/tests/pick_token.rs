@@ -68,6 +68,7 @@ struct Hook(Arc<Outcomes>, &'static str);
 
 impl DoneHook for Hook {
     fn done(&self, _: &SubConn, info: &DoneInfo<'_>) {
+        assert!(self.1 != "panics", "a policy's done hook panicked");
         let error = info.error.map(str::to_string);
         self.0 .0.lock().unwrap().push((self.1, error));
         if self.1 == "inner" {
@@ -93,7 +94,8 @@ impl Drop for Hooked {
 }
 
 impl Picker for Hooked {
-    fn pick<'a>(&'a self, _: &PickInfo<'_>, _: &mut PickLocal) -> PickResult<'a> {
+    fn pick<'a>(&'a self, info: &PickInfo<'_>, _: &mut PickLocal) -> PickResult<'a> {
+        assert!(info.method != "/panic", "a policy's picker panicked");
         match DoneHooks::one(&self.inner).with_outer(&self.outer) {
             Ok(done) => PickResult::Complete {
                 subconn: &self.sc,
@@ -107,6 +109,8 @@ impl Picker for Hooked {
 struct HookPolicy {
     outcomes: Arc<Outcomes>,
     sc: Option<Arc<SubConn>>,
+    /// The outer hook panics (a policy named `*_panics`).
+    panics: bool,
 }
 
 impl Balancer for HookPolicy {
@@ -129,7 +133,10 @@ impl Balancer for HookPolicy {
             let picker = Hooked {
                 sc: sc.clone(),
                 inner: Hook(self.outcomes.clone(), "inner"),
-                outer: Hook(self.outcomes.clone(), "outer"),
+                outer: Hook(
+                    self.outcomes.clone(),
+                    if self.panics { "panics" } else { "outer" },
+                ),
             };
             cc.update_state(ConnectivityState::Ready, Box::new(picker));
         }
@@ -150,6 +157,7 @@ impl Builder for HookBuilder {
         Box::new(HookPolicy {
             outcomes: self.0.clone(),
             sc: None,
+            panics: self.1.ends_with("_panics"),
         })
     }
 }
@@ -460,6 +468,74 @@ fn a_kept_pick_tells_every_hook_its_code_latency_and_load_once() {
             heard(Code::Cancelled, 0, &[]),
         ]
     );
+    assert_eq!(released.load(Ordering::SeqCst), 1, "released exactly once");
+}
+
+/// A policy's code that panics under a pick or a done through the header
+/// (a picker, a done hook) makes that call SY_PANIC: the panic does not
+/// cross into C (which would abort the process).
+#[test]
+fn a_policy_panicking_under_a_pick_or_a_done_is_sy_panic() {
+    let outcomes = Arc::new(Outcomes::default());
+    registry::register(Arc::new(HookBuilder(
+        outcomes.clone(),
+        "ffi_token_hook_panics",
+    )));
+    let host = Host::default();
+    let released = AtomicUsize::new(0);
+    let config = c"{\"loadBalancingConfig\":[{\"ffi_token_hook_panics\":{}}]}";
+    let (r, free) = ready_channel(&host, &released, config);
+    let panic = c"/panic";
+    let fine = c"/svc/M";
+    let mut result = zeroed_result();
+    let pick = |method: &CStr, result: &mut sy_pick_result| {
+        sy_pick(
+            r,
+            method.as_ptr(),
+            method.to_bytes().len(),
+            ptr::null(),
+            0,
+            false,
+            result,
+        )
+    };
+    let panicked = |s: sy_status| {
+        assert_eq!(s, sy_status::SY_PANIC);
+        assert!(
+            super::tls::last_error().contains("panicked"),
+            "{}",
+            super::tls::last_error()
+        );
+    };
+    // The picker: sy_pick and sy_reader_pick.
+    panicked(pick(panic, &mut result));
+    let request = |method: &CStr| sy_pick_request {
+        method: method.as_ptr(),
+        method_len: method.to_bytes().len(),
+        request_hash: 0,
+        has_request_hash: false,
+        wait_for_ready: false,
+        timeout_ms: 0,
+    };
+    let mut out = sy_borrowed_pick {
+        subchannel_id: 0,
+        address: ptr::null(),
+        address_len: 0,
+        user_data: ptr::null_mut(),
+    };
+    panicked(sy_reader_pick(r, &request(panic), &mut out));
+    // The done hook: sy_pick_done with and without load, sy_reader_done.
+    ok(pick(fine, &mut result));
+    panicked(sy_pick_done(&mut result, 0, 1, ptr::null(), 0));
+    ok(pick(fine, &mut result));
+    let metric = sy_load_metric {
+        name: c"qps".as_ptr(),
+        value: 1.0,
+    };
+    panicked(sy_pick_done(&mut result, 0, 1, &metric, 1));
+    ok(sy_reader_pick(r, &request(fine), &mut out));
+    panicked(sy_reader_done(r, 0, 1, ptr::null(), 0));
+    free();
     assert_eq!(released.load(Ordering::SeqCst), 1, "released exactly once");
 }
 
