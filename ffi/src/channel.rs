@@ -71,11 +71,13 @@ impl StateCtx {
 }
 
 pub(crate) fn channel_ref<'a>(ch: *const sy_channel) -> Result<&'a ChannelBox, Error> {
-    let ch = try_ref!(ch, "channel");
-    if !ch.0.is_live() {
-        return Err(Error::invalid("channel was already freed"));
+    if ch.is_null() {
+        return Err(Error::null("channel is NULL"));
     }
-    Ok(&ch.0.value)
+    // SAFETY: non-NULL; the caller promises a channel from `sy_channel_new`,
+    // live or recently freed (quarantined). A projection, no reference.
+    unsafe { Shell::live_value(std::ptr::addr_of!((*ch).0)) }
+        .ok_or_else(|| Error::invalid("channel was already freed"))
 }
 
 /// The deadline `timeout_ms` from now: `None` for `SY_WAIT_FOREVER` (or a

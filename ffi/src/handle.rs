@@ -8,6 +8,7 @@
 use std::collections::VecDeque;
 use std::mem::ManuallyDrop;
 use std::ptr::{addr_of, addr_of_mut};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
 
 pub(crate) const LIVE: u64 = 0x5359_4c49_5645_0001; // "SYLIVE"
@@ -20,22 +21,40 @@ pub(crate) const BUSY: u64 = 0x5359_4255_5359_0003; // "SYBUSY"
 const QUARANTINE: usize = 4096;
 
 /// What a handle wraps: a magic word, then the value (dropped on free).
+/// The word is atomic: a channel (or a resolver's cc) is used from several
+/// threads, one of which may be freeing it while a callback on another asks
+/// whether it is still live.
 pub(crate) struct Shell<T> {
-    pub(crate) magic: u64,
+    pub(crate) magic: AtomicU64,
     pub(crate) value: ManuallyDrop<T>,
 }
 
 impl<T> Shell<T> {
     pub(crate) fn new(value: T) -> Shell<T> {
         Shell {
-            magic: LIVE,
+            magic: AtomicU64::new(LIVE),
             value: ManuallyDrop::new(value),
         }
     }
 
+    /// The value of a live shell, `None` for a dead (or busy) one. The word
+    /// is read through the raw pointer first: no reference to the shell is
+    /// formed over one whose value another thread is dropping.
+    ///
+    /// # Safety
+    /// `shell` is non-NULL and points to a shell that is live or still in
+    /// the quarantine.
     #[inline]
-    pub(crate) fn is_live(&self) -> bool {
-        self.magic == LIVE
+    pub(crate) unsafe fn live_value<'a>(shell: *const Shell<T>) -> Option<&'a T> {
+        // SAFETY: per the contract, allocated; the word is only ever
+        // accessed atomically.
+        let magic = unsafe { &*addr_of!((*shell).magic) };
+        if magic.load(Ordering::Acquire) != LIVE {
+            return None;
+        }
+        // SAFETY: live: its value is not dropped (a free marks it dead
+        // first); `ManuallyDrop` is `repr(transparent)`.
+        Some(unsafe { &*addr_of!((*shell).value).cast::<T>() })
     }
 }
 
@@ -88,17 +107,20 @@ pub(crate) unsafe fn bury<T, H>(
 ) -> bool {
     let s = shell(handle);
     // SAFETY: per the contract, `s` points into a live allocation (the
-    // handle's, or a quarantined one's).
-    if unsafe { addr_of!((*s).magic).read() } != LIVE {
+    // handle's, or a quarantined one's); the word is only ever accessed
+    // atomically.
+    let magic = unsafe { &*addr_of!((*s).magic) };
+    if magic
+        .compare_exchange(LIVE, DEAD, Ordering::AcqRel, Ordering::Acquire)
+        .is_err()
+    {
         // Not ours to free again: the quarantine owns its memory.
         return false;
     }
-    // SAFETY: live, so nothing else uses it (the contract) and its value was
-    // never dropped; it is marked dead first, so it is never dropped again.
-    unsafe {
-        addr_of_mut!((*s).magic).write(DEAD);
-        ManuallyDrop::drop(&mut (*s).value);
-    }
+    // SAFETY: it was live, so its value was never dropped; it is marked
+    // dead now (by this thread alone: the exchange), so it is never dropped
+    // again, and no new user gets past `live_value`.
+    unsafe { ManuallyDrop::drop(&mut *addr_of_mut!((*s).value)) };
     let grave = Grave {
         ptr: handle.cast(),
         release: release::<H>,

@@ -24,6 +24,7 @@ use std::ffi::{c_char, c_void, CStr};
 use std::mem::{size_of, MaybeUninit};
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::ptr::{addr_of, addr_of_mut};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 use switchyard::{
@@ -55,8 +56,10 @@ pub(crate) struct ReaderBox {
 /// `reader` is non-NULL and from `sy_reader_new`, live or quarantined.
 #[inline(always)]
 unsafe fn magic(reader: *const sy_reader) -> u64 {
-    // SAFETY: per the function's contract; a place projection, no reference.
-    unsafe { addr_of!((*reader).0.magic).read() }
+    // SAFETY: per the function's contract; a reference to the word only,
+    // which is only ever accessed atomically. Relaxed: a reader is used by
+    // one thread at a time.
+    unsafe { (*addr_of!((*reader).0.magic)).load(Ordering::Relaxed) }
 }
 
 /// The reader's value, as `&mut`, covering the value only (not the magic
@@ -87,7 +90,7 @@ unsafe fn value_mut<'a>(reader: *mut sy_reader) -> &'a mut ReaderBox {
 /// without `unsafe`: one kept in a `Mutex` or `RefCell` is locked or
 /// borrowed by the outer pick, so re-entry deadlocks or panics instead.
 pub(crate) struct Entered<'a> {
-    magic: *mut u64,
+    magic: *const AtomicU64,
     value: &'a mut ReaderBox,
 }
 
@@ -95,7 +98,7 @@ impl Drop for Entered<'_> {
     fn drop(&mut self) {
         // SAFETY: the magic word of the reader entered (still allocated: it
         // cannot be freed while busy), written by this thread only.
-        unsafe { self.magic.write(LIVE) };
+        unsafe { (*self.magic).store(LIVE, Ordering::Relaxed) };
     }
 }
 
@@ -132,8 +135,8 @@ pub(crate) fn enter<'a>(reader: *mut sy_reader) -> Result<Entered<'a>, Error> {
     // excluded by the contract). The magic word is written through the raw
     // pointer and the reference covers the value only.
     unsafe {
-        let magic = addr_of_mut!((*reader).0.magic);
-        magic.write(BUSY);
+        let magic = addr_of!((*reader).0.magic);
+        (*magic).store(BUSY, Ordering::Relaxed);
         Ok(Entered {
             magic,
             value: value_mut(reader),

@@ -6,10 +6,11 @@
 //! Soundness, in short: the `sy_resolver_cc` handed to `build` is a heap
 //! shell with a magic word (see `handle.rs`). It stays live until the
 //! resolver's `close` callback has returned (or `build` failed); then it is
-//! marked dead and quarantined, so a late call (racing with `close`) reads
-//! valid memory, finds it dead and gets SY_CLOSED. The quarantine is
-//! bounded: a call long after `close` is a use after free, the C resolver's
-//! to prevent (its `close` stops its threads), as documented.
+//! marked dead (an atomic word) and quarantined, so a late call (after
+//! `close` returned) reads valid memory, finds it dead and gets SY_CLOSED.
+//! A call still running on another thread when `close` returns, and a call
+//! long after it (the quarantine is bounded), are the C resolver's to
+//! prevent: its `close` stops its threads, as documented.
 
 use crate::callback::{sy_release_fn, CUserData};
 use crate::error::Error;
@@ -242,14 +243,17 @@ pub extern "C" fn sy_resolver_register(
 }
 
 fn cc_ref<'a>(cc: *mut sy_resolver_cc) -> Result<&'a CcBox, Error> {
-    let cc = try_ref!(cc, "cc");
-    if !cc.0.is_live() {
-        return Err(Error::new(
+    if cc.is_null() {
+        return Err(Error::null("cc is NULL"));
+    }
+    // SAFETY: non-NULL; the caller promises a cc its resolver was given,
+    // live or recently closed (quarantined). A projection, no reference.
+    unsafe { Shell::live_value(std::ptr::addr_of!((*cc).0)) }.ok_or_else(|| {
+        Error::new(
             sy_status::SY_CLOSED,
             "the resolver was closed (its close callback returned)",
-        ));
-    }
-    Ok(&cc.0.value)
+        )
+    })
 }
 
 /// Pushes a new address list (one endpoint per address, in order) and a
