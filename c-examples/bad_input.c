@@ -397,6 +397,8 @@ int main(void) {
   bad_addr.address = NULL;
   EXPECT(sy_channel_update_addresses(ch, &bad_addr, 1), SY_NULL_PARAMETER);
   EXPECT(sy_channel_update_addresses(ch, NULL, 2), SY_NULL_PARAMETER);
+  bad_addr.address = ""; /* as sy_resolver_cc_update: no address at all */
+  EXPECT(sy_channel_update_addresses(ch, &bad_addr, 1), SY_INVALID_ARGUMENT);
   bad_addr.address = "127.9.0.9:1";
   EXPECT(sy_channel_update_addresses(ch, &bad_addr, SIZE_MAX), SY_INVALID_ARGUMENT);
   EXPECT(sy_channel_update_service_config(ch, "[1,2"), SY_INVALID_SERVICE_CONFIG);

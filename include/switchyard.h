@@ -1829,7 +1829,8 @@ typedef struct sy_address {
 /**
  * Replaces the channel's address list (the host acting as resolver); the
  * policy applies it incrementally (subchannels for unchanged addresses are
- * kept). `addresses` may be NULL when `len` is 0 (an empty list).
+ * kept). `addresses` may be NULL when `len` is 0 (an empty list); an
+ * empty address string is SY_INVALID_ARGUMENT.
  *
  * Ownership of user data: if the call fails argument checks
  * (SY_NULL_PARAMETER, SY_INVALID_ARGUMENT, SY_INVALID_UTF8), nothing was

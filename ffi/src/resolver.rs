@@ -3,6 +3,7 @@
 
 use crate::callback::CUserData;
 use crate::channel::{channel_ref, sy_channel};
+use crate::error::Error;
 use crate::macros::boundary;
 use crate::status::sy_status;
 use crate::strings::{slice_arg, str_arg};
@@ -24,9 +25,28 @@ pub struct sy_address {
     pub user_data: *mut c_void,
 }
 
+/// Each address's text, checked: UTF-8 and not empty (the checks of
+/// `sy_channel_update_addresses` and `sy_resolver_cc_update`).
+///
+/// # Safety
+/// Each entry's `address` is NULL (refused) or NUL-terminated.
+pub(crate) unsafe fn address_texts(list: &[sy_address]) -> Result<Vec<&str>, Error> {
+    list.iter()
+        .map(|a| {
+            // SAFETY: per the function's contract.
+            let text = unsafe { str_arg(a.address, "address") }?;
+            if text.is_empty() {
+                return Err(Error::invalid("an address is empty"));
+            }
+            Ok(text)
+        })
+        .collect()
+}
+
 /// Replaces the channel's address list (the host acting as resolver); the
 /// policy applies it incrementally (subchannels for unchanged addresses are
-/// kept). `addresses` may be NULL when `len` is 0 (an empty list).
+/// kept). `addresses` may be NULL when `len` is 0 (an empty list); an
+/// empty address string is SY_INVALID_ARGUMENT.
 ///
 /// Ownership of user data: if the call fails argument checks
 /// (SY_NULL_PARAMETER, SY_INVALID_ARGUMENT, SY_INVALID_UTF8), nothing was
@@ -44,11 +64,8 @@ pub extern "C" fn sy_channel_update_addresses(
         let ch = channel_ref(ch)?;
         // SAFETY: `len` valid sy_address entries per the contract.
         let list = unsafe { slice_arg(addresses, len, "addresses") }?;
-        let mut texts = Vec::with_capacity(list.len());
-        for a in list {
-            // SAFETY: NUL-terminated per the contract.
-            texts.push(unsafe { str_arg(a.address, "address") }?);
-        }
+        // SAFETY: as above.
+        let texts = unsafe { address_texts(list) }?;
         // Past the checks: from here on the user data is ours.
         let converted: Vec<Address> = list
             .iter()

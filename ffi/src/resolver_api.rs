@@ -280,15 +280,8 @@ pub extern "C" fn sy_resolver_cc_update(
         let cc = cc_ref(cc)?;
         // SAFETY: `len` valid sy_address entries per the contract.
         let list = unsafe { slice_arg(addresses, len, "addresses") }?;
-        let mut texts = Vec::with_capacity(list.len());
-        for a in list {
-            // SAFETY: NUL-terminated per the contract.
-            let text = unsafe { str_arg(a.address, "address") }?;
-            if text.is_empty() {
-                return Err(Error::invalid("an address is empty"));
-            }
-            texts.push(text);
-        }
+        // SAFETY: NUL-terminated per the contract.
+        let texts = unsafe { crate::resolver::address_texts(list) }?;
         // SAFETY: NUL-terminated or NULL per the contract.
         let config = unsafe { opt_str_arg(service_config_json, "service_config_json") }?;
         // Past the checks: from here on the user data is ours.
