@@ -1,5 +1,7 @@
 //! One HTTP/2 client connection as a loop-driven state machine:
-//! connect -> (TLS handshake) -> h2 handshake -> PING barrier -> READY.
+//! connect -> (TLS handshake) -> h2 handshake -> the server's SETTINGS ->
+//! READY (gRPC's readiness: the server's first frame, which must be
+//! SETTINGS, has been read; nothing else is waited for).
 
 use std::collections::VecDeque;
 use std::future::Future;
@@ -17,7 +19,9 @@ use h2::{Ping, PingPong, Reason};
 use mio::unix::SourceFd;
 use mio::{Interest, Registry, Token};
 
-use super::io::{tls_handshake_step, IoFlags, Socket, Stream};
+use super::io::{
+    tls_handshake_step, IoFlags, Socket, Stream, FIRST_FRAME_OTHER, FIRST_FRAME_SETTINGS,
+};
 use super::{Keepalive, Limits, Progress, Target, TlsClient};
 
 type H2Conn = h2::client::Connection<Stream, Bytes>;
@@ -41,7 +45,7 @@ enum State {
         /// no stream and no other handle is left.
         send: Option<SendRequest<Bytes>>,
         pings: PingPong,
-        /// Waiting for the PONG that proves the server's SETTINGS were applied.
+        /// Waiting for the server's first frame (its SETTINGS) to be read.
         barrier: bool,
     },
     /// Failed/lost: keeps whatever owns the fd alive until `close()`, so the
@@ -53,6 +57,10 @@ struct KeepaliveState {
     cfg: Keepalive,
     next_check: Instant,
     ping_deadline: Option<Instant>,
+    /// A ping of ours was sent and its ack not yet taken: h2 keeps one at a
+    /// time, so until its ack is taken no other can go out (the one still
+    /// out stands for it).
+    ping_outstanding: bool,
     /// When bytes last came in (as the loop noticed them): a ping is due
     /// `time` after it, and any read answers an outstanding ping (gRFC A8,
     /// as gRPC-Go reads it).
@@ -384,12 +392,10 @@ impl Connection {
                 State::H2Handshake(fut) => match fut.as_mut().poll(&mut cx) {
                     Poll::Pending => return,
                     Poll::Ready(Ok((send, mut conn))) => {
-                        // PING barrier: the server's first frame must be
-                        // SETTINGS and h2 acks+applies it before reading the
-                        // next frame, so our PONG proves SETTINGS applied.
-                        let mut pings = conn.ping_pong().expect("ping_pong taken once");
-                        match pings.send_ping(Ping::opaque()) {
-                            Ok(()) => {
+                        // READY once the server's SETTINGS has been read
+                        // (`poll_open`); the PING handle is keepalive's.
+                        match conn.ping_pong() {
+                            Some(pings) => {
                                 self.state = State::Open {
                                     conn: Box::new(conn),
                                     send: Some(send),
@@ -398,7 +404,7 @@ impl Connection {
                                 };
                                 Ok(())
                             }
-                            Err(e) => Err(format!("HTTP/2 ping: {e}")),
+                            None => Err("HTTP/2: no PING handle".to_string()),
                         }
                     }
                     Poll::Ready(Err(e)) => Err(format!("HTTP/2 handshake: {e}")),
@@ -474,18 +480,20 @@ impl Connection {
         let State::Open {
             conn,
             send,
-            pings,
             barrier,
+            ..
         } = &mut self.state
         else {
             return;
         };
         let done = Pin::new(&mut **conn).poll(cx);
         if *barrier {
-            // Checked before acting on `done`: PONG and a fatal GOAWAY can
-            // arrive in one read, and the connection was READY in between.
-            match pings.poll_pong(cx) {
-                Poll::Ready(Ok(_)) => {
+            // Checked before acting on `done`: SETTINGS and a fatal GOAWAY
+            // can arrive in one read, and the connection was READY in
+            // between. h2 handles every frame it reads before its poll
+            // returns, so a SETTINGS read whole is applied by now.
+            match self.flags.first_frame.load(Ordering::Relaxed) {
+                FIRST_FRAME_SETTINGS => {
                     *barrier = false;
                     self.ready = true;
                     self.events.push_back(Progress::Ready);
@@ -495,12 +503,18 @@ impl Connection {
                             cfg,
                             next_check: now + cfg.time,
                             ping_deadline: None,
+                            ping_outstanding: false,
                             last_read: now,
                         });
                     }
                 }
-                Poll::Ready(Err(e)) if done.is_pending() => {
-                    return self.die(format!("HTTP/2 ping: {e}"))
+                // gRPC-Go: "initial http2 frame from server is not a
+                // settings frame": the attempt fails.
+                FIRST_FRAME_OTHER => {
+                    return self.die(format!(
+                        "the first HTTP/2 frame from {} is not SETTINGS",
+                        self.peer
+                    ))
                 }
                 _ => {}
             }
@@ -530,15 +544,21 @@ impl Connection {
         if let Some(ka) = self.keepalive.as_mut() {
             let now = Instant::now();
             ka.note_reads(&self.flags, now);
-            if ka.ping_deadline.is_some() {
+            if ka.ping_outstanding {
+                // Taken whenever it comes, even after other bytes already
+                // answered the ping: else h2 never lets another go out.
                 let State::Open { pings, .. } = &mut self.state else {
                     return;
                 };
                 if let Poll::Ready(Ok(_)) = pings.poll_pong(cx) {
-                    ka.ping_deadline = None;
-                    ka.next_check = Instant::now() + ka.cfg.time;
+                    ka.ping_outstanding = false;
+                    if ka.ping_deadline.take().is_some() {
+                        ka.next_check = now + ka.cfg.time;
+                    }
                 }
-            } else if ka.next_check > now
+            }
+            if ka.ping_deadline.is_none()
+                && ka.next_check > now
                 && now >= ka.last_read + ka.cfg.time
                 && self.shared.inflight.load(Ordering::Relaxed) > 0
             {
@@ -606,7 +626,14 @@ impl Connection {
             return;
         }
         if let State::Open { pings, .. } = &mut self.state {
-            if pings.send_ping(Ping::opaque()).is_ok() {
+            if ka.ping_outstanding {
+                // The last ping was answered by other bytes, never acked:
+                // it stands for this one (gRPC-Go would send another; h2
+                // allows one at a time). Silence until the timeout ends
+                // the connection as for a fresh ping.
+                ka.ping_deadline = Some(now + ka.cfg.timeout);
+            } else if pings.send_ping(Ping::opaque()).is_ok() {
+                ka.ping_outstanding = true;
                 ka.ping_deadline = Some(now + ka.cfg.timeout);
             } else {
                 ka.next_check = now + ka.cfg.time;

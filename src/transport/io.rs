@@ -10,7 +10,7 @@ use std::io::{self, Read, Write};
 use std::net::Shutdown;
 use std::os::fd::{AsRawFd, RawFd};
 use std::pin::Pin;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
 use std::sync::Arc;
 use std::task::{Context, Poll};
 
@@ -109,6 +109,63 @@ pub(crate) struct IoFlags {
     pub(crate) peer_spoke_tls: AtomicBool,
     /// Whether the plaintext stream has read its first bytes yet.
     first_read_done: AtomicBool,
+    /// What the server's first HTTP/2 frame was, once the stream has read
+    /// all of it: `FIRST_FRAME_*` (0 until then).
+    pub(crate) first_frame: AtomicU8,
+}
+
+// 0 (the default): the server's first frame has not been read whole yet.
+/// The server's first frame was SETTINGS, read whole (h2 applies it in the
+/// same poll that reads it): the connection is READY (gRPC's rule).
+pub(crate) const FIRST_FRAME_SETTINGS: u8 = 1;
+/// The server's first frame was another type: the attempt fails.
+pub(crate) const FIRST_FRAME_OTHER: u8 = 2;
+
+/// Follows the server's first HTTP/2 frame through the bytes handed to h2
+/// (h2 does not tell when it got the server's SETTINGS): its 9-byte header
+/// says its type and length, then its payload goes by.
+#[derive(Default)]
+struct FirstFrame {
+    head: [u8; 9],
+    got: usize,
+    /// Payload bytes still to come, once the header is whole.
+    remaining: usize,
+    done: bool,
+}
+
+impl FirstFrame {
+    fn saw(&mut self, mut bytes: &[u8], flags: &IoFlags) {
+        if self.done || bytes.is_empty() {
+            return;
+        }
+        if self.got < self.head.len() {
+            let take = (self.head.len() - self.got).min(bytes.len());
+            self.head[self.got..self.got + take].copy_from_slice(&bytes[..take]);
+            self.got += take;
+            bytes = &bytes[take..];
+            if self.got < self.head.len() {
+                return;
+            }
+            // RFC 9113 §4.1: a 24-bit length, then the type (SETTINGS: 4).
+            if self.head[3] != 0x4 {
+                self.done = true;
+                flags
+                    .first_frame
+                    .store(FIRST_FRAME_OTHER, Ordering::Relaxed);
+                return;
+            }
+            self.remaining = usize::from(self.head[0]) << 16
+                | usize::from(self.head[1]) << 8
+                | usize::from(self.head[2]);
+        }
+        self.remaining = self.remaining.saturating_sub(bytes.len());
+        if self.remaining == 0 {
+            self.done = true;
+            flags
+                .first_frame
+                .store(FIRST_FRAME_SETTINGS, Ordering::Relaxed);
+        }
+    }
 }
 
 impl IoFlags {
@@ -129,6 +186,7 @@ pub(crate) struct Stream {
     sock: Socket,
     tls: Option<Box<rustls::ClientConnection>>,
     flags: Arc<IoFlags>,
+    first: FirstFrame,
 }
 
 impl Stream {
@@ -137,7 +195,12 @@ impl Stream {
         tls: Option<Box<rustls::ClientConnection>>,
         flags: Arc<IoFlags>,
     ) -> Self {
-        Stream { sock, tls, flags }
+        Stream {
+            sock,
+            tls,
+            flags,
+            first: FirstFrame::default(),
+        }
     }
 
     /// Writes buffered TLS records. `Ok(true)` = everything flushed,
@@ -163,6 +226,7 @@ impl Stream {
             // Plaintext already decrypted wins over touching the socket.
             match tls.reader().read(buf.initialize_unfilled()) {
                 Ok(n) => {
+                    self.first.saw(&buf.initialize_unfilled()[..n], &self.flags);
                     buf.advance(n);
                     return Poll::Ready(Ok(()));
                 }
@@ -227,12 +291,13 @@ impl AsyncRead for Stream {
             Ok(n) => {
                 if n > 0 {
                     this.flags.activity.store(true, Ordering::Relaxed);
-                    if !this.flags.first_read_done.swap(true, Ordering::Relaxed) {
-                        let first = &buf.initialize_unfilled()[..n];
-                        if looks_like_tls(first) {
-                            this.flags.peer_spoke_tls.store(true, Ordering::Relaxed);
-                        }
+                    let read = &buf.initialize_unfilled()[..n];
+                    if !this.flags.first_read_done.swap(true, Ordering::Relaxed)
+                        && looks_like_tls(read)
+                    {
+                        this.flags.peer_spoke_tls.store(true, Ordering::Relaxed);
                     }
+                    this.first.saw(read, &this.flags);
                 }
                 buf.advance(n);
                 Poll::Ready(Ok(()))

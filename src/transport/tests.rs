@@ -829,9 +829,9 @@ fn read_frame(s: &mut std::net::TcpStream) -> Option<(u8, u8, Vec<u8>)> {
     Some((hdr[3], hdr[4], payload))
 }
 
-/// A hand-rolled HTTP/2 "server": SETTINGS, answer PINGs, then GOAWAY with
-/// ENHANCE_YOUR_CALM + "too_many_pings" (h2's server API cannot send
-/// GOAWAY debug data).
+/// A hand-rolled HTTP/2 "server": SETTINGS, then, once the client acked
+/// them, GOAWAY with ENHANCE_YOUR_CALM + "too_many_pings" (h2's server API
+/// cannot send GOAWAY debug data).
 fn calm_down_server() -> (SocketAddr, JoinHandle<()>) {
     use std::io::Write;
     let l = std::net::TcpListener::bind(localhost()).unwrap();
@@ -839,9 +839,9 @@ fn calm_down_server() -> (SocketAddr, JoinHandle<()>) {
     let t = thread::spawn(move || {
         let mut s = accept_h2(&l);
         s.set_read_timeout(Some(SOON)).unwrap();
-        while let Some((ty, flags, payload)) = read_frame(&mut s) {
-            if ty == 6 && flags & 1 == 0 {
-                s.write_all(&frame(6, 1, &payload)).unwrap();
+        while let Some((ty, flags, _)) = read_frame(&mut s) {
+            // Once the client acked our SETTINGS (it is READY).
+            if ty == 4 && flags & 1 == 1 {
                 let mut ga = vec![0, 0, 0, 0, 0, 0, 0, 0x0b];
                 ga.extend_from_slice(b"too_many_pings");
                 s.write_all(&frame(7, 0, &ga)).unwrap();
@@ -851,9 +851,8 @@ fn calm_down_server() -> (SocketAddr, JoinHandle<()>) {
     (addr, t)
 }
 
-/// A hand-rolled HTTP/2 peer that acks the first PING (the readiness
-/// check) and no other, but keeps talking: a WINDOW_UPDATE on the
-/// connection every 30 ms, until the client goes away.
+/// A hand-rolled HTTP/2 peer that acks no PING, but keeps talking: a
+/// WINDOW_UPDATE on the connection every 30 ms, until the client goes away.
 fn chatty_peer_that_acks_no_keepalive() -> (SocketAddr, JoinHandle<()>) {
     use std::io::Write;
     let l = std::net::TcpListener::bind(localhost()).unwrap();
@@ -869,16 +868,9 @@ fn chatty_peer_that_acks_no_keepalive() -> (SocketAddr, JoinHandle<()>) {
                 }
             }
         });
-        let mut acked = false;
-        while let Some((ty, flags, payload)) = read_frame(&mut s) {
-            let ack = |flags: u8| frame(ty, flags, &payload);
-            match (ty, flags & 1) {
-                (4, 0) => s.write_all(&frame(4, 1, &[])).unwrap(),
-                (6, 0) if !acked => {
-                    acked = true;
-                    s.write_all(&ack(1)).unwrap();
-                }
-                _ => {}
+        while let Some((ty, flags, _)) = read_frame(&mut s) {
+            if (ty, flags & 1) == (4, 0) {
+                s.write_all(&frame(4, 1, &[])).unwrap();
             }
         }
         talker.join().unwrap();
@@ -898,6 +890,86 @@ fn keepalive_takes_any_bytes_from_the_peer_as_an_answer() {
     // The peer is quiet for longer than `time` (20 ms), so pings go out;
     // none is acked, but bytes come well within every ping's 150 ms timeout.
     assert_eq!(d.next(Duration::from_millis(500)), None);
+    d.conn.close(d.poll.registry());
+    drop(d);
+    srv.join().unwrap();
+}
+
+/// A hand-rolled HTTP/2 peer: `first` (its first frames, ending with
+/// SETTINGS for a valid peer), then it acks the client's SETTINGS and
+/// nothing else, and after the first PING it sends `on_ping` (frames) once,
+/// until the client goes away.
+fn scripted_peer(first: Vec<Vec<u8>>, on_ping: Vec<Vec<u8>>) -> (SocketAddr, JoinHandle<()>) {
+    use std::io::{Read, Write};
+    let l = std::net::TcpListener::bind(localhost()).unwrap();
+    let addr = l.local_addr().unwrap();
+    let t = thread::spawn(move || {
+        let (mut s, _) = l.accept().unwrap();
+        let mut preface = [0u8; 24];
+        s.read_exact(&mut preface).unwrap();
+        for f in &first {
+            s.write_all(f).unwrap();
+        }
+        let mut on_ping = Some(on_ping);
+        while let Some((ty, flags, _)) = read_frame(&mut s) {
+            match (ty, flags & 1) {
+                (4, 0) => s.write_all(&frame(4, 1, &[])).unwrap(),
+                (6, 0) => {
+                    for f in on_ping.take().unwrap_or_default() {
+                        let _ = s.write_all(&f);
+                    }
+                }
+                _ => {}
+            }
+        }
+    });
+    (addr, t)
+}
+
+/// gRPC's readiness: the server's SETTINGS read, the connection is READY;
+/// nothing else is waited for (a server that never answers a PING is
+/// READY all the same).
+#[test]
+#[cfg_attr(miri, ignore = "real sockets: Miri has no network")]
+fn ready_once_the_servers_settings_are_read() {
+    let (addr, srv) = scripted_peer(vec![frame(4, 0, &[0, 3, 0, 0, 0, 7])], vec![]);
+    let mut d = Driver::start(&Target::Tcp(addr), &TransportConfig::insecure()).unwrap();
+    assert_eq!(d.next(SOON), Some(Progress::Ready));
+    d.conn.close(d.poll.registry());
+    drop(d);
+    srv.join().unwrap();
+}
+
+/// gRPC-Go: "initial http2 frame from server is not a settings frame":
+/// the attempt fails, never READY.
+#[test]
+#[cfg_attr(miri, ignore = "real sockets: Miri has no network")]
+fn a_first_frame_other_than_settings_fails_the_attempt() {
+    let (addr, srv) = scripted_peer(vec![frame(8, 0, &[0, 0, 0, 1]), frame(4, 0, &[])], vec![]);
+    let mut d = Driver::start(&Target::Tcp(addr), &TransportConfig::insecure()).unwrap();
+    match d.next(SOON) {
+        Some(Progress::Failed(why)) => assert!(why.contains("not SETTINGS"), "{why}"),
+        other => panic!("{other:?}"),
+    }
+    d.conn.close(d.poll.registry());
+    drop(d);
+    srv.join().unwrap();
+}
+
+/// A keepalive PING answered by other bytes but never acked, then silence:
+/// the connection still ends at a keepalive timeout (h2 lets one ping out
+/// at a time, so the unacked one once kept any other from going out, and
+/// keepalive went quiet for good).
+#[test]
+#[cfg_attr(miri, ignore = "real sockets: Miri has no network")]
+fn keepalive_outlives_a_ping_answered_only_by_other_bytes() {
+    let (addr, srv) = scripted_peer(vec![frame(4, 0, &[])], vec![frame(8, 0, &[0, 0, 0, 1])]);
+    let mut d = Driver::start(&Target::Tcp(addr), &keepalive_cfg(100, 300, true)).unwrap();
+    assert_eq!(d.next(SOON), Some(Progress::Ready));
+    match d.next(Duration::from_secs(3)) {
+        Some(Progress::Lost(why)) => assert!(why.contains("keepalive"), "{why}"),
+        other => panic!("{other:?}"),
+    }
     d.conn.close(d.poll.registry());
     drop(d);
     srv.join().unwrap();
@@ -968,10 +1040,11 @@ fn a_call_after_a_quiet_spell_pings_at_once() {
         .filter(|(ty, _)| *ty == 6)
         .map(|(_, at)| *at)
         .collect();
-    // The readiness check's ping only, before the call.
+    // No ping before the call: readiness needs none, and keepalive was
+    // dormant.
     assert_eq!(
         pings.iter().filter(|at| **at < headers).count(),
-        1,
+        0,
         "{seen:?}"
     );
     let first_after = pings
