@@ -61,7 +61,8 @@ pub struct ManagedConnector {
     tls: Result<Option<TlsClient>, String>,
     /// Every call's `:authority` (the channel's); `None`: each address's own.
     authority: Option<String>,
-    /// Doubled on a "too_many_pings" GOAWAY (gRFC A8).
+    /// Raised on a "too_many_pings" GOAWAY to twice the time the connection
+    /// that got it used (gRFC A8).
     keepalive: Option<Keepalive>,
     limits: Limits,
     conns: HashMap<u64, Conn>,
@@ -138,17 +139,29 @@ impl ManagedConnector {
                 }
             }
             Progress::GoAway { too_many_pings } => {
-                log::info!(
-                    target: trace::TRANSPORT,
-                    "GOAWAY from {}{}: no new calls on this connection",
-                    c.sc.addr(),
-                    if too_many_pings { " (too_many_pings: keepalive time doubled)" } else { "" }
-                );
                 if too_many_pings {
-                    // gRFC A8: the server thinks we ping too often.
-                    if let Some(ka) = self.keepalive.as_mut() {
-                        ka.time = ka.time.saturating_mul(2);
+                    // gRFC A8: the server thinks we ping too often; new
+                    // connections ping at twice the time this one used
+                    // (gRPC-Go's adjustParams: several such GOAWAYs from
+                    // connections made with the same time double it once).
+                    if let (Some(ka), Some(used)) =
+                        (self.keepalive.as_mut(), c.conn.keepalive_time())
+                    {
+                        ka.time = ka.time.max(used.saturating_mul(2));
                     }
+                    // A8: logged where it is seen by default.
+                    log::warn!(
+                        target: trace::TRANSPORT,
+                        "GOAWAY from {} (too_many_pings): keepalive time now {:?} for new connections",
+                        c.sc.addr(),
+                        self.keepalive.map(|k| k.time)
+                    );
+                } else {
+                    log::info!(
+                        target: trace::TRANSPORT,
+                        "GOAWAY from {}: no new calls on this connection",
+                        c.sc.addr()
+                    );
                 }
                 // No new streams here; in-flight ones finish; the subchannel
                 // goes IDLE and its policy decides whether to reconnect.
@@ -487,8 +500,11 @@ mod tests {
     use std::time::Duration;
 
     /// gRFC A8: a server's "too_many_pings" GOAWAY doubles the keepalive time
-    /// for the connections that follow (the GOAWAY's detection itself is
-    /// tested against a real peer in the transport tests).
+    /// for the connections that follow: twice the time the connection that
+    /// got it was made with, so GOAWAYs from two connections made with the
+    /// same time double it once (gRPC-Go's adjustParams). The GOAWAY's
+    /// detection itself is tested against a real peer in the transport
+    /// tests.
     #[test]
     #[cfg_attr(miri, ignore = "real sockets: Miri has no network")]
     fn too_many_pings_doubles_keepalive_time() {
@@ -513,8 +529,14 @@ mod tests {
             task: 1,
             events: &mut events,
         };
+        let other = Arc::new(SubConn::new(
+            SubConnId(2),
+            Address::new(listener.local_addr().unwrap().to_string()),
+        ));
         m.connect(&sc, Instant::now(), &mut ctx);
+        m.connect(&other, Instant::now(), &mut ctx);
         let key = *m.active.get(&sc.id()).expect("connecting");
+        let other_key = *m.active.get(&other.id()).expect("connecting");
         m.progress(
             key,
             Progress::GoAway {
@@ -531,11 +553,30 @@ mod tests {
             &mut ctx,
         );
         assert_eq!(m.keepalive.unwrap().time, Duration::from_secs(20));
-        m.shutdown(&sc, &mut ctx);
-        assert_eq!(
-            events,
-            vec![(sc.id(), TransportEvent::Lost("server sent GOAWAY".into()))]
+        // The other connection was made with 10 s too: still 20 s.
+        m.progress(
+            other_key,
+            Progress::GoAway {
+                too_many_pings: true,
+            },
+            &mut ctx,
         );
+        assert_eq!(m.keepalive.unwrap().time, Duration::from_secs(20));
+        // One made since (with 20 s): 40 s.
+        m.connect(&sc, Instant::now(), &mut ctx);
+        let key = *m.active.get(&sc.id()).expect("connecting");
+        m.progress(
+            key,
+            Progress::GoAway {
+                too_many_pings: true,
+            },
+            &mut ctx,
+        );
+        assert_eq!(m.keepalive.unwrap().time, Duration::from_secs(40));
+        m.shutdown(&sc, &mut ctx);
+        m.shutdown(&other, &mut ctx);
+        let lost = |id| (id, TransportEvent::Lost("server sent GOAWAY".into()));
+        assert_eq!(events, vec![lost(sc.id()), lost(other.id()), lost(sc.id())]);
     }
 
     /// A resolver update that drops a backend lets the calls in flight on it

@@ -293,6 +293,11 @@ impl Connection {
         self.fd
     }
 
+    /// The keepalive time this connection was made with (`None`: off).
+    pub fn keepalive_time(&self) -> Option<std::time::Duration> {
+        self.keepalive_cfg.map(|k| k.time)
+    }
+
     /// Whether the peer ever told us "too_many_pings" (sticky).
     #[cfg(test)]
     pub fn too_many_pings(&self) -> bool {
