@@ -49,6 +49,8 @@ static int backend_of(const sy_buffer *resp, const char *request) {
   OK(sy_buffer_header(resp, "X-Backend-Port", 0, &v, &vlen)); /* case-insensitive */
   CHECK(vlen == strlen(port) && memcmp(v, port, vlen) == 0);
   CHECK_STATUS(sy_buffer_trailer(resp, "x-backend-port", 1, &v, &vlen), SY_NOT_FOUND);
+  /* The status is the call's outcome, not metadata (as in gRPC-Go). */
+  CHECK_STATUS(sy_buffer_trailer(resp, "grpc-status", 0, &v, &vlen), SY_NOT_FOUND);
   snprintf(want, sizeof want, "%s|port=%s", request, port);
   CHECK(sy_buffer_len(resp) == strlen(want));
   CHECK(memcmp(sy_buffer_data(resp), want, strlen(want)) == 0);

@@ -1283,7 +1283,9 @@ sy_status sy_buffer_header(const struct sy_buffer *buf,
 
 /**
  * As `sy_buffer_header`, in the response's trailing metadata (where servers
- * usually put per-call results; "grpc-status" is there too).
+ * usually put per-call results). "grpc-status", "grpc-message",
+ * "grpc-status-details-bin" and "grpc-encoding" are the transport's, not
+ * metadata: never found, as in gRPC-Go.
  */
 sy_status sy_buffer_trailer(const struct sy_buffer *buf,
                             const char *key,

@@ -43,11 +43,24 @@ const MAX_RECV_MESSAGE: usize = super::DEFAULT_MAX_RECV_MESSAGE_SIZE;
 pub struct UnaryResponse {
     /// The response message (unframed).
     pub message: Vec<u8>,
-    /// The response headers.
+    /// The response headers: the server's metadata (`grpc-status`,
+    /// `grpc-message`, `grpc-status-details-bin` and `grpc-encoding` are
+    /// the transport's, left out as gRPC-Go does).
     pub headers: HeaderMap,
-    /// The trailers (`grpc-status`, `grpc-message` and the server's own).
+    /// The trailers: the server's metadata, without those fields (the
+    /// status is the call's outcome, not metadata).
     pub trailers: HeaderMap,
 }
+
+/// Response fields that are the transport's, not metadata: gRPC leaves
+/// them out of what it hands the caller (gRPC-Go's `isReservedHeader`;
+/// `grpc-status-details-bin` is the status's details).
+pub(crate) const TRANSPORT_FIELDS: [&str; 4] = [
+    "grpc-status",
+    "grpc-message",
+    "grpc-status-details-bin",
+    "grpc-encoding",
+];
 
 /// The trailer that carries a per-call ORCA load report (decoded by
 /// `super::orca`, which names it `TRAILER`).
@@ -299,9 +312,14 @@ async fn unary_rest(
     };
     let message =
         unary_message(buf, parts.status, &trailers, max).map_err(|e| e.with_trailers(&trailers))?;
+    let (mut headers, mut trailers) = (parts.headers, trailers);
+    for field in TRANSPORT_FIELDS {
+        headers.remove(field);
+        trailers.remove(field);
+    }
     Ok(UnaryResponse {
         message,
-        headers: parts.headers,
+        headers,
         trailers,
     })
 }
