@@ -121,7 +121,14 @@ fn a_drained_stream_still_ends_at_its_own_deadline() {
     // Ended by its deadline (1 s), not by the server's 60 s.
     assert!(took < Duration::from_secs(30), "took {took:?}");
     wait_closed(b0, "the drained connection to close after its last stream");
-    assert_eq!(b0.resets(), 1, "the expired stream is reset");
+    // Its RST_STREAM, or (when h2 closes the drained connection in the same
+    // poll, before the reset it queued is written) the connection's close:
+    // either way the server hears the stream is over.
+    assert_eq!(
+        b0.resets() + b0.cut_off(),
+        1,
+        "the expired stream is reset, or its connection closed under it"
+    );
 }
 
 /// Channel close does not drain: the calls in flight end at once (far

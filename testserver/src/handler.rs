@@ -104,9 +104,12 @@ pub(crate) async fn handle(
             _ = tokio::time::sleep(Duration::from_millis(ms)) => {}
             reset = std::future::poll_fn(|cx| respond.poll_reset(cx)) => {
                 // Err: the connection is gone, not a reset of this stream.
-                if reset.is_ok() {
-                    shared.resets.fetch_add(1, Ordering::Relaxed);
-                }
+                let counter = if reset.is_ok() {
+                    &shared.resets
+                } else {
+                    &shared.cut_off
+                };
+                counter.fetch_add(1, Ordering::Relaxed);
                 return;
             }
         }

@@ -80,6 +80,8 @@ pub(crate) struct Shared {
     pub(crate) refuse: AtomicU64,
     /// Streams the client reset while their reply was delayed.
     pub(crate) resets: AtomicU64,
+    /// Streams whose connection went away while their reply was delayed.
+    pub(crate) cut_off: AtomicU64,
     /// The `:authority` of the last stream (`None` before the first).
     pub(crate) last_authority: std::sync::Mutex<Option<String>>,
     pub(crate) no_orca: bool,

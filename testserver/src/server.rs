@@ -74,6 +74,7 @@ impl TestServer {
             connections: AtomicU64::new(0),
             refuse: AtomicU64::new(opts.refuse_streams),
             resets: AtomicU64::new(0),
+            cut_off: AtomicU64::new(0),
             last_authority: std::sync::Mutex::new(None),
             no_orca: opts.no_orca,
             orca_min_interval: opts.orca_min_interval.unwrap_or(DEFAULT_ORCA_MIN_INTERVAL),
@@ -191,6 +192,12 @@ impl TestServer {
     /// Streams the client reset (RST_STREAM) while `x-delay-ms` held them.
     pub fn resets(&self) -> u64 {
         self.shared.resets.load(Ordering::Relaxed)
+    }
+
+    /// Streams whose connection closed (not reset) while `x-delay-ms` held
+    /// them.
+    pub fn cut_off(&self) -> u64 {
+        self.shared.cut_off.load(Ordering::Relaxed)
     }
 
     /// The `:authority` of the last stream received (any method).
