@@ -427,69 +427,61 @@ extern "C" fn reader_pick_general(
 ) -> sy_status {
     // Policy code runs here (pickers, done hooks, releases): guarded.
     boundary_or(sy_status::SY_PANIC, || {
-        reader_pick_unguarded(reader, request, out)
-    })
-}
-
-/// `reader_pick_general`'s body.
-fn reader_pick_unguarded(
-    reader: *mut sy_reader,
-    request: *const sy_pick_request,
-    out: *mut sy_borrowed_pick,
-) -> sy_status {
-    if reader.is_null() || out.is_null() {
-        return pick_fail(Error::null("reader and out must not be NULL"));
-    }
-    // SAFETY: NULL or readable per the contract.
-    let request = unsafe { request.as_ref() };
-    if request.is_some_and(|r| r.request_hash != 0 && !r.has_request_hash) {
-        return pick_fail(Error::invalid(
-            "request.request_hash is set but request.has_request_hash is false",
-        ));
-    }
-    let (method, method_len) = request.map_or((std::ptr::null(), 0), |r| (r.method, r.method_len));
-    // SAFETY: `method_len` readable bytes per the contract.
-    let method = match unsafe { method_str(method, method_len) } {
-        Ok(m) => m,
-        Err(e) => return pick_fail(e),
-    };
-    // Entered: a policy's pick or done callback (the kept pick before this
-    // one hears it was dropped), a picker's free or a release may run.
-    let mut r = match enter(reader) {
-        Ok(r) => r,
-        Err(e) => return pick_fail(e),
-    };
-    // A host's pick carries no metadata: ring_hash uses the hash (see sy_pick).
-    let info = PickInfo {
-        method,
-        hash: request
-            .filter(|r| r.has_request_hash)
-            .map(|r| r.request_hash),
-        ..PickInfo::default()
-    };
-    let timeout_ms = request.map_or(SY_NO_WAIT, |r| r.timeout_ms);
-    let result = if timeout_ms == SY_NO_WAIT {
-        r.reader.try_pick_kept(&info)
-    } else {
-        if let Err(e) =
-            refuse_in_callback("a waiting pick inside a switchyard callback would block the loop")
-        {
-            return pick_fail(e);
+        if reader.is_null() || out.is_null() {
+            return pick_fail(Error::null("reader and out must not be NULL"));
         }
-        let options = PickOptions {
-            deadline: timeout_deadline(timeout_ms),
-            wait_for_ready: request.is_some_and(|r| r.wait_for_ready),
+        // SAFETY: NULL or readable per the contract.
+        let request = unsafe { request.as_ref() };
+        if request.is_some_and(|r| r.request_hash != 0 && !r.has_request_hash) {
+            return pick_fail(Error::invalid(
+                "request.request_hash is set but request.has_request_hash is false",
+            ));
+        }
+        let (method, method_len) =
+            request.map_or((std::ptr::null(), 0), |r| (r.method, r.method_len));
+        // SAFETY: `method_len` readable bytes per the contract.
+        let method = match unsafe { method_str(method, method_len) } {
+            Ok(m) => m,
+            Err(e) => return pick_fail(e),
         };
-        r.reader.pick_kept(&info, &options)
-    };
-    match result {
-        Ok(sc) => {
-            // SAFETY: `out` is non-NULL and writable per the contract.
-            unsafe { write_borrowed(out, Handout::subconn(sc)) };
-            sy_status::SY_OK
+        // Entered: a policy's pick or done callback (the kept pick before this
+        // one hears it was dropped), a picker's free or a release may run.
+        let mut r = match enter(reader) {
+            Ok(r) => r,
+            Err(e) => return pick_fail(e),
+        };
+        // A host's pick carries no metadata: ring_hash uses the hash (see sy_pick).
+        let info = PickInfo {
+            method,
+            hash: request
+                .filter(|r| r.has_request_hash)
+                .map(|r| r.request_hash),
+            ..PickInfo::default()
+        };
+        let timeout_ms = request.map_or(SY_NO_WAIT, |r| r.timeout_ms);
+        let result = if timeout_ms == SY_NO_WAIT {
+            r.reader.try_pick_kept(&info)
+        } else {
+            if let Err(e) = refuse_in_callback(
+                "a waiting pick inside a switchyard callback would block the loop",
+            ) {
+                return pick_fail(e);
+            }
+            let options = PickOptions {
+                deadline: timeout_deadline(timeout_ms),
+                wait_for_ready: request.is_some_and(|r| r.wait_for_ready),
+            };
+            r.reader.pick_kept(&info, &options)
+        };
+        match result {
+            Ok(sc) => {
+                // SAFETY: `out` is non-NULL and writable per the contract.
+                unsafe { write_borrowed(out, Handout::subconn(sc)) };
+                sy_status::SY_OK
+            }
+            Err(e) => pick_fail(pick_error(e)),
         }
-        Err(e) => pick_fail(pick_error(e)),
-    }
+    })
 }
 
 /// Fills `*out` with a kept pick: four plain stores.
@@ -679,64 +671,45 @@ extern "C" fn pick_general(
 ) -> sy_status {
     // Policy code runs here (pickers, releases): guarded.
     boundary_or(sy_status::SY_PANIC, || {
-        pick_unguarded(
-            reader,
+        if reader.is_null() || out.is_null() {
+            return pick_fail(Error::null("reader and out must not be NULL"));
+        }
+        // SAFETY: non-NULL; from `sy_reader_new`, live or quarantined, per the
+        // contract.
+        let state = unsafe { magic(reader) };
+        if state != LIVE {
+            return pick_fail(not_live(state));
+        }
+        // SAFETY: `method_len` readable bytes per the contract.
+        let method = match unsafe { method_str(method, method_len) } {
+            Ok(m) => m,
+            Err(e) => return pick_fail(e),
+        };
+        // Without a method `sy_pick` has just tried the cached rotation and
+        // missed (every other way here fails above); with one it has not. The
+        // rotation runs no C code, so this needs no `enter`.
+        // SAFETY: live (checked above), so nothing up the stack borrows it;
+        // `out` is non-NULL and writable per the contract.
+        if method_len != 0
+            && unsafe { pick_cached(&mut value_mut(reader).reader, request_hash, out) }
+        {
+            return sy_status::SY_OK;
+        }
+        // Entered for the rest of the pick: a policy's pick callback, a picker's
+        // free or a release may run in it.
+        let mut r = match enter(reader) {
+            Ok(r) => r,
+            Err(e) => return pick_fail(e),
+        };
+        pick_slow(
+            &mut r.reader,
             method,
-            method_len,
             request_hash,
             timeout_ms,
             wait_for_ready,
             out,
         )
     })
-}
-
-/// `pick_general`'s body.
-fn pick_unguarded(
-    reader: *mut sy_reader,
-    method: *const c_char,
-    method_len: usize,
-    request_hash: *const u64,
-    timeout_ms: u64,
-    wait_for_ready: bool,
-    out: *mut sy_pick_result,
-) -> sy_status {
-    if reader.is_null() || out.is_null() {
-        return pick_fail(Error::null("reader and out must not be NULL"));
-    }
-    // SAFETY: non-NULL; from `sy_reader_new`, live or quarantined, per the
-    // contract.
-    let state = unsafe { magic(reader) };
-    if state != LIVE {
-        return pick_fail(not_live(state));
-    }
-    // SAFETY: `method_len` readable bytes per the contract.
-    let method = match unsafe { method_str(method, method_len) } {
-        Ok(m) => m,
-        Err(e) => return pick_fail(e),
-    };
-    // Without a method `sy_pick` has just tried the cached rotation and
-    // missed (every other way here fails above); with one it has not. The
-    // rotation runs no C code, so this needs no `enter`.
-    // SAFETY: live (checked above), so nothing up the stack borrows it;
-    // `out` is non-NULL and writable per the contract.
-    if method_len != 0 && unsafe { pick_cached(&mut value_mut(reader).reader, request_hash, out) } {
-        return sy_status::SY_OK;
-    }
-    // Entered for the rest of the pick: a policy's pick callback, a picker's
-    // free or a release may run in it.
-    let mut r = match enter(reader) {
-        Ok(r) => r,
-        Err(e) => return pick_fail(e),
-    };
-    pick_slow(
-        &mut r.reader,
-        method,
-        request_hash,
-        timeout_ms,
-        wait_for_ready,
-        out,
-    )
 }
 
 /// The hit path: a pick from the reader's current rotation or inline

@@ -927,18 +927,32 @@ fn scripted_peer(first: Vec<Vec<u8>>, on_ping: Vec<Vec<u8>>) -> (SocketAddr, Joi
     (addr, t)
 }
 
+/// Runs `check` on a connection to a `scripted_peer(first, on_ping)` made
+/// with `cfg`, then closes it and waits for the peer.
+fn against_peer(
+    first: Vec<Vec<u8>>,
+    on_ping: Vec<Vec<u8>>,
+    cfg: &TransportConfig,
+    check: impl FnOnce(&mut Driver),
+) {
+    let (addr, srv) = scripted_peer(first, on_ping);
+    let mut d = Driver::start(&Target::Tcp(addr), cfg).unwrap();
+    check(&mut d);
+    d.conn.close(d.poll.registry());
+    drop(d);
+    srv.join().unwrap();
+}
+
 /// gRPC's readiness: the server's SETTINGS read, the connection is READY;
 /// nothing else is waited for (a server that never answers a PING is
 /// READY all the same).
 #[test]
 #[cfg_attr(miri, ignore = "real sockets: Miri has no network")]
 fn ready_once_the_servers_settings_are_read() {
-    let (addr, srv) = scripted_peer(vec![frame(4, 0, &[0, 3, 0, 0, 0, 7])], vec![]);
-    let mut d = Driver::start(&Target::Tcp(addr), &TransportConfig::insecure()).unwrap();
-    assert_eq!(d.next(SOON), Some(Progress::Ready));
-    d.conn.close(d.poll.registry());
-    drop(d);
-    srv.join().unwrap();
+    let settings = frame(4, 0, &[0, 3, 0, 0, 0, 7]);
+    against_peer(vec![settings], vec![], &TransportConfig::insecure(), |d| {
+        assert_eq!(d.next(SOON), Some(Progress::Ready));
+    });
 }
 
 /// gRPC-Go: "initial http2 frame from server is not a settings frame":
@@ -946,15 +960,13 @@ fn ready_once_the_servers_settings_are_read() {
 #[test]
 #[cfg_attr(miri, ignore = "real sockets: Miri has no network")]
 fn a_first_frame_other_than_settings_fails_the_attempt() {
-    let (addr, srv) = scripted_peer(vec![frame(8, 0, &[0, 0, 0, 1]), frame(4, 0, &[])], vec![]);
-    let mut d = Driver::start(&Target::Tcp(addr), &TransportConfig::insecure()).unwrap();
-    match d.next(SOON) {
-        Some(Progress::Failed(why)) => assert!(why.contains("not SETTINGS"), "{why}"),
-        other => panic!("{other:?}"),
-    }
-    d.conn.close(d.poll.registry());
-    drop(d);
-    srv.join().unwrap();
+    let first = vec![frame(8, 0, &[0, 0, 0, 1]), frame(4, 0, &[])];
+    against_peer(first, vec![], &TransportConfig::insecure(), |d| {
+        match d.next(SOON) {
+            Some(Progress::Failed(why)) => assert!(why.contains("not SETTINGS"), "{why}"),
+            other => panic!("{other:?}"),
+        }
+    });
 }
 
 /// A keepalive PING answered by other bytes but never acked, then silence:
@@ -964,16 +976,15 @@ fn a_first_frame_other_than_settings_fails_the_attempt() {
 #[test]
 #[cfg_attr(miri, ignore = "real sockets: Miri has no network")]
 fn keepalive_outlives_a_ping_answered_only_by_other_bytes() {
-    let (addr, srv) = scripted_peer(vec![frame(4, 0, &[])], vec![frame(8, 0, &[0, 0, 0, 1])]);
-    let mut d = Driver::start(&Target::Tcp(addr), &keepalive_cfg(100, 300, true)).unwrap();
-    assert_eq!(d.next(SOON), Some(Progress::Ready));
-    match d.next(Duration::from_secs(3)) {
-        Some(Progress::Lost(why)) => assert!(why.contains("keepalive"), "{why}"),
-        other => panic!("{other:?}"),
-    }
-    d.conn.close(d.poll.registry());
-    drop(d);
-    srv.join().unwrap();
+    let window_update = frame(8, 0, &[0, 0, 0, 1]);
+    let cfg = keepalive_cfg(100, 300, true);
+    against_peer(vec![frame(4, 0, &[])], vec![window_update], &cfg, |d| {
+        assert_eq!(d.next(SOON), Some(Progress::Ready));
+        match d.next(Duration::from_secs(3)) {
+            Some(Progress::Lost(why)) => assert!(why.contains("keepalive"), "{why}"),
+            other => panic!("{other:?}"),
+        }
+    });
 }
 
 /// Frames a peer saw: (type, when).
