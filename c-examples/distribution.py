@@ -24,17 +24,25 @@ class Address(C.Structure):
     _fields_ = [("address", C.c_char_p), ("weight", C.c_uint32), ("user_data", C.c_void_p)]
 
 
+# The header's SY_PICK_TOKEN_WORDS: sy_pick writes the whole struct, so a
+# smaller one here is overwritten past its end (checked against the header
+# in main()).
+SY_PICK_TOKEN_WORDS = 7
+
+
 class PickResult(C.Structure):
     _fields_ = [
         ("subchannel_id", C.c_uint64),
         ("address", C.POINTER(C.c_char)),
         ("address_len", C.c_size_t),
         ("user_data", C.c_void_p),
-        ("_token", C.c_uint64 * 4),
+        ("_token", C.c_uint64 * SY_PICK_TOKEN_WORDS),
     ]
 
 
 SUBCHANNEL_FN = C.CFUNCTYPE(None, C.c_void_p, C.c_uint64, C.c_char_p, C.c_size_t, C.c_void_p)
+HEALTH_FN = C.CFUNCTYPE(None, C.c_void_p, C.c_uint64, C.c_char_p, C.c_size_t, C.c_void_p,
+                        C.c_char_p, C.c_size_t)
 
 
 class HostTransport(C.Structure):
@@ -43,7 +51,24 @@ class HostTransport(C.Structure):
         ("create", SUBCHANNEL_FN),
         ("connect", SUBCHANNEL_FN),
         ("shutdown", SUBCHANNEL_FN),
+        # Optional (NULL here): the library reads it, so it must be there.
+        ("health", HEALTH_FN),
     ]
+
+
+def check_layout():
+    """The structs above against include/switchyard.h: a C struct copied by
+    hand into another language is where an ABI change goes unnoticed."""
+    import re
+    with open(os.path.join(HERE, "..", "include", "switchyard.h")) as f:
+        header = f.read()
+    words = int(re.search(r"#define SY_PICK_TOKEN_WORDS (\d+)", header).group(1))
+    assert words == SY_PICK_TOKEN_WORDS, (words, SY_PICK_TOKEN_WORDS)
+    body = re.search(r"typedef struct sy_host_transport \{(.*?)\} sy_host_transport;",
+                     header, re.S).group(1)
+    body = re.sub(r"/\*.*?\*/", "", body, flags=re.S)
+    fields = re.findall(r"(\w+);", body)
+    assert fields == [name for name, _ in HostTransport._fields_], fields
 
 
 def load(path):
@@ -84,6 +109,7 @@ def main():
             sys.exit(f"{what}: {lib.sy_status_str(status).decode()}: {buf.value.decode()}")
 
     print("switchyard", lib.sy_version().decode())
+    check_layout()
 
     # The host stack: the loop thread asks it to connect; it answers later.
     connects = {}
