@@ -62,7 +62,7 @@ thread_local! {
     static CALLBACK_DEPTH: std::cell::Cell<u32> = const { std::cell::Cell::new(0) };
 }
 
-pub(crate) fn panic_text(p: &(dyn std::any::Any + Send)) -> String {
+fn panic_text(p: &(dyn std::any::Any + Send)) -> String {
     let what = if let Some(s) = p.downcast_ref::<&str>() {
         s
     } else if let Some(s) = p.downcast_ref::<String>() {

@@ -22,7 +22,6 @@ use crate::status::sy_status;
 use crate::strings::slice_arg;
 use std::ffi::{c_char, c_void, CStr};
 use std::mem::{size_of, MaybeUninit};
-use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::ptr::{addr_of, addr_of_mut};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -558,25 +557,26 @@ unsafe extern "C" fn reader_done_general(
     let Some(code) = Code::from_u32(grpc_code) else {
         return unknown_code(grpc_code);
     };
-    // SAFETY: per the contract. The pick's done hooks (policy code) run
-    // inside: guarded.
-    let done = catch_unwind(AssertUnwindSafe(|| unsafe {
-        with_load(metrics, metrics_len, |load| {
-            // Entered: the pick's done hooks may be a C policy's callback.
-            let mut r = enter(reader)?;
-            let info = DoneInfo {
-                load,
-                ..done_info(code, latency_ns)
-            };
-            Ok(r.reader.finish_kept(&info))
-        })
-    }));
-    match done {
-        Ok(Ok(true)) => sy_status::SY_OK,
-        Ok(Ok(false)) => no_kept_pick(),
-        Ok(Err(e)) => pick_fail(e),
-        Err(p) => panicked(p),
-    }
+    // The pick's done hooks (policy code) run inside: guarded.
+    boundary_or(sy_status::SY_PANIC, || {
+        // SAFETY: per the contract.
+        let done = unsafe {
+            with_load(metrics, metrics_len, |load| {
+                // Entered: the pick's done hooks may be a C policy's callback.
+                let mut r = enter(reader)?;
+                let info = DoneInfo {
+                    load,
+                    ..done_info(code, latency_ns)
+                };
+                Ok(r.reader.finish_kept(&info))
+            })
+        };
+        match done {
+            Ok(true) => sy_status::SY_OK,
+            Ok(false) => no_kept_pick(),
+            Err(e) => pick_fail(e),
+        }
+    })
 }
 
 #[cold]
@@ -974,16 +974,6 @@ fn report(pick: Pick, code: Code, latency_ns: u64) -> sy_status {
     })
 }
 
-/// A panic caught on the pick path: SY_PANIC, with its message recorded.
-#[cold]
-#[inline(never)]
-fn panicked(p: Box<dyn std::any::Any + Send>) -> sy_status {
-    set_last(Error::new(
-        sy_status::SY_PANIC,
-        crate::macros::panic_text(&*p),
-    ))
-}
-
 /// The token word that is never zero in a live pick (`RawPick`'s hold).
 const HOLD_WORD: usize = RAW_PICK_HOLD_WORD;
 
@@ -1045,16 +1035,14 @@ unsafe fn done_with_metrics(
         });
         Ok(())
     };
-    // SAFETY: forwarded contract. The done hooks (policy code) run inside:
-    // guarded.
-    let done = catch_unwind(AssertUnwindSafe(|| unsafe {
-        with_load(metrics, metrics_len, finish)
-    }));
-    match done {
-        Ok(Ok(())) => sy_status::SY_OK,
-        Ok(Err(e)) => pick_fail(e),
-        Err(p) => panicked(p),
-    }
+    // The done hooks (policy code) run inside: guarded.
+    boundary_or(sy_status::SY_PANIC, || {
+        // SAFETY: forwarded contract.
+        match unsafe { with_load(metrics, metrics_len, finish) } {
+            Ok(()) => sy_status::SY_OK,
+            Err(e) => pick_fail(e),
+        }
+    })
 }
 
 /// Room for a done's load metrics, as the policy's hooks get them.
