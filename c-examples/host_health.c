@@ -135,6 +135,33 @@ int main(void) {
   OK(sy_channel_report_subconn_health(ch, id, true, NULL));
   CHECK(state_of(ch) == SY_STATE_READY);
 
+  /* A channel made with health checking off (gRPC-Go's
+   * WithDisableHealthCheck): the same config asks for checks, none is
+   * started, and the subchannel is READY once its transport is. */
+  {
+    health_host off;
+    sy_host_transport t2;
+    sy_channel_options *opts = NULL;
+    sy_channel *unchecked = NULL;
+    memset(&off, 0, sizeof off);
+    host_init(&off.h);
+    t2 = host_transport(&off.h);
+    t2.ctx = &off;
+    t2.health = on_health;
+    OK(sy_channel_options_new(&opts));
+    OK(sy_channel_options_set_health_checking(opts, 0));
+    OK(sy_channel_new_with_options(rt, "", RR_HEALTH, opts, &t2, NULL, NULL, NULL, &unchecked));
+    sy_channel_options_free(opts);
+    OK(sy_channel_update_addresses(unchecked, &addr, 1));
+    host_wait_connects(&off.h, 1);
+    OK(sy_channel_report_subconn_state(unchecked, host_id(&off.h, ADDR), SY_STATE_READY, NULL));
+    CHECK(state_of(unchecked) == SY_STATE_READY);
+    CHECK(counter(&off, &off.starts) == 0);
+    sy_channel_free(unchecked);
+    host_destroy(&off.h);
+  }
+  CHECK_STATUS(sy_channel_options_set_health_checking(NULL, 0), SY_NULL_PARAMETER);
+
   /* Bad input says so. */
   CHECK_STATUS(sy_channel_report_subconn_health(NULL, id, true, NULL), SY_NULL_PARAMETER);
   CHECK_STATUS(sy_channel_report_subconn_health(ch, id, false, bad_utf8), SY_INVALID_UTF8);

@@ -847,6 +847,15 @@ sy_status sy_channel_options_set_idle_timeout(struct sy_channel_options *opts, u
 sy_status sy_channel_options_set_pick_counts(struct sy_channel_options *opts, int enabled);
 
 /**
+ * Whether the channel health-checks its backends when its service config
+ * asks for it (`healthCheckConfig`, gRFC A17): `enabled` nonzero (the
+ * default) does; zero turns client-side health checking off whatever the
+ * config says, so subchannels are READY once connected (gRPC-Go's
+ * `WithDisableHealthCheck`, C-core's `grpc.inhibit_health_checking`).
+ */
+sy_status sy_channel_options_set_health_checking(struct sy_channel_options *opts, int enabled);
+
+/**
  * For `dns:` targets: `enabled` nonzero looks the name's service config up
  * in DNS too (gRFC A2: TXT records `grpc_config=...` of
  * `_grpc_config.<host>`, with their choice rules; this client's

@@ -303,6 +303,7 @@ pub extern "C" fn sy_channel_new_with_options(
             idle_timeout: opts.idle_timeout,
             resolver: opts.resolver.clone(),
             skip_pick_counts: opts.skip_pick_counts,
+            disable_health_check: opts.disable_health_check,
             ..Default::default()
         };
         let channel = Channel::new(rt.get(), target, config, options)?;

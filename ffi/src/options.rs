@@ -62,6 +62,8 @@ pub(crate) struct Options {
     pub(crate) resolver: ResolverOptions,
     /// `sy_channel_options_set_pick_counts(.., false)`.
     pub(crate) skip_pick_counts: bool,
+    /// `sy_channel_options_set_health_checking(.., false)`.
+    pub(crate) disable_health_check: bool,
 }
 
 /// Hears that the channel wants its addresses resolved again (a backend
@@ -88,6 +90,7 @@ impl Default for Options {
             authority: None,
             idle_timeout: None,
             skip_pick_counts: false,
+            disable_health_check: false,
             resolver: ResolverOptions::default(),
         }
     }
@@ -537,6 +540,23 @@ pub extern "C" fn sy_channel_options_set_pick_counts(
     boundary(|| {
         let o = options_mut(opts)?;
         o.skip_pick_counts = enabled == 0;
+        Ok(())
+    })
+}
+
+/// Whether the channel health-checks its backends when its service config
+/// asks for it (`healthCheckConfig`, gRFC A17): `enabled` nonzero (the
+/// default) does; zero turns client-side health checking off whatever the
+/// config says, so subchannels are READY once connected (gRPC-Go's
+/// `WithDisableHealthCheck`, C-core's `grpc.inhibit_health_checking`).
+#[no_mangle]
+pub extern "C" fn sy_channel_options_set_health_checking(
+    opts: *mut sy_channel_options,
+    enabled: c_int,
+) -> sy_status {
+    boundary(|| {
+        let o = options_mut(opts)?;
+        o.disable_health_check = enabled == 0;
         Ok(())
     })
 }

@@ -91,6 +91,8 @@ pub(crate) struct ChannelCore {
     pub(super) calls: Option<Box<dyn StartedCalls>>,
     /// IDLE or in use, and when to look again (see `idle`).
     pub(super) idle: Idleness,
+    /// `ChannelOptions::disable_health_check`.
+    pub(super) disable_health_check: bool,
 }
 
 impl ChannelCore {
@@ -290,12 +292,14 @@ impl ChannelCore {
     /// has `healthCheckConfig` and its policy opts in
     /// (`Builder::health_checks`): not a top-level pick_first, which never
     /// health-checks (A17; A61 enables it for pick_first as a child, e.g.
-    /// under round_robin), nor a policy that does not say it wants it.
+    /// under round_robin), nor a policy that does not say it wants it, nor a
+    /// channel made with `disable_health_check`.
     fn configure_health(&mut self, env: &mut LoopContext) {
-        let wanted = self
-            .config
-            .policy
-            .health_checks(self.config.policy_config.as_ref());
+        let wanted = !self.disable_health_check
+            && self
+                .config
+                .policy
+                .health_checks(self.config.policy_config.as_ref());
         let service = if wanted {
             self.config.health_check_service.as_deref()
         } else {

@@ -93,6 +93,11 @@ pub struct ChannelOptions {
     /// 1 ns a kept pick over a few endpoints, and over many endpoints picked
     /// at random a cache miss per pick (the counters are one more table).
     pub skip_pick_counts: bool,
+    /// Client-side health checking (gRFC A17) is off whatever the service
+    /// config's `healthCheckConfig` says: subchannels are READY once
+    /// connected (gRPC-Go's `WithDisableHealthCheck`, C-core's
+    /// `grpc.inhibit_health_checking`).
+    pub disable_health_check: bool,
 }
 
 /// See `ChannelOptions::on_subconn_state`.
@@ -197,6 +202,7 @@ impl Channel {
             on_resolve_now,
             on_subconn_state,
             skip_pick_counts,
+            disable_health_check,
         } = options;
         let managed = connector.is_none();
         let count_picks = !managed && !skip_pick_counts;
@@ -275,6 +281,7 @@ impl Channel {
             work: ChannelCore::work_scheduler(core_handle, id, work_pending),
             calls: None,
             idle,
+            disable_health_check,
         };
         if !handle.add(id, Box::new(move || Box::new(make()))) {
             return Err(Error::RuntimeGone);

@@ -145,6 +145,28 @@ fn top_level_pick_first_ignores_health_check_config() {
     assert_eq!(echo(&mut ch.reader(), true).unwrap(), servers[0].port());
 }
 
+/// `disable_health_check` (gRPC-Go's `WithDisableHealthCheck`): a config
+/// asking for health checks gets none, so a NOT_SERVING backend serves and
+/// no Watch is ever opened.
+#[test]
+fn a_channel_with_health_checking_disabled_never_checks() {
+    let servers = start_servers(1);
+    servers[0].set_serving("", NOT_SERVING);
+    let rt = Runtime::new().unwrap();
+    let opts = ChannelOptions {
+        disable_health_check: true,
+        ..plaintext()
+    };
+    let ch = channel(&rt, &target(&servers), RR_HEALTH, opts);
+    let before = servers[0].requests();
+    assert_eq!(echo(&mut ch.reader(), true).unwrap(), servers[0].port());
+    // The echo alone: no Watch was opened.
+    assert_eq!(servers[0].requests(), before + 1);
+    // The same config without the option: health-checked, so unusable.
+    let checked = channel(&rt, &target(&servers), RR_HEALTH, plaintext());
+    wait_state(&checked, TransientFailure);
+}
+
 /// Health checking over a unix socket: the Watch's :authority is the
 /// connection's ("localhost"), not the raw `unix:` address, which is no valid
 /// authority (the Watch could never start and the backend stayed unhealthy).
