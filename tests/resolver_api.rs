@@ -377,6 +377,12 @@ fn the_resolvers_service_config_comes_first_and_an_invalid_first_one_fails_rpcs(
         "{e:?}"
     );
     assert_eq!(timeout(&mut r), None, "no config is in force");
+    // Wait-for-ready RPCs fail too, at once (gRPC-Go's failing picker ends
+    // them "unconditionally"), not at their deadline.
+    let t0 = Instant::now();
+    let e = echo(&mut r).unwrap_err();
+    assert_eq!(e.code(), Code::Unavailable, "{e:?}");
+    assert!(t0.elapsed() < Duration::from_secs(5), "{:?}", t0.elapsed());
     assert_eq!(b0.requests(), 0);
 
     // A valid one: it, not the default, is in force, on the kept endpoints.
@@ -540,4 +546,65 @@ fn an_update_without_a_config_after_an_invalid_one_brings_the_default_back() {
         ..Default::default()
     };
     assert!(r.unary("/echo.Echo/Unary", b"r", &options).is_ok());
+}
+
+/// An invalid default config leaves the channel failing (every RPC
+/// UNAVAILABLE saying why, wait-for-ready ones too), but the first RPC
+/// still builds its resolver, whose valid config heals it.
+#[test]
+fn an_invalid_default_config_still_builds_the_resolver_which_can_heal_it() {
+    let seen = Arc::new(Seen::default());
+    resolver::register(Arc::new(Pushed("baddefault", seen.clone())));
+    let b0 = backend();
+    let rt = Runtime::new().unwrap();
+    let ch = Channel::new(&rt, "baddefault:x", Some("{]"), insecure()).unwrap();
+    ch.sync().unwrap();
+    assert_eq!(ch.state(), ConnectivityState::TransientFailure);
+    let mut r = ch.reader();
+    let t0 = Instant::now();
+    let e = echo(&mut r).unwrap_err();
+    assert_eq!(e.code(), Code::Unavailable, "{e:?}");
+    assert!(e.message().contains("invalid service config"), "{e:?}");
+    assert!(t0.elapsed() < Duration::from_secs(5), "{:?}", t0.elapsed());
+    eventually("the resolver built on first use", || {
+        seen.target.lock().unwrap().is_some()
+    });
+    seen.cc()
+        .update(ResolverState {
+            endpoints: endpoints(&[&b0]),
+            service_config: Some(r#"{"loadBalancingConfig":[{"round_robin":{}}]}"#.into()),
+        })
+        .unwrap();
+    ch.sync().unwrap();
+    assert_eq!(echo(&mut r).unwrap(), b0.port());
+}
+
+/// A resolver error before any config: the channel's default config is in
+/// force (gRPC-Go applies it then), so an invalid config that follows keeps
+/// it instead of failing the channel.
+#[test]
+fn after_a_resolver_error_an_invalid_config_keeps_the_default() {
+    let seen = Arc::new(Seen::default());
+    resolver::register(Arc::new(Pushed("errthenbad", seen.clone())));
+    let b0 = backend();
+    let rt = Runtime::new().unwrap();
+    let default = r#"{"methodConfig":[{"name":[{}],"timeout":"7s"}]}"#;
+    let ch = Channel::new(&rt, "errthenbad:x", Some(default), insecure()).unwrap();
+    ch.connect().unwrap();
+    ch.sync().unwrap();
+    seen.cc().report_error("no such name").unwrap();
+    ch.sync().unwrap();
+    assert_eq!(ch.state(), ConnectivityState::TransientFailure);
+    seen.cc()
+        .update(ResolverState {
+            endpoints: endpoints(&[&b0]),
+            service_config: Some("{not json".into()),
+        })
+        .unwrap();
+    let mut r = ch.reader();
+    assert_eq!(echo(&mut r).unwrap(), b0.port());
+    assert_eq!(
+        r.method_config("/a/b").unwrap().timeout,
+        Some(Duration::from_secs(7))
+    );
 }

@@ -172,10 +172,14 @@ impl Picker for SinglePicker {
 }
 
 /// Asks the loop to leave IDLE, once, then queues (pick_first after its
-/// connection closed).
+/// connection closed), or drops every pick with a status (a channel with
+/// no valid service config, which still builds its resolver on first use:
+/// a valid config may come from it).
 pub struct IdlePicker {
     work: WorkScheduler,
     fired: AtomicBool,
+    /// `Some`: what every pick is dropped with, instead of queueing.
+    drop: Option<Status>,
 }
 
 impl IdlePicker {
@@ -185,6 +189,16 @@ impl IdlePicker {
         IdlePicker {
             work,
             fired: AtomicBool::new(false),
+            drop: None,
+        }
+    }
+
+    /// The same, dropping every pick with `status` (wait-for-ready or not)
+    /// instead of queueing it.
+    pub fn dropping(self, status: Status) -> IdlePicker {
+        IdlePicker {
+            drop: Some(status),
+            ..self
         }
     }
 }
@@ -195,6 +209,9 @@ impl Picker for IdlePicker {
         if !self.fired.load(Ordering::Relaxed) && !self.fired.swap(true, Ordering::AcqRel) {
             self.work.schedule_work();
         }
-        PickResult::Queue
+        match &self.drop {
+            Some(status) => PickResult::Drop(status),
+            None => PickResult::Queue,
+        }
     }
 }

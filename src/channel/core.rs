@@ -13,7 +13,7 @@ use super::shared::ChannelId;
 use super::SubConnCallback;
 use crate::address::Endpoint;
 use crate::balancer::graceful_switch::GracefulSwitch;
-use crate::balancer::picker::{FailPicker, IdlePicker, QueuePicker};
+use crate::balancer::picker::{DropPicker, FailPicker, IdlePicker, Picker, QueuePicker};
 use crate::balancer::subconn::SubConnId;
 use crate::balancer::{Balancer, ClientConn, ClientConnState, TimerToken, WorkScheduler};
 use crate::connectivity::ConnectivityState;
@@ -21,6 +21,7 @@ use crate::connector::TransportEvent;
 use crate::runtime::{panic_message, LoopContext, LoopHandle, Task, TimerKey};
 use crate::service_config::ServiceConfig;
 use crate::snapshot::ChannelSnapshot;
+use crate::status::Status;
 use crate::subchannel::SubchannelPool;
 use crate::trace;
 use std::any::Any;
@@ -135,19 +136,26 @@ impl ChannelCore {
     /// reach the connector). Its resolver is installed by a later command.
     fn begin(&mut self, env: &mut LoopContext) {
         self.configure_health(env);
-        self.publish_config_error();
+        self.publish_config_error(env);
     }
 
-    /// Without a valid service config: TRANSIENT_FAILURE, RPCs failing
-    /// UNAVAILABLE with why (gRPC's rule for a channel with no valid
-    /// config, A21).
-    fn publish_config_error(&mut self) {
-        if let Some(e) = &self.config_error {
-            self.out.publish(
-                ConnectivityState::TransientFailure,
-                Box::new(FailPicker::unavailable(e.clone())),
-            );
-        }
+    /// Without a valid service config: TRANSIENT_FAILURE, every RPC failing
+    /// UNAVAILABLE with why, wait-for-ready ones too (gRPC's rule for a
+    /// channel with no valid config, A21; gRPC-Go's failing picker ends
+    /// them "unconditionally"). An IDLE channel still leaves IDLE on its
+    /// first pick: its resolver may bring a valid config.
+    fn publish_config_error(&mut self, env: &LoopContext) {
+        let Some(e) = &self.config_error else {
+            return;
+        };
+        let status = Status::unavailable(e.clone());
+        let picker: Box<dyn Picker> = if self.idle.idle {
+            Box::new(idle_picker(env.handle.clone(), self.id()).dropping(status))
+        } else {
+            Box::new(DropPicker(status))
+        };
+        self.out
+            .publish(ConnectivityState::TransientFailure, picker);
     }
 
     /// New endpoints (the resolver's, or the host's) to the policy.
@@ -175,7 +183,7 @@ impl ChannelCore {
         self.endpoints = Some(endpoints.clone());
         if self.config_error.is_some() {
             // Kept for when a valid config comes.
-            self.publish_config_error();
+            self.publish_config_error(env);
             return;
         }
         self.ensure_balancer();
@@ -207,6 +215,9 @@ impl ChannelCore {
             self.exit_channel_idle(env);
         }
         log::warn!(target: trace::RESOLVER, "channel {}: resolver error: {error}", self.id());
+        if self.config_error.is_none() && self.default_config.is_some() {
+            self.resolution.default_in_force();
+        }
         self.out.cause = Some(format!("name resolver error: {error}"));
         if self.config_error.is_some() {
             // The config's error says more than the resolver's.
@@ -602,8 +613,13 @@ impl ChannelCore {
         }
         self.idle.idle = false;
         log::info!(target: trace::CHANNEL, "channel {}: leaving IDLE", self.out.shared.id);
-        self.out
-            .publish(ConnectivityState::Connecting, Box::new(QueuePicker));
+        if self.config_error.is_some() {
+            // RPCs keep failing until a valid config comes.
+            self.publish_config_error(cx);
+        } else {
+            self.out
+                .publish(ConnectivityState::Connecting, Box::new(QueuePicker));
+        }
         self.out.shared.picked.store(false, Ordering::Relaxed);
         let id = self.out.shared.id;
         self.idle.start(id, cx);
@@ -662,6 +678,9 @@ impl ChannelCore {
         if self.idle.make_resolver.is_some() {
             // The resolver resolves again on the way out.
             self.endpoints = None;
+        }
+        if self.config_error.is_some() {
+            return self.publish_config_error(cx);
         }
         let picker = idle_picker(cx.handle.clone(), id);
         self.out.publish(ConnectivityState::Idle, Box::new(picker));

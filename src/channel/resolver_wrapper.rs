@@ -153,6 +153,14 @@ impl ResolverWrapper {
         }
     }
 
+    /// The resolver failed while the channel's own (valid) default config
+    /// is in force: that config counts as the last good one, so an invalid
+    /// config from the resolver later keeps it (gRPC-Go applies the default
+    /// on a resolver error when it has no config yet).
+    pub(super) fn default_in_force(&mut self) {
+        self.had_good = true;
+    }
+
     /// The channel's resolver is `resolver` (built off the loop).
     pub(crate) fn install(&mut self, mut resolver: Box<dyn Resolver>) {
         if self.closed.load(Ordering::Acquire) {
