@@ -393,6 +393,7 @@ fn the_resolvers_service_config_comes_first_and_an_invalid_first_one_fails_rpcs(
             service_config: Some(from_resolver.into()),
         })
         .unwrap();
+    ch.sync().unwrap(); // until then, RPCs still fail at once
     assert_eq!(echo(&mut r).unwrap(), b0.port());
     assert_eq!(timeout(&mut r), Some(Duration::from_secs(2)));
     assert_eq!(
@@ -509,7 +510,10 @@ fn an_invalid_first_config_asks_for_re_resolution() {
         .unwrap();
     ch.sync().unwrap();
     assert_eq!(ch.state(), ConnectivityState::TransientFailure);
-    assert!(seen.resolve_now.load(Ordering::SeqCst) > before);
+    // Paced by the channel's backoff: the first request a second on.
+    eventually("resolve_now after an invalid first config", || {
+        seen.resolve_now.load(Ordering::SeqCst) > before
+    });
 }
 
 /// An invalid first config, then an update with none at all: the channel's
@@ -607,4 +611,52 @@ fn after_a_resolver_error_an_invalid_config_keeps_the_default() {
         r.method_config("/a/b").unwrap().timeout,
         Some(Duration::from_secs(7))
     );
+}
+
+/// A resolver that answers every `resolve_now` at once with the same
+/// rejected state (no address): the channel asks again only as its backoff
+/// allows (gRPC-Go's DNS resolver backs off on a bad state the same way),
+/// not in a loop as fast as the loop turns; an accepted update starts the
+/// pacing over.
+struct Insisting(Arc<Seen>);
+
+struct InsistingResolver(Arc<Seen>);
+
+impl ResolverBuilder for Insisting {
+    fn scheme(&self) -> &str {
+        "insisting"
+    }
+    fn build(&self, _: &Target, cc: ResolverClientConn) -> Result<Box<dyn Resolver>, String> {
+        *self.0.cc.lock().unwrap() = Some(cc);
+        Ok(Box::new(InsistingResolver(self.0.clone())))
+    }
+}
+
+impl Resolver for InsistingResolver {
+    fn resolve_now(&mut self) {
+        self.0.resolve_now.fetch_add(1, Ordering::SeqCst);
+        let _ = self.0.cc().update(ResolverState::default());
+    }
+    fn close(&mut self) {}
+}
+
+#[test]
+fn re_resolution_after_a_rejected_update_is_paced_by_the_backoff() {
+    let seen = Arc::new(Seen::default());
+    resolver::register(Arc::new(Insisting(seen.clone())));
+    let rt = Runtime::new().unwrap();
+    let mut opts = insecure();
+    opts.backoff.initial = Duration::from_millis(100);
+    opts.backoff.jitter = 0.0;
+    let config = r#"{"loadBalancingConfig":[{"round_robin":{}}]}"#;
+    let ch = Channel::new(&rt, "insisting:x", Some(config), opts).unwrap();
+    ch.connect().unwrap();
+    ch.sync().unwrap();
+    let t0 = Instant::now();
+    seen.cc().update(ResolverState::default()).unwrap();
+    std::thread::sleep(Duration::from_millis(600));
+    // Asked at about 100, 260 and 516 ms (1.6x apart); before, thousands.
+    let asked = seen.resolve_now.load(Ordering::SeqCst);
+    assert!((2..=4).contains(&asked), "{asked} in {:?}", t0.elapsed());
+    assert_eq!(ch.state(), ConnectivityState::TransientFailure);
 }

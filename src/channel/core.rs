@@ -8,7 +8,9 @@
 use super::idle::{Idleness, IDLE_TIMER};
 use super::policy_cc::{PolicyClientConn, BALANCER_TIMER};
 use super::publisher::StatePublisher;
-use super::resolver_wrapper::{ConfigChoice, ResolvedConfig, ResolverUpdates, ResolverWrapper};
+use super::resolver_wrapper::{
+    ConfigChoice, ResolvedConfig, ResolverUpdates, ResolverWrapper, RESOLVE_RETRY_TIMER,
+};
 use super::shared::ChannelId;
 use super::SubConnCallback;
 use crate::address::Endpoint;
@@ -197,8 +199,12 @@ impl ChannelCore {
             b.switch_to(cc, policy);
             result = b.update_client_conn_state(cc, ClientConnState::new(endpoints, config))
         });
-        if result.is_err() {
-            self.resolve_requested = true;
+        // Rejected (no usable address, say): the resolver is asked again,
+        // paced; accepted: the pacing starts over.
+        let channel = self.id();
+        match result {
+            Ok(()) => self.resolution.accepted(env),
+            Err(_) => self.resolution.rejected(channel, env),
         }
         self.drain(env);
     }
@@ -296,7 +302,8 @@ impl ChannelCore {
         // polling resolver re-resolves with backoff), or a resolver that
         // waits to be asked would leave the channel failing.
         self.update_endpoints(endpoints, env);
-        self.resolution.resolve_now();
+        let channel = self.id();
+        self.resolution.rejected(channel, env);
     }
 
     /// Client-side health checking (gRFC A17) is on when the service config
@@ -564,6 +571,7 @@ impl Task for ChannelCore {
                 }
             }
             IDLE_TIMER => self.idle_timer(cx),
+            RESOLVE_RETRY_TIMER => self.resolution.retry_due(),
             _ => self.subs.timer(key, cx),
         }
         self.drain(cx);
@@ -702,6 +710,7 @@ mod tests {
             BALANCER_TIMER,
             CALL_TIMER,
             IDLE_TIMER,
+            RESOLVE_RETRY_TIMER,
         ];
         let n = kinds.len();
         kinds.sort_unstable();

@@ -245,7 +245,9 @@ impl Channel {
         // The policy's work requests: one scheduler for the channel's life.
         let work_pending = Arc::new(AtomicBool::new(false));
         let core_handle = handle.clone();
-        let resolution = ResolverWrapper::new(on_resolve_now).with_options(resolver_options);
+        let resolution = ResolverWrapper::new(on_resolve_now)
+            .with_options(resolver_options)
+            .with_backoff(backoff);
         let make_resolver = match (parsed, builder) {
             (Some(target), Some(builder)) => {
                 let make: MakeResolver = Box::new(move |cc| builder.build(&target, cc));

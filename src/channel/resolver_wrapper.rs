@@ -9,9 +9,10 @@
 
 use super::shared::ChannelId;
 use crate::address::Endpoint;
+use crate::backoff::{Backoff, BackoffConfig};
 use crate::error::Error;
 use crate::resolver::{Resolver, ResolverClientConn, ResolverOptions, ResolverSink, ResolverState};
-use crate::runtime::{panic_message, LoopContext, LoopHandle, Task};
+use crate::runtime::{panic_message, LoopContext, LoopHandle, Task, TaskId, TimerKey};
 use crate::service_config::ServiceConfig;
 use crate::trace;
 use std::marker::PhantomData;
@@ -51,7 +52,18 @@ pub(crate) struct ResolverWrapper {
     had_good: bool,
     /// What the channel asks of its resolvers.
     options: ResolverOptions,
+    /// Paces the re-resolutions asked for because the policy or the config
+    /// rejected what the resolver gave: backing off as gRPC-Go's DNS
+    /// resolver does when told its state was bad, so a resolver that
+    /// answers every `resolve_now` at once with the same state does not
+    /// spin the loop. Reset by an update the policy accepts.
+    retry: Backoff,
+    /// The pending paced re-resolution's timer.
+    retry_timer: Option<u64>,
 }
+
+/// The kind of the channel's paced re-resolution timer (`TimerKey::kind`).
+pub(crate) const RESOLVE_RETRY_TIMER: u8 = 10;
 
 /// What a resolver's update does to the channel's service config.
 pub(super) enum ConfigChoice {
@@ -75,7 +87,16 @@ impl ResolverWrapper {
             last_config: None,
             had_good: false,
             options: ResolverOptions::default(),
+            retry: Backoff::new(BackoffConfig::default()),
+            retry_timer: None,
         }
+    }
+
+    /// Paces re-resolution after a rejected update by `backoff` (the
+    /// channel's connection backoff).
+    pub(crate) fn with_backoff(mut self, backoff: BackoffConfig) -> ResolverWrapper {
+        self.retry = Backoff::new(backoff);
+        self
     }
 
     pub(crate) fn with_options(mut self, options: ResolverOptions) -> ResolverWrapper {
@@ -181,6 +202,37 @@ impl ResolverWrapper {
                     cb();
                 }
             }
+        }
+    }
+
+    /// The policy or the config rejected the resolver's update: ask it
+    /// again once the backoff allows (one request pending at a time).
+    pub(super) fn rejected(&mut self, channel: TaskId, cx: &mut LoopContext) {
+        if self.retry_timer.is_some() {
+            return;
+        }
+        let now = cx.clock.now();
+        let rng = &mut cx.rng;
+        self.retry.start_attempt(now, &mut || rng.uniform());
+        let at = self.retry.next_attempt().unwrap_or(now);
+        let key = TimerKey::new(RESOLVE_RETRY_TIMER, 0);
+        self.retry_timer = Some(cx.timers.schedule(at, channel, key));
+    }
+
+    /// The policy accepted an update: the next rejection waits the least.
+    pub(super) fn accepted(&mut self, cx: &mut LoopContext) {
+        self.retry.reset();
+        if let Some(t) = self.retry_timer.take() {
+            cx.timers.cancel(t);
+        }
+    }
+
+    /// The paced re-resolution is due (not for a closed resolver: an IDLE
+    /// channel resolves afresh when it is used again).
+    pub(super) fn retry_due(&mut self) {
+        self.retry_timer = None;
+        if !self.closed.load(Ordering::Acquire) {
+            self.resolve_now();
         }
     }
 
