@@ -212,8 +212,9 @@ fn bad_inputs_are_errors() {
     let bad = Channel::new(&rt, "", Some("{]"), ChannelOptions::default()).unwrap();
     bad.sync().unwrap();
     assert_eq!(bad.state(), TransientFailure);
+    // Dropped: wait-for-ready picks fail too (gRPC-Go's failing picker).
     match bad.reader().try_pick(&PickInfo::default()) {
-        Err(PickError::Unavailable(s)) => assert!(s.message().contains("not valid JSON"), "{s:?}"),
+        Err(PickError::Dropped(s)) => assert!(s.message().contains("not valid JSON"), "{s:?}"),
         other => panic!("{:?}", other.map(|p| p.subconn().id())),
     }
     assert!(matches!(
@@ -245,7 +246,7 @@ fn a_valid_config_ends_an_invalid_ones_failure() {
     assert!(host.take().is_empty(), "no policy runs, nothing connects");
     let mut r = ch.reader();
     match r.try_pick(&PickInfo::default()) {
-        Err(PickError::Unavailable(s)) => assert!(
+        Err(PickError::Dropped(s)) => assert!(
             s.message()
                 .contains("methodConfig[0].waitForReady: 1 is not a boolean"),
             "{s:?}"

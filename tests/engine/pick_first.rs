@@ -222,6 +222,8 @@ fn zero_addresses_is_transient_failure_and_asks_for_resolution() {
     opts.on_resolve_now = Some(Arc::new(move || {
         a2.fetch_add(1, Ordering::SeqCst);
     }));
+    // The request is paced by the backoff (a rejected update).
+    opts.backoff.initial = Duration::from_millis(50);
     let ch = Channel::new(&rt, "", None, opts).unwrap();
     ch.update_addresses(vec![]).unwrap();
     ch.sync().unwrap();
@@ -233,6 +235,10 @@ fn zero_addresses_is_transient_failure_and_asks_for_resolution() {
             "name resolver error: produced zero addresses"
         ))
     );
+    let t0 = std::time::Instant::now();
+    while asked.load(Ordering::SeqCst) == 0 && t0.elapsed() < Duration::from_secs(5) {
+        std::thread::sleep(Duration::from_millis(5));
+    }
     assert_eq!(asked.load(Ordering::SeqCst), 1);
 }
 
