@@ -239,6 +239,42 @@ fn goaway_below_inflight_with(rt: &Runtime, code: u32) -> Result<(), String> {
     Ok(())
 }
 
+/// MAX_CONCURRENT_STREAMS 1: one call goes out, two wait in the client's
+/// queue; then a graceful GOAWAY. The two never left the client and must
+/// not be opened on the draining connection (RFC 9113 6.8): they go to a
+/// new one and succeed, as gRPC-Go's queued streams do ("stream drain",
+/// transparently retried). Sent on the old connection, this server never
+/// answers them.
+fn goaway_with_queued_streams(rt: &Runtime) -> Result<(), String> {
+    let server = RawServer::start(Mode::GoawayWithQueued);
+    let ch = channel(rt, &server, |_| {});
+    let out = calls(&ch, 3, Duration::from_secs(3), true);
+    check(&out, Duration::from_secs(3), &[Code::Ok])?;
+    if server.accepted() < 2 {
+        return Err("the queued calls should have gone to a new connection".into());
+    }
+    recovers(&ch, &server)?;
+    ch.close();
+    Ok(())
+}
+
+/// A GOAWAY whose last stream id is even (no client stream has one) is a
+/// connection error (gRPC-Go: "received goaway with non-zero even-numbered
+/// stream id"): the calls on it fail UNAVAILABLE at once, they do not wait
+/// out their deadline for answers the server said nothing about.
+fn goaway_with_an_even_stream_id(rt: &Runtime) -> Result<(), String> {
+    let server = RawServer::start(Mode::GoawayEvenId);
+    let ch = channel(rt, &server, |_| {});
+    let out = calls(&ch, 2, Duration::from_secs(3), true);
+    check(&out, Duration::from_secs(3), &[Code::Unavailable])?;
+    if let Some(slow) = out.iter().find(|o| o.1 > Duration::from_secs(2)) {
+        return Err(format!("a call waited {:?} for a dead connection", slow.1));
+    }
+    recovers(&ch, &server)?;
+    ch.close();
+    Ok(())
+}
+
 fn rst_stream(rt: &Runtime) -> Result<(), String> {
     // RST_STREAM(INTERNAL_ERROR) fails the call with INTERNAL and leaves the
     // connection as it was.
@@ -476,6 +512,11 @@ const CASES: &[Case] = &[
     (
         "goaway_with_an_error_below_inflight",
         goaway_with_an_error_below_inflight,
+    ),
+    ("goaway_with_queued_streams", goaway_with_queued_streams),
+    (
+        "goaway_with_an_even_stream_id",
+        goaway_with_an_even_stream_id,
     ),
     ("rst_stream", rst_stream),
     ("rst_stream_refused", rst_stream_refused),

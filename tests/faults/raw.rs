@@ -58,6 +58,18 @@ pub enum Mode {
     /// (0): the first stream is answered and the connection stays open,
     /// draining; any other code: the server hangs up without answering it.
     GoawayBelowInflight(usize, u32),
+    /// SETTINGS_MAX_CONCURRENT_STREAMS 1 on the first connection, so that
+    /// one request goes out and the client queues the rest; then a graceful
+    /// GOAWAY (last stream id 2^31 - 1), the one request answered, and any
+    /// request opened on this connection after the GOAWAY (RFC 9113 6.8:
+    /// "MUST NOT open additional streams") never answered. Later
+    /// connections are well-behaved.
+    GoawayWithQueued,
+    /// Once two requests are in flight: a GOAWAY whose last stream id is 2,
+    /// which no client-initiated stream can have (a connection error,
+    /// PROTOCOL_ERROR, in gRPC-Go); nothing answered, the connection kept
+    /// open. Later connections are well-behaved.
+    GoawayEvenId,
     /// Every request answered with RST_STREAM carrying this error code.
     RstStream(u32),
     /// A response whose gRPC length prefix announces this many bytes
@@ -357,6 +369,8 @@ fn serve(
                 | Mode::NoTrailers
                 | Mode::NulMessage { .. }
                 | Mode::GoawayBelowInflight(..)
+                | Mode::GoawayWithQueued
+                | Mode::GoawayEvenId
         ),
     };
     match mode {
@@ -382,9 +396,22 @@ fn serve(
         }
         _ => {}
     }
-    c.send(&frame(SETTINGS, 0, 0, &[]))?;
+    let first_queues = mode == Mode::GoawayWithQueued && index == 0;
+    // SETTINGS_MAX_CONCURRENT_STREAMS (0x3) = 1 where the client must queue.
+    let settings: &[u8] = if first_queues {
+        &[0, 3, 0, 0, 0, 1]
+    } else {
+        &[]
+    };
+    c.send(&frame(SETTINGS, 0, 0, settings))?;
     match mode {
-        Mode::Good | Mode::SlowLoris(_) | Mode::GoawayBelowInflight(..) if index > 0 => {
+        Mode::Good
+        | Mode::SlowLoris(_)
+        | Mode::GoawayBelowInflight(..)
+        | Mode::GoawayWithQueued
+        | Mode::GoawayEvenId
+            if index > 0 =>
+        {
             serve_good(&mut c)
         }
         Mode::Good | Mode::SlowLoris(_) => serve_good(&mut c),
@@ -410,6 +437,31 @@ fn serve(
             }
             c.answer_ok(first)?;
             // A draining server: keeps the connection until the client goes.
+            idle(&mut c)
+        }
+        Mode::GoawayWithQueued => {
+            let first = gather(&mut c, 1)?;
+            // The other calls reach the client's queue meanwhile.
+            let settle = Instant::now() + Duration::from_millis(300);
+            while Instant::now() < settle && !c.over() {
+                if c.request()?.is_some() {
+                    // Over the limit: never answered (the call times out).
+                }
+            }
+            let mut goaway = 0x7fff_ffffu32.to_be_bytes().to_vec();
+            goaway.extend(0u32.to_be_bytes());
+            c.send(&frame(GOAWAY, 0, 0, &goaway))?;
+            for s in first {
+                c.answer_ok(s)?;
+            }
+            // Streams opened after the GOAWAY are left unanswered.
+            idle(&mut c)
+        }
+        Mode::GoawayEvenId => {
+            gather(&mut c, 2)?;
+            let mut goaway = 2u32.to_be_bytes().to_vec();
+            goaway.extend(0u32.to_be_bytes());
+            c.send(&frame(GOAWAY, 0, 0, &goaway))?;
             idle(&mut c)
         }
         Mode::NulMessage { n, bad } => {

@@ -819,14 +819,30 @@ impl Inner {
         let send_buffer = &mut *send_buffer;
 
         let last_stream_id = frame.last_stream_id();
+        let peer = counts.peer();
+
+        // switchyard patch (3): the last stream id names one of the
+        // receiver's own streams (or none); any other (an even id to a
+        // client) is a connection error, PROTOCOL_ERROR, as in gRPC-Go.
+        if !last_stream_id.is_zero() && !peer.is_local_init(last_stream_id) {
+            proto_err!(conn: "recv_go_away: last_stream_id ({:?}) is not ours", last_stream_id);
+            return Err(Error::library_go_away(Reason::PROTOCOL_ERROR));
+        }
 
         actions.send.recv_go_away(last_stream_id)?;
 
         let err = Error::remote_go_away(frame.debug_data().clone(), frame.reason());
 
-        let peer = counts.peer();
         self.store.for_each(|stream| {
-            if stream.id > last_stream_id && peer.is_local_init(stream.id) {
+            // switchyard patch (3): a stream still waiting to open (queued
+            // behind SETTINGS_MAX_CONCURRENT_STREAMS) fails with the GOAWAY
+            // too, whatever its id: it must never be opened on this
+            // connection (RFC 9113 6.8, "Receivers of a GOAWAY frame MUST
+            // NOT open additional streams on the connection"), and it was
+            // never sent, so it may be retried elsewhere.
+            if (stream.id > last_stream_id || stream.is_pending_open)
+                && peer.is_local_init(stream.id)
+            {
                 counts.transition(stream, |counts, stream| {
                     actions.recv.handle_error(&err, &mut *stream);
                     actions.send.handle_error(send_buffer, stream, counts);
