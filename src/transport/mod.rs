@@ -164,7 +164,8 @@ pub struct TlsSettings {
     /// SNI and certificate name to verify; empty = the authority's host
     /// (the target's: its IP address, or "localhost" for a Unix socket).
     /// Set, it is the calls' `:authority` too unless the channel is given
-    /// one (`ChannelOptions::authority`), as in gRPC-Go.
+    /// one (`ChannelOptions::authority`), as in gRPC-Go. Given with a port
+    /// (`host:port`), the host is the name verified.
     pub server_name: String,
     /// PEM bundle of trusted roots; `None` = the webpki-roots Mozilla bundle.
     pub roots_pem: Option<Vec<u8>>,

@@ -94,7 +94,50 @@ fn client_connection(
     config: Arc<ClientConfig>,
     server_name: &str,
 ) -> Result<ClientConnection, String> {
-    let name = ServerName::try_from(server_name.to_owned())
+    let name = ServerName::try_from(without_port(server_name).to_owned())
         .map_err(|e| format!("invalid TLS server name {server_name:?}: {e}"))?;
     ClientConnection::new(config, name).map_err(|e| format!("TLS setup: {e}"))
+}
+
+/// The host of a server name given as an authority ("host:port",
+/// "[v6]:port"): gRPC-Go's TLS credentials take the name to verify from the
+/// authority the same way (`net.SplitHostPort`), so a server name with a
+/// port verifies the host. Anything else (a bare IPv6 address included) as
+/// it is.
+fn without_port(name: &str) -> &str {
+    let port = |p: &str| p.bytes().all(|b| b.is_ascii_digit());
+    if let Some(rest) = name.strip_prefix('[') {
+        return match rest.split_once(']') {
+            Some((host, "")) => host,
+            Some((host, tail)) if tail.strip_prefix(':').is_some_and(port) => host,
+            _ => name,
+        };
+    }
+    match name.rsplit_once(':') {
+        Some((host, p)) if !host.contains(':') && port(p) => host,
+        _ => name,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_server_name_with_a_port_verifies_its_host() {
+        for (given, host) in [
+            ("foo.test:443", "foo.test"),
+            ("foo.test", "foo.test"),
+            ("127.0.0.1:50051", "127.0.0.1"),
+            ("[::1]:443", "::1"),
+            ("[::1]", "::1"),
+            ("::1", "::1"),
+            ("foo.test:https", "foo.test:https"),
+        ] {
+            assert_eq!(without_port(given), host, "{given}");
+        }
+        let config = client_config(&TlsSettings::default()).unwrap();
+        assert!(client_connection(config.clone(), "localhost:8443").is_ok());
+        assert!(client_connection(config, "foo.test:https").is_err());
+    }
 }
