@@ -23,9 +23,9 @@ use std::time::{Duration, Instant};
 /// here; `finish` is how it gives a pick back to the policy's done hook.
 #[derive(Default)]
 pub(crate) struct Course {
-    /// The one transparent retry of an attempt the server saw but never
-    /// processed is spent.
-    retried: bool,
+    /// An attempt has failed before: the transparent retry of an attempt
+    /// the server saw but never processed is for the first attempt only.
+    failed_before: bool,
     /// Transparent retries of attempts that never left this client.
     unsent: u32,
     /// What the failed picks it waited through said (`Reader::pick`'s rules).
@@ -164,8 +164,11 @@ pub(super) fn attempt_metadata(
 impl Course {
     /// Whether a failed attempt is replaced at once, transparently (gRFC
     /// A6): one that never left this client, up to `UNSENT_RETRIES` times;
-    /// one the server saw but never processed, once.
+    /// one the server saw but never processed, only if it was the call's
+    /// first attempt (gRPC-Go's `firstAttempt && unprocessed`: a later one
+    /// goes by the retry policy).
     fn transparent(&mut self, e: &CallError) -> bool {
+        let first = !std::mem::replace(&mut self.failed_before, true);
         if !e.transparent_retry_ok {
             return false;
         }
@@ -173,7 +176,7 @@ impl Course {
             self.unsent += 1;
             return self.unsent <= UNSENT_RETRIES;
         }
-        !std::mem::replace(&mut self.retried, true)
+        first
     }
 
     /// The course of a call to a method with `retry` as its policy, on a
@@ -536,7 +539,7 @@ mod tests {
 
     /// gRFC A6's transparent retry: an attempt that never left the client
     /// is replaced again and again (bounded), one the server saw but never
-    /// processed once, anything else never.
+    /// processed only when it was the first attempt, anything else never.
     #[test]
     fn transparent_retries_unsent_attempts_repeatedly_and_unprocessed_once() {
         use crate::transport::CallError;
@@ -551,12 +554,20 @@ mod tests {
             assert!(c.transparent(&error(true, true)));
         }
         assert!(!c.transparent(&error(true, true)), "bounded");
-        assert!(c.transparent(&error(true, false)), "unprocessed: once");
-        assert!(!c.transparent(&error(true, false)));
+        assert!(
+            !c.transparent(&error(true, false)),
+            "unprocessed: not after other attempts"
+        );
+        let mut c = Course::default();
+        assert!(c.transparent(&error(true, false)), "unprocessed: the first");
+        assert!(!c.transparent(&error(true, false)), "once");
+        assert!(c.transparent(&error(true, true)), "unsent: apart from it");
         let mut c = Course::default();
         assert!(!c.transparent(&error(false, false)));
-        assert!(c.transparent(&error(true, false)));
-        assert!(c.transparent(&error(true, true)), "unsent: apart from it");
+        assert!(
+            !c.transparent(&error(true, false)),
+            "unprocessed after a failed attempt: the retry policy decides"
+        );
     }
 
     #[test]
