@@ -841,8 +841,10 @@ sy_status sy_channel_options_set_idle_timeout(struct sy_channel_options *opts, u
  * (`enabled` nonzero, the default). Counting costs no shared write (each
  * reader counts its own picks) but about 1 ns a kept pick over a few
  * endpoints, and over many endpoints picked at random a cache miss per
- * pick; off, the snapshot's call counts stay zero. Channels with the
- * library's connections count their calls either way.
+ * pick; off, the snapshot's call counts stay zero, and only picks keep
+ * the channel out of IDLE (an RPC outliving the idle timeout with no pick
+ * meanwhile may lose its connection: set the idle timeout to 0 then).
+ * Channels with the library's connections count their calls either way.
  */
 sy_status sy_channel_options_set_pick_counts(struct sy_channel_options *opts, int enabled);
 
@@ -862,6 +864,15 @@ sy_status sy_channel_options_set_health_checking(struct sy_channel_options *opts
  * `clientLanguage` is "rust"). Off by default.
  */
 sy_status sy_channel_options_set_dns_service_config(struct sy_channel_options *opts, int enabled);
+
+/**
+ * Whether the channel applies the service configs its resolver gives:
+ * `enabled` nonzero (the default) does; zero ignores every one of them and
+ * keeps the channel's own (the `service_config_json` it was made with),
+ * as gRPC's `disableServiceConfig` does. DNS then looks none up either.
+ */
+sy_status sy_channel_options_set_resolver_service_config(struct sy_channel_options *opts,
+                                                         int enabled);
 
 /**
  * For `dns:` targets: the least time between two lookups the channel asks

@@ -660,3 +660,43 @@ fn re_resolution_after_a_rejected_update_is_paced_by_the_backoff() {
     assert!((2..=4).contains(&asked), "{asked} in {:?}", t0.elapsed());
     assert_eq!(ch.state(), ConnectivityState::TransientFailure);
 }
+
+/// `disable_service_config` (gRPC's `WithDisableServiceConfig`): the
+/// resolver's configs are ignored, valid or not, and the channel's default
+/// stays in force.
+#[test]
+fn with_service_configs_disabled_the_resolvers_are_ignored() {
+    let seen = Arc::new(Seen::default());
+    resolver::register(Arc::new(Pushed("noconfigs", seen.clone())));
+    let b0 = backend();
+    let rt = Runtime::new().unwrap();
+    let mut opts = insecure();
+    opts.resolver.disable_service_config = true;
+    let default = r#"{"methodConfig":[{"name":[{}],"timeout":"7s"}]}"#;
+    let ch = Channel::new(&rt, "noconfigs:x", Some(default), opts).unwrap();
+    ch.connect().unwrap();
+    ch.sync().unwrap();
+    assert!(
+        seen.cc().options().disable_service_config,
+        "told to the resolver"
+    );
+    let mut r = ch.reader();
+    for config in [
+        r#"{"methodConfig":[{"name":[{}],"timeout":"2s"}]}"#,
+        "{not json",
+    ] {
+        seen.cc()
+            .update(ResolverState {
+                endpoints: endpoints(&[&b0]),
+                service_config: Some(config.into()),
+            })
+            .unwrap();
+        ch.sync().unwrap();
+        assert_eq!(echo(&mut r).unwrap(), b0.port());
+        assert_eq!(
+            r.method_config("/a/b").unwrap().timeout,
+            Some(Duration::from_secs(7)),
+            "{config}"
+        );
+    }
+}

@@ -530,8 +530,10 @@ pub extern "C" fn sy_channel_options_set_idle_timeout(
 /// (`enabled` nonzero, the default). Counting costs no shared write (each
 /// reader counts its own picks) but about 1 ns a kept pick over a few
 /// endpoints, and over many endpoints picked at random a cache miss per
-/// pick; off, the snapshot's call counts stay zero. Channels with the
-/// library's connections count their calls either way.
+/// pick; off, the snapshot's call counts stay zero, and only picks keep
+/// the channel out of IDLE (an RPC outliving the idle timeout with no pick
+/// meanwhile may lose its connection: set the idle timeout to 0 then).
+/// Channels with the library's connections count their calls either way.
 #[no_mangle]
 pub extern "C" fn sy_channel_options_set_pick_counts(
     opts: *mut sy_channel_options,
@@ -573,6 +575,22 @@ pub extern "C" fn sy_channel_options_set_dns_service_config(
     boundary(|| {
         let o = options_mut(opts)?;
         o.resolver.dns_service_config = enabled != 0;
+        Ok(())
+    })
+}
+
+/// Whether the channel applies the service configs its resolver gives:
+/// `enabled` nonzero (the default) does; zero ignores every one of them and
+/// keeps the channel's own (the `service_config_json` it was made with),
+/// as gRPC's `disableServiceConfig` does. DNS then looks none up either.
+#[no_mangle]
+pub extern "C" fn sy_channel_options_set_resolver_service_config(
+    opts: *mut sy_channel_options,
+    enabled: c_int,
+) -> sy_status {
+    boundary(|| {
+        let o = options_mut(opts)?;
+        o.resolver.disable_service_config = enabled == 0;
         Ok(())
     })
 }

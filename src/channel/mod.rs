@@ -92,6 +92,10 @@ pub struct ChannelOptions {
     /// the last nanosecond of a pick + done (its counts stay zero): about
     /// 1 ns a kept pick over a few endpoints, and over many endpoints picked
     /// at random a cache miss per pick (the counters are one more table).
+    /// The channel then cannot see the host's RPCs in flight either: only
+    /// picks keep it out of IDLE, so an RPC outliving `idle_timeout` with
+    /// no pick meanwhile may see its connection closed (give such a host
+    /// `idle_timeout` zero).
     pub skip_pick_counts: bool,
     /// Client-side health checking (gRFC A17) is off whatever the service
     /// config's `healthCheckConfig` says: subchannels are READY once

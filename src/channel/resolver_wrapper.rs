@@ -143,6 +143,9 @@ impl ResolverWrapper {
         failing: bool,
         channel: ChannelId,
     ) -> ConfigChoice {
+        // Ignored when the channel is told to (`disable_service_config`):
+        // as if the resolver gave none, so the default applies.
+        let config = config.filter(|_| !self.options.disable_service_config);
         let Some(config) = config else {
             // The channel's own (default) config, a good one: back in force
             // after the resolver's own config, or after its invalid one.

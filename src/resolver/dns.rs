@@ -128,15 +128,16 @@ fn run(name: Name, cc: ResolverClientConn, rx: Receiver<Request>) {
                         addrs.len(),
                         addrs.iter().map(|a| a.addr.as_str()).collect::<Vec<_>>().join(", ")
                     );
-                    let service_config = if options.dns_service_config {
-                        let client = Client {
-                            hostname: &hostname,
-                            percentile: (rng.uniform() * 100.0) as u32 % 100,
+                    let service_config =
+                        if options.dns_service_config && !options.disable_service_config {
+                            let client = Client {
+                                hostname: &hostname,
+                                percentile: (rng.uniform() * 100.0) as u32 % 100,
+                            };
+                            service_config(&name, &client)
+                        } else {
+                            None
                         };
-                        service_config(&name, &client)
-                    } else {
-                        None
-                    };
                     // DNS cannot group addresses: one endpoint each.
                     cc.update(ResolverState {
                         endpoints: addrs.into_iter().map(Endpoint::from).collect(),

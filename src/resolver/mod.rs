@@ -146,6 +146,11 @@ pub struct ResolverOptions {
     /// `_grpc_config.<host>`). Off by default, as in gRPC C-core: a name's
     /// owner then cannot change a client's policy behind its back.
     pub dns_service_config: bool,
+    /// The channel ignores every service config its resolver gives and
+    /// applies its own default (gRPC's `WithDisableServiceConfig`, passed
+    /// to resolvers as `BuildOptions.DisableServiceConfig`): a resolver
+    /// may skip looking one up (the DNS resolver does). Off by default.
+    pub disable_service_config: bool,
     /// The least time between two DNS lookups that the channel asked for
     /// (re-resolution on connection loss). gRPC's: 30 s; shorter for tests.
     pub min_resolution_interval: std::time::Duration,
@@ -155,6 +160,7 @@ impl Default for ResolverOptions {
     fn default() -> ResolverOptions {
         ResolverOptions {
             dns_service_config: false,
+            disable_service_config: false,
             min_resolution_interval: std::time::Duration::from_secs(30),
         }
     }

@@ -189,6 +189,7 @@ fn dns_options(min_interval: Duration, service_config: bool) -> ChannelOptions {
         resolver: ResolverOptions {
             dns_service_config: service_config,
             min_resolution_interval: min_interval,
+            ..Default::default()
         },
         ..plaintext_fast_backoff()
     }
@@ -297,6 +298,15 @@ fn txt_service_config_is_used_only_when_asked_for() {
     assert!(split == vec![20, 0] || split == vec![0, 20], "{split:?}");
     assert_eq!(dns.queries("TXT", "_grpc_config.svc.test"), 0);
     assert_eq!(plain.snapshot().unwrap().policy, "pick_first");
+
+    // Asked for, but service configs from the resolver disabled: none is
+    // looked up.
+    let mut opts = dns_options(Duration::from_secs(30), true);
+    opts.resolver.disable_service_config = true;
+    let disabled = channel(&rt, &target, None, opts);
+    let split = served(&mut disabled.reader(), &servers, 20);
+    assert!(split == vec![20, 0] || split == vec![0, 20], "{split:?}");
+    assert_eq!(dns.queries("TXT", "_grpc_config.svc.test"), 0);
 
     // Asked for: the second choice (the first is for Go) says round_robin.
     let txt_ch = channel(

@@ -316,15 +316,18 @@ fn a_valid_config_takes_the_errors_picker_away_at_once() {
     let ch = Channel::new(&rt, &target, Some("{]"), plaintext()).unwrap();
     ch.sync().unwrap();
     let mut r = ch.reader();
+    // Dropped: wait-for-ready picks fail too. The pick also takes the
+    // channel out of IDLE (its resolver runs: a valid config could come
+    // from it), keeping the addresses for when one does.
     assert!(matches!(
         r.try_pick(&PickInfo::default()),
-        Err(PickError::Unavailable(_))
+        Err(PickError::Dropped(_))
     ));
     ch.update_service_config(r#"{"loadBalancingConfig":[{"round_robin":{}}]}"#)
         .unwrap();
     ch.sync().unwrap();
-    // The channel is IDLE again (it never left: no policy could run); the
-    // pick queues and brings it up.
+    // The error's picker is gone: the pick queues while the policy
+    // connects.
     match r.try_pick(&PickInfo::default()) {
         Err(PickError::NoSubConnAvailable) => {}
         Err(e) => panic!("{e}"),
