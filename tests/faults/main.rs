@@ -258,6 +258,26 @@ fn goaway_with_queued_streams(rt: &Runtime) -> Result<(), String> {
     Ok(())
 }
 
+/// The same, the server hanging up instead: the call it took fails
+/// UNAVAILABLE (it may have been processed), the two still queued never
+/// left the client and succeed on a new connection (gRPC-Go: a stream
+/// waiting for a slot when the transport closes is retried transparently).
+fn hang_up_with_queued_streams(rt: &Runtime) -> Result<(), String> {
+    let server = RawServer::start(Mode::HangUpWithQueued);
+    let ch = channel(rt, &server, |_| {});
+    let out = calls(&ch, 3, Duration::from_secs(3), true);
+    check(&out, Duration::from_secs(3), &[Code::Ok, Code::Unavailable])?;
+    let ok = out.iter().filter(|o| self::code(o) == Code::Ok).count();
+    if ok != 2 {
+        return Err(format!(
+            "{ok} of 3 calls succeeded, not the 2 never sent: {out:?}"
+        ));
+    }
+    recovers(&ch, &server)?;
+    ch.close();
+    Ok(())
+}
+
 /// A GOAWAY whose last stream id is even (no client stream has one) is a
 /// connection error (gRPC-Go: "received goaway with non-zero even-numbered
 /// stream id"): the calls on it fail UNAVAILABLE at once, they do not wait
@@ -518,6 +538,7 @@ const CASES: &[Case] = &[
         "goaway_with_an_even_stream_id",
         goaway_with_an_even_stream_id,
     ),
+    ("hang_up_with_queued_streams", hang_up_with_queued_streams),
     ("rst_stream", rst_stream),
     ("rst_stream_refused", rst_stream_refused),
     ("oversized_message", oversized_message),

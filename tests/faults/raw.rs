@@ -65,6 +65,9 @@ pub enum Mode {
     /// "MUST NOT open additional streams") never answered. Later
     /// connections are well-behaved.
     GoawayWithQueued,
+    /// As `GoawayWithQueued`, but the server hangs up instead of sending a
+    /// GOAWAY, the one request it took unanswered.
+    HangUpWithQueued,
     /// Once two requests are in flight: a GOAWAY whose last stream id is 2,
     /// which no client-initiated stream can have (a connection error,
     /// PROTOCOL_ERROR, in gRPC-Go); nothing answered, the connection kept
@@ -370,6 +373,7 @@ fn serve(
                 | Mode::NulMessage { .. }
                 | Mode::GoawayBelowInflight(..)
                 | Mode::GoawayWithQueued
+                | Mode::HangUpWithQueued
                 | Mode::GoawayEvenId
         ),
     };
@@ -396,7 +400,8 @@ fn serve(
         }
         _ => {}
     }
-    let first_queues = mode == Mode::GoawayWithQueued && index == 0;
+    let first_queues =
+        matches!(mode, Mode::GoawayWithQueued | Mode::HangUpWithQueued) && index == 0;
     // SETTINGS_MAX_CONCURRENT_STREAMS (0x3) = 1 where the client must queue.
     let settings: &[u8] = if first_queues {
         &[0, 3, 0, 0, 0, 1]
@@ -409,6 +414,7 @@ fn serve(
         | Mode::SlowLoris(_)
         | Mode::GoawayBelowInflight(..)
         | Mode::GoawayWithQueued
+        | Mode::HangUpWithQueued
         | Mode::GoawayEvenId
             if index > 0 =>
         {
@@ -439,7 +445,7 @@ fn serve(
             // A draining server: keeps the connection until the client goes.
             idle(&mut c)
         }
-        Mode::GoawayWithQueued => {
+        Mode::GoawayWithQueued | Mode::HangUpWithQueued => {
             let first = gather(&mut c, 1)?;
             // The other calls reach the client's queue meanwhile.
             let settle = Instant::now() + Duration::from_millis(300);
@@ -447,6 +453,9 @@ fn serve(
                 if c.request()?.is_some() {
                     // Over the limit: never answered (the call times out).
                 }
+            }
+            if mode == Mode::HangUpWithQueued {
+                return Ok(());
             }
             let mut goaway = 0x7fff_ffffu32.to_be_bytes().to_vec();
             goaway.extend(0u32.to_be_bytes());

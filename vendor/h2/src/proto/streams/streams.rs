@@ -452,6 +452,17 @@ impl<B> DynStreams<'_, B> {
     }
 }
 
+/// switchyard patch (4): a stream still queued to open (behind the peer's
+/// SETTINGS_MAX_CONCURRENT_STREAMS) when the connection fails never left
+/// this side: it fails as refused (REFUSED_STREAM, library-initiated: not
+/// processed, safe to retry elsewhere) rather than with the connection's
+/// error, which would say the request might have been processed.
+fn never_sent(stream: &store::Ptr) -> Option<proto::Error> {
+    stream.is_pending_open.then(|| {
+        proto::Error::Reset(stream.id, Reason::REFUSED_STREAM, proto::Initiator::Library)
+    })
+}
+
 impl Inner {
     fn new(peer: peer::Dyn, config: Config) -> Arc<Mutex<Self>> {
         Arc::new(Mutex::new(Inner {
@@ -798,7 +809,11 @@ impl Inner {
 
         self.store.for_each(|stream| {
             counts.transition(stream, |counts, stream| {
-                actions.recv.handle_error(&err, &mut *stream);
+                // switchyard patch (4): see `never_sent`.
+                match never_sent(stream) {
+                    Some(refused) => actions.recv.handle_error(&refused, &mut *stream),
+                    None => actions.recv.handle_error(&err, &mut *stream),
+                }
                 actions.send.handle_error(send_buffer, stream, counts);
             })
         });
@@ -983,7 +998,11 @@ impl Inner {
 
         self.store.for_each(|stream| {
             counts.transition(stream, |counts, stream| {
-                actions.recv.recv_eof(stream);
+                // switchyard patch (4): see `never_sent`.
+                match never_sent(stream) {
+                    Some(refused) => actions.recv.handle_error(&refused, &mut *stream),
+                    None => actions.recv.recv_eof(stream),
+                }
 
                 // This handles resetting send state associated with the
                 // stream
