@@ -41,6 +41,18 @@ static void on_health(void *ctx, uint64_t id, const char *address, size_t addres
   pthread_mutex_unlock(&hh->h.mu);
 }
 
+/* A health host with no transports yet, and the transport table that
+ * reaches it. */
+static sy_host_transport health_host_init(health_host *hh) {
+  sy_host_transport t;
+  memset(hh, 0, sizeof *hh);
+  host_init(&hh->h);
+  t = host_transport(&hh->h);
+  t.ctx = hh;
+  t.health = on_health;
+  return t;
+}
+
 static uint32_t state_of(const sy_channel *ch) {
   uint32_t state = 99;
   OK(sy_channel_sync(ch));
@@ -70,11 +82,7 @@ int main(void) {
   char err[256];
   const char bad_utf8[] = {(char)0xff, 0};
 
-  memset(&hh, 0, sizeof hh);
-  host_init(&hh.h);
-  t = host_transport(&hh.h);
-  t.ctx = &hh;
-  t.health = on_health;
+  t = health_host_init(&hh);
   OK(sy_runtime_new(&rt));
   OK(sy_channel_new(rt, "", RR_HEALTH, &t, NULL, NULL, NULL, &ch));
   OK(sy_reader_new(ch, &reader));
@@ -143,11 +151,7 @@ int main(void) {
     sy_host_transport t2;
     sy_channel_options *opts = NULL;
     sy_channel *unchecked = NULL;
-    memset(&off, 0, sizeof off);
-    host_init(&off.h);
-    t2 = host_transport(&off.h);
-    t2.ctx = &off;
-    t2.health = on_health;
+    t2 = health_host_init(&off);
     OK(sy_channel_options_new(&opts));
     OK(sy_channel_options_set_health_checking(opts, 0));
     OK(sy_channel_new_with_options(rt, "", RR_HEALTH, opts, &t2, NULL, NULL, NULL, &unchecked));
