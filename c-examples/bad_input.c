@@ -354,8 +354,8 @@ int main(void) {
   sy_reader_free(NULL);
 
   /* Malformed or unusable service config: a channel in TRANSIENT_FAILURE
-   * whose picks fail with the parse error. Bad target, bad host callbacks:
-   * errors. */
+   * whose picks are dropped with the parse error (wait-for-ready ones too,
+   * as gRPC fails them). Bad target, bad host callbacks: errors. */
   {
     OK(sy_channel_new(rt, "", "{\"loadBalancingConfig\":[{\"no_such_policy\":{}}]}", &t, NULL,
                       NULL, NULL, &ch));
@@ -363,7 +363,8 @@ int main(void) {
     OK(sy_channel_state(ch, &state));
     CHECK(state == SY_STATE_TRANSIENT_FAILURE);
     OK(sy_reader_new(ch, &reader));
-    CHECK(sy_pick(reader, "/x.Y/Z", 6, NULL, SY_NO_WAIT, false, &r) == SY_UNAVAILABLE);
+    CHECK(sy_pick(reader, "/x.Y/Z", 6, NULL, SY_NO_WAIT, false, &r) == SY_DROPPED);
+    CHECK(sy_pick(reader, "/x.Y/Z", 6, NULL, 5000, true, &r) == SY_DROPPED);
     {
       char why[256];
       sy_last_error(why, sizeof why);
