@@ -281,6 +281,13 @@ impl Course {
             return Hedged::Next(Some(Duration::ZERO));
         }
         if e.committed || !h.policy.non_fatal_status_codes.contains(&code) {
+            // A pushback saying stop costs a token even then (A6 counts
+            // it as a failure whatever the code).
+            if e.pushback == Some(Pushback::Stop) {
+                if let Some(t) = self.tokens.as_deref() {
+                    t.failed();
+                }
+            }
             return Hedged::Done(Err(status));
         }
         self.last_failure = Some(status);

@@ -146,8 +146,10 @@ impl Reader {
                     return r;
                 }
                 Hedged::Next(Some(d)) => {
-                    let at = Instant::now() + d;
-                    next_at = Some(next_at.map_or(at, |t| t.min(at)));
+                    // In `d`, whatever was scheduled: at once after a
+                    // non-fatal failure, or when a pushback says, even
+                    // later than the hedging delay would have (A6).
+                    next_at = Some(Instant::now() + d);
                 }
                 Hedged::Next(None) => {
                     next_at = None;

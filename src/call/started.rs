@@ -821,8 +821,8 @@ impl Calls {
                 {
                     Hedged::Done(r) => return self.end_hedged(task, r, env),
                     Hedged::Next(Some(d)) => {
-                        let at = Instant::now() + d;
-                        *next_at = Some(next_at.map_or(at, |t| t.min(at)));
+                        // As in `hedged.rs`: `d` overrides the schedule.
+                        *next_at = Some(Instant::now() + d);
                     }
                     Hedged::Next(None) => *next_at = None,
                 }

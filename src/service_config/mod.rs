@@ -404,6 +404,16 @@ mod tests {
             .unwrap();
             assert_eq!(t.token_ratio, kept, "{given}");
         }
+        // Any integer above the cap is the cap, however large (A6: "treated
+        // as 5 without being considered a validation error").
+        for huge in ["10000000000", "18446744073709551615"] {
+            let c = ServiceConfig::parse(Some(&format!(
+                r#"{{"methodConfig":[{{"name":[{{}}],"retryPolicy":{{"maxAttempts":{huge},"initialBackoff":"1s","maxBackoff":"1s","backoffMultiplier":1,"retryableStatusCodes":[14]}}}}]}}"#
+            )))
+            .unwrap();
+            let r = c.methods.lookup("/a/b").unwrap().retry_policy.clone();
+            assert_eq!(r.unwrap().max_attempts, 5, "{huge}");
+        }
         let retry = |body: &str| {
             err(&format!(
                 r#"{{"methodConfig":[{{"retryPolicy":{{{body}}}}}]}}"#

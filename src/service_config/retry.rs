@@ -57,11 +57,13 @@ fn max_attempts(obj: &Map<String, Value>, at: &Path) -> Result<u32, String> {
     let v = obj
         .get("maxAttempts")
         .ok_or_else(|| at.err("is required"))?;
-    let n = json::uint(v, &at, u64::from(u32::MAX))?;
+    // Any integer: above the cap is the cap, not an error (A6; gRPC-Go
+    // reads it into an int and caps it).
+    let n = json::uint(v, &at, u64::MAX)?;
     if n < 2 {
         return Err(at.err(format!("{n} must be at least 2")));
     }
-    Ok((n as u32).min(MAX_ATTEMPTS_CAP))
+    Ok(n.min(u64::from(MAX_ATTEMPTS_CAP)) as u32)
 }
 
 fn positive_duration(obj: &Map<String, Value>, name: &str, at: &Path) -> Result<Duration, String> {

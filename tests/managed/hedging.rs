@@ -150,6 +150,39 @@ fn throttling_stops_hedges_at_half_the_tokens() {
     assert_eq!(requests(&servers) - before, 2 + 1);
 }
 
+/// A fatal status whose pushback says stop still costs a token (A6 counts a
+/// pushback "don't retry" as a failure whatever the code): four such calls
+/// take 6 tokens to 2, and the next calls send no hedge.
+#[test]
+fn a_fatal_status_with_a_stop_pushback_costs_a_token() {
+    let servers = start_servers(1);
+    let rt = Runtime::new().unwrap();
+    let plain = hedging_config(2, "0.05s", r#""UNAVAILABLE""#);
+    let sc = format!(
+        r#"{},"retryThrottling":{{"maxTokens":6,"tokenRatio":0.1}}}}"#,
+        plain.strip_suffix('}').unwrap()
+    );
+    let ch = ready_channel(&rt, &servers, &sc);
+    let md = meta(&[
+        ("x-fail-attempts", "100"),
+        ("x-fail-code", "13"),
+        ("x-pushback-ms", "-1"),
+    ]);
+    for _ in 0..2 {
+        for (r, _) in both(&ch, &md) {
+            assert_eq!(r.unwrap_err().code(), Code::Internal);
+        }
+    }
+    // The first attempt is slow: with tokens left a hedge would go.
+    let md = meta(&[("x-delay-first-ms", "300")]);
+    let before = requests(&servers);
+    let [(r, _), _] = both(&ch, &md);
+    r.expect("the first attempt answers");
+    let sent = requests(&servers) - before;
+    // Two calls, one attempt each: no hedge for either.
+    assert_eq!(sent, 2, "tokens at half: no hedge");
+}
+
 #[test]
 fn cancelling_or_closing_ends_a_started_hedged_call_and_its_attempts() {
     let servers = start_servers(1);
@@ -205,6 +238,21 @@ fn a_pushback_sets_when_the_next_hedge_goes_or_stops_them() {
         r.expect("the hedge after the pushback succeeds");
         assert!(
             took >= Duration::from_millis(290) && took < Duration::from_secs(3),
+            "took {took:?}"
+        );
+    }
+    // A pushback later than the hedging delay puts the next hedge off
+    // until it says (A6: "issued after the given delay has elapsed").
+    let ch = ready_channel(
+        &rt,
+        &servers,
+        &hedging_config(3, "0.1s", r#""UNAVAILABLE""#),
+    );
+    let md = meta(&[("x-fail-attempts", "1"), ("x-pushback-ms", "1000")]);
+    for (r, took) in both(&ch, &md) {
+        r.expect("the hedge after the pushback succeeds");
+        assert!(
+            took >= Duration::from_millis(950) && took < Duration::from_secs(5),
             "took {took:?}"
         );
     }
