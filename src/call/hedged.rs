@@ -11,7 +11,7 @@
 use super::course::{attempt_metadata, Course, Flight, Hedged, Next};
 use super::{CallOptions, Settings};
 use crate::balancer::picker::PickInfo;
-use crate::reader::{PickOptions, Reader};
+use crate::reader::{PickError, PickOptions, Reader};
 use crate::status::{Code, Status};
 use crate::transport::{self, UnaryResponse};
 use std::future::poll_fn;
@@ -60,6 +60,12 @@ impl Reader {
                 let next = match picked {
                     Ok(pick) => course.picked(pick, |p, i| self.finish(p, i)),
                     Err(e) if flights.is_empty() => course.pick_error(e),
+                    // A drop fails the call at once, attempts in flight
+                    // or not (A6: "without any retries").
+                    Err(PickError::Dropped(s)) => {
+                        self.cancel_flights(flights, Code::Cancelled, "call ended");
+                        return Err(s);
+                    }
                     Err(_) => Next::Wait,
                 };
                 match next {

@@ -833,9 +833,12 @@ impl Calls {
                 *next_at = None;
                 // A hedge does not wait for a pick: with none now, its turn
                 // comes again a hedging delay later.
-                let next = self
-                    .pick_for(&task.call, &mut task.course, shared)
-                    .unwrap_or(Next::Wait);
+                let next = match self.pick_for(&task.call, &mut task.course, shared) {
+                    Ok(next) => next,
+                    // As in `hedged.rs`: a drop ends the call at once.
+                    Err(PickError::Dropped(s)) => return self.end_hedged(task, Err(s), env),
+                    Err(_) => Next::Wait,
+                };
                 let Next::Send(pick, handle) = next else {
                     *next_at = task.course.hedge_repick().map(|d| now + d);
                     continue;

@@ -294,3 +294,124 @@ fn a_first_pick_that_waits_for_a_connection_spends_no_attempt() {
         );
     }
 }
+
+/// A one-address policy whose picker hands out its subchannel to the first
+/// pick and drops every later one (a load shedder, say).
+mod drop_later {
+    use super::*;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::Arc;
+
+    struct Picks {
+        sc: Arc<SubConn>,
+        taken: AtomicUsize,
+        shed: Status,
+    }
+    impl Picker for Picks {
+        fn pick<'a>(&'a self, _: &PickInfo<'_>, _: &mut PickLocal) -> PickResult<'a> {
+            if self.taken.fetch_add(1, Ordering::Relaxed) == 0 {
+                PickResult::Complete {
+                    subconn: &self.sc,
+                    done: DoneHooks::NONE,
+                }
+            } else {
+                PickResult::Drop(&self.shed)
+            }
+        }
+    }
+
+    struct Queue;
+    impl Picker for Queue {
+        fn pick<'a>(&'a self, _: &PickInfo<'_>, _: &mut PickLocal) -> PickResult<'a> {
+            PickResult::Queue
+        }
+    }
+
+    #[derive(Default)]
+    struct DropLater(Option<Arc<SubConn>>);
+    impl Balancer for DropLater {
+        fn update_client_conn_state(
+            &mut self,
+            cc: &mut dyn ClientConn,
+            s: ClientConnState,
+        ) -> Result<(), String> {
+            if self.0.is_none() {
+                let sc = cc.new_subconn(s.addresses[0].clone())?;
+                cc.connect(sc.id());
+                self.0 = Some(sc);
+            }
+            Ok(())
+        }
+        fn resolver_error(&mut self, _: &mut dyn ClientConn, _: &str) {}
+        fn update_subconn_state(
+            &mut self,
+            cc: &mut dyn ClientConn,
+            _: SubConnId,
+            s: &SubConnState,
+        ) {
+            let Some(sc) = self.0.clone() else { return };
+            let picker: Box<dyn Picker> = match s.state {
+                ConnectivityState::Ready => Box::new(Picks {
+                    sc,
+                    taken: AtomicUsize::new(0),
+                    shed: Status::new(Code::ResourceExhausted, "shed"),
+                }),
+                _ => Box::new(Queue),
+            };
+            cc.update_state(s.state, picker);
+        }
+        fn exit_idle(&mut self, _: &mut dyn ClientConn) {}
+        fn close(&mut self, _: &mut dyn ClientConn) {}
+    }
+
+    struct Build;
+    impl Builder for Build {
+        fn name(&self) -> &str {
+            "hedging_test_drop_later"
+        }
+        fn build(&self) -> Box<dyn Balancer> {
+            Box::<DropLater>::default()
+        }
+    }
+
+    /// A hedge whose pick is dropped ends the call at once with the drop's
+    /// status, the first attempt (held by the server) cancelled: gRFC A6,
+    /// "If the pick result type was DROP, the RPC will fail immediately,
+    /// without any retries". It was picked again every hedging delay, and
+    /// the call waited for the first attempt.
+    #[test]
+    fn a_dropped_hedge_ends_the_call() {
+        registry::register(Arc::new(Build));
+        let servers = start_servers(1);
+        let rt = Runtime::new().unwrap();
+        let hedging = hedging_config(3, "0.05s", r#""UNAVAILABLE""#);
+        let sc = format!(
+            r#"{{"loadBalancingConfig":[{{"hedging_test_drop_later":{{}}}}],{}"#,
+            hedging.strip_prefix('{').unwrap()
+        );
+        let md = meta(&[("x-delay-ms", "3000")]);
+        for started in [false, true] {
+            // A fresh channel each time: its first picker's first pick.
+            let ch = Channel::new(&rt, &target(&servers), Some(&sc), plaintext()).unwrap();
+            ch.connect().unwrap();
+            wait_state(&ch, ConnectivityState::Ready);
+            let options = CallOptions {
+                deadline: Some(Instant::now() + Duration::from_secs(10)),
+                metadata: &md,
+                ..Default::default()
+            };
+            let t0 = Instant::now();
+            let e = echo_call(&ch, started, &options).unwrap_err();
+            assert_eq!(
+                e.code(),
+                Code::ResourceExhausted,
+                "started {started}: {e:?}"
+            );
+            assert!(
+                t0.elapsed() < Duration::from_secs(2),
+                "took {:?}",
+                t0.elapsed()
+            );
+        }
+    }
+}
