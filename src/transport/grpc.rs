@@ -13,6 +13,10 @@ use std::task::{Context, Poll, Wake, Waker};
 use std::thread::{self, Thread};
 use std::time::{Duration, Instant};
 
+use base64::alphabet::STANDARD;
+use base64::engine::general_purpose::{GeneralPurpose, GeneralPurposeConfig};
+use base64::engine::DecodePaddingMode;
+use base64::Engine;
 use bytes::{BufMut, Bytes, BytesMut};
 use h2::Reason;
 use http::header::{HeaderName, HeaderValue, CONTENT_TYPE, TE, USER_AGENT};
@@ -61,6 +65,33 @@ pub(crate) const TRANSPORT_FIELDS: [&str; 4] = [
     "grpc-status-details-bin",
     "grpc-encoding",
 ];
+
+/// gRPC binary metadata (`-bin` keys) is base64; senders may or may not
+/// pad it.
+const BINARY_METADATA: GeneralPurpose = GeneralPurpose::new(
+    &STANDARD,
+    GeneralPurposeConfig::new().with_decode_padding_mode(DecodePaddingMode::Indifferent),
+);
+
+/// The bytes of a `-bin` metadata value, if it is base64.
+pub(crate) fn decode_binary(value: &[u8]) -> Option<Vec<u8>> {
+    BINARY_METADATA.decode(value).ok()
+}
+
+/// A response's `-bin` fields must be base64: one that is not fails the
+/// call INTERNAL, whatever its status said (gRPC-Go's operateHeaders:
+/// "transport: malformed ...").
+fn check_binary_metadata(fields: &HeaderMap) -> Result<(), CallError> {
+    for (name, value) in fields {
+        if name.as_str().ends_with("-bin") && decode_binary(value.as_bytes()).is_none() {
+            return Err(CallError::new(
+                code::INTERNAL,
+                format!("malformed {name}: not base64"),
+            ));
+        }
+    }
+    Ok(())
+}
 
 /// The trailer that carries a per-call ORCA load report (decoded by
 /// `super::orca`, which names it `TRAILER`).
@@ -332,12 +363,14 @@ async fn unary_rest(
 pub(crate) fn unary_head(parts: &http::response::Parts) -> Result<(), CallError> {
     // Trailers-only response: the status lives in the headers.
     if let Some((code, message)) = grpc_status(&parts.headers) {
+        check_binary_metadata(&parts.headers)?;
         return Err(match code {
             code::OK => CallError::new(code::INTERNAL, "no response message for unary call"),
             _ => CallError::new(code, message),
         });
     }
-    check_response_head(parts)
+    check_response_head(parts)?;
+    check_binary_metadata(&parts.headers)
 }
 
 /// A call's receive limit from the channel's (`channel`) and the method
@@ -378,6 +411,7 @@ pub(crate) fn unary_message(
     trailers: &HeaderMap,
     max: usize,
 ) -> Result<Vec<u8>, CallError> {
+    check_binary_metadata(trailers)?;
     match grpc_status(trailers) {
         Some((code::OK, _)) => {}
         Some((code, message)) => return Err(CallError::new(code, message)),

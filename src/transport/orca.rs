@@ -13,16 +13,12 @@
 //! A114 names them. Proto3 has no presence: a scalar that is 0 is absent and
 //! left out.
 
-use base64::alphabet::STANDARD;
-use base64::engine::general_purpose::{GeneralPurpose, GeneralPurposeConfig};
-use base64::engine::DecodePaddingMode;
-use base64::Engine;
 use http::{HeaderMap, HeaderValue};
 use std::collections::HashMap;
 use std::task::Context;
 use std::time::Duration;
 
-use super::grpc::{code, CallError};
+use super::grpc::{code, decode_binary, CallError};
 use super::h2conn::Handle;
 use super::stream::{ServerStream, StreamEvent};
 
@@ -147,12 +143,6 @@ impl OrcaStream {
     }
 }
 
-/// gRPC binary metadata is base64; senders may or may not pad it.
-const BINARY_HEADER: GeneralPurpose = GeneralPurpose::new(
-    &STANDARD,
-    GeneralPurposeConfig::new().with_decode_padding_mode(DecodePaddingMode::Indifferent),
-);
-
 impl OrcaLoadReport {
     /// The report in `trailers`, if there is one that decodes. A report
     /// that does not decode is ignored, as gRPC does: it must not fail the
@@ -163,7 +153,7 @@ impl OrcaLoadReport {
 
     /// The report in one `endpoint-load-metrics-bin` value, if it decodes.
     pub fn from_value(value: &HeaderValue) -> Option<OrcaLoadReport> {
-        let bytes = BINARY_HEADER.decode(value.as_bytes().trim_ascii()).ok()?;
+        let bytes = decode_binary(value.as_bytes())?;
         <OrcaLoadReport as prost::Message>::decode(bytes.as_slice()).ok()
     }
 
@@ -204,6 +194,7 @@ pub fn load_metrics(trailers: &HeaderMap) -> Vec<(String, f64)> {
 mod tests {
     use super::*;
     use base64::engine::general_purpose::{STANDARD as PADDED, STANDARD_NO_PAD};
+    use base64::Engine;
     use http::HeaderValue;
     use prost::Message;
 

@@ -387,6 +387,35 @@ fn unary_echo_round_trip_with_metadata_and_trailers() {
     );
 }
 
+/// A `-bin` field that is not base64, in the headers or the trailers, fails
+/// the call INTERNAL (gRPC-Go: "transport: malformed ..."); base64, padded
+/// or not, passes.
+#[test]
+#[cfg_attr(miri, ignore = "real sockets: Miri has no network")]
+fn malformed_binary_metadata_fails_the_call() {
+    let srv = plain_server();
+    let lp = LoopThread::spawn(Target::Tcp(srv.addr()), TransportConfig::insecure());
+    let h = lp.ready();
+    for key in ["x-echo-data-bin", "x-echo-trailer-data-bin"] {
+        let e = echo(&h, b"x", &[(key, "!!!")]).unwrap_err();
+        assert_eq!(e.code, code::INTERNAL, "{key}: {e:?}");
+        let name = key.strip_prefix("x-echo-").unwrap();
+        assert!(
+            e.message.contains("malformed") && e.message.contains(name),
+            "{e:?}"
+        );
+        for good in ["aGk", "aGk="] {
+            let r = echo(&h, b"x", &[(key, good)]).unwrap();
+            let fields = if key.contains("trailer") {
+                &r.trailers
+            } else {
+                &r.headers
+            };
+            assert_eq!(fields.get(key).unwrap(), good, "{key}");
+        }
+    }
+}
+
 #[test]
 #[cfg_attr(miri, ignore = "real sockets: Miri has no network")]
 fn error_statuses_map() {

@@ -218,8 +218,13 @@ pub(crate) async fn handle(
                     resp.headers_mut().insert("x-user-agent", v.clone());
                 }
             }
+            // `x-echo-*` comes back in the response headers,
+            // `x-echo-trailer-*` in the trailers.
+            let mut echo_trailers = Vec::new();
             for (k, v) in &parts.headers {
-                if k.as_str().starts_with("x-echo-") {
+                if k.as_str().starts_with("x-echo-trailer-") {
+                    echo_trailers.push((k.clone(), v.clone()));
+                } else if k.as_str().starts_with("x-echo-") {
                     resp.headers_mut().append(k, v.clone());
                 }
             }
@@ -234,6 +239,9 @@ pub(crate) async fn handle(
             let trailer_status = header("x-trailer-status");
             send_unary_with(respond, resp, &out, port, |t| {
                 add_call_load(t, &shared);
+                for (k, v) in echo_trailers {
+                    t.append(k, v);
+                }
                 match trailer_status.as_deref() {
                     None => {}
                     Some("none") => {
