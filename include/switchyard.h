@@ -1176,8 +1176,9 @@ typedef struct sy_buffer sy_buffer;
 /**
  * One request metadata entry: `key` and `value` are NUL-terminated and
  * copied. Keys are ASCII `[0-9a-z_.-]` (upper case is folded to lower);
- * values printable ASCII. Keys ending in "-bin" carry base64 text, sent
- * as given. Refused with SY_INVALID_ARGUMENT, before anything is sent:
+ * values printable ASCII. Keys ending in "-bin" carry base64 text (padded
+ * or not), sent as given. Refused with SY_INVALID_ARGUMENT, before anything
+ * is sent: a "-bin" value that is not base64,
  * pseudo-headers (":path", ...), connection-specific keys HTTP/2 forbids
  * ("connection", "keep-alive", "proxy-connection", "transfer-encoding",
  * "upgrade", "te", "host"), and keys the transport owns ("grpc-*",

@@ -78,14 +78,20 @@ const TRANSPORT_OWNED: [&str; 2] = ["content-type", "user-agent"];
 /// nor connection-specific (`connection`, `keep-alive`, `proxy-connection`,
 /// `transfer-encoding`, `upgrade`, `te`, `host`), nor the transport's own
 /// (`grpc-*`, `content-type`, `user-agent`); values are printable ASCII
-/// (`-bin` values too: their base64 text, sent as given). The error says
-/// which entry and why. The C ABI's argument check and both Rust call paths
+/// (`-bin` values: their base64 text, sent as given, so base64 they must
+/// be: a server refuses anything else). The error says which entry and
+/// why. The C ABI's argument check and both Rust call paths
 /// use this one function.
 pub fn check_metadata(metadata: &[(String, String)]) -> Result<(), String> {
     for (key, value) in metadata {
         check_metadata_key(key)?;
         if !value.bytes().all(|b| (b' '..=b'~').contains(&b)) {
             return Err(format!("metadata value for {key:?} is not printable ASCII"));
+        }
+        if key.ends_with("-bin") && transport::grpc::decode_binary(value.as_bytes()).is_none() {
+            return Err(format!(
+                "metadata value for {key:?} is not base64 (a -bin key's value is its bytes in base64)"
+            ));
         }
     }
     Ok(())
@@ -338,18 +344,17 @@ mod tests {
 
     #[test]
     fn metadata_http2_can_carry_passes() {
-        for key in [
-            "x-trace",
-            "a.b_c-0",
-            "x-trace-bin",
-            "grpcx",
-            "tee",
-            "hostname",
-        ] {
+        for key in ["x-trace", "a.b_c-0", "grpcx", "tee", "hostname"] {
             assert_eq!(check(key, "v a/l=ue~"), Ok(()), "{key}");
         }
         assert_eq!(check_metadata(&[]), Ok(()));
         assert_eq!(check("x-empty", ""), Ok(()));
+        // -bin values are base64, padded or not.
+        for good in ["AAEC", "aGk", "aGk=", ""] {
+            assert_eq!(check("x-trace-bin", good), Ok(()), "{good}");
+        }
+        let e = check("x-trace-bin", "v a/l=ue~").unwrap_err();
+        assert!(e.contains("x-trace-bin") && e.contains("not base64"), "{e}");
     }
 
     #[test]
