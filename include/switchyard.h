@@ -866,6 +866,15 @@ sy_status sy_channel_options_set_health_checking(struct sy_channel_options *opts
 sy_status sy_channel_options_set_dns_service_config(struct sy_channel_options *opts, int enabled);
 
 /**
+ * Whether the library's calls on this channel follow the service config's
+ * `retryPolicy` and `hedgingPolicy` (gRFC A6): `enabled` nonzero (the
+ * default) does; zero never retries or hedges a call by them (gRPC-Go's
+ * `WithDisableRetry`). Attempts that never reached the server's
+ * application are still retried transparently.
+ */
+sy_status sy_channel_options_set_retries(struct sy_channel_options *opts, int enabled);
+
+/**
  * Whether the channel applies the service configs its resolver gives:
  * `enabled` nonzero (the default) does; zero ignores every one of them and
  * keeps the channel's own (the `service_config_json` it was made with),

@@ -863,6 +863,11 @@ impl Reader {
         self.shared.managed
     }
 
+    /// `ChannelOptions::disable_retry`.
+    pub(crate) fn retry_disabled(&self) -> bool {
+        self.shared.retry_disabled
+    }
+
     /// The service config's settings for calls to `method`
     /// ("/pkg.Service/Method"): the most specific `methodConfig` entry that
     /// names it (the method, else its service, else the default), or

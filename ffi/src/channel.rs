@@ -304,6 +304,7 @@ pub extern "C" fn sy_channel_new_with_options(
             resolver: opts.resolver.clone(),
             skip_pick_counts: opts.skip_pick_counts,
             disable_health_check: opts.disable_health_check,
+            disable_retry: opts.disable_retry,
             ..Default::default()
         };
         let channel = Channel::new(rt.get(), target, config, options)?;

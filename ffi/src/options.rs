@@ -64,6 +64,8 @@ pub(crate) struct Options {
     pub(crate) skip_pick_counts: bool,
     /// `sy_channel_options_set_health_checking(.., false)`.
     pub(crate) disable_health_check: bool,
+    /// `sy_channel_options_set_retries(.., false)`.
+    pub(crate) disable_retry: bool,
 }
 
 /// Hears that the channel wants its addresses resolved again (a backend
@@ -91,6 +93,7 @@ impl Default for Options {
             idle_timeout: None,
             skip_pick_counts: false,
             disable_health_check: false,
+            disable_retry: false,
             resolver: ResolverOptions::default(),
         }
     }
@@ -575,6 +578,23 @@ pub extern "C" fn sy_channel_options_set_dns_service_config(
     boundary(|| {
         let o = options_mut(opts)?;
         o.resolver.dns_service_config = enabled != 0;
+        Ok(())
+    })
+}
+
+/// Whether the library's calls on this channel follow the service config's
+/// `retryPolicy` and `hedgingPolicy` (gRFC A6): `enabled` nonzero (the
+/// default) does; zero never retries or hedges a call by them (gRPC-Go's
+/// `WithDisableRetry`). Attempts that never reached the server's
+/// application are still retried transparently.
+#[no_mangle]
+pub extern "C" fn sy_channel_options_set_retries(
+    opts: *mut sy_channel_options,
+    enabled: c_int,
+) -> sy_status {
+    boundary(|| {
+        let o = options_mut(opts)?;
+        o.disable_retry = enabled == 0;
         Ok(())
     })
 }

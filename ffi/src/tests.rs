@@ -544,6 +544,7 @@ fn authority_idle_and_dns_options() {
         tls::ok(sy_channel_options_set_dns_service_config(o, 1));
         tls::ok(sy_channel_options_set_resolver_service_config(o, 0));
         tls::ok(sy_channel_options_set_health_checking(o, 0));
+        tls::ok(sy_channel_options_set_retries(o, 0));
         tls::ok(sy_channel_options_set_min_resolution_interval(o, 50));
     });
     assert_eq!(st, sy_status::SY_OK, "{}", tls::last_error());
@@ -587,6 +588,10 @@ fn authority_idle_and_dns_options() {
     );
     assert_eq!(
         sy_channel_options_set_resolver_service_config(std::ptr::null_mut(), 1),
+        sy_status::SY_NULL_PARAMETER
+    );
+    assert_eq!(
+        sy_channel_options_set_retries(std::ptr::null_mut(), 1),
         sy_status::SY_NULL_PARAMETER
     );
     sy_channel_options_free(o);

@@ -195,6 +195,7 @@ impl Settings {
 /// client does.
 fn settings(
     configs: &MethodConfigs,
+    retry_disabled: bool,
     method: &str,
     request_len: usize,
     options: &CallOptions<'_>,
@@ -230,8 +231,8 @@ fn settings(
         deadline,
         wait_for_ready: options.wait_for_ready.or(c.wait_for_ready).unwrap_or(false),
         max_response: c.max_response_message_bytes.map(|m| m as usize),
-        retry: c.retry_policy.clone(),
-        hedge: c.hedging_policy.clone(),
+        retry: c.retry_policy.clone().filter(|_| !retry_disabled),
+        hedge: c.hedging_policy.clone().filter(|_| !retry_disabled),
         tokens,
     })
 }
@@ -255,7 +256,14 @@ impl Reader {
             return Err(Status::new(Code::Unimplemented, not_managed()));
         }
         request_status(method, options.metadata)?;
-        let set = settings(self.method_configs(), method, request.len(), options)?;
+        let retry_disabled = self.retry_disabled();
+        let set = settings(
+            self.method_configs(),
+            retry_disabled,
+            method,
+            request.len(),
+            options,
+        )?;
         if let Some(status) = expired(set.deadline) {
             return Err(status);
         }

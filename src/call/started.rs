@@ -307,7 +307,13 @@ impl Channel {
         // Applied here, on the caller's thread, so the method's timeout
         // counts from now; a request too large completes like any failed
         // call (below), with RESOURCE_EXHAUSTED.
-        let set = settings(&self.method_configs(), method, request.len(), options);
+        let set = settings(
+            &self.method_configs(),
+            self.shared().retry_disabled,
+            method,
+            request.len(),
+            options,
+        );
         let (deadline, wait_for_ready, max_response, course, refused) = match set {
             Ok(s) => (
                 s.deadline,

@@ -102,6 +102,11 @@ pub struct ChannelOptions {
     /// connected (gRPC-Go's `WithDisableHealthCheck`, C-core's
     /// `grpc.inhibit_health_checking`).
     pub disable_health_check: bool,
+    /// The library's calls are never retried or hedged by the service
+    /// config's `retryPolicy` / `hedgingPolicy` (gRPC-Go's
+    /// `WithDisableRetry`); transparent retries (gRFC A6: attempts that
+    /// never reached the server's application) still happen.
+    pub disable_retry: bool,
 }
 
 /// See `ChannelOptions::on_subconn_state`.
@@ -207,6 +212,7 @@ impl Channel {
             on_subconn_state,
             skip_pick_counts,
             disable_health_check,
+            disable_retry,
         } = options;
         let managed = connector.is_none();
         let count_picks = !managed && !skip_pick_counts;
@@ -236,6 +242,7 @@ impl Channel {
             methods: Slot::new(config.methods.clone()),
             picked: AtomicBool::new(false),
             waiting: Default::default(),
+            retry_disabled: disable_retry,
         });
         log::info!(
             target: trace::CHANNEL,

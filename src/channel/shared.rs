@@ -60,6 +60,9 @@ pub(crate) struct ChannelShared {
     /// Picks (and the library's blocking calls) waiting for a picker now: a
     /// channel with one is in use, however long the wait (idleness).
     pub(crate) waiting: AtomicUsize,
+    /// `ChannelOptions::disable_retry`: the library's calls follow no
+    /// `retryPolicy` or `hedgingPolicy`.
+    pub(crate) retry_disabled: bool,
 }
 
 impl ChannelShared {

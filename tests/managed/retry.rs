@@ -74,6 +74,33 @@ fn a_retryable_failure_is_retried_until_an_attempt_succeeds() {
     assert_eq!(requests(&servers), 1 + 2 * 3);
 }
 
+/// `disable_retry` (gRPC-Go's `WithDisableRetry`): the config's retry and
+/// hedging policies are not followed; one attempt per call.
+#[test]
+fn a_channel_with_retries_disabled_makes_one_attempt() {
+    let servers = start_servers(1);
+    let rt = Runtime::new().unwrap();
+    let hedging = r#"{"methodConfig":[{"name":[{"service":"echo.Echo","method":"Unary"}],"hedgingPolicy":{"maxAttempts":3,"hedgingDelay":"0s","nonFatalStatusCodes":["UNAVAILABLE"]}}]}"#;
+    for config in [retry_config(4, r#""UNAVAILABLE""#, ""), hedging.to_string()] {
+        let opts = ChannelOptions {
+            disable_retry: true,
+            ..plaintext()
+        };
+        let ch = channel(&rt, &target(&servers), Some(&config), opts);
+        echo(&mut ch.reader(), true).expect("the channel serves");
+        let before = requests(&servers);
+        let md = meta(&[("x-fail-attempts", "2")]);
+        for r in both(&ch, &md, None) {
+            assert_eq!(r.unwrap_err().code(), Code::Unavailable, "{config}");
+        }
+        assert_eq!(
+            requests(&servers) - before,
+            2,
+            "one attempt per call: {config}"
+        );
+    }
+}
+
 #[test]
 fn attempts_stop_at_max_attempts_and_five_at_most() {
     let servers = start_servers(1);
