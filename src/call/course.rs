@@ -12,6 +12,7 @@ use crate::service_config::{HedgingPolicy, RetryPolicy, RetryTokens};
 use crate::status::{Code, Status};
 use crate::transport::{orca, CallError, CallFuture, Handle, Pushback, UnaryResponse};
 use std::borrow::Cow;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
@@ -65,20 +66,66 @@ pub(super) struct Flight {
     pub(super) pick: Pick,
     pub(super) stream: CallFuture,
     pub(super) started: Instant,
+    /// Set by the transport when the attempt's response headers come.
+    pub(super) headers: Arc<AtomicBool>,
+    /// Its headers have committed the call (`Landed::Committed`).
+    committed: bool,
+}
+
+/// What a wait on hedged attempts brings.
+// Returned and matched at once, never stored: boxing the outcome would
+// only add an allocation per attempt.
+#[allow(clippy::large_enum_variant)]
+pub(super) enum Landed {
+    /// Attempt `.0` ended so.
+    Ended(usize, Result<UnaryResponse, CallError>),
+    /// An attempt received its response headers: the call is committed to
+    /// it (`Flight::commit`).
+    Committed,
 }
 
 impl Flight {
-    /// The first of `flights` whose attempt ended: its index and outcome.
-    pub(super) fn poll_landed(
-        flights: &mut [Flight],
-        cx: &mut Context<'_>,
-    ) -> Poll<(usize, Result<UnaryResponse, CallError>)> {
+    /// An attempt just sent: `stream`, started with `headers` to set.
+    pub(super) fn new(pick: Pick, stream: CallFuture, headers: Arc<AtomicBool>) -> Flight {
+        Flight {
+            pick,
+            stream,
+            started: Instant::now(),
+            headers,
+            committed: false,
+        }
+    }
+
+    /// The first of `flights` whose attempt ended, or, once, that one
+    /// received its response headers.
+    pub(super) fn poll_landed(flights: &mut [Flight], cx: &mut Context<'_>) -> Poll<Landed> {
         for (i, f) in flights.iter_mut().enumerate() {
             if let Poll::Ready(r) = f.stream.as_mut().poll(cx) {
-                return Poll::Ready((i, r));
+                return Poll::Ready(Landed::Ended(i, r));
+            }
+        }
+        for f in flights.iter_mut() {
+            if !f.committed && f.headers.load(Ordering::Acquire) {
+                f.committed = true;
+                return Poll::Ready(Landed::Committed);
             }
         }
         Poll::Pending
+    }
+
+    /// The call is committed to the attempt whose response headers came
+    /// (gRFC A6: "All other currently in-flight attempts will be
+    /// immediately cancelled, and no subsequent attempts will be
+    /// started"): the others, taken out of `flights`, for the caller to
+    /// cancel.
+    pub(super) fn commit(flights: &mut Vec<Flight>) -> Vec<Flight> {
+        match flights.iter().position(|f| f.committed) {
+            Some(i) => {
+                let kept = flights.swap_remove(i);
+                std::mem::replace(flights, vec![kept])
+            }
+            None => Vec::new(),
+        }
     }
 
     /// Ends the attempt: its stream is reset (dropping it sends RST_STREAM
@@ -234,6 +281,13 @@ impl Course {
         let throttled = self.tokens.as_deref().is_some_and(|t| !t.allow());
         (!h.stopped && !throttled && h.sent < h.policy.max_attempts)
             .then_some(h.policy.hedging_delay)
+    }
+
+    /// An attempt's response headers committed the call: no more hedges.
+    pub(crate) fn hedges_committed(&mut self) {
+        if let Some(h) = self.hedges.as_mut() {
+            h.stopped = true;
+        }
     }
 
     /// When to try again after a hedged attempt found no pick (no READY

@@ -8,13 +8,15 @@
 //! Started calls hedge on the loop (`call/started.rs`), by the same
 //! decisions (`Course::hedge_ended`, `Course::next_hedge`).
 
-use super::course::{attempt_metadata, Course, Flight, Hedged, Next};
+use super::course::{attempt_metadata, Course, Flight, Hedged, Landed, Next};
 use super::{CallOptions, Settings};
 use crate::balancer::picker::PickInfo;
 use crate::reader::{PickError, PickOptions, Reader};
 use crate::status::{Code, Status};
 use crate::transport::{self, UnaryResponse};
 use std::future::poll_fn;
+use std::sync::atomic::AtomicBool;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 impl Reader {
@@ -75,6 +77,7 @@ impl Reader {
                         let sc = pick.subconn().id();
                         self.call_counts().started(sc);
                         let md = attempt_metadata(options.metadata, previous);
+                        let headers = Arc::new(AtomicBool::new(false));
                         match transport::start(
                             &handle,
                             method,
@@ -82,12 +85,9 @@ impl Reader {
                             &md,
                             timeout,
                             set.max_response,
+                            Some(headers.clone()),
                         ) {
-                            Ok(stream) => flights.push(Flight {
-                                pick,
-                                stream,
-                                started: now,
-                            }),
+                            Ok(stream) => flights.push(Flight::new(pick, stream, headers)),
                             Err(e) => {
                                 self.call_counts().ended(sc, false);
                                 match course.hedge_ended(pick, Err(e), Duration::ZERO, |p, i| {
@@ -135,8 +135,20 @@ impl Reader {
             };
             let landed =
                 transport::block_on(poll_fn(|cx| Flight::poll_landed(&mut flights, cx)), until);
-            let Some((i, result)) = landed else {
-                continue;
+            let (i, result) = match landed {
+                None => continue,
+                Some(Landed::Ended(i, result)) => (i, result),
+                Some(Landed::Committed) => {
+                    course.hedges_committed();
+                    next_at = None;
+                    let others = Flight::commit(&mut flights);
+                    self.cancel_flights(
+                        others,
+                        Code::Cancelled,
+                        "another hedged attempt committed the call",
+                    );
+                    continue;
+                }
             };
             let f = flights.swap_remove(i);
             self.call_counts()

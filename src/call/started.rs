@@ -2,7 +2,7 @@
 //! polls their HTTP/2 streams and times their deadlines and retry backoffs;
 //! their completions run on the channel's dispatch thread.
 
-use super::course::{attempt_metadata, After, Course, Flight, Hedged, Next};
+use super::course::{attempt_metadata, After, Course, Flight, Hedged, Landed, Next};
 use super::{check_metadata, check_method, expired, not_managed, settings, CallOptions};
 use crate::balancer::picker::{DoneInfo, PickInfo};
 use crate::balancer::subconn::SubConnId;
@@ -664,6 +664,7 @@ impl Calls {
                             counts.started(sc);
                             let c = &task.call;
                             let started = Instant::now();
+                            let headers = hedged.then(|| Arc::new(AtomicBool::new(false)));
                             match transport::start(
                                 &handle,
                                 &c.method,
@@ -671,15 +672,13 @@ impl Calls {
                                 &attempt_metadata(&c.metadata, previous),
                                 timeout,
                                 c.max_response,
+                                headers.clone(),
                             ) {
                                 Ok(stream) if hedged => {
                                     let next_at = task.course.next_hedge().map(|d| started + d);
+                                    let headers = headers.unwrap_or_default();
                                     task.state = TaskState::Hedging {
-                                        flights: vec![Flight {
-                                            pick,
-                                            stream,
-                                            started,
-                                        }],
+                                        flights: vec![Flight::new(pick, stream, headers)],
                                         next_at,
                                         timer: None,
                                     };
@@ -817,7 +816,20 @@ impl Calls {
             // Attempts that ended.
             let waker = Waker::from(task.waker.clone());
             let mut cx = Context::from_waker(&waker);
-            if let Poll::Ready((i, result)) = Flight::poll_landed(flights, &mut cx) {
+            let landed = Flight::poll_landed(flights, &mut cx);
+            if let Poll::Ready(Landed::Committed) = landed {
+                // As in `hedged.rs`: the others cancelled, no more hedges.
+                task.course.hedges_committed();
+                *next_at = None;
+                let others = Flight::commit(flights);
+                self.cancel_flights(
+                    others,
+                    Code::Cancelled,
+                    "another hedged attempt committed the call",
+                );
+                continue;
+            }
+            if let Poll::Ready(Landed::Ended(i, result)) = landed {
                 let f = flights.swap_remove(i);
                 self.count_ended(f.pick.subconn().id(), result.is_ok());
                 let latency = f.started.elapsed();
@@ -857,6 +869,7 @@ impl Calls {
                 let c = &task.call;
                 let timeout = c.deadline.map(|d| d.saturating_duration_since(now));
                 let metadata = attempt_metadata(&c.metadata, previous);
+                let headers = Arc::new(AtomicBool::new(false));
                 match transport::start(
                     &handle,
                     &c.method,
@@ -864,13 +877,10 @@ impl Calls {
                     &metadata,
                     timeout,
                     c.max_response,
+                    Some(headers.clone()),
                 ) {
                     Ok(stream) => {
-                        flights.push(Flight {
-                            pick,
-                            stream,
-                            started: now,
-                        });
+                        flights.push(Flight::new(pick, stream, headers));
                         *next_at = task.course.next_hedge().map(|d| now + d);
                     }
                     Err(e) => {

@@ -7,7 +7,7 @@
 
 use std::future::{poll_fn, Future};
 use std::pin::{pin, Pin};
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::task::{Context, Poll, Wake, Waker};
 use std::thread::{self, Thread};
@@ -224,6 +224,7 @@ pub(crate) fn unary_limited(
         body,
         max_response,
         deadline,
+        None,
     );
     match block_on(call, deadline) {
         Some(r) => r,
@@ -244,6 +245,7 @@ pub fn start(
     metadata: &[(String, String)],
     timeout: Option<Duration>,
     max_response: Option<usize>,
+    headers: Option<Arc<AtomicBool>>,
 ) -> Result<CallFuture, CallError> {
     let deadline = timeout.and_then(|t| Instant::now().checked_add(t));
     let req = build_request(&handle.shared, method, metadata, timeout)?;
@@ -254,7 +256,7 @@ pub fn start(
     let shared = handle.shared.clone();
     Ok(Box::pin(async move {
         let _inflight = inflight;
-        call(send, &shared, req, body, max_response, deadline).await
+        call(send, &shared, req, body, max_response, deadline, headers).await
     }))
 }
 
@@ -265,6 +267,7 @@ async fn call(
     body: Bytes,
     max_response: Option<usize>,
     deadline: Option<Instant>,
+    headers: Option<Arc<AtomicBool>>,
 ) -> Result<UnaryResponse, CallError> {
     // A GOAWAY or I/O error means the connection is going away. Say so now:
     // the loop may not have noticed yet, and a transparent retry must not
@@ -301,6 +304,10 @@ async fn call(
     let resp = resp.await.map_err(|e| fail(e, true))?;
     let (parts, body) = resp.into_parts();
     unary_head(&parts).map_err(|e| e.with_trailers(&parts.headers))?;
+    // Response headers: a hedged call is committed to this attempt.
+    if let Some(h) = headers {
+        h.store(true, Ordering::Release);
+    }
     // Response headers came: whatever fails from here, the call is
     // committed (gRFC A6).
     unary_rest(parts, body, shared, max_response, &fail)

@@ -59,6 +59,26 @@ fn a_hedge_answers_when_the_first_attempt_stalls() {
     wait_until("the stalled attempts reset", || servers[0].resets() == 2);
 }
 
+/// Response headers commit a hedged call to their attempt (gRFC A6): no
+/// hedge goes after them, however long the rest of the answer takes.
+#[test]
+fn response_headers_commit_the_call_to_their_attempt() {
+    let servers = start_servers(1);
+    let rt = Runtime::new().unwrap();
+    let ch = ready_channel(
+        &rt,
+        &servers,
+        &hedging_config(3, "0.1s", r#""UNAVAILABLE""#),
+    );
+    let md = meta(&[("x-delay-after-headers-ms", "600")]);
+    let before = requests(&servers);
+    for (r, took) in both(&ch, &md) {
+        r.expect("the committed attempt answers");
+        assert!(took >= Duration::from_millis(550), "took {took:?}");
+    }
+    assert_eq!(requests(&servers) - before, 2, "one attempt per call");
+}
+
 #[test]
 fn a_fatal_status_ends_the_call_at_once() {
     let servers = start_servers(1);

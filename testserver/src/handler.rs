@@ -140,6 +140,21 @@ pub(crate) async fn handle(
         let _ = respond.send_response(resp, true);
         return;
     }
+    // Hedging tests: response headers at once, the rest (an echo) this
+    // much later.
+    if let Some(ms) = header("x-delay-after-headers-ms").and_then(|v| v.parse::<u64>().ok()) {
+        let Ok(mut stream) = respond.send_response(grpc_headers(port), false) else {
+            return;
+        };
+        tokio::time::sleep(Duration::from_millis(ms)).await;
+        let mut out = msg;
+        out.extend_from_slice(format!("|port={port}").as_bytes());
+        let _ = stream.send_data(wire::encode_message(&out), false);
+        let mut trailers = HeaderMap::new();
+        trailers.insert("grpc-status", HeaderValue::from_static("0"));
+        let _ = stream.send_trailers(trailers);
+        return;
+    }
     if let Some(code) = header("x-fail-after-headers").and_then(|v| v.parse::<u32>().ok()) {
         let Ok(mut stream) = respond.send_response(grpc_headers(port), false) else {
             return;
