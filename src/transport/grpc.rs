@@ -237,7 +237,8 @@ pub(crate) fn unary_limited(
 /// does the work whoever polls it (a blocked RPC thread, or the event loop
 /// for started calls). It knows nothing of the deadline beyond sending
 /// grpc-timeout: its poller ends it at the deadline by dropping it.
-/// `max_response` as for [`unary_limited`].
+/// `max_response` as for [`unary_limited`]; `headers`, if given, is set
+/// when the response headers come (a hedged call commits to that attempt).
 pub fn start(
     handle: &Handle,
     method: &str,
