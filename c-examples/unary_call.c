@@ -9,6 +9,8 @@
  *   3. starts calls with sy_call_unary_start and waits for their completion
  *      callbacks;
  *   4. shows how failures map: an unknown method (UNIMPLEMENTED, 12), a
+ *      server's rich error (its google.rpc.Status details and metadata
+ *      through sy_last_call_details / sy_last_call_trailer[_at]), a
  *      deadline shorter than the server's delay (DEADLINE_EXCEEDED, 4), a
  *      server nobody listens on (UNAVAILABLE, 14), metadata HTTP/2 cannot
  *      carry (SY_INVALID_ARGUMENT, nothing sent);
@@ -412,6 +414,51 @@ int main(void) {
   CHECK(c.last_status == SY_RPC_FAILED && c.last_code == 12);
   printf("  -> async: status %s, code %u, message \"%s\"\n", sy_status_str(c.last_status),
          (unsigned)c.last_code, c.last_message);
+
+  /* What the server sent with a failed call's status (a grpcio server's
+   * rich error: google.rpc.Status bytes, and metadata), as gRPC's richer
+   * error model carries it. */
+  printf("rich error:\n");
+  expect_rpc_error(sy_call_unary(reader, "/echo.Echo/Unary", strlen("/echo.Echo/Unary"),
+                                 (const uint8_t *)"rich-error", strlen("rich-error"),
+                                 &(sy_call_options){.timeout_ms = 5000, .has_timeout = true,
+                                                    .wait_for_ready = true},
+                                 &resp),
+                   9 /* FAILED_PRECONDITION */);
+  {
+    static const uint8_t want[] = {8, 9, 0x12, 3, 'w', 'h', 'y'};
+    uint8_t details[64];
+    size_t size = 0;
+    OK(sy_last_call_details(NULL, 0, &size)); /* sizing */
+    CHECK(size == sizeof want);
+    OK(sy_last_call_details(details, sizeof details, &size));
+    CHECK(size == sizeof want && memcmp(details, want, size) == 0);
+    OK(sy_last_call_trailer("X-Why", 0, details, sizeof details, &size));
+    CHECK(size == 7 && memcmp(details, "because", 7) == 0);
+    CHECK_STATUS(sy_last_call_trailer("x-why", 1, details, sizeof details, &size), SY_NOT_FOUND);
+    CHECK_STATUS(sy_last_call_trailer("grpc-status-details-bin", 0, details, sizeof details, &size),
+                 SY_NOT_FOUND);
+    CHECK_STATUS(sy_last_call_details(details, sizeof details, NULL), SY_NULL_PARAMETER);
+    CHECK_STATUS(sy_last_call_details(NULL, 4, &size), SY_NULL_PARAMETER);
+    /* Every entry, in order: x-why among them, no transport field. */
+    {
+      char key[64];
+      size_t key_size = 0, i, found = 0;
+      for (i = 0; sy_last_call_trailer_at(i, key, sizeof key, &key_size, details, sizeof details,
+                                          &size) == SY_OK;
+           i++) {
+        CHECK(strncmp(key, "grpc-", 5) != 0 && key_size == strlen(key));
+        if (strcmp(key, "x-why") == 0) found++;
+      }
+      CHECK(found == 1);
+      CHECK_STATUS(sy_last_call_trailer_at(0, key, sizeof key, NULL, details, sizeof details, &size),
+                   SY_NULL_PARAMETER);
+    }
+    /* The lookups' own errors leave the call's record as it was. */
+    OK(sy_last_call_details(details, 2, &size));
+    CHECK(size == sizeof want && details[0] == 8 && details[1] == 9);
+    printf("  -> details: %zu bytes, x-why: because\n", size);
+  }
 
   printf("deadline (50 ms) shorter than the server's delay (2 s):\n");
   expect_rpc_error(sy_call_unary(reader, "/echo.Echo/Delay", strlen("/echo.Echo/Delay"),

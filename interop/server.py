@@ -109,6 +109,14 @@ class Backend:
     def unary(self, request, context):
         if self.failing:
             context.abort(grpc.StatusCode.UNAVAILABLE, f"failing on purpose|port={self.port}")
+        if request == b"rich-error":
+            # gRPC's richer error model: a google.rpc.Status (code 9,
+            # message "why") in grpc-status-details-bin, beside metadata.
+            details = b"\x08\x09\x12\x03why"
+            context.set_trailing_metadata(
+                (("grpc-status-details-bin", details), ("x-why", "because"))
+            )
+            context.abort(grpc.StatusCode.FAILED_PRECONDITION, "rich error")
         md = (("x-backend-port", str(self.port)),)
         context.send_initial_metadata(md)
         if self.orca is not None:

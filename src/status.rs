@@ -141,6 +141,15 @@ impl Code {
 pub struct Status {
     code: Code,
     message: Arc<str>,
+    /// What the server sent with it, if anything (a failed call's).
+    server: Option<Arc<ServerDetails>>,
+}
+
+/// What a server sent with a call's failed status besides code and message.
+#[derive(Debug, PartialEq, Eq)]
+struct ServerDetails {
+    details: Option<Vec<u8>>,
+    trailers: Vec<(String, String)>,
 }
 
 impl Status {
@@ -149,7 +158,38 @@ impl Status {
         Status {
             code,
             message: message.into(),
+            server: None,
         }
+    }
+
+    /// The same status with what the server sent with it: `details` (its
+    /// `grpc-status-details-bin`, decoded) and `trailers` (its metadata).
+    pub(crate) fn with_server_details(
+        mut self,
+        details: Option<Vec<u8>>,
+        trailers: Vec<(String, String)>,
+    ) -> Status {
+        if details.is_some() || !trailers.is_empty() {
+            self.server = Some(Arc::new(ServerDetails { details, trailers }));
+        }
+        self
+    }
+
+    /// The server's error details: its `grpc-status-details-bin`, decoded
+    /// from base64 (by convention a serialized `google.rpc.Status`, gRPC's
+    /// richer error model), if it sent one with this status.
+    pub fn details(&self) -> Option<&[u8]> {
+        self.server.as_ref()?.details.as_deref()
+    }
+
+    /// The server's metadata sent with this status (its trailers, or the
+    /// headers of a trailers-only answer), in order, as `(key, value)`:
+    /// `-bin` values as their base64 text; `grpc-status`, `grpc-message`,
+    /// `grpc-status-details-bin`, `grpc-encoding` and `content-type` left
+    /// out, as gRPC-Go leaves them out of a call's trailer. Empty for a
+    /// status no server sent.
+    pub fn trailers(&self) -> &[(String, String)] {
+        self.server.as_ref().map_or(&[], |s| &s.trailers)
     }
 
     /// An UNAVAILABLE status (what a channel with no ready subchannel fails

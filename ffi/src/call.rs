@@ -11,7 +11,7 @@
 
 use crate::call_pool::CallPool;
 use crate::channel::{channel_ref, timeout_deadline};
-use crate::error::{Error, Message};
+use crate::error::{set_last_call, Error, Message};
 use crate::macros::{boundary, boundary_or, in_callback, refuse_in_callback};
 use crate::reader::sy_reader;
 use crate::status::sy_status;
@@ -121,6 +121,10 @@ impl Default for sy_call_options {
 ///   success); valid during the callback only.
 /// - `response`: on SY_OK the response, owned by the callee from now on (free
 ///   it with `sy_buffer_free`, on any thread, whenever); NULL otherwise.
+///
+/// On SY_RPC_FAILED, `sy_last_call_details`, `sy_last_call_trailer` and
+/// `sy_last_call_trailer_at` inside the callback read what the server sent
+/// with the call's status (error details, metadata).
 ///
 /// It may start further calls, cancel calls, and use any `sy_*` function
 /// that does not block; a blocking one (`sy_call_unary`, `sy_channel_close`,
@@ -336,6 +340,7 @@ unsafe fn call_args(
 /// starts closing (a call can be failed by the closing connection before the
 /// loop publishes SHUTDOWN).
 fn call_error(reader: &Reader, pool: &CallPool, s: &Status) -> Error {
+    set_last_call(s);
     let code = s.code();
     let n = code as u32;
     Error {
@@ -561,6 +566,8 @@ fn complete(callback: DoneFn, ctx: *mut c_void, pool: &CallPool, result: CallRes
             Box::into_raw(Box::new(sy_buffer { response })),
         ),
         Err(s) => {
+            // For `sy_last_call_details` / `_trailer` inside the callback.
+            set_last_call(&s);
             let status = if pool.is_closing() {
                 sy_status::SY_CLOSED
             } else {
@@ -721,6 +728,75 @@ mod tests {
     }
 
     const SILENT: (&CStr, &CStr) = (c"x-delay-ms", c"600000");
+
+    /// A started call's callback reads what the server sent with its
+    /// failed status (`sy_last_call_details`, `sy_last_call_trailer`).
+    unsafe extern "C" fn on_done_details(
+        ctx: *mut c_void,
+        _: sy_status,
+        _: u32,
+        _: *const c_char,
+        response: *mut sy_buffer,
+    ) {
+        // SAFETY: `ctx` is a Box<Sender> from the test, used once.
+        let tx = unsafe { Box::from_raw(ctx.cast::<Sender<(Vec<u8>, Vec<u8>)>>()) };
+        let mut details = [0u8; 16];
+        let mut port = [0u8; 16];
+        let (mut n, mut m) = (0, 0);
+        ok(crate::error::sy_last_call_details(
+            details.as_mut_ptr(),
+            16,
+            &mut n,
+        ));
+        ok(crate::error::sy_last_call_trailer(
+            c"x-backend-port".as_ptr(),
+            0,
+            port.as_mut_ptr(),
+            16,
+            &mut m,
+        ));
+        let _ = tx.send((details[..n].to_vec(), port[..m].to_vec()));
+        sy_buffer_free(response);
+    }
+
+    #[test]
+    fn a_failed_calls_details_reach_its_callback() {
+        let f = Fixture::new();
+        let md = [
+            sy_metadata {
+                key: c"x-respond-status".as_ptr(),
+                value: c"9".as_ptr(),
+            },
+            sy_metadata {
+                key: c"x-respond-details".as_ptr(),
+                value: c"CAkSAm5v".as_ptr(),
+            },
+        ];
+        let opts = sy_call_options {
+            timeout_ms: 5000,
+            has_timeout: true,
+            wait_for_ready: true,
+            metadata: md.as_ptr(),
+            metadata_len: md.len(),
+            ..Default::default()
+        };
+        let (tx, rx) = channel::<(Vec<u8>, Vec<u8>)>();
+        let ctx = Box::into_raw(Box::new(tx));
+        ok(sy_call_unary_start(
+            f.ch,
+            METHOD.as_ptr().cast(),
+            METHOD.len(),
+            b"x".as_ptr(),
+            1,
+            &opts,
+            Some(on_done_details),
+            ctx.cast(),
+            ptr::null_mut(),
+        ));
+        let (details, port) = rx.recv_timeout(Duration::from_secs(10)).unwrap();
+        assert_eq!(details, [8, 9, 18, 2, b'n', b'o']);
+        assert_eq!(port, f.server.port().to_string().as_bytes());
+    }
 
     #[test]
     fn a_200_ms_call_ends_on_time_behind_eight_silent_calls_with_one_call_thread() {

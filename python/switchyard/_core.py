@@ -20,6 +20,7 @@ from ._errors import (
     StatusCode,
     SwitchyardError,
     check,
+    last_call_trailers,
 )
 from ._ffi import lib
 
@@ -420,7 +421,7 @@ def _call_done(ctx, status, grpc_code, message, response):
     if status == _ffi.SY_OK:
         call.set_result(Response(response))
     elif status == _ffi.SY_RPC_FAILED:
-        call.set_exception(RpcError(grpc_code, text))
+        call.set_exception(RpcError(grpc_code, text, last_call_trailers()))
     elif status in (_ffi.SY_CLOSED, _ffi.SY_RUNTIME_GONE):
         call.set_exception(ChannelClosed(status, text or "channel is closed"))
     else:

@@ -1,4 +1,6 @@
 """Exceptions and the enums they carry."""
+import base64
+import ctypes as C
 import enum
 
 from . import _ffi
@@ -65,15 +67,54 @@ class ChannelClosed(SwitchyardError):
 
 class RpcError(Exception):
     """An RPC (or a pick for one) failed with gRPC status `code` (a
-    StatusCode) and `message`."""
+    StatusCode) and `message`; `trailing_metadata()` is what the server
+    sent with the status."""
 
-    def __init__(self, code, message=""):
+    def __init__(self, code, message="", trailing_metadata=()):
         self.code = StatusCode.of(int(code))
         self.message = message
+        self._trailing = tuple(trailing_metadata)
         super().__init__(f"{self.code.name}: {message}" if message else self.code.name)
 
     def details(self):  # grpc.RpcError's spelling
         return self.message
+
+    def trailing_metadata(self):
+        """The server's metadata with the failed status, as grpcio gives it:
+        (key, value) pairs, "-bin" values as bytes, and the error details
+        (gRPC's richer error model: a serialized google.rpc.Status) as
+        "grpc-status-details-bin". Empty when no server answered."""
+        return self._trailing
+
+
+def last_call_trailers():
+    """What the server sent with the status of this thread's last failed
+    call (sy_last_call_details / sy_last_call_trailer_at), as
+    RpcError.trailing_metadata() gives it."""
+    lib = _ffi.lib
+    out = []
+    size = C.c_size_t()
+    if lib.sy_last_call_details(None, 0, C.byref(size)) == _ffi.SY_OK:
+        buf = (C.c_uint8 * max(size.value, 1))()
+        if lib.sy_last_call_details(buf, size.value, C.byref(size)) == _ffi.SY_OK:
+            out.append(("grpc-status-details-bin", bytes(buf[: size.value])))
+    i = 0
+    while True:
+        ks, vs = C.c_size_t(), C.c_size_t()
+        if lib.sy_last_call_trailer_at(i, None, 0, C.byref(ks), None, 0, C.byref(vs)) != _ffi.SY_OK:
+            break
+        key = C.create_string_buffer(ks.value + 1)
+        value = (C.c_uint8 * max(vs.value, 1))()
+        lib.sy_last_call_trailer_at(
+            i, key, ks.value + 1, C.byref(ks), value, vs.value, C.byref(vs)
+        )
+        k, v = key.value.decode("ascii", "replace"), bytes(value[: vs.value])
+        if k.endswith("-bin"):
+            out.append((k, base64.b64decode(v + b"=" * (-len(v) % 4))))
+        else:
+            out.append((k, v.decode("latin-1")))
+        i += 1
+    return tuple(out)
 
 
 class NoSubchannel(RpcError):
@@ -95,8 +136,11 @@ def error_for(status):
     """The exception for a failed call's status, read on the failing thread
     right after the call (sy_last_error is per thread)."""
     detail = _ffi.last_error()
+    if status == _ffi.SY_RPC_FAILED:
+        # A call's failure: what its server sent with the status too.
+        code = _ffi.lib.sy_last_grpc_code()
+        return RpcError(code, detail, last_call_trailers())
     if status in (
-        _ffi.SY_RPC_FAILED,
         _ffi.SY_UNAVAILABLE,
         _ffi.SY_DROPPED,
         _ffi.SY_DEADLINE_EXCEEDED,

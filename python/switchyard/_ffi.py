@@ -208,6 +208,11 @@ SIGNATURES = {
     "sy_last_error": (sz, [C.c_char_p, sz]),
     "sy_last_status": (u32, []),
     "sy_last_grpc_code": (u32, []),
+    "sy_last_call_details": (u32, [BYTES, sz, C.POINTER(sz)]),
+    "sy_last_call_trailer_at": (
+        u32,
+        [sz, C.c_char_p, sz, C.POINTER(sz), BYTES, sz, C.POINTER(sz)],
+    ),
     "sy_runtime_new": (u32, [PP]),
     "sy_runtime_free": (None, [P]),
     "sy_channel_options_new": (u32, [PP]),

@@ -56,6 +56,33 @@ def test_server_status_code_and_message(backends):
         assert "Delay takes milliseconds" in err.value.message
 
 
+def test_a_rich_error_carries_its_details_and_trailing_metadata(backends):
+    # gRPC's richer error model: the grpcio server aborts with a
+    # google.rpc.Status in grpc-status-details-bin beside other metadata;
+    # both reach the RpcError, blocking and started, as grpcio's
+    # trailing_metadata() gives them.
+    details = b"\x08\x09\x12\x03why"
+    with sy.Channel(backends.target, ROUND_ROBIN, credentials=sy.Insecure()) as ch:
+        errors = []
+        with pytest.raises(sy.RpcError) as err:
+            ch.unary("/echo.Echo/Unary", b"rich-error", timeout=10, wait_for_ready=True)
+        errors.append(err.value)
+        future = ch.unary_future("/echo.Echo/Unary", b"rich-error", timeout=10, wait_for_ready=True)
+        with pytest.raises(sy.RpcError) as err:
+            future.result(timeout=20)
+        errors.append(err.value)
+        for e in errors:
+            assert e.code == sy.StatusCode.FAILED_PRECONDITION
+            assert "rich error" in e.details()
+            md = dict(e.trailing_metadata())
+            assert md["grpc-status-details-bin"] == details
+            assert md["x-why"] == "because"
+            assert "grpc-status" not in md
+        with pytest.raises(sy.RpcError) as err:
+            ch.unary("/echo.Echo/Delay", b"30000", timeout=0.2)
+        assert err.value.trailing_metadata() == ()
+
+
 def test_deadline_exceeded(backends):
     with sy.Channel(backends.target, ROUND_ROBIN, credentials=sy.Insecure()) as ch:
         ch.unary("/echo.Echo/Unary", b"warm", timeout=10, wait_for_ready=True)

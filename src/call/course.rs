@@ -10,7 +10,7 @@ use crate::balancer::picker::DoneInfo;
 use crate::reader::{Pick, PickError, PickWait};
 use crate::service_config::{HedgingPolicy, RetryPolicy, RetryTokens};
 use crate::status::{Code, Status};
-use crate::transport::{orca, CallError, CallFuture, Handle, Pushback, UnaryResponse};
+use crate::transport::{orca, CallError, CallFuture, Handle, Pushback, ServerSent, UnaryResponse};
 use std::borrow::Cow;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -60,6 +60,15 @@ struct Hedges {
 /// keeps a call from spinning where a connection fails sends without going
 /// away.
 const UNSENT_RETRIES: u32 = 16;
+
+/// A failed attempt's status, with what its server sent.
+fn failed_status(code: Code, message: String, server: Option<Box<ServerSent>>) -> Status {
+    let status = Status::new(code, message);
+    match server {
+        Some(s) => status.with_server_details(s.details, s.trailers),
+        None => status,
+    }
+}
 
 /// A hedged attempt in flight (blocking and started calls both hold them).
 pub(super) struct Flight {
@@ -323,7 +332,7 @@ impl Course {
         };
         let code = Code::from_u32(e.code).unwrap_or(Code::Unknown);
         let transparent = self.hedges.is_some() && self.transparent(&e);
-        let status = Status::new(code, e.message);
+        let status = failed_status(code, e.message, e.server);
         let Some(h) = self.hedges.as_mut() else {
             return Hedged::Done(Err(status));
         };
@@ -504,7 +513,7 @@ impl Course {
             return After::Again;
         }
         let code = Code::from_u32(e.code).unwrap_or(Code::Unknown);
-        let status = Status::new(code, e.message);
+        let status = failed_status(code, e.message, e.server);
         match self.retry_after(code, e.committed, e.pushback) {
             Some(d) => {
                 self.last_failure = Some(status);

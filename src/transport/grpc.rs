@@ -119,6 +119,18 @@ pub struct CallError {
     pub committed: bool,
     /// The server's `grpc-retry-pushback-ms` with this error, if it sent one.
     pub pushback: Option<Pushback>,
+    /// What the server sent with this error besides its code and message
+    /// (boxed: most errors have none, and every call result carries this).
+    pub server: Option<Box<ServerSent>>,
+}
+
+/// What a server sent with an error status besides code and message.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct ServerSent {
+    /// Its `grpc-status-details-bin`, decoded.
+    pub details: Option<Vec<u8>>,
+    /// Its metadata (see `Status::trailers`).
+    pub trailers: Vec<(String, String)>,
 }
 
 /// What a server's `grpc-retry-pushback-ms` trailer says (gRFC A6).
@@ -157,6 +169,7 @@ impl CallError {
             load_report: None,
             committed: false,
             pushback: None,
+            server: None,
         }
     }
 
@@ -166,6 +179,25 @@ impl CallError {
     pub(crate) fn with_trailers(mut self, trailers: &HeaderMap) -> Self {
         self.load_report = trailers.get(LOAD_REPORT_TRAILER).cloned();
         self.pushback = Pushback::from_trailers(trailers);
+        if !trailers.contains_key("grpc-status") {
+            // Not the server's status (a proxy's page, a broken answer):
+            // nothing of it is the status's metadata.
+            return self;
+        }
+        let details = trailers
+            .get("grpc-status-details-bin")
+            .and_then(|v| decode_binary(v.as_bytes()));
+        let metadata: Vec<(String, String)> = trailers
+            .iter()
+            .filter(|(k, _)| !TRANSPORT_FIELDS.contains(&k.as_str()) && *k != CONTENT_TYPE)
+            .filter_map(|(k, v)| Some((k.to_string(), v.to_str().ok()?.to_string())))
+            .collect();
+        if details.is_some() || !metadata.is_empty() {
+            self.server = Some(Box::new(ServerSent {
+                details,
+                trailers: metadata,
+            }));
+        }
         self
     }
 
@@ -714,13 +746,9 @@ pub(crate) fn h2_error(e: &h2::Error, opened: bool) -> CallError {
         (code::UNAVAILABLE, !opened)
     };
     CallError {
-        code,
-        message: e.to_string(),
         transparent_retry_ok: retry,
         never_sent: !opened,
-        load_report: None,
-        committed: false,
-        pushback: None,
+        ..CallError::new(code, e.to_string())
     }
 }
 

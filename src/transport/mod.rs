@@ -37,6 +37,7 @@ use std::time::Duration;
 pub use grpc::UnaryResponse;
 pub(crate) use grpc::{
     block_on, check_message_len, code, start, unary_limited, CallError, CallFuture, Pushback,
+    ServerSent,
 };
 pub(crate) use h2conn::Connection;
 pub(crate) use health::{HealthWatch, WatchEvent};

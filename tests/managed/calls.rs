@@ -544,3 +544,59 @@ fn dropping_the_runtime_completes_every_started_call() {
         .unary_start("/echo.Echo/Unary", b"x", &CallOptions::default(), |_| {})
         .is_err());
 }
+
+/// A failed call carries what the server sent with its status: the error
+/// details (`grpc-status-details-bin`, decoded: gRPC's richer error model)
+/// and its metadata, from a trailers-only answer or from trailers after a
+/// message; the transport's own fields are left out.
+#[test]
+fn a_failed_call_carries_the_servers_details_and_trailers() {
+    let servers = start_servers(1);
+    let rt = Runtime::new().unwrap();
+    let ch = channel(&rt, &target(&servers), RR, plaintext());
+    let mut r = ch.reader();
+    let port = servers[0].port().to_string();
+    let call = |r: &mut Reader, metadata: &[(String, String)]| {
+        let options = CallOptions {
+            wait_for_ready: Some(true),
+            deadline: Some(Instant::now() + Duration::from_secs(10)),
+            metadata,
+            ..Default::default()
+        };
+        r.unary("/echo.Echo/Unary", b"x", &options).unwrap_err()
+    };
+    // Trailers-only: the status, its details and the server's metadata in
+    // the headers.
+    let e = call(
+        &mut r,
+        &md(&[
+            ("x-respond-status", "9"),
+            ("x-respond-message", "no"),
+            ("x-respond-details", "CAkSAm5v"),
+        ]),
+    );
+    assert_eq!((e.code(), e.message()), (Code::FailedPrecondition, "no"));
+    assert_eq!(e.details(), Some(&[8, 9, 18, 2, b'n', b'o'][..]));
+    assert!(e
+        .trailers()
+        .contains(&("x-backend-port".to_string(), port.clone())));
+    for (k, _) in e.trailers() {
+        assert!(!k.starts_with("grpc-") && k != "content-type", "{k}");
+    }
+    // Trailers after a message.
+    let e = call(
+        &mut r,
+        &md(&[("x-trailer-status", "3"), ("x-echo-trailer-why", "bad")]),
+    );
+    assert_eq!(e.code(), Code::InvalidArgument);
+    assert_eq!(e.details(), None);
+    let t = e.trailers();
+    assert!(
+        t.contains(&("x-echo-trailer-why".to_string(), "bad".to_string())),
+        "{t:?}"
+    );
+    assert!(t.contains(&("x-backend-port".to_string(), port)), "{t:?}");
+    // A status no server sent carries nothing.
+    let e = Status::unavailable("no ready subchannel");
+    assert!(e.details().is_none() && e.trailers().is_empty());
+}

@@ -173,6 +173,11 @@ pub(crate) async fn handle(
             resp.headers_mut().insert("grpc-message", v);
         }
         add_call_load(resp.headers_mut(), &shared);
+        // Error details (gRPC's richer error model), as sent: base64.
+        if let Some(v) = parts.headers.get("x-respond-details") {
+            resp.headers_mut()
+                .insert("grpc-status-details-bin", v.clone());
+        }
         let _ = respond.send_response(resp, true);
         return;
     }
