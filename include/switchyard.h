@@ -200,52 +200,6 @@ typedef uint32_t sy_state;
 const char *sy_version(void);
 
 /**
- * The error details of this thread's last failed call (`sy_call_unary`
- * that returned SY_RPC_FAILED or SY_CLOSED; inside a started call's
- * callback, that call if it failed): the server's
- * `grpc-status-details-bin`, decoded from base64 (by convention a
- * serialized `google.rpc.Status`: gRPC's richer error model). Copies the
- * first `len` bytes into `buf` (NULL allowed when `len` is 0) and sets
- * `*size` to their whole length: call with `len` 0 to size a buffer.
- * SY_NOT_FOUND when that call carried no details (or none failed).
- * Successful calls do not clear it (like errno). Any thread; reads only
- * the calling thread's record, which the lookups' own errors leave as is.
- */
-sy_status sy_last_call_details(uint8_t *buf, size_t len, size_t *size);
-
-/**
- * The `index`-th (0 = first, in the order sent) metadata entry that came
- * with the status of this thread's last failed call (as
- * `sy_last_call_trailer` counts them): its key into `key` (`key_len`
- * bytes, NUL-terminated, truncated as `sy_last_error` truncates; the key's
- * length into `*key_size`), its value as `sy_last_call_details` copies.
- * SY_NOT_FOUND past the last entry: for listing them all.
- */
-sy_status sy_last_call_trailer_at(size_t index,
-                                  char *key,
-                                  size_t key_len,
-                                  size_t *key_size,
-                                  uint8_t *value,
-                                  size_t value_len,
-                                  size_t *value_size);
-
-/**
- * The `index`-th value (0 = first) of metadata `key` (NUL-terminated,
- * case-insensitive) that the server sent with the status of this thread's
- * last failed call (its trailers, or the headers of a trailers-only
- * answer; as `sy_last_call_details` says which call). Copied as
- * `sy_last_call_details` copies ("-bin" values as their base64 text).
- * "grpc-status", "grpc-message", "grpc-status-details-bin",
- * "grpc-encoding" and "content-type" are the transport's: never found.
- * SY_NOT_FOUND if there is no such value.
- */
-sy_status sy_last_call_trailer(const char *key,
-                               size_t index,
-                               uint8_t *buf,
-                               size_t len,
-                               size_t *size);
-
-/**
  * Copies the detail of this thread's last failed call into `buf` as a
  * NUL-terminated string, truncated to `len - 1` bytes, and returns the full
  * length of the message (like snprintf): call with `buf` NULL and `len` 0 to
@@ -1467,6 +1421,52 @@ sy_status sy_call_unary_start(const struct sy_channel *channel,
  * Never blocks. Any thread, including inside this library's callbacks.
  */
 SY_MUST_USE sy_status sy_call_cancel(const struct sy_channel *channel, uint64_t call_id);
+
+/**
+ * The error details of this thread's last failed call (`sy_call_unary`
+ * that returned SY_RPC_FAILED or SY_CLOSED; inside a started call's
+ * callback, that call if it failed): the server's
+ * `grpc-status-details-bin`, decoded from base64 (by convention a
+ * serialized `google.rpc.Status`: gRPC's richer error model). Copies the
+ * first `len` bytes into `buf` (NULL allowed when `len` is 0) and sets
+ * `*size` to their whole length: call with `len` 0 to size a buffer.
+ * SY_NOT_FOUND when that call carried no details (or none failed).
+ * Successful calls do not clear it (like errno). Any thread; reads only
+ * the calling thread's record, which the lookups' own errors leave as is.
+ */
+sy_status sy_last_call_details(uint8_t *buf, size_t len, size_t *size);
+
+/**
+ * The `index`-th (0 = first, in the order sent) metadata entry that came
+ * with the status of this thread's last failed call (as
+ * `sy_last_call_trailer` counts them): its key into `key` (`key_len`
+ * bytes, NUL-terminated, truncated as `sy_last_error` truncates; the key's
+ * length into `*key_size`), its value as `sy_last_call_details` copies.
+ * SY_NOT_FOUND past the last entry: for listing them all.
+ */
+sy_status sy_last_call_trailer_at(size_t index,
+                                  char *key,
+                                  size_t key_len,
+                                  size_t *key_size,
+                                  uint8_t *value,
+                                  size_t value_len,
+                                  size_t *value_size);
+
+/**
+ * The `index`-th value (0 = first) of metadata `key` (NUL-terminated,
+ * case-insensitive) that the server sent with the status of this thread's
+ * last failed call (its trailers, or the headers of a trailers-only
+ * answer; as `sy_last_call_details` says which call). Copied as
+ * `sy_last_call_details` copies ("-bin" values as their base64 text).
+ * "grpc-status", "grpc-message", "grpc-status-details-bin",
+ * "grpc-encoding" and "content-type" are the transport's: never found.
+ * SY_NOT_FOUND if there is no such value.
+ */
+sy_status sy_last_call_trailer(const char *key,
+                               size_t index,
+                               uint8_t *buf,
+                               size_t len,
+                               size_t *size);
 
 /* ----------------------------------------------------------------------------
  * Method config

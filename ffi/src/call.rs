@@ -11,7 +11,8 @@
 
 use crate::call_pool::CallPool;
 use crate::channel::{channel_ref, timeout_deadline};
-use crate::error::{set_last_call, Error, Message};
+use crate::error::{Error, Message};
+use crate::last_call::set_last_call;
 use crate::macros::{boundary, boundary_or, in_callback, refuse_in_callback};
 use crate::reader::sy_reader;
 use crate::status::sy_status;
@@ -743,12 +744,12 @@ mod tests {
         let mut details = [0u8; 16];
         let mut port = [0u8; 16];
         let (mut n, mut m) = (0, 0);
-        ok(crate::error::sy_last_call_details(
+        ok(crate::last_call::sy_last_call_details(
             details.as_mut_ptr(),
             16,
             &mut n,
         ));
-        ok(crate::error::sy_last_call_trailer(
+        ok(crate::last_call::sy_last_call_trailer(
             c"x-backend-port".as_ptr(),
             0,
             port.as_mut_ptr(),

@@ -39,6 +39,7 @@ mod snapshot;
 mod reader;
 
 mod call;
+mod last_call;
 
 mod method_config;
 
@@ -58,6 +59,7 @@ mod status;
 pub use call::*;
 pub use channel::*;
 pub use error::*;
+pub use last_call::*;
 pub use log::*;
 pub use method_config::*;
 pub use options::*;

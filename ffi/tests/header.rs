@@ -70,7 +70,7 @@ loop; its callback on the channel's completion thread), sy_call_cancel.
 Both take a sy_call_options: zero-initialized (= {0}) or NULL, it means
 gRPC's defaults (no deadline, fail fast, no metadata). Responses are
 sy_buffers.",
-        &["call"],
+        &["call", "last_call"],
     ),
     (
         "Method config",

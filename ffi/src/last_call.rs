@@ -1,0 +1,159 @@
+//! The status of this thread's last failed call, with what its server sent
+//! besides code and message (error details, trailing metadata), and the C
+//! lookups that read it (`sy_last_call_details`, `sy_last_call_trailer`,
+//! `sy_last_call_trailer_at`). Kept apart from `sy_last_error`'s record so
+//! that the lookups' own errors leave it as it was.
+
+use crate::error::Error;
+use crate::macros::boundary;
+use crate::status::sy_status;
+use crate::strings::str_arg;
+use std::cell::RefCell;
+use std::ffi::c_char;
+use switchyard::Status;
+
+thread_local! {
+    static LAST_CALL: RefCell<Option<Status>> = const { RefCell::new(None) };
+}
+
+/// Records `s` as the status of this thread's last failed call.
+pub(crate) fn set_last_call(s: &Status) {
+    let _ = LAST_CALL.try_with(|l| {
+        if let Ok(mut slot) = l.try_borrow_mut() {
+            *slot = Some(s.clone());
+        }
+    });
+}
+
+/// Copies `bytes` out as the two lookups below do: their first `len` bytes
+/// into `buf`, their whole length into `*size`.
+fn copy_out(bytes: &[u8], buf: *mut u8, len: usize, size: *mut usize) -> Result<(), Error> {
+    let size = try_out!(size, "size");
+    if len > 0 && buf.is_null() {
+        return Err(Error::null("buf must not be NULL when len > 0"));
+    }
+    if len > isize::MAX as usize {
+        return Err(Error::invalid("len is larger than any buffer"));
+    }
+    let n = bytes.len().min(len);
+    if n > 0 {
+        // SAFETY: the caller promises `buf` has room for `len >= n` bytes.
+        unsafe { std::ptr::copy_nonoverlapping(bytes.as_ptr(), buf, n) };
+    }
+    // SAFETY: non-NULL and writable per the contract.
+    unsafe { size.write(bytes.len()) };
+    Ok(())
+}
+
+fn no_call_record() -> Error {
+    Error::new(sy_status::SY_NOT_FOUND, "no call has failed on this thread")
+}
+
+/// The error details of this thread's last failed call (`sy_call_unary`
+/// that returned SY_RPC_FAILED or SY_CLOSED; inside a started call's
+/// callback, that call if it failed): the server's
+/// `grpc-status-details-bin`, decoded from base64 (by convention a
+/// serialized `google.rpc.Status`: gRPC's richer error model). Copies the
+/// first `len` bytes into `buf` (NULL allowed when `len` is 0) and sets
+/// `*size` to their whole length: call with `len` 0 to size a buffer.
+/// SY_NOT_FOUND when that call carried no details (or none failed).
+/// Successful calls do not clear it (like errno). Any thread; reads only
+/// the calling thread's record, which the lookups' own errors leave as is.
+#[no_mangle]
+pub extern "C" fn sy_last_call_details(buf: *mut u8, len: usize, size: *mut usize) -> sy_status {
+    boundary(|| {
+        let record = LAST_CALL.with(|l| l.borrow().clone());
+        let status = record.ok_or_else(no_call_record)?;
+        let details = status.details().ok_or_else(|| {
+            Error::new(
+                sy_status::SY_NOT_FOUND,
+                "the last failed call carried no error details",
+            )
+        })?;
+        copy_out(details, buf, len, size)
+    })
+}
+
+/// The `index`-th (0 = first, in the order sent) metadata entry that came
+/// with the status of this thread's last failed call (as
+/// `sy_last_call_trailer` counts them): its key into `key` (`key_len`
+/// bytes, NUL-terminated, truncated as `sy_last_error` truncates; the key's
+/// length into `*key_size`), its value as `sy_last_call_details` copies.
+/// SY_NOT_FOUND past the last entry: for listing them all.
+#[no_mangle]
+pub extern "C" fn sy_last_call_trailer_at(
+    index: usize,
+    key: *mut c_char,
+    key_len: usize,
+    key_size: *mut usize,
+    value: *mut u8,
+    value_len: usize,
+    value_size: *mut usize,
+) -> sy_status {
+    boundary(|| {
+        let key_size = try_out!(key_size, "key_size");
+        if key_len > 0 && key.is_null() {
+            return Err(Error::null("key must not be NULL when key_len > 0"));
+        }
+        let record = LAST_CALL.with(|l| l.borrow().clone());
+        let status = record.ok_or_else(no_call_record)?;
+        let (k, v) = status.trailers().get(index).ok_or_else(|| {
+            Error::new(
+                sy_status::SY_NOT_FOUND,
+                format!(
+                    "the last failed call came with {} entries",
+                    status.trailers().len()
+                ),
+            )
+        })?;
+        copy_out(v.as_bytes(), value, value_len, value_size)?;
+        if key_len > 0 && key_len <= isize::MAX as usize {
+            let n = k.len().min(key_len - 1);
+            // SAFETY: the caller promises `key` has room for `key_len > n`
+            // bytes.
+            unsafe {
+                std::ptr::copy_nonoverlapping(k.as_ptr(), key.cast::<u8>(), n);
+                *key.add(n) = 0;
+            }
+        }
+        // SAFETY: non-NULL and writable per the contract.
+        unsafe { key_size.write(k.len()) };
+        Ok(())
+    })
+}
+
+/// The `index`-th value (0 = first) of metadata `key` (NUL-terminated,
+/// case-insensitive) that the server sent with the status of this thread's
+/// last failed call (its trailers, or the headers of a trailers-only
+/// answer; as `sy_last_call_details` says which call). Copied as
+/// `sy_last_call_details` copies ("-bin" values as their base64 text).
+/// "grpc-status", "grpc-message", "grpc-status-details-bin",
+/// "grpc-encoding" and "content-type" are the transport's: never found.
+/// SY_NOT_FOUND if there is no such value.
+#[no_mangle]
+pub extern "C" fn sy_last_call_trailer(
+    key: *const c_char,
+    index: usize,
+    buf: *mut u8,
+    len: usize,
+    size: *mut usize,
+) -> sy_status {
+    boundary(|| {
+        // SAFETY: NUL-terminated per the contract.
+        let key = unsafe { str_arg(key, "key") }?;
+        let record = LAST_CALL.with(|l| l.borrow().clone());
+        let status = record.ok_or_else(no_call_record)?;
+        let value = status
+            .trailers()
+            .iter()
+            .filter(|(k, _)| k.eq_ignore_ascii_case(key))
+            .nth(index)
+            .ok_or_else(|| {
+                Error::new(
+                    sy_status::SY_NOT_FOUND,
+                    format!("no value {index} of {key:?} came with the last failed call"),
+                )
+            })?;
+        copy_out(value.1.as_bytes(), buf, len, size)
+    })
+}
