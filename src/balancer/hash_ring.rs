@@ -58,50 +58,47 @@ impl Ring {
     /// ties) on a ring of between `min_size` and `max_size` entries (1 ≤
     /// min ≤ max ≤ `RING_SIZE_LIMIT`).
     ///
-    /// gRPC's sizing, computed exactly: with w the weights, W their sum and
-    /// m the smallest, scale = min(ceil(m/W × min_size) × W/m, max_size);
-    /// the ring has ceil(scale) entries and endpoint k gets entries until the
-    /// running count reaches scale × (w_0 + ... + w_k)/W. gRPC computes this
-    /// in floating point; in integers no rounding can give an endpoint one
-    /// entry more or less than its share.
+    /// gRPC's sizing, in gRPC's own float64 arithmetic (gRPC-Go's
+    /// `newRing`, C-core's `Ring::Ring`), so that the ring, and with it
+    /// where each key lands, is the one a gRPC client builds: with nw the
+    /// normalized weights (w / W) and m the smallest (at most 1.0), scale =
+    /// min(ceil(m × min_size) / m, max_size); endpoint k gets entries while
+    /// the running count is below the running sum of scale × nw. The
+    /// rounding of those sums can give the ring one entry more than
+    /// ceil(scale) (100 equal endpoints on a ring of 16 get 17), or an
+    /// endpoint one entry more or less than its exact share: kept, as gRPC
+    /// has it. (Go on arm64 may fuse the multiply-add; amd64 is the
+    /// reference.)
     pub(crate) fn new(endpoints: &[Placement], min_size: u64, max_size: u64) -> Ring {
         let total: u128 = endpoints.iter().map(|e| u128::from(e.weight.max(1))).sum();
-        let lightest = endpoints
+        let total = total.max(1) as f64;
+        let normalized: Vec<f64> = endpoints
             .iter()
-            .map(|e| u128::from(e.weight.max(1)))
-            .min()
-            .unwrap_or(1);
-        let total = total.max(1);
-        let (min_size, max_size) = (u128::from(min_size.max(1)), u128::from(max_size.max(1)));
-        // scale = num / den.
-        let lightest_entries = (lightest * min_size).div_ceil(total);
-        let (num, den) = if lightest_entries.saturating_mul(total) > max_size * lightest {
-            (max_size, 1)
-        } else {
-            (lightest_entries * total, lightest)
-        };
-        let size = num.div_ceil(den).min(u128::from(RING_SIZE_LIMIT)) as usize;
+            .map(|e| e.weight.max(1) as f64 / total)
+            .collect();
+        let lightest = normalized.iter().copied().fold(1.0f64, f64::min);
+        let (min_size, max_size) = (min_size.max(1) as f64, max_size.max(1) as f64);
+        let scale = ((lightest * min_size).ceil() / lightest).min(max_size);
+        let size = (scale.ceil() as usize).min(RING_SIZE_LIMIT as usize);
 
-        let mut entries: Vec<(u64, u32)> = Vec::with_capacity(size);
+        let mut entries: Vec<(u64, u32)> = Vec::with_capacity(size + 1);
         let mut key = String::new();
-        let mut cumulative: u128 = 0;
-        for (k, e) in endpoints.iter().enumerate() {
-            cumulative += u128::from(e.weight.max(1));
-            let target = num.saturating_mul(cumulative);
+        let (mut current, mut target) = (0f64, 0f64);
+        for (k, (e, nw)) in endpoints.iter().zip(&normalized).enumerate() {
+            // Not fused (no mul_add): as gRPC-Go computes it on amd64.
+            let share = scale * nw;
+            target += share;
             let mut n = 0u64;
-            // Bounded: the last target is the ring's size.
-            while entries.len() < size
-                && (entries.len() as u128)
-                    .saturating_mul(den)
-                    .saturating_mul(total)
-                    < target
-            {
+            // Bounded: `target` ends near scale (≤ 2^23), and each entry
+            // adds one to `current`.
+            while current < target {
                 key.clear();
                 key.push_str(&e.hash_key);
                 key.push('_');
                 key.push_str(&n.to_string());
                 entries.push((xxh64(key.as_bytes(), 0), k as u32));
                 n += 1;
+                current += 1.0;
             }
         }
         // Ties between equal hashes go to the earlier endpoint.
@@ -372,8 +369,34 @@ mod tests {
             })
             .collect();
         let ring = Ring::new(&many, 16, 16);
-        assert_eq!(ring.len(), 16);
-        assert_eq!(ring.members().len(), 16);
+        // 100 × 0.16 sums to a little over 16 in float64: gRPC's ring has
+        // 17 entries (one endpoint each).
+        assert_eq!(ring.len(), 17);
+        assert_eq!(ring.members().len(), 17);
+    }
+
+    /// Weights whose float64 running sums round differently from exact
+    /// fractions: the ring has gRPC's (gRPC-Go's `newRing`) entry counts,
+    /// not the exact shares, so keys land where a gRPC client sends them.
+    #[test]
+    fn entry_counts_round_as_grpc_does() {
+        let ring = Ring::new(&place(&[("a", 3), ("b", 4)]), 1024, 4096);
+        assert_eq!(entries_of(&ring), [440, 585]);
+        let ring = Ring::new(&place(&[("a", 7), ("b", 11), ("c", 13)]), 1024, 4096);
+        assert_eq!(entries_of(&ring), [233, 364, 431]);
+        let ring = Ring::new(&place(&[("a", 9), ("b", 20)]), 1024, 4096);
+        assert_eq!(entries_of(&ring), [319, 706]);
+        let equal: Vec<Placement> = (0..75)
+            .map(|i| Placement {
+                hash_key: format!("e{i:02}"),
+                weight: 1,
+            })
+            .collect();
+        let ring = Ring::new(&equal, 1024, 4096);
+        assert_eq!(ring.len(), 1051);
+        let per = entries_of(&ring);
+        assert_eq!(per.iter().filter(|&&n| n == 15).count(), 1);
+        assert_eq!(per.iter().filter(|&&n| n == 14).count(), 74);
     }
 
     #[test]

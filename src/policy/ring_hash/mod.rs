@@ -455,12 +455,10 @@ impl Balancer for RingHash {
         }
     }
 
-    /// `Channel::connect`: if nothing is READY or connecting, one IDLE
-    /// endpoint connects (picks connect the others as they land on them).
+    /// `Channel::connect` connects nothing, as in gRPC (gRPC-Go's
+    /// `ExitIdle` is a no-op, C-core has none): connections start from picks
+    /// landing on IDLE endpoints and from the TRANSIENT_FAILURE recovery rule.
     fn exit_idle(&mut self, cc: &mut dyn ClientConn) {
-        if self.counts.ready == 0 && self.counts.connecting == 0 {
-            self.connect_one_idle(cc);
-        }
         self.publish(cc);
     }
 

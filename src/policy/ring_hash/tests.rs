@@ -185,6 +185,12 @@ fn nothing_connects_until_a_pick_lands_on_an_endpoint() {
     update(&mut cc, &mut *lb, &list, None);
     assert!(cc.subconns().is_empty(), "lazy: no subchannel yet");
     assert_eq!(cc.state(), Some(Idle));
+    // `Channel::connect` (ExitIdle) starts nothing either: gRPC-Go's
+    // ringhash ExitIdle is a no-op.
+    cc.exit_idle(&mut *lb);
+    cc.exit_idle(&mut *lb);
+    assert!(cc.connects().is_empty(), "exit_idle connected something");
+    assert_eq!(cc.state(), Some(Idle));
     // A pick on endpoint 1 queues and asks for work, once.
     assert_eq!(pick_hash(&mut cc, hash_of(&list[1])), Picked::Queue);
     assert_eq!(pick_hash(&mut cc, hash_of(&list[1])), Picked::Queue);
