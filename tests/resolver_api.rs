@@ -700,3 +700,54 @@ fn with_service_configs_disabled_the_resolvers_are_ignored() {
         );
     }
 }
+
+/// An invalid config after a good one keeps the good one and still gives
+/// the policy the endpoints, but the update counts as rejected (gRPC-Go
+/// returns ErrBadResolverState): the resolver is asked again, paced, while
+/// the channel serves on.
+#[test]
+fn an_invalid_config_after_a_good_one_asks_the_resolver_again() {
+    let seen = Arc::new(Seen::default());
+    resolver::register(Arc::new(Pushed("badafter", seen.clone())));
+    let b0 = backend();
+    let rt = Runtime::new().unwrap();
+    let mut opts = insecure();
+    opts.backoff.initial = Duration::from_millis(100);
+    opts.backoff.jitter = 0.0;
+    let ch = Channel::new(&rt, "badafter:x", None, opts).unwrap();
+    ch.connect().unwrap();
+    ch.sync().unwrap();
+    let good = r#"{"methodConfig":[{"name":[{}],"timeout":"7s"}]}"#;
+    seen.cc()
+        .update(ResolverState {
+            endpoints: endpoints(&[&b0]),
+            service_config: Some(good.into()),
+        })
+        .unwrap();
+    let mut r = ch.reader();
+    assert_eq!(echo(&mut r).unwrap(), b0.port());
+    std::thread::sleep(Duration::from_millis(300));
+    let before = seen.resolve_now.load(Ordering::SeqCst);
+    seen.cc()
+        .update(ResolverState {
+            endpoints: endpoints(&[&b0]),
+            service_config: Some("{not json".into()),
+        })
+        .unwrap();
+    ch.sync().unwrap();
+    assert_eq!(echo(&mut r).unwrap(), b0.port());
+    assert_eq!(
+        r.method_config("/a/b").unwrap().timeout,
+        Some(Duration::from_secs(7)),
+        "the good config stays"
+    );
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while seen.resolve_now.load(Ordering::SeqCst) == before && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert!(
+        seen.resolve_now.load(Ordering::SeqCst) > before,
+        "the resolver was never asked again"
+    );
+    assert_eq!(ch.state(), ConnectivityState::Ready);
+}

@@ -162,6 +162,18 @@ impl ChannelCore {
 
     /// New endpoints (the resolver's, or the host's) to the policy.
     pub(crate) fn update_endpoints(&mut self, endpoints: Vec<Endpoint>, env: &mut LoopContext) {
+        self.give_endpoints(endpoints, false, env);
+    }
+
+    /// `update_endpoints`, for an update that counts as rejected even if
+    /// the policy takes it (`config_rejected`: its service config was
+    /// invalid and the last good one stays).
+    fn give_endpoints(
+        &mut self,
+        endpoints: Vec<Endpoint>,
+        config_rejected: bool,
+        env: &mut LoopContext,
+    ) {
         if self.is_finished() {
             return;
         }
@@ -203,8 +215,8 @@ impl ChannelCore {
         // paced; accepted: the pacing starts over.
         let channel = self.id();
         match result {
-            Ok(()) => self.resolution.accepted(env),
-            Err(_) => self.resolution.rejected(channel, env),
+            Ok(()) if !config_rejected => self.resolution.accepted(env),
+            _ => self.resolution.rejected(channel, env),
         }
         self.drain(env);
     }
@@ -381,7 +393,7 @@ impl ChannelCore {
         if self.is_finished() {
             return;
         }
-        self.resolution.close();
+        self.resolution.close(env);
         self.idle.cancel(env);
         // First, while their connections are still up to reset the streams.
         if let Some(calls) = &mut self.calls {
@@ -421,6 +433,10 @@ impl ChannelCore {
             self.balancer = None;
         }
         self.release_policy_state(env);
+        // A closing policy's (or its subchannels') request to re-resolve is
+        // for the resolver that closed with it, not the next one.
+        self.resolve_requested = false;
+        self.subs.resolve_requested = false;
     }
 
     /// What a policy leaves behind when the channel closes or it panicked:
@@ -519,6 +535,7 @@ impl ResolverUpdates for ChannelCore {
                 self.apply_config(config, cx);
             }
             ConfigChoice::Keep => self.update_endpoints(endpoints, cx),
+            ConfigChoice::KeepRejected => self.give_endpoints(endpoints, true, cx),
             ConfigChoice::Default => match self.default_config.clone() {
                 Some(config) => {
                     self.endpoints = Some(endpoints);
@@ -681,7 +698,7 @@ impl ChannelCore {
         let id = self.out.shared.id;
         log::info!(target: trace::CHANNEL, "channel {id}: idle timeout, going IDLE");
         self.idle.idle = true;
-        self.resolution.close();
+        self.resolution.close(cx);
         self.close_balancer(cx);
         if self.idle.make_resolver.is_some() {
             // The resolver resolves again on the way out.

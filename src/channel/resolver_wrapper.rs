@@ -69,6 +69,10 @@ pub(crate) const RESOLVE_RETRY_TIMER: u8 = 10;
 pub(super) enum ConfigChoice {
     /// The current one stays.
     Keep,
+    /// Invalid, after a good one: the current one stays and the endpoints
+    /// go to the policy, but the update counts as rejected (gRPC-Go
+    /// returns ErrBadResolverState): the resolver is asked again, paced.
+    KeepRejected,
     /// The resolver no longer gives one: the channel's default applies
     /// again (gRPC: a resolver result without a config means the default).
     Default,
@@ -171,7 +175,7 @@ impl ResolverWrapper {
                     "channel {channel}: the resolver's service config is invalid, \
                      keeping the last good one: {e}"
                 );
-                ConfigChoice::Keep
+                ConfigChoice::KeepRejected
             }
             Err(e) => ConfigChoice::Invalid(e),
         }
@@ -239,8 +243,11 @@ impl ResolverWrapper {
         }
     }
 
-    /// Closes the resolver (once): it hears no more, and its pushes are refused.
-    pub(crate) fn close(&mut self) {
+    /// Closes the resolver (once): it hears no more, and its pushes are
+    /// refused. A paced re-resolution still pending goes with it, and the
+    /// pacing starts over for the next resolver (an IDLE channel's).
+    pub(crate) fn close(&mut self, cx: &mut LoopContext) {
+        self.accepted(cx);
         self.closed.store(true, Ordering::Release);
         if let Some(mut r) = self.resolver.take() {
             guarded("close", || r.close());
