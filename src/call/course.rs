@@ -432,14 +432,11 @@ impl Course {
                 Next::Send(pick, handle)
             }
             None => {
-                finish(
-                    pick,
-                    &DoneInfo {
-                        error: Some("subchannel lost its connection"),
-                        code: Code::Unavailable,
-                        ..Default::default()
-                    },
-                );
+                // Nothing was sent: the policy hears an empty outcome, as
+                // gRPC-Go's picker wrapper calls `Done(DoneInfo{})` here,
+                // not a failure (outlier detection would count one against
+                // a backend the RPC never reached).
+                finish(pick, &DoneInfo::OK);
                 self.lost_connection = true;
                 Next::Wait
             }
