@@ -331,6 +331,7 @@ int main(void) {
   EXPECT(sy_channel_report_subconn_state(NULL, 1, SY_STATE_READY, NULL), SY_NULL_PARAMETER);
   EXPECT(sy_channel_report_resolver_error(NULL, "x"), SY_NULL_PARAMETER);
   EXPECT(sy_channel_state(NULL, &state), SY_NULL_PARAMETER);
+  EXPECT(sy_channel_get_state(NULL, true, &state), SY_NULL_PARAMETER);
   EXPECT(sy_channel_wait_for_state_change(NULL, 0, 1, NULL), SY_NULL_PARAMETER);
   EXPECT(sy_channel_sync(NULL), SY_NULL_PARAMETER);
   EXPECT(sy_channel_close(NULL), SY_NULL_PARAMETER);
@@ -474,6 +475,10 @@ int main(void) {
   EXPECT(sy_channel_report_subconn_state(ch, 1, SY_STATE_READY, NULL), SY_CLOSED);
   EXPECT(sy_channel_connect(ch), SY_CLOSED);
   EXPECT(sy_channel_reset_connect_backoff(ch), SY_CLOSED);
+  EXPECT(sy_channel_get_state(ch, true, NULL), SY_NULL_PARAMETER);
+  state = SY_STATE_IDLE;
+  OK(sy_channel_get_state(ch, true, &state)); /* gRPC's GetState: SHUTDOWN, no error */
+  CHECK(state == SY_STATE_SHUTDOWN);
   OK(sy_channel_close(ch));
 
   /* A reader freed after its channel, then freed again: detected. */

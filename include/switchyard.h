@@ -579,6 +579,16 @@ sy_status sy_channel_reset_connect_backoff(const struct sy_channel *ch);
 sy_status sy_channel_state(const struct sy_channel *ch, uint32_t *out_state);
 
 /**
+ * gRPC's GetState(try_to_connect): writes the channel's connectivity state
+ * (a `sy_state`) to `*out_state` and, if it is IDLE and `try_to_connect`,
+ * leaves IDLE as `sy_channel_connect` does. After close: SHUTDOWN, SY_OK.
+ * Any thread, also inside this library's callbacks; never blocks.
+ */
+sy_status sy_channel_get_state(const struct sy_channel *ch,
+                               bool try_to_connect,
+                               uint32_t *out_state);
+
+/**
  * Blocks until the channel's state differs from `from_state` or changes
  * after this call (a change undone before the waiter wakes counts, as in
  * gRPC), or for at most `timeout_ms` milliseconds (`SY_WAIT_FOREVER`: no

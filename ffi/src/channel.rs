@@ -418,6 +418,26 @@ pub extern "C" fn sy_channel_state(ch: *const sy_channel, out_state: *mut u32) -
     })
 }
 
+/// gRPC's GetState(try_to_connect): writes the channel's connectivity state
+/// (a `sy_state`) to `*out_state` and, if it is IDLE and `try_to_connect`,
+/// leaves IDLE as `sy_channel_connect` does. After close: SHUTDOWN, SY_OK.
+/// Any thread, also inside this library's callbacks; never blocks.
+#[no_mangle]
+pub extern "C" fn sy_channel_get_state(
+    ch: *const sy_channel,
+    try_to_connect: bool,
+    out_state: *mut u32,
+) -> sy_status {
+    boundary(|| {
+        let ch = channel_ref(ch)?;
+        let out = try_out!(out_state, "out_state");
+        let state = ch.channel.get_state(try_to_connect);
+        // SAFETY: non-NULL out-parameter.
+        unsafe { out.write(state_to_c(state)) };
+        Ok(())
+    })
+}
+
 /// Blocks until the channel's state differs from `from_state` or changes
 /// after this call (a change undone before the waiter wakes counts, as in
 /// gRPC), or for at most `timeout_ms` milliseconds (`SY_WAIT_FOREVER`: no

@@ -451,6 +451,18 @@ impl Channel {
         self.shared.state()
     }
 
+    /// gRPC's `GetState(try_to_connect)`: the state now and, if it is IDLE
+    /// and `try_to_connect`, leaves IDLE as `connect` does (counts as use of
+    /// the channel). SHUTDOWN after close. Never blocks.
+    pub fn get_state(&self, try_to_connect: bool) -> ConnectivityState {
+        let state = self.state();
+        if try_to_connect && state == ConnectivityState::Idle {
+            // Closed in between: nothing to connect (SHUTDOWN next time).
+            let _ = self.connect();
+        }
+        state
+    }
+
     /// The service config's settings for calls to `method`
     /// ("/pkg.Service/Method"): the most specific `methodConfig` entry that
     /// names it, or `None`. For RPC threads, `Reader::method_config` is
@@ -468,12 +480,20 @@ impl Channel {
     /// call (gRPC's WaitForStateChange: a change undone before the waiter
     /// wakes, READY -> TRANSIENT_FAILURE -> READY, counts), returning the
     /// state now (`from` again in that case; it may change again at once),
-    /// or `None` when `deadline` passes first.
+    /// or `None` when `deadline` passes first. On the loop thread (inside
+    /// a callback) it does not wait: the state if it already differs, else
+    /// `None`.
     pub fn wait_for_state_change(
         &self,
         from: ConnectivityState,
         deadline: Option<Instant>,
     ) -> Option<ConnectivityState> {
+        if self.shared.handle.on_loop_thread() {
+            // Only the loop changes the state: waiting here (a state or
+            // policy callback) would wait for ever, or till the deadline.
+            let now = self.shared.state();
+            return (now != from).then_some(now);
+        }
         let mut seen = from;
         let changes = self.shared.state_changes();
         let changed = self.shared.slot.signal().wait_until(
@@ -530,7 +550,13 @@ impl Channel {
             return;
         }
         self.close_loop_side();
-        if !self.shared.handle.on_loop_thread() {
+        if self.shared.handle.on_loop_thread() {
+            // Closed from a callback on the loop, which gets to the close
+            // command only after it: SHUTDOWN now (the loop is the table's
+            // only writer, and this is the loop), and nothing published
+            // after it (`StatePublisher::publish`).
+            StatePublisher::closed_table(&self.shared);
+        } else {
             // The loop has completed (or dropped) every call by now.
             if let Some(completions) = self.completions.get() {
                 completions.close_and_join();

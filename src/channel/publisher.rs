@@ -24,7 +24,16 @@ impl StatePublisher {
     /// Swaps in a new picker (waking every queued pick) and records the state;
     /// observers hear only of real changes.
     pub(crate) fn publish(&mut self, state: ConnectivityState, picker: Box<dyn Picker>) {
-        if self.closed {
+        // Also once the user closed the channel and the loop has yet to get
+        // to it (a close from a callback on this loop): after SHUTDOWN
+        // nothing else is published (gRPC-Go's state manager drops every
+        // update once the channel is shut down).
+        if self.closed
+            || self
+                .shared
+                .closed
+                .load(std::sync::atomic::Ordering::Acquire)
+        {
             return;
         }
         self.seq += 1;

@@ -270,3 +270,46 @@ fn a_valid_config_ends_an_invalid_ones_failure() {
     report(&ch, &host, &["a:1"], Ready);
     assert_eq!(pick_addr(&mut r), "a:1");
 }
+
+/// A state callback that closes its channel (on the loop thread, before the
+/// loop gets to the close command): the channel is SHUTDOWN at once, no
+/// other state reaches the callback after it, and waiting for a change
+/// inside the callback returns at once instead of blocking the loop.
+#[test]
+fn a_channel_closed_from_its_state_callback_publishes_nothing_after_shutdown() {
+    use std::sync::{Mutex, OnceLock, Weak};
+    let rt = Runtime::new().unwrap();
+    let host = Host::new();
+    let me: Arc<OnceLock<Weak<Channel>>> = Arc::new(OnceLock::new());
+    let seen: Arc<Mutex<Vec<(ConnectivityState, ConnectivityState)>>> = Arc::default();
+    let mut opts = options(&host);
+    let (me2, seen2) = (me.clone(), seen.clone());
+    opts.on_state_change = Some(Arc::new(move |s| {
+        let Some(ch) = me2.get().and_then(|w| w.upgrade()) else {
+            return;
+        };
+        // Returns at once on the loop thread (it would wait for ever).
+        let waited = ch.wait_for_state_change(s, None);
+        assert_eq!(waited, None, "nothing changed while it waited");
+        if s == Connecting {
+            ch.close();
+        }
+        seen2.lock().unwrap().push((s, ch.state()));
+    }));
+    let ch = Arc::new(Channel::new(&rt, "", Some(RR), opts).unwrap());
+    me.set(Arc::downgrade(&ch)).unwrap();
+    ch.update_addresses(addrs(&["a:1", "a:2"])).unwrap();
+    // (`sync` on a closed channel does not wait: the loop's close tells.)
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    while seen.lock().unwrap().len() < 2 && std::time::Instant::now() < deadline {
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
+    assert!(ch.is_closed());
+    assert_eq!(ch.state(), Shutdown);
+    let seen = seen.lock().unwrap().clone();
+    assert_eq!(
+        seen,
+        [(Connecting, Shutdown), (Shutdown, Shutdown)],
+        "after the close only SHUTDOWN"
+    );
+}

@@ -224,3 +224,29 @@ fn the_channel_goes_idle_one_timeout_after_its_last_use() {
     }
     assert!(passed >= IDLE, "idle after {passed:?}, before a timeout");
 }
+
+/// gRPC's `GetState(try_to_connect)`: without the flag it only reads the
+/// state; with it an IDLE channel connects (and reports IDLE this once);
+/// SHUTDOWN after close.
+#[test]
+fn get_state_connects_an_idle_channel_only_when_asked() {
+    let server = &start_servers(1)[0];
+    let rt = Runtime::new().unwrap();
+    let ch = lazy(&rt, &format!("ipv4:127.0.0.1:{}", server.port()));
+    assert_eq!(ch.get_state(false), ConnectivityState::Idle);
+    ch.sync().unwrap();
+    std::thread::sleep(Duration::from_millis(100));
+    assert_eq!(ch.get_state(false), ConnectivityState::Idle);
+    assert_eq!(server.connections(), 0, "connected without being asked");
+    assert_eq!(ch.get_state(true), ConnectivityState::Idle);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let mut state = ConnectivityState::Idle;
+    while state != ConnectivityState::Ready {
+        state = ch
+            .wait_for_state_change(state, Some(deadline))
+            .expect("READY in time");
+    }
+    assert_eq!(server.connections(), 1);
+    ch.close();
+    assert_eq!(ch.get_state(true), ConnectivityState::Shutdown);
+}
