@@ -239,6 +239,17 @@
 //!                 ConnectivityState::TransientFailure,
 //!                 Box::new(FailPicker::unavailable("no addresses")),
 //!             ),
+//!             // Every one failing: the channel fails fast (gRPC's aggregation).
+//!             None if self
+//!                 .subconns
+//!                 .iter()
+//!                 .all(|(_, s)| *s == ConnectivityState::TransientFailure) =>
+//!             {
+//!                 cc.update_state(
+//!                     ConnectivityState::TransientFailure,
+//!                     Box::new(FailPicker::unavailable("every backend is failing")),
+//!                 )
+//!             }
 //!             None => cc.update_state(ConnectivityState::Connecting, Box::new(QueuePicker)),
 //!         }
 //!     }

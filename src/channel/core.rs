@@ -309,7 +309,8 @@ impl ChannelCore {
         );
         // The method settings of the default config do not apply either.
         self.out.shared.methods.publish(Default::default());
-        self.config_error = Some(format!("invalid service config from the resolver: {error}"));
+        // gRPC-Go's wording (its tests look for it).
+        self.config_error = Some(format!("error parsing service config: {error}"));
         // Ask the resolver again (gRPC-Go tells it the state was bad, and a
         // polling resolver re-resolves with backoff), or a resolver that
         // waits to be asked would leave the channel failing.
