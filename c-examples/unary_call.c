@@ -10,7 +10,7 @@
  *      callbacks;
  *   4. shows how failures map: an unknown method (UNIMPLEMENTED, 12), a
  *      server's rich error (its google.rpc.Status details and metadata
- *      through sy_last_call_details / sy_last_call_trailer[_at]), a
+ *      through sy_last_call_message / _details / sy_last_call_trailer[_at]), a
  *      deadline shorter than the server's delay (DEADLINE_EXCEEDED, 4), a
  *      server nobody listens on (UNAVAILABLE, 14), metadata HTTP/2 cannot
  *      carry (SY_INVALID_ARGUMENT, nothing sent);
@@ -429,6 +429,13 @@ int main(void) {
     static const uint8_t want[] = {8, 9, 0x12, 3, 'w', 'h', 'y'};
     uint8_t details[64];
     size_t size = 0;
+    char message[64];
+    /* The server's own message (gRPC's details()), no prefix. */
+    OK(sy_last_call_message(NULL, 0, &size)); /* sizing */
+    CHECK(size == strlen("rich error"));
+    OK(sy_last_call_message((uint8_t *)message, sizeof message, &size));
+    CHECK(size == strlen("rich error") && memcmp(message, "rich error", size) == 0);
+    CHECK_STATUS(sy_last_call_message(NULL, 0, NULL), SY_NULL_PARAMETER);
     OK(sy_last_call_details(NULL, 0, &size)); /* sizing */
     CHECK(size == sizeof want);
     OK(sy_last_call_details(details, sizeof details, &size));

@@ -1447,6 +1447,17 @@ SY_MUST_USE sy_status sy_call_cancel(const struct sy_channel *channel, uint64_t 
 sy_status sy_last_call_details(uint8_t *buf, size_t len, size_t *size);
 
 /**
+ * The status message of this thread's last failed call (which calls, as
+ * `sy_last_call_details` says), exactly as the server sent it in
+ * `grpc-message` (percent-decoded) or as the library wrote it for a
+ * failure of its own: what gRPC's `details()` gives, without the prefix
+ * `sy_last_error` adds. UTF-8, not NUL-terminated; copied as
+ * `sy_last_call_details` copies (`len` 0 to size a buffer). SY_NOT_FOUND
+ * when no call has failed on this thread. Any thread.
+ */
+sy_status sy_last_call_message(uint8_t *buf, size_t len, size_t *size);
+
+/**
  * The `index`-th (0 = first, in the order sent) metadata entry that came
  * with the status of this thread's last failed call (as
  * `sy_last_call_trailer` counts them): its key into `key` (`key_len`

@@ -1,7 +1,7 @@
 //! The status of this thread's last failed call, with what its server sent
 //! besides code and message (error details, trailing metadata), and the C
-//! lookups that read it (`sy_last_call_details`, `sy_last_call_trailer`,
-//! `sy_last_call_trailer_at`). Kept apart from `sy_last_error`'s record so
+//! lookups that read it (`sy_last_call_message`, `sy_last_call_details`,
+//! `sy_last_call_trailer`, `sy_last_call_trailer_at`). Kept apart from `sy_last_error`'s record so
 //! that the lookups' own errors leave it as it was.
 
 use crate::error::Error;
@@ -71,6 +71,22 @@ pub extern "C" fn sy_last_call_details(buf: *mut u8, len: usize, size: *mut usiz
             )
         })?;
         copy_out(details, buf, len, size)
+    })
+}
+
+/// The status message of this thread's last failed call (which calls, as
+/// `sy_last_call_details` says), exactly as the server sent it in
+/// `grpc-message` (percent-decoded) or as the library wrote it for a
+/// failure of its own: what gRPC's `details()` gives, without the prefix
+/// `sy_last_error` adds. UTF-8, not NUL-terminated; copied as
+/// `sy_last_call_details` copies (`len` 0 to size a buffer). SY_NOT_FOUND
+/// when no call has failed on this thread. Any thread.
+#[no_mangle]
+pub extern "C" fn sy_last_call_message(buf: *mut u8, len: usize, size: *mut usize) -> sy_status {
+    boundary(|| {
+        let record = LAST_CALL.with(|l| l.borrow().clone());
+        let status = record.ok_or_else(no_call_record)?;
+        copy_out(status.message().as_bytes(), buf, len, size)
     })
 }
 
