@@ -21,6 +21,8 @@ from ._core import (
     Tls,
 )
 from ._errors import (
+    CallCancelled,
+    CallClosed,
     ChannelClosed,
     InvalidArgument,
     NoSubchannel,
@@ -51,6 +53,8 @@ def library_version():
 __all__ = [
     "Address",
     "Call",
+    "CallCancelled",
+    "CallClosed",
     "Channel",
     "ChannelClosed",
     "HostTransport",

@@ -13,6 +13,8 @@ import weakref
 
 from . import _ffi
 from ._errors import (
+    CallCancelled,
+    CallClosed,
     ChannelClosed,
     InvalidArgument,
     RpcError,
@@ -31,7 +33,9 @@ log = logging.getLogger("switchyard")
 # C sees a small integer; the object stays here until the library releases it.
 # This keeps Python objects alive exactly as long as C can hand them back.
 _handles = {}
-_handles_lock = threading.Lock()
+# Reentrant: a finalizer (a Pick's or Reader's __del__, whose C call may
+# release user data through _pop) can run on a thread inside _put.
+_handles_lock = threading.RLock()
 _next_handle = itertools.count(1)
 
 
@@ -203,13 +207,24 @@ def _as_bytes(v, what):
     raise TypeError(f"{what} must be bytes or str, not {type(v).__name__}")
 
 
+def _c_text(v, what):
+    """`v` (str or bytes) as a C string's bytes: a NUL inside would cut it
+    short without a word, so it is refused."""
+    b = _as_bytes(v, what)
+    if b is None:
+        raise TypeError(f"{what} must be bytes or str, not None")
+    if b"\0" in b:
+        raise ValueError(f"{what} must not contain NUL characters")
+    return b
+
+
 def _service_config_json(service_config):
     if service_config is None:
         return None
     if isinstance(service_config, (dict, list)):
         return json.dumps(service_config).encode()
     if isinstance(service_config, (str, bytes)):
-        return _as_bytes(service_config, "service_config")
+        return _c_text(service_config, "service_config")
     raise TypeError("service_config must be a dict, a JSON string or None")
 
 
@@ -279,13 +294,23 @@ def _metadata_array(metadata):
         return None, 0, []
     items = metadata.items() if isinstance(metadata, dict) else metadata
     keep = []
-    for key, value in items:
-        if isinstance(value, bytes):
-            if key.lower().endswith("-bin"):  # binary values travel as base64
-                value = base64.b64encode(value).rstrip(b"=")
+    for item in items:
+        try:
+            key, value = item
+        except (TypeError, ValueError):
+            raise TypeError(f"metadata entries are (key, value) pairs, not {item!r}") from None
+        key = _c_text(key, "metadata key")
+        if value is None:
+            value = b""  # as grpcio sends None
+        if key.lower().endswith(b"-bin"):
+            # Binary values travel as base64 (str values as their UTF-8).
+            if isinstance(value, (bytearray, memoryview)):
+                value = bytes(value)
+            value = base64.b64encode(_as_bytes(value, "a -bin metadata value")).rstrip(b"=")
         else:
-            value = str(value).encode()  # the library checks it is printable ASCII
-        keep.append(_ffi.Metadata(key.encode(), value))
+            # The library checks it is printable ASCII.
+            value = _c_text(value, "metadata value")
+        keep.append(_ffi.Metadata(key, value))
     arr = (_ffi.Metadata * len(keep))(*keep)
     return arr, len(keep), keep
 
@@ -303,11 +328,16 @@ class Pick:
         self.address = C.string_at(result.address, result.address_len).decode()
         self.user_data = _get(result.user_data) if result.user_data else None
         self._done = False
+        self._done_lock = threading.Lock()
 
     def done(self, code=StatusCode.OK, latency=None, load=None):
         """Reports the RPC's outcome to the policy: `code` a StatusCode,
         `latency` seconds (default: since the pick), `load` a dict of named
-        load metrics."""
+        load metrics. Once; from any thread."""
+        with self._done_lock:
+            self._done_locked(code, latency, load)
+
+    def _done_locked(self, code, latency, load):
         if self._done:
             raise InvalidArgument(_ffi.SY_INVALID_ARGUMENT, "pick already done")
         latency_ns = (
@@ -361,7 +391,7 @@ class Reader(_Owned):
         Raises RpcError (UNAVAILABLE, DEADLINE_EXCEEDED, ...) or ChannelClosed."""
         if not self._ptr:
             raise ValueError("reader is closed")
-        m = method.encode() if method else None
+        m = _c_text(method, "method") if method else None
         h = C.byref(C.c_uint64(request_hash)) if request_hash is not None else None
         result = _ffi.PickResult()
         check(
@@ -394,19 +424,42 @@ class Call(concurrent.futures.Future):
     def __init__(self, channel):
         super().__init__()
         self._channel = weakref.ref(channel)
+        # While the call runs it keeps its channel alive (as grpcio's calls
+        # do): a channel nobody else holds is not closed under it.
+        self._keep_channel = channel
         self.call_id = None
 
     def cancel(self):
-        """Ends the call with RpcError(CANCELLED) if it is still running:
-        returns True then, False if it already finished."""
+        """Ends the call with CANCELLED if it is still running: returns True
+        then (and `cancelled()` is True; `result()` raises CallCancelled, an
+        RpcError and a concurrent.futures.CancelledError), False if it
+        already finished."""
         ch = self._channel()
-        if ch is None or self.call_id is None:
+        if ch is None or self.call_id is None or self.done():
             return False
         try:
             with ch._use() as ptr:
-                return lib.sy_call_cancel(ptr, self.call_id) == _ffi.SY_OK
+                if lib.sy_call_cancel(ptr, self.call_id) != _ffi.SY_OK:
+                    return False
         except ChannelClosed:
             return False
+        return super().cancel()
+
+    def result(self, timeout=None):
+        try:
+            return super().result(timeout)
+        except concurrent.futures.CancelledError as e:
+            if isinstance(e, RpcError):
+                raise
+            raise CallCancelled() from None
+
+    def exception(self, timeout=None):
+        try:
+            return super().exception(timeout)
+        except concurrent.futures.CancelledError as e:
+            if isinstance(e, RpcError):
+                raise
+            raise CallCancelled() from None
 
 
 @_ffi.CALL_DONE_FN
@@ -417,15 +470,32 @@ def _call_done(ctx, status, grpc_code, message, response):
         if response:
             lib.sy_buffer_free(response)
         return
-    text = message.decode("utf-8", "replace") if message else ""
-    if status == _ffi.SY_OK:
-        call.set_result(Response(response))
-    elif status == _ffi.SY_RPC_FAILED:
-        call.set_exception(RpcError(grpc_code, text, last_call_trailers()))
-    elif status in (_ffi.SY_CLOSED, _ffi.SY_RUNTIME_GONE):
-        call.set_exception(ChannelClosed(status, text or "channel is closed"))
-    else:
-        call.set_exception(SwitchyardError(status, text))
+    call._keep_channel = None
+    if call.cancelled():  # its caller cancelled it: the outcome is that
+        if response:
+            lib.sy_buffer_free(response)
+        return
+    try:
+        text = message.decode("utf-8", "replace") if message else ""
+        if status == _ffi.SY_OK:
+            outcome = Response(response)
+        elif status == _ffi.SY_RPC_FAILED:
+            outcome = RpcError(grpc_code, text, last_call_trailers())
+        elif status == _ffi.SY_CLOSED and grpc_code == StatusCode.CANCELLED:
+            outcome = CallClosed(StatusCode.CANCELLED, text or "channel closed", last_call_trailers())
+        elif status in (_ffi.SY_CLOSED, _ffi.SY_RUNTIME_GONE):
+            outcome = ChannelClosed(status, text or "channel is closed")
+        else:
+            outcome = SwitchyardError(status, text)
+    except BaseException as e:  # noqa: B902 - the future must still end
+        outcome = e
+    try:
+        if isinstance(outcome, BaseException):
+            call.set_exception(outcome)
+        else:
+            call.set_result(outcome)
+    except concurrent.futures.InvalidStateError:
+        pass  # cancelled meanwhile
 
 
 # --- host transports --------------------------------------------------------
@@ -468,6 +538,7 @@ class Channel(_Owned):
         runtime=None,
     ):
         self._ptr = None
+        target = _c_text(target, "target")
         self._runtime = runtime or default_runtime()
         if not self._runtime._ptr:
             raise ChannelClosed(_ffi.SY_RUNTIME_GONE, "the runtime is closed")
@@ -502,7 +573,7 @@ class Channel(_Owned):
             check(
                 lib.sy_channel_new_with_options(
                     self._runtime._ptr,
-                    target.encode(),
+                    target,
                     _service_config_json(service_config),
                     opts if host is None else None,
                     C.byref(host) if host is not None else None,
@@ -588,19 +659,23 @@ class Channel(_Owned):
         reader = self._thread_reader()
         md, md_len, _keep = _metadata_array(metadata)
         opts = _ffi.call_options(timeout, wait_for_ready, md, md_len, request_hash)
-        method = method.encode()
+        method = _c_text(method, "method")
         out = C.c_void_p()
-        check(
-            lib.sy_call_unary(
-                reader._ptr,
-                method,
-                len(method),
-                request,
-                len(request),
-                C.byref(opts),
-                C.byref(out),
-            )
+        was_open = not self._closing
+        status = lib.sy_call_unary(
+            reader._ptr,
+            method,
+            len(method),
+            request,
+            len(request),
+            C.byref(opts),
+            C.byref(out),
         )
+        if status == _ffi.SY_CLOSED and was_open:
+            # Closed while the call ran: CANCELLED, as grpcio ends it (a
+            # call made on a closed channel is a plain ChannelClosed).
+            raise CallClosed(StatusCode.CANCELLED, "channel closed")
+        check(status)
         return Response(out)
 
     def unary_future(self, method, request=b"", timeout=None, metadata=None,
@@ -613,7 +688,7 @@ class Channel(_Owned):
         request = bytes(request)
         md, md_len, _keep = _metadata_array(metadata)
         opts = _ffi.call_options(timeout, wait_for_ready, md, md_len, request_hash)
-        method = method.encode()
+        method = _c_text(method, "method")
         call = Call(self)
         handle = _put(call)
         call_id = C.c_uint64()
@@ -716,6 +791,20 @@ class Channel(_Owned):
         s = C.c_uint32()
         with self._use() as ptr:
             check(lib.sy_channel_state(ptr, C.byref(s)))
+        return State(s.value)
+
+    def get_state(self, try_to_connect=False):
+        """gRPC's GetState: the State now; with `try_to_connect` an IDLE
+        channel starts connecting. SHUTDOWN once closed."""
+        s = C.c_uint32()
+        with self._cv:
+            if not self._ptr or self._closing:
+                return State.SHUTDOWN
+        try:
+            with self._use() as ptr:
+                check(lib.sy_channel_get_state(ptr, bool(try_to_connect), C.byref(s)))
+        except ChannelClosed:
+            return State.SHUTDOWN
         return State(s.value)
 
     def wait_for_state_change(self, from_state, timeout=None):

@@ -1,5 +1,6 @@
 """Exceptions and the enums they carry."""
 import base64
+import concurrent.futures
 import ctypes as C
 import enum
 
@@ -26,6 +27,11 @@ class StatusCode(enum.IntEnum):
     UNAVAILABLE = 14
     DATA_LOSS = 15
     UNAUTHENTICATED = 16
+
+    def __call__(self):
+        # grpcio spells it e.code(); here e.code is the code itself, and
+        # calling it gives it back: both spellings work.
+        return self
 
     @classmethod
     def of(cls, number):
@@ -61,23 +67,36 @@ class InvalidArgument(SwitchyardError, ValueError):
     """Bad input: a malformed target, service config, method, metadata, ..."""
 
 
-class ChannelClosed(SwitchyardError):
-    """The channel (or its runtime) was closed."""
+class ChannelClosed(SwitchyardError, ValueError):
+    """The channel (or its runtime) was closed. A ValueError, as grpcio's
+    "Cannot invoke RPC on closed channel!"."""
 
 
 class RpcError(Exception):
     """An RPC (or a pick for one) failed with gRPC status `code` (a
-    StatusCode) and `message`; `trailing_metadata()` is what the server
-    sent with the status."""
+    StatusCode; `code()` too, as grpcio spells it) and `message` (also
+    `details()`: the server's own text); `trailing_metadata()` is what the
+    server sent with the status."""
 
     def __init__(self, code, message="", trailing_metadata=()):
         self.code = StatusCode.of(int(code))
         self.message = message
         self._trailing = tuple(trailing_metadata)
-        super().__init__(f"{self.code.name}: {message}" if message else self.code.name)
+        # Not super(): in CallClosed the next class is SwitchyardError.
+        Exception.__init__(self, f"{self.code.name}: {message}" if message else self.code.name)
+
+    def __reduce__(self):  # picklable (ProcessPoolExecutor, ...)
+        return (type(self), (int(self.code), self.message, self._trailing))
 
     def details(self):  # grpc.RpcError's spelling
         return self.message
+
+    def initial_metadata(self):
+        """grpc.Call's: the response headers of a failed call (none kept)."""
+        return ()
+
+    def debug_error_string(self):
+        return f"{self.code.name}: {self.message}"
 
     def trailing_metadata(self):
         """The server's metadata with the failed status, as grpcio gives it:
@@ -117,6 +136,26 @@ def last_call_trailers():
     return tuple(out)
 
 
+class CallClosed(RpcError, ChannelClosed):
+    """A call in flight when its channel closed: CANCELLED, as grpcio ends
+    such calls ("Channel closed!"); also a ChannelClosed."""
+
+    def __init__(self, code=StatusCode.CANCELLED, message="channel closed", trailing_metadata=()):
+        RpcError.__init__(self, code, message, trailing_metadata)
+        self.status = _ffi.SY_CLOSED
+        self.status_name = _ffi.status_name(_ffi.SY_CLOSED)
+        self.detail = message
+
+
+class CallCancelled(RpcError, concurrent.futures.CancelledError):
+    """The result of a call its caller cancelled: CANCELLED, and a
+    concurrent.futures.CancelledError (grpcio's FutureCancelledError is
+    one)."""
+
+    def __init__(self, code=StatusCode.CANCELLED, message="cancelled", trailing_metadata=()):
+        RpcError.__init__(self, code, message, trailing_metadata)
+
+
 class NoSubchannel(RpcError):
     """A pick that was not allowed to wait found nothing ready yet; a later
     pick may succeed."""
@@ -137,9 +176,11 @@ def error_for(status):
     right after the call (sy_last_error is per thread)."""
     detail = _ffi.last_error()
     if status == _ffi.SY_RPC_FAILED:
-        # A call's failure: what its server sent with the status too.
+        # A call's failure: what its server sent with the status too, and
+        # its message as sent (sy_last_error's text has a prefix).
         code = _ffi.lib.sy_last_grpc_code()
-        return RpcError(code, detail, last_call_trailers())
+        message = _ffi.last_call_message()
+        return RpcError(code, detail if message is None else message, last_call_trailers())
     if status in (
         _ffi.SY_UNAVAILABLE,
         _ffi.SY_DROPPED,

@@ -40,18 +40,28 @@ SY_PICK_TOKEN_WORDS = 7
 SY_MAX_LOAD_METRICS = 16
 
 
+# Longer than this (about 285,000 years, or inf) is no deadline at all.
+MAX_TIMEOUT_MS = float(2**53)
+
+
 def call_timeout_ms(timeout):
     """A call's timeout in seconds as sy_call_options' (timeout_ms,
-    has_timeout): None is no deadline (has_timeout false); 0 is a deadline
-    already passed (SY_NO_WAIT, as in gRPC); a positive timeout below 1 ms
-    rounds up to 1 ms."""
+    has_timeout): None is no deadline (has_timeout false); 0 or less is a
+    deadline already passed (as in grpcio: DEADLINE_EXCEEDED); a positive
+    timeout below 1 ms rounds up to 1 ms."""
     if timeout is None:
         return 0, False
-    if timeout < 0:
-        raise ValueError(f"timeout must be >= 0 seconds or None, not {timeout!r}")
-    if timeout == 0:
+    timeout = float(timeout)
+    if timeout != timeout:
+        raise ValueError("timeout must be a number of seconds or None, not NaN")
+    if timeout <= 0:
+        # A deadline already passed, as grpcio computes it (now + timeout):
+        # the call fails DEADLINE_EXCEEDED.
         return 0, True
-    return max(1, int(round(timeout * 1000))), True
+    ms = timeout * 1000
+    if ms >= MAX_TIMEOUT_MS:
+        return 0, False  # beyond any deadline (inf included): none
+    return max(1, int(round(ms))), True
 
 
 def pick_timeout_ms(timeout):
@@ -208,6 +218,7 @@ SIGNATURES = {
     "sy_last_error": (sz, [C.c_char_p, sz]),
     "sy_last_status": (u32, []),
     "sy_last_grpc_code": (u32, []),
+    "sy_last_call_message": (u32, [BYTES, sz, C.POINTER(sz)]),
     "sy_last_call_details": (u32, [BYTES, sz, C.POINTER(sz)]),
     "sy_last_call_trailer_at": (
         u32,
@@ -232,6 +243,7 @@ SIGNATURES = {
     "sy_channel_connect": (u32, [P]),
     "sy_channel_reset_connect_backoff": (u32, [P]),
     "sy_channel_state": (u32, [P, C.POINTER(u32)]),
+    "sy_channel_get_state": (u32, [P, b, C.POINTER(u32)]),
     "sy_channel_wait_for_state_change": (u32, [P, u32, u64, C.POINTER(u32)]),
     "sy_channel_sync": (u32, [P]),
     "sy_channel_snapshot_json": (u32, [P, C.POINTER(C.c_void_p), C.POINTER(sz)]),
@@ -307,6 +319,18 @@ def last_error():
         if full < size:
             return buf.value.decode("utf-8", "replace")
         size = full + 1
+
+
+def last_call_message():
+    """The server's status message of this thread's last failed call
+    (sy_last_call_message), or None."""
+    size = C.c_size_t()
+    if lib.sy_last_call_message(None, 0, C.byref(size)) != SY_OK:
+        return None
+    buf = (C.c_uint8 * max(size.value, 1))()
+    if lib.sy_last_call_message(buf, size.value, C.byref(size)) != SY_OK:
+        return None
+    return bytes(buf[: size.value]).decode("utf-8", "replace")
 
 
 def status_name(status):

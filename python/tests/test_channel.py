@@ -53,7 +53,17 @@ def test_server_status_code_and_message(backends):
         with pytest.raises(sy.RpcError) as err:
             ch.unary("/echo.Echo/Delay", b"not a number", timeout=10, wait_for_ready=True)
         assert err.value.code == sy.StatusCode.INVALID_ARGUMENT
-        assert "Delay takes milliseconds" in err.value.message
+        # grpcio's spellings: code() and details(), the server's own text.
+        assert err.value.code() == sy.StatusCode.INVALID_ARGUMENT
+        assert err.value.details() == "Delay takes milliseconds"
+        assert err.value.initial_metadata() == ()
+        future = ch.unary_future("/echo.Echo/Delay", b"not a number", timeout=10,
+                                 wait_for_ready=True)
+        assert future.exception(timeout=20).details() == "Delay takes milliseconds"
+        # Picklable, as exceptions crossing process pools must be.
+        import pickle
+        again = pickle.loads(pickle.dumps(err.value))
+        assert (again.code, again.details()) == (err.value.code, err.value.details())
 
 
 def test_a_rich_error_carries_its_details_and_trailing_metadata(backends):
@@ -73,7 +83,7 @@ def test_a_rich_error_carries_its_details_and_trailing_metadata(backends):
         errors.append(err.value)
         for e in errors:
             assert e.code == sy.StatusCode.FAILED_PRECONDITION
-            assert "rich error" in e.details()
+            assert e.details() == "rich error"
             md = dict(e.trailing_metadata())
             assert md["grpc-status-details-bin"] == details
             assert md["x-why"] == "because"
@@ -144,10 +154,29 @@ def test_bad_input_raises_clear_errors(backends):
             ch.unary("no slash", b"x", timeout=5)
         with pytest.raises(sy.InvalidArgument):
             ch.unary("/echo.Echo/Unary", b"x", timeout=5, metadata={"grpc-timeout": "1S"})
-        with pytest.raises(ValueError):
+        # A negative timeout is a deadline already passed, as in grpcio.
+        with pytest.raises(sy.RpcError) as err:
             ch.unary("/echo.Echo/Unary", b"x", timeout=-1)
+        assert err.value.code == sy.StatusCode.DEADLINE_EXCEEDED
+        # Beyond any deadline: none (not a wrapped-around tiny one).
+        assert ch.unary("/echo.Echo/Unary", b"x", timeout=1e300, wait_for_ready=True)
+        assert ch.unary("/echo.Echo/Unary", b"x", timeout=float("inf"), wait_for_ready=True)
         with pytest.raises(TypeError):
             ch.unary("/echo.Echo/Unary", "text, not bytes")
+        # Metadata: values of the wrong type and NULs are refused, not
+        # silently converted or cut short.
+        for md, kind in [([("x-k", 5)], TypeError), ([("x-k", "a\0b")], ValueError),
+                         ([("x\0k", "v")], ValueError), ([("x-k",)], TypeError)]:
+            with pytest.raises(kind):
+                ch.unary("/echo.Echo/Unary", b"x", timeout=5, metadata=md)
+        with pytest.raises(ValueError):
+            ch.unary("/echo.Echo/Un\0ary", b"x", timeout=5)
+        # Bytes spellings of the method and target work.
+        assert ch.unary(b"/echo.Echo/Unary", b"x", timeout=10, wait_for_ready=True)
+    with sy.Channel(backends.target.encode(), ROUND_ROBIN, credentials=sy.Insecure()) as ch:
+        assert ch.unary("/echo.Echo/Unary", b"x", timeout=10, wait_for_ready=True)
+    with pytest.raises(ValueError):
+        sy.Channel(backends.target + "\0junk", credentials=sy.Insecure())
 
 
 def test_closed_channel_refuses_calls(backends):
@@ -157,6 +186,10 @@ def test_closed_channel_refuses_calls(backends):
     ch.close()  # idempotent
     with pytest.raises(sy.ChannelClosed):
         ch.unary("/echo.Echo/Unary", b"x", timeout=1)
+    # As grpcio: a ValueError.
+    with pytest.raises(ValueError):
+        ch.unary("/echo.Echo/Unary", b"x", timeout=1)
+    assert ch.get_state(try_to_connect=True) == sy.State.SHUTDOWN
 
 
 def test_calls_from_many_threads(backends):
@@ -227,15 +260,21 @@ def test_calls_started_on_the_event_loop(backends):
 
         slow = ch.unary_future("/echo.Echo/Delay", b"30000", timeout=60)
         assert slow.cancel()
+        assert slow.cancelled()  # a Future cancelled, as grpcio's
         with pytest.raises(sy.RpcError) as err:
             slow.result(timeout=20)
         assert err.value.code == sy.StatusCode.CANCELLED
+        import concurrent.futures
+        with pytest.raises(concurrent.futures.CancelledError):
+            slow.result(timeout=20)
         assert not slow.cancel()  # finished
 
         pending = ch.unary_future("/echo.Echo/Delay", b"30000", timeout=60)
-    # Closing the channel ends the calls still running.
-    with pytest.raises(sy.ChannelClosed):
+    # Closing the channel ends the calls still running: CANCELLED, as grpcio.
+    with pytest.raises(sy.ChannelClosed) as err:
         pending.result(timeout=20)
+    assert isinstance(err.value, sy.RpcError)
+    assert err.value.code == sy.StatusCode.CANCELLED
     with pytest.raises(sy.ChannelClosed):
         ch.unary_future("/echo.Echo/Unary", b"")
 
@@ -262,3 +301,60 @@ def test_wait_for_ready_none_follows_the_config_and_false_overrides_it():
             ch.unary_future("/echo.Echo/Unary", b"x", timeout=10,
                             wait_for_ready=False).result(timeout=10)
         assert err.value.code == sy.StatusCode.UNAVAILABLE
+
+
+def test_a_pending_call_keeps_its_channel_alive(backends):
+    # Nothing else holds the channel: the call still completes (grpcio's
+    # calls keep their channel), and the channel goes once it has.
+    import gc
+    import weakref
+    ch = sy.Channel(backends.target, ROUND_ROBIN, credentials=sy.Insecure())
+    ref = weakref.ref(ch)
+    future = ch.unary_future("/echo.Echo/Delay", b"200", timeout=20, wait_for_ready=True)
+    del ch
+    gc.collect()
+    assert future.result(timeout=20).message
+    for _ in range(50):
+        gc.collect()
+        if ref() is None:
+            break
+        time.sleep(0.05)
+    assert ref() is None
+
+
+def test_get_state_connects_only_when_asked(backends):
+    with sy.Channel(backends.target, ROUND_ROBIN, credentials=sy.Insecure()) as ch:
+        assert ch.get_state() == sy.State.IDLE
+        time.sleep(0.1)
+        assert ch.get_state() == sy.State.IDLE
+        assert ch.get_state(try_to_connect=True) == sy.State.IDLE
+        state = sy.State.IDLE
+        deadline = time.monotonic() + 20
+        while state != sy.State.READY and time.monotonic() < deadline:
+            state = ch.wait_for_state_change(state, timeout=1) or state
+        assert state == sy.State.READY
+    assert ch.get_state() == sy.State.SHUTDOWN
+
+
+def test_a_blocking_call_in_flight_when_the_channel_closes_is_cancelled(backends):
+    import threading
+    ch = sy.Channel(backends.target, ROUND_ROBIN, credentials=sy.Insecure())
+    ch.unary("/echo.Echo/Unary", b"x", timeout=10, wait_for_ready=True)
+    caught = []
+
+    def slow():
+        try:
+            ch.unary("/echo.Echo/Delay", b"30000", timeout=60)
+        except Exception as e:  # checked below, in the test's thread
+            caught.append(e)
+
+    t = threading.Thread(target=slow)
+    t.start()
+    time.sleep(0.3)
+    ch.close()
+    t.join(20)
+    assert not t.is_alive()
+    assert len(caught) == 1
+    # grpcio: RpcError CANCELLED; here also a ChannelClosed.
+    assert isinstance(caught[0], sy.RpcError) and isinstance(caught[0], sy.ChannelClosed)
+    assert caught[0].code() == sy.StatusCode.CANCELLED
