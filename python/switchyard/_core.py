@@ -7,6 +7,7 @@ import ctypes as C
 import itertools
 import json
 import logging
+import queue
 import threading
 import time
 import weakref
@@ -57,6 +58,39 @@ def _pop(h):
 
 
 _in_callback = threading.local()
+
+
+# --- user callbacks, off the library's threads ------------------------------
+# A future's done-callbacks and state-change callbacks run on one Python
+# thread of ours, in order, as grpcio runs them on its own threads: never on
+# the library's loop or completion thread, so they may block (make a call,
+# wait on another future: futures are settled on the completion thread, so
+# such a wait ends) without stalling the channel.
+_dispatch_queue = None
+_dispatch_lock = threading.Lock()
+
+
+def _dispatch(fn, *args):
+    global _dispatch_queue
+    q = _dispatch_queue
+    if q is None:
+        with _dispatch_lock:
+            if _dispatch_queue is None:
+                q = queue.SimpleQueue()
+                threading.Thread(target=_dispatch_loop, args=(q,), daemon=True,
+                                 name="switchyard-callbacks").start()
+                _dispatch_queue = q
+            q = _dispatch_queue
+    q.put((fn, args))
+
+
+def _dispatch_loop(q):
+    while True:
+        fn, args = q.get()
+        try:
+            fn(*args)
+        except BaseException:  # noqa: B902 - one bad callback stops no other
+            log.exception("switchyard: exception in a callback (ignored)")
 
 
 def _guarded(what, default=None):
@@ -418,8 +452,8 @@ class Reader(_Owned):
 class Call(concurrent.futures.Future):
     """A unary RPC started with `Channel.unary_future`: a Future whose result
     is the Response, or whose exception is an RpcError (ChannelClosed if the
-    channel closed first). Done callbacks run on the channel's completion
-    thread and must not block."""
+    channel closed first; CallClosed if it closed during the call). Done
+    callbacks run in order on the package's callback thread and may block."""
 
     def __init__(self, channel):
         super().__init__()
@@ -444,6 +478,12 @@ class Call(concurrent.futures.Future):
         except ChannelClosed:
             return False
         return super().cancel()
+
+    def add_done_callback(self, fn):
+        """As Future's, but `fn` runs on the package's callback thread (in
+        order with the other callbacks), where it may block: a call, a wait
+        on another future."""
+        super().add_done_callback(lambda f: _dispatch(fn, f))
 
     def result(self, timeout=None):
         try:
@@ -489,13 +529,21 @@ def _call_done(ctx, status, grpc_code, message, response):
             outcome = SwitchyardError(status, text)
     except BaseException as e:  # noqa: B902 - the future must still end
         outcome = e
+    # Settled here, so that waiters wake at once; its done-callbacks run on
+    # the package's callback thread (Call.add_done_callback).
+    _settle(call, outcome)
+
+
+def _settle(call, outcome):
     try:
         if isinstance(outcome, BaseException):
             call.set_exception(outcome)
         else:
             call.set_result(outcome)
     except concurrent.futures.InvalidStateError:
-        pass  # cancelled meanwhile
+        # Cancelled meanwhile: a response nobody will read is freed now.
+        if isinstance(outcome, Response):
+            outcome.close()
 
 
 # --- host transports --------------------------------------------------------
@@ -525,7 +573,8 @@ class Channel(_Owned):
     [{"round_robin": {}}]}`), None for pick_first. `credentials`: Tls() (the
     default) or Insecure(). `host_transport`: a HostTransport when the host
     owns the connections (then pick with `reader().pick()`; no credentials).
-    `on_state_change(State)`: called on the loop thread; must not block.
+    `on_state_change(State)`: called in order on the package's callback
+    thread (not the library's loop), so it may block.
     """
 
     def __init__(
@@ -560,7 +609,11 @@ class Channel(_Owned):
         elif not isinstance(credentials, (Tls, Insecure)):
             raise TypeError("credentials must be switchyard.Tls(...) or switchyard.Insecure()")
         self._on_state = (
-            _ffi.STATE_FN(_guarded("state change")(lambda ctx, s: on_state_change(State(s))))
+            _ffi.STATE_FN(
+                _guarded("state change")(
+                    lambda ctx, s: _dispatch(on_state_change, State(s))
+                )
+            )
             if on_state_change
             else _ffi.STATE_FN()
         )

@@ -358,3 +358,35 @@ def test_a_blocking_call_in_flight_when_the_channel_closes_is_cancelled(backends
     # grpcio: RpcError CANCELLED; here also a ChannelClosed.
     assert isinstance(caught[0], sy.RpcError) and isinstance(caught[0], sy.ChannelClosed)
     assert caught[0].code() == sy.StatusCode.CANCELLED
+
+
+def test_callbacks_run_off_the_library_threads_and_may_block(backends):
+    # grpcio runs a future's done-callbacks and connectivity callbacks on
+    # its own threads: here too, so a callback may make a blocking call.
+    import threading
+    done, states, state_seen = [], [], threading.Event()
+
+    def on_state(state):
+        states.append((state, ch.get_state()))  # a call into the channel: fine
+        if state == sy.State.READY:
+            state_seen.set()
+
+    ch = sy.Channel(backends.target, ROUND_ROBIN, credentials=sy.Insecure(),
+                    on_state_change=on_state)
+    with ch:
+        finished = threading.Event()
+
+        def after(f):
+            try:
+                done.append(ch.unary("/echo.Echo/Unary", b"nested", timeout=10,
+                                     wait_for_ready=True).message)
+            except Exception as e:  # checked below
+                done.append(e)
+            finished.set()
+
+        ch.unary_future("/echo.Echo/Unary", b"x", timeout=10,
+                        wait_for_ready=True).add_done_callback(after)
+        assert finished.wait(20)
+        assert len(done) == 1 and done[0].startswith(b"nested|port="), done
+        assert state_seen.wait(20)
+        assert (sy.State.READY, sy.State.READY) in states
