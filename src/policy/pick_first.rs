@@ -21,6 +21,12 @@ pub(crate) const HAPPY_EYEBALLS_DELAY: Duration = Duration::from_millis(250);
 
 pub(crate) const ZERO_ADDRESSES: &str = "name resolver error: produced zero addresses";
 
+/// The same for a parent of per-endpoint children (round_robin and the
+/// like): gRPC-Go's endpointsharding says it has no children, and its
+/// tests look for that; the resolver's part follows.
+pub(crate) const NO_CHILDREN_ZERO_ADDRESSES: &str =
+    "no children to pick from (name resolver error: produced zero addresses)";
+
 /// `{"shuffleAddressList": bool}`.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub(crate) struct PickFirstConfig {

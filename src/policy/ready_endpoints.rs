@@ -15,7 +15,7 @@
 //! re-resolution, the CONNECTING and TRANSIENT_FAILURE pickers) is here
 //! once.
 
-use super::pick_first::{PickFirstBuilder, ZERO_ADDRESSES};
+use super::pick_first::{PickFirstBuilder, NO_CHILDREN_ZERO_ADDRESSES};
 use super::round_robin::{RrEntry, RrPicker};
 use crate::balancer::child_manager::{Child, ChildManager, ChildParent};
 use crate::balancer::picker::{FailPicker, Picker, QueuePicker};
@@ -288,8 +288,8 @@ impl<P: ReadyPicking> Balancer for ReadyEndpoints<P> {
         }
         if state.addresses.is_empty() {
             self.children.close(cc);
-            self.fail_all(cc, ZERO_ADDRESSES.into());
-            return Err(ZERO_ADDRESSES.into());
+            self.fail_all(cc, NO_CHILDREN_ZERO_ADDRESSES.into());
+            return Err(NO_CHILDREN_ZERO_ADDRESSES.into());
         }
         let pick_first: Arc<dyn Builder> = Arc::new(PickFirstBuilder);
         self.children

@@ -2,7 +2,7 @@
 //! rotate over the READY children. The rotation lives in each reader (starting
 //! at a random offset), so the picker itself is never written to.
 
-use super::pick_first::{PickFirstBuilder, ZERO_ADDRESSES};
+use super::pick_first::{PickFirstBuilder, NO_CHILDREN_ZERO_ADDRESSES};
 use crate::balancer::child_manager::{Child, ChildManager, ChildParent};
 use crate::balancer::picker::{
     DoneHooks, FailPicker, PickInfo, PickLocal, PickResult, Picker, QueuePicker,
@@ -296,9 +296,9 @@ impl Balancer for RoundRobin {
             self.rotation_published = false;
             cc.update_state(
                 ConnectivityState::TransientFailure,
-                Box::new(FailPicker::unavailable(ZERO_ADDRESSES)),
+                Box::new(FailPicker::unavailable(NO_CHILDREN_ZERO_ADDRESSES)),
             );
-            return Err(ZERO_ADDRESSES.into());
+            return Err(NO_CHILDREN_ZERO_ADDRESSES.into());
         }
         let pick_first: Arc<dyn Builder> = Arc::new(PickFirstBuilder);
         self.children

@@ -201,3 +201,22 @@ fn many_children_track_the_ready_set_through_a_random_walk() {
         assert_eq!(seen, want, "step {step}");
     }
 }
+
+/// gRPC-Go's TestRoundRobin_AddressesRemoved: every address removed, the
+/// RPC fails UNAVAILABLE saying there are no children (and why).
+#[test]
+fn all_addresses_removed_fails_with_no_children() {
+    let host = Host::new();
+    let (_rt, ch) = rr(&host, &["a:1", "b:1"]);
+    report(&ch, &host, &["a:1", "b:1"], Ready);
+    ch.update_addresses(vec![]).unwrap();
+    ch.sync().unwrap();
+    assert_eq!(ch.state(), TransientFailure);
+    match ch.reader().try_pick(&PickInfo::default()) {
+        Err(PickError::Unavailable(s)) => {
+            assert!(s.message().contains("no children to pick from"), "{s}");
+            assert!(s.message().contains("produced zero addresses"), "{s}");
+        }
+        other => panic!("{other:?}"),
+    }
+}

@@ -34,7 +34,7 @@ pub use config::{parse_duration, WrrConfig, MIN_WEIGHT_UPDATE_PERIOD};
 pub use scheduler::{scale, Entries, WrrPicker, MAX_WEIGHT};
 pub use weight::{weight_from_report, EndpointWeight};
 
-use super::pick_first::{PickFirstBuilder, ZERO_ADDRESSES};
+use super::pick_first::{PickFirstBuilder, NO_CHILDREN_ZERO_ADDRESSES};
 use super::round_robin::{RrEntry, RrPicker};
 use crate::balancer::child_manager::{ChildManager, ChildParent};
 use crate::balancer::picker::{FailPicker, Picker, QueuePicker};
@@ -348,9 +348,9 @@ impl Balancer for WeightedRoundRobin {
             self.reported = Some(ConnectivityState::TransientFailure);
             cc.update_state(
                 ConnectivityState::TransientFailure,
-                Box::new(FailPicker::unavailable(ZERO_ADDRESSES)),
+                Box::new(FailPicker::unavailable(NO_CHILDREN_ZERO_ADDRESSES)),
             );
-            return Err(ZERO_ADDRESSES.into());
+            return Err(NO_CHILDREN_ZERO_ADDRESSES.into());
         }
         let pick_first: Arc<dyn Builder> = Arc::new(PickFirstBuilder);
         self.children
