@@ -328,7 +328,10 @@ impl Balancer for PickFirst {
             self.by_id.remove(&sc);
             return;
         }
-        let Some(entry) = self.entries.get_mut(&addr) else {
+        // The entry must still be this subchannel's: one shut down for an
+        // address listed again may have events queued for the old one
+        // (gRPC-Go compares the subchannel, not the address).
+        let Some(entry) = self.entries.get_mut(&addr).filter(|e| e.sc.id() == sc) else {
             return;
         };
         let old = std::mem::replace(&mut entry.state, state.state);
@@ -368,7 +371,10 @@ impl Balancer for PickFirst {
                     Box::new(IdlePicker::new(trigger)),
                 );
             }
-            ConnectivityState::Idle if self.sticky_tf => cc.connect(sc),
+            // After a pass ended in TRANSIENT_FAILURE, every subchannel out
+            // of its backoff reconnects; during a pass (a later list's) one
+            // waits for its turn (gRPC-Go ignores IDLE in the first pass).
+            ConnectivityState::Idle if self.sticky_tf && !self.in_pass => cc.connect(sc),
             ConnectivityState::Connecting if self.selected == Some(sc) => {
                 // The connected subchannel checks its health again (a health
                 // stream re-opened): RPCs wait for the verdict (gRPC-Go).
@@ -434,6 +440,16 @@ impl Balancer for PickFirst {
 /// order each first appears, keeping the order within a family.
 pub(crate) fn interleave_families(list: Vec<Address>) -> Vec<Address> {
     fn family(addr: &str) -> usize {
+        // A named zone ("[fe80::1%eth0]:3333") is still IPv6, as Go's
+        // netip parses it; Rust's parser takes numeric zones only.
+        let unzoned;
+        let addr = match (addr.find('%'), addr.find(']')) {
+            (Some(z), Some(end)) if addr.starts_with('[') && z < end => {
+                unzoned = format!("{}{}", &addr[..z], &addr[end..]);
+                unzoned.as_str()
+            }
+            _ => addr,
+        };
         match addr.parse::<SocketAddr>() {
             Ok(SocketAddr::V4(_)) => 0,
             Ok(SocketAddr::V6(a)) if a.ip().to_ipv4_mapped().is_some() => 0,
@@ -465,6 +481,40 @@ pub(crate) fn interleave_families(list: Vec<Address>) -> Vec<Address> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// gRPC-Go's TestPickFirstLeaf_InterleavingIPv4Preferred vector: an
+    /// IPv4-mapped address counts as IPv4, a zoned link-local one as IPv6.
+    #[test]
+    fn families_interleave_as_grpc_go_tests_them() {
+        let input = [
+            "1.1.1.1:1111",
+            "2.2.2.2:2",
+            "3.3.3.3:3",
+            "[::FFFF:192.168.0.1]:2222",
+            "[0001:0001:0001:0001:0001:0001:0001:0001]:8080",
+            "[0002:0002:0002:0002:0002:0002:0002:0002]:8080",
+            "[fe80::1%eth0]:3333",
+            "grpc.io:80",
+        ];
+        let got: Vec<String> =
+            interleave_families(input.iter().map(|a| Address::new(*a)).collect())
+                .into_iter()
+                .map(|a| a.addr)
+                .collect();
+        assert_eq!(
+            got,
+            [
+                "1.1.1.1:1111",
+                "[0001:0001:0001:0001:0001:0001:0001:0001]:8080",
+                "grpc.io:80",
+                "2.2.2.2:2",
+                "[0002:0002:0002:0002:0002:0002:0002:0002]:8080",
+                "3.3.3.3:3",
+                "[fe80::1%eth0]:3333",
+                "[::FFFF:192.168.0.1]:2222",
+            ]
+        );
+    }
 
     #[test]
     fn families_interleave_like_grpc_go() {
@@ -562,6 +612,62 @@ mod tests {
         cc.update_addresses(&mut pf, ["127.0.0.1:1"]).unwrap();
         let sc = cc.connects()[0];
         (cc, pf, sc)
+    }
+
+    /// An address listed again gets a new subchannel; an event the old one
+    /// sent before its shutdown was announced (the channel queues them in
+    /// that order) must not move the new one's entry: a stale READY would
+    /// publish a picker over a subchannel that is not connected.
+    #[test]
+    fn a_replaced_subchannels_late_event_is_ignored() {
+        use ConnectivityState::{Connecting, Ready};
+        let (mut cc, mut pf, old) = over_one_address();
+        let list = |a: &str| ClientConnState::new(vec![Address::new(a).into()], None);
+        // Straight to the policy: shutdowns not yet announced.
+        pf.update_client_conn_state(&mut cc, list("127.0.0.2:1"))
+            .unwrap();
+        pf.update_client_conn_state(&mut cc, list("127.0.0.1:1"))
+            .unwrap();
+        let new = cc.subconn_for("127.0.0.1:1").unwrap().id();
+        assert_ne!(new, old);
+        let ready = SubConnState {
+            state: Ready,
+            error: None,
+        };
+        pf.update_subconn_state(&mut cc, old, &ready);
+        assert_eq!(
+            cc.state(),
+            Some(Connecting),
+            "the old subchannel's READY was taken"
+        );
+        pf.update_subconn_state(&mut cc, new, &ready);
+        assert_eq!(cc.state(), Some(Ready));
+    }
+
+    /// In TRANSIENT_FAILURE, a new list starts a pass; a kept subchannel
+    /// whose backoff ends meanwhile (IDLE) waits for its turn in the pass
+    /// instead of reconnecting at once (gRPC-Go ignores IDLE during a pass).
+    #[test]
+    fn during_a_pass_an_idle_subchannel_waits_for_its_turn() {
+        use crate::balancer::testing::TestClientConn;
+        use ConnectivityState::{Connecting, Idle, TransientFailure};
+        let mut cc = TestClientConn::new();
+        let mut pf = PickFirst::default();
+        cc.update_addresses(&mut pf, ["127.0.0.1:1"]).unwrap();
+        let a = cc.connects()[0];
+        cc.set_state(&mut pf, a, Connecting);
+        cc.set_state(&mut pf, a, TransientFailure);
+        assert_eq!(cc.state(), Some(TransientFailure), "sticky");
+        cc.update_addresses(&mut pf, ["127.0.0.3:1", "127.0.0.1:1"])
+            .unwrap();
+        let c = *cc.connects().last().unwrap();
+        assert_ne!(c, a, "the pass starts with the new address");
+        let before = cc.connects().len();
+        cc.set_state(&mut pf, a, Idle);
+        assert_eq!(cc.connects().len(), before, "reconnected out of turn");
+        cc.set_state(&mut pf, c, Connecting);
+        cc.set_state(&mut pf, c, TransientFailure);
+        assert_eq!(cc.connects().last(), Some(&a), "its turn");
     }
 
     #[test]
