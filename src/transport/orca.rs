@@ -144,11 +144,17 @@ impl OrcaStream {
 }
 
 impl OrcaLoadReport {
-    /// The report in `trailers`, if there is one that decodes. A report
-    /// that does not decode is ignored, as gRPC does: it must not fail the
-    /// call that carried it.
+    /// The report in `trailers`, if there is exactly one and it decodes. A
+    /// report that does not decode, or several (which is the one?), is
+    /// ignored, as gRPC-Go's `ToLoadReport` does: it must not fail the call
+    /// that carried it.
     pub fn from_trailers(trailers: &HeaderMap) -> Option<OrcaLoadReport> {
-        OrcaLoadReport::from_value(trailers.get(TRAILER)?)
+        let mut values = trailers.get_all(TRAILER).iter();
+        let value = values.next()?;
+        if values.next().is_some() {
+            return None;
+        }
+        OrcaLoadReport::from_value(value)
     }
 
     /// The report in one `endpoint-load-metrics-bin` value, if it decodes.
@@ -259,5 +265,11 @@ mod tests {
         assert!(load_metrics(&trailers("not base64!".into())).is_empty());
         // Valid base64, not a message (a truncated varint field).
         assert!(load_metrics(&trailers(PADDED.encode([0x18, 0xff]))).is_empty());
+        // Two reports, each good: which one? Neither (gRPC-Go's
+        // TestToLoadReport, "multiple load reports").
+        let good = PADDED.encode(report().encode_to_vec());
+        let mut two = trailers(good.clone());
+        two.append(TRAILER, HeaderValue::from_str(&good).unwrap());
+        assert!(load_metrics(&two).is_empty());
     }
 }
