@@ -227,16 +227,22 @@ fn parse(config: &Value) -> Result<OutlierDetectionConfig, String> {
             ))
         }
     };
+    // The durations before the child: a bad one is named even in a config
+    // with no childPolicy (gRPC-Go's parse tests send none).
+    let interval =
+        opt_duration(obj.get("interval"), "interval")?.unwrap_or(Duration::from_secs(10));
+    let base_ejection_time = opt_duration(obj.get("baseEjectionTime"), "baseEjectionTime")?
+        .unwrap_or(Duration::from_secs(30));
+    let max_ejection_time = opt_duration(obj.get("maxEjectionTime"), "maxEjectionTime")?
+        .unwrap_or(Duration::from_secs(300));
     let (child_policy, child_config) = match obj.get("childPolicy") {
         None | Some(Value::Null) => return Err("childPolicy is required".into()),
         Some(list) => child_policy(list)?,
     };
     Ok(OutlierDetectionConfig {
-        interval: opt_duration(obj.get("interval"), "interval")?.unwrap_or(Duration::from_secs(10)),
-        base_ejection_time: opt_duration(obj.get("baseEjectionTime"), "baseEjectionTime")?
-            .unwrap_or(Duration::from_secs(30)),
-        max_ejection_time: opt_duration(obj.get("maxEjectionTime"), "maxEjectionTime")?
-            .unwrap_or(Duration::from_secs(300)),
+        interval,
+        base_ejection_time,
+        max_ejection_time,
         max_ejection_percent: max_ejection_percent.unwrap_or(10),
         success_rate_ejection,
         failure_percentage_ejection,
@@ -262,15 +268,15 @@ fn child_policy(list: &Value) -> Result<(Arc<dyn Builder>, Option<LbConfig>), St
             ));
         }
         if let Some(builder) = super::registry::get(name) {
-            let parsed = builder
-                .parse_config(config)
-                .map_err(|e| format!("childPolicy: invalid config for \"{name}\": {e}"))?;
+            let parsed = builder.parse_config(config).map_err(|e| {
+                format!("childPolicy: error parsing loadBalancingConfig for policy \"{name}\": {e}")
+            })?;
             return Ok((builder, parsed));
         }
         names.push(name.clone());
     }
     Err(format!(
-        "childPolicy: no supported policies found in [{}]",
+        "childPolicy: invalid loadBalancingConfig: no supported policies found in [{}]",
         names.join(", ")
     ))
 }
@@ -516,6 +522,17 @@ impl OutlierDetection {
         self.config.as_ref().is_some_and(|c| c.counting())
     }
 
+    /// Whether the child is shown an ejection. gRPC signals it as a health
+    /// failure (A61), which only a child that health-checks its endpoints'
+    /// pick_first children hears (round_robin and the like): pick_first
+    /// itself as the child never does ("outlier detection should never
+    /// have worked with pick_first"), so it is tracked but changes nothing.
+    fn ejection_shown(&self) -> bool {
+        self.config
+            .as_ref()
+            .is_some_and(|c| c.child_policy.health_checks(c.child_config.as_ref()))
+    }
+
     fn is_ejected(&self, endpoint: Option<&String>) -> bool {
         endpoint
             .and_then(|k| self.endpoints.get(k))
@@ -548,7 +565,9 @@ impl OutlierDetection {
             .subconns
             .iter()
             .filter(|(_, t)| only.is_none() || t.endpoint.as_deref() == only)
-            .filter(|(_, t)| t.hidden && !self.is_ejected(t.endpoint.as_ref()))
+            .filter(|(_, t)| {
+                t.hidden && (!self.is_ejected(t.endpoint.as_ref()) || !self.ejection_shown())
+            })
             .map(|(id, _)| *id)
             .collect();
         ids.sort_unstable();
@@ -582,7 +601,9 @@ impl OutlierDetection {
         e.ejected_at = Some(now);
         e.multiplier = e.multiplier.saturating_add(1);
         log::debug!(target: crate::trace::CHANNEL, "outlier detection: ejecting {key}");
-        self.hide_endpoint(cc, key);
+        if self.ejection_shown() {
+            self.hide_endpoint(cc, key);
+        }
     }
 
     fn uneject(&mut self, cc: &mut dyn ClientConn, key: &str) {
@@ -595,9 +616,10 @@ impl OutlierDetection {
         }
     }
 
-    /// Whether one more endpoint may be ejected: not once
-    /// `max_ejection_percent` of them are, but always the first (C-core,
-    /// the proto's "at least one").
+    /// Whether one more endpoint may be ejected: while fewer than
+    /// `max_ejection_percent` of them are (gRPC-Go's check). So any
+    /// percentage above 0 lets the first one go (the proto's "at least
+    /// one"), and 0 ejects none, as gRPC-Go's tests pin.
     fn may_eject(&self, config: &OutlierDetectionConfig) -> bool {
         let total = self.endpoints.len() as u64;
         let ejected = self
@@ -605,7 +627,7 @@ impl OutlierDetection {
             .values()
             .filter(|e| e.ejected_at.is_some())
             .count() as u64;
-        ejected == 0 || ejected * 100 < u64::from(config.max_ejection_percent) * total
+        ejected * 100 < u64::from(config.max_ejection_percent) * total
     }
 
     /// The child's subchannels and the outcome table follow the child (after
@@ -764,7 +786,9 @@ impl OutlierDetection {
     ) {
         let candidates: Vec<(&str, u64, u64)> = counts
             .iter()
-            .filter(|(_, s, f)| s + f >= u64::from(fp.request_volume) && s + f > 0)
+            // With requestVolume 0 an endpoint with no calls counts towards
+            // minimumHosts (gRPC-Go), though it is never above the threshold.
+            .filter(|(_, s, f)| s + f >= u64::from(fp.request_volume))
             .map(|(k, s, f)| (k.as_str(), *s, *f))
             .collect();
         if candidates.len() < fp.minimum_hosts as usize {
@@ -896,7 +920,7 @@ impl Balancer for OutlierDetection {
             }
             None => (false, false),
         };
-        if ejected && !shutdown {
+        if ejected && !shutdown && self.ejection_shown() {
             // The child keeps seeing it failed until it is returned; its
             // real state is replayed then.
             if self.subconns.get(&sc).is_some_and(|t| !t.hidden) {
@@ -1036,6 +1060,11 @@ mod tests {
         let rr = json!([{"round_robin": {}}]);
         let cases = [
             (json!({}), "childPolicy is required"),
+            // A bad duration is named even with no childPolicy (gRPC-Go's
+            // Interval_Negative and the like).
+            (json!({"interval": "-10s"}), "interval"),
+            (json!({"baseEjectionTime": "-10s"}), "baseEjectionTime"),
+            (json!({"maxEjectionTime": "-10s"}), "maxEjectionTime"),
             (
                 json!({"childPolicy": [{"nope": {}}]}),
                 "no supported policies",
@@ -1086,7 +1115,7 @@ mod tests {
             ),
             (
                 json!({"childPolicy": [{"pick_first": {"shuffleAddressList": 1}}]}),
-                "invalid config for \"pick_first\"",
+                "error parsing loadBalancingConfig for policy \"pick_first\"",
             ),
         ];
         for (c, want) in cases {
@@ -1194,6 +1223,34 @@ mod tests {
         assert_eq!(cc.connects().len(), connects + 1);
     }
 
+    /// gRPC-Go's TestPickFirstHealthListenerDisabled: with pick_first as
+    /// the child, an ejection is tracked but never shown (A61 signals it as
+    /// a health failure, which a lone pick_first does not hear): the
+    /// channel stays READY and picks go on.
+    #[test]
+    fn with_pick_first_as_the_child_an_ejection_changes_nothing() {
+        let cfg = json!({"childPolicy": [{"pick_first": {}}],
+                         "failurePercentageEjection":
+                             {"minimumHosts": 0, "requestVolume": 2}});
+        let parsed = OutlierDetectionBuilder.parse_config(&cfg).unwrap();
+        let mut cc = TestClientConn::new();
+        let mut od = OutlierDetectionBuilder.build();
+        let addrs = vec![Address::new("127.0.0.1:1000")];
+        cc.update(&mut *od, ClientConnState::from_addresses(addrs, parsed))
+            .unwrap();
+        let sc = cc.connects()[0];
+        cc.set_state(&mut *od, sc, ConnectivityState::Connecting);
+        cc.set_state(&mut *od, sc, ConnectivityState::Ready);
+        assert_eq!(cc.state(), Some(ConnectivityState::Ready));
+        traffic(&mut cc, 100, &[sc]);
+        cc.advance(&mut *od, Duration::from_secs(10));
+        assert_eq!(cc.state(), Some(ConnectivityState::Ready));
+        assert_eq!(traffic(&mut cc, 10, &[]).len(), 1);
+        // Its connection drops and comes back: pick_first sees it all.
+        cc.set_state(&mut *od, sc, ConnectivityState::Idle);
+        assert_eq!(cc.state(), Some(ConnectivityState::Idle));
+    }
+
     #[test]
     fn ejection_time_grows_with_repeated_ejections() {
         let (mut cc, mut od, ids) = ready(5, json!({"failurePercentageEjection": {}}));
@@ -1234,6 +1291,32 @@ mod tests {
         traffic(&mut cc, 1000, &ids[..2]);
         cc.advance(&mut *od, Duration::from_secs(10));
         assert_eq!(traffic(&mut cc, 1000, &[]).len(), 4);
+        // requestVolume 0: endpoints with no calls count towards
+        // minimumHosts: one failing endpoint of three, only it called.
+        let (mut cc, mut od, ids) = ready(
+            3,
+            json!({"maxEjectionPercent": 100, "failurePercentageEjection":
+                   {"minimumHosts": 3, "requestVolume": 0}}),
+        );
+        for id in &ids[1..] {
+            cc.set_state(&mut *od, *id, ConnectivityState::Connecting);
+        }
+        assert_eq!(traffic(&mut cc, 10, &ids[..1]).len(), 1);
+        for id in &ids[1..] {
+            cc.set_state(&mut *od, *id, ConnectivityState::Ready);
+        }
+        cc.advance(&mut *od, Duration::from_secs(10));
+        let seen = traffic(&mut cc, 1000, &[]);
+        assert_eq!(seen.len(), 2);
+        assert!(!seen.contains(&ids[0]));
+        // 0 %: none at all (gRPC-Go's "no ejection, max ejection percent").
+        let (mut cc, mut od, ids) = ready(
+            5,
+            json!({"maxEjectionPercent": 0, "failurePercentageEjection": {}}),
+        );
+        traffic(&mut cc, 1000, &ids[..1]);
+        cc.advance(&mut *od, Duration::from_secs(10));
+        assert_eq!(traffic(&mut cc, 1000, &[]).len(), 5);
     }
 
     #[test]
