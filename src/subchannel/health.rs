@@ -124,9 +124,9 @@ impl HealthCheck {
         }
         let verdict = match event {
             TransportEvent::Healthy => Verdict::Healthy,
-            TransportEvent::Unhealthy(message) if message.is_empty() => {
-                Verdict::Unhealthy(format!("health check: {addr} is not serving"))
-            }
+            TransportEvent::Unhealthy(message) if message.is_empty() => Verdict::Unhealthy(
+                format!("connection active but health check failed: {addr} is not serving"),
+            ),
             TransportEvent::Unhealthy(message) => Verdict::Unhealthy(message),
             TransportEvent::HealthStatus(status) => {
                 let name = health_proto::status_name(status);
@@ -134,7 +134,11 @@ impl HealthCheck {
                 if status == health_proto::SERVING {
                     Verdict::Healthy
                 } else {
-                    Verdict::Unhealthy(format!("health check: {addr} reports {name}"))
+                    // gRPC-Go's words first ("connection active but health
+                    // check failed. status=NOT_SERVING"), then which one.
+                    Verdict::Unhealthy(format!(
+                        "connection active but health check failed: {addr} reports {name}"
+                    ))
                 }
             }
             TransportEvent::HealthStreamEnded { code, message } => {
@@ -239,7 +243,9 @@ mod tests {
             (77, "unrecognized status"),
         ] {
             let got = report(&mut h, TransportEvent::HealthStatus(status), now);
-            let want = Verdict::Unhealthy(format!("health check: {ADDR} reports {name}"));
+            let want = Verdict::Unhealthy(format!(
+                "connection active but health check failed: {ADDR} reports {name}"
+            ));
             assert_eq!(
                 got,
                 Outcome {
@@ -260,7 +266,7 @@ mod tests {
         assert_eq!(
             report(&mut h, TransportEvent::Unhealthy(String::new()), now).verdict,
             Some(Verdict::Unhealthy(format!(
-                "health check: {ADDR} is not serving"
+                "connection active but health check failed: {ADDR} is not serving"
             )))
         );
     }
