@@ -233,13 +233,13 @@ impl PickFirst {
     ) -> Vec<Address> {
         let mut addrs = if config.shuffle_address_list && !state.endpoints.is_empty() {
             let mut endpoints = state.endpoints;
-            shuffle(cc, &mut endpoints);
+            weighted_shuffle(cc, &mut endpoints, |e| e.weight);
             endpoints.into_iter().flat_map(|e| e.addresses).collect()
         } else {
             let mut addrs = state.addresses;
             if config.shuffle_address_list {
                 // A hand-made state with addresses and no endpoints.
-                shuffle(cc, &mut addrs);
+                weighted_shuffle(cc, &mut addrs, |a| a.weight);
             }
             addrs
         };
@@ -249,12 +249,23 @@ impl PickFirst {
     }
 }
 
-/// Fisher-Yates with the channel's random source.
-fn shuffle<T>(cc: &mut dyn ClientConn, items: &mut [T]) {
-    for i in (1..items.len()).rev() {
-        let j = (cc.random() % (i as u64 + 1)) as usize;
-        items.swap(i, j);
-    }
+/// gRFC A113's weighted shuffle (on by default in gRPC-Go): each item gets
+/// the key u^(1/w), u uniform in [0, 1) from the channel's random source
+/// and w its weight (0, unset, counts as 1), and they go in descending key
+/// order (Efraimidis-Spirakis): an item comes first with probability
+/// w / sum(w). Equal weights give a uniform shuffle.
+fn weighted_shuffle<T>(cc: &mut dyn ClientConn, items: &mut Vec<T>, weight: impl Fn(&T) -> u32) {
+    let mut keyed: Vec<(f64, T)> = items
+        .drain(..)
+        .map(|item| {
+            let u = (cc.random() >> 11) as f64 / (1u64 << 53) as f64;
+            let w = f64::from(weight(&item).max(1));
+            (u.powf(1.0 / w), item)
+        })
+        .collect();
+    // Stable: equal keys (u = 0) keep their order.
+    keyed.sort_by(|a, b| b.0.total_cmp(&a.0));
+    items.extend(keyed.into_iter().map(|(_, item)| item));
 }
 
 impl Balancer for PickFirst {
@@ -599,6 +610,44 @@ mod tests {
             orders.insert(order);
         }
         assert!(orders.len() > 5, "endpoints are shuffled: {orders:?}");
+    }
+
+    /// gRFC A113: with shuffleAddressList, an endpoint of weight w comes
+    /// first w / sum(w) of the time.
+    #[test]
+    fn shuffling_weighs_endpoints() {
+        use crate::address::Endpoint;
+        use crate::balancer::testing::TestClientConn;
+        let mut cc = TestClientConn::new();
+        let mut first = [0usize; 3];
+        const ROUNDS: usize = 6000;
+        for _ in 0..ROUNDS {
+            let mut pf = PickFirst::default();
+            let endpoints: Vec<Endpoint> = (1..=3u32)
+                .map(|w| {
+                    let mut e = Endpoint::new(vec![Address::new(format!("127.0.0.{w}:1"))]);
+                    e.weight = w;
+                    e
+                })
+                .collect();
+            let cfg: LbConfig = Arc::new(PickFirstConfig {
+                shuffle_address_list: true,
+            });
+            cc.update(&mut pf, ClientConnState::new(endpoints, Some(cfg)))
+                .unwrap();
+            let lead = &pf.list[0].addr;
+            first[lead.as_bytes()[8] as usize - b'1' as usize] += 1;
+            Balancer::close(&mut pf, &mut cc);
+        }
+        for (i, n) in first.iter().enumerate() {
+            let want = (i + 1) as f64 / 6.0;
+            let got = *n as f64 / ROUNDS as f64;
+            assert!(
+                (got - want).abs() < 0.03,
+                "weight {}: {got} vs {want}",
+                i + 1
+            );
+        }
     }
 
     /// pick_first over one address, its subchannel asked to connect.
