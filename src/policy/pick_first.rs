@@ -249,6 +249,13 @@ impl PickFirst {
     }
 }
 
+/// The same attributes, for keeping a subchannel: the tag (see
+/// `update_client_conn_state` on user data; the weight is the endpoint's
+/// business, not the connection's).
+fn same_attributes(a: &Address, b: &Address) -> bool {
+    a.tag == b.tag
+}
+
 /// gRFC A113's weighted shuffle (on by default in gRPC-Go): each item gets
 /// the key u^(1/w), u uniform in [0, 1) from the channel's random source
 /// and w its weight (0, unset, counts as 1), and they go in descending key
@@ -291,6 +298,32 @@ impl Balancer for PickFirst {
         }
         let first = self.reported.is_none();
         self.list = self.ordered(cc, config, state);
+        // An address listed again with another tag is another address: its
+        // subchannel is replaced, so that picks carry the new tag (gRPC-Go
+        // compares addresses with their attributes, and reconnects). Not so
+        // for user data: a host's update hands over new user data with
+        // every address (C's are released once each), so comparing it
+        // would reconnect everything on every update; the subchannel keeps
+        // the user data it was made with.
+        let changed: Vec<String> = self
+            .list
+            .iter()
+            .filter(|a| {
+                self.entries
+                    .get(&a.addr)
+                    .is_some_and(|e| !same_attributes(e.sc.address(), a))
+            })
+            .map(|a| a.addr.clone())
+            .collect();
+        for addr in changed {
+            if self
+                .selected
+                .is_some_and(|sel| self.by_id.get(&sel) == Some(&addr))
+            {
+                self.selected = None;
+            }
+            self.remove_entry(cc, &addr);
+        }
         let keep: HashSet<String> = self.list.iter().map(|a| a.addr.clone()).collect();
 
         if let Some(sel) = self.selected {
@@ -610,6 +643,43 @@ mod tests {
             orders.insert(order);
         }
         assert!(orders.len() > 5, "endpoints are shuffled: {orders:?}");
+    }
+
+    /// An address listed again with another tag is another address: a new
+    /// subchannel carries it (gRPC-Go reconnects when an address's
+    /// attributes change), the old one is shut down.
+    #[test]
+    fn new_attributes_for_a_listed_address_replace_its_subchannel() {
+        use crate::address::Endpoint;
+        use crate::balancer::testing::{Picked, TestClientConn};
+        use ConnectivityState::{Connecting, Ready};
+        let mut cc = TestClientConn::new();
+        let mut pf = PickFirst::default();
+        let with_tag = |tag: u64| {
+            ClientConnState::new(
+                vec![Endpoint::from(Address::new("127.0.0.1:1").with_tag(tag))],
+                None,
+            )
+        };
+        cc.update(&mut pf, with_tag(1)).unwrap();
+        let old = cc.connects()[0];
+        cc.set_state(&mut pf, old, Connecting);
+        cc.set_state(&mut pf, old, Ready);
+        // The same attributes: nothing happens.
+        cc.update(&mut pf, with_tag(1)).unwrap();
+        assert_eq!(cc.connects().len(), 1);
+        assert!(cc.shutdowns().is_empty());
+        cc.update(&mut pf, with_tag(2)).unwrap();
+        assert_eq!(cc.shutdowns(), [old]);
+        let new = *cc.connects().last().unwrap();
+        assert_ne!(new, old);
+        assert_eq!(cc.subconn(new).unwrap().tag(), 2);
+        cc.set_state(&mut pf, new, Connecting);
+        cc.set_state(&mut pf, new, Ready);
+        match cc.pick() {
+            Picked::Complete { subconn, .. } => assert_eq!(subconn, new),
+            p => panic!("{p:?}"),
+        }
     }
 
     /// gRFC A113: with shuffleAddressList, an endpoint of weight w comes
