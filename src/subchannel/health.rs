@@ -184,8 +184,10 @@ impl HealthCheck {
         }
         self.phase = Phase::Retrying;
         let at = reopen_at(&mut self.backoff, self.got_status, now);
+        // gRPC-Go's words first, then which backend.
         let message = format!(
-            "health check stream to {addr} failed (grpc status {code}: {message}); retrying"
+            "connection active but received health check RPC error: grpc status {code}: \
+             {message} (from {addr}; retrying)"
         );
         log::info!(target: trace::HEALTH, "{message}");
         Outcome {
@@ -309,7 +311,7 @@ mod tests {
             panic!("ill health expected")
         };
         assert!(
-            why.contains("health check stream") && why.contains("retrying"),
+            why.contains("health check RPC error") && why.contains("retrying"),
             "{why}"
         );
         assert!(h.is_retrying());
