@@ -53,6 +53,25 @@ static int backend_of(const sy_buffer *resp, const char *request) {
   CHECK_STATUS(sy_buffer_trailer(resp, "x-backend-port", 1, &v, &vlen), SY_NOT_FOUND);
   /* The status is the call's outcome, not metadata (as in gRPC-Go). */
   CHECK_STATUS(sy_buffer_trailer(resp, "grpc-status", 0, &v, &vlen), SY_NOT_FOUND);
+  /* Every trailer, in order: x-backend-port among them, nothing of the
+   * transport's. */
+  {
+    const uint8_t *k = NULL;
+    size_t klen = 0, j, found = 0;
+    for (j = 0; sy_buffer_trailer_at(resp, j, &k, &klen, &v, &vlen) == SY_OK; j++) {
+      CHECK(klen < 5 || memcmp(k, "grpc-", 5) != 0);
+      if (klen == strlen("x-backend-port") && memcmp(k, "x-backend-port", klen) == 0) {
+        CHECK(vlen == strlen(port) && memcmp(v, port, vlen) == 0);
+        found++;
+      }
+    }
+    CHECK(found == 1);
+    found = 0;
+    for (j = 0; sy_buffer_header_at(resp, j, &k, &klen, &v, &vlen) == SY_OK; j++)
+      if (klen == strlen("x-backend-port") && memcmp(k, "x-backend-port", klen) == 0) found++;
+    CHECK(found == 1);
+    CHECK_STATUS(sy_buffer_header_at(resp, 0, NULL, &klen, &v, &vlen), SY_NULL_PARAMETER);
+  }
   snprintf(want, sizeof want, "%s|port=%s", request, port);
   CHECK(sy_buffer_len(resp) == strlen(want));
   CHECK(memcmp(sy_buffer_data(resp), want, strlen(want)) == 0);

@@ -1338,6 +1338,31 @@ sy_status sy_buffer_trailer(const struct sy_buffer *buf,
                             size_t *value_len);
 
 /**
+ * The `index`-th entry (0 = first, in the order received) of the
+ * response's initial metadata, for listing them all: its key into `*key` /
+ * `*key_len` (lower-case, not NUL-terminated) and its value as
+ * `sy_buffer_header` gives it, both valid until `sy_buffer_free`.
+ * SY_NOT_FOUND past the last entry. Any thread.
+ */
+sy_status sy_buffer_header_at(const struct sy_buffer *buf,
+                              size_t index,
+                              const uint8_t **key,
+                              size_t *key_len,
+                              const uint8_t **value,
+                              size_t *value_len);
+
+/**
+ * As `sy_buffer_header_at`, in the response's trailing metadata (the
+ * transport's own fields, such as "grpc-status", are not in it).
+ */
+sy_status sy_buffer_trailer_at(const struct sy_buffer *buf,
+                               size_t index,
+                               const uint8_t **key,
+                               size_t *key_len,
+                               const uint8_t **value,
+                               size_t *value_len);
+
+/**
  * One blocking unary RPC on a library-managed channel: picks a subchannel
  * with `reader` (as `sy_pick`), sends the request on its HTTP/2 connection,
  * waits for the response, and reports the outcome to the policy. A call the

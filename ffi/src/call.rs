@@ -205,6 +205,74 @@ pub extern "C" fn sy_buffer_trailer(
     metadata_lookup(buf, true, key, index, value, value_len)
 }
 
+/// The `index`-th entry (0 = first, in the order received) of the
+/// response's initial metadata, for listing them all: its key into `*key` /
+/// `*key_len` (lower-case, not NUL-terminated) and its value as
+/// `sy_buffer_header` gives it, both valid until `sy_buffer_free`.
+/// SY_NOT_FOUND past the last entry. Any thread.
+#[no_mangle]
+pub extern "C" fn sy_buffer_header_at(
+    buf: *const sy_buffer,
+    index: usize,
+    key: *mut *const u8,
+    key_len: *mut usize,
+    value: *mut *const u8,
+    value_len: *mut usize,
+) -> sy_status {
+    metadata_entry(buf, false, index, key, key_len, value, value_len)
+}
+
+/// As `sy_buffer_header_at`, in the response's trailing metadata (the
+/// transport's own fields, such as "grpc-status", are not in it).
+#[no_mangle]
+pub extern "C" fn sy_buffer_trailer_at(
+    buf: *const sy_buffer,
+    index: usize,
+    key: *mut *const u8,
+    key_len: *mut usize,
+    value: *mut *const u8,
+    value_len: *mut usize,
+) -> sy_status {
+    metadata_entry(buf, true, index, key, key_len, value, value_len)
+}
+
+fn metadata_entry(
+    buf: *const sy_buffer,
+    trailers: bool,
+    index: usize,
+    key: *mut *const u8,
+    key_len: *mut usize,
+    value: *mut *const u8,
+    value_len: *mut usize,
+) -> sy_status {
+    boundary(|| {
+        let buf = try_ref!(buf, "buffer");
+        let key = try_out!(key, "key");
+        let key_len = try_out!(key_len, "key_len");
+        let value = try_out!(value, "value");
+        let value_len = try_out!(value_len, "value_len");
+        let map = if trailers {
+            &buf.response.trailers
+        } else {
+            &buf.response.headers
+        };
+        let Some((k, v)) = map.iter().nth(index) else {
+            return Err(Error::new(
+                sy_status::SY_NOT_FOUND,
+                format!("no metadata entry {index}"),
+            ));
+        };
+        // SAFETY: non-NULL out-parameters; the bytes live as long as `buf`.
+        unsafe {
+            key.write(k.as_str().as_ptr());
+            key_len.write(k.as_str().len());
+            value.write(v.as_bytes().as_ptr());
+            value_len.write(v.as_bytes().len());
+        }
+        Ok(())
+    })
+}
+
 fn metadata_lookup(
     buf: *const sy_buffer,
     trailers: bool,

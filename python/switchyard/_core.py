@@ -263,13 +263,48 @@ def _service_config_json(service_config):
 
 
 # --- responses --------------------------------------------------------------
-class Metadata:
-    """Response headers or trailers, looked up by key (case-insensitive).
-    Values are str ("-bin" keys: bytes, base64-decoded)."""
+def _metadata_value(key, raw):
+    """A metadata value as grpcio gives it: "-bin" keys' base64-decoded
+    bytes, others text (UTF-8, else Latin-1)."""
+    if key.lower().endswith("-bin"):
+        return base64.b64decode(raw + b"=" * (-len(raw) % 4))
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError:
+        return raw.decode("latin-1")
 
-    def __init__(self, response, getter):
+
+class Metadata:
+    """Response headers or trailers, looked up by key (case-insensitive),
+    or listed in order (`items()`, iteration: (key, value) pairs, as
+    grpcio's metadata tuples). Values are str ("-bin" keys: bytes,
+    base64-decoded)."""
+
+    def __init__(self, response, getter, lister):
         self._response = response
         self._getter = getter
+        self._lister = lister
+
+    def items(self):
+        """Every (key, value) entry, in the order received."""
+        buf = self._response._buf
+        if not buf:
+            raise ValueError("response is closed")
+        out = []
+        for index in itertools.count():
+            k, kn = _ffi.BYTES(), C.c_size_t()
+            v, vn = _ffi.BYTES(), C.c_size_t()
+            if self._lister(buf, index, C.byref(k), C.byref(kn), C.byref(v),
+                            C.byref(vn)) != _ffi.SY_OK:
+                return tuple(out)
+            key = C.string_at(k, kn.value).decode("ascii", "replace")
+            out.append((key, _metadata_value(key, C.string_at(v, vn.value))))
+
+    def __iter__(self):
+        return iter(self.items())
+
+    def __len__(self):
+        return len(self.items())
 
     def get_all(self, key):
         buf = self._response._buf
@@ -281,11 +316,7 @@ class Metadata:
             data, n = _ffi.BYTES(), C.c_size_t()
             if self._getter(buf, k, index, C.byref(data), C.byref(n)) != _ffi.SY_OK:
                 return out
-            raw = C.string_at(data, n.value)
-            if key.lower().endswith("-bin"):
-                out.append(base64.b64decode(raw + b"=" * (-len(raw) % 4)))
-            else:
-                out.append(raw.decode("latin-1"))
+            out.append(_metadata_value(key, C.string_at(data, n.value)))
 
     def get(self, key, default=None):
         values = self.get_all(key)
@@ -310,8 +341,16 @@ class Response(_Owned):
         self._buf = buf
         n = lib.sy_buffer_len(buf)
         self.message = C.string_at(lib.sy_buffer_data(buf), n) if n else b""
-        self.headers = Metadata(self, lib.sy_buffer_header)
-        self.trailers = Metadata(self, lib.sy_buffer_trailer)
+        self.headers = Metadata(self, lib.sy_buffer_header, lib.sy_buffer_header_at)
+        self.trailers = Metadata(self, lib.sy_buffer_trailer, lib.sy_buffer_trailer_at)
+
+    def initial_metadata(self):
+        """grpcio's spelling: the response headers as (key, value) pairs."""
+        return self.headers.items()
+
+    def trailing_metadata(self):
+        """grpcio's spelling: the response trailers as (key, value) pairs."""
+        return self.trailers.items()
 
     def close(self):
         buf, self._buf = self._buf, None

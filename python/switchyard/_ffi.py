@@ -270,6 +270,12 @@ SIGNATURES = {
     "sy_buffer_free": (None, [P]),
     "sy_buffer_header": (u32, [P, C.c_char_p, sz, C.POINTER(BYTES), C.POINTER(sz)]),
     "sy_buffer_trailer": (u32, [P, C.c_char_p, sz, C.POINTER(BYTES), C.POINTER(sz)]),
+    "sy_buffer_header_at": (
+        u32, [P, sz, C.POINTER(BYTES), C.POINTER(sz), C.POINTER(BYTES), C.POINTER(sz)]
+    ),
+    "sy_buffer_trailer_at": (
+        u32, [P, sz, C.POINTER(BYTES), C.POINTER(sz), C.POINTER(BYTES), C.POINTER(sz)]
+    ),
     "sy_balancer_register": (u32, [C.c_char_p, C.POINTER(BalancerCallbacks), P]),
     "sy_balancer_registered": (b, [C.c_char_p]),
     "sy_cc_new_subconn": (u32, [P, sz, C.POINTER(u64)]),

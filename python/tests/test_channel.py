@@ -36,6 +36,12 @@ def test_round_robin_balances_across_three_backends(backends):
             # The status is the call's outcome, not metadata (as gRPC-Go).
             assert resp.trailers.get("grpc-status") is None
             assert resp.headers.get("x-absent") is None
+            # Listed in order, as grpcio's metadata tuples.
+            trailing = dict(resp.trailing_metadata())
+            assert trailing["x-backend-port"] == str(port)
+            assert not any(k.startswith("grpc-") for k in trailing)
+            assert ("x-backend-port", str(port)) in resp.initial_metadata()
+            assert list(resp.headers) == list(resp.initial_metadata())
             counts[port] += 1
         # All three READY: round_robin rotates strictly.
         assert counts == {p: 10 for p in backends.ports}
