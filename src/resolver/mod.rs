@@ -197,6 +197,14 @@ impl ResolverClientConn {
     /// `Error::Closed` once the resolver was closed (or its channel),
     /// `Error::RuntimeGone` once the runtime is; `Error::InvalidArgument`
     /// if an address is empty.
+    ///
+    /// `Ok` means the channel has the update, not that it took it: it is
+    /// applied on the loop, later. An update the channel rejects (its
+    /// policy found no usable address, or its service config is invalid:
+    /// gRPC-Go's `UpdateState` returns `ErrBadResolverState` then) is
+    /// answered with `Resolver::resolve_now` calls, paced by the channel's
+    /// backoff, until an update is accepted: a resolver that polls needs no
+    /// verdict of its own.
     pub fn update(&self, state: ResolverState) -> Result<(), Error> {
         if state
             .endpoints
