@@ -352,7 +352,7 @@ fn health_changes_are_logged_with_the_backend() {
     assert!(
         has(
             trace::SUBCHANNEL,
-            "READY -> TRANSIENT_FAILURE: health check"
+            "READY -> TRANSIENT_FAILURE: connection active but health check failed"
         ),
         "{ours:#?}"
     );

@@ -97,7 +97,7 @@ fn a_broken_watch_is_reopened_on_the_same_connection() {
     });
     let why = broken.error.unwrap();
     assert!(
-        why.contains("health check stream") && why.contains("retrying"),
+        why.contains("health check RPC error") && why.contains("retrying"),
         "{why}"
     );
     let back = seen.wait_for("READY again", |s| s.state == Ready && s.at > broken.at);
