@@ -751,3 +751,43 @@ fn an_invalid_config_after_a_good_one_asks_the_resolver_again() {
     );
     assert_eq!(ch.state(), ConnectivityState::Ready);
 }
+
+/// An endpoint of two addresses under round_robin with health checking:
+/// the first connection made wins its pick_first child's pass whatever its
+/// health says, as in gRPC-Go (health decides READY or TRANSIENT_FAILURE,
+/// not which address): NOT_SERVING on the first backend never sends the
+/// child to the second, and SERVING brings it READY there.
+#[test]
+fn a_connected_but_unhealthy_address_is_kept_not_failed_over() {
+    use switchyard::transport::health_proto::{NOT_SERVING, SERVING};
+    let seen = Arc::new(Seen::default());
+    resolver::register(Arc::new(Pushed("twoaddrs", seen.clone())));
+    let (b0, b1) = (backend(), backend());
+    b0.set_serving("", NOT_SERVING);
+    let rt = Runtime::new().unwrap();
+    let config = r#"{"loadBalancingConfig":[{"round_robin":{}}],
+                     "healthCheckConfig":{"serviceName":""}}"#;
+    let ch = Channel::new(&rt, "twoaddrs:x", Some(config), insecure()).unwrap();
+    ch.connect().unwrap();
+    ch.sync().unwrap();
+    seen.cc()
+        .update(ResolverState {
+            endpoints: vec![Endpoint::new(vec![
+                Address::new(b0.addr().to_string()),
+                Address::new(b1.addr().to_string()),
+            ])],
+            service_config: None,
+        })
+        .unwrap();
+    eventually("TRANSIENT_FAILURE on b0's health", || {
+        ch.state() == ConnectivityState::TransientFailure
+    });
+    // Well past the happy eyeballs delay (250 ms): b1 is never tried.
+    std::thread::sleep(Duration::from_millis(600));
+    assert_eq!(ch.state(), ConnectivityState::TransientFailure);
+    assert_eq!(b1.connections(), 0, "failed over to the second address");
+    b0.set_serving("", SERVING);
+    let mut r = ch.reader();
+    assert_eq!(echo(&mut r).unwrap(), b0.addr().port());
+    assert_eq!(b1.connections(), 0);
+}

@@ -4,6 +4,7 @@
 
 use crate::address::{Address, UserData};
 use std::fmt;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 /// A subchannel's identity, unique within its channel and never reused.
@@ -22,6 +23,9 @@ pub struct SubConn {
     /// connector's HTTP/2 connection while READY). Swapped by the loop; read
     /// once per RPC. Opaque here: the policy API knows no transport.
     attached: arc_swap::ArcSwapOption<Attached>,
+    /// Its transport is up (see `is_connected`). Written and read on the
+    /// loop only; atomic because the handle is shared.
+    connected: AtomicBool,
 }
 
 /// `SubConn::slot` of a subchannel that is not counted.
@@ -42,7 +46,21 @@ impl SubConn {
             slot,
             address,
             attached: arc_swap::ArcSwapOption::empty(),
+            connected: AtomicBool::new(false),
         }
+    }
+
+    /// Whether its transport is up: READY, or connected and still waiting
+    /// for (or failing) its health check (gRFC A17), when the state says
+    /// CONNECTING (or TRANSIENT_FAILURE). gRPC-Go's pick_first tells the raw
+    /// connection state from the health state this way: a connection made
+    /// wins its pass, whatever health then says. For policies, on the loop.
+    pub fn is_connected(&self) -> bool {
+        self.connected.load(Ordering::Relaxed)
+    }
+
+    pub(crate) fn set_connected(&self, connected: bool) {
+        self.connected.store(connected, Ordering::Relaxed);
     }
 
     /// Where readers count this subchannel's host picks (`NO_SLOT`: nowhere).

@@ -249,7 +249,27 @@ impl TestClientConn {
     ) {
         let error = matches!(state, ConnectivityState::TransientFailure)
             .then(|| Arc::from("connection refused (test)"));
+        // As a channel keeps it: READY is connected, IDLE is not (a lost
+        // connection); other states leave it (a failing health check stays
+        // connected).
+        if let Some(s) = self.subconn(sc) {
+            match state {
+                ConnectivityState::Ready => s.set_connected(true),
+                ConnectivityState::Idle | ConnectivityState::Shutdown => s.set_connected(false),
+                _ => {}
+            }
+        }
         self.set_subconn_state(balancer, sc, SubConnState { state, error });
+    }
+
+    /// `sc`'s transport comes up while its health check is still to
+    /// answer (gRFC A17): it is connected (`SubConn::is_connected`), still
+    /// CONNECTING, and the policy hears so, as a channel tells it.
+    pub fn set_connected(&mut self, balancer: &mut dyn Balancer, sc: SubConnId) {
+        if let Some(s) = self.subconn(sc) {
+            s.set_connected(true);
+        }
+        self.set_state(balancer, sc, ConnectivityState::Connecting);
     }
 
     /// Delivers a subchannel state as given.

@@ -494,8 +494,9 @@ impl ChannelCore {
     /// Delivers queued subchannel transitions, one callback at a time, then
     /// passes on any re-resolution request.
     fn drain(&mut self, env: &mut LoopContext) {
-        while let Some((sc, state)) = self.subs.pending.pop_front() {
-            if let Some(cb) = &self.on_subconn_state {
+        while let Some(next) = self.subs.pending.pop_front() {
+            let (sc, state) = (next.sc, next.state);
+            if let Some(cb) = self.on_subconn_state.as_ref().filter(|_| next.observed) {
                 cb(sc, &state);
             }
             if self.balancer.is_none() {

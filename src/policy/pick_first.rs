@@ -379,6 +379,7 @@ impl Balancer for PickFirst {
             return;
         };
         let old = std::mem::replace(&mut entry.state, state.state);
+        let connected = entry.sc.is_connected();
         match state.state {
             ConnectivityState::Ready => {
                 let chosen = entry.sc.clone();
@@ -419,6 +420,18 @@ impl Balancer for PickFirst {
             // of its backoff reconnects; during a pass (a later list's) one
             // waits for its turn (gRPC-Go ignores IDLE in the first pass).
             ConnectivityState::Idle if self.sticky_tf && !self.in_pass => cc.connect(sc),
+            ConnectivityState::Connecting if self.selected != Some(sc) && connected => {
+                // Connected, its health check not answered yet (A17): the
+                // connection wins the pass, as gRPC-Go's pick_first selects
+                // on the raw READY; health only decides what it reports
+                // (READY, or TRANSIENT_FAILURE while it stays selected).
+                self.cancel_timer(cc);
+                self.in_pass = false;
+                self.sticky_tf = false;
+                self.selected = Some(sc);
+                self.remove_all_but(cc, &addr);
+                self.report(cc, ConnectivityState::Connecting, Box::new(QueuePicker));
+            }
             ConnectivityState::Connecting if self.selected == Some(sc) => {
                 // The connected subchannel checks its health again (a health
                 // stream re-opened): RPCs wait for the verdict (gRPC-Go).
@@ -680,6 +693,35 @@ mod tests {
             Picked::Complete { subconn, .. } => assert_eq!(subconn, new),
             p => panic!("{p:?}"),
         }
+    }
+
+    /// Health checking on (pick_first as a petiole's child): a connection
+    /// made wins the pass while its health check has yet to answer, as in
+    /// gRPC-Go: no other address is tried (not even after the happy
+    /// eyeballs delay), and an unhealthy verdict keeps it, failing.
+    #[test]
+    fn a_connection_made_wins_the_pass_whatever_its_health_says() {
+        use crate::balancer::testing::TestClientConn;
+        use ConnectivityState::{Connecting, Ready, TransientFailure};
+        let mut cc = TestClientConn::new();
+        let mut pf = PickFirst::default();
+        cc.update_addresses(&mut pf, ["127.0.0.1:1", "127.0.0.2:1"])
+            .unwrap();
+        let a = cc.connects()[0];
+        cc.set_state(&mut pf, a, Connecting);
+        cc.set_connected(&mut pf, a);
+        assert_eq!(cc.state(), Some(Connecting));
+        cc.advance(&mut pf, HAPPY_EYEBALLS_DELAY * 4);
+        assert_eq!(cc.connects(), [a], "another address tried");
+        // NOT_SERVING: it stays, failing; still no other address.
+        cc.set_state(&mut pf, a, TransientFailure);
+        assert_eq!(cc.state(), Some(TransientFailure));
+        cc.advance(&mut pf, HAPPY_EYEBALLS_DELAY * 4);
+        assert_eq!(cc.connects(), [a]);
+        // SERVING: READY on it.
+        cc.set_state(&mut pf, a, Ready);
+        assert_eq!(cc.state(), Some(Ready));
+        assert_eq!(cc.connects(), [a]);
     }
 
     /// gRFC A113: with shuffleAddressList, an endpoint of weight w comes

@@ -38,6 +38,16 @@ struct Subchannel {
     last_error: Option<String>,
 }
 
+/// A subchannel's state for its policy.
+pub(crate) struct PendingState {
+    pub(crate) sc: SubConnId,
+    pub(crate) state: SubConnState,
+    /// A transition (the channel's `on_subconn_state` hears it), not a
+    /// notice with no new state (a connection made while CONNECTING for
+    /// its health check).
+    pub(crate) observed: bool,
+}
+
 /// One channel's subchannels, their connector, and the transitions not yet
 /// delivered to the policy.
 pub(crate) struct SubchannelPool {
@@ -53,7 +63,8 @@ pub(crate) struct SubchannelPool {
     /// Slots of subchannels shut down, given to new ones once nothing
     /// holds the old subchannel any more (oldest first).
     freed_slots: VecDeque<(u32, Weak<SubConn>)>,
-    pub(crate) pending: VecDeque<(SubConnId, SubConnState)>,
+    /// What the policy hears next, in order.
+    pub(crate) pending: VecDeque<PendingState>,
     /// A connection failed or was lost: the resolver should look again.
     pub(crate) resolve_requested: bool,
     /// `healthCheckConfig.serviceName` while health checking is on.
@@ -186,13 +197,14 @@ impl SubchannelPool {
             s.sc.addr(),
             s.state
         );
-        self.pending.push_back((
-            id,
-            SubConnState {
+        self.pending.push_back(PendingState {
+            sc: id,
+            state: SubConnState {
                 state: ConnectivityState::Shutdown,
                 error: None,
             },
-        ));
+            observed: true,
+        });
     }
 
     pub(crate) fn shutdown_all(&mut self, env: &mut LoopContext) {
@@ -223,8 +235,19 @@ impl SubchannelPool {
                 }
                 s.backoff.reset();
                 s.connected = true;
+                s.sc.set_connected(true);
                 if self.health_service.is_some() {
-                    // CONNECTING until the first verdict (gRFC A17).
+                    // CONNECTING until the first verdict (gRFC A17); the
+                    // policy hears that the connection is made (pick_first
+                    // ends its pass on it), observers hear no new state.
+                    self.pending.push_back(PendingState {
+                        sc: id,
+                        state: SubConnState {
+                            state: Connecting,
+                            error: None,
+                        },
+                        observed: false,
+                    });
                     self.start_health(id, env);
                 } else {
                     self.transition(id, Ready, None, env);
@@ -273,6 +296,7 @@ impl SubchannelPool {
             }
             TransportEvent::Lost(e) | TransportEvent::Failed(e) if s.connected => {
                 s.connected = false;
+                s.sc.set_connected(false);
                 for t in [s.health.stop(), s.oob.connection_ended()]
                     .into_iter()
                     .flatten()
@@ -582,13 +606,14 @@ impl SubchannelPool {
                 s.last_error.clone_from(&error);
             }
         }
-        self.pending.push_back((
-            id,
-            SubConnState {
+        self.pending.push_back(PendingState {
+            sc: id,
+            state: SubConnState {
                 state,
                 error: error.map(Into::into),
             },
-        ));
+            observed: true,
+        });
         // READY starts the out-of-band stream, leaving READY stops it.
         self.sync_oob(id, env);
     }
