@@ -560,7 +560,8 @@ sy_status sy_channel_report_subconn_health(const struct sy_channel *ch,
  * Leaves IDLE: a channel starts IDLE (no resolution, no connection) and
  * goes back after its idle timeout (`sy_channel_options_set_idle_timeout`);
  * this resolves and connects it without a pick or call. On a channel in
- * use, asks an IDLE policy to connect. Any thread.
+ * use, asks an IDLE policy to connect (ring_hash, as gRPC's, connects only
+ * where picks land). Any thread.
  */
 sy_status sy_channel_connect(const struct sy_channel *ch);
 
@@ -1338,11 +1339,11 @@ sy_status sy_buffer_trailer(const struct sy_buffer *buf,
                             size_t *value_len);
 
 /**
- * The `index`-th entry (0 = first, in the order received) of the
- * response's initial metadata, for listing them all: its key into `*key` /
- * `*key_len` (lower-case, not NUL-terminated) and its value as
- * `sy_buffer_header` gives it, both valid until `sy_buffer_free`.
- * SY_NOT_FOUND past the last entry. Any thread.
+ * The `index`-th entry (0 = first) of the response's initial metadata,
+ * for listing them all: entries are grouped by key, keys in the order they
+ * first came. Its key goes into `*key` / `*key_len` (lower-case, not
+ * NUL-terminated) and its value as `sy_buffer_header` gives it, both valid
+ * until `sy_buffer_free`. SY_NOT_FOUND past the last entry. Any thread.
  */
 sy_status sy_buffer_header_at(const struct sy_buffer *buf,
                               size_t index,

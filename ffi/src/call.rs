@@ -205,11 +205,11 @@ pub extern "C" fn sy_buffer_trailer(
     metadata_lookup(buf, true, key, index, value, value_len)
 }
 
-/// The `index`-th entry (0 = first, in the order received) of the
-/// response's initial metadata, for listing them all: its key into `*key` /
-/// `*key_len` (lower-case, not NUL-terminated) and its value as
-/// `sy_buffer_header` gives it, both valid until `sy_buffer_free`.
-/// SY_NOT_FOUND past the last entry. Any thread.
+/// The `index`-th entry (0 = first) of the response's initial metadata,
+/// for listing them all: entries are grouped by key, keys in the order they
+/// first came. Its key goes into `*key` / `*key_len` (lower-case, not
+/// NUL-terminated) and its value as `sy_buffer_header` gives it, both valid
+/// until `sy_buffer_free`. SY_NOT_FOUND past the last entry. Any thread.
 #[no_mangle]
 pub extern "C" fn sy_buffer_header_at(
     buf: *const sy_buffer,

@@ -384,7 +384,8 @@ pub extern "C" fn sy_channel_report_subconn_health(
 /// Leaves IDLE: a channel starts IDLE (no resolution, no connection) and
 /// goes back after its idle timeout (`sy_channel_options_set_idle_timeout`);
 /// this resolves and connects it without a pick or call. On a channel in
-/// use, asks an IDLE policy to connect. Any thread.
+/// use, asks an IDLE policy to connect (ring_hash, as gRPC's, connects only
+/// where picks land). Any thread.
 #[no_mangle]
 pub extern "C" fn sy_channel_connect(ch: *const sy_channel) -> sy_status {
     boundary(|| {

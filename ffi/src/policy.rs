@@ -21,7 +21,7 @@ use crate::macros::{boundary, in_callback};
 use crate::status::{state_from_c, sy_status};
 use crate::strings::{c_text, opt_str_arg, slice_arg, str_arg};
 use std::cell::{Cell, RefCell};
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::ffi::{c_char, c_void};
 use std::ptr::{self, NonNull};
 use std::sync::Arc;
@@ -280,6 +280,7 @@ impl Builder for CBuilder {
                 addresses: RefCell::new(Vec::new()),
             }),
             closed: false,
+            connecting: HashSet::new(),
         })
     }
 }
@@ -289,6 +290,10 @@ struct CBalancer {
     ctx: *mut c_void,
     cc: Box<sy_cc>,
     closed: bool,
+    /// Subchannels last told CONNECTING: the channel repeats it when a
+    /// connection is made whose health check has yet to answer (for
+    /// pick_first); a C policy hears changes only, as its header says.
+    connecting: HashSet<u64>,
 }
 
 /// Clears the active `sy_cc` when a callback ends.
@@ -374,6 +379,13 @@ impl Balancer for CBalancer {
     ) {
         if self.closed {
             return;
+        }
+        let connecting = state.state == ConnectivityState::Connecting;
+        if connecting && !self.connecting.insert(sc.0) {
+            return;
+        }
+        if !connecting {
+            self.connecting.remove(&sc.0);
         }
         if let Some(f) = self.cbs.subchannel_state {
             let text = state.error.as_deref().map(c_text);

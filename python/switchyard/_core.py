@@ -65,7 +65,8 @@ _in_callback = threading.local()
 # thread of ours, in order, as grpcio runs them on its own threads: never on
 # the library's loop or completion thread, so they may block (make a call,
 # wait on another future: futures are settled on the completion thread, so
-# such a wait ends) without stalling the channel.
+# such a wait ends) without stalling the channel. They must not wait for
+# another callback: that one runs after them, on the same thread.
 _dispatch_queue = None
 _dispatch_lock = threading.Lock()
 
@@ -286,7 +287,7 @@ class Metadata:
         self._lister = lister
 
     def items(self):
-        """Every (key, value) entry, in the order received."""
+        """Every (key, value) entry, grouped by key, keys in the order they first came."""
         buf = self._response._buf
         if not buf:
             raise ValueError("response is closed")
@@ -508,15 +509,16 @@ class Call(concurrent.futures.Future):
         RpcError and a concurrent.futures.CancelledError), False if it
         already finished."""
         ch = self._channel()
-        if ch is None or self.call_id is None or self.done():
+        # The future first: the completion that the cancel brings (on the
+        # completion thread, at once) then finds it cancelled and leaves it.
+        if ch is None or self.call_id is None or self.done() or not super().cancel():
             return False
         try:
             with ch._use() as ptr:
-                if lib.sy_call_cancel(ptr, self.call_id) != _ffi.SY_OK:
-                    return False
+                lib.sy_call_cancel(ptr, self.call_id)
         except ChannelClosed:
-            return False
-        return super().cancel()
+            pass  # closing: the call ends anyway
+        return True
 
     def add_done_callback(self, fn):
         """As Future's, but `fn` runs on the package's callback thread (in
@@ -560,9 +562,10 @@ def _call_done(ctx, status, grpc_code, message, response):
             outcome = Response(response)
         elif status == _ffi.SY_RPC_FAILED:
             outcome = RpcError(grpc_code, text, last_call_trailers())
-        elif status == _ffi.SY_CLOSED and grpc_code == StatusCode.CANCELLED:
+        elif status == _ffi.SY_CLOSED:
+            # Ended by its channel's close: CANCELLED, as grpcio ends them.
             outcome = CallClosed(StatusCode.CANCELLED, text or "channel closed", last_call_trailers())
-        elif status in (_ffi.SY_CLOSED, _ffi.SY_RUNTIME_GONE):
+        elif status == _ffi.SY_RUNTIME_GONE:
             outcome = ChannelClosed(status, text or "channel is closed")
         else:
             outcome = SwitchyardError(status, text)

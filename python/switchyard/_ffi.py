@@ -65,15 +65,22 @@ def call_timeout_ms(timeout):
 
 
 def pick_timeout_ms(timeout):
-    """A pick's wait in seconds as sy_pick's `timeout_ms`: None waits without
-    limit, 0 does not wait at all (sy_pick's wait-free mode)."""
+    """A pick's wait in seconds as sy_pick's `timeout_ms`: None (or one
+    beyond any deadline, inf) waits without limit, 0 does not wait at all
+    (sy_pick's wait-free mode)."""
     if timeout is None:
         return SY_WAIT_FOREVER
+    timeout = float(timeout)
+    if timeout != timeout:
+        raise ValueError("timeout must be a number of seconds or None, not NaN")
     if timeout < 0:
         raise ValueError(f"timeout must be >= 0 seconds or None, not {timeout!r}")
     if timeout == 0:
         return 0
-    return max(1, int(round(timeout * 1000)))
+    ms = timeout * 1000
+    if ms >= MAX_TIMEOUT_MS:
+        return SY_WAIT_FOREVER
+    return max(1, int(round(ms)))
 
 
 # sy_channel_wait_for_state_change takes the same: None forever, 0 no wait.

@@ -133,7 +133,10 @@ pub trait Balancer {
     fn resolver_error(&mut self, cc: &mut dyn ClientConn, error: &str);
 
     /// A subchannel this balancer created changed state. SHUTDOWN is delivered
-    /// exactly once, after `shutdown_subconn`.
+    /// exactly once, after `shutdown_subconn`. CONNECTING may come twice in
+    /// a row: again when the connection is made while its health check has
+    /// yet to answer (`SubConn::is_connected`; pick_first ends its pass on
+    /// it); a policy that has no use for it ignores the repeat.
     fn update_subconn_state(
         &mut self,
         cc: &mut dyn ClientConn,

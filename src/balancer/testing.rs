@@ -249,14 +249,15 @@ impl TestClientConn {
     ) {
         let error = matches!(state, ConnectivityState::TransientFailure)
             .then(|| Arc::from("connection refused (test)"));
-        // As a channel keeps it: READY is connected, IDLE is not (a lost
-        // connection); other states leave it (a failing health check stays
-        // connected).
+        // READY is connected; IDLE, TRANSIENT_FAILURE and SHUTDOWN are not
+        // (a connection lost or failed: a test that means a failing health
+        // check on a live connection says so with `set_connected` first and
+        // `set_health_failed`); CONNECTING leaves it.
         if let Some(s) = self.subconn(sc) {
             match state {
                 ConnectivityState::Ready => s.set_connected(true),
-                ConnectivityState::Idle | ConnectivityState::Shutdown => s.set_connected(false),
-                _ => {}
+                ConnectivityState::Connecting => {}
+                _ => s.set_connected(false),
             }
         }
         self.set_subconn_state(balancer, sc, SubConnState { state, error });
@@ -270,6 +271,19 @@ impl TestClientConn {
             s.set_connected(true);
         }
         self.set_state(balancer, sc, ConnectivityState::Connecting);
+    }
+
+    /// `sc`, connected, fails its health check (gRFC A17): TRANSIENT_FAILURE
+    /// on a live connection (`SubConn::is_connected` stays true).
+    pub fn set_health_failed(&mut self, balancer: &mut dyn Balancer, sc: SubConnId) {
+        self.set_subconn_state(
+            balancer,
+            sc,
+            SubConnState {
+                state: ConnectivityState::TransientFailure,
+                error: Some(Arc::from("health check failed (test)")),
+            },
+        );
     }
 
     /// Delivers a subchannel state as given.

@@ -432,10 +432,11 @@ impl Course {
                 Next::Send(pick, handle)
             }
             None => {
-                // Nothing was sent: the policy hears an empty outcome, as
-                // gRPC-Go's picker wrapper calls `Done(DoneInfo{})` here,
-                // not a failure (outlier detection would count one against
-                // a backend the RPC never reached).
+                // Nothing was sent: the policy hears no failure, as
+                // gRPC-Go's picker wrapper calls `Done(DoneInfo{})` (no
+                // error) here; outlier detection counted one against a
+                // backend the RPC never reached. (So a done hook sees OK
+                // with no latency, as gRPC-Go's does.)
                 finish(pick, &DoneInfo::OK);
                 self.lost_connection = true;
                 Next::Wait

@@ -431,7 +431,8 @@ impl Channel {
 
     /// Leaves IDLE (gRPC's `Connect`): a channel starts IDLE and goes back
     /// after its idle timeout; this resolves and connects it without a pick
-    /// or call. On a channel in use, asks an IDLE policy to connect.
+    /// or call. On a channel in use, asks an IDLE policy to connect (its
+    /// `exit_idle`; ring_hash, as gRPC's, connects only where picks land).
     pub fn connect(&self) -> Result<(), Error> {
         self.run(|core, env| core.exit_idle(env))
     }
@@ -446,8 +447,11 @@ impl Channel {
     }
 
     /// The channel's aggregate connectivity state, as its policy last
-    /// published it.
+    /// published it; SHUTDOWN from the moment `close` is called.
     pub fn state(&self) -> ConnectivityState {
+        if self.is_closed() {
+            return ConnectivityState::Shutdown;
+        }
         self.shared.state()
     }
 

@@ -522,15 +522,17 @@ impl OutlierDetection {
         self.config.as_ref().is_some_and(|c| c.counting())
     }
 
-    /// Whether the child is shown an ejection. gRPC signals it as a health
-    /// failure (A61), which only a child that health-checks its endpoints'
-    /// pick_first children hears (round_robin and the like): pick_first
-    /// itself as the child never does ("outlier detection should never
-    /// have worked with pick_first"), so it is tracked but changes nothing.
+    /// Whether the child is shown an ejection: not when the child is
+    /// pick_first itself. gRPC signals an ejection as a health failure
+    /// (A61), which pick_first hears only as a petiole's child (under
+    /// round_robin and the like), never as outlier detection's own child
+    /// ("outlier detection should never have worked with pick_first"): there
+    /// it is tracked but changes nothing. Any other child (a custom one
+    /// too) sees its ejected subchannels failed.
     fn ejection_shown(&self) -> bool {
         self.config
             .as_ref()
-            .is_some_and(|c| c.child_policy.health_checks(c.child_config.as_ref()))
+            .is_some_and(|c| c.child_policy.name() != super::pick_first::NAME)
     }
 
     fn is_ejected(&self, endpoint: Option<&String>) -> bool {
@@ -1249,6 +1251,32 @@ mod tests {
         // Its connection drops and comes back: pick_first sees it all.
         cc.set_state(&mut *od, sc, ConnectivityState::Idle);
         assert_eq!(cc.state(), Some(ConnectivityState::Idle));
+    }
+
+    /// A custom child (one that does not opt in to health checking, as C
+    /// and Python policies do not) sees its ejected subchannels failed.
+    #[test]
+    fn a_custom_child_sees_an_ejection() {
+        struct PlainRr;
+        impl Builder for PlainRr {
+            fn name(&self) -> &str {
+                "od_test_plain_rr"
+            }
+            fn build(&self) -> Box<dyn Balancer> {
+                crate::policy::round_robin::RoundRobinBuilder.build()
+            }
+        }
+        crate::policy::registry::register(Arc::new(PlainRr));
+        let (mut cc, mut od, ids) = ready(
+            5,
+            json!({"childPolicy": [{"od_test_plain_rr": {}}], "successRateEjection": {}}),
+        );
+        let bad = ids[2];
+        traffic(&mut cc, 1000, &[bad]);
+        assert_eq!(cc.advance(&mut *od, Duration::from_secs(10)), 1);
+        let seen = traffic(&mut cc, 1000, &[]);
+        assert_eq!(seen.len(), 4);
+        assert!(!seen.contains(&bad));
     }
 
     #[test]

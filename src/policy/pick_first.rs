@@ -19,6 +19,9 @@ use std::time::Duration;
 /// gRFC A61's Connection Attempt Delay.
 pub(crate) const HAPPY_EYEBALLS_DELAY: Duration = Duration::from_millis(250);
 
+/// The policy's name.
+pub const NAME: &str = "pick_first";
+
 pub(crate) const ZERO_ADDRESSES: &str = "name resolver error: produced zero addresses";
 
 /// The same for a parent of per-endpoint children (round_robin and the
@@ -41,7 +44,7 @@ pub struct PickFirstBuilder;
 
 impl Builder for PickFirstBuilder {
     fn name(&self) -> &str {
-        "pick_first"
+        NAME
     }
 
     fn build(&self) -> Box<dyn Balancer> {
@@ -714,7 +717,8 @@ mod tests {
         cc.advance(&mut pf, HAPPY_EYEBALLS_DELAY * 4);
         assert_eq!(cc.connects(), [a], "another address tried");
         // NOT_SERVING: it stays, failing; still no other address.
-        cc.set_state(&mut pf, a, TransientFailure);
+        cc.set_health_failed(&mut pf, a);
+        assert!(cc.subconn(a).unwrap().is_connected());
         assert_eq!(cc.state(), Some(TransientFailure));
         cc.advance(&mut pf, HAPPY_EYEBALLS_DELAY * 4);
         assert_eq!(cc.connects(), [a]);
