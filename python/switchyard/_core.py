@@ -527,20 +527,21 @@ class Call(concurrent.futures.Future):
         super().add_done_callback(lambda f: _dispatch(fn, f))
 
     def result(self, timeout=None):
-        try:
-            return super().result(timeout)
-        except concurrent.futures.CancelledError as e:
-            if isinstance(e, RpcError):
-                raise
-            raise CallCancelled() from None
+        return _cancelled_as_rpc_error(super().result, timeout)
 
     def exception(self, timeout=None):
-        try:
-            return super().exception(timeout)
-        except concurrent.futures.CancelledError as e:
-            if isinstance(e, RpcError):
-                raise
-            raise CallCancelled() from None
+        return _cancelled_as_rpc_error(super().exception, timeout)
+
+
+def _cancelled_as_rpc_error(get, timeout):
+    """`get(timeout)`, a cancelled future's CancelledError raised as
+    CallCancelled (an RpcError CANCELLED, and a CancelledError)."""
+    try:
+        return get(timeout)
+    except concurrent.futures.CancelledError as e:
+        if isinstance(e, RpcError):
+            raise
+        raise CallCancelled() from None
 
 
 @_ffi.CALL_DONE_FN
