@@ -62,6 +62,9 @@ class SwitchyardError(Exception):
         self.detail = detail
         super().__init__(detail or self.status_name)
 
+    def __reduce__(self):  # picklable (ProcessPoolExecutor, ...)
+        return (type(self), (self.status, self.detail))
+
 
 class InvalidArgument(SwitchyardError, ValueError):
     """Bad input: a malformed target, service config, method, metadata, ..."""

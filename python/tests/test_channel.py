@@ -70,6 +70,9 @@ def test_server_status_code_and_message(backends):
         import pickle
         again = pickle.loads(pickle.dumps(err.value))
         assert (again.code, again.details()) == (err.value.code, err.value.details())
+        for e in (sy.ChannelClosed(7, "closed"), sy.CallClosed(), sy.CallCancelled()):
+            again = pickle.loads(pickle.dumps(e))
+            assert type(again) is type(e) and str(again) == str(e)
 
 
 def test_a_rich_error_carries_its_details_and_trailing_metadata(backends):
