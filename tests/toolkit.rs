@@ -851,3 +851,78 @@ fn a_graceful_switch_passes_on_re_resolution_from_the_latest_policy_only() {
         "the old policy is not heard"
     );
 }
+
+/// What a policy sees of its channel (gRPC-Go's `ClientConn.Target()` and
+/// `BuildOptions.Authority`), recorded at its first update.
+struct SeesChannel(Arc<Mutex<Vec<(String, Option<String>)>>>);
+
+impl Builder for SeesChannel {
+    fn name(&self) -> &str {
+        "toolkit_sees_channel"
+    }
+    fn build(&self) -> Box<dyn Balancer> {
+        Box::new(SeesChannelPolicy(self.0.clone()))
+    }
+}
+
+struct SeesChannelPolicy(Arc<Mutex<Vec<(String, Option<String>)>>>);
+
+impl Balancer for SeesChannelPolicy {
+    fn update_client_conn_state(
+        &mut self,
+        cc: &mut dyn ClientConn,
+        _: ClientConnState,
+    ) -> Result<(), String> {
+        let seen = (cc.target().to_string(), cc.authority().map(str::to_string));
+        self.0.lock().unwrap().push(seen);
+        cc.update_state(Connecting, Box::new(QueuePicker));
+        Ok(())
+    }
+    fn resolver_error(&mut self, _: &mut dyn ClientConn, _: &str) {}
+    fn update_subconn_state(&mut self, _: &mut dyn ClientConn, _: SubConnId, _: &SubConnState) {}
+    fn exit_idle(&mut self, _: &mut dyn ClientConn) {}
+    fn close(&mut self, _: &mut dyn ClientConn) {}
+}
+
+#[test]
+fn a_policy_sees_its_channels_target_and_authority() {
+    let seen: Arc<Mutex<Vec<(String, Option<String>)>>> = Arc::default();
+    registry::register(Arc::new(SeesChannel(seen.clone())));
+    let rt = Runtime::new().unwrap();
+    let config = r#"{"loadBalancingConfig":[{"toolkit_sees_channel":{}}]}"#;
+    let cases = [
+        ("ipv4:127.0.0.1:9", None, Some("127.0.0.1:9")),
+        ("ipv4:127.0.0.1:9,127.0.0.1:10", None, None),
+        (
+            "ipv4:127.0.0.1:9",
+            Some("svc.test:443"),
+            Some("svc.test:443"),
+        ),
+    ];
+    for (i, (target, given, want)) in cases.into_iter().enumerate() {
+        let opts = ChannelOptions {
+            transport: Some(TransportConfig::insecure()),
+            authority: given.map(str::to_string),
+            ..Default::default()
+        };
+        let ch = Channel::new(&rt, target, Some(config), opts).unwrap();
+        ch.connect().unwrap();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while seen.lock().unwrap().len() <= i && Instant::now() < deadline {
+            ch.sync().unwrap();
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        let got = seen.lock().unwrap()[i].clone();
+        assert_eq!(
+            got,
+            (target.to_string(), want.map(str::to_string)),
+            "{target}"
+        );
+    }
+    // Outside a channel: what the test ClientConn is given.
+    let cc = TestClientConn::new().with_target("dns:///svc.test:443", Some("svc.test:443"));
+    assert_eq!(
+        (cc.target(), cc.authority()),
+        ("dns:///svc.test:443", Some("svc.test:443"))
+    );
+}

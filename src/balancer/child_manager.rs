@@ -569,6 +569,12 @@ impl ClientConn for ChildClientConn<'_> {
             self.parent.resolve_now()
         }
     }
+    fn target(&self) -> &str {
+        self.parent.target()
+    }
+    fn authority(&self) -> Option<&str> {
+        self.parent.authority()
+    }
     fn schedule_timer(&mut self, after: Duration) -> TimerToken {
         let t = self.parent.schedule_timer(after);
         self.timers.insert(t, self.key.to_string());

@@ -178,6 +178,21 @@ pub trait ClientConn {
     /// Ask the resolver to resolve again.
     fn resolve_now(&mut self);
 
+    /// The channel's target as given to `Channel::new` (gRPC-Go's
+    /// `ClientConn.Target()`, `BuildOptions.Target`): empty for a channel
+    /// whose host supplies the addresses, and outside a channel.
+    fn target(&self) -> &str {
+        ""
+    }
+
+    /// The `:authority` the channel's calls carry (gRPC-Go's
+    /// `BuildOptions.Authority`): the one given, else the TLS server name
+    /// given, else the target's; `None` when there is none (each address
+    /// is its own, as for an `ipv4:` list of several).
+    fn authority(&self) -> Option<&str> {
+        None
+    }
+
     /// Arm a one-shot timer; `Balancer::timer` receives its token.
     fn schedule_timer(&mut self, after: Duration) -> TimerToken;
 

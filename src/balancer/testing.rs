@@ -85,6 +85,8 @@ pub struct TestClientConn {
     next_oob: u64,
     /// Out-of-band listeners registered and not unregistered.
     oob: BTreeMap<OobListenerId, OobRegistration>,
+    target: String,
+    authority: Option<String>,
 }
 
 /// One `register_oob_listener` call the policy made and has not undone.
@@ -136,7 +138,17 @@ impl TestClientConn {
             work: Arc::new(AtomicUsize::new(0)),
             work_requests: Arc::new(AtomicUsize::new(0)),
             local: PickLocal::new(1),
+            target: String::new(),
+            authority: None,
         }
+    }
+
+    /// What `ClientConn::target` and `ClientConn::authority` say (a
+    /// channel's target and `:authority`; none by default).
+    pub fn with_target(mut self, target: &str, authority: Option<&str>) -> TestClientConn {
+        self.target = target.to_string();
+        self.authority = authority.map(str::to_string);
+        self
     }
 
     // --- What the policy did -------------------------------------------
@@ -483,6 +495,14 @@ impl ClientConn for TestClientConn {
 
     fn resolve_now(&mut self) {
         self.resolve_now += 1;
+    }
+
+    fn target(&self) -> &str {
+        &self.target
+    }
+
+    fn authority(&self) -> Option<&str> {
+        self.authority.as_deref()
     }
 
     fn schedule_timer(&mut self, after: Duration) -> TimerToken {

@@ -223,7 +223,7 @@ impl Channel {
                     tls.server_name = host.clone();
                 }
             }
-            Box::new(ManagedConnector::new(config).with_authority(authority))
+            Box::new(ManagedConnector::new(config).with_authority(authority.clone()))
         });
         // IDLE until used: the first pick asks the loop to leave IDLE.
         let initial = Table::new(Box::new(idle_picker(handle.clone(), id)), 0, false);
@@ -238,6 +238,7 @@ impl Channel {
             seeds: AtomicU64::new(0),
             managed,
             target: target.to_string(),
+            authority,
             call_stats: call_stats.clone(),
             methods: Slot::new(config.methods.clone()),
             picked: AtomicBool::new(false),

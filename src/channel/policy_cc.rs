@@ -55,6 +55,14 @@ impl ClientConn for PolicyClientConn<'_> {
         *self.resolve = true;
     }
 
+    fn target(&self) -> &str {
+        &self.out.shared.target
+    }
+
+    fn authority(&self) -> Option<&str> {
+        self.out.shared.authority.as_deref()
+    }
+
     fn schedule_timer(&mut self, after: Duration) -> TimerToken {
         let token = TimerToken(*self.next_timer);
         *self.next_timer += 1;

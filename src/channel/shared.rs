@@ -46,6 +46,8 @@ pub(crate) struct ChannelShared {
     pub(crate) managed: bool,
     /// As given to `Channel::new` (snapshots and logs).
     pub(crate) target: String,
+    /// Every call's `:authority` (`ClientConn::authority`).
+    pub(crate) authority: Option<String>,
     /// The readers' call counters (snapshots).
     pub(crate) call_stats: Arc<crate::snapshot::CallStats>,
     /// The service config's `methodConfig`, published apart from the
