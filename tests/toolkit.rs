@@ -852,9 +852,12 @@ fn a_graceful_switch_passes_on_re_resolution_from_the_latest_policy_only() {
     );
 }
 
+/// Each channel's (target, authority) as its policy saw them.
+type Sightings = Arc<Mutex<Vec<(String, Option<String>)>>>;
+
 /// What a policy sees of its channel (gRPC-Go's `ClientConn.Target()` and
 /// `BuildOptions.Authority`), recorded at its first update.
-struct SeesChannel(Arc<Mutex<Vec<(String, Option<String>)>>>);
+struct SeesChannel(Sightings);
 
 impl Builder for SeesChannel {
     fn name(&self) -> &str {
@@ -865,7 +868,7 @@ impl Builder for SeesChannel {
     }
 }
 
-struct SeesChannelPolicy(Arc<Mutex<Vec<(String, Option<String>)>>>);
+struct SeesChannelPolicy(Sightings);
 
 impl Balancer for SeesChannelPolicy {
     fn update_client_conn_state(
@@ -886,7 +889,7 @@ impl Balancer for SeesChannelPolicy {
 
 #[test]
 fn a_policy_sees_its_channels_target_and_authority() {
-    let seen: Arc<Mutex<Vec<(String, Option<String>)>>> = Arc::default();
+    let seen: Sightings = Arc::default();
     registry::register(Arc::new(SeesChannel(seen.clone())));
     let rt = Runtime::new().unwrap();
     let config = r#"{"loadBalancingConfig":[{"toolkit_sees_channel":{}}]}"#;
