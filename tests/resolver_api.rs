@@ -791,3 +791,32 @@ fn a_connected_but_unhealthy_address_is_kept_not_failed_over() {
     assert_eq!(echo(&mut r).unwrap(), b0.addr().port());
     assert_eq!(b1.connections(), 0);
 }
+
+/// A resolver unit-tested with no channel: `TestResolverClientConn` records
+/// what it pushes (here the built-in `ipv4` resolver's one update) and can
+/// stand for a channel that closed it.
+#[test]
+fn a_resolver_is_tested_against_a_recording_client_conn() {
+    use switchyard::resolver::testing::TestResolverClientConn;
+    let cc = TestResolverClientConn::new();
+    let target = Target::parse("ipv4:127.0.0.1:1,127.0.0.1:2").unwrap();
+    let builder = resolver::get("ipv4").unwrap();
+    let mut r = builder.build(&target, cc.client_conn()).unwrap();
+    assert!(cc.wait_for_pushes(1, Duration::from_secs(5)));
+    let updates = cc.updates();
+    assert_eq!(updates.len(), 1);
+    let addrs: Vec<&str> = updates[0]
+        .endpoints
+        .iter()
+        .map(|e| e.addresses[0].addr.as_str())
+        .collect();
+    assert_eq!(addrs, ["127.0.0.1:1", "127.0.0.1:2"]);
+    assert!(cc.errors().is_empty());
+    r.resolve_now();
+    r.close();
+    cc.close();
+    let pushed = cc.client_conn().update(ResolverState::default());
+    assert!(matches!(pushed, Err(Error::Closed)), "{pushed:?}");
+    cc.client_conn().report_error("late").unwrap_err();
+    assert_eq!(cc.updates().len(), 1);
+}

@@ -13,6 +13,9 @@
 //! (`Channel::update_addresses`) and hears re-resolution requests through
 //! `ChannelOptions::on_resolve_now`.
 //!
+//! A resolver is unit-tested without a channel against
+//! [`testing::TestResolverClientConn`], which records what it pushes.
+//!
 //! ```
 //! use std::sync::Arc;
 //! use switchyard::resolver::{self, Resolver, ResolverBuilder, ResolverClientConn, ResolverState, Target};
@@ -68,6 +71,7 @@ mod dns_config;
 mod fixed;
 mod registry;
 mod target;
+pub mod testing;
 
 pub use self::registry::ResolverRegistry;
 pub(crate) use self::target::{
