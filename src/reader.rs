@@ -707,8 +707,8 @@ impl Reader {
         }
         match result {
             PickResult::Complete { .. } | PickResult::Queue => PickError::NoSubConnAvailable,
-            PickResult::Fail(s) => PickError::Unavailable(s.clone()),
-            PickResult::Drop(s) => PickError::Dropped(s.clone()),
+            PickResult::Fail(s) => PickError::Unavailable(from_picker(s)),
+            PickResult::Drop(s) => PickError::Dropped(from_picker(s)),
         }
     }
 
@@ -1511,4 +1511,12 @@ impl fmt::Debug for Pick {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "Pick({:?})", self.subconn())
     }
+}
+
+/// A picker's failure as the call sees it: a code the control plane may not
+/// give a call (gRFC A54: INVALID_ARGUMENT, NOT_FOUND, ALREADY_EXISTS,
+/// FAILED_PRECONDITION, ABORTED, OUT_OF_RANGE, DATA_LOSS) becomes INTERNAL,
+/// the message kept, as gRPC-Go's picker wrapper does.
+fn from_picker(s: &Status) -> Status {
+    Status::from_picker(s.code(), s.message())
 }

@@ -313,3 +313,55 @@ fn a_channel_closed_from_its_state_callback_publishes_nothing_after_shutdown() {
         "after the close only SHUTDOWN"
     );
 }
+
+/// A policy whose picker fails with a code the control plane may not give
+/// a call (gRFC A54): the pick fails INTERNAL, the message kept; a code it
+/// may give (UNAVAILABLE) passes unchanged. gRPC-Go's TestPickerStatusCodes.
+struct FailsWith(Code);
+impl Balancer for FailsWith {
+    fn update_client_conn_state(
+        &mut self,
+        cc: &mut dyn ClientConn,
+        _: ClientConnState,
+    ) -> Result<(), String> {
+        let status = Status::new(self.0, "this error is bad");
+        cc.update_state(TransientFailure, Box::new(switchyard::picker::FailPicker(status)));
+        Ok(())
+    }
+    fn resolver_error(&mut self, _: &mut dyn ClientConn, _: &str) {}
+    fn update_subconn_state(&mut self, _: &mut dyn ClientConn, _: SubConnId, _: &SubConnState) {}
+    fn exit_idle(&mut self, _: &mut dyn ClientConn) {}
+    fn close(&mut self, _: &mut dyn ClientConn) {}
+}
+struct FailsWithBuilder(&'static str, Code);
+impl Builder for FailsWithBuilder {
+    fn name(&self) -> &str {
+        self.0
+    }
+    fn build(&self) -> Box<dyn Balancer> {
+        Box::new(FailsWith(self.1))
+    }
+}
+
+#[test]
+fn a_pickers_restricted_status_code_becomes_internal() {
+    let rt = Runtime::new().unwrap();
+    let host = Host::new();
+    for (name, code, want) in [
+        ("lifecycle_fails_not_found", Code::NotFound, Code::Internal),
+        ("lifecycle_fails_unavailable", Code::Unavailable, Code::Unavailable),
+    ] {
+        registry::register(Arc::new(FailsWithBuilder(name, code)));
+        let config = format!(r#"{{"loadBalancingConfig":[{{"{name}":{{}}}}]}}"#);
+        let ch = Channel::new(&rt, "", Some(&config), options(&host)).unwrap();
+        ch.update_addresses(addrs(&["a:1"])).unwrap();
+        ch.sync().unwrap();
+        match ch.reader().try_pick(&PickInfo::default()) {
+            Err(PickError::Unavailable(s)) => {
+                assert_eq!(s.code(), want, "{s}");
+                assert!(s.message().contains("this error is bad"), "{s}");
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+}
