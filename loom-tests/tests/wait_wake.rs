@@ -89,6 +89,27 @@ fn close_wakes_table_and_state_waiters() {
 }
 
 #[test]
+fn a_state_waiter_sees_its_states_picker() {
+    // `StatePublisher::publish`: the table first, then the state, then the
+    // signal again. A waiter for the state (`wait_for_state_change`) never
+    // sleeps through it, and once it sees the new state, it picks from the
+    // table published with it (gRPC-Go's order: picker before state).
+    loom::model(|| {
+        let slot = Arc::new(Slot::new(table(0)));
+        let ready = Arc::new(AtomicBool::new(false));
+        let (s2, r2) = (slot.clone(), ready.clone());
+        let waiter = thread::spawn(move || {
+            assert!(s2.signal().wait_until(|| r2.load(Ordering::Acquire), None));
+            assert_eq!(s2.load().version, 1, "the state's picker");
+        });
+        slot.publish(table(1));
+        ready.store(true, Ordering::Release);
+        slot.signal().notify_all();
+        waiter.join().unwrap();
+    });
+}
+
+#[test]
 fn passed_deadline_never_blocks() {
     loom::model(|| {
         let slot = Arc::new(Slot::new(table(0)));

@@ -53,11 +53,17 @@ impl StatePublisher {
                 cause
             );
             self.state = state;
-            self.shared.set_state(state);
         }
+        // The picker first, then the state (gRPC-Go's order): whoever sees
+        // the new state picks from the new picker. Then waiters for a
+        // change are woken again, the state now set.
         self.shared
             .slot
             .publish(Table::new(picker, self.seq, false));
+        if changed {
+            self.shared.set_state(state);
+            self.shared.slot.signal().notify_all();
+        }
         if changed {
             if let Some(cb) = &self.on_state {
                 cb(state);

@@ -342,9 +342,13 @@ fn a_change_undone_at_once_still_ends_a_wait() {
         c2.wait_for_state_change(Ready, Some(Instant::now() + Duration::from_secs(3)))
     });
     rx.recv().unwrap();
-    std::thread::sleep(Duration::from_millis(20)); // it waits now
-    ch.connect().unwrap();
-    ch.sync().unwrap();
+    // Flap until the waiter returns: a flap before it began to wait is one
+    // it need not see (bounded by its 3 s deadline).
+    while !waiter.is_finished() {
+        ch.connect().unwrap();
+        ch.sync().unwrap();
+        std::thread::sleep(Duration::from_millis(20));
+    }
     assert_eq!(waiter.join().unwrap(), Some(Ready), "the flap went unseen");
     // Without a change, a wait from READY ends at its deadline.
     assert_eq!(

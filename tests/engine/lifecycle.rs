@@ -325,7 +325,10 @@ impl Balancer for FailsWith {
         _: ClientConnState,
     ) -> Result<(), String> {
         let status = Status::new(self.0, "this error is bad");
-        cc.update_state(TransientFailure, Box::new(switchyard::picker::FailPicker(status)));
+        cc.update_state(
+            TransientFailure,
+            Box::new(switchyard::picker::FailPicker(status)),
+        );
         Ok(())
     }
     fn resolver_error(&mut self, _: &mut dyn ClientConn, _: &str) {}
@@ -349,7 +352,11 @@ fn a_pickers_restricted_status_code_becomes_internal() {
     let host = Host::new();
     for (name, code, want) in [
         ("lifecycle_fails_not_found", Code::NotFound, Code::Internal),
-        ("lifecycle_fails_unavailable", Code::Unavailable, Code::Unavailable),
+        (
+            "lifecycle_fails_unavailable",
+            Code::Unavailable,
+            Code::Unavailable,
+        ),
     ] {
         registry::register(Arc::new(FailsWithBuilder(name, code)));
         let config = format!(r#"{{"loadBalancingConfig":[{{"{name}":{{}}}}]}}"#);
