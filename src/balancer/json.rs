@@ -2,8 +2,66 @@
 //! parsers and the service config alike: integers and floats that may come
 //! as strings, and `google.protobuf.Duration`s.
 
-use serde_json::Value;
+use serde_json::{Map, Value};
 use std::time::Duration;
+
+/// Field `name` (lowerCamelCase) of a config object (a `Value` or its
+/// `Map`), found as gRPC's parsers find it: by that name, else by proto's
+/// own field name (snake_case, "max_attempts": proto3 JSON parsers take
+/// both), else by a name that differs only in ASCII case ("MaxAttempts":
+/// gRPC-Go reads configs with encoding/json, which matches fields that way,
+/// and its tests spell them so). `None` for no such field, or a value that
+/// is not an object.
+pub(crate) fn config_field<'a, T: Fields + ?Sized>(object: &'a T, name: &str) -> Option<&'a Value> {
+    object.fields().and_then(|o| member(o, name))
+}
+
+/// What `config_field` looks fields up in.
+pub(crate) trait Fields {
+    fn fields(&self) -> Option<&Map<String, Value>>;
+}
+
+impl Fields for Value {
+    fn fields(&self) -> Option<&Map<String, Value>> {
+        self.as_object()
+    }
+}
+
+impl Fields for Map<String, Value> {
+    fn fields(&self) -> Option<&Map<String, Value>> {
+        Some(self)
+    }
+}
+
+fn member<'a>(object: &'a Map<String, Value>, name: &str) -> Option<&'a Value> {
+    if let Some(v) = object.get(name) {
+        return Some(v);
+    }
+    let snake = snake_case(name);
+    if snake != name {
+        if let Some(v) = object.get(&snake) {
+            return Some(v);
+        }
+    }
+    object
+        .iter()
+        .find(|(k, _)| k.eq_ignore_ascii_case(name) || k.eq_ignore_ascii_case(&snake))
+        .map(|(_, v)| v)
+}
+
+/// "maxAttempts" as proto names the field: "max_attempts".
+fn snake_case(name: &str) -> String {
+    let mut out = String::with_capacity(name.len() + 4);
+    for c in name.chars() {
+        if c.is_ascii_uppercase() {
+            out.push('_');
+            out.push(c.to_ascii_lowercase());
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
 
 /// The largest proto `Duration` (10,000 years, in seconds).
 pub(crate) const MAX_DURATION_SECS: u64 = 315_576_000_000;

@@ -177,65 +177,99 @@ fn parse(config: &Value) -> Result<OutlierDetectionConfig, String> {
     let obj = config
         .as_object()
         .ok_or("the config must be a JSON object")?;
-    let max_ejection_percent = opt_percent(obj.get("maxEjectionPercent"), "maxEjectionPercent")?;
-    let success_rate_ejection = match obj.get("successRateEjection") {
-        None | Some(Value::Null) => None,
-        Some(Value::Object(o)) => {
-            let d = SuccessRateEjection::default();
-            let f = |n: &str| format!("successRateEjection.{n}");
-            Some(SuccessRateEjection {
-                stdev_factor: opt_u32(o.get("stdevFactor"), &f("stdevFactor"))?
+    let max_ejection_percent = opt_percent(
+        crate::balancer::json::config_field(obj, "maxEjectionPercent"),
+        "maxEjectionPercent",
+    )?;
+    let success_rate_ejection =
+        match crate::balancer::json::config_field(obj, "successRateEjection") {
+            None | Some(Value::Null) => None,
+            Some(Value::Object(o)) => {
+                let d = SuccessRateEjection::default();
+                let f = |n: &str| format!("successRateEjection.{n}");
+                Some(SuccessRateEjection {
+                    stdev_factor: opt_u32(
+                        crate::balancer::json::config_field(o, "stdevFactor"),
+                        &f("stdevFactor"),
+                    )?
                     .unwrap_or(d.stdev_factor),
-                enforcement_percentage: opt_percent(
-                    o.get("enforcementPercentage"),
-                    &f("enforcementPercentage"),
-                )?
-                .unwrap_or(d.enforcement_percentage),
-                minimum_hosts: opt_u32(o.get("minimumHosts"), &f("minimumHosts"))?
+                    enforcement_percentage: opt_percent(
+                        crate::balancer::json::config_field(o, "enforcementPercentage"),
+                        &f("enforcementPercentage"),
+                    )?
+                    .unwrap_or(d.enforcement_percentage),
+                    minimum_hosts: opt_u32(
+                        crate::balancer::json::config_field(o, "minimumHosts"),
+                        &f("minimumHosts"),
+                    )?
                     .unwrap_or(d.minimum_hosts),
-                request_volume: opt_u32(o.get("requestVolume"), &f("requestVolume"))?
+                    request_volume: opt_u32(
+                        crate::balancer::json::config_field(o, "requestVolume"),
+                        &f("requestVolume"),
+                    )?
                     .unwrap_or(d.request_volume),
-            })
-        }
-        Some(other) => {
-            return Err(format!(
-                "successRateEjection must be an object, got {other}"
-            ))
-        }
-    };
-    let failure_percentage_ejection = match obj.get("failurePercentageEjection") {
-        None | Some(Value::Null) => None,
-        Some(Value::Object(o)) => {
-            let d = FailurePercentageEjection::default();
-            let f = |n: &str| format!("failurePercentageEjection.{n}");
-            Some(FailurePercentageEjection {
-                threshold: opt_percent(o.get("threshold"), &f("threshold"))?.unwrap_or(d.threshold),
-                enforcement_percentage: opt_percent(
-                    o.get("enforcementPercentage"),
-                    &f("enforcementPercentage"),
-                )?
-                .unwrap_or(d.enforcement_percentage),
-                minimum_hosts: opt_u32(o.get("minimumHosts"), &f("minimumHosts"))?
+                })
+            }
+            Some(other) => {
+                return Err(format!(
+                    "successRateEjection must be an object, got {other}"
+                ))
+            }
+        };
+    let failure_percentage_ejection =
+        match crate::balancer::json::config_field(obj, "failurePercentageEjection") {
+            None | Some(Value::Null) => None,
+            Some(Value::Object(o)) => {
+                let d = FailurePercentageEjection::default();
+                let f = |n: &str| format!("failurePercentageEjection.{n}");
+                Some(FailurePercentageEjection {
+                    threshold: opt_percent(
+                        crate::balancer::json::config_field(o, "threshold"),
+                        &f("threshold"),
+                    )?
+                    .unwrap_or(d.threshold),
+                    enforcement_percentage: opt_percent(
+                        crate::balancer::json::config_field(o, "enforcementPercentage"),
+                        &f("enforcementPercentage"),
+                    )?
+                    .unwrap_or(d.enforcement_percentage),
+                    minimum_hosts: opt_u32(
+                        crate::balancer::json::config_field(o, "minimumHosts"),
+                        &f("minimumHosts"),
+                    )?
                     .unwrap_or(d.minimum_hosts),
-                request_volume: opt_u32(o.get("requestVolume"), &f("requestVolume"))?
+                    request_volume: opt_u32(
+                        crate::balancer::json::config_field(o, "requestVolume"),
+                        &f("requestVolume"),
+                    )?
                     .unwrap_or(d.request_volume),
-            })
-        }
-        Some(other) => {
-            return Err(format!(
-                "failurePercentageEjection must be an object, got {other}"
-            ))
-        }
-    };
+                })
+            }
+            Some(other) => {
+                return Err(format!(
+                    "failurePercentageEjection must be an object, got {other}"
+                ))
+            }
+        };
     // The durations before the child: a bad one is named even in a config
     // with no childPolicy (gRPC-Go's parse tests send none).
-    let interval =
-        opt_duration(obj.get("interval"), "interval")?.unwrap_or(Duration::from_secs(10));
-    let base_ejection_time = opt_duration(obj.get("baseEjectionTime"), "baseEjectionTime")?
-        .unwrap_or(Duration::from_secs(30));
-    let max_ejection_time = opt_duration(obj.get("maxEjectionTime"), "maxEjectionTime")?
-        .unwrap_or(Duration::from_secs(300));
-    let (child_policy, child_config) = match obj.get("childPolicy") {
+    let interval = opt_duration(
+        crate::balancer::json::config_field(obj, "interval"),
+        "interval",
+    )?
+    .unwrap_or(Duration::from_secs(10));
+    let base_ejection_time = opt_duration(
+        crate::balancer::json::config_field(obj, "baseEjectionTime"),
+        "baseEjectionTime",
+    )?
+    .unwrap_or(Duration::from_secs(30));
+    let max_ejection_time = opt_duration(
+        crate::balancer::json::config_field(obj, "maxEjectionTime"),
+        "maxEjectionTime",
+    )?
+    .unwrap_or(Duration::from_secs(300));
+    let (child_policy, child_config) = match crate::balancer::json::config_field(obj, "childPolicy")
+    {
         None | Some(Value::Null) => return Err("childPolicy is required".into()),
         Some(list) => child_policy(list)?,
     };

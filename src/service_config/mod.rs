@@ -80,12 +80,14 @@ impl ServiceConfig {
         // The deprecated field is checked even where loadBalancingConfig
         // overrides it: a config with a non-string there is invalid in
         // gRPC-Go (its JSON decoding fails) and C-core alike.
-        if let Some(name) = obj.get("loadBalancingPolicy") {
+        if let Some(name) = crate::balancer::json::config_field(obj, "loadBalancingPolicy") {
             json::string(name, &root.field("loadBalancingPolicy"))?;
         }
-        let (policy, policy_config) = if let Some(list) = obj.get("loadBalancingConfig") {
+        let (policy, policy_config) = if let Some(list) =
+            crate::balancer::json::config_field(obj, "loadBalancingConfig")
+        {
             select_policy_at(list, &root.field("loadBalancingConfig"))?
-        } else if let Some(name) = obj.get("loadBalancingPolicy") {
+        } else if let Some(name) = crate::balancer::json::config_field(obj, "loadBalancingPolicy") {
             let at = root.field("loadBalancingPolicy");
             let name = json::string(name, &at)?;
             let b = registry::get(name)
@@ -103,23 +105,23 @@ impl ServiceConfig {
             (d.policy, d.policy_config)
         };
 
-        let health_check_service = match obj.get("healthCheckConfig") {
-            None => None,
-            Some(h) => {
-                let at = root.field("healthCheckConfig");
-                let h = json::object(h, &at)?;
-                match h.get("serviceName") {
-                    None => Some(String::new()),
-                    Some(s) => Some(json::string(s, &at.field("serviceName"))?.to_string()),
+        let health_check_service =
+            match crate::balancer::json::config_field(obj, "healthCheckConfig") {
+                None => None,
+                Some(h) => {
+                    let at = root.field("healthCheckConfig");
+                    let h = json::object(h, &at)?;
+                    match crate::balancer::json::config_field(h, "serviceName") {
+                        None => Some(String::new()),
+                        Some(s) => Some(json::string(s, &at.field("serviceName"))?.to_string()),
+                    }
                 }
-            }
-        };
-        let mut methods = match obj.get("methodConfig") {
+            };
+        let mut methods = match crate::balancer::json::config_field(obj, "methodConfig") {
             Some(m) => MethodConfigs::parse(m, &root.field("methodConfig"))?,
             None => MethodConfigs::default(),
         };
-        let retry_throttling = obj
-            .get("retryThrottling")
+        let retry_throttling = crate::balancer::json::config_field(obj, "retryThrottling")
             .map(|t| RetryThrottling::parse(t, &root.field("retryThrottling")))
             .transpose()?;
         methods.tokens = retry_throttling
@@ -229,6 +231,46 @@ mod tests {
         );
         let e = ServiceConfig::parse(Some(r#"{"loadBalancingPolicy":"nope"}"#)).unwrap_err();
         assert!(e.contains("unknown LB policy"), "{e}");
+    }
+
+    /// gRPC-Go reads configs with encoding/json, whose field matching
+    /// ignores case, and its retry tests spell the fields so
+    /// ("MaxAttempts"); proto3 JSON parsers take proto's own names
+    /// ("max_attempts") too. Both find the field; the exact name wins.
+    #[test]
+    fn fields_are_found_as_grpc_finds_them() {
+        let go = r#"{"methodConfig":[{"name":[{"service":"grpc.testing.TestService"}],
+            "WaitForReady":true,"Timeout":"2s",
+            "RetryPolicy":{"MaxAttempts":4,"InitialBackoff":".01s","MaxBackoff":".01s",
+                           "BackoffMultiplier":1.0,"RetryableStatusCodes":["ALREADY_EXISTS"]}}],
+            "retryThrottling":{"MaxTokens":10,"TokenRatio":0.5}}"#;
+        let snake = r#"{"method_config":[{"name":[{"service":"grpc.testing.TestService"}],
+            "wait_for_ready":true,"timeout":"2s",
+            "retry_policy":{"max_attempts":4,"initial_backoff":".01s","max_backoff":".01s",
+                            "backoff_multiplier":1.0,"retryable_status_codes":["ALREADY_EXISTS"]}}],
+            "retry_throttling":{"max_tokens":10,"token_ratio":0.5}}"#;
+        for text in [go, snake] {
+            let c = ServiceConfig::parse(Some(text)).unwrap();
+            let m = c.methods.lookup("/grpc.testing.TestService/Call").unwrap();
+            assert_eq!(m.wait_for_ready, Some(true), "{text}");
+            assert_eq!(m.timeout, Some(Duration::from_secs(2)));
+            let r = m.retry_policy.as_ref().unwrap();
+            assert_eq!(r.max_attempts, 4);
+            assert_eq!(r.retryable_status_codes, [Code::AlreadyExists]);
+            assert_eq!(
+                c.retry_throttling.as_ref().map(|t| t.max_tokens),
+                Some(10),
+                "{text}"
+            );
+        }
+        let exact = ServiceConfig::parse(Some(
+            r#"{"methodConfig":[{"name":[{}],"timeout":"1s","Timeout":"9s"}]}"#,
+        ))
+        .unwrap();
+        assert_eq!(
+            exact.methods.lookup("/a/b").unwrap().timeout,
+            Some(Duration::from_secs(1))
+        );
     }
 
     #[test]
