@@ -491,17 +491,27 @@ pub(crate) fn check_response_head(parts: &http::response::Parts) -> Result<(), C
     if grpc {
         return Ok(());
     }
-    Err(if parts.status != http::StatusCode::OK {
-        CallError::new(
-            http_to_grpc(parts.status.as_u16()),
-            format!("unexpected HTTP status {}", parts.status),
-        )
-    } else {
-        CallError::new(
-            http_to_grpc(200),
-            format!("invalid content-type {:?}", parts.headers.get(CONTENT_TYPE)),
-        )
-    })
+    // gRPC-Go's words, which its tests look for.
+    let content_type = match parts.headers.get(CONTENT_TYPE) {
+        None => "malformed header: missing HTTP content-type".to_string(),
+        Some(v) => format!(
+            "transport: received unexpected content-type {:?}",
+            String::from_utf8_lossy(v.as_bytes())
+        ),
+    };
+    let status = parts.status;
+    Err(CallError::new(
+        http_to_grpc(status.as_u16()),
+        if status == http::StatusCode::OK {
+            content_type
+        } else {
+            format!(
+                "unexpected HTTP status code received from server: {} ({}); {content_type}",
+                status.as_u16(),
+                status.canonical_reason().unwrap_or("unknown"),
+            )
+        },
+    ))
 }
 
 /// The status of a gRPC response that ended without a grpc-status: its
@@ -516,7 +526,11 @@ pub(crate) fn missing_status(http: http::StatusCode) -> CallError {
     } else {
         CallError::new(
             http_to_grpc(http.as_u16()),
-            format!("unexpected HTTP status {} and no grpc-status", http),
+            format!(
+                "unexpected HTTP status code received from server: {} ({}); no grpc-status",
+                http.as_u16(),
+                http.canonical_reason().unwrap_or("unknown"),
+            ),
         )
     }
 }

@@ -278,6 +278,24 @@ fn framing_and_status_helpers() {
     ] {
         assert_eq!(head(bad), Err(code::UNKNOWN), "{bad}");
     }
+    // What it says, in gRPC-Go's words (its tests look for them).
+    let said = |status: u16, ct: Option<&str>| {
+        let mut b = http::Response::builder().status(status);
+        if let Some(ct) = ct {
+            b = b.header("content-type", ct);
+        }
+        let (parts, ()) = b.body(()).unwrap().into_parts();
+        grpc::check_response_head(&parts).unwrap_err().message
+    };
+    assert_eq!(
+        said(200, Some("text/html")),
+        "transport: received unexpected content-type \"text/html\""
+    );
+    assert_eq!(
+        said(502, None),
+        "unexpected HTTP status code received from server: 502 (Bad Gateway); \
+         malformed header: missing HTTP content-type"
+    );
     for (reason, grpc) in [
         (h2::Reason::NO_ERROR, code::INTERNAL),
         (h2::Reason::PROTOCOL_ERROR, code::INTERNAL),
