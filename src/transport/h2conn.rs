@@ -236,7 +236,7 @@ impl Connection {
             goaway: false,
             too_many_pings: false,
             keepalive: None,
-            keepalive_cfg: keepalive,
+            keepalive_cfg: keepalive.and_then(Keepalive::normalized),
             max_header_list_size: limits.max_header_list_size,
         })
     }

@@ -182,7 +182,9 @@ pub struct TlsSettings {
 /// connection quiet for `time` pings at once. A server's "too_many_pings"
 /// GOAWAY doubles `time`. On Linux, TCP connections also get
 /// TCP_USER_TIMEOUT = `timeout` (gRFC A18). `time` is used as given (no
-/// 10 s floor as in gRPC-Go: a server's enforcement policy still applies).
+/// 10 s floor as in gRPC-Go: a server's enforcement policy still applies),
+/// except that 0 (or one longer than any connection lives) is keepalive
+/// off, and a `timeout` of 0 is 20 s, as gRPC-Go takes them.
 pub struct Keepalive {
     /// Idle time (no bytes read) after which a PING is sent.
     pub time: Duration,
@@ -190,6 +192,26 @@ pub struct Keepalive {
     pub timeout: Duration,
     /// Ping even when no call is in flight.
     pub permit_without_calls: bool,
+}
+
+/// Longer than this is forever (and keeps `Instant` arithmetic in range).
+const KEEPALIVE_FOREVER: Duration = Duration::from_secs(100 * 365 * 24 * 3600);
+
+impl Keepalive {
+    /// As gRPC-Go takes its settings: a `time` of 0 (or longer than any
+    /// connection lives) is keepalive off, a `timeout` of 0 is the default
+    /// 20 s.
+    pub(crate) fn normalized(self) -> Option<Keepalive> {
+        if self.time.is_zero() || self.time >= KEEPALIVE_FOREVER {
+            return None;
+        }
+        let timeout = if self.timeout.is_zero() {
+            Duration::from_secs(20)
+        } else {
+            self.timeout.min(KEEPALIVE_FOREVER)
+        };
+        Some(Keepalive { timeout, ..self })
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]

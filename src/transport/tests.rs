@@ -1312,3 +1312,33 @@ fn an_error_keeps_the_load_report_it_came_with() {
         .and_then(orca::OrcaLoadReport::from_value);
     assert_eq!(report.map(|r| (r.eps, r.rps_fractional)), Some((3.0, 9.0)));
 }
+
+/// Keepalive settings as gRPC-Go takes them: a time of 0 (or longer than
+/// any connection lives) is off, a timeout of 0 the default 20 s.
+#[test]
+fn keepalive_zero_and_forever_are_grpcs() {
+    use crate::transport::Keepalive;
+    let ka = |time: Duration, timeout: Duration| Keepalive {
+        time,
+        timeout,
+        permit_without_calls: false,
+    };
+    assert_eq!(
+        ka(Duration::ZERO, Duration::from_secs(1)).normalized(),
+        None
+    );
+    assert_eq!(ka(Duration::MAX, Duration::from_secs(1)).normalized(), None);
+    let n = ka(Duration::from_secs(10), Duration::ZERO)
+        .normalized()
+        .unwrap();
+    assert_eq!(
+        (n.time, n.timeout),
+        (Duration::from_secs(10), Duration::from_secs(20))
+    );
+    let n = ka(Duration::from_secs(10), Duration::MAX)
+        .normalized()
+        .unwrap();
+    assert!(n.timeout < Duration::MAX && n.timeout > Duration::from_secs(1_000_000));
+    let same = ka(Duration::from_secs(10), Duration::from_secs(3));
+    assert_eq!(same.normalized(), Some(same));
+}
