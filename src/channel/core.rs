@@ -62,6 +62,15 @@ pub(crate) trait StartedCalls: Any {
     fn as_any_mut(&mut self) -> &mut dyn Any;
 }
 
+/// How a policy's subchannels go when the policy does.
+#[derive(Clone, Copy)]
+pub(super) enum Teardown {
+    /// Every connection at once (the channel closes, or its policy failed).
+    Hard,
+    /// Each drains its calls in flight, then closes (the channel goes IDLE).
+    Drain,
+}
+
 /// The loop-side half of a channel.
 pub(crate) struct ChannelCore {
     pub(super) subs: SubchannelPool,
@@ -400,7 +409,7 @@ impl ChannelCore {
         if let Some(calls) = &mut self.calls {
             calls.close(env);
         }
-        self.close_balancer(env);
+        self.close_balancer(env, Teardown::Hard);
         self.out.close();
     }
 
@@ -411,7 +420,7 @@ impl ChannelCore {
         if let Some(b) = self.balancer.take() {
             let _ = catch_unwind(AssertUnwindSafe(|| drop(b)));
         }
-        self.release_policy_state(env);
+        self.release_policy_state(env, Teardown::Hard);
         self.out.publish(
             ConnectivityState::TransientFailure,
             Box::new(FailPicker::unavailable(message)),
@@ -428,12 +437,12 @@ impl ChannelCore {
     /// The channel closes: the policy goes, and with it every connection at
     /// once (a policy switch closes the old policy inside the graceful
     /// switch instead, whose subchannels drain one by one).
-    pub(super) fn close_balancer(&mut self, env: &mut LoopContext) {
+    pub(super) fn close_balancer(&mut self, env: &mut LoopContext, teardown: Teardown) {
         if self.balancer.is_some() {
             self.run_balancer(env, |b, cc| b.close(cc));
             self.balancer = None;
         }
-        self.release_policy_state(env);
+        self.release_policy_state(env, teardown);
         // A closing policy's (or its subchannels') request to re-resolve is
         // for the resolver that closed with it, not the next one.
         self.resolve_requested = false;
@@ -443,11 +452,14 @@ impl ChannelCore {
     /// What a policy leaves behind when the channel closes or it panicked:
     /// its timers (a new policy must not get them) and its subchannels, all
     /// connections closed now.
-    fn release_policy_state(&mut self, env: &mut LoopContext) {
+    fn release_policy_state(&mut self, env: &mut LoopContext, teardown: Teardown) {
         for (_, id) in self.timers.drain() {
             env.timers.cancel(id);
         }
-        self.subs.shutdown_all(env);
+        match teardown {
+            Teardown::Hard => self.subs.shutdown_all(env),
+            Teardown::Drain => self.subs.shutdown_each(env),
+        }
         // Nobody is left to hear the old subchannels' last words.
         self.subs.pending.clear();
     }
@@ -701,7 +713,10 @@ impl ChannelCore {
         log::info!(target: trace::CHANNEL, "channel {id}: idle timeout, going IDLE");
         self.idle.idle = true;
         self.resolution.close(cx);
-        self.close_balancer(cx);
+        // Drained, not cut: a call that picked just before the channel
+        // looked idle still finishes (gRPC-Go never goes idle under a
+        // call); the next pick finds no connection and brings it back.
+        self.close_balancer(cx, Teardown::Drain);
         if self.idle.make_resolver.is_some() {
             // The resolver resolves again on the way out.
             self.endpoints = None;

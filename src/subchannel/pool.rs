@@ -207,11 +207,19 @@ impl SubchannelPool {
         });
     }
 
-    pub(crate) fn shutdown_all(&mut self, env: &mut LoopContext) {
+    /// Shuts every subchannel down, each draining its calls in flight (as
+    /// one address removed does).
+    pub(crate) fn shutdown_each(&mut self, env: &mut LoopContext) {
         let ids: Vec<SubConnId> = self.map.keys().copied().collect();
         for id in ids {
             self.shutdown(id, env);
         }
+    }
+
+    /// Shuts every subchannel down and closes every connection at once,
+    /// calls in flight and all.
+    pub(crate) fn shutdown_all(&mut self, env: &mut LoopContext) {
+        self.shutdown_each(env);
         self.with_connector(env, |c, ctx| c.close_all(ctx));
     }
 

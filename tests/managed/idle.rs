@@ -250,3 +250,34 @@ fn get_state_connects_an_idle_channel_only_when_asked() {
     ch.close();
     assert_eq!(ch.get_state(true), ConnectivityState::Shutdown);
 }
+
+/// gRPC-Go's TestChannelIdleness_Enabled_IdleTimeoutRacesWithRPCs: calls
+/// one idle timeout apart race the channel going IDLE, again and again;
+/// every one succeeds (going IDLE drains connections, never cuts a call
+/// that picked just before).
+#[test]
+fn calls_racing_the_idle_timeout_all_succeed() {
+    let server = &start_servers(1)[0];
+    let rt = Runtime::new().unwrap();
+    let opts = ChannelOptions {
+        idle_timeout: Some(Duration::from_millis(40)),
+        ..plaintext()
+    };
+    let ch = Channel::new(
+        &rt,
+        &format!("ipv4:127.0.0.1:{}", server.port()),
+        None,
+        opts,
+    )
+    .unwrap();
+    let mut r = ch.reader();
+    let mut went_idle = 0;
+    for i in 0..40 {
+        assert_eq!(echo(&mut r, false).unwrap(), server.port(), "call {i}");
+        std::thread::sleep(Duration::from_millis(40 + (i % 5) * 5));
+        if ch.state() == ConnectivityState::Idle {
+            went_idle += 1;
+        }
+    }
+    assert!(went_idle > 0, "the channel never went IDLE between calls");
+}
