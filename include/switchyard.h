@@ -561,7 +561,8 @@ sy_status sy_channel_report_subconn_health(const struct sy_channel *ch,
  * goes back after its idle timeout (`sy_channel_options_set_idle_timeout`);
  * this resolves and connects it without a pick or call. On a channel in
  * use, asks an IDLE policy to connect (ring_hash, as gRPC's, connects only
- * where picks land). Any thread.
+ * where picks land). Returns once the loop has done so (a channel that was
+ * IDLE is CONNECTING by then; inside a callback, at once). Any thread.
  */
 sy_status sy_channel_connect(const struct sy_channel *ch);
 

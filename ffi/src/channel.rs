@@ -385,7 +385,8 @@ pub extern "C" fn sy_channel_report_subconn_health(
 /// goes back after its idle timeout (`sy_channel_options_set_idle_timeout`);
 /// this resolves and connects it without a pick or call. On a channel in
 /// use, asks an IDLE policy to connect (ring_hash, as gRPC's, connects only
-/// where picks land). Any thread.
+/// where picks land). Returns once the loop has done so (a channel that was
+/// IDLE is CONNECTING by then; inside a callback, at once). Any thread.
 #[no_mangle]
 pub extern "C" fn sy_channel_connect(ch: *const sy_channel) -> sy_status {
     boundary(|| {

@@ -434,8 +434,12 @@ impl Channel {
     /// after its idle timeout; this resolves and connects it without a pick
     /// or call. On a channel in use, asks an IDLE policy to connect (its
     /// `exit_idle`; ring_hash, as gRPC's, connects only where picks land).
+    /// Returns once the loop has done so (at once inside a callback on the
+    /// loop): a channel that was IDLE says CONNECTING by then, as gRPC-Go's
+    /// `Connect` leaves it.
     pub fn connect(&self) -> Result<(), Error> {
-        self.run(|core, env| core.exit_idle(env))
+        self.run(|core, env| core.exit_idle(env))?;
+        self.sync()
     }
 
     /// gRPC's ResetConnectBackoff: every subchannel's connection backoff

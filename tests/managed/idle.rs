@@ -281,3 +281,15 @@ fn calls_racing_the_idle_timeout_all_succeed() {
     }
     assert!(went_idle > 0, "the channel never went IDLE between calls");
 }
+
+/// gRPC-Go's Connect leaves an IDLE channel CONNECTING: so does `connect`
+/// by the time it returns.
+#[test]
+fn connect_returns_with_the_channel_connecting() {
+    let server = &start_servers(1)[0];
+    let (_clock, rt) = manual_runtime();
+    let ch = lazy(&rt, &format!("ipv4:127.0.0.1:{}", server.port()));
+    assert_eq!(ch.state(), ConnectivityState::Idle);
+    ch.connect().unwrap();
+    assert_ne!(ch.state(), ConnectivityState::Idle);
+}
