@@ -313,12 +313,17 @@ async fn call(
             return CallError::new(code::CANCELLED, "the channel closed the connection");
         }
         let remote_cancel = e.is_remote() && e.reason() == Some(Reason::CANCEL);
-        past_deadline(
-            h2_error(&e, opened),
-            remote_cancel,
-            deadline,
-            Instant::now(),
-        )
+        let mut error = h2_error(&e, opened);
+        if let Some(goaway) = shared
+            .goaway
+            .get()
+            .filter(|_| error.code == code::UNAVAILABLE)
+        {
+            // Cut off by a connection the server had sent GOAWAY on: say so,
+            // as gRPC-Go does.
+            error.message = format!("{}; received prior goaway: {goaway}", error.message);
+        }
+        past_deadline(error, remote_cancel, deadline, Instant::now())
     };
     // Errors before the stream exists mean the request never left us.
     poll_fn(|cx| send.poll_ready(cx))

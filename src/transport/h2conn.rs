@@ -118,6 +118,9 @@ pub(crate) struct HandleShared {
     /// under its calls: they end CANCELLED, as gRPC-Go's calls do when their
     /// ClientConn closes, not UNAVAILABLE as for a connection lost.
     pub(crate) cancelled: AtomicBool,
+    /// The server's GOAWAY, as the calls it cut off say it (gRPC-Go's
+    /// "received prior goaway: code: ..., debug data: ...").
+    pub(crate) goaway: std::sync::OnceLock<String>,
 }
 
 impl HandleShared {
@@ -230,6 +233,7 @@ impl Connection {
                 max_recv_message_size: limits.max_recv_message_size,
                 closing: AtomicBool::new(false),
                 cancelled: AtomicBool::new(false),
+                goaway: std::sync::OnceLock::new(),
             }),
             events: VecDeque::new(),
             ready: false,
@@ -583,6 +587,10 @@ impl Connection {
         self.too_many_pings |= calm;
         // The reason and debug data, which the subchannel's event does not carry.
         log::debug!(target: crate::trace::TRANSPORT, "GOAWAY from {}: {e}", self.peer);
+        let code = e
+            .reason()
+            .map_or_else(|| "?".to_string(), |r| format!("{r:?}"));
+        let _ = self.shared.goaway.set(format!("code: {code} ({e})"));
         self.shared.mark_closing();
         // Before READY this is just a failure (the message says why).
         if self.ready && !self.goaway {

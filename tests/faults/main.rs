@@ -230,6 +230,16 @@ fn goaway_below_inflight_with(rt: &Runtime, code: u32) -> Result<(), String> {
                 "{ok} of 4 calls succeeded, not the 3 unprocessed: {out:?}"
             ));
         }
+        // The one cut off says the server's GOAWAY came, code and debug
+        // data (gRPC-Go's "received prior goaway").
+        let cut = out.iter().find_map(|o| o.0.as_ref().err()).unwrap();
+        let said = cut.message();
+        if !(said.contains("received prior goaway")
+            && said.contains("ENHANCE_YOUR_CALM")
+            && said.contains("too_many_pings"))
+        {
+            return Err(format!("the cut-off call does not say why: {said:?}"));
+        }
     }
     if server.accepted() < 2 {
         return Err("the unprocessed calls should have gone to a new connection".into());

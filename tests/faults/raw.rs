@@ -436,9 +436,16 @@ fn serve(
             let first = *streams.iter().min().unwrap_or(&1);
             let mut goaway = first.to_be_bytes().to_vec();
             goaway.extend(code.to_be_bytes());
+            // With "too_many_pings" as debug data, as a server enforcing
+            // its keepalive policy sends it.
+            if code != 0 {
+                goaway.extend(b"too_many_pings");
+            }
             c.send(&frame(GOAWAY, 0, 0, &goaway))?;
             if code != 0 {
-                // An error: the server hangs up.
+                // An error: the server hangs up (after the client has read
+                // the GOAWAY: its cut-off call says what it got).
+                std::thread::sleep(Duration::from_millis(200));
                 return Ok(());
             }
             c.answer_ok(first)?;
