@@ -879,6 +879,12 @@ impl Reader {
 
     /// The service config's method table (and retry tokens), as
     /// `method_config` finds it.
+    /// Which service config's method table is in force (it moves on with
+    /// each new config).
+    pub(crate) fn methods_generation(&self) -> u64 {
+        self.shared.methods.generation()
+    }
+
     pub(crate) fn method_configs(&mut self) -> &MethodConfigs {
         let slot = &self.shared.methods;
         let generation = slot.generation();

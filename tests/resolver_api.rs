@@ -820,3 +820,37 @@ fn a_resolver_is_tested_against_a_recording_client_conn() {
     cc.client_conn().report_error("late").unwrap_err();
     assert_eq!(cc.updates().len(), 1);
 }
+
+/// gRPC-Go's TestRPCWaitsForResolver: a call made before the resolver's
+/// first answer takes its method's settings from the config that answer
+/// brings (here a request limit it is over), not from the channel's before.
+#[test]
+fn a_call_waiting_for_resolution_follows_the_config_it_brings() {
+    let seen = Arc::new(Seen::default());
+    resolver::register(Arc::new(Pushed("latecfg", seen.clone())));
+    let b0 = backend();
+    let rt = Runtime::new().unwrap();
+    let ch = Arc::new(Channel::new(&rt, "latecfg:x", None, insecure()).unwrap());
+    let c2 = ch.clone();
+    let call = std::thread::spawn(move || {
+        let mut r = c2.reader();
+        echo(&mut r).map_err(|s| s.code())
+    });
+    eventually("the resolver built by the call", || {
+        seen.cc.lock().unwrap().is_some()
+    });
+    std::thread::sleep(Duration::from_millis(100));
+    let config = r#"{"methodConfig":[{"name":[{}],"maxRequestMessageBytes":0}]}"#;
+    seen.cc()
+        .update(ResolverState {
+            endpoints: endpoints(&[&b0]),
+            service_config: Some(config.into()),
+        })
+        .unwrap();
+    assert_eq!(call.join().unwrap(), Err(Code::ResourceExhausted));
+    assert_eq!(
+        b0.requests(),
+        0,
+        "sent under the settings before the config"
+    );
+}

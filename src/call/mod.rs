@@ -27,6 +27,7 @@ mod started;
 pub use self::started::{CallHandle, CallResult};
 
 use self::course::{attempt_metadata, After, Course, Next};
+use crate::balancer::done::DoneInfo;
 use crate::balancer::picker::PickInfo;
 use crate::reader::{PickOptions, Reader};
 use crate::service_config::{HedgingPolicy, MethodConfigs, RetryPolicy, RetryTokens};
@@ -257,7 +258,8 @@ impl Reader {
         }
         request_status(method, options.metadata)?;
         let retry_disabled = self.retry_disabled();
-        let set = settings(
+        let mut generation = self.methods_generation();
+        let mut set = settings(
             self.method_configs(),
             retry_disabled,
             method,
@@ -272,7 +274,7 @@ impl Reader {
             hash: options.hash,
             metadata: options.metadata,
         };
-        let pick_options = PickOptions {
+        let mut pick_options = PickOptions {
             deadline: set.deadline,
             wait_for_ready: set.wait_for_ready,
         };
@@ -280,13 +282,43 @@ impl Reader {
         if course.hedging() {
             return self.unary_hedged(method, request, options, &set, course);
         }
+        let mut sent = false;
         loop {
             let next = match self.pick(&info, &pick_options) {
                 Ok(pick) => course.picked(pick, |p, i| self.finish(p, i)),
                 Err(e) => course.pick_error(e),
             };
             let backoff = match next {
+                Next::Send(pick, _) if !sent && self.methods_generation() != generation => {
+                    // The service config came (or changed) while the first
+                    // pick waited (the channel resolving): before anything
+                    // is sent the call takes its method's settings from it,
+                    // as gRPC-Go's calls read them once the channel has
+                    // resolved. The pick goes back unused.
+                    generation = self.methods_generation();
+                    self.finish(pick, &DoneInfo::OK);
+                    set = settings(
+                        self.method_configs(),
+                        retry_disabled,
+                        method,
+                        request.len(),
+                        options,
+                    )?;
+                    if let Some(status) = expired(set.deadline) {
+                        return Err(status);
+                    }
+                    pick_options = PickOptions {
+                        deadline: set.deadline,
+                        wait_for_ready: set.wait_for_ready,
+                    };
+                    course = set.course();
+                    if course.hedging() {
+                        return self.unary_hedged(method, request, options, &set, course);
+                    }
+                    continue;
+                }
                 Next::Send(pick, handle) => {
+                    sent = true;
                     let timeout = set
                         .deadline
                         .map(|d| d.saturating_duration_since(Instant::now()));
