@@ -691,17 +691,18 @@ impl ChannelCore {
         }
         let shared = &self.out.shared;
         let picked = shared.picked.swap(false, Ordering::Relaxed);
-        let in_use = picked
-            || shared.waiting.load(Ordering::Relaxed) > 0
+        // Calls (or picks) that last: the use goes on past this look.
+        let ongoing = shared.waiting.load(Ordering::Relaxed) > 0
             || shared.call_stats.in_flight() > 0
             || (!shared.managed && shared.call_stats.host_in_flight(&self.subs.slots()) > 0)
             || self.calls.as_ref().is_some_and(|c| c.active());
+        let in_use = picked || ongoing;
         if in_use {
             // Every reader's next pick says so again.
             shared.slot.bump();
         }
         let id = shared.id;
-        if self.idle.looked(in_use, id, cx) {
+        if self.idle.looked(in_use, ongoing, id, cx) {
             self.enter_idle(cx);
         }
     }

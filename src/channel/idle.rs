@@ -44,6 +44,8 @@ pub(crate) struct Idleness {
     pub(crate) timer: Option<u64>,
     /// The last look that saw the channel in use (or when it left IDLE).
     last_use: Option<Instant>,
+    /// The last look saw a call in flight.
+    ongoing: bool,
     /// The target's resolver, built on each exit from IDLE (`None`: the
     /// host is the resolver, empty target).
     pub(crate) make_resolver: Option<MakeResolver>,
@@ -57,23 +59,35 @@ impl Idleness {
             idle: true,
             timer: None,
             last_use: None,
+            ongoing: false,
             make_resolver,
         }
     }
 
     /// Leaving IDLE: in use now; the first look a `LOOKS`-th of a timeout on.
     pub(crate) fn start(&mut self, core_id: TaskId, cx: &mut LoopContext) {
-        self.looked(true, core_id, cx);
+        self.looked(true, false, core_id, cx);
     }
 
-    /// A look: `in_use` says whether it saw use since the last one. Arms
+    /// A look: `in_use` says whether it saw use since the last one, and
+    /// `ongoing` whether use was still going on (a call in flight). Arms
     /// the next look and returns false, or returns true when a whole
-    /// timeout has passed since the last look that saw use: time to go
-    /// idle.
-    pub(crate) fn looked(&mut self, in_use: bool, core_id: TaskId, cx: &mut LoopContext) -> bool {
+    /// timeout has passed since the use ended: time to go idle.
+    pub(crate) fn looked(
+        &mut self,
+        in_use: bool,
+        ongoing: bool,
+        core_id: TaskId,
+        cx: &mut LoopContext,
+    ) -> bool {
         let Some(timeout) = self.timeout else {
             return false;
         };
+        // A call in flight at the last look ended since: at this look, as
+        // far as the looks can tell, so the timeout counts from here (gRPC-Go
+        // counts it from the last call's end), not from the last look.
+        let was_ongoing = std::mem::replace(&mut self.ongoing, ongoing);
+        let in_use = in_use || was_ongoing;
         let now = cx.clock.now();
         let last = match self.last_use {
             Some(last) if !in_use => last,

@@ -293,3 +293,55 @@ fn connect_returns_with_the_channel_connecting() {
     ch.connect().unwrap();
     assert_ne!(ch.state(), ConnectivityState::Idle);
 }
+
+/// The idle timeout counts from the end of the last call (gRPC-Go's
+/// lastCallEndTime), not from the last look that saw it in flight: a call
+/// that ends just before a look keeps the channel out of IDLE for a whole
+/// timeout after it.
+#[test]
+fn the_idle_timeout_counts_from_the_last_calls_end() {
+    let server = &start_servers(1)[0];
+    let (clock, rt) = manual_runtime();
+    let ch = Arc::new(lazy(&rt, &format!("ipv4:127.0.0.1:{}", server.port())));
+    echo(&mut ch.reader(), true).unwrap();
+    let look = IDLE / 16;
+    // Moves the clock by `by` in steps the looks follow.
+    let advance = |by: Duration| {
+        let mut left = by;
+        while !left.is_zero() {
+            let step = left.min(look / 4);
+            clock.advance(step);
+            left -= step;
+            ch.sync().unwrap();
+            ch.sync().unwrap();
+        }
+    };
+    // A call in flight for 500 ms (real time; the loop's clock stands).
+    let c2 = ch.clone();
+    let call = std::thread::spawn(move || {
+        let md = [("x-delay-ms".to_string(), "500".to_string())];
+        let opts = CallOptions {
+            metadata: &md,
+            wait_for_ready: Some(true),
+            ..Default::default()
+        };
+        c2.reader()
+            .unary("/echo.Echo/Unary", b"ping", &opts)
+            .map(|_| ())
+    });
+    std::thread::sleep(Duration::from_millis(200));
+    // A look sees it in flight; the clock then moves on to just before
+    // the next look, and the call ends.
+    advance(look);
+    advance(look - Duration::from_millis(100));
+    call.join().unwrap().unwrap();
+    // A timeout after the call's end, less a little: still in use.
+    advance(IDLE - Duration::from_secs(1));
+    assert_ne!(
+        ch.state(),
+        ConnectivityState::Idle,
+        "idle before a whole timeout"
+    );
+    advance(look * 2);
+    assert_eq!(ch.state(), ConnectivityState::Idle);
+}
