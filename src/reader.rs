@@ -20,6 +20,11 @@ use std::ptr::NonNull;
 use std::sync::Arc;
 use std::time::Instant;
 
+/// What a call ended by its channel's close says: ours, then gRPC-Go's
+/// words (`ErrClientConnClosing`), which its tests look for.
+pub(crate) const CLOSED_MESSAGE: &str =
+    "the channel is closed (grpc: the client connection is closing)";
+
 /// Why a pick did not produce a subchannel.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum PickError {
@@ -42,7 +47,7 @@ impl PickError {
             PickError::NoSubConnAvailable => Status::unavailable("no subchannel is available yet"),
             PickError::Unavailable(s) | PickError::Dropped(s) => s.clone(),
             PickError::DeadlineExceeded(m) => Status::new(Code::DeadlineExceeded, m.as_str()),
-            PickError::Closed => Status::new(Code::Cancelled, "the channel is closed"),
+            PickError::Closed => Status::new(Code::Cancelled, CLOSED_MESSAGE),
         }
     }
 

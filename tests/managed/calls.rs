@@ -137,7 +137,10 @@ fn a_hundred_silent_calls_neither_delay_a_short_one_nor_add_threads_and_close_en
     while let Ok((i, r)) = rx.try_recv() {
         let s = r.unwrap_err();
         assert_eq!(s.code(), Code::Cancelled);
-        assert_eq!(s.message(), "the channel is closed");
+        assert_eq!(
+            s.message(),
+            "the channel is closed (grpc: the client connection is closing)"
+        );
         *seen.entry(i).or_insert(0) += 1;
     }
     assert_eq!(seen.len(), 100);
@@ -536,7 +539,10 @@ fn dropping_the_runtime_completes_every_started_call() {
             .unwrap_err();
         assert_eq!(
             (s.code(), s.message()),
-            (Code::Cancelled, "the channel is closed")
+            (
+                Code::Cancelled,
+                "the channel is closed (grpc: the client connection is closing)"
+            )
         );
         assert!(!call.cancel());
     }

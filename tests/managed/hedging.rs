@@ -243,7 +243,10 @@ fn cancelling_or_closing_ends_a_started_hedged_call_and_its_attempts() {
         .unwrap_err();
     assert_eq!(
         (e.code(), e.message()),
-        (Code::Cancelled, "the channel is closed")
+        (
+            Code::Cancelled,
+            "the channel is closed (grpc: the client connection is closing)"
+        )
     );
     assert!(t.elapsed() < Duration::from_secs(2));
 }
