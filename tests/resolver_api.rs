@@ -836,6 +836,17 @@ fn a_call_waiting_for_resolution_follows_the_config_it_brings() {
         let mut r = c2.reader();
         echo(&mut r).map_err(|s| s.code())
     });
+    // The same call started on the loop.
+    let (tx, rx) = std::sync::mpsc::channel();
+    let opts = CallOptions {
+        wait_for_ready: Some(true),
+        deadline: Some(Instant::now() + Duration::from_secs(10)),
+        ..Default::default()
+    };
+    ch.unary_start("/echo.Echo/Unary", b"r", &opts, move |r| {
+        let _ = tx.send(r.map(|_| ()).map_err(|s| s.code()));
+    })
+    .unwrap();
     eventually("the resolver built by the call", || {
         seen.cc.lock().unwrap().is_some()
     });
@@ -848,6 +859,8 @@ fn a_call_waiting_for_resolution_follows_the_config_it_brings() {
         })
         .unwrap();
     assert_eq!(call.join().unwrap(), Err(Code::ResourceExhausted));
+    let started = rx.recv_timeout(Duration::from_secs(10)).unwrap();
+    assert_eq!(started, Err(Code::ResourceExhausted), "the started call");
     assert_eq!(
         b0.requests(),
         0,

@@ -247,6 +247,14 @@ pub(crate) struct NewCall {
     /// Its course so far: its retry policy and the channel's tokens.
     course: Course,
     completion: Completion,
+    /// What the caller asked for (the settings above are these with the
+    /// method config's), and which method table gave the settings: for
+    /// taking them anew if the service config changes before anything is
+    /// sent (the channel resolving while the first pick waits).
+    given_deadline: Option<Instant>,
+    given_wait_for_ready: Option<bool>,
+    methods_generation: u64,
+    sent: bool,
 }
 
 impl Channel {
@@ -307,6 +315,7 @@ impl Channel {
         // Applied here, on the caller's thread, so the method's timeout
         // counts from now; a request too large completes like any failed
         // call (below), with RESOURCE_EXHAUSTED.
+        let methods_generation = self.shared().methods.generation();
         let set = settings(
             &self.method_configs(),
             self.shared().retry_disabled,
@@ -357,6 +366,10 @@ impl Channel {
                 tx: Some(tx),
                 dispatch: dispatch.clone(),
             },
+            given_deadline: options.deadline,
+            given_wait_for_ready: options.wait_for_ready,
+            methods_generation,
+            sent: false,
         };
         if let Some(status) = refused {
             // Nothing picked or sent: completed on the dispatch thread,
@@ -622,6 +635,45 @@ impl Calls {
         }
     }
 
+    /// The call's settings from the method table in force now (see
+    /// `NewCall::methods_generation`), its deadline timer moved with them.
+    fn resettle(
+        &mut self,
+        task: &mut Task,
+        shared: &Arc<ChannelShared>,
+        env: &mut LoopContext,
+    ) -> Result<(), Status> {
+        let c = &mut task.call;
+        c.methods_generation = shared.methods.generation();
+        let options = CallOptions {
+            deadline: c.given_deadline,
+            wait_for_ready: c.given_wait_for_ready,
+            metadata: &c.metadata,
+            hash: c.hash,
+        };
+        let set = settings(
+            &shared.methods.load(),
+            shared.retry_disabled,
+            &c.method,
+            c.request.len(),
+            &options,
+        )?;
+        if let Some(status) = expired(set.deadline) {
+            return Err(status);
+        }
+        if let Some(t) = task.timer.take() {
+            env.timers.cancel(t);
+        }
+        task.timer = set.deadline.map(|at| {
+            env.timers
+                .schedule(at, shared.id, TimerKey::new(CALL_TIMER, c.id))
+        });
+        (c.deadline, c.wait_for_ready, c.max_response) =
+            (set.deadline, set.wait_for_ready, set.max_response);
+        task.course = set.course();
+        Ok(())
+    }
+
     fn finish(&mut self, pick: Pick, info: &DoneInfo<'_>) {
         match self.reader.as_mut() {
             Some(r) => r.finish(pick, info),
@@ -650,7 +702,26 @@ impl Calls {
                     };
                     let hedged = task.course.hedging();
                     match next {
+                        Next::Send(pick, _)
+                            if !task.call.sent
+                                && shared.methods.generation() != task.call.methods_generation =>
+                        {
+                            // The service config came (or changed) while the
+                            // first pick waited: the call takes its method's
+                            // settings from it before anything is sent, as
+                            // gRPC-Go's calls read them once resolved (as
+                            // `Reader::unary` does). The pick goes back.
+                            self.finish(pick, &DoneInfo::OK);
+                            match self.resettle(&mut task, shared, env) {
+                                Ok(()) => {
+                                    task.state = TaskState::Queued { tried: None };
+                                    continue;
+                                }
+                                Err(status) => return self.complete(task, Err(status), env),
+                            }
+                        }
                         Next::Send(pick, handle) => {
+                            task.call.sent = true;
                             // Counted once it goes out (a queued pick is not).
                             let previous = task.course.sending();
                             let timeout = task
