@@ -17,6 +17,7 @@
 
 use super::ready_endpoints::{ReadyEndpoint, ReadyEndpoints, ReadyPicking};
 use crate::balancer::child_manager::ChildManager;
+use crate::balancer::json::config_field;
 use crate::balancer::least_loaded::{InFlight, LeastLoadedTable, LoadedEntry};
 use crate::balancer::picker::{
     DoneHooks, InlineKind, PickInfo, PickLocal, PickResult, Picker, QueuePicker,
@@ -67,7 +68,7 @@ impl Default for LeastRequestConfig {
 /// of digits); below 2 is an error, above 10 becomes 10.
 fn parse_choice_count(config: &serde_json::Value) -> Result<u32, String> {
     const FIELD: &str = "choiceCount";
-    let n: u64 = match crate::balancer::json::config_field(config, FIELD) {
+    let n: u64 = match config_field(config, FIELD) {
         None | Some(serde_json::Value::Null) => return Ok(DEFAULT_CHOICE_COUNT),
         // proto3 JSON: 3, 3.0 or "3"; 2.5 and -1 are not a uint32.
         Some(v) => crate::balancer::json::uint(v)

@@ -10,6 +10,7 @@ pub mod ring_hash;
 pub mod round_robin;
 pub mod weighted_round_robin;
 
+use crate::balancer::json::config_field;
 use crate::balancer::Builder;
 use std::sync::Arc;
 
@@ -30,7 +31,7 @@ pub(crate) fn builtins() -> Vec<Arc<dyn Builder>> {
 
 /// Reads an optional boolean field of a policy config.
 pub(crate) fn opt_bool(config: &serde_json::Value, field: &str) -> Result<Option<bool>, String> {
-    match crate::balancer::json::config_field(config, field) {
+    match config_field(config, field) {
         None | Some(serde_json::Value::Null) => Ok(None),
         Some(serde_json::Value::Bool(b)) => Ok(Some(*b)),
         Some(other) => Err(format!("{field} must be a boolean, got {other}")),

@@ -15,6 +15,7 @@
 
 use crate::address::Endpoint;
 use crate::balancer::child_manager::{endpoint_key, ChildManager, ChildUpdate};
+use crate::balancer::json::config_field;
 use crate::balancer::picker::{
     DoneHook, DoneHooks, DoneInfo, PickInfo, PickLocal, PickResult, Picker,
 };
@@ -178,98 +179,73 @@ fn parse(config: &Value) -> Result<OutlierDetectionConfig, String> {
         .as_object()
         .ok_or("the config must be a JSON object")?;
     let max_ejection_percent = opt_percent(
-        crate::balancer::json::config_field(obj, "maxEjectionPercent"),
+        config_field(obj, "maxEjectionPercent"),
         "maxEjectionPercent",
     )?;
-    let success_rate_ejection =
-        match crate::balancer::json::config_field(obj, "successRateEjection") {
-            None | Some(Value::Null) => None,
-            Some(Value::Object(o)) => {
-                let d = SuccessRateEjection::default();
-                let f = |n: &str| format!("successRateEjection.{n}");
-                Some(SuccessRateEjection {
-                    stdev_factor: opt_u32(
-                        crate::balancer::json::config_field(o, "stdevFactor"),
-                        &f("stdevFactor"),
-                    )?
-                    .unwrap_or(d.stdev_factor),
-                    enforcement_percentage: opt_percent(
-                        crate::balancer::json::config_field(o, "enforcementPercentage"),
-                        &f("enforcementPercentage"),
-                    )?
-                    .unwrap_or(d.enforcement_percentage),
-                    minimum_hosts: opt_u32(
-                        crate::balancer::json::config_field(o, "minimumHosts"),
-                        &f("minimumHosts"),
-                    )?
-                    .unwrap_or(d.minimum_hosts),
-                    request_volume: opt_u32(
-                        crate::balancer::json::config_field(o, "requestVolume"),
-                        &f("requestVolume"),
-                    )?
-                    .unwrap_or(d.request_volume),
-                })
-            }
-            Some(other) => {
-                return Err(format!(
-                    "successRateEjection must be an object, got {other}"
-                ))
-            }
-        };
-    let failure_percentage_ejection =
-        match crate::balancer::json::config_field(obj, "failurePercentageEjection") {
-            None | Some(Value::Null) => None,
-            Some(Value::Object(o)) => {
-                let d = FailurePercentageEjection::default();
-                let f = |n: &str| format!("failurePercentageEjection.{n}");
-                Some(FailurePercentageEjection {
-                    threshold: opt_percent(
-                        crate::balancer::json::config_field(o, "threshold"),
-                        &f("threshold"),
-                    )?
-                    .unwrap_or(d.threshold),
-                    enforcement_percentage: opt_percent(
-                        crate::balancer::json::config_field(o, "enforcementPercentage"),
-                        &f("enforcementPercentage"),
-                    )?
-                    .unwrap_or(d.enforcement_percentage),
-                    minimum_hosts: opt_u32(
-                        crate::balancer::json::config_field(o, "minimumHosts"),
-                        &f("minimumHosts"),
-                    )?
-                    .unwrap_or(d.minimum_hosts),
-                    request_volume: opt_u32(
-                        crate::balancer::json::config_field(o, "requestVolume"),
-                        &f("requestVolume"),
-                    )?
-                    .unwrap_or(d.request_volume),
-                })
-            }
-            Some(other) => {
-                return Err(format!(
-                    "failurePercentageEjection must be an object, got {other}"
-                ))
-            }
-        };
+    let success_rate_ejection = match config_field(obj, "successRateEjection") {
+        None | Some(Value::Null) => None,
+        Some(Value::Object(o)) => {
+            let d = SuccessRateEjection::default();
+            let field = |n: &str, default: u32| {
+                let at = format!("successRateEjection.{n}");
+                let v = config_field(o, n);
+                if n == "enforcementPercentage" {
+                    opt_percent(v, &at)
+                } else {
+                    opt_u32(v, &at)
+                }
+                .map(|v| v.unwrap_or(default))
+            };
+            Some(SuccessRateEjection {
+                stdev_factor: field("stdevFactor", d.stdev_factor)?,
+                enforcement_percentage: field("enforcementPercentage", d.enforcement_percentage)?,
+                minimum_hosts: field("minimumHosts", d.minimum_hosts)?,
+                request_volume: field("requestVolume", d.request_volume)?,
+            })
+        }
+        Some(other) => {
+            return Err(format!(
+                "successRateEjection must be an object, got {other}"
+            ))
+        }
+    };
+    let failure_percentage_ejection = match config_field(obj, "failurePercentageEjection") {
+        None | Some(Value::Null) => None,
+        Some(Value::Object(o)) => {
+            let d = FailurePercentageEjection::default();
+            let field = |n: &str, default: u32| {
+                let at = format!("failurePercentageEjection.{n}");
+                let v = config_field(o, n);
+                if matches!(n, "threshold" | "enforcementPercentage") {
+                    opt_percent(v, &at)
+                } else {
+                    opt_u32(v, &at)
+                }
+                .map(|v| v.unwrap_or(default))
+            };
+            Some(FailurePercentageEjection {
+                threshold: field("threshold", d.threshold)?,
+                enforcement_percentage: field("enforcementPercentage", d.enforcement_percentage)?,
+                minimum_hosts: field("minimumHosts", d.minimum_hosts)?,
+                request_volume: field("requestVolume", d.request_volume)?,
+            })
+        }
+        Some(other) => {
+            return Err(format!(
+                "failurePercentageEjection must be an object, got {other}"
+            ))
+        }
+    };
     // The durations before the child: a bad one is named even in a config
     // with no childPolicy (gRPC-Go's parse tests send none).
-    let interval = opt_duration(
-        crate::balancer::json::config_field(obj, "interval"),
-        "interval",
-    )?
-    .unwrap_or(Duration::from_secs(10));
-    let base_ejection_time = opt_duration(
-        crate::balancer::json::config_field(obj, "baseEjectionTime"),
-        "baseEjectionTime",
-    )?
-    .unwrap_or(Duration::from_secs(30));
-    let max_ejection_time = opt_duration(
-        crate::balancer::json::config_field(obj, "maxEjectionTime"),
-        "maxEjectionTime",
-    )?
-    .unwrap_or(Duration::from_secs(300));
-    let (child_policy, child_config) = match crate::balancer::json::config_field(obj, "childPolicy")
-    {
+    let interval =
+        opt_duration(config_field(obj, "interval"), "interval")?.unwrap_or(Duration::from_secs(10));
+    let base_ejection_time =
+        opt_duration(config_field(obj, "baseEjectionTime"), "baseEjectionTime")?
+            .unwrap_or(Duration::from_secs(30));
+    let max_ejection_time = opt_duration(config_field(obj, "maxEjectionTime"), "maxEjectionTime")?
+        .unwrap_or(Duration::from_secs(300));
+    let (child_policy, child_config) = match config_field(obj, "childPolicy") {
         None | Some(Value::Null) => return Err("childPolicy is required".into()),
         Some(list) => child_policy(list)?,
     };

@@ -5,6 +5,7 @@
 
 use super::json::{self, Path};
 use super::retry::{HedgingPolicy, RetryPolicy, RetryTokens};
+use crate::balancer::json::config_field;
 use serde_json::Value;
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -77,7 +78,7 @@ impl MethodConfigs {
             let config = Arc::new(parse_entry(obj, &at)?);
             let index = out.entries.len();
             out.entries.push(config);
-            let names = match crate::balancer::json::config_field(obj, "name") {
+            let names = match config_field(obj, "name") {
                 Some(n) => json::array(n, &at.field("name"))?.as_slice(),
                 None => &[],
             };
@@ -85,7 +86,7 @@ impl MethodConfigs {
                 let at = at.field("name").index(j);
                 let name = json::object(name, &at)?;
                 let field = |f: &str| -> Result<&str, String> {
-                    match crate::balancer::json::config_field(name, f) {
+                    match config_field(name, f) {
                         None => Ok(""),
                         Some(v) => json::string(v, &at.field(f)),
                     }
@@ -128,23 +129,23 @@ fn split_path(path: &str) -> (&str, &str) {
 
 fn parse_entry(obj: &serde_json::Map<String, Value>, at: &Path) -> Result<MethodConfig, String> {
     let mut c = MethodConfig::default();
-    if let Some(v) = crate::balancer::json::config_field(obj, "waitForReady") {
+    if let Some(v) = config_field(obj, "waitForReady") {
         c.wait_for_ready = Some(json::boolean(v, &at.field("waitForReady"))?);
     }
-    if let Some(v) = crate::balancer::json::config_field(obj, "timeout") {
+    if let Some(v) = config_field(obj, "timeout") {
         c.timeout = Some(json::duration(v, &at.field("timeout"))?);
     }
     let bytes = |name: &str| -> Result<Option<u32>, String> {
-        crate::balancer::json::config_field(obj, name)
+        config_field(obj, name)
             .map(|v| json::uint(v, &at.field(name), u64::from(u32::MAX)).map(|n| n as u32))
             .transpose()
     };
     c.max_request_message_bytes = bytes("maxRequestMessageBytes")?;
     c.max_response_message_bytes = bytes("maxResponseMessageBytes")?;
-    if let Some(v) = crate::balancer::json::config_field(obj, "retryPolicy") {
+    if let Some(v) = config_field(obj, "retryPolicy") {
         c.retry_policy = Some(RetryPolicy::parse(v, &at.field("retryPolicy"))?);
     }
-    if let Some(v) = crate::balancer::json::config_field(obj, "hedgingPolicy") {
+    if let Some(v) = config_field(obj, "hedgingPolicy") {
         if c.retry_policy.is_some() {
             return Err(at.err("retryPolicy and hedgingPolicy cannot both be set"));
         }

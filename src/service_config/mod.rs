@@ -13,6 +13,7 @@ pub(crate) use self::retry::RetryTokens;
 pub use self::retry::{HedgingPolicy, RetryPolicy, RetryThrottling, MAX_ATTEMPTS_CAP};
 
 use self::json::Path;
+use crate::balancer::json::config_field;
 use crate::balancer::{Builder, LbConfig};
 use crate::policy::registry;
 use serde_json::Value;
@@ -80,14 +81,12 @@ impl ServiceConfig {
         // The deprecated field is checked even where loadBalancingConfig
         // overrides it: a config with a non-string there is invalid in
         // gRPC-Go (its JSON decoding fails) and C-core alike.
-        if let Some(name) = crate::balancer::json::config_field(obj, "loadBalancingPolicy") {
+        if let Some(name) = config_field(obj, "loadBalancingPolicy") {
             json::string(name, &root.field("loadBalancingPolicy"))?;
         }
-        let (policy, policy_config) = if let Some(list) =
-            crate::balancer::json::config_field(obj, "loadBalancingConfig")
-        {
+        let (policy, policy_config) = if let Some(list) = config_field(obj, "loadBalancingConfig") {
             select_policy_at(list, &root.field("loadBalancingConfig"))?
-        } else if let Some(name) = crate::balancer::json::config_field(obj, "loadBalancingPolicy") {
+        } else if let Some(name) = config_field(obj, "loadBalancingPolicy") {
             let at = root.field("loadBalancingPolicy");
             let name = json::string(name, &at)?;
             let b = registry::get(name)
@@ -105,23 +104,22 @@ impl ServiceConfig {
             (d.policy, d.policy_config)
         };
 
-        let health_check_service =
-            match crate::balancer::json::config_field(obj, "healthCheckConfig") {
-                None => None,
-                Some(h) => {
-                    let at = root.field("healthCheckConfig");
-                    let h = json::object(h, &at)?;
-                    match crate::balancer::json::config_field(h, "serviceName") {
-                        None => Some(String::new()),
-                        Some(s) => Some(json::string(s, &at.field("serviceName"))?.to_string()),
-                    }
+        let health_check_service = match config_field(obj, "healthCheckConfig") {
+            None => None,
+            Some(h) => {
+                let at = root.field("healthCheckConfig");
+                let h = json::object(h, &at)?;
+                match config_field(h, "serviceName") {
+                    None => Some(String::new()),
+                    Some(s) => Some(json::string(s, &at.field("serviceName"))?.to_string()),
                 }
-            };
-        let mut methods = match crate::balancer::json::config_field(obj, "methodConfig") {
+            }
+        };
+        let mut methods = match config_field(obj, "methodConfig") {
             Some(m) => MethodConfigs::parse(m, &root.field("methodConfig"))?,
             None => MethodConfigs::default(),
         };
-        let retry_throttling = crate::balancer::json::config_field(obj, "retryThrottling")
+        let retry_throttling = config_field(obj, "retryThrottling")
             .map(|t| RetryThrottling::parse(t, &root.field("retryThrottling")))
             .transpose()?;
         methods.tokens = retry_throttling

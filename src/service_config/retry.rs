@@ -5,6 +5,7 @@
 //! exposed for hosts that send calls themselves.
 
 use super::json::{self, Path};
+use crate::balancer::json::config_field;
 use crate::status::Code;
 use serde_json::{Map, Value};
 use std::sync::atomic::{AtomicU32, Ordering};
@@ -54,8 +55,7 @@ pub struct RetryThrottling {
 
 fn max_attempts(obj: &Map<String, Value>, at: &Path) -> Result<u32, String> {
     let at = at.field("maxAttempts");
-    let v = crate::balancer::json::config_field(obj, "maxAttempts")
-        .ok_or_else(|| at.err("is required"))?;
+    let v = config_field(obj, "maxAttempts").ok_or_else(|| at.err("is required"))?;
     // Any integer: above the cap is the cap, not an error (A6; gRPC-Go
     // reads it into an int and caps it).
     let n = json::uint(v, &at, u64::MAX)?;
@@ -67,7 +67,7 @@ fn max_attempts(obj: &Map<String, Value>, at: &Path) -> Result<u32, String> {
 
 fn positive_duration(obj: &Map<String, Value>, name: &str, at: &Path) -> Result<Duration, String> {
     let at = at.field(name);
-    let v = crate::balancer::json::config_field(obj, name).ok_or_else(|| at.err("is required"))?;
+    let v = config_field(obj, name).ok_or_else(|| at.err("is required"))?;
     let d = json::duration(v, &at)?;
     if d.is_zero() {
         return Err(at.err(format!("{} must be greater than 0", json::shown(v))));
@@ -110,15 +110,14 @@ impl RetryPolicy {
         let initial_backoff = positive_duration(obj, "initialBackoff", at)?;
         let max_backoff = positive_duration(obj, "maxBackoff", at)?;
         let m_at = at.field("backoffMultiplier");
-        let m = crate::balancer::json::config_field(obj, "backoffMultiplier")
-            .ok_or_else(|| m_at.err("is required"))?;
+        let m = config_field(obj, "backoffMultiplier").ok_or_else(|| m_at.err("is required"))?;
         let backoff_multiplier = json::number(m, &m_at)?;
         if backoff_multiplier <= 0.0 {
             return Err(m_at.err(format!("{} must be greater than 0", json::shown(m))));
         }
         let c_at = at.field("retryableStatusCodes");
-        let codes = crate::balancer::json::config_field(obj, "retryableStatusCodes")
-            .ok_or_else(|| c_at.err("is required"))?;
+        let codes =
+            config_field(obj, "retryableStatusCodes").ok_or_else(|| c_at.err("is required"))?;
         let retryable_status_codes = status_codes(codes, &c_at)?;
         if retryable_status_codes.is_empty() {
             return Err(c_at.err("must not be empty"));
@@ -137,15 +136,14 @@ impl HedgingPolicy {
     pub(super) fn parse(v: &Value, at: &Path) -> Result<HedgingPolicy, String> {
         let obj = json::object(v, at)?;
         let max_attempts = max_attempts(obj, at)?;
-        let hedging_delay = match crate::balancer::json::config_field(obj, "hedgingDelay") {
+        let hedging_delay = match config_field(obj, "hedgingDelay") {
             Some(d) => json::duration(d, &at.field("hedgingDelay"))?,
             None => Duration::ZERO,
         };
-        let non_fatal_status_codes =
-            match crate::balancer::json::config_field(obj, "nonFatalStatusCodes") {
-                Some(c) => status_codes(c, &at.field("nonFatalStatusCodes"))?,
-                None => Vec::new(),
-            };
+        let non_fatal_status_codes = match config_field(obj, "nonFatalStatusCodes") {
+            Some(c) => status_codes(c, &at.field("nonFatalStatusCodes"))?,
+            None => Vec::new(),
+        };
         Ok(HedgingPolicy {
             max_attempts,
             hedging_delay,
@@ -158,15 +156,13 @@ impl RetryThrottling {
     pub(super) fn parse(v: &Value, at: &Path) -> Result<RetryThrottling, String> {
         let obj = json::object(v, at)?;
         let t_at = at.field("maxTokens");
-        let t = crate::balancer::json::config_field(obj, "maxTokens")
-            .ok_or_else(|| t_at.err("is required"))?;
+        let t = config_field(obj, "maxTokens").ok_or_else(|| t_at.err("is required"))?;
         let max_tokens = json::uint(t, &t_at, 1000)? as u32;
         if max_tokens == 0 {
             return Err(t_at.err("must be greater than 0"));
         }
         let r_at = at.field("tokenRatio");
-        let r = crate::balancer::json::config_field(obj, "tokenRatio")
-            .ok_or_else(|| r_at.err("is required"))?;
+        let r = config_field(obj, "tokenRatio").ok_or_else(|| r_at.err("is required"))?;
         let ratio = json::number(r, &r_at)?;
         // A6: three decimals are kept (the rest cut off, as C-core cuts the
         // decimal digits). Via micro-units: 1.001 * 1000 is 1000.999... in

@@ -33,6 +33,7 @@ pub use crate::balancer::hash_ring::RING_SIZE_LIMIT;
 
 use crate::balancer::child_manager::ChildManager;
 use crate::balancer::hash_ring::{Placement, Ring};
+use crate::balancer::json::config_field;
 use crate::balancer::picker::{FailPicker, Picker, QueuePicker};
 use crate::balancer::rotation::RotationEntry;
 use crate::balancer::subconn::SubConnId;
@@ -113,7 +114,7 @@ impl RingHashConfig {
 /// proto3 JSON writes 64-bit integers), at most `RING_SIZE_LIMIT`; absent or
 /// 0 means the default.
 fn ring_size(config: &serde_json::Value, field: &str, default: u64) -> Result<u64, String> {
-    let value = match crate::balancer::json::config_field(config, field) {
+    let value = match config_field(config, field) {
         None | Some(serde_json::Value::Null) => return Ok(default),
         Some(v) => v,
     };
@@ -132,7 +133,7 @@ fn ring_size(config: &serde_json::Value, field: &str, default: u64) -> Result<u6
 /// `requestHashHeader`: lower-cased; a metadata key (0-9 a-z - _ .) that is
 /// not binary (`-bin`). Empty means none.
 fn request_hash_header(config: &serde_json::Value) -> Result<Option<Arc<str>>, String> {
-    let header = match crate::balancer::json::config_field(config, "requestHashHeader") {
+    let header = match config_field(config, "requestHashHeader") {
         None | Some(serde_json::Value::Null) => return Ok(None),
         Some(serde_json::Value::String(s)) => s.to_ascii_lowercase(),
         Some(other) => return Err(format!("requestHashHeader must be a string, got {other}")),

@@ -1,6 +1,7 @@
 //! `weighted_round_robin`'s config (gRFC A58, A114), every field with its
 //! default and bound as gRPC has them.
 
+use crate::balancer::json::config_field;
 use std::time::Duration;
 
 /// A parsed `{"weighted_round_robin": {...}}` entry.
@@ -68,7 +69,7 @@ impl WrrConfig {
             c.enable_oob_load_report = b;
         }
         let duration = |field: &str, default: Duration| -> Result<Duration, String> {
-            match crate::balancer::json::config_field(obj, field) {
+            match config_field(obj, field) {
                 None | Some(serde_json::Value::Null) => Ok(default),
                 Some(v) => parse_duration(v).map_err(|e| format!("{field}: {e}")),
             }
@@ -82,7 +83,7 @@ impl WrrConfig {
             duration("weightExpirationPeriod", c.weight_expiration_period)?;
         c.weight_update_period =
             duration("weightUpdatePeriod", c.weight_update_period)?.max(MIN_WEIGHT_UPDATE_PERIOD);
-        match crate::balancer::json::config_field(obj, "errorUtilizationPenalty") {
+        match config_field(obj, "errorUtilizationPenalty") {
             None | Some(serde_json::Value::Null) => {}
             Some(v) => match crate::balancer::json::number(v) {
                 Some(p) if p >= 0.0 => c.error_utilization_penalty = p,
@@ -94,7 +95,7 @@ impl WrrConfig {
                 None => return Err(format!("errorUtilizationPenalty must be a number, got {v}")),
             },
         }
-        match crate::balancer::json::config_field(obj, "metricNamesForComputingUtilization") {
+        match config_field(obj, "metricNamesForComputingUtilization") {
             None | Some(serde_json::Value::Null) => {}
             Some(serde_json::Value::Array(names)) => {
                 for n in names {
