@@ -243,6 +243,32 @@ fn not_managed() -> &'static str {
 }
 
 impl Reader {
+    /// A call's settings from the method table in force, and how it picks;
+    /// a deadline already passed is DEADLINE_EXCEEDED.
+    fn call_settings(
+        &mut self,
+        method: &str,
+        request_len: usize,
+        options: &CallOptions<'_>,
+    ) -> Result<(Settings, PickOptions), Status> {
+        let retry_disabled = self.retry_disabled();
+        let set = settings(
+            self.method_configs(),
+            retry_disabled,
+            method,
+            request_len,
+            options,
+        )?;
+        if let Some(status) = expired(set.deadline) {
+            return Err(status);
+        }
+        let pick = PickOptions {
+            deadline: set.deadline,
+            wait_for_ready: set.wait_for_ready,
+        };
+        Ok((set, pick))
+    }
+
     /// One blocking unary call: returns the response message, headers and
     /// trailers, or the call's gRPC status. A method or metadata that cannot
     /// be sent ([`check_method`], [`check_metadata`]) fails with INTERNAL
@@ -257,26 +283,12 @@ impl Reader {
             return Err(Status::new(Code::Unimplemented, not_managed()));
         }
         request_status(method, options.metadata)?;
-        let retry_disabled = self.retry_disabled();
         let mut generation = self.methods_generation();
-        let mut set = settings(
-            self.method_configs(),
-            retry_disabled,
-            method,
-            request.len(),
-            options,
-        )?;
-        if let Some(status) = expired(set.deadline) {
-            return Err(status);
-        }
+        let (mut set, mut pick_options) = self.call_settings(method, request.len(), options)?;
         let info = PickInfo {
             method,
             hash: options.hash,
             metadata: options.metadata,
-        };
-        let mut pick_options = PickOptions {
-            deadline: set.deadline,
-            wait_for_ready: set.wait_for_ready,
         };
         let mut course = set.course();
         if course.hedging() {
@@ -297,20 +309,7 @@ impl Reader {
                     // resolved. The pick goes back unused.
                     generation = self.methods_generation();
                     self.finish(pick, &DoneInfo::OK);
-                    set = settings(
-                        self.method_configs(),
-                        retry_disabled,
-                        method,
-                        request.len(),
-                        options,
-                    )?;
-                    if let Some(status) = expired(set.deadline) {
-                        return Err(status);
-                    }
-                    pick_options = PickOptions {
-                        deadline: set.deadline,
-                        wait_for_ready: set.wait_for_ready,
-                    };
+                    (set, pick_options) = self.call_settings(method, request.len(), options)?;
                     course = set.course();
                     if course.hedging() {
                         return self.unary_hedged(method, request, options, &set, course);
