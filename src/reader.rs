@@ -882,14 +882,14 @@ impl Reader {
         self.method_configs().lookup(method).map(|c| &**c)
     }
 
-    /// The service config's method table (and retry tokens), as
-    /// `method_config` finds it.
     /// Which service config's method table is in force (it moves on with
     /// each new config).
     pub(crate) fn methods_generation(&self) -> u64 {
         self.shared.methods.generation()
     }
 
+    /// The service config's method table (and retry tokens), as
+    /// `method_config` finds it.
     pub(crate) fn method_configs(&mut self) -> &MethodConfigs {
         let slot = &self.shared.methods;
         let generation = slot.generation();
@@ -1529,5 +1529,9 @@ impl fmt::Debug for Pick {
 /// FAILED_PRECONDITION, ABORTED, OUT_OF_RANGE, DATA_LOSS) becomes INTERNAL,
 /// the message kept, as gRPC-Go's picker wrapper does.
 fn from_picker(s: &Status) -> Status {
-    Status::from_picker(s.code(), s.message())
+    if s.code().is_restricted() {
+        Status::from_picker(s.code(), s.message())
+    } else {
+        s.clone()
+    }
 }

@@ -102,7 +102,7 @@ impl Code {
     }
 
     /// gRFC A54: codes the control plane must never hand to the data plane.
-    fn is_restricted(self) -> bool {
+    pub(crate) fn is_restricted(self) -> bool {
         use Code::*;
         matches!(
             self,

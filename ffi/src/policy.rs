@@ -700,7 +700,9 @@ pub extern "C" fn sy_cc_update_state(
                     done_info: p.done_info,
                     free: p.free,
                     subconns,
-                    error: Status::from_picker(code, message),
+                    // gRFC A54's restricted codes become INTERNAL where
+                    // every picker's failure reaches the call (the reader).
+                    error: Status::new(code, message),
                     bad_index: Status::new(
                         Code::Internal,
                         "the C picker returned an index outside its subchannel list",

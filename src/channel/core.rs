@@ -434,9 +434,10 @@ impl ChannelCore {
         }
     }
 
-    /// The channel closes: the policy goes, and with it every connection at
-    /// once (a policy switch closes the old policy inside the graceful
-    /// switch instead, whose subchannels drain one by one).
+    /// The channel closes or goes IDLE: the policy goes, and with it every
+    /// subchannel, its connection cut (`Teardown::Hard`, closing) or drained
+    /// (`Teardown::Drain`, going IDLE). A policy switch closes the old policy
+    /// inside the graceful switch instead, whose subchannels drain one by one.
     pub(super) fn close_balancer(&mut self, env: &mut LoopContext, teardown: Teardown) {
         if self.balancer.is_some() {
             self.run_balancer(env, |b, cc| b.close(cc));
@@ -449,9 +450,9 @@ impl ChannelCore {
         self.subs.resolve_requested = false;
     }
 
-    /// What a policy leaves behind when the channel closes or it panicked:
-    /// its timers (a new policy must not get them) and its subchannels, all
-    /// connections closed now.
+    /// What a policy leaves behind when the channel closes, goes IDLE or the
+    /// policy panicked: its timers (a new policy must not get them) and its
+    /// subchannels, shut down as `teardown` says.
     fn release_policy_state(&mut self, env: &mut LoopContext, teardown: Teardown) {
         for (_, id) in self.timers.drain() {
             env.timers.cancel(id);

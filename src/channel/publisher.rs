@@ -6,6 +6,7 @@ use super::StateCallback;
 use crate::balancer::picker::{Picker, QueuePicker};
 use crate::connectivity::ConnectivityState;
 use crate::trace;
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
 /// Publishes pickers and states for one channel (loop side).
@@ -28,12 +29,7 @@ impl StatePublisher {
         // to it (a close from a callback on this loop): after SHUTDOWN
         // nothing else is published (gRPC-Go's state manager drops every
         // update once the channel is shut down).
-        if self.closed
-            || self
-                .shared
-                .closed
-                .load(std::sync::atomic::Ordering::Acquire)
-        {
+        if self.closed || self.shared.closed.load(Ordering::Acquire) {
             return;
         }
         self.seq += 1;
@@ -63,8 +59,6 @@ impl StatePublisher {
         if changed {
             self.shared.set_state(state);
             self.shared.slot.signal().notify_all();
-        }
-        if changed {
             if let Some(cb) = &self.on_state {
                 cb(state);
             }

@@ -252,13 +252,6 @@ impl PickFirst {
     }
 }
 
-/// The same attributes, for keeping a subchannel: the tag (see
-/// `update_client_conn_state` on user data; the weight is the endpoint's
-/// business, not the connection's).
-fn same_attributes(a: &Address, b: &Address) -> bool {
-    a.tag == b.tag
-}
-
 /// gRFC A113's weighted shuffle (on by default in gRPC-Go): each item gets
 /// the key u^(1/w), u uniform in [0, 1) from the channel's random source
 /// and w its weight (0, unset, counts as 1), and they go in descending key
@@ -312,9 +305,10 @@ impl Balancer for PickFirst {
             .list
             .iter()
             .filter(|a| {
+                // (The weight is the endpoint's business, not the connection's.)
                 self.entries
                     .get(&a.addr)
-                    .is_some_and(|e| !same_attributes(e.sc.address(), a))
+                    .is_some_and(|e| e.sc.tag() != a.tag)
             })
             .map(|a| a.addr.clone())
             .collect();

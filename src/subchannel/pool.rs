@@ -27,10 +27,9 @@ struct Subchannel {
     backoff: Backoff,
     /// The backoff or connect-deadline timer, whichever is armed.
     timer: Option<u64>,
-    /// The transport is up; the state the policy sees may still be
-    /// CONNECTING (no health verdict yet) or TRANSIENT_FAILURE (unhealthy).
-    connected: bool,
-    /// Its health checking (gRFC A17), while connected.
+    /// Its health checking (gRFC A17), while connected (`sc.is_connected()`:
+    /// the transport is up, whether the state the policy sees is READY,
+    /// CONNECTING with no health verdict yet, or TRANSIENT_FAILURE unhealthy).
     health: HealthCheck,
     /// Its out-of-band load reports (gRFC A51): listeners and stream.
     oob: OobReports,
@@ -124,7 +123,6 @@ impl SubchannelPool {
                 state: ConnectivityState::Idle,
                 backoff: Backoff::new(self.backoff),
                 timer: None,
-                connected: false,
                 health: HealthCheck::new(self.backoff),
                 oob: OobReports::new(self.backoff),
                 last_error: None,
@@ -235,14 +233,13 @@ impl SubchannelPool {
         };
         use ConnectivityState::{Connecting, Ready, TransientFailure};
         match event {
-            TransportEvent::Ready if s.state == Connecting && !s.connected => {
+            TransportEvent::Ready if s.state == Connecting && !s.sc.is_connected() => {
                 // The transport is up: the attempt succeeded whatever health
                 // says, so the deadline goes and the backoff starts over.
                 if let Some(t) = s.timer.take() {
                     env.timers.cancel(t);
                 }
                 s.backoff.reset();
-                s.connected = true;
                 s.sc.set_connected(true);
                 if self.health_service.is_some() {
                     // CONNECTING until the first verdict (gRFC A17); the
@@ -265,7 +262,7 @@ impl SubchannelPool {
             | TransportEvent::Unhealthy(_)
             | TransportEvent::HealthStatus(_)
             | TransportEvent::HealthStreamEnded { .. }
-                if s.connected =>
+                if s.sc.is_connected() =>
             {
                 let now = env.clock.now();
                 let out = s
@@ -285,14 +282,14 @@ impl SubchannelPool {
                     _ => {}
                 }
             }
-            TransportEvent::LoadReport(metrics) if s.connected => {
+            TransportEvent::LoadReport(metrics) if s.sc.is_connected() => {
                 let load: Vec<(&str, f64)> =
                     metrics.0.iter().map(|(k, v)| (k.as_str(), *v)).collect();
                 for listener in s.oob.report() {
                     listener.on_load_report(&load);
                 }
             }
-            TransportEvent::LoadReportStreamEnded { code, message } if s.connected => {
+            TransportEvent::LoadReportStreamEnded { code, message } if s.sc.is_connected() => {
                 let now = env.clock.now();
                 let at = s
                     .oob
@@ -302,8 +299,7 @@ impl SubchannelPool {
                     s.oob.retry = Some(env.timers.schedule(at, self.channel, key));
                 }
             }
-            TransportEvent::Lost(e) | TransportEvent::Failed(e) if s.connected => {
-                s.connected = false;
+            TransportEvent::Lost(e) | TransportEvent::Failed(e) if s.sc.is_connected() => {
                 s.sc.set_connected(false);
                 for t in [s.health.stop(), s.oob.connection_ended()]
                     .into_iter()
@@ -330,7 +326,7 @@ impl SubchannelPool {
         let Some(service) = self.health_service.clone() else {
             return;
         };
-        let Some(s) = self.map.get_mut(&id).filter(|s| s.connected) else {
+        let Some(s) = self.map.get_mut(&id).filter(|s| s.sc.is_connected()) else {
             return;
         };
         let now = env.clock.now();
@@ -350,7 +346,7 @@ impl SubchannelPool {
                 self.channel
             );
         }
-        let Some(s) = self.map.get_mut(&id).filter(|s| s.connected) else {
+        let Some(s) = self.map.get_mut(&id).filter(|s| s.sc.is_connected()) else {
             return;
         };
         s.health.unsupported();
@@ -368,7 +364,7 @@ impl SubchannelPool {
                     return;
                 };
                 s.timer = None;
-                if s.state == ConnectivityState::TransientFailure && !s.connected {
+                if s.state == ConnectivityState::TransientFailure && !s.sc.is_connected() {
                     self.transition(id, ConnectivityState::Idle, None, env);
                 }
             }
@@ -377,7 +373,7 @@ impl SubchannelPool {
                     return;
                 };
                 s.health.retry = None;
-                if s.connected && s.health.is_retrying() {
+                if s.sc.is_connected() && s.health.is_retrying() {
                     // CONNECTING while the stream is opened again, as
                     // gRPC-Go's health client says before every attempt.
                     if s.state != ConnectivityState::Connecting {
@@ -391,7 +387,7 @@ impl SubchannelPool {
                     return;
                 };
                 if let Some(period) = s.oob.retry_due() {
-                    if s.connected && s.state == ConnectivityState::Ready {
+                    if s.sc.is_connected() && s.state == ConnectivityState::Ready {
                         self.start_oob(id, period, env);
                     }
                 }
@@ -401,7 +397,7 @@ impl SubchannelPool {
                     return;
                 };
                 s.timer = None;
-                if s.state == ConnectivityState::Connecting && !s.connected {
+                if s.state == ConnectivityState::Connecting && !s.sc.is_connected() {
                     let sc = s.sc.clone();
                     self.with_connector(env, |c, ctx| c.cancel(&sc, ctx));
                     self.fail(id, TIMED_OUT.into(), env);
@@ -424,7 +420,7 @@ impl SubchannelPool {
         let connected: Vec<SubConnId> = self
             .map
             .iter()
-            .filter(|(_, s)| s.connected)
+            .filter(|(_, s)| s.sc.is_connected())
             .map(|(id, _)| *id)
             .collect();
         for id in connected {
@@ -444,7 +440,7 @@ impl SubchannelPool {
             } else if self
                 .map
                 .get(&id)
-                .is_some_and(|s| s.connected && s.state != ConnectivityState::Ready)
+                .is_some_and(|s| s.sc.is_connected() && s.state != ConnectivityState::Ready)
             {
                 // No more verdicts: usable as it is.
                 self.transition(id, ConnectivityState::Ready, None, env);
@@ -489,7 +485,7 @@ impl SubchannelPool {
         let Some(s) = self.map.get_mut(&id) else {
             return;
         };
-        let ready = s.connected && s.state == ConnectivityState::Ready;
+        let ready = s.sc.is_connected() && s.state == ConnectivityState::Ready;
         let Action::Restart {
             running,
             retry,
@@ -556,7 +552,7 @@ impl SubchannelPool {
         let mut waiting = Vec::new();
         for (id, s) in &mut self.map {
             s.backoff.reset();
-            if s.state == ConnectivityState::TransientFailure && !s.connected {
+            if s.state == ConnectivityState::TransientFailure && !s.sc.is_connected() {
                 if let Some(t) = s.timer.take() {
                     env.timers.cancel(t);
                 }
