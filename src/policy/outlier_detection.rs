@@ -26,7 +26,7 @@ use crate::balancer::{
 };
 use crate::connectivity::ConnectivityState;
 use crate::status::{Code, Status};
-use serde_json::Value;
+use serde_json::{Map, Value};
 use std::collections::{BTreeMap, HashMap};
 use std::hash::{BuildHasherDefault, Hasher};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -186,21 +186,18 @@ fn parse(config: &Value) -> Result<OutlierDetectionConfig, String> {
         None | Some(Value::Null) => None,
         Some(Value::Object(o)) => {
             let d = SuccessRateEjection::default();
-            let field = |n: &str, default: u32| {
-                let at = format!("successRateEjection.{n}");
-                let v = config_field(o, n);
-                if n == "enforcementPercentage" {
-                    opt_percent(v, &at)
-                } else {
-                    opt_u32(v, &at)
-                }
-                .map(|v| v.unwrap_or(default))
+            let field = |n: &str, default: u32, parse: ParseU32| {
+                member(o, "successRateEjection", n, default, parse)
             };
             Some(SuccessRateEjection {
-                stdev_factor: field("stdevFactor", d.stdev_factor)?,
-                enforcement_percentage: field("enforcementPercentage", d.enforcement_percentage)?,
-                minimum_hosts: field("minimumHosts", d.minimum_hosts)?,
-                request_volume: field("requestVolume", d.request_volume)?,
+                stdev_factor: field("stdevFactor", d.stdev_factor, opt_u32)?,
+                enforcement_percentage: field(
+                    "enforcementPercentage",
+                    d.enforcement_percentage,
+                    opt_percent,
+                )?,
+                minimum_hosts: field("minimumHosts", d.minimum_hosts, opt_u32)?,
+                request_volume: field("requestVolume", d.request_volume, opt_u32)?,
             })
         }
         Some(other) => {
@@ -213,21 +210,18 @@ fn parse(config: &Value) -> Result<OutlierDetectionConfig, String> {
         None | Some(Value::Null) => None,
         Some(Value::Object(o)) => {
             let d = FailurePercentageEjection::default();
-            let field = |n: &str, default: u32| {
-                let at = format!("failurePercentageEjection.{n}");
-                let v = config_field(o, n);
-                if matches!(n, "threshold" | "enforcementPercentage") {
-                    opt_percent(v, &at)
-                } else {
-                    opt_u32(v, &at)
-                }
-                .map(|v| v.unwrap_or(default))
+            let field = |n: &str, default: u32, parse: ParseU32| {
+                member(o, "failurePercentageEjection", n, default, parse)
             };
             Some(FailurePercentageEjection {
-                threshold: field("threshold", d.threshold)?,
-                enforcement_percentage: field("enforcementPercentage", d.enforcement_percentage)?,
-                minimum_hosts: field("minimumHosts", d.minimum_hosts)?,
-                request_volume: field("requestVolume", d.request_volume)?,
+                threshold: field("threshold", d.threshold, opt_percent)?,
+                enforcement_percentage: field(
+                    "enforcementPercentage",
+                    d.enforcement_percentage,
+                    opt_percent,
+                )?,
+                minimum_hosts: field("minimumHosts", d.minimum_hosts, opt_u32)?,
+                request_volume: field("requestVolume", d.request_volume, opt_u32)?,
             })
         }
         Some(other) => {
@@ -289,6 +283,21 @@ fn child_policy(list: &Value) -> Result<(Arc<dyn Builder>, Option<LbConfig>), St
         "childPolicy: invalid loadBalancingConfig: no supported policies found in [{}]",
         names.join(", ")
     ))
+}
+
+/// `opt_u32` or `opt_percent`.
+type ParseU32 = fn(Option<&Value>, &str) -> Result<Option<u32>, String>;
+
+/// Field `name` of the ejection object `object` (called `parent` in errors),
+/// read by `parse`; `default` when absent.
+fn member(
+    object: &Map<String, Value>,
+    parent: &str,
+    name: &str,
+    default: u32,
+    parse: ParseU32,
+) -> Result<u32, String> {
+    parse(config_field(object, name), &format!("{parent}.{name}")).map(|v| v.unwrap_or(default))
 }
 
 fn opt_u32(v: Option<&Value>, field: &str) -> Result<Option<u32>, String> {
