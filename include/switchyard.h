@@ -576,7 +576,8 @@ sy_status sy_channel_reset_connect_backoff(const struct sy_channel *ch);
 
 /**
  * Writes the channel's connectivity state (a `sy_state`) to `*out_state`.
- * After close it is SHUTDOWN. Any thread; wait-free.
+ * After close it is SHUTDOWN. Any thread; never blocks (it reads the state
+ * published with the channel's picker: after a pick, that picker's state).
  */
 sy_status sy_channel_state(const struct sy_channel *ch, uint32_t *out_state);
 

@@ -408,7 +408,8 @@ pub extern "C" fn sy_channel_reset_connect_backoff(ch: *const sy_channel) -> sy_
 }
 
 /// Writes the channel's connectivity state (a `sy_state`) to `*out_state`.
-/// After close it is SHUTDOWN. Any thread; wait-free.
+/// After close it is SHUTDOWN. Any thread; never blocks (it reads the state
+/// published with the channel's picker: after a pick, that picker's state).
 #[no_mangle]
 pub extern "C" fn sy_channel_state(ch: *const sy_channel, out_state: *mut u32) -> sy_status {
     boundary(|| {

@@ -226,7 +226,12 @@ impl Channel {
             Box::new(ManagedConnector::new(config).with_authority(authority.clone()))
         });
         // IDLE until used: the first pick asks the loop to leave IDLE.
-        let initial = Table::new(Box::new(idle_picker(handle.clone(), id)), 0, false);
+        let initial = Table::new(
+            Box::new(idle_picker(handle.clone(), id)),
+            0,
+            false,
+            ConnectivityState::Idle,
+        );
         let call_stats: Arc<crate::snapshot::CallStats> = Default::default();
         let shared = Arc::new(ChannelShared {
             slot: crate::sync::Arc::new(Slot::new(initial)),
@@ -452,12 +457,14 @@ impl Channel {
     }
 
     /// The channel's aggregate connectivity state, as its policy last
-    /// published it; SHUTDOWN from the moment `close` is called.
+    /// published it; SHUTDOWN from the moment `close` is called. Read from
+    /// the table its picker came in: a pick from a picker sees that
+    /// picker's state, and a state seen is picked from its own picker.
     pub fn state(&self) -> ConnectivityState {
         if self.is_closed() {
             return ConnectivityState::Shutdown;
         }
-        self.shared.state()
+        self.shared.slot.load().state
     }
 
     /// gRPC's `GetState(try_to_connect)`: the state now and, if it is IDLE

@@ -50,12 +50,12 @@ impl StatePublisher {
             );
             self.state = state;
         }
-        // The picker first, then the state (gRPC-Go's order): whoever sees
-        // the new state picks from the new picker. Then waiters for a
-        // change are woken again, the state now set.
+        // The picker with its state, in one table (`Channel::state` reads
+        // it there: a state and its picker are seen together), then the
+        // state waiters' record, and they are woken again.
         self.shared
             .slot
-            .publish(Table::new(picker, self.seq, false));
+            .publish(Table::new(picker, self.seq, false, state));
         if changed {
             self.shared.set_state(state);
             self.shared.slot.signal().notify_all();
@@ -88,8 +88,11 @@ impl StatePublisher {
         if shared.state() != ConnectivityState::Shutdown {
             shared.set_state(ConnectivityState::Shutdown);
         }
-        shared
-            .slot
-            .publish(Table::new(Box::new(QueuePicker), u64::MAX, true));
+        shared.slot.publish(Table::new(
+            Box::new(QueuePicker),
+            u64::MAX,
+            true,
+            ConnectivityState::Shutdown,
+        ));
     }
 }
