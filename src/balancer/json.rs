@@ -10,10 +10,14 @@ use std::time::Duration;
 /// own field name (snake_case, "max_attempts": proto3 JSON parsers take
 /// both), else by a name that differs only in ASCII case ("MaxAttempts":
 /// gRPC-Go reads configs with encoding/json, which matches fields that way,
-/// and its tests spell them so). `None` for no such field, or a value that
-/// is not an object.
+/// and its tests spell them so). `None` for no such field, a field set to
+/// `null` (proto3 JSON reads null as the field's default: absent), or a
+/// value that is not an object.
 pub(crate) fn config_field<'a, T: Fields + ?Sized>(object: &'a T, name: &str) -> Option<&'a Value> {
-    object.fields().and_then(|o| member(o, name))
+    object
+        .fields()
+        .and_then(|o| member(o, name))
+        .filter(|v| !v.is_null())
 }
 
 /// What `config_field` looks fields up in.

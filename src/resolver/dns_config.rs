@@ -40,7 +40,8 @@ pub(crate) fn choose(records: &[String], client: &Client<'_>) -> Result<Option<S
         };
         let mut matches = true;
         let mut config = None;
-        for (key, value) in fields {
+        // A null field is an absent one (proto3 JSON; gRPC-Go's decoding).
+        for (key, value) in fields.iter().filter(|(_, v)| !v.is_null()) {
             let at = |what: &str| format!("TXT grpc_config[{i}].{key}: {what}");
             match key.as_str() {
                 "clientLanguage" => {
@@ -143,6 +144,14 @@ mod tests {
             None,
             "other host; 0% never"
         );
+    }
+
+    #[test]
+    fn a_null_condition_is_no_condition() {
+        let txt = format!(
+            r#"grpc_config=[{{"clientLanguage":null,"percentage":null,"clientHostname":null,"serviceConfig":{RR}}}]"#
+        );
+        assert_eq!(pick(&[&txt], "h1", 99).unwrap().as_deref(), Some(RR));
     }
 
     #[test]

@@ -272,6 +272,25 @@ mod tests {
     }
 
     #[test]
+    fn a_null_field_is_an_absent_one() {
+        // proto3 JSON reads null as the field's default; gRPC-Go decodes it
+        // into a nil pointer.
+        let c = ServiceConfig::parse(Some(
+            r#"{"loadBalancingConfig":null,"retryThrottling":null,
+                "methodConfig":[{"name":[{"service":"s"}],"timeout":null,
+                                 "retryPolicy":null,"hedgingPolicy":{"maxAttempts":2,"hedgingDelay":null},
+                                 "waitForReady":null,"maxRequestMessageBytes":null}]}"#,
+        ))
+        .unwrap();
+        let m = c.methods.lookup("/s/m").unwrap();
+        assert_eq!(m.timeout, None);
+        assert_eq!(m.wait_for_ready, None);
+        assert!(m.retry_policy.is_none());
+        assert!(c.retry_throttling.is_none());
+        assert!(ServiceConfig::parse(Some(r#"{"methodConfig":null}"#)).is_ok());
+    }
+
+    #[test]
     fn deprecated_policy_field_and_health_check() {
         let c = ServiceConfig::parse(Some(
             r#"{"loadBalancingPolicy":"ROUND_ROBIN","healthCheckConfig":{"serviceName":"echo.Echo"}}"#,
