@@ -21,12 +21,20 @@
 //!
 //! The two children live in a [`ChildManager`], which does the routing; this
 //! module only decides which child is which and when to swap.
+//!
+//! A parent policy whose config names a child policy (outlier detection's
+//! `childPolicy`) runs its child through one of these too, as gRPC-Go's
+//! parents do: built by [`Switching`] and told the child's policy with each
+//! update ([`SwitchTo`]), so a config naming another child policy switches
+//! as gracefully as the channel's own policy does.
 
 use crate::balancer::child_manager::ChildManager;
 use crate::balancer::picker::{FailPicker, PickInfo, PickLocal, PickResult, Picker};
 use crate::balancer::rotation::Rotation;
 use crate::balancer::subconn::{SubConn, SubConnId};
-use crate::balancer::{Balancer, Builder, ClientConn, ClientConnState, SubConnState, TimerToken};
+use crate::balancer::{
+    Balancer, Builder, ClientConn, ClientConnState, LbConfig, SubConnState, TimerToken,
+};
 use crate::connectivity::ConnectivityState;
 use crate::trace;
 use std::sync::Arc;
@@ -233,12 +241,64 @@ impl GracefulSwitch {
     }
 }
 
+/// Builds [`GracefulSwitch`]es for a parent's child (see the module docs):
+/// each update the parent gives it carries a [`SwitchTo`] config.
+pub struct Switching {
+    label: String,
+}
+
+impl Switching {
+    /// A builder whose switches say `label` in their log lines.
+    pub fn labelled(label: impl Into<String>) -> Switching {
+        Switching {
+            label: label.into(),
+        }
+    }
+}
+
+impl Builder for Switching {
+    /// Never registered: a parent builds it directly.
+    fn name(&self) -> &str {
+        "graceful_switch"
+    }
+
+    fn build(&self) -> Box<dyn Balancer> {
+        Box::new(GracefulSwitch::new().labelled(self.label.clone()))
+    }
+}
+
+/// The config a [`Switching`]-built child gets: the policy to run (switched
+/// to gracefully when it is not the latest one) and that policy's config.
+pub struct SwitchTo {
+    /// The child's policy.
+    pub policy: Arc<dyn Builder>,
+    /// Its parsed config.
+    pub config: Option<LbConfig>,
+}
+
+impl SwitchTo {
+    /// As an update's config.
+    pub fn config(policy: Arc<dyn Builder>, config: Option<LbConfig>) -> Option<LbConfig> {
+        Some(Arc::new(SwitchTo { policy, config }))
+    }
+}
+
 impl Balancer for GracefulSwitch {
     fn update_client_conn_state(
         &mut self,
         cc: &mut dyn ClientConn,
-        state: ClientConnState,
+        mut state: ClientConnState,
     ) -> Result<(), String> {
+        // A parent's update names the policy (gRPC-Go's gracefulswitch
+        // takes the child's builder with its config the same way).
+        if let Some(to) = state
+            .config
+            .clone()
+            .and_then(|c| c.downcast::<SwitchTo>().ok())
+        {
+            self.switch_to(cc, to.policy.clone());
+            state.config = to.config.clone();
+        }
         let Some(latest) = self.latest() else {
             return Err("graceful switch has no policy (switch_to first)".into());
         };

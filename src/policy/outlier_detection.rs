@@ -15,6 +15,7 @@
 
 use crate::address::Endpoint;
 use crate::balancer::child_manager::{endpoint_key, ChildManager, ChildUpdate};
+use crate::balancer::graceful_switch::{SwitchTo, Switching};
 use crate::balancer::json::config_field;
 use crate::balancer::picker::{
     DoneHook, DoneHooks, DoneInfo, PickInfo, PickLocal, PickResult, Picker,
@@ -903,16 +904,19 @@ impl Balancer for OutlierDetection {
         self.config = Some(config.clone());
         self.update_timer(cc, &config);
         self.reveal(cc, None);
+        // The child runs under a graceful switch: a config naming another
+        // child policy builds it beside the old one, which keeps serving
+        // until the new one is ready (gRPC-Go's outlier detection does so).
         let child = ClientConnState {
             endpoints: state.endpoints,
             addresses: state.addresses,
-            config: config.child_config.clone(),
+            config: SwitchTo::config(config.child_policy.clone(), config.child_config.clone()),
         };
         let result = self.children.update(
             cc,
             vec![ChildUpdate {
                 key: CHILD.into(),
-                builder: config.child_policy.clone(),
+                builder: Arc::new(Switching::labelled("outlier detection")),
                 state: child,
             }],
         );
@@ -1219,6 +1223,38 @@ mod tests {
         cc.advance(&mut *od, Duration::from_secs(10));
         assert!(traffic(&mut cc, 100, &[]).contains(&bad));
         assert!(cc.shutdowns().is_empty());
+    }
+
+    /// gRPC-Go's outlier detection runs its child under a graceful switch: a
+    /// config naming another child policy leaves the old child serving
+    /// (nothing queued, nothing closed) until the new one is READY.
+    #[test]
+    fn a_new_child_policy_takes_over_gracefully() {
+        let (mut cc, mut od, old) = ready(3, json!({"successRateEjection": {}}));
+        let cfg = json!({"childPolicy": [{"pick_first": {}}], "successRateEjection": {}});
+        let parsed = OutlierDetectionBuilder.parse_config(&cfg).unwrap();
+        let addrs: Vec<Address> = (0..3)
+            .map(|i| Address::new(format!("127.0.0.1:{}", 1000 + i)))
+            .collect();
+        let connects = cc.connects().len();
+        cc.update(&mut *od, ClientConnState::from_addresses(addrs, parsed))
+            .unwrap();
+        let new = cc.connects()[connects..].to_vec();
+        assert_eq!(new.len(), 1, "pick_first connects its first address");
+        assert!(!old.contains(&new[0]));
+        // The new child is CONNECTING: round_robin still serves.
+        assert_eq!(cc.state(), Some(ConnectivityState::Ready));
+        assert_eq!(traffic(&mut cc, 30, &[]).len(), 3);
+        assert!(cc.shutdowns().is_empty());
+        // READY: pick_first takes over, round_robin's connections close.
+        cc.set_state(&mut *od, new[0], ConnectivityState::Ready);
+        assert_eq!(cc.state(), Some(ConnectivityState::Ready));
+        assert_eq!(traffic(&mut cc, 30, &[]), HashSet::from([new[0]]));
+        let mut closed = cc.shutdowns().to_vec();
+        closed.sort_unstable();
+        assert_eq!(closed, old);
+        // Outcomes now count against the new child's subchannel.
+        traffic(&mut cc, 10, &[new[0]]);
     }
 
     #[test]
