@@ -238,8 +238,12 @@ impl ResolverWrapper {
     /// channel resolves afresh when it is used again).
     pub(super) fn retry_due(&mut self) {
         self.retry_timer = None;
-        if !self.closed.load(Ordering::Acquire) {
-            self.resolve_now();
+        if self.closed.load(Ordering::Acquire) {
+            return;
+        }
+        match &mut self.resolver {
+            Some(r) => guarded("update_rejected", || r.update_rejected()),
+            None => self.resolve_now(),
         }
     }
 

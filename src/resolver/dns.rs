@@ -9,6 +9,7 @@
 
 use super::dns_client;
 use super::dns_config::{self, Client};
+use super::fixed::Fixed;
 use super::target::{builtin_plan, Plan, Target};
 use super::{Resolver, ResolverBuilder, ResolverClientConn, ResolverState};
 use crate::address::{Address, Endpoint};
@@ -34,6 +35,18 @@ impl ResolverBuilder for DnsBuilder {
 
     fn build(&self, target: &Target, cc: ResolverClientConn) -> Result<Box<dyn Resolver>, String> {
         let name = self.name(target)?;
+        // An IP literal is its own answer: one update, nothing to look up
+        // or re-resolve, no TXT (gRPC-Go's DNS resolver does the same).
+        if let Ok(ip) = name.host.parse::<IpAddr>() {
+            cc.update(ResolverState {
+                endpoints: vec![Endpoint::from(Address::new(
+                    SocketAddr::new(ip, name.port).to_string(),
+                ))],
+                service_config: None,
+            })
+            .map_err(|e| e.to_string())?;
+            return Ok(Box::new(Fixed));
+        }
         let (tx, rx) = crossbeam_channel::unbounded();
         std::thread::Builder::new()
             .name("switchyard-dns".into())
@@ -57,8 +70,11 @@ impl DnsBuilder {
                 _ => format!("\"{target}\" is no dns target"),
             });
         };
+        // An IP literal is never looked up, so its authority (the DNS
+        // server) is never read: gRPC-Go takes any.
         let server = match authority.as_str() {
             "" => None,
+            _ if host.parse::<IpAddr>().is_ok() => None,
             a => Some(dns_client::parse_server(a)?),
         };
         Ok(Name { host, port, server })
@@ -84,6 +100,8 @@ impl std::fmt::Display for Name {
 
 enum Request {
     ResolveNow,
+    /// The channel rejected the last update and has paced this retry.
+    Retry,
     Close,
 }
 
@@ -94,6 +112,12 @@ struct DnsResolver {
 impl Resolver for DnsResolver {
     fn resolve_now(&mut self) {
         let _ = self.tx.send(Request::ResolveNow);
+    }
+
+    /// At once, not after the minimum interval: gRPC-Go's DNS resolver
+    /// retries a rejected state with backoff (which the channel ran).
+    fn update_rejected(&mut self) {
+        let _ = self.tx.send(Request::Retry);
     }
 
     fn close(&mut self) {
@@ -113,6 +137,9 @@ fn run(name: Name, cc: ResolverClientConn, rx: Receiver<Request>) {
     let hostname = dns_config::hostname();
     let mut next: Option<Instant> = None;
     let mut lookup_now = true;
+    // The last TXT lookup's outcome, given again when a lookup fails for a
+    // while (gRPC-Go ignores TXT errors and keeps the config it has).
+    let mut last_config: Option<String> = None;
     loop {
         if lookup_now {
             lookup_now = false;
@@ -134,7 +161,13 @@ fn run(name: Name, cc: ResolverClientConn, rx: Receiver<Request>) {
                                 hostname: &hostname,
                                 percentile: (rng.uniform() * 100.0) as u32 % 100,
                             };
-                            service_config(&name, &client)
+                            match service_config(&name, &client) {
+                                Ok(config) => {
+                                    last_config.clone_from(&config);
+                                    config
+                                }
+                                Err(()) => last_config.clone(),
+                            }
                         } else {
                             None
                         };
@@ -163,6 +196,11 @@ fn run(name: Name, cc: ResolverClientConn, rx: Receiver<Request>) {
                 Next::At(at) => next = Some(at),
                 Next::Nothing => {}
             },
+            Ok(Request::Retry) => {
+                lookups.due();
+                next = None;
+                lookup_now = true;
+            }
             Err(RecvTimeoutError::Timeout) => {
                 lookups.due();
                 next = None;
@@ -178,12 +216,6 @@ fn lookup_name(name: &Name) -> Result<Vec<Address>, String> {
     let Some(server) = name.server else {
         return lookup(&name.host, name.port);
     };
-    // An IP literal needs no server.
-    if let Ok(ip) = name.host.parse::<IpAddr>() {
-        return Ok(vec![Address::new(
-            SocketAddr::new(ip, name.port).to_string(),
-        )]);
-    }
     let ips = dns_client::lookup_ips(server, &name.host)
         .map_err(|e| format!("DNS resolution of {} failed: {e}", name.host))?;
     if ips.is_empty() {
@@ -199,38 +231,43 @@ fn lookup_name(name: &Name) -> Result<Vec<Address>, String> {
 }
 
 /// The service config `name` publishes in TXT (A2), if any. Not looked up
-/// for IP literals and localhost (A10). A failed lookup is logged and
-/// counts as none (the channel's default, as gRPC-Go ignores TXT errors); a
-/// record that is no valid list of choices is an invalid config (the
-/// channel keeps its last good one, or fails with none), as in gRPC-Go.
-fn service_config(name: &Name, client: &Client<'_>) -> Option<String> {
+/// for IP literals and localhost (A10). No record (NXDOMAIN, no TXT data)
+/// is none: the channel's default. A lookup that failed (timeout, server
+/// failure) is logged and `Err`: the caller keeps what it had, as gRPC-Go
+/// ignores TXT errors. A record that is no valid list of choices is an
+/// invalid config (the channel keeps its last good one, or fails with
+/// none), as in gRPC-Go.
+fn service_config(name: &Name, client: &Client<'_>) -> Result<Option<String>, ()> {
     let host = name.host.as_str();
     if host.parse::<IpAddr>().is_ok() || host.eq_ignore_ascii_case("localhost") {
-        return None;
+        return Ok(None);
     }
     let Some(server) = name.server.or_else(dns_client::system_server) else {
         log::warn!(
             target: trace::RESOLVER,
             "{name}: no DNS server known for the TXT service config lookup"
         );
-        return None;
+        return Ok(None);
     };
     let txt_name = format!("_grpc_config.{host}");
     let records = match dns_client::lookup_txt(server, &txt_name) {
         Ok(records) => records,
         Err(e) => {
-            log::warn!(target: trace::RESOLVER, "{name}: TXT service config: {e}");
-            return None;
+            log::warn!(
+                target: trace::RESOLVER,
+                "{name}: TXT service config: {e} (keeping the last one)"
+            );
+            return Err(());
         }
     };
-    match dns_config::choose(&records, client) {
+    Ok(match dns_config::choose(&records, client) {
         Ok(config) => config,
         Err(e) => {
             log::warn!(target: trace::RESOLVER, "{name}: TXT service config: {e}");
             // The channel's reading of a resolver's complaint.
             Some(serde_json::Value::String(e).to_string())
         }
-    }
+    })
 }
 
 /// Resolves `host:port` with the system resolver (blocking: call off the loop).
@@ -330,6 +367,84 @@ mod tests {
             Lookups::new(BackoffConfig::default(), MIN_RESOLUTION_INTERVAL),
             Instant::now(),
         )
+    }
+
+    /// A TXT lookup that fails (SERVFAIL here; a timeout alike) keeps the
+    /// service config the last one found, as gRPC-Go ignores TXT errors,
+    /// rather than sending none (the channel's default policy).
+    #[test]
+    fn a_failed_txt_lookup_keeps_the_last_config() {
+        use crate::resolver::dns_client::tests::{reply, serve};
+        use crate::resolver::testing::TestResolverClientConn;
+        use crate::resolver::ResolverOptions;
+        use hickory_proto::op::ResponseCode;
+        use hickory_proto::rr::rdata::{A, TXT};
+        use hickory_proto::rr::{RData, Record, RecordType};
+        const RR: &str = r#"{"loadBalancingConfig":[{"round_robin":{}}]}"#;
+        let mut txts = 0;
+        let server = serve(8, move |q| {
+            let query = &q.queries()[0];
+            let name = query.name().clone();
+            if query.query_type() == RecordType::TXT {
+                txts += 1;
+                if txts > 1 {
+                    return reply(&q, ResponseCode::ServFail, vec![]);
+                }
+                let text = format!("grpc_config=[{{\"serviceConfig\":{RR}}}]");
+                let txt = RData::TXT(TXT::new(vec![text]));
+                return reply(
+                    &q,
+                    ResponseCode::NoError,
+                    vec![Record::from_rdata(name, 60, txt)],
+                );
+            }
+            let a = RData::A(A::new(127, 0, 0, 1));
+            reply(
+                &q,
+                ResponseCode::NoError,
+                vec![Record::from_rdata(name, 60, a)],
+            )
+        });
+        let cc = TestResolverClientConn::with_options(ResolverOptions {
+            dns_service_config: true,
+            min_resolution_interval: Duration::ZERO,
+            ..Default::default()
+        });
+        let target = Target::parse(&format!("dns://{server}/svc.test:1")).unwrap();
+        let mut r = DnsBuilder.build(&target, cc.client_conn()).unwrap();
+        assert!(cc.wait_for_pushes(1, Duration::from_secs(10)));
+        r.resolve_now();
+        assert!(cc.wait_for_pushes(2, Duration::from_secs(10)));
+        r.close();
+        let updates = cc.updates();
+        assert_eq!(updates[0].service_config.as_deref(), Some(RR));
+        assert_eq!(updates[1].service_config.as_deref(), Some(RR), "kept");
+        assert!(cc.errors().is_empty());
+    }
+
+    /// gRPC-Go's TestIPResolver: an IP literal is answered once, whatever
+    /// the authority (the DNS server it never asks), and a re-resolution
+    /// brings no update.
+    #[test]
+    fn an_ip_literal_is_answered_once_whatever_the_authority() {
+        use crate::resolver::testing::TestResolverClientConn;
+        for (target, want) in [
+            ("dns:///127.0.0.1:5", "127.0.0.1:5"),
+            ("dns://ns.example/127.0.0.1", "127.0.0.1:443"),
+            ("dns://8.8.8.8:53/[::1]:7", "[::1]:7"),
+        ] {
+            let cc = TestResolverClientConn::new();
+            let target = Target::parse(target).unwrap();
+            let mut r = DnsBuilder.build(&target, cc.client_conn()).unwrap();
+            let updates = cc.updates();
+            assert_eq!(updates.len(), 1, "{target}");
+            assert_eq!(updates[0].endpoints[0].addresses[0].addr, want);
+            r.resolve_now();
+            r.update_rejected();
+            std::thread::sleep(Duration::from_millis(20));
+            assert_eq!(cc.updates().len(), 1, "{target}");
+            r.close();
+        }
     }
 
     #[test]

@@ -219,7 +219,7 @@ fn tcp_exchange(server: SocketAddr, query: &[u8], id: u16) -> Result<Message, St
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use hickory_proto::rr::rdata::{A, TXT};
     use hickory_proto::rr::Record;
@@ -240,12 +240,25 @@ mod tests {
     /// A one-shot server on 127.0.0.1 that answers the first query with
     /// what `answer` makes of it.
     fn serve_once(answer: impl FnOnce(Message) -> Vec<u8> + Send + 'static) -> SocketAddr {
+        let mut answer = Some(answer);
+        serve(1, move |q| answer.take().map(|f| f(q)).unwrap_or_default())
+    }
+
+    /// A server on 127.0.0.1 that answers up to `queries` queries, each
+    /// with what `answer` makes of it (for 10 s at most).
+    pub(crate) fn serve(
+        queries: usize,
+        mut answer: impl FnMut(Message) -> Vec<u8> + Send + 'static,
+    ) -> SocketAddr {
         let s = UdpSocket::bind("127.0.0.1:0").unwrap();
         let addr = s.local_addr().unwrap();
         std::thread::spawn(move || {
             s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
             let mut buf = [0u8; 4096];
-            if let Ok((n, from)) = s.recv_from(&mut buf) {
+            for _ in 0..queries {
+                let Ok((n, from)) = s.recv_from(&mut buf) else {
+                    return;
+                };
                 let q = Message::from_vec(&buf[..n]).unwrap();
                 let _ = s.send_to(&answer(q), from);
             }
@@ -253,7 +266,7 @@ mod tests {
         addr
     }
 
-    fn reply(q: &Message, code: ResponseCode, records: Vec<Record>) -> Vec<u8> {
+    pub(crate) fn reply(q: &Message, code: ResponseCode, records: Vec<Record>) -> Vec<u8> {
         let mut m = Message::new();
         m.set_id(q.id())
             .set_message_type(MessageType::Response)

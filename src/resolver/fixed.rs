@@ -46,7 +46,7 @@ impl ResolverBuilder for FixedBuilder {
 }
 
 /// Nothing to re-resolve: the addresses are the target's.
-struct Fixed;
+pub(super) struct Fixed;
 
 impl Resolver for Fixed {
     fn resolve_now(&mut self) {}

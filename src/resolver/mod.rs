@@ -131,6 +131,17 @@ pub trait Resolver: Send {
     /// lost a backend). A hint: a resolver may pace or ignore it.
     fn resolve_now(&mut self);
 
+    /// The channel rejected the resolver's last update (its policy found no
+    /// usable address, or its service config is invalid) and its backoff
+    /// says to look again now (gRPC-Go's `UpdateState` returning
+    /// `ErrBadResolverState`). A resolver that paces `resolve_now` should
+    /// look again at once: the channel has paced this already, and the
+    /// resolver's own minimum interval would keep the rejected state. The
+    /// default calls `resolve_now`.
+    fn update_rejected(&mut self) {
+        self.resolve_now();
+    }
+
     /// The channel is done with the resolver: stop. Updates pushed after
     /// this are refused with `Error::Closed`.
     fn close(&mut self);

@@ -344,6 +344,12 @@ fn a_malformed_txt_service_config_is_an_invalid_config() {
     wait_state(&ch, ConnectivityState::TransientFailure);
     let e = pick_error(&ch);
     assert!(e.contains("not a list of choices"), "{e}");
+    // The rejected update is looked up again with the channel's backoff
+    // (this test's: 50 ms, growing), not after the 30 s minimum interval,
+    // as gRPC-Go's DNS resolver retries a state its channel called bad.
+    wait_until("the rejected TXT config is looked up again", || {
+        dns.queries("TXT", "_grpc_config.svc.test") >= 3
+    });
 }
 
 #[test]
