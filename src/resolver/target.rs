@@ -138,8 +138,9 @@ pub(crate) fn default_authority(target: &Target) -> Option<String> {
         "unix" | "unix-abstract" => return Some("localhost".into()),
         _ => target.endpoint(),
     };
-    // `dns:///:50051` is localhost's port (gRPC-Go writes "localhost:50051").
-    if a.starts_with(':') && target.scheme == "dns" {
+    // `dns:///:50051` is localhost's port, whatever the scheme (gRPC-Go
+    // writes "localhost:50051" for any resolver that keeps the default).
+    if a.starts_with(':') {
         let a = format!("localhost{a}");
         return valid_authority(&a).then_some(a);
     }
@@ -535,6 +536,8 @@ mod tests {
         assert_eq!(auth("unix-abstract:x").as_deref(), Some("localhost"));
         // Several addresses are no authority: each connection uses its own.
         assert_eq!(auth("ipv4:127.0.0.1:1,127.0.0.1:2"), None);
+        assert_eq!(auth("dns:///:8080").as_deref(), Some("localhost:8080"));
+        assert_eq!(auth("custom:///:8080").as_deref(), Some("localhost:8080"));
         assert_eq!(authority_host("[::1]:1").as_deref(), Some("::1"));
         assert_eq!(authority_host("svc.test:1").as_deref(), Some("svc.test"));
     }
