@@ -43,8 +43,10 @@ pub(crate) fn choose(records: &[String], client: &Client<'_>) -> Result<Option<S
         // A null field is an absent one (proto3 JSON; gRPC-Go's decoding).
         for (key, value) in fields.iter().filter(|(_, v)| !v.is_null()) {
             let at = |what: &str| format!("TXT grpc_config[{i}].{key}: {what}");
-            match key.as_str() {
-                "clientLanguage" => {
+            // In any case: gRPC-Go decodes choices with encoding/json (its
+            // own records spell "clientHostName"; A2 says "clientHostname").
+            match key.to_ascii_lowercase().as_str() {
+                "clientlanguage" => {
                     let langs = strings(value).ok_or_else(|| at("not a list of strings"))?;
                     if !langs
                         .iter()
@@ -53,7 +55,7 @@ pub(crate) fn choose(records: &[String], client: &Client<'_>) -> Result<Option<S
                         matches = false;
                     }
                 }
-                "clientHostname" => {
+                "clienthostname" => {
                     let hosts = strings(value).ok_or_else(|| at("not a list of strings"))?;
                     if !hosts.contains(&client.hostname) {
                         matches = false;
@@ -68,7 +70,7 @@ pub(crate) fn choose(records: &[String], client: &Client<'_>) -> Result<Option<S
                         matches = false;
                     }
                 }
-                "serviceConfig" => {
+                "serviceconfig" => {
                     if !value.is_object() {
                         return Err(at("not an object"));
                     }
@@ -144,6 +146,15 @@ mod tests {
             None,
             "other host; 0% never"
         );
+    }
+
+    #[test]
+    fn choice_fields_are_found_in_any_case() {
+        let txt = format!(
+            r#"grpc_config=[{{"clientHostName":["h1"],"ClientLanguage":["rust"],"serviceConfig":{RR}}},{{"ServiceConfig":{PF}}}]"#
+        );
+        assert_eq!(pick(&[&txt], "h1", 0).unwrap().as_deref(), Some(RR));
+        assert_eq!(pick(&[&txt], "h2", 0).unwrap().as_deref(), Some(PF));
     }
 
     #[test]
