@@ -272,7 +272,7 @@ fn child_policy(list: &Value) -> Result<(Arc<dyn Builder>, Option<LbConfig>), St
                 "childPolicy: config of \"{name}\" must be an object"
             ));
         }
-        if let Some(builder) = super::registry::get(name) {
+        if let Some(builder) = super::registry::get_exact(name) {
             let parsed = builder.parse_config(config).map_err(|e| {
                 format!("childPolicy: error parsing loadBalancingConfig for policy \"{name}\": {e}")
             })?;

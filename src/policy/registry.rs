@@ -11,7 +11,9 @@ fn global() -> &'static Registry {
     GLOBAL.get_or_init(|| Registry::with(builtins()))
 }
 
-/// Registers `builder` under its name, replacing any earlier one of that name.
+/// Registers `builder` under its name, replacing any earlier one of that
+/// name in any case. A `loadBalancingConfig` entry must spell the name as
+/// the builder does (see [`get_exact`]).
 pub fn register(builder: Arc<dyn Builder>) {
     global().register(builder)
 }
@@ -19,6 +21,15 @@ pub fn register(builder: Arc<dyn Builder>) {
 /// The builder registered under `name` (any case).
 pub fn get(name: &str) -> Option<Arc<dyn Builder>> {
     global().get(name)
+}
+
+/// The builder registered under exactly `name`, as a `loadBalancingConfig`
+/// entry names it: gRPC's registries match policy names case-sensitively
+/// there (C-core; gRPC-Go since 1.82), so `[{"ROUND_ROBIN":{}}]` names no
+/// supported policy. (The deprecated `loadBalancingPolicy` string is
+/// matched in any case, as C-core lower-cases it.)
+pub fn get_exact(name: &str) -> Option<Arc<dyn Builder>> {
+    get(name).filter(|b| b.name() == name)
 }
 
 /// Every registered name (lower-cased), sorted.

@@ -161,7 +161,7 @@ fn select_policy_at(
         if !config.is_object() {
             return Err(at.err(format!("the config of policy \"{name}\" must be an object")));
         }
-        if let Some(builder) = registry::get(name) {
+        if let Some(builder) = registry::get_exact(name) {
             let parsed = builder
                 .parse_config(config)
                 .map_err(|e| at.err(format!("invalid config for policy \"{name}\": {e}")))?;
@@ -302,6 +302,24 @@ mod tests {
 
     fn err(json: &str) -> String {
         ServiceConfig::parse(Some(json)).unwrap_err()
+    }
+
+    /// Policy names in `loadBalancingConfig` match exactly (C-core's
+    /// registry; gRPC-Go's since 1.82): another case is an unknown policy,
+    /// skipped for the next entry.
+    #[test]
+    fn load_balancing_config_names_are_case_sensitive() {
+        let e = err(r#"{"loadBalancingConfig":[{"ROUND_ROBIN":{}}]}"#);
+        assert!(e.contains("no supported policies"), "{e}");
+        let c = ServiceConfig::parse(Some(
+            r#"{"loadBalancingConfig":[{"Round_Robin":{}},{"pick_first":{}}]}"#,
+        ))
+        .unwrap();
+        assert_eq!(c.policy.name(), "pick_first");
+        let e = err(
+            r#"{"loadBalancingConfig":[{"outlier_detection_experimental":{"childPolicy":[{"Round_Robin":{}}]}}]}"#,
+        );
+        assert!(e.contains("no supported policies"), "{e}");
     }
 
     const METHODS: &str = r#"{"methodConfig":[

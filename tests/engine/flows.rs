@@ -54,7 +54,10 @@ fn flow1_registration() {
     let ch = Channel::new(
         &rt,
         "",
-        Some(r#"{"loadBalancingConfig":[{"Flow1_Policy":{}}]}"#),
+        // Spelled as the last registration spells it: a config's policy
+        // names match exactly (gRPC's registries), the registry's lookups
+        // in any case.
+        Some(r#"{"loadBalancingConfig":[{"flow1_policy":{}}]}"#),
         options(&host),
     )
     .unwrap();

@@ -236,8 +236,9 @@ fn a_newer_switch_replaces_the_pending_policy_and_same_name_is_an_update() {
     assert_eq!(gone, ["a:1", "b:1"], "round_robin's subchannels: {ev:?}");
     assert_eq!(pick_id(&ch), old);
     assert_eq!(ch.state(), Ready);
-    // The same name again: an update of the pending one, nothing rebuilt.
-    ch.update_service_config(r#"{"loadBalancingConfig":[{"PICK_FIRST":{}}]}"#)
+    // The same policy again (the deprecated field, which takes any case):
+    // an update of the pending one, nothing rebuilt.
+    ch.update_service_config(r#"{"loadBalancingPolicy":"PICK_FIRST"}"#)
         .unwrap();
     ch.sync().unwrap();
     assert!(

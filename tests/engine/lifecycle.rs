@@ -198,7 +198,7 @@ fn switching_policy_and_rejecting_bad_configs() {
 
     // Same policy again: updated in place, no churn.
     host.take();
-    ch.update_service_config(r#"{"loadBalancingConfig":[{"ROUND_ROBIN":{}}]}"#)
+    ch.update_service_config(r#"{"loadBalancingPolicy":"ROUND_ROBIN"}"#)
         .unwrap();
     ch.sync().unwrap();
     assert!(host.take().is_empty());
