@@ -1870,9 +1870,10 @@ typedef struct sy_picker {
 } sy_picker;
 
 /**
- * Registers a policy written in C under `name` (case-insensitive; a later
- * registration of the same name replaces it, built-ins included). Channels
- * select it by name in their service config's `loadBalancingConfig`; its
+ * Registers a policy written in C under `name` (a later registration of
+ * the same name in any case replaces it, built-ins included). Channels
+ * select it by name, spelled exactly as registered, in their service
+ * config's `loadBalancingConfig` (gRPC's registries match case); its
  * config object is ignored. `callbacks` is copied; `builder_ctx` is passed to
  * `build` and `free_builder`. Errors: SY_NULL_PARAMETER, SY_INVALID_UTF8,
  * SY_INVALID_ARGUMENT (empty name; missing build, update_addresses or
