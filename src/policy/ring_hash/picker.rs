@@ -198,8 +198,9 @@ impl Picker for RingPicker {
 }
 
 /// XXH64 of the values of `header` in `metadata`, joined with "," when it
-/// appears more than once; `None` when it does not appear or has only
-/// empty values (A76: "no value or an empty value" gets a random hash).
+/// appears more than once; `None` when it does not appear (A76's pseudo
+/// code: a header that is there is hashed, an empty value too, as gRPC-Go
+/// and C-core do; only a missing one gets a random hash).
 #[inline]
 pub(crate) fn header_hash(metadata: &[(String, String)], header: &str) -> Option<u64> {
     let mut values = metadata
@@ -208,15 +209,13 @@ pub(crate) fn header_hash(metadata: &[(String, String)], header: &str) -> Option
         .map(|(_, v)| v.as_bytes());
     let first = values.next()?;
     let Some(second) = values.next() else {
-        return (!first.is_empty()).then(|| xxh64(first, 0));
+        return Some(xxh64(first, 0));
     };
     let mut h = Xxh64::new(0);
-    let mut empty = first.is_empty();
     h.update(first);
     for v in std::iter::once(second).chain(values) {
-        empty &= v.is_empty();
         h.update(b",");
         h.update(v);
     }
-    (!empty).then(|| h.digest())
+    Some(h.digest())
 }

@@ -371,15 +371,24 @@ fn request_hash_comes_from_the_header_then_the_caller_else_random() {
         })
         .collect();
     assert!(random.len() > 10 && !random.contains(&None), "{random:?}");
-    // A76: an empty value is no value: random too, not XXH64("").
-    for empty in [md(""), vec![md("")[0].clone(), md("")[0].clone()]] {
-        let spread: std::collections::HashSet<Option<String>> = (0..200)
+    // A header that is there is hashed, an empty value too (A76's pseudo
+    // code; gRPC-Go and C-core): XXH64("") and XXH64(","), one endpoint each.
+    for (empty, joined) in [
+        (md(""), ""),
+        (vec![md("")[0].clone(), md("")[0].clone()], ","),
+    ] {
+        let spread: std::collections::HashSet<Option<String>> = (0..50)
             .map(|_| {
                 let p = pick_header(&mut cc, &empty);
                 addr_of(&cc, &p)
             })
             .collect();
-        assert!(spread.len() > 10 && !spread.contains(&None), "{spread:?}");
+        assert_eq!(spread.len(), 1, "{spread:?}");
+        assert_eq!(
+            spread.into_iter().next().unwrap(),
+            hash_addr(&mut cc, xxh64(joined.as_bytes(), 0)),
+            "{joined:?}"
+        );
     }
 }
 
