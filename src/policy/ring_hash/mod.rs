@@ -70,11 +70,14 @@ impl Default for RingHashBuilder {
 }
 
 impl RingHashBuilder {
-    /// `ring_hash_experimental`, ring sizes capped to 4096.
+    /// `ring_hash_experimental`, ring sizes capped to 4096, or to what the
+    /// environment variable `GRPC_RING_HASH_CAP` says (1..=8,388,608, as
+    /// gRPC-Go reads it; a value out of range is clamped, one that is no
+    /// number ignored).
     pub fn new() -> RingHashBuilder {
         RingHashBuilder {
             name: "ring_hash_experimental",
-            cap: DEFAULT_RING_SIZE_CAP,
+            cap: cap_from_env(std::env::var("GRPC_RING_HASH_CAP").ok().as_deref()),
         }
     }
 
@@ -90,6 +93,14 @@ impl RingHashBuilder {
         self.cap = cap.clamp(1, RING_SIZE_LIMIT);
         self
     }
+}
+
+/// The ring size cap `GRPC_RING_HASH_CAP` sets: gRPC-Go's `uint64FromEnv`
+/// (a number, clamped to 1..=8,388,608; anything else is the default).
+fn cap_from_env(value: Option<&str>) -> u64 {
+    value
+        .and_then(|v| v.trim().parse::<u64>().ok())
+        .map_or(DEFAULT_RING_SIZE_CAP, |c| c.clamp(1, RING_SIZE_LIMIT))
 }
 
 /// A parsed `ring_hash_experimental` config, sizes already capped.

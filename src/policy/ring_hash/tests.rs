@@ -590,3 +590,15 @@ fn with_a_header_the_inline_table_leaves_picks_with_metadata_to_the_picker() {
         }
     }
 }
+
+/// gRPC-Go's `GRPC_RING_HASH_CAP`: a number, clamped to 1..=8M; anything
+/// else leaves the 4096 default.
+#[test]
+fn the_ring_size_cap_comes_from_grpc_ring_hash_cap() {
+    assert_eq!(cap_from_env(None), 4096);
+    assert_eq!(cap_from_env(Some("10000")), 10_000);
+    assert_eq!(cap_from_env(Some("0")), 1);
+    assert_eq!(cap_from_env(Some("99999999999")), 8_388_608);
+    assert_eq!(cap_from_env(Some("lots")), 4096);
+    assert_eq!(cap_from_env(Some("-5")), 4096);
+}
