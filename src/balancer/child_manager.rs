@@ -84,6 +84,8 @@ pub struct Child {
     subconns: Vec<Arc<SubConn>>,
     /// What `update_endpoints` last gave it (endpoint children only).
     given: Option<(Endpoint, Option<LbConfig>)>,
+    /// It published during the last callback made into it.
+    reported: bool,
 }
 
 impl Child {
@@ -239,6 +241,7 @@ impl ChildManager {
             picker: Arc::new(QueuePicker),
             subconns: Vec::new(),
             given: None,
+            reported: false,
         });
         self.version += 1;
     }
@@ -445,20 +448,26 @@ impl ChildManager {
     }
 
     /// What a parent that keeps every endpoint connected (round_robin and
-    /// the policies like it, gRPC's endpointsharding) does when child `key`
-    /// changed: a child that lost its connection or failed asks for
-    /// re-resolution, and one that went IDLE reconnects at once. The
-    /// child's state that prompted it (`None`: no such child).
+    /// the policies like it, gRPC's endpointsharding) does after a callback
+    /// into child `key`: a child that has just reported losing its
+    /// connection (IDLE) or failing (TRANSIENT_FAILURE) asks for
+    /// re-resolution, once per report (not again on every later event while
+    /// it stays there), and one that is IDLE reconnects at once. The
+    /// child's state (`None`: no such child).
     pub fn keep_connected(
         &mut self,
         cc: &mut dyn ClientConn,
         key: &str,
     ) -> Option<ConnectivityState> {
-        let state = self.get(key).map(|c| c.state());
-        if matches!(
-            state,
-            Some(ConnectivityState::Idle | ConnectivityState::TransientFailure)
-        ) {
+        let child = self.get(key);
+        let state = child.map(|c| c.state());
+        let reported = child.is_some_and(|c| c.reported);
+        if reported
+            && matches!(
+                state,
+                Some(ConnectivityState::Idle | ConnectivityState::TransientFailure)
+            )
+        {
             cc.resolve_now();
         }
         if state == Some(ConnectivityState::Idle) {
@@ -525,6 +534,7 @@ impl ChildManager {
             };
             f(&mut *child.balancer, &mut ccw);
         }
+        child.reported = published.is_some();
         if let Some((state, picker)) = published {
             child.state = state;
             child.picker = Arc::from(picker);

@@ -618,6 +618,32 @@ mod tests {
         assert_eq!(cc.pickers_published(), published + 1, "b joined");
     }
 
+    /// A failing endpoint asks for re-resolution when its child reports the
+    /// failure, not again on each later event while it stays failed (its
+    /// backoff ending, the next attempt starting): gRPC-Go's pickers ask
+    /// once per failed pass.
+    #[test]
+    fn round_robin_asks_for_re_resolution_once_per_reported_failure() {
+        let mut cc = TestClientConn::new();
+        let mut rr = RoundRobinBuilder.build();
+        cc.update_addresses(&mut *rr, [A, B]).unwrap();
+        let (a, b) = (id(&cc, A), id(&cc, B));
+        cc.set_state(&mut *rr, a, Ready);
+        cc.set_state(&mut *rr, b, ConnectivityState::Connecting);
+        let before = cc.resolve_now_requests();
+        cc.set_state(&mut *rr, b, ConnectivityState::TransientFailure);
+        let after_failure = cc.resolve_now_requests();
+        assert!(after_failure > before, "the failure is reported");
+        // Sticky TRANSIENT_FAILURE: backoff over, a new attempt.
+        cc.set_state(&mut *rr, b, Idle);
+        cc.set_state(&mut *rr, b, ConnectivityState::Connecting);
+        assert_eq!(cc.resolve_now_requests(), after_failure);
+        // The attempt fails too: reported again, asked again.
+        cc.set_state(&mut *rr, b, ConnectivityState::TransientFailure);
+        assert!(cc.resolve_now_requests() > after_failure);
+        cc.close(&mut *rr);
+    }
+
     #[test]
     fn round_robin_shuts_down_a_removed_address_and_stops_picking_it() {
         let mut cc = TestClientConn::new();
