@@ -272,7 +272,7 @@ fn child_policy(list: &Value) -> Result<(Arc<dyn Builder>, Option<LbConfig>), St
                 "childPolicy: config of \"{name}\" must be an object"
             ));
         }
-        if let Some(builder) = super::registry::get_exact(name) {
+        if let Some(builder) = super::registry::get(name) {
             let parsed = builder.parse_config(config).map_err(|e| {
                 format!("childPolicy: error parsing loadBalancingConfig for policy \"{name}\": {e}")
             })?;
@@ -512,6 +512,11 @@ struct Tracked {
     real: SubConnState,
     /// The child is shown TRANSIENT_FAILURE for it instead of `real`.
     hidden: bool,
+    /// Its ejections are shown to the child that owns it: decided when it
+    /// is first tracked, by the child policy then in force (which made it),
+    /// so that while a new child policy is pending the serving one keeps
+    /// its own rule (see `ejection_shown`).
+    shown: bool,
 }
 
 #[derive(Default)]
@@ -542,8 +547,9 @@ impl OutlierDetection {
         self.config.as_ref().is_some_and(|c| c.counting())
     }
 
-    /// Whether the child is shown an ejection: not when the child is
-    /// pick_first itself. gRPC signals an ejection as a health failure
+    /// Whether the configured child policy is shown an ejection (each
+    /// tracked subchannel keeps the answer for the policy that made it,
+    /// `Tracked::shown`): not when the child is pick_first itself. gRPC signals an ejection as a health failure
     /// (A61), which pick_first hears only as a petiole's child (under
     /// round_robin and the like), never as outlier detection's own child
     /// ("outlier detection should never have worked with pick_first"): there
@@ -587,9 +593,7 @@ impl OutlierDetection {
             .subconns
             .iter()
             .filter(|(_, t)| only.is_none() || t.endpoint.as_deref() == only)
-            .filter(|(_, t)| {
-                t.hidden && (!self.is_ejected(t.endpoint.as_ref()) || !self.ejection_shown())
-            })
+            .filter(|(_, t)| t.hidden && (!self.is_ejected(t.endpoint.as_ref()) || !t.shown))
             .map(|(id, _)| *id)
             .collect();
         ids.sort_unstable();
@@ -600,12 +604,13 @@ impl OutlierDetection {
         }
     }
 
-    /// Shows the child the endpoint `key`'s subchannels failed.
+    /// Shows the child the endpoint `key`'s subchannels failed (those whose
+    /// owner is shown ejections).
     fn hide_endpoint(&mut self, cc: &mut dyn ClientConn, key: &str) {
         let mut ids: Vec<SubConnId> = self
             .subconns
             .iter()
-            .filter(|(_, t)| !t.hidden && t.endpoint.as_deref() == Some(key))
+            .filter(|(_, t)| t.shown && !t.hidden && t.endpoint.as_deref() == Some(key))
             .map(|(id, _)| *id)
             .collect();
         ids.sort_unstable();
@@ -623,9 +628,7 @@ impl OutlierDetection {
         e.ejected_at = Some(now);
         e.multiplier = e.multiplier.saturating_add(1);
         log::debug!(target: crate::trace::CHANNEL, "outlier detection: ejecting {key}");
-        if self.ejection_shown() {
-            self.hide_endpoint(cc, key);
-        }
+        self.hide_endpoint(cc, key);
     }
 
     fn uneject(&mut self, cc: &mut dyn ClientConn, key: &str) {
@@ -672,6 +675,7 @@ impl OutlierDetection {
             .unwrap_or_default();
         let mut next = HashMap::with_capacity(current.len());
         let mut outcomes = Vec::with_capacity(current.len());
+        let shown = self.ejection_shown();
         for sc in &current {
             let endpoint = self.by_addr.get(sc.addr()).cloned();
             let t = self.subconns.remove(&sc.id()).unwrap_or(Tracked {
@@ -681,6 +685,7 @@ impl OutlierDetection {
                     error: None,
                 },
                 hidden: false,
+                shown,
             });
             if let Some(e) = endpoint.as_ref().and_then(|k| self.endpoints.get(k)) {
                 outcomes.push((sc.id(), e.counters.clone()));
@@ -940,12 +945,12 @@ impl Balancer for OutlierDetection {
             Some(t) => {
                 let was_ready = t.real.is(ConnectivityState::Ready);
                 t.real = state.clone();
-                let e = t.endpoint.clone();
-                (self.is_ejected(e.as_ref()), was_ready)
+                let (e, shown) = (t.endpoint.clone(), t.shown);
+                (shown && self.is_ejected(e.as_ref()), was_ready)
             }
             None => (false, false),
         };
-        if ejected && !shutdown && self.ejection_shown() {
+        if ejected && !shutdown {
             // The child keeps seeing it failed until it is returned; its
             // real state is replayed then.
             if self.subconns.get(&sc).is_some_and(|t| !t.hidden) {
@@ -1227,13 +1232,18 @@ mod tests {
 
     /// gRPC-Go's outlier detection runs its child under a graceful switch: a
     /// config naming another child policy leaves the old child serving
-    /// (nothing queued, nothing closed) until the new one is READY.
+    /// (nothing queued, nothing closed, its ejections still in force) until
+    /// the new one is READY.
     #[test]
     fn a_new_child_policy_takes_over_gracefully() {
-        let (mut cc, mut od, old) = ready(3, json!({"successRateEjection": {}}));
+        let (mut cc, mut od, old) = ready(5, json!({"successRateEjection": {}}));
+        let bad = old[2];
+        traffic(&mut cc, 1000, &[bad]);
+        assert_eq!(cc.advance(&mut *od, Duration::from_secs(10)), 1);
+        assert!(!traffic(&mut cc, 100, &[]).contains(&bad));
         let cfg = json!({"childPolicy": [{"pick_first": {}}], "successRateEjection": {}});
         let parsed = OutlierDetectionBuilder.parse_config(&cfg).unwrap();
-        let addrs: Vec<Address> = (0..3)
+        let addrs: Vec<Address> = (0..5)
             .map(|i| Address::new(format!("127.0.0.1:{}", 1000 + i)))
             .collect();
         let connects = cc.connects().len();
@@ -1242,9 +1252,13 @@ mod tests {
         let new = cc.connects()[connects..].to_vec();
         assert_eq!(new.len(), 1, "pick_first connects its first address");
         assert!(!old.contains(&new[0]));
-        // The new child is CONNECTING: round_robin still serves.
+        // The new child is CONNECTING: round_robin still serves, the
+        // ejected endpoint still out of its rotation (pick_first, which is
+        // never shown ejections, is not round_robin's rule).
         assert_eq!(cc.state(), Some(ConnectivityState::Ready));
-        assert_eq!(traffic(&mut cc, 30, &[]).len(), 3);
+        let seen = traffic(&mut cc, 100, &[]);
+        assert_eq!(seen.len(), 4);
+        assert!(!seen.contains(&bad));
         assert!(cc.shutdowns().is_empty());
         // READY: pick_first takes over, round_robin's connections close.
         cc.set_state(&mut *od, new[0], ConnectivityState::Ready);
@@ -1253,8 +1267,8 @@ mod tests {
         let mut closed = cc.shutdowns().to_vec();
         closed.sort_unstable();
         assert_eq!(closed, old);
-        // Outcomes now count against the new child's subchannel.
-        traffic(&mut cc, 10, &[new[0]]);
+        // Its picks still carry outlier detection's outcome hook.
+        assert!(matches!(cc.pick(), Picked::Complete { hooks: 1, .. }));
     }
 
     #[test]
