@@ -662,7 +662,8 @@ void sy_channel_free(struct sy_channel *ch);
  * message, 16 MiB per header list); gRPC's connection backoff (1 s, x1.6, +-20 %,
  * at most 120 s, at least 20 s per attempt); the target's authority; an idle
  * timeout of 30 minutes; for `dns:` targets, no service config from DNS and
- * at most one re-resolution per 30 s.
+ * at most one re-resolution per 30 s when asked (a resolution the channel
+ * rejected is looked up again on the channel's backoff).
  *
  * Setters validate their input and return SY_OK, SY_NULL_PARAMETER,
  * SY_INVALID_ARGUMENT or SY_INVALID_UTF8; a failed setter changes nothing.
@@ -1870,10 +1871,11 @@ typedef struct sy_picker {
 } sy_picker;
 
 /**
- * Registers a policy written in C under `name` (a later registration of
- * the same name in any case replaces it, built-ins included). Channels
- * select it by name, spelled exactly as registered, in their service
- * config's `loadBalancingConfig` (gRPC's registries match case); its
+ * Registers a policy written in C under `name`, matched exactly as gRPC's
+ * registries match policy names ("MyPolicy" and "mypolicy" are two; a
+ * later registration of the same name replaces it, built-ins included).
+ * Channels select it by that name in their service config's
+ * `loadBalancingConfig`; its
  * config object is ignored. `callbacks` is copied; `builder_ctx` is passed to
  * `build` and `free_builder`. Errors: SY_NULL_PARAMETER, SY_INVALID_UTF8,
  * SY_INVALID_ARGUMENT (empty name; missing build, update_addresses or
@@ -1884,8 +1886,8 @@ sy_status sy_balancer_register(const char *name,
                                void *builder_ctx);
 
 /**
- * Whether a policy is registered under `name` (built-ins: "pick_first",
- * "round_robin"). False for NULL or invalid UTF-8 (with the reason in
+ * Whether a policy is registered under exactly `name` (built-ins:
+ * "pick_first", "round_robin", ...). False for NULL or invalid UTF-8 (with the reason in
  * `sy_last_error`). Any thread.
  */
 bool sy_balancer_registered(const char *name);

@@ -31,7 +31,8 @@ pub(crate) const DEFAULT_CALL_THREADS: usize = 8;
 /// message, 16 MiB per header list); gRPC's connection backoff (1 s, x1.6, +-20 %,
 /// at most 120 s, at least 20 s per attempt); the target's authority; an idle
 /// timeout of 30 minutes; for `dns:` targets, no service config from DNS and
-/// at most one re-resolution per 30 s.
+/// at most one re-resolution per 30 s when asked (a resolution the channel
+/// rejected is looked up again on the channel's backoff).
 ///
 /// Setters validate their input and return SY_OK, SY_NULL_PARAMETER,
 /// SY_INVALID_ARGUMENT or SY_INVALID_UTF8; a failed setter changes nothing.

@@ -5,7 +5,9 @@
 //! at start and then when asked (`resolve_now`), paced by `Lookups` as
 //! gRPC-Go's DNS resolver is: at most one lookup per minimum interval (30 s
 //! unless the channel says otherwise) after a success, failures retried
-//! with backoff without being asked.
+//! with backoff without being asked, and an update the channel rejected
+//! looked up again when the channel's backoff says (`update_rejected`). An
+//! IP literal is answered once, when built, and never looked up.
 
 use super::dns_client;
 use super::dns_config::{self, Client};
@@ -137,8 +139,8 @@ fn run(name: Name, cc: ResolverClientConn, rx: Receiver<Request>) {
     let hostname = dns_config::hostname();
     let mut next: Option<Instant> = None;
     let mut lookup_now = true;
-    // The last TXT lookup's outcome, given again when a lookup fails for a
-    // while (gRPC-Go ignores TXT errors and keeps the config it has).
+    // The last valid TXT outcome (a config or none), given again when a
+    // lookup fails (gRPC-Go ignores TXT errors and keeps the config it has).
     let mut last_config: Option<String> = None;
     loop {
         if lookup_now {
@@ -162,11 +164,14 @@ fn run(name: Name, cc: ResolverClientConn, rx: Receiver<Request>) {
                                 percentile: (rng.uniform() * 100.0) as u32 % 100,
                             };
                             match service_config(&name, &client) {
-                                Ok(config) => {
+                                Txt::Found(config) => {
                                     last_config.clone_from(&config);
                                     config
                                 }
-                                Err(()) => last_config.clone(),
+                                // Said, not kept: a later failed lookup
+                                // gives the last valid one (or none).
+                                Txt::Invalid(complaint) => Some(complaint),
+                                Txt::Failed => last_config.clone(),
                             }
                         } else {
                             None
@@ -230,24 +235,34 @@ fn lookup_name(name: &Name) -> Result<Vec<Address>, String> {
         .collect())
 }
 
+/// What a TXT lookup for the service config found.
+enum Txt {
+    /// A valid record's choice (`None`: no record, or no choice for us).
+    Found(Option<String>),
+    /// A record that is no valid list of choices: the channel's reading of
+    /// a resolver's complaint (a JSON string), an invalid config.
+    Invalid(String),
+    /// The lookup failed (timeout, server failure).
+    Failed,
+}
+
 /// The service config `name` publishes in TXT (A2), if any. Not looked up
 /// for IP literals and localhost (A10). No record (NXDOMAIN, no TXT data)
-/// is none: the channel's default. A lookup that failed (timeout, server
-/// failure) is logged and `Err`: the caller keeps what it had, as gRPC-Go
-/// ignores TXT errors. A record that is no valid list of choices is an
-/// invalid config (the channel keeps its last good one, or fails with
-/// none), as in gRPC-Go.
-fn service_config(name: &Name, client: &Client<'_>) -> Result<Option<String>, ()> {
+/// is none: the channel's default. A lookup that failed is logged and
+/// `Failed`: the caller keeps what it had, as gRPC-Go ignores TXT errors.
+/// A record that is no valid list of choices is an invalid config (the
+/// channel keeps its last good one, or fails with none), as in gRPC-Go.
+fn service_config(name: &Name, client: &Client<'_>) -> Txt {
     let host = name.host.as_str();
     if host.parse::<IpAddr>().is_ok() || host.eq_ignore_ascii_case("localhost") {
-        return Ok(None);
+        return Txt::Found(None);
     }
     let Some(server) = name.server.or_else(dns_client::system_server) else {
         log::warn!(
             target: trace::RESOLVER,
             "{name}: no DNS server known for the TXT service config lookup"
         );
-        return Ok(None);
+        return Txt::Found(None);
     };
     let txt_name = format!("_grpc_config.{host}");
     let records = match dns_client::lookup_txt(server, &txt_name) {
@@ -257,17 +272,16 @@ fn service_config(name: &Name, client: &Client<'_>) -> Result<Option<String>, ()
                 target: trace::RESOLVER,
                 "{name}: TXT service config: {e} (keeping the last one)"
             );
-            return Err(());
+            return Txt::Failed;
         }
     };
-    Ok(match dns_config::choose(&records, client) {
-        Ok(config) => config,
+    match dns_config::choose(&records, client) {
+        Ok(config) => Txt::Found(config),
         Err(e) => {
             log::warn!(target: trace::RESOLVER, "{name}: TXT service config: {e}");
-            // The channel's reading of a resolver's complaint.
-            Some(serde_json::Value::String(e).to_string())
+            Txt::Invalid(serde_json::Value::String(e).to_string())
         }
-    })
+    }
 }
 
 /// Resolves `host:port` with the system resolver (blocking: call off the loop).
@@ -369,41 +383,34 @@ mod tests {
         )
     }
 
-    /// A TXT lookup that fails (SERVFAIL here; a timeout alike) keeps the
-    /// service config the last one found, as gRPC-Go ignores TXT errors,
-    /// rather than sending none (the channel's default policy).
-    #[test]
-    fn a_failed_txt_lookup_keeps_the_last_config() {
+    /// The service configs a DNS resolver pushes over successive lookups
+    /// when the TXT record answers, lookup after lookup, each of `txts`
+    /// (`None`: SERVFAIL), for a name whose A record is 127.0.0.1.
+    fn txt_configs(txts: Vec<Option<String>>) -> Vec<Option<String>> {
         use crate::resolver::dns_client::tests::{reply, serve};
         use crate::resolver::testing::TestResolverClientConn;
         use crate::resolver::ResolverOptions;
         use hickory_proto::op::ResponseCode;
         use hickory_proto::rr::rdata::{A, TXT};
         use hickory_proto::rr::{RData, Record, RecordType};
-        const RR: &str = r#"{"loadBalancingConfig":[{"round_robin":{}}]}"#;
-        let mut txts = 0;
-        let server = serve(8, move |q| {
+        let lookups = txts.len();
+        let mut answers = txts.into_iter();
+        let server = serve(2 * lookups, move |q| {
             let query = &q.queries()[0];
             let name = query.name().clone();
-            if query.query_type() == RecordType::TXT {
-                txts += 1;
-                if txts > 1 {
-                    return reply(&q, ResponseCode::ServFail, vec![]);
-                }
-                let text = format!("grpc_config=[{{\"serviceConfig\":{RR}}}]");
-                let txt = RData::TXT(TXT::new(vec![text]));
-                return reply(
-                    &q,
-                    ResponseCode::NoError,
-                    vec![Record::from_rdata(name, 60, txt)],
-                );
+            if query.query_type() != RecordType::TXT {
+                let a = RData::A(A::new(127, 0, 0, 1));
+                let records = vec![Record::from_rdata(name, 60, a)];
+                return reply(&q, ResponseCode::NoError, records);
             }
-            let a = RData::A(A::new(127, 0, 0, 1));
-            reply(
-                &q,
-                ResponseCode::NoError,
-                vec![Record::from_rdata(name, 60, a)],
-            )
+            match answers.next().flatten() {
+                None => reply(&q, ResponseCode::ServFail, vec![]),
+                Some(text) => {
+                    let txt = RData::TXT(TXT::new(vec![text]));
+                    let records = vec![Record::from_rdata(name, 60, txt)];
+                    reply(&q, ResponseCode::NoError, records)
+                }
+            }
         });
         let cc = TestResolverClientConn::with_options(ResolverOptions {
             dns_service_config: true,
@@ -412,14 +419,34 @@ mod tests {
         });
         let target = Target::parse(&format!("dns://{server}/svc.test:1")).unwrap();
         let mut r = DnsBuilder.build(&target, cc.client_conn()).unwrap();
-        assert!(cc.wait_for_pushes(1, Duration::from_secs(10)));
-        r.resolve_now();
-        assert!(cc.wait_for_pushes(2, Duration::from_secs(10)));
+        for n in 1..=lookups {
+            assert!(cc.wait_for_pushes(n, Duration::from_secs(10)));
+            if n < lookups {
+                r.resolve_now();
+            }
+        }
         r.close();
-        let updates = cc.updates();
-        assert_eq!(updates[0].service_config.as_deref(), Some(RR));
-        assert_eq!(updates[1].service_config.as_deref(), Some(RR), "kept");
         assert!(cc.errors().is_empty());
+        cc.updates().into_iter().map(|u| u.service_config).collect()
+    }
+
+    /// A TXT lookup that fails (SERVFAIL here; a timeout alike) gives the
+    /// last valid outcome again, as gRPC-Go ignores TXT errors, rather than
+    /// none (the channel's default policy); an invalid record is said once
+    /// and never given again.
+    #[test]
+    fn a_failed_txt_lookup_keeps_the_last_valid_config() {
+        const RR: &str = r#"{"loadBalancingConfig":[{"round_robin":{}}]}"#;
+        let good = Some(format!("grpc_config=[{{\"serviceConfig\":{RR}}}]"));
+        let got = txt_configs(vec![good, None]);
+        assert_eq!(got, [Some(RR.to_string()), Some(RR.to_string())]);
+        let bad = Some("grpc_config={}".to_string());
+        let got = txt_configs(vec![bad, None]);
+        assert!(
+            got[0].as_deref().is_some_and(|c| c.starts_with('"')),
+            "{got:?}"
+        );
+        assert_eq!(got[1], None, "the invalid record is not given again");
     }
 
     /// gRPC-Go's TestIPResolver: an IP literal is answered once, whatever

@@ -123,7 +123,7 @@ pub trait ResolverBuilder: Send + Sync {
     fn build(&self, target: &Target, cc: ResolverClientConn) -> Result<Box<dyn Resolver>, String>;
 }
 
-/// A channel's resolver (gRPC's `resolver.Resolver`). Both methods run on
+/// A channel's resolver (gRPC's `resolver.Resolver`). Its methods run on
 /// the event loop thread and must not block: do the work elsewhere and push
 /// the result through the `ResolverClientConn`.
 pub trait Resolver: Send {
