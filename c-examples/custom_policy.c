@@ -173,7 +173,8 @@ int main(void) {
   CHECK(!sy_balancer_registered("c_ready_random"));
   CHECK(sy_balancer_registered("round_robin"));
   OK(sy_balancer_register("c_ready_random", &cbs, builder_ctx));
-  CHECK(sy_balancer_registered("C_Ready_Random")); /* names are case-insensitive */
+  CHECK(sy_balancer_registered("c_ready_random"));
+  CHECK(!sy_balancer_registered("C_Ready_Random")); /* names match exactly, as gRPC's */
 
   host_init(&h);
   t = host_transport(&h);

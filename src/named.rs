@@ -1,31 +1,35 @@
-//! A table of shared builders by case-insensitive name, last registration
-//! wins, safe from any thread at any time: what the policy registry (by
-//! policy name) and the resolver registry (by URI scheme) are.
+//! A table of shared builders by name, last registration wins, safe from
+//! any thread at any time: what the policy registry (by policy name,
+//! exactly, as gRPC's registries match) and the resolver registry (by URI
+//! scheme, in any case, as URIs compare schemes) are.
 
 use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
 
 /// Something registered under a name.
 pub trait Named {
-    /// The name it is registered under (compared case-insensitively).
+    /// The name it is registered under.
     fn registered_name(&self) -> &str;
 }
 
 /// Builders by name.
 pub struct NameTable<T: ?Sized + Named> {
     table: RwLock<HashMap<String, Arc<T>>>,
+    /// Names compare in any ASCII case (schemes); else exactly (policies).
+    fold_case: bool,
 }
 
 impl<T: ?Sized + Named> Default for NameTable<T> {
     fn default() -> Self {
         NameTable {
             table: RwLock::new(HashMap::new()),
+            fold_case: true,
         }
     }
 }
 
 impl<T: ?Sized + Named> NameTable<T> {
-    /// A table holding `items`.
+    /// A table holding `items`, names compared in any case.
     pub fn with(items: impl IntoIterator<Item = Arc<T>>) -> Self {
         let table = Self::default();
         for item in items {
@@ -34,9 +38,29 @@ impl<T: ?Sized + Named> NameTable<T> {
         table
     }
 
+    /// A table holding `items`, names compared exactly.
+    pub fn exact(items: impl IntoIterator<Item = Arc<T>>) -> Self {
+        let table = NameTable {
+            fold_case: false,
+            ..Self::default()
+        };
+        for item in items {
+            table.register(item);
+        }
+        table
+    }
+
+    fn key(&self, name: &str) -> String {
+        if self.fold_case {
+            name.to_ascii_lowercase()
+        } else {
+            name.to_string()
+        }
+    }
+
     /// Registers `item` under its name, replacing any earlier one of that name.
     pub fn register(&self, item: Arc<T>) {
-        let name = item.registered_name().to_ascii_lowercase();
+        let name = self.key(item.registered_name());
         let replaced = self
             .table
             .write()
@@ -47,16 +71,16 @@ impl<T: ?Sized + Named> NameTable<T> {
         drop(replaced);
     }
 
-    /// The item registered under `name` (any case).
+    /// The item registered under `name`.
     pub fn get(&self, name: &str) -> Option<Arc<T>> {
         self.table
             .read()
             .unwrap_or_else(|p| p.into_inner())
-            .get(&name.to_ascii_lowercase())
+            .get(&self.key(name))
             .cloned()
     }
 
-    /// Every registered name (lower-cased), sorted.
+    /// Every registered name (lower-cased in a table that folds case), sorted.
     pub fn names(&self) -> Vec<String> {
         let mut v: Vec<String> = self
             .table

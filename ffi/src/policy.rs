@@ -515,10 +515,11 @@ fn with_client_conn<T>(
     f(sycc, conn)
 }
 
-/// Registers a policy written in C under `name` (a later registration of
-/// the same name in any case replaces it, built-ins included). Channels
-/// select it by name, spelled exactly as registered, in their service
-/// config's `loadBalancingConfig` (gRPC's registries match case); its
+/// Registers a policy written in C under `name`, matched exactly as gRPC's
+/// registries match policy names ("MyPolicy" and "mypolicy" are two; a
+/// later registration of the same name replaces it, built-ins included).
+/// Channels select it by that name in their service config's
+/// `loadBalancingConfig`; its
 /// config object is ignored. `callbacks` is copied; `builder_ctx` is passed to
 /// `build` and `free_builder`. Errors: SY_NULL_PARAMETER, SY_INVALID_UTF8,
 /// SY_INVALID_ARGUMENT (empty name; missing build, update_addresses or
@@ -550,8 +551,8 @@ pub extern "C" fn sy_balancer_register(
     })
 }
 
-/// Whether a policy is registered under `name` (built-ins: "pick_first",
-/// "round_robin"). False for NULL or invalid UTF-8 (with the reason in
+/// Whether a policy is registered under exactly `name` (built-ins:
+/// "pick_first", "round_robin", ...). False for NULL or invalid UTF-8 (with the reason in
 /// `sy_last_error`). Any thread.
 #[no_mangle]
 pub extern "C" fn sy_balancer_registered(name: *const c_char) -> bool {

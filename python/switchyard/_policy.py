@@ -251,9 +251,10 @@ _register_lock = threading.Lock()
 
 
 def register_policy(name, factory):
-    """Registers a policy under `name` (case-insensitive; replaces an earlier
-    one, built-ins included). `factory()` returns a new Policy for each
-    channel whose service config names it:
+    """Registers a policy under `name`, matched exactly as gRPC matches
+    policy names (replaces an earlier one of that name, built-ins
+    included). `factory()` returns a new Policy for each channel whose
+    service config names it, spelled as registered:
     {"loadBalancingConfig": [{name: {}}]}."""
     if not callable(factory):
         raise TypeError("factory must be callable (a Policy subclass or a function)")

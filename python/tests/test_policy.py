@@ -57,7 +57,8 @@ class ToFirst(sy.Picker):
 
 def test_python_policy_routes_everything_to_one_backend(backends):
     sy.register_policy("py_first_only", FirstOnly)
-    assert sy.policy_registered("PY_FIRST_ONLY")  # names are case-insensitive
+    assert sy.policy_registered("py_first_only")
+    assert not sy.policy_registered("PY_FIRST_ONLY")  # names match exactly
     config = {"loadBalancingConfig": [{"py_first_only": {}}]}
     FirstOnly.instances.clear()
     with sy.Channel(backends.target, config, credentials=sy.Insecure()) as ch:

@@ -1,4 +1,5 @@
-//! The policy registry type: builders by case-insensitive policy name, last
+//! The policy registry type: builders by policy name, matched exactly as
+//! gRPC's registries match them (C-core's; gRPC-Go's since 1.82), last
 //! registration wins. The process-wide one, seeded with the built-in
 //! policies, is `crate::registry`.
 

@@ -8,31 +8,23 @@ use std::sync::{Arc, OnceLock};
 
 fn global() -> &'static Registry {
     static GLOBAL: OnceLock<Registry> = OnceLock::new();
-    GLOBAL.get_or_init(|| Registry::with(builtins()))
+    GLOBAL.get_or_init(|| Registry::exact(builtins()))
 }
 
 /// Registers `builder` under its name, replacing any earlier one of that
-/// name in any case. A `loadBalancingConfig` entry must spell the name as
-/// the builder does (see [`get_exact`]).
+/// name. Names are matched exactly, as gRPC's registries match them (C-core's;
+/// gRPC-Go's since 1.82): "MyPolicy" and "mypolicy" are two policies, and a
+/// `loadBalancingConfig` entry names one as registered.
 pub fn register(builder: Arc<dyn Builder>) {
     global().register(builder)
 }
 
-/// The builder registered under `name` (any case).
+/// The builder registered under exactly `name`.
 pub fn get(name: &str) -> Option<Arc<dyn Builder>> {
     global().get(name)
 }
 
-/// The builder registered under exactly `name`, as a `loadBalancingConfig`
-/// entry names it: gRPC's registries match policy names case-sensitively
-/// there (C-core; gRPC-Go since 1.82), so `[{"ROUND_ROBIN":{}}]` names no
-/// supported policy. (The deprecated `loadBalancingPolicy` string is
-/// matched in any case, as C-core lower-cases it.)
-pub fn get_exact(name: &str) -> Option<Arc<dyn Builder>> {
-    get(name).filter(|b| b.name() == name)
-}
-
-/// Every registered name (lower-cased), sorted.
+/// Every registered name, sorted.
 pub fn names() -> Vec<String> {
     global().names()
 }
@@ -59,7 +51,7 @@ mod tests {
                 std::thread::spawn(move || {
                     for i in 0..200 {
                         register(Arc::new(Named(format!("Reg_Test_{t}_{}", i % 10))));
-                        assert!(get(&format!("REG_TEST_{t}_{}", i % 10)).is_some());
+                        assert!(get(&format!("Reg_Test_{t}_{}", i % 10)).is_some());
                         assert!(get("pick_first").is_some());
                     }
                 })
@@ -70,8 +62,13 @@ mod tests {
         }
         let ours = names()
             .into_iter()
-            .filter(|n| n.starts_with("reg_test_"))
+            .filter(|n| n.starts_with("Reg_Test_"))
             .count();
-        assert_eq!(ours, 40, "one entry per name, whatever the case");
+        assert_eq!(ours, 40, "one entry per name");
+        // Names match exactly: another case is another policy.
+        assert!(get("REG_TEST_0_0").is_none());
+        register(Arc::new(Named("reg_test_0_0".into())));
+        assert_eq!(get("reg_test_0_0").unwrap().name(), "reg_test_0_0");
+        assert_eq!(get("Reg_Test_0_0").unwrap().name(), "Reg_Test_0_0");
     }
 }

@@ -89,7 +89,10 @@ impl ServiceConfig {
         } else if let Some(name) = config_field(obj, "loadBalancingPolicy") {
             let at = root.field("loadBalancingPolicy");
             let name = json::string(name, &at)?;
+            // As written, else lower-cased as C-core reads this field (the
+            // proto's enum spells it ROUND_ROBIN; built-ins are lower-case).
             let b = registry::get(name)
+                .or_else(|| registry::get(&name.to_ascii_lowercase()))
                 .ok_or_else(|| at.err(format!("unknown LB policy \"{name}\"")))?;
             let cfg = b
                 .parse_config(&Value::Object(Default::default()))
@@ -161,7 +164,7 @@ fn select_policy_at(
         if !config.is_object() {
             return Err(at.err(format!("the config of policy \"{name}\" must be an object")));
         }
-        if let Some(builder) = registry::get_exact(name) {
+        if let Some(builder) = registry::get(name) {
             let parsed = builder
                 .parse_config(config)
                 .map_err(|e| at.err(format!("invalid config for policy \"{name}\": {e}")))?;

@@ -11,7 +11,7 @@ use switchyard::*;
 
 const RR: &str = r#"{"loadBalancingConfig":[{"round_robin":{}}]}"#;
 
-/// Flow 1: a policy registered by name is found case-insensitively, the last
+/// Flow 1: a policy registered by name is found by that name exactly, the last
 /// registration wins, and a channel selects it from its service config.
 #[test]
 fn flow1_registration() {
@@ -27,15 +27,19 @@ fn flow1_registration() {
             Ok(Some(Arc::new(self.1)))
         }
     }
-    registry::register(Arc::new(Named("Flow1_Policy", 1)));
+    registry::register(Arc::new(Named("flow1_policy", 1)));
     registry::register(Arc::new(Named("flow1_policy", 2)));
-    let b = registry::get("FLOW1_POLICY").expect("registered");
-    let cfg = b.parse_config(&serde_json::json!({})).unwrap().unwrap();
-    assert_eq!(
-        *cfg.downcast_ref::<u32>().unwrap(),
-        2,
-        "last registration wins"
-    );
+    // Names match exactly, as gRPC's registries do: another case is
+    // another policy.
+    registry::register(Arc::new(Named("Flow1_Policy", 3)));
+    let config_of = |name: &str| {
+        let b = registry::get(name).expect("registered");
+        let cfg = b.parse_config(&serde_json::json!({})).unwrap().unwrap();
+        *cfg.downcast_ref::<u32>().unwrap()
+    };
+    assert_eq!(config_of("flow1_policy"), 2, "last registration wins");
+    assert_eq!(config_of("Flow1_Policy"), 3);
+    assert!(registry::get("FLOW1_POLICY").is_none());
     assert!(registry::get("flow1_unknown").is_none());
     let names = registry::names();
     assert!(
@@ -54,9 +58,6 @@ fn flow1_registration() {
     let ch = Channel::new(
         &rt,
         "",
-        // Spelled as the last registration spells it: a config's policy
-        // names match exactly (gRPC's registries), the registry's lookups
-        // in any case.
         Some(r#"{"loadBalancingConfig":[{"flow1_policy":{}}]}"#),
         options(&host),
     )

@@ -22,7 +22,8 @@
 //!
 //! Config (`{"ring_hash_experimental": {...}}`): `minRingSize` (default
 //! 1024), `maxRingSize` (default 4096), each at most 8,388,608, min ≤ max,
-//! then both capped to the builder's cap (4096 unless
+//! then both capped to the builder's cap (4096, or `GRPC_RING_HASH_CAP`
+//! from the environment as gRPC-Go reads it, or
 //! [`RingHashBuilder::with_ring_size_cap`]); `requestHashHeader` (A76),
 //! lower-cased, a valid header name not ending in `-bin`.
 
@@ -88,7 +89,7 @@ impl RingHashBuilder {
     }
 
     /// Caps both ring sizes to `cap` (clamped to 1..=8,388,608) instead of
-    /// 4096 (gRPC-Go's `GRPC_RING_HASH_CAP`).
+    /// 4096 or what `GRPC_RING_HASH_CAP` said.
     pub fn with_ring_size_cap(mut self, cap: u64) -> RingHashBuilder {
         self.cap = cap.clamp(1, RING_SIZE_LIMIT);
         self

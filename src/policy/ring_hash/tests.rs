@@ -118,7 +118,8 @@ fn owners(cc: &mut TestClientConn, keys: &[u64]) -> Vec<String> {
 
 #[test]
 fn config_defaults_bounds_and_cap() {
-    let b = RingHashBuilder::new();
+    // The default cap, whatever GRPC_RING_HASH_CAP says in this process.
+    let b = RingHashBuilder::new().with_ring_size_cap(DEFAULT_RING_SIZE_CAP);
     let parsed = |v| {
         b.parse_config(&v)
             .map(|c| c.unwrap().downcast_ref::<RingHashConfig>().unwrap().clone())
