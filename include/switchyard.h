@@ -2072,7 +2072,10 @@ typedef struct sy_resolver_vtable {
   sy_resolver_build_fn build;
   /**
    * Optional: the channel asks for a new resolution (a backend was lost,
-   * the policy found the addresses unusable). A hint; may be paced.
+   * the policy found the addresses unusable). A hint; may be paced. After
+   * the channel rejected an update (no usable address, an invalid service
+   * config) it asks again on its own backoff: a resolver that paces these
+   * calls should not hold those back for long.
    */
   sy_resolver_fn resolve_now;
   /**

@@ -86,7 +86,10 @@ pub struct sy_resolver_vtable {
     /// Required.
     pub build: sy_resolver_build_fn,
     /// Optional: the channel asks for a new resolution (a backend was lost,
-    /// the policy found the addresses unusable). A hint; may be paced.
+    /// the policy found the addresses unusable). A hint; may be paced. After
+    /// the channel rejected an update (no usable address, an invalid service
+    /// config) it asks again on its own backoff: a resolver that paces these
+    /// calls should not hold those back for long.
     pub resolve_now: sy_resolver_fn,
     /// Optional: the channel is done with the resolver. Stop pushing and
     /// free the resolver; make sure no `sy_resolver_cc_*` call on its `cc`
