@@ -600,13 +600,19 @@ mod tests {
         }
     }
 
-    #[test]
-    fn round_robin_publishes_no_picker_when_nothing_pickable_changed() {
+    /// round_robin over A and B, A READY: the policy, A's and B's ids.
+    fn rr_with_a_ready() -> (TestClientConn, Box<dyn Balancer>, SubConnId, SubConnId) {
         let mut cc = TestClientConn::new();
         let mut rr = RoundRobinBuilder.build();
         cc.update_addresses(&mut *rr, [A, B]).unwrap();
         let (a, b) = (id(&cc, A), id(&cc, B));
         cc.set_state(&mut *rr, a, Ready);
+        (cc, rr, a, b)
+    }
+
+    #[test]
+    fn round_robin_publishes_no_picker_when_nothing_pickable_changed() {
+        let (mut cc, mut rr, _, b) = rr_with_a_ready();
         let published = cc.pickers_published();
         // b fails, then connects again: a is still the only READY one.
         cc.set_state(&mut *rr, b, TransientFailure);
@@ -624,11 +630,7 @@ mod tests {
     /// once per failed pass.
     #[test]
     fn round_robin_asks_for_re_resolution_once_per_reported_failure() {
-        let mut cc = TestClientConn::new();
-        let mut rr = RoundRobinBuilder.build();
-        cc.update_addresses(&mut *rr, [A, B]).unwrap();
-        let (a, b) = (id(&cc, A), id(&cc, B));
-        cc.set_state(&mut *rr, a, Ready);
+        let (mut cc, mut rr, _, b) = rr_with_a_ready();
         cc.set_state(&mut *rr, b, ConnectivityState::Connecting);
         let before = cc.resolve_now_requests();
         cc.set_state(&mut *rr, b, ConnectivityState::TransientFailure);

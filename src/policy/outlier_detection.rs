@@ -1163,11 +1163,11 @@ mod tests {
         let parsed = OutlierDetectionBuilder.parse_config(&cfg).unwrap();
         let mut cc = TestClientConn::new();
         let mut od = OutlierDetectionBuilder.build();
-        let addrs: Vec<Address> = (0..n)
-            .map(|i| Address::new(format!("127.0.0.1:{}", 1000 + i)))
-            .collect();
-        cc.update(&mut *od, ClientConnState::from_addresses(addrs, parsed))
-            .unwrap();
+        cc.update(
+            &mut *od,
+            ClientConnState::from_addresses(addresses(n), parsed),
+        )
+        .unwrap();
         let ids: Vec<SubConnId> = cc.connects().to_vec();
         assert_eq!(ids.len(), n);
         for id in &ids {
@@ -1175,6 +1175,25 @@ mod tests {
         }
         assert_eq!(cc.state(), Some(ConnectivityState::Ready));
         (cc, od, ids)
+    }
+
+    /// `n` addresses, 127.0.0.1:1000 on.
+    fn addresses(n: usize) -> Vec<Address> {
+        (0..n)
+            .map(|i| Address::new(format!("127.0.0.1:{}", 1000 + i)))
+            .collect()
+    }
+
+    /// Five READY endpoints (round_robin child, success-rate ejection), the
+    /// third ejected after failing every call: the policy and its
+    /// subchannels, the ejected one last.
+    fn one_ejected() -> (TestClientConn, Box<dyn Balancer>, Vec<SubConnId>, SubConnId) {
+        let (mut cc, mut od, ids) = ready(5, json!({"successRateEjection": {}}));
+        let bad = ids[2];
+        traffic(&mut cc, 1000, &[bad]);
+        assert_eq!(cc.advance(&mut *od, Duration::from_secs(10)), 1);
+        assert!(!traffic(&mut cc, 1000, &[]).contains(&bad));
+        (cc, od, ids, bad)
     }
 
     /// `n` picks, each finished failed when its subchannel is in `failing`.
@@ -1236,19 +1255,15 @@ mod tests {
     /// the new one is READY.
     #[test]
     fn a_new_child_policy_takes_over_gracefully() {
-        let (mut cc, mut od, old) = ready(5, json!({"successRateEjection": {}}));
-        let bad = old[2];
-        traffic(&mut cc, 1000, &[bad]);
-        assert_eq!(cc.advance(&mut *od, Duration::from_secs(10)), 1);
-        assert!(!traffic(&mut cc, 100, &[]).contains(&bad));
+        let (mut cc, mut od, old, bad) = one_ejected();
         let cfg = json!({"childPolicy": [{"pick_first": {}}], "successRateEjection": {}});
         let parsed = OutlierDetectionBuilder.parse_config(&cfg).unwrap();
-        let addrs: Vec<Address> = (0..5)
-            .map(|i| Address::new(format!("127.0.0.1:{}", 1000 + i)))
-            .collect();
         let connects = cc.connects().len();
-        cc.update(&mut *od, ClientConnState::from_addresses(addrs, parsed))
-            .unwrap();
+        cc.update(
+            &mut *od,
+            ClientConnState::from_addresses(addresses(5), parsed),
+        )
+        .unwrap();
         let new = cc.connects()[connects..].to_vec();
         assert_eq!(new.len(), 1, "pick_first connects its first address");
         assert!(!old.contains(&new[0]));
@@ -1273,11 +1288,7 @@ mod tests {
 
     #[test]
     fn a_connection_lost_while_ejected_is_made_again_and_returns_ready() {
-        let (mut cc, mut od, ids) = ready(5, json!({"successRateEjection": {}}));
-        let bad = ids[2];
-        traffic(&mut cc, 1000, &[bad]);
-        assert_eq!(cc.advance(&mut *od, Duration::from_secs(10)), 1);
-        assert!(!traffic(&mut cc, 1000, &[]).contains(&bad));
+        let (mut cc, mut od, _, bad) = one_ejected();
         // Its connection drops while it is out: it is connected again at
         // once (the child, shown it failed, would not ask).
         let connects = cc.connects().len();
