@@ -581,16 +581,20 @@ impl Connection {
 
     /// Records a remote GOAWAY once, noting the gRFC A8 "too_many_pings" hint.
     fn note_goaway(&mut self, e: &h2::Error) {
-        // h2 exposes GOAWAY debug data only through Display.
-        let calm = e.reason() == Some(Reason::ENHANCE_YOUR_CALM)
-            && e.to_string().contains("too_many_pings");
+        let debug = goaway_debug_data(e);
+        // Exactly the hint A8 names (gRPC-Go compares it so).
+        let calm = e.reason() == Some(Reason::ENHANCE_YOUR_CALM) && debug == "too_many_pings";
         self.too_many_pings |= calm;
         // The reason and debug data, which the subchannel's event does not carry.
         log::debug!(target: crate::trace::TRANSPORT, "GOAWAY from {}: {e}", self.peer);
         let code = e
             .reason()
             .map_or_else(|| "?".to_string(), |r| format!("{r:?}"));
-        let _ = self.shared.goaway.set(format!("code: {code} ({e})"));
+        // gRPC-Go's words: `code: ENHANCE_YOUR_CALM, debug data: "too_many_pings"`.
+        let _ = self
+            .shared
+            .goaway
+            .set(format!("code: {code}, debug data: \"{debug}\""));
         self.shared.mark_closing();
         // Before READY this is just a failure (the message says why).
         if self.ready && !self.goaway {
@@ -678,4 +682,15 @@ fn connect_abstract(_name: &[u8]) -> io::Result<mio::net::UnixStream> {
         io::ErrorKind::Unsupported,
         "abstract unix sockets exist on Linux only",
     ))
+}
+
+/// A GOAWAY's debug data as text (escaped as `Bytes` debug-prints it:
+/// printable ASCII as is): h2 shows it only in the error's `Display`, as a
+/// trailing ` (b"...")`. Empty when there is none.
+fn goaway_debug_data(e: &h2::Error) -> String {
+    let text = e.to_string();
+    text.rfind(" (b\"")
+        .and_then(|at| text[at + 4..].strip_suffix("\")"))
+        .unwrap_or_default()
+        .to_string()
 }

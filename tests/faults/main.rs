@@ -231,13 +231,12 @@ fn goaway_below_inflight_with(rt: &Runtime, code: u32) -> Result<(), String> {
             ));
         }
         // The one cut off says the server's GOAWAY came, code and debug
-        // data (gRPC-Go's "received prior goaway").
+        // data, in gRPC-Go's words.
         let cut = out.iter().find_map(|o| o.0.as_ref().err()).unwrap();
         let said = cut.message();
-        if !(said.contains("received prior goaway")
-            && said.contains("ENHANCE_YOUR_CALM")
-            && said.contains("too_many_pings"))
-        {
+        if !said.contains(
+            "received prior goaway: code: ENHANCE_YOUR_CALM, debug data: \"too_many_pings\"",
+        ) {
             return Err(format!("the cut-off call does not say why: {said:?}"));
         }
     }
