@@ -44,6 +44,27 @@ impl<F: FnMut() -> f64> Jitter for F {
     }
 }
 
+/// Longer than any process runs: durations past it are taken as it, so
+/// that settings no backoff means ("never time out": `u64::MAX` ms) cannot
+/// overflow `Instant` arithmetic.
+const FOREVER: Duration = Duration::from_secs(100 * 365 * 24 * 3600);
+
+/// `d` × `factor`, saturating: a factor that is negative or NaN gives 0,
+/// a product past [`FOREVER`] gives `FOREVER`.
+fn scaled(d: Duration, factor: f64) -> Duration {
+    let secs = d.as_secs_f64() * factor;
+    if secs.is_nan() || secs <= 0.0 {
+        Duration::ZERO
+    } else {
+        Duration::try_from_secs_f64(secs).map_or(FOREVER, |d| d.min(FOREVER))
+    }
+}
+
+/// `now` + `d`, with `d` capped at [`FOREVER`].
+fn later(now: Instant, d: Duration) -> Instant {
+    now + d.min(FOREVER)
+}
+
 /// Per-subchannel backoff state.
 #[derive(Clone, Debug)]
 pub(crate) struct Backoff {
@@ -71,16 +92,13 @@ impl Backoff {
             // The very first interval carries no jitter (spec pseudo-code).
             self.current
         } else {
-            self.current = self
-                .current
-                .mul_f64(self.config.multiplier)
-                .min(self.config.max);
+            self.current = scaled(self.current, self.config.multiplier).min(self.config.max);
             let spread = self.config.jitter * (2.0 * jitter.uniform() - 1.0);
-            self.current.mul_f64((1.0 + spread).max(0.0))
+            scaled(self.current, 1.0 + spread)
         };
-        let next = now + interval;
+        let next = later(now, interval);
         self.next_attempt = Some(next);
-        next.max(now + self.config.min_connect_timeout)
+        next.max(later(now, self.config.min_connect_timeout))
     }
 
     /// When the next attempt may start: the failed attempt's start plus its
@@ -99,6 +117,44 @@ impl Backoff {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Settings no backoff means (a "forever" of u64::MAX ms, a negative or
+    /// NaN factor) neither panic nor overflow: they saturate.
+    #[test]
+    fn absurd_settings_saturate() {
+        let now = Instant::now();
+        let huge = Duration::from_millis(u64::MAX);
+        for config in [
+            BackoffConfig {
+                initial: huge,
+                max: huge,
+                min_connect_timeout: huge,
+                ..BackoffConfig::default()
+            },
+            BackoffConfig {
+                multiplier: f64::NAN,
+                jitter: f64::INFINITY,
+                ..BackoffConfig::default()
+            },
+            BackoffConfig {
+                multiplier: -3.0,
+                jitter: -7.0,
+                ..BackoffConfig::default()
+            },
+            BackoffConfig {
+                multiplier: 1e300,
+                max: huge,
+                ..BackoffConfig::default()
+            },
+        ] {
+            let mut b = Backoff::new(config);
+            for _ in 0..5 {
+                let deadline = b.start_attempt(now, &mut || 0.9);
+                assert!(deadline >= now);
+                assert!(b.next_attempt().unwrap() >= now);
+            }
+        }
+    }
 
     fn schedule(jitter_value: f64, attempts: usize) -> Vec<Duration> {
         let mut b = Backoff::new(BackoffConfig::default());

@@ -184,7 +184,8 @@ pub struct TlsSettings {
 /// TCP_USER_TIMEOUT = `timeout` (gRFC A18). `time` is used as given (no
 /// 10 s floor as in gRPC-Go: a server's enforcement policy still applies),
 /// except that 0 (or one longer than any connection lives) is keepalive
-/// off, and a `timeout` of 0 is 20 s, as gRPC-Go takes them.
+/// off, and a `timeout` of 0 is 20 s, as gRPC-Go's transport takes them
+/// (its `WithKeepaliveParams` would first raise a 0 to its 10 s floor).
 pub struct Keepalive {
     /// Idle time (no bytes read) after which a PING is sent.
     pub time: Duration,
