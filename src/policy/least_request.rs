@@ -69,7 +69,7 @@ impl Default for LeastRequestConfig {
 fn parse_choice_count(config: &serde_json::Value) -> Result<u32, String> {
     const FIELD: &str = "choiceCount";
     let n: u64 = match config_field(config, FIELD) {
-        None | Some(serde_json::Value::Null) => return Ok(DEFAULT_CHOICE_COUNT),
+        None => return Ok(DEFAULT_CHOICE_COUNT),
         // proto3 JSON: 3, 3.0 or "3"; 2.5 and -1 are not a uint32.
         Some(v) => crate::balancer::json::uint(v)
             .ok_or_else(|| format!("{FIELD} must be an unsigned 32-bit integer, got {v}"))?,

@@ -32,7 +32,7 @@ pub(crate) fn builtins() -> Vec<Arc<dyn Builder>> {
 /// Reads an optional boolean field of a policy config.
 pub(crate) fn opt_bool(config: &serde_json::Value, field: &str) -> Result<Option<bool>, String> {
     match config_field(config, field) {
-        None | Some(serde_json::Value::Null) => Ok(None),
+        None => Ok(None),
         Some(serde_json::Value::Bool(b)) => Ok(Some(*b)),
         Some(other) => Err(format!("{field} must be a boolean, got {other}")),
     }

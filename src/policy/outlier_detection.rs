@@ -183,38 +183,23 @@ fn parse(config: &Value) -> Result<OutlierDetectionConfig, String> {
         config_field(obj, "maxEjectionPercent"),
         "maxEjectionPercent",
     )?;
-    let success_rate_ejection = match config_field(obj, "successRateEjection") {
-        None | Some(Value::Null) => None,
-        Some(Value::Object(o)) => {
-            let d = SuccessRateEjection::default();
-            let field = |n: &str, default: u32, parse: ParseU32| {
-                member(o, "successRateEjection", n, default, parse)
-            };
-            Some(SuccessRateEjection {
-                stdev_factor: field("stdevFactor", d.stdev_factor, opt_u32)?,
-                enforcement_percentage: field(
-                    "enforcementPercentage",
-                    d.enforcement_percentage,
-                    opt_percent,
-                )?,
-                minimum_hosts: field("minimumHosts", d.minimum_hosts, opt_u32)?,
-                request_volume: field("requestVolume", d.request_volume, opt_u32)?,
-            })
-        }
-        Some(other) => {
-            return Err(format!(
-                "successRateEjection must be an object, got {other}"
-            ))
-        }
-    };
-    let failure_percentage_ejection = match config_field(obj, "failurePercentageEjection") {
-        None | Some(Value::Null) => None,
-        Some(Value::Object(o)) => {
+    let success_rate_ejection = ejection_section(obj, "successRateEjection", |field| {
+        let d = SuccessRateEjection::default();
+        Ok(SuccessRateEjection {
+            stdev_factor: field("stdevFactor", d.stdev_factor, opt_u32)?,
+            enforcement_percentage: field(
+                "enforcementPercentage",
+                d.enforcement_percentage,
+                opt_percent,
+            )?,
+            minimum_hosts: field("minimumHosts", d.minimum_hosts, opt_u32)?,
+            request_volume: field("requestVolume", d.request_volume, opt_u32)?,
+        })
+    })?;
+    let failure_percentage_ejection =
+        ejection_section(obj, "failurePercentageEjection", |field| {
             let d = FailurePercentageEjection::default();
-            let field = |n: &str, default: u32, parse: ParseU32| {
-                member(o, "failurePercentageEjection", n, default, parse)
-            };
-            Some(FailurePercentageEjection {
+            Ok(FailurePercentageEjection {
                 threshold: field("threshold", d.threshold, opt_percent)?,
                 enforcement_percentage: field(
                     "enforcementPercentage",
@@ -224,13 +209,7 @@ fn parse(config: &Value) -> Result<OutlierDetectionConfig, String> {
                 minimum_hosts: field("minimumHosts", d.minimum_hosts, opt_u32)?,
                 request_volume: field("requestVolume", d.request_volume, opt_u32)?,
             })
-        }
-        Some(other) => {
-            return Err(format!(
-                "failurePercentageEjection must be an object, got {other}"
-            ))
-        }
-    };
+        })?;
     // The durations before the child: a bad one is named even in a config
     // with no childPolicy (gRPC-Go's parse tests send none).
     let interval =
@@ -241,7 +220,7 @@ fn parse(config: &Value) -> Result<OutlierDetectionConfig, String> {
     let max_ejection_time = opt_duration(config_field(obj, "maxEjectionTime"), "maxEjectionTime")?
         .unwrap_or(Duration::from_secs(300));
     let (child_policy, child_config) = match config_field(obj, "childPolicy") {
-        None | Some(Value::Null) => return Err("childPolicy is required".into()),
+        None => return Err("childPolicy is required".into()),
         Some(list) => child_policy(list)?,
     };
     Ok(OutlierDetectionConfig {
@@ -286,6 +265,26 @@ fn child_policy(list: &Value) -> Result<(Arc<dyn Builder>, Option<LbConfig>), St
     ))
 }
 
+/// One of the optional ejection objects (`successRateEjection`,
+/// `failurePercentageEjection`): `None` when absent, else what `build` makes
+/// of it, reading each field through the `field` it is given (name, default,
+/// parser; errors name the section and the field).
+fn ejection_section<T>(
+    obj: &Map<String, Value>,
+    section: &str,
+    build: impl FnOnce(&dyn Fn(&str, u32, ParseU32) -> Result<u32, String>) -> Result<T, String>,
+) -> Result<Option<T>, String> {
+    match config_field(obj, section) {
+        None => Ok(None),
+        Some(Value::Object(o)) => {
+            let field =
+                |n: &str, default: u32, parse: ParseU32| member(o, section, n, default, parse);
+            build(&field).map(Some)
+        }
+        Some(other) => Err(format!("{section} must be an object, got {other}")),
+    }
+}
+
 /// `opt_u32` or `opt_percent`.
 type ParseU32 = fn(Option<&Value>, &str) -> Result<Option<u32>, String>;
 
@@ -303,7 +302,7 @@ fn member(
 
 fn opt_u32(v: Option<&Value>, field: &str) -> Result<Option<u32>, String> {
     match v {
-        None | Some(Value::Null) => Ok(None),
+        None => Ok(None),
         Some(n) => crate::balancer::json::uint(n)
             .and_then(|n| u32::try_from(n).ok())
             .map(Some)
@@ -320,7 +319,7 @@ fn opt_percent(v: Option<&Value>, field: &str) -> Result<Option<u32>, String> {
 
 fn opt_duration(v: Option<&Value>, field: &str) -> Result<Option<Duration>, String> {
     match v {
-        None | Some(Value::Null) => Ok(None),
+        None => Ok(None),
         // Negative ones are refused (A50), as by every config field.
         Some(v) => crate::balancer::json::duration(v)
             .map(Some)

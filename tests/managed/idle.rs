@@ -30,8 +30,13 @@ fn one_timeout(clock: &ManualClock, ch: &Channel) {
 }
 
 fn lazy(rt: &Runtime, target: &str) -> Channel {
+    idle_after(rt, target, IDLE)
+}
+
+/// A plaintext channel to `target`, not yet used, with this idle timeout.
+fn idle_after(rt: &Runtime, target: &str, timeout: Duration) -> Channel {
     let opts = ChannelOptions {
-        idle_timeout: Some(IDLE),
+        idle_timeout: Some(timeout),
         ..plaintext()
     };
     Channel::new(rt, target, None, opts).unwrap()
@@ -126,17 +131,8 @@ fn a_call_in_flight_keeps_the_channel_in_use() {
 fn a_zero_idle_timeout_never_goes_idle() {
     let server = &start_servers(1)[0];
     let (clock, rt) = manual_runtime();
-    let opts = ChannelOptions {
-        idle_timeout: Some(Duration::ZERO),
-        ..plaintext()
-    };
-    let ch = Channel::new(
-        &rt,
-        &format!("ipv4:127.0.0.1:{}", server.port()),
-        None,
-        opts,
-    )
-    .unwrap();
+    let target = format!("ipv4:127.0.0.1:{}", server.port());
+    let ch = idle_after(&rt, &target, Duration::ZERO);
     echo(&mut ch.reader(), true).unwrap();
     for _ in 0..4 {
         one_timeout(&clock, &ch);
@@ -259,17 +255,8 @@ fn get_state_connects_an_idle_channel_only_when_asked() {
 fn calls_racing_the_idle_timeout_all_succeed() {
     let server = &start_servers(1)[0];
     let rt = Runtime::new().unwrap();
-    let opts = ChannelOptions {
-        idle_timeout: Some(Duration::from_millis(40)),
-        ..plaintext()
-    };
-    let ch = Channel::new(
-        &rt,
-        &format!("ipv4:127.0.0.1:{}", server.port()),
-        None,
-        opts,
-    )
-    .unwrap();
+    let target = format!("ipv4:127.0.0.1:{}", server.port());
+    let ch = idle_after(&rt, &target, Duration::from_millis(40));
     let mut r = ch.reader();
     let mut went_idle = 0;
     for i in 0..40 {

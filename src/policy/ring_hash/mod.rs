@@ -127,7 +127,7 @@ impl RingHashConfig {
 /// 0 means the default.
 fn ring_size(config: &serde_json::Value, field: &str, default: u64) -> Result<u64, String> {
     let value = match config_field(config, field) {
-        None | Some(serde_json::Value::Null) => return Ok(default),
+        None => return Ok(default),
         Some(v) => v,
     };
     match crate::balancer::json::uint(value) {
@@ -146,7 +146,7 @@ fn ring_size(config: &serde_json::Value, field: &str, default: u64) -> Result<u6
 /// not binary (`-bin`). Empty means none.
 fn request_hash_header(config: &serde_json::Value) -> Result<Option<Arc<str>>, String> {
     let header = match config_field(config, "requestHashHeader") {
-        None | Some(serde_json::Value::Null) => return Ok(None),
+        None => return Ok(None),
         Some(serde_json::Value::String(s)) => s.to_ascii_lowercase(),
         Some(other) => return Err(format!("requestHashHeader must be a string, got {other}")),
     };

@@ -70,7 +70,7 @@ impl WrrConfig {
         }
         let duration = |field: &str, default: Duration| -> Result<Duration, String> {
             match config_field(obj, field) {
-                None | Some(serde_json::Value::Null) => Ok(default),
+                None => Ok(default),
                 Some(v) => parse_duration(v).map_err(|e| format!("{field}: {e}")),
             }
         };
@@ -84,7 +84,7 @@ impl WrrConfig {
         c.weight_update_period =
             duration("weightUpdatePeriod", c.weight_update_period)?.max(MIN_WEIGHT_UPDATE_PERIOD);
         match config_field(obj, "errorUtilizationPenalty") {
-            None | Some(serde_json::Value::Null) => {}
+            None => {}
             Some(v) => match crate::balancer::json::number(v) {
                 Some(p) if p >= 0.0 => c.error_utilization_penalty = p,
                 Some(p) => {
@@ -96,7 +96,7 @@ impl WrrConfig {
             },
         }
         match config_field(obj, "metricNamesForComputingUtilization") {
-            None | Some(serde_json::Value::Null) => {}
+            None => {}
             Some(serde_json::Value::Array(names)) => {
                 for n in names {
                     match n.as_str() {
