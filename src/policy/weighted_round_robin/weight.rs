@@ -7,8 +7,8 @@ use crate::balancer::picker::{DoneHook, DoneInfo};
 use crate::balancer::subconn::SubConn;
 use crate::balancer::LoadReportListener;
 use crate::clock::Clock;
+use crate::sync::{AtomicU64, Ordering};
 use arc_swap::ArcSwap;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -64,12 +64,25 @@ pub fn weight_from_report(load: &[(&str, f64)], config: &WrrConfig) -> Option<f6
 /// `lastUpdated` and `nonEmptySince`, stamped on arrival with the loop's
 /// clock, as gRPC-Go's `OnLoadReport` does). Shared by every picker that
 /// lists the endpoint, so reports outlive picker updates.
+///
+/// gRPC-Go guards the three with a mutex; here reports (any thread) and the
+/// loop's resets (`ready_again`, and `effective` when the weight went
+/// stale) share them without a lock. The rule that needs care: a report's
+/// time never stands without a blackout start (else the weight would sit
+/// at 0, its blackout long over, until the next report). Every write to
+/// the two times is a read-modify-write (acquire-release), and each side
+/// writes its own field first, then the other's: of a report and a reset
+/// that race, the one that comes second reads what the first wrote and
+/// leaves the pair consistent. `loom-tests/tests/wrr_weight.rs` checks
+/// every interleaving.
 pub struct EndpointWeight {
     /// The latest weight, as `f64` bits.
     weight: AtomicU64,
     /// When the latest report came (`stamp`; 0: none since the reset).
     last_updated: AtomicU64,
-    /// When the first report since the reset came (`stamp`; 0: none).
+    /// When the first report since the reset came (`stamp`; `NO_START`:
+    /// none). A report takes the minimum with its own time, so the earliest
+    /// stays.
     non_empty_since: AtomicU64,
     /// The policy's config (the penalty and metric names), shared by every
     /// endpoint and swapped on config updates.
@@ -79,6 +92,9 @@ pub struct EndpointWeight {
     epoch: Instant,
 }
 
+/// `non_empty_since` with no report since the reset (above every stamp).
+const NO_START: u64 = u64::MAX;
+
 impl EndpointWeight {
     /// No report yet; reports are stamped with `clock` (the loop's).
     pub fn new(config: Arc<ArcSwap<WrrConfig>>, clock: Arc<dyn Clock>) -> EndpointWeight {
@@ -86,7 +102,7 @@ impl EndpointWeight {
         EndpointWeight {
             weight: AtomicU64::new(0),
             last_updated: AtomicU64::new(0),
-            non_empty_since: AtomicU64::new(0),
+            non_empty_since: AtomicU64::new(NO_START),
             config,
             clock,
             epoch,
@@ -117,62 +133,64 @@ impl EndpointWeight {
         if let Some(w) = weight_from_report(load, &config) {
             let now = self.stamp(self.clock.now());
             self.weight.store(w.to_bits(), Ordering::Relaxed);
-            // The first report since the reset starts the blackout (looked
-            // at first: later reports then write nothing more here).
-            if self.non_empty_since.load(Ordering::Relaxed) == 0 {
-                let _ = self.non_empty_since.compare_exchange(
-                    0,
-                    now,
-                    Ordering::Relaxed,
-                    Ordering::Relaxed,
-                );
-            }
-            // Release: whoever sees the time sees the weight.
-            self.last_updated.store(now, Ordering::Release);
+            // Release: whoever sees the time sees the weight. The latest of
+            // racing reports' times stays.
+            self.last_updated.fetch_max(now, Ordering::AcqRel);
+            // Then the blackout start, if none since the reset: a reset
+            // that cleared it before this reads the time above.
+            self.non_empty_since.fetch_min(now, Ordering::AcqRel);
         }
     }
 
+    /// `at` as a stamp: 1 ..= `NO_START` − 1.
     fn stamp(&self, at: Instant) -> u64 {
         let nanos = at.saturating_duration_since(self.epoch).as_nanos();
-        u64::try_from(nanos).unwrap_or(u64::MAX - 1) + 1
+        u64::try_from(nanos).unwrap_or(u64::MAX).min(NO_START - 2) + 1
     }
 
+    /// A stamp's instant (`None` for 0 and `NO_START`).
     fn instant(&self, stamp: u64) -> Option<Instant> {
+        if stamp == NO_START {
+            return None;
+        }
         let nanos = stamp.checked_sub(1)?;
         self.epoch.checked_add(Duration::from_nanos(nanos))
-    }
-
-    /// (when the latest report came, since when reports have come, the
-    /// latest weight); `None`s before any report since the last reset.
-    fn latest(&self) -> (Option<Instant>, Option<Instant>, f64) {
-        let last = self.last_updated.load(Ordering::Acquire);
-        let since = self.non_empty_since.load(Ordering::Relaxed);
-        (
-            self.instant(last),
-            self.instant(since),
-            f64::from_bits(self.weight.load(Ordering::Relaxed)),
-        )
     }
 
     /// The endpoint (re)entered READY: reports before now no longer count,
     /// and its weight counts again only after new reports and a new
     /// blackout (gRPC-Go forgets both times then).
     pub fn ready_again(&self) {
-        self.last_updated.store(0, Ordering::Relaxed);
-        self.non_empty_since.store(0, Ordering::Relaxed);
+        // The start first: a report that had not seen this clear reads it
+        // after its time is out, and so its time is cleared next.
+        self.non_empty_since.swap(NO_START, Ordering::AcqRel);
+        self.last_updated.swap(0, Ordering::AcqRel);
     }
 
     /// The weight that counts at `now` (0: none yet, in blackout, or
     /// expired; gRPC-Go's `endpointWeight.weight`). The loop asks, at each
     /// schedule rebuild.
     pub fn effective(&self, now: Instant, config: &WrrConfig) -> f64 {
-        let (last, since, weight) = self.latest();
-        let Some(last) = last else {
+        // Acquire: the time's weight (or a later one) comes with it.
+        let Some(last) = self.instant(self.last_updated.load(Ordering::Acquire)) else {
             return 0.0;
         };
-        if now.saturating_duration_since(last) >= config.weight_expiration_period {
+        let since = self.instant(self.non_empty_since.load(Ordering::Acquire));
+        let weight = f64::from_bits(self.weight.load(Ordering::Relaxed));
+        let expiration = config.weight_expiration_period;
+        if now.saturating_duration_since(last) >= expiration {
             // Stale: blackout applies again once reports come back.
-            self.non_empty_since.store(0, Ordering::Relaxed);
+            self.non_empty_since.swap(NO_START, Ordering::AcqRel);
+            // A report that came meanwhile, and whose start the clear above
+            // overwrote, has its time out (read as part of a write, so the
+            // latest): its blackout starts there.
+            let fresh = self.last_updated.fetch_max(0, Ordering::AcqRel);
+            if self
+                .instant(fresh)
+                .is_some_and(|t| now.saturating_duration_since(t) < expiration)
+            {
+                self.non_empty_since.fetch_min(fresh, Ordering::AcqRel);
+            }
             return 0.0;
         }
         let blackout = config.blackout_period;
