@@ -721,15 +721,19 @@ impl Reader {
     /// starting at a random entry.
     #[cold]
     fn sync_rotation(&mut self) {
-        // Before the cache moves: the new table's subchannels may have
-        // slots the tally does not cover, and the new epoch's holds must
-        // carry a table of picks finished elsewhere that covers them.
+        // The cache moves first, then the tally grows: the loop takes a
+        // subchannel's slot before it publishes a table listing it, so the
+        // slots read after the table's generation cover the table (read
+        // before, a table published in between could list one they miss).
+        // Growing gives the cached table a new epoch whose holds carry a
+        // table of picks finished elsewhere that covers them.
+        // One look at the cache: a second `current()` could move it to a
+        // newer table and free the one the pointers below were taken from.
+        let _ = self.cache.current();
         if let Some(elsewhere) = self.tally.grow() {
             self.cache.set_sidecar(elsewhere);
         }
-        // One look at the cache: a second `current()` could move it to a
-        // newer table and free the one the pointers below were taken from.
-        let table = self.cache.current();
+        let table = self.cache.cached();
         let picker = PickerPtr::innermost(&*table.picker);
         // SAFETY: just made from the cached table's picker.
         let inner = unsafe { picker.0.as_ref() };
@@ -906,10 +910,14 @@ impl Reader {
     pub(crate) fn pause_until(&mut self, until: Instant) {
         let closed = &self.shared.closed;
         self.waiting(|slot| {
-            while Instant::now() < until && !closed.load(std::sync::atomic::Ordering::Acquire) {
-                // Wakes at every publish (the channel's closing is one).
-                slot.wait_for_change(slot.generation(), Some(until));
-            }
+            // The flag is checked under the signal's mutex, and the closed
+            // table is published (notifying) after the flag is set: a close
+            // is never slept through (a generation read after the check
+            // could already be the closed table's).
+            slot.signal().wait_until(
+                || closed.load(std::sync::atomic::Ordering::Acquire),
+                Some(until),
+            );
         });
     }
 

@@ -88,6 +88,31 @@ fn close_wakes_table_and_state_waiters() {
     });
 }
 
+/// `Reader::pause_until` (a retry's backoff, a hedge's turn) against
+/// `Channel::close`: the flag first, then the closed table's publish. The
+/// pause checks the flag under the signal's mutex, so the close is never
+/// slept through (with a far deadline: loom's condvar never times out).
+#[test]
+fn a_pause_never_sleeps_through_a_close() {
+    loom::model(|| {
+        let slot = Arc::new(Slot::new(table(0)));
+        let closed = Arc::new(AtomicBool::new(false));
+        let (s2, c2) = (slot.clone(), closed.clone());
+        let pause = thread::spawn(move || {
+            let until = Instant::now() + Duration::from_secs(3600);
+            assert!(s2
+                .signal()
+                .wait_until(|| c2.load(Ordering::Acquire), Some(until)));
+        });
+        closed.swap(true, Ordering::AcqRel);
+        slot.publish(Table {
+            version: 1,
+            closed: true,
+        });
+        pause.join().unwrap();
+    });
+}
+
 #[test]
 fn a_state_waiter_sees_its_states_picker() {
     // `StatePublisher::publish`: the table first, then the state, then the
@@ -181,5 +206,51 @@ fn notify_before_change_is_caught() {
         .unwrap();
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success(), "the lost wake-up went unnoticed");
+    assert!(stderr.contains("deadlock"), "unexpected failure: {stderr}");
+}
+
+/// The pause as it was: the flag checked, then the generation read outside
+/// the signal's mutex. A close between the two (flag set, closed table
+/// published) leaves it waiting past the closed table's generation. Run
+/// only by `pause_reading_the_generation_late_is_caught`.
+#[test]
+#[ignore = "expected to deadlock; run via pause_reading_the_generation_late_is_caught"]
+fn pause_reading_the_generation_late_deadlocks() {
+    loom::model(|| {
+        let slot = Arc::new(Slot::new(table(0)));
+        let closed = Arc::new(AtomicBool::new(false));
+        let (s2, c2) = (slot.clone(), closed.clone());
+        let pause = thread::spawn(move || {
+            while !c2.load(Ordering::Acquire) {
+                s2.wait_for_change(s2.generation(), None);
+            }
+        });
+        closed.swap(true, Ordering::AcqRel);
+        slot.publish(Table {
+            version: 1,
+            closed: true,
+        });
+        pause.join().unwrap();
+    });
+}
+
+/// The pause model has teeth: the old order is found as a deadlock.
+#[test]
+fn pause_reading_the_generation_late_is_caught() {
+    let out = std::process::Command::new(std::env::current_exe().unwrap())
+        .args([
+            "--exact",
+            "pause_reading_the_generation_late_deadlocks",
+            "--ignored",
+        ])
+        .args(["--nocapture", "--test-threads=1"])
+        .env("RUST_BACKTRACE", "0")
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success(),
+        "the slept-through close went unnoticed"
+    );
     assert!(stderr.contains("deadlock"), "unexpected failure: {stderr}");
 }
