@@ -1,7 +1,7 @@
 //! Publication of immutable tables from one writer (the event loop) to many
 //! readers (RPC threads), plus the wait/wake signal queued picks sleep on.
 //!
-//! Three protocols live here, each model-checked in `loom-tests/`:
+//! Four protocols live here, each model-checked in `loom-tests/`:
 //! - **publish / refresh**: the writer stores a new table, then bumps a generation
 //!   counter. A reader's hit path is one `Acquire` load of that counter compared
 //!   with the generation it cached: no lock, no thread-local, no RMW. Only on a
@@ -14,8 +14,11 @@
 //!   frees it, and with it the table — exactly once.
 //! - **wait / wake**: `Signal` is a mutex + condvar that every publish notifies
 //!   after its state change, so a waiter that checked under the lock can't miss it.
+//! - **coalesced requests**: `Coalesce`, the flag that folds requests made
+//!   from any thread (a picker asking for its policy's `work`) into one run
+//!   on the loop, without losing one made while a run is pending.
 
-use crate::sync::{lock, Arc, AtomicU64, Condvar, Mutex, Ordering};
+use crate::sync::{lock, Arc, AtomicBool, AtomicU64, Condvar, Mutex, Ordering};
 use crossbeam_utils::CachePadded;
 use std::ptr::NonNull;
 use std::time::Instant;
@@ -469,5 +472,44 @@ mod tests {
         std::thread::sleep(std::time::Duration::from_millis(20));
         slot.publish(1);
         assert!(t.join().unwrap());
+    }
+}
+
+/// Requests made from any thread that the loop serves in runs: a request
+/// made while a run is pending schedules nothing more and is served by that
+/// run, which sees whatever the requester wrote before asking. Both sides
+/// write the flag with a read-modify-write: a plain store by the loop could
+/// sit in its store buffer while the run reads the requesters' data, and a
+/// request that found the flag still set would be lost.
+pub struct Coalesce {
+    pending: AtomicBool,
+}
+
+impl Default for Coalesce {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Coalesce {
+    /// No run pending.
+    pub fn new() -> Coalesce {
+        Coalesce {
+            pending: AtomicBool::new(false),
+        }
+    }
+
+    /// A request (any thread, after writing what the run needs): true when
+    /// the caller must schedule a run, none being pending.
+    pub fn request(&self) -> bool {
+        // Release: the run that serves this request sees what came before.
+        !self.pending.swap(true, Ordering::AcqRel)
+    }
+
+    /// The loop, as a run starts (before it reads the requesters' data):
+    /// requests from now on schedule another run.
+    pub fn serve(&self) {
+        // Acquire from the last request that found the flag set.
+        self.pending.swap(false, Ordering::AcqRel);
     }
 }

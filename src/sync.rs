@@ -1,7 +1,8 @@
 //! The loom shim: concurrency-relevant code imports from here, never from `std::sync`
 //! directly, so `RUSTFLAGS="--cfg loom"` swaps in loom's model-checked types (the
 //! tokio / crossbeam pattern). The protocols between the loop and RPC threads
-//! (`publish`: publish / refresh / retire, wait / wake, release) use it; other
+//! (`publish`: publish / refresh / retire, wait / wake, release, coalesced
+//! requests; weighted_round_robin's endpoint weights) use it; other
 //! shared state (the channel's published state word, subchannels' transport
 //! handles, readers' host-pick counters: single-writer atomics whose table is
 //! handed to snapshots through an `ArcSwap`) is single atomics or locks that
@@ -9,13 +10,13 @@
 
 #[cfg(loom)]
 pub(crate) use loom::sync::{
-    atomic::{AtomicU64, Ordering},
+    atomic::{AtomicBool, AtomicU64, Ordering},
     Arc, Condvar, Mutex, MutexGuard,
 };
 
 #[cfg(not(loom))]
 pub(crate) use std::sync::{
-    atomic::{AtomicU64, Ordering},
+    atomic::{AtomicBool, AtomicU64, Ordering},
     Arc, Condvar, Mutex, MutexGuard,
 };
 

@@ -20,6 +20,7 @@ use crate::balancer::subconn::SubConnId;
 use crate::balancer::{Balancer, ClientConn, ClientConnState, TimerToken, WorkScheduler};
 use crate::connectivity::ConnectivityState;
 use crate::connector::TransportEvent;
+use crate::publish::Coalesce;
 use crate::runtime::{panic_message, LoopContext, LoopHandle, Task, TimerKey};
 use crate::service_config::ServiceConfig;
 use crate::snapshot::ChannelSnapshot;
@@ -29,7 +30,7 @@ use crate::trace;
 use std::any::Any;
 use std::collections::HashMap;
 use std::panic::{catch_unwind, AssertUnwindSafe};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
 /// The kind of the timers a channel arms itself (`TimerKey::kind`; the
@@ -96,7 +97,7 @@ pub(crate) struct ChannelCore {
     pub(super) next_timer: u64,
     pub(super) resolve_requested: bool,
     /// The policy asked for `Balancer::work` and the loop has not run it yet.
-    pub(super) work_pending: Arc<AtomicBool>,
+    pub(super) work_pending: Arc<Coalesce>,
     /// Hands out `work_pending`'s requests (`ClientConn::work_scheduler`).
     pub(super) work: WorkScheduler,
     /// Started calls (`Channel::unary_start`), from the first one on.
@@ -369,7 +370,9 @@ impl ChannelCore {
 
     /// The policy's pickers asked for work (`WorkScheduler`).
     pub(crate) fn work(&mut self, env: &mut LoopContext) {
-        self.work_pending.store(false, Ordering::Relaxed);
+        // Before the work runs: a request that comes while it runs
+        // schedules another, and one that found this run pending is seen.
+        self.work_pending.serve();
         self.run_balancer(env, |b, cc| b.work(cc));
         self.drain(env);
     }
@@ -380,10 +383,10 @@ impl ChannelCore {
     pub(super) fn work_scheduler(
         handle: LoopHandle,
         id: ChannelId,
-        pending: Arc<AtomicBool>,
+        pending: Arc<Coalesce>,
     ) -> WorkScheduler {
         WorkScheduler::new(move || {
-            if !pending.swap(true, Ordering::Relaxed) {
+            if pending.request() {
                 handle.run_on(id, |core: &mut ChannelCore, env| core.work(env));
             }
         })

@@ -27,7 +27,7 @@ use crate::connectivity::ConnectivityState;
 use crate::connector::managed::ManagedConnector;
 use crate::connector::{Connector, TransportEvent};
 use crate::error::Error;
-use crate::publish::Slot;
+use crate::publish::{Coalesce, Slot};
 use crate::resolver;
 use crate::runtime::{panic_message, JoinOnDrop, LoopContext, Runtime};
 use crate::service_config::{MethodConfig, MethodConfigs, ServiceConfig};
@@ -260,7 +260,7 @@ impl Channel {
         }
         let core_shared = shared.clone();
         // The policy's work requests: one scheduler for the channel's life.
-        let work_pending = Arc::new(AtomicBool::new(false));
+        let work_pending = Arc::new(Coalesce::new());
         let core_handle = handle.clone();
         let resolution = ResolverWrapper::new(on_resolve_now)
             .with_options(resolver_options)
