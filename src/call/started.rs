@@ -312,6 +312,18 @@ impl Channel {
         }
         let dispatch = self.completions(|| Arc::new(Dispatch::new()));
         let tx = dispatch.sender()?;
+        // A `close` that raced the check above may have found no dispatch
+        // to join (it was made just now): then the call must not start, or
+        // its `on_done` would run after `close` returned. Read as part of a
+        // write (the latest value): either this sees the close, or the
+        // close, coming after it, sees the dispatch and waits for `tx`.
+        if self
+            .shared()
+            .closed
+            .fetch_or(false, std::sync::atomic::Ordering::AcqRel)
+        {
+            return Err(Error::Closed);
+        }
         // Applied here, on the caller's thread, so the method's timeout
         // counts from now; a request too large completes like any failed
         // call (below), with RESOURCE_EXHAUSTED.
