@@ -600,6 +600,10 @@ impl Registry {
                 i += 1;
                 continue;
             }
+            // The count is read `Relaxed`: this acquires the last holder's
+            // release of its `Arc` (as `Arc::get_mut` does), so the counts
+            // it wrote before letting go are seen below.
+            std::sync::atomic::fence(std::sync::atomic::Ordering::Acquire);
             let e = self.elsewhere.swap_remove(i);
             if self.retired_elsewhere.len() < e.cells.len() {
                 self.retired_elsewhere.resize(e.cells.len(), [0; 2]);
@@ -691,7 +695,10 @@ impl Drop for ReaderCounts {
 /// Fills a subchannel's counters from the summed counts.
 pub(crate) fn with_counts(mut s: SubchannelSnapshot, c: Option<&Counts>) -> SubchannelSnapshot {
     if let Some(c) = c {
-        s.calls_started = c.started;
+        // The counters are read one at a time while picks go on: a pick
+        // that started and ended between two reads would show more ended
+        // than started. A snapshot never says so.
+        s.calls_started = c.started.max(c.succeeded.saturating_add(c.failed));
         s.calls_succeeded = c.succeeded;
         s.calls_failed = c.failed;
         s.calls_in_flight = c.in_flight();

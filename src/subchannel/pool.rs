@@ -139,6 +139,9 @@ impl SubchannelPool {
         for _ in 0..self.freed_slots.len().min(4) {
             let (slot, old) = self.freed_slots.pop_front()?;
             if old.strong_count() == 0 {
+                // The count is read `Relaxed`: acquire the last owner's
+                // release, so its final counts are seen by the slot's reuse.
+                std::sync::atomic::fence(std::sync::atomic::Ordering::Acquire);
                 return Some(slot);
             }
             self.freed_slots.push_back((slot, old));
