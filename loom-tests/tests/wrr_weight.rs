@@ -8,11 +8,12 @@
 #![cfg(loom)]
 
 use arc_swap::ArcSwap;
+use loom::sync::atomic::{AtomicU64, Ordering};
 use loom::thread;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use switchyard::policy::weighted_round_robin::{EndpointWeight, WrrConfig};
-use switchyard::{Clock, ManualClock};
+use switchyard::Clock;
 
 /// qps 4 at utilization 0.5: weight 8.
 const LOAD: &[(&str, f64)] = &[("rps_fractional", 4.0), ("application_utilization", 0.5)];
@@ -28,13 +29,35 @@ fn config(blackout: Duration) -> WrrConfig {
     }
 }
 
+/// A clock moved by hand whose reads and moves loom sees (and so orders
+/// against the weight's own accesses, in every way they can interleave).
+struct LoomClock {
+    base: Instant,
+    nanos: AtomicU64,
+}
+
+impl LoomClock {
+    fn advance(&self, by: Duration) {
+        self.nanos.fetch_add(by.as_nanos() as u64, Ordering::SeqCst);
+    }
+}
+
+impl Clock for LoomClock {
+    fn now(&self) -> Instant {
+        self.base + Duration::from_nanos(self.nanos.load(Ordering::SeqCst))
+    }
+}
+
 struct World {
-    clock: Arc<ManualClock>,
+    clock: Arc<LoomClock>,
     weight: Arc<EndpointWeight>,
 }
 
 fn world() -> World {
-    let clock = Arc::new(ManualClock::new());
+    let clock = Arc::new(LoomClock {
+        base: Instant::now(),
+        nanos: AtomicU64::new(0),
+    });
     let shared = Arc::new(ArcSwap::from_pointee(config(BLACKOUT)));
     let weight = Arc::new(EndpointWeight::new(shared, clock.clone()));
     World { clock, weight }
@@ -69,6 +92,27 @@ fn ready_again_racing_a_report() {
         weight.ready_again();
         rpc.join().unwrap();
         check(&weight, clock.now());
+    });
+}
+
+/// A report whose thread took its time, then was held up while the
+/// endpoint came back READY: written after the reset, it must not count
+/// from before it (the blackout would be cut short).
+#[test]
+fn a_report_timed_before_a_reset_counts_from_the_reset() {
+    loom::model(|| {
+        let World { clock, weight } = world();
+        let w = weight.clone();
+        let rpc = thread::spawn(move || w.report(LOAD));
+        // The loop, some time later.
+        clock.advance(Duration::from_secs(5));
+        let reset = clock.now();
+        weight.ready_again();
+        rpc.join().unwrap();
+        check(&weight, reset);
+        // Its blackout runs from the reset, whenever the report was timed.
+        let early = reset + BLACKOUT - Duration::from_secs(1);
+        assert_eq!(weight.effective(early, &config(BLACKOUT)), 0.0);
     });
 }
 

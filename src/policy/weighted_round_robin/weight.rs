@@ -84,6 +84,10 @@ pub struct EndpointWeight {
     /// none). A report takes the minimum with its own time, so the earliest
     /// stays.
     non_empty_since: AtomicU64,
+    /// When the endpoint last came back READY (`stamp`; 0: never). A
+    /// report stamped before it but written after it (its thread was held
+    /// up in between) moves its times up to it, as if it came then.
+    reset_at: AtomicU64,
     /// The policy's config (the penalty and metric names), shared by every
     /// endpoint and swapped on config updates.
     config: Arc<ArcSwap<WrrConfig>>,
@@ -103,6 +107,7 @@ impl EndpointWeight {
             weight: AtomicU64::new(0),
             last_updated: AtomicU64::new(0),
             non_empty_since: AtomicU64::new(NO_START),
+            reset_at: AtomicU64::new(0),
             config,
             clock,
             epoch,
@@ -139,6 +144,17 @@ impl EndpointWeight {
             // Then the blackout start, if none since the reset: a reset
             // that cleared it before this reads the time above.
             self.non_empty_since.fetch_min(now, Ordering::AcqRel);
+            // A reset that cleared them before the writes above is seen here
+            // (they read its clearing, which its time precedes): if it came
+            // after this report's time was taken, the report counts as
+            // coming at the reset, not before it (gRPC-Go takes the time
+            // under the lock the reset takes).
+            let reset = self.reset_at.load(Ordering::Acquire);
+            if reset > now {
+                for time in [&self.non_empty_since, &self.last_updated] {
+                    let _ = time.compare_exchange(now, reset, Ordering::AcqRel, Ordering::Relaxed);
+                }
+            }
         }
     }
 
@@ -161,6 +177,9 @@ impl EndpointWeight {
     /// and its weight counts again only after new reports and a new
     /// blackout (gRPC-Go forgets both times then).
     pub fn ready_again(&self) {
+        let now = self.stamp(self.clock.now());
+        // Before the clearing, which publishes it (release).
+        self.reset_at.fetch_max(now, Ordering::Relaxed);
         // The start first: a report that had not seen this clear reads it
         // after its time is out, and so its time is cleared next.
         self.non_empty_since.swap(NO_START, Ordering::AcqRel);
