@@ -9,6 +9,7 @@ use crate::balancer::subconn::SubConnId;
 use crate::channel::{Channel, ChannelShared};
 use crate::channel::{ChannelCore, ChannelId, Completions, StartedCalls, CALL_TIMER, CALL_WAKE};
 use crate::error::Error;
+use crate::publish::Coalesce;
 use crate::reader::{Pick, PickError, Reader};
 use crate::runtime::{JoinOnDrop, LoopContext, LoopHandle, TimerKey};
 use crate::snapshot::ReaderCounts;
@@ -408,12 +409,13 @@ impl Channel {
 }
 
 /// Wakes the loop to poll one call's stream; at most one wake-up is in
-/// flight per call (the flag is cleared just before each poll).
+/// flight per call (reopened just before each poll: a wake that finds one
+/// pending is seen by that poll, `publish::Coalesce`).
 struct CallWaker {
     handle: LoopHandle,
     channel: ChannelId,
     id: u64,
-    scheduled: AtomicBool,
+    scheduled: Coalesce,
 }
 
 impl Wake for CallWaker {
@@ -421,7 +423,7 @@ impl Wake for CallWaker {
         self.wake_by_ref();
     }
     fn wake_by_ref(self: &Arc<Self>) {
-        if !self.scheduled.swap(true, Ordering::AcqRel) {
+        if self.scheduled.request() {
             self.handle.notify(self.channel, CALL_WAKE | self.id);
         }
     }
@@ -498,7 +500,7 @@ impl Calls {
             handle: env.handle.clone(),
             channel: shared.id,
             id,
-            scheduled: AtomicBool::new(false),
+            scheduled: Coalesce::new(),
         });
         let task = Task {
             course: std::mem::take(&mut call.course),
@@ -513,7 +515,7 @@ impl Calls {
     /// The call's stream made progress.
     fn wake_call(&mut self, id: u64, shared: &Arc<ChannelShared>, env: &mut LoopContext) {
         if let Some(task) = self.tasks.remove(&id) {
-            task.waker.scheduled.store(false, Ordering::Release);
+            task.waker.scheduled.serve();
             self.advance(task, shared, env);
         }
     }
