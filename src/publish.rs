@@ -506,6 +506,12 @@ impl Coalesce {
         !self.pending.swap(true, Ordering::AcqRel)
     }
 
+    /// Whether a run is scheduled and has not started (the loop, to run it
+    /// early; a request that has just been made may not show yet).
+    pub fn pending(&self) -> bool {
+        self.pending.load(Ordering::Acquire)
+    }
+
     /// The loop, as a run starts (before it reads the requesters' data):
     /// requests from now on schedule another run.
     pub fn serve(&self) {

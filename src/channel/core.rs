@@ -377,6 +377,14 @@ impl ChannelCore {
         self.drain(env);
     }
 
+    /// Runs the policy's `work` now if a run is waiting in the queue (the
+    /// queued one then finds nothing left to do).
+    pub(crate) fn run_pending_work(&mut self, env: &mut LoopContext) {
+        if self.work_pending.pending() {
+            self.work(env);
+        }
+    }
+
     /// The scheduler that has the loop call this channel's `work` (made
     /// once, with the channel); requests made before the loop gets to one
     /// coalesce.

@@ -544,13 +544,17 @@ impl Channel {
         self.shared.slot.generation()
     }
 
-    /// Waits until the loop has processed everything sent to this channel so far.
+    /// Waits until the loop has processed everything sent to this channel
+    /// so far, and the policy work that asked for (a weighted_round_robin
+    /// defers its rebuild, and the state it publishes, to a run queued
+    /// behind what was already sent).
     pub fn sync(&self) -> Result<(), Error> {
         if self.shared.handle.on_loop_thread() {
             return Ok(());
         }
         let (tx, rx) = crossbeam_channel::bounded(1);
-        self.run(move |_, _| {
+        self.run(move |core, env| {
+            core.run_pending_work(env);
             let _ = tx.send(());
         })?;
         rx.recv().map_err(|_| Error::RuntimeGone)
