@@ -908,14 +908,18 @@ impl Reader {
     /// the channel closes meanwhile. A call waiting so keeps the channel in
     /// use (idleness), as a queued pick does.
     pub(crate) fn pause_until(&mut self, until: Instant) {
-        let closed = &self.shared.closed;
+        let shared = &self.shared;
         self.waiting(|slot| {
-            // The flag is checked under the signal's mutex, and the closed
-            // table is published (notifying) after the flag is set: a close
-            // is never slept through (a generation read after the check
-            // could already be the closed table's).
+            // Checked under the signal's mutex, and the closed table is
+            // published (notifying) after both are set: a close is never
+            // slept through (a generation read after the check could
+            // already be the closed table's). The flag: `Channel::close`;
+            // SHUTDOWN: every way a channel ends, a dropped runtime's too.
             slot.signal().wait_until(
-                || closed.load(std::sync::atomic::Ordering::Acquire),
+                || {
+                    shared.closed.load(std::sync::atomic::Ordering::Acquire)
+                        || shared.state() == crate::connectivity::ConnectivityState::Shutdown
+                },
                 Some(until),
             );
         });

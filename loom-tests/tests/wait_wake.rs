@@ -89,9 +89,10 @@ fn close_wakes_table_and_state_waiters() {
 }
 
 /// `Reader::pause_until` (a retry's backoff, a hedge's turn) against
-/// `Channel::close`: the flag first, then the closed table's publish. The
-/// pause checks the flag under the signal's mutex, so the close is never
-/// slept through (with a far deadline: loom's condvar never times out).
+/// `Channel::close`: the flag first (the closed flag, or the SHUTDOWN state
+/// a dropped runtime sets), then the closed table's publish. The pause
+/// checks it under the signal's mutex, so the close is never slept through
+/// (with a far deadline: loom's condvar never times out).
 #[test]
 fn a_pause_never_sleeps_through_a_close() {
     loom::model(|| {

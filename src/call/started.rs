@@ -318,11 +318,7 @@ impl Channel {
         // its `on_done` would run after `close` returned. Read as part of a
         // write (the latest value): either this sees the close, or the
         // close, coming after it, sees the dispatch and waits for `tx`.
-        if self
-            .shared()
-            .closed
-            .fetch_or(false, std::sync::atomic::Ordering::AcqRel)
-        {
+        if self.shared().closed.fetch_or(false, Ordering::AcqRel) {
             return Err(Error::Closed);
         }
         // Applied here, on the caller's thread, so the method's timeout

@@ -333,3 +333,33 @@ fn closing_the_channel_ends_a_call_waiting_to_retry() {
     }
     assert!(t.elapsed() < Duration::from_secs(5), "{:?}", t.elapsed());
 }
+
+/// The same wait ended by dropping the runtime (which closes the channel
+/// without `Channel::close`): the blocking call waiting out its backoff
+/// wakes at once, not when the backoff ends.
+#[test]
+fn dropping_the_runtime_ends_a_blocking_call_waiting_to_retry() {
+    let servers = start_servers(1);
+    let rt = Runtime::new().unwrap();
+    let ch = ready_channel(&rt, &servers, &slow_retry_config());
+    let md = meta(&[("x-fail-attempts", "100")]);
+    let blocking = {
+        let mut reader = ch.reader();
+        std::thread::spawn(move || {
+            let options = CallOptions {
+                deadline: Some(Instant::now() + Duration::from_secs(20)),
+                metadata: &md,
+                ..Default::default()
+            };
+            reader.unary(ECHO, b"ping", &options)
+        })
+    };
+    // The warm-up call and the first attempt; then a 24-36 s backoff.
+    wait_until("the first attempt", || servers[0].requests() == 2);
+    std::thread::sleep(Duration::from_millis(100));
+    let t = Instant::now();
+    drop(rt);
+    let r = blocking.join().unwrap();
+    assert_eq!(r.unwrap_err().code(), Code::Cancelled);
+    assert!(t.elapsed() < Duration::from_secs(5), "{:?}", t.elapsed());
+}
