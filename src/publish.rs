@@ -1,7 +1,7 @@
 //! Publication of immutable tables from one writer (the event loop) to many
 //! readers (RPC threads), plus the wait/wake signal queued picks sleep on.
 //!
-//! Four protocols live here, each model-checked in `loom-tests/`:
+//! Five protocols live here, each model-checked in `loom-tests/`:
 //! - **publish / refresh**: the writer stores a new table, then bumps a generation
 //!   counter. A reader's hit path is one `Acquire` load of that counter compared
 //!   with the generation it cached: no lock, no thread-local, no RMW. Only on a
@@ -14,11 +14,14 @@
 //!   frees it, and with it the table — exactly once.
 //! - **wait / wake**: `Signal` is a mutex + condvar that every publish notifies
 //!   after its state change, so a waiter that checked under the lock can't miss it.
+//! - **watched values**: `Watched`, a value the loop sets (the channel's
+//!   connectivity state) and threads wait to see change, with a count of
+//!   its changes so that one undone before a waiter wakes still counts.
 //! - **coalesced requests**: `Coalesce`, the flag that folds requests made
 //!   from any thread (a picker asking for its policy's `work`) into one run
 //!   on the loop, without losing one made while a run is pending.
 
-use crate::sync::{lock, Arc, AtomicBool, AtomicU64, Condvar, Mutex, Ordering};
+use crate::sync::{lock, Arc, AtomicBool, AtomicU64, AtomicU8, Condvar, Mutex, Ordering};
 use crossbeam_utils::CachePadded;
 use std::ptr::NonNull;
 use std::time::Instant;
@@ -517,5 +520,59 @@ impl Coalesce {
     pub fn serve(&self) {
         // Acquire from the last request that found the flag set.
         self.pending.swap(false, Ordering::AcqRel);
+    }
+}
+
+/// A one-byte value one writer (the loop) sets and any thread waits to see
+/// change (the channel's connectivity state), with a count of its changes:
+/// a waiter for a change away from a value sees one that was undone before
+/// it woke (READY -> TRANSIENT_FAILURE -> READY), as gRPC's
+/// `WaitForStateChange` does.
+pub struct Watched {
+    value: AtomicU8,
+    changes: AtomicU64,
+}
+
+impl Watched {
+    /// Starts at `value`, unchanged.
+    pub fn new(value: u8) -> Watched {
+        Watched {
+            value: AtomicU8::new(value),
+            changes: AtomicU64::new(0),
+        }
+    }
+
+    /// The value now.
+    pub fn get(&self) -> u8 {
+        self.value.load(Ordering::Acquire)
+    }
+
+    /// The writer sets a new value (different from the last); waiters wake
+    /// at its next `notify_all` of the signal they wait on.
+    pub fn set(&self, value: u8) {
+        self.value.store(value, Ordering::Release);
+        self.changes.fetch_add(1, Ordering::AcqRel);
+    }
+
+    /// Blocks on `signal` (which the writer notifies after each `set`)
+    /// until the value differs from `from` or changes after this call
+    /// begins, returning the value then (`from` again when a change was
+    /// undone), or `None` when `deadline` passes first.
+    pub fn wait_for_change(
+        &self,
+        signal: &Signal,
+        from: u8,
+        deadline: Option<Instant>,
+    ) -> Option<u8> {
+        let mut seen = from;
+        let changes = self.changes.load(Ordering::Acquire);
+        let changed = signal.wait_until(
+            || {
+                seen = self.get();
+                seen != from || self.changes.load(Ordering::Acquire) != changes
+            },
+            deadline,
+        );
+        changed.then_some(seen)
     }
 }

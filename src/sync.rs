@@ -1,22 +1,23 @@
 //! The loom shim: concurrency-relevant code imports from here, never from `std::sync`
 //! directly, so `RUSTFLAGS="--cfg loom"` swaps in loom's model-checked types (the
 //! tokio / crossbeam pattern). The protocols between the loop and RPC threads
-//! (`publish`: publish / refresh / retire, wait / wake, release, coalesced
-//! requests; weighted_round_robin's endpoint weights) use it; other
-//! shared state (the channel's published state word, subchannels' transport
+//! (`publish`: publish / refresh / retire, wait / wake, release, watched values
+//! such as the channel's state, coalesced requests; weighted_round_robin's
+//! endpoint weights) use it; other shared state (subchannels' transport
 //! handles, readers' host-pick counters: single-writer atomics whose table is
-//! handed to snapshots through an `ArcSwap`) is single atomics or locks that
-//! need no model.
+//! handed to snapshots through an `ArcSwap`; independent counters such as
+//! least_request's in-flight counts and outlier detection's outcomes) is
+//! single atomics or locks that need no model.
 
 #[cfg(loom)]
 pub(crate) use loom::sync::{
-    atomic::{AtomicBool, AtomicU64, Ordering},
+    atomic::{AtomicBool, AtomicU64, AtomicU8, Ordering},
     Arc, Condvar, Mutex, MutexGuard,
 };
 
 #[cfg(not(loom))]
 pub(crate) use std::sync::{
-    atomic::{AtomicBool, AtomicU64, Ordering},
+    atomic::{AtomicBool, AtomicU64, AtomicU8, Ordering},
     Arc, Condvar, Mutex, MutexGuard,
 };
 

@@ -7,7 +7,7 @@ use loom::sync::atomic::{AtomicBool, Ordering};
 use loom::sync::Arc;
 use loom::thread;
 use std::time::{Duration, Instant};
-use switchyard::publish::{Cache, Signal, Slot};
+use switchyard::publish::{Cache, Signal, Slot, Watched};
 
 #[derive(Debug)]
 struct Table {
@@ -254,4 +254,49 @@ fn pause_reading_the_generation_late_is_caught() {
         "the slept-through close went unnoticed"
     );
     assert!(stderr.contains("deadlock"), "unexpected failure: {stderr}");
+}
+
+/// `Channel::wait_for_state_change` (`Watched`): whatever the writer's
+/// changes (READY -> TRANSIENT_FAILURE -> READY -> SHUTDOWN, notifying
+/// after each, as `StatePublisher::publish` does) and wherever the waiter's
+/// call begins among them, it never sleeps through them all, and wakes with
+/// a state the channel had: READY again when a change was undone before it
+/// looked (a wait that began before the first change), or a later one.
+/// (That the undone change alone ends a wait is `flows.rs`'s
+/// `a_change_undone_at_once_still_ends_a_wait`: here a wait that began
+/// after it must not end, so the model needs the last change to end.)
+#[test]
+fn a_state_waiter_never_sleeps_through_changes() {
+    const READY: u8 = 2;
+    const FAILING: u8 = 3;
+    const SHUTDOWN: u8 = 4;
+    loom::model(|| {
+        let slot = Arc::new(Slot::new(table(0)));
+        let state = Arc::new(Watched::new(READY));
+        let (s2, w2) = (slot.clone(), state.clone());
+        let waiter = thread::spawn(move || {
+            let seen = w2.wait_for_change(s2.signal(), READY, None);
+            assert!(matches!(seen, Some(READY | FAILING | SHUTDOWN)), "{seen:?}");
+        });
+        for s in [FAILING, READY, SHUTDOWN] {
+            state.set(s);
+            slot.signal().notify_all();
+        }
+        waiter.join().unwrap();
+    });
+}
+
+/// A waiter from a state already left returns at once with the state now,
+/// and a passed deadline with no change returns `None` without blocking.
+#[test]
+fn a_state_waiter_from_another_state_or_past_its_deadline_does_not_block() {
+    loom::model(|| {
+        let slot = Slot::new(table(0));
+        let state = Watched::new(1);
+        assert_eq!(state.wait_for_change(slot.signal(), 0, None), Some(1));
+        assert_eq!(
+            state.wait_for_change(slot.signal(), 1, Some(Instant::now())),
+            None
+        );
+    });
 }

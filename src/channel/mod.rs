@@ -27,7 +27,7 @@ use crate::connectivity::ConnectivityState;
 use crate::connector::managed::ManagedConnector;
 use crate::connector::{Connector, TransportEvent};
 use crate::error::Error;
-use crate::publish::{Coalesce, Slot};
+use crate::publish::{Coalesce, Slot, Watched};
 use crate::resolver;
 use crate::runtime::{panic_message, JoinOnDrop, LoopContext, Runtime};
 use crate::service_config::{MethodConfig, MethodConfigs, ServiceConfig};
@@ -37,7 +37,7 @@ use crate::trace;
 use crate::transport::{Credentials, TransportConfig};
 use std::collections::HashMap;
 use std::panic::{catch_unwind, AssertUnwindSafe};
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
@@ -235,8 +235,7 @@ impl Channel {
         let call_stats: Arc<crate::snapshot::CallStats> = Default::default();
         let shared = Arc::new(ChannelShared {
             slot: crate::sync::Arc::new(Slot::new(initial)),
-            state: AtomicU8::new(ConnectivityState::Idle as u8),
-            state_changes: AtomicU64::new(0),
+            state: Watched::new(ConnectivityState::Idle as u8),
             closed: AtomicBool::new(false),
             handle: handle.clone(),
             id,
@@ -510,16 +509,11 @@ impl Channel {
             let now = self.shared.state();
             return (now != from).then_some(now);
         }
-        let mut seen = from;
-        let changes = self.shared.state_changes();
-        let changed = self.shared.slot.signal().wait_until(
-            || {
-                seen = self.shared.state();
-                seen != from || self.shared.state_changes() != changes
-            },
-            deadline,
-        );
-        changed.then_some(seen)
+        let seen =
+            self.shared
+                .state
+                .wait_for_change(self.shared.slot.signal(), from as u8, deadline)?;
+        Some(ConnectivityState::from_u8(seen).unwrap_or(ConnectivityState::Shutdown))
     }
 
     /// A consistent view of the channel and its subchannels with their call

@@ -3,10 +3,10 @@
 
 use crate::balancer::picker::Picker;
 use crate::connectivity::ConnectivityState;
-use crate::publish::Slot;
+use crate::publish::{Slot, Watched};
 use crate::runtime::{LoopHandle, TaskId};
 use crate::service_config::MethodConfigs;
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 
 /// A channel's identity: its task on the loop.
@@ -43,10 +43,9 @@ impl Table {
 pub(crate) struct ChannelShared {
     pub(crate) slot: crate::sync::Arc<Slot<Table>>,
     /// The aggregate state; written with `set_state` only.
-    pub(crate) state: AtomicU8,
-    /// How many times `state` has changed: a waiter for a change sees one
-    /// that was undone before it woke (READY -> TRANSIENT_FAILURE -> READY).
-    pub(crate) state_changes: AtomicU64,
+    /// The aggregate connectivity state (a `ConnectivityState` as `u8`),
+    /// with its changes counted (see `Watched`).
+    pub(crate) state: Watched,
     pub(crate) closed: AtomicBool,
     pub(crate) handle: LoopHandle,
     pub(crate) id: ChannelId,
@@ -78,20 +77,13 @@ pub(crate) struct ChannelShared {
 
 impl ChannelShared {
     pub(crate) fn state(&self) -> ConnectivityState {
-        ConnectivityState::from_u8(self.state.load(Ordering::Acquire))
-            .unwrap_or(ConnectivityState::Shutdown)
+        ConnectivityState::from_u8(self.state.get()).unwrap_or(ConnectivityState::Shutdown)
     }
 
     /// Records a new aggregate state (different from the last); the
     /// publish that follows wakes the waiters.
     pub(crate) fn set_state(&self, state: ConnectivityState) {
-        self.state.store(state as u8, Ordering::Release);
-        self.state_changes.fetch_add(1, Ordering::AcqRel);
-    }
-
-    /// See `state_changes`.
-    pub(crate) fn state_changes(&self) -> u64 {
-        self.state_changes.load(Ordering::Acquire)
+        self.state.set(state as u8);
     }
 
     /// A reader picked after moving to a new generation.
