@@ -9,7 +9,6 @@ use loom::sync::atomic::{AtomicBool, Ordering};
 use loom::sync::mpsc;
 use loom::sync::Arc;
 use loom::thread;
-use std::process::Command;
 use switchyard::publish::Coalesce;
 
 /// What the model needs of a coalescing flag.
@@ -94,15 +93,7 @@ fn store_to_reopen_loses_a_request() {
 /// The model has teeth: the old orderings are found as a deadlock.
 #[test]
 fn store_to_reopen_is_caught() {
-    let out = Command::new(std::env::current_exe().unwrap())
-        .args(["--exact", "store_to_reopen_loses_a_request", "--ignored"])
-        .args(["--nocapture", "--test-threads=1"])
-        .env("RUST_BACKTRACE", "0")
-        .output()
-        .unwrap();
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(!out.status.success(), "the lost request went unnoticed");
-    assert!(stderr.contains("deadlock"), "unexpected failure: {stderr}");
+    loom_tests::assert_deadlocks("store_to_reopen_loses_a_request", "the lost request");
 }
 
 /// After a run, a new request schedules a new one (the flag reopens).

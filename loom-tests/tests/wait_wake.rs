@@ -95,22 +95,28 @@ fn close_wakes_table_and_state_waiters() {
 /// (with a far deadline: loom's condvar never times out).
 #[test]
 fn a_pause_never_sleeps_through_a_close() {
-    loom::model(|| {
+    close_during(|slot, closed| {
+        let until = Instant::now() + Duration::from_secs(3600);
+        assert!(slot
+            .signal()
+            .wait_until(|| closed.load(Ordering::Acquire), Some(until)));
+    });
+}
+
+/// A close (the flag, then the closed table's publish) while `pause` waits
+/// on the slot for the flag.
+fn close_during(pause: fn(&Slot<Table>, &AtomicBool)) {
+    loom::model(move || {
         let slot = Arc::new(Slot::new(table(0)));
         let closed = Arc::new(AtomicBool::new(false));
         let (s2, c2) = (slot.clone(), closed.clone());
-        let pause = thread::spawn(move || {
-            let until = Instant::now() + Duration::from_secs(3600);
-            assert!(s2
-                .signal()
-                .wait_until(|| c2.load(Ordering::Acquire), Some(until)));
-        });
+        let pausing = thread::spawn(move || pause(&s2, &c2));
         closed.swap(true, Ordering::AcqRel);
         slot.publish(Table {
             version: 1,
             closed: true,
         });
-        pause.join().unwrap();
+        pausing.join().unwrap();
     });
 }
 
@@ -199,15 +205,7 @@ fn notify_before_change_deadlocks() {
 /// The models have teeth: the lost wake-up above is found as a deadlock.
 #[test]
 fn notify_before_change_is_caught() {
-    let out = std::process::Command::new(std::env::current_exe().unwrap())
-        .args(["--exact", "notify_before_change_deadlocks", "--ignored"])
-        .args(["--nocapture", "--test-threads=1"])
-        .env("RUST_BACKTRACE", "0")
-        .output()
-        .unwrap();
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(!out.status.success(), "the lost wake-up went unnoticed");
-    assert!(stderr.contains("deadlock"), "unexpected failure: {stderr}");
+    loom_tests::assert_deadlocks("notify_before_change_deadlocks", "the lost wake-up");
 }
 
 /// The pause as it was: the flag checked, then the generation read outside
@@ -217,43 +215,20 @@ fn notify_before_change_is_caught() {
 #[test]
 #[ignore = "expected to deadlock; run via pause_reading_the_generation_late_is_caught"]
 fn pause_reading_the_generation_late_deadlocks() {
-    loom::model(|| {
-        let slot = Arc::new(Slot::new(table(0)));
-        let closed = Arc::new(AtomicBool::new(false));
-        let (s2, c2) = (slot.clone(), closed.clone());
-        let pause = thread::spawn(move || {
-            while !c2.load(Ordering::Acquire) {
-                s2.wait_for_change(s2.generation(), None);
-            }
-        });
-        closed.swap(true, Ordering::AcqRel);
-        slot.publish(Table {
-            version: 1,
-            closed: true,
-        });
-        pause.join().unwrap();
+    close_during(|slot, closed| {
+        while !closed.load(Ordering::Acquire) {
+            slot.wait_for_change(slot.generation(), None);
+        }
     });
 }
 
 /// The pause model has teeth: the old order is found as a deadlock.
 #[test]
 fn pause_reading_the_generation_late_is_caught() {
-    let out = std::process::Command::new(std::env::current_exe().unwrap())
-        .args([
-            "--exact",
-            "pause_reading_the_generation_late_deadlocks",
-            "--ignored",
-        ])
-        .args(["--nocapture", "--test-threads=1"])
-        .env("RUST_BACKTRACE", "0")
-        .output()
-        .unwrap();
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(
-        !out.status.success(),
-        "the slept-through close went unnoticed"
+    loom_tests::assert_deadlocks(
+        "pause_reading_the_generation_late_deadlocks",
+        "the slept-through close",
     );
-    assert!(stderr.contains("deadlock"), "unexpected failure: {stderr}");
 }
 
 /// `Channel::wait_for_state_change` (`Watched`): whatever the writer's

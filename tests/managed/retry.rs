@@ -306,18 +306,7 @@ fn closing_the_channel_ends_a_call_waiting_to_retry() {
         let _ = tx.send(r);
     })
     .unwrap();
-    let blocking = {
-        let mut reader = ch.reader();
-        let md = md.clone();
-        std::thread::spawn(move || {
-            let options = CallOptions {
-                deadline: Some(Instant::now() + Duration::from_secs(20)),
-                metadata: &md,
-                ..Default::default()
-            };
-            reader.unary(ECHO, b"ping", &options)
-        })
-    };
+    let blocking = blocking_call(&ch, md.clone());
     // Both have failed once and wait out a 24-36 s backoff.
     // The warm-up call and both first attempts.
     wait_until("both first attempts", || servers[0].requests() == 3);
@@ -343,17 +332,7 @@ fn dropping_the_runtime_ends_a_blocking_call_waiting_to_retry() {
     let rt = Runtime::new().unwrap();
     let ch = ready_channel(&rt, &servers, &slow_retry_config());
     let md = meta(&[("x-fail-attempts", "100")]);
-    let blocking = {
-        let mut reader = ch.reader();
-        std::thread::spawn(move || {
-            let options = CallOptions {
-                deadline: Some(Instant::now() + Duration::from_secs(20)),
-                metadata: &md,
-                ..Default::default()
-            };
-            reader.unary(ECHO, b"ping", &options)
-        })
-    };
+    let blocking = blocking_call(&ch, md);
     // The warm-up call and the first attempt; then a 24-36 s backoff.
     wait_until("the first attempt", || servers[0].requests() == 2);
     std::thread::sleep(Duration::from_millis(100));
@@ -362,4 +341,21 @@ fn dropping_the_runtime_ends_a_blocking_call_waiting_to_retry() {
     let r = blocking.join().unwrap();
     assert_eq!(r.unwrap_err().code(), Code::Cancelled);
     assert!(t.elapsed() < Duration::from_secs(5), "{:?}", t.elapsed());
+}
+
+/// A blocking echo call with `metadata` and a 20 s deadline, on a thread of
+/// its own.
+fn blocking_call(
+    ch: &Channel,
+    metadata: Vec<(String, String)>,
+) -> std::thread::JoinHandle<Result<UnaryResponse, Status>> {
+    let mut reader = ch.reader();
+    std::thread::spawn(move || {
+        let options = CallOptions {
+            deadline: Some(Instant::now() + Duration::from_secs(20)),
+            metadata: &metadata,
+            ..Default::default()
+        };
+        reader.unary(ECHO, b"ping", &options)
+    })
 }
