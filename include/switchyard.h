@@ -608,7 +608,9 @@ sy_status sy_channel_wait_for_state_change(const struct sy_channel *ch,
 
 /**
  * Waits until the loop has applied everything sent to this channel so far
- * (addresses, reports, config). Not needed in production; handy in tests.
+ * (addresses, reports, config), and the policy work that asked for (such as
+ * weighted_round_robin's rebuild and the state it publishes). Not needed in
+ * production; handy in tests.
  * SY_CLOSED after close. Any thread except inside callbacks
  * (SY_WRONG_CONTEXT).
  */

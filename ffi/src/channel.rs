@@ -483,7 +483,9 @@ pub extern "C" fn sy_channel_wait_for_state_change(
 }
 
 /// Waits until the loop has applied everything sent to this channel so far
-/// (addresses, reports, config). Not needed in production; handy in tests.
+/// (addresses, reports, config), and the policy work that asked for (such as
+/// weighted_round_robin's rebuild and the state it publishes). Not needed in
+/// production; handy in tests.
 /// SY_CLOSED after close. Any thread except inside callbacks
 /// (SY_WRONG_CONTEXT).
 #[no_mangle]
