@@ -106,6 +106,11 @@ pub(crate) struct ChannelCore {
     pub(super) idle: Idleness,
     /// `ChannelOptions::disable_health_check`.
     pub(super) disable_health_check: bool,
+    /// Held by a closed channel for `Channel::close`, which waits until it
+    /// is dropped: last of the fields, which drop in order, so that by then
+    /// every subchannel, table and address (and their user data) the core
+    /// held is gone.
+    pub(super) closed_ack: Option<crossbeam_channel::Sender<()>>,
 }
 
 impl ChannelCore {

@@ -300,6 +300,7 @@ impl Channel {
             calls: None,
             idle,
             disable_health_check,
+            closed_ack: None,
         };
         if !handle.add(id, Box::new(move || Box::new(make()))) {
             return Err(Error::RuntimeGone);
@@ -585,7 +586,9 @@ impl Channel {
             .handle
             .run_on(self.shared.id, move |core: &mut ChannelCore, env| {
                 crate::runtime::Task::close(core, env);
-                let _ = tx.send(());
+                // Answered by dropping it, with the core (closed, it is
+                // dropped right after this command).
+                core.closed_ack = Some(tx);
             });
         if !sent {
             // No loop left to do it: publish the closed table ourselves (the
