@@ -350,15 +350,19 @@ def test_a_blocking_call_in_flight_when_the_channel_closes_is_cancelled(backends
     ch = sy.Channel(backends.target, ROUND_ROBIN, credentials=sy.Insecure())
     ch.unary("/echo.Echo/Unary", b"x", timeout=10, wait_for_ready=True)
     caught = []
+    calling = threading.Event()
 
     def slow():
         try:
+            calling.set()
             ch.unary("/echo.Echo/Delay", b"30000", timeout=60)
         except Exception as e:  # checked below, in the test's thread
             caught.append(e)
 
     t = threading.Thread(target=slow)
     t.start()
+    # The call is made well before the close, however slow the thread's start.
+    assert calling.wait(20)
     time.sleep(0.3)
     ch.close()
     t.join(20)

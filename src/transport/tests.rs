@@ -933,11 +933,12 @@ fn chatty_peer_that_acks_no_keepalive() -> (SocketAddr, JoinHandle<()>) {
 #[cfg_attr(miri, ignore = "real sockets: Miri has no network")]
 fn keepalive_takes_any_bytes_from_the_peer_as_an_answer() {
     let (addr, srv) = chatty_peer_that_acks_no_keepalive();
-    let mut d = Driver::start(&Target::Tcp(addr), &keepalive_cfg(20, 150, true)).unwrap();
+    let mut d = Driver::start(&Target::Tcp(addr), &keepalive_cfg(20, 600, true)).unwrap();
     assert_eq!(d.next(SOON), Some(Progress::Ready));
     // The peer is quiet for longer than `time` (20 ms), so pings go out;
-    // none is acked, but bytes come well within every ping's 150 ms timeout.
-    assert_eq!(d.next(Duration::from_millis(500)), None);
+    // none is acked, but bytes come well within every ping's 600 ms
+    // timeout (every 30 ms, for 2.1 s), over more than two timeouts.
+    assert_eq!(d.next(Duration::from_millis(1500)), None);
     d.conn.close(d.poll.registry());
     drop(d);
     srv.join().unwrap();

@@ -61,6 +61,9 @@ fn setup(config: &str) -> (Runtime, Channel, Arc<Mutex<Script>>, Log) {
         })),
         ..Default::default()
     };
+    // The connect deadline is the later of the first backoff and this:
+    // 50 ms, which the tests below wait past.
+    opts.backoff.initial = Duration::from_millis(20);
     opts.backoff.min_connect_timeout = Duration::from_millis(50);
     let ch = Channel::new(&rt, "", Some(config), opts).unwrap();
     ch.update_addresses(vec![Address::new("127.0.0.1:1")])

@@ -289,10 +289,12 @@ mod recording {
         fn close(&mut self, _: &mut dyn ClientConn) {}
     }
 
-    struct Build(Outcomes);
+    /// Outcomes, and a policy name of its own: tests run at once, and a
+    /// name shared by two would let one's channel build the other's policy.
+    struct Build(Outcomes, String);
     impl Builder for Build {
         fn name(&self) -> &str {
-            "calls_test_recording"
+            &self.1
         }
         fn build(&self) -> Box<dyn Balancer> {
             Box::new(Recording {
@@ -305,12 +307,16 @@ mod recording {
     /// A ready channel to `server` under the recording policy, and what its
     /// done hook hears (cleared after the warm-up call).
     pub fn channel(rt: &Runtime, server: &TestServer) -> (Channel, Outcomes) {
+        static NEXT: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+        let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let name = format!("calls_test_recording_{n}");
         let outcomes = Outcomes::default();
-        registry::register(Arc::new(Build(outcomes.clone())));
+        registry::register(Arc::new(Build(outcomes.clone(), name.clone())));
+        let config = format!(r#"{{"loadBalancingConfig":[{{"{name}":{{}}}}]}}"#);
         let ch = super::channel(
             rt,
             &target(std::slice::from_ref(server)),
-            Some(r#"{"loadBalancingConfig":[{"calls_test_recording":{}}]}"#),
+            Some(&config),
             plaintext(),
         );
         echo(&mut ch.reader(), true).unwrap();

@@ -20,6 +20,9 @@ fn health_flaps_never_cost_the_connection() {
     servers[0].set_serving("", NOT_SERVING);
     let rt = Runtime::new().unwrap();
     let (mut opts, seen) = recorded_plaintext();
+    // The connect deadline (the later of the first backoff and this):
+    // 100 ms, which the test waits past below.
+    opts.backoff.initial = Duration::from_millis(20);
     opts.backoff.min_connect_timeout = Duration::from_millis(100);
     let ch = channel(&rt, &target(&servers), RR_HEALTH, opts);
     wait_state(&ch, TransientFailure);

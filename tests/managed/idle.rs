@@ -242,6 +242,11 @@ fn get_state_connects_an_idle_channel_only_when_asked() {
             .wait_for_state_change(state, Some(deadline))
             .expect("READY in time");
     }
+    // The server counts a connection once it has read the client's
+    // preface, which may come after the client saw its SETTINGS.
+    wait_until("the server to count the connection", || {
+        server.connections() >= 1
+    });
     assert_eq!(server.connections(), 1);
     ch.close();
     assert_eq!(ch.get_state(true), ConnectivityState::Shutdown);

@@ -235,6 +235,10 @@ fn an_rpc_in_flight_on_the_old_policy_finishes_after_the_switch() {
         !long.is_finished(),
         "the switch completed before the RPC ended"
     );
+    // Counted once the server has read the new connection's preface.
+    wait_until("the new connection counted", || {
+        servers[0].connections() >= 2
+    });
     assert_eq!(servers[0].connections(), 2, "the old connection drains");
 
     let resp = long.join().unwrap().expect("the RPC in flight finishes OK");
