@@ -12,7 +12,7 @@ use switchyard::*;
 use switchyard_testserver::TestServer;
 
 /// How long the server holds a "long" call.
-const LONG_MS: u64 = 1500;
+const LONG_MS: u64 = 5000;
 
 /// One echo call with `x-delay-ms: delay_ms`, on its own thread; returns the
 /// outcome (the backend's port on success) and how long it took.

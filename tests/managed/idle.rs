@@ -106,7 +106,7 @@ fn a_call_in_flight_keeps_the_channel_in_use() {
     let slow = {
         let ch = ch.clone();
         std::thread::spawn(move || {
-            let metadata = [("x-delay-ms".to_string(), "1500".to_string())];
+            let metadata = [("x-delay-ms".to_string(), "5000".to_string())];
             let opts = CallOptions {
                 deadline: Some(Instant::now() + Duration::from_secs(30)),
                 wait_for_ready: Some(true),

@@ -210,7 +210,7 @@ fn an_rpc_in_flight_on_the_old_policy_finishes_after_the_switch() {
     let long = {
         let ch = ch.clone();
         std::thread::spawn(move || {
-            let md = vec![("x-delay-ms".to_string(), "1500".to_string())];
+            let md = vec![("x-delay-ms".to_string(), "5000".to_string())];
             ch.reader().unary(
                 "/echo.Echo/Unary",
                 b"long",
