@@ -61,9 +61,8 @@ fn setup(config: &str) -> (Runtime, Channel, Arc<Mutex<Script>>, Log) {
         })),
         ..Default::default()
     };
-    // The connect deadline is the later of the first backoff and this:
-    // 50 ms, which the tests below wait past.
-    opts.backoff.initial = Duration::from_millis(20);
+    // The connect deadline is the later of this and the first backoff (the
+    // default 1 s, ±20 %): at most 1.2 s after the attempt starts.
     opts.backoff.min_connect_timeout = Duration::from_millis(50);
     let ch = Channel::new(&rt, "", Some(config), opts).unwrap();
     ch.update_addresses(vec![Address::new("127.0.0.1:1")])
@@ -95,8 +94,9 @@ fn health_pending_holds_connecting_and_ill_health_keeps_the_connection() {
     );
     send(&ch, &script, TransportEvent::Ready);
     assert_eq!(script.lock().unwrap().health, [Some("svc".to_string())]);
-    // Well past the connect deadline: cancelled when the transport came up.
-    std::thread::sleep(Duration::from_millis(150));
+    // Past the connect deadline (at most 1.2 s): cancelled when the
+    // transport came up.
+    std::thread::sleep(Duration::from_millis(1500));
     ch.sync().unwrap();
     assert_eq!(*log.lock().unwrap(), [(Connecting, None)]);
     send(
@@ -130,6 +130,10 @@ fn health_pending_holds_connecting_and_ill_health_keeps_the_connection() {
 }
 
 #[test]
+#[cfg_attr(
+    miri,
+    ignore = "timing: Miri takes longer than the 1 s connect deadline between events"
+)]
 fn health_events_before_the_transport_is_up_are_ignored() {
     let (_rt, ch, script, log) = setup(RR_HEALTH);
     send(&ch, &script, TransportEvent::Healthy);
@@ -157,6 +161,10 @@ fn top_level_pick_first_turns_health_checking_off() {
 /// as its child does, so over pick_first it never health-checks, and over
 /// round_robin it does.
 #[test]
+#[cfg_attr(
+    miri,
+    ignore = "timing: Miri takes longer than the 1 s connect deadline between events"
+)]
 fn outlier_detection_health_checks_as_its_child_does() {
     let od = |child: &str| {
         format!(

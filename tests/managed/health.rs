@@ -20,9 +20,6 @@ fn health_flaps_never_cost_the_connection() {
     servers[0].set_serving("", NOT_SERVING);
     let rt = Runtime::new().unwrap();
     let (mut opts, seen) = recorded_plaintext();
-    // The connect deadline (the later of the first backoff and this):
-    // 100 ms, which the test waits past below.
-    opts.backoff.initial = Duration::from_millis(20);
     opts.backoff.min_connect_timeout = Duration::from_millis(100);
     let ch = channel(&rt, &target(&servers), RR_HEALTH, opts);
     wait_state(&ch, TransientFailure);
@@ -31,8 +28,9 @@ fn health_flaps_never_cost_the_connection() {
         e.contains("health check") && e.contains("NOT_SERVING"),
         "{e}"
     );
-    // Past the connect deadline: it was cancelled when the transport came up.
-    std::thread::sleep(Duration::from_millis(250));
+    // Past the connect deadline (the later of the first backoff, the
+    // default 1 s ±20 %, and 100 ms): cancelled when the transport came up.
+    std::thread::sleep(Duration::from_millis(1500));
     let requests = servers[0].requests();
     for _ in 0..2 {
         servers[0].set_serving("", SERVING);
