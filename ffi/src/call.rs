@@ -829,6 +829,7 @@ mod tests {
     }
 
     #[test]
+    #[cfg_attr(miri, ignore = "a real server on 127.0.0.1: Miri has no sockets")]
     fn a_failed_calls_details_reach_its_callback() {
         let f = Fixture::new();
         let md = [
@@ -868,6 +869,7 @@ mod tests {
     }
 
     #[test]
+    #[cfg_attr(miri, ignore = "a real server on 127.0.0.1: Miri has no sockets")]
     fn a_200_ms_call_ends_on_time_behind_eight_silent_calls_with_one_call_thread() {
         let f = Fixture::new();
         let silent: Vec<_> = (0..9)
@@ -894,6 +896,7 @@ mod tests {
     }
 
     #[test]
+    #[cfg_attr(miri, ignore = "a real server on 127.0.0.1: Miri has no sockets")]
     fn cancel_ends_a_call_with_cancelled_and_resets_its_stream() {
         let f = Fixture::new();
         let (st, id, rx) = f.start(&[SILENT], SY_WAIT_FOREVER);
@@ -985,6 +988,7 @@ mod tests {
     /// sees it (it used to mean "no deadline"); `SY_WAIT_FOREVER` is the
     /// call without a deadline. Both through both call functions.
     #[test]
+    #[cfg_attr(miri, ignore = "a real server on 127.0.0.1: Miri has no sockets")]
     fn a_zero_timeout_is_an_expired_deadline_and_wait_forever_is_none() {
         let f = Fixture::new();
         assert_eq!(blocking_call(&f, SY_NO_WAIT), (sy_status::SY_RPC_FAILED, 4));
@@ -1007,6 +1011,7 @@ mod tests {
     }
 
     #[test]
+    #[cfg_attr(miri, ignore = "a real server on 127.0.0.1: Miri has no sockets")]
     fn connection_specific_metadata_is_an_invalid_argument() {
         let f = Fixture::new();
         for key in [
@@ -1088,6 +1093,7 @@ mod tests {
     /// unless `has_timeout` says it applies) and fail fast; for both call
     /// functions.
     #[test]
+    #[cfg_attr(miri, ignore = "a real server on 127.0.0.1: Miri has no sockets")]
     fn null_options_and_zeroed_options_are_the_defaults() {
         let f = Fixture::new();
         // SAFETY: all-zero bytes are a valid sy_call_options (NULL pointer,
@@ -1159,6 +1165,7 @@ mod tests {
     /// out-parameter is untouched and (for started calls) the callback never
     /// runs.
     #[test]
+    #[cfg_attr(miri, ignore = "a real server on 127.0.0.1: Miri has no sockets")]
     fn bad_options_and_absurd_lengths_are_refused_with_clear_errors() {
         let f = Fixture::new();
         let md = [sy_metadata {
