@@ -1,10 +1,12 @@
 //! weighted_round_robin's endpoint weights: load reports (done hooks, on any
 //! RPC thread) against the loop's resets (`ready_again` when the endpoint
 //! comes back READY, and `effective` forgetting the blackout start of a
-//! weight gone stale). Whatever the interleaving, a report's time never
-//! stands without a blackout start: a weight that counts with no blackout
-//! counts once a blackout has passed (else it would sit at 0, its blackout
-//! over, until the next report came).
+//! weight gone stale), each side under the endpoint's lock. Whatever the
+//! interleaving, the outcome is one a serial order gives: a report's time
+//! never stands without a blackout start (a weight that counts with no
+//! blackout counts once a blackout has passed), a report that does not
+//! count leaves nothing behind, and a report timed before a reset counts
+//! from the reset.
 #![cfg(loom)]
 
 use arc_swap::ArcSwap;
