@@ -22,8 +22,9 @@ pub(crate) use std::sync::{
 };
 
 /// Locks, ignoring poisoning: our critical sections never leave data half-written
-/// (they only guard wake-ups or swap one `Arc`), so a panic elsewhere cannot
-/// corrupt what the mutex protects.
+/// (they guard wake-ups, swap one `Arc`, or set a few plain fields after the
+/// last call that could panic), so a panic elsewhere cannot corrupt what the
+/// mutex protects.
 pub(crate) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     match m.lock() {
         Ok(g) => g,

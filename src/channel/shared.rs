@@ -42,9 +42,9 @@ impl Table {
 /// The half of a channel every thread can see.
 pub(crate) struct ChannelShared {
     pub(crate) slot: crate::sync::Arc<Slot<Table>>,
-    /// The aggregate state; written with `set_state` only.
     /// The aggregate connectivity state (a `ConnectivityState` as `u8`),
-    /// with its changes counted (see `Watched`).
+    /// with its changes counted (see `Watched`); written with `set_state`
+    /// only.
     pub(crate) state: Watched,
     pub(crate) closed: AtomicBool,
     pub(crate) handle: LoopHandle,
