@@ -52,6 +52,12 @@ for n in sizes:
             notes.append(f"1t<=3ns {verdict(one <= 3.0)}")
             if ratio is not None:
                 notes.append(f"2t>=1.8x {verdict(ratio >= 1.8)}")
+            # A borrowed pick does less than an owned one (no hold): when
+            # it costs more, codegen has put it through memory again (a
+            # store-forwarding stall: 4x, once already).
+            owned = median(g, "sy_rr_owned_1t")
+            if owned is not None:
+                notes.append(f"<=owned {verdict(one <= owned)}")
         two_s = f"{two:11.2f}" if two else f"{'-':>11}"
         ratio_s = f"{ratio:9.2f}x" if ratio else f"{'-':>10}"
         print(f"{n:>6} {name:<7} {one:11.2f} {two_s} {ratio_s}  {' '.join(notes)}")
