@@ -25,6 +25,9 @@ use super::io::{
 use super::{Keepalive, Limits, Progress, Target, TlsClient};
 
 type H2Conn = h2::client::Connection<Stream, Bytes>;
+
+/// The GOAWAY debug data a closing client sends: gRPC-Go's words.
+const CLOSE_DEBUG_DATA: &[u8] = b"client transport shutdown";
 type Handshake =
     Pin<Box<dyn Future<Output = Result<(SendRequest<Bytes>, H2Conn), h2::Error>> + Send>>;
 
@@ -342,6 +345,19 @@ impl Connection {
             return;
         }
         self.shared.mark_closing();
+        if let State::Open { conn, .. } = &mut self.state {
+            // Tell the server first, as gRPC-Go's client does on close (RFC
+            // 9113 6.8: an endpoint SHOULD send GOAWAY before closing a
+            // connection). Best effort: a write that would block is given
+            // up, the loop never waits on a closing connection.
+            // (The transport wakes no one: its readiness comes from mio.)
+            let mut cx = Context::from_waker(&self.waker);
+            conn.write_go_away(
+                &mut cx,
+                Reason::NO_ERROR,
+                Bytes::from_static(CLOSE_DEBUG_DATA),
+            );
+        }
         let _ = registry.deregister(&mut SourceFd(&self.fd));
         // Dropping h2's Connection fails every open stream and wakes its task.
         self.state = State::Dead(None);

@@ -634,6 +634,42 @@ fn close_releases_fd() {
     assert!(d.conn.send_handle().is_none());
 }
 
+/// A closing client says so before it hangs up, as gRPC-Go's does (RFC
+/// 9113 6.8): GOAWAY, NO_ERROR, no server stream processed, gRPC-Go's debug
+/// data; the last frame the server reads.
+#[test]
+#[cfg_attr(miri, ignore = "real sockets: Miri has no network")]
+fn close_sends_goaway_before_hanging_up() {
+    use std::io::Write;
+    let l = std::net::TcpListener::bind(localhost()).unwrap();
+    let addr = l.local_addr().unwrap();
+    let peer = thread::spawn(move || {
+        let mut s = accept_h2(&l);
+        s.set_read_timeout(Some(SOON)).unwrap();
+        let mut seen = Vec::new();
+        while let Some((ty, flags, payload)) = read_frame(&mut s) {
+            if (ty, flags & 1) == (4, 0) {
+                s.write_all(&frame(4, 1, &[])).unwrap();
+            }
+            seen.push((ty, payload));
+        }
+        seen
+    });
+    let mut d = Driver::start(&Target::Tcp(addr), &TransportConfig::insecure()).unwrap();
+    assert_eq!(d.next(SOON), Some(Progress::Ready));
+    d.conn.close(d.poll.registry());
+    let seen = peer.join().unwrap();
+    let (ty, payload) = seen.last().expect("frames before the hang-up");
+    assert_eq!(*ty, 7, "the last frame is GOAWAY: {seen:?}");
+    assert_eq!(
+        &payload[..4],
+        &[0, 0, 0, 0],
+        "last stream id: none of the server's"
+    );
+    assert_eq!(&payload[4..8], &[0, 0, 0, 0], "NO_ERROR");
+    assert_eq!(&payload[8..], b"client transport shutdown");
+}
+
 #[test]
 #[cfg_attr(miri, ignore = "real sockets: Miri has no network")]
 fn unix_socket_works() {

@@ -1432,6 +1432,15 @@ where
         self.inner.take_user_pings().map(PingPong::new)
     }
 
+    /// switchyard patch (5): writes a GOAWAY frame with `reason` and
+    /// `debug_data` before the connection is dropped (RFC 9113 6.8: an
+    /// endpoint SHOULD send one before closing a connection), without
+    /// waiting and without touching the connection's streams. Returns
+    /// whether the frame reached the transport.
+    pub fn write_go_away(&mut self, cx: &mut Context<'_>, reason: Reason, debug_data: Bytes) -> bool {
+        self.inner.write_go_away(cx, reason, debug_data)
+    }
+
     /// Returns the maximum number of concurrent streams that may be initiated
     /// by this client.
     ///

@@ -251,6 +251,24 @@ where
         self.inner.as_dyn().go_away_from_user(e)
     }
 
+    /// switchyard patch (5): writes a GOAWAY frame (with `debug_data`) on the
+    /// way out of a connection about to be dropped, as gRPC-Go's client does
+    /// on close, touching neither the connection's state nor its streams
+    /// (they end as the drop ends them). Best effort, without waiting: true
+    /// when the frame reached the transport, false when the write buffer was
+    /// full or the transport would block or failed.
+    pub fn write_go_away(&mut self, cx: &mut Context, reason: Reason, debug_data: Bytes) -> bool {
+        if !matches!(self.codec.poll_ready(cx), Poll::Ready(Ok(()))) {
+            return false;
+        }
+        let last = self.inner.streams.as_dyn().last_processed_id();
+        let frame = frame::GoAway::with_debug_data(last, reason, debug_data);
+        if self.codec.buffer(frame.into()).is_err() {
+            return false;
+        }
+        matches!(self.codec.flush(cx), Poll::Ready(Ok(())))
+    }
+
     fn take_error(&mut self, ours: Reason, initiator: Initiator) -> Result<(), Error> {
         let (debug_data, theirs) = self
             .inner
