@@ -28,6 +28,20 @@ type H2Conn = h2::client::Connection<Stream, Bytes>;
 
 /// The GOAWAY debug data a closing client sends: gRPC-Go's words.
 const CLOSE_DEBUG_DATA: &[u8] = b"client transport shutdown";
+
+/// Upstream h2's client cannot send GOAWAY; the vendored h2's can
+/// (`write_go_away`, patch 5 in `vendor/h2/PATCHED.md`), as an inherent
+/// method, which method resolution takes over this trait's. So this
+/// workspace's builds say GOAWAY on close, and the crate built as published
+/// (against upstream h2, as `cargo package` verifies it) compiles and hangs
+/// up without one, as it does without the other patches' fixes.
+#[allow(dead_code)]
+trait WriteGoAway {
+    fn write_go_away(&mut self, _cx: &mut Context<'_>, _reason: Reason, _debug: Bytes) -> bool {
+        false
+    }
+}
+impl WriteGoAway for H2Conn {}
 type Handshake =
     Pin<Box<dyn Future<Output = Result<(SendRequest<Bytes>, H2Conn), h2::Error>> + Send>>;
 
