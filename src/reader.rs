@@ -595,7 +595,7 @@ impl Reader {
             Inline::Schedule(s) => {
                 // SAFETY: found in the picker of the cached table at the
                 // current generation, which the cache keeps alive.
-                let e = unsafe { s.as_ref() }.next(self.local.sequence());
+                let e = unsafe { s.as_ref() }.next(&mut self.local);
                 Some((NonNull::from(e.listed()), Owed::Load(e.hook_ptr())))
             }
             Inline::Uniform(u) => {

@@ -3,13 +3,27 @@
 
 /// Per-reader scratch a picker may use instead of shared mutable state: a
 /// round-robin cursor (starting at a random offset), a scheduler sequence
-/// (weighted_round_robin's stride counter) and a random generator.
-/// Living in the reader, it keeps the pick path free of shared writes.
+/// (weighted_round_robin's stride counter) with the picks a stride schedule
+/// worked out ahead, and a random generator. Living in the reader, it keeps
+/// the pick path free of shared writes.
 #[derive(Clone, Debug)]
 pub struct PickLocal {
     cursor: usize,
     sequence: u64,
     rng: u64,
+    batch: Batch,
+}
+
+/// The steps of a stride schedule a reader worked out ahead
+/// (`balancer::stride`), handed out in order.
+#[derive(Clone, Copy, Debug, Default)]
+pub(crate) struct Batch {
+    /// The schedule that worked them out (0: none).
+    pub(crate) schedule: u64,
+    /// Bit `k`: step `k` is taken and not handed out yet.
+    pub(crate) taken: u64,
+    /// The schedule's lane of step 0.
+    pub(crate) from: u32,
 }
 
 impl PickLocal {
@@ -19,6 +33,7 @@ impl PickLocal {
             cursor: 0,
             sequence: 0,
             rng: seed,
+            batch: Batch::default(),
         };
         local.cursor = (local.random() >> 1) as usize;
         local.sequence = local.random();
@@ -45,6 +60,12 @@ impl PickLocal {
     #[inline(always)]
     pub fn sequence(&mut self) -> &mut u64 {
         &mut self.sequence
+    }
+
+    /// The steps a stride schedule worked out ahead (see `sequence`).
+    #[inline(always)]
+    pub(crate) fn batch(&mut self) -> &mut Batch {
+        &mut self.batch
     }
 
     /// wyrand: a Weyl sequence mixed by one wide multiply. Good enough for

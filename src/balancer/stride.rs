@@ -7,30 +7,30 @@
 //! entry `i = s mod n` of generation `g = s div n` and takes it iff
 //! `(w_i·g + i·32767) mod 65535 >= 65535 − w_i`, else moves on to `s + 1`:
 //! over 65535 generations entry `i` is taken exactly `w_i` times, spread
-//! out by the per-entry offset. No heap, no lock; the sequence `s` is kept
-//! in each reader (`PickLocal::sequence`), not in the schedule, so picking
-//! writes nothing shared.
+//! out by the per-entry offset. No lock; the sequence `s` is kept in each
+//! reader (`PickLocal::sequence`), not in the schedule, so picking writes
+//! nothing shared.
+//!
+//! A reader works the schedule out 64 steps at a time, into a mask of the
+//! steps taken that it then hands out one by one (`PickLocal`'s batch): the
+//! 64 stride tests have no branch and none depends on another, so they run
+//! as 16-bit vector arithmetic (`mod 65535` is one's-complement addition),
+//! where testing one step at a time cost a branch per step that the
+//! processor cannot predict (whether an entry is taken follows the
+//! weights). The picks are the same, in the same order; a pick costs about
+//! what a round-robin one does (2.0-2.3 ns against 5.8 one step at a time,
+//! the scheduler alone).
 
 use crate::balancer::done::DoneHook;
+use crate::balancer::pick_local::{Batch, PickLocal};
 use crate::balancer::rotation::RotationEntry;
 use crate::balancer::subconn::SubConn;
 use std::ptr::NonNull;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 /// The largest scaled weight (and every entry's in an unweighted schedule).
 pub const MAX_WEIGHT: u16 = u16::MAX;
-
-/// One entry's scheduling constants: its scaled weight and the threshold
-/// and offset the stride test needs, precomputed.
-#[derive(Clone, Copy, Debug)]
-struct Stride {
-    /// Scaled weight (1..=65535).
-    weight: u32,
-    /// `65535 − weight`: taken iff `(weight·g + offset) mod 65535 >= skip_below`.
-    skip_below: u32,
-    /// `i·32767 mod 65535`.
-    offset: u32,
-}
 
 /// A scheduled endpoint: its subchannel and the hook that hears the load
 /// its picks report.
@@ -115,44 +115,20 @@ pub type ScheduleEntries = Arc<[ScheduleEntry]>;
 
 /// A static stride schedule over weighted entries.
 pub struct StrideSchedule {
-    strides: Box<[Stride]>,
+    strides: Strides,
     entries: ScheduleEntries,
-    /// An entry of the largest weight: the stride test always takes it, so
-    /// a pick ends within `n` steps.
-    heaviest: usize,
-    /// Every weight is the largest (no weights yet, or all equal): the
-    /// stride test would take every entry, so a pick just steps on.
-    unweighted: bool,
 }
 
 impl StrideSchedule {
     /// A schedule over `entries` with scaled `weights` (`None`: all equal,
-    /// a plain rotation). `None` when there is no entry, the lengths differ
-    /// or there are more than `u32::MAX` entries.
+    /// a plain rotation): the largest should be 65535, as
+    /// `weighted_round_robin`'s scaling makes it (else picks still end, but
+    /// the heaviest entry stands in when no other is taken within `n`
+    /// steps). `None` when there is no entry, the lengths differ or there
+    /// are more than `u32::MAX − 64` entries.
     pub fn new(entries: ScheduleEntries, weights: Option<&[u16]>) -> Option<StrideSchedule> {
-        let n = entries.len();
-        if n == 0 || weights.is_some_and(|w| w.len() != n) || n > u32::MAX as usize {
-            return None;
-        }
-        let m = u64::from(MAX_WEIGHT);
-        let strides: Box<[Stride]> = (0..n)
-            .map(|i| {
-                let w = u32::from(weights.map_or(MAX_WEIGHT, |w| w[i].max(1)));
-                Stride {
-                    weight: w,
-                    skip_below: u32::from(MAX_WEIGHT) - w,
-                    offset: ((i as u64 * 32767) % m) as u32,
-                }
-            })
-            .collect();
-        let heaviest = (0..n).max_by_key(|i| strides[*i].weight).unwrap_or(0);
-        let unweighted = strides.iter().all(|s| s.skip_below == 0);
-        Some(StrideSchedule {
-            strides,
-            entries,
-            heaviest,
-            unweighted,
-        })
+        let strides = Strides::new(entries.len(), weights)?;
+        Some(StrideSchedule { strides, entries })
     }
 
     /// Its entries, for the next schedule over the same READY set.
@@ -172,63 +148,361 @@ impl StrideSchedule {
 
     /// The scaled weight of each entry, in order.
     pub fn weights(&self) -> impl Iterator<Item = u16> + '_ {
-        self.strides.iter().map(|s| s.weight as u16)
+        self.strides.weights()
     }
 
-    /// The entry to pick for a reader whose sequence is `seq` (which it
-    /// moves on).
+    /// The entry to pick next for the reader whose scratch is `local`
+    /// (which moves on).
     #[inline(always)]
-    pub fn next(&self, seq: &mut u64) -> &ScheduleEntry {
-        let i = self.next_index(seq);
-        // `next_index` stays below `n`, and `heaviest < n`: the fallback is
-        // never taken, and keeps the pick path panic-free.
+    pub fn next(&self, local: &mut PickLocal) -> &ScheduleEntry {
+        let i = self.strides.next_index(local);
+        // `next_index` stays below `n`: the fallback is never taken, and
+        // keeps the pick path panic-free.
         match self.entries.get(i) {
             Some(e) => e,
-            None => &self.entries[self.heaviest.min(self.entries.len() - 1)],
+            None => &self.entries[0],
+        }
+    }
+}
+
+/// Names each schedule built, so a reader's batch of picks is never taken
+/// from a schedule other than the one that worked it out (even one built
+/// at the same address after that one was freed).
+static SCHEDULES: AtomicU64 = AtomicU64::new(1);
+
+/// How many steps a batch works out: one bit each in the reader's mask.
+const BATCH: usize = 64;
+
+/// The schedule's arithmetic, apart from what it schedules.
+///
+/// Kept as `n + BATCH` lanes, a column per field, so that a batch starting
+/// at any entry `i < n` reads lanes `i..i + BATCH` in a row: lane `j` is
+/// entry `j mod n` seen from generation `g + j div n` when the batch
+/// starts at generation `g`, the extra generations folded into its offset
+/// (`w·(g + d) + o ≡ w·g + (o + w·d)` mod 65535).
+struct Strides {
+    /// This schedule's name (see `SCHEDULES`).
+    id: u64,
+    /// How many entries.
+    n: u32,
+    /// Per lane: the scaled weight (1..=65535).
+    weight: Box<[u16]>,
+    /// Per lane: `(j mod n)·32767 + weight·(j div n)`, mod 65535.
+    offset: Box<[u16]>,
+    /// Per lane: `j mod n`, the entry.
+    entry: Box<[u32]>,
+    /// An entry of the largest weight: the stride test always takes it, so
+    /// a batch ends within `n` steps.
+    heaviest: u32,
+    /// Every weight is the largest (no weights yet, or all equal): the
+    /// stride test would take every entry, so a pick just steps on.
+    unweighted: bool,
+}
+
+impl Strides {
+    /// See `StrideSchedule::new`.
+    fn new(n: usize, weights: Option<&[u16]>) -> Option<Strides> {
+        if n == 0 || weights.is_some_and(|w| w.len() != n) || n > u32::MAX as usize - BATCH {
+            return None;
+        }
+        let m = u64::from(MAX_WEIGHT);
+        let weight_of = |i: usize| weights.map_or(MAX_WEIGHT, |w| w[i].max(1));
+        let weight: Box<[u16]> = lanes(n, |i, _| weight_of(i));
+        let offset = lanes(n, |i, d| {
+            ((i as u64 * 32767 + u64::from(weight_of(i)) * d) % m) as u16
+        });
+        let entry = lanes(n, |i, _| i as u32);
+        let heaviest = (0..n).max_by_key(|i| weight_of(*i)).unwrap_or(0) as u32;
+        let unweighted = weight[..n].iter().all(|w| *w == MAX_WEIGHT);
+        Some(Strides {
+            id: SCHEDULES.fetch_add(1, Ordering::Relaxed),
+            n: n as u32,
+            weight,
+            offset,
+            entry,
+            heaviest,
+            unweighted,
+        })
+    }
+
+    fn weights(&self) -> impl Iterator<Item = u16> + '_ {
+        self.weight[..self.n as usize].iter().copied()
+    }
+
+    /// The index of the next entry for the reader whose scratch is `local`:
+    /// the next step taken in its batch, working out the next batch first
+    /// when it has none left from this schedule.
+    #[inline(always)]
+    fn next_index(&self, local: &mut PickLocal) -> usize {
+        if self.unweighted {
+            return self.step_unweighted(local.sequence());
+        }
+        let batch = local.batch();
+        if batch.schedule != self.id || batch.taken == 0 {
+            self.work_out(local);
+        }
+        let batch = local.batch();
+        let k = batch.taken.trailing_zeros() as usize;
+        batch.taken &= batch.taken.wrapping_sub(1);
+        // `from < n` and `k < 64`: the lane exists; the fallback keeps the
+        // pick path panic-free.
+        self.entry
+            .get(batch.from as usize + k)
+            .map_or(0, |e| *e as usize)
+    }
+
+    /// The next step of a schedule whose every entry is taken (a
+    /// rotation): the low 32 bits of the sequence hold the entry, the high
+    /// 32 the generation, kept for a weighted schedule after this one.
+    #[inline(always)]
+    fn step_unweighted(&self, seq: &mut u64) -> usize {
+        let (i, gen) = self.position(*seq);
+        let next = if i + 1 == self.n { 0 } else { i + 1 };
+        *seq = (u64::from(gen) << 32) | u64::from(next);
+        i as usize
+    }
+
+    /// The sequence `seq` as (entry, generation); one left by another
+    /// schedule (out of range) starts anywhere.
+    #[inline(always)]
+    fn position(&self, seq: u64) -> (u32, u32) {
+        let (i, gen) = (seq as u32, (seq >> 32) as u32);
+        if i >= self.n || gen >= u32::from(MAX_WEIGHT) {
+            (i % self.n, gen % u32::from(MAX_WEIGHT))
+        } else {
+            (i, gen)
         }
     }
 
-    /// The index of the next entry for a reader whose sequence is `seq`:
-    /// the low 32 bits hold the entry index, the high 32 the generation
-    /// (mod 65535), so a step needs no division.
-    #[inline(always)]
-    fn next_index(&self, seq: &mut u64) -> usize {
-        let n = self.strides.len() as u32;
-        let mut i = *seq as u32;
-        let mut gen = (*seq >> 32) as u32;
-        if i >= n || gen >= u32::from(MAX_WEIGHT) {
-            // Left by another schedule: start anywhere.
-            i %= n;
-            gen %= u32::from(MAX_WEIGHT);
-        }
-        if self.unweighted {
-            // The test below would take `i`: the same pick, without it.
-            let next = if i + 1 == n { 0 } else { i + 1 };
-            *seq = (u64::from(gen) << 32) | u64::from(next);
-            return i as usize;
-        }
-        // Bounded: the heaviest entry is taken whenever it comes up.
-        for _ in 0..n {
-            // `i < n` throughout; `get` keeps the pick path panic-free.
-            let Some(s) = self.strides.get(i as usize) else {
+    /// Works out which of the next `BATCH` steps from the reader's sequence
+    /// are taken, into its batch (again until one is: at most `n` steps on,
+    /// where the heaviest entry comes up), moving the sequence past them.
+    /// Leaves at least one step taken.
+    #[cold]
+    #[inline(never)]
+    fn work_out(&self, local: &mut PickLocal) {
+        let m = usize::from(MAX_WEIGHT);
+        let (mut i, mut gen) = self.position(*local.sequence());
+        let (mut taken, mut from) = (0, 0);
+        for _ in 0..=self.n as usize / BATCH {
+            from = i;
+            // `from < n`: lanes `from..from + BATCH` exist; `get` keeps
+            // this panic-free.
+            let lanes = from as usize..from as usize + BATCH;
+            let (Some(w), Some(o)) = (
+                self.weight
+                    .get(lanes.clone())
+                    .and_then(|w| w.try_into().ok()),
+                self.offset.get(lanes).and_then(|o| o.try_into().ok()),
+            ) else {
                 break;
             };
-            let taken = (s.weight * gen + s.offset) % u32::from(MAX_WEIGHT) >= s.skip_below;
-            let chosen = i;
-            i += 1;
-            if i == n {
-                i = 0;
-                gen += 1;
-                if gen == u32::from(MAX_WEIGHT) {
-                    gen = 0;
-                }
-            }
-            if taken {
-                *seq = (u64::from(gen) << 32) | u64::from(i);
-                return chosen as usize;
+            taken = taken_steps(w, o, gen as u16);
+            let after = from as usize + BATCH;
+            i = (after % self.n as usize) as u32;
+            gen = ((gen as usize + after / self.n as usize) % m) as u32;
+            if taken != 0 {
+                break;
             }
         }
-        *seq = (u64::from(gen) << 32) | u64::from(i);
-        self.heaviest
+        if taken == 0 {
+            // Not reached with the heaviest weight 65535.
+            (taken, from) = (1, self.heaviest);
+        }
+        *local.sequence() = (u64::from(gen) << 32) | u64::from(i);
+        *local.batch() = Batch {
+            schedule: self.id,
+            taken,
+            from,
+        };
+    }
+}
+
+/// A column of `n + BATCH` lanes: `f(entry, generations ahead)` for each,
+/// with no division per entry (this runs on every weight update).
+fn lanes<T>(n: usize, f: impl Fn(usize, u64) -> T) -> Box<[T]> {
+    (0..n)
+        .map(|i| f(i, 0))
+        .chain((n..n + BATCH).map(|j| f(j % n, (j / n) as u64)))
+        .collect()
+}
+
+/// The steps of a batch that the stride test takes, a bit each: step `k`
+/// (weight `w[k]`, offset `o[k]`, generation `g`) iff
+/// `(w·g + o) mod 65535 >= 65535 − w`.
+///
+/// In 16-bit lanes, without a branch, so it vectorizes (eight steps an
+/// instruction with SSE2): `2^16 ≡ 1` mod 65535, so `w·g ≡ hi + lo` of the
+/// 32-bit product, and adding mod 65535 is one's-complement addition (the
+/// carry out comes back in at the bottom), where 65535 stands for 0 too.
+#[inline(always)]
+fn taken_steps(w: &[u16; BATCH], o: &[u16; BATCH], g: u16) -> u64 {
+    let mut taken = [0u8; BATCH];
+    for k in 0..BATCH {
+        let (w, o) = (w[k], o[k]);
+        let lo = w.wrapping_mul(g);
+        let hi = ((u32::from(w) * u32::from(g)) >> 16) as u16;
+        let r = ones_add(ones_add(lo, hi), o);
+        let r = if r == u16::MAX { 0 } else { r };
+        // `r + w >= 65535`, with `r <= 65534`.
+        taken[k] = u8::from(r.saturating_add(w) == u16::MAX);
+    }
+    // Eight 0-or-1 bytes to eight bits: the multiply moves byte `k` to bit
+    // `56 + k` (and nothing else there; checked for all 256 in the tests).
+    let mut mask = 0u64;
+    for (c, bytes) in taken.chunks_exact(8).enumerate() {
+        let mut b = [0u8; 8];
+        b.copy_from_slice(bytes);
+        mask |= (u64::from_le_bytes(b).wrapping_mul(BYTES_TO_BITS) >> 56) << (8 * c);
+    }
+    mask
+}
+
+/// See `taken_steps`.
+const BYTES_TO_BITS: u64 = 0x0102_0408_1020_4080;
+
+/// `a + b` mod 65535 (either may be 65535, standing for 0).
+#[inline(always)]
+fn ones_add(a: u16, b: u16) -> u16 {
+    let (s, carry) = a.overflowing_add(b);
+    s.wrapping_add(u16::from(carry))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// gRFC A58's scheduler as written: one step at a time.
+    fn reference(weights: &[u16], seq: &mut (u32, u32)) -> usize {
+        let n = weights.len() as u32;
+        let m = u32::from(MAX_WEIGHT);
+        loop {
+            let (i, gen) = *seq;
+            let w = u32::from(weights[i as usize].max(1));
+            let offset = ((u64::from(i) * 32767) % u64::from(m)) as u32;
+            *seq = if i + 1 == n {
+                (0, (gen + 1) % m)
+            } else {
+                (i + 1, gen)
+            };
+            if (w * gen + offset) % m >= m - w {
+                return i as usize;
+            }
+        }
+    }
+
+    fn rng(state: &mut u64) -> u64 {
+        *state = state.wrapping_add(0x9e37_79b9_7f4a_7c15);
+        let mut z = *state;
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        z ^ (z >> 31)
+    }
+
+    #[test]
+    fn the_stride_test_is_grpcs() {
+        let m = u32::from(MAX_WEIGHT);
+        let mut r = 3u64;
+        for round in 0..if cfg!(miri) { 20 } else { 2_000 } {
+            let g = match round {
+                0 => 0,
+                1 => m - 1,
+                _ => (rng(&mut r) % u64::from(m)) as u32,
+            };
+            let w: [u16; BATCH] = std::array::from_fn(|k| match (round + k) % 5 {
+                0 => MAX_WEIGHT,
+                1 => 1,
+                _ => 1 + (rng(&mut r) % u64::from(m)) as u16,
+            });
+            let o: [u16; BATCH] = std::array::from_fn(|k| match (round + k) % 7 {
+                0 => 0,
+                1 => MAX_WEIGHT - 1,
+                _ => (rng(&mut r) % u64::from(m)) as u16,
+            });
+            let mask = taken_steps(&w, &o, g as u16);
+            for k in 0..BATCH {
+                let (w, o) = (u32::from(w[k]), u32::from(o[k]));
+                let taken = (w * g + o) % m >= m - w;
+                assert_eq!(mask >> k & 1 == 1, taken, "w {w} g {g} o {o}");
+            }
+        }
+    }
+
+    #[test]
+    fn eight_bytes_become_eight_bits() {
+        for v in 0..=255u64 {
+            let bytes: u64 = (0..8).map(|k| (v >> k & 1) << (8 * k)).sum();
+            assert_eq!(bytes.wrapping_mul(BYTES_TO_BITS) >> 56, v);
+        }
+    }
+
+    #[test]
+    fn batches_pick_exactly_what_one_step_at_a_time_picks() {
+        let mut r = 7u64;
+        for n in [1usize, 2, 3, 4, 5, 7, 63, 64, 65, 100, 1000] {
+            for spread in [1u64, 3, 10, 100, 65535] {
+                let mut weights: Vec<u16> = (0..n)
+                    .map(|_| (u64::from(MAX_WEIGHT) - rng(&mut r) % spread) as u16)
+                    .collect();
+                // As scaled: the largest is 65535.
+                weights[(rng(&mut r) % n as u64) as usize] = MAX_WEIGHT;
+                let strides = Strides::new(n, Some(&weights)).unwrap();
+                // From anywhere in the schedule, across generation wraps.
+                let anywhere = ((rng(&mut r) % n as u64) as u32, 7);
+                for start in [(0, 0), (n as u32 - 1, 65534), anywhere] {
+                    let mut want = start;
+                    let mut local = PickLocal::new(1);
+                    *local.sequence() = (u64::from(start.1) << 32) | u64::from(start.0);
+                    for step in 0..if cfg!(miri) { 150 } else { 3_000 } {
+                        let expected = reference(&weights, &mut want);
+                        let got = strides.next_index(&mut local);
+                        assert_eq!(got, expected, "n {n}, weights {weights:?}, pick {step}");
+                    }
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn one_period_takes_each_entry_its_weight_times() {
+        let weights = [1u16, 2, 3, 65535, 40000];
+        let strides = Strides::new(weights.len(), Some(&weights)).unwrap();
+        let total: u64 = weights.iter().map(|w| u64::from(*w)).sum();
+        let mut counts = [0u64; 5];
+        let mut local = PickLocal::new(9);
+        for _ in 0..total {
+            counts[strides.next_index(&mut local)] += 1;
+        }
+        assert_eq!(counts.map(|c| c as u16), weights);
+    }
+
+    #[test]
+    fn a_batch_from_another_schedule_is_never_used() {
+        let a = Strides::new(3, Some(&[1, 2, MAX_WEIGHT])).unwrap();
+        let b = Strides::new(2, Some(&[MAX_WEIGHT, 1])).unwrap();
+        let mut local = PickLocal::new(5);
+        a.next_index(&mut local);
+        // `a` left picks of entries up to 2; `b` has two entries, and
+        // works out its own.
+        for _ in 0..1_000 {
+            assert!(b.next_index(&mut local) < 2);
+        }
+        assert!(a.next_index(&mut local) < 3);
+    }
+
+    #[test]
+    fn a_sequence_left_by_another_schedule_still_picks_in_range() {
+        let strides = Strides::new(3, Some(&[1, 2, MAX_WEIGHT])).unwrap();
+        for seq in [u64::MAX, 5, 70_000 << 32, (70_000 << 32) | 9] {
+            let mut local = PickLocal::new(5);
+            *local.sequence() = seq;
+            assert!(strides.next_index(&mut local) < 3);
+            let seq = *local.sequence();
+            assert!((seq as u32) < 3 && ((seq >> 32) as u32) < u32::from(MAX_WEIGHT));
+        }
+        let even = Strides::new(3, None).unwrap();
+        let mut local = PickLocal::new(5);
+        *local.sequence() = 1;
+        assert_eq!([0; 4].map(|_| even.next_index(&mut local)), [1, 2, 0, 1]);
     }
 }

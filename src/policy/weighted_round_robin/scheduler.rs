@@ -107,7 +107,7 @@ impl WrrPicker {
 impl Picker for WrrPicker {
     #[inline]
     fn pick<'a>(&'a self, _: &PickInfo<'_>, local: &mut PickLocal) -> PickResult<'a> {
-        let e = self.schedule.next(local.sequence());
+        let e = self.schedule.next(local);
         PickResult::Complete {
             subconn: e.subconn(),
             done: DoneHooks::one(e.hook()),
