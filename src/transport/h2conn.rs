@@ -25,25 +25,29 @@ use super::io::{
 use super::{Keepalive, Limits, Progress, Target, TlsClient};
 
 type H2Conn = h2::client::Connection<Stream, Bytes>;
+type Handshake =
+    Pin<Box<dyn Future<Output = Result<(SendRequest<Bytes>, H2Conn), h2::Error>> + Send>>;
 
 /// The GOAWAY debug data a closing client sends: gRPC-Go's words.
 const CLOSE_DEBUG_DATA: &[u8] = b"client transport shutdown";
 
-/// Upstream h2's client cannot send GOAWAY; the vendored h2's can
-/// (`write_go_away`, patch 5 in `vendor/h2/PATCHED.md`), as an inherent
-/// method, which method resolution takes over this trait's. So this
-/// workspace's builds say GOAWAY on close, and the crate built as published
+/// Upstream h2's client can send neither GOAWAY nor shut its transport
+/// down; the vendored h2's can (`write_go_away` and `shutdown_write`, patch
+/// 5 in `vendor/h2/PATCHED.md`), as inherent methods, which method
+/// resolution takes over this trait's. So this workspace's builds say
+/// GOAWAY (and TLS close_notify) on close, and the crate built as published
 /// (against upstream h2, as `cargo package` verifies it) compiles and hangs
-/// up without one, as it does without the other patches' fixes.
+/// up without them, as it does without the other patches' fixes.
 #[allow(dead_code)]
-trait WriteGoAway {
+trait HangUp {
     fn write_go_away(&mut self, _cx: &mut Context<'_>, _reason: Reason, _debug: Bytes) -> bool {
         false
     }
+    fn shutdown_write(&mut self, _cx: &mut Context<'_>) -> bool {
+        false
+    }
 }
-impl WriteGoAway for H2Conn {}
-type Handshake =
-    Pin<Box<dyn Future<Output = Result<(SendRequest<Bytes>, H2Conn), h2::Error>> + Send>>;
+impl HangUp for H2Conn {}
 
 enum State {
     Connecting {
@@ -366,11 +370,17 @@ impl Connection {
             // up, the loop never waits on a closing connection.
             // (The transport wakes no one: its readiness comes from mio.)
             let mut cx = Context::from_waker(&self.waker);
-            conn.write_go_away(
+            let said = conn.write_go_away(
                 &mut cx,
                 Reason::NO_ERROR,
                 Bytes::from_static(CLOSE_DEBUG_DATA),
             );
+            // Then end TLS with close_notify, as gRPC-Go's `tls.Conn.Close`
+            // does (and half-close TCP): the server reads a clean end, not
+            // a truncated stream. Only after the GOAWAY went out whole.
+            if said {
+                conn.shutdown_write(&mut cx);
+            }
         }
         let _ = registry.deregister(&mut SourceFd(&self.fd));
         // Dropping h2's Connection fails every open stream and wakes its task.

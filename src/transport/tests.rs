@@ -672,6 +672,68 @@ fn close_sends_goaway_before_hanging_up() {
 
 #[test]
 #[cfg_attr(miri, ignore = "real sockets: Miri has no network")]
+fn closing_a_tls_connection_sends_goaway_then_close_notify() {
+    use rustls::pki_types::pem::PemObject;
+    use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+    use std::io::{Read, Write};
+    let p = TestPki::new();
+    let chain = CertificateDer::pem_slice_iter(&p.server_cert)
+        .collect::<Result<Vec<_>, _>>()
+        .unwrap();
+    let key = PrivateKeyDer::from_pem_slice(&p.server_key).unwrap();
+    let mut cfg = rustls::ServerConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .unwrap()
+    .with_no_client_auth()
+    .with_single_cert(chain, key)
+    .unwrap();
+    cfg.alpn_protocols = vec![b"h2".to_vec()];
+    let l = std::net::TcpListener::bind(localhost()).unwrap();
+    let addr = l.local_addr().unwrap();
+    // A hand-written TLS peer: reads everything the client sends up to
+    // the end, and says how the TLS stream ended.
+    let peer = thread::spawn(move || {
+        let (sock, _) = l.accept().unwrap();
+        sock.set_read_timeout(Some(SOON)).unwrap();
+        let conn = rustls::ServerConnection::new(Arc::new(cfg)).unwrap();
+        let mut s = rustls::StreamOwned::new(conn, sock);
+        let mut preface = [0u8; 24];
+        s.read_exact(&mut preface).unwrap();
+        s.write_all(&frame(4, 0, &[])).unwrap();
+        let mut bytes = Vec::new();
+        let mut buf = [0u8; 4096];
+        let end = loop {
+            match s.read(&mut buf) {
+                // rustls says Ok(0) only after close_notify; a TCP end
+                // without one is UnexpectedEof.
+                Ok(0) => break Ok(()),
+                Ok(n) => bytes.extend_from_slice(&buf[..n]),
+                Err(e) => break Err(e.kind()),
+            }
+        };
+        (bytes, end)
+    });
+    let mut d = Driver::start(&Target::Tcp(addr), &tls_cfg(&p.ca_pem)).unwrap();
+    assert_eq!(d.next(SOON), Some(Progress::Ready));
+    d.conn.close(d.poll.registry());
+    let (bytes, end) = peer.join().unwrap();
+    assert_eq!(end, Ok(()), "the TLS stream ends with close_notify");
+    let mut frames = Vec::new();
+    let mut rest = &bytes[..];
+    while rest.len() >= 9 {
+        let len = u32::from_be_bytes([0, rest[0], rest[1], rest[2]]) as usize;
+        frames.push((rest[3], rest[9..9 + len].to_vec()));
+        rest = &rest[9 + len..];
+    }
+    let (ty, payload) = frames.last().expect("frames before the hang-up");
+    assert_eq!(*ty, 7, "the last frame is GOAWAY: {frames:?}");
+    assert_eq!(&payload[8..], b"client transport shutdown");
+}
+
+#[test]
+#[cfg_attr(miri, ignore = "real sockets: Miri has no network")]
 fn unix_socket_works() {
     let path = std::env::temp_dir().join(format!("switchyard-t-{}.sock", std::process::id()));
     let srv = TestServer::start(Listen::Unix(path.clone()), ServerOptions::default()).unwrap();

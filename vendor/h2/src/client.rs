@@ -1441,6 +1441,15 @@ where
         self.inner.write_go_away(cx, reason, debug_data)
     }
 
+    /// switchyard patch (5): shuts the transport's write side (its
+    /// `poll_shutdown`, where a TLS transport sends close_notify), once,
+    /// best effort, for a client hanging up after `write_go_away`: gRPC-Go's
+    /// closes its TLS connection with close_notify. Returns whether it
+    /// completed.
+    pub fn shutdown_write(&mut self, cx: &mut Context<'_>) -> bool {
+        self.inner.shutdown_write(cx)
+    }
+
     /// Returns the maximum number of concurrent streams that may be initiated
     /// by this client.
     ///

@@ -269,6 +269,13 @@ where
         matches!(self.codec.flush(cx), Poll::Ready(Ok(())))
     }
 
+    /// switchyard patch (5): shuts the transport's write side once, best
+    /// effort (a TLS transport sends close_notify there). Returns whether
+    /// it completed.
+    pub fn shutdown_write(&mut self, cx: &mut Context) -> bool {
+        matches!(self.codec.shutdown(cx), Poll::Ready(Ok(())))
+    }
+
     fn take_error(&mut self, ours: Reason, initiator: Initiator) -> Result<(), Error> {
         let (debug_data, theirs) = self
             .inner
