@@ -123,9 +123,9 @@ impl StrideSchedule {
     /// A schedule over `entries` with scaled `weights` (`None`: all equal,
     /// a plain rotation): the largest should be 65535, as
     /// `weighted_round_robin`'s scaling makes it (else picks still end, but
-    /// the heaviest entry stands in when no other is taken within `n`
-    /// steps). `None` when there is no entry, the lengths differ or there
-    /// are more than `u32::MAX − 64` entries.
+    /// the heaviest entry stands in whenever a batch of at least `n` steps
+    /// takes none). `None` when there is no entry, the lengths differ or
+    /// there are more than `u32::MAX − 64` entries.
     pub fn new(entries: ScheduleEntries, weights: Option<&[u16]>) -> Option<StrideSchedule> {
         let strides = Strides::new(entries.len(), weights)?;
         Some(StrideSchedule { strides, entries })
@@ -191,8 +191,9 @@ struct Strides {
     offset: Box<[u16]>,
     /// Per lane: `j mod n`, the entry.
     entry: Box<[u32]>,
-    /// An entry of the largest weight: the stride test always takes it, so
-    /// a batch ends within `n` steps.
+    /// An entry of the largest weight: with weight 65535 the stride test
+    /// always takes it, so `work_out` finds a step taken within its first
+    /// `n` steps; the fallback when no step is taken.
     heaviest: u32,
     /// Every weight is the largest (no weights yet, or all equal): the
     /// stride test would take every entry, so a pick just steps on.
@@ -478,16 +479,27 @@ mod tests {
 
     #[test]
     fn a_batch_from_another_schedule_is_never_used() {
-        let a = Strides::new(3, Some(&[1, 2, MAX_WEIGHT])).unwrap();
-        let b = Strides::new(2, Some(&[MAX_WEIGHT, 1])).unwrap();
+        // Same length, different weights: entries alone cannot tell the
+        // two apart, only the picks' order can.
+        let (wa, wb) = ([MAX_WEIGHT, 1, 2], [1, 2, MAX_WEIGHT]);
+        let a = Strides::new(3, Some(&wa)).unwrap();
+        let b = Strides::new(3, Some(&wb)).unwrap();
         let mut local = PickLocal::new(5);
-        a.next_index(&mut local);
-        // `a` left picks of entries up to 2; `b` has two entries, and
-        // works out its own.
-        for _ in 0..1_000 {
-            assert!(b.next_index(&mut local) < 2);
+        *local.sequence() = 0;
+        // `a` works out a batch of 64 steps and hands out one pick of it,
+        // leaving the rest (and the sequence 64 steps on).
+        assert_eq!(a.next_index(&mut local), reference(&wa, &mut (0, 0)));
+        assert_ne!(local.batch().taken, 0);
+        // `b` goes on from the sequence with picks of its own.
+        let mut want = (1, 21);
+        assert_eq!(*local.sequence(), (21 << 32) | 1);
+        for step in 0..200 {
+            assert_eq!(
+                b.next_index(&mut local),
+                reference(&wb, &mut want),
+                "pick {step}"
+            );
         }
-        assert!(a.next_index(&mut local) < 3);
     }
 
     #[test]
