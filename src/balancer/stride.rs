@@ -276,9 +276,9 @@ impl Strides {
     }
 
     /// Works out which of the next `BATCH` steps from the reader's sequence
-    /// are taken, into its batch (again until one is: at most `n` steps on,
-    /// where the heaviest entry comes up), moving the sequence past them.
-    /// Leaves at least one step taken.
+    /// are taken, into its batch (batch after batch until one has a step
+    /// taken: the heaviest entry comes up within `n` steps), moving the
+    /// sequence past them. Leaves at least one step taken.
     #[cold]
     #[inline(never)]
     fn work_out(&self, local: &mut PickLocal) {

@@ -720,14 +720,9 @@ fn closing_a_tls_connection_sends_goaway_then_close_notify() {
     d.conn.close(d.poll.registry());
     let (bytes, end) = peer.join().unwrap();
     assert_eq!(end, Ok(()), "the TLS stream ends with close_notify");
-    let mut frames = Vec::new();
     let mut rest = &bytes[..];
-    while rest.len() >= 9 {
-        let len = u32::from_be_bytes([0, rest[0], rest[1], rest[2]]) as usize;
-        frames.push((rest[3], rest[9..9 + len].to_vec()));
-        rest = &rest[9 + len..];
-    }
-    let (ty, payload) = frames.last().expect("frames before the hang-up");
+    let frames: Vec<_> = std::iter::from_fn(|| read_frame(&mut rest)).collect();
+    let (ty, _, payload) = frames.last().expect("frames before the hang-up");
     assert_eq!(*ty, 7, "the last frame is GOAWAY: {frames:?}");
     assert_eq!(&payload[8..], b"client transport shutdown");
 }
@@ -965,8 +960,7 @@ fn accept_h2(l: &std::net::TcpListener) -> std::net::TcpStream {
 
 /// The next frame a hand-rolled peer reads: (type, flags, payload), or
 /// `None` once the client is gone.
-fn read_frame(s: &mut std::net::TcpStream) -> Option<(u8, u8, Vec<u8>)> {
-    use std::io::Read;
+fn read_frame(s: &mut impl std::io::Read) -> Option<(u8, u8, Vec<u8>)> {
     let mut hdr = [0u8; 9];
     s.read_exact(&mut hdr).ok()?;
     let len = u32::from_be_bytes([0, hdr[0], hdr[1], hdr[2]]) as usize;
