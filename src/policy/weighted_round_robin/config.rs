@@ -28,9 +28,10 @@ pub struct WrrConfig {
     pub weight_update_period: Duration,
     /// `errorUtilizationPenalty` (default 1.0, not negative).
     pub error_utilization_penalty: f64,
-    /// `metricNamesForComputingUtilization` (A114): named metrics whose
-    /// largest valid value is the utilization, before the default
-    /// (`application_utilization`, else `cpu_utilization`).
+    /// `metricNamesForComputingUtilization` (A114): metrics whose largest
+    /// valid value is the utilization when `application_utilization` is
+    /// not reported, before `cpu_utilization` (only utilization metrics:
+    /// the three fields, `utilization.<key>`, `named_metrics.<key>`).
     pub metric_names_for_computing_utilization: Vec<String>,
 }
 

@@ -35,7 +35,8 @@ pub fn scale(weights: &[f64]) -> Option<Vec<u16>> {
     }
     let mean = sum / (n - zeros) as f64;
     let ratio = f64::from(MAX_WEIGHT) / max.min(mean * MAX_RATIO);
-    let floor = (ratio * mean * MIN_RATIO).round().max(1.0);
+    // As C++: 1 % of the scaled mean once rounded to an integer, rounded.
+    let floor = ((ratio * mean).round() * MIN_RATIO).round().max(1.0);
     let scaled = weights
         .iter()
         .map(|&w| {

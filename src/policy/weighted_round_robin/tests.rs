@@ -699,3 +699,79 @@ fn without_weights_each_cycle_visits_every_endpoint_once() {
         assert!(cycle.iter().all(Option::is_some));
     }
 }
+
+/// gRFC A114: `application_utilization` (> 0) comes first; only without it
+/// do the configured metrics count (the largest valid one), and only then
+/// `cpu_utilization`.
+#[test]
+fn application_utilization_wins_over_the_configured_metrics() {
+    let custom = WrrConfig {
+        metric_names_for_computing_utilization: vec!["named_metrics.a".into()],
+        ..WrrConfig::default()
+    };
+    let load = [
+        ("rps_fractional", 100.0),
+        ("application_utilization", 0.5),
+        ("named_metrics.a", 0.25),
+        ("cpu_utilization", 0.8),
+    ];
+    assert_eq!(weight_from_report(&load, &custom), Some(200.0));
+    // Without application_utilization: the configured metric, not cpu.
+    let no_app = [
+        ("rps_fractional", 100.0),
+        ("named_metrics.a", 0.25),
+        ("cpu_utilization", 0.8),
+    ];
+    assert_eq!(weight_from_report(&no_app, &custom), Some(400.0));
+}
+
+/// gRFC A114 (and gRPC Java's `MetricReportUtils`): only
+/// `application_utilization`, `cpu_utilization`, `mem_utilization`,
+/// `utilization.<key>` and `named_metrics.<key>` name a utilization; any
+/// other configured name (qps, eps, request costs) finds nothing, and an
+/// infinite value is no valid one either.
+#[test]
+fn only_utilization_metrics_can_be_configured() {
+    let config = |names: &[&str]| WrrConfig {
+        metric_names_for_computing_utilization: names.iter().map(|n| n.to_string()).collect(),
+        ..WrrConfig::default()
+    };
+    let load = [
+        ("rps_fractional", 100.0),
+        ("eps", 10.0),
+        ("request_cost.x", 5.0),
+        ("cpu_utilization", 0.5),
+        ("mem_utilization", 0.9),
+        ("utilization.disk", 0.4),
+        ("named_metrics.inf", f64::INFINITY),
+    ];
+    // 100 / (u + 10/100): u falls back to cpu (0.5) for unsupported names.
+    let w = |names: &[&str]| weight_from_report(&load, &config(names)).unwrap();
+    let want = |u: f64| 100.0 / (u + 0.1);
+    for unsupported in [
+        &["eps"][..],
+        &["request_cost.x"],
+        &["rps_fractional"],
+        &["qps"],
+        &["named_metrics.inf"],
+    ] {
+        assert!((w(unsupported) - want(0.5)).abs() < 1e-9, "{unsupported:?}");
+    }
+    assert!((w(&["mem_utilization"]) - want(0.9)).abs() < 1e-9);
+    assert!((w(&["utilization.disk", "eps"]) - want(0.4)).abs() < 1e-9);
+}
+
+/// gRPC C++'s floor is 1 % of the *rounded* scaled mean, rounded again:
+/// a scaled mean of 6649.6 rounds to 6650, whose 1 % (66.5) rounds to 67.
+#[test]
+fn the_floor_is_a_hundredth_of_the_rounded_mean() {
+    // 1.0, a tiny weight and 18 of y: the scaled mean is 6649.6 (no cap).
+    let sum = 6649.6 / 65535.0 * 20.0;
+    let tiny = 1e-6;
+    let y = (sum - 1.0 - tiny) / 18.0;
+    let mut w = vec![1.0, tiny];
+    w.extend(std::iter::repeat_n(y, 18));
+    let s = scale(&w).unwrap();
+    assert_eq!(s[0], 65535);
+    assert_eq!(s[1], 67);
+}

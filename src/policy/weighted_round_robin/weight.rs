@@ -15,10 +15,11 @@ use std::time::{Duration, Instant};
 /// The weight from one load report (gRFC A58, A114), or `None` when the
 /// report does not count (no utilization or no qps: gRPC ignores it).
 ///
-/// utilization: the largest valid (> 0, not NaN) of the configured metrics,
-/// else `application_utilization` if > 0, else `cpu_utilization`; qps:
-/// `rps_fractional` (or `qps`, the name done-hook users may give it); eps:
-/// `eps`. Weight = qps / (utilization + eps / qps × penalty).
+/// utilization (A114's order): `application_utilization` if > 0, else the
+/// largest valid (> 0, finite) of the configured metrics, else
+/// `cpu_utilization`; qps: `rps_fractional` (or `qps`, the name done-hook
+/// users may give it); eps: `eps`. Weight = qps / (utilization + eps / qps
+/// × penalty).
 pub fn weight_from_report(load: &[(&str, f64)], config: &WrrConfig) -> Option<f64> {
     let (mut qps, mut eps, mut app, mut cpu, mut custom) = (0.0, 0.0, 0.0, 0.0, 0.0f64);
     for &(name, value) in load {
@@ -30,6 +31,8 @@ pub fn weight_from_report(load: &[(&str, f64)], config: &WrrConfig) -> Option<f6
             _ => {}
         }
         if value > 0.0
+            && value.is_finite()
+            && is_utilization_metric(name)
             && config
                 .metric_names_for_computing_utilization
                 .iter()
@@ -38,10 +41,10 @@ pub fn weight_from_report(load: &[(&str, f64)], config: &WrrConfig) -> Option<f6
             custom = custom.max(value);
         }
     }
-    let utilization = if custom > 0.0 {
-        custom
-    } else if app > 0.0 {
+    let utilization = if app > 0.0 {
         app
+    } else if custom > 0.0 {
+        custom
     } else {
         cpu
     };
@@ -57,6 +60,19 @@ pub fn weight_from_report(load: &[(&str, f64)], config: &WrrConfig) -> Option<f6
     };
     let w = qps / (utilization + eps / qps * config.error_utilization_penalty);
     (w.is_finite() && w > 0.0).then_some(w)
+}
+
+/// Whether `name` may name a utilization in
+/// `metricNamesForComputingUtilization` (gRFC A114; gRPC Java's
+/// `MetricReportUtils`): the report's three utilization fields and the
+/// entries of its `utilization` and `named_metrics` maps. Any other name
+/// (qps, eps, request costs) finds nothing.
+fn is_utilization_metric(name: &str) -> bool {
+    matches!(
+        name,
+        "application_utilization" | "cpu_utilization" | "mem_utilization"
+    ) || name.starts_with("utilization.")
+        || name.starts_with("named_metrics.")
 }
 
 /// What the done hooks of one endpoint's picks write: the latest weight,
