@@ -2,10 +2,12 @@
 //! that wraps one child policy, counts every call's outcome per endpoint
 //! through a done hook chained after the child's, and every `interval`
 //! ejects the endpoints that fail more than their peers (success-rate and
-//! failure-percentage algorithms). An ejected endpoint's subchannels look
-//! TRANSIENT_FAILURE to the child, connections kept (A61: through the
-//! states passed down, never by closing anything); when its ejection time
-//! is over the child gets their real states back. With neither algorithm
+//! failure-percentage algorithms). An ejected endpoint's connected
+//! subchannels look TRANSIENT_FAILURE to the child, connections kept (A61:
+//! a health verdict, passed down as pick_first hears health, never by
+//! closing anything; raw connectivity still reaches the child, which
+//! manages the connections as usual); when its ejection time is over the
+//! child gets their real states back. With neither algorithm
 //! configured it is a pass-through: the child's picker as is, no counting.
 //!
 //! The pick path adds one hook to the child's pick; the hook adds one to a
@@ -560,6 +562,13 @@ impl OutlierDetection {
             .is_some_and(|c| c.child_policy.name() != super::pick_first::NAME)
     }
 
+    /// Whether `key` was ejected at `at` (by this sweep's success rate).
+    fn ejected_at(&self, key: &str, at: Instant) -> bool {
+        self.endpoints
+            .get(key)
+            .is_some_and(|e| e.ejected_at == Some(at))
+    }
+
     fn is_ejected(&self, endpoint: Option<&String>) -> bool {
         endpoint
             .and_then(|k| self.endpoints.get(k))
@@ -606,10 +615,14 @@ impl OutlierDetection {
     /// Shows the child the endpoint `key`'s subchannels failed (those whose
     /// owner is shown ejections).
     fn hide_endpoint(&mut self, cc: &mut dyn ClientConn, key: &str) {
+        // Only connected ones: an ejection is a health verdict (A61), which
+        // a subchannel not READY has none of; it is shown failed when it
+        // connects (`update_subconn_state`).
         let mut ids: Vec<SubConnId> = self
             .subconns
             .iter()
             .filter(|(_, t)| t.shown && !t.hidden && t.endpoint.as_deref() == Some(key))
+            .filter(|(_, t)| t.real.is(ConnectivityState::Ready))
             .map(|(id, _)| *id)
             .collect();
         ids.sort_unstable();
@@ -620,6 +633,8 @@ impl OutlierDetection {
         }
     }
 
+    /// Ejects `key` at `now`, one more on its multiplier; ejected already,
+    /// its ejection restarts (A50: eject sets the timestamp, adds one).
     fn eject(&mut self, cc: &mut dyn ClientConn, key: &str, now: Instant) {
         let Some(e) = self.endpoints.get_mut(key) else {
             return;
@@ -793,10 +808,9 @@ impl OutlierDetection {
             if !self.may_eject(config) {
                 return;
             }
-            if rate < required
-                && !self.is_ejected(Some(&key.to_string()))
-                && cc.random() % 100 < u64::from(sr.enforcement_percentage)
-            {
+            // An outlier already ejected is ejected again (A50, gRPC-Go):
+            // its time restarts now and its multiplier grows.
+            if rate < required && cc.random() % 100 < u64::from(sr.enforcement_percentage) {
                 self.eject(cc, key, now);
             }
         }
@@ -824,9 +838,12 @@ impl OutlierDetection {
             if !self.may_eject(config) {
                 return;
             }
-            // Strictly above the threshold (A50, C-core, gRPC-Go).
+            // Strictly above the threshold (A50, C-core, gRPC-Go). Ejected
+            // by an earlier sweep and still failing, it is ejected again
+            // (A50, gRPC-Go); ejected by success rate in this sweep, it is
+            // not ejected twice for one interval's calls (C-core).
             if f * 100 > u64::from(fp.threshold) * (s + f)
-                && !self.is_ejected(Some(&key.to_string()))
+                && !self.ejected_at(key, now)
                 && cc.random() % 100 < u64::from(fp.enforcement_percentage)
             {
                 self.eject(cc, key, now);
@@ -939,30 +956,33 @@ impl Balancer for OutlierDetection {
         sc: SubConnId,
         state: &SubConnState,
     ) {
-        let shutdown = state.is(ConnectivityState::Shutdown);
-        let (ejected, was_ready) = match self.subconns.get_mut(&sc) {
+        let ejected = match self.subconns.get_mut(&sc) {
             Some(t) => {
-                let was_ready = t.real.is(ConnectivityState::Ready);
                 t.real = state.clone();
                 let (e, shown) = (t.endpoint.clone(), t.shown);
-                (shown && self.is_ejected(e.as_ref()), was_ready)
+                shown && self.is_ejected(e.as_ref())
             }
-            None => (false, false),
+            None => false,
         };
-        if ejected && !shutdown {
-            // The child keeps seeing it failed until it is returned; its
-            // real state is replayed then.
-            if self.subconns.get(&sc).is_some_and(|t| !t.hidden) {
-                self.give(cc, sc, state.clone(), true);
-            }
-            // A connection lost while ejected is made again now, as the
-            // child would (A61 keeps an ejected endpoint's connection
-            // managed as usual): returned, the endpoint is READY at once
-            // rather than IDLE.
-            if was_ready && state.is(ConnectivityState::Idle) {
-                cc.connect(sc);
-            }
+        if ejected && state.is(ConnectivityState::Ready) {
+            // A61: an ejection is a health verdict, not a connectivity
+            // state: the child sees the connection made, its health yet to
+            // answer (CONNECTING on a connected subchannel: pick_first
+            // selects it), then failed. Its READY comes with its return.
+            self.children.subconn_state(
+                cc,
+                sc,
+                &SubConnState {
+                    state: ConnectivityState::Connecting,
+                    error: None,
+                },
+            );
+            self.give(cc, sc, state.clone(), true);
         } else {
+            // Raw connectivity goes to the child as is, ejected or not, so
+            // that it manages the connection as usual (A61): a connection
+            // lost while ejected is made again, or the endpoint's next
+            // address tried, by the child.
             self.give(cc, sc, state.clone(), false);
         }
         self.after_child(cc);
@@ -1198,6 +1218,11 @@ mod tests {
     /// `n` picks, each finished failed when its subchannel is in `failing`.
     fn traffic(cc: &mut TestClientConn, n: usize, failing: &[SubConnId]) -> HashSet<SubConnId> {
         let picker = cc.picker().unwrap().clone();
+        traffic_on(&picker, n, failing)
+    }
+
+    /// `traffic` through `picker` (one published earlier, say).
+    fn traffic_on(picker: &Arc<dyn Picker>, n: usize, failing: &[SubConnId]) -> HashSet<SubConnId> {
         let mut local = PickLocal::new(7);
         let mut seen = HashSet::new();
         for _ in 0..n {
@@ -1375,6 +1400,228 @@ mod tests {
         assert!(!traffic(&mut cc, 100, &[]).contains(&bad));
         cc.advance(&mut *od, Duration::from_secs(10)); // 130 s: back
         assert!(traffic(&mut cc, 100, &[]).contains(&bad));
+    }
+
+    /// A50 (its algorithms eject every outlier found, ejected or not;
+    /// gRPC-Go's `successRateAlgorithm` and `failurePercentageAlgorithm`
+    /// alike): an ejected endpoint whose calls (through a picker from
+    /// before its ejection) still fail is ejected again: ejection time
+    /// from this sweep, multiplier one more.
+    #[test]
+    fn an_ejected_endpoint_still_failing_is_ejected_again() {
+        for algorithm in ["successRateEjection", "failurePercentageEjection"] {
+            let (mut cc, mut od, ids) = ready(5, json!({"maxEjectionPercent": 100, algorithm: {}}));
+            let bad = ids[2];
+            let before = cc.picker().unwrap().clone();
+            traffic_on(&before, 1000, &[bad]);
+            assert_eq!(cc.advance(&mut *od, Duration::from_secs(10)), 1); // ×1
+            assert!(!traffic(&mut cc, 100, &[]).contains(&bad));
+            traffic_on(&before, 1000, &[bad]);
+            // Ejected again at 20 s, ×2: out for 60 s, so still out at the
+            // sweeps of 30 to 80 s (once ejected it would be back at 50 s).
+            cc.advance(&mut *od, Duration::from_secs(10));
+            for at in [30, 40, 50, 60, 70, 80] {
+                cc.advance(&mut *od, Duration::from_secs(10));
+                let seen = traffic(&mut cc, 100, &[]);
+                assert!(!seen.contains(&bad), "{algorithm}: back at {at} s");
+            }
+            cc.advance(&mut *od, Duration::from_secs(10));
+            assert!(traffic(&mut cc, 100, &[]).contains(&bad), "{algorithm}");
+        }
+    }
+
+    /// A50's sweep runs failure percentage after success rate; an endpoint
+    /// success rate just ejected is not ejected again by it for the same
+    /// interval's calls (C-core): ×1, back after one base ejection time.
+    #[test]
+    fn an_outlier_found_by_both_algorithms_is_ejected_once() {
+        let (mut cc, mut od, ids) = ready(
+            5,
+            json!({"maxEjectionPercent": 100, "successRateEjection": {},
+                   "failurePercentageEjection": {}}),
+        );
+        let bad = ids[2];
+        traffic(&mut cc, 1000, &[bad]);
+        cc.advance(&mut *od, Duration::from_secs(10)); // ×1: out for 30 s
+        for at in [20, 30, 40] {
+            cc.advance(&mut *od, Duration::from_secs(10));
+            assert!(!traffic(&mut cc, 100, &[]).contains(&bad), "back at {at} s");
+        }
+        cc.advance(&mut *od, Duration::from_secs(10)); // 50 s: past 10 + 30
+        assert!(traffic(&mut cc, 100, &[]).contains(&bad));
+    }
+
+    /// A50's timer on a config update: the next sweep is `interval` after
+    /// the last start (or at once if that is past), counters kept; a
+    /// counting config after a non-counting one starts afresh.
+    #[test]
+    fn a_config_update_rearms_the_sweep_from_the_last_start() {
+        let (mut cc, mut od, ids) = ready(5, json!({"failurePercentageEjection": {}}));
+        let start = cc.now();
+        let update = |cc: &mut TestClientConn, od: &mut Box<dyn Balancer>, extra: Value| {
+            let mut cfg = json!({"childPolicy": [{"round_robin": {}}]});
+            for (k, v) in extra.as_object().unwrap() {
+                cfg[k] = v.clone();
+            }
+            let parsed = OutlierDetectionBuilder.parse_config(&cfg).unwrap();
+            cc.update(
+                &mut **od,
+                ClientConnState::from_addresses(addresses(5), parsed),
+            )
+            .unwrap();
+        };
+        traffic(&mut cc, 1000, &ids[..1]);
+        cc.advance(&mut *od, Duration::from_secs(4));
+        update(
+            &mut cc,
+            &mut od,
+            json!({"interval": "6s", "failurePercentageEjection": {}}),
+        );
+        let timers = cc.timers();
+        assert_eq!(timers.len(), 1);
+        assert_eq!(timers[0].1, start + Duration::from_secs(6));
+        // The counts from before the update still count.
+        assert_eq!(cc.advance(&mut *od, Duration::from_secs(2)), 1);
+        assert_eq!(traffic(&mut cc, 100, &[]).len(), 4);
+        assert_eq!(cc.timers()[0].1, start + Duration::from_secs(12));
+        // Past due: at once.
+        cc.advance(&mut *od, Duration::from_secs(5)); // 11 s
+        update(
+            &mut cc,
+            &mut od,
+            json!({"interval": "1s", "failurePercentageEjection": {}}),
+        );
+        assert_eq!(cc.timers()[0].1, cc.now());
+        // Off, then on again: a full interval from now.
+        update(&mut cc, &mut od, json!({}));
+        assert!(cc.timers().is_empty());
+        update(
+            &mut cc,
+            &mut od,
+            json!({"interval": "3s", "failurePercentageEjection": {}}),
+        );
+        assert_eq!(cc.timers()[0].1, cc.now() + Duration::from_secs(3));
+    }
+
+    /// A61: one entry per endpoint, whichever of its addresses is used
+    /// (gRPC-Go's TestMultipleAddressesPerEndpoint and
+    /// TestEjectionStateResetsWhenEndpointAddressesChange).
+    #[test]
+    fn endpoints_of_several_addresses_are_ejected_whole_and_reset_when_their_addresses_change() {
+        let ep = |i: usize| {
+            Endpoint::new(vec![
+                Address::new(format!("127.0.0.1:{}", 1000 + i)),
+                Address::new(format!("127.0.0.1:{}", 2000 + i)),
+            ])
+        };
+        let cfg = OutlierDetectionBuilder
+            .parse_config(&json!({"childPolicy": [{"round_robin": {}}],
+                "maxEjectionPercent": 100, "baseEjectionTime": "300s",
+                "failurePercentageEjection": {"minimumHosts": 0, "requestVolume": 2,
+                                              "threshold": 50}}))
+            .unwrap();
+        let mut cc = TestClientConn::new();
+        let mut od = OutlierDetectionBuilder.build();
+        cc.update(
+            &mut *od,
+            ClientConnState::new(vec![ep(0), ep(1)], cfg.clone()),
+        )
+        .unwrap();
+        let first: Vec<SubConnId> = cc.connects().to_vec();
+        assert_eq!(
+            first.len(),
+            2,
+            "pick_first under each endpoint: first address"
+        );
+        for id in &first {
+            cc.set_state(&mut *od, *id, ConnectivityState::Ready);
+        }
+        let addr = |cc: &TestClientConn, id: SubConnId| cc.subconn(id).unwrap().addr().to_string();
+        let bad = *first
+            .iter()
+            .find(|id| addr(&cc, **id) == "127.0.0.1:1000")
+            .unwrap();
+        let good = *first.iter().find(|id| **id != bad).unwrap();
+        traffic(&mut cc, 10, &[bad]);
+        cc.advance(&mut *od, Duration::from_secs(10));
+        assert_eq!(traffic(&mut cc, 10, &[]), HashSet::from([good]));
+        // The endpoint loses its first address: a new endpoint, not ejected.
+        let cfg2 = cfg.clone();
+        cc.update(
+            &mut *od,
+            ClientConnState::new(
+                vec![Endpoint::new(vec![Address::new("127.0.0.1:2000")]), ep(1)],
+                cfg2,
+            ),
+        )
+        .unwrap();
+        for id in cc.connects().to_vec() {
+            if cc.subconn(id).is_some() && !cc.shutdowns().contains(&id) && id != good {
+                cc.set_state(&mut *od, id, ConnectivityState::Ready);
+            }
+        }
+        let seen: HashSet<String> = traffic(&mut cc, 10, &[])
+            .iter()
+            .map(|id| addr(&cc, *id))
+            .collect();
+        assert_eq!(
+            seen,
+            HashSet::from(["127.0.0.1:2000".to_string(), "127.0.0.1:1001".to_string()])
+        );
+    }
+
+    /// A61 (gRPC-Go's TestMultipleAddressesPerEndpoint): an ejection is a
+    /// health signal; raw connectivity still drives pick_first, so an
+    /// ejected endpoint whose connection is lost goes on to its next
+    /// address while ejected (and is READY as soon as it is returned).
+    #[test]
+    fn an_ejected_endpoint_fails_over_to_its_next_address_while_ejected() {
+        let ep = |i: usize| {
+            Endpoint::new(vec![
+                Address::new(format!("127.0.0.1:{}", 1000 + i)),
+                Address::new(format!("127.0.0.1:{}", 2000 + i)),
+            ])
+        };
+        let cfg = OutlierDetectionBuilder
+            .parse_config(&json!({"childPolicy": [{"round_robin": {}}],
+                "maxEjectionPercent": 100, "baseEjectionTime": "30s",
+                "failurePercentageEjection": {"minimumHosts": 0, "requestVolume": 2,
+                                              "threshold": 50}}))
+            .unwrap();
+        let mut cc = TestClientConn::new();
+        let mut od = OutlierDetectionBuilder.build();
+        cc.update(&mut *od, ClientConnState::new(vec![ep(0), ep(1)], cfg))
+            .unwrap();
+        let first: Vec<SubConnId> = cc.connects().to_vec();
+        for id in &first {
+            cc.set_state(&mut *od, *id, ConnectivityState::Ready);
+        }
+        let addr = |cc: &TestClientConn, id: SubConnId| cc.subconn(id).unwrap().addr().to_string();
+        let bad = *first
+            .iter()
+            .find(|id| addr(&cc, **id) == "127.0.0.1:1000")
+            .unwrap();
+        let good = *first.iter().find(|id| **id != bad).unwrap();
+        traffic(&mut cc, 10, &[bad]);
+        cc.advance(&mut *od, Duration::from_secs(10));
+        assert_eq!(traffic(&mut cc, 10, &[]), HashSet::from([good]));
+        let n = cc.connects().len();
+        cc.set_state(&mut *od, bad, ConnectivityState::Idle);
+        cc.set_state(&mut *od, bad, ConnectivityState::Connecting);
+        cc.set_state(&mut *od, bad, ConnectivityState::TransientFailure);
+        let second = *cc.connects()[n..]
+            .iter()
+            .find(|id| addr(&cc, **id) == "127.0.0.1:2000")
+            .expect("the endpoint's second address is tried while ejected");
+        cc.set_state(&mut *od, second, ConnectivityState::Ready);
+        assert_eq!(
+            traffic(&mut cc, 10, &[]),
+            HashSet::from([good]),
+            "still ejected"
+        );
+        cc.advance(&mut *od, Duration::from_secs(40)); // returned at 50 s
+        let seen = traffic(&mut cc, 10, &[]);
+        assert_eq!(seen, HashSet::from([good, second]));
     }
 
     #[test]
