@@ -318,8 +318,9 @@ impl RingHash {
     }
 
     /// A61's recovery rule: CONNECTING or TRANSIENT_FAILURE with no endpoint
-    /// connecting ⇒ connect one IDLE endpoint (the first on the ring in
-    /// hash-key order, else any), so that one attempt is always under way.
+    /// connecting ⇒ connect one IDLE endpoint (the first in hash-key order,
+    /// on the ring or not, as gRPC-Go's `updatePickerLocked` does), so that
+    /// one attempt is always under way.
     fn recover(&mut self, cc: &mut dyn ClientConn) {
         let state = aggregate(&self.counts, self.endpoints.len());
         let stuck = matches!(
@@ -331,12 +332,11 @@ impl RingHash {
         }
     }
 
-    /// Asks the first IDLE endpoint (ring members first) to connect.
+    /// Asks the first IDLE endpoint (`endpoints` are in hash-key order) to
+    /// connect.
     fn connect_one_idle(&mut self, cc: &mut dyn ClientConn) {
         let idle = |i: &usize| self.states[*i] == ConnectivityState::Idle;
-        let on_ring = |i: &usize| self.member[*i].is_some() && idle(i);
-        let n = self.endpoints.len();
-        let Some(i) = (0..n).find(on_ring).or_else(|| (0..n).find(idle)) else {
+        let Some(i) = (0..self.endpoints.len()).find(idle) else {
             return;
         };
         let key = self.endpoints[i].key.clone();
@@ -358,6 +358,7 @@ impl RingHash {
             ring.clone(),
             self.slots.clone().into_boxed_slice(),
             self.ready.clone().into_boxed_slice(),
+            self.counts.connecting > 0,
             self.config.request_hash_header.clone(),
         );
         self.dirty = false;

@@ -78,7 +78,8 @@ pub(crate) struct RingPicker {
     table: RingTable,
     /// Per ring member (`Ring::owner`).
     slots: Box<[Slot]>,
-    /// Some member is CONNECTING (random-hash picks then start no connection).
+    /// Some endpoint, on the ring or not, is CONNECTING (random-hash picks
+    /// then start no connection: gRPC-Go's `hasEndpointInConnectingState`).
     connecting: bool,
     /// `requestHashHeader`.
     header: Option<Arc<str>>,
@@ -89,11 +90,13 @@ pub(crate) struct RingPicker {
 impl RingPicker {
     /// A picker over `ring` with its members' `slots` and `ready` entries
     /// (`Slot::entry` of each slot, in order: the picker keeps `slots`, and
-    /// with them the subchannels the entries point to).
+    /// with them the subchannels the entries point to); `connecting`: some
+    /// endpoint (a ring member or not) is CONNECTING.
     pub(crate) fn new(
         ring: Arc<Ring>,
         slots: Box<[Slot]>,
         ready: Box<[Option<RotationEntry>]>,
+        connecting: bool,
         header: Option<Arc<str>>,
     ) -> RingPicker {
         debug_assert!(slots.len() == ready.len());
@@ -103,9 +106,6 @@ impl RingPicker {
                 .is_some_and(|s| s.state() == ConnectivityState::TransientFailure)
         };
         let table = RingTable::new(ring, failing, ready, header.is_some());
-        let connecting = slots
-            .iter()
-            .any(|s| s.state() == ConnectivityState::Connecting);
         RingPicker {
             table,
             slots,

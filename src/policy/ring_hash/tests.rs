@@ -603,3 +603,90 @@ fn the_ring_size_cap_comes_from_grpc_ring_hash_cap() {
     assert_eq!(cap_from_env(Some("lots")), 4096);
     assert_eq!(cap_from_env(Some("-5")), 4096);
 }
+
+/// Endpoints 0 (weight 15), 1 (weight 4) and 2 (weight 11) on a ring of
+/// 3: gRPC's running sums give endpoint 0 two entries, endpoint 2 one and
+/// endpoint 1, between them in hash-key order, none.
+fn ring_with_a_gap(cfg: serde_json::Value) -> (TestClientConn, Box<dyn Balancer>, Vec<String>) {
+    let list = addrs(3);
+    let places: Vec<Placement> = list
+        .iter()
+        .zip([15, 4, 11])
+        .map(|(a, w)| Placement {
+            hash_key: a.clone(),
+            weight: w,
+        })
+        .collect();
+    let ring = Ring::new(&places, 1, 3);
+    assert_eq!(ring.members(), [0, 2], "endpoint 1 is off the ring");
+    let mut cc = TestClientConn::new();
+    let mut lb = RingHashBuilder::new().build();
+    cc.update(&mut *lb, gap_update(&list, cfg)).unwrap();
+    (cc, lb, list)
+}
+
+fn gap_update(list: &[String], cfg: serde_json::Value) -> ClientConnState {
+    let endpoints = list
+        .iter()
+        .zip([15, 4, 11])
+        .map(|(a, w)| Endpoint::from(Address::new(a.as_str())).with_weight(w))
+        .collect();
+    ClientConnState::new(endpoints, config(cfg))
+}
+
+/// gRPC-Go's `updatePickerLocked` (C-core's `idle_endpoint` likewise):
+/// CONNECTING or TRANSIENT_FAILURE with nothing connecting connects the
+/// first IDLE endpoint in hash-key order, on the ring or not.
+#[test]
+fn recovery_connects_the_first_idle_endpoint_by_hash_key() {
+    let (mut cc, mut lb, list) = ring_with_a_gap(json!({"minRingSize": 1, "maxRingSize": 3}));
+    connect(&mut cc, &mut *lb, &list[0], TransientFailure);
+    assert_eq!(cc.state(), Some(Connecting), "one TF of three");
+    assert_eq!(cc.connects().len(), 2, "{:?}", cc.connects());
+    let next = *cc.connects().last().unwrap();
+    assert_eq!(cc.subconn(next).unwrap().addr(), list[1]);
+}
+
+/// A76: a random-hash pick starts no connection while any endpoint (the
+/// picker counts them all, as gRPC-Go's `hasEndpointInConnectingState`
+/// does) is CONNECTING, on the ring or not.
+#[test]
+fn random_picks_start_nothing_while_any_endpoint_connects() {
+    let (mut cc, mut lb, list) = ring_with_a_gap(json!({"minRingSize": 1, "maxRingSize": 3}));
+    connect(&mut cc, &mut *lb, &list[0], TransientFailure);
+    // Endpoint 1 (off the ring) is connecting now (the recovery rule).
+    let off = *cc.connects().last().unwrap();
+    assert_eq!(cc.subconn(off).unwrap().addr(), list[1]);
+    cc.set_state(&mut *lb, off, Connecting);
+    let cfg = json!({"minRingSize": 1, "maxRingSize": 3, "requestHashHeader": "k"});
+    cc.update(&mut *lb, gap_update(&list, cfg)).unwrap();
+    let asked = cc.work_requests();
+    for _ in 0..10 {
+        assert_eq!(pick_header(&mut cc, &[]), Picked::Queue);
+    }
+    assert_eq!(cc.work_requests(), asked, "endpoint 2 was asked to connect");
+    assert_eq!(cc.connects().len(), 2);
+}
+
+/// A42: an endpoint whose connection is lost goes IDLE and stays so (no
+/// reconnect of its own: gRPC-Go's endpointsharding `DisableAutoReconnect`)
+/// until a pick lands on it.
+#[test]
+fn an_endpoint_that_loses_its_connection_waits_for_a_pick() {
+    let (mut cc, mut lb, list) = ready_ring(2);
+    let sc = cc.subconn_for(&list[0]).unwrap().id();
+    let connects = cc.connects().len();
+    cc.set_state(&mut *lb, sc, Idle);
+    cc.run_work(&mut *lb);
+    assert_eq!(cc.state(), Some(Ready));
+    assert_eq!(cc.connects().len(), connects, "reconnected on its own");
+    let other = cc.subconn_for(&list[1]).unwrap().id();
+    cc.set_state(&mut *lb, other, Idle);
+    cc.run_work(&mut *lb);
+    assert_eq!(cc.state(), Some(Idle));
+    assert_eq!(cc.connects().len(), connects, "reconnected on its own");
+    assert_eq!(pick_hash(&mut cc, hash_of(&list[0])), Picked::Queue);
+    cc.run_work(&mut *lb);
+    assert_eq!(cc.connects().len(), connects + 1);
+    assert_eq!(*cc.connects().last().unwrap(), sc);
+}
