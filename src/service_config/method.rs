@@ -32,18 +32,13 @@ pub struct MethodConfig {
     pub hedging_policy: Option<HedgingPolicy>,
 }
 
-/// Entries of one service: per method, and for all its methods.
-#[derive(Debug, Default)]
-struct Service {
-    methods: HashMap<String, usize>,
-    all: Option<usize>,
-}
-
 /// A service config's `methodConfig` list, ready for lookups by path.
 #[derive(Debug, Default)]
 pub struct MethodConfigs {
     entries: Vec<Arc<MethodConfig>>,
-    services: HashMap<String, Service>,
+    /// Entries by the path gRPC writes a name as: "/service/method" for
+    /// one method, "/service/" for all of a service's.
+    paths: HashMap<String, usize>,
     default: Option<usize>,
     /// The channel's retry tokens under this config's `retryThrottling`
     /// (fresh with each config, as in gRPC-Go), published with the method
@@ -53,13 +48,16 @@ pub struct MethodConfigs {
 
 impl MethodConfigs {
     /// The config of the call to `path` ("/pkg.Service/Method"): the most
-    /// specific entry that names it, or `None`. No allocation, no lock.
+    /// specific entry that names it, or `None`. As gRPC looks it up (gRPC-Go's
+    /// `getMethodConfig`, C-core's `GetMethodParsedConfig`): the path itself,
+    /// else the path up to its last '/' (the service's entry), else the
+    /// default. No allocation, no lock.
     pub fn lookup(&self, path: &str) -> Option<&Arc<MethodConfig>> {
-        let (service, method) = split_path(path);
         let index = self
-            .services
-            .get(service)
-            .and_then(|s| s.methods.get(method).copied().or(s.all))
+            .paths
+            .get(path)
+            .or_else(|| path.rfind('/').and_then(|i| self.paths.get(&path[..=i])))
+            .copied()
             .or(self.default)?;
         self.entries.get(index)
     }
@@ -99,14 +97,12 @@ impl MethodConfigs {
                             at.err(format!("method {method:?} is named without its service"))
                         )
                     }
-                    (false, true) => {
-                        let s = out.services.entry(service.into()).or_default();
-                        s.all.replace(index).is_some()
-                    }
-                    (false, false) => {
-                        let s = out.services.entry(service.into()).or_default();
-                        s.methods.insert(method.into(), index).is_some()
-                    }
+                    // Unique as the path gRPC writes: {"service":"a","method":
+                    // "b/c"} and {"service":"a/b","method":"c"} are one name.
+                    (false, _) => out
+                        .paths
+                        .insert(format!("/{service}/{method}"), index)
+                        .is_some(),
                 };
                 if taken {
                     return Err(at.err(format!(
@@ -117,14 +113,6 @@ impl MethodConfigs {
         }
         Ok(out)
     }
-}
-
-/// "/pkg.Service/Method" as (service, method); anything else matches only
-/// the default entry.
-fn split_path(path: &str) -> (&str, &str) {
-    path.strip_prefix('/')
-        .and_then(|p| p.split_once('/'))
-        .unwrap_or(("", ""))
 }
 
 fn parse_entry(obj: &serde_json::Map<String, Value>, at: &Path) -> Result<MethodConfig, String> {

@@ -84,9 +84,13 @@ impl ServiceConfig {
         if let Some(name) = config_field(obj, "loadBalancingPolicy") {
             json::string(name, &root.field("loadBalancingPolicy"))?;
         }
+        // An empty name is none at all (C-core skips the field when its
+        // string is empty; gRPC-Go falls back to pick_first).
+        let deprecated = config_field(obj, "loadBalancingPolicy")
+            .filter(|name| name.as_str().is_some_and(|s| !s.is_empty()));
         let (policy, policy_config) = if let Some(list) = config_field(obj, "loadBalancingConfig") {
             select_policy_at(list, &root.field("loadBalancingConfig"))?
-        } else if let Some(name) = config_field(obj, "loadBalancingPolicy") {
+        } else if let Some(name) = deprecated {
             let at = root.field("loadBalancingPolicy");
             let name = json::string(name, &at)?;
             // As written, else lower-cased as C-core reads this field (the
@@ -301,6 +305,49 @@ mod tests {
         .unwrap();
         assert_eq!(c.policy.name(), "round_robin");
         assert_eq!(c.health_check_service.as_deref(), Some("echo.Echo"));
+    }
+
+    /// An empty `loadBalancingPolicy` is no policy named: C-core skips the
+    /// field when its string is empty (`client_channel_service_config.cc`,
+    /// `if (!parsed_deprecated_lb_policy_.empty())`), gRPC-Go falls back to
+    /// pick_first; neither rejects the config. It still does not override
+    /// `loadBalancingConfig`.
+    #[test]
+    fn an_empty_deprecated_policy_name_is_no_policy() {
+        let c = ServiceConfig::parse(Some(r#"{"loadBalancingPolicy":""}"#)).unwrap();
+        assert_eq!(c.policy.name(), "pick_first");
+        let c = ServiceConfig::parse(Some(
+            r#"{"loadBalancingPolicy":"","loadBalancingConfig":[{"round_robin":{}}]}"#,
+        ))
+        .unwrap();
+        assert_eq!(c.policy.name(), "round_robin");
+    }
+
+    /// gRPC finds a call's entry by its path: the exact "/service/method",
+    /// else the service's "/service/" cut at the path's last '/', else the
+    /// default (gRPC-Go's `getMethodConfig`, C-core's `GetMethodParsedConfig`);
+    /// names are unique as those paths (both reject two names that write
+    /// the same one).
+    #[test]
+    fn method_configs_are_found_by_path_as_grpc_finds_them() {
+        let c = ServiceConfig::parse(Some(
+            r#"{"methodConfig":[{"name":[{}],"timeout":"1s"},
+                {"name":[{"service":"a/b"}],"timeout":"2s"},
+                {"name":[{"service":"x","method":"y/z"}],"timeout":"3s"}]}"#,
+        ))
+        .unwrap();
+        let timeout = |p: &str| c.methods.lookup(p).and_then(|m| m.timeout);
+        assert_eq!(timeout("/a/b/c"), Some(Duration::from_secs(2)));
+        assert_eq!(timeout("/x/y/z"), Some(Duration::from_secs(3)));
+        assert_eq!(timeout("/a/c"), Some(Duration::from_secs(1)));
+        let e = err(
+            r#"{"methodConfig":[{"name":[{"service":"a","method":"b/c"}]},
+                        {"name":[{"service":"a/b","method":"c"}]}]}"#,
+        );
+        assert!(
+            e.starts_with("methodConfig[1].name[0]: duplicate name"),
+            "{e}"
+        );
     }
 
     fn err(json: &str) -> String {
