@@ -184,8 +184,12 @@ impl PickFirst {
             let e = self.entries.get_mut(&address.addr).expect("just ensured");
             match e.state {
                 ConnectivityState::Idle | ConnectivityState::Connecting => {
-                    let id = e.sc.id();
-                    cc.connect(id);
+                    // A CONNECTING one counts as asked (A61): only the
+                    // timer, as gRPC-Go and C-core do.
+                    if e.state == ConnectivityState::Idle {
+                        let id = e.sc.id();
+                        cc.connect(id);
+                    }
                     if !last {
                         self.timer = Some(cc.schedule_timer(HAPPY_EYEBALLS_DELAY));
                     }
@@ -821,6 +825,30 @@ mod tests {
         cc.set_state(&mut pf, c, Connecting);
         cc.set_state(&mut pf, c, TransientFailure);
         assert_eq!(cc.connects().last(), Some(&a), "its turn");
+    }
+
+    /// A new list restarts the pass; an address whose subchannel is
+    /// already CONNECTING counts as asked (gRFC A61: "treat as if a
+    /// connection was requested"; gRPC-Go and C-core only arm the timer):
+    /// it is not asked to connect again, and the next address waits its
+    /// 250 ms as usual.
+    #[test]
+    fn a_pass_reaching_a_connecting_subchannel_only_arms_the_timer() {
+        use crate::balancer::testing::TestClientConn;
+        use ConnectivityState::Connecting;
+        let mut cc = TestClientConn::new();
+        let mut pf = PickFirst::default();
+        cc.update_addresses(&mut pf, ["127.0.0.1:1", "127.0.0.2:1"])
+            .unwrap();
+        let a = cc.connects()[0];
+        cc.set_state(&mut pf, a, Connecting);
+        cc.update_addresses(&mut pf, ["127.0.0.1:1", "127.0.0.2:1"])
+            .unwrap();
+        assert_eq!(cc.connects(), [a], "asked to connect again");
+        assert_eq!(cc.timers().len(), 1, "the attempt timer");
+        cc.advance(&mut pf, HAPPY_EYEBALLS_DELAY);
+        let b = cc.subconn_for("127.0.0.2:1").unwrap().id();
+        assert_eq!(cc.connects(), [a, b]);
     }
 
     #[test]
