@@ -875,3 +875,57 @@ fn a_call_waiting_for_resolution_follows_the_config_it_brings() {
         "sent under the settings before the config"
     );
 }
+
+/// The idle timeout takes a channel failing on its resolver's invalid
+/// config back to IDLE, as any other state (connectivity semantics: TF ->
+/// IDLE on idle timeout; gRPC-Go's `enterIdleMode` closes the resolver and
+/// the failing policy with it and publishes IDLE). Used again, it resolves
+/// afresh: CONNECTING until the new resolver says, and failing again only
+/// if its config is still invalid.
+#[test]
+fn a_channel_failing_on_its_resolvers_config_goes_idle_at_the_idle_timeout() {
+    let seen = Arc::new(Seen::default());
+    resolver::register(Arc::new(Pushed("badcfgidle", seen.clone())));
+    let clock = Arc::new(ManualClock::new());
+    let rt = Runtime::with_config(RuntimeConfig {
+        clock: clock.clone(),
+        seed: Some(7),
+    })
+    .unwrap();
+    let opts = ChannelOptions {
+        idle_timeout: Some(Duration::from_secs(60)),
+        ..insecure()
+    };
+    let default = r#"{"methodConfig":[{"name":[{}],"timeout":"7s"}]}"#;
+    let ch = Channel::new(&rt, "badcfgidle:x", Some(default), opts).unwrap();
+    let timeout = || ch.method_config("/echo.Echo/Unary").and_then(|c| c.timeout);
+    ch.connect().unwrap();
+    ch.sync().unwrap();
+    let bad = || ResolverState {
+        endpoints: vec![Endpoint::from(Address::new("127.0.0.1:1"))],
+        service_config: Some(r#"{"loadBalancingConfig":[{"nope":{}}]}"#.into()),
+    };
+    seen.cc().update(bad()).unwrap();
+    ch.sync().unwrap();
+    assert_eq!(ch.state(), ConnectivityState::TransientFailure);
+    assert_eq!(timeout(), None, "no config is in force");
+
+    for _ in 0..3 {
+        clock.advance(Duration::from_secs(61));
+        ch.sync().unwrap();
+        ch.sync().unwrap();
+    }
+    assert!(seen.closed.load(Ordering::SeqCst), "the resolver is closed");
+    assert_eq!(ch.state(), ConnectivityState::Idle);
+    assert_eq!(timeout(), Some(Duration::from_secs(7)), "the default again");
+
+    // Used again: a new resolver, and nothing fails before it speaks.
+    seen.closed.store(false, Ordering::SeqCst);
+    ch.connect().unwrap();
+    assert_eq!(ch.state(), ConnectivityState::Connecting);
+    ch.sync().unwrap();
+    assert!(!seen.closed.load(Ordering::SeqCst));
+    seen.cc().update(bad()).unwrap();
+    ch.sync().unwrap();
+    assert_eq!(ch.state(), ConnectivityState::TransientFailure);
+}

@@ -738,6 +738,17 @@ impl ChannelCore {
         if self.idle.make_resolver.is_some() {
             // The resolver resolves again on the way out.
             self.endpoints = None;
+            if let (Some(_), Some(default)) = (&self.config_error, self.default_config.clone()) {
+                // An invalid config that came from the resolver goes with
+                // it (gRPC-Go's enterIdleMode drops its failing policy and
+                // publishes IDLE), the default back in force: the next
+                // resolver says again. Only an invalid default config,
+                // which nothing resolved, stays.
+                self.out.shared.methods.publish(default.methods.clone());
+                self.config = default;
+                self.config_error = None;
+                self.configure_health(cx);
+            }
         }
         if self.config_error.is_some() {
             return self.publish_config_error(cx);
