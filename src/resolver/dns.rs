@@ -221,8 +221,11 @@ fn lookup_name(name: &Name) -> Result<Vec<Address>, String> {
     let Some(server) = name.server else {
         return lookup(&name.host, name.port);
     };
-    let ips = dns_client::lookup_ips(server, &name.host)
+    let mut ips = dns_client::lookup_ips(server, &name.host)
         .map_err(|e| format!("DNS resolution of {} failed: {e}", name.host))?;
+    // In RFC 6724's order, as gRPC's resolvers give them (the system
+    // resolver's getaddrinfo sorts its own).
+    super::addr_sort::sort(&mut ips);
     if ips.is_empty() {
         return Err(format!(
             "DNS resolution of {} returned no addresses (server {server})",

@@ -101,8 +101,9 @@ pub(crate) fn query(
         .collect())
 }
 
-/// A and AAAA answers for `host` from `server`, as `ip:port` addresses
-/// (IPv4 first). An error only when both questions failed.
+/// A and AAAA answers for `host` from `server` (the A answers first, as
+/// the server gave them; the resolver sorts them, `addr_sort`). An error
+/// only when both questions failed.
 pub(crate) fn lookup_ips(server: SocketAddr, host: &str) -> Result<Vec<IpAddr>, String> {
     let v4 = query(server, host, RecordType::A);
     let v6 = query(server, host, RecordType::AAAA);

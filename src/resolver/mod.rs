@@ -65,6 +65,7 @@
 //! # }
 //! ```
 
+mod addr_sort;
 mod dns;
 mod dns_client;
 mod dns_config;

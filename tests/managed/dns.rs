@@ -476,3 +476,55 @@ fn passthrough_names_and_bare_ports_reach_localhost() {
         assert_eq!(server.last_authority().unwrap(), authority, "{target}");
     }
 }
+
+/// A name with both an A and an AAAA record: both are backends, in RFC
+/// 6724's order as gRPC's DNS resolvers give them (C-core's
+/// `address_sorting`, Go's `sortByRFC6724`): `::1` (precedence 50) before
+/// `127.0.0.1` (35), so pick_first, trying them in order, uses `::1`. Only
+/// where this host has IPv6 loopback.
+#[test]
+fn a_and_aaaa_answers_are_both_backends_in_rfc6724_order() {
+    let Ok(v6) = std::net::TcpListener::bind("[::1]:0") else {
+        eprintln!("no IPv6 loopback here: skipped");
+        return;
+    };
+    drop(v6);
+    let (port, servers) = (0..10)
+        .find_map(|_| {
+            let v4 = TestServer::start(
+                Listen::Tcp("127.0.0.1:0".parse().unwrap()),
+                ServerOptions::default(),
+            )
+            .ok()?;
+            let port = v4.port();
+            let v6 = TestServer::start(
+                Listen::Tcp(SocketAddr::from((std::net::Ipv6Addr::LOCALHOST, port))),
+                ServerOptions::default(),
+            )
+            .ok()?;
+            Some((port, vec![v4, v6]))
+        })
+        .expect("a port free on 127.0.0.1 and ::1");
+    let dns = Dnsmasq::start("127.0.0.1 svc.test\n::1 svc.test\n", &[]);
+    let rt = Runtime::new().unwrap();
+    let target = format!("dns://{}/svc.test:{port}", dns.server());
+
+    let pf = channel(
+        &rt,
+        &target,
+        None,
+        dns_options(Duration::from_secs(30), false),
+    );
+    assert_eq!(served(&mut pf.reader(), &servers, 10), vec![0, 10]);
+
+    let rr = channel(
+        &rt,
+        &target,
+        RR,
+        dns_options(Duration::from_secs(30), false),
+    );
+    let mut r = rr.reader();
+    warm(&mut r, &servers, &[0, 1]);
+    assert_eq!(served(&mut r, &servers, 20), vec![10, 10]);
+    assert_eq!(dns.queries("AAAA", "svc.test"), 2, "{}", dns.log());
+}
