@@ -116,8 +116,11 @@ impl ServiceConfig {
             Some(h) => {
                 let at = root.field("healthCheckConfig");
                 let h = json::object(h, &at)?;
+                // Enabled only by a `serviceName` ("" = the whole
+                // server): C-core's and Java's optional field; an empty
+                // object checks nothing.
                 match config_field(h, "serviceName") {
-                    None => Some(String::new()),
+                    None => None,
                     Some(s) => Some(json::string(s, &at.field("serviceName"))?.to_string()),
                 }
             }
@@ -305,6 +308,10 @@ mod tests {
         .unwrap();
         assert_eq!(c.policy.name(), "round_robin");
         assert_eq!(c.health_check_service.as_deref(), Some("echo.Echo"));
+        let whole = ServiceConfig::parse(Some(r#"{"healthCheckConfig":{"serviceName":""}}"#));
+        assert_eq!(whole.unwrap().health_check_service.as_deref(), Some(""));
+        let none = ServiceConfig::parse(Some(r#"{"healthCheckConfig":{}}"#)).unwrap();
+        assert_eq!(none.health_check_service, None, "no serviceName: off");
     }
 
     /// An empty `loadBalancingPolicy` is no policy named: C-core skips the
