@@ -763,7 +763,8 @@ sy_status sy_channel_options_set_client_cert(struct sy_channel_options *opts,
  * HTTP/2 keepalive: after `time_ms` without reading anything, send a PING
  * and drop the connection if no ack comes within `timeout_ms` (0: 20000,
  * gRPC's default). `permit_without_calls`: also when no call is in flight.
- * `time_ms` 0 turns keepalive off (the default). A server may answer too
+ * `time_ms` 0 turns keepalive off (the default); under 10000 it is raised
+ * to 10000 (gRFC A8's client minimum). A server may answer too
  * frequent pings with GOAWAY ENHANCE_YOUR_CALM; the time is then doubled.
  * Without `permit_without_calls` no PING goes out while no call is in
  * flight, and a call starting after `time_ms` of quiet pings at once. On

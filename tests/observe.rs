@@ -357,3 +357,49 @@ fn health_changes_are_logged_with_the_backend() {
         "{ours:#?}"
     );
 }
+
+/// gRFC A17: a backend without the health service (Watch ends
+/// UNIMPLEMENTED) counts as healthy, and that is logged at ERROR, as
+/// gRPC-Go's "Subchannel health check is unimplemented at server side, thus
+/// health check is disabled".
+#[test]
+fn a_missing_health_service_is_logged_as_an_error() {
+    let _turn = CALLBACK.lock().unwrap_or_else(|e| e.into_inner());
+    let records: Records = Default::default();
+    let sink = records.clone();
+    let callback: trace::LogCallback = Arc::new(move |level, target: &str, message: &str| {
+        sink.lock()
+            .unwrap()
+            .push((level, target.to_string(), message.to_string()));
+    });
+    trace::set_callback(Some(callback), log::LevelFilter::Info).unwrap();
+    let backend = TestServer::start(
+        Listen::Tcp("127.0.0.1:0".parse().unwrap()),
+        ServerOptions {
+            no_health: true,
+            ..Default::default()
+        },
+    )
+    .unwrap();
+    let addr = backend.addr().to_string();
+    let rt = Runtime::new().unwrap();
+    let config = r#"{"loadBalancingConfig":[{"round_robin":{}}],
+                     "healthCheckConfig":{"serviceName":""}}"#;
+    let ch = Channel::new(&rt, &format!("ipv4:{addr}"), Some(config), options()).unwrap();
+    ch.reader()
+        .unary("/echo.Echo/Unary", b"hi", &call_options())
+        .unwrap();
+    assert_eq!(ch.state(), Ready);
+    ch.close();
+    trace::set_callback(None, log::LevelFilter::Off).unwrap();
+    let lines = records.lock().unwrap().clone();
+    let ours: Vec<_> = lines
+        .iter()
+        .filter(|(_, t, m)| m.contains(&addr) && t == trace::HEALTH)
+        .collect();
+    assert!(
+        ours.iter()
+            .any(|(l, _, m)| *l == log::Level::Error && m.contains("does not implement")),
+        "{ours:#?}"
+    );
+}

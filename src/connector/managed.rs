@@ -77,7 +77,9 @@ impl ManagedConnector {
         ManagedConnector {
             tls: config.tls_settings().map(TlsClient::new).transpose(),
             authority: None,
-            keepalive: config.keepalive,
+            // gRFC A8's 10 s floor, applied where gRPC-Go applies it (the
+            // channel's option), so the transport uses what it is given.
+            keepalive: config.keepalive.map(Keepalive::with_min_time),
             limits: config.limits(),
             conns: HashMap::new(),
             active: HashMap::new(),
@@ -577,6 +579,60 @@ mod tests {
         m.shutdown(&other, &mut ctx);
         let lost = |id| (id, TransportEvent::Lost("server sent GOAWAY".into()));
         assert_eq!(events, vec![lost(sc.id()), lost(other.id()), lost(sc.id())]);
+    }
+
+    /// gRFC A8: a client keepalive time under 10 s is raised to 10 s (gRPC-Go's
+    /// `WithKeepaliveParams`, gRPC Java's `keepAliveTime`), for the
+    /// connections the channel makes, 0 included (`None` is off); the
+    /// timeout and permit-without-calls are kept.
+    #[test]
+    #[cfg_attr(miri, ignore = "real sockets: Miri has no network")]
+    fn keepalive_time_under_ten_seconds_is_raised_to_ten() {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let (mut env, _poll) = crate::runtime::LoopContext::for_test();
+        let with = |time: Duration| {
+            ManagedConnector::new(TransportConfig {
+                keepalive: Some(Keepalive {
+                    time,
+                    timeout: Duration::from_secs(3),
+                    permit_without_calls: true,
+                }),
+                ..TransportConfig::insecure()
+            })
+        };
+        let ten = Keepalive {
+            time: Duration::from_secs(10),
+            timeout: Duration::from_secs(3),
+            permit_without_calls: true,
+        };
+        for time in [
+            Duration::ZERO,
+            Duration::from_millis(1),
+            Duration::from_secs(9),
+        ] {
+            assert_eq!(with(time).keepalive, Some(ten), "{time:?}");
+        }
+        let longer = Duration::from_secs(11);
+        assert_eq!(with(longer).keepalive.map(|k| k.time), Some(longer));
+        // The connection is made with the raised time.
+        let mut m = with(Duration::from_millis(50));
+        let sc = Arc::new(SubConn::new(
+            SubConnId(1),
+            Address::new(listener.local_addr().unwrap().to_string()),
+        ));
+        let mut events = Vec::new();
+        let mut ctx = ConnectorCtx {
+            env: &mut env,
+            task: 1,
+            events: &mut events,
+        };
+        m.connect(&sc, Instant::now(), &mut ctx);
+        let key = *m.active.get(&sc.id()).expect("connecting");
+        assert_eq!(
+            m.conns[&key].conn.keepalive_time(),
+            Some(Duration::from_secs(10))
+        );
+        m.shutdown(&sc, &mut ctx);
     }
 
     /// A resolver update that drops a backend lets the calls in flight on it

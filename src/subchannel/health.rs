@@ -134,10 +134,15 @@ impl HealthCheck {
                 if status == health_proto::SERVING {
                     Verdict::Healthy
                 } else {
-                    // gRPC-Go's words first ("connection active but health
-                    // check failed. status=NOT_SERVING"), then which one.
+                    // gRPC-Go's words, as they are ("connection active but
+                    // health check failed. status=NOT_SERVING"; a value the
+                    // enum lacks as its number), then which backend.
+                    let name = match name {
+                        "unrecognized status" => status.to_string(),
+                        known => known.to_string(),
+                    };
                     Verdict::Unhealthy(format!(
-                        "connection active but health check failed: {addr} reports {name}"
+                        "connection active but health check failed. status={name} (from {addr})"
                     ))
                 }
             }
@@ -184,10 +189,17 @@ impl HealthCheck {
         }
         self.phase = Phase::Retrying;
         let at = reopen_at(&mut self.backoff, self.got_status, now);
-        // gRPC-Go's words first, then which backend.
+        // gRPC-Go's words, as they are (its status error's text, "rpc
+        // error: code = Unavailable desc = ...", or "EOF" for a stream the
+        // server ended OK), then which backend.
+        let error = match crate::status::Code::from_u32(code) {
+            Some(crate::status::Code::Ok) => "EOF".to_string(),
+            Some(c) => format!("rpc error: code = {c:?} desc = {message}"),
+            None => format!("rpc error: code = Code({code}) desc = {message}"),
+        };
         let message = format!(
-            "connection active but received health check RPC error: grpc status {code}: \
-             {message} (from {addr}; retrying)"
+            "connection active but received health check RPC error: {error} \
+             (from {addr}; retrying)"
         );
         log::info!(target: trace::HEALTH, "{message}");
         Outcome {
@@ -242,11 +254,12 @@ mod tests {
             (health_proto::NOT_SERVING, "NOT_SERVING"),
             (health_proto::UNKNOWN, "UNKNOWN"),
             (health_proto::SERVICE_UNKNOWN, "SERVICE_UNKNOWN"),
-            (77, "unrecognized status"),
+            (77, "77"),
         ] {
             let got = report(&mut h, TransportEvent::HealthStatus(status), now);
+            // gRPC-Go's health client's words, then the backend.
             let want = Verdict::Unhealthy(format!(
-                "connection active but health check failed: {ADDR} reports {name}"
+                "connection active but health check failed. status={name} (from {ADDR})"
             ));
             assert_eq!(
                 got,
@@ -310,9 +323,12 @@ mod tests {
         let Some(Verdict::Unhealthy(why)) = got.verdict else {
             panic!("ill health expected")
         };
-        assert!(
-            why.contains("health check RPC error") && why.contains("retrying"),
-            "{why}"
+        assert_eq!(
+            why,
+            format!(
+                "connection active but received health check RPC error: \
+                 rpc error: code = Unavailable desc = why (from {ADDR}; retrying)"
+            )
         );
         assert!(h.is_retrying());
         // The retry grows ×1.6 when it fails the same way.
@@ -320,6 +336,14 @@ mod tests {
         h.starting(later, &mut || 0.5);
         let got = report(&mut h, ended(code::OK), later);
         assert_eq!(got.retry_at, Some(later + Duration::from_millis(1600)));
+        // Ended OK: gRPC-Go's stream reads io.EOF.
+        assert_eq!(
+            got.verdict,
+            Some(Verdict::Unhealthy(format!(
+                "connection active but received health check RPC error: EOF \
+                 (from {ADDR}; retrying)"
+            )))
+        );
         // A stream that delivered a status retries at once.
         h.starting(later, &mut || 0.5);
         report(

@@ -8,8 +8,11 @@ use crate::backoff::Backoff;
 use std::collections::HashSet;
 use std::time::Instant;
 
-/// Warns, once per address (`logged` outlives connections), that `addr`
-/// has no `service`; `then` says what follows from it.
+/// Logs at ERROR, once per address (`logged` outlives connections), that
+/// `addr` has no `service`; `then` says what follows from it. ERROR as gRFC
+/// A17 asks for the health service and gRPC-Go logs both ("Subchannel
+/// health check is unimplemented at server side, thus health check is
+/// disabled"; "Server doesn't support ORCA OOB load reporting protocol").
 pub(super) fn log_unimplemented_once(
     logged: &mut HashSet<String>,
     target: &str,
@@ -19,7 +22,7 @@ pub(super) fn log_unimplemented_once(
     then: &str,
 ) {
     if logged.insert(addr.to_string()) {
-        log::warn!(target: target, "{addr} does not implement {service} ({message}): {then}");
+        log::error!(target: target, "{addr} does not implement {service} ({message}): {then}");
     }
 }
 

@@ -181,11 +181,12 @@ pub struct TlsSettings {
 /// dormant while no call is in flight, and a call that starts on a
 /// connection quiet for `time` pings at once. A server's "too_many_pings"
 /// GOAWAY doubles `time`. On Linux, TCP connections also get
-/// TCP_USER_TIMEOUT = `timeout` (gRFC A18). `time` is used as given (no
-/// 10 s floor as in gRPC-Go: a server's enforcement policy still applies),
-/// except that 0 (or one longer than any connection lives) is keepalive
-/// off, and a `timeout` of 0 is 20 s, as gRPC-Go's transport takes them
-/// (its `WithKeepaliveParams` would first raise a 0 to its 10 s floor).
+/// TCP_USER_TIMEOUT = `timeout` (gRFC A18). A channel raises a `time`
+/// under 10 s, 0 included, to 10 s (gRFC A8's client minimum, as gRPC-Go's
+/// `WithKeepaliveParams` and gRPC Java's `keepAliveTime` do, with a
+/// warning); `None` is keepalive off, as is a `time` longer than any
+/// connection lives, and a `timeout` of 0 is 20 s, as gRPC-Go's transport
+/// takes them.
 pub struct Keepalive {
     /// Idle time (no bytes read) after which a PING is sent.
     pub time: Duration,
@@ -197,6 +198,24 @@ pub struct Keepalive {
 
 /// Longer than this is forever (and keeps `Instant` arithmetic in range).
 const KEEPALIVE_FOREVER: Duration = Duration::from_secs(100 * 365 * 24 * 3600);
+
+/// gRFC A8's least client keepalive time (gRPC-Go's
+/// `internal.KeepaliveMinPingTime`, gRPC Java's `KEEPALIVE_TIME_NANOS_MIN`).
+pub const MIN_KEEPALIVE_TIME: Duration = Duration::from_secs(10);
+
+/// The floor channels apply, in milliseconds: [`MIN_KEEPALIVE_TIME`] unless
+/// a test lowered it (`set_min_keepalive_time_for_testing`).
+static MIN_KEEPALIVE_MS: std::sync::atomic::AtomicU64 =
+    std::sync::atomic::AtomicU64::new(MIN_KEEPALIVE_TIME.as_millis() as u64);
+
+/// Lowers (or restores) the keepalive floor channels apply, for tests that
+/// cannot wait 10 s for a ping, as gRPC-Go's tests set
+/// `internal.KeepaliveMinPingTime`. Process-wide; not part of the API.
+#[doc(hidden)]
+pub fn set_min_keepalive_time_for_testing(min: Duration) {
+    let ms = u64::try_from(min.as_millis()).unwrap_or(u64::MAX);
+    MIN_KEEPALIVE_MS.store(ms, std::sync::atomic::Ordering::Relaxed);
+}
 
 impl Keepalive {
     /// As gRPC-Go takes its settings: a `time` of 0 (or longer than any
@@ -212,6 +231,24 @@ impl Keepalive {
             self.timeout.min(KEEPALIVE_FOREVER)
         };
         Some(Keepalive { timeout, ..self })
+    }
+
+    /// As a channel takes its setting (gRPC-Go's `WithKeepaliveParams`): a
+    /// `time` under [`MIN_KEEPALIVE_TIME`], 0 included, is raised to it,
+    /// with a warning.
+    pub(crate) fn with_min_time(self) -> Keepalive {
+        let min =
+            Duration::from_millis(MIN_KEEPALIVE_MS.load(std::sync::atomic::Ordering::Relaxed));
+        if self.time >= min {
+            return self;
+        }
+        log::warn!(
+            target: crate::trace::TRANSPORT,
+            "adjusting keepalive ping interval {:?} to the minimum period of {:?}",
+            self.time,
+            min
+        );
+        Keepalive { time: min, ..self }
     }
 }
 

@@ -73,6 +73,12 @@ pub enum Mode {
     /// PROTOCOL_ERROR, in gRPC-Go); nothing answered, the connection kept
     /// open. Later connections are well-behaved.
     GoawayEvenId,
+    /// Once `n` requests are in flight on the first connection: a graceful
+    /// shutdown's two GOAWAYs (A9, RFC 9113 6.8): the first with last stream
+    /// id 2^31 - 1, then one naming only the first stream as processed; that
+    /// stream is answered, the others never. Later connections are
+    /// well-behaved.
+    GoawayTwice(usize),
     /// Every request answered with RST_STREAM carrying this error code.
     RstStream(u32),
     /// A response whose gRPC length prefix announces this many bytes
@@ -375,6 +381,7 @@ fn serve(
                 | Mode::GoawayWithQueued
                 | Mode::HangUpWithQueued
                 | Mode::GoawayEvenId
+                | Mode::GoawayTwice(_)
         ),
     };
     match mode {
@@ -416,6 +423,7 @@ fn serve(
         | Mode::GoawayWithQueued
         | Mode::HangUpWithQueued
         | Mode::GoawayEvenId
+        | Mode::GoawayTwice(_)
             if index > 0 =>
         {
             serve_good(&mut c)
@@ -471,6 +479,22 @@ fn serve(
                 c.answer_ok(s)?;
             }
             // Streams opened after the GOAWAY are left unanswered.
+            idle(&mut c)
+        }
+        Mode::GoawayTwice(n) => {
+            let streams = gather(&mut c, n)?;
+            let first = *streams.iter().min().unwrap_or(&1);
+            let mut goaway = 0x7fff_ffffu32.to_be_bytes().to_vec();
+            goaway.extend(0u32.to_be_bytes());
+            goaway.extend(b"graceful_stop");
+            c.send(&frame(GOAWAY, 0, 0, &goaway))?;
+            // A grace period (a server would send a PING and wait for its
+            // ack), then the real last stream id.
+            std::thread::sleep(Duration::from_millis(100));
+            let mut goaway = first.to_be_bytes().to_vec();
+            goaway.extend(0u32.to_be_bytes());
+            c.send(&frame(GOAWAY, 0, 0, &goaway))?;
+            c.answer_ok(first)?;
             idle(&mut c)
         }
         Mode::GoawayEvenId => {
