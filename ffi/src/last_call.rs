@@ -25,16 +25,24 @@ pub(crate) fn set_last_call(s: &Status) {
     });
 }
 
-/// Copies `bytes` out as the two lookups below do: their first `len` bytes
-/// into `buf`, their whole length into `*size`.
-fn copy_out(bytes: &[u8], buf: *mut u8, len: usize, size: *mut usize) -> Result<(), Error> {
-    let size = try_out!(size, "size");
+/// Checks a copy's destination (`buf`, `len`, `size`) before anything is
+/// looked up, so that a bad argument is reported as such whatever the
+/// thread's record holds (and nothing is written).
+fn check_dest(buf: *mut u8, len: usize, size: *mut usize) -> Result<(), Error> {
+    try_out!(size, "size");
     if len > 0 && buf.is_null() {
         return Err(Error::null("buf must not be NULL when len > 0"));
     }
     if len > isize::MAX as usize {
         return Err(Error::invalid("len is larger than any buffer"));
     }
+    Ok(())
+}
+
+/// Copies `bytes` out as the lookups below do: their first `len` bytes
+/// into `buf`, their whole length into `*size`.
+fn copy_out(bytes: &[u8], buf: *mut u8, len: usize, size: *mut usize) -> Result<(), Error> {
+    check_dest(buf, len, size)?;
     let n = bytes.len().min(len);
     if n > 0 {
         // SAFETY: the caller promises `buf` has room for `len >= n` bytes.
@@ -62,6 +70,7 @@ fn no_call_record() -> Error {
 #[no_mangle]
 pub extern "C" fn sy_last_call_details(buf: *mut u8, len: usize, size: *mut usize) -> sy_status {
     boundary(|| {
+        check_dest(buf, len, size)?;
         let record = LAST_CALL.with(|l| l.borrow().clone());
         let status = record.ok_or_else(no_call_record)?;
         let details = status.details().ok_or_else(|| {
@@ -84,6 +93,7 @@ pub extern "C" fn sy_last_call_details(buf: *mut u8, len: usize, size: *mut usiz
 #[no_mangle]
 pub extern "C" fn sy_last_call_message(buf: *mut u8, len: usize, size: *mut usize) -> sy_status {
     boundary(|| {
+        check_dest(buf, len, size)?;
         let record = LAST_CALL.with(|l| l.borrow().clone());
         let status = record.ok_or_else(no_call_record)?;
         copy_out(status.message().as_bytes(), buf, len, size)
@@ -111,6 +121,7 @@ pub extern "C" fn sy_last_call_trailer_at(
         if key_len > 0 && key.is_null() {
             return Err(Error::null("key must not be NULL when key_len > 0"));
         }
+        check_dest(value, value_len, value_size)?;
         let record = LAST_CALL.with(|l| l.borrow().clone());
         let status = record.ok_or_else(no_call_record)?;
         let (k, v) = status.trailers().get(index).ok_or_else(|| {
@@ -157,6 +168,7 @@ pub extern "C" fn sy_last_call_trailer(
     boundary(|| {
         // SAFETY: NUL-terminated per the contract.
         let key = unsafe { str_arg(key, "key") }?;
+        check_dest(buf, len, size)?;
         let record = LAST_CALL.with(|l| l.borrow().clone());
         let status = record.ok_or_else(no_call_record)?;
         let value = status

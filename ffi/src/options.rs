@@ -238,7 +238,16 @@ fn roots_from_pem(pem: &[u8]) -> Result<Vec<u8>, Error> {
     if n == 0 {
         return Err(Error::invalid("roots PEM holds no certificate"));
     }
-    Ok(pem.to_vec())
+    // PEM blocks that decode are not yet certificates: each must parse as
+    // a trust anchor, or every connection would fail on it later.
+    let pem = pem.to_vec();
+    switchyard::TlsSettings {
+        roots_pem: Some(pem.clone()),
+        ..Default::default()
+    }
+    .check()
+    .map_err(|e| Error::invalid(format!("roots PEM: {e}")))?;
+    Ok(pem)
 }
 
 /// Frees options. Channels created with them are unaffected. NULL is a

@@ -978,3 +978,113 @@ fn no_wait_and_wait_forever_in_picks_and_state_waits() {
     sy_runtime_free(rt);
     server.stop();
 }
+
+/// Roots whose PEM decodes but holds no certificate (here DER `00 00 00`)
+/// are refused when set, as the header says ("no parsable certificate"),
+/// with `*out` and the options unchanged: they were taken, and every
+/// connection of the channel then failed with "bad root certificate".
+#[test]
+fn roots_that_are_pem_but_no_certificate_are_refused_when_set() {
+    use crate::*;
+    let pem = b"-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----\n";
+    let sentinel = 0x1usize as *mut sy_channel_options;
+    let mut o = sentinel;
+    assert_eq!(
+        sy_channel_options_new_tls(pem.as_ptr(), pem.len(), &mut o),
+        sy_status::SY_INVALID_ARGUMENT
+    );
+    assert_eq!(o, sentinel, "out written on failure");
+    let msg = tls::last_error();
+    assert!(
+        msg.starts_with("SY_INVALID_ARGUMENT: roots PEM: bad root certificate"),
+        "{msg}"
+    );
+    let mut o = std::ptr::null_mut();
+    assert_eq!(sy_channel_options_new(&mut o), sy_status::SY_OK);
+    assert_eq!(
+        sy_channel_options_set_tls_roots_pem(o, pem.as_ptr(), pem.len()),
+        sy_status::SY_INVALID_ARGUMENT
+    );
+    // Nothing was set: the options still make a plaintext channel.
+    assert_eq!(sy_channel_options_set_insecure(o, true), sy_status::SY_OK);
+    let mut rt = std::ptr::null_mut();
+    assert_eq!(sy_runtime_new(&mut rt), sy_status::SY_OK);
+    let mut ch = std::ptr::null_mut();
+    assert_eq!(
+        sy_channel_new_simple(
+            rt,
+            c"ipv4:127.0.0.1:1".as_ptr(),
+            std::ptr::null(),
+            o,
+            &mut ch
+        ),
+        sy_status::SY_OK,
+        "{}",
+        tls::last_error()
+    );
+    sy_channel_free(ch);
+    sy_channel_options_free(o);
+    sy_runtime_free(rt);
+}
+
+/// The last call's lookups check their arguments before the thread's
+/// record: a NULL `size` (or `buf` with a length, or a length no buffer
+/// has) is SY_NULL_PARAMETER / SY_INVALID_ARGUMENT whether or not a call
+/// has failed on this thread, not SY_NOT_FOUND, and nothing is written.
+#[test]
+fn last_call_lookups_check_arguments_before_the_record() {
+    use crate::*;
+    // A fresh thread: no call has failed on it.
+    std::thread::spawn(|| {
+        let mut buf = [0u8; 8];
+        let mut size = 77usize;
+        let null = std::ptr::null_mut();
+        assert_eq!(
+            sy_last_call_details(buf.as_mut_ptr(), 8, null),
+            sy_status::SY_NULL_PARAMETER
+        );
+        assert_eq!(
+            sy_last_call_details(null.cast(), 8, &mut size),
+            sy_status::SY_NULL_PARAMETER
+        );
+        assert_eq!(
+            sy_last_call_message(buf.as_mut_ptr(), 8, null),
+            sy_status::SY_NULL_PARAMETER
+        );
+        assert_eq!(
+            sy_last_call_message(buf.as_mut_ptr(), usize::MAX, &mut size),
+            sy_status::SY_INVALID_ARGUMENT
+        );
+        assert_eq!(
+            sy_last_call_trailer(c"k".as_ptr(), 0, buf.as_mut_ptr(), 8, null),
+            sy_status::SY_NULL_PARAMETER
+        );
+        let mut key = [0 as std::ffi::c_char; 8];
+        let mut key_size = 77usize;
+        assert_eq!(
+            sy_last_call_trailer_at(
+                0,
+                key.as_mut_ptr(),
+                8,
+                &mut key_size,
+                buf.as_mut_ptr(),
+                8,
+                null
+            ),
+            sy_status::SY_NULL_PARAMETER
+        );
+        assert_eq!((size, key_size), (77, 77), "written on failure");
+        // With good arguments, no record is SY_NOT_FOUND as before.
+        assert_eq!(
+            sy_last_call_details(buf.as_mut_ptr(), 8, &mut size),
+            sy_status::SY_NOT_FOUND
+        );
+        assert_eq!(
+            sy_last_call_message(std::ptr::null_mut(), 0, &mut size),
+            sy_status::SY_NOT_FOUND
+        );
+        assert_eq!(size, 77);
+    })
+    .join()
+    .unwrap();
+}

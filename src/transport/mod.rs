@@ -174,6 +174,18 @@ pub struct TlsSettings {
     pub client_cert: Option<(Vec<u8>, Vec<u8>)>,
 }
 
+impl TlsSettings {
+    /// Builds the TLS client configuration these settings make, as a
+    /// channel does for its connections, and says why it cannot be built:
+    /// a PEM block of roots whose contents is no certificate, a client
+    /// certificate or key that rustls refuses. A check for settings taken
+    /// from outside (the C ABI's option setters), so that they are refused
+    /// when set rather than failing every connection later.
+    pub fn check(&self) -> Result<(), String> {
+        tls::TlsClient::new(self).map(|_| ())
+    }
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 /// HTTP/2 keepalive PINGs (gRFC A8), off unless set: a PING after `time`
 /// without reading anything, the connection dropped if nothing at all is
