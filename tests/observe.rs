@@ -48,23 +48,27 @@ fn snapshot_until(ch: &Channel, done: impl Fn(&ChannelSnapshot) -> bool) -> Chan
 
 type Records = Arc<Mutex<Vec<(log::Level, String, String)>>>;
 
+/// Sends the library's log records at `level` and above into the returned
+/// list (the caller holds `CALLBACK`: one callback per process).
+fn record_logs(level: log::LevelFilter) -> Records {
+    let records: Records = Default::default();
+    let sink = records.clone();
+    let callback: trace::LogCallback = Arc::new(move |level, target: &str, message: &str| {
+        sink.lock()
+            .unwrap()
+            .push((level, target.to_string(), message.to_string()));
+    });
+    trace::set_callback(Some(callback), level).unwrap();
+    records
+}
+
 /// The log callback is process-wide: tests that set it take turns.
 static CALLBACK: Mutex<()> = Mutex::new(());
 
 #[test]
 fn log_records_follow_a_channel_through_ready_and_a_stopped_backend() {
     let _turn = CALLBACK.lock().unwrap_or_else(|e| e.into_inner());
-    let records: Records = Default::default();
-    let sink = records.clone();
-    trace::set_callback(
-        Some(Arc::new(move |level, target: &str, message: &str| {
-            sink.lock()
-                .unwrap()
-                .push((level, target.to_string(), message.to_string()));
-        })),
-        log::LevelFilter::Debug,
-    )
-    .unwrap();
+    let records = record_logs(log::LevelFilter::Debug);
 
     let backend = server();
     let addr = backend.addr().to_string();
@@ -281,16 +285,9 @@ fn snapshot_counts_each_backends_calls_and_shows_a_stopped_ones_error() {
 #[test]
 fn a_resolver_error_is_logged_and_named_as_the_channels_reason() {
     let _turn = CALLBACK.lock().unwrap_or_else(|e| e.into_inner());
-    let records: Records = Default::default();
-    let sink = records.clone();
     // Other tests' channels log too: this test's records are told apart by
     // their unique error text.
-    let callback: trace::LogCallback = Arc::new(move |level, target: &str, message: &str| {
-        sink.lock()
-            .unwrap()
-            .push((level, target.to_string(), message.to_string()));
-    });
-    trace::set_callback(Some(callback), log::LevelFilter::Info).unwrap();
+    let records = record_logs(log::LevelFilter::Info);
     let rt = Runtime::new().unwrap();
     let ch = Channel::new(&rt, "", None, options()).unwrap();
     ch.report_resolver_error("no such host: observe.invalid")
@@ -319,14 +316,7 @@ fn a_resolver_error_is_logged_and_named_as_the_channels_reason() {
 fn health_changes_are_logged_with_the_backend() {
     use switchyard::transport::health_proto::NOT_SERVING;
     let _turn = CALLBACK.lock().unwrap_or_else(|e| e.into_inner());
-    let records: Records = Default::default();
-    let sink = records.clone();
-    let callback: trace::LogCallback = Arc::new(move |level, target: &str, message: &str| {
-        sink.lock()
-            .unwrap()
-            .push((level, target.to_string(), message.to_string()));
-    });
-    trace::set_callback(Some(callback), log::LevelFilter::Info).unwrap();
+    let records = record_logs(log::LevelFilter::Info);
     let backend = server();
     let addr = backend.addr().to_string();
     let rt = Runtime::new().unwrap();
@@ -365,14 +355,7 @@ fn health_changes_are_logged_with_the_backend() {
 #[test]
 fn a_missing_health_service_is_logged_as_an_error() {
     let _turn = CALLBACK.lock().unwrap_or_else(|e| e.into_inner());
-    let records: Records = Default::default();
-    let sink = records.clone();
-    let callback: trace::LogCallback = Arc::new(move |level, target: &str, message: &str| {
-        sink.lock()
-            .unwrap()
-            .push((level, target.to_string(), message.to_string()));
-    });
-    trace::set_callback(Some(callback), log::LevelFilter::Info).unwrap();
+    let records = record_logs(log::LevelFilter::Info);
     let backend = TestServer::start(
         Listen::Tcp("127.0.0.1:0".parse().unwrap()),
         ServerOptions {

@@ -1503,30 +1503,44 @@ mod tests {
         assert_eq!(cc.timers()[0].1, cc.now() + Duration::from_secs(3));
     }
 
-    /// A61: one entry per endpoint, whichever of its addresses is used
-    /// (gRPC-Go's TestMultipleAddressesPerEndpoint and
-    /// TestEjectionStateResetsWhenEndpointAddressesChange).
-    #[test]
-    fn endpoints_of_several_addresses_are_ejected_whole_and_reset_when_their_addresses_change() {
-        let ep = |i: usize| {
-            Endpoint::new(vec![
-                Address::new(format!("127.0.0.1:{}", 1000 + i)),
-                Address::new(format!("127.0.0.1:{}", 2000 + i)),
-            ])
-        };
+    /// An endpoint of two addresses (127.0.0.1:1000+i, then :2000+i).
+    fn two_address_endpoint(i: usize) -> Endpoint {
+        Endpoint::new(vec![
+            Address::new(format!("127.0.0.1:{}", 1000 + i)),
+            Address::new(format!("127.0.0.1:{}", 2000 + i)),
+        ])
+    }
+
+    /// The address a test subchannel connects to.
+    fn addr_of(cc: &TestClientConn, id: SubConnId) -> String {
+        cc.subconn(id).unwrap().addr().to_string()
+    }
+
+    /// Two endpoints of two addresses under round_robin, both READY on
+    /// their first address; the first (127.0.0.1:1000) failed every call
+    /// and was ejected at the 10 s sweep for `base` (a duration string).
+    /// Returns the config, the ejected endpoint's subchannel and the
+    /// other's.
+    fn one_of_two_endpoints_ejected(
+        base: &str,
+    ) -> (
+        TestClientConn,
+        Box<dyn Balancer>,
+        Option<LbConfig>,
+        SubConnId,
+        SubConnId,
+    ) {
         let cfg = OutlierDetectionBuilder
             .parse_config(&json!({"childPolicy": [{"round_robin": {}}],
-                "maxEjectionPercent": 100, "baseEjectionTime": "300s",
+                "maxEjectionPercent": 100, "baseEjectionTime": base,
                 "failurePercentageEjection": {"minimumHosts": 0, "requestVolume": 2,
                                               "threshold": 50}}))
             .unwrap();
         let mut cc = TestClientConn::new();
         let mut od = OutlierDetectionBuilder.build();
-        cc.update(
-            &mut *od,
-            ClientConnState::new(vec![ep(0), ep(1)], cfg.clone()),
-        )
-        .unwrap();
+        let endpoints = vec![two_address_endpoint(0), two_address_endpoint(1)];
+        cc.update(&mut *od, ClientConnState::new(endpoints, cfg.clone()))
+            .unwrap();
         let first: Vec<SubConnId> = cc.connects().to_vec();
         assert_eq!(
             first.len(),
@@ -1536,22 +1550,32 @@ mod tests {
         for id in &first {
             cc.set_state(&mut *od, *id, ConnectivityState::Ready);
         }
-        let addr = |cc: &TestClientConn, id: SubConnId| cc.subconn(id).unwrap().addr().to_string();
         let bad = *first
             .iter()
-            .find(|id| addr(&cc, **id) == "127.0.0.1:1000")
+            .find(|id| addr_of(&cc, **id) == "127.0.0.1:1000")
             .unwrap();
         let good = *first.iter().find(|id| **id != bad).unwrap();
         traffic(&mut cc, 10, &[bad]);
         cc.advance(&mut *od, Duration::from_secs(10));
         assert_eq!(traffic(&mut cc, 10, &[]), HashSet::from([good]));
+        (cc, od, cfg, bad, good)
+    }
+
+    /// A61: one entry per endpoint, whichever of its addresses is used
+    /// (gRPC-Go's TestMultipleAddressesPerEndpoint and
+    /// TestEjectionStateResetsWhenEndpointAddressesChange).
+    #[test]
+    fn endpoints_of_several_addresses_are_ejected_whole_and_reset_when_their_addresses_change() {
+        let (mut cc, mut od, cfg, _, good) = one_of_two_endpoints_ejected("300s");
         // The endpoint loses its first address: a new endpoint, not ejected.
-        let cfg2 = cfg.clone();
         cc.update(
             &mut *od,
             ClientConnState::new(
-                vec![Endpoint::new(vec![Address::new("127.0.0.1:2000")]), ep(1)],
-                cfg2,
+                vec![
+                    Endpoint::new(vec![Address::new("127.0.0.1:2000")]),
+                    two_address_endpoint(1),
+                ],
+                cfg,
             ),
         )
         .unwrap();
@@ -1562,7 +1586,7 @@ mod tests {
         }
         let seen: HashSet<String> = traffic(&mut cc, 10, &[])
             .iter()
-            .map(|id| addr(&cc, *id))
+            .map(|id| addr_of(&cc, *id))
             .collect();
         assert_eq!(
             seen,
@@ -1576,42 +1600,14 @@ mod tests {
     /// address while ejected (and is READY as soon as it is returned).
     #[test]
     fn an_ejected_endpoint_fails_over_to_its_next_address_while_ejected() {
-        let ep = |i: usize| {
-            Endpoint::new(vec![
-                Address::new(format!("127.0.0.1:{}", 1000 + i)),
-                Address::new(format!("127.0.0.1:{}", 2000 + i)),
-            ])
-        };
-        let cfg = OutlierDetectionBuilder
-            .parse_config(&json!({"childPolicy": [{"round_robin": {}}],
-                "maxEjectionPercent": 100, "baseEjectionTime": "30s",
-                "failurePercentageEjection": {"minimumHosts": 0, "requestVolume": 2,
-                                              "threshold": 50}}))
-            .unwrap();
-        let mut cc = TestClientConn::new();
-        let mut od = OutlierDetectionBuilder.build();
-        cc.update(&mut *od, ClientConnState::new(vec![ep(0), ep(1)], cfg))
-            .unwrap();
-        let first: Vec<SubConnId> = cc.connects().to_vec();
-        for id in &first {
-            cc.set_state(&mut *od, *id, ConnectivityState::Ready);
-        }
-        let addr = |cc: &TestClientConn, id: SubConnId| cc.subconn(id).unwrap().addr().to_string();
-        let bad = *first
-            .iter()
-            .find(|id| addr(&cc, **id) == "127.0.0.1:1000")
-            .unwrap();
-        let good = *first.iter().find(|id| **id != bad).unwrap();
-        traffic(&mut cc, 10, &[bad]);
-        cc.advance(&mut *od, Duration::from_secs(10));
-        assert_eq!(traffic(&mut cc, 10, &[]), HashSet::from([good]));
+        let (mut cc, mut od, _, bad, good) = one_of_two_endpoints_ejected("30s");
         let n = cc.connects().len();
         cc.set_state(&mut *od, bad, ConnectivityState::Idle);
         cc.set_state(&mut *od, bad, ConnectivityState::Connecting);
         cc.set_state(&mut *od, bad, ConnectivityState::TransientFailure);
         let second = *cc.connects()[n..]
             .iter()
-            .find(|id| addr(&cc, **id) == "127.0.0.1:2000")
+            .find(|id| addr_of(&cc, **id) == "127.0.0.1:2000")
             .expect("the endpoint's second address is tried while ejected");
         cc.set_state(&mut *od, second, ConnectivityState::Ready);
         assert_eq!(
