@@ -43,6 +43,9 @@ pub(crate) struct Course {
     last_failure: Option<Status>,
     /// The method's hedging policy and the attempts sent under it.
     hedges: Option<Hedges>,
+    /// The request overflows the retry buffer: an attempt that went out
+    /// commits the call (gRPC-Go's `bufferForRetryLocked`).
+    unbuffered: bool,
 }
 
 /// A call's `hedgingPolicy` and the attempts it has sent under it.
@@ -249,6 +252,15 @@ impl Course {
         }
     }
 
+    /// This call's request overflows the retry buffer (`unbuffered`): once
+    /// an attempt is sent, nothing is tried again. A pick that fails before
+    /// still goes by the retry policy, as in gRPC-Go, whose buffer only
+    /// fills as the message is sent.
+    pub(super) fn unbuffered(mut self, unbuffered: bool) -> Course {
+        self.unbuffered = unbuffered;
+        self
+    }
+
     /// The course of a call to a method with `hedging` as its policy (a
     /// config has a retry or a hedging policy, never both).
     pub(super) fn hedged(hedging: HedgingPolicy, tokens: Option<Arc<RetryTokens>>) -> Course {
@@ -345,8 +357,10 @@ impl Course {
         }
         if e.committed || !h.policy.non_fatal_status_codes.contains(&code) {
             // A pushback saying stop costs a token even then (A6 counts
-            // it as a failure whatever the code).
-            if e.pushback == Some(Pushback::Stop) {
+            // it as a failure whatever the code), unless response headers
+            // had committed the call: past every decision, as `retry_after`
+            // (gRPC-Go reads a trailers-only answer's pushback only).
+            if !e.committed && e.pushback == Some(Pushback::Stop) {
                 if let Some(t) = self.tokens.as_deref() {
                     t.failed();
                 }
@@ -461,6 +475,10 @@ impl Course {
         let status = e.status();
         if let PickError::Unavailable(_) = e {
             if let Some(d) = self.retry_after(status.code(), false, None) {
+                // It was an attempt: the next one is not the call's first,
+                // so a stream refused then gets no transparent retry
+                // (gRPC-Go clears `firstAttempt` after any retry).
+                self.failed_before = true;
                 self.last_failure = Some(status);
                 return Next::Backoff(d);
             }
@@ -507,12 +525,15 @@ impl Course {
             Ok(response) => return After::Done(Ok(response)),
             Err(e) => e,
         };
-        if self.transparent(&e) {
+        // Sent, a request the retry buffer cannot hold committed the call
+        // (gRPC-Go's `cs.committed`: not even a transparent retry).
+        let overflowed = self.unbuffered && !e.never_sent;
+        if !overflowed && self.transparent(&e) {
             return After::Again;
         }
         let code = Code::from_u32(e.code).unwrap_or(Code::Unknown);
         let status = failed_status(code, e.message, e.server);
-        match self.retry_after(code, e.committed, e.pushback) {
+        match self.retry_after(code, e.committed || overflowed, e.pushback) {
             Some(d) => {
                 self.last_failure = Some(status);
                 After::Backoff(d)

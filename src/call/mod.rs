@@ -176,13 +176,24 @@ struct Settings {
     hedge: Option<HedgingPolicy>,
     /// The channel's retry tokens.
     tokens: Option<Arc<RetryTokens>>,
+    /// The request does not fit the retry buffer (`RETRY_BUFFER`).
+    unbuffered: bool,
 }
+
+/// How much of a call's request gRPC keeps for its retries and hedges:
+/// gRPC-Go's default `maxRetryRPCBufferSize` (256 KiB; C-core's
+/// `grpc.per_rpc_retry_buffer_size` is as large). A request whose framed
+/// message (5-byte prefix included, as gRPC-Go counts it) is larger commits
+/// the call as soon as it is sent (gRFC A6: "the client's outgoing message
+/// has overflowed the gRPC client library's buffer"): no retry, hedge or
+/// transparent retry of a stream it went out on.
+const RETRY_BUFFER: usize = 256 * 1024;
 
 impl Settings {
     fn course(&self) -> Course {
         match &self.hedge {
-            Some(h) => Course::hedged(h.clone(), self.tokens.clone()),
-            None => Course::new(self.retry.clone(), self.tokens.clone()),
+            Some(h) if !self.unbuffered => Course::hedged(h.clone(), self.tokens.clone()),
+            _ => Course::new(self.retry.clone(), self.tokens.clone()).unbuffered(self.unbuffered),
         }
     }
 }
@@ -205,6 +216,7 @@ fn settings(
     transport::check_message_len(request_len)
         .map_err(|e| Status::new(Code::ResourceExhausted, e.message))?;
     let tokens = configs.tokens.clone();
+    let unbuffered = request_len.saturating_add(5) > RETRY_BUFFER;
     let Some(c) = configs.lookup(method) else {
         return Ok(Settings {
             deadline: options.deadline,
@@ -213,6 +225,7 @@ fn settings(
             retry: None,
             hedge: None,
             tokens,
+            unbuffered,
         });
     };
     if let Some(max) = c.max_request_message_bytes {
@@ -235,6 +248,7 @@ fn settings(
         retry: c.retry_policy.clone().filter(|_| !retry_disabled),
         hedge: c.hedging_policy.clone().filter(|_| !retry_disabled),
         tokens,
+        unbuffered,
     })
 }
 

@@ -342,6 +342,12 @@ async fn call(
     let resp = resp.await.map_err(|e| fail(e, true))?;
     let (parts, body) = resp.into_parts();
     unary_head(&parts).map_err(|e| e.with_trailers(&parts.headers))?;
+    // HEADERS that ended the stream are a trailers-only answer, even
+    // without a grpc-status: no response headers came, nothing is
+    // committed (gRPC-Go's `TrailersOnly()`, which `shouldRetry` asks).
+    if body.is_end_stream() {
+        return unary_rest(parts, body, shared, max_response, &fail).await;
+    }
     // Response headers: a hedged call is committed to this attempt.
     if let Some(h) = headers {
         h.store(true, Ordering::Release);
@@ -378,7 +384,9 @@ async fn unary_rest(
         .map_err(|e| fail(e, true))?
     {
         Some(trailers) => trailers,
-        None if ended_with_headers => HeaderMap::default(),
+        // Trailers-only: the headers are the trailers (a pushback there
+        // counts, as gRPC-Go's `Trailer()` holds them).
+        None if ended_with_headers => parts.headers.clone(),
         None => {
             return Err(CallError::new(
                 code::INTERNAL,

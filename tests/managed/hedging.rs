@@ -207,6 +207,35 @@ fn a_fatal_status_with_a_stop_pushback_costs_a_token() {
     assert_eq!(sent, 2, "tokens at half: no hedge");
 }
 
+/// A pushback saying stop in the trailers of an attempt whose response
+/// headers had committed the call costs nothing: a committed attempt is
+/// past every retry and hedge decision (gRPC-Go reads the pushback only of
+/// a trailers-only answer; Java only before a substream wins). Four such
+/// calls leave the 6 tokens whole, and hedges still go.
+#[test]
+fn a_committed_failure_with_a_stop_pushback_costs_no_token() {
+    let servers = start_servers(1);
+    let rt = Runtime::new().unwrap();
+    let plain = hedging_config(2, "0.05s", r#""UNAVAILABLE""#);
+    let sc = format!(
+        r#"{},"retryThrottling":{{"maxTokens":6,"tokenRatio":0.1}}}}"#,
+        plain.strip_suffix('}').unwrap()
+    );
+    let ch = ready_channel(&rt, &servers, &sc);
+    let md = meta(&[("x-fail-after-headers", "13"), ("x-pushback-ms", "-1")]);
+    for _ in 0..2 {
+        for (r, _) in both(&ch, &md) {
+            assert_eq!(r.unwrap_err().code(), Code::Internal);
+        }
+    }
+    let md = meta(&[("x-delay-first-ms", "300")]);
+    let before = requests(&servers);
+    for (r, _) in both(&ch, &md) {
+        r.expect("the hedge answers");
+    }
+    assert_eq!(requests(&servers) - before, 4, "a hedge for each call");
+}
+
 #[test]
 fn cancelling_or_closing_ends_a_started_hedged_call_and_its_attempts() {
     let servers = start_servers(1);
@@ -441,4 +470,38 @@ mod drop_later {
             );
         }
     }
+}
+
+/// A request larger than the retry buffer (gRPC-Go's 256 KiB, its 5-byte
+/// prefix counted) commits the call to its first attempt once sent (gRFC
+/// A6: "the client's outgoing message has overflowed the gRPC client
+/// library's buffer"): no hedge goes, however long that attempt takes.
+#[test]
+fn a_request_over_the_retry_buffer_is_not_hedged() {
+    let servers = start_servers(1);
+    let rt = Runtime::new().unwrap();
+    let ch = ready_channel(&rt, &servers, &hedging_config(3, "0.05s", ""));
+    let md = meta(&[("x-delay-first-ms", "600")]);
+    let over = vec![b'o'; 256 * 1024 - 4];
+    let options = || CallOptions {
+        deadline: Some(Instant::now() + Duration::from_secs(10)),
+        metadata: &md,
+        ..Default::default()
+    };
+    let before = servers[0].requests();
+    let blocking = ch.reader().unary(ECHO, &over, &options());
+    let (tx, rx) = bounded(1);
+    ch.unary_start(ECHO, &over, &options(), move |r| {
+        let _ = tx.send(r);
+    })
+    .unwrap();
+    let started = rx
+        .recv_timeout(Duration::from_secs(20))
+        .expect("the started call completes");
+    for r in [blocking, started] {
+        let resp = r.map_err(|e| e.code()).map(|r| r.headers);
+        let headers = resp.expect("the first attempt answers");
+        assert!(!headers.contains_key("x-previous-rpc-attempts"));
+    }
+    assert_eq!(servers[0].requests() - before, 2, "one attempt per call");
 }

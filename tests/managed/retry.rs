@@ -33,14 +33,24 @@ fn both(
     metadata: &[(String, String)],
     deadline: Option<Duration>,
 ) -> [Result<UnaryResponse, Status>; 2] {
+    both_sending(ch, b"ping", metadata, deadline)
+}
+
+/// `both`, sending `request`.
+fn both_sending(
+    ch: &Channel,
+    request: &[u8],
+    metadata: &[(String, String)],
+    deadline: Option<Duration>,
+) -> [Result<UnaryResponse, Status>; 2] {
     let options = || CallOptions {
         deadline: Some(Instant::now() + deadline.unwrap_or(Duration::from_secs(10))),
         metadata,
         ..Default::default()
     };
-    let blocking = ch.reader().unary(ECHO, b"ping", &options());
+    let blocking = ch.reader().unary(ECHO, request, &options());
     let (tx, rx) = bounded(1);
-    ch.unary_start(ECHO, b"ping", &options(), move |r| {
+    ch.unary_start(ECHO, request, &options(), move |r| {
         let _ = tx.send(r);
     })
     .unwrap();
@@ -165,6 +175,75 @@ fn no_retry_for_a_code_not_named_a_committed_call_or_a_pushback_saying_stop() {
     assert_eq!(requests(&servers) - before, 2);
 }
 
+/// A trailers-only answer (HEADERS ending the stream) commits nothing,
+/// even without a grpc-status: its UNKNOWN (gRPC's code for a gRPC
+/// response without one) is retried as the policy says. gRPC-Go sees no
+/// response headers there (`TrailersOnly()`), so `shouldRetry` goes on.
+#[test]
+fn a_trailers_only_answer_without_a_status_is_not_committed() {
+    let servers = start_servers(1);
+    let rt = Runtime::new().unwrap();
+    let ch = ready_channel(&rt, &servers, &retry_config(3, r#""UNKNOWN""#, ""));
+    let md = meta(&[("x-fail-attempts", "2"), ("x-fail-code", "none")]);
+    let before = requests(&servers);
+    for r in both(&ch, &md, None) {
+        let resp = r.expect("the third attempt succeeds");
+        assert_eq!(resp.headers.get("x-previous-rpc-attempts").unwrap(), "2");
+    }
+    assert_eq!(requests(&servers) - before, 2 * 3);
+    // Not retryable by this policy: one attempt, UNKNOWN.
+    let plain = ready_channel(&rt, &servers, &retry_config(3, r#""UNAVAILABLE""#, ""));
+    let before = requests(&servers);
+    for r in both(&plain, &md, None) {
+        assert_eq!(r.unwrap_err().code(), Code::Unknown);
+    }
+    assert_eq!(requests(&servers) - before, 2);
+}
+
+/// A request larger than the retry buffer (gRPC-Go's 256 KiB
+/// `maxRetryRPCBufferSize`, its 5-byte prefix counted) commits the call
+/// once sent: no retry by the policy, no transparent retry of a refused
+/// stream. One that fits is retried as usual.
+#[test]
+fn a_request_over_the_retry_buffer_is_not_retried_once_sent() {
+    let servers = start_servers_with(
+        1,
+        switchyard_testserver::ServerOptions {
+            refuse_streams: 1,
+            ..Default::default()
+        },
+    );
+    let rt = Runtime::new().unwrap();
+    let ch = channel(
+        &rt,
+        &target(&servers),
+        Some(&retry_config(3, r#""UNAVAILABLE""#, "")),
+        plaintext(),
+    );
+    let fits = vec![b'f'; 256 * 1024 - 5];
+    let over = vec![b'o'; 256 * 1024 - 4];
+    // The first stream is refused: gRPC would retry it transparently, but
+    // not once its request has overflowed the buffer.
+    let opts = CallOptions {
+        deadline: Some(Instant::now() + Duration::from_secs(10)),
+        ..Default::default()
+    };
+    let e = ch.reader().unary(ECHO, &over, &opts).err();
+    assert_eq!(e.map(|e| e.code()), Some(Code::Unavailable));
+    assert_eq!(requests(&servers), 1);
+    let md = meta(&[("x-fail-attempts", "1")]);
+    let before = requests(&servers);
+    for r in both_sending(&ch, &fits, &md, None) {
+        assert_eq!(r.err(), None, "a request that fits is retried");
+    }
+    assert_eq!(requests(&servers) - before, 2 * 2);
+    let before = requests(&servers);
+    for r in both_sending(&ch, &over, &md, None) {
+        assert_eq!(r.err().map(|e| e.code()), Some(Code::Unavailable));
+    }
+    assert_eq!(requests(&servers) - before, 2, "one attempt per call");
+}
+
 #[test]
 fn a_pushback_sets_the_delay_before_the_retry() {
     let servers = start_servers(1);
@@ -286,6 +365,46 @@ fn a_failed_fail_fast_pick_is_retried_by_the_policy() {
         let server = server.join().unwrap();
         let resp = result.unwrap_or_else(|e| panic!("started {started}: {e:?}"));
         assert_eq!(resp.message, format!("ping|port={port}").as_bytes());
+        server.stop();
+    }
+}
+
+/// A fail-fast pick the policy retried was the call's first attempt: a
+/// stream refused after it is no longer transparently retried, the policy
+/// decides (gRPC-Go's `firstAttempt`, cleared by any retry, a failed
+/// pick's included). With `maxAttempts: 2` the refused stream ends the call.
+#[test]
+fn after_a_retried_pick_a_refused_stream_goes_by_the_policy() {
+    let rt = Runtime::new().unwrap();
+    let sc = retry_config(2, r#""UNAVAILABLE""#, "")
+        .replace("0.01s", "1s")
+        .replace("0.05s", "1s");
+    for started in [false, true] {
+        let port = free_port();
+        let addr: std::net::SocketAddr = ([127, 0, 0, 1], port).into();
+        let ch = channel(
+            &rt,
+            &format!("ipv4:{addr}"),
+            Some(&sc),
+            plaintext_fast_backoff(),
+        );
+        wait_state(&ch, ConnectivityState::TransientFailure);
+        let server = std::thread::spawn(move || {
+            std::thread::sleep(Duration::from_millis(100));
+            let opts = switchyard_testserver::ServerOptions {
+                refuse_streams: 1,
+                ..Default::default()
+            };
+            TestServer::start(switchyard_testserver::Listen::Tcp(addr), opts).unwrap()
+        });
+        let options = CallOptions {
+            deadline: Some(Instant::now() + Duration::from_secs(10)),
+            ..Default::default()
+        };
+        let result = echo_call(&ch, started, &options);
+        let server = server.join().unwrap();
+        let e = result.expect_err("the refused second attempt is the last");
+        assert_eq!(e.code(), Code::Unavailable, "started {started}: {e:?}");
         server.stop();
     }
 }

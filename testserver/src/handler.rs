@@ -122,6 +122,9 @@ pub(crate) async fn handle(
     }
     // Retry tests (gRFC A6): fail the first attempts of a call, fail on one
     // backend only, or fail after the response headers (committed).
+    // "none": the failing answer is trailers-only (HEADERS ending the
+    // stream, a gRPC content-type) but carries no grpc-status at all.
+    let no_status = header("x-fail-code").as_deref() == Some("none");
     let fail_code = header("x-fail-code")
         .and_then(|v| v.parse::<u32>().ok())
         .unwrap_or(14);
@@ -132,8 +135,10 @@ pub(crate) async fn handle(
     if fail_first || fail_here {
         let mut resp = grpc_headers(port);
         let h = resp.headers_mut();
-        h.insert("grpc-status", fail_code.into());
-        h.insert("grpc-message", HeaderValue::from_static("failed as asked"));
+        if !no_status {
+            h.insert("grpc-status", fail_code.into());
+            h.insert("grpc-message", HeaderValue::from_static("failed as asked"));
+        }
         if let Some(v) = parts.headers.get("x-pushback-ms") {
             h.insert("grpc-retry-pushback-ms", v.clone());
         }
@@ -161,6 +166,9 @@ pub(crate) async fn handle(
         };
         let mut trailers = HeaderMap::new();
         trailers.insert("grpc-status", code.into());
+        if let Some(v) = parts.headers.get("x-pushback-ms") {
+            trailers.insert("grpc-retry-pushback-ms", v.clone());
+        }
         let _ = stream.send_trailers(trailers);
         return;
     }

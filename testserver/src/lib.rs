@@ -21,9 +21,12 @@
 //!   attempts (by its `grpc-previous-rpc-attempts`, which the reply echoes
 //!   as `x-previous-rpc-attempts`), `x-fail-port: P` fails every call on
 //!   the backend listening on port P, both trailers-only with grpc-status
-//!   `x-fail-code` (default 14, UNAVAILABLE) and, with `x-pushback-ms: V`,
+//!   `x-fail-code` (default 14, UNAVAILABLE; `none`: no grpc-status at
+//!   all, the trailers-only answer ending as gRPC's missing-status rules
+//!   say) and, with `x-pushback-ms: V`,
 //!   the trailer `grpc-retry-pushback-ms: V`; `x-fail-after-headers: N`
-//!   sends the response headers, then trailers with grpc-status N;
+//!   sends the response headers, then trailers with grpc-status N (and the
+//!   pushback, if asked);
 //!   `x-delay-first-ms: D` delays only a call's first attempt (no
 //!   `grpc-previous-rpc-attempts`), as `x-delay-ms` does.
 //! - `/grpc.health.v1.Health/Check` and `/Watch` with per-service status
