@@ -341,11 +341,12 @@ async fn call(
     let _ = stream.send_data(body, true);
     let resp = resp.await.map_err(|e| fail(e, true))?;
     let (parts, body) = resp.into_parts();
-    unary_head(&parts).map_err(|e| e.with_trailers(&parts.headers))?;
     // HEADERS that ended the stream are a trailers-only answer, even
     // without a grpc-status: no response headers came, nothing is
     // committed (gRPC-Go's `TrailersOnly()`, which `shouldRetry` asks).
-    if body.is_end_stream() {
+    let trailers_only = body.is_end_stream();
+    unary_head(&parts, trailers_only).map_err(|e| e.with_trailers(&parts.headers))?;
+    if trailers_only {
         return unary_rest(parts, body, shared, max_response, &fail).await;
     }
     // Response headers: a hedged call is committed to this attempt.
@@ -412,10 +413,16 @@ async fn unary_rest(
 // calls and for the fuzzer (`crate::fuzzing::grpc_response`).
 
 /// A unary response's head: `Err` when it already ends the call (a
-/// trailers-only status, or not a gRPC response).
-pub(crate) fn unary_head(parts: &http::response::Parts) -> Result<(), CallError> {
+/// trailers-only status, or not a gRPC response). `trailers_only`: the
+/// HEADERS ended the stream. Only then is a grpc-status there the call's:
+/// response headers that do not end the stream carry none (gRPC-Go's
+/// operateHeaders reads it only with END_STREAM; gRPC Java strips it).
+pub(crate) fn unary_head(
+    parts: &http::response::Parts,
+    trailers_only: bool,
+) -> Result<(), CallError> {
     // Trailers-only response: the status lives in the headers.
-    if let Some((code, message)) = grpc_status(&parts.headers) {
+    if let Some((code, message)) = grpc_status(&parts.headers).filter(|_| trailers_only) {
         check_binary_metadata(&parts.headers)?;
         return Err(match code {
             code::OK => CallError::new(code::INTERNAL, "no response message for unary call"),
@@ -578,6 +585,15 @@ pub(crate) fn build_request(
     metadata: &[(String, String)],
     timeout: Option<Duration>,
 ) -> Result<Request<()>, CallError> {
+    // Out of time before it is sent: never sent, as gRPC-Go's
+    // createHeaderFields fails a stream whose deadline has passed rather
+    // than send "grpc-timeout: 0n".
+    if timeout.is_some_and(|t| t.is_zero()) {
+        return Err(CallError::new(
+            code::DEADLINE_EXCEEDED,
+            "context deadline exceeded",
+        ));
+    }
     let uri = Uri::builder()
         .scheme(shared.scheme.clone())
         .authority(shared.authority.clone())

@@ -1435,3 +1435,32 @@ fn keepalive_zero_and_forever_are_grpcs() {
     let same = ka(Duration::from_secs(10), Duration::from_secs(3));
     assert_eq!(same.normalized(), Some(same));
 }
+
+/// A call whose deadline has passed by the time it would be sent is not
+/// sent: DEADLINE_EXCEEDED, and no HEADERS with "grpc-timeout: 0n" (gRPC-Go's
+/// createHeaderFields fails such a stream before writing it).
+#[test]
+#[cfg_attr(miri, ignore = "real sockets: Miri has no network")]
+fn a_call_out_of_time_is_never_sent() {
+    let (addr, seen, srv) = recording_peer();
+    let lt = LoopThread::spawn(Target::Tcp(addr), TransportConfig::insecure());
+    let h = lt.ready();
+    let call = |timeout| grpc::unary(&h, "/echo.Echo/Unary", b"x", &[], Some(timeout));
+    assert_eq!(
+        call(Duration::ZERO).unwrap_err().code,
+        code::DEADLINE_EXCEEDED
+    );
+    // A call with time left goes out after it on the same connection: the
+    // peer has seen whatever the first one sent by the time it sees this.
+    let sent = call(Duration::from_millis(300)).unwrap_err();
+    assert_eq!(sent.code, code::DEADLINE_EXCEEDED);
+    drop(lt);
+    srv.join().unwrap();
+    let headers = seen
+        .lock()
+        .unwrap()
+        .iter()
+        .filter(|(ty, _)| *ty == 1)
+        .count();
+    assert_eq!(headers, 1, "only the call with time left was sent");
+}

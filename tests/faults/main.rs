@@ -568,6 +568,19 @@ fn uppercase_header_name(rt: &Runtime) -> Result<(), String> {
     per_call_fault(rt, mode, |_| {}, Code::Internal)
 }
 
+/// A grpc-status in response headers that do not end the stream is no
+/// status: gRPC-Go's operateHeaders takes one only from HEADERS with
+/// END_STREAM, gRPC Java strips it from the headers. The message and the
+/// trailers' OK decide.
+fn status_in_response_headers(rt: &Runtime) -> Result<(), String> {
+    let mode = Mode::BadField {
+        name: b"grpc-status",
+        value: b"13",
+        trailers: false,
+    };
+    per_call_fault(rt, mode, |_| {}, Code::Ok)
+}
+
 type Case = (&'static str, fn(&Runtime) -> Result<(), String>);
 
 const CASES: &[Case] = &[
@@ -608,6 +621,7 @@ const CASES: &[Case] = &[
     ("nul_in_trailers", nul_in_trailers),
     ("crlf_in_header_value", crlf_in_header_value),
     ("uppercase_header_name", uppercase_header_name),
+    ("status_in_response_headers", status_in_response_headers),
 ];
 
 #[test]
