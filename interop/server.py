@@ -14,7 +14,8 @@ Starts --count servers on 127.0.0.1 (ephemeral ports), each serving:
 With --orca U1,U2,... backend i starts out as if told "orca <port> Ui 100 0"
 (see below): an ORCA load report of application utilization Ui at 100 qps
 on every echo response. With --tls-cert/--tls-key the servers speak TLS; with --no-health they have
-no health service (Watch fails UNIMPLEMENTED). With --black-hole it instead
+no health service (Watch fails UNIMPLEMENTED); with --compression gzip|deflate
+they compress every response (grpcio's server-wide compression). With --black-hole it instead
 opens one plain TCP listener that accepts connections and never says a word.
 
 Prints "READY <port> ..." on stdout once every listener is bound. Then reads
@@ -61,8 +62,9 @@ def orca_load_report(app_utilization, rps, eps):
 
 
 class Backend:
-    def __init__(self, port, credentials, with_health):
+    def __init__(self, port, credentials, with_health, compression=None):
         self.port = port
+        self.compression = compression
         self.credentials = credentials
         self.with_health = with_health
         self.server = None
@@ -76,6 +78,7 @@ class Backend:
             futures.ThreadPoolExecutor(max_workers=4),
             # Binding a port someone else holds must fail, not share it.
             options=[("grpc.so_reuseport", 0)],
+            compression=self.compression,
         )
         echo = grpc.unary_unary_rpc_method_handler(
             self.unary, request_deserializer=identity, response_serializer=identity
@@ -118,6 +121,8 @@ class Backend:
             )
             context.abort(grpc.StatusCode.FAILED_PRECONDITION, "rich error")
         md = (("x-backend-port", str(self.port)),)
+        if self.compression is not None:
+            context.set_compression(self.compression)
         context.send_initial_metadata(md)
         if self.orca is not None:
             md += (("endpoint-load-metrics-bin", self.orca),)
@@ -191,6 +196,7 @@ def main():
     ap.add_argument("--tls-key")
     ap.add_argument("--no-health", action="store_true")
     ap.add_argument("--black-hole", action="store_true")
+    ap.add_argument("--compression", choices=["gzip", "deflate"])
     ap.add_argument("--orca", help="per-backend application_utilization, comma-separated")
     args = ap.parse_args()
 
@@ -206,7 +212,10 @@ def main():
     loads = [float(u) for u in args.orca.split(",")] if args.orca else []
     backends = {}
     for i in range(args.count):
-        b = Backend(0, credentials, not args.no_health)
+        compression = {"gzip": grpc.Compression.Gzip, "deflate": grpc.Compression.Deflate}.get(
+            args.compression
+        )
+        b = Backend(0, credentials, not args.no_health, compression)
         if i < len(loads):
             b.orca = orca_load_report(loads[i], 100.0, 0.0)
         b.start()

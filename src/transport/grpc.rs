@@ -244,7 +244,7 @@ pub(crate) fn unary_limited(
     max_response: Option<usize>,
 ) -> Result<UnaryResponse, CallError> {
     let deadline = timeout.map(|t| Instant::now() + t);
-    let req = build_request(&handle.shared, method, metadata, timeout)?;
+    let req = unary_request(&handle.shared, method, metadata, timeout)?;
     let body = request_body(request)?;
     let _inflight = Inflight::enter(&handle.shared);
     // Pinned on this stack (`start` boxes it): no allocation per call.
@@ -281,7 +281,7 @@ pub fn start(
     headers: Option<Arc<AtomicBool>>,
 ) -> Result<CallFuture, CallError> {
     let deadline = timeout.and_then(|t| Instant::now().checked_add(t));
-    let req = build_request(&handle.shared, method, metadata, timeout)?;
+    let req = unary_request(&handle.shared, method, metadata, timeout)?;
     let body = request_body(request)?;
     let inflight = Inflight::enter(&handle.shared);
     // Each call gets its own SendRequest clone: poll_ready state is per clone.
@@ -395,8 +395,9 @@ async fn unary_rest(
             ))
         }
     };
-    let message =
-        unary_message(buf, parts.status, &trailers, max).map_err(|e| e.with_trailers(&trailers))?;
+    let encoding = Encoding::of(&parts.headers);
+    let message = unary_message(buf, parts.status, encoding, &trailers, max)
+        .map_err(|e| e.with_trailers(&trailers))?;
     let (mut headers, mut trailers) = (parts.headers, trailers);
     for field in TRANSPORT_FIELDS {
         headers.remove(field);
@@ -468,6 +469,7 @@ pub(crate) fn unary_body_chunk(
 pub(crate) fn unary_message(
     mut buf: BytesMut,
     http: http::StatusCode,
+    encoding: Encoding<'_>,
     trailers: &HeaderMap,
     max: usize,
 ) -> Result<Vec<u8>, CallError> {
@@ -477,7 +479,7 @@ pub(crate) fn unary_message(
         Some((code, message)) => return Err(CallError::new(code, message)),
         None => return Err(missing_status(http)),
     }
-    let message = match take_message_max(&mut buf, max)? {
+    let message = match take_message_in(&mut buf, max, encoding)? {
         Some(m) if buf.is_empty() => m.to_vec(),
         Some(_) => {
             return Err(CallError::new(
@@ -579,6 +581,23 @@ pub(crate) fn grpc_status(map: &HeaderMap) -> Option<(u32, String)> {
     Some((code, message))
 }
 
+/// A unary call's request: [`build_request`]'s, offering the codings this
+/// client inflates (`grpc-accept-encoding`, as gRPC C-core's clients offer
+/// "identity, deflate, gzip"), so that a server configured to compress may.
+fn unary_request(
+    shared: &HandleShared,
+    method: &str,
+    metadata: &[(String, String)],
+    timeout: Option<Duration>,
+) -> Result<Request<()>, CallError> {
+    let mut req = build_request(shared, method, metadata, timeout)?;
+    req.headers_mut().insert(
+        "grpc-accept-encoding",
+        HeaderValue::from_static("identity,deflate,gzip"),
+    );
+    Ok(req)
+}
+
 pub(crate) fn build_request(
     shared: &HandleShared,
     method: &str,
@@ -674,10 +693,102 @@ pub(crate) fn take_message(buf: &mut BytesMut) -> Result<Option<Bytes>, CallErro
 
 /// [`take_message`] with a receive limit of `max` bytes.
 pub(crate) fn take_message_max(buf: &mut BytesMut, max: usize) -> Result<Option<Bytes>, CallError> {
-    Ok(frame_len_max(buf, max)?.map(|len| {
-        let frame = buf.split_to(5 + len).freeze();
-        frame.slice(5..)
-    }))
+    take_message_in(buf, max, Encoding::Identity)
+}
+
+/// [`take_message_max`] for a stream whose messages may be compressed with
+/// `encoding` (its `grpc-encoding`): a message with the compressed flag is
+/// inflated, its inflated size held to `max` as well.
+pub(crate) fn take_message_in(
+    buf: &mut BytesMut,
+    max: usize,
+    encoding: Encoding<'_>,
+) -> Result<Option<Bytes>, CallError> {
+    let Some(len) = frame_len_max(buf, max)? else {
+        return Ok(None);
+    };
+    let frame = buf.split_to(5 + len).freeze();
+    let message = frame.slice(5..);
+    if frame[0] == 0 {
+        return Ok(Some(message));
+    }
+    encoding.inflate(&message, max).map(Some)
+}
+
+/// How a response's messages are compressed: its `grpc-encoding` (gRPC's
+/// compression, PROTOCOL-HTTP2 "Message-Encoding"). This client asks for
+/// none, but inflates what C-core servers may send anyway: gzip and
+/// deflate (zlib), the codings gRPC C-core, Java and Go (with its gzip
+/// package) know.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Encoding<'a> {
+    /// No `grpc-encoding`, or `identity`.
+    Identity,
+    Gzip,
+    Deflate,
+    /// Anything else: a compressed message in it cannot be read.
+    Other(&'a str),
+}
+
+impl<'a> Encoding<'a> {
+    /// The encoding `headers` (a response's) name.
+    pub(crate) fn of(headers: &'a HeaderMap) -> Encoding<'a> {
+        match headers.get("grpc-encoding").map(|v| v.to_str()) {
+            None => Encoding::Identity,
+            Some(Ok("identity" | "")) => Encoding::Identity,
+            Some(Ok("gzip")) => Encoding::Gzip,
+            Some(Ok("deflate")) => Encoding::Deflate,
+            Some(Ok(other)) => Encoding::Other(other),
+            Some(Err(_)) => Encoding::Other("(not ASCII)"),
+        }
+    }
+
+    /// A message sent with the compressed flag, inflated; gRPC-Go's codes
+    /// and words (`checkRecvPayload`, `decompress`): INTERNAL for a flag
+    /// without an encoding, an encoding this client cannot read or data
+    /// that does not inflate; RESOURCE_EXHAUSTED past `max`.
+    fn inflate(self, data: &[u8], max: usize) -> Result<Bytes, CallError> {
+        use std::io::Read;
+        let mut out = Vec::new();
+        // One byte over the limit tells "too large" from "just fits".
+        let limit = u64::try_from(max).unwrap_or(u64::MAX).saturating_add(1);
+        let read = match self {
+            Encoding::Identity => {
+                return Err(CallError::new(
+                    code::INTERNAL,
+                    "grpc: compressed flag set with identity or empty encoding",
+                ))
+            }
+            Encoding::Other(name) => {
+                return Err(CallError::new(
+                    code::INTERNAL,
+                    format!("grpc: Decompressor is not installed for grpc-encoding {name:?}"),
+                ))
+            }
+            Encoding::Gzip => flate2::read::GzDecoder::new(data)
+                .take(limit)
+                .read_to_end(&mut out),
+            Encoding::Deflate => flate2::read::ZlibDecoder::new(data)
+                .take(limit)
+                .read_to_end(&mut out),
+        };
+        if let Err(e) = read {
+            return Err(CallError::new(
+                code::INTERNAL,
+                format!("grpc: failed to decompress the received message: {e}"),
+            ));
+        }
+        if out.len() > max {
+            return Err(CallError::new(
+                code::RESOURCE_EXHAUSTED,
+                format!(
+                    "grpc: received message after decompression larger than max ({} vs. {max})",
+                    out.len()
+                ),
+            ));
+        }
+        Ok(Bytes::from(out))
+    }
 }
 
 /// The length of the message at the start of `buf` once all of it is there;
@@ -686,10 +797,10 @@ fn frame_len_max(buf: &[u8], max: usize) -> Result<Option<usize>, CallError> {
     if buf.len() < 5 {
         return Ok(None);
     }
-    if buf[0] != 0 {
+    if buf[0] > 1 {
         return Err(CallError::new(
             code::INTERNAL,
-            "compressed message but no compression was negotiated",
+            format!("grpc: received unexpected payload format {}", buf[0]),
         ));
     }
     let len = check_announced_len(buf, max)?.unwrap_or_default();

@@ -1328,6 +1328,77 @@ fn streamed_messages_are_taken_whole() {
     assert!(grpc::take_message(&mut buf).is_err());
 }
 
+/// A compressed message (flag 1) in the response's grpc-encoding: gzip and
+/// deflate (zlib) inflate, held to the receive limit once inflated; gRPC-Go's
+/// codes otherwise (checkRecvPayload, decompress).
+#[test]
+fn compressed_messages_inflate_by_their_encoding() {
+    use grpc::Encoding;
+    use std::io::Write;
+    let message = b"compressible ".repeat(100);
+    let frame = |flag: u8, payload: &[u8]| {
+        let mut f = vec![flag];
+        f.extend_from_slice(&(payload.len() as u32).to_be_bytes());
+        f.extend_from_slice(payload);
+        bytes::BytesMut::from(&f[..])
+    };
+    let gzip = {
+        let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+        e.write_all(&message).unwrap();
+        e.finish().unwrap()
+    };
+    let zlib = {
+        let mut e = flate2::write::ZlibEncoder::new(Vec::new(), flate2::Compression::default());
+        e.write_all(&message).unwrap();
+        e.finish().unwrap()
+    };
+    assert!(gzip.len() < message.len() / 4);
+    let take = |f: &[u8], enc, max| grpc::take_message_in(&mut bytes::BytesMut::from(f), max, enc);
+    let max = message.len();
+    let got = take(&frame(1, &gzip), Encoding::Gzip, max)
+        .unwrap()
+        .unwrap();
+    assert_eq!(&got[..], &message[..]);
+    let got = take(&frame(1, &zlib), Encoding::Deflate, max)
+        .unwrap()
+        .unwrap();
+    assert_eq!(&got[..], &message[..]);
+    // Uncompressed messages of a compressing stream pass as they are.
+    let got = take(&frame(0, b"plain"), Encoding::Gzip, max)
+        .unwrap()
+        .unwrap();
+    assert_eq!(&got[..], b"plain");
+    // Inflated past the limit: RESOURCE_EXHAUSTED, though the wire was small.
+    let e = take(&frame(1, &gzip), Encoding::Gzip, max - 1).unwrap_err();
+    assert_eq!(e.code, code::RESOURCE_EXHAUSTED, "{e}");
+    assert!(e.message.contains("after decompression"), "{e}");
+    // The flag without an encoding, an encoding unknown here, bad data, an
+    // unknown flag: INTERNAL.
+    let e = take(&frame(1, &gzip), Encoding::Identity, max).unwrap_err();
+    assert_eq!(e.code, code::INTERNAL);
+    assert!(e.message.contains("identity or empty encoding"), "{e}");
+    let e = take(&frame(1, &gzip), Encoding::Other("snappy"), max).unwrap_err();
+    assert_eq!(e.code, code::INTERNAL);
+    assert!(e.message.contains("\"snappy\""), "{e}");
+    let e = take(&frame(1, &gzip), Encoding::Deflate, max).unwrap_err();
+    assert_eq!(e.code, code::INTERNAL);
+    assert!(e.message.contains("failed to decompress"), "{e}");
+    let e = take(&frame(2, b"x"), Encoding::Gzip, max).unwrap_err();
+    assert_eq!(e.code, code::INTERNAL);
+    // The encoding as a response head names it.
+    let mut h = http::HeaderMap::new();
+    assert_eq!(Encoding::of(&h), Encoding::Identity);
+    for (v, want) in [
+        ("gzip", Encoding::Gzip),
+        ("deflate", Encoding::Deflate),
+        ("identity", Encoding::Identity),
+        ("br", Encoding::Other("br")),
+    ] {
+        h.insert("grpc-encoding", http::HeaderValue::from_static(v));
+        assert_eq!(Encoding::of(&h), want);
+    }
+}
+
 /// The next event of an ORCA stream polled from this thread.
 fn next_orca_event(s: &mut orca::OrcaStream) -> orca::OrcaEvent {
     let next = std::future::poll_fn(|cx| match s.poll(cx) {

@@ -13,6 +13,9 @@ mod ring_hash;
 
 use common::*;
 use python::{serial, PyServer, TempDir};
+use std::collections::HashSet;
+use std::time::{Duration, Instant};
+use switchyard::{CallOptions, Runtime};
 
 #[test]
 fn round_robin_splits_300_rpcs_exactly() {
@@ -36,6 +39,39 @@ fn not_serving_backend_is_excluded_only_with_health_checking() {
 fn a_server_without_the_health_service_counts_as_healthy() {
     let _one = serial();
     missing_health_service_counts_as_healthy(&PyServer::spawn(&["--count", "3", "--no-health"]));
+}
+
+/// A grpcio (C-core) server that compresses its responses (PROTOCOL-HTTP2's
+/// grpc-encoding; the client offers identity, deflate and gzip as C-core's
+/// do): the client inflates gzip and deflate. C-core sends a message as is
+/// when compressing would not shrink it, so the echo is large and
+/// compressible; each backend is reached, the echo comes back whole.
+#[test]
+fn compressed_responses_are_inflated() {
+    let _one = serial();
+    let request = "compressible ".repeat(5_000);
+    for coding in ["gzip", "deflate"] {
+        let server = PyServer::spawn(&["--count", "3", "--compression", coding]);
+        let rt = Runtime::new().unwrap();
+        let ch = channel(&rt, &server.target(), RR, plaintext());
+        let mut r = ch.reader();
+        let opts = CallOptions {
+            deadline: Some(Instant::now() + Duration::from_secs(10)),
+            wait_for_ready: Some(true),
+            ..Default::default()
+        };
+        let mut ports = HashSet::new();
+        for _ in 0..6 {
+            let resp = r.unary("/echo.Echo/Unary", request.as_bytes(), &opts);
+            let text = String::from_utf8(resp.unwrap_or_else(|s| panic!("{coding}: {s}")).message);
+            let text = text.unwrap();
+            let port = text
+                .strip_prefix(&format!("{request}|port="))
+                .expect("the echo");
+            ports.insert(port.to_string());
+        }
+        assert_eq!(ports.len(), 3, "{coding}: every backend answered");
+    }
 }
 
 #[test]
