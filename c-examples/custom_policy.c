@@ -143,9 +143,11 @@ static void subchannel_state(void *balancer, sy_cc *cc, uint64_t id, uint32_t st
 static void close_policy(void *balancer, sy_cc *cc) {
   policy *p = (policy *)balancer;
   size_t i;
-  (void)cc;
+  uint64_t id;
   /* Every subchannel heard SHUTDOWN before close. */
   for (i = 0; i < p->n; i++) CHECK(p->states[i] == SY_STATE_SHUTDOWN);
+  /* A closing balancer creates no subchannel (as in gRPC). */
+  CHECK_STATUS(sy_cc_new_subconn(cc, 0, &id), SY_CLOSED);
   free(balancer);
   bump(&closes);
 }

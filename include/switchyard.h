@@ -1707,8 +1707,10 @@ typedef struct sy_balancer_callbacks {
   void (*exit_idle)(void *balancer, struct sy_cc *cc);
   /**
    * Optional: the balancer is being replaced or its channel closed; free
-   * `balancer` here. Called exactly once per built balancer. Subchannels
-   * left behind are shut down by the channel.
+   * `balancer` here. Called exactly once per built balancer, and the last
+   * callback it gets. Subchannels left behind are shut down by the
+   * channel; `sy_cc_new_subconn` is refused here (SY_CLOSED), as gRPC
+   * refuses a closing balancer's new subchannels.
    */
   void (*close)(void *balancer, struct sy_cc *cc);
   /**
@@ -1900,7 +1902,9 @@ bool sy_balancer_registered(const char *name);
  * the latest `update_addresses` callback received (its user data comes
  * along). On success `*out_subchannel_id` is its id. Errors:
  * SY_NULL_PARAMETER, SY_WRONG_CONTEXT, SY_INVALID_ARGUMENT (index out of
- * range), SY_CLOSED. Inside this balancer's callbacks only (loop thread).
+ * range), SY_CLOSED (the channel is closed, or this balancer is: inside
+ * its `close` callback). Inside this balancer's callbacks only (loop
+ * thread).
  */
 sy_status sy_cc_new_subconn(struct sy_cc *cc, size_t address_index, uint64_t *out_subchannel_id);
 

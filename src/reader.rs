@@ -479,7 +479,7 @@ impl Reader {
         self.kept.reports_outcome()
     }
 
-    /// Finishes the kept pick: reports the outcome to its hooks (innermost
+    /// Finishes the kept pick: reports the outcome to its hooks (outermost
     /// first), if it has any. False when there is no kept pick (never
     /// picked, already finished, or dropped by a later pick or `refresh`).
     #[inline(always)]
@@ -1222,7 +1222,7 @@ impl<'r> PickRef<'r> {
     }
 
     /// Reports the RPC's outcome to the policy: every done hook the pick
-    /// carries, innermost first (see `DoneHooks`).
+    /// carries, outermost first (see `DoneHooks`).
     // Always inlined: a pick without hooks (every rotation pick) only
     // counts its outcome, and calls nothing.
     #[inline(always)]
@@ -1338,7 +1338,7 @@ impl Pick {
         self.done.iter().take_while(|h| h.is_some()).count()
     }
 
-    /// Reports the RPC's outcome to the policy (every done hook, innermost
+    /// Reports the RPC's outcome to the policy (every done hook, outermost
     /// first, once) and releases the pick.
     #[inline]
     pub fn done(mut self, info: &DoneInfo<'_>) {
@@ -1401,7 +1401,7 @@ fn hooks_hear(load_only: bool, info: &DoneInfo<'_>) -> bool {
     !(load_only && info.load.is_empty())
 }
 
-/// Hands an outcome to a pick's done hooks, innermost first. Only while the
+/// Hands an outcome to a pick's done hooks, outermost first. Only while the
 /// pick's hold is still alive.
 #[cold]
 fn report(hooks: RawHooks, subconn: NonNull<SubConn>, info: &DoneInfo<'_>) {

@@ -500,15 +500,16 @@ fn a_wrapping_policy_chains_its_hook_after_its_childs() {
         cc.pick_done(&failed()),
         Picked::Complete { hooks: 2, .. }
     ));
-    // Every hook once per pick, innermost (the child's) first.
+    // Every hook once per pick, outermost first (the wrapper's, then the
+    // child's: gRPC-Go's wrapping pickers call their child's Done last).
     assert_eq!(outcomes.ok("first_two"), 3);
     assert_eq!(outcomes.ok("counting_unit"), 3);
     assert_eq!(outcomes.failed("first_two"), 1);
     assert_eq!(outcomes.failed("counting_unit"), 1);
     assert_eq!(
         outcomes.order(),
-        ["first_two", "counting_unit"].repeat(4),
-        "innermost first"
+        ["counting_unit", "first_two"].repeat(4),
+        "outermost first"
     );
 }
 
@@ -623,7 +624,7 @@ fn first_two_in_a_channel_picks_inline_over_the_first_two() {
 }
 
 #[test]
-fn chained_hooks_in_a_channel_hear_every_outcome_once_innermost_first() {
+fn chained_hooks_in_a_channel_hear_every_outcome_once_outermost_first() {
     let outcomes = Arc::new(Outcomes::default());
     register_first_two("first_two_chain", Some(outcomes.clone()));
     register_counting("counting_chain", &outcomes);
@@ -671,8 +672,8 @@ fn chained_hooks_in_a_channel_hear_every_outcome_once_innermost_first() {
     }
     assert_eq!(
         outcomes.order(),
-        ["first_two", "counting_chain"].repeat(6),
-        "each pick's hooks once, innermost first"
+        ["counting_chain", "first_two"].repeat(6),
+        "each pick's hooks once, outermost first"
     );
     ch.close();
 }
@@ -767,8 +768,8 @@ fn the_librarys_own_calls_report_through_the_chain() {
     let order = outcomes.order();
     assert_eq!(
         order[before..],
-        ["first_two", "counting_calls"].repeat(6),
-        "every call's hooks once, innermost first"
+        ["counting_calls", "first_two"].repeat(6),
+        "every call's hooks once, outermost first"
     );
     assert_eq!(outcomes.failed("first_two"), 0);
     assert_eq!(outcomes.ok("first_two"), outcomes.ok("counting_calls"));
@@ -928,4 +929,200 @@ fn a_policy_sees_its_channels_target_and_authority() {
         (cc.target(), cc.authority()),
         ("dns:///svc.test:443", Some("svc.test:443"))
     );
+}
+
+/// A policy under any name that counts its builds and publishes the name
+/// it was built under in its failing picker.
+struct NamedPolicy(&'static str, Arc<AtomicU64>);
+
+impl Builder for NamedPolicy {
+    fn name(&self) -> &str {
+        self.0
+    }
+    fn build(&self) -> Box<dyn Balancer> {
+        self.1.fetch_add(1, Ordering::SeqCst);
+        Box::new(NamedPolicyBalancer(self.0))
+    }
+}
+
+struct NamedPolicyBalancer(&'static str);
+
+impl Balancer for NamedPolicyBalancer {
+    fn update_client_conn_state(
+        &mut self,
+        cc: &mut dyn ClientConn,
+        _: ClientConnState,
+    ) -> Result<(), String> {
+        cc.update_state(TransientFailure, Box::new(FailPicker::unavailable(self.0)));
+        Ok(())
+    }
+    fn resolver_error(&mut self, _: &mut dyn ClientConn, _: &str) {}
+    fn update_subconn_state(&mut self, _: &mut dyn ClientConn, _: SubConnId, _: &SubConnState) {}
+    fn exit_idle(&mut self, _: &mut dyn ClientConn) {}
+    fn close(&mut self, _: &mut dyn ClientConn) {}
+}
+
+/// Policy names are case-sensitive (gRPC-Go's registry since 1.82, and its
+/// graceful switch compares `Builder.Name()` exactly): "Toolkit_Case" and
+/// "toolkit_case" are two policies, and a service config that moves from
+/// one to the other switches policies, in the graceful switch and in a
+/// `ChildManager` alike.
+#[test]
+fn policies_whose_names_differ_in_case_only_are_switched_between() {
+    use switchyard::balancer::child_manager::ChildUpdate;
+    use switchyard::balancer::graceful_switch::GracefulSwitch;
+
+    let upper_builds = Arc::new(AtomicU64::new(0));
+    let lower_builds = Arc::new(AtomicU64::new(0));
+    let upper: Arc<dyn Builder> = Arc::new(NamedPolicy("Toolkit_Case", upper_builds.clone()));
+    let lower: Arc<dyn Builder> = Arc::new(NamedPolicy("toolkit_case", lower_builds.clone()));
+
+    let mut tcc = TestClientConn::new();
+    let mut gs = GracefulSwitch::new();
+    assert!(gs.switch_to(&mut tcc, upper.clone()));
+    tcc.update_addresses(&mut gs, [A]).unwrap();
+    assert!(gs.switch_to(&mut tcc, lower.clone()), "another policy");
+    tcc.update_addresses(&mut gs, [A]).unwrap();
+    assert_eq!(gs.current_policy(), Some("toolkit_case"));
+    assert_eq!(lower_builds.load(Ordering::SeqCst), 1);
+
+    let mut children = ChildManager::new();
+    let mut tcc = TestClientConn::new();
+    let update = |builder: &Arc<dyn Builder>| {
+        vec![ChildUpdate {
+            key: "only".into(),
+            builder: builder.clone(),
+            state: ClientConnState::default(),
+        }]
+    };
+    children.update(&mut tcc, update(&upper)).unwrap();
+    children.update(&mut tcc, update(&lower)).unwrap();
+    assert_eq!(children.get("only").unwrap().policy(), "toolkit_case");
+    assert_eq!(lower_builds.load(Ordering::SeqCst), 2, "rebuilt");
+
+    // In a channel: the service config names one, then the other.
+    registry::register(upper);
+    registry::register(lower);
+    let rt = Runtime::new().unwrap();
+    let host = Arc::new(Host::default());
+    let ch = channel(
+        &rt,
+        &host,
+        r#"{"loadBalancingConfig":[{"Toolkit_Case":{}}]}"#,
+    );
+    ch.update_addresses(vec![Address::new(A)]).unwrap();
+    ch.sync().unwrap();
+    let mut reader = ch.reader();
+    let no_wait = PickOptions::default();
+    let err = reader.pick(&PickInfo::default(), &no_wait).unwrap_err();
+    assert!(err.to_string().contains("Toolkit_Case"), "{err}");
+    ch.update_service_config(r#"{"loadBalancingConfig":[{"toolkit_case":{}}]}"#)
+        .unwrap();
+    ch.sync().unwrap();
+    let err = reader.pick(&PickInfo::default(), &no_wait).unwrap_err();
+    assert!(err.to_string().contains("toolkit_case"), "{err}");
+    ch.close();
+}
+
+/// Counts every callback it gets after `close`.
+struct ShutsDownOnClose {
+    subconns: Vec<SubConnId>,
+    closed: bool,
+    after_close: Arc<AtomicU64>,
+    /// `new_subconn` calls refused inside `close`.
+    refused_in_close: Arc<AtomicU64>,
+}
+
+impl Builder for ShutsDownOnClose {
+    fn name(&self) -> &str {
+        "toolkit_shuts_down_on_close"
+    }
+    fn build(&self) -> Box<dyn Balancer> {
+        Box::new(ShutsDownOnClose {
+            subconns: Vec::new(),
+            closed: false,
+            after_close: self.after_close.clone(),
+            refused_in_close: self.refused_in_close.clone(),
+        })
+    }
+}
+
+impl Balancer for ShutsDownOnClose {
+    fn update_client_conn_state(
+        &mut self,
+        cc: &mut dyn ClientConn,
+        state: ClientConnState,
+    ) -> Result<(), String> {
+        for a in state.addresses {
+            let sc = cc.new_subconn(a)?;
+            cc.connect(sc.id());
+            self.subconns.push(sc.id());
+        }
+        cc.update_state(Connecting, Box::new(QueuePicker));
+        Ok(())
+    }
+    fn resolver_error(&mut self, _: &mut dyn ClientConn, _: &str) {}
+    fn update_subconn_state(&mut self, _: &mut dyn ClientConn, _: SubConnId, _: &SubConnState) {
+        if self.closed {
+            self.after_close.fetch_add(1, Ordering::SeqCst);
+        }
+    }
+    fn exit_idle(&mut self, _: &mut dyn ClientConn) {}
+    fn close(&mut self, cc: &mut dyn ClientConn) {
+        self.closed = true;
+        for sc in self.subconns.drain(..) {
+            cc.shutdown_subconn(sc);
+        }
+        // gRPC-Go: "balancer is being closed; no new SubConns allowed".
+        if cc.new_subconn(Address::new(C)).is_err() {
+            self.refused_in_close.fetch_add(1, Ordering::SeqCst);
+        }
+    }
+}
+
+/// `Balancer::close` is the last call a policy gets (gRPC-Go: nothing
+/// reaches a closed balancer), in `TestClientConn` as in a channel: the
+/// subchannels it shuts down in `close` send it no SHUTDOWN afterwards, and
+/// it may create none in `close` (gRPC-Go refuses a closing balancer's
+/// `NewSubConn`).
+#[test]
+fn nothing_reaches_a_closed_policy_and_it_creates_no_subchannel_in_close() {
+    let after_close = Arc::new(AtomicU64::new(0));
+    let refused_in_close = Arc::new(AtomicU64::new(0));
+    let builder = Arc::new(ShutsDownOnClose {
+        subconns: Vec::new(),
+        closed: false,
+        after_close: after_close.clone(),
+        refused_in_close: refused_in_close.clone(),
+    });
+    let mut policy = builder.build();
+    let mut cc = TestClientConn::new();
+    cc.update_addresses(&mut *policy, [A, B]).unwrap();
+    cc.close(&mut *policy);
+    assert_eq!(cc.shutdowns().len(), 2, "both shut down");
+    assert_eq!(cc.subconns().len(), 2, "none made in close");
+    assert_eq!(after_close.load(Ordering::SeqCst), 0, "nothing after close");
+    assert_eq!(refused_in_close.load(Ordering::SeqCst), 1);
+
+    // In a channel: closed by a policy switch, then with its channel.
+    registry::register(builder);
+    let rt = Runtime::new().unwrap();
+    let host = Arc::new(Host::default());
+    let ch = channel(
+        &rt,
+        &host,
+        r#"{"loadBalancingConfig":[{"toolkit_shuts_down_on_close":{}}]}"#,
+    );
+    ch.update_addresses(vec![Address::new(A), Address::new(B)])
+        .unwrap();
+    ch.sync().unwrap();
+    ch.update_service_config(r#"{"loadBalancingConfig":[{"pick_first":{}}]}"#)
+        .unwrap();
+    ch.sync().unwrap();
+    ch.update_service_config(r#"{"loadBalancingConfig":[{"toolkit_shuts_down_on_close":{}}]}"#)
+        .unwrap();
+    ch.sync().unwrap();
+    ch.close();
+    assert_eq!(refused_in_close.load(Ordering::SeqCst), 3);
+    assert_eq!(after_close.load(Ordering::SeqCst), 0, "nothing after close");
 }

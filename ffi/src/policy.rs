@@ -229,8 +229,10 @@ pub struct sy_balancer_callbacks {
     /// Optional: leave IDLE (reconnect).
     pub exit_idle: Option<unsafe extern "C" fn(balancer: *mut c_void, cc: *mut sy_cc)>,
     /// Optional: the balancer is being replaced or its channel closed; free
-    /// `balancer` here. Called exactly once per built balancer. Subchannels
-    /// left behind are shut down by the channel.
+    /// `balancer` here. Called exactly once per built balancer, and the last
+    /// callback it gets. Subchannels left behind are shut down by the
+    /// channel; `sy_cc_new_subconn` is refused here (SY_CLOSED), as gRPC
+    /// refuses a closing balancer's new subchannels.
     pub close: Option<unsafe extern "C" fn(balancer: *mut c_void, cc: *mut sy_cc)>,
     /// Optional: frees `builder_ctx` when the registration is replaced and no
     /// channel uses it any more (any thread).
@@ -570,7 +572,9 @@ pub extern "C" fn sy_balancer_registered(name: *const c_char) -> bool {
 /// the latest `update_addresses` callback received (its user data comes
 /// along). On success `*out_subchannel_id` is its id. Errors:
 /// SY_NULL_PARAMETER, SY_WRONG_CONTEXT, SY_INVALID_ARGUMENT (index out of
-/// range), SY_CLOSED. Inside this balancer's callbacks only (loop thread).
+/// range), SY_CLOSED (the channel is closed, or this balancer is: inside
+/// its `close` callback). Inside this balancer's callbacks only (loop
+/// thread).
 #[no_mangle]
 pub extern "C" fn sy_cc_new_subconn(
     cc: *mut sy_cc,

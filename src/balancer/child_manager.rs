@@ -86,6 +86,9 @@ pub struct Child {
     given: Option<(Endpoint, Option<LbConfig>)>,
     /// It published during the last callback made into it.
     reported: bool,
+    /// Its `close` is running: no new subchannels (gRPC-Go refuses a
+    /// closing balancer's `NewSubConn`).
+    closing: bool,
 }
 
 impl Child {
@@ -242,6 +245,7 @@ impl ChildManager {
             subconns: Vec::new(),
             given: None,
             reported: false,
+            closing: false,
         });
         self.version += 1;
     }
@@ -250,9 +254,10 @@ impl ChildManager {
     /// down by the child (or, if it leaves any, here): each drains its calls
     /// in flight. False if there was none.
     pub fn remove(&mut self, cc: &mut dyn ClientConn, key: &str) -> bool {
-        if !self.index.contains_key(key) {
+        let Some(&i) = self.index.get(key) else {
             return false;
-        }
+        };
+        self.list[i].closing = true;
         self.call(key, cc, |b, cc| b.close(cc));
         let Some(i) = self.index.remove(key) else {
             return false;
@@ -329,7 +334,7 @@ impl ChildManager {
         for u in updates {
             let same_policy = self
                 .get(&u.key)
-                .is_some_and(|c| c.builder.name().eq_ignore_ascii_case(u.builder.name()));
+                .is_some_and(|c| c.builder.name() == u.builder.name());
             if !same_policy {
                 self.add(cc, &u.key, u.builder);
             }
@@ -530,6 +535,7 @@ impl ChildManager {
                 version,
                 wanting_work,
                 quiet: quiet.contains(key),
+                closing: child.closing,
                 published: &mut published,
             };
             f(&mut *child.balancer, &mut ccw);
@@ -554,11 +560,17 @@ struct ChildClientConn<'a> {
     wanting_work: &'a Arc<Mutex<HashSet<String>>>,
     /// Its re-resolution requests are not passed on.
     quiet: bool,
+    /// The child is being closed: it may create no subchannel.
+    closing: bool,
     published: &'a mut Option<(ConnectivityState, Box<dyn Picker>)>,
 }
 
 impl ClientConn for ChildClientConn<'_> {
     fn new_subconn(&mut self, address: Address) -> Result<Arc<SubConn>, String> {
+        if self.closing {
+            // gRPC-Go's words (its balancer wrapper's).
+            return Err("balancer is being closed; no new SubConns allowed".into());
+        }
         let sc = self.parent.new_subconn(address)?;
         self.owners.insert(sc.id(), self.key.to_string());
         self.subconns.push(sc.clone());

@@ -71,9 +71,12 @@ pub trait DoneHook: Send + Sync {
 /// wrapping picker added on its way out (outlier detection over
 /// weighted_round_robin: WRR's hook, then the outlier detector's).
 ///
-/// When the RPC ends every hook is called exactly once, **innermost
-/// first**, as gRPC-Go's wrapping pickers do (outlier detection calls its
-/// child's `Done` before counting). A fixed array of plain references:
+/// When the RPC ends every hook is called exactly once, **outermost
+/// first**, as gRPC-Go's wrapping pickers call them: each wrapper's `Done`
+/// does its own work and then calls its child's (outlier detection counts,
+/// then calls the child's `Done`; least_request decrements its counter,
+/// weighted_round_robin takes the load report, each before the child's).
+/// A fixed array of plain references:
 /// making, copying and passing a chain allocates nothing and takes no lock.
 ///
 /// It holds at most [`DoneHooks::CAPACITY`] hooks. Adding one more is
@@ -151,16 +154,18 @@ impl<'a> DoneHooks<'a> {
         self.hooks.iter().take_while(|h| h.is_some()).count()
     }
 
-    /// The hooks, innermost first (the order `report` calls them in).
+    /// The hooks, innermost first (the order they were chained in;
+    /// `report` calls them the other way round).
     pub fn iter(&self) -> impl Iterator<Item = &'a (dyn DoneHook + 'static)> + '_ {
         self.hooks.iter().map_while(|h| *h)
     }
 
-    /// Calls every hook, innermost first, with the RPC's outcome. The
+    /// Calls every hook, outermost first (gRPC-Go's order: a wrapping
+    /// picker's `Done` before its child's), with the RPC's outcome. The
     /// library does this once per pick (`Pick::done` or drop); a test or
     /// a parent that finishes picks itself calls it once too.
     pub fn report(&self, subconn: &SubConn, info: &DoneInfo<'_>) {
-        for hook in self.iter() {
+        for hook in self.hooks.iter().rev().flatten() {
             hook.done(subconn, info);
         }
     }

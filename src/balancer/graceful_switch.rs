@@ -93,17 +93,16 @@ impl GracefulSwitch {
     /// Starts switching to `builder`'s policy: built beside the current one
     /// (which keeps serving) as the pending policy, replacing and closing an
     /// earlier pending one; with no policy yet it is current at once. A
-    /// builder named like the latest policy (any case) changes nothing: that
-    /// is an update, which the caller sends next. True if a policy was built.
+    /// builder named exactly like the latest policy changes nothing: that
+    /// is an update, which the caller sends next (names are case-sensitive,
+    /// as in the registry and gRPC-Go's graceful switch). True if a policy
+    /// was built.
     ///
     /// The new policy does nothing until it gets its first
     /// `update_client_conn_state`.
     pub fn switch_to(&mut self, cc: &mut dyn ClientConn, builder: Arc<dyn Builder>) -> bool {
         let new = builder.name().to_string();
-        if self
-            .latest_policy()
-            .is_some_and(|latest| latest.eq_ignore_ascii_case(&new))
-        {
+        if self.latest_policy().is_some_and(|latest| latest == new) {
             return false;
         }
         self.built += 1;

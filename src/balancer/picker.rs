@@ -35,7 +35,7 @@ pub enum PickResult<'a> {
     Complete {
         /// The subchannel to send the RPC on.
         subconn: &'a SubConn,
-        /// Told the outcome when the RPC ends, innermost first (a wrapping
+        /// Told the outcome when the RPC ends, outermost first (a wrapping
         /// picker adds its own with `DoneHooks::with_outer`).
         done: DoneHooks<'a>,
     },

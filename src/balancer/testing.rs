@@ -6,8 +6,9 @@
 //! the last picker as a reader does.
 //!
 //! As in a channel, a subchannel shut down by the policy gets its SHUTDOWN
-//! state delivered once, after the policy callback that shut it down returns;
-//! every other state change is the test's to deliver.
+//! state delivered once, after the policy callback that shut it down returns
+//! (except after `close`: nothing reaches a closed policy); every other
+//! state change is the test's to deliver.
 //!
 //! ```
 //! use switchyard::balancer::testing::{Picked, TestClientConn};
@@ -87,6 +88,8 @@ pub struct TestClientConn {
     oob: BTreeMap<OobListenerId, OobRegistration>,
     target: String,
     authority: Option<String>,
+    /// A policy's `close` is running: `new_subconn` is refused.
+    closing: bool,
 }
 
 /// One `register_oob_listener` call the policy made and has not undone.
@@ -140,6 +143,7 @@ impl TestClientConn {
             local: PickLocal::new(1),
             target: String::new(),
             authority: None,
+            closing: false,
         }
     }
 
@@ -371,10 +375,15 @@ impl TestClientConn {
         fired
     }
 
-    /// Closes the policy.
+    /// Closes the policy: its last call. The subchannels it shut down and
+    /// whose SHUTDOWN has not come reach nobody now (as in a channel, and
+    /// gRPC-Go, where nothing reaches a closed balancer).
+    /// A policy may create no subchannel in `close` (gRPC-Go refuses it).
     pub fn close(&mut self, balancer: &mut dyn Balancer) {
+        self.closing = true;
         balancer.close(self);
-        self.announce_shutdowns(balancer);
+        self.closing = false;
+        self.unannounced.clear();
     }
 
     /// SHUTDOWN, once, for every subchannel the policy shut down since.
@@ -403,7 +412,7 @@ impl TestClientConn {
     }
 
     /// Picks once and reports `outcome` to every done hook the pick
-    /// carried, innermost first, as `Pick::done` does.
+    /// carried, outermost first, as `Pick::done` does.
     pub fn pick_done(&mut self, outcome: &DoneInfo<'_>) -> Picked {
         self.pick_with(&PickInfo::default(), Some(outcome))
     }
@@ -468,6 +477,9 @@ impl TestClientConn {
 
 impl ClientConn for TestClientConn {
     fn new_subconn(&mut self, address: Address) -> Result<Arc<SubConn>, String> {
+        if self.closing {
+            return Err("balancer is being closed; no new SubConns allowed".into());
+        }
         let id = SubConnId(self.next_subconn);
         self.next_subconn += 1;
         let sc = Arc::new(SubConn::new(id, address));

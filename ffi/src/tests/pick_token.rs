@@ -321,15 +321,15 @@ fn a_hooked_pick_survives_a_bitwise_copy_of_its_result() {
         value: 0.5,
     };
     ok(sy_pick_done(&mut copy, 0, 1_000, &metric, 1));
-    // Each hook once per pick, innermost first.
+    // Each hook once per pick, outermost first (gRPC-Go's order).
     let unavailable = Some("UNAVAILABLE".to_string());
     assert_eq!(
         *outcomes.0.lock().unwrap(),
         [
-            ("inner", unavailable.clone()),
-            ("outer", unavailable),
-            ("inner", None),
-            ("outer", None)
+            ("outer", unavailable.clone()),
+            ("inner", unavailable),
+            ("outer", None),
+            ("inner", None)
         ]
     );
     free();
@@ -445,14 +445,14 @@ fn a_kept_pick_tells_every_hook_its_code_latency_and_load_once() {
     assert_eq!(
         *outcomes.0.lock().unwrap(),
         [
-            ("inner", unavailable.clone()),
-            ("outer", unavailable),
-            ("inner", dropped.clone()),
+            ("outer", unavailable.clone()),
+            ("inner", unavailable),
             ("outer", dropped.clone()),
-            ("inner", None),
-            ("outer", None),
             ("inner", dropped.clone()),
-            ("outer", dropped),
+            ("outer", None),
+            ("inner", None),
+            ("outer", dropped.clone()),
+            ("inner", dropped),
         ]
     );
     assert_eq!(
