@@ -215,7 +215,8 @@ pub trait ClientConn {
     fn work_scheduler(&self) -> WorkScheduler;
 
     /// Asks for `sc`'s out-of-band load reports (gRFC A51; gRPC-Go's
-    /// `orca.RegisterOOBListener`): while the subchannel is READY, the
+    /// `orca.RegisterOOBListener`): while the subchannel is connected
+    /// (READY as its transport goes, whatever health checking says), the
     /// channel keeps an ORCA `StreamCoreMetrics` stream open on its
     /// connection asking for a report every `period`, and hands each
     /// report to `listener`. With several listeners on one subchannel the

@@ -4,15 +4,17 @@
 //! only opens the stream (`Connector::start_load_reports`) and reports
 //! what it delivers; this machine decides:
 //!
-//! - a stream runs while the subchannel is READY and has listeners, asking
-//!   for the smallest period any listener wants (a new smallest period
-//!   restarts it);
+//! - a stream runs while the subchannel is connected (its transport
+//!   READY, healthy or not, as gRPC-Go's producer) and has listeners,
+//!   asking for the smallest period any listener wants (a new smallest
+//!   period restarts it);
 //! - each report goes to every listener;
 //! - a stream that ended UNIMPLEMENTED means "no ORCA service": not
 //!   retried on that connection, logged once per address;
-//! - a stream that ended otherwise is opened again after the backoff (the
-//!   channel's connection-backoff numbers), at once if it had delivered a
-//!   report (gRPC-Go's producer does the same).
+//! - a stream that ended otherwise is opened again after the backoff
+//!   (gRPC's default numbers, whatever the channel's connection backoff:
+//!   gRPC-Go's producer uses `backoff.DefaultExponential`), at once if it
+//!   had delivered a report (gRPC-Go's producer does the same).
 //!
 //! It is pure (no loop, no connector): `SubchannelPool` applies what it
 //! says (the connector calls, the retry timer).
@@ -97,8 +99,8 @@ impl OobReports {
         self.listeners.values().map(|(p, _)| *p).min()
     }
 
-    /// What to do now that the subchannel is (`ready`) or is not READY on
-    /// a live connection, with the listeners it has.
+    /// What to do now that the subchannel is (`ready`) or is not connected
+    /// (its transport READY, health aside), with the listeners it has.
     pub(crate) fn sync(&mut self, ready: bool) -> Action {
         let want = if ready { self.period() } else { None };
         let current = match self.phase {

@@ -124,7 +124,11 @@ impl SubchannelPool {
                 backoff: Backoff::new(self.backoff),
                 timer: None,
                 health: HealthCheck::new(self.backoff),
-                oob: OobReports::new(self.backoff),
+                // gRPC's own numbers (1 s, ×1.6, ±20 %, 120 s), not the
+                // channel's connection backoff: gRPC-Go's ORCA producer
+                // backs off with `backoff.DefaultExponential` whatever the
+                // channel's ConnectParams, as C-core's stream client does.
+                oob: OobReports::new(BackoffConfig::default()),
                 last_error: None,
             },
         );
@@ -257,6 +261,8 @@ impl SubchannelPool {
                         observed: false,
                     });
                     self.start_health(id, env);
+                    // Listeners already registered get their stream now.
+                    self.sync_oob(id, env);
                 } else {
                     self.transition(id, Ready, None, env);
                 }
@@ -390,7 +396,7 @@ impl SubchannelPool {
                     return;
                 };
                 if let Some(period) = s.oob.retry_due() {
-                    if s.sc.is_connected() && s.state == ConnectivityState::Ready {
+                    if s.sc.is_connected() {
                         self.start_oob(id, period, env);
                     }
                 }
@@ -452,7 +458,8 @@ impl SubchannelPool {
     }
 
     /// Registers a policy's out-of-band load report listener on `sc` (see
-    /// `ClientConn::register_oob_listener`); a stream starts if it is READY.
+    /// `ClientConn::register_oob_listener`); a stream starts if it is
+    /// connected.
     /// An unknown subchannel (already shut down) gets an id that does nothing.
     pub(crate) fn register_oob(
         &mut self,
@@ -488,7 +495,9 @@ impl SubchannelPool {
         let Some(s) = self.map.get_mut(&id) else {
             return;
         };
-        let ready = s.sc.is_connected() && s.state == ConnectivityState::Ready;
+        // Connected is enough: health does not stop the stream (gRPC-Go's
+        // producer runs on the SubConn's transport, whatever its health).
+        let ready = s.sc.is_connected();
         let Action::Restart {
             running,
             retry,

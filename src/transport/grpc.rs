@@ -67,10 +67,15 @@ pub(crate) const TRANSPORT_FIELDS: [&str; 4] = [
 ];
 
 /// gRPC binary metadata (`-bin` keys) is base64; senders may or may not
-/// pad it.
+/// pad it, and the unused low bits of its last character need not be zero
+/// (gRPC-Go's `decodeBinHeader` uses `base64.StdEncoding`/`RawStdEncoding`,
+/// which are not `Strict`).
 const BINARY_METADATA: GeneralPurpose = GeneralPurpose::new(
     &STANDARD,
-    GeneralPurposeConfig::new().with_decode_padding_mode(DecodePaddingMode::Indifferent),
+    GeneralPurposeConfig::new()
+        .with_decode_padding_mode(DecodePaddingMode::Indifferent)
+        // Go's decoder (not `Strict`) ignores the bits past the last byte.
+        .with_decode_allow_trailing_bits(true),
 );
 
 /// The bytes of a `-bin` metadata value, if it is base64.
@@ -177,7 +182,13 @@ impl CallError {
     /// came with this error say to the policy (its load report) and to the
     /// retry policy (its pushback).
     pub(crate) fn with_trailers(mut self, trailers: &HeaderMap) -> Self {
-        self.load_report = trailers.get(LOAD_REPORT_TRAILER).cloned();
+        // Exactly one report, or none: several are ignored, as on an OK
+        // answer (gRPC-Go's `ToLoadReport`: "multiple orca load reports").
+        let mut reports = trailers.get_all(LOAD_REPORT_TRAILER).iter();
+        self.load_report = match (reports.next(), reports.next()) {
+            (Some(one), None) => Some(one.clone()),
+            _ => None,
+        };
         self.pushback = Pushback::from_trailers(trailers);
         if !trailers.contains_key("grpc-status") {
             // Not the server's status (a proxy's page, a broken answer):

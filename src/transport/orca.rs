@@ -243,6 +243,102 @@ mod tests {
         assert_eq!(m, want);
     }
 
+    /// Every field of `OrcaLoadReport` as the proto numbers it (a report
+    /// written field by field on the wire, not by this struct), fields
+    /// this version does not know (tags 10, 1000, every wire type) skipped.
+    #[test]
+    fn every_field_decodes_and_unknown_fields_are_skipped() {
+        fn key(tag: u32, wire: u32, out: &mut Vec<u8>) {
+            prost::encoding::encode_varint(u64::from(tag << 3 | wire), out);
+        }
+        fn double(tag: u32, v: f64, out: &mut Vec<u8>) {
+            key(tag, 1, out);
+            out.extend_from_slice(&v.to_le_bytes());
+        }
+        fn entry(tag: u32, k: &str, v: f64, out: &mut Vec<u8>) {
+            let mut e = Vec::new();
+            key(1, 2, &mut e);
+            prost::encoding::encode_varint(k.len() as u64, &mut e);
+            e.extend_from_slice(k.as_bytes());
+            double(2, v, &mut e);
+            key(tag, 2, out);
+            prost::encoding::encode_varint(e.len() as u64, out);
+            out.extend_from_slice(&e);
+        }
+        let mut b = Vec::new();
+        double(1, 0.5, &mut b);
+        double(2, 0.25, &mut b);
+        key(3, 0, &mut b);
+        b.push(7);
+        entry(4, "bytes", 3487.0, &mut b);
+        entry(5, "gpu", 0.75, &mut b);
+        double(6, 120.5, &mut b);
+        double(7, 1.5, &mut b);
+        entry(8, "queue", 42.0, &mut b);
+        double(9, 0.625, &mut b);
+        // Unknown: a varint, a fixed64, a length-delimited, a fixed32.
+        key(10, 0, &mut b);
+        b.push(1);
+        key(1000, 1, &mut b);
+        b.extend_from_slice(&[0; 8]);
+        key(11, 2, &mut b);
+        b.extend_from_slice(&[2, 0xde, 0xad]);
+        key(12, 5, &mut b);
+        b.extend_from_slice(&[0; 4]);
+        let got = OrcaLoadReport::from_trailers(&trailers(PADDED.encode(&b))).unwrap();
+        let mut m = got.metrics();
+        m.sort_by(|a, b| a.0.cmp(&b.0));
+        let want: Vec<(String, f64)> = [
+            ("application_utilization", 0.625),
+            ("cpu_utilization", 0.5),
+            ("eps", 1.5),
+            ("mem_utilization", 0.25),
+            ("named_metrics.queue", 42.0),
+            ("request_cost.bytes", 3487.0),
+            ("rps_fractional", 120.5),
+            ("utilization.gpu", 0.75),
+        ]
+        .iter()
+        .map(|(k, v)| (k.to_string(), *v))
+        .collect();
+        assert_eq!(m, want);
+        assert_eq!(got.rps, 7);
+    }
+
+    /// The unused low bits of the last base64 character need not be zero:
+    /// gRPC-Go's decoder (not `Strict`) ignores them, so the report counts.
+    #[test]
+    fn a_trailer_with_nonzero_trailing_bits_still_decodes() {
+        // cpu_utilization (tag 1, fixed64) and rps (tag 3, varint): 11
+        // bytes, so the last base64 quantum holds two bytes and two unused
+        // bits.
+        let mut bytes = vec![0x09];
+        bytes.extend_from_slice(&0.5f64.to_le_bytes());
+        bytes.extend_from_slice(&[0x18, 0x01]); // rps = 1
+        assert_eq!(bytes.len() % 3, 2);
+        let canonical = PADDED.encode(&bytes);
+        // Two bytes in the last quantum: "XYZ=", Z's low two bits unused.
+        let mut odd = canonical.clone().into_bytes();
+        let z = odd.len() - 2;
+        let alphabet = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+        let i = alphabet.iter().position(|c| *c == odd[z]).unwrap();
+        assert_eq!(i & 3, 0, "canonical");
+        odd[z] = alphabet[i | 1];
+        let odd = String::from_utf8(odd).unwrap();
+        for v in [
+            canonical,
+            odd.clone(),
+            odd.trim_end_matches('=').to_string(),
+        ] {
+            let got = OrcaLoadReport::from_trailers(&trailers(v.clone()));
+            assert_eq!(
+                got.map(|r| (r.cpu_utilization, r.rps)),
+                Some((0.5, 1)),
+                "{v}"
+            );
+        }
+    }
+
     #[test]
     fn the_oob_request_carries_the_interval_as_a_proto_duration() {
         let req = OrcaLoadReportRequest::every(Duration::from_millis(2500));

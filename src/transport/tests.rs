@@ -1477,6 +1477,29 @@ fn an_error_keeps_the_load_report_it_came_with() {
     assert_eq!(report.map(|r| (r.eps, r.rps_fractional)), Some((3.0, 9.0)));
 }
 
+/// Several load reports with an error are none, as with an OK answer
+/// (gRPC-Go's `ToLoadReport` refuses "multiple orca load reports" from
+/// whatever `Trailer()` holds, failed calls' included).
+#[test]
+fn an_error_with_two_load_reports_keeps_neither() {
+    use base64::Engine;
+    let one = base64::engine::general_purpose::STANDARD.encode(prost::Message::encode_to_vec(
+        &orca::OrcaLoadReport {
+            eps: 3.0,
+            rps_fractional: 9.0,
+            ..Default::default()
+        },
+    ));
+    let mut trailers = http::HeaderMap::new();
+    trailers.insert("grpc-status", "8".parse().unwrap());
+    trailers.append(orca::TRAILER, one.parse().unwrap());
+    let e = CallError::new(8, "x").with_trailers(&trailers);
+    assert!(e.load_report.is_some(), "one report counts");
+    trailers.append(orca::TRAILER, one.parse().unwrap());
+    let e = CallError::new(8, "x").with_trailers(&trailers);
+    assert_eq!(e.load_report, None);
+}
+
 /// Keepalive settings as gRPC-Go takes them: a time of 0 (or longer than
 /// any connection lives) is off, a timeout of 0 the default 20 s.
 #[test]

@@ -265,3 +265,72 @@ fn the_stream_follows_the_config_and_the_endpoints() {
     });
     assert!(streaming(&servers[1], 2), "backend 1's stream stays");
 }
+
+/// A stream that fails (UNAVAILABLE at once, no report) is opened again
+/// after gRPC's backoff, 1 s and then ×1.6 (gRPC-Go's ORCA producer:
+/// `backoff.DefaultExponential`), not the channel's connection backoff,
+/// here 50 ms.
+#[test]
+fn a_failed_stream_is_reopened_after_grpcs_backoff_not_the_channels() {
+    let server = &start_servers_with(
+        1,
+        ServerOptions {
+            orca_fail: Some(14),
+            ..fast_orca()
+        },
+    )[0];
+    let rt = Runtime::new().unwrap();
+    let target = format!("ipv4:127.0.0.1:{}", server.port());
+    let ch = channel(&rt, &target, Some(&wrr(true)), plaintext_fast_backoff());
+    let mut r = ch.reader();
+    warm_up(&mut r, 1);
+    wait_until("the first stream", || server.orca_streams() >= 1);
+    std::thread::sleep(Duration::from_millis(500));
+    assert_eq!(server.orca_streams(), 1, "no new stream before 1 s");
+    wait_until("the second stream", || server.orca_streams() >= 2);
+    let second = Instant::now();
+    wait_until("the third stream", || server.orca_streams() >= 3);
+    // 1.6 s ± 20 %, less the polling slack.
+    assert!(
+        second.elapsed() >= Duration::from_millis(1200),
+        "the backoff grows: {:?}",
+        second.elapsed()
+    );
+    // The channel serves all the while.
+    assert_eq!(echo(&mut r, true).unwrap(), server.port());
+}
+
+/// The stream follows the connection, not its health (gRPC-Go's WRR
+/// listens on the SubConn its raw state listener saw READY, health coming
+/// apart through pickfirst's health listener): a backend connected but
+/// NOT_SERVING gets its stream, and health flaps neither close it nor
+/// open another.
+#[test]
+fn the_stream_follows_the_connection_not_its_health() {
+    use switchyard::transport::health_proto::{NOT_SERVING, SERVING};
+    let server = &start_servers_with(1, fast_orca())[0];
+    server.set_serving("", NOT_SERVING);
+    let config = r#"{"loadBalancingConfig":[{"weighted_round_robin":{
+        "enableOobLoadReport":true,"oobReportingPeriod":"0.02s"}}],
+        "healthCheckConfig":{"serviceName":""}}"#;
+    let rt = Runtime::new().unwrap();
+    let target = format!("ipv4:127.0.0.1:{}", server.port());
+    let ch = channel(&rt, &target, Some(config), plaintext());
+    // The health Watch and the ORCA stream, on a channel that cannot serve.
+    wait_until("the stream opened on the unhealthy connection", || {
+        server.orca_streams() == 1 && server.in_flight() == 2
+    });
+    assert_ne!(ch.state(), ConnectivityState::Ready);
+    server.set_serving("", SERVING);
+    let mut r = ch.reader();
+    assert_eq!(echo(&mut r, true).unwrap(), server.port());
+    server.set_serving("", NOT_SERVING);
+    wait_until("unhealthy again", || {
+        ch.state() == ConnectivityState::TransientFailure
+    });
+    server.set_serving("", SERVING);
+    assert_eq!(echo(&mut r, true).unwrap(), server.port());
+    std::thread::sleep(Duration::from_millis(100));
+    assert_eq!(server.orca_streams(), 1, "the one stream ran throughout");
+    assert_eq!(server.connections(), 1);
+}

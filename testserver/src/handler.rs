@@ -221,6 +221,9 @@ pub(crate) async fn handle(
                 .orca_interval
                 .lock()
                 .unwrap_or_else(|p| p.into_inner()) = Some(asked);
+            if let Some(code) = shared.orca_fail {
+                return trailers_only(&mut respond, port, code, "ORCA service failing");
+            }
             stream_core_metrics(respond, asked.max(shared.orca_min_interval), shared).await;
         }
         "/echo.Echo/Unary" => {

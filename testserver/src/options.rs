@@ -54,6 +54,10 @@ pub struct ServerOptions {
     /// asking for less gets this (gRPC servers clamp the same way, to 30 s
     /// by default: `None`). Tests set a few milliseconds to run fast.
     pub orca_min_interval: Option<Duration>,
+    /// `StreamCoreMetrics` answers at once with this grpc-status
+    /// (trailers-only), as a server whose ORCA service is failing would
+    /// (`no_orca` wins); the stream is counted all the same.
+    pub orca_fail: Option<u32>,
 }
 
 /// gRPC's default minimum ORCA reporting interval (gRPC-Go's
@@ -86,6 +90,7 @@ pub(crate) struct Shared {
     pub(crate) last_authority: std::sync::Mutex<Option<String>>,
     pub(crate) no_orca: bool,
     pub(crate) orca_min_interval: Duration,
+    pub(crate) orca_fail: Option<u32>,
     /// What `StreamCoreMetrics` reports (each report reads it afresh).
     pub(crate) oob_load: Mutex<OrcaLoad>,
     /// The per-call `endpoint-load-metrics-bin` trailer's load, on echo

@@ -78,6 +78,7 @@ impl TestServer {
             last_authority: std::sync::Mutex::new(None),
             no_orca: opts.no_orca,
             orca_min_interval: opts.orca_min_interval.unwrap_or(DEFAULT_ORCA_MIN_INTERVAL),
+            orca_fail: opts.orca_fail,
             oob_load: std::sync::Mutex::new(OrcaLoad::default()),
             call_load: std::sync::Mutex::new(None),
             orca_streams: AtomicU64::new(0),

@@ -14,8 +14,8 @@
 //! policy's next `Balancer::work` call, which the loop makes right after.
 //!
 //! With `enableOobLoadReport`, reports come out of band instead (gRFC A51,
-//! as gRPC's WRR does): the policy registers each READY endpoint's weight
-//! as a listener on its subchannel (`ClientConn::register_oob_listener`,
+//! as gRPC's WRR does): the policy registers each connected endpoint's
+//! weight as a listener on its subchannel (healthy or not) (`ClientConn::register_oob_listener`,
 //! period `oobReportingPeriod`), the channel keeps an ORCA stream open on
 //! that connection, and each report goes through the same weight
 //! computation; per-call reports are then ignored. Registrations follow
@@ -82,8 +82,8 @@ struct Weighted {
     weight: Arc<EndpointWeight>,
     /// READY when last seen (a return to READY restarts the blackout).
     ready: bool,
-    /// Its out-of-band listener while OOB reporting is on and it is READY:
-    /// on which subchannel, asking for which period.
+    /// Its out-of-band listener while OOB reporting is on and it is
+    /// connected: on which subchannel, asking for which period.
     oob: Option<(SubConnId, Duration, OobListenerId)>,
 }
 
@@ -157,17 +157,22 @@ impl WeightedRoundRobin {
     }
 
     /// Keeps the endpoint at `at`'s out-of-band listener in step with the
-    /// config and its state: registered on its READY subchannel with the
-    /// configured period while OOB reporting is on, else not at all.
+    /// config and its connection: registered on its connected subchannel
+    /// with the configured period while OOB reporting is on, else not at
+    /// all. Connected, not READY: gRPC-Go's WRR registers on the SubConn
+    /// its raw state listener saw READY, whatever health checking says
+    /// (that comes through pickfirst's health listener), so a connected
+    /// endpoint that is unhealthy, or not yet known healthy, reports too.
     fn sync_oob(&mut self, cc: &mut dyn ClientConn, at: usize) {
         let config = self.config.load();
         let Some(child) = self.children.at(at) else {
             return;
         };
-        let want = (config.enable_oob_load_report && child.state() == ConnectivityState::Ready)
-            .then(|| child.picker().single().map(|sc| sc.id()))
+        let want = config
+            .enable_oob_load_report
+            .then(|| child.subconns().iter().find(|sc| sc.is_connected()))
             .flatten()
-            .map(|sc| (sc, config.oob_reporting_period));
+            .map(|sc| (sc.id(), config.oob_reporting_period));
         let Some(w) = self.weights.get_mut(at) else {
             return;
         };
