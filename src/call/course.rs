@@ -57,11 +57,13 @@ struct Hedges {
     stopped: bool,
 }
 
-/// How many times an attempt that never left this client is replaced at
-/// once. gRFC A6 sets no limit (until the deadline): such an attempt failed
-/// on a connection that is going away, which picks then avoid. The bound
-/// keeps a call from spinning where a connection fails sends without going
-/// away.
+/// How many times an attempt that never left this client, or that a
+/// server's GOAWAY refused, is replaced at once. gRFC A6 sets no limit for
+/// the first (until the deadline): such an attempt failed on a connection
+/// that is going away, which picks then avoid; a GOAWAY's refusal is a
+/// server's word that it never processed the stream, on a connection going
+/// away too (see `CallError::refused_by_goaway`). The bound keeps a call
+/// from spinning where a connection fails sends without going away.
 const UNSENT_RETRIES: u32 = 16;
 
 /// A failed attempt's status, with what its server sent.
@@ -222,8 +224,9 @@ pub(super) fn attempt_metadata(
 
 impl Course {
     /// Whether a failed attempt is replaced at once, transparently (gRFC
-    /// A6): one that never left this client, up to `UNSENT_RETRIES` times;
-    /// one the server saw but never processed, only if it was the call's
+    /// A6): one that never left this client, or that a server's GOAWAY
+    /// refused, up to `UNSENT_RETRIES` times; one the server otherwise saw
+    /// but never processed (REFUSED_STREAM), only if it was the call's
     /// first attempt (gRPC-Go's `firstAttempt && unprocessed`: a later one
     /// goes by the retry policy).
     fn transparent(&mut self, e: &CallError) -> bool {
@@ -231,7 +234,7 @@ impl Course {
         if !e.transparent_retry_ok {
             return false;
         }
-        if e.never_sent {
+        if e.never_sent || e.refused_by_goaway {
             self.unsent += 1;
             return self.unsent <= UNSENT_RETRIES;
         }
@@ -651,6 +654,19 @@ mod tests {
         assert!(c.transparent(&error(true, false)), "unprocessed: the first");
         assert!(!c.transparent(&error(true, false)), "once");
         assert!(c.transparent(&error(true, true)), "unsent: apart from it");
+        // Refused by a GOAWAY: as often as an unsent one (bounded), even
+        // after other attempts.
+        let goaway = || {
+            let mut e = error(true, false);
+            e.refused_by_goaway = true;
+            e
+        };
+        let mut c = Course::default();
+        assert!(c.transparent(&error(true, false)), "unprocessed: the first");
+        for _ in 0..super::UNSENT_RETRIES {
+            assert!(c.transparent(&goaway()), "refused by GOAWAY");
+        }
+        assert!(!c.transparent(&goaway()), "bounded");
         let mut c = Course::default();
         assert!(!c.transparent(&error(false, false)));
         assert!(

@@ -114,6 +114,16 @@ pub struct CallError {
     /// gRFC A6 retries such a call transparently as often as it takes,
     /// where a call the server saw but never processed gets one retry.
     pub never_sent: bool,
+    /// The peer's GOAWAY refused it (its stream was above the GOAWAY's
+    /// last-stream-id): sent, but the server says it never processed it,
+    /// and its connection takes no new calls. Retried transparently as
+    /// often as a call that never left this client (see `never_sent`):
+    /// h2 may write the HEADERS of a stream opened just before the
+    /// client read a graceful GOAWAY after its ack of the server's PING,
+    /// so a server's two-phase shutdown refuses streams gRPC's transports
+    /// would have had processed, and during a rolling restart the one
+    /// retry gRFC A6 allows can be refused again.
+    pub refused_by_goaway: bool,
     /// The ORCA `endpoint-load-metrics-bin` value the server sent with its
     /// error status, if any: a failed call's load report counts too (its
     /// `eps` is what A58's error penalty weighs).
@@ -171,6 +181,7 @@ impl CallError {
             message: message.into(),
             transparent_retry_ok: false,
             never_sent: false,
+            refused_by_goaway: false,
             load_report: None,
             committed: false,
             pushback: None,
@@ -913,6 +924,7 @@ pub(crate) fn h2_error(e: &h2::Error, opened: bool) -> CallError {
     CallError {
         transparent_retry_ok: retry,
         never_sent: !opened,
+        refused_by_goaway: opened && e.is_go_away() && e.is_remote(),
         ..CallError::new(code, e.to_string())
     }
 }

@@ -16,6 +16,7 @@ mod retry;
 mod service_config;
 mod support;
 mod switch;
+mod transitions;
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
