@@ -309,6 +309,12 @@ impl RingHash {
         };
         let (state, slot) = self.child_slot(key);
         self.counts.record(self.states[i], state);
+        // Whether some endpoint is connecting is in the picker (A76's
+        // random-hash picks), for endpoints off the ring too.
+        let connecting = ConnectivityState::Connecting;
+        if (self.states[i] == connecting) != (state == connecting) {
+            self.dirty = true;
+        }
         self.states[i] = state;
         if let Some(m) = self.member[i] {
             self.ready[m] = slot.entry();

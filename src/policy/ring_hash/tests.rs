@@ -668,6 +668,35 @@ fn random_picks_start_nothing_while_any_endpoint_connects() {
     assert_eq!(cc.connects().len(), 2);
 }
 
+/// The picker's "an endpoint is connecting" follows endpoints off the ring
+/// too, even when the aggregate state does not move: both members failing
+/// (TRANSIENT_FAILURE) while the off-ring endpoint connects, then fails
+/// too (still TRANSIENT_FAILURE): a random-hash pick then fails at once,
+/// as nothing is connecting any more, rather than queueing.
+#[test]
+fn an_off_ring_endpoint_ending_its_connection_republishes_the_picker() {
+    let cfg = json!({"minRingSize": 1, "maxRingSize": 3, "requestHashHeader": "k"});
+    let (mut cc, mut lb, list) = ring_with_a_gap(json!({"minRingSize": 1, "maxRingSize": 3}));
+    connect(&mut cc, &mut *lb, &list[0], TransientFailure);
+    // Endpoint 1 (off the ring) connects (the recovery rule).
+    let off = *cc.connects().last().unwrap();
+    assert_eq!(cc.subconn(off).unwrap().addr(), list[1]);
+    connect(&mut cc, &mut *lb, &list[2], TransientFailure);
+    cc.update(&mut *lb, gap_update(&list, cfg)).unwrap();
+    assert_eq!(cc.state(), Some(TransientFailure));
+    assert_eq!(
+        pick_header(&mut cc, &[]),
+        Picked::Queue,
+        "one is connecting"
+    );
+    cc.set_state(&mut *lb, off, TransientFailure);
+    assert_eq!(cc.state(), Some(TransientFailure));
+    assert!(
+        matches!(pick_header(&mut cc, &[]), Picked::Fail(_)),
+        "queued with nothing connecting"
+    );
+}
+
 /// A42: an endpoint whose connection is lost goes IDLE and stays so (no
 /// reconnect of its own: gRPC-Go's endpointsharding `DisableAutoReconnect`)
 /// until a pick lands on it.
