@@ -158,8 +158,13 @@ fn compare(
         Equal => {}
         o => return o,
     }
-    // Rule 9: longest matching prefix, between IPv6 destinations only.
-    if let (IpAddr::V6(da6), IpAddr::V6(db6)) = (da, db) {
+    // Rule 9: longest matching prefix, between IPv6 destinations only; an
+    // IPv4-mapped one counts as IPv4, as Go's `To4() == nil` test has it.
+    let native = |ip: IpAddr| match ip {
+        IpAddr::V6(v6) if v6.to_ipv4_mapped().is_none() => Some(v6),
+        _ => None,
+    };
+    if let (Some(da6), Some(db6)) = (native(da), native(db)) {
         let ca = common_prefix(v6(sa), da6);
         let cb = common_prefix(v6(sb), db6);
         match cb.cmp(&ca) {

@@ -630,7 +630,8 @@ impl SubchannelPool {
             },
             observed: true,
         });
-        // READY starts the out-of-band stream, leaving READY stops it.
+        // A connection made starts the out-of-band stream (health aside),
+        // one lost stops it.
         self.sync_oob(id, env);
     }
 

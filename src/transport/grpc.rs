@@ -738,10 +738,10 @@ pub(crate) fn take_message_in(
 }
 
 /// How a response's messages are compressed: its `grpc-encoding` (gRPC's
-/// compression, PROTOCOL-HTTP2 "Message-Encoding"). This client asks for
-/// none, but inflates what C-core servers may send anyway: gzip and
-/// deflate (zlib), the codings gRPC C-core, Java and Go (with its gzip
-/// package) know.
+/// compression, PROTOCOL-HTTP2 "Message-Encoding"). Unary calls offer
+/// gzip and deflate (zlib), the codings gRPC C-core, Java and Go (with its
+/// gzip package) know, and inflate them; health and ORCA streams offer
+/// none and read identity only.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum Encoding<'a> {
     /// No `grpc-encoding`, or `identity`.

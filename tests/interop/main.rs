@@ -55,6 +55,7 @@ fn compressed_responses_are_inflated() {
         let rt = Runtime::new().unwrap();
         let ch = channel(&rt, &server.target(), RR, plaintext());
         let mut r = ch.reader();
+        warm_up(&mut r, 3);
         let opts = CallOptions {
             deadline: Some(Instant::now() + Duration::from_secs(10)),
             wait_for_ready: Some(true),
