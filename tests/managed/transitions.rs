@@ -224,6 +224,16 @@ fn assert_none_failed(outcomes: &[Outcome], min: usize) {
 }
 
 /// How many RPCs were in flight at `at` (started before, ended after).
+/// Every transition in `at` (what, when) had an RPC in flight across it.
+fn assert_spanned(outcomes: &[Outcome], at: &[(&str, Instant)], context: &str) {
+    for (what, when) in at {
+        assert!(
+            spanning(outcomes, *when) >= 1,
+            "{context}: no RPC was in flight at {what}"
+        );
+    }
+}
+
 fn spanning(outcomes: &[Outcome], at: Instant) -> usize {
     outcomes
         .iter()
@@ -355,12 +365,7 @@ fn policy_switches_through_every_policy_under_slow_load_fail_no_rpc() {
     }
     let outcomes = load.finish();
     assert_none_failed(&outcomes, 100);
-    for (name, at) in switched_at {
-        assert!(
-            spanning(&outcomes, at) >= 1,
-            "no RPC was in flight when switching to {name}"
-        );
-    }
+    assert_spanned(&outcomes, &switched_at, "switching to");
 }
 
 /// (2) Backend 2 leaves the address list and comes back, five times, with
@@ -557,12 +562,7 @@ fn goaway_stop_restart(config: &str) {
     }
     let outcomes = load.finish();
     assert_none_failed(&outcomes, 100);
-    for (what, at) in transitions {
-        assert!(
-            spanning(&outcomes, at) >= 1,
-            "{config}: nothing in flight at {what}"
-        );
-    }
+    assert_spanned(&outcomes, &transitions, config);
 }
 
 /// (4) A channel with a short idle timeout goes IDLE between bursts of
@@ -665,9 +665,8 @@ fn every_backend_s_goaway_at_once_fails_no_rpc_under_any_policy() {
         }
         let outcomes = load.finish();
         assert_none_failed(&outcomes, 30);
-        for at in sent_at {
-            assert!(spanning(&outcomes, at) >= 1, "{config}: nothing in flight");
-        }
+        let bursts: Vec<(&str, Instant)> = sent_at.into_iter().map(|at| ("a burst", at)).collect();
+        assert_spanned(&outcomes, &bursts, config);
         ch.close();
     }
 }
