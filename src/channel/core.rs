@@ -741,13 +741,10 @@ impl ChannelCore {
             if let (Some(_), Some(default)) = (&self.config_error, self.default_config.clone()) {
                 // An invalid config that came from the resolver goes with
                 // it (gRPC-Go's enterIdleMode drops its failing policy and
-                // publishes IDLE), the default back in force: the next
-                // resolver says again. Only an invalid default config,
-                // which nothing resolved, stays.
-                self.out.shared.methods.publish(default.methods.clone());
-                self.config = default;
-                self.config_error = None;
-                self.configure_health(cx);
+                // publishes IDLE), the default back in force, its idle
+                // picker published: the next resolver says again. Only an
+                // invalid default config, which nothing resolved, stays.
+                return self.apply_config(default, cx);
             }
         }
         if self.config_error.is_some() {

@@ -136,44 +136,28 @@ fn compare(
         (Some(sa), Some(sb)) => (sa, sb),
     };
     let (ada, adb, asa, asb) = (attr(da), attr(db), attr(sa), attr(sb));
-    // Rule 2: prefer matching scope.
-    match (ada.scope == asa.scope, adb.scope == asb.scope) {
-        (true, false) => return Less,
-        (false, true) => return Greater,
-        _ => {}
-    }
-    // Rule 5: prefer matching label.
-    match (ada.label == asa.label, adb.label == asb.label) {
-        (true, false) => return Less,
-        (false, true) => return Greater,
-        _ => {}
-    }
-    // Rule 6: prefer higher precedence.
-    match adb.precedence.cmp(&ada.precedence) {
-        Equal => {}
-        o => return o,
-    }
-    // Rule 8: prefer smaller scope.
-    match ada.scope.cmp(&adb.scope) {
-        Equal => {}
-        o => return o,
-    }
-    // Rule 9: longest matching prefix, between IPv6 destinations only; an
-    // IPv4-mapped one counts as IPv4, as Go's `To4() == nil` test has it.
+    // `true` first.
+    let prefer = |a: bool, b: bool| b.cmp(&a);
+    // Rule 9's candidates: IPv6 destinations only; an IPv4-mapped one
+    // counts as IPv4, as Go's `To4() == nil` test has it.
     let native = |ip: IpAddr| match ip {
         IpAddr::V6(v6) if v6.to_ipv4_mapped().is_none() => Some(v6),
         _ => None,
     };
-    if let (Some(da6), Some(db6)) = (native(da), native(db)) {
-        let ca = common_prefix(v6(sa), da6);
-        let cb = common_prefix(v6(sb), db6);
-        match cb.cmp(&ca) {
-            Equal => {}
-            o => return o,
-        }
-    }
-    // Rule 10: as given.
-    Equal
+    // Rule 2: prefer matching scope.
+    prefer(ada.scope == asa.scope, adb.scope == asb.scope)
+        // Rule 5: prefer matching label.
+        .then(prefer(ada.label == asa.label, adb.label == asb.label))
+        // Rule 6: prefer higher precedence.
+        .then(adb.precedence.cmp(&ada.precedence))
+        // Rule 8: prefer smaller scope.
+        .then(ada.scope.cmp(&adb.scope))
+        // Rule 9: longest matching prefix.
+        .then_with(|| match (native(da), native(db)) {
+            (Some(da6), Some(db6)) => common_prefix(v6(sb), db6).cmp(&common_prefix(v6(sa), da6)),
+            _ => Equal,
+        })
+    // Rule 10: as given (a stable sort keeps what is still equal).
 }
 
 #[cfg(test)]

@@ -135,12 +135,8 @@ impl HealthCheck {
                     Verdict::Healthy
                 } else {
                     // gRPC-Go's words, as they are ("connection active but
-                    // health check failed. status=NOT_SERVING"; a value the
-                    // enum lacks as its number), then which backend.
-                    let name = match name {
-                        "unrecognized status" => status.to_string(),
-                        known => known.to_string(),
-                    };
+                    // health check failed. status=NOT_SERVING"), then which
+                    // backend.
                     Verdict::Unhealthy(format!(
                         "connection active but health check failed. status={name} (from {addr})"
                     ))

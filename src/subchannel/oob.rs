@@ -99,15 +99,15 @@ impl OobReports {
         self.listeners.values().map(|(p, _)| *p).min()
     }
 
-    /// What to do now that the subchannel is (`ready`) or is not connected
-    /// (its transport READY, health aside), with the listeners it has.
-    pub(crate) fn sync(&mut self, ready: bool) -> Action {
-        let want = if ready { self.period() } else { None };
+    /// What to do now that the subchannel is or is not `connected` (its
+    /// transport READY, health aside), with the listeners it has.
+    pub(crate) fn sync(&mut self, connected: bool) -> Action {
+        let want = if connected { self.period() } else { None };
         let current = match self.phase {
             Phase::Streaming(p) | Phase::Retrying(p) => Some(p),
             Phase::Off => None,
             // Sticky until the connection ends (`connection_ended`).
-            Phase::Unimplemented if ready => return Action::Keep,
+            Phase::Unimplemented if connected => return Action::Keep,
             Phase::Unimplemented => None,
         };
         if want == current {
@@ -243,7 +243,7 @@ mod tests {
     }
 
     #[test]
-    fn a_stream_runs_while_ready_with_listeners_at_the_smallest_period() {
+    fn a_stream_runs_while_connected_with_listeners_at_the_smallest_period() {
         let mut o = oob();
         let (ten, one) = (Duration::from_secs(10), Duration::from_secs(1));
         assert_eq!(o.sync(true), Action::Keep, "no listener, no stream");

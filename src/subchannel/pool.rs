@@ -497,12 +497,12 @@ impl SubchannelPool {
         };
         // Connected is enough: health does not stop the stream (gRPC-Go's
         // producer runs on the SubConn's transport, whatever its health).
-        let ready = s.sc.is_connected();
+        let connected = s.sc.is_connected();
         let Action::Restart {
             running,
             retry,
             start,
-        } = s.oob.sync(ready)
+        } = s.oob.sync(connected)
         else {
             return;
         };

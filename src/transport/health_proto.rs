@@ -10,14 +10,15 @@ pub const NOT_SERVING: u32 = 2;
 /// Watch only: the server does not know the service.
 pub const SERVICE_UNKNOWN: u32 = 3;
 
-/// The proto name of a ServingStatus value, for messages.
-pub fn status_name(status: u32) -> &'static str {
+/// The proto name of a ServingStatus value, for messages; a value the enum
+/// lacks as its number (as gRPC-Go prints one).
+pub fn status_name(status: u32) -> std::borrow::Cow<'static, str> {
     match status {
-        UNKNOWN => "UNKNOWN",
-        SERVING => "SERVING",
-        NOT_SERVING => "NOT_SERVING",
-        SERVICE_UNKNOWN => "SERVICE_UNKNOWN",
-        _ => "unrecognized status",
+        UNKNOWN => "UNKNOWN".into(),
+        SERVING => "SERVING".into(),
+        NOT_SERVING => "NOT_SERVING".into(),
+        SERVICE_UNKNOWN => "SERVICE_UNKNOWN".into(),
+        _ => status.to_string().into(),
     }
 }
 
