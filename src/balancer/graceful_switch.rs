@@ -29,9 +29,8 @@
 //! as gracefully as the channel's own policy does.
 
 use crate::balancer::child_manager::ChildManager;
-use crate::balancer::picker::{FailPicker, PickInfo, PickLocal, PickResult, Picker};
-use crate::balancer::rotation::Rotation;
-use crate::balancer::subconn::{SubConn, SubConnId};
+use crate::balancer::picker::{FailPicker, ForwardingPicker, Picker};
+use crate::balancer::subconn::SubConnId;
 use crate::balancer::{
     Balancer, Builder, ClientConn, ClientConnState, LbConfig, SubConnState, TimerToken,
 };
@@ -199,7 +198,7 @@ impl GracefulSwitch {
     /// Publishes the child's latest state and picker.
     fn forward(&self, cc: &mut dyn ClientConn, key: &Option<String>) {
         if let (Some(state), Some(picker)) = (self.state_of(key), self.picker_of(key)) {
-            cc.update_state(state, Box::new(ChildPicker(picker)));
+            cc.update_state(state, Box::new(ForwardingPicker(picker)));
         }
     }
 
@@ -355,28 +354,5 @@ impl Balancer for GracefulSwitch {
         self.current = None;
         self.pending = None;
         self.children.close(cc);
-    }
-}
-
-/// A child's picker as the channel publishes it: the same picks, and the
-/// same inline rotation or single subchannel, so readers lose no fast path.
-struct ChildPicker(Arc<dyn Picker>);
-
-impl Picker for ChildPicker {
-    #[inline]
-    fn pick<'a>(&'a self, info: &PickInfo<'_>, local: &mut PickLocal) -> PickResult<'a> {
-        self.0.pick(info, local)
-    }
-
-    fn single(&self) -> Option<&Arc<SubConn>> {
-        self.0.single()
-    }
-
-    fn rotation(&self) -> Option<&Rotation> {
-        self.0.rotation()
-    }
-
-    fn forwards_to(&self) -> Option<&dyn Picker> {
-        Some(&*self.0)
     }
 }

@@ -103,6 +103,31 @@ pub enum InlineKind<'a> {
     Ring(&'a RingTable),
 }
 
+/// A child's picker republished as it is (a parent with nothing to add
+/// to its child's picks: the graceful switch, outlier detection with both
+/// algorithms off): the same picks, the same single subchannel and inline
+/// rotation for parents to flatten, and readers call the child directly.
+pub struct ForwardingPicker(pub Arc<dyn Picker>);
+
+impl Picker for ForwardingPicker {
+    #[inline]
+    fn pick<'a>(&'a self, info: &PickInfo<'_>, local: &mut PickLocal) -> PickResult<'a> {
+        self.0.pick(info, local)
+    }
+
+    fn single(&self) -> Option<&Arc<SubConn>> {
+        self.0.single()
+    }
+
+    fn rotation(&self) -> Option<&Rotation> {
+        self.0.rotation()
+    }
+
+    fn forwards_to(&self) -> Option<&dyn Picker> {
+        Some(&*self.0)
+    }
+}
+
 /// Queues every pick (CONNECTING, or before the first resolver result).
 pub struct QueuePicker;
 

@@ -20,9 +20,8 @@ use crate::balancer::child_manager::{endpoint_key, ChildManager, ChildUpdate};
 use crate::balancer::graceful_switch::{SwitchTo, Switching};
 use crate::balancer::json::config_field;
 use crate::balancer::picker::{
-    DoneHook, DoneHooks, DoneInfo, PickInfo, PickLocal, PickResult, Picker,
+    DoneHook, DoneHooks, DoneInfo, ForwardingPicker, PickInfo, PickLocal, PickResult, Picker,
 };
-use crate::balancer::rotation::Rotation;
 use crate::balancer::subconn::{SubConn, SubConnId};
 use crate::balancer::{
     Balancer, Builder, ClientConn, ClientConnState, LbConfig, SubConnState, TimerToken,
@@ -472,26 +471,6 @@ impl Picker for CountingPicker {
     }
 }
 
-/// Neither algorithm on: the child's picker unchanged (readers still walk
-/// its rotation inline).
-struct PassThrough(Arc<dyn Picker>);
-
-impl Picker for PassThrough {
-    #[inline]
-    fn pick<'a>(&'a self, info: &PickInfo<'_>, local: &mut PickLocal) -> PickResult<'a> {
-        self.0.pick(info, local)
-    }
-    fn single(&self) -> Option<&Arc<SubConn>> {
-        self.0.single()
-    }
-    fn rotation(&self) -> Option<&Rotation> {
-        self.0.rotation()
-    }
-    fn forwards_to(&self) -> Option<&dyn Picker> {
-        Some(&*self.0)
-    }
-}
-
 // ---------------------------------------------------------------------------
 // The policy (loop thread)
 
@@ -734,7 +713,7 @@ impl OutlierDetection {
                 ),
             })
         } else {
-            Box::new(PassThrough(picker))
+            Box::new(ForwardingPicker(picker))
         };
         cc.update_state(state, wrapped);
     }

@@ -16,7 +16,7 @@
 //! once.
 
 use super::pick_first::{PickFirstBuilder, NO_CHILDREN_ZERO_ADDRESSES};
-use super::round_robin::{RrEntry, RrPicker};
+use super::round_robin::{failing_picker, resolver_error_picker};
 use crate::balancer::child_manager::{Child, ChildManager, ChildParent};
 use crate::balancer::picker::{FailPicker, Picker, QueuePicker};
 use crate::balancer::ready_list::{ReadyChunks, ReadyList};
@@ -237,14 +237,9 @@ impl<P: ReadyPicking> ReadyEndpoints<P> {
             }
             (ConnectivityState::Connecting, Box::new(QueuePicker))
         } else {
-            let failing: Vec<RrEntry> = self
-                .children
-                .iter()
-                .map(|c| RrEntry::Child(c.picker().clone()))
-                .collect();
             (
                 ConnectivityState::TransientFailure,
-                Box::new(RrPicker::new(failing)),
+                failing_picker(&self.children),
             )
         };
         if state != ConnectivityState::Ready {
@@ -254,13 +249,10 @@ impl<P: ReadyPicking> ReadyEndpoints<P> {
         cc.update_state(state, picker);
     }
 
-    fn fail_all(&mut self, cc: &mut dyn ClientConn, message: String) {
+    fn fail_all(&mut self, cc: &mut dyn ClientConn, picker: Box<dyn Picker>) {
         self.reported = Some(ConnectivityState::TransientFailure);
         self.stale = true;
-        cc.update_state(
-            ConnectivityState::TransientFailure,
-            Box::new(FailPicker::unavailable(message)),
-        );
+        cc.update_state(ConnectivityState::TransientFailure, picker);
     }
 }
 
@@ -288,7 +280,10 @@ impl<P: ReadyPicking> Balancer for ReadyEndpoints<P> {
         }
         if state.addresses.is_empty() {
             self.children.close(cc);
-            self.fail_all(cc, NO_CHILDREN_ZERO_ADDRESSES.into());
+            self.fail_all(
+                cc,
+                Box::new(FailPicker::unavailable(NO_CHILDREN_ZERO_ADDRESSES)),
+            );
             return Err(NO_CHILDREN_ZERO_ADDRESSES.into());
         }
         let pick_first: Arc<dyn Builder> = Arc::new(PickFirstBuilder);
@@ -301,7 +296,7 @@ impl<P: ReadyPicking> Balancer for ReadyEndpoints<P> {
     fn resolver_error(&mut self, cc: &mut dyn ClientConn, error: &str) {
         self.children.resolver_error(cc, error);
         if self.children.is_empty() {
-            self.fail_all(cc, format!("name resolver error: {error}"));
+            self.fail_all(cc, resolver_error_picker(error));
         } else {
             self.regenerate(cc, None);
         }

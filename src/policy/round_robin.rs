@@ -50,6 +50,26 @@ impl RrEntry {
     }
 }
 
+/// round_robin's TRANSIENT_FAILURE picker, also the one of the policies
+/// that aggregate as it does: each pick fails with the next child's own
+/// error, in turn.
+pub(crate) fn failing_picker(children: &ChildManager) -> Box<dyn Picker> {
+    Box::new(RrPicker::new(
+        children
+            .iter()
+            .map(|c| RrEntry::Child(c.picker().clone()))
+            .collect(),
+    ))
+}
+
+/// What those policies fail picks with when the resolver reports an error
+/// and they have no endpoints to keep using.
+pub(crate) fn resolver_error_picker(error: &str) -> Box<dyn Picker> {
+    Box::new(FailPicker::unavailable(format!(
+        "name resolver error: {error}"
+    )))
+}
+
 /// Entries per rotation chunk (see `RotationBuilder`).
 pub(crate) const CHUNK: usize = DEFAULT_CHUNK;
 
@@ -253,14 +273,9 @@ impl RoundRobin {
             }
             (ConnectivityState::Connecting, Box::new(QueuePicker))
         } else {
-            let failing: Vec<RrEntry> = self
-                .children
-                .iter()
-                .map(|c| RrEntry::Child(c.picker().clone()))
-                .collect();
             (
                 ConnectivityState::TransientFailure,
-                Box::new(RrPicker::new(failing)),
+                failing_picker(&self.children),
             )
         };
         if state != ConnectivityState::Ready {
@@ -313,9 +328,7 @@ impl Balancer for RoundRobin {
             self.reported = Some(ConnectivityState::TransientFailure);
             cc.update_state(
                 ConnectivityState::TransientFailure,
-                Box::new(FailPicker::unavailable(format!(
-                    "name resolver error: {error}"
-                ))),
+                resolver_error_picker(error),
             );
         } else {
             self.regenerate(cc, None);

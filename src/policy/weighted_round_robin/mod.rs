@@ -35,7 +35,7 @@ pub use scheduler::{scale, Entries, WrrPicker, MAX_WEIGHT};
 pub use weight::{weight_from_report, EndpointWeight};
 
 use super::pick_first::{PickFirstBuilder, NO_CHILDREN_ZERO_ADDRESSES};
-use super::round_robin::{RrEntry, RrPicker};
+use super::round_robin::{failing_picker, resolver_error_picker};
 use crate::balancer::child_manager::{ChildManager, ChildParent};
 use crate::balancer::picker::{FailPicker, Picker, QueuePicker};
 use crate::balancer::subconn::SubConnId;
@@ -254,14 +254,9 @@ impl WeightedRoundRobin {
             }
             (ConnectivityState::Connecting, Box::new(QueuePicker))
         } else {
-            let failing = self
-                .children
-                .iter()
-                .map(|c| RrEntry::Child(c.picker().clone()))
-                .collect();
             (
                 ConnectivityState::TransientFailure,
-                Box::new(RrPicker::new(failing)),
+                failing_picker(&self.children),
             )
         };
         self.reported = Some(state);
@@ -377,9 +372,7 @@ impl Balancer for WeightedRoundRobin {
             self.reported = Some(ConnectivityState::TransientFailure);
             cc.update_state(
                 ConnectivityState::TransientFailure,
-                Box::new(FailPicker::unavailable(format!(
-                    "name resolver error: {error}"
-                ))),
+                resolver_error_picker(error),
             );
         } else {
             self.regenerate(cc);
