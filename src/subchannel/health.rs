@@ -10,7 +10,8 @@
 //! - a stream that ended UNIMPLEMENTED means "no health service": healthy,
 //!   never retried, logged once per address;
 //! - a stream that ended otherwise is ill health, and a new stream is due
-//!   after the backoff (the channel's connection-backoff numbers), at once if
+//!   after the backoff (gRPC's default numbers, as gRPC-Go's health client
+//!   and C-core's: not the channel's connection backoff), at once if
 //!   the ended stream had delivered a status.
 //!
 //! It is pure (no loop, no connector): `SubchannelPool` applies its outcomes

@@ -123,11 +123,12 @@ impl SubchannelPool {
                 state: ConnectivityState::Idle,
                 backoff: Backoff::new(self.backoff),
                 timer: None,
-                health: HealthCheck::new(self.backoff),
-                // gRPC's own numbers (1 s, ×1.6, ±20 %, 120 s), not the
-                // channel's connection backoff: gRPC-Go's ORCA producer
-                // backs off with `backoff.DefaultExponential` whatever the
-                // channel's ConnectParams, as C-core's stream client does.
+                // The health and ORCA streams back off by gRPC's own
+                // numbers (1 s, ×1.6, ±20 %, 120 s), not the channel's
+                // connection backoff: gRPC-Go's health client and ORCA
+                // producer use `backoff.DefaultExponential` whatever the
+                // channel's ConnectParams, as C-core's stream clients do.
+                health: HealthCheck::new(BackoffConfig::default()),
                 oob: OobReports::new(BackoffConfig::default()),
                 last_error: None,
             },

@@ -110,6 +110,47 @@ fn a_broken_watch_is_reopened_on_the_same_connection() {
     );
 }
 
+/// A Watch that fails at once (UNAVAILABLE, no status delivered) is opened
+/// again after gRPC's backoff, 1 s then ×1.6 (gRPC-Go's health client:
+/// `backoff.DefaultExponential`; C-core's the same numbers), not the
+/// channel's connection backoff, here 50 ms. The connection stays.
+#[test]
+fn a_failed_watch_is_reopened_after_grpcs_backoff_not_the_channels() {
+    let server = &start_servers_with(
+        1,
+        ServerOptions {
+            health_fail: Some(14),
+            ..Default::default()
+        },
+    )[0];
+    let rt = Runtime::new().unwrap();
+    let ch = channel(
+        &rt,
+        &target(std::slice::from_ref(server)),
+        RR_HEALTH,
+        plaintext_fast_backoff(),
+    );
+    ch.connect().unwrap();
+    wait_until("the first watch", || server.health_watches() >= 1);
+    // The channel's 50 ms backoff would have opened three more by now;
+    // gRPC's waits 0.8-1.2 s, then 1.28-1.92 s (room for a slow sleep).
+    std::thread::sleep(Duration::from_millis(300));
+    assert!(
+        server.health_watches() <= 2,
+        "reopened on the channel's backoff"
+    );
+    wait_until("the second watch", || server.health_watches() >= 2);
+    let second = std::time::Instant::now();
+    wait_until("the third watch", || server.health_watches() >= 3);
+    assert!(
+        second.elapsed() >= Duration::from_millis(900),
+        "the second retry waited {:?}",
+        second.elapsed()
+    );
+    assert_eq!(ch.state(), TransientFailure);
+    assert_eq!(server.connections(), 1, "one connection throughout");
+}
+
 /// Turning health checking on and off with a service config update applies
 /// to connections already up.
 #[test]

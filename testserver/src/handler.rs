@@ -300,6 +300,10 @@ pub(crate) async fn handle(
             }
         }
         "/grpc.health.v1.Health/Watch" => {
+            shared.health_watches.fetch_add(1, Ordering::Relaxed);
+            if let Some(code) = shared.health_fail {
+                return trailers_only(&mut respond, port, code, "health service failing");
+            }
             let service = wire::decode_health_request(&msg).unwrap_or_default();
             watch_health(respond, service, shared).await;
         }

@@ -58,6 +58,10 @@ pub struct ServerOptions {
     /// (trailers-only), as a server whose ORCA service is failing would
     /// (`no_orca` wins); the stream is counted all the same.
     pub orca_fail: Option<u32>,
+    /// Health `Watch` answers at once with this grpc-status (trailers-only,
+    /// no status delivered), as a server whose health service is failing
+    /// would (`no_health` wins); the stream is counted all the same.
+    pub health_fail: Option<u32>,
 }
 
 /// gRPC's default minimum ORCA reporting interval (gRPC-Go's
@@ -91,6 +95,9 @@ pub(crate) struct Shared {
     pub(crate) no_orca: bool,
     pub(crate) orca_min_interval: Duration,
     pub(crate) orca_fail: Option<u32>,
+    pub(crate) health_fail: Option<u32>,
+    /// Health `Watch` streams opened.
+    pub(crate) health_watches: AtomicU64,
     /// What `StreamCoreMetrics` reports (each report reads it afresh).
     pub(crate) oob_load: Mutex<OrcaLoad>,
     /// The per-call `endpoint-load-metrics-bin` trailer's load, on echo

@@ -79,6 +79,8 @@ impl TestServer {
             no_orca: opts.no_orca,
             orca_min_interval: opts.orca_min_interval.unwrap_or(DEFAULT_ORCA_MIN_INTERVAL),
             orca_fail: opts.orca_fail,
+            health_fail: opts.health_fail,
+            health_watches: AtomicU64::new(0),
             oob_load: std::sync::Mutex::new(OrcaLoad::default()),
             call_load: std::sync::Mutex::new(None),
             orca_streams: AtomicU64::new(0),
@@ -174,6 +176,11 @@ impl TestServer {
     /// `StreamCoreMetrics` streams opened so far (UNIMPLEMENTED ones too).
     pub fn orca_streams(&self) -> u64 {
         self.shared.orca_streams.load(Ordering::Relaxed)
+    }
+
+    /// Health `Watch` streams opened so far (failed ones too).
+    pub fn health_watches(&self) -> u64 {
+        self.shared.health_watches.load(Ordering::Relaxed)
     }
 
     /// The report interval the last `StreamCoreMetrics` asked for.
