@@ -5,7 +5,7 @@ use crate::call_pool::CallPool;
 use crate::callback::{sy_host_transport, sy_release_fn, sy_state_fn, CHost};
 use crate::error::Error;
 use crate::handle::{bury, Shell};
-use crate::macros::{boundary, boundary_or, in_callback, refuse_in_callback};
+use crate::macros::{boundary, boundary_or, in_callback, inside_callback, refuse_in_callback};
 use crate::options::{sy_channel_options, Options};
 use crate::runtime::sy_runtime;
 use crate::status::{state_from_c, state_to_c, sy_status};
@@ -390,7 +390,14 @@ pub extern "C" fn sy_channel_report_subconn_health(
 #[no_mangle]
 pub extern "C" fn sy_channel_connect(ch: *const sy_channel) -> sy_status {
     boundary(|| {
-        channel_ref(ch)?.channel.connect()?;
+        let channel = &channel_ref(ch)?.channel;
+        if inside_callback() {
+            // At once, as documented: a callback on an RPC thread (a C
+            // picker's, a completion's) must not wait for the loop.
+            channel.request_connect()?;
+        } else {
+            channel.connect()?;
+        }
         Ok(())
     })
 }

@@ -443,8 +443,15 @@ impl Channel {
     /// loop): a channel that was IDLE says CONNECTING by then, as gRPC-Go's
     /// `Connect` leaves it.
     pub fn connect(&self) -> Result<(), Error> {
-        self.run(|core, env| core.exit_idle(env))?;
+        self.request_connect()?;
         self.sync()
+    }
+
+    /// `connect` without waiting: the loop leaves IDLE when it gets to it
+    /// (what gRPC's `GetState(true)` does, and `connect` inside callbacks,
+    /// where waiting for the loop could wait on a lock the caller holds).
+    pub fn request_connect(&self) -> Result<(), Error> {
+        self.run(|core, env| core.exit_idle(env))
     }
 
     /// gRPC's ResetConnectBackoff: every subchannel's connection backoff
@@ -473,8 +480,10 @@ impl Channel {
     pub fn get_state(&self, try_to_connect: bool) -> ConnectivityState {
         let state = self.state();
         if try_to_connect && state == ConnectivityState::Idle {
-            // Closed in between: nothing to connect (SHUTDOWN next time).
-            let _ = self.connect();
+            // Queued, not waited for: GetState never blocks (the loop may
+            // be busy, or wait on a lock the caller holds). Closed in
+            // between: nothing to connect (SHUTDOWN next time).
+            let _ = self.request_connect();
         }
         state
     }

@@ -372,3 +372,82 @@ fn a_pickers_restricted_status_code_becomes_internal() {
         }
     }
 }
+
+/// A host whose `connect` holds the event loop until the test opens its
+/// gate: what a loop busy with another channel's work looks like.
+#[derive(Default)]
+struct GatedHost {
+    open: std::sync::Mutex<bool>,
+    cv: std::sync::Condvar,
+    holding: std::sync::atomic::AtomicBool,
+}
+
+impl GatedHost {
+    fn open(&self) {
+        *self.open.lock().unwrap() = true;
+        self.cv.notify_all();
+    }
+}
+
+impl HostTransport for GatedHost {
+    fn connect(&self, _: &Arc<SubConn>) {
+        self.holding.store(true, Ordering::SeqCst);
+        let g = self.open.lock().unwrap();
+        // Bounded: a test that fails still ends.
+        let _ = self
+            .cv
+            .wait_timeout_while(g, std::time::Duration::from_secs(30), |open| !*open);
+    }
+    fn shutdown(&self, _: &Arc<SubConn>) {}
+}
+
+/// gRPC's GetState(try_to_connect) never blocks: asking an IDLE channel to
+/// connect while its loop is busy (here held in another channel's
+/// transport callback) returns at once, and the channel leaves IDLE once
+/// the loop gets to it. (It used to wait for the loop.)
+#[test]
+fn get_state_asking_to_connect_does_not_wait_for_a_busy_loop() {
+    let rt = Runtime::new().unwrap();
+    let gated = Arc::new(GatedHost::default());
+    let busy = Channel::new(
+        &rt,
+        "",
+        Some(RR),
+        ChannelOptions {
+            connector: Some(Box::new(ExternalConnector::new(gated.clone()))),
+            ..Default::default()
+        },
+    )
+    .unwrap();
+    busy.update_addresses(addrs(&["127.0.0.1:1"])).unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while !gated.holding.load(Ordering::SeqCst) {
+        assert!(std::time::Instant::now() < deadline, "the loop never held");
+        std::thread::sleep(std::time::Duration::from_millis(1));
+    }
+    let idle = Arc::new(
+        Channel::new(
+            &rt,
+            "ipv4:127.0.0.1:1",
+            Some(RR),
+            ChannelOptions {
+                idle_timeout: Some(std::time::Duration::from_secs(60)),
+                ..options(&Host::new())
+            },
+        )
+        .unwrap(),
+    );
+    let (tx, rx) = std::sync::mpsc::channel();
+    let asker = {
+        let idle = idle.clone();
+        std::thread::spawn(move || {
+            let _ = tx.send(idle.get_state(true));
+        })
+    };
+    let answered = rx.recv_timeout(std::time::Duration::from_secs(10));
+    gated.open();
+    assert_eq!(answered, Ok(Idle), "GetState(true) waited for the loop");
+    asker.join().unwrap();
+    idle.sync().unwrap();
+    assert_ne!(idle.state(), Idle, "the loop left IDLE once free");
+}
