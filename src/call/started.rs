@@ -19,7 +19,7 @@ use crossbeam_channel::Sender;
 use std::collections::HashMap;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::task::{Context, Poll, Wake, Waker};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
@@ -96,6 +96,9 @@ impl std::fmt::Debug for CallHandle {
 /// the calls still running, by id, for `Channel::cancel_call`.
 pub(crate) struct Dispatch {
     state: Mutex<DispatchState>,
+    /// Set by the dispatch thread as it ends, after its last completion:
+    /// what a closer waits for when another one joins the thread.
+    ended: Arc<Ended>,
     live: Mutex<HashMap<u64, Arc<CallShared>>>,
     next_id: AtomicU64,
 }
@@ -103,8 +106,27 @@ pub(crate) struct Dispatch {
 #[derive(Default)]
 struct DispatchState {
     tx: Option<Sender<Job>>,
+    /// Until a closer takes it to join.
     thread: Option<JoinHandle<()>>,
+    /// The dispatch thread, once started.
+    thread_id: Option<std::thread::ThreadId>,
     closed: bool,
+}
+
+#[derive(Default)]
+struct Ended {
+    done: Mutex<bool>,
+    cv: Condvar,
+}
+
+/// Marks the dispatch thread ended when it lets go of this, however it ends.
+struct EndsOnDrop(Arc<Ended>);
+
+impl Drop for EndsOnDrop {
+    fn drop(&mut self) {
+        *lock(&self.0.done) = true;
+        self.0.cv.notify_all();
+    }
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -116,6 +138,7 @@ impl Dispatch {
     pub(crate) fn new() -> Dispatch {
         Dispatch {
             state: Mutex::new(DispatchState::default()),
+            ended: Arc::default(),
             live: Mutex::new(HashMap::new()),
             next_id: AtomicU64::new(1),
         }
@@ -131,9 +154,11 @@ impl Dispatch {
             return Ok(tx.clone());
         }
         let (tx, rx) = crossbeam_channel::unbounded::<Job>();
+        let ended = EndsOnDrop(self.ended.clone());
         let thread = std::thread::Builder::new()
             .name("switchyard-calls".into())
             .spawn(move || {
+                let _ended = ended;
                 // Ends once every sender is gone: the channel's and those of
                 // calls still running (each completes before it lets go).
                 for job in rx {
@@ -147,6 +172,7 @@ impl Dispatch {
             })
             .map_err(|e| Error::Io(format!("cannot start the completion thread: {e}")))?;
         st.tx = Some(tx.clone());
+        st.thread_id = Some(thread.thread().id());
         st.thread = Some(thread);
         Ok(tx)
     }
@@ -160,18 +186,30 @@ impl Dispatch {
 impl JoinOnDrop for Dispatch {
     /// Takes no more calls and waits until every completion has run (the
     /// loop must have completed or dropped the channel's calls, or be about
-    /// to). On the dispatch thread itself (a completion closing its own
-    /// channel) it does not wait: the thread ends on its own.
+    /// to): every caller, also one that finds another closer (a second
+    /// `close`, the runtime dropping) already joining. On the dispatch
+    /// thread itself (a completion closing its own channel) it does not
+    /// wait: the thread ends on its own.
     fn close_and_join(&self) {
-        let thread = {
+        let (thread, id) = {
             let mut st = lock(&self.state);
             st.closed = true;
             st.tx = None;
-            st.thread.take()
+            (st.thread.take(), st.thread_id)
         };
-        if let Some(t) = thread {
-            if t.thread().id() != std::thread::current().id() {
+        if id.is_none_or(|id| id == std::thread::current().id()) {
+            // Never started, or this is it.
+            return;
+        }
+        match thread {
+            Some(t) => {
                 let _ = t.join();
+            }
+            None => {
+                let mut done = lock(&self.ended.done);
+                while !*done {
+                    done = self.ended.cv.wait(done).unwrap_or_else(|p| p.into_inner());
+                }
             }
         }
     }

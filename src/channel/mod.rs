@@ -566,11 +566,14 @@ impl Channel {
 
     /// Closes the channel: shuts every subchannel down, wakes waiting picks with
     /// CLOSED, completes started calls (CANCELLED "the channel is closed") and
-    /// waits until their completion closures have returned. Idempotent;
-    /// blocks until done unless called from the loop thread (or from a
-    /// completion closure, which does not wait for the others).
+    /// waits until their completion closures have returned. Idempotent, and
+    /// a caller racing another closer (a second `close`, the runtime
+    /// dropping) waits as the first does; blocks until done unless called
+    /// from the loop thread (or from a completion closure, which does not
+    /// wait for the others).
     pub fn close(&self) {
         if self.shared.closed.swap(true, Ordering::AcqRel) {
+            self.await_close();
             return;
         }
         self.close_loop_side();
@@ -585,6 +588,23 @@ impl Channel {
             if let Some(completions) = self.completions.get() {
                 completions.close_and_join();
             }
+        }
+    }
+
+    /// What a later `close` waits for: the loop's close (which ends by
+    /// publishing SHUTDOWN; bounded as the first closer's wait for it), then
+    /// the completion closures (`close_and_join` waits for the thread
+    /// another closer joins).
+    fn await_close(&self) {
+        if self.shared.handle.on_loop_thread() {
+            return;
+        }
+        let _ = self.shared.slot.signal().wait_until(
+            || self.shared.state() == ConnectivityState::Shutdown,
+            Some(Instant::now() + Duration::from_secs(30)),
+        );
+        if let Some(completions) = self.completions.get() {
+            completions.close_and_join();
         }
     }
 

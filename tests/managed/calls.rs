@@ -151,6 +151,54 @@ fn a_hundred_silent_calls_neither_delay_a_short_one_nor_add_threads_and_close_en
     ));
 }
 
+/// Every closer waits for the completions, also one that finds another
+/// already closing (a second `close` on another thread, the runtime
+/// dropping): once its own close returns, a caller may free what its
+/// closures use. (The second closer used to return at once.)
+#[test]
+fn a_closer_racing_another_waits_for_the_completions_too() {
+    let servers = start_servers(1);
+    let never = md(&[("x-delay-ms", "600000")]);
+    for runtime_drops in [false, true] {
+        let rt = Runtime::new().unwrap();
+        let ch = Arc::new(ready_channel(&rt, &servers[0]));
+        let before = servers[0].requests();
+        let ran = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        for _ in 0..10 {
+            let ran = ran.clone();
+            let options = CallOptions {
+                metadata: &never,
+                ..Default::default()
+            };
+            ch.unary_start("/echo.Echo/Unary", b"x", &options, move |_| {
+                // Slow closures: a closer that does not wait sees few run.
+                std::thread::sleep(Duration::from_millis(20));
+                ran.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            })
+            .unwrap();
+        }
+        wait_until("10 calls at the server", || {
+            servers[0].requests() >= before + 10
+        });
+        let first = {
+            let ch = ch.clone();
+            std::thread::spawn(move || ch.close())
+        };
+        wait_until("the first close under way", || ch.is_closed());
+        if runtime_drops {
+            drop(rt);
+        } else {
+            ch.close();
+        }
+        assert_eq!(
+            ran.load(std::sync::atomic::Ordering::SeqCst),
+            10,
+            "returned before the completions ran (runtime dropping: {runtime_drops})"
+        );
+        first.join().unwrap();
+    }
+}
+
 #[test]
 fn cancel_ends_a_call_with_cancelled_and_resets_its_stream() {
     let servers = start_servers(1);
