@@ -33,11 +33,16 @@ use switchyard::{Address, Endpoint};
 /// gets SY_CLOSED while the handle sits in the library's bounded quarantine
 /// of freed handles (as a second free of a channel does), and is undefined
 /// after, like any use after free.
-pub struct sy_resolver_cc(Shell<CcBox>);
+pub struct sy_resolver_cc {
+    shell: Shell<CcBox>,
+    /// Outside the shell's value: still readable while a retired handle is
+    /// quarantined, to release the user data of a push that came too late
+    /// (the header says SY_CLOSED has released it).
+    release: sy_release_fn,
+}
 
 pub(crate) struct CcBox {
     cc: ResolverClientConn,
-    release: sy_release_fn,
 }
 
 /// The target a C resolver is built for: NUL-terminated UTF-8 strings, valid
@@ -137,10 +142,10 @@ impl ResolverBuilder for CBuilder {
             path: texts[3].as_ptr().cast(),
             endpoint: texts[4].as_ptr().cast(),
         };
-        let handle = Box::into_raw(Box::new(sy_resolver_cc(Shell::new(CcBox {
-            cc,
+        let handle = Box::into_raw(Box::new(sy_resolver_cc {
+            shell: Shell::new(CcBox { cc }),
             release: self.vtable.release_user_data,
-        }))));
+        }));
         let mut resolver: *mut c_void = ptr::null_mut();
         // SAFETY: the host's callback with its user data; `view`'s strings
         // and `handle` outlive the call, `resolver` is a valid out-pointer.
@@ -168,7 +173,7 @@ impl ResolverBuilder for CBuilder {
 /// `handle` is from `Box::into_raw`, retired once.
 unsafe fn retire(handle: *mut sy_resolver_cc) {
     // SAFETY: per the contract; the projection makes no reference.
-    unsafe { bury(handle, |h| addr_of_mut!((*h).0)) };
+    unsafe { bury(handle, |h| addr_of_mut!((*h).shell)) };
 }
 
 struct CResolver {
@@ -251,12 +256,14 @@ fn cc_ref<'a>(cc: *mut sy_resolver_cc) -> Result<&'a CcBox, Error> {
     }
     // SAFETY: non-NULL; the caller promises a cc its resolver was given,
     // live or recently closed (quarantined). A projection, no reference.
-    unsafe { Shell::live_value(std::ptr::addr_of!((*cc).0)) }.ok_or_else(|| {
-        Error::new(
-            sy_status::SY_CLOSED,
-            "the resolver was closed (its close callback returned)",
-        )
-    })
+    unsafe { Shell::live_value(std::ptr::addr_of!((*cc).shell)) }.ok_or_else(closed)
+}
+
+fn closed() -> Error {
+    Error::new(
+        sy_status::SY_CLOSED,
+        "the resolver was closed (its close callback returned)",
+    )
 }
 
 /// Pushes a new address list (one endpoint per address, in order) and a
@@ -280,26 +287,34 @@ pub extern "C" fn sy_resolver_cc_update(
     service_config_json: *const c_char,
 ) -> sy_status {
     boundary(|| {
-        let cc = cc_ref(cc)?;
+        if cc.is_null() {
+            return Err(Error::null("cc is NULL"));
+        }
         // SAFETY: `len` valid sy_address entries per the contract.
         let list = unsafe { slice_arg(addresses, len, "addresses") }?;
         // SAFETY: NUL-terminated per the contract.
         let texts = unsafe { crate::resolver::address_texts(list) }?;
         // SAFETY: NUL-terminated or NULL per the contract.
         let config = unsafe { opt_str_arg(service_config_json, "service_config_json") }?;
-        // Past the checks: from here on the user data is ours.
-        let endpoints = list
+        // Past the checks: from here on the user data is ours, even on a
+        // retired handle (its `release` outlives its value).
+        // SAFETY: non-NULL, live or quarantined per the contract; a plain
+        // field read, no reference to the shell.
+        let release = unsafe { std::ptr::addr_of!((*cc).release).read() };
+        let endpoints: Vec<Endpoint> = list
             .iter()
             .zip(texts)
             .map(|(a, text)| {
                 Endpoint::from(Address {
                     addr: text.to_string(),
                     weight: a.weight,
-                    user_data: CUserData::wrap(a.user_data, cc.release),
+                    user_data: CUserData::wrap(a.user_data, release),
                     tag: a.user_data as usize as u64,
                 })
             })
             .collect();
+        // Dropping `endpoints` on the way out releases the user data.
+        let cc = cc_ref(cc)?;
         cc.cc.update(ResolverState {
             endpoints,
             service_config: config.map(str::to_string),
@@ -473,11 +488,23 @@ mod tests {
             std::thread::sleep(std::time::Duration::from_millis(10));
         }
         assert_eq!(RELEASES.load(Ordering::SeqCst), 1);
-        // The cc is dead (quarantined, still readable): refused.
+        // The cc is dead (quarantined, still readable): refused; the user
+        // data of a push it refuses is released at once, as SY_CLOSED
+        // promises, but not that of a push refused for bad arguments.
         assert_eq!(
             sy_resolver_cc_update(cc, ptr::null(), 0, ptr::null()),
             sy_status::SY_CLOSED
         );
+        assert_eq!(
+            sy_resolver_cc_update(cc, &bad_addr, 1, ptr::null()),
+            sy_status::SY_INVALID_UTF8
+        );
+        assert_eq!(RELEASES.load(Ordering::SeqCst), 1);
+        assert_eq!(
+            sy_resolver_cc_update(cc, &one, 1, ptr::null()),
+            sy_status::SY_CLOSED
+        );
+        assert_eq!(RELEASES.load(Ordering::SeqCst), 2);
         assert_eq!(
             sy_resolver_cc_report_error(cc, c"late".as_ptr()),
             sy_status::SY_CLOSED
