@@ -229,7 +229,11 @@ fn a_resolver_error_before_any_address_fails_rpcs_with_it() {
 
 #[test]
 fn a_refused_target_fails_channel_creation_and_a_refused_build_the_channel() {
-    struct Refuses;
+    // A real backend: what a refused build pushed before refusing would
+    // make the channel READY, were it applied.
+    let server = backend();
+    let pushed = endpoints(&[&server]);
+    struct Refuses(Vec<Endpoint>);
     impl ResolverBuilder for Refuses {
         fn scheme(&self) -> &str {
             "refuses"
@@ -240,11 +244,18 @@ fn a_refused_target_fails_channel_creation_and_a_refused_build_the_channel() {
                 _ => Ok(()),
             }
         }
-        fn build(&self, t: &Target, _: ResolverClientConn) -> Result<Box<dyn Resolver>, String> {
+        fn build(&self, t: &Target, cc: ResolverClientConn) -> Result<Box<dyn Resolver>, String> {
+            if t.endpoint() == "pushes" {
+                cc.update(ResolverState {
+                    endpoints: self.0.clone(),
+                    service_config: None,
+                })
+                .unwrap();
+            }
             Err(format!("cannot resolve {}", t.endpoint()))
         }
     }
-    resolver::register(Arc::new(Refuses));
+    resolver::register(Arc::new(Refuses(pushed)));
     let rt = Runtime::new().unwrap();
     let e = Channel::new(&rt, "refuses:///bad", None, insecure())
         .err()
@@ -259,6 +270,23 @@ fn a_refused_target_fails_channel_creation_and_a_refused_build_the_channel() {
     assert_eq!(e.code(), Code::Unavailable);
     assert!(e.message().contains("cannot resolve x"), "{e:?}");
     assert_eq!(ch.state(), ConnectivityState::TransientFailure);
+    // A build that pushed before refusing: the push goes with the
+    // resolver (it used to be applied after the refusal, and the channel
+    // served the refused resolver's addresses).
+    let ch = Channel::new(&rt, "refuses:///pushes", None, insecure()).unwrap();
+    ch.connect().unwrap();
+    ch.sync().unwrap();
+    assert_eq!(ch.state(), ConnectivityState::TransientFailure);
+    let e = ch
+        .reader()
+        .unary("/echo.Echo/Unary", b"r", &CallOptions::default())
+        .unwrap_err();
+    assert!(e.message().contains("cannot resolve pushes"), "{e:?}");
+    assert_eq!(
+        server.connections(),
+        0,
+        "connected to a refused resolver's address"
+    );
     // The built-in dns resolver asks the server in the authority, which
     // must be an IP address: a name is refused, saying so.
     let e = Channel::new(&rt, "dns://ns.example/localhost:1", None, insecure())

@@ -687,7 +687,10 @@ impl ChannelCore {
                 });
                 match built {
                     Ok(r) => self.resolution.install(r),
-                    Err(e) => self.resolver_error(&e, cx),
+                    Err(e) => {
+                        self.resolution.refused();
+                        self.resolver_error(&e, cx);
+                    }
                 }
             }
             None => {

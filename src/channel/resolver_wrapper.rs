@@ -199,6 +199,13 @@ impl ResolverWrapper {
         self.resolver = Some(resolver);
     }
 
+    /// The resolver could not be built: what it pushed while building is
+    /// dropped, as a closed resolver's is (the channel fails with the
+    /// build's error instead).
+    pub(crate) fn refused(&mut self) {
+        self.closed.store(true, Ordering::Release);
+    }
+
     /// Asks for a new resolution: the resolver's `resolve_now`, or the
     /// host's callback (empty target).
     pub(super) fn resolve_now(&mut self) {
