@@ -379,7 +379,12 @@ typedef struct sy_host_transport {
    */
   sy_subchannel_fn connect;
   /**
-   * Required: close the transport at once; no report is expected.
+   * Required: close the transport at once; no report is expected. Called
+   * once the picker without the subchannel is published (after the
+   * policy callback that shut it down); a pick made just before, on
+   * another thread, may still return it: treat that as gRPC treats a
+   * transport closed under a pick (pick again, or fail the attempt
+   * UNAVAILABLE).
    */
   sy_subchannel_fn shutdown;
   /**

@@ -492,6 +492,7 @@ impl ChannelCore {
             return;
         };
         let channel = self.id();
+        self.subs.begin_policy_call();
         let result = catch_unwind(AssertUnwindSafe(|| {
             let mut cc = PolicyClientConn {
                 work: &self.work,
@@ -505,6 +506,7 @@ impl ChannelCore {
             };
             f(&mut balancer, &mut cc);
         }));
+        self.subs.end_policy_call(env);
         match result {
             Ok(()) => self.balancer = Some(balancer),
             Err(p) => {

@@ -79,6 +79,10 @@ pub(crate) struct SubchannelPool {
     logged_no_orca: HashSet<String>,
     /// Whether "the connector cannot open ORCA streams" was logged.
     logged_no_oob: bool,
+    /// While a policy callback runs: subchannels it shut down, whose
+    /// connector shutdown waits until it returns (`end_policy_call`), so
+    /// that the picker it published without them is out first.
+    deferred: Option<Vec<Arc<SubConn>>>,
 }
 
 impl SubchannelPool {
@@ -105,6 +109,22 @@ impl SubchannelPool {
             next_oob: 1,
             logged_no_orca: HashSet::new(),
             logged_no_oob: false,
+            deferred: None,
+        }
+    }
+
+    /// A policy callback starts: connector shutdowns wait for its end.
+    pub(crate) fn begin_policy_call(&mut self) {
+        self.deferred.get_or_insert_with(Vec::new);
+    }
+
+    /// The policy callback returned (its picker, if any, is published):
+    /// the connector hears the shutdowns it made. A host transport told
+    /// to close before the new picker is out would still be handed out by
+    /// the old one to every pick until then.
+    pub(crate) fn end_policy_call(&mut self, env: &mut LoopContext) {
+        for sc in self.deferred.take().into_iter().flatten() {
+            self.with_connector(env, |c, ctx| c.shutdown(&sc, ctx));
         }
     }
 
@@ -190,7 +210,10 @@ impl SubchannelPool {
         for l in s.oob.ids() {
             self.oob_owners.remove(&l);
         }
-        self.with_connector(env, |c, ctx| c.shutdown(&s.sc, ctx));
+        match &mut self.deferred {
+            Some(later) => later.push(s.sc.clone()),
+            None => self.with_connector(env, |c, ctx| c.shutdown(&s.sc, ctx)),
+        }
         if s.sc.slot() != NO_SLOT {
             self.freed_slots
                 .push_back((s.sc.slot(), Arc::downgrade(&s.sc)));

@@ -451,3 +451,86 @@ fn get_state_asking_to_connect_does_not_wait_for_a_busy_loop() {
     idle.sync().unwrap();
     assert_ne!(idle.state(), Idle, "the loop left IDLE once free");
 }
+
+/// A host that picks from its channel inside its `shutdown` callback, as
+/// an RPC thread might at that moment, and records what it got.
+#[derive(Default)]
+struct PickingHost {
+    channel: std::sync::OnceLock<std::sync::Weak<Channel>>,
+    ids: std::sync::Mutex<Vec<(String, SubConnId)>>,
+    /// Per shutdown: the subchannel shut and the picks made meanwhile.
+    seen: std::sync::Mutex<Vec<(SubConnId, Vec<SubConnId>)>>,
+}
+
+impl HostTransport for PickingHost {
+    fn create(&self, sc: &Arc<SubConn>) {
+        self.ids
+            .lock()
+            .unwrap()
+            .push((sc.addr().to_string(), sc.id()));
+    }
+    fn connect(&self, _: &Arc<SubConn>) {}
+    fn shutdown(&self, sc: &Arc<SubConn>) {
+        let Some(ch) = self.channel.get().and_then(|w| w.upgrade()) else {
+            return;
+        };
+        let mut r = ch.reader();
+        let picks = (0..20)
+            .filter_map(|_| r.try_pick(&PickInfo::default()).ok())
+            .map(|p| p.subconn().id())
+            .collect();
+        self.seen.lock().unwrap().push((sc.id(), picks));
+    }
+}
+
+/// A host is told to close a removed address's transport only once the
+/// picker without it is published: a pick made then never gets it (it used
+/// to be told first, and the old picker kept handing the subchannel out).
+#[test]
+fn a_host_shuts_a_transport_down_after_the_picker_without_it_is_out() {
+    for config in [RR, r#"{"loadBalancingConfig":[{"pick_first":{}}]}"#] {
+        let rt = Runtime::new().unwrap();
+        let host = Arc::new(PickingHost::default());
+        let ch = Arc::new(
+            Channel::new(
+                &rt,
+                "",
+                Some(config),
+                ChannelOptions {
+                    connector: Some(Box::new(ExternalConnector::new(host.clone()))),
+                    ..Default::default()
+                },
+            )
+            .unwrap(),
+        );
+        host.channel.set(Arc::downgrade(&ch)).unwrap();
+        ch.update_addresses(addrs(&["10.0.0.1:1", "10.0.0.2:1"]))
+            .unwrap();
+        ch.sync().unwrap();
+        for (_, id) in host.ids.lock().unwrap().clone() {
+            ch.report_subconn_state(id, Ready, "up").unwrap();
+        }
+        ch.sync().unwrap();
+        assert_eq!(ch.state(), Ready);
+        // Remove the address a pick gets now (pick_first's only one).
+        let used = ch.reader().try_pick(&PickInfo::default()).unwrap();
+        let used = used.subconn().addr().to_string();
+        let other = ["10.0.0.1:1", "10.0.0.2:1"]
+            .into_iter()
+            .find(|a| *a != used)
+            .unwrap();
+        ch.update_addresses(addrs(&[other])).unwrap();
+        ch.sync().unwrap();
+        let seen = host.seen.lock().unwrap().clone();
+        assert_eq!(seen.len(), 1, "{config}: one transport shut");
+        let (shut, picks) = &seen[0];
+        if config == RR {
+            // The other endpoint is READY: every pick gets it.
+            assert_eq!(picks.len(), 20, "{config}: picks failed");
+        }
+        assert!(
+            picks.iter().all(|p| p != shut),
+            "{config}: a pick got the subchannel being shut: {picks:?}"
+        );
+    }
+}
