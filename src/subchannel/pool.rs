@@ -13,7 +13,7 @@ use crate::snapshot::{CallStats, HostSlot, SubchannelSnapshot};
 use crate::trace;
 use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 use std::sync::{Arc, Weak};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use super::health::{HealthCheck, Verdict};
 use super::oob::{Action, OobReports};
@@ -79,10 +79,17 @@ pub(crate) struct SubchannelPool {
     logged_no_orca: HashSet<String>,
     /// Whether "the connector cannot open ORCA streams" was logged.
     logged_no_oob: bool,
-    /// While a policy callback runs: subchannels it shut down, whose
-    /// connector shutdown waits until it returns (`end_policy_call`), so
-    /// that the picker it published without them is out first.
-    deferred: Option<Vec<Arc<SubConn>>>,
+    /// While a policy callback runs: the connector calls it caused, in
+    /// order, made when it returns (`end_policy_call`), so that a transport
+    /// is closed only once the picker published without it is out.
+    deferred: Option<Vec<ConnectorCall>>,
+}
+
+/// A connector call a policy callback caused (see `SubchannelPool::deferred`).
+enum ConnectorCall {
+    Created(Arc<SubConn>),
+    Connect(Arc<SubConn>, Instant),
+    Shutdown(Arc<SubConn>),
 }
 
 impl SubchannelPool {
@@ -113,18 +120,37 @@ impl SubchannelPool {
         }
     }
 
-    /// A policy callback starts: connector shutdowns wait for its end.
+    /// A policy callback starts: the connector calls it causes wait for
+    /// its end.
     pub(crate) fn begin_policy_call(&mut self) {
         self.deferred.get_or_insert_with(Vec::new);
     }
 
     /// The policy callback returned (its picker, if any, is published):
-    /// the connector hears the shutdowns it made. A host transport told
-    /// to close before the new picker is out would still be handed out by
-    /// the old one to every pick until then.
+    /// the connector hears what it did, in order. A host transport told to
+    /// close before the new picker is out would still be handed out by the
+    /// old picker until then.
     pub(crate) fn end_policy_call(&mut self, env: &mut LoopContext) {
-        for sc in self.deferred.take().into_iter().flatten() {
-            self.with_connector(env, |c, ctx| c.shutdown(&sc, ctx));
+        for call in self.deferred.take().into_iter().flatten() {
+            self.call_connector(call, env);
+        }
+    }
+
+    /// Makes `call` now, or at the end of the policy callback running.
+    fn to_connector(&mut self, call: ConnectorCall, env: &mut LoopContext) {
+        match &mut self.deferred {
+            Some(later) => later.push(call),
+            None => self.call_connector(call, env),
+        }
+    }
+
+    fn call_connector(&mut self, call: ConnectorCall, env: &mut LoopContext) {
+        match call {
+            ConnectorCall::Created(sc) => self.with_connector(env, |c, ctx| c.created(&sc, ctx)),
+            ConnectorCall::Connect(sc, deadline) => {
+                self.with_connector(env, |c, ctx| c.connect(&sc, deadline, ctx))
+            }
+            ConnectorCall::Shutdown(sc) => self.with_connector(env, |c, ctx| c.shutdown(&sc, ctx)),
         }
     }
 
@@ -154,7 +180,7 @@ impl SubchannelPool {
             },
         );
         log::debug!(target: trace::SUBCHANNEL, "channel {} subchannel {} created for {}", self.channel, id.0, sc.addr());
-        self.with_connector(env, |c, ctx| c.created(&sc, ctx));
+        self.to_connector(ConnectorCall::Created(sc.clone()), env);
         sc
     }
 
@@ -194,7 +220,7 @@ impl SubchannelPool {
         }
         let sc = s.sc.clone();
         self.transition(id, ConnectivityState::Connecting, None, env);
-        self.with_connector(env, |c, ctx| c.connect(&sc, deadline, ctx));
+        self.to_connector(ConnectorCall::Connect(sc, deadline), env);
     }
 
     pub(crate) fn shutdown(&mut self, id: SubConnId, env: &mut LoopContext) {
@@ -210,10 +236,7 @@ impl SubchannelPool {
         for l in s.oob.ids() {
             self.oob_owners.remove(&l);
         }
-        match &mut self.deferred {
-            Some(later) => later.push(s.sc.clone()),
-            None => self.with_connector(env, |c, ctx| c.shutdown(&s.sc, ctx)),
-        }
+        self.to_connector(ConnectorCall::Shutdown(s.sc.clone()), env);
         if s.sc.slot() != NO_SLOT {
             self.freed_slots
                 .push_back((s.sc.slot(), Arc::downgrade(&s.sc)));
