@@ -176,7 +176,7 @@ impl Reader {
     pub fn try_pick(&mut self, info: &PickInfo<'_>) -> Result<Pick, PickError> {
         // The hit path builds its `Pick` from constants and registers; the
         // slow path's result (with hooks) never merges into it by value.
-        let generation = self.generation();
+        let generation = self.hit_generation();
         if generation == self.rotation_generation {
             // SAFETY: see `Listed`.
             let listed = unsafe { self.rotate().as_ref() };
@@ -232,7 +232,7 @@ impl Reader {
     // rotation pick.
     #[inline(always)]
     pub fn try_pick_ref(&mut self, info: &PickInfo<'_>) -> Result<PickRef<'_>, PickError> {
-        let generation = self.generation();
+        let generation = self.hit_generation();
         let (subconn, slot, hooked) = if generation == self.rotation_generation {
             // SAFETY: see `Listed`.
             let listed = unsafe { self.rotate().as_ref() };
@@ -315,7 +315,7 @@ impl Reader {
         &mut self,
         hash: impl FnOnce() -> Option<u64>,
     ) -> Option<(Pick, RotationEntry)> {
-        let generation = self.generation();
+        let generation = self.hit_generation();
         let (listed, done, load_only) = if generation == self.rotation_generation {
             (self.rotate(), NO_HOOKS, false)
         } else if generation == self.inline_generation {
@@ -567,6 +567,19 @@ impl Reader {
         let hooks = std::mem::replace(&mut self.kept.hooks, NO_HOOKS);
         if let Some(subconn) = self.kept.subconn {
             report(hooks, subconn, &DROPPED);
+        }
+    }
+
+    /// `generation()` for a pick's hit path, or one that matches no cached
+    /// table while a kept pick is pending: any pick ends the kept one, and
+    /// only the slow path drops it (its hooks may run policy code, which a
+    /// C caller's hit path does not guard).
+    #[inline(always)]
+    fn hit_generation(&self) -> u64 {
+        if self.kept.subconn.is_some() {
+            KEPT_PENDING
+        } else {
+            self.generation()
         }
     }
 
@@ -1183,6 +1196,9 @@ type Listed = NonNull<RotationEntry>;
 /// `rotation_generation` when the cached picker has no rotation (a slot's
 /// generation never gets there).
 const NO_ROTATION: u64 = u64::MAX;
+/// `hit_generation` while a kept pick is pending: never a cached table's
+/// (generations count up from 0; `NO_ROTATION` is none).
+const KEPT_PENDING: u64 = u64::MAX - 1;
 
 /// A `PickRef`'s done hooks, kept in its reader.
 struct RefHooks {

@@ -531,6 +531,45 @@ fn kept_picks_wait_rotate_and_finish_once() {
     assert_eq!(seen.values().copied().collect::<Vec<_>>(), [50, 50]);
 }
 
+/// Any pick ends the reader's kept pick, as the header says ("valid until
+/// the reader's next pick: any"), whether it takes the hit path or not: a
+/// token pick (`try_pick`, `try_pick_cached`, the C ABI's `sy_pick`) or a
+/// borrowed one (`try_pick_ref`) right after a kept pick leaves nothing to
+/// finish. (On the hit path the kept pick used to survive, so the outcome
+/// depended on whether a picker had been published in between.)
+#[test]
+fn any_pick_ends_the_kept_pick() {
+    let host = Host::new();
+    let (_rt, ch) = round_robin(&host);
+    let names = ["127.0.0.1:1", "127.0.0.2:1"];
+    ch.update_addresses(addrs(&names)).unwrap();
+    ch.sync().unwrap();
+    report(&ch, &host, &names, Ready);
+    let mut r = ch.reader();
+    for way in 0..3 {
+        // Warm: the rotation is cached, so the next picks hit.
+        let _ = r.try_pick(&PickInfo::default()).unwrap();
+        r.try_pick_kept(&PickInfo::default()).unwrap();
+        match way {
+            0 => drop(r.try_pick(&PickInfo::default()).unwrap()),
+            // As the C ABI does: the hit path, else the general one.
+            1 => {
+                if r.try_pick_cached(None).is_none() {
+                    drop(r.try_pick(&PickInfo::default()).unwrap());
+                }
+            }
+            _ => r
+                .try_pick_ref(&PickInfo::default())
+                .unwrap()
+                .done(&DoneInfo::OK),
+        }
+        assert!(
+            !r.finish_kept(&DoneInfo::OK),
+            "way {way}: the kept pick survived"
+        );
+    }
+}
+
 /// Publishes its scripted picker inside a wrapper that only forwards.
 struct Forwarding(Arc<dyn Picker>, Arc<AtomicUsize>);
 
