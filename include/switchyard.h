@@ -1495,12 +1495,13 @@ sy_status sy_last_call_details(uint8_t *buf, size_t len, size_t *size);
 sy_status sy_last_call_message(uint8_t *buf, size_t len, size_t *size);
 
 /**
- * The `index`-th (0 = first, in the order sent) metadata entry that came
- * with the status of this thread's last failed call (as
- * `sy_last_call_trailer` counts them): its key into `key` (`key_len`
- * bytes, NUL-terminated, truncated as `sy_last_error` truncates; the key's
- * length into `*key_size`), its value as `sy_last_call_details` copies.
- * SY_NOT_FOUND past the last entry: for listing them all.
+ * The `index`-th (0 = first) metadata entry that came with the status of
+ * this thread's last failed call (as `sy_last_call_trailer` counts them):
+ * its key into `key` (`key_len` bytes, NUL-terminated, truncated as
+ * `sy_last_error` truncates; the key's length into `*key_size`), its value
+ * as `sy_last_call_details` copies. SY_NOT_FOUND past the last entry: for
+ * listing them all: entries are grouped by key, keys in the order they
+ * first came, each key's values in the order sent.
  */
 sy_status sy_last_call_trailer_at(size_t index,
                                   char *key,

@@ -183,7 +183,9 @@ impl Status {
     }
 
     /// The server's metadata sent with this status (its trailers, or the
-    /// headers of a trailers-only answer), in order, as `(key, value)`:
+    /// headers of a trailers-only answer), as `(key, value)`, grouped by
+    /// key (keys in the order they first came, each key's values in the
+    /// order sent); a value that is not UTF-8 with its bad bytes replaced:
     /// `-bin` values as their base64 text; `grpc-status`, `grpc-message`,
     /// `grpc-status-details-bin`, `grpc-encoding` and `content-type` left
     /// out, as gRPC-Go leaves them out of a call's trailer. Empty for a

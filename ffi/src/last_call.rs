@@ -100,12 +100,13 @@ pub extern "C" fn sy_last_call_message(buf: *mut u8, len: usize, size: *mut usiz
     })
 }
 
-/// The `index`-th (0 = first, in the order sent) metadata entry that came
-/// with the status of this thread's last failed call (as
-/// `sy_last_call_trailer` counts them): its key into `key` (`key_len`
-/// bytes, NUL-terminated, truncated as `sy_last_error` truncates; the key's
-/// length into `*key_size`), its value as `sy_last_call_details` copies.
-/// SY_NOT_FOUND past the last entry: for listing them all.
+/// The `index`-th (0 = first) metadata entry that came with the status of
+/// this thread's last failed call (as `sy_last_call_trailer` counts them):
+/// its key into `key` (`key_len` bytes, NUL-terminated, truncated as
+/// `sy_last_error` truncates; the key's length into `*key_size`), its value
+/// as `sy_last_call_details` copies. SY_NOT_FOUND past the last entry: for
+/// listing them all: entries are grouped by key, keys in the order they
+/// first came, each key's values in the order sent.
 #[no_mangle]
 pub extern "C" fn sy_last_call_trailer_at(
     index: usize,

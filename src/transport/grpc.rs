@@ -212,7 +212,12 @@ impl CallError {
         let metadata: Vec<(String, String)> = trailers
             .iter()
             .filter(|(k, _)| !TRANSPORT_FIELDS.contains(&k.as_str()) && *k != CONTENT_TYPE)
-            .filter_map(|(k, v)| Some((k.to_string(), v.to_str().ok()?.to_string())))
+            // Outside gRPC's printable ASCII, a value still counts (gRPC-Go
+            // passes it on): kept, its bytes as UTF-8 where they are.
+            .map(|(k, v)| {
+                let value = String::from_utf8_lossy(v.as_bytes()).into_owned();
+                (k.to_string(), value)
+            })
             .collect();
         if details.is_some() || !metadata.is_empty() {
             self.server = Some(Box::new(ServerSent {

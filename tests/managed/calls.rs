@@ -643,6 +643,18 @@ fn a_failed_call_carries_the_servers_details_and_trailers() {
     for (k, _) in e.trailers() {
         assert!(!k.starts_with("grpc-") && k != "content-type", "{k}");
     }
+    // A value outside printable ASCII is kept (gRPC-Go passes it on; it
+    // used to be dropped).
+    let e = call(
+        &mut r,
+        &md(&[("x-respond-status", "9"), ("x-respond-obs-text", "1")]),
+    );
+    assert!(
+        e.trailers()
+            .contains(&("x-obs".to_string(), "café".to_string())),
+        "{:?}",
+        e.trailers()
+    );
     // Trailers after a message.
     let e = call(
         &mut r,

@@ -181,6 +181,13 @@ pub(crate) async fn handle(
             resp.headers_mut().insert("grpc-message", v);
         }
         add_call_load(resp.headers_mut(), &shared);
+        // A value outside gRPC's printable ASCII (HTTP's obs-text: UTF-8
+        // here), as some servers send.
+        if parts.headers.contains_key("x-respond-obs-text") {
+            if let Ok(v) = HeaderValue::from_bytes("café".as_bytes()) {
+                resp.headers_mut().insert("x-obs", v);
+            }
+        }
         // Error details (gRPC's richer error model), as sent: base64.
         if let Some(v) = parts.headers.get("x-respond-details") {
             resp.headers_mut()
