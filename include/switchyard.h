@@ -426,8 +426,10 @@ typedef void (*sy_release_fn)(void *user_data);
  * - `service_config_json`: selects the policy, e.g.
  *   `{"loadBalancingConfig":[{"round_robin":{}}]}`; NULL for pick_first.
  *   An invalid one does not fail: as in gRPC, the channel is then
- *   TRANSIENT_FAILURE and its calls fail UNAVAILABLE with the parse error
- *   (which names the JSON path that is wrong) until a valid config comes.
+ *   TRANSIENT_FAILURE once used (it starts IDLE, as every channel does:
+ *   its first pick, call or `sy_channel_connect`) and its calls fail
+ *   UNAVAILABLE with the parse error (which names the JSON path that is
+ *   wrong) until a valid config comes.
  *
  * Errors: SY_NULL_PARAMETER (`rt`, `target`, `options`, `out`),
  * SY_INVALID_UTF8, SY_INVALID_ARGUMENT, SY_INVALID_TARGET, SY_RUNTIME_GONE. On success `*out` is a new
@@ -472,10 +474,11 @@ sy_status sy_channel_new_insecure(const struct sy_runtime *rt,
  *   policy (`{"loadBalancingConfig":[{"round_robin":{}}]}`) and the calls'
  *   `methodConfig` (see `sy_method_config`); NULL or "" for none
  *   (pick_first). A service config from the resolver replaces it. An
- *   invalid one does not fail: the channel is TRANSIENT_FAILURE and picks
- *   and calls fail UNAVAILABLE with the parse error (naming the JSON path
- *   that is wrong) until a valid one comes (`sy_last_error` after a pick
- *   or call shows it).
+ *   invalid one does not fail: once used (it starts IDLE, as every
+ *   channel does), the channel is TRANSIENT_FAILURE and picks and calls
+ *   fail UNAVAILABLE with the parse error (naming the JSON path that is
+ *   wrong) until a valid one comes (`sy_last_error` after a pick or call
+ *   shows it).
  * - `host`: the host's transport callbacks (external connector): the host
  *   owns connections and reports their states, and RPCs are sent by the
  *   host on what `sy_pick` returns. NULL for library-managed connections:
@@ -512,7 +515,8 @@ sy_status sy_channel_new(const struct sy_runtime *rt,
  * Transport settings (insecure, TLS roots / server name / client
  * certificate, keepalive) are for library-managed channels only: with a
  * `host` they give SY_INVALID_ARGUMENT, as does insecure together with TLS
- * settings. Backoff applies to both kinds.
+ * settings. Backoff applies to both kinds (a host bounds each attempt
+ * itself: see `sy_channel_options_set_backoff`).
  */
 SY_MUST_USE
 sy_status sy_channel_new_with_options(const struct sy_runtime *rt,
@@ -809,7 +813,9 @@ sy_status sy_channel_options_set_max_header_list_size(struct sy_channel_options 
  * `initial_ms`, growing x1.6 (+-20 % jitter) up to `max_ms`; every attempt
  * gets at least `min_connect_timeout_ms` to connect. 0 keeps that value's
  * default (1000, 120000, 20000). SY_INVALID_ARGUMENT if the initial backoff
- * exceeds the maximum.
+ * exceeds the maximum. With a host transport the spacing of attempts is
+ * the library's, but the host bounds each attempt itself (it owns the
+ * connection): the library waits for its report however long it takes.
  */
 sy_status sy_channel_options_set_backoff(struct sy_channel_options *opts,
                                          uint64_t initial_ms,

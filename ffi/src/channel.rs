@@ -100,8 +100,10 @@ pub(crate) fn timeout_deadline(timeout_ms: u64) -> Option<Instant> {
 /// - `service_config_json`: selects the policy, e.g.
 ///   `{"loadBalancingConfig":[{"round_robin":{}}]}`; NULL for pick_first.
 ///   An invalid one does not fail: as in gRPC, the channel is then
-///   TRANSIENT_FAILURE and its calls fail UNAVAILABLE with the parse error
-///   (which names the JSON path that is wrong) until a valid config comes.
+///   TRANSIENT_FAILURE once used (it starts IDLE, as every channel does:
+///   its first pick, call or `sy_channel_connect`) and its calls fail
+///   UNAVAILABLE with the parse error (which names the JSON path that is
+///   wrong) until a valid config comes.
 ///
 /// Errors: SY_NULL_PARAMETER (`rt`, `target`, `options`, `out`),
 /// SY_INVALID_UTF8, SY_INVALID_ARGUMENT, SY_INVALID_TARGET, SY_RUNTIME_GONE. On success `*out` is a new
@@ -175,10 +177,11 @@ pub extern "C" fn sy_channel_new_insecure(
 ///   policy (`{"loadBalancingConfig":[{"round_robin":{}}]}`) and the calls'
 ///   `methodConfig` (see `sy_method_config`); NULL or "" for none
 ///   (pick_first). A service config from the resolver replaces it. An
-///   invalid one does not fail: the channel is TRANSIENT_FAILURE and picks
-///   and calls fail UNAVAILABLE with the parse error (naming the JSON path
-///   that is wrong) until a valid one comes (`sy_last_error` after a pick
-///   or call shows it).
+///   invalid one does not fail: once used (it starts IDLE, as every
+///   channel does), the channel is TRANSIENT_FAILURE and picks and calls
+///   fail UNAVAILABLE with the parse error (naming the JSON path that is
+///   wrong) until a valid one comes (`sy_last_error` after a pick or call
+///   shows it).
 /// - `host`: the host's transport callbacks (external connector): the host
 ///   owns connections and reports their states, and RPCs are sent by the
 ///   host on what `sy_pick` returns. NULL for library-managed connections:
@@ -229,7 +232,8 @@ pub extern "C" fn sy_channel_new(
 /// Transport settings (insecure, TLS roots / server name / client
 /// certificate, keepalive) are for library-managed channels only: with a
 /// `host` they give SY_INVALID_ARGUMENT, as does insecure together with TLS
-/// settings. Backoff applies to both kinds.
+/// settings. Backoff applies to both kinds (a host bounds each attempt
+/// itself: see `sy_channel_options_set_backoff`).
 #[no_mangle]
 #[must_use]
 #[allow(clippy::too_many_arguments)]

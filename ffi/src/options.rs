@@ -51,7 +51,8 @@ pub(crate) struct Options {
     client_cert: Option<(Vec<u8>, Vec<u8>)>,
     keepalive: Option<Keepalive>,
     max_recv_message_size: Option<usize>,
-    max_header_list_size: u32,
+    /// `None`: the default (`DEFAULT_MAX_HEADER_LIST_SIZE`).
+    max_header_list_size: Option<u32>,
     pub(crate) backoff: BackoffConfig,
     pub(crate) call_threads: usize,
     /// The host's re-resolution callback and its ctx (empty target).
@@ -86,7 +87,7 @@ impl Default for Options {
             client_cert: None,
             keepalive: None,
             max_recv_message_size: None,
-            max_header_list_size: DEFAULT_MAX_HEADER_LIST_SIZE,
+            max_header_list_size: None,
             backoff: BackoffConfig::default(),
             call_threads: DEFAULT_CALL_THREADS,
             resolve_now: None,
@@ -117,7 +118,7 @@ impl Options {
             || self.client_cert.is_some()
             || self.keepalive.is_some()
             || self.max_recv_message_size.is_some()
-            || self.max_header_list_size != DEFAULT_MAX_HEADER_LIST_SIZE
+            || self.max_header_list_size.is_some()
     }
 
     /// The core's transport config: `None` (TLS, bundled roots) unless
@@ -147,7 +148,9 @@ impl Options {
             credentials,
             keepalive: self.keepalive,
             max_recv_message_size: self.max_recv_message_size,
-            max_header_list_size: self.max_header_list_size,
+            max_header_list_size: self
+                .max_header_list_size
+                .unwrap_or(DEFAULT_MAX_HEADER_LIST_SIZE),
         }))
     }
 }
@@ -413,11 +416,8 @@ pub extern "C" fn sy_channel_options_set_max_header_list_size(
 ) -> sy_status {
     boundary(|| {
         let o = options_mut(opts)?;
-        o.max_header_list_size = if bytes == 0 {
-            DEFAULT_MAX_HEADER_LIST_SIZE
-        } else {
-            bytes
-        };
+        // Set (even to the default's value) is set: a host channel refuses it.
+        o.max_header_list_size = (bytes != 0).then_some(bytes);
         Ok(())
     })
 }
@@ -426,7 +426,9 @@ pub extern "C" fn sy_channel_options_set_max_header_list_size(
 /// `initial_ms`, growing x1.6 (+-20 % jitter) up to `max_ms`; every attempt
 /// gets at least `min_connect_timeout_ms` to connect. 0 keeps that value's
 /// default (1000, 120000, 20000). SY_INVALID_ARGUMENT if the initial backoff
-/// exceeds the maximum.
+/// exceeds the maximum. With a host transport the spacing of attempts is
+/// the library's, but the host bounds each attempt itself (it owns the
+/// connection): the library waits for its report however long it takes.
 #[no_mangle]
 pub extern "C" fn sy_channel_options_set_backoff(
     opts: *mut sy_channel_options,

@@ -661,6 +661,50 @@ mod lengths {
     extern "C" fn no_transport(_: *mut c_void, _: u64, _: *const c_char, _: usize, _: *mut c_void) {
     }
 
+    /// A transport setting set, even to its default's value, is refused
+    /// for a host channel (the header: for library-managed channels only);
+    /// 0 (unset) is not.
+    #[test]
+    fn a_host_channel_refuses_a_header_list_limit_set_to_any_value() {
+        let mut rt = ptr::null_mut();
+        assert_eq!(sy_runtime_new(&mut rt), sy_status::SY_OK);
+        let host = sy_host_transport {
+            ctx: ptr::null_mut(),
+            create: None,
+            connect: Some(no_transport),
+            shutdown: Some(no_transport),
+            health: None,
+        };
+        for (bytes, want) in [
+            (16 << 20, sy_status::SY_INVALID_ARGUMENT),
+            (1000, sy_status::SY_INVALID_ARGUMENT),
+            (0, sy_status::SY_OK),
+        ] {
+            let mut o = ptr::null_mut();
+            assert_eq!(sy_channel_options_new(&mut o), sy_status::SY_OK);
+            assert_eq!(
+                sy_channel_options_set_max_header_list_size(o, bytes),
+                sy_status::SY_OK
+            );
+            let mut ch = ptr::null_mut();
+            let st = sy_channel_new_with_options(
+                rt,
+                c"".as_ptr(),
+                ptr::null(),
+                o,
+                &host,
+                None,
+                ptr::null_mut(),
+                None,
+                &mut ch,
+            );
+            assert_eq!(st, want, "{bytes} bytes");
+            sy_channel_free(ch);
+            sy_channel_options_free(o);
+        }
+        sy_runtime_free(rt);
+    }
+
     #[test]
     fn sy_pick_refuses_a_method_length_no_object_has() {
         let mut rt = ptr::null_mut();
