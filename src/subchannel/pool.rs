@@ -137,7 +137,7 @@ impl SubchannelPool {
     }
 
     /// Makes `call` now, or at the end of the policy callback running.
-    fn to_connector(&mut self, call: ConnectorCall, env: &mut LoopContext) {
+    fn tell_connector(&mut self, call: ConnectorCall, env: &mut LoopContext) {
         match &mut self.deferred {
             Some(later) => later.push(call),
             None => self.call_connector(call, env),
@@ -180,7 +180,7 @@ impl SubchannelPool {
             },
         );
         log::debug!(target: trace::SUBCHANNEL, "channel {} subchannel {} created for {}", self.channel, id.0, sc.addr());
-        self.to_connector(ConnectorCall::Created(sc.clone()), env);
+        self.tell_connector(ConnectorCall::Created(sc.clone()), env);
         sc
     }
 
@@ -220,7 +220,7 @@ impl SubchannelPool {
         }
         let sc = s.sc.clone();
         self.transition(id, ConnectivityState::Connecting, None, env);
-        self.to_connector(ConnectorCall::Connect(sc, deadline), env);
+        self.tell_connector(ConnectorCall::Connect(sc, deadline), env);
     }
 
     pub(crate) fn shutdown(&mut self, id: SubConnId, env: &mut LoopContext) {
@@ -236,7 +236,7 @@ impl SubchannelPool {
         for l in s.oob.ids() {
             self.oob_owners.remove(&l);
         }
-        self.to_connector(ConnectorCall::Shutdown(s.sc.clone()), env);
+        self.tell_connector(ConnectorCall::Shutdown(s.sc.clone()), env);
         if s.sc.slot() != NO_SLOT {
             self.freed_slots
                 .push_back((s.sc.slot(), Arc::downgrade(&s.sc)));
