@@ -426,8 +426,7 @@ typedef void (*sy_release_fn)(void *user_data);
  * - `service_config_json`: selects the policy, e.g.
  *   `{"loadBalancingConfig":[{"round_robin":{}}]}`; NULL for pick_first.
  *   An invalid one does not fail: as in gRPC, the channel is then
- *   TRANSIENT_FAILURE once used (it starts IDLE, as every channel does:
- *   its first pick, call or `sy_channel_connect`) and its calls fail
+ *   TRANSIENT_FAILURE from the start (not IDLE) and its calls fail
  *   UNAVAILABLE with the parse error (which names the JSON path that is
  *   wrong) until a valid config comes.
  *
@@ -474,11 +473,10 @@ sy_status sy_channel_new_insecure(const struct sy_runtime *rt,
  *   policy (`{"loadBalancingConfig":[{"round_robin":{}}]}`) and the calls'
  *   `methodConfig` (see `sy_method_config`); NULL or "" for none
  *   (pick_first). A service config from the resolver replaces it. An
- *   invalid one does not fail: once used (it starts IDLE, as every
- *   channel does), the channel is TRANSIENT_FAILURE and picks and calls
- *   fail UNAVAILABLE with the parse error (naming the JSON path that is
- *   wrong) until a valid one comes (`sy_last_error` after a pick or call
- *   shows it).
+ *   invalid one does not fail: the channel is TRANSIENT_FAILURE from the
+ *   start (not IDLE) and picks and calls fail UNAVAILABLE with the parse
+ *   error (naming the JSON path that is wrong) until a valid one comes
+ *   (`sy_last_error` after a pick or call shows it).
  * - `host`: the host's transport callbacks (external connector): the host
  *   owns connections and reports their states, and RPCs are sent by the
  *   host on what `sy_pick` returns. NULL for library-managed connections:

@@ -127,8 +127,9 @@ impl Channel {
     /// `service_config` is the default service config (JSON) or `None`
     /// (pick_first): a service config from the resolver replaces it. An
     /// invalid one does not fail the constructor: as in gRPC, the channel
-    /// is TRANSIENT_FAILURE and its RPCs fail UNAVAILABLE with the parse
-    /// error until a valid config arrives. The channel starts IDLE: its
+    /// is TRANSIENT_FAILURE from the start and its RPCs fail UNAVAILABLE
+    /// with the parse error until a valid config arrives. The channel
+    /// starts IDLE (TRANSIENT_FAILURE with an invalid config): its
     /// resolver is built when it is first used (see
     /// `ChannelOptions::idle_timeout`); the target is checked here
     /// (`ResolverBuilder::check`), its refusal is `Error::InvalidTarget`.
@@ -225,17 +226,23 @@ impl Channel {
             }
             Box::new(ManagedConnector::new(config).with_authority(authority.clone()))
         });
-        // IDLE until used: the first pick asks the loop to leave IDLE.
-        let initial = Table::new(
-            Box::new(idle_picker(handle.clone(), id)),
-            0,
-            false,
-            ConnectivityState::Idle,
-        );
+        // IDLE until used: the first pick asks the loop to leave IDLE. With
+        // an invalid config, TRANSIENT_FAILURE from the start (what the
+        // loop publishes first: `ChannelCore::begin`), picks dropped with
+        // the parse error, the first still asking the loop to leave IDLE.
+        let idle = idle_picker(handle.clone(), id);
+        let (picker, initial_state) = match &config_error {
+            None => (idle, ConnectivityState::Idle),
+            Some(e) => (
+                idle.dropping(crate::status::Status::unavailable(e.clone())),
+                ConnectivityState::TransientFailure,
+            ),
+        };
+        let initial = Table::new(Box::new(picker), 0, false, initial_state);
         let call_stats: Arc<crate::snapshot::CallStats> = Default::default();
         let shared = Arc::new(ChannelShared {
             slot: crate::sync::Arc::new(Slot::new(initial)),
-            state: Watched::new(ConnectivityState::Idle as u8),
+            state: Watched::new(initial_state as u8),
             closed: AtomicBool::new(false),
             handle: handle.clone(),
             id,

@@ -534,3 +534,42 @@ fn a_host_shuts_a_transport_down_after_the_picker_without_it_is_out() {
         );
     }
 }
+
+/// A channel made with an invalid service config is TRANSIENT_FAILURE from
+/// the start, before its loop has taken it up (here the loop is held in
+/// another channel's transport callback); it used to read IDLE until then.
+#[test]
+fn an_invalid_config_is_transient_failure_from_the_start() {
+    let rt = Runtime::new().unwrap();
+    let gated = Arc::new(GatedHost::default());
+    let busy = Channel::new(
+        &rt,
+        "",
+        Some(RR),
+        ChannelOptions {
+            connector: Some(Box::new(ExternalConnector::new(gated.clone()))),
+            ..Default::default()
+        },
+    )
+    .unwrap();
+    busy.update_addresses(addrs(&["127.0.0.1:1"])).unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while !gated.holding.load(Ordering::SeqCst) {
+        assert!(std::time::Instant::now() < deadline, "the loop never held");
+        std::thread::sleep(std::time::Duration::from_millis(1));
+    }
+    let bad = Channel::new(&rt, "", Some("{]"), options(&Host::new())).unwrap();
+    let state = bad.state();
+    let pick = bad.reader().try_pick(&PickInfo::default()).err();
+    gated.open();
+    assert_eq!(state, TransientFailure);
+    // Dropped, wait-for-ready or not, as the loop's own picker for it.
+    match pick {
+        Some(PickError::Dropped(s)) => {
+            assert!(s.message().contains("invalid service config"), "{s}")
+        }
+        other => panic!("{other:?}"),
+    }
+    bad.sync().unwrap();
+    assert_eq!(bad.state(), TransientFailure);
+}
