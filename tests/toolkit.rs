@@ -1126,3 +1126,23 @@ fn nothing_reaches_a_closed_policy_and_it_creates_no_subchannel_in_close() {
     assert_eq!(refused_in_close.load(Ordering::SeqCst), 3);
     assert_eq!(after_close.load(Ordering::SeqCst), 0, "nothing after close");
 }
+
+/// Endpoint sharding under a new child policy rebuilds the children it
+/// already has with it, as `ChildManager::update` does for a named child
+/// (gRPC-Go's endpointsharding builds its children anew): they used to keep
+/// the policy they were built with.
+#[test]
+fn endpoint_children_are_rebuilt_under_a_new_child_policy() {
+    let mut cc = TestClientConn::new();
+    let mut children = ChildManager::new();
+    let pick_first = registry::get("pick_first").expect("a built-in");
+    let round_robin = registry::get("round_robin").expect("a built-in");
+    let endpoints = vec![switchyard::Endpoint::from(Address::new("127.0.0.1:1"))];
+    children.update_endpoints(&mut cc, &endpoints, &pick_first, None);
+    let key = children.keys().pop().expect("one child");
+    assert_eq!(children.get(&key).unwrap().policy(), "pick_first");
+    children.update_endpoints(&mut cc, &endpoints, &round_robin, None);
+    assert_eq!(children.keys(), [key.clone()]);
+    assert_eq!(children.get(&key).unwrap().policy(), "round_robin");
+    children.close(&mut cc);
+}

@@ -350,7 +350,8 @@ impl ChildManager {
     /// New children get their endpoint, and so do children whose endpoint
     /// changed under the same key (its addresses reordered, or their
     /// attributes changed: A61 pushes the new order down to pick_first) or
-    /// whose config changed; children whose endpoint is unchanged are not
+    /// whose config changed (a child running another policy is rebuilt
+    /// with `builder`'s); children whose endpoint is unchanged are not
     /// told again (so a resolver update over thousands of endpoints touches
     /// only the ones that changed); removed ones are closed.
     pub fn update_endpoints(
@@ -369,6 +370,13 @@ impl ChildManager {
             }
             match self.index.get(&key) {
                 None => {
+                    self.add(cc, &key, builder.clone());
+                    fresh.push((key, e.clone()));
+                }
+                // Another policy than the child runs: rebuilt, as `update`
+                // does (gRPC-Go's endpointsharding builds its children anew
+                // under a new child policy).
+                Some(i) if self.list[*i].builder.name() != builder.name() => {
                     self.add(cc, &key, builder.clone());
                     fresh.push((key, e.clone()));
                 }
