@@ -535,7 +535,8 @@ sy_status sy_channel_new_with_options(const struct sy_runtime *rt,
  * SY_INVALID_ARGUMENT. `message` (NULL allowed) says why, for failures.
  * Reports for subchannels that no longer exist are ignored. Asynchronous:
  * applied on the loop thread (use `sy_channel_sync` to wait for it). Any
- * thread, including inside the transport callbacks.
+ * thread, including inside the transport callbacks. SY_INVALID_ARGUMENT on
+ * a channel whose connections are the library's own (no `host`).
  */
 sy_status sy_channel_report_subconn_state(const struct sy_channel *ch,
                                           uint64_t subchannel_id,

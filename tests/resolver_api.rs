@@ -474,6 +474,16 @@ fn without_a_resolver_config_the_default_is_the_last_good_one() {
     ch.sync().unwrap();
     assert_eq!(ch.state(), ConnectivityState::Ready);
     assert_eq!(r.method_config("/a/b").unwrap().wait_for_ready, Some(true));
+    // Empty text is no config: the default stays (it used to be parsed as
+    // the empty config, which replaced it).
+    seen.cc()
+        .update(ResolverState {
+            endpoints: endpoints(&[&b0]),
+            service_config: Some(" ".into()),
+        })
+        .unwrap();
+    ch.sync().unwrap();
+    assert_eq!(r.method_config("/a/b").unwrap().wait_for_ready, Some(true));
 }
 
 /// gRPC's rule: a resolver result without a service config means the

@@ -331,7 +331,8 @@ pub extern "C" fn sy_channel_new_with_options(
 /// SY_INVALID_ARGUMENT. `message` (NULL allowed) says why, for failures.
 /// Reports for subchannels that no longer exist are ignored. Asynchronous:
 /// applied on the loop thread (use `sy_channel_sync` to wait for it). Any
-/// thread, including inside the transport callbacks.
+/// thread, including inside the transport callbacks. SY_INVALID_ARGUMENT on
+/// a channel whose connections are the library's own (no `host`).
 #[no_mangle]
 pub extern "C" fn sy_channel_report_subconn_state(
     ch: *const sy_channel,

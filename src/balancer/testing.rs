@@ -256,7 +256,8 @@ impl TestClientConn {
         self.announce_shutdowns(balancer);
     }
 
-    /// Delivers a subchannel state (without an error).
+    /// Delivers a subchannel state, TRANSIENT_FAILURE with the error
+    /// "connection refused (test)" (`set_subconn_state` chooses another).
     pub fn set_state(
         &mut self,
         balancer: &mut dyn Balancer,

@@ -390,12 +390,21 @@ impl Channel {
     /// External connector: the host reports what its transport for `sc` did.
     /// READY = connected; TRANSIENT_FAILURE = the attempt failed; IDLE = an
     /// established connection ended. CONNECTING is accepted and ignored.
+    /// Not for channels whose connections are the library's own
+    /// (`Error::InvalidArgument`): their transports report themselves.
     pub fn report_subconn_state(
         &self,
         sc: SubConnId,
         state: ConnectivityState,
         message: &str,
     ) -> Result<(), Error> {
+        if self.shared.managed {
+            return Err(Error::InvalidArgument(
+                "this channel's connections are the library's own: their states come from \
+                 their transports, not from reports"
+                    .into(),
+            ));
+        }
         let event = match state {
             ConnectivityState::Ready => TransportEvent::Ready,
             ConnectivityState::TransientFailure => TransportEvent::Failed(message.to_string()),

@@ -308,9 +308,11 @@ impl<T: ResolverUpdates> ChannelSink<T> {
 
 impl<T: ResolverUpdates> ResolverSink for ChannelSink<T> {
     fn update(&self, state: ResolverState) -> Result<(), Error> {
-        // Parsed here, off the loop.
+        // Parsed here, off the loop. Empty text is no config: the channel's
+        // default (not the empty config `{}`, which would replace it).
         let config = state
             .service_config
+            .filter(|json| !json.trim().is_empty())
             .map(|json| ServiceConfig::parse(Some(&json)).map(|c| (json, c)));
         let endpoints = state.endpoints;
         self.send(move |task, cx| task.apply_resolved(endpoints, config, cx))

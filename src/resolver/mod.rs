@@ -92,8 +92,9 @@ pub struct ResolverState {
     /// A service config (JSON) for the channel, if the resolver has one. It
     /// replaces the channel's default; an invalid one is logged and the
     /// last good one kept (with none good yet, the channel fails with its
-    /// error). `None` means the channel's default config (gRPC's rule), so
-    /// a resolver sends its config with every update. A resolver that found
+    /// error). `None` (or empty text) means the channel's default config
+    /// (gRPC's rule), so a resolver sends its config with every update. A
+    /// resolver that found
     /// a config it cannot read (a malformed DNS TXT record) sends a JSON
     /// string saying why (`"\"not JSON\""`): an invalid config, with that
     /// error.
@@ -218,9 +219,9 @@ impl ResolverClientConn {
     /// applied on the loop, later. An update the channel rejects (its
     /// policy found no usable address, or its service config is invalid:
     /// gRPC-Go's `UpdateState` returns `ErrBadResolverState` then) is
-    /// answered with `Resolver::resolve_now` calls, paced by the channel's
-    /// backoff, until an update is accepted: a resolver that polls needs no
-    /// verdict of its own.
+    /// answered with `Resolver::update_rejected` calls (by default
+    /// `resolve_now`), paced by the channel's backoff, until an update is
+    /// accepted: a resolver that polls needs no verdict of its own.
     pub fn update(&self, state: ResolverState) -> Result<(), Error> {
         if state
             .endpoints

@@ -390,6 +390,12 @@ fn health_reports_are_refused_where_they_cannot_count() {
         managed.report_subconn_health(SubConnId(1), true, ""),
         Err(Error::InvalidArgument(_))
     ));
+    // Nor transport states: a READY reported for a library connection
+    // would make the channel READY with no transport behind it.
+    assert!(matches!(
+        managed.report_subconn_state(SubConnId(1), ConnectivityState::Ready, ""),
+        Err(Error::InvalidArgument(_))
+    ));
     let host = Host::checking_health();
     let (_rt, ch, _) = host_channel(&host, RR_HEALTH);
     ch.close();
