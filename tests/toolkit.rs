@@ -1142,7 +1142,7 @@ fn endpoint_children_are_rebuilt_under_a_new_child_policy() {
     let key = children.keys().pop().expect("one child");
     assert_eq!(children.get(&key).unwrap().policy(), "pick_first");
     children.update_endpoints(&mut cc, &endpoints, &round_robin, None);
-    assert_eq!(children.keys(), [key.clone()]);
+    assert_eq!(children.keys(), std::slice::from_ref(&key));
     assert_eq!(children.get(&key).unwrap().policy(), "round_robin");
     children.close(&mut cc);
 }
