@@ -522,6 +522,10 @@ fn schedule(cc: &mut dyn ClientConn, after: Duration) -> TimerToken {
     cc.schedule_timer(after.min(LONGEST_TIMER))
 }
 
+/// The least time from one sweep to the next: an `interval` of 0 s, which
+/// gRPC accepts, would keep the loop sweeping without a pause.
+const SHORTEST_SWEEP: Duration = Duration::from_millis(1);
+
 impl OutlierDetection {
     fn counting(&self) -> bool {
         self.config.as_ref().is_some_and(|c| c.counting())
@@ -755,7 +759,7 @@ impl OutlierDetection {
                 }
             }
         }
-        self.timer = Some(schedule(cc, config.interval));
+        self.timer = Some(schedule(cc, config.interval.max(SHORTEST_SWEEP)));
         self.after_child(cc);
     }
 
@@ -1433,6 +1437,21 @@ mod tests {
     /// A50's timer on a config update: the next sweep is `interval` after
     /// the last start (or at once if that is past), counters kept; a
     /// counting config after a non-counting one starts afresh.
+    #[test]
+    fn a_zero_interval_still_pauses_between_sweeps() {
+        let (mut cc, mut od, ids) = ready(
+            5,
+            json!({"interval": "0s", "failurePercentageEjection": {}}),
+        );
+        traffic(&mut cc, 100, &ids[..1]);
+        // Sweeps, and arms the next one a millisecond on, not at once (the
+        // loop would sweep without a pause).
+        cc.advance(&mut *od, Duration::ZERO);
+        let timers = cc.timers();
+        assert_eq!(timers.len(), 1);
+        assert_eq!(timers[0].1, cc.now() + Duration::from_millis(1));
+    }
+
     #[test]
     fn a_config_update_rearms_the_sweep_from_the_last_start() {
         let (mut cc, mut od, ids) = ready(5, json!({"failurePercentageEjection": {}}));
