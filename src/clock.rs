@@ -86,12 +86,18 @@ impl Rng {
 
     /// Seeded from the time and the address of a stack value.
     pub fn from_entropy() -> Rng {
+        use std::hash::{BuildHasher, Hasher};
         let t = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map(|d| d.as_nanos() as u64)
             .unwrap_or(0);
         let local = 0u8;
-        Rng(t ^ (&local as *const u8 as u64).rotate_left(32))
+        // The OS's randomness, as std keys its hash maps with: differs from
+        // process to process even where addresses do not (no ASLR).
+        let os = std::collections::hash_map::RandomState::new()
+            .build_hasher()
+            .finish();
+        Rng(t ^ os ^ (&local as *const u8 as u64).rotate_left(32))
     }
 
     pub fn next_u64(&mut self) -> u64 {

@@ -246,7 +246,9 @@ impl Channel {
             closed: AtomicBool::new(false),
             handle: handle.clone(),
             id,
-            seeds: AtomicU64::new(0),
+            // Readers' seeds start from entropy: the channel's address alone
+            // repeats from run to run where addresses do (no ASLR).
+            seeds: AtomicU64::new(crate::clock::Rng::from_entropy().next_u64()),
             managed,
             target: target.to_string(),
             authority,
