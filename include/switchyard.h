@@ -533,9 +533,13 @@ sy_status sy_channel_new_with_options(const struct sy_runtime *rt,
  * TRANSIENT_FAILURE = the attempt failed; IDLE = an established connection
  * ended; CONNECTING is accepted and ignored; SHUTDOWN and unknown numbers give
  * SY_INVALID_ARGUMENT. `message` (NULL allowed) says why, for failures.
- * Reports for subchannels that no longer exist are ignored. Asynchronous:
- * applied on the loop thread (use `sy_channel_sync` to wait for it). Any
- * thread, including inside the transport callbacks. SY_INVALID_ARGUMENT on
+ * Reports for subchannels that no longer exist are ignored, as are those
+ * that do not fit the subchannel's state (READY when it is not
+ * connecting: between attempts it waits out its backoff, then asks
+ * `connect` again; a failure or loss of a transport never connected).
+ * Asynchronous: applied on the loop thread (use `sy_channel_sync` to wait
+ * for it). Any thread, including inside the transport callbacks.
+ * SY_INVALID_ARGUMENT on
  * a channel whose connections are the library's own (no `host`).
  */
 sy_status sy_channel_report_subconn_state(const struct sy_channel *ch,
