@@ -6,6 +6,12 @@
  * whether it was finished with sy_reader_done (the reader's kept pick),
  * with sy_pick_done (a pick's token), or never (CANCELLED).
  *
+ * The ejection is published from the done callback itself, through a
+ * `sy_balancer_waker`: a done callback runs on an RPC thread, where no
+ * sy_cc_* call is allowed, so it posts a function that the loop runs as one
+ * of the policy's callbacks (what a timer thread of the policy's own would
+ * do too: here the main thread posts the return of the ejected backend).
+ *
  * Host transports, three addresses; the host plays the backends: the
  * second fails every RPC with UNAVAILABLE and reports a high CPU load. */
 #include "common.h"
@@ -44,6 +50,11 @@ typedef struct policy {
   size_t n;
 } policy;
 
+/* Posts to the policy from any thread (made in its first callback). */
+static sy_balancer_waker *waker;
+static sy_cc *policy_cc; /* the same for the balancer's life */
+static int republished; /* pickers published by posted runs (under `mu`) */
+
 typedef struct picker_ctx {
   uint64_t ids[MAX_SC];
   size_t n;
@@ -67,10 +78,32 @@ static int named(const sy_done_metric *m, const char *name) {
   return m->name_len == strlen(name) && memcmp(m->name, name, m->name_len) == 0;
 }
 
+static void publish(policy *p, sy_cc *cc);
+
+/* The loop thread, as one of the policy's callbacks: a new picker
+ * (without the ejected). */
+static void republish(void *balancer, sy_cc *cc, void *arg) {
+  (void)arg;
+  publish((policy *)balancer, cc);
+  pthread_mutex_lock(&mu);
+  republished++;
+  pthread_mutex_unlock(&mu);
+}
+
+/* The loop thread: the ejected backend returns. */
+static void uneject(void *balancer, sy_cc *cc, void *arg) {
+  pthread_mutex_lock(&mu);
+  row(*(const uint64_t *)arg)->ejected = 0;
+  row(*(const uint64_t *)arg)->failures_in_a_row = 0;
+  pthread_mutex_unlock(&mu);
+  republish(balancer, cc, NULL);
+}
+
 /* RPC threads: everything the RPC's done reported. */
 static void done_info(void *ctx, const sy_done_info *info) {
   size_t i;
   stats *s;
+  int ejected_now = 0;
   (void)ctx;
   pthread_mutex_lock(&mu);
   s = row(info->subchannel_id);
@@ -94,9 +127,11 @@ static void done_info(void *ctx, const sy_done_info *info) {
     s->cancelled++; /* the caller gave up: not the backend's fault */
   } else {
     s->failed++;
-    if (++s->failures_in_a_row >= EJECT_AFTER) s->ejected = 1;
+    if (++s->failures_in_a_row >= EJECT_AFTER && !s->ejected) s->ejected = ejected_now = 1;
   }
   pthread_mutex_unlock(&mu);
+  /* No sy_cc_* here (an RPC thread): the loop publishes, soon. */
+  if (ejected_now) OK(sy_balancer_waker_run(waker, republish, NULL));
 }
 
 /* Never called: `done_info` takes its place. */
@@ -112,9 +147,11 @@ static void publish(policy *p, sy_cc *cc) {
   picker_ctx *ctx = (picker_ctx *)calloc(1, sizeof *ctx);
   size_t i;
   CHECK(ctx != NULL);
+  pthread_mutex_lock(&mu);
   for (i = 0; i < p->n; i++) {
-    if (p->states[i] == SY_STATE_READY) ctx->ids[ctx->n++] = p->ids[i];
+    if (p->states[i] == SY_STATE_READY && !row(p->ids[i])->ejected) ctx->ids[ctx->n++] = p->ids[i];
   }
+  pthread_mutex_unlock(&mu);
   memset(&pk, 0, sizeof pk);
   pk.ctx = ctx;
   pk.pick = pick;
@@ -136,6 +173,8 @@ static bool update_addresses(void *balancer, sy_cc *cc, const sy_address *addrs,
   size_t i;
   (void)addrs;
   if (p->n > 0) return true; /* this example keeps its first list */
+  if (waker == NULL) OK(sy_cc_waker_new(cc, &waker));
+  policy_cc = cc;
   for (i = 0; i < len && i < MAX_SC; i++) {
     OK(sy_cc_new_subconn(cc, i, &p->ids[i]));
     OK(sy_cc_connect(cc, p->ids[i]));
@@ -262,9 +301,37 @@ int main(void) {
   CHECK(s[1].cpu == 0.9 && s[1].qps == 0);
   CHECK((s[0].cpu == 0.3 || s[2].cpu == 0.3) && (s[0].qps == 60 || s[2].qps == 60));
   for (k = 0; k < 3; k++) CHECK(s[k].bad_reports == 0);
+  /* The ejection was published once, by the run the done callback posted. */
+  OK(sy_channel_sync(ch));
+  pthread_mutex_lock(&mu);
+  CHECK(republished == 1);
+  pthread_mutex_unlock(&mu);
+
+  /* The main thread posts the return (a policy's timer would): once the loop
+   * has run it, picks reach the backend again. */
+  OK(sy_balancer_waker_run(waker, uneject, &bad));
+  OK(sy_channel_sync(ch));
+  CHECK(!snapshot(bad).ejected);
+  for (i = 0, k = 0; i < 100 && !k; i++) {
+    sy_borrowed_pick p;
+    OK(sy_reader_pick(reader, NULL, &p));
+    k = p.subchannel_id == bad;
+    OK(sy_reader_done(reader, 0, 1000, NULL, 0));
+  }
+  CHECK(k);
+  CHECK_STATUS(sy_balancer_waker_run(waker, NULL, NULL), SY_NULL_PARAMETER);
+  {
+    /* A waker is made inside the balancer's callbacks only. */
+    sy_balancer_waker *other = NULL;
+    CHECK_STATUS(sy_cc_waker_new(policy_cc, &other), SY_WRONG_CONTEXT);
+    CHECK(other == NULL);
+  }
 
   sy_reader_free(reader);
   sy_channel_free(ch);
+  /* The balancer is gone: posts are refused, the waker is still ours. */
+  CHECK_STATUS(sy_balancer_waker_run(waker, republish, NULL), SY_CLOSED);
+  sy_balancer_waker_free(waker);
   sy_runtime_free(rt);
   host_destroy(&h);
   printf("outlier_policy: ok\n");

@@ -1635,6 +1635,8 @@ sy_status sy_channel_method_config(const struct sy_channel *ch,
  * Load-balancing policies written in C: sy_balancer_register a name with
  * callbacks; they run on the loop thread and call back through sy_cc_*
  * (subchannels, state, pickers). Pickers they publish run on RPC threads.
+ * A sy_balancer_waker lets any other thread (the policy's own timer, a done
+ * callback) run a function as one of the balancer's callbacks.
  * -------------------------------------------------------------------------- */
 
 /**
@@ -1671,6 +1673,13 @@ typedef uint32_t sy_pick_decision;
 #endif // __cplusplus
 
 /**
+ * Lets any thread run a function in one C balancer (see
+ * `sy_cc_waker_new`). Opaque; owned by the caller (`sy_balancer_waker_free`);
+ * it may outlive its balancer (posts are then refused).
+ */
+typedef struct sy_balancer_waker sy_balancer_waker;
+
+/**
  * The channel as a C policy sees it during one of its callbacks. Opaque;
  * owned by the library. The pointer a callback receives is the same for the
  * whole life of that balancer, but `sy_cc_*` calls are accepted only on the
@@ -1678,6 +1687,13 @@ typedef uint32_t sy_pick_decision;
  * (SY_WRONG_CONTEXT otherwise).
  */
 typedef struct sy_cc sy_cc;
+
+/**
+ * Runs in a C policy's balancer on the loop thread (see
+ * `sy_balancer_waker_run`), with the balancer's own pointer, the `sy_cc`
+ * to call back through, and the `arg` posted with it.
+ */
+typedef void (*sy_balancer_run_fn)(void *balancer, struct sy_cc *cc, void *arg);
 
 /**
  * A policy written in C. Every callback except `build` and `free_builder`
@@ -1889,6 +1905,38 @@ typedef struct sy_picker {
    */
   sy_picker_done_info_fn done_info;
 } sy_picker;
+
+/**
+ * A new waker for the balancer whose callback is running: call it inside
+ * one of that balancer's callbacks (SY_WRONG_CONTEXT elsewhere), keep it,
+ * and post to it from any thread with `sy_balancer_waker_run`. Free it with
+ * `sy_balancer_waker_free` (before or after the balancer closes). On
+ * success `*out` is the new waker; on failure it is left as it was.
+ */
+SY_MUST_USE sy_status sy_cc_waker_new(struct sy_cc *cc, struct sy_balancer_waker **out);
+
+/**
+ * Runs `run(balancer, cc, arg)` on the loop thread as soon as it can, as a
+ * callback of the waker's balancer (its `sy_cc_*` calls work there: publish
+ * a picker, connect, shut down), after the runs posted before it. Any
+ * thread, concurrently, also inside this library's callbacks (a picker's
+ * done callback on an RPC thread, say); never blocks. SY_CLOSED once the
+ * balancer is closing or closed (`run` will not run; `arg` is still
+ * yours); a run accepted but not yet run when the balancer closes does not
+ * run either, so a policy that posts owned `arg`s frees what is left in its
+ * `close` callback. SY_NULL_PARAMETER for a NULL `waker` or `run`.
+ */
+SY_MUST_USE
+sy_status sy_balancer_waker_run(const struct sy_balancer_waker *waker,
+                                sy_balancer_run_fn run,
+                                void *arg);
+
+/**
+ * Frees a waker (runs it posted still run). NULL is a no-op; a second free
+ * is caught (SY_INVALID_ARGUMENT in `sy_last_error`) while the handle is
+ * in the library's bounded quarantine. Any thread.
+ */
+void sy_balancer_waker_free(struct sy_balancer_waker *waker);
 
 /**
  * Registers a policy written in C under `name`, matched exactly as gRPC's

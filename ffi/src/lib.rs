@@ -43,6 +43,7 @@ mod last_call;
 
 mod method_config;
 
+mod balancer_waker;
 mod policy;
 
 mod resolver;
@@ -56,6 +57,7 @@ mod log;
 mod error;
 mod status;
 
+pub use balancer_waker::*;
 pub use call::*;
 pub use channel::*;
 pub use error::*;

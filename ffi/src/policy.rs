@@ -14,6 +14,9 @@
 //!   made from it). Out-of-range indices and unknown decisions fail the pick.
 //! - The picker's `free` runs from the table's `Drop`: once no reader and no
 //!   pick can reach it, on whichever thread lets go last.
+//! - What a `sy_balancer_waker` posts waits in the balancer's queue (an
+//!   `Arc` the waker shares, never a pointer to the balancer) and runs in
+//!   its `work` callback, as any other callback does.
 
 use crate::callback::CUserData;
 use crate::error::Error;
@@ -28,7 +31,7 @@ use std::sync::Arc;
 use switchyard::{
     Address, Balancer, Builder, ClientConn, ClientConnState, Code, ConnectivityState, DoneHook,
     DoneHooks, DoneInfo, PickInfo, PickLocal, PickResult, Picker, Status, SubConn, SubConnId,
-    SubConnState,
+    SubConnState, WorkScheduler,
 };
 
 /// The channel as a C policy sees it during one of its callbacks. Opaque;
@@ -45,6 +48,14 @@ pub struct sy_cc {
     shut: RefCell<std::collections::HashSet<u64>>,
     /// The latest address list, for `sy_cc_new_subconn`'s index.
     addresses: RefCell<Vec<Address>>,
+    /// What its wakers post (see `balancer_waker`).
+    wakeups: Arc<Wakeups>,
+}
+
+impl sy_cc {
+    pub(crate) fn wakeups(&self) -> &Arc<Wakeups> {
+        &self.wakeups
+    }
 }
 
 thread_local! {
@@ -280,6 +291,7 @@ impl Builder for CBuilder {
                 subconns: RefCell::new(HashMap::new()),
                 shut: RefCell::new(Default::default()),
                 addresses: RefCell::new(Vec::new()),
+                wakeups: Arc::new(Wakeups::new()),
             }),
             closed: false,
             connecting: HashSet::new(),
@@ -411,10 +423,33 @@ impl Balancer for CBalancer {
         }
     }
 
+    /// Runs what its wakers posted; without any, a request to leave IDLE
+    /// (the default `work`).
+    fn work(&mut self, cc: &mut dyn ClientConn) {
+        if self.closed {
+            return;
+        }
+        let Some(runs) = self.cc.wakeups.take() else {
+            self.exit_idle(cc);
+            return;
+        };
+        for run in runs {
+            if self.closed {
+                break;
+            }
+            let ctx = self.ctx;
+            // SAFETY: on the loop thread, inside this balancer's callback
+            // scope, with its own pointer and `sy_cc`.
+            self.with_cc(cc, |sycc| unsafe { run.call(ctx, sycc) });
+        }
+    }
+
     fn close(&mut self, cc: &mut dyn ClientConn) {
         if self.closed {
             return;
         }
+        // Posts from now on are refused; runs still queued go unrun.
+        self.cc.wakeups.close();
         // Its subchannels still open go with it: each one's SHUTDOWN first.
         for id in self.open_subconns() {
             if let Some(f) = self.cbs.subchannel_state {
@@ -454,6 +489,7 @@ impl Drop for CBalancer {
     /// subchannels' SHUTDOWN and its close callback, with a `sy_cc` that
     /// refuses every call.
     fn drop(&mut self) {
+        self.cc.wakeups.close();
         if !self.closed {
             let sycc = (&*self.cc as *const sy_cc).cast_mut();
             for id in self.open_subconns() {
@@ -475,7 +511,7 @@ impl Drop for CBalancer {
 
 /// The `ClientConn` behind `cc`, if the calling thread is inside its callback.
 /// `f` runs with exclusive access to it.
-fn with_client_conn<T>(
+pub(crate) fn with_client_conn<T>(
     cc: *mut sy_cc,
     f: impl FnOnce(&sy_cc, &mut dyn ClientConn) -> Result<T, Error>,
 ) -> Result<T, Error> {
@@ -857,4 +893,102 @@ impl Drop for CPicker {
             in_callback(|| unsafe { f(self.ctx) });
         }
     }
+}
+
+// ---------------------------------------------------------------------------
+// What `sy_balancer_waker`s post to a balancer (see `balancer_waker`): a queue
+// the balancer's `work` callback empties on the loop thread.
+
+/// One balancer's posted runs.
+pub(crate) struct Wakeups {
+    /// Not yet run, in order; `None` once the balancer is closing.
+    queue: std::sync::Mutex<Option<Vec<Run>>>,
+    /// Asks the loop for the balancer's `work` callback (set by the first
+    /// `sy_cc_waker_new`, inside one of its callbacks).
+    work: std::sync::OnceLock<WorkScheduler>,
+}
+
+/// A posted function and its argument.
+pub(crate) struct Run {
+    f: unsafe extern "C" fn(*mut c_void, *mut sy_cc, *mut c_void),
+    arg: *mut c_void,
+}
+
+// SAFETY: the header's contract: a posted function and its argument are
+// the policy's to run on the loop thread, whichever thread posted them; the
+// library only carries the pointer there.
+unsafe impl Send for Run {}
+
+impl Run {
+    pub(crate) fn new(
+        f: unsafe extern "C" fn(*mut c_void, *mut sy_cc, *mut c_void),
+        arg: *mut c_void,
+    ) -> Run {
+        Run { f, arg }
+    }
+
+    /// Calls it.
+    ///
+    /// # Safety
+    /// On the loop thread, inside the balancer's callback scope, with its
+    /// own pointer and `sy_cc`.
+    pub(crate) unsafe fn call(self, balancer: *mut c_void, cc: *mut sy_cc) {
+        // SAFETY: per the contract; the policy's function with its argument.
+        unsafe { (self.f)(balancer, cc, self.arg) }
+    }
+}
+
+fn lock<T>(m: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    // Nothing panics while holding it: a poisoned lock's data is intact.
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+impl Wakeups {
+    pub(crate) fn new() -> Wakeups {
+        Wakeups {
+            queue: std::sync::Mutex::new(Some(Vec::new())),
+            work: std::sync::OnceLock::new(),
+        }
+    }
+
+    /// The runs posted so far (the balancer's `work`); `None` when there
+    /// were none.
+    pub(crate) fn take(&self) -> Option<Vec<Run>> {
+        let mut q = lock(&self.queue);
+        let runs = std::mem::take(q.as_mut()?);
+        (!runs.is_empty()).then_some(runs)
+    }
+
+    /// Where `work` requests go (the first waker's, made inside one of the
+    /// balancer's callbacks).
+    pub(crate) fn set_work(&self, work: WorkScheduler) {
+        let _ = self.work.set(work);
+    }
+
+    /// The balancer is closing: later posts are refused, queued runs go
+    /// unrun.
+    pub(crate) fn close(&self) {
+        *lock(&self.queue) = None;
+    }
+
+    pub(crate) fn post(&self, run: Run) -> Result<(), Error> {
+        {
+            let mut q = lock(&self.queue);
+            let Some(q) = q.as_mut() else {
+                return Err(closed());
+            };
+            q.push(run);
+        }
+        if let Some(work) = self.work.get() {
+            work.schedule_work();
+        }
+        Ok(())
+    }
+}
+
+fn closed() -> Error {
+    Error::new(
+        sy_status::SY_CLOSED,
+        "the balancer was closed (replaced, or its channel closed)",
+    )
 }

@@ -85,8 +85,10 @@ sy_channel_method_config from any thread.",
         "Policies",
         "Load-balancing policies written in C: sy_balancer_register a name with
 callbacks; they run on the loop thread and call back through sy_cc_*
-(subchannels, state, pickers). Pickers they publish run on RPC threads.",
-        &["policy"],
+(subchannels, state, pickers). Pickers they publish run on RPC threads.
+A sy_balancer_waker lets any other thread (the policy's own timer, a done
+callback) run a function as one of the balancer's callbacks.",
+        &["policy", "balancer_waker"],
     ),
     (
         "Resolvers",
