@@ -379,12 +379,13 @@ typedef struct sy_host_transport {
    */
   sy_subchannel_fn connect;
   /**
-   * Required: close the transport at once; no report is expected. Called
-   * once the picker without the subchannel is published (after the
-   * policy callback that shut it down); a pick made just before, on
-   * another thread, may still return it: treat that as gRPC treats a
-   * transport closed under a pick (pick again, or fail the attempt
-   * UNAVAILABLE).
+   * Required: close the transport at once; no report is expected. When
+   * the policy shuts a subchannel down (its address removed, the policy
+   * switched), this comes once the picker without it is published; as
+   * the channel goes IDLE or closes, it comes first. Either way a pick
+   * made just before, on another thread, may still return it: treat
+   * that as gRPC treats a transport closed under a pick (pick again, or
+   * fail the attempt UNAVAILABLE).
    */
   sy_subchannel_fn shutdown;
   /**
@@ -534,9 +535,9 @@ sy_status sy_channel_new_with_options(const struct sy_runtime *rt,
  * ended; CONNECTING is accepted and ignored; SHUTDOWN and unknown numbers give
  * SY_INVALID_ARGUMENT. `message` (NULL allowed) says why, for failures.
  * Reports for subchannels that no longer exist are ignored, as are those
- * that do not fit the subchannel's state (READY when it is not
- * connecting: between attempts it waits out its backoff, then asks
- * `connect` again; a failure or loss of a transport never connected).
+ * that do not fit the subchannel's state: READY when it is not connecting
+ * (between attempts it waits out its backoff, then asks `connect` again),
+ * TRANSIENT_FAILURE or IDLE when it is neither connecting nor connected.
  * Asynchronous: applied on the loop thread (use `sy_channel_sync` to wait
  * for it). Any thread, including inside the transport callbacks.
  * SY_INVALID_ARGUMENT on
@@ -2179,8 +2180,8 @@ sy_status sy_resolver_register(const char *scheme,
 /**
  * Pushes a new address list (one endpoint per address, in order) and a
  * service config for the channel: an invalid one is logged and the channel
- * keeps its last good one; NULL means the channel's default config (as in
- * gRPC), so send the config with every update.
+ * keeps its last good one; NULL (or an empty string) means the channel's
+ * default config (as in gRPC), so send the config with every update.
  * `addresses` may be NULL when `len` is 0. Any thread; applied on the
  * loop thread in the order pushed.
  *

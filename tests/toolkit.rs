@@ -1129,7 +1129,7 @@ fn nothing_reaches_a_closed_policy_and_it_creates_no_subchannel_in_close() {
 
 /// Endpoint sharding under a new child policy rebuilds the children it
 /// already has with it, as `ChildManager::update` does for a named child
-/// (gRPC-Go's endpointsharding builds its children anew): they used to keep
+/// (the docs say every child runs the builder given): they used to keep
 /// the policy they were built with.
 #[test]
 fn endpoint_children_are_rebuilt_under_a_new_child_policy() {

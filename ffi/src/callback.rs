@@ -81,12 +81,13 @@ pub struct sy_host_transport {
     pub create: sy_subchannel_fn,
     /// Required: start connecting; report READY or TRANSIENT_FAILURE.
     pub connect: sy_subchannel_fn,
-    /// Required: close the transport at once; no report is expected. Called
-    /// once the picker without the subchannel is published (after the
-    /// policy callback that shut it down); a pick made just before, on
-    /// another thread, may still return it: treat that as gRPC treats a
-    /// transport closed under a pick (pick again, or fail the attempt
-    /// UNAVAILABLE).
+    /// Required: close the transport at once; no report is expected. When
+    /// the policy shuts a subchannel down (its address removed, the policy
+    /// switched), this comes once the picker without it is published; as
+    /// the channel goes IDLE or closes, it comes first. Either way a pick
+    /// made just before, on another thread, may still return it: treat
+    /// that as gRPC treats a transport closed under a pick (pick again, or
+    /// fail the attempt UNAVAILABLE).
     pub shutdown: sy_subchannel_fn,
     /// Optional: start (`service` non-NULL) or stop (`service` NULL) checking
     /// a connected transport's health. Not called when the transport ends

@@ -330,9 +330,9 @@ pub extern "C" fn sy_channel_new_with_options(
 /// ended; CONNECTING is accepted and ignored; SHUTDOWN and unknown numbers give
 /// SY_INVALID_ARGUMENT. `message` (NULL allowed) says why, for failures.
 /// Reports for subchannels that no longer exist are ignored, as are those
-/// that do not fit the subchannel's state (READY when it is not
-/// connecting: between attempts it waits out its backoff, then asks
-/// `connect` again; a failure or loss of a transport never connected).
+/// that do not fit the subchannel's state: READY when it is not connecting
+/// (between attempts it waits out its backoff, then asks `connect` again),
+/// TRANSIENT_FAILURE or IDLE when it is neither connecting nor connected.
 /// Asynchronous: applied on the loop thread (use `sy_channel_sync` to wait
 /// for it). Any thread, including inside the transport callbacks.
 /// SY_INVALID_ARGUMENT on

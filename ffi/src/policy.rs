@@ -423,14 +423,14 @@ impl Balancer for CBalancer {
         }
     }
 
-    /// Runs what its wakers posted; without any, a request to leave IDLE
-    /// (the default `work`).
+    /// Runs what its wakers posted. Only they ask for a C balancer's work
+    /// (its pickers cannot): a request finding nothing (its runs taken by
+    /// the call before) is no request to leave IDLE, unlike the default.
     fn work(&mut self, cc: &mut dyn ClientConn) {
         if self.closed {
             return;
         }
         let Some(runs) = self.cc.wakeups.take() else {
-            self.exit_idle(cc);
             return;
         };
         for run in runs {

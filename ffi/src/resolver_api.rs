@@ -268,8 +268,8 @@ fn closed() -> Error {
 
 /// Pushes a new address list (one endpoint per address, in order) and a
 /// service config for the channel: an invalid one is logged and the channel
-/// keeps its last good one; NULL means the channel's default config (as in
-/// gRPC), so send the config with every update.
+/// keeps its last good one; NULL (or an empty string) means the channel's
+/// default config (as in gRPC), so send the config with every update.
 /// `addresses` may be NULL when `len` is 0. Any thread; applied on the
 /// loop thread in the order pushed.
 ///

@@ -374,8 +374,9 @@ impl ChildManager {
                     fresh.push((key, e.clone()));
                 }
                 // Another policy than the child runs: rebuilt, as `update`
-                // does (gRPC-Go's endpointsharding builds its children anew
-                // under a new child policy).
+                // does for a named child (its connections go with the old
+                // child). gRPC-Go's endpointsharding fixes its child policy
+                // when made; here the caller names it with each update.
                 Some(i) if self.list[*i].builder.name() != builder.name() => {
                     self.add(cc, &key, builder.clone());
                     fresh.push((key, e.clone()));

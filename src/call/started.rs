@@ -154,6 +154,8 @@ impl Dispatch {
             return Ok(tx.clone());
         }
         let (tx, rx) = crossbeam_channel::unbounded::<Job>();
+        // A thread that failed to start before "ended" too.
+        *lock(&self.ended.done) = false;
         let ended = EndsOnDrop(self.ended.clone());
         let thread = std::thread::Builder::new()
             .name("switchyard-calls".into())

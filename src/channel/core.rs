@@ -111,6 +111,19 @@ pub(crate) struct ChannelCore {
     /// every subchannel, table and address (and their user data) the core
     /// held is gone.
     pub(super) closed_ack: Option<crossbeam_channel::Sender<()>>,
+    /// Says the core is gone to closers that found another closing (see
+    /// `ChannelShared::core_gone`): dropped after `closed_ack`, the last.
+    pub(super) _gone: CoreGone,
+}
+
+/// Sets `ChannelShared::core_gone` when dropped (with the core, last).
+pub(crate) struct CoreGone(pub(crate) Arc<super::ChannelShared>);
+
+impl Drop for CoreGone {
+    fn drop(&mut self) {
+        self.0.core_gone.store(true, Ordering::Release);
+        self.0.slot.signal().notify_all();
+    }
 }
 
 impl ChannelCore {
@@ -506,8 +519,10 @@ impl ChannelCore {
             };
             f(&mut balancer, &mut cc);
         }));
-        self.subs.end_policy_call(env);
-        match result {
+        // The connector calls the policy made, guarded as they were when
+        // made inside it (a host transport's panic fails the policy).
+        let flushed = catch_unwind(AssertUnwindSafe(|| self.subs.end_policy_call(env)));
+        match result.and(flushed) {
             Ok(()) => self.balancer = Some(balancer),
             Err(p) => {
                 let _ = catch_unwind(AssertUnwindSafe(|| drop(balancer)));

@@ -12,7 +12,7 @@ mod publisher;
 mod resolver_wrapper;
 mod shared;
 
-use self::core::idle_picker;
+use self::core::{idle_picker, CoreGone};
 pub(crate) use self::core::{ChannelCore, StartedCalls, CALL_TIMER, CALL_WAKE};
 pub use self::idle::DEFAULT_IDLE_TIMEOUT;
 use self::idle::{Idleness, MakeResolver};
@@ -244,6 +244,7 @@ impl Channel {
             slot: crate::sync::Arc::new(Slot::new(initial)),
             state: Watched::new(initial_state as u8),
             closed: AtomicBool::new(false),
+            core_gone: AtomicBool::new(false),
             handle: handle.clone(),
             id,
             // Readers' seeds start from entropy: the channel's address alone
@@ -267,6 +268,7 @@ impl Channel {
             log::warn!(target: trace::CHANNEL, "channel {id}: {e}");
         }
         let core_shared = shared.clone();
+        let gone_shared = shared.clone();
         // The policy's work requests: one scheduler for the channel's life.
         let work_pending = Arc::new(Coalesce::new());
         let core_handle = handle.clone();
@@ -289,7 +291,9 @@ impl Channel {
             out: StatePublisher {
                 shared: core_shared,
                 seq: 0,
-                state: ConnectivityState::Idle,
+                // As the first table: its first publish of that state is no
+                // change (a waiter would wake for nothing).
+                state: initial_state,
                 on_state: on_state_change,
                 closed: false,
                 cause: None,
@@ -310,6 +314,7 @@ impl Channel {
             idle,
             disable_health_check,
             closed_ack: None,
+            _gone: CoreGone(gone_shared),
         };
         if !handle.add(id, Box::new(move || Box::new(make()))) {
             return Err(Error::RuntimeGone);
@@ -609,16 +614,17 @@ impl Channel {
         }
     }
 
-    /// What a later `close` waits for: the loop's close (which ends by
-    /// publishing SHUTDOWN; bounded as the first closer's wait for it), then
-    /// the completion closures (`close_and_join` waits for the thread
-    /// another closer joins).
+    /// What a later `close` waits for, as the first does: the loop done
+    /// with the channel (its core dropped: subchannels shut down, resolver
+    /// closed, the SHUTDOWN callback told; bounded as the first closer's
+    /// wait for it), then the completion closures (`close_and_join` waits
+    /// for the thread another closer joins).
     fn await_close(&self) {
         if self.shared.handle.on_loop_thread() {
             return;
         }
         let _ = self.shared.slot.signal().wait_until(
-            || self.shared.state() == ConnectivityState::Shutdown,
+            || self.shared.core_gone.load(Ordering::Acquire),
             Some(Instant::now() + Duration::from_secs(30)),
         );
         if let Some(completions) = self.completions.get() {

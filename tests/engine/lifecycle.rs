@@ -221,7 +221,7 @@ fn bad_inputs_are_errors() {
         Channel::new(&rt, "ipv4:nope", None, ChannelOptions::default()),
         Err(Error::InvalidTarget(_))
     ));
-    let ch = Channel::new(&rt, "", None, ChannelOptions::default()).unwrap();
+    let ch = Channel::new(&rt, "", None, options(&Host::new())).unwrap();
     assert!(matches!(
         ch.report_subconn_state(SubConnId(1), Shutdown, ""),
         Err(Error::InvalidArgument(_))
@@ -558,10 +558,21 @@ fn an_invalid_config_is_transient_failure_from_the_start() {
         assert!(std::time::Instant::now() < deadline, "the loop never held");
         std::thread::sleep(std::time::Duration::from_millis(1));
     }
-    let bad = Channel::new(&rt, "", Some("{]"), options(&Host::new())).unwrap();
+    let bad = Arc::new(Channel::new(&rt, "", Some("{]"), options(&Host::new())).unwrap());
     let state = bad.state();
     let pick = bad.reader().try_pick(&PickInfo::default()).err();
+    // Nothing changes when the loop takes it up: a waiter from
+    // TRANSIENT_FAILURE does not wake (it did, for a TF -> TF "change").
+    let waiter = {
+        let bad = bad.clone();
+        std::thread::spawn(move || {
+            let until = std::time::Instant::now() + std::time::Duration::from_millis(300);
+            bad.wait_for_state_change(TransientFailure, Some(until))
+        })
+    };
+    std::thread::sleep(std::time::Duration::from_millis(20));
     gated.open();
+    assert_eq!(waiter.join().unwrap(), None, "woke for no change");
     assert_eq!(state, TransientFailure);
     // Dropped, wait-for-ready or not, as the loop's own picker for it.
     match pick {
@@ -572,4 +583,59 @@ fn an_invalid_config_is_transient_failure_from_the_start() {
     }
     bad.sync().unwrap();
     assert_eq!(bad.state(), TransientFailure);
+}
+
+/// A host that closes its channel from its `connect` callback (on the loop
+/// thread: SHUTDOWN is published at once, the loop's close comes after the
+/// callback) and takes its time shutting transports down.
+#[derive(Default)]
+struct ClosingHost {
+    channel: std::sync::OnceLock<std::sync::Weak<Channel>>,
+    shut_down: std::sync::atomic::AtomicBool,
+}
+
+impl HostTransport for ClosingHost {
+    fn connect(&self, _: &Arc<SubConn>) {
+        if let Some(ch) = self.channel.get().and_then(|w| w.upgrade()) {
+            ch.close();
+        }
+    }
+    fn shutdown(&self, _: &Arc<SubConn>) {
+        std::thread::sleep(std::time::Duration::from_millis(200));
+        self.shut_down.store(true, Ordering::SeqCst);
+    }
+}
+
+/// A closer that finds the channel already closing waits until the loop
+/// is done with it, as the first closer does: here the first closed from a
+/// loop callback (SHUTDOWN published at once), and the second, on another
+/// thread, used to return before the loop had shut the transports down.
+#[test]
+fn a_second_closer_waits_for_the_loop_to_finish_closing() {
+    let rt = Runtime::new().unwrap();
+    let host = Arc::new(ClosingHost::default());
+    let ch = Arc::new(
+        Channel::new(
+            &rt,
+            "",
+            Some(RR),
+            ChannelOptions {
+                connector: Some(Box::new(ExternalConnector::new(host.clone()))),
+                ..Default::default()
+            },
+        )
+        .unwrap(),
+    );
+    host.channel.set(Arc::downgrade(&ch)).unwrap();
+    ch.update_addresses(addrs(&["127.0.0.1:1"])).unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while !ch.is_closed() {
+        assert!(std::time::Instant::now() < deadline, "never closed");
+        std::thread::sleep(std::time::Duration::from_millis(1));
+    }
+    ch.close();
+    assert!(
+        host.shut_down.load(Ordering::SeqCst),
+        "close returned before the loop shut the transport down"
+    );
 }
