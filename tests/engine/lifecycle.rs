@@ -389,6 +389,34 @@ impl GatedHost {
     }
 }
 
+/// Holds `rt`'s loop in a transport callback of a channel of its own until
+/// the returned host's gate opens.
+fn hold_the_loop(rt: &Runtime) -> (Arc<GatedHost>, Channel) {
+    let gated = Arc::new(GatedHost::default());
+    let busy = Channel::new(
+        rt,
+        "",
+        Some(RR),
+        ChannelOptions {
+            connector: Some(Box::new(ExternalConnector::new(gated.clone()))),
+            ..Default::default()
+        },
+    )
+    .unwrap();
+    busy.update_addresses(addrs(&["127.0.0.1:1"])).unwrap();
+    wait_for("the loop held", || gated.holding.load(Ordering::SeqCst));
+    (gated, busy)
+}
+
+/// Waits (bounded) until `cond` holds.
+fn wait_for(what: &str, cond: impl Fn() -> bool) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while !cond() {
+        assert!(std::time::Instant::now() < deadline, "timed out: {what}");
+        std::thread::sleep(std::time::Duration::from_millis(1));
+    }
+}
+
 impl HostTransport for GatedHost {
     fn connect(&self, _: &Arc<SubConn>) {
         self.holding.store(true, Ordering::SeqCst);
@@ -408,23 +436,7 @@ impl HostTransport for GatedHost {
 #[test]
 fn get_state_asking_to_connect_does_not_wait_for_a_busy_loop() {
     let rt = Runtime::new().unwrap();
-    let gated = Arc::new(GatedHost::default());
-    let busy = Channel::new(
-        &rt,
-        "",
-        Some(RR),
-        ChannelOptions {
-            connector: Some(Box::new(ExternalConnector::new(gated.clone()))),
-            ..Default::default()
-        },
-    )
-    .unwrap();
-    busy.update_addresses(addrs(&["127.0.0.1:1"])).unwrap();
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
-    while !gated.holding.load(Ordering::SeqCst) {
-        assert!(std::time::Instant::now() < deadline, "the loop never held");
-        std::thread::sleep(std::time::Duration::from_millis(1));
-    }
+    let (gated, _busy) = hold_the_loop(&rt);
     let idle = Arc::new(
         Channel::new(
             &rt,
@@ -541,23 +553,7 @@ fn a_host_shuts_a_transport_down_after_the_picker_without_it_is_out() {
 #[test]
 fn an_invalid_config_is_transient_failure_from_the_start() {
     let rt = Runtime::new().unwrap();
-    let gated = Arc::new(GatedHost::default());
-    let busy = Channel::new(
-        &rt,
-        "",
-        Some(RR),
-        ChannelOptions {
-            connector: Some(Box::new(ExternalConnector::new(gated.clone()))),
-            ..Default::default()
-        },
-    )
-    .unwrap();
-    busy.update_addresses(addrs(&["127.0.0.1:1"])).unwrap();
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
-    while !gated.holding.load(Ordering::SeqCst) {
-        assert!(std::time::Instant::now() < deadline, "the loop never held");
-        std::thread::sleep(std::time::Duration::from_millis(1));
-    }
+    let (gated, _busy) = hold_the_loop(&rt);
     let bad = Arc::new(Channel::new(&rt, "", Some("{]"), options(&Host::new())).unwrap());
     let state = bad.state();
     let pick = bad.reader().try_pick(&PickInfo::default()).err();
@@ -628,11 +624,7 @@ fn a_second_closer_waits_for_the_loop_to_finish_closing() {
     );
     host.channel.set(Arc::downgrade(&ch)).unwrap();
     ch.update_addresses(addrs(&["127.0.0.1:1"])).unwrap();
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
-    while !ch.is_closed() {
-        assert!(std::time::Instant::now() < deadline, "never closed");
-        std::thread::sleep(std::time::Duration::from_millis(1));
-    }
+    wait_for("the first close", || ch.is_closed());
     ch.close();
     assert!(
         host.shut_down.load(Ordering::SeqCst),
