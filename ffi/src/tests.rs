@@ -661,6 +661,17 @@ mod lengths {
     extern "C" fn no_transport(_: *mut c_void, _: u64, _: *const c_char, _: usize, _: *mut c_void) {
     }
 
+    /// A host transport that does nothing.
+    fn no_host() -> sy_host_transport {
+        sy_host_transport {
+            ctx: ptr::null_mut(),
+            create: None,
+            connect: Some(no_transport),
+            shutdown: Some(no_transport),
+            health: None,
+        }
+    }
+
     /// A transport setting set, even to its default's value, is refused
     /// for a host channel (the header: for library-managed channels only);
     /// 0 (unset) is not.
@@ -668,13 +679,7 @@ mod lengths {
     fn a_host_channel_refuses_a_header_list_limit_set_to_any_value() {
         let mut rt = ptr::null_mut();
         assert_eq!(sy_runtime_new(&mut rt), sy_status::SY_OK);
-        let host = sy_host_transport {
-            ctx: ptr::null_mut(),
-            create: None,
-            connect: Some(no_transport),
-            shutdown: Some(no_transport),
-            health: None,
-        };
+        let host = no_host();
         for (bytes, want) in [
             (16 << 20, sy_status::SY_INVALID_ARGUMENT),
             (1000, sy_status::SY_INVALID_ARGUMENT),
@@ -709,13 +714,7 @@ mod lengths {
     fn sy_pick_refuses_a_method_length_no_object_has() {
         let mut rt = ptr::null_mut();
         assert_eq!(sy_runtime_new(&mut rt), sy_status::SY_OK);
-        let host = sy_host_transport {
-            ctx: ptr::null_mut(),
-            create: None,
-            connect: Some(no_transport),
-            shutdown: Some(no_transport),
-            health: None,
-        };
+        let host = no_host();
         let mut ch = ptr::null_mut();
         let st = sy_channel_new(
             rt,
