@@ -981,7 +981,10 @@ typedef struct sy_pick_request {
   uint64_t request_hash;
   bool has_request_hash;
   /**
-   * Queue through TRANSIENT_FAILURE instead of failing.
+   * Queue through TRANSIENT_FAILURE instead of failing (a waiting
+   * pick). With `SY_NO_WAIT` nothing waits: TRANSIENT_FAILURE still
+   * answers SY_UNAVAILABLE, which a wait-for-ready RPC does not fail on
+   * (its host picks again when the channel changes).
    */
   bool wait_for_ready;
   /**

@@ -293,7 +293,10 @@ pub struct sy_pick_request {
     /// value, as for `sy_pick`).
     pub request_hash: u64,
     pub has_request_hash: bool,
-    /// Queue through TRANSIENT_FAILURE instead of failing.
+    /// Queue through TRANSIENT_FAILURE instead of failing (a waiting
+    /// pick). With `SY_NO_WAIT` nothing waits: TRANSIENT_FAILURE still
+    /// answers SY_UNAVAILABLE, which a wait-for-ready RPC does not fail on
+    /// (its host picks again when the channel changes).
     pub wait_for_ready: bool,
     /// `SY_NO_WAIT` (0): do not wait (wait-free; SY_NO_SUBCHANNEL when the
     /// policy has nothing ready yet). Otherwise wait up to that long
