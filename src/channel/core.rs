@@ -106,13 +106,10 @@ pub(crate) struct ChannelCore {
     pub(super) idle: Idleness,
     /// `ChannelOptions::disable_health_check`.
     pub(super) disable_health_check: bool,
-    /// Held by a closed channel for `Channel::close`, which waits until it
-    /// is dropped: last of the fields, which drop in order, so that by then
-    /// every subchannel, table and address (and their user data) the core
-    /// held is gone.
-    pub(super) closed_ack: Option<crossbeam_channel::Sender<()>>,
-    /// Says the core is gone to closers that found another closing (see
-    /// `ChannelShared::core_gone`): dropped after `closed_ack`, the last.
+    /// Says the core is gone to `Channel::close`, which waits for it (see
+    /// `ChannelShared::core_gone`): last of the fields, which drop in
+    /// order, so that by then every subchannel, table and address (and
+    /// their user data) the core held is gone.
     pub(super) _gone: CoreGone,
 }
 

@@ -313,7 +313,6 @@ impl Channel {
             calls: None,
             idle,
             disable_health_check,
-            closed_ack: None,
             _gone: CoreGone(gone_shared),
         };
         if !handle.add(id, Box::new(move || Box::new(make()))) {
@@ -623,25 +622,28 @@ impl Channel {
         if self.shared.handle.on_loop_thread() {
             return;
         }
-        let _ = self.shared.slot.signal().wait_until(
-            || self.shared.core_gone.load(Ordering::Acquire),
-            Some(Instant::now() + Duration::from_secs(30)),
-        );
+        self.wait_core_gone();
         if let Some(completions) = self.completions.get() {
             completions.close_and_join();
         }
     }
 
+    /// Waits (at most 30 s) until the loop has dropped the channel's core:
+    /// closed (it is dropped right after its close command) or gone with
+    /// the runtime.
+    fn wait_core_gone(&self) {
+        let _ = self.shared.slot.signal().wait_until(
+            || self.shared.core_gone.load(Ordering::Acquire),
+            Some(Instant::now() + Duration::from_secs(30)),
+        );
+    }
+
     fn close_loop_side(&self) {
-        let (tx, rx) = crossbeam_channel::bounded(1);
         let sent = self
             .shared
             .handle
-            .run_on(self.shared.id, move |core: &mut ChannelCore, env| {
+            .run_on(self.shared.id, |core: &mut ChannelCore, env| {
                 crate::runtime::Task::close(core, env);
-                // Answered by dropping it, with the core (closed, it is
-                // dropped right after this command).
-                core.closed_ack = Some(tx);
             });
         if !sent {
             // No loop left to do it: publish the closed table ourselves (the
@@ -653,7 +655,7 @@ impl Channel {
             // Only the loop publishes while it runs: if it has not answered,
             // a publish from here could race its own. It closes the channel
             // when it gets to the command, or when it shuts down.
-            let _ = rx.recv_timeout(Duration::from_secs(30));
+            self.wait_core_gone();
         }
     }
 

@@ -48,8 +48,8 @@ pub(crate) struct ChannelShared {
     pub(crate) state: Watched,
     pub(crate) closed: AtomicBool,
     /// The loop has dropped the channel's core (closed: subchannels shut
-    /// down, resolver closed, state callback told), set as it goes; what a
-    /// second closer waits for (with `slot`'s signal).
+    /// down, resolver closed, state callback told), set as it goes; what
+    /// every closer waits for (with `slot`'s signal).
     pub(crate) core_gone: AtomicBool,
     pub(crate) handle: LoopHandle,
     pub(crate) id: ChannelId,
