@@ -132,6 +132,9 @@ pub struct Reader {
     /// The service config's method settings as last seen, and the
     /// generation of the channel's `methods` slot they came with.
     methods: (u64, Arc<MethodConfigs>),
+    /// Inline tables at least this long prefetch their upcoming draws
+    /// (`crate::prefetch::large_table_len`).
+    large_table: usize,
 }
 
 impl Channel {
@@ -165,6 +168,7 @@ impl Reader {
             tally: crate::snapshot::ReaderTally::new(&shared.call_stats),
             shared,
             counts: None,
+            large_table: crate::prefetch::large_table_len(),
         };
         reader.sync_rotation();
         reader
@@ -614,7 +618,7 @@ impl Reader {
             Inline::Uniform(u) => {
                 // SAFETY: as above.
                 let table = unsafe { u.as_ref() };
-                if table.len() >= PREFETCH_FROM {
+                if table.len() >= self.large_table {
                     // Over a table larger than the cache, a draw misses
                     // twice in a row: its entry, then (with the slot read
                     // there) the counters' row. Start both early: the
@@ -629,7 +633,7 @@ impl Reader {
             Inline::LeastLoaded(t) => {
                 // SAFETY: as above.
                 let table = unsafe { t.as_ref() };
-                if table.len() >= PREFETCH_FROM {
+                if table.len() >= self.large_table {
                     // As for `Uniform`, and each draw's counter (which the
                     // entry points to) with its row.
                     table.upcoming(&self.local, FAR, |e| crate::prefetch::prefetch(e));
@@ -1292,11 +1296,6 @@ const DROPPED: DoneInfo<'static> = DoneInfo {
     load: &[],
 };
 
-/// Tables at least this long are larger than a core's caches hold at once
-/// (with the counters' rows): their random draws prefetch ahead. At 10,000
-/// endpoints (which a 2 MB L2 holds) prefetching cost more than it saved:
-/// random 6.3 -> 7.4 ns, least_request 18 -> 22.
-const PREFETCH_FROM: usize = 32_768;
 /// How many draws ahead an entry is prefetched, and its counters' row.
 const FAR: u64 = 8;
 const NEAR: u64 = 4;
