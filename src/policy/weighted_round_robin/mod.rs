@@ -80,8 +80,13 @@ struct Weighted {
     key: String,
     /// What its picks' done hooks (and its ORCA listener) write.
     weight: Arc<EndpointWeight>,
-    /// READY when last seen (a return to READY restarts the blackout).
-    ready: bool,
+    /// The subchannel it was connected on when last seen: a new connection
+    /// forgets the weight and restarts the blackout (gRPC-Go resets both
+    /// when the endpoint's subchannel goes READY, on its raw state
+    /// listener); a health verdict on a live connection (a health check
+    /// failing and passing again, an outlier_detection parent's ejection
+    /// and return) does not.
+    connected: Option<SubConnId>,
     /// Its out-of-band listener while OOB reporting is on and it is
     /// connected: on which subchannel, asking for which period.
     oob: Option<(SubConnId, Duration, OobListenerId)>,
@@ -142,7 +147,7 @@ impl WeightedRoundRobin {
                 old.remove(c.key()).unwrap_or_else(|| Weighted {
                     key: c.key().to_string(),
                     weight: Arc::new(EndpointWeight::new(config.clone(), clock.clone())),
-                    ready: false,
+                    connected: None,
                     oob: None,
                 })
             })
@@ -305,18 +310,24 @@ impl ChildParent for WeightedRoundRobin {
         &mut self.children
     }
 
-    /// After a child changed: reconnect it if it went IDLE, restart its
-    /// blackout if it came back to READY, republish.
+    /// After a child changed: reconnect it if it went IDLE, forget its
+    /// weight if it connected anew, republish.
     fn child_changed(&mut self, cc: &mut dyn ClientConn, key: &str) {
-        let state = self.children.keep_connected(cc, key);
-        let ready = state == Some(ConnectivityState::Ready);
+        self.children.keep_connected(cc, key);
         self.align(cc);
         let at = self.children.position(key);
-        if let Some(w) = at.and_then(|i| self.weights.get_mut(i)) {
-            if ready && !w.ready {
-                w.weight.ready_again();
+        if let Some(at) = at {
+            let connected = self
+                .children
+                .at(at)
+                .and_then(|c| c.subconns().iter().find(|sc| sc.is_connected()))
+                .map(|sc| sc.id());
+            if let Some(w) = self.weights.get_mut(at) {
+                if connected.is_some() && connected != w.connected {
+                    w.weight.ready_again();
+                }
+                w.connected = connected;
             }
-            w.ready = ready;
         }
         if let Some(at) = at {
             self.sync_oob(cc, at);

@@ -775,3 +775,62 @@ fn the_floor_is_a_hundredth_of_the_rounded_mean() {
     assert_eq!(s[0], 65535);
     assert_eq!(s[1], 67);
 }
+
+#[test]
+fn a_health_check_failing_and_passing_again_keeps_the_weight() {
+    // gRPC-Go forgets a weight when the endpoint's connection comes up
+    // (raw READY), not on a health verdict: a health check failing on a
+    // live connection and passing again (or an outlier_detection parent
+    // ejecting and returning the endpoint) keeps it and its blackout clock.
+    let (mut cc, mut wrr) = ready(3, serde_json::json!({"blackoutPeriod": "0s"}));
+    let weights = [1.0, 2.0, 3.0];
+    report(&cc, 300, qps_load(&weights));
+    cc.advance(&mut *wrr, SECOND);
+    assert_follows(&shares(&mut cc, 3, 30_000), &weights);
+    let sc = cc.subconn_for(&addrs(3)[2]).unwrap().id();
+    cc.set_health_failed(&mut *wrr, sc);
+    cc.run_work(&mut *wrr);
+    set(&mut cc, &mut *wrr, sc, ConnectivityState::Ready);
+    // No report since: the old one still counts.
+    cc.advance(&mut *wrr, SECOND);
+    assert_follows(&shares(&mut cc, 3, 30_000), &weights);
+}
+
+#[test]
+fn out_of_band_reports_before_health_passes_count() {
+    let builder = registry::get(NAME).expect("registered");
+    let config = builder
+        .parse_config(&serde_json::json!({
+            "enableOobLoadReport": true,
+            "oobReportingPeriod": "1s",
+            "blackoutPeriod": "0s",
+        }))
+        .unwrap();
+    let mut wrr = builder.build();
+    let mut cc = TestClientConn::new();
+    let addresses = addrs(2).into_iter().map(crate::Address::new).collect();
+    cc.update(
+        &mut *wrr,
+        ClientConnState::from_addresses(addresses, config),
+    )
+    .unwrap();
+    // Connected, health not yet known: the listeners are on and report.
+    for id in cc.connects().to_vec() {
+        cc.set_connected(&mut *wrr, id);
+    }
+    cc.run_work(&mut *wrr);
+    let ids: Vec<SubConnId> = (0..2)
+        .map(|i| cc.subconn_for(&addrs(2)[i]).unwrap().id())
+        .collect();
+    for (id, qps) in ids.iter().zip([1.0, 10.0]) {
+        cc.oob_report(
+            *id,
+            &[("rps_fractional", qps), ("application_utilization", 1.0)],
+        );
+    }
+    for id in &ids {
+        set(&mut cc, &mut *wrr, *id, ConnectivityState::Ready);
+    }
+    cc.advance(&mut *wrr, SECOND);
+    assert_follows(&shares(&mut cc, 2, 22_000), &[1.0, 10.0]);
+}

@@ -150,7 +150,7 @@ impl EndpointWeight {
         }
     }
 
-    /// The endpoint (re)entered READY: reports before now no longer count,
+    /// The endpoint connected (again): reports before now no longer count,
     /// and its weight counts again only after new reports and a new
     /// blackout (gRPC-Go forgets both times then).
     pub fn ready_again(&self) {
