@@ -464,10 +464,13 @@ impl ChildManager {
     /// What a parent that keeps every endpoint connected (round_robin and
     /// the policies like it, gRPC's endpointsharding) does after a callback
     /// into child `key`: a child that has just reported losing its
-    /// connection (IDLE) or failing (TRANSIENT_FAILURE) asks for
-    /// re-resolution, once per report (not again on every later event while
-    /// it stays there), and one that is IDLE reconnects at once. The
-    /// child's state (`None`: no such child).
+    /// connection (IDLE) or failing to connect (TRANSIENT_FAILURE with no
+    /// subchannel connected) asks for re-resolution, once per report (not
+    /// again on every later event while it stays there), and one that is
+    /// IDLE reconnects at once. A child failing over a live connection
+    /// (its health check failing, an outlier_detection parent ejecting it)
+    /// does not: gRPC re-resolves when connections fail, not on health
+    /// verdicts. The child's state (`None`: no such child).
     pub fn keep_connected(
         &mut self,
         cc: &mut dyn ClientConn,
@@ -476,12 +479,14 @@ impl ChildManager {
         let child = self.get(key);
         let state = child.map(|c| c.state());
         let reported = child.is_some_and(|c| c.reported);
-        if reported
-            && matches!(
-                state,
-                Some(ConnectivityState::Idle | ConnectivityState::TransientFailure)
-            )
-        {
+        let lost = match state {
+            Some(ConnectivityState::Idle) => true,
+            Some(ConnectivityState::TransientFailure) => {
+                !child.is_some_and(|c| c.subconns().iter().any(|sc| sc.is_connected()))
+            }
+            _ => false,
+        };
+        if reported && lost {
             cc.resolve_now();
         }
         if state == Some(ConnectivityState::Idle) {

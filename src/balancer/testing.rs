@@ -659,6 +659,22 @@ mod tests {
         cc.close(&mut *rr);
     }
 
+    /// A health check failing on a live connection fails the endpoint but
+    /// asks for no re-resolution (gRPC-Go's pick_first and endpointsharding,
+    /// C-core's health watcher: re-resolution follows connection failures).
+    #[test]
+    fn round_robin_does_not_re_resolve_on_a_failed_health_check() {
+        let (mut cc, mut rr, _, b) = rr_with_a_ready();
+        cc.set_state(&mut *rr, b, Ready);
+        let before = cc.resolve_now_requests();
+        cc.set_health_failed(&mut *rr, b);
+        assert_eq!(cc.resolve_now_requests(), before);
+        // Its connection then fails: that does.
+        cc.set_state(&mut *rr, b, Idle);
+        assert!(cc.resolve_now_requests() > before);
+        cc.close(&mut *rr);
+    }
+
     #[test]
     fn round_robin_shuts_down_a_removed_address_and_stops_picking_it() {
         let mut cc = TestClientConn::new();

@@ -1256,6 +1256,19 @@ mod tests {
         assert!(cc.shutdowns().is_empty());
     }
 
+    /// An ejection reaches the child as a failed health verdict on a live
+    /// connection: no re-resolution (gRPC re-resolves on failed
+    /// connections, not on ejections).
+    #[test]
+    fn an_ejection_asks_for_no_re_resolution() {
+        let (mut cc, mut od, ids) = ready(5, json!({"failurePercentageEjection": {}}));
+        let before = cc.resolve_now_requests();
+        traffic(&mut cc, 1000, &ids[..1]);
+        assert_eq!(cc.advance(&mut *od, Duration::from_secs(10)), 1);
+        assert!(!traffic(&mut cc, 100, &[]).contains(&ids[0]), "ejected");
+        assert_eq!(cc.resolve_now_requests(), before);
+    }
+
     /// gRPC-Go's outlier detection runs its child under a graceful switch: a
     /// config naming another child policy leaves the old child serving
     /// (nothing queued, nothing closed, its ejections still in force) until
