@@ -5,14 +5,16 @@
 //! hash that is not in TRANSIENT_FAILURE, so each key keeps its endpoint and
 //! an endpoint joining or leaving moves only the keys that belong to it.
 //!
-//! The request hash is, in order: XXH64 of the `requestHashHeader` metadata
-//! value (values joined with ","), when the config names a header and the
-//! RPC carries it; the caller's `PickInfo::hash` (`CallOptions::hash`; a
-//! host picking through the C header passes `sy_pick`'s `request_hash`,
-//! since a pick there carries no metadata); a random hash when a header is
-//! configured but neither is there (A76: queue behind at most one new
-//! connection, never pile onto one endpoint). With no header configured and
-//! no hash the pick fails (INTERNAL): gRPC's xDS would supply it.
+//! The request hash is, with a `requestHashHeader` configured: XXH64 of
+//! that metadata value (values joined with ","); a random hash when the
+//! RPC's metadata lacks it, whatever hash the caller passed (A76: queue
+//! behind at most one new connection, never pile onto one endpoint); for a
+//! pick carrying no metadata at all, the caller's `PickInfo::hash` (a host
+//! picking through the C header passes `sy_pick`'s `request_hash`, XXH64 of
+//! the header's value, since a pick there carries no metadata), else a
+//! random hash. With no header configured: the caller's hash
+//! (`CallOptions::hash`); with none the pick fails (INTERNAL): gRPC's xDS
+//! would supply it.
 //!
 //! Endpoints are pick_first children created lazily: nothing connects until
 //! a pick lands on an IDLE endpoint (its connection is requested and the

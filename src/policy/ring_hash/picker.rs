@@ -129,16 +129,18 @@ impl RingPicker {
         &self.slots[self.ring().owner(entry)]
     }
 
-    /// The request's hash: the header's value(s) when configured and
-    /// present, else the caller's hash. `None`: neither.
+    /// The request's hash: with a header configured, the header's
+    /// value(s); for a pick carrying metadata without it, none (A76: a
+    /// random hash, whatever hash the caller passed); for a pick carrying
+    /// no metadata at all (a host's `sy_pick`, which cannot pass any), the
+    /// caller's hash. With no header configured, the caller's hash. `None`:
+    /// no hash.
     #[inline]
     fn request_hash(&self, info: &PickInfo<'_>) -> Option<u64> {
-        if let Some(header) = &self.header {
-            if let Some(hash) = header_hash(info.metadata, header) {
-                return Some(hash);
-            }
+        match &self.header {
+            Some(header) if !info.metadata.is_empty() => header_hash(info.metadata, header),
+            _ => info.hash,
         }
-        info.hash
     }
 
     /// A76's random-hash pick: the first READY endpoint from `first` on;

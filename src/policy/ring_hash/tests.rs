@@ -592,6 +592,39 @@ fn with_a_header_the_inline_table_leaves_picks_with_metadata_to_the_picker() {
     }
 }
 
+/// A76: with `requestHashHeader`, an RPC whose metadata lacks the header
+/// gets a random hash, whatever hash its caller passed (gRPC-Go's and
+/// C-core's pickers read the call's hash only with no header configured).
+#[test]
+fn with_a_header_metadata_without_it_hashes_at_random_not_by_the_callers_hash() {
+    let mut cc = TestClientConn::new();
+    let mut lb = RingHashBuilder::new().build();
+    let list = addrs(4);
+    update(
+        &mut cc,
+        &mut *lb,
+        &list,
+        config(json!({"requestHashHeader": "x-key"})),
+    );
+    for a in &list {
+        connect(&mut cc, &mut *lb, a, Ready);
+    }
+    let other = [("x-other".to_string(), "v".to_string())];
+    let mut seen = std::collections::HashSet::new();
+    for _ in 0..200 {
+        let info = PickInfo {
+            hash: Some(42),
+            metadata: &other,
+            ..PickInfo::default()
+        };
+        match cc.pick_with(&info, None) {
+            Picked::Complete { subconn, .. } => seen.insert(subconn),
+            p => panic!("{p:?}"),
+        };
+    }
+    assert!(seen.len() > 1, "every pick on one endpoint: {seen:?}");
+}
+
 /// gRPC-Go's `GRPC_RING_HASH_CAP`: a number, clamped to 1..=8M; anything
 /// else leaves the 4096 default.
 #[test]
