@@ -156,7 +156,10 @@ fn request_hash_header(config: &serde_json::Value) -> Result<Option<Arc<str>>, S
         return Ok(None);
     }
     let valid = |c: char| c.is_ascii_lowercase() || c.is_ascii_digit() || "-_.".contains(c);
-    if !header.chars().all(valid) {
+    // A pseudo-header (":path") passes, as gRPC-Go's `ValidateKey` lets it
+    // (C-core checks nothing): an RPC's metadata never carries one, so its
+    // picks hash at random.
+    if !header.starts_with(':') && !header.chars().all(valid) {
         return Err(format!(
             "requestHashHeader {header:?} is not a valid header name \
              (ASCII letters, digits, '-', '_', '.')"
