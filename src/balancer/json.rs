@@ -6,13 +6,13 @@ use serde_json::{Map, Value};
 use std::time::Duration;
 
 /// Field `name` (lowerCamelCase) of a config object (a `Value` or its
-/// `Map`), found as gRPC's parsers find it: by that name, else by proto's
-/// own field name (snake_case, "max_attempts": proto3 JSON parsers take
-/// both), else by a name that differs only in ASCII case ("MaxAttempts":
-/// gRPC-Go reads configs with encoding/json, which matches fields that way,
-/// and its tests spell them so). `None` for no such field, a field set to
-/// `null` (proto3 JSON reads null as the field's default: absent), or a
-/// value that is not an object.
+/// `Map`), found as gRPC's parsers find it: by that name, else by a name
+/// that differs only in ASCII case ("MaxAttempts": gRPC-Go reads configs
+/// with encoding/json, which matches fields that way, and its tests spell
+/// them so). Not by proto's own field name ("max_attempts"): gRPC-Go,
+/// C-core and Java all ignore that as an unknown field. `None` for no such
+/// field, a field set to `null` (proto3 JSON reads null as the field's
+/// default: absent), or a value that is not an object.
 pub(crate) fn config_field<'a, T: Fields + ?Sized>(object: &'a T, name: &str) -> Option<&'a Value> {
     object
         .fields()
@@ -41,30 +41,10 @@ fn member<'a>(object: &'a Map<String, Value>, name: &str) -> Option<&'a Value> {
     if let Some(v) = object.get(name) {
         return Some(v);
     }
-    let snake = snake_case(name);
-    if snake != name {
-        if let Some(v) = object.get(&snake) {
-            return Some(v);
-        }
-    }
     object
         .iter()
-        .find(|(k, _)| k.eq_ignore_ascii_case(name) || k.eq_ignore_ascii_case(&snake))
+        .find(|(k, _)| k.eq_ignore_ascii_case(name))
         .map(|(_, v)| v)
-}
-
-/// "maxAttempts" as proto names the field: "max_attempts".
-fn snake_case(name: &str) -> String {
-    let mut out = String::with_capacity(name.len() + 4);
-    for c in name.chars() {
-        if c.is_ascii_uppercase() {
-            out.push('_');
-            out.push(c.to_ascii_lowercase());
-        } else {
-            out.push(c);
-        }
-    }
-    out
 }
 
 /// The largest proto `Duration` (10,000 years, in seconds).

@@ -243,8 +243,9 @@ mod tests {
 
     /// gRPC-Go reads configs with encoding/json, whose field matching
     /// ignores case, and its retry tests spell the fields so
-    /// ("MaxAttempts"); proto3 JSON parsers take proto's own names
-    /// ("max_attempts") too. Both find the field; the exact name wins.
+    /// ("MaxAttempts"): found. Proto's own names ("max_attempts") are
+    /// unknown fields to gRPC-Go, C-core and Java: ignored. The exact name
+    /// wins.
     #[test]
     fn fields_are_found_as_grpc_finds_them() {
         let go = r#"{"methodConfig":[{"name":[{"service":"grpc.testing.TestService"}],
@@ -252,25 +253,24 @@ mod tests {
             "RetryPolicy":{"MaxAttempts":4,"InitialBackoff":".01s","MaxBackoff":".01s",
                            "BackoffMultiplier":1.0,"RetryableStatusCodes":["ALREADY_EXISTS"]}}],
             "retryThrottling":{"MaxTokens":10,"TokenRatio":0.5}}"#;
-        let snake = r#"{"method_config":[{"name":[{"service":"grpc.testing.TestService"}],
+        let c = ServiceConfig::parse(Some(go)).unwrap();
+        let m = c.methods.lookup("/grpc.testing.TestService/Call").unwrap();
+        assert_eq!(m.wait_for_ready, Some(true));
+        assert_eq!(m.timeout, Some(Duration::from_secs(2)));
+        let r = m.retry_policy.as_ref().unwrap();
+        assert_eq!(r.max_attempts, 4);
+        assert_eq!(r.retryable_status_codes, [Code::AlreadyExists]);
+        assert_eq!(c.retry_throttling.as_ref().map(|t| t.max_tokens), Some(10));
+        let snake = r#"{"methodConfig":[{"name":[{"service":"grpc.testing.TestService"}],
             "wait_for_ready":true,"timeout":"2s",
             "retry_policy":{"max_attempts":4,"initial_backoff":".01s","max_backoff":".01s",
                             "backoff_multiplier":1.0,"retryable_status_codes":["ALREADY_EXISTS"]}}],
             "retry_throttling":{"max_tokens":10,"token_ratio":0.5}}"#;
-        for text in [go, snake] {
-            let c = ServiceConfig::parse(Some(text)).unwrap();
-            let m = c.methods.lookup("/grpc.testing.TestService/Call").unwrap();
-            assert_eq!(m.wait_for_ready, Some(true), "{text}");
-            assert_eq!(m.timeout, Some(Duration::from_secs(2)));
-            let r = m.retry_policy.as_ref().unwrap();
-            assert_eq!(r.max_attempts, 4);
-            assert_eq!(r.retryable_status_codes, [Code::AlreadyExists]);
-            assert_eq!(
-                c.retry_throttling.as_ref().map(|t| t.max_tokens),
-                Some(10),
-                "{text}"
-            );
-        }
+        let c = ServiceConfig::parse(Some(snake)).unwrap();
+        let m = c.methods.lookup("/grpc.testing.TestService/Call").unwrap();
+        assert_eq!(m.wait_for_ready, None);
+        assert!(m.retry_policy.is_none());
+        assert!(c.retry_throttling.is_none());
         let exact = ServiceConfig::parse(Some(
             r#"{"methodConfig":[{"name":[{}],"timeout":"1s","Timeout":"9s"}]}"#,
         ))
