@@ -1281,7 +1281,9 @@ typedef struct sy_call_options {
   size_t metadata_len;
   /**
    * The request's hash for hashing policies (ring_hash), if
-   * `has_request_hash`.
+   * `has_request_hash`. Under ring_hash with `requestHashHeader` a call
+   * with metadata hashes that header's value (a random hash when it is
+   * missing, as gRPC does); this hash serves only a call with none.
    */
   uint64_t request_hash;
   bool has_request_hash;

@@ -85,7 +85,9 @@ pub struct sy_call_options {
     pub metadata: *const sy_metadata,
     pub metadata_len: usize,
     /// The request's hash for hashing policies (ring_hash), if
-    /// `has_request_hash`.
+    /// `has_request_hash`. Under ring_hash with `requestHashHeader` a call
+    /// with metadata hashes that header's value (a random hash when it is
+    /// missing, as gRPC does); this hash serves only a call with none.
     pub request_hash: u64,
     pub has_request_hash: bool,
 }

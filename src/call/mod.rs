@@ -53,7 +53,10 @@ pub struct CallOptions<'a> {
     /// [`check_metadata`]; a call with bad metadata fails before anything
     /// is picked or sent).
     pub metadata: &'a [(String, String)],
-    /// Request hash for hashing policies.
+    /// Request hash for hashing policies. Under ring_hash with
+    /// `requestHashHeader`, a call with `metadata` hashes that header's
+    /// value (a random hash when it is missing, as gRPC does): this hash
+    /// serves only a call with no metadata.
     pub hash: Option<u64>,
 }
 
