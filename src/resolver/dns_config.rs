@@ -48,16 +48,19 @@ pub(crate) fn choose(records: &[String], client: &Client<'_>) -> Result<Option<S
             match key.to_ascii_lowercase().as_str() {
                 "clientlanguage" => {
                     let langs = strings(value).ok_or_else(|| at("not a list of strings"))?;
-                    if !langs
-                        .iter()
-                        .any(|l| l.eq_ignore_ascii_case(CLIENT_LANGUAGE))
+                    // A2: "If a field is absent or empty, it matches all
+                    // clients" (C-core alike; gRPC-Go matches none).
+                    if !langs.is_empty()
+                        && !langs
+                            .iter()
+                            .any(|l| l.eq_ignore_ascii_case(CLIENT_LANGUAGE))
                     {
                         matches = false;
                     }
                 }
                 "clienthostname" => {
                     let hosts = strings(value).ok_or_else(|| at("not a list of strings"))?;
-                    if !hosts.contains(&client.hostname) {
+                    if !hosts.is_empty() && !hosts.contains(&client.hostname) {
                         matches = false;
                     }
                 }
@@ -161,6 +164,15 @@ mod tests {
     fn a_null_condition_is_no_condition() {
         let txt = format!(
             r#"grpc_config=[{{"clientLanguage":null,"percentage":null,"clientHostname":null,"serviceConfig":{RR}}}]"#
+        );
+        assert_eq!(pick(&[&txt], "h1", 99).unwrap().as_deref(), Some(RR));
+    }
+
+    /// A2: "If a field is absent or empty, it matches all clients".
+    #[test]
+    fn an_empty_condition_list_matches_every_client() {
+        let txt = format!(
+            r#"grpc_config=[{{"clientLanguage":[],"clientHostname":[],"serviceConfig":{RR}}}]"#
         );
         assert_eq!(pick(&[&txt], "h1", 99).unwrap().as_deref(), Some(RR));
     }
