@@ -263,10 +263,9 @@ fn ip_list(list: &str, family: Family) -> Result<Plan, String> {
         Family::V4 => ("ipv4", Vec::new()),
         Family::V6 => ("ipv6", Vec::new()),
     };
-    if list.is_empty() {
-        return Err(format!("{scheme}: target lists no addresses"));
-    }
-    for item in list.split(',') {
+    // Empty items are skipped, as C-core (whose schemes these are) does:
+    // "ipv4:1.2.3.4:1," lists one address.
+    for item in list.split(',').filter(|i| !i.is_empty()) {
         let addr = match family {
             Family::V4 => ipv4_item(item),
             Family::V6 => ipv6_item(item),
@@ -274,13 +273,13 @@ fn ip_list(list: &str, family: Family) -> Result<Plan, String> {
         .map_err(|e| format!("{scheme}: \"{item}\": {e}"))?;
         out.push(addr.to_string());
     }
+    if out.is_empty() {
+        return Err(format!("{scheme}: target lists no addresses"));
+    }
     Ok(Plan::Static(out))
 }
 
 fn ipv4_item(item: &str) -> Result<SocketAddr, String> {
-    if item.is_empty() {
-        return Err("empty address in the list".into());
-    }
     let (host, p) = match item.split_once(':') {
         Some((h, p)) => (h, Some(p)),
         None => (item, None),
@@ -293,9 +292,6 @@ fn ipv4_item(item: &str) -> Result<SocketAddr, String> {
 }
 
 fn ipv6_item(item: &str) -> Result<SocketAddr, String> {
-    if item.is_empty() {
-        return Err("empty address in the list".into());
-    }
     let (host, port) = match item.strip_prefix('[') {
         Some(rest) => {
             let (h, tail) = rest.split_once(']').ok_or("no ']' after '['")?;
@@ -407,6 +403,11 @@ mod tests {
                 fixed(&["127.0.0.1:1", "127.0.0.2:2"]),
             ),
             ("ipv4:127.0.0.1", fixed(&["127.0.0.1:443"])),
+            // Empty items skipped, as C-core does.
+            (
+                "ipv4:127.0.0.1:1,,127.0.0.2:2,",
+                fixed(&["127.0.0.1:1", "127.0.0.2:2"]),
+            ),
             ("IPV4:127.0.0.1:80", fixed(&["127.0.0.1:80"])),
             ("ipv4:///127.0.0.1:5", fixed(&["127.0.0.1:5"])),
             ("ipv6:[::1]:5", fixed(&["[::1]:5"])),
@@ -457,7 +458,8 @@ mod tests {
             ("ipv4:1.2.3.4:", "missing port"),
             ("ipv4:1.2.3.4:x", "not a number"),
             ("ipv4:1.2.3.4:65536", "out of range"),
-            ("ipv4:1.2.3.4:1,", "empty address"),
+            ("ipv6:,", "lists no addresses"),
+            ("ipv4:,,", "lists no addresses"),
             ("ipv4:[::1]:1", "not an IPv4 address"),
             ("ipv4://host/1.2.3.4:1", "takes no authority"),
             ("ipv6:127.0.0.1:1", "not an IPv6 address"),
