@@ -20,10 +20,7 @@ use std::ptr::NonNull;
 use std::sync::Arc;
 use std::time::Instant;
 
-/// What a call ended by its channel's close says: ours, then gRPC-Go's
-/// words (`ErrClientConnClosing`), which its tests look for.
-pub(crate) const CLOSED_MESSAGE: &str =
-    "the channel is closed (grpc: the client connection is closing)";
+use crate::status::CLOSED_MESSAGE;
 
 /// Why a pick did not produce a subchannel.
 #[derive(Clone, Debug, PartialEq, Eq)]

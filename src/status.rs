@@ -7,6 +7,12 @@
 use std::fmt;
 use std::sync::Arc;
 
+/// What a call ended by its channel's close says, whether it was waiting
+/// for a pick or already on a connection: ours, then gRPC-Go's words
+/// (`ErrClientConnClosing`), which its tests look for.
+pub(crate) const CLOSED_MESSAGE: &str =
+    "the channel is closed (grpc: the client connection is closing)";
+
 /// gRPC status codes (numbers are the wire values, as in gRPC's
 /// `statuscodes.md`).
 #[repr(u8)]

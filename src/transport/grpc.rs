@@ -337,7 +337,7 @@ async fn call(
             shared.mark_closing();
         }
         if shared.is_cancelled() {
-            return CallError::new(code::CANCELLED, "the channel closed the connection");
+            return CallError::new(code::CANCELLED, crate::status::CLOSED_MESSAGE);
         }
         let remote_cancel = e.is_remote() && e.reason() == Some(Reason::CANCEL);
         let mut error = h2_error(&e, opened);

@@ -156,8 +156,13 @@ fn channel_close_closes_at_once() {
         let (result, _) = call.join().unwrap();
         let e = result.expect_err("the channel closed under the call");
         // As gRPC-Go's calls when their ClientConn closes: CANCELLED, not
-        // the UNAVAILABLE of a lost connection.
+        // the UNAVAILABLE of a lost connection, with its words.
         assert_eq!(e.code(), Code::Cancelled, "{e:?}");
+        assert!(
+            e.message()
+                .contains("grpc: the client connection is closing"),
+            "{e:?}"
+        );
     }
     // Not held for the server's 60 s, nor for the calls' own deadlines.
     assert!(closed_at.elapsed() < Duration::from_secs(30));
