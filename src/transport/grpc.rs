@@ -425,16 +425,33 @@ async fn unary_rest(
     let encoding = Encoding::of(&parts.headers);
     let message = unary_message(buf, parts.status, encoding, &trailers, max)
         .map_err(|e| e.with_trailers(&trailers))?;
-    let (mut headers, mut trailers) = (parts.headers, trailers);
-    for field in TRANSPORT_FIELDS {
-        headers.remove(field);
-        trailers.remove(field);
-    }
     Ok(UnaryResponse {
         message,
-        headers,
-        trailers,
+        headers: without_transport_fields(parts.headers),
+        trailers: without_transport_fields(trailers),
     })
+}
+
+/// `map` without `TRANSPORT_FIELDS`, its other entries in their order:
+/// keys as they first came, each key's values together (what listing
+/// metadata promises). Not `HeaderMap::remove`, which moves the last key
+/// into the removed one's place.
+fn without_transport_fields(map: HeaderMap) -> HeaderMap {
+    if !TRANSPORT_FIELDS.iter().any(|f| map.contains_key(*f)) {
+        return map;
+    }
+    let mut out = HeaderMap::with_capacity(map.len());
+    let mut name = None;
+    for (first, value) in map {
+        // `None`: another value of the key before.
+        if let Some(n) = first {
+            name = (!TRANSPORT_FIELDS.contains(&n.as_str())).then_some(n);
+        }
+        if let Some(n) = &name {
+            out.append(n.clone(), value);
+        }
+    }
+    out
 }
 
 // The decoding half of `call`, pure (no h2), so that it is one code path for
@@ -1003,8 +1020,9 @@ pub(crate) fn block_on<F: Future>(fut: F, deadline: Option<Instant>) -> Option<F
 
 #[cfg(test)]
 mod tests {
-    use super::{code, h2_error, past_deadline};
+    use super::{code, h2_error, past_deadline, without_transport_fields};
     use crate::{CallOptions, Channel, ChannelOptions, Code, Runtime, TransportConfig};
+    use http::{HeaderMap, HeaderValue};
     use std::cell::Cell;
     use std::time::Duration;
     use switchyard_testserver::{Listen, ServerOptions, TestServer};
@@ -1108,5 +1126,28 @@ mod tests {
             past_deadline(refused, true, Some(now), now).code,
             code::UNAVAILABLE
         );
+    }
+
+    /// What a caller lists of a response's metadata: the transport's
+    /// fields gone, the rest grouped by key in the order keys first came.
+    #[test]
+    fn leaving_out_the_transport_fields_keeps_the_order() {
+        let mut m = HeaderMap::new();
+        for (k, v) in [
+            ("grpc-status", "0"),
+            ("x-t", "1"),
+            ("grpc-message", "m"),
+            ("x-u", "2"),
+            ("x-t", "3"),
+            ("x-t-bin", "AQ"),
+        ] {
+            m.append(k, HeaderValue::from_static(v));
+        }
+        let listed: Vec<(String, String)> = without_transport_fields(m)
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_str().unwrap().to_string()))
+            .collect();
+        let want = [("x-t", "1"), ("x-t", "3"), ("x-u", "2"), ("x-t-bin", "AQ")];
+        assert_eq!(listed, want.map(|(k, v)| (k.to_string(), v.to_string())));
     }
 }
