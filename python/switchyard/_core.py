@@ -346,8 +346,9 @@ class Response(_Owned):
         self.trailers = Metadata(self, lib.sy_buffer_trailer, lib.sy_buffer_trailer_at)
 
     def initial_metadata(self):
-        """grpcio's spelling: the response headers as (key, value) pairs."""
-        return self.headers.items()
+        """grpcio's spelling: the response headers as (key, value) pairs,
+        without content-type (the transport's; grpcio lists it neither)."""
+        return [(k, v) for k, v in self.headers.items() if k != "content-type"]
 
     def trailing_metadata(self):
         """grpcio's spelling: the response trailers as (key, value) pairs."""
@@ -377,10 +378,15 @@ def _metadata_array(metadata):
         if value is None:
             value = b""  # as grpcio sends None
         if key.lower().endswith(b"-bin"):
-            # Binary values travel as base64 (str values as their UTF-8).
+            # Binary values are bytes (a str raises TypeError, as in
+            # grpcio) and travel as base64.
             if isinstance(value, (bytearray, memoryview)):
                 value = bytes(value)
-            value = base64.b64encode(_as_bytes(value, "a -bin metadata value")).rstrip(b"=")
+            if not isinstance(value, bytes):
+                raise TypeError(
+                    f"a -bin metadata value must be bytes, not {type(value).__name__}"
+                )
+            value = base64.b64encode(value).rstrip(b"=")
         else:
             # The library checks it is printable ASCII.
             value = _c_text(value, "metadata value")
@@ -466,7 +472,11 @@ class Reader(_Owned):
         if not self._ptr:
             raise ValueError("reader is closed")
         m = _c_text(method, "method") if method else None
-        h = C.byref(C.c_uint64(request_hash)) if request_hash is not None else None
+        h = (
+            C.byref(C.c_uint64(_ffi.unsigned(request_hash, 64, "request_hash")))
+            if request_hash is not None
+            else None
+        )
         result = _ffi.PickResult()
         check(
             lib.sy_pick(
@@ -846,7 +856,8 @@ class Channel(_Owned):
                 h = _put(user_data) if user_data is not None else 0
                 if h:
                     handles.append(h)
-                entries.append(_ffi.Address(address.encode(), int(weight), h or None))
+                weight = _ffi.unsigned(weight, 32, "an address's weight")
+                entries.append(_ffi.Address(address.encode(), weight, h or None))
         except BaseException:
             for h in handles:
                 _pop(h)

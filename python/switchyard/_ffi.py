@@ -7,6 +7,7 @@ sy_call_unary do not stall other Python threads, and the library's callbacks
 into Python take the GIL back themselves.
 """
 import ctypes as C
+import numbers
 import os
 
 # sy_status numbers (stable, from the header).
@@ -44,6 +45,25 @@ SY_MAX_LOAD_METRICS = 16
 MAX_TIMEOUT_MS = float(2**53)
 
 
+def seconds(timeout):
+    """`timeout` as a float number of seconds: a real number (as grpcio
+    takes), not a str or a bool."""
+    if isinstance(timeout, bool) or not isinstance(timeout, numbers.Real):
+        raise TypeError(f"timeout must be a number of seconds or None, not {type(timeout).__name__}")
+    return float(timeout)
+
+
+def unsigned(value, bits, what):
+    """`value` as a C unsigned integer of `bits` bits: an int in range (a
+    ctypes integer would wrap one outside it without a word)."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+        raise TypeError(f"{what} must be an int, not {type(value).__name__}")
+    value = int(value)
+    if not 0 <= value < 1 << bits:
+        raise OverflowError(f"{what} must be from 0 to 2**{bits} - 1, not {value}")
+    return value
+
+
 def call_timeout_ms(timeout):
     """A call's timeout in seconds as sy_call_options' (timeout_ms,
     has_timeout): None is no deadline (has_timeout false); 0 or less is a
@@ -51,7 +71,7 @@ def call_timeout_ms(timeout):
     timeout below 1 ms rounds up to 1 ms."""
     if timeout is None:
         return 0, False
-    timeout = float(timeout)
+    timeout = seconds(timeout)
     if timeout != timeout:
         raise ValueError("timeout must be a number of seconds or None, not NaN")
     if timeout <= 0:
@@ -70,7 +90,7 @@ def pick_timeout_ms(timeout):
     (sy_pick's wait-free mode)."""
     if timeout is None:
         return SY_WAIT_FOREVER
-    timeout = float(timeout)
+    timeout = seconds(timeout)
     if timeout != timeout:
         raise ValueError("timeout must be a number of seconds or None, not NaN")
     if timeout < 0:
@@ -128,7 +148,7 @@ def call_options(timeout, wait_for_ready, metadata, metadata_len, request_hash):
     if metadata is not None:
         opts.metadata = C.cast(metadata, C.POINTER(Metadata))
     if request_hash is not None:
-        opts.request_hash = request_hash
+        opts.request_hash = unsigned(request_hash, 64, "request_hash")
         opts.has_request_hash = True
     return opts
 

@@ -155,6 +155,11 @@ def test_pick_without_ready_subchannel():
             with pytest.raises(sy.RpcError) as err:
                 reader.pick(timeout=0.05)
             assert err.value.code == sy.StatusCode.DEADLINE_EXCEEDED
+            # Out of its C range: refused, not wrapped around.
+            with pytest.raises(OverflowError):
+                reader.pick(request_hash=-1, timeout=0)
+        with pytest.raises(OverflowError):
+            ch.update_addresses([("127.0.0.1:9", None, 2**32)])
 
 
 class Idle(sy.HostTransport):
