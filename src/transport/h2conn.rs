@@ -570,6 +570,21 @@ impl Connection {
         }
         if let Poll::Ready(res) = done {
             let msg = match res {
+                // A TLS server that gets a plaintext client's HTTP/2
+                // preface closes without a word (C-core does): say what
+                // that usually means.
+                Ok(())
+                    if !self.ready
+                        && self.server_name.is_none()
+                        && self.flags.plaintext_read_nothing() =>
+                {
+                    format!(
+                        "connection to {} closed by peer before it said anything: \
+                         a TLS server does so to a plaintext client (use TLS \
+                         credentials, not insecure, for this server?)",
+                        self.peer
+                    )
+                }
                 Ok(()) => format!("connection to {} closed by peer", self.peer),
                 Err(e) => {
                     if e.is_go_away() && e.is_remote() {

@@ -114,6 +114,13 @@ pub(crate) struct IoFlags {
     pub(crate) first_frame: AtomicU8,
 }
 
+impl IoFlags {
+    /// Whether a plaintext stream has read nothing from its peer yet.
+    pub(crate) fn plaintext_read_nothing(&self) -> bool {
+        !self.first_read_done.load(Ordering::Relaxed)
+    }
+}
+
 // 0 (the default): the server's first frame has not been read whole yet.
 /// The server's first frame was SETTINGS, read whole (h2 applies it in the
 /// same poll that reads it): the connection is READY (gRPC's rule).

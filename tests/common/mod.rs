@@ -333,6 +333,13 @@ pub fn tls_right_ca_works_wrong_ca_says_why(addr: SocketAddr, ca_pem: &[u8]) {
         e.contains("TLS handshake") && e.contains("certificate"),
         "{e}"
     );
+
+    // A plaintext channel to it: the error says what that likely means,
+    // whether the server answers in TLS or closes without a word.
+    let plain = channel(&rt, &target, None, plaintext());
+    wait_state(&plain, TransientFailure);
+    let e = pick_error(&plain);
+    assert!(e.contains("TLS"), "{e}");
 }
 
 /// A listener that accepts TCP and never speaks: TRANSIENT_FAILURE at the
