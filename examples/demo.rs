@@ -18,6 +18,9 @@
 //!     [--backends 3] [--duration 12] [--threads 4] [--service-config JSON]
 //!     [--target TARGET]
 //!
+//! `--policy NAME` runs any registered policy with its defaults (outlier
+//! detection over round_robin; every RPC carries a random request hash, for
+//! ring_hash); an unknown name is refused up front.
 //! `--service-config` replaces the config `--policy` makes (its policy is
 //! the one shown); an invalid one is refused up front with the JSON path
 //! that is wrong (a channel would start in TRANSIENT_FAILURE with it).
@@ -90,12 +93,33 @@ fn parse_args() -> Result<Args, String> {
     if !(1..=256).contains(&a.threads) {
         return Err("--threads must be 1 to 256".into());
     }
-    if let Some(json) = &a.service_config {
-        let parsed = service_config::ServiceConfig::parse(Some(json))
-            .map_err(|e| format!("--service-config is invalid: {e}"))?;
-        a.policy = parsed.policy.name().to_string();
+    match &a.service_config {
+        Some(json) => {
+            let parsed = service_config::ServiceConfig::parse(Some(json))
+                .map_err(|e| format!("--service-config is invalid: {e}"))?;
+            a.policy = parsed.policy.name().to_string();
+        }
+        None => {
+            // Refused up front too: an unknown name, say.
+            let json = policy_config(&a.policy);
+            service_config::ServiceConfig::parse(Some(&json))
+                .map_err(|e| format!("--policy {}: {e}", a.policy))?;
+            a.service_config = Some(json);
+        }
     }
     Ok(a)
+}
+
+/// The service config `--policy NAME` stands for: the policy with its
+/// defaults; outlier detection wraps round_robin (it needs a child).
+/// ring_hash hashes each RPC's own hash (the RPC threads give every call a
+/// random one).
+fn policy_config(policy: &str) -> String {
+    let config = match policy {
+        "outlier_detection_experimental" => r#"{"childPolicy":[{"round_robin":{}}]}"#,
+        _ => "{}",
+    };
+    format!(r#"{{"loadBalancingConfig":[{{{policy:?}:{config}}}]}}"#)
 }
 
 /// The demo's phases, in order; each starts with the event that names it.
@@ -264,7 +288,7 @@ fn run(args: &Args) -> Result<bool, String> {
     let config = args
         .service_config
         .clone()
-        .unwrap_or_else(|| format!(r#"{{"loadBalancingConfig":[{{"{}":{{}}}}]}}"#, args.policy));
+        .unwrap_or_else(|| policy_config(&args.policy));
     let mut opts = ChannelOptions {
         // Plaintext on purpose: the demo's backends speak h2c on loopback.
         transport: Some(TransportConfig::insecure()),
@@ -602,10 +626,20 @@ fn enter_phase(
 
 fn rpc_thread(channel: &Channel, stats: &Stats) {
     let mut reader = channel.reader();
+    // Each call's request hash (ring_hash sends it to the key's backend;
+    // other policies ignore it): keys spread over the ring.
+    let mut key = std::hash::BuildHasher::hash_one(
+        &std::collections::hash_map::RandomState::new(),
+        std::thread::current().id(),
+    ) | 1;
     while !stats.stop.load(Ordering::Relaxed) && !channel.is_closed() {
+        key ^= key << 13;
+        key ^= key >> 7;
+        key ^= key << 17;
         let opts = CallOptions {
             deadline: Some(Instant::now() + Duration::from_secs(5)),
             wait_for_ready: Some(true),
+            hash: Some(key),
             ..Default::default()
         };
         let generation = channel.picker_generation();

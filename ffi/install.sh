@@ -56,4 +56,9 @@ for f in switchyardConfig switchyardConfigVersion; do
     -e "s/@SONAME@/$SONAME/g" -e "s/@SIZEOF_VOID_P@/$PTR/g" \
     "$ROOT/ffi/cmake/$f.cmake.in" > "$PREFIX/lib/cmake/switchyard/$f.cmake"
 done
+# As root, refresh the loader's cache: a prefix it covers (/usr/local) finds
+# the new SONAME only through it.
+if [ "$(id -u)" = 0 ] && command -v ldconfig >/dev/null 2>&1; then
+  ldconfig || true
+fi
 echo "installed switchyard $VERSION ($SONAME) into $PREFIX"

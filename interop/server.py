@@ -1,7 +1,8 @@
 #!/usr/bin/env python3
 """Real gRPC backends (grpcio, i.e. gRPC C-core) for switchyard's interop tests.
 
-Starts --count servers on 127.0.0.1 (ephemeral ports), each serving:
+Starts --count servers on 127.0.0.1 (ephemeral ports; --ports P1,P2,... for
+fixed ones), each serving:
   /echo.Echo/Unary        bytes in, request + b"|port=<port>" out (generic
                           handler, identity serializers: no protoc), with
                           "x-backend-port: <port>" as initial and trailing
@@ -192,6 +193,7 @@ def command(line, backends):
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--count", type=int, default=1)
+    ap.add_argument("--ports", help="fixed ports, comma-separated, instead of --count ephemeral ones")
     ap.add_argument("--tls-cert")
     ap.add_argument("--tls-key")
     ap.add_argument("--no-health", action="store_true")
@@ -210,12 +212,13 @@ def main():
         with open(args.tls_key, "rb") as k, open(args.tls_cert, "rb") as c:
             credentials = grpc.ssl_server_credentials([(k.read(), c.read())])
     loads = [float(u) for u in args.orca.split(",")] if args.orca else []
+    ports = [int(p) for p in args.ports.split(",")] if args.ports else [0] * args.count
     backends = {}
-    for i in range(args.count):
+    for i, port in enumerate(ports):
         compression = {"gzip": grpc.Compression.Gzip, "deflate": grpc.Compression.Deflate}.get(
             args.compression
         )
-        b = Backend(0, credentials, not args.no_health, compression)
+        b = Backend(port, credentials, not args.no_health, compression)
         if i < len(loads):
             b.orca = orca_load_report(loads[i], 100.0, 0.0)
         b.start()
