@@ -170,14 +170,11 @@ impl WeightedRoundRobin {
     /// endpoint that is unhealthy, or not yet known healthy, reports too.
     fn sync_oob(&mut self, cc: &mut dyn ClientConn, at: usize) {
         let config = self.config.load();
-        let Some(child) = self.children.at(at) else {
-            return;
-        };
         let want = config
             .enable_oob_load_report
-            .then(|| child.subconns().iter().find(|sc| sc.is_connected()))
+            .then(|| self.connected(at))
             .flatten()
-            .map(|sc| (sc.id(), config.oob_reporting_period));
+            .map(|sc| (sc, config.oob_reporting_period));
         let Some(w) = self.weights.get_mut(at) else {
             return;
         };
@@ -191,6 +188,17 @@ impl WeightedRoundRobin {
             let id = cc.register_oob_listener(sc, period, w.weight.clone());
             w.oob = Some((sc, period, id));
         }
+    }
+
+    /// The subchannel the endpoint at `at` is connected on (its transport
+    /// up, healthy or not), if any.
+    fn connected(&self, at: usize) -> Option<SubConnId> {
+        let child = self.children.at(at)?;
+        child
+            .subconns()
+            .iter()
+            .find(|sc| sc.is_connected())
+            .map(|sc| sc.id())
     }
 
     /// Every endpoint stops listening (the policy closes, or loses them all).
@@ -315,21 +323,14 @@ impl ChildParent for WeightedRoundRobin {
     fn child_changed(&mut self, cc: &mut dyn ClientConn, key: &str) {
         self.children.keep_connected(cc, key);
         self.align(cc);
-        let at = self.children.position(key);
-        if let Some(at) = at {
-            let connected = self
-                .children
-                .at(at)
-                .and_then(|c| c.subconns().iter().find(|sc| sc.is_connected()))
-                .map(|sc| sc.id());
+        if let Some(at) = self.children.position(key) {
+            let connected = self.connected(at);
             if let Some(w) = self.weights.get_mut(at) {
                 if connected.is_some() && connected != w.connected {
                     w.weight.ready_again();
                 }
                 w.connected = connected;
             }
-        }
-        if let Some(at) = at {
             self.sync_oob(cc, at);
         }
         // Rebuilding is O(endpoints): deferred to `work`, so a burst of
