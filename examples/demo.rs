@@ -11,8 +11,9 @@
 //!    on it are lost, as in gRPC; they are counted apart, and any other
 //!    failure is still a failure.
 //!
-//! Exits 0 only if nothing failed, the restarted backend rejoined and every
-//! phase saw traffic; 1 otherwise; 2 for bad flags or setup.
+//! Exits 0 only if nothing failed, every phase saw traffic and (under
+//! round_robin) the restarted backend rejoined; 1 otherwise; 2 for bad flags
+//! or setup.
 //!
 //! cargo run --release --example demo -- [--policy round_robin]
 //!     [--backends 3] [--duration 12] [--threads 4] [--service-config JSON]

@@ -1,6 +1,6 @@
 //! weighted_round_robin's endpoint weights: load reports (done hooks, on any
-//! RPC thread) against the loop's resets (`ready_again` when the endpoint
-//! comes back READY, and `effective` forgetting the blackout start of a
+//! RPC thread) against the loop's resets (`connected_anew` when the
+//! endpoint connects again, and `effective` forgetting the blackout start of a
 //! weight gone stale), each side under the endpoint's lock. Whatever the
 //! interleaving, the outcome is one a serial order gives: a report's time
 //! never stands without a blackout start (a weight that counts with no
@@ -97,13 +97,13 @@ fn check(weight: &EndpointWeight, clock: &LoomClock) {
 /// The endpoint comes back READY while a report is being taken; an earlier
 /// report had started the blackout, so the racing one may see that start.
 #[test]
-fn ready_again_racing_a_report() {
+fn connected_anew_racing_a_report() {
     loom::model(|| {
         let World { clock, weight } = world();
         weight.report(LOAD);
         let w = weight.clone();
         let rpc = thread::spawn(move || w.report(LOAD));
-        weight.ready_again();
+        weight.connected_anew();
         rpc.join().unwrap();
         check(&weight, &clock);
     });
@@ -121,7 +121,7 @@ fn a_report_timed_before_a_reset_counts_from_the_reset() {
         // The loop, some time later.
         clock.advance(Duration::from_secs(5));
         let reset = clock.now();
-        weight.ready_again();
+        weight.connected_anew();
         rpc.join().unwrap();
         check(&weight, &clock);
         // Its blackout runs from the reset, whenever the report was timed.
@@ -156,7 +156,7 @@ fn two_reports_after_a_reset() {
     loom::model(|| {
         let World { clock, weight } = world();
         weight.report(LOAD);
-        weight.ready_again();
+        weight.connected_anew();
         let w = weight.clone();
         let rpc = thread::spawn(move || w.report(LOAD));
         weight.report(LOAD);

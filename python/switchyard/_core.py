@@ -755,7 +755,10 @@ class Channel(_Owned):
         bytes; `timeout` seconds (None: no deadline); `metadata` a dict or
         (key, value) pairs; `wait_for_ready` True or False overrides the
         service config's waitForReady (None: the config decides, else fail
-        fast). Returns a Response; raises RpcError with the gRPC
+        fast); `request_hash` an int below 2**64 for ring_hash (under a
+        `requestHashHeader` it serves only a call without metadata: one with
+        metadata hashes that header, at random when it lacks it, as gRPC
+        does). Returns a Response; raises RpcError with the gRPC
         code (the server's, or DEADLINE_EXCEEDED, UNAVAILABLE, ...)."""
         if in_callback():
             raise RuntimeError("switchyard: no blocking call inside a library callback")

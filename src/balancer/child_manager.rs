@@ -117,6 +117,12 @@ impl Child {
     pub fn subconns(&self) -> &[Arc<SubConn>] {
         &self.subconns
     }
+
+    /// The subchannel it is connected on (its transport up, healthy or
+    /// not: `SubConn::is_connected`), if any.
+    pub fn connected_subconn(&self) -> Option<&Arc<SubConn>> {
+        self.subconns.iter().find(|sc| sc.is_connected())
+    }
 }
 
 /// What one child is told in [`ChildManager::update`].
@@ -482,7 +488,7 @@ impl ChildManager {
         let lost = match state {
             Some(ConnectivityState::Idle) => true,
             Some(ConnectivityState::TransientFailure) => {
-                !child.is_some_and(|c| c.subconns().iter().any(|sc| sc.is_connected()))
+                !child.is_some_and(|c| c.connected_subconn().is_some())
             }
             _ => false,
         };

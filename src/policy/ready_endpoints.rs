@@ -262,7 +262,8 @@ impl<P: ReadyPicking> ChildParent for ReadyEndpoints<P> {
     }
 
     /// After a child changed: reconnect it if it went IDLE (and re-resolve
-    /// on IDLE or TRANSIENT_FAILURE, as round_robin does), then republish.
+    /// when its connection was lost or failed, not on a health verdict: see
+    /// `ChildManager::keep_connected`), then republish.
     fn child_changed(&mut self, cc: &mut dyn ClientConn, key: &str) {
         self.children.keep_connected(cc, key);
         self.regenerate(cc, Some(key));

@@ -115,7 +115,8 @@ pub(crate) struct IoFlags {
 }
 
 impl IoFlags {
-    /// Whether a plaintext stream has read nothing from its peer yet.
+    /// Whether a plaintext stream has read nothing from its peer yet
+    /// (always true on a TLS stream: ask only of a plaintext one).
     pub(crate) fn plaintext_read_nothing(&self) -> bool {
         !self.first_read_done.load(Ordering::Relaxed)
     }

@@ -144,8 +144,9 @@ fn ring_size(config: &serde_json::Value, field: &str, default: u64) -> Result<u6
     }
 }
 
-/// `requestHashHeader`: lower-cased; a metadata key (0-9 a-z - _ .) that is
-/// not binary (`-bin`). Empty means none.
+/// `requestHashHeader`: lower-cased; a metadata key (0-9 a-z - _ .) or a
+/// pseudo-header (`:path`: never in an RPC's metadata, so its picks hash at
+/// random), not binary (`-bin`). Empty means none.
 fn request_hash_header(config: &serde_json::Value) -> Result<Option<Arc<str>>, String> {
     let header = match config_field(config, "requestHashHeader") {
         None => return Ok(None),

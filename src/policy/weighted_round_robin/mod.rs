@@ -19,7 +19,7 @@
 //! period `oobReportingPeriod`), the channel keeps an ORCA stream open on
 //! that connection, and each report goes through the same weight
 //! computation; per-call reports are then ignored. Registrations follow
-//! the endpoint's READY subchannel, the config, and the policy's life.
+//! the endpoint's connected subchannel, the config, and the policy's life.
 //! That needs the library's own connections: a host-transport channel
 //! feeds load through `done` instead.
 
@@ -193,12 +193,7 @@ impl WeightedRoundRobin {
     /// The subchannel the endpoint at `at` is connected on (its transport
     /// up, healthy or not), if any.
     fn connected(&self, at: usize) -> Option<SubConnId> {
-        let child = self.children.at(at)?;
-        child
-            .subconns()
-            .iter()
-            .find(|sc| sc.is_connected())
-            .map(|sc| sc.id())
+        Some(self.children.at(at)?.connected_subconn()?.id())
     }
 
     /// Every endpoint stops listening (the policy closes, or loses them all).
@@ -327,7 +322,7 @@ impl ChildParent for WeightedRoundRobin {
             let connected = self.connected(at);
             if let Some(w) = self.weights.get_mut(at) {
                 if connected.is_some() && connected != w.connected {
-                    w.weight.ready_again();
+                    w.weight.connected_anew();
                 }
                 w.connected = connected;
             }

@@ -82,7 +82,7 @@ fn is_utilization_metric(name: &str) -> bool {
 /// lists the endpoint, so reports outlive picker updates.
 ///
 /// Behind a per-endpoint lock, as in gRPC-Go and gRPC C++: reports (any
-/// thread) and the loop's resets (`ready_again`, and `effective` when the
+/// thread) and the loop's resets (`connected_anew`, and `effective` when the
 /// weight went stale) each read and write the three together, the report's
 /// time taken inside, so a report comes wholly before or wholly after a
 /// reset. Only a done that carries load metrics takes it; picks, and dones
@@ -153,7 +153,7 @@ impl EndpointWeight {
     /// The endpoint connected (again): reports before now no longer count,
     /// and its weight counts again only after new reports and a new
     /// blackout (gRPC-Go forgets both times then).
-    pub fn ready_again(&self) {
+    pub fn connected_anew(&self) {
         let mut t = lock(&self.times);
         t.last_updated = None;
         t.non_empty_since = None;
