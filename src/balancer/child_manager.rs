@@ -488,7 +488,7 @@ impl ChildManager {
         let lost = match state {
             Some(ConnectivityState::Idle) => true,
             Some(ConnectivityState::TransientFailure) => {
-                !child.is_some_and(|c| c.connected_subconn().is_some())
+                child.is_none_or(|c| c.connected_subconn().is_none())
             }
             _ => false,
         };
