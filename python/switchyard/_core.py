@@ -348,7 +348,7 @@ class Response(_Owned):
     def initial_metadata(self):
         """grpcio's spelling: the response headers as (key, value) pairs,
         without content-type (the transport's; grpcio lists it neither)."""
-        return [(k, v) for k, v in self.headers.items() if k != "content-type"]
+        return tuple((k, v) for k, v in self.headers.items() if k != "content-type")
 
     def trailing_metadata(self):
         """grpcio's spelling: the response trailers as (key, value) pairs."""
