@@ -107,6 +107,14 @@ pub(crate) struct WeightedRoundRobin {
     /// The schedule-rebuild timer and the period it was armed with.
     timer: Option<(TimerToken, Duration)>,
     reported: Option<ConnectivityState>,
+    /// The scaled weights of the schedule last published over
+    /// `ready_entries` (`None`: plain round robin, or none published): a
+    /// rebuild that comes to the same schedule publishes nothing, so
+    /// readers keep their place in it (a new picker starts its sequence
+    /// again: republished every `weightUpdatePeriod` at a few calls per
+    /// period, traffic would follow the schedule's first steps, not its
+    /// weights).
+    published: Option<Option<Vec<u16>>>,
     /// A child changed since the last rebuild; a `work` call is scheduled
     /// to rebuild once for however many change before the loop gets to it.
     dirty: bool,
@@ -122,6 +130,7 @@ impl Default for WeightedRoundRobin {
             ready_entries: None,
             timer: None,
             reported: None,
+            published: None,
             dirty: false,
         }
     }
@@ -253,7 +262,8 @@ impl WeightedRoundRobin {
             )
         } else if counts.ready > 0 {
             match self.schedule(cc) {
-                Some(p) => (ConnectivityState::Ready, Box::new(p)),
+                Some(Scheduled::New(p)) => (ConnectivityState::Ready, Box::new(p)),
+                Some(Scheduled::Same) => return,
                 None => (ConnectivityState::Connecting, Box::new(QueuePicker)),
             }
         } else if counts.connecting > 0 || counts.idle > 0 {
@@ -274,7 +284,7 @@ impl WeightedRoundRobin {
     /// The schedule over the READY endpoints with the weights that count
     /// now. `None` if no READY child has a subchannel to pick (a pick_first
     /// child always has one).
-    fn schedule(&mut self, cc: &mut dyn ClientConn) -> Option<WrrPicker> {
+    fn schedule(&mut self, cc: &mut dyn ClientConn) -> Option<Scheduled> {
         let now = cc.now();
         let config = self.config.load();
         if self.weights_version != Some(self.children.version()) {
@@ -288,8 +298,18 @@ impl WeightedRoundRobin {
                 weights.push(w.weight.effective(now, &config));
             }
         }
+        let scaled = scale(&weights);
         let entries = match reuse {
-            Some(e) if e.len() == weights.len() => e,
+            Some(e) if e.len() == weights.len() => {
+                if self.reported == Some(ConnectivityState::Ready)
+                    && self.published.as_ref() == Some(&scaled)
+                {
+                    // The schedule already published: nothing to publish.
+                    self.ready_entries = Some(e);
+                    return Some(Scheduled::Same);
+                }
+                e
+            }
             _ => {
                 // Same filter and order as the weights above.
                 let endpoints = self
@@ -302,10 +322,19 @@ impl WeightedRoundRobin {
                 scheduler::entries(endpoints)
             }
         };
-        let picker = WrrPicker::over(entries, scale(&weights).as_deref())?;
+        let picker = WrrPicker::over(entries, scaled.as_deref())?;
         self.ready_entries = Some(picker.entries().clone());
-        Some(picker)
+        self.published = Some(scaled);
+        Some(Scheduled::New(picker))
     }
+}
+
+/// What a schedule rebuild came to.
+enum Scheduled {
+    /// A new schedule, to publish.
+    New(WrrPicker),
+    /// The one already published, unchanged.
+    Same,
 }
 
 impl ChildParent for WeightedRoundRobin {

@@ -834,3 +834,21 @@ fn out_of_band_reports_before_health_passes_count() {
     cc.advance(&mut *wrr, SECOND);
     assert_follows(&shares(&mut cc, 2, 22_000), &[1.0, 10.0]);
 }
+
+#[test]
+fn a_rebuild_to_the_same_schedule_publishes_nothing() {
+    // Readers keep their place in an unchanged schedule: republished each
+    // update period, a few calls per period would only ever take its
+    // first steps.
+    let (mut cc, mut wrr) = ready(3, serde_json::json!({"blackoutPeriod": "0s"}));
+    report(&cc, 300, qps_load(&[1.0, 2.0, 3.0]));
+    cc.advance(&mut *wrr, SECOND);
+    let published = cc.pickers_published();
+    cc.advance(&mut *wrr, 5 * SECOND);
+    assert_eq!(cc.pickers_published(), published);
+    // New weights: a new schedule.
+    report(&cc, 300, qps_load(&[3.0, 2.0, 1.0]));
+    cc.advance(&mut *wrr, SECOND);
+    assert!(cc.pickers_published() > published);
+    assert_follows(&shares(&mut cc, 3, 30_000), &[3.0, 2.0, 1.0]);
+}
