@@ -205,9 +205,12 @@ impl Settings {
 /// deadline is the earlier of the caller's and now plus the `timeout`; the
 /// caller's wait-for-ready, when given, stands over the config's
 /// `waitForReady` (gRPC applies the config first, then the call's
-/// options); a request over `maxRequestMessageBytes` fails
-/// with RESOURCE_EXHAUSTED before anything is picked or sent, as gRPC's
-/// client does.
+/// options); a request over `maxRequestMessageBytes` (by default 2 GiB - 1,
+/// as gRPC-Go's) fails with RESOURCE_EXHAUSTED before anything is picked
+/// or sent, as gRPC's client does.
+/// The largest request a call sends unless its method config allows more.
+const DEFAULT_MAX_SEND_MESSAGE: usize = i32::MAX as usize;
+
 fn settings(
     configs: &MethodConfigs,
     retry_disabled: bool,
@@ -220,7 +223,19 @@ fn settings(
         .map_err(|e| Status::new(Code::ResourceExhausted, e.message))?;
     let tokens = configs.tokens.clone();
     let unbuffered = request_len.saturating_add(5) > RETRY_BUFFER;
-    let Some(c) = configs.lookup(method) else {
+    let c = configs.lookup(method);
+    // The method's `maxRequestMessageBytes`, else gRPC-Go's default
+    // (`defaultClientMaxSendMessageSize`, math.MaxInt32).
+    let max = c
+        .and_then(|c| c.max_request_message_bytes)
+        .map_or(DEFAULT_MAX_SEND_MESSAGE, |m| m as usize);
+    if request_len > max {
+        return Err(Status::new(
+            Code::ResourceExhausted,
+            format!("trying to send message larger than max ({request_len} vs. {max})"),
+        ));
+    }
+    let Some(c) = c else {
         return Ok(Settings {
             deadline: options.deadline,
             wait_for_ready: options.wait_for_ready.unwrap_or(false),
@@ -231,14 +246,6 @@ fn settings(
             unbuffered,
         });
     };
-    if let Some(max) = c.max_request_message_bytes {
-        if request_len > max as usize {
-            return Err(Status::new(
-                Code::ResourceExhausted,
-                format!("trying to send message larger than max ({request_len} vs. {max})"),
-            ));
-        }
-    }
     let from_config = c.timeout.and_then(|t| Instant::now().checked_add(t));
     let deadline = match (options.deadline, from_config) {
         (Some(a), Some(b)) => Some(a.min(b)),
@@ -379,7 +386,22 @@ impl Reader {
 
 #[cfg(test)]
 mod tests {
-    use super::{check_metadata, check_method};
+    use super::{check_metadata, check_method, settings, CallOptions};
+    use crate::service_config::MethodConfigs;
+    use crate::Code;
+
+    #[test]
+    fn requests_over_2_gib_are_refused_unless_the_method_config_allows_them() {
+        let limit = i32::MAX as usize;
+        let options = CallOptions::default();
+        let none = MethodConfigs::default();
+        let over = settings(&none, false, "/a/b", limit + 1, &options).err();
+        assert_eq!(over.map(|s| s.code()), Some(Code::ResourceExhausted));
+        assert!(settings(&none, false, "/a/b", limit, &options).is_ok());
+        let json = r#"{"methodConfig":[{"name":[{}],"maxRequestMessageBytes":3000000000}]}"#;
+        let config = crate::service_config::ServiceConfig::parse(Some(json)).unwrap();
+        assert!(settings(&config.methods, false, "/a/b", limit + 1, &options).is_ok());
+    }
 
     #[test]
     fn a_method_is_a_uri_path_of_two_parts_or_more() {

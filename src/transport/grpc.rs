@@ -462,10 +462,15 @@ fn without_transport_fields(map: HeaderMap) -> HeaderMap {
 /// HEADERS ended the stream. Only then is a grpc-status there the call's:
 /// response headers that do not end the stream carry none (gRPC-Go's
 /// operateHeaders reads it only with END_STREAM; gRPC Java strips it).
+/// A response without a gRPC content-type is not gRPC's, so its HTTP
+/// status decides even when it carries a grpc-status (gRPC-Go's
+/// operateHeaders looks at grpc-status only once it knows the answer is
+/// gRPC; a proxy's error page may carry anything).
 pub(crate) fn unary_head(
     parts: &http::response::Parts,
     trailers_only: bool,
 ) -> Result<(), CallError> {
+    check_response_head(parts)?;
     // Trailers-only response: the status lives in the headers.
     if let Some((code, message)) = grpc_status(&parts.headers).filter(|_| trailers_only) {
         check_binary_metadata(&parts.headers)?;
@@ -474,7 +479,6 @@ pub(crate) fn unary_head(
             _ => CallError::new(code, message),
         });
     }
-    check_response_head(parts)?;
     check_binary_metadata(&parts.headers)
 }
 
@@ -490,26 +494,44 @@ pub(crate) fn recv_limit(channel: Option<usize>, method: Option<usize>) -> usize
 }
 
 /// Adds one DATA chunk to a unary response's body, within the receive
-/// limit `max`.
+/// limit `max`, which bounds each message (gRPC-Go's `recvMsg`), not the
+/// body: the buffer holds at most one message within it and the next one's
+/// prefix, which is enough to fail as gRPC-Go's unary receive does when a
+/// second message follows (it reads it: over the limit by its prefix,
+/// RESOURCE_EXHAUSTED; else a protocol violation, INTERNAL).
 pub(crate) fn unary_body_chunk(
     buf: &mut BytesMut,
     chunk: &[u8],
     max: usize,
 ) -> Result<(), CallError> {
-    if buf.len() + chunk.len() > max.saturating_add(5) {
-        return Err(CallError::new(
-            code::RESOURCE_EXHAUSTED,
-            format!("response larger than max receive message size ({max})"),
-        ));
-    }
-    buf.extend_from_slice(chunk);
+    let room = max.saturating_add(2 * 5).saturating_sub(buf.len());
+    buf.extend_from_slice(&chunk[..chunk.len().min(room)]);
     // Refuse by the length prefix, before buffering what it announces.
-    check_announced_len(buf, max)?;
+    let Some(first) = check_announced_len(buf, max)? else {
+        return Ok(());
+    };
+    // A full buffer always gets here: `first <= max`, so the second
+    // prefix is in it.
+    if let Some(rest) = buf.get(5 + first..) {
+        if check_announced_len(rest, max)?.is_some() {
+            return Err(more_than_one_message());
+        }
+    }
     Ok(())
 }
 
+fn more_than_one_message() -> CallError {
+    CallError::new(
+        code::INTERNAL,
+        "more than one response message for unary call",
+    )
+}
+
 /// The unary call's outcome from its whole body and its trailers: the one
-/// response message, or the status that failed the call.
+/// response message, or the status that failed the call. The message is
+/// read first, as gRPC-Go's `recvMsg` reads it before the status: one that
+/// cannot be read (truncated, a second one, compressed without a coding)
+/// fails the call INTERNAL whatever the trailers say.
 pub(crate) fn unary_message(
     mut buf: BytesMut,
     http: http::StatusCode,
@@ -518,28 +540,18 @@ pub(crate) fn unary_message(
     max: usize,
 ) -> Result<Vec<u8>, CallError> {
     check_binary_metadata(trailers)?;
-    match grpc_status(trailers) {
-        Some((code::OK, _)) => {}
-        Some((code, message)) => return Err(CallError::new(code, message)),
-        None => return Err(missing_status(http)),
-    }
     let message = match take_message_in(&mut buf, max, encoding)? {
-        Some(m) if buf.is_empty() => m.to_vec(),
-        Some(_) => {
-            return Err(CallError::new(
-                code::INTERNAL,
-                "more than one response message for unary call",
-            ))
-        }
-        None if buf.is_empty() => {
-            return Err(CallError::new(
-                code::INTERNAL,
-                "no response message for unary call",
-            ))
-        }
+        Some(m) if buf.is_empty() => Some(m.to_vec()),
+        Some(_) => return Err(more_than_one_message()),
+        None if buf.is_empty() => None,
         None => return Err(CallError::new(code::INTERNAL, "truncated gRPC message")),
     };
-    Ok(message)
+    match grpc_status(trailers) {
+        Some((code::OK, _)) => message
+            .ok_or_else(|| CallError::new(code::INTERNAL, "no response message for unary call")),
+        Some((code, message)) => Err(CallError::new(code, message)),
+        None => Err(missing_status(http)),
+    }
 }
 
 /// A response head that is not trailers-only must have a gRPC content-type;
@@ -602,24 +614,27 @@ pub(crate) fn missing_status(http: http::StatusCode) -> CallError {
 }
 
 /// `application/grpc`, alone or with a subtype (`+proto`) or parameters
-/// (`;charset=...`), as gRPC-Go accepts it (not `application/grpc-web`).
+/// (`;charset=...`), as gRPC-Go accepts it (`grpcutil.ContentSubtype`:
+/// case-sensitive, and not `application/grpc-web`).
 fn is_grpc_content_type(v: &[u8]) -> bool {
     const GRPC: &[u8] = b"application/grpc";
-    v.len() >= GRPC.len()
-        && v[..GRPC.len()].eq_ignore_ascii_case(GRPC)
-        && matches!(v.get(GRPC.len()), None | Some(b'+' | b';'))
+    v.starts_with(GRPC) && matches!(v.get(GRPC.len()), None | Some(b'+' | b';'))
 }
 
 /// (grpc-status, percent-decoded grpc-message) if a status is present.
+/// A field sent twice counts by its last value, as gRPC-Go's
+/// operateHeaders (each overwrites the one before) and gRPC Java read it.
 pub(crate) fn grpc_status(map: &HeaderMap) -> Option<(u32, String)> {
-    let raw = map.get("grpc-status")?;
+    let raw = map.get_all("grpc-status").iter().last()?;
     let code = raw
         .to_str()
         .ok()
         .and_then(|s| s.parse::<u32>().ok())
         .unwrap_or(code::UNKNOWN);
     let message = map
-        .get("grpc-message")
+        .get_all("grpc-message")
+        .iter()
+        .last()
         .map(|v| percent_decode(v.as_bytes()))
         .unwrap_or_default();
     Some((code, message))

@@ -209,10 +209,12 @@ impl ServerStream {
 /// A streaming response's head: `Err` ends the stream (a trailers-only
 /// status, UNIMPLEMENTED typically, or not a gRPC response).
 pub(crate) fn stream_head(parts: &http::response::Parts) -> Result<(), CallError> {
-    if let Some((code, message)) = grpc_status(&parts.headers) {
-        return Err(CallError::new(code, message));
+    // Not gRPC's: its HTTP status decides, as for a unary call.
+    check_response_head(parts)?;
+    match grpc_status(&parts.headers) {
+        Some((code, message)) => Err(CallError::new(code, message)),
+        None => Ok(()),
     }
-    check_response_head(parts)
 }
 
 /// The status a stream ends with, from its trailers (`None`: none came)

@@ -1,0 +1,1201 @@
+//! gRPC-Go's transport-utility and header-validation tables
+//! (internal/transport/http_util_test.go, transport_test.go's
+//! TestClientDecodeHeader / TestClientDecodeTrailer, http2_client.go's
+//! operateHeaders, rpc_util.go's recvAndDecompress / checkRecvPayload, and
+//! stream.go's unary cardinality checks) replayed against switchyard's
+//! client through the public API, with a scripted hand-written HTTP/2
+//! server on 127.0.0.1.
+//!
+//! Every expectation is what gRPC-Go's client reports for the same bytes on
+//! the wire; each test cites the Go code it follows.
+
+use std::io::{self, Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::thread::{self, JoinHandle};
+use std::time::{Duration, Instant};
+use switchyard::*;
+
+// ---------------------------------------------------------------------------
+// A scripted HTTP/2 server: it gathers `batch` complete requests (or waits
+// 2 s), then writes whatever the script makes of their stream ids, and
+// repeats. Frames are hand-encoded (HPACK literals without indexing).
+
+const DATA: u8 = 0x0;
+const HEADERS: u8 = 0x1;
+const SETTINGS: u8 = 0x4;
+const PING: u8 = 0x6;
+const WINDOW_UPDATE: u8 = 0x8;
+const END_STREAM: u8 = 0x1;
+const END_HEADERS: u8 = 0x4;
+const ACK: u8 = 0x1;
+
+type Script = Arc<dyn Fn(&[u32]) -> Vec<u8> + Send + Sync>;
+
+struct Server {
+    addr: SocketAddr,
+    stop: Arc<AtomicBool>,
+    accepted: Arc<AtomicUsize>,
+    requests: Arc<AtomicUsize>,
+    /// Every request's header block (HEADERS payload, padding and priority
+    /// removed; the client never needs CONTINUATION for these).
+    blocks: Arc<Mutex<Vec<Vec<u8>>>>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl Server {
+    fn start(batch: usize, script: impl Fn(&[u32]) -> Vec<u8> + Send + Sync + 'static) -> Server {
+        let script: Script = Arc::new(script);
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        listener.set_nonblocking(true).unwrap();
+        let addr = listener.local_addr().unwrap();
+        let stop = Arc::new(AtomicBool::new(false));
+        let accepted = Arc::new(AtomicUsize::new(0));
+        let requests = Arc::new(AtomicUsize::new(0));
+        let blocks = Arc::new(Mutex::new(Vec::new()));
+        let (st, acc, req, blk) = (
+            stop.clone(),
+            accepted.clone(),
+            requests.clone(),
+            blocks.clone(),
+        );
+        let thread = thread::spawn(move || {
+            let end = Instant::now() + Duration::from_secs(60);
+            let mut conns = Vec::new();
+            while !st.load(Ordering::Acquire) && Instant::now() < end {
+                match listener.accept() {
+                    Ok((sock, _)) => {
+                        acc.fetch_add(1, Ordering::AcqRel);
+                        let (st, script, req, blk) =
+                            (st.clone(), script.clone(), req.clone(), blk.clone());
+                        conns.push(thread::spawn(move || {
+                            let _ = serve(sock, batch, &script, &st, &req, &blk);
+                        }));
+                    }
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                        thread::sleep(Duration::from_millis(5))
+                    }
+                    Err(_) => break,
+                }
+            }
+            st.store(true, Ordering::Release);
+            for c in conns {
+                let _ = c.join();
+            }
+        });
+        Server {
+            addr,
+            stop,
+            accepted,
+            requests,
+            blocks,
+            thread: Some(thread),
+        }
+    }
+
+    fn accepted(&self) -> usize {
+        self.accepted.load(Ordering::Acquire)
+    }
+
+    fn requests(&self) -> usize {
+        self.requests.load(Ordering::Acquire)
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Release);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+struct Frame {
+    kind: u8,
+    flags: u8,
+    stream: u32,
+    payload: Vec<u8>,
+}
+
+fn serve(
+    mut sock: TcpStream,
+    batch: usize,
+    script: &Script,
+    stop: &AtomicBool,
+    requests: &AtomicUsize,
+    blocks: &Mutex<Vec<Vec<u8>>>,
+) -> io::Result<()> {
+    sock.set_read_timeout(Some(Duration::from_millis(20)))?;
+    sock.set_nodelay(true)?;
+    // SETTINGS_HEADER_TABLE_SIZE 0: the client's encoder keeps no dynamic
+    // table, so each request's block decodes on its own.
+    sock.write_all(&frame(SETTINGS, 0, 0, &[0, 1, 0, 0, 0, 0]))?;
+    let mut buf = Vec::new();
+    let mut preface = false;
+    let mut pending: Vec<u32> = Vec::new();
+    let mut first_at: Option<Instant> = None;
+    let end = Instant::now() + Duration::from_secs(30);
+    while !stop.load(Ordering::Acquire) && Instant::now() < end {
+        // Parse what is buffered.
+        loop {
+            if !preface {
+                if buf.len() >= 24 {
+                    buf.drain(..24);
+                    preface = true;
+                    continue;
+                }
+                break;
+            }
+            if buf.len() < 9 {
+                break;
+            }
+            let len = u32::from_be_bytes([0, buf[0], buf[1], buf[2]]) as usize;
+            if buf.len() < 9 + len {
+                break;
+            }
+            let f = Frame {
+                kind: buf[3],
+                flags: buf[4],
+                stream: u32::from_be_bytes([buf[5], buf[6], buf[7], buf[8]]) & 0x7fff_ffff,
+                payload: buf[9..9 + len].to_vec(),
+            };
+            buf.drain(..9 + len);
+            if f.kind == HEADERS {
+                let mut p = &f.payload[..];
+                let mut pad = 0;
+                if f.flags & 0x8 != 0 {
+                    pad = p[0] as usize;
+                    p = &p[1..];
+                }
+                if f.flags & 0x20 != 0 {
+                    p = &p[5..];
+                }
+                blocks.lock().unwrap().push(p[..p.len() - pad].to_vec());
+            }
+            match f.kind {
+                SETTINGS if f.flags & ACK == 0 => sock.write_all(&frame(SETTINGS, ACK, 0, &[]))?,
+                PING if f.flags & ACK == 0 => sock.write_all(&frame(PING, ACK, 0, &f.payload))?,
+                DATA if !f.payload.is_empty() => {
+                    let n = (f.payload.len() as u32).to_be_bytes();
+                    sock.write_all(&frame(WINDOW_UPDATE, 0, 0, &n))?;
+                }
+                _ => {}
+            }
+            if matches!(f.kind, HEADERS | DATA) && f.flags & END_STREAM != 0 {
+                requests.fetch_add(1, Ordering::AcqRel);
+                pending.push(f.stream);
+                first_at.get_or_insert_with(Instant::now);
+            }
+        }
+        let waited = first_at.is_some_and(|t| t.elapsed() > Duration::from_secs(2));
+        if !pending.is_empty() && (pending.len() >= batch || waited) {
+            let out = script(&pending);
+            sock.write_all(&out)?;
+            pending.clear();
+            first_at = None;
+        }
+        let mut tmp = [0u8; 16_384];
+        match sock.read(&mut tmp) {
+            Ok(0) => return Ok(()),
+            Ok(n) => buf.extend_from_slice(&tmp[..n]),
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
+                ) => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(())
+}
+
+fn frame(kind: u8, flags: u8, stream: u32, payload: &[u8]) -> Vec<u8> {
+    let len = payload.len() as u32;
+    let mut f = len.to_be_bytes()[1..].to_vec();
+    f.extend([kind, flags]);
+    f.extend(stream.to_be_bytes());
+    f.extend_from_slice(payload);
+    f
+}
+
+/// One HEADERS frame (END_HEADERS) carrying `fields`, literal encoded.
+fn headers(stream: u32, fields: &[(&str, &[u8])], end_stream: bool) -> Vec<u8> {
+    let mut block = Vec::new();
+    for (name, value) in fields {
+        block.extend(lit(name.as_bytes(), value));
+    }
+    let flags = END_HEADERS | if end_stream { END_STREAM } else { 0 };
+    frame(HEADERS, flags, stream, &block)
+}
+
+fn data(stream: u32, payload: &[u8], end_stream: bool) -> Vec<u8> {
+    frame(
+        DATA,
+        if end_stream { END_STREAM } else { 0 },
+        stream,
+        payload,
+    )
+}
+
+/// HPACK literal header field without indexing, new name, no Huffman.
+fn lit(name: &[u8], value: &[u8]) -> Vec<u8> {
+    let mut b = vec![0x00];
+    hpack_int(&mut b, 7, name.len());
+    b.extend_from_slice(name);
+    hpack_int(&mut b, 7, value.len());
+    b.extend_from_slice(value);
+    b
+}
+
+fn hpack_int(b: &mut Vec<u8>, n: u32, mut v: usize) {
+    let max = (1usize << n) - 1;
+    if v < max {
+        b.push(v as u8);
+        return;
+    }
+    b.push(max as u8);
+    v -= max;
+    while v >= 128 {
+        b.push((v % 128) as u8 | 0x80);
+        v /= 128;
+    }
+    b.push(v as u8);
+}
+
+/// A gRPC length-prefixed message with compressed flag `flag`.
+fn msg_with_flag(flag: u8, m: &[u8]) -> Vec<u8> {
+    let mut b = vec![flag];
+    b.extend((m.len() as u32).to_be_bytes());
+    b.extend_from_slice(m);
+    b
+}
+
+fn msg(m: &[u8]) -> Vec<u8> {
+    msg_with_flag(0, m)
+}
+
+const CT: (&str, &[u8]) = ("content-type", b"application/grpc");
+const S200: (&str, &[u8]) = (":status", b"200");
+
+/// A whole response: headers (`head`), DATA `body`, trailers `tail`.
+fn response(s: u32, head: &[(&str, &[u8])], body: &[u8], tail: &[(&str, &[u8])]) -> Vec<u8> {
+    let mut out = headers(s, head, false);
+    out.extend(data(s, body, false));
+    out.extend(headers(s, tail, true));
+    out
+}
+
+// ---------------------------------------------------------------------------
+// Client side.
+
+fn channel(rt: &Runtime, server: &Server, tweak: impl FnOnce(&mut TransportConfig)) -> Channel {
+    channel_with(rt, server, None, tweak)
+}
+
+fn channel_with(
+    rt: &Runtime,
+    server: &Server,
+    config: Option<&str>,
+    tweak: impl FnOnce(&mut TransportConfig),
+) -> Channel {
+    let mut transport = TransportConfig::insecure();
+    tweak(&mut transport);
+    Channel::new(
+        rt,
+        &format!("ipv4:{}", server.addr),
+        config,
+        ChannelOptions {
+            transport: Some(transport),
+            ..Default::default()
+        },
+    )
+    .unwrap()
+}
+
+fn call(ch: &Channel, request: &[u8]) -> Result<UnaryResponse, Status> {
+    let mut r = ch.reader();
+    r.unary(
+        "/echo.Echo/Unary",
+        request,
+        &CallOptions {
+            deadline: Some(Instant::now() + Duration::from_secs(5)),
+            wait_for_ready: Some(true),
+            ..Default::default()
+        },
+    )
+}
+
+fn outcome(r: &Result<UnaryResponse, Status>) -> (Code, String) {
+    match r {
+        Ok(resp) => (
+            Code::Ok,
+            String::from_utf8_lossy(&resp.message).into_owned(),
+        ),
+        Err(s) => (s.code(), s.message().to_string()),
+    }
+}
+
+/// Runs one call against a server answering every request with `script`
+/// (one request at a time) and returns its outcome.
+fn against(
+    script: impl Fn(u32) -> Vec<u8> + Send + Sync + 'static,
+    tweak: impl FnOnce(&mut TransportConfig),
+) -> (Code, String) {
+    let rt = Runtime::new().unwrap();
+    let server = Server::start(1, move |streams| {
+        streams.iter().flat_map(|s| script(*s)).collect()
+    });
+    let ch = channel(&rt, &server, tweak);
+    let out = outcome(&call(&ch, b"hi"));
+    ch.close();
+    out
+}
+
+/// Collects `(case, got, want)` mismatches; panics listing all of them.
+fn check_all(cases: Vec<(String, (Code, String), Code, Option<&str>)>) {
+    let mut bad = Vec::new();
+    for (name, (got, msg), want, want_msg) in cases {
+        let msg_ok = want_msg.is_none_or(|m| msg == m);
+        if got != want || !msg_ok {
+            bad.push(format!(
+                "{name}: got {got:?} {msg:?}, gRPC-Go gives {want:?}{}",
+                want_msg.map(|m| format!(" {m:?}")).unwrap_or_default()
+            ));
+        }
+    }
+    assert!(
+        bad.is_empty(),
+        "cases that differ from gRPC-Go:\n{}",
+        bad.join("\n")
+    );
+}
+
+// ---------------------------------------------------------------------------
+// Differences.
+
+/// A trailers-only answer (HEADERS with END_STREAM) whose content-type is
+/// missing or not gRPC's is not a gRPC response, whatever grpc-status it
+/// carries: gRPC-Go's operateHeaders sets `isGRPC` only from a valid
+/// content-type (http2_client.go, `case "content-type"`), and `if !isGRPC`
+/// takes the code from the HTTP status (HTTPStatusConvTab, UNKNOWN for 200
+/// or an unmapped status) and never reads grpc-status
+/// (transport_test.go TestClientDecodeHeader "missing_content_type_header":
+/// grpc-status 0 with :status 200 and no content-type is UNKNOWN). gRPC
+/// Java does the same (`transportTrailersReceived` ->
+/// `validateInitialMetadata`).
+#[test]
+fn trailers_only_without_a_grpc_content_type_takes_its_code_from_http() {
+    let only = |fields: Vec<(&'static str, &'static [u8])>| move |s: u32| headers(s, &fields, true);
+    let cases = vec![
+        (
+            "200, no content-type, grpc-status 7".to_string(),
+            against(only(vec![S200, ("grpc-status", b"7")]), |_| {}),
+            Code::Unknown,
+            None,
+        ),
+        (
+            "200, application/json, grpc-status 7".to_string(),
+            against(
+                only(vec![
+                    S200,
+                    ("content-type", b"application/json"),
+                    ("grpc-status", b"7"),
+                ]),
+                |_| {},
+            ),
+            Code::Unknown,
+            None,
+        ),
+        (
+            "404, no content-type, grpc-status 7".to_string(),
+            against(
+                only(vec![(":status", b"404"), ("grpc-status", b"7")]),
+                |_| {},
+            ),
+            Code::Unimplemented,
+            None,
+        ),
+        (
+            "503, text/html, grpc-status 0".to_string(),
+            against(
+                only(vec![
+                    (":status", b"503"),
+                    ("content-type", b"text/html"),
+                    ("grpc-status", b"0"),
+                ]),
+                |_| {},
+            ),
+            Code::Unavailable,
+            None,
+        ),
+    ];
+    check_all(cases);
+}
+
+/// gRPC-Go's content-type check is case-sensitive: `grpcutil.ContentSubtype`
+/// (internal/grpcutil/method.go) is `contentType == "application/grpc"` or
+/// `strings.HasPrefix(contentType, "application/grpc")` followed by '+' or
+/// ';'. "APPLICATION/GRPC" is thus not gRPC: with :status 200 the call is
+/// UNKNOWN ("transport: received unexpected content-type"), even though a
+/// message and grpc-status 0 follow. (gRPC Java lower-cases first and would
+/// accept it; Go is the reference here.)
+#[test]
+fn content_type_is_matched_case_sensitively() {
+    let with_ct = |ct: &'static [u8]| {
+        move |s: u32| {
+            response(
+                s,
+                &[S200, ("content-type", ct)],
+                &msg(b"ok"),
+                &[("grpc-status", b"0")],
+            )
+        }
+    };
+    let cases = vec![
+        (
+            "APPLICATION/GRPC".to_string(),
+            against(with_ct(b"APPLICATION/GRPC"), |_| {}),
+            Code::Unknown,
+            None,
+        ),
+        (
+            "Application/grpc+proto".to_string(),
+            against(with_ct(b"Application/grpc+proto"), |_| {}),
+            Code::Unknown,
+            None,
+        ),
+        // Agreeing controls: exact and subtype forms are gRPC.
+        (
+            "application/grpc+proto".to_string(),
+            against(with_ct(b"application/grpc+proto"), |_| {}),
+            Code::Ok,
+            Some("ok"),
+        ),
+        (
+            "application/grpc;charset=utf-8".to_string(),
+            against(with_ct(b"application/grpc;charset=utf-8"), |_| {}),
+            Code::Ok,
+            Some("ok"),
+        ),
+        (
+            "application/grpc-web".to_string(),
+            against(with_ct(b"application/grpc-web"), |_| {}),
+            Code::Unknown,
+            None,
+        ),
+    ];
+    check_all(cases);
+}
+
+/// When a field repeats, gRPC-Go's operateHeaders keeps the last value:
+/// its loop over `frame.Fields` assigns `grpcStatusCode` and `grpcMessage`
+/// on every `grpc-status` / `grpc-message` it meets (http2_client.go).
+/// gRPC Java's `Metadata.get` also returns the last value. switchyard's
+/// `grpc_status` (src/transport/grpc.rs) reads `HeaderMap::get`, the first.
+#[test]
+fn the_last_grpc_status_and_grpc_message_count() {
+    let tail = |fields: Vec<(&'static str, &'static [u8])>| {
+        move |s: u32| response(s, &[S200, CT], &msg(b"ok"), &fields)
+    };
+    let cases = vec![
+        (
+            "grpc-status 0 then 13".to_string(),
+            against(
+                tail(vec![("grpc-status", b"0"), ("grpc-status", b"13")]),
+                |_| {},
+            ),
+            Code::Internal,
+            None,
+        ),
+        (
+            "grpc-status 13 then 0".to_string(),
+            against(
+                tail(vec![("grpc-status", b"13"), ("grpc-status", b"0")]),
+                |_| {},
+            ),
+            Code::Ok,
+            Some("ok"),
+        ),
+        (
+            "grpc-message a then b".to_string(),
+            against(
+                tail(vec![
+                    ("grpc-status", b"5"),
+                    ("grpc-message", b"a"),
+                    ("grpc-message", b"b"),
+                ]),
+                |_| {},
+            ),
+            Code::NotFound,
+            Some("b"),
+        ),
+    ];
+    check_all(cases);
+}
+
+/// A unary response with two messages is a cardinality violation, INTERNAL
+/// (stream.go, clientStreamWrapper.RecvMsg: "cardinality violation:
+/// expected <EOF> for non server-streaming RPCs, but received another
+/// message"), also when the two together exceed the receive limit but each
+/// fits: gRPC-Go checks the limit per message (rpc_util.go parser.recvMsg,
+/// `int(length) > maxReceiveMessageSize`), never on the body as a whole.
+/// switchyard's `unary_body_chunk` (src/transport/grpc.rs) fails the whole
+/// body past `max + 5` bytes with RESOURCE_EXHAUSTED. (tests/faults
+/// `many_messages` asserts RESOURCE_EXHAUSTED for this very case: it too
+/// would be INTERNAL in gRPC-Go.)
+#[test]
+fn two_messages_each_within_the_limit_are_internal_not_resource_exhausted() {
+    let two = |s: u32| {
+        let mut body = msg(&[b'a'; 600]);
+        body.extend(msg(&[b'b'; 600]));
+        response(s, &[S200, CT], &body, &[("grpc-status", b"0")])
+    };
+    let limit = |t: &mut TransportConfig| t.max_recv_message_size = Some(1000);
+    let cases = vec![
+        (
+            "2 x 600 bytes, limit 1000".to_string(),
+            against(two, limit),
+            Code::Internal,
+            None,
+        ),
+        // Agreeing controls: one message at the limit passes, one byte
+        // over is RESOURCE_EXHAUSTED (`>` in both).
+        (
+            "1 x 1000 bytes, limit 1000".to_string(),
+            against(
+                |s| {
+                    response(
+                        s,
+                        &[S200, CT],
+                        &msg(&[b'x'; 1000]),
+                        &[("grpc-status", b"0")],
+                    )
+                },
+                limit,
+            ),
+            Code::Ok,
+            None,
+        ),
+        (
+            "1 x 1001 bytes, limit 1000".to_string(),
+            against(
+                |s| {
+                    response(
+                        s,
+                        &[S200, CT],
+                        &msg(&[b'x'; 1001]),
+                        &[("grpc-status", b"0")],
+                    )
+                },
+                limit,
+            ),
+            Code::ResourceExhausted,
+            None,
+        ),
+    ];
+    check_all(cases);
+}
+
+/// gRPC-Go reads the response message before the trailers' status: the
+/// first RecvMsg decodes the message (rpc_util.go recvAndDecompress ->
+/// checkRecvPayload, parser.recvMsg) and fails the call there; the status
+/// in the trailers is only reached by the second RecvMsg at io.EOF
+/// (stream.go csAttempt.recvMsg / clientStreamWrapper.RecvMsg). So a bad
+/// message fails the call INTERNAL even when the trailers carry another
+/// error code. switchyard's `unary_message` (src/transport/grpc.rs) returns
+/// the trailers' status first and never looks at the message.
+#[test]
+fn a_bad_message_fails_the_call_before_the_trailers_status_is_read() {
+    let with_body = |body: Vec<u8>| {
+        move |s: u32| {
+            response(
+                s,
+                &[S200, CT],
+                &body,
+                &[("grpc-status", b"5"), ("grpc-message", b"not found")],
+            )
+        }
+    };
+    let mut two = msg(b"a");
+    two.extend(msg(b"b"));
+    let mut truncated = vec![0u8];
+    truncated.extend(10u32.to_be_bytes());
+    truncated.extend(b"abc");
+    let cases = vec![
+        (
+            "compressed flag without grpc-encoding, then grpc-status 5".to_string(),
+            against(with_body(msg_with_flag(1, b"ok")), |_| {}),
+            Code::Internal,
+            None,
+        ),
+        (
+            "payload format 2, then grpc-status 5".to_string(),
+            against(with_body(msg_with_flag(2, b"ok")), |_| {}),
+            Code::Internal,
+            None,
+        ),
+        (
+            "two messages, then grpc-status 5".to_string(),
+            against(with_body(two), |_| {}),
+            Code::Internal,
+            None,
+        ),
+        (
+            "truncated message, then grpc-status 5".to_string(),
+            against(with_body(truncated), |_| {}),
+            Code::Internal,
+            None,
+        ),
+        // Agreeing control: a good message and an error status is that
+        // status.
+        (
+            "one message, then grpc-status 5".to_string(),
+            against(with_body(msg(b"ok")), |_| {}),
+            Code::NotFound,
+            Some("not found"),
+        ),
+    ];
+    check_all(cases);
+}
+
+/// A frame for a stream that has already ended (HEADERS or DATA after its
+/// trailers) is ignored by gRPC-Go: `getStream` finds no active stream and
+/// operateHeaders / handleData return (http2_client.go); the connection and
+/// the other calls on it carry on. Here one write holds call 1's whole
+/// answer, a stray HEADERS and DATA on call 1's stream, then call 2's
+/// answer: in gRPC-Go both calls succeed on the one connection.
+#[test]
+fn frames_after_the_trailers_leave_the_other_calls_alone() {
+    let rt = Runtime::new().unwrap();
+    let server = Server::start(2, |streams| {
+        let mut out = Vec::new();
+        let ok = |s| response(s, &[S200, CT], &msg(b"ok"), &[("grpc-status", b"0")]);
+        if let [first, rest @ ..] = streams {
+            out.extend(ok(*first));
+            out.extend(headers(*first, &[("grpc-status", b"0")], true));
+            out.extend(data(*first, &msg(b"late"), true));
+            for s in rest {
+                out.extend(ok(*s));
+            }
+        }
+        out
+    });
+    let ch = channel(&rt, &server, |_| {});
+    // Warm up so both calls share one connection.
+    ch.connect().unwrap();
+    let end = Instant::now() + Duration::from_secs(5);
+    while ch.state() != ConnectivityState::Ready && Instant::now() < end {
+        thread::sleep(Duration::from_millis(10));
+    }
+    let results: Vec<(Code, String)> = thread::scope(|s| {
+        let hs: Vec<_> = (0..2)
+            .map(|_| s.spawn(|| outcome(&call(&ch, b"hi"))))
+            .collect();
+        hs.into_iter().map(|h| h.join().unwrap()).collect()
+    });
+    let accepted = server.accepted();
+    ch.close();
+    assert_eq!(
+        results,
+        vec![(Code::Ok, "ok".to_string()), (Code::Ok, "ok".to_string())],
+        "gRPC-Go ignores frames on an ended stream; connections: {accepted}"
+    );
+    assert_eq!(accepted, 1, "the stray frames cost the connection");
+}
+
+// ---------------------------------------------------------------------------
+// Agreements (kept as regression checks for the tables ported from Go).
+
+/// http_util_test.go TestDecodeGrpcMessage, through a trailers-only answer
+/// with grpc-status 5 (decodeGrpcMessage: "%" + two hex digits decodes,
+/// anything else passes through).
+#[test]
+fn grpc_message_percent_decoding_matches_go() {
+    let table: &[(&'static [u8], &str)] = &[
+        (b"", ""),
+        (b"Hello", "Hello"),
+        (b"H%61o", "Hao"),
+        (b"H%6", "H%6"),
+        (b"%G0", "%G0"),
+        (b"%E7%B3%BB%E7%BB%9F", "系统"),
+        (b"%EF%BF%BD", "\u{FFFD}"),
+        (b"%%41", "%A"),
+        (b"100%", "100%"),
+        (b"%4", "%4"),
+        (b"%7e%7E", "~~"),
+        (b"%00", "\0"),
+        (b"%25", "%"),
+        (b"%0A%0D", "\n\r"),
+    ];
+    let mut cases = Vec::new();
+    for (wire, want) in table {
+        let wire: &'static [u8] = wire;
+        let out = against(
+            move |s| {
+                headers(
+                    s,
+                    &[S200, CT, ("grpc-status", b"5"), ("grpc-message", wire)],
+                    true,
+                )
+            },
+            |_| {},
+        );
+        cases.push((
+            format!("grpc-message {:?}", String::from_utf8_lossy(wire)),
+            out,
+            Code::NotFound,
+            Some(*want),
+        ));
+    }
+    check_all(cases);
+}
+
+/// http_util.go HTTPStatusConvTab (and UNKNOWN for anything else), for a
+/// non-gRPC answer (no content-type): trailers-only and with a body.
+#[test]
+fn http_status_without_grpc_maps_as_go() {
+    let table: &[(&'static [u8], Code)] = &[
+        (b"400", Code::Internal),
+        (b"401", Code::Unauthenticated),
+        (b"403", Code::PermissionDenied),
+        (b"404", Code::Unimplemented),
+        (b"429", Code::Unavailable),
+        (b"502", Code::Unavailable),
+        (b"503", Code::Unavailable),
+        (b"504", Code::Unavailable),
+        (b"431", Code::Unknown),
+        (b"500", Code::Unknown),
+        (b"200", Code::Unknown),
+        (b"302", Code::Unknown),
+    ];
+    let mut cases = Vec::new();
+    for (status, want) in table {
+        let status: &'static [u8] = status;
+        cases.push((
+            format!("{} trailers-only", String::from_utf8_lossy(status)),
+            against(move |s| headers(s, &[(":status", status)], true), |_| {}),
+            *want,
+            None,
+        ));
+        cases.push((
+            format!("{} text/html with a body", String::from_utf8_lossy(status)),
+            against(
+                move |s| {
+                    let mut out = headers(
+                        s,
+                        &[(":status", status), ("content-type", b"text/html")],
+                        false,
+                    );
+                    out.extend(data(s, b"<html>nope</html>", true));
+                    out
+                },
+                |_| {},
+            ),
+            *want,
+            None,
+        ));
+    }
+    check_all(cases);
+}
+
+/// operateHeaders: a 1xx is skipped (a later HEADERS is the response);
+/// a 1xx with END_STREAM is INTERNAL; a HEADERS in the middle of a stream
+/// (no END_STREAM, after the response headers) is INTERNAL; grpc-status
+/// parsing (strconv.ParseInt base 10, 32-bit: a sign and leading zeros
+/// pass, anything else is UNKNOWN); compression flags (checkRecvPayload:
+/// INTERNAL without an encoding or with one this client lacks; an
+/// uncompressed message with any grpc-encoding is fine).
+#[test]
+fn header_and_payload_checks_match_go() {
+    let ok_tail = |status: &'static [u8]| {
+        move |s: u32| response(s, &[S200, CT], &msg(b"ok"), &[("grpc-status", status)])
+    };
+    let cases = vec![
+        (
+            "100 then the response".to_string(),
+            against(
+                |s| {
+                    let mut out = headers(s, &[(":status", b"100")], false);
+                    out.extend(response(
+                        s,
+                        &[S200, CT],
+                        &msg(b"ok"),
+                        &[("grpc-status", b"0")],
+                    ));
+                    out
+                },
+                |_| {},
+            ),
+            Code::Ok,
+            Some("ok"),
+        ),
+        (
+            "100 with END_STREAM".to_string(),
+            against(|s| headers(s, &[(":status", b"100")], true), |_| {}),
+            Code::Internal,
+            None,
+        ),
+        (
+            "HEADERS in the middle of the stream".to_string(),
+            against(
+                |s| {
+                    let mut out = headers(s, &[S200, CT], false);
+                    out.extend(data(s, &msg(b"ok"), false));
+                    out.extend(headers(s, &[("x-more", b"1")], false));
+                    out.extend(headers(s, &[("grpc-status", b"0")], true));
+                    out
+                },
+                |_| {},
+            ),
+            Code::Internal,
+            None,
+        ),
+        (
+            "grpc-status +5".to_string(),
+            against(ok_tail(b"+5"), |_| {}),
+            Code::NotFound,
+            None,
+        ),
+        (
+            "grpc-status 005".to_string(),
+            against(ok_tail(b"005"), |_| {}),
+            Code::NotFound,
+            None,
+        ),
+        (
+            "grpc-status xxxx".to_string(),
+            against(ok_tail(b"xxxx"), |_| {}),
+            Code::Unknown,
+            None,
+        ),
+        (
+            "grpc-status 5.0".to_string(),
+            against(ok_tail(b"5.0"), |_| {}),
+            Code::Unknown,
+            None,
+        ),
+        (
+            "grpc-status 4294967301".to_string(),
+            against(ok_tail(b"4294967301"), |_| {}),
+            Code::Unknown,
+            None,
+        ),
+        (
+            "compressed flag, no grpc-encoding".to_string(),
+            against(
+                |s| {
+                    response(
+                        s,
+                        &[S200, CT],
+                        &msg_with_flag(1, b"ok"),
+                        &[("grpc-status", b"0")],
+                    )
+                },
+                |_| {},
+            ),
+            Code::Internal,
+            None,
+        ),
+        (
+            "compressed flag, grpc-encoding identity".to_string(),
+            against(
+                |s| {
+                    response(
+                        s,
+                        &[S200, CT, ("grpc-encoding", b"identity")],
+                        &msg_with_flag(1, b"ok"),
+                        &[("grpc-status", b"0")],
+                    )
+                },
+                |_| {},
+            ),
+            Code::Internal,
+            None,
+        ),
+        (
+            "compressed flag, grpc-encoding snappy".to_string(),
+            against(
+                |s| {
+                    response(
+                        s,
+                        &[S200, CT, ("grpc-encoding", b"snappy")],
+                        &msg_with_flag(1, b"ok"),
+                        &[("grpc-status", b"0")],
+                    )
+                },
+                |_| {},
+            ),
+            Code::Internal,
+            None,
+        ),
+        (
+            "no compressed flag, grpc-encoding snappy".to_string(),
+            against(
+                |s| {
+                    response(
+                        s,
+                        &[S200, CT, ("grpc-encoding", b"snappy")],
+                        &msg(b"ok"),
+                        &[("grpc-status", b"0")],
+                    )
+                },
+                |_| {},
+            ),
+            Code::Ok,
+            Some("ok"),
+        ),
+        (
+            "payload format 2".to_string(),
+            against(
+                |s| {
+                    response(
+                        s,
+                        &[S200, CT],
+                        &msg_with_flag(2, b"ok"),
+                        &[("grpc-status", b"0")],
+                    )
+                },
+                |_| {},
+            ),
+            Code::Internal,
+            None,
+        ),
+        (
+            "gRPC content-type, 504, trailers grpc-status 0".to_string(),
+            against(
+                |s| {
+                    response(
+                        s,
+                        &[(":status", b"504"), CT],
+                        &msg(b"ok"),
+                        &[("grpc-status", b"0")],
+                    )
+                },
+                |_| {},
+            ),
+            Code::Ok,
+            Some("ok"),
+        ),
+        (
+            "trailers-only gRPC content-type, 200, no grpc-status".to_string(),
+            against(|s| headers(s, &[S200, CT], true), |_| {}),
+            Code::Unknown,
+            None,
+        ),
+        (
+            "trailers-only grpc-status 0 for a unary call".to_string(),
+            against(
+                |s| headers(s, &[S200, CT, ("grpc-status", b"0")], true),
+                |_| {},
+            ),
+            Code::Internal,
+            None,
+        ),
+    ];
+    check_all(cases);
+}
+
+/// maxRequestMessageBytes (service config): a request over it fails
+/// RESOURCE_EXHAUSTED without being sent ("trying to send message larger
+/// than max", stream.go prepareMsg / SendMsg); one exactly at it goes.
+#[test]
+fn max_request_message_bytes_is_checked_before_sending() {
+    let rt = Runtime::new().unwrap();
+    let server = Server::start(1, |streams| {
+        streams
+            .iter()
+            .flat_map(|s| response(*s, &[S200, CT], &msg(b"ok"), &[("grpc-status", b"0")]))
+            .collect()
+    });
+    let config =
+        r#"{"methodConfig":[{"name":[{"service":"echo.Echo"}],"maxRequestMessageBytes":10}]}"#;
+    let ch = channel_with(&rt, &server, Some(config), |_| {});
+    assert_eq!(outcome(&call(&ch, &[1u8; 10])).0, Code::Ok);
+    let before = server.requests();
+    let over = outcome(&call(&ch, &[1u8; 11]));
+    assert_eq!(over.0, Code::ResourceExhausted, "{over:?}");
+    assert_eq!(server.requests(), before, "the oversized request was sent");
+    ch.close();
+}
+
+// ---------------------------------------------------------------------------
+// grpc-timeout on the wire.
+
+/// h2's Huffman code table (RFC 7541 Appendix B), for reading what the
+/// client's HPACK encoder (always Huffman) sent.
+#[path = "../vendor/h2/src/hpack/huffman/table.rs"]
+#[allow(dead_code)]
+mod huffman_table;
+
+fn huffman_decode(bits_in: &[u8]) -> Vec<u8> {
+    let mut out = Vec::new();
+    let (mut code, mut len) = (0u32, 0u8);
+    for byte in bits_in {
+        for i in (0..8).rev() {
+            code = (code << 1) | u32::from((byte >> i) & 1);
+            len += 1;
+            if let Some(sym) = (0..256).find(|&s| {
+                huffman_table::ENCODE_CODE_LENGTHS[s] == len
+                    && huffman_table::ENCODE_CODES[s] == code
+            }) {
+                out.push(sym as u8);
+                code = 0;
+                len = 0;
+            }
+        }
+    }
+    out
+}
+
+fn hpack_read_int(b: &[u8], i: &mut usize, n: u32) -> usize {
+    let max = (1usize << n) - 1;
+    let mut v = usize::from(b[*i]) & max;
+    *i += 1;
+    if v < max {
+        return v;
+    }
+    let mut shift = 0;
+    loop {
+        let c = b[*i];
+        *i += 1;
+        v += usize::from(c & 0x7f) << shift;
+        shift += 7;
+        if c & 0x80 == 0 {
+            return v;
+        }
+    }
+}
+
+fn hpack_read_str(b: &[u8], i: &mut usize) -> Vec<u8> {
+    let huff = b[*i] & 0x80 != 0;
+    let len = hpack_read_int(b, i, 7);
+    let raw = &b[*i..*i + len];
+    *i += len;
+    if huff {
+        huffman_decode(raw)
+    } else {
+        raw.to_vec()
+    }
+}
+
+/// The literal-named fields of a header block (no dynamic table: the server
+/// set its size to 0; statically indexed names are skipped).
+fn literal_fields(b: &[u8]) -> Vec<(String, String)> {
+    let mut out = Vec::new();
+    let mut i = 0;
+    while i < b.len() {
+        let c = b[i];
+        // Indexed field (1xxxxxxx) and table size update (001xxxxx): no
+        // literal name. Literals: 01xxxxxx (6-bit index), 000xxxxx (4-bit).
+        let prefix = if c & 0x80 != 0 {
+            hpack_read_int(b, &mut i, 7);
+            continue;
+        } else if c & 0x40 != 0 {
+            6
+        } else if c & 0x20 != 0 {
+            hpack_read_int(b, &mut i, 5);
+            continue;
+        } else {
+            4
+        };
+        let index = hpack_read_int(b, &mut i, prefix);
+        let name = if index == 0 {
+            Some(hpack_read_str(b, &mut i))
+        } else {
+            None
+        };
+        let value = hpack_read_str(b, &mut i);
+        if let Some(name) = name {
+            out.push((
+                String::from_utf8_lossy(&name).into_owned(),
+                String::from_utf8_lossy(&value).into_owned(),
+            ));
+        }
+    }
+    out
+}
+
+/// grpc-timeout as gRPC-Go writes it (internal/grpcutil/encode_duration.go
+/// EncodeDuration): at most 8 digits, the finest unit of n, u, m, S, M, H
+/// whose rounded-up count fits, never below the time left. Checked on the
+/// wire for deadlines from 1 ms to 100 years (the exact digits depend on
+/// when the header was written, so the rule is checked, not a string).
+#[test]
+fn grpc_timeout_is_encoded_as_go_encodes_it() {
+    let rt = Runtime::new().unwrap();
+    let server = Server::start(1, |streams| {
+        streams
+            .iter()
+            .flat_map(|s| response(*s, &[S200, CT], &msg(b"ok"), &[("grpc-status", b"0")]))
+            .collect()
+    });
+    let ch = channel(&rt, &server, |_| {});
+    const UNITS: [(char, u128); 6] = [
+        ('n', 1),
+        ('u', 1_000),
+        ('m', 1_000_000),
+        ('S', 1_000_000_000),
+        ('M', 60_000_000_000),
+        ('H', 3_600_000_000_000),
+    ];
+    let mut bad = Vec::new();
+    for asked in [
+        Duration::from_millis(1500),
+        Duration::from_secs(5),
+        Duration::from_secs(150),
+        Duration::from_secs(3 * 86_400),
+        Duration::from_secs(5 * 365 * 86_400),
+        Duration::from_secs(100 * 365 * 86_400),
+    ] {
+        let before = server.blocks.lock().unwrap().len();
+        let start = Instant::now();
+        let mut r = ch.reader();
+        let res = r.unary(
+            "/echo.Echo/Unary",
+            b"hi",
+            &CallOptions {
+                deadline: Some(start + asked),
+                wait_for_ready: Some(true),
+                ..Default::default()
+            },
+        );
+        assert!(res.is_ok(), "{res:?}");
+        let blocks = server.blocks.lock().unwrap();
+        let block = blocks.get(before).expect("a request header block");
+        let fields = literal_fields(block);
+        let Some((_, t)) = fields.iter().find(|(k, _)| k == "grpc-timeout") else {
+            bad.push(format!("{asked:?}: no grpc-timeout in {fields:?}"));
+            continue;
+        };
+        eprintln!("{asked:?} -> grpc-timeout {t}");
+        let (digits, unit) = t.split_at(t.len() - 1);
+        let unit = unit.chars().next().unwrap();
+        let Some(pos) = UNITS.iter().position(|(u, _)| *u == unit) else {
+            bad.push(format!("{asked:?}: {t:?} has no gRPC unit"));
+            continue;
+        };
+        let n: u128 = digits.parse().unwrap_or(u128::MAX);
+        let nanos = n.saturating_mul(UNITS[pos].1);
+        let ok_len = !digits.is_empty() && digits.len() <= 8;
+        // Rounded up from what was left: no more than asked plus one unit,
+        // no less than asked minus the time the call took.
+        let asked_n = asked.as_nanos();
+        let elapsed = start.elapsed().as_nanos() + 1_000_000;
+        let in_range = nanos <= asked_n + UNITS[pos].1 && nanos + elapsed >= asked_n;
+        // The finest unit that fits: one step finer would need 9 digits.
+        let finest = pos == 0
+            || nanos.div_ceil(UNITS[pos - 1].1) > 99_999_999
+            || (nanos - UNITS[pos].1).div_ceil(UNITS[pos - 1].1) > 99_999_999;
+        if !(ok_len && in_range && finest) {
+            bad.push(format!("{asked:?}: sent {t:?}"));
+        }
+    }
+    ch.close();
+    assert!(
+        bad.is_empty(),
+        "grpc-timeout not as gRPC-Go encodes it:\n{}",
+        bad.join("\n")
+    );
+}
