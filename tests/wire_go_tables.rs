@@ -354,7 +354,11 @@ fn against(
 }
 
 /// Collects `(case, got, want)` mismatches; panics listing all of them.
-fn check_all(cases: Vec<(String, (Code, String), Code, Option<&str>)>) {
+/// A case's name, what the call gave, the code expected and, if any, a
+/// word its message must contain.
+type Case<'a> = (String, (Code, String), Code, Option<&'a str>);
+
+fn check_all(cases: Vec<Case<'_>>) {
     let mut bad = Vec::new();
     for (name, (got, msg), want, want_msg) in cases {
         let msg_ok = want_msg.is_none_or(|m| msg == m);

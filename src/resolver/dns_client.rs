@@ -25,6 +25,15 @@ pub(crate) fn parse_server(authority: &str) -> Result<SocketAddr, String> {
     if let Ok(sa) = authority.parse::<SocketAddr>() {
         return Ok(sa);
     }
+    // A port alone: localhost's, as gRPC-Go reads it (`dns://:53/...`).
+    if let Some(port) = authority
+        .strip_prefix(':')
+        .filter(|p| !p.is_empty() && p.bytes().all(|b| b.is_ascii_digit()))
+    {
+        if let Ok(port) = port.parse::<u16>() {
+            return Ok(SocketAddr::from(([127, 0, 0, 1], port)));
+        }
+    }
     let bare = authority
         .strip_prefix('[')
         .and_then(|a| a.strip_suffix(']'))
@@ -234,8 +243,12 @@ pub(crate) mod tests {
         assert_eq!(parse_server("127.0.0.1"), Ok(([127, 0, 0, 1], 53).into()));
         assert_eq!(parse_server("[::1]:5353").unwrap().port(), 5353);
         assert_eq!(parse_server("[::1]").unwrap().port(), 53);
-        let e = parse_server("dns.example:53").unwrap_err();
-        assert!(e.contains("must be an IP address"), "{e}");
+        // gRPC-Go's reading of a port alone: localhost's.
+        assert_eq!(parse_server(":5353"), Ok(([127, 0, 0, 1], 5353).into()));
+        for bad in ["dns.example:53", ":", ":x", ":70000"] {
+            let e = parse_server(bad).unwrap_err();
+            assert!(e.contains("must be an IP address"), "{bad}: {e}");
+        }
     }
 
     /// A one-shot server on 127.0.0.1 that answers the first query with

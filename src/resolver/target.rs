@@ -323,11 +323,57 @@ fn port(p: &str) -> Result<u16, String> {
         .map_err(|_| format!("port {p} is out of range (0-65535)"))
 }
 
+/// A DNS target's port: a number, or a TCP service name (`http`), as
+/// gRPC-Go's dialer (`net.LookupPort`) and C-core's getaddrinfo take it:
+/// looked up in `/etc/services`, then in Go's built-in table.
+fn dns_port(p: &str) -> Result<u16, String> {
+    if p.is_empty() || p.bytes().all(|b| b.is_ascii_digit()) {
+        return port(p);
+    }
+    service_port(p).ok_or_else(|| format!("port \"{p}\" is not a number or a known service name"))
+}
+
+/// The TCP port of the service `name` (case-insensitive).
+fn service_port(name: &str) -> Option<u16> {
+    let name = name.to_ascii_lowercase();
+    let listed = std::fs::read_to_string("/etc/services")
+        .ok()
+        .and_then(|text| {
+            text.lines().find_map(|line| {
+                let line = line.split('#').next().unwrap_or("");
+                let mut words = line.split_whitespace();
+                let service = words.next()?;
+                let (port, proto) = words.next()?.split_once('/')?;
+                (proto == "tcp" && (service == name || words.any(|alias| alias == name)))
+                    .then(|| port.parse().ok())
+                    .flatten()
+            })
+        });
+    // Go's `net` package's own table, for machines without the file.
+    const BUILT_IN: [(&str, u16); 14] = [
+        ("ftp", 21),
+        ("ftps", 990),
+        ("gopher", 70),
+        ("http", 80),
+        ("https", 443),
+        ("imap2", 143),
+        ("imap3", 220),
+        ("imaps", 993),
+        ("pop3", 110),
+        ("pop3s", 995),
+        ("smtp", 25),
+        ("submissions", 465),
+        ("ssh", 22),
+        ("telnet", 23),
+    ];
+    listed.or_else(|| BUILT_IN.iter().find(|(n, _)| *n == name).map(|(_, p)| *p))
+}
+
 /// gRPC-Go's DNS target rule (`internal/resolver/dns.parseTarget`): an IP
 /// literal alone (v4, or v6 without brackets) takes the default port;
 /// `host:port` and `[v6]:port` their port; a missing host means localhost; a
 /// trailing ':' is an error; anything else is a host with the default port.
-/// Ports must be numbers here.
+/// A port may be a service name (`dns_port`).
 pub(crate) fn dns_host_port(endpoint: &str) -> Result<(String, u16), String> {
     if endpoint.is_empty() {
         return Err("dns: target has no host".into());
@@ -337,7 +383,7 @@ pub(crate) fn dns_host_port(endpoint: &str) -> Result<(String, u16), String> {
     }
     match split_host_port(endpoint) {
         Ok((host, p)) => {
-            let port = port(p).map_err(|e| format!("dns: \"{endpoint}\": {e}"))?;
+            let port = dns_port(p).map_err(|e| format!("dns: \"{endpoint}\": {e}"))?;
             let host = if host.is_empty() { "localhost" } else { host };
             Ok((host.to_string(), port))
         }
@@ -445,6 +491,10 @@ mod tests {
             ("[::1]:50051", dns("", "::1", 50051)),
             ("127.0.0.1", dns("", "127.0.0.1", 443)),
             (":50051", dns("", "localhost", 50051)),
+            // Service names, as gRPC-Go's dialer looks them up.
+            ("dns:///127.0.0.1:http", dns("", "127.0.0.1", 80)),
+            ("localhost:HTTPS", dns("", "localhost", 443)),
+            ("[::1]:ssh", dns("", "::1", 22)),
         ];
         for (text, want) in table {
             assert_eq!(&plan(text), want, "{text}");
@@ -473,7 +523,7 @@ mod tests {
             ("unix-abstract:", "no name"),
             ("passthrough:///", "no address"),
             ("dns:///", "no host"),
-            ("dns:///h:notaport", "not a number"),
+            ("dns:///h:notaport", "not a number or a known service name"),
             ("dns:///h:", "missing port"),
             ("dns:///[::1]:", "missing port"),
             ("dns:///h:123456", "out of range"),

@@ -625,7 +625,7 @@ fn is_grpc_content_type(v: &[u8]) -> bool {
 /// A field sent twice counts by its last value, as gRPC-Go's
 /// operateHeaders (each overwrites the one before) and gRPC Java read it.
 pub(crate) fn grpc_status(map: &HeaderMap) -> Option<(u32, String)> {
-    let raw = map.get_all("grpc-status").iter().last()?;
+    let raw = map.get_all("grpc-status").iter().next_back()?;
     let code = raw
         .to_str()
         .ok()
@@ -634,7 +634,7 @@ pub(crate) fn grpc_status(map: &HeaderMap) -> Option<(u32, String)> {
     let message = map
         .get_all("grpc-message")
         .iter()
-        .last()
+        .next_back()
         .map(|v| percent_decode(v.as_bytes()))
         .unwrap_or_default();
     Some((code, message))
