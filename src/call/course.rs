@@ -345,6 +345,7 @@ impl Course {
             Ok(response) => return Hedged::Done(Ok(response)),
             Err(e) => e,
         };
+        let retry_code = e.retry_code();
         let code = Code::from_u32(e.code).unwrap_or(Code::Unknown);
         let transparent = self.hedges.is_some() && self.transparent(&e);
         let status = failed_status(code, e.message, e.server);
@@ -358,7 +359,8 @@ impl Course {
             self.last_failure = Some(status);
             return Hedged::Next(Some(Duration::ZERO));
         }
-        if e.committed || !h.policy.non_fatal_status_codes.contains(&code) {
+        if e.committed || !retry_code.is_some_and(|c| h.policy.non_fatal_status_codes.contains(&c))
+        {
             // A pushback saying stop costs a token even then (A6 counts
             // it as a failure whatever the code), unless response headers
             // had committed the call: past every decision, as `retry_after`
@@ -388,7 +390,8 @@ impl Course {
     }
 
     /// gRFC A6's decision on an attempt (or fail-fast pick) that failed with
-    /// `code`: the backoff before the next attempt, or `None` for no retry.
+    /// `code` (`None`: one gRPC does not define): the backoff before the
+    /// next attempt, or `None` for no retry.
     /// As gRPC-Go decides (`shouldRetry`): never once committed; an
     /// unreadable pushback stops retries and costs a token; a code the
     /// policy does not name is final; a retryable one costs a token, and
@@ -396,7 +399,7 @@ impl Course {
     /// `maxAttempts` are spent.
     fn retry_after(
         &mut self,
-        code: Code,
+        code: Option<Code>,
         committed: bool,
         pushback: Option<Pushback>,
     ) -> Option<Duration> {
@@ -412,7 +415,7 @@ impl Course {
             return None;
         }
         let r = self.retry.as_mut()?;
-        if !r.policy.retryable_status_codes.contains(&code) {
+        if !code.is_some_and(|c| r.policy.retryable_status_codes.contains(&c)) {
             return None;
         }
         if !tokens.is_none_or(RetryTokens::failed) {
@@ -477,7 +480,7 @@ impl Course {
     pub(crate) fn pick_error(&mut self, e: PickError) -> Next {
         let status = e.status();
         if let PickError::Unavailable(_) = e {
-            if let Some(d) = self.retry_after(status.code(), false, None) {
+            if let Some(d) = self.retry_after(Some(status.code()), false, None) {
                 // It was an attempt: the next one is not the call's first,
                 // so a stream refused then gets no transparent retry
                 // (gRPC-Go clears `firstAttempt` after any retry).
@@ -534,9 +537,10 @@ impl Course {
         if !overflowed && self.transparent(&e) {
             return After::Again;
         }
+        let retry_code = e.retry_code();
         let code = Code::from_u32(e.code).unwrap_or(Code::Unknown);
         let status = failed_status(code, e.message, e.server);
-        match self.retry_after(code, e.committed || overflowed, e.pushback) {
+        match self.retry_after(retry_code, e.committed || overflowed, e.pushback) {
             Some(d) => {
                 self.last_failure = Some(status);
                 After::Backoff(d)
@@ -681,33 +685,33 @@ mod tests {
             let mut c = Course::new(Some(policy(5)), None);
             // 100, 200, then 300 (capped), each ×U(0.8, 1.2).
             for (i, base) in [100.0, 200.0, 300.0, 300.0].into_iter().enumerate() {
-                let d = c.retry_after(Code::Unavailable, false, None).unwrap();
+                let d = c.retry_after(Some(Code::Unavailable), false, None).unwrap();
                 assert!(within(d, base), "retry {i}: {d:?} vs {base} ms");
                 assert_eq!(c.sending(), i as u32 + 1);
             }
             // Five attempts made: no sixth.
-            assert_eq!(c.retry_after(Code::Unavailable, false, None), None);
+            assert_eq!(c.retry_after(Some(Code::Unavailable), false, None), None);
         }
     }
 
     #[test]
     fn a_pushback_is_the_delay_and_restarts_the_growth() {
         let mut c = Course::new(Some(policy(5)), None);
-        let d = c.retry_after(Code::Unavailable, false, None).unwrap();
+        let d = c.retry_after(Some(Code::Unavailable), false, None).unwrap();
         assert!(within(d, 100.0));
         let pushed = Some(Pushback::After(Duration::from_millis(7)));
         assert_eq!(
-            c.retry_after(Code::Unavailable, false, pushed),
+            c.retry_after(Some(Code::Unavailable), false, pushed),
             Some(Duration::from_millis(7))
         );
         // Counted from the initial backoff again.
-        let d = c.retry_after(Code::Unavailable, false, None).unwrap();
+        let d = c.retry_after(Some(Code::Unavailable), false, None).unwrap();
         assert!(within(d, 100.0), "{d:?}");
         // A pushback never makes a code retryable, nor a committed call.
-        assert_eq!(c.retry_after(Code::Internal, false, pushed), None);
-        assert_eq!(c.retry_after(Code::Unavailable, true, pushed), None);
+        assert_eq!(c.retry_after(Some(Code::Internal), false, pushed), None);
+        assert_eq!(c.retry_after(Some(Code::Unavailable), true, pushed), None);
         assert_eq!(
-            c.retry_after(Code::Unavailable, false, Some(Pushback::Stop)),
+            c.retry_after(Some(Code::Unavailable), false, Some(Pushback::Stop)),
             None
         );
     }

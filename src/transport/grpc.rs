@@ -137,6 +137,10 @@ pub struct CallError {
     /// What the server sent with this error besides its code and message
     /// (boxed: most errors have none, and every call result carries this).
     pub server: Option<Box<ServerSent>>,
+    /// The server's own status was OK: the call fails (`code`, INTERNAL:
+    /// a unary answer without its message) but a retry policy decides by
+    /// the server's code, as gRPC-Go's `shouldRetry` reads the stream's.
+    pub server_said_ok: bool,
 }
 
 /// What a server sent with an error status besides code and message.
@@ -186,7 +190,18 @@ impl CallError {
             committed: false,
             pushback: None,
             server: None,
+            server_said_ok: false,
         }
+    }
+
+    /// The code a retry or hedging policy decides by: the server's (`None`
+    /// for a number gRPC does not define, which no policy can name: gRPC-Go
+    /// keeps such a code as it came, so none retries it).
+    pub(crate) fn retry_code(&self) -> Option<crate::status::Code> {
+        if self.server_said_ok {
+            return Some(crate::status::Code::Ok);
+        }
+        crate::status::Code::from_u32(self.code)
     }
 
     /// Keeps what the server's trailers (or trailers-only headers) that
@@ -372,6 +387,9 @@ async fn call(
     // without a grpc-status: no response headers came, nothing is
     // committed (gRPC-Go's `TrailersOnly()`, which `shouldRetry` asks).
     let trailers_only = body.is_end_stream();
+    // Not a gRPC answer (a proxy's error page): nothing in it is read,
+    // not even a pushback (gRPC-Go closes such a stream with no metadata).
+    check_response_head(&parts)?;
     unary_head(&parts, trailers_only).map_err(|e| e.with_trailers(&parts.headers))?;
     if trailers_only {
         return unary_rest(parts, body, shared, max_response, &fail).await;
@@ -475,7 +493,10 @@ pub(crate) fn unary_head(
     if let Some((code, message)) = grpc_status(&parts.headers).filter(|_| trailers_only) {
         check_binary_metadata(&parts.headers)?;
         return Err(match code {
-            code::OK => CallError::new(code::INTERNAL, "no response message for unary call"),
+            code::OK => CallError {
+                server_said_ok: true,
+                ..CallError::new(code::INTERNAL, "no response message for unary call")
+            },
             _ => CallError::new(code, message),
         });
     }
