@@ -389,10 +389,17 @@ async fn call(
     let trailers_only = body.is_end_stream();
     // Not a gRPC answer (a proxy's error page): nothing in it is read,
     // not even a pushback (gRPC-Go closes such a stream with no metadata).
-    check_response_head(&parts)?;
-    unary_head(&parts, trailers_only).map_err(|e| e.with_trailers(&parts.headers))?;
+    let head = check_response_head(&parts).and_then(|()| {
+        unary_head(&parts, trailers_only).map_err(|e| e.with_trailers(&parts.headers))
+    });
+    if let Err(e) = head {
+        if trailers_only {
+            answered(&mut stream);
+        }
+        return Err(e);
+    }
     if trailers_only {
-        return unary_rest(parts, body, shared, max_response, &fail).await;
+        return unary_rest(parts, body, &mut stream, shared, max_response, &fail).await;
     }
     // Response headers: a hedged call is committed to this attempt.
     if let Some(h) = headers {
@@ -400,15 +407,28 @@ async fn call(
     }
     // Response headers came: whatever fails from here, the call is
     // committed (gRFC A6).
-    unary_rest(parts, body, shared, max_response, &fail)
+    unary_rest(parts, body, &mut stream, shared, max_response, &fail)
         .await
         .map_err(CallError::committed)
+}
+
+/// The server's answer is complete: what of the request it has not read
+/// is never sent. A server may answer before reading the whole request
+/// (RFC 9113 8.1) without resetting the stream; h2 would keep the rest
+/// queued for it and the stream counted against the server's concurrent
+/// streams, with a few such calls blocking the connection. gRPC-Go resets
+/// it NO_ERROR (`closeStream` on a stream still sending); h2 sends nothing
+/// when the request was all sent. Only once the answer has been read: the
+/// stream then reads as reset.
+fn answered(send: &mut h2::SendStream<Bytes>) {
+    send.send_reset(Reason::NO_ERROR);
 }
 
 /// A unary response past its headers: the message and the trailers.
 async fn unary_rest(
     parts: http::response::Parts,
     mut body: h2::RecvStream,
+    send: &mut h2::SendStream<Bytes>,
     shared: &HandleShared,
     max_response: Option<usize>,
     fail: &impl Fn(h2::Error, bool) -> CallError,
@@ -425,10 +445,11 @@ async fn unary_rest(
         let _ = body.flow_control().release_capacity(chunk.len());
         unary_body_chunk(&mut buf, &chunk, max)?;
     }
-    let trailers = match poll_fn(|cx| body.poll_trailers(cx))
+    let trailers = poll_fn(|cx| body.poll_trailers(cx))
         .await
-        .map_err(|e| fail(e, true))?
-    {
+        .map_err(|e| fail(e, true))?;
+    answered(send);
+    let trailers = match trailers {
         Some(trailers) => trailers,
         // Trailers-only: the headers are the trailers (a pushback there
         // counts, as gRPC-Go's `Trailer()` holds them).
