@@ -632,3 +632,88 @@ fn child_switching_policy_gracefully() {
     assert!(has(&log, &format!("mock_2#1 sc{} IDLE", c.0)));
     assert_eq!(x(&p).0, Idle);
 }
+
+/// The same for the current: gRPC-Go swaps the pending in as soon as the
+/// current reports anything but READY while a pending one exists, even if
+/// the current reports READY again within the same call.
+#[test]
+fn gs_current_leaving_ready_within_one_call_swaps_in_the_pending() {
+    let log: Log = Default::default();
+    let mut cc = TestClientConn::new();
+    let mut gs = GracefulSwitch::new();
+    let m1 = MockBuilder::built("mock_1", &log);
+    let m2 = MockBuilder::built("mock_2", &log);
+    let bouncing = Some(Arc::new(Script {
+        on_update: vec![],
+        on_state: vec![Step(Idle, false), Step(Ready, true)],
+        resolve_on_state: false,
+    }) as LbConfig);
+    switch(&mut cc, &mut gs, &m1, &[A], bouncing);
+    let a = id(&cc, A);
+    cc.set_state(&mut gs, a, Ready);
+    switch(
+        &mut cc,
+        &mut gs,
+        &m2,
+        &[B],
+        script(&[Step(Connecting, false)]),
+    );
+    // The current reports IDLE then READY in one callback.
+    cc.set_state(&mut gs, a, Ready);
+    assert_eq!(
+        gs.current_policy(),
+        Some("mock_2"),
+        "states {:?}",
+        cc.states()
+    );
+    assert!(has(&log, "mock_1#1 close"));
+    assert_eq!(cc.pick(), Picked::Queue, "the pending's cached CONNECTING");
+}
+
+/// Without any switching: gRPC-Go forwards every `UpdateState` of the
+/// current policy to the channel (`bw.gsb.cc.UpdateState(state)` per
+/// call); switchyard forwards only the last one of a callback, so a
+/// channel whose policy reports CONNECTING then TRANSIENT_FAILURE in one
+/// update never reports CONNECTING.
+#[test]
+fn gs_forwards_every_publish_of_the_current() {
+    let log: Log = Default::default();
+    let mut cc = TestClientConn::new();
+    let mut gs = GracefulSwitch::new();
+    let m1 = MockBuilder::built("mock_1", &log);
+    switch(
+        &mut cc,
+        &mut gs,
+        &m1,
+        &[A],
+        script(&[Step(Connecting, false), Step(TransientFailure, false)]),
+    );
+    assert_eq!(cc.states(), [Connecting, TransientFailure]);
+}
+
+/// gracefulswitch `balancerWrapper.UpdateState` runs the switch rules on
+/// *every* `UpdateState` call of a child, as it is made: a pending policy
+/// that reports TRANSIENT_FAILURE is swapped in at once ("state !=
+/// CONNECTING"), whatever it reports next in the same call (here
+/// CONNECTING, which, from the new current, is forwarded too). Switchyard's
+/// `ChildManager` keeps only a child's last publish of a callback, so the
+/// switch never sees the TRANSIENT_FAILURE and keeps the old policy.
+#[test]
+fn gs_pending_publishing_tf_then_connecting_in_one_call_is_swapped_in() {
+    let log: Log = Default::default();
+    let (cc, gs, _m1, _m2) = current_ready_then_pending(
+        &log,
+        &[Step(TransientFailure, false), Step(Connecting, false)],
+    );
+    // gRPC-Go: swap at the TF (TF forwarded), then the new current's
+    // CONNECTING forwarded; the old current closed.
+    assert_eq!(
+        cc.states(),
+        [Ready, TransientFailure, Connecting],
+        "current={:?} pending={:?}",
+        gs.current_policy(),
+        gs.pending_policy()
+    );
+    assert_eq!(gs.current_policy(), Some("mock_2"));
+    assert!(has(&log, "mock_1#1 close"));
+}

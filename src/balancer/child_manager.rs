@@ -86,6 +86,9 @@ pub struct Child {
     given: Option<(Endpoint, Option<LbConfig>)>,
     /// It published during the last callback made into it.
     reported: bool,
+    /// Each of its publishes since the parent last took them, in order
+    /// (only while the manager records them: `record_publishes`).
+    publishes: Vec<Published>,
     /// Its `close` is running: no new subchannels (gRPC-Go refuses a
     /// closing balancer's `NewSubConn`).
     closing: bool,
@@ -125,6 +128,9 @@ impl Child {
     }
 }
 
+/// A child's publish: its state and picker.
+pub type Published = (ConnectivityState, Arc<dyn Picker>);
+
 /// What one child is told in [`ChildManager::update`].
 pub struct ChildUpdate {
     /// The child's name among its siblings.
@@ -151,6 +157,8 @@ pub struct ChildManager {
     version: u64,
     /// Children whose re-resolution requests are not passed on.
     quiet: HashSet<String>,
+    /// Each child's publishes are kept for `take_publishes`.
+    record: bool,
 }
 
 /// An endpoint's identity (A61): the set of its addresses, whatever their
@@ -251,6 +259,7 @@ impl ChildManager {
             subconns: Vec::new(),
             given: None,
             reported: false,
+            publishes: Vec::new(),
             closing: false,
         });
         self.version += 1;
@@ -293,6 +302,23 @@ impl ChildManager {
         self.quiet.remove(key);
         self.version += 1;
         true
+    }
+
+    /// Keeps every publish of every child, in order, until the parent takes
+    /// them (`take_publishes`), for a parent that acts on each as it comes
+    /// rather than on where a callback left the child (a child may publish
+    /// several times in one callback; `Child::state` is the last).
+    pub fn record_publishes(&mut self) {
+        self.record = true;
+    }
+
+    /// The publishes of the child keyed `key` since they were last taken
+    /// (none unless `record_publishes`).
+    pub fn take_publishes(&mut self, key: &str) -> Vec<Published> {
+        match self.index.get(key).map(|i| &mut self.list[*i]) {
+            Some(child) => std::mem::take(&mut child.publishes),
+            None => Vec::new(),
+        }
     }
 
     /// Whether the child keyed `key` may ask for re-resolution: a parent
@@ -540,6 +566,7 @@ impl ChildManager {
             version,
             wanting_work,
             quiet,
+            record,
         } = self;
         let Some(child) = index.get(key).map(|i| &mut list[*i]) else {
             return;
@@ -557,13 +584,14 @@ impl ChildManager {
                 quiet: quiet.contains(key),
                 closing: child.closing,
                 published: &mut published,
+                log: record.then_some(&mut child.publishes),
             };
             f(&mut *child.balancer, &mut ccw);
         }
         child.reported = published.is_some();
         if let Some((state, picker)) = published {
             child.state = state;
-            child.picker = Arc::from(picker);
+            child.picker = picker;
         }
     }
 }
@@ -582,7 +610,9 @@ struct ChildClientConn<'a> {
     quiet: bool,
     /// The child is being closed: it may create no subchannel.
     closing: bool,
-    published: &'a mut Option<(ConnectivityState, Box<dyn Picker>)>,
+    published: &'a mut Option<Published>,
+    /// Where every publish goes too, if the manager records them.
+    log: Option<&'a mut Vec<Published>>,
 }
 
 impl ClientConn for ChildClientConn<'_> {
@@ -604,6 +634,10 @@ impl ClientConn for ChildClientConn<'_> {
         self.parent.shutdown_subconn(sc)
     }
     fn update_state(&mut self, state: ConnectivityState, picker: Box<dyn Picker>) {
+        let picker: Arc<dyn Picker> = Arc::from(picker);
+        if let Some(log) = &mut self.log {
+            log.push((state, picker.clone()));
+        }
         *self.published = Some((state, picker));
     }
     fn resolve_now(&mut self) {

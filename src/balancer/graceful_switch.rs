@@ -40,7 +40,6 @@ use std::sync::Arc;
 
 /// A parent policy that switches its one child policy gracefully (see the
 /// module docs). The channel's policy is always one of these.
-#[derive(Default)]
 pub struct GracefulSwitch {
     children: ChildManager,
     /// The key of the child whose picker is published.
@@ -54,12 +53,21 @@ pub struct GracefulSwitch {
     label: String,
 }
 
-/// The pickers the children had before a callback, to tell afterwards which
-/// of them published (a publish always makes a new `Arc`; holding the old
-/// one keeps its address from being reused meanwhile).
-struct Before {
-    current: Option<Arc<dyn Picker>>,
-    pending: Option<Arc<dyn Picker>>,
+impl Default for GracefulSwitch {
+    fn default() -> GracefulSwitch {
+        let mut children = ChildManager::default();
+        // The rules apply to each publish as it comes, as in gRPC-Go (its
+        // balancerWrapper.UpdateState): a child publishing twice in one
+        // callback is seen twice.
+        children.record_publishes();
+        GracefulSwitch {
+            children,
+            current: None,
+            pending: None,
+            built: 0,
+            label: String::new(),
+        }
+    }
 }
 
 impl GracefulSwitch {
@@ -157,42 +165,45 @@ impl GracefulSwitch {
             .map(|c| c.state())
     }
 
-    fn before(&self) -> Before {
-        Before {
-            current: self.picker_of(&self.current),
-            pending: self.picker_of(&self.pending),
-        }
-    }
-
-    /// Whether the child keyed `key` published since `before` was taken.
-    fn published(&self, key: &Option<String>, before: &Option<Arc<dyn Picker>>) -> bool {
-        match (self.picker_of(key), before) {
-            (Some(now), Some(then)) => !std::ptr::addr_eq(Arc::as_ptr(&now), Arc::as_ptr(then)),
-            _ => false,
-        }
-    }
-
-    /// Applies the switch rules to whatever the children published during
-    /// one callback.
-    fn after(&mut self, cc: &mut dyn ClientConn, before: Before) {
-        if self.published(&self.current, &before.current) {
-            let state = self.state_of(&self.current);
-            if state != Some(ConnectivityState::Ready) && self.pending.is_some() {
+    /// Applies the switch rules to each publish the children made during
+    /// one callback, in order: the current's are forwarded until one leaves
+    /// READY while a pending policy waits (then the pending one is swapped
+    /// in and the rest, the closed policy's, dropped); the pending's are
+    /// kept until one is not CONNECTING, or comes while the current is not
+    /// READY (then it is swapped in with that publish, and the ones after
+    /// it are forwarded as the current's).
+    fn after(&mut self, cc: &mut dyn ClientConn) {
+        let current = self.current.clone();
+        for (state, picker) in self.publishes(&current) {
+            if state != ConnectivityState::Ready && self.pending.is_some() {
                 // Nothing connected to keep serving from: take the new one.
-                self.swap(cc, "current left READY");
-                return;
+                self.swap(cc, "current left READY", None);
+                break;
             }
-            self.forward(cc, &self.current.clone());
+            cc.update_state(state, Box::new(ForwardingPicker(picker)));
         }
-        if self.published(&self.pending, &before.pending) {
-            let pending = self.state_of(&self.pending);
-            let current = self.state_of(&self.current);
-            if pending != Some(ConnectivityState::Connecting) {
-                self.swap(cc, "pending left CONNECTING");
-            } else if current != Some(ConnectivityState::Ready) {
-                self.swap(cc, "current not READY");
+        let pending = self.pending.clone();
+        let mut publishes = self.publishes(&pending).into_iter();
+        while let Some((state, picker)) = publishes.next() {
+            let why = if state != ConnectivityState::Connecting {
+                "pending left CONNECTING"
+            } else if self.state_of(&self.current) != Some(ConnectivityState::Ready) {
+                "current not READY"
+            } else {
+                continue;
+            };
+            self.swap(cc, why, Some((state, picker)));
+            for (state, picker) in publishes.by_ref() {
+                cc.update_state(state, Box::new(ForwardingPicker(picker)));
             }
         }
+    }
+
+    /// What the child keyed `key` published since last asked.
+    fn publishes(&mut self, key: &Option<String>) -> Vec<(ConnectivityState, Arc<dyn Picker>)> {
+        key.as_deref()
+            .map(|k| self.children.take_publishes(k))
+            .unwrap_or_default()
     }
 
     /// Publishes the child's latest state and picker.
@@ -202,15 +213,24 @@ impl GracefulSwitch {
         }
     }
 
-    /// Pending becomes current: its state and picker are published, then the
-    /// old current is closed (its subchannels shut down, one by one, after
-    /// readers already have the new picker).
-    fn swap(&mut self, cc: &mut dyn ClientConn, why: &str) {
+    /// Pending becomes current: its state and picker (`publish`, else its
+    /// latest) are published, then the old current is closed (its
+    /// subchannels shut down, one by one, after readers already have the
+    /// new picker).
+    fn swap(
+        &mut self,
+        cc: &mut dyn ClientConn,
+        why: &str,
+        publish: Option<(ConnectivityState, Arc<dyn Picker>)>,
+    ) {
         let Some(pending) = self.pending.take() else {
             return;
         };
         let old = self.current.replace(pending);
-        self.forward(cc, &self.current.clone());
+        match publish {
+            Some((state, picker)) => cc.update_state(state, Box::new(ForwardingPicker(picker))),
+            None => self.forward(cc, &self.current.clone()),
+        }
         let old_policy = self.policy_of(&old).unwrap_or("?").to_string();
         log::info!(
             target: trace::CHANNEL,
@@ -232,9 +252,8 @@ impl GracefulSwitch {
         cc: &mut dyn ClientConn,
         f: impl FnOnce(&mut ChildManager, &mut dyn ClientConn) -> R,
     ) -> R {
-        let before = self.before();
         let result = f(&mut self.children, cc);
-        self.after(cc, before);
+        self.after(cc);
         result
     }
 }
