@@ -144,7 +144,7 @@ impl Channel {
 impl Reader {
     pub(crate) fn new(shared: Arc<ChannelShared>) -> Reader {
         let local = PickLocal::new(shared.reader_seed());
-        let mut reader = Reader {
+        let reader = Reader {
             cache: Cache::new(shared.slot.clone()),
             rotation: Cursor::NONE,
             rotation_generation: NO_ROTATION,
@@ -167,7 +167,10 @@ impl Reader {
             counts: None,
             large_table: crate::prefetch::large_table_len(),
         };
-        reader.sync_rotation();
+        // Not synced here: the first pick goes the slow way, which tells
+        // the loop the channel is in use. A thread that makes a reader
+        // per RPC (a C or Python caller) would otherwise pick on the hit
+        // path only, and the channel would go IDLE between its calls.
         reader
     }
 

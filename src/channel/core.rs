@@ -376,9 +376,8 @@ impl ChannelCore {
         if self.idle.idle {
             return self.exit_channel_idle(env);
         }
-        // Asking to connect is using the channel (gRPC's getState(true)
-        // resets the idle timer too).
-        self.out.shared.picked.store(true, Ordering::Relaxed);
+        // Not use of the channel: only calls (picks) keep it from going
+        // IDLE, as in gRPC-Go, whose Connect marks nothing active.
         self.run_balancer(env, |b, cc| b.exit_idle(cc));
         self.drain(env);
     }

@@ -460,7 +460,9 @@ impl Channel {
     /// Leaves IDLE (gRPC's `Connect`): a channel starts IDLE and goes back
     /// after its idle timeout; this resolves and connects it without a pick
     /// or call. On a channel in use, asks an IDLE policy to connect (its
-    /// `exit_idle`; ring_hash, as gRPC's, connects only where picks land).
+    /// `exit_idle`; ring_hash, as gRPC's, connects only where picks land);
+    /// that is not use of the channel, which goes IDLE one idle timeout
+    /// after its last call all the same (gRPC-Go's `Connect`).
     /// Returns once the loop has done so (at once inside a callback on the
     /// loop): a channel that was IDLE says CONNECTING by then, as gRPC-Go's
     /// `Connect` leaves it.
@@ -497,8 +499,9 @@ impl Channel {
     }
 
     /// gRPC's `GetState(try_to_connect)`: the state now and, if it is IDLE
-    /// and `try_to_connect`, leaves IDLE as `connect` does (counts as use of
-    /// the channel). SHUTDOWN after close. Never blocks.
+    /// and `try_to_connect`, leaves IDLE as `connect` does (the idle timer
+    /// starts again: only calls keep the channel from going back, as in
+    /// gRPC-Go). SHUTDOWN after close. Never blocks.
     pub fn get_state(&self, try_to_connect: bool) -> ConnectivityState {
         let state = self.state();
         if try_to_connect && state == ConnectivityState::Idle {
