@@ -4,6 +4,9 @@
 //! hand-written HTTP/2 server on 127.0.0.1 records what the client sends
 //! (HEADERS, RST_STREAM codes, GOAWAY, EOF) and when it connects.
 
+#[path = "common/h2_frames.rs"]
+mod h2_frames;
+use h2_frames::*;
 use std::io::{self, Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -12,16 +15,6 @@ use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
 use switchyard::backoff::BackoffConfig;
 use switchyard::*;
-
-const DATA: u8 = 0x0;
-const HEADERS: u8 = 0x1;
-const RST_STREAM: u8 = 0x3;
-const SETTINGS: u8 = 0x4;
-const PING: u8 = 0x6;
-const GOAWAY: u8 = 0x7;
-const END_STREAM: u8 = 0x1;
-const END_HEADERS: u8 = 0x4;
-const ACK: u8 = 0x1;
 
 /// No server thread lives longer than this.
 const LIFETIME: Duration = Duration::from_secs(30);
@@ -303,23 +296,6 @@ impl H2 {
         }
         Ok(())
     }
-}
-
-fn frame(kind: u8, flags: u8, stream: u32, payload: &[u8]) -> Vec<u8> {
-    let len = payload.len();
-    let mut f = vec![(len >> 16) as u8, (len >> 8) as u8, len as u8, kind, flags];
-    f.extend(stream.to_be_bytes());
-    f.extend_from_slice(payload);
-    f
-}
-
-/// HPACK literal header field without indexing, new name (lengths < 127).
-fn lit(name: &[u8], value: &[u8]) -> Vec<u8> {
-    let mut b = vec![0x00, name.len() as u8];
-    b.extend_from_slice(name);
-    b.push(value.len() as u8);
-    b.extend_from_slice(value);
-    b
 }
 
 // ---------------------------------------------------------------------------

@@ -9,6 +9,9 @@
 //! Every expectation is what gRPC-Go's client reports for the same bytes on
 //! the wire; each test cites the Go code it follows.
 
+#[path = "common/h2_frames.rs"]
+mod h2_frames;
+use h2_frames::*;
 use std::io::{self, Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -21,15 +24,6 @@ use switchyard::*;
 // A scripted HTTP/2 server: it gathers `batch` complete requests (or waits
 // 2 s), then writes whatever the script makes of their stream ids, and
 // repeats. Frames are hand-encoded (HPACK literals without indexing).
-
-const DATA: u8 = 0x0;
-const HEADERS: u8 = 0x1;
-const SETTINGS: u8 = 0x4;
-const PING: u8 = 0x6;
-const WINDOW_UPDATE: u8 = 0x8;
-const END_STREAM: u8 = 0x1;
-const END_HEADERS: u8 = 0x4;
-const ACK: u8 = 0x1;
 
 type Script = Arc<dyn Fn(&[u32]) -> Vec<u8> + Send + Sync>;
 
@@ -209,71 +203,6 @@ fn serve(
         }
     }
     Ok(())
-}
-
-fn frame(kind: u8, flags: u8, stream: u32, payload: &[u8]) -> Vec<u8> {
-    let len = payload.len() as u32;
-    let mut f = len.to_be_bytes()[1..].to_vec();
-    f.extend([kind, flags]);
-    f.extend(stream.to_be_bytes());
-    f.extend_from_slice(payload);
-    f
-}
-
-/// One HEADERS frame (END_HEADERS) carrying `fields`, literal encoded.
-fn headers(stream: u32, fields: &[(&str, &[u8])], end_stream: bool) -> Vec<u8> {
-    let mut block = Vec::new();
-    for (name, value) in fields {
-        block.extend(lit(name.as_bytes(), value));
-    }
-    let flags = END_HEADERS | if end_stream { END_STREAM } else { 0 };
-    frame(HEADERS, flags, stream, &block)
-}
-
-fn data(stream: u32, payload: &[u8], end_stream: bool) -> Vec<u8> {
-    frame(
-        DATA,
-        if end_stream { END_STREAM } else { 0 },
-        stream,
-        payload,
-    )
-}
-
-/// HPACK literal header field without indexing, new name, no Huffman.
-fn lit(name: &[u8], value: &[u8]) -> Vec<u8> {
-    let mut b = vec![0x00];
-    hpack_int(&mut b, 7, name.len());
-    b.extend_from_slice(name);
-    hpack_int(&mut b, 7, value.len());
-    b.extend_from_slice(value);
-    b
-}
-
-fn hpack_int(b: &mut Vec<u8>, n: u32, mut v: usize) {
-    let max = (1usize << n) - 1;
-    if v < max {
-        b.push(v as u8);
-        return;
-    }
-    b.push(max as u8);
-    v -= max;
-    while v >= 128 {
-        b.push((v % 128) as u8 | 0x80);
-        v /= 128;
-    }
-    b.push(v as u8);
-}
-
-/// A gRPC length-prefixed message with compressed flag `flag`.
-fn msg_with_flag(flag: u8, m: &[u8]) -> Vec<u8> {
-    let mut b = vec![flag];
-    b.extend((m.len() as u32).to_be_bytes());
-    b.extend_from_slice(m);
-    b
-}
-
-fn msg(m: &[u8]) -> Vec<u8> {
-    msg_with_flag(0, m)
 }
 
 const CT: (&str, &[u8]) = ("content-type", b"application/grpc");
