@@ -74,6 +74,8 @@ pub(crate) struct Backoff {
     /// When the next attempt may start (set when an attempt starts; `None`
     /// before the first attempt since the last reset).
     next_attempt: Option<Instant>,
+    /// The backoff the last attempt drew (jitter applied).
+    interval: Duration,
 }
 
 impl Backoff {
@@ -82,6 +84,7 @@ impl Backoff {
             config,
             current: config.initial,
             next_attempt: None,
+            interval: config.initial,
         }
     }
 
@@ -98,6 +101,7 @@ impl Backoff {
         };
         let next = later(now, interval);
         self.next_attempt = Some(next);
+        self.interval = interval;
         next.max(later(now, self.config.min_connect_timeout))
     }
 
@@ -105,6 +109,13 @@ impl Backoff {
     /// backoff (possibly already past, when the attempt took longer).
     pub fn next_attempt(&self) -> Option<Instant> {
         self.next_attempt
+    }
+
+    /// The backoff the last attempt drew: how long after a failure to try
+    /// again where the wait counts from the failure, not from the attempt's
+    /// start (a stream that may run a long while before it fails).
+    pub fn interval(&self) -> Duration {
+        self.interval
     }
 
     /// A connection succeeded (the server's SETTINGS arrived): start over.

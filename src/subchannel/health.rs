@@ -10,7 +10,7 @@
 //! - a stream that ended UNIMPLEMENTED means "no health service": healthy,
 //!   never retried, logged once per address;
 //! - a stream that ended otherwise is ill health, and a new stream is due
-//!   after the backoff (gRPC's default numbers, as gRPC-Go's health client
+//!   a backoff after it ended (gRPC's default numbers, as gRPC-Go's health client
 //!   and C-core's: not the channel's connection backoff), at once if
 //!   the ended stream had delivered a status.
 //!
@@ -310,13 +310,11 @@ mod tests {
     #[test]
     fn an_ended_stream_retries_after_the_backoff_or_at_once_after_a_status() {
         let (mut h, now) = checking();
-        // Ended without a status: the backoff (1 s, no jitter) from the start.
-        let got = report(
-            &mut h,
-            ended(code::UNAVAILABLE),
-            now + Duration::from_millis(10),
-        );
-        assert_eq!(got.retry_at, Some(now + Duration::from_secs(1)));
+        // Ended without a status: the backoff (1 s, no jitter) from the end,
+        // as gRPC-Go's health client waits.
+        let end = now + Duration::from_millis(10);
+        let got = report(&mut h, ended(code::UNAVAILABLE), end);
+        assert_eq!(got.retry_at, Some(end + Duration::from_secs(1)));
         let Some(Verdict::Unhealthy(why)) = got.verdict else {
             panic!("ill health expected")
         };

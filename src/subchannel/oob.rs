@@ -10,8 +10,9 @@
 //!   period restarts it);
 //! - each report goes to every listener;
 //! - a stream that ended UNIMPLEMENTED means "no ORCA service": not
-//!   retried on that connection, logged once per address;
-//! - a stream that ended otherwise is opened again after the backoff
+//!   retried on that connection unless the period wanted changes (gRPC-Go's
+//!   producer runs again when its interval does), logged once per address;
+//! - a stream that ended otherwise is opened again a backoff after it ended
 //!   (gRPC's default numbers, whatever the channel's connection backoff:
 //!   gRPC-Go's producer uses `backoff.DefaultExponential`), at once if it
 //!   had delivered a report (gRPC-Go's producer does the same).
@@ -36,8 +37,10 @@ enum Phase {
     Streaming(Duration),
     /// The stream ended; a new one (this period) is due at the retry timer.
     Retrying(Duration),
-    /// The server has no ORCA service: nothing until the connection ends.
-    Unimplemented,
+    /// The server has no ORCA service, asked with this period: nothing
+    /// more until the connection ends, or until the listeners want another
+    /// period (gRPC-Go's producer runs again when its interval changes).
+    Unimplemented(Duration),
 }
 
 /// What the subchannel should do about its stream now.
@@ -104,20 +107,15 @@ impl OobReports {
     pub(crate) fn sync(&mut self, connected: bool) -> Action {
         let want = if connected { self.period() } else { None };
         let current = match self.phase {
-            Phase::Streaming(p) | Phase::Retrying(p) => Some(p),
+            Phase::Streaming(p) | Phase::Retrying(p) | Phase::Unimplemented(p) => Some(p),
             Phase::Off => None,
-            // Sticky until the connection ends (`connection_ended`).
-            Phase::Unimplemented if connected => return Action::Keep,
-            Phase::Unimplemented => None,
         };
         if want == current {
             return Action::Keep;
         }
         let running = matches!(self.phase, Phase::Streaming(_));
         let retry = self.retry.take();
-        if self.phase != Phase::Unimplemented {
-            self.phase = Phase::Off;
-        }
+        self.phase = Phase::Off;
         Action::Restart {
             running,
             retry,
@@ -160,7 +158,7 @@ impl OobReports {
             return None;
         };
         if code == code::UNIMPLEMENTED {
-            self.phase = Phase::Unimplemented;
+            self.phase = Phase::Unimplemented(period);
             log_unimplemented_once(
                 logged_unimplemented,
                 trace::SUBCHANNEL,

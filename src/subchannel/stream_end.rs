@@ -27,13 +27,15 @@ pub(super) fn log_unimplemented_once(
 }
 
 /// When to open the next stream after one ended otherwise: at once, with
-/// the backoff anew, if it `delivered`; else when the backoff says (never
-/// before `now`).
+/// the backoff anew, if it `delivered`; else the stream's backoff after its
+/// end (`now`), as gRPC-Go's health client and ORCA producer wait from the
+/// failure: a stream may run long before it fails, unlike a connection
+/// attempt, whose backoff counts from its start.
 pub(super) fn reopen_at(backoff: &mut Backoff, delivered: bool, now: Instant) -> Instant {
     if delivered {
         backoff.reset();
         now
     } else {
-        backoff.next_attempt().unwrap_or(now).max(now)
+        now + backoff.interval()
     }
 }
