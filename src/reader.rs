@@ -735,7 +735,7 @@ impl Reader {
     }
 
     /// Moves to the latest table and copies its rotation, if it has one,
-    /// starting at a random entry.
+    /// starting at the entry the channel says (`rotation_start`).
     #[cold]
     fn sync_rotation(&mut self) {
         // The cache moves first, then the tally grows: the loop takes a
@@ -764,7 +764,8 @@ impl Reader {
             let chunks = r.chunks();
             // From the whole slice, not its first element: the cursor
             // indexes every chunk through this pointer.
-            (NonNull::from(chunks).cast::<Chunk>(), chunks.len())
+            let start = r.locate(self.shared.rotation_start());
+            (NonNull::from(chunks).cast::<Chunk>(), chunks.len(), start)
         });
         let generation = self.cache.generation();
         self.picker = picker;
@@ -777,12 +778,12 @@ impl Reader {
             None => NO_ROTATION,
         };
         self.rotation_generation = match rotation {
-            Some((chunks, count)) => {
+            Some((chunks, count, (chunk, offset))) => {
                 let r = &mut self.rotation;
                 (r.chunks, r.count) = (chunks, count);
-                r.chunk = self.local.random_below(count);
+                r.chunk = chunk;
                 r.enter_chunk();
-                r.offset = self.local.random_below(r.len);
+                r.offset = offset;
                 generation
             }
             None => {

@@ -67,6 +67,13 @@ impl Rotation {
         &self.chunks
     }
 
+    /// Entry `i mod len` as (its chunk, its place in the chunk).
+    pub(crate) fn locate(&self, i: usize) -> (usize, usize) {
+        let i = i % self.len;
+        let c = self.starts.partition_point(|s| *s <= i) - 1;
+        (c, i - self.starts[c])
+    }
+
     /// How many entries (at least one).
     pub fn len(&self) -> usize {
         self.len

@@ -250,6 +250,7 @@ impl Channel {
             // Readers' seeds start from entropy: the channel's address alone
             // repeats from run to run where addresses do (no ASLR).
             seeds: AtomicU64::new(crate::clock::Rng::from_entropy().next_u64()),
+            rotation_starts: AtomicU64::new(crate::clock::Rng::from_entropy().next_u64()),
             managed,
             target: target.to_string(),
             authority,

@@ -54,6 +54,9 @@ pub(crate) struct ChannelShared {
     pub(crate) handle: LoopHandle,
     pub(crate) id: ChannelId,
     pub(crate) seeds: AtomicU64,
+    /// Where the next reader to copy a rotation starts in it (see
+    /// `rotation_start`).
+    pub(crate) rotation_starts: AtomicU64,
     /// Connections are the library's own (RPCs can be sent through it).
     pub(crate) managed: bool,
     /// As given to `Channel::new` (snapshots and logs).
@@ -97,6 +100,15 @@ impl ChannelShared {
         if !self.picked.load(Ordering::Relaxed) {
             self.picked.store(true, Ordering::Relaxed);
         }
+    }
+
+    /// Where a reader copying a rotation starts in it: each one the entry
+    /// after the one before, so that picks from readers that each pick
+    /// once (a reader per call) still go round the rotation in order, as
+    /// gRPC-Go's picker's shared counter does, and long-lived readers
+    /// start spread out. Read on the slow path only.
+    pub(crate) fn rotation_start(&self) -> usize {
+        self.rotation_starts.fetch_add(1, Ordering::Relaxed) as usize
     }
 
     /// A distinct seed for each reader's rotation and random source.

@@ -1,6 +1,8 @@
 //! `round_robin`: one pick_first child per address, all kept connected; picks
-//! rotate over the READY children. The rotation lives in each reader (starting
-//! at a random offset), so the picker itself is never written to.
+//! rotate over the READY children. The rotation lives in each reader (each
+//! new reader starting one entry after the one before, so that readers made
+//! per call still go round in order), so the picker itself is never written
+//! to.
 
 use super::pick_first::{PickFirstBuilder, NO_CHILDREN_ZERO_ADDRESSES};
 use crate::balancer::child_manager::{Child, ChildManager, ChildParent};
