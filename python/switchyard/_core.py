@@ -503,15 +503,80 @@ class Call(concurrent.futures.Future):
     """A unary RPC started with `Channel.unary_future`: a Future whose result
     is the Response, or whose exception is an RpcError (ChannelClosed if the
     channel closed first; CallClosed if it closed during the call). Done
-    callbacks run in order on the package's callback thread and may block."""
+    callbacks run in order on the package's callback thread and may block
+    (one added to a finished call runs at once, as grpcio's). Also a
+    grpc.Call, as grpcio's futures are: `code()`, `details()`,
+    `initial_metadata()` and `trailing_metadata()` wait for the outcome;
+    `is_active()`, `time_remaining()` and `add_callback()` do not."""
 
-    def __init__(self, channel):
+    def __init__(self, channel, timeout=None):
         super().__init__()
         self._channel = weakref.ref(channel)
         # While the call runs it keeps its channel alive (as grpcio's calls
         # do): a channel nobody else holds is not closed under it.
         self._keep_channel = channel
         self.call_id = None
+        self._deadline = None if timeout is None else time.monotonic() + float(timeout)
+
+    def running(self):
+        """True while the call is in flight (started, not finished), as
+        grpcio's. (The Future itself stays PENDING: a running Future could
+        not be cancelled.)"""
+        return self.call_id is not None and not self.done()
+
+    def is_active(self):
+        """grpc.RpcContext's: the call has not ended."""
+        return not self.done()
+
+    def time_remaining(self):
+        """grpc.RpcContext's: seconds left before the deadline (never below
+        0), or None without one."""
+        if self._deadline is None:
+            return None
+        return max(0.0, self._deadline - time.monotonic())
+
+    def add_callback(self, callback):
+        """grpc.RpcContext's: `callback()` runs when the call ends. True if
+        registered, False if the call had already ended (not run then)."""
+        if self.done():
+            return False
+        self.add_done_callback(lambda _call: callback())
+        return True
+
+    def _failure(self):
+        """The call's error once it ended (None if it succeeded)."""
+        try:
+            return self.exception()
+        except RpcError as cancelled:
+            return cancelled
+
+    def code(self):
+        """grpc.Call's: the call's StatusCode (OK on success); waits for it."""
+        e = self._failure()
+        if e is None:
+            return StatusCode.OK
+        return e.code if isinstance(e, RpcError) else StatusCode.UNKNOWN
+
+    def details(self):
+        """grpc.Call's: the status message (None on success); waits for it."""
+        e = self._failure()
+        if e is None:
+            return None
+        return e.details() if isinstance(e, RpcError) else str(e)
+
+    def initial_metadata(self):
+        """grpc.Call's: the response headers; waits for the call to end."""
+        e = self._failure()
+        if e is None:
+            return self.result().initial_metadata()
+        return e.initial_metadata() if isinstance(e, RpcError) else ()
+
+    def trailing_metadata(self):
+        """grpc.Call's: the trailers; waits for the call to end."""
+        e = self._failure()
+        if e is None:
+            return self.result().trailing_metadata()
+        return e.trailing_metadata() if isinstance(e, RpcError) else ()
 
     def cancel(self):
         """Ends the call with CANCELLED if it is still running: returns True
@@ -531,9 +596,13 @@ class Call(concurrent.futures.Future):
         return True
 
     def add_done_callback(self, fn):
-        """As Future's, but `fn` runs on the package's callback thread (in
+        """As Future's: on a finished call `fn` runs at once, on this thread
+        (grpcio's); else, when it ends, on the package's callback thread (in
         order with the other callbacks), where it may block: a call, a wait
         on another future."""
+        if self.done():
+            fn(self)
+            return
         super().add_done_callback(lambda f: _dispatch(fn, f))
 
     def result(self, timeout=None):
@@ -798,7 +867,7 @@ class Channel(_Owned):
         md, md_len, _keep = _metadata_array(metadata)
         opts = _ffi.call_options(timeout, wait_for_ready, md, md_len, request_hash)
         method = _c_text(method, "method")
-        call = Call(self)
+        call = Call(self, timeout)
         handle = _put(call)
         call_id = C.c_uint64()
         try:

@@ -416,3 +416,35 @@ def test_callbacks_run_off_the_library_threads_and_may_block(backends):
         assert len(done) == 1 and done[0].startswith(b"nested|port="), done
         assert state_seen.wait(20)
         assert (sy.State.READY, sy.State.READY) in states
+
+
+def test_a_future_is_a_grpc_call_as_grpcio_s_are(backends):
+    # grpcio's futures are grpc.Call too: code(), details(), metadata,
+    # is_active(), time_remaining(), add_callback(); running() while in
+    # flight; a done callback added to a finished future runs at once.
+    import threading
+    import time
+    with sy.Channel(backends.target, ROUND_ROBIN, credentials=sy.Insecure()) as ch:
+        done = ch.unary_future("/echo.Echo/Unary", b"x", timeout=10, wait_for_ready=True)
+        done.result(timeout=20)
+        assert done.code() == sy.StatusCode.OK and done.details() is None
+        assert not done.is_active() and not done.running()
+        assert isinstance(done.trailing_metadata(), tuple)
+        assert not done.add_callback(lambda: None)
+        ran = []
+        done.add_done_callback(lambda f: ran.append(threading.current_thread()))
+        assert ran == [threading.current_thread()]
+
+        slow = ch.unary_future("/echo.Echo/Delay", b"30000", timeout=60)
+        ended = threading.Event()
+        assert slow.add_callback(ended.set)
+        time.sleep(0.2)
+        assert slow.running() and slow.is_active()
+        assert 0 < slow.time_remaining() <= 60
+        assert slow.cancel()
+        assert slow.code() == sy.StatusCode.CANCELLED
+        assert ended.wait(10)
+        assert not slow.running()
+
+        failed = ch.unary_future("/echo.Echo/Delay", b"not a number", timeout=10)
+        assert failed.code() != sy.StatusCode.OK and failed.details()
