@@ -159,11 +159,11 @@ fn run(name: Name, cc: ResolverClientConn, rx: Receiver<Request>) {
                     );
                     let service_config =
                         if options.dns_service_config && !options.disable_service_config {
-                            let client = Client {
+                            let mut client = Client {
                                 hostname: &hostname,
-                                percentile: (rng.uniform() * 100.0) as u32 % 100,
+                                percentile: &mut || (rng.uniform() * 100.0) as u32 % 100,
                             };
-                            match service_config(&name, &client) {
+                            match service_config(&name, &mut client) {
                                 Txt::Found(config) => {
                                     last_config.clone_from(&config);
                                     config
@@ -255,7 +255,7 @@ enum Txt {
 /// `Failed`: the caller keeps what it had, as gRPC-Go ignores TXT errors.
 /// A record that is no valid list of choices is an invalid config (the
 /// channel keeps its last good one, or fails with none), as in gRPC-Go.
-fn service_config(name: &Name, client: &Client<'_>) -> Txt {
+fn service_config(name: &Name, client: &mut Client<'_>) -> Txt {
     let host = name.host.as_str();
     if host.parse::<IpAddr>().is_ok() || host.eq_ignore_ascii_case("localhost") {
         return Txt::Found(None);

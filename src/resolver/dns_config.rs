@@ -16,16 +16,20 @@ pub(crate) const CLIENT_LANGUAGE: &str = "rust";
 /// What the choice rules test about this client.
 pub(crate) struct Client<'a> {
     pub(crate) hostname: &'a str,
-    /// A number in 0..100, drawn once per lookup: `percentage: p` matches
-    /// when it is below `p`.
-    pub(crate) percentile: u32,
+    /// Draws a number in 0..100 for each `percentage: p`, which matches
+    /// when it is below `p`: a draw per choice, as gRPC-Go
+    /// (`chosenByPercentage`) and C-core (`rand() % 100` in the loop) draw.
+    pub(crate) percentile: &'a mut dyn FnMut() -> u32,
 }
 
 /// The service config (JSON) chosen from `records` (the TXT records, each's
 /// strings joined): `Ok(None)` when no record is a `grpc_config=` or no
 /// choice matches; an error, naming what is wrong, for a record that is not
 /// a valid list of choices.
-pub(crate) fn choose(records: &[String], client: &Client<'_>) -> Result<Option<String>, String> {
+pub(crate) fn choose(
+    records: &[String],
+    client: &mut Client<'_>,
+) -> Result<Option<String>, String> {
     let Some(json) = records.iter().find_map(|r| r.strip_prefix(PREFIX)) else {
         return Ok(None);
     };
@@ -69,7 +73,7 @@ pub(crate) fn choose(records: &[String], client: &Client<'_>) -> Result<Option<S
                         .as_u64()
                         .filter(|p| *p <= 100)
                         .ok_or_else(|| at("not an integer from 0 to 100"))?;
-                    if u64::from(client.percentile) >= p {
+                    if u64::from((client.percentile)()) >= p {
                         matches = false;
                     }
                 }
@@ -113,9 +117,9 @@ mod tests {
         let records: Vec<String> = records.iter().map(|r| r.to_string()).collect();
         choose(
             &records,
-            &Client {
+            &mut Client {
                 hostname,
-                percentile,
+                percentile: &mut || percentile,
             },
         )
     }
@@ -149,6 +153,22 @@ mod tests {
             None,
             "other host; 0% never"
         );
+    }
+
+    #[test]
+    fn each_percentage_draws_its_own_number() {
+        // [{50%: RR}, {50%: PF}]: the second is tested with a draw of its
+        // own (gRPC-Go, C-core), so it can win where the first lost.
+        let txt = format!(
+            r#"grpc_config=[{{"percentage":50,"serviceConfig":{RR}}},
+                            {{"percentage":50,"serviceConfig":{PF}}}]"#
+        );
+        let mut draws = [70, 20].into_iter();
+        let mut client = Client {
+            hostname: "h",
+            percentile: &mut || draws.next().unwrap_or(99),
+        };
+        assert_eq!(choose(&[txt], &mut client).unwrap().as_deref(), Some(PF));
     }
 
     #[test]
