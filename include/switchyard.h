@@ -483,8 +483,8 @@ sy_status sy_channel_new_insecure(const struct sy_runtime *rt,
  *   host on what `sy_pick` returns. NULL for library-managed connections:
  *   the library's own TCP / TLS / HTTP/2 to each address, used by
  *   `sy_call_unary` and `sy_call_unary_start`. With default options those
- *   are TLS, verifying each address's host name against the bundled Mozilla
- *   roots; `sy_channel_new_with_options` sets plaintext, roots, mTLS, ...
+ *   are TLS, verifying each address's host name against the system's
+ *   trusted roots (gRPC's default); `sy_channel_new_with_options` sets plaintext, roots, mTLS, ...
  * - `on_state_change`, `state_ctx`: optional; see `sy_state_fn`.
  * - `release_user_data`: called once for each non-NULL `user_data` given in
  *   `sy_channel_update_addresses` when nothing can return it any more. May be
@@ -672,7 +672,7 @@ void sy_channel_free(struct sy_channel *ch);
  * `sy_channel_options_new_tls`; freed with `sy_channel_options_free`).
  *
  * Defaults (a fresh handle, or passing NULL instead of one): TLS with the
- * bundled Mozilla roots, verifying each address's host name; no client
+ * system's trusted roots, verifying each address's host name; no client
  * certificate; no keepalive; gRPC's size limits (4 MiB per received
  * message, 16 MiB per header list); gRPC's connection backoff (1 s, x1.6, +-20 %,
  * at most 120 s, at least 20 s per attempt); the target's authority; an idle
@@ -716,8 +716,8 @@ SY_MUST_USE sy_status sy_channel_options_new_insecure(struct sy_channel_options 
 /**
  * The common case in one call: options for TLS, verifying each address's
  * host name. `roots_pem`, `len`: the roots to trust, as
- * `sy_channel_options_set_tls_roots_pem`; NULL and 0 for the bundled Mozilla
- * roots (what `sy_channel_options_new` gives). Errors as that setter's
+ * `sy_channel_options_set_tls_roots_pem`; NULL and 0 for the system's
+ * trusted roots (what `sy_channel_options_new` gives). Errors as that setter's
  * (SY_INVALID_ARGUMENT: no parsable certificate; SY_NULL_PARAMETER: NULL
  * with a length). On success `*out` belongs to the caller
  * (`sy_channel_options_free`). Any thread.
@@ -742,8 +742,8 @@ sy_status sy_channel_options_set_insecure(struct sy_channel_options *opts, bool 
 
 /**
  * Trust only these roots: `pem`, `len` bytes of PEM with at least one
- * CERTIFICATE (copied; it need not be NUL-terminated). Replaces the bundled
- * Mozilla roots. SY_INVALID_ARGUMENT if it holds no parsable certificate.
+ * CERTIFICATE (copied; it need not be NUL-terminated). Replaces the system's
+ * trusted roots. SY_INVALID_ARGUMENT if it holds no parsable certificate.
  */
 sy_status sy_channel_options_set_tls_roots_pem(struct sy_channel_options *opts,
                                                const uint8_t *pem,

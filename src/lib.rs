@@ -42,7 +42,7 @@
 //!
 //! A channel with the library's own connections speaks **verified TLS**
 //! unless told otherwise: `ChannelOptions::transport` left at `None` is
-//! [`TransportConfig::default()`], TLS with the bundled Mozilla roots,
+//! [`TransportConfig::default()`], TLS with the system's trusted roots,
 //! checking the target's host name ([`TlsSettings`] sets other roots, a
 //! server name override or a client certificate). Plaintext HTTP/2 (h2c) is
 //! only ever chosen by name: [`TransportConfig::insecure()`] or

@@ -185,8 +185,8 @@ pub extern "C" fn sy_channel_new_insecure(
 ///   host on what `sy_pick` returns. NULL for library-managed connections:
 ///   the library's own TCP / TLS / HTTP/2 to each address, used by
 ///   `sy_call_unary` and `sy_call_unary_start`. With default options those
-///   are TLS, verifying each address's host name against the bundled Mozilla
-///   roots; `sy_channel_new_with_options` sets plaintext, roots, mTLS, ...
+///   are TLS, verifying each address's host name against the system's
+///   trusted roots (gRPC's default); `sy_channel_new_with_options` sets plaintext, roots, mTLS, ...
 /// - `on_state_change`, `state_ctx`: optional; see `sy_state_fn`.
 /// - `release_user_data`: called once for each non-NULL `user_data` given in
 ///   `sy_channel_update_addresses` when nothing can return it any more. May be

@@ -26,7 +26,7 @@ pub(crate) const DEFAULT_CALL_THREADS: usize = 8;
 /// `sy_channel_options_new_tls`; freed with `sy_channel_options_free`).
 ///
 /// Defaults (a fresh handle, or passing NULL instead of one): TLS with the
-/// bundled Mozilla roots, verifying each address's host name; no client
+/// system's trusted roots, verifying each address's host name; no client
 /// certificate; no keepalive; gRPC's size limits (4 MiB per received
 /// message, 16 MiB per header list); gRPC's connection backoff (1 s, x1.6, +-20 %,
 /// at most 120 s, at least 20 s per attempt); the target's authority; an idle
@@ -206,8 +206,8 @@ pub extern "C" fn sy_channel_options_new_insecure(out: *mut *mut sy_channel_opti
 
 /// The common case in one call: options for TLS, verifying each address's
 /// host name. `roots_pem`, `len`: the roots to trust, as
-/// `sy_channel_options_set_tls_roots_pem`; NULL and 0 for the bundled Mozilla
-/// roots (what `sy_channel_options_new` gives). Errors as that setter's
+/// `sy_channel_options_set_tls_roots_pem`; NULL and 0 for the system's
+/// trusted roots (what `sy_channel_options_new` gives). Errors as that setter's
 /// (SY_INVALID_ARGUMENT: no parsable certificate; SY_NULL_PARAMETER: NULL
 /// with a length). On success `*out` belongs to the caller
 /// (`sy_channel_options_free`). Any thread.
@@ -280,8 +280,8 @@ pub extern "C" fn sy_channel_options_set_insecure(
 }
 
 /// Trust only these roots: `pem`, `len` bytes of PEM with at least one
-/// CERTIFICATE (copied; it need not be NUL-terminated). Replaces the bundled
-/// Mozilla roots. SY_INVALID_ARGUMENT if it holds no parsable certificate.
+/// CERTIFICATE (copied; it need not be NUL-terminated). Replaces the system's
+/// trusted roots. SY_INVALID_ARGUMENT if it holds no parsable certificate.
 #[no_mangle]
 pub extern "C" fn sy_channel_options_set_tls_roots_pem(
     opts: *mut sy_channel_options,

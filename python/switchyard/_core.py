@@ -205,8 +205,8 @@ class Insecure:
 
 
 class Tls:
-    """TLS (the default): `roots` PEM (bytes or str) instead of the bundled
-    Mozilla roots, `server_name` to verify instead of each address's host,
+    """TLS (the default): `roots` PEM (bytes or str) instead of the system's
+    trusted roots, `server_name` to verify instead of each address's host,
     `client_cert` + `client_key` (PEM) for mutual TLS."""
 
     def __init__(self, roots=None, server_name=None, client_cert=None, client_key=None):

@@ -51,7 +51,7 @@ pub struct ChannelOptions {
     /// connections (`ManagedConnector`) configured by `transport`.
     pub connector: Option<Box<dyn Connector>>,
     /// For library-managed connections. `None` (like
-    /// `TransportConfig::default()`) means TLS with the bundled Mozilla roots,
+    /// `TransportConfig::default()`) means TLS with the system's trusted roots,
     /// verifying the target's host name; plaintext HTTP/2 only when asked for
     /// by name (`TransportConfig::insecure()`).
     pub transport: Option<TransportConfig>,

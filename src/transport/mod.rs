@@ -49,8 +49,8 @@ pub use grpc::unary;
 #[doc(hidden)]
 pub use h2conn::Handle;
 
-/// How to talk to a backend. The default is verified TLS (the bundled
-/// Mozilla roots, the target's host name); plaintext only when named:
+/// How to talk to a backend. The default is verified TLS (the system's
+/// trusted roots, the target's host name); plaintext only when named:
 /// [`TransportConfig::insecure`] or [`Credentials::Insecure`].
 #[derive(Debug, Clone)]
 pub struct TransportConfig {
@@ -159,16 +159,22 @@ impl Default for Credentials {
 
 #[derive(Debug, Clone, Default)]
 /// How to verify the server, and the client certificate for mutual TLS.
-/// The default: the bundled Mozilla roots, the target's host name, no
+/// The default: the system's trusted roots, the target's host name, no
 /// client certificate.
 pub struct TlsSettings {
     /// SNI and certificate name to verify; empty = the authority's host
     /// (the target's: its IP address, or "localhost" for a Unix socket).
-    /// Set, it is the calls' `:authority` too unless the channel is given
-    /// one (`ChannelOptions::authority`), as in gRPC-Go. Given with a port
-    /// (`host:port`), the host is the name verified.
+    /// Set, it is the calls' `:authority` too (as gRPC-Go's server-name
+    /// override is) unless the channel is given one
+    /// (`ChannelOptions::authority`): then the two may differ, as C-core's
+    /// `ssl_target_name_override` and `default_authority` may (gRPC-Go
+    /// refuses that pair). Given with a port (`host:port`), the host is the
+    /// name verified.
     pub server_name: String,
-    /// PEM bundle of trusted roots; `None` = the webpki-roots Mozilla bundle.
+    /// PEM bundle of trusted roots; `None` = gRPC's default: the file
+    /// `GRPC_DEFAULT_SSL_ROOTS_FILE_PATH` names, else the system's store
+    /// (`SSL_CERT_FILE` / `SSL_CERT_DIR` honoured), else the Mozilla roots
+    /// built in; read once per process.
     pub roots_pem: Option<Vec<u8>>,
     /// (certificate chain PEM, private key PEM) for mutual TLS.
     pub client_cert: Option<(Vec<u8>, Vec<u8>)>,

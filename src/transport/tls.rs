@@ -66,7 +66,7 @@ fn client_config(settings: &TlsSettings) -> Result<Arc<ClientConfig>, String> {
                 return Err("roots_pem contains no certificates".into());
             }
         }
-        None => roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned()),
+        None => roots = default_roots().clone(),
     }
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let builder = ClientConfig::builder_with_provider(provider)
@@ -88,6 +88,37 @@ fn client_config(settings: &TlsSettings) -> Result<Arc<ClientConfig>, String> {
     };
     config.alpn_protocols = vec![b"h2".to_vec()];
     Ok(Arc::new(config))
+}
+
+/// The roots a channel trusts when it is given none, as gRPC C-core finds
+/// them (`DefaultSslRootStore`): the PEM file `GRPC_DEFAULT_SSL_ROOTS_FILE_PATH`
+/// names, else the system's store (gRPC-Go's default too; `SSL_CERT_FILE`
+/// and `SSL_CERT_DIR` honoured), else the Mozilla roots built in. Read once
+/// per process, as both do.
+fn default_roots() -> &'static RootCertStore {
+    static ROOTS: std::sync::OnceLock<RootCertStore> = std::sync::OnceLock::new();
+    ROOTS.get_or_init(|| {
+        let mut roots = RootCertStore::empty();
+        if let Some(path) = std::env::var_os("GRPC_DEFAULT_SSL_ROOTS_FILE_PATH") {
+            match std::fs::read(&path) {
+                Ok(pem) => {
+                    let certs = CertificateDer::pem_slice_iter(&pem).filter_map(Result::ok);
+                    roots.add_parsable_certificates(certs);
+                }
+                Err(e) => log::warn!(
+                    target: crate::trace::TRANSPORT,
+                    "GRPC_DEFAULT_SSL_ROOTS_FILE_PATH {path:?}: {e}"
+                ),
+            }
+        }
+        if roots.is_empty() {
+            roots.add_parsable_certificates(rustls_native_certs::load_native_certs().certs);
+        }
+        if roots.is_empty() {
+            roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
+        }
+        roots
+    })
 }
 
 fn client_connection(
