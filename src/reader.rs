@@ -764,7 +764,7 @@ impl Reader {
             let chunks = r.chunks();
             // From the whole slice, not its first element: the cursor
             // indexes every chunk through this pointer.
-            let start = r.locate(self.shared.rotation_start());
+            let start = r.locate(self.shared.rotation_start() % r.len());
             (NonNull::from(chunks).cast::<Chunk>(), chunks.len(), start)
         });
         let generation = self.cache.generation();

@@ -28,7 +28,7 @@
 //! update ([`SwitchTo`]), so a config naming another child policy switches
 //! as gracefully as the channel's own policy does.
 
-use crate::balancer::child_manager::ChildManager;
+use crate::balancer::child_manager::{ChildManager, Published};
 use crate::balancer::picker::{FailPicker, ForwardingPicker, Picker};
 use crate::balancer::subconn::SubConnId;
 use crate::balancer::{
@@ -200,7 +200,7 @@ impl GracefulSwitch {
     }
 
     /// What the child keyed `key` published since last asked.
-    fn publishes(&mut self, key: &Option<String>) -> Vec<(ConnectivityState, Arc<dyn Picker>)> {
+    fn publishes(&mut self, key: &Option<String>) -> Vec<Published> {
         key.as_deref()
             .map(|k| self.children.take_publishes(k))
             .unwrap_or_default()
@@ -217,12 +217,7 @@ impl GracefulSwitch {
     /// latest) are published, then the old current is closed (its
     /// subchannels shut down, one by one, after readers already have the
     /// new picker).
-    fn swap(
-        &mut self,
-        cc: &mut dyn ClientConn,
-        why: &str,
-        publish: Option<(ConnectivityState, Arc<dyn Picker>)>,
-    ) {
+    fn swap(&mut self, cc: &mut dyn ClientConn, why: &str, publish: Option<Published>) {
         let Some(pending) = self.pending.take() else {
             return;
         };

@@ -67,9 +67,9 @@ impl Rotation {
         &self.chunks
     }
 
-    /// Entry `i mod len` as (its chunk, its place in the chunk).
+    /// Entry `i` (below `len`) as (its chunk, its place in the chunk).
     pub(crate) fn locate(&self, i: usize) -> (usize, usize) {
-        let i = i % self.len;
+        // The last chunk starting at or before `i` (the first starts at 0).
         let c = self.starts.partition_point(|s| *s <= i) - 1;
         (c, i - self.starts[c])
     }
@@ -100,10 +100,8 @@ impl Rotation {
     /// parent that keys something by id never touches the subchannel.
     #[inline]
     pub fn pick_with_id(&self, local: &mut PickLocal) -> (&SubConn, SubConnId) {
-        let i = local.next_index(self.len);
-        // The last chunk starting at or before `i` (the first starts at 0).
-        let c = self.starts.partition_point(|s| *s <= i) - 1;
-        let entry = self.chunks[c][i - self.starts[c]];
+        let (c, offset) = self.locate(local.next_index(self.len));
+        let entry = self.chunks[c][offset];
         // SAFETY: entries point into `_keep`, alive as long as `self`.
         (unsafe { entry.ptr().as_ref() }, entry.id())
     }

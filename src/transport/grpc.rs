@@ -387,12 +387,7 @@ async fn call(
     // without a grpc-status: no response headers came, nothing is
     // committed (gRPC-Go's `TrailersOnly()`, which `shouldRetry` asks).
     let trailers_only = body.is_end_stream();
-    // Not a gRPC answer (a proxy's error page): nothing in it is read,
-    // not even a pushback (gRPC-Go closes such a stream with no metadata).
-    let head = check_response_head(&parts).and_then(|()| {
-        unary_head(&parts, trailers_only).map_err(|e| e.with_trailers(&parts.headers))
-    });
-    if let Err(e) = head {
+    if let Err(e) = unary_head(&parts, trailers_only) {
         if trailers_only {
             answered(&mut stream);
         }
@@ -504,24 +499,25 @@ fn without_transport_fields(map: HeaderMap) -> HeaderMap {
 /// A response without a gRPC content-type is not gRPC's, so its HTTP
 /// status decides even when it carries a grpc-status (gRPC-Go's
 /// operateHeaders looks at grpc-status only once it knows the answer is
-/// gRPC; a proxy's error page may carry anything).
+/// gRPC; a proxy's error page may carry anything), and nothing else of it
+/// is read: only a gRPC answer's errors carry what its headers say to the
+/// policy and the retry policy (`CallError::with_trailers`).
 pub(crate) fn unary_head(
     parts: &http::response::Parts,
     trailers_only: bool,
 ) -> Result<(), CallError> {
     check_response_head(parts)?;
+    let said = |e: CallError| e.with_trailers(&parts.headers);
+    check_binary_metadata(&parts.headers).map_err(said)?;
     // Trailers-only response: the status lives in the headers.
-    if let Some((code, message)) = grpc_status(&parts.headers).filter(|_| trailers_only) {
-        check_binary_metadata(&parts.headers)?;
-        return Err(match code {
-            code::OK => CallError {
-                server_said_ok: true,
-                ..CallError::new(code::INTERNAL, "no response message for unary call")
-            },
-            _ => CallError::new(code, message),
-        });
+    match grpc_status(&parts.headers).filter(|_| trailers_only) {
+        Some((code::OK, _)) => Err(said(CallError {
+            server_said_ok: true,
+            ..CallError::new(code::INTERNAL, "no response message for unary call")
+        })),
+        Some((code, message)) => Err(said(CallError::new(code, message))),
+        None => Ok(()),
     }
-    check_binary_metadata(&parts.headers)
 }
 
 /// A call's receive limit from the channel's (`channel`) and the method
