@@ -35,12 +35,15 @@ pub struct sy_buffer {
 /// One request metadata entry: `key` and `value` are NUL-terminated and
 /// copied. Keys are ASCII `[0-9a-z_.-]` (upper case is folded to lower);
 /// values printable ASCII. Keys ending in "-bin" carry base64 text (padded
-/// or not), sent as given. Refused with SY_INVALID_ARGUMENT, before anything
+/// or not), sent unpadded. Refused with SY_INVALID_ARGUMENT, before anything
 /// is sent: a "-bin" value that is not base64,
 /// pseudo-headers (":path", ...), connection-specific keys HTTP/2 forbids
 /// ("connection", "keep-alive", "proxy-connection", "transfer-encoding",
-/// "upgrade", "te", "host"), and keys the transport owns ("grpc-*",
-/// "content-type", "user-agent").
+/// "upgrade", "te", "host"), and keys the transport owns ("content-type",
+/// "user-agent", "grpc-timeout", "grpc-encoding", "grpc-accept-encoding",
+/// "grpc-message", "grpc-message-type", "grpc-status",
+/// "grpc-previous-rpc-attempts"); other "grpc-" keys ("grpc-trace-bin", ...)
+/// are sent, as gRPC-Go sends them.
 #[repr(C)]
 #[derive(Clone, Copy)]
 pub struct sy_metadata {

@@ -74,23 +74,28 @@ const CONNECTION_SPECIFIC: [&str; 7] = [
     "host",
 ];
 
-/// Headers the transport sets for every call.
-const TRANSPORT_OWNED: [&str; 2] = ["content-type", "user-agent"];
+/// `grpc-previous-rpc-attempts`: a call's retries set it themselves.
+const PREVIOUS_ATTEMPTS: &str = "grpc-previous-rpc-attempts";
 
 /// Checks request metadata before anything is sent: keys are non-empty
 /// lower-case ASCII (`[0-9a-z_.-]`), neither pseudo-headers (`:path`, ...),
 /// nor connection-specific (`connection`, `keep-alive`, `proxy-connection`,
 /// `transfer-encoding`, `upgrade`, `te`, `host`), nor the transport's own
-/// (`grpc-*`, `content-type`, `user-agent`); values are printable ASCII
-/// (`-bin` values: their base64 text, sent as given, so base64 they must
-/// be: a server refuses anything else). The error says which entry and
-/// why. The C ABI's argument check and both Rust call paths
+/// (`content-type`, `user-agent`, `grpc-timeout`, `grpc-encoding`,
+/// `grpc-accept-encoding`, `grpc-message`, `grpc-message-type`,
+/// `grpc-status`, `grpc-previous-rpc-attempts`); values are printable ASCII
+/// (`-bin` values: their base64 text, padded or not; sent unpadded, as the
+/// gRPC spec asks). The error says which entry and why, in gRPC-Go's words
+/// where it has some. The C ABI's argument check and both Rust call paths
 /// use this one function.
 pub fn check_metadata(metadata: &[(String, String)]) -> Result<(), String> {
     for (key, value) in metadata {
         check_metadata_key(key)?;
         if !value.bytes().all(|b| (b' '..=b'~').contains(&b)) {
-            return Err(format!("metadata value for {key:?} is not printable ASCII"));
+            return Err(format!(
+                "header key {} contains value with non-printable ASCII characters",
+                go_quoted(key)
+            ));
         }
         if key.ends_with("-bin") && transport::grpc::decode_binary(value.as_bytes()).is_none() {
             return Err(format!(
@@ -102,15 +107,19 @@ pub fn check_metadata(metadata: &[(String, String)]) -> Result<(), String> {
 }
 
 fn check_metadata_key(key: &str) -> Result<(), String> {
+    if key.is_empty() {
+        return Err("there is an empty key in the header".to_string());
+    }
     if key.starts_with(':') {
         return Err(format!(
             "metadata key {key:?} is an HTTP/2 pseudo-header (the transport sets those)"
         ));
     }
     let charset = |b: u8| b.is_ascii_digit() || b.is_ascii_lowercase() || b"-_.".contains(&b);
-    if key.is_empty() || !key.bytes().all(charset) {
+    if !key.bytes().all(charset) {
         return Err(format!(
-            "metadata key {key:?} is not valid (lower-case ASCII letters, digits, '-', '_', '.')"
+            "header key {} contains illegal characters not in [0-9a-z-_.]",
+            go_quoted(key)
         ));
     }
     if CONNECTION_SPECIFIC.contains(&key) {
@@ -118,15 +127,36 @@ fn check_metadata_key(key: &str) -> Result<(), String> {
             "metadata key {key:?} is connection-specific: HTTP/2 forbids it in a request"
         ));
     }
-    if key.starts_with("grpc-") || TRANSPORT_OWNED.contains(&key) {
+    if transport::grpc::owned_by_transport(key) || key == PREVIOUS_ATTEMPTS {
         return Err(format!("metadata key {key:?} belongs to the transport"));
     }
     Ok(())
 }
 
-/// A call's metadata check as the status `Reader::unary` fails with:
-/// INTERNAL, as gRPC clients fail a call whose metadata they cannot send.
-/// Nothing was picked, so the policy hears nothing of it.
+/// `s` quoted as gRPC-Go's errors quote it (`%q`): control characters as
+/// `\x19`, `\n`, ..., not Rust's `\u{19}`.
+fn go_quoted(s: &str) -> String {
+    let mut out = String::with_capacity(s.len() + 2);
+    out.push('"');
+    for c in s.chars() {
+        match c {
+            '"' => out.push_str("\\\""),
+            '\\' => out.push_str("\\\\"),
+            '\u{7}' => out.push_str("\\a"),
+            '\u{8}' => out.push_str("\\b"),
+            '\u{c}' => out.push_str("\\f"),
+            '\n' => out.push_str("\\n"),
+            '\r' => out.push_str("\\r"),
+            '\t' => out.push_str("\\t"),
+            '\u{b}' => out.push_str("\\v"),
+            c if c.is_ascii_control() => out.push_str(&format!("\\x{:02x}", c as u32)),
+            c => out.push(c),
+        }
+    }
+    out.push('"');
+    out
+}
+
 /// Whether `method` can be a call's path: "/package.Service/Method" as
 /// HTTP/2 can carry it (a URI path of printable ASCII: no spaces, controls,
 /// `?` or `#`). The
@@ -146,7 +176,8 @@ pub fn check_method(method: &str) -> Result<(), String> {
 }
 
 /// What a blocking call fails with before picking: INTERNAL for a method or
-/// metadata that cannot be sent.
+/// metadata that cannot be sent, as gRPC clients fail a call whose metadata
+/// they cannot send. Nothing was picked, so the policy hears nothing of it.
 fn request_status(method: &str, metadata: &[(String, String)]) -> Result<(), Status> {
     check_method(method)
         .and_then(|()| check_metadata(metadata))
@@ -422,9 +453,20 @@ mod tests {
 
     #[test]
     fn metadata_http2_can_carry_passes() {
-        for key in ["x-trace", "a.b_c-0", "grpcx", "tee", "hostname"] {
+        // gRPC-Go sends every `grpc-` key but its reserved ones
+        // (tracing's `grpc-trace-bin` among them).
+        for key in [
+            "x-trace",
+            "a.b_c-0",
+            "grpcx",
+            "tee",
+            "hostname",
+            "grpc-custom",
+            "grpc-retry-pushback-ms",
+        ] {
             assert_eq!(check(key, "v a/l=ue~"), Ok(()), "{key}");
         }
+        assert_eq!(check("grpc-trace-bin", "AAEC"), Ok(()));
         assert_eq!(check_metadata(&[]), Ok(()));
         assert_eq!(check("x-empty", ""), Ok(()));
         // -bin values are base64, padded or not.
@@ -450,10 +492,13 @@ mod tests {
             ("grpc-timeout", "belongs to the transport"),
             ("content-type", "belongs to the transport"),
             ("user-agent", "belongs to the transport"),
-            ("Upper", "not valid"),
-            ("", "not valid"),
-            ("sp ace", "not valid"),
-            ("x\u{e9}", "not valid"),
+            ("grpc-encoding", "belongs to the transport"),
+            ("grpc-accept-encoding", "belongs to the transport"),
+            ("grpc-status", "belongs to the transport"),
+            ("grpc-previous-rpc-attempts", "belongs to the transport"),
+            ("Upper", "illegal characters not in [0-9a-z-_.]"),
+            ("sp ace", "illegal characters"),
+            ("x\u{e9}", "illegal characters"),
         ];
         for (key, why) in cases {
             let e = check(key, "v").unwrap_err();
@@ -462,6 +507,10 @@ mod tests {
                 "{key}: {e}"
             );
         }
+        assert_eq!(
+            check("", "v").unwrap_err(),
+            "there is an empty key in the header"
+        );
         for value in ["line\nbreak", "tab\t", "\u{e9}", "nul\0"] {
             let e = check("x-v", value).unwrap_err();
             assert!(

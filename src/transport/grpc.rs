@@ -687,19 +687,25 @@ fn unary_request(
     metadata: &[(String, String)],
     timeout: Option<Duration>,
 ) -> Result<Request<()>, CallError> {
-    let mut req = build_request(shared, method, metadata, timeout)?;
-    req.headers_mut().insert(
-        "grpc-accept-encoding",
-        HeaderValue::from_static("identity,deflate,gzip"),
-    );
-    Ok(req)
+    build_request(
+        shared,
+        method,
+        metadata,
+        timeout,
+        Some(HeaderValue::from_static("identity,deflate,gzip")),
+    )
 }
 
+/// A call's request head: the call definition (pseudo-headers, `te`,
+/// `content-type`, `user-agent`, `grpc-timeout`, `grpc-accept-encoding` when
+/// given), then the caller's metadata, in the order PROTOCOL-HTTP2 gives
+/// (`Call-Definition *Custom-Metadata`).
 pub(crate) fn build_request(
     shared: &HandleShared,
     method: &str,
     metadata: &[(String, String)],
     timeout: Option<Duration>,
+    accept_encoding: Option<HeaderValue>,
 ) -> Result<Request<()>, CallError> {
     // Out of time before it is sent: never sent, as gRPC-Go's
     // createHeaderFields fails a stream whose deadline has passed rather
@@ -729,12 +735,23 @@ pub(crate) fn build_request(
         let v = HeaderValue::from_str(&encode_timeout(t)).expect("ascii");
         h.insert("grpc-timeout", v);
     }
+    if let Some(v) = accept_encoding {
+        h.insert("grpc-accept-encoding", v);
+    }
     for (k, v) in metadata {
         let name = HeaderName::from_bytes(k.as_bytes())
             .map_err(|e| CallError::new(code::INTERNAL, format!("bad metadata key {k:?}: {e}")))?;
         if is_reserved(&name) {
             continue;
         }
+        // Binary values go out unpadded, as PROTOCOL-HTTP2 asks of
+        // senders (and gRPC-Go's `encodeBinHeader` does); a receiver
+        // takes either.
+        let v = if k.ends_with("-bin") {
+            v.trim_end_matches('=')
+        } else {
+            v
+        };
         let value = HeaderValue::from_str(v)
             .map_err(|e| CallError::new(code::INTERNAL, format!("bad metadata value: {e}")))?;
         h.append(name, value);
@@ -747,11 +764,31 @@ pub(crate) fn build_request(
 pub(crate) const USER_AGENT_VALUE: &str =
     concat!("grpc-rust-switchyard/", env!("CARGO_PKG_VERSION"));
 
-/// Headers the transport owns; user metadata must not override them.
+/// Headers the transport sets on a request, or a server answers with, that
+/// a caller's metadata may not carry (gRPC-Go's `isReservedHeader`, with
+/// `grpc-accept-encoding`, which the transport offers itself). Other
+/// `grpc-` keys (`grpc-trace-bin`, `grpc-previous-rpc-attempts`, ...) are
+/// sent as given, as in gRPC-Go.
+pub(crate) fn owned_by_transport(key: &str) -> bool {
+    matches!(
+        key,
+        "content-type"
+            | "user-agent"
+            | "grpc-timeout"
+            | "grpc-encoding"
+            | "grpc-accept-encoding"
+            | "grpc-message"
+            | "grpc-message-type"
+            | "grpc-status"
+    )
+}
+
+/// What `build_request` leaves out of a caller's metadata (the call layer
+/// refuses these before anything is picked; this keeps the transport's
+/// own fields its own whoever calls it).
 fn is_reserved(name: &HeaderName) -> bool {
     let n = name.as_str();
-    matches!(n, "content-type" | "te" | "connection" | "user-agent")
-        || (n.starts_with("grpc-") && n != "grpc-previous-rpc-attempts")
+    owned_by_transport(n) || matches!(n, "te" | "connection")
 }
 
 /// 1-byte compressed flag (0) + u32 big-endian length + message.
@@ -914,7 +951,7 @@ fn check_announced_len(buf: &[u8], max: usize) -> Result<Option<usize>, CallErro
     if len > max {
         return Err(CallError::new(
             code::RESOURCE_EXHAUSTED,
-            format!("received message larger than max ({len} vs. {max})"),
+            format!("grpc: received message larger than max ({len} vs. {max})"),
         ));
     }
     Ok(Some(len))

@@ -89,7 +89,7 @@ impl ServerStream {
     /// Prepares `method(request)` on the connection behind `handle`;
     /// nothing is sent until the first [`ServerStream::poll`].
     pub(crate) fn start(handle: &Handle, method: &str, request: &[u8]) -> Result<Self, CallError> {
-        let head = build_request(&handle.shared, method, &[], None)?;
+        let head = build_request(&handle.shared, method, &[], None, None)?;
         Ok(ServerStream {
             state: State::Opening {
                 send: handle.send.clone(),
