@@ -645,11 +645,13 @@ impl Connection {
         let code = e
             .reason()
             .map_or_else(|| "?".to_string(), |r| format!("{r:?}"));
-        // gRPC-Go's words: `code: ENHANCE_YOUR_CALM, debug data: "too_many_pings"`.
-        let _ = self
-            .shared
-            .goaway
-            .set(format!("code: {code}, debug data: \"{debug}\""));
+        // gRPC-Go's words (`setGoAwayReason`): `code: ENHANCE_YOUR_CALM,
+        // debug data: "too_many_pings"`, or `code: NO_ERROR` without any.
+        let _ = self.shared.goaway.set(if debug.is_empty() {
+            format!("code: {code}")
+        } else {
+            format!("code: {code}, debug data: \"{debug}\"")
+        });
         self.shared.mark_closing();
         // Before READY this is just a failure (the message says why).
         if self.ready && !self.goaway {
@@ -675,7 +677,18 @@ impl Connection {
                 return;
             }
             if now >= deadline {
-                // Fail the streams through the io layer, then report.
+                // Tell the server (best effort, as `close` does: gRPC-Go's
+                // keepalive closes with a GOAWAY too), then fail the
+                // streams through the io layer, then report.
+                if let State::Open { conn, .. } = &mut self.state {
+                    let waker = self.waker.clone();
+                    let mut cx = Context::from_waker(&waker);
+                    conn.write_go_away(
+                        &mut cx,
+                        Reason::NO_ERROR,
+                        Bytes::from_static(CLOSE_DEBUG_DATA),
+                    );
+                }
                 self.flags.abort.store(true, Ordering::Relaxed);
                 if let State::Open { conn, .. } = &mut self.state {
                     let waker = self.waker.clone();

@@ -102,7 +102,9 @@ pub(crate) struct IoFlags {
     pub(crate) activity: AtomicBool,
     /// Set by the loop to make every further read/write fail, which is how
     /// we kill an h2 connection (the client side has no abrupt shutdown)
-    /// while still owning its fd until `close()`.
+    /// while still owning its fd until `close()`: when a keepalive ping
+    /// went unanswered, the one reason it does so (the calls cut off say
+    /// it, in gRPC-Go's words).
     pub(crate) abort: AtomicBool,
     /// Set once (plaintext streams only) when the peer's first bytes were a
     /// TLS record: it expects TLS, so the connection's error can say so.
@@ -181,7 +183,7 @@ impl IoFlags {
         if self.abort.load(Ordering::Relaxed) {
             Err(io::Error::new(
                 io::ErrorKind::ConnectionAborted,
-                "connection aborted locally",
+                "keepalive ping failed to receive ACK within timeout",
             ))
         } else {
             Ok(())
