@@ -86,6 +86,7 @@ static void bad_calls(sy_runtime *rt, sy_channel *host_ch) {
   EXPECT(sy_channel_options_set_tls_roots_pem(NULL, (const uint8_t *)"x", 1), SY_NULL_PARAMETER);
   EXPECT(sy_channel_options_set_keepalive(NULL, 1, 1, false), SY_NULL_PARAMETER);
   EXPECT(sy_channel_options_set_backoff(NULL, 1, 1, 1), SY_NULL_PARAMETER);
+  EXPECT(sy_channel_options_set_backoff_growth(NULL, 1.6, 0.2), SY_NULL_PARAMETER);
   EXPECT(sy_channel_options_set_call_threads(NULL, 1), SY_NULL_PARAMETER);
   sy_channel_options_free(NULL);
   /* The one-call builders and the short channel path. */
@@ -126,6 +127,8 @@ static void bad_calls(sy_runtime *rt, sy_channel *host_ch) {
   EXPECT(sy_channel_options_set_client_cert(o, (const uint8_t *)"c", 1, (const uint8_t *)"k", 1),
          SY_INVALID_ARGUMENT);
   EXPECT(sy_channel_options_set_backoff(o, 5000, 1000, 0), SY_INVALID_ARGUMENT);
+  EXPECT(sy_channel_options_set_backoff_growth(o, 0.5, 0.2), SY_INVALID_ARGUMENT);
+  EXPECT(sy_channel_options_set_backoff_growth(o, 1.6, 2.0), SY_INVALID_ARGUMENT);
   EXPECT(sy_channel_options_set_call_threads(o, 0), SY_INVALID_ARGUMENT);
   EXPECT(sy_channel_options_set_call_threads(o, SY_MAX_CALL_THREADS + 1), SY_INVALID_ARGUMENT);
   /* Transport settings conflict with each other, and with a host transport. */

@@ -814,7 +814,8 @@ sy_status sy_channel_options_set_max_header_list_size(struct sy_channel_options 
 
 /**
  * Connection backoff (gRPC's connection-backoff spec): the first retry after
- * `initial_ms`, growing x1.6 (+-20 % jitter) up to `max_ms`; every attempt
+ * `initial_ms`, growing x1.6 (+-20 % jitter; see
+ * `sy_channel_options_set_backoff_growth`) up to `max_ms`; every attempt
  * gets at least `min_connect_timeout_ms` to connect. 0 keeps that value's
  * default (1000, 120000, 20000). SY_INVALID_ARGUMENT if the initial backoff
  * exceeds the maximum. With a host transport the spacing of attempts is
@@ -825,6 +826,18 @@ sy_status sy_channel_options_set_backoff(struct sy_channel_options *opts,
                                          uint64_t initial_ms,
                                          uint64_t max_ms,
                                          uint64_t min_connect_timeout_ms);
+
+/**
+ * How connection backoff grows (gRPC's connection-backoff spec, gRPC-Go's
+ * `backoff.Config`): each backoff is the last times `multiplier`, spread
+ * by +-`jitter` (a fraction). Defaults 1.6 and 0.2; (1.0, 0.0) spaces
+ * attempts exactly `initial_ms` apart (see
+ * `sy_channel_options_set_backoff`). SY_INVALID_ARGUMENT unless
+ * `multiplier` is finite and at least 1 and `jitter` within 0..=1.
+ */
+sy_status sy_channel_options_set_backoff_growth(struct sy_channel_options *opts,
+                                                double multiplier,
+                                                double jitter);
 
 /**
  * Deprecated, and without effect: `sy_call_unary_start` calls no longer

@@ -423,7 +423,8 @@ pub extern "C" fn sy_channel_options_set_max_header_list_size(
 }
 
 /// Connection backoff (gRPC's connection-backoff spec): the first retry after
-/// `initial_ms`, growing x1.6 (+-20 % jitter) up to `max_ms`; every attempt
+/// `initial_ms`, growing x1.6 (+-20 % jitter; see
+/// `sy_channel_options_set_backoff_growth`) up to `max_ms`; every attempt
 /// gets at least `min_connect_timeout_ms` to connect. 0 keeps that value's
 /// default (1000, 120000, 20000). SY_INVALID_ARGUMENT if the initial backoff
 /// exceeds the maximum. With a host transport the spacing of attempts is
@@ -444,7 +445,8 @@ pub extern "C" fn sy_channel_options_set_backoff(
             initial: pick(initial_ms, d.initial),
             max: pick(max_ms, d.max),
             min_connect_timeout: pick(min_connect_timeout_ms, d.min_connect_timeout),
-            ..d
+            // The growth is `sy_channel_options_set_backoff_growth`'s.
+            ..o.backoff
         };
         if b.initial > b.max {
             return Err(Error::invalid(format!(
@@ -453,6 +455,36 @@ pub extern "C" fn sy_channel_options_set_backoff(
             )));
         }
         o.backoff = b;
+        Ok(())
+    })
+}
+
+/// How connection backoff grows (gRPC's connection-backoff spec, gRPC-Go's
+/// `backoff.Config`): each backoff is the last times `multiplier`, spread
+/// by +-`jitter` (a fraction). Defaults 1.6 and 0.2; (1.0, 0.0) spaces
+/// attempts exactly `initial_ms` apart (see
+/// `sy_channel_options_set_backoff`). SY_INVALID_ARGUMENT unless
+/// `multiplier` is finite and at least 1 and `jitter` within 0..=1.
+#[no_mangle]
+pub extern "C" fn sy_channel_options_set_backoff_growth(
+    opts: *mut sy_channel_options,
+    multiplier: f64,
+    jitter: f64,
+) -> sy_status {
+    boundary(|| {
+        let o = options_mut(opts)?;
+        if !(multiplier.is_finite() && multiplier >= 1.0) {
+            return Err(Error::invalid(format!(
+                "backoff multiplier {multiplier} is not a finite number of at least 1"
+            )));
+        }
+        if !(0.0..=1.0).contains(&jitter) {
+            return Err(Error::invalid(format!(
+                "backoff jitter {jitter} is not within 0..=1"
+            )));
+        }
+        o.backoff.multiplier = multiplier;
+        o.backoff.jitter = jitter;
         Ok(())
     })
 }
@@ -646,4 +678,49 @@ pub extern "C" fn sy_channel_options_set_min_resolution_interval(
         o.resolver.min_resolution_interval = ms(interval_ms);
         Ok(())
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_growth_is_checked_and_kept_by_set_backoff() {
+        let mut o = std::ptr::null_mut();
+        assert_eq!(sy_channel_options_new(&mut o), sy_status::SY_OK);
+        for (m, j) in [
+            (f64::NAN, 0.2),
+            (0.5, 0.2),
+            (f64::INFINITY, 0.2),
+            (1.6, -0.1),
+            (1.6, 1.5),
+            (1.6, f64::NAN),
+        ] {
+            assert_eq!(
+                sy_channel_options_set_backoff_growth(o, m, j),
+                sy_status::SY_INVALID_ARGUMENT,
+                "{m} {j}"
+            );
+        }
+        assert_eq!(
+            sy_channel_options_set_backoff_growth(std::ptr::null_mut(), 1.0, 0.0),
+            sy_status::SY_NULL_PARAMETER
+        );
+        assert_eq!(
+            sy_channel_options_set_backoff_growth(o, 1.0, 0.0),
+            sy_status::SY_OK
+        );
+        // Setting the durations afterwards keeps the growth.
+        assert_eq!(
+            sy_channel_options_set_backoff(o, 100, 1000, 0),
+            sy_status::SY_OK
+        );
+        // SAFETY: `o` is live, from `sy_channel_options_new`.
+        let b = unsafe { &(*o).inner.backoff };
+        assert_eq!(
+            (b.multiplier, b.jitter, b.initial),
+            (1.0, 0.0, Duration::from_millis(100))
+        );
+        sy_channel_options_free(o);
+    }
 }
