@@ -1543,6 +1543,23 @@ sy_status sy_last_call_trailer_at(size_t index,
                                   size_t *value_size);
 
 /**
+ * The `index`-th (0 = first) response header of this thread's last failed
+ * call, as `sy_last_call_trailer_at` gives its trailers: the initial
+ * metadata the server sent before the failed status, when it sent the
+ * status in trailers after them ("content-type" and the transport's own
+ * fields left out). SY_NOT_FOUND past the last entry, and for a call
+ * whose answer was its status alone (trailers-only) or that no server
+ * answered.
+ */
+sy_status sy_last_call_header_at(size_t index,
+                                 char *key,
+                                 size_t key_len,
+                                 size_t *key_size,
+                                 uint8_t *value,
+                                 size_t value_len,
+                                 size_t *value_size);
+
+/**
  * The `index`-th value (0 = first) of metadata `key` (NUL-terminated,
  * case-insensitive) that the server sent with the status of this thread's
  * last failed call (its trailers, or the headers of a trailers-only

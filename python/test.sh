@@ -23,7 +23,10 @@ if [ ! -x "$VENV/bin/python" ]; then
     rm -rf "$VENV"
     "$PY" -m venv "$VENV"
 fi
-"$VENV/bin/python" "${PIP[@]}" install "pytest>=7,<9"
+# grpcio too (the interop servers' pinned version): the grpcio-parity tests
+# run real grpc.server instances, and grpcio's own client, in the test
+# process.
+"$VENV/bin/python" "${PIP[@]}" install "pytest>=7,<9" "$(grep '^grpcio==' interop/requirements.txt)"
 
 echo "python: pip install ./python (cargo profile $SWITCHYARD_CARGO_PROFILE)"
 "$VENV/bin/python" "${PIP[@]}" install --force-reinstall --no-deps ./python

@@ -13,6 +13,10 @@ use std::sync::Arc;
 pub(crate) const CLOSED_MESSAGE: &str =
     "the channel is closed (grpc: the client connection is closing)";
 
+/// What a call whose deadline passed says: gRPC-Go's words (its
+/// `context.DeadlineExceeded`'s text, which a call's status carries).
+pub(crate) const DEADLINE_MESSAGE: &str = "context deadline exceeded";
+
 /// gRPC status codes (numbers are the wire values, as in gRPC's
 /// `statuscodes.md`).
 #[repr(u8)]
@@ -156,6 +160,7 @@ pub struct Status {
 struct ServerDetails {
     details: Option<Vec<u8>>,
     trailers: Vec<(String, String)>,
+    headers: Vec<(String, String)>,
 }
 
 impl Status {
@@ -169,14 +174,20 @@ impl Status {
     }
 
     /// The same status with what the server sent with it: `details` (its
-    /// `grpc-status-details-bin`, decoded) and `trailers` (its metadata).
+    /// `grpc-status-details-bin`, decoded), `trailers` (its metadata) and
+    /// `headers` (the response headers before it).
     pub(crate) fn with_server_details(
         mut self,
         details: Option<Vec<u8>>,
         trailers: Vec<(String, String)>,
+        headers: Vec<(String, String)>,
     ) -> Status {
-        if details.is_some() || !trailers.is_empty() {
-            self.server = Some(Arc::new(ServerDetails { details, trailers }));
+        if details.is_some() || !trailers.is_empty() || !headers.is_empty() {
+            self.server = Some(Arc::new(ServerDetails {
+                details,
+                trailers,
+                headers,
+            }));
         }
         self
     }
@@ -198,6 +209,14 @@ impl Status {
     /// status no server sent.
     pub fn trailers(&self) -> &[(String, String)] {
         self.server.as_ref().map_or(&[], |s| &s.trailers)
+    }
+
+    /// The response headers the server sent before this status, when it
+    /// sent the status in trailers after them (gRPC's initial metadata of a
+    /// failed call), listed as `trailers` lists its metadata. Empty for a
+    /// trailers-only answer and for a status no server sent.
+    pub fn headers(&self) -> &[(String, String)] {
+        self.server.as_ref().map_or(&[], |s| &s.headers)
     }
 
     /// An UNAVAILABLE status (what a channel with no ready subchannel fails

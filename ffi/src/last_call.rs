@@ -118,36 +118,99 @@ pub extern "C" fn sy_last_call_trailer_at(
     value_size: *mut usize,
 ) -> sy_status {
     boundary(|| {
-        let key_size = try_out!(key_size, "key_size");
-        if key_len > 0 && key.is_null() {
-            return Err(Error::null("key must not be NULL when key_len > 0"));
-        }
-        check_dest(value, value_len, value_size)?;
-        let record = LAST_CALL.with(|l| l.borrow().clone());
-        let status = record.ok_or_else(no_call_record)?;
-        let (k, v) = status.trailers().get(index).ok_or_else(|| {
-            Error::new(
-                sy_status::SY_NOT_FOUND,
-                format!(
-                    "the last failed call came with {} entries",
-                    status.trailers().len()
-                ),
+        // SAFETY: as this function's contract.
+        unsafe {
+            entry_at(
+                Status::trailers,
+                index,
+                key,
+                key_len,
+                key_size,
+                value,
+                value_len,
+                value_size,
             )
-        })?;
-        copy_out(v.as_bytes(), value, value_len, value_size)?;
-        if key_len > 0 && key_len <= isize::MAX as usize {
-            let n = k.len().min(key_len - 1);
-            // SAFETY: the caller promises `key` has room for `key_len > n`
-            // bytes.
-            unsafe {
-                std::ptr::copy_nonoverlapping(k.as_ptr(), key.cast::<u8>(), n);
-                *key.add(n) = 0;
-            }
         }
-        // SAFETY: non-NULL and writable per the contract.
-        unsafe { key_size.write(k.len()) };
-        Ok(())
     })
+}
+
+/// The `index`-th (0 = first) response header of this thread's last failed
+/// call, as `sy_last_call_trailer_at` gives its trailers: the initial
+/// metadata the server sent before the failed status, when it sent the
+/// status in trailers after them ("content-type" and the transport's own
+/// fields left out). SY_NOT_FOUND past the last entry, and for a call
+/// whose answer was its status alone (trailers-only) or that no server
+/// answered.
+#[no_mangle]
+pub extern "C" fn sy_last_call_header_at(
+    index: usize,
+    key: *mut c_char,
+    key_len: usize,
+    key_size: *mut usize,
+    value: *mut u8,
+    value_len: usize,
+    value_size: *mut usize,
+) -> sy_status {
+    boundary(|| {
+        // SAFETY: as this function's contract.
+        unsafe {
+            entry_at(
+                Status::headers,
+                index,
+                key,
+                key_len,
+                key_size,
+                value,
+                value_len,
+                value_size,
+            )
+        }
+    })
+}
+
+/// `sy_last_call_trailer_at` over the entries `list` gives of the last
+/// failed call's status.
+///
+/// # Safety
+/// As `sy_last_call_trailer_at`'s contract.
+#[allow(clippy::too_many_arguments)]
+unsafe fn entry_at(
+    list: fn(&Status) -> &[(String, String)],
+    index: usize,
+    key: *mut c_char,
+    key_len: usize,
+    key_size: *mut usize,
+    value: *mut u8,
+    value_len: usize,
+    value_size: *mut usize,
+) -> Result<(), Error> {
+    let key_size = try_out!(key_size, "key_size");
+    if key_len > 0 && key.is_null() {
+        return Err(Error::null("key must not be NULL when key_len > 0"));
+    }
+    check_dest(value, value_len, value_size)?;
+    let record = LAST_CALL.with(|l| l.borrow().clone());
+    let status = record.ok_or_else(no_call_record)?;
+    let entries = list(&status);
+    let (k, v) = entries.get(index).ok_or_else(|| {
+        Error::new(
+            sy_status::SY_NOT_FOUND,
+            format!("the last failed call came with {} entries", entries.len()),
+        )
+    })?;
+    copy_out(v.as_bytes(), value, value_len, value_size)?;
+    if key_len > 0 && key_len <= isize::MAX as usize {
+        let n = k.len().min(key_len - 1);
+        // SAFETY: the caller promises `key` has room for `key_len > n`
+        // bytes.
+        unsafe {
+            std::ptr::copy_nonoverlapping(k.as_ptr(), key.cast::<u8>(), n);
+            *key.add(n) = 0;
+        }
+    }
+    // SAFETY: non-NULL and writable per the contract.
+    unsafe { key_size.write(k.len()) };
+    Ok(())
 }
 
 /// The `index`-th value (0 = first) of metadata `key` (NUL-terminated,

@@ -1116,6 +1116,30 @@ fn last_call_lookups_check_arguments_before_the_record() {
             ),
             sy_status::SY_NULL_PARAMETER
         );
+        assert_eq!(
+            sy_last_call_header_at(
+                0,
+                key.as_mut_ptr(),
+                8,
+                &mut key_size,
+                buf.as_mut_ptr(),
+                8,
+                null
+            ),
+            sy_status::SY_NULL_PARAMETER
+        );
+        assert_eq!(
+            sy_last_call_header_at(
+                0,
+                null.cast(),
+                8,
+                &mut key_size,
+                buf.as_mut_ptr(),
+                8,
+                &mut size
+            ),
+            sy_status::SY_NULL_PARAMETER
+        );
         assert_eq!((size, key_size), (77, 77), "written on failure");
         // With good arguments, no record is SY_NOT_FOUND as before.
         assert_eq!(

@@ -23,6 +23,7 @@ from ._errors import (
     StatusCode,
     SwitchyardError,
     check,
+    last_call_headers,
     last_call_trailers,
 )
 from ._ffi import lib
@@ -333,6 +334,11 @@ class Metadata:
         return bool(self.get_all(key))
 
 
+# Response headers the transport uses itself, which grpcio's
+# initial_metadata() does not list.
+_TRANSPORT_HEADERS = ("content-type", "grpc-accept-encoding")
+
+
 class Response(_Owned):
     """A unary RPC's result: `message` (bytes), `headers` and `trailers`
     (Metadata, valid until `close()`; the response frees itself when
@@ -347,8 +353,11 @@ class Response(_Owned):
 
     def initial_metadata(self):
         """grpcio's spelling: the response headers as (key, value) pairs,
-        without content-type (the transport's; grpcio lists it neither)."""
-        return tuple((k, v) for k, v in self.headers.items() if k != "content-type")
+        without content-type and grpc-accept-encoding (the transport's;
+        grpcio lists neither)."""
+        return tuple(
+            (k, v) for k, v in self.headers.items() if k not in _TRANSPORT_HEADERS
+        )
 
     def trailing_metadata(self):
         """grpcio's spelling: the response trailers as (key, value) pairs."""
@@ -375,6 +384,13 @@ def _metadata_array(metadata):
         except (TypeError, ValueError):
             raise TypeError(f"metadata entries are (key, value) pairs, not {item!r}") from None
         key = _c_text(key, "metadata key")
+        if key != key.lower():
+            # grpcio refuses such a key (the C API folds it to lower case,
+            # as gRPC-Go's metadata.Pairs does).
+            raise InvalidArgument(
+                _ffi.SY_INVALID_ARGUMENT,
+                f"header key {key.decode(errors='replace')!r} contains illegal characters not in [0-9a-z-_.]",
+            )
         if value is None:
             value = b""  # as grpcio sends None
         if key.lower().endswith(b"-bin"):
@@ -611,6 +627,19 @@ class Call(concurrent.futures.Future):
     def exception(self, timeout=None):
         return _cancelled_as_rpc_error(super().exception, timeout)
 
+    def traceback(self, timeout=None):
+        """grpcio's: the traceback of the call's failure, None if it
+        succeeded (waits as `exception` does)."""
+        e = self.exception(timeout)
+        if e is None:
+            return None
+        if e.__traceback__ is None:
+            try:
+                raise e
+            except type(e):
+                pass
+        return e.__traceback__
+
 
 def _cancelled_as_rpc_error(get, timeout):
     """`get(timeout)`, a cancelled future's CancelledError raised as
@@ -641,7 +670,7 @@ def _call_done(ctx, status, grpc_code, message, response):
         if status == _ffi.SY_OK:
             outcome = Response(response)
         elif status == _ffi.SY_RPC_FAILED:
-            outcome = RpcError(grpc_code, text, last_call_trailers())
+            outcome = RpcError(grpc_code, text, last_call_trailers(), last_call_headers())
         elif status == _ffi.SY_CLOSED:
             # Ended by its channel's close: CANCELLED, as grpcio ends them.
             outcome = CallClosed(StatusCode.CANCELLED, text or "channel closed", last_call_trailers())

@@ -75,28 +75,38 @@ class ChannelClosed(SwitchyardError, ValueError):
     "Cannot invoke RPC on closed channel!"."""
 
 
+# What the library says of a call whose deadline passed (gRPC-Go's words).
+_LIBRARY_DEADLINE = "context deadline exceeded"
+
+
 class RpcError(Exception):
     """An RPC (or a pick for one) failed with gRPC status `code` (a
     StatusCode; `code()` too, as grpcio spells it) and `message` (also
     `details()`: the server's own text); `trailing_metadata()` is what the
     server sent with the status."""
 
-    def __init__(self, code, message="", trailing_metadata=()):
+    def __init__(self, code, message="", trailing_metadata=(), initial_metadata=()):
         self.code = StatusCode.of(int(code))
+        if self.code == StatusCode.DEADLINE_EXCEEDED and message == _LIBRARY_DEADLINE:
+            # The library's own deadline, in grpcio's words.
+            message = "Deadline Exceeded"
         self.message = message
         self._trailing = tuple(trailing_metadata)
+        self._initial = tuple(initial_metadata)
         # Not super(): in CallClosed the next class is SwitchyardError.
         Exception.__init__(self, f"{self.code.name}: {message}" if message else self.code.name)
 
     def __reduce__(self):  # picklable (ProcessPoolExecutor, ...)
-        return (type(self), (int(self.code), self.message, self._trailing))
+        return (type(self), (int(self.code), self.message, self._trailing, self._initial))
 
     def details(self):  # grpc.RpcError's spelling
         return self.message
 
     def initial_metadata(self):
-        """grpc.Call's: the response headers of a failed call (none kept)."""
-        return ()
+        """grpc.Call's: the response headers the server sent before the
+        failed status (empty when its answer was the status alone, or no
+        server answered); "-bin" values as bytes."""
+        return self._initial
 
     def debug_error_string(self):
         return f"{self.code.name}: {self.message}"
@@ -120,16 +130,28 @@ def last_call_trailers():
         buf = (C.c_uint8 * max(size.value, 1))()
         if lib.sy_last_call_details(buf, size.value, C.byref(size)) == _ffi.SY_OK:
             out.append(("grpc-status-details-bin", bytes(buf[: size.value])))
+    return tuple(out) + _last_call_entries(lib.sy_last_call_trailer_at)
+
+
+def last_call_headers():
+    """The response headers that came before the status of this thread's
+    last failed call (sy_last_call_header_at), as
+    RpcError.initial_metadata() gives them."""
+    return _last_call_entries(_ffi.lib.sy_last_call_header_at)
+
+
+def _last_call_entries(entry_at):
+    """Every entry `entry_at` (sy_last_call_trailer_at's shape) lists, as
+    (key, value) pairs: "-bin" values decoded to bytes."""
+    out = []
     i = 0
     while True:
         ks, vs = C.c_size_t(), C.c_size_t()
-        if lib.sy_last_call_trailer_at(i, None, 0, C.byref(ks), None, 0, C.byref(vs)) != _ffi.SY_OK:
+        if entry_at(i, None, 0, C.byref(ks), None, 0, C.byref(vs)) != _ffi.SY_OK:
             break
         key = C.create_string_buffer(ks.value + 1)
         value = (C.c_uint8 * max(vs.value, 1))()
-        lib.sy_last_call_trailer_at(
-            i, key, ks.value + 1, C.byref(ks), value, vs.value, C.byref(vs)
-        )
+        entry_at(i, key, ks.value + 1, C.byref(ks), value, vs.value, C.byref(vs))
         k, v = key.value.decode("ascii", "replace"), bytes(value[: vs.value])
         if k.endswith("-bin"):
             out.append((k, base64.b64decode(v + b"=" * (-len(v) % 4))))
@@ -143,8 +165,11 @@ class CallClosed(RpcError, ChannelClosed):
     """A call in flight when its channel closed: CANCELLED, as grpcio ends
     such calls ("Channel closed!"); also a ChannelClosed."""
 
-    def __init__(self, code=StatusCode.CANCELLED, message="channel closed", trailing_metadata=()):
-        RpcError.__init__(self, code, message, trailing_metadata)
+    def __init__(
+        self, code=StatusCode.CANCELLED, message="channel closed", trailing_metadata=(),
+        initial_metadata=(),
+    ):
+        RpcError.__init__(self, code, message, trailing_metadata, initial_metadata)
         self.status = _ffi.SY_CLOSED
         self.status_name = _ffi.status_name(_ffi.SY_CLOSED)
         self.detail = message
@@ -155,8 +180,11 @@ class CallCancelled(RpcError, concurrent.futures.CancelledError):
     concurrent.futures.CancelledError (grpcio's FutureCancelledError is
     one)."""
 
-    def __init__(self, code=StatusCode.CANCELLED, message="cancelled", trailing_metadata=()):
-        RpcError.__init__(self, code, message, trailing_metadata)
+    def __init__(
+        self, code=StatusCode.CANCELLED, message="cancelled", trailing_metadata=(),
+        initial_metadata=(),
+    ):
+        RpcError.__init__(self, code, message, trailing_metadata, initial_metadata)
 
 
 class NoSubchannel(RpcError):
@@ -183,7 +211,12 @@ def error_for(status):
         # its message as sent (sy_last_error's text has a prefix).
         code = _ffi.lib.sy_last_grpc_code()
         message = _ffi.last_call_message()
-        return RpcError(code, detail if message is None else message, last_call_trailers())
+        return RpcError(
+            code,
+            detail if message is None else message,
+            last_call_trailers(),
+            last_call_headers(),
+        )
     if status in (
         _ffi.SY_UNAVAILABLE,
         _ffi.SY_DROPPED,

@@ -251,6 +251,10 @@ SIGNATURES = {
         u32,
         [sz, C.c_char_p, sz, C.POINTER(sz), BYTES, sz, C.POINTER(sz)],
     ),
+    "sy_last_call_header_at": (
+        u32,
+        [sz, C.c_char_p, sz, C.POINTER(sz), BYTES, sz, C.POINTER(sz)],
+    ),
     "sy_runtime_new": (u32, [PP]),
     "sy_runtime_free": (None, [P]),
     "sy_channel_options_new": (u32, [PP]),

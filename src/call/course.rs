@@ -70,7 +70,7 @@ const UNSENT_RETRIES: u32 = 16;
 fn failed_status(code: Code, message: String, server: Option<Box<ServerSent>>) -> Status {
     let status = Status::new(code, message);
     match server {
-        Some(s) => status.with_server_details(s.details, s.trailers),
+        Some(s) => status.with_server_details(s.details, s.trailers, s.headers),
         None => status,
     }
 }

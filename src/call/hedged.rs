@@ -12,6 +12,7 @@ use super::course::{attempt_metadata, Course, Flight, Hedged, Landed, Next};
 use super::{CallOptions, Settings};
 use crate::balancer::picker::PickInfo;
 use crate::reader::{PickError, PickOptions, Reader};
+use crate::status::DEADLINE_MESSAGE;
 use crate::status::{Code, Status};
 use crate::transport::{self, UnaryResponse};
 use std::future::poll_fn;
@@ -43,8 +44,8 @@ impl Reader {
         loop {
             let now = Instant::now();
             if set.deadline.is_some_and(|d| now >= d) {
-                self.cancel_flights(flights, Code::DeadlineExceeded, "deadline exceeded");
-                return Err(Status::new(Code::DeadlineExceeded, "deadline exceeded"));
+                self.cancel_flights(flights, Code::DeadlineExceeded, DEADLINE_MESSAGE);
+                return Err(Status::new(Code::DeadlineExceeded, DEADLINE_MESSAGE));
             }
             if next_at.is_some_and(|t| t <= now) {
                 next_at = None;

@@ -13,6 +13,7 @@ use crate::publish::Coalesce;
 use crate::reader::{Pick, PickError, Reader};
 use crate::runtime::{JoinOnDrop, LoopContext, LoopHandle, TimerKey};
 use crate::snapshot::ReaderCounts;
+use crate::status::DEADLINE_MESSAGE;
 use crate::status::{Code, Status};
 use crate::transport::{self, code, CallError, CallFuture, UnaryResponse};
 use crossbeam_channel::Sender;
@@ -603,13 +604,9 @@ impl Calls {
             task.timer = None;
             let status = match &task.state {
                 TaskState::Queued { .. } => task.course.deadline_waiting(),
-                TaskState::Sending { .. } => {
-                    Status::new(Code::DeadlineExceeded, "deadline exceeded")
-                }
+                TaskState::Sending { .. } => Status::new(Code::DeadlineExceeded, DEADLINE_MESSAGE),
                 TaskState::Backoff { .. } => task.course.deadline_retrying(),
-                TaskState::Hedging { .. } => {
-                    Status::new(Code::DeadlineExceeded, "deadline exceeded")
-                }
+                TaskState::Hedging { .. } => Status::new(Code::DeadlineExceeded, DEADLINE_MESSAGE),
             };
             self.end(task, code::DEADLINE_EXCEEDED, status, env);
         }

@@ -5,6 +5,7 @@
 //! future with a waker that unparks this thread. h2 wakes it when the loop
 //! thread (which owns the socket) has processed frames for our stream.
 
+use crate::status::DEADLINE_MESSAGE;
 use std::future::{poll_fn, Future};
 use std::pin::{pin, Pin};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -150,6 +151,9 @@ pub struct ServerSent {
     pub details: Option<Vec<u8>>,
     /// Its metadata (see `Status::trailers`).
     pub trailers: Vec<(String, String)>,
+    /// The response headers that came before the status, if it came in
+    /// trailers (see `Status::headers`).
+    pub headers: Vec<(String, String)>,
 }
 
 /// What a server's `grpc-retry-pushback-ms` trailer says (gRFC A6).
@@ -224,21 +228,21 @@ impl CallError {
         let details = trailers
             .get("grpc-status-details-bin")
             .and_then(|v| decode_binary(v.as_bytes()));
-        let metadata: Vec<(String, String)> = trailers
-            .iter()
-            .filter(|(k, _)| !TRANSPORT_FIELDS.contains(&k.as_str()) && *k != CONTENT_TYPE)
-            // Outside gRPC's printable ASCII, a value still counts (gRPC-Go
-            // passes it on): kept, its bytes as UTF-8 where they are.
-            .map(|(k, v)| {
-                let value = String::from_utf8_lossy(v.as_bytes()).into_owned();
-                (k.to_string(), value)
-            })
-            .collect();
+        let metadata = metadata_list(trailers);
         if details.is_some() || !metadata.is_empty() {
-            self.server = Some(Box::new(ServerSent {
-                details,
-                trailers: metadata,
-            }));
+            let server = self.server.get_or_insert_with(Default::default);
+            server.details = details;
+            server.trailers = metadata;
+        }
+        self
+    }
+
+    /// Keeps the response headers that came before this error's trailers
+    /// (gRPC's initial metadata, which a failed call still has).
+    pub(crate) fn with_headers(mut self, headers: &HeaderMap) -> Self {
+        let metadata = metadata_list(headers);
+        if !metadata.is_empty() {
+            self.server.get_or_insert_with(Default::default).headers = metadata;
         }
         self
     }
@@ -303,7 +307,7 @@ pub(crate) fn unary_limited(
     match block_on(call, deadline) {
         Some(r) => r,
         // Dropping the call future resets the stream with CANCEL.
-        None => Err(CallError::new(code::DEADLINE_EXCEEDED, "deadline exceeded")),
+        None => Err(CallError::new(code::DEADLINE_EXCEEDED, DEADLINE_MESSAGE)),
     }
 }
 
@@ -457,13 +461,35 @@ async fn unary_rest(
         }
     };
     let encoding = Encoding::of(&parts.headers);
-    let message = unary_message(buf, parts.status, encoding, &trailers, max)
-        .map_err(|e| e.with_trailers(&trailers))?;
+    let message = unary_message(buf, parts.status, encoding, &trailers, max).map_err(|e| {
+        let e = e.with_trailers(&trailers);
+        // Headers apart from the trailers carrying the server's status: the
+        // call's initial metadata.
+        if ended_with_headers || !trailers.contains_key("grpc-status") {
+            e
+        } else {
+            e.with_headers(&parts.headers)
+        }
+    })?;
     Ok(UnaryResponse {
         message,
         headers: without_transport_fields(parts.headers),
         trailers: without_transport_fields(trailers),
     })
+}
+
+/// `map`'s metadata as a status carries it: without `TRANSPORT_FIELDS`
+/// and `content-type`, keys grouped as `map` lists them.
+fn metadata_list(map: &HeaderMap) -> Vec<(String, String)> {
+    map.iter()
+        .filter(|(k, _)| !TRANSPORT_FIELDS.contains(&k.as_str()) && *k != CONTENT_TYPE)
+        // Outside gRPC's printable ASCII, a value still counts (gRPC-Go
+        // passes it on): kept, its bytes as UTF-8 where they are.
+        .map(|(k, v)| {
+            let value = String::from_utf8_lossy(v.as_bytes()).into_owned();
+            (k.to_string(), value)
+        })
+        .collect()
 }
 
 /// `map` without `TRANSPORT_FIELDS`, its other entries in their order:
@@ -711,10 +737,7 @@ pub(crate) fn build_request(
     // createHeaderFields fails a stream whose deadline has passed rather
     // than send "grpc-timeout: 0n".
     if timeout.is_some_and(|t| t.is_zero()) {
-        return Err(CallError::new(
-            code::DEADLINE_EXCEEDED,
-            "context deadline exceeded",
-        ));
+        return Err(CallError::new(code::DEADLINE_EXCEEDED, DEADLINE_MESSAGE));
     }
     let uri = Uri::builder()
         .scheme(shared.scheme.clone())

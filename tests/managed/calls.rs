@@ -660,10 +660,16 @@ fn a_failed_call_carries_the_servers_details_and_trailers() {
         "{:?}",
         e.trailers()
     );
+    // Trailers-only: no headers apart from the status's.
+    assert!(e.headers().is_empty(), "{:?}", e.headers());
     // Trailers after a message.
     let e = call(
         &mut r,
-        &md(&[("x-trailer-status", "3"), ("x-echo-trailer-why", "bad")]),
+        &md(&[
+            ("x-trailer-status", "3"),
+            ("x-echo-trailer-why", "bad"),
+            ("x-echo-head", "h"),
+        ]),
     );
     assert_eq!(e.code(), Code::InvalidArgument);
     assert_eq!(e.details(), None);
@@ -672,8 +678,17 @@ fn a_failed_call_carries_the_servers_details_and_trailers() {
         t.contains(&("x-echo-trailer-why".to_string(), "bad".to_string())),
         "{t:?}"
     );
+    // The headers before those trailers: the failed call's initial
+    // metadata (gRPC keeps it), without the transport's fields.
+    let h = e.headers();
+    assert!(
+        h.contains(&("x-echo-head".to_string(), "h".to_string())),
+        "{h:?}"
+    );
+    assert!(!h.iter().any(|(k, _)| k == "content-type"), "{h:?}");
+    assert!(!t.iter().any(|(k, _)| k == "x-echo-head"), "{t:?}");
     assert!(t.contains(&("x-backend-port".to_string(), port)), "{t:?}");
     // A status no server sent carries nothing.
     let e = Status::unavailable("no ready subchannel");
-    assert!(e.details().is_none() && e.trailers().is_empty());
+    assert!(e.details().is_none() && e.trailers().is_empty() && e.headers().is_empty());
 }
