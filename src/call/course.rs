@@ -231,7 +231,10 @@ impl Course {
     /// goes by the retry policy).
     fn transparent(&mut self, e: &CallError) -> bool {
         let first = !std::mem::replace(&mut self.failed_before, true);
-        if !e.transparent_retry_ok {
+        // Committed (the response had begun): whatever reset it, the
+        // server had taken it up (gRFC A6; gRPC-Go commits once a message
+        // came).
+        if !e.transparent_retry_ok || e.committed {
             return false;
         }
         if e.never_sent || e.refused_by_goaway {

@@ -89,10 +89,18 @@ pub(crate) fn decode_binary(value: &[u8]) -> Option<Vec<u8>> {
 /// "transport: malformed ...").
 fn check_binary_metadata(fields: &HeaderMap) -> Result<(), CallError> {
     for (name, value) in fields {
-        if name.as_str().ends_with("-bin") && decode_binary(value.as_bytes()).is_none() {
+        if !name.as_str().ends_with("-bin") {
+            continue;
+        }
+        if let Err(e) = BINARY_METADATA.decode(value.as_bytes()) {
+            // gRPC-Go's words (`decodeBinHeader`'s base64 error).
+            let at = match e {
+                base64::DecodeError::InvalidByte(at, _) => at,
+                _ => value.len(),
+            };
             return Err(CallError::new(
                 code::INTERNAL,
-                format!("malformed {name}: not base64"),
+                format!("transport: malformed {name}: illegal base64 data at input byte {at}"),
             ));
         }
     }
@@ -453,6 +461,9 @@ async fn unary_rest(
         // Trailers-only: the headers are the trailers (a pushback there
         // counts, as gRPC-Go's `Trailer()` holds them).
         None if ended_with_headers => parts.headers.clone(),
+        // The message is read first (gRPC-Go's `recvMsg`): one cut short
+        // says so before the missing trailers do.
+        None if ends_mid_message(&buf) => return Err(unexpected_eof()),
         None => {
             return Err(CallError::new(
                 code::INTERNAL,
@@ -539,7 +550,7 @@ pub(crate) fn unary_head(
     match grpc_status(&parts.headers).filter(|_| trailers_only) {
         Some((code::OK, _)) => Err(said(CallError {
             server_said_ok: true,
-            ..CallError::new(code::INTERNAL, "no response message for unary call")
+            ..CallError::new(code::INTERNAL, NO_MESSAGE)
         })),
         Some((code, message)) => Err(said(CallError::new(code, message))),
         None => Ok(()),
@@ -587,8 +598,33 @@ pub(crate) fn unary_body_chunk(
 fn more_than_one_message() -> CallError {
     CallError::new(
         code::INTERNAL,
-        "more than one response message for unary call",
+        "cardinality violation: expected <EOF> for non server-streaming RPCs, but received another message",
     )
+}
+
+/// A unary answer with OK and no message (gRPC-Go's words).
+const NO_MESSAGE: &str =
+    "cardinality violation: received no response message from non-server-streaming RPC";
+
+/// A message cut short: gRPC-Go's reader meets `io.ErrUnexpectedEOF`.
+fn unexpected_eof() -> CallError {
+    CallError::new(code::INTERNAL, "unexpected EOF")
+}
+
+/// Whether `buf` ends inside a message (its prefix, or its bytes).
+fn ends_mid_message(buf: &[u8]) -> bool {
+    let mut rest = buf;
+    while !rest.is_empty() {
+        if rest.len() < 5 {
+            return true;
+        }
+        let len = u32::from_be_bytes([rest[1], rest[2], rest[3], rest[4]]) as usize;
+        match rest.get(5 + len..) {
+            Some(next) => rest = next,
+            None => return true,
+        }
+    }
+    false
 }
 
 /// The unary call's outcome from its whole body and its trailers: the one
@@ -606,13 +642,15 @@ pub(crate) fn unary_message(
     check_binary_metadata(trailers)?;
     let message = match take_message_in(&mut buf, max, encoding)? {
         Some(m) if buf.is_empty() => Some(m.to_vec()),
+        // What follows is cut short (gRPC-Go reads on and meets the end),
+        // or a whole second message.
+        Some(_) if ends_mid_message(&buf) => return Err(unexpected_eof()),
         Some(_) => return Err(more_than_one_message()),
         None if buf.is_empty() => None,
-        None => return Err(CallError::new(code::INTERNAL, "truncated gRPC message")),
+        None => return Err(unexpected_eof()),
     };
     match grpc_status(trailers) {
-        Some((code::OK, _)) => message
-            .ok_or_else(|| CallError::new(code::INTERNAL, "no response message for unary call")),
+        Some((code::OK, _)) => message.ok_or_else(|| CallError::new(code::INTERNAL, NO_MESSAGE)),
         Some((code, message)) => Err(CallError::new(code, message)),
         None => Err(missing_status(http)),
     }
@@ -909,6 +947,29 @@ impl<'a> Encoding<'a> {
         let mut out = Vec::new();
         // One byte over the limit tells "too large" from "just fits".
         let limit = u64::try_from(max).unwrap_or(u64::MAX).saturating_add(1);
+        // A stream whose header does not parse fails as gRPC-Go's
+        // `Decompress` (making the reader) fails; one whose data does not
+        // inflate, as its read does.
+        let header_ok = match self {
+            Encoding::Gzip => data.len() >= 10 && data[..3] == [0x1f, 0x8b, 8],
+            Encoding::Deflate => {
+                data.len() >= 2
+                    && data[0] & 0x0f == 8
+                    && (u16::from(data[0]) << 8 | u16::from(data[1])) % 31 == 0
+            }
+            Encoding::Identity | Encoding::Other(_) => true,
+        };
+        if !header_ok {
+            let kind = if matches!(self, Encoding::Gzip) {
+                "gzip"
+            } else {
+                "zlib"
+            };
+            return Err(CallError::new(
+                code::INTERNAL,
+                format!("grpc: failed to decompress the message: {kind}: invalid header"),
+            ));
+        }
         let read = match self {
             Encoding::Identity => {
                 return Err(CallError::new(
@@ -922,7 +983,9 @@ impl<'a> Encoding<'a> {
                     format!("grpc: Decompressor is not installed for grpc-encoding {name:?}"),
                 ))
             }
-            Encoding::Gzip => flate2::read::GzDecoder::new(data)
+            // Every member of a gzip stream (RFC 1952 allows a series; Go's
+            // gzip reader reads them all), not the first alone.
+            Encoding::Gzip => flate2::read::MultiGzDecoder::new(data)
                 .take(limit)
                 .read_to_end(&mut out),
             Encoding::Deflate => flate2::read::ZlibDecoder::new(data)
@@ -932,16 +995,13 @@ impl<'a> Encoding<'a> {
         if let Err(e) = read {
             return Err(CallError::new(
                 code::INTERNAL,
-                format!("grpc: failed to decompress the received message: {e}"),
+                format!("grpc: failed to read decompressed data: {e}"),
             ));
         }
         if out.len() > max {
             return Err(CallError::new(
                 code::RESOURCE_EXHAUSTED,
-                format!(
-                    "grpc: received message after decompression larger than max ({} vs. {max})",
-                    out.len()
-                ),
+                format!("grpc: received message after decompression larger than max {max}"),
             ));
         }
         Ok(Bytes::from(out))
@@ -1056,11 +1116,45 @@ pub(crate) fn h2_error(e: &h2::Error, opened: bool) -> CallError {
     } else {
         (code::UNAVAILABLE, !opened)
     };
+    let message = match e.reason().filter(|_| e.is_reset() && e.is_remote()) {
+        // gRPC-Go's words (`handleRSTStream`).
+        Some(r) => format!(
+            "stream terminated by RST_STREAM with error code: {}",
+            reason_name(r)
+        ),
+        None => e.to_string(),
+    };
     CallError {
         transparent_retry_ok: retry,
         never_sent: !opened,
         refused_by_goaway: opened && e.is_go_away() && e.is_remote(),
-        ..CallError::new(code, e.to_string())
+        ..CallError::new(code, message)
+    }
+}
+
+/// An HTTP/2 error code's name as RFC 9113 (and gRPC-Go's `http2.ErrCode`)
+/// spells it; "unknown error code 0x.." for one it does not define.
+fn reason_name(r: Reason) -> String {
+    const NAMES: [&str; 14] = [
+        "NO_ERROR",
+        "PROTOCOL_ERROR",
+        "INTERNAL_ERROR",
+        "FLOW_CONTROL_ERROR",
+        "SETTINGS_TIMEOUT",
+        "STREAM_CLOSED",
+        "FRAME_SIZE_ERROR",
+        "REFUSED_STREAM",
+        "CANCEL",
+        "COMPRESSION_ERROR",
+        "CONNECT_ERROR",
+        "ENHANCE_YOUR_CALM",
+        "INADEQUATE_SECURITY",
+        "HTTP_1_1_REQUIRED",
+    ];
+    let n = u32::from(r);
+    match NAMES.get(n as usize) {
+        Some(name) => (*name).to_string(),
+        None => format!("unknown error code 0x{n:x}"),
     }
 }
 
