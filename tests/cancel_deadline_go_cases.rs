@@ -797,90 +797,10 @@ fn a_servers_deadline_exceeded_is_passed_through() {
     ch.close();
 }
 
-// HPACK reading (Huffman), for grpc-timeout on the wire.
-#[path = "../vendor/h2/src/hpack/huffman/table.rs"]
-#[allow(dead_code)]
-mod huffman_table;
-
-fn huffman_decode(bits_in: &[u8]) -> Vec<u8> {
-    let mut out = Vec::new();
-    let (mut code, mut len) = (0u32, 0u8);
-    for byte in bits_in {
-        for i in (0..8).rev() {
-            code = (code << 1) | u32::from((byte >> i) & 1);
-            len += 1;
-            if let Some(sym) = (0..256).find(|&s| {
-                huffman_table::ENCODE_CODE_LENGTHS[s] == len
-                    && huffman_table::ENCODE_CODES[s] == code
-            }) {
-                out.push(sym as u8);
-                code = 0;
-                len = 0;
-            }
-        }
-    }
-    out
-}
-
-fn hpack_read_int(b: &[u8], i: &mut usize, n: u32) -> usize {
-    let max = (1usize << n) - 1;
-    let mut v = usize::from(b[*i]) & max;
-    *i += 1;
-    if v < max {
-        return v;
-    }
-    let mut shift = 0;
-    loop {
-        let c = b[*i];
-        *i += 1;
-        v += usize::from(c & 0x7f) << shift;
-        shift += 7;
-        if c & 0x80 == 0 {
-            return v;
-        }
-    }
-}
-
-fn hpack_read_str(b: &[u8], i: &mut usize) -> Vec<u8> {
-    let huff = b[*i] & 0x80 != 0;
-    let len = hpack_read_int(b, i, 7);
-    let raw = &b[*i..*i + len];
-    *i += len;
-    if huff {
-        huffman_decode(raw)
-    } else {
-        raw.to_vec()
-    }
-}
-
-fn literal_fields(b: &[u8]) -> Vec<(String, String)> {
-    let mut out = Vec::new();
-    let mut i = 0;
-    while i < b.len() {
-        let c = b[i];
-        let prefix = if c & 0x80 != 0 {
-            hpack_read_int(b, &mut i, 7);
-            continue;
-        } else if c & 0x40 != 0 {
-            6
-        } else if c & 0x20 != 0 {
-            hpack_read_int(b, &mut i, 5);
-            continue;
-        } else {
-            4
-        };
-        let index = hpack_read_int(b, &mut i, prefix);
-        let name = (index == 0).then(|| hpack_read_str(b, &mut i));
-        let value = hpack_read_str(b, &mut i);
-        if let Some(name) = name {
-            out.push((
-                String::from_utf8_lossy(&name).into_owned(),
-                String::from_utf8_lossy(&value).into_owned(),
-            ));
-        }
-    }
-    out
-}
+// HPACK reading, for grpc-timeout on the wire.
+#[path = "common/hpack.rs"]
+mod hpack;
+use hpack::literal_fields;
 
 /// grpc-timeout in nanoseconds, as sent for the request `cmd`.
 fn sent_timeout(server: &Server, cmd: &str) -> Option<u128> {
