@@ -497,6 +497,12 @@ int main(void) {
   OK(sy_channel_new(rt, "", NULL, &t, NULL, NULL, NULL, &ch));
   sy_runtime_free(rt);
   EXPECT(sy_channel_update_addresses(ch, &a, 1), SY_RUNTIME_GONE);
+  {
+    /* Its runtime gone, the channel is closed: no new reader. */
+    sy_reader *late = NULL;
+    EXPECT(sy_reader_new(ch, &late), SY_CLOSED);
+    CHECK(late == NULL);
+  }
   sy_channel_free(ch);
 
   /* Message truncation follows snprintf. */

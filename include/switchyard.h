@@ -1072,7 +1072,7 @@ typedef struct sy_pick_result {
 
 /**
  * Creates a reader for the calling RPC thread. SY_CLOSED if the channel is
- * closed. On success `*out` belongs to the caller (`sy_reader_free`). Any
+ * closed (or its runtime freed). On success `*out` belongs to the caller (`sy_reader_free`). Any
  * thread.
  */
 SY_MUST_USE sy_status sy_reader_new(const struct sy_channel *ch, struct sy_reader **out);

@@ -139,9 +139,17 @@ static INSTALLED: AtomicBool = AtomicBool::new(false);
 static INIT: OnceLock<()> = OnceLock::new();
 
 thread_local! {
-    /// This thread is inside a log callback: records it causes are dropped
-    /// (a callback that calls into the library must not recurse forever).
-    static IN_CALLBACK: Cell<bool> = const { Cell::new(false) };
+    /// The route whose callback this thread is inside (null when none):
+    /// records it causes are dropped (a callback that calls into the
+    /// library must not recurse forever), and `set_callback` called from
+    /// it knows which reference to the route is its own.
+    static IN_CALLBACK: Cell<*const Route> = const { Cell::new(std::ptr::null()) };
+}
+
+/// Whether this thread is inside a log callback (true during thread
+/// teardown, when it cannot tell).
+fn in_callback() -> bool {
+    IN_CALLBACK.try_with(|c| !c.get().is_null()).unwrap_or(true)
 }
 
 impl Sink {
@@ -192,18 +200,18 @@ impl Log for Sink {
     fn log(&self, record: &Record<'_>) {
         let (level, target) = (record.level(), record.target());
         // During thread teardown (no thread-locals left) records are dropped.
-        if !target.starts_with("switchyard") || IN_CALLBACK.try_with(Cell::get).unwrap_or(true) {
+        if !target.starts_with("switchyard") || in_callback() {
             return;
         }
         if let Some(route) = self.route() {
             if level <= route.max {
                 let message = record.args().to_string();
-                let _ = IN_CALLBACK.try_with(|c| c.set(true));
+                let _ = IN_CALLBACK.try_with(|c| c.set(Arc::as_ptr(&route)));
                 // A panicking callback loses its record, nothing more.
                 let _ = catch_unwind(AssertUnwindSafe(|| {
                     (route.callback)(level, target, &message)
                 }));
-                let _ = IN_CALLBACK.try_with(|c| c.set(false));
+                let _ = IN_CALLBACK.try_with(|c| c.set(std::ptr::null()));
             }
             self.release(route);
             return;
@@ -256,7 +264,7 @@ pub(crate) fn init() {
 ///
 /// When this returns, no other thread is still inside the previous callback,
 /// so whatever it captured may be freed (a callback replacing itself does not
-/// wait for itself).
+/// wait for itself, but does wait for the other threads inside it).
 ///
 /// Fails with `Error::InvalidArgument` when the host installed a logger of its
 /// own: records then go to that logger.
@@ -276,20 +284,22 @@ pub fn set_callback(
     );
     log::set_max_level(SINK.max_level());
     if let Some(old) = old {
-        if !IN_CALLBACK.try_with(Cell::get).unwrap_or(false) {
-            // Bounded by the callbacks in progress returning.
-            let mut guard = SINK
+        // Every other thread's reference must go; a callback replacing
+        // itself holds one of its own, which it does not wait for.
+        let own = IN_CALLBACK.try_with(Cell::get).unwrap_or(std::ptr::null());
+        let mine = usize::from(std::ptr::eq(own, Arc::as_ptr(&old)));
+        // Bounded by the callbacks in progress returning.
+        let mut guard = SINK
+            .released
+            .0
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        while Arc::strong_count(&old) > 1 + mine {
+            guard = SINK
                 .released
-                .0
-                .lock()
+                .1
+                .wait(guard)
                 .unwrap_or_else(PoisonError::into_inner);
-            while Arc::strong_count(&old) > 1 {
-                guard = SINK
-                    .released
-                    .1
-                    .wait(guard)
-                    .unwrap_or_else(PoisonError::into_inner);
-            }
         }
     }
     Ok(())

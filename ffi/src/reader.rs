@@ -213,7 +213,7 @@ pub struct sy_load_metric {
 pub const SY_MAX_LOAD_METRICS: usize = 16;
 
 /// Creates a reader for the calling RPC thread. SY_CLOSED if the channel is
-/// closed. On success `*out` belongs to the caller (`sy_reader_free`). Any
+/// closed (or its runtime freed). On success `*out` belongs to the caller (`sy_reader_free`). Any
 /// thread.
 #[no_mangle]
 #[must_use]
@@ -221,7 +221,9 @@ pub extern "C" fn sy_reader_new(ch: *const sy_channel, out: *mut *mut sy_reader)
     boundary(|| {
         let ch = channel_ref(ch)?;
         let out = try_out!(out, "out");
-        if ch.channel.is_closed() {
+        // Closed by `sy_channel_close`, or by its runtime's end (which
+        // publishes SHUTDOWN without closing the handle).
+        if ch.channel.is_closed() || ch.channel.state() == switchyard::ConnectivityState::Shutdown {
             return Err(Error::new(sy_status::SY_CLOSED, "the channel is closed"));
         }
         let r = Box::into_raw(Box::new(sy_reader(Shell::new(ReaderBox {
