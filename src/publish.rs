@@ -21,7 +21,7 @@
 //!   from any thread (a picker asking for its policy's `work`) into one run
 //!   on the loop, without losing one made while a run is pending.
 
-use crate::sync::{lock, Arc, AtomicBool, AtomicU64, AtomicU8, Condvar, Mutex, Ordering};
+use crate::sync::{lock, Arc, AtomicBool, AtomicU64, Condvar, Mutex, Ordering};
 use crossbeam_utils::CachePadded;
 use std::ptr::NonNull;
 use std::time::Instant;
@@ -527,31 +527,33 @@ impl Coalesce {
 /// change (the channel's connectivity state), with a count of its changes:
 /// a waiter for a change away from a value sees one that was undone before
 /// it woke (READY -> TRANSIENT_FAILURE -> READY), as gRPC's
-/// `WaitForStateChange` does.
+/// `WaitForStateChange` does. Value and count are one word (the count
+/// above the low byte), so a reader never sees one without the other: a
+/// change in progress never reads as one undone.
 pub struct Watched {
-    value: AtomicU8,
-    changes: AtomicU64,
+    word: AtomicU64,
 }
 
 impl Watched {
     /// Starts at `value`, unchanged.
     pub fn new(value: u8) -> Watched {
         Watched {
-            value: AtomicU8::new(value),
-            changes: AtomicU64::new(0),
+            word: AtomicU64::new(u64::from(value)),
         }
     }
 
     /// The value now.
     pub fn get(&self) -> u8 {
-        self.value.load(Ordering::Acquire)
+        self.word.load(Ordering::Acquire) as u8
     }
 
     /// The writer sets a new value (different from the last); waiters wake
     /// at its next `notify_all` of the signal they wait on.
     pub fn set(&self, value: u8) {
-        self.value.store(value, Ordering::Release);
-        self.changes.fetch_add(1, Ordering::AcqRel);
+        // One writer: a load and a store, not a read-modify-write.
+        let changes = (self.word.load(Ordering::Relaxed) >> 8).wrapping_add(1);
+        self.word
+            .store(changes << 8 | u64::from(value), Ordering::Release);
     }
 
     /// Blocks on `signal` (which the writer notifies after each `set`)
@@ -564,12 +566,13 @@ impl Watched {
         from: u8,
         deadline: Option<Instant>,
     ) -> Option<u8> {
+        let start = self.word.load(Ordering::Acquire) >> 8;
         let mut seen = from;
-        let changes = self.changes.load(Ordering::Acquire);
         let changed = signal.wait_until(
             || {
-                seen = self.get();
-                seen != from || self.changes.load(Ordering::Acquire) != changes
+                let now = self.word.load(Ordering::Acquire);
+                seen = now as u8;
+                seen != from || now >> 8 != start
             },
             deadline,
         );

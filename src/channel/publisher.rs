@@ -50,12 +50,13 @@ impl StatePublisher {
             );
             self.state = state;
         }
-        // The picker with its state, in one table (`Channel::state` reads
-        // it there: a state and its picker are seen together), then the
-        // state waiters' record, and they are woken again.
+        // The picker first, then the state's record (`Channel::state` and
+        // the state waiters read it), then the waiters are woken: whoever
+        // sees a state picks from its picker or a later one (gRPC-Go's
+        // order).
         self.shared
             .slot
-            .publish(Table::new(picker, self.seq, false, state));
+            .publish(Table::new(picker, self.seq, false));
         if changed {
             self.shared.set_state(state);
             self.shared.slot.signal().notify_all();
@@ -88,11 +89,8 @@ impl StatePublisher {
         if shared.state() != ConnectivityState::Shutdown {
             shared.set_state(ConnectivityState::Shutdown);
         }
-        shared.slot.publish(Table::new(
-            Box::new(QueuePicker),
-            u64::MAX,
-            true,
-            ConnectivityState::Shutdown,
-        ));
+        shared
+            .slot
+            .publish(Table::new(Box::new(QueuePicker), u64::MAX, true));
     }
 }
