@@ -670,6 +670,9 @@ fn pick_first_stays_tf_on_failed_connection_attempt_until_ready() {
     let e = rpc(&ch, false, 1000).unwrap_err();
     assert_eq!(e.code(), Code::Unavailable);
     let msg = e.message().to_string();
+    // The state is set just after the failing picker is published (gRPC-Go's
+    // order): the loop done with that publish, it is TRANSIENT_FAILURE.
+    ch.sync().unwrap();
     assert_eq!(ch.get_state(false), TransientFailure);
     let mut b = Backends::on_ports(&ports[2..]);
     b.start_one(0);
