@@ -269,6 +269,8 @@ fn a_refused_target_fails_channel_creation_and_a_refused_build_the_channel() {
         .unwrap_err();
     assert_eq!(e.code(), Code::Unavailable);
     assert!(e.message().contains("cannot resolve x"), "{e:?}");
+    // The state follows the failing picker's publish (gRPC-Go's order).
+    ch.sync().unwrap();
     assert_eq!(ch.state(), ConnectivityState::TransientFailure);
     // A build that pushed before refusing: the push goes with the
     // resolver (it used to be applied after the refusal, and the channel
