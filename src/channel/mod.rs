@@ -238,7 +238,7 @@ impl Channel {
                 ConnectivityState::TransientFailure,
             ),
         };
-        let initial = Table::new(Box::new(picker), 0, false);
+        let initial = Table::new(Box::new(picker), 0, false, initial_state);
         let call_stats: Arc<crate::snapshot::CallStats> = Default::default();
         let shared = Arc::new(ChannelShared {
             slot: crate::sync::Arc::new(Slot::new(initial)),
@@ -490,16 +490,13 @@ impl Channel {
 
     /// The channel's aggregate connectivity state, as its policy last
     /// published it; SHUTDOWN from the moment `close` is called. Read from
-    /// the record `wait_for_state_change` waits on, so a wait from the state
-    /// read here is never answered with an older one; the record is set
-    /// after the table with the state's picker is published (gRPC-Go's
-    /// order: picker, then state), so a state seen is picked from its own
-    /// picker or a later one.
+    /// the table its picker came in: a pick from a picker sees that
+    /// picker's state, and a state seen is picked from its own picker.
     pub fn state(&self) -> ConnectivityState {
         if self.is_closed() {
             return ConnectivityState::Shutdown;
         }
-        self.shared.state()
+        self.shared.slot.load().state
     }
 
     /// gRPC's `GetState(try_to_connect)`: the state now and, if it is IDLE

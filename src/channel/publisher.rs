@@ -50,15 +50,20 @@ impl StatePublisher {
             );
             self.state = state;
         }
-        // The picker first, then the state's record (`Channel::state` and
-        // the state waiters read it), then the waiters are woken: whoever
-        // sees a state picks from its picker or a later one (gRPC-Go's
-        // order).
-        self.shared
-            .slot
-            .publish(Table::new(picker, self.seq, false));
+        // The state waiters' record first, then the picker with its state
+        // in one table (`Channel::state` reads it there: a state and its
+        // picker are seen together), then the waiters are woken. In that
+        // order the record is never behind the table: a caller that read
+        // the state and waits for a change from it is never answered with
+        // an older state (set after the table, the record was for a moment
+        // behind it).
         if changed {
             self.shared.set_state(state);
+        }
+        self.shared
+            .slot
+            .publish(Table::new(picker, self.seq, false, state));
+        if changed {
             self.shared.slot.signal().notify_all();
             if let Some(cb) = &self.on_state {
                 cb(state);
@@ -89,8 +94,11 @@ impl StatePublisher {
         if shared.state() != ConnectivityState::Shutdown {
             shared.set_state(ConnectivityState::Shutdown);
         }
-        shared
-            .slot
-            .publish(Table::new(Box::new(QueuePicker), u64::MAX, true));
+        shared.slot.publish(Table::new(
+            Box::new(QueuePicker),
+            u64::MAX,
+            true,
+            ConnectivityState::Shutdown,
+        ));
     }
 }

@@ -18,14 +18,23 @@ pub(crate) struct Table {
     /// Increases with every publish; identifies a generation without its address.
     pub(crate) seq: u64,
     pub(crate) closed: bool,
+    /// The channel's state with this picker: published together, so that
+    /// whoever picks from a picker reads its state (`Channel::state`).
+    pub(crate) state: ConnectivityState,
 }
 
 impl Table {
-    pub(crate) fn new(picker: Box<dyn Picker>, seq: u64, closed: bool) -> Table {
+    pub(crate) fn new(
+        picker: Box<dyn Picker>,
+        seq: u64,
+        closed: bool,
+        state: ConnectivityState,
+    ) -> Table {
         Table {
             picker,
             seq,
             closed,
+            state,
         }
     }
 }
