@@ -122,10 +122,13 @@ fn close_during(pause: fn(&Slot<Table>, &AtomicBool)) {
 
 #[test]
 fn a_state_waiter_sees_its_states_picker() {
-    // `StatePublisher::publish`: the table first, then the state, then the
-    // signal again. A waiter for the state (`wait_for_state_change`) never
-    // sleeps through it, and once it sees the new state, it picks from the
-    // table published with it (gRPC-Go's order: picker before state).
+    // A waiter for a flag set after a publish, woken by the signal after
+    // both, never sleeps through it and picks from that table. (The
+    // channel's state record is set just *before* its table now, so that
+    // it is never behind the state `Channel::state` reads: a state waiter
+    // is woken only after the publish, but one woken by another notify in
+    // that instant could see the new state with the old table; see
+    // `a_state_waiter_from_the_state_it_read_never_gets_an_older_one`.)
     loom::model(|| {
         let slot = Arc::new(Slot::new(table(0)));
         let ready = Arc::new(AtomicBool::new(false));
