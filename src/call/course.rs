@@ -6,6 +6,7 @@
 //! `hedgingPolicy`, when the next hedged attempt goes out. Blocking and
 //! started calls make the same decisions here, each waiting in its own way.
 
+use super::PREVIOUS_ATTEMPTS;
 use crate::balancer::picker::DoneInfo;
 use crate::reader::{Pick, PickError, PickWait};
 use crate::service_config::{HedgingPolicy, RetryPolicy, RetryTokens};
@@ -199,9 +200,6 @@ pub(crate) enum After {
 
 /// The least wait before a hedged attempt that found no pick tries again.
 const HEDGE_REPICK: Duration = Duration::from_millis(10);
-
-/// The header that tells a server how many attempts came before this one.
-const PREVIOUS_ATTEMPTS: &str = "grpc-previous-rpc-attempts";
 
 /// `metadata` with `grpc-previous-rpc-attempts` set to `previous` when a
 /// retry has come before (gRFC A6; the first attempt and its transparent

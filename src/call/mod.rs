@@ -74,7 +74,8 @@ const CONNECTION_SPECIFIC: [&str; 7] = [
     "host",
 ];
 
-/// `grpc-previous-rpc-attempts`: a call's retries set it themselves.
+/// The header that tells a server how many attempts came before this one:
+/// a call's retries set it themselves (`course`), so callers may not.
 const PREVIOUS_ATTEMPTS: &str = "grpc-previous-rpc-attempts";
 
 /// Checks request metadata before anything is sent: keys are non-empty
