@@ -29,9 +29,10 @@ pub struct WrrConfig {
     /// `errorUtilizationPenalty` (default 1.0, not negative).
     pub error_utilization_penalty: f64,
     /// `metricNamesForComputingUtilization` (A114): metrics whose largest
-    /// valid value is the utilization when `application_utilization` is
-    /// not reported, before `cpu_utilization` (only utilization metrics:
-    /// the three fields, `utilization.<key>`, `named_metrics.<key>`).
+    /// valid value is the utilization, ahead of `application_utilization`
+    /// and `cpu_utilization`, which count only when none of them is
+    /// reported (only utilization metrics: the three fields,
+    /// `utilization.<key>`, `named_metrics.<key>`).
     pub metric_names_for_computing_utilization: Vec<String>,
 }
 

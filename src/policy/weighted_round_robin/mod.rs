@@ -35,7 +35,7 @@ pub use scheduler::{scale, Entries, WrrPicker, MAX_WEIGHT};
 pub use weight::{weight_from_report, EndpointWeight};
 
 use super::pick_first::{PickFirstBuilder, NO_CHILDREN_ZERO_ADDRESSES};
-use super::round_robin::{failing_picker, resolver_error_picker};
+use super::round_robin::failing_picker;
 use crate::balancer::child_manager::{ChildManager, ChildParent};
 use crate::balancer::picker::{FailPicker, Picker, QueuePicker};
 use crate::balancer::subconn::SubConnId;
@@ -81,11 +81,10 @@ struct Weighted {
     /// What its picks' done hooks (and its ORCA listener) write.
     weight: Arc<EndpointWeight>,
     /// The subchannel it was connected on when last seen: a new connection
-    /// forgets the weight and restarts the blackout (gRPC-Go resets both
-    /// when the endpoint's subchannel goes READY, on its raw state
-    /// listener); a health verdict on a live connection (a health check
-    /// failing and passing again, an outlier_detection parent's ejection
-    /// and return) does not.
+    /// restarts the blackout (gRFC A58's `OnSubchannelBecomesReady`, on the
+    /// subchannel's raw state, as gRPC-Go listens for it); a health verdict
+    /// on a live connection (a health check failing and passing again, an
+    /// outlier_detection parent's ejection and return) does not.
     connected: Option<SubConnId>,
     /// Its out-of-band listener while OOB reporting is on and it is
     /// connected: on which subchannel, asking for which period.
@@ -342,8 +341,8 @@ impl ChildParent for WeightedRoundRobin {
         &mut self.children
     }
 
-    /// After a child changed: reconnect it if it went IDLE, forget its
-    /// weight if it connected anew, republish.
+    /// After a child changed: reconnect it if it went IDLE, restart its
+    /// blackout if it connected anew, republish.
     fn child_changed(&mut self, cc: &mut dyn ClientConn, key: &str) {
         self.children.keep_connected(cc, key);
         self.align(cc);
@@ -408,7 +407,7 @@ impl Balancer for WeightedRoundRobin {
             self.reported = Some(ConnectivityState::TransientFailure);
             cc.update_state(
                 ConnectivityState::TransientFailure,
-                resolver_error_picker(error),
+                Box::new(FailPicker::resolver_error(error)),
             );
         } else {
             self.regenerate(cc);

@@ -700,11 +700,12 @@ fn without_weights_each_cycle_visits_every_endpoint_once() {
     }
 }
 
-/// gRFC A114: `application_utilization` (> 0) comes first; only without it
-/// do the configured metrics count (the largest valid one), and only then
-/// `cpu_utilization`.
+/// gRFC A114's `GetUtilization`: the configured metrics come first (the
+/// largest valid one); only when none of them is reported does
+/// `application_utilization` (> 0) count, and only then `cpu_utilization`
+/// (grpc-java's `customMetric_priority_overAppUtil`).
 #[test]
-fn application_utilization_wins_over_the_configured_metrics() {
+fn the_configured_metrics_win_over_application_utilization() {
     let custom = WrrConfig {
         metric_names_for_computing_utilization: vec!["named_metrics.a".into()],
         ..WrrConfig::default()
@@ -715,14 +716,23 @@ fn application_utilization_wins_over_the_configured_metrics() {
         ("named_metrics.a", 0.25),
         ("cpu_utilization", 0.8),
     ];
-    assert_eq!(weight_from_report(&load, &custom), Some(200.0));
-    // Without application_utilization: the configured metric, not cpu.
-    let no_app = [
-        ("rps_fractional", 100.0),
-        ("named_metrics.a", 0.25),
-        ("cpu_utilization", 0.8),
-    ];
-    assert_eq!(weight_from_report(&no_app, &custom), Some(400.0));
+    assert_eq!(weight_from_report(&load, &custom), Some(400.0));
+    // The configured metric not reported (or not valid): application
+    // utilization, not cpu.
+    for missing in [None, Some(0.0), Some(-1.0), Some(f64::NAN)] {
+        let mut no_custom = vec![
+            ("rps_fractional", 100.0),
+            ("application_utilization", 0.5),
+            ("cpu_utilization", 0.8),
+        ];
+        if let Some(v) = missing {
+            no_custom.push(("named_metrics.a", v));
+        }
+        assert_eq!(weight_from_report(&no_custom, &custom), Some(200.0));
+    }
+    // Neither: cpu.
+    let cpu_only = [("rps_fractional", 100.0), ("cpu_utilization", 0.8)];
+    assert_eq!(weight_from_report(&cpu_only, &custom), Some(125.0));
 }
 
 /// gRFC A114 (and gRPC Java's `MetricReportUtils`): only
@@ -778,10 +788,11 @@ fn the_floor_is_a_hundredth_of_the_rounded_mean() {
 
 #[test]
 fn a_health_check_failing_and_passing_again_keeps_the_weight() {
-    // gRPC-Go forgets a weight when the endpoint's connection comes up
-    // (raw READY), not on a health verdict: a health check failing on a
-    // live connection and passing again (or an outlier_detection parent
-    // ejecting and returning the endpoint) keeps it and its blackout clock.
+    // The blackout restarts when the endpoint's connection comes up (raw
+    // READY), not on a health verdict: a health check failing on a live
+    // connection and passing again (or an outlier_detection parent
+    // ejecting and returning the endpoint) keeps the weight and its
+    // blackout clock.
     let (mut cc, mut wrr) = ready(3, serde_json::json!({"blackoutPeriod": "0s"}));
     let weights = [1.0, 2.0, 3.0];
     report(&cc, 300, qps_load(&weights));

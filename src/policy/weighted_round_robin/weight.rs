@@ -15,8 +15,8 @@ use std::time::{Duration, Instant};
 /// The weight from one load report (gRFC A58, A114), or `None` when the
 /// report does not count (no utilization or no qps: gRPC ignores it).
 ///
-/// utilization (A114's order): `application_utilization` if > 0, else the
-/// largest valid (> 0, finite) of the configured metrics, else
+/// utilization (A114's `GetUtilization`): the largest valid (> 0, finite)
+/// of the configured metrics, else `application_utilization` if > 0, else
 /// `cpu_utilization`; qps: `rps_fractional` (or `qps`, the name done-hook
 /// users may give it); eps: `eps`. Weight = qps / (utilization + eps / qps
 /// × penalty).
@@ -41,10 +41,10 @@ pub fn weight_from_report(load: &[(&str, f64)], config: &WrrConfig) -> Option<f6
             custom = custom.max(value);
         }
     }
-    let utilization = if app > 0.0 {
-        app
-    } else if custom > 0.0 {
+    let utilization = if custom > 0.0 {
         custom
+    } else if app > 0.0 {
+        app
     } else {
         cpu
     };
@@ -150,13 +150,13 @@ impl EndpointWeight {
         }
     }
 
-    /// The endpoint connected (again): reports before now no longer count,
-    /// and its weight counts again only after new reports and a new
-    /// blackout (gRPC-Go forgets both times then).
+    /// The endpoint connected (again): its blackout starts over with the
+    /// next report (gRFC A58's `OnSubchannelBecomesReady`, as gRPC Java and
+    /// C++ do). The last weight and its time are kept, so with no blackout
+    /// it counts again at once, until it expires (gRPC-Go forgets
+    /// `lastUpdated` too).
     pub fn connected_anew(&self) {
-        let mut t = lock(&self.times);
-        t.last_updated = None;
-        t.non_empty_since = None;
+        lock(&self.times).non_empty_since = None;
     }
 
     /// The weight that counts at `now` (0: none yet, in blackout, or
