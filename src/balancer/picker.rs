@@ -145,6 +145,13 @@ impl FailPicker {
     pub fn unavailable(message: impl Into<Arc<str>>) -> FailPicker {
         FailPicker(Status::unavailable(message))
     }
+
+    /// What a policy fails picks with when the resolver reports `error`
+    /// and it has nothing to keep using: UNAVAILABLE, "name resolver
+    /// error: ...".
+    pub fn resolver_error(error: &str) -> FailPicker {
+        FailPicker::unavailable(format!("name resolver error: {error}"))
+    }
 }
 
 impl Picker for FailPicker {

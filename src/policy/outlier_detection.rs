@@ -20,7 +20,8 @@ use crate::balancer::child_manager::{endpoint_key, ChildManager, ChildUpdate};
 use crate::balancer::graceful_switch::{SwitchTo, Switching};
 use crate::balancer::json::config_field;
 use crate::balancer::picker::{
-    DoneHook, DoneHooks, DoneInfo, ForwardingPicker, PickInfo, PickLocal, PickResult, Picker,
+    DoneHook, DoneHooks, DoneInfo, FailPicker, ForwardingPicker, PickInfo, PickLocal, PickResult,
+    Picker,
 };
 use crate::balancer::subconn::{SubConn, SubConnId};
 use crate::balancer::{
@@ -929,6 +930,15 @@ impl Balancer for OutlierDetection {
     }
 
     fn resolver_error(&mut self, cc: &mut dyn ClientConn, error: &str) {
+        if self.children.get(CHILD).is_none() {
+            // No config yet, so no child to tell: fail picks, as a parent
+            // without a policy does (grpc-java, gRPC-Go's graceful switch).
+            cc.update_state(
+                ConnectivityState::TransientFailure,
+                Box::new(FailPicker::resolver_error(error)),
+            );
+            return;
+        }
         self.children.resolver_error(cc, error);
         self.after_child(cc);
     }

@@ -16,7 +16,7 @@
 //! once.
 
 use super::pick_first::{PickFirstBuilder, NO_CHILDREN_ZERO_ADDRESSES};
-use super::round_robin::{failing_picker, resolver_error_picker};
+use super::round_robin::failing_picker;
 use crate::balancer::child_manager::{Child, ChildManager, ChildParent};
 use crate::balancer::picker::{FailPicker, Picker, QueuePicker};
 use crate::balancer::ready_list::{ReadyChunks, ReadyList};
@@ -297,7 +297,7 @@ impl<P: ReadyPicking> Balancer for ReadyEndpoints<P> {
     fn resolver_error(&mut self, cc: &mut dyn ClientConn, error: &str) {
         self.children.resolver_error(cc, error);
         if self.children.is_empty() {
-            self.fail_all(cc, resolver_error_picker(error));
+            self.fail_all(cc, Box::new(FailPicker::resolver_error(error)));
         } else {
             self.regenerate(cc, None);
         }

@@ -64,14 +64,6 @@ pub(crate) fn failing_picker(children: &ChildManager) -> Box<dyn Picker> {
     ))
 }
 
-/// What those policies fail picks with when the resolver reports an error
-/// and they have no endpoints to keep using.
-pub(crate) fn resolver_error_picker(error: &str) -> Box<dyn Picker> {
-    Box::new(FailPicker::unavailable(format!(
-        "name resolver error: {error}"
-    )))
-}
-
 /// Entries per rotation chunk (see `RotationBuilder`).
 pub(crate) const CHUNK: usize = DEFAULT_CHUNK;
 
@@ -330,7 +322,7 @@ impl Balancer for RoundRobin {
             self.reported = Some(ConnectivityState::TransientFailure);
             cc.update_state(
                 ConnectivityState::TransientFailure,
-                resolver_error_picker(error),
+                Box::new(FailPicker::resolver_error(error)),
             );
         } else {
             self.regenerate(cc, None);
