@@ -115,6 +115,11 @@ impl Child {
         &self.picker
     }
 
+    /// Whether it published during the last callback made into it.
+    pub fn published_in_last_call(&self) -> bool {
+        self.reported
+    }
+
     /// The subchannels the child created and has not yet seen shut down, in
     /// creation order.
     pub fn subconns(&self) -> &[Arc<SubConn>] {
@@ -159,6 +164,9 @@ pub struct ChildManager {
     quiet: HashSet<String>,
     /// Each child's publishes are kept for `take_publishes`.
     record: bool,
+    /// Counts children's publishes and comings and goings (see
+    /// `published`).
+    published: u64,
 }
 
 /// An endpoint's identity (A61): the set of its addresses, whatever their
@@ -244,6 +252,16 @@ impl ChildManager {
         self.version
     }
 
+    /// Changes whenever a child publishes, comes or goes: while it stays
+    /// the same, every child's state and picker are what the parent last
+    /// read, so a picker built from them alone would be the same (gRPC
+    /// parents update only when a child does; a subchannel event that a
+    /// child keeps to itself, as pick_first's retries in TRANSIENT_FAILURE,
+    /// changes nothing).
+    pub fn published(&self) -> u64 {
+        self.published
+    }
+
     /// Adds a child keyed `key` running `builder`'s policy (CONNECTING with a
     /// queueing picker until it publishes). A child already there is closed
     /// and replaced.
@@ -263,6 +281,7 @@ impl ChildManager {
             closing: false,
         });
         self.version += 1;
+        self.published += 1;
     }
 
     /// Closes the child keyed `key` and forgets it. Its subchannels are shut
@@ -301,6 +320,7 @@ impl ChildManager {
             .remove(key);
         self.quiet.remove(key);
         self.version += 1;
+        self.published += 1;
         true
     }
 
@@ -567,6 +587,7 @@ impl ChildManager {
             wanting_work,
             quiet,
             record,
+            published: publishes,
         } = self;
         let Some(child) = index.get(key).map(|i| &mut list[*i]) else {
             return;
@@ -592,6 +613,7 @@ impl ChildManager {
         if let Some((state, picker)) = published {
             child.state = state;
             child.picker = picker;
+            *publishes += 1;
         }
     }
 }

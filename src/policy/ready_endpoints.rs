@@ -16,7 +16,7 @@
 //! once.
 
 use super::pick_first::{PickFirstBuilder, NO_CHILDREN_ZERO_ADDRESSES};
-use super::round_robin::failing_picker;
+use super::round_robin::Failing;
 use crate::balancer::child_manager::{Child, ChildManager, ChildParent};
 use crate::balancer::picker::{FailPicker, Picker, QueuePicker};
 use crate::balancer::ready_list::{ReadyChunks, ReadyList};
@@ -88,6 +88,7 @@ pub(crate) struct ReadyEndpoints<P: ReadyPicking> {
     counts: StateCounts,
     /// The state last published; `None` before the first.
     reported: Option<ConnectivityState>,
+    failing: Failing,
     /// `ready` changed since the last READY picker was published.
     stale: bool,
 }
@@ -105,6 +106,7 @@ impl<P: ReadyPicking> ReadyEndpoints<P> {
             table: ReadyList::default(),
             counts: StateCounts::default(),
             reported: None,
+            failing: Failing::default(),
             stale: true,
         }
     }
@@ -237,10 +239,10 @@ impl<P: ReadyPicking> ReadyEndpoints<P> {
             }
             (ConnectivityState::Connecting, Box::new(QueuePicker))
         } else {
-            (
-                ConnectivityState::TransientFailure,
-                failing_picker(&self.children),
-            )
+            let Some(picker) = self.failing.picker(&self.children, self.reported) else {
+                return;
+            };
+            (ConnectivityState::TransientFailure, picker)
         };
         if state != ConnectivityState::Ready {
             self.stale = true;

@@ -55,13 +55,40 @@ impl RrEntry {
 /// round_robin's TRANSIENT_FAILURE picker, also the one of the policies
 /// that aggregate as it does: each pick fails with the next child's own
 /// error, in turn.
-pub(crate) fn failing_picker(children: &ChildManager) -> Box<dyn Picker> {
+fn failing_picker(children: &ChildManager) -> Box<dyn Picker> {
     Box::new(RrPicker::new(
         children
             .iter()
             .map(|c| RrEntry::Child(c.picker().clone()))
             .collect(),
     ))
+}
+
+/// A parent's TRANSIENT_FAILURE picker over its children's own errors,
+/// built again only when a child published since the last one (or came or
+/// went): gRPC parents publish when a child does, so a failing endpoint's
+/// retries, which its pick_first keeps to itself, publish nothing.
+#[derive(Default)]
+pub(crate) struct Failing {
+    /// `ChildManager::published` when the last one was built.
+    at: Option<u64>,
+}
+
+impl Failing {
+    /// The picker to publish, or `None` if the parent's last publish
+    /// (`reported`) was this one and still says what the children say.
+    pub(crate) fn picker(
+        &mut self,
+        children: &ChildManager,
+        reported: Option<ConnectivityState>,
+    ) -> Option<Box<dyn Picker>> {
+        let now = children.published();
+        if reported == Some(ConnectivityState::TransientFailure) && self.at == Some(now) {
+            return None;
+        }
+        self.at = Some(now);
+        Some(failing_picker(children))
+    }
 }
 
 /// Entries per rotation chunk (see `RotationBuilder`).
@@ -185,6 +212,7 @@ impl Tally {
 pub(crate) struct RoundRobin {
     children: ChildManager,
     reported: Option<ConnectivityState>,
+    failing: Failing,
     /// The READY children's subchannels, as readers rotate over them.
     rotation: RotationBuilder,
     /// The last published picker is the builder's last rotation.
@@ -197,6 +225,7 @@ impl Default for RoundRobin {
         RoundRobin {
             children: ChildManager::default(),
             reported: None,
+            failing: Failing::default(),
             rotation: RotationBuilder::with_chunk(CHUNK),
             rotation_published: false,
             tally: Tally::default(),
@@ -267,10 +296,10 @@ impl RoundRobin {
             }
             (ConnectivityState::Connecting, Box::new(QueuePicker))
         } else {
-            (
-                ConnectivityState::TransientFailure,
-                failing_picker(&self.children),
-            )
+            let Some(picker) = self.failing.picker(&self.children, self.reported) else {
+                return;
+            };
+            (ConnectivityState::TransientFailure, picker)
         };
         if state != ConnectivityState::Ready {
             self.rotation_published = false;

@@ -313,6 +313,16 @@ impl RingHash {
         let Some(&i) = self.by_key.get(key) else {
             return;
         };
+        if !self
+            .children
+            .get(key)
+            .is_some_and(|c| c.published_in_last_call())
+        {
+            // Its state and picker are what the ring has: a subchannel
+            // event the child kept to itself (pick_first retrying in
+            // TRANSIENT_FAILURE) publishes nothing, as in gRPC.
+            return;
+        }
         let (state, slot) = self.child_slot(key);
         self.counts.record(self.states[i], state);
         // Whether some endpoint is connecting is in the picker (A76's

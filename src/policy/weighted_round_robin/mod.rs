@@ -35,7 +35,7 @@ pub use scheduler::{scale, Entries, WrrPicker, MAX_WEIGHT};
 pub use weight::{weight_from_report, EndpointWeight};
 
 use super::pick_first::{PickFirstBuilder, NO_CHILDREN_ZERO_ADDRESSES};
-use super::round_robin::failing_picker;
+use super::round_robin::Failing;
 use crate::balancer::child_manager::{ChildManager, ChildParent};
 use crate::balancer::picker::{FailPicker, Picker, QueuePicker};
 use crate::balancer::subconn::SubConnId;
@@ -106,6 +106,7 @@ pub(crate) struct WeightedRoundRobin {
     /// The schedule-rebuild timer and the period it was armed with.
     timer: Option<(TimerToken, Duration)>,
     reported: Option<ConnectivityState>,
+    failing: Failing,
     /// The scaled weights of the schedule last published over
     /// `ready_entries` (`None`: plain round robin, or none published): a
     /// rebuild that comes to the same schedule publishes nothing, so
@@ -129,6 +130,7 @@ impl Default for WeightedRoundRobin {
             ready_entries: None,
             timer: None,
             reported: None,
+            failing: Failing::default(),
             published: None,
             dirty: false,
         }
@@ -271,10 +273,10 @@ impl WeightedRoundRobin {
             }
             (ConnectivityState::Connecting, Box::new(QueuePicker))
         } else {
-            (
-                ConnectivityState::TransientFailure,
-                failing_picker(&self.children),
-            )
+            let Some(picker) = self.failing.picker(&self.children, self.reported) else {
+                return;
+            };
+            (ConnectivityState::TransientFailure, picker)
         };
         self.reported = Some(state);
         cc.update_state(state, picker);
