@@ -6,17 +6,19 @@
 
 #[path = "common/mod.rs"]
 mod common;
+#[path = "common/tokio_host.rs"]
+mod tokio_host;
 
 use common::*;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 use switchyard::transport::health_proto::{NOT_SERVING, SERVICE_UNKNOWN, SERVING, UNKNOWN};
 use switchyard::ConnectivityState::*;
 use switchyard::*;
 use switchyard_testserver::{Listen, ServerOptions, TestServer};
+use tokio_host::Host;
 
 fn start(opts: ServerOptions) -> TestServer {
     TestServer::start(Listen::Tcp("127.0.0.1:0".parse().unwrap()), opts).unwrap()
@@ -66,8 +68,8 @@ fn start_slow_call(
 struct Scripted {
     addr: SocketAddr,
     st: Arc<ScriptState>,
-    stop: Option<tokio::sync::oneshot::Sender<()>>,
-    thread: Option<JoinHandle<()>>,
+    /// Dropped last: the connections go with it.
+    _host: Host,
 }
 
 #[derive(Default)]
@@ -98,41 +100,17 @@ struct ScriptState {
 
 impl Scripted {
     fn start(status: Option<u32>) -> Scripted {
-        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        l.set_nonblocking(true).unwrap();
-        let addr = l.local_addr().unwrap();
         let st = Arc::new(ScriptState::default());
         *st.status.lock().unwrap() = status;
-        let (tx, rx) = tokio::sync::oneshot::channel::<()>();
         let sh = st.clone();
-        let thread = std::thread::spawn(move || {
-            let rt = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .unwrap();
-            rt.block_on(async move {
-                let l = tokio::net::TcpListener::from_std(l).unwrap();
-                let accept = async {
-                    loop {
-                        let Ok((sock, _)) = l.accept().await else {
-                            return;
-                        };
-                        let sh = sh.clone();
-                        tokio::spawn(serve_conn(sock, sh, addr.port()));
-                    }
-                };
-                tokio::select! {
-                    _ = accept => {}
-                    _ = rx => {}
-                }
-            });
-            // Dropping the runtime drops every connection.
+        let host = Host::start(move |sock| {
+            let port = sock.local_addr().unwrap().port();
+            serve_conn(sock, sh.clone(), port)
         });
         Scripted {
-            addr,
+            addr: host.addr,
             st,
-            stop: Some(tx),
-            thread: Some(thread),
+            _host: host,
         }
     }
 
@@ -150,17 +128,6 @@ impl Scripted {
 
     fn target(&self) -> String {
         format!("ipv4:{}", self.addr)
-    }
-}
-
-impl Drop for Scripted {
-    fn drop(&mut self) {
-        if let Some(tx) = self.stop.take() {
-            let _ = tx.send(());
-        }
-        if let Some(t) = self.thread.take() {
-            let _ = t.join();
-        }
     }
 }
 

@@ -24,13 +24,16 @@
 //! prefix (C-core: message plus initial metadata); `perAttemptRecvTimeout`
 //! is ignored (C-core honours it only with hedging enabled, gRPC-Go never).
 
+#[path = "common/tokio_host.rs"]
+mod tokio_host;
+
 use bytes::Bytes;
 use http::{HeaderMap, HeaderName, HeaderValue, Request, Response};
-use std::net::SocketAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use switchyard::*;
+use tokio_host::Host;
 
 const METHOD: &str = "/service.Service/Method";
 
@@ -68,65 +71,34 @@ struct Seen {
 }
 
 struct Server {
-    addr: SocketAddr,
+    host: Host,
     seen: Arc<Mutex<Vec<Seen>>>,
-    stop: Option<tokio::sync::oneshot::Sender<()>>,
-    thread: Option<std::thread::JoinHandle<()>>,
 }
 
 impl Server {
     fn start(script: impl Fn(usize) -> Reply + Send + Sync + 'static) -> Server {
         let script: Arc<dyn Fn(usize) -> Reply + Send + Sync> = Arc::new(script);
-        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        listener.set_nonblocking(true).unwrap();
-        let addr = listener.local_addr().unwrap();
         let seen = Arc::new(Mutex::new(Vec::new()));
         let count = Arc::new(AtomicUsize::new(0));
-        let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
         let seen2 = seen.clone();
-        let thread = std::thread::spawn(move || {
-            let rt = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .unwrap();
-            rt.block_on(async move {
-                let listener = tokio::net::TcpListener::from_std(listener).unwrap();
-                let accept = async {
-                    loop {
-                        let Ok((sock, _)) = listener.accept().await else {
-                            continue;
-                        };
-                        let script = script.clone();
-                        let seen = seen2.clone();
-                        let count = count.clone();
-                        tokio::spawn(async move {
-                            let Ok(mut conn) = h2::server::handshake(sock).await else {
-                                return;
-                            };
-                            while let Some(Ok((req, respond))) = conn.accept().await {
-                                let i = count.fetch_add(1, Ordering::SeqCst);
-                                let reply = script(i);
-                                tokio::spawn(answer(i, req, respond, reply, seen.clone()));
-                            }
-                        });
-                    }
+        let host = Host::start(move |sock| {
+            let (script, seen, count) = (script.clone(), seen2.clone(), count.clone());
+            async move {
+                let Ok(mut conn) = h2::server::handshake(sock).await else {
+                    return;
                 };
-                tokio::select! {
-                    _ = accept => {}
-                    _ = stop_rx => {}
+                while let Some(Ok((req, respond))) = conn.accept().await {
+                    let i = count.fetch_add(1, Ordering::SeqCst);
+                    let reply = script(i);
+                    tokio::spawn(answer(i, req, respond, reply, seen.clone()));
                 }
-            });
+            }
         });
-        Server {
-            addr,
-            seen,
-            stop: Some(stop_tx),
-            thread: Some(thread),
-        }
+        Server { host, seen }
     }
 
     fn target(&self) -> String {
-        format!("ipv4:{}", self.addr)
+        self.host.target()
     }
 
     fn requests(&self) -> usize {
@@ -139,17 +111,6 @@ impl Server {
 
     fn previous(&self) -> Vec<Option<String>> {
         self.seen().into_iter().map(|s| s.previous).collect()
-    }
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        if let Some(s) = self.stop.take() {
-            let _ = s.send(());
-        }
-        if let Some(t) = self.thread.take() {
-            let _ = t.join();
-        }
     }
 }
 

@@ -8,13 +8,16 @@
 //! Every expectation is what gRPC-Go's client does for the same answers;
 //! each test cites the Go code it follows.
 
+#[path = "common/tokio_host.rs"]
+mod tokio_host;
+
 use bytes::Bytes;
 use http::{HeaderMap, HeaderName, HeaderValue, Request, Response};
-use std::net::SocketAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use switchyard::*;
+use tokio_host::Host;
 
 const ECHO: &str = "/echo.Echo/Unary";
 
@@ -53,10 +56,8 @@ struct Seen {
 type Script = Arc<dyn Fn(usize) -> Reply + Send + Sync>;
 
 struct Server {
-    addr: SocketAddr,
+    host: Host,
     seen: Arc<Mutex<Vec<Seen>>>,
-    stop: Option<tokio::sync::oneshot::Sender<()>>,
-    thread: Option<std::thread::JoinHandle<()>>,
 }
 
 impl Server {
@@ -64,67 +65,38 @@ impl Server {
     /// `script(i)`.
     fn start(script: impl Fn(usize) -> Reply + Send + Sync + 'static) -> Server {
         let script: Script = Arc::new(script);
-        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        listener.set_nonblocking(true).unwrap();
-        let addr = listener.local_addr().unwrap();
         let seen = Arc::new(Mutex::new(Vec::new()));
         let count = Arc::new(AtomicUsize::new(0));
-        let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
         let seen2 = seen.clone();
-        let thread = std::thread::spawn(move || {
-            let rt = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .unwrap();
-            rt.block_on(async move {
-                let listener = tokio::net::TcpListener::from_std(listener).unwrap();
-                let accept = async {
-                    loop {
-                        let Ok((sock, _)) = listener.accept().await else {
-                            continue;
-                        };
-                        let script = script.clone();
-                        let seen = seen2.clone();
-                        let count = count.clone();
-                        tokio::spawn(async move {
-                            let Ok(mut conn) = h2::server::handshake(sock).await else {
-                                return;
-                            };
-                            while let Some(Ok((req, respond))) = conn.accept().await {
-                                let i = count.fetch_add(1, Ordering::SeqCst);
-                                let previous = req
-                                    .headers()
-                                    .get("grpc-previous-rpc-attempts")
-                                    .map(|v| v.to_str().unwrap_or("?").to_string());
-                                seen.lock().unwrap().push(Seen {
-                                    at: Instant::now(),
-                                    previous,
-                                });
-                                let reply = script(i);
-                                if let Reply::HangUp = reply {
-                                    return;
-                                }
-                                tokio::spawn(answer(req, respond, reply));
-                            }
-                        });
-                    }
+        let host = Host::start(move |sock| {
+            let (script, seen, count) = (script.clone(), seen2.clone(), count.clone());
+            async move {
+                let Ok(mut conn) = h2::server::handshake(sock).await else {
+                    return;
                 };
-                tokio::select! {
-                    _ = accept => {}
-                    _ = stop_rx => {}
+                while let Some(Ok((req, respond))) = conn.accept().await {
+                    let i = count.fetch_add(1, Ordering::SeqCst);
+                    let previous = req
+                        .headers()
+                        .get("grpc-previous-rpc-attempts")
+                        .map(|v| v.to_str().unwrap_or("?").to_string());
+                    seen.lock().unwrap().push(Seen {
+                        at: Instant::now(),
+                        previous,
+                    });
+                    let reply = script(i);
+                    if let Reply::HangUp = reply {
+                        return;
+                    }
+                    tokio::spawn(answer(req, respond, reply));
                 }
-            });
+            }
         });
-        Server {
-            addr,
-            seen,
-            stop: Some(stop_tx),
-            thread: Some(thread),
-        }
+        Server { host, seen }
     }
 
     fn target(&self) -> String {
-        format!("ipv4:{}", self.addr)
+        self.host.target()
     }
 
     fn requests(&self) -> usize {
@@ -133,17 +105,6 @@ impl Server {
 
     fn seen(&self) -> Vec<Seen> {
         self.seen.lock().unwrap().clone()
-    }
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        if let Some(s) = self.stop.take() {
-            let _ = s.send(());
-        }
-        if let Some(t) = self.thread.take() {
-            let _ = t.join();
-        }
     }
 }
 

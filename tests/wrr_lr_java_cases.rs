@@ -396,7 +396,7 @@ fn wrr_a114_custom_metric_takes_priority_over_application_utilization() {
 
 /// The same through the policy: two endpoints report per call with the
 /// same qps and app utilization but different custom metrics; A114 weighs
-/// them by the custom metric (1 : 4), switchyard by app utilization (1 : 1).
+/// them by the custom metric (1 : 4), not by app utilization (1 : 1).
 #[test]
 fn wrr_a114_custom_metric_drives_the_pick_split() {
     let cfg = json!({
