@@ -332,7 +332,14 @@ impl SubchannelPool {
                     Some(Verdict::Healthy) if s.state != Ready => {
                         self.transition(id, Ready, None, env)
                     }
-                    Some(Verdict::Unhealthy(e)) if s.state != TransientFailure => {
+                    // Another unhealthy verdict while unhealthy is news
+                    // too when it says something else (NOT_SERVING, then
+                    // SERVICE_UNKNOWN): the failure picks report follows
+                    // it, as gRPC-Go, Java and C-core report every verdict.
+                    Some(Verdict::Unhealthy(e))
+                        if s.state != TransientFailure
+                            || s.last_error.as_deref() != Some(e.as_str()) =>
+                    {
                         self.transition(id, TransientFailure, Some(e), env);
                     }
                     _ => {}
@@ -466,8 +473,11 @@ impl SubchannelPool {
 
     /// The service config's health-checking setting (`Some(service)`: on,
     /// `None`: off); connected subchannels adopt it at once. Turned on or to
-    /// another service, a connected subchannel keeps its state until the new
-    /// check's first verdict; turned off, it is READY.
+    /// another service, a READY subchannel stays READY until the new check's
+    /// first verdict, and one that is not (the old service's verdict was
+    /// unhealthy) is CONNECTING until then: the old verdict no longer
+    /// stands (grpc-java, C-core's new `HealthChecker`). Turned off, it is
+    /// READY.
     pub(crate) fn configure_health(&mut self, service: Option<&str>, env: &mut LoopContext) {
         if self.health_service.as_deref() == service {
             return;
@@ -492,6 +502,13 @@ impl SubchannelPool {
                 self.with_connector(env, |c, ctx| c.stop_health(&sc, ctx));
             }
             if self.health_service.is_some() {
+                if self
+                    .map
+                    .get(&id)
+                    .is_some_and(|s| s.state == ConnectivityState::TransientFailure)
+                {
+                    self.transition(id, ConnectivityState::Connecting, None, env);
+                }
                 self.start_health(id, env);
             } else if self
                 .map
