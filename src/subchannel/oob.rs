@@ -15,7 +15,8 @@
 //! - a stream that ended otherwise is opened again a backoff after it ended
 //!   (gRPC's default numbers, whatever the channel's connection backoff:
 //!   gRPC-Go's producer uses `backoff.DefaultExponential`), at once if it
-//!   had delivered a report (gRPC-Go's producer does the same).
+//!   had delivered a report (gRPC-Go's producer does the same); a new
+//!   period or connection starts the backoff over.
 //!
 //! It is pure (no loop, no connector): `SubchannelPool` applies what it
 //! says (the connector calls, the retry timer).
@@ -116,6 +117,10 @@ impl OobReports {
         let running = matches!(self.phase, Phase::Streaming(_));
         let retry = self.retry.take();
         self.phase = Phase::Off;
+        // A new run, as gRPC-Go's producer starts one (`updateRunLocked`)
+        // when its interval or connection changes: its backoff starts over.
+        self.backoff.reset();
+        self.got_report = false;
         Action::Restart {
             running,
             retry,

@@ -126,24 +126,68 @@ impl OrcaStream {
     /// The next event, or `None` until the waker fires. Call until `None`.
     pub(crate) fn poll(&mut self, cx: &mut Context<'_>) -> Option<OrcaEvent> {
         match self.stream.poll(cx)? {
-            StreamEvent::Message(msg) => {
-                match <OrcaLoadReport as prost::Message>::decode(msg.as_ref()) {
-                    Ok(report) => Some(OrcaEvent::Report(report)),
-                    Err(e) => {
-                        self.stream.close();
-                        Some(OrcaEvent::Ended(CallError::new(
-                            code::INTERNAL,
-                            format!("malformed OrcaLoadReport: {e}"),
-                        )))
-                    }
+            StreamEvent::Message(msg) => match OrcaLoadReport::decode_lenient(msg.as_ref()) {
+                Ok(report) => Some(OrcaEvent::Report(report)),
+                Err(e) => {
+                    self.stream.close();
+                    Some(OrcaEvent::Ended(CallError::new(
+                        code::INTERNAL,
+                        format!("malformed OrcaLoadReport: {e}"),
+                    )))
                 }
-            }
+            },
             StreamEvent::Ended(e) => Some(OrcaEvent::Ended(e)),
         }
     }
 }
 
+/// Decodes an `OrcaLoadReport` as protobuf-go and protobuf-java do: a known
+/// field that arrives with another wire type than its own is an unknown
+/// field, skipped, and the rest of the report stands (prost would refuse
+/// the whole message). Field decoding itself is prost's.
+#[derive(Debug, Default)]
+struct Lenient(OrcaLoadReport);
+
+impl prost::Message for Lenient {
+    fn encode_raw(&self, buf: &mut impl prost::bytes::BufMut) {
+        self.0.encode_raw(buf)
+    }
+
+    fn merge_field(
+        &mut self,
+        tag: u32,
+        wire_type: prost::encoding::WireType,
+        buf: &mut impl prost::bytes::Buf,
+        ctx: prost::encoding::DecodeContext,
+    ) -> Result<(), prost::DecodeError> {
+        use prost::encoding::WireType::{LengthDelimited, SixtyFourBit, Varint};
+        let own = match tag {
+            1 | 2 | 6 | 7 | 9 => Some(SixtyFourBit),
+            3 => Some(Varint),
+            4 | 5 | 8 => Some(LengthDelimited),
+            _ => None,
+        };
+        match own {
+            Some(own) if own != wire_type => prost::encoding::skip_field(wire_type, tag, buf, ctx),
+            _ => self.0.merge_field(tag, wire_type, buf, ctx),
+        }
+    }
+
+    fn encoded_len(&self) -> usize {
+        self.0.encoded_len()
+    }
+
+    fn clear(&mut self) {
+        self.0.clear()
+    }
+}
+
 impl OrcaLoadReport {
+    /// Decodes a serialized report (see `Lenient`).
+    pub fn decode_lenient(bytes: &[u8]) -> Result<OrcaLoadReport, prost::DecodeError> {
+        <Lenient as prost::Message>::decode(bytes).map(|l| l.0)
+    }
+
     /// The report in `trailers`, if there is exactly one and it decodes. A
     /// report that does not decode, or several (which is the one?), is
     /// ignored, as gRPC-Go's `ToLoadReport` does: it must not fail the call
@@ -160,7 +204,7 @@ impl OrcaLoadReport {
     /// The report in one `endpoint-load-metrics-bin` value, if it decodes.
     pub fn from_value(value: &HeaderValue) -> Option<OrcaLoadReport> {
         let bytes = decode_binary(value.as_bytes())?;
-        <OrcaLoadReport as prost::Message>::decode(bytes.as_slice()).ok()
+        OrcaLoadReport::decode_lenient(bytes.as_slice()).ok()
     }
 
     /// The report as named metrics (see the module for the names).
@@ -303,6 +347,36 @@ mod tests {
         .collect();
         assert_eq!(m, want);
         assert_eq!(got.rps, 7);
+    }
+
+    /// A known field sent with another wire type (cpu_utilization as a
+    /// varint, rps as a fixed64, a map as a fixed32) is an unknown field to
+    /// protobuf-go and protobuf-java: skipped, the rest of the report
+    /// kept. prost alone would refuse the whole report.
+    #[test]
+    fn a_known_field_with_another_wire_type_is_skipped() {
+        let mut b = Vec::new();
+        let key = |tag: u32, wire: u32, out: &mut Vec<u8>| {
+            prost::encoding::encode_varint(u64::from(tag << 3 | wire), out)
+        };
+        key(1, 0, &mut b);
+        b.push(3);
+        key(3, 1, &mut b);
+        b.extend_from_slice(&[0; 8]);
+        key(8, 5, &mut b);
+        b.extend_from_slice(&[0; 4]);
+        key(9, 1, &mut b);
+        b.extend_from_slice(&0.5f64.to_le_bytes());
+        key(6, 1, &mut b);
+        b.extend_from_slice(&100.0f64.to_le_bytes());
+        let got = OrcaLoadReport::decode_lenient(&b).unwrap();
+        assert_eq!(got.cpu_utilization, 0.0);
+        assert_eq!(got.rps, 0);
+        assert!(got.named_metrics.is_empty());
+        assert_eq!(got.application_utilization, 0.5);
+        assert_eq!(got.rps_fractional, 100.0);
+        // Truncated input is still refused.
+        assert!(OrcaLoadReport::decode_lenient(&b[..b.len() - 1]).is_err());
     }
 
     /// The unused low bits of the last base64 character need not be zero:
