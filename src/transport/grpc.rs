@@ -175,14 +175,17 @@ pub enum Pushback {
 
 impl Pushback {
     /// The pushback in `trailers`, if any: one value, a non-negative decimal
-    /// integer of milliseconds (gRPC-Go's `strconv.Atoi`: a sign is allowed).
+    /// integer of milliseconds (a sign is allowed, as gRPC-Go's
+    /// `strconv.Atoi` allows it) that fits gRFC A6's "signed 32-bit
+    /// integer" (grpc-java's `Integer.valueOf`): a larger one is
+    /// unparseable, so no retry, not a wait of weeks (gRPC-Go reads 64 bits).
     pub(crate) fn from_trailers(trailers: &HeaderMap) -> Option<Pushback> {
         let mut values = trailers.get_all("grpc-retry-pushback-ms").iter();
         let first = values.next()?;
         if values.next().is_some() {
             return Some(Pushback::Stop);
         }
-        let ms = first.to_str().ok().and_then(|s| s.parse::<i64>().ok());
+        let ms = first.to_str().ok().and_then(|s| s.parse::<i32>().ok());
         Some(match ms.and_then(|ms| u64::try_from(ms).ok()) {
             Some(ms) => Pushback::After(Duration::from_millis(ms)),
             None => Pushback::Stop,
@@ -1263,7 +1266,17 @@ mod tests {
         assert_eq!(read(&["0"]), after(0));
         assert_eq!(read(&["250"]), after(250));
         assert_eq!(read(&["+5"]), after(5));
-        for stop in [&["-1"][..], &["x"], &["1.5"], &[""], &["1", "2"]] {
+        assert_eq!(read(&["2147483647"]), after(2_147_483_647));
+        // Past gRFC A6's signed 32-bit integer: unparseable, no retry.
+        for stop in [
+            &["-1"][..],
+            &["x"],
+            &["1.5"],
+            &[""],
+            &["1", "2"],
+            &["2147483648"],
+            &["3000000000"],
+        ] {
             assert_eq!(read(stop), Some(Pushback::Stop), "{stop:?}");
         }
     }
