@@ -39,11 +39,11 @@ pub struct sy_buffer {
 /// is sent: a "-bin" value that is not base64,
 /// pseudo-headers (":path", ...), connection-specific keys HTTP/2 forbids
 /// ("connection", "keep-alive", "proxy-connection", "transfer-encoding",
-/// "upgrade", "te", "host"), and keys the transport owns ("content-type",
-/// "user-agent", "grpc-timeout", "grpc-encoding", "grpc-accept-encoding",
-/// "grpc-message", "grpc-message-type", "grpc-status",
-/// "grpc-previous-rpc-attempts"); other "grpc-" keys ("grpc-trace-bin", ...)
-/// are sent, as gRPC-Go sends them.
+/// "upgrade", "te", "host"), and keys the transport owns ("content-length",
+/// "content-type", "user-agent", "grpc-timeout", "grpc-encoding",
+/// "grpc-accept-encoding", "grpc-message", "grpc-message-type",
+/// "grpc-status", "grpc-previous-rpc-attempts"); other "grpc-" keys
+/// ("grpc-trace-bin", ...) are sent, as gRPC-Go sends them.
 #[repr(C)]
 #[derive(Clone, Copy)]
 pub struct sy_metadata {

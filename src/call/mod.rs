@@ -82,7 +82,7 @@ const PREVIOUS_ATTEMPTS: &str = "grpc-previous-rpc-attempts";
 /// lower-case ASCII (`[0-9a-z_.-]`), neither pseudo-headers (`:path`, ...),
 /// nor connection-specific (`connection`, `keep-alive`, `proxy-connection`,
 /// `transfer-encoding`, `upgrade`, `te`, `host`), nor the transport's own
-/// (`content-type`, `user-agent`, `grpc-timeout`, `grpc-encoding`,
+/// (`content-length`, `content-type`, `user-agent`, `grpc-timeout`, `grpc-encoding`,
 /// `grpc-accept-encoding`, `grpc-message`, `grpc-message-type`,
 /// `grpc-status`, `grpc-previous-rpc-attempts`); values are printable ASCII
 /// (`-bin` values: their base64 text, padded or not; sent unpadded, as the
@@ -126,6 +126,14 @@ fn check_metadata_key(key: &str) -> Result<(), String> {
     if CONNECTION_SPECIFIC.contains(&key) {
         return Err(format!(
             "metadata key {key:?} is connection-specific: HTTP/2 forbids it in a request"
+        ));
+    }
+    if key == "content-length" {
+        // The transport frames the body: a length of the caller's would
+        // contradict it, and a server resets such a request as malformed
+        // (C-core drops the key; gRPC-Go sends it).
+        return Err(format!(
+            "metadata key {key:?} belongs to the transport: it frames the request body"
         ));
     }
     if transport::grpc::owned_by_transport(key) || key == PREVIOUS_ATTEMPTS {
@@ -492,6 +500,7 @@ mod tests {
             (":authority", "pseudo-header"),
             ("grpc-timeout", "belongs to the transport"),
             ("content-type", "belongs to the transport"),
+            ("content-length", "belongs to the transport"),
             ("user-agent", "belongs to the transport"),
             ("grpc-encoding", "belongs to the transport"),
             ("grpc-accept-encoding", "belongs to the transport"),

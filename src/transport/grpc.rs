@@ -852,7 +852,7 @@ pub(crate) fn owned_by_transport(key: &str) -> bool {
 /// own fields its own whoever calls it).
 fn is_reserved(name: &HeaderName) -> bool {
     let n = name.as_str();
-    owned_by_transport(n) || matches!(n, "te" | "connection")
+    owned_by_transport(n) || matches!(n, "te" | "connection" | "content-length")
 }
 
 /// 1-byte compressed flag (0) + u32 big-endian length + message.
