@@ -51,6 +51,9 @@ pub struct GracefulSwitch {
     built: u64,
     /// Who this is in log lines (e.g. "channel 3").
     label: String,
+    /// Closed: it builds nothing more and takes no update (gRPC-Go's
+    /// `errBalancerClosed`).
+    closed: bool,
 }
 
 impl Default for GracefulSwitch {
@@ -66,6 +69,7 @@ impl Default for GracefulSwitch {
             pending: None,
             built: 0,
             label: String::new(),
+            closed: false,
         }
     }
 }
@@ -106,10 +110,11 @@ impl GracefulSwitch {
     /// was built.
     ///
     /// The new policy does nothing until it gets its first
-    /// `update_client_conn_state`.
+    /// `update_client_conn_state`. Once the switch is closed it builds
+    /// nothing (false).
     pub fn switch_to(&mut self, cc: &mut dyn ClientConn, builder: Arc<dyn Builder>) -> bool {
         let new = builder.name().to_string();
-        if self.latest_policy().is_some_and(|latest| latest == new) {
+        if self.closed || self.latest_policy().is_some_and(|latest| latest == new) {
             return false;
         }
         self.built += 1;
@@ -301,6 +306,9 @@ impl Balancer for GracefulSwitch {
         cc: &mut dyn ClientConn,
         mut state: ClientConnState,
     ) -> Result<(), String> {
+        if self.closed {
+            return Err("graceful switch is closed".into());
+        }
         // A parent's update names the policy (gRPC-Go's gracefulswitch
         // takes the child's builder with its config the same way).
         if let Some(to) = state
@@ -318,6 +326,9 @@ impl Balancer for GracefulSwitch {
     }
 
     fn resolver_error(&mut self, cc: &mut dyn ClientConn, error: &str) {
+        if self.closed {
+            return;
+        }
         match self.latest() {
             // Only the latest policy has this resolver's state.
             Some(latest) => self.routed(cc, |children, cc| {
@@ -365,6 +376,7 @@ impl Balancer for GracefulSwitch {
     }
 
     fn close(&mut self, cc: &mut dyn ClientConn) {
+        self.closed = true;
         self.current = None;
         self.pending = None;
         self.children.close(cc);
