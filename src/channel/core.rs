@@ -367,6 +367,7 @@ impl ChannelCore {
     /// `Channel::reset_connect_backoff`.
     pub(crate) fn reset_connect_backoff(&mut self, env: &mut LoopContext) {
         self.subs.reset_backoff(env);
+        self.resolution.reset_backoff(env);
         self.drain(env);
     }
 

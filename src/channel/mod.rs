@@ -483,7 +483,9 @@ impl Channel {
     /// starts over from its initial delay, and those waiting out a backoff
     /// after a failed attempt (TRANSIENT_FAILURE) go IDLE at once, so that
     /// their policy reconnects them now instead of after the backoff (for
-    /// when the application knows the network is back).
+    /// when the application knows the network is back); a re-resolution
+    /// waiting out its pacing (after a rejected update) goes now too, as
+    /// in C-core and grpc-java.
     pub fn reset_connect_backoff(&self) -> Result<(), Error> {
         self.run(|core, env| core.reset_connect_backoff(env))
     }

@@ -48,6 +48,16 @@ impl ClientConn for PolicyClientConn<'_> {
     }
 
     fn update_state(&mut self, state: ConnectivityState, picker: Box<dyn Picker>) {
+        if state == ConnectivityState::Shutdown {
+            // Only closing the channel makes it SHUTDOWN, and for good: a
+            // policy saying so is ignored (grpc-java's LbHelperImpl).
+            log::warn!(
+                target: crate::trace::CHANNEL,
+                "channel {}: the policy published SHUTDOWN; ignored",
+                self.out.shared.id
+            );
+            return;
+        }
         self.out.publish(state, picker);
     }
 

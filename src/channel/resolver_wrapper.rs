@@ -241,6 +241,18 @@ impl ResolverWrapper {
         }
     }
 
+    /// `Channel::reset_connect_backoff`: a paced re-resolution waiting out
+    /// its backoff goes now, and the pacing starts over (C-core's
+    /// `ResetBackoff` re-resolves so; grpc-java's refreshes the resolver;
+    /// gRPC-Go resets only its subchannels).
+    pub(super) fn reset_backoff(&mut self, cx: &mut LoopContext) {
+        self.retry.reset();
+        if let Some(t) = self.retry_timer.take() {
+            cx.timers.cancel(t);
+            self.retry_due();
+        }
+    }
+
     /// The paced re-resolution is due (not for a closed resolver: an IDLE
     /// channel resolves afresh when it is used again).
     pub(super) fn retry_due(&mut self) {
