@@ -32,6 +32,7 @@ use crate::balancer::picker::PickInfo;
 use crate::reader::{PickOptions, Reader};
 use crate::service_config::{HedgingPolicy, MethodConfigs, RetryPolicy, RetryTokens};
 use crate::status::{Code, Status};
+use crate::transport::grpc::go_quoted;
 use crate::transport::{self, UnaryResponse};
 use std::sync::Arc;
 use std::time::Instant;
@@ -95,7 +96,7 @@ pub fn check_metadata(metadata: &[(String, String)]) -> Result<(), String> {
         if !value.bytes().all(|b| (b' '..=b'~').contains(&b)) {
             return Err(format!(
                 "header key {} contains value with non-printable ASCII characters",
-                go_quoted(key)
+                go_quoted(key.as_bytes())
             ));
         }
         if key.ends_with("-bin") && transport::grpc::decode_binary(value.as_bytes()).is_none() {
@@ -120,7 +121,7 @@ fn check_metadata_key(key: &str) -> Result<(), String> {
     if !key.bytes().all(charset) {
         return Err(format!(
             "header key {} contains illegal characters not in [0-9a-z-_.]",
-            go_quoted(key)
+            go_quoted(key.as_bytes())
         ));
     }
     if CONNECTION_SPECIFIC.contains(&key) {
@@ -140,30 +141,6 @@ fn check_metadata_key(key: &str) -> Result<(), String> {
         return Err(format!("metadata key {key:?} belongs to the transport"));
     }
     Ok(())
-}
-
-/// `s` quoted as gRPC-Go's errors quote it (`%q`): control characters as
-/// `\x19`, `\n`, ..., not Rust's `\u{19}`.
-fn go_quoted(s: &str) -> String {
-    let mut out = String::with_capacity(s.len() + 2);
-    out.push('"');
-    for c in s.chars() {
-        match c {
-            '"' => out.push_str("\\\""),
-            '\\' => out.push_str("\\\\"),
-            '\u{7}' => out.push_str("\\a"),
-            '\u{8}' => out.push_str("\\b"),
-            '\u{c}' => out.push_str("\\f"),
-            '\n' => out.push_str("\\n"),
-            '\r' => out.push_str("\\r"),
-            '\t' => out.push_str("\\t"),
-            '\u{b}' => out.push_str("\\v"),
-            c if c.is_ascii_control() => out.push_str(&format!("\\x{:02x}", c as u32)),
-            c => out.push(c),
-        }
-    }
-    out.push('"');
-    out
 }
 
 /// Whether `method` can be a call's path: "/package.Service/Method" as

@@ -386,6 +386,9 @@ async fn call(
     poll_fn(|cx| send.poll_ready(cx))
         .await
         .map_err(|e| fail(e, false))?;
+    if let Some(max) = send.peer_max_header_list_size() {
+        check_header_list_size(&req, max)?;
+    }
     let (resp, mut stream) = send.send_request(req, false).map_err(|e| fail(e, false))?;
     // The server may answer (trailers-only: UNIMPLEMENTED, PERMISSION_DENIED,
     // a rate limit) and close the stream before reading the body, so that
@@ -405,6 +408,8 @@ async fn call(
     if let Err(e) = unary_head(&parts, trailers_only) {
         if trailers_only {
             answered(&mut stream);
+        } else if !is_grpc_response(&parts) {
+            return Err(with_non_grpc_data(e, body, &fail).await);
         }
         return Err(e);
     }
@@ -420,6 +425,67 @@ async fn call(
     unary_rest(parts, body, &mut stream, shared, max_response, &fail)
         .await
         .map_err(CallError::committed)
+}
+
+/// INTERNAL, never sent, for a request whose header list is larger than
+/// the server's SETTINGS_MAX_HEADER_LIST_SIZE (`max`), counted as RFC 9113
+/// §6.5.2 counts it (name + value + 32 per field, pseudo-headers too) and
+/// refused in gRPC-Go's words (`checkForHeaderListSize`): sent, the server
+/// would only answer 431.
+fn check_header_list_size(req: &Request<()>, max: u32) -> Result<(), CallError> {
+    let field = |name: usize, value: usize| (name + value + 32) as u64;
+    let uri = req.uri();
+    let scheme = uri.scheme_str().unwrap_or("http");
+    let path = uri.path_and_query().map_or("/", |p| p.as_str());
+    let authority = uri.authority().map_or("", |a| a.as_str());
+    let pseudo = field(":method".len(), req.method().as_str().len())
+        + field(":scheme".len(), scheme.len())
+        + field(":path".len(), path.len())
+        + field(":authority".len(), authority.len());
+    let size = req.headers().iter().fold(pseudo, |sum, (name, value)| {
+        sum + field(name.as_str().len(), value.len())
+    });
+    if size > u64::from(max) {
+        return Err(CallError {
+            never_sent: true,
+            ..CallError::new(
+                code::INTERNAL,
+                format!("header list size to send violates the maximum size ({max} bytes) set by server"),
+            )
+        });
+    }
+    Ok(())
+}
+
+/// How much of a non-gRPC answer's body its error quotes (gRPC-Go's
+/// `nonGRPCDataMaxLen`).
+const NON_GRPC_DATA_MAX: usize = 1024;
+
+/// A non-gRPC answer's error (`e`, from its status and content-type) with
+/// the start of its body, as gRPC-Go reports it: up to 1 KiB, read until
+/// that much came or the stream ended, quoted after `\ndata: ` (a proxy's
+/// error page says what went wrong). A reset or a lost connection meanwhile
+/// is the outcome instead, as in gRPC-Go.
+async fn with_non_grpc_data(
+    mut e: CallError,
+    mut body: h2::RecvStream,
+    fail: &impl Fn(h2::Error, bool) -> CallError,
+) -> CallError {
+    let mut data = Vec::new();
+    while data.len() < NON_GRPC_DATA_MAX {
+        match poll_fn(|cx| body.poll_data(cx)).await {
+            Some(Ok(chunk)) => {
+                let _ = body.flow_control().release_capacity(chunk.len());
+                let room = NON_GRPC_DATA_MAX - data.len();
+                data.extend_from_slice(&chunk[..chunk.len().min(room)]);
+            }
+            Some(Err(err)) => return fail(err, true),
+            // The stream ended (by DATA or by trailers).
+            None => break,
+        }
+    }
+    e.message = format!("{}\ndata: {}", e.message, go_quoted(&data));
+    e
 }
 
 /// The server's answer is complete: what of the request it has not read
@@ -667,11 +733,7 @@ pub(crate) fn unary_message(
 /// then ends without one takes its code from the HTTP status
 /// ([`missing_status`]).
 pub(crate) fn check_response_head(parts: &http::response::Parts) -> Result<(), CallError> {
-    let grpc = parts
-        .headers
-        .get(CONTENT_TYPE)
-        .is_some_and(|v| is_grpc_content_type(v.as_bytes()));
-    if grpc {
+    if is_grpc_response(parts) {
         return Ok(());
     }
     // gRPC-Go's words, which its tests look for.
@@ -683,18 +745,23 @@ pub(crate) fn check_response_head(parts: &http::response::Parts) -> Result<(), C
         ),
     };
     let status = parts.status;
+    // The HTTP status leads, 200 too, as gRPC-Go words it now.
     Err(CallError::new(
         http_to_grpc(status.as_u16()),
-        if status == http::StatusCode::OK {
-            content_type
-        } else {
-            format!(
-                "unexpected HTTP status code received from server: {} ({}); {content_type}",
-                status.as_u16(),
-                status.canonical_reason().unwrap_or("unknown"),
-            )
-        },
+        format!(
+            "unexpected HTTP status code received from server: {} ({}); {content_type}",
+            status.as_u16(),
+            status.canonical_reason().unwrap_or("unknown"),
+        ),
     ))
+}
+
+/// A gRPC answer: its content-type is gRPC's (see `is_grpc_content_type`).
+fn is_grpc_response(parts: &http::response::Parts) -> bool {
+    parts
+        .headers
+        .get(CONTENT_TYPE)
+        .is_some_and(|v| is_grpc_content_type(v.as_bytes()))
 }
 
 /// The status of a gRPC response that ended without a grpc-status: its
@@ -716,6 +783,37 @@ pub(crate) fn missing_status(http: http::StatusCode) -> CallError {
             ),
         )
     }
+}
+
+/// `bytes` quoted as gRPC-Go's errors quote them (`%q`): control
+/// characters as `\x19`, `\n`, `\u0085`, ..., bytes that are not UTF-8
+/// as `\xff`, not Rust's `\u{19}`.
+pub(crate) fn go_quoted(bytes: &[u8]) -> String {
+    let mut out = String::with_capacity(bytes.len() + 2);
+    out.push('"');
+    for chunk in bytes.utf8_chunks() {
+        for c in chunk.valid().chars() {
+            match c {
+                '"' => out.push_str("\\\""),
+                '\\' => out.push_str("\\\\"),
+                '\u{7}' => out.push_str("\\a"),
+                '\u{8}' => out.push_str("\\b"),
+                '\u{c}' => out.push_str("\\f"),
+                '\n' => out.push_str("\\n"),
+                '\r' => out.push_str("\\r"),
+                '\t' => out.push_str("\\t"),
+                '\u{b}' => out.push_str("\\v"),
+                c if c.is_ascii_control() => out.push_str(&format!("\\x{:02x}", c as u32)),
+                c if c.is_control() => out.push_str(&format!("\\u{:04x}", c as u32)),
+                c => out.push(c),
+            }
+        }
+        for b in chunk.invalid() {
+            out.push_str(&format!("\\x{b:02x}"));
+        }
+    }
+    out.push('"');
+    out
 }
 
 /// `application/grpc`, alone or with a subtype (`+proto`) or parameters
@@ -1125,7 +1223,10 @@ pub(crate) fn h2_error(e: &h2::Error, opened: bool) -> CallError {
             "stream terminated by RST_STREAM with error code: {}",
             reason_name(r)
         ),
-        None => e.to_string(),
+        None => e
+            .get_io()
+            .and_then(read_error)
+            .unwrap_or_else(|| e.to_string()),
     };
     CallError {
         transparent_retry_ok: retry,
@@ -1133,6 +1234,22 @@ pub(crate) fn h2_error(e: &h2::Error, opened: bool) -> CallError {
         refused_by_goaway: opened && e.is_go_away() && e.is_remote(),
         ..CallError::new(code, message)
     }
+}
+
+/// The connection's end as gRPC-Go's reader words it (`error reading from
+/// server: EOF`, `...: connection reset by peer`), for the I/O errors h2
+/// ends its streams with when the connection goes ("stream closed because
+/// of a broken pipe" is h2's name for the read side's EOF); `None` for
+/// other I/O errors (TLS, timeouts, our own aborts: a keepalive's), whose
+/// own words say more.
+fn read_error(io: &std::io::Error) -> Option<String> {
+    use std::io::ErrorKind::{BrokenPipe, ConnectionReset, UnexpectedEof};
+    let what = match io.kind() {
+        BrokenPipe | UnexpectedEof => "EOF",
+        ConnectionReset => "connection reset by peer",
+        _ => return None,
+    };
+    Some(format!("error reading from server: {what}"))
 }
 
 /// An HTTP/2 error code's name as RFC 9113 (and gRPC-Go's `http2.ErrCode`)

@@ -289,7 +289,8 @@ fn framing_and_status_helpers() {
     };
     assert_eq!(
         said(200, Some("text/html")),
-        "transport: received unexpected content-type \"text/html\""
+        "unexpected HTTP status code received from server: 200 (OK); \
+         transport: received unexpected content-type \"text/html\""
     );
     assert_eq!(
         said(502, None),

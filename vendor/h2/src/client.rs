@@ -558,6 +558,14 @@ where
         self.inner.current_max_send_streams()
     }
 
+    /// The largest header list the server said it accepts
+    /// (SETTINGS_MAX_HEADER_LIST_SIZE), if it said; `None` until then.
+    /// Advisory (RFC 9113 §6.5.2): a request over it is still sent.
+    /// switchyard patch.
+    pub fn peer_max_header_list_size(&self) -> Option<u32> {
+        self.inner.peer_max_header_list_size()
+    }
+
     /// Returns the current max recv streams
     pub fn current_max_recv_streams(&self) -> usize {
         self.inner.current_max_recv_streams()

@@ -38,6 +38,10 @@ pub(super) struct Send {
 
     /// If extended connect protocol is enabled.
     is_extended_connect_protocol_enabled: bool,
+
+    // switchyard patch: the peer's SETTINGS_MAX_HEADER_LIST_SIZE, if it set
+    // one (advisory: a client checks its requests against it).
+    peer_max_header_list_size: Option<u32>,
 }
 
 /// A value to detect which public API has called `poll_reset`.
@@ -57,6 +61,7 @@ impl Send {
             prioritize: Prioritize::new(config),
             is_push_enabled: true,
             is_extended_connect_protocol_enabled: false,
+            peer_max_header_list_size: None,
         }
     }
 
@@ -507,6 +512,11 @@ impl Send {
             self.is_extended_connect_protocol_enabled = val;
         }
 
+        // switchyard patch: kept for `SendRequest::peer_max_header_list_size`.
+        if let Some(val) = settings.max_header_list_size() {
+            self.peer_max_header_list_size = Some(val);
+        }
+
         // Applies an update to the remote endpoint's initial window size.
         //
         // Per RFC 7540 §6.9.2:
@@ -663,5 +673,10 @@ impl Send {
 
     pub(crate) fn is_extended_connect_protocol_enabled(&self) -> bool {
         self.is_extended_connect_protocol_enabled
+    }
+
+    // switchyard patch.
+    pub(crate) fn peer_max_header_list_size(&self) -> Option<u32> {
+        self.peer_max_header_list_size
     }
 }

@@ -373,6 +373,16 @@ where
         me.counts.max_send_streams()
     }
 
+    // switchyard patch.
+    pub(crate) fn peer_max_header_list_size(&self) -> Option<u32> {
+        self.inner
+            .lock()
+            .unwrap()
+            .actions
+            .send
+            .peer_max_header_list_size()
+    }
+
     pub fn current_max_recv_streams(&self) -> usize {
         let me = self.inner.lock().unwrap();
         me.counts.max_recv_streams()
