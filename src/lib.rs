@@ -356,6 +356,8 @@
 //! connections) work the same way; with an empty target
 //! the host supplies addresses itself ([`Channel::update_addresses`]) and
 //! hears re-resolution requests through `ChannelOptions::on_resolve_now`.
+//! [`ManualResolver`](resolver::manual::ManualResolver) (gRPC-Go's
+//! `resolver/manual`) is a registered scheme whose states are pushed by hand.
 //!
 //! ```
 //! use std::sync::{Arc, Mutex};

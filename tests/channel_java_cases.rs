@@ -31,9 +31,8 @@ use std::sync::{Arc, Mutex};
 use std::thread;
 use std::time::{Duration, Instant};
 use switchyard::picker::{DropPicker, FailPicker, QueuePicker, SinglePicker};
-use switchyard::resolver::{
-    self, Resolver, ResolverBuilder, ResolverClientConn, ResolverState, Target,
-};
+use switchyard::resolver::manual::ManualResolver;
+use switchyard::resolver::{self, ResolverClientConn, ResolverState};
 use switchyard::ConnectivityState::*;
 use switchyard::*;
 use switchyard_testserver::{Listen, ServerOptions, TestServer};
@@ -42,17 +41,16 @@ const ECHO: &str = "/echo.Echo/Unary";
 
 // ------------------------------------------------------------ push resolver
 
-#[derive(Default)]
-struct PushSeen {
-    cc: Mutex<Option<ResolverClientConn>>,
-    builds: AtomicUsize,
-    resolve_now: AtomicUsize,
+trait Push {
+    /// The channel's client conn, once it has built the resolver.
+    fn cc(&self) -> ResolverClientConn;
+    fn push(&self, addrs: &[SocketAddr]);
 }
 
-impl PushSeen {
+impl Push for ManualResolver {
     fn cc(&self) -> ResolverClientConn {
-        wait_until("the resolver built", || self.cc.lock().unwrap().is_some());
-        self.cc.lock().unwrap().clone().unwrap()
+        wait_until("the resolver built", || self.client_conn().is_some());
+        self.client_conn().unwrap()
     }
     fn push(&self, addrs: &[SocketAddr]) {
         let endpoints = addrs
@@ -68,30 +66,9 @@ impl PushSeen {
     }
 }
 
-struct Push(&'static str, Arc<PushSeen>);
-struct PushResolver(Arc<PushSeen>);
-
-impl ResolverBuilder for Push {
-    fn scheme(&self) -> &str {
-        self.0
-    }
-    fn build(&self, _: &Target, cc: ResolverClientConn) -> Result<Box<dyn Resolver>, String> {
-        self.1.builds.fetch_add(1, Ordering::SeqCst);
-        *self.1.cc.lock().unwrap() = Some(cc);
-        Ok(Box::new(PushResolver(self.1.clone())))
-    }
-}
-
-impl Resolver for PushResolver {
-    fn resolve_now(&mut self) {
-        self.0.resolve_now.fetch_add(1, Ordering::SeqCst);
-    }
-    fn close(&mut self) {}
-}
-
-fn push_resolver(scheme: &'static str) -> Arc<PushSeen> {
-    let seen = Arc::new(PushSeen::default());
-    resolver::register(Arc::new(Push(scheme, seen.clone())));
+fn push_resolver(scheme: &'static str) -> ManualResolver {
+    let seen = ManualResolver::new(scheme);
+    resolver::register(Arc::new(seen.clone()));
     seen
 }
 
@@ -843,11 +820,7 @@ fn reset_connect_backoff_does_not_connect_an_idle_subchannel_or_channel() {
     ch.reset_connect_backoff().unwrap();
     ch.sync().unwrap();
     thread::sleep(Duration::from_millis(100));
-    assert_eq!(
-        seen.builds.load(Ordering::SeqCst),
-        0,
-        "resolver built by a reset"
-    );
+    assert_eq!(seen.builds(), 0, "resolver built by a reset");
     assert_eq!(ch.state(), Idle);
 
     ch.connect().unwrap();
@@ -893,21 +866,17 @@ fn reset_connect_backoff_re_resolves_when_a_resolution_retry_is_pending() {
     ch.connect().unwrap();
     seen.push(&[]); // pick_first rejects: a retry is paced by the backoff
     ch.sync().unwrap();
-    let n = seen.resolve_now.load(Ordering::SeqCst);
+    let n = seen.resolve_nows();
     thread::sleep(Duration::from_millis(300));
-    assert_eq!(
-        seen.resolve_now.load(Ordering::SeqCst),
-        n,
-        "retry not paced"
-    );
+    assert_eq!(seen.resolve_nows(), n, "retry not paced");
     ch.reset_connect_backoff().unwrap();
     ch.sync().unwrap();
     let deadline = Instant::now() + Duration::from_secs(1);
-    while seen.resolve_now.load(Ordering::SeqCst) == n && Instant::now() < deadline {
+    while seen.resolve_nows() == n && Instant::now() < deadline {
         thread::sleep(Duration::from_millis(10));
     }
     assert!(
-        seen.resolve_now.load(Ordering::SeqCst) > n,
+        seen.resolve_nows() > n,
         "reset_connect_backoff did not ask the resolver again (Java: refresh(); C-core: \
          resolver backoff reset)"
     );

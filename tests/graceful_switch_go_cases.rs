@@ -19,7 +19,8 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use switchyard::balancer::graceful_switch::{GracefulSwitch, SwitchTo};
 use switchyard::balancer::testing::{Picked, TestClientConn};
-use switchyard::resolver::{Resolver, ResolverBuilder, ResolverClientConn, ResolverState, Target};
+use switchyard::resolver::manual::ManualResolver;
+use switchyard::resolver::ResolverState;
 use switchyard::ConnectivityState::{self, *};
 use switchyard::*;
 use switchyard_testserver::{Listen, ServerOptions, TestServer};
@@ -559,54 +560,19 @@ fn unit_resolver_error_making_the_pending_fail_swaps_it_in() {
 const PF: &str = r#"{"loadBalancingConfig":[{"pick_first":{}}]}"#;
 const RR: &str = r#"{"loadBalancingConfig":[{"round_robin":{}}]}"#;
 
-#[derive(Default)]
-struct FakeInner {
-    cc: Option<ResolverClientConn>,
-    pending: Option<ResolverState>,
-}
-
+/// gRPC-Go's manual resolver: what is pushed before the channel built it
+/// is its initial state.
 struct Fake {
+    r: ManualResolver,
     scheme: String,
-    inner: Arc<Mutex<FakeInner>>,
-    resolve_nows: Arc<AtomicUsize>,
-}
-
-struct FakeResolver {
-    resolve_nows: Arc<AtomicUsize>,
-}
-
-impl Resolver for FakeResolver {
-    fn resolve_now(&mut self) {
-        self.resolve_nows.fetch_add(1, Ordering::AcqRel);
-    }
-    fn close(&mut self) {}
-}
-
-impl ResolverBuilder for Fake {
-    fn scheme(&self) -> &str {
-        &self.scheme
-    }
-    fn build(&self, _: &Target, cc: ResolverClientConn) -> Result<Box<dyn Resolver>, String> {
-        let mut g = self.inner.lock().unwrap();
-        if let Some(s) = g.pending.take() {
-            let _ = cc.update(s);
-        }
-        g.cc = Some(cc);
-        Ok(Box::new(FakeResolver {
-            resolve_nows: self.resolve_nows.clone(),
-        }))
-    }
 }
 
 impl Fake {
-    fn new(name: &str) -> Arc<Fake> {
-        let f = Arc::new(Fake {
-            scheme: format!("go-switch-{}", name.replace('_', "-")),
-            inner: Default::default(),
-            resolve_nows: Default::default(),
-        });
-        resolver::register(f.clone());
-        f
+    fn new(name: &str) -> Fake {
+        let scheme = format!("go-switch-{}", name.replace('_', "-"));
+        let r = ManualResolver::new(scheme.clone());
+        resolver::register(Arc::new(r.clone()));
+        Fake { r, scheme }
     }
     fn target(&self) -> String {
         format!("{}:///test.server", self.scheme)
@@ -619,17 +585,14 @@ impl Fake {
                 .collect(),
             service_config: config.map(str::to_string),
         };
-        let mut g = self.inner.lock().unwrap();
-        match g.cc.clone() {
-            Some(cc) => {
-                let _ = cc.update(st);
-            }
-            None => g.pending = Some(st),
+        if self.r.client_conn().is_some() {
+            let _ = self.r.update(st);
+        } else {
+            self.r.set_initial_state(Some(st));
         }
     }
     fn error(&self, msg: &str) {
-        let g = self.inner.lock().unwrap();
-        let _ = g.cc.as_ref().expect("built").report_error(msg);
+        self.r.report_error(msg).expect("built");
     }
 }
 
@@ -973,7 +936,7 @@ fn chan_empty_address_list_with_a_new_policy_swaps_it_in_failing() {
     let rt = Runtime::new().unwrap();
     let ch = Channel::new(&rt, &fake.target(), None, plaintext()).unwrap();
     until_batch(&ch, 3, "pick_first READY", only(ports[0]));
-    let asked = fake.resolve_nows.load(Ordering::SeqCst);
+    let asked = fake.r.resolve_nows();
 
     fake.push(&[], Some(RR));
     common::wait_until("round_robin swapped in, pick_first closed", || {
@@ -982,9 +945,7 @@ fn chan_empty_address_list_with_a_new_policy_swaps_it_in_failing() {
     common::wait_state(&ch, TransientFailure);
     let e = rpc(&ch, false, Duration::from_secs(2)).unwrap_err();
     assert_eq!(e.code(), Code::Unavailable, "{e:?}");
-    common::wait_until("re-resolution asked", || {
-        fake.resolve_nows.load(Ordering::SeqCst) > asked
-    });
+    common::wait_until("re-resolution asked", || fake.r.resolve_nows() > asked);
 
     fake.push(&addrs, Some(RR));
     let deadline = Instant::now() + Duration::from_secs(10);

@@ -26,30 +26,27 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use switchyard::picker::QueuePicker;
-use switchyard::resolver::{
-    self, Resolver, ResolverBuilder, ResolverClientConn, ResolverState, Target,
-};
+use switchyard::resolver::manual::ManualResolver;
+use switchyard::resolver::{self, ResolverClientConn, ResolverState};
 use switchyard::*;
 use switchyard_testserver::{Listen, ServerOptions, TestServer};
 
 // ------------------------------------------------------------ resolver
 
-/// What a test sees of its push resolver.
-#[derive(Default)]
-struct Seen {
-    cc: Mutex<Option<ResolverClientConn>>,
-    /// Pushed from inside `build` (gRPC-Go's manual resolver InitialState):
-    /// a resolver rebuilt on leaving IDLE says it again.
-    initial: Mutex<Option<ResolverState>>,
-    builds: AtomicUsize,
-    closes: AtomicUsize,
-    resolve_now: AtomicUsize,
+/// The test's push resolver (gRPC-Go's manual resolver, with its
+/// InitialState: a resolver rebuilt on leaving IDLE says it again).
+type Seen = ManualResolver;
+
+trait Push {
+    /// The channel's client conn, once it has built the resolver.
+    fn cc(&self) -> ResolverClientConn;
+    fn push(&self, endpoints: Vec<Endpoint>, config: Option<&str>);
 }
 
-impl Seen {
+impl Push for ManualResolver {
     fn cc(&self) -> ResolverClientConn {
-        wait_until("the resolver built", || self.cc.lock().unwrap().is_some());
-        self.cc.lock().unwrap().clone().unwrap()
+        wait_until("the resolver built", || self.client_conn().is_some());
+        self.client_conn().unwrap()
     }
     fn push(&self, endpoints: Vec<Endpoint>, config: Option<&str>) {
         self.cc()
@@ -61,35 +58,9 @@ impl Seen {
     }
 }
 
-struct Pushed(&'static str, Arc<Seen>);
-struct PushedResolver(Arc<Seen>);
-
-impl ResolverBuilder for Pushed {
-    fn scheme(&self) -> &str {
-        self.0
-    }
-    fn build(&self, _: &Target, cc: ResolverClientConn) -> Result<Box<dyn Resolver>, String> {
-        self.1.builds.fetch_add(1, Ordering::SeqCst);
-        if let Some(s) = self.1.initial.lock().unwrap().clone() {
-            cc.update(s).unwrap();
-        }
-        *self.1.cc.lock().unwrap() = Some(cc);
-        Ok(Box::new(PushedResolver(self.1.clone())))
-    }
-}
-
-impl Resolver for PushedResolver {
-    fn resolve_now(&mut self) {
-        self.0.resolve_now.fetch_add(1, Ordering::SeqCst);
-    }
-    fn close(&mut self) {
-        self.0.closes.fetch_add(1, Ordering::SeqCst);
-    }
-}
-
-fn pushed(scheme: &'static str) -> Arc<Seen> {
-    let seen = Arc::new(Seen::default());
-    resolver::register(Arc::new(Pushed(scheme, seen.clone())));
+fn pushed(scheme: &'static str) -> Seen {
+    let seen = ManualResolver::new(scheme);
+    resolver::register(Arc::new(seen.clone()));
     seen
 }
 
@@ -318,20 +289,16 @@ fn idle_closes_resolver_and_policy_and_a_pick_builds_new_ones() {
     let seen = pushed("java-isc-idle1");
     let rec = recording("java_isc_rec_idle1");
     let b0 = backend();
-    *seen.initial.lock().unwrap() = Some(ResolverState {
+    seen.set_initial_state(Some(ResolverState {
         endpoints: eps(&[&b0]),
         service_config: None,
-    });
+    }));
     let (clock, rt) = manual_runtime();
     let config = lb("java_isc_rec_idle1", "default");
     let ch = Channel::new(&rt, "java-isc-idle1:///t", Some(&config), idle_opts()).unwrap();
     ch.sync().unwrap();
     assert_eq!(ch.state(), ConnectivityState::Idle);
-    assert_eq!(
-        seen.builds.load(Ordering::SeqCst),
-        0,
-        "resolver built while IDLE"
-    );
+    assert_eq!(seen.builds(), 0, "resolver built while IDLE");
     assert_eq!(
         rec.builds.load(Ordering::SeqCst),
         0,
@@ -341,7 +308,7 @@ fn idle_closes_resolver_and_policy_and_a_pick_builds_new_ones() {
     let mut r = ch.reader();
     assert_eq!(echo(&mut r, false).unwrap(), b0.port());
     assert_eq!(ch.state(), ConnectivityState::Ready);
-    assert_eq!(seen.builds.load(Ordering::SeqCst), 1);
+    assert_eq!(seen.builds(), 1);
     assert_eq!(rec.builds.load(Ordering::SeqCst), 1);
     assert_eq!(
         rec.events(),
@@ -351,7 +318,7 @@ fn idle_closes_resolver_and_policy_and_a_pick_builds_new_ones() {
     // No use for a timeout (and a sixteenth): IDLE.
     advance(&clock, &ch, IDLE + IDLE / 8);
     assert_eq!(ch.state(), ConnectivityState::Idle);
-    assert_eq!(seen.closes.load(Ordering::SeqCst), 1, "resolver closed");
+    assert_eq!(seen.closes(), 1, "resolver closed");
     assert_eq!(rec.count(|e| *e == Ev::Close), 1, "policy closed once");
     assert!(ch.snapshot().unwrap().subchannels.is_empty());
     wait_until("the connection closed", || b0.connections() == 0);
@@ -359,7 +326,7 @@ fn idle_closes_resolver_and_policy_and_a_pick_builds_new_ones() {
     // A pick (try_pick: it cannot wait) on the IDLE channel queues and
     // asks the loop to leave IDLE: new resolver, new policy.
     assert!(r.try_pick(&PickInfo::default()).is_err());
-    wait_until("a new resolver", || seen.builds.load(Ordering::SeqCst) == 2);
+    wait_until("a new resolver", || seen.builds() == 2);
     ch.sync().unwrap();
     assert_ne!(ch.state(), ConnectivityState::Idle);
     assert_eq!(echo(&mut r, false).unwrap(), b0.port());
@@ -457,7 +424,7 @@ fn a_valid_config_from_before_idle_outlives_an_invalid_one_after() {
     advance(&clock, &ch, IDLE + IDLE / 8);
     assert_eq!(ch.state(), ConnectivityState::Idle);
     ch.connect().unwrap();
-    wait_until("a new resolver", || seen.builds.load(Ordering::SeqCst) == 2);
+    wait_until("a new resolver", || seen.builds() == 2);
     seen.push(
         eps(&[&b0]),
         Some(r#"{"loadBalancingConfig":[{"nope":{}}]}"#),
@@ -493,7 +460,7 @@ fn after_idle_a_resolver_error_before_any_result_fails_fast_then_heals() {
     advance(&clock, &ch, IDLE + IDLE / 8);
     assert_eq!(ch.state(), ConnectivityState::Idle);
     ch.connect().unwrap();
-    wait_until("a new resolver", || seen.builds.load(Ordering::SeqCst) == 2);
+    wait_until("a new resolver", || seen.builds() == 2);
     seen.cc().report_error("dns is down").unwrap();
     ch.sync().unwrap();
     assert_eq!(ch.state(), ConnectivityState::TransientFailure);
@@ -531,11 +498,7 @@ fn empty_addresses_go_to_a_policy_that_accepts_them() {
     );
     assert_eq!(ch.state(), ConnectivityState::Connecting);
     std::thread::sleep(Duration::from_millis(400));
-    assert_eq!(
-        seen.resolve_now.load(Ordering::SeqCst),
-        0,
-        "asked to resolve again"
-    );
+    assert_eq!(seen.resolve_nows(), 0, "asked to resolve again");
     assert_eq!(ch.state(), ConnectivityState::Connecting);
 }
 
@@ -561,14 +524,12 @@ fn an_empty_second_resolution_reaches_the_policy_and_asks_again() {
         vec![Ev::Update(addr_strings(&[&b0]), Some("12".into()))]
     );
     assert_ne!(ch.state(), ConnectivityState::TransientFailure);
-    let before = seen.resolve_now.load(Ordering::SeqCst);
+    let before = seen.resolve_nows();
     seen.push(vec![], Some(&config));
     ch.sync().unwrap();
     assert_eq!(rec.last_update(), (vec![], Some("12".into())));
     assert_eq!(rec.count(|e| matches!(e, Ev::ResolverError(_))), 0);
-    wait_until("the resolver asked again", || {
-        seen.resolve_now.load(Ordering::SeqCst) > before
-    });
+    wait_until("the resolver asked again", || seen.resolve_nows() > before);
 }
 
 /// validConfig_lbDoesNotNeedAddress, noConfig_usingDefaultConfig,
@@ -779,10 +740,10 @@ fn failing_fail_fast_rpcs_keep_the_channel_out_of_idle() {
 fn the_states_through_an_idle_cycle() {
     let seen = pushed("java-isc-states");
     let b0 = backend();
-    *seen.initial.lock().unwrap() = Some(ResolverState {
+    seen.set_initial_state(Some(ResolverState {
         endpoints: eps(&[&b0]),
         service_config: None,
-    });
+    }));
     let (clock, rt) = manual_runtime();
     let states = Arc::new(Mutex::new(Vec::new()));
     let s2 = states.clone();
@@ -814,10 +775,10 @@ fn a_policy_publishing_as_it_closes_for_idle_is_not_heard() {
     let rec = recording("java_isc_rec_closepub");
     rec.fail_on_close.store(true, Ordering::SeqCst);
     let b0 = backend();
-    *seen.initial.lock().unwrap() = Some(ResolverState {
+    seen.set_initial_state(Some(ResolverState {
         endpoints: eps(&[&b0]),
         service_config: None,
-    });
+    }));
     let (clock, rt) = manual_runtime();
     let states = Arc::new(Mutex::new(Vec::new()));
     let s2 = states.clone();
@@ -843,10 +804,10 @@ fn a_policy_publishing_as_the_channel_closes_is_not_heard() {
     let rec = recording("java_isc_rec_closepub2");
     rec.fail_on_close.store(true, Ordering::SeqCst);
     let b0 = backend();
-    *seen.initial.lock().unwrap() = Some(ResolverState {
+    seen.set_initial_state(Some(ResolverState {
         endpoints: eps(&[&b0]),
         service_config: None,
-    });
+    }));
     let rt = Runtime::new().unwrap();
     let states = Arc::new(Mutex::new(Vec::new()));
     let s2 = states.clone();
@@ -948,8 +909,8 @@ fn rpcs_failing_on_an_invalid_config_keep_the_channel_out_of_idle() {
             "IDLE after {passed:?} under failing RPCs every {step:?}"
         );
     }
-    assert_eq!(seen.builds.load(Ordering::SeqCst), 1, "resolver rebuilt");
-    assert_eq!(seen.closes.load(Ordering::SeqCst), 0, "resolver closed");
+    assert_eq!(seen.builds(), 1, "resolver rebuilt");
+    assert_eq!(seen.closes(), 0, "resolver closed");
 }
 
 /// A call made on a channel gone IDLE waits for the new resolver, and the
@@ -975,7 +936,7 @@ fn a_call_made_while_idle_follows_the_config_the_new_resolver_brings() {
     let requests = b0.requests();
     let c2 = ch.clone();
     let call = std::thread::spawn(move || echo(&mut c2.reader(), true).map_err(|s| s.code()));
-    wait_until("a new resolver", || seen.builds.load(Ordering::SeqCst) == 2);
+    wait_until("a new resolver", || seen.builds() == 2);
     std::thread::sleep(Duration::from_millis(100));
     let new = r#"{"methodConfig":[{"name":[{}],"maxRequestMessageBytes":0}]}"#;
     seen.push(eps(&[&b0]), Some(new));

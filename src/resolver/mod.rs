@@ -70,6 +70,7 @@ mod dns;
 mod dns_client;
 mod dns_config;
 mod fixed;
+pub mod manual;
 mod registry;
 mod target;
 pub mod testing;
