@@ -427,6 +427,21 @@ async fn call(
         .map_err(CallError::committed)
 }
 
+/// Upstream h2 keeps no record of the server's SETTINGS_MAX_HEADER_LIST_SIZE;
+/// the vendored h2 does (`peer_max_header_list_size`, patch 6 in
+/// `vendor/h2/PATCHED.md`), as an inherent method, which method resolution
+/// takes over this trait's. So this workspace's builds check requests
+/// against it, and the crate built as published (against upstream h2, as
+/// `cargo package` verifies it) compiles and sends them unchecked, as
+/// `h2conn`'s `HangUp` does for patch 5.
+#[allow(dead_code)]
+trait PeerLimits {
+    fn peer_max_header_list_size(&self) -> Option<u32> {
+        None
+    }
+}
+impl PeerLimits for h2::client::SendRequest<Bytes> {}
+
 /// INTERNAL, never sent, for a request whose header list is larger than
 /// the server's SETTINGS_MAX_HEADER_LIST_SIZE (`max`), counted as RFC 9113
 /// §6.5.2 counts it (name + value + 32 per field, pseudo-headers too) and
