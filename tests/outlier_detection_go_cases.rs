@@ -9,9 +9,8 @@ use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use switchyard::balancer::testing::{Picked, TestClientConn};
-use switchyard::resolver::{
-    self, Resolver, ResolverBuilder, ResolverClientConn, ResolverState, Target,
-};
+use switchyard::resolver::manual::ManualResolver;
+use switchyard::resolver::{self, ResolverState};
 use switchyard::*;
 use switchyard_testserver::{Listen, ServerOptions, TestServer};
 
@@ -551,29 +550,6 @@ fn go_e2e_algorithms() {
     }
 }
 
-/// A manual resolver (gRPC-Go's manual.Resolver) the test pushes through.
-struct Manual(
-    Mutex<Option<ResolverClientConn>>,
-    Mutex<Option<ResolverState>>,
-);
-struct ManualResolver;
-impl Resolver for ManualResolver {
-    fn resolve_now(&mut self) {}
-    fn close(&mut self) {}
-}
-impl ResolverBuilder for Manual {
-    fn scheme(&self) -> &str {
-        "probe-od-e2e"
-    }
-    fn build(&self, _: &Target, cc: ResolverClientConn) -> Result<Box<dyn Resolver>, String> {
-        if let Some(s) = self.1.lock().unwrap().clone() {
-            cc.update(s).unwrap();
-        }
-        *self.0.lock().unwrap() = Some(cc);
-        Ok(Box::new(ManualResolver))
-    }
-}
-
 /// TestNoopConfiguration: a no-op config never ejects (round robin over
 /// all three, twice); the same channel given a counting config ejects the
 /// bad one, then returns it.
@@ -585,23 +561,21 @@ fn go_e2e_noop_configuration() {
         .iter()
         .map(|x| Endpoint::from(Address::new(x.addr().to_string())))
         .collect();
-    let m = Arc::new(Manual(
-        Mutex::new(None),
-        Mutex::new(Some(ResolverState {
-            endpoints: endpoints.clone(),
-            service_config: Some(NOOP_E2E.into()),
-        })),
-    ));
-    resolver::register(m.clone());
+    // gRPC-Go's manual resolver, its initial state the no-op config.
+    let m = ManualResolver::new("od-e2e");
+    m.set_initial_state(Some(ResolverState {
+        endpoints: endpoints.clone(),
+        service_config: Some(NOOP_E2E.into()),
+    }));
+    resolver::register(Arc::new(m.clone()));
     let rt = Runtime::new().unwrap();
-    let ch = Channel::new(&rt, "probe-od-e2e:///x", None, plaintext()).unwrap();
+    let ch = Channel::new(&rt, "od-e2e:///x", None, plaintext()).unwrap();
     ch.connect().unwrap();
     let bad = ports[2];
     for _ in 0..2 {
         check_round_robin(&ch, bad, &ports).unwrap();
     }
-    let cc = m.0.lock().unwrap().clone().expect("resolver built");
-    cc.update(ResolverState {
+    m.update(ResolverState {
         endpoints,
         service_config: Some(FP_E2E.into()),
     })
