@@ -83,9 +83,10 @@ const PREVIOUS_ATTEMPTS: &str = "grpc-previous-rpc-attempts";
 /// lower-case ASCII (`[0-9a-z_.-]`), neither pseudo-headers (`:path`, ...),
 /// nor connection-specific (`connection`, `keep-alive`, `proxy-connection`,
 /// `transfer-encoding`, `upgrade`, `te`, `host`), nor the transport's own
-/// (`content-length`, `content-type`, `user-agent`, `grpc-timeout`, `grpc-encoding`,
-/// `grpc-accept-encoding`, `grpc-message`, `grpc-message-type`,
-/// `grpc-status`, `grpc-previous-rpc-attempts`); values are printable ASCII
+/// (`content-length`, `content-type`, `user-agent`, `grpc-timeout`,
+/// `grpc-encoding`, `grpc-accept-encoding`, `grpc-message`,
+/// `grpc-message-type`, `grpc-status`, `grpc-previous-rpc-attempts`);
+/// values are printable ASCII
 /// (`-bin` values: their base64 text, padded or not; sent unpadded, as the
 /// gRPC spec asks). The error says which entry and why, in gRPC-Go's words
 /// where it has some. The C ABI's argument check and both Rust call paths
@@ -127,14 +128,6 @@ fn check_metadata_key(key: &str) -> Result<(), String> {
     if CONNECTION_SPECIFIC.contains(&key) {
         return Err(format!(
             "metadata key {key:?} is connection-specific: HTTP/2 forbids it in a request"
-        ));
-    }
-    if key == "content-length" {
-        // The transport frames the body: a length of the caller's would
-        // contradict it, and a server resets such a request as malformed
-        // (C-core drops the key; gRPC-Go sends it).
-        return Err(format!(
-            "metadata key {key:?} belongs to the transport: it frames the request body"
         ));
     }
     if transport::grpc::owned_by_transport(key) || key == PREVIOUS_ATTEMPTS {

@@ -120,7 +120,6 @@ impl OobReports {
         // A new run, as gRPC-Go's producer starts one (`updateRunLocked`)
         // when its interval or connection changes: its backoff starts over.
         self.backoff.reset();
-        self.got_report = false;
         Action::Restart {
             running,
             retry,

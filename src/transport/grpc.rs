@@ -943,13 +943,16 @@ pub(crate) const USER_AGENT_VALUE: &str =
 
 /// Headers the transport sets on a request, or a server answers with, that
 /// a caller's metadata may not carry (gRPC-Go's `isReservedHeader`, with
-/// `grpc-accept-encoding`, which the transport offers itself). Other
+/// `grpc-accept-encoding`, which the transport offers itself, and
+/// `content-length`: the transport frames the body, and a length of the
+/// caller's would make a server reset the request; C-core drops it). Other
 /// `grpc-` keys (`grpc-trace-bin`, `grpc-previous-rpc-attempts`, ...) are
 /// sent as given, as in gRPC-Go.
 pub(crate) fn owned_by_transport(key: &str) -> bool {
     matches!(
         key,
         "content-type"
+            | "content-length"
             | "user-agent"
             | "grpc-timeout"
             | "grpc-encoding"
@@ -965,7 +968,7 @@ pub(crate) fn owned_by_transport(key: &str) -> bool {
 /// own fields its own whoever calls it).
 fn is_reserved(name: &HeaderName) -> bool {
     let n = name.as_str();
-    owned_by_transport(n) || matches!(n, "te" | "connection" | "content-length")
+    owned_by_transport(n) || matches!(n, "te" | "connection")
 }
 
 /// 1-byte compressed flag (0) + u32 big-endian length + message.
