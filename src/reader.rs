@@ -109,6 +109,13 @@ pub struct Reader {
     /// the cached picker has none): picked from inline, like the rotation.
     inline: InlinePtr,
     inline_generation: u64,
+    /// A uniform inline table of one chunk (`random` over up to 256
+    /// endpoints), drawn from directly: no dispatch on the table's kind,
+    /// no table pointer to load first. Valid while the slot's generation
+    /// is still `flat_generation` (`NO_ROTATION` when the cached table
+    /// has none).
+    flat: Flat,
+    flat_generation: u64,
     /// The cached table's picker, past pickers that only forward to
     /// another (`Picker::forwards_to`): valid while the slot's generation
     /// is still `synced_generation`, so that a pick from any picker costs
@@ -151,10 +158,12 @@ impl Reader {
             synced_generation: NO_ROTATION,
             inline: InlinePtr(Inline::Uniform(NonNull::dangling())),
             inline_generation: NO_ROTATION,
+            flat: Flat::NONE,
+            flat_generation: NO_ROTATION,
             picker: PickerPtr::placeholder(),
             local,
             ref_hooks: RefHooks {
-                hooks: NO_HOOKS,
+                picker: NO_HOOKS,
                 owed: Owed::Nothing,
             },
             methods: (
@@ -184,6 +193,18 @@ impl Reader {
         if generation == self.rotation_generation {
             // SAFETY: see `Listed`.
             let listed = unsafe { self.rotate().as_ref() };
+            self.tally.started(listed.slot());
+            return Ok(Pick {
+                subconn: listed.ptr(),
+                done: NO_HOOKS,
+                hold: Some(self.cache.hold()),
+                slot: listed.slot(),
+                load_only: false,
+            });
+        }
+        if generation == self.flat_generation {
+            // SAFETY: see `Listed`.
+            let listed = unsafe { self.draw_flat().as_ref() };
             self.tally.started(listed.slot());
             return Ok(Pick {
                 subconn: listed.ptr(),
@@ -241,6 +262,10 @@ impl Reader {
             // SAFETY: see `Listed`.
             let listed = unsafe { self.rotate().as_ref() };
             (listed.ptr(), listed.slot(), false)
+        } else if generation == self.flat_generation {
+            // SAFETY: see `Listed`.
+            let listed = unsafe { self.draw_flat().as_ref() };
+            (listed.ptr(), listed.slot(), false)
         } else {
             let inline = if generation == self.inline_generation {
                 self.pick_inline(|| info.hash, !info.metadata.is_empty())
@@ -291,13 +316,16 @@ impl Reader {
     /// none.
     #[inline(always)]
     fn ref_hooks_for(&mut self, hooks: RawHooks, owed: Owed) -> bool {
-        if matches!(owed, Owed::Nothing) && hooks[0].is_none() {
-            return false;
+        if matches!(owed, Owed::Nothing) {
+            if hooks[0].is_none() {
+                return false;
+            }
+            // Only a picker's hooks are kept: what an inline pick owes
+            // names its hooks (see `RefHooks::hooks`), three words fewer to
+            // store on every weighted pick.
+            self.ref_hooks.picker = hooks;
         }
-        self.ref_hooks = RefHooks {
-            hooks: owed.hooks_or(hooks),
-            owed,
-        };
+        self.ref_hooks.owed = owed;
         true
     }
 
@@ -322,6 +350,8 @@ impl Reader {
         let generation = self.hit_generation();
         let (listed, done, load_only) = if generation == self.rotation_generation {
             (self.rotate(), NO_HOOKS, false)
+        } else if generation == self.flat_generation {
+            (self.draw_flat(), NO_HOOKS, false)
         } else if generation == self.inline_generation {
             let (listed, owed) = self.pick_inline(hash, false)?;
             (listed, owed.hooks(), owed.load_only())
@@ -373,6 +403,8 @@ impl Reader {
         let generation = self.generation();
         let (listed, owed) = if generation == self.rotation_generation {
             (self.rotate(), Owed::Nothing)
+        } else if generation == self.flat_generation {
+            (self.draw_flat(), Owed::Nothing)
         } else if generation == self.inline_generation {
             // The kept pick before this one is dropped: its counter first
             // (no code of the policy's runs). Only a load and a test when
@@ -388,22 +420,30 @@ impl Reader {
         Some(self.keep(listed, owed))
     }
 
-    /// `try_pick_kept_cached`'s rotation case alone: a pick from the cached
-    /// rotation (round_robin, pick_first, outlier_detection over them),
-    /// kept in the reader; `None` for anything else. It touches few
-    /// registers, so a C entry point that tries it first (and only then the
-    /// inline tables) saves and restores none on a rotation's pick.
+    /// `try_pick_kept_cached`'s direct cases alone: a pick from the cached
+    /// rotation (round_robin, pick_first, outlier_detection over them) or
+    /// a draw from the cached flat uniform table (random over a few
+    /// endpoints), kept in the reader; `None` for anything else. It touches
+    /// few registers, so a C entry point that tries it first (and only then
+    /// the other inline tables) saves and restores none on these picks.
     /// A kept pick never finished is left to `try_pick_kept_cached` too
     /// (no call out of this path at all).
     #[inline(always)]
-    pub fn try_pick_kept_rotated(&mut self) -> Option<RotationEntry> {
-        if self.kept.reports_outcome()
-            || self.kept.subconn.is_some()
-            || self.generation() != self.rotation_generation
-        {
+    pub fn try_pick_kept_direct(&mut self) -> Option<RotationEntry> {
+        // A kept pick with hooks is a kept pick: one test covers both
+        // (finished or dropped, a pick's hooks are gone first).
+        debug_assert!(self.kept.subconn.is_some() || !self.kept.reports_outcome());
+        if self.kept.subconn.is_some() {
             return None;
         }
-        let listed = self.rotate();
+        let generation = self.generation();
+        let listed = if generation == self.rotation_generation {
+            self.rotate()
+        } else if generation == self.flat_generation {
+            self.draw_flat()
+        } else {
+            return None;
+        };
         Some(self.keep(listed, Owed::Nothing))
     }
 
@@ -680,6 +720,17 @@ impl Reader {
         listed
     }
 
+    /// An entry of the cached flat uniform table, drawn at random. Only
+    /// while that table is current (see `flat_generation`).
+    #[inline(always)]
+    fn draw_flat(&mut self) -> Listed {
+        let i = self.local.random_below(self.flat.len);
+        // SAFETY: `random_below(len)` is below `len` (multiply-shift of 32
+        // random bits), and the entries live in the picker of the cached
+        // table, which the cache keeps alive.
+        unsafe { self.flat.entries.add(i) }
+    }
+
     /// The current picker's choice past the hit path, as pointers into the
     /// cached table.
     #[inline(always)]
@@ -776,6 +827,24 @@ impl Reader {
                 generation
             }
             None => NO_ROTATION,
+        };
+        let flat = match inline {
+            // SAFETY: just made from the cached table's picker.
+            Some(Inline::Uniform(u)) => unsafe { u.as_ref() }.flat(),
+            _ => None,
+        };
+        self.flat_generation = match flat {
+            Some(entries) => {
+                self.flat = Flat {
+                    entries: NonNull::from(entries).cast(),
+                    len: entries.len(),
+                };
+                generation
+            }
+            None => {
+                self.flat = Flat::NONE;
+                NO_ROTATION
+            }
         };
         self.rotation_generation = match rotation {
             Some((chunks, count, (chunk, offset))) => {
@@ -1198,6 +1267,23 @@ impl Cursor {
 /// reader's next pick or sync), which keeps the entry alive.
 type Listed = NonNull<RotationEntry>;
 
+/// A flat uniform table's entries (see `Reader::flat`).
+struct Flat {
+    entries: NonNull<RotationEntry>,
+    len: usize,
+}
+
+impl Flat {
+    const NONE: Flat = Flat {
+        entries: NonNull::dangling(),
+        len: 0,
+    };
+}
+
+// SAFETY: as `Cursor`'s: it points into the picker of the table its
+// reader's cache keeps alive, and moves with the reader.
+unsafe impl Send for Flat {}
+
 /// `rotation_generation` when the cached picker has no rotation (a slot's
 /// generation never gets there).
 const NO_ROTATION: u64 = u64::MAX;
@@ -1207,11 +1293,20 @@ const KEPT_PENDING: u64 = u64::MAX - 1;
 
 /// A `PickRef`'s done hooks, kept in its reader.
 struct RefHooks {
-    /// A picker's hooks, or a schedule's load hook (`owed` says which).
-    hooks: RawHooks,
+    /// A picker's hooks; left from an earlier pick (and not read) when
+    /// `owed` is not `Nothing`.
+    picker: RawHooks,
     /// What an inline pick owes: a schedule's load hook (told only a done
     /// that carries load) or an in-flight count (taken off directly).
     owed: Owed,
+}
+
+impl RefHooks {
+    /// The hooks to tell: what an inline pick owes, else the picker's.
+    #[inline(always)]
+    fn hooks(&self) -> RawHooks {
+        self.owed.hooks_or(self.picker)
+    }
 }
 
 // SAFETY: the hooks point into the picker of the table the reader's cache
@@ -1269,7 +1364,7 @@ impl<'r> PickRef<'r> {
 fn report_ref(hooks: &RefHooks, subconn: &SubConn, info: &DoneInfo<'_>) {
     // SAFETY: the hooks point into the table the borrowed reader keeps
     // alive while the pick borrows it.
-    unsafe { DoneHooks::from_raw(hooks.hooks) }.report(subconn, info);
+    unsafe { DoneHooks::from_raw(hooks.hooks()) }.report(subconn, info);
 }
 
 impl Drop for PickRef<'_> {

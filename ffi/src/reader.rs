@@ -366,11 +366,11 @@ pub extern "C" fn sy_reader_pick(
             })
         && unsafe { magic(reader) } == LIVE
     {
-        // A rotation first: its pick needs so few registers that this
-        // function saves none (the inline tables' picks do, so they are
-        // another function's).
+        // A rotation or a flat uniform table first: their picks need so
+        // few registers that this function saves none (the other inline
+        // tables' picks do, so they are another function's).
         // SAFETY: as above.
-        if let Some(listed) = unsafe { value_mut(reader) }.reader.try_pick_kept_rotated() {
+        if let Some(listed) = unsafe { value_mut(reader) }.reader.try_pick_kept_direct() {
             // SAFETY: as above.
             unsafe { write_borrowed(out, Handout::listed(&listed)) };
             return sy_status::SY_OK;
@@ -381,8 +381,9 @@ pub extern "C" fn sy_reader_pick(
     reader_pick_general(reader, request, out)
 }
 
-/// `sy_reader_pick`'s hit path for an inline table (random, least_request,
-/// weighted_round_robin, ring_hash), then the general way. `extern "C"`
+/// `sy_reader_pick`'s hit path for an inline table (least_request,
+/// weighted_round_robin, ring_hash, random over many endpoints), then the
+/// general way. `extern "C"`
 /// with the same arguments, for a tail call.
 ///
 /// # Safety

@@ -51,6 +51,12 @@ impl<E> ReadyChunks<E> {
         self.chunks.get(i >> SHIFT)?.get(i & MASK)
     }
 
+    /// Every entry in one slice, when the table is one chunk.
+    #[inline(always)]
+    pub(crate) fn flat(&self) -> Option<&[E]> {
+        (self.len <= CHUNK).then_some(&*self.head)
+    }
+
     /// The chunks, in order (to check what successive pickers share).
     #[cfg(test)]
     pub(crate) fn chunks(&self) -> &[Arc<[E]>] {
@@ -90,6 +96,13 @@ impl UniformTable {
     /// Never empty.
     pub fn is_empty(&self) -> bool {
         false
+    }
+
+    /// Every entry in one slice, when there are few enough (one chunk):
+    /// a reader then draws from it directly (see `Reader::try_pick_ref`).
+    #[inline]
+    pub(crate) fn flat(&self) -> Option<&[RotationEntry]> {
+        self.entries.flat()
     }
 
     /// An entry drawn uniformly at random with the reader's random source.

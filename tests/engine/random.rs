@@ -80,3 +80,67 @@ fn a_table_larger_than_the_caches_is_drawn_from_evenly_and_counted_exactly() {
     }
     assert_eq!(counted, picks as u64);
 }
+
+/// A reader draws from a table of one chunk (up to 256 endpoints) directly
+/// and from a larger one through its chunks: as the READY set crosses that
+/// size both ways, every way of picking follows it on the same reader,
+/// landing only on READY endpoints and all over them.
+#[test]
+#[cfg_attr(miri, ignore = "300 endpoints x thousands of picks: slow under Miri")]
+fn a_reader_follows_its_table_across_the_one_chunk_size() {
+    const N: usize = 300;
+    let (host, _rt, ch, names) = many_ready(RANDOM, N, 3);
+    let mut r = ch.reader();
+    let addr_of: std::collections::HashMap<SubConnId, String> =
+        names.iter().map(|a| (host.id(a), a.clone())).collect();
+    // Every way of picking on one reader, each `n` times: where they went.
+    let draw = |r: &mut Reader, n: usize| {
+        let mut seen: std::collections::HashMap<String, usize> = Default::default();
+        for kind in PICK_KINDS {
+            for (a, k) in split_by_kind(r, kind, n, |_| Vec::new()) {
+                *seen.entry(a).or_default() += k;
+            }
+        }
+        for _ in 0..n {
+            // The C ABI's hit paths: an owned pick, a kept one.
+            let (pick, entry) = r.try_pick_cached(None).expect("hit path");
+            assert_eq!(entry.id(), pick.subconn().id());
+            *seen.entry(pick.subconn().addr().to_string()).or_default() += 1;
+            pick.done(&DoneInfo::OK);
+            let kept = r
+                .try_pick_kept_direct()
+                .or_else(|| r.try_pick_kept_cached(None))
+                .expect("hit path");
+            *seen.entry(addr_of[&kept.id()].clone()).or_default() += 1;
+            assert!(r.finish_kept_quietly(true));
+        }
+        seen
+    };
+    let seen = draw(&mut r, 3 * N);
+    assert!(seen.len() > N * 9 / 10, "{} of {N} hit", seen.len());
+    assert!(
+        seen.keys().any(|a| names[256..].contains(a)),
+        "second chunk"
+    );
+
+    // Down to 100 READY: one chunk.
+    let down: Vec<&str> = names[100..].iter().map(String::as_str).collect();
+    report(&ch, &host, &down, ConnectivityState::TransientFailure);
+    ch.sync().unwrap();
+    let seen = draw(&mut r, 1000);
+    assert!(
+        seen.keys().all(|a| names[..100].contains(a)),
+        "READY only: {seen:?}"
+    );
+    assert!(seen.len() > 95, "{} of 100 hit", seen.len());
+
+    // Back up to 300: two chunks again.
+    report(&ch, &host, &down, ConnectivityState::Ready);
+    ch.sync().unwrap();
+    let seen = draw(&mut r, 3 * N);
+    assert!(seen.len() > N * 9 / 10, "{} of {N} hit", seen.len());
+    assert!(
+        seen.keys().any(|a| names[256..].contains(a)),
+        "second chunk"
+    );
+}
