@@ -15,7 +15,10 @@ pub struct PickLocal {
 }
 
 /// The steps of a stride schedule a reader worked out ahead
-/// (`balancer::stride`), handed out in order.
+/// (`balancer::stride`), handed out in order. Written only by
+/// `Strides::work_out`, whose picks index lanes by it unchecked: a batch
+/// names its schedule, and its `from` and `taken` are in that schedule's
+/// range.
 #[derive(Clone, Copy, Debug, Default)]
 pub(crate) struct Batch {
     /// The schedule that worked them out (0: none).

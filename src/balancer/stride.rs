@@ -156,12 +156,10 @@ impl StrideSchedule {
     #[inline(always)]
     pub fn next(&self, local: &mut PickLocal) -> &ScheduleEntry {
         let i = self.strides.next_index(local);
-        // `next_index` stays below `n`: the fallback is never taken, and
-        // keeps the pick path panic-free.
-        match self.entries.get(i) {
-            Some(e) => e,
-            None => &self.entries[0],
-        }
+        debug_assert!(i < self.entries.len());
+        // SAFETY: `next_index` is below `n` (see there), which is
+        // `entries.len()` (`Strides::new(entries.len(), ..)`).
+        unsafe { self.entries.get_unchecked(i) }
     }
 }
 
@@ -245,11 +243,14 @@ impl Strides {
         let batch = local.batch();
         let k = batch.taken.trailing_zeros() as usize;
         batch.taken &= batch.taken.wrapping_sub(1);
-        // `from < n` and `k < 64`: the lane exists; the fallback keeps the
-        // pick path panic-free.
-        self.entry
-            .get(batch.from as usize + k)
-            .map_or(0, |e| *e as usize)
+        let lane = batch.from as usize + k;
+        debug_assert!(lane < self.entry.len());
+        // SAFETY: the batch is this schedule's (its id, unique per
+        // schedule, was checked above), whose `work_out` left `from < n`
+        // and at least one step taken, so `k < 64 = BATCH`: `lane` is below
+        // `n + BATCH`, the lanes there are. Each lane holds an entry below
+        // `n` (`lanes`), so the index returned is below `n` too.
+        unsafe { *self.entry.get_unchecked(lane) as usize }
     }
 
     /// The next step of a schedule whose every entry is taken (a
