@@ -1371,9 +1371,9 @@ sy_status sy_buffer_header(const struct sy_buffer *buf,
 
 /**
  * As `sy_buffer_header`, in the response's trailing metadata (where servers
- * usually put per-call results). "grpc-status", "grpc-message",
- * "grpc-status-details-bin" and "grpc-encoding" are the transport's, not
- * metadata: never found, as in gRPC-Go.
+ * usually put per-call results). "grpc-status", "grpc-message" and
+ * "grpc-encoding" are the transport's, not metadata: never found, as in
+ * gRPC-Go ("grpc-status-details-bin" is found, as there).
  */
 sy_status sy_buffer_trailer(const struct sy_buffer *buf,
                             const char *key,
@@ -1547,8 +1547,9 @@ sy_status sy_last_call_trailer_at(size_t index,
  * The `index`-th (0 = first) response header of this thread's last failed
  * call, as `sy_last_call_trailer_at` gives its trailers: the initial
  * metadata the server sent before the failed status, when it sent the
- * status in trailers after them ("content-type" and the transport's own
- * fields left out). SY_NOT_FOUND past the last entry, and for a call
+ * status in trailers after them (the transport's own fields left out:
+ * "grpc-status", "grpc-message", "grpc-encoding"). SY_NOT_FOUND past the
+ * last entry, and for a call
  * whose answer was its status alone (trailers-only) or that no server
  * answered.
  */
@@ -1566,9 +1567,9 @@ sy_status sy_last_call_header_at(size_t index,
  * last failed call (its trailers, or the headers of a trailers-only
  * answer; as `sy_last_call_details` says which call). Copied as
  * `sy_last_call_details` copies ("-bin" values as their base64 text).
- * "grpc-status", "grpc-message", "grpc-status-details-bin",
- * "grpc-encoding" and "content-type" are the transport's: never found.
- * SY_NOT_FOUND if there is no such value.
+ * "grpc-status", "grpc-message" and "grpc-encoding" are the transport's:
+ * never found ("content-type" and "grpc-status-details-bin" are, as in
+ * gRPC-Go's trailer metadata). SY_NOT_FOUND if there is no such value.
  */
 sy_status sy_last_call_trailer(const char *key,
                                size_t index,

@@ -203,10 +203,11 @@ impl Status {
     /// headers of a trailers-only answer), as `(key, value)`, grouped by
     /// key (keys in the order they first came, each key's values in the
     /// order sent); a value that is not UTF-8 with its bad bytes replaced:
-    /// `-bin` values as their base64 text; `grpc-status`, `grpc-message`,
-    /// `grpc-status-details-bin`, `grpc-encoding` and `content-type` left
-    /// out, as gRPC-Go leaves them out of a call's trailer. Empty for a
-    /// status no server sent.
+    /// `-bin` values as their base64 text; `grpc-status`, `grpc-message`
+    /// and `grpc-encoding` left out, as gRPC-Go leaves them out of a
+    /// call's trailer (which keeps `content-type` and
+    /// `grpc-status-details-bin`, as grpc-java's does). Empty for a status
+    /// no server sent.
     pub fn trailers(&self) -> &[(String, String)] {
         self.server.as_ref().map_or(&[], |s| &s.trailers)
     }

@@ -501,7 +501,10 @@ fn grpc_message_percent_decoding_matches_go() {
 }
 
 /// http_util.go HTTPStatusConvTab (and UNKNOWN for anything else), for a
-/// non-gRPC answer (no content-type): trailers-only and with a body.
+/// non-gRPC answer (no content-type): trailers-only and with a body. One
+/// row is gRPC's documented table's, not Go's: 431 is INTERNAL there
+/// (doc/http-grpc-status-mapping.md; grpc-java's `httpStatusToGrpcCode`),
+/// which Go's table lacks (UNKNOWN).
 #[test]
 fn http_status_without_grpc_maps_as_go() {
     let table: &[(&'static [u8], Code)] = &[
@@ -513,7 +516,7 @@ fn http_status_without_grpc_maps_as_go() {
         (b"502", Code::Unavailable),
         (b"503", Code::Unavailable),
         (b"504", Code::Unavailable),
-        (b"431", Code::Unknown),
+        (b"431", Code::Internal),
         (b"500", Code::Unknown),
         (b"200", Code::Unknown),
         (b"302", Code::Unknown),

@@ -196,9 +196,9 @@ pub extern "C" fn sy_buffer_header(
 }
 
 /// As `sy_buffer_header`, in the response's trailing metadata (where servers
-/// usually put per-call results). "grpc-status", "grpc-message",
-/// "grpc-status-details-bin" and "grpc-encoding" are the transport's, not
-/// metadata: never found, as in gRPC-Go.
+/// usually put per-call results). "grpc-status", "grpc-message" and
+/// "grpc-encoding" are the transport's, not metadata: never found, as in
+/// gRPC-Go ("grpc-status-details-bin" is found, as there).
 #[no_mangle]
 pub extern "C" fn sy_buffer_trailer(
     buf: *const sy_buffer,

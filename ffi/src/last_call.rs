@@ -137,8 +137,9 @@ pub extern "C" fn sy_last_call_trailer_at(
 /// The `index`-th (0 = first) response header of this thread's last failed
 /// call, as `sy_last_call_trailer_at` gives its trailers: the initial
 /// metadata the server sent before the failed status, when it sent the
-/// status in trailers after them ("content-type" and the transport's own
-/// fields left out). SY_NOT_FOUND past the last entry, and for a call
+/// status in trailers after them (the transport's own fields left out:
+/// "grpc-status", "grpc-message", "grpc-encoding"). SY_NOT_FOUND past the
+/// last entry, and for a call
 /// whose answer was its status alone (trailers-only) or that no server
 /// answered.
 #[no_mangle]
@@ -218,9 +219,9 @@ unsafe fn entry_at(
 /// last failed call (its trailers, or the headers of a trailers-only
 /// answer; as `sy_last_call_details` says which call). Copied as
 /// `sy_last_call_details` copies ("-bin" values as their base64 text).
-/// "grpc-status", "grpc-message", "grpc-status-details-bin",
-/// "grpc-encoding" and "content-type" are the transport's: never found.
-/// SY_NOT_FOUND if there is no such value.
+/// "grpc-status", "grpc-message" and "grpc-encoding" are the transport's:
+/// never found ("content-type" and "grpc-status-details-bin" are, as in
+/// gRPC-Go's trailer metadata). SY_NOT_FOUND if there is no such value.
 #[no_mangle]
 pub extern "C" fn sy_last_call_trailer(
     key: *const c_char,

@@ -130,14 +130,23 @@ def last_call_trailers():
         buf = (C.c_uint8 * max(size.value, 1))()
         if lib.sy_last_call_details(buf, size.value, C.byref(size)) == _ffi.SY_OK:
             out.append(("grpc-status-details-bin", bytes(buf[: size.value])))
-    return tuple(out) + _last_call_entries(lib.sy_last_call_trailer_at)
+    # The details were added just above, decoded; content-type is the
+    # transport's (grpcio lists it in neither metadata).
+    rest = _last_call_entries(lib.sy_last_call_trailer_at)
+    return tuple(out) + tuple(
+        (k, v) for k, v in rest if k not in ("grpc-status-details-bin", "content-type")
+    )
 
 
 def last_call_headers():
     """The response headers that came before the status of this thread's
     last failed call (sy_last_call_header_at), as
     RpcError.initial_metadata() gives them."""
-    return _last_call_entries(_ffi.lib.sy_last_call_header_at)
+    return tuple(
+        (k, v)
+        for k, v in _last_call_entries(_ffi.lib.sy_last_call_header_at)
+        if k != "content-type"
+    )
 
 
 def _last_call_entries(entry_at):

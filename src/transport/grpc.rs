@@ -49,8 +49,9 @@ pub struct UnaryResponse {
     /// The response message (unframed).
     pub message: Vec<u8>,
     /// The response headers: the server's metadata (`grpc-status`,
-    /// `grpc-message`, `grpc-status-details-bin` and `grpc-encoding` are
-    /// the transport's, left out as gRPC-Go does).
+    /// `grpc-message` and `grpc-encoding` are the transport's, left out as
+    /// gRPC-Go does; `content-type` and `grpc-status-details-bin` stay, as
+    /// in gRPC-Go and grpc-java).
     pub headers: HeaderMap,
     /// The trailers: the server's metadata, without those fields (the
     /// status is the call's outcome, not metadata).
@@ -58,14 +59,10 @@ pub struct UnaryResponse {
 }
 
 /// Response fields that are the transport's, not metadata: gRPC leaves
-/// them out of what it hands the caller (gRPC-Go's `isReservedHeader`;
-/// `grpc-status-details-bin` is the status's details).
-pub(crate) const TRANSPORT_FIELDS: [&str; 4] = [
-    "grpc-status",
-    "grpc-message",
-    "grpc-status-details-bin",
-    "grpc-encoding",
-];
+/// them out of what it hands the caller (gRPC-Go's operateHeaders, whose
+/// metadata keeps `content-type` and `grpc-status-details-bin`, which
+/// grpc-java's trailers keep too).
+pub(crate) const TRANSPORT_FIELDS: [&str; 3] = ["grpc-status", "grpc-message", "grpc-encoding"];
 
 /// gRPC binary metadata (`-bin` keys) is base64; senders may or may not
 /// pad it, and the unused low bits of its last character need not be zero
@@ -479,8 +476,11 @@ const NON_GRPC_DATA_MAX: usize = 1024;
 /// A non-gRPC answer's error (`e`, from its status and content-type) with
 /// the start of its body, as gRPC-Go reports it: up to 1 KiB, read until
 /// that much came or the stream ended, quoted after `\ndata: ` (a proxy's
-/// error page says what went wrong). A reset or a lost connection meanwhile
-/// is the outcome instead, as in gRPC-Go.
+/// error page says what went wrong). A reset by the server or a lost
+/// connection meanwhile is the outcome instead, as in gRPC-Go; h2's own
+/// reset of the answer (a second HEADERS frame that does not end it, which
+/// gRPC-Go and grpc-java ignore in a non-gRPC answer) leaves the HTTP
+/// status's error with what came before.
 async fn with_non_grpc_data(
     mut e: CallError,
     mut body: h2::RecvStream,
@@ -494,6 +494,7 @@ async fn with_non_grpc_data(
                 let room = NON_GRPC_DATA_MAX - data.len();
                 data.extend_from_slice(&chunk[..chunk.len().min(room)]);
             }
+            Some(Err(err)) if err.is_reset() && !err.is_remote() => break,
             Some(Err(err)) => return fail(err, true),
             // The stream ended (by DATA or by trailers).
             None => break,
@@ -573,11 +574,11 @@ async fn unary_rest(
     })
 }
 
-/// `map`'s metadata as a status carries it: without `TRANSPORT_FIELDS`
-/// and `content-type`, keys grouped as `map` lists them.
+/// `map`'s metadata as a status carries it: without `TRANSPORT_FIELDS`,
+/// keys grouped as `map` lists them.
 fn metadata_list(map: &HeaderMap) -> Vec<(String, String)> {
     map.iter()
-        .filter(|(k, _)| !TRANSPORT_FIELDS.contains(&k.as_str()) && *k != CONTENT_TYPE)
+        .filter(|(k, _)| !TRANSPORT_FIELDS.contains(&k.as_str()))
         // Outside gRPC's printable ASCII, a value still counts (gRPC-Go
         // passes it on): kept, its bytes as UTF-8 where they are.
         .map(|(k, v)| {
@@ -1199,10 +1200,12 @@ pub(crate) fn percent_decode(s: &[u8]) -> String {
     String::from_utf8_lossy(&out).into_owned()
 }
 
-/// PROTOCOL-HTTP2: HTTP status -> gRPC code when no grpc-status was sent.
+/// HTTP status -> gRPC code when no grpc-status was sent: gRPC's table
+/// (doc/http-grpc-status-mapping.md, grpc-java's `httpStatusToGrpcCode`).
+/// gRPC-Go and C-core lack its 431 row (UNKNOWN there).
 pub(crate) fn http_to_grpc(status: u16) -> u32 {
     match status {
-        400 => code::INTERNAL,
+        400 | 431 => code::INTERNAL,
         401 => code::UNAUTHENTICATED,
         403 => code::PERMISSION_DENIED,
         404 => code::UNIMPLEMENTED,

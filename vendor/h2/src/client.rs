@@ -1751,6 +1751,19 @@ impl proto::Peer for Peer {
 
         b = b.version(Version::HTTP_2);
 
+        // switchyard patch: request pseudo-headers must not appear in a
+        // response (RFC 9113, section 8.3): malformed, a stream error (as
+        // gRPC-Go's framer refuses mixed pseudo-header types).
+        if pseudo.method.is_some()
+            || pseudo.scheme.is_some()
+            || pseudo.authority.is_some()
+            || pseudo.path.is_some()
+            || pseudo.protocol.is_some()
+        {
+            proto_err!(stream: "request pseudo-header in a response; stream={:?}", stream_id);
+            return Err(Error::library_reset(stream_id, Reason::PROTOCOL_ERROR));
+        }
+
         if let Some(status) = pseudo.status {
             b = b.status(status);
         } else {

@@ -1,4 +1,4 @@
-use super::{DecoderError, NeedMore};
+use super::DecoderError;
 use crate::ext::Protocol;
 
 use bytes::Bytes;
@@ -72,8 +72,10 @@ impl Header<Option<HeaderName>> {
 
 impl Header {
     pub fn new(name: Bytes, value: Bytes) -> Result<Header, DecoderError> {
+        // switchyard patch: an empty name is a fully decoded field HTTP
+        // cannot represent (RFC 9113 8.2.1: malformed), not a truncation.
         if name.is_empty() {
-            return Err(DecoderError::NeedMore(NeedMore::UnexpectedEndOfStream));
+            return Ok(Header::Malformed { name, value });
         }
         // switchyard patch: the field is fully decoded; if HTTP cannot
         // represent it, the message is malformed (a stream error), which is

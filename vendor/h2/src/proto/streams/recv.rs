@@ -660,6 +660,17 @@ impl Recv {
 
         let is_ignoring_frame = stream.state.is_local_error();
 
+        // switchyard patch: DATA before the response's HEADERS on an open
+        // stream makes that response malformed (RFC 9113 8.1, 8.1.1): a
+        // stream error, as grpc-java fails only that call ("headers not
+        // received before payload"). The frame still counts against the
+        // connection's window (given back by the caller on a reset).
+        if !is_ignoring_frame && stream.state.is_open_awaiting_headers() {
+            proto_err!(stream: "DATA before HEADERS; stream={:?}", stream.id);
+            self.consume_connection_window(sz)?;
+            return Err(Error::library_reset(stream.id, Reason::PROTOCOL_ERROR));
+        }
+
         if !is_ignoring_frame && !stream.state.is_recv_streaming() {
             // TODO: There are cases where this can be a stream error of
             // STREAM_CLOSED instead...

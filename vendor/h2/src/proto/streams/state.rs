@@ -411,6 +411,17 @@ impl State {
         )
     }
 
+    /// switchyard patch: open, and the peer's HEADERS not received yet.
+    pub fn is_open_awaiting_headers(&self) -> bool {
+        matches!(
+            self.inner,
+            Open {
+                remote: AwaitingHeaders,
+                ..
+            } | HalfClosedLocal(AwaitingHeaders)
+        )
+    }
+
     pub fn is_recv_streaming(&self) -> bool {
         matches!(
             self.inner,
