@@ -573,12 +573,15 @@ impl Calls {
             // Let go of the old picker even if no call picks now.
             r.refresh();
         }
-        let queued: Vec<u64> = self
+        let mut queued: Vec<u64> = self
             .tasks
             .iter()
             .filter(|(_, t)| matches!(t.state, TaskState::Queued { tried } if tried != Some(generation)))
             .map(|(id, _)| *id)
             .collect();
+        // In the order they started (ids count up), as grpc-java's delayed
+        // transport drains its pending calls.
+        queued.sort_unstable();
         for id in queued {
             if let Some(task) = self.tasks.remove(&id) {
                 self.advance(task, shared, env);
@@ -743,6 +746,18 @@ impl Calls {
                         break;
                     }
                     *tried = Some(generation);
+                    if !task.call.sent
+                        && shared.methods.generation() != task.call.methods_generation
+                    {
+                        // The service config came (or changed) while the
+                        // call waited unsent: it takes its method's
+                        // settings (wait-for-ready among them) before this
+                        // pick's outcome is judged, as gRPC's calls started
+                        // before the first resolution do.
+                        if let Err(status) = self.resettle(&mut task, shared, env) {
+                            return self.complete(task, Err(status), env);
+                        }
+                    }
                     let next = match self.pick_for(&task.call, &mut task.course, shared) {
                         Ok(next) => next,
                         Err(e) => task.course.pick_failed(e, task.call.wait_for_ready),
