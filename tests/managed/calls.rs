@@ -613,7 +613,9 @@ fn dropping_the_runtime_completes_every_started_call() {
 /// A failed call carries what the server sent with its status: the error
 /// details (`grpc-status-details-bin`, decoded: gRPC's richer error model)
 /// and its metadata, from a trailers-only answer or from trailers after a
-/// message; the transport's own fields are left out.
+/// message; the transport's own fields (grpc-status, grpc-message,
+/// grpc-encoding) are left out, content-type and the details' own field
+/// kept, as gRPC-Go's metadata keeps them.
 #[test]
 fn a_failed_call_carries_the_servers_details_and_trailers() {
     let servers = start_servers(1);
@@ -646,8 +648,20 @@ fn a_failed_call_carries_the_servers_details_and_trailers() {
         .trailers()
         .contains(&("x-backend-port".to_string(), port.clone())));
     for (k, _) in e.trailers() {
-        assert!(!k.starts_with("grpc-") && k != "content-type", "{k}");
+        assert!(
+            !["grpc-status", "grpc-message", "grpc-encoding"].contains(&k.as_str()),
+            "{k}"
+        );
     }
+    assert!(
+        e.trailers().contains(&(
+            "grpc-status-details-bin".to_string(),
+            "CAkSAm5v".to_string()
+        )),
+        "{:?}",
+        e.trailers()
+    );
+    assert!(e.trailers().iter().any(|(k, _)| k == "content-type"));
     // A value outside printable ASCII is kept (gRPC-Go passes it on; it
     // used to be dropped).
     let e = call(
@@ -679,13 +693,13 @@ fn a_failed_call_carries_the_servers_details_and_trailers() {
         "{t:?}"
     );
     // The headers before those trailers: the failed call's initial
-    // metadata (gRPC keeps it), without the transport's fields.
+    // metadata (gRPC keeps it), content-type with it (as gRPC-Go's).
     let h = e.headers();
     assert!(
         h.contains(&("x-echo-head".to_string(), "h".to_string())),
         "{h:?}"
     );
-    assert!(!h.iter().any(|(k, _)| k == "content-type"), "{h:?}");
+    assert!(h.iter().any(|(k, _)| k == "content-type"), "{h:?}");
     assert!(!t.iter().any(|(k, _)| k == "x-echo-head"), "{t:?}");
     assert!(t.contains(&("x-backend-port".to_string(), port)), "{t:?}");
     // A status no server sent carries nothing.
