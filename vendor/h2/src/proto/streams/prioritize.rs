@@ -529,7 +529,7 @@ impl Prioritize {
                 return Ok(BufferStatus::CodecFull);
             }
 
-            if let Some(mut stream) = self.pop_pending_open(store, counts) {
+            if let Some(mut stream) = self.pop_pending_open(buffer, store, counts) {
                 self.pending_send.push_front(&mut stream);
                 self.try_assign_capacity(&mut stream);
             }
@@ -900,21 +900,39 @@ impl Prioritize {
         }
     }
 
-    fn pop_pending_open<'s>(
+    fn pop_pending_open<'s, B>(
         &mut self,
+        buffer: &mut Buffer<Frame<B>>,
         store: &'s mut Store,
         counts: &mut Counts,
     ) -> Option<store::Ptr<'s>> {
         tracing::trace!("schedule_pending_open");
         // check for any pending open streams
         if counts.can_inc_num_send_streams() {
-            if let Some(mut stream) = self.pending_open.pop(store) {
-                tracing::trace!("schedule_pending_open; stream={:?}", stream.id);
+            let key = loop {
+                let mut stream = self.pending_open.pop(store)?;
+                // switchyard patch: a stream reset while it waited to open
+                // (its request dropped: a call cancelled or past its
+                // deadline) was never seen by the peer, so it is never
+                // opened: its HEADERS would only be followed by its
+                // RST_STREAM. Its frames are dropped and it is closed here
+                // (its id is skipped, which RFC 9113 5.1.1 allows).
+                if let Some(reason) = stream.state.get_scheduled_reset() {
+                    tracing::trace!("schedule_pending_open; dropping reset stream={:?}", stream.id);
+                    self.clear_queue(buffer, &mut stream);
+                    stream.set_reset(reason, Initiator::Library);
+                    let is_pending_reset = stream.is_pending_reset_expiration();
+                    counts.transition_after(stream, is_pending_reset);
+                    continue;
+                }
+                break stream.key();
+            };
+            let mut stream = store.resolve(key);
+            tracing::trace!("schedule_pending_open; stream={:?}", stream.id);
 
-                counts.inc_num_send_streams(&mut stream);
-                stream.notify_send();
-                return Some(stream);
-            }
+            counts.inc_num_send_streams(&mut stream);
+            stream.notify_send();
+            return Some(stream);
         }
 
         None
