@@ -283,6 +283,54 @@ fn the_last_grpc_status_and_grpc_message_count() {
     check_all(cases);
 }
 
+/// A grpc-status that is no signed 32-bit decimal is UNKNOWN in gRPC-Go's
+/// words, whatever grpc-message says (operateHeaders: `strconv.ParseInt(
+/// hf.Value, 10, 32)`, "transport: malformed grpc-status: %v"); one that
+/// is, but names no code (99, -1), is UNKNOWN with the server's message.
+#[test]
+fn a_malformed_grpc_status_is_unknown_in_gos_words() {
+    let tail = |value: &'static [u8]| {
+        move |s: u32| {
+            response(
+                s,
+                &[S200, CT],
+                &msg(b"ok"),
+                &[("grpc-status", value), ("grpc-message", b"said")],
+            )
+        }
+    };
+    let mut cases = Vec::new();
+    for (value, why) in [
+        (&b"abc"[..], "invalid syntax"),
+        (b"", "invalid syntax"),
+        (b"1.5", "invalid syntax"),
+        (b"4294967296", "value out of range"),
+        (b"2147483648", "value out of range"),
+    ] {
+        let want = format!(
+            "transport: malformed grpc-status: strconv.ParseInt: parsing \"{}\": {why}",
+            String::from_utf8_lossy(value)
+        );
+        let got = against(tail(value), |_| {});
+        cases.push((
+            format!("grpc-status {:?}", String::from_utf8_lossy(value)),
+            got.clone(),
+            Code::Unknown,
+            None,
+        ));
+        assert_eq!(got.1, want, "grpc-status {:?}", String::from_utf8_lossy(value));
+    }
+    for value in [&b"99"[..], b"-1"] {
+        cases.push((
+            format!("grpc-status {:?}", String::from_utf8_lossy(value)),
+            against(tail(value), |_| {}),
+            Code::Unknown,
+            Some("said"),
+        ));
+    }
+    check_all(cases);
+}
+
 /// A unary response with two messages is a cardinality violation, INTERNAL
 /// (stream.go, clientStreamWrapper.RecvMsg: "cardinality violation:
 /// expected <EOF> for non server-streaming RPCs, but received another

@@ -7,6 +7,7 @@
 
 use crate::status::DEADLINE_MESSAGE;
 use std::future::{poll_fn, Future};
+use std::num::IntErrorKind;
 use std::pin::{pin, Pin};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -845,11 +846,30 @@ fn is_grpc_content_type(v: &[u8]) -> bool {
 /// operateHeaders (each overwrites the one before) and gRPC Java read it.
 pub(crate) fn grpc_status(map: &HeaderMap) -> Option<(u32, String)> {
     let raw = map.get_all("grpc-status").iter().next_back()?;
-    let code = raw
-        .to_str()
-        .ok()
-        .and_then(|s| s.parse::<u32>().ok())
-        .unwrap_or(code::UNKNOWN);
+    // A signed 32-bit decimal, as gRPC-Go reads it (`strconv.ParseInt(v,
+    // 10, 32)`; a negative one is a code no status has: UNKNOWN later).
+    // Anything else is UNKNOWN in Go's words, whatever grpc-message says.
+    let code = match std::str::from_utf8(raw.as_bytes()).map(str::parse::<i32>) {
+        Ok(Ok(code)) => code as u32,
+        parsed => {
+            let why = match parsed {
+                Ok(Err(e))
+                    if matches!(
+                        e.kind(),
+                        IntErrorKind::PosOverflow | IntErrorKind::NegOverflow
+                    ) =>
+                {
+                    "value out of range"
+                }
+                _ => "invalid syntax",
+            };
+            let message = format!(
+                "transport: malformed grpc-status: strconv.ParseInt: parsing {}: {why}",
+                go_quoted(raw.as_bytes())
+            );
+            return Some((code::UNKNOWN, message));
+        }
+    };
     let message = map
         .get_all("grpc-message")
         .iter()
