@@ -344,7 +344,10 @@ fn status_headers(input: &mut Input<'_>) {
             assert_eq!(code, parsed.map_or(grpc::code::UNKNOWN, |c| c as u32));
             if parsed.is_none() {
                 // Malformed: gRPC-Go's words, whatever grpc-message said.
-                assert!(text.starts_with("transport: malformed grpc-status: "), "{text}");
+                assert!(
+                    text.starts_with("transport: malformed grpc-status: "),
+                    "{text}"
+                );
             } else if with_message {
                 assert_eq!(text, percent_decode(message));
             } else {

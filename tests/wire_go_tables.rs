@@ -318,7 +318,12 @@ fn a_malformed_grpc_status_is_unknown_in_gos_words() {
             Code::Unknown,
             None,
         ));
-        assert_eq!(got.1, want, "grpc-status {:?}", String::from_utf8_lossy(value));
+        assert_eq!(
+            got.1,
+            want,
+            "grpc-status {:?}",
+            String::from_utf8_lossy(value)
+        );
     }
     for value in [&b"99"[..], b"-1"] {
         cases.push((

@@ -125,7 +125,10 @@ pub(crate) fn parse_channel_target(
             return Ok(Some(t));
         }
     }
-    Target::parse(&format!("dns:///{text}")).map(Some)
+    // Errors name the target as written, not the `dns:///` form tried.
+    Target::parse(&format!("dns:///{text}"))
+        .map(Some)
+        .map_err(|e| e.replace(&format!("\"/{text}\""), &format!("\"{text}\"")))
 }
 
 /// The target's default `:authority` (gRPC's): "localhost" for unix
@@ -530,6 +533,9 @@ mod tests {
             ("[::1", "not host[:port]"),
             ("xds://x/y", "not a number"),
             ("a b\n", "control character"),
+            // Named as written, not as the `dns:///` form it was tried in.
+            ("%zz:1", "\"%zz:1\" has an invalid %-escape"),
+            ("dns:///%zz:1", "\"dns:///%zz:1\" has an invalid %-escape"),
         ];
         for (text, why) in table {
             match plan(text) {
