@@ -6,10 +6,14 @@
 //! built-in schemes, so that their errors are found when the channel is made.
 
 use std::fmt;
-use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, SocketAddrV6};
 
 /// The port a target without one means (gRPC's naming doc).
 pub const DEFAULT_PORT: u16 = 443;
+
+/// The longest Unix socket path (or abstract name) a `sockaddr_un` holds:
+/// 108 bytes less the path's NUL (or the abstract name's leading one).
+const SUN_PATH_MAX: usize = 107;
 
 /// A parsed target: what a [`ResolverBuilder`](super::ResolverBuilder) is
 /// built from.
@@ -230,13 +234,25 @@ pub(crate) fn builtin_plan(target: &Target) -> Option<Result<Plan, String>> {
         "ipv4" => no_authority().and_then(|()| ip_list(target.endpoint(), Family::V4)),
         "ipv6" => no_authority().and_then(|()| ip_list(target.endpoint(), Family::V6)),
         // The path as written: `unix:///abs` is "/abs", `unix:rel` is "rel".
+        // Longer than `sun_path` holds (108 bytes with its NUL, or with
+        // an abstract name's leading NUL): refused here, as C-core does,
+        // rather than by every connection attempt.
         "unix" => no_authority().and_then(|()| match target.path.as_str() {
             "" => Err("unix: target has no path".into()),
+            p if p.len() > SUN_PATH_MAX => Err(format!(
+                "unix: path is {} bytes, more than a socket address holds ({SUN_PATH_MAX})",
+                p.len()
+            )),
             p => Ok(Plan::Static(vec![format!("unix:{p}")])),
         }),
         "unix-abstract" => no_authority().and_then(|()| match target.path.as_str() {
             "" => Err("unix-abstract: target has no name".into()),
+            // Unlike C-core: addresses travel through C strings here.
             n if n.contains('\0') => Err("unix-abstract: name contains a NUL byte".into()),
+            n if n.len() > SUN_PATH_MAX => Err(format!(
+                "unix-abstract: name is {} bytes, more than a socket address holds ({SUN_PATH_MAX})",
+                n.len()
+            )),
             n => Ok(Plan::Static(vec![format!("unix-abstract:{n}")])),
         }),
         "passthrough" => match target.endpoint() {
@@ -259,13 +275,17 @@ enum Family {
     V6,
 }
 
-/// `ipv4:a[:port][,a[:port]...]` / `ipv6:` likewise (brackets around an
-/// address with a port), as C-core reads them; 443 when a port is missing.
+/// `ipv4:a:port[,a:port...]` / `ipv6:[a]:port[,...]`, as C-core reads them
+/// (sockaddr_resolver.cc, parse_address.cc): the path %-decoded (leaving a
+/// `%` that starts no escape as it is), every address with its port, an
+/// IPv6 one with a zone (`[fe80::1%2]`, `[fe80::1%25lo]`) by number or by
+/// interface name.
 fn ip_list(list: &str, family: Family) -> Result<Plan, String> {
     let (scheme, mut out) = match family {
         Family::V4 => ("ipv4", Vec::new()),
         Family::V6 => ("ipv6", Vec::new()),
     };
+    let list = lenient_percent_decoded(list);
     // Empty items are skipped, as C-core (whose schemes these are) does:
     // "ipv4:1.2.3.4:1," lists one address.
     for item in list.split(',').filter(|i| !i.is_empty()) {
@@ -282,37 +302,92 @@ fn ip_list(list: &str, family: Family) -> Result<Plan, String> {
     Ok(Plan::Static(out))
 }
 
+/// `%XX` escapes decoded; a `%` that starts none is kept (C-core's URI
+/// parser's leniency, which `ipv6:` zones written raw rely on).
+fn lenient_percent_decoded(s: &str) -> String {
+    if !s.contains('%') {
+        return s.to_string();
+    }
+    let bytes = s.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        let hex = bytes
+            .get(i + 1..i + 3)
+            .filter(|h| bytes[i] == b'%' && h.iter().all(u8::is_ascii_hexdigit))
+            .and_then(|h| std::str::from_utf8(h).ok())
+            .and_then(|h| u8::from_str_radix(h, 16).ok());
+        match hex {
+            Some(b) => {
+                out.push(b);
+                i += 3;
+            }
+            None => {
+                out.push(bytes[i]);
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
 fn ipv4_item(item: &str) -> Result<SocketAddr, String> {
-    let (host, p) = match item.split_once(':') {
-        Some((h, p)) => (h, Some(p)),
-        None => (item, None),
-    };
+    let (host, p) = item
+        .split_once(':')
+        .ok_or("no port given (an ipv4: address needs one, as in C-core)")?;
     let ip: Ipv4Addr = host
         .parse()
         .map_err(|_| format!("\"{host}\" is not an IPv4 address"))?;
-    let port = p.map(port).transpose()?.unwrap_or(DEFAULT_PORT);
-    Ok(SocketAddr::new(IpAddr::V4(ip), port))
+    Ok(SocketAddr::new(IpAddr::V4(ip), port(p)?))
 }
 
 fn ipv6_item(item: &str) -> Result<SocketAddr, String> {
-    let (host, port) = match item.strip_prefix('[') {
-        Some(rest) => {
-            let (h, tail) = rest.split_once(']').ok_or("no ']' after '['")?;
-            match tail {
-                "" => (h, DEFAULT_PORT),
-                t => match t.strip_prefix(':') {
-                    Some(p) => (h, port(p)?),
-                    None => return Err(format!("unexpected \"{t}\" after ']'")),
-                },
-            }
-        }
-        // Unbracketed: an address alone (a port needs brackets).
-        None => (item, DEFAULT_PORT),
+    let Some(rest) = item.strip_prefix('[') else {
+        // Unbracketed: an address alone, which has no port.
+        return Err(match item.parse::<Ipv6Addr>() {
+            Ok(_) => "no port given (write [address]:port, as C-core needs)".to_string(),
+            Err(_) => format!("\"{item}\" is not an IPv6 address (write [address]:port)"),
+        });
     };
-    let ip: Ipv6Addr = host.parse().map_err(|_| {
-        format!("\"{host}\" is not an IPv6 address (write [address]:port for one with a port)")
-    })?;
-    Ok(SocketAddr::new(IpAddr::V6(ip), port))
+    let (h, tail) = rest.split_once(']').ok_or("no ']' after '['")?;
+    let port = match tail {
+        "" => return Err("no port given (write [address]:port, as C-core needs)".into()),
+        t => match t.strip_prefix(':') {
+            Some(p) => port(p)?,
+            None => return Err(format!("unexpected \"{t}\" after ']'")),
+        },
+    };
+    let (host, zone) = match h.split_once('%') {
+        Some((host, zone)) => (host, Some(zone)),
+        None => (h, None),
+    };
+    let ip: Ipv6Addr = host
+        .parse()
+        .map_err(|_| format!("\"{host}\" is not an IPv6 address"))?;
+    let scope_id = match zone {
+        None => 0,
+        Some(zone) => scope_id(zone)?,
+    };
+    Ok(SocketAddr::V6(SocketAddrV6::new(ip, port, 0, scope_id)))
+}
+
+/// An IPv6 zone: a number, or an interface's name (C-core's
+/// `if_nametoindex`).
+fn scope_id(zone: &str) -> Result<u32, String> {
+    if let Ok(n) = zone.parse::<u32>() {
+        return Ok(n);
+    }
+    let unknown = || format!("zone \"{zone}\" is no number and no interface");
+    if cfg!(miri) {
+        // No foreign calls under Miri.
+        return Err(unknown());
+    }
+    let name = std::ffi::CString::new(zone).map_err(|_| unknown())?;
+    // SAFETY: `name` is a NUL-terminated string that outlives the call.
+    match unsafe { libc::if_nametoindex(name.as_ptr()) } {
+        0 => Err(unknown()),
+        n => Ok(n),
+    }
 }
 
 fn port(p: &str) -> Result<u16, String> {
@@ -451,7 +526,6 @@ mod tests {
                 "ipv4:127.0.0.1:1,127.0.0.2:2",
                 fixed(&["127.0.0.1:1", "127.0.0.2:2"]),
             ),
-            ("ipv4:127.0.0.1", fixed(&["127.0.0.1:443"])),
             // Empty items skipped, as C-core does.
             (
                 "ipv4:127.0.0.1:1,,127.0.0.2:2,",
@@ -460,12 +534,22 @@ mod tests {
             ("IPV4:127.0.0.1:80", fixed(&["127.0.0.1:80"])),
             ("ipv4:///127.0.0.1:5", fixed(&["127.0.0.1:5"])),
             ("ipv6:[::1]:5", fixed(&["[::1]:5"])),
-            ("ipv6:[::1]", fixed(&["[::1]:443"])),
-            ("ipv6:::1", fixed(&["[::1]:443"])),
             (
-                "ipv6:[2001:db8::1]:80,::2",
-                fixed(&["[2001:db8::1]:80", "[::2]:443"]),
+                "ipv6:[2001:db8::1]:80,[::2]:1",
+                fixed(&["[2001:db8::1]:80", "[::2]:1"]),
             ),
+            // %-decoded, zones by number (C-core's uri_test,
+            // parse_address_test).
+            (
+                "ipv4:127.0.0.1%3A1234%2C127.0.0.2:1",
+                fixed(&["127.0.0.1:1234", "127.0.0.2:1"]),
+            ),
+            ("ipv6:%5B::1%5D:1234", fixed(&["[::1]:1234"])),
+            (
+                "ipv6:[2001:db8::1%252]:12345",
+                fixed(&["[2001:db8::1%2]:12345"]),
+            ),
+            ("ipv6:[fe80::1%2]:1", fixed(&["[fe80::1%2]:1"])),
             ("unix:///tmp/s", fixed(&["unix:/tmp/s"])),
             ("unix:/tmp/s", fixed(&["unix:/tmp/s"])),
             ("unix:rel/s", fixed(&["unix:rel/s"])),
@@ -506,6 +590,8 @@ mod tests {
 
     #[test]
     fn bad_targets() {
+        let long_unix = format!("unix:/{}", "a".repeat(SUN_PATH_MAX));
+        let long_abstract = format!("unix-abstract:{}", "a".repeat(SUN_PATH_MAX + 1));
         let table: &[(&str, &str)] = &[
             ("ipv4:", "lists no addresses"),
             ("ipv4:1.2.3.4:", "missing port"),
@@ -533,6 +619,15 @@ mod tests {
             ("[::1", "not host[:port]"),
             ("xds://x/y", "not a number"),
             ("a b\n", "control character"),
+            // No port: C-core refuses (parse_address.cc "no port given").
+            ("ipv4:127.0.0.1", "no port given"),
+            ("ipv4:127.0.0.1:1,127.0.0.2", "no port given"),
+            ("ipv6:[::1]", "no port given"),
+            ("ipv6:::1", "no port given"),
+            ("ipv6:[fe80::1%nosuchif0]:1", "no number and no interface"),
+            // Longer than a sockaddr_un holds (C-core refuses too).
+            (long_unix.as_str(), "more than a socket address holds"),
+            (long_abstract.as_str(), "more than a socket address holds"),
             // Named as written, not as the `dns:///` form it was tried in.
             ("%zz:1", "\"%zz:1\" has an invalid %-escape"),
             ("dns:///%zz:1", "\"dns:///%zz:1\" has an invalid %-escape"),
