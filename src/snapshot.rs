@@ -1,6 +1,7 @@
 //! A channel's introspection snapshot (what gRPC's channelz shows): target,
-//! policy, state, and each subchannel with its address, state, last error and
-//! call counters.
+//! policy, state, the channel's call counters (each library call once), and
+//! each subchannel with its address, state, last error and call counters
+//! (per attempt).
 //!
 //! # Where the counters live
 //!
@@ -8,7 +9,10 @@
 //!
 //! - **Library calls** (channels with the library's own connections) are
 //!   counted where the library sends them (`Reader::unary` and the loop's
-//!   started calls), per *attempt*, into counters owned by the
+//!   started calls), per *attempt*, and once per whole call under the
+//!   `CHANNEL` key (a started call's by the channel's completion
+//!   dispatcher, from its start to its delivered outcome), into counters
+//!   owned by the
 //!   [`Reader`](crate::Reader) (or the loop's started-call table) that made
 //!   them: a small map from subchannel to counts behind a mutex that only
 //!   that reader's thread locks, except for the moment a snapshot reads it.
@@ -61,6 +65,20 @@ pub struct ChannelSnapshot {
     pub state: ConnectivityState,
     /// The policy's current subchannels, in creation order.
     pub subchannels: Vec<SubchannelSnapshot>,
+    /// Library calls made on the channel (gRFC A14's channel counts): each
+    /// call once, whatever its attempts, also one that failed before any
+    /// subchannel was picked or before anything was sent. Zero on a
+    /// channel whose host owns the transports (its picks count on their
+    /// subchannels).
+    pub calls_started: u64,
+    /// Calls that ended with status OK.
+    pub calls_succeeded: u64,
+    /// Calls that ended otherwise.
+    pub calls_failed: u64,
+    /// Calls started and not yet ended.
+    pub calls_in_flight: u64,
+    /// When the latest call started.
+    pub last_call: Option<SystemTime>,
 }
 
 /// One subchannel of a [`ChannelSnapshot`].
@@ -90,10 +108,11 @@ pub struct SubchannelSnapshot {
 
 impl ChannelSnapshot {
     /// The snapshot as one JSON object (the C ABI's form): `target`,
-    /// `policy`, `state` (e.g. `"READY"`) and `subchannels`, each with `id`,
-    /// `address`, `state`, `last_error` (string or null), `calls_started`,
+    /// `policy`, `state` (e.g. `"READY"`), the channel's `calls_started`,
     /// `calls_succeeded`, `calls_failed`, `calls_in_flight` and
-    /// `last_call_unix_ms` (number or null).
+    /// `last_call_unix_ms` (number or null), and `subchannels`, each with
+    /// `id`, `address`, `state`, `last_error` (string or null) and the same
+    /// five counts.
     pub fn to_json(&self) -> String {
         let subchannels: Vec<serde_json::Value> = self
             .subchannels
@@ -108,9 +127,7 @@ impl ChannelSnapshot {
                     "calls_succeeded": s.calls_succeeded,
                     "calls_failed": s.calls_failed,
                     "calls_in_flight": s.calls_in_flight,
-                    "last_call_unix_ms": s.last_call.map(|t| {
-                        t.duration_since(UNIX_EPOCH).unwrap_or_default().as_millis() as u64
-                    }),
+                    "last_call_unix_ms": unix_ms(s.last_call),
                 })
             })
             .collect();
@@ -118,11 +135,24 @@ impl ChannelSnapshot {
             "target": self.target,
             "policy": self.policy,
             "state": self.state.as_str(),
+            "calls_started": self.calls_started,
+            "calls_succeeded": self.calls_succeeded,
+            "calls_failed": self.calls_failed,
+            "calls_in_flight": self.calls_in_flight,
+            "last_call_unix_ms": unix_ms(self.last_call),
             "subchannels": subchannels,
         })
         .to_string()
     }
 }
+
+fn unix_ms(t: Option<SystemTime>) -> Option<u64> {
+    t.map(|t| t.duration_since(UNIX_EPOCH).unwrap_or_default().as_millis() as u64)
+}
+
+/// Where readers count whole calls (the channel's counts) in their maps
+/// of per-subchannel attempts: an id no subchannel has.
+pub(crate) const CHANNEL: SubConnId = SubConnId(u64::MAX);
 
 /// Counts of one subchannel's attempts, in one reader (or summed).
 #[derive(Clone, Copy, Debug, Default)]
@@ -499,15 +529,17 @@ impl Drop for ReaderTally {
 impl CallStats {
     /// Sums every reader's counts for the subchannels in `live`, dropping
     /// what is kept for subchannels that are gone and have nothing in flight.
+    /// The channel's own counts (`CHANNEL`) are always kept.
     pub(crate) fn sum(&self, live: &HashSet<SubConnId>) -> CountMap {
+        let keep = |id: &SubConnId| *id == CHANNEL || live.contains(id);
         let mut reg = lock(&self.inner);
-        reg.retired.retain(|id, _| live.contains(id));
+        reg.retired.retain(|id, _| keep(id));
         let mut total = reg.retired.clone();
         reg.live.retain(|w| w.strong_count() > 0);
         for map in reg.live.iter().filter_map(Weak::upgrade) {
             let mut map = lock(&map);
-            map.retain(|id, c| live.contains(id) || c.in_flight() > 0);
-            for (id, c) in map.iter().filter(|(id, _)| live.contains(id)) {
+            map.retain(|id, c| keep(id) || c.in_flight() > 0);
+            for (id, c) in map.iter().filter(|(id, _)| keep(id)) {
                 total.entry(*id).or_default().add(c);
             }
         }
@@ -523,7 +555,15 @@ impl CallStats {
         reg.live
             .iter()
             .filter_map(Weak::upgrade)
-            .map(|m| lock(&m).values().map(Counts::in_flight).sum::<u64>())
+            // Attempts, not whole calls: a call waiting for a pick is
+            // no use of the channel's connections.
+            .map(|m| {
+                lock(&m)
+                    .iter()
+                    .filter(|(id, _)| **id != CHANNEL)
+                    .map(|(_, c)| c.in_flight())
+                    .sum::<u64>()
+            })
             .sum()
     }
 
@@ -683,6 +723,16 @@ impl ReaderCounts {
         } else {
             c.failed += 1;
         }
+    }
+
+    /// A whole call started on the channel (the channel's counts).
+    pub(crate) fn call_started(&self) {
+        self.started(CHANNEL);
+    }
+
+    /// A whole call ended (`ok`: with status OK).
+    pub(crate) fn call_ended(&self, ok: bool) {
+        self.ended(CHANNEL, ok);
     }
 }
 

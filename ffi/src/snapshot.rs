@@ -11,11 +11,13 @@ use std::ffi::{c_char, CString};
 /// object to `*out_json` (NUL-terminated UTF-8, owned by the caller: free it
 /// with `sy_snapshot_json_free`) and its length without the NUL to
 /// `*out_len` (may be NULL). Fields: `target`, `policy`, `state`
-/// (`"READY"`, ...) and `subchannels`, an array of objects with `id`,
-/// `address`, `state`, `last_error` (string or null), `calls_started`,
-/// `calls_succeeded`, `calls_failed`, `calls_in_flight` and
-/// `last_call_unix_ms` (number or null). On a channel with the library's
-/// connections the calls are its own (`sy_call_unary*`), counted per attempt;
+/// (`"READY"`, ...), the channel's own `calls_started`, `calls_succeeded`,
+/// `calls_failed`, `calls_in_flight` and `last_call_unix_ms` (each library
+/// call once, also one that failed before a pick; zero on a host-transport
+/// channel), and `subchannels`, an array of objects with `id`, `address`,
+/// `state`, `last_error` (string or null) and those five counts. On a
+/// channel with the library's connections the subchannels' calls are its
+/// own (`sy_call_unary*`), counted per attempt;
 /// on a host-transport channel each pick is a call on the picked subchannel
 /// (`sy_reader_pick`/`sy_pick`), its done the outcome (a gRPC code other than
 /// 0 fails it; a kept pick dropped by the next pick fails as cancelled),

@@ -926,10 +926,11 @@ class Channel(_Owned):
 
     def snapshot(self):
         """What the channel is doing now, as gRPC's channelz shows it: a dict
-        with `target`, `policy`, `state` ("READY", ...) and `subchannels`, each
-        with `id`, `address`, `state`, `last_error`, `calls_started`,
-        `calls_succeeded`, `calls_failed`, `calls_in_flight` and
-        `last_call_unix_ms`. Calls are the library's own on its connections;
+        with `target`, `policy`, `state` ("READY", ...), the channel's own
+        `calls_started`, `calls_succeeded`, `calls_failed`, `calls_in_flight`
+        and `last_call_unix_ms` (each call once), and `subchannels`, each
+        with `id`, `address`, `state`, `last_error` and the same counts
+        (per attempt). Calls are the library's own on its connections;
         on a host-transport channel, the host's picks with the outcomes their
         done() reported."""
         out = C.c_void_p()

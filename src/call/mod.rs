@@ -211,16 +211,18 @@ impl Settings {
     }
 }
 
+/// The largest request a call sends unless its method config allows more.
+const DEFAULT_MAX_SEND_MESSAGE: usize = i32::MAX as usize;
+
 /// Applies the method's config to a call of `request_len` bytes: the
 /// deadline is the earlier of the caller's and now plus the `timeout`; the
 /// caller's wait-for-ready, when given, stands over the config's
 /// `waitForReady` (gRPC applies the config first, then the call's
 /// options); a request over `maxRequestMessageBytes` (by default 2 GiB - 1,
 /// as gRPC-Go's) fails with RESOURCE_EXHAUSTED before anything is picked
-/// or sent, as gRPC's client does.
-/// The largest request a call sends unless its method config allows more.
-const DEFAULT_MAX_SEND_MESSAGE: usize = i32::MAX as usize;
-
+/// or sent (C-core's message-size filter refuses it at the call too;
+/// gRPC-Go and grpc-java fail it once a subchannel was picked, so their
+/// subchannel counts show it: here only the channel's do).
 fn settings(
     configs: &MethodConfigs,
     retry_disabled: bool,
@@ -316,6 +318,21 @@ impl Reader {
         if !self.is_managed() {
             return Err(Status::new(Code::Unimplemented, not_managed()));
         }
+        // The channel's count of whole calls (channelz's): from here, so
+        // that one refused before any pick counts too, as in gRPC.
+        self.call_counts().call_started();
+        let result = self.unary_call(method, request, options);
+        self.call_counts().call_ended(result.is_ok());
+        result
+    }
+
+    /// `unary` past its checks and counts.
+    fn unary_call(
+        &mut self,
+        method: &str,
+        request: &[u8],
+        options: &CallOptions<'_>,
+    ) -> Result<UnaryResponse, Status> {
         request_status(method, options.metadata)?;
         let mut generation = self.methods_generation();
         let (mut set, mut pick_options) = self.call_settings(method, request.len(), options)?;

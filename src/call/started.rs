@@ -102,6 +102,9 @@ pub(crate) struct Dispatch {
     ended: Arc<Ended>,
     live: Mutex<HashMap<u64, Arc<CallShared>>>,
     next_id: AtomicU64,
+    /// The channel's count of whole started calls (channelz's): each from
+    /// its start to its delivered outcome, whatever thread that runs on.
+    counts: std::sync::OnceLock<ReaderCounts>,
 }
 
 #[derive(Default)]
@@ -142,6 +145,7 @@ impl Dispatch {
             ended: Arc::default(),
             live: Mutex::new(HashMap::new()),
             next_id: AtomicU64::new(1),
+            counts: std::sync::OnceLock::new(),
         }
     }
 
@@ -249,6 +253,9 @@ impl Completion {
         } else {
             result
         };
+        if let Some(counts) = self.dispatch.counts.get() {
+            counts.call_ended(result.is_ok());
+        }
         lock(&self.dispatch.live).remove(&self.call.id);
         let job: Job = Box::new(move || on_done(result));
         match self.tx.take() {
@@ -392,6 +399,10 @@ impl Channel {
         let id = dispatch.next_id.fetch_add(1, Ordering::Relaxed);
         // Nothing below fails: the call is started, and may complete as
         // soon as it is handed on.
+        dispatch
+            .counts
+            .get_or_init(|| ReaderCounts::new(&shared.call_stats))
+            .call_started();
         on_id(id);
         let call = Arc::new(CallShared {
             id,

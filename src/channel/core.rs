@@ -136,6 +136,10 @@ impl ChannelCore {
         } else {
             stats.host_sum(&self.subs.slots())
         };
+        let calls = counts
+            .get(&crate::snapshot::CHANNEL)
+            .copied()
+            .unwrap_or_default();
         ChannelSnapshot {
             target: self.out.shared.target.clone(),
             policy: self.config.policy.name().to_string(),
@@ -147,6 +151,11 @@ impl ChannelCore {
                     crate::snapshot::with_counts(s, c)
                 })
                 .collect(),
+            calls_started: calls.started,
+            calls_succeeded: calls.succeeded,
+            calls_failed: calls.failed,
+            calls_in_flight: calls.started.saturating_sub(calls.succeeded + calls.failed),
+            last_call: calls.last_call,
         }
     }
 
