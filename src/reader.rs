@@ -190,21 +190,17 @@ impl Reader {
         // The hit path builds its `Pick` from constants and registers; the
         // slow path's result (with hooks) never merges into it by value.
         let generation = self.hit_generation();
-        if generation == self.rotation_generation {
+        // A rotation's step or a flat table's draw: no hooks either way.
+        let direct = if generation == self.rotation_generation {
+            Some(self.rotate())
+        } else if generation == self.flat_generation {
+            Some(self.draw_flat())
+        } else {
+            None
+        };
+        if let Some(listed) = direct {
             // SAFETY: see `Listed`.
-            let listed = unsafe { self.rotate().as_ref() };
-            self.tally.started(listed.slot());
-            return Ok(Pick {
-                subconn: listed.ptr(),
-                done: NO_HOOKS,
-                hold: Some(self.cache.hold()),
-                slot: listed.slot(),
-                load_only: false,
-            });
-        }
-        if generation == self.flat_generation {
-            // SAFETY: see `Listed`.
-            let listed = unsafe { self.draw_flat().as_ref() };
+            let listed = unsafe { listed.as_ref() };
             self.tally.started(listed.slot());
             return Ok(Pick {
                 subconn: listed.ptr(),
