@@ -1,3 +1,7 @@
+//! The client side of ORCA (gRFC A51) as gRPC's own tests check it, over
+//! real sockets on 127.0.0.1, in two parts below:
+//!
+//! ## grpc-java and gRPC-Go, first port
 //! grpc-java's ORCA tests (`xds/src/test/java/io/grpc/xds/orca/`
 //! `OrcaOobUtilTest`, `OrcaPerRequestUtilTest`) and gRPC-Go's `orca/`
 //! (`producer_test.go`, `producer.go`, `orca.go` `ToLoadReport`) ported to
@@ -12,6 +16,21 @@
 //! listeners on its one subchannel on command (as `OrcaOobUtil.setListener`
 //! / `orca.RegisterOOBListener` do) and records what its listeners and its
 //! done hook hear.
+//!
+//! ## gRPC-Go, second port
+//! gRPC-Go's client-side ORCA tests (`orca/producer_test.go`,
+//! `orca/producer.go`, `orca/orca_test.go` `TestToLoadReport`,
+//! `balancer_wrapper.go` `closeProducers`) and gRFC A51 on what
+//! the first port, tests/managed/orca.rs and
+//! tests/weighted_round_robin_go_cases.rs do not already pin: the stream's
+//! end with the subchannel's shutdown and the channel's close, duplicate
+//! and idempotent unregistration (Go's `intervals` count map and
+//! `sync.OnceFunc` stop), registrations on a dead subchannel, a zero
+//! period on the wire, and several per-call `endpoint-load-metrics-bin`
+//! values (Go: "multiple orca load reports" → no report).
+//! These use the same backend and policy, with a few more commands (a
+//! registration dropped by id, the subchannel shut down, a graceful
+//! GOAWAY) and a parent policy over round_robin.
 
 #[path = "common/tokio_host.rs"]
 mod tokio_host;
@@ -201,6 +220,9 @@ struct St {
     call_headers: Mutex<Vec<String>>,
     /// Bumped to drop every connection at once (no GOAWAY).
     kill: Mutex<Option<tokio::sync::watch::Sender<u64>>>,
+    /// Bumped to send a graceful GOAWAY on every connection (streams in
+    /// flight may finish).
+    goaway: Mutex<Option<tokio::sync::watch::Sender<u64>>>,
 }
 
 struct Backend {
@@ -216,6 +238,8 @@ impl Backend {
         *st.script.lock().unwrap() = script;
         let (kill_tx, kill_rx) = tokio::sync::watch::channel(0u64);
         *st.kill.lock().unwrap() = Some(kill_tx);
+        let (goaway_tx, goaway_rx) = tokio::sync::watch::channel(0u64);
+        *st.goaway.lock().unwrap() = Some(goaway_tx);
         let sh = st.clone();
         let host = Host::start(move |sock| {
             let port = sock.local_addr().unwrap().port();
@@ -224,7 +248,14 @@ impl Backend {
                 c.push(Instant::now());
                 c.len() as u64
             };
-            serve_conn(sock, sh.clone(), port, n, kill_rx.clone())
+            serve_conn(
+                sock,
+                sh.clone(),
+                port,
+                n,
+                kill_rx.clone(),
+                goaway_rx.clone(),
+            )
         });
         Backend {
             addr: host.addr,
@@ -251,6 +282,12 @@ impl Backend {
 
     fn set_report(&self, r: Vec<u8>) {
         *self.st.report.lock().unwrap() = r;
+    }
+
+    fn goaway(&self) {
+        if let Some(g) = self.st.goaway.lock().unwrap().as_ref() {
+            g.send_modify(|v| *v += 1);
+        }
     }
 
     fn kill_connections(&self) {
@@ -289,9 +326,11 @@ async fn serve_conn(
     port: u16,
     conn_no: u64,
     mut kill: tokio::sync::watch::Receiver<u64>,
+    mut goaway: tokio::sync::watch::Receiver<u64>,
 ) {
     // Only kills from now on count.
     kill.borrow_and_update();
+    goaway.borrow_and_update();
     let Ok(mut conn) = h2::server::handshake(sock).await else {
         return;
     };
@@ -304,6 +343,7 @@ async fn serve_conn(
                 _ => return,
             },
             r = kill.changed() => if r.is_ok() { return },
+            r = goaway.changed() => if r.is_ok() { conn.graceful_shutdown() },
         }
     }
 }
@@ -421,6 +461,10 @@ mod listening {
     pub enum Cmd {
         Register(u32, Duration),
         Unregister(u32),
+        /// Unregisters the tag's id but keeps it (to unregister it again).
+        UnregisterKeep(u32),
+        /// Shuts the subchannel down (its registrations left as they are).
+        Shutdown,
     }
 
     /// What the test steers and what the policy heard.
@@ -507,6 +551,7 @@ mod listening {
         ctl: Arc<Ctl>,
         sc: Option<Arc<SubConn>>,
         ids: BTreeMap<u32, OobListenerId>,
+        dead: bool,
     }
 
     impl Policy {
@@ -544,6 +589,9 @@ mod listening {
             s: &SubConnState,
         ) {
             let Some(sc) = self.sc.clone() else { return };
+            if self.dead {
+                return;
+            }
             match s.state {
                 ConnectivityState::Ready => cc.update_state(
                     ConnectivityState::Ready,
@@ -570,6 +618,17 @@ mod listening {
                             cc.unregister_oob_listener(id);
                         }
                     }
+                    Cmd::UnregisterKeep(tag) => {
+                        if let Some(id) = self.ids.get(&tag) {
+                            cc.unregister_oob_listener(*id);
+                        }
+                    }
+                    Cmd::Shutdown => {
+                        self.dead = true;
+                        let id = self.sc.as_ref().unwrap().id();
+                        cc.shutdown_subconn(id);
+                        cc.update_state(ConnectivityState::TransientFailure, Box::new(Queue));
+                    }
                 }
                 self.ctl.applied.fetch_add(1, Ordering::SeqCst);
             }
@@ -587,6 +646,7 @@ mod listening {
                 ctl: self.0.clone(),
                 sc: None,
                 ids: BTreeMap::new(),
+                dead: false,
             })
         }
     }
@@ -600,7 +660,7 @@ mod listening {
         opts: ChannelOptions,
     ) -> (Channel, Arc<Ctl>) {
         static NEXT: AtomicU64 = AtomicU64::new(0);
-        let name = format!("java_orca_{}", NEXT.fetch_add(1, Ordering::Relaxed));
+        let name = format!("go_orca_{}", NEXT.fetch_add(1, Ordering::Relaxed));
         let ctl = Arc::new(Ctl {
             initial: initial.to_vec(),
             ..Default::default()
@@ -612,7 +672,7 @@ mod listening {
     }
 }
 
-use listening::Cmd::{Register, Unregister};
+use listening::Cmd::{Register, Shutdown, Unregister, UnregisterKeep};
 
 fn ms(n: u64) -> Duration {
     Duration::from_millis(n)
@@ -648,17 +708,15 @@ fn still(b: &Backend, n: usize, d: Duration, what: &str) {
     assert_eq!(b.n_streams(), n, "{what}: {:#?}", b.streams());
 }
 
-// ====================================================== report interval
+// ================================================================ tests
 
-/// OrcaOobUtilTest `reportingNotStartedUntilConfigured`,
-/// `reportWithMostFrequentIntervalRequested`, `updateReportingIntervalWhenRpcActive`,
-/// `removeListener`; gRPC-Go `TestProducerMultipleListeners` and
-/// `producer.registerListener` / `unregisterListener`: no listener, no
-/// stream, even READY; the first listener opens one; the request carries
-/// the smallest period of all listeners and nothing else; a listener whose
-/// period is not the new minimum changes nothing; a new minimum (down or,
-/// when the smallest goes, up) restarts the stream, the old one cancelled;
-/// the last listener's removal cancels it and nothing follows.
+/// gRPC-Go `acBalancerWrapper.Shutdown` → `closeProducers` (the ORCA
+/// producer's close cancels its run, so its stream); gRFC A51 (the OOB
+/// stream lives on the subchannel): a subchannel shut down with its
+/// listener still registered cancels its stream, no report reaches the
+/// listener after that, nothing is retried; unregistering the dead
+/// registration later, and registering another on the dead subchannel,
+/// open nothing and break nothing.
 #[test]
 fn the_stream_asks_for_the_smallest_period_and_restarts_only_when_it_changes() {
     let b = silent();
@@ -1230,4 +1288,361 @@ fn per_call_reports_are_ignored_with_oob_on_even_without_an_orca_service() {
     assert!((0.45..=0.55).contains(&on), "OOB on: backend 1 took {on}");
     let off = share_of_1(false);
     assert!(off >= 0.8, "OOB off (control): backend 1 took {off}");
+}
+
+// ------------------------------------------------ gRPC-Go, second port
+
+#[test]
+fn shutting_down_the_subchannel_closes_its_stream_for_good() {
+    let b = reporting();
+    let rt = Runtime::new().unwrap();
+    let (ch, ctl) = listening::channel(&rt, &b.target(), &[(1, secs_f(1.0))], plaintext());
+    echo(&mut ch.reader(), true).unwrap();
+    wait_until("listener 1's reports", || ctl.reports_of(1).len() >= 2);
+    ctl.run(Shutdown);
+    let heard = ctl.reports_of(1).len();
+    wait_until("the stream cancelled by the client", || {
+        b.streams()[0].ended.is_some()
+    });
+    assert!(b.streams()[0].by_client, "{:#?}", b.streams());
+    still(&b, 1, ms(1500), "a stream after the subchannel's shutdown");
+    assert_eq!(
+        ctl.reports_of(1).len(),
+        heard,
+        "reports after the subchannel's shutdown"
+    );
+    ctl.run(UnregisterKeep(1));
+    ctl.run(Register(2, secs_f(0.5)));
+    still(&b, 1, ms(500), "a registration on a shut-down subchannel");
+    assert!(ctl.reports_of(2).is_empty());
+    ctl.run(Unregister(2));
+    drop(ch);
+}
+
+/// gRPC-Go `ClientConn.Close` shuts every SubConn down (producers closed):
+/// closing the channel cancels the ORCA stream.
+#[test]
+fn closing_the_channel_cancels_the_stream() {
+    let b = silent();
+    let rt = Runtime::new().unwrap();
+    let (ch, _ctl) = listening::channel(&rt, &b.target(), &[(1, secs_f(1.0))], plaintext());
+    echo(&mut ch.reader(), true).unwrap();
+    wait_until("the stream", || b.n_streams() == 1);
+    ch.close();
+    wait_until("the stream ended", || b.streams()[0].ended.is_some());
+    assert!(b.streams()[0].by_client);
+    still(&b, 1, ms(300), "a stream after close");
+}
+
+/// gRPC-Go `producer.unregisterListener` (`intervals` is a count per
+/// period: the minimum changes only when the last listener asking for it
+/// goes) and `RegisterOOBListener`'s `sync.OnceFunc` stop (a second stop
+/// has no effect): two listeners at 1 s and one at 2 s; one 1 s listener
+/// goes: same stream, it hears nothing more, the others go on; its stop
+/// again changes nothing; the other 1 s listener goes: the stream restarts
+/// asking for 2 s and the 2 s listener keeps hearing reports.
+#[test]
+fn a_shared_minimum_period_survives_one_of_its_listeners_and_stop_is_idempotent() {
+    let b = reporting();
+    let rt = Runtime::new().unwrap();
+    let (ch, ctl) = listening::channel(
+        &rt,
+        &b.target(),
+        &[(1, secs_f(1.0)), (2, secs_f(1.0)), (3, secs_f(2.0))],
+        plaintext(),
+    );
+    echo(&mut ch.reader(), true).unwrap();
+    wait_until("every listener's reports", || {
+        (1..=3).all(|t| ctl.reports_of(t).len() >= 2)
+    });
+    assert_eq!(b.n_streams(), 1);
+    assert_eq!(request_interval(&b.streams()[0].raw), secs_f(1.0));
+
+    ctl.run(UnregisterKeep(1));
+    let heard = ctl.reports_of(1).len();
+    let (two, three) = (ctl.reports_of(2).len(), ctl.reports_of(3).len());
+    still(
+        &b,
+        1,
+        ms(400),
+        "removing one of two 1 s listeners restarted",
+    );
+    assert_eq!(
+        ctl.reports_of(1).len(),
+        heard,
+        "a removed listener heard more"
+    );
+    assert!(ctl.reports_of(2).len() >= two + 3);
+    assert!(ctl.reports_of(3).len() >= three + 3);
+
+    ctl.run(UnregisterKeep(1));
+    still(
+        &b,
+        1,
+        ms(300),
+        "a second stop of the same listener restarted",
+    );
+    assert!(b.streams()[0].ended.is_none());
+
+    ctl.run(Unregister(2));
+    wait_until("a stream asking for 2 s", || b.n_streams() == 2);
+    assert_eq!(request_interval(&b.streams()[1].raw), secs_f(2.0));
+    let three = ctl.reports_of(3).len();
+    wait_until("listener 3 on the new stream", || {
+        ctl.reports_of(3).len() >= three + 3
+    });
+    assert_eq!(ctl.reports_of(1).len(), heard);
+}
+
+/// gRPC-Go `runStream`: `ReportInterval: durationpb.New(interval)` is
+/// always set, so a listener asking for 0 sends `report_interval {}` (bytes
+/// 0a 00), which the server clamps to its minimum (A51: the server's
+/// minimum applies); the listener gets reports.
+#[test]
+fn a_zero_period_is_sent_as_an_empty_duration() {
+    let b = reporting();
+    let rt = Runtime::new().unwrap();
+    let (ch, ctl) = listening::channel(&rt, &b.target(), &[(1, Duration::ZERO)], plaintext());
+    echo(&mut ch.reader(), true).unwrap();
+    wait_until("the stream", || b.n_streams() == 1);
+    assert_eq!(b.streams()[0].raw, vec![0x0a, 0x00]);
+    wait_until("reports", || ctl.reports_of(1).len() >= 2);
+}
+
+/// gRPC-Go `orca/orca_test.go` `TestToLoadReport` "multiple load reports"
+/// (`ToLoadReport`: error, so `balancerload.Parse` gives no `ServerLoad`,
+/// and WRR's `Done` sees none): a call whose trailers carry two
+/// `endpoint-load-metrics-bin` values has no load report; the call
+/// succeeds. Control: one value is a report. (grpc-java reads
+/// `Metadata.get`, the last value: it would take 0.7; implementations
+/// disagree.)
+#[test]
+fn two_per_call_load_reports_are_no_report() {
+    let b = silent();
+    let rt = Runtime::new().unwrap();
+    let (ch, ctl) = listening::channel(&rt, &b.target(), &[], plaintext());
+    let mut r = ch.reader();
+    *b.st.call_trailers.lock().unwrap() = vec![b64(&cpu_report(0.5))];
+    echo(&mut r, true).unwrap();
+    wait_until("the done hook", || ctl.loads.lock().unwrap().len() == 1);
+    assert_eq!(
+        ctl.loads.lock().unwrap()[0],
+        owned(&[("cpu_utilization", 0.5), ("rps_fractional", 100.0)])
+    );
+    *b.st.call_trailers.lock().unwrap() = vec![b64(&cpu_report(0.5)), b64(&cpu_report(0.7))];
+    echo(&mut r, true).unwrap();
+    wait_until("the done hook", || ctl.loads.lock().unwrap().len() == 2);
+    assert_eq!(ctl.loads.lock().unwrap()[1], vec![]);
+}
+
+/// gRFC A51: "When the client subchannel is shutting down or when the
+/// backend sends a `GOAWAY`, the client will cancel the
+/// `StreamCoreMetrics` call" (gRPC-Go: the GOAWAY moves the SubConn out
+/// of READY, and `updateState` → `closeProducers` cancels the stream). The
+/// backend sends a graceful GOAWAY and leaves the open ORCA stream alone:
+/// the client cancels it (so the old connection can drain), and the next
+/// connection gets a stream of its own.
+#[test]
+fn a_graceful_goaway_cancels_the_stream_and_the_next_connection_opens_one() {
+    let b = silent();
+    let rt = Runtime::new().unwrap();
+    let (ch, _ctl) = listening::channel(&rt, &b.target(), &[(1, secs_f(1.0))], plaintext());
+    let mut r = ch.reader();
+    echo(&mut r, true).unwrap();
+    wait_until("the stream", || b.n_streams() == 1);
+    b.goaway();
+    wait_until("the stream on the GOAWAY'd connection ended", || {
+        b.streams()[0].ended.is_some()
+    });
+    assert!(b.streams()[0].by_client, "{:#?}", b.streams());
+    wait_until("a stream on the next connection", || {
+        let _ = echo(&mut r, true);
+        b.n_streams() == 2
+    });
+    let s = b.streams();
+    assert_eq!((s[0].conn, s[1].conn), (1, 2), "{s:#?}");
+    assert_eq!(request_interval(&s[1].raw), secs_f(1.0));
+}
+
+// ------------------------------------------- a parent over round_robin
+
+/// gRPC-Go `producer_test.go`'s `customLB`: round_robin wrapped by a
+/// policy whose `ClientConn` wrapper registers an OOB listener on every
+/// subchannel round_robin makes (`ccWrapper.NewSubConn`), round_robin
+/// knowing nothing of it (gRFC A51: "it should be possible for a non-leaf
+/// LB policy to subscribe to out-of-band reports from a child policy like
+/// `round_robin`").
+mod wrapping {
+    use super::*;
+
+    pub struct Heard(pub Mutex<Vec<f64>>);
+    impl LoadReportListener for Heard {
+        fn on_load_report(&self, load: &[(&str, f64)]) {
+            for (k, v) in load {
+                if *k == "cpu_utilization" {
+                    self.0.lock().unwrap().push(*v);
+                }
+            }
+        }
+    }
+
+    struct Wrap<'a> {
+        cc: &'a mut dyn ClientConn,
+        heard: Arc<Heard>,
+    }
+
+    impl ClientConn for Wrap<'_> {
+        fn new_subconn(&mut self, address: Address) -> Result<Arc<SubConn>, String> {
+            let sc = self.cc.new_subconn(address)?;
+            self.cc
+                .register_oob_listener(sc.id(), Duration::from_millis(50), self.heard.clone());
+            Ok(sc)
+        }
+        fn connect(&mut self, sc: SubConnId) {
+            self.cc.connect(sc)
+        }
+        fn shutdown_subconn(&mut self, sc: SubConnId) {
+            self.cc.shutdown_subconn(sc)
+        }
+        fn update_state(&mut self, state: ConnectivityState, picker: Box<dyn Picker>) {
+            self.cc.update_state(state, picker)
+        }
+        fn resolve_now(&mut self) {
+            self.cc.resolve_now()
+        }
+        fn schedule_timer(&mut self, after: Duration) -> TimerToken {
+            self.cc.schedule_timer(after)
+        }
+        fn cancel_timer(&mut self, token: TimerToken) {
+            self.cc.cancel_timer(token)
+        }
+        fn now(&self) -> Instant {
+            self.cc.now()
+        }
+        fn clock(&self) -> Arc<dyn Clock> {
+            self.cc.clock()
+        }
+        fn random(&mut self) -> u64 {
+            self.cc.random()
+        }
+        fn work_scheduler(&self) -> WorkScheduler {
+            self.cc.work_scheduler()
+        }
+        fn register_oob_listener(
+            &mut self,
+            sc: SubConnId,
+            period: Duration,
+            listener: Arc<dyn LoadReportListener>,
+        ) -> OobListenerId {
+            self.cc.register_oob_listener(sc, period, listener)
+        }
+        fn unregister_oob_listener(&mut self, id: OobListenerId) {
+            self.cc.unregister_oob_listener(id)
+        }
+    }
+
+    struct Parent {
+        inner: Box<dyn Balancer>,
+        heard: Arc<Heard>,
+    }
+
+    impl Parent {
+        fn w<'a>(&self, cc: &'a mut dyn ClientConn) -> Wrap<'a> {
+            Wrap {
+                cc,
+                heard: self.heard.clone(),
+            }
+        }
+    }
+
+    impl Balancer for Parent {
+        fn update_client_conn_state(
+            &mut self,
+            cc: &mut dyn ClientConn,
+            s: ClientConnState,
+        ) -> Result<(), String> {
+            let mut w = self.w(cc);
+            self.inner.update_client_conn_state(&mut w, s)
+        }
+        fn resolver_error(&mut self, cc: &mut dyn ClientConn, e: &str) {
+            let mut w = self.w(cc);
+            self.inner.resolver_error(&mut w, e)
+        }
+        fn update_subconn_state(
+            &mut self,
+            cc: &mut dyn ClientConn,
+            id: SubConnId,
+            s: &SubConnState,
+        ) {
+            let mut w = self.w(cc);
+            self.inner.update_subconn_state(&mut w, id, s)
+        }
+        fn exit_idle(&mut self, cc: &mut dyn ClientConn) {
+            let mut w = self.w(cc);
+            self.inner.exit_idle(&mut w)
+        }
+        fn work(&mut self, cc: &mut dyn ClientConn) {
+            let mut w = self.w(cc);
+            self.inner.work(&mut w)
+        }
+        fn timer(&mut self, cc: &mut dyn ClientConn, t: TimerToken) {
+            let mut w = self.w(cc);
+            self.inner.timer(&mut w, t)
+        }
+        fn close(&mut self, cc: &mut dyn ClientConn) {
+            let mut w = self.w(cc);
+            self.inner.close(&mut w)
+        }
+    }
+
+    struct Build(Arc<Heard>, String);
+    impl Builder for Build {
+        fn name(&self) -> &str {
+            &self.1
+        }
+        fn build(&self) -> Box<dyn Balancer> {
+            Box::new(Parent {
+                inner: registry::get("round_robin").unwrap().build(),
+                heard: self.0.clone(),
+            })
+        }
+    }
+
+    pub fn channel(rt: &Runtime, target: &str) -> (Channel, Arc<Heard>) {
+        static NEXT: AtomicU64 = AtomicU64::new(0);
+        let name = format!("go_custom_lb_{}", NEXT.fetch_add(1, Ordering::Relaxed));
+        let heard = Arc::new(Heard(Mutex::new(Vec::new())));
+        registry::register(Arc::new(Build(heard.clone(), name.clone())));
+        let config = format!(r#"{{"loadBalancingConfig":[{{"{name}":{{}}}}]}}"#);
+        (
+            super::channel(rt, target, Some(&config), plaintext()),
+            heard,
+        )
+    }
+}
+
+/// gRPC-Go `TestProducer` (a listener registered by a parent on the
+/// child's subchannels hears the server's reports, and their changes):
+/// two backends under the wrapped round_robin, each reporting its own
+/// cpu; the one listener hears both, each backend one stream asking for
+/// 50 ms; a changed report reaches it too; the calls go round robin.
+#[test]
+fn a_parent_policy_hears_oob_reports_from_its_round_robin_childs_subchannels() {
+    let (a, b) = (reporting(), reporting());
+    a.set_report(cpu_report(0.25));
+    b.set_report(cpu_report(0.75));
+    let rt = Runtime::new().unwrap();
+    let target = format!("ipv4:{},{}", a.addr, b.addr);
+    let (ch, heard) = wrapping::channel(&rt, &target);
+    let mut r = ch.reader();
+    let per = split(&mut r, 20);
+    assert_eq!(per.len(), 2, "{per:?}");
+    let has = |v: f64| heard.0.lock().unwrap().contains(&v);
+    wait_until("both backends' reports", || has(0.25) && has(0.75));
+    for s in [&a, &b] {
+        assert_eq!(s.n_streams(), 1);
+        assert_eq!(request_interval(&s.streams()[0].raw), ms(50));
+    }
+    a.set_report(cpu_report(0.5));
+    wait_until("the changed report", || has(0.5));
 }
