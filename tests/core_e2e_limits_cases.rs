@@ -19,7 +19,7 @@
 //! `pending_open`. C-core and gRPC-Go never send it.
 //! Other retry_*.cc tests are already pinned by tests/retry_core_cases.rs,
 //! tests/managed/retry.rs, tests/retry_go_tables.rs and
-//! tests/keepalive_goaway_go_cases.rs, or are about streaming calls / C-core
+//! tests/keepalive_goaway_cases.rs, or are about streaming calls / C-core
 //! filters switchyard has no equivalent for.
 
 #[path = "common/tokio_host.rs"]

@@ -1,4 +1,8 @@
-//! Probe: gRPC-Go's client keepalive tests (gRFC A8;
+//! Client keepalive and GOAWAY, and the client transport around them, as
+//! gRPC's own tests check them, in two parts below.
+//!
+//! ## gRPC-Go
+//! gRPC-Go's client keepalive tests (gRFC A8;
 //! internal/transport/keepalive_test.go, dial_test.go) and GOAWAY tests
 //! (test/goaway_test.go) ported onto switchyard's managed connector. A
 //! hand-written HTTP/2 server on 127.0.0.1 (as in tests/conn_go_cases.rs)
@@ -13,6 +17,15 @@
 //! `switchyard::transport::set_min_keepalive_time_for_testing`
 //! (process-wide): every test here sets it to `FLOOR` (100 ms) before it
 //! builds its channel, so tests running in parallel agree.
+//!
+//! ## grpc-java
+//! grpc-java's client transport tests ported onto switchyard's
+//! managed connector: core/src/test/java/io/grpc/internal/KeepAliveManagerTest.java
+//! and netty/src/test/java/io/grpc/netty/NettyClientHandlerTest.java /
+//! NettyClientTransportTest.java, where observable through managed unary
+//! calls, on the same scripted server (with manual PING acks and a
+//! SETTINGS_MAX_CONCURRENT_STREAMS). Not repeated: what the gRPC-Go part,
+//! conn_go_cases.rs and channel_java_cases.rs already pin.
 
 #[path = "common/h2_frames.rs"]
 mod h2_frames;
@@ -99,6 +112,7 @@ impl Server {
                                 stop: st,
                                 end: Instant::now() + LIFETIME,
                                 buf: Vec::new(),
+                                unacked: Vec::new(),
                             };
                             let _ = h(&mut c);
                         }));
@@ -200,6 +214,8 @@ struct H2 {
     stop: Arc<AtomicBool>,
     end: Instant,
     buf: Vec<u8>,
+    /// Payloads of PINGs not acknowledged (while `acks` is off).
+    unacked: Vec<Vec<u8>>,
 }
 
 impl H2 {
@@ -291,6 +307,8 @@ impl H2 {
                             self.note(Ev::Ping);
                             if self.acks.load(Ordering::Acquire) {
                                 self.send(&frame(PING, ACK, 0, &payload))?
+                            } else {
+                                self.unacked.push(payload.clone());
                             }
                         }
                         HEADERS => self.note(Ev::Headers(f.stream)),
@@ -503,14 +521,58 @@ fn gaps(t: &[Instant]) -> Vec<f64> {
     t.windows(2).map(|w| (w[1] - w[0]).as_secs_f64()).collect()
 }
 
-// ===========================================================================
-// (a) Client keepalive: internal/transport/keepalive_test.go.
+const PROTOCOL_ERROR: u32 = 0x1;
+const REFUSED_STREAM: u32 = 0x7;
+const CANCEL: u32 = 0x8;
 
-/// gRPC-Go `TestKeepaliveClientClosesUnresponsiveServer`: PermitWithoutStream,
-/// a server that never acks PINGs: the client closes the transport
-/// (`keepalive()`: "keepalive ping failed to receive ACK within timeout"),
-/// and (clientconn.go `createTransport`'s onClose) the subchannel goes
-/// IDLE; the next use reconnects.
+impl H2 {
+    /// Preface read, SETTINGS with MAX_CONCURRENT_STREAMS = `n` sent.
+    fn greet_max_streams(&mut self, n: u32) -> io::Result<()> {
+        self.preface()?;
+        let mut p = vec![0, 3];
+        p.extend(n.to_be_bytes());
+        self.send(&frame(SETTINGS, 0, 0, &p))
+    }
+
+    fn ack_pending_pings(&mut self) -> io::Result<()> {
+        for p in std::mem::take(&mut self.unacked) {
+            self.send(&frame(PING, ACK, 0, &p))?;
+        }
+        Ok(())
+    }
+
+    /// Reads until a PING went unacknowledged (bounded by `within`).
+    fn until_unacked_ping(&mut self, within: Duration) -> io::Result<bool> {
+        let end = Instant::now() + within;
+        while self.unacked.is_empty() && Instant::now() < end {
+            if !self.idle_for(Duration::from_millis(10))? {
+                return Ok(false);
+            }
+        }
+        Ok(!self.unacked.is_empty())
+    }
+
+    fn rst(&mut self, stream: u32, code: u32) -> io::Result<()> {
+        self.send(&frame(RST_STREAM, 0, stream, &code.to_be_bytes()))
+    }
+}
+
+fn conn_of(server: &Server, stream_seen: impl Fn(usize) -> bool) -> bool {
+    server.wait_for(Duration::from_secs(5), |l| {
+        l.iter()
+            .any(|(i, e, _)| matches!(e, Ev::Headers(_)) && stream_seen(*i))
+    })
+}
+
+// ===========================================================================
+// KeepAliveManagerTest
+
+/// KeepAliveManagerTest `keepAlivePingDelayedByIncomingData` (and
+/// NettyClientHandler `onDataRead` -> `keepAliveManager.onDataReceived()`):
+/// data read on the transport postpones the keepalive PING. gRPC-Go agrees
+/// (http2_client.go `keepalive()`: any read updates `lastRead`). A response
+/// message trickled one byte per 100 ms for ~2 s, keepalive time 400 ms:
+/// the client sends no PING while the data keeps coming.
 #[test]
 fn keepalive_client_closes_unresponsive_server() {
     let server = Server::start(|c| {
@@ -1436,5 +1498,670 @@ fn too_many_pings_from_one_backend_doubles_keepalive_for_the_whole_channel() {
         (0.18..0.4).contains(&first),
         "B's new connection pinged {first:.3} s after connecting, want ~0.2 s (doubled channel-wide)"
     );
+    ch.close();
+}
+
+// ---------------------------------------------------------------- grpc-java
+
+#[test]
+fn keepalive_ping_delayed_by_incoming_data() {
+    let server = Server::start(|c| {
+        c.greet()?;
+        let Some(s) = c.request()? else { return Ok(()) };
+        let mut block = lit(b":status", b"200");
+        block.extend(lit(b"content-type", b"application/grpc"));
+        c.send(&frame(HEADERS, END_HEADERS, s, &block))?;
+        for b in msg(b"0123456789abcdef") {
+            if !c.idle_for(Duration::from_millis(100))? {
+                return Ok(());
+            }
+            c.send(&frame(DATA, 0, s, &[b]))?;
+        }
+        c.send(&frame(
+            HEADERS,
+            END_HEADERS | END_STREAM,
+            s,
+            &lit(b"grpc-status", b"0"),
+        ))?;
+        c.until_eof()
+    });
+    let rt = Runtime::new().unwrap();
+    let ch = channel_ka(&rt, &server, ka(400, 2000, false));
+    wait_ready(&ch);
+    let r = call(&ch, Duration::from_secs(8), false);
+    assert_eq!(outcome(&r), Ok(b"0123456789abcdef".to_vec()));
+    assert_eq!(server.pings(0).len(), 0, "PINGs while data kept arriving");
+    ch.close();
+}
+
+/// KeepAliveManagerTest `pingSentThenIdleThenActiveThenAck`
+/// (keepaliveWithoutCalls false): a PING goes out during call 1; call 1
+/// ends (transport idle) before the ack; call 2 starts (active); then the
+/// ack arrives: another PING is scheduled and sent keepalive time later
+/// while call 2 runs.
+#[test]
+fn ping_sent_then_idle_then_active_then_ack_schedules_next_ping() {
+    let server = Server::start(|c| {
+        c.greet()?;
+        let Some(s1) = c.request()? else {
+            return Ok(());
+        };
+        if !c.until_unacked_ping(Duration::from_secs(3))? {
+            return Ok(());
+        }
+        c.answer_ok(s1)?;
+        let Some(s2) = c.request()? else {
+            return Ok(());
+        };
+        c.ack_pending_pings()?;
+        if !c.idle_for(Duration::from_millis(1500))? {
+            return Ok(());
+        }
+        c.answer_ok(s2)?;
+        c.until_eof()
+    });
+    server.acks.store(false, Ordering::Release);
+    let rt = Runtime::new().unwrap();
+    let ch = channel_ka(&rt, &server, ka(300, 5000, false));
+    wait_ready(&ch);
+    let r1 = call(&ch, Duration::from_secs(5), false);
+    assert_eq!(outcome(&r1), Ok(b"ok".to_vec()));
+    let r2 = call(&ch, Duration::from_secs(5), false);
+    assert_eq!(outcome(&r2), Ok(b"ok".to_vec()));
+    let pings = server.pings(0);
+    assert!(pings.len() >= 2, "pings: {:?}", gaps(&pings));
+    ch.close();
+}
+
+/// KeepAliveManagerTest `clientKeepAlivePinger_pingTimeout`: an unacked
+/// keepalive PING shuts the transport down with UNAVAILABLE ("Keepalive
+/// failed. The connection is likely gone"); the call in flight fails
+/// UNAVAILABLE. (gRPC-Go words it "keepalive ping failed to receive ACK
+/// within timeout"; only the code and the mention of keepalive are pinned.)
+#[test]
+fn keepalive_timeout_fails_the_call_unavailable_naming_keepalive() {
+    let server = Server::start(|c| {
+        c.greet()?;
+        let Some(_) = c.request()? else { return Ok(()) };
+        c.until_eof()
+    });
+    server.acks.store(false, Ordering::Release);
+    let rt = Runtime::new().unwrap();
+    let ch = channel_ka(&rt, &server, ka(200, 300, false));
+    wait_ready(&ch);
+    let r = call(&ch, Duration::from_secs(5), false);
+    let o = outcome(&r);
+    assert!(
+        matches!(&o, Err((Code::Unavailable, m)) if m.to_lowercase().contains("keepalive")),
+        "{o:?}"
+    );
+    assert!(server.wait_eof(0, Duration::from_secs(2)));
+    ch.close();
+}
+
+// ===========================================================================
+// NettyClientHandlerTest / NettyClientTransportTest
+
+/// NettyClientHandlerTest `receivedGoAwayShouldFailUnknownStreams`: an
+/// abrupt GOAWAY (last-stream-id 0, CANCEL, debug "this is a test") for a
+/// sent stream. grpc-java deliberately treats it as PROCESSED (no
+/// transparent retry) and fails the call CANCELLED "Abrupt GOAWAY closed
+/// sent stream. HTTP/2 error code: CANCEL, debug data: this is a test"
+/// (NettyClientHandler `goingAway`, `abruptGoAwayStatusConservative`, a
+/// Netty-bug workaround). gRPC-Go (and gRFC A6: streams above the GOAWAY's
+/// last-stream-id were not processed) retries transparently. Pinned here:
+/// the gRPC-Go / A6 behaviour; the call succeeds on a second connection.
+#[test]
+fn abrupt_goaway_cancel_below_a_sent_stream_retries_it_transparently() {
+    let server = Server::start(|c| {
+        if c.index == 0 {
+            c.greet()?;
+            let Some(_) = c.request()? else { return Ok(()) };
+            c.goaway(0, CANCEL, b"this is a test")?;
+            c.idle_for(Duration::from_millis(200))?;
+            Ok(())
+        } else {
+            c.serve_good()
+        }
+    });
+    let rt = Runtime::new().unwrap();
+    let ch = channel(&rt, &server);
+    wait_ready(&ch);
+    let r = call(&ch, Duration::from_secs(5), false);
+    assert_eq!(outcome(&r), Ok(b"ok".to_vec()));
+    assert_eq!(server.streams(1).len(), 1, "{:?}", server.events());
+    ch.close();
+}
+
+/// The same with PROTOCOL_ERROR (NettyClientHandlerTest
+/// `receivedGoAwayErrorShouldRefuseLaterStreamId`: grpc-java PROCESSED,
+/// gRPC-Go transparent retry).
+#[test]
+fn abrupt_goaway_protocol_error_below_a_sent_stream_retries_it_transparently() {
+    let server = Server::start(|c| {
+        if c.index == 0 {
+            c.greet()?;
+            let Some(_) = c.request()? else { return Ok(()) };
+            c.goaway(0, PROTOCOL_ERROR, b"")?;
+            c.idle_for(Duration::from_millis(200))?;
+            Ok(())
+        } else {
+            c.serve_good()
+        }
+    });
+    let rt = Runtime::new().unwrap();
+    let ch = channel(&rt, &server);
+    wait_ready(&ch);
+    let r = call(&ch, Duration::from_secs(5), false);
+    assert_eq!(outcome(&r), Ok(b"ok".to_vec()));
+    ch.close();
+}
+
+/// NettyClientHandlerTest
+/// `receivedGoAway_shouldFailBufferedStreamsExceedingMaxConcurrentStreams`:
+/// MAX_CONCURRENT_STREAMS 1, call A sent, call B buffered; a GOAWAY
+/// (MAX_ID, NO_ERROR) fails the buffered B as MISCARRIED ("Abrupt GOAWAY
+/// closed unsent stream ... At MAX_CONCURRENT_STREAMS limit"), which the
+/// channel retries transparently; A completes on the old connection. B
+/// is never sent on the old connection and succeeds on a new one.
+#[test]
+fn goaway_moves_a_buffered_stream_over_max_concurrent_streams_to_a_new_connection() {
+    let server = Server::start(|c| {
+        if c.index == 0 {
+            c.greet_max_streams(1)?;
+            let Some(s) = c.request()? else { return Ok(()) };
+            if !c.idle_for(Duration::from_millis(400))? {
+                return Ok(());
+            }
+            c.goaway(MAX_ID, NO_ERROR, b"")?;
+            c.idle_for(Duration::from_millis(100))?;
+            c.answer_ok(s)?;
+            c.idle_for(Duration::from_millis(1000))?;
+            Ok(())
+        } else {
+            c.serve_good()
+        }
+    });
+    let rt = Runtime::new().unwrap();
+    let ch = channel(&rt, &server);
+    wait_ready(&ch);
+    let a = start(&ch, Duration::from_secs(5), false);
+    assert!(conn_of(&server, |i| i == 0));
+    let b = start(&ch, Duration::from_secs(5), false);
+    let ra = a.recv_timeout(Duration::from_secs(6)).unwrap();
+    let rb = b.recv_timeout(Duration::from_secs(6)).unwrap();
+    assert_eq!(outcome(&ra), Ok(b"ok".to_vec()));
+    assert_eq!(outcome(&rb), Ok(b"ok".to_vec()));
+    assert_eq!(server.streams(0), vec![1], "{:?}", server.events());
+    assert_eq!(server.streams(1).len(), 1, "{:?}", server.events());
+    ch.close();
+}
+
+/// NettyClientTransportTest `bufferedStreamsShouldBeClosedWhenConnectionTerminates`
+/// and NettyClientHandlerTest `channelClosureShouldFailBufferedStreams`
+/// (MISCARRIED) / `channelShutdownShouldFailInFlightStreams` (UNAVAILABLE,
+/// PROCESSED): MAX_CONCURRENT_STREAMS 1, A sent, B buffered, the server
+/// hangs up: A fails UNAVAILABLE; B, never sent, is retried transparently
+/// and succeeds on a new connection.
+#[test]
+fn hang_up_fails_the_sent_stream_and_retries_the_buffered_one() {
+    let server = Server::start(|c| {
+        if c.index == 0 {
+            c.greet_max_streams(1)?;
+            let Some(_) = c.request()? else { return Ok(()) };
+            c.idle_for(Duration::from_millis(400))?;
+            Ok(()) // hang up
+        } else {
+            c.serve_good()
+        }
+    });
+    let rt = Runtime::new().unwrap();
+    let ch = channel(&rt, &server);
+    wait_ready(&ch);
+    let a = start(&ch, Duration::from_secs(5), false);
+    assert!(conn_of(&server, |i| i == 0));
+    let b = start(&ch, Duration::from_secs(5), false);
+    let ra = a.recv_timeout(Duration::from_secs(6)).unwrap();
+    let rb = b.recv_timeout(Duration::from_secs(6)).unwrap();
+    assert!(
+        matches!(outcome(&ra), Err((Code::Unavailable, _))),
+        "{:?}",
+        outcome(&ra)
+    );
+    assert_eq!(outcome(&rb), Ok(b"ok".to_vec()));
+    assert_eq!(server.streams(0), vec![1], "{:?}", server.events());
+    ch.close();
+}
+
+/// NettyClientHandlerTest `receivedResetWithRefuseCode`: RST_STREAM
+/// REFUSED_STREAM is RpcProgress.REFUSED, retried transparently (gRPC-Go
+/// agrees); the call succeeds on the retry.
+#[test]
+fn rst_refused_stream_is_retried_transparently() {
+    let refused = Arc::new(AtomicBool::new(false));
+    let r2 = refused.clone();
+    let server = Server::start(move |c| {
+        c.greet()?;
+        while let Some(s) = c.request()? {
+            if !r2.swap(true, Ordering::AcqRel) {
+                c.rst(s, REFUSED_STREAM)?;
+            } else {
+                c.answer_ok(s)?;
+            }
+        }
+        Ok(())
+    });
+    let rt = Runtime::new().unwrap();
+    let ch = channel(&rt, &server);
+    wait_ready(&ch);
+    let r = call(&ch, Duration::from_secs(5), false);
+    assert_eq!(outcome(&r), Ok(b"ok".to_vec()));
+    assert!(refused.load(Ordering::Acquire));
+    ch.close();
+}
+
+/// grpc-java's RST_STREAM table (GrpcUtil.Http2Error, used by
+/// NettyClientHandler `onRstStreamRead`) where it differs from gRPC-Go's
+/// (pinned in conn_go_cases.rs `server_rst_stream_codes_map_as_grpc_go`):
+/// NO_ERROR -> UNAVAILABLE (Go INTERNAL), HTTP_1_1_REQUIRED -> UNKNOWN
+/// (Go INTERNAL). Implementations disagree: switchyard follows gRPC-Go and
+/// gRPC's PROTOCOL-HTTP2 doc (both INTERNAL), pinned here.
+#[test]
+fn rst_stream_codes_map_as_grpc_go_not_java() {
+    let table: Vec<(u32, Code)> = vec![(0x0, Code::Internal), (0xd, Code::Internal)];
+    let codes: Vec<u32> = table.iter().map(|(c, _)| *c).collect();
+    let queue = Arc::new(Mutex::new(codes));
+    let server = Server::start(move |c| {
+        c.greet()?;
+        while let Some(s) = c.request()? {
+            let next = {
+                let mut q = queue.lock().unwrap();
+                (!q.is_empty()).then(|| q.remove(0))
+            };
+            match next {
+                Some(code) => c.rst(s, code)?,
+                None => c.answer_ok(s)?,
+            }
+        }
+        Ok(())
+    });
+    let rt = Runtime::new().unwrap();
+    let ch = channel(&rt, &server);
+    wait_ready(&ch);
+    let mut wrong = Vec::new();
+    for (code, want) in &table {
+        let o = outcome(&call(&ch, Duration::from_secs(5), true));
+        if !matches!(&o, Err((c, _)) if c == want) {
+            wrong.push(format!("RST {code:#x}: want {want:?}, got {o:?}"));
+        }
+    }
+    assert!(wrong.is_empty(), "{wrong:#?}");
+    ch.close();
+}
+
+/// NettyClientHandler `onPingRead` -> `keepAliveManager.onDataReceived()`
+/// (KeepAliveManagerTest `keepAlivePingDelayedByIncomingData`): PINGs from
+/// the server are reads too, so a client with keepaliveWithoutCalls true
+/// and no calls sends no PING while the server pings every 100 ms
+/// (keepalive time 400 ms). gRPC-Go agrees (any read updates `lastRead`).
+#[test]
+fn server_pings_postpone_client_keepalive() {
+    let server = Server::start(|c| {
+        c.greet()?;
+        for i in 0..20u64 {
+            if !c.idle_for(Duration::from_millis(100))? {
+                return Ok(());
+            }
+            c.send(&frame(PING, 0, 0, &i.to_be_bytes()))?;
+        }
+        c.until_eof()
+    });
+    let rt = Runtime::new().unwrap();
+    let ch = channel_ka(&rt, &server, ka(400, 2000, true));
+    wait_ready(&ch);
+    let t0 = Instant::now();
+    thread::sleep(Duration::from_millis(1800));
+    let during: Vec<f64> = server
+        .pings(0)
+        .iter()
+        .map(|t| t.saturating_duration_since(t0).as_secs_f64())
+        .collect();
+    assert!(
+        during.is_empty(),
+        "client PINGs at {during:?} s while the server pinged"
+    );
+    // Once the server stops, keepalive resumes.
+    assert!(
+        server.wait_for(Duration::from_secs(3), |_| !server.pings(0).is_empty()),
+        "no PING after the server went quiet"
+    );
+    ch.close();
+}
+
+/// NettyClientHandlerTest `receivedGoAway_enhanceYourCalmWithoutTooManyPings`:
+/// a GOAWAY ENHANCE_YOUR_CALM whose debug data is not "too_many_pings"
+/// does not double the keepalive time (gRPC-Go: same check in
+/// `handleGoAway`). Keepalive 300 ms: the next connection's first PING
+/// still comes ~300 ms after connecting, not ~600 ms.
+#[test]
+fn enhance_your_calm_without_too_many_pings_keeps_keepalive_time() {
+    let server = Server::start(|c| {
+        c.greet()?;
+        if c.index >= 1 {
+            return c.until_eof();
+        }
+        while let Some(f) = c.next()? {
+            if f.kind == PING && f.flags & ACK == 0 {
+                c.goaway(0, ENHANCE_YOUR_CALM, b"not_many_pings")?;
+                break;
+            }
+        }
+        c.until_eof()
+    });
+    let rt = Runtime::new().unwrap();
+    let ch = channel_ka(&rt, &server, ka(300, 2000, true));
+    let mut firsts = Vec::new();
+    for conn in 0..2 {
+        ch.connect().unwrap();
+        assert!(
+            server.wait_for(Duration::from_secs(3), |_| !server.pings(conn).is_empty()),
+            "no ping on connection {conn}: {:?}",
+            server.events()
+        );
+        firsts.push((server.pings(conn)[0] - server.accepted()[conn]).as_secs_f64());
+        if conn == 0 {
+            assert!(
+                server.wait_eof(0, Duration::from_secs(2)),
+                "{:?}",
+                server.events()
+            );
+            states_until(&ch, Duration::from_secs(2), |s| s == Idle);
+        }
+    }
+    assert!(
+        firsts[1] < 0.5,
+        "first-ping delays {firsts:?} s: keepalive doubled for 'not_many_pings'"
+    );
+    ch.close();
+}
+
+/// NettyClientHandler `goingAway` (`channelInactiveReason`): a GOAWAY
+/// (last-stream-id = the call's stream, INTERNAL_ERROR, debug "boom") then
+/// the connection closes: the call, below the last-stream-id, fails and
+/// its status carries the GOAWAY's error code and debug data. grpc-java:
+/// INTERNAL "Connection closed after GOAWAY. HTTP/2 error code:
+/// INTERNAL_ERROR, debug data: boom"; gRPC-Go: UNAVAILABLE "... received
+/// prior goaway: code: INTERNAL_ERROR, debug data: \"boom\"". Pinned: the
+/// call fails (not retried) and the message names the code and the data.
+#[test]
+fn goaway_error_code_and_debug_data_reach_the_failed_call() {
+    let server = Server::start(|c| {
+        if c.index > 0 {
+            return c.serve_good();
+        }
+        c.greet()?;
+        let Some(s) = c.request()? else { return Ok(()) };
+        c.goaway(s, 0x2, b"boom")?;
+        c.idle_for(Duration::from_millis(100))?;
+        Ok(()) // hang up
+    });
+    let rt = Runtime::new().unwrap();
+    let ch = channel(&rt, &server);
+    wait_ready(&ch);
+    let o = outcome(&call(&ch, Duration::from_secs(5), false));
+    eprintln!("outcome: {o:?}");
+    assert!(
+        matches!(&o, Err((_, m)) if m.contains("INTERNAL_ERROR") && m.contains("boom")),
+        "{o:?}"
+    );
+    ch.close();
+}
+
+/// NettyClientHandlerTest `receivedGoAway_notUtf8`: GOAWAY debug data that
+/// is not UTF-8 (0xFF 0xF0 0x0A) is harmless: the call below the
+/// last-stream-id fails UNAVAILABLE when the connection closes, and the
+/// next call succeeds on a new connection.
+#[test]
+fn goaway_with_non_utf8_debug_data_is_harmless() {
+    let server = Server::start(|c| {
+        if c.index > 0 {
+            return c.serve_good();
+        }
+        c.greet()?;
+        let Some(s) = c.request()? else { return Ok(()) };
+        c.goaway(s, NO_ERROR, &[0xff, 0xf0, 0x0a])?;
+        c.idle_for(Duration::from_millis(100))?;
+        Ok(())
+    });
+    let rt = Runtime::new().unwrap();
+    let ch = channel(&rt, &server);
+    wait_ready(&ch);
+    let o = outcome(&call(&ch, Duration::from_secs(5), false));
+    eprintln!("outcome: {o:?}");
+    assert!(matches!(&o, Err((Code::Unavailable, _))), "{o:?}");
+    let o2 = outcome(&call(&ch, Duration::from_secs(5), true));
+    assert_eq!(o2, Ok(b"ok".to_vec()));
+    ch.close();
+}
+
+/// KeepAliveManagerTest `transportGoesIdleAfterPingSent`
+/// (keepaliveWithoutCalls false): a PING sent during a call, acked after
+/// the call ended: no more PINGs while idle; a new call wakes keepalive.
+#[test]
+fn ack_after_call_ended_goes_dormant_and_next_call_wakes_keepalive() {
+    let server = Server::start(|c| {
+        c.greet()?;
+        let Some(s1) = c.request()? else {
+            return Ok(());
+        };
+        if !c.until_unacked_ping(Duration::from_secs(3))? {
+            return Ok(());
+        }
+        c.answer_ok(s1)?;
+        if !c.idle_for(Duration::from_millis(100))? {
+            return Ok(());
+        }
+        c.ack_pending_pings()?;
+        c.acks.store(true, Ordering::Release);
+        while let Some(s) = c.request()? {
+            if !c.idle_for(Duration::from_millis(800))? {
+                return Ok(());
+            }
+            c.answer_ok(s)?;
+        }
+        Ok(())
+    });
+    server.acks.store(false, Ordering::Release);
+    let rt = Runtime::new().unwrap();
+    let ch = channel_ka(&rt, &server, ka(200, 3000, false));
+    wait_ready(&ch);
+    assert_eq!(
+        outcome(&call(&ch, Duration::from_secs(5), false)),
+        Ok(b"ok".to_vec())
+    );
+    thread::sleep(Duration::from_millis(900));
+    let idle = server.pings(0).len();
+    assert_eq!(
+        idle,
+        1,
+        "PINGs while idle after the ack: {:?}",
+        gaps(&server.pings(0))
+    );
+    assert_eq!(
+        outcome(&call(&ch, Duration::from_secs(5), false)),
+        Ok(b"ok".to_vec())
+    );
+    let after = server.pings(0).len();
+    assert!(
+        after >= idle + 2,
+        "the second call did not wake keepalive: {idle} -> {after}"
+    );
+    assert_eq!(server.accepted().len(), 1);
+    ch.close();
+}
+
+/// NettyClientHandlerTest `receivedGoAwayShouldFailBufferedStreams`:
+/// MAX_CONCURRENT_STREAMS 0, so the call is buffered; a GOAWAY (0, CANCEL,
+/// "this is a test") fails it UNAVAILABLE "GOAWAY closed buffered stream"
+/// as MISCARRIED, which the channel retries transparently: the call
+/// succeeds on a new connection and the first one never saw HEADERS.
+#[test]
+fn goaway_retries_a_stream_buffered_by_max_concurrent_streams_zero() {
+    let server = Server::start(|c| {
+        if c.index > 0 {
+            return c.serve_good();
+        }
+        c.greet_max_streams(0)?;
+        if !c.idle_for(Duration::from_millis(400))? {
+            return Ok(());
+        }
+        c.goaway(0, CANCEL, b"this is a test")?;
+        c.idle_for(Duration::from_millis(300))?;
+        Ok(())
+    });
+    let rt = Runtime::new().unwrap();
+    let ch = channel(&rt, &server);
+    wait_ready(&ch);
+    let o = outcome(&call(&ch, Duration::from_secs(5), false));
+    assert_eq!(o, Ok(b"ok".to_vec()), "{:?}", server.events());
+    assert!(server.streams(0).is_empty(), "{:?}", server.events());
+    ch.close();
+}
+
+/// NettyClientHandlerTest `channelClosureShouldFailBufferedStreams`:
+/// MAX_CONCURRENT_STREAMS 0, the call is buffered, the server hangs up:
+/// the buffered stream fails UNAVAILABLE as MISCARRIED and is retried
+/// transparently on a new connection.
+#[test]
+fn hang_up_retries_a_stream_buffered_by_max_concurrent_streams_zero() {
+    let server = Server::start(|c| {
+        if c.index > 0 {
+            return c.serve_good();
+        }
+        c.greet_max_streams(0)?;
+        c.idle_for(Duration::from_millis(400))?;
+        Ok(())
+    });
+    let rt = Runtime::new().unwrap();
+    let ch = channel(&rt, &server);
+    wait_ready(&ch);
+    let o = outcome(&call(&ch, Duration::from_secs(5), false));
+    assert_eq!(o, Ok(b"ok".to_vec()), "{:?}", server.events());
+    assert!(server.streams(0).is_empty(), "{:?}", server.events());
+    ch.close();
+}
+
+/// KeepAliveManagerTest `sendKeepAlivePings` ("Ping succeeds" is
+/// `onDataReceived()`: any read cancels the shutdown task): a server that
+/// never acks PINGs but keeps sending response data after the PING keeps
+/// the connection alive past the keepalive timeout. gRPC-Go agrees
+/// (`keepalive()` checks `lastRead` when the timeout fires).
+#[test]
+fn data_after_an_unacked_ping_stands_in_for_its_ack() {
+    let server = Server::start(|c| {
+        c.greet()?;
+        let Some(s) = c.request()? else { return Ok(()) };
+        if !c.until_unacked_ping(Duration::from_secs(3))? {
+            return Ok(());
+        }
+        let mut block = lit(b":status", b"200");
+        block.extend(lit(b"content-type", b"application/grpc"));
+        c.send(&frame(HEADERS, END_HEADERS, s, &block))?;
+        for b in msg(b"0123456789abcdef") {
+            if !c.idle_for(Duration::from_millis(80))? {
+                return Ok(());
+            }
+            c.send(&frame(DATA, 0, s, &[b]))?;
+        }
+        c.send(&frame(
+            HEADERS,
+            END_HEADERS | END_STREAM,
+            s,
+            &lit(b"grpc-status", b"0"),
+        ))?;
+        c.until_eof()
+    });
+    server.acks.store(false, Ordering::Release);
+    let rt = Runtime::new().unwrap();
+    let ch = channel_ka(&rt, &server, ka(300, 400, false));
+    wait_ready(&ch);
+    let r = call(&ch, Duration::from_secs(8), false);
+    assert_eq!(
+        outcome(&r),
+        Ok(b"0123456789abcdef".to_vec()),
+        "{:?}",
+        server.events()
+    );
+    assert_eq!(server.accepted().len(), 1);
+    ch.close();
+}
+
+/// NettyClientHandler `onConnectionError` (Utils.statusFromThrowable:
+/// Http2Exception -> INTERNAL "http2 exception") and Netty's
+/// Http2ConnectionHandler: a connection-level protocol error from the
+/// server (DATA on stream 0, RFC 9113 §6.1: PROTOCOL_ERROR) makes the
+/// client send GOAWAY(PROTOCOL_ERROR) (RFC 9113 §5.4.1 SHOULD) and close;
+/// the call in flight fails (code: see the next test); the next call
+/// works on a new connection.
+#[test]
+fn connection_protocol_error_sends_goaway_protocol_error_and_reconnects() {
+    let server = Server::start(|c| {
+        if c.index > 0 {
+            return c.serve_good();
+        }
+        c.greet()?;
+        let Some(_) = c.request()? else { return Ok(()) };
+        c.send(&frame(DATA, 0, 0, b"oops"))?;
+        c.until_eof()
+    });
+    let rt = Runtime::new().unwrap();
+    let ch = channel(&rt, &server);
+    wait_ready(&ch);
+    let o = outcome(&call(&ch, Duration::from_secs(5), false));
+    eprintln!("outcome: {o:?}");
+    assert!(
+        server.wait_eof(0, Duration::from_secs(3)),
+        "{:?}",
+        server.events()
+    );
+    let goaways: Vec<Ev> = server
+        .events()
+        .into_iter()
+        .filter(|(i, e, _)| *i == 0 && matches!(e, Ev::GoAway(..)))
+        .map(|(_, e, _)| e)
+        .collect();
+    eprintln!("client GOAWAYs: {goaways:?}");
+    let o2 = outcome(&call(&ch, Duration::from_secs(5), true));
+    assert_eq!(o2, Ok(b"ok".to_vec()));
+    assert!(
+        matches!(goaways.first(), Some(Ev::GoAway(_, PROTOCOL_ERROR, _))),
+        "client GOAWAYs: {goaways:?}"
+    );
+    assert!(
+        matches!(&o, Err((Code::Internal | Code::Unavailable, _))),
+        "{o:?}"
+    );
+    ch.close();
+}
+
+/// The status code of that call: grpc-java INTERNAL "http2 exception"
+/// (Utils.statusFromThrowable via NettyClientHandler `onConnectionError`);
+/// gRPC-Go UNAVAILABLE (http2_client.go `reader` -> `t.Close(connectionErrorf(..))`;
+/// Go also sends GOAWAY NO_ERROR "client transport shutdown", not
+/// PROTOCOL_ERROR). Implementations disagree: switchyard gives gRPC-Go's
+/// code (and sends GOAWAY PROTOCOL_ERROR, as RFC 9113 5.4.1 asks), pinned.
+#[test]
+fn connection_protocol_error_fails_the_call_unavailable_as_grpc_go() {
+    let server = Server::start(|c| {
+        c.greet()?;
+        let Some(_) = c.request()? else { return Ok(()) };
+        c.send(&frame(DATA, 0, 0, b"oops"))?;
+        c.until_eof()
+    });
+    let rt = Runtime::new().unwrap();
+    let ch = channel(&rt, &server);
+    wait_ready(&ch);
+    let o = outcome(&call(&ch, Duration::from_secs(5), false));
+    assert!(matches!(&o, Err((Code::Unavailable, _))), "{o:?}");
     ch.close();
 }
