@@ -125,7 +125,8 @@ impl Channel {
     /// (see [`crate::resolver`]; `host:port` is a DNS name), or is empty
     /// when the host supplies addresses (`update_addresses`);
     /// `service_config` is the default service config (JSON) or `None`
-    /// (pick_first): a service config from the resolver replaces it. An
+    /// (pick_first; empty text is `None` too, where gRPC-Go and C-core
+    /// refuse it): a service config from the resolver replaces it. An
     /// invalid one does not fail the constructor: as in gRPC, the channel
     /// is TRANSIENT_FAILURE from the start and its RPCs fail UNAVAILABLE
     /// with the parse error until a valid config arrives. The channel
