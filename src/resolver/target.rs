@@ -83,10 +83,16 @@ impl fmt::Display for Target {
 /// A URI path with its `%XX` escapes decoded; an escape that is not two
 /// hex digits, or bytes that are not UTF-8, are an error.
 fn percent_decoded(path: &str) -> Result<String, String> {
-    if !path.contains('%') {
-        return Ok(path.to_string());
-    }
-    let bytes = path.as_bytes();
+    let bytes =
+        unescaped(path, true).ok_or_else(|| format!("\"{path}\" has an invalid %-escape"))?;
+    String::from_utf8(bytes).map_err(|_| format!("\"{path}\" does not decode to UTF-8"))
+}
+
+/// `s`'s bytes with its `%XX` escapes decoded. A `%` that starts none is
+/// an error when `strict`, else kept as it is (C-core's URI parser's
+/// leniency, which `ipv6:` zones written raw rely on).
+fn unescaped(s: &str, strict: bool) -> Option<Vec<u8>> {
+    let bytes = s.as_bytes();
     let mut out = Vec::with_capacity(bytes.len());
     let mut i = 0;
     while i < bytes.len() {
@@ -95,16 +101,21 @@ fn percent_decoded(path: &str) -> Result<String, String> {
                 .get(i + 1..i + 3)
                 .filter(|h| h.iter().all(u8::is_ascii_hexdigit))
                 .and_then(|h| std::str::from_utf8(h).ok())
-                .and_then(|h| u8::from_str_radix(h, 16).ok())
-                .ok_or_else(|| format!("\"{path}\" has an invalid %-escape"))?;
-            out.push(hex);
-            i += 3;
-        } else {
-            out.push(bytes[i]);
-            i += 1;
+                .and_then(|h| u8::from_str_radix(h, 16).ok());
+            match hex {
+                Some(b) => {
+                    out.push(b);
+                    i += 3;
+                    continue;
+                }
+                None if strict => return None,
+                None => {}
+            }
         }
+        out.push(bytes[i]);
+        i += 1;
     }
-    String::from_utf8(out).map_err(|_| format!("\"{path}\" does not decode to UTF-8"))
+    Some(out)
 }
 
 /// RFC 3986: a letter, then letters, digits, '+', '-', '.'.
@@ -302,33 +313,9 @@ fn ip_list(list: &str, family: Family) -> Result<Plan, String> {
     Ok(Plan::Static(out))
 }
 
-/// `%XX` escapes decoded; a `%` that starts none is kept (C-core's URI
-/// parser's leniency, which `ipv6:` zones written raw rely on).
+/// `%XX` escapes decoded, a `%` that starts none kept (see `unescaped`).
 fn lenient_percent_decoded(s: &str) -> String {
-    if !s.contains('%') {
-        return s.to_string();
-    }
-    let bytes = s.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        let hex = bytes
-            .get(i + 1..i + 3)
-            .filter(|h| bytes[i] == b'%' && h.iter().all(u8::is_ascii_hexdigit))
-            .and_then(|h| std::str::from_utf8(h).ok())
-            .and_then(|h| u8::from_str_radix(h, 16).ok());
-        match hex {
-            Some(b) => {
-                out.push(b);
-                i += 3;
-            }
-            None => {
-                out.push(bytes[i]);
-                i += 1;
-            }
-        }
-    }
-    String::from_utf8_lossy(&out).into_owned()
+    String::from_utf8_lossy(&unescaped(s, false).unwrap_or_default()).into_owned()
 }
 
 fn ipv4_item(item: &str) -> Result<SocketAddr, String> {
