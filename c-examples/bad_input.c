@@ -33,6 +33,8 @@ typedef struct inside {
   sy_status blocking_call;
   sy_status close_call;
   sy_status start_call;
+  uint32_t free_channel; /* sy_last_status() after sy_channel_free */
+  uint32_t free_runtime; /* ... and after sy_runtime_free */
 } inside;
 
 static void ignore_done(void *ctx, sy_status st, uint32_t code, const char *msg, sy_buffer *resp) {
@@ -42,6 +44,7 @@ static void ignore_done(void *ctx, sy_status st, uint32_t code, const char *msg,
 
 static sy_reader *inside_reader; /* a reader of the channel below */
 static sy_channel *inside_channel;
+static sy_runtime *inside_runtime;
 
 static void on_done_inside(void *ctx, sy_status st, uint32_t code, const char *msg,
                            sy_buffer *resp) {
@@ -56,6 +59,12 @@ static void on_done_inside(void *ctx, sy_status st, uint32_t code, const char *m
       sy_call_unary(inside_reader, "/a/b", 4, NULL, 0,
                     &(sy_call_options){.wait_for_ready = true}, &r2);
   in->close_call = sy_channel_close(inside_channel);
+  /* Freeing the channel or runtime running this callback would wait for
+   * this very thread: refused, nothing freed, the reason recorded. */
+  sy_channel_free(inside_channel);
+  in->free_channel = sy_last_status();
+  sy_runtime_free(inside_runtime);
+  in->free_runtime = sy_last_status();
   /* Non-blocking: allowed (and fails fast again; its callback is ignored). */
   in->start_call = sy_call_unary_start(inside_channel, "/a/b", 4, NULL, 0,
                                        &(sy_call_options){.timeout_ms = 1000, .has_timeout = true},
@@ -263,6 +272,7 @@ static void bad_calls(sy_runtime *rt, sy_channel *host_ch) {
     pthread_mutex_init(&in.mu, NULL);
     inside_reader = r;
     inside_channel = ch;
+    inside_runtime = rt;
     OK(sy_call_unary_start(ch, "/a/b", 4, NULL, 0,
                            &(sy_call_options){.timeout_ms = 5000, .has_timeout = true},
                            on_done_inside, &in, NULL));
@@ -278,6 +288,8 @@ static void bad_calls(sy_runtime *rt, sy_channel *host_ch) {
     CHECK(in.status == SY_RPC_FAILED && in.code == 14);
     CHECK(in.blocking_call == SY_WRONG_CONTEXT);
     CHECK(in.close_call == SY_WRONG_CONTEXT);
+    CHECK(in.free_channel == SY_WRONG_CONTEXT);
+    CHECK(in.free_runtime == SY_WRONG_CONTEXT);
     CHECK(in.start_call == SY_OK);
     pthread_mutex_destroy(&in.mu);
   }

@@ -272,7 +272,9 @@ SY_MUST_USE sy_status sy_runtime_new(struct sy_runtime **out);
  * loop returns SY_RUNTIME_GONE or SY_CLOSED; they must still be freed. NULL
  * is a no-op.
  *
- * Any thread except the loop itself (never from a callback); called once.
+ * Any thread, called once; from inside a switchyard callback (which the
+ * runtime's shutdown would have to wait for) nothing happens and
+ * SY_WRONG_CONTEXT is recorded for `sy_last_error`.
  */
 void sy_runtime_free(struct sy_runtime *rt);
 
@@ -648,7 +650,9 @@ sy_status sy_channel_close(const struct sy_channel *ch);
  * order; picks not yet done stay valid until `sy_pick_done`. NULL is a no-op.
  * A second free of the same handle is detected while the freed handle is in
  * a bounded quarantine (SY_INVALID_ARGUMENT in `sy_last_error`); after that
- * it is undefined, like free(3). Not from inside a callback. Any thread.
+ * it is undefined, like free(3). Any thread; from inside a switchyard
+ * callback (which closing would have to wait for) nothing happens and
+ * SY_WRONG_CONTEXT is recorded for `sy_last_error`.
  */
 void sy_channel_free(struct sy_channel *ch);
 

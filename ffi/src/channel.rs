@@ -536,11 +536,19 @@ pub extern "C" fn sy_channel_close(ch: *const sy_channel) -> sy_status {
 /// order; picks not yet done stay valid until `sy_pick_done`. NULL is a no-op.
 /// A second free of the same handle is detected while the freed handle is in
 /// a bounded quarantine (SY_INVALID_ARGUMENT in `sy_last_error`); after that
-/// it is undefined, like free(3). Not from inside a callback. Any thread.
+/// it is undefined, like free(3). Any thread; from inside a switchyard
+/// callback (which closing would have to wait for) nothing happens and
+/// SY_WRONG_CONTEXT is recorded for `sy_last_error`.
 #[no_mangle]
 pub extern "C" fn sy_channel_free(ch: *mut sy_channel) {
     boundary_or((), || {
         if ch.is_null() {
+            return;
+        }
+        if let Err(e) = refuse_in_callback(
+            "sy_channel_free: cannot free a channel inside a switchyard callback",
+        ) {
+            crate::error::set_last(e);
             return;
         }
         // SAFETY: from `sy_channel_new`, live or quarantined per the

@@ -2,7 +2,7 @@
 
 use crate::call_pool::CallPool;
 use crate::error::Error;
-use crate::macros::{boundary, boundary_or};
+use crate::macros::{boundary, boundary_or, refuse_in_callback};
 use crate::status::sy_status;
 use std::sync::{Arc, Mutex, Weak};
 use switchyard::Runtime;
@@ -56,21 +56,30 @@ pub extern "C" fn sy_runtime_new(out: *mut *mut sy_runtime) -> sy_status {
 /// loop returns SY_RUNTIME_GONE or SY_CLOSED; they must still be freed. NULL
 /// is a no-op.
 ///
-/// Any thread except the loop itself (never from a callback); called once.
+/// Any thread, called once; from inside a switchyard callback (which the
+/// runtime's shutdown would have to wait for) nothing happens and
+/// SY_WRONG_CONTEXT is recorded for `sy_last_error`.
 #[no_mangle]
 pub extern "C" fn sy_runtime_free(rt: *mut sy_runtime) {
     boundary_or((), || {
-        if !rt.is_null() {
-            // SAFETY: from `sy_runtime_new`, freed once per the contract.
-            let rt = unsafe { Box::from_raw(rt) };
-            let sy_runtime { inner, pools } = *rt;
-            let pools: Vec<_> = (pools.into_inner().unwrap_or_else(|p| p.into_inner()))
-                .iter()
-                .filter_map(Weak::upgrade)
-                .collect();
-            // Dropping the loop closes every channel: calls in flight fail,
-            // queued ones too.
-            CallPool::close_joined(&pools, || drop(inner));
+        if rt.is_null() {
+            return;
         }
+        if let Err(e) = refuse_in_callback(
+            "sy_runtime_free: cannot free a runtime inside a switchyard callback",
+        ) {
+            crate::error::set_last(e);
+            return;
+        }
+        // SAFETY: from `sy_runtime_new`, freed once per the contract.
+        let rt = unsafe { Box::from_raw(rt) };
+        let sy_runtime { inner, pools } = *rt;
+        let pools: Vec<_> = (pools.into_inner().unwrap_or_else(|p| p.into_inner()))
+            .iter()
+            .filter_map(Weak::upgrade)
+            .collect();
+        // Dropping the loop closes every channel: calls in flight fail,
+        // queued ones too.
+        CallPool::close_joined(&pools, || drop(inner));
     })
 }
