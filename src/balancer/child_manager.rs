@@ -171,12 +171,28 @@ pub struct ChildManager {
 
 /// An endpoint's identity (A61): the set of its addresses, whatever their
 /// order or attributes; the key of its child, and of whatever else a policy
-/// keeps per endpoint (outlier detection's ejection state).
+/// keeps per endpoint (outlier detection's ejection state). The addresses
+/// sorted, joined by `,`, with `,` and `\` inside an address escaped by a
+/// `\` (an address is any string, a Unix path may hold a comma): the
+/// endpoint `["a,b"]` is not the endpoint `["a", "b"]`, as gRPC-Go's
+/// `EndpointMap` keeps them apart.
 pub fn endpoint_key(endpoint: &Endpoint) -> String {
     let mut addrs: Vec<&str> = endpoint.addresses.iter().map(|a| a.addr.as_str()).collect();
     addrs.sort_unstable();
     addrs.dedup();
-    addrs.join(",")
+    let mut key = String::with_capacity(addrs.iter().map(|a| a.len() + 1).sum());
+    for (i, a) in addrs.iter().enumerate() {
+        if i > 0 {
+            key.push(',');
+        }
+        for c in a.chars() {
+            if c == ',' || c == '\\' {
+                key.push('\\');
+            }
+            key.push(c);
+        }
+    }
+    key
 }
 
 /// The same addresses in the same order with the same attributes (the
