@@ -4,8 +4,9 @@
 //! parameter table, streams_not_seen_test.cc's harness; test/core/end2end/
 //! tests/invoke_large_request.cc, server_finishes_request.cc,
 //! max_concurrent_streams.cc) ported onto switchyard's managed connector,
-//! against a hand-written HTTP/2 server on 127.0.0.1 (the harness of
-//! tests/conn_go_cases.rs, extended to log DATA and WINDOW_UPDATE).
+//! against a hand-written HTTP/2 server on 127.0.0.1
+//! (tests/common/frame_server.rs, shared with tests/conn_go_cases.rs and
+//! tests/keepalive_goaway_cases.rs).
 //!
 //! Left out (already pinned elsewhere): GOAWAY last-stream-id retries,
 //! double GOAWAY, too_many_pings, keepalive, max-connection-age/idle
@@ -21,346 +22,21 @@
 //! C-core's SETTINGS-ack timeout is at least one minute
 //! (max(2 x keepalive_timeout, 1 min)): too long for a bounded test.
 
+#[path = "common/frame_server.rs"]
+mod frame_server;
 #[path = "common/h2_frames.rs"]
 mod h2_frames;
+use frame_server::*;
 use h2_frames::*;
-use std::io::{self, Read, Write};
-use std::net::{SocketAddr, TcpListener, TcpStream};
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{mpsc, Arc, Mutex};
-use std::thread::{self, JoinHandle};
+use std::io;
+use std::sync::{mpsc, Mutex};
+use std::thread;
 use std::time::{Duration, Instant};
 use switchyard::backoff::BackoffConfig;
 use switchyard::*;
 
-const LIFETIME: Duration = Duration::from_secs(30);
-const TICK: Duration = Duration::from_millis(5);
-const SETTINGS_INITIAL_WINDOW_SIZE: u16 = 0x4;
-const SETTINGS_MAX_FRAME_SIZE: u16 = 0x5;
-const SETTINGS_MAX_CONCURRENT_STREAMS: u16 = 0x3;
 const PROTOCOL_ERROR: u32 = 0x1;
 const FLOW_CONTROL_ERROR: u32 = 0x3;
-
-#[derive(Debug, Clone, PartialEq)]
-enum Ev {
-    Headers(u32),
-    Data(u32, usize, bool),
-    WindowUpdate(u32, u32),
-    Rst(u32, u32),
-    GoAway(u32),
-    Ping(Instant),
-    PingAck(Vec<u8>),
-    Eof,
-}
-
-type Log = Arc<Mutex<Vec<(usize, Ev)>>>;
-type Handler = Arc<dyn Fn(&mut H2) -> io::Result<()> + Send + Sync>;
-
-struct Server {
-    addr: SocketAddr,
-    log: Log,
-    accepts: Arc<Mutex<Vec<Instant>>>,
-    stop: Arc<AtomicBool>,
-    thread: Option<JoinHandle<()>>,
-}
-
-impl Server {
-    fn start(handler: impl Fn(&mut H2) -> io::Result<()> + Send + Sync + 'static) -> Server {
-        let handler: Handler = Arc::new(handler);
-        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-        listener.set_nonblocking(true).unwrap();
-        let addr = listener.local_addr().unwrap();
-        let log: Log = Arc::default();
-        let accepts: Arc<Mutex<Vec<Instant>>> = Arc::default();
-        let stop = Arc::new(AtomicBool::new(false));
-        let (lg, acc, st) = (log.clone(), accepts.clone(), stop.clone());
-        let thread = thread::spawn(move || {
-            let end = Instant::now() + LIFETIME;
-            let mut conns = Vec::new();
-            while !st.load(Ordering::Acquire) && Instant::now() < end {
-                match listener.accept() {
-                    Ok((sock, _)) => {
-                        let index = {
-                            let mut a = acc.lock().unwrap();
-                            a.push(Instant::now());
-                            a.len() - 1
-                        };
-                        let (lg, st, h) = (lg.clone(), st.clone(), handler.clone());
-                        conns.push(thread::spawn(move || {
-                            sock.set_nonblocking(false).unwrap();
-                            sock.set_nodelay(true).unwrap();
-                            sock.set_read_timeout(Some(TICK)).unwrap();
-                            let mut c = H2 {
-                                sock,
-                                index,
-                                log: lg,
-                                stop: st,
-                                end: Instant::now() + LIFETIME,
-                                buf: Vec::new(),
-                                client_initial_window: 65_535,
-                                client_max_frame: 16_384,
-                            };
-                            let _ = h(&mut c);
-                        }));
-                    }
-                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => thread::sleep(TICK / 4),
-                    Err(_) => break,
-                }
-            }
-            st.store(true, Ordering::Release);
-            for c in conns {
-                let _ = c.join();
-            }
-        });
-        Server {
-            addr,
-            log,
-            accepts,
-            stop,
-            thread: Some(thread),
-        }
-    }
-
-    fn accepted(&self) -> usize {
-        self.accepts.lock().unwrap().len()
-    }
-
-    fn events(&self) -> Vec<(usize, Ev)> {
-        self.log.lock().unwrap().clone()
-    }
-
-    fn wait_for(&self, within: Duration, pred: impl Fn(&[(usize, Ev)]) -> bool) -> bool {
-        let end = Instant::now() + within;
-        loop {
-            if pred(&self.events()) {
-                return true;
-            }
-            if Instant::now() >= end {
-                return false;
-            }
-            thread::sleep(Duration::from_millis(5));
-        }
-    }
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        self.stop.store(true, Ordering::Release);
-        if let Some(t) = self.thread.take() {
-            let _ = t.join();
-        }
-    }
-}
-
-struct Frame {
-    kind: u8,
-    flags: u8,
-    stream: u32,
-    payload: Vec<u8>,
-}
-
-struct H2 {
-    sock: TcpStream,
-    index: usize,
-    log: Log,
-    stop: Arc<AtomicBool>,
-    end: Instant,
-    buf: Vec<u8>,
-    /// The client's SETTINGS_INITIAL_WINDOW_SIZE (last seen).
-    client_initial_window: u32,
-    /// The client's SETTINGS_MAX_FRAME_SIZE (last seen).
-    client_max_frame: u32,
-}
-
-impl H2 {
-    fn note(&self, ev: Ev) {
-        self.log.lock().unwrap().push((self.index, ev));
-    }
-
-    fn over(&self) -> bool {
-        self.stop.load(Ordering::Acquire) || Instant::now() >= self.end
-    }
-
-    /// Reads more bytes: Ok(Some(false)) on EOF, Ok(None) when `until`
-    /// passed with nothing read.
-    fn fill_until(&mut self, until: Option<Instant>) -> io::Result<Option<bool>> {
-        let mut chunk = [0u8; 64 * 1024];
-        loop {
-            if self.over() {
-                return Err(io::Error::other("server over"));
-            }
-            if until.is_some_and(|u| Instant::now() >= u) {
-                return Ok(None);
-            }
-            match self.sock.read(&mut chunk) {
-                Ok(0) => return Ok(Some(false)),
-                Ok(n) => {
-                    self.buf.extend_from_slice(&chunk[..n]);
-                    return Ok(Some(true));
-                }
-                Err(e)
-                    if e.kind() == io::ErrorKind::WouldBlock
-                        || e.kind() == io::ErrorKind::TimedOut
-                        || e.kind() == io::ErrorKind::Interrupted => {}
-                Err(e) => return Err(e),
-            }
-        }
-    }
-
-    fn preface(&mut self) -> io::Result<()> {
-        while self.buf.len() < 24 {
-            if self.fill_until(None)? != Some(true) {
-                return Err(io::ErrorKind::UnexpectedEof.into());
-            }
-        }
-        self.buf.drain(..24);
-        Ok(())
-    }
-
-    fn send(&mut self, bytes: &[u8]) -> io::Result<()> {
-        self.sock.write_all(bytes)
-    }
-
-    fn settings(&mut self, pairs: &[(u16, u32)]) -> io::Result<()> {
-        let mut p = Vec::new();
-        for (id, v) in pairs {
-            p.extend(id.to_be_bytes());
-            p.extend(v.to_be_bytes());
-        }
-        self.send(&frame(SETTINGS, 0, 0, &p))
-    }
-
-    fn window_update(&mut self, stream: u32, inc: u32) -> io::Result<()> {
-        self.send(&frame(WINDOW_UPDATE, 0, stream, &inc.to_be_bytes()))
-    }
-
-    /// The next frame (client SETTINGS and PINGs acknowledged), `Ok(None)`
-    /// on EOF, `Err(TimedOut)` when `until` passes first.
-    fn next_until(&mut self, until: Option<Instant>) -> io::Result<Option<Frame>> {
-        loop {
-            if self.buf.len() >= 9 {
-                let len = (usize::from(self.buf[0]) << 16)
-                    | (usize::from(self.buf[1]) << 8)
-                    | usize::from(self.buf[2]);
-                if self.buf.len() >= 9 + len {
-                    let f = Frame {
-                        kind: self.buf[3],
-                        flags: self.buf[4],
-                        stream: u32::from_be_bytes(self.buf[5..9].try_into().unwrap())
-                            & 0x7fff_ffff,
-                        payload: self.buf[9..9 + len].to_vec(),
-                    };
-                    self.buf.drain(..9 + len);
-                    match f.kind {
-                        SETTINGS if f.flags & ACK == 0 => {
-                            for p in f.payload.chunks(6) {
-                                let id = u16::from_be_bytes([p[0], p[1]]);
-                                if id == SETTINGS_MAX_FRAME_SIZE {
-                                    self.client_max_frame =
-                                        u32::from_be_bytes(p[2..6].try_into().unwrap());
-                                }
-                                if id == SETTINGS_INITIAL_WINDOW_SIZE {
-                                    self.client_initial_window =
-                                        u32::from_be_bytes(p[2..6].try_into().unwrap());
-                                }
-                            }
-                            self.send(&frame(SETTINGS, ACK, 0, &[]))?
-                        }
-                        PING if f.flags & ACK == 0 => {
-                            self.note(Ev::Ping(Instant::now()));
-                            self.send(&frame(PING, ACK, 0, &f.payload))?
-                        }
-                        PING => self.note(Ev::PingAck(f.payload.clone())),
-                        HEADERS => self.note(Ev::Headers(f.stream)),
-                        DATA => self.note(Ev::Data(
-                            f.stream,
-                            f.payload.len(),
-                            f.flags & END_STREAM != 0,
-                        )),
-                        WINDOW_UPDATE => self.note(Ev::WindowUpdate(
-                            f.stream,
-                            u32::from_be_bytes(f.payload[..4].try_into().unwrap()) & 0x7fff_ffff,
-                        )),
-                        RST_STREAM => {
-                            let code = u32::from_be_bytes(f.payload[..4].try_into().unwrap());
-                            self.note(Ev::Rst(f.stream, code));
-                        }
-                        GOAWAY => {
-                            let code = u32::from_be_bytes(f.payload[4..8].try_into().unwrap());
-                            self.note(Ev::GoAway(code));
-                        }
-                        _ => {}
-                    }
-                    return Ok(Some(f));
-                }
-            }
-            match self.fill_until(until)? {
-                Some(true) => {}
-                Some(false) => {
-                    self.note(Ev::Eof);
-                    return Ok(None);
-                }
-                None => return Err(io::ErrorKind::TimedOut.into()),
-            }
-        }
-    }
-
-    fn next(&mut self) -> io::Result<Option<Frame>> {
-        self.next_until(None)
-    }
-
-    fn request(&mut self) -> io::Result<Option<u32>> {
-        while let Some(f) = self.next()? {
-            if f.kind == HEADERS {
-                return Ok(Some(f.stream));
-            }
-        }
-        Ok(None)
-    }
-
-    /// Reads until the request on `stream` has ended (END_STREAM).
-    fn request_end(&mut self, stream: u32) -> io::Result<()> {
-        while let Some(f) = self.next()? {
-            if f.stream == stream && matches!(f.kind, DATA | HEADERS) && f.flags & END_STREAM != 0 {
-                return Ok(());
-            }
-        }
-        Err(io::ErrorKind::UnexpectedEof.into())
-    }
-
-    fn until_eof(&mut self) -> io::Result<()> {
-        while self.next()?.is_some() {}
-        Ok(())
-    }
-
-    fn head(&mut self, stream: u32) -> io::Result<()> {
-        let mut block = lit(b":status", b"200");
-        block.extend(lit(b"content-type", b"application/grpc"));
-        self.send(&frame(HEADERS, END_HEADERS, stream, &block))
-    }
-
-    fn trailers(&mut self, stream: u32, code: &str) -> io::Result<()> {
-        self.send(&frame(
-            HEADERS,
-            END_HEADERS | END_STREAM,
-            stream,
-            &lit(b"grpc-status", code.as_bytes()),
-        ))
-    }
-
-    fn trailers_only(&mut self, stream: u32, code: &str) -> io::Result<()> {
-        let mut block = lit(b":status", b"200");
-        block.extend(lit(b"content-type", b"application/grpc"));
-        block.extend(lit(b"grpc-status", code.as_bytes()));
-        self.send(&frame(HEADERS, END_HEADERS | END_STREAM, stream, &block))
-    }
-
-    fn answer_ok(&mut self, stream: u32) -> io::Result<()> {
-        self.head(stream)?;
-        self.send(&data(stream, &msg(b"ok"), false))?;
-        self.trailers(stream, "0")
-    }
-}
 
 // ---------------------------------------------------------------------------
 // Client side.
@@ -558,7 +234,7 @@ fn invalid_setting_case(id: u16, value: u32, want_goaway: u32) {
     ch.connect().unwrap();
     let saw = server.wait_for(Duration::from_secs(3), |l| {
         l.iter()
-            .any(|(i, e)| *i == 0 && matches!(e, Ev::GoAway(_) | Ev::Eof))
+            .any(|(i, e)| *i == 0 && matches!(e, Ev::GoAway(..) | Ev::Eof))
     });
     let first: Vec<_> = server
         .events()
@@ -567,13 +243,15 @@ fn invalid_setting_case(id: u16, value: u32, want_goaway: u32) {
         .collect();
     assert!(saw, "the client kept the connection: {first:?}");
     assert!(
-        first.iter().any(|(_, e)| *e == Ev::GoAway(want_goaway)),
+        first
+            .iter()
+            .any(|(_, e)| matches!(e, Ev::GoAway(_, code, _) if *code == want_goaway)),
         "no GOAWAY({want_goaway:#x}) before closing: {first:?}"
     );
     // The channel recovers on the next connection.
     let res = call_with(&ch, b"hi", Duration::from_secs(5), true);
     assert_eq!(res.map(|r| r.message), Ok(b"ok".to_vec()));
-    assert!(server.accepted() >= 2);
+    assert!(server.accepted().len() >= 2);
     ch.close();
 }
 
@@ -651,7 +329,7 @@ fn server_ending_a_stream_whose_request_is_flow_blocked_frees_its_slot() {
         rst,
         "not every half-open stream was reset with NO_ERROR: {ev:?}"
     );
-    assert_eq!(server.accepted(), 1, "{ev:?}");
+    assert_eq!(server.accepted().len(), 1, "{ev:?}");
     ch.close();
 }
 
@@ -685,7 +363,7 @@ fn sequential_calls_under_max_concurrent_streams_1_never_leak_a_slot() {
         })
         .collect();
     assert_eq!(ids, (0..100).map(|i| 1 + 2 * i).collect::<Vec<u32>>());
-    assert_eq!(server.accepted(), 1);
+    assert_eq!(server.accepted().len(), 1);
     ch.close();
 }
 
@@ -782,7 +460,7 @@ fn no_pings_once_calls_with_payloads_are_over() {
         pings.iter().all(|t| *t < done),
         "a PING after the calls ended"
     );
-    assert_eq!(server.accepted(), 1);
+    assert_eq!(server.accepted().len(), 1);
     ch.close();
 }
 
@@ -847,11 +525,11 @@ fn flipping_initial_window_size_never_stalls_a_large_request() {
             "call {i}"
         );
     }
-    assert_eq!(server.accepted(), 1);
+    assert_eq!(server.accepted().len(), 1);
     let ev = server.events();
     assert!(!ev
         .iter()
-        .any(|(_, e)| matches!(e, Ev::GoAway(_) | Ev::Rst(..))));
+        .any(|(_, e)| matches!(e, Ev::GoAway(..) | Ev::Rst(..))));
     // No DATA frame over the server's (default) SETTINGS_MAX_FRAME_SIZE.
     let biggest = ev
         .iter()
@@ -1051,10 +729,10 @@ fn unknown_frames_settings_priority_and_late_window_updates_are_ignored() {
         assert_eq!(res.map(|r| r.message), Ok(b"ok".to_vec()), "call {i}");
     }
     let ev = server.events();
-    assert_eq!(server.accepted(), 1, "{ev:?}");
+    assert_eq!(server.accepted().len(), 1, "{ev:?}");
     assert!(
         !ev.iter()
-            .any(|(_, e)| matches!(e, Ev::GoAway(_) | Ev::Rst(..))),
+            .any(|(_, e)| matches!(e, Ev::GoAway(..) | Ev::Rst(..))),
         "{ev:?}"
     );
     ch.close();
@@ -1094,7 +772,8 @@ fn data_frame_over_the_clients_max_frame_size_is_frame_size_error() {
         "{res:?}; {ev:?}"
     );
     let saw = server.wait_for(Duration::from_secs(2), |l| {
-        l.iter().any(|(i, e)| *i == 0 && *e == Ev::GoAway(0x6))
+        l.iter()
+            .any(|(i, e)| *i == 0 && matches!(e, Ev::GoAway(_, 0x6, _)))
     });
     assert!(saw, "no GOAWAY(FRAME_SIZE_ERROR): {:?}", server.events());
     let res = call_with(&ch, b"hi", Duration::from_secs(3), true);
@@ -1149,7 +828,7 @@ fn connection_window_update_of_zero_is_goaway_protocol_error() {
     );
     let saw = server.wait_for(Duration::from_secs(2), |l| {
         l.iter()
-            .any(|(i, e)| *i == 0 && *e == Ev::GoAway(PROTOCOL_ERROR))
+            .any(|(i, e)| *i == 0 && matches!(e, Ev::GoAway(_, PROTOCOL_ERROR, _)))
     });
     assert!(saw, "no GOAWAY(PROTOCOL_ERROR): {:?}", server.events());
     let res = call_with(&ch, b"hi", Duration::from_secs(3), true);

@@ -5,7 +5,7 @@
 //! gRPC-Go's client keepalive tests (gRFC A8;
 //! internal/transport/keepalive_test.go, dial_test.go) and GOAWAY tests
 //! (test/goaway_test.go) ported onto switchyard's managed connector. A
-//! hand-written HTTP/2 server on 127.0.0.1 (as in tests/conn_go_cases.rs)
+//! hand-written HTTP/2 server on 127.0.0.1 (tests/common/frame_server.rs)
 //! scripts SETTINGS, PING acks and GOAWAY frames exactly and logs what the
 //! client sends (HEADERS, PING, GOAWAY, EOF) with times.
 //!
@@ -27,14 +27,15 @@
 //! SETTINGS_MAX_CONCURRENT_STREAMS). Not repeated: what the gRPC-Go part,
 //! conn_go_cases.rs and channel_java_cases.rs already pin.
 
+#[path = "common/frame_server.rs"]
+mod frame_server;
 #[path = "common/h2_frames.rs"]
 mod h2_frames;
+use frame_server::*;
 use h2_frames::*;
-use std::io::{self, Read, Write};
-use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{mpsc, Arc, Mutex};
-use std::thread::{self, JoinHandle};
+use std::thread;
 use std::time::{Duration, Instant};
 use switchyard::backoff::BackoffConfig;
 use switchyard::ConnectivityState::*;
@@ -42,375 +43,12 @@ use switchyard::*;
 
 /// The keepalive floor every test here uses (see the module docs).
 const FLOOR: Duration = Duration::from_millis(100);
-/// No server thread lives longer than this.
-const LIFETIME: Duration = Duration::from_secs(30);
-const TICK: Duration = Duration::from_millis(5);
 const MAX_ID: u32 = 0x7fff_ffff;
 const NO_ERROR: u32 = 0x0;
 const ENHANCE_YOUR_CALM: u32 = 0xb;
 
 fn floor() {
     switchyard::transport::set_min_keepalive_time_for_testing(FLOOR);
-}
-
-// ---------------------------------------------------------------------------
-// The scripted server.
-
-#[derive(Debug, Clone, PartialEq)]
-enum Ev {
-    Headers(u32),
-    Rst(u32, u32),
-    GoAway(u32, u32, Vec<u8>),
-    Ping,
-    Eof,
-}
-
-type Log = Arc<Mutex<Vec<(usize, Ev, Instant)>>>;
-type Handler = Arc<dyn Fn(&mut H2) -> io::Result<()> + Send + Sync>;
-
-struct Server {
-    addr: SocketAddr,
-    log: Log,
-    accepts: Arc<Mutex<Vec<Instant>>>,
-    /// Whether PINGs are acknowledged (server-wide, live).
-    acks: Arc<AtomicBool>,
-    stop: Arc<AtomicBool>,
-    thread: Option<JoinHandle<()>>,
-}
-
-impl Server {
-    fn start(handler: impl Fn(&mut H2) -> io::Result<()> + Send + Sync + 'static) -> Server {
-        let handler: Handler = Arc::new(handler);
-        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-        listener.set_nonblocking(true).unwrap();
-        let addr = listener.local_addr().unwrap();
-        let log: Log = Arc::default();
-        let accepts: Arc<Mutex<Vec<Instant>>> = Arc::default();
-        let acks = Arc::new(AtomicBool::new(true));
-        let stop = Arc::new(AtomicBool::new(false));
-        let (lg, acc, ak, st) = (log.clone(), accepts.clone(), acks.clone(), stop.clone());
-        let thread = thread::spawn(move || {
-            let end = Instant::now() + LIFETIME;
-            let mut conns = Vec::new();
-            while !st.load(Ordering::Acquire) && Instant::now() < end {
-                match listener.accept() {
-                    Ok((sock, _)) => {
-                        let index = {
-                            let mut a = acc.lock().unwrap();
-                            a.push(Instant::now());
-                            a.len() - 1
-                        };
-                        let (lg, ak, st, h) = (lg.clone(), ak.clone(), st.clone(), handler.clone());
-                        conns.push(thread::spawn(move || {
-                            sock.set_nonblocking(false).unwrap();
-                            sock.set_read_timeout(Some(TICK)).unwrap();
-                            let mut c = H2 {
-                                sock,
-                                index,
-                                log: lg,
-                                acks: ak,
-                                stop: st,
-                                end: Instant::now() + LIFETIME,
-                                buf: Vec::new(),
-                                unacked: Vec::new(),
-                            };
-                            let _ = h(&mut c);
-                        }));
-                    }
-                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => thread::sleep(TICK),
-                    Err(_) => break,
-                }
-            }
-            st.store(true, Ordering::Release);
-            for c in conns {
-                let _ = c.join();
-            }
-        });
-        Server {
-            addr,
-            log,
-            accepts,
-            acks,
-            stop,
-            thread: Some(thread),
-        }
-    }
-
-    fn accepted(&self) -> Vec<Instant> {
-        self.accepts.lock().unwrap().clone()
-    }
-
-    fn events(&self) -> Vec<(usize, Ev, Instant)> {
-        self.log.lock().unwrap().clone()
-    }
-
-    fn wait_for(&self, within: Duration, pred: impl Fn(&[(usize, Ev, Instant)]) -> bool) -> bool {
-        let end = Instant::now() + within;
-        loop {
-            if pred(&self.events()) {
-                return true;
-            }
-            if Instant::now() >= end {
-                return false;
-            }
-            thread::sleep(Duration::from_millis(5));
-        }
-    }
-
-    /// When connection `conn` saw each PING.
-    fn pings(&self, conn: usize) -> Vec<Instant> {
-        self.events()
-            .into_iter()
-            .filter(|(i, e, _)| *i == conn && *e == Ev::Ping)
-            .map(|(_, _, t)| t)
-            .collect()
-    }
-
-    fn eof(&self, conn: usize) -> Option<Instant> {
-        self.events()
-            .into_iter()
-            .find(|(i, e, _)| *i == conn && *e == Ev::Eof)
-            .map(|(_, _, t)| t)
-    }
-
-    fn wait_eof(&self, conn: usize, within: Duration) -> bool {
-        self.wait_for(within, |l| {
-            l.iter().any(|(i, e, _)| *i == conn && *e == Ev::Eof)
-        })
-    }
-
-    /// The streams whose HEADERS connection `conn` saw.
-    fn streams(&self, conn: usize) -> Vec<u32> {
-        self.events()
-            .into_iter()
-            .filter_map(|(i, e, _)| match e {
-                Ev::Headers(s) if i == conn => Some(s),
-                _ => None,
-            })
-            .collect()
-    }
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        self.stop.store(true, Ordering::Release);
-        if let Some(t) = self.thread.take() {
-            let _ = t.join();
-        }
-    }
-}
-
-struct Frame {
-    kind: u8,
-    flags: u8,
-    stream: u32,
-}
-
-struct H2 {
-    sock: TcpStream,
-    index: usize,
-    log: Log,
-    acks: Arc<AtomicBool>,
-    stop: Arc<AtomicBool>,
-    end: Instant,
-    buf: Vec<u8>,
-    /// Payloads of PINGs not acknowledged (while `acks` is off).
-    unacked: Vec<Vec<u8>>,
-}
-
-impl H2 {
-    fn note(&self, ev: Ev) {
-        self.log
-            .lock()
-            .unwrap()
-            .push((self.index, ev, Instant::now()));
-    }
-
-    fn over(&self) -> bool {
-        self.stop.load(Ordering::Acquire) || Instant::now() >= self.end
-    }
-
-    /// Reads more bytes: Ok(Some(false)) on EOF, Ok(None) when `until`
-    /// passed first.
-    fn fill_until(&mut self, until: Option<Instant>) -> io::Result<Option<bool>> {
-        let mut chunk = [0u8; 16 * 1024];
-        loop {
-            if self.over() {
-                return Err(io::Error::other("server over"));
-            }
-            if until.is_some_and(|u| Instant::now() >= u) {
-                return Ok(None);
-            }
-            match self.sock.read(&mut chunk) {
-                Ok(0) => return Ok(Some(false)),
-                Ok(n) => {
-                    self.buf.extend_from_slice(&chunk[..n]);
-                    return Ok(Some(true));
-                }
-                Err(e)
-                    if e.kind() == io::ErrorKind::WouldBlock
-                        || e.kind() == io::ErrorKind::TimedOut
-                        || e.kind() == io::ErrorKind::Interrupted => {}
-                Err(e) => {
-                    return if e.kind() == io::ErrorKind::ConnectionReset {
-                        Ok(Some(false))
-                    } else {
-                        Err(e)
-                    }
-                }
-            }
-        }
-    }
-
-    fn preface(&mut self) -> io::Result<()> {
-        while self.buf.len() < 24 {
-            if self.fill_until(None)? != Some(true) {
-                return Err(io::ErrorKind::UnexpectedEof.into());
-            }
-        }
-        self.buf.drain(..24);
-        Ok(())
-    }
-
-    fn send(&mut self, bytes: &[u8]) -> io::Result<()> {
-        self.sock.write_all(bytes)
-    }
-
-    /// Preface read, our SETTINGS sent.
-    fn greet(&mut self) -> io::Result<()> {
-        self.preface()?;
-        self.send(&frame(SETTINGS, 0, 0, &[]))
-    }
-
-    /// The next frame (SETTINGS acked here; PINGs acked while `acks`).
-    /// Ok(None): EOF (logged). Err(TimedOut): `until` passed.
-    fn next_until(&mut self, until: Option<Instant>) -> io::Result<Option<Frame>> {
-        loop {
-            if self.buf.len() >= 9 {
-                let len = (usize::from(self.buf[0]) << 16)
-                    | (usize::from(self.buf[1]) << 8)
-                    | usize::from(self.buf[2]);
-                if self.buf.len() >= 9 + len {
-                    let f = Frame {
-                        kind: self.buf[3],
-                        flags: self.buf[4],
-                        stream: u32::from_be_bytes(self.buf[5..9].try_into().unwrap())
-                            & 0x7fff_ffff,
-                    };
-                    let payload = self.buf[9..9 + len].to_vec();
-                    self.buf.drain(..9 + len);
-                    match f.kind {
-                        SETTINGS if f.flags & ACK == 0 => {
-                            self.send(&frame(SETTINGS, ACK, 0, &[]))?
-                        }
-                        PING if f.flags & ACK == 0 => {
-                            self.note(Ev::Ping);
-                            if self.acks.load(Ordering::Acquire) {
-                                self.send(&frame(PING, ACK, 0, &payload))?
-                            } else {
-                                self.unacked.push(payload.clone());
-                            }
-                        }
-                        HEADERS => self.note(Ev::Headers(f.stream)),
-                        RST_STREAM => {
-                            let code = u32::from_be_bytes(payload[..4].try_into().unwrap());
-                            self.note(Ev::Rst(f.stream, code));
-                        }
-                        GOAWAY => {
-                            let last = u32::from_be_bytes(payload[..4].try_into().unwrap());
-                            let code = u32::from_be_bytes(payload[4..8].try_into().unwrap());
-                            self.note(Ev::GoAway(last, code, payload[8..].to_vec()));
-                        }
-                        _ => {}
-                    }
-                    return Ok(Some(f));
-                }
-            }
-            match self.fill_until(until)? {
-                Some(true) => {}
-                Some(false) => {
-                    self.note(Ev::Eof);
-                    return Ok(None);
-                }
-                None => return Err(io::ErrorKind::TimedOut.into()),
-            }
-        }
-    }
-
-    fn next(&mut self) -> io::Result<Option<Frame>> {
-        self.next_until(None)
-    }
-
-    /// The next request's stream id (once its HEADERS came).
-    fn request(&mut self) -> io::Result<Option<u32>> {
-        while let Some(f) = self.next()? {
-            if f.kind == HEADERS {
-                return Ok(Some(f.stream));
-            }
-        }
-        Ok(None)
-    }
-
-    /// The next `n` requests' stream ids.
-    fn requests(&mut self, n: usize) -> io::Result<Option<Vec<u32>>> {
-        let mut ids = Vec::new();
-        while ids.len() < n {
-            match self.request()? {
-                Some(s) => ids.push(s),
-                None => return Ok(None),
-            }
-        }
-        Ok(Some(ids))
-    }
-
-    /// Reads (acknowledging) for `d`, answering nothing; Ok(false) on EOF.
-    fn idle_for(&mut self, d: Duration) -> io::Result<bool> {
-        let until = Instant::now() + d;
-        loop {
-            match self.next_until(Some(until)) {
-                Ok(Some(_)) => {}
-                Ok(None) => return Ok(false),
-                Err(e) if e.kind() == io::ErrorKind::TimedOut => return Ok(true),
-                Err(e) => return Err(e),
-            }
-        }
-    }
-
-    /// Reads (acknowledging) until the client closes.
-    fn until_eof(&mut self) -> io::Result<()> {
-        while self.next()?.is_some() {}
-        Ok(())
-    }
-
-    fn answer_ok(&mut self, stream: u32) -> io::Result<()> {
-        let mut block = lit(b":status", b"200");
-        block.extend(lit(b"content-type", b"application/grpc"));
-        let mut all = frame(HEADERS, END_HEADERS, stream, &block);
-        all.extend(frame(DATA, 0, stream, &msg(b"ok")));
-        all.extend(frame(
-            HEADERS,
-            END_HEADERS | END_STREAM,
-            stream,
-            &lit(b"grpc-status", b"0"),
-        ));
-        self.send(&all)
-    }
-
-    fn goaway(&mut self, last: u32, code: u32, debug: &[u8]) -> io::Result<()> {
-        let mut p = last.to_be_bytes().to_vec();
-        p.extend(code.to_be_bytes());
-        p.extend_from_slice(debug);
-        self.send(&frame(GOAWAY, 0, 0, &p))
-    }
-
-    /// SETTINGS, then every request answered "ok".
-    fn serve_good(&mut self) -> io::Result<()> {
-        self.greet()?;
-        while let Some(s) = self.request()? {
-            self.answer_ok(s)?;
-        }
-        Ok(())
-    }
 }
 
 // ---------------------------------------------------------------------------
@@ -525,42 +163,10 @@ const PROTOCOL_ERROR: u32 = 0x1;
 const REFUSED_STREAM: u32 = 0x7;
 const CANCEL: u32 = 0x8;
 
-impl H2 {
-    /// Preface read, SETTINGS with MAX_CONCURRENT_STREAMS = `n` sent.
-    fn greet_max_streams(&mut self, n: u32) -> io::Result<()> {
-        self.preface()?;
-        let mut p = vec![0, 3];
-        p.extend(n.to_be_bytes());
-        self.send(&frame(SETTINGS, 0, 0, &p))
-    }
-
-    fn ack_pending_pings(&mut self) -> io::Result<()> {
-        for p in std::mem::take(&mut self.unacked) {
-            self.send(&frame(PING, ACK, 0, &p))?;
-        }
-        Ok(())
-    }
-
-    /// Reads until a PING went unacknowledged (bounded by `within`).
-    fn until_unacked_ping(&mut self, within: Duration) -> io::Result<bool> {
-        let end = Instant::now() + within;
-        while self.unacked.is_empty() && Instant::now() < end {
-            if !self.idle_for(Duration::from_millis(10))? {
-                return Ok(false);
-            }
-        }
-        Ok(!self.unacked.is_empty())
-    }
-
-    fn rst(&mut self, stream: u32, code: u32) -> io::Result<()> {
-        self.send(&frame(RST_STREAM, 0, stream, &code.to_be_bytes()))
-    }
-}
-
 fn conn_of(server: &Server, stream_seen: impl Fn(usize) -> bool) -> bool {
     server.wait_for(Duration::from_secs(5), |l| {
         l.iter()
-            .any(|(i, e, _)| matches!(e, Ev::Headers(_)) && stream_seen(*i))
+            .any(|(i, e)| matches!(e, Ev::Headers(_)) && stream_seen(*i))
     })
 }
 
@@ -634,7 +240,7 @@ fn keepalive_timeout_sends_goaway_before_closing() {
         "{:?}",
         server.events()
     );
-    let log: Vec<Ev> = server.events().into_iter().map(|(_, e, _)| e).collect();
+    let log: Vec<Ev> = server.events().into_iter().map(|(_, e)| e).collect();
     assert!(
         log.iter().any(|e| matches!(e, Ev::GoAway(_, NO_ERROR, _))),
         "no GOAWAY before the keepalive close: {log:?}"
@@ -1235,7 +841,7 @@ fn goaway_below_created_streams_while_creating_more_does_not_deadlock() {
         rxs.push(start(&ch, Duration::from_secs(6), true));
         if i == 9 {
             server.wait_for(Duration::from_secs(3), |l| {
-                l.iter().any(|(_, e, _)| matches!(e, Ev::Headers(_)))
+                l.iter().any(|(_, e)| matches!(e, Ev::Headers(_)))
             });
             thread::sleep(Duration::from_millis(50));
         }
@@ -1276,7 +882,7 @@ fn closing_the_channel_sends_goaway_no_error() {
         "{:?}",
         server.events()
     );
-    let log: Vec<Ev> = server.events().into_iter().map(|(_, e, _)| e).collect();
+    let log: Vec<Ev> = server.events().into_iter().map(|(_, e)| e).collect();
     let at = log
         .iter()
         .position(|e| matches!(e, Ev::GoAway(_, NO_ERROR, _)));
@@ -2127,8 +1733,8 @@ fn connection_protocol_error_sends_goaway_protocol_error_and_reconnects() {
     let goaways: Vec<Ev> = server
         .events()
         .into_iter()
-        .filter(|(i, e, _)| *i == 0 && matches!(e, Ev::GoAway(..)))
-        .map(|(_, e, _)| e)
+        .filter(|(i, e)| *i == 0 && matches!(e, Ev::GoAway(..)))
+        .map(|(_, e)| e)
         .collect();
     eprintln!("client GOAWAYs: {goaways:?}");
     let o2 = outcome(&call(&ch, Duration::from_secs(5), true));
