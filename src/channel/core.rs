@@ -474,6 +474,14 @@ impl ChannelCore {
     /// (`Teardown::Drain`, going IDLE). A policy switch closes the old policy
     /// inside the graceful switch instead, whose subchannels drain one by one.
     pub(super) fn close_balancer(&mut self, env: &mut LoopContext, teardown: Teardown) {
+        if let Teardown::Hard = teardown {
+            // Before the policy shuts its subchannels down, which would
+            // drain their connections: a drain flushes the streams of calls
+            // just reset, and h2 would then open a call waiting for a slot
+            // they freed, its request sent as the channel closes (gRPC-Go's
+            // Close and C-core never start a stream still waiting).
+            self.subs.close_connections(env);
+        }
         if self.balancer.is_some() {
             self.run_balancer(env, |b, cc| b.close(cc));
             self.balancer = None;

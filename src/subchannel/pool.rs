@@ -272,6 +272,12 @@ impl SubchannelPool {
     /// calls in flight and all.
     pub(crate) fn shutdown_all(&mut self, env: &mut LoopContext) {
         self.shutdown_each(env);
+        self.close_connections(env);
+    }
+
+    /// Closes every connection at once, calls in flight and all (the
+    /// subchannels stay, without connections).
+    pub(crate) fn close_connections(&mut self, env: &mut LoopContext) {
         self.with_connector(env, |c, ctx| c.close_all(ctx));
     }
 
