@@ -926,13 +926,15 @@ pub(crate) fn build_request(
         .body(())
         .map_err(|e| CallError::new(code::INTERNAL, e.to_string()))?;
     let h = req.headers_mut();
-    h.insert(CONTENT_TYPE, HeaderValue::from_static("application/grpc"));
-    h.insert(TE, HeaderValue::from_static("trailers"));
-    h.insert(USER_AGENT, HeaderValue::from_static(USER_AGENT_VALUE));
+    // The timeout right after the pseudo-headers (fields go out in the
+    // order inserted), as PROTOCOL-HTTP2 asks.
     if let Some(t) = timeout {
         let v = HeaderValue::from_str(&encode_timeout(t)).expect("ascii");
         h.insert("grpc-timeout", v);
     }
+    h.insert(CONTENT_TYPE, HeaderValue::from_static("application/grpc"));
+    h.insert(TE, HeaderValue::from_static("trailers"));
+    h.insert(USER_AGENT, HeaderValue::from_static(USER_AGENT_VALUE));
     if let Some(v) = accept_encoding {
         h.insert("grpc-accept-encoding", v);
     }
@@ -1259,10 +1261,18 @@ pub(crate) fn h2_error(e: &h2::Error, opened: bool) -> CallError {
         (code::UNAVAILABLE, !opened)
     };
     let message = match e.reason().filter(|_| e.is_reset() && e.is_remote()) {
-        // gRPC-Go's words (`handleRSTStream`).
+        // gRPC-Go's words (`handleRSTStream`), with the detail
+        // PROTOCOL-HTTP2's table asks for these two (grpc-java's).
         Some(r) => format!(
-            "stream terminated by RST_STREAM with error code: {}",
-            reason_name(r)
+            "stream terminated by RST_STREAM with error code: {}{}",
+            reason_name(r),
+            match r {
+                Reason::ENHANCE_YOUR_CALM => " (bandwidth exhausted)",
+                Reason::INADEQUATE_SECURITY => {
+                    " (permission denied: the protocol is not secure enough for the call)"
+                }
+                _ => "",
+            }
         ),
         None => e
             .get_io()
