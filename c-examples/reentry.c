@@ -200,6 +200,37 @@ static void republish(void) {
   wait_pickers_above(before);
 }
 
+/* 4. sy_channel_new from a state callback, here the SHUTDOWN that
+ *    sy_runtime_free itself publishes: refused (before, it read the runtime
+ *    being freed). */
+static sy_runtime *dying_rt;
+static sy_status new_in_shutdown = SY_OK;
+static int shutdown_seen;
+static void on_dying_state(void *ctx, uint32_t state) {
+  sy_channel *made = NULL;
+  (void)ctx;
+  if (state != SY_STATE_SHUTDOWN) return;
+  shutdown_seen++;
+  new_in_shutdown = sy_channel_new(dying_rt, "", NULL, NULL, NULL, NULL, NULL, &made);
+  CHECK(made == NULL);
+}
+static void ignore_sc(void *ctx, uint64_t id, const char *addr, size_t len, void *user_data) {
+  (void)ctx; (void)id; (void)addr; (void)len; (void)user_data;
+}
+static void new_inside_runtime_free(void) {
+  sy_channel *ch = NULL;
+  sy_host_transport h;
+  memset(&h, 0, sizeof h);
+  h.connect = ignore_sc;
+  h.shutdown = ignore_sc;
+  OK(sy_runtime_new(&dying_rt));
+  OK(sy_channel_new(dying_rt, "", NULL, &h, on_dying_state, NULL, NULL, &ch));
+  sy_runtime_free(dying_rt); /* closes ch on the loop: SHUTDOWN is told */
+  CHECK(shutdown_seen == 1);
+  CHECK_STATUS(new_in_shutdown, SY_WRONG_CONTEXT);
+  sy_channel_free(ch);
+}
+
 int main(void) {
   sy_balancer_callbacks cbs;
   sy_runtime *rt = NULL;
@@ -276,6 +307,7 @@ int main(void) {
   sy_runtime_free(rt);
   CHECK(counter(&pickers_freed) == counter(&pickers_made));
   host_destroy(&the_host);
+  new_inside_runtime_free();
   printf("reentry: %d pick callbacks and %d free callbacks refused re-entry: ok\n", pick_probes,
          free_probes);
   return 0;

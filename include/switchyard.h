@@ -402,8 +402,9 @@ typedef struct sy_host_transport {
 /**
  * Hears a channel's connectivity changes (`state` is a `sy_state`). Called on
  * the loop thread, never concurrently with itself, with the `ctx` given at
- * channel creation. Must not block or call `sy_channel_close`,
- * `sy_channel_free`, `sy_channel_wait_for_state_change` or `sy_runtime_free`.
+ * channel creation. Must not block; `sy_channel_close`, `sy_channel_free`,
+ * `sy_channel_wait_for_state_change`, `sy_runtime_free`, `sy_channel_new*`
+ * and the other blocking calls are refused there (SY_WRONG_CONTEXT).
  */
 typedef void (*sy_state_fn)(void *ctx, uint32_t state);
 
@@ -436,7 +437,7 @@ typedef void (*sy_release_fn)(void *user_data);
  * Errors: SY_NULL_PARAMETER (`rt`, `target`, `options`, `out`),
  * SY_INVALID_UTF8, SY_INVALID_ARGUMENT, SY_INVALID_TARGET, SY_RUNTIME_GONE. On success `*out` is a new
  * channel owned by the caller (`sy_channel_free`); `options` may be freed
- * at once. Any thread but not from a callback.
+ * at once. Any thread; SY_WRONG_CONTEXT from inside a callback.
  */
 SY_MUST_USE
 sy_status sy_channel_new_simple(const struct sy_runtime *rt,
@@ -457,7 +458,7 @@ sy_status sy_channel_new_simple(const struct sy_runtime *rt,
  * Errors: SY_NULL_PARAMETER (`rt`, `target`, `out`), SY_INVALID_UTF8,
  * SY_INVALID_ARGUMENT, SY_INVALID_TARGET, SY_RUNTIME_GONE. On success
  * `*out` is a new channel owned by the caller (`sy_channel_free`); nothing
- * is written otherwise. Any thread but not from a callback.
+ * is written otherwise. Any thread; SY_WRONG_CONTEXT from inside a callback.
  */
 SY_MUST_USE
 sy_status sy_channel_new_insecure(const struct sy_runtime *rt,
@@ -496,7 +497,7 @@ sy_status sy_channel_new_insecure(const struct sy_runtime *rt,
  * without `connect` or `shutdown`), SY_INVALID_TARGET, SY_RUNTIME_GONE. On success `*out` is a new
  * channel owned by the caller (`sy_channel_free`). `state_ctx` and
  * `host->ctx` must stay valid until `sy_channel_free` returns. Any thread
- * but not from a callback.
+ * (SY_WRONG_CONTEXT from inside a callback).
  */
 SY_MUST_USE
 sy_status sy_channel_new(const struct sy_runtime *rt,

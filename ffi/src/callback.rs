@@ -17,8 +17,9 @@ pub type sy_release_fn = Option<unsafe extern "C" fn(user_data: *mut c_void)>;
 
 /// Hears a channel's connectivity changes (`state` is a `sy_state`). Called on
 /// the loop thread, never concurrently with itself, with the `ctx` given at
-/// channel creation. Must not block or call `sy_channel_close`,
-/// `sy_channel_free`, `sy_channel_wait_for_state_change` or `sy_runtime_free`.
+/// channel creation. Must not block; `sy_channel_close`, `sy_channel_free`,
+/// `sy_channel_wait_for_state_change`, `sy_runtime_free`, `sy_channel_new*`
+/// and the other blocking calls are refused there (SY_WRONG_CONTEXT).
 pub type sy_state_fn = Option<unsafe extern "C" fn(ctx: *mut c_void, state: u32)>;
 
 /// A host transport callback about one subchannel. `address` is

@@ -107,7 +107,7 @@ pub(crate) fn timeout_deadline(timeout_ms: u64) -> Option<Instant> {
 /// Errors: SY_NULL_PARAMETER (`rt`, `target`, `options`, `out`),
 /// SY_INVALID_UTF8, SY_INVALID_ARGUMENT, SY_INVALID_TARGET, SY_RUNTIME_GONE. On success `*out` is a new
 /// channel owned by the caller (`sy_channel_free`); `options` may be freed
-/// at once. Any thread but not from a callback.
+/// at once. Any thread; SY_WRONG_CONTEXT from inside a callback.
 #[no_mangle]
 #[must_use]
 pub extern "C" fn sy_channel_new_simple(
@@ -149,7 +149,7 @@ pub extern "C" fn sy_channel_new_simple(
 /// Errors: SY_NULL_PARAMETER (`rt`, `target`, `out`), SY_INVALID_UTF8,
 /// SY_INVALID_ARGUMENT, SY_INVALID_TARGET, SY_RUNTIME_GONE. On success
 /// `*out` is a new channel owned by the caller (`sy_channel_free`); nothing
-/// is written otherwise. Any thread but not from a callback.
+/// is written otherwise. Any thread; SY_WRONG_CONTEXT from inside a callback.
 #[no_mangle]
 #[must_use]
 pub extern "C" fn sy_channel_new_insecure(
@@ -196,7 +196,7 @@ pub extern "C" fn sy_channel_new_insecure(
 /// without `connect` or `shutdown`), SY_INVALID_TARGET, SY_RUNTIME_GONE. On success `*out` is a new
 /// channel owned by the caller (`sy_channel_free`). `state_ctx` and
 /// `host->ctx` must stay valid until `sy_channel_free` returns. Any thread
-/// but not from a callback.
+/// (SY_WRONG_CONTEXT from inside a callback).
 #[no_mangle]
 #[must_use]
 #[allow(clippy::too_many_arguments)]
@@ -247,6 +247,7 @@ pub extern "C" fn sy_channel_new_with_options(
     out: *mut *mut sy_channel,
 ) -> sy_status {
     boundary(|| {
+        refuse_in_callback("cannot create a channel inside a switchyard callback")?;
         let rt = try_ref!(rt, "runtime");
         // SAFETY: NUL-terminated strings valid for the call (the contract).
         let target = unsafe { str_arg(target, "target") }?;

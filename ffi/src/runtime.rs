@@ -73,13 +73,14 @@ pub extern "C" fn sy_runtime_free(rt: *mut sy_runtime) {
         }
         // SAFETY: from `sy_runtime_new`, freed once per the contract.
         let rt = unsafe { Box::from_raw(rt) };
-        let sy_runtime { inner, pools } = *rt;
-        let pools: Vec<_> = (pools.into_inner().unwrap_or_else(|p| p.into_inner()))
+        let pools: Vec<_> = (rt.pools.lock().unwrap_or_else(|p| p.into_inner()))
             .iter()
             .filter_map(Weak::upgrade)
             .collect();
         // Dropping the loop closes every channel: calls in flight fail,
-        // queued ones too.
-        CallPool::close_joined(&pools, || drop(inner));
+        // queued ones too. The whole box goes, so its memory outlives the
+        // loop's last callbacks (which may still name the runtime, if only
+        // to be refused).
+        CallPool::close_joined(&pools, || drop(rt));
     })
 }
