@@ -65,21 +65,57 @@ pub struct UnaryResponse {
 /// grpc-java's trailers keep too).
 pub(crate) const TRANSPORT_FIELDS: [&str; 3] = ["grpc-status", "grpc-message", "grpc-encoding"];
 
-/// gRPC binary metadata (`-bin` keys) is base64; senders may or may not
-/// pad it, and the unused low bits of its last character need not be zero
-/// (gRPC-Go's `decodeBinHeader` uses `base64.StdEncoding`/`RawStdEncoding`,
-/// which are not `Strict`).
-const BINARY_METADATA: GeneralPurpose = GeneralPurpose::new(
+/// gRPC binary metadata (`-bin` keys) is base64, read as gRPC-Go's
+/// `decodeBinHeader` reads it: padded when its length is a multiple of 4
+/// (`base64.StdEncoding`), unpadded otherwise (`RawStdEncoding`), so a
+/// partial padding ("AQ=") is malformed; the unused low bits of the last
+/// character need not be zero (Go's decoders are not `Strict`).
+const BINARY_METADATA_PADDED: GeneralPurpose = GeneralPurpose::new(
     &STANDARD,
     GeneralPurposeConfig::new()
-        .with_decode_padding_mode(DecodePaddingMode::Indifferent)
-        // Go's decoder (not `Strict`) ignores the bits past the last byte.
+        .with_decode_padding_mode(DecodePaddingMode::RequireCanonical)
+        .with_decode_allow_trailing_bits(true),
+);
+const BINARY_METADATA_UNPADDED: GeneralPurpose = GeneralPurpose::new(
+    &STANDARD,
+    GeneralPurposeConfig::new()
+        .with_decode_padding_mode(DecodePaddingMode::RequireNone)
         .with_decode_allow_trailing_bits(true),
 );
 
+/// The bytes of a `-bin` metadata value, or the offset of its first bad
+/// byte as gRPC-Go's base64 decoder reports it (`CorruptInputError`).
+fn decode_binary_at(value: &[u8]) -> Result<Vec<u8>, usize> {
+    let padded = value.len() % 4 == 0;
+    let engine = if padded {
+        &BINARY_METADATA_PADDED
+    } else {
+        &BINARY_METADATA_UNPADDED
+    };
+    engine.decode(value).map_err(|e| match e {
+        // Padding ends a padded value: Go reports what follows it.
+        base64::DecodeError::InvalidByte(at, b'=') if padded => {
+            let end = at + value[at..].iter().take_while(|c| **c == b'=').count();
+            if end % 4 == 0 && end < value.len() {
+                end
+            } else {
+                at
+            }
+        }
+        base64::DecodeError::InvalidByte(at, _)
+        | base64::DecodeError::InvalidLastSymbol { offset: at, .. } => at,
+        // A lone last character (Go: the quantum it starts).
+        base64::DecodeError::InvalidLength(_) => value.len().saturating_sub(1),
+        // Padding where none may be: Go stops at its first '='.
+        base64::DecodeError::InvalidPadding => {
+            value.iter().position(|c| *c == b'=').unwrap_or(value.len())
+        }
+    })
+}
+
 /// The bytes of a `-bin` metadata value, if it is base64.
 pub(crate) fn decode_binary(value: &[u8]) -> Option<Vec<u8>> {
-    BINARY_METADATA.decode(value).ok()
+    decode_binary_at(value).ok()
 }
 
 /// A response's `-bin` fields must be base64: one that is not fails the
@@ -90,12 +126,8 @@ fn check_binary_metadata(fields: &HeaderMap) -> Result<(), CallError> {
         if !name.as_str().ends_with("-bin") {
             continue;
         }
-        if let Err(e) = BINARY_METADATA.decode(value.as_bytes()) {
+        if let Err(at) = decode_binary_at(value.as_bytes()) {
             // gRPC-Go's words (`decodeBinHeader`'s base64 error).
-            let at = match e {
-                base64::DecodeError::InvalidByte(at, _) => at,
-                _ => value.len(),
-            };
             return Err(CallError::new(
                 code::INTERNAL,
                 format!("transport: malformed {name}: illegal base64 data at input byte {at}"),

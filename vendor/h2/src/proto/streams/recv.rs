@@ -696,10 +696,6 @@ impl Recv {
             return self.ignore_data(sz);
         }
 
-        // Ensure that there is enough capacity on the connection before acting
-        // on the stream.
-        self.consume_connection_window(sz)?;
-
         if stream.recv_flow.window_size() < sz {
             // http://httpwg.org/specs/rfc7540.html#WINDOW_UPDATE
             // > A receiver MAY respond with a stream error (Section 5.4.2) or
@@ -709,8 +705,24 @@ impl Recv {
             // So, for violating the **stream** window, we can send either a
             // stream or connection error. We've opted to send a stream
             // error.
+            //
+            // switchyard patch (11): checked before the connection window,
+            // so that a frame overrunning both (the two windows start equal)
+            // ends only its stream, as gRPC-Go's client does. Its bytes are
+            // charged to the connection as taken (the caller gives them
+            // back on this stream error, `Streams::recv_data`): all of
+            // them when they fit, else what is left of the window, the rest
+            // counted in flight only (the peer already broke the window;
+            // what it is given back is never more than it sent).
+            let fits = self.flow.window_size().min(sz);
+            self.consume_connection_window(fits)?;
+            self.in_flight_data += sz - fits;
             return Err(Error::library_reset(stream.id, Reason::FLOW_CONTROL_ERROR));
         }
+
+        // Ensure that there is enough capacity on the connection before acting
+        // on the stream.
+        self.consume_connection_window(sz)?;
 
         // use payload len, padding doesn't count for content-length
         if stream.dec_content_length(frame.payload().len()).is_err() {
@@ -792,7 +804,13 @@ impl Recv {
     }
 
     pub fn ignore_data(&mut self, sz: WindowSize) -> Result<(), Error> {
-        // Ensure that there is enough capacity on the connection...
+        // switchyard patch (11): a frame dropped unread is charged to the
+        // connection window as far as it fits, never a connection error
+        // (nothing of it is buffered): a server that goes on sending on a
+        // stream reset for overrunning its window keeps the connection's
+        // other calls alive, as gRPC-Go's client (which never enforces the
+        // connection window) does.
+        let sz = self.flow.window_size().min(sz);
         self.consume_connection_window(sz)?;
 
         // Since we are ignoring this frame,
