@@ -5,7 +5,10 @@ use crate::call_pool::CallPool;
 use crate::callback::{sy_host_transport, sy_release_fn, sy_state_fn, CHost};
 use crate::error::Error;
 use crate::handle::{bury, Shell};
-use crate::macros::{boundary, boundary_or, in_callback, inside_callback, refuse_in_callback};
+use crate::macros::{
+    boundary, boundary_or, free_refused_in_callback, in_callback, inside_callback,
+    refuse_in_callback,
+};
 use crate::options::{sy_channel_options, Options};
 use crate::runtime::sy_runtime;
 use crate::status::{state_from_c, state_to_c, sy_status};
@@ -546,10 +549,9 @@ pub extern "C" fn sy_channel_free(ch: *mut sy_channel) {
         if ch.is_null() {
             return;
         }
-        if let Err(e) = refuse_in_callback(
+        if free_refused_in_callback(
             "sy_channel_free: cannot free a channel inside a switchyard callback",
         ) {
-            crate::error::set_last(e);
             return;
         }
         // SAFETY: from `sy_channel_new`, live or quarantined per the

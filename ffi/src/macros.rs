@@ -58,6 +58,18 @@ pub(crate) fn refuse_in_callback(why: &'static str) -> Result<(), Error> {
     }
 }
 
+/// For the `_free` functions, which return no status: inside a callback,
+/// records SY_WRONG_CONTEXT (`why`) for `sy_last_error` and says so.
+pub(crate) fn free_refused_in_callback(why: &'static str) -> bool {
+    match refuse_in_callback(why) {
+        Ok(()) => false,
+        Err(e) => {
+            crate::error::set_last(e);
+            true
+        }
+    }
+}
+
 thread_local! {
     static CALLBACK_DEPTH: std::cell::Cell<u32> = const { std::cell::Cell::new(0) };
 }

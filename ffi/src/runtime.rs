@@ -2,7 +2,7 @@
 
 use crate::call_pool::CallPool;
 use crate::error::Error;
-use crate::macros::{boundary, boundary_or, refuse_in_callback};
+use crate::macros::{boundary, boundary_or, free_refused_in_callback};
 use crate::status::sy_status;
 use std::sync::{Arc, Mutex, Weak};
 use switchyard::Runtime;
@@ -65,10 +65,9 @@ pub extern "C" fn sy_runtime_free(rt: *mut sy_runtime) {
         if rt.is_null() {
             return;
         }
-        if let Err(e) = refuse_in_callback(
+        if free_refused_in_callback(
             "sy_runtime_free: cannot free a runtime inside a switchyard callback",
         ) {
-            crate::error::set_last(e);
             return;
         }
         // SAFETY: from `sy_runtime_new`, freed once per the contract.
