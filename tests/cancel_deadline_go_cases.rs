@@ -13,45 +13,33 @@
 //! arrival), "refuse-once" (REFUSED_STREAM the first time this connection
 //! sees it, then "ok").
 
+#[path = "common/frame_server.rs"]
+mod frame_server;
 #[path = "common/h2_frames.rs"]
 mod h2_frames;
+use frame_server::{Ev, H2, TICK};
 use h2_frames::*;
 use std::collections::HashMap;
-use std::io::{self, Read, Write};
-use std::net::{SocketAddr, TcpListener, TcpStream};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::io;
+use std::net::{SocketAddr, TcpListener};
 use std::sync::{mpsc, Arc, Mutex};
-use std::thread::{self, JoinHandle};
+use std::thread;
 use std::time::{Duration, Instant};
 use switchyard::backoff::BackoffConfig;
 use switchyard::*;
 
-const LIFETIME: Duration = Duration::from_secs(30);
-const TICK: Duration = Duration::from_millis(5);
 const ECHO: &str = "/echo.Echo/Unary";
-
-#[derive(Debug, Clone, PartialEq)]
-enum Ev {
-    Headers(u32),
-    Request(u32, String),
-    Rst(u32, u32),
-    GoAway(u32),
-    Eof,
-}
-
-type Log = Arc<Mutex<Vec<(usize, Ev)>>>;
 
 /// Request header blocks by (connection, stream).
 type Blocks = HashMap<(usize, u32), Vec<u8>>;
 
+/// The frame server of tests/common/frame_server.rs running [`serve`] on
+/// each connection, and the request header blocks it recorded.
 struct Server {
     addr: SocketAddr,
-    log: Log,
+    inner: frame_server::Server,
     /// Request header blocks by (connection, stream).
     blocks: Arc<Mutex<Blocks>>,
-    accepts: Arc<Mutex<usize>>,
-    stop: Arc<AtomicBool>,
-    thread: Option<JoinHandle<()>>,
 }
 
 #[derive(Clone)]
@@ -75,75 +63,31 @@ impl Server {
     }
 
     fn start_on(addr: SocketAddr, opts: Opts) -> Server {
-        let listener = TcpListener::bind(addr).unwrap();
-        listener.set_nonblocking(true).unwrap();
-        let addr = listener.local_addr().unwrap();
-        let log: Log = Arc::default();
         let blocks: Arc<Mutex<Blocks>> = Arc::default();
-        let accepts = Arc::new(Mutex::new(0usize));
-        let stop = Arc::new(AtomicBool::new(false));
-        let (lg, bl, acc, st) = (log.clone(), blocks.clone(), accepts.clone(), stop.clone());
-        let thread = thread::spawn(move || {
-            let end = Instant::now() + LIFETIME;
-            let mut conns = Vec::new();
-            while !st.load(Ordering::Acquire) && Instant::now() < end {
-                match listener.accept() {
-                    Ok((sock, _)) => {
-                        let index = {
-                            let mut a = acc.lock().unwrap();
-                            *a += 1;
-                            *a - 1
-                        };
-                        let (lg, bl, st, o) = (lg.clone(), bl.clone(), st.clone(), opts.clone());
-                        conns.push(thread::spawn(move || {
-                            let _ = serve(sock, index, &o, &lg, &bl, &st);
-                        }));
-                    }
-                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => thread::sleep(TICK),
-                    Err(_) => break,
-                }
-            }
-            for c in conns {
-                let _ = c.join();
-            }
-        });
+        let bl = blocks.clone();
+        let inner = frame_server::Server::start_on(addr, move |c| serve(c, &opts, &bl));
         Server {
-            addr,
-            log,
+            addr: inner.addr,
+            inner,
             blocks,
-            accepts,
-            stop,
-            thread: Some(thread),
         }
     }
 
     fn accepted(&self) -> usize {
-        *self.accepts.lock().unwrap()
+        self.inner.accepted().len()
     }
 
     fn events(&self) -> Vec<(usize, Ev)> {
-        self.log.lock().unwrap().clone()
+        self.inner.events()
     }
 
     fn wait_for(&self, within: Duration, pred: impl Fn(&[(usize, Ev)]) -> bool) -> bool {
-        let end = Instant::now() + within;
-        loop {
-            if pred(&self.events()) {
-                return true;
-            }
-            if Instant::now() >= end {
-                return false;
-            }
-            thread::sleep(Duration::from_millis(5));
-        }
+        self.inner.wait_for(within, pred)
     }
 
     /// The stream (connection, id) of the request whose message was `what`.
     fn stream_of(&self, what: &str) -> Option<(usize, u32)> {
-        self.events().iter().find_map(|(c, e)| match e {
-            Ev::Request(s, m) if m == what => Some((*c, *s)),
-            _ => None,
-        })
+        self.streams_of(what).first().copied()
     }
 
     fn wait_request(&self, what: &str) -> (usize, u32) {
@@ -157,23 +101,11 @@ impl Server {
 
     /// Every stream (connection, id) whose request message was `what`.
     fn streams_of(&self, what: &str) -> Vec<(usize, u32)> {
-        self.events()
-            .iter()
-            .filter_map(|(c, e)| match e {
-                Ev::Request(s, m) if m == what => Some((*c, *s)),
-                _ => None,
-            })
-            .collect()
+        self.inner.streams_of(what)
     }
 
     fn rsts(&self, conn: usize, stream: u32) -> Vec<u32> {
-        self.events()
-            .iter()
-            .filter_map(|(c, e)| match e {
-                Ev::Rst(s, code) if *c == conn && *s == stream => Some(*code),
-                _ => None,
-            })
-            .collect()
+        self.inner.rsts(conn, stream)
     }
 
     fn wait_rst(&self, (conn, stream): (usize, u32)) -> Vec<u32> {
@@ -198,15 +130,6 @@ impl Server {
             .get(&at)
             .cloned()
             .unwrap_or_default()
-    }
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        self.stop.store(true, Ordering::Release);
-        if let Some(t) = self.thread.take() {
-            let _ = t.join();
-        }
     }
 }
 
@@ -284,129 +207,61 @@ fn answer(s: u32, cmd: &str, refused: &mut bool) -> Vec<u8> {
     panic!("unknown command {cmd:?}");
 }
 
-fn serve(
-    mut sock: TcpStream,
-    index: usize,
-    opts: &Opts,
-    log: &Log,
-    blocks: &Mutex<HashMap<(usize, u32), Vec<u8>>>,
-    stop: &AtomicBool,
-) -> io::Result<()> {
-    sock.set_nonblocking(false)?;
-    sock.set_read_timeout(Some(TICK))?;
-    sock.set_nodelay(true)?;
-    let note = |ev: Ev| log.lock().unwrap().push((index, ev));
-    let end = Instant::now() + LIFETIME;
-    let mut buf = Vec::new();
-    let mut preface = false;
-    let mut bodies: HashMap<u32, Vec<u8>> = HashMap::new();
+/// One connection: the SETTINGS of `opts` sent, the preface read; each
+/// request's header block recorded, the connection window given back for
+/// its DATA, and its message (`Ev::Request`) answered as [`answer`] says,
+/// at once or after its "sleep:MS:".
+fn serve(c: &mut H2, opts: &Opts, blocks: &Mutex<Blocks>) -> io::Result<()> {
+    c.send(&frame(SETTINGS, 0, 0, &opts.settings))?;
+    c.preface()?;
     let mut scheduled: Vec<(Instant, u32, String)> = Vec::new();
     let mut refused = false;
-    sock.write_all(&frame(SETTINGS, 0, 0, &opts.settings))?;
-    while !stop.load(Ordering::Acquire) && Instant::now() < end {
-        loop {
-            if !preface {
-                if buf.len() >= 24 {
-                    buf.drain(..24);
-                    preface = true;
-                    continue;
-                }
-                break;
-            }
-            if buf.len() < 9 {
-                break;
-            }
-            let len = u32::from_be_bytes([0, buf[0], buf[1], buf[2]]) as usize;
-            if buf.len() < 9 + len {
-                break;
-            }
-            let (kind, flags) = (buf[3], buf[4]);
-            let stream = u32::from_be_bytes([buf[5], buf[6], buf[7], buf[8]]) & 0x7fff_ffff;
-            let payload = buf[9..9 + len].to_vec();
-            buf.drain(..9 + len);
-            match kind {
-                SETTINGS if flags & ACK == 0 => sock.write_all(&frame(SETTINGS, ACK, 0, &[]))?,
-                PING if flags & ACK == 0 => sock.write_all(&frame(PING, ACK, 0, &payload))?,
-                HEADERS => {
-                    let mut p = &payload[..];
-                    let mut pad = 0;
-                    if flags & 0x8 != 0 {
-                        pad = p[0] as usize;
-                        p = &p[1..];
-                    }
-                    if flags & 0x20 != 0 {
-                        p = &p[5..];
-                    }
-                    blocks
-                        .lock()
-                        .unwrap()
-                        .insert((index, stream), p[..p.len() - pad].to_vec());
-                    note(Ev::Headers(stream));
-                }
-                DATA => {
-                    if !payload.is_empty() {
-                        let n = (payload.len() as u32).to_be_bytes();
-                        sock.write_all(&frame(WINDOW_UPDATE, 0, 0, &n))?;
-                    }
-                    bodies.entry(stream).or_default().extend(&payload);
-                    if flags & END_STREAM != 0 {
-                        let body = bodies.remove(&stream).unwrap_or_default();
-                        let cmd =
-                            String::from_utf8_lossy(body.get(5..).unwrap_or(&[])).into_owned();
-                        note(Ev::Request(stream, cmd.clone()));
-                        let (at, cmd) = match cmd.strip_prefix("sleep:") {
-                            Some(rest) => {
-                                let (ms, c) = rest.split_once(':').unwrap();
-                                (
-                                    Instant::now() + Duration::from_millis(ms.parse().unwrap()),
-                                    c.to_string(),
-                                )
-                            }
-                            None => (Instant::now(), cmd),
-                        };
-                        scheduled.push((at, stream, cmd));
-                    }
-                }
-                RST_STREAM => {
-                    let code = u32::from_be_bytes(payload[..4].try_into().unwrap());
-                    note(Ev::Rst(stream, code));
-                }
-                GOAWAY => {
-                    let code = u32::from_be_bytes(payload[4..8].try_into().unwrap());
-                    note(Ev::GoAway(code));
-                }
-                _ => {}
-            }
-        }
+    loop {
         let now = Instant::now();
         let mut i = 0;
         while i < scheduled.len() {
             if scheduled[i].0 <= now {
                 let (_, s, cmd) = scheduled.remove(i);
                 let out = answer(s, &cmd, &mut refused);
-                sock.write_all(&out)?;
+                c.send(&out)?;
             } else {
                 i += 1;
             }
         }
-        let mut chunk = [0u8; 16 * 1024];
-        match sock.read(&mut chunk) {
-            Ok(0) => {
-                note(Ev::Eof);
-                return Ok(());
-            }
-            Ok(n) => buf.extend_from_slice(&chunk[..n]),
-            Err(e)
-                if matches!(
-                    e.kind(),
-                    io::ErrorKind::WouldBlock
-                        | io::ErrorKind::TimedOut
-                        | io::ErrorKind::Interrupted
-                ) => {}
+        let f = match c.next_until(Some(Instant::now() + TICK)) {
+            Ok(Some(f)) => f,
+            Ok(None) => return Ok(()),
+            Err(e) if e.kind() == io::ErrorKind::TimedOut => continue,
             Err(e) => return Err(e),
+        };
+        if f.kind == HEADERS {
+            blocks
+                .lock()
+                .unwrap()
+                .insert((c.index, f.stream), f.header_block());
         }
+        if f.kind == DATA && !f.payload.is_empty() {
+            c.window_update(0, f.payload.len() as u32)?;
+        }
+        if f.kind != DATA {
+            continue;
+        }
+        let Some((stream, body)) = c.request_done(&f) else {
+            continue;
+        };
+        let cmd = String::from_utf8_lossy(body.get(5..).unwrap_or(&[])).into_owned();
+        let (at, cmd) = match cmd.strip_prefix("sleep:") {
+            Some(rest) => {
+                let (ms, c) = rest.split_once(':').unwrap();
+                (
+                    Instant::now() + Duration::from_millis(ms.parse().unwrap()),
+                    c.to_string(),
+                )
+            }
+            None => (Instant::now(), cmd),
+        };
+        scheduled.push((at, stream, cmd));
     }
-    Ok(())
 }
 
 // ---------------------------------------------------------------------------
@@ -528,7 +383,7 @@ fn deadline_while_server_silent_resets_cancel_and_keeps_the_connection() {
         !server
             .events()
             .iter()
-            .any(|(_, e)| matches!(e, Ev::GoAway(_) | Ev::Eof)),
+            .any(|(_, e)| matches!(e, Ev::GoAway(..) | Ev::Eof)),
         "{:?}",
         server.events()
     );

@@ -10,13 +10,14 @@
 
 #[path = "common/mod.rs"]
 mod common;
+#[path = "common/raw_server.rs"]
+mod raw_server;
 
 use common::*;
-use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpListener, TcpStream};
+use raw_server::*;
+use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
-use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 use switchyard::backoff::BackoffConfig;
 use switchyard::picker::QueuePicker;
@@ -79,125 +80,8 @@ fn logged(mut opts: ChannelOptions) -> (ChannelOptions, StateLog) {
 const T: Duration = Duration::from_secs(10);
 
 // ------------------------------------------------------------ raw servers
-
-/// What a raw server does with each accepted connection (`index` counts
-/// from 0); `stop` is set when the server is dropped.
-type Behave = dyn Fn(TcpStream, usize, &AtomicBool) + Send + Sync;
-
-/// A TCP listener on 127.0.0.1 whose connections `Behave` handles, each on
-/// its own thread; everything ends within 30 s or when dropped.
-struct Raw {
-    addr: SocketAddr,
-    accepted: Arc<AtomicUsize>,
-    closed: Arc<AtomicUsize>,
-    stop: Arc<AtomicBool>,
-    thread: Option<JoinHandle<()>>,
-}
-
-impl Raw {
-    fn start(behave: impl Fn(TcpStream, usize, &AtomicBool) + Send + Sync + 'static) -> Raw {
-        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-        listener.set_nonblocking(true).unwrap();
-        let addr = listener.local_addr().unwrap();
-        let accepted = Arc::new(AtomicUsize::new(0));
-        let closed = Arc::new(AtomicUsize::new(0));
-        let stop = Arc::new(AtomicBool::new(false));
-        let behave: Arc<Behave> = Arc::new(behave);
-        let (acc, clo, st) = (accepted.clone(), closed.clone(), stop.clone());
-        let thread = std::thread::spawn(move || {
-            let end = Instant::now() + Duration::from_secs(30);
-            let mut conns = Vec::new();
-            while !st.load(Ordering::Acquire) && Instant::now() < end {
-                match listener.accept() {
-                    Ok((sock, _)) => {
-                        sock.set_nonblocking(false).unwrap();
-                        let i = acc.fetch_add(1, Ordering::AcqRel);
-                        let (b, st2, clo2) = (behave.clone(), st.clone(), clo.clone());
-                        conns.push(std::thread::spawn(move || {
-                            b(sock, i, &st2);
-                            clo2.fetch_add(1, Ordering::AcqRel);
-                        }));
-                    }
-                    Err(_) => std::thread::sleep(Duration::from_millis(2)),
-                }
-            }
-            st.store(true, Ordering::Release);
-            for c in conns {
-                let _ = c.join();
-            }
-        });
-        Raw {
-            addr,
-            accepted,
-            closed,
-            stop,
-            thread: Some(thread),
-        }
-    }
-
-    fn accepted(&self) -> usize {
-        self.accepted.load(Ordering::Acquire)
-    }
-
-    /// Connections whose handler returned (the server closed them).
-    fn closed(&self) -> usize {
-        self.closed.load(Ordering::Acquire)
-    }
-
-    fn target(&self) -> String {
-        format!("ipv4:{}", self.addr)
-    }
-}
-
-impl Drop for Raw {
-    fn drop(&mut self) {
-        self.stop.store(true, Ordering::Release);
-        if let Some(t) = self.thread.take() {
-            let _ = t.join();
-        }
-    }
-}
-
-/// An empty SETTINGS frame: the server's whole preface.
-fn send_settings(sock: &mut TcpStream) {
-    let _ = sock.write_all(&[0, 0, 0, 0x4, 0, 0, 0, 0, 0]);
-    let _ = sock.flush();
-}
-
-/// Reads and discards until the peer closes, `stop`, or `until` says so.
-/// Returns true if the peer closed.
-fn keep_reading(sock: &mut TcpStream, stop: &AtomicBool, until: impl Fn() -> bool) -> bool {
-    sock.set_read_timeout(Some(Duration::from_millis(10)))
-        .unwrap();
-    let mut buf = [0u8; 4096];
-    while !stop.load(Ordering::Acquire) && !until() {
-        match sock.read(&mut buf) {
-            Ok(0) => return true,
-            Ok(_) => {}
-            Err(e)
-                if e.kind() == std::io::ErrorKind::WouldBlock
-                    || e.kind() == std::io::ErrorKind::TimedOut => {}
-            Err(_) => return true,
-        }
-    }
-    false
-}
-
-/// SETTINGS, then kept open (reading) until the client goes.
-fn settings_and_keep(mut s: TcpStream, _: usize, stop: &AtomicBool) {
-    send_settings(&mut s);
-    keep_reading(&mut s, stop, || false);
-}
-
-/// Accepts and never writes a byte.
-fn silent(mut s: TcpStream, _: usize, stop: &AtomicBool) {
-    keep_reading(&mut s, stop, || false);
-}
-
-/// Accepts and closes at once.
-fn close_at_once(s: TcpStream, _: usize, _: &AtomicBool) {
-    drop(s);
-}
+// Raw, send_settings, keep_reading, settings_and_keep, silent and
+// close_at_once: tests/common/raw_server.rs.
 
 fn no_backoff_opts(initial: Duration, min_connect: Duration) -> ChannelOptions {
     let mut o = plaintext();
@@ -378,9 +262,9 @@ fn ready_to_idle_then_connect_gives_connecting() {
     let server = Raw::start(move |mut s, i, stop| {
         if i == 0 {
             send_settings(&mut s);
-            keep_reading(&mut s, stop, || g.load(Ordering::Acquire));
+            keep_reading(&mut s, stop, || g.load(Ordering::Acquire))
         } else {
-            keep_reading(&mut s, stop, || false);
+            keep_reading(&mut s, stop, || false)
         }
     });
     let rt = Runtime::new().unwrap();
@@ -440,9 +324,9 @@ fn multiple_addresses_enter_ready_then_idle_then_connecting() {
     let s1 = Raw::start(move |mut s, i, stop| {
         if i == 0 {
             send_settings(&mut s);
-            keep_reading(&mut s, stop, || g.load(Ordering::Acquire));
+            keep_reading(&mut s, stop, || g.load(Ordering::Acquire))
         } else {
-            keep_reading(&mut s, stop, || false);
+            keep_reading(&mut s, stop, || false)
         }
     });
     let s2 = Raw::start(silent);

@@ -28,6 +28,8 @@
 //! connect deadline, health Watch, wait-for-ready, connectivity API,
 //! target parsing, compression, message limits (non-zero), request headers.
 
+#[path = "common/frame_server.rs"]
+mod frame_server;
 #[path = "common/h2_frames.rs"]
 mod h2_frames;
 #[path = "common/hpack.rs"]
@@ -38,11 +40,12 @@ mod scripted_h2;
 mod tokio_host;
 
 use bytes::Bytes;
+use frame_server::{Ev, Server};
 use h2_frames::*;
 use http::{HeaderMap, HeaderName, HeaderValue, Response};
-use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpListener, TcpStream};
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::io::Write;
+use std::net::TcpStream;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread;
 use std::time::{Duration, Instant};
@@ -257,163 +260,26 @@ fn rst_stream_flow_control_error_is_internal_as_the_protocol_doc_says() {
 // statuscodes.md "Flow-control protocol violation | INTERNAL | Both": a
 // server overrunning the client's connection window.
 
-#[derive(Clone, Debug, PartialEq)]
-enum Ev {
-    Accepted(usize),
-    Request(usize, u32),
-    GoAway(usize, u32),
-    Rst(usize, u32, u32),
-    WindowUpdate(usize, u32, u32),
-    Eof(usize),
-}
-
-struct FrameServer {
-    addr: SocketAddr,
-    stop: Arc<AtomicBool>,
-    events: Arc<Mutex<Vec<Ev>>>,
-    thread: Option<thread::JoinHandle<()>>,
-}
-
-impl FrameServer {
-    /// `answer(conn, stream, &mut sock)` writes the answer to each request
-    /// (HEADERS, or DATA with END_STREAM, completes one).
-    fn start(answer: impl Fn(usize, u32, &mut TcpStream) + Send + Sync + 'static) -> FrameServer {
-        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-        listener.set_nonblocking(true).unwrap();
-        let addr = listener.local_addr().unwrap();
-        let stop = Arc::new(AtomicBool::new(false));
-        let events: Arc<Mutex<Vec<Ev>>> = Arc::default();
-        let answer = Arc::new(answer);
-        let (st, ev) = (stop.clone(), events.clone());
-        let thread = thread::spawn(move || {
-            let end = Instant::now() + Duration::from_secs(30);
-            let mut conns = Vec::new();
-            let mut i = 0;
-            while !st.load(Ordering::Acquire) && Instant::now() < end {
-                match listener.accept() {
-                    Ok((sock, _)) => {
-                        ev.lock().unwrap().push(Ev::Accepted(i));
-                        let (st, ev, answer) = (st.clone(), ev.clone(), answer.clone());
-                        let idx = i;
-                        conns.push(thread::spawn(move || {
-                            let _ = serve_frames(sock, idx, &*answer, &st, &ev);
-                            ev.lock().unwrap().push(Ev::Eof(idx));
-                        }));
-                        i += 1;
-                    }
-                    Err(_) => thread::sleep(Duration::from_millis(2)),
-                }
+/// A frame server (tests/common/frame_server.rs) whose connections send
+/// SETTINGS, give back the window of every DATA frame (connection and
+/// stream) and call `answer(conn, stream, &mut sock)` to write the answer
+/// to each request once it ends (HEADERS, or DATA, with END_STREAM).
+fn answering(answer: impl Fn(usize, u32, &mut TcpStream) + Send + Sync + 'static) -> Server {
+    Server::start(move |c| {
+        c.send(&frame(SETTINGS, 0, 0, &[]))?;
+        c.preface()?;
+        while let Some(f) = c.next()? {
+            if f.kind == DATA && !f.payload.is_empty() {
+                let n = f.payload.len() as u32;
+                c.window_update(0, n)?;
+                c.window_update(f.stream, n)?;
             }
-            for c in conns {
-                let _ = c.join();
-            }
-        });
-        FrameServer {
-            addr,
-            stop,
-            events,
-            thread: Some(thread),
-        }
-    }
-
-    fn events(&self) -> Vec<Ev> {
-        self.events.lock().unwrap().clone()
-    }
-
-    fn wait_for(&self, within: Duration, f: impl Fn(&[Ev]) -> bool) -> bool {
-        let end = Instant::now() + within;
-        while Instant::now() < end {
-            if f(&self.events()) {
-                return true;
-            }
-            thread::sleep(Duration::from_millis(5));
-        }
-        f(&self.events())
-    }
-}
-
-impl Drop for FrameServer {
-    fn drop(&mut self) {
-        self.stop.store(true, Ordering::Release);
-        if let Some(t) = self.thread.take() {
-            let _ = t.join();
-        }
-    }
-}
-
-fn serve_frames(
-    mut sock: TcpStream,
-    idx: usize,
-    answer: &(dyn Fn(usize, u32, &mut TcpStream) + Send + Sync),
-    stop: &AtomicBool,
-    ev: &Mutex<Vec<Ev>>,
-) -> std::io::Result<()> {
-    sock.set_nodelay(true)?;
-    sock.set_read_timeout(Some(Duration::from_millis(10)))?;
-    sock.write_all(&frame(SETTINGS, 0, 0, &[]))?;
-    let mut buf = Vec::new();
-    let mut preface = false;
-    let mut tmp = vec![0u8; 65536];
-    while !stop.load(Ordering::Acquire) {
-        loop {
-            if !preface {
-                if buf.len() >= 24 {
-                    buf.drain(..24);
-                    preface = true;
-                    continue;
-                }
-                break;
-            }
-            if buf.len() < 9 {
-                break;
-            }
-            let len = u32::from_be_bytes([0, buf[0], buf[1], buf[2]]) as usize;
-            if buf.len() < 9 + len {
-                break;
-            }
-            let (kind, flags) = (buf[3], buf[4]);
-            let stream = u32::from_be_bytes([buf[5], buf[6], buf[7], buf[8]]) & 0x7fff_ffff;
-            let payload = buf[9..9 + len].to_vec();
-            buf.drain(..9 + len);
-            let word = |at: usize| {
-                payload
-                    .get(at..at + 4)
-                    .map(|b| u32::from_be_bytes([b[0], b[1], b[2], b[3]]))
-                    .unwrap_or(u32::MAX)
-            };
-            match kind {
-                SETTINGS if flags & ACK == 0 => sock.write_all(&frame(SETTINGS, ACK, 0, &[]))?,
-                PING if flags & ACK == 0 => sock.write_all(&frame(PING, ACK, 0, &payload))?,
-                GOAWAY => ev.lock().unwrap().push(Ev::GoAway(idx, word(4))),
-                RST_STREAM => ev.lock().unwrap().push(Ev::Rst(idx, stream, word(0))),
-                WINDOW_UPDATE => ev
-                    .lock()
-                    .unwrap()
-                    .push(Ev::WindowUpdate(idx, stream, word(0))),
-                DATA if !payload.is_empty() => {
-                    let n = (payload.len() as u32).to_be_bytes();
-                    sock.write_all(&frame(WINDOW_UPDATE, 0, 0, &n))?;
-                    sock.write_all(&frame(WINDOW_UPDATE, 0, stream, &n))?;
-                }
-                _ => {}
-            }
-            if matches!(kind, HEADERS | DATA) && flags & END_STREAM != 0 {
-                ev.lock().unwrap().push(Ev::Request(idx, stream));
-                answer(idx, stream, &mut sock);
+            if let Some((s, _)) = c.request_done(&f) {
+                answer(c.index, s, &mut c.sock);
             }
         }
-        match sock.read(&mut tmp) {
-            Ok(0) => return Ok(()),
-            Ok(n) => buf.extend_from_slice(&tmp[..n]),
-            Err(e)
-                if matches!(
-                    e.kind(),
-                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
-                ) => {}
-            Err(e) => return Err(e),
-        }
-    }
-    Ok(())
+        Ok(())
+    })
 }
 
 /// On the first connection the server answers with 1 MiB of DATA at once,
@@ -432,7 +298,7 @@ fn serve_frames(
 /// next call is served on the same connection.
 #[test]
 fn a_server_overrunning_the_window_has_its_stream_reset_and_the_call_internal() {
-    let server = FrameServer::start(|conn, s, sock| {
+    let server = answering(|conn, s, sock| {
         let _ = sock.write_all(&headers(
             s,
             &[(":status", b"200"), ("content-type", b"application/grpc")],
@@ -465,7 +331,7 @@ fn a_server_overrunning_the_window_has_its_stream_reset_and_the_call_internal() 
         "{got:?}"
     );
     let reset = server.wait_for(Duration::from_secs(3), |ev| {
-        ev.iter().any(|e| matches!(e, Ev::Rst(0, 1, 3)))
+        ev.iter().any(|(c, e)| *c == 0 && *e == Ev::Rst(1, 3))
     });
     assert!(
         reset,
@@ -476,17 +342,10 @@ fn a_server_overrunning_the_window_has_its_stream_reset_and_the_call_internal() 
     assert_eq!(second, Ok(b"ok".to_vec()), "{:?}", server.events());
     let events = server.events();
     assert!(
-        !events.iter().any(|e| matches!(e, Ev::GoAway(..))),
+        !events.iter().any(|(_, e)| matches!(e, Ev::GoAway(..))),
         "the connection was ended: {events:?}"
     );
-    assert_eq!(
-        events
-            .iter()
-            .filter(|e| matches!(e, Ev::Accepted(_)))
-            .count(),
-        1,
-        "{events:?}"
-    );
+    assert_eq!(server.accepted().len(), 1, "{events:?}");
     ch.close();
 }
 
@@ -637,7 +496,7 @@ fn rst_enhance_your_calm_and_inadequate_security_carry_the_documented_detail() {
 fn a_connection_lost_with_three_calls_in_flight_fails_each_unavailable_unreplayed() {
     let seen = Arc::new(AtomicUsize::new(0));
     let s2 = seen.clone();
-    let server = FrameServer::start(move |conn, s, sock| {
+    let server = answering(move |conn, s, sock| {
         if conn == 0 {
             if s2.fetch_add(1, Ordering::AcqRel) == 2 {
                 let _ = sock.shutdown(std::net::Shutdown::Both);
@@ -697,12 +556,12 @@ fn a_connection_lost_with_three_calls_in_flight_fails_each_unavailable_unreplaye
     let requests_on_0 = server
         .events()
         .iter()
-        .filter(|e| matches!(e, Ev::Request(0, _)))
+        .filter(|(c, e)| *c == 0 && matches!(e, Ev::Request(..)))
         .count();
     let requests_elsewhere = server
         .events()
         .iter()
-        .filter(|e| matches!(e, Ev::Request(c, _) if *c != 0))
+        .filter(|(c, e)| *c != 0 && matches!(e, Ev::Request(..)))
         .count();
     assert_eq!(
         (requests_on_0, requests_elsewhere),

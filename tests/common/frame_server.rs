@@ -3,7 +3,8 @@
 //! with an [`H2`] that reads frames (acknowledging client SETTINGS, and
 //! PINGs while the server's `acks` flag is on) and logs what the client
 //! sends (HEADERS, DATA, WINDOW_UPDATE, RST_STREAM, PING, PING ACK, GOAWAY,
-//! EOF), per connection and with times.
+//! EOF), per connection and with times. A handler that gathers whole
+//! requests ([`H2::request_done`]) logs each as it ends, with its message.
 //!
 //! Shared by the test files that include it with
 //! `#[path = "common/frame_server.rs"] mod frame_server;`; they include
@@ -11,6 +12,7 @@
 #![allow(dead_code)]
 
 use super::h2_frames::*;
+use std::collections::HashMap;
 use std::io::{self, Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -42,6 +44,10 @@ pub enum Ev {
     Ping(Instant),
     /// The client's ACK of a server PING, with its payload.
     PingAck(Vec<u8>),
+    /// A request that ended (END_STREAM): stream, its message (the body
+    /// past the 5-byte gRPC prefix) as text. Logged only by
+    /// [`H2::request_done`], for handlers that call it.
+    Request(u32, String),
     Eof,
 }
 
@@ -61,8 +67,16 @@ pub struct Server {
 impl Server {
     /// Every accepted connection runs `handler` on its own thread.
     pub fn start(handler: impl Fn(&mut H2) -> io::Result<()> + Send + Sync + 'static) -> Server {
+        Server::start_on("127.0.0.1:0".parse().unwrap(), handler)
+    }
+
+    /// As [`Server::start`], listening on `addr`.
+    pub fn start_on(
+        addr: SocketAddr,
+        handler: impl Fn(&mut H2) -> io::Result<()> + Send + Sync + 'static,
+    ) -> Server {
         let handler: Handler = Arc::new(handler);
-        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let listener = TcpListener::bind(addr).unwrap();
         listener.set_nonblocking(true).unwrap();
         let addr = listener.local_addr().unwrap();
         let log: Log = Arc::default();
@@ -97,6 +111,7 @@ impl Server {
                                 unacked: Vec::new(),
                                 client_initial_window: 65_535,
                                 client_max_frame: 16_384,
+                                bodies: HashMap::new(),
                             };
                             let _ = h(&mut c);
                         }));
@@ -177,6 +192,29 @@ impl Server {
         })
     }
 
+    /// The RST_STREAM codes connection `conn` saw for `stream`.
+    pub fn rsts(&self, conn: usize, stream: u32) -> Vec<u32> {
+        self.events()
+            .into_iter()
+            .filter_map(|(i, e)| match e {
+                Ev::Rst(s, code) if i == conn && s == stream => Some(code),
+                _ => None,
+            })
+            .collect()
+    }
+
+    /// Every (connection, stream) whose request ([`Ev::Request`]) carried
+    /// the message `what`.
+    pub fn streams_of(&self, what: &str) -> Vec<(usize, u32)> {
+        self.events()
+            .into_iter()
+            .filter_map(|(c, e)| match e {
+                Ev::Request(s, m) if m == what => Some((c, s)),
+                _ => None,
+            })
+            .collect()
+    }
+
     /// The streams whose HEADERS connection `conn` saw.
     pub fn streams(&self, conn: usize) -> Vec<u32> {
         self.events()
@@ -205,6 +243,22 @@ pub struct Frame {
     pub payload: Vec<u8>,
 }
 
+impl Frame {
+    /// A HEADERS frame's header block: padding and priority removed.
+    pub fn header_block(&self) -> Vec<u8> {
+        let mut p = &self.payload[..];
+        let mut pad = 0;
+        if self.flags & 0x8 != 0 {
+            pad = p[0] as usize;
+            p = &p[1..];
+        }
+        if self.flags & 0x20 != 0 {
+            p = &p[5..];
+        }
+        p[..p.len() - pad].to_vec()
+    }
+}
+
 /// One server-side connection.
 pub struct H2 {
     pub sock: TcpStream,
@@ -223,6 +277,8 @@ pub struct H2 {
     pub client_initial_window: u32,
     /// The client's SETTINGS_MAX_FRAME_SIZE (last seen).
     pub client_max_frame: u32,
+    /// Request bodies gathered by `request_done`, by stream.
+    bodies: HashMap<u32, Vec<u8>>,
 }
 
 impl H2 {
@@ -380,6 +436,26 @@ impl H2 {
             _ => {}
         }
         Ok(())
+    }
+
+    /// Gathers requests from the frames read: a DATA frame's payload is
+    /// added to its stream's body; when a request ends (END_STREAM on its
+    /// HEADERS or DATA) it is logged as [`Ev::Request`] and its stream and
+    /// whole body (gRPC prefix included) returned.
+    pub fn request_done(&mut self, f: &Frame) -> Option<(u32, Vec<u8>)> {
+        if f.kind == DATA {
+            self.bodies
+                .entry(f.stream)
+                .or_default()
+                .extend_from_slice(&f.payload);
+        }
+        if !matches!(f.kind, HEADERS | DATA) || f.flags & END_STREAM == 0 {
+            return None;
+        }
+        let body = self.bodies.remove(&f.stream).unwrap_or_default();
+        let text = String::from_utf8_lossy(body.get(5..).unwrap_or(&[])).into_owned();
+        self.note(Ev::Request(f.stream, text));
+        Some((f.stream, body))
     }
 
     /// The next frame, as `next_until` with no time limit.

@@ -104,6 +104,11 @@ impl Raw {
         self.conns.lock().unwrap().len()
     }
 
+    /// Connections whose handler returned (the server closed them).
+    pub fn closed(&self) -> usize {
+        self.conns().iter().filter(|c| c.ended.is_some()).count()
+    }
+
     pub fn times(&self) -> Vec<Instant> {
         self.conns().iter().map(|c| c.accepted).collect()
     }
