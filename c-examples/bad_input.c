@@ -140,6 +140,11 @@ static void bad_calls(sy_runtime *rt, sy_channel *host_ch) {
   EXPECT(sy_channel_options_set_backoff_growth(o, 1.6, 2.0), SY_INVALID_ARGUMENT);
   EXPECT(sy_channel_options_set_call_threads(o, 0), SY_INVALID_ARGUMENT);
   EXPECT(sy_channel_options_set_call_threads(o, SY_MAX_CALL_THREADS + 1), SY_INVALID_ARGUMENT);
+  EXPECT(sy_channel_options_set_user_agent(o, NULL), SY_NULL_PARAMETER);
+  EXPECT(sy_channel_options_set_user_agent(o, bad_utf8), SY_INVALID_UTF8);
+  EXPECT(sy_channel_options_set_user_agent(o, "new\nline"), SY_INVALID_ARGUMENT);
+  EXPECT(sy_channel_options_set_user_agent(o, "caf\xc3\xa9/1"), SY_INVALID_ARGUMENT);
+  OK(sy_channel_options_set_user_agent(o, "")); /* none: the library's alone */
   /* Transport settings conflict with each other, and with a host transport. */
   OK(sy_channel_options_set_insecure(o, true));
   OK(sy_channel_options_set_tls_server_name(o, "example.com"));

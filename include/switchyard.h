@@ -819,6 +819,17 @@ sy_status sy_channel_options_set_max_header_list_size(struct sy_channel_options 
                                                       uint32_t bytes);
 
 /**
+ * The application's name and version (NUL-terminated printable ASCII,
+ * copied, e.g. "myapp/1.2"), sent in every call's `user-agent` before the
+ * library's own ("myapp/1.2 grpc-rust-switchyard/0.1.0"), as gRPC-Go's
+ * `WithUserAgent` and C-core's `grpc.primary_user_agent`. "" restores the
+ * default: the library's alone. SY_INVALID_ARGUMENT if it is not printable
+ * ASCII. For library-managed channels, as the receive message limit.
+ */
+sy_status sy_channel_options_set_user_agent(struct sy_channel_options *opts,
+                                            const char *user_agent);
+
+/**
  * Connection backoff (gRPC's connection-backoff spec): the first retry after
  * `initial_ms`, growing x1.6 (+-20 % jitter; see
  * `sy_channel_options_set_backoff_growth`) up to `max_ms`; every attempt

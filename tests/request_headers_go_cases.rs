@@ -667,6 +667,46 @@ fn request_carries_the_call_definition_headers() {
     check_all(bad);
 }
 
+/// An application's user agent goes first, then the library's (gRPC-Go's
+/// `WithUserAgent`: `ua + " " + grpcUA`; C-core's primary user agent); one
+/// that is no header value is refused when the channel is made.
+#[test]
+fn an_application_user_agent_comes_before_the_librarys() {
+    let server = Server::tcp(ok_script());
+    let rt = Runtime::new().unwrap();
+    let with_ua = |ua: &str| ChannelOptions {
+        transport: Some(TransportConfig {
+            user_agent: Some(ua.to_string()),
+            ..TransportConfig::insecure()
+        }),
+        ..Default::default()
+    };
+    let target = format!("ipv4:{}", server.addr.unwrap());
+    let ch = Channel::new(&rt, &target, None, with_ua("myapp/1.2")).unwrap();
+    let r = ch.reader().unary(
+        METHOD,
+        b"hi",
+        &CallOptions {
+            wait_for_ready: Some(true),
+            ..Default::default()
+        },
+    );
+    assert!(r.is_ok(), "{r:?}");
+    ch.close();
+    let ua = server.last().all("user-agent");
+    assert_eq!(ua.len(), 1, "{ua:?}");
+    assert!(
+        ua[0].starts_with("myapp/1.2 grpc-rust-switchyard/"),
+        "{ua:?}"
+    );
+    for bad in ["tab\there", "caf\u{e9}", "nl\n"] {
+        match Channel::new(&rt, &target, None, with_ua(bad)) {
+            Err(Error::InvalidArgument(m)) => assert!(m.contains("user agent"), "{m}"),
+            other => panic!("{bad:?}: {:?}", other.map(|_| ())),
+        }
+    }
+}
+
 /// Custom metadata goes through as given: several values of one key keep
 /// their order, and the values are untouched (createHeaderFields appends
 /// every value of every non-reserved key).

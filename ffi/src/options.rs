@@ -53,6 +53,8 @@ pub(crate) struct Options {
     max_recv_message_size: Option<usize>,
     /// `None`: the default (`DEFAULT_MAX_HEADER_LIST_SIZE`).
     max_header_list_size: Option<u32>,
+    /// The application's part of every call's `user-agent`.
+    user_agent: Option<String>,
     pub(crate) backoff: BackoffConfig,
     pub(crate) call_threads: usize,
     /// The host's re-resolution callback and its ctx (empty target).
@@ -88,6 +90,7 @@ impl Default for Options {
             keepalive: None,
             max_recv_message_size: None,
             max_header_list_size: None,
+            user_agent: None,
             backoff: BackoffConfig::default(),
             call_threads: DEFAULT_CALL_THREADS,
             resolve_now: None,
@@ -119,6 +122,7 @@ impl Options {
             || self.keepalive.is_some()
             || self.max_recv_message_size.is_some()
             || self.max_header_list_size.is_some()
+            || self.user_agent.is_some()
     }
 
     /// The core's transport config: `None` (TLS, bundled roots) unless
@@ -151,6 +155,7 @@ impl Options {
             max_header_list_size: self
                 .max_header_list_size
                 .unwrap_or(DEFAULT_MAX_HEADER_LIST_SIZE),
+            user_agent: self.user_agent.clone(),
         }))
     }
 }
@@ -418,6 +423,33 @@ pub extern "C" fn sy_channel_options_set_max_header_list_size(
         let o = options_mut(opts)?;
         // Set (even to the default's value) is set: a host channel refuses it.
         o.max_header_list_size = (bytes != 0).then_some(bytes);
+        Ok(())
+    })
+}
+
+/// The application's name and version (NUL-terminated printable ASCII,
+/// copied, e.g. "myapp/1.2"), sent in every call's `user-agent` before the
+/// library's own ("myapp/1.2 grpc-rust-switchyard/0.1.0"), as gRPC-Go's
+/// `WithUserAgent` and C-core's `grpc.primary_user_agent`. "" restores the
+/// default: the library's alone. SY_INVALID_ARGUMENT if it is not printable
+/// ASCII. For library-managed channels, as the receive message limit.
+#[no_mangle]
+pub extern "C" fn sy_channel_options_set_user_agent(
+    opts: *mut sy_channel_options,
+    user_agent: *const c_char,
+) -> sy_status {
+    boundary(|| {
+        let o = options_mut(opts)?;
+        // SAFETY: NUL-terminated per the contract.
+        let ua = unsafe { str_arg(user_agent, "user_agent") }?;
+        let ua = (!ua.is_empty()).then(|| ua.to_string());
+        TransportConfig {
+            user_agent: ua.clone(),
+            ..TransportConfig::default()
+        }
+        .user_agent_header()
+        .map_err(Error::invalid)?;
+        o.user_agent = ua;
         Ok(())
     })
 }
@@ -721,6 +753,31 @@ mod tests {
             (b.multiplier, b.jitter, b.initial),
             (1.0, 0.0, Duration::from_millis(100))
         );
+        sy_channel_options_free(o);
+    }
+
+    #[test]
+    fn a_user_agent_reaches_the_transport_config_and_empty_clears_it() {
+        let mut o = std::ptr::null_mut();
+        assert_eq!(sy_channel_options_new(&mut o), sy_status::SY_OK);
+        assert_eq!(
+            sy_channel_options_set_user_agent(o, c"myapp/1.2".as_ptr()),
+            sy_status::SY_OK
+        );
+        // SAFETY: `o` is live, from `sy_channel_options_new`.
+        let t = unsafe { &(*o).inner }.transport().unwrap().unwrap();
+        assert_eq!(t.user_agent.as_deref(), Some("myapp/1.2"));
+        let ua = t.user_agent_header().unwrap();
+        assert!(ua
+            .to_str()
+            .unwrap()
+            .starts_with("myapp/1.2 grpc-rust-switchyard/"));
+        assert_eq!(
+            sy_channel_options_set_user_agent(o, c"".as_ptr()),
+            sy_status::SY_OK
+        );
+        // SAFETY: as above.
+        assert!(unsafe { &(*o).inner }.transport().unwrap().is_none());
         sy_channel_options_free(o);
     }
 }

@@ -174,6 +174,9 @@ impl Channel {
                 )));
             }
         }
+        if let Some(t) = &options.transport {
+            t.user_agent_header().map_err(Error::InvalidArgument)?;
+        }
         // gRPC-Go's order: the authority given, else the TLS name given
         // (a server-name override names the server for HTTP/2 as well),
         // else the target's.

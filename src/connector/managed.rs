@@ -65,6 +65,9 @@ pub struct ManagedConnector {
     /// that got it used (gRFC A8).
     keepalive: Option<Keepalive>,
     limits: Limits,
+    /// Every call's `user-agent`, or why the config's is unusable (which
+    /// fails every attempt with the reason, as unusable TLS settings do).
+    user_agent: Result<http::HeaderValue, String>,
     conns: HashMap<u64, Conn>,
     /// The connection each subchannel uses now (others may still be draining).
     active: HashMap<SubConnId, u64>,
@@ -81,6 +84,7 @@ impl ManagedConnector {
             // channel's option), so the transport uses what it is given.
             keepalive: config.keepalive.map(Keepalive::with_min_time),
             limits: config.limits(),
+            user_agent: config.user_agent_header(),
             conns: HashMap::new(),
             active: HashMap::new(),
             next_key: 1,
@@ -284,6 +288,10 @@ impl Connector for ManagedConnector {
             Ok(tls) => tls.as_ref(),
             Err(e) => return ctx.report(sc.id(), TransportEvent::Failed(e.clone())),
         };
+        let user_agent = match &self.user_agent {
+            Ok(ua) => ua.clone(),
+            Err(e) => return ctx.report(sc.id(), TransportEvent::Failed(e.clone())),
+        };
         let key = self.next_key;
         self.next_key += 1;
         let token = ctx.token(key);
@@ -294,6 +302,7 @@ impl Connector for ManagedConnector {
             self.authority.as_deref(),
             self.keepalive,
             self.limits,
+            user_agent,
             ctx.registry(),
             token,
             waker.clone(),

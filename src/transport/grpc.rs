@@ -966,7 +966,7 @@ pub(crate) fn build_request(
     }
     h.insert(CONTENT_TYPE, HeaderValue::from_static("application/grpc"));
     h.insert(TE, HeaderValue::from_static("trailers"));
-    h.insert(USER_AGENT, HeaderValue::from_static(USER_AGENT_VALUE));
+    h.insert(USER_AGENT, shared.user_agent.clone());
     if let Some(v) = accept_encoding {
         h.insert("grpc-accept-encoding", v);
     }
@@ -991,8 +991,9 @@ pub(crate) fn build_request(
     Ok(req)
 }
 
-/// Every request's `user-agent` (PROTOCOL-HTTP2's structured form,
-/// `grpc-<language>-<implementation>/<version>`, as gRPC-Go's "grpc-go/1.x").
+/// The library's part of every request's `user-agent` (PROTOCOL-HTTP2's
+/// structured form, `grpc-<language>-<implementation>/<version>`, as
+/// gRPC-Go's "grpc-go/1.x"), after the application's if it gave one.
 pub(crate) const USER_AGENT_VALUE: &str =
     concat!("grpc-rust-switchyard/", env!("CARGO_PKG_VERSION"));
 

@@ -132,6 +132,8 @@ pub(crate) struct HandleShared {
     /// The largest response message a call on this connection accepts, if
     /// the channel set one (see `TransportConfig::max_recv_message_size`).
     pub(crate) max_recv_message_size: Option<usize>,
+    /// Every call's `user-agent` (see `TransportConfig::user_agent`).
+    pub(crate) user_agent: http::HeaderValue,
     /// Set (never cleared) once the connection got GOAWAY, died or was
     /// closed; by the loop, or by an RPC thread that saw the connection fail.
     pub(crate) closing: AtomicBool,
@@ -203,6 +205,7 @@ impl Connection {
         authority: Option<&str>,
         keepalive: Option<Keepalive>,
         limits: Limits,
+        user_agent: http::HeaderValue,
         registry: &Registry,
         token: Token,
         waker: Waker,
@@ -252,6 +255,7 @@ impl Connection {
                 authority,
                 inflight: AtomicUsize::new(0),
                 max_recv_message_size: limits.max_recv_message_size,
+                user_agent,
                 closing: AtomicBool::new(false),
                 cancelled: AtomicBool::new(false),
                 goaway: std::sync::OnceLock::new(),

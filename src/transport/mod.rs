@@ -72,6 +72,12 @@ pub struct TransportConfig {
     /// `defaultClientMaxHeaderListSize` (PROTOCOL-HTTP2 suggests clients may
     /// go as low as 8 KiB).
     pub max_header_list_size: u32,
+    /// The application's name and version (`myapp/1.2`), sent in every
+    /// call's `user-agent` before the library's own, as gRPC-Go's
+    /// `WithUserAgent`, grpc-java's `userAgent` and C-core's
+    /// `grpc.primary_user_agent` do. Printable ASCII; `None`: the library's
+    /// alone.
+    pub user_agent: Option<String>,
 }
 
 /// gRPC's default receive message limit (`MaxCallRecvMsgSize`), 4 MiB: a
@@ -87,6 +93,7 @@ impl Default for TransportConfig {
             keepalive: None,
             max_recv_message_size: None,
             max_header_list_size: DEFAULT_MAX_HEADER_LIST_SIZE,
+            user_agent: None,
         }
     }
 }
@@ -121,6 +128,23 @@ impl TransportConfig {
         TransportConfig {
             credentials: Credentials::Tls(settings),
             ..Default::default()
+        }
+    }
+
+    /// Every call's `user-agent`: the application's (if given), then the
+    /// library's. An error names a value that is no printable ASCII.
+    pub fn user_agent_header(&self) -> Result<http::HeaderValue, String> {
+        match &self.user_agent {
+            None => Ok(http::HeaderValue::from_static(grpc::USER_AGENT_VALUE)),
+            Some(app) => {
+                let full = format!("{app} {}", grpc::USER_AGENT_VALUE);
+                match http::HeaderValue::from_str(&full) {
+                    Ok(v) if app.bytes().all(|b| (b' '..=b'~').contains(&b)) => Ok(v),
+                    _ => Err(format!(
+                        "user agent {app:?} is not printable ASCII (a header value)"
+                    )),
+                }
+            }
         }
     }
 

@@ -60,6 +60,7 @@ impl Driver {
             None,
             cfg.keepalive,
             cfg.limits(),
+            cfg.user_agent_header().map_err(std::io::Error::other)?,
             poll.registry(),
             CONN,
             waker,
