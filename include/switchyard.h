@@ -429,7 +429,7 @@ typedef void (*sy_release_fn)(void *user_data);
  *   or "host:port". Not NULL.
  * - `service_config_json`: selects the policy, e.g.
  *   `{"loadBalancingConfig":[{"round_robin":{}}]}`; NULL for pick_first.
- *   An invalid one does not fail: as in gRPC, the channel is then
+ *   An invalid one does not fail: as C-core's lame channel, it is then
  *   TRANSIENT_FAILURE from the start (not IDLE) and its calls fail
  *   UNAVAILABLE with the parse error (which names the JSON path that is
  *   wrong) until a valid config comes.

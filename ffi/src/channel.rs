@@ -102,7 +102,7 @@ pub(crate) fn timeout_deadline(timeout_ms: u64) -> Option<Instant> {
 ///   or "host:port". Not NULL.
 /// - `service_config_json`: selects the policy, e.g.
 ///   `{"loadBalancingConfig":[{"round_robin":{}}]}`; NULL for pick_first.
-///   An invalid one does not fail: as in gRPC, the channel is then
+///   An invalid one does not fail: as C-core's lame channel, it is then
 ///   TRANSIENT_FAILURE from the start (not IDLE) and its calls fail
 ///   UNAVAILABLE with the parse error (which names the JSON path that is
 ///   wrong) until a valid config comes.

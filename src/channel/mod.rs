@@ -127,9 +127,11 @@ impl Channel {
     /// `service_config` is the default service config (JSON) or `None`
     /// (pick_first; empty text is `None` too, where gRPC-Go and C-core
     /// refuse it): a service config from the resolver replaces it. An
-    /// invalid one does not fail the constructor: as in gRPC, the channel
-    /// is TRANSIENT_FAILURE from the start and its RPCs fail UNAVAILABLE
-    /// with the parse error until a valid config arrives. The channel
+    /// invalid one does not fail the constructor: the channel is
+    /// TRANSIENT_FAILURE from the start and its RPCs fail UNAVAILABLE with
+    /// the parse error (as C-core's lame channel; gRPC-Go and grpc-java
+    /// refuse to build it), until a valid config arrives from the resolver
+    /// (where C-core stays lame) or `update_service_config`. The channel
     /// starts IDLE (TRANSIENT_FAILURE with an invalid config): its
     /// resolver is built when it is first used (see
     /// `ChannelOptions::idle_timeout`); the target is checked here
