@@ -138,12 +138,9 @@ pub(crate) fn lookup_txt(server: SocketAddr, name: &str) -> Result<Vec<String>, 
     Ok(query(server, name, RecordType::TXT)?
         .into_iter()
         .filter_map(|d| match d {
-            RData::TXT(t) => Some(
-                t.txt_data()
-                    .iter()
-                    .map(|s| String::from_utf8_lossy(s))
-                    .collect::<String>(),
-            ),
+            // Joined as bytes, then read (a string boundary may fall
+            // inside a character, as C-core's and gRPC-Go's joins allow).
+            RData::TXT(t) => Some(String::from_utf8_lossy(&t.txt_data().concat()).into_owned()),
             _ => None,
         })
         .collect())

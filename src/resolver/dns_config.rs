@@ -38,63 +38,88 @@ pub(crate) fn choose(
     let Value::Array(choices) = choices else {
         return Err("TXT grpc_config: not a list of choices".into());
     };
+    // Every choice is checked before any is picked: one invalid choice,
+    // even after the one that matches, discards the whole list (A2; C-core
+    // and gRPC-Go decode the list whole).
+    let mut parsed = Vec::with_capacity(choices.len());
     for (i, choice) in choices.iter().enumerate() {
-        let Value::Object(fields) = choice else {
-            return Err(format!("TXT grpc_config[{i}]: not an object"));
-        };
-        let mut matches = true;
-        let mut config = None;
-        // A null field is an absent one (proto3 JSON; gRPC-Go's decoding).
-        for (key, value) in fields.iter().filter(|(_, v)| !v.is_null()) {
-            let at = |what: &str| format!("TXT grpc_config[{i}].{key}: {what}");
-            // In any case: gRPC-Go decodes choices with encoding/json (its
-            // own records spell "clientHostName"; A2 says "clientHostname").
-            match key.to_ascii_lowercase().as_str() {
-                "clientlanguage" => {
-                    let langs = strings(value).ok_or_else(|| at("not a list of strings"))?;
-                    // A2: "If a field is absent or empty, it matches all
-                    // clients" (C-core alike; gRPC-Go matches none).
-                    if !langs.is_empty()
-                        && !langs
-                            .iter()
-                            .any(|l| l.eq_ignore_ascii_case(CLIENT_LANGUAGE))
-                    {
-                        matches = false;
-                    }
-                }
-                "clienthostname" => {
-                    let hosts = strings(value).ok_or_else(|| at("not a list of strings"))?;
-                    if !hosts.is_empty() && !hosts.contains(&client.hostname) {
-                        matches = false;
-                    }
-                }
-                "percentage" => {
-                    let p = value
-                        .as_u64()
-                        .filter(|p| *p <= 100)
-                        .ok_or_else(|| at("not an integer from 0 to 100"))?;
-                    if u64::from((client.percentile)()) >= p {
-                        matches = false;
-                    }
-                }
-                "serviceconfig" => {
-                    if !value.is_object() {
-                        return Err(at("not an object"));
-                    }
-                    config = Some(value.to_string());
-                }
-                // A2: a choice with a field it does not know is invalid.
-                _ => return Err(at("unknown field")),
-            }
+        parsed.push(parse_choice(i, choice)?);
+    }
+    for choice in parsed {
+        // A2: "If a field is absent or empty, it matches all clients"
+        // (C-core alike; gRPC-Go matches none).
+        if !choice.languages.is_empty()
+            && !choice
+                .languages
+                .iter()
+                .any(|l| l.eq_ignore_ascii_case(CLIENT_LANGUAGE))
+        {
+            continue;
         }
-        let Some(config) = config else {
-            return Err(format!("TXT grpc_config[{i}]: no serviceConfig"));
-        };
-        if matches {
-            return Ok(Some(config));
+        if !choice.hostnames.is_empty() && !choice.hostnames.contains(&client.hostname) {
+            continue;
         }
+        if choice
+            .percentage
+            .is_some_and(|p| u64::from((client.percentile)()) >= p)
+        {
+            continue;
+        }
+        return Ok(Some(choice.config));
     }
     Ok(None)
+}
+
+/// One choice of a `grpc_config` list, checked.
+struct Choice<'a> {
+    languages: Vec<&'a str>,
+    hostnames: Vec<&'a str>,
+    percentage: Option<u64>,
+    config: String,
+}
+
+fn parse_choice(i: usize, choice: &Value) -> Result<Choice<'_>, String> {
+    let Value::Object(fields) = choice else {
+        return Err(format!("TXT grpc_config[{i}]: not an object"));
+    };
+    let mut parsed = Choice {
+        languages: Vec::new(),
+        hostnames: Vec::new(),
+        percentage: None,
+        config: String::new(),
+    };
+    let mut config = None;
+    // A null field is an absent one (proto3 JSON; gRPC-Go's decoding).
+    for (key, value) in fields.iter().filter(|(_, v)| !v.is_null()) {
+        let at = |what: &str| format!("TXT grpc_config[{i}].{key}: {what}");
+        // In any case: gRPC-Go decodes choices with encoding/json (its own
+        // records spell "clientHostName"; A2 says "clientHostname").
+        match key.to_ascii_lowercase().as_str() {
+            "clientlanguage" => {
+                parsed.languages = strings(value).ok_or_else(|| at("not a list of strings"))?;
+            }
+            "clienthostname" => {
+                parsed.hostnames = strings(value).ok_or_else(|| at("not a list of strings"))?;
+            }
+            "percentage" => {
+                let p = value
+                    .as_u64()
+                    .filter(|p| *p <= 100)
+                    .ok_or_else(|| at("not an integer from 0 to 100"))?;
+                parsed.percentage = Some(p);
+            }
+            "serviceconfig" => {
+                if !value.is_object() {
+                    return Err(at("not an object"));
+                }
+                config = Some(value.to_string());
+            }
+            // A2: a choice with a field it does not know is invalid.
+            _ => return Err(at("unknown field")),
+        }
+    }
+    parsed.config = config.ok_or_else(|| format!("TXT grpc_config[{i}]: no serviceConfig"))?;
+    Ok(parsed)
 }
 
 fn strings(v: &Value) -> Option<Vec<&str>> {
