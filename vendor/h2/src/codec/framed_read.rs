@@ -233,12 +233,7 @@ fn decode_frame(decoder: &mut FrameDecoder, mut bytes: BytesMut) -> Result<Optio
 
             res.map_err(|e| {
                 proto_err!(conn: "failed to load SETTINGS frame; err={:?}", e);
-                // switchyard patch: RFC 9113 6.5.2's code for a window too large.
-                let reason = match e {
-                    frame::Error::InvalidInitialWindowSize => Reason::FLOW_CONTROL_ERROR,
-                    _ => Reason::PROTOCOL_ERROR,
-                };
-                Error::library_go_away(reason)
+                Error::library_go_away(load_error_reason(&e))
             })?
             .into()
         }
@@ -247,7 +242,7 @@ fn decode_frame(decoder: &mut FrameDecoder, mut bytes: BytesMut) -> Result<Optio
 
             res.map_err(|e| {
                 proto_err!(conn: "failed to load PING frame; err={:?}", e);
-                Error::library_go_away(Reason::PROTOCOL_ERROR)
+                Error::library_go_away(load_error_reason(&e))
             })?
             .into()
         }
@@ -256,7 +251,7 @@ fn decode_frame(decoder: &mut FrameDecoder, mut bytes: BytesMut) -> Result<Optio
 
             res.map_err(|e| {
                 proto_err!(conn: "failed to load WINDOW_UPDATE frame; err={:?}", e);
-                Error::library_go_away(Reason::PROTOCOL_ERROR)
+                Error::library_go_away(load_error_reason(&e))
             })?
             .into()
         }
@@ -276,7 +271,7 @@ fn decode_frame(decoder: &mut FrameDecoder, mut bytes: BytesMut) -> Result<Optio
             let res = frame::Reset::load(head, &bytes[frame::HEADER_LEN..]);
             res.map_err(|e| {
                 proto_err!(conn: "failed to load RESET frame; err={:?}", e);
-                Error::library_go_away(Reason::PROTOCOL_ERROR)
+                Error::library_go_away(load_error_reason(&e))
             })?
             .into()
         }
@@ -284,7 +279,7 @@ fn decode_frame(decoder: &mut FrameDecoder, mut bytes: BytesMut) -> Result<Optio
             let res = frame::GoAway::load(head, &bytes[frame::HEADER_LEN..]);
             res.map_err(|e| {
                 proto_err!(conn: "failed to load GO_AWAY frame; err={:?}", e);
-                Error::library_go_away(Reason::PROTOCOL_ERROR)
+                Error::library_go_away(load_error_reason(&e))
             })?
             .into()
         }
@@ -305,6 +300,13 @@ fn decode_frame(decoder: &mut FrameDecoder, mut bytes: BytesMut) -> Result<Optio
                     let id = head.stream_id();
                     proto_err!(stream: "PRIORITY invalid dependency ID; stream={:?}", id);
                     return Err(Error::library_reset(id, Reason::PROTOCOL_ERROR));
+                }
+                // switchyard patch (12): RFC 9113 6.3, a PRIORITY frame of
+                // another length than 5 is a stream error FRAME_SIZE_ERROR.
+                Err(frame::Error::InvalidPayloadLength) => {
+                    let id = head.stream_id();
+                    proto_err!(stream: "PRIORITY frame of a bad size; stream={:?}", id);
+                    return Err(Error::library_reset(id, Reason::FRAME_SIZE_ERROR));
                 }
                 Err(e) => {
                     proto_err!(conn: "failed to load PRIORITY frame; err={:?};", e);
@@ -494,5 +496,20 @@ impl<T> From<Continuable> for Frame<T> {
                 push.into()
             }
         }
+    }
+}
+
+/// switchyard patch (12): the code of the connection error for a frame
+/// that failed to load: FRAME_SIZE_ERROR for a frame of the wrong length
+/// (RFC 9113 4.2, 6.4, 6.5, 6.7, 6.9), FLOW_CONTROL_ERROR for a
+/// SETTINGS_INITIAL_WINDOW_SIZE over 2^31-1 (6.5.2, patch 10),
+/// PROTOCOL_ERROR otherwise.
+fn load_error_reason(e: &frame::Error) -> Reason {
+    match e {
+        frame::Error::BadFrameSize
+        | frame::Error::InvalidPayloadLength
+        | frame::Error::InvalidPayloadAckSettings => Reason::FRAME_SIZE_ERROR,
+        frame::Error::InvalidInitialWindowSize => Reason::FLOW_CONTROL_ERROR,
+        _ => Reason::PROTOCOL_ERROR,
     }
 }
