@@ -16,7 +16,7 @@
 #[path = "common/mod.rs"]
 mod common;
 
-use common::plaintext;
+use common::{plaintext, rpc};
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
@@ -75,17 +75,6 @@ fn servers(n: usize) -> Vec<TestServer> {
 
 fn addrs_of(s: &[TestServer]) -> Vec<String> {
     s.iter().map(|s| s.addr().to_string()).collect()
-}
-
-fn rpc(ch: &Channel, wait_for_ready: bool, timeout: Duration) -> Result<u16, Status> {
-    let opts = CallOptions {
-        deadline: Some(Instant::now() + timeout),
-        wait_for_ready: Some(wait_for_ready),
-        ..Default::default()
-    };
-    let resp = ch.reader().unary("/echo.Echo/Unary", b"ping", &opts)?;
-    let text = String::from_utf8(resp.message).unwrap();
-    Ok(text.strip_prefix("ping|port=").unwrap().parse().unwrap())
 }
 
 /// `n` fail-fast RPCs (2 s each); every one must succeed.

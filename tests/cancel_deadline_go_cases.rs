@@ -133,17 +133,6 @@ impl Server {
     }
 }
 
-fn ok_answer(s: u32) -> Vec<u8> {
-    let mut out = headers(
-        s,
-        &[(":status", b"200"), ("content-type", b"application/grpc")],
-        false,
-    );
-    out.extend(data(s, &msg(b"ok"), false));
-    out.extend(headers(s, &[("grpc-status", b"0")], true));
-    out
-}
-
 /// What to write for a request whose message is `cmd`; `refused` tracks
 /// "refuse-once".
 fn answer(s: u32, cmd: &str, refused: &mut bool) -> Vec<u8> {

@@ -18,6 +18,8 @@
 
 #[path = "common/mod.rs"]
 mod common;
+#[path = "common/driven_lb.rs"]
+mod driven_lb;
 #[path = "common/h2_frames.rs"]
 mod h2_frames;
 #[path = "common/hpack.rs"]
@@ -26,8 +28,10 @@ mod hpack;
 mod scripted_h2;
 
 use common::*;
+use driven_lb::{lb, Core, Driven};
 use h2_frames::*;
 use std::net::SocketAddr;
+use std::ops::Deref;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::mpsc::{self, Receiver};
 use std::sync::{Arc, Mutex, OnceLock};
@@ -92,15 +96,19 @@ struct Script {
     /// with a queueing picker.
     pick: Mutex<Option<usize>>,
     ops: Mutex<Vec<Op>>,
-    work: Mutex<Option<WorkScheduler>>,
-    addrs: Mutex<Vec<Address>>,
-    subconns: Mutex<Vec<Arc<SubConn>>>,
-    states: Mutex<Vec<(SubConnId, ConnectivityState)>>,
+    core: Core,
     updates: AtomicUsize,
     /// The next update_client_conn_state panics (once).
     panic_on_update: AtomicBool,
     channel: Mutex<Option<Arc<Channel>>>,
     close_returned: AtomicBool,
+}
+
+impl Deref for Script {
+    type Target = Core;
+    fn deref(&self) -> &Core {
+        &self.core
+    }
 }
 
 impl Script {
@@ -109,109 +117,52 @@ impl Script {
         if pick.is_some() {
             *self.pick.lock().unwrap() = pick;
         }
-        wait_until("the policy's first update", || {
-            self.work.lock().unwrap().is_some()
-        });
-        self.work.lock().unwrap().as_ref().unwrap().schedule_work();
+        self.schedule();
     }
     fn run(&self, ch: &Channel, ops: &[Op], pick: Option<usize>) {
         self.queue(ops, pick);
         ch.sync().unwrap();
         ch.sync().unwrap();
     }
-    fn sc(&self, k: usize) -> Arc<SubConn> {
-        self.subconns.lock().unwrap()[k].clone()
-    }
-    fn wait_sc_state(&self, k: usize, state: ConnectivityState) {
-        let id = self.sc(k).id();
-        wait_until(&format!("subchannel {k} {state}"), || {
-            self.states
-                .lock()
-                .unwrap()
-                .iter()
-                .rev()
-                .find(|(s, _)| *s == id)
-                .map(|(_, st)| *st)
-                == Some(state)
-        });
-    }
 }
 
-struct ScriptBuilder(&'static str, Arc<Script>);
-struct ScriptLb(Arc<Script>);
-
-impl Builder for ScriptBuilder {
-    fn name(&self) -> &str {
-        self.0
+impl Driven for Script {
+    fn on_update(&self, _: &mut dyn ClientConn, _: bool) {
+        self.updates.fetch_add(1, Ordering::SeqCst);
+        if self.panic_on_update.swap(false, Ordering::SeqCst) {
+            panic!("simulated");
+        }
     }
-    fn build(&self) -> Box<dyn Balancer> {
-        Box::new(ScriptLb(self.1.clone()))
-    }
-}
-
-impl ScriptLb {
-    fn apply(&mut self, cc: &mut dyn ClientConn) {
-        let ops: Vec<Op> = self.0.ops.lock().unwrap().drain(..).collect();
+    fn apply(&self, cc: &mut dyn ClientConn) {
+        let ops: Vec<Op> = self.ops.lock().unwrap().drain(..).collect();
         for op in ops {
             match op {
                 Op::New(i) => {
-                    let addr = self.0.addrs.lock().unwrap()[i].clone();
+                    let addr = self.addrs.lock().unwrap()[i].clone();
                     let sc = cc.new_subconn(addr).unwrap();
-                    self.0.subconns.lock().unwrap().push(sc);
+                    self.subconns.lock().unwrap().push(sc);
                 }
-                Op::Connect(k) => cc.connect(self.0.sc(k).id()),
+                Op::Connect(k) => cc.connect(self.sc(k).id()),
                 Op::ResolveNow => cc.resolve_now(),
                 Op::CloseChannel => {
-                    let ch = self.0.channel.lock().unwrap().clone();
+                    let ch = self.channel.lock().unwrap().clone();
                     if let Some(ch) = ch {
                         ch.close();
-                        self.0.close_returned.store(true, Ordering::SeqCst);
+                        self.close_returned.store(true, Ordering::SeqCst);
                     }
                 }
             }
         }
-        let pick = *self.0.pick.lock().unwrap();
+        let pick = *self.pick.lock().unwrap();
         match pick {
             None => cc.update_state(Connecting, Box::new(QueuePicker)),
-            Some(k) => cc.update_state(Ready, Box::new(SinglePicker::new(self.0.sc(k)))),
+            Some(k) => cc.update_state(Ready, Box::new(SinglePicker::new(self.sc(k)))),
         }
     }
-}
-
-impl Balancer for ScriptLb {
-    fn update_client_conn_state(
-        &mut self,
-        cc: &mut dyn ClientConn,
-        state: ClientConnState,
-    ) -> Result<(), String> {
-        self.0.updates.fetch_add(1, Ordering::SeqCst);
-        if self.0.panic_on_update.swap(false, Ordering::SeqCst) {
-            panic!("simulated");
-        }
-        *self.0.addrs.lock().unwrap() = state.addresses;
-        *self.0.work.lock().unwrap() = Some(cc.work_scheduler());
-        self.apply(cc);
-        Ok(())
-    }
-    fn resolver_error(&mut self, _: &mut dyn ClientConn, _: &str) {}
-    fn update_subconn_state(&mut self, _: &mut dyn ClientConn, id: SubConnId, s: &SubConnState) {
-        self.0.states.lock().unwrap().push((id, s.state));
-    }
-    fn exit_idle(&mut self, _: &mut dyn ClientConn) {}
-    fn work(&mut self, cc: &mut dyn ClientConn) {
-        self.apply(cc);
-    }
-    fn close(&mut self, _: &mut dyn ClientConn) {}
 }
 
 fn script(name: &'static str) -> Arc<Script> {
-    let s = Arc::new(Script::default());
-    registry::register(Arc::new(ScriptBuilder(name, s.clone())));
-    s
-}
-
-fn lb(name: &str) -> String {
-    format!(r#"{{"loadBalancingConfig":[{{"{name}":{{}}}}]}}"#)
+    driven_lb::register(name, Script::default())
 }
 
 // ------------------------------------------------------------ helpers

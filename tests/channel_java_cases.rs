@@ -21,10 +21,14 @@
 
 #[path = "common/mod.rs"]
 mod common;
+#[path = "common/driven_lb.rs"]
+mod driven_lb;
 
 use common::*;
+use driven_lb::{lb, Core, Driven};
 use std::io::Read;
 use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::ops::Deref;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::mpsc::{self, Receiver};
 use std::sync::{Arc, Mutex};
@@ -100,13 +104,16 @@ enum Op {
 struct Script {
     publish: Mutex<Option<Publish>>,
     ops: Mutex<Vec<Op>>,
-    work: Mutex<Option<WorkScheduler>>,
-    addrs: Mutex<Vec<Address>>,
-    subconns: Mutex<Vec<Arc<SubConn>>>,
-    /// Every subchannel state the policy heard, in order.
-    states: Mutex<Vec<(SubConnId, ConnectivityState)>>,
+    core: Core,
     exit_idles: AtomicUsize,
     updates: AtomicUsize,
+}
+
+impl Deref for Script {
+    type Target = Core;
+    fn deref(&self) -> &Core {
+        &self.core
+    }
 }
 
 impl Script {
@@ -117,109 +124,49 @@ impl Script {
         if publish.is_some() {
             *self.publish.lock().unwrap() = publish;
         }
-        wait_until("the policy to get its first update", || {
-            self.work.lock().unwrap().is_some()
-        });
-        self.work.lock().unwrap().as_ref().unwrap().schedule_work();
-        ch.sync().unwrap();
-        ch.sync().unwrap();
-    }
-    fn sc(&self, k: usize) -> Arc<SubConn> {
-        self.subconns.lock().unwrap()[k].clone()
-    }
-    fn states_of(&self, id: SubConnId) -> Vec<ConnectivityState> {
-        self.states
-            .lock()
-            .unwrap()
-            .iter()
-            .filter(|(s, _)| *s == id)
-            .map(|(_, st)| *st)
-            .collect()
-    }
-    fn wait_sc_state(&self, k: usize, state: ConnectivityState) {
-        let id = self.sc(k).id();
-        wait_until(&format!("subchannel {k} {state}"), || {
-            self.states_of(id).last() == Some(&state)
-        });
+        self.kick(ch);
     }
 }
 
-struct ScriptBuilder(&'static str, Arc<Script>);
-struct ScriptLb(Arc<Script>);
-
-impl Builder for ScriptBuilder {
-    fn name(&self) -> &str {
-        self.0
+impl Driven for Script {
+    fn on_update(&self, _: &mut dyn ClientConn, _: bool) {
+        self.updates.fetch_add(1, Ordering::SeqCst);
+        if self.publish.lock().unwrap().is_none() {
+            *self.publish.lock().unwrap() = Some(Publish::Queue(Connecting));
+        }
     }
-    fn build(&self) -> Box<dyn Balancer> {
-        Box::new(ScriptLb(self.1.clone()))
-    }
-}
-
-impl ScriptLb {
-    fn apply(&mut self, cc: &mut dyn ClientConn) {
-        let ops: Vec<Op> = self.0.ops.lock().unwrap().drain(..).collect();
+    fn apply(&self, cc: &mut dyn ClientConn) {
+        let ops: Vec<Op> = self.ops.lock().unwrap().drain(..).collect();
         for op in ops {
             match op {
                 Op::New(i) => {
-                    let addr = self.0.addrs.lock().unwrap()[i].clone();
+                    let addr = self.addrs.lock().unwrap()[i].clone();
                     let sc = cc.new_subconn(addr).unwrap();
-                    self.0.subconns.lock().unwrap().push(sc);
+                    self.subconns.lock().unwrap().push(sc);
                 }
-                Op::Connect(k) => cc.connect(self.0.sc(k).id()),
-                Op::Shutdown(k) => cc.shutdown_subconn(self.0.sc(k).id()),
+                Op::Connect(k) => cc.connect(self.sc(k).id()),
+                Op::Shutdown(k) => cc.shutdown_subconn(self.sc(k).id()),
                 Op::Panic => panic!("Simulated uncaught exception"),
             }
         }
-        let publish = self.0.publish.lock().unwrap().clone();
+        let publish = self.publish.lock().unwrap().clone();
         match publish {
             None => {}
             Some(Publish::Queue(s)) => cc.update_state(s, Box::new(QueuePicker)),
             Some(Publish::Fail(s, status)) => cc.update_state(s, Box::new(FailPicker(status))),
             Some(Publish::Drop(status)) => cc.update_state(Ready, Box::new(DropPicker(status))),
             Some(Publish::Pick(k)) => {
-                cc.update_state(Ready, Box::new(SinglePicker::new(self.0.sc(k))))
+                cc.update_state(Ready, Box::new(SinglePicker::new(self.sc(k))))
             }
         }
     }
-}
-
-impl Balancer for ScriptLb {
-    fn update_client_conn_state(
-        &mut self,
-        cc: &mut dyn ClientConn,
-        state: ClientConnState,
-    ) -> Result<(), String> {
-        self.0.updates.fetch_add(1, Ordering::SeqCst);
-        *self.0.addrs.lock().unwrap() = state.addresses;
-        *self.0.work.lock().unwrap() = Some(cc.work_scheduler());
-        if self.0.publish.lock().unwrap().is_none() {
-            *self.0.publish.lock().unwrap() = Some(Publish::Queue(Connecting));
-        }
-        self.apply(cc);
-        Ok(())
+    fn on_exit_idle(&self) {
+        self.exit_idles.fetch_add(1, Ordering::SeqCst);
     }
-    fn resolver_error(&mut self, _: &mut dyn ClientConn, _: &str) {}
-    fn update_subconn_state(&mut self, _: &mut dyn ClientConn, id: SubConnId, s: &SubConnState) {
-        self.0.states.lock().unwrap().push((id, s.state));
-    }
-    fn exit_idle(&mut self, _: &mut dyn ClientConn) {
-        self.0.exit_idles.fetch_add(1, Ordering::SeqCst);
-    }
-    fn work(&mut self, cc: &mut dyn ClientConn) {
-        self.apply(cc);
-    }
-    fn close(&mut self, _: &mut dyn ClientConn) {}
 }
 
 fn script(name: &'static str) -> Arc<Script> {
-    let s = Arc::new(Script::default());
-    registry::register(Arc::new(ScriptBuilder(name, s.clone())));
-    s
-}
-
-fn lb(name: &str) -> String {
-    format!(r#"{{"loadBalancingConfig":[{{"{name}":{{}}}}]}}"#)
+    driven_lb::register(name, Script::default())
 }
 
 // ------------------------------------------------------------ helpers

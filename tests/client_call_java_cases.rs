@@ -383,17 +383,6 @@ fn authority_override_is_checked_as_java_checks_it() {
 
 // ------------------------------------------------------------ scripted server
 
-fn ok_answer(s: u32) -> Vec<u8> {
-    let mut out = headers(
-        s,
-        &[(":status", b"200"), ("content-type", b"application/grpc")],
-        false,
-    );
-    out.extend(data(s, &msg(b"ok"), false));
-    out.extend(headers(s, &[("grpc-status", b"0")], true));
-    out
-}
-
 fn to(rt: &Runtime, server: &scripted_h2::Server) -> Channel {
     Channel::new(rt, &format!("ipv4:{}", server.addr), None, plaintext()).unwrap()
 }

@@ -17,7 +17,10 @@
 
 #[path = "common/h2_frames.rs"]
 mod h2_frames;
+#[path = "common/outcome.rs"]
+mod outcome;
 use h2_frames::*;
+use outcome::outcome;
 use std::io::Write;
 use std::time::{Duration, Instant};
 use switchyard::*;
@@ -69,16 +72,6 @@ fn run(
     let _ = server.requests();
     let _ = server.blocks.lock().unwrap().len();
     out
-}
-
-fn outcome(r: &Result<UnaryResponse, Status>) -> (Code, String) {
-    match r {
-        Ok(resp) => (
-            Code::Ok,
-            String::from_utf8_lossy(&resp.message).into_owned(),
-        ),
-        Err(s) => (s.code(), s.message().to_string()),
-    }
 }
 
 fn against(

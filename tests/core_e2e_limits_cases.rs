@@ -22,11 +22,14 @@
 //! tests/keepalive_goaway_cases.rs, or are about streaming calls / C-core
 //! filters switchyard has no equivalent for.
 
+#[path = "common/outcome.rs"]
+mod outcome;
 #[path = "common/tokio_host.rs"]
 mod tokio_host;
 
 use bytes::Bytes;
 use http::{HeaderMap, HeaderValue, Request, Response};
+use outcome::{outcome, wait, Rx};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{mpsc, Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -292,8 +295,6 @@ fn options(deadline: Duration, wfr: bool) -> CallOptions<'static> {
     }
 }
 
-type Rx = mpsc::Receiver<Result<UnaryResponse, Status>>;
-
 fn start(ch: &Channel, request: &'static [u8], deadline: Duration, wfr: bool) -> (CallHandle, Rx) {
     let (tx, rx) = mpsc::channel();
     let h = ch
@@ -302,17 +303,6 @@ fn start(ch: &Channel, request: &'static [u8], deadline: Duration, wfr: bool) ->
         })
         .unwrap();
     (h, rx)
-}
-
-fn outcome(r: &Result<UnaryResponse, Status>) -> (Code, String) {
-    match r {
-        Ok(u) => (Code::Ok, String::from_utf8_lossy(&u.message).into_owned()),
-        Err(s) => (s.code(), s.message().to_string()),
-    }
-}
-
-fn wait(rx: &Rx, within: Duration) -> (Code, String) {
-    outcome(&rx.recv_timeout(within).expect("the call completes"))
 }
 
 fn retry_config(attempts: u32, codes: &str) -> String {

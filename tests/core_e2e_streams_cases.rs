@@ -18,8 +18,12 @@
 //! (gRPC-Go "cardinality violation", C++ "No message returned for unary
 //! request"), so the servers here send one.
 
+#[path = "common/fixed_pick_lb.rs"]
+mod fixed_pick_lb;
 #[path = "common/h2_frames.rs"]
 mod h2_frames;
+#[path = "common/outcome.rs"]
+mod outcome;
 #[path = "common/raw_server.rs"]
 mod raw_server;
 #[path = "common/tokio_host.rs"]
@@ -28,6 +32,7 @@ mod tokio_host;
 use bytes::Bytes;
 use h2_frames::*;
 use http::{HeaderMap, HeaderValue, Request, Response};
+use outcome::{outcome, wait, Rx};
 use raw_server::Raw;
 use std::io::{Read, Write};
 use std::net::{Shutdown, TcpStream};
@@ -41,8 +46,6 @@ const METHOD: &str = "/service/method";
 
 /// What a server thread records for the test to read.
 type Shared<T> = Arc<Mutex<T>>;
-
-type Rx = mpsc::Receiver<Result<UnaryResponse, Status>>;
 
 fn channel(rt: &Runtime, target: &str, config: Option<&str>) -> Channel {
     let opts = ChannelOptions {
@@ -79,17 +82,6 @@ fn start_md(
 
 fn start(ch: &Channel, request: &[u8], deadline: Duration, wfr: bool) -> (CallHandle, Rx) {
     start_md(ch, METHOD, request, &[], deadline, wfr)
-}
-
-fn outcome(r: &Result<UnaryResponse, Status>) -> (Code, String) {
-    match r {
-        Ok(u) => (Code::Ok, String::from_utf8_lossy(&u.message).into_owned()),
-        Err(s) => (s.code(), s.message().to_string()),
-    }
-}
-
-fn wait(rx: &Rx, within: Duration) -> (Code, String) {
-    outcome(&rx.recv_timeout(within).expect("the call completes"))
 }
 
 fn grpc_frame(msg: &[u8]) -> Bytes {
@@ -304,54 +296,20 @@ fn core_request_with_64_kib_metadata_reaches_the_server_intact() {
 // retry policy allows 2 attempts on UNAVAILABLE. C-core retries the failed
 // pick: the call ends UNAVAILABLE "LB pick failed" after 2 picks.
 
-mod fail_lb {
-    use super::*;
-
-    pub struct FailBuilder(pub Arc<AtomicUsize>);
-    struct FailBalancer(Arc<AtomicUsize>);
-    struct FailPicker(Arc<AtomicUsize>, Status);
-
-    impl Builder for FailBuilder {
-        fn name(&self) -> &str {
-            "core_e2e_streams_fail_lb"
-        }
-        fn build(&self) -> Box<dyn Balancer> {
-            Box::new(FailBalancer(self.0.clone()))
-        }
-    }
-    impl Balancer for FailBalancer {
-        fn update_client_conn_state(
-            &mut self,
-            cc: &mut dyn ClientConn,
-            _: ClientConnState,
-        ) -> Result<(), String> {
-            cc.update_state(
-                ConnectivityState::TransientFailure,
-                Box::new(FailPicker(
-                    self.0.clone(),
-                    Status::new(Code::Unavailable, "LB pick failed"),
-                )),
-            );
-            Ok(())
-        }
-        fn resolver_error(&mut self, _: &mut dyn ClientConn, _: &str) {}
-        fn update_subconn_state(&mut self, _: &mut dyn ClientConn, _: SubConnId, _: &SubConnState) {
-        }
-        fn exit_idle(&mut self, _: &mut dyn ClientConn) {}
-        fn close(&mut self, _: &mut dyn ClientConn) {}
-    }
-    impl Picker for FailPicker {
-        fn pick<'a>(&'a self, _: &PickInfo<'_>, _: &mut PickLocal) -> PickResult<'a> {
-            self.0.fetch_add(1, Ordering::SeqCst);
-            PickResult::Fail(&self.1)
-        }
-    }
+/// The policy "core_e2e_streams_fail_lb" (TRANSIENT_FAILURE, every pick
+/// failed UNAVAILABLE "LB pick failed"); returns its count of picks.
+fn fail_lb() -> Arc<AtomicUsize> {
+    fixed_pick_lb::register(
+        "core_e2e_streams_fail_lb",
+        ConnectivityState::TransientFailure,
+        fixed_pick_lb::Verdict::Fail,
+        Status::new(Code::Unavailable, "LB pick failed"),
+    )
 }
 
 #[test]
 fn core_retry_lb_fail_is_retried_by_the_retry_policy() {
-    let picks = Arc::new(AtomicUsize::new(0));
-    registry::register(Arc::new(fail_lb::FailBuilder(picks.clone())));
+    let picks = fail_lb();
     let host = Host::start(|_sock| async move {});
     let rt = Runtime::new().unwrap();
     let sc = r#"{"loadBalancingConfig":[{"core_e2e_streams_fail_lb":{}}],
@@ -823,8 +781,7 @@ fn closing_the_channel_never_opens_a_blocking_call_queued_for_a_stream_slot() {
 
 #[test]
 fn core_retry_lb_fail_wait_for_ready_waits_to_its_deadline() {
-    let picks = Arc::new(AtomicUsize::new(0));
-    registry::register(Arc::new(fail_lb::FailBuilder(picks.clone())));
+    let picks = fail_lb();
     let host = Host::start(|_sock| async move {});
     let rt = Runtime::new().unwrap();
     let sc = r#"{"loadBalancingConfig":[{"core_e2e_streams_fail_lb":{}}],

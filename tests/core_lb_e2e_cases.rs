@@ -253,18 +253,7 @@ fn build(rt: &Runtime, fake: &Fake, config: &str, opts: ChannelOptions) -> Chann
 
 /// SendRpc: one echo; Ok(port of the backend that served it).
 fn rpc(ch: &Channel, wait_for_ready: bool, timeout_ms: u64) -> Result<u16, Status> {
-    let opts = CallOptions {
-        deadline: Some(Instant::now() + Duration::from_millis(timeout_ms)),
-        wait_for_ready: Some(wait_for_ready),
-        ..Default::default()
-    };
-    let resp = ch.reader().unary("/echo.Echo/Unary", b"ping", &opts)?;
-    let text = String::from_utf8(resp.message).unwrap();
-    Ok(text
-        .strip_prefix("ping|port=")
-        .unwrap_or_else(|| panic!("bad echo {text:?}"))
-        .parse()
-        .unwrap())
+    common::rpc(ch, wait_for_ready, Duration::from_millis(timeout_ms))
 }
 
 /// CheckRpcSendOk (fail-fast, 2 s).

@@ -15,8 +15,8 @@
 #[path = "common/mod.rs"]
 mod common;
 
-use common::{free_port, plaintext, wait_until};
-use std::net::{SocketAddr, TcpListener, TcpStream};
+use common::{free_port, plaintext, start_server, wait_until};
+use std::net::{TcpListener, TcpStream};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -24,7 +24,7 @@ use switchyard::resolver::manual::ManualResolver;
 use switchyard::resolver::{self, ResolverState};
 use switchyard::ConnectivityState::{self, *};
 use switchyard::*;
-use switchyard_testserver::{Listen, ServerOptions, TestServer, SERVING};
+use switchyard_testserver::{ServerOptions, SERVING};
 
 const PF: &str = r#"{"loadBalancingConfig":[{"pick_first":{}}]}"#;
 const RR: &str = r#"{"loadBalancingConfig":[{"round_robin":{}}]}"#;
@@ -64,38 +64,12 @@ impl Gen {
     }
 }
 
-fn start_server(port: u16, opts: ServerOptions) -> TestServer {
-    let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
-    let deadline = Instant::now() + Duration::from_secs(5);
-    loop {
-        match TestServer::start(Listen::Tcp(addr), opts.clone()) {
-            Ok(s) => return s,
-            Err(e) if Instant::now() < deadline => {
-                let _ = e;
-                std::thread::sleep(Duration::from_millis(20));
-            }
-            Err(e) => panic!("cannot start on {addr}: {e}"),
-        }
-    }
-}
-
 fn build(rt: &Runtime, g: &Gen, config: &str, opts: ChannelOptions) -> Channel {
     Channel::new(rt, &g.target(), Some(config), opts).unwrap()
 }
 
 fn rpc(ch: &Channel, wait_for_ready: bool, timeout_ms: u64) -> Result<u16, Status> {
-    let opts = CallOptions {
-        deadline: Some(Instant::now() + Duration::from_millis(timeout_ms)),
-        wait_for_ready: Some(wait_for_ready),
-        ..Default::default()
-    };
-    let resp = ch.reader().unary("/echo.Echo/Unary", b"ping", &opts)?;
-    let text = String::from_utf8(resp.message).unwrap();
-    Ok(text
-        .strip_prefix("ping|port=")
-        .unwrap_or_else(|| panic!("bad echo {text:?}"))
-        .parse()
-        .unwrap())
+    common::rpc(ch, wait_for_ready, Duration::from_millis(timeout_ms))
 }
 
 fn ok(ch: &Channel) -> u16 {

@@ -17,9 +17,13 @@
 
 #[path = "common/mod.rs"]
 mod common;
+#[path = "common/driven_lb.rs"]
+mod driven_lb;
 
 use common::*;
+use driven_lb::{lb, Core, Driven};
 use std::net::SocketAddr;
+use std::ops::Deref;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{self, Receiver};
 use std::sync::{Arc, Mutex};
@@ -40,22 +44,21 @@ type Op = Box<dyn FnOnce(&mut dyn ClientConn, &mut Vec<Arc<SubConn>>, &[Address]
 
 #[derive(Default)]
 struct Driver {
+    core: Core,
     ops: Mutex<Vec<Op>>,
-    work: Mutex<Option<WorkScheduler>>,
-    addrs: Mutex<Vec<Address>>,
-    subconns: Mutex<Vec<Arc<SubConn>>>,
-    states: Mutex<Vec<(SubConnId, ConnectivityState)>>,
+}
+
+impl Deref for Driver {
+    type Target = Core;
+    fn deref(&self) -> &Core {
+        &self.core
+    }
 }
 
 impl Driver {
     fn run(&self, ch: &Channel, op: Op) {
         self.ops.lock().unwrap().push(op);
-        wait_until("the policy's first update", || {
-            self.work.lock().unwrap().is_some()
-        });
-        self.work.lock().unwrap().as_ref().unwrap().schedule_work();
-        ch.sync().unwrap();
-        ch.sync().unwrap();
+        self.kick(ch);
         wait_until("the op ran", || self.ops.lock().unwrap().is_empty());
     }
     fn publish(&self, ch: &Channel, state: ConnectivityState, picker: impl Picker) {
@@ -65,82 +68,30 @@ impl Driver {
             Box::new(move |cc, _, _| cc.update_state(state, Box::new(p.take().unwrap()))),
         );
     }
-    fn sc(&self, k: usize) -> Arc<SubConn> {
-        self.subconns.lock().unwrap()[k].clone()
-    }
     fn wait_ready(&self, k: usize) {
-        let id = self.sc(k).id();
-        wait_until(&format!("subchannel {k} READY"), || {
-            self.states
-                .lock()
-                .unwrap()
-                .iter()
-                .rev()
-                .find(|(s, _)| *s == id)
-                .map(|(_, st)| *st)
-                == Some(Ready)
-        });
+        self.wait_sc_state(k, Ready);
     }
 }
 
-struct DriverBuilder(&'static str, Arc<Driver>);
-struct DriverLb(Arc<Driver>);
-
-impl Builder for DriverBuilder {
-    fn name(&self) -> &str {
-        self.0
-    }
-    fn build(&self) -> Box<dyn Balancer> {
-        Box::new(DriverLb(self.1.clone()))
-    }
-}
-
-impl DriverLb {
-    fn apply(&mut self, cc: &mut dyn ClientConn) {
-        let ops: Vec<Op> = self.0.ops.lock().unwrap().drain(..).collect();
-        let addrs = self.0.addrs.lock().unwrap().clone();
-        for op in ops {
-            let mut scs = self.0.subconns.lock().unwrap().clone();
-            op(cc, &mut scs, &addrs);
-            *self.0.subconns.lock().unwrap() = scs;
-        }
-    }
-}
-
-impl Balancer for DriverLb {
-    fn update_client_conn_state(
-        &mut self,
-        cc: &mut dyn ClientConn,
-        state: ClientConnState,
-    ) -> Result<(), String> {
-        let first = self.0.work.lock().unwrap().is_none();
-        *self.0.addrs.lock().unwrap() = state.addresses;
-        *self.0.work.lock().unwrap() = Some(cc.work_scheduler());
+impl Driven for Driver {
+    fn on_update(&self, cc: &mut dyn ClientConn, first: bool) {
         if first {
             cc.update_state(Connecting, Box::new(QueuePicker));
         }
-        self.apply(cc);
-        Ok(())
     }
-    fn resolver_error(&mut self, _: &mut dyn ClientConn, _: &str) {}
-    fn update_subconn_state(&mut self, _: &mut dyn ClientConn, id: SubConnId, s: &SubConnState) {
-        self.0.states.lock().unwrap().push((id, s.state));
+    fn apply(&self, cc: &mut dyn ClientConn) {
+        let ops: Vec<Op> = self.ops.lock().unwrap().drain(..).collect();
+        let addrs = self.addrs.lock().unwrap().clone();
+        for op in ops {
+            let mut scs = self.subconns.lock().unwrap().clone();
+            op(cc, &mut scs, &addrs);
+            *self.subconns.lock().unwrap() = scs;
+        }
     }
-    fn exit_idle(&mut self, _: &mut dyn ClientConn) {}
-    fn work(&mut self, cc: &mut dyn ClientConn) {
-        self.apply(cc);
-    }
-    fn close(&mut self, _: &mut dyn ClientConn) {}
 }
 
 fn driver(name: &'static str) -> Arc<Driver> {
-    let d = Arc::new(Driver::default());
-    registry::register(Arc::new(DriverBuilder(name, d.clone())));
-    d
-}
-
-fn lb(name: &str) -> String {
-    format!(r#"{{"loadBalancingConfig":[{{"{name}":{{}}}}]}}"#)
+    driven_lb::register(name, Driver::default())
 }
 
 /// New subchannel for resolved address 0 (appended), optionally connected.

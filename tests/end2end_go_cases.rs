@@ -7,6 +7,8 @@
 
 #[path = "common/h2_frames.rs"]
 mod h2_frames;
+#[path = "common/outcome.rs"]
+mod outcome;
 #[path = "common/scripted_h2.rs"]
 mod scripted_h2;
 #[path = "common/tokio_host.rs"]
@@ -15,6 +17,7 @@ mod tokio_host;
 use bytes::Bytes;
 use h2_frames::*;
 use http::{HeaderMap, HeaderName, HeaderValue, Response};
+use outcome::outcome;
 use std::sync::{mpsc, Arc, Mutex};
 use std::time::{Duration, Instant};
 use switchyard::*;
@@ -55,16 +58,6 @@ fn call_md(ch: &Channel, md: &[(String, String)]) -> Result<UnaryResponse, Statu
             ..Default::default()
         },
     )
-}
-
-fn outcome(r: &Result<UnaryResponse, Status>) -> (Code, String) {
-    match r {
-        Ok(resp) => (
-            Code::Ok,
-            String::from_utf8_lossy(&resp.message).into_owned(),
-        ),
-        Err(s) => (s.code(), s.message().to_string()),
-    }
 }
 
 fn md(pairs: &[(&str, &str)]) -> Vec<(String, String)> {

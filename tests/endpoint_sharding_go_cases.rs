@@ -16,7 +16,7 @@
 #[path = "common/mod.rs"]
 mod common;
 
-use common::plaintext;
+use common::{plaintext, rpc};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -188,17 +188,6 @@ fn server() -> TestServer {
         ServerOptions::default(),
     )
     .unwrap()
-}
-
-fn rpc(ch: &Channel, wait_for_ready: bool, timeout: Duration) -> Result<u16, Status> {
-    let opts = CallOptions {
-        deadline: Some(Instant::now() + timeout),
-        wait_for_ready: Some(wait_for_ready),
-        ..Default::default()
-    };
-    let resp = ch.reader().unary("/echo.Echo/Unary", b"ping", &opts)?;
-    let text = String::from_utf8(resp.message).unwrap();
-    Ok(text.strip_prefix("ping|port=").unwrap().parse().unwrap())
 }
 
 #[derive(Clone, Default)]

@@ -28,6 +28,8 @@
 //! connect deadline, health Watch, wait-for-ready, connectivity API,
 //! target parsing, compression, message limits (non-zero), request headers.
 
+#[path = "common/body_server.rs"]
+mod body_server;
 #[path = "common/frame_server.rs"]
 mod frame_server;
 #[path = "common/h2_frames.rs"]
@@ -39,14 +41,13 @@ mod scripted_h2;
 #[path = "common/tokio_host.rs"]
 mod tokio_host;
 
-use bytes::Bytes;
+use body_server::BodyServer;
 use frame_server::{Ev, Server};
 use h2_frames::*;
-use http::{HeaderMap, HeaderName, HeaderValue, Response};
 use std::io::Write;
 use std::net::TcpStream;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::thread;
 use std::time::{Duration, Instant};
 use switchyard::*;
@@ -83,55 +84,10 @@ fn outcome(r: &Result<UnaryResponse, Status>) -> Result<Vec<u8>, (Code, String)>
 // service_config.md: "Note that 0 is a valid value, meaning that the request
 // [response] message must be empty."
 
-/// A tokio + h2 server that records each request's body bytes and answers
-/// with a response message of `resp_len` bytes.
-struct BodyServer {
-    host: tokio_host::Host,
-    bodies: Arc<Mutex<Vec<Vec<u8>>>>,
-}
-
+/// A server that records each request's body bytes and answers with a
+/// response message of `resp_len` bytes.
 fn body_server(resp_len: usize) -> BodyServer {
-    let bodies: Arc<Mutex<Vec<Vec<u8>>>> = Arc::default();
-    let b2 = bodies.clone();
-    let host = tokio_host::Host::start(move |sock| {
-        let bodies = b2.clone();
-        async move {
-            let Ok(mut conn) = h2::server::handshake(sock).await else {
-                return;
-            };
-            while let Some(Ok((req, mut respond))) = conn.accept().await {
-                let bodies = bodies.clone();
-                tokio::spawn(async move {
-                    let mut body = req.into_body();
-                    let mut got = Vec::new();
-                    while let Some(chunk) = body.data().await {
-                        let Ok(chunk) = chunk else { break };
-                        let _ = body.flow_control().release_capacity(chunk.len());
-                        got.extend_from_slice(&chunk);
-                    }
-                    bodies.lock().unwrap().push(got);
-                    let mut resp = Response::new(());
-                    resp.headers_mut()
-                        .insert("content-type", HeaderValue::from_static("application/grpc"));
-                    let Ok(mut s) = respond.send_response(resp, false) else {
-                        return;
-                    };
-                    let mut m = vec![0u8];
-                    m.extend((resp_len as u32).to_be_bytes());
-                    m.extend(vec![7u8; resp_len]);
-                    let _ = s.send_data(Bytes::from(m), false);
-                    let mut t = HeaderMap::new();
-                    t.insert(
-                        HeaderName::from_static("grpc-status"),
-                        HeaderValue::from_static("0"),
-                    );
-                    let _ = s.send_trailers(t);
-                    tokio::time::sleep(Duration::from_millis(100)).await;
-                });
-            }
-        }
-    });
-    BodyServer { host, bodies }
+    body_server::body_server(move |_| vec![7u8; resp_len])
 }
 
 /// `maxRequestMessageBytes: 0`: an empty request is valid and goes out (one

@@ -25,6 +25,8 @@
 
 #[path = "common/h2_frames.rs"]
 mod h2_frames;
+#[path = "common/outcome.rs"]
+mod outcome;
 #[path = "common/scripted_h2.rs"]
 mod scripted_h2;
 
@@ -32,6 +34,7 @@ use base64::Engine as _;
 use bytes::Bytes;
 use h2_frames::*;
 use http::{HeaderMap, HeaderValue, Response};
+use outcome::outcome;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -69,16 +72,6 @@ fn call(ch: &Channel) -> Result<UnaryResponse, Status> {
             ..Default::default()
         },
     )
-}
-
-fn outcome(r: &Result<UnaryResponse, Status>) -> (Code, String) {
-    match r {
-        Ok(resp) => (
-            Code::Ok,
-            String::from_utf8_lossy(&resp.message).into_owned(),
-        ),
-        Err(s) => (s.code(), s.message().to_string()),
-    }
 }
 
 /// A well-formed OK answer carrying "ok".

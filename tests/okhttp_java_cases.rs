@@ -810,7 +810,11 @@ fn priority_of_4_bytes_is_only_a_stream_error() {
     let ev = server.events();
     assert!(goaways(&server, 0).is_empty(), "first {first:?}; {ev:?}");
     assert!(ev.contains(&(0, Ev::Rst(1, FRAME_SIZE_ERROR))), "{ev:?}");
-    assert_eq!(outcome(&first).map_err(|e| e.0), Err(Code::Internal), "{ev:?}");
+    assert_eq!(
+        outcome(&first).map_err(|e| e.0),
+        Err(Code::Internal),
+        "{ev:?}"
+    );
     assert_eq!(outcome(&next), Ok(b"ok".to_vec()), "{ev:?}");
     assert_eq!(server.accepted().len(), 1, "{ev:?}");
     ch.close();

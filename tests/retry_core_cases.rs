@@ -24,6 +24,8 @@
 //! prefix (C-core: message plus initial metadata); `perAttemptRecvTimeout`
 //! is ignored (C-core honours it only with hedging enabled, gRPC-Go never).
 
+#[path = "common/fixed_pick_lb.rs"]
+mod fixed_pick_lb;
 #[path = "common/tokio_host.rs"]
 mod tokio_host;
 
@@ -603,54 +605,14 @@ fn a_committed_failure_costs_no_retry_token_as_in_grpc_go() {
 // retry_lb_drop.cc: a policy whose picker drops every call with
 // UNAVAILABLE "Call dropped by drop LB policy"; UNAVAILABLE is retryable,
 // yet a drop is never retried: one pick, the drop's status.
-mod drop_lb {
-    use super::*;
-
-    pub struct DropBuilder(pub Arc<AtomicUsize>);
-    struct DropBalancer(Arc<AtomicUsize>);
-    struct DropPicker(Arc<AtomicUsize>, Status);
-
-    impl Builder for DropBuilder {
-        fn name(&self) -> &str {
-            "probe_core_retry_drop"
-        }
-        fn build(&self) -> Box<dyn Balancer> {
-            Box::new(DropBalancer(self.0.clone()))
-        }
-    }
-    impl Balancer for DropBalancer {
-        fn update_client_conn_state(
-            &mut self,
-            cc: &mut dyn ClientConn,
-            _: ClientConnState,
-        ) -> Result<(), String> {
-            cc.update_state(
-                ConnectivityState::Ready,
-                Box::new(DropPicker(
-                    self.0.clone(),
-                    Status::new(Code::Unavailable, "Call dropped by drop LB policy"),
-                )),
-            );
-            Ok(())
-        }
-        fn resolver_error(&mut self, _: &mut dyn ClientConn, _: &str) {}
-        fn update_subconn_state(&mut self, _: &mut dyn ClientConn, _: SubConnId, _: &SubConnState) {
-        }
-        fn exit_idle(&mut self, _: &mut dyn ClientConn) {}
-        fn close(&mut self, _: &mut dyn ClientConn) {}
-    }
-    impl Picker for DropPicker {
-        fn pick<'a>(&'a self, _: &PickInfo<'_>, _: &mut PickLocal) -> PickResult<'a> {
-            self.0.fetch_add(1, Ordering::SeqCst);
-            PickResult::Drop(&self.1)
-        }
-    }
-}
-
 #[test]
 fn core_retry_lb_drop_is_not_retried() {
-    let picks = Arc::new(AtomicUsize::new(0));
-    registry::register(Arc::new(drop_lb::DropBuilder(picks.clone())));
+    let picks = fixed_pick_lb::register(
+        "probe_core_retry_drop",
+        ConnectivityState::Ready,
+        fixed_pick_lb::Verdict::Drop,
+        Status::new(Code::Unavailable, "Call dropped by drop LB policy"),
+    );
     let server = Server::start(|_| Reply::Ok("bar"));
     let rt = Runtime::new().unwrap();
     let sc = config(2, "0.01s", r#""UNAVAILABLE""#, "").replacen(

@@ -35,37 +35,21 @@ mod common;
 #[path = "common/raw_server.rs"]
 mod raw;
 
-use common::Transitions;
+use common::{port_of, start_server, Transitions};
 use std::collections::HashMap;
-use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use switchyard::resolver::manual::ManualResolver;
 use switchyard::resolver::{self, ResolverState};
 use switchyard::ConnectivityState::{self, *};
 use switchyard::*;
-use switchyard_testserver::{Listen, ServerOptions, TestServer};
+use switchyard_testserver::{ServerOptions, TestServer};
 
 // ------------------------------------------------------------------ helpers
 
-fn start_on(port: u16, opts: ServerOptions) -> TestServer {
-    let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
-    let deadline = Instant::now() + Duration::from_secs(5);
-    loop {
-        match TestServer::start(Listen::Tcp(addr), opts.clone()) {
-            Ok(s) => return s,
-            Err(e) if Instant::now() < deadline => {
-                let _ = e;
-                std::thread::sleep(Duration::from_millis(20));
-            }
-            Err(e) => panic!("cannot start on {addr}: {e}"),
-        }
-    }
-}
-
 fn start_n(n: usize) -> Vec<TestServer> {
     (0..n)
-        .map(|_| start_on(0, ServerOptions::default()))
+        .map(|_| start_server(0, ServerOptions::default()))
         .collect()
 }
 
@@ -107,12 +91,7 @@ fn rpc_md(
         hash,
     };
     let resp = ch.reader().unary("/echo.Echo/Unary", b"ping", &opts)?;
-    let text = String::from_utf8(resp.message).unwrap();
-    Ok(text
-        .strip_prefix("ping|port=")
-        .unwrap_or_else(|| panic!("bad echo {text:?}"))
-        .parse()
-        .unwrap())
+    Ok(port_of(resp))
 }
 
 fn md_hash(port: u16) -> Vec<(String, String)> {
@@ -374,7 +353,7 @@ fn rh_continues_connecting_without_picks_one_subchannel_at_a_time() {
             })
         })
         .collect();
-    let good = start_on(0, ServerOptions::default());
+    let good = start_server(0, ServerOptions::default());
     let mut ports: Vec<u16> = held.iter().map(|r| r.addr.port()).collect();
     ports.push(good.port());
     let rt = Runtime::new().unwrap();
@@ -469,7 +448,7 @@ fn rh_rpcs_move_away_and_back_when_their_backend_leaves_and_returns() {
     wait_for_backend(&ch, ports[0], ports[0], Duration::from_secs(10), false);
     s[0].take().unwrap().graceful_stop(Duration::from_secs(2));
     wait_for_backend(&ch, ports[0], ports[1], Duration::from_secs(10), false);
-    s[0] = Some(start_on(ports[0], ServerOptions::default()));
+    s[0] = Some(start_server(ports[0], ServerOptions::default()));
     wait_for_backend(&ch, ports[0], ports[0], Duration::from_secs(10), false);
     let mut c = HashMap::new();
     ok_n(&ch, ports[0], 100, &mut c);

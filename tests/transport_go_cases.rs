@@ -26,8 +26,11 @@ mod frame_server;
 mod h2_frames;
 #[path = "common/hpack.rs"]
 mod hpack;
+#[path = "common/outcome.rs"]
+mod outcome;
 use frame_server::*;
 use h2_frames::*;
+use outcome::outcome;
 use std::io::{self, Write};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
@@ -65,16 +68,6 @@ fn call_with(ch: &Channel, req: &[u8], deadline: Duration) -> Result<UnaryRespon
 
 fn call(ch: &Channel) -> Result<UnaryResponse, Status> {
     call_with(ch, b"hi", Duration::from_secs(5))
-}
-
-fn outcome(r: &Result<UnaryResponse, Status>) -> (Code, String) {
-    match r {
-        Ok(resp) => (
-            Code::Ok,
-            String::from_utf8_lossy(&resp.message).into_owned(),
-        ),
-        Err(s) => (s.code(), s.message().to_string()),
-    }
 }
 
 /// A gRPC message header announcing `len` bytes.

@@ -11,7 +11,10 @@
 
 #[path = "common/h2_frames.rs"]
 mod h2_frames;
+#[path = "common/outcome.rs"]
+mod outcome;
 use h2_frames::*;
+use outcome::outcome;
 use std::thread::{self};
 use std::time::{Duration, Instant};
 use switchyard::*;
@@ -69,16 +72,6 @@ fn call(ch: &Channel, request: &[u8]) -> Result<UnaryResponse, Status> {
             ..Default::default()
         },
     )
-}
-
-fn outcome(r: &Result<UnaryResponse, Status>) -> (Code, String) {
-    match r {
-        Ok(resp) => (
-            Code::Ok,
-            String::from_utf8_lossy(&resp.message).into_owned(),
-        ),
-        Err(s) => (s.code(), s.message().to_string()),
-    }
 }
 
 /// Runs one call against a server answering every request with `script`

@@ -33,8 +33,12 @@
 //! switchyard accept it), an expired deadline (Java sends grpc-timeout 1n,
 //! setDeadline_thePastBecomesPositive; Go and switchyard fail it unsent).
 
+#[path = "common/body_server.rs"]
+mod body_server;
 #[path = "common/h2_frames.rs"]
 mod h2_frames;
+#[path = "common/outcome.rs"]
+mod outcome;
 use h2_frames::*;
 
 #[path = "common/scripted_h2.rs"]
@@ -43,8 +47,8 @@ mod scripted_h2;
 #[path = "common/tokio_host.rs"]
 mod tokio_host;
 
-use bytes::Bytes;
-use std::sync::{Arc, Mutex};
+use body_server::{body_server, BodyServer};
+use outcome::outcome;
 use std::thread;
 use std::time::{Duration, Instant};
 use switchyard::*;
@@ -79,16 +83,6 @@ fn opts() -> CallOptions<'static> {
 
 fn call(ch: &Channel, request: &[u8]) -> Result<UnaryResponse, Status> {
     ch.reader().unary("/echo.Echo/Unary", request, &opts())
-}
-
-fn outcome(r: &Result<UnaryResponse, Status>) -> (Code, String) {
-    match r {
-        Ok(resp) => (
-            Code::Ok,
-            String::from_utf8_lossy(&resp.message).into_owned(),
-        ),
-        Err(s) => (s.code(), s.message().to_string()),
-    }
 }
 
 /// One call against a frame server answering each request with `script`.
@@ -528,48 +522,8 @@ fn a_reset_in_the_middle_of_a_message_is_the_resets_status() {
 
 /// The raw request bodies (with their length prefixes) a server received;
 /// it answers each with an OK echo of the body's length.
-struct Recorder {
-    bodies: Arc<Mutex<Vec<Vec<u8>>>>,
-    host: tokio_host::Host,
-}
-
-fn recorder() -> Recorder {
-    let bodies = Arc::new(Mutex::new(Vec::new()));
-    let b2 = bodies.clone();
-    let host = tokio_host::Host::start(move |sock| {
-        let bodies = b2.clone();
-        async move {
-            let Ok(mut conn) = h2::server::handshake(sock).await else {
-                return;
-            };
-            while let Some(Ok((req, mut respond))) = conn.accept().await {
-                let bodies = bodies.clone();
-                tokio::spawn(async move {
-                    let mut body = req.into_body();
-                    let mut raw = Vec::new();
-                    while let Some(chunk) = body.data().await {
-                        let Ok(chunk) = chunk else { return };
-                        let _ = body.flow_control().release_capacity(chunk.len());
-                        raw.extend_from_slice(&chunk);
-                    }
-                    let len = raw.len().to_string();
-                    bodies.lock().unwrap().push(raw);
-                    let resp = http::Response::builder()
-                        .header("content-type", "application/grpc")
-                        .body(())
-                        .unwrap();
-                    let Ok(mut stream) = respond.send_response(resp, false) else {
-                        return;
-                    };
-                    let _ = stream.send_data(Bytes::from(msg(len.as_bytes())), false);
-                    let mut t = http::HeaderMap::new();
-                    t.insert("grpc-status", http::HeaderValue::from_static("0"));
-                    let _ = stream.send_trailers(t);
-                });
-            }
-        }
-    });
-    Recorder { bodies, host }
+fn recorder() -> BodyServer {
+    body_server(|raw| raw.len().to_string().into_bytes())
 }
 
 /// MessageFramerTest.emptyPayloadYieldsFrame (an empty message is still a

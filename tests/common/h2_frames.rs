@@ -81,3 +81,16 @@ pub fn msg_with_flag(flag: u8, m: &[u8]) -> Vec<u8> {
 pub fn msg(m: &[u8]) -> Vec<u8> {
     msg_with_flag(0, m)
 }
+
+/// A whole OK answer on stream `s`: HEADERS (200, application/grpc), one
+/// message "ok", trailers grpc-status 0.
+pub fn ok_answer(s: u32) -> Vec<u8> {
+    let mut out = headers(
+        s,
+        &[(":status", b"200"), ("content-type", b"application/grpc")],
+        false,
+    );
+    out.extend(data(s, &msg(b"ok"), false));
+    out.extend(headers(s, &[("grpc-status", b"0")], true));
+    out
+}

@@ -13,6 +13,7 @@ use switchyard::backoff::BackoffConfig;
 use switchyard::ConnectivityState::*;
 use switchyard::*;
 pub use switchyard_testserver::TestPki;
+use switchyard_testserver::{Listen, ServerOptions, TestServer};
 
 pub const RR: Option<&str> = Some(r#"{"loadBalancingConfig":[{"round_robin":{}}]}"#);
 pub const RR_HEALTH: Option<&str> =
@@ -67,11 +68,28 @@ pub fn echo(r: &mut Reader, wait_for_ready: bool) -> Result<u16, Status> {
         ..Default::default()
     };
     let resp = r.unary("/echo.Echo/Unary", b"ping", &opts)?;
+    Ok(port_of(resp))
+}
+
+/// The port in an echo backend's answer to "ping" ("ping|port=N").
+pub fn port_of(resp: UnaryResponse) -> u16 {
     let text = String::from_utf8(resp.message).unwrap();
     let port = text
         .strip_prefix("ping|port=")
         .unwrap_or_else(|| panic!("bad echo {text:?}"));
-    Ok(port.parse().unwrap())
+    port.parse().unwrap()
+}
+
+/// One echo RPC on `ch` with a deadline `timeout` away; returns the port of
+/// the backend that served it.
+pub fn rpc(ch: &Channel, wait_for_ready: bool, timeout: Duration) -> Result<u16, Status> {
+    let opts = CallOptions {
+        deadline: Some(Instant::now() + timeout),
+        wait_for_ready: Some(wait_for_ready),
+        ..Default::default()
+    };
+    let resp = ch.reader().unary("/echo.Echo/Unary", b"ping", &opts)?;
+    Ok(port_of(resp))
 }
 
 /// `n` wait-for-ready RPCs, counted per backend port.
@@ -147,6 +165,23 @@ pub fn wait_serves(r: &mut Reader, port: u16, what: &str) {
 pub fn free_port() -> u16 {
     let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     l.local_addr().unwrap().port()
+}
+
+/// An echo backend on 127.0.0.1:`port` (0: any free port), retried for up
+/// to 5 s while the port is still taken (a backend restarted on its port).
+pub fn start_server(port: u16, opts: ServerOptions) -> TestServer {
+    let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        match TestServer::start(Listen::Tcp(addr), opts.clone()) {
+            Ok(s) => return s,
+            Err(e) if Instant::now() < deadline => {
+                let _ = e;
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            Err(e) => panic!("cannot start on {addr}: {e}"),
+        }
+    }
 }
 
 /// One subchannel transition as the policy saw it.
