@@ -263,6 +263,13 @@ impl State {
             // If the stream is already in a `Closed` state, do nothing,
             // provided that there are no frames still in the send queue.
             Closed(..) if !queued => {}
+            // switchyard patch (13): a stream this side already reset for an
+            // error it found (a malformed response, DATA before HEADERS, a
+            // window overrun) keeps that error, its reset still queued:
+            // the peer's RST_STREAM arriving before ours went out must not
+            // turn the call's status into the peer's (gRPC-Go's first error
+            // wins: `closeStream` then `handleRSTStream` finds no stream).
+            Closed(Cause::Error(Error::Reset(_, _, Initiator::Library))) => {}
             // A notionally `Closed` stream may still have queued frames in
             // the following cases:
             //
