@@ -1547,9 +1547,10 @@ sy_status sy_last_call_message(uint8_t *buf, size_t len, size_t *size);
  * this thread's last failed call (as `sy_last_call_trailer` counts them):
  * its key into `key` (`key_len` bytes, NUL-terminated, truncated as
  * `sy_last_error` truncates; the key's length into `*key_size`), its value
- * as `sy_last_call_details` copies. SY_NOT_FOUND past the last entry: for
- * listing them all: entries are grouped by key, keys in the order they
- * first came, each key's values in the order sent.
+ * as `sy_last_call_details` copies (a `key_len` or `value_len` larger than
+ * any buffer is SY_INVALID_ARGUMENT, nothing written). SY_NOT_FOUND past
+ * the last entry: for listing them all: entries are grouped by key, keys
+ * in the order they first came, each key's values in the order sent.
  */
 sy_status sy_last_call_trailer_at(size_t index,
                                   char *key,

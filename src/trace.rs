@@ -1,8 +1,9 @@
 //! What the library logs, and where it goes.
 //!
 //! switchyard logs through the [`log`] facade, each record under one of the
-//! targets below (`switchyard::channel`, …), from the event loop thread only:
-//! channel and subchannel state changes with their reason, resolver results
+//! targets below (`switchyard::channel`, …), from the event loop thread
+//! (a channel's creation and its first checks log on the thread creating
+//! it, DNS lookups on their own threads): channel and subchannel state changes with their reason, resolver results
 //! and errors, policy switches and config changes, connection failures with
 //! the peer's address, GOAWAYs and health changes. Nothing is logged on the
 //! pick path (`Reader::pick`, `Reader::finish` and the done hooks never log).

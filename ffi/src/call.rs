@@ -486,11 +486,12 @@ pub extern "C" fn sy_call_unary(
         // in it, and must not use this reader.
         let mut r = crate::reader::enter(reader)?;
         let out = try_out!(response_out, "response_out");
+        // The arguments first, as the header lists the errors.
+        // SAFETY: the pointers and lengths as this function's contract says.
+        let args = unsafe { call_args(method, method_len, request, request_len, options) }?;
         if !r.managed {
             return Err(host_managed());
         }
-        // SAFETY: the pointers and lengths as this function's contract says.
-        let args = unsafe { call_args(method, method_len, request, request_len, options) }?;
         refuse_in_callback(
             "a blocking call inside a switchyard callback (use sy_call_unary_start)",
         )?;
@@ -557,13 +558,14 @@ pub extern "C" fn sy_call_unary_start(
         let Some(callback) = callback else {
             return Err(Error::null("callback is NULL"));
         };
-        if !ch.managed {
-            return Err(host_managed());
-        }
+        // The arguments first, then closed, as the header lists the errors.
         // SAFETY: the pointers and lengths as this function's contract says.
         let args = unsafe { call_args(method, method_len, request, request_len, options) }?;
         if ch.pool.is_closing() || ch.channel.is_closed() {
             return Err(Error::new(sy_status::SY_CLOSED, "the channel is closed"));
+        }
+        if !ch.managed {
+            return Err(host_managed());
         }
         let pool = Arc::clone(&ch.pool);
         let ctx = UserCtx(user_ctx);

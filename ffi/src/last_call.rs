@@ -104,9 +104,10 @@ pub extern "C" fn sy_last_call_message(buf: *mut u8, len: usize, size: *mut usiz
 /// this thread's last failed call (as `sy_last_call_trailer` counts them):
 /// its key into `key` (`key_len` bytes, NUL-terminated, truncated as
 /// `sy_last_error` truncates; the key's length into `*key_size`), its value
-/// as `sy_last_call_details` copies. SY_NOT_FOUND past the last entry: for
-/// listing them all: entries are grouped by key, keys in the order they
-/// first came, each key's values in the order sent.
+/// as `sy_last_call_details` copies (a `key_len` or `value_len` larger than
+/// any buffer is SY_INVALID_ARGUMENT, nothing written). SY_NOT_FOUND past
+/// the last entry: for listing them all: entries are grouped by key, keys
+/// in the order they first came, each key's values in the order sent.
 #[no_mangle]
 pub extern "C" fn sy_last_call_trailer_at(
     index: usize,
@@ -189,6 +190,9 @@ unsafe fn entry_at(
     if key_len > 0 && key.is_null() {
         return Err(Error::null("key must not be NULL when key_len > 0"));
     }
+    if key_len > isize::MAX as usize {
+        return Err(Error::invalid("key_len is larger than any buffer"));
+    }
     check_dest(value, value_len, value_size)?;
     let record = LAST_CALL.with(|l| l.borrow().clone());
     let status = record.ok_or_else(no_call_record)?;
@@ -200,7 +204,7 @@ unsafe fn entry_at(
         )
     })?;
     copy_out(v.as_bytes(), value, value_len, value_size)?;
-    if key_len > 0 && key_len <= isize::MAX as usize {
+    if key_len > 0 {
         let n = k.len().min(key_len - 1);
         // SAFETY: the caller promises `key` has room for `key_len > n`
         // bytes.

@@ -383,7 +383,9 @@ impl Channel {
 
     /// Switches to a new service config (the host acting as resolver); an
     /// invalid one is rejected with the error naming the JSON path that is
-    /// wrong, and the current one kept.
+    /// wrong, and the current one kept. Returns once the loop has the
+    /// config, before it applies it: calls made right after may still see
+    /// the old one (`sync` waits until it applies).
     pub fn update_service_config(&self, json: &str) -> Result<(), Error> {
         let config = ServiceConfig::parse(Some(json)).map_err(Error::InvalidServiceConfig)?;
         self.run(move |core, env| {

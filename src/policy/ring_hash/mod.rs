@@ -13,8 +13,9 @@
 //! picking through the C header passes `sy_pick`'s `request_hash`, XXH64 of
 //! the header's value, since a pick there carries no metadata), else a
 //! random hash. With no header configured: the caller's hash
-//! (`CallOptions::hash`); with none the pick fails (INTERNAL): gRPC's xDS
-//! would supply it.
+//! (`CallOptions::hash`); with none the pick fails (INTERNAL; a
+//! wait-for-ready call waits for its deadline, as in gRPC-Go and C-core):
+//! gRPC's xDS would supply it.
 //!
 //! Endpoints are pick_first children created lazily: nothing connects until
 //! a pick lands on an IDLE endpoint (its connection is requested and the
