@@ -155,8 +155,9 @@ impl ManagedConnector {
                     {
                         ka.time = ka.time.max(used.saturating_mul(2));
                     }
-                    // A8: logged where it is seen by default.
-                    log::warn!(
+                    // A8: "at a log level that is enabled by default":
+                    // ERROR, as gRPC-Go's and C-core's.
+                    log::error!(
                         target: trace::TRANSPORT,
                         "GOAWAY from {} (too_many_pings): keepalive time now {:?} for new connections",
                         c.sc.addr(),
