@@ -222,7 +222,7 @@ class Tls:
         if self.roots is not None:
             check(lib.sy_channel_options_set_tls_roots_pem(opts, self.roots, len(self.roots)))
         if self.server_name is not None:
-            check(lib.sy_channel_options_set_tls_server_name(opts, self.server_name.encode()))
+            check(lib.sy_channel_options_set_tls_server_name(opts, _c_text(self.server_name, "server_name")))
         if self.client_cert is not None:
             check(
                 lib.sy_channel_options_set_client_cert(
@@ -312,7 +312,7 @@ class Metadata:
         buf = self._response._buf
         if not buf:
             raise ValueError("response is closed")
-        k = key.encode()
+        k = _c_text(key, "a metadata key")
         out = []
         for index in itertools.count():
             data, n = _ffi.BYTES(), C.c_size_t()
@@ -437,12 +437,17 @@ class Pick:
         if self._done:
             raise InvalidArgument(_ffi.SY_INVALID_ARGUMENT, "pick already done")
         latency_ns = (
-            time.monotonic_ns() - self._start if latency is None else int(latency * 1e9)
+            time.monotonic_ns() - self._start
+            if latency is None
+            else _ffi.unsigned(int(latency * 1e9), 64, "latency (in ns)")
         )
         metrics, n = None, 0
         if load:
             metrics = (_ffi.LoadMetric * len(load))(
-                *[_ffi.LoadMetric(k.encode(), float(v)) for k, v in load.items()]
+                *[
+                    _ffi.LoadMetric(_c_text(k, "a load metric's name"), float(v))
+                    for k, v in load.items()
+                ]
             )
             n = len(load)
         check(lib.sy_pick_done(C.byref(self._result), int(code), latency_ns, metrics, n))
@@ -532,7 +537,9 @@ class Call(concurrent.futures.Future):
         # do): a channel nobody else holds is not closed under it.
         self._keep_channel = channel
         self.call_id = None
-        self._deadline = None if timeout is None else time.monotonic() + float(timeout)
+        # A timeout beyond any deadline (inf included) is none, as the call's.
+        no_deadline = timeout is None or _ffi.call_timeout_ms(timeout) == (0, False)
+        self._deadline = None if no_deadline else time.monotonic() + float(timeout)
 
     def running(self):
         """True while the call is in flight (started, not finished), as
@@ -868,16 +875,18 @@ class Channel(_Owned):
         opts = _ffi.call_options(timeout, wait_for_ready, md, md_len, request_hash)
         method = _c_text(method, "method")
         out = C.c_void_p()
-        was_open = not self._closing
-        status = lib.sy_call_unary(
-            reader._ptr,
-            method,
-            len(method),
-            request,
-            len(request),
-            C.byref(opts),
-            C.byref(out),
-        )
+        # Counted as in use: close() fails it, then waits for it to return.
+        with self._use():
+            was_open = bool(self._runtime._ptr)
+            status = lib.sy_call_unary(
+                reader._ptr,
+                method,
+                len(method),
+                request,
+                len(request),
+                C.byref(opts),
+                C.byref(out),
+            )
         if status == _ffi.SY_CLOSED and was_open:
             # Closed while the call ran: CANCELLED, as grpcio ends it (a
             # call made on a closed channel is a plain ChannelClosed).
@@ -949,7 +958,7 @@ class Channel(_Owned):
         entries, handles = [], []
         try:
             for a in addresses:
-                if isinstance(a, str):
+                if isinstance(a, (str, bytes)):
                     a = (a,)
                 a = tuple(a)
                 if not 1 <= len(a) <= 3:
@@ -959,7 +968,7 @@ class Channel(_Owned):
                 if h:
                     handles.append(h)
                 weight = _ffi.unsigned(weight, 32, "an address's weight")
-                entries.append(_ffi.Address(address.encode(), weight, h or None))
+                entries.append(_ffi.Address(_c_text(address, "an address"), weight, h or None))
         except BaseException:
             for h in handles:
                 _pop(h)
@@ -982,13 +991,16 @@ class Channel(_Owned):
         with self._use() as ptr:
             check(
                 lib.sy_channel_report_subconn_state(
-                    ptr, subchannel_id, int(state), message.encode() if message else None
+                    ptr,
+                    _ffi.unsigned(subchannel_id, 64, "subchannel_id"),
+                    int(state),
+                    _c_text(message, "message") if message else None,
                 )
             )
 
     def report_resolver_error(self, message):
         with self._use() as ptr:
-            check(lib.sy_channel_report_resolver_error(ptr, message.encode()))
+            check(lib.sy_channel_report_resolver_error(ptr, _c_text(message, "message")))
 
     def update_service_config(self, service_config):
         config = _service_config_json(service_config) or b""

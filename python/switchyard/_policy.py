@@ -9,7 +9,7 @@ import ctypes as C
 import threading
 
 from . import _ffi
-from ._core import _get, _guarded, _pop, _put
+from ._core import _c_text, _get, _guarded, _pop, _put
 from ._errors import State, StatusCode, check
 from ._ffi import lib
 
@@ -95,7 +95,7 @@ class PolicyContext:
         if not isinstance(picker, Picker):
             raise TypeError("picker must be a switchyard.Picker")
         ids = (C.c_uint64 * len(picker.subchannels))(*picker.subchannels)
-        msg = picker.error_message.encode() if picker.error_message else None
+        msg = _c_text(picker.error_message, "error_message") if picker.error_message else None
         h = _put(picker)
         c_picker = _ffi.Picker(
             h, _pick, _done, _free, ids, len(picker.subchannels), int(picker.error_code), msg
@@ -258,13 +258,14 @@ def register_policy(name, factory):
     {"loadBalancingConfig": [{name: {}}]}."""
     if not callable(factory):
         raise TypeError("factory must be callable (a Policy subclass or a function)")
+    name = _c_text(name, "a policy name")
     h = _put(factory)
     with _register_lock:
-        status = lib.sy_balancer_register(name.encode(), C.byref(_CALLBACKS), h)
+        status = lib.sy_balancer_register(name, C.byref(_CALLBACKS), h)
     if status != _ffi.SY_OK:
         _pop(h)
     check(status)
 
 
 def policy_registered(name):
-    return bool(lib.sy_balancer_registered(name.encode()))
+    return bool(lib.sy_balancer_registered(_c_text(name, "a policy name")))
