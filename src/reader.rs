@@ -22,6 +22,11 @@ use std::time::Instant;
 
 use crate::status::CLOSED_MESSAGE;
 
+/// Why a pick on the event loop's thread did not wait.
+pub(crate) const LOOP_WAIT: &str = "a pick cannot wait on the event loop thread (inside a \
+     switchyard callback): the loop publishes the picker it would wait for; pick with \
+     try_pick, or call unary_start";
+
 /// Why a pick did not produce a subchannel.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum PickError {
@@ -860,6 +865,9 @@ impl Reader {
 
     /// Picks, waiting for new pickers while the current one queues (or fails,
     /// for wait-for-ready), until `deadline`. Each picker is tried at most once.
+    /// On the event loop's thread (inside a callback) it never waits: a pick
+    /// that would is dropped with INTERNAL (the loop it would wait for is
+    /// this thread).
     pub fn pick(&mut self, info: &PickInfo<'_>, options: &PickOptions) -> Result<Pick, PickError> {
         self.pick_with(info, options, Reader::try_pick)
     }
@@ -883,6 +891,10 @@ impl Reader {
                     Ok(p) => return Ok(p),
                     Err(e) => waiting.failed(e, options.wait_for_ready)?,
                 }
+            }
+            if self.on_loop_thread() {
+                // Only the loop publishes the picker this would wait for.
+                return Err(PickError::Dropped(Status::new(Code::Internal, LOOP_WAIT)));
             }
             if !self.wait_for_next_picker(options.deadline) {
                 return Err(waiting.deadline_exceeded());
@@ -953,6 +965,13 @@ impl Reader {
 
     pub(crate) fn is_managed(&self) -> bool {
         self.shared.managed
+    }
+
+    /// Whether this thread is the channel's event loop (a callback of the
+    /// channel's, or of another channel on its runtime): nothing there may
+    /// wait for the loop.
+    pub(crate) fn on_loop_thread(&self) -> bool {
+        self.shared.handle.on_loop_thread()
     }
 
     /// `ChannelOptions::disable_retry`.

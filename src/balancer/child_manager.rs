@@ -154,7 +154,7 @@ pub struct ChildManager {
     list: Vec<Child>,
     index: HashMap<String, usize>,
     owners: HashMap<SubConnId, String>,
-    timers: HashMap<TimerToken, String>,
+    timers: TimerOwners,
     /// Children whose pickers asked for `Balancer::work` since the last
     /// `work` call (written by pickers on any thread).
     wanting_work: Arc<Mutex<HashSet<String>>>,
@@ -323,13 +323,9 @@ impl ChildManager {
             cc.shutdown_subconn(sc.id());
         }
         // Its timers must not outlive it (nor keep the loop busy).
-        self.timers.retain(|token, owner| {
-            let own = owner == key;
-            if own {
-                cc.cancel_timer(*token);
-            }
-            !own
-        });
+        for token in self.timers.take_owner(key) {
+            cc.cancel_timer(token);
+        }
         self.wanting_work
             .lock()
             .unwrap_or_else(|p| p.into_inner())
@@ -634,13 +630,57 @@ impl ChildManager {
     }
 }
 
+/// Which child armed each timer, indexed both ways: a child leaving takes
+/// its own timers without a walk over every child's (removing many
+/// children at once stays linear).
+#[derive(Default)]
+struct TimerOwners {
+    by_token: HashMap<TimerToken, String>,
+    by_owner: HashMap<String, HashSet<TimerToken>>,
+}
+
+impl TimerOwners {
+    fn insert(&mut self, token: TimerToken, owner: &str) {
+        self.by_token.insert(token, owner.to_string());
+        self.by_owner
+            .entry(owner.to_string())
+            .or_default()
+            .insert(token);
+    }
+
+    /// The owner of a timer that fired or was cancelled, forgotten.
+    fn remove(&mut self, token: &TimerToken) -> Option<String> {
+        let owner = self.by_token.remove(token)?;
+        if let Some(tokens) = self.by_owner.get_mut(&owner) {
+            tokens.remove(token);
+            if tokens.is_empty() {
+                self.by_owner.remove(&owner);
+            }
+        }
+        Some(owner)
+    }
+
+    /// Every timer `owner` armed, forgotten.
+    fn take_owner(&mut self, owner: &str) -> Vec<TimerToken> {
+        let tokens: Vec<TimerToken> = self
+            .by_owner
+            .remove(owner)
+            .map(|t| t.into_iter().collect())
+            .unwrap_or_default();
+        for t in &tokens {
+            self.by_token.remove(t);
+        }
+        tokens
+    }
+}
+
 /// The `ClientConn` one child sees: the parent's, with ownership recorded
 /// and the published state captured.
 struct ChildClientConn<'a> {
     parent: &'a mut dyn ClientConn,
     key: &'a str,
     owners: &'a mut HashMap<SubConnId, String>,
-    timers: &'a mut HashMap<TimerToken, String>,
+    timers: &'a mut TimerOwners,
     subconns: &'a mut Vec<Arc<SubConn>>,
     version: &'a mut u64,
     wanting_work: &'a Arc<Mutex<HashSet<String>>>,
@@ -691,7 +731,7 @@ impl ClientConn for ChildClientConn<'_> {
     }
     fn schedule_timer(&mut self, after: Duration) -> TimerToken {
         let t = self.parent.schedule_timer(after);
-        self.timers.insert(t, self.key.to_string());
+        self.timers.insert(t, self.key);
         t
     }
     fn cancel_timer(&mut self, token: TimerToken) {

@@ -51,6 +51,9 @@ pub enum PickResult<'a> {
 /// block, do I/O or write shared state.
 pub trait Picker: Send + Sync + 'static {
     /// Picks for one RPC. Wait-free in practice: no lock, no I/O, no shared write.
+    /// Must not panic: a panic goes up the picking thread's stack (the RPC
+    /// thread's; the library's own calls, picked on the loop, catch it and
+    /// fail the call), as it would from any function it calls there.
     fn pick<'a>(&'a self, info: &PickInfo<'_>, local: &mut PickLocal) -> PickResult<'a>;
 
     /// If this picker always completes with the same subchannel and no done

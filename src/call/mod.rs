@@ -79,6 +79,10 @@ const CONNECTION_SPECIFIC: [&str; 7] = [
 /// a call's retries set it themselves (`course`), so callers may not.
 const PREVIOUS_ATTEMPTS: &str = "grpc-previous-rpc-attempts";
 
+/// Why a blocking call on the event loop's thread is refused.
+const LOOP_CALL: &str = "a blocking call cannot run on the event loop thread (inside a \
+     switchyard callback): it would wait for the loop; use unary_start";
+
 /// Checks request metadata before anything is sent: keys are non-empty
 /// lower-case ASCII (`[0-9a-z_.-]`), neither pseudo-headers (`:path`, ...),
 /// nor connection-specific (`connection`, `keep-alive`, `proxy-connection`,
@@ -308,7 +312,8 @@ impl Reader {
     /// One blocking unary call: returns the response message, headers and
     /// trailers, or the call's gRPC status. A method or metadata that cannot
     /// be sent ([`check_method`], [`check_metadata`]) fails with INTERNAL
-    /// before anything is picked.
+    /// before anything is picked, and so does a call on the event loop's
+    /// thread (inside a switchyard callback: `unary_start` from there).
     pub fn unary(
         &mut self,
         method: &str,
@@ -321,7 +326,12 @@ impl Reader {
         // The channel's count of whole calls (channelz's): from here, so
         // that one refused before any pick counts too, as in gRPC.
         self.call_counts().call_started();
-        let result = self.unary_call(method, request, options);
+        let result = if self.on_loop_thread() {
+            // Its pick, connection and answer all wait for the loop.
+            Err(Status::new(Code::Internal, LOOP_CALL))
+        } else {
+            self.unary_call(method, request, options)
+        };
         self.call_counts().call_ended(result.is_ok());
         result
     }

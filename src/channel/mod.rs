@@ -371,13 +371,14 @@ impl Channel {
     /// Replaces the address list (the host acting as resolver). Applied
     /// incrementally by the policy.
     pub fn update_addresses(&self, addresses: Vec<Address>) -> Result<(), Error> {
-        let endpoints = addresses.into_iter().map(Endpoint::from).collect();
-        self.run(move |core, env| core.update_endpoints(endpoints, env))
+        self.update_endpoints(addresses.into_iter().map(Endpoint::from).collect())
     }
 
     /// Replaces the endpoints (the host acting as resolver), each a list of
-    /// addresses of one backend.
+    /// addresses of one backend. An empty address is refused
+    /// (`Error::InvalidArgument`), as from a resolver.
     pub fn update_endpoints(&self, endpoints: Vec<Endpoint>) -> Result<(), Error> {
+        resolver::check_endpoints(&endpoints)?;
         self.run(move |core, env| core.update_endpoints(endpoints, env))
     }
 
@@ -543,12 +544,18 @@ impl Channel {
     /// state now (`from` again in that case; it may change again at once),
     /// or `None` when `deadline` passes first. On the loop thread (inside
     /// a callback) it does not wait: the state if it already differs, else
-    /// `None`.
+    /// `None`; nor from SHUTDOWN without a deadline once the channel is
+    /// shut down (no state follows it: `None` at once, where gRPC's would
+    /// wait for ever; with a deadline it waits for it, as gRPC-Go's).
     pub fn wait_for_state_change(
         &self,
         from: ConnectivityState,
         deadline: Option<Instant>,
     ) -> Option<ConnectivityState> {
+        if from == ConnectivityState::Shutdown && deadline.is_none() && self.shared.state() == from
+        {
+            return None;
+        }
         if self.shared.handle.on_loop_thread() {
             // Only the loop changes the state: waiting here (a state or
             // policy callback) would wait for ever, or till the deadline.

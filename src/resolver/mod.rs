@@ -224,15 +224,7 @@ impl ResolverClientConn {
     /// `resolve_now`), paced by the channel's backoff, until an update is
     /// accepted: a resolver that polls needs no verdict of its own.
     pub fn update(&self, state: ResolverState) -> Result<(), Error> {
-        if state
-            .endpoints
-            .iter()
-            .any(|e| e.addresses.iter().any(|a| a.addr.is_empty()))
-        {
-            return Err(Error::InvalidArgument(
-                "an endpoint has an empty address".into(),
-            ));
-        }
+        check_endpoints(&state.endpoints)?;
         self.sink.update(state)
     }
 
@@ -273,6 +265,20 @@ pub fn schemes() -> Vec<String> {
 /// empty target.
 pub(crate) fn channel_target(text: &str) -> Result<Option<Target>, String> {
     parse_channel_target(text, |s| get(s).is_some())
+}
+
+/// Endpoints a resolver (or the host acting as one) may hand the channel:
+/// none with an empty address.
+pub(crate) fn check_endpoints(endpoints: &[Endpoint]) -> Result<(), Error> {
+    if endpoints
+        .iter()
+        .any(|e| e.addresses.iter().any(|a| a.addr.is_empty()))
+    {
+        return Err(Error::InvalidArgument(
+            "an endpoint has an empty address".into(),
+        ));
+    }
+    Ok(())
 }
 
 #[cfg(test)]
