@@ -5,12 +5,12 @@
 //! is left out: we report an error and keep the last addresses, as C-core
 //! does, where gRPC-Go pushes an empty update.
 
-use hickory_proto::op::{Message, MessageType, ResponseCode};
-use hickory_proto::rr::rdata::{A, AAAA, TXT};
-use hickory_proto::rr::{RData, Record, RecordType};
-use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr, UdpSocket};
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
+#[path = "common/dns_server.rs"]
+mod dns_server;
+
+use dns_server::Ans;
+use hickory_proto::rr::RecordType;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::time::{Duration, Instant};
 use switchyard::resolver::testing::TestResolverClientConn;
 use switchyard::resolver::{self, Resolver, ResolverOptions, Target};
@@ -27,108 +27,40 @@ enum Answer {
     Txt(Vec<Vec<String>>),
 }
 
-struct Zone {
-    a: Answer,
-    aaaa: Answer,
-    txt: Answer,
-    /// Questions seen: (kind, name).
-    seen: Vec<(RecordType, String)>,
+impl From<Answer> for Ans {
+    fn from(a: Answer) -> Ans {
+        match a {
+            Answer::NxDomain => Ans::NxDomain,
+            Answer::ServFail => Ans::ServFail,
+            Answer::V4(ips) => Ans::Ips(ips.into_iter().map(IpAddr::V4).collect()),
+            Answer::V6(ips) => Ans::Ips(ips.into_iter().map(IpAddr::V6).collect()),
+            Answer::Txt(recs) => Ans::Txt(recs),
+        }
+    }
 }
 
-struct FakeDns {
-    addr: SocketAddr,
-    zone: Arc<Mutex<Zone>>,
-    stop: Arc<AtomicBool>,
-}
+/// The shared fake DNS server, answering the same for every name.
+struct FakeDns(dns_server::FakeDns);
 
 impl FakeDns {
     fn start(a: Answer, aaaa: Answer, txt: Answer) -> FakeDns {
-        let s = UdpSocket::bind("127.0.0.1:0").unwrap();
-        let addr = s.local_addr().unwrap();
-        let zone = Arc::new(Mutex::new(Zone {
-            a,
-            aaaa,
-            txt,
-            seen: vec![],
-        }));
-        let stop = Arc::new(AtomicBool::new(false));
-        let (z, st) = (zone.clone(), stop.clone());
-        std::thread::spawn(move || {
-            s.set_read_timeout(Some(Duration::from_millis(50))).unwrap();
-            let mut buf = [0u8; 4096];
-            while !st.load(Ordering::Relaxed) {
-                let Ok((n, from)) = s.recv_from(&mut buf) else {
-                    continue;
-                };
-                let Ok(q) = Message::from_vec(&buf[..n]) else {
-                    continue;
-                };
-                let query = q.queries()[0].clone();
-                let name = query.name().clone();
-                let kind = query.query_type();
-                let answer = {
-                    let mut z = z.lock().unwrap();
-                    z.seen.push((kind, name.to_string()));
-                    match kind {
-                        RecordType::A => z.a.clone(),
-                        RecordType::AAAA => z.aaaa.clone(),
-                        RecordType::TXT => z.txt.clone(),
-                        _ => Answer::V4(vec![]),
-                    }
-                };
-                let (code, records) = match answer {
-                    Answer::NxDomain => (ResponseCode::NXDomain, vec![]),
-                    Answer::ServFail => (ResponseCode::ServFail, vec![]),
-                    Answer::V4(ips) => (
-                        ResponseCode::NoError,
-                        ips.into_iter()
-                            .map(|ip| Record::from_rdata(name.clone(), 60, RData::A(A::from(ip))))
-                            .collect(),
-                    ),
-                    Answer::V6(ips) => (
-                        ResponseCode::NoError,
-                        ips.into_iter()
-                            .map(|ip| {
-                                Record::from_rdata(name.clone(), 60, RData::AAAA(AAAA::from(ip)))
-                            })
-                            .collect(),
-                    ),
-                    Answer::Txt(recs) => (
-                        ResponseCode::NoError,
-                        recs.into_iter()
-                            .map(|r| Record::from_rdata(name.clone(), 60, RData::TXT(TXT::new(r))))
-                            .collect(),
-                    ),
-                };
-                let mut m = Message::new();
-                m.set_id(q.id())
-                    .set_message_type(MessageType::Response)
-                    .set_response_code(code)
-                    .set_authoritative(true)
-                    .set_recursion_desired(true)
-                    .set_recursion_available(true)
-                    .add_queries(q.queries().to_vec())
-                    .add_answers(records);
-                let _ = s.send_to(&m.to_vec().unwrap(), from);
-            }
-        });
-        FakeDns { addr, zone, stop }
+        let dns = dns_server::FakeDns::start();
+        dns.set_any_name(RecordType::A, a.into());
+        dns.set_any_name(RecordType::AAAA, aaaa.into());
+        dns.set_any_name(RecordType::TXT, txt.into());
+        FakeDns(dns)
     }
 
     fn count(&self, kind: RecordType) -> usize {
-        self.zone
-            .lock()
-            .unwrap()
-            .seen
-            .iter()
-            .filter(|(k, _)| *k == kind)
-            .count()
+        self.0.count(kind, None)
     }
 }
 
-impl Drop for FakeDns {
-    fn drop(&mut self) {
-        self.stop.store(true, Ordering::Relaxed);
+impl std::ops::Deref for FakeDns {
+    type Target = dns_server::FakeDns;
+
+    fn deref(&self) -> &dns_server::FakeDns {
+        &self.0
     }
 }
 

@@ -10,275 +10,18 @@
 
 #[path = "common/mod.rs"]
 mod common;
+#[path = "common/dns_server.rs"]
+mod dns_server;
 
 use common::*;
-use hickory_proto::op::{Message, MessageType, ResponseCode};
-use hickory_proto::rr::rdata::{A, AAAA, TXT};
-use hickory_proto::rr::{RData, Record, RecordType};
-use std::collections::HashMap;
-use std::io::{Read, Write};
-use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, TcpListener, UdpSocket};
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
+use dns_server::{Ans, FakeDns};
+use hickory_proto::rr::RecordType;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, UdpSocket};
 use std::time::Duration;
 use switchyard::resolver::testing::TestResolverClientConn;
 use switchyard::resolver::{self, Resolver, ResolverOptions, Target};
 use switchyard::*;
 use switchyard_testserver::{Listen, ServerOptions, TestServer};
-
-// ---------------------------------------------------------------------------
-// A fake DNS server: a zone of (name, kind) -> answer; NXDOMAIN otherwise.
-// ---------------------------------------------------------------------------
-
-#[derive(Clone, Debug)]
-enum Ans {
-    ServFail,
-    /// NOERROR with no records (NODATA).
-    NoData,
-    Ips(Vec<IpAddr>),
-    /// TXT records, each a list of strings.
-    Txt(Vec<Vec<String>>),
-}
-
-#[derive(Default)]
-struct Zone {
-    records: HashMap<(String, RecordType), Ans>,
-    /// UDP answers to TXT questions come back truncated (TC, no records):
-    /// the full answer only over TCP.
-    truncate_txt_over_udp: bool,
-    /// Every UDP answer comes back truncated.
-    truncate_all_over_udp: bool,
-    /// (kind, name, "udp"/"tcp") of every question.
-    seen: Vec<(RecordType, String, &'static str)>,
-}
-
-struct FakeDns {
-    addr: SocketAddr,
-    zone: Arc<Mutex<Zone>>,
-    stop: Arc<AtomicBool>,
-}
-
-fn norm(name: &str) -> String {
-    name.trim_end_matches('.').to_ascii_lowercase()
-}
-
-fn answer(zone: &Mutex<Zone>, q: &Message, transport: &'static str) -> Vec<u8> {
-    let query = q.queries()[0].clone();
-    let name = query.name().clone();
-    let kind = query.query_type();
-    let (ans, truncate) = {
-        let mut z = zone.lock().unwrap();
-        z.seen.push((kind, norm(&name.to_string()), transport));
-        (
-            z.records.get(&(norm(&name.to_string()), kind)).cloned(),
-            transport == "udp"
-                && (z.truncate_all_over_udp
-                    || (kind == RecordType::TXT && z.truncate_txt_over_udp)),
-        )
-    };
-    let cname = zone
-        .lock()
-        .unwrap()
-        .records
-        .get(&(norm(&name.to_string()), RecordType::CNAME))
-        .cloned();
-    let mut prefix = vec![];
-    let (name, ans) = match cname {
-        // A CNAME: the alias record, then the canonical name's answers
-        // (as a recursive server gives them).
-        Some(Ans::Txt(target)) => {
-            let canon = hickory_proto::rr::Name::from_ascii(format!("{}.", target[0][0])).unwrap();
-            prefix.push(Record::from_rdata(
-                name.clone(),
-                60,
-                RData::CNAME(hickory_proto::rr::rdata::CNAME(canon.clone())),
-            ));
-            let ans = zone
-                .lock()
-                .unwrap()
-                .records
-                .get(&(norm(&canon.to_string()), kind))
-                .cloned();
-            (canon, ans)
-        }
-        _ => (name, ans),
-    };
-    let (code, records) = match ans {
-        None => (ResponseCode::NXDomain, vec![]),
-        Some(Ans::ServFail) => (ResponseCode::ServFail, vec![]),
-        Some(Ans::NoData) => (ResponseCode::NoError, vec![]),
-        Some(Ans::Ips(ips)) => (
-            ResponseCode::NoError,
-            ips.into_iter()
-                .filter_map(|ip| match (ip, kind) {
-                    (IpAddr::V4(v4), RecordType::A) => {
-                        Some(Record::from_rdata(name.clone(), 60, RData::A(A::from(v4))))
-                    }
-                    (IpAddr::V6(v6), RecordType::AAAA) => Some(Record::from_rdata(
-                        name.clone(),
-                        60,
-                        RData::AAAA(AAAA::from(v6)),
-                    )),
-                    _ => None,
-                })
-                .collect(),
-        ),
-        Some(Ans::Txt(recs)) => (
-            ResponseCode::NoError,
-            recs.into_iter()
-                .map(|r| Record::from_rdata(name.clone(), 60, RData::TXT(TXT::new(r))))
-                .collect(),
-        ),
-    };
-    let mut m = Message::new();
-    m.set_id(q.id())
-        .set_message_type(MessageType::Response)
-        .set_response_code(code)
-        .set_authoritative(true)
-        .set_recursion_desired(true)
-        .set_recursion_available(true)
-        .add_queries(q.queries().to_vec());
-    if truncate {
-        m.set_truncated(true);
-    } else {
-        m.add_answers(prefix);
-        m.add_answers(records);
-    }
-    m.to_vec().unwrap()
-}
-
-impl FakeDns {
-    fn start() -> FakeDns {
-        FakeDns::start_on("127.0.0.1:0")
-    }
-
-    fn start_on(bind: &str) -> FakeDns {
-        // UDP and TCP on one port.
-        let (udp, tcp) = (0..20)
-            .find_map(|_| {
-                let u = UdpSocket::bind(bind).ok()?;
-                let t = TcpListener::bind(u.local_addr().ok()?).ok()?;
-                Some((u, t))
-            })
-            .expect("a port free for UDP and TCP");
-        let addr = udp.local_addr().unwrap();
-        let zone = Arc::new(Mutex::new(Zone::default()));
-        let stop = Arc::new(AtomicBool::new(false));
-        let (z, st) = (zone.clone(), stop.clone());
-        std::thread::spawn(move || {
-            udp.set_read_timeout(Some(Duration::from_millis(50)))
-                .unwrap();
-            let mut buf = [0u8; 4096];
-            while !st.load(Ordering::Relaxed) {
-                let Ok((n, from)) = udp.recv_from(&mut buf) else {
-                    continue;
-                };
-                let Ok(q) = Message::from_vec(&buf[..n]) else {
-                    continue;
-                };
-                let _ = udp.send_to(&answer(&z, &q, "udp"), from);
-            }
-        });
-        let (z, st) = (zone.clone(), stop.clone());
-        std::thread::spawn(move || {
-            tcp.set_nonblocking(true).unwrap();
-            while !st.load(Ordering::Relaxed) {
-                let Ok((mut s, _)) = tcp.accept() else {
-                    std::thread::sleep(Duration::from_millis(10));
-                    continue;
-                };
-                let z = z.clone();
-                std::thread::spawn(move || {
-                    let _ = s.set_nonblocking(false);
-                    let _ = s.set_read_timeout(Some(Duration::from_secs(5)));
-                    loop {
-                        let mut len = [0u8; 2];
-                        if s.read_exact(&mut len).is_err() {
-                            return;
-                        }
-                        let mut body = vec![0u8; usize::from(u16::from_be_bytes(len))];
-                        if s.read_exact(&mut body).is_err() {
-                            return;
-                        }
-                        let Ok(q) = Message::from_vec(&body) else {
-                            return;
-                        };
-                        let out = answer(&z, &q, "tcp");
-                        let mut framed = (out.len() as u16).to_be_bytes().to_vec();
-                        framed.extend_from_slice(&out);
-                        if s.write_all(&framed).is_err() {
-                            return;
-                        }
-                    }
-                });
-            }
-        });
-        FakeDns { addr, zone, stop }
-    }
-
-    fn set(&self, name: &str, kind: RecordType, ans: Ans) {
-        self.zone
-            .lock()
-            .unwrap()
-            .records
-            .insert((norm(name), kind), ans);
-    }
-
-    fn remove(&self, name: &str, kind: RecordType) {
-        self.zone
-            .lock()
-            .unwrap()
-            .records
-            .remove(&(norm(name), kind));
-    }
-
-    fn a(&self, name: &str, ips: &[&str]) {
-        let ips: Vec<IpAddr> = ips.iter().map(|s| s.parse().unwrap()).collect();
-        let (v4, v6): (Vec<IpAddr>, Vec<IpAddr>) = ips.into_iter().partition(IpAddr::is_ipv4);
-        if !v4.is_empty() {
-            self.set(name, RecordType::A, Ans::Ips(v4));
-        }
-        if !v6.is_empty() {
-            self.set(name, RecordType::AAAA, Ans::Ips(v6));
-        }
-    }
-
-    /// One TXT record for `_grpc_config.name`, split into ≤255-byte strings.
-    fn txt(&self, name: &str, text: &str) {
-        self.set(
-            &format!("_grpc_config.{name}"),
-            RecordType::TXT,
-            Ans::Txt(vec![split255(text)]),
-        );
-    }
-
-    fn count(&self, kind: RecordType, transport: &str) -> usize {
-        self.zone
-            .lock()
-            .unwrap()
-            .seen
-            .iter()
-            .filter(|(k, _, t)| *k == kind && *t == transport)
-            .count()
-    }
-
-    fn server(&self) -> String {
-        self.addr.to_string()
-    }
-}
-
-impl Drop for FakeDns {
-    fn drop(&mut self) {
-        self.stop.store(true, Ordering::Relaxed);
-    }
-}
-
-fn split255(s: &str) -> Vec<String> {
-    s.as_bytes()
-        .chunks(255)
-        .map(|c| String::from_utf8(c.to_vec()).unwrap())
-        .collect()
-}
 
 // ---------------------------------------------------------------------------
 // Resolver-level helpers.
@@ -457,13 +200,13 @@ fn core_record_groups_addresses_and_chosen_config() {
         },
     ];
     for c in &cases {
-        dns.a(c.name, c.ips);
+        dns.a_only(c.name, c.ips);
         if let Some(t) = &c.txt {
             dns.txt(c.name, t);
         }
     }
     // NODATA for the TXT name (the name exists, no TXT): no config.
-    dns.a("txt-nodata.test", &["1.2.3.4"]);
+    dns.a_only("txt-nodata.test", &["1.2.3.4"]);
     dns.set("_grpc_config.txt-nodata.test", RecordType::TXT, Ans::NoData);
     let (addrs, config) = first_update(&dns, "txt-nodata.test");
     assert_eq!(addrs, vec!["1.2.3.4:443"]);
@@ -522,7 +265,7 @@ fn core_large_txt_config_falls_back_to_tcp() {
         mcs.join(",")
     );
     let name = "ipv4-config-causing-fallback-to-tcp.test";
-    dns.a(name, &["1.2.3.4"]);
+    dns.a_only(name, &["1.2.3.4"]);
     dns.txt(name, &format!(r#"grpc_config=[{{"serviceConfig":{sc}}}]"#));
     dns.zone.lock().unwrap().truncate_txt_over_udp = true;
     let (addrs, config) = first_update(&dns, name);
@@ -568,7 +311,7 @@ fn core_invalid_choice_lists_give_addresses_and_a_config_error() {
             "percentage",
         ),
     ] {
-        dns.a(name, &["1.2.3.4"]);
+        dns.a_only(name, &["1.2.3.4"]);
         dns.txt(name, &txt);
         let (addrs, config) = first_update(&dns, name);
         assert_eq!(addrs, vec!["1.2.3.4:443"], "{name}");
@@ -592,7 +335,7 @@ fn core_dualstack_answers_are_sorted_rfc6724() {
         return;
     }
     let dns = FakeDns::start();
-    dns.a("dualstack.test", &["2002::1111", "::1"]);
+    dns.a_only("dualstack.test", &["2002::1111", "::1"]);
     let (addrs, _) = first_update(&dns, "dualstack.test:1234");
     assert_eq!(addrs, vec!["[::1]:1234", "[2002::1111]:1234"]);
 }
@@ -603,7 +346,7 @@ fn core_dualstack_answers_are_sorted_rfc6724() {
 #[test]
 fn a_and_aaaa_records_are_all_endpoints() {
     let dns = FakeDns::start();
-    dns.a(
+    dns.a_only(
         "both.test",
         &["1.2.3.4", "5.6.7.8", "2607:f8b0:400a:801::1001"],
     );
@@ -692,7 +435,7 @@ fn java_client_hostname_and_language_choices() {
     .enumerate()
     {
         let name = format!("choice{i}.test");
-        dns.a(&name, &["1.2.3.4"]);
+        dns.a_only(&name, &["1.2.3.4"]);
         dns.txt(&name, &format!("grpc_config={choices}"));
         let (_, config) = first_update(&dns, &name);
         match (config.as_deref(), want) {
@@ -714,7 +457,7 @@ fn java_client_hostname_and_language_choices() {
 fn several_grpc_config_records_only_the_first_counts_as_in_c_core() {
     let dns = FakeDns::start();
     let rr = r#"{"loadBalancingConfig":[{"round_robin":{}}]}"#;
-    dns.a("two-records.test", &["1.2.3.4"]);
+    dns.a_only("two-records.test", &["1.2.3.4"]);
     dns.set(
         "_grpc_config.two-records.test",
         RecordType::TXT,
@@ -740,7 +483,7 @@ fn several_grpc_config_records_only_the_first_counts_as_in_c_core() {
 fn txt_strings_are_concatenated_even_inside_the_attribute_name() {
     let dns = FakeDns::start();
     let rr = r#"{"loadBalancingConfig":[{"round_robin":{}}]}"#;
-    dns.a("split.test", &["1.2.3.4"]);
+    dns.a_only("split.test", &["1.2.3.4"]);
     dns.set(
         "_grpc_config.split.test",
         RecordType::TXT,
@@ -762,7 +505,7 @@ fn txt_strings_are_concatenated_even_inside_the_attribute_name() {
 fn a_choice_without_service_config_invalidates_the_list_as_in_a2() {
     let dns = FakeDns::start();
     let rr = r#"{"loadBalancingConfig":[{"round_robin":{}}]}"#;
-    dns.a("nosc.test", &["1.2.3.4"]);
+    dns.a_only("nosc.test", &["1.2.3.4"]);
     dns.txt(
         "nosc.test",
         &format!(r#"grpc_config=[{{"clientLanguage":["go"]}},{{"serviceConfig":{rr}}}]"#),
@@ -786,7 +529,7 @@ fn a_choice_without_service_config_invalidates_the_list_as_in_a2() {
 fn a_txt_record_that_disappears_is_no_config_next_lookup() {
     let dns = FakeDns::start();
     let rr = r#"{"loadBalancingConfig":[{"round_robin":{}}]}"#;
-    dns.a("gone.test", &["1.2.3.4"]);
+    dns.a_only("gone.test", &["1.2.3.4"]);
     dns.txt(
         "gone.test",
         &format!(r#"grpc_config=[{{"serviceConfig":{rr}}}]"#),
@@ -814,7 +557,7 @@ fn failure_retry_is_not_held_by_the_min_interval() {
     let (cc, mut r) = build(&dns, "flaky.test", txt_on(Duration::from_secs(30)));
     assert!(cc.wait_for_pushes(1, Duration::from_secs(10)));
     assert_eq!(cc.errors().len(), 1);
-    dns.a("flaky.test", &["1.2.3.4"]);
+    dns.a_only("flaky.test", &["1.2.3.4"]);
     dns.set("flaky.test", RecordType::AAAA, Ans::NoData);
     assert!(cc.wait_for_pushes(2, Duration::from_secs(5)));
     r.close();
@@ -854,7 +597,7 @@ fn backend() -> TestServer {
 fn channel_takes_load_balancing_policy_from_txt() {
     let server = backend();
     let dns = FakeDns::start();
-    dns.a("svc.test", &["127.0.0.1"]);
+    dns.a_only("svc.test", &["127.0.0.1"]);
     dns.txt(
         "svc.test",
         &format!(
@@ -898,7 +641,7 @@ fn channel_fails_on_an_invalid_chosen_service_config_naming_the_field() {
             "loadBalancingPolicy",
         ),
     ] {
-        dns.a(name, &["127.0.0.1"]);
+        dns.a_only(name, &["127.0.0.1"]);
         dns.txt(name, &format!(r#"grpc_config=[{{"serviceConfig":{sc}}}]"#));
         let target = format!("dns://{}/{name}:{}", dns.server(), server.port());
         let ch = channel(
@@ -920,7 +663,7 @@ fn channel_fails_on_an_invalid_chosen_service_config_naming_the_field() {
 fn channel_returns_to_default_policy_when_the_txt_config_goes_away() {
     let server = backend();
     let dns = FakeDns::start();
-    dns.a("svc.test", &["127.0.0.1"]);
+    dns.a_only("svc.test", &["127.0.0.1"]);
     dns.txt(
         "svc.test",
         r#"grpc_config=[{"serviceConfig":{"loadBalancingConfig":[{"round_robin":{}}]}}]"#,
@@ -955,7 +698,7 @@ fn channel_returns_to_default_policy_when_the_txt_config_goes_away() {
 fn channel_with_txt_off_keeps_its_own_config_and_asks_no_txt() {
     let server = backend();
     let dns = FakeDns::start();
-    dns.a("svc.test", &["127.0.0.1"]);
+    dns.a_only("svc.test", &["127.0.0.1"]);
     dns.txt(
         "svc.test",
         r#"grpc_config=[{"clientLanguage":["rust"],"percentage":100,"serviceConfig":{"loadBalancingConfig":[{"pick_first":{}}]}}]"#,
@@ -1003,7 +746,7 @@ fn core_dns_resolver_main_test_targets_build() {
         r.close();
     }
     let dns = FakeDns::start();
-    dns.a("www.google.com", &["142.250.1.1"]);
+    dns.a_only("www.google.com", &["142.250.1.1"]);
     let (addrs, _) = first_update(&dns, "www.google.com");
     assert_eq!(addrs, vec!["142.250.1.1:443"]);
     let _ = Ipv4Addr::LOCALHOST;
@@ -1028,7 +771,7 @@ fn ipv4_before_global_ipv6_without_a_matching_ipv6_source() {
         return;
     }
     let dns = FakeDns::start();
-    dns.a("mixed.test", &["2607:f8b0:400a:801::1001", "1.2.3.4"]);
+    dns.a_only("mixed.test", &["2607:f8b0:400a:801::1001", "1.2.3.4"]);
     let (addrs, _) = first_update(&dns, "mixed.test:80");
     assert_eq!(addrs, vec!["1.2.3.4:80", "[2607:f8b0:400a:801::1001]:80"]);
 }
@@ -1039,7 +782,7 @@ fn ipv4_before_global_ipv6_without_a_matching_ipv6_source() {
 fn channel_keeps_the_good_txt_config_when_a_later_one_is_invalid() {
     let server = backend();
     let dns = FakeDns::start();
-    dns.a("svc.test", &["127.0.0.1"]);
+    dns.a_only("svc.test", &["127.0.0.1"]);
     dns.txt(
         "svc.test",
         r#"grpc_config=[{"serviceConfig":{"loadBalancingConfig":[{"round_robin":{}}]}}]"#,
@@ -1075,7 +818,7 @@ fn channel_keeps_the_good_txt_config_when_a_later_one_is_invalid() {
 #[test]
 fn truncated_address_answers_are_retried_over_tcp() {
     let dns = FakeDns::start();
-    dns.a("tc.test", &["1.2.3.4", "2600::1"]);
+    dns.a_only("tc.test", &["1.2.3.4", "2600::1"]);
     dns.zone.lock().unwrap().truncate_all_over_udp = true;
     let (addrs, _) = first_update(&dns, "tc.test");
     assert_eq!(sorted(addrs), vec!["1.2.3.4:443", "[2600::1]:443"]);
@@ -1088,7 +831,7 @@ fn truncated_address_answers_are_retried_over_tcp() {
 #[test]
 fn an_empty_grpc_config_attribute_is_an_invalid_config() {
     let dns = FakeDns::start();
-    dns.a("empty.test", &["1.2.3.4"]);
+    dns.a_only("empty.test", &["1.2.3.4"]);
     dns.txt("empty.test", "grpc_config=");
     let (addrs, config) = first_update(&dns, "empty.test");
     assert_eq!(addrs, vec!["1.2.3.4:443"]);
@@ -1106,15 +849,11 @@ fn cname_answers_are_followed_for_addresses_and_txt() {
     let dns = FakeDns::start();
     let rr = r#"{"loadBalancingConfig":[{"round_robin":{}}]}"#;
     let alias = |from: &str, to: &str| {
-        dns.set(
-            from,
-            RecordType::CNAME,
-            Ans::Txt(vec![vec![to.to_string()]]),
-        );
+        dns.set(from, RecordType::CNAME, Ans::Cname(to.to_string()));
     };
     alias("www.alias.test", "real.test");
     alias("_grpc_config.www.alias.test", "cfg.real.test");
-    dns.a("real.test", &["1.2.3.4", "2600::4"]);
+    dns.a_only("real.test", &["1.2.3.4", "2600::4"]);
     dns.set(
         "cfg.real.test",
         RecordType::TXT,
@@ -1132,7 +871,7 @@ fn cname_answers_are_followed_for_addresses_and_txt() {
 fn a_fully_qualified_name_resolves() {
     let dns = FakeDns::start();
     let rr = r#"{"loadBalancingConfig":[{"round_robin":{}}]}"#;
-    dns.a("abs.test", &["1.2.3.4"]);
+    dns.a_only("abs.test", &["1.2.3.4"]);
     dns.txt(
         "abs.test",
         &format!(r#"grpc_config=[{{"serviceConfig":{rr}}}]"#),
@@ -1150,7 +889,7 @@ fn a_dns_server_on_ipv6_loopback_in_the_authority() {
         return;
     }
     let dns = FakeDns::start_on("[::1]:0");
-    dns.a("v6server.test", &["1.2.3.4"]);
+    dns.a_only("v6server.test", &["1.2.3.4"]);
     let (addrs, _) = first_update(&dns, "v6server.test:81");
     assert_eq!(addrs, vec!["1.2.3.4:81"]);
 }
