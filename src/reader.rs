@@ -407,13 +407,6 @@ impl Reader {
         } else if generation == self.flat_generation {
             (self.draw_flat(), Owed::Nothing)
         } else if generation == self.inline_generation {
-            // The kept pick before this one is dropped: its counter first
-            // (no code of the policy's runs). Only a load and a test when
-            // there is none, as after a done.
-            if let Owed::InFlight(entry) = self.kept.owed {
-                self.kept.owed = Owed::Nothing;
-                release(entry);
-            }
             self.pick_inline(hash, false)?
         } else {
             return None;
@@ -422,11 +415,13 @@ impl Reader {
     }
 
     /// `try_pick_kept_cached`'s direct cases alone: a pick from the cached
-    /// rotation (round_robin, pick_first, outlier_detection over them) or
-    /// a draw from the cached flat uniform table (random over a few
-    /// endpoints), kept in the reader; `None` for anything else. It touches
-    /// few registers, so a C entry point that tries it first (and only then
-    /// the other inline tables) saves and restores none on these picks.
+    /// rotation (round_robin, pick_first, outlier_detection over them), a
+    /// draw from the cached flat uniform table (random over a few
+    /// endpoints) or a step of the cached stride schedule
+    /// (weighted_round_robin) that needs no batch worked out, kept in the
+    /// reader; `None` for anything else. It touches few registers and calls
+    /// nothing, so a C entry point that tries it first (and only then the
+    /// other inline tables) saves and restores none on these picks.
     /// A kept pick never finished is left to `try_pick_kept_cached` too
     /// (no call out of this path at all).
     #[inline(always)]
@@ -437,26 +432,47 @@ impl Reader {
         if self.kept.subconn.is_some() {
             return None;
         }
+        // Without a kept pick nothing is owed (finishing or dropping one
+        // settles it first): only a schedule's pick has to say what it
+        // owes, and no value of it is carried to the common tail below.
+        debug_assert!(matches!(self.kept.owed, Owed::Nothing));
         let generation = self.generation();
         let listed = if generation == self.rotation_generation {
             self.rotate()
         } else if generation == self.flat_generation {
             self.draw_flat()
+        } else if generation == self.inline_generation {
+            // A stride schedule's step, while the reader's batch has one
+            // (its work-out is a call, left to `try_pick_kept_cached`).
+            let Inline::Schedule(s) = self.inline.0 else {
+                return None;
+            };
+            // SAFETY: found in the picker of the cached table at the
+            // current generation, which the cache keeps alive.
+            let e = unsafe { s.as_ref() }.next_at_hand(&mut self.local)?;
+            self.kept.owed = Owed::Load(e.hook_ptr());
+            NonNull::from(e.listed())
         } else {
             return None;
         };
-        Some(self.keep(listed, Owed::Nothing))
+        Some(self.keep_owing_as_set(listed))
     }
 
     /// Keeps the pick of `listed` (owing `owed`) in the reader and counts it.
     #[inline(always)]
     fn keep(&mut self, listed: Listed, owed: Owed) -> RotationEntry {
+        self.kept.owed = owed;
+        self.keep_owing_as_set(listed)
+    }
+
+    /// `keep`, with what the pick owes already in `kept.owed`.
+    #[inline(always)]
+    fn keep_owing_as_set(&mut self, listed: Listed) -> RotationEntry {
         // SAFETY: see `Listed`.
         let listed = *unsafe { listed.as_ref() };
         self.tally.opened(listed.slot(), false);
         self.kept.subconn = Some(listed.ptr());
         self.kept.slot = listed.slot();
-        self.kept.owed = owed;
         listed
     }
 
@@ -532,26 +548,24 @@ impl Reader {
         let Some(subconn) = self.kept.subconn.take() else {
             return false;
         };
+        // Taken with the pick: no kept pick, nothing owed, even if a hook
+        // below panics (see `try_pick_kept_direct`).
+        let owed = std::mem::replace(&mut self.kept.owed, Owed::Nothing);
         self.tally
             .closed(self.kept.slot, false, info.code == Code::Ok);
         if self.kept.reports_outcome() {
             let hooks = std::mem::replace(&mut self.kept.hooks, NO_HOOKS);
             report(hooks, subconn, info);
         }
-        // Nothing owed (a rotation's pick, say) costs one load and a test.
-        match self.kept.owed {
+        match owed {
             Owed::Nothing => {}
             Owed::Load(hook) => {
-                self.kept.owed = Owed::Nothing;
                 if !info.load.is_empty() {
                     report(hooks_of(hook), subconn, info);
                 }
             }
-            Owed::InFlight(entry) => {
-                self.kept.owed = Owed::Nothing;
-                // Directly: no call through a hook.
-                release(entry);
-            }
+            // Directly: no call through a hook.
+            Owed::InFlight(entry) => release(entry),
         }
         true
     }
@@ -575,12 +589,14 @@ impl Reader {
     }
 
     /// The kept pick before this one (without hooks), never finished: it
-    /// counts as dropped (what it owes is settled by the caller).
+    /// counts as dropped, and what it owes is settled (its in-flight
+    /// count: no code of the policy's runs).
     #[cold]
     #[inline(never)]
     fn kept_abandoned(&mut self) {
         self.kept.subconn = None;
         self.tally.closed(self.kept.slot, false, false);
+        self.settle_owed();
     }
 
     /// Settles what an inline kept pick, dropped, owes: its in-flight

@@ -366,9 +366,10 @@ pub extern "C" fn sy_reader_pick(
             })
         && unsafe { magic(reader) } == LIVE
     {
-        // A rotation or a flat uniform table first: their picks need so
-        // few registers that this function saves none (the other inline
-        // tables' picks do, so they are another function's).
+        // A rotation, a flat uniform table or a stride schedule's step at
+        // hand first: their picks need so few registers that this
+        // function saves none (the other inline tables' picks, and a
+        // schedule's batch work-out, do, so they are another function's).
         // SAFETY: as above.
         if let Some(listed) = unsafe { value_mut(reader) }.reader.try_pick_kept_direct() {
             // SAFETY: as above.

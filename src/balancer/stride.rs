@@ -156,9 +156,25 @@ impl StrideSchedule {
     #[inline(always)]
     pub fn next(&self, local: &mut PickLocal) -> &ScheduleEntry {
         let i = self.strides.next_index(local);
+        self.entry(i)
+    }
+
+    /// `next` when it needs no batch worked out (the reader's batch from
+    /// this weighted schedule has a step left); `None` otherwise, having
+    /// changed nothing. The work-out is a call: a caller that wants to
+    /// save no registers tries this first.
+    #[inline(always)]
+    pub(crate) fn next_at_hand(&self, local: &mut PickLocal) -> Option<&ScheduleEntry> {
+        let i = self.strides.next_index_at_hand(local)?;
+        Some(self.entry(i))
+    }
+
+    #[inline(always)]
+    fn entry(&self, i: usize) -> &ScheduleEntry {
         debug_assert!(i < self.entries.len());
-        // SAFETY: `next_index` is below `n` (see there), which is
-        // `entries.len()` (`Strides::new(entries.len(), ..)`).
+        // SAFETY: every index `Strides` hands out is below `n` (see
+        // `next_index_at_hand`), which is `entries.len()`
+        // (`Strides::new(entries.len(), ..)`).
         unsafe { self.entries.get_unchecked(i) }
     }
 }
@@ -236,20 +252,45 @@ impl Strides {
         if self.unweighted {
             return self.step_unweighted(local.sequence());
         }
-        let batch = local.batch();
-        if batch.schedule != self.id || batch.taken == 0 {
-            self.work_out(local);
+        if let Some(i) = self.next_index_at_hand(local) {
+            return i;
+        }
+        self.work_out(local);
+        self.take(local)
+    }
+
+    /// The next step taken in the reader's batch from this weighted
+    /// schedule; `None` (nothing changed) when a batch must be worked out
+    /// first, or the schedule is unweighted (its step may divide).
+    #[inline(always)]
+    fn next_index_at_hand(&self, local: &mut PickLocal) -> Option<usize> {
+        if self.unweighted {
+            return None;
         }
         let batch = local.batch();
+        if batch.schedule != self.id || batch.taken == 0 {
+            return None;
+        }
+        Some(self.take(local))
+    }
+
+    /// The next step taken in the reader's batch, which is this
+    /// schedule's and has one left (checked by the caller, or just worked
+    /// out).
+    #[inline(always)]
+    fn take(&self, local: &mut PickLocal) -> usize {
+        let batch = local.batch();
+        debug_assert!(batch.schedule == self.id && batch.taken != 0);
         let k = batch.taken.trailing_zeros() as usize;
         batch.taken &= batch.taken.wrapping_sub(1);
         let lane = batch.from as usize + k;
         debug_assert!(lane < self.entry.len());
         // SAFETY: the batch is this schedule's (its id, unique per
-        // schedule, was checked above), whose `work_out` left `from < n`
-        // and at least one step taken, so `k < 64 = BATCH`: `lane` is below
-        // `n + BATCH`, the lanes there are. Each lane holds an entry below
-        // `n` (`lanes`), so the index returned is below `n` too.
+        // schedule, was checked, or `work_out` just wrote it), whose
+        // `work_out` left `from < n` and at least one step taken, so
+        // `k < 64 = BATCH`: `lane` is below `n + BATCH`, the lanes there
+        // are. Each lane holds an entry below `n` (`lanes`), so the index
+        // returned is below `n` too.
         unsafe { *self.entry.get_unchecked(lane) as usize }
     }
 

@@ -184,9 +184,10 @@ pub fn pick_addr(r: &mut switchyard::Reader) -> String {
     p.subconn().addr().to_string()
 }
 
-/// The three ways a `Reader` picks: an owned `Pick`, a borrowed `PickRef`,
-/// a pick kept in the reader.
-pub const PICK_KINDS: [&str; 3] = ["owned", "borrowed", "kept"];
+/// The ways a `Reader` picks: an owned `Pick`, a borrowed `PickRef`, a
+/// pick kept in the reader (through `try_pick_kept`, and through the hit
+/// paths first, as the C ABI's `sy_reader_pick` does).
+pub const PICK_KINDS: [&str; 4] = ["owned", "borrowed", "kept", "kept_hit"];
 
 /// How `n` picks of one kind (`PICK_KINDS`, or "raw": an owned pick taken
 /// apart into `RawPick` words and back) split over the backends, each
@@ -221,6 +222,26 @@ pub fn split_by_kind(
                 let pick = unsafe { switchyard::Pick::from_raw(raw) };
                 let addr = pick.subconn().addr().to_string();
                 (addr, Box::new(move |d: &DoneInfo<'_>| pick.done(d)))
+            }
+            // A kept pick the way `sy_reader_pick` takes it: the direct
+            // hit path (rotation, flat table, a schedule's step at hand),
+            // then the other inline tables, then the general way.
+            "kept_hit" => {
+                let addr = match r
+                    .try_pick_kept_direct()
+                    .or_else(|| r.try_pick_kept_cached(None))
+                {
+                    Some(listed) => {
+                        let (p, len) = listed.addr_raw();
+                        // SAFETY: the entry's address lives in the reader's
+                        // cached table, which nothing retires before its
+                        // next pick.
+                        let bytes = unsafe { std::slice::from_raw_parts(p.as_ptr(), len) };
+                        String::from_utf8(bytes.to_vec()).unwrap()
+                    }
+                    None => r.try_pick_kept(&info).unwrap().addr().to_string(),
+                };
+                (addr, Box::new(|d: &DoneInfo<'_>| assert!(r.finish_kept(d))))
             }
             _ => {
                 let addr = r.try_pick_kept(&info).unwrap().addr().to_string();
