@@ -1,11 +1,14 @@
 //! Interop: switchyard's own transport and policies against real gRPC servers
 //! (Python grpcio = gRPC C-core) started from interop/server.py. Needs the
 //! venv that `bash interop/setup.sh` installs; without it every test fails
-//! saying so. The scenarios are the ones tests/managed runs against the
-//! in-process server (tests/common), with the same exact assertions.
+//! saying so. The scenarios here and in the policy modules are the ones
+//! tests/managed runs against the in-process server (tests/common), with the
+//! same exact assertions; grpcio_scenarios holds gRPC's own interop cases
+//! and C-core server behaviours.
 
 #[path = "../common/mod.rs"]
 mod common;
+mod grpcio_scenarios;
 mod outlier;
 mod python;
 mod retry;

@@ -125,14 +125,43 @@ impl PyServer {
         self.command(&format!("failing {} {on}", self.ports[i]));
     }
 
-    /// Sends one control command and waits for its "OK".
-    fn command(&mut self, cmd: &str) {
+    /// Backend `i` stops gracefully (grpcio's `server.stop(grace)`, not
+    /// waited for): GOAWAY now, calls in flight cancelled after `grace`.
+    pub fn stop_gracefully(&mut self, i: usize, grace: Duration) {
+        let port = self.ports[i];
+        self.command(&format!("stop {port} {}", grace.as_secs_f64()));
+    }
+
+    /// The most Delay and Sleep calls backend `i` has had in progress at once.
+    pub fn peak(&mut self, i: usize) -> usize {
+        let port = self.ports[i];
+        self.number(&format!("peak {port}"))
+    }
+
+    /// How many Delay and Sleep calls backend `i` saw end (deadline, cancel)
+    /// before their wait was over.
+    pub fn ended_early(&mut self, i: usize) -> usize {
+        let port = self.ports[i];
+        self.number(&format!("ended {port}"))
+    }
+
+    fn number(&mut self, cmd: &str) -> usize {
+        let reply = self.command(cmd);
+        reply
+            .parse()
+            .unwrap_or_else(|_| self.fail(&format!("{cmd:?} answered {reply:?}")))
+    }
+
+    /// Sends one control command and waits for its "OK"; returns what
+    /// follows the "OK" (the number a query asked for).
+    fn command(&mut self, cmd: &str) -> String {
         if writeln!(self.stdin, "{cmd}").is_err() {
             self.fail(&format!("cannot send {cmd:?}"));
         }
         let reply = self.line(REPLY, "reply");
-        if reply != "OK" {
-            self.fail(&format!("{cmd:?} answered {reply:?}"));
+        match reply.strip_prefix("OK") {
+            Some(rest) if rest.is_empty() || rest.starts_with(' ') => rest.trim().to_string(),
+            _ => self.fail(&format!("{cmd:?} answered {reply:?}")),
         }
     }
 }
