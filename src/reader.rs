@@ -9,7 +9,7 @@ use crate::balancer::picker::{
 };
 use crate::balancer::ready_list::UniformTable;
 use crate::balancer::rotation::{Chunk, RotationEntry};
-use crate::balancer::stride::StrideSchedule;
+use crate::balancer::stride::{ScheduleEntry, StrideSchedule};
 use crate::balancer::subconn::SubConn;
 use crate::channel::{Channel, ChannelShared, Table};
 use crate::publish::{Cache, Hold, Slot};
@@ -267,21 +267,23 @@ impl Reader {
             // SAFETY: see `Listed`.
             let listed = unsafe { self.draw_flat().as_ref() };
             (listed.ptr(), listed.slot(), false)
+        } else if let Some(e) = self.step_at_hand(generation) {
+            // SAFETY: see `step_at_hand`.
+            let e = unsafe { e.as_ref() };
+            self.ref_hooks.owed = Owed::Load(e.hook_ptr());
+            (e.listed().ptr(), e.listed().slot(), true)
+        } else if let Some(e) = self.two_choices_at_hand(generation) {
+            self.ref_hooks.owed = Owed::InFlight(e);
+            // SAFETY: see `two_choices_at_hand`.
+            let listed = unsafe { e.as_ref() }.listed();
+            (listed.ptr(), listed.slot(), true)
         } else {
-            let inline = if generation == self.inline_generation {
-                self.pick_inline(|| info.hash, !info.metadata.is_empty())
-            } else {
-                None
-            };
-            match inline {
-                Some((listed, owed)) => {
-                    // SAFETY: see `Listed`.
-                    let listed = unsafe { listed.as_ref() };
-                    (
-                        listed.ptr(),
-                        listed.slot(),
-                        self.ref_hooks_for(NO_HOOKS, owed),
-                    )
+            // The other inline tables, and the slow path, out of line: the
+            // four ways above need so few registers that a caller's loop
+            // around them saves none.
+            match self.choose_ref_inline(info, generation) {
+                Some((subconn, slot_hooked)) => {
+                    (subconn, slot_hooked as u32, slot_hooked >> 32 != 0)
                 }
                 None => self.choose_ref_slow(info)?,
             }
@@ -296,6 +298,29 @@ impl Reader {
             tally: &self.tally,
             slot,
         })
+    }
+
+    /// `try_pick_ref` past its first three ways (see there): an inline
+    /// table's pick at `generation`, as its subchannel and its slot with
+    /// whether it has hooks in bit 32 (two words: returned in registers);
+    /// `None` for the slow path.
+    #[inline(never)]
+    fn choose_ref_inline(
+        &mut self,
+        info: &PickInfo<'_>,
+        generation: u64,
+    ) -> Option<(NonNull<SubConn>, u64)> {
+        if generation != self.inline_generation {
+            return None;
+        }
+        let (listed, owed) = self.pick_inline(|| info.hash, !info.metadata.is_empty())?;
+        // SAFETY: see `Listed`.
+        let listed = unsafe { listed.as_ref() };
+        let hooked = self.ref_hooks_for(NO_HOOKS, owed);
+        Some((
+            listed.ptr(),
+            u64::from(listed.slot()) | u64::from(hooked) << 32,
+        ))
     }
 
     /// `try_pick_ref` past the hit path: the subchannel, its slot, and
@@ -441,19 +466,14 @@ impl Reader {
             self.rotate()
         } else if generation == self.flat_generation {
             self.draw_flat()
-        } else if generation == self.inline_generation {
+        } else {
             // A stride schedule's step, while the reader's batch has one
             // (its work-out is a call, left to `try_pick_kept_cached`).
-            let Inline::Schedule(s) = self.inline.0 else {
-                return None;
-            };
-            // SAFETY: found in the picker of the cached table at the
-            // current generation, which the cache keeps alive.
-            let e = unsafe { s.as_ref() }.next_at_hand(&mut self.local)?;
+            let e = self.step_at_hand(generation)?;
+            // SAFETY: see `step_at_hand`.
+            let e = unsafe { e.as_ref() };
             self.kept.owed = Owed::Load(e.hook_ptr());
             NonNull::from(e.listed())
-        } else {
-            return None;
         };
         Some(self.keep_owing_as_set(listed))
     }
@@ -712,6 +732,43 @@ impl Reader {
                 ))
             }
         }
+    }
+
+    /// The next step of the cached stride schedule when the current table
+    /// (at `generation`) is one and the reader's batch from it has a step
+    /// left; `None`, having changed nothing, otherwise. The entry lives in
+    /// the cached table's picker (as a `Listed`'s does).
+    #[inline(always)]
+    fn step_at_hand(&mut self, generation: u64) -> Option<NonNull<ScheduleEntry>> {
+        if generation != self.inline_generation {
+            return None;
+        }
+        let Inline::Schedule(s) = self.inline.0 else {
+            return None;
+        };
+        // SAFETY: found in the picker of the cached table at the current
+        // generation, which the cache keeps alive.
+        let e = unsafe { s.as_ref() }.next_at_hand(&mut self.local)?;
+        Some(NonNull::from(e))
+    }
+
+    /// A least-loaded pick from the cached table at `generation` when it
+    /// is a least-loaded table of two choices over one chunk (see
+    /// `LeastLoadedTable::pick_two`); `None`, having changed nothing,
+    /// otherwise. The entry lives in the cached table's picker (as a
+    /// `Listed`'s does); the pick counts in its in-flight counter.
+    #[inline(always)]
+    fn two_choices_at_hand(&mut self, generation: u64) -> Option<NonNull<LoadedEntry>> {
+        if generation != self.inline_generation {
+            return None;
+        }
+        let Inline::LeastLoaded(t) = self.inline.0 else {
+            return None;
+        };
+        // SAFETY: found in the picker of the cached table at the current
+        // generation, which the cache keeps alive.
+        let e = unsafe { t.as_ref() }.pick_two_at_hand(&mut self.local)?;
+        Some(NonNull::from(e))
     }
 
     /// The next entry of the cached table's rotation. Only while

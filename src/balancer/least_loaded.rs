@@ -135,6 +135,37 @@ impl LeastLoadedTable {
         self.entries.get(0).expect("never empty")
     }
 
+    /// `pick` for the default two choices over one chunk (up to 256
+    /// endpoints), `None` (nothing drawn) for any other table.
+    #[inline(always)]
+    pub(crate) fn pick_two_at_hand(&self, local: &mut PickLocal) -> Option<&LoadedEntry> {
+        if self.choice_count != 2 {
+            return None;
+        }
+        Some(Self::pick_two(self.entries.flat()?, local))
+    }
+
+    /// `pick` for two choices over one chunk: the same two draws from one
+    /// random word and the same choice, with no loop and no chunk lookup.
+    #[inline(always)]
+    fn pick_two<'t>(flat: &'t [LoadedEntry], local: &mut PickLocal) -> &'t LoadedEntry {
+        let (bits, n) = (local.random(), flat.len());
+        let (i, j) = (below(bits >> 32, n), below(bits, n));
+        debug_assert!(i < n && j < n);
+        // SAFETY: `below(_, n)` is below `n` (multiply-shift of 32 bits).
+        let (first, second) = unsafe { (flat.get_unchecked(i), flat.get_unchecked(j)) };
+        // Strictly fewer: a tie keeps the earlier draw (A48).
+        let best = if second.in_flight().load(Ordering::Relaxed)
+            < first.in_flight().load(Ordering::Relaxed)
+        {
+            second
+        } else {
+            first
+        };
+        best.in_flight().fetch_add(1, Ordering::Relaxed);
+        best
+    }
+
     /// Calls `f` with each entry the pick `k` picks from now (`k >= 1`)
     /// will draw, if nothing else draws from `local` in between: for
     /// prefetching them. (A pick's draws take the halves of
@@ -154,6 +185,15 @@ impl LeastLoadedTable {
     /// the pick is dropped).
     #[inline(always)]
     pub(crate) fn pick(&self, local: &mut PickLocal) -> &LoadedEntry {
+        if let Some(e) = self.pick_two_at_hand(local) {
+            return e;
+        }
+        self.pick_drawn(local)
+    }
+
+    /// `pick` for any table: `choice_count` draws, walked one by one.
+    #[inline(always)]
+    fn pick_drawn(&self, local: &mut PickLocal) -> &LoadedEntry {
         let n = self.entries.len();
         // Two draws per random word.
         let mut bits = local.random();
@@ -175,5 +215,56 @@ impl LeastLoadedTable {
         }
         best.in_flight().fetch_add(1, Ordering::Relaxed);
         best
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::balancer::ready_list::{ReadyList, CHUNK};
+    use crate::balancer::subconn::SubConnId;
+    use crate::Address;
+    use std::sync::Arc;
+
+    /// The two-choice shortcut draws and chooses exactly as the general
+    /// walk does: the same entries from the same random words, ties to the
+    /// first draw, over tables of one endpoint up to a whole chunk.
+    #[test]
+    fn two_choices_over_one_chunk_pick_as_the_general_walk() {
+        for n in [1, 2, 3, 100, CHUNK] {
+            let subconns: Vec<Arc<SubConn>> = (0..n)
+                .map(|i| {
+                    let addr = Address::new(format!("127.0.0.1:{}", 1000 + i));
+                    Arc::new(SubConn::new(SubConnId(i as u64 + 1), addr))
+                })
+                .collect();
+            // Two tables over the same endpoints, each with its own
+            // counters, one picked through `pick`, one through the walk.
+            let counters: [Vec<InFlight>; 2] =
+                [0, 1].map(|_| (0..n).map(|_| InFlight::default()).collect());
+            let tables = counters.each_ref().map(|c| {
+                let mut list = ReadyList::default();
+                for (sc, counter) in subconns.iter().zip(c) {
+                    // SAFETY: `subconns` and the counters outlive the tables.
+                    list.push(unsafe { LoadedEntry::new(sc, counter) });
+                }
+                LeastLoadedTable::new(list.freeze(), 2).unwrap()
+            });
+            // The shortcut's case (its picks below are the fast path's).
+            assert!(tables[0].choice_count == 2 && tables[0].entries.flat().is_some());
+            let (mut fast, mut walk) = (PickLocal::new(7), PickLocal::new(7));
+            for k in 0..5_000 {
+                let a = tables[0].pick(&mut fast).listed().id();
+                let b = tables[1].pick_drawn(&mut walk).listed().id();
+                assert_eq!(a, b, "n={n}, pick {k}");
+                // Some picks end, so counts differ and ties happen too.
+                if k % 3 == 0 {
+                    for c in &counters {
+                        let i = (a.0 - 1) as usize;
+                        c[i].get().fetch_sub(1, Ordering::Relaxed);
+                    }
+                }
+            }
+        }
     }
 }
