@@ -466,14 +466,18 @@ impl Reader {
             self.rotate()
         } else if generation == self.flat_generation {
             self.draw_flat()
-        } else {
+        } else if let Some(e) = self.step_at_hand(generation) {
             // A stride schedule's step, while the reader's batch has one
             // (its work-out is a call, left to `try_pick_kept_cached`).
-            let e = self.step_at_hand(generation)?;
             // SAFETY: see `step_at_hand`.
             let e = unsafe { e.as_ref() };
             self.kept.owed = Owed::Load(e.hook_ptr());
             NonNull::from(e.listed())
+        } else {
+            let e = self.two_choices_at_hand(generation)?;
+            self.kept.owed = Owed::InFlight(e);
+            // SAFETY: see `two_choices_at_hand`.
+            NonNull::from(unsafe { e.as_ref() }.listed())
         };
         Some(self.keep_owing_as_set(listed))
     }
