@@ -81,7 +81,7 @@ pub struct Child {
     state: ConnectivityState,
     picker: Arc<dyn Picker>,
     /// Subchannels this child created and has not yet seen shut down.
-    subconns: Vec<Arc<SubConn>>,
+    subconns: OwnedSubConns,
     /// What `update_endpoints` last gave it (endpoint children only).
     given: Option<(Endpoint, Option<LbConfig>)>,
     /// It published during the last callback made into it.
@@ -122,8 +122,8 @@ impl Child {
 
     /// The subchannels the child created and has not yet seen shut down, in
     /// creation order.
-    pub fn subconns(&self) -> &[Arc<SubConn>] {
-        &self.subconns
+    pub fn subconns(&self) -> SubConns<'_> {
+        self.subconns.iter()
     }
 
     /// The subchannel it is connected on (its transport up, healthy or
@@ -290,7 +290,7 @@ impl ChildManager {
             builder,
             state: ConnectivityState::Connecting,
             picker: Arc::new(QueuePicker),
-            subconns: Vec::new(),
+            subconns: OwnedSubConns::default(),
             given: None,
             reported: false,
             publishes: Vec::new(),
@@ -316,7 +316,7 @@ impl ChildManager {
         if let Some(moved) = self.list.get(i) {
             self.index.insert(moved.key.clone(), i);
         }
-        for sc in &child.subconns {
+        for sc in child.subconns.iter() {
             // Left behind by the child: shut down for it (SHUTDOWN reaches
             // nobody: the owner is gone).
             self.owners.remove(&sc.id());
@@ -495,7 +495,10 @@ impl ChildManager {
         let key = if state.is(ConnectivityState::Shutdown) {
             let key = self.owners.remove(&sc)?;
             if let Some(i) = self.index.get(&key) {
-                self.list[*i].subconns.retain(|s| s.id() != sc);
+                // O(1): one child may own thousands (the graceful
+                // switch's one child owns all of the channel's), and
+                // removing them all must stay O(n), not O(n²).
+                self.list[*i].subconns.remove(sc);
                 self.version += 1;
             }
             key
@@ -630,6 +633,145 @@ impl ChildManager {
     }
 }
 
+/// A child's subchannels in creation order, any one removed in O(1)
+/// (amortized: by id, when its SHUTDOWN comes). A removed one leaves a
+/// hole; the holes are squeezed out once they outnumber the subchannels
+/// (so a walk costs O(subchannels) still). Past `INDEXED` slots an index
+/// finds a subchannel by id; below, a scan does (an endpoint's child, the
+/// common case, has one subchannel: no map to allocate).
+#[derive(Default)]
+struct OwnedSubConns {
+    slots: Vec<Option<Arc<SubConn>>>,
+    /// How many slots hold a subchannel.
+    live: usize,
+    /// Id → slot, for every subchannel held; kept while there are more
+    /// than `INDEXED` slots, empty otherwise.
+    index: HashMap<SubConnId, usize>,
+}
+
+/// Up to this many slots a scan finds a subchannel.
+const INDEXED: usize = 16;
+
+impl OwnedSubConns {
+    /// Adds a subchannel after every other. One already there (the same
+    /// id) keeps its place.
+    fn push(&mut self, sc: Arc<SubConn>) {
+        if self.slot(sc.id()).is_some() {
+            return;
+        }
+        let id = sc.id();
+        self.slots.push(Some(sc));
+        self.live += 1;
+        if self.slots.len() == INDEXED + 1 {
+            self.reindex();
+        } else if self.slots.len() > INDEXED {
+            self.index.insert(id, self.slots.len() - 1);
+        }
+    }
+
+    /// Takes subchannel `id` out; the others keep their order. False if it
+    /// was not there.
+    fn remove(&mut self, id: SubConnId) -> bool {
+        let Some(at) = self.slot(id) else {
+            return false;
+        };
+        self.slots[at] = None;
+        self.index.remove(&id);
+        self.live -= 1;
+        if self.slots.len() > 2 * self.live {
+            self.slots.retain(Option::is_some);
+            self.reindex();
+        }
+        true
+    }
+
+    /// The slot holding `id`.
+    fn slot(&self, id: SubConnId) -> Option<usize> {
+        if self.slots.len() > INDEXED {
+            return self.index.get(&id).copied();
+        }
+        self.slots
+            .iter()
+            .position(|s| s.as_ref().is_some_and(|s| s.id() == id))
+    }
+
+    fn reindex(&mut self) {
+        self.index.clear();
+        if self.slots.len() > INDEXED {
+            let held = self.slots.iter().enumerate();
+            self.index
+                .extend(held.filter_map(|(i, s)| Some((s.as_ref()?.id(), i))));
+        }
+    }
+
+    fn iter(&self) -> SubConns<'_> {
+        SubConns {
+            slots: self.slots.iter(),
+            left: self.live,
+        }
+    }
+
+    #[cfg(test)]
+    fn len(&self) -> usize {
+        self.live
+    }
+
+    #[cfg(test)]
+    fn contains(&self, id: SubConnId) -> bool {
+        self.slot(id).is_some()
+    }
+}
+
+/// A child's subchannels, in creation order ([`Child::subconns`]).
+#[derive(Clone)]
+pub struct SubConns<'a> {
+    slots: std::slice::Iter<'a, Option<Arc<SubConn>>>,
+    /// How many the slots left hold.
+    left: usize,
+}
+
+impl<'a> Iterator for SubConns<'a> {
+    type Item = &'a Arc<SubConn>;
+
+    fn next(&mut self) -> Option<&'a Arc<SubConn>> {
+        if self.left == 0 {
+            return None;
+        }
+        let sc = self.slots.find_map(Option::as_ref)?;
+        self.left -= 1;
+        Some(sc)
+    }
+
+    fn size_hint(&self) -> (usize, Option<usize>) {
+        (self.left, Some(self.left))
+    }
+
+    fn last(mut self) -> Option<&'a Arc<SubConn>> {
+        self.next_back()
+    }
+}
+
+impl DoubleEndedIterator for SubConns<'_> {
+    fn next_back(&mut self) -> Option<Self::Item> {
+        if self.left == 0 {
+            return None;
+        }
+        let sc = self.slots.rfind(|s| s.is_some())?.as_ref();
+        self.left -= 1;
+        sc
+    }
+}
+
+impl ExactSizeIterator for SubConns<'_> {}
+
+impl std::iter::FusedIterator for SubConns<'_> {}
+
+impl std::fmt::Debug for SubConns<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_list().entries(self.clone()).finish()
+    }
+}
+
 /// Which child armed each timer, indexed both ways: a child leaving takes
 /// its own timers without a walk over every child's (removing many
 /// children at once stays linear).
@@ -681,7 +823,7 @@ struct ChildClientConn<'a> {
     key: &'a str,
     owners: &'a mut HashMap<SubConnId, String>,
     timers: &'a mut TimerOwners,
-    subconns: &'a mut Vec<Arc<SubConn>>,
+    subconns: &'a mut OwnedSubConns,
     version: &'a mut u64,
     wanting_work: &'a Arc<Mutex<HashSet<String>>>,
     /// Its re-resolution requests are not passed on.
@@ -769,5 +911,171 @@ impl ClientConn for ChildClientConn<'_> {
                 .insert(key.clone());
             parent.schedule_work();
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::balancer::testing::TestClientConn;
+    use crate::policy::round_robin::RoundRobinBuilder;
+
+    fn addr(i: usize) -> String {
+        format!("127.0.0.1:{}", 1000 + i)
+    }
+
+    fn shutdown() -> SubConnState {
+        SubConnState {
+            state: ConnectivityState::Shutdown,
+            error: None,
+        }
+    }
+
+    fn ids(subconns: SubConns<'_>) -> Vec<u64> {
+        subconns.map(|s| s.id().0).collect()
+    }
+
+    #[test]
+    fn owned_subconns_keep_creation_order_through_removals() {
+        let mut cc = TestClientConn::new();
+        let scs: Vec<Arc<SubConn>> = (0..10)
+            .map(|i| cc.new_subconn(Address::new(addr(i))).unwrap())
+            .collect();
+        let mut owned = OwnedSubConns::default();
+        for sc in &scs {
+            owned.push(sc.clone());
+        }
+        assert_eq!(ids(owned.iter()), (1..=10).collect::<Vec<_>>());
+        // The first, the last, one in the middle; one twice; one never there.
+        for i in [0, 9, 4] {
+            assert!(owned.remove(scs[i].id()));
+        }
+        assert!(!owned.remove(scs[4].id()), "already gone");
+        assert!(!owned.remove(SubConnId(99)), "never there");
+        assert_eq!(ids(owned.iter()), [2, 3, 4, 6, 7, 8, 9]);
+        assert_eq!((owned.len(), owned.iter().len()), (7, 7));
+        assert!(owned.contains(scs[1].id()) && !owned.contains(scs[4].id()));
+        // A new one comes last; one pushed again keeps its place.
+        let late = cc.new_subconn(Address::new(addr(10))).unwrap();
+        owned.push(late.clone());
+        owned.push(scs[1].clone());
+        assert_eq!(ids(owned.iter()), [2, 3, 4, 6, 7, 8, 9, 11]);
+        assert_eq!(
+            owned.iter().rev().map(|s| s.id().0).collect::<Vec<_>>(),
+            [11, 9, 8, 7, 6, 4, 3, 2]
+        );
+        assert_eq!(owned.iter().last().map(|s| s.id()), Some(late.id()));
+        // Emptied in any order.
+        for sc in scs.iter().chain([&late]).rev() {
+            owned.remove(sc.id());
+        }
+        assert_eq!(owned.len(), 0);
+        assert!(owned.iter().next().is_none());
+    }
+
+    /// Against a plain list (what `Child::subconns` was), through holes,
+    /// squeezes and the index coming and going: the same subchannels in
+    /// the same order after every push and removal.
+    #[test]
+    fn owned_subconns_match_a_plain_list_through_any_removals() {
+        let mut cc = TestClientConn::new();
+        let mut owned = OwnedSubConns::default();
+        let mut model: Vec<Arc<SubConn>> = Vec::new();
+        let mut rng = crate::balancer::pick_local::PickLocal::new(5);
+        let check = |owned: &OwnedSubConns, model: &[Arc<SubConn>]| {
+            let want: Vec<u64> = model.iter().map(|s| s.id().0).collect();
+            assert_eq!(ids(owned.iter()), want);
+            let mut back: Vec<u64> = owned.iter().rev().map(|s| s.id().0).collect();
+            back.reverse();
+            assert_eq!(back, want);
+            assert_eq!(
+                (owned.len(), owned.iter().len()),
+                (model.len(), model.len())
+            );
+            assert_eq!(
+                owned.iter().last().map(|s| s.id()),
+                model.last().map(|s| s.id())
+            );
+        };
+        for round in 0..6 {
+            // Grow past the index's threshold (or not), then remove at random
+            // down to a few (or none), pushing now and then.
+            let grow = [40, 5, 100, 17, 16, 60][round];
+            for i in 0..grow {
+                let sc = cc.new_subconn(Address::new(addr(i))).unwrap();
+                owned.push(sc.clone());
+                model.push(sc);
+            }
+            check(&owned, &model);
+            let floor = round % 3;
+            while model.len() > floor {
+                let at = rng.random_below(model.len());
+                let sc = model.remove(at);
+                assert!(owned.remove(sc.id()));
+                assert!(!owned.remove(sc.id()));
+                assert!(!owned.contains(sc.id()));
+                if rng.random_below(7) == 0 {
+                    let sc = cc.new_subconn(Address::new(addr(0))).unwrap();
+                    owned.push(sc.clone());
+                    model.push(sc);
+                }
+                check(&owned, &model);
+            }
+        }
+    }
+
+    /// The graceful switch's case: one child (round_robin) owns every
+    /// subchannel; endpoints removed, their SHUTDOWNs come in any order.
+    #[test]
+    fn a_childs_subconns_follow_their_shutdowns_and_keep_creation_order() {
+        let mut cc = TestClientConn::new();
+        let mut m = ChildManager::new();
+        m.add(&mut cc, "rr", Arc::new(RoundRobinBuilder));
+        let update = |keep: &[usize]| {
+            ClientConnState::from_addresses(
+                keep.iter().map(|i| Address::new(addr(*i))).collect(),
+                None,
+            )
+        };
+        let addrs = |m: &ChildManager| -> Vec<String> {
+            let c = m.get("rr").unwrap();
+            assert_eq!(c.subconns().len(), c.subconns().count());
+            c.subconns().map(|s| s.addr().to_string()).collect()
+        };
+        let all: Vec<usize> = (0..8).collect();
+        m.update_child(&mut cc, "rr", update(&all)).unwrap();
+        assert_eq!(addrs(&m), all.iter().map(|i| addr(*i)).collect::<Vec<_>>());
+
+        let kept = [1, 3, 5, 6];
+        m.update_child(&mut cc, "rr", update(&kept)).unwrap();
+        let gone = cc.shutdowns().to_vec();
+        assert_eq!(gone.len(), 4);
+        assert_eq!(addrs(&m).len(), 8, "owned until their SHUTDOWN comes");
+        let version = m.version();
+        // Last first, then the rest.
+        for id in gone.iter().rev() {
+            assert_eq!(
+                m.subconn_state(&mut cc, *id, &shutdown()),
+                Some("rr".into())
+            );
+        }
+        assert!(m.version() > version);
+        assert_eq!(addrs(&m), kept.iter().map(|i| addr(*i)).collect::<Vec<_>>());
+        // A SHUTDOWN heard again reaches nobody.
+        assert_eq!(m.subconn_state(&mut cc, gone[0], &shutdown()), None);
+        assert_eq!(addrs(&m).len(), 4);
+
+        // A new endpoint's subchannel comes after the rest.
+        m.update_child(&mut cc, "rr", update(&[1, 3, 5, 6, 9]))
+            .unwrap();
+        assert_eq!(
+            addrs(&m),
+            [1, 3, 5, 6, 9].iter().map(|i| addr(*i)).collect::<Vec<_>>()
+        );
+
+        // The child leaving shuts down what it still owns.
+        assert!(m.remove(&mut cc, "rr"));
+        assert_eq!(cc.shutdowns().len(), 9);
+        assert!(m.owners.is_empty());
     }
 }

@@ -300,15 +300,19 @@ impl RotationBuilder {
         }
     }
 
-    /// Sets the members, each with the subchannels it may contribute, in
+    /// Sets the members, each with the subchannels it may contribute (a
+    /// slice, or any iterator of them such as `Child::subconns`), in
     /// rotation order. Every member starts out contributing nothing (`list`
     /// them again). O(subchannels): call it when the members or their
     /// subchannels change, not on every state change.
-    pub fn set_members<'s>(&mut self, members: impl IntoIterator<Item = &'s [Arc<SubConn>]>) {
+    pub fn set_members<'s, M>(&mut self, members: impl IntoIterator<Item = M>)
+    where
+        M: IntoIterator<Item = &'s Arc<SubConn>>,
+    {
         let mut pool = Vec::new();
         let mut bounds = vec![0];
         for m in members {
-            pool.extend(m.iter().cloned());
+            pool.extend(m.into_iter().cloned());
             bounds.push(pool.len());
         }
         let pool: Arc<[Arc<SubConn>]> = pool.into();
@@ -563,7 +567,7 @@ mod tests {
         let r = b.build().unwrap();
         assert_eq!(ids(&r), [1, 2]);
         // The rotation keeps its subchannels alive after the builder moved on.
-        b.set_members(std::iter::empty());
+        b.set_members(std::iter::empty::<&[Arc<SubConn>]>());
         drop(scs);
         let mut local = crate::balancer::pick_local::PickLocal::new(1);
         let picked: Vec<u64> = (0..4).map(|_| r.pick(&mut local).id().0).collect();

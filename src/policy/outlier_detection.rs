@@ -669,7 +669,7 @@ impl OutlierDetection {
         let current: Vec<Arc<SubConn>> = self
             .children
             .get(CHILD)
-            .map(|c| c.subconns().to_vec())
+            .map(|c| c.subconns().cloned().collect())
             .unwrap_or_default();
         let mut next = HashMap::with_capacity(current.len());
         let mut outcomes = Vec::with_capacity(current.len());

@@ -125,7 +125,6 @@ impl<P: ReadyPicking> ReadyEndpoints<P> {
         }
         let sc = c.picker().single()?;
         c.subconns()
-            .iter()
             .any(|own| Arc::ptr_eq(own, sc))
             .then(|| NonNull::from(&**sc))
     }
@@ -186,7 +185,7 @@ impl<P: ReadyPicking> ReadyEndpoints<P> {
         self.version = Some(version);
         self.pool = children
             .iter()
-            .flat_map(|c| c.subconns().iter().cloned())
+            .flat_map(|c| c.subconns().cloned())
             .collect();
         self.states.clear();
         self.slots = vec![None; children.len()];
