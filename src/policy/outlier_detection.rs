@@ -512,6 +512,11 @@ struct OutlierDetection {
     /// `ChildManager::version` that `subconns` and `outcomes` reflect.
     synced: Option<u64>,
     outcomes: Arc<Outcomes>,
+    /// Entries of `outcomes` for subchannels shut down since it was built:
+    /// left there (ids are never reused, and the child picks a subchannel
+    /// no more once it is shut down) until they outnumber the live ones,
+    /// so that each SHUTDOWN costs O(1), not a new table and picker.
+    stale_outcomes: usize,
     /// The child picker and mode last wrapped and published.
     published: Option<(Arc<dyn Picker>, bool, usize)>,
     timer: Option<TimerToken>,
@@ -666,6 +671,13 @@ impl OutlierDetection {
             return;
         }
         self.synced = Some(version);
+        // Subchannels only went away (each untracked by its SHUTDOWN, see
+        // `update_subconn_state`): nothing to re-map, the table may wait.
+        // Removing n endpoints stays O(n), not n rebuilds of O(n) each.
+        if !force && self.only_shut_down() && self.stale_outcomes <= self.subconns.len() + 64 {
+            return;
+        }
+        self.stale_outcomes = 0;
         let current: Vec<Arc<SubConn>> = self
             .children
             .get(CHILD)
@@ -692,6 +704,21 @@ impl OutlierDetection {
         }
         self.subconns = next;
         self.outcomes = Arc::new(Outcomes::new(outcomes));
+    }
+
+    /// Whether the child's subchannels are the tracked ones: none created
+    /// since the last sync (its newest is tracked; one made since would
+    /// come after it), so those it has are tracked, and as many (every one
+    /// gone since was untracked by its SHUTDOWN). O(1).
+    fn only_shut_down(&self) -> bool {
+        let Some(child) = self.children.get(CHILD) else {
+            return self.subconns.is_empty();
+        };
+        let mut subconns = child.subconns();
+        subconns.len() == self.subconns.len()
+            && subconns
+                .next_back()
+                .is_none_or(|sc| self.subconns.contains_key(&sc.id()))
     }
 
     fn publish(&mut self, cc: &mut dyn ClientConn) {
@@ -978,6 +1005,10 @@ impl Balancer for OutlierDetection {
             // address tried, by the child.
             self.give(cc, sc, state.clone(), false);
         }
+        if state.is(ConnectivityState::Shutdown) && self.subconns.remove(&sc).is_some() {
+            // Gone from the child's subchannels too (see `sync`).
+            self.stale_outcomes += 1;
+        }
         self.after_child(cc);
     }
 
@@ -1237,6 +1268,40 @@ mod tests {
             }
         }
         seen
+    }
+
+    /// Endpoints removed: their SHUTDOWNs publish no picker each (the
+    /// outcome table keeps their entries a while rather than being rebuilt
+    /// per SHUTDOWN, which made removing n endpoints O(n²)), and the ones
+    /// left are still counted and ejected, whether the table was rebuilt
+    /// (most removed) or not (some).
+    #[test]
+    fn removed_endpoints_publish_no_picker_each_and_the_rest_are_still_counted() {
+        for keep in [60, 10] {
+            let extra = json!({"successRateEjection": {}});
+            let (mut cc, mut od, ids) = ready(100, extra.clone());
+            let mut cfg = json!({"childPolicy": [{"round_robin": {}}]});
+            cfg["successRateEjection"] = extra["successRateEjection"].clone();
+            let parsed = OutlierDetectionBuilder.parse_config(&cfg).unwrap();
+            let published = cc.pickers_published();
+            cc.update(
+                &mut *od,
+                ClientConnState::from_addresses(addresses(keep), parsed),
+            )
+            .unwrap();
+            let mut gone = cc.shutdowns().to_vec();
+            gone.sort_unstable();
+            assert_eq!(gone, ids[keep..], "keep {keep}");
+            let pickers = cc.pickers_published() - published;
+            assert!(pickers <= 3, "keep {keep}: {pickers} pickers");
+            let bad = ids[2];
+            let seen = traffic(&mut cc, 120 * keep, &[bad]);
+            assert_eq!(seen.len(), keep);
+            assert_eq!(cc.advance(&mut *od, Duration::from_secs(10)), 1);
+            let seen = traffic(&mut cc, 120 * keep, &[]);
+            assert!(!seen.contains(&bad), "keep {keep}: {bad:?} ejected");
+            assert_eq!(seen.len(), keep - 1);
+        }
     }
 
     #[test]
