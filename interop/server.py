@@ -180,12 +180,13 @@ class Backend:
         context.set_trailing_metadata(md)
         return request + b"|port=" + str(self.port).encode()
 
-    def wait(self, request, context):
-        """Waits the request's milliseconds or until the call ends first."""
+    def wait(self, method, request, context):
+        """Waits the request's milliseconds or until the call ends first;
+        `method` names the call in the error for a request that is no number."""
         try:
             ms = int(request.decode() or "0")
         except ValueError:
-            context.abort(grpc.StatusCode.INVALID_ARGUMENT, "takes milliseconds")
+            context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"{method} takes milliseconds")
         with self.lock:
             self.waiting += 1
             self.peak = max(self.peak, self.waiting)
@@ -200,12 +201,12 @@ class Backend:
                 self.waiting -= 1
 
     def delay(self, request, context):
-        self.wait(request, context)
+        self.wait("Delay", request, context)
         return self.unary(request, context)
 
     def sleep(self, request, context):
         remaining = context.time_remaining()
-        self.wait(request, context)
+        self.wait("Sleep", request, context)
         return f"port={self.port} remaining={remaining}".encode()
 
     def echo(self, request, context):
