@@ -302,15 +302,23 @@ fn check_servers(what: &str, s: &[TestServer]) {
 /// all: the replaced policies' and removed addresses' connections drained
 /// and closed.
 fn wait_connections(what: &str, s: &[TestServer], want: u64) {
+    wait_per_server(what, s, &format!("{want} connections in all"), |per| {
+        per.iter().sum::<u64>() == want
+    });
+}
+
+/// Waits until the servers' connection counts satisfy `ok` (bounded 5 s);
+/// `wanted` says what for the failure message.
+fn wait_per_server(what: &str, s: &[TestServer], wanted: &str, ok: impl Fn(&[u64]) -> bool) {
     let give_up = Instant::now() + Duration::from_secs(5);
     loop {
         let per: Vec<u64> = s.iter().map(TestServer::connections).collect();
-        if per.iter().sum::<u64>() == want {
+        if ok(&per) {
             return;
         }
         assert!(
             Instant::now() < give_up,
-            "{what}: want {want} connections in all, still {per:?}"
+            "{what}: want {wanted}, still {per:?}"
         );
         std::thread::sleep(Duration::from_millis(20));
     }
@@ -451,18 +459,9 @@ fn address_churn_with(config: &str, fail_fast: bool) {
 /// Waits (bounded) until no backend holds more than one connection: the
 /// drained ones of removed addresses closed.
 fn wait_at_most_one_each(what: &str, s: &[TestServer]) {
-    let give_up = Instant::now() + Duration::from_secs(5);
-    loop {
-        let per: Vec<u64> = s.iter().map(TestServer::connections).collect();
-        if per.iter().all(|n| *n <= 1) {
-            return;
-        }
-        assert!(
-            Instant::now() < give_up,
-            "{what}: want at most one connection each, still {per:?}"
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    wait_per_server(what, s, "at most one connection each", |per| {
+        per.iter().all(|n| *n <= 1)
+    });
 }
 
 #[test]

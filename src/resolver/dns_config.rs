@@ -82,13 +82,8 @@ fn parse_choice(i: usize, choice: &Value) -> Result<Choice<'_>, String> {
     let Value::Object(fields) = choice else {
         return Err(format!("TXT grpc_config[{i}]: not an object"));
     };
-    let mut parsed = Choice {
-        languages: Vec::new(),
-        hostnames: Vec::new(),
-        percentage: None,
-        config: String::new(),
-    };
-    let mut config = None;
+    let (mut languages, mut hostnames, mut percentage, mut config) =
+        (Vec::new(), Vec::new(), None, None);
     // A null field is an absent one (proto3 JSON; gRPC-Go's decoding).
     for (key, value) in fields.iter().filter(|(_, v)| !v.is_null()) {
         let at = |what: &str| format!("TXT grpc_config[{i}].{key}: {what}");
@@ -96,17 +91,17 @@ fn parse_choice(i: usize, choice: &Value) -> Result<Choice<'_>, String> {
         // records spell "clientHostName"; A2 says "clientHostname").
         match key.to_ascii_lowercase().as_str() {
             "clientlanguage" => {
-                parsed.languages = strings(value).ok_or_else(|| at("not a list of strings"))?;
+                languages = strings(value).ok_or_else(|| at("not a list of strings"))?;
             }
             "clienthostname" => {
-                parsed.hostnames = strings(value).ok_or_else(|| at("not a list of strings"))?;
+                hostnames = strings(value).ok_or_else(|| at("not a list of strings"))?;
             }
             "percentage" => {
                 let p = value
                     .as_u64()
                     .filter(|p| *p <= 100)
                     .ok_or_else(|| at("not an integer from 0 to 100"))?;
-                parsed.percentage = Some(p);
+                percentage = Some(p);
             }
             "serviceconfig" => {
                 if !value.is_object() {
@@ -118,8 +113,12 @@ fn parse_choice(i: usize, choice: &Value) -> Result<Choice<'_>, String> {
             _ => return Err(at("unknown field")),
         }
     }
-    parsed.config = config.ok_or_else(|| format!("TXT grpc_config[{i}]: no serviceConfig"))?;
-    Ok(parsed)
+    Ok(Choice {
+        languages,
+        hostnames,
+        percentage,
+        config: config.ok_or_else(|| format!("TXT grpc_config[{i}]: no serviceConfig"))?,
+    })
 }
 
 fn strings(v: &Value) -> Option<Vec<&str>> {
