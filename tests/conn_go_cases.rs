@@ -861,6 +861,10 @@ fn a_complete_answer_then_rst_no_error_succeeds() {
 /// reader handles the trailers (closing the stream with its status)
 /// before it reads the EOF that closes the transport. The next call,
 /// wait-for-ready or not, reconnects (pick_first went IDLE) and succeeds.
+/// Each next call starts once the hang-up is seen (the channel left
+/// READY): one started in between may be sent on the dying connection and
+/// fail UNAVAILABLE when the EOF arrives, as in gRPC-Go (a transport that
+/// closes fails its open streams; only a GOAWAY marks them unprocessed).
 #[test]
 fn an_answer_followed_at_once_by_a_hang_up_is_still_ok() {
     let server = Server::start(|c| {
@@ -891,6 +895,14 @@ fn an_answer_followed_at_once_by_a_hang_up_is_still_ok() {
             Ok(r) if r.message == b"ok" => {}
             other => bad.push(format!("call {i}: {other:?}")),
         }
+        let seen = states_until(&ch, Duration::from_secs(3), |s| {
+            s != ConnectivityState::Ready
+        });
+        assert_ne!(
+            seen.last(),
+            Some(&ConnectivityState::Ready),
+            "call {i}: hang-up unseen"
+        );
     }
     assert!(bad.is_empty(), "{}", bad.join("\n"));
     ch.close();
