@@ -738,16 +738,20 @@ impl Reader {
         }
     }
 
+    /// The cached inline table, if the current table (at `generation`) is
+    /// the one it was taken from.
+    #[inline(always)]
+    fn inline_at(&self, generation: u64) -> Option<Inline> {
+        (generation == self.inline_generation).then_some(self.inline.0)
+    }
+
     /// The next step of the cached stride schedule when the current table
     /// (at `generation`) is one and the reader's batch from it has a step
     /// left; `None`, having changed nothing, otherwise. The entry lives in
     /// the cached table's picker (as a `Listed`'s does).
     #[inline(always)]
     fn step_at_hand(&mut self, generation: u64) -> Option<NonNull<ScheduleEntry>> {
-        if generation != self.inline_generation {
-            return None;
-        }
-        let Inline::Schedule(s) = self.inline.0 else {
+        let Some(Inline::Schedule(s)) = self.inline_at(generation) else {
             return None;
         };
         // SAFETY: found in the picker of the cached table at the current
@@ -763,14 +767,10 @@ impl Reader {
     /// `Listed`'s does); the pick counts in its in-flight counter.
     #[inline(always)]
     fn two_choices_at_hand(&mut self, generation: u64) -> Option<NonNull<LoadedEntry>> {
-        if generation != self.inline_generation {
-            return None;
-        }
-        let Inline::LeastLoaded(t) = self.inline.0 else {
+        let Some(Inline::LeastLoaded(t)) = self.inline_at(generation) else {
             return None;
         };
-        // SAFETY: found in the picker of the cached table at the current
-        // generation, which the cache keeps alive.
+        // SAFETY: as in `step_at_hand`.
         let e = unsafe { t.as_ref() }.pick_two_at_hand(&mut self.local)?;
         Some(NonNull::from(e))
     }
