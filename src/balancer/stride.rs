@@ -160,9 +160,10 @@ impl StrideSchedule {
     }
 
     /// `next` when it needs no batch worked out (the reader's batch from
-    /// this weighted schedule has a step left); `None` otherwise, having
-    /// changed nothing. The work-out is a call: a caller that wants to
-    /// save no registers tries this first.
+    /// this weighted schedule has a step left, or the schedule is
+    /// unweighted) and no division; `None` otherwise, having changed
+    /// nothing. The work-out is a call: a caller that wants to save no
+    /// registers tries this first.
     #[inline(always)]
     pub(crate) fn next_at_hand(&self, local: &mut PickLocal) -> Option<&ScheduleEntry> {
         let i = self.strides.next_index_at_hand(local)?;
@@ -260,12 +261,22 @@ impl Strides {
     }
 
     /// The next step taken in the reader's batch from this weighted
-    /// schedule; `None` (nothing changed) when a batch must be worked out
-    /// first, or the schedule is unweighted (its step may divide).
+    /// schedule, or an unweighted schedule's next step; `None` (nothing
+    /// changed) when a batch must be worked out first, or the sequence
+    /// was left out of range by another schedule (making it good
+    /// divides: `next_index`'s work).
     #[inline(always)]
     fn next_index_at_hand(&self, local: &mut PickLocal) -> Option<usize> {
         if self.unweighted {
-            return None;
+            let seq = local.sequence();
+            let (i, gen) = (*seq as u32, (*seq >> 32) as u32);
+            if i >= self.n || gen >= u32::from(MAX_WEIGHT) {
+                return None;
+            }
+            // `step_unweighted` from a position in range.
+            let next = if i + 1 == self.n { 0 } else { i + 1 };
+            *seq = (u64::from(gen) << 32) | u64::from(next);
+            return Some(i as usize);
         }
         let batch = local.batch();
         if batch.schedule != self.id || batch.taken == 0 {
@@ -541,6 +552,43 @@ mod tests {
                 reference(&wb, &mut want),
                 "pick {step}"
             );
+        }
+    }
+
+    /// The step at hand is `next_index`'s step whenever it is taken, and
+    /// leaves a sequence out of range (another schedule's) to it.
+    #[test]
+    fn a_step_at_hand_is_the_next_step() {
+        let weights = [1, 2, MAX_WEIGHT, 300, MAX_WEIGHT];
+        for w in [Some(&weights[..]), None] {
+            let s = Strides::new(5, w).unwrap();
+            for seq in [
+                0,
+                3,
+                (4 << 32) | 2,
+                (65_534 << 32) | 4,
+                70_000 << 32,
+                9,
+                u64::MAX,
+            ] {
+                let (mut at_hand, mut general) = (PickLocal::new(5), PickLocal::new(5));
+                *at_hand.sequence() = seq;
+                *general.sequence() = seq;
+                let mut taken = 0;
+                for step in 0..300 {
+                    let want = s.next_index(&mut general);
+                    let got = match s.next_index_at_hand(&mut at_hand) {
+                        Some(i) => {
+                            taken += 1;
+                            i
+                        }
+                        None => s.next_index(&mut at_hand),
+                    };
+                    assert_eq!(got, want, "{w:?} from {seq:#x}, step {step}");
+                    assert_eq!(*at_hand.sequence(), *general.sequence());
+                }
+                assert!(taken > 250, "{w:?} from {seq:#x}: {taken} at hand");
+            }
         }
     }
 
