@@ -300,7 +300,7 @@ impl Reader {
         })
     }
 
-    /// `try_pick_ref` past its first three ways (see there): an inline
+    /// `try_pick_ref` past its first four ways (see there): an inline
     /// table's pick at `generation`, as its subchannel and its slot with
     /// whether it has hooks in bit 32 (two words: returned in registers);
     /// `None` for the slow path.
