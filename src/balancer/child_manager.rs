@@ -160,6 +160,8 @@ pub struct ChildManager {
     wanting_work: Arc<Mutex<HashSet<String>>>,
     /// Changes whenever a child comes or goes or a child's subchannels change.
     version: u64,
+    /// Changes whenever a child comes or goes.
+    layout: u64,
     /// Children whose re-resolution requests are not passed on.
     quiet: HashSet<String>,
     /// Each child's publishes are kept for `take_publishes`.
@@ -268,6 +270,13 @@ impl ChildManager {
         self.version
     }
 
+    /// Changes whenever a child comes or goes: while it stays the same,
+    /// every child keeps its `position` (its subchannels may change: see
+    /// `version`). Parents key what they keep per position on it.
+    pub fn layout(&self) -> u64 {
+        self.layout
+    }
+
     /// Changes whenever a child publishes, comes or goes: while it stays
     /// the same, every child's state and picker are what the parent last
     /// read, so a picker built from them alone would be the same (gRPC
@@ -297,6 +306,7 @@ impl ChildManager {
             closing: false,
         });
         self.version += 1;
+        self.layout += 1;
         self.published += 1;
     }
 
@@ -332,6 +342,7 @@ impl ChildManager {
             .remove(key);
         self.quiet.remove(key);
         self.version += 1;
+        self.layout += 1;
         self.published += 1;
         true
     }
@@ -599,6 +610,7 @@ impl ChildManager {
             owners,
             timers,
             version,
+            layout: _,
             wanting_work,
             quiet,
             record,

@@ -9,6 +9,7 @@ pub mod graceful_switch;
 pub(crate) mod hash_ring;
 pub use hash_ring::RingTable;
 pub(crate) mod json;
+pub(crate) mod keep;
 pub(crate) mod least_loaded;
 pub use least_loaded::LeastLoadedTable;
 pub mod pick_local;

@@ -11,6 +11,7 @@
 //! two chunks of entries plus one pointer per chunk, and readers keep the
 //! unchanged chunks in cache.
 
+use crate::balancer::keep::Keep;
 use crate::balancer::pick_local::{below, PickLocal};
 use crate::balancer::rotation::RotationEntry;
 use crate::balancer::subconn::SubConn;
@@ -73,15 +74,12 @@ pub struct UniformTable {
     /// Never empty.
     entries: ReadyChunks<RotationEntry>,
     /// Owns the subchannels the entries point to.
-    _keep: Arc<[Arc<SubConn>]>,
+    _keep: Keep,
 }
 
 impl UniformTable {
     /// A table over `entries`, which point into `keep`; `None` when empty.
-    pub(crate) fn new(
-        entries: ReadyChunks<RotationEntry>,
-        keep: Arc<[Arc<SubConn>]>,
-    ) -> Option<UniformTable> {
+    pub(crate) fn new(entries: ReadyChunks<RotationEntry>, keep: Keep) -> Option<UniformTable> {
         (entries.len() > 0).then_some(UniformTable {
             entries,
             _keep: keep,

@@ -7,6 +7,7 @@
 //! and one chunk to rebuild, and tells when nothing pickable changed (then no
 //! new picker is needed at all).
 
+use crate::balancer::keep::{Keep, KeepPool};
 use crate::balancer::pick_local::PickLocal;
 use crate::balancer::subconn::{SubConn, SubConnId};
 use std::ptr::NonNull;
@@ -18,12 +19,12 @@ use std::sync::Arc;
 pub(crate) type Chunk = Arc<[RotationEntry]>;
 
 /// Subchannels in rotation order, in non-empty chunks, together with what
-/// keeps them alive: the entries are plain pointers into `keep`. Built only
-/// by the crate (policies use a [`RotationBuilder`]) and never cloned, so no
-/// entry outlives its subchannel.
+/// keeps them alive: the entries are plain pointers to subchannels `keep`
+/// holds. Built only by the crate (policies use a [`RotationBuilder`]) and
+/// never cloned, so no entry outlives its subchannel.
 pub struct Rotation {
     /// Owns the subchannels the entries point to: held, never read.
-    _keep: Arc<[Arc<SubConn>]>,
+    _keep: Keep,
     chunks: Vec<Chunk>,
     /// Where each chunk starts in rotation order (so that `pick` finds an
     /// entry's chunk by binary search, not by walking every chunk).
@@ -32,9 +33,10 @@ pub struct Rotation {
 }
 
 impl Rotation {
-    /// A rotation over `chunks`, whose entries must point into `keep`; empty
-    /// chunks are left out. `None` when there is no entry at all.
-    pub(crate) fn new(keep: Arc<[Arc<SubConn>]>, chunks: Vec<Chunk>) -> Option<Rotation> {
+    /// A rotation over `chunks`, whose entries must point to subchannels
+    /// `keep` holds; empty chunks are left out. `None` when there is no
+    /// entry at all.
+    pub(crate) fn new(keep: Keep, chunks: Vec<Chunk>) -> Option<Rotation> {
         let chunks: Vec<Chunk> = chunks.into_iter().filter(|c| !c.is_empty()).collect();
         let mut len = 0;
         let starts = chunks
@@ -59,7 +61,7 @@ impl Rotation {
             .chunks(chunk)
             .map(Chunk::from)
             .collect();
-        Rotation::new(keep, chunks)
+        Rotation::new(Keep::of(keep), chunks)
     }
 
     /// The chunks: at least one, none empty.
@@ -102,7 +104,8 @@ impl Rotation {
     pub fn pick_with_id(&self, local: &mut PickLocal) -> (&SubConn, SubConnId) {
         let (c, offset) = self.locate(local.next_index(self.len));
         let entry = self.chunks[c][offset];
-        // SAFETY: entries point into `_keep`, alive as long as `self`.
+        // SAFETY: entries point to subchannels `_keep` holds, alive as long
+        // as `self`.
         (unsafe { entry.ptr().as_ref() }, entry.id())
     }
 }
@@ -202,10 +205,11 @@ pub const DEFAULT_CHUNK: usize = 256;
 /// ([`Picker::rotation`](crate::balancer::picker::Picker::rotation)).
 ///
 /// It keeps two things between pickers, so that a new picker is cheap:
-/// - the **pool**: every member's subchannels in one shared allocation with
-///   their rotation entries made once (`set_members`, when the members or
-///   their subchannels change, not when they merely flip READY); a picker
-///   keeps the pool alive and copies entries, touching no reference count;
+/// - the **pool**: every subchannel listed since the members were set, held
+///   in shared chunks (a picker holds them and copies entries, touching no
+///   reference count of its own); a member's new subchannel joins as it is
+///   listed, so one endpoint moving to another address costs O(1), not a
+///   pool rebuilt over every member's subchannels;
 /// - the **blocks**: per `chunk` members, the entries of the contributing
 ///   ones. `list` records one member's contribution in O(1) (plus a search
 ///   through that member's own subchannels) and marks only its block stale;
@@ -236,14 +240,18 @@ pub const DEFAULT_CHUNK: usize = 256;
 /// ```
 pub struct RotationBuilder {
     chunk: usize,
-    /// Every member's subchannels, in member order (what pickers keep alive).
-    pool: Arc<[Arc<SubConn>]>,
-    /// `pool`'s entries, made once per pool.
-    pool_entries: Vec<RotationEntry>,
-    /// Where each member's subchannels start in `pool`, plus the end.
-    bounds: Vec<usize>,
-    /// Per member: the index in `pool` of the subchannel it contributes.
-    listed: Vec<Option<usize>>,
+    /// What pickers keep alive: every subchannel listed since `set_members`
+    /// (shed now and then, see `KeepPool::bloated`).
+    pool: KeepPool,
+    /// Every member's subchannels' ids, a run per member (see `runs`); a
+    /// member given new ones (`set_member`) gets a new run at the end.
+    ids: Vec<SubConnId>,
+    /// Per member: where its run starts in `ids`, and how long it is.
+    runs: Vec<(usize, usize)>,
+    /// How many of `ids` are in some member's run.
+    live_ids: usize,
+    /// Per member: the subchannel it contributes, and its entry.
+    listed: Vec<Option<(Arc<SubConn>, RotationEntry)>>,
     /// How many members contribute.
     count: usize,
     /// Per `chunk` members: the entries of the contributing ones, or `None`
@@ -288,9 +296,10 @@ impl RotationBuilder {
     pub fn with_chunk(chunk: usize) -> RotationBuilder {
         RotationBuilder {
             chunk: chunk.max(1),
-            pool: Arc::from([]),
-            pool_entries: Vec::new(),
-            bounds: vec![0],
+            pool: KeepPool::default(),
+            ids: Vec::new(),
+            runs: Vec::new(),
+            live_ids: 0,
             listed: Vec::new(),
             count: 0,
             blocks: Vec::new(),
@@ -303,28 +312,84 @@ impl RotationBuilder {
     /// Sets the members, each with the subchannels it may contribute (a
     /// slice, or any iterator of them such as `Child::subconns`), in
     /// rotation order. Every member starts out contributing nothing (`list`
-    /// them again). O(subchannels): call it when the members or their
-    /// subchannels change, not on every state change.
+    /// them again). O(subchannels): call it when the members change (come,
+    /// go, move), not on every state change; when only one member's
+    /// subchannels change, `set_member`.
     pub fn set_members<'s, M>(&mut self, members: impl IntoIterator<Item = M>)
     where
         M: IntoIterator<Item = &'s Arc<SubConn>>,
     {
-        let mut pool = Vec::new();
-        let mut bounds = vec![0];
+        self.ids.clear();
+        self.runs.clear();
         for m in members {
-            pool.extend(m.into_iter().cloned());
-            bounds.push(pool.len());
+            let start = self.ids.len();
+            self.ids.extend(m.into_iter().map(|sc| sc.id()));
+            self.runs.push((start, self.ids.len() - start));
         }
-        let pool: Arc<[Arc<SubConn>]> = pool.into();
-        self.pool_entries = RotationEntry::all(&pool);
-        self.pool = pool;
-        let members = bounds.len() - 1;
-        self.bounds = bounds;
+        self.live_ids = self.ids.len();
+        self.pool = KeepPool::default();
+        let members = self.runs.len();
         self.listed = vec![None; members];
         self.count = 0;
         self.blocks = vec![None; members.div_ceil(self.chunk)];
         self.dirty = (0..self.blocks.len()).collect();
         self.reset = true;
+    }
+
+    /// Member `member`'s subchannels are now `subconns` (the others' stay
+    /// as they are). O(its subchannels); it stops contributing if the one
+    /// it contributed is not among them.
+    pub fn set_member<'s>(
+        &mut self,
+        member: usize,
+        subconns: impl IntoIterator<Item = &'s Arc<SubConn>>,
+    ) -> Result<(), NotAMember> {
+        let &(start, len) = self.runs.get(member).ok_or(NotAMember)?;
+        let mut subconns = subconns.into_iter();
+        let old = &self.ids[start..start + len];
+        // The same ones in the same order (the usual case): nothing to do.
+        let mut same = 0;
+        let mut first_new = None;
+        for sc in subconns.by_ref() {
+            if old.get(same) == Some(&sc.id()) {
+                same += 1;
+            } else {
+                first_new = Some(sc.id());
+                break;
+            }
+        }
+        if first_new.is_none() && same == len {
+            return Ok(());
+        }
+        let new_start = self.ids.len();
+        self.ids.extend_from_within(start..start + same);
+        self.ids.extend(first_new);
+        self.ids.extend(subconns.map(|sc| sc.id()));
+        let new_len = self.ids.len() - new_start;
+        self.runs[member] = (new_start, new_len);
+        self.live_ids = self.live_ids - len + new_len;
+        let listed = self.listed[member].as_ref().map(|(sc, _)| sc.id());
+        if listed.is_some_and(|id| !self.ids[new_start..].contains(&id)) {
+            self.set_listed(member, None);
+        }
+        if self.ids.len() > 2 * self.live_ids + 1024 {
+            // Runs replaced long ago: pack the live ones (O(1) per id
+            // added since the last time).
+            let mut ids = Vec::with_capacity(self.live_ids);
+            for run in &mut self.runs {
+                let at = ids.len();
+                ids.extend_from_slice(&self.ids[run.0..run.0 + run.1]);
+                run.0 = at;
+            }
+            self.ids = ids;
+        }
+        Ok(())
+    }
+
+    /// How many subchannels pickers built from now on keep alive.
+    #[cfg(test)]
+    pub(crate) fn pool_len(&self) -> usize {
+        self.pool.len()
     }
 
     /// How many members there are.
@@ -351,28 +416,40 @@ impl RotationBuilder {
         member: usize,
         subconn: Option<&Arc<SubConn>>,
     ) -> Result<(), NotAMember> {
-        let (Some(&start), Some(&end)) = (self.bounds.get(member), self.bounds.get(member + 1))
-        else {
-            return Err(NotAMember);
-        };
-        let found = match subconn {
-            None => None,
-            Some(sc) => Some(
-                (start..end)
-                    .find(|j| Arc::ptr_eq(&self.pool[*j], sc))
-                    .ok_or(NotAMember)?,
-            ),
-        };
-        let slot = &mut self.listed[member];
-        if *slot != found {
-            self.count = self.count + usize::from(found.is_some()) - usize::from(slot.is_some());
-            *slot = found;
-            let b = member / self.chunk;
-            if self.blocks[b].take().is_some() {
-                self.dirty.push(b);
+        let &(start, len) = self.runs.get(member).ok_or(NotAMember)?;
+        if let Some(sc) = subconn {
+            if !self.ids[start..start + len].contains(&sc.id()) {
+                return Err(NotAMember);
             }
         }
+        self.set_listed(member, subconn);
         Ok(())
+    }
+
+    /// Member `member` (one there is) contributes `subconn`, one of its own.
+    fn set_listed(&mut self, member: usize, subconn: Option<&Arc<SubConn>>) {
+        let slot = &mut self.listed[member];
+        let same = match (&*slot, subconn) {
+            (None, None) => true,
+            (Some((now, _)), Some(sc)) => Arc::ptr_eq(now, sc),
+            _ => false,
+        };
+        if same {
+            return;
+        }
+        self.count = self.count + usize::from(subconn.is_some()) - usize::from(slot.is_some());
+        *slot = subconn.map(|sc| {
+            // Held by every picker built from now on (see `build`).
+            self.pool.add(sc);
+            // SAFETY: pickers listing this entry hold the pool's `Keep`,
+            // which holds `sc` (added just above, or shed only after no
+            // member lists it: see `build`).
+            (sc.clone(), unsafe { RotationEntry::new(sc) })
+        });
+        let b = member / self.chunk;
+        if self.blocks[b].take().is_some() {
+            self.dirty.push(b);
+        }
     }
 
     /// Builds the stale blocks.
@@ -381,7 +458,7 @@ impl RotationBuilder {
             if self.blocks[b].is_none() {
                 let end = ((b + 1) * self.chunk).min(self.listed.len());
                 let listed = self.listed[b * self.chunk..end].iter().flatten();
-                self.blocks[b] = Some(listed.map(|j| self.pool_entries[*j]).collect());
+                self.blocks[b] = Some(listed.map(|(_, e)| *e).collect());
             }
         }
     }
@@ -431,8 +508,14 @@ impl RotationBuilder {
     /// contributes. `changed` compares with this one from now on.
     pub fn build(&mut self) -> Option<Rotation> {
         self.fill();
+        if self.pool.bloated(self.count) {
+            // Subchannels listed once and no longer: shed them. The blocks
+            // (reused or not) list exactly what `listed` does, all kept.
+            self.pool
+                .reset(self.listed.iter().flatten().map(|(sc, _)| sc));
+        }
         let blocks: Vec<Chunk> = self.current().cloned().collect();
-        let rotation = Rotation::new(self.pool.clone(), blocks.clone());
+        let rotation = Rotation::new(self.pool.keep(), blocks.clone());
         // Empty blocks included: they line up with `blocks` for `changed`.
         self.last = Some(blocks);
         self.dirty.clear();
@@ -553,6 +636,48 @@ mod tests {
         for k in 1..15 {
             assert_eq!(r.pick(&mut local).id().0, order[(at + k) % 5]);
         }
+    }
+
+    #[test]
+    fn a_member_given_new_subchannels_keeps_its_entry_only_if_still_its_own() {
+        let scs = subconns(4);
+        let mut b = RotationBuilder::with_chunk(2);
+        b.set_members([&scs[..1], &scs[1..2]]);
+        b.list(0, Some(&scs[0])).unwrap();
+        b.list(1, Some(&scs[1])).unwrap();
+        let first = b.build().unwrap();
+        // Member 0 gets a second subchannel (its next address): nothing
+        // picks see changes until it is listed.
+        b.set_member(0, [&scs[0], &scs[2]]).unwrap();
+        assert!(!b.changed());
+        b.list(0, Some(&scs[2])).unwrap();
+        assert!(b.changed());
+        // Member 1's listed subchannel is no longer its own: unlisted.
+        b.set_member(1, [&scs[3]]).unwrap();
+        assert_eq!(b.len(), 1);
+        assert_eq!(b.list(1, Some(&scs[1])), Err(NotAMember));
+        assert_eq!(ids(&b.build().unwrap()), [2]);
+        // Many replacements later (the runs packed again and again), each
+        // member's subchannels are still exactly its last ones.
+        for k in 0..5000 {
+            b.set_member(k % 2, [&scs[k % 4], &scs[(k + 1) % 4]])
+                .unwrap();
+        }
+        assert!(b.ids.len() <= 2 * b.live_ids + 1024);
+        // Member 0 last got (2, 3) at k = 4998; member 1 (3, 0) at 4999.
+        b.list(0, Some(&scs[2])).unwrap();
+        assert_eq!(b.list(0, Some(&scs[0])), Err(NotAMember));
+        b.list(1, Some(&scs[0])).unwrap();
+        assert_eq!(b.list(1, Some(&scs[2])), Err(NotAMember));
+        assert_eq!(b.set_member(2, []), Err(NotAMember));
+        assert_eq!(ids(&b.build().unwrap()), [2, 0]);
+        // The first rotation still picks what it listed.
+        drop(b);
+        drop(scs);
+        let mut local = crate::balancer::pick_local::PickLocal::new(1);
+        let mut picked: Vec<u64> = (0..2).map(|_| first.pick(&mut local).id().0).collect();
+        picked.sort_unstable();
+        assert_eq!(picked, [0, 1]);
     }
 
     #[test]

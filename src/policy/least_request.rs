@@ -18,12 +18,12 @@
 use super::ready_endpoints::{ReadyEndpoint, ReadyEndpoints, ReadyPicking};
 use crate::balancer::child_manager::ChildManager;
 use crate::balancer::json::config_field;
+use crate::balancer::keep::Keep;
 use crate::balancer::least_loaded::{InFlight, LeastLoadedTable, LoadedEntry};
 use crate::balancer::picker::{
     DoneHooks, InlineKind, PickInfo, PickLocal, PickResult, Picker, QueuePicker,
 };
 use crate::balancer::ready_list::ReadyChunks;
-use crate::balancer::subconn::SubConn;
 use crate::balancer::{Balancer, Builder, LbConfig};
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -194,23 +194,19 @@ impl ReadyPicking for LeastRequest {
 
     fn entry(&self, ready: ReadyEndpoint) -> Option<LoadedEntry> {
         let counter = self.by_member.get(ready.member)?.get();
-        // SAFETY: the subchannel is one of the `keep` pool's and the counter
+        // SAFETY: the subchannel is held by the picker's `keep` and the counter
         // one of `by_member`'s: every picker over this entry keeps both
         // (see `picker`).
         Some(unsafe { LoadedEntry::new(ready.subconn.as_ref(), counter) })
     }
 
-    fn picker(
-        &mut self,
-        keep: &Arc<[Arc<SubConn>]>,
-        ready: ReadyChunks<LoadedEntry>,
-    ) -> Box<dyn Picker> {
+    fn picker(&mut self, keep: Keep, ready: ReadyChunks<LoadedEntry>) -> Box<dyn Picker> {
         // Every entry was made since the last `members` call, so its counter
         // is one of `by_member`'s, which the picker keeps.
         match LeastLoadedTable::new(ready, self.config.choice_count) {
             Some(table) => Box::new(LeastRequestPicker {
                 table,
-                _subconns: keep.clone(),
+                _subconns: keep,
                 _counters: self.by_member.clone(),
             }),
             // Never: `ReadyPicking::picker` gets a non-empty list.
@@ -225,7 +221,7 @@ pub(crate) struct LeastRequestPicker {
     /// Never empty; chunks shared with the policy's other pickers.
     table: LeastLoadedTable,
     /// Own the subchannels and counters the table's entries point to.
-    _subconns: Arc<[Arc<SubConn>]>,
+    _subconns: Keep,
     _counters: Arc<[Counter]>,
 }
 

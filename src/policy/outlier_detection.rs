@@ -378,32 +378,32 @@ impl Hasher for IdHasher {
 /// dense: indexed by id less the smallest (one bounds check and one load);
 /// a hash map holds them instead when ids are spread too thin.
 #[derive(Default)]
-struct Outcomes {
+struct OutcomeTable {
     base: u64,
     dense: Vec<Option<Arc<Counters>>>,
     sparse: HashMap<SubConnId, Arc<Counters>, BuildHasherDefault<IdHasher>>,
 }
 
-impl Outcomes {
-    fn new(entries: Vec<(SubConnId, Arc<Counters>)>) -> Outcomes {
+impl OutcomeTable {
+    fn new(entries: Vec<(SubConnId, Arc<Counters>)>) -> OutcomeTable {
         let (Some(min), Some(max)) = (
             entries.iter().map(|(id, _)| id.0).min(),
             entries.iter().map(|(id, _)| id.0).max(),
         ) else {
-            return Outcomes::default();
+            return OutcomeTable::default();
         };
         let span = max - min + 1;
         if span > 4 * entries.len() as u64 + 64 {
-            return Outcomes {
+            return OutcomeTable {
                 sparse: entries.into_iter().collect(),
-                ..Outcomes::default()
+                ..OutcomeTable::default()
             };
         }
         let mut dense = vec![None; span as usize];
         for (id, c) in entries {
             dense[(id.0 - min) as usize] = Some(c);
         }
-        Outcomes {
+        OutcomeTable {
             base: min,
             dense,
             sparse: HashMap::default(),
@@ -417,6 +417,26 @@ impl Outcomes {
             None if self.sparse.is_empty() => None,
             None => self.sparse.get(&id).map(|c| &**c),
         }
+    }
+}
+
+/// The table pickers look outcomes up in: one built over every subchannel
+/// at the last full sync (shared by the tables after it), and a small one
+/// over the subchannels the child made since. A child's new subchannel
+/// (an endpoint moving to its next address) then costs a copy of the
+/// small one, not of the whole table; the small one is folded in once it
+/// grows past about the square root of the whole (see
+/// `OutlierDetection::sync`).
+#[derive(Default)]
+struct Outcomes {
+    all: Arc<OutcomeTable>,
+    recent: OutcomeTable,
+}
+
+impl Outcomes {
+    #[inline]
+    fn get(&self, id: SubConnId) -> Option<&Counters> {
+        self.all.get(id).or_else(|| self.recent.get(id))
     }
 }
 
@@ -512,6 +532,8 @@ struct OutlierDetection {
     /// `ChildManager::version` that `subconns` and `outcomes` reflect.
     synced: Option<u64>,
     outcomes: Arc<Outcomes>,
+    /// The entries of `outcomes.recent`.
+    recent: Vec<(SubConnId, Arc<Counters>)>,
     /// Entries of `outcomes` for subchannels shut down since it was built:
     /// left there (ids are never reused, and the child picks a subchannel
     /// no more once it is shut down) until they outnumber the live ones,
@@ -671,13 +693,29 @@ impl OutlierDetection {
             return;
         }
         self.synced = Some(version);
-        // Subchannels only went away (each untracked by its SHUTDOWN, see
-        // `update_subconn_state`): nothing to re-map, the table may wait.
-        // Removing n endpoints stays O(n), not n rebuilds of O(n) each.
-        if !force && self.only_shut_down() && self.stale_outcomes <= self.subconns.len() + 64 {
-            return;
+        if !force && self.stale_outcomes <= self.subconns.len() + 64 {
+            match self.untracked_newest() {
+                // Subchannels only went away (each untracked by its
+                // SHUTDOWN, see `update_subconn_state`): nothing to re-map,
+                // the table may wait. Removing n endpoints stays O(n), not
+                // n rebuilds of O(n) each.
+                Some(0) => return,
+                // Only new ones, fewer than the tracked ones: on their own
+                // (O(new ones)), while those since the last full sync are
+                // few (about 4√n: folding them in, O(n), comes once per
+                // that many).
+                Some(new)
+                    if new <= self.subconns.len()
+                        && (self.recent.len() + new).pow(2) <= 16 * self.subconns.len() + 4096 =>
+                {
+                    self.track_newest(new);
+                    return;
+                }
+                _ => {}
+            }
         }
         self.stale_outcomes = 0;
+        self.recent.clear();
         let current: Vec<Arc<SubConn>> = self
             .children
             .get(CHILD)
@@ -703,22 +741,59 @@ impl OutlierDetection {
             next.insert(sc.id(), Tracked { endpoint, ..t });
         }
         self.subconns = next;
-        self.outcomes = Arc::new(Outcomes::new(outcomes));
+        self.outcomes = Arc::new(Outcomes {
+            all: Arc::new(OutcomeTable::new(outcomes)),
+            recent: OutcomeTable::default(),
+        });
     }
 
-    /// Whether the child's subchannels are the tracked ones: none created
-    /// since the last sync (its newest is tracked; one made since would
-    /// come after it), so those it has are tracked, and as many (every one
-    /// gone since was untracked by its SHUTDOWN). O(1).
-    fn only_shut_down(&self) -> bool {
+    /// How many subchannels the child made since the last sync, when the
+    /// rest are the tracked ones: its newest untracked ones (one made since
+    /// comes after every tracked one), and as many more than tracked as
+    /// that (every one gone since was untracked by its SHUTDOWN); `None`
+    /// otherwise. O(new ones).
+    fn untracked_newest(&self) -> Option<usize> {
         let Some(child) = self.children.get(CHILD) else {
-            return self.subconns.is_empty();
+            return self.subconns.is_empty().then_some(0);
         };
-        let mut subconns = child.subconns();
-        subconns.len() == self.subconns.len()
-            && subconns
-                .next_back()
-                .is_none_or(|sc| self.subconns.contains_key(&sc.id()))
+        let subconns = child.subconns();
+        let len = subconns.len();
+        let new = subconns
+            .rev()
+            .take_while(|sc| !self.subconns.contains_key(&sc.id()))
+            .count();
+        (len == self.subconns.len() + new).then_some(new)
+    }
+
+    /// Tracks the child's `new` newest subchannels (`untracked_newest`),
+    /// each counted for its endpoint, if any.
+    fn track_newest(&mut self, new: usize) {
+        let Some(child) = self.children.get(CHILD) else {
+            return;
+        };
+        let shown = self.ejection_shown();
+        for sc in child.subconns().rev().take(new) {
+            let endpoint = self.by_addr.get(sc.addr()).cloned();
+            if let Some(e) = endpoint.as_ref().and_then(|k| self.endpoints.get(k)) {
+                self.recent.push((sc.id(), e.counters.clone()));
+            }
+            self.subconns.insert(
+                sc.id(),
+                Tracked {
+                    endpoint,
+                    real: SubConnState {
+                        state: ConnectivityState::Idle,
+                        error: None,
+                    },
+                    hidden: false,
+                    shown,
+                },
+            );
+        }
+        self.outcomes = Arc::new(Outcomes {
+            all: self.outcomes.all.clone(),
+            recent: OutcomeTable::new(self.recent.clone()),
+        });
     }
 
     fn publish(&mut self, cc: &mut dyn ClientConn) {
@@ -1304,6 +1379,56 @@ mod tests {
         }
     }
 
+    /// Dual-address endpoints whose first addresses fail to connect (a
+    /// fleet whose IPv6 is down), one after another: each endpoint's new
+    /// subchannel (its second address) is tracked on its own, the outcome
+    /// table over the others shared rather than built again (which made
+    /// bringing such a fleet up O(n²)), and the endpoints' outcomes still
+    /// count, through whichever subchannel: the one failing every call is
+    /// ejected.
+    #[test]
+    fn endpoints_moving_to_their_next_address_are_tracked_one_at_a_time() {
+        const N: usize = 40;
+        let second = |i: usize| format!("127.0.0.2:{}", 1000 + i);
+        let endpoints = (0..N)
+            .map(|i| {
+                crate::Endpoint::new(vec![
+                    Address::new(format!("127.0.0.1:{}", 1000 + i)),
+                    Address::new(second(i)),
+                ])
+            })
+            .collect();
+        let cfg = json!({"childPolicy": [{"round_robin": {}}], "failurePercentageEjection": {}});
+        let parsed = OutlierDetectionBuilder.parse_config(&cfg).unwrap();
+        let mut cc = TestClientConn::new();
+        let mut od = OutlierDetection::default();
+        cc.update(&mut od, ClientConnState::new(endpoints, parsed))
+            .unwrap();
+        let firsts: Vec<SubConnId> = cc.subconns().iter().map(|sc| sc.id()).collect();
+        assert_eq!(firsts.len(), N);
+        let all = od.outcomes.all.clone();
+        let mut seconds = Vec::new();
+        for (i, id) in firsts.iter().enumerate() {
+            cc.set_state(&mut od, *id, ConnectivityState::Connecting);
+            cc.set_state(&mut od, *id, ConnectivityState::TransientFailure);
+            let next = cc.subconn_for(&second(i)).expect("the next address's").id();
+            cc.set_state(&mut od, next, ConnectivityState::Ready);
+            seconds.push(next);
+        }
+        assert!(
+            Arc::ptr_eq(&all, &od.outcomes.all),
+            "the table over the first ones, shared"
+        );
+        assert_eq!(od.recent.len(), N, "one entry per new subchannel");
+        assert_eq!(cc.state(), Some(ConnectivityState::Ready));
+        let bad = seconds[3];
+        assert_eq!(traffic(&mut cc, 200 * N, &[bad]).len(), N);
+        assert_eq!(cc.advance(&mut od, Duration::from_secs(10)), 1);
+        let seen = traffic(&mut cc, 10 * N, &[]);
+        assert!(!seen.contains(&bad), "ejected");
+        assert_eq!(seen.len(), N - 1);
+    }
+
     #[test]
     fn ejects_an_endpoint_failing_every_call_and_returns_it_after_the_ejection_time() {
         let (mut cc, mut od, ids) = ready(5, json!({"successRateEjection": {}}));
@@ -1814,7 +1939,7 @@ mod tests {
                 .iter()
                 .map(|i| (SubConnId(*i), Arc::new(Counters::default())))
                 .collect();
-            let t = Outcomes::new(entries.clone());
+            let t = OutcomeTable::new(entries.clone());
             assert_eq!(t.sparse.is_empty(), ids[1] < 100, "{ids:?}");
             for (id, counters) in &entries {
                 assert!(std::ptr::eq(t.get(*id).unwrap(), &**counters));
@@ -1825,7 +1950,7 @@ mod tests {
                 }
             }
         }
-        assert!(Outcomes::new(Vec::new()).get(SubConnId(1)).is_none());
+        assert!(OutcomeTable::new(Vec::new()).get(SubConnId(1)).is_none());
     }
 
     #[test]

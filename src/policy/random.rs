@@ -9,14 +9,13 @@
 
 use super::ready_endpoints::{ReadyEndpoint, ReadyEndpoints, ReadyPicking};
 use crate::balancer::child_manager::ChildManager;
+use crate::balancer::keep::Keep;
 use crate::balancer::picker::{
     DoneHooks, InlineKind, PickInfo, PickLocal, PickResult, Picker, QueuePicker,
 };
 use crate::balancer::ready_list::{ReadyChunks, UniformTable};
 use crate::balancer::rotation::RotationEntry;
-use crate::balancer::subconn::SubConn;
 use crate::balancer::{Balancer, Builder, LbConfig};
-use std::sync::Arc;
 
 /// The policy's name.
 pub const NAME: &str = "random";
@@ -59,17 +58,13 @@ impl ReadyPicking for Random {
     fn members(&mut self, _: &ChildManager) {}
 
     fn entry(&self, ready: ReadyEndpoint) -> Option<RotationEntry> {
-        // SAFETY: the subchannel is one of the `keep` pool's, which every
-        // picker listing the entry holds.
+        // SAFETY: the subchannel is held by the `keep` of every picker
+        // listing the entry (see `ReadyPicking::picker`).
         Some(unsafe { RotationEntry::of(ready.subconn.as_ref()) })
     }
 
-    fn picker(
-        &mut self,
-        keep: &Arc<[Arc<SubConn>]>,
-        ready: ReadyChunks<RotationEntry>,
-    ) -> Box<dyn Picker> {
-        match UniformTable::new(ready, keep.clone()) {
+    fn picker(&mut self, keep: Keep, ready: ReadyChunks<RotationEntry>) -> Box<dyn Picker> {
+        match UniformTable::new(ready, keep) {
             Some(table) => Box::new(RandomPicker { table }),
             // Never: `ReadyPicking::picker` gets a non-empty list.
             None => Box::new(QueuePicker),

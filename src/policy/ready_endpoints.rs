@@ -18,6 +18,7 @@
 use super::pick_first::{PickFirstBuilder, NO_CHILDREN_ZERO_ADDRESSES};
 use super::round_robin::Failing;
 use crate::balancer::child_manager::{Child, ChildManager, ChildParent};
+use crate::balancer::keep::{Keep, KeepPool};
 use crate::balancer::picker::{FailPicker, Picker, QueuePicker};
 use crate::balancer::ready_list::{ReadyChunks, ReadyList};
 use crate::balancer::subconn::{SubConn, SubConnId};
@@ -30,13 +31,12 @@ use std::sync::Arc;
 
 /// A READY endpoint: its child's position (in `ChildManager` order, for
 /// the policy's per-endpoint state) and its READY subchannel, a plain
-/// pointer into the pool the picker keeps alive (see
-/// [`ReadyPicking::picker`]).
+/// pointer to one the picker keeps alive (see [`ReadyPicking::picker`]).
 #[derive(Clone, Copy, Debug)]
 pub(crate) struct ReadyEndpoint {
     /// The child's position among the children.
     pub(crate) member: usize,
-    /// The child's READY subchannel, one of the `keep` pool's.
+    /// The child's READY subchannel, one the picker's `keep` holds.
     pub(crate) subconn: NonNull<SubConn>,
 }
 
@@ -49,8 +49,9 @@ pub(crate) trait ReadyPicking {
     /// READY picker must be rebuilt because of it.
     fn configure(&mut self, config: Option<&LbConfig>) -> Result<bool, String>;
 
-    /// The children changed (came, went, or renumbered): `children` in
-    /// position order, for the policy's per-endpoint state.
+    /// The children changed (came, went, or renumbered: a new
+    /// `ChildManager::layout`): `children` in position order, for the
+    /// policy's per-endpoint state.
     fn members(&mut self, children: &ChildManager);
 
     /// The picker entry for `ready`, made after the last `members` call
@@ -59,24 +60,22 @@ pub(crate) trait ReadyPicking {
     fn entry(&self, ready: ReadyEndpoint) -> Option<Self::Entry>;
 
     /// A picker over `ready` (never empty, in no particular order), entries
-    /// made by `entry`. Every entry's subchannel is one of `keep`'s: a
-    /// picker that keeps `keep` may dereference them for as long as it
-    /// lives.
-    fn picker(
-        &mut self,
-        keep: &Arc<[Arc<SubConn>]>,
-        ready: ReadyChunks<Self::Entry>,
-    ) -> Box<dyn Picker>;
+    /// made by `entry`. `keep` holds every entry's subchannel: a picker
+    /// that holds `keep` may dereference them for as long as it lives.
+    fn picker(&mut self, keep: Keep, ready: ReadyChunks<Self::Entry>) -> Box<dyn Picker>;
 }
 
 /// A policy made of pick_first children per endpoint and a `ReadyPicking`.
 pub(crate) struct ReadyEndpoints<P: ReadyPicking> {
     picking: P,
     children: ChildManager,
-    /// The `ChildManager::version` the fields below are for.
-    version: Option<u64>,
-    /// Every child's subchannels at `version`: what pickers keep alive.
-    pool: Arc<[Arc<SubConn>]>,
+    /// The `ChildManager::layout` the fields below are for (positions).
+    layout: Option<u64>,
+    /// Every subchannel listed since the last full refresh: what pickers
+    /// keep alive. A child's new subchannel joins it as it is listed, so
+    /// an endpoint moving to another address costs O(1), not a pool
+    /// rebuilt over every endpoint's subchannels.
+    pool: KeepPool,
     /// Per child: its last state, and where it is in `ready` if listed.
     states: Vec<ConnectivityState>,
     slots: Vec<Option<usize>>,
@@ -98,8 +97,8 @@ impl<P: ReadyPicking> ReadyEndpoints<P> {
         ReadyEndpoints {
             picking,
             children: ChildManager::new(),
-            version: None,
-            pool: Arc::from([]),
+            layout: None,
+            pool: KeepPool::default(),
             states: Vec::new(),
             slots: Vec::new(),
             ready: Vec::new(),
@@ -118,22 +117,25 @@ impl<P: ReadyPicking> ReadyEndpoints<P> {
     }
 
     /// The child's READY subchannel, if it has one it owns (pick_first's
-    /// READY picker is always one subchannel): only those are in `pool`.
-    fn ready_subconn(c: &Child) -> Option<NonNull<SubConn>> {
+    /// READY picker is always one subchannel).
+    fn ready_subconn(c: &Child) -> Option<&Arc<SubConn>> {
         if c.state() != ConnectivityState::Ready {
             return None;
         }
         let sc = c.picker().single()?;
-        c.subconns()
-            .any(|own| Arc::ptr_eq(own, sc))
-            .then(|| NonNull::from(&**sc))
+        c.subconns().any(|own| Arc::ptr_eq(own, sc)).then_some(sc)
     }
 
     /// Lists child `i` (`c`) in `ready` (and its entry in `table`) or
     /// takes it out. O(1).
     fn list(&mut self, i: usize, c: &Child) {
-        let now = Self::ready_subconn(c).and_then(|subconn| {
-            let ready = ReadyEndpoint { member: i, subconn };
+        let now = Self::ready_subconn(c).and_then(|sc| {
+            // Held before any picker can list it.
+            self.pool.add(sc);
+            let ready = ReadyEndpoint {
+                member: i,
+                subconn: NonNull::from(&**sc),
+            };
             Some((ready, self.picking.entry(ready)?))
         });
         match (self.slots[i], now) {
@@ -164,11 +166,13 @@ impl<P: ReadyPicking> ReadyEndpoints<P> {
     }
 
     /// Brings the READY list up to date: one child (`changed`, O(1)) when
-    /// the children are the same as last time, else all of them.
+    /// the children are where they were last time (their subchannels may
+    /// have changed: only a listed one matters, and the pool takes it as it
+    /// is listed), else all of them.
     fn refresh(&mut self, changed: Option<&str>) {
-        let version = self.children.version();
+        let layout = self.children.layout();
         let one = changed
-            .filter(|_| self.version == Some(version))
+            .filter(|_| self.layout == Some(layout))
             .and_then(|key| self.children.position(key));
         if let Some(i) = one {
             let children = std::mem::take(&mut self.children);
@@ -177,23 +181,29 @@ impl<P: ReadyPicking> ReadyEndpoints<P> {
                 self.states[i] = c.state();
                 self.list(i, c);
             }
+            if self.pool.bloated(self.ready.len()) {
+                // Subchannels listed once and long gone: shed them (O(1)
+                // per subchannel added since the last time).
+                self.pool
+                    .reset(children.iter().filter_map(|c| Self::ready_subconn(c)));
+            }
             self.children = children;
             return;
         }
         let children = std::mem::take(&mut self.children);
         let (before, was_stale) = (self.listed(), self.stale);
-        self.version = Some(version);
-        self.pool = children
-            .iter()
-            .flat_map(|c| c.subconns().cloned())
-            .collect();
+        let renumbered = self.layout != Some(layout);
+        self.layout = Some(layout);
+        self.pool = KeepPool::default();
         self.states.clear();
         self.slots = vec![None; children.len()];
         self.ready.clear();
         self.table.clear();
         self.counts = StateCounts::default();
         // Before listing: entries are made from the new members' state.
-        self.picking.members(&children);
+        if renumbered {
+            self.picking.members(&children);
+        }
         for (i, c) in children.iter().enumerate() {
             self.states.push(c.state());
             self.counts.add(c.state());
@@ -228,7 +238,7 @@ impl<P: ReadyPicking> ReadyEndpoints<P> {
                 return;
             }
             self.stale = false;
-            let picker = self.picking.picker(&self.pool, self.table.freeze());
+            let picker = self.picking.picker(self.pool.keep(), self.table.freeze());
             (ConnectivityState::Ready, picker)
         } else if self.counts.ready > 0 || self.counts.connecting > 0 || self.counts.idle > 0 {
             // (READY children without a subchannel of their own to list
@@ -336,7 +346,8 @@ mod tests {
     use super::*;
     use crate::balancer::ready_list::CHUNK;
     use crate::balancer::testing::{Picked, TestClientConn};
-    use crate::connectivity::ConnectivityState::{Ready, TransientFailure};
+    use crate::balancer::LbConfig;
+    use crate::connectivity::ConnectivityState::{Connecting, Ready, TransientFailure};
     use crate::policy::least_request::LeastRequest;
     use crate::policy::random::Random;
     use crate::Address;
@@ -431,6 +442,90 @@ mod tests {
         assert!(worst <= bound, "{worst} entries copied for one change");
         // Only the last one is left, and picks go there.
         assert_eq!(cc.picks(3), [Some(ids[N - 1]); 3]);
+    }
+
+    /// A `ReadyPicking` that counts `members` calls (the policy's
+    /// per-endpoint state rebuilt).
+    struct CountMembers<P>(P, usize);
+
+    impl<P: ReadyPicking> ReadyPicking for CountMembers<P> {
+        type Entry = P::Entry;
+        fn configure(&mut self, config: Option<&LbConfig>) -> Result<bool, String> {
+            self.0.configure(config)
+        }
+        fn members(&mut self, children: &ChildManager) {
+            self.1 += 1;
+            self.0.members(children)
+        }
+        fn entry(&self, ready: ReadyEndpoint) -> Option<Self::Entry> {
+            self.0.entry(ready)
+        }
+        fn picker(&mut self, keep: Keep, ready: ReadyChunks<Self::Entry>) -> Box<dyn Picker> {
+            self.0.picker(keep, ready)
+        }
+    }
+
+    /// Dual-address endpoints whose first addresses fail to connect, one
+    /// endpoint after another (a fleet whose IPv6 is down): each
+    /// endpoint's pick_first makes a subchannel for its second address,
+    /// which comes up. Each step is one
+    /// endpoint's change, whatever the number of endpoints: the policy's
+    /// per-endpoint state is not rebuilt (least_request's counters), a
+    /// picker copies at most two chunks, and the subchannels pickers keep
+    /// stay bounded by the READY ones (the failed first ones are shed).
+    #[test]
+    #[cfg_attr(miri, ignore = "thousands of reports: minutes under Miri")]
+    fn endpoints_moving_to_their_next_address_cost_one_change_each() {
+        const N: usize = 2 * CHUNK + 10;
+        let second = |i: usize| format!("127.0.0.2:{}", 10_000 + i);
+        let endpoints = (0..N)
+            .map(|i| {
+                crate::Endpoint::new(vec![
+                    Address::new(format!("127.0.0.1:{}", 10_000 + i)),
+                    Address::new(second(i)),
+                ])
+            })
+            .collect();
+        let mut cc = TestClientConn::new();
+        let mut lr = ReadyEndpoints::new(CountMembers(LeastRequest::default(), 0));
+        cc.update(&mut lr, ClientConnState::new(endpoints, None))
+            .unwrap();
+        let firsts: Vec<SubConnId> = cc.subconns().iter().map(|sc| sc.id()).collect();
+        assert_eq!(firsts.len(), N, "one subchannel per endpoint to start");
+        assert_eq!(lr.picking().1, 1, "per-endpoint state made once");
+        let mut copied = lr.table.copied();
+        let mut worst = 0;
+        let mut seconds = Vec::new();
+        for (i, id) in firsts.iter().enumerate() {
+            cc.set_state(&mut lr, *id, Connecting);
+            cc.set_state(&mut lr, *id, TransientFailure);
+            let next = cc.subconn_for(&second(i)).expect("the next address's").id();
+            cc.set_state(&mut lr, next, Ready);
+            seconds.push(next);
+            worst = worst.max(lr.table.copied() - copied);
+            copied = lr.table.copied();
+        }
+        assert_eq!(lr.picking().1, 1, "no endpoint came or went");
+        assert!(
+            worst <= 2 * CHUNK as u64,
+            "{worst} entries copied for one change"
+        );
+        assert!(
+            lr.pool.len() <= 2 * N + 256,
+            "{} subchannels kept",
+            lr.pool.len()
+        );
+        assert_eq!(cc.state(), Some(Ready));
+        let picked: std::collections::HashSet<_> = cc.picks(4 * N).into_iter().flatten().collect();
+        assert!(
+            picked.iter().all(|id| seconds.contains(id)),
+            "only second addresses"
+        );
+        assert!(
+            picked.len() > N / 2,
+            "spread: {} endpoints picked",
+            picked.len()
+        );
     }
 
     /// Uniform over the READY set when it spans several chunks and has had

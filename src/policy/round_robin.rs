@@ -148,12 +148,12 @@ impl Picker for RrPicker {
 }
 
 /// What each child contributes, kept up to date one child at a time: a
-/// child's change costs O(1) here and in the `RotationBuilder`. Recounted
-/// when the children (or their subchannels) change.
+/// child's change (its new subchannels too) costs O(1) here and in the
+/// `RotationBuilder`. Recounted when children come or go.
 #[derive(Default)]
 struct Tally {
-    /// The `ChildManager::version` it (and the builder's members) is for.
-    version: Option<u64>,
+    /// The `ChildManager::layout` it (and the builder's members) is for.
+    layout: Option<u64>,
     states: Vec<ConnectivityState>,
     /// Per child: READY with a picker that is not one subchannel of its own.
     mixed_at: Vec<bool>,
@@ -182,15 +182,17 @@ impl Tally {
         (c.state(), mixed)
     }
 
-    fn rebuild(&mut self, rotation: &mut RotationBuilder, children: &ChildManager, version: u64) {
-        if self.version != Some(version) {
+    fn rebuild(&mut self, rotation: &mut RotationBuilder, children: &ChildManager, layout: u64) {
+        if self.layout != Some(layout) {
             rotation.set_members(children.iter().map(|c| c.subconns()));
         }
         *self = Tally {
-            version: Some(version),
+            layout: Some(layout),
             ..Tally::default()
         };
         for (i, c) in children.iter().enumerate() {
+            // `i` is a member: cannot fail.
+            let _ = rotation.set_member(i, c.subconns());
             let (state, mixed) = Self::list(rotation, i, c);
             self.counts.add(state);
             self.mixed += usize::from(mixed);
@@ -199,8 +201,10 @@ impl Tally {
         }
     }
 
-    /// Takes child `i`'s new contribution.
+    /// Takes child `i`'s new contribution (and its new subchannels, if any).
     fn update(&mut self, rotation: &mut RotationBuilder, i: usize, c: &Child) {
+        // `i` is a member: cannot fail.
+        let _ = rotation.set_member(i, c.subconns());
         let (state, mixed) = Self::list(rotation, i, c);
         self.counts.record(self.states[i], state);
         self.mixed = self.mixed + usize::from(mixed) - usize::from(self.mixed_at[i]);
@@ -243,16 +247,16 @@ impl RoundRobin {
     /// select from changed (`RotationBuilder::changed`), reusing the chunks
     /// of unchanged children: no reference counts, no subchannel read.
     fn regenerate(&mut self, cc: &mut dyn ClientConn, changed: Option<&str>) {
-        let version = self.children.version();
+        let layout = self.children.layout();
         let one = changed
-            .filter(|_| self.tally.version == Some(version))
+            .filter(|_| self.tally.layout == Some(layout))
             .and_then(|key| self.children.position(key))
             .filter(|i| *i < self.tally.states.len());
         match one.and_then(|i| Some((i, self.children.at(i)?))) {
             Some((i, child)) => self.tally.update(&mut self.rotation, i, child),
             None => self
                 .tally
-                .rebuild(&mut self.rotation, &self.children, version),
+                .rebuild(&mut self.rotation, &self.children, layout),
         }
         debug_assert_eq!(self.tally.states.len(), self.children.len());
         let counts = self.tally.counts;
@@ -382,5 +386,76 @@ impl Balancer for RoundRobin {
 
     fn close(&mut self, cc: &mut dyn ClientConn) {
         self.children.close(cc);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::balancer::testing::TestClientConn;
+    use crate::{Address, Endpoint};
+
+    /// Dual-address endpoints whose first addresses fail to connect, one
+    /// endpoint after another (a fleet whose IPv6 is down): each
+    /// endpoint's pick_first makes a subchannel for its second address,
+    /// which comes up. Each step is one endpoint's change: the picker it
+    /// publishes rebuilds that endpoint's chunk and shares every other
+    /// with the picker before (all of them rebuilt, as before, is O(n) per
+    /// endpoint: O(n²) to bring a fleet up).
+    #[test]
+    #[cfg_attr(miri, ignore = "thousands of reports: minutes under Miri")]
+    fn endpoints_moving_to_their_next_address_rebuild_one_chunk_each() {
+        const N: usize = 3 * CHUNK + 10;
+        let second = |i: usize| format!("127.0.0.2:{}", 10_000 + i);
+        let endpoints = (0..N)
+            .map(|i| {
+                Endpoint::new(vec![
+                    Address::new(format!("127.0.0.1:{}", 10_000 + i)),
+                    Address::new(second(i)),
+                ])
+            })
+            .collect();
+        let mut cc = TestClientConn::new();
+        let mut rr = RoundRobin::default();
+        cc.update(&mut rr, ClientConnState::new(endpoints, None))
+            .unwrap();
+        let firsts: Vec<SubConnId> = cc.subconns().iter().map(|sc| sc.id()).collect();
+        assert_eq!(firsts.len(), N, "one subchannel per endpoint to start");
+        let chunks = |cc: &TestClientConn| -> Vec<crate::balancer::rotation::Chunk> {
+            cc.picker()
+                .and_then(|p| p.rotation())
+                .map(|r| r.chunks().to_vec())
+                .unwrap_or_default()
+        };
+        let mut seconds = Vec::new();
+        for (i, id) in firsts.iter().enumerate() {
+            cc.set_state(&mut rr, *id, ConnectivityState::Connecting);
+            cc.set_state(&mut rr, *id, ConnectivityState::TransientFailure);
+            let next = cc.subconn_for(&second(i)).expect("the next address's").id();
+            let before = chunks(&cc);
+            cc.set_state(&mut rr, next, ConnectivityState::Ready);
+            let after = chunks(&cc);
+            let rebuilt = after
+                .iter()
+                .enumerate()
+                .filter(|(c, chunk)| before.get(*c).is_none_or(|b| !Arc::ptr_eq(b, chunk)))
+                .count();
+            assert!(rebuilt <= 1, "endpoint {i}: {rebuilt} chunks rebuilt");
+            seconds.push(next);
+        }
+        assert_eq!(cc.state(), Some(ConnectivityState::Ready));
+        assert_eq!(chunks(&cc).iter().map(|c| c.len()).sum::<usize>(), N);
+        let picks = cc.picks(2 * N);
+        for (k, p) in picks.iter().enumerate() {
+            assert_eq!(
+                *p,
+                Some(seconds[(seconds.iter().position(|s| Some(*s) == picks[0]).unwrap() + k) % N])
+            );
+        }
+        assert!(
+            rr.rotation.pool_len() <= 2 * N + 256,
+            "{} kept",
+            rr.rotation.pool_len()
+        );
     }
 }

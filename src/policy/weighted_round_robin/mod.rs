@@ -96,10 +96,12 @@ pub(crate) struct WeightedRoundRobin {
     /// Shared with every endpoint's done hook.
     config: Arc<ArcSwap<WrrConfig>>,
     /// Per child, in `ChildManager` position order (so a rebuild over
-    /// 10,000 endpoints hashes no key), for `weights_version`.
+    /// 10,000 endpoints hashes no key), for `weights_layout`.
     weights: Vec<Weighted>,
-    /// The `ChildManager::version` `weights` is aligned with.
-    weights_version: Option<u64>,
+    /// The `ChildManager::layout` `weights` is aligned with (positions:
+    /// a child's new subchannel moves nothing, so it costs no realignment,
+    /// which would be O(endpoints) per subchannel).
+    weights_layout: Option<u64>,
     /// The READY endpoints of the last schedule, while no child changed:
     /// a weight update reuses them.
     ready_entries: Option<Entries>,
@@ -126,7 +128,7 @@ impl Default for WeightedRoundRobin {
             children: ChildManager::default(),
             config: Arc::new(ArcSwap::from_pointee(WrrConfig::default())),
             weights: Vec::new(),
-            weights_version: None,
+            weights_layout: None,
             ready_entries: None,
             timer: None,
             reported: None,
@@ -142,8 +144,8 @@ impl WeightedRoundRobin {
     /// for endpoints that stay (weights survive address updates), new for
     /// new ones, dropped with removed ones.
     fn align(&mut self, cc: &mut dyn ClientConn) {
-        let version = self.children.version();
-        if self.weights_version == Some(version) {
+        let layout = self.children.layout();
+        if self.weights_layout == Some(layout) {
             return;
         }
         let mut old: HashMap<String, Weighted> =
@@ -162,7 +164,7 @@ impl WeightedRoundRobin {
                 })
             })
             .collect();
-        self.weights_version = Some(version);
+        self.weights_layout = Some(layout);
         // Removed endpoints stop listening.
         for gone in old.into_values() {
             if let Some((_, _, id)) = gone.oob {
@@ -288,7 +290,7 @@ impl WeightedRoundRobin {
     fn schedule(&mut self, cc: &mut dyn ClientConn) -> Option<Scheduled> {
         let now = cc.now();
         let config = self.config.load();
-        if self.weights_version != Some(self.children.version()) {
+        if self.weights_layout != Some(self.children.layout()) {
             self.ready_entries = None;
             self.align(cc);
         }
@@ -380,7 +382,7 @@ impl Balancer for WeightedRoundRobin {
             self.stop_oob(cc);
             self.children.close(cc);
             self.weights.clear();
-            self.weights_version = None;
+            self.weights_layout = None;
             self.stop_timer(cc);
             self.reported = Some(ConnectivityState::TransientFailure);
             cc.update_state(
@@ -456,6 +458,6 @@ impl Balancer for WeightedRoundRobin {
         self.stop_oob(cc);
         self.children.close(cc);
         self.weights.clear();
-        self.weights_version = None;
+        self.weights_layout = None;
     }
 }
