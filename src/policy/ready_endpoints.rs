@@ -81,6 +81,9 @@ pub(crate) struct ReadyEndpoints<P: ReadyPicking> {
     slots: Vec<Option<usize>>,
     /// The READY children's subchannels, dense (swap-removed).
     ready: Vec<ReadyEndpoint>,
+    /// `ready`'s subchannels, in the same order: what the pool keeps when
+    /// it sheds the others.
+    held: Vec<Arc<SubConn>>,
     /// The policy's entries for `ready`, in the same order: what pickers
     /// pick from.
     table: ReadyList<P::Entry>,
@@ -102,6 +105,7 @@ impl<P: ReadyPicking> ReadyEndpoints<P> {
             states: Vec::new(),
             slots: Vec::new(),
             ready: Vec::new(),
+            held: Vec::new(),
             table: ReadyList::default(),
             counts: StateCounts::default(),
             reported: None,
@@ -130,30 +134,35 @@ impl<P: ReadyPicking> ReadyEndpoints<P> {
     /// takes it out. O(1).
     fn list(&mut self, i: usize, c: &Child) {
         let now = Self::ready_subconn(c).and_then(|sc| {
-            // Held before any picker can list it.
-            self.pool.add(sc);
             let ready = ReadyEndpoint {
                 member: i,
                 subconn: NonNull::from(&**sc),
             };
-            Some((ready, self.picking.entry(ready)?))
+            Some((sc, ready, self.picking.entry(ready)?))
         });
+        if let Some((sc, ..)) = now {
+            // Held before any picker can list it.
+            self.pool.add(sc);
+        }
         match (self.slots[i], now) {
-            (Some(at), Some((ready, entry))) => {
+            (Some(at), Some((sc, ready, entry))) => {
                 if self.ready[at].subconn != ready.subconn {
                     self.ready[at] = ready;
+                    self.held[at] = sc.clone();
                     self.table.set(at, entry);
                     self.stale = true;
                 }
             }
-            (None, Some((ready, entry))) => {
+            (None, Some((sc, ready, entry))) => {
                 self.slots[i] = Some(self.ready.len());
                 self.ready.push(ready);
+                self.held.push(sc.clone());
                 self.table.push(entry);
                 self.stale = true;
             }
             (Some(at), None) => {
                 self.ready.swap_remove(at);
+                self.held.swap_remove(at);
                 self.table.swap_remove(at);
                 if let Some(moved) = self.ready.get(at) {
                     self.slots[moved.member] = Some(at);
@@ -181,11 +190,10 @@ impl<P: ReadyPicking> ReadyEndpoints<P> {
                 self.states[i] = c.state();
                 self.list(i, c);
             }
-            if self.pool.bloated(self.ready.len()) {
+            if self.pool.bloated(self.held.len()) {
                 // Subchannels listed once and long gone: shed them (O(1)
                 // per subchannel added since the last time).
-                self.pool
-                    .reset(children.iter().filter_map(|c| Self::ready_subconn(c)));
+                self.pool.reset(&self.held);
             }
             self.children = children;
             return;
@@ -198,6 +206,7 @@ impl<P: ReadyPicking> ReadyEndpoints<P> {
         self.states.clear();
         self.slots = vec![None; children.len()];
         self.ready.clear();
+        self.held.clear();
         self.table.clear();
         self.counts = StateCounts::default();
         // Before listing: entries are made from the new members' state.

@@ -172,7 +172,15 @@ impl Tally {
             .single()
             .filter(|_| c.state() == ConnectivityState::Ready);
         let mixed = match single {
-            Some(sc) => rotation.list(i, Some(sc)).is_err(),
+            // Not one the builder knows the child has: the child made it
+            // since (its next address), so the builder learns the child's
+            // subchannels again, O(the child's), once per new one it
+            // connects on rather than for every one it makes.
+            Some(sc) => {
+                rotation.list(i, Some(sc)).is_err()
+                    && (rotation.set_member(i, c.subconns()).is_err()
+                        || rotation.list(i, Some(sc)).is_err())
+            }
             None => c.state() == ConnectivityState::Ready,
         };
         if single.is_none() || mixed {
@@ -191,8 +199,6 @@ impl Tally {
             ..Tally::default()
         };
         for (i, c) in children.iter().enumerate() {
-            // `i` is a member: cannot fail.
-            let _ = rotation.set_member(i, c.subconns());
             let (state, mixed) = Self::list(rotation, i, c);
             self.counts.add(state);
             self.mixed += usize::from(mixed);
@@ -201,10 +207,8 @@ impl Tally {
         }
     }
 
-    /// Takes child `i`'s new contribution (and its new subchannels, if any).
+    /// Takes child `i`'s new contribution.
     fn update(&mut self, rotation: &mut RotationBuilder, i: usize, c: &Child) {
-        // `i` is a member: cannot fail.
-        let _ = rotation.set_member(i, c.subconns());
         let (state, mixed) = Self::list(rotation, i, c);
         self.counts.record(self.states[i], state);
         self.mixed = self.mixed + usize::from(mixed) - usize::from(self.mixed_at[i]);
