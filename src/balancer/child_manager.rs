@@ -1042,7 +1042,9 @@ mod tests {
     fn a_childs_subconns_follow_their_shutdowns_and_keep_creation_order() {
         let mut cc = TestClientConn::new();
         let mut m = ChildManager::new();
+        let before = m.layout();
         m.add(&mut cc, "rr", Arc::new(RoundRobinBuilder));
+        assert_ne!(m.layout(), before, "a child came");
         let update = |keep: &[usize]| {
             ClientConnState::from_addresses(
                 keep.iter().map(|i| Address::new(addr(*i))).collect(),
@@ -1063,7 +1065,7 @@ mod tests {
         let gone = cc.shutdowns().to_vec();
         assert_eq!(gone.len(), 4);
         assert_eq!(addrs(&m).len(), 8, "owned until their SHUTDOWN comes");
-        let version = m.version();
+        let (version, layout) = (m.version(), m.layout());
         // Last first, then the rest.
         for id in gone.iter().rev() {
             assert_eq!(
@@ -1072,6 +1074,9 @@ mod tests {
             );
         }
         assert!(m.version() > version);
+        // A child's subchannels changed; the children did not move.
+        assert_eq!(m.layout(), layout);
+        assert_eq!(m.position("rr"), Some(0));
         assert_eq!(addrs(&m), kept.iter().map(|i| addr(*i)).collect::<Vec<_>>());
         // A SHUTDOWN heard again reaches nobody.
         assert_eq!(m.subconn_state(&mut cc, gone[0], &shutdown()), None);
