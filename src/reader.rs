@@ -9,7 +9,7 @@ use crate::balancer::picker::{
 };
 use crate::balancer::ready_list::UniformTable;
 use crate::balancer::rotation::{Chunk, RotationEntry};
-use crate::balancer::stride::{ScheduleEntry, StrideSchedule};
+use crate::balancer::stride::{Hand, ScheduleEntry, StrideSchedule};
 use crate::balancer::subconn::SubConn;
 use crate::channel::{Channel, ChannelShared, Table};
 use crate::publish::{Cache, Hold, Slot};
@@ -127,6 +127,10 @@ pub struct Reader {
     /// one generation check and one call.
     picker: PickerPtr,
     local: PickLocal,
+    /// The cached stride schedule's next steps, taken ahead (named by
+    /// `inline_generation` when taken): a weighted_round_robin pick at
+    /// hand is a rotation's step.
+    hand: Hand,
     /// The done hooks of the `PickRef` that borrows this reader, if any.
     ref_hooks: RefHooks,
     /// The pick kept in the reader (see `try_pick_kept`), if not finished.
@@ -167,6 +171,7 @@ impl Reader {
             flat_generation: NO_ROTATION,
             picker: PickerPtr::placeholder(),
             local,
+            hand: Hand::new(),
             ref_hooks: RefHooks {
                 picker: NO_HOOKS,
                 owed: Owed::Nothing,
@@ -443,7 +448,7 @@ impl Reader {
     /// rotation (round_robin, pick_first, outlier_detection over them), a
     /// draw from the cached flat uniform table (random over a few
     /// endpoints) or a step of the cached stride schedule
-    /// (weighted_round_robin) that needs no batch worked out, kept in the
+    /// (weighted_round_robin) already at hand (`Hand`), kept in the
     /// reader; `None` for anything else. It touches few registers and calls
     /// nothing, so a C entry point that tries it first (and only then the
     /// other inline tables) saves and restores none on these picks.
@@ -467,8 +472,9 @@ impl Reader {
         } else if generation == self.flat_generation {
             self.draw_flat()
         } else if let Some(e) = self.step_at_hand(generation) {
-            // A stride schedule's step, while the reader's batch has one
-            // (its work-out is a call, left to `try_pick_kept_cached`).
+            // A stride schedule's step, while the reader's hand has one
+            // (taking the next batch is a call, left to
+            // `try_pick_kept_cached`).
             // SAFETY: see `step_at_hand`.
             let e = unsafe { e.as_ref() };
             self.kept.owed = Owed::Load(e.hook_ptr());
@@ -691,9 +697,17 @@ impl Reader {
     ) -> Option<(Listed, Owed)> {
         match self.inline.0 {
             Inline::Schedule(s) => {
-                // SAFETY: found in the picker of the cached table at the
-                // current generation, which the cache keeps alive.
-                let e = unsafe { s.as_ref() }.next(&mut self.local);
+                let e = match self.hand.next(self.inline_generation) {
+                    // SAFETY: see `step_at_hand`.
+                    Some(e) => unsafe { e.as_ref() },
+                    // SAFETY: found in the picker of the cached table at
+                    // the current generation, which the cache keeps alive.
+                    None => unsafe { s.as_ref() }.fill(
+                        &mut self.local,
+                        &mut self.hand,
+                        self.inline_generation,
+                    ),
+                };
                 Some((NonNull::from(e.listed()), Owed::Load(e.hook_ptr())))
             }
             Inline::Uniform(u) => {
@@ -746,18 +760,16 @@ impl Reader {
     }
 
     /// The next step of the cached stride schedule when the current table
-    /// (at `generation`) is one and the reader's batch from it has a step
-    /// left; `None`, having changed nothing, otherwise. The entry lives in
-    /// the cached table's picker (as a `Listed`'s does).
+    /// (at `generation`) is the one the reader's hand was taken from and
+    /// the hand has a step left; `None`, having changed nothing, otherwise.
+    /// The entry lives in the cached table's picker (as a `Listed`'s
+    /// does): the hand is taken from the inline table at
+    /// `inline_generation` (`pick_inline`), and the cache keeps the table
+    /// at a generation as long as that generation is current (it moves
+    /// only in `sync_rotation`, which forgets a hand of another).
     #[inline(always)]
     fn step_at_hand(&mut self, generation: u64) -> Option<NonNull<ScheduleEntry>> {
-        let Some(Inline::Schedule(s)) = self.inline_at(generation) else {
-            return None;
-        };
-        // SAFETY: found in the picker of the cached table at the current
-        // generation, which the cache keeps alive.
-        let e = unsafe { s.as_ref() }.next_at_hand(&mut self.local)?;
-        Some(NonNull::from(e))
+        self.hand.next(generation)
     }
 
     /// A least-loaded pick from the cached table at `generation` when it
@@ -897,6 +909,10 @@ impl Reader {
             (NonNull::from(chunks).cast::<Chunk>(), chunks.len(), start)
         });
         let generation = self.cache.generation();
+        if generation != self.synced_generation {
+            // Its entries may be gone with the table moved from.
+            self.hand.clear();
+        }
         self.picker = picker;
         self.synced_generation = generation;
         self.inline_generation = match inline {

@@ -159,15 +159,34 @@ impl StrideSchedule {
         self.entry(i)
     }
 
-    /// `next` when it needs no batch worked out (the reader's batch from
-    /// this weighted schedule has a step left, or the schedule is
-    /// unweighted) and no division; `None` otherwise, having changed
-    /// nothing. The work-out is a call: a caller that wants to save no
-    /// registers tries this first.
-    #[inline(always)]
-    pub(crate) fn next_at_hand(&self, local: &mut PickLocal) -> Option<&ScheduleEntry> {
-        let i = self.strides.next_index_at_hand(local)?;
-        Some(self.entry(i))
+    /// `next`, and the steps after it (up to a batch's worth) put in
+    /// `hand` as pointers to their entries, named `generation` (the
+    /// caller's name for this schedule: a hand from it is good only while
+    /// the caller still holds this schedule under that name).
+    pub(crate) fn fill(
+        &self,
+        local: &mut PickLocal,
+        hand: &mut Hand,
+        generation: u64,
+    ) -> &ScheduleEntry {
+        let mut len = 0;
+        let steps = hand.steps.as_mut_ptr();
+        self.strides.drain(local, |i| {
+            debug_assert!(len < BATCH);
+            // SAFETY: `drain` hands out at most `BATCH` steps, so `len` is
+            // below `BATCH`, the length of `steps`.
+            unsafe { *steps.add(len) = NonNull::from(self.entry(i)) };
+            len += 1;
+        });
+        hand.generation = generation;
+        hand.at = 1;
+        hand.len = len as u32;
+        match len {
+            // `drain` hands out at least one step: never.
+            0 => self.next(local),
+            // SAFETY: just set from an entry of `self`, borrowed as long.
+            _ => unsafe { hand.steps[0].as_ref() },
+        }
     }
 
     #[inline(always)]
@@ -187,6 +206,57 @@ static SCHEDULES: AtomicU64 = AtomicU64::new(1);
 
 /// How many steps a batch works out: one bit each in the reader's mask.
 const BATCH: usize = 64;
+
+/// Steps of a stride schedule taken ahead for one reader (`fill`), as
+/// pointers to their entries: a step at hand is then a rotation's step
+/// (no batch to look into, no schedule to check but by its name), and the
+/// schedule's own arithmetic runs once per batch.
+pub(crate) struct Hand {
+    /// The name `fill` was given (`EMPTY`: none).
+    generation: u64,
+    /// The next step, and where they end (`at <= len <= BATCH`).
+    at: u32,
+    len: u32,
+    steps: [NonNull<ScheduleEntry>; BATCH],
+}
+
+// SAFETY: pointers to `ScheduleEntry`s (`Send + Sync`), only ever read,
+// and only by the one reader that holds the hand.
+unsafe impl Send for Hand {}
+
+impl Hand {
+    /// A name no schedule is given.
+    pub(crate) const EMPTY: u64 = u64::MAX;
+
+    pub(crate) fn new() -> Hand {
+        Hand {
+            generation: Hand::EMPTY,
+            at: 0,
+            len: 0,
+            steps: [NonNull::dangling(); BATCH],
+        }
+    }
+
+    /// The next step at hand, if the hand is from the schedule named
+    /// `generation` and has one left. The entry lives in that schedule.
+    #[inline(always)]
+    pub(crate) fn next(&mut self, generation: u64) -> Option<NonNull<ScheduleEntry>> {
+        if generation != self.generation || self.at >= self.len {
+            return None;
+        }
+        // `at < len <= BATCH`: the mask keeps the index as is, and lets
+        // the compiler drop its bounds check.
+        let e = self.steps[self.at as usize % BATCH];
+        self.at += 1;
+        Some(e)
+    }
+
+    /// Forgets the steps (their schedule is no longer held).
+    pub(crate) fn clear(&mut self) {
+        self.generation = Hand::EMPTY;
+        self.len = 0;
+    }
+}
 
 /// The schedule's arithmetic, apart from what it schedules.
 ///
@@ -253,36 +323,58 @@ impl Strides {
         if self.unweighted {
             return self.step_unweighted(local.sequence());
         }
-        if let Some(i) = self.next_index_at_hand(local) {
-            return i;
+        if !self.has_batch(local) {
+            self.work_out(local);
         }
-        self.work_out(local);
         self.take(local)
     }
 
-    /// The next step taken in the reader's batch from this weighted
-    /// schedule, or an unweighted schedule's next step; `None` (nothing
-    /// changed) when a batch must be worked out first, or the sequence
-    /// was left out of range by another schedule (making it good
-    /// divides: `next_index`'s work).
+    /// Whether the reader's batch is this schedule's and has a step left.
     #[inline(always)]
-    fn next_index_at_hand(&self, local: &mut PickLocal) -> Option<usize> {
-        if self.unweighted {
-            let seq = local.sequence();
-            let (i, gen) = (*seq as u32, (*seq >> 32) as u32);
-            if i >= self.n || gen >= u32::from(MAX_WEIGHT) {
-                return None;
-            }
-            // `step_unweighted` from a position in range.
-            let next = if i + 1 == self.n { 0 } else { i + 1 };
-            *seq = (u64::from(gen) << 32) | u64::from(next);
-            return Some(i as usize);
-        }
+    fn has_batch(&self, local: &mut PickLocal) -> bool {
         let batch = local.batch();
-        if batch.schedule != self.id || batch.taken == 0 {
-            return None;
+        batch.schedule == self.id && batch.taken != 0
+    }
+
+    /// `next_index`'s next steps, in order, to `f`: what is left of the
+    /// reader's batch from this schedule, else a batch worked out (a
+    /// `BATCH` of steps if unweighted). 1 to `BATCH` of them; the batch is
+    /// left with none.
+    #[inline(always)]
+    fn drain(&self, local: &mut PickLocal, mut f: impl FnMut(usize)) {
+        if self.unweighted {
+            // `step_unweighted`, a batch of times.
+            let seq = local.sequence();
+            let (mut i, gen) = self.position(*seq);
+            for _ in 0..BATCH {
+                f(i as usize);
+                i = if i + 1 == self.n { 0 } else { i + 1 };
+            }
+            *seq = (u64::from(gen) << 32) | u64::from(i);
+            return;
         }
-        Some(self.take(local))
+        if !self.has_batch(local) {
+            self.work_out(local);
+        }
+        // `take` until none is left, with the batch in registers.
+        let batch = local.batch();
+        let (mut taken, from) = (batch.taken, batch.from as usize);
+        batch.taken = 0;
+        // `work_out` left `from < n`: lanes `from..from + BATCH` exist
+        // (`get` keeps this panic-free all the same).
+        let Some(lanes) = self
+            .entry
+            .get(from..from + BATCH)
+            .and_then(|l| <&[u32; BATCH]>::try_from(l).ok())
+        else {
+            return;
+        };
+        while taken != 0 {
+            let k = taken.trailing_zeros() as usize;
+            taken &= taken - 1;
+            // `k < BATCH`: the mask changes nothing.
+            f(lanes[k % BATCH] as usize);
+        }
     }
 
     /// The next step taken in the reader's batch, which is this
@@ -555,10 +647,11 @@ mod tests {
         }
     }
 
-    /// The step at hand is `next_index`'s step whenever it is taken, and
-    /// leaves a sequence out of range (another schedule's) to it.
+    /// Steps drained a batch at a time are `next_index`'s steps, from any
+    /// sequence (one left out of range by another schedule too), after
+    /// any number of steps taken one at a time.
     #[test]
-    fn a_step_at_hand_is_the_next_step() {
+    fn drained_steps_are_the_next_steps() {
         let weights = [1, 2, MAX_WEIGHT, 300, MAX_WEIGHT];
         for w in [Some(&weights[..]), None] {
             let s = Strides::new(5, w).unwrap();
@@ -571,23 +664,23 @@ mod tests {
                 9,
                 u64::MAX,
             ] {
-                let (mut at_hand, mut general) = (PickLocal::new(5), PickLocal::new(5));
-                *at_hand.sequence() = seq;
-                *general.sequence() = seq;
-                let mut taken = 0;
-                for step in 0..300 {
-                    let want = s.next_index(&mut general);
-                    let got = match s.next_index_at_hand(&mut at_hand) {
-                        Some(i) => {
-                            taken += 1;
-                            i
-                        }
-                        None => s.next_index(&mut at_hand),
-                    };
-                    assert_eq!(got, want, "{w:?} from {seq:#x}, step {step}");
-                    assert_eq!(*at_hand.sequence(), *general.sequence());
+                for singles in [0, 1, 7] {
+                    let (mut drained, mut general) = (PickLocal::new(5), PickLocal::new(5));
+                    *drained.sequence() = seq;
+                    *general.sequence() = seq;
+                    let mut got = Vec::new();
+                    for _ in 0..singles {
+                        got.push(s.next_index(&mut drained));
+                    }
+                    while got.len() < 300 {
+                        let before = got.len();
+                        s.drain(&mut drained, |i| got.push(i));
+                        assert!((1..=BATCH).contains(&(got.len() - before)));
+                    }
+                    let want: Vec<usize> =
+                        (0..got.len()).map(|_| s.next_index(&mut general)).collect();
+                    assert_eq!(got, want, "{w:?} from {seq:#x}, {singles} singles");
                 }
-                assert!(taken > 250, "{w:?} from {seq:#x}: {taken} at hand");
             }
         }
     }

@@ -113,3 +113,32 @@ fn a_weighted_pick_calls_its_load_hook_only_for_a_done_with_load_even_as_words()
     let pick = rr.reader().try_pick(&PickInfo::default()).unwrap();
     assert!(!pick.reports_outcome() && !pick.wants_outcome_without_load());
 }
+
+/// A reader takes a batch of schedule steps ahead; a new schedule
+/// published meanwhile (a third endpoint) must not be answered from the
+/// old one's steps, whatever kind of pick comes next: every pick after the
+/// reader saw the new table can go to the newcomer, and picks never touch
+/// the old table once it is gone (Miri checks that part).
+#[test]
+fn steps_taken_ahead_end_with_their_schedule() {
+    for kind in PICK_KINDS {
+        let (host, rt) = (Host::new(), Runtime::new().unwrap());
+        let ch = ready(&host, &rt);
+        let mut r = ch.reader();
+        // A few picks: the rest of a batch is left at hand.
+        let before = split_by_kind(&mut r, kind, 5, |_| Vec::new());
+        assert_eq!(before.values().sum::<usize>(), 5, "{kind}");
+        ch.update_addresses(addrs(&["a:1", "b:1", "c:1"])).unwrap();
+        host.wait("c connecting", |evs| {
+            evs.iter().filter(|e| matches!(e, Ev::Connect(_))).count() == 3
+        });
+        report(&ch, &host, &["c:1"], Ready);
+        ch.sync().unwrap();
+        let after = split_by_kind(&mut r, kind, 30, |_| Vec::new());
+        assert_eq!(after.len(), 3, "{kind}: {after:?}");
+        assert!(
+            after["c:1"] >= 9,
+            "{kind}: an even split of three: {after:?}"
+        );
+    }
+}
