@@ -85,6 +85,27 @@ pub struct Endpoint {
 }
 
 impl Endpoint {
+    /// `n` endpoints of two addresses each (a dual-stack fleet, on
+    /// loopback): endpoint `i` at 127.0.0.1:`port + i`, then
+    /// `Endpoint::second_of(i, port)` (unit tests).
+    #[cfg(test)]
+    pub(crate) fn dual_address(n: usize, port: usize) -> Vec<Endpoint> {
+        (0..n)
+            .map(|i| {
+                Endpoint::new(vec![
+                    Address::new(format!("127.0.0.1:{}", port + i)),
+                    Address::new(Endpoint::second_of(i, port)),
+                ])
+            })
+            .collect()
+    }
+
+    /// The second address of `dual_address`'s endpoint `i`.
+    #[cfg(test)]
+    pub(crate) fn second_of(i: usize, port: usize) -> String {
+        format!("127.0.0.2:{}", port + i)
+    }
+
     /// An endpoint of these addresses; its weight is the first address's.
     pub fn new(addresses: Vec<Address>) -> Endpoint {
         let weight = addresses.first().map(|a| a.weight).unwrap_or(0);

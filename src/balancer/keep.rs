@@ -100,14 +100,7 @@ mod tests {
     use crate::address::Address;
 
     fn subconns(n: u64) -> Vec<Arc<SubConn>> {
-        (0..n)
-            .map(|i| {
-                Arc::new(SubConn::new(
-                    SubConnId(i),
-                    Address::new(format!("127.0.0.1:{}", 1000 + i)),
-                ))
-            })
-            .collect()
+        SubConn::numbered(n)
     }
 
     #[test]

@@ -533,18 +533,9 @@ impl RotationBuilder {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::address::Address;
-    use crate::balancer::subconn::SubConnId;
 
     fn subconns(n: u64) -> Vec<Arc<SubConn>> {
-        (0..n)
-            .map(|i| {
-                Arc::new(SubConn::new(
-                    SubConnId(i),
-                    Address::new(format!("127.0.0.1:{}", 1000 + i)),
-                ))
-            })
-            .collect()
+        SubConn::numbered(n)
     }
 
     fn ids(r: &Rotation) -> Vec<u64> {

@@ -35,6 +35,19 @@ pub(crate) const NO_SLOT: u32 = u32::MAX;
 pub(crate) struct Attached(pub(crate) Arc<dyn std::any::Any + Send + Sync>);
 
 impl SubConn {
+    /// `n` subchannels with ids `0..n`, at 127.0.0.1:1000 on (unit tests).
+    #[cfg(test)]
+    pub(crate) fn numbered(n: u64) -> Vec<Arc<SubConn>> {
+        (0..n)
+            .map(|i| {
+                Arc::new(SubConn::new(
+                    SubConnId(i),
+                    Address::new(format!("127.0.0.1:{}", 1000 + i)),
+                ))
+            })
+            .collect()
+    }
+
     pub(crate) fn new(id: SubConnId, address: Address) -> SubConn {
         SubConn::with_slot(id, NO_SLOT, address)
     }

@@ -1389,15 +1389,8 @@ mod tests {
     #[test]
     fn endpoints_moving_to_their_next_address_are_tracked_one_at_a_time() {
         const N: usize = 40;
-        let second = |i: usize| format!("127.0.0.2:{}", 1000 + i);
-        let endpoints = (0..N)
-            .map(|i| {
-                crate::Endpoint::new(vec![
-                    Address::new(format!("127.0.0.1:{}", 1000 + i)),
-                    Address::new(second(i)),
-                ])
-            })
-            .collect();
+        let second = |i: usize| crate::Endpoint::second_of(i, 1000);
+        let endpoints = crate::Endpoint::dual_address(N, 1000);
         let cfg = json!({"childPolicy": [{"round_robin": {}}], "failurePercentageEjection": {}});
         let parsed = OutlierDetectionBuilder.parse_config(&cfg).unwrap();
         let mut cc = TestClientConn::new();

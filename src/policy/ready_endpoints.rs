@@ -486,15 +486,8 @@ mod tests {
     #[cfg_attr(miri, ignore = "thousands of reports: minutes under Miri")]
     fn endpoints_moving_to_their_next_address_cost_one_change_each() {
         const N: usize = 2 * CHUNK + 10;
-        let second = |i: usize| format!("127.0.0.2:{}", 10_000 + i);
-        let endpoints = (0..N)
-            .map(|i| {
-                crate::Endpoint::new(vec![
-                    Address::new(format!("127.0.0.1:{}", 10_000 + i)),
-                    Address::new(second(i)),
-                ])
-            })
-            .collect();
+        let second = |i: usize| crate::Endpoint::second_of(i, 10_000);
+        let endpoints = crate::Endpoint::dual_address(N, 10_000);
         let mut cc = TestClientConn::new();
         let mut lr = ReadyEndpoints::new(CountMembers(LeastRequest::default(), 0));
         cc.update(&mut lr, ClientConnState::new(endpoints, None))

@@ -397,7 +397,7 @@ impl Balancer for RoundRobin {
 mod tests {
     use super::*;
     use crate::balancer::testing::TestClientConn;
-    use crate::{Address, Endpoint};
+    use crate::Endpoint;
 
     /// Dual-address endpoints whose first addresses fail to connect, one
     /// endpoint after another (a fleet whose IPv6 is down): each
@@ -410,15 +410,8 @@ mod tests {
     #[cfg_attr(miri, ignore = "thousands of reports: minutes under Miri")]
     fn endpoints_moving_to_their_next_address_rebuild_one_chunk_each() {
         const N: usize = 3 * CHUNK + 10;
-        let second = |i: usize| format!("127.0.0.2:{}", 10_000 + i);
-        let endpoints = (0..N)
-            .map(|i| {
-                Endpoint::new(vec![
-                    Address::new(format!("127.0.0.1:{}", 10_000 + i)),
-                    Address::new(second(i)),
-                ])
-            })
-            .collect();
+        let second = |i: usize| Endpoint::second_of(i, 10_000);
+        let endpoints = Endpoint::dual_address(N, 10_000);
         let mut cc = TestClientConn::new();
         let mut rr = RoundRobin::default();
         cc.update(&mut rr, ClientConnState::new(endpoints, None))
