@@ -94,6 +94,34 @@ fn msg_header(len: u32) -> Vec<u8> {
 // FLOW_CONTROL_ERROR, and the next call goes on a new connection.
 #[test]
 fn stream_flow_control_violation_resets_only_that_stream_as_go() {
+    // Which window the blast overruns first depends on when the client
+    // last gave each back (h2 sends the stream's and the connection's
+    // WINDOW_UPDATEs at their own thresholds): now and then (about one run
+    // in dozens, under load) the connection's runs out a frame earlier,
+    // and the client ends the connection, GOAWAY FLOW_CONTROL_ERROR, as
+    // RFC 9113 has it. That run says nothing about the stream's reset: run
+    // the scenario again (at most three times in all).
+    for attempt in 1..=3 {
+        match flow_control_blast() {
+            Blast::StreamReset => return,
+            Blast::ConnectionFirst(log) if attempt < 3 => {
+                eprintln!("attempt {attempt}: the connection's window ran out first: {log:?}")
+            }
+            Blast::ConnectionFirst(log) => panic!("three times the connection first: {log:?}"),
+        }
+    }
+}
+
+/// How a flow-control blast ended (see the test above).
+enum Blast {
+    StreamReset,
+    ConnectionFirst(Vec<(usize, Ev)>),
+}
+
+/// One connection whose server blasts DATA past the stream's window: the
+/// client resets that stream (asserted in full), or, the connection's
+/// window running out first, ends the connection (`ConnectionFirst`).
+fn flow_control_blast() -> Blast {
     let server = Server::start(|c| {
         c.greet()?;
         let s = c.request()?.unwrap();
@@ -165,6 +193,13 @@ fn stream_flow_control_violation_resets_only_that_stream_as_go() {
         log.iter().any(|(i, e)| *i == 0 && *e == Ev::Rst(1, 0x3)),
         outcome(&next).0,
     );
+    let connection_first = log
+        .first()
+        .is_some_and(|(i, e)| *i == 0 && matches!(e, Ev::GoAway(0, 0x3, _)));
+    if got == (Code::Unavailable, false, Code::Ok) && connection_first {
+        ch.close();
+        return Blast::ConnectionFirst(log);
+    }
     assert_eq!(
         got,
         (Code::Internal, true, Code::Ok),
@@ -177,6 +212,7 @@ fn stream_flow_control_violation_resets_only_that_stream_as_go() {
     let goaway = log.iter().position(|(_, e)| matches!(e, Ev::GoAway(..)));
     assert!(goaway.is_none_or(|g| rst.is_some_and(|r| r < g)), "{log:?}");
     ch.close();
+    Blast::StreamReset
 }
 
 fn blaster_wait(_stop: &AtomicBool) -> Option<()> {
