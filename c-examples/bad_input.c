@@ -462,8 +462,25 @@ int main(void) {
      * refuses it), with a subchannel ready to pick. */
     sy_pick_request req = {0};
     sy_borrowed_pick kept;
+    sy_outcome done;
     req.request_hash = 42;
     EXPECT(sy_reader_pick(reader, &req, &kept), SY_INVALID_ARGUMENT);
+    /* sy_reader_next: bad arguments change nothing, the kept pick included. */
+    memset(&done, 0, sizeof done);
+    EXPECT(sy_reader_next(NULL, NULL, NULL, &kept), SY_NULL_PARAMETER);
+    EXPECT(sy_reader_next(reader, NULL, NULL, NULL), SY_NULL_PARAMETER);
+    EXPECT(sy_reader_next(reader, &done, NULL, &kept), SY_INVALID_ARGUMENT); /* nothing kept */
+    OK(sy_reader_next(reader, NULL, NULL, &kept));
+    EXPECT(sy_reader_next(reader, &done, &req, &kept), SY_INVALID_ARGUMENT); /* the hash */
+    done.grpc_code = 17; /* unknown gRPC code */
+    EXPECT(sy_reader_next(reader, &done, NULL, &kept), SY_INVALID_ARGUMENT);
+    done.grpc_code = 0;
+    done.metrics_len = 1; /* and no metrics */
+    EXPECT(sy_reader_next(reader, &done, NULL, &kept), SY_NULL_PARAMETER);
+    done.metrics_len = 0;
+    OK(sy_reader_next(reader, &done, NULL, &kept));
+    OK(sy_reader_done(reader, 0, 0, NULL, 0));
+    EXPECT(sy_reader_done(reader, 0, 0, NULL, 0), SY_INVALID_ARGUMENT);
   }
   OK(sy_pick(reader, NULL, 0, NULL, 0, false, &r));
   EXPECT(sy_pick_done(&r, 17, 0, NULL, 0), SY_INVALID_ARGUMENT); /* unknown gRPC code */

@@ -110,6 +110,28 @@ int main(void) {
     sy_snapshot_json_free(json);
   }
 
+  /* An RPC thread whose RPCs follow one another: sy_reader_next reports
+   * each one's outcome and makes the next one's pick, in one call. */
+  {
+    sy_borrowed_pick kept;
+    sy_outcome outcome;
+    char *json = NULL;
+    memset(&outcome, 0, sizeof outcome);
+    OK(sy_reader_next(reader, NULL, NULL, &kept)); /* nothing to finish yet */
+    for (i = 0; i < 100; i++) {
+      CHECK(strcmp(((const backend *)kept.user_data)->name, addrs[1]) != 0);
+      outcome.grpc_code = i % 2 ? 0 : 14; /* every other one fails */
+      outcome.latency_ns = 1000;
+      OK(sy_reader_next(reader, &outcome, NULL, &kept));
+    }
+    OK(sy_reader_done(reader, 0, 1000, NULL, 0)); /* the last one */
+    OK(sy_channel_snapshot_json(ch, &json, NULL));
+    CHECK(sum_key(json, "calls_started") == N_PICKS + 100 + 1 + 101);
+    CHECK(sum_key(json, "calls_failed") == 101 + 50);
+    CHECK(sum_key(json, "calls_in_flight") == 0);
+    sy_snapshot_json_free(json);
+  }
+
   /* A pick outlives the channel: its address and user data stay valid. */
   {
     sy_pick_result held;

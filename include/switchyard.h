@@ -1059,6 +1059,27 @@ typedef struct sy_load_metric {
 } sy_load_metric;
 
 /**
+ * How an RPC ended, for `sy_reader_next`: what `sy_reader_done` takes, as
+ * a struct. Zero-initialized it is an OK with no latency and no load.
+ */
+typedef struct sy_outcome {
+  /**
+   * The RPC's gRPC status code, 0 = OK (0..=16).
+   */
+  uint32_t grpc_code;
+  /**
+   * How long the RPC took.
+   */
+  uint64_t latency_ns;
+  /**
+   * Optional named load metrics from the server (at most
+   * `SY_MAX_LOAD_METRICS`); NULL/0 for none.
+   */
+  const struct sy_load_metric *metrics;
+  size_t metrics_len;
+} sy_outcome;
+
+/**
  * A successful pick, written by `sy_pick` into caller-provided storage (stack
  * is fine), finished by `sy_pick_done`.
  *
@@ -1161,6 +1182,37 @@ sy_status sy_reader_done(struct sy_reader *reader,
                          uint64_t latency_ns,
                          const struct sy_load_metric *metrics,
                          size_t metrics_len);
+
+/**
+ * Finishes the reader's kept pick with `done` and makes the next kept
+ * pick, in one call: `sy_reader_done` then `sy_reader_pick`, for an RPC
+ * thread whose RPCs follow one another on this reader (a blocking RPC
+ * thread's loop). One call instead of two is what a pick + done costs
+ * when its work is a few nanoseconds: each call into a shared library
+ * costs about as much again.
+ *
+ * - `done`: the outcome of the reader's kept pick (see `sy_outcome`); NULL
+ *   when there is none to finish (the thread's first pick, or one after a
+ *   `sy_reader_done`): then it is `sy_reader_pick`.
+ * - `request`, `out`: as for `sy_reader_pick`.
+ *
+ * Errors in the arguments change nothing (the kept pick is left as it
+ * was, nothing written to `*out`, so the call can be repeated with valid
+ * ones): SY_NULL_PARAMETER, SY_INVALID_ARGUMENT (an unknown code, too
+ * many metrics, a bad request, a freed reader, or `done` with no pick to
+ * finish), SY_INVALID_UTF8 (a metric name, the method), SY_WRONG_CONTEXT
+ * (from a callback that this reader is running, or a waiting pick inside
+ * any switchyard callback). Otherwise the outcome has been reported, and
+ * the status is the pick's, as `sy_reader_pick`'s (SY_OK with `*out`
+ * written; SY_NO_SUBCHANNEL, SY_UNAVAILABLE, ...: no kept pick then), or
+ * SY_PANIC if a policy's code panicked (the pick's done hooks or picker).
+ * The reader's thread.
+ */
+SY_MUST_USE
+sy_status sy_reader_next(struct sy_reader *reader,
+                         const struct sy_outcome *done,
+                         const struct sy_pick_request *request,
+                         struct sy_borrowed_pick *out);
 
 /**
  * Picks a subchannel for one RPC, as a pick that may outlive the reader's

@@ -1,10 +1,12 @@
 //! Picking: a per-thread `sy_reader`, the pick the reader keeps
-//! (`sy_reader_pick` / `sy_reader_done`: no hold taken, a 32-byte result,
-//! the cheapest way through the header) and the pick that may be finished
-//! anywhere (`sy_pick` / `sy_pick_done`: an opaque token in the result).
+//! (`sy_reader_pick` / `sy_reader_done`: no hold taken, a 32-byte result;
+//! `sy_reader_next`: one's done and the next pick in one call, the cheapest
+//! way through the header) and the pick that may be finished anywhere
+//! (`sy_pick` / `sy_pick_done`: an opaque token in the result).
 //!
-//! The hot path (`sy_pick` / `sy_reader_pick` with `SY_NO_WAIT` on a hit,
-//! `sy_pick_done` / `sy_reader_done` without hooks) does no allocation, no
+//! The hot path (`sy_pick` / `sy_reader_pick` / `sy_reader_next` with
+//! `SY_NO_WAIT` on a hit, `sy_pick_done` / `sy_reader_done` /
+//! `sy_reader_next` without hooks) does no allocation, no
 //! TLS access, no lock and no shared-line RMW beyond what the core's
 //! `Reader::try_pick` does, and has no `catch_unwind`: it runs the library's
 //! own tables only, and nothing in it panics by construction (checked-only
@@ -17,7 +19,7 @@ use crate::callback::user_data_of;
 use crate::channel::{channel_ref, sy_channel, timeout_deadline, SY_NO_WAIT};
 use crate::error::{set_last, Error, Message};
 use crate::handle::{bury, Shell, BUSY, LIVE};
-use crate::macros::{boundary, boundary_or, refuse_in_callback};
+use crate::macros::{boundary, boundary_or, inside_callback, refuse_in_callback};
 use crate::status::sy_status;
 use crate::strings::slice_arg;
 use std::ffi::{c_char, c_void, CStr};
@@ -437,57 +439,94 @@ extern "C" fn reader_pick_general(
             return pick_fail(Error::null("reader and out must not be NULL"));
         }
         // SAFETY: NULL or readable per the contract.
-        let request = unsafe { request.as_ref() };
-        if request.is_some_and(|r| r.request_hash != 0 && !r.has_request_hash) {
-            return pick_fail(Error::invalid(
-                "request.request_hash is set but request.has_request_hash is false",
-            ));
-        }
-        let (method, method_len) =
-            request.map_or((std::ptr::null(), 0), |r| (r.method, r.method_len));
-        // SAFETY: `method_len` readable bytes per the contract.
-        let method = match unsafe { method_str(method, method_len) } {
-            Ok(m) => m,
+        let request = match unsafe { checked_request(request) } {
+            Ok(r) => r,
             Err(e) => return pick_fail(e),
         };
         // Entered: a policy's pick or done callback (the kept pick before this
         // one hears it was dropped), a picker's free or a release may run.
-        let mut r = match enter(reader) {
-            Ok(r) => r,
-            Err(e) => return pick_fail(e),
-        };
-        // A host's pick carries no metadata: ring_hash uses the hash (see sy_pick).
-        let info = PickInfo {
-            method,
-            hash: request
-                .filter(|r| r.has_request_hash)
-                .map(|r| r.request_hash),
-            ..PickInfo::default()
-        };
-        let timeout_ms = request.map_or(SY_NO_WAIT, |r| r.timeout_ms);
-        let result = if timeout_ms == SY_NO_WAIT {
-            r.reader.try_pick_kept(&info)
-        } else {
-            if let Err(e) = refuse_in_callback(
-                "a waiting pick inside a switchyard callback would block the loop",
-            ) {
-                return pick_fail(e);
-            }
-            let options = PickOptions {
-                deadline: timeout_deadline(timeout_ms),
-                wait_for_ready: request.is_some_and(|r| r.wait_for_ready),
-            };
-            r.reader.pick_kept(&info, &options)
-        };
-        match result {
-            Ok(sc) => {
-                // SAFETY: `out` is non-NULL and writable per the contract.
-                unsafe { write_borrowed(out, Handout::subconn(sc)) };
-                sy_status::SY_OK
-            }
-            Err(e) => pick_fail(pick_error(e)),
+        match enter(reader) {
+            // SAFETY: `out` is non-NULL and writable per the contract.
+            Ok(mut r) => unsafe { pick_entered(&mut r, &request, out) },
+            Err(e) => pick_fail(e),
         }
     })
+}
+
+/// A `sy_pick_request` whose fields have been checked.
+struct CheckedRequest<'a> {
+    /// A host's pick carries no metadata: ring_hash uses the hash (see
+    /// `sy_pick`).
+    info: PickInfo<'a>,
+    timeout_ms: u64,
+    wait_for_ready: bool,
+}
+
+/// Checks a request (NULL: all zero): a hash only with its flag, a method
+/// of readable UTF-8.
+///
+/// # Safety
+/// `request` is NULL or readable, its method `method_len` readable bytes.
+unsafe fn checked_request<'a>(
+    request: *const sy_pick_request,
+) -> Result<CheckedRequest<'a>, Error> {
+    // SAFETY: per the function's contract.
+    let Some(r) = (unsafe { request.as_ref() }) else {
+        return Ok(CheckedRequest {
+            info: PickInfo::default(),
+            timeout_ms: SY_NO_WAIT,
+            wait_for_ready: false,
+        });
+    };
+    if r.request_hash != 0 && !r.has_request_hash {
+        return Err(Error::invalid(
+            "request.request_hash is set but request.has_request_hash is false",
+        ));
+    }
+    Ok(CheckedRequest {
+        info: PickInfo {
+            // SAFETY: per the function's contract.
+            method: unsafe { method_str(r.method, r.method_len) }?,
+            hash: r.has_request_hash.then_some(r.request_hash),
+            ..PickInfo::default()
+        },
+        timeout_ms: r.timeout_ms,
+        wait_for_ready: r.wait_for_ready,
+    })
+}
+
+/// Makes a kept pick for a checked request on an entered reader, waiting
+/// if the request says so, and writes it to `out`.
+///
+/// # Safety
+/// `out` is non-NULL and writable.
+unsafe fn pick_entered(
+    r: &mut Entered<'_>,
+    request: &CheckedRequest<'_>,
+    out: *mut sy_borrowed_pick,
+) -> sy_status {
+    let result = if request.timeout_ms == SY_NO_WAIT {
+        r.reader.try_pick_kept(&request.info)
+    } else {
+        if let Err(e) =
+            refuse_in_callback("a waiting pick inside a switchyard callback would block the loop")
+        {
+            return pick_fail(e);
+        }
+        let options = PickOptions {
+            deadline: timeout_deadline(request.timeout_ms),
+            wait_for_ready: request.wait_for_ready,
+        };
+        r.reader.pick_kept(&request.info, &options)
+    };
+    match result {
+        Ok(sc) => {
+            // SAFETY: per the function's contract.
+            unsafe { write_borrowed(out, Handout::subconn(sc)) };
+            sy_status::SY_OK
+        }
+        Err(e) => pick_fail(pick_error(e)),
+    }
 }
 
 /// Fills `*out` with a kept pick: four plain stores.
@@ -593,6 +632,154 @@ fn no_kept_pick() -> sy_status {
         "the reader has no pick to finish (never picked with sy_reader_pick, already done, \
          or dropped by a later pick)",
     ))
+}
+
+/// How an RPC ended, for `sy_reader_next`: what `sy_reader_done` takes, as
+/// a struct. Zero-initialized it is an OK with no latency and no load.
+#[repr(C)]
+pub struct sy_outcome {
+    /// The RPC's gRPC status code, 0 = OK (0..=16).
+    pub grpc_code: u32,
+    /// How long the RPC took.
+    pub latency_ns: u64,
+    /// Optional named load metrics from the server (at most
+    /// `SY_MAX_LOAD_METRICS`); NULL/0 for none.
+    pub metrics: *const sy_load_metric,
+    pub metrics_len: usize,
+}
+
+/// Finishes the reader's kept pick with `done` and makes the next kept
+/// pick, in one call: `sy_reader_done` then `sy_reader_pick`, for an RPC
+/// thread whose RPCs follow one another on this reader (a blocking RPC
+/// thread's loop). One call instead of two is what a pick + done costs
+/// when its work is a few nanoseconds: each call into a shared library
+/// costs about as much again.
+///
+/// - `done`: the outcome of the reader's kept pick (see `sy_outcome`); NULL
+///   when there is none to finish (the thread's first pick, or one after a
+///   `sy_reader_done`): then it is `sy_reader_pick`.
+/// - `request`, `out`: as for `sy_reader_pick`.
+///
+/// Errors in the arguments change nothing (the kept pick is left as it
+/// was, nothing written to `*out`, so the call can be repeated with valid
+/// ones): SY_NULL_PARAMETER, SY_INVALID_ARGUMENT (an unknown code, too
+/// many metrics, a bad request, a freed reader, or `done` with no pick to
+/// finish), SY_INVALID_UTF8 (a metric name, the method), SY_WRONG_CONTEXT
+/// (from a callback that this reader is running, or a waiting pick inside
+/// any switchyard callback). Otherwise the outcome has been reported, and
+/// the status is the pick's, as `sy_reader_pick`'s (SY_OK with `*out`
+/// written; SY_NO_SUBCHANNEL, SY_UNAVAILABLE, ...: no kept pick then), or
+/// SY_PANIC if a policy's code panicked (the pick's done hooks or picker).
+/// The reader's thread.
+#[no_mangle]
+#[must_use]
+pub extern "C" fn sy_reader_next(
+    reader: *mut sy_reader,
+    done: *const sy_outcome,
+    request: *const sy_pick_request,
+    out: *mut sy_borrowed_pick,
+) -> sy_status {
+    // The hit path: `sy_reader_done`'s (a kept pick without hooks, a code
+    // without load) then `sy_reader_pick`'s, reached by a tail call.
+    // SAFETY: as in `sy_reader_pick`; `done` is NULL or readable.
+    if !reader.is_null()
+        && !out.is_null()
+        && !done.is_null()
+        && unsafe { addr_of!((*done).metrics_len).read() } == 0
+        && (request.is_null()
+            || unsafe {
+                addr_of!((*request).method_len).read() == 0
+                    && (addr_of!((*request).request_hash).read() == 0
+                        || addr_of!((*request).has_request_hash).read())
+                    // A waiting pick inside a callback is refused, before
+                    // the outcome is reported: the general way's.
+                    && (addr_of!((*request).timeout_ms).read() == SY_NO_WAIT
+                        || !inside_callback())
+            })
+        && unsafe { magic(reader) } == LIVE
+    {
+        // SAFETY: as above.
+        if let Some(code) = Code::from_u32(unsafe { addr_of!((*done).grpc_code).read() }) {
+            // SAFETY: as in `sy_reader_pick`.
+            let r = &mut unsafe { value_mut(reader) }.reader;
+            // The code still counts (snapshots).
+            if r.finish_kept_quietly(code == Code::Ok) {
+                if let Some(listed) = r.try_pick_kept_direct() {
+                    // SAFETY: as in `sy_reader_pick`.
+                    unsafe { write_borrowed(out, Handout::listed(&listed)) };
+                    return sy_status::SY_OK;
+                }
+                // SAFETY: the checks above are its contract's.
+                return unsafe { reader_pick_inline(reader, request, out) };
+            }
+        }
+    }
+    // SAFETY: forwarded contract.
+    unsafe { reader_next_general(reader, done, request, out) }
+}
+
+/// `sy_reader_next` past the hit path: checks every argument, then
+/// reports and picks. `extern "C"` for a tail call, as
+/// `reader_pick_general`.
+///
+/// # Safety
+/// `sy_reader_next`'s contract.
+#[inline(never)]
+unsafe extern "C" fn reader_next_general(
+    reader: *mut sy_reader,
+    done: *const sy_outcome,
+    request: *const sy_pick_request,
+    out: *mut sy_borrowed_pick,
+) -> sy_status {
+    if done.is_null() {
+        return sy_reader_pick(reader, request, out);
+    }
+    // Policy code runs here (done hooks, pickers, releases): guarded.
+    boundary_or(sy_status::SY_PANIC, || {
+        if reader.is_null() || out.is_null() {
+            return pick_fail(Error::null("reader and out must not be NULL"));
+        }
+        // SAFETY: non-NULL and readable per the contract.
+        let done = unsafe { done.read() };
+        let Some(code) = Code::from_u32(done.grpc_code) else {
+            return unknown_code(done.grpc_code);
+        };
+        // Every argument is checked before anything is reported, so that an
+        // error in one changes nothing.
+        // SAFETY: NULL or readable per the contract.
+        let request = match unsafe { checked_request(request) } {
+            Ok(r) => r,
+            Err(e) => return pick_fail(e),
+        };
+        if request.timeout_ms != SY_NO_WAIT {
+            if let Err(e) = refuse_in_callback(
+                "a waiting pick inside a switchyard callback would block the loop",
+            ) {
+                return pick_fail(e);
+            }
+        }
+        // SAFETY: per the contract.
+        let result = unsafe {
+            with_load(done.metrics, done.metrics_len, |load| {
+                // Entered: the pick's done hooks may be a C policy's callback.
+                let mut r = enter(reader)?;
+                let info = DoneInfo {
+                    load,
+                    ..done_info(code, done.latency_ns)
+                };
+                if !r.reader.finish_kept(&info) {
+                    return Ok(None);
+                }
+                // `out` is non-NULL and writable per the contract.
+                Ok(Some(pick_entered(&mut r, &request, out)))
+            })
+        };
+        match result {
+            Ok(Some(status)) => status,
+            Ok(None) => no_kept_pick(),
+            Err(e) => pick_fail(e),
+        }
+    })
 }
 
 /// Picks a subchannel for one RPC, as a pick that may outlive the reader's

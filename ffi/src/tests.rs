@@ -768,6 +768,8 @@ mod reentry {
     use std::sync::Mutex;
 
     static VICTIM: AtomicPtr<sy_reader> = AtomicPtr::new(ptr::null_mut());
+    /// Another reader of the channel, holding a kept pick.
+    static OTHER: AtomicPtr<sy_reader> = AtomicPtr::new(ptr::null_mut());
     static SEEN: Mutex<Vec<sy_status>> = Mutex::new(Vec::new());
     static CONNECTED: AtomicU64 = AtomicU64::new(0);
 
@@ -783,6 +785,33 @@ mod reentry {
                 sy_pick(v, ptr::null(), 0, ptr::null(), 10, true, &mut res),
                 sy_reader_refresh(v),
             ];
+            // The reader's kept-pick calls, with and without an outcome.
+            let mut kept = std::mem::MaybeUninit::<sy_borrowed_pick>::uninit();
+            let done = sy_outcome {
+                grpc_code: 0,
+                latency_ns: 0,
+                metrics: ptr::null(),
+                metrics_len: 0,
+            };
+            seen.push(sy_reader_next(
+                v,
+                ptr::null(),
+                ptr::null(),
+                kept.as_mut_ptr(),
+            ));
+            seen.push(sy_reader_next(v, &done, ptr::null(), kept.as_mut_ptr()));
+            // A waiting pick on another reader: refused before its
+            // outcome is reported (its kept pick is still there after).
+            let waiting = sy_pick_request {
+                method: ptr::null(),
+                method_len: 0,
+                request_hash: 0,
+                has_request_hash: false,
+                wait_for_ready: true,
+                timeout_ms: 10,
+            };
+            let other = OTHER.load(Ordering::SeqCst);
+            seen.push(sy_reader_next(other, &done, &waiting, kept.as_mut_ptr()));
             sy_reader_free(v);
             seen.push(sy_status::from_u32(sy_last_status()).unwrap());
             // SAFETY: zeroed above, and a refused pick writes nothing.
@@ -895,6 +924,14 @@ mod reentry {
         );
         assert_eq!(sy_channel_sync(ch), sy_status::SY_OK);
 
+        let mut other = ptr::null_mut();
+        assert_eq!(sy_reader_new(ch, &mut other), sy_status::SY_OK);
+        let mut kept = std::mem::MaybeUninit::<sy_borrowed_pick>::uninit();
+        assert_eq!(
+            sy_reader_pick(other, ptr::null(), kept.as_mut_ptr()),
+            sy_status::SY_OK
+        );
+        OTHER.store(other, Ordering::SeqCst);
         let mut reader = ptr::null_mut();
         assert_eq!(sy_reader_new(ch, &mut reader), sy_status::SY_OK);
         VICTIM.store(reader, Ordering::SeqCst);
@@ -906,8 +943,9 @@ mod reentry {
         );
         assert_eq!(
             *SEEN.lock().unwrap(),
-            [sy_status::SY_WRONG_CONTEXT; 5],
-            "pick, pick with a method, waiting pick, refresh, free"
+            [sy_status::SY_WRONG_CONTEXT; 8],
+            "pick, pick with a method, waiting pick, refresh, next, next with an outcome, \
+             another reader's waiting next, free"
         );
         assert_eq!(res.subchannel_id, id);
         assert_eq!(
@@ -924,6 +962,12 @@ mod reentry {
             sy_status::SY_OK
         );
         sy_reader_free(reader);
+        // The other reader's kept pick was not finished by the refused call.
+        assert_eq!(
+            sy_reader_done(other, 0, 1, ptr::null(), 0),
+            sy_status::SY_OK
+        );
+        sy_reader_free(other);
         sy_channel_free(ch);
         sy_runtime_free(rt);
     }

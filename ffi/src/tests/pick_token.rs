@@ -866,3 +866,242 @@ fn ring_hash_picks_through_the_header_follow_the_hash() {
     }
     free();
 }
+
+fn outcome(grpc_code: u32, latency_ns: u64, metrics: &[sy_load_metric]) -> sy_outcome {
+    sy_outcome {
+        grpc_code,
+        latency_ns,
+        metrics: if metrics.is_empty() {
+            ptr::null()
+        } else {
+            metrics.as_ptr()
+        },
+        metrics_len: metrics.len(),
+    }
+}
+
+/// `sy_reader_next` through the general way (a pick with hooks): each call
+/// tells the hooks the outcome of the pick before it, with its latency and
+/// load, then picks. An error in any argument, the outcome's or the
+/// request's, reports nothing and leaves the kept pick to be finished.
+#[test]
+fn next_reports_the_kept_pick_then_picks() {
+    let outcomes = Arc::new(Outcomes::default());
+    registry::register(Arc::new(HookBuilder(
+        outcomes.clone(),
+        "ffi_token_hook_next",
+    )));
+    let host = Host::default();
+    let released = AtomicUsize::new(0);
+    let config = c"{\"loadBalancingConfig\":[{\"ffi_token_hook_next\":{}}]}";
+    let (r, id, free) = {
+        let (r, _, id, free) = ready_channel_and_subchannel(&host, &released, config);
+        (r, id, free)
+    };
+    let mut out = MaybeUninit::<sy_borrowed_pick>::uninit();
+    let out = out.as_mut_ptr();
+    let next = |done: Option<&sy_outcome>, request: *const sy_pick_request| {
+        sy_reader_next(r, done.map_or(ptr::null(), ptr::from_ref), request, out)
+    };
+    // No pick yet: a done is refused, NULL picks.
+    assert_eq!(
+        next(Some(&outcome(0, 0, &[])), ptr::null()),
+        sy_status::SY_INVALID_ARGUMENT
+    );
+    ok(next(None, ptr::null()));
+    let metrics = [
+        sy_load_metric {
+            name: c"cpu_utilization".as_ptr(),
+            value: 0.5,
+        },
+        sy_load_metric {
+            name: c"qps".as_ptr(),
+            value: 10.0,
+        },
+    ];
+    let unnamed = [sy_load_metric {
+        name: ptr::null(),
+        value: 1.0,
+    }];
+    let many = [metrics[1]; SY_MAX_LOAD_METRICS + 1];
+    let bad = [0xffu8, 0xfe];
+    let bad_method = sy_pick_request {
+        method: bad.as_ptr().cast(),
+        method_len: 2,
+        request_hash: 0,
+        has_request_hash: false,
+        wait_for_ready: false,
+        timeout_ms: 0,
+    };
+    let unflagged = sy_pick_request {
+        method: ptr::null(),
+        method_len: 0,
+        request_hash: 42,
+        ..bad_method
+    };
+    for (done, request, want) in [
+        (
+            outcome(17, 0, &[]),
+            ptr::null(),
+            sy_status::SY_INVALID_ARGUMENT,
+        ),
+        (
+            outcome(0, 0, &many),
+            ptr::null(),
+            sy_status::SY_INVALID_ARGUMENT,
+        ),
+        (
+            outcome(0, 0, &unnamed),
+            ptr::null(),
+            sy_status::SY_NULL_PARAMETER,
+        ),
+        (
+            sy_outcome {
+                metrics: ptr::null(),
+                ..outcome(0, 0, &metrics)
+            },
+            ptr::null(),
+            sy_status::SY_NULL_PARAMETER,
+        ),
+        (
+            outcome(0, 0, &[]),
+            &raw const bad_method,
+            sy_status::SY_INVALID_UTF8,
+        ),
+        (
+            outcome(0, 0, &[]),
+            &raw const unflagged,
+            sy_status::SY_INVALID_ARGUMENT,
+        ),
+    ] {
+        assert_eq!(next(Some(&done), request), want);
+    }
+    assert!(outcomes.1.lock().unwrap().is_empty(), "nothing reported");
+    ok(next(Some(&outcome(14, 5_000, &metrics)), ptr::null()));
+    // SAFETY: written by the successful call.
+    assert_eq!(unsafe { (*out).subchannel_id }, id);
+    ok(next(Some(&outcome(0, 9, &[])), ptr::null()));
+    ok(sy_reader_done(r, 4, 7, ptr::null(), 0));
+    // Nothing left to finish.
+    assert_eq!(
+        next(Some(&outcome(0, 0, &[])), ptr::null()),
+        sy_status::SY_INVALID_ARGUMENT
+    );
+    assert_eq!(
+        sy_reader_next(ptr::null_mut(), ptr::null(), ptr::null(), out),
+        sy_status::SY_NULL_PARAMETER
+    );
+    assert_eq!(
+        sy_reader_next(r, &outcome(0, 0, &[]), ptr::null(), ptr::null_mut()),
+        sy_status::SY_NULL_PARAMETER
+    );
+    free();
+    assert_eq!(
+        *outcomes.1.lock().unwrap(),
+        [
+            heard(
+                Code::Unavailable,
+                5_000,
+                &[("cpu_utilization", 0.5), ("qps", 10.0)]
+            ),
+            heard(Code::Ok, 9, &[]),
+            heard(Code::DeadlineExceeded, 7, &[]),
+        ]
+    );
+    assert_eq!(released.load(Ordering::SeqCst), 1, "released exactly once");
+}
+
+/// The snapshot's count of failed calls, over every subchannel.
+fn failed_calls(ch: *mut sy_channel) -> u64 {
+    let snapshot = crate::channel::channel_ref(ch)
+        .unwrap()
+        .channel
+        .snapshot()
+        .unwrap();
+    snapshot.subchannels.iter().map(|s| s.calls_failed).sum()
+}
+
+/// `sy_reader_next` on its hit path (round_robin's rotation: no hooks)
+/// follows the same rotation as `sy_reader_pick` + `sy_reader_done`, and
+/// each outcome counts (a failed code in the snapshot); a pick that fails
+/// after the outcome is reported leaves no kept pick.
+#[test]
+fn next_on_the_rotation_picks_as_pick_and_done_do() {
+    let host = Host::default();
+    let config = c"{\"loadBalancingConfig\":[{\"round_robin\":{}}]}";
+    let (r, ch, free) = channel_over(
+        &host,
+        config,
+        &[c"127.0.0.1:443", c"127.0.0.2:443", c"127.0.0.3:443"],
+    );
+    let ids = host.0.lock().unwrap().clone();
+    assert_eq!(ids.len(), 3);
+    for id in &ids {
+        ready(ch, *id);
+    }
+    let mut out = MaybeUninit::<sy_borrowed_pick>::uninit();
+    let mut by_next = Vec::new();
+    ok(sy_reader_next(
+        r,
+        ptr::null(),
+        ptr::null(),
+        out.as_mut_ptr(),
+    ));
+    for i in 0..30u32 {
+        // SAFETY: written by the successful call before.
+        by_next.push(unsafe { out.assume_init_ref() }.subchannel_id);
+        // Every third fails (UNAVAILABLE).
+        let code = if i % 3 == 0 { 14 } else { 0 };
+        ok(sy_reader_next(
+            r,
+            &outcome(code, 1, &[]),
+            ptr::null(),
+            out.as_mut_ptr(),
+        ));
+    }
+    ok(sy_reader_done(r, 0, 0, ptr::null(), 0));
+    assert_eq!(failed_calls(ch), 10);
+    let by_pair: Vec<u64> = (0..30)
+        .map(|_| {
+            let id = kept_pick(r, ptr::null()).subchannel_id;
+            ok(sy_reader_done(r, 0, 0, ptr::null(), 0));
+            id
+        })
+        .collect();
+    for seq in [&by_next, &by_pair] {
+        for id in &ids {
+            assert_eq!(seq.iter().filter(|x| *x == id).count(), 10, "{seq:?}");
+        }
+        assert!(seq
+            .windows(3)
+            .all(|w| w[0] != w[1] && w[1] != w[2] && w[0] != w[2]));
+    }
+    // Every subchannel down: the outcome is reported, the pick fails.
+    kept_pick(r, ptr::null());
+    for id in &ids {
+        ok(sy_channel_report_subconn_state(
+            ch,
+            *id,
+            sy_state::SY_STATE_TRANSIENT_FAILURE as u32,
+            c"down".as_ptr(),
+        ));
+    }
+    ok(sy_channel_sync(ch));
+    // (Whether the channel says so yet or still tries them, nothing is
+    // READY: no subchannel to pick, or UNAVAILABLE.)
+    let status = sy_reader_next(r, &outcome(14, 1, &[]), ptr::null(), out.as_mut_ptr());
+    assert!(
+        matches!(
+            status,
+            sy_status::SY_NO_SUBCHANNEL | sy_status::SY_UNAVAILABLE
+        ),
+        "{status:?}"
+    );
+    assert_eq!(failed_calls(ch), 11);
+    assert_eq!(
+        sy_reader_done(r, 0, 0, ptr::null(), 0),
+        sy_status::SY_INVALID_ARGUMENT,
+        "no kept pick after a failed pick"
+    );
+    free();
+}
