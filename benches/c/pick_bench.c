@@ -2,11 +2,18 @@
  * for any registered policy, over READY host-managed subchannels, on one and
  * two threads (each with its own reader).
  *
- * Two ways through the header, measured side by side:
+ * Three ways through the header, measured side by side:
+ *   next   sy_reader_next: the previous kept pick's done and the next pick
+ *          in one call (an RPC thread whose RPCs follow one another)
  *   kept   sy_reader_pick + sy_reader_done: the reader keeps the pick (no
  *          reference counted per pick, a 32-byte result)
  *   token  sy_pick + sy_pick_done: a pick that may outlive the reader's next
  *          one (an 88-byte result with an opaque token)
+ * and a baseline in the same run:
+ *   floor  two calls into the library that do nothing (sy_version), with
+ *          the same loop around them: what any pick + done made as two calls
+ *          through a shared library costs on this machine before it does
+ *          anything (an indirect call through the PLT and back, twice)
  * Every pick passes a request hash (a different one each time), which
  * hashing policies use and the others ignore.
  *
@@ -137,7 +144,7 @@ static size_t report_ready(sy_channel *ch, host *h) {
 typedef struct job {
   _Alignas(128) const sy_channel *ch;
   pthread_barrier_t *start;
-  int kept; /* sy_reader_pick/sy_reader_done, else sy_pick/sy_pick_done */
+  int way; /* one of WAYS */
   double pair_ns; /* the thread's CPU time for its pairs */
   unsigned long long checksum;
 } job;
@@ -149,15 +156,35 @@ static uint64_t next_hash(uint64_t *x) {
   return *x;
 }
 
+/* The ways a pick + done is made (see the top). */
+enum { NEXT, KEPT, TOKEN, FLOOR, WAYS };
+static const char *const way_name[WAYS] = {"next", "kept", "token", "floor"};
+
 /* `n` back-to-back pick + done pairs, the way an RPC stack calls them. */
-static unsigned long long pairs(sy_reader *r, int kept, long n) {
+static unsigned long long pairs(sy_reader *r, int way, long n) {
   unsigned long long checksum = 0;
   uint64_t x = HASH_SEED;
   long i;
-  if (kept) {
-    sy_pick_request req;
-    memset(&req, 0, sizeof req);
-    req.has_request_hash = true;
+  sy_pick_request req;
+  memset(&req, 0, sizeof req);
+  req.has_request_hash = true;
+  switch (way) {
+  case NEXT: {
+    /* Each call finishes the pick before it (OK, no load, as below). */
+    sy_outcome ok_outcome;
+    sy_borrowed_pick p;
+    memset(&ok_outcome, 0, sizeof ok_outcome);
+    req.request_hash = next_hash(&x);
+    if (sy_reader_next(r, NULL, &req, &p) != SY_OK) exit(2);
+    for (i = 0; i < n; i++) {
+      checksum += p.subchannel_id;
+      req.request_hash = next_hash(&x);
+      if (sy_reader_next(r, &ok_outcome, &req, &p) != SY_OK) exit(2);
+    }
+    if (sy_reader_done(r, 0, 0, NULL, 0) != SY_OK) exit(3);
+    break;
+  }
+  case KEPT:
     for (i = 0; i < n; i++) {
       sy_borrowed_pick p;
       req.request_hash = next_hash(&x);
@@ -165,13 +192,21 @@ static unsigned long long pairs(sy_reader *r, int kept, long n) {
       checksum += p.subchannel_id;
       if (sy_reader_done(r, 0, 0, NULL, 0) != SY_OK) exit(3);
     }
-  } else {
+    break;
+  case TOKEN:
     for (i = 0; i < n; i++) {
       sy_pick_result res;
       uint64_t hash = next_hash(&x);
       if (sy_pick(r, NULL, 0, &hash, 0, false, &res) != SY_OK) exit(2);
       checksum += res.subchannel_id;
       if (sy_pick_done(&res, 0, 0, NULL, 0) != SY_OK) exit(3);
+    }
+    break;
+  default:
+    for (i = 0; i < n; i++) {
+      req.request_hash = next_hash(&x);
+      checksum += (uintptr_t)sy_version() + req.request_hash;
+      checksum += (uintptr_t)sy_version();
     }
   }
   return checksum;
@@ -182,17 +217,17 @@ static void *worker(void *arg) {
   sy_reader *r = NULL;
   double t0;
   ok(sy_reader_new(j->ch, &r), "reader");
-  (void)pairs(r, j->kept, WARM_UP_PICKS); /* warm up: the first picks fault in the table */
+  (void)pairs(r, j->way, WARM_UP_PICKS); /* warm up: the first picks fault in the table */
   pthread_barrier_wait(j->start);
   t0 = cpu_ns();
-  j->checksum = pairs(r, j->kept, iters);
+  j->checksum = pairs(r, j->way, iters);
   j->pair_ns = cpu_ns() - t0;
   sy_reader_free(r);
   return NULL;
 }
 
 /* Runs `threads` workers; returns the wall time of the timed part. */
-static double run(const sy_channel *ch, int threads, int kept, job *jobs) {
+static double run(const sy_channel *ch, int threads, int way, job *jobs) {
   pthread_t t[2];
   pthread_barrier_t start;
   double t0;
@@ -202,7 +237,7 @@ static double run(const sy_channel *ch, int threads, int kept, job *jobs) {
     memset(&jobs[i], 0, sizeof jobs[i]);
     jobs[i].ch = ch;
     jobs[i].start = &start;
-    jobs[i].kept = kept;
+    jobs[i].way = way;
     pthread_create(&t[i], NULL, worker, &jobs[i]);
   }
   pthread_barrier_wait(&start);
@@ -379,7 +414,7 @@ static void bench(const sy_runtime *rt, const char *config, size_t n) {
   host h;
   sy_channel *ch;
   job jobs[2];
-  int kept, rounds;
+  int way, rounds;
   double setup_ms, t0;
 
   memset(&h, 0, sizeof h);
@@ -402,17 +437,17 @@ static void bench(const sy_runtime *rt, const char *config, size_t n) {
     }
   }
 
-  for (kept = 1; kept >= 0; kept--) {
+  for (way = 0; way < WAYS; way++) {
     double pair1[MAX_TRIALS], pair2[MAX_TRIALS], scaling[MAX_TRIALS];
     int t;
     for (t = 0; t < trials; t++) {
-      double wall1 = run(ch, 1, kept, jobs), wall2;
+      double wall1 = run(ch, 1, way, jobs), wall2;
       pair1[t] = jobs[0].pair_ns / (double)iters;
-      wall2 = run(ch, 2, kept, jobs);
+      wall2 = run(ch, 2, way, jobs);
       pair2[t] = (jobs[0].pair_ns + jobs[1].pair_ns) / (2.0 * (double)iters);
       scaling[t] = 2.0 * wall1 / wall2;
     }
-    printf("%-22s n=%-6zu %-5s", policy, n, kept ? "kept" : "token");
+    printf("%-22s n=%-6zu %-5s", policy, n, way_name[way]);
     summary("1 thread", pair1, trials, " ns");
     summary("2 threads", pair2, trials, " ns");
     summary("scaling", scaling, trials, "x");
