@@ -147,6 +147,7 @@ static void *picker_main(void *arg) {
   sy_reader *r = NULL;
   sy_pick_result held[HELD];
   int nheld = 0;
+  int kept = 0; /* the reader keeps a pick of sy_reader_next's */
   long i;
   for (i = 0; i < MAX_ITERS && !atomic_load(&stop); i++) {
     uint64_t roll = next_rand(&rng);
@@ -162,14 +163,37 @@ static void *picker_main(void *arg) {
       }
     }
     if (what < 3) {
-      OK(sy_reader_refresh(r));
+      OK(sy_reader_refresh(r)); /* drops a kept pick */
+      kept = 0;
       continue;
     }
     if (what < 4) { /* free the reader; its picks stay valid until done */
       sy_reader_free(r);
       r = NULL;
+      kept = 0;
       continue;
     }
+    if (what >= 25 && what < 40) { /* kept picks, each finishing the one before */
+      static const uint32_t codes[4] = {0, 0, 14, 4};
+      sy_borrowed_pick kp;
+      sy_outcome o;
+      memset(&o, 0, sizeof o);
+      o.grpc_code = codes[roll % 4];
+      o.latency_ns = 1000 + roll % 1000;
+      st = sy_reader_next(r, kept ? &o : NULL, NULL, &kp);
+      kept = st == SY_OK;
+      if (st != SY_OK) {
+        CHECK(st == SY_NO_SUBCHANNEL || st == SY_UNAVAILABLE || st == SY_CLOSED);
+        atomic_fetch_add(&picks_failed, 1);
+      } else {
+        const datum *d = (const datum *)kp.user_data;
+        atomic_fetch_add(&picks_ok, 1);
+        CHECK(kp.address != NULL && kp.address_len > 0);
+        CHECK(d == NULL || (d->magic == DATUM_LIVE && atomic_load(&d->releases) == 0));
+      }
+      continue;
+    }
+    kept = 0; /* a pick of any kind drops it */
     if (what < 10 && collect(&res)) { /* finish another thread's pick */
       finish(&res, roll);
       continue;
