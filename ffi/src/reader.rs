@@ -691,27 +691,74 @@ pub extern "C" fn sy_reader_next(
                 addr_of!((*request).method_len).read() == 0
                     && (addr_of!((*request).request_hash).read() == 0
                         || addr_of!((*request).has_request_hash).read())
-                    // A waiting pick inside a callback is refused, before
-                    // the outcome is reported: the general way's.
-                    && (addr_of!((*request).timeout_ms).read() == SY_NO_WAIT
-                        || !inside_callback())
             })
         && unsafe { magic(reader) } == LIVE
     {
         // SAFETY: as above.
-        if let Some(code) = Code::from_u32(unsafe { addr_of!((*done).grpc_code).read() }) {
-            // SAFETY: as in `sy_reader_pick`.
-            let r = &mut unsafe { value_mut(reader) }.reader;
-            // The code still counts (snapshots).
-            if r.finish_kept_quietly(code == Code::Ok) {
-                if let Some(listed) = r.try_pick_kept_direct() {
-                    // SAFETY: as in `sy_reader_pick`.
-                    unsafe { write_borrowed(out, Handout::listed(&listed)) };
-                    return sy_status::SY_OK;
-                }
-                // SAFETY: the checks above are its contract's.
-                return unsafe { reader_pick_inline(reader, request, out) };
+        if request.is_null() || unsafe { addr_of!((*request).timeout_ms).read() } == SY_NO_WAIT {
+            // SAFETY: the checks above are its contract's.
+            return unsafe { next_hit(reader, done, request, out) };
+        }
+        // SAFETY: as above.
+        return unsafe { reader_next_waiting(reader, done, request, out) };
+    }
+    // SAFETY: forwarded contract.
+    unsafe { reader_next_general(reader, done, request, out) }
+}
+
+/// `sy_reader_next`'s hit path for a request that may wait: a waiting
+/// pick inside a callback is refused before the outcome is reported (the
+/// general way's). Out of line, so that the check's thread-local lookup
+/// (`__tls_get_addr` in a shared library), which the compiler hoists to
+/// the top of a function, costs the other requests nothing.
+///
+/// # Safety
+/// As `next_hit`.
+#[inline(never)]
+unsafe extern "C" fn reader_next_waiting(
+    reader: *mut sy_reader,
+    done: *const sy_outcome,
+    request: *const sy_pick_request,
+    out: *mut sy_borrowed_pick,
+) -> sy_status {
+    if inside_callback() {
+        // SAFETY: forwarded contract.
+        return unsafe { reader_next_general(reader, done, request, out) };
+    }
+    // SAFETY: forwarded contract.
+    unsafe { next_hit(reader, done, request, out) }
+}
+
+/// Finishes the kept pick when it has no hooks and the code is known, then
+/// picks (`sy_reader_pick`'s hit path onward); the general way otherwise.
+///
+/// # Safety
+/// As `sy_reader_next`'s hit path has checked: `reader` non-NULL and live
+/// (used by this thread only), `out` non-NULL and writable, `done` readable
+/// with no metrics, `request` NULL or readable with no method and a hash
+/// only with its flag, and not a waiting pick inside a callback.
+#[inline(always)]
+unsafe fn next_hit(
+    reader: *mut sy_reader,
+    done: *const sy_outcome,
+    request: *const sy_pick_request,
+    out: *mut sy_borrowed_pick,
+) -> sy_status {
+    // SAFETY: per the function's contract.
+    if let Some(code) = Code::from_u32(unsafe { addr_of!((*done).grpc_code).read() }) {
+        // SAFETY: per the function's contract.
+        let r = &mut unsafe { value_mut(reader) }.reader;
+        // The code still counts (snapshots).
+        if r.finish_kept_quietly(code == Code::Ok) {
+            if let Some(listed) = r.try_pick_kept_direct() {
+                // SAFETY: per the function's contract.
+                unsafe { write_borrowed(out, Handout::listed(&listed)) };
+                return sy_status::SY_OK;
             }
+            // SAFETY: per the function's contract (`sy_reader_pick`'s
+            // general way refuses a waiting pick inside a callback only
+            // after this outcome was reported: excluded by the contract).
+            return unsafe { reader_pick_inline(reader, request, out) };
         }
     }
     // SAFETY: forwarded contract.
