@@ -508,9 +508,7 @@ unsafe fn pick_entered(
     let result = if request.timeout_ms == SY_NO_WAIT {
         r.reader.try_pick_kept(&request.info)
     } else {
-        if let Err(e) =
-            refuse_in_callback("a waiting pick inside a switchyard callback would block the loop")
-        {
+        if let Err(e) = refuse_waiting_in_callback() {
             return pick_fail(e);
         }
         let options = PickOptions {
@@ -527,6 +525,12 @@ unsafe fn pick_entered(
         }
         Err(e) => pick_fail(pick_error(e)),
     }
+}
+
+/// SY_WRONG_CONTEXT for a pick that may wait, inside one of this library's
+/// callbacks.
+fn refuse_waiting_in_callback() -> Result<(), Error> {
+    refuse_in_callback("a waiting pick inside a switchyard callback would block the loop")
 }
 
 /// Fills `*out` with a kept pick: four plain stores.
@@ -799,9 +803,7 @@ unsafe extern "C" fn reader_next_general(
             Err(e) => return pick_fail(e),
         };
         if request.timeout_ms != SY_NO_WAIT {
-            if let Err(e) = refuse_in_callback(
-                "a waiting pick inside a switchyard callback would block the loop",
-            ) {
+            if let Err(e) = refuse_waiting_in_callback() {
                 return pick_fail(e);
             }
         }
@@ -1020,9 +1022,7 @@ fn pick_slow(
     let result = if timeout_ms == SY_NO_WAIT {
         reader.try_pick(&info)
     } else {
-        if let Err(e) =
-            refuse_in_callback("a waiting pick inside a switchyard callback would block the loop")
-        {
+        if let Err(e) = refuse_waiting_in_callback() {
             return pick_fail(e);
         }
         let options = PickOptions {
