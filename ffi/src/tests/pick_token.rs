@@ -162,6 +162,16 @@ impl Builder for HookBuilder {
     }
 }
 
+/// Registers the hook policy under `name` (each test its own: tests run in
+/// parallel, and a channel must build its own test's policy); returns what
+/// its hooks hear and a service config that selects it.
+fn hook_policy(name: &'static str) -> (Arc<Outcomes>, std::ffi::CString) {
+    let outcomes = Arc::new(Outcomes::default());
+    registry::register(Arc::new(HookBuilder(outcomes.clone(), name)));
+    let config = format!("{{\"loadBalancingConfig\":[{{\"{name}\":{{}}}}]}}");
+    (outcomes, std::ffi::CString::new(config).unwrap())
+}
+
 /// A channel over one READY host-managed address under `config` (its user
 /// data: `released`), with a reader; freed (reader, channel, runtime) by the
 /// returned closure.
@@ -275,11 +285,10 @@ fn zeroed_result() -> sy_pick_result {
 
 #[test]
 fn a_hooked_pick_survives_a_bitwise_copy_of_its_result() {
-    let outcomes = Arc::new(Outcomes::default());
-    registry::register(Arc::new(HookBuilder(outcomes.clone(), "ffi_token_hook")));
+    let (outcomes, config) = hook_policy("ffi_token_hook");
+    let config = config.as_c_str();
     let host = Host::default();
     let released = AtomicUsize::new(0);
-    let config = c"{\"loadBalancingConfig\":[{\"ffi_token_hook\":{}}]}";
     let (r, free) = ready_channel(&host, &released, config);
     let mut result = zeroed_result();
     let method = c"/svc/M";
@@ -388,14 +397,10 @@ fn kept_pick(r: *mut sy_reader, request: *const sy_pick_request) -> sy_borrowed_
 
 #[test]
 fn a_kept_pick_tells_every_hook_its_code_latency_and_load_once() {
-    let outcomes = Arc::new(Outcomes::default());
-    registry::register(Arc::new(HookBuilder(
-        outcomes.clone(),
-        "ffi_token_hook_kept",
-    )));
+    let (outcomes, config) = hook_policy("ffi_token_hook_kept");
+    let config = config.as_c_str();
     let host = Host::default();
     let released = AtomicUsize::new(0);
-    let config = c"{\"loadBalancingConfig\":[{\"ffi_token_hook_kept\":{}}]}";
     let (r, free) = ready_channel(&host, &released, config);
     let method = c"/svc/M";
     let request = sy_pick_request {
@@ -476,14 +481,10 @@ fn a_kept_pick_tells_every_hook_its_code_latency_and_load_once() {
 /// cross into C (which would abort the process).
 #[test]
 fn a_policy_panicking_under_a_pick_or_a_done_is_sy_panic() {
-    let outcomes = Arc::new(Outcomes::default());
-    registry::register(Arc::new(HookBuilder(
-        outcomes.clone(),
-        "ffi_token_hook_panics",
-    )));
+    let (_, config) = hook_policy("ffi_token_hook_panics");
+    let config = config.as_c_str();
     let host = Host::default();
     let released = AtomicUsize::new(0);
-    let config = c"{\"loadBalancingConfig\":[{\"ffi_token_hook_panics\":{}}]}";
     let (r, free) = ready_channel(&host, &released, config);
     let panic = c"/panic";
     let fine = c"/svc/M";
@@ -701,14 +702,10 @@ fn republish(ch: *mut sy_channel, id: u64) {
 /// free.
 #[test]
 fn a_kept_pick_is_reported_before_its_table_goes() {
-    let outcomes = Arc::new(Outcomes::default());
-    registry::register(Arc::new(HookBuilder(
-        outcomes.clone(),
-        "ffi_token_hook_table",
-    )));
+    let (outcomes, config) = hook_policy("ffi_token_hook_table");
+    let config = config.as_c_str();
     let host = Host::default();
     let released = AtomicUsize::new(0);
-    let config = c"{\"loadBalancingConfig\":[{\"ffi_token_hook_table\":{}}]}";
     let (r, ch, id, free) = ready_channel_and_subchannel(&host, &released, config);
     kept_pick(r, ptr::null());
     // The policy publishes a new picker (and the loop drops the old one,
@@ -886,14 +883,10 @@ fn outcome(grpc_code: u32, latency_ns: u64, metrics: &[sy_load_metric]) -> sy_ou
 /// request's, reports nothing and leaves the kept pick to be finished.
 #[test]
 fn next_reports_the_kept_pick_then_picks() {
-    let outcomes = Arc::new(Outcomes::default());
-    registry::register(Arc::new(HookBuilder(
-        outcomes.clone(),
-        "ffi_token_hook_next",
-    )));
+    let (outcomes, config) = hook_policy("ffi_token_hook_next");
+    let config = config.as_c_str();
     let host = Host::default();
     let released = AtomicUsize::new(0);
-    let config = c"{\"loadBalancingConfig\":[{\"ffi_token_hook_next\":{}}]}";
     let (r, id, free) = {
         let (r, _, id, free) = ready_channel_and_subchannel(&host, &released, config);
         (r, id, free)
