@@ -1026,11 +1026,11 @@ typedef struct sy_pick_request {
 } sy_pick_request;
 
 /**
- * A pick the reader keeps, written by `sy_reader_pick` into caller storage
- * (stack is fine): what a host needs to send the RPC, and nothing to give
- * back. `address` and `user_data` stay valid until the reader's next pick
- * (any: `sy_reader_pick`, `sy_pick`, a call), `sy_reader_done`,
- * `sy_reader_refresh` or `sy_reader_free`.
+ * A pick the reader keeps, written by `sy_reader_pick` or `sy_reader_next`
+ * into caller storage (stack is fine): what a host needs to send the RPC,
+ * and nothing to give back. `address` and `user_data` stay valid until the
+ * reader's next pick (any: `sy_reader_pick`, `sy_reader_next`, `sy_pick`, a
+ * call), `sy_reader_done`, `sy_reader_refresh` or `sy_reader_free`.
  */
 typedef struct sy_borrowed_pick {
   /**
@@ -1139,9 +1139,10 @@ void sy_reader_free(struct sy_reader *reader);
  * Picks a subchannel for one RPC that ends on this thread before the
  * reader's next pick (a blocking RPC thread, or an event loop that finishes
  * each call before starting the next on this reader): the cheapest pick
- * through the header. The reader keeps the pick, and the picker it came
- * from, until `sy_reader_done` or its next pick: no reference is counted
- * per pick and the result is four words.
+ * through the header (with `sy_reader_next`, which also finishes the pick
+ * before). The reader keeps the pick, and the picker it came from, until
+ * `sy_reader_done` or its next pick: no reference is counted per pick and
+ * the result is four words.
  *
  * `request`: NULL (no method, no hash, `SY_NO_WAIT`) or see
  * `sy_pick_request`. On SY_OK `*out` holds the pick; finish it with
@@ -1160,7 +1161,7 @@ sy_status sy_reader_pick(struct sy_reader *reader,
                          struct sy_borrowed_pick *out);
 
 /**
- * Finishes the reader's kept pick (`sy_reader_pick`): reports the RPC's
+ * Finishes the reader's kept pick (`sy_reader_pick`, `sy_reader_next`): reports the RPC's
  * outcome to the policy. After it the pick's `address` and `user_data` may
  * dangle.
  *
