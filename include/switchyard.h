@@ -1161,9 +1161,9 @@ sy_status sy_reader_pick(struct sy_reader *reader,
                          struct sy_borrowed_pick *out);
 
 /**
- * Finishes the reader's kept pick (`sy_reader_pick`, `sy_reader_next`): reports the RPC's
- * outcome to the policy. After it the pick's `address` and `user_data` may
- * dangle.
+ * Finishes the reader's kept pick (`sy_reader_pick`, `sy_reader_next`):
+ * reports the RPC's outcome to the policy. After it the pick's `address`
+ * and `user_data` may dangle.
  *
  * - `grpc_code`: the RPC's gRPC status code, 0 = OK (0..=16).
  * - `latency_ns`: how long the RPC took.
