@@ -30,6 +30,7 @@ from ._errors import (
     State,
     StatusCode,
     SwitchyardError,
+    WrongContext,
 )
 from ._ffi import lib as _lib
 from ._policy import (
@@ -75,6 +76,7 @@ __all__ = [
     "StatusCode",
     "SwitchyardError",
     "Tls",
+    "WrongContext",
     "library_version",
     "policy_registered",
     "register_policy",

@@ -22,6 +22,7 @@ from ._errors import (
     State,
     StatusCode,
     SwitchyardError,
+    WrongContext,
     check,
     last_call_headers,
     last_call_trailers,
@@ -866,7 +867,7 @@ class Channel(_Owned):
         does). Returns a Response; raises RpcError with the gRPC
         code (the server's, or DEADLINE_EXCEEDED, UNAVAILABLE, ...)."""
         if in_callback():
-            raise RuntimeError("switchyard: no blocking call inside a library callback")
+            raise WrongContext(detail="switchyard: no blocking call inside a library callback")
         if not isinstance(request, (bytes, bytearray, memoryview)):
             raise TypeError("request must be bytes")
         request = bytes(request)
@@ -1059,7 +1060,8 @@ class Channel(_Owned):
         """Closes and frees the channel: calls in flight fail, readers' picks
         raise ChannelClosed. Idempotent; never from a library callback."""
         if in_callback():
-            raise RuntimeError("switchyard: a channel cannot be closed inside a library callback")
+            raise WrongContext(
+                detail="switchyard: a channel cannot be closed inside a library callback")
         with self._cv:
             ptr = self._ptr
             if not ptr or self._closing:

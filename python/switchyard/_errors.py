@@ -75,6 +75,15 @@ class ChannelClosed(SwitchyardError, ValueError):
     "Cannot invoke RPC on closed channel!"."""
 
 
+class WrongContext(SwitchyardError, RuntimeError):
+    """A call made where it may not be (SY_WRONG_CONTEXT): a blocking call or
+    a close inside one of the library's callbacks, a reader used inside a
+    callback that it is running, a policy's context outside its callback."""
+
+    def __init__(self, status=_ffi.SY_WRONG_CONTEXT, detail=None):
+        super().__init__(status, detail)
+
+
 # What the library says of a call whose deadline passed (gRPC-Go's words).
 _LIBRARY_DEADLINE = "context deadline exceeded"
 
@@ -238,6 +247,8 @@ def error_for(status):
         return ChannelClosed(status, detail)
     if status in _ARGUMENT_STATUSES:
         return InvalidArgument(status, detail)
+    if status == _ffi.SY_WRONG_CONTEXT:
+        return WrongContext(status, detail)
     return SwitchyardError(status, detail)
 
 

@@ -234,3 +234,31 @@ def test_closing_from_a_callback_is_refused_not_a_deadlock(caplog):
         ch.sync()
         assert ch.state() != sy.State.SHUTDOWN
     assert "cannot be closed inside a library callback" in caplog.text
+
+
+def test_a_blocking_call_or_close_inside_a_callback_is_wrong_context():
+    # Refused as the C ABI refuses them (SY_WRONG_CONTEXT), with the library's
+    # error type, which is also a RuntimeError.
+    caught = []
+    holder = {}
+
+    class CallsFromConnect(Idle):
+        def connect(self, subchannel_id, address, user_data):
+            for attempt in (lambda: holder["ch"].unary("/echo.Echo/Unary", b"x", timeout=1),
+                            holder["ch"].close):
+                try:
+                    attempt()
+                except Exception as e:  # checked below
+                    caught.append(e)
+
+    with sy.Channel("", ROUND_ROBIN, host_transport=CallsFromConnect()) as ch:
+        holder["ch"] = ch
+        ch.update_addresses(["127.0.0.1:1"])
+        ch.sync()
+        assert ch.state() != sy.State.SHUTDOWN
+    assert len(caught) == 2, caught
+    for e in caught:
+        assert isinstance(e, sy.WrongContext), repr(e)
+        assert isinstance(e, sy.SwitchyardError) and isinstance(e, RuntimeError)
+        assert e.status_name == "SY_WRONG_CONTEXT"
+    assert "blocking call" in str(caught[0]) and "closed" in str(caught[1])
