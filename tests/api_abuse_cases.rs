@@ -186,19 +186,30 @@ fn past_deadline_is_deadline_exceeded_everywhere() {
             .unwrap()
             .unwrap_err();
         assert_eq!(r.code(), Code::DeadlineExceeded, "{r}");
+        // A pick waits for nothing past its deadline: over a backend that
+        // never comes up (nothing listens there), a wait-for-ready pick is
+        // DEADLINE_EXCEEDED at once. (Over the server above the calls have
+        // brought the channel up by now, and a READY picker answers a pick
+        // whatever its deadline, as gRPC-Go's pickerWrapper does: the
+        // deadline ends the call, not the pick.)
+        let nowhere = {
+            let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+            l.local_addr().unwrap()
+        };
+        let down = Channel::new(&rt, &format!("ipv4:{nowhere}"), None, plaintext()).unwrap();
         let info = PickInfo {
             method: "/a/b",
             hash: None,
             metadata: &[],
         };
-        let r = ch.reader().pick(
+        let r = down.reader().pick(
             &info,
             &PickOptions {
                 deadline: Some(past),
                 wait_for_ready: true,
             },
         );
-        assert!(r.is_err());
+        assert_eq!(r.unwrap_err().code(), Code::DeadlineExceeded);
     });
 }
 
