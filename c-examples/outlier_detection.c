@@ -3,10 +3,11 @@
  * (interop/server.py).
  *
  *   1. warms up with blocking calls until every server has answered;
- *   2. picks through the header (sy_pick) and reports every pick that lands
- *      on server 2 as failed (sy_pick_done with 14, UNAVAILABLE), the others
- *      as OK: outcomes reported through the header feed the policy, and
- *      within a few 100 ms sweeps server 2 is ejected (picks skip it);
+ *   2. picks through the header (sy_pick, and every other round kept picks
+ *      through sy_reader_next) and reports every pick that lands on server 2
+ *      as failed (14, UNAVAILABLE), the others as OK: outcomes reported
+ *      through the header feed the policy, and within a few 100 ms sweeps
+ *      server 2 is ejected (picks skip it);
  *   3. the library's own calls (sy_call_unary) then go to the other
  *      four only, and the channel stays READY. */
 #include "echo_server.h"
@@ -86,18 +87,44 @@ int main(void) {
   /* 2. Picks through the header; server 2's fail. Ejected once 500 picks
    *    in a row miss it (within 10 s). */
   for (round = 0; round < 1000 && streak < 500; round++) {
-    for (i = 0; i < 100; i++) {
-      sy_pick_result r;
-      int who;
-      OK(sy_pick(reader, "/echo.Echo/Unary", 16, NULL, 1000, true, &r));
-      who = server_of(r.address, r.address_len);
-      if (who == BAD) {
-        bad_picks++;
-        streak = 0;
-      } else {
-        streak++;
+    if (round % 2) {
+      /* Every other round, kept picks: each sy_reader_next reports the
+       * outcome of the pick before it and picks the next. */
+      sy_pick_request req = {0};
+      sy_borrowed_pick p;
+      sy_outcome outcome = {0};
+      req.method = "/echo.Echo/Unary";
+      req.method_len = 16;
+      req.timeout_ms = 1000;
+      req.wait_for_ready = true;
+      for (i = 0; i < 100; i++) {
+        int who;
+        OK(sy_reader_next(reader, i == 0 ? NULL : &outcome, &req, &p));
+        who = server_of(p.address, p.address_len);
+        if (who == BAD) {
+          bad_picks++;
+          streak = 0;
+        } else {
+          streak++;
+        }
+        outcome.grpc_code = who == BAD ? 14 : 0;
+        outcome.latency_ns = 1000000;
       }
-      OK(sy_pick_done(&r, who == BAD ? 14 : 0, 1000000, NULL, 0));
+      OK(sy_reader_done(reader, outcome.grpc_code, outcome.latency_ns, NULL, 0));
+    } else {
+      for (i = 0; i < 100; i++) {
+        sy_pick_result r;
+        int who;
+        OK(sy_pick(reader, "/echo.Echo/Unary", 16, NULL, 1000, true, &r));
+        who = server_of(r.address, r.address_len);
+        if (who == BAD) {
+          bad_picks++;
+          streak = 0;
+        } else {
+          streak++;
+        }
+        OK(sy_pick_done(&r, who == BAD ? 14 : 0, 1000000, NULL, 0));
+      }
     }
     sleep_ms(10);
   }
