@@ -101,12 +101,8 @@ int main(void) {
         int who;
         OK(sy_reader_next(reader, i == 0 ? NULL : &outcome, &req, &p));
         who = server_of(p.address, p.address_len);
-        if (who == BAD) {
-          bad_picks++;
-          streak = 0;
-        } else {
-          streak++;
-        }
+        streak = who == BAD ? 0 : streak + 1;
+        bad_picks += who == BAD;
         outcome.grpc_code = who == BAD ? 14 : 0;
         outcome.latency_ns = 1000000;
       }
@@ -117,12 +113,8 @@ int main(void) {
         int who;
         OK(sy_pick(reader, "/echo.Echo/Unary", 16, NULL, 1000, true, &r));
         who = server_of(r.address, r.address_len);
-        if (who == BAD) {
-          bad_picks++;
-          streak = 0;
-        } else {
-          streak++;
-        }
+        streak = who == BAD ? 0 : streak + 1;
+        bad_picks += who == BAD;
         OK(sy_pick_done(&r, who == BAD ? 14 : 0, 1000000, NULL, 0));
       }
     }
