@@ -874,14 +874,25 @@ impl OutlierDetection {
         counts: &[(String, u64, u64)],
         now: Instant,
     ) {
-        let candidates: Vec<(&str, f64)> = counts
+        let candidates: Vec<(&str, u64, u64)> = counts
             .iter()
-            .filter(|(_, s, f)| s + f >= u64::from(sr.request_volume) && s + f > 0)
-            .map(|(k, s, f)| (k.as_str(), *s as f64 / (s + f) as f64))
+            .filter(|(_, s, f)| s + f >= u64::from(sr.request_volume))
+            .map(|(k, s, f)| (k.as_str(), *s, *f))
             .collect();
         if candidates.len() < sr.minimum_hosts as usize || candidates.is_empty() {
             return;
         }
+        // With requestVolume 0 an endpoint with no calls is a candidate
+        // (it counts towards minimumHosts) whose success rate is 0/0: the
+        // mean is then no number and no rate falls below it, so the sweep
+        // ejects nothing by success rate (gRPC-Go divides as floats).
+        if candidates.iter().any(|(_, s, f)| s + f == 0) {
+            return;
+        }
+        let candidates: Vec<(&str, f64)> = candidates
+            .into_iter()
+            .map(|(k, s, f)| (k, s as f64 / (s + f) as f64))
+            .collect();
         let n = candidates.len() as f64;
         let mean = candidates.iter().map(|(_, r)| r).sum::<f64>() / n;
         let variance = candidates
@@ -1871,6 +1882,32 @@ mod tests {
         traffic(&mut cc, 1000, &ids[..1]);
         cc.advance(&mut *od, Duration::from_secs(10));
         assert_eq!(traffic(&mut cc, 1000, &[]).len(), 5);
+    }
+
+    /// requestVolume 0 (gRPC-Go): an endpoint with no calls is a
+    /// success-rate candidate whose rate is 0/0, so no rate is below the
+    /// mean and nothing is ejected; with every endpoint called, the
+    /// failing one is.
+    #[test]
+    fn success_rate_with_request_volume_zero_and_an_endpoint_without_calls() {
+        for idle_one in [true, false] {
+            let (mut cc, mut od, ids) = ready(
+                6,
+                json!({"maxEjectionPercent": 100, "successRateEjection":
+                       {"minimumHosts": 6, "requestVolume": 0, "stdevFactor": 100}}),
+            );
+            if idle_one {
+                cc.set_state(&mut *od, ids[5], ConnectivityState::Connecting);
+            }
+            traffic(&mut cc, 1000, &ids[..1]);
+            if idle_one {
+                cc.set_state(&mut *od, ids[5], ConnectivityState::Ready);
+            }
+            cc.advance(&mut *od, Duration::from_secs(10));
+            let seen = traffic(&mut cc, 1000, &[]);
+            assert_eq!(seen.contains(&ids[0]), idle_one, "idle one: {idle_one}");
+            assert_eq!(seen.len(), if idle_one { 6 } else { 5 });
+        }
     }
 
     #[test]
