@@ -10,10 +10,13 @@
 //! header says they are checked, invalid UTF-8, unknown enum numbers, a
 //! second free inside the quarantine, a second done, close and free with
 //! readers and picks out. Oracles: no panic or abort; failed calls leave
-//! their out-parameters untouched; a pick's address and user data are valid
-//! until its done, and its user data not yet released; after the loop
-//! applied everything, a pick returns only a subchannel reported READY and
-//! not shut down; every user datum handed over is released exactly once.
+//! their out-parameters untouched (and a refused `sy_reader_done` /
+//! `sy_reader_next` the reader's kept pick); a pick's address and user data
+//! are valid until its done (a kept pick's, `sy_reader_pick` /
+//! `sy_reader_next`, until the reader's next pick, done, refresh or free),
+//! and its user data not yet released; a kept pick is finished once; after
+//! the loop applied everything, a pick returns only a subchannel reported
+//! READY and not shut down; every user datum handed over is released exactly once.
 
 use super::sy::*;
 use std::collections::{HashMap, HashSet};
@@ -147,6 +150,131 @@ fn check_address(addr: *const c_char, len: usize) {
 const MAX_READERS: usize = 4;
 const MAX_PICKS: usize = 16;
 
+/// What a reader keeps from `sy_reader_pick` / `sy_reader_next`, as far
+/// as the sequence can tell.
+#[derive(Clone, Copy)]
+enum Kept {
+    /// None: never picked, finished, or dropped by a later pick.
+    Nothing,
+    /// The address of the pick it wrote (pointer, length): valid until
+    /// the reader's next pick, done, refresh or free.
+    Pick(*const c_char, usize),
+    /// A call that failed may or may not have dropped it.
+    Unknown,
+}
+
+/// A pick request from the input: method (pointer, length, whether its
+/// bytes are UTF-8), hash (if any), timeout and wait-for-ready.
+struct Request {
+    method: *const c_char,
+    len: usize,
+    utf8: bool,
+    hash: Option<u64>,
+    timeout_ms: u64,
+    wait_for_ready: bool,
+}
+
+impl Request {
+    fn from(input: &mut Input) -> Request {
+        let (method, len, utf8): (*const c_char, usize, bool) = match input.below(5) {
+            0 | 1 => (null(), 0, true),
+            2 => (c"/pkg.Svc/Method".as_ptr(), 15, true),
+            3 => (c"\xff\xfe".as_ptr(), 2, false),
+            _ => (null(), 5, true),
+        };
+        let hash = input.u64();
+        let hash = input.bool().then_some(hash);
+        // Waiting picks wait at most a millisecond.
+        let timeout_ms = u64::from(input.byte().is_multiple_of(32));
+        let wait_for_ready = input.bool();
+        Request {
+            method,
+            len,
+            utf8,
+            hash,
+            timeout_ms,
+            wait_for_ready,
+        }
+    }
+
+    fn c(&self) -> sy_pick_request {
+        sy_pick_request {
+            method: self.method,
+            method_len: self.len,
+            request_hash: self.hash.unwrap_or(0),
+            has_request_hash: self.hash.is_some(),
+            wait_for_ready: self.wait_for_ready,
+            timeout_ms: self.timeout_ms,
+        }
+    }
+
+    /// The status a refused request must get, if it is refused for itself.
+    fn refusal(&self) -> Option<sy_status> {
+        if self.method.is_null() && self.len > 0 {
+            Some(sy_status::SY_NULL_PARAMETER)
+        } else if !self.utf8 {
+            Some(sy_status::SY_INVALID_UTF8)
+        } else {
+            None
+        }
+    }
+}
+
+/// Load metrics from the input, kept in `store`: (pointer, length,
+/// whether the done must refuse them).
+fn metrics(
+    input: &mut Input,
+    store: &mut Vec<sy_load_metric>,
+) -> (*const sy_load_metric, usize, bool) {
+    let names = [
+        c"cpu_utilization".as_ptr(),
+        c"qps".as_ptr(),
+        c"\xff".as_ptr(),
+    ];
+    match input.below(5) {
+        0 | 1 => (null(), 0, false),
+        2 => {
+            let mut bad = false;
+            for _ in 0..input.below(3) + 1 {
+                let n = input.below(3);
+                bad |= n == 2;
+                store.push(sy_load_metric {
+                    name: names[n],
+                    value: f64::from(input.byte()),
+                });
+            }
+            (store.as_ptr(), store.len(), bad)
+        }
+        3 => (null(), 1, true),
+        _ => {
+            *store = vec![
+                sy_load_metric {
+                    name: names[0],
+                    value: 1.0
+                };
+                SY_MAX_LOAD_METRICS + 1
+            ];
+            (store.as_ptr(), store.len(), true)
+        }
+    }
+}
+
+fn borrowed_sentinel() -> sy_borrowed_pick {
+    sy_borrowed_pick {
+        subchannel_id: 0xdead,
+        address: std::ptr::dangling(),
+        address_len: 0xbeef,
+        user_data: 0x5a5a as *mut c_void,
+    }
+}
+
+fn borrowed_untouched(p: &sy_borrowed_pick) -> bool {
+    p.subchannel_id == 0xdead
+        && p.address == std::ptr::dangling()
+        && p.address_len == 0xbeef
+        && p.user_data as usize == 0x5a5a
+}
+
 /// A pick result as `sy_pick` left it, with the user data it returned.
 struct Held {
     result: Box<sy_pick_result>,
@@ -200,6 +328,8 @@ pub fn ffi_ops(data: &[u8]) {
     let mut channel: Option<*mut sy_channel> = Some(ch);
     let mut closed = false;
     let mut readers: Vec<*mut sy_reader> = Vec::new();
+    // Each reader's kept pick, by the same index.
+    let mut kept: Vec<Kept> = Vec::new();
     let mut picks: Vec<Held> = Vec::new();
     let mut reported: HashMap<u64, u32> = HashMap::new();
     let mut handed_over: Vec<usize> = Vec::new();
@@ -211,7 +341,9 @@ pub fn ffi_ops(data: &[u8]) {
         if input.is_empty() {
             break;
         }
-        match input.below(16) {
+        // Ops 0..16 read their byte as `below(16)` did before the kept
+        // picks' ops: the committed seeds replay as they were written.
+        match input.below(20) {
             0 | 1 => {
                 let Some(ch) = channel else { continue };
                 let n = input.below(ADDRESSES.len() + 2);
@@ -355,10 +487,13 @@ pub fn ffi_ops(data: &[u8]) {
                     } else {
                         assert_eq!(st, OK);
                         readers.push(r);
+                        kept.push(Kept::Nothing);
                     }
                 }
                 _ if !readers.is_empty() => {
-                    let r = readers.swap_remove(input.below(readers.len()));
+                    let i = input.below(readers.len());
+                    let r = readers.swap_remove(i);
+                    kept.swap_remove(i);
                     sy_reader_free(r);
                     if input.bool() {
                         // Inside the quarantine: detected, nothing happens.
@@ -373,61 +508,41 @@ pub fn ffi_ops(data: &[u8]) {
                     dirty = false;
                 }
                 let synced = channel.is_some() && !closed;
-                let r = readers[input.below(readers.len())];
-                let (method, len, utf8): (*const c_char, usize, bool) = match input.below(5) {
-                    0 | 1 => (null(), 0, true),
-                    2 => (c"/pkg.Svc/Method".as_ptr(), 15, true),
-                    3 => (c"\xff\xfe".as_ptr(), 2, false),
-                    _ => (null(), 5, true),
-                };
-                let hash = input.u64();
-                let hash_ptr = if input.bool() {
+                let ri = input.below(readers.len());
+                let r = readers[ri];
+                let req = Request::from(&mut input);
+                let hash = req.hash.unwrap_or(0);
+                let hash_ptr = if req.hash.is_some() {
                     &hash as *const u64
                 } else {
                     null()
                 };
-                // Waiting picks wait at most a millisecond.
-                let timeout = u64::from(input.byte().is_multiple_of(32));
-                let wait_for_ready = input.bool();
                 let mut result = Box::new(sentinel());
                 let st = sy_pick(
                     r,
-                    method,
-                    len,
+                    req.method,
+                    req.len,
                     hash_ptr,
-                    timeout,
-                    wait_for_ready,
+                    req.timeout_ms,
+                    req.wait_for_ready,
                     &mut *result,
                 );
                 if st != OK {
                     assert!(untouched(&result), "sy_pick {st:?} wrote its out-parameter");
-                    if method.is_null() && len > 0 {
-                        assert_eq!(st, sy_status::SY_NULL_PARAMETER);
-                    } else if !utf8 {
-                        assert_eq!(st, sy_status::SY_INVALID_UTF8);
-                    } else if closed || channel.is_none() {
-                        assert_eq!(st, sy_status::SY_CLOSED);
-                    }
+                    check_pick_refusal(st, &req, closed || channel.is_none());
+                    kept[ri] = Kept::Unknown;
                     continue;
                 }
-                assert!(method.is_null() || utf8, "picked with a bad method");
-                check_address(result.address, result.address_len);
-                let ud = result.user_data as usize;
-                if ud != 0 {
-                    assert_eq!(released(ud), 0, "a pick returned released user data");
-                }
-                if synced {
-                    let id = result.subchannel_id;
-                    assert_eq!(
-                        reported.get(&id),
-                        Some(&2),
-                        "picked {id}, not reported READY"
-                    );
-                    assert!(
-                        !host.shut_down.lock().unwrap().contains(&id),
-                        "picked {id}, shut down"
-                    );
-                }
+                // The reader's next pick drops its kept one.
+                kept[ri] = Kept::Nothing;
+                assert!(req.utf8, "picked with a bad method");
+                check_picked(
+                    result.subchannel_id,
+                    result.address,
+                    result.address_len,
+                    result.user_data,
+                    synced.then_some((&reported, &*host)),
+                );
                 if picks.len() < MAX_PICKS {
                     picks.push(Held { result });
                 } else {
@@ -438,42 +553,8 @@ pub fn ffi_ops(data: &[u8]) {
                 let i = input.below(picks.len());
                 let code = u32::from(input.byte() % 18);
                 let latency = input.u64();
-                let names = [
-                    c"cpu_utilization".as_ptr(),
-                    c"qps".as_ptr(),
-                    c"\xff".as_ptr(),
-                ];
-                let mut metrics = Vec::new();
-                let mut bad = false;
-                let (mptr, mlen) = match input.below(5) {
-                    0 | 1 => (null(), 0),
-                    2 => {
-                        for _ in 0..input.below(3) + 1 {
-                            let n = input.below(3);
-                            bad |= n == 2;
-                            metrics.push(sy_load_metric {
-                                name: names[n],
-                                value: f64::from(input.byte()),
-                            });
-                        }
-                        (metrics.as_ptr(), metrics.len())
-                    }
-                    3 => {
-                        bad = true;
-                        (null(), 1)
-                    }
-                    _ => {
-                        bad = true;
-                        metrics = vec![
-                            sy_load_metric {
-                                name: names[0],
-                                value: 1.0
-                            };
-                            SY_MAX_LOAD_METRICS + 1
-                        ];
-                        (metrics.as_ptr(), metrics.len())
-                    }
-                };
+                let mut store = Vec::new();
+                let (mptr, mlen, bad) = metrics(&mut input, &mut store);
                 // Still valid until done, whatever happened to the channel.
                 check_address(picks[i].result.address, picks[i].result.address_len);
                 let st = sy_pick_done(&mut *picks[i].result, code, latency, mptr, mlen);
@@ -491,8 +572,9 @@ pub fn ffi_ops(data: &[u8]) {
                 }
             }
             12 if !readers.is_empty() => {
-                let r = readers[input.below(readers.len())];
-                assert_eq!(sy_reader_refresh(r), OK);
+                let i = input.below(readers.len());
+                assert_eq!(sy_reader_refresh(readers[i]), OK);
+                kept[i] = Kept::Nothing;
             }
             13 => {
                 if let Some(ch) = channel {
@@ -509,6 +591,111 @@ pub fn ffi_ops(data: &[u8]) {
                     }
                 }
             }
+            op @ (16 | 17) if !readers.is_empty() => {
+                // A kept pick: `sy_reader_pick` (16), or `sy_reader_next`
+                // (17), which may first finish the kept one.
+                if let (true, Some(ch)) = (dirty, channel) {
+                    sync(ch, closed);
+                    dirty = false;
+                }
+                let synced = channel.is_some() && !closed;
+                let i = input.below(readers.len());
+                let req = input.bool().then(|| Request::from(&mut input));
+                let c_req = req.as_ref().map(Request::c);
+                let req_ptr = c_req
+                    .as_ref()
+                    .map_or(null(), |r| r as *const sy_pick_request);
+                let mut store = Vec::new();
+                let mut outcome = None;
+                let mut bad_outcome = false;
+                if op == 17 && input.bool() {
+                    let code = u32::from(input.byte() % 18);
+                    let latency_ns = input.u64();
+                    let (metrics, metrics_len, bad) = metrics(&mut input, &mut store);
+                    bad_outcome = bad || code > 16;
+                    outcome = Some(sy_outcome {
+                        grpc_code: code,
+                        latency_ns,
+                        metrics,
+                        metrics_len,
+                    });
+                }
+                if let Kept::Pick(address, len) = kept[i] {
+                    // Still valid, whatever happened to the channel.
+                    check_address(address, len);
+                }
+                let mut out = borrowed_sentinel();
+                let st = if op == 16 {
+                    sy_reader_pick(readers[i], req_ptr, &mut out)
+                } else {
+                    let done = outcome.as_ref().map_or(null(), |o| o as *const sy_outcome);
+                    sy_reader_next(readers[i], done, req_ptr, &mut out)
+                };
+                let refusal = req.as_ref().and_then(Request::refusal);
+                let no_kept = outcome.is_some() && matches!(kept[i], Kept::Nothing);
+                if st == OK {
+                    assert!(
+                        !bad_outcome && refusal.is_none() && !no_kept,
+                        "picked with bad arguments"
+                    );
+                    check_picked(
+                        out.subchannel_id,
+                        out.address,
+                        out.address_len,
+                        out.user_data,
+                        synced.then_some((&reported, &*host)),
+                    );
+                    kept[i] = Kept::Pick(out.address, out.address_len);
+                    continue;
+                }
+                assert!(borrowed_untouched(&out), "{st:?} wrote the borrowed pick");
+                if bad_outcome || refusal.is_some() || no_kept {
+                    // Refused: the kept pick is left as it was.
+                    match (bad_outcome, refusal, no_kept) {
+                        (false, Some(expected), false) => assert_eq!(st, expected),
+                        (false, None, true) => assert_eq!(st, sy_status::SY_INVALID_ARGUMENT),
+                        _ => {}
+                    }
+                    continue;
+                }
+                if closed || channel.is_none() {
+                    // (Or the outcome went to no kept pick: Unknown was none.)
+                    assert!(
+                        st == sy_status::SY_CLOSED || st == sy_status::SY_INVALID_ARGUMENT,
+                        "{st:?}"
+                    );
+                }
+                // After an outcome was taken, a failed pick leaves no kept
+                // pick; a plain pick's failure may have dropped it or not.
+                kept[i] = if outcome.is_some() {
+                    Kept::Nothing
+                } else {
+                    Kept::Unknown
+                };
+            }
+            18 if !readers.is_empty() => {
+                let i = input.below(readers.len());
+                let code = u32::from(input.byte() % 18);
+                let latency = input.u64();
+                let mut store = Vec::new();
+                let (mptr, mlen, bad) = metrics(&mut input, &mut store);
+                if let Kept::Pick(address, len) = kept[i] {
+                    check_address(address, len);
+                }
+                let st = sy_reader_done(readers[i], code, latency, mptr, mlen);
+                if code > 16 || bad {
+                    assert_ne!(st, OK, "done accepted code {code} / bad metrics");
+                    continue;
+                }
+                match kept[i] {
+                    Kept::Nothing => assert_eq!(st, sy_status::SY_INVALID_ARGUMENT),
+                    Kept::Pick(..) => assert_eq!(st, OK),
+                    Kept::Unknown => {
+                        assert!(st == OK || st == sy_status::SY_INVALID_ARGUMENT, "{st:?}")
+                    }
+                }
+                kept[i] = Kept::Nothing;
+            }
             _ => {
                 // Argument checks that must refuse without touching anything.
                 let mut out = null_mut();
@@ -523,6 +710,20 @@ pub fn ffi_ops(data: &[u8]) {
                 );
                 assert_eq!(
                     sy_pick_done(null_mut(), 0, 0, null(), 0),
+                    sy_status::SY_NULL_PARAMETER
+                );
+                let mut out = borrowed_sentinel();
+                assert_eq!(
+                    sy_reader_pick(null_mut(), null(), &mut out),
+                    sy_status::SY_NULL_PARAMETER
+                );
+                assert_eq!(
+                    sy_reader_next(null_mut(), null(), null(), &mut out),
+                    sy_status::SY_NULL_PARAMETER
+                );
+                assert!(borrowed_untouched(&out));
+                assert_eq!(
+                    sy_reader_done(null_mut(), 0, 0, null(), 0),
                     sy_status::SY_NULL_PARAMETER
                 );
                 let mut zero: sy_pick_result = sy_pick_result {
@@ -554,7 +755,10 @@ pub fn ffi_ops(data: &[u8]) {
     if let Some(ch) = channel.take() {
         sy_channel_free(ch);
     }
-    for r in readers.drain(..) {
+    for (r, k) in readers.drain(..).zip(kept.drain(..)) {
+        if let Kept::Pick(address, len) = k {
+            check_address(address, len);
+        }
         sy_reader_free(r);
     }
     drop(host);
@@ -583,6 +787,45 @@ pub fn ffi_ops(data: &[u8]) {
     let mut r = releases().lock().unwrap();
     for t in handed_over {
         r.remove(&t);
+    }
+}
+
+/// Checks what a refused `sy_pick` returned: the request's own fault, or
+/// SY_CLOSED on a closed channel (or any status from the pick itself).
+fn check_pick_refusal(st: sy_status, req: &Request, closed: bool) {
+    match req.refusal() {
+        Some(expected) => assert_eq!(st, expected),
+        None if closed => assert_eq!(st, sy_status::SY_CLOSED),
+        None => {}
+    }
+}
+
+/// Checks a successful pick (`sy_pick`'s or a kept one): its address is one
+/// handed over, its user data not released, and once the loop applied
+/// everything sent (`synced`: the subchannels reported and the host), its
+/// subchannel was reported READY and not shut down.
+fn check_picked(
+    id: u64,
+    address: *const c_char,
+    len: usize,
+    user_data: *mut c_void,
+    synced: Option<(&HashMap<u64, u32>, &Host)>,
+) {
+    check_address(address, len);
+    let ud = user_data as usize;
+    if ud != 0 {
+        assert_eq!(released(ud), 0, "a pick returned released user data");
+    }
+    if let Some((reported, host)) = synced {
+        assert_eq!(
+            reported.get(&id),
+            Some(&2),
+            "picked {id}, not reported READY"
+        );
+        assert!(
+            !host.shut_down.lock().unwrap().contains(&id),
+            "picked {id}, shut down"
+        );
     }
 }
 
