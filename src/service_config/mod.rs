@@ -529,7 +529,13 @@ mod tests {
         );
         // Three decimals, the rest cut off, without losing one to binary
         // floating point (1.001 * 1000 < 1001).
-        for (given, kept) in [(1.001, 1.001), (1.003, 1.003), (0.0019, 0.001), (2.5, 2.5)] {
+        for (given, kept) in [
+            (1.001, 1.001),
+            (1.003, 1.003),
+            (0.0019, 0.001),
+            (0.0019995, 0.001),
+            (2.5, 2.5),
+        ] {
             let t = ServiceConfig::parse(Some(&format!(
                 r#"{{"retryThrottling":{{"maxTokens":10,"tokenRatio":{given}}}}}"#
             )))
@@ -612,6 +618,10 @@ mod tests {
             (
                 r#"{"maxTokens":10,"tokenRatio":0.0001}"#,
                 "retryThrottling.tokenRatio: 0.0001 must be greater than 0",
+            ),
+            (
+                r#"{"maxTokens":10,"tokenRatio":0.0009995}"#,
+                "retryThrottling.tokenRatio: 0.0009995 must be greater than 0",
             ),
             (
                 r#"{"tokenRatio":1}"#,

@@ -165,9 +165,10 @@ impl RetryThrottling {
         let r = config_field(obj, "tokenRatio").ok_or_else(|| r_at.err("is required"))?;
         let ratio = json::number(r, &r_at)?;
         // A6: three decimals are kept (the rest cut off, as C-core cuts the
-        // decimal digits). Via micro-units: 1.001 * 1000 is 1000.999... in
-        // binary, which cut off directly would lose the 0.001.
-        let token_ratio = ((ratio * 1e6).round() as i64 / 1000) as f64 / 1000.0;
+        // decimal digits). Via nano-units: 1.001 * 1000 is 1000.999... in
+        // binary, which cut off directly would lose the 0.001; rounded
+        // any coarser, 0.0009995 would become 0.001 instead of 0.
+        let token_ratio = ((ratio * 1e9).round() as i64 / 1_000_000) as f64 / 1000.0;
         if token_ratio <= 0.0 {
             return Err(r_at.err(format!("{} must be greater than 0", json::shown(r))));
         }
