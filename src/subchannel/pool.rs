@@ -629,11 +629,12 @@ impl SubchannelPool {
 
     /// gRPC's ResetConnectBackoff: every subchannel's backoff starts over,
     /// and one waiting out a backoff (TRANSIENT_FAILURE, not connected)
-    /// goes IDLE now, so that its policy may connect it at once.
+    /// goes IDLE now, so that its policy may connect it at once. One
+    /// attempting a connection keeps that attempt's backoff, should it fail.
     pub(crate) fn reset_backoff(&mut self, env: &mut LoopContext) {
         let mut waiting = Vec::new();
         for (id, s) in &mut self.map {
-            s.backoff.reset();
+            s.backoff.restart();
             if s.state == ConnectivityState::TransientFailure && !s.sc.is_connected() {
                 if let Some(t) = s.timer.take() {
                     env.timers.cancel(t);
