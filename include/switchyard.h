@@ -586,9 +586,8 @@ sy_status sy_channel_connect(const struct sy_channel *ch);
  * gRPC's ResetConnectBackoff: every subchannel's connection backoff starts
  * over, and those waiting out a backoff after a failed attempt go IDLE at
  * once, so that the policy reconnects them now; a re-resolution waiting
- * out its pacing goes now too. An attempt under way, should it fail, still
- * waits out the backoff it drew. Returns at once (the loop does it);
- * SY_CLOSED after `sy_channel_close`. Any thread.
+ * out its pacing goes now too. Returns at once (the loop
+ * does it); SY_CLOSED after `sy_channel_close`. Any thread.
  */
 sy_status sy_channel_reset_connect_backoff(const struct sy_channel *ch);
 

@@ -72,11 +72,8 @@ pub(crate) struct Backoff {
     /// Pre-jitter backoff for the next interval.
     current: Duration,
     /// When the next attempt may start (set when an attempt starts; `None`
-    /// before the first attempt).
+    /// before the first attempt since the last reset).
     next_attempt: Option<Instant>,
-    /// The next attempt is the first since a reset: it backs off `initial`,
-    /// without jitter.
-    first: bool,
     /// The backoff the last attempt drew (jitter applied).
     interval: Duration,
 }
@@ -87,7 +84,6 @@ impl Backoff {
             config,
             current: config.initial,
             next_attempt: None,
-            first: true,
             interval: config.initial,
         }
     }
@@ -95,7 +91,7 @@ impl Backoff {
     /// An attempt starts at `now`: returns its connect deadline and records when
     /// the next attempt may start.
     pub fn start_attempt(&mut self, now: Instant, jitter: &mut dyn Jitter) -> Instant {
-        let interval = if std::mem::take(&mut self.first) {
+        let interval = if self.next_attempt.is_none() {
             // The very first interval carries no jitter (spec pseudo-code).
             self.current
         } else {
@@ -124,17 +120,8 @@ impl Backoff {
 
     /// A connection succeeded (the server's SETTINGS arrived): start over.
     pub fn reset(&mut self) {
-        self.restart();
-        self.next_attempt = None;
-    }
-
-    /// ResetConnectBackoff during an attempt: the attempt after this one
-    /// starts the sequence over, but this one, if it fails, still waits
-    /// out the backoff it drew (as gRPC-Go's and C-core's: a reset wakes
-    /// only a subchannel already waiting in TRANSIENT_FAILURE).
-    pub fn restart(&mut self) {
         self.current = self.config.initial;
-        self.first = true;
+        self.next_attempt = None;
     }
 }
 
@@ -255,27 +242,5 @@ mod tests {
         b.reset();
         b.start_attempt(t0, &mut j);
         assert_eq!(b.next_attempt().unwrap() - t0, Duration::from_secs(1));
-    }
-
-    /// A reset during an attempt keeps when that attempt's successor may
-    /// start, and starts the sequence over from the one after.
-    #[test]
-    fn restart_keeps_the_attempt_under_way() {
-        let mut b = Backoff::new(BackoffConfig::default());
-        let t0 = Instant::now();
-        let mut j = || 0.9;
-        for _ in 0..5 {
-            b.start_attempt(t0, &mut j);
-        }
-        let drawn = b.next_attempt().unwrap();
-        assert!(drawn - t0 > Duration::from_secs(6), "{:?}", drawn - t0);
-        b.restart();
-        assert_eq!(b.next_attempt(), Some(drawn));
-        let t1 = drawn;
-        b.start_attempt(t1, &mut j);
-        assert_eq!(b.next_attempt().unwrap() - t1, Duration::from_secs(1));
-        b.start_attempt(t1, &mut j);
-        let second = (b.next_attempt().unwrap() - t1).as_secs_f64();
-        assert!((second - 1.6 * 1.16).abs() < 1e-6, "{second}");
     }
 }

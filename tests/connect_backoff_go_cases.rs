@@ -667,36 +667,6 @@ fn connect_during_backoff_does_not_cut_it_short() {
     ch.close();
 }
 
-/// ResetConnectBackoff while an attempt is under way (gRPC-Go's
-/// `resetConnectBackoff` wakes only a subchannel sleeping out a backoff;
-/// C-core's `ResetBackoff` only one in TRANSIENT_FAILURE): the attempt,
-/// failing after 300 ms, still waits out the 1.5 s it drew before the next
-/// one; the sequence starts over from that next one (no growth: its
-/// successor comes 1.5 s later again, not 1.5 x 4).
-#[test]
-fn reset_connect_backoff_during_an_attempt_keeps_its_backoff() {
-    let server = Raw::start(|s, _, _| {
-        std::thread::sleep(Duration::from_millis(300));
-        drop(s);
-        false
-    });
-    let rt = Runtime::new().unwrap();
-    let (opts, _log) = opts_with(backoff(1500, 4.0, 0.0, 60_000, 5000));
-    let ch = Channel::new(&rt, &server.target(), PF, opts).unwrap();
-    ch.connect().unwrap();
-    server.wait_accepted(1, T);
-    std::thread::sleep(Duration::from_millis(100));
-    ch.reset_connect_backoff().unwrap();
-    let t = server.wait_accepted(3, T);
-    let g = gaps(&t[..3]);
-    assert!(g[0] >= 1.3, "the attempt's backoff was cut short: {g:?}");
-    assert!(
-        g[1] >= 1.3 && g[1] < 4.0,
-        "the sequence did not start over: {g:?}"
-    );
-    ch.close();
-}
-
 /// pick_first in TRANSIENT_FAILURE gets a new address list (the host as
 /// resolver): a new address is tried at once (Go: `startFirstPassLocked`
 /// connects the new address's fresh subchannel), the channel goes READY

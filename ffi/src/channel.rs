@@ -416,9 +416,8 @@ pub extern "C" fn sy_channel_connect(ch: *const sy_channel) -> sy_status {
 /// gRPC's ResetConnectBackoff: every subchannel's connection backoff starts
 /// over, and those waiting out a backoff after a failed attempt go IDLE at
 /// once, so that the policy reconnects them now; a re-resolution waiting
-/// out its pacing goes now too. An attempt under way, should it fail, still
-/// waits out the backoff it drew. Returns at once (the loop does it);
-/// SY_CLOSED after `sy_channel_close`. Any thread.
+/// out its pacing goes now too. Returns at once (the loop
+/// does it); SY_CLOSED after `sy_channel_close`. Any thread.
 #[no_mangle]
 pub extern "C" fn sy_channel_reset_connect_backoff(ch: *const sy_channel) -> sy_status {
     boundary(|| {

@@ -494,8 +494,7 @@ impl Channel {
     /// their policy reconnects them now instead of after the backoff (for
     /// when the application knows the network is back); a re-resolution
     /// waiting out its pacing (after a rejected update) goes now too, as
-    /// in C-core and grpc-java. An attempt under way, should it fail,
-    /// still waits out the backoff it drew (as in gRPC-Go and C-core).
+    /// in C-core and grpc-java.
     pub fn reset_connect_backoff(&self) -> Result<(), Error> {
         self.run(|core, env| core.reset_connect_backoff(env))
     }

@@ -629,12 +629,11 @@ impl SubchannelPool {
 
     /// gRPC's ResetConnectBackoff: every subchannel's backoff starts over,
     /// and one waiting out a backoff (TRANSIENT_FAILURE, not connected)
-    /// goes IDLE now, so that its policy may connect it at once. One
-    /// attempting a connection keeps that attempt's backoff, should it fail.
+    /// goes IDLE now, so that its policy may connect it at once.
     pub(crate) fn reset_backoff(&mut self, env: &mut LoopContext) {
         let mut waiting = Vec::new();
         for (id, s) in &mut self.map {
-            s.backoff.restart();
+            s.backoff.reset();
             if s.state == ConnectivityState::TransientFailure && !s.sc.is_connected() {
                 if let Some(t) = s.timer.take() {
                     env.timers.cancel(t);
