@@ -582,12 +582,7 @@ async fn unary_rest(
         // The message is read first (gRPC-Go's `recvMsg`): one cut short
         // says so before the missing trailers do.
         None if ends_mid_message(&buf) => return Err(unexpected_eof()),
-        None => {
-            return Err(CallError::new(
-                code::INTERNAL,
-                "server closed the stream without sending trailers",
-            ))
-        }
+        None => return Err(no_trailers()),
     };
     let encoding = Encoding::of(&parts.headers);
     let message = unary_message(buf, parts.status, encoding, &trailers, max).map_err(|e| {
@@ -816,6 +811,15 @@ fn is_grpc_response(parts: &http::response::Parts) -> bool {
 /// The status of a gRPC response that ended without a grpc-status: its
 /// HTTP status mapped where that is not 200, else UNKNOWN (gRPC's HTTP
 /// mapping; grpc-go and grpc-java say UNKNOWN for a 200 without one).
+/// A response whose stream ended on DATA, with no trailers (gRPC-Go's
+/// `handleData`: INTERNAL, where trailers without grpc-status are UNKNOWN).
+pub(crate) fn no_trailers() -> CallError {
+    CallError::new(
+        code::INTERNAL,
+        "server closed the stream without sending trailers",
+    )
+}
+
 pub(crate) fn missing_status(http: http::StatusCode) -> CallError {
     if http == http::StatusCode::OK {
         CallError::new(

@@ -18,8 +18,8 @@ use h2::{RecvStream, SendStream};
 use http::Request;
 
 use super::grpc::{
-    build_request, check_response_head, grpc_status, h2_error, missing_status, request_body,
-    take_message, CallError, Inflight,
+    build_request, check_response_head, grpc_status, h2_error, missing_status, no_trailers,
+    request_body, take_message, CallError, Inflight,
 };
 use super::h2conn::Handle;
 
@@ -218,10 +218,39 @@ pub(crate) fn stream_head(parts: &http::response::Parts) -> Result<(), CallError
 }
 
 /// The status a stream ends with, from its trailers (`None`: none came)
-/// and its head's HTTP status (`http`), as `unary_message`.
+/// and its head's HTTP status (`http`), as a unary call's.
 pub(crate) fn stream_end(trailers: Option<&http::HeaderMap>, http: http::StatusCode) -> CallError {
-    match trailers.and_then(grpc_status) {
+    let Some(trailers) = trailers else {
+        return no_trailers();
+    };
+    match grpc_status(trailers) {
         Some((code, message)) => CallError::new(code, message),
         None => missing_status(http),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::transport::grpc::code;
+
+    /// A stream's end status, as a unary call's: no trailers at all (the
+    /// stream ended on DATA) is INTERNAL, trailers without grpc-status
+    /// UNKNOWN at HTTP 200 (else the HTTP status's code), and the
+    /// trailers' grpc-status otherwise.
+    #[test]
+    fn stream_end_is_a_unary_calls() {
+        let ok = http::StatusCode::OK;
+        assert_eq!(stream_end(None, ok).code, code::INTERNAL);
+        let empty = http::HeaderMap::new();
+        assert_eq!(stream_end(Some(&empty), ok).code, code::UNKNOWN);
+        let unavailable = http::StatusCode::SERVICE_UNAVAILABLE;
+        assert_eq!(
+            stream_end(Some(&empty), unavailable).code,
+            code::UNAVAILABLE
+        );
+        let mut status = http::HeaderMap::new();
+        status.insert("grpc-status", http::HeaderValue::from_static("5"));
+        assert_eq!(stream_end(Some(&status), ok).code, 5);
     }
 }
