@@ -313,8 +313,11 @@ pub extern "C" fn sy_channel_new_with_options(
             disable_retry: opts.disable_retry,
             ..Default::default()
         };
+        // Read before `Channel::new`, whose log lines reach the host's log
+        // callback, which may change or free the options handle.
+        let call_threads = opts.call_threads;
         let channel = Channel::new(rt.get(), target, config, options)?;
-        let pool = CallPool::new(opts.call_threads);
+        let pool = CallPool::new(call_threads);
         rt.register_pool(&pool);
         let ch = Box::into_raw(Box::new(sy_channel(Shell::new(ChannelBox {
             channel,

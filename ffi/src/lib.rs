@@ -7,8 +7,9 @@
 //! per-thread `sy_last_error`, enums taken from C as integers and checked, and a
 //! panic boundary in every entry point except these, which are panic-free by
 //! construction: the pick path's hit paths (`sy_pick`, `sy_pick_done`,
-//! `sy_reader_pick`, `sy_reader_done`: their ways that run a policy's code
-//! are guarded), `sy_buffer_data`,
+//! `sy_reader_pick`, `sy_reader_done`, `sy_reader_next`: their ways that run
+//! a policy's code are guarded; a pick's release that frees its picker runs
+//! only drops and the C callbacks `free` and `release`), `sy_buffer_data`,
 //! `sy_buffer_len`, `sy_version`, `sy_status_str`, `sy_state_str`,
 //! `sy_last_status` and `sy_last_grpc_code`. (Should one panic after all,
 //! Rust >= 1.81 aborts at the `extern "C"` boundary instead of unwinding into
