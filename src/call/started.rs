@@ -403,7 +403,6 @@ impl Channel {
             .counts
             .get_or_init(|| ReaderCounts::new(&shared.call_stats))
             .call_started();
-        on_id(id);
         let call = Arc::new(CallShared {
             id,
             state: AtomicU8::new(RUNNING),
@@ -411,6 +410,9 @@ impl Channel {
             channel: shared.id,
         });
         lock(&dispatch.live).insert(id, call.clone());
+        // Told once cancellable: a cancel by this id from another thread,
+        // as soon as the caller has it, finds the call.
+        on_id(id);
         let new = NewCall {
             id,
             method: method.to_string(),
