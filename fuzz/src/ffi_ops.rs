@@ -220,6 +220,22 @@ impl Request {
     }
 }
 
+/// An RPC's outcome from the input (code, latency, load metrics kept in
+/// `store`), and whether a done must refuse it (an unknown code, bad
+/// metrics).
+fn outcome(input: &mut Input, store: &mut Vec<sy_load_metric>) -> (sy_outcome, bool) {
+    let code = u32::from(input.byte() % 18);
+    let latency_ns = input.u64();
+    let (metrics, metrics_len, bad) = metrics(input, store);
+    let outcome = sy_outcome {
+        grpc_code: code,
+        latency_ns,
+        metrics,
+        metrics_len,
+    };
+    (outcome, bad || code > 16)
+}
+
 /// Load metrics from the input, kept in `store`: (pointer, length,
 /// whether the done must refuse them).
 fn metrics(
@@ -280,21 +296,25 @@ struct Held {
     result: Box<sy_pick_result>,
 }
 
+/// `borrowed_sentinel`'s values, and a token of the same filler.
 fn sentinel() -> sy_pick_result {
+    let b = borrowed_sentinel();
     sy_pick_result {
-        subchannel_id: 0xdead,
-        address: std::ptr::dangling(),
-        address_len: 0xbeef,
-        user_data: 0x5a5a as *mut c_void,
+        subchannel_id: b.subchannel_id,
+        address: b.address,
+        address_len: b.address_len,
+        user_data: b.user_data,
         _token: MaybeUninit::new([0x5a5a; SY_PICK_TOKEN_WORDS]),
     }
 }
 
 fn untouched(r: &sy_pick_result) -> bool {
-    r.subchannel_id == 0xdead
-        && r.address == std::ptr::dangling()
-        && r.address_len == 0xbeef
-        && r.user_data as usize == 0x5a5a
+    borrowed_untouched(&sy_borrowed_pick {
+        subchannel_id: r.subchannel_id,
+        address: r.address,
+        address_len: r.address_len,
+        user_data: r.user_data,
+    })
         // SAFETY: written by `sentinel`; a failed pick must not touch it.
         && unsafe { r._token.assume_init() } == [0x5a5a; SY_PICK_TOKEN_WORDS]
 }
@@ -551,15 +571,19 @@ pub fn ffi_ops(data: &[u8]) {
             }
             11 if !picks.is_empty() => {
                 let i = input.below(picks.len());
-                let code = u32::from(input.byte() % 18);
-                let latency = input.u64();
                 let mut store = Vec::new();
-                let (mptr, mlen, bad) = metrics(&mut input, &mut store);
+                let (o, bad) = outcome(&mut input, &mut store);
                 // Still valid until done, whatever happened to the channel.
                 check_address(picks[i].result.address, picks[i].result.address_len);
-                let st = sy_pick_done(&mut *picks[i].result, code, latency, mptr, mlen);
-                if code > 16 || bad {
-                    assert_ne!(st, OK, "done accepted code {code} / bad metrics");
+                let st = sy_pick_done(
+                    &mut *picks[i].result,
+                    o.grpc_code,
+                    o.latency_ns,
+                    o.metrics,
+                    o.metrics_len,
+                );
+                if bad {
+                    assert_ne!(st, OK, "done accepted {} / bad metrics", o.grpc_code);
                     // The pick is untouched: finish it properly later.
                     continue;
                 }
@@ -606,20 +630,12 @@ pub fn ffi_ops(data: &[u8]) {
                     .as_ref()
                     .map_or(null(), |r| r as *const sy_pick_request);
                 let mut store = Vec::new();
-                let mut outcome = None;
-                let mut bad_outcome = false;
-                if op == 17 && input.bool() {
-                    let code = u32::from(input.byte() % 18);
-                    let latency_ns = input.u64();
-                    let (metrics, metrics_len, bad) = metrics(&mut input, &mut store);
-                    bad_outcome = bad || code > 16;
-                    outcome = Some(sy_outcome {
-                        grpc_code: code,
-                        latency_ns,
-                        metrics,
-                        metrics_len,
-                    });
-                }
+                let (outcome, bad_outcome) = if op == 17 && input.bool() {
+                    let (o, bad) = outcome(&mut input, &mut store);
+                    (Some(o), bad)
+                } else {
+                    (None, false)
+                };
                 if let Kept::Pick(address, len) = kept[i] {
                     // Still valid, whatever happened to the channel.
                     check_address(address, len);
@@ -675,16 +691,20 @@ pub fn ffi_ops(data: &[u8]) {
             }
             18 if !readers.is_empty() => {
                 let i = input.below(readers.len());
-                let code = u32::from(input.byte() % 18);
-                let latency = input.u64();
                 let mut store = Vec::new();
-                let (mptr, mlen, bad) = metrics(&mut input, &mut store);
+                let (o, bad) = outcome(&mut input, &mut store);
                 if let Kept::Pick(address, len) = kept[i] {
                     check_address(address, len);
                 }
-                let st = sy_reader_done(readers[i], code, latency, mptr, mlen);
-                if code > 16 || bad {
-                    assert_ne!(st, OK, "done accepted code {code} / bad metrics");
+                let st = sy_reader_done(
+                    readers[i],
+                    o.grpc_code,
+                    o.latency_ns,
+                    o.metrics,
+                    o.metrics_len,
+                );
+                if bad {
+                    assert_ne!(st, OK, "done accepted {} / bad metrics", o.grpc_code);
                     continue;
                 }
                 match kept[i] {

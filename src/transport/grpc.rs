@@ -808,9 +808,6 @@ fn is_grpc_response(parts: &http::response::Parts) -> bool {
         .is_some_and(|v| is_grpc_content_type(v.as_bytes()))
 }
 
-/// The status of a gRPC response that ended without a grpc-status: its
-/// HTTP status mapped where that is not 200, else UNKNOWN (gRPC's HTTP
-/// mapping; grpc-go and grpc-java say UNKNOWN for a 200 without one).
 /// A response whose stream ended on DATA, with no trailers (gRPC-Go's
 /// `handleData`: INTERNAL, where trailers without grpc-status are UNKNOWN).
 pub(crate) fn no_trailers() -> CallError {
@@ -820,6 +817,9 @@ pub(crate) fn no_trailers() -> CallError {
     )
 }
 
+/// The status of a gRPC response that ended without a grpc-status: its
+/// HTTP status mapped where that is not 200, else UNKNOWN (gRPC's HTTP
+/// mapping; grpc-go and grpc-java say UNKNOWN for a 200 without one).
 pub(crate) fn missing_status(http: http::StatusCode) -> CallError {
     if http == http::StatusCode::OK {
         CallError::new(
