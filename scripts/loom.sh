@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Model-checks switchyard's protocols between the loop and RPC threads with
 # loom: publish / wait-wake / release, the channel state word, coalesced work
-# requests, WRR weights.
+# requests, WRR weights, least_request's in-flight counter slots.
 #
 # --cfg loom swaps std's Arc/Mutex/Condvar/atomics for loom's in src/sync.rs.
 # RUSTFLAGS changes rebuild every dependency, so the loom build gets its own

@@ -2,6 +2,7 @@
 //! picks from it wait-free; `pick` adds queueing, wait-for-ready and deadlines.
 
 use crate::balancer::hash_ring::RingTable;
+use crate::balancer::in_flight::Slot as CounterSlot;
 use crate::balancer::least_loaded::{LeastLoadedTable, LoadedEntry};
 use crate::balancer::picker::{
     DoneHook, DoneHooks, DoneInfo, InlineKind, PickInfo, PickLocal, PickResult, Picker,
@@ -148,6 +149,11 @@ pub struct Reader {
     /// Inline tables at least this long prefetch their upcoming draws
     /// (`crate::prefetch::large_table_len`).
     large_table: usize,
+    /// The in-flight counter slot this reader's kept and borrowed
+    /// least_request picks count in: its own (claimed from the channel
+    /// when it first caches a least-loaded table, given back when it is
+    /// dropped), or the shared one when all were taken.
+    counter_slot: CounterSlot,
 }
 
 impl Channel {
@@ -185,6 +191,7 @@ impl Reader {
             shared,
             counts: None,
             large_table: crate::prefetch::large_table_len(),
+            counter_slot: CounterSlot::SHARED,
         };
         // Not synced here: the first pick goes the slow way, which tells
         // the loop the channel is in use. A thread that makes a reader
@@ -221,7 +228,8 @@ impl Reader {
             });
         }
         if generation == self.inline_generation {
-            if let Some((listed, owed)) = self.pick_inline(|| info.hash, !info.metadata.is_empty())
+            if let Some((listed, owed)) =
+                self.pick_inline(|| info.hash, !info.metadata.is_empty(), CounterSlot::SHARED)
             {
                 // SAFETY: see `Listed`.
                 let listed = unsafe { listed.as_ref() };
@@ -240,7 +248,7 @@ impl Reader {
 
     #[inline(never)]
     fn try_pick_slow(&mut self, info: &PickInfo<'_>) -> Result<Pick, PickError> {
-        let (subconn, done, owed) = self.choose_slow(info)?;
+        let (subconn, done, owed) = self.choose_slow(info, CounterSlot::SHARED)?;
         // SAFETY: chosen from the cached table, which the cache keeps alive.
         let slot = unsafe { subconn.as_ref() }.slot();
         self.tally.started(slot);
@@ -278,7 +286,7 @@ impl Reader {
             self.ref_hooks.owed = Owed::Load(e.hook_ptr());
             (e.listed().ptr(), e.listed().slot(), true)
         } else if let Some(e) = self.two_choices_at_hand(generation) {
-            self.ref_hooks.owed = Owed::InFlight(e);
+            self.ref_hooks.owed = Owed::InFlight(e, self.counter_slot);
             // SAFETY: see `two_choices_at_hand`.
             let listed = unsafe { e.as_ref() }.listed();
             (listed.ptr(), listed.slot(), true)
@@ -318,7 +326,8 @@ impl Reader {
         if generation != self.inline_generation {
             return None;
         }
-        let (listed, owed) = self.pick_inline(|| info.hash, !info.metadata.is_empty())?;
+        let slot = self.counter_slot;
+        let (listed, owed) = self.pick_inline(|| info.hash, !info.metadata.is_empty(), slot)?;
         // SAFETY: see `Listed`.
         let listed = unsafe { listed.as_ref() };
         let hooked = self.ref_hooks_for(NO_HOOKS, owed);
@@ -336,7 +345,7 @@ impl Reader {
         &mut self,
         info: &PickInfo<'_>,
     ) -> Result<(NonNull<SubConn>, u32, bool), PickError> {
-        let (subconn, hooks, owed) = self.choose_slow(info)?;
+        let (subconn, hooks, owed) = self.choose_slow(info, self.counter_slot)?;
         // SAFETY: chosen from the cached table, which the cache keeps alive.
         let slot = unsafe { subconn.as_ref() }.slot();
         Ok((subconn, slot, self.ref_hooks_for(hooks, owed)))
@@ -384,7 +393,7 @@ impl Reader {
         } else if generation == self.flat_generation {
             (self.draw_flat(), NO_HOOKS, false)
         } else if generation == self.inline_generation {
-            let (listed, owed) = self.pick_inline(hash, false)?;
+            let (listed, owed) = self.pick_inline(hash, false, CounterSlot::SHARED)?;
             (listed, owed.hooks(), owed.load_only())
         } else {
             return None;
@@ -437,7 +446,8 @@ impl Reader {
         } else if generation == self.flat_generation {
             (self.draw_flat(), Owed::Nothing)
         } else if generation == self.inline_generation {
-            self.pick_inline(hash, false)?
+            let slot = self.counter_slot;
+            self.pick_inline(hash, false, slot)?
         } else {
             return None;
         };
@@ -481,7 +491,7 @@ impl Reader {
             NonNull::from(e.listed())
         } else {
             let e = self.two_choices_at_hand(generation)?;
-            self.kept.owed = Owed::InFlight(e);
+            self.kept.owed = Owed::InFlight(e, self.counter_slot);
             // SAFETY: see `two_choices_at_hand`.
             NonNull::from(unsafe { e.as_ref() }.listed())
         };
@@ -537,7 +547,8 @@ impl Reader {
         let inline = if generation == self.rotation_generation {
             Some((self.rotate(), Owed::Nothing))
         } else if generation == self.inline_generation {
-            self.pick_inline(|| info.hash, !info.metadata.is_empty())
+            let slot = self.counter_slot;
+            self.pick_inline(|| info.hash, !info.metadata.is_empty(), slot)
         } else {
             None
         };
@@ -548,7 +559,7 @@ impl Reader {
                 (listed.ptr(), listed.slot(), NO_HOOKS, owed)
             }
             None => {
-                let (subconn, hooks, owed) = self.choose_slow(info)?;
+                let (subconn, hooks, owed) = self.choose_slow(info, self.counter_slot)?;
                 // SAFETY: chosen from the cached table, which the cache keeps alive.
                 (subconn, unsafe { subconn.as_ref() }.slot(), hooks, owed)
             }
@@ -595,7 +606,7 @@ impl Reader {
                 }
             }
             // Directly: no call through a hook.
-            Owed::InFlight(entry) => release(entry),
+            Owed::InFlight(entry, slot) => release(entry, slot),
         }
         true
     }
@@ -633,8 +644,8 @@ impl Reader {
     /// counter's one (a dropped pick reports no load).
     #[inline(always)]
     fn settle_owed(&mut self) {
-        if let Owed::InFlight(entry) = std::mem::replace(&mut self.kept.owed, Owed::Nothing) {
-            release(entry);
+        if let Owed::InFlight(entry, slot) = std::mem::replace(&mut self.kept.owed, Owed::Nothing) {
+            release(entry, slot);
         }
     }
 
@@ -684,7 +695,8 @@ impl Reader {
         self.cache.slot().generation()
     }
 
-    /// A pick from the cached table's inline table, and what it owes its
+    /// A pick from the cached table's inline table (a least-loaded one's
+    /// counted in `slot`), and what it owes its
     /// policy when it ends; `None` when this table leaves the pick to the
     /// picker (a ring's hash landing on a member that is not READY, or a
     /// hash that may come from `metadata`). Only while
@@ -694,6 +706,7 @@ impl Reader {
         &mut self,
         hash: impl FnOnce() -> Option<u64>,
         has_metadata: bool,
+        slot: CounterSlot,
     ) -> Option<(Listed, Owed)> {
         match self.inline.0 {
             Inline::Schedule(s) => {
@@ -738,8 +751,11 @@ impl Reader {
                         tally.prefetch(e.listed().slot());
                     });
                 }
-                let e = table.pick(&mut self.local);
-                Some((NonNull::from(e.listed()), Owed::InFlight(NonNull::from(e))))
+                let e = table.pick(&mut self.local, slot);
+                Some((
+                    NonNull::from(e.listed()),
+                    Owed::InFlight(NonNull::from(e), slot),
+                ))
             }
             Inline::Ring(t) => {
                 // SAFETY: as above.
@@ -783,7 +799,7 @@ impl Reader {
             return None;
         };
         // SAFETY: as in `step_at_hand`.
-        let e = unsafe { t.as_ref() }.pick_two_at_hand(&mut self.local)?;
+        let e = unsafe { t.as_ref() }.pick_two_at_hand(&mut self.local, self.counter_slot)?;
         Some(NonNull::from(e))
     }
 
@@ -824,7 +840,7 @@ impl Reader {
     /// The current picker's choice past the hit path, as pointers into the
     /// cached table.
     #[inline(always)]
-    fn choose_slow(&mut self, info: &PickInfo<'_>) -> Result<Choice, PickError> {
+    fn choose_slow(&mut self, info: &PickInfo<'_>, slot: CounterSlot) -> Result<Choice, PickError> {
         // The cache may move to another table below: a kept pick's hooks
         // must hear of it while theirs is still alive.
         self.drop_kept();
@@ -843,7 +859,8 @@ impl Reader {
             ));
         }
         if self.inline_generation != NO_ROTATION {
-            if let Some((listed, owed)) = self.pick_inline(|| info.hash, !info.metadata.is_empty())
+            if let Some((listed, owed)) =
+                self.pick_inline(|| info.hash, !info.metadata.is_empty(), slot)
             {
                 // SAFETY: see `Listed`.
                 return Ok((unsafe { listed.as_ref() }.ptr(), NO_HOOKS, owed));
@@ -912,6 +929,12 @@ impl Reader {
         if generation != self.synced_generation {
             // Its entries may be gone with the table moved from.
             self.hand.clear();
+        }
+        if matches!(inline, Some(Inline::LeastLoaded(_)))
+            && self.counter_slot == CounterSlot::SHARED
+        {
+            // Once, unless all were taken (then at each new table).
+            self.counter_slot = self.shared.counter_slots.claim();
         }
         self.picker = picker;
         self.synced_generation = generation;
@@ -1131,6 +1154,9 @@ impl Drop for Reader {
     /// is still alive.
     fn drop(&mut self) {
         self.drop_kept();
+        // Nothing is counted in it any more: the kept pick is settled, and
+        // a borrowed one borrows the reader.
+        self.shared.counter_slots.release(self.counter_slot);
     }
 }
 
@@ -1147,10 +1173,12 @@ enum Owed {
     /// A schedule's load hook (`StrideSchedule`): told only a done that
     /// carries load, so the pick's done costs nothing without.
     Load(NonNull<dyn DoneHook>),
-    /// One off the entry's in-flight counter (`LeastLoadedTable`), done or
-    /// dropped: directly for a kept pick, through the entry as a done hook
-    /// for a pick that leaves the reader.
-    InFlight(NonNull<LoadedEntry>),
+    /// One off the entry's in-flight count (`LeastLoadedTable`), in the
+    /// slot it was counted in, done or dropped: directly for a kept or
+    /// borrowed pick (the reader's own slot, or the shared one), through
+    /// the entry as a done hook for a pick that leaves the reader (always
+    /// the shared slot).
+    InFlight(NonNull<LoadedEntry>, CounterSlot),
 }
 
 impl Owed {
@@ -1160,7 +1188,12 @@ impl Owed {
         match self {
             Owed::Nothing => NO_HOOKS,
             Owed::Load(hook) => hooks_of(hook),
-            Owed::InFlight(entry) => hooks_of(entry),
+            Owed::InFlight(entry, slot) => {
+                // Only a pick counted in the shared slot may leave the
+                // reader (its done may run on any thread).
+                debug_assert_eq!(slot, CounterSlot::SHARED);
+                hooks_of(entry)
+            }
         }
     }
 
@@ -1181,15 +1214,16 @@ impl Owed {
     }
 }
 
-/// Takes a finished or dropped pick's one off its entry's counter.
+/// Takes a finished or dropped pick's one off its entry's count, in the
+/// `slot` it was counted in (the reader's own, or the shared one: this
+/// runs only through the reader that picked, so a reader's slot still has
+/// one writer).
 #[inline(always)]
-fn release(entry: NonNull<LoadedEntry>) {
+fn release(entry: NonNull<LoadedEntry>, slot: CounterSlot) {
     // SAFETY: an entry of the cached table's least-loaded table, which the
     // cache keeps alive while the reader keeps the pick (a kept pick is
     // settled before the cache moves: see `drop_kept`).
-    unsafe { entry.as_ref() }
-        .in_flight()
-        .fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+    unsafe { entry.as_ref() }.in_flight().sub(slot);
 }
 
 /// A pointer to the picker of the table a reader caches (see
@@ -1457,7 +1491,7 @@ impl<'r> PickRef<'r> {
         match this.done {
             None => {}
             Some(hooks) => match hooks.owed {
-                Owed::InFlight(entry) => release(entry),
+                Owed::InFlight(entry, slot) => release(entry, slot),
                 Owed::Load(_) if info.load.is_empty() => {}
                 _ => report_ref(hooks, this.subconn, info),
             },
@@ -1483,7 +1517,7 @@ impl Drop for PickRef<'_> {
         self.tally.closed(self.slot, true, false);
         if let Some(hooks) = self.done {
             match hooks.owed {
-                Owed::InFlight(entry) => release(entry),
+                Owed::InFlight(entry, slot) => release(entry, slot),
                 Owed::Nothing => report_ref(hooks, self.subconn, &DROPPED),
                 _ => {}
             }

@@ -6,18 +6,19 @@
 //! endpoint weights) use it; other shared state (subchannels' transport
 //! handles, readers' host-pick counters: single-writer atomics whose table is
 //! handed to snapshots through an `ArcSwap`; independent counters such as
-//! least_request's in-flight counts and outlier detection's outcomes) is
-//! single atomics or locks that need no model.
+//! outlier detection's outcomes) is single atomics or locks that need no
+//! model. least_request's in-flight counts (`balancer::in_flight`: slots
+//! with one writer each, handed from reader to reader) use it too.
 
 #[cfg(loom)]
 pub(crate) use loom::sync::{
-    atomic::{AtomicBool, AtomicU64, Ordering},
+    atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering},
     Arc, Condvar, Mutex, MutexGuard,
 };
 
 #[cfg(not(loom))]
 pub(crate) use std::sync::{
-    atomic::{AtomicBool, AtomicU64, Ordering},
+    atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering},
     Arc, Condvar, Mutex, MutexGuard,
 };
 

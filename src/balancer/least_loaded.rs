@@ -7,29 +7,12 @@
 //! through the picker or a done hook.
 
 use crate::balancer::done::{DoneHook, DoneInfo};
+pub(crate) use crate::balancer::in_flight::{InFlight, Slot};
 use crate::balancer::pick_local::{below, PickLocal};
 use crate::balancer::ready_list::ReadyChunks;
 use crate::balancer::rotation::RotationEntry;
 use crate::balancer::subconn::SubConn;
 use std::ptr::NonNull;
-use std::sync::atomic::{AtomicUsize, Ordering};
-
-/// One endpoint's requests in flight, on a cache line of its own: two
-/// threads picking different endpoints never write the same line. 64 bytes,
-/// not crossbeam's 128 (which also keeps the adjacent-line prefetcher's
-/// pair apart): with 100,000 endpoints a pick reads two counters at random,
-/// and the counters' footprint (6.4 MB) decides whether those reads hit
-/// the cache.
-#[repr(align(64))]
-#[derive(Default)]
-pub(crate) struct InFlight(AtomicUsize);
-
-impl InFlight {
-    #[cfg(test)]
-    pub(crate) fn get(&self) -> &AtomicUsize {
-        &self.0
-    }
-}
 
 /// A READY endpoint in a least-loaded table: what a pick hands out (id,
 /// address, tag) and its counter, plain pointers into what the table's
@@ -38,13 +21,13 @@ impl InFlight {
 #[derive(Clone, Copy)]
 pub(crate) struct LoadedEntry {
     listed: RotationEntry,
-    in_flight: NonNull<AtomicUsize>,
+    in_flight: NonNull<InFlight>,
 }
 
 // SAFETY: a `RotationEntry` (Send + Sync) and a pointer to an atomic
 // counter, both kept alive by every picker whose chunks hold the entry.
 unsafe impl Send for LoadedEntry {}
-// SAFETY: as above; the counter is only touched atomically.
+// SAFETY: as above; the counters are only touched atomically.
 unsafe impl Sync for LoadedEntry {}
 
 impl LoadedEntry {
@@ -55,7 +38,7 @@ impl LoadedEntry {
         LoadedEntry {
             // SAFETY: forwarded contract.
             listed: unsafe { RotationEntry::of(sc) },
-            in_flight: NonNull::from(&in_flight.0),
+            in_flight: NonNull::from(in_flight),
         }
     }
 
@@ -72,9 +55,9 @@ impl LoadedEntry {
         unsafe { self.listed.ptr().as_ref() }
     }
 
-    /// The endpoint's counter.
+    /// The endpoint's counters.
     #[inline(always)]
-    pub(crate) fn in_flight(&self) -> &AtomicUsize {
+    pub(crate) fn in_flight(&self) -> &InFlight {
         // SAFETY: per `new`'s contract, alive while the entry is reachable.
         unsafe { self.in_flight.as_ref() }
     }
@@ -83,14 +66,16 @@ impl LoadedEntry {
 impl DoneHook for LoadedEntry {
     #[inline]
     fn done(&self, _: &SubConn, _: &DoneInfo<'_>) {
-        // Once per pick that added one (every hook is told once).
-        self.in_flight().fetch_sub(1, Ordering::Relaxed);
+        // Once per pick that added one (every hook is told once); a pick
+        // that leaves its reader counts in the shared slot.
+        self.in_flight().sub(Slot::SHARED);
     }
 }
 
 /// READY endpoints a pick draws `choice_count` of, uniformly at random with
 /// replacement, taking the one with the fewest requests in flight (a tie
-/// keeps the earlier draw, as A48 says) and adding one to its counter.
+/// keeps the earlier draw, as A48 says) and adding one to its count, in
+/// the pick's counter slot (see `in_flight`).
 pub struct LeastLoadedTable {
     /// Never empty; chunks shared with the policy's other pickers.
     entries: ReadyChunks<LoadedEntry>,
@@ -138,31 +123,33 @@ impl LeastLoadedTable {
     /// `pick` for the default two choices over one chunk (up to 256
     /// endpoints), `None` (nothing drawn) for any other table.
     #[inline(always)]
-    pub(crate) fn pick_two_at_hand(&self, local: &mut PickLocal) -> Option<&LoadedEntry> {
+    pub(crate) fn pick_two_at_hand(
+        &self,
+        local: &mut PickLocal,
+        slot: Slot,
+    ) -> Option<&LoadedEntry> {
         if self.choice_count != 2 {
             return None;
         }
-        Some(Self::pick_two(self.entries.flat()?, local))
+        Some(Self::pick_two(self.entries.flat()?, local, slot))
     }
 
     /// `pick` for two choices over one chunk: the same two draws from one
     /// random word and the same choice, with no loop and no chunk lookup.
     #[inline(always)]
-    fn pick_two<'t>(flat: &'t [LoadedEntry], local: &mut PickLocal) -> &'t LoadedEntry {
+    fn pick_two<'t>(flat: &'t [LoadedEntry], local: &mut PickLocal, slot: Slot) -> &'t LoadedEntry {
         let (bits, n) = (local.random(), flat.len());
         let (i, j) = (below(bits >> 32, n), below(bits, n));
         debug_assert!(i < n && j < n);
         // SAFETY: `below(_, n)` is below `n` (multiply-shift of 32 bits).
         let (first, second) = unsafe { (flat.get_unchecked(i), flat.get_unchecked(j)) };
         // Strictly fewer: a tie keeps the earlier draw (A48).
-        let best = if second.in_flight().load(Ordering::Relaxed)
-            < first.in_flight().load(Ordering::Relaxed)
-        {
+        let best = if second.in_flight().total() < first.in_flight().total() {
             second
         } else {
             first
         };
-        best.in_flight().fetch_add(1, Ordering::Relaxed);
+        best.in_flight().add(slot);
         best
     }
 
@@ -180,25 +167,25 @@ impl LeastLoadedTable {
         }
     }
 
-    /// The least loaded of `choice_count` random draws, its counter already
-    /// up by one: the caller owes it one `fetch_sub` when the RPC ends (or
-    /// the pick is dropped).
+    /// The least loaded of `choice_count` random draws, its count already
+    /// up by one in `slot`: the caller owes it one off that slot when the
+    /// RPC ends (or the pick is dropped).
     #[inline(always)]
-    pub(crate) fn pick(&self, local: &mut PickLocal) -> &LoadedEntry {
-        if let Some(e) = self.pick_two_at_hand(local) {
+    pub(crate) fn pick(&self, local: &mut PickLocal, slot: Slot) -> &LoadedEntry {
+        if let Some(e) = self.pick_two_at_hand(local, slot) {
             return e;
         }
-        self.pick_drawn(local)
+        self.pick_drawn(local, slot)
     }
 
     /// `pick` for any table: `choice_count` draws, walked one by one.
     #[inline(always)]
-    fn pick_drawn(&self, local: &mut PickLocal) -> &LoadedEntry {
+    fn pick_drawn(&self, local: &mut PickLocal, slot: Slot) -> &LoadedEntry {
         let n = self.entries.len();
         // Two draws per random word.
         let mut bits = local.random();
         let mut best = self.at(below(bits >> 32, n));
-        let mut fewest = best.in_flight().load(Ordering::Relaxed);
+        let mut fewest = best.in_flight().total();
         for k in 1..self.choice_count {
             let half = if k % 2 == 1 {
                 bits
@@ -207,13 +194,13 @@ impl LeastLoadedTable {
                 bits >> 32
             };
             let e = self.at(below(half, n));
-            let count = e.in_flight().load(Ordering::Relaxed);
+            let count = e.in_flight().total();
             // Strictly fewer: a tie keeps the earlier draw (A48).
             if count < fewest {
                 (best, fewest) = (e, count);
             }
         }
-        best.in_flight().fetch_add(1, Ordering::Relaxed);
+        best.in_flight().add(slot);
         best
     }
 }
@@ -254,14 +241,14 @@ mod tests {
             assert!(tables[0].choice_count == 2 && tables[0].entries.flat().is_some());
             let (mut fast, mut walk) = (PickLocal::new(7), PickLocal::new(7));
             for k in 0..5_000 {
-                let a = tables[0].pick(&mut fast).listed().id();
-                let b = tables[1].pick_drawn(&mut walk).listed().id();
+                let a = tables[0].pick(&mut fast, Slot::SHARED).listed().id();
+                let b = tables[1].pick_drawn(&mut walk, Slot::SHARED).listed().id();
                 assert_eq!(a, b, "n={n}, pick {k}");
                 // Some picks end, so counts differ and ties happen too.
                 if k % 3 == 0 {
                     for c in &counters {
                         let i = (a.0 - 1) as usize;
-                        c[i].get().fetch_sub(1, Ordering::Relaxed);
+                        c[i].sub(Slot::SHARED);
                     }
                 }
             }

@@ -8,6 +8,10 @@ pub mod done;
 pub mod graceful_switch;
 pub(crate) mod hash_ring;
 pub use hash_ring::RingTable;
+// The in-flight counting protocol, public only for its loom model; not
+// part of the API.
+#[doc(hidden)]
+pub mod in_flight;
 pub(crate) mod json;
 pub(crate) mod keep;
 pub(crate) mod least_loaded;

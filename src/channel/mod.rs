@@ -261,6 +261,7 @@ impl Channel {
             target: target.to_string(),
             authority,
             call_stats: call_stats.clone(),
+            counter_slots: Default::default(),
             methods: Slot::new(config.methods.clone()),
             picked: AtomicBool::new(false),
             waiting: Default::default(),

@@ -65,6 +65,9 @@ pub(crate) struct ChannelShared {
     pub(crate) authority: Option<String>,
     /// The readers' call counters (snapshots).
     pub(crate) call_stats: Arc<crate::snapshot::CallStats>,
+    /// The in-flight counter slots readers claim for their own
+    /// least_request picks (`balancer::in_flight`).
+    pub(crate) counter_slots: crate::balancer::in_flight::ReaderSlots,
     /// The service config's `methodConfig`, published apart from the
     /// pickers (it changes only with the config): calls look it up through
     /// their reader's cached copy, wait-free.

@@ -19,7 +19,7 @@ use super::ready_endpoints::{ReadyEndpoint, ReadyEndpoints, ReadyPicking};
 use crate::balancer::child_manager::ChildManager;
 use crate::balancer::json::config_field;
 use crate::balancer::keep::Keep;
-use crate::balancer::least_loaded::{InFlight, LeastLoadedTable, LoadedEntry};
+use crate::balancer::least_loaded::{InFlight, LeastLoadedTable, LoadedEntry, Slot};
 use crate::balancer::picker::{
     DoneHooks, InlineKind, PickInfo, PickLocal, PickResult, Picker, QueuePicker,
 };
@@ -228,7 +228,8 @@ pub(crate) struct LeastRequestPicker {
 impl Picker for LeastRequestPicker {
     #[inline]
     fn pick<'a>(&'a self, _: &PickInfo<'_>, local: &mut PickLocal) -> PickResult<'a> {
-        let best = self.table.pick(local);
+        // Its done may run on any thread: the shared counter slot.
+        let best = self.table.pick(local, Slot::SHARED);
         PickResult::Complete {
             subconn: best.subconn(),
             done: DoneHooks::one(best),
@@ -250,7 +251,6 @@ mod tests {
     use crate::connectivity::ConnectivityState::{Connecting, Ready, TransientFailure};
     use crate::Address;
     use serde_json::json;
-    use std::sync::atomic::Ordering;
 
     const A: &str = "127.0.0.1:2001";
     const B: &str = "127.0.0.1:2002";
@@ -273,10 +273,7 @@ mod tests {
 
     /// The policy's counter for `addr`'s endpoint.
     fn in_flight(lr: &ReadyEndpoints<LeastRequest>, addr: &str) -> usize {
-        lr.picking().counters[addr]
-            .get()
-            .get()
-            .load(Ordering::Relaxed)
+        lr.picking().counters[addr].get().total()
     }
 
     #[test]
@@ -397,16 +394,16 @@ mod tests {
                 table.upcoming(&local, 3, |e| predicted.push(e.subconn().id()));
                 assert_eq!(predicted.len(), choice_count as usize);
                 let mut ahead = local.clone();
-                table.pick(&mut ahead);
-                table.pick(&mut ahead);
-                let winner = table.pick(&mut ahead).subconn().id();
+                table.pick(&mut ahead, Slot::SHARED);
+                table.pick(&mut ahead, Slot::SHARED);
+                let winner = table.pick(&mut ahead, Slot::SHARED).subconn().id();
                 assert!(
                     predicted.contains(&winner),
                     "{winner:?} not in {predicted:?}"
                 );
                 // On by one pick (counters only grow here: the winner is
                 // one of the draws whatever they hold).
-                table.pick(&mut local);
+                table.pick(&mut local, Slot::SHARED);
             }
         }
     }

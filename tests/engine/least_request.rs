@@ -238,3 +238,82 @@ fn a_table_larger_than_the_caches_is_drawn_from_and_counted_exactly() {
     }
     assert_eq!(counted, picks as u64);
 }
+
+/// Readers counting their kept and borrowed picks in slots of their own
+/// (seven per channel; the rest share one) come and go on four threads at
+/// once, each slot passing from a dropped reader to a new one: no count is
+/// lost or left behind, so held picks split evenly afterwards, and picks
+/// held by one thread's readers steer another thread's picks away.
+#[test]
+#[cfg_attr(miri, ignore = "thousands of readers: minutes under Miri")]
+fn readers_coming_and_going_on_threads_keep_counts_exact() {
+    let host = Host::new();
+    let rt = Runtime::new().unwrap();
+    let ch = channel(&host, &rt, &["a:1", "b:1"], &["a:1", "b:1"]);
+    let info = PickInfo::default();
+    std::thread::scope(|s| {
+        for t in 0..4 {
+            let ch = &ch;
+            s.spawn(move || {
+                for i in 0..300 {
+                    let mut r = ch.reader();
+                    for k in 0..10 {
+                        r.try_pick_kept(&info).unwrap();
+                        // Some finished, some dropped by the next pick.
+                        if (t + i + k) % 3 != 0 {
+                            assert!(r.finish_kept(&DoneInfo::OK));
+                        }
+                        let p = r.try_pick_ref(&info).unwrap();
+                        if k % 2 == 0 {
+                            p.done(&DoneInfo::OK);
+                        }
+                    }
+                    // Dropped with its last kept pick unfinished, half the
+                    // time (the drop settles it before the slot goes).
+                    if i % 2 == 0 {
+                        r.try_pick_kept(&info).unwrap();
+                    }
+                }
+            });
+        }
+    });
+    // Held on this thread: 60 readers (seven with slots of their own),
+    // each with a kept pick where least_request chose.
+    let mut holders: Vec<Reader> = (0..60).map(|_| ch.reader()).collect();
+    let mut seen = HashMap::new();
+    let mut on_b = Vec::new();
+    for (i, r) in holders.iter_mut().enumerate() {
+        let addr = r.try_pick_kept(&info).unwrap().addr().to_string();
+        count(&mut seen, &addr);
+        if addr == "b:1" {
+            on_b.push(i);
+        }
+    }
+    let a = of(&seen, "a:1");
+    assert!(
+        a.abs_diff(60 - a) <= 4,
+        "nothing left in flight by the threads: held picks split evenly: {seen:?}"
+    );
+    // Those on b:1 end: another thread's picks now go to b:1.
+    for i in on_b {
+        assert!(holders[i].finish_kept(&DoneInfo::OK));
+    }
+    let later = std::thread::scope(|s| {
+        s.spawn(|| {
+            let mut r = ch.reader();
+            let mut later = HashMap::new();
+            for _ in 0..20 {
+                let p = r.try_pick_ref(&info).unwrap();
+                count(&mut later, p.subconn().addr());
+                p.done(&DoneInfo::OK);
+            }
+            later
+        })
+        .join()
+        .unwrap()
+    });
+    assert!(
+        of(&later, "b:1") >= 19,
+        "picks avoid the endpoint other readers hold picks on: {later:?}"
+    );
+}
