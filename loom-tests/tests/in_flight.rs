@@ -17,6 +17,13 @@ struct World {
     count: InFlight,
 }
 
+fn world() -> Arc<World> {
+    Arc::new(World {
+        slots: ReaderSlots::default(),
+        count: InFlight::default(),
+    })
+}
+
 /// One reader's life: claims a slot, picks (one up) and finishes (one
 /// down) `picks` times, and leaves `held` picks in flight, then goes.
 /// (A reader is dropped only with nothing of its own in flight; `held`
@@ -40,10 +47,7 @@ fn reader_life(w: &World, picks: usize, held: usize) {
 #[test]
 fn slots_pass_between_readers_without_losing_a_count() {
     loom::model(|| {
-        let w = Arc::new(World {
-            slots: ReaderSlots::default(),
-            count: InFlight::default(),
-        });
+        let w = world();
         let other = {
             let w = w.clone();
             thread::spawn(move || reader_life(&w, 1, 0))
@@ -62,10 +66,7 @@ fn slots_pass_between_readers_without_losing_a_count() {
 #[test]
 fn live_readers_never_share_a_slot() {
     loom::model(|| {
-        let w = Arc::new(World {
-            slots: ReaderSlots::default(),
-            count: InFlight::default(),
-        });
+        let w = world();
         let first = {
             let w = w.clone();
             thread::spawn(move || {

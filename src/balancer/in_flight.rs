@@ -50,24 +50,27 @@ impl InFlight {
     /// One more in flight, counted in `slot`.
     #[inline(always)]
     pub fn add(&self, slot: Slot) {
-        let c = &self.0[slot.index()];
-        if slot == Slot::SHARED {
-            c.fetch_add(1, Ordering::Relaxed);
-        } else {
-            // The slot's only writer (see `Slot`).
-            c.store(c.load(Ordering::Relaxed).wrapping_add(1), Ordering::Relaxed);
-        }
+        self.shift(slot, 1);
     }
 
     /// One fewer in flight, taken off `slot` (where it was added).
     #[inline(always)]
     pub fn sub(&self, slot: Slot) {
+        // Adding -1, wrapping (as atomic adds do).
+        self.shift(slot, 1usize.wrapping_neg());
+    }
+
+    #[inline(always)]
+    fn shift(&self, slot: Slot, by: usize) {
         let c = &self.0[slot.index()];
         if slot == Slot::SHARED {
-            c.fetch_sub(1, Ordering::Relaxed);
+            c.fetch_add(by, Ordering::Relaxed);
         } else {
             // The slot's only writer (see `Slot`).
-            c.store(c.load(Ordering::Relaxed).wrapping_sub(1), Ordering::Relaxed);
+            c.store(
+                c.load(Ordering::Relaxed).wrapping_add(by),
+                Ordering::Relaxed,
+            );
         }
     }
 }
