@@ -20,6 +20,16 @@
 //! weights). The picks are the same, in the same order; a pick costs about
 //! what a round-robin one does (2.0-2.3 ns against 5.8 one step at a time,
 //! the scheduler alone).
+//!
+//! Readers of a schedule over few endpoints skip even that: when whole
+//! generations of the schedule fit a few hundred kilobytes and give every
+//! entry at least `CYCLE_LEAST` picks, the schedule works them out once, as
+//! it is built (its `Cycle`), and readers walk those steps round and round
+//! from a random start, as they walk a rotation. Taken over whole
+//! generations, each entry's share of a pass is its weight's to within one
+//! pick of at least `CYCLE_LEAST` (1 %; the steps are the scheduler's own,
+//! so this is what gRPC's sequence gives over the same generations).
+//! Working batches out was a third of a reader's weighted pick.
 
 use crate::balancer::done::DoneHook;
 use crate::balancer::pick_local::{Batch, PickLocal};
@@ -117,6 +127,9 @@ pub type ScheduleEntries = Arc<[ScheduleEntry]>;
 pub struct StrideSchedule {
     strides: Strides,
     entries: ScheduleEntries,
+    /// Its first generations' steps, for readers to walk (`None`: too many
+    /// to be worth keeping; readers work batches out, see `Hand`).
+    cycle: Option<Cycle>,
 }
 
 impl StrideSchedule {
@@ -128,7 +141,18 @@ impl StrideSchedule {
     /// there are more than `u32::MAX − 64` entries.
     pub fn new(entries: ScheduleEntries, weights: Option<&[u16]>) -> Option<StrideSchedule> {
         let strides = Strides::new(entries.len(), weights)?;
-        Some(StrideSchedule { strides, entries })
+        let cycle = strides.cycle();
+        Some(StrideSchedule {
+            strides,
+            entries,
+            cycle,
+        })
+    }
+
+    /// How many picks a reader's pass over the schedule's worked-out
+    /// steps holds (`None`: readers work batches out for themselves).
+    pub fn cycle_len(&self) -> Option<usize> {
+        self.cycle.as_ref().map(|c| c.steps.len())
     }
 
     /// Its entries, for the next schedule over the same READY set.
@@ -159,33 +183,62 @@ impl StrideSchedule {
         self.entry(i)
     }
 
-    /// `next`, and the steps after it (up to a batch's worth) put in
-    /// `hand` as pointers to their entries, named `generation` (the
-    /// caller's name for this schedule: a hand from it is good only while
-    /// the caller still holds this schedule under that name).
+    /// `next`, and the steps after it put in `hand`, named `generation`
+    /// (the caller's name for this schedule: a hand from it is good only
+    /// while the caller still holds this schedule under that name): the
+    /// schedule's cycle (from a random step on a hand from another
+    /// schedule, from its start on a hand that walked it to its end), else
+    /// a batch's worth worked out for this reader.
     pub(crate) fn fill(
         &self,
         local: &mut PickLocal,
         hand: &mut Hand,
         generation: u64,
     ) -> &ScheduleEntry {
-        let mut len = 0;
-        let steps = hand.steps.as_mut_ptr();
-        self.strides.drain(local, |i| {
-            debug_assert!(len < BATCH);
-            // SAFETY: `drain` hands out at most `BATCH` steps, so `len` is
-            // below `BATCH`, the length of `steps`.
-            unsafe { *steps.add(len) = NonNull::from(self.entry(i)) };
-            len += 1;
-        });
+        hand.entries = NonNull::from(&self.entries[..]).cast();
+        let (steps, at, first) = match &self.cycle {
+            Some(cycle) => {
+                // `fill` is called when the hand has no step left: one of
+                // this schedule's has walked the cycle to its end.
+                let at = if hand.generation == generation {
+                    0
+                } else {
+                    local.random_below(cycle.steps.len())
+                };
+                let steps = &cycle.steps[..];
+                (NonNull::from(steps), at, steps.get(at).copied())
+            }
+            None => {
+                let own = *hand
+                    .own
+                    .get_or_insert_with(|| NonNull::from(Box::leak(Box::new([0; BATCH]))));
+                // SAFETY: `own` is the hand's own, made above or before
+                // (alive until the hand is dropped), and nothing else
+                // refers to it: the hand's `steps` are not read while this
+                // `&mut` lives, and are set anew below.
+                let own = unsafe { &mut *own.as_ptr() };
+                let mut len = 0;
+                self.strides.drain(local, |i| {
+                    debug_assert!(len < BATCH);
+                    // `drain` hands out at most `BATCH` steps; the mask
+                    // changes nothing and drops the bounds check.
+                    own[len % BATCH] = i as u32;
+                    len += 1;
+                });
+                let steps = &own[..len];
+                (NonNull::from(steps), 0, steps.first().copied())
+            }
+        };
         hand.generation = generation;
-        hand.at = 1;
-        hand.len = len as u32;
-        match len {
-            // `drain` hands out at least one step: never.
-            0 => self.next(local),
-            // SAFETY: just set from an entry of `self`, borrowed as long.
-            _ => unsafe { hand.steps[0].as_ref() },
+        hand.steps = steps.cast();
+        // At most `CYCLE_PICKS` or `BATCH` long.
+        hand.len = steps.len() as u32;
+        hand.at = at as u32 + 1;
+        match first {
+            Some(i) => self.entry(i as usize),
+            // A cycle has a step, and `drain` hands out at least one:
+            // never.
+            None => self.next(local),
         }
     }
 
@@ -207,22 +260,42 @@ static SCHEDULES: AtomicU64 = AtomicU64::new(1);
 /// How many steps a batch works out: one bit each in the reader's mask.
 const BATCH: usize = 64;
 
-/// Steps of a stride schedule taken ahead for one reader (`fill`), as
-/// pointers to their entries: a step at hand is then a rotation's step
-/// (no batch to look into, no schedule to check but by its name), and the
-/// schedule's own arithmetic runs once per batch.
+/// The steps of a stride schedule a reader takes next (`fill`), as indices
+/// of its entries: the schedule's cycle, walked round and round, or a
+/// batch worked out for this reader alone. A step at hand is then a
+/// rotation's step (no batch to look into, no schedule to check but by
+/// its name).
 pub(crate) struct Hand {
     /// The name `fill` was given (`EMPTY`: none).
     generation: u64,
-    /// The next step, and where they end (`at <= len <= BATCH`).
+    /// The next step, and where they end (`at <= len`, or `at == len + 1`
+    /// after a `fill` that found no step).
     at: u32,
     len: u32,
-    steps: [NonNull<ScheduleEntry>; BATCH],
+    /// `len` steps: the cycle of the schedule named `generation`, or in
+    /// `own`. Each is an index into `entries`, below its length.
+    steps: NonNull<u32>,
+    /// The entries of the schedule named `generation`.
+    entries: NonNull<ScheduleEntry>,
+    /// Steps worked out for this reader (made on first use: readers of a
+    /// schedule with a cycle never need it). From `Box::leak`, freed in
+    /// `drop`: a `Box` here would be retagged each time the reader moves,
+    /// invalidating `steps` taken from it (Stacked Borrows).
+    own: Option<NonNull<[u32; BATCH]>>,
 }
 
-// SAFETY: pointers to `ScheduleEntry`s (`Send + Sync`), only ever read,
-// and only by the one reader that holds the hand.
+// SAFETY: pointers into a `StrideSchedule` (`Send + Sync`) or into `own`
+// (owned), only ever used by the one reader that holds the hand.
 unsafe impl Send for Hand {}
+
+impl Drop for Hand {
+    fn drop(&mut self) {
+        if let Some(own) = self.own.take() {
+            // SAFETY: from `Box::leak` in `fill`, given back once, here.
+            drop(unsafe { Box::from_raw(own.as_ptr()) });
+        }
+    }
+}
 
 impl Hand {
     /// A name no schedule is given.
@@ -233,7 +306,9 @@ impl Hand {
             generation: Hand::EMPTY,
             at: 0,
             len: 0,
-            steps: [NonNull::dangling(); BATCH],
+            steps: NonNull::dangling(),
+            entries: NonNull::dangling(),
+            own: None,
         }
     }
 
@@ -244,9 +319,15 @@ impl Hand {
         if generation != self.generation || self.at >= self.len {
             return None;
         }
-        // `at < len <= BATCH`: the mask keeps the index as is, and lets
-        // the compiler drop its bounds check.
-        let e = self.steps[self.at as usize % BATCH];
+        // SAFETY: the caller still holds the schedule named `generation`
+        // (see `fill`), so `steps` points to `len` indices (its cycle, or
+        // `own`, which never moves once made) and `entries` to its
+        // entries, each index below their number (`Strides` hands out no
+        // other); `at < len`.
+        let e = unsafe {
+            let i = *self.steps.as_ptr().add(self.at as usize);
+            self.entries.add(i as usize)
+        };
         self.at += 1;
         Some(e)
     }
@@ -257,6 +338,22 @@ impl Hand {
         self.len = 0;
     }
 }
+
+/// A schedule's first `g` generations of steps, worked out once (see the
+/// module's doc).
+struct Cycle {
+    /// The entries taken, in order: `g` generations of `n` steps.
+    steps: Box<[u32]>,
+}
+
+/// A cycle gives its lightest entry about this many picks a pass ...
+const CYCLE_AIM: u64 = 256;
+/// ... and at least this many (else readers work batches out).
+const CYCLE_LEAST: u64 = 100;
+/// A cycle is at most this many picks (4 bytes each) ...
+const CYCLE_PICKS: u64 = 1 << 16;
+/// ... and this many steps of the schedule (its cost to build).
+const CYCLE_STEPS: u64 = 1 << 18;
 
 /// The schedule's arithmetic, apart from what it schedules.
 ///
@@ -313,6 +410,60 @@ impl Strides {
 
     fn weights(&self) -> impl Iterator<Item = u16> + '_ {
         self.weight[..self.n as usize].iter().copied()
+    }
+
+    /// The schedule's cycle: its steps over the first `g` generations,
+    /// `g` as many as give the lightest entry `CYCLE_AIM` picks (or the
+    /// whole period, 65535) where that fits the budget, fewer where not;
+    /// `None` when what fits gives it fewer than `CYCLE_LEAST`.
+    fn cycle(&self) -> Option<Cycle> {
+        let (n, m) = (u64::from(self.n), u64::from(MAX_WEIGHT));
+        if self.unweighted {
+            // One generation: every entry once, in order.
+            return (n <= CYCLE_PICKS).then(|| Cycle {
+                steps: (0..self.n).collect(),
+            });
+        }
+        let weights = self.weight[..self.n as usize].iter().map(|w| u64::from(*w));
+        let (lightest, sum) = (weights.clone().min()?, weights.sum::<u64>());
+        // Over `g` generations an entry of weight `w` is taken `w·g / m`
+        // times, give or take one.
+        let fits = (CYCLE_STEPS / n).min((CYCLE_PICKS.checked_sub(n)?) * m / sum);
+        let g = (CYCLE_AIM * m).div_ceil(lightest).min(m).min(fits);
+        // The whole period takes each entry exactly its weight's times.
+        if g == 0 || (g < m && g * lightest / m < CYCLE_LEAST) {
+            return None;
+        }
+        let total = g * n;
+        let mut steps = Vec::with_capacity((g * sum / m + n) as usize);
+        let mut s = 0;
+        while s < total {
+            // Lanes `i..i + BATCH` are steps `s..s + BATCH` (see `Strides`).
+            let (i, gen) = ((s % n) as usize, (s / n) as u16);
+            let (Some(w), Some(o)) = (
+                self.weight
+                    .get(i..i + BATCH)
+                    .and_then(|w| w.try_into().ok()),
+                self.offset
+                    .get(i..i + BATCH)
+                    .and_then(|o| o.try_into().ok()),
+            ) else {
+                return None;
+            };
+            let mut taken = taken_steps(w, o, gen);
+            if total - s < BATCH as u64 {
+                taken &= (1u64 << (total - s)) - 1;
+            }
+            while taken != 0 {
+                let k = taken.trailing_zeros() as usize;
+                taken &= taken - 1;
+                steps.push(self.entry[i + k]);
+            }
+            s += BATCH as u64;
+        }
+        (!steps.is_empty()).then(|| Cycle {
+            steps: steps.into_boxed_slice(),
+        })
     }
 
     /// The index of the next entry for the reader whose scratch is `local`:
@@ -682,6 +833,183 @@ mod tests {
                     assert_eq!(got, want, "{w:?} from {seq:#x}, {singles} singles");
                 }
             }
+        }
+    }
+
+    /// The steps of gRFC A58's scheduler in generation `gen`, onto `steps`.
+    fn steps_in(weights: &[u16], gen: u32, steps: &mut Vec<u32>) {
+        let (n, m) = (weights.len() as u32, u32::from(MAX_WEIGHT));
+        for i in 0..n {
+            let w = u32::from(weights[i as usize].max(1));
+            if (w * gen + (i * 32767) % m) % m >= m - w {
+                steps.push(i);
+            }
+        }
+    }
+
+    /// The steps of gRFC A58's scheduler over generations `0..g`.
+    fn steps_over(weights: &[u16], g: u32) -> Vec<u32> {
+        let mut steps = Vec::new();
+        for gen in 0..g {
+            steps_in(weights, gen, &mut steps);
+        }
+        steps
+    }
+
+    /// A cycle's picks are the scheduler's over its first generations, and
+    /// a pass gives each entry its weight's share to within one pick.
+    #[test]
+    fn a_cycle_is_the_schedules_first_whole_generations() {
+        let mut r = 11u64;
+        let m = u64::from(MAX_WEIGHT);
+        let (sizes, spreads): (&[usize], &[u64]) = if cfg!(miri) {
+            (&[3, 65], &[2])
+        } else {
+            (&[2, 3, 5, 10, 63, 64, 65, 100], &[1, 2, 10, 30])
+        };
+        for &n in sizes {
+            for &spread in spreads {
+                let mut weights: Vec<u16> = (0..n)
+                    .map(|_| (m - rng(&mut r) % (m - m / spread).max(1)) as u16)
+                    .collect();
+                weights[(rng(&mut r) % n as u64) as usize] = MAX_WEIGHT;
+                let strides = Strides::new(n, Some(&weights)).unwrap();
+                let Some(cycle) = strides.cycle() else {
+                    // Only when the budget leaves the lightest too few.
+                    let lightest = u64::from(*weights.iter().min().unwrap());
+                    let sum: u64 = weights.iter().map(|w| u64::from(*w)).sum();
+                    let g = (CYCLE_STEPS / n as u64).min((CYCLE_PICKS - n as u64) * m / sum);
+                    assert!(g * lightest / m < CYCLE_LEAST, "n {n} {weights:?}");
+                    continue;
+                };
+                // Every generation takes the heaviest: the number of
+                // generations is the one whose steps are as many.
+                let mut g = 0;
+                let mut want = Vec::new();
+                while want.len() < cycle.steps.len() {
+                    steps_in(&weights, g, &mut want);
+                    g += 1;
+                }
+                assert_eq!(&cycle.steps[..], &want[..], "n {n} {weights:?}");
+                let g = u64::from(g);
+                for (i, w) in weights.iter().enumerate() {
+                    let picks = cycle.steps.iter().filter(|s| **s as usize == i).count() as f64;
+                    let share = (u64::from(*w) * g) as f64 / m as f64;
+                    assert!(
+                        (picks - share).abs() <= 1.0,
+                        "entry {i}: {picks} vs {share}"
+                    );
+                    if !strides.unweighted {
+                        assert!(picks >= CYCLE_LEAST as f64 - 1.0, "entry {i}: {picks}");
+                    }
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn which_schedules_have_a_cycle() {
+        // Unweighted: one generation, every entry once.
+        let even = Strides::new(5, None).unwrap().cycle().unwrap();
+        assert_eq!(&even.steps[..], &[0, 1, 2, 3, 4]);
+        // Weights that fit their whole period take each entry exactly its
+        // weight's times (with no heaviest of 65535 every generation).
+        let whole = Strides::new(3, Some(&[1, 2, 3])).unwrap().cycle().unwrap();
+        assert_eq!(whole.steps.len(), 6);
+        assert_eq!(&whole.steps[..], &steps_over(&[1, 2, 3], 65535)[..]);
+        // Too many endpoints for the lightest to get enough picks in a
+        // cycle that fits: readers work batches out.
+        let n = CYCLE_STEPS as usize / 50;
+        let weights: Vec<u16> = (0..n)
+            .map(|i| if i == 0 { MAX_WEIGHT } else { 30_000 })
+            .collect();
+        assert!(Strides::new(n, Some(&weights)).unwrap().cycle().is_none());
+        // A weight the budget cannot give enough picks.
+        assert!(Strides::new(3, Some(&[MAX_WEIGHT, 50, 60_000]))
+            .unwrap()
+            .cycle()
+            .is_none());
+        if !cfg!(miri) {
+            let many = CYCLE_PICKS as usize + 1;
+            assert!(Strides::new(many, None).unwrap().cycle().is_none());
+        }
+    }
+
+    struct NoHook;
+    impl DoneHook for NoHook {
+        fn done(&self, _: &SubConn, _: &crate::balancer::done::DoneInfo<'_>) {}
+    }
+
+    fn schedule(weights: Option<&[u16]>, n: usize) -> StrideSchedule {
+        let entries: ScheduleEntries = (0..n)
+            .map(|i| {
+                let sc = Arc::new(SubConn::new(
+                    crate::balancer::subconn::SubConnId(i as u64),
+                    crate::Address::new(format!("127.0.0.1:{}", 1000 + i)),
+                ));
+                ScheduleEntry::new(sc, Arc::new(NoHook))
+            })
+            .collect();
+        StrideSchedule::new(entries, weights).unwrap()
+    }
+
+    /// What a reader does: `Hand::next`, else `fill`.
+    fn hand_pick(s: &StrideSchedule, local: &mut PickLocal, hand: &mut Hand, gen: u64) -> usize {
+        let e = match hand.next(gen) {
+            // SAFETY: `s`, named `gen`, is alive.
+            Some(e) => unsafe { e.as_ref() },
+            None => s.fill(local, hand, gen),
+        };
+        e.subconn().id().0 as usize
+    }
+
+    /// A reader walks the cycle from a random step, round and round; a
+    /// reader of a schedule without one takes the scheduler's steps.
+    #[test]
+    fn readers_walk_the_cycle_round_and_round_from_anywhere() {
+        let weights = [MAX_WEIGHT, 30_000, 2_000];
+        let s = schedule(Some(&weights), 3);
+        let cycle: Vec<usize> = s
+            .cycle
+            .as_ref()
+            .unwrap()
+            .steps
+            .iter()
+            .map(|i| *i as usize)
+            .collect();
+        assert_eq!(s.cycle_len(), Some(cycle.len()));
+        let mut starts = std::collections::HashSet::new();
+        for seed in 0..if cfg!(miri) { 3 } else { 20 } {
+            let (mut local, mut hand) = (PickLocal::new(seed), Hand::new());
+            let first = hand_pick(&s, &mut local, &mut hand, 7);
+            let start = hand.at as usize - 1;
+            starts.insert(start);
+            assert_eq!(first, cycle[start]);
+            for k in 1..if cfg!(miri) { 50 } else { 3 * cycle.len() } {
+                let got = hand_pick(&s, &mut local, &mut hand, 7);
+                assert_eq!(
+                    got,
+                    cycle[(start + k) % cycle.len()],
+                    "seed {seed}, pick {k}"
+                );
+            }
+            // The same hand under another name: a new start, anywhere.
+            hand_pick(&s, &mut local, &mut hand, 8);
+            assert_eq!(hand.generation, 8);
+        }
+        assert!(starts.len() > 1, "every reader starts at {starts:?}");
+
+        // No cycle (a weight too light for the budget): steps worked out
+        // in batches, the scheduler's own.
+        let weights = [MAX_WEIGHT, 50, 60_000, 30_000];
+        let s = schedule(Some(&weights), 4);
+        assert_eq!(s.cycle_len(), None);
+        let (mut local, mut hand) = (PickLocal::new(3), Hand::new());
+        *local.sequence() = 0;
+        let mut want = (0, 0);
+        for k in 0..if cfg!(miri) { 100 } else { 5_000 } {
+            let got = hand_pick(&s, &mut local, &mut hand, 1);
+            assert_eq!(got, reference(&weights, &mut want), "pick {k}");
         }
     }
 
