@@ -149,12 +149,6 @@ impl StrideSchedule {
         })
     }
 
-    /// How many picks a reader's pass over the schedule's worked-out
-    /// steps holds (`None`: readers work batches out for themselves).
-    pub fn cycle_len(&self) -> Option<usize> {
-        self.cycle.as_ref().map(|c| c.steps.len())
-    }
-
     /// Its entries, for the next schedule over the same READY set.
     pub fn entries(&self) -> &ScheduleEntries {
         &self.entries
@@ -440,17 +434,7 @@ impl Strides {
         while s < total {
             // Lanes `i..i + BATCH` are steps `s..s + BATCH` (see `Strides`).
             let (i, gen) = ((s % n) as usize, (s / n) as u16);
-            let (Some(w), Some(o)) = (
-                self.weight
-                    .get(i..i + BATCH)
-                    .and_then(|w| w.try_into().ok()),
-                self.offset
-                    .get(i..i + BATCH)
-                    .and_then(|o| o.try_into().ok()),
-            ) else {
-                return None;
-            };
-            let mut taken = taken_steps(w, o, gen);
+            let mut taken = self.taken_at(i, gen)?;
             if total - s < BATCH as u64 {
                 taken &= (1u64 << (total - s)) - 1;
             }
@@ -464,6 +448,17 @@ impl Strides {
         (!steps.is_empty()).then(|| Cycle {
             steps: steps.into_boxed_slice(),
         })
+    }
+
+    /// The steps of lanes `lane..lane + BATCH` that the stride test takes
+    /// in generation `gen` (see `taken_steps`): `None` past the last lane
+    /// (not for `lane < n`), without a panic.
+    #[inline(always)]
+    fn taken_at(&self, lane: usize, gen: u16) -> Option<u64> {
+        let lanes = lane..lane.checked_add(BATCH)?;
+        let w = self.weight.get(lanes.clone())?.try_into().ok()?;
+        let o = self.offset.get(lanes)?.try_into().ok()?;
+        Some(taken_steps(w, o, gen))
     }
 
     /// The index of the next entry for the reader whose scratch is `local`:
@@ -583,18 +578,11 @@ impl Strides {
         let (mut taken, mut from) = (0, 0);
         for _ in 0..=self.n as usize / BATCH {
             from = i;
-            // `from < n`: lanes `from..from + BATCH` exist; `get` keeps
-            // this panic-free.
-            let lanes = from as usize..from as usize + BATCH;
-            let (Some(w), Some(o)) = (
-                self.weight
-                    .get(lanes.clone())
-                    .and_then(|w| w.try_into().ok()),
-                self.offset.get(lanes).and_then(|o| o.try_into().ok()),
-            ) else {
+            // `from < n`: lanes `from..from + BATCH` exist.
+            let Some(t) = self.taken_at(from as usize, gen as u16) else {
                 break;
             };
-            taken = taken_steps(w, o, gen as u16);
+            taken = t;
             let after = from as usize + BATCH;
             i = (after % self.n as usize) as u32;
             gen = ((gen as usize + after / self.n as usize) % m) as u32;
@@ -675,17 +663,22 @@ mod tests {
         let m = u32::from(MAX_WEIGHT);
         loop {
             let (i, gen) = *seq;
-            let w = u32::from(weights[i as usize].max(1));
-            let offset = ((u64::from(i) * 32767) % u64::from(m)) as u32;
             *seq = if i + 1 == n {
                 (0, (gen + 1) % m)
             } else {
                 (i + 1, gen)
             };
-            if (w * gen + offset) % m >= m - w {
+            if stride_takes(weights[i as usize], i, gen) {
                 return i as usize;
             }
         }
+    }
+
+    /// gRFC A58's stride test: entry `i` of weight `w` is taken in
+    /// generation `gen` (its offset is `i · 32767`).
+    fn stride_takes(w: u16, i: u32, gen: u32) -> bool {
+        let (w, m) = (u64::from(w.max(1)), u64::from(MAX_WEIGHT));
+        (w * u64::from(gen) + u64::from(i) * 32767 % m) % m >= m - w
     }
 
     fn rng(state: &mut u64) -> u64 {
@@ -838,10 +831,8 @@ mod tests {
 
     /// The steps of gRFC A58's scheduler in generation `gen`, onto `steps`.
     fn steps_in(weights: &[u16], gen: u32, steps: &mut Vec<u32>) {
-        let (n, m) = (weights.len() as u32, u32::from(MAX_WEIGHT));
-        for i in 0..n {
-            let w = u32::from(weights[i as usize].max(1));
-            if (w * gen + (i * 32767) % m) % m >= m - w {
+        for (i, w) in (0u32..).zip(weights) {
+            if stride_takes(*w, i, gen) {
                 steps.push(i);
             }
         }
@@ -977,7 +968,7 @@ mod tests {
             .iter()
             .map(|i| *i as usize)
             .collect();
-        assert_eq!(s.cycle_len(), Some(cycle.len()));
+        assert_eq!(s.cycle.as_ref().map(|c| c.steps.len()), Some(cycle.len()));
         let mut starts = std::collections::HashSet::new();
         for seed in 0..if cfg!(miri) { 3 } else { 20 } {
             let (mut local, mut hand) = (PickLocal::new(seed), Hand::new());
@@ -1003,7 +994,7 @@ mod tests {
         // in batches, the scheduler's own.
         let weights = [MAX_WEIGHT, 50, 60_000, 30_000];
         let s = schedule(Some(&weights), 4);
-        assert_eq!(s.cycle_len(), None);
+        assert_eq!(s.cycle.as_ref().map(|c| c.steps.len()), None);
         let (mut local, mut hand) = (PickLocal::new(3), Hand::new());
         *local.sequence() = 0;
         let mut want = (0, 0);
