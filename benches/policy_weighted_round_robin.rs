@@ -19,9 +19,11 @@
 //!     subchannels with its sequence shared: `atomic_*` (gRPC-Go's and gRPC
 //!     C++'s picker: one `fetch_add` per step on a shared counter) and
 //!     `mutex_*` (`Arc<Mutex<..>>` around the counter).
-//! - `recompute_n{N}`: `publish`: one weight-update tick on the loop,
-//!   through `TestClientConn` (every endpoint's effective weight, scaling,
-//!   building the schedule, publishing it and dropping the old one). Each
+//! - `recompute_n{N}`: `publish`: one load report and one weight-update
+//!   tick on the loop, through `TestClientConn` (every endpoint's
+//!   effective weight, scaling, building the schedule, publishing it and
+//!   dropping the old one; the report moves one weight by 5 %, so every
+//!   tick builds and publishes, which the bench checks). Each
 //!   iteration moves the clock 1 s, so the weights are set never to expire
 //!   (with the default 3 min, from the 180th iteration on every weight had
 //!   expired and the tick measured plain round robin, which builds no
@@ -277,11 +279,11 @@ fn recompute(c: &mut Criterion, n: usize) {
         .enumerate()
         .map(|(i, s)| (s.id(), i))
         .collect();
-    let picker = cc.picker().unwrap().clone();
-    let mut local = switchyard::PickLocal::new(3);
+    let first = cc.picker().unwrap().clone();
+    let (mut local, mut turn) = (switchyard::PickLocal::new(3), switchyard::PickLocal::new(5));
     for _ in 0..n {
         if let switchyard::PickResult::Complete { subconn, done } =
-            picker.pick(&PickInfo::default(), &mut local)
+            first.pick(&PickInfo::default(), &mut local)
         {
             let load = [
                 ("rps_fractional", qps(index[&subconn.id()])),
@@ -311,15 +313,39 @@ fn recompute(c: &mut Criterion, n: usize) {
     group.finish();
     let mut group = c.benchmark_group(format!("recompute_n{n}"));
     group.sample_size(20);
+    let before = cc.pickers_published();
+    let mut ticks = 0usize;
     group.bench_function("publish", |b| {
         b.iter(|| {
+            // One endpoint reports a load 5 % off its last, so its weight
+            // and the schedule change and the tick rebuilds and publishes
+            // (with loads that never change, a tick finds the same scaled
+            // weights and publishes nothing). The first picker's rotation
+            // takes the endpoints in turn, so each alternates.
+            if let switchyard::PickResult::Complete { subconn, done } =
+                first.pick(&PickInfo::default(), &mut turn)
+            {
+                let shift = if (ticks / n) % 2 == 0 { 1.05 } else { 1.0 };
+                let load = [
+                    ("rps_fractional", qps(index[&subconn.id()]) * shift),
+                    ("application_utilization", 1.0),
+                ];
+                done.report(
+                    subconn,
+                    &DoneInfo {
+                        load: &load,
+                        ..Default::default()
+                    },
+                );
+            }
+            ticks += 1;
             // Exactly one tick (the period is 1 s).
             cc.advance(&mut *wrr, Duration::from_secs(1));
         })
     });
     group.finish();
-    let published = cc.pickers_published();
-    assert!(published > 2, "each tick publishes: {published}");
+    let published = cc.pickers_published() - before;
+    assert_eq!(published, ticks, "each tick publishes");
     // Still the weighted schedule: the top-qps endpoints get `top` times
     // the picks of qps 1 ones (plain round robin would give them the same).
     let top = qps(n.min(10) - 1);
