@@ -251,6 +251,31 @@ fn picks(c: &mut Criterion) {
 }
 
 /// One weight-update tick over `n` READY endpoints with weights.
+/// One pick from `picker`, whose done reports the endpoint's load: qps by
+/// its index (see `qps`) times `shift`, at utilization 1.
+fn report_one(
+    picker: &dyn switchyard::picker::Picker,
+    local: &mut switchyard::PickLocal,
+    index: &HashMap<SubConnId, usize>,
+    shift: f64,
+) {
+    if let switchyard::PickResult::Complete { subconn, done } =
+        picker.pick(&PickInfo::default(), local)
+    {
+        let load = [
+            ("rps_fractional", qps(index[&subconn.id()]) * shift),
+            ("application_utilization", 1.0),
+        ];
+        done.report(
+            subconn,
+            &DoneInfo {
+                load: &load,
+                ..Default::default()
+            },
+        );
+    }
+}
+
 fn recompute(c: &mut Criterion, n: usize) {
     let builder = switchyard::registry::get("weighted_round_robin").unwrap();
     // Weights that never expire: every tick below recomputes a weighted
@@ -282,21 +307,7 @@ fn recompute(c: &mut Criterion, n: usize) {
     let first = cc.picker().unwrap().clone();
     let (mut local, mut turn) = (switchyard::PickLocal::new(3), switchyard::PickLocal::new(5));
     for _ in 0..n {
-        if let switchyard::PickResult::Complete { subconn, done } =
-            first.pick(&PickInfo::default(), &mut local)
-        {
-            let load = [
-                ("rps_fractional", qps(index[&subconn.id()])),
-                ("application_utilization", 1.0),
-            ];
-            done.report(
-                subconn,
-                &DoneInfo {
-                    load: &load,
-                    ..Default::default()
-                },
-            );
-        }
+        report_one(&*first, &mut local, &index, 1.0);
     }
     // The scheduler alone, on the schedule these weights make.
     cc.advance(&mut *wrr, Duration::from_secs(1));
@@ -322,22 +333,8 @@ fn recompute(c: &mut Criterion, n: usize) {
             // (with loads that never change, a tick finds the same scaled
             // weights and publishes nothing). The first picker's rotation
             // takes the endpoints in turn, so each alternates.
-            if let switchyard::PickResult::Complete { subconn, done } =
-                first.pick(&PickInfo::default(), &mut turn)
-            {
-                let shift = if (ticks / n) % 2 == 0 { 1.05 } else { 1.0 };
-                let load = [
-                    ("rps_fractional", qps(index[&subconn.id()]) * shift),
-                    ("application_utilization", 1.0),
-                ];
-                done.report(
-                    subconn,
-                    &DoneInfo {
-                        load: &load,
-                        ..Default::default()
-                    },
-                );
-            }
+            let shift = if (ticks / n) % 2 == 0 { 1.05 } else { 1.0 };
+            report_one(&*first, &mut turn, &index, shift);
             ticks += 1;
             // Exactly one tick (the period is 1 s).
             cc.advance(&mut *wrr, Duration::from_secs(1));
