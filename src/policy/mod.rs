@@ -2,6 +2,7 @@
 
 pub mod least_request;
 pub mod outlier_detection;
+mod petiole;
 pub mod pick_first;
 pub mod random;
 mod ready_endpoints;

@@ -15,16 +15,14 @@
 //! re-resolution, the CONNECTING and TRANSIENT_FAILURE pickers) is here
 //! once.
 
-use super::pick_first::{PickFirstBuilder, NO_CHILDREN_ZERO_ADDRESSES};
+use super::petiole::Petiole;
 use super::round_robin::Failing;
 use crate::balancer::child_manager::{Child, ChildManager, ChildParent};
 use crate::balancer::keep::{Keep, KeepPool};
 use crate::balancer::picker::{FailPicker, Picker, QueuePicker};
 use crate::balancer::ready_list::{ReadyChunks, ReadyList};
 use crate::balancer::subconn::{SubConn, SubConnId};
-use crate::balancer::{
-    Balancer, Builder, ClientConn, ClientConnState, LbConfig, SubConnState, TimerToken,
-};
+use crate::balancer::{Balancer, ClientConn, ClientConnState, LbConfig, SubConnState, TimerToken};
 use crate::connectivity::{ConnectivityState, StateCounts, NO_CHILDREN};
 use std::ptr::NonNull;
 use std::sync::Arc;
@@ -268,11 +266,17 @@ impl<P: ReadyPicking> ReadyEndpoints<P> {
         self.reported = Some(state);
         cc.update_state(state, picker);
     }
+}
 
+impl<P: ReadyPicking> Petiole for ReadyEndpoints<P> {
     fn fail_all(&mut self, cc: &mut dyn ClientConn, picker: Box<dyn Picker>) {
         self.reported = Some(ConnectivityState::TransientFailure);
         self.stale = true;
         cc.update_state(ConnectivityState::TransientFailure, picker);
+    }
+
+    fn republish(&mut self, cc: &mut dyn ClientConn) {
+        self.regenerate(cc, None);
     }
 }
 
@@ -299,28 +303,13 @@ impl<P: ReadyPicking> Balancer for ReadyEndpoints<P> {
         if self.picking.configure(state.config.as_ref())? {
             self.stale = true;
         }
-        if state.addresses.is_empty() {
-            self.children.close(cc);
-            self.fail_all(
-                cc,
-                Box::new(FailPicker::unavailable(NO_CHILDREN_ZERO_ADDRESSES)),
-            );
-            return Err(NO_CHILDREN_ZERO_ADDRESSES.into());
-        }
-        let pick_first: Arc<dyn Builder> = Arc::new(PickFirstBuilder);
-        self.children
-            .update_endpoints(cc, &state.endpoints, &pick_first, None);
+        self.take_endpoints(cc, &state)?;
         self.regenerate(cc, None);
         Ok(())
     }
 
     fn resolver_error(&mut self, cc: &mut dyn ClientConn, error: &str) {
-        self.children.resolver_error(cc, error);
-        if self.children.is_empty() {
-            self.fail_all(cc, Box::new(FailPicker::resolver_error(error)));
-        } else {
-            self.regenerate(cc, None);
-        }
+        self.take_resolver_error(cc, error);
     }
 
     fn update_subconn_state(

@@ -4,7 +4,7 @@
 //! per call still go round in order), so the picker itself is never written
 //! to.
 
-use super::pick_first::{PickFirstBuilder, NO_CHILDREN_ZERO_ADDRESSES};
+use super::petiole::Petiole;
 use crate::balancer::child_manager::{Child, ChildManager, ChildParent};
 use crate::balancer::picker::{
     DoneHooks, FailPicker, PickInfo, PickLocal, PickResult, Picker, QueuePicker,
@@ -317,6 +317,18 @@ impl RoundRobin {
     }
 }
 
+impl Petiole for RoundRobin {
+    fn fail_all(&mut self, cc: &mut dyn ClientConn, picker: Box<dyn Picker>) {
+        self.reported = Some(ConnectivityState::TransientFailure);
+        self.rotation_published = false;
+        cc.update_state(ConnectivityState::TransientFailure, picker);
+    }
+
+    fn republish(&mut self, cc: &mut dyn ClientConn) {
+        self.regenerate(cc, None);
+    }
+}
+
 impl ChildParent for RoundRobin {
     fn children(&mut self) -> &mut ChildManager {
         &mut self.children
@@ -336,34 +348,13 @@ impl Balancer for RoundRobin {
         cc: &mut dyn ClientConn,
         state: ClientConnState,
     ) -> Result<(), String> {
-        if state.addresses.is_empty() {
-            self.children.close(cc);
-            self.reported = Some(ConnectivityState::TransientFailure);
-            self.rotation_published = false;
-            cc.update_state(
-                ConnectivityState::TransientFailure,
-                Box::new(FailPicker::unavailable(NO_CHILDREN_ZERO_ADDRESSES)),
-            );
-            return Err(NO_CHILDREN_ZERO_ADDRESSES.into());
-        }
-        let pick_first: Arc<dyn Builder> = Arc::new(PickFirstBuilder);
-        self.children
-            .update_endpoints(cc, &state.endpoints, &pick_first, None);
+        self.take_endpoints(cc, &state)?;
         self.regenerate(cc, None);
         Ok(())
     }
 
     fn resolver_error(&mut self, cc: &mut dyn ClientConn, error: &str) {
-        self.children.resolver_error(cc, error);
-        if self.children.is_empty() {
-            self.reported = Some(ConnectivityState::TransientFailure);
-            cc.update_state(
-                ConnectivityState::TransientFailure,
-                Box::new(FailPicker::resolver_error(error)),
-            );
-        } else {
-            self.regenerate(cc, None);
-        }
+        self.take_resolver_error(cc, error);
     }
 
     fn update_subconn_state(

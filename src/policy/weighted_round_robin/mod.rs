@@ -34,7 +34,7 @@ pub use config::{parse_duration, WrrConfig, MIN_WEIGHT_UPDATE_PERIOD};
 pub use scheduler::{scale, Entries, WrrPicker, MAX_WEIGHT};
 pub use weight::{weight_from_report, EndpointWeight};
 
-use super::pick_first::{PickFirstBuilder, NO_CHILDREN_ZERO_ADDRESSES};
+use super::petiole::Petiole;
 use super::round_robin::Failing;
 use crate::balancer::child_manager::{ChildManager, ChildParent};
 use crate::balancer::picker::{FailPicker, Picker, QueuePicker};
@@ -340,6 +340,17 @@ enum Scheduled {
     Same,
 }
 
+impl Petiole for WeightedRoundRobin {
+    fn fail_all(&mut self, cc: &mut dyn ClientConn, picker: Box<dyn Picker>) {
+        self.reported = Some(ConnectivityState::TransientFailure);
+        cc.update_state(ConnectivityState::TransientFailure, picker);
+    }
+
+    fn republish(&mut self, cc: &mut dyn ClientConn) {
+        self.regenerate(cc);
+    }
+}
+
 impl ChildParent for WeightedRoundRobin {
     fn children(&mut self) -> &mut ChildManager {
         &mut self.children
@@ -379,21 +390,13 @@ impl Balancer for WeightedRoundRobin {
         let config = state.config_as::<WrrConfig>().cloned().unwrap_or_default();
         self.config.store(Arc::new(config));
         if state.addresses.is_empty() {
+            // No endpoint left: nothing to weigh or listen to.
             self.stop_oob(cc);
-            self.children.close(cc);
             self.weights.clear();
             self.weights_layout = None;
             self.stop_timer(cc);
-            self.reported = Some(ConnectivityState::TransientFailure);
-            cc.update_state(
-                ConnectivityState::TransientFailure,
-                Box::new(FailPicker::unavailable(NO_CHILDREN_ZERO_ADDRESSES)),
-            );
-            return Err(NO_CHILDREN_ZERO_ADDRESSES.into());
         }
-        let pick_first: Arc<dyn Builder> = Arc::new(PickFirstBuilder);
-        self.children
-            .update_endpoints(cc, &state.endpoints, &pick_first, None);
+        self.take_endpoints(cc, &state)?;
         self.align(cc);
         // The config may have turned OOB reporting on or off, or changed
         // its period.
@@ -406,16 +409,7 @@ impl Balancer for WeightedRoundRobin {
     }
 
     fn resolver_error(&mut self, cc: &mut dyn ClientConn, error: &str) {
-        self.children.resolver_error(cc, error);
-        if self.children.is_empty() {
-            self.reported = Some(ConnectivityState::TransientFailure);
-            cc.update_state(
-                ConnectivityState::TransientFailure,
-                Box::new(FailPicker::resolver_error(error)),
-            );
-        } else {
-            self.regenerate(cc);
-        }
+        self.take_resolver_error(cc, error);
     }
 
     fn update_subconn_state(
