@@ -130,6 +130,10 @@ pub struct StrideSchedule {
     /// Its first generations' steps, for readers to walk (`None`: too many
     /// to be worth keeping; readers work batches out, see `Hand`).
     cycle: Option<Cycle>,
+    /// Entries too many for the cache (`prefetch::large_table_len`): a
+    /// reader's step misses on its entry unless started early (see
+    /// `Hand::next`). A schedule with a cycle is small enough.
+    ahead: bool,
 }
 
 impl StrideSchedule {
@@ -142,10 +146,12 @@ impl StrideSchedule {
     pub fn new(entries: ScheduleEntries, weights: Option<&[u16]>) -> Option<StrideSchedule> {
         let strides = Strides::new(entries.len(), weights)?;
         let cycle = strides.cycle();
+        let ahead = cycle.is_none() && entries.len() >= crate::prefetch::large_table_len();
         Some(StrideSchedule {
             strides,
             entries,
             cycle,
+            ahead,
         })
     }
 
@@ -190,6 +196,7 @@ impl StrideSchedule {
         generation: u64,
     ) -> &ScheduleEntry {
         hand.entries = NonNull::from(&self.entries[..]).cast();
+        hand.ahead = self.ahead;
         let (steps, at, first) = match &self.cycle {
             Some(cycle) => {
                 // `fill` is called when the hand has no step left: one of
@@ -220,6 +227,13 @@ impl StrideSchedule {
                     len += 1;
                 });
                 let steps = &own[..len];
+                if hand.ahead {
+                    // The steps `Hand::next` takes before the first whose
+                    // entry it starts loading.
+                    for &i in steps.iter().skip(1).take(AHEAD as usize) {
+                        crate::prefetch::prefetch(self.entry(i as usize));
+                    }
+                }
                 (NonNull::from(steps), 0, steps.first().copied())
             }
         };
@@ -276,7 +290,13 @@ pub(crate) struct Hand {
     /// `drop`: a `Box` here would be retagged each time the reader moves,
     /// invalidating `steps` taken from it (Stacked Borrows).
     own: Option<NonNull<[u32; BATCH]>>,
+    /// Each step starts loading the entry `AHEAD` steps on.
+    ahead: bool,
 }
+
+/// How many steps ahead a hand over a large schedule starts loading an
+/// entry.
+const AHEAD: u32 = 8;
 
 // SAFETY: pointers into a `StrideSchedule` (`Send + Sync`) or into `own`
 // (owned), only ever used by the one reader that holds the hand.
@@ -303,6 +323,7 @@ impl Hand {
             steps: NonNull::dangling(),
             entries: NonNull::dangling(),
             own: None,
+            ahead: false,
         }
     }
 
@@ -322,6 +343,13 @@ impl Hand {
             let i = *self.steps.as_ptr().add(self.at as usize);
             self.entries.add(i as usize)
         };
+        if self.ahead && self.at + AHEAD < self.len {
+            // SAFETY: as above, with `at + AHEAD < len`.
+            crate::prefetch::prefetch(unsafe {
+                let i = *self.steps.as_ptr().add((self.at + AHEAD) as usize);
+                self.entries.add(i as usize).as_ptr()
+            });
+        }
         self.at += 1;
         Some(e)
     }
@@ -991,16 +1019,22 @@ mod tests {
         assert!(starts.len() > 1, "every reader starts at {starts:?}");
 
         // No cycle (a weight too light for the budget): steps worked out
-        // in batches, the scheduler's own.
+        // in batches, the scheduler's own; the same when the hand loads
+        // entries ahead (as over a schedule larger than the cache).
         let weights = [MAX_WEIGHT, 50, 60_000, 30_000];
-        let s = schedule(Some(&weights), 4);
+        let mut s = schedule(Some(&weights), 4);
         assert_eq!(s.cycle.as_ref().map(|c| c.steps.len()), None);
-        let (mut local, mut hand) = (PickLocal::new(3), Hand::new());
-        *local.sequence() = 0;
-        let mut want = (0, 0);
-        for k in 0..if cfg!(miri) { 100 } else { 5_000 } {
-            let got = hand_pick(&s, &mut local, &mut hand, 1);
-            assert_eq!(got, reference(&weights, &mut want), "pick {k}");
+        assert!(!s.ahead, "four entries fit any cache");
+        for ahead in [false, true] {
+            s.ahead = ahead;
+            let (mut local, mut hand) = (PickLocal::new(3), Hand::new());
+            *local.sequence() = 0;
+            let mut want = (0, 0);
+            for k in 0..if cfg!(miri) { 100 } else { 5_000 } {
+                let got = hand_pick(&s, &mut local, &mut hand, 1);
+                assert_eq!(got, reference(&weights, &mut want), "pick {k}");
+            }
+            assert_eq!(hand.ahead, ahead);
         }
     }
 
