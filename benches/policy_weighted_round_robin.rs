@@ -250,7 +250,6 @@ fn picks(c: &mut Criterion) {
     }
 }
 
-/// One weight-update tick over `n` READY endpoints with weights.
 /// One pick from `picker`, whose done reports the endpoint's load: qps by
 /// its index (see `qps`) times `shift`, at utilization 1.
 fn report_one(
@@ -276,6 +275,7 @@ fn report_one(
     }
 }
 
+/// One weight-update tick over `n` READY endpoints with weights.
 fn recompute(c: &mut Criterion, n: usize) {
     let builder = switchyard::registry::get("weighted_round_robin").unwrap();
     // Weights that never expire: every tick below recomputes a weighted

@@ -996,7 +996,6 @@ mod tests {
             .iter()
             .map(|i| *i as usize)
             .collect();
-        assert_eq!(s.cycle.as_ref().map(|c| c.steps.len()), Some(cycle.len()));
         let mut starts = std::collections::HashSet::new();
         for seed in 0..if cfg!(miri) { 3 } else { 20 } {
             let (mut local, mut hand) = (PickLocal::new(seed), Hand::new());
@@ -1023,7 +1022,7 @@ mod tests {
         // entries ahead (as over a schedule larger than the cache).
         let weights = [MAX_WEIGHT, 50, 60_000, 30_000];
         let mut s = schedule(Some(&weights), 4);
-        assert_eq!(s.cycle.as_ref().map(|c| c.steps.len()), None);
+        assert!(s.cycle.is_none());
         assert!(!s.ahead, "four entries fit any cache");
         for ahead in [false, true] {
             s.ahead = ahead;
